@@ -1,0 +1,1 @@
+"""The published protocol of the edge agent: generated gRPC stubs and the bundle format."""

@@ -1,0 +1,368 @@
+"""The `cdl` command. Heavy libraries load inside the commands that need them, so `cdl --help` is fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.domain.errors import CdlError
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def _find_workspace(start: Path) -> Path:
+    start = start.resolve()
+    for p in [start, *start.parents]:
+        if (p / "cdl.yaml").exists():
+            return p
+    return start
+
+
+def _ws(obj: dict[str, Any]):
+    from runtime.workspace.workspace import Workspace
+
+    root = obj.get("workspace") or os.environ.get("CDL_WORKSPACE") or _find_workspace(Path.cwd())
+    return Workspace(Path(root))
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+class _Group(click.Group):
+    """Shows CdlError as a one-line message (exit 2) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CdlError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("-w", "--workspace", type=click.Path(file_okay=False, path_type=Path),
+              help="workspace folder (default: the one containing the current directory)")
+@click.pass_context
+def cli(ctx: click.Context, workspace: Path | None) -> None:
+    """CDL Studio: continuous deep learning from data to edge devices."""
+    ctx.ensure_object(dict)
+    ctx.obj["workspace"] = workspace
+
+
+@cli.command()
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--template", "-t", type=click.Choice(["text-classification", "image-classification"]),
+              required=True)
+@click.option("--name", help="project name (default: the folder's name)")
+def init(path: Path, template: str, name: str | None) -> None:
+    """Create a workspace (git + DVC repository with cdl.yaml and a registry)."""
+    from runtime.workspace.workspace import Workspace
+
+    ws = Workspace.init(path, template, name)
+    click.echo(f"created {ws.root} from template {template}")
+
+
+def _parse_sets(sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        if "=" not in s:
+            raise CdlError(f"--set {s!r}: expected STEP.PARAM=VALUE")
+        key, value = s.split("=", 1)
+        step, _, param = key.rpartition(".")
+        if not step or not param:
+            raise CdlError(f"--set {s!r}: expected STEP.PARAM=VALUE, e.g. data.split.seed=7")
+        out.setdefault(step, {})[param] = yaml.safe_load(value)
+    return out
+
+
+def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force: bool,
+         sets: tuple[str, ...], as_json: bool, junit: Path | None, config=None) -> None:  # noqa: ANN001
+    from runtime.jobs import Runner
+    from runtime.progress import ProgressPrinter
+
+    ws = _ws(obj)
+    runner = Runner(ws)
+    runner.bus.subscribe(ProgressPrinter())
+    result = runner.run(steps=steps, until=until, force=force, overrides=_parse_sets(sets), config=config)
+    if junit:
+        from runtime.reporting import write_junit
+
+        write_junit(result, junit)
+    if as_json:
+        from runtime.reporting import job_json
+
+        _dump(job_json(result))
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("step", required=False)
+@click.option("--until", help="run every step up to and including this one (skipping what is up to date)")
+@click.option("--force", is_flag=True, help="re-run steps even if they are up to date")
+@click.option("--set", "sets", multiple=True, help="parameter override STEP.PARAM=VALUE (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="print the job's result as JSON")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="write a JUnit XML report")
+@click.pass_obj
+def run(obj: dict[str, Any], step: str | None, until: str | None, force: bool, sets: tuple[str, ...],
+        as_json: bool, junit: Path | None) -> None:
+    """Run one STEP, everything --until a step, or (with neither) the whole pipeline."""
+    if step and until:
+        raise CdlError("give either STEP or --until, not both")
+    _run(obj, [step] if step else None, until, force, sets, as_json, junit)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: dict[str, Any], as_json: bool) -> None:
+    """Each step's status: never-run, running, done, failed, stale (with the reason) or drifted."""
+    from runtime.jobs import Runner
+
+    ws = _ws(obj)
+    states = Runner(ws).statuses()
+    if as_json:
+        _dump({"workspace": str(ws.root), "dataset_version": ws.current_version(),
+               "steps": [{"id": s.id, "status": s.status.value, "reason": s.reason, "role": s.spec.role.value,
+                          "pipeline": s.spec.pipeline} for s in states]})
+        return
+    for s in states:
+        extra = f"  ({s.reason})" if s.reason else ""
+        click.echo(f"{s.id:<18} {s.status.value:<10} {s.spec.role.value:<18}{extra}")
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def data() -> None:
+    """Data sources, versions, validation report, diff and checkout."""
+
+
+@data.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "label-studio"]),
+              help="source kind (default: detected)")
+@click.option("--class-names", help="idx: comma-separated class names, or a preset (fashion-mnist, mnist)")
+@click.option("--text-column", help="csv: the text column")
+@click.option("--label-column", help="csv: the label column")
+@click.option("--unlabeled", is_flag=True, help="csv: the file has no label column")
+@click.option("--media-root", type=click.Path(path_type=Path), help="label-studio: folder of the images")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_import(obj: dict[str, Any], source: Path, kind: str | None, class_names: str | None,
+                text_column: str | None, label_column: str | None, unlabeled: bool, media_root: Path | None,
+                as_json: bool) -> None:
+    """Add SOURCE to the pipeline and import it (a transaction: all or nothing)."""
+    from runtime.api import add_source
+
+    options: dict[str, Any] = {}
+    if kind:
+        options["kind"] = kind
+    if class_names:
+        options["class_names"] = class_names if "," not in class_names else [c.strip() for c in class_names.split(",")]
+    if text_column:
+        options["text_column"] = text_column
+    if label_column:
+        options["label_column"] = label_column
+    if unlabeled:
+        options["unlabeled"] = True
+    if media_root:
+        options["media_root"] = str(media_root.resolve())
+    from runtime.progress import ProgressPrinter
+
+    ws = _ws(obj)
+    result = add_source(ws, source, options, subscriber=ProgressPrinter())
+    if as_json:
+        from runtime.reporting import job_json
+
+        _dump(job_json(result))
+    if not result.ok:
+        sys.exit(1)
+
+
+@data.command("versions")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_versions(obj: dict[str, Any], as_json: bool) -> None:
+    """Every dataset version, oldest first."""
+    from runtime.datasets import versions_json
+
+    doc = versions_json(_ws(obj))
+    if as_json:
+        _dump(doc)
+        return
+    for v in doc["versions"]:
+        mark = "*" if v["checked_out"] else " "
+        splits = ", ".join(f"{k} {n}" for k, n in v["splits"].items())
+        click.echo(f"{mark} {v['id']:<5} {v['items']:>7} items ({splits})  dvc {v['dvc_hash'][:12]}  "
+                   f"git {str(v['git_commit'])[:10]}  {v['created'][:19]}")
+
+
+@data.command("report")
+@click.option("--version", "version", help="dataset version (default: the checked-out one)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None:
+    """The validation report: quarantined items (rule and reason) and cleaned items."""
+    from runtime.datasets import report_json
+
+    doc = report_json(_ws(obj), version)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"version {doc['version']}: {len(doc['quarantined'])} quarantined, {len(doc['cleaned'])} cleaned")
+    for q in doc["quarantined"]:
+        click.echo(f"  quarantined {q['source']}: {q['rule']}: {q['reason']}")
+    for c in doc["cleaned"]:
+        click.echo(f"  cleaned     {c['source']}: {c['action']}")
+
+
+@data.command("diff")
+@click.argument("v1")
+@click.argument("v2")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_diff(obj: dict[str, Any], v1: str, v2: str, as_json: bool) -> None:
+    """Items added, removed and changed, label changes and class balance between two versions."""
+    from runtime.datasets import diff_json
+
+    doc = diff_json(_ws(obj), v1, v2)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"{doc['from']} -> {doc['to']}: +{doc['added']} added, -{doc['removed']} removed, "
+               f"{doc['changed']} changed, {doc['label_changes']} label changes")
+    classes = sorted(set(doc["classes_before"]) | set(doc["classes_after"]))
+    for c in classes:
+        click.echo(f"  {c:<20} {doc['classes_before'].get(c, 0):>7} -> {doc['classes_after'].get(c, 0):>7}")
+
+
+@data.command("checkout")
+@click.argument("version")
+@click.pass_obj
+def data_checkout(obj: dict[str, Any], version: str) -> None:
+    """Restore data/dataset to VERSION (DVC checkout)."""
+    from runtime.datasets import checkout
+
+    doc = checkout(_ws(obj), version)
+    click.echo(f"checked out {doc['version']} ({doc['items']} items)")
+
+
+# -- labels -------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def labels() -> None:
+    """The labeling queue and Label Studio import/export."""
+
+
+@labels.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--skip-unmatched", is_flag=True, help="ignore tasks that match no item instead of failing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json: bool) -> None:
+    """Import labels from a Label Studio JSON or JSON_MIN export."""
+    from runtime.labeling import import_label_studio
+
+    doc = import_label_studio(_ws(obj), file, skip_unmatched)
+    if as_json:
+        _dump(doc)
+    else:
+        click.echo(f"{doc['labels']} label(s) from {doc['tasks']} task(s); {doc['skipped_tasks']} skipped, "
+                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s)")
+
+
+@labels.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def labels_export(obj: dict[str, Any], file: Path) -> None:
+    """Export items and labels as a Label Studio JSON export."""
+    from runtime.labeling import export_label_studio
+
+    doc = export_label_studio(_ws(obj), file)
+    click.echo(f"wrote {doc['tasks']} task(s), {doc['annotations']} annotation(s) to {file}")
+
+
+def _queue(obj: dict[str, Any], labeler: str):
+    from runtime.labeling import LabelQueue
+
+    return LabelQueue(_ws(obj), labeler)
+
+
+@labels.command("next")
+@click.option("--filter", "filter_", default="unlabeled", help="unlabeled, conflicts, all, labeled, proposal:ID")
+@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def labels_next(obj: dict[str, Any], filter_: str, labeler: str, as_json: bool) -> None:
+    """Show the next item to label."""
+    q = _queue(obj, labeler)
+    item = q.next(filter_)
+    if item is None:
+        _dump({"item": None}) if as_json else click.echo("nothing left to label")
+        return
+    content = q.content(item.uid)
+    preview = content[:500] if isinstance(content, str) else f"<image {getattr(content, 'shape', '')}>"
+    doc = {"item": item.item_id, "uid": item.uid, "source": item.source, "candidates": list(item.candidates),
+           "classes": q.classes(), "content": preview}
+    if as_json:
+        _dump(doc)
+    else:
+        click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {', '.join(doc['classes'])}")
+
+
+@labels.command("set")
+@click.argument("item")
+@click.argument("label")
+@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.pass_obj
+def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str) -> None:
+    """Label ITEM (its id, a prefix of it, or its uid) as LABEL."""
+    rec = _queue(obj, labeler).set_label(item, label)
+    click.echo(f"{rec.item_id[:12]} -> {rec.label} (by {rec.labeler})")
+
+
+@labels.command("skip")
+@click.argument("item")
+@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.pass_obj
+def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
+    """Skip ITEM for now."""
+    rec = _queue(obj, labeler).skip(item)
+    click.echo(f"skipped {rec.item_id[:12]}")
+
+
+@labels.command("undo")
+@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.pass_obj
+def labels_undo(obj: dict[str, Any], labeler: str) -> None:
+    """Undo your last label or skip."""
+    rec = _queue(obj, labeler).undo()
+    click.echo("nothing to undo" if rec is None else f"undid {rec.action} of {rec.item_id[:12]}")
+
+
+@labels.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
+    """Labeling progress on the checked-out version."""
+    doc = _queue(obj, "labeler").progress()
+    _dump(doc) if as_json else click.echo(", ".join(f"{k} {v}" for k, v in doc.items()))
+
+
+def main() -> None:
+    cli(prog_name="cdl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Dataset versions as users see them: list, report, diff, checkout."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from runtime.domain.errors import WorkspaceError
+from runtime.workspace.dataset import INDEX_NAME, IndexRow, UNLABELED
+from runtime.workspace.workspace import DATASET_DIR, Workspace
+
+
+def versions_json(ws: Workspace) -> dict[str, Any]:
+    out = []
+    for v in ws.store.versions():
+        out.append({
+            "id": v.id,
+            "items": v.items,
+            "classes": v.classes,
+            "splits": v.splits,
+            "split_classes": v.split_classes,
+            "dvc_hash": v.dvc_hash,
+            "git_commit": v.git_commit,
+            "created": v.created.isoformat(),
+            "checked_out": v.id == ws.current_version(),
+        })
+    return {"versions": out}
+
+
+def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:
+    version = version or ws.current_version()
+    if version is None:
+        return {"version": None, "quarantined": [], "cleaned": []}
+    ws.store.version(version)  # raises if unknown
+    return {
+        "version": version,
+        "quarantined": [{"item": q.item, "source": q.source, "rule": q.rule, "reason": q.reason}
+                        for q in ws.store.quarantine(version)],
+        "cleaned": [{"item": c.item, "source": c.source, "action": c.action} for c in ws.store.cleaned(version)],
+    }
+
+
+def version_rows(ws: Workspace, version: str) -> list[IndexRow]:
+    """The index of any version, read from DVC's cache (no checkout needed)."""
+    v = ws.store.version(version)
+    path = ws.dvc.open_member(v.dvc_hash, INDEX_NAME)
+    with open(path, encoding="utf-8") as fh:
+        return [IndexRow.from_json(line) for line in fh if line.strip()]
+
+
+def diff_json(ws: Workspace, a: str, b: str) -> dict[str, Any]:
+    ra = {r.uid: r for r in version_rows(ws, a)}
+    rb = {r.uid: r for r in version_rows(ws, b)}
+    added = sorted(set(rb) - set(ra))
+    removed = sorted(set(ra) - set(rb))
+    common = set(ra) & set(rb)
+    changed = sorted(u for u in common if ra[u].id != rb[u].id)
+    label_changes = sorted(u for u in common if ra[u].label != rb[u].label)
+    split_changes = sorted(u for u in common if ra[u].split != rb[u].split)
+
+    def classes(rows: dict[str, IndexRow]) -> dict[str, int]:
+        return dict(sorted(Counter(r.label or UNLABELED for r in rows.values()).items()))
+
+    def per_split(rows: dict[str, IndexRow]) -> dict[str, dict[str, int]]:
+        out: dict[str, Counter[str]] = {}
+        for r in rows.values():
+            out.setdefault(r.split or "unassigned", Counter())[r.label or UNLABELED] += 1
+        return {s: dict(sorted(c.items())) for s, c in sorted(out.items())}
+
+    return {
+        "from": ws.store.version(a).id,
+        "to": ws.store.version(b).id,
+        "added": len(added),
+        "removed": len(removed),
+        "changed": len(changed),
+        "label_changes": len(label_changes),
+        "split_changes": len(split_changes),
+        "classes_before": classes(ra),
+        "classes_after": classes(rb),
+        "splits_before": per_split(ra),
+        "splits_after": per_split(rb),
+        "examples": {
+            "added": added[:20],
+            "removed": removed[:20],
+            "changed": changed[:20],
+            "label_changes": [{"item": u, "before": ra[u].label, "after": rb[u].label} for u in label_changes[:20]],
+        },
+    }
+
+
+def checkout(ws: Workspace, version: str) -> dict[str, Any]:
+    """Restore data/dataset to an earlier (or later) version with DVC; the registry remembers which."""
+    v = ws.store.version(version)
+    if not v.dvc_file:
+        raise WorkspaceError(f"{v.id} has no recorded .dvc file")
+    ws.dvc.checkout(DATASET_DIR, v.dvc_file)
+    rows = ws.dataset().rows
+    if len(rows) != v.items:
+        raise WorkspaceError(f"checkout of {v.id} gave {len(rows)} items, the registry says {v.items}")
+    ws.store.set_state("dataset_version", v.id)
+    return {"version": v.id, "items": len(rows), "dvc_hash": v.dvc_hash}

@@ -1,0 +1,101 @@
+"""Frozen records handed out by the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    name: str  # stable key of the source (its path as configured)
+    kind: str  # text-folder | idx | image-folder | csv | label-studio
+    content_hash: str
+    items: int
+    imported_at: datetime
+
+
+@dataclass(frozen=True)
+class Item:
+    """One data item. `uid` is stable per source location; `id` is the sha256 of the content, so exact
+    duplicates share an id."""
+
+    uid: str
+    id: str
+    kind: str  # text | image
+    source: str
+    source_label: str | None = None
+    source_split: str | None = None
+    pack: str = ""
+    offset: int = 0
+    length: int = 0
+    encoding: str = ""  # bytes (text/raw file) | npy (decoded image row)
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    id: int
+    item_id: str
+    label: str | None
+    labeler: str
+    source: str  # import | manual | model
+    action: str  # label | skip
+    created: datetime
+    dataset_version: str | None = None
+    task_ref: str | None = None
+    undone: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    id: str  # "v1", "v2", ...
+    number: int
+    dvc_hash: str
+    git_commit: str | None
+    items: int
+    classes: dict[str, int]
+    splits: dict[str, int]
+    created: datetime
+    dvc_file: str = ""
+    split_classes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    version: str
+    item: str  # uid
+    item_id: str
+    source: str
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CleanedEntry:
+    version: str
+    item: str
+    item_id: str
+    source: str
+    action: str
+
+
+@dataclass(frozen=True)
+class StepRun:
+    id: int
+    step: str
+    job: str | None
+    status: str
+    started: datetime
+    finished: datetime | None
+    input_fp: str
+    output_fp: str | None
+    error: str | None
+    summary: dict[str, Any]
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()

@@ -1,0 +1,120 @@
+"""Step specifications: the flowchart's node types.
+
+A step has a stable dotted id (`data.import`), typed input and output ports, a parameter schema and the role
+that owns it. Status values are the ones the flowchart shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from runtime.domain.errors import ConfigError
+
+
+class StepStatus(str, Enum):
+    NEVER_RUN = "never-run"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STALE = "stale"
+    DRIFTED = "drifted"
+    SKIPPED = "skipped"
+
+
+class Role(str, Enum):
+    DATA_ENGINEER = "data engineer"
+    LABELER = "labeler"
+    DATA_SCIENTIST = "data scientist"
+    VALIDATOR = "validator"
+    SOFTWARE_ENGINEER = "software engineer"
+    DEVOPS_ENGINEER = "DevOps engineer"
+
+
+@dataclass(frozen=True)
+class Port:
+    """A typed input or output. Two ports connect when their types are equal (checked by the model)."""
+
+    name: str
+    type: str
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+    "any": (object,),
+}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    type: str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    nullable: bool = False
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return the value, coerced where harmless (int -> float); raise ConfigError naming `where`."""
+        if value is None:
+            if self.nullable or self.default is None:
+                return None
+            raise ConfigError(f"{where}: must not be empty")
+        allowed = _TYPES[self.type]
+        if self.type in ("int", "float") and isinstance(value, bool):
+            raise ConfigError(f"{where}: expected {self.type}, got {value!r}")
+        if not isinstance(value, allowed):
+            raise ConfigError(f"{where}: expected {self.type}, got {type(value).__name__} {value!r}")
+        if self.type == "float":
+            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{where}: must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{where}: must be <= {self.maximum}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    id: str
+    title: str
+    pipeline: str  # data | model | deploy
+    role: Role
+    inputs: tuple[Port, ...] = ()
+    outputs: tuple[Port, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
+    description: str = ""
+    framework: str | None = field(default=None)  # which heavy framework the step may load ("torch", ...)
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def resolve_params(self, given: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
+        """Defaults merged with `given`; unknown names and wrong types raise ConfigError naming the field."""
+        given = dict(given or {})
+        known = {p.name for p in self.params}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown parameter {unknown[0]!r} for step {self.id} "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
+        out: dict[str, Any] = {}
+        for p in self.params:
+            value = given.get(p.name, p.default)
+            out[p.name] = p.check(value, f"{where}.{p.name}") if p.name in given else value
+        return out

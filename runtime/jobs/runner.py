@@ -1,0 +1,236 @@
+"""The runner: executes steps of a workspace's pipeline in order, records each run, and decides what is stale.
+
+A step's input fingerprint has three parts, "<params>.<upstream>.<external>":
+- params: its resolved parameters;
+- upstream: the output fingerprints of the last successful runs of the steps feeding it;
+- external: what the step itself hashes (source files, the labels table, the checked-out version).
+A done step whose recorded fingerprint differs from the current one is *stale*, and the part that differs
+says why. `run(..., until=X)` runs X's ancestors and X in order, skipping steps that are up to date.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.domain.errors import CdlError, ConfigError, GateFailed
+from runtime.domain.events import Event, EventKind
+from runtime.domain.steps import StepSpec, StepStatus
+from runtime.jobs.bus import EventBus
+from runtime.steps import Cancelled, StepContext, get_step
+from runtime.steps.base import hash_text
+from runtime.workspace.config import PipelineConfig
+from runtime.workspace.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class StepState:
+    id: str
+    spec: StepSpec
+    status: StepStatus
+    reason: str = ""
+    last_run: Any = None  # StepRun | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    status: str  # done | drifted | failed | skipped | cancelled | not-run
+    duration: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    error: str | None = None
+    traceback: str | None = None
+    gate: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.step, "status": self.status, "duration": round(self.duration, 3),
+                "message": self.message, "error": self.error, "summary": self.summary}
+
+
+@dataclass
+class JobResult:
+    job: str
+    status: str  # done | failed | cancelled
+    steps: list[StepOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+class Runner:
+    def __init__(self, workspace: Workspace, bus: EventBus | None = None, job: str | None = None,
+                 cancel: threading.Event | None = None):
+        self.ws = workspace
+        self.bus = bus or EventBus()
+        self.job = job or uuid.uuid4().hex[:12]
+        self.cancel = cancel or threading.Event()
+
+    # -- fingerprints and status --------------------------------------------------------------------------
+
+    def _ctx(self, cfg: PipelineConfig, step: str, params: dict[str, Any]) -> StepContext:
+        return StepContext(self.ws, step, params, cfg, self._emit, self.job, self.cancel)
+
+    def input_fp(self, cfg: PipelineConfig, step: str, params: dict[str, Any], done: Mapping[str, Any]) -> str:
+        impl = get_step(step)
+        p = hash_text(sorted(params.items()))[:16]
+        ups = sorted((u, done[u].output_fp if u in done else None) for u in cfg.upstream(step))
+        u = hash_text(ups)[:16]
+        e = hash_text(impl.fingerprint(self._ctx(cfg, step, params)))[:16]
+        return f"{p}.{u}.{e}"
+
+    def statuses(self, cfg: PipelineConfig | None = None) -> list[StepState]:
+        cfg = cfg or self.ws.config()
+        store = self.ws.store
+        store.mark_interrupted_runs("the process running this step ended before it finished")
+        last = store.last_step_runs()
+        done = store.last_done_runs()
+        drifted = {s: r for s, r in last.items() if r.status == "drifted"}
+        done = {**done, **drifted}
+        out: dict[str, StepState] = {}
+        for step in cfg.order():
+            spec = get_step(step).spec
+            run = last.get(step)
+            if run is None:
+                out[step] = StepState(step, spec, StepStatus.NEVER_RUN)
+                continue
+            if run.status == "running":
+                out[step] = StepState(step, spec, StepStatus.RUNNING, last_run=run)
+                continue
+            if run.status == "failed":
+                out[step] = StepState(step, spec, StepStatus.FAILED, run.error or "", run, run.summary)
+                continue
+            reason = ""
+            try:
+                fp = self.input_fp(cfg, step, cfg.params(step), done)
+            except CdlError as exc:
+                fp, reason = "", f"cannot check inputs: {exc}"
+            if fp != run.input_fp:
+                old = run.input_fp.split(".")
+                new = fp.split(".")
+                parts = ["parameters", "upstream outputs", "inputs"]
+                changed = [parts[i] for i in range(3) if len(old) == 3 and len(new) == 3 and old[i] != new[i]]
+                reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran"
+            else:
+                bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,
+                                                                             StepStatus.FAILED)]
+                if bad_up:
+                    reason = f"upstream {', '.join(bad_up)} is {out[bad_up[0]].status.value}"
+            if reason:
+                out[step] = StepState(step, spec, StepStatus.STALE, reason, run, run.summary)
+            else:
+                status = StepStatus.DRIFTED if run.status == "drifted" else StepStatus.DONE
+                out[step] = StepState(step, spec, status, "", run, run.summary)
+        return list(out.values())
+
+    # -- planning -----------------------------------------------------------------------------------------
+
+    def plan(self, cfg: PipelineConfig, steps: list[str] | None = None, until: str | None = None) -> list[str]:
+        order = cfg.order()
+        for s in [*(steps or []), *([until] if until else [])]:
+            if s not in order:
+                raise ConfigError(f"step {s!r} is not in this pipeline (steps: {', '.join(order)})")
+        if until:
+            wanted = cfg.ancestors(until) | {until}
+            return [s for s in order if s in wanted]
+        if steps:
+            return [s for s in order if s in steps]
+        return order
+
+    # -- running ------------------------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self.bus.emit(event)
+
+    def run(self, steps: list[str] | None = None, until: str | None = None, force: bool = False,
+            overrides: Mapping[str, Mapping[str, Any]] | None = None, config: PipelineConfig | None = None) -> JobResult:
+        """Run steps (exactly these, forced) or everything up to `until` (skipping what is up to date)."""
+        cfg = config or self.ws.config()
+        overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        for sid in overrides:
+            if sid not in cfg.steps:
+                raise ConfigError(f"override for {sid!r}: not a step of this pipeline")
+        plan = self.plan(cfg, steps, until)
+        explicit = bool(steps) and not until
+        store = self.ws.store
+        store.mark_interrupted_runs("the process running this step ended before it finished")
+        self._emit(Event(EventKind.JOB_STARTED, job=self.job, data={"steps": plan}))
+        outcomes: list[StepOutcome] = []
+        status = "done"
+        for n, step in enumerate(plan):
+            done = {**store.last_done_runs(), **{s: r for s, r in store.last_step_runs().items() if r.status == "drifted"}}
+            if explicit:
+                missing = [u for u in cfg.ancestors(step) if u not in done and u not in plan]
+                if missing:
+                    msg = (f"needs {', '.join(sorted(missing, key=cfg.order().index))} to run first; "
+                           f"use `cdl run --until {step}`")
+                    outcomes.append(StepOutcome(step, "failed", error=msg, message=msg))
+                    self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=msg))
+                    status = "failed"
+                    break
+            outcome = self._run_one(cfg, step, overrides.get(step), done, force or explicit)
+            outcomes.append(outcome)
+            if outcome.status in ("failed", "cancelled"):
+                status = outcome.status
+                outcomes.extend(StepOutcome(s, "not-run") for s in plan[n + 1 :])
+                break
+        self._emit(Event(EventKind.JOB_FINISHED, job=self.job, data={"status": status}))
+        return JobResult(self.job, status, outcomes)
+
+    def _run_one(self, cfg: PipelineConfig, step: str, override: Mapping[str, Any] | None,
+                 done: Mapping[str, Any], force: bool) -> StepOutcome:
+        store = self.ws.store
+        impl = get_step(step)
+        try:
+            params = cfg.params(step, override)
+            fp = self.input_fp(cfg, step, params, done)
+        except CdlError as exc:
+            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=str(exc)))
+            return StepOutcome(step, "failed", error=str(exc), message=str(exc))
+        prev = done.get(step)
+        if not force and prev is not None and prev.input_fp == fp:
+            self._emit(Event(EventKind.SKIPPED, step=step, job=self.job, message="up to date", data=prev.summary))
+            return StepOutcome(step, "skipped", summary=prev.summary, message="up to date")
+        if self.cancel.is_set():
+            return StepOutcome(step, "cancelled", error="cancelled before it started")
+        run_id = store.start_step_run(step, self.job, fp)
+        self._emit(Event(EventKind.STARTED, step=step, job=self.job, message=impl.spec.title,
+                         data={"role": impl.spec.role.value}))
+        t0 = time.perf_counter()
+        ctx = self._ctx(cfg, step, params)
+        try:
+            result = impl.run(ctx)
+        except Cancelled:
+            dt = time.perf_counter() - t0
+            store.finish_step_run(run_id, "failed", error="cancelled")
+            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message="cancelled"))
+            return StepOutcome(step, "cancelled", dt, error="cancelled", message="cancelled")
+        except CdlError as exc:
+            dt = time.perf_counter() - t0
+            reason = getattr(exc, "reason", None) or str(exc)
+            summary = getattr(exc, "summary", None) or {}
+            store.finish_step_run(run_id, "failed", error=reason, summary=summary)
+            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason, data=summary))
+            return StepOutcome(step, "failed", dt, summary=summary, error=reason, message=reason,
+                               gate=isinstance(exc, GateFailed))
+        except Exception as exc:  # a bug or a library error: keep the traceback for the user
+            dt = time.perf_counter() - t0
+            tb = traceback.format_exc()
+            reason = f"{type(exc).__name__}: {exc}"
+            store.finish_step_run(run_id, "failed", error=f"{reason}\n{tb}")
+            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason, data={"traceback": tb}))
+            return StepOutcome(step, "failed", dt, error=reason, message=reason, traceback=tb)
+        dt = time.perf_counter() - t0
+        status = result.status.value if result.status in (StepStatus.DONE, StepStatus.DRIFTED) else "done"
+        summary = dict(result.summary)
+        store.finish_step_run(run_id, status, output_fp=result.output_fp, summary=summary)
+        self._emit(Event(EventKind.FINISHED, step=step, job=self.job, message=result.message,
+                         data={"summary": summary, "status": status, "duration": dt}))
+        return StepOutcome(step, status, dt, summary=summary, message=result.message)

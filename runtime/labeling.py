@@ -1,0 +1,392 @@
+"""Labels: who said what about which item, the effective label, the labeling queue, Label Studio JSON.
+
+Rules for an item's effective label (items are identified by content id, so duplicates share labels):
+- the newest manual label (not undone) wins: a labeler's decision resolves everything before it;
+- otherwise the imported labels (from the source's folders/columns, or Label Studio annotations): if they all
+  agree that is the label; if they disagree the item is a *conflict* and has no label until someone decides;
+- model labels (predictions) never count unless `use_model_labels` is set.
+
+The queue (LabelQueue) is what the annotation panel and `cdl labels` use: next item, set label, skip, undo,
+progress, with filters: unlabeled, conflicts, all, and proposal:<id> (a retrain proposal's samples).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.domain.entities import LabelRecord
+from runtime.domain.errors import CdlError, DataImportError, NotFoundError
+from runtime.workspace.dataset import IndexRow, decode_text
+
+if TYPE_CHECKING:
+    from runtime.workspace.workspace import Workspace
+
+FILTERS = ("unlabeled", "conflicts", "all", "labeled")
+
+
+@dataclass(frozen=True)
+class LabelState:
+    label: str | None
+    conflict: bool
+    candidates: tuple[str, ...] = ()
+    source: str | None = None  # where the effective label came from: import | manual | model
+
+
+def effective_labels(records: Iterable[LabelRecord], use_model_labels: bool = False) -> dict[str, LabelState]:
+    manual: dict[str, LabelRecord] = {}
+    imported: dict[str, list[LabelRecord]] = {}
+    model: dict[str, LabelRecord] = {}
+    for r in records:
+        if r.undone or r.action != "label" or r.label is None:
+            continue
+        if r.source == "manual":
+            if r.item_id not in manual or r.id > manual[r.item_id].id:
+                manual[r.item_id] = r
+        elif r.source == "import":
+            imported.setdefault(r.item_id, []).append(r)
+        elif r.source == "model":
+            if r.item_id not in model or r.id > model[r.item_id].id:
+                model[r.item_id] = r
+    out: dict[str, LabelState] = {}
+    for item_id in set(manual) | set(imported) | (set(model) if use_model_labels else set()):
+        if item_id in manual:
+            out[item_id] = LabelState(manual[item_id].label, False, (manual[item_id].label,), "manual")
+            continue
+        if item_id in imported:
+            distinct = tuple(sorted({r.label for r in imported[item_id] if r.label}))
+            if len(distinct) == 1:
+                out[item_id] = LabelState(distinct[0], False, distinct, "import")
+            else:
+                out[item_id] = LabelState(None, True, distinct, "import")
+            continue
+        out[item_id] = LabelState(model[item_id].label, False, (model[item_id].label,), "model")
+    return out
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    uid: str
+    item_id: str
+    kind: str
+    source: str
+    label: str | None
+    conflict: bool
+    candidates: tuple[str, ...]
+    split: str | None
+    extra: dict[str, Any]
+
+
+class LabelQueue:
+    """The labeling queue over the checked-out dataset version (quarantined items excluded).
+
+    Thread-safe in the sense of the store: every call reads the labels table afresh.
+    """
+
+    def __init__(self, workspace: Workspace, labeler: str = "labeler"):
+        self.ws = workspace
+        self.store = workspace.store
+        self.labeler = labeler
+        self._view = None
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def _dataset(self):
+        if self._view is None:
+            self._view = self.ws.dataset()
+        return self._view
+
+    def refresh(self) -> None:
+        self._view = None
+
+    def classes(self) -> list[str]:
+        cfg = self.ws.config()
+        fixed = (cfg.labeling or {}).get("classes") or []
+        if fixed:
+            return list(fixed)
+        seen = {r.label for r in self._dataset().rows if r.label}
+        for rec in self.store.labels():
+            if rec.label and rec.action == "label":
+                seen.add(rec.label)
+        return sorted(seen)
+
+    def _quarantined(self) -> set[str]:
+        version = self.ws.current_version()
+        return {q.item for q in self.store.quarantine(version)} if version else set()
+
+    def _proposal_order(self, proposal: str) -> list[str]:
+        items = self.store.get_state(f"proposal:{proposal}:items")
+        if items is None:
+            raise NotFoundError(f"retrain proposal {proposal!r} does not exist")
+        return list(items)
+
+    def rows(self, filter: str = "unlabeled") -> list[QueueItem]:
+        states = effective_labels(self.store.labels())
+        quarantined = self._quarantined()
+        rows = [r for r in self._dataset().rows if r.uid not in quarantined]
+        seen_ids: set[str] = set()
+        order: list[IndexRow] = []
+        if filter.startswith("proposal:"):
+            wanted = self._proposal_order(filter.split(":", 1)[1])
+            by_uid = {r.uid: r for r in self._dataset().rows}
+            order = [by_uid[u] for u in wanted if u in by_uid]
+        else:
+            if filter not in FILTERS:
+                raise CdlError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)}, proposal:ID)")
+            order = rows
+        out = []
+        for r in order:
+            if r.id in seen_ids:  # duplicates share one label: show the content once
+                continue
+            seen_ids.add(r.id)
+            st = states.get(r.id, LabelState(None, False))
+            if filter == "unlabeled" and (st.label is not None or st.conflict):
+                continue
+            if filter == "conflicts" and not st.conflict:
+                continue
+            if filter == "labeled" and st.label is None:
+                continue
+            if filter.startswith("proposal:") and st.label is not None and st.source == "manual":
+                continue
+            out.append(QueueItem(r.uid, r.id, r.kind, r.source, st.label, st.conflict, st.candidates, r.split, {}))
+        return out
+
+    def _skipped(self) -> set[str]:
+        return {
+            r.item_id
+            for r in self.store.labels()
+            if r.action == "skip" and r.labeler == self.labeler and r.source == "manual"
+        }
+
+    def next(self, filter: str = "unlabeled") -> QueueItem | None:
+        skipped = self._skipped()
+        for q in self.rows(filter):
+            if q.item_id not in skipped:
+                return q
+        return None
+
+    def content(self, uid: str) -> str | Any:
+        """Text (decoded as the clean step does) or an image array, for display."""
+        view = self._dataset()
+        row = view.row(uid)
+        if row.kind == "text":
+            return decode_text(view.read_bytes(row))[0]
+        return view.read_image(row)
+
+    # -- actions ------------------------------------------------------------------------------------------
+
+    def _item_id(self, ref: str) -> str:
+        rows = self._dataset().rows
+        for r in rows:
+            if r.uid == ref or r.id == ref:
+                return r.id
+        matches = [r for r in rows if r.id.startswith(ref) or r.uid.endswith(ref)]
+        if len({r.id for r in matches}) == 1:
+            return matches[0].id
+        if not matches:
+            raise NotFoundError(f"item {ref!r} is not in the checked-out dataset version")
+        raise CdlError(f"item {ref!r} is ambiguous ({len(matches)} matches); give the full id")
+
+    def set_label(self, ref: str, label: str) -> LabelRecord:
+        classes = self.classes()
+        if classes and label not in classes and (self.ws.config().labeling or {}).get("classes"):
+            raise CdlError(f"label {label!r} is not one of the classes: {', '.join(classes)}")
+        if not label.strip():
+            raise CdlError("a label must not be empty")
+        return self.store.add_label(self._item_id(ref), label, self.labeler, "manual", "label",
+                                    dataset_version=self.ws.current_version())
+
+    def skip(self, ref: str) -> LabelRecord:
+        return self.store.add_label(self._item_id(ref), None, self.labeler, "manual", "skip",
+                                    dataset_version=self.ws.current_version())
+
+    def undo(self) -> LabelRecord | None:
+        return self.store.undo_last(self.labeler)
+
+    def progress(self) -> dict[str, int]:
+        states = effective_labels(self.store.labels())
+        quarantined = self._quarantined()
+        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined}
+        labeled = sum(1 for i in ids if states.get(i, LabelState(None, False)).label is not None)
+        conflicts = sum(1 for i in ids if states.get(i, LabelState(None, False)).conflict)
+        return {"total": len(ids), "labeled": labeled, "conflicts": conflicts,
+                "unlabeled": len(ids) - labeled - conflicts}
+
+
+# -- Label Studio import / export ---------------------------------------------------------------------------
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True) -> dict[str, int]:
+    """Write the checked-out dataset's items and their labels as a Label Studio JSON export."""
+    cfg = ws.config()
+    lab = cfg.labeling or {}
+    is_text = cfg.task == "text"
+    from_name = lab.get("from_name") or ("category" if is_text else "label")
+    to_name = lab.get("to_name") or ("text" if is_text else "image")
+    view = ws.dataset()
+    records = ws.store.labels()
+    by_item: dict[str, list[LabelRecord]] = {}
+    for r in records:
+        by_item.setdefault(r.item_id, []).append(r)
+    tasks = []
+    seen: set[str] = set()
+    ann_id = 0
+    for n, row in enumerate(view.rows, start=1):
+        if row.id in seen:
+            continue
+        seen.add(row.id)
+        recs = by_item.get(row.id, [])
+        if not recs and not include_unlabeled:
+            continue
+        if is_text:
+            data = {to_name: decode_text(view.read_bytes(row))[0]}
+        else:
+            data = {to_name: _png_data_uri(view.read_image(row))}
+        data.update({"source_file": row.source, "cdl_item": row.id, "cdl_uid": row.uid})
+        annotations, predictions = [], []
+        for r in recs:
+            if r.source == "model":
+                predictions.append({
+                    "model_version": r.labeler,
+                    "score": None,
+                    "result": [_choice(from_name, to_name, r.label)],
+                    "created_at": _iso(r.created),
+                })
+                continue
+            ann_id += 1
+            cancelled = r.action == "skip"
+            annotations.append({
+                "id": ann_id,
+                "completed_by": r.labeler,
+                "result": [] if cancelled else [_choice(from_name, to_name, r.label)],
+                "was_cancelled": cancelled,
+                "ground_truth": False,
+                "created_at": _iso(r.created),
+                "updated_at": _iso(r.created),
+                "draft_created_at": None,
+                "lead_time": None,
+                "prediction": {},
+                "result_count": 0 if cancelled else 1,
+                "task": n,
+                "parent_prediction": None,
+                "parent_annotation": None,
+                "meta": {"cdl_source": r.source},
+            })
+        now = _iso(datetime.now(UTC))
+        tasks.append({
+            "id": n,
+            "annotations": annotations,
+            "drafts": [],
+            "predictions": predictions,
+            "data": data,
+            "meta": {},
+            "created_at": now,
+            "updated_at": now,
+            "inner_id": n,
+            "total_annotations": sum(not a["was_cancelled"] for a in annotations),
+            "cancelled_annotations": sum(a["was_cancelled"] for a in annotations),
+            "total_predictions": len(predictions),
+        })
+    from runtime.workspace.config import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(tasks, ensure_ascii=False, indent=1))
+    return {"tasks": len(tasks), "annotations": ann_id}
+
+
+def _choice(from_name: str, to_name: str, label: str | None) -> dict[str, Any]:
+    return {"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label]}}
+
+
+def _png_data_uri(array) -> str:  # noqa: ANN001
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False) -> dict[str, Any]:
+    """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
+
+    Tasks are matched to items of the checked-out dataset by `data.cdl_item`, then by the content of the
+    text or image, then by `source_file`. Cancelled annotations are recorded as skips (the task stays
+    unlabeled); disagreeing annotations stay as they are and show up as a conflict. Re-importing the same
+    file replaces what it imported before.
+    """
+    import hashlib
+
+    from runtime.steps.sources import load_label_studio, ls_task_annotations
+
+    path = Path(path)
+    if not path.exists():
+        raise DataImportError(f"{path}: does not exist")
+    if path.stat().st_size == 0:
+        raise DataImportError(f"{path}: the file is empty")
+    tasks = load_label_studio(path)
+    cfg = ws.config()
+    lab = cfg.labeling or {}
+    is_text = cfg.task == "text"
+    from_name = lab.get("from_name") or ("category" if is_text else "label")
+    to_name = lab.get("to_name") or ("text" if is_text else "image")
+    view = ws.dataset()
+    ids = {r.id for r in view.rows}
+    by_source = {}
+    for r in view.rows:
+        by_source.setdefault(r.source, r.id)
+        parts = r.source.split("/")
+        for k in range(1, len(parts)):
+            by_source.setdefault("/".join(parts[k:]), r.id)
+    rows: list[dict[str, Any]] = []
+    unmatched: list[str] = []
+    stats = Counter()
+    prefix = f"ls:{path.name}#"
+    for i, task in enumerate(tasks):
+        tid = task.get("id", i + 1)
+        where = f"{path}: task {tid}"
+        data = task.get("data", task) if isinstance(task.get("data", task), dict) else {}
+        item_id = data.get("cdl_item") if data.get("cdl_item") in ids else None
+        if item_id is None and isinstance(data.get(to_name), str):
+            value = data[to_name]
+            if value.startswith("data:image"):
+                payload = base64.b64decode(value.split(",", 1)[1])
+                cand = hashlib.sha256(payload).hexdigest()
+            else:
+                cand = hashlib.sha256(value.encode("utf-8")).hexdigest()
+            item_id = cand if cand in ids else None
+        if item_id is None and isinstance(data.get("source_file"), str):
+            item_id = by_source.get(data["source_file"])
+        if item_id is None:
+            unmatched.append(str(tid))
+            continue
+        labels, skips = ls_task_annotations(task, from_name, where)
+        for k, (label, labeler) in enumerate(labels):
+            rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": "import",
+                         "task_ref": f"{prefix}{tid}/{k}", "dataset_version": ws.current_version()})
+        for k, labeler in enumerate(skips):
+            rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
+                         "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
+        stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
+        if len({lab for lab, _ in labels}) > 1:
+            stats["conflicts"] += 1
+    if unmatched and not skip_unmatched:
+        raise DataImportError(
+            f"{path}: {len(unmatched)} task(s) match no item of the checked-out dataset "
+            f"(tasks {', '.join(unmatched[:10])}{'...' if len(unmatched) > 10 else ''}); nothing was imported. "
+            "Import the data first, or pass --skip-unmatched"
+        )
+    ws.store.replace_labels(prefix, rows)
+    return {"tasks": len(tasks), "labels": sum(1 for r in rows if r.get("action", "label") == "label"),
+            "labeled_tasks": stats["labeled"], "skipped_tasks": stats["skipped"],
+            "unannotated_tasks": stats["unannotated"], "conflicts": stats["conflicts"],
+            "unmatched": len(unmatched)}

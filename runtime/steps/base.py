@@ -1,0 +1,96 @@
+"""What a step is, and what it gets while it runs.
+
+A step implementation subclasses `Step`, sets `spec`, and implements:
+- `fingerprint(ctx)`: a hash of the inputs that do not come from upstream steps (source files, the labels
+  table); the engine adds the parameters and the upstream steps' output fingerprints;
+- `run(ctx) -> StepResult`: does the work, reporting through ctx.progress/log/metric, and returns a summary
+  (plain JSON data shown by the CLI, the studio and CI) and an output fingerprint (what downstream steps
+  depend on). Raising StepFailed (or any exception) fails the step; nothing it half-did may be visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runtime.domain.events import Event, EventKind
+from runtime.domain.steps import StepSpec, StepStatus
+
+if TYPE_CHECKING:
+    from runtime.workspace.config import PipelineConfig
+    from runtime.workspace.workspace import Workspace
+
+
+class Cancelled(Exception):
+    """Raised inside a step when its job was cancelled."""
+
+
+@dataclass
+class StepResult:
+    summary: dict[str, Any] = field(default_factory=dict)
+    output_fp: str = ""
+    message: str = ""
+    status: StepStatus = StepStatus.DONE  # DONE, or DRIFTED for the monitor
+
+
+class StepContext:
+    def __init__(
+        self,
+        workspace: Workspace,
+        step: str,
+        params: dict[str, Any],
+        config: PipelineConfig,
+        emit: Callable[[Event], None],
+        job: str | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        self.workspace = workspace
+        self.store = workspace.store
+        self.step = step
+        self.params = params
+        self.config = config
+        self.job = job
+        self._emit = emit
+        self._cancel = cancel or threading.Event()
+
+    def emit(self, kind: EventKind, message: str = "", fraction: float | None = None, **data: Any) -> None:
+        self._emit(Event(kind, step=self.step, job=self.job, fraction=fraction, message=message, data=data))
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.check_cancelled()
+        self.emit(EventKind.PROGRESS, message, fraction=max(0.0, min(1.0, float(fraction))))
+
+    def log(self, message: str) -> None:
+        self.emit(EventKind.LOG, message)
+
+    def metric(self, **values: Any) -> None:
+        self.emit(EventKind.METRIC, "", **values)
+
+    def check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"{self.step}: cancelled")
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+class Step:
+    spec: ClassVar[StepSpec]
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return ""
+
+    def run(self, ctx: StepContext) -> StepResult:
+        raise NotImplementedError
+
+
+def hash_text(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()

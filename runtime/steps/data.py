@@ -1,0 +1,586 @@
+"""The data pipeline (thesis Figure 4.2): collect (import), split, ingest, version, clean, validate, label."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
+from runtime.domain.errors import DataImportError, StepFailed
+from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
+from runtime.labeling import effective_labels
+from runtime.steps.base import Step, StepContext, StepResult, hash_text
+from runtime.steps.sources import SourceBatch, content_hash, detect_kind, read_source
+from runtime.workspace.dataset import (
+    INDEX_NAME,
+    IndexRow,
+    class_counts,
+    decode_text,
+    json_dumps,
+    write_bin_pack,
+    write_index,
+    write_npy_pack,
+)
+
+SOURCE_OPTIONS = ("path", "kind", "class_names", "text_column", "label_column", "media_root", "unlabeled", "delimiter")
+
+
+def normalize_source(entry: Any, where: str) -> dict[str, Any]:
+    if isinstance(entry, str):
+        return {"path": entry}
+    if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+        unknown = set(entry) - set(SOURCE_OPTIONS)
+        if unknown:
+            raise DataImportError(f"{where}: unknown source option {sorted(unknown)[0]!r} "
+                                  f"(known: {', '.join(SOURCE_OPTIONS)})")
+        return dict(entry)
+    raise DataImportError(f"{where}: a source is a path or a mapping with 'path', got {entry!r}")
+
+
+def _options_hash(src: dict[str, Any]) -> str:
+    return hashlib.sha256(json_dumps(src).encode()).hexdigest()[:12]
+
+
+def _require_dataset(ctx: StepContext) -> None:
+    if not ctx.workspace.has_dataset():
+        raise StepFailed(ctx.step, "no dataset yet: run data.import, data.split and data.ingest first")
+
+
+def _require_version(ctx: StepContext) -> str:
+    version = ctx.workspace.current_version()
+    if version is None:
+        raise StepFailed(ctx.step, "no dataset version yet: run data.version first")
+    return version
+
+
+# -- data.import --------------------------------------------------------------------------------------------
+
+
+class ImportStep(Step):
+    spec = StepSpec(
+        id="data.import",
+        title="Collect",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        outputs=(Port("items", "items"),),
+        params=(
+            ParamSpec("sources", "list", [], "paths (or mappings with path and options) of the data sources"),
+        ),
+        description="Reads every configured source (zip or folder of class folders, idx, CSV, Label Studio "
+        "JSON) into the item table; each item gets its content sha256 as id.",
+    )
+
+    def _sources(self, ctx: StepContext) -> list[tuple[dict[str, Any], Path]]:
+        out = []
+        for i, entry in enumerate(ctx.params["sources"]):
+            src = normalize_source(entry, f"cdl.yaml: steps.data.import.params.sources[{i}]")
+            path = Path(src["path"]).expanduser()
+            if not path.is_absolute():
+                path = ctx.workspace.root / path
+            out.append((src, path))
+        return out
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        parts = []
+        for src, path in self._sources(ctx):
+            parts.append((json_dumps(src), content_hash(path) if path.exists() else "missing"))
+        return hash_text(parts)
+
+    def run(self, ctx: StepContext) -> StepResult:
+        sources = self._sources(ctx)
+        if not sources:
+            raise StepFailed(ctx.step, "no sources configured: add one with `cdl data import SOURCE`")
+        known = {s.name: s for s in ctx.store.sources()}
+        wanted = {src["path"] for src, _ in sources}
+        prefixes: dict[str, str] = {}
+        for src, path in sources:
+            prev = prefixes.setdefault(path.name, src["path"])
+            if prev != src["path"]:
+                raise StepFailed(ctx.step, f"two sources are named {path.name!r} ({prev} and {src['path']}); "
+                                 "rename one of them")
+        report = []
+        for n, (src, path) in enumerate(sources):
+            ctx.progress(n / len(sources), f"reading {path.name}")
+            digest = f"{content_hash(path)}:{_options_hash(src)}" if path.exists() else None
+            prev = known.get(src["path"])
+            if prev is not None and digest == prev.content_hash:
+                report.append({"source": src["path"], "status": "unchanged", "items": prev.items})
+                ctx.log(f"{path.name}: unchanged ({prev.items} items)")
+                continue
+            batch = read_source(path, src.get("kind"), src, ctx.config.labeling)
+            n_items = self._write(ctx, src, batch, digest or "")
+            for note in batch.notes:
+                ctx.log(f"{path.name}: {note}")
+            report.append({"source": src["path"], "kind": batch.kind, "status": "imported", "items": n_items,
+                           "notes": batch.notes})
+            ctx.log(f"{path.name}: imported {n_items} {batch.item_kind} items ({batch.kind})")
+        for name in set(known) - wanted:
+            ctx.store.remove_source(name)
+            report.append({"source": name, "status": "removed"})
+            ctx.log(f"{name}: no longer configured, its items were removed")
+        ctx.progress(1.0, "imported")
+        items = ctx.store.items()
+        labels = Counter(i.source_label or "(unlabeled)" for i in items)
+        return StepResult(
+            summary={"sources": report, "items": len(items), "unique": len({i.id for i in items}),
+                     "classes": dict(sorted(labels.items()))},
+            output_fp=ctx.store.items_fingerprint(),
+            message=f"{len(items)} items from {len(sources)} source(s)",
+        )
+
+    def _write(self, ctx: StepContext, src: dict[str, Any], batch: SourceBatch, digest: str) -> int:
+        """Packs first (immutable, content-named), then one registry transaction: all or nothing."""
+        ws = ctx.workspace
+        prefix = Path(src["path"]).name
+        items: list[Item] = []
+        labels: list[tuple[str, str, str]] = []
+        if batch.array is not None:
+            pack = write_npy_pack(ws.packs_dir, batch.array)
+            flat = batch.array.reshape(len(batch.array), -1)
+            ids = [hashlib.sha256(flat[i].tobytes()).hexdigest() for i in range(len(flat))]
+            spans = [(i, int(flat.shape[1])) for i in range(len(flat))]
+            encoding = "npy"
+        else:
+            payloads = [it.payload or b"" for it in batch.items]
+            pack, spans = write_bin_pack(ws.packs_dir, payloads)
+            ids = [hashlib.sha256(p).hexdigest() for p in payloads]
+            encoding = "bytes" if batch.item_kind == "text" else "file"
+        labeler = f"import:{batch.name}"
+        sep = "#" if batch.kind in ("csv", "label-studio") else "/"
+        for raw, item_id, (offset, length) in zip(batch.items, ids, spans, strict=True):
+            items.append(Item(
+                uid=f"{prefix}:{raw.key}",
+                id=item_id,
+                kind=batch.item_kind,
+                source=f"{prefix}{sep}{raw.key}",
+                source_label=raw.label,
+                source_split=raw.split,
+                pack=pack,
+                offset=offset,
+                length=length,
+                encoding=encoding,
+            ))
+            if raw.labels:
+                labels.extend((item_id, lab, who) for lab, who in raw.labels)
+            elif raw.label is not None:
+                labels.append((item_id, raw.label, labeler))
+        uids = Counter(i.uid for i in items)
+        dup = [u for u, c in uids.items() if c > 1]
+        if dup:
+            raise DataImportError(f"{src['path']}: item {dup[0]} appears twice")
+        ctx.store.import_source(SourceRecord(src["path"], batch.kind, digest, len(items), None), items, labels,
+                                options=src)
+        return len(items)
+
+
+# -- data.split ---------------------------------------------------------------------------------------------
+
+
+def assign_splits(items: list[Item], test_fraction: float, seed: int, stratify: bool = True,
+                  use_source_split: bool = True) -> tuple[dict[str, str], dict[str, Any]]:
+    """Seeded, stratified, duplicate-aware split.
+
+    Items with the same content id form one group and always land on the same side. Within each stratum
+    (the source label, or "(unlabeled)"), groups are ordered by sha256(seed, id) and the first ones up to
+    test_fraction of the stratum's items go to test. The order of a group never depends on other items, so
+    adding data moves few old items and never a test item into train while the stratum grows.
+    Items the source already assigns (idx train/t10k files) keep their side when use_source_split is set; a
+    group spanning both sides goes to test entirely, so nothing in test was seen in training.
+    """
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        groups[it.id].append(it)
+    out: dict[str, str] = {}
+    stats = {"groups": len(groups), "duplicate_items": sum(len(g) - 1 for g in groups.values() if len(g) > 1),
+             "moved_to_test": 0}
+    free: dict[str, list[str]] = defaultdict(list)
+    for gid, members in groups.items():
+        fixed = {m.source_split for m in members if m.source_split} if use_source_split else set()
+        if fixed:
+            side = "test" if "test" in fixed else "train"
+            if len(fixed) > 1:
+                stats["moved_to_test"] += sum(1 for m in members if m.source_split != "test")
+            for m in members:
+                out[m.uid] = side
+            continue
+        labels = sorted({m.source_label or "(unlabeled)" for m in members})
+        stratum = labels[0] if stratify else "*"
+        free[stratum].append(gid)
+    for _stratum, gids in sorted(free.items()):
+        gids.sort(key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+        total = sum(len(groups[g]) for g in gids)
+        target = round(total * test_fraction)
+        taken = 0
+        for g in gids:
+            side = "test" if taken < target and taken + len(groups[g]) / 2 <= target else "train"
+            if side == "test":
+                taken += len(groups[g])
+            for m in groups[g]:
+                out[m.uid] = side
+    return out, stats
+
+
+class SplitStep(Step):
+    spec = StepSpec(
+        id="data.split",
+        title="Split",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        inputs=(Port("items", "items"),),
+        outputs=(Port("split", "split"),),
+        params=(
+            ParamSpec("test_fraction", "float", 0.2, "share of items held out for the test gate", minimum=0.0,
+                      maximum=0.9),
+            ParamSpec("seed", "int", 42, "random seed: the same seed gives the same split"),
+            ParamSpec("stratify", "bool", True, "keep class proportions on both sides"),
+            ParamSpec("use_source_split", "bool", True, "keep a split the source defines (idx train/t10k)"),
+        ),
+        description="Seeded, stratified train/test split; exact duplicates never end up on both sides.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        items = ctx.store.items()
+        if not items:
+            raise StepFailed(ctx.step, "no items: run data.import first")
+        p = ctx.params
+        splits, stats = assign_splits(items, p["test_fraction"], p["seed"], p["stratify"], p["use_source_split"])
+        ctx.progress(0.5, "assigning")
+        ctx.store.set_splits(splits)
+        counts = Counter(splits.values())
+        per: dict[str, Counter[str]] = defaultdict(Counter)
+        for it in items:
+            per[splits[it.uid]][it.source_label or "(unlabeled)"] += 1
+        fp = hashlib.sha256("".join(f"{u}={s}\n" for u, s in sorted(splits.items())).encode()).hexdigest()
+        return StepResult(
+            summary={"splits": dict(sorted(counts.items())), "per_class": {k: dict(sorted(v.items())) for k, v in per.items()},
+                     **stats},
+            output_fp=fp,
+            message=f"train {counts.get('train', 0)}, test {counts.get('test', 0)}; "
+            f"{stats['duplicate_items']} duplicates kept with their twins",
+        )
+
+
+# -- data.ingest --------------------------------------------------------------------------------------------
+
+
+class IngestStep(Step):
+    spec = StepSpec(
+        id="data.ingest",
+        title="Ingest",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        inputs=(Port("items", "items"), Port("split", "split")),
+        outputs=(Port("dataset", "dataset"),),
+        params=(ParamSpec("use_model_labels", "bool", False, "count model predictions as labels"),),
+        description="Lays the items, their split and their current labels out under data/dataset "
+        "(index + packs), ready for DVC.",
+    )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return ctx.store.labels_revision()
+
+    def run(self, ctx: StepContext) -> StepResult:
+        ws = ctx.workspace
+        items = ctx.store.items()
+        if not items:
+            raise StepFailed(ctx.step, "no items: run data.import first")
+        if any(i.split is None for i in items):
+            raise StepFailed(ctx.step, "some items have no split: run data.split first")
+        states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+        dest = ws.dataset_dir / "packs"
+        dest.mkdir(parents=True, exist_ok=True)
+        packs = sorted({i.pack for i in items})
+        for n, pack in enumerate(packs):
+            ctx.progress(0.8 * n / len(packs), f"copying {pack[:12]}")
+            target = dest / pack
+            if not target.exists():
+                src = ws.packs_dir / pack
+                if not src.exists():
+                    raise StepFailed(ctx.step, f"pack {src} is missing; re-import the data")
+                tmp = target.with_name(f".tmp-{pack}")
+                shutil.copyfile(src, tmp)
+                tmp.replace(target)
+        rows = []
+        for it in items:
+            st = states.get(it.id)
+            rows.append(IndexRow(
+                uid=it.uid, id=it.id, kind=it.kind, source=it.source,
+                label=st.label if st else None, conflict=bool(st and st.conflict), split=it.split,
+                pack=it.pack, offset=it.offset, length=it.length, encoding=it.encoding,
+            ))
+        write_index(ws.dataset_dir / INDEX_NAME, rows)
+        for p in dest.iterdir():
+            if p.name not in packs:
+                p.unlink()
+        classes, splits, _ = class_counts(rows)
+        labeled = sum(1 for r in rows if r.label is not None)
+        conflicts = sum(1 for r in rows if r.conflict)
+        fp = hashlib.sha256((ws.dataset_dir / INDEX_NAME).read_bytes()).hexdigest()
+        return StepResult(
+            summary={"items": len(rows), "labeled": labeled, "conflicts": conflicts,
+                     "unlabeled": len(rows) - labeled - conflicts, "classes": classes, "splits": splits,
+                     "packs": len(packs)},
+            output_fp=fp,
+            message=f"{len(rows)} items in data/dataset ({labeled} labeled)",
+        )
+
+
+# -- data.version -------------------------------------------------------------------------------------------
+
+
+class VersionStep(Step):
+    spec = StepSpec(
+        id="data.version",
+        title="Version",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        inputs=(Port("dataset", "dataset"),),
+        outputs=(Port("version", "dataset_version"),),
+        params=(ParamSpec("message", "str", "", "a note for the git commit"),),
+        description="Tracks data/dataset with DVC, commits the .dvc file to git and records the version; "
+        "unchanged data makes no new version.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        ws = ctx.workspace
+        _require_dataset(ctx)
+        ctx.progress(0.1, "dvc add data/dataset")
+        md5, dvc_text = ws.dvc.add("data/dataset")
+        existing = ctx.store.version_by_hash(md5)
+        if existing is not None:
+            ctx.store.set_state("dataset_version", existing.id)
+            ctx.log(f"unchanged: data/dataset is {existing.id} ({md5})")
+            return StepResult(
+                summary={"version": existing.id, "new": False, "dvc_hash": md5, "items": existing.items},
+                output_fp=md5,
+                message=f"unchanged ({existing.id})",
+            )
+        rows = ws.dataset().rows
+        classes, splits, per = class_counts(rows)
+        ctx.progress(0.6, "git commit")
+        n_next = len(ctx.store.versions()) + 1
+        msg = f"data: version v{n_next} ({len(rows)} items)"
+        if ctx.params["message"]:
+            msg += f"\n\n{ctx.params['message']}"
+        paths = ["data/dataset.dvc"] + (["data/.gitignore"] if (ws.root / "data/.gitignore").exists() else [])
+        commit = ws.git.commit(msg, *paths) or ws.git.head()
+        version = ctx.store.add_version(md5, commit, len(rows), classes, splits, per, dvc_text)
+        ctx.store.set_state("dataset_version", version.id)
+        ctx.log(f"new dataset version {version.id}: {len(rows)} items, DVC {md5}, git {str(commit)[:10]}")
+        return StepResult(
+            summary={"version": version.id, "new": True, "dvc_hash": md5, "git_commit": commit,
+                     "items": len(rows), "classes": classes, "splits": splits},
+            output_fp=md5,
+            message=f"new version {version.id}",
+        )
+
+
+# -- data.clean ---------------------------------------------------------------------------------------------
+
+
+class CleanStep(Step):
+    spec = StepSpec(
+        id="data.clean",
+        title="Clean",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        inputs=(Port("version", "dataset_version"),),
+        outputs=(Port("cleaned", "cleaning_report"),),
+        params=(
+            ParamSpec("decode_errors", "str", "replace", "text that is not UTF-8: replace, ignore, or "
+                      "strict (leave it to validation, which quarantines it)", choices=("replace", "ignore", "strict")),
+        ),
+        description="Repairs what can be repaired (text decoding with replacement, line endings) and records "
+        "every repair per item.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        version = _require_version(ctx)
+        _require_dataset(ctx)
+        view = ctx.workspace.dataset()
+        entries: list[CleanedEntry] = []
+        text_rows = [r for r in view.rows if r.kind == "text"]
+        errors = ctx.params["decode_errors"]
+        for n, row in enumerate(text_rows):
+            if n % 500 == 0:
+                ctx.progress(n / max(1, len(text_rows)), "decoding text")
+            try:
+                _, actions = decode_text(view.read_bytes(row), errors)
+            except ValueError:
+                continue  # strict: validation quarantines it
+            for a in actions:
+                entries.append(CleanedEntry(version, row.uid, row.id, row.source, a))
+        ctx.store.replace_cleaned(version, entries)
+        for e in entries[:20]:
+            ctx.log(f"cleaned {e.source}: {e.action}")
+        fp = hash_text(version, errors, [(e.item, e.action) for e in entries])
+        return StepResult(
+            summary={"version": version, "checked": len(text_rows), "cleaned": len(entries),
+                     "items": sorted({e.source for e in entries})[:50]},
+            output_fp=fp,
+            message=f"{len(entries)} repair(s) recorded",
+        )
+
+
+# -- data.validate ------------------------------------------------------------------------------------------
+
+
+def _image_mode(arr: np.ndarray) -> str:
+    if arr.ndim == 2:
+        return "L"
+    return {1: "L", 3: "RGB", 4: "RGBA"}.get(arr.shape[-1], f"{arr.shape[-1]}-channel")
+
+
+class ValidateStep(Step):
+    spec = StepSpec(
+        id="data.validate",
+        title="Validate",
+        pipeline="data",
+        role=Role.DATA_ENGINEER,
+        inputs=(Port("cleaned", "cleaning_report"),),
+        outputs=(Port("validated", "validation_report"),),
+        params=(
+            ParamSpec("min_length", "int", 20, "text: minimum characters after cleaning", minimum=0),
+            ParamSpec("max_length", "int", None, "text: maximum characters (empty: no limit)", nullable=True),
+            ParamSpec("allowed_extensions", "list", [".txt"], "text files: allowed file extensions"),
+            ParamSpec("decode_errors", "str", "replace", "must match data.clean: strict quarantines "
+                      "text that is not UTF-8", choices=("replace", "ignore", "strict")),
+            ParamSpec("image_shape", "list", None, "images: expected [height, width] (empty: any)", nullable=True),
+            ParamSpec("image_mode", "str", None, "images: expected mode, L or RGB (empty: any)", nullable=True),
+            ParamSpec("allowed_labels", "list", None, "labels must be one of these (empty: any)", nullable=True),
+            ParamSpec("label_conflicts", "bool", True, "quarantine items whose labels disagree"),
+        ),
+        description="Checks every item against the rules in cdl.yaml; items that fail go to the quarantine "
+        "with the rule and the reason. Nothing is dropped silently.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        version = _require_version(ctx)
+        _require_dataset(ctx)
+        view = ctx.workspace.dataset()
+        p = ctx.params
+        allowed_ext = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in p["allowed_extensions"] or []}
+        out: list[QuarantineEntry] = []
+
+        def bad(row: IndexRow, rule: str, reason: str) -> None:
+            out.append(QuarantineEntry(version, row.uid, row.id, row.source, rule, reason))
+
+        rows = view.rows
+        npy_checked: dict[str, tuple[tuple[int, ...], str]] = {}
+        for n, row in enumerate(rows):
+            if n % 1000 == 0:
+                ctx.progress(n / max(1, len(rows)), "checking")
+            if p["allowed_labels"] and row.label is not None and row.label not in p["allowed_labels"]:
+                bad(row, "allowed_labels", f"label {row.label!r} is not one of {', '.join(p['allowed_labels'])}")
+            if p["label_conflicts"] and row.conflict:
+                bad(row, "label_conflicts", "its labels disagree; resolve the conflict in the labeling queue")
+            if row.kind == "text":
+                key = row.uid.split(":", 1)[-1]
+                ext = PurePosixPath(key).suffix.lower() if "#" not in key and "/" in key else None
+                if allowed_ext and ext is not None and ext not in allowed_ext:
+                    bad(row, "allowed_extensions", f"extension {ext or '(none)'} is not one of {', '.join(sorted(allowed_ext))}")
+                    continue
+                try:
+                    text, _ = decode_text(view.read_bytes(row), p["decode_errors"])
+                except ValueError as exc:
+                    bad(row, "decode_errors", str(exc))
+                    continue
+                length = len(text.strip())
+                if length < p["min_length"]:
+                    bad(row, "min_length", f"{length} characters, the minimum is {p['min_length']}")
+                elif p["max_length"] is not None and length > p["max_length"]:
+                    bad(row, "max_length", f"{length} characters, the maximum is {p['max_length']}")
+                continue
+            # images
+            if row.encoding == "npy":
+                if row.pack not in npy_checked:
+                    arr = view.read_image(row)
+                    npy_checked[row.pack] = (tuple(arr.shape[:2]), _image_mode(arr))
+                shape, mode = npy_checked[row.pack]
+            else:
+                try:
+                    arr = view.read_image(row)
+                except Exception as exc:  # Pillow raises many types for broken files
+                    bad(row, "decodable", f"cannot be decoded as an image: {exc}")
+                    continue
+                shape, mode = tuple(arr.shape[:2]), _image_mode(arr)
+            if p["image_shape"] and list(shape) != list(p["image_shape"]):
+                bad(row, "image_shape", f"shape {shape[0]}x{shape[1]}, expected {p['image_shape'][0]}x{p['image_shape'][1]}")
+            elif p["image_mode"] and mode != p["image_mode"]:
+                bad(row, "image_mode", f"mode {mode}, expected {p['image_mode']}")
+        ctx.store.replace_quarantine(version, out)
+        by_rule = Counter(q.rule for q in out)
+        for q in out[:20]:
+            ctx.log(f"quarantined {q.source}: {q.rule}: {q.reason}")
+        fp = hash_text(version, json_dumps(p), [(q.item, q.rule) for q in out])
+        return StepResult(
+            summary={"version": version, "checked": len(rows), "quarantined": len(out), "valid": len(rows) - len({q.item for q in out}),
+                     "by_rule": dict(sorted(by_rule.items()))},
+            output_fp=fp,
+            message=f"{len(out)} item(s) quarantined of {len(rows)}",
+        )
+
+
+# -- data.label ---------------------------------------------------------------------------------------------
+
+
+class LabelStep(Step):
+    spec = StepSpec(
+        id="data.label",
+        title="Label",
+        pipeline="data",
+        role=Role.LABELER,
+        inputs=(Port("validated", "validation_report"),),
+        outputs=(Port("labels", "labels"),),
+        params=(ParamSpec("use_model_labels", "bool", False, "count model predictions as labels"),),
+        description="Labels per item (import, manual, model), conflicts and the labeling queue; labels made "
+        "since the version was taken are reported, and go into the next version.",
+    )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return ctx.store.labels_revision()
+
+    def run(self, ctx: StepContext) -> StepResult:
+        version = _require_version(ctx)
+        _require_dataset(ctx)
+        view = ctx.workspace.dataset()
+        states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+        quarantined = {q.item for q in ctx.store.quarantine(version)}
+        rows = [r for r in view.rows if r.uid not in quarantined]
+        by_class: Counter[str] = Counter()
+        by_source: Counter[str] = Counter()
+        unlabeled = conflicts = changed = 0
+        for r in rows:
+            st = states.get(r.id)
+            if st is None or (st.label is None and not st.conflict):
+                unlabeled += 1
+            elif st.conflict:
+                conflicts += 1
+            else:
+                by_class[st.label] += 1
+                by_source[st.source or "?"] += 1
+            if (st.label if st else None) != r.label:
+                changed += 1
+        if changed:
+            ctx.log(f"{changed} item(s) have labels newer than {version}: run data.ingest and data.version "
+                    "to put them into a new version")
+        fp = hash_text(version, sorted((r.id, states[r.id].label if r.id in states else None) for r in rows))
+        return StepResult(
+            summary={"version": version, "items": len(rows), "labeled": sum(by_class.values()),
+                     "unlabeled": unlabeled, "conflicts": conflicts, "classes": dict(sorted(by_class.items())),
+                     "by_source": dict(sorted(by_source.items())), "changed_since_version": changed},
+            output_fp=fp,
+            message=f"{sum(by_class.values())} labeled, {unlabeled} unlabeled, {conflicts} conflicts",
+        )
+
+
+STEPS = [ImportStep, SplitStep, IngestStep, VersionStep, CleanStep, ValidateStep, LabelStep]
+
+
+def source_kind(path: Path) -> str:
+    return detect_kind(path)

@@ -1,0 +1,458 @@
+"""Readers for every data source `data.import` accepts. Each reads the whole source and checks it before
+anything is written; a problem raises DataImportError naming the file (and member, row or task).
+
+Kinds:
+- text-folder: a zip or folder of class subfolders of text files (the BBC layout); the label is the folder;
+- image-folder: a zip or folder of class subfolders of image files;
+- idx: Zalando/LeCun idx files (`*-images-idx3-ubyte[.gz]` with `*-labels-idx1-ubyte[.gz]`), a folder or one
+  images file; `train*` files are the source's train split, `t10k*`/`test*` its test split;
+- csv: a CSV (or TSV) with a text column and a label column;
+- label-studio: a Label Studio JSON or JSON_MIN export (text tasks, or image tasks whose files are found).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.errors import DataImportError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CLASS_NAME_PRESETS = {
+    "fashion-mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+    "mnist": [str(i) for i in range(10)],
+}
+TEXT_COLUMNS = ("text", "content", "body", "article", "document", "review", "sentence")
+LABEL_COLUMNS = ("label", "category", "class", "target", "y")
+
+
+@dataclass
+class RawItem:
+    key: str  # location inside the source (member path, row, task)
+    payload: bytes | None  # bytes for text and image files; None for array rows
+    label: str | None
+    split: str | None = None
+    labels: list[tuple[str, str]] = field(default_factory=list)  # (label, labeler) from annotations
+    skips: list[str] = field(default_factory=list)  # labelers who skipped it
+
+
+@dataclass
+class SourceBatch:
+    """Everything one source contributes, read and checked, not yet written."""
+
+    name: str
+    kind: str  # text-folder | image-folder | idx | csv | label-studio
+    item_kind: str  # text | image
+    content_hash: str
+    items: list[RawItem]
+    array: np.ndarray | None = None  # idx: the images, one row per item (same order as items)
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for b in iter(lambda: fh.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, or of every file (path and bytes) under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return _sha256_file(path)
+    h = hashlib.sha256()
+    for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(_sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def detect_kind(path: Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise DataImportError(f"{path}: does not exist")
+    name = path.name.lower()
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path).as_posix())]
+        if not files:
+            raise DataImportError(f"{path}: the folder is empty")
+        if any("idx3-ubyte" in p.name for p in files):
+            return "idx"
+        images = sum(p.suffix.lower() in IMAGE_EXTS for p in files)
+        return "image-folder" if images > len(files) / 2 else "text-folder"
+    if path.stat().st_size == 0:
+        raise DataImportError(f"{path}: the file is empty")
+    if "idx3-ubyte" in name:
+        return "idx"
+    if name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/") and not _hidden(n)]
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataImportError(f"{path}: not a valid zip archive ({exc})") from None
+        images = sum(PurePosixPath(n).suffix.lower() in IMAGE_EXTS for n in names)
+        return "image-folder" if names and images > len(names) / 2 else "text-folder"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    if name.endswith(".json"):
+        return "label-studio"
+    raise DataImportError(
+        f"{path}: unsupported source (expected a zip or folder of class subfolders, idx files, a .csv, "
+        "or a Label Studio .json export)"
+    )
+
+
+def _hidden(rel: str) -> bool:
+    parts = rel.split("/")
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | None = None,
+                labeling: dict[str, Any] | None = None) -> SourceBatch:
+    path = Path(path)
+    opts = dict(options or {})
+    kind = kind or detect_kind(path)
+    readers: dict[str, Callable[..., SourceBatch]] = {
+        "text-folder": _read_class_folders,
+        "image-folder": _read_class_folders,
+        "idx": _read_idx,
+        "csv": _read_csv,
+        "label-studio": _read_label_studio,
+    }
+    if kind not in readers:
+        raise DataImportError(f"{path}: unknown source kind {kind!r} (known: {', '.join(readers)})")
+    if not path.exists():
+        raise DataImportError(f"{path}: does not exist")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataImportError(f"{path}: the file is empty")
+    batch = readers[kind](path, kind, opts, labeling or {})
+    if not batch.items:
+        raise DataImportError(f"{path}: no items found")
+    return batch
+
+
+# -- class folders (zip or directory) -----------------------------------------------------------------------
+
+
+def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    item_kind = "image" if kind == "image-folder" else "text"
+    entries: list[tuple[str, Callable[[], bytes]]] = []
+    notes: list[str] = []
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            rel = p.relative_to(path).as_posix()
+            entries.append((rel, lambda p=p: p.read_bytes()))
+        digest = content_hash(path)
+    else:
+        digest = _sha256_file(path)
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataImportError(f"{path}: not a valid zip archive ({exc})") from None
+        with zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                try:
+                    data = zf.read(info)
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib_error()) as exc:
+                    raise DataImportError(f"{path}: corrupt zip archive: member {info.filename}: {exc}") from None
+                entries.append((info.filename, lambda data=data: data))
+    items: list[RawItem] = []
+    for rel, read in entries:
+        if _hidden(rel):
+            notes.append(f"ignored hidden file {rel}")
+            continue
+        parts = rel.split("/")
+        if len(parts) < 2:
+            notes.append(f"ignored {rel}: not inside a class folder")
+            continue
+        label = parts[-2]
+        items.append(RawItem(key=rel, payload=read(), label=label))
+    if not items:
+        raise DataImportError(f"{path}: no class folders with files found (expected CLASS/FILE entries)")
+    return SourceBatch(path.name, kind, item_kind, digest, items, notes=notes)
+
+
+def zlib_error() -> type[BaseException]:
+    import zlib
+
+    return zlib.error
+
+
+# -- idx ----------------------------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def _read_idx_file(path: Path) -> np.ndarray:
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+    except (EOFError, OSError, zlib_error()) as exc:
+        raise DataImportError(f"{path}: truncated or corrupt gzip data ({exc})") from None
+    if len(raw) < 4:
+        raise DataImportError(f"{path}: too short to be an idx file ({len(raw)} bytes)")
+    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype_code not in _IDX_DTYPES or ndim == 0:
+        raise DataImportError(f"{path}: not an idx file (bad magic number {raw[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataImportError(f"{path}: truncated header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[dtype_code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    have = len(raw) - header
+    if have < expected:
+        raise DataImportError(
+            f"{path}: truncated: the header announces {dims[0]} records of shape {tuple(dims[1:])} "
+            f"({expected} bytes) but the file holds {have} bytes"
+        )
+    if have > expected:
+        raise DataImportError(f"{path}: {have - expected} unexpected bytes after the data")
+    return np.frombuffer(raw, dtype=dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
+
+
+def _idx_pairs(path: Path) -> list[tuple[Path, Path, str | None]]:
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if "images-idx3-ubyte" in p.name)
+    else:
+        images = [path]
+    if not images:
+        raise DataImportError(f"{path}: no *-images-idx3-ubyte files found")
+    pairs = []
+    for img in images:
+        lbl = img.with_name(img.name.replace("images-idx3", "labels-idx1"))
+        if not lbl.exists():
+            raise DataImportError(f"{img}: its labels file {lbl.name} is missing")
+        prefix = img.name.split("-")[0].lower()
+        split = "train" if prefix.startswith("train") else "test" if prefix in ("t10k", "test") else None
+        pairs.append((img, lbl, split))
+    return pairs
+
+
+def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    names = opts.get("class_names")
+    if isinstance(names, str):
+        if names not in CLASS_NAME_PRESETS:
+            raise DataImportError(
+                f"class_names: unknown preset {names!r} (known: {', '.join(CLASS_NAME_PRESETS)}), "
+                "or give a list"
+            )
+        names = CLASS_NAME_PRESETS[names]
+    arrays = []
+    items: list[RawItem] = []
+    h = hashlib.sha256()
+    for img_path, lbl_path, split in _idx_pairs(path):
+        images = _read_idx_file(img_path)
+        labels = _read_idx_file(lbl_path)
+        h.update(_sha256_file(img_path).encode())
+        h.update(_sha256_file(lbl_path).encode())
+        if images.ndim not in (3, 4) or images.dtype != np.uint8:
+            raise DataImportError(f"{img_path}: expected uint8 images (N, H, W[, C]), got {images.dtype} {images.shape}")
+        if labels.ndim != 1:
+            raise DataImportError(f"{lbl_path}: expected one label per record, got shape {labels.shape}")
+        if len(labels) != len(images):
+            raise DataImportError(
+                f"{lbl_path}: {len(labels)} labels for {len(images)} images in {img_path.name}"
+            )
+        if names is not None and labels.size and int(labels.max()) >= len(names):
+            raise DataImportError(
+                f"{lbl_path}: label {int(labels.max())} has no class name ({len(names)} names given)"
+            )
+        width = len(str(len(images) - 1))
+        for i, lab in enumerate(labels.tolist()):
+            label = names[lab] if names is not None else str(lab)
+            items.append(RawItem(key=f"{img_path.name}#{i:0{width}d}", payload=None, label=label, split=split))
+        arrays.append(images)
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise DataImportError(f"{path}: the idx files hold images of different shapes {sorted(shapes)}")
+    array = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    name = path.name
+    return SourceBatch(name, kind, "image", h.hexdigest(), items, array=array)
+
+
+# -- csv ----------------------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else opts.get("delimiter", ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataImportError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataImportError(f"{path}: line 1: {exc}") from None
+    cols = [c.strip() for c in header]
+    lower = [c.lower() for c in cols]
+
+    def pick(option: str, candidates: tuple[str, ...], what: str, required: bool) -> int | None:
+        wanted = opts.get(option)
+        if wanted:
+            if wanted not in cols:
+                raise DataImportError(f"{path}: no column {wanted!r} (columns: {', '.join(cols)})")
+            return cols.index(wanted)
+        for c in candidates:
+            if c in lower:
+                return lower.index(c)
+        if required:
+            raise DataImportError(
+                f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: {', '.join(cols)}); "
+                f"name it with --{option.replace('_', '-')}"
+            )
+        return None
+
+    text_col = pick("text_column", TEXT_COLUMNS, "text", True)
+    label_col = pick("label_column", LABEL_COLUMNS, "label", not opts.get("unlabeled", False))
+    items: list[RawItem] = []
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(cols):
+                raise DataImportError(f"{path}: line {line}: {len(row)} fields, the header has {len(cols)}")
+            label = row[label_col].strip() if label_col is not None else None
+            items.append(
+                RawItem(key=f"row{line}", payload=row[text_col].encode("utf-8"), label=label or None)
+            )
+    except csv.Error as exc:
+        raise DataImportError(f"{path}: line {reader.line_num}: {exc}") from None
+    return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
+
+
+# -- Label Studio -------------------------------------------------------------------------------------------
+
+
+def load_label_studio(path: Path) -> list[dict[str, Any]]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataImportError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise DataImportError(f"{path}: not UTF-8 ({exc.reason})") from None
+    if isinstance(doc, dict) and "id" in doc and "data" in doc:
+        doc = [doc]
+    if not isinstance(doc, list):
+        raise DataImportError(f"{path}: expected a list of Label Studio tasks, got {type(doc).__name__}")
+    for i, task in enumerate(doc):
+        if not isinstance(task, dict):
+            raise DataImportError(f"{path}: task #{i}: expected an object, got {type(task).__name__}")
+    return doc
+
+
+def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """((label, labeler) per completed annotation, labelers who skipped) of one task, JSON or JSON_MIN."""
+    labels: list[tuple[str, str]] = []
+    skips: list[str] = []
+    if "annotations" in task:
+        anns = task.get("annotations") or []
+        if not isinstance(anns, list):
+            raise DataImportError(f"{where}: 'annotations' must be a list")
+        for ann in anns:
+            labeler = f"ls:{ann.get('completed_by', 'unknown')}"
+            if isinstance(ann.get("completed_by"), dict):
+                labeler = f"ls:{ann['completed_by'].get('email') or ann['completed_by'].get('id')}"
+            if ann.get("was_cancelled"):
+                skips.append(labeler)
+                continue
+            choices = []
+            for res in ann.get("result") or []:
+                if res.get("type") == "choices" and (res.get("from_name") == from_name or not from_name):
+                    choices.extend((res.get("value") or {}).get("choices") or [])
+            if len(choices) > 1:
+                raise DataImportError(f"{where}: annotation {ann.get('id')} has several choices {choices}; "
+                                      "only single-choice classification is supported")
+            if choices:
+                labels.append((str(choices[0]), labeler))
+        return labels, skips
+    # JSON_MIN: the choice is a top-level field named like the control tag
+    value = task.get(from_name)
+    if isinstance(value, dict) and "choices" in value:
+        value = value["choices"]
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    if value:
+        labels.append((str(value), f"ls:{task.get('annotator', 'unknown')}"))
+    return labels, skips
+
+
+def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str) -> tuple[bytes, str]:
+    data = task.get("data", task)
+    if not isinstance(data, dict):
+        raise DataImportError(f"{where}: 'data' must be an object")
+    if "text" in data or to_name == "text":
+        value = data.get(to_name, data.get("text"))
+        if not isinstance(value, str):
+            raise DataImportError(f"{where}: no text in data.{to_name}")
+        return value.encode("utf-8"), "text"
+    value = data.get(to_name, data.get("image"))
+    if not isinstance(value, str):
+        raise DataImportError(f"{where}: no text or image in its data (keys: {', '.join(data)})")
+    if value.startswith("data:"):
+        return base64.b64decode(value.split(",", 1)[1]), "image"
+    ref = value.split("?d=", 1)[1] if "?d=" in value else value
+    candidates = [media_root / ref.lstrip("/"), media_root / os.path.basename(ref)]
+    # Label Studio prefixes uploads with 8 hex digits and a dash: also look for the original name.
+    base = os.path.basename(ref)
+    m = re.match(r"^[0-9a-f]{8}-(.+)$", base)
+    if m:
+        candidates.append(media_root / m.group(1))
+    for c in candidates:
+        if c.is_file():
+            return c.read_bytes(), "image"
+    raise DataImportError(
+        f"{where}: image {value!r} not found under {media_root} (pass --media-root with the folder of the images)"
+    )
+
+
+def _read_label_studio(path: Path, kind: str, opts: dict[str, Any], labeling: dict[str, Any]) -> SourceBatch:
+    tasks = load_label_studio(path)
+    media_root = Path(opts.get("media_root") or path.parent)
+    items: list[RawItem] = []
+    kinds = set()
+    for i, task in enumerate(tasks):
+        tid = task.get("id", i + 1)
+        where = f"{path}: task {tid}"
+        data = task.get("data", task)
+        is_text = isinstance(data, dict) and "text" in data
+        to_name = labeling.get("to_name") or ("text" if is_text else "image")
+        from_name = labeling.get("from_name") or ("category" if is_text else "label")
+        payload, item_kind = _ls_payload(task, to_name, media_root, where)
+        kinds.add(item_kind)
+        labels, skips = ls_task_annotations(task, from_name, where)
+        distinct = {lab for lab, _ in labels}
+        label = next(iter(distinct)) if len(distinct) == 1 else None
+        items.append(RawItem(key=f"task{tid}", payload=payload, label=label, labels=labels, skips=skips))
+    if len(kinds) > 1:
+        raise DataImportError(f"{path}: mixes text and image tasks")
+    digest = _sha256_file(path)
+    return SourceBatch(path.name, kind, kinds.pop(), digest, items)

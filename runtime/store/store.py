@@ -1,0 +1,604 @@
+"""The registry store: one class over SQLModel tables, on SQLite (default) or PostgreSQL.
+
+Contract:
+- Thread safety: a Store may be shared by threads; every method opens and closes its own session. Worker
+  processes open their own Store on the same URL.
+- Consistency: a read that starts after a write returned sees that write (read-your-writes); SQLite runs in
+  WAL mode so readers never block the writer.
+- What goes out: frozen domain records (runtime.domain). Sql rows never leave this module.
+- Transactions: methods that change several rows (an import, a version, a quarantine) commit all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from runtime.domain.entities import (
+    CleanedEntry,
+    DatasetVersion,
+    Item,
+    LabelRecord,
+    QuarantineEntry,
+    SourceRecord,
+    StepRun,
+)
+from runtime.domain.errors import NotFoundError
+from runtime.store import tables as t
+
+DATABASE_URL_ENV = "CDL_DATABASE_URL"
+DATABASE_SCHEMA_ENV = "CDL_DATABASE_SCHEMA"
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _item(row: Any) -> Item:
+    return Item(
+        uid=row.uid,
+        id=row.id,
+        kind=row.kind,
+        source=row.source,
+        source_label=row.source_label,
+        source_split=row.source_split,
+        pack=row.pack,
+        offset=row.offset,
+        length=row.length,
+        encoding=row.encoding,
+        split=row.split,
+    )
+
+
+def _label(row: t.SqlLabel) -> LabelRecord:
+    return LabelRecord(
+        id=row.id or 0,
+        item_id=row.item_id,
+        label=row.label,
+        labeler=row.labeler,
+        source=row.source,
+        action=row.action,
+        created=_aware(row.created),
+        dataset_version=row.dataset_version,
+        task_ref=row.task_ref,
+        undone=row.undone,
+    )
+
+
+def _version(row: t.SqlDatasetVersion) -> DatasetVersion:
+    return DatasetVersion(
+        id=row.id,
+        number=row.number,
+        dvc_hash=row.dvc_hash,
+        git_commit=row.git_commit,
+        items=row.items,
+        classes=dict(row.classes or {}),
+        splits=dict(row.splits or {}),
+        created=_aware(row.created),
+        dvc_file=row.dvc_file,
+        split_classes=dict(row.split_classes or {}),
+    )
+
+
+def _run(row: t.SqlStepRun) -> StepRun:
+    return StepRun(
+        id=row.id or 0,
+        step=row.step,
+        job=row.job,
+        status=row.status,
+        started=_aware(row.started),
+        finished=_aware(row.finished),
+        input_fp=row.input_fp,
+        output_fp=row.output_fp,
+        error=row.error,
+        summary=dict(row.summary or {}),
+    )
+
+
+def _engine(url: str, schema: str | None) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            if ":memory:" not in url:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    connect_args: dict[str, Any] = {}
+    if schema:
+        connect_args["options"] = f"-csearch_path={schema}"
+        bootstrap = create_engine(url)
+        with bootstrap.begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        bootstrap.dispose()
+    return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+
+class Store:
+    """The registry. See the module docstring for the contract."""
+
+    def __init__(self, url: str, schema: str | None = None):
+        self.url = url
+        self.schema = schema
+        if url == "sqlite://" or url == "sqlite:///:memory:":
+            # One shared in-memory database for all threads of this process.
+            from sqlalchemy.pool import StaticPool
+
+            self.engine = create_engine(
+                "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+            )
+        else:
+            self.engine = _engine(url, schema)
+        self._lock = threading.RLock()
+        SQLModel.metadata.create_all(self.engine, tables=_own_tables())
+
+    # -- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def for_workspace(cls, root: Path) -> Store:
+        """`CDL_DATABASE_URL` moves the registry to PostgreSQL; otherwise `.cdl/registry.db` (SQLite)."""
+        url = os.environ.get(DATABASE_URL_ENV)
+        if url:
+            return cls(url, schema=os.environ.get(DATABASE_SCHEMA_ENV))
+        db = Path(root) / ".cdl" / "registry.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{db}")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    # -- sources and items --------------------------------------------------------------------------------
+
+    def import_source(
+        self,
+        source: SourceRecord,
+        items: Sequence[Item],
+        labels: Sequence[tuple[str, str, str]] = (),
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace everything one source contributed (items and its import labels) in one transaction.
+
+        labels: (item_id, label, labeler) triples from the source itself.
+        """
+        origin = f"source:{source.name}"
+        rows = [
+            {
+                "uid": i.uid,
+                "id": i.id,
+                "kind": i.kind,
+                "source": i.source,
+                "source_name": source.name,
+                "source_label": i.source_label,
+                "source_split": i.source_split,
+                "pack": i.pack,
+                "offset": i.offset,
+                "length": i.length,
+                "encoding": i.encoding,
+                "split": None,
+            }
+            for i in items
+        ]
+        now = t.utcnow()
+        label_rows = [
+            {
+                "item_id": item_id,
+                "label": label,
+                "labeler": labeler,
+                "source": "import",
+                "action": "label",
+                "created": now,
+                "task_ref": origin,
+                "undone": False,
+            }
+            for item_id, label, labeler in labels
+        ]
+        with self._lock, self.session() as s:
+            s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == source.name))
+            s.execute(
+                delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin).where(t.SqlLabel.source == "import")
+            )
+            for chunk in _chunks(rows, 20000):
+                s.execute(insert(t.SqlItem), params=chunk)
+            for chunk in _chunks(label_rows, 20000):
+                s.execute(insert(t.SqlLabel), params=chunk)
+            s.merge(
+                t.SqlSource(
+                    name=source.name,
+                    kind=source.kind,
+                    content_hash=source.content_hash,
+                    items=source.items,
+                    imported_at=now,
+                    options=options or {},
+                )
+            )
+            s.commit()
+
+    def remove_source(self, name: str) -> None:
+        origin = f"source:{name}"
+        with self._lock, self.session() as s:
+            s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == name))
+            s.execute(delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin))
+            s.execute(delete(t.SqlSource).where(t.SqlSource.name == name))
+            s.commit()
+
+    def sources(self) -> list[SourceRecord]:
+        with self.session() as s:
+            rows = s.execute(select(t.SqlSource).order_by(t.SqlSource.name)).scalars().all()
+            return [
+                SourceRecord(r.name, r.kind, r.content_hash, r.items, _aware(r.imported_at)) for r in rows
+            ]
+
+    def items(self, split: str | None = None) -> list[Item]:
+        q = select(t.SqlItem.__table__).order_by(t.SqlItem.uid)
+        if split is not None:
+            q = q.where(t.SqlItem.split == split)
+        with self.session() as s:
+            return [_item(r) for r in s.execute(q).all()]
+
+    def item_count(self) -> int:
+        with self.session() as s:
+            return int(s.execute(select(func.count()).select_from(t.SqlItem)).scalar_one())
+
+    def items_fingerprint(self) -> str:
+        """A hash of the current item set (uids, content ids, source labels): changes iff an import changed it."""
+        h = hashlib.sha256()
+        q = select(t.SqlItem.uid, t.SqlItem.id, t.SqlItem.source_label, t.SqlItem.source_split).order_by(
+            t.SqlItem.uid
+        )
+        with self.session() as s:
+            for row in s.execute(q).all():
+                h.update(f"{row[0]}\0{row[1]}\0{row[2]}\0{row[3]}\n".encode())
+        return h.hexdigest()
+
+    def set_splits(self, splits: dict[str, str]) -> None:
+        stmt = (
+            update(t.SqlItem.__table__)
+            .where(t.SqlItem.__table__.c.uid == bindparam("b_uid"))
+            .values(split=bindparam("b_split"))
+        )
+        params = [{"b_uid": uid, "b_split": split} for uid, split in splits.items()]
+        with self._lock, self.engine.begin() as conn:
+            for chunk in _chunks(params, 20000):
+                conn.execute(stmt, chunk)
+
+    # -- labels -------------------------------------------------------------------------------------------
+
+    def add_label(
+        self,
+        item_id: str,
+        label: str | None,
+        labeler: str,
+        source: str = "manual",
+        action: str = "label",
+        dataset_version: str | None = None,
+        task_ref: str | None = None,
+    ) -> LabelRecord:
+        with self._lock, self.session() as s:
+            row = t.SqlLabel(
+                item_id=item_id,
+                label=label,
+                labeler=labeler,
+                source=source,
+                action=action,
+                dataset_version=dataset_version,
+                task_ref=task_ref,
+            )
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return _label(row)
+
+    def replace_labels(self, task_ref_prefix: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Replace every label whose task_ref starts with the prefix (one imported file) in one transaction."""
+        now = t.utcnow()
+        full = [
+            {
+                "item_id": r["item_id"],
+                "label": r.get("label"),
+                "labeler": r["labeler"],
+                "source": r.get("source", "import"),
+                "action": r.get("action", "label"),
+                "created": r.get("created") or now,
+                "dataset_version": r.get("dataset_version"),
+                "task_ref": r["task_ref"],
+                "undone": False,
+            }
+            for r in rows
+        ]
+        with self._lock, self.session() as s:
+            s.execute(delete(t.SqlLabel).where(t.SqlLabel.task_ref.startswith(task_ref_prefix)))
+            for chunk in _chunks(full, 20000):
+                s.execute(insert(t.SqlLabel), params=chunk)
+            s.commit()
+        return len(full)
+
+    def labels(self, include_undone: bool = False, item_ids: Iterable[str] | None = None) -> list[LabelRecord]:
+        q = select(t.SqlLabel).order_by(t.SqlLabel.id)
+        if not include_undone:
+            q = q.where(t.SqlLabel.undone == False)  # noqa: E712
+        if item_ids is not None:
+            q = q.where(t.SqlLabel.item_id.in_(list(item_ids)))
+        with self.session() as s:
+            return [_label(r) for r in s.execute(q).scalars().all()]
+
+    def undo_last(self, labeler: str) -> LabelRecord | None:
+        """Undo the labeler's last manual action (a label or a skip). Returns it, or None if nothing to undo."""
+        with self._lock, self.session() as s:
+            row = s.execute(
+                select(t.SqlLabel)
+                .where(t.SqlLabel.labeler == labeler)
+                .where(t.SqlLabel.source == "manual")
+                .where(t.SqlLabel.undone == False)  # noqa: E712
+                .order_by(t.SqlLabel.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            row.undone = True
+            row.undone_at = t.utcnow()
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return _label(row)
+
+    def labels_revision(self) -> str:
+        """Changes whenever a label is added, replaced or undone."""
+        with self.session() as s:
+            n, mx = s.execute(select(func.count(), func.max(t.SqlLabel.id))).one()
+            undone = s.execute(
+                select(func.count()).select_from(t.SqlLabel).where(t.SqlLabel.undone == True)  # noqa: E712
+            ).scalar_one()
+            return f"{n}:{mx}:{undone}"
+
+    # -- dataset versions ---------------------------------------------------------------------------------
+
+    def add_version(
+        self,
+        dvc_hash: str,
+        git_commit: str | None,
+        items: int,
+        classes: dict[str, int],
+        splits: dict[str, int],
+        split_classes: dict[str, dict[str, int]],
+        dvc_file: str,
+    ) -> DatasetVersion:
+        with self._lock, self.session() as s:
+            n = s.execute(select(func.max(t.SqlDatasetVersion.number))).scalar_one_or_none() or 0
+            row = t.SqlDatasetVersion(
+                number=n + 1,
+                id=f"v{n + 1}",
+                dvc_hash=dvc_hash,
+                git_commit=git_commit,
+                items=items,
+                classes=classes,
+                splits=splits,
+                split_classes=split_classes,
+                dvc_file=dvc_file,
+            )
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return _version(row)
+
+    def versions(self) -> list[DatasetVersion]:
+        with self.session() as s:
+            rows = s.execute(select(t.SqlDatasetVersion).order_by(t.SqlDatasetVersion.number)).scalars().all()
+            return [_version(r) for r in rows]
+
+    def version(self, version_id: str) -> DatasetVersion:
+        vid = version_id if version_id.startswith("v") else f"v{version_id}"
+        with self.session() as s:
+            row = s.execute(select(t.SqlDatasetVersion).where(t.SqlDatasetVersion.id == vid)).scalar_one_or_none()
+            if row is None:
+                known = ", ".join(v.id for v in self.versions()) or "none yet"
+                raise NotFoundError(f"dataset version {version_id!r} does not exist (known: {known})")
+            return _version(row)
+
+    def version_by_hash(self, dvc_hash: str) -> DatasetVersion | None:
+        with self.session() as s:
+            row = s.execute(
+                select(t.SqlDatasetVersion)
+                .where(t.SqlDatasetVersion.dvc_hash == dvc_hash)
+                .order_by(t.SqlDatasetVersion.number.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return _version(row) if row else None
+
+    def latest_version(self) -> DatasetVersion | None:
+        vs = self.versions()
+        return vs[-1] if vs else None
+
+    # -- quarantine and cleaning --------------------------------------------------------------------------
+
+    def replace_quarantine(self, version: str, entries: Sequence[QuarantineEntry]) -> None:
+        rows = [
+            {
+                "version": version,
+                "uid": e.item,
+                "item_id": e.item_id,
+                "source": e.source,
+                "rule": e.rule,
+                "reason": e.reason,
+            }
+            for e in entries
+        ]
+        with self._lock, self.session() as s:
+            s.execute(delete(t.SqlQuarantine).where(t.SqlQuarantine.version == version))
+            for chunk in _chunks(rows, 20000):
+                s.execute(insert(t.SqlQuarantine), params=chunk)
+            s.commit()
+
+    def quarantine(self, version: str) -> list[QuarantineEntry]:
+        with self.session() as s:
+            rows = s.execute(
+                select(t.SqlQuarantine).where(t.SqlQuarantine.version == version).order_by(t.SqlQuarantine.id)
+            ).scalars()
+            return [QuarantineEntry(r.version, r.uid, r.item_id, r.source, r.rule, r.reason) for r in rows]
+
+    def replace_cleaned(self, version: str, entries: Sequence[CleanedEntry]) -> None:
+        rows = [
+            {"version": version, "uid": e.item, "item_id": e.item_id, "source": e.source, "action": e.action}
+            for e in entries
+        ]
+        with self._lock, self.session() as s:
+            s.execute(delete(t.SqlCleaned).where(t.SqlCleaned.version == version))
+            for chunk in _chunks(rows, 20000):
+                s.execute(insert(t.SqlCleaned), params=chunk)
+            s.commit()
+
+    def cleaned(self, version: str) -> list[CleanedEntry]:
+        with self.session() as s:
+            rows = s.execute(
+                select(t.SqlCleaned).where(t.SqlCleaned.version == version).order_by(t.SqlCleaned.id)
+            ).scalars()
+            return [CleanedEntry(r.version, r.uid, r.item_id, r.source, r.action) for r in rows]
+
+    # -- step runs ----------------------------------------------------------------------------------------
+
+    def start_step_run(self, step: str, job: str | None, input_fp: str) -> int:
+        with self._lock, self.session() as s:
+            row = t.SqlStepRun(step=step, job=job, status="running", input_fp=input_fp, pid=os.getpid())
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row.id or 0
+
+    def finish_step_run(
+        self,
+        run_id: int,
+        status: str,
+        output_fp: str | None = None,
+        error: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock, self.session() as s:
+            row = s.get(t.SqlStepRun, run_id)
+            if row is None:
+                raise NotFoundError(f"step run {run_id} does not exist")
+            row.status = status
+            row.finished = t.utcnow()
+            row.output_fp = output_fp
+            row.error = error
+            row.summary = _jsonable(summary or {})
+            s.add(row)
+            s.commit()
+
+    def last_step_run(self, step: str, status: str | None = None) -> StepRun | None:
+        q = select(t.SqlStepRun).where(t.SqlStepRun.step == step)
+        if status:
+            q = q.where(t.SqlStepRun.status == status)
+        with self.session() as s:
+            row = s.execute(q.order_by(t.SqlStepRun.id.desc()).limit(1)).scalar_one_or_none()
+            return _run(row) if row else None
+
+    def last_step_runs(self) -> dict[str, StepRun]:
+        """The newest run of every step, in one query."""
+        sub = select(func.max(t.SqlStepRun.id)).group_by(t.SqlStepRun.step)
+        with self.session() as s:
+            rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.id.in_(sub))).scalars().all()
+            return {r.step: _run(r) for r in rows}
+
+    def last_done_runs(self) -> dict[str, StepRun]:
+        sub = select(func.max(t.SqlStepRun.id)).where(t.SqlStepRun.status == "done").group_by(t.SqlStepRun.step)
+        with self.session() as s:
+            rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.id.in_(sub))).scalars().all()
+            return {r.step: _run(r) for r in rows}
+
+    def mark_interrupted_runs(self, reason: str) -> int:
+        """Runs left 'running' by a process that died are failed, so no step shows running forever."""
+        with self._lock, self.session() as s:
+            rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.status == "running")).scalars().all()
+            rows = [r for r in rows if not _alive(r.pid)]
+            for r in rows:
+                r.status = "failed"
+                r.finished = t.utcnow()
+                r.error = reason
+                s.add(r)
+            s.commit()
+            return len(rows)
+
+    # -- state --------------------------------------------------------------------------------------------
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        with self.session() as s:
+            row = s.get(t.SqlState, key)
+            return default if row is None else row.value
+
+    def set_state(self, key: str, value: Any) -> None:
+        with self._lock, self.session() as s:
+            s.merge(t.SqlState(key=key, value=_jsonable(value)))
+            s.commit()
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _own_tables() -> list[Any]:
+    return [
+        tbl for name, tbl in SQLModel.metadata.tables.items() if name.startswith("cdl_")
+    ]
+
+
+def _chunks(rows: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(rows), n):
+        yield rows[i : i + n]
+
+
+def _jsonable(obj: Any) -> Any:
+    """JSON columns take plain data: numpy scalars, tuples and datetimes are converted."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            return str(obj)
+    return obj

@@ -1,0 +1,224 @@
+"""cdl.yaml: the pipeline's source (steps, parameters, edges, feedback loops).
+
+Format (version 1):
+
+    cdl: 1
+    name: bbc-news
+    task: text                 # text | image
+    template: text-classification
+    labeling:                  # Label Studio names, used for import and export
+      from_name: category
+      to_name: text
+      classes: []              # a fixed class list; empty means "whatever the data has"
+    steps:                     # one entry per step in the pipeline; missing params take their defaults
+      data.import:
+        params: {sources: []}
+    edges:                     # the flowchart's arrows; they must form a DAG
+      - [data.import, data.split]
+    loops:                     # feedback arrows (drawn, never executed as dependencies)
+      - [deploy.maintain, data.label]
+
+Every step id must be a registered step and every parameter must be in its schema; errors name the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.domain.errors import ConfigError
+
+CONFIG_NAME = "cdl.yaml"
+TASKS = ("text", "image")
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    task: str
+    template: str
+    steps: dict[str, dict[str, Any]]  # step id -> raw params from the file
+    edges: list[tuple[str, str]]
+    loops: list[tuple[str, str]] = field(default_factory=list)
+    labeling: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- graph --------------------------------------------------------------------------------------------
+
+    def order(self) -> list[str]:
+        """Topological order, ties broken by the order steps appear in the file (stable for the flowchart)."""
+        pos = {s: i for i, s in enumerate(self.steps)}
+        indeg = {s: 0 for s in self.steps}
+        for _a, b in self.edges:
+            indeg[b] += 1
+        ready = sorted((s for s, d in indeg.items() if d == 0), key=pos.__getitem__)
+        out: list[str] = []
+        while ready:
+            s = ready.pop(0)
+            out.append(s)
+            for a, b in self.edges:
+                if a == s:
+                    indeg[b] -= 1
+                    if indeg[b] == 0:
+                        ready.append(b)
+                        ready.sort(key=pos.__getitem__)
+        if len(out) != len(self.steps):
+            cyc = sorted(s for s, d in indeg.items() if d > 0)
+            raise ConfigError(f"{self.where('edges')}: the edges form a cycle through {', '.join(cyc)}")
+        return out
+
+    def upstream(self, step: str) -> list[str]:
+        return [a for a, b in self.edges if b == step]
+
+    def ancestors(self, step: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [step]
+        while todo:
+            s = todo.pop()
+            for u in self.upstream(s):
+                if u not in seen:
+                    seen.add(u)
+                    todo.append(u)
+        return seen
+
+    def where(self, key: str) -> str:
+        return f"{self.path or CONFIG_NAME}: {key}"
+
+    # -- params -------------------------------------------------------------------------------------------
+
+    def params(self, step: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        from runtime.steps import get_step
+
+        spec = get_step(step).spec
+        raw = dict(self.steps.get(step) or {})
+        if overrides:
+            raw.update(overrides)
+        return spec.resolve_params(raw, self.where(f"steps.{step}.params"))
+
+    def set_param(self, step: str, name: str, value: Any) -> None:
+        self.steps.setdefault(step, {})[name] = value
+
+    # -- io -----------------------------------------------------------------------------------------------
+
+    def to_yaml(self) -> str:
+        doc: dict[str, Any] = {"cdl": 1, "name": self.name, "task": self.task, "template": self.template}
+        if self.labeling:
+            doc["labeling"] = self.labeling
+        doc.update(self.extra)
+        doc["steps"] = {s: ({"params": p} if p else {}) for s, p in self.steps.items()}
+        doc["edges"] = [list(e) for e in self.edges]
+        if self.loops:
+            doc["loops"] = [list(e) for e in self.loops]
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+
+    def save(self, path: Path | None = None) -> None:
+        path = Path(path or self.path or CONFIG_NAME)
+        atomic_write_text(path, self.to_yaml())
+        self.path = path
+
+    def copy(self) -> PipelineConfig:
+        return copy.deepcopy(self)
+
+
+def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True) -> PipelineConfig:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    if doc.get("cdl") != 1:
+        raise ConfigError(f"{where}: cdl: expected format version 1, got {doc.get('cdl')!r}")
+    task = doc.get("task")
+    if task not in TASKS:
+        raise ConfigError(f"{where}: task: must be one of {', '.join(TASKS)}, got {task!r}")
+    steps_doc = doc.get("steps") or {}
+    if not isinstance(steps_doc, dict):
+        raise ConfigError(f"{where}: steps: expected a mapping of step id to settings")
+    from runtime.steps import known_steps
+
+    known = known_steps()
+    steps: dict[str, dict[str, Any]] = {}
+    for sid, body in steps_doc.items():
+        if sid not in known:
+            raise ConfigError(f"{where}: steps.{sid}: unknown step (known: {', '.join(sorted(known))})")
+        body = body or {}
+        if not isinstance(body, dict) or set(body) - {"params"}:
+            raise ConfigError(f"{where}: steps.{sid}: expected a mapping with 'params'")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: steps.{sid}.params: expected a mapping")
+        steps[sid] = dict(params)
+    edges = _pairs(doc.get("edges") or [], f"{where}: edges", steps)
+    loops = _pairs(doc.get("loops") or [], f"{where}: loops", steps)
+    labeling = doc.get("labeling") or {}
+    if not isinstance(labeling, dict):
+        raise ConfigError(f"{where}: labeling: expected a mapping")
+    extra = {k: v for k, v in doc.items() if k not in {"cdl", "name", "task", "template", "steps", "edges", "loops", "labeling"}}
+    cfg = PipelineConfig(
+        name=str(doc.get("name") or "workspace"),
+        task=task,
+        template=str(doc.get("template") or ""),
+        steps=steps,
+        edges=edges,
+        loops=loops,
+        labeling=labeling,
+        extra=extra,
+    )
+    cfg.order()
+    if check_params:
+        for sid in steps:
+            cfg.params(sid)
+    return cfg
+
+
+def load_config(path: Path) -> PipelineConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: not found (is this a CDL workspace? create one with `cdl init`)")
+    cfg = parse_config(path.read_text(encoding="utf-8"), str(path))
+    cfg.path = path
+    return cfg
+
+
+def _pairs(raw: Any, where: str, steps: Mapping[str, Any]) -> list[tuple[str, str]]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list of [from, to] pairs")
+    out = []
+    for i, pair in enumerate(raw):
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            raise ConfigError(f"{where}[{i}]: expected [from, to], got {pair!r}")
+        a, b = pair
+        for s in (a, b):
+            if s not in steps:
+                raise ConfigError(f"{where}[{i}]: {s!r} is not a step of this pipeline")
+        out.append((a, b))
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,114 @@
+"""The real DVC, driven through its Python API (imported lazily: it takes half a second).
+
+A dataset version is one DVC-tracked directory, `data/dataset`, whose `.dvc` file is committed to git and
+also kept in the registry, so any version can be checked out again without walking git history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import yaml
+
+from runtime.domain.errors import WorkspaceError
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """DVC prints hints ("To track the changes with git...") to stdout; keep our output clean."""
+    from dvc.ui import ui
+
+    out, err = io.StringIO(), io.StringIO()
+    was = ui._enabled
+    ui._enabled = False
+    logger = logging.getLogger("dvc")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        ui._enabled = was
+        logger.setLevel(level)
+
+
+class Dvc:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _repo(self):
+        from dvc.repo import Repo
+
+        return Repo(str(self.root))
+
+    def init(self) -> None:
+        from dvc.repo import Repo
+
+        with _quiet():
+            Repo.init(str(self.root))
+        # Copies, never links: files in data/ may be rewritten by an ingest while the cache holds old versions.
+        cfg = self.root / ".dvc" / "config"
+        text = cfg.read_text() if cfg.exists() else ""
+        if "[cache]" not in text:
+            cfg.write_text(text + "[core]\n    autostage = false\n[cache]\n    type = copy\n")
+
+    def add(self, target: str) -> tuple[str, str]:
+        """`dvc add target`; returns (md5 of the directory, text of the .dvc file)."""
+        try:
+            with _quiet():
+                repo = self._repo()
+                try:
+                    repo.add(target)
+                finally:
+                    repo.close()
+        except Exception as exc:  # DVC raises many types; the user needs the message
+            raise WorkspaceError(f"dvc add {target} failed: {exc}") from exc
+        dvc_file = self.root / f"{target}.dvc"
+        text = dvc_file.read_text()
+        doc = yaml.safe_load(text)
+        return doc["outs"][0]["md5"], text
+
+    def checkout(self, target: str, dvc_file_text: str) -> None:
+        """Restore `target` to the state described by a .dvc file's text (from the registry)."""
+        dvc_file = self.root / f"{target}.dvc"
+        dvc_file.write_text(dvc_file_text)
+        try:
+            with _quiet():
+                repo = self._repo()
+                try:
+                    repo.checkout(targets=[str(dvc_file)], force=True)
+                finally:
+                    repo.close()
+        except Exception as exc:
+            raise WorkspaceError(f"dvc checkout {target} failed: {exc}") from exc
+
+    def cache_file(self, md5: str) -> Path:
+        md5 = md5.removesuffix(".dir")
+        base = self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        if base.exists():
+            return base
+        with_dir = base.with_name(base.name + ".dir")
+        if with_dir.exists():
+            return with_dir
+        raise WorkspaceError(f"DVC cache has no object {md5} (was the cache removed? try `dvc pull`)")
+
+    def listing(self, dir_md5: str) -> dict[str, str]:
+        """relpath -> md5 for every file of a tracked directory version."""
+        path = self.cache_file(dir_md5)
+        if not path.name.endswith(".dir"):
+            path = path.with_name(path.name + ".dir") if not path.exists() else path
+        entries = json.loads(path.read_text())
+        return {e["relpath"]: e["md5"] for e in entries}
+
+    def open_member(self, dir_md5: str, relpath: str) -> Path:
+        listing = self.listing(dir_md5)
+        if relpath not in listing:
+            raise WorkspaceError(f"dataset version {dir_md5} has no file {relpath}")
+        return self.cache_file(listing[relpath])

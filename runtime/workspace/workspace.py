@@ -1,0 +1,142 @@
+"""A workspace: a folder that is a git repository and a DVC repository, with cdl.yaml and `.cdl/`.
+
+    my-project/
+      cdl.yaml              the pipeline (steps, parameters, edges)
+      data/dataset/         the current dataset (index + packs), tracked by DVC as data/dataset.dvc
+      src/                  the user's own model code
+      .cdl/registry.db      the registry (SQLite; CDL_DATABASE_URL moves it to PostgreSQL)
+      .cdl/packs/           packs written by imports, before ingest lays them out under data/
+      .cdl/artifacts/       content-addressed artifacts
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import cached_property
+from pathlib import Path
+
+from runtime.domain.errors import WorkspaceError
+from runtime.store import Store
+from runtime.workspace.artifacts import ArtifactStore
+from runtime.workspace.config import CONFIG_NAME, PipelineConfig, load_config, parse_config
+from runtime.workspace.dataset import INDEX_NAME, DatasetView
+from runtime.workspace.dvc import Dvc
+from runtime.workspace.git import Git
+
+TEMPLATES = ("text-classification", "image-classification")
+DATASET_DIR = "data/dataset"
+
+_GITIGNORE = """\
+# CDL Studio: the registry, packs and artifacts are local state, not source
+/.cdl/
+__pycache__/
+"""
+
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+
+
+def template_text(name: str) -> str:
+    if name not in TEMPLATES:
+        raise WorkspaceError(f"unknown template {name!r} (known: {', '.join(TEMPLATES)})")
+    path = RESOURCES / "templates" / f"{name}.yaml"
+    if not path.exists():
+        raise WorkspaceError(f"template file {path} is missing from this installation")
+    return path.read_text(encoding="utf-8")
+
+
+class Workspace:
+    def __init__(self, root: Path, store: Store | None = None):
+        self.root = Path(root).resolve()
+        if not (self.root / CONFIG_NAME).exists():
+            raise WorkspaceError(
+                f"{self.root}: not a CDL workspace (no {CONFIG_NAME}); create one with "
+                "`cdl init PATH --template text-classification`"
+            )
+        self._store = store
+
+    # -- creation -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: Path, template: str, name: str | None = None) -> Workspace:
+        root = Path(root).resolve()
+        if (root / CONFIG_NAME).exists():
+            raise WorkspaceError(f"{root}: already a CDL workspace")
+        text = template_text(template)
+        cfg = parse_config(text, f"template {template}")
+        cfg.name = name or root.name
+        root.mkdir(parents=True, exist_ok=True)
+        created = []
+        try:
+            git = Git(root)
+            if not (root / ".git").exists():
+                git.init()
+                created.append(root / ".git")
+            if not (root / ".dvc").exists():
+                Dvc(root).init()
+                created.append(root / ".dvc")
+            for d in ("data", "src", ".cdl/packs", ".cdl/artifacts"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+            (root / "src" / "README.md").write_text(
+                "Put your own model modules here; see README.md of CDL Studio for the interface.\n"
+            )
+            gi = root / ".gitignore"
+            gi.write_text((gi.read_text() if gi.exists() else "") + _GITIGNORE)
+            cfg.save(root / CONFIG_NAME)
+            ws = cls(root)
+            ws.store  # creates the registry
+            git.commit(f"cdl init ({template})", CONFIG_NAME, ".gitignore", ".dvc", ".dvcignore", "src")
+            return ws
+        except Exception:
+            for p in created:
+                shutil.rmtree(p, ignore_errors=True)
+            (root / CONFIG_NAME).unlink(missing_ok=True)
+            raise
+
+    # -- parts --------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.for_workspace(self.root)
+        return self._store
+
+    def config(self) -> PipelineConfig:
+        """cdl.yaml as it is on disk now (re-read on every call: the user may edit it)."""
+        return load_config(self.root / CONFIG_NAME)
+
+    @cached_property
+    def git(self) -> Git:
+        return Git(self.root)
+
+    @cached_property
+    def dvc(self) -> Dvc:
+        return Dvc(self.root)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.root / ".cdl" / "artifacts")
+
+    @property
+    def packs_dir(self) -> Path:
+        return self.root / ".cdl" / "packs"
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / DATASET_DIR
+
+    def has_dataset(self) -> bool:
+        return (self.dataset_dir / INDEX_NAME).exists()
+
+    def dataset(self) -> DatasetView:
+        """The checked-out dataset (data/dataset)."""
+        return DatasetView.open(self.dataset_dir)
+
+    def current_version(self) -> str | None:
+        """The dataset version data/dataset holds now (set by data.version and by checkout)."""
+        return self.store.get_state("dataset_version")
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
