@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 
 # The main job: the studio where a display exists, the headless demo elsewhere.
 run: $(STAMP)
-	$(PY) -m runtime.demo
+	$(PY) -m studio
 
 demo: $(STAMP)
-	$(PY) -m runtime.demo --headless
+	$(PY) -m studio --headless
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime studio edge_agent tests

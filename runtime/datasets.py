@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from runtime.domain.errors import WorkspaceError
-from runtime.workspace.dataset import INDEX_NAME, IndexRow, UNLABELED
+from runtime.workspace.dataset import INDEX_NAME, UNLABELED, IndexRow
 from runtime.workspace.workspace import DATASET_DIR, Workspace
 
 

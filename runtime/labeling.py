@@ -370,14 +370,14 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
             unmatched.append(str(tid))
             continue
         labels, skips = ls_task_annotations(task, from_name, where)
-        for k, (label, labeler) in enumerate(labels):
-            rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": "import",
+        for k, (label, labeler, source) in enumerate(labels):
+            rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": source,
                          "task_ref": f"{prefix}{tid}/{k}", "dataset_version": ws.current_version()})
         for k, labeler in enumerate(skips):
             rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
                          "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
         stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
-        if len({lab for lab, _ in labels}) > 1:
+        if len({lab for lab, _, _ in labels}) > 1:
             stats["conflicts"] += 1
     if unmatched and not skip_unmatched:
         raise DataImportError(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     JOB_STARTED = "job-started"
     STARTED = "started"  # a step started
     PROGRESS = "progress"  # fraction in [0, 1] and a message

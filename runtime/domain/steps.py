@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from runtime.domain.errors import ConfigError
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     NEVER_RUN = "never-run"
     RUNNING = "running"
     DONE = "done"
@@ -24,7 +24,7 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     DATA_ENGINEER = "data engineer"
     LABELER = "labeler"
     DATA_SCIENTIST = "data scientist"

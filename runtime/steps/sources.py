@@ -369,18 +369,23 @@ def load_label_studio(path: Path) -> list[dict[str, Any]]:
     return doc
 
 
-def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """((label, labeler) per completed annotation, labelers who skipped) of one task, JSON or JSON_MIN."""
-    labels: list[tuple[str, str]] = []
+def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """((label, labeler, source) per completed annotation, labelers who skipped) of one task, JSON or
+    JSON_MIN. source is "import", or "manual" for annotations CDL Studio exported from manual labels (so a
+    round trip keeps a labeler's decision above imported labels)."""
+    labels: list[tuple[str, str, str]] = []
     skips: list[str] = []
     if "annotations" in task:
         anns = task.get("annotations") or []
         if not isinstance(anns, list):
             raise DataImportError(f"{where}: 'annotations' must be a list")
         for ann in anns:
-            labeler = f"ls:{ann.get('completed_by', 'unknown')}"
-            if isinstance(ann.get("completed_by"), dict):
-                labeler = f"ls:{ann['completed_by'].get('email') or ann['completed_by'].get('id')}"
+            who = ann.get("completed_by", "unknown")
+            if isinstance(who, dict):
+                who = who.get("email") or who.get("id")
+            meta = ann.get("meta") if isinstance(ann.get("meta"), dict) else {}
+            source = "manual" if meta.get("cdl_source") == "manual" else "import"
+            labeler = str(who) if source == "manual" else f"ls:{who}"
             if ann.get("was_cancelled"):
                 skips.append(labeler)
                 continue
@@ -392,7 +397,7 @@ def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tup
                 raise DataImportError(f"{where}: annotation {ann.get('id')} has several choices {choices}; "
                                       "only single-choice classification is supported")
             if choices:
-                labels.append((str(choices[0]), labeler))
+                labels.append((str(choices[0]), labeler, source))
         return labels, skips
     # JSON_MIN: the choice is a top-level field named like the control tag
     value = task.get(from_name)
@@ -401,7 +406,7 @@ def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tup
     if isinstance(value, list):
         value = value[0] if len(value) == 1 else None
     if value:
-        labels.append((str(value), f"ls:{task.get('annotator', 'unknown')}"))
+        labels.append((str(value), f"ls:{task.get('annotator', 'unknown')}", "import"))
     return labels, skips
 
 
@@ -449,9 +454,10 @@ def _read_label_studio(path: Path, kind: str, opts: dict[str, Any], labeling: di
         payload, item_kind = _ls_payload(task, to_name, media_root, where)
         kinds.add(item_kind)
         labels, skips = ls_task_annotations(task, from_name, where)
-        distinct = {lab for lab, _ in labels}
+        distinct = {lab for lab, _, _ in labels}
         label = next(iter(distinct)) if len(distinct) == 1 else None
-        items.append(RawItem(key=f"task{tid}", payload=payload, label=label, labels=labels, skips=skips))
+        items.append(RawItem(key=f"task{tid}", payload=payload, label=label,
+                             labels=[(lab, who) for lab, who, _ in labels], skips=skips))
     if len(kinds) > 1:
         raise DataImportError(f"{path}: mixes text and image tasks")
     digest = _sha256_file(path)

@@ -65,7 +65,7 @@ class Dvc:
             with _quiet():
                 repo = self._repo()
                 try:
-                    repo.add(target)
+                    repo.add(str(self.root / target))
                 finally:
                     repo.close()
         except Exception as exc:  # DVC raises many types; the user needs the message

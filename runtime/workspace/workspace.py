@@ -84,7 +84,7 @@ class Workspace:
             gi.write_text((gi.read_text() if gi.exists() else "") + _GITIGNORE)
             cfg.save(root / CONFIG_NAME)
             ws = cls(root)
-            ws.store  # creates the registry
+            _ = ws.store  # creates the registry
             git.commit(f"cdl init ({template})", CONFIG_NAME, ".gitignore", ".dvc", ".dvcignore", "src")
             return ws
         except Exception:

@@ -1,0 +1,137 @@
+"""Shared fixtures. Tests that need ../shared/datasets skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.pop("CDL_DATABASE_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CDL_SHARED", REPO.parent / "shared")) / "datasets"
+BBC_ZIP = SHARED / "bbc" / "bbc-fulltext.zip"
+FASHION = SHARED / "fashion-mnist"
+LABEL_STUDIO = SHARED / "label-studio"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not available (tests with real data need ../shared/datasets)")
+    return path
+
+
+@pytest.fixture
+def bbc_zip() -> Path:
+    return need(BBC_ZIP)
+
+
+@pytest.fixture
+def fashion_dir() -> Path:
+    return need(FASHION)
+
+
+@pytest.fixture
+def ls_dir() -> Path:
+    return need(LABEL_STUDIO)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    url = os.environ.get("CDL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: set CDL_TEST_POSTGRES_URL (.ci/run starts one)")
+    try:
+        import sqlalchemy
+
+        eng = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with eng.connect():
+            pass
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL at {url} is not reachable: {exc}")
+    return url
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str):
+    """A fresh schema per test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    yield postgres_url, schema
+    import sqlalchemy
+
+    eng = sqlalchemy.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with eng.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    eng.dispose()
+
+
+def make_bbc_subset(dest: Path, per_class: int = 30, extra: dict[str, bytes] | None = None) -> Path:
+    """A small zip in the BBC layout, built from the real archive (first `per_class` files per class)."""
+    import zipfile
+
+    counts: dict[str, int] = {}
+    with zipfile.ZipFile(need(BBC_ZIP)) as src, zipfile.ZipFile(dest, "w") as out:
+        for info in src.infolist():
+            if info.is_dir():
+                continue
+            cls = info.filename.split("/")[-2]
+            if counts.get(cls, 0) >= per_class and not info.filename.endswith("sport/199.txt"):
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
+            out.writestr(info.filename, src.read(info))
+        for name, data in (extra or {}).items():
+            out.writestr(name, data)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def bbc_pipeline_template(tmp_path_factory) -> Path:
+    """A workspace with the full BBC data pipeline run once per session; tests copy it."""
+    need(BBC_ZIP)
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("bbc") / "ws"
+    ws = Workspace.init(root, "text-classification")
+    add_source(ws, BBC_ZIP)
+    result = Runner(ws).run(until="data.label")
+    assert result.ok, result.steps
+    ws.close()
+    return root
+
+
+@pytest.fixture
+def bbc_ws(bbc_pipeline_template: Path, tmp_path: Path):
+    from runtime.workspace import Workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(bbc_pipeline_template, root, symlinks=True)
+    ws = Workspace(root)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def text_ws(tmp_path: Path):
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def image_ws(tmp_path: Path):
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    yield ws
+    ws.close()

@@ -1,0 +1,144 @@
+"""Bad input gets a clear error naming the file, and nothing is half-imported."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runtime.api import add_source
+from runtime.domain.errors import DataImportError
+from tests.conftest import make_bbc_subset
+
+
+def _assert_untouched(ws, before_yaml: str) -> None:
+    assert ws.store.item_count() == 0
+    assert ws.store.labels() == []
+    assert ws.config().params("data.import")["sources"] == []
+    assert (ws.root / "cdl.yaml").read_text() == before_yaml
+    assert Path(ws.root / ".cdl" / "packs").exists()
+
+
+def _import_fails(ws, src: Path, match: str, **options) -> DataImportError:
+    before = (ws.root / "cdl.yaml").read_text()
+    with pytest.raises(DataImportError, match=match) as info:
+        add_source(ws, src, options or None)
+    assert str(src.name) in str(info.value)
+    _assert_untouched(ws, before)
+    return info.value
+
+
+def test_source_that_does_not_exist(text_ws, tmp_path):
+    _import_fails(text_ws, tmp_path / "nope.zip", "does not exist")
+
+
+def test_corrupt_zip(text_ws, tmp_path):
+    good = make_bbc_subset(tmp_path / "good.zip", per_class=3)
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    _import_fails(text_ws, bad, "not a valid zip")
+
+
+def test_zip_with_a_member_failing_its_crc(text_ws, tmp_path):
+    good = make_bbc_subset(tmp_path / "good.zip", per_class=2)
+    data = bytearray(good.read_bytes())
+    idx = data.find(b"Ad sales boost")  # inside the first member's stored bytes? compressed: flip a byte
+    pos = 200 if idx < 0 else idx
+    data[pos] ^= 0xFF
+    bad = tmp_path / "crc.zip"
+    bad.write_bytes(bytes(data))
+    _import_fails(text_ws, bad, "corrupt zip")
+
+
+def test_empty_file(text_ws, tmp_path):
+    for name in ("empty.zip", "empty.csv", "empty.json"):
+        p = tmp_path / name
+        p.write_bytes(b"")
+        _import_fails(text_ws, p, "empty")
+
+
+def test_truncated_idx(image_ws, tmp_path, fashion_dir):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    raw = gzip.decompress((fashion_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(raw[: len(raw) - 5000], 1))
+    shutil.copy(fashion_dir / "t10k-labels-idx1-ubyte.gz", folder)
+    err = _import_fails(image_ws, folder, "truncated")
+    assert "t10k-images-idx3-ubyte.gz" in str(err)
+
+
+def test_truncated_gzip_stream(image_ws, tmp_path, fashion_dir):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    data = (fashion_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    shutil.copy(fashion_dir / "t10k-images-idx3-ubyte.gz", folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(data[: len(data) // 2])
+    _import_fails(image_ws, folder, "truncated or corrupt gzip")
+
+
+def test_idx_without_labels_file(image_ws, tmp_path, fashion_dir):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    shutil.copy(fashion_dir / "t10k-images-idx3-ubyte.gz", folder)
+    _import_fails(image_ws, folder, "labels file")
+
+
+def test_malformed_json(text_ws, tmp_path):
+    p = tmp_path / "export.json"
+    p.write_text('[{"id": 1, "data": {"text": "hello"}, "annotations": [}]')
+    _import_fails(text_ws, p, "malformed JSON at line 1")
+
+
+def test_json_that_is_not_a_task_list(text_ws, tmp_path):
+    p = tmp_path / "export.json"
+    p.write_text('{"hello": "world"}')
+    _import_fails(text_ws, p, "list of Label Studio tasks")
+
+
+def test_csv_without_label_column(text_ws, tmp_path):
+    p = tmp_path / "news.csv"
+    p.write_text("text,author\nA long enough article about markets,me\n")
+    err = _import_fails(text_ws, p, "no label column")
+    assert "text, author" in str(err)
+
+
+def test_csv_with_a_bad_row(text_ws, tmp_path):
+    p = tmp_path / "news.csv"
+    p.write_text("text,label\nfine article text here,tech\nbroken,row,extra\n")
+    _import_fails(text_ws, p, "line 3")
+
+
+def test_csv_import_works(text_ws, tmp_path):
+    p = tmp_path / "news.csv"
+    p.write_text('text,label\n"An article, with a comma",tech\nAnother article,sport\n')
+    add_source(text_ws, p)
+    items = text_ws.store.items()
+    assert [i.source_label for i in items] == ["tech", "sport"]
+    assert items[0].source == "news.csv#row2"
+
+
+def test_failed_reimport_keeps_previous_data(text_ws, tmp_path):
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=3)
+    add_source(text_ws, src)
+    n = text_ws.store.item_count()
+    src.write_bytes(src.read_bytes()[:100])
+    from runtime.jobs import Runner
+
+    result = Runner(text_ws).run(steps=["data.import"])
+    assert not result.ok and "news.zip" in result.steps[0].error
+    assert text_ws.store.item_count() == n
+
+
+def test_cli_shows_a_one_line_error(tmp_path, text_ws):
+    import subprocess
+    import sys
+
+    p = tmp_path / "news.csv"
+    p.write_text("body,author\nx,y\n")
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "import", str(p)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "news.csv" in proc.stderr and "Traceback" not in proc.stderr

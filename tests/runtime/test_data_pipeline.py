@@ -1,0 +1,277 @@
+"""The data pipeline on the real BBC archive, with real DVC and a real SQLite registry."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from runtime.api import add_source
+from runtime.datasets import checkout, diff_json, report_json, versions_json
+from runtime.domain.steps import StepStatus
+from runtime.jobs import Runner
+from runtime.steps.data import assign_splits
+from tests.conftest import make_bbc_subset
+
+
+def _status(ws) -> dict[str, str]:
+    return {s.id: s.status.value for s in Runner(ws).statuses()}
+
+
+def test_bbc_full_import(bbc_ws):
+    ws = bbc_ws
+    rows = ws.dataset().rows
+    assert len(rows) == 2225
+    classes = {r.label for r in rows}
+    assert classes == {"business", "entertainment", "politics", "sport", "tech"}
+    counts = versions_json(ws)["versions"][-1]["classes"]
+    assert counts == {"business": 510, "entertainment": 386, "politics": 417, "sport": 511, "tech": 401}
+    assert len({r.id for r in rows}) == 2127  # 98 exact duplicates share a content id
+
+
+def test_bbc_invalid_utf8_is_cleaned_and_recorded(bbc_ws):
+    report = report_json(bbc_ws)
+    cleaned = [c for c in report["cleaned"] if c["source"].endswith("sport/199.txt")]
+    assert len(cleaned) == 1
+    assert "replace" in cleaned[0]["action"] and "0xa3" in cleaned[0]["action"]
+    # the item is kept (cleaned, not quarantined) and its text has the replacement character
+    assert not any(q["source"].endswith("sport/199.txt") for q in report["quarantined"])
+    from runtime.labeling import LabelQueue
+
+    row = next(r for r in bbc_ws.dataset().rows if r.source.endswith("sport/199.txt"))
+    assert "\ufffd" in LabelQueue(bbc_ws).content(row.uid)
+
+
+def test_bbc_split_has_no_duplicate_across_sides(bbc_ws):
+    sides = defaultdict(set)
+    for r in bbc_ws.dataset().rows:
+        sides[r.id].add(r.split)
+    assert all(len(s) == 1 for s in sides.values())
+    v = versions_json(bbc_ws)["versions"][-1]
+    assert v["splits"]["test"] == pytest.approx(2225 * 0.2, abs=10)
+    # stratified: every class is about 20 % test
+    for cls, n in v["split_classes"]["test"].items():
+        assert n == pytest.approx(v["classes"][cls] * 0.2, abs=4), cls
+
+
+def test_same_seed_same_split_other_seed_other_split(bbc_ws):
+    items = bbc_ws.store.items()
+    a, _ = assign_splits(items, 0.2, 42)
+    b, _ = assign_splits(list(reversed(items)), 0.2, 42)
+    c, _ = assign_splits(items, 0.2, 7)
+    assert a == b
+    assert a != c
+    stored = {i.uid: i.split for i in items}
+    assert stored == a
+
+
+def test_split_stable_when_data_grows(bbc_ws):
+    items = bbc_ws.store.items()
+    a, _ = assign_splits(items[:1500], 0.2, 42)
+    b, _ = assign_splits(items, 0.2, 42)
+    moved_to_train = [u for u in a if a[u] == "test" and b[u] == "train"]
+    assert len(moved_to_train) <= 5
+
+
+def test_rerun_unchanged_makes_no_new_version_and_skips(bbc_ws):
+    before = len(versions_json(bbc_ws)["versions"])
+    result = Runner(bbc_ws).run(until="data.label")
+    assert result.ok
+    assert all(o.status == "skipped" for o in result.steps)
+    forced = Runner(bbc_ws).run(steps=["data.version"])
+    assert forced.ok and forced.steps[0].summary["new"] is False
+    assert len(versions_json(bbc_ws)["versions"]) == before
+
+
+def test_status_and_stale_detection(tmp_path, text_ws):
+    ws = text_ws
+    src = make_bbc_subset(tmp_path / "bbc.zip", per_class=10)
+    assert set(_status(ws).values()) == {"never-run"}
+    add_source(ws, src)
+    assert _status(ws)["data.import"] == "done"
+    assert Runner(ws).run(until="data.label").ok
+    assert set(_status(ws).values()) == {"done"}
+    # a parameter change makes that step and everything after it stale
+    cfg = ws.config()
+    cfg.set_param("data.validate", "min_length", 50000)
+    cfg.save()
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.validate"].status == StepStatus.STALE
+    assert "parameters" in states["data.validate"].reason
+    assert states["data.label"].status == StepStatus.STALE
+    assert states["data.version"].status == StepStatus.DONE
+    # re-running brings them back, and the new rule quarantines every article
+    assert Runner(ws).run(until="data.label").ok
+    assert set(_status(ws).values()) == {"done"}
+    assert {q["rule"] for q in report_json(ws)["quarantined"]} == {"min_length"}
+    # a new label makes ingest (and what follows) stale: it belongs in the next version
+    from runtime.labeling import LabelQueue
+
+    q = LabelQueue(ws, "ann")
+    item = ws.dataset().rows[0]
+    q.set_label(item.uid, "tech")
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.ingest"].status == StepStatus.STALE
+    assert states["data.label"].status == StepStatus.STALE
+    # a changed source file makes the import stale
+    src.write_bytes(make_bbc_subset(tmp_path / "bbc2.zip", per_class=11).read_bytes())
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.import"].status == StepStatus.STALE
+    assert "inputs" in states["data.import"].reason
+
+
+def test_changed_input_new_version_diff_and_checkout(tmp_path, text_ws):
+    ws = text_ws
+    src = tmp_path / "news.zip"
+    make_bbc_subset(src, per_class=20)
+    add_source(ws, src)
+    assert Runner(ws).run(until="data.label").ok
+    v1 = versions_json(ws)["versions"][-1]
+    # a changed input: 2 articles more per class, one article edited, one relabeled by a labeler
+    with zipfile.ZipFile(src) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        first = names[0]
+        edited = zf.read(first) + b"\nAn added paragraph.\n"
+    make_bbc_subset(src, per_class=22)
+    tmp = tmp_path / "edit.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w") as zout:
+        for n in zin.namelist():
+            zout.writestr(n, edited if n == first else zin.read(n))
+    tmp.replace(src)
+    from runtime.labeling import LabelQueue
+
+    relabel = next(r for r in ws.dataset().rows if r.label == "tech" and r.uid.endswith("tech/003.txt"))
+    LabelQueue(ws, "ann").set_label(relabel.uid, "business")
+    assert Runner(ws).run(until="data.label").ok
+    versions = versions_json(ws)["versions"]
+    assert len(versions) == 2
+    v2 = versions[-1]
+    assert v2["items"] == v1["items"] + 10
+    assert v2["dvc_hash"] != v1["dvc_hash"] and v2["git_commit"] != v1["git_commit"]
+    d = diff_json(ws, "v1", "v2")
+    assert d["added"] == 10 and d["removed"] == 0 and d["changed"] == 1 and d["label_changes"] == 1
+    assert d["classes_after"]["business"] == d["classes_before"]["business"] + 3
+    assert d["classes_after"]["tech"] == d["classes_before"]["tech"] + 1
+    assert sum(d["splits_after"]["test"].values()) >= sum(d["splits_before"]["test"].values())
+    # check out v1 again: data/dataset has its items, and back to v2
+    out = checkout(ws, "v1")
+    assert out["items"] == v1["items"] and len(ws.dataset().rows) == v1["items"]
+    assert ws.current_version() == "v1"
+    assert checkout(ws, "v2")["items"] == v2["items"]
+    # the git history has one commit per version
+    import subprocess
+
+    log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
+    assert log.count("data: version v") == 2
+
+
+def test_removed_items_show_in_diff(tmp_path, text_ws):
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=12)
+    add_source(text_ws, src)
+    assert Runner(text_ws).run(until="data.version").ok
+    make_bbc_subset(src, per_class=10)
+    assert Runner(text_ws).run(until="data.version").ok
+    d = diff_json(text_ws, "v1", "v2")
+    assert d["removed"] == 10 and d["added"] == 0
+
+
+def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=5, extra={
+        "bbc/tech/short.txt": b"Too short.",
+        "bbc/tech/notes.md": b"A markdown file that is long enough to pass the length rule easily." * 2,
+        "bbc/tech/dup-a.txt": b"The same article twice with two different labels, long enough to keep.",
+        "bbc/sport/dup-b.txt": b"The same article twice with two different labels, long enough to keep.",
+    })
+    add_source(text_ws, src)
+    assert Runner(text_ws).run(until="data.label").ok
+    report = report_json(text_ws)
+    rules = {(q["source"].split("/")[-1], q["rule"]) for q in report["quarantined"]}
+    assert ("short.txt", "min_length") in rules
+    assert ("notes.md", "allowed_extensions") in rules
+    assert ("dup-a.txt", "label_conflicts") in rules and ("dup-b.txt", "label_conflicts") in rules
+    for q in report["quarantined"]:
+        assert q["reason"]
+    # nothing silently dropped: every item is either valid or quarantined
+    summary = text_ws.store.last_step_run("data.validate").summary
+    assert summary["checked"] == len(text_ws.dataset().rows)
+
+
+def test_cli_json_outputs(tmp_path, bbc_ws):
+    import subprocess
+    import sys
+
+    def cdl(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(bbc_ws.root), *args],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    status = cdl("status", "--json")
+    assert [s["id"] for s in status["steps"]][:3] == ["data.import", "data.split", "data.ingest"]
+    assert {s["status"] for s in status["steps"]} == {"done"}
+    versions = cdl("data", "versions", "--json")["versions"]
+    assert set(versions[0]) >= {"id", "items", "classes", "splits", "dvc_hash", "git_commit", "created"}
+    report = cdl("data", "report", "--json")
+    assert set(report) >= {"quarantined", "cleaned"}
+    assert set(report["cleaned"][0]) == {"item", "source", "action"}
+    diff = cdl("data", "diff", "v1", "v1", "--json")
+    assert diff["added"] == diff["removed"] == diff["changed"] == diff["label_changes"] == 0
+    assert set(diff) >= {"classes_before", "classes_after"}
+
+
+def test_run_single_step_needs_upstream(text_ws):
+    result = Runner(text_ws).run(steps=["data.version"])
+    assert not result.ok
+    assert "data.import" in result.steps[0].error and "--until" in result.steps[0].error
+
+
+def test_fashion_mnist_import(tmp_path, fashion_dir):
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "fm", "image-classification")
+    add_source(ws, fashion_dir, {"class_names": "fashion-mnist"})
+    cfg = ws.config()
+    cfg.set_param("data.validate", "image_shape", [28, 28])
+    cfg.set_param("data.validate", "image_mode", "L")
+    cfg.save()
+    assert Runner(ws).run(until="data.label").ok
+    rows = ws.dataset().rows
+    assert len(rows) == 70000
+    assert len({r.label for r in rows}) == 10
+    v = versions_json(ws)["versions"][-1]
+    assert v["splits"] == {"test": 10000, "train": 60000}
+    assert v["classes"]["Trouser"] == 7000
+    img = ws.dataset().read_image(rows[123])
+    assert img.shape == (28, 28) and img.dtype.name == "uint8"
+    batch = ws.dataset().images(rows[:500])
+    assert batch.shape == (500, 28, 28)
+    assert report_json(ws)["quarantined"] == []
+    # the published pixel mean of the training set
+    train = [r for r in rows if r.split == "train"][:5000]
+    assert ws.dataset().images(train).mean() / 255 == pytest.approx(0.2860, abs=0.01)
+    ws.close()
+
+
+def test_image_folder_with_a_broken_image(tmp_path, image_ws):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for cls in ("dark", "light"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            value = 30 if cls == "dark" else 220
+            Image.fromarray(np.full((8, 8), value + i, np.uint8)).save(root / cls / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "dark" / "rgb.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(root / "light" / "tall.png")
+    (root / "light" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    add_source(image_ws, root)
+    cfg = image_ws.config()
+    cfg.set_param("data.validate", "image_shape", [8, 8])
+    cfg.set_param("data.validate", "image_mode", "L")
+    cfg.save()
+    assert Runner(image_ws).run(until="data.label").ok
+    q = {Path(x["source"]).name: x["rule"] for x in report_json(image_ws)["quarantined"]}
+    assert q == {"broken.png": "decodable", "tall.png": "image_shape", "rgb.png": "image_mode"}

@@ -1,0 +1,185 @@
+"""Labels: the queue, conflicts, and Label Studio JSON import/export against real exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runtime.api import add_source
+from runtime.domain.errors import DataImportError
+from runtime.jobs import Runner
+from runtime.labeling import LabelQueue, effective_labels, export_label_studio, import_label_studio
+from tests.conftest import make_bbc_subset
+
+
+@pytest.fixture
+def unlabeled_ws(tmp_path, text_ws):
+    """BBC articles imported from a CSV without labels, through the data pipeline."""
+    import csv
+    import zipfile
+
+    src = make_bbc_subset(tmp_path / "bbc.zip", per_class=4)
+    csv_path = tmp_path / "articles.csv"
+    with zipfile.ZipFile(src) as zf, open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text"])
+        for n in zf.namelist():
+            if n.endswith(".txt"):
+                w.writerow([zf.read(n).decode("utf-8", "replace")])
+    add_source(text_ws, csv_path, {"unlabeled": True})
+    assert Runner(text_ws).run(until="data.label").ok
+    return text_ws
+
+
+def test_queue_next_set_skip_undo(unlabeled_ws):
+    ws = unlabeled_ws
+    q = LabelQueue(ws, "alice")
+    total = q.progress()["total"]
+    assert q.progress() == {"total": total, "labeled": 0, "conflicts": 0, "unlabeled": total}
+    first = q.next()
+    q.set_label(first.uid, "tech")
+    assert q.progress()["labeled"] == 1
+    second = q.next()
+    assert second.uid != first.uid
+    q.skip(second.uid)
+    third = q.next()
+    assert third.uid not in (first.uid, second.uid)
+    # undo the skip: the skipped item comes back first
+    assert q.undo().action == "skip"
+    assert q.next().uid == second.uid
+    # undo the label: the first item is unlabeled again
+    assert q.undo().action == "label"
+    assert q.progress()["labeled"] == 0
+    assert q.next().uid == first.uid
+    # another labeler has their own skips
+    q.skip(first.uid)
+    assert LabelQueue(ws, "bob").next().uid == first.uid
+    assert isinstance(q.content(first.uid), str) and len(q.content(first.uid)) > 20
+
+
+def test_labels_join_the_next_version(unlabeled_ws):
+    ws = unlabeled_ws
+    q = LabelQueue(ws, "alice")
+    for label in ("tech", "sport", "tech"):
+        q.set_label(q.next().uid, label)
+    assert Runner(ws).run(until="data.label").ok
+    versions = ws.store.versions()
+    assert len(versions) == 2
+    assert versions[-1].classes["tech"] == 2 and versions[-1].classes["sport"] == 1
+
+
+def test_conflicts_are_recorded_not_resolved(unlabeled_ws):
+    ws = unlabeled_ws
+    item = ws.dataset().rows[0]
+    ws.store.add_label(item.id, "tech", "ls:1", "import")
+    ws.store.add_label(item.id, "business", "ls:2", "import")
+    st = effective_labels(ws.store.labels())[item.id]
+    assert st.conflict and st.label is None and st.candidates == ("business", "tech")
+    q = LabelQueue(ws, "carol")
+    assert [c.item_id for c in q.rows("conflicts")] == [item.id]
+    q.set_label(item.uid, "tech")  # a manual decision resolves it
+    assert effective_labels(ws.store.labels())[item.id].label == "tech"
+    assert q.rows("conflicts") == []
+
+
+def test_import_real_label_studio_exports(bbc_ws, ls_dir):
+    for name in ("text_classification_export.json", "text_classification_export_min.json"):
+        out = import_label_studio(bbc_ws, ls_dir / name)
+        assert out["tasks"] == 9 and out["labels"] == 9 and out["unmatched"] == 0
+    recs = [r for r in bbc_ws.store.labels() if r.task_ref and r.task_ref.startswith("ls:")]
+    assert {r.labeler for r in recs} == {"ls:1"}
+    assert len(recs) == 18
+    # re-importing the same file replaces, not duplicates
+    import_label_studio(bbc_ws, ls_dir / "text_classification_export.json")
+    assert len([r for r in bbc_ws.store.labels() if r.task_ref and r.task_ref.startswith("ls:")]) == 18
+
+
+def test_cancelled_unannotated_and_disagreeing_tasks(unlabeled_ws, ls_dir, tmp_path):
+    """Built from the real export's shape: a cancelled annotation, a task without annotations, and two
+    annotators who disagree."""
+    ws = unlabeled_ws
+    export = tmp_path / "ls.json"
+    export_label_studio(ws, export)
+    tasks = json.loads(export.read_text())
+    real = json.loads((ls_dir / "text_classification_export.json").read_text())[0]["annotations"][0]
+
+    def ann(choice: str | None, who: int, cancelled: bool = False) -> dict:
+        a = dict(real, completed_by=who, was_cancelled=cancelled)
+        a["result"] = [] if choice is None else [dict(real["result"][0], value={"choices": [choice]})]
+        return a
+
+    tasks[0]["annotations"] = [ann(None, 1, cancelled=True)]
+    tasks[1]["annotations"] = []
+    tasks[2]["annotations"] = [ann("tech", 1), ann("sport", 2)]
+    tasks[3]["annotations"] = [ann("politics", 1), ann("politics", 2)]
+    export.write_text(json.dumps(tasks))
+    out = import_label_studio(ws, export)
+    assert out["skipped_tasks"] == 1 and out["conflicts"] == 1 and out["labeled_tasks"] == 2
+    states = effective_labels(ws.store.labels())
+    ids = [t["data"]["cdl_item"] for t in tasks[:4]]
+    assert ids[0] not in states and ids[1] not in states
+    assert states[ids[2]].conflict and states[ids[2]].label is None
+    assert states[ids[3]].label == "politics"
+
+
+def test_round_trip(bbc_ws, tmp_path):
+    ws = bbc_ws
+    q = LabelQueue(ws, "dave")
+    row = ws.dataset().rows[5]
+    q.set_label(row.uid, "politics")
+    export = tmp_path / "export.json"
+    export_label_studio(ws, export)
+    tasks = json.loads(export.read_text())
+    assert len(tasks) == 2127
+    # the real exports' task and annotation shape
+    t0 = tasks[0]
+    assert {"id", "annotations", "drafts", "predictions", "data", "meta", "created_at", "updated_at"} <= set(t0)
+    a0 = t0["annotations"][0]
+    assert {"id", "completed_by", "result", "was_cancelled", "ground_truth", "created_at", "lead_time"} <= set(a0)
+    assert a0["result"][0]["from_name"] == "category" and a0["result"][0]["to_name"] == "text"
+    assert a0["result"][0]["type"] == "choices"
+    # a fresh workspace with the same data gets the same effective labels back
+    from runtime.workspace import Workspace
+
+    before = effective_labels(ws.store.labels())
+    other = Workspace.init(tmp_path / "other", "text-classification")
+    add_source(other, make_bbc_subset(tmp_path / "x.zip", per_class=1000))  # the whole archive
+    cfg = other.config()
+    assert Runner(other).run(until="data.label").ok
+    # drop the labels that came with the folders: only the Label Studio file speaks
+    other.store.replace_labels("source:", [])
+    with other.store.session() as s:
+        from runtime.store.tables import SqlLabel
+
+        s.query(SqlLabel).delete()
+        s.commit()
+    out = import_label_studio(other, export)
+    assert out["unmatched"] == 0
+    after = effective_labels(other.store.labels())
+    assert {k: v.label for k, v in after.items()} == {k: v.label for k, v in before.items()}
+    assert after[row.id].label == "politics"
+    assert cfg.task == "text"
+    other.close()
+
+
+def test_unmatched_tasks_fail_the_whole_import(bbc_ws, tmp_path):
+    export = tmp_path / "e.json"
+    export.write_text(json.dumps([{"id": 1, "data": {"text": "no such article"}, "annotations": []}]))
+    before = len(bbc_ws.store.labels())
+    with pytest.raises(DataImportError, match="match no item"):
+        import_label_studio(bbc_ws, export)
+    assert len(bbc_ws.store.labels()) == before
+    assert import_label_studio(bbc_ws, export, skip_unmatched=True)["unmatched"] == 1
+
+
+def test_label_studio_as_a_data_source(text_ws, ls_dir):
+    add_source(text_ws, ls_dir / "text_classification_export.json")
+    items = text_ws.store.items()
+    assert len(items) == 9
+    assert {i.source_label for i in items} == {"business", "entertainment", "politics", "sport", "tech"}
+
+
+def test_image_export_without_images_names_the_task(image_ws, ls_dir):
+    with pytest.raises(DataImportError, match="task 11.*fmnist_test_class9_0000.png.*--media-root"):
+        add_source(image_ws, ls_dir / "image_classification_export.json")

@@ -1,0 +1,27 @@
+"""CDL_DATABASE_URL moves a workspace's registry to PostgreSQL through the same code."""
+
+from __future__ import annotations
+
+from runtime.api import add_source
+from runtime.datasets import diff_json, report_json
+from runtime.jobs import Runner
+from runtime.workspace import Workspace
+from tests.conftest import make_bbc_subset
+
+
+def test_data_pipeline_on_postgresql(tmp_path, pg_schema, monkeypatch):
+    url, schema = pg_schema
+    monkeypatch.setenv("CDL_DATABASE_URL", url)
+    monkeypatch.setenv("CDL_DATABASE_SCHEMA", schema)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    assert ws.store.engine.dialect.name == "postgresql"
+    assert not (ws.root / ".cdl" / "registry.db").exists()
+    src = make_bbc_subset(tmp_path / "bbc.zip", per_class=8)
+    add_source(ws, src)
+    assert Runner(ws).run(until="data.label").ok
+    assert ws.store.latest_version().items == 41  # 8 per class and sport/199.txt
+    assert any(c["source"].endswith("sport/199.txt") for c in report_json(ws)["cleaned"])
+    make_bbc_subset(src, per_class=9)
+    assert Runner(ws).run(until="data.label").ok
+    assert diff_json(ws, "v1", "v2")["added"] == 5
+    ws.close()

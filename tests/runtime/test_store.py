@@ -1,0 +1,151 @@
+"""The store's behaviour suite, run against every backend: SQLite file, in-memory SQLite, PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
+from runtime.domain.errors import NotFoundError
+from runtime.store import Store
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite-file":
+        s = Store(f"sqlite:///{tmp_path / 'registry.db'}")
+    elif request.param == "sqlite-memory":
+        s = Store("sqlite://")
+    else:
+        url, schema = request.getfixturevalue("pg_schema")
+        s = Store(url, schema=schema)
+    yield s
+    s.close()
+
+
+def _items(n: int, source: str = "src", label: str = "a") -> list[Item]:
+    return [
+        Item(uid=f"{source}:{i}", id=f"{i:064x}", kind="text", source=f"{source}/{i}", source_label=label,
+             pack="p.bin", offset=i, length=1, encoding="bytes")
+        for i in range(n)
+    ]
+
+
+def test_import_replaces_a_source_atomically(store: Store):
+    rec = SourceRecord("src", "csv", "h1", 3, None)
+    store.import_source(rec, _items(3), [(f"{i:064x}", "a", "import:src") for i in range(3)])
+    assert store.item_count() == 3
+    assert len(store.labels()) == 3
+    store.import_source(SourceRecord("src", "csv", "h2", 2, None), _items(2, label="b"),
+                        [(f"{i:064x}", "b", "import:src") for i in range(2)])
+    assert store.item_count() == 2
+    assert {r.label for r in store.labels()} == {"b"}
+    assert store.sources()[0].content_hash == "h2"
+
+
+def test_failed_import_leaves_nothing(store: Store):
+    store.import_source(SourceRecord("src", "csv", "h1", 2, None), _items(2), [])
+    dup = _items(2) + _items(1)  # the same uid twice violates the primary key mid-transaction
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        store.import_source(SourceRecord("src", "csv", "h2", 3, None), dup, [])
+    assert store.item_count() == 2
+    assert store.sources()[0].content_hash == "h1"
+
+
+def test_splits_and_fingerprint(store: Store):
+    store.import_source(SourceRecord("src", "csv", "h", 4, None), _items(4), [])
+    fp = store.items_fingerprint()
+    store.set_splits({"src:0": "test", "src:1": "train", "src:2": "train", "src:3": "train"})
+    assert [i.split for i in store.items()] == ["test", "train", "train", "train"]
+    assert len(store.items(split="train")) == 3
+    assert store.items_fingerprint() == fp  # splits are not part of the import fingerprint
+
+
+def test_labels_undo_and_revision(store: Store):
+    r0 = store.labels_revision()
+    a = store.add_label("x", "cat", "ann", "manual")
+    store.add_label("x", None, "ann", "manual", action="skip")
+    r1 = store.labels_revision()
+    assert r1 != r0
+    undone = store.undo_last("ann")
+    assert undone is not None and undone.action == "skip"
+    assert store.labels_revision() != r1
+    assert [r.id for r in store.labels()] == [a.id]
+    assert store.undo_last("ann").id == a.id
+    assert store.undo_last("ann") is None
+    assert store.labels() == []
+    assert len(store.labels(include_undone=True)) == 2
+
+
+def test_replace_labels_by_prefix(store: Store):
+    store.add_label("x", "keep", "me", "manual")
+    n = store.replace_labels("ls:f.json#", [{"item_id": "x", "label": "a", "labeler": "ls:1", "task_ref": "ls:f.json#1/0"}])
+    assert n == 1
+    store.replace_labels("ls:f.json#", [{"item_id": "y", "label": "b", "labeler": "ls:1", "task_ref": "ls:f.json#2/0"}])
+    assert sorted((r.item_id, r.label) for r in store.labels()) == [("x", "keep"), ("y", "b")]
+
+
+def test_versions(store: Store):
+    assert store.latest_version() is None
+    v1 = store.add_version("h1.dir", "c1", 10, {"a": 10}, {"train": 8, "test": 2}, {}, "outs: []\n")
+    v2 = store.add_version("h2.dir", None, 11, {"a": 11}, {"train": 9, "test": 2}, {}, "outs: []\n")
+    assert (v1.id, v2.id) == ("v1", "v2")
+    assert [v.id for v in store.versions()] == ["v1", "v2"]
+    assert store.version("2").id == "v2"
+    assert store.version_by_hash("h1.dir").id == "v1"
+    assert store.latest_version().classes == {"a": 11}
+    with pytest.raises(NotFoundError, match="v9"):
+        store.version("v9")
+
+
+def test_quarantine_and_cleaned(store: Store):
+    store.replace_quarantine("v1", [QuarantineEntry("v1", "u1", "i1", "s/1", "min_length", "3 characters")])
+    store.replace_quarantine("v1", [QuarantineEntry("v1", "u2", "i2", "s/2", "min_length", "0 characters")])
+    assert [q.item for q in store.quarantine("v1")] == ["u2"]
+    store.replace_cleaned("v1", [CleanedEntry("v1", "u3", "i3", "s/3", "decoded")])
+    assert store.cleaned("v1")[0].action == "decoded"
+    assert store.quarantine("v2") == []
+
+
+def test_step_runs_and_interrupted(store: Store):
+    rid = store.start_step_run("data.import", "job1", "fp")
+    assert store.last_step_run("data.import").status == "running"
+    store.finish_step_run(rid, "done", "out", summary={"items": 3})
+    last = store.last_step_runs()["data.import"]
+    assert last.status == "done" and last.summary == {"items": 3} and last.duration is not None
+    # a run whose process is gone is marked failed
+    with store.session() as s:
+        from runtime.store.tables import SqlStepRun
+
+        s.add(SqlStepRun(step="data.split", status="running", input_fp="x", pid=2**22 + 12345))
+        s.commit()
+    assert store.mark_interrupted_runs("gone") == 1
+    assert store.last_step_run("data.split").status == "failed"
+
+
+def test_state_roundtrip(store: Store):
+    assert store.get_state("k", 5) == 5
+    store.set_state("k", {"a": [1, 2]})
+    assert store.get_state("k") == {"a": [1, 2]}
+
+
+def test_concurrent_writers(store: Store):
+    errors = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                store.add_label(f"item{n}-{i}", "x", f"w{n}", "manual")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(store.labels()) == 80
