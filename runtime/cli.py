@@ -360,6 +360,100 @@ def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
     _dump(doc) if as_json else click.echo(", ".join(f"{k} {v}" for k, v in doc.items()))
 
 
+# -- models -------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def models() -> None:
+    """The model registry: versions, lineage, reviews and aliases."""
+
+
+@models.command("list")
+@click.option("--name", help="only this model")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_list(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
+    """Every model version with aliases, dataset version, metrics and parameters."""
+    from runtime.registry import models_json
+
+    doc = models_json(_ws(obj).store, name)
+    if as_json:
+        _dump(doc)
+        return
+    for m in doc["models"]:
+        acc = m["metrics"].get("test_accuracy")
+        click.echo(f"{m['name']}:{m['version']:<4} {','.join(m['aliases']) or '-':<20} data {m['dataset_version']:<5} "
+                   f"{m['framework']:<6} test_accuracy {acc if acc is None else f'{acc:.4f}'}  git {str(m['git_commit'])[:10]}"
+                   f"{' (dirty)' if m['git_dirty'] else ''}")
+
+
+@models.command("history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
+    """Which version held which alias and when, and every review."""
+    from runtime.registry import history_json
+
+    doc = history_json(_ws(obj).store, name)
+    if as_json:
+        _dump(doc)
+        return
+    for a in doc["aliases"]:
+        click.echo(f"{a['alias']:<11} v{a['version']:<3} {a['since'][:19]} -> {(a['until'] or 'now')[:19]}  {a['reason']}")
+    for r in doc["reviews"]:
+        auto = " (automatic)" if r["automatic"] else ""
+        click.echo(f"review v{r['version']}: {r['decision']} by {r['reviewer']}{auto}: {r['comment']}")
+
+
+@models.command("review")
+@click.argument("ref")
+@click.option("--approve", "decision", flag_value="approve", help="approve: the version becomes champion")
+@click.option("--reject", "decision", flag_value="reject")
+@click.option("--comment", default="", help="why")
+@click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="who reviews")
+@click.pass_obj
+def models_review(obj: dict[str, Any], ref: str, decision: str | None, comment: str, reviewer: str) -> None:
+    """Approve or reject a model version (REF is NAME:VERSION)."""
+    from runtime.registry import review
+
+    if decision is None:
+        raise CdlError("say --approve or --reject")
+    ws = _ws(obj)
+    review(ws.store, ref, decision == "approve", comment, reviewer)
+    mv = ws.store.resolve_model(ref)
+    click.echo(f"{mv.ref}: {decision}d by {reviewer}; aliases now: {', '.join(mv.aliases) or 'none'}")
+
+
+@models.command("lineage")
+@click.argument("ref")
+@click.pass_obj
+def models_lineage(obj: dict[str, Any], ref: str) -> None:
+    """From a model version back to its dataset version, experiment, trial and code commit."""
+    from runtime.registry import lineage
+
+    _dump(lineage(_ws(obj).store, ref))
+
+
+# -- runtime ------------------------------------------------------------------------------------------------
+
+
+@cli.group("runtime")
+def runtime_group() -> None:
+    """The local runtime process the studio talks to."""
+
+
+@runtime_group.command("serve")
+@click.option("--listen", default="127.0.0.1:0", show_default=True,
+              help="unix:PATH (owner-only socket) or 127.0.0.1:PORT (loopback only; 0 picks a free port)")
+@click.pass_obj
+def runtime_serve(obj: dict[str, Any], listen: str) -> None:
+    """Serve jobs over gRPC: SubmitJob, WatchJob, CancelJob, ListJobs, GetStatus."""
+    from runtime.server.server import serve
+
+    serve(_ws(obj), listen)
+
+
 def main() -> None:
     cli(prog_name="cdl")
 

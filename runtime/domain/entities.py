@@ -99,3 +99,107 @@ class StepRun:
         if self.finished is None:
             return None
         return (self.finished - self.started).total_seconds()
+
+
+@dataclass(frozen=True)
+class TransformRecord:
+    key: str
+    dataset_version: str
+    spec_hash: str
+    spec: dict[str, Any]
+    path: str
+    stats: dict[str, Any]
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    name: str
+    kind: str  # tune | train
+    step: str
+    job: str | None
+    dataset_version: str
+    transform: str
+    framework: str
+    template: str
+    study: str | None
+    git_commit: str | None
+    git_dirty: bool
+    status: str
+    created: datetime
+    finished: datetime | None
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    experiment_id: int
+    number: int
+    params: dict[str, Any]
+    state: str
+    value: float | None
+    epochs: int
+    started: datetime
+    finished: datetime | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    framework: str
+    template: str
+    dataset_version: str
+    transform: str
+    experiment_id: int | None
+    trial_id: int | None
+    tune_experiment_id: int | None
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    evaluation: dict[str, Any]
+    artifacts: dict[str, Any]
+    git_commit: str | None
+    git_dirty: bool
+    classes: list[str]
+    created: datetime
+    aliases: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    name: str
+    alias: str
+    version: int
+    since: datetime
+    until: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Review:
+    name: str
+    version: int
+    reviewer: str
+    decision: str
+    comment: str
+    automatic: bool
+    created: datetime
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    status: str
+    spec: dict[str, Any]
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    error: str | None
+    pid: int | None

@@ -111,3 +111,137 @@ class SqlState(SQLModel, table=True):
     __tablename__ = "cdl_state"
     key: str = Field(primary_key=True)
     value: Any = Field(default=None, sa_column=Column(JSON))
+
+
+# -- model pipeline -----------------------------------------------------------------------------------------
+
+
+class SqlTransform(SQLModel, table=True):
+    """The transformation registry: cached tensors keyed by (dataset version, transform spec hash)."""
+
+    __tablename__ = "cdl_transform"
+    key: str = Field(primary_key=True)
+    dataset_version: str = Field(index=True)
+    spec_hash: str
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    path: str
+    stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created: datetime = Field(default_factory=utcnow)
+
+
+class SqlExperiment(SQLModel, table=True):
+    __tablename__ = "cdl_experiment"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    kind: str  # tune | train
+    step: str
+    job: str | None = None
+    dataset_version: str
+    transform: str
+    framework: str
+    template: str
+    study: str | None = None  # Optuna study name (tune)
+    git_commit: str | None = None
+    git_dirty: bool = False
+    status: str = "running"
+    created: datetime = Field(default_factory=utcnow)
+    finished: datetime | None = None
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class SqlTrial(SQLModel, table=True):
+    __tablename__ = "cdl_trial"
+    id: int | None = Field(default=None, primary_key=True)
+    experiment_id: int = Field(index=True)
+    number: int
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    state: str = "running"  # running | complete | pruned | failed
+    value: float | None = None
+    epochs: int = 0
+    started: datetime = Field(default_factory=utcnow)
+    finished: datetime | None = None
+
+
+class SqlMetric(SQLModel, table=True):
+    __tablename__ = "cdl_metric"
+    __table_args__ = (Index("ix_cdl_metric_trial", "trial_id", "epoch"),)
+    id: int | None = Field(default=None, primary_key=True)
+    trial_id: int
+    epoch: int
+    name: str
+    value: float
+
+
+class SqlModelVersion(SQLModel, table=True):
+    __tablename__ = "cdl_model_version"
+    __table_args__ = (Index("ix_cdl_model_name_version", "name", "version", unique=True),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    version: int
+    framework: str
+    template: str
+    dataset_version: str
+    transform: str
+    experiment_id: int | None = None
+    trial_id: int | None = None
+    tune_experiment_id: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    evaluation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    artifacts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    git_commit: str | None = None
+    git_dirty: bool = False
+    classes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    created: datetime = Field(default_factory=utcnow)
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class SqlAlias(SQLModel, table=True):
+    """Alias history: one row per (alias, version) holding; `until` is set when another version takes it."""
+
+    __tablename__ = "cdl_alias"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    alias: str
+    version: int
+    since: datetime = Field(default_factory=utcnow)
+    until: datetime | None = None
+    reason: str = ""
+
+
+class SqlReview(SQLModel, table=True):
+    __tablename__ = "cdl_review"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    version: int
+    reviewer: str
+    decision: str  # approved | rejected
+    comment: str = Field(default="", sa_column=Column(Text))
+    automatic: bool = False
+    created: datetime = Field(default_factory=utcnow)
+
+
+class SqlJob(SQLModel, table=True):
+    __tablename__ = "cdl_job"
+    id: str = Field(primary_key=True)
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created: datetime = Field(default_factory=utcnow)
+    started: datetime | None = None
+    finished: datetime | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    pid: int | None = None
+
+
+class SqlJobEvent(SQLModel, table=True):
+    __tablename__ = "cdl_job_event"
+    __table_args__ = (Index("ix_cdl_job_event_job_seq", "job", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job: str
+    seq: int
+    kind: str
+    step: str | None = None
+    fraction: float | None = None
+    message: str = Field(default="", sa_column=Column(Text))
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    time: float = 0.0

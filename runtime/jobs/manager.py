@@ -1,0 +1,280 @@
+"""Jobs of the runtime process: a FIFO queue, one spawned worker process per job, events fanned out.
+
+- submit() records the job and queues it; jobs of one workspace run one at a time (they share its data).
+- Events from the worker are numbered, persisted (so WatchJob can replay a job from its start after a
+  reconnect) and handed to live watchers.
+- cancel() terminates the worker (SIGTERM, then SIGKILL); a worker that dies without reporting is a failed
+  job whose error carries its exit code and the end of its log; the server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.domain.errors import CdlError, NotFoundError
+from runtime.domain.events import EventKind
+from runtime.jobs.runner import Runner
+from runtime.store.tables import utcnow
+from runtime.workspace.workspace import Workspace
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+@dataclass
+class _Live:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "queued"
+    proc: Any = None
+    result: dict[str, Any] | None = None
+    cancel_requested: bool = False
+
+
+class JobManager:
+    def __init__(self, workspace: Workspace):
+        self.ws = workspace
+        self.store = workspace.store
+        self._pending: deque[str] = deque()
+        self._live: dict[str, _Live] = {}
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._recover()
+        self._threads = [threading.Thread(target=self._schedule, name="cdl-job-scheduler", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _recover(self) -> None:
+        """Jobs a previous runtime process left queued or running cannot go on: mark them failed."""
+        for job in self.store.jobs(limit=1000):
+            if job.status in ("queued", "running"):
+                self.store.update_job(job.id, status="failed", finished=utcnow(),
+                                      error="the runtime process stopped before this job finished")
+                self.store.fail_job_runs(job.id, "the runtime process stopped before this step finished")
+        self.store.mark_interrupted_runs("the process running this step ended before it finished")
+
+    # -- api ----------------------------------------------------------------------------------------------
+
+    def submit(self, steps: list[str] | None = None, until: str | None = None, force: bool = False,
+               overrides: dict[str, dict[str, Any]] | None = None) -> tuple[str, list[str]]:
+        cfg = self.ws.config()
+        for sid in overrides or {}:
+            if sid not in cfg.steps:
+                raise CdlError(f"override for {sid!r}: not a step of this pipeline")
+            cfg.params(sid, (overrides or {})[sid])  # type-check now, not in the worker
+        plan = Runner(self.ws).plan(cfg, steps, until)
+        job_id = uuid.uuid4().hex[:12]
+        spec = {"steps": steps or [], "until": until or "", "force": force, "overrides": overrides or {},
+                "plan": plan}
+        self.store.create_job(job_id, spec)
+        with self._cv:
+            self._live[job_id] = _Live()
+            self._pending.append(job_id)
+            self._cv.notify_all()
+        return job_id, plan
+
+    def cancel(self, job_id: str) -> str:
+        with self._cv:
+            live = self._live.get(job_id)
+            if live is None:
+                return self.store.job(job_id).status  # raises NotFoundError if unknown
+            if live.status in FINISHED:
+                return live.status
+            live.cancel_requested = True
+            if live.status == "queued":
+                self._pending.remove(job_id)
+                self._finish(job_id, "cancelled", "cancelled before it started")
+                return "cancelled"
+            proc = live.proc
+        if proc is not None:
+            _stop_process(proc)
+        with self._cv:
+            while live.status not in FINISHED:
+                self._cv.wait(0.2)
+        return live.status
+
+    def watch(self, job_id: str, from_seq: int = 0, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Events with seq > from_seq, live until the job finishes (or `timeout` seconds pass)."""
+        with self._cv:
+            live = self._live.get(job_id)
+        if live is None:
+            self.store.job(job_id)
+            yield from self.store.job_events(job_id, from_seq)
+            return
+        sent = from_seq
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cv:
+                new = [e for e in live.events if e["seq"] > sent]
+                if not new:
+                    if live.status in FINISHED:
+                        return
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._cv.wait(0.5 if remaining is None else min(0.5, remaining))
+                    continue
+            for e in new:
+                sent = e["seq"]
+                yield e
+
+    def jobs(self, limit: int = 50):  # noqa: ANN201
+        return self.store.jobs(limit)
+
+    def running(self) -> int:
+        with self._cv:
+            return sum(1 for j in self._live.values() if j.status == "running")
+
+    def status_of(self, job_id: str) -> str:
+        with self._cv:
+            if job_id in self._live:
+                return self._live[job_id].status
+        return self.store.job(job_id).status
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self._cv:
+            procs = [j.proc for j in self._live.values() if j.proc is not None and j.status == "running"]
+            self._cv.notify_all()
+        for p in procs:
+            _stop_process(p)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _add_event(self, job_id: str, ev: dict[str, Any]) -> dict[str, Any] | None:
+        live = self._live[job_id]
+        if live.status in FINISHED:
+            return None  # stragglers after the final event are dropped: watchers have left
+        ev = dict(ev)
+        ev["job"] = job_id
+        ev["seq"] = len(live.events) + 1
+        live.events.append(ev)
+        self.store.add_job_events([ev])
+        self._cv.notify_all()
+        return ev
+
+    def _finish(self, job_id: str, status: str, error: str | None = None) -> None:
+        """Call with the lock held."""
+        live = self._live[job_id]
+        if live.status in FINISHED:
+            return
+        if status != "done":
+            self.store.fail_job_runs(job_id, error or status)
+        self.store.update_job(job_id, status=status, finished=utcnow(), error=error)
+        self._add_event(job_id, {"kind": EventKind.JOB_FINISHED.value, "step": None, "fraction": None,
+                                 "message": error or status, "data": {"status": status}, "time": time.time()})
+        live.status = status
+        self._cv.notify_all()
+
+    def _schedule(self) -> None:
+        while not self._stop.is_set():
+            with self._cv:
+                while not self._pending and not self._stop.is_set():
+                    self._cv.wait(0.5)
+                if self._stop.is_set():
+                    return
+                job_id = self._pending.popleft()
+                live = self._live[job_id]
+            try:
+                proc, reader = self._start(job_id)
+            except OSError as exc:
+                with self._cv:
+                    self._finish(job_id, "failed", f"cannot start the worker process: {exc}")
+                continue
+            with self._cv:
+                live.proc, live.status = proc, "running"
+                self.store.update_job(job_id, status="running", started=utcnow(), pid=proc.pid)
+                self._cv.notify_all()
+            self._read(job_id, reader)  # until the worker closes its end (exit, crash or kill)
+            proc.wait()
+            self._reap(job_id, proc)
+
+    def _start(self, job_id: str) -> tuple[subprocess.Popen, Any]:
+        spec = self.store.job(job_id).spec
+        log = Path(self.ws.root) / ".cdl" / "jobs" / f"{job_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        r, w = os.pipe()
+        env = dict(os.environ, CDL_EVENT_FD=str(w), PYTHONUNBUFFERED="1")
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "runtime.jobs.worker", str(self.ws.root), job_id],
+                                    stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                    pass_fds=(w,), cwd=self.ws.root, start_new_session=True)
+        os.close(w)
+        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.close()
+        return proc, os.fdopen(r, "r", encoding="utf-8")
+
+    def _read(self, job_id: str, reader: Any) -> None:
+        with reader:
+            for line in reader:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                with self._cv:
+                    live = self._live[job_id]
+                    if ev.get("kind") == "__result__":
+                        live.result = ev
+                    elif ev.get("kind") != EventKind.JOB_FINISHED.value:
+                        self._add_event(job_id, ev)  # the manager writes the job's final event itself
+
+    def _reap(self, job_id: str, proc: subprocess.Popen) -> None:
+        with self._cv:
+            live = self._live[job_id]
+            if live.cancel_requested:
+                self._finish(job_id, "cancelled", "cancelled by the user")
+            elif live.result is not None:
+                r = live.result
+                status = r.get("status", "failed")
+                error = r.get("error")
+                if status != "done" and not error:
+                    failed = [s for s in r.get("steps", []) if s["status"] in ("failed", "cancelled")]
+                    error = f"{failed[0]['id']}: {failed[0]['error']}" if failed else status
+                self._finish(job_id, status if status in FINISHED else "failed", error)
+            else:
+                self._finish(job_id, "failed", f"the worker process exited with code {proc.returncode} without "
+                             f"finishing{self._log_tail(job_id)}")
+
+    def _log_tail(self, job_id: str, n: int = 2000) -> str:
+        log = Path(self.ws.root) / ".cdl" / "jobs" / f"{job_id}.log"
+        try:
+            text = log.read_text(errors="replace")[-n:].strip()
+        except OSError:
+            return ""
+        return f"; its log ends:\n{text}" if text else ""
+
+
+def _stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the worker's process group (it may have started helpers), SIGKILL after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(grace)
+
+
+def job_dict(job) -> dict[str, Any]:  # noqa: ANN001
+    return {"job_id": job.id, "status": job.status, "plan": job.spec.get("plan", []),
+            "created": job.created.timestamp(), "started": job.started.timestamp() if job.started else 0.0,
+            "finished": job.finished.timestamp() if job.finished else 0.0, "error": job.error or "",
+            "pid": job.pid or 0}
+
+
+__all__ = ["JobManager", "NotFoundError", "job_dict"]

@@ -1,0 +1,237 @@
+"""Preprocessing with a transformation registry.
+
+The training rows are the checked-out dataset version minus quarantined, unlabeled and conflicting items,
+one row per content id. The spec is fitted on the training split only (vocabulary, idf, mean and std), then
+train and test are transformed with the same interpreter the edge agent runs
+(`edge_agent.proto.preprocessing`). Results are cached under `.cdl/artifacts/transforms/<key>/`, where key =
+sha256(dataset version, its DVC hash, its quarantine, the transform spec): the second run with the same key
+loads from the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
+from runtime.domain.errors import StepFailed
+from runtime.workspace.dataset import DatasetView, IndexRow, decode_text
+from runtime.workspace.workspace import Workspace
+
+FORMAT = 1
+
+
+@dataclass
+class Prepared:
+    key: str
+    spec: dict[str, Any]
+    classes: list[str]
+    X_train: Any  # scipy.sparse.csr_matrix (text) or ndarray (N, H, W, C) float32 (images)
+    y_train: np.ndarray
+    X_test: Any
+    y_test: np.ndarray
+    uids_train: list[str]
+    uids_test: list[str]
+    reference: dict[str, Any]  # statistics of the training inputs (drift checks)
+    cached: bool
+    stats: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.X_train.shape[1:])
+
+
+def training_rows(ws: Workspace, version: str) -> tuple[DatasetView, dict[str, list[IndexRow]], dict[str, int]]:
+    view = ws.dataset()
+    quarantined = {q.item for q in ws.store.quarantine(version)}
+    out: dict[str, list[IndexRow]] = {"train": [], "test": []}
+    seen: set[str] = set()
+    stats = {"quarantined": 0, "unlabeled": 0, "duplicates": 0}
+    for r in view.rows:
+        if r.uid in quarantined:
+            stats["quarantined"] += 1
+            continue
+        if r.label is None:
+            stats["unlabeled"] += 1
+            continue
+        if r.id in seen:
+            stats["duplicates"] += 1
+            continue
+        seen.add(r.id)
+        if r.split in out:
+            out[r.split].append(r)
+    return view, out, stats
+
+
+def cache_key(ws: Workspace, version: str, params: dict[str, Any]) -> tuple[str, str]:
+    v = ws.store.version(version)
+    quarantine = sorted(q.item for q in ws.store.quarantine(version))
+    spec_hash = hashlib.sha256(json.dumps({"format": FORMAT, **params}, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps({"version": v.id, "dvc": v.dvc_hash, "quarantine": quarantine,
+                                     "spec": spec_hash}, sort_keys=True).encode()).hexdigest()
+    return key, spec_hash
+
+
+def _fit_text(texts: list[str], p: dict[str, Any]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
+
+    spec: dict[str, Any] = {
+        "type": "text",
+        "lowercase": True,
+        "token_pattern": r"(?u)\b[^\W\d_][^\W\d_]+\b",
+        "stop_words": sorted(ENGLISH_STOP_WORDS) if p["stop_words"] else [],
+        "stemmer": p["stemmer"],
+        "weighting": "tfidf" if p["tfidf"] else "count",
+        "sublinear_tf": bool(p["sublinear_tf"]),
+        "norm": p["norm"],
+        "binary": False,
+    }
+    tp = TextPipeline({**spec, "vocabulary": {}})
+    docs = [tp.tokens(t) for t in texts]
+    cv = CountVectorizer(analyzer=lambda d: d, max_features=p["vocab_size"], min_df=p["min_df"])
+    counts = cv.fit_transform(docs)
+    vocab = {t: int(i) for t, i in sorted(cv.vocabulary_.items(), key=lambda kv: kv[1])}
+    spec["vocabulary"] = vocab
+    if p["tfidf"]:
+        tf = TfidfTransformer(smooth_idf=True, norm=None).fit(counts)
+        spec["idf"] = [float(x) for x in tf.idf_]
+    else:
+        spec["idf"] = None
+    return spec
+
+
+def _texts(view: DatasetView, rows: list[IndexRow], errors: str) -> list[str]:
+    return [decode_text(view.read_bytes(r), errors)[0] for r in rows]
+
+
+def _text_matrix(tp: TextPipeline, texts: list[str]):  # noqa: ANN202
+    from scipy.sparse import csr_matrix
+
+    data, indices, indptr, stats = tp.counts_csr(texts)
+    return csr_matrix((data, indices, indptr), shape=(len(texts), tp.size), dtype=np.float32), stats
+
+
+def _reference(kind: str, stats: dict[str, Any], X: Any, y: np.ndarray, classes: list[str],
+               spec: dict[str, Any]) -> dict[str, Any]:
+    """Reference statistics of the training inputs, for drift checks on a device's scoring data."""
+    ref: dict[str, Any] = {"n": int(len(y)), "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)}}
+    if kind == "text":
+        ref["length"] = _quantiles(np.asarray(stats["length"], float))
+        ref["oov_rate"] = _quantiles(np.asarray(stats["oov_rate"], float))
+        col = np.asarray((X > 0).sum(axis=0)).ravel()
+        top = np.argsort(-col)[:20]
+        inv = {i: t for t, i in spec["vocabulary"].items()}
+        ref["frequent_terms"] = {inv[int(j)]: float(col[j] / max(1, X.shape[0])) for j in top}
+    else:
+        ref["mean_intensity"] = _quantiles(np.asarray(stats["mean"], float))
+        ref["std_intensity"] = _quantiles(np.asarray(stats["std"], float))
+        flat = np.asarray(stats["mean"], float)
+        ref["intensity_histogram"] = np.histogram(flat, bins=10, range=(0, 1))[0].tolist()
+    return ref
+
+
+def _quantiles(a: np.ndarray) -> dict[str, Any]:
+    if a.size == 0:
+        return {"n": 0}
+    edges = np.quantile(a, np.linspace(0, 1, 11)).tolist()
+    return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()), "deciles": edges}
+
+
+def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> Prepared:  # noqa: ANN001
+    """Load from the transformation registry, or fit, transform and cache."""
+    key, spec_hash = cache_key(ws, version, params)
+    root = ws.root / ".cdl" / "artifacts" / "transforms" / key
+    rec = ws.store.get_transform(key)
+    if rec is not None and (root / "meta.json").exists():
+        log(f"cache hit: transform {key[:12]} ({version}, spec {spec_hash[:12]}) loaded from the transformation registry")
+        return _load(root, key, cached=True)
+    view, rows, stats = training_rows(ws, version)
+    if not rows["train"]:
+        raise StepFailed("model.preprocess", f"{version} has no labeled training items")
+    classes = sorted({r.label for r in rows["train"]})
+    known = set(classes)
+    dropped = [r for r in rows["test"] if r.label not in known]
+    if dropped:
+        log(f"{len(dropped)} test item(s) have a class the training split lacks; they are left out")
+        rows["test"] = [r for r in rows["test"] if r.label in known]
+    index = {c: i for i, c in enumerate(classes)}
+    y_train = np.array([index[r.label] for r in rows["train"]], np.int64)
+    y_test = np.array([index[r.label] for r in rows["test"]], np.int64)
+    kind = rows["train"][0].kind
+    if kind == "text":
+        errors = params["decode_errors"]
+        train_texts = _texts(view, rows["train"], errors)
+        spec = _fit_text(train_texts, params)  # fitted on the training split only
+        tp = TextPipeline(spec)
+        X_train, tstats = _text_matrix(tp, train_texts)
+        X_test, _ = _text_matrix(tp, _texts(view, rows["test"], errors))
+    else:
+        raw_train = view.images(rows["train"])
+        raw_test = view.images(rows["test"])
+        if raw_train.ndim == 3:
+            raw_train, raw_test = raw_train[..., None], raw_test[..., None] if raw_test.size else raw_test.reshape(0, *raw_train.shape[1:3], 1)
+        h, w, c = raw_train.shape[1:]
+        spec = {"type": "image", "height": int(h), "width": int(w), "channels": int(c), "scale": 1.0 / 255.0,
+                "mean": None, "std": None, "layout": "NHWC"}
+        if params["standardize"]:
+            scaled = raw_train.astype(np.float32) / 255.0
+            spec["mean"], spec["std"] = float(scaled.mean()), float(scaled.std())
+        ip = ImagePipeline(spec)
+        X_train, tstats = ip.transform(raw_train)
+        X_test = ip.transform(raw_test)[0] if len(raw_test) else np.zeros((0, h, w, c), np.float32)
+    reference = _reference(kind, tstats, X_train, y_train, classes, spec)
+    out_stats = {**stats, "train": int(len(y_train)), "test": int(len(y_test)), "classes": len(classes),
+                 "features": int(np.prod(X_train.shape[1:])), "kind": kind}
+    prepared = Prepared(key, spec, classes, X_train, y_train, X_test, y_test, [r.uid for r in rows["train"]],
+                        [r.uid for r in rows["test"]], reference, False, out_stats)
+    _save(root, prepared)
+    ws.store.put_transform(key, version, spec_hash, params, str(root.relative_to(ws.root)), out_stats)
+    log(f"transform {key[:12]} fitted on {len(y_train)} training items and cached")
+    return prepared
+
+
+def _save(root: Path, p: Prepared) -> None:
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if p.stats["kind"] == "text":
+        from scipy.sparse import save_npz
+
+        save_npz(tmp / "X_train.npz", p.X_train)
+        save_npz(tmp / "X_test.npz", p.X_test)
+    else:
+        np.save(tmp / "X_train.npy", p.X_train)
+        np.save(tmp / "X_test.npy", p.X_test)
+    np.save(tmp / "y_train.npy", p.y_train)
+    np.save(tmp / "y_test.npy", p.y_test)
+    meta = {"format": FORMAT, "key": p.key, "spec": p.spec, "classes": p.classes, "uids_train": p.uids_train,
+            "uids_test": p.uids_test, "reference": p.reference, "stats": p.stats}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+
+
+def _load(root: Path, key: str, cached: bool) -> Prepared:
+    meta = json.loads((root / "meta.json").read_text())
+    if meta["stats"]["kind"] == "text":
+        from scipy.sparse import load_npz
+
+        X_train, X_test = load_npz(root / "X_train.npz").astype(np.float32), load_npz(root / "X_test.npz").astype(np.float32)
+    else:
+        X_train, X_test = np.load(root / "X_train.npy"), np.load(root / "X_test.npy")
+    return Prepared(key, meta["spec"], meta["classes"], X_train, np.load(root / "y_train.npy"), X_test,
+                    np.load(root / "y_test.npy"), meta["uids_train"], meta["uids_test"], meta["reference"],
+                    cached, meta["stats"])
+
+
+def load_transform(ws: Workspace, key: str) -> Prepared:
+    rec = ws.store.get_transform(key)
+    if rec is None:
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is not in the registry: run model.preprocess")
+    return _load(ws.root / rec.path, key, cached=True)

@@ -1,0 +1,107 @@
+"""The model registry as users see it: list, history, review and promotion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.domain.entities import ModelVersion, Review
+from runtime.domain.errors import CdlError, NotFoundError
+from runtime.store import Store
+
+
+def review(store: Store, ref: str, approve: bool, comment: str, reviewer: str, record: bool = True,
+           automatic: bool = False) -> Review | None:
+    """Record a review; approving promotes the version to `champion` (the previous champion loses it)."""
+    mv = store.resolve_model(ref)
+    if not reviewer.strip():
+        raise CdlError("a review needs a reviewer (--reviewer NAME)")
+    rv = None
+    if record:
+        rv = store.add_review(mv.name, mv.version, reviewer, "approved" if approve else "rejected", comment,
+                              automatic)
+    if approve:
+        store.set_alias(mv.name, "champion", mv.version, reason=f"approved by {reviewer}")
+        store.remove_alias(mv.name, "challenger", mv.version)
+    else:
+        store.remove_alias(mv.name, "challenger", mv.version)
+    return rv
+
+
+def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -> Review:
+    """Approve only when the candidate beats the champion on the test split; the review says it was automatic."""
+    value = mv.metrics.get(metric)
+    if value is None:
+        raise CdlError(f"{mv.ref} has no {metric}: run model.evaluate first")
+    try:
+        champ = store.model_version(mv.name, "champion")
+    except NotFoundError:
+        champ = None
+    if champ is None:
+        approve, why = True, f"no champion yet; {metric} {value:.4f}"
+    elif champ.version == mv.version:
+        approve, why = True, "already the champion"
+    else:
+        other = champ.metrics.get(metric, 0.0)
+        approve = value > other
+        why = f"{metric} {value:.4f} {'>' if approve else '<='} champion {champ.ref} {other:.4f}"
+    rv = review(store, mv.ref, approve, why, "cdl-auto", automatic=True)
+    assert rv is not None
+    return rv
+
+
+def model_json(mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "name": mv.name,
+        "version": mv.version,
+        "aliases": list(mv.aliases),
+        "dataset_version": mv.dataset_version,
+        "metrics": mv.metrics,
+        "params": mv.params,
+        "git_commit": mv.git_commit,
+        "git_dirty": mv.git_dirty,
+        "framework": mv.framework,
+        "template": mv.template,
+        "experiment": mv.experiment_id,
+        "trial": mv.trial_id,
+        "tune_experiment": mv.tune_experiment_id,
+        "artifacts": mv.artifacts,
+        "created": mv.created.isoformat(),
+    }
+
+
+def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
+    return {"models": [model_json(mv) for mv in store.model_versions(name)]}
+
+
+def history_json(store: Store, name: str) -> dict[str, Any]:
+    versions = store.model_versions(name)
+    if not versions:
+        raise NotFoundError(f"model {name!r} does not exist")
+    return {
+        "name": name,
+        "aliases": [{"alias": a.alias, "version": a.version, "since": a.since.isoformat(),
+                     "until": a.until.isoformat() if a.until else None, "reason": a.reason}
+                    for a in store.alias_history(name)],
+        "reviews": [{"version": r.version, "reviewer": r.reviewer, "decision": r.decision, "comment": r.comment,
+                     "automatic": r.automatic, "created": r.created.isoformat()} for r in store.reviews(name)],
+        "versions": [{"version": v.version, "created": v.created.isoformat(), "metrics": v.metrics,
+                      "aliases": list(v.aliases)} for v in versions],
+    }
+
+
+def lineage(store: Store, ref: str) -> dict[str, Any]:
+    """From a model version back to its data: dataset version (DVC hash, git commit), experiment, trial."""
+    mv = store.resolve_model(ref)
+    dv = store.version(mv.dataset_version)
+    exp = store.experiment(mv.experiment_id) if mv.experiment_id else None
+    return {
+        "model": mv.ref,
+        "dataset_version": {"id": dv.id, "dvc_hash": dv.dvc_hash, "git_commit": dv.git_commit, "items": dv.items},
+        "transform": mv.transform,
+        "experiment": {"id": exp.id, "name": exp.name, "kind": exp.kind} if exp else None,
+        "trial": mv.trial_id,
+        "tune_experiment": mv.tune_experiment_id,
+        "params": mv.params,
+        "code": {"git_commit": mv.git_commit, "dirty": mv.git_dirty},
+        "artifacts": mv.artifacts,
+    }

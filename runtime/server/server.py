@@ -1,0 +1,92 @@
+"""`cdl runtime serve`: the runtime process, on loopback TCP or an owner-only unix socket.
+
+make_server() returns (server, bound address); the port of `127.0.0.1:0` is the one the OS picked. The first
+line on stdout is `listening on ADDRESS`, which the studio reads when it starts the process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+from runtime.domain.errors import CdlError
+from runtime.jobs.manager import JobManager
+from runtime.proto import runtime_pb2_grpc as pb_grpc
+from runtime.server.servicer import RuntimeServicer
+from runtime.workspace.workspace import Workspace
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def check_listen(listen: str) -> str:
+    """Only a unix socket or a loopback address: the runtime has no authentication of its own."""
+    if listen.startswith("unix:"):
+        path = listen[len("unix:"):]
+        if not path:
+            raise CdlError("--listen unix:PATH needs a path")
+        return listen
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CdlError(f"--listen {listen!r}: expected unix:PATH or 127.0.0.1:PORT")
+    h = host.strip("[]")
+    if h not in LOOPBACK_NAMES:
+        try:
+            ok = ipaddress.ip_address(h).is_loopback
+        except ValueError:
+            ok = False
+        if not ok:
+            raise CdlError(f"--listen {listen!r}: the runtime only listens on loopback (127.0.0.1, ::1) or a "
+                           "unix socket; use an SSH tunnel to reach it from elsewhere")
+    return listen
+
+
+def make_server(workspace: Workspace, listen: str = "127.0.0.1:0") -> tuple[grpc.Server, str, JobManager]:
+    listen = check_listen(listen)
+    manager = JobManager(workspace)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cdl-grpc"))
+    pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(manager), server)
+    if listen.startswith("unix:"):
+        path = Path(listen[len("unix:"):]).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        old = os.umask(0o177)  # the socket is created owner-only
+        try:
+            server.add_insecure_port(f"unix:{path}")
+            server.start()
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        address = f"unix:{path}"
+    else:
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            manager.shutdown()
+            raise CdlError(f"cannot listen on {listen}")
+        server.start()
+        host = listen.rpartition(":")[0]
+        address = f"{host}:{port}"
+    return server, address, manager
+
+
+def serve(workspace: Workspace, listen: str) -> None:
+    server, address, manager = make_server(workspace, listen)
+    print(f"listening on {address}", flush=True)
+    done = threading.Event()
+
+    def stop(*_: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    done.wait()
+    print("stopping: cancelling running jobs", file=sys.stderr, flush=True)
+    manager.shutdown()
+    server.stop(grace=2).wait()

@@ -1,0 +1,504 @@
+"""The model pipeline (thesis Figure 4.3): preprocess, tune, train, register, evaluate, review.
+
+Training runs with PyTorch or Keras (`framework` of model.train), on CUDA when present. Heavy imports happen
+inside `run`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.errors import GateFailed, StepFailed
+from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
+from runtime.steps.base import Step, StepContext, StepResult, hash_text
+
+FRAMEWORKS = ("torch", "keras")
+
+
+def train_params(ctx: StepContext) -> dict[str, Any]:
+    if "model.train" not in ctx.config.steps:
+        raise StepFailed(ctx.step, "the pipeline has no model.train step (it holds framework and template)")
+    return ctx.config.params("model.train")
+
+
+def framework_of(ctx: StepContext) -> str:
+    return train_params(ctx)["framework"]
+
+
+def _last_summary(ctx: StepContext, step: str, key: str | None = None) -> dict[str, Any]:
+    run = ctx.store.last_done_runs().get(step)
+    if run is None:
+        raise StepFailed(ctx.step, f"{step} has not run yet")
+    if key is not None and key not in run.summary:
+        raise StepFailed(ctx.step, f"{step}'s last run has no {key}")
+    return run.summary
+
+
+def _prepared(ctx: StepContext):  # noqa: ANN202
+    from runtime.ml.preprocess import load_transform
+
+    key = _last_summary(ctx, "model.preprocess", "key")["key"]
+    return load_transform(ctx.workspace, key)
+
+
+def _backend(framework: str):  # noqa: ANN202
+    if framework == "torch":
+        from runtime.ml import torch_backend
+
+        return torch_backend
+    if framework == "keras":
+        from runtime.ml import keras_backend
+
+        return keras_backend
+    raise StepFailed("model.train", f"unknown framework {framework!r} (known: {', '.join(FRAMEWORKS)})")
+
+
+def _git(ctx: StepContext) -> tuple[str | None, bool]:
+    return ctx.workspace.git.head(), ctx.workspace.git.is_dirty()
+
+
+# -- model.preprocess ---------------------------------------------------------------------------------------
+
+
+class PreprocessStep(Step):
+    spec = StepSpec(
+        id="model.preprocess",
+        title="Preprocess",
+        pipeline="model",
+        role=Role.DATA_SCIENTIST,
+        inputs=(Port("labels", "labels"),),
+        outputs=(Port("tensors", "transformed"),),
+        params=(
+            ParamSpec("vocab_size", "int", 10000, "text: vocabulary size (most frequent stems)", minimum=10),
+            ParamSpec("min_df", "int", 2, "text: a stem must occur in this many training documents", minimum=1),
+            ParamSpec("stemmer", "str", "porter", "text: stemmer (porter) or none", choices=("porter", None),
+                      nullable=True),
+            ParamSpec("stop_words", "bool", True, "text: drop English stop words (scikit-learn's list)"),
+            ParamSpec("tfidf", "bool", False, "text: TF-IDF weighting instead of counts"),
+            ParamSpec("sublinear_tf", "bool", False, "text: 1 + log(count)"),
+            ParamSpec("norm", "str", "l2", "text: row normalisation", choices=("l2", "l1", None), nullable=True),
+            ParamSpec("decode_errors", "str", "replace", "text: as in data.clean", choices=("replace", "ignore", "strict")),
+            ParamSpec("standardize", "bool", False, "images: subtract the training mean, divide by the std"),
+        ),
+        description="Count vectorization with Porter stemming (text) or scaling to [0, 1] (images), fitted on "
+        "the training split only; the tensors are cached in the transformation registry.",
+    )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return str(ctx.workspace.current_version())
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml.preprocess import prepare
+
+        version = ctx.workspace.current_version()
+        if version is None:
+            raise StepFailed(ctx.step, "no dataset version: run the data pipeline first")
+        ctx.progress(0.05, "loading")
+        p = prepare(ctx.workspace, version, ctx.params, log=ctx.log)
+        s = p.stats
+        msg = ("loaded from cache" if p.cached else "fitted and cached") + \
+            f": {s['train']} train, {s['test']} test, {s['features']} features"
+        return StepResult(
+            summary={"key": p.key, "cached": p.cached, "dataset_version": version, "train": s["train"],
+                     "test": s["test"], "features": s["features"], "classes": p.classes,
+                     "excluded": {k: s[k] for k in ("quarantined", "unlabeled", "duplicates")}},
+            output_fp=p.key,
+            message=msg,
+        )
+
+
+# -- model.tune ---------------------------------------------------------------------------------------------
+
+
+class TuneStep(Step):
+    spec = StepSpec(
+        id="model.tune",
+        title="Tune",
+        pipeline="model",
+        role=Role.DATA_SCIENTIST,
+        inputs=(Port("tensors", "transformed"),),
+        outputs=(Port("best", "hyperparameters"),),
+        params=(
+            ParamSpec("search_space", "dict", None, "name -> {type: float|int|categorical, low, high, log, choices}",
+                      nullable=True),
+            ParamSpec("n_trials", "int", 12, "number of trials", minimum=1),
+            ParamSpec("timeout", "float", None, "stop starting trials after this many seconds", nullable=True),
+            ParamSpec("sampler", "str", "tpe", "tpe or random", choices=("tpe", "random")),
+            ParamSpec("pruner", "str", "asha", "asha (successive halving), hyperband or none",
+                      choices=("asha", "hyperband", "none")),
+            ParamSpec("max_epochs", "int", 8, "epochs of a trial that is never pruned", minimum=1),
+            ParamSpec("min_epochs", "int", 1, "epochs before a trial can be pruned", minimum=1),
+            ParamSpec("reduction_factor", "int", 3, "ASHA/Hyperband reduction factor", minimum=2),
+            ParamSpec("seed", "int", 42),
+            ParamSpec("val_fraction", "float", 0.2, "validation share of the training split", minimum=0.05,
+                      maximum=0.5),
+            ParamSpec("study", "str", None, "Optuna study name (default: <workspace>-tune-<n>)", nullable=True),
+        ),
+        description="Optuna TPE search with ASHA pruning fed per epoch; the study lives in the registry "
+        "database; the best parameters go into model.train.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        import optuna
+
+        from runtime.ml.common import StopTraining, TrainConfig, validation_split
+        from runtime.ml.tuning import (
+            DEFAULT_SPACE,
+            check_space,
+            make_pruner,
+            make_sampler,
+            quiet_optuna,
+            storage,
+            suggest,
+        )
+
+        quiet_optuna()
+        p = ctx.params
+        tp = train_params(ctx)
+        space = p["search_space"] or DEFAULT_SPACE
+        check_space(space, "cdl.yaml: steps.model.tune.params.search_space")
+        prep = _prepared(ctx)
+        backend = _backend(tp["framework"])
+        tr_idx, va_idx = validation_split(prep.y_train, p["val_fraction"], p["seed"])
+        commit, dirty = _git(ctx)
+        exp = ctx.store.create_experiment(kind="tune", step=ctx.step, job=ctx.job,
+                                          dataset_version=ctx.workspace.current_version() or "",
+                                          transform=prep.key, framework=tp["framework"], template=tp["template"],
+                                          git_commit=commit, git_dirty=dirty)
+        study_name = p["study"] or f"{ctx.config.name}-tune-{exp.id}"
+        ctx.store.update_experiment_study(exp.id, study_name)
+        study = optuna.create_study(study_name=study_name, storage=storage(ctx.store), direction="maximize",
+                                    sampler=make_sampler(p["sampler"], p["seed"]),
+                                    pruner=make_pruner(p["pruner"], p["min_epochs"], p["max_epochs"],
+                                                       p["reduction_factor"]),
+                                    load_if_exists=True)
+        total_epochs = {"n": 0}
+
+        def objective(trial: optuna.Trial) -> float:
+            ctx.check_cancelled()
+            hp = suggest(trial, space)
+            params = {**tp, **hp, "epochs": p["max_epochs"], "patience": 0}
+            cfg = TrainConfig.from_params(tp["template"], params, ctx.workspace.root)
+            rec = ctx.store.create_trial(exp.id, trial.number, hp)
+            best = {"v": 0.0, "epochs": 0}
+
+            def on_epoch(epoch: int, m: dict[str, float]) -> None:
+                total_epochs["n"] += 1
+                best["v"] = max(best["v"], m["val_accuracy"])
+                best["epochs"] = epoch
+                ctx.store.log_metrics(rec.id, epoch, m)
+                ctx.metric(trial=trial.number, epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
+                trial.report(m["val_accuracy"], epoch)
+                if ctx.cancelled:
+                    raise StopTraining("cancelled")
+                if trial.should_prune():
+                    raise StopTraining("pruned")
+
+            try:
+                result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
+                result.checkpoint.unlink(missing_ok=True)
+            except StopTraining as exc:
+                if str(exc) == "cancelled":
+                    ctx.store.finish_trial(rec.id, "failed", best["v"], best["epochs"])
+                    ctx.check_cancelled()
+                ctx.store.finish_trial(rec.id, "pruned", best["v"], best["epochs"])
+                ctx.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s) at val_accuracy {best['v']:.4f}")
+                raise optuna.TrialPruned() from None
+            except Exception:
+                ctx.store.finish_trial(rec.id, "failed", None, best["epochs"])
+                raise
+            value = max(h["val_accuracy"] for h in result.history)
+            ctx.store.finish_trial(rec.id, "complete", value, len(result.history))
+            ctx.log(f"trial {trial.number}: val_accuracy {value:.4f} with {hp}")
+            return value
+
+        def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            done = len([t for t in study.trials if t.state.is_finished()])
+            ctx.progress(min(1.0, done / p["n_trials"]), f"trial {trial.number} {trial.state.name.lower()}")
+
+        try:
+            study.optimize(objective, n_trials=p["n_trials"], timeout=p["timeout"], callbacks=[progress],
+                           catch=())
+        except Exception:
+            ctx.store.finish_experiment(exp.id, "failed")
+            raise
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            ctx.store.finish_experiment(exp.id, "failed")
+            raise StepFailed(ctx.step, "no trial completed (all pruned or failed); widen the search space or "
+                             "raise min_epochs")
+        best = study.best_trial
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        summary = {"experiment_id": exp.id, "study": study_name, "best_params": best.params,
+                   "best_value": best.value, "best_trial": best.number, "trials": len(study.trials),
+                   "pruned": pruned, "epochs_spent": total_epochs["n"], "metrics": {"best_val_accuracy": best.value}}
+        ctx.store.finish_experiment(exp.id, "done", summary)
+        return StepResult(summary=summary, output_fp=hash_text(study_name, best.params),
+                          message=f"best val_accuracy {best.value:.4f} after {len(study.trials)} trials "
+                          f"({pruned} pruned)")
+
+
+# -- model.train --------------------------------------------------------------------------------------------
+
+
+class TrainStep(Step):
+    spec = StepSpec(
+        id="model.train",
+        title="Train",
+        pipeline="model",
+        role=Role.DATA_SCIENTIST,
+        inputs=(Port("tensors", "transformed"), Port("best", "hyperparameters")),
+        outputs=(Port("checkpoint", "checkpoint"),),
+        params=(
+            ParamSpec("framework", "str", "torch", "torch or keras", choices=FRAMEWORKS),
+            ParamSpec("template", "str", "bbc-net", "bbc-net, mlp, cnn, or src:FILE.py[:FUNCTION] from the "
+                      "workspace's src/ folder"),
+            ParamSpec("epochs", "int", 20, "maximum epochs", minimum=1),
+            ParamSpec("lr", "float", 1e-3, "learning rate", minimum=0.0),
+            ParamSpec("batch_size", "int", 32, minimum=1),
+            ParamSpec("hidden", "int", 256, "hidden units", minimum=1),
+            ParamSpec("layers", "int", 2, "mlp: hidden layers", minimum=1),
+            ParamSpec("dropout", "float", 0.3, minimum=0.0, maximum=0.95),
+            ParamSpec("weight_decay", "float", 0.0, minimum=0.0),
+            ParamSpec("patience", "int", 3, "early stopping: epochs without a better validation loss (0: off)",
+                      minimum=0),
+            ParamSpec("seed", "int", 42),
+            ParamSpec("val_fraction", "float", 0.2, "validation share of the training split", minimum=0.05,
+                      maximum=0.5),
+            ParamSpec("use_tuned", "bool", True, "take the best parameters of model.tune when it ran"),
+        ),
+        description="Trains the template on the training split (a seeded 80/20 train/validation split of it), "
+        "with per-epoch metrics, early stopping and a content-addressed checkpoint.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml.common import StopTraining, TrainConfig, validation_split
+
+        params = dict(ctx.params)
+        tuned: dict[str, Any] = {}
+        if params["use_tuned"] and "model.tune" in ctx.config.steps:
+            tuned = _last_summary(ctx, "model.tune", "best_params")["best_params"]
+            params.update(tuned)
+            ctx.log(f"using tuned parameters {tuned}")
+        prep = _prepared(ctx)
+        backend = _backend(params["framework"])
+        cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
+        tr_idx, va_idx = validation_split(prep.y_train, params["val_fraction"], params["seed"])
+        commit, dirty = _git(ctx)
+        exp = ctx.store.create_experiment(kind="train", step=ctx.step, job=ctx.job,
+                                          dataset_version=ctx.workspace.current_version() or "",
+                                          transform=prep.key, framework=params["framework"],
+                                          template=params["template"], git_commit=commit, git_dirty=dirty)
+        trial = ctx.store.create_trial(exp.id, 0, cfg.hyperparameters())
+
+        def on_epoch(epoch: int, m: dict[str, float]) -> None:
+            ctx.store.log_metrics(trial.id, epoch, m)
+            ctx.metric(epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
+            ctx.progress(epoch / cfg.epochs, f"epoch {epoch}/{cfg.epochs} val_accuracy {m['val_accuracy']:.4f}")
+            if ctx.cancelled:
+                raise StopTraining("cancelled")
+
+        try:
+            result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
+        except StopTraining:
+            ctx.store.finish_trial(trial.id, "failed", None, 0)
+            ctx.store.finish_experiment(exp.id, "failed")
+            ctx.check_cancelled()
+            raise
+        except Exception:
+            ctx.store.finish_trial(trial.id, "failed", None, 0)
+            ctx.store.finish_experiment(exp.id, "failed")
+            raise
+        digest = ctx.workspace.artifacts.put_file(result.checkpoint, move=True)
+        best = result.best
+        ctx.store.finish_trial(trial.id, "complete", best.get("val_accuracy"), len(result.history))
+        summary = {
+            "experiment_id": exp.id, "trial_id": trial.id, "checkpoint": digest, "framework": result.framework,
+            "template": result.template, "arch": result.arch, "device": result.device,
+            "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+            "seconds": round(result.seconds, 2), "params": cfg.hyperparameters(), "tuned": tuned,
+            "transform": prep.key,
+            "metrics": {"val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
+                        "train_accuracy": best.get("train_accuracy")},
+        }
+        ctx.store.finish_experiment(exp.id, "done", summary)
+        ctx.log(f"trained on {result.device}: best epoch {result.best_epoch}, val_accuracy "
+                f"{best.get('val_accuracy', 0):.4f}; checkpoint {digest[:12]}")
+        return StepResult(summary=summary, output_fp=digest,
+                          message=f"val_accuracy {best.get('val_accuracy', 0):.4f} ({result.framework}, "
+                          f"{len(result.history)} epochs, {result.device})")
+
+
+# -- model.register -----------------------------------------------------------------------------------------
+
+
+class RegisterStep(Step):
+    spec = StepSpec(
+        id="model.register",
+        title="Register",
+        pipeline="model",
+        role=Role.DATA_SCIENTIST,
+        inputs=(Port("checkpoint", "checkpoint"),),
+        outputs=(Port("model", "model_version"),),
+        params=(
+            ParamSpec("name", "str", None, "model name (default: the workspace's name)", nullable=True),
+            ParamSpec("alias", "str", "challenger", "alias for the new version"),
+        ),
+        description="A model version with lineage: dataset version, experiment, trial, parameters, git commit "
+        "and dirtiness, framework, artifact hashes.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        train = _last_summary(ctx, "model.train", "checkpoint")
+        name = ctx.params["name"] or ctx.config.name
+        tune_exp = None
+        if "model.tune" in ctx.config.steps and train.get("tuned"):
+            tune_exp = _last_summary(ctx, "model.tune").get("experiment_id")
+        exp = ctx.store.experiment(train["experiment_id"])
+        mv = ctx.store.register_model(
+            name,
+            framework=train["framework"],
+            template=train["template"],
+            dataset_version=exp.dataset_version,
+            transform=train["transform"],
+            experiment_id=train["experiment_id"],
+            trial_id=train["trial_id"],
+            tune_experiment_id=tune_exp,
+            params=train["params"],
+            metrics={k: v for k, v in train["metrics"].items() if v is not None},
+            artifacts={"checkpoint": train["checkpoint"], "transform": train["transform"]},
+            git_commit=exp.git_commit,
+            git_dirty=exp.git_dirty,
+            classes=train["arch"]["classes"],
+            extra={"arch": train["arch"], "device": train["device"]},
+        )
+        ctx.store.set_alias(name, ctx.params["alias"], mv.version, reason="registered")
+        return StepResult(summary={"name": name, "version": mv.version, "ref": mv.ref,
+                                   "dataset_version": mv.dataset_version, "git_commit": mv.git_commit,
+                                   "git_dirty": mv.git_dirty},
+                          output_fp=f"{mv.ref}:{train['checkpoint']}",
+                          message=f"registered {mv.ref} ({ctx.params['alias']})")
+
+
+def registered(ctx: StepContext):  # noqa: ANN201
+    s = _last_summary(ctx, "model.register", "ref")
+    return ctx.store.model_version(s["name"], s["version"])
+
+
+# -- model.evaluate -----------------------------------------------------------------------------------------
+
+
+def predict(ctx: StepContext, mv, X) -> np.ndarray:  # noqa: ANN001
+    ckpt = ctx.workspace.artifacts.get(mv.artifacts["checkpoint"])
+    arch = mv.extra["arch"]
+    if mv.framework == "torch":
+        from runtime.ml import torch_backend
+
+        return torch_backend.predict_proba(ckpt, X, ctx.workspace.root)
+    from runtime.ml import keras_backend
+
+    return keras_backend.predict_proba(ckpt, X, arch, ctx.workspace.root)
+
+
+class EvaluateStep(Step):
+    spec = StepSpec(
+        id="model.evaluate",
+        title="Evaluate",
+        pipeline="model",
+        role=Role.DATA_SCIENTIST,
+        inputs=(Port("model", "model_version"),),
+        outputs=(Port("evaluation", "evaluation"),),
+        params=(
+            ParamSpec("metric", "str", "test_accuracy", "the gate's metric", choices=("test_accuracy", "macro_f1")),
+            ParamSpec("threshold", "float", 0.8, "the gate: the metric must reach this (the thesis used 0.7 "
+                      "and 0.8)", minimum=0.0, maximum=1.0),
+        ),
+        description="The test split, never seen before this step: accuracy, macro-F1, per-class precision and "
+        "recall, the confusion matrix; a failed gate fails the step.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml.common import evaluate_predictions
+        from runtime.ml.preprocess import load_transform
+
+        mv = registered(ctx)
+        prep = load_transform(ctx.workspace, mv.transform)
+        if len(prep.y_test) == 0:
+            raise StepFailed(ctx.step, "the test split is empty")
+        ctx.progress(0.2, f"predicting {len(prep.y_test)} test items")
+        probs = predict(ctx, mv, prep.X_test)
+        ev = evaluate_predictions(prep.y_test, probs, prep.classes)
+        value = ev[ctx.params["metric"]]
+        passed = value >= ctx.params["threshold"]
+        gate = {"metric": ctx.params["metric"], "threshold": ctx.params["threshold"], "value": value,
+                "passed": passed}
+        metrics = {"test_accuracy": ev["test_accuracy"], "macro_f1": ev["macro_f1"]}
+        ctx.store.update_model(mv.name, mv.version, metrics=metrics, evaluation={**ev, "gate": gate})
+        summary = {"ref": mv.ref, "metrics": metrics, "gate": gate,
+                   "per_class": {c: {k: round(v, 4) for k, v in d.items() if k != "support"}
+                                 for c, d in ev["per_class"].items()}}
+        for c, d in ev["per_class"].items():
+            ctx.log(f"{c:<16} precision {d['precision']:.3f} recall {d['recall']:.3f}")
+        if not passed:
+            err = GateFailed(ctx.step, f"gate failed: {ctx.params['metric']} {value:.4f} < threshold "
+                             f"{ctx.params['threshold']}")
+            err.summary = summary
+            raise err
+        return StepResult(summary=summary, output_fp=hash_text(mv.ref, metrics),
+                          message=f"{mv.ref}: test_accuracy {ev['test_accuracy']:.4f}, macro-F1 "
+                          f"{ev['macro_f1']:.4f} (gate {ctx.params['threshold']} passed)")
+
+
+# -- model.review -------------------------------------------------------------------------------------------
+
+
+class ReviewStep(Step):
+    spec = StepSpec(
+        id="model.review",
+        title="Review",
+        pipeline="model",
+        role=Role.VALIDATOR,
+        inputs=(Port("evaluation", "evaluation"),),
+        outputs=(Port("champion", "model_version"),),
+        params=(
+            ParamSpec("auto_approve_if_better", "bool", False, "CI: approve automatically when the candidate "
+                      "beats the champion on the test split (recorded as automatic), reject otherwise"),
+            ParamSpec("metric", "str", "test_accuracy", choices=("test_accuracy", "macro_f1")),
+        ),
+        description="A validator approves (the version becomes champion) or rejects the candidate, with a "
+        "comment: `cdl models review NAME:VERSION --approve --comment ...`.",
+    )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        try:
+            mv = registered(ctx)
+        except StepFailed:
+            return ""
+        return hash_text([(r.decision, r.created.isoformat()) for r in ctx.store.reviews(mv.name, mv.version)])
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.registry import auto_review, review
+
+        mv = registered(ctx)
+        reviews = ctx.store.reviews(mv.name, mv.version)
+        if not reviews and ctx.params["auto_approve_if_better"]:
+            rv = auto_review(ctx.store, mv, ctx.params["metric"])
+            reviews = [rv]
+            ctx.log(f"automatic review: {rv.decision}: {rv.comment}")
+        if not reviews:
+            raise StepFailed(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
+                             "--comment TEXT --reviewer NAME`")
+        last = reviews[-1]
+        if last.decision == "rejected":
+            raise StepFailed(ctx.step, f"{mv.ref} was rejected by {last.reviewer}"
+                             f"{' (automatic)' if last.automatic else ''}: {last.comment}")
+        review(ctx.store, mv.ref, True, last.comment, last.reviewer, record=False)
+        return StepResult(summary={"ref": mv.ref, "decision": last.decision, "reviewer": last.reviewer,
+                                   "automatic": last.automatic, "comment": last.comment},
+                          output_fp=hash_text(mv.ref, "champion"),
+                          message=f"{mv.ref} approved by {last.reviewer}: champion")
+
+
+STEPS = [PreprocessStep, TuneStep, TrainStep, RegisterStep, EvaluateStep, ReviewStep]
