@@ -40,7 +40,9 @@ class ProgressPrinter:
         elif ev.kind == EventKind.LOG:
             self._write(f"  {ev.step}: {ev.message}")
         elif ev.kind == EventKind.METRIC:
-            vals = ", ".join(f"{k}={_fmt(v)}" for k, v in ev.data.items())
+            keys = [k for k in ("trial", "epoch", "train_loss", "val_loss", "val_accuracy") if k in ev.data]
+            keys = keys or list(ev.data)
+            vals = " ".join(f"{k} {_fmt(ev.data[k])}" for k in keys)
             self._write(f"  {ev.step}: {vals}")
         elif ev.kind == EventKind.FINISHED:
             self._close()

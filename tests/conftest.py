@@ -135,3 +135,62 @@ def image_ws(tmp_path: Path):
     ws = Workspace.init(tmp_path / "ws", "image-classification")
     yield ws
     ws.close()
+
+
+def make_fashion_subset(dest: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """Real Fashion-MNIST idx files cut to the first n records of each split."""
+    import gzip
+    import struct
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        img = gzip.decompress((need(FASHION) / f"{prefix}-images-idx3-ubyte.gz").read_bytes())
+        lab = gzip.decompress((FASHION / f"{prefix}-labels-idx1-ubyte.gz").read_bytes())
+        (dest / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">IIII", 0x803, n, 28, 28) + img[16 : 16 + n * 784], 1))
+        (dest / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">II", 0x801, n) + lab[8 : 8 + n], 1))
+    return dest
+
+
+FAST_TEXT = {
+    "model.tune": {"n_trials": 3, "max_epochs": 3},
+    "model.train": {"epochs": 4, "patience": 2},
+}
+
+
+def small_bbc_workspace(root: Path, per_class: int = 30, tune_trials: int = 3):
+    """A text workspace on a real BBC subset with a fast model configuration, data pipeline run."""
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(root, "text-classification")
+    src = make_bbc_subset(root.parent / f"{root.name}-bbc.zip", per_class=per_class)
+    add_source(ws, src)
+    cfg = ws.config()
+    cfg.steps["model.tune"].update({"n_trials": tune_trials, "max_epochs": 3})
+    cfg.steps["model.train"].update({"epochs": 4, "patience": 2})
+    cfg.steps["model.preprocess"].update({"vocab_size": 3000})
+    cfg.save()
+    assert Runner(ws).run(until="data.label").ok
+    return ws
+
+
+@pytest.fixture(scope="session")
+def small_bbc_template(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small-bbc") / "ws"
+    ws = small_bbc_workspace(root)
+    ws.close()
+    return root
+
+
+@pytest.fixture
+def small_bbc(small_bbc_template: Path, tmp_path: Path):
+    from runtime.workspace import Workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(small_bbc_template, root, symlinks=True)
+    ws = Workspace(root)
+    yield ws
+    ws.close()

@@ -245,12 +245,16 @@ class JobManager:
                 self._finish(job_id, "failed", f"the worker process exited with code {proc.returncode} without "
                              f"finishing{self._log_tail(job_id)}")
 
-    def _log_tail(self, job_id: str, n: int = 2000) -> str:
+    def _log_tail(self, job_id: str, n: int = 1500) -> str:
         log = Path(self.ws.root) / ".cdl" / "jobs" / f"{job_id}.log"
         try:
-            text = log.read_text(errors="replace")[-n:].strip()
+            lines = log.read_text(errors="replace")[-20000:].splitlines()
         except OSError:
             return ""
+        # faulthandler's list of loaded extension modules says nothing about the crash
+        lines = [ln for ln in lines if not ln.startswith("Extension modules:")]
+        start = max((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), default=None)
+        text = "\n".join(lines[start:] if start is not None else lines).strip()[-n:]
         return f"; its log ends:\n{text}" if text else ""
 
 

@@ -167,7 +167,12 @@ class Runner:
         for n, step in enumerate(plan):
             done = {**store.last_done_runs(), **{s: r for s, r in store.last_step_runs().items() if r.status == "drifted"}}
             if explicit:
-                missing = [u for u in cfg.ancestors(step) if u not in done and u not in plan]
+                try:
+                    needs = get_step(step).needs(cfg.params(step, overrides.get(step)), cfg)
+                except CdlError:
+                    needs = None
+                needs = cfg.ancestors(step) if needs is None else needs
+                missing = [u for u in needs if u not in done and u not in plan]
                 if missing:
                     msg = (f"needs {', '.join(sorted(missing, key=cfg.order().index))} to run first; "
                            f"use `cdl run --until {step}`")

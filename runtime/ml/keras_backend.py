@@ -69,7 +69,7 @@ def build(arch: dict[str, Any], workspace: Path | None = None):  # noqa: ANN201
         x = inp
         for filters in (32, 64):
             x = layers.Conv2D(filters, 3, padding="same")(x)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=0.9)(x)  # as PyTorch's default
             x = layers.ReLU()(x)
             x = layers.MaxPooling2D(2)(x)
         x = layers.Dropout(0.25)(x)

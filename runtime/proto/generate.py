@@ -1,4 +1,4 @@
-"""Regenerate the committed gRPC code of runtime/proto (run from anywhere: `python -m runtime.proto.generate`).
+"""Regenerate the committed gRPC code of every package's proto/ folder (`make proto`).
 
 Generated with --proto_path at the repository root, so generated imports are package-absolute."""
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ["runtime/proto/runtime.proto"]
+PROTOS = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/proto/*.proto"))
 
 
 def generate(out_dir: Path = ROOT, protos: list[str] = PROTOS) -> None:

@@ -84,6 +84,10 @@ class Step:
     def fingerprint(self, ctx: StepContext) -> str:
         return ""
 
+    def needs(self, params: dict[str, Any], config: PipelineConfig) -> set[str] | None:
+        """Steps that must have run before this one runs alone (`cdl run STEP`); None: all its ancestors."""
+        return None
+
     def run(self, ctx: StepContext) -> StepResult:
         raise NotImplementedError
 

@@ -268,10 +268,17 @@ class TrainStep(Step):
             ParamSpec("val_fraction", "float", 0.2, "validation share of the training split", minimum=0.05,
                       maximum=0.5),
             ParamSpec("use_tuned", "bool", True, "take the best parameters of model.tune when it ran"),
+            ParamSpec("refit", "bool", False, "after early stopping found the best epoch count, train again "
+                      "on the whole training split for that many epochs (more data; costs a second run)"),
         ),
         description="Trains the template on the training split (a seeded 80/20 train/validation split of it), "
-        "with per-epoch metrics, early stopping and a content-addressed checkpoint.",
+        "with per-epoch metrics, early stopping and a content-addressed checkpoint; optionally refits on the "
+        "whole training split.",
     )
+
+    def needs(self, params: dict[str, Any], config: Any) -> set[str]:
+        tuned = params.get("use_tuned") and "model.tune" in config.steps
+        return {"model.preprocess", *(["model.tune"] if tuned else [])}
 
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml.common import StopTraining, TrainConfig, validation_split
@@ -311,6 +318,30 @@ class TrainStep(Step):
             ctx.store.finish_trial(trial.id, "failed", None, 0)
             ctx.store.finish_experiment(exp.id, "failed")
             raise
+        refit_epochs = 0
+        if params["refit"] and result.best_epoch > 0:
+            import dataclasses
+
+            refit_epochs = result.best_epoch
+            ctx.log(f"refit: training again on all {len(prep.y_train)} training items for {refit_epochs} epoch(s)")
+            cfg2 = dataclasses.replace(cfg, epochs=refit_epochs, patience=0)
+
+            def on_refit_epoch(epoch: int, m: dict[str, float]) -> None:
+                ctx.progress(epoch / refit_epochs, f"refit epoch {epoch}/{refit_epochs}")
+                if ctx.cancelled:
+                    raise StopTraining("cancelled")
+
+            try:
+                refit = backend.train(prep.X_train, prep.y_train, np.arange(len(prep.y_train)), va_idx, prep.classes,
+                                      cfg2, on_refit_epoch)
+            except StopTraining:
+                ctx.store.finish_trial(trial.id, "failed", None, 0)
+                ctx.store.finish_experiment(exp.id, "failed")
+                ctx.check_cancelled()
+                raise
+            result.checkpoint.unlink(missing_ok=True)
+            result.checkpoint = refit.checkpoint
+            result.seconds += refit.seconds
         digest = ctx.workspace.artifacts.put_file(result.checkpoint, move=True)
         best = result.best
         ctx.store.finish_trial(trial.id, "complete", best.get("val_accuracy"), len(result.history))
@@ -319,7 +350,7 @@ class TrainStep(Step):
             "template": result.template, "arch": result.arch, "device": result.device,
             "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "seconds": round(result.seconds, 2), "params": cfg.hyperparameters(), "tuned": tuned,
-            "transform": prep.key,
+            "transform": prep.key, "refit_epochs": refit_epochs,
             "metrics": {"val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
                         "train_accuracy": best.get("train_accuracy")},
         }

@@ -1,0 +1,190 @@
+"""The model pipeline end to end on small real subsets, and the headless CI mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from runtime.jobs import Runner
+from runtime.registry import history_json, lineage, models_json, review
+from tests.conftest import make_fashion_subset
+
+
+def cdl(ws, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                          text=True, check=check)
+
+
+def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
+    ws = small_bbc
+    junit = tmp_path / "report.xml"
+    proc = cdl(ws, "run", "--until", "model.evaluate", "--json", "--junit", str(junit))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    steps = {s["id"]: s for s in doc["steps"]}
+    assert list(steps)[-6:] == ["data.label", "model.preprocess", "model.tune", "model.train", "model.register",
+                                "model.evaluate"]
+    assert all(s["status"] in ("done", "skipped") for s in doc["steps"])
+    assert all("duration" in s for s in doc["steps"])
+    ev = steps["model.evaluate"]
+    assert ev["metrics"]["test_accuracy"] > 0.7 and "macro_f1" in ev["metrics"]
+    assert steps["model.tune"]["summary"]["trials"] == 3
+    cases = ET.parse(junit).getroot().findall("testcase")
+    assert [c.get("name") for c in cases] == [s["id"] for s in doc["steps"]]
+    assert not any(c.find("failure") is not None for c in cases)
+
+    # the registry: a model version with lineage back to its dataset version
+    models = json.loads(cdl(ws, "models", "list", "--json", check=True).stdout)["models"]
+    assert len(models) == 1
+    m = models[0]
+    assert set(m) >= {"name", "version", "aliases", "dataset_version", "metrics", "params", "git_commit"}
+    assert m["aliases"] == ["challenger"] and m["dataset_version"] == "v1"
+    assert set(m["metrics"]) >= {"test_accuracy", "macro_f1", "val_accuracy"}
+    lin = lineage(ws.store, f"{m['name']}:{m['version']}")
+    v1 = ws.store.version("v1")
+    assert lin["dataset_version"] == {"id": "v1", "dvc_hash": v1.dvc_hash, "git_commit": v1.git_commit,
+                                      "items": v1.items}
+    assert lin["code"]["git_commit"] == ws.git.head()
+    mv = ws.store.resolve_model(f"{m['name']}:1")
+    assert mv.evaluation["confusion_matrix"] and len(mv.evaluation["per_class"]) == 5
+    assert ws.artifacts.exists(mv.artifacts["checkpoint"])
+    assert mv.params["lr"] == pytest.approx(steps["model.tune"]["summary"]["best_params"]["lr"])
+
+    # the study is readable by optuna.load_study from the registry database
+    import optuna
+
+    study_name = steps["model.tune"]["summary"]["study"]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{ws.root / '.cdl' / 'registry.db'}")
+    assert len(study.trials) == 3
+    assert study.best_params == steps["model.tune"]["summary"]["best_params"]
+    exp = ws.store.experiment(steps["model.tune"]["summary"]["experiment_id"])
+    trials = ws.store.trials(exp.id)
+    assert len(trials) == 3 and all(ws.store.metrics(t.id) for t in trials)
+
+    # review: awaiting, then approve -> champion, and the history says so
+    r = cdl(ws, "run", "model.review")
+    assert r.returncode == 1 and "awaits review" in r.stderr
+    r = cdl(ws, "models", "review", f"{m['name']}:1", "--approve", "--comment", "looks good", "--reviewer", "vera",
+            check=True)
+    assert "champion" in r.stdout
+    assert Runner(ws).run(steps=["model.review"]).ok
+    hist = json.loads(cdl(ws, "models", "history", m["name"], "--json", check=True).stdout)
+    assert [(a["alias"], a["version"]) for a in hist["aliases"]] == [("challenger", 1), ("champion", 1)]
+    assert hist["aliases"][0]["until"] is not None and hist["aliases"][1]["until"] is None
+    assert hist["reviews"] == [{"version": 1, "reviewer": "vera", "decision": "approved", "comment": "looks good",
+                                "automatic": False, "created": hist["reviews"][0]["created"]}]
+
+
+def test_second_model_takes_the_champion_alias_over(small_bbc):
+    ws = small_bbc
+    assert Runner(ws).run(until="model.evaluate", overrides={"model.tune": {"n_trials": 1}}).ok
+    review(ws.store, "ws:1", True, "first", "vera")
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {"seed": 7, "use_tuned": False}}).ok
+    assert Runner(ws).run(steps=["model.register"]).ok
+    assert Runner(ws).run(steps=["model.evaluate"]).ok
+    review(ws.store, "ws:2", True, "better", "vera")
+    hist = history_json(ws.store, "ws")
+    champs = [(a["version"], a["until"] is None) for a in hist["aliases"] if a["alias"] == "champion"]
+    assert champs == [(1, False), (2, True)]
+    aliases = {m["version"]: m["aliases"] for m in models_json(ws.store)["models"]}
+    assert aliases == {1: [], 2: ["champion"]}
+
+
+def test_failed_gate_fails_the_run(small_bbc, tmp_path):
+    proc = cdl(small_bbc, "run", "--until", "model.evaluate", "--set", "model.evaluate.threshold=0.9999",
+               "--set", "model.tune.n_trials=1", "--json", "--junit", str(tmp_path / "j.xml"))
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    ev = [s for s in doc["steps"] if s["id"] == "model.evaluate"][0]
+    assert ev["status"] == "failed" and ev["gate_failed"] is True
+    assert "gate failed" in ev["error"] and "0.9999" in ev["error"]
+    failure = [c for c in ET.parse(tmp_path / "j.xml").getroot() if c.get("name") == "model.evaluate"][0]
+    assert failure.find("failure") is not None
+    # the metrics are still stored on the model version
+    assert small_bbc.store.model_version("ws", 1).metrics["test_accuracy"] < 0.9999
+
+
+def test_preprocess_cache_hit(small_bbc):
+    ws = small_bbc
+    first = Runner(ws).run(steps=["model.preprocess"])
+    assert first.ok
+    second = Runner(ws).run(steps=["model.preprocess"])
+    s1, s2 = first.steps[0].summary, second.steps[0].summary
+    assert s2["cached"] is True and s2["key"] == s1["key"]
+    assert "loaded from cache" in second.steps[0].message
+    # another spec is another key
+    third = Runner(ws).run(steps=["model.preprocess"], overrides={"model.preprocess": {"tfidf": True}})
+    assert third.steps[0].summary["key"] != s1["key"] and third.steps[0].summary["cached"] is False
+
+
+def test_vocabulary_is_fitted_on_the_training_split_only(small_bbc):
+    from runtime.ml.preprocess import load_transform, training_rows
+    from runtime.workspace.dataset import decode_text
+
+    ws = small_bbc
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    prep = load_transform(ws, ws.store.last_step_run("model.preprocess").summary["key"])
+    view, rows, _ = training_rows(ws, ws.current_version())
+    from edge_agent.proto.preprocessing import TextPipeline
+
+    tp = TextPipeline({**prep.spec, "vocabulary": {}})
+    train_terms = set()
+    for r in rows["train"]:
+        train_terms.update(tp.tokens(decode_text(view.read_bytes(r))[0]))
+    assert set(prep.spec["vocabulary"]) <= train_terms
+    test_only = set()
+    for r in rows["test"]:
+        test_only.update(tp.tokens(decode_text(view.read_bytes(r))[0]))
+    test_only -= train_terms
+    assert test_only and not (test_only & set(prep.spec["vocabulary"]))
+
+
+def test_user_module_from_src(small_bbc):
+    ws = small_bbc
+    (ws.root / "src" / "tiny.py").write_text(
+        "import torch\n\n"
+        "def build_model(input_shape, num_classes, params):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], num_classes))\n"
+    )
+    res = Runner(ws).run(until="model.evaluate", overrides={
+        "model.train": {"template": "src:tiny.py", "use_tuned": False, "epochs": 3},
+        "model.tune": {"n_trials": 1}, "model.evaluate": {"threshold": 0.3}})
+    assert res.ok, [o.error for o in res.steps]
+    mv = ws.store.model_version("ws", 1)
+    assert mv.template == "src:tiny.py"
+
+
+@pytest.mark.tensorflow
+def test_keras_on_bbc(small_bbc):
+    res = Runner(small_bbc).run(until="model.evaluate", overrides={
+        "model.train": {"framework": "keras", "use_tuned": False, "epochs": 8, "patience": 0},
+        "model.tune": {"n_trials": 1, "max_epochs": 1}, "model.evaluate": {"threshold": 0.5}})
+    assert res.ok, [o.error for o in res.steps]
+    mv = small_bbc.store.model_version("ws", 1)
+    assert mv.framework == "keras" and mv.metrics["test_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize("framework", ["torch", pytest.param("keras", marks=pytest.mark.tensorflow)])
+def test_fashion_mnist_cnn_subset(tmp_path, framework):
+    from runtime.api import add_source
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "fm", "image-classification")
+    add_source(ws, make_fashion_subset(tmp_path / "fm-src", 1200, 300), {"class_names": "fashion-mnist"})
+    res = Runner(ws).run(until="model.evaluate", overrides={
+        "model.tune": {"n_trials": 2, "max_epochs": 1},
+        "model.train": {"framework": framework, "epochs": 3, "use_tuned": False},
+        "model.evaluate": {"threshold": 0.5}})
+    assert res.ok, [o.error for o in res.steps]
+    mv = ws.store.model_version("fm", 1)
+    assert mv.extra["arch"]["input_shape"] == [28, 28, 1] and len(mv.classes) == 10
+    assert mv.metrics["test_accuracy"] > 0.6
+    assert mv.dataset_version == "v1"
+    history = ws.store.metrics(mv.trial_id)
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+    ws.close()

@@ -1,0 +1,162 @@
+"""The runtime process: a real gRPC server on 127.0.0.1, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from runtime.domain.errors import CdlError
+from runtime.server.client import RuntimeClient
+from runtime.server.server import check_listen, make_server
+
+
+@pytest.fixture
+def served(small_bbc):
+    server, address, manager = make_server(small_bbc, "127.0.0.1:0")
+    client = RuntimeClient(address)
+    yield small_bbc, client, manager
+    client.close()
+    manager.shutdown()
+    server.stop(0)
+
+
+def _events(client, job):
+    return list(client.watch_job(job, timeout=600))
+
+
+def test_submit_and_watch_a_job(served):
+    ws, client, _ = served
+    assert client.get_status()["steps"][0] == {**client.get_status()["steps"][0], "id": "data.import",
+                                               "status": "done"}
+    job, plan = client.submit_job(until="model.evaluate")
+    assert plan[-1] == "model.evaluate"
+    events = _events(client, job)
+    kinds = [e.kind.value for e in events]
+    assert kinds[0] == "job-started" and kinds[-1] == "job-finished"
+    assert events[-1].data["status"] == "done"
+    finished = [e.step for e in events if e.kind.value == "finished"]
+    assert finished == ["model.preprocess", "model.tune", "model.train", "model.register", "model.evaluate"]
+    epochs = [e.data["epoch"] for e in events if e.kind.value == "metric" and e.step == "model.train"]
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    # replay from a sequence number (a watcher that reconnects)
+    again = list(client.watch_job(job, from_seq=events[-3].seq))
+    assert [e.seq for e in again] == [e.seq for e in events[-2:]]
+    jobs = client.list_jobs()
+    assert jobs[0]["job_id"] == job and jobs[0]["status"] == "done" and jobs[0]["plan"] == plan
+    steps = {s["id"]: s["status"] for s in client.get_status()["steps"]}
+    assert steps["model.evaluate"] == "done"
+    # a job run with overrides leaves its steps stale against cdl.yaml, and says why
+    job, _ = client.submit_job(steps=["model.tune"], overrides={"model.tune": {"n_trials": 1}})
+    assert _events(client, job)[-1].data["status"] == "done"
+    tune = [s for s in client.get_status()["steps"] if s["id"] == "model.tune"][0]
+    assert tune["status"] == "stale" and "parameters" in tune["reason"]
+
+
+def test_cancel_a_running_job(served):
+    ws, client, _ = served
+    job, _ = client.submit_job(until="model.train", overrides={
+        "model.tune": {"n_trials": 1, "max_epochs": 1},
+        "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
+    pid = None
+    for e in client.watch_job(job, timeout=300):
+        if e.kind.value == "metric" and e.step == "model.train":
+            pid = ws.store.job(job).pid
+            assert client.cancel_job(job) == "cancelled"
+            break
+    assert pid
+    rest = list(client.watch_job(job, timeout=60))
+    assert rest[-1].kind.value == "job-finished" and rest[-1].data["status"] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    run = ws.store.last_step_run("model.train")
+    assert run.status == "failed" and "cancel" in run.error
+    assert ws.store.job(job).status == "cancelled"
+    # the server keeps serving, and the next job runs
+    job2, _ = client.submit_job(steps=["model.preprocess"])
+    assert _events(client, job2)[-1].data["status"] == "done"
+
+
+def test_a_crashing_worker_fails_its_job_and_the_server_keeps_serving(served):
+    ws, client, manager = served
+    (ws.root / "src" / "crash.py").write_text(
+        "import os\n\ndef build_model(input_shape, num_classes, params):\n    os.abort()\n")
+    job, _ = client.submit_job(steps=["model.preprocess", "model.train"], overrides={
+        "model.train": {"template": "src:crash.py", "use_tuned": False}})
+    events = _events(client, job)
+    assert events[-1].data["status"] == "failed"
+    rec = ws.store.job(job)
+    assert rec.status == "failed" and "exited with code" in rec.error
+    assert "Fatal Python error: Aborted" in rec.error  # the end of the worker's log
+    assert ws.store.last_step_run("model.train").status == "failed"
+    assert client.get_status()["running_jobs"] == 0
+    job2, _ = client.submit_job(steps=["model.preprocess"])
+    assert _events(client, job2)[-1].data["status"] == "done"
+
+
+def test_a_python_error_in_a_step_carries_the_traceback(served):
+    ws, client, _ = served
+    (ws.root / "src" / "broken.py").write_text(
+        "def build_model(input_shape, num_classes, params):\n    raise RuntimeError('my layer is broken')\n")
+    job, _ = client.submit_job(steps=["model.preprocess", "model.train"], overrides={
+        "model.train": {"template": "src:broken.py", "use_tuned": False}})
+    events = _events(client, job)
+    failed = [e for e in events if e.kind.value == "failed"][0]
+    assert "my layer is broken" in failed.message and "Traceback" in failed.data["traceback"]
+    assert ws.store.job(job).error.startswith("model.train: RuntimeError: my layer is broken")
+
+
+def test_bad_requests_get_clear_status_codes(served):
+    _, client, _ = served
+    with pytest.raises(grpc.RpcError) as e:
+        client.submit_job(steps=["model.nope"])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "model.nope" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        client.submit_job(steps=["model.train"], overrides={"model.train": {"epochs": "many"}})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "epochs" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        client.cancel_job("nosuchjob")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_only_loopback_or_unix_socket():
+    for bad in ("0.0.0.0:50051", "192.168.1.2:1", "example.com:80", "[::]:5"):
+        with pytest.raises(CdlError, match="loopback"):
+            check_listen(bad)
+    for good in ("127.0.0.1:0", "localhost:5000", "[::1]:7", "unix:/tmp/x.sock"):
+        assert check_listen(good) == good
+
+
+def test_unix_socket_is_owner_only(small_bbc, tmp_path):
+    sock = tmp_path / "rt" / "runtime.sock"
+    server, address, manager = make_server(small_bbc, f"unix:{sock}")
+    try:
+        mode = stat.S_IMODE(os.stat(sock).st_mode)
+        assert mode == 0o600
+        client = RuntimeClient(address)
+        assert client.get_status()["workspace"] == str(small_bbc.root)
+        client.close()
+    finally:
+        manager.shutdown()
+        server.stop(0)
+
+
+def test_cdl_runtime_serve_command(small_bbc):
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(small_bbc.root), "runtime", "serve",
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("listening on 127.0.0.1:")
+        client = RuntimeClient(line.split()[-1])
+        client.wait_ready(10)
+        assert client.get_status()["dataset_version"] == "v1"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
