@@ -435,6 +435,179 @@ def models_lineage(obj: dict[str, Any], ref: str) -> None:
     _dump(lineage(_ws(obj).store, ref))
 
 
+@models.command("variants")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
+    """Every variant of a model version: size, latency, test accuracy and its change (deploy.revise)."""
+    from runtime.steps.deploy import variants_json
+
+    doc = variants_json(_ws(obj).store, ref)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"{doc['model']}")
+    for v in doc["variants"]:
+        if v["status"] != "ok":
+            click.echo(f"  {v['name']:<14} {v['status']}: {v['message']}")
+            continue
+        lat = v["latency_ms"] or {}
+        acc = v["test_accuracy"]
+        click.echo(f"  {v['name']:<14} {v['size_bytes'] / 1024:9.0f} KiB  acc {acc if acc is None else f'{acc:.4f}'}"
+                   f" ({(v['accuracy_delta'] or 0):+.4f})  b1 p50 {lat.get('b1_p50', float('nan')):.3f} ms  "
+                   f"b64 p50 {lat.get('b64_p50', float('nan')):.2f} ms{'  SLOWER than fp32' if v['slower_than_fp32'] else ''}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.pass_obj
+def package(obj: dict[str, Any], ref: str, output: Path) -> None:
+    """Write the signed bundle of NAME:VERSION[:VARIANT] (default variant fp32) to a file."""
+    from runtime.bundles import package as do_package
+
+    parts = ref.split(":")
+    if len(parts) not in (2, 3):
+        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT]")
+    variant = parts[2] if len(parts) == 3 else "fp32"
+    info = do_package(_ws(obj), ":".join(parts[:2]), variant, output)
+    click.echo(f"wrote {output} ({info['size_bytes'] / 1024:.0f} KiB, sha256 {info['sha256']})")
+
+
+@cli.group()
+def devices() -> None:
+    """Edge devices: enroll, list, status, scoring collection, deployment history."""
+
+
+@devices.command("enroll")
+@click.argument("name")
+@click.option("--address", required=True, help="HOST:PORT where the agent will listen")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="the device's folder (default .cdl/devices/NAME): copy it to the device")
+@click.option("--inference-auth", type=click.Choice(["open", "token"]), default="open", show_default=True)
+@click.option("--raw-below", type=float, default=0.6, show_default=True,
+              help="keep the raw input of predictions less confident than this")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str,
+                   raw_below: float, as_json: bool) -> None:
+    """Make TLS certificates, a token and the agent's folder for a device, and record it."""
+    from runtime.devices import enroll
+
+    doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below)
+    if as_json:
+        _dump({k: v for k, v in doc.items() if k != "token"})
+        return
+    click.echo(f"enrolled {name} at {address}; its folder: {doc['enroll_dir']}\n"
+               f"copy that folder to the device and run:\n  {doc['start']}")
+
+
+@devices.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_list(obj: dict[str, Any], as_json: bool) -> None:
+    """Enrolled devices."""
+    from runtime.devices import devices_json
+
+    doc = devices_json(_ws(obj))
+    if as_json:
+        _dump(doc)
+        return
+    for d in doc["devices"]:
+        active = d["active"]
+        click.echo(f"{d['name']:<16} {d['address']:<22} last seen {d['last_seen'] or 'never'}  active "
+                   f"{active['name'] + ':' + active['version'] + ':' + active['variant'] if active else '-'}")
+
+
+@devices.command("status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_status(obj: dict[str, Any], name: str, as_json: bool) -> None:
+    """Ask a device for its health: active model, uptime, requests, errors, free disk, journal."""
+    from runtime.devices import DeviceClient
+
+    with DeviceClient(_ws(obj), name) as c:
+        doc = c.health()
+    if as_json:
+        _dump(doc)
+        return
+    a = doc["active"]
+    click.echo(f"{name}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
+               f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
+               f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
+               f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}")
+
+
+@devices.command("collect")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_collect(obj: dict[str, Any], names: tuple[str, ...], as_json: bool) -> None:
+    """Pull scoring records from devices into .cdl/scoring.duckdb (keyed by device and sequence)."""
+    from runtime.devices import collect
+
+    doc = collect(_ws(obj), list(names) or None, log=lambda m: None if as_json else click.echo(m))
+    if as_json:
+        _dump(doc)
+    if any("error" in v for v in doc.values()):
+        sys.exit(1)
+
+
+@devices.command("history")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
+    """Deployments and rollbacks, oldest first."""
+    from runtime.devices import history_json
+
+    doc = history_json(_ws(obj), name)
+    if as_json:
+        _dump(doc)
+        return
+    for d in doc["deployments"]:
+        click.echo(f"{d['time'][:19]} {d['device']:<12} {d['action']:<8} {d['model'] or ''}:{d['version'] or ''}:"
+                   f"{d['variant'] or ''} {d['status']} {d['message']}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--device", "device_names", multiple=True, required=True)
+@click.option("--no-activate", is_flag=True, help="store the bundle on the device without activating it")
+@click.pass_obj
+def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_activate: bool) -> None:
+    """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
+    from runtime.devices import deploy as do_deploy
+
+    parts = ref.split(":")
+    if len(parts) not in (2, 3):
+        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT]")
+    variant = parts[2] if len(parts) == 3 else "fp32"
+    ws = _ws(obj)
+    failed = False
+    for d in device_names:
+        try:
+            do_deploy(ws, ":".join(parts[:2]), variant, d, not no_activate, log=click.echo)
+        except CdlError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--device", "device_name", required=True)
+@click.pass_obj
+def rollback(obj: dict[str, Any], device_name: str) -> None:
+    """Switch a device back to its previous model."""
+    from runtime.devices import rollback as do_rollback
+
+    res = do_rollback(_ws(obj), device_name)
+    click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
+
+
 # -- runtime ------------------------------------------------------------------------------------------------
 
 

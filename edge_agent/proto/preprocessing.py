@@ -114,6 +114,14 @@ class TextPipeline:
                 vals = vals / n
         return vals.astype(np.float32)
 
+    def summarize(self, text: str, tracked_terms: Sequence[str] = ()) -> dict[str, Any]:
+        """What a scoring record keeps of a text (drift checks compare it with the bundle's reference):
+        token count, out-of-vocabulary rate, which tracked frequent terms occur."""
+        toks = self.tokens(text)
+        present = set(toks)
+        oov = sum(1 for t in toks if t not in self.vocabulary) / len(toks) if toks else 0.0
+        return {"length": len(toks), "oov_rate": round(oov, 4), "terms": [t for t in tracked_terms if t in present]}
+
     def transform(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
         """Dense float32 (n, vocabulary size): what the model's input takes."""
         data, indices, indptr, stats = self.counts_csr(texts)
@@ -160,6 +168,16 @@ class ImagePipeline:
         if layout == "flat":
             return x.reshape(len(x), -1)
         return x
+
+    def summarize(self, image: np.ndarray) -> dict[str, Any]:
+        """What a scoring record keeps of an image: mean and standard deviation of intensity in [0, 1], and a
+        10-bin intensity histogram (fractions)."""
+        a = np.asarray(image, dtype=np.float32)
+        if a.max(initial=0) > 1.0:
+            a = a / 255.0
+        hist = np.histogram(a, bins=10, range=(0.0, 1.0))[0] / max(1, a.size)
+        return {"mean": round(float(a.mean()), 5), "std": round(float(a.std()), 5),
+                "hist": [round(float(h), 5) for h in hist]}
 
     def transform(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         raw = self.check_shape(images)

@@ -203,3 +203,45 @@ class JobRecord:
     finished: datetime | None
     error: str | None
     pid: int | None
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    version: int
+    variant: str
+    method: str
+    status: str
+    artifact: str | None
+    size_bytes: int | None
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    message: str
+    bundle: str | None
+    created: datetime
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    address: str
+    token: str
+    cert_fingerprint: str
+    enroll_dir: str
+    created: datetime
+    last_seen: datetime | None
+    last_health: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    device: str
+    action: str
+    name: str | None
+    version: int | None
+    variant: str | None
+    bundle: str | None
+    status: str
+    message: str
+    time: datetime

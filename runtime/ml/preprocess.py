@@ -24,7 +24,7 @@ from runtime.domain.errors import StepFailed
 from runtime.workspace.dataset import DatasetView, IndexRow, decode_text
 from runtime.workspace.workspace import Workspace
 
-FORMAT = 1
+FORMAT = 2  # bump when the cached files change: older caches are not reused
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Prepared:
     reference: dict[str, Any]  # statistics of the training inputs (drift checks)
     cached: bool
     stats: dict[str, Any]
+    summaries: dict[str, dict[str, np.ndarray]] = None  # per-item input summaries, "train"/"test"
+    tracked_terms: list[str] = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -117,6 +119,28 @@ def _text_matrix(tp: TextPipeline, texts: list[str]):  # noqa: ANN202
     return csr_matrix((data, indices, indptr), shape=(len(texts), tp.size), dtype=np.float32), stats
 
 
+def _text_summaries(tp: TextPipeline, texts: list[str], tracked: list[str]) -> dict[str, np.ndarray]:
+    """Per-item input summaries, computed by the same code the device runs on every request."""
+    rows = [tp.summarize(t, tracked) for t in texts]
+    index = {t: i for i, t in enumerate(tracked)}
+    terms = np.zeros((len(rows), len(tracked)), dtype=bool)
+    for i, r in enumerate(rows):
+        for t in r["terms"]:
+            terms[i, index[t]] = True
+    return {"length": np.array([r["length"] for r in rows], np.float32),
+            "oov_rate": np.array([r["oov_rate"] for r in rows], np.float32), "terms": terms}
+
+
+def _image_summaries(raw: np.ndarray) -> dict[str, np.ndarray]:
+    """Vectorised twin of ImagePipeline.summarize (same definitions, tested against it)."""
+    if len(raw) == 0:
+        return {"mean": np.zeros(0, np.float32), "std": np.zeros(0, np.float32), "hist": np.zeros((0, 10), np.float32)}
+    flat = raw.reshape(len(raw), -1).astype(np.float32) / 255.0
+    bins = np.minimum((flat * 10).astype(np.int64), 9)
+    hist = np.stack([(bins == b).mean(axis=1) for b in range(10)], axis=1).astype(np.float32)
+    return {"mean": flat.mean(axis=1), "std": flat.std(axis=1), "hist": hist}
+
+
 def _reference(kind: str, stats: dict[str, Any], X: Any, y: np.ndarray, classes: list[str],
                spec: dict[str, Any]) -> dict[str, Any]:
     """Reference statistics of the training inputs, for drift checks on a device's scoring data."""
@@ -148,7 +172,7 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
     key, spec_hash = cache_key(ws, version, params)
     root = ws.root / ".cdl" / "artifacts" / "transforms" / key
     rec = ws.store.get_transform(key)
-    if rec is not None and (root / "meta.json").exists():
+    if rec is not None and (root / "meta.json").exists() and (root / "summaries_train.npz").exists():
         log(f"cache hit: transform {key[:12]} ({version}, spec {spec_hash[:12]}) loaded from the transformation registry")
         return _load(root, key, cached=True)
     view, rows, stats = training_rows(ws, version)
@@ -164,13 +188,19 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
     y_train = np.array([index[r.label] for r in rows["train"]], np.int64)
     y_test = np.array([index[r.label] for r in rows["test"]], np.int64)
     kind = rows["train"][0].kind
+    tracked: list[str] = []
     if kind == "text":
         errors = params["decode_errors"]
         train_texts = _texts(view, rows["train"], errors)
+        test_texts = _texts(view, rows["test"], errors)
         spec = _fit_text(train_texts, params)  # fitted on the training split only
         tp = TextPipeline(spec)
         X_train, tstats = _text_matrix(tp, train_texts)
-        X_test, _ = _text_matrix(tp, _texts(view, rows["test"], errors))
+        X_test, _ = _text_matrix(tp, test_texts)
+        df = np.asarray((X_train > 0).sum(axis=0)).ravel()
+        inv = {i: t for t, i in spec["vocabulary"].items()}
+        tracked = [inv[int(j)] for j in np.argsort(-df, kind="stable")[:20]]
+        summaries = {"train": _text_summaries(tp, train_texts, tracked), "test": _text_summaries(tp, test_texts, tracked)}
     else:
         raw_train = view.images(rows["train"])
         raw_test = view.images(rows["test"])
@@ -185,11 +215,12 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
         ip = ImagePipeline(spec)
         X_train, tstats = ip.transform(raw_train)
         X_test = ip.transform(raw_test)[0] if len(raw_test) else np.zeros((0, h, w, c), np.float32)
+        summaries = {"train": _image_summaries(raw_train), "test": _image_summaries(raw_test)}
     reference = _reference(kind, tstats, X_train, y_train, classes, spec)
     out_stats = {**stats, "train": int(len(y_train)), "test": int(len(y_test)), "classes": len(classes),
                  "features": int(np.prod(X_train.shape[1:])), "kind": kind}
     prepared = Prepared(key, spec, classes, X_train, y_train, X_test, y_test, [r.uid for r in rows["train"]],
-                        [r.uid for r in rows["test"]], reference, False, out_stats)
+                        [r.uid for r in rows["test"]], reference, False, out_stats, summaries, tracked)
     _save(root, prepared)
     ws.store.put_transform(key, version, spec_hash, params, str(root.relative_to(ws.root)), out_stats)
     log(f"transform {key[:12]} fitted on {len(y_train)} training items and cached")
@@ -210,8 +241,10 @@ def _save(root: Path, p: Prepared) -> None:
         np.save(tmp / "X_test.npy", p.X_test)
     np.save(tmp / "y_train.npy", p.y_train)
     np.save(tmp / "y_test.npy", p.y_test)
+    for split, arrays in p.summaries.items():
+        np.savez(tmp / f"summaries_{split}.npz", **arrays)
     meta = {"format": FORMAT, "key": p.key, "spec": p.spec, "classes": p.classes, "uids_train": p.uids_train,
-            "uids_test": p.uids_test, "reference": p.reference, "stats": p.stats}
+            "uids_test": p.uids_test, "reference": p.reference, "stats": p.stats, "tracked_terms": p.tracked_terms}
     (tmp / "meta.json").write_text(json.dumps(meta))
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
@@ -225,13 +258,19 @@ def _load(root: Path, key: str, cached: bool) -> Prepared:
         X_train, X_test = load_npz(root / "X_train.npz").astype(np.float32), load_npz(root / "X_test.npz").astype(np.float32)
     else:
         X_train, X_test = np.load(root / "X_train.npy"), np.load(root / "X_test.npy")
+    summaries = {}
+    for split in ("train", "test"):
+        with np.load(root / f"summaries_{split}.npz") as z:
+            summaries[split] = {k: z[k] for k in z.files}
     return Prepared(key, meta["spec"], meta["classes"], X_train, np.load(root / "y_train.npy"), X_test,
                     np.load(root / "y_test.npy"), meta["uids_train"], meta["uids_test"], meta["reference"],
-                    cached, meta["stats"])
+                    cached, meta["stats"], summaries, meta.get("tracked_terms") or [])
 
 
 def load_transform(ws: Workspace, key: str) -> Prepared:
     rec = ws.store.get_transform(key)
-    if rec is None:
-        raise StepFailed("model.preprocess", f"transform {key[:12]} is not in the registry: run model.preprocess")
-    return _load(ws.root / rec.path, key, cached=True)
+    root = ws.root / rec.path if rec else None
+    if rec is None or not (root / "meta.json").exists() or not (root / "summaries_train.npz").exists():
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is missing or from an older version: run "
+                         "model.preprocess again")
+    return _load(root, key, cached=True)

@@ -205,3 +205,41 @@ def predict_proba(checkpoint: Path, X: Any, workspace: Path | None = None, bs: i
             x, _ = data.get(np.arange(i, min(i + bs, X.shape[0])))
             out.append(torch.softmax(model(x.to(dev)), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(arch["classes"])), np.float32)
+
+
+def fine_tune(model: nn.Module, X: Any, y: np.ndarray, idx: np.ndarray, layout: str, epochs: int, lr: float,
+              batch_size: int, seed: int, teacher: nn.Module | None = None, temperature: float = 4.0,
+              alpha: float = 0.7, after_step=None, on_epoch=None) -> nn.Module:  # noqa: ANN001
+    """A few more epochs on `idx` (compression: pruning, low-rank); with a teacher, knowledge distillation
+    (soft targets at `temperature`, weight `alpha`, plus the hard labels)."""
+    torch.manual_seed(seed)
+    dev = device()
+    model.to(dev).train()
+    if teacher is not None:
+        teacher.to(dev).eval()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ce = nn.CrossEntropyLoss()
+    kl = nn.KLDivLoss(reduction="batchmean")
+    data = _Batches(X, y, layout)
+    rng = np.random.default_rng(seed)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for i in range(0, len(idx), batch_size):
+            xb, yb = data.get(idx[i : i + batch_size])
+            xb, yb = xb.to(dev), yb.to(dev)
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = ce(out, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(xb)
+                soft = kl(torch.log_softmax(out / temperature, dim=1), torch.softmax(t_out / temperature, dim=1))
+                loss = alpha * soft * temperature * temperature + (1 - alpha) * loss
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step(model)
+        if on_epoch is not None:
+            on_epoch(epoch)
+        idx = rng.permutation(idx)
+    return model.eval().cpu()

@@ -87,7 +87,9 @@ class PreprocessStep(Step):
     )
 
     def fingerprint(self, ctx: StepContext) -> str:
-        return str(ctx.workspace.current_version())
+        from runtime.ml.preprocess import FORMAT
+
+        return f"{ctx.workspace.current_version()}:format{FORMAT}"
 
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml.preprocess import prepare
@@ -350,7 +352,7 @@ class TrainStep(Step):
             "template": result.template, "arch": result.arch, "device": result.device,
             "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "seconds": round(result.seconds, 2), "params": cfg.hyperparameters(), "tuned": tuned,
-            "transform": prep.key, "refit_epochs": refit_epochs,
+            "transform": prep.key, "refit_epochs": refit_epochs, "val_fraction": params["val_fraction"],
             "metrics": {"val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
                         "train_accuracy": best.get("train_accuracy")},
         }

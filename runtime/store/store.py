@@ -35,6 +35,7 @@ from runtime.domain.entities import (
 )
 from runtime.domain.errors import NotFoundError
 from runtime.store import tables as t
+from runtime.store.deploy import DeployMixin
 from runtime.store.models import ModelRegistryMixin
 
 DATABASE_URL_ENV = "CDL_DATABASE_URL"
@@ -134,7 +135,7 @@ def _engine(url: str, schema: str | None) -> Engine:
     return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
 
 
-class Store(ModelRegistryMixin):
+class Store(ModelRegistryMixin, DeployMixin):
     """The registry. See the module docstring for the contract."""
 
     def __init__(self, url: str, schema: str | None = None):

@@ -245,3 +245,52 @@ class SqlJobEvent(SQLModel, table=True):
     message: str = Field(default="", sa_column=Column(Text))
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     time: float = 0.0
+
+
+# -- deployment ---------------------------------------------------------------------------------------------
+
+
+class SqlVariant(SQLModel, table=True):
+    """A compressed (or exported) variant of a model version, with its revision figures."""
+
+    __tablename__ = "cdl_variant"
+    __table_args__ = (Index("ix_cdl_variant_model", "name", "version", "variant", unique=True),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    version: int
+    variant: str
+    method: str
+    status: str  # ok | skipped | failed
+    artifact: str | None = None  # sha256 of the ONNX file
+    size_bytes: int | None = None
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    message: str = Field(default="", sa_column=Column(Text))
+    bundle: str | None = None  # sha256 of the signed bundle
+    created: datetime = Field(default_factory=utcnow)
+
+
+class SqlDevice(SQLModel, table=True):
+    __tablename__ = "cdl_device"
+    name: str = Field(primary_key=True)
+    address: str
+    token: str
+    cert_fingerprint: str
+    enroll_dir: str
+    created: datetime = Field(default_factory=utcnow)
+    last_seen: datetime | None = None
+    last_health: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class SqlDeployment(SQLModel, table=True):
+    __tablename__ = "cdl_deployment"
+    id: int | None = Field(default=None, primary_key=True)
+    device: str = Field(index=True)
+    action: str  # deploy | rollback
+    name: str | None = None
+    version: int | None = None
+    variant: str | None = None
+    bundle: str | None = None
+    status: str  # done | failed
+    message: str = Field(default="", sa_column=Column(Text))
+    time: datetime = Field(default_factory=utcnow)

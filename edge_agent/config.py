@@ -1,0 +1,72 @@
+"""The agent's configuration: `agent.json` in its data folder, written by `cdl devices enroll`.
+
+    {"device": "dev1",
+     "token_sha256": "...",                 the device token's hash (the token itself stays with the runtime)
+     "trusted_keys": ["-----BEGIN PUBLIC KEY-----..."],   workspace keys bundles must be signed with
+     "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
+     "inference_auth": "open" | "token",
+     "raw_input_below_confidence": 0.6,     keep the raw input of predictions less confident than this
+     "retention_seconds": 86400,            acknowledged scoring records are pruned after this
+     "journal_sync": "normal" | "full"}     SQLite synchronous mode (normal survives a killed agent)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class AgentConfig:
+    data_dir: Path
+    device: str
+    token_sha256: str
+    trusted_keys: list[str]
+    tls_cert: Path
+    tls_key: Path
+    inference_auth: str = "open"
+    raw_input_below_confidence: float = 0.6
+    retention_seconds: float = 86400.0
+    journal_sync: str = "normal"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> AgentConfig:
+        data_dir = Path(data_dir).resolve()
+        path = data_dir / "agent.json"
+        if not path.exists():
+            raise ConfigError(f"{path} not found: enroll the device first (`cdl devices enroll NAME --address "
+                              "HOST:PORT --out DIR` on the workstation) and start the agent with --data-dir DIR")
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        for key in ("device", "token_sha256", "trusted_keys", "tls"):
+            if key not in doc:
+                raise ConfigError(f"{path}: missing {key!r}")
+        tls = doc["tls"]
+        cfg = cls(
+            data_dir=data_dir,
+            device=doc["device"],
+            token_sha256=doc["token_sha256"],
+            trusted_keys=list(doc["trusted_keys"]),
+            tls_cert=data_dir / tls["cert"],
+            tls_key=data_dir / tls["key"],
+            inference_auth=doc.get("inference_auth", "open"),
+            raw_input_below_confidence=float(doc.get("raw_input_below_confidence", 0.6)),
+            retention_seconds=float(doc.get("retention_seconds", 86400)),
+            journal_sync=doc.get("journal_sync", "normal"),
+        )
+        if cfg.inference_auth not in ("open", "token"):
+            raise ConfigError(f"{path}: inference_auth must be 'open' or 'token'")
+        if cfg.journal_sync not in ("normal", "full"):
+            raise ConfigError(f"{path}: journal_sync must be 'normal' or 'full'")
+        for f in (cfg.tls_cert, cfg.tls_key):
+            if not f.exists():
+                raise ConfigError(f"{f} is missing: the agent only serves over TLS")
+        return cfg

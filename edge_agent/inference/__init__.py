@@ -1,0 +1,1 @@
+"""Running a bundle's model: preprocessing as data, then onnxruntime."""

@@ -1,0 +1,170 @@
+"""The scoring journal: every prediction is written to a local SQLite journal (WAL) with a sequence number
+before the reply goes out. Writes from concurrent requests are grouped into one transaction (group commit);
+each request waits for the commit that holds its record. Sequence numbers are never reused (AUTOINCREMENT),
+so a collector that resumes from the last sequence it committed loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scoring (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    bundle_id TEXT, model TEXT, version TEXT, variant TEXT,
+    input_summary TEXT, label TEXT, confidence REAL, probabilities TEXT, latency_ms REAL,
+    raw_input BLOB, raw_kind TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+COLUMNS = ("time", "bundle_id", "model", "version", "variant", "input_summary", "label", "confidence",
+           "probabilities", "latency_ms", "raw_input", "raw_kind")
+
+
+class Journal:
+    def __init__(self, path: Path, sync: str = "normal"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self._conn.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue()
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def append_nowait(self, records: list[dict[str, Any]], done) -> None:  # noqa: ANN001
+        self._queue.put((records, done))
+
+    async def append(self, records: list[dict[str, Any]]) -> list[int]:
+        """Commit the records; returns their sequence numbers once they are on disk."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(result: list[int] | BaseException) -> None:
+            def resolve() -> None:
+                if fut.done():
+                    return
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+            loop.call_soon_threadsafe(resolve)
+
+        self._queue.put((records, done))
+        return await fut
+
+    def _writer(self) -> None:
+        while not self._stop:
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            results: list[list[int] | BaseException] = []
+            with self._lock:
+                try:
+                    cur = self._conn.cursor()
+                    cur.execute("BEGIN IMMEDIATE")
+                    for records, _ in batch:
+                        seqs = []
+                        for r in records:
+                            cur.execute(f"INSERT INTO scoring ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                                        [_value(r.get(c)) for c in COLUMNS])
+                            seqs.append(cur.lastrowid)
+                        results.append(seqs)
+                    cur.execute("COMMIT")
+                except BaseException as exc:  # noqa: BLE001
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    results = [exc] * len(batch)
+            for (_, done), res in zip(batch, results, strict=True):
+                done(res)
+            self._notify()
+
+    def _notify(self) -> None:
+        for loop, ev in list(self._listeners):
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:
+                self._listeners.remove((loop, ev))
+
+    def listen(self) -> asyncio.Event:
+        ev = asyncio.Event()
+        self._listeners.append((asyncio.get_running_loop(), ev))
+        return ev
+
+    def unlisten(self, ev: asyncio.Event) -> None:
+        self._listeners = [(lp, e) for lp, e in self._listeners if e is not ev]
+
+    # -- reading, acknowledging, pruning ------------------------------------------------------------------
+
+    def read(self, from_seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(f"SELECT seq, {', '.join(COLUMNS)} FROM scoring WHERE seq > ? ORDER BY seq LIMIT ?",
+                                     (from_seq, limit))
+            names = ["seq", *COLUMNS]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'scoring'").fetchone()
+            return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM scoring").fetchone()[0])
+
+    def acked_seq(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'acked_seq'").fetchone()
+            return int(row[0]) if row else 0
+
+    def ack(self, up_to: int, retention_seconds: float) -> tuple[int, int]:
+        """(acked seq, records pruned): records up to `up_to` older than the retention are deleted."""
+        with self._lock:
+            acked = max(self.acked_seq_unlocked(), min(up_to, self._last_unlocked()))
+            self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('acked_seq', ?)", (str(acked),))
+            cur = self._conn.execute("DELETE FROM scoring WHERE seq <= ? AND time < ?",
+                                     (acked, time.time() - retention_seconds))
+            return acked, cur.rowcount
+
+    def acked_seq_unlocked(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'acked_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _last_unlocked(self) -> int:
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'scoring'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        with self._lock:
+            self._conn.close()
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return v

@@ -1,0 +1,475 @@
+"""The edge agent's gRPC server (grpc.aio, TLS only).
+
+- Inference: the Open Inference Protocol v2, registered under /inference.GRPCInferenceService/ so stock clients
+  (tritonclient.grpc) work. Raw text (BYTES) or images (UINT8/FP32 pixel values) in; the bundle's
+  preprocessing runs here. Open, or token-protected (agent.json: inference_auth).
+- Control (cdl.edge.v1.EdgeControl): push, activate, rollback, list, health, scoring stream and ack; always
+  needs the device token.
+- Every prediction is journaled (with a sequence number) before the reply goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import shutil
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig
+from edge_agent.inference.model import LoadedModel, Prediction
+from edge_agent.journal import Journal
+from edge_agent.proto import edge_pb2 as epb
+from edge_agent.proto import edge_pb2_grpc as epb_grpc
+from edge_agent.proto import open_inference_pb2 as ipb
+from edge_agent.proto.bundle import BundleError
+from edge_agent.slots import Slots
+
+log = logging.getLogger("cdl-edge")
+OIP_SERVICE = "inference.GRPCInferenceService"
+OUTPUTS = ("probabilities", "label", "confidence")
+_NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
+
+
+class Agent:
+    """Shared state of one agent process: config, slots, the loaded model, the journal, counters."""
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.slots = Slots(config.data_dir, config.trusted_keys)
+        self.journal = Journal(config.data_dir / "journal.db", config.journal_sync)
+        self.model: LoadedModel | None = None
+        self.started = time.time()
+        self.requests = 0
+        self.errors = 0
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="infer")
+        self._activate_lock = asyncio.Lock()
+        self.load_active()
+
+    def load_active(self) -> None:
+        st = self.slots.state()
+        for bid in (st.get("current"), st.get("previous")):
+            if not bid:
+                continue
+            try:
+                d = self.slots.path(bid)
+                self.model = LoadedModel(bid, d, self.slots.manifest(bid))
+                if bid != st.get("current"):
+                    log.error("active bundle %s could not be loaded; serving the previous one", st.get("current"))
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.error("cannot load bundle %s: %s", bid, exc)
+        self.model = None
+
+    def check_token(self, context: grpc.aio.ServicerContext) -> bool:
+        md = dict(context.invocation_metadata() or ())
+        auth = md.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return bool(token) and hmac.compare_digest(digest, self.config.token_sha256)
+
+    async def require_token(self, context: grpc.aio.ServicerContext) -> None:
+        if not self.check_token(context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or wrong device token (send 'authorization: Bearer <token>')")
+
+    def active_pb(self) -> epb.ActiveModel:
+        st = self.slots.state()
+        m = self.model
+        return epb.ActiveModel(bundle_id=m.bundle_id if m else "", name=m.name if m else "",
+                               version=m.version if m else "", variant=m.variant if m else "",
+                               previous_bundle_id=st.get("previous") or "")
+
+    async def activate(self, bundle_id: str) -> None:
+        """Load the model first; only then switch (atomically on disk, then in memory)."""
+        async with self._activate_lock:
+            d = self.slots.path(bundle_id)
+            loop = asyncio.get_running_loop()
+            model = await loop.run_in_executor(self.pool, LoadedModel, bundle_id, d, self.slots.manifest(bundle_id))
+            self.slots.activate(bundle_id)
+            self.model = model
+
+    async def rollback(self) -> None:
+        async with self._activate_lock:
+            st = self.slots.state()
+            prev = st.get("previous")
+            if not prev:
+                raise BundleError("nothing to roll back to: no previous model on this device")
+            loop = asyncio.get_running_loop()
+            model = await loop.run_in_executor(self.pool, LoadedModel, prev, self.slots.path(prev),
+                                               self.slots.manifest(prev))
+            self.slots.rollback()
+            self.model = model
+
+
+# -- Open Inference Protocol ------------------------------------------------------------------------------
+
+
+def _deserialize_bytes(raw: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(raw):
+        (n,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        out.append(raw[i : i + n])
+        i += n
+    return out
+
+
+def _serialize_bytes(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+class Inference:
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    async def _auth(self, context: grpc.aio.ServicerContext) -> None:
+        if self.agent.config.inference_auth == "token":
+            await self.agent.require_token(context)
+
+    async def ServerLive(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        return ipb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        return ipb.ServerReadyResponse(ready=self.agent.model is not None)
+
+    def _model(self, name: str, version: str) -> LoadedModel | None:
+        m = self.agent.model
+        if m is None or (name and name != m.name) or (version and version != m.version):
+            return None
+        return m
+
+    async def ModelReady(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        return ipb.ModelReadyResponse(ready=self._model(request.name, request.version) is not None)
+
+    async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=[])
+
+    async def ModelMetadata(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        m = await self._require_model(request.name, request.version, context)
+        i = m.input_metadata()
+        n = len(m.classes)
+        T = ipb.ModelMetadataResponse.TensorMetadata
+        return ipb.ModelMetadataResponse(
+            name=m.name, versions=[m.version], platform="onnxruntime_onnx",
+            inputs=[T(name=i["name"], datatype=i["datatype"], shape=i["shape"])],
+            outputs=[T(name="probabilities", datatype="FP32", shape=[-1, n]),
+                     T(name="label", datatype="BYTES", shape=[-1]), T(name="confidence", datatype="FP32", shape=[-1])])
+
+    async def _require_model(self, name: str, version: str, context) -> LoadedModel:  # noqa: ANN001
+        m = self._model(name, version)
+        if m is None:
+            active = f"{self.agent.model.name}:{self.agent.model.version}" if self.agent.model else "none"
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {name or '?'} version {version or 'any'} is not loaded (active: {active})")
+        return m
+
+    async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
+        await self._auth(context)
+        agent = self.agent
+        agent.requests += 1
+        m = await self._require_model(request.model_name, request.model_version, context)
+        try:
+            items, raw_list = self._inputs(m, request)
+        except ValueError as exc:
+            agent.errors += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        loop = asyncio.get_running_loop()
+        try:
+            if m.kind == "text":
+                pred = await loop.run_in_executor(agent.pool, m.predict_texts, items)
+            else:
+                pred = await loop.run_in_executor(agent.pool, m.predict_images, items)
+        except Exception as exc:  # noqa: BLE001
+            agent.errors += 1
+            await context.abort(grpc.StatusCode.INTERNAL, f"inference failed: {type(exc).__name__}: {exc}")
+        await agent.journal.append(self._records(m, pred, raw_list))
+        return self._response(m, request, pred)
+
+    def _inputs(self, m: LoadedModel, request) -> tuple[Any, list[bytes]]:  # noqa: ANN001
+        if len(request.inputs) != 1:
+            raise ValueError(f"expected one input tensor ({m.input_metadata()['name']}), got {len(request.inputs)}")
+        t = request.inputs[0]
+        raw = request.raw_input_contents[0] if request.raw_input_contents else None
+        shape = list(t.shape)
+        if m.kind == "text":
+            if t.datatype != "BYTES":
+                raise ValueError(f"input {t.name}: this model takes text as BYTES, got {t.datatype}")
+            values = _deserialize_bytes(raw) if raw is not None else list(t.contents.bytes_contents)
+            try:
+                texts = [v.decode("utf-8", errors="replace") for v in values]
+            except AttributeError:
+                raise ValueError(f"input {t.name}: not bytes") from None
+            if not texts:
+                raise ValueError(f"input {t.name} is empty")
+            return texts, values
+        if t.datatype not in ("UINT8", "FP32"):
+            raise ValueError(f"input {t.name}: images must be UINT8 or FP32 pixel values, got {t.datatype}")
+        dtype = _NP[t.datatype]
+        if raw is not None:
+            arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+        elif t.datatype == "UINT8":
+            arr = np.asarray(t.contents.uint_contents, dtype=np.uint8)
+        else:
+            arr = np.asarray(t.contents.fp32_contents, dtype=np.float32)
+        if arr.size != int(np.prod(shape)):
+            raise ValueError(f"input {t.name}: {arr.size} values for shape {shape}")
+        arr = arr.reshape(shape)
+        try:
+            arr = m.pipeline.check_shape(arr)
+        except ValueError as exc:
+            raise ValueError(f"input {t.name}: {exc}") from None
+        return arr, [img.astype(np.uint8).tobytes() if dtype is np.uint8 else img.tobytes() for img in arr]
+
+    def _records(self, m: LoadedModel, pred: Prediction, raw_list: list[bytes]) -> list[dict[str, Any]]:
+        now = time.time()
+        keep_below = self.agent.config.raw_input_below_confidence
+        per_item = pred.latency_ms / max(1, len(pred.labels))
+        out = []
+        for i, label in enumerate(pred.labels):
+            conf = float(pred.confidence[i])
+            out.append({"time": now, "bundle_id": m.bundle_id, "model": m.name, "version": m.version,
+                        "variant": m.variant, "input_summary": pred.summaries[i], "label": label,
+                        "confidence": conf, "probabilities": [round(float(p), 6) for p in pred.probabilities[i]],
+                        "latency_ms": per_item, "raw_input": raw_list[i] if conf < keep_below else None,
+                        "raw_kind": m.kind})
+        return out
+
+    def _response(self, m: LoadedModel, request, pred: Prediction):  # noqa: ANN001, ANN201
+        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+        resp = ipb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
+        n = len(pred.labels)
+        for name in wanted:
+            if name == "probabilities":
+                data, dt, shape = pred.probabilities.astype("<f4").tobytes(), "FP32", [n, len(m.classes)]
+            elif name == "label":
+                data, dt, shape = _serialize_bytes([s.encode() for s in pred.labels]), "BYTES", [n]
+            elif name == "confidence":
+                data, dt, shape = pred.confidence.astype("<f4").tobytes(), "FP32", [n]
+            else:
+                continue
+            resp.outputs.add(name=name, datatype=dt, shape=shape)
+            resp.raw_output_contents.append(data)
+        return resp
+
+
+def _oip_handler(servicer: Inference) -> grpc.GenericRpcHandler:
+    methods = {
+        "ServerLive": (ipb.ServerLiveRequest, ipb.ServerLiveResponse),
+        "ServerReady": (ipb.ServerReadyRequest, ipb.ServerReadyResponse),
+        "ModelReady": (ipb.ModelReadyRequest, ipb.ModelReadyResponse),
+        "ServerMetadata": (ipb.ServerMetadataRequest, ipb.ServerMetadataResponse),
+        "ModelMetadata": (ipb.ModelMetadataRequest, ipb.ModelMetadataResponse),
+        "ModelInfer": (ipb.ModelInferRequest, ipb.ModelInferResponse),
+    }
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name), request_deserializer=req.FromString,
+                                                  response_serializer=resp.SerializeToString)
+        for name, (req, resp) in methods.items()
+    }
+    return grpc.method_handlers_generic_handler(OIP_SERVICE, handlers)
+
+
+# -- control ------------------------------------------------------------------------------------------------
+
+
+class Control(epb_grpc.EdgeControlServicer):
+    def __init__(self, agent: Agent):
+        self.agent = agent
+
+    async def PushBundle(self, request_iterator, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        slots = self.agent.slots
+        first = None
+        part = None
+        fh = None
+        received = 0
+        try:
+            async for chunk in request_iterator:
+                if first is None:
+                    first = chunk
+                    try:
+                        part, meta = slots.upload_paths(chunk.upload_id)
+                    except BundleError as exc:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    have = part.stat().st_size if part.exists() else 0
+                    if chunk.offset != have:
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                            f"upload {chunk.upload_id[:12]} is at byte {have}; resume from there")
+                    if chunk.total_size <= 0:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must give total_size")
+                    meta.write_text(json.dumps({"total_size": chunk.total_size, "sha256": chunk.sha256,
+                                                "activate": chunk.activate}))
+                    fh = open(part, "ab")  # noqa: SIM115
+                    received = have
+                if chunk.data:
+                    fh.write(chunk.data)
+                    received += len(chunk.data)
+                    if received > first.total_size:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "more data than total_size")
+            if first is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty push")
+            fh.flush()
+            import os
+
+            os.fsync(fh.fileno())
+        finally:
+            if fh is not None:
+                fh.close()
+        if received < first.total_size:
+            await context.abort(grpc.StatusCode.ABORTED,
+                                f"upload incomplete: {received} of {first.total_size} bytes; resume from {received}")
+        loop = asyncio.get_running_loop()
+        try:
+            bundle_id = await loop.run_in_executor(self.agent.pool, slots.store_upload, first.upload_id, first.sha256)
+        except BundleError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bundle rejected: {exc}")
+        manifest = slots.manifest(bundle_id)
+        activated = False
+        if first.activate:
+            try:
+                await self.agent.activate(bundle_id)
+            except Exception as exc:  # noqa: BLE001
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"bundle stored but its model does not load; the previous model stays: {exc}")
+            activated = True
+        return epb.PushResult(bundle_id=bundle_id, name=manifest["name"], version=str(manifest["version"]),
+                              variant=manifest["variant"], activated=activated, received=received)
+
+    async def GetUpload(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        try:
+            offset = self.agent.slots.upload_offset(request.upload_id)
+        except BundleError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return epb.UploadStatus(upload_id=request.upload_id, offset=offset)
+
+    async def Activate(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        try:
+            await self.agent.activate(request.bundle_id)
+        except BundleError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return self.agent.active_pb()
+
+    async def Rollback(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        try:
+            await self.agent.rollback()
+        except BundleError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return self.agent.active_pb()
+
+    async def ListModels(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        current = self.agent.slots.state().get("current")
+        return epb.ListModelsResponse(models=[epb.StoredModel(**m, active=m["bundle_id"] == current)
+                                              for m in self.agent.slots.stored()])
+
+    async def Health(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        a = self.agent
+        j = a.journal
+        return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.started,
+                                  requests=a.requests, errors=a.errors,
+                                  free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,
+                                  journal_last_seq=j.last_seq(), journal_acked_seq=j.acked_seq(),
+                                  journal_records=j.count(), providers=a.model.providers if a.model else [])
+
+    async def StreamScoring(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        j = self.agent.journal
+        seq = request.from_seq
+        sent = 0
+        limit = request.max_records or 0
+        ev = j.listen() if request.follow else None
+        try:
+            while True:
+                if ev is not None:
+                    ev.clear()
+                rows = j.read(seq, 500)
+                for r in rows:
+                    yield _record_pb(r)
+                    seq = r["seq"]
+                    sent += 1
+                    if limit and sent >= limit:
+                        return
+                if rows:
+                    continue
+                if ev is None:
+                    return
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+        finally:
+            if ev is not None:
+                j.unlisten(ev)
+
+    async def AckScoring(self, request, context):  # noqa: ANN001, ANN201
+        await self.agent.require_token(context)
+        acked, pruned = self.agent.journal.ack(request.up_to_seq, self.agent.config.retention_seconds)
+        return epb.AckScoringResponse(acked_seq=acked, pruned=pruned)
+
+
+def _record_pb(r: dict[str, Any]) -> epb.ScoringRecord:
+    return epb.ScoringRecord(seq=r["seq"], time=r["time"], model=r["model"] or "", version=r["version"] or "",
+                             variant=r["variant"] or "", input_summary_json=r["input_summary"] or "{}",
+                             label=r["label"] or "", confidence=r["confidence"] or 0.0,
+                             probabilities_json=r["probabilities"] or "[]", latency_ms=r["latency_ms"] or 0.0,
+                             raw_input=r["raw_input"] or b"", raw_kind=r["raw_kind"] or "",
+                             bundle_id=r["bundle_id"] or "")
+
+
+# -- server -------------------------------------------------------------------------------------------------
+
+
+async def start(config: AgentConfig, listen: str) -> tuple[grpc.aio.Server, int, Agent]:
+    agent = Agent(config)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                      ("grpc.max_send_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers((_oip_handler(Inference(agent)),))
+    epb_grpc.add_EdgeControlServicer_to_server(Control(agent), server)
+    creds = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+    port = server.add_secure_port(listen, creds)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    return server, port, agent
+
+
+async def serve(config: AgentConfig, listen: str) -> None:
+    import signal
+
+    server, port, agent = await start(config, listen)
+    host = listen.rpartition(":")[0]
+    active = f"{agent.model.name}:{agent.model.version}:{agent.model.variant}" if agent.model else "none"
+    print(f"cdl-edge {config.device} listening on {host}:{port} (TLS); active model: {active}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(2)
+    agent.journal.close()
+
+
+def run(data_dir: Path, listen: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = AgentConfig.load(Path(data_dir))
+    asyncio.run(serve(config, listen))

@@ -1,0 +1,132 @@
+"""Bundles on the device and which one is active, switched atomically.
+
+    DATA/bundles/<bundle sha256>/     verified, extracted bundles (written via a .partial folder and a rename)
+    DATA/incoming/<upload>.part       an upload in progress (resumable), with <upload>.json
+    DATA/active.json                  {"current": id, "previous": id}: replaced with one rename
+
+A push that is interrupted (the agent killed at any moment) leaves the previous model active: a bundle becomes
+active only after its signature and every hash are verified, its files are on disk, and its model loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.proto.bundle import BundleError, extract_verified
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class Slots:
+    def __init__(self, data_dir: Path, trusted_keys: list[str]):
+        self.root = Path(data_dir)
+        self.bundles = self.root / "bundles"
+        self.incoming = self.root / "incoming"
+        self.active_file = self.root / "active.json"
+        self.trusted = [k.encode() for k in trusted_keys]
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        for partial in self.bundles.glob("*.partial"):  # a killed extraction
+            shutil.rmtree(partial, ignore_errors=True)
+
+    # -- state --------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        if not self.active_file.exists():
+            return {"current": None, "previous": None}
+        try:
+            return json.loads(self.active_file.read_text())
+        except json.JSONDecodeError:
+            return {"current": None, "previous": None}
+
+    def manifest(self, bundle_id: str) -> dict[str, Any]:
+        return json.loads((self.bundles / bundle_id / "manifest.json").read_text())
+
+    def stored(self) -> list[dict[str, Any]]:
+        out = []
+        for d in sorted(self.bundles.iterdir()):
+            if d.is_dir() and not d.name.endswith(".partial") and (d / "manifest.json").exists():
+                m = self.manifest(d.name)
+                size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+                out.append({"bundle_id": d.name, "name": m["name"], "version": m["version"], "variant": m["variant"],
+                            "received": d.stat().st_mtime, "size": size})
+        return out
+
+    def path(self, bundle_id: str) -> Path:
+        d = self.bundles / bundle_id
+        if not (d / "manifest.json").exists():
+            raise BundleError(f"bundle {bundle_id[:12]} is not stored on this device")
+        return d
+
+    # -- uploads ------------------------------------------------------------------------------------------
+
+    def upload_paths(self, upload_id: str) -> tuple[Path, Path]:
+        if not upload_id or "/" in upload_id or upload_id.startswith(".") or len(upload_id) > 128:
+            raise BundleError(f"bad upload id {upload_id!r}")
+        return self.incoming / f"{upload_id}.part", self.incoming / f"{upload_id}.json"
+
+    def upload_offset(self, upload_id: str) -> int:
+        part, _ = self.upload_paths(upload_id)
+        return part.stat().st_size if part.exists() else 0
+
+    def store_upload(self, upload_id: str, sha256: str) -> str:
+        """Verify a complete upload and store it as a bundle; returns the bundle id (its sha256)."""
+        import hashlib
+
+        part, meta = self.upload_paths(upload_id)
+        data = part.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if sha256 and digest != sha256:
+            part.unlink(missing_ok=True)
+            meta.unlink(missing_ok=True)
+            raise BundleError(f"the upload's sha256 is {digest[:16]}..., the client announced {sha256[:16]}... "
+                              "(truncated or corrupted in transit)")
+        dest = self.bundles / digest
+        if not (dest / "manifest.json").exists():
+            extract_verified(data, self.trusted, dest)
+            _fsync_dir(self.bundles)
+        part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        return digest
+
+    # -- activation ---------------------------------------------------------------------------------------
+
+    def activate(self, bundle_id: str) -> dict[str, Any]:
+        self.path(bundle_id)
+        st = self.state()
+        if st.get("current") == bundle_id:
+            return st
+        new = {"current": bundle_id, "previous": st.get("current"), "time": time.time()}
+        atomic_json(self.active_file, new)
+        return new
+
+    def rollback(self) -> dict[str, Any]:
+        st = self.state()
+        prev = st.get("previous")
+        if not prev:
+            raise BundleError("nothing to roll back to: no previous model on this device")
+        self.path(prev)
+        new = {"current": prev, "previous": st.get("current"), "time": time.time()}
+        atomic_json(self.active_file, new)
+        return new

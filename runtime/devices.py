@@ -1,0 +1,293 @@
+"""Edge devices from the runtime's side: enrollment (TLS certificates, token, trusted key), the control
+client, deploy and rollback with a deployment history, and the scoring collector.
+
+The runtime reaches devices only through the agent's published protocol (edge_agent.proto)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edge_agent.proto import edge_pb2 as epb
+from edge_agent.proto import edge_pb2_grpc as epb_grpc
+from runtime.domain.errors import CdlError, NotFoundError
+from runtime.workspace.workspace import Workspace
+
+CHUNK = 256 * 1024
+
+
+class DeviceError(CdlError):
+    pass
+
+
+def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str = "open",
+           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0) -> dict[str, Any]:
+    """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
+    the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`."""
+    import hashlib
+
+    from runtime.keys import signing_key
+    from runtime.pki import ca, device_certificate
+
+    if not name or "/" in name:
+        raise CdlError(f"bad device name {name!r}")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CdlError(f"--address {address!r}: expected HOST:PORT")
+    out = Path(out_dir or ws.root / ".cdl" / "devices" / name).resolve()
+    if (out / "agent.json").exists():
+        raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")])
+    _, ca_pem = ca(ws.root)
+    (out / "tls").mkdir(exist_ok=True)
+    (out / "tls" / "server.crt").write_bytes(cert_pem)
+    key_file = out / "tls" / "server.key"
+    key_file.write_bytes(key_pem)
+    key_file.chmod(0o600)
+    (out / "tls" / "ca.crt").write_bytes(ca_pem)
+    token = secrets.token_urlsafe(32)
+    _, pub = signing_key(ws.root)
+    agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+             "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
+             "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
+             "retention_seconds": retention_seconds, "journal_sync": "normal"}
+    (out / "agent.json").write_text(json.dumps(agent, indent=1))
+    ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
+    return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
+            "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+
+
+class DeviceClient:
+    """TLS (the workspace CA) and the device token on every call."""
+
+    def __init__(self, ws: Workspace, device: str, timeout: float = 30.0):
+        from runtime.pki import ca
+
+        self.ws = ws
+        self.device = ws.store.device(device)
+        self.timeout = timeout
+        _, ca_pem = ca(ws.root)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+        self.channel = grpc.secure_channel(self.device.address, creds,
+                                           options=[("grpc.max_send_message_length", 64 << 20),
+                                                    ("grpc.max_receive_message_length", 64 << 20)])
+        self.stub = epb_grpc.EdgeControlStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {self.device.token}"),)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, fn: Callable, request: Any, what: str, timeout: float | None = None) -> Any:  # noqa: ANN401
+        try:
+            return fn(request, metadata=self.metadata, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(self.device.name, what, exc) from None
+
+    def health(self) -> dict[str, Any]:
+        r = self._call(self.stub.Health, epb.HealthRequest(), "health")
+        a = r.active
+        doc = {"device": self.device.name, "address": self.device.address, "agent_version": r.agent_version,
+               "active": {"bundle_id": a.bundle_id, "name": a.name, "version": a.version, "variant": a.variant,
+                          "previous_bundle_id": a.previous_bundle_id} if a.bundle_id else None,
+               "uptime_s": r.uptime_s, "requests": r.requests, "errors": r.errors, "free_disk_bytes": r.free_disk_bytes,
+               "journal": {"last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
+                           "records": r.journal_records}, "providers": list(r.providers)}
+        from runtime.store.tables import utcnow
+
+        self.ws.store.update_device(self.device.name, last_seen=utcnow(), last_health=doc)
+        return doc
+
+    def list_models(self) -> list[dict[str, Any]]:
+        r = self._call(self.stub.ListModels, epb.ListModelsRequest(), "list models")
+        return [{"bundle_id": m.bundle_id, "name": m.name, "version": m.version, "variant": m.variant,
+                 "active": m.active, "size": m.size} for m in r.models]
+
+    def push(self, bundle: Path, activate: bool, log: Callable[[str], None] = lambda m: None,
+             max_chunks: int | None = None) -> dict[str, Any]:
+        """Push a bundle in chunks, resuming an interrupted upload of the same bundle where it stopped."""
+        import hashlib
+
+        data = Path(bundle).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        upload_id = sha
+        offset = self._call(self.stub.GetUpload, epb.GetUploadRequest(upload_id=upload_id), "upload status").offset
+        if offset > len(data):
+            offset = 0
+        if offset:
+            log(f"{self.device.name}: resuming the upload at byte {offset} of {len(data)}")
+
+        def chunks() -> Iterator[epb.BundleChunk]:
+            pos, n = offset, 0
+            first = True
+            while first or pos < len(data):
+                piece = data[pos : pos + CHUNK]
+                yield epb.BundleChunk(upload_id=upload_id, offset=pos, total_size=len(data), sha256=sha, data=piece,
+                                      activate=activate) if first else epb.BundleChunk(data=piece)
+                first = False
+                pos += len(piece)
+                n += 1
+                if max_chunks is not None and n >= max_chunks:
+                    return
+
+        try:
+            r = self.stub.PushBundle(chunks(), metadata=self.metadata, timeout=max(self.timeout, 300))
+        except grpc.RpcError as exc:
+            raise _error(self.device.name, "push", exc) from None
+        return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
+                "activated": r.activated, "bytes": len(data)}
+
+    def activate(self, bundle_id: str) -> dict[str, Any]:
+        r = self._call(self.stub.Activate, epb.ActivateRequest(bundle_id=bundle_id), "activate")
+        return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
+                "previous_bundle_id": r.previous_bundle_id}
+
+    def rollback(self) -> dict[str, Any]:
+        r = self._call(self.stub.Rollback, epb.RollbackRequest(), "rollback")
+        return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
+                "previous_bundle_id": r.previous_bundle_id}
+
+    def stream_scoring(self, from_seq: int, max_records: int = 0, follow: bool = False) -> Iterator[epb.ScoringRecord]:
+        try:
+            yield from self.stub.StreamScoring(epb.StreamScoringRequest(from_seq=from_seq, follow=follow,
+                                                                        max_records=max_records),
+                                               metadata=self.metadata, timeout=None if follow else 600)
+        except grpc.RpcError as exc:
+            raise _error(self.device.name, "scoring stream", exc) from None
+
+    def ack(self, up_to_seq: int) -> dict[str, int]:
+        r = self._call(self.stub.AckScoring, epb.AckScoringRequest(up_to_seq=up_to_seq), "ack")
+        return {"acked_seq": r.acked_seq, "pruned": r.pruned}
+
+
+def _error(device: str, what: str, exc: grpc.RpcError) -> DeviceError:
+    code = exc.code()
+    detail = exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        detail = f"cannot reach it over TLS ({detail})"
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
+        detail = f"the device refused the token ({detail})"
+    return DeviceError(f"device {device}: {what} failed: {code.name}: {detail}")
+
+
+def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = True,
+           log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    from runtime.bundles import bundle_path
+
+    mv = ws.store.resolve_model(ref)
+    path = bundle_path(ws, mv.ref, variant)
+    try:
+        with DeviceClient(ws, device) as client:
+            res = client.push(path, activate, log)
+    except CdlError as exc:
+        ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
+                                status="failed", message=str(exc))
+        raise
+    ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
+                            bundle=res["bundle_id"], status="done",
+                            message="activated" if res["activated"] else "stored, not activated")
+    log(f"{device}: {mv.ref}:{variant} {'active' if res['activated'] else 'stored'} (bundle {res['bundle_id'][:12]})")
+    return res
+
+
+def rollback(ws: Workspace, device: str) -> dict[str, Any]:
+    try:
+        with DeviceClient(ws, device) as client:
+            res = client.rollback()
+    except CdlError as exc:
+        ws.store.add_deployment(device=device, action="rollback", status="failed", message=str(exc))
+        raise
+    ws.store.add_deployment(device=device, action="rollback", name=res["name"], version=int(res["version"] or 0) or None,
+                            variant=res["variant"], bundle=res["bundle_id"], status="done",
+                            message=f"back to {res['name']}:{res['version']}:{res['variant']}")
+    return res
+
+
+def scoring_store(ws: Workspace):  # noqa: ANN201
+    from runtime.scoring import ScoringStore
+
+    return ScoringStore(ws.root / ".cdl" / "scoring.duckdb")
+
+
+def collect(ws: Workspace, devices: list[str] | None = None, batch: int = 2000,
+            log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Pull scoring records from every device into DuckDB; commit, then acknowledge to the device."""
+    store = scoring_store(ws)
+    names = devices or [d.name for d in ws.store.devices()]
+    out: dict[str, Any] = {}
+    for name in names:
+        last = store.last_seq(name)
+        inserted = 0
+        try:
+            with DeviceClient(ws, name) as client:
+                rows: list[dict[str, Any]] = []
+                for r in client.stream_scoring(last):
+                    rows.append({"device": name, "seq": r.seq, "time": r.time, "bundle_id": r.bundle_id,
+                                 "model": r.model, "version": r.version, "variant": r.variant, "label": r.label,
+                                 "confidence": r.confidence, "probabilities": r.probabilities_json,
+                                 "latency_ms": r.latency_ms, "input_summary": r.input_summary_json,
+                                 "raw_input": r.raw_input or None, "raw_kind": r.raw_kind})
+                    if len(rows) >= batch:
+                        inserted += store.insert(rows)
+                        client.ack(rows[-1]["seq"])
+                        rows = []
+                if rows:
+                    inserted += store.insert(rows)
+                    client.ack(rows[-1]["seq"])
+        except CdlError as exc:
+            out[name] = {"error": str(exc), "inserted": inserted}
+            log(f"{name}: {exc}")
+            continue
+        out[name] = {"inserted": inserted, "last_seq": store.last_seq(name)}
+        log(f"{name}: {inserted} new scoring record(s), up to seq {out[name]['last_seq']}")
+    return out
+
+
+def devices_json(ws: Workspace) -> dict[str, Any]:
+    return {"devices": [{"name": d.name, "address": d.address, "enroll_dir": d.enroll_dir,
+                         "cert_fingerprint": d.cert_fingerprint, "created": d.created.isoformat(),
+                         "last_seen": d.last_seen.isoformat() if d.last_seen else None,
+                         "active": (d.last_health or {}).get("active")} for d in ws.store.devices()]}
+
+
+def history_json(ws: Workspace, device: str | None = None) -> dict[str, Any]:
+    if device:
+        ws.store.device(device)
+    return {"deployments": [{"id": d.id, "device": d.device, "action": d.action, "model": d.name,
+                             "version": d.version, "variant": d.variant, "bundle": d.bundle, "status": d.status,
+                             "message": d.message, "time": d.time.isoformat()} for d in ws.store.deployments(device)]}
+
+
+def remove_enrollment_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_ready(ws: Workspace, device: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Health until the agent answers (for scripts that just started one)."""
+    deadline = time.time() + timeout
+    last: Exception | None = None
+    while time.time() < deadline:
+        try:
+            with DeviceClient(ws, device, timeout=5) as c:
+                return c.health()
+        except CdlError as exc:
+            last = exc
+            time.sleep(0.2)
+    raise DeviceError(f"device {device} did not answer within {timeout:.0f}s: {last}")
+
+
+__all__ = ["DeviceClient", "DeviceError", "NotFoundError", "collect", "deploy", "devices_json", "enroll",
+           "history_json", "rollback", "wait_ready"]

@@ -1,0 +1,252 @@
+"""ONNX export, onnxruntime sessions, INT8 quantization, latency and accuracy measurement.
+
+Every ONNX model CDL Studio makes takes the preprocessed tensor as input `input` (batch first) and gives
+class probabilities as output `probabilities`. Sessions report the providers that really ran
+(`session.get_providers()`): onnxruntime-gpu silently falls back to the CPU when CUDA or TensorRT is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INPUT = "input"
+OUTPUT = "probabilities"
+
+
+def _tmp(suffix: str = ".onnx") -> Path:
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="cdl-")
+    os.close(fd)
+    return Path(path)
+
+
+# -- export -------------------------------------------------------------------------------------------------
+
+
+def export_torch(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN001
+    """(path, exporter used). The dynamo exporter first (torch's default), the TorchScript one as fallback."""
+    import logging
+
+    import torch
+
+    wrapped = torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval().cpu()
+    x = torch.from_numpy(np.ascontiguousarray(example[:2], dtype=np.float32))
+    out = _tmp()
+    for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)  # "torchvision is not installed" is not our concern
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                                  external_data=False, opset_version=18)
+        _check_single_file(out)
+        return out, "torch.onnx (dynamo)"
+    except Exception as exc:  # noqa: BLE001 - fall back, and say so
+        first = f"{type(exc).__name__}: {exc}"[:300]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False, opset_version=17)
+    return out, f"torch.onnx (TorchScript; dynamo failed: {first})"
+
+
+def _check_single_file(path: Path) -> None:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=True)
+    for t in m.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            onnx.save_model(m, str(path), save_as_external_data=False)
+            break
+    for extra in path.parent.glob(path.name + ".data"):
+        extra.unlink()
+
+
+def export_keras(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN001
+    import tensorflow as tf
+    import tf2onnx
+    import tf_keras
+
+    x = tf_keras.Input(shape=example.shape[1:], name=INPUT)
+    y = tf_keras.layers.Softmax(name=OUTPUT)(model(x))
+    wrapped = tf_keras.Model(x, y)
+    spec = (tf.TensorSpec((None, *example.shape[1:]), tf.float32, name=INPUT),)
+    out = _tmp()
+    model_proto, _ = tf2onnx.convert.from_keras(wrapped, input_signature=spec, opset=17, output_path=str(out))
+    _rename_output(out)
+    return out, f"tf2onnx {tf2onnx.__version__}"
+
+
+def _rename_output(path: Path) -> None:
+    """tf2onnx names outputs after the layer ('probabilities' or 'probabilities/Softmax:0'); normalise it."""
+    import onnx
+
+    m = onnx.load(str(path))
+    old = m.graph.output[0].name
+    if old == OUTPUT:
+        return
+    for node in m.graph.node:
+        node.output[:] = [OUTPUT if o == old else o for o in node.output]
+    m.graph.output[0].name = OUTPUT
+    old_in = m.graph.input[0].name
+    if old_in != INPUT:
+        for node in m.graph.node:
+            node.input[:] = [INPUT if i == old_in else i for i in node.input]
+        m.graph.input[0].name = INPUT
+    onnx.save(m, str(path))
+
+
+# -- sessions -----------------------------------------------------------------------------------------------
+
+
+def session(path: Path, providers: list[str] | None = None, provider_options: list[dict] | None = None,
+            threads: int | None = None):  # noqa: ANN201
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"],
+                                provider_options=provider_options)
+
+
+def predict(sess, X: Any, batch: int = 256) -> np.ndarray:  # noqa: ANN001
+    out = []
+    for i in range(0, X.shape[0], batch):
+        xb = X[i : i + batch]
+        xb = xb.toarray() if hasattr(xb, "toarray") else np.asarray(xb)
+        out.append(sess.run([OUTPUT], {INPUT: np.ascontiguousarray(xb, dtype=np.float32)})[0])
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def layout_input(X: Any, layout: str) -> Any:
+    """The cached tensors (N, H, W, C) or CSR rows, in the model's input layout."""
+    if hasattr(X, "toarray"):
+        return X
+    X = np.asarray(X)
+    if layout == "NCHW" and X.ndim == 4:
+        return np.ascontiguousarray(X.transpose(0, 3, 1, 2))
+    if layout == "flat":
+        return X.reshape(len(X), -1)
+    return X
+
+
+def latency(sess, X: Any, batch: int, runs: int, warmup: int = 5) -> dict[str, float]:  # noqa: ANN001
+    xb = X[:batch]
+    xb = xb.toarray() if hasattr(xb, "toarray") else np.asarray(xb)
+    if len(xb) < batch:  # repeat rows to fill the batch
+        reps = int(np.ceil(batch / max(1, len(xb))))
+        xb = np.concatenate([xb] * reps)[:batch]
+    feed = {INPUT: np.ascontiguousarray(xb, dtype=np.float32)}
+    for _ in range(warmup):
+        sess.run([OUTPUT], feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run([OUTPUT], feed)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+
+
+# -- quantization -------------------------------------------------------------------------------------------
+
+
+def _preprocessed(src: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = _tmp()
+    try:
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+    except Exception:  # noqa: BLE001 - symbolic shape inference is optional
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def quantize_dynamic_int8(src: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    pre = _preprocessed(src)
+    out = _tmp()
+    quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False)
+    pre.unlink(missing_ok=True)
+    return out
+
+
+def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool = True) -> Path:
+    """QDQ static quantization, calibrated on training samples (MinMax)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, data: np.ndarray):
+            self.data = data
+            self.i = 0
+
+        def get_next(self):  # noqa: ANN202
+            if self.i >= len(self.data):
+                return None
+            x = self.data[self.i : self.i + 16]
+            self.i += 16
+            return {INPUT: np.ascontiguousarray(x, dtype=np.float32)}
+
+        def rewind(self) -> None:
+            self.i = 0
+
+    import logging
+
+    pre = _preprocessed(src)
+    out = _tmp()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # per-channel quantization warns about 1-D weights (layer norm): harmless
+    try:
+        quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        root.setLevel(level)
+    pre.unlink(missing_ok=True)
+    return out
+
+
+# -- TensorRT -----------------------------------------------------------------------------------------------
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(available, reason). Available needs the tensorrt package, a CUDA GPU, and onnxruntime's TensorRT
+    execution provider."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        return False, f"the tensorrt package is not installed ({type(exc).__name__}: {exc}); it is the optional extra cdl-studio[tensorrt]"
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return False, "onnxruntime has no TensorrtExecutionProvider in this installation"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False, "no CUDA GPU"
+    except ImportError:
+        pass
+    return True, "ok"
+
+
+def tensorrt_session(path: Path, cache_dir: Path, fp16: bool = True, int8: bool = False):  # noqa: ANN201
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir), "trt_fp16_enable": fp16,
+            "trt_int8_enable": int8}
+    sess = session(path, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                   [opts, {}, {}])
+    return sess

@@ -1,0 +1,61 @@
+"""Reference statistics a bundle carries for drift checks, from the validation data.
+
+Built from the same per-item summaries the device computes for every request
+(`edge_agent.proto.preprocessing`), and from the model's own predictions on that data:
+
+    {"kind": "text" | "image", "n": ..., "classes": [...],
+     "predicted": {"counts": {class: n}},                  chi-squared against the window's predictions
+     "confidence": {"sample": [...], "mean": ...},         two-sample KS against the window's confidences
+     "features": {                                         PSI per feature
+        "length": {"type": "continuous", "edges": [...], "fractions": [...]},
+        "oov_rate": {...}, "term:<stem>": {"type": "binary", "p": ...},
+        "mean_intensity": {...}, "std_intensity": {...},
+        "intensity_histogram": {"type": "histogram", "fractions": [10 values]}},
+     "tracked_terms": [...]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+SAMPLE = 2000
+
+
+def continuous(values: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    v = np.asarray(values, dtype=np.float64)
+    edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1])) if v.size else np.array([])
+    counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
+    return {"type": "continuous", "edges": [float(e) for e in edges],
+            "fractions": [float(c) for c in counts / max(1, v.size)], "mean": float(v.mean()) if v.size else 0.0}
+
+
+def build(kind: str, classes: list[str], summaries: dict[str, np.ndarray], idx: np.ndarray, probs: np.ndarray,
+          tracked_terms: list[str], seed: int = 0) -> dict[str, Any]:
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    rng = np.random.default_rng(seed)
+    sample = conf if len(conf) <= SAMPLE else rng.choice(conf, SAMPLE, replace=False)
+    features: dict[str, Any] = {}
+    if kind == "text":
+        features["length"] = continuous(summaries["length"][idx])
+        features["oov_rate"] = continuous(summaries["oov_rate"][idx])
+        terms = summaries["terms"][idx]
+        for j, t in enumerate(tracked_terms):
+            features[f"term:{t}"] = {"type": "binary", "p": float(terms[:, j].mean()) if len(idx) else 0.0}
+    else:
+        features["mean_intensity"] = continuous(summaries["mean"][idx])
+        features["std_intensity"] = continuous(summaries["std"][idx])
+        hist = summaries["hist"][idx]
+        features["intensity_histogram"] = {"type": "histogram",
+                                           "fractions": [float(x) for x in hist.mean(axis=0)] if len(idx) else []}
+    return {
+        "kind": kind,
+        "n": int(len(idx)),
+        "classes": classes,
+        "predicted": {"counts": {c: int((pred == i).sum()) for i, c in enumerate(classes)}},
+        "confidence": {"sample": [round(float(x), 5) for x in sample], "mean": float(conf.mean()) if len(conf) else 0.0},
+        "features": features,
+        "tracked_terms": list(tracked_terms),
+    }

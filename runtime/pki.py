@@ -1,0 +1,77 @@
+"""The workspace's small certificate authority for edge devices (`.cdl/pki/`, owner-only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from pathlib import Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _key():  # noqa: ANN202
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key) -> bytes:  # noqa: ANN001
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def ca(root: Path) -> tuple[bytes, bytes]:
+    """(CA key PEM, CA certificate PEM), created on first use."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    d = Path(root) / ".cdl" / "pki"
+    key_path, crt_path = d / "ca.key", d / "ca.crt"
+    if not key_path.exists():
+        key = _key()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CDL Studio workspace CA ({Path(root).name})")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                .not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .sign(key, hashes.SHA256()))
+        _write_private(key_path, _pem_key(key))
+        crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        os.chmod(d, 0o700)
+    return key_path.read_bytes(), crt_path.read_bytes()
+
+
+def device_certificate(root: Path, device: str, hosts: list[str]) -> tuple[bytes, bytes, str]:
+    """(key PEM, certificate PEM, sha256 fingerprint) of a device's TLS server certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key_pem, ca_crt_pem = ca(root)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
+    ca_crt = x509.load_pem_x509_certificate(ca_crt_pem)
+    key = _key()
+    sans: list[x509.GeneralName] = []
+    for h in dict.fromkeys([*hosts, "localhost", "127.0.0.1"]):
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]))
+            .issuer_name(ca_crt.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM), cert.fingerprint(hashes.SHA256()).hex()

@@ -1,0 +1,406 @@
+"""The deployment pipeline (thesis Figure 4.4): export, compress, revise, package, push.
+
+Variants of a model version live in the registry (`cdl models variants NAME:VERSION --json`); each is an ONNX
+file (an artifact) that takes the preprocessed tensor and gives class probabilities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.errors import CdlError, NotFoundError, StepFailed
+from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
+from runtime.steps.base import Step, StepContext, StepResult, hash_text
+
+METHODS = ("dynamic_int8", "static_int8", "prune", "qat", "distill", "lowrank", "tensorrt")
+DEFAULT_METHODS: list[Any] = ["dynamic_int8", "static_int8"]
+
+
+def resolve_target(ctx: StepContext, ref: str):  # noqa: ANN201
+    """'champion' / 'latest' (of the pipeline's model), 'NAME@ALIAS' or 'NAME:VERSION'."""
+    store = ctx.store
+    name = None
+    if "model.register" in ctx.config.steps:
+        name = ctx.config.params("model.register")["name"]
+    name = name or ctx.config.name
+    if ref == "latest":
+        return store.model_version(name)
+    if ref in ("champion", "challenger"):
+        try:
+            return store.model_version(name, ref)
+        except NotFoundError:
+            raise StepFailed(ctx.step, f"model {name} has no {ref} yet: review a version "
+                             f"(`cdl models review {name}:N --approve`) or set deploy.export.model") from None
+    return store.resolve_model(ref)
+
+
+def exported(ctx: StepContext):  # noqa: ANN201
+    run = ctx.store.last_done_runs().get("deploy.export")
+    if run is None:
+        raise StepFailed(ctx.step, "deploy.export has not run yet")
+    return ctx.store.model_version(run.summary["name"], run.summary["version"])
+
+
+def native_model(ws, mv):  # noqa: ANN001, ANN201
+    ckpt = ws.artifacts.get(mv.artifacts["checkpoint"])
+    if mv.framework == "torch":
+        from runtime.ml import torch_backend
+
+        model, _ = torch_backend.load(ckpt, ws.root)
+        return model
+    from runtime.ml import keras_backend
+
+    return keras_backend.load(ckpt, ws.root)
+
+
+def native_predict(mv, model, X: Any) -> np.ndarray:  # noqa: ANN001
+    arch = mv.extra["arch"]
+    if mv.framework == "torch":
+        import torch
+
+        from runtime.ml.torch_backend import _Batches
+
+        data = _Batches(X, None, arch["layout"])
+        out = []
+        with torch.no_grad():
+            for i in range(0, X.shape[0], 256):
+                x, _ = data.get(np.arange(i, min(i + 256, X.shape[0])))
+                out.append(torch.softmax(model(x), dim=1).numpy())
+        return np.concatenate(out)
+    import tensorflow as tf
+
+    from runtime.ml.keras_backend import _as_input
+
+    return tf.nn.softmax(model(_as_input(X, None, arch["layout"]), training=False)).numpy()
+
+
+def export_native(mv, model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN001
+    from runtime.ml import onnx_tools
+
+    if mv.framework == "torch":
+        return onnx_tools.export_torch(model, example)
+    return onnx_tools.export_keras(model, example)
+
+
+def _dense(X: Any, n: int | None = None) -> np.ndarray:
+    xb = X[:n] if n is not None else X
+    return xb.toarray() if hasattr(xb, "toarray") else np.asarray(xb)
+
+
+class ExportStep(Step):
+    spec = StepSpec(
+        id="deploy.export",
+        title="Export",
+        pipeline="deploy",
+        role=Role.SOFTWARE_ENGINEER,
+        inputs=(Port("champion", "model_version"),),
+        outputs=(Port("onnx", "variant"),),
+        params=(
+            ParamSpec("model", "str", "champion", "which model version: champion, challenger, latest, NAME:VERSION"),
+            ParamSpec("parity_samples", "int", 128, "test samples for the parity check", minimum=1),
+            ParamSpec("tolerance", "float", 1e-4, "largest allowed difference of probabilities", minimum=0.0),
+        ),
+        description="ONNX export (PyTorch's exporter, or tf2onnx for Keras) with a parity check against the "
+        "framework on test samples.",
+    )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        try:
+            mv = resolve_target(ctx, ctx.params["model"])
+        except CdlError:
+            return "none"
+        return f"{mv.ref}:{mv.artifacts.get('checkpoint')}"
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml import onnx_tools
+        from runtime.ml.preprocess import load_transform
+
+        mv = resolve_target(ctx, ctx.params["model"])
+        prep = load_transform(ctx.workspace, mv.transform)
+        layout = mv.extra["arch"]["layout"]
+        X = onnx_tools.layout_input(prep.X_test if len(prep.y_test) else prep.X_train, layout)
+        n = min(ctx.params["parity_samples"], X.shape[0])
+        sample = _dense(X, n)
+        ctx.progress(0.1, f"loading {mv.ref} ({mv.framework})")
+        model = native_model(ctx.workspace, mv)
+        ctx.progress(0.3, "exporting to ONNX")
+        path, exporter = export_native(mv, model, sample)
+        sess = onnx_tools.session(path)
+        ort_probs = onnx_tools.predict(sess, sample)
+        ref_probs = native_predict(mv, model, sample)
+        diff = float(np.abs(ort_probs - ref_probs).max())
+        agree = float((ort_probs.argmax(1) == ref_probs.argmax(1)).mean())
+        ctx.log(f"exported with {exporter}; parity on {n} test samples: max |difference| {diff:.2e}, "
+                f"same class {agree:.1%}; onnxruntime ran on {sess.get_providers()}")
+        size = path.stat().st_size
+        digest = ctx.workspace.artifacts.put_file(path, move=True)
+        if diff > ctx.params["tolerance"]:
+            ctx.store.put_variant(mv.name, mv.version, "fp32", method="export", status="failed", artifact=digest,
+                                  size_bytes=size, message=f"parity check failed: max difference {diff:.3g}")
+            raise StepFailed(ctx.step, f"parity check failed: ONNX and {mv.framework} differ by up to {diff:.3g} "
+                             f"(tolerance {ctx.params['tolerance']})")
+        ctx.store.put_variant(mv.name, mv.version, "fp32", method="export", status="ok", artifact=digest,
+                              size_bytes=size, params={"exporter": exporter},
+                              metrics={"parity_max_abs_diff": diff, "parity_samples": n}, message=exporter)
+        return StepResult(summary={"name": mv.name, "version": mv.version, "ref": mv.ref, "artifact": digest,
+                                   "size_bytes": size, "exporter": exporter, "parity_max_abs_diff": diff,
+                                   "parity_samples": n, "providers": sess.get_providers()},
+                          output_fp=digest, message=f"{mv.ref} -> ONNX ({size / 1024:.0f} KiB), parity {diff:.1e}")
+
+
+def _methods(raw: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """[(variant name, method, options)] from cdl.yaml entries: "dynamic_int8" or {prune: {sparsity: 0.5}}."""
+    out = []
+    for i, entry in enumerate(raw):
+        where = f"cdl.yaml: steps.deploy.compress.params.methods[{i}]"
+        if isinstance(entry, str):
+            method, opts = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            method, opts = next(iter(entry.items()))
+            opts = dict(opts or {})
+        else:
+            raise CdlError(f"{where}: expected a method name or {{method: {{options}}}}, got {entry!r}")
+        if method not in METHODS:
+            raise CdlError(f"{where}: unknown method {method!r} (known: {', '.join(METHODS)})")
+        out.append((str(opts.pop("name", method)), method, opts))
+    names = [n for n, _, _ in out]
+    if len(set(names)) != len(names):
+        raise CdlError("cdl.yaml: steps.deploy.compress.params.methods: two variants share a name; give one a 'name'")
+    return out
+
+
+class CompressStep(Step):
+    spec = StepSpec(
+        id="deploy.compress",
+        title="Compress",
+        pipeline="deploy",
+        role=Role.SOFTWARE_ENGINEER,
+        inputs=(Port("onnx", "variant"),),
+        outputs=(Port("variants", "variants"),),
+        params=(
+            ParamSpec("methods", "list", DEFAULT_METHODS,
+                      "one variant per entry: dynamic_int8, static_int8 {calibration_samples}, prune {sparsity, "
+                      "finetune_epochs}, qat {finetune_epochs} (Keras), distill {student_hidden, epochs, "
+                      "temperature, alpha}, lowrank {rank, finetune_epochs}, tensorrt {precision: fp16|int8}"),
+            ParamSpec("seed", "int", 42),
+        ),
+        description="One variant per configured method: INT8 dynamic and static (QDQ) quantization, pruning, "
+        "quantization-aware training, distillation, low-rank factorization, TensorRT where available.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml import compress_methods
+
+        methods = _methods(ctx.params["methods"])
+        mv = exported(ctx)
+        fp32 = ctx.store.variant(mv.name, mv.version, "fp32")
+        results = []
+        failed = []
+        for n, (name, method, opts) in enumerate(methods):
+            ctx.progress(n / max(1, len(methods)), f"{name}")
+            ctx.check_cancelled()
+            try:
+                out = compress_methods.run(ctx, mv, fp32, method, opts, ctx.params["seed"])
+            except compress_methods.Skipped as exc:
+                ctx.store.put_variant(mv.name, mv.version, name, method=method, status="skipped", artifact=None,
+                                      size_bytes=None, params=opts, message=str(exc))
+                ctx.log(f"{name}: skipped: {exc}")
+                results.append({"variant": name, "status": "skipped", "message": str(exc)})
+                continue
+            except Exception as exc:  # noqa: BLE001 - record, go on with the other methods, fail at the end
+                msg = f"{type(exc).__name__}: {exc}"
+                ctx.store.put_variant(mv.name, mv.version, name, method=method, status="failed", artifact=None,
+                                      size_bytes=None, params=opts, message=msg[:2000])
+                ctx.log(f"{name}: failed: {msg[:300]}")
+                failed.append(name)
+                results.append({"variant": name, "status": "failed", "message": msg[:500]})
+                continue
+            size = out.path.stat().st_size
+            digest = ctx.workspace.artifacts.put_file(out.path, move=True)
+            ctx.store.put_variant(mv.name, mv.version, name, method=method, status="ok", artifact=digest,
+                                  size_bytes=size, params={**opts, **out.params}, metrics=out.metrics,
+                                  message=out.message)
+            ctx.log(f"{name}: {size / 1024:.0f} KiB ({size / fp32.size_bytes:.2f} of fp32){'; ' + out.message if out.message else ''}")
+            results.append({"variant": name, "status": "ok", "size_bytes": size, **out.metrics})
+        summary = {"ref": mv.ref, "variants": results}
+        if failed:
+            raise _failed(ctx.step, f"{len(failed)} method(s) failed: {', '.join(failed)} (the others are recorded)",
+                          summary)
+        ok = sum(r["status"] == "ok" for r in results)
+        return StepResult(summary=summary, output_fp=hash_text(mv.ref, results),
+                          message=f"{ok} variant(s), {len(results) - ok} skipped")
+
+
+def _failed(step: str, reason: str, summary: dict[str, Any]) -> StepFailed:
+    err = StepFailed(step, reason)
+    err.summary = summary
+    return err
+
+
+class ReviseStep(Step):
+    spec = StepSpec(
+        id="deploy.revise",
+        title="Revise",
+        pipeline="deploy",
+        role=Role.SOFTWARE_ENGINEER,
+        inputs=(Port("variants", "variants"),),
+        outputs=(Port("revision", "revision"),),
+        params=(
+            ParamSpec("runs_b1", "int", 200, "timed runs at batch 1", minimum=5),
+            ParamSpec("runs_b64", "int", 30, "timed runs at batch 64", minimum=3),
+            ParamSpec("slower_margin", "float", 1.05, "a variant is 'slower than FP32' above this latency ratio",
+                      minimum=1.0),
+        ),
+        description="Every variant against the original on this machine: file size, latency p50/p95 at batch 1 "
+        "and 64 in onnxruntime, test accuracy and its change.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml import onnx_tools
+        from runtime.ml.preprocess import load_transform
+
+        mv = exported(ctx)
+        prep = load_transform(ctx.workspace, mv.transform)
+        X = onnx_tools.layout_input(prep.X_test, mv.extra["arch"]["layout"])
+        variants = [v for v in ctx.store.variants(mv.name, mv.version) if v.status == "ok"]
+        rows = {}
+        for n, v in enumerate(variants):
+            ctx.progress(n / max(1, len(variants)), f"timing {v.variant}")
+            ctx.check_cancelled()
+            path = ctx.workspace.artifacts.get(v.artifact)
+            if v.method == "tensorrt":
+                sess = onnx_tools.tensorrt_session(path, ctx.workspace.root / ".cdl" / "trt-cache" / v.artifact[:16],
+                                                   fp16=v.params.get("precision", "fp16") == "fp16")
+            else:
+                sess = onnx_tools.session(path)
+            probs = onnx_tools.predict(sess, X)
+            acc = float((probs.argmax(1) == prep.y_test).mean()) if len(prep.y_test) else None
+            b1 = onnx_tools.latency(sess, X, 1, ctx.params["runs_b1"])
+            b64 = onnx_tools.latency(sess, X, 64, ctx.params["runs_b64"])
+            rows[v.variant] = {"size_bytes": v.size_bytes, "test_accuracy": acc,
+                               "latency_ms": {"b1_p50": b1["p50"], "b1_p95": b1["p95"], "b64_p50": b64["p50"],
+                                              "b64_p95": b64["p95"]},
+                               "providers": sess.get_providers()}
+        if "fp32" not in rows:
+            raise StepFailed(ctx.step, "no fp32 variant: run deploy.export")
+        base = rows["fp32"]
+        margin = ctx.params["slower_margin"]
+        for name, r in rows.items():
+            r["accuracy_delta"] = (r["test_accuracy"] - base["test_accuracy"]) if r["test_accuracy"] is not None else None
+            lat, blat = r["latency_ms"], base["latency_ms"]
+            r["slower_than_fp32"] = name != "fp32" and (lat["b1_p50"] > blat["b1_p50"] * margin
+                                                        or lat["b64_p50"] > blat["b64_p50"] * margin)
+            r["size_ratio"] = base["size_bytes"] / r["size_bytes"] if r["size_bytes"] else None
+            ctx.store.put_variant(mv.name, mv.version, name, metrics={
+                "test_accuracy": r["test_accuracy"], "accuracy_delta": r["accuracy_delta"],
+                "latency_ms": r["latency_ms"], "slower_than_fp32": r["slower_than_fp32"],
+                "providers": r["providers"], "size_ratio": r["size_ratio"]})
+            ctx.log(f"{name:<14} {r['size_bytes'] / 1024:8.0f} KiB  acc {r['test_accuracy']:.4f} "
+                    f"({r['accuracy_delta']:+.4f})  b1 p50 {r['latency_ms']['b1_p50']:.3f} ms  b64 p50 "
+                    f"{r['latency_ms']['b64_p50']:.2f} ms{'  SLOWER than fp32' if r['slower_than_fp32'] else ''}")
+        return StepResult(summary={"ref": mv.ref, "variants": rows}, output_fp=hash_text(mv.ref, sorted(rows)),
+                          message=f"{len(rows)} variant(s) measured")
+
+
+def variants_json(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
+    mv = store.resolve_model(ref)
+    out = []
+    for v in store.variants(mv.name, mv.version):
+        m = v.metrics
+        out.append({"name": v.variant, "method": v.method, "status": v.status, "size_bytes": v.size_bytes,
+                    "latency_ms": m.get("latency_ms"), "test_accuracy": m.get("test_accuracy"),
+                    "accuracy_delta": m.get("accuracy_delta"), "slower_than_fp32": m.get("slower_than_fp32"),
+                    "providers": m.get("providers"), "message": v.message, "bundle": v.bundle,
+                    "details": {k: val for k, val in m.items() if k not in ("latency_ms", "test_accuracy",
+                                                                           "accuracy_delta", "slower_than_fp32",
+                                                                           "providers")}})
+    return {"model": mv.ref, "variants": out}
+
+
+class PackageStep(Step):
+    spec = StepSpec(
+        id="deploy.package",
+        title="Package",
+        pipeline="deploy",
+        role=Role.SOFTWARE_ENGINEER,
+        inputs=(Port("revision", "revision"),),
+        outputs=(Port("bundles", "bundles"),),
+        params=(
+            ParamSpec("variants", "list", None, "variants to package (empty: every variant that was built)",
+                      nullable=True),
+            ParamSpec("out_dir", "str", ".cdl/bundles", "where bundles are written (relative to the workspace)"),
+        ),
+        description="A signed bundle per variant: manifest (signature, preprocessing as data, reference "
+        "statistics, metrics, lineage), model.onnx, sha256 of every member, ed25519 signature.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.bundles import package
+
+        mv = exported(ctx)
+        wanted = ctx.params["variants"]
+        variants = [v for v in ctx.store.variants(mv.name, mv.version) if v.status == "ok"
+                    and (not wanted or v.variant in wanted)]
+        if wanted:
+            missing = set(wanted) - {v.variant for v in variants}
+            if missing:
+                raise StepFailed(ctx.step, f"no such built variant: {', '.join(sorted(missing))}")
+        out_dir = ctx.workspace.root / ctx.params["out_dir"]
+        bundles = []
+        for n, v in enumerate(variants):
+            ctx.progress(n / max(1, len(variants)), f"packaging {v.variant}")
+            path = out_dir / f"{mv.name}-v{mv.version}-{v.variant}.cdlb"
+            info = package(ctx.workspace, mv.ref, v.variant, path)
+            bundles.append(info)
+            ctx.log(f"{path.relative_to(ctx.workspace.root)}: {info['size_bytes'] / 1024:.0f} KiB, sha256 "
+                    f"{info['sha256'][:12]}")
+        return StepResult(summary={"ref": mv.ref, "bundles": bundles},
+                          output_fp=hash_text([b["sha256"] for b in bundles]),
+                          message=f"{len(bundles)} signed bundle(s)")
+
+
+class PushStep(Step):
+    spec = StepSpec(
+        id="deploy.push",
+        title="Deploy",
+        pipeline="deploy",
+        role=Role.DEVOPS_ENGINEER,
+        inputs=(Port("bundles", "bundles"),),
+        outputs=(Port("deployments", "deployments"),),
+        params=(
+            ParamSpec("devices", "list", [], "enrolled devices to push to (empty: all)"),
+            ParamSpec("variant", "str", "fp32", "which variant to deploy"),
+            ParamSpec("activate", "bool", True, "activate after the push (atomic; the previous model stays for "
+                      "rollback)"),
+        ),
+        description="Pushes the bundle to every device (resumable, verified on the device), activates it "
+        "atomically, and records the deployment.",
+    )
+
+    def run(self, ctx: StepContext) -> StepResult:
+        from runtime.devices import deploy
+
+        mv = exported(ctx)
+        names = ctx.params["devices"] or [d.name for d in ctx.store.devices()]
+        if not names:
+            raise StepFailed(ctx.step, "no devices enrolled: `cdl devices enroll NAME --address HOST:PORT`")
+        done, errors = [], []
+        for n, name in enumerate(names):
+            ctx.progress(n / len(names), f"pushing to {name}")
+            try:
+                res = deploy(ctx.workspace, f"{mv.ref}", ctx.params["variant"], name, ctx.params["activate"],
+                             log=ctx.log)
+                done.append({"device": name, **res})
+            except CdlError as exc:
+                errors.append(f"{name}: {exc}")
+                ctx.log(f"{name}: {exc}")
+        if errors:
+            raise _failed(ctx.step, "; ".join(errors), {"deployed": done})
+        return StepResult(summary={"ref": mv.ref, "variant": ctx.params["variant"], "deployed": done},
+                          output_fp=hash_text(done), message=f"{mv.ref}:{ctx.params['variant']} on {len(done)} device(s)")
+
+
+STEPS = [ExportStep, CompressStep, ReviseStep, PackageStep, PushStep]

@@ -1,0 +1,110 @@
+"""Store methods of the deployment pipeline: variants, devices, deployments. Mixed into `Store`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from runtime.domain.entities import Deployment, Device, Variant
+from runtime.domain.errors import NotFoundError
+from runtime.store import tables as t
+from runtime.store.models import _aware
+
+
+def _variant(r: t.SqlVariant) -> Variant:
+    return Variant(r.name, r.version, r.variant, r.method, r.status, r.artifact, r.size_bytes, dict(r.params or {}),
+                   dict(r.metrics or {}), r.message, r.bundle, _aware(r.created))
+
+
+def _device(r: t.SqlDevice) -> Device:
+    return Device(r.name, r.address, r.token, r.cert_fingerprint, r.enroll_dir, _aware(r.created),
+                  _aware(r.last_seen), dict(r.last_health or {}))
+
+
+def _deployment(r: t.SqlDeployment) -> Deployment:
+    return Deployment(r.id or 0, r.device, r.action, r.name, r.version, r.variant, r.bundle, r.status, r.message,
+                      _aware(r.time))
+
+
+class DeployMixin:
+    def put_variant(self, name: str, version: int, variant: str, **fields: Any) -> Variant:
+        from runtime.store.store import _jsonable
+
+        with self._lock, self.session() as s:
+            row = s.execute(select(t.SqlVariant).where(t.SqlVariant.name == name, t.SqlVariant.version == version,
+                                                       t.SqlVariant.variant == variant)).scalar_one_or_none()
+            if row is None:
+                row = t.SqlVariant(name=name, version=version, variant=variant, method=fields.get("method", variant),
+                                   status=fields.get("status", "ok"))
+            for k, v in fields.items():
+                if k in ("params", "metrics"):
+                    merged = dict(getattr(row, k) or {}) if k == "metrics" else {}
+                    merged.update(_jsonable(v))
+                    v = merged
+                setattr(row, k, v)
+            row.created = t.utcnow()
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return _variant(row)
+
+    def variants(self, name: str, version: int) -> list[Variant]:
+        with self.session() as s:
+            q = select(t.SqlVariant).where(t.SqlVariant.name == name, t.SqlVariant.version == version).order_by(
+                t.SqlVariant.id)
+            return [_variant(r) for r in s.execute(q).scalars()]
+
+    def variant(self, name: str, version: int, variant: str) -> Variant:
+        with self.session() as s:
+            r = s.execute(select(t.SqlVariant).where(t.SqlVariant.name == name, t.SqlVariant.version == version,
+                                                     t.SqlVariant.variant == variant)).scalar_one_or_none()
+            if r is None:
+                known = ", ".join(v.variant for v in self.variants(name, version)) or "none"
+                raise NotFoundError(f"{name}:{version} has no variant {variant!r} (variants: {known}); run "
+                                    "deploy.export and deploy.compress")
+            return _variant(r)
+
+    def add_device(self, **fields: Any) -> Device:
+        with self._lock, self.session() as s:
+            row = t.SqlDevice(**fields)
+            s.merge(row)
+            s.commit()
+        return self.device(fields["name"])
+
+    def device(self, name: str) -> Device:
+        with self.session() as s:
+            r = s.get(t.SqlDevice, name)
+            if r is None:
+                known = ", ".join(d.name for d in self.devices()) or "none enrolled"
+                raise NotFoundError(f"device {name!r} is not enrolled (devices: {known})")
+            return _device(r)
+
+    def devices(self) -> list[Device]:
+        with self.session() as s:
+            return [_device(r) for r in s.execute(select(t.SqlDevice).order_by(t.SqlDevice.name)).scalars()]
+
+    def update_device(self, name: str, **fields: Any) -> None:
+        from runtime.store.store import _jsonable
+
+        with self._lock, self.session() as s:
+            r = s.get(t.SqlDevice, name)
+            for k, v in fields.items():
+                setattr(r, k, _jsonable(v) if k == "last_health" else v)
+            s.add(r)
+            s.commit()
+
+    def add_deployment(self, **fields: Any) -> Deployment:
+        with self._lock, self.session() as s:
+            row = t.SqlDeployment(**fields)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return _deployment(row)
+
+    def deployments(self, device: str | None = None) -> list[Deployment]:
+        with self.session() as s:
+            q = select(t.SqlDeployment).order_by(t.SqlDeployment.id)
+            if device:
+                q = q.where(t.SqlDeployment.device == device)
+            return [_deployment(r) for r in s.execute(q).scalars()]
