@@ -117,7 +117,7 @@ class DeviceClient:
                  "active": m.active, "size": m.size} for m in r.models]
 
     def push(self, bundle: Path, activate: bool, log: Callable[[str], None] = lambda m: None,
-             max_chunks: int | None = None) -> dict[str, Any]:
+             max_chunks: int | None = None, chunk_size: int = CHUNK) -> dict[str, Any]:
         """Push a bundle in chunks, resuming an interrupted upload of the same bundle where it stopped."""
         import hashlib
 
@@ -134,7 +134,7 @@ class DeviceClient:
             pos, n = offset, 0
             first = True
             while first or pos < len(data):
-                piece = data[pos : pos + CHUNK]
+                piece = data[pos : pos + chunk_size]
                 yield epb.BundleChunk(upload_id=upload_id, offset=pos, total_size=len(data), sha256=sha, data=piece,
                                       activate=activate) if first else epb.BundleChunk(data=piece)
                 first = False

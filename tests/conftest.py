@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -194,3 +196,68 @@ def small_bbc(small_bbc_template: Path, tmp_path: Path):
     ws = Workspace(root)
     yield ws
     ws.close()
+
+
+# -- real edge agents on 127.0.0.1 --------------------------------------------------------------------------
+
+
+class AgentProcess:
+    """`cdl-edge serve` in a subprocess on 127.0.0.1:0; the port is read from its first line."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(self.data_dir),
+                                      "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            err = self.proc.stderr.read()
+            raise RuntimeError(f"agent did not start: {line!r} {err[-2000:]}")
+        self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+        return self.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def agent_factory(tmp_path):
+    started: list[AgentProcess] = []
+
+    def make(ws, name: str = "dev1", inference_auth: str = "open", raw_below: float = 0.6) -> AgentProcess:
+        from runtime.devices import enroll
+
+        out = tmp_path / f"device-{name}"
+        enroll(ws, name, "127.0.0.1:0", out, inference_auth, raw_below)
+        agent = AgentProcess(out)
+        agent.start()
+        ws.store.update_device(name, address=agent.address)
+        started.append(agent)
+        return agent
+
+    yield make
+    for a in started:
+        a.stop()
+
+
+def restart(ws, agent: AgentProcess, name: str = "dev1") -> None:
+    agent.start()
+    ws.store.update_device(name, address=agent.address)

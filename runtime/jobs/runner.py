@@ -171,7 +171,7 @@ class Runner:
                     needs = get_step(step).needs(cfg.params(step, overrides.get(step)), cfg)
                 except CdlError:
                     needs = None
-                needs = cfg.ancestors(step) if needs is None else needs
+                needs = set(cfg.upstream(step)) if needs is None else needs
                 missing = [u for u in needs if u not in done and u not in plan]
                 if missing:
                     msg = (f"needs {', '.join(sorted(missing, key=cfg.order().index))} to run first; "

@@ -85,7 +85,7 @@ class Step:
         return ""
 
     def needs(self, params: dict[str, Any], config: PipelineConfig) -> set[str] | None:
-        """Steps that must have run before this one runs alone (`cdl run STEP`); None: all its ancestors."""
+        """Steps that must have run before this one runs alone (`cdl run STEP`); None: its direct upstream."""
         return None
 
     def run(self, ctx: StepContext) -> StepResult:

@@ -107,6 +107,9 @@ class ExportStep(Step):
         "framework on test samples.",
     )
 
+    def needs(self, params: dict[str, Any], config: Any) -> set[str]:
+        return set()  # the model is found by its alias (a review through the CLI promotes it directly)
+
     def fingerprint(self, ctx: StepContext) -> str:
         try:
             mv = resolve_target(ctx, ctx.params["model"])
@@ -121,16 +124,17 @@ class ExportStep(Step):
         mv = resolve_target(ctx, ctx.params["model"])
         prep = load_transform(ctx.workspace, mv.transform)
         layout = mv.extra["arch"]["layout"]
-        X = onnx_tools.layout_input(prep.X_test if len(prep.y_test) else prep.X_train, layout)
-        n = min(ctx.params["parity_samples"], X.shape[0])
-        sample = _dense(X, n)
+        cached = prep.X_test if len(prep.y_test) else prep.X_train  # the cache's layout (NHWC or CSR rows)
+        n = min(ctx.params["parity_samples"], cached.shape[0])
+        raw = _dense(cached, n)
+        sample = np.ascontiguousarray(onnx_tools.layout_input(raw, layout), dtype=np.float32)  # the model's layout
         ctx.progress(0.1, f"loading {mv.ref} ({mv.framework})")
         model = native_model(ctx.workspace, mv)
         ctx.progress(0.3, "exporting to ONNX")
         path, exporter = export_native(mv, model, sample)
         sess = onnx_tools.session(path)
         ort_probs = onnx_tools.predict(sess, sample)
-        ref_probs = native_predict(mv, model, sample)
+        ref_probs = native_predict(mv, model, raw)
         diff = float(np.abs(ort_probs - ref_probs).max())
         agree = float((ort_probs.argmax(1) == ref_probs.argmax(1)).mean())
         ctx.log(f"exported with {exporter}; parity on {n} test samples: max |difference| {diff:.2e}, "

@@ -224,7 +224,7 @@ def test_cli_json_outputs(tmp_path, bbc_ws):
 def test_run_single_step_needs_upstream(text_ws):
     result = Runner(text_ws).run(steps=["data.version"])
     assert not result.ok
-    assert "data.import" in result.steps[0].error and "--until" in result.steps[0].error
+    assert "data.ingest" in result.steps[0].error and "--until" in result.steps[0].error
 
 
 def test_fashion_mnist_import(tmp_path, fashion_dir):

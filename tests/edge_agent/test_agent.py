@@ -1,0 +1,308 @@
+"""A real agent on 127.0.0.1: stock tritonclient inference, push/activate/rollback, crash safety, security."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import zipfile
+
+import grpc
+import numpy as np
+import pytest
+
+from edge_agent.proto.preprocessing import TextPipeline
+from runtime.devices import DeviceClient, collect, deploy, history_json, rollback
+from runtime.domain.errors import CdlError
+from tests.conftest import restart
+
+
+def _test_texts(ws, n: int = 20) -> list[str]:
+    from runtime.workspace.dataset import decode_text
+
+    view = ws.dataset()
+    rows = [r for r in view.rows if r.split == "test"][:n]
+    return [decode_text(view.read_bytes(r))[0] for r in rows]
+
+
+_CLIENTS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+def _triton(agent, ws):
+    import tritonclient.grpc as tc
+
+    c = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl" / "pki" / "ca.crt"))
+    _CLIENTS.append(c)
+    return c
+
+
+def _infer(client, texts: list[str], model: str = "ws", headers=None):  # noqa: ANN001
+    import tritonclient.grpc as tc
+
+    inp = tc.InferInput("text", [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+    return client.infer(model, [inp], headers=headers)
+
+
+def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_factory):
+    import onnxruntime as ort
+
+    from edge_agent.proto.bundle import read_manifest_unverified
+
+    ws = packaged
+    agent = agent_factory(ws)
+    res = deploy(ws, "ws:1", "fp32", "dev1")
+    assert res["activated"]
+    client = _triton(agent, ws)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("ws", "1")
+    assert not client.is_model_ready("ws", "7")
+    meta = client.get_model_metadata("ws")
+    assert meta.inputs[0].name == "text" and meta.inputs[0].datatype == "BYTES"
+    texts = _test_texts(ws)
+    r = _infer(client, texts)
+    probs = r.as_numpy("probabilities")
+    # the same model in a local onnxruntime, with the bundle's preprocessing
+    bundle = next((ws.root / ".cdl" / "bundles").glob("ws-v1-fp32.cdlb"))
+    manifest = read_manifest_unverified(bundle)
+    with zipfile.ZipFile(bundle) as zf:
+        model = zf.read("model.onnx")
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x, _ = TextPipeline(manifest["preprocessing"]).transform(texts)
+    expected = sess.run(["probabilities"], {"input": x})[0]
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    labels = [b.decode() for b in r.as_numpy("label")]
+    assert labels == [manifest["classes"][i] for i in expected.argmax(1)]
+    np.testing.assert_allclose(r.as_numpy("confidence"), expected.max(1), atol=1e-6)
+    # bad requests get clear errors
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="not loaded"):
+        _infer(client, texts[:1], model="other")
+    import tritonclient.grpc as tc
+
+    bad = tc.InferInput("text", [1, 4], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 4), np.float32))
+    with pytest.raises(InferenceServerException, match="BYTES"):
+        client.infer("ws", [bad])
+
+
+def test_push_activate_rollback_and_history(packaged, agent_factory):
+    ws = packaged
+    agent_factory(ws)
+    first = deploy(ws, "ws:1", "fp32", "dev1")
+    second = deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    with DeviceClient(ws, "dev1") as c:
+        h = c.health()
+        assert h["active"]["variant"] == "dynamic_int8" and h["active"]["previous_bundle_id"] == first["bundle_id"]
+        assert {m["variant"] for m in c.list_models()} == {"fp32", "dynamic_int8"}
+        assert h["providers"] == ["CPUExecutionProvider"]
+    back = rollback(ws, "dev1")
+    assert back["bundle_id"] == first["bundle_id"] and back["variant"] == "fp32"
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["bundle_id"] == first["bundle_id"]
+        # activate a stored bundle explicitly
+        assert c.activate(second["bundle_id"])["variant"] == "dynamic_int8"
+    hist = history_json(ws, "dev1")["deployments"]
+    assert [(d["action"], d["variant"], d["status"]) for d in hist] == [
+        ("deploy", "fp32", "done"), ("deploy", "dynamic_int8", "done"), ("rollback", "fp32", "done")]
+    # stored without activation
+    third = deploy(ws, "ws:1", "static_int8", "dev1", activate=False)
+    assert not third["activated"]
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["variant"] == "dynamic_int8"
+
+
+def test_agent_killed_during_a_push_keeps_the_old_model(packaged, agent_factory):
+    ws = packaged
+    agent = agent_factory(ws)
+    old = deploy(ws, "ws:1", "fp32", "dev1")
+    from runtime.bundles import bundle_path
+
+    big = bundle_path(ws, "ws:1", "static_int8")
+    # a push that stops after two chunks (the client died), then the agent is killed
+    with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match="incomplete"):
+        c.push(big, activate=True, max_chunks=2, chunk_size=16 * 1024)
+    agent.kill()
+    restart(ws, agent)
+    with DeviceClient(ws, "dev1") as c:
+        h = c.health()
+        assert h["active"]["bundle_id"] == old["bundle_id"]
+        assert {m["variant"] for m in c.list_models()} == {"fp32"}
+    # the agent killed while the rest of the upload streams in
+    sent = threading.Event()
+
+    def kill_soon() -> None:
+        sent.wait(30)
+        agent.kill()
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    with DeviceClient(ws, "dev1") as c:
+        orig = c.stub.PushBundle
+
+        def slow_push(chunks, **kw):  # noqa: ANN001, ANN202
+            def gen():  # noqa: ANN202
+                for i, ch in enumerate(chunks):
+                    if i == 3:
+                        sent.set()
+                        time.sleep(1.0)
+                    yield ch
+
+            return orig(gen(), **kw)
+
+        c.stub.PushBundle = slow_push
+        with pytest.raises(CdlError):
+            c.push(big, activate=True, chunk_size=16 * 1024)
+    killer.join()
+    restart(ws, agent)
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["bundle_id"] == old["bundle_id"]
+    # and the upload resumes where it stopped, then activates
+    logs: list[str] = []
+    res = deploy(ws, "ws:1", "static_int8", "dev1", log=logs.append)
+    assert any("resuming the upload at byte" in m for m in logs)
+    assert res["activated"]
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["variant"] == "static_int8"
+
+
+def test_scoring_survives_killed_agent_and_collector(packaged, agent_factory, tmp_path):
+    import subprocess
+    import sys
+
+    ws = packaged
+    agent = agent_factory(ws, raw_below=1.01)  # keep every raw input
+    deploy(ws, "ws:1", "fp32", "dev1")
+    texts = _test_texts(ws, 10)
+    client = _triton(agent, ws)
+    replies = 0
+    for _ in range(30):
+        _infer(client, texts)
+        replies += len(texts)
+    # the agent killed while requests are in flight: every reply it gave was journaled first
+    stop = threading.Event()
+    got = {"n": 0}
+
+    def traffic() -> None:
+        c = _triton(agent, ws)
+        while not stop.is_set():
+            try:
+                _infer(c, texts[:2])
+                got["n"] += 2
+            except Exception:  # noqa: BLE001 - the agent died under us
+                return
+
+    t = threading.Thread(target=traffic)
+    t.start()
+    time.sleep(0.5)
+    agent.kill()
+    stop.set()
+    t.join()
+    replies += got["n"]
+    restart(ws, agent)
+    # the collector killed (SIGKILL) at random moments
+    env = dict(os.environ)
+    for delay in (0.6, 0.9, 1.2):
+        proc = subprocess.Popen([sys.executable, "-c",
+                                 "import sys; from pathlib import Path; from runtime.workspace import Workspace;"
+                                 "from runtime.devices import collect; collect(Workspace(Path(sys.argv[1])), batch=20)",
+                                 str(ws.root)], env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    collect(ws)
+    from runtime.devices import scoring_store
+
+    store = scoring_store(ws)
+    with DeviceClient(ws, "dev1") as c:
+        h = c.health()
+    last = h["journal"]["last_seq"]
+    rows = store.query("SELECT seq FROM scoring WHERE device = 'dev1' ORDER BY seq")
+    seqs = [r[0] for r in rows]
+    assert seqs == list(range(1, last + 1))  # nothing lost, nothing twice
+    assert last >= replies
+    assert h["journal"]["acked_seq"] == last
+    sample = store.query("SELECT label, confidence, input_summary, raw_input FROM scoring LIMIT 1")[0]
+    assert sample[0] and 0 < sample[1] <= 1 and json.loads(sample[2])["length"] > 0 and sample[3]
+
+
+def test_journal_keeps_raw_input_only_for_low_confidence(packaged, agent_factory):
+    ws = packaged
+    agent = agent_factory(ws, raw_below=0.0)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    _infer(_triton(agent, ws), _test_texts(ws, 5))
+    collect(ws)
+    from runtime.devices import scoring_store
+
+    raws = scoring_store(ws).query("SELECT raw_input FROM scoring")
+    assert len(raws) == 5 and all(r[0] is None for r in raws)
+
+
+def test_security_rejections(packaged, agent_factory, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.proto.bundle import read_manifest_unverified, write_bundle
+    from runtime.bundles import bundle_path
+
+    ws = packaged
+    agent = agent_factory(ws, inference_auth="token")
+    good = deploy(ws, "ws:1", "fp32", "dev1")
+    src = bundle_path(ws, "ws:1", "dynamic_int8")
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    manifest = read_manifest_unverified(src)
+
+    def rezip(path, files):  # noqa: ANN001, ANN202
+        with zipfile.ZipFile(path, "w") as zf:
+            for n, d in files.items():
+                zf.writestr(n, d)
+        return path
+
+    tampered = rezip(tmp_path / "tampered.cdlb", {**members, "model.onnx": members["model.onnx"][:-10] + b"0123456789"})
+    escape = rezip(tmp_path / "escape.cdlb", {**members, "../evil.txt": b"x"})
+    truncated = tmp_path / "truncated.cdlb"
+    truncated.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    other = Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption())
+    wrong_sig = tmp_path / "wrongsig.cdlb"
+    m = {k: v for k, v in manifest.items() if k not in ("members", "format", "key_id")}
+    write_bundle(wrong_sig, m, {"model.onnx": members["model.onnx"]}, other)
+    cases = {tampered: "tampered", escape: "escapes", truncated: "truncated|not a zip", wrong_sig: "wrong signature"}
+    for path, why in cases.items():
+        with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match=f"rejected.*({why})"):
+            c.push(path, activate=True)
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["bundle_id"] == good["bundle_id"]
+        assert {x["bundle_id"] for x in c.list_models()} == {good["bundle_id"]}
+    # a wrong token, on control and (with inference_auth: token) on inference
+    dev = ws.store.device("dev1")
+    ws.store.add_device(name="dev1", address=dev.address, token="not-the-token",
+                        cert_fingerprint=dev.cert_fingerprint, enroll_dir=dev.enroll_dir)
+    with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match="UNAUTHENTICATED.*token"):
+        c.health()
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="token"):
+        _infer(_triton(agent, ws), ["some text"])
+    ok = _infer(_triton(agent, ws), ["some text about shares and markets"],
+                headers={"authorization": f"Bearer {dev.token}"})
+    assert ok.as_numpy("label").shape == (1,)
+    # a plaintext connection is refused (the agent only speaks TLS)
+    from edge_agent.proto import edge_pb2, edge_pb2_grpc
+
+    ch = grpc.insecure_channel(agent.address)
+    with pytest.raises(grpc.RpcError) as e:
+        edge_pb2_grpc.EdgeControlStub(ch).Health(edge_pb2.HealthRequest(), timeout=5,
+                                                  metadata=(("authorization", f"Bearer {dev.token}"),))
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    ch.close()

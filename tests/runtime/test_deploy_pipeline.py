@@ -1,0 +1,155 @@
+"""Export, compression, revision and bundles on small real subsets (PyTorch and Keras, text and images)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from edge_agent.proto.bundle import BundleError, verify_bytes
+from runtime.jobs import Runner
+from runtime.registry import review
+from runtime.steps.deploy import variants_json
+from tests.conftest import make_fashion_subset
+
+ALL_METHODS = [
+    "dynamic_int8",
+    {"static_int8": {"calibration_samples": 64}},
+    {"prune": {"sparsity": 0.5, "finetune_epochs": 1}},
+    {"distill": {"epochs": 2}},
+    {"lowrank": {"rank": 0.25, "finetune_epochs": 1}},
+    "qat",
+    "tensorrt",
+]
+
+
+def _to_package(ws, framework: str = "torch", extra_train: dict | None = None):
+    cfg = ws.config()
+    cfg.steps["deploy.compress"]["methods"] = ALL_METHODS
+    cfg.steps["deploy.revise"].update({"runs_b1": 10, "runs_b64": 3})
+    cfg.steps["model.train"].update({"framework": framework, **(extra_train or {})})
+    cfg.save()
+    res = Runner(ws).run(until="model.evaluate", overrides={"model.evaluate": {"threshold": 0.3}})
+    assert res.ok, [o.error for o in res.steps]
+    review(ws.store, f"{ws.config().name}:1", True, "ok", "tester")
+    return Runner(ws).run(until="deploy.package", overrides={"model.evaluate": {"threshold": 0.3}})
+
+
+def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
+    ws = small_bbc
+    res = _to_package(ws)
+    assert res.ok, [o.error for o in res.steps]
+    doc = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "variants",
+                                     "ws:1", "--json"], capture_output=True, text=True, check=True).stdout)
+    v = {x["name"]: x for x in doc["variants"]}
+    assert set(v) == {"fp32", "dynamic_int8", "static_int8", "prune", "distill", "lowrank", "qat", "tensorrt"}
+    for name in ("fp32", "dynamic_int8", "static_int8", "prune", "distill", "lowrank"):
+        x = v[name]
+        assert x["status"] == "ok"
+        assert set(x["latency_ms"]) == {"b1_p50", "b1_p95", "b64_p50", "b64_p95"}
+        assert x["size_bytes"] > 0 and 0 <= x["test_accuracy"] <= 1 and isinstance(x["slower_than_fp32"], bool)
+        assert x["providers"] == ["CPUExecutionProvider"]
+    assert v["fp32"]["accuracy_delta"] == 0
+    assert v["fp32"]["size_bytes"] / v["static_int8"]["size_bytes"] > 3.0
+    assert abs(v["static_int8"]["accuracy_delta"]) < 0.1
+    assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert v["distill"]["details"]["params_student"] < v["distill"]["details"]["params_teacher"]
+    assert v["lowrank"]["details"]["factorized_layers"]
+    assert v["qat"]["status"] == "skipped" and "Keras" in v["qat"]["message"]
+    assert v["tensorrt"]["status"] == "skipped" and v["tensorrt"]["message"].startswith("TensorRT unavailable: ")
+    # the export's parity check
+    export = ws.store.last_step_run("deploy.export").summary
+    assert export["parity_max_abs_diff"] < 1e-4 and export["parity_samples"] > 0
+    # the bundles: signed, hashed, no code
+    bundles = ws.store.last_step_run("deploy.package").summary["bundles"]
+    assert {b["variant"] for b in bundles} == {"fp32", "dynamic_int8", "static_int8", "prune", "distill", "lowrank"}
+    path = next(b["path"] for b in bundles if b["variant"] == "static_int8")
+    with zipfile.ZipFile(path) as zf:
+        assert sorted(zf.namelist()) == ["manifest.json", "manifest.sig", "model.onnx"]
+    pub = (ws.root / ".cdl" / "keys" / "bundle-signing.pub.pem").read_bytes()
+    data = open(path, "rb").read()
+    m = verify_bytes(data, [pub])
+    assert (m["name"], m["version"], m["variant"]) == ("ws", "1", "static_int8")
+    assert m["raw_input"]["kind"] == "text" and m["preprocessing"]["stemmer"] == "porter"
+    assert len(m["preprocessing"]["vocabulary"]) == m["input"]["shape"][1]
+    assert m["classes"] == ["business", "entertainment", "politics", "sport", "tech"]
+    ref = m["reference"]
+    assert ref["n"] > 0 and sum(ref["predicted"]["counts"].values()) == ref["n"] and ref["confidence"]["sample"]
+    assert {"length", "oov_rate"} <= set(ref["features"]) and ref["tracked_terms"]
+    assert m["lineage"]["dataset_version"] == "v1" and m["lineage"]["git_commit"]
+    assert m["members"]["model.onnx"]["sha256"] == v["static_int8"]["details"].get("onnx_sha256", m["members"]["model.onnx"]["sha256"])
+    with pytest.raises(BundleError, match="wrong signature"):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        other = Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        verify_bytes(data, [other])
+    # cdl package writes one bundle to a file
+    out = tmp_path / "one.cdlb"
+    subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "package", "ws:1:dynamic_int8", "-o",
+                    str(out)], check=True, capture_output=True)
+    assert verify_bytes(out.read_bytes(), [pub])["variant"] == "dynamic_int8"
+
+
+@pytest.mark.tensorflow
+def test_keras_variants(small_bbc):
+    res = _to_package(small_bbc, "keras", {"use_tuned": False, "epochs": 6, "patience": 0})
+    assert res.ok, [o.error for o in res.steps]
+    v = {x["name"]: x for x in variants_json(small_bbc.store, "ws:1")["variants"]}
+    for name in ("fp32", "dynamic_int8", "static_int8", "prune", "qat", "distill", "lowrank"):
+        assert v[name]["status"] == "ok", (name, v[name]["message"])
+    assert small_bbc.store.last_step_run("deploy.export").summary["exporter"].startswith("tf2onnx")
+    assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert v["qat"]["test_accuracy"] > 0.5
+
+
+def test_image_model_through_an_agent(tmp_path, agent_factory):
+    import tritonclient.grpc as tc
+
+    from runtime.api import add_source
+    from runtime.devices import deploy
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "fm", "image-classification")
+    add_source(ws, make_fashion_subset(tmp_path / "fm-src", 1000, 200), {"class_names": "fashion-mnist"})
+    cfg = ws.config()
+    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
+    cfg.steps["model.train"].update({"epochs": 2, "use_tuned": False})
+    cfg.steps["model.evaluate"]["threshold"] = 0.3
+    cfg.steps["deploy.compress"]["methods"] = [{"static_int8": {"calibration_samples": 64}}]
+    cfg.steps["deploy.revise"].update({"runs_b1": 5, "runs_b64": 3})
+    cfg.save()
+    first = Runner(ws).run(until="model.evaluate")
+    assert first.ok, [(o.step, o.error) for o in first.steps if o.error]
+    review(ws.store, "fm:1", True, "ok", "tester")
+    res = Runner(ws).run(until="deploy.package")
+    assert res.ok, [o.error for o in res.steps]
+    agent = agent_factory(ws)
+    deploy(ws, "fm:1", "static_int8", "dev1")
+    view = ws.dataset()
+    rows = [r for r in view.rows if r.split == "test"][:16]
+    images = view.images(rows)
+    client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+    meta = client.get_model_metadata("fm")
+    assert meta.inputs[0].datatype == "UINT8" and list(meta.inputs[0].shape) == [-1, 28, 28, 1]
+    inp = tc.InferInput("image", list(images.shape), "UINT8")
+    inp.set_data_from_numpy(images)
+    r = client.infer("fm", [inp])
+    labels = [b.decode() for b in r.as_numpy("label")]
+    # the same variant in a local onnxruntime
+    import onnxruntime as ort
+
+    v = ws.store.variant("fm", 1, "static_int8")
+    sess = ort.InferenceSession(str(ws.artifacts.get(v.artifact)), providers=["CPUExecutionProvider"])
+    x = (images.astype(np.float32) / 255.0)[:, None, :, :]
+    expected = sess.run(["probabilities"], {"input": x})[0]
+    np.testing.assert_allclose(r.as_numpy("probabilities"), expected, atol=1e-5)
+    classes = ws.store.model_version("fm", 1).classes
+    assert labels == [classes[i] for i in expected.argmax(1)]
+    client.close()
+    ws.close()
