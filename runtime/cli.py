@@ -608,6 +608,87 @@ def rollback(obj: dict[str, Any], device_name: str) -> None:
     click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
 
 
+@cli.command()
+@click.option("--no-collect", is_flag=True, help="check what is already in .cdl/scoring.duckdb")
+@click.option("--window", type=float, help="records (or seconds with --by time)")
+@click.option("--by", type=click.Choice(["count", "time"]))
+@click.option("--fail-on-drift", is_flag=True, help="exit 1 when a device drifted")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def monitor(obj: dict[str, Any], no_collect: bool, window: float | None, by: str | None, fail_on_drift: bool,
+            as_json: bool) -> None:
+    """Collect scoring data and run the drift checks (the deploy.monitor step)."""
+    from runtime.jobs import Runner
+    from runtime.progress import ProgressPrinter
+
+    over: dict[str, Any] = {}
+    if no_collect:
+        over["collect"] = False
+    if window:
+        over["window"] = window
+    if by:
+        over["window_by"] = by
+    ws = _ws(obj)
+    runner = Runner(ws)
+    if not as_json:
+        runner.bus.subscribe(ProgressPrinter())
+    res = runner.run(steps=["deploy.monitor"], overrides={"deploy.monitor": over} if over else None)
+    out = res.steps[0]
+    if out.status == "failed":
+        raise CdlError(out.error or "deploy.monitor failed")
+    checks = [{k: c[k] for k in ("device", "model", "version", "window", "tests", "drifted")}
+              for c in out.summary.get("checks", [])]
+    if as_json:
+        _dump({"checks": checks})
+    if fail_on_drift and any(c["drifted"] for c in checks):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--auto-approve-if-better", is_flag=True,
+              help="approve the retrained model only if it beats the champion on the test split (recorded as automatic)")
+@click.option("--retune", is_flag=True, help="search hyperparameters again instead of reusing the champion's")
+@click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
+              help="a Label Studio export with labels for the proposal's samples")
+@click.option("--no-deploy", is_flag=True, help="stop after the review")
+@click.option("--force", is_flag=True, help="go around even without drift")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def loop(obj: dict[str, Any], auto_approve_if_better: bool, retune: bool, labels: Path | None, no_deploy: bool,
+         force: bool, as_json: bool) -> None:
+    """One pass around the loop: drift, proposal, labels, new version, retrain, review, deploy."""
+    from runtime.loop import run_loop
+    from runtime.progress import ProgressPrinter
+
+    res = run_loop(_ws(obj), auto_approve_if_better, retune, labels, not no_deploy, force,
+                   subscriber=None if as_json else ProgressPrinter())
+    if as_json:
+        _dump(dict(res))
+    else:
+        click.echo(f"loop: {res['status']}: {res.get('reason', '')}")
+    sys.exit(res.code)
+
+
+@cli.group("proposals")
+def proposals_group() -> None:
+    """Retrain proposals made after drift."""
+
+
+@proposals_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def proposals_list(obj: dict[str, Any], as_json: bool) -> None:
+    from runtime.proposals import proposals
+
+    doc = {"proposals": proposals(_ws(obj))}
+    if as_json:
+        _dump(doc)
+        return
+    for p in doc["proposals"]:
+        click.echo(f"{p['id']:<5} {p['status']:<9} {p['device']:<12} {p['model']}:{p['version']}  "
+                   f"{p['labeled']}/{p['samples']} labeled  drift in {', '.join(p['drifted_tests'])}")
+
+
 # -- runtime ------------------------------------------------------------------------------------------------
 
 

@@ -136,7 +136,8 @@ class LabelQueue:
         if filter.startswith("proposal:"):
             wanted = self._proposal_order(filter.split(":", 1)[1])
             by_uid = {r.uid: r for r in self._dataset().rows}
-            order = [by_uid[u] for u in wanted if u in by_uid]
+            staged = self._staged()
+            order = [by_uid.get(u) or staged[u] for u in wanted if u in by_uid or u in staged]
         else:
             if filter not in FILTERS:
                 raise CdlError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)}, proposal:ID)")
@@ -172,18 +173,33 @@ class LabelQueue:
                 return q
         return None
 
+    def _staged(self) -> dict[str, IndexRow]:
+        """Items imported but not yet in the checked-out dataset (a retrain proposal's samples)."""
+        return {i.uid: IndexRow(i.uid, i.id, i.kind, i.source, None, False, i.split, i.pack, i.offset, i.length,
+                                i.encoding) for i in self.store.items()}
+
     def content(self, uid: str) -> str | Any:
         """Text (decoded as the clean step does) or an image array, for display."""
         view = self._dataset()
-        row = view.row(uid)
+        try:
+            row = view.row(uid)
+            reader = view
+        except CdlError:
+            from runtime.workspace.dataset import DatasetView, PackReader
+
+            staged = self._staged()
+            if uid not in staged:
+                raise
+            row = staged[uid]
+            reader = DatasetView([row], PackReader(self.ws.packs_dir))
         if row.kind == "text":
-            return decode_text(view.read_bytes(row))[0]
-        return view.read_image(row)
+            return decode_text(reader.read_bytes(row))[0]
+        return reader.read_image(row)
 
     # -- actions ------------------------------------------------------------------------------------------
 
     def _item_id(self, ref: str) -> str:
-        rows = self._dataset().rows
+        rows = list(self._dataset().rows) + list(self._staged().values())
         for r in rows:
             if r.uid == ref or r.id == ref:
                 return r.id

@@ -19,11 +19,19 @@ CREATE TABLE IF NOT EXISTS scoring (
     bundle_id VARCHAR, model VARCHAR, version VARCHAR, variant VARCHAR,
     label VARCHAR, confidence DOUBLE, probabilities VARCHAR, latency_ms DOUBLE,
     input_summary VARCHAR, raw_input BLOB, raw_kind VARCHAR,
+    -- the input summary's fields, typed, so drift checks over millions of rows stay fast
+    length DOUBLE, oov_rate DOUBLE, terms VARCHAR[],
+    mean_intensity DOUBLE, std_intensity DOUBLE, intensity_hist DOUBLE[],
     PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS drift_checks (
+    id BIGINT, time DOUBLE, device VARCHAR, model VARCHAR, version VARCHAR, bundle_id VARCHAR,
+    window_from DOUBLE, window_to DOUBLE, n BIGINT, drifted BOOLEAN, tests VARCHAR
 );
 """
 COLUMNS = ("device", "seq", "time", "bundle_id", "model", "version", "variant", "label", "confidence",
-           "probabilities", "latency_ms", "input_summary", "raw_input", "raw_kind")
+           "probabilities", "latency_ms", "input_summary", "raw_input", "raw_kind",
+           "length", "oov_rate", "terms", "mean_intensity", "std_intensity", "intensity_hist")
 
 
 class ScoringStore:
@@ -44,45 +52,107 @@ class ScoringStore:
             con.close()
 
     def insert(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Insert rows in one transaction; rows already stored (same device and seq) are ignored."""
-        batch = [tuple(_value(r.get(c)) for c in COLUMNS) for r in rows]
-        if not batch:
-            return 0
-        with self.connect() as con:
-            before = con.execute("SELECT COUNT(*) FROM scoring").fetchone()[0]
-            con.execute("BEGIN TRANSACTION")
-            con.executemany(f"INSERT OR IGNORE INTO scoring ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                            batch)
-            con.execute("COMMIT")
-            after = con.execute("SELECT COUNT(*) FROM scoring").fetchone()[0]
-        return int(after - before)
+        """Insert rows in one transaction, column-wise (the batch is handed to DuckDB as arrays, not row by row);
+        rows already stored (same device and seq) are ignored."""
+        import numpy as np
 
-    def insert_arrow(self, table) -> int:  # noqa: ANN001
-        """Bulk insert of a pyarrow/pandas-like relation with the same columns (benchmarks, imports)."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        n = len(rows)
+        summaries = [_summary(r.get("input_summary")) for r in rows]
+
+        def obj(values: Iterable[Any]) -> np.ndarray:
+            arr = np.empty(n, dtype=object)
+            arr[:] = list(values)
+            return arr
+
+        cols: dict[str, Any] = {
+            "device": obj(r["device"] for r in rows),
+            "seq": np.fromiter((r["seq"] for r in rows), dtype=np.int64, count=n),
+            "time": np.fromiter((r["time"] for r in rows), dtype=np.float64, count=n),
+            "bundle_id": obj(r.get("bundle_id") for r in rows),
+            "model": obj(r.get("model") for r in rows),
+            "version": obj(r.get("version") for r in rows),
+            "variant": obj(r.get("variant") for r in rows),
+            "label": obj(r.get("label") for r in rows),
+            "confidence": np.fromiter((r.get("confidence") or 0.0 for r in rows), dtype=np.float64, count=n),
+            "probabilities": obj(_text(r.get("probabilities")) for r in rows),
+            "latency_ms": np.fromiter((r.get("latency_ms") or 0.0 for r in rows), dtype=np.float64, count=n),
+            "input_summary": obj(_text(r.get("input_summary")) for r in rows),
+            "raw_input": obj(r.get("raw_input") or None for r in rows),
+            "raw_kind": obj(r.get("raw_kind") for r in rows),
+            "length": obj(s.get("length") for s in summaries),
+            "oov_rate": obj(s.get("oov_rate") for s in summaries),
+            "terms": obj(s.get("terms") for s in summaries),
+            "mean_intensity": obj(s.get("mean") for s in summaries),
+            "std_intensity": obj(s.get("std") for s in summaries),
+            "intensity_hist": obj(s.get("hist") for s in summaries),
+        }
+        casts = {"length": "DOUBLE", "oov_rate": "DOUBLE", "terms": "VARCHAR[]", "mean_intensity": "DOUBLE",
+                 "std_intensity": "DOUBLE", "intensity_hist": "DOUBLE[]", "raw_input": "BLOB"}
+        select = ", ".join(f"CAST({c} AS {casts[c]})" if c in casts else c for c in COLUMNS)
         with self.connect() as con:
-            before = con.execute("SELECT COUNT(*) FROM scoring").fetchone()[0]
-            con.register("incoming", table)
-            con.execute(f"INSERT OR IGNORE INTO scoring SELECT {', '.join(COLUMNS)} FROM incoming")
-            after = con.execute("SELECT COUNT(*) FROM scoring").fetchone()[0]
+            before = con.execute("SELECT COUNT(*) FROM scoring").fetchall()[0][0]
+            con.register("incoming", cols)
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"INSERT OR IGNORE INTO scoring ({', '.join(COLUMNS)}) SELECT {select} FROM incoming")
+            con.execute("COMMIT")
+            con.unregister("incoming")
+            after = con.execute("SELECT COUNT(*) FROM scoring").fetchall()[0][0]
         return int(after - before)
 
     def last_seq(self, device: str) -> int:
         with self.connect() as con:
-            row = con.execute("SELECT MAX(seq) FROM scoring WHERE device = ?", [device]).fetchone()
+            row = con.execute("SELECT MAX(seq) FROM scoring WHERE device = ?", [device]).fetchall()[0]
         return int(row[0] or 0)
 
     def count(self, device: str | None = None) -> int:
         with self.connect() as con:
             if device:
-                return int(con.execute("SELECT COUNT(*) FROM scoring WHERE device = ?", [device]).fetchone()[0])
-            return int(con.execute("SELECT COUNT(*) FROM scoring").fetchone()[0])
+                return int(con.execute("SELECT COUNT(*) FROM scoring WHERE device = ?", [device]).fetchall()[0][0])
+            return int(con.execute("SELECT COUNT(*) FROM scoring").fetchall()[0][0])
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
         with self.connect() as con:
             return con.execute(sql, params or []).fetchall()
 
+    def add_check(self, check: dict[str, Any]) -> None:
+        with self.connect() as con:
+            n = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM drift_checks").fetchall()[0][0]
+            w = check["window"]
+            con.execute("INSERT INTO drift_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [n, check["time"], check["device"], check["model"], check["version"], check.get("bundle_id"),
+                         w["from"], w["to"], w["n"], check["drifted"], json.dumps(check["tests"])])
 
-def _value(v: Any) -> Any:
+    def checks(self, device: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        sql = "SELECT id, time, device, model, version, bundle_id, window_from, window_to, n, drifted, tests FROM drift_checks"
+        params: list[Any] = []
+        if device:
+            sql += " WHERE device = ?"
+            params.append(device)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        out = []
+        for r in self.query(sql, params):
+            out.append({"id": r[0], "time": r[1], "device": r[2], "model": r[3], "version": r[4], "bundle_id": r[5],
+                        "window": {"from": r[6], "to": r[7], "n": r[8]}, "drifted": r[9], "tests": json.loads(r[10])})
+        return out[::-1]
+
+
+def _text(v: Any) -> Any:
     if isinstance(v, dict | list):
         return json.dumps(v)
     return v
+
+
+def _summary(v: Any) -> dict[str, Any]:
+    if isinstance(v, dict):
+        return v
+    if isinstance(v, str) and v:
+        try:
+            out = json.loads(v)
+            return out if isinstance(out, dict) else {}
+        except json.JSONDecodeError:
+            return {}
+    return {}

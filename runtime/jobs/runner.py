@@ -123,7 +123,11 @@ class Runner:
                                                                              StepStatus.FAILED)]
                 if bad_up:
                     reason = f"upstream {', '.join(bad_up)} is {out[bad_up[0]].status.value}"
-            if reason:
+            if reason and run.status == "drifted":
+                # drift stays visible (red) until a new check says otherwise, even when the check is old
+                out[step] = StepState(step, spec, StepStatus.DRIFTED, f"drifted at the last check; {reason}", run,
+                                      run.summary)
+            elif reason:
                 out[step] = StepState(step, spec, StepStatus.STALE, reason, run, run.summary)
             else:
                 status = StepStatus.DRIFTED if run.status == "drifted" else StepStatus.DONE

@@ -11,7 +11,7 @@ from runtime.domain.errors import ConfigError
 from runtime.steps.base import Cancelled, Step, StepContext, StepResult
 
 # Modules that define steps; each exposes STEPS, a list of Step subclasses.
-_MODULES = ("runtime.steps.data", "runtime.steps.model", "runtime.steps.deploy")
+_MODULES = ("runtime.steps.data", "runtime.steps.model", "runtime.steps.deploy", "runtime.steps.monitor")
 _REGISTRY: dict[str, type[Step]] | None = None
 
 

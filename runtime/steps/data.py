@@ -120,6 +120,8 @@ class ImportStep(Step):
                            "notes": batch.notes})
             ctx.log(f"{path.name}: imported {n_items} {batch.item_kind} items ({batch.kind})")
         for name in set(known) - wanted:
+            if known[name].kind == "proposal":
+                continue  # retrain proposals are sources of their own, not configured in cdl.yaml
             ctx.store.remove_source(name)
             report.append({"source": name, "status": "removed"})
             ctx.log(f"{name}: no longer configured, its items were removed")
@@ -242,6 +244,9 @@ class SplitStep(Step):
         ),
         description="Seeded, stratified train/test split; exact duplicates never end up on both sides.",
     )
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return ctx.store.items_fingerprint()  # retrain proposals add items without an import
 
     def run(self, ctx: StepContext) -> StepResult:
         items = ctx.store.items()

@@ -1,0 +1,112 @@
+"""`cdl loop`: one pass around the continuous loop, headless.
+
+scoring data -> drift check -> retrain proposal -> (labels) -> new dataset version -> retrain (same parameters,
+or retune) -> evaluate -> review (automatic when the candidate beats the champion, with
+--auto-approve-if-better) -> package -> deploy to the devices.
+
+Stops, and says why, where a person is needed: samples still to label, or a review to make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runtime.domain.errors import CdlError
+from runtime.jobs import EventBus, Runner
+from runtime.workspace.workspace import Workspace
+
+WAITING = 3  # exit code: the loop waits for people (labels, a review)
+
+
+class LoopResult(dict):
+    @property
+    def code(self) -> int:
+        return {"done": 0, "no-drift": 0, "waiting": WAITING}.get(self["status"], 1)
+
+
+def run_loop(ws: Workspace, auto_approve_if_better: bool = False, retune: bool = False, labels: Path | None = None,
+             deploy: bool = True, force: bool = False, subscriber: Callable | None = None) -> LoopResult:
+    from runtime import proposals
+    from runtime.labeling import import_label_studio
+    from runtime.registry import auto_review
+
+    bus = EventBus()
+    if subscriber:
+        bus.subscribe(subscriber)
+    steps: list[dict[str, Any]] = []
+
+    def run(**kw: Any) -> bool:
+        res = Runner(ws, bus).run(**kw)
+        steps.extend(o.to_dict() for o in res.steps)
+        return res.ok
+
+    cfg = ws.config()
+    if not run(steps=["deploy.monitor"]) and not steps[-1]["status"] == "drifted":
+        return LoopResult(status="failed", reason=steps[-1]["error"], steps=steps)
+    mon = ws.store.last_step_run("deploy.monitor")
+    pending = proposals.open_proposal(ws)
+    if mon.status != "drifted" and pending is None and not force:
+        return LoopResult(status="no-drift", reason="no drift: the deployed model is fine", steps=steps,
+                          checks=mon.summary.get("checks", []))
+    if not run(steps=["deploy.maintain"]):
+        return LoopResult(status="failed", reason=steps[-1]["error"], steps=steps)
+    p = proposals.open_proposal(ws)
+    if p is None:
+        return LoopResult(status="failed", reason="drift, but no samples with raw inputs to label", steps=steps)
+    if labels is not None:
+        import_label_studio(ws, labels, skip_unmatched=True)
+        p = proposals.proposal(ws, p["id"])
+    if p["unlabeled"] > 0:
+        return LoopResult(status="waiting", proposal=p, steps=steps,
+                          reason=f"proposal {p['id']}: {p['unlabeled']} of {p['samples']} sample(s) to label "
+                          f"(`cdl labels next --filter proposal:{p['id']}`, or --labels FILE); then run `cdl loop` again")
+    # the labeled samples join a new dataset version
+    if not run(until="data.label"):
+        return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
+    # retrain: the champion's parameters, or a new search
+    name = (cfg.params("model.register")["name"] if "model.register" in cfg.steps else None) or cfg.name
+    try:
+        champion = ws.store.model_version(name, "champion")
+    except CdlError:
+        champion = None
+    if retune or champion is None:
+        ok = run(until="model.evaluate")
+    else:
+        hp = {k: champion.params[k] for k in ("lr", "batch_size", "hidden", "dropout", "weight_decay", "layers")
+              if k in champion.params}
+        ok = run(steps=["model.preprocess", "model.train", "model.register", "model.evaluate"],
+                 overrides={"model.train": {**hp, "use_tuned": False}})
+    if not ok:
+        return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
+    candidate = ws.store.model_version(name)
+    if auto_approve_if_better:
+        rv = auto_review(ws.store, candidate, cfg.params("model.review")["metric"] if "model.review" in cfg.steps
+                         else "test_accuracy")
+        if rv.decision != "approved":
+            proposals.close(ws, p["id"], "rejected", rv.comment)
+            return LoopResult(status="done", reason=f"{candidate.ref} not better than the champion: {rv.comment}; "
+                              "the devices keep their model", steps=steps, candidate=candidate.ref, review=rv.decision)
+    elif not ws.store.reviews(candidate.name, candidate.version):
+        return LoopResult(status="waiting", steps=steps, candidate=candidate.ref,
+                          reason=f"{candidate.ref} awaits review: `cdl models review {candidate.ref} --approve|--reject`"
+                          " (or --auto-approve-if-better)")
+    if not run(steps=["model.review"]):
+        proposals.close(ws, p["id"], "rejected", _last_error(steps))
+        return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+    if deploy:
+        targets = [p["device"]]
+        ok = run(until="deploy.package") and run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets}})
+        if not ok:
+            return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+    proposals.close(ws, p["id"], "done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")
+    return LoopResult(status="done", reason=f"{candidate.ref} is the champion{' and serves on ' + p['device'] if deploy else ''}",
+                      steps=steps, candidate=candidate.ref, review="approved", proposal=proposals.proposal(ws, p["id"]))
+
+
+def _last_error(steps: list[dict[str, Any]]) -> str:
+    for s in reversed(steps):
+        if s.get("error"):
+            return f"{s['id']}: {s['error']}"
+    return "failed"

@@ -1,0 +1,155 @@
+"""Drift checks over a window of scoring data against the reference statistics a bundle carries.
+
+Tests (per device, on the model version it serves now):
+- predicted_class: chi-squared of the window's predicted classes against the reference's;
+- confidence: two-sample Kolmogorov-Smirnov of the confidences;
+- psi:<feature>: population stability index; text: length, oov_rate, frequent_terms; images:
+  mean_intensity, std_intensity, intensity_histogram.
+A p-value test drifts below alpha (divided by the number of p-value tests with the Bonferroni correction); a
+PSI test drifts above its threshold (0.2). All of it is set in cdl.yaml (deploy.monitor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+EPS = 1e-4
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e = np.clip(np.asarray(expected, dtype=np.float64), EPS, None)
+    a = np.clip(np.asarray(actual, dtype=np.float64), EPS, None)
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _binned(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    idx = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right")
+    return np.bincount(idx, minlength=len(edges) + 1) / max(1, len(values))
+
+
+def window_sql(device: str, bundle_id: str, by: str, size: float) -> tuple[str, list[Any]]:
+    if by == "time":
+        return ("SELECT * FROM scoring WHERE device = ? AND bundle_id = ? AND time >= ?",
+                [device, bundle_id, time.time() - float(size)])
+    return ("SELECT * FROM scoring WHERE device = ? AND bundle_id = ? ORDER BY seq DESC LIMIT ?",
+            [device, bundle_id, int(size)])
+
+
+def _lit(v: str) -> str:
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def window_table_sql(device: str, bundle_id: str, by: str, size: float) -> str:
+    """The window as a temporary table `w` (DDL takes no parameters: values are quoted literals)."""
+    if by == "time":
+        cond = f"time >= {float(time.time() - float(size))!r}"
+        return (f"CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM scoring WHERE device = {_lit(device)} "
+                f"AND bundle_id = {_lit(bundle_id)} AND {cond}")
+    return (f"CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM scoring WHERE device = {_lit(device)} "
+            f"AND bundle_id = {_lit(bundle_id)} ORDER BY seq DESC LIMIT {int(size)}")
+
+
+def check(con, device: str, bundle_id: str, manifest: dict[str, Any], by: str = "count", size: float = 500,
+          alpha: float = 0.05, bonferroni: bool = True, psi_threshold: float = 0.2,
+          min_records: int = 50) -> dict[str, Any]:  # noqa: ANN001
+    """One drift check. `con` is an open DuckDB connection to the scoring store."""
+    from scipy import stats
+
+    ref = manifest.get("reference") or {}
+    con.execute(window_table_sql(device, bundle_id, by, size))
+    n, t_from, t_to = con.execute("SELECT COUNT(*), MIN(time), MAX(time) FROM w").fetchall()[0]
+    out: dict[str, Any] = {"device": device, "model": manifest["name"], "version": str(manifest["version"]),
+                           "variant": manifest.get("variant"), "bundle_id": bundle_id, "time": time.time(),
+                           "window": {"by": by, "from": t_from, "to": t_to, "n": int(n)}, "tests": [],
+                           "drifted": False}
+    if n < min_records:
+        out["note"] = f"{n} record(s) in the window; at least {min_records} are needed for a check"
+        return out
+    tests: list[dict[str, Any]] = []
+    p_tests: list[dict[str, Any]] = []
+    # predicted classes: chi-squared against the reference's predicted-class proportions
+    classes = list(ref.get("classes") or manifest["classes"])
+    counts = dict(con.execute("SELECT label, COUNT(*) FROM w GROUP BY label").fetchall())
+    observed = np.array([counts.get(c, 0) for c in classes], dtype=np.float64)
+    ref_counts = np.array([(ref.get("predicted") or {}).get("counts", {}).get(c, 0) for c in classes], np.float64) + 0.5
+    expected = ref_counts / ref_counts.sum() * observed.sum()
+    chi = stats.chisquare(observed, expected)
+    p_tests.append({"name": "predicted_class", "statistic": float(chi.statistic), "p_value": float(chi.pvalue)})
+    # confidence: two-sample KS
+    conf = con.execute("SELECT confidence FROM w").fetchnumpy()["confidence"]
+    sample = np.asarray((ref.get("confidence") or {}).get("sample") or [], dtype=np.float64)
+    if len(sample):
+        ks = stats.ks_2samp(conf, sample)
+        p_tests.append({"name": "confidence", "statistic": float(ks.statistic), "p_value": float(ks.pvalue)})
+    m = len(p_tests) if bonferroni else 1
+    for t in p_tests:
+        t["threshold"] = alpha / m
+        t["drifted"] = bool(t["p_value"] < t["threshold"])
+        tests.append(t)
+    feats = ref.get("features") or {}
+
+    def add_psi(name: str, value: float) -> None:
+        if not math.isfinite(value):
+            value = 10.0
+        tests.append({"name": f"psi:{name}", "statistic": value, "p_value": None, "threshold": psi_threshold,
+                      "drifted": bool(value > psi_threshold)})
+
+    for name, col in (("length", "length"), ("oov_rate", "oov_rate"), ("mean_intensity", "mean_intensity"),
+                      ("std_intensity", "std_intensity")):
+        f = feats.get(name)
+        if not f or f.get("type") != "continuous":
+            continue
+        vals = con.execute(f"SELECT {col} FROM w WHERE {col} IS NOT NULL").fetchnumpy()[col]
+        if len(vals):
+            add_psi(name, psi(np.asarray(f["fractions"]), _binned(np.asarray(vals, dtype=np.float64), f["edges"])))
+    terms = ref.get("tracked_terms") or []
+    if terms and any(k.startswith("term:") for k in feats):
+        present = dict(con.execute("SELECT t, COUNT(*) FROM (SELECT unnest(terms) AS t FROM w) GROUP BY t").fetchall())
+        e = np.array([feats[f"term:{t}"]["p"] for t in terms], dtype=np.float64)
+        a = np.array([present.get(t, 0) / n for t in terms], dtype=np.float64)
+        add_psi("frequent_terms", psi(e, a) if a.sum() > 0 else 10.0)
+    h = feats.get("intensity_histogram")
+    if h and h.get("fractions"):
+        k = len(h["fractions"])
+        row = con.execute(f"SELECT {', '.join(f'AVG(intensity_hist[{i + 1}])' for i in range(k))} FROM w "
+                          "WHERE intensity_hist IS NOT NULL").fetchall()[0]
+        if row[0] is not None:
+            add_psi("intensity_histogram", psi(np.asarray(h["fractions"]), np.asarray(row, dtype=np.float64)))
+    out["tests"] = tests
+    out["drifted"] = any(t["drifted"] for t in tests)
+    return out
+
+
+def bundle_manifest(ws, bundle_id: str) -> dict[str, Any]:  # noqa: ANN001
+    """The manifest of a bundle this workspace made (bundles are kept as artifacts, named by their sha256)."""
+    import zipfile
+
+    from runtime.domain.errors import NotFoundError
+
+    if not ws.artifacts.exists(bundle_id):
+        raise NotFoundError(f"bundle {bundle_id[:12]} was not made by this workspace: its reference statistics "
+                            "are unknown")
+    with zipfile.ZipFile(ws.artifacts.get(bundle_id)) as zf:
+        return json.loads(zf.read("manifest.json"))
+
+
+def checks(ws, devices: list[str] | None = None, **params: Any) -> list[dict[str, Any]]:  # noqa: ANN001
+    """A check for every device on the bundle it served most recently."""
+    from runtime.devices import scoring_store
+
+    store = scoring_store(ws)
+    out = []
+    with store.connect() as con:
+        rows = con.execute("SELECT device, arg_max(bundle_id, seq) FROM scoring GROUP BY device ORDER BY device").fetchall()
+        for device, bundle_id in rows:
+            if devices and device not in devices:
+                continue
+            manifest = bundle_manifest(ws, bundle_id)
+            out.append(check(con, device, bundle_id, manifest, **params))
+    return out

@@ -1,0 +1,104 @@
+"""Retrain proposals: the scoring samples to label after drift, lowest confidence first, with their raw inputs
+from the device's journal. A proposal is a data source of its own (`proposal:<id>`): its samples go into the
+labeling queue at once (filter `proposal:<id>`) and, once labeled, into the next dataset version."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.entities import Item, SourceRecord
+from runtime.domain.errors import NotFoundError
+from runtime.workspace.dataset import write_bin_pack, write_npy_pack
+from runtime.workspace.workspace import Workspace
+
+
+def proposals(ws: Workspace) -> list[dict[str, Any]]:
+    ids = ws.store.get_state("proposals", []) or []
+    return [proposal(ws, p) for p in ids]
+
+
+def proposal(ws: Workspace, pid: str) -> dict[str, Any]:
+    doc = ws.store.get_state(f"proposal:{pid}")
+    if doc is None:
+        raise NotFoundError(f"retrain proposal {pid!r} does not exist")
+    from runtime.labeling import effective_labels
+
+    uids = ws.store.get_state(f"proposal:{pid}:items") or []
+    items = {i.uid: i for i in ws.store.items() if i.uid in set(uids)}
+    states = effective_labels(ws.store.labels(item_ids=[i.id for i in items.values()]))
+    labeled = sum(1 for u in uids if u in items and states.get(items[u].id) and states[items[u].id].label)
+    return {**doc, "samples": len(uids), "labeled": labeled, "unlabeled": len(uids) - labeled}
+
+
+def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict[str, Any] | None:
+    """Make a proposal from a drifted check: the window's records with a raw input, lowest confidence first."""
+    from runtime.devices import scoring_store
+    from runtime.monitor import bundle_manifest, window_sql
+
+    manifest = bundle_manifest(ws, check["bundle_id"])
+    sql, params = window_sql(check["device"], check["bundle_id"], check["window"].get("by", "count"),
+                             check.get("window_size", 500))
+    rows = scoring_store(ws).query(
+        f"SELECT seq, raw_input, raw_kind, confidence, label FROM ({sql}) WHERE raw_input IS NOT NULL "
+        "ORDER BY confidence ASC, seq ASC", params)
+    from runtime.labeling import effective_labels
+
+    known = {k for k, v in effective_labels(ws.store.labels()).items() if v.label is not None}
+    seen: set[str] = set()
+    picked = []
+    for seq, raw, kind, conf, label in rows:
+        h = hashlib.sha256(raw).hexdigest()
+        if h in seen or h in known:  # the same content is labeled already: nothing to ask
+            continue
+        seen.add(h)
+        picked.append((seq, bytes(raw), kind, conf, label))
+        if len(picked) >= max_samples:
+            break
+    if not picked:
+        return None
+    n = len(ws.store.get_state("proposals", []) or []) + 1
+    pid = f"p{n}"
+    name = f"proposal:{pid}"
+    kind = picked[0][2]
+    items: list[Item] = []
+    if kind == "text":
+        pack, spans = write_bin_pack(ws.packs_dir, [p[1] for p in picked])
+        for (seq, raw, _, conf, label), (off, length) in zip(picked, spans, strict=True):
+            items.append(Item(uid=f"{name}:{check['device']}#{seq}", id=hashlib.sha256(raw).hexdigest(), kind="text",
+                              source=f"{check['device']}#seq{seq} (confidence {conf:.2f}, predicted {label})",
+                              pack=pack, offset=off, length=length, encoding="bytes"))
+    else:
+        shape = manifest["raw_input"]["shape"][1:]
+        arr = np.stack([np.frombuffer(p[1], dtype=np.uint8).reshape(shape) for p in picked])
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        pack = write_npy_pack(ws.packs_dir, arr)
+        for i, (seq, raw, _, conf, label) in enumerate(picked):
+            items.append(Item(uid=f"{name}:{check['device']}#{seq}", id=hashlib.sha256(arr[i].tobytes()).hexdigest(),
+                              kind="image", source=f"{check['device']}#seq{seq} (confidence {conf:.2f}, predicted {label})",
+                              pack=pack, offset=i, length=int(arr[i].size), encoding="npy"))
+    ws.store.import_source(SourceRecord(name, "proposal", pid, len(items), None), items, [])
+    doc = {"id": pid, "device": check["device"], "model": check["model"], "version": check["version"],
+           "bundle_id": check["bundle_id"], "created": check["time"], "status": "open",
+           "drifted_tests": [t["name"] for t in check["tests"] if t["drifted"]], "window": check["window"]}
+    ws.store.set_state(f"proposal:{pid}", doc)
+    ws.store.set_state(f"proposal:{pid}:items", [i.uid for i in items])
+    ws.store.set_state("proposals", [*(ws.store.get_state("proposals", []) or []), pid])
+    return proposal(ws, pid)
+
+
+def open_proposal(ws: Workspace) -> dict[str, Any] | None:
+    for p in reversed(proposals(ws)):
+        if p["status"] == "open":
+            return p
+    return None
+
+
+def close(ws: Workspace, pid: str, status: str = "done", note: str = "") -> None:
+    doc = ws.store.get_state(f"proposal:{pid}")
+    if doc is None:
+        raise NotFoundError(f"retrain proposal {pid!r} does not exist")
+    ws.store.set_state(f"proposal:{pid}", {**doc, "status": status, "note": note})

@@ -1,0 +1,211 @@
+"""Deployment benchmarks: INT8 against FP32 on both use cases, agent throughput, and a push fault campaign."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from runtime.api import add_source
+from runtime.jobs import Runner
+from runtime.registry import review
+from runtime.workspace import Workspace
+from tests.conftest import BBC_ZIP, FASHION, AgentProcess, need, restart
+
+INT8 = ["dynamic_int8", {"static_int8": {"calibration_samples": 256}}]
+
+
+def _build(tmp_path_factory, name: str, template: str, source, options, train: dict) -> Workspace:
+    ws = Workspace.init(tmp_path_factory.mktemp(name) / "ws", template)
+    add_source(ws, source, options)
+    cfg = ws.config()
+    cfg.steps["deploy.compress"]["methods"] = INT8
+    cfg.steps["model.train"].update(train)
+    cfg.save()
+    res = Runner(ws).run(until="model.evaluate")
+    assert res.ok, [o.error for o in res.steps]
+    review(ws.store, f"{cfg.name}:1", True, "benchmark", "bench")
+    res = Runner(ws).run(until="deploy.package")
+    assert res.ok, [o.error for o in res.steps]
+    return ws
+
+
+@pytest.fixture(scope="module")
+def bbc(tmp_path_factory):
+    need(BBC_ZIP)
+    ws = _build(tmp_path_factory, "bbc", "text-classification", BBC_ZIP, None, {})
+    yield ws
+    ws.close()
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    need(FASHION)
+    ws = _build(tmp_path_factory, "fm", "image-classification", FASHION, {"class_names": "fashion-mnist"},
+                {"epochs": 8, "use_tuned": False})
+    yield ws
+    ws.close()
+
+
+def _int8(ws, record, name: str) -> None:
+    from runtime.steps.deploy import variants_json
+
+    v = {x["name"]: x for x in variants_json(ws.store, f"{ws.config().name}:1")["variants"]}
+    fp32 = v["fp32"]
+    out = {}
+    for q in ("dynamic_int8", "static_int8"):
+        x = v[q]
+        out[q] = {"size_ratio": round(fp32["size_bytes"] / x["size_bytes"], 2),
+                  "accuracy_change_points": round(100 * x["accuracy_delta"], 2),
+                  "b1_p50_ratio": round(fp32["latency_ms"]["b1_p50"] / x["latency_ms"]["b1_p50"], 2),
+                  "b64_p50_ratio": round(fp32["latency_ms"]["b64_p50"] / x["latency_ms"]["b64_p50"], 2)}
+    record(f"deploy.int8_{name}", fp32_accuracy=round(fp32["test_accuracy"], 4), **out,
+           targets="size_ratio >= 3.5, |accuracy change| <= 0.5 points; latency ratios fp32/int8 as measured")
+    best = max(("dynamic_int8", "static_int8"), key=lambda q: out[q]["size_ratio"])
+    assert out[best]["size_ratio"] >= 3.5
+    assert all(abs(out[q]["accuracy_change_points"]) <= 0.5 for q in ("static_int8",))
+
+
+def test_int8_text(bbc, record):
+    _int8(bbc, record, "bbc")
+
+
+def test_int8_images(fashion, record):
+    _int8(fashion, record, "fashion_mnist")
+
+
+def _texts(ws, n: int) -> list[str]:
+    from runtime.workspace.dataset import decode_text
+
+    view = ws.dataset()
+    rows = [r for r in view.rows if r.split == "test"][:n]
+    return [decode_text(view.read_bytes(r))[0] for r in rows]
+
+
+def test_agent_throughput_16_clients(bbc, record, tmp_path):
+    import onnxruntime as ort
+    import tritonclient.grpc.aio as tca
+
+    from edge_agent.proto.bundle import read_manifest_unverified
+    from edge_agent.proto.preprocessing import TextPipeline
+    from runtime.bundles import bundle_path
+    from runtime.devices import deploy, enroll
+
+    ws = bbc
+    texts = _texts(ws, 200)
+    bundle = bundle_path(ws, "ws:1", "fp32")
+    manifest = read_manifest_unverified(bundle)
+    with zipfile.ZipFile(bundle) as zf:
+        sess = ort.InferenceSession(zf.read("model.onnx"), providers=["CPUExecutionProvider"])
+    tp = TextPipeline(manifest["preprocessing"])
+    for t in texts:  # warm the stemmer cache, as the agent's is warm after its first requests
+        tp.transform([t])
+    # in-process baseline: preprocessing + onnxruntime, batch 1, the same requests
+    n = 2000
+    t0 = time.perf_counter()
+    for i in range(n):
+        x, _ = tp.transform([texts[i % len(texts)]])
+        sess.run(["probabilities"], {"input": x})
+    baseline = n / (time.perf_counter() - t0)
+    enroll(ws, "bench", "127.0.0.1:0", tmp_path / "dev")
+    agent = AgentProcess(tmp_path / "dev")
+    agent.start()
+    ws.store.update_device("bench", address=agent.address)
+    deploy(ws, "ws:1", "fp32", "bench")
+    ca = (ws.root / ".cdl" / "pki" / "ca.crt").read_bytes()
+
+    async def client_loop(k: int, deadline: float, counts: list[int]) -> None:
+        c = tca.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+        i = k
+        try:
+            while time.perf_counter() < deadline:
+                inp = tca.InferInput("text", [1], "BYTES")
+                inp.set_data_from_numpy(np.array([texts[i % len(texts)].encode()], dtype=object))
+                await c.infer("ws", [inp])
+                counts[k] += 1
+                i += 16
+        finally:
+            await c.close()
+
+    async def run(seconds: float) -> float:
+        counts = [0] * 16
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(k, start + seconds, counts) for k in range(16)))
+        return sum(counts) / (time.perf_counter() - start)
+
+    asyncio.run(run(2.0))  # warm-up
+    agent_rps = asyncio.run(run(10.0))
+    agent.stop()
+    assert ca
+    ratio = agent_rps / baseline
+    record("deploy.agent_throughput", clients=16, agent_requests_per_s=round(agent_rps), in_process_per_s=round(baseline),
+           ratio=round(ratio, 2), target=0.5,
+           note="batch 1; both sides preprocess (Porter stemming, vocabulary) and run onnxruntime; the agent also "
+           "journals every prediction before replying; clients and agent share the machine's cores")
+    assert ratio >= 0.5
+
+
+def test_fault_campaign_100_pushes_with_sigkill(bbc, record, tmp_path):
+    from edge_agent.proto.bundle import verify_bytes
+    from runtime.bundles import bundle_path
+    from runtime.devices import DeviceClient, deploy, enroll
+
+    ws = bbc
+    enroll(ws, "fault", "127.0.0.1:0", tmp_path / "dev")
+    agent = AgentProcess(tmp_path / "dev")
+    agent.start()
+    ws.store.update_device("fault", address=agent.address)
+    variants = ["fp32", "dynamic_int8", "static_int8"]
+    paths = {v: bundle_path(ws, "ws:1", v) for v in variants}
+    pub = (ws.root / ".cdl" / "keys" / "bundle-signing.pub.pem").read_bytes()
+    deploy(ws, "ws:1", "fp32", "fault")
+    t0 = time.perf_counter()
+    deploy(ws, "ws:1", "static_int8", "fault")
+    push_s = time.perf_counter() - t0
+    rng = random.Random(7)
+    corrupt = partial = killed_mid = 0
+    data_dir = tmp_path / "dev"
+    for i in range(100):
+        variant = variants[i % 3]
+        delay = rng.uniform(0, push_s * 1.5)
+        timer = threading.Timer(delay, agent.kill)
+        timer.start()
+        try:
+            with DeviceClient(ws, "fault", timeout=30) as c:
+                c.push(paths[variant], activate=True, chunk_size=64 * 1024)
+        except Exception:  # noqa: BLE001 - the agent was killed under the push
+            killed_mid += 1
+        timer.cancel()
+        agent.kill()
+        restart(ws, agent, "fault")
+        # what is active must be a complete, verified bundle, and the agent must serve it
+        st = json.loads((data_dir / "active.json").read_text())
+        current = data_dir / "bundles" / st["current"]
+        files = {p.name for p in current.iterdir()}
+        if not {"manifest.json", "manifest.sig", "model.onnx"} <= files:
+            partial += 1
+            continue
+        try:
+            import io
+
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                for name in ("manifest.json", "manifest.sig", "model.onnx"):
+                    zf.write(current / name, name)
+            verify_bytes(buf.getvalue(), [pub])
+        except Exception:  # noqa: BLE001
+            corrupt += 1
+            continue
+        with DeviceClient(ws, "fault") as c:
+            if c.health()["active"]["bundle_id"] != st["current"]:
+                corrupt += 1
+    agent.stop()
+    record("deploy.fault_campaign", pushes=100, killed_during_push=killed_mid, corrupt_activations=corrupt,
+           partial_activations=partial, push_seconds=round(push_s, 3), target="0 corrupt or partial")
+    assert corrupt == 0 and partial == 0

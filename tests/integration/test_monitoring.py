@@ -1,0 +1,230 @@
+"""Drift checks on scoring data sent through a real device, retrain proposals, and the loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from runtime import monitor
+from runtime.devices import collect, deploy
+from runtime.jobs import Runner
+from runtime.labeling import LabelQueue
+from runtime.proposals import proposals
+
+
+def other_domain_texts(n: int = 300) -> list[str]:
+    """Text of another domain, available offline everywhere: the documentation of Python's standard library."""
+    import pydoc
+
+    mods = ["json", "os", "re", "pathlib", "collections", "itertools", "functools", "subprocess", "asyncio",
+            "threading", "socket", "sqlite3", "zipfile", "argparse", "logging", "unittest", "typing", "decimal",
+            "datetime", "email", "http.client", "urllib.request", "xml.etree.ElementTree", "csv", "random"]
+    paras: list[str] = []
+    for m in mods:
+        text = pydoc.render_doc(m, renderer=pydoc.plaintext)
+        for block in text.split("\n\n"):
+            block = " ".join(block.split())
+            if len(block) > 300:
+                paras.append(block)
+    return paras[:n]
+
+
+def held_out_texts(ws) -> list[str]:
+    from runtime.workspace.dataset import decode_text
+
+    view = ws.dataset()
+    seen, out = set(), []
+    for r in view.rows:
+        if r.split == "test" and r.id not in seen:
+            seen.add(r.id)
+            out.append(decode_text(view.read_bytes(r))[0])
+    return out
+
+
+def send(agent, ws, texts: list[str], batch: int = 10) -> None:
+    import tritonclient.grpc as tc
+
+    c = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl" / "pki" / "ca.crt"))
+    for i in range(0, len(texts), batch):
+        chunk = texts[i : i + batch]
+        inp = tc.InferInput("text", [len(chunk)], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode() for t in chunk], dtype=object))
+        c.infer("ws", [inp])
+    c.close()
+
+
+def records_to_detect(ws, device: str, bundle_id: str, start_seq: int,
+                      steps=(10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300)) -> int | None:
+    """Smallest number of shifted records (all after start_seq) whose window already shows drift."""
+    from runtime.devices import scoring_store
+
+    manifest = monitor.bundle_manifest(ws, bundle_id)
+    store = scoring_store(ws)
+    with store.connect() as con:
+        for n in steps:
+            con.execute("CREATE OR REPLACE TEMP TABLE shifted AS SELECT * FROM scoring WHERE device = ? AND seq > ? "
+                        "ORDER BY seq LIMIT ?", [device, start_seq, n])
+            have = con.execute("SELECT COUNT(*) FROM shifted").fetchall()[0][0]
+            if have < n:
+                return None
+            # check the window made only of shifted records
+            res = monitor.check(_Redirect(con), device, bundle_id, manifest, by="count", size=n, min_records=10)
+            if res["drifted"]:
+                return n
+    return None
+
+
+class _Redirect:
+    """Runs monitor.check against the temp table `shifted` instead of the whole scoring table."""
+
+    def __init__(self, con):  # noqa: ANN001
+        self.con = con
+
+    def execute(self, sql: str, params=None):  # noqa: ANN001, ANN201
+        if sql.startswith("CREATE OR REPLACE TEMP TABLE w AS"):
+            return self.con.execute("CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM shifted")
+        return self.con.execute(sql, params or [])
+
+
+def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, agent_factory):
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    res = deploy(ws, "ws:1", "fp32", "dev1")
+    texts = held_out_texts(ws)
+    assert len(texts) > 400
+    send(agent, ws, texts)
+    collect(ws)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "monitor", "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    check = doc["checks"][0]
+    assert set(check) == {"device", "model", "version", "window", "tests", "drifted"}
+    assert check["device"] == "dev1" and check["model"] == "ws" and check["version"] == "1"
+    assert check["window"]["n"] == len(texts) and check["window"]["from"] <= check["window"]["to"]
+    names = [t["name"] for t in check["tests"]]
+    assert names == ["predicted_class", "confidence", "psi:length", "psi:oov_rate", "psi:frequent_terms"]
+    for t in check["tests"]:
+        assert set(t) == {"name", "statistic", "p_value", "threshold", "drifted"}
+    assert check["drifted"] is False, check["tests"]
+    assert ws.store.last_step_run("deploy.monitor").status == "done"
+    last_seq = check["window"]["n"]
+    # text of another domain is found, and the monitor node turns drifted
+    shifted = other_domain_texts(300)
+    send(agent, ws, shifted)
+    collect(ws)
+    n = records_to_detect(ws, "dev1", res["bundle_id"], last_seq)
+    print(f"\nrecords needed to detect another domain (BBC text model): {n}")
+    assert n is not None and n <= 100
+    r = Runner(ws).run(steps=["deploy.monitor"], overrides={"deploy.monitor": {"window": 300}})
+    assert r.steps[0].status == "drifted"
+    states = {s.id: s.status.value for s in Runner(ws).statuses()}
+    assert states["deploy.monitor"] == "drifted"
+    drifted = [t["name"] for t in r.steps[0].summary["checks"][0]["tests"] if t["drifted"]]
+    assert "psi:oov_rate" in drifted or "psi:frequent_terms" in drifted
+    # the proposal: lowest confidence first, raw inputs, in the labeling queue
+    m = Runner(ws).run(steps=["deploy.maintain"])
+    assert m.ok
+    (p,) = proposals(ws)
+    assert p["device"] == "dev1" and p["version"] == "1" and p["samples"] > 10 and p["unlabeled"] == p["samples"]
+    q = LabelQueue(ws, "lena")
+    queue = q.rows(f"proposal:{p['id']}")
+    assert len(queue) == p["samples"]
+    confs = [float(x.source.split("confidence ")[1].split(",")[0]) for x in queue]
+    assert confs == sorted(confs)
+    first = q.content(queue[0].uid)
+    assert isinstance(first, str) and first in shifted
+
+
+def test_the_loop_headless(bbc_packaged, agent_factory):
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "loop",
+                           "--auto-approve-if-better", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "waiting" and "to label" in doc["reason"]
+    pid = doc["proposal"]["id"]
+    # labelers work through the queue (these documentation texts are about technology)
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{pid}")) is not None:
+        q.set_label(item.uid, "tech")
+    versions_before = len(ws.store.versions())
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "loop",
+                           "--auto-approve-if-better", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "done"
+    versions = ws.store.versions()
+    assert len(versions) == versions_before + 1
+    added = versions[-1].items - versions[-2].items
+    assert added == proposals(ws)[0]["samples"]
+    cand = ws.store.resolve_model(doc["candidate"])
+    assert cand.version == 2 and cand.dataset_version == versions[-1].id
+    rv = ws.store.reviews("ws", 2)[-1]
+    assert rv.automatic and rv.reviewer == "cdl-auto"
+    if rv.decision == "approved":
+        from runtime.devices import DeviceClient
+
+        with DeviceClient(ws, "dev1") as c:
+            assert c.health()["active"]["version"] == "2"
+        assert "champion" in ws.store.model_version("ws", 2).aliases
+    else:
+        assert "not better" in doc["reason"]
+    assert proposals(ws)[0]["status"] in ("done", "rejected")
+
+
+@pytest.mark.parametrize("shift", ["inverted", "noisy"])
+def test_image_shifts_are_found(tmp_path, agent_factory, shift):
+    import tritonclient.grpc as tc
+
+    from runtime.api import add_source
+    from runtime.registry import review
+    from runtime.workspace import Workspace
+    from tests.conftest import make_fashion_subset
+    from tests.integration.conftest import fast
+
+    ws = Workspace.init(tmp_path / "fm", "image-classification")
+    add_source(ws, make_fashion_subset(tmp_path / "src", 3000, 600), {"class_names": "fashion-mnist"})
+    cfg = ws.config()
+    fast(cfg, epochs=3)
+    cfg.steps["model.evaluate"]["threshold"] = 0.5
+    cfg.save()
+    assert Runner(ws).run(until="model.evaluate").ok
+    review(ws.store, "fm:1", True, "ok", "tester")
+    assert Runner(ws).run(until="deploy.package").ok
+    agent = agent_factory(ws)
+    res = deploy(ws, "fm:1", "fp32", "dev1")
+    view = ws.dataset()
+    test = view.images([r for r in view.rows if r.split == "test"])
+    client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+
+    def push(images: np.ndarray) -> None:
+        for i in range(0, len(images), 25):
+            b = images[i : i + 25][..., None]
+            inp = tc.InferInput("image", list(b.shape), "UINT8")
+            inp.set_data_from_numpy(np.ascontiguousarray(b))
+            client.infer("fm", [inp])
+
+    push(test)
+    collect(ws)
+    (check,) = monitor.checks(ws, size=len(test))
+    assert not check["drifted"], check["tests"]
+    rng = np.random.default_rng(0)
+    if shift == "inverted":
+        shifted = 255 - test
+    else:
+        shifted = np.clip(test.astype(np.int16) + rng.normal(0, 60, test.shape), 0, 255).astype(np.uint8)
+    push(shifted[:300])
+    collect(ws)
+    n = records_to_detect(ws, "dev1", res["bundle_id"], len(test))
+    print(f"\nrecords needed to detect {shift} images (Fashion-MNIST CNN): {n}")
+    assert n is not None and n <= 50
+    client.close()
+    ws.close()
