@@ -76,7 +76,7 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
         if arr.shape[-1] == 1:
             arr = arr[..., 0]
         pack = write_npy_pack(ws.packs_dir, arr)
-        for i, (seq, raw, _, conf, label) in enumerate(picked):
+        for i, (seq, _raw, _, conf, label) in enumerate(picked):
             items.append(Item(uid=f"{name}:{check['device']}#{seq}", id=hashlib.sha256(arr[i].tobytes()).hexdigest(),
                               kind="image", source=f"{check['device']}#seq{seq} (confidence {conf:.2f}, predicted {label})",
                               pack=pack, offset=i, length=int(arr[i].size), encoding="npy"))
