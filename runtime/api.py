@@ -24,6 +24,21 @@ def step_states(ws: Workspace) -> list[StepState]:
     return Runner(ws).statuses()
 
 
+def pipeline_graph(ws: Workspace) -> dict[str, Any]:
+    """The flowchart's source: steps in order (with title, pipeline, owning role, typed ports, description),
+    edges and feedback loops, from cdl.yaml and the step registry."""
+    from runtime.steps import get_step
+
+    cfg = ws.config()
+    steps = []
+    for sid in cfg.order():
+        spec = get_step(sid).spec
+        steps.append({"id": sid, "title": spec.title, "pipeline": spec.pipeline, "role": spec.role.value,
+                      "inputs": [(p.name, p.type) for p in spec.inputs], "outputs": [(p.name, p.type) for p in spec.outputs],
+                      "description": spec.description, "params": cfg.params(sid)})
+    return {"name": cfg.name, "task": cfg.task, "steps": steps, "edges": list(cfg.edges), "loops": list(cfg.loops)}
+
+
 def add_source(ws: Workspace, source: Path, options: dict[str, Any] | None = None,
                subscriber: Callable[[Event], None] | None = None) -> JobResult:
     """Add a source to cdl.yaml and run data.import. cdl.yaml is saved only if the import succeeded, so a
@@ -61,4 +76,4 @@ def add_source(ws: Workspace, source: Path, options: dict[str, Any] | None = Non
 
 
 __all__ = ["TEMPLATES", "EventBus", "JobResult", "Runner", "StepState", "Workspace", "add_source",
-           "init_workspace", "open_workspace", "step_states"]
+           "init_workspace", "open_workspace", "pipeline_graph", "step_states"]

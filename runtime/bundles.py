@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_agent.proto.bundle import MODEL, write_bundle
 from runtime.domain.errors import CdlError
 from runtime.keys import signing_key
@@ -29,14 +31,22 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
     prep = load_transform(ws, mv.transform)
     arch = mv.extra["arch"]
     layout = arch["layout"]
-    # reference statistics: the validation part of the training split, through this very variant
+    # reference statistics: the validation part of the training split, through this very variant; when the
+    # final model was refit on the whole training split it has seen that data, and the test split (seen by
+    # nothing but the evaluation) stands in, so that in-distribution traffic does not look drifted
     train = store.experiment(mv.experiment_id).summary if mv.experiment_id else {}
     seed = int(mv.params.get("seed", 42))
-    _, val_idx = validation_split(prep.y_train, float(train.get("val_fraction", 0.2) or 0.2), seed)
-    X_val = onnx_tools.layout_input(prep.X_train[val_idx], layout)
-    probs = onnx_tools.predict(onnx_tools.session(onnx_path), X_val)
     kind = prep.spec["type"]
-    reference = refstats.build(kind, prep.classes, prep.summaries["train"], val_idx, probs, prep.tracked_terms, seed)
+    if train.get("refit_epochs") and len(prep.y_test):
+        split, X_ref = "test", onnx_tools.layout_input(prep.X_test, layout)
+        ref_idx, summaries = np.arange(len(prep.y_test)), prep.summaries["test"]
+    else:
+        _, ref_idx = validation_split(prep.y_train, float(train.get("val_fraction", 0.2) or 0.2), seed)
+        split, X_ref = "validation", onnx_tools.layout_input(prep.X_train[ref_idx], layout)
+        summaries = prep.summaries["train"]
+    probs = onnx_tools.predict(onnx_tools.session(onnx_path), X_ref)
+    reference = refstats.build(kind, prep.classes, summaries, ref_idx, probs, prep.tracked_terms, seed)
+    reference["split"] = split
     spec = dict(prep.spec)
     if kind == "image":
         spec["layout"] = layout

@@ -708,6 +708,16 @@ def runtime_serve(obj: dict[str, Any], listen: str) -> None:
     serve(_ws(obj), listen)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def studio(args: tuple[str, ...]) -> None:
+    """Open the studio: cdl studio [WORKSPACE] [--screenshot FILE.png] [--panel ID]."""
+    import subprocess
+
+    # the runtime never imports the studio: it starts it as a program
+    sys.exit(subprocess.call([sys.executable, "-m", "studio.app.main", *args]))
+
+
 def main() -> None:
     cli(prog_name="cdl")
 

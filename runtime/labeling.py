@@ -160,10 +160,11 @@ class LabelQueue:
         return out
 
     def _skipped(self) -> set[str]:
+        """Items this labeler skipped, or already decided (so that 'all' moves on after each label)."""
         return {
             r.item_id
             for r in self.store.labels()
-            if r.action == "skip" and r.labeler == self.labeler and r.source == "manual"
+            if r.labeler == self.labeler and r.source == "manual"
         }
 
     def next(self, filter: str = "unlabeled") -> QueueItem | None:

@@ -55,7 +55,7 @@ def build(kind: str, classes: list[str], summaries: dict[str, np.ndarray], idx: 
         "n": int(len(idx)),
         "classes": classes,
         "predicted": {"counts": {c: int((pred == i).sum()) for i, c in enumerate(classes)}},
-        "confidence": {"sample": [round(float(x), 5) for x in sample], "mean": float(conf.mean()) if len(conf) else 0.0},
+        "confidence": {"sample": [float(np.float32(x)) for x in sample], "mean": float(conf.mean()) if len(conf) else 0.0},
         "features": features,
         "tracked_terms": list(tracked_terms),
     }

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import bbc_packaged, bbc_packaged_template  # noqa: F401 (fixtures)
+
 RESULTS = Path(__file__).resolve().parents[2] / "bench-results" / "results.jsonl"
 
 

@@ -1,0 +1,68 @@
+"""`cdl studio [WORKSPACE]`: the window on a qasync event loop. `--screenshot FILE [--panel ID]` opens, waits
+until the workspace (and that panel) is loaded, saves a grab of the window and exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cdl studio")
+    p.add_argument("workspace", nargs="?", type=Path)
+    p.add_argument("--screenshot", type=Path, help="save a PNG of the window once loaded, then exit")
+    p.add_argument("--panel", help="the panel to show first (data, labeling, versions, tuning, models, review, "
+                   "compression, devices, monitoring)")
+    p.add_argument("--runtime", help="connect to a running `cdl runtime serve` at this address")
+    p.add_argument("--size", default="1500x920", help="window size WxH")
+    return p.parse_args(argv)
+
+
+def run_studio(argv: list[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from studio.app.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("CDL Studio")
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    w, h = (int(x) for x in args.size.lower().split("x"))
+    window = MainWindow(args.workspace, args.runtime)
+    window.resize(w, h)
+    window.show()
+    result = {"code": 0}
+    if args.screenshot:
+        from studio.screenshots import grab_when_loaded
+
+        grab_when_loaded(window, args.screenshot, args.panel, lambda code: (result.update(code=code), app.quit()))
+    elif args.panel and window.panels:
+        step = next((s for s, p in window.step_panel.items() if p == args.panel), None)
+        if step:
+            window.scene.select(step)
+            window.select_step(step)
+    closing = asyncio.Event()
+    app.aboutToQuit.connect(closing.set)
+    with loop:
+        loop.run_until_complete(closing.wait())
+    return result["code"]
+
+
+def main() -> None:
+    has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    if not has_display:
+        if "--screenshot" not in sys.argv:
+            print("cdl studio: no display (DISPLAY is not set); use --screenshot FILE to render offscreen, or "
+                  "`cdl run` for the headless engine", file=sys.stderr)
+            sys.exit(2)
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    sys.exit(run_studio())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The main window: the flowchart on the left, the selected step's panel on the right, the job bar below.
+
+The window never waits: the runtime's calls and streams, files, databases and devices are all reached off the
+GUI thread (studio.services). Panels do not know each other; this window wires them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QStackedWidget, QToolBar, QVBoxLayout, QWidget
+
+from studio.app.start_page import StartPage, remember
+from studio.canvas.document import FlowDocument
+from studio.canvas.model import FlowModel
+from studio.canvas.scene import FlowScene
+from studio.canvas.view import FlowView
+from studio.panels.base import StudioContext
+from studio.panels.compression.panel import CompressionPanel
+from studio.panels.data.panel import DataPanel
+from studio.panels.devices.panel import DevicesPanel
+from studio.panels.labeling.panel import LabelingPanel
+from studio.panels.models.panel import ModelsPanel
+from studio.panels.monitoring.panel import MonitoringPanel
+from studio.panels.review.panel import ReviewPanel
+from studio.panels.tuning.panel import TuningPanel
+from studio.panels.versions.panel import VersionsPanel
+from studio.services.runtime import RuntimeConnection
+from studio.services.tasks import run_task
+from studio.widgets.job_bar import JobBar
+from studio.widgets.step_header import StepHeader
+
+PANELS = [DataPanel, LabelingPanel, VersionsPanel, TuningPanel, ModelsPanel, ReviewPanel, CompressionPanel,
+          DevicesPanel, MonitoringPanel]
+
+
+class MainWindow(QMainWindow):
+    sig_workspace_loaded = Signal()
+
+    def __init__(self, workspace: Path | None = None, runtime_address: str | None = None):
+        super().__init__()
+        self.setWindowTitle("CDL Studio")
+        self.resize(1500, 920)
+        self.runtime_address = runtime_address
+        self.runtime: RuntimeConnection | None = None
+        self.ctx: StudioContext | None = None
+        self.panels: dict[str, Any] = {}
+        self.step_panel: dict[str, str] = {}
+        self.descriptions: dict[str, str] = {}
+        self.loaded = False
+        self.stack = QStackedWidget()
+        self.setCentralWidget(self.stack)
+        self.start_page = StartPage()
+        self.start_page.sig_open.connect(lambda p: self.open_workspace(Path(p)))
+        self.stack.addWidget(self.start_page)
+        self.statusBar().showMessage("ready")
+        if workspace is not None:
+            self.open_workspace(Path(workspace))
+
+    # -- building -----------------------------------------------------------------------------------------
+
+    def open_workspace(self, root: Path) -> None:
+        from runtime.api import open_workspace, pipeline_graph
+
+        root = Path(root).resolve()
+        try:
+            ws = open_workspace(root)
+            graph = pipeline_graph(ws)
+        except Exception as exc:  # noqa: BLE001 - a bad cdl.yaml is shown, not thrown
+            self.start_page.message.show()
+            from studio.widgets.common import set_notice
+
+            set_notice(self.start_page.message, str(exc), "error")
+            return
+        remember(root)
+        self.setWindowTitle(f"CDL Studio — {graph['name']} ({root})")
+        self.runtime = RuntimeConnection(root, self.runtime_address)
+        self.ctx = StudioContext(root, ws, self.runtime)
+        self.descriptions = {s["id"]: s["description"] for s in graph["steps"]}
+        model = FlowModel.from_pipeline(graph["steps"], graph["edges"], graph["loops"])
+        self.document = FlowDocument(model, root / ".cdl" / "studio-layout.json")
+        self.scene = FlowScene(self.document)
+        self.view = FlowView(self.scene)
+        self.header = StepHeader()
+        self.panel_stack = QStackedWidget()
+        for cls in PANELS:
+            panel = cls(self.ctx)
+            self.panels[panel.panel_id] = panel
+            self.panel_stack.addWidget(panel)
+            for s in panel.steps:
+                self.step_panel[s] = panel.panel_id
+            panel.sig_run.connect(lambda steps, until, over: self.runtime.submit(steps, until, False, over))
+            panel.sig_message.connect(lambda _m: self._refresh_status())
+        self.panels["monitoring"].sig_open_proposal.connect(self._open_proposal)
+        self.job_bar = JobBar()
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.header)
+        rl.addWidget(self.panel_stack, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.view)
+        split.addWidget(right)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([560, 940])
+        body = QWidget()
+        bl = QVBoxLayout(body)
+        bl.setContentsMargins(0, 0, 0, 0)
+        bl.addWidget(split, 1)
+        bl.addWidget(self.job_bar)
+        bl.addWidget(self.job_bar.log)
+        self.stack.addWidget(body)
+        self.stack.setCurrentWidget(body)
+        self._toolbar()
+        # wiring
+        self.scene.sig_node_selected.connect(self.select_step)
+        self.scene.sig_run_step.connect(lambda s: self.runtime.submit([s], None))
+        self.scene.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
+        self.scene.sig_cancel.connect(self.runtime.cancel)
+        self.header.sig_run_step.connect(lambda s: self.runtime.submit([s], None))
+        self.header.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
+        self.header.sig_cancel.connect(self.runtime.cancel)
+        self.job_bar.sig_cancel.connect(self.runtime.cancel)
+        self.runtime.sig_ready.connect(self._on_runtime_ready)
+        self.runtime.sig_failed.connect(self._on_runtime_failed)
+        self.runtime.sig_status.connect(self._on_status)
+        self.runtime.sig_event.connect(self._on_event)
+        self.runtime.sig_job_submitted.connect(self._on_job_submitted)
+        self.runtime.sig_job_finished.connect(self._on_job_finished)
+        self.runtime.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15000))
+        self.statusBar().showMessage("starting the runtime…")
+        self.runtime.start()
+        QTimer.singleShot(0, self.view.fit)
+        first = graph["steps"][0]["id"] if graph["steps"] else None
+        if first:
+            self.scene.select(first)
+            self.select_step(first)
+
+    def _toolbar(self) -> None:
+        tb = QToolBar("Flowchart")
+        tb.setIconSize(QSize(16, 16))
+        self.addToolBar(tb)
+        run_all = QAction("Run all", self)
+        run_all.triggered.connect(lambda: self.runtime.submit(None, None))
+        fit = QAction("Fit", self)
+        fit.triggered.connect(self.view.fit)
+        zin = QAction("Zoom in", self)
+        zin.setShortcut(QKeySequence.StandardKey.ZoomIn)
+        zin.triggered.connect(lambda: self.view.zoom(1.2))
+        zout = QAction("Zoom out", self)
+        zout.setShortcut(QKeySequence.StandardKey.ZoomOut)
+        zout.triggered.connect(lambda: self.view.zoom(1 / 1.2))
+        undo = self.document.undo_stack.createUndoAction(self, "Undo")
+        undo.setShortcut(QKeySequence("Ctrl+Shift+Z"))
+        redo = self.document.undo_stack.createRedoAction(self, "Redo")
+        refresh = QAction("Refresh", self)
+        refresh.setShortcut(QKeySequence.StandardKey.Refresh)
+        refresh.triggered.connect(self._refresh_all)
+        for a in (run_all, fit, zin, zout, undo, redo, refresh):
+            tb.addAction(a)
+        self.runtime_label = QLabel("  runtime: starting…")
+        tb.addWidget(self.runtime_label)
+
+    # -- selection ----------------------------------------------------------------------------------------
+
+    def select_step(self, step: str) -> None:
+        node = self.document.model.nodes.get(step)
+        self.header.show_step(node, self.descriptions.get(step, ""))
+        pid = self.step_panel.get(step)
+        if pid:
+            self.panels[pid].set_step(step)
+            self.show_panel(pid)
+
+    def show_panel(self, pid: str) -> None:
+        panel = self.panels[pid]
+        self.panel_stack.setCurrentWidget(panel)
+        panel.refresh()
+
+    def _open_proposal(self, pid: str) -> None:
+        self.scene.select("data.label")
+        self.select_step("data.label")
+        self.panels["labeling"].set_filter(f"proposal:{pid}")
+
+    # -- runtime ------------------------------------------------------------------------------------------
+
+    def _on_runtime_ready(self, address: str) -> None:
+        self.runtime_label.setText(f"  runtime: {address}")
+        self.statusBar().showMessage(f"runtime on {address}", 5000)
+        self._refresh_status()
+
+    def _on_runtime_failed(self, message: str) -> None:
+        self.runtime_label.setText("  runtime: not running")
+        self.statusBar().showMessage(message)
+        self._status_in_process()
+
+    def _status_in_process(self) -> None:
+        """Without a runtime, statuses still show (read from the registry)."""
+        from runtime.api import step_states
+
+        def states() -> dict[str, Any]:
+            return {"steps": [{"id": s.id, "status": s.status.value, "reason": s.reason} for s in
+                              step_states(self.ctx.workspace)]}
+
+        run_task(states, on_done=self._on_status, on_error=lambda m: self.statusBar().showMessage(m))
+
+    def _refresh_status(self) -> None:
+        if self.runtime is not None and self.runtime.ready:
+            self.runtime.refresh_status()
+        else:
+            self._status_in_process()
+
+    def _refresh_all(self) -> None:
+        self._refresh_status()
+        current = self.panel_stack.currentWidget()
+        if current is not None:
+            current.refresh()
+
+    def _on_status(self, status: dict[str, Any]) -> None:
+        model = self.document.model
+        for s in status["steps"]:
+            node = model.nodes.get(s["id"])
+            if node is not None and node.status == "running" and self.runtime and self.runtime.current_job:
+                continue  # the event stream owns running nodes
+            model.set_status(s["id"], s["status"], s.get("reason", ""))
+        if self.header.step:
+            self.header.show_step(model.nodes.get(self.header.step), self.descriptions.get(self.header.step, ""))
+        if not self.loaded:
+            self.loaded = True
+            self.sig_workspace_loaded.emit()
+
+    def _on_job_submitted(self, job: str, plan: list[str]) -> None:
+        self.header.set_running(True)
+        self.job_bar.running(f"job {job}: {len(plan)} step(s) queued", None)
+        self.job_bar.log.add(f"job {job}: {', '.join(plan)}")
+
+    def _on_event(self, ev: Any) -> None:
+        model = self.document.model
+        kind = ev.kind.value
+        if kind == "started":
+            model.set_progress(ev.step, 0.0, "started")
+            self.job_bar.running(f"{ev.step}: started", 0.0)
+            self.job_bar.log.add(f"▶ {ev.step}")
+        elif kind == "progress":
+            model.set_progress(ev.step, ev.fraction, ev.message)
+            self.job_bar.running(f"{ev.step}: {ev.message}", ev.fraction)
+        elif kind == "log":
+            self.job_bar.log.add(f"  {ev.step}: {ev.message}")
+        elif kind == "metric":
+            vals = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in ev.data.items()
+                            if k in ("trial", "epoch", "val_accuracy", "val_loss"))
+            self.job_bar.log.add(f"  {ev.step}: {vals}")
+        elif kind == "finished":
+            model.set_status(ev.step, ev.data.get("status", "done"))
+            self.job_bar.log.add(f"✓ {ev.step}: {ev.message}")
+        elif kind == "skipped":
+            model.set_status(ev.step, "done")
+            self.job_bar.log.add(f"= {ev.step}: up to date")
+        elif kind == "failed":
+            if ev.step:
+                model.set_status(ev.step, "failed", ev.message)
+            self.job_bar.log.add(f"✗ {ev.step}: {ev.message}")
+            self.statusBar().showMessage(f"{ev.step} failed: {ev.message}", 20000)
+        for panel in self.panels.values():
+            panel.on_event(ev)
+
+    def _on_job_finished(self, job: str, status: str) -> None:
+        self.header.set_running(False)
+        self.job_bar.idle(f"job {job} {status}")
+        self._refresh_all()
+
+    # -- closing ------------------------------------------------------------------------------------------
+
+    def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        if self.ctx is not None:
+            self.document.save_layout()
+        if self.runtime is not None:
+            self.runtime.stop()
+        super().closeEvent(event)

@@ -1,0 +1,120 @@
+"""What every panel shares: the studio context, an asynchronous refresh, and a plain notice for what the
+engine cannot do yet or what went wrong. Panels never import each other; the window wires them with signals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from studio.services.tasks import run_task
+from studio.widgets.common import heading, notice, set_notice
+
+
+@dataclass
+class StudioContext:
+    root: Path
+    workspace: Any  # runtime.api.Workspace
+    runtime: Any  # studio.services.runtime.RuntimeConnection
+
+
+class Panel(QWidget):
+    panel_id = "panel"
+    title = "Panel"
+    steps: tuple[str, ...] = ()
+
+    sig_loaded = Signal()
+    sig_run = Signal(object, object, object)  # steps (list or None), until (str or None), overrides (dict or None)
+    sig_message = Signal(str)
+
+    def __init__(self, ctx: StudioContext, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx
+        self.loaded = False
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(12, 8, 12, 8)
+        self.layout_.addWidget(heading(self.title, 13))
+        self.status_label: QLabel = notice("")
+        self.status_label.setVisible(False)
+        self.layout_.addWidget(self.status_label)
+        self.build()
+
+    # -- for subclasses -----------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Create the widgets (GUI thread, no I/O)."""
+
+    def load(self) -> Any:
+        """Read what the panel shows (runs in a worker thread; returns plain data)."""
+        return None
+
+    def show_data(self, data: Any) -> None:
+        """Put the loaded data into the widgets (GUI thread)."""
+
+    # -- machinery ----------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Load in a worker; a refresh asked for while one is in flight runs once after it."""
+        if getattr(self, "_loading", False):
+            self._pending = True
+            return
+        self._loading = True
+        self._pending = False
+        run_task(self.load, on_done=self._loaded, on_error=self._failed)
+
+    def _settle(self) -> bool:
+        self._loading = False
+        if getattr(self, "_pending", False):
+            self.refresh()
+            return False
+        return True
+
+    def _loaded(self, data: Any) -> None:
+        if not self._settle():
+            return
+        try:
+            self.show_data(data)
+        except Exception as exc:  # noqa: BLE001 - a panel must not take the window down
+            import traceback
+
+            traceback.print_exc()
+            self.say(f"{type(exc).__name__}: {exc}", "error")
+        self.loaded = True
+        self.sig_loaded.emit()
+
+    def _failed(self, message: str) -> None:
+        if not self._settle():
+            return
+        self.say(message, "error")
+        self.loaded = True
+        self.sig_loaded.emit()
+
+    def say(self, text: str, kind: str = "info") -> None:
+        set_notice(self.status_label, text, kind)
+
+    def work(self, fn: Callable[..., Any], *args: Any, done: Callable[[Any], None] | None = None,
+             message: str = "") -> None:
+        """Run an action off the GUI thread; refresh afterwards; show errors plainly."""
+        if message:
+            self.say(message, "info")
+
+        def ok(result: Any) -> None:
+            if done is not None:
+                done(result)
+            self.refresh()
+
+        run_task(fn, *args, on_done=ok, on_error=lambda m: self.say(m, "error"))
+
+    def set_step(self, step: str) -> None:
+        """The flowchart's selected step (panels that serve several steps may adapt)."""
+
+    def on_event(self, event: Any) -> None:
+        """A runtime event (any job): panels that show live data override this."""
+
+    def add(self, widget: QWidget, stretch: int = 0) -> QWidget:
+        self.layout_.addWidget(widget, stretch)
+        return widget

@@ -1,0 +1,79 @@
+"""Compression: every variant of a model version against the FP32 original (deploy.revise's table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
+
+from studio.panels.base import Panel
+from studio.widgets.common import Table
+
+
+class CompressionPanel(Panel):
+    panel_id = "compression"
+    title = "Compression"
+    steps = ("deploy.export", "deploy.compress", "deploy.revise")
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Model version"))
+        self.model = QComboBox()
+        self.model.setMinimumWidth(160)
+        self.model.activated.connect(lambda _: self.refresh())
+        row.addWidget(self.model)
+        row.addStretch(1)
+        w = QWidget()
+        w.setLayout(row)
+        self.add(w)
+        self.table = Table(["variant", "status", "size KiB", "× smaller", "test acc", "change (pts)", "b1 p50 ms",
+                            "b1 p95 ms", "b64 p50 ms", "b64 p95 ms", "vs FP32", "ran on", "notes"])
+        self.add(self.table, 1)
+        self.add(QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers "
+                        "onnxruntime really used. A variant slower than FP32 is marked."))
+
+    def load(self) -> dict[str, Any]:
+        from runtime.steps.deploy import variants_json
+
+        store = self.ctx.workspace.store
+        refs = [m.ref for m in store.model_versions() if store.variants(m.name, m.version)]
+        chosen = self.model.currentData()
+        if chosen not in refs:
+            chosen = refs[-1] if refs else None
+        return {"refs": refs, "chosen": chosen, "doc": variants_json(store, chosen) if chosen else None}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        self.model.blockSignals(True)
+        self.model.clear()
+        for r in d["refs"]:
+            self.model.addItem(r, r)
+        if d["chosen"]:
+            self.model.setCurrentIndex(self.model.findData(d["chosen"]))
+        self.model.blockSignals(False)
+        if not d["doc"]:
+            self.say("No variants yet: run deploy.export and deploy.compress on an approved model.")
+            self.table.fill([])
+            return
+        self.say("")
+        rows, colors = [], {}
+        for i, v in enumerate(d["doc"]["variants"]):
+            lat = v["latency_ms"] or {}
+            ratio = v["details"].get("size_ratio")
+            delta = v["accuracy_delta"]
+            slower = v["slower_than_fp32"]
+            rows.append((v["name"], v["status"], round(v["size_bytes"] / 1024) if v["size_bytes"] else None,
+                         round(ratio, 2) if ratio else None, v["test_accuracy"],
+                         round(100 * delta, 2) if delta is not None else None, lat.get("b1_p50"), lat.get("b1_p95"),
+                         lat.get("b64_p50"), lat.get("b64_p95"),
+                         "slower" if slower else ("" if v["name"] == "fp32" or slower is None else "faster"),
+                         ", ".join(p.replace("ExecutionProvider", "") for p in (v["providers"] or [])), v["message"]))
+            if v["status"] == "skipped":
+                for c in range(len(rows[-1])):
+                    colors[(i, c)] = "#6b7280"
+            elif v["status"] == "failed":
+                colors[(i, 1)] = "#b91c1c"
+            if slower:
+                colors[(i, 10)] = "#c2410c"
+            if delta is not None and delta < -0.005:
+                colors[(i, 5)] = "#b91c1c"
+        self.table.fill(rows, colors)

@@ -1,0 +1,233 @@
+"""Data: sources and import, the validation report with the quarantine, and the thesis' data analysis
+(class balance per split, text length or image intensity histograms, a grid of sample items)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.panels.base import Panel
+from studio.widgets.common import PALETTE, Table, plot_widget
+
+
+def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
+    a = np.ascontiguousarray(arr.astype(np.uint8))
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_Grayscale8).copy()
+    else:
+        img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(img).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
+                                         Qt.TransformationMode.FastTransformation)
+
+
+class DataPanel(Panel):
+    panel_id = "data"
+    title = "Data"
+    steps = ("data.import", "data.split", "data.ingest", "data.clean", "data.validate")
+
+    def build(self) -> None:
+        self.tabs = QTabWidget()
+        self.add(self.tabs, 1)
+        # sources
+        src = QWidget()
+        lay = QVBoxLayout(src)
+        row = QHBoxLayout()
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("a zip or folder of class folders, idx files, a CSV, a Label Studio export")
+        browse_file = QPushButton("File…")
+        browse_dir = QPushButton("Folder…")
+        browse_file.clicked.connect(self._browse_file)
+        browse_dir.clicked.connect(self._browse_dir)
+        self.kind = QComboBox()
+        self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "label-studio"])
+        self.class_names = QLineEdit()
+        self.class_names.setPlaceholderText("idx: class names or preset (fashion-mnist)")
+        self.import_btn = QPushButton("Import")
+        self.import_btn.clicked.connect(self._import)
+        for w in (self.path_edit, browse_file, browse_dir, self.kind, self.class_names, self.import_btn):
+            row.addWidget(w)
+        row.setStretch(0, 3)
+        row.setStretch(4, 2)
+        lay.addLayout(row)
+        self.sources = Table(["source", "kind", "items", "imported"])
+        lay.addWidget(self.sources)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        self.tabs.addTab(src, "Sources")
+        # validation
+        val = QWidget()
+        lay = QVBoxLayout(val)
+        self.val_summary = QLabel()
+        lay.addWidget(self.val_summary)
+        lay.addWidget(QLabel("Quarantine: items that failed a rule"))
+        self.quarantine = Table(["source", "rule", "reason"])
+        lay.addWidget(self.quarantine, 2)
+        lay.addWidget(QLabel("Cleaned: repairs made and recorded"))
+        self.cleaned = Table(["source", "action"])
+        lay.addWidget(self.cleaned, 1)
+        self.tabs.addTab(val, "Validation")
+        # analysis
+        ana = QWidget()
+        self.ana_layout = QGridLayout(ana)
+        self.balance_plot = None
+        self.hist_plot = None
+        self.samples = QWidget()
+        self.samples_layout = QGridLayout(self.samples)
+        self.ana_layout.addWidget(self.samples, 1, 0, 1, 2)
+        self.tabs.addTab(ana, "Analysis")
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Data source", str(Path.home()),
+                                              "Data (*.zip *.csv *.tsv *.json *.gz);;All files (*)")
+        if path:
+            self.path_edit.setText(path)
+
+    def _browse_dir(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Data folder", str(Path.home()))
+        if path:
+            self.path_edit.setText(path)
+
+    def _import(self) -> None:
+        from runtime.api import add_source
+
+        path = self.path_edit.text().strip()
+        if not path:
+            self.say("choose a source first", "warning")
+            return
+        options: dict[str, Any] = {}
+        if self.kind.currentText() != "detect":
+            options["kind"] = self.kind.currentText()
+        names = self.class_names.text().strip()
+        if names:
+            options["class_names"] = names if "," not in names else [c.strip() for c in names.split(",")]
+        self.import_btn.setEnabled(False)
+
+        def done(_: Any) -> None:
+            self.import_btn.setEnabled(True)
+            self.say(f"imported {Path(path).name}", "ok")
+            self.sig_message.emit("imported")
+
+        def failed(msg: str) -> None:
+            self.import_btn.setEnabled(True)
+            self.say(msg, "error")
+
+        from studio.services.tasks import run_task
+
+        self.say(f"importing {Path(path).name}…")
+        run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
+                 on_error=failed)
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        from runtime.datasets import report_json, versions_json
+        from runtime.workspace.dataset import decode_text
+
+        ws = self.ctx.workspace
+        out: dict[str, Any] = {"sources": ws.store.sources(), "items": ws.store.item_count(),
+                               "report": report_json(ws), "versions": versions_json(ws)["versions"],
+                               "task": ws.config().task, "samples": [], "hist": None}
+        if ws.has_dataset():
+            view = ws.dataset()
+            rows = view.rows
+            rng = np.random.default_rng(0)
+            pick = rng.choice(len(rows), size=min(400, len(rows)), replace=False) if rows else []
+            sample_rows = [rows[i] for i in pick]
+            if out["task"] == "text":
+                lengths = [len(decode_text(view.read_bytes(r))[0].split()) for r in sample_rows]
+                out["hist"] = ("words per text", lengths)
+                out["samples"] = [(r.label, decode_text(view.read_bytes(r))[0][:160]) for r in sample_rows[:12]]
+            else:
+                imgs = view.images(sample_rows) if sample_rows else np.zeros((0, 1, 1), np.uint8)
+                out["hist"] = ("mean intensity", (imgs.reshape(len(imgs), -1).mean(axis=1) / 255).tolist())
+                out["samples"] = [(r.label, imgs[i]) for i, r in enumerate(sample_rows[:24])]
+        return out
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        self.sources.fill([(s.name, s.kind, s.items, s.imported_at.strftime("%Y-%m-%d %H:%M")) for s in d["sources"]])
+        v = d["versions"][-1] if d["versions"] else None
+        if v:
+            self.summary.setText(f"{d['items']} items imported; checked-out dataset {d['report']['version']}: "
+                                 f"{v['items']} items, {', '.join(f'{k} {n}' for k, n in v['splits'].items())}")
+        else:
+            self.summary.setText(f"{d['items']} items imported; no dataset version yet (run the data pipeline)")
+        rep = d["report"]
+        self.val_summary.setText(f"version {rep['version'] or '-'}: {len(rep['quarantined'])} quarantined, "
+                                 f"{len(rep['cleaned'])} cleaned")
+        self.quarantine.fill([(q["source"], q["rule"], q["reason"]) for q in rep["quarantined"]])
+        self.cleaned.fill([(c["source"], c["action"]) for c in rep["cleaned"]])
+        if not d["sources"]:
+            self.say("No data yet: choose a source above and import it.", "info")
+        self._analysis(d)
+
+    def _analysis(self, d: dict[str, Any]) -> None:
+        import pyqtgraph as pg
+
+        if self.balance_plot is None:
+            self.balance_plot = plot_widget("Class balance per split", "items")
+            self.hist_plot = plot_widget("", "items")
+            self.ana_layout.addWidget(self.balance_plot, 0, 0)
+            self.ana_layout.addWidget(self.hist_plot, 0, 1)
+        self.balance_plot.clear()
+        v = d["versions"][-1] if d["versions"] else None
+        if v and v.get("split_classes"):
+            classes = sorted({c for per in v["split_classes"].values() for c in per})
+            splits = list(v["split_classes"])
+            width = 0.8 / max(1, len(splits))
+            if self.balance_plot.plotItem.legend is None:
+                self.balance_plot.addLegend(offset=(10, 10))
+            for k, split in enumerate(splits):
+                ys = [v["split_classes"][split].get(c, 0) for c in classes]
+                xs = [i + k * width - 0.4 + width / 2 for i in range(len(classes))]
+                self.balance_plot.addItem(pg.BarGraphItem(x=xs, height=ys, width=width * 0.95,
+                                                          brush=PALETTE[k % len(PALETTE)], name=split))
+            ax = self.balance_plot.getAxis("bottom")
+            ax.setTicks([[(i, c[:12]) for i, c in enumerate(classes)]])
+        self.hist_plot.clear()
+        if d["hist"]:
+            name, values = d["hist"]
+            self.hist_plot.setTitle(f"Histogram: {name} (sample of {len(values)})")
+            y, x = np.histogram(np.asarray(values, dtype=float), bins=30)
+            self.hist_plot.plot(x, y, stepMode="center", fillLevel=0, brush=(37, 99, 235, 120), pen="#1d4ed8")
+        while self.samples_layout.count():
+            w = self.samples_layout.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        for i, (label, content) in enumerate(d["samples"]):
+            if isinstance(content, str):
+                lab = QLabel(f"<b>{label or '(unlabeled)'}</b><br>{content}…")
+                lab.setWordWrap(True)
+                lab.setStyleSheet("QLabel { background: white; border: 1px solid #e5e7eb; border-radius: 4px; padding: 4px; }")
+                lab.setMinimumWidth(220)
+                self.samples_layout.addWidget(lab, i // 3, i % 3)
+            else:
+                cell = QWidget()
+                cl = QVBoxLayout(cell)
+                cl.setContentsMargins(2, 2, 2, 2)
+                img = QLabel()
+                img.setPixmap(_image_pixmap(content))
+                img.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                cap = QLabel(label or "(unlabeled)")
+                cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                cl.addWidget(img)
+                cl.addWidget(cap)
+                self.samples_layout.addWidget(cell, i // 8, i % 8)

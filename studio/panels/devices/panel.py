@@ -1,0 +1,164 @@
+"""Devices and deployments: enroll, health, push a model version, roll back; the deployment history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
+
+from studio.panels.base import Panel
+from studio.widgets.common import Table
+
+
+class EnrollDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Enroll a device")
+        form = QFormLayout(self)
+        self.name = QLineEdit()
+        self.address = QLineEdit("127.0.0.1:8001")
+        self.auth = QComboBox()
+        self.auth.addItems(["open", "token"])
+        form.addRow("Name", self.name)
+        form.addRow("Address (HOST:PORT)", self.address)
+        form.addRow("Inference", self.auth)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class DevicesPanel(Panel):
+    panel_id = "devices"
+    title = "Devices and deployments"
+    steps = ("deploy.package", "deploy.push")
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        enroll = QPushButton("Enroll…")
+        health = QPushButton("Health")
+        rollback = QPushButton("Roll back")
+        enroll.clicked.connect(self._enroll)
+        health.clicked.connect(self._health)
+        rollback.clicked.connect(self._rollback)
+        self.model = QComboBox()
+        self.model.setMinimumWidth(220)
+        push = QPushButton("Push to selected")
+        push.clicked.connect(self._push)
+        for w in (enroll, health, rollback, QLabel("  model:variant"), self.model, push):
+            row.addWidget(w)
+        row.addStretch(1)
+        w = QWidget()
+        w.setLayout(row)
+        self.add(w)
+        self.devices = Table(["device", "address", "active model", "requests", "errors", "journal", "free disk",
+                              "last seen"])
+        self.add(self.devices, 2)
+        self.add(QLabel("Deployment history"))
+        self.history = Table(["when", "device", "action", "model", "status", "message"])
+        self.add(self.history, 1)
+
+    def load(self) -> dict[str, Any]:
+        from runtime.devices import devices_json, history_json
+
+        ws = self.ctx.workspace
+        choices = []
+        for m in ws.store.model_versions():
+            for v in ws.store.variants(m.name, m.version):
+                if v.status == "ok":
+                    choices.append(f"{m.ref}:{v.variant}")
+        return {"devices": devices_json(ws)["devices"], "details": {d.name: d.last_health for d in ws.store.devices()},
+                "history": history_json(ws)["deployments"], "choices": choices}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        current = self.model.currentText()
+        self.model.clear()
+        self.model.addItems(d["choices"])
+        if current:
+            self.model.setCurrentText(current)
+        rows = []
+        for dev in d["devices"]:
+            h = d["details"].get(dev["name"]) or {}
+            a = h.get("active") or dev.get("active")
+            j = h.get("journal") or {}
+            rows.append((dev["name"], dev["address"], f"{a['name']}:{a['version']}:{a['variant']}" if a else "-",
+                         h.get("requests"), h.get("errors"),
+                         f"seq {j.get('last_seq')} (acked {j.get('acked_seq')})" if j else "",
+                         f"{h['free_disk_bytes'] / 2**30:.1f} GiB" if h.get("free_disk_bytes") else "",
+                         (dev["last_seen"] or "never")[:19].replace("T", " ")))
+        self.devices.fill(rows, data=[dev["name"] for dev in d["devices"]])
+        self.history.fill([(h["time"][:19].replace("T", " "), h["device"], h["action"],
+                            f"{h['model'] or ''}:{h['version'] or ''}:{h['variant'] or ''}", h["status"], h["message"])
+                           for h in reversed(d["history"])])
+        if not d["devices"]:
+            self.say("No device enrolled: press Enroll…, copy the folder it makes to the device and start "
+                     "`cdl-edge serve --data-dir DIR --listen HOST:PORT` there.")
+
+    def _selected(self) -> str | None:
+        sel = self.devices.selected_data()
+        if not sel:
+            self.say("select a device first", "warning")
+            return None
+        return sel[0]
+
+    def _enroll(self) -> None:
+        from runtime.devices import enroll
+
+        dlg = EnrollDialog(self)
+        if dlg.exec() != QDialog.DialogCode.Accepted or not dlg.name.text().strip():
+            return
+
+        def done(r: dict[str, Any]) -> None:
+            self.say(f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}", "ok")
+
+        self.work(enroll, self.ctx.workspace, dlg.name.text().strip(), dlg.address.text().strip(), None,
+                  dlg.auth.currentText(), done=done)
+
+    def _health(self) -> None:
+        from runtime.devices import DeviceClient
+
+        name = self._selected()
+        if name is None:
+            return
+
+        def health() -> dict[str, Any]:
+            with DeviceClient(self.ctx.workspace, name, timeout=10) as c:
+                return c.health()
+
+        self.work(health, message=f"asking {name}…", done=lambda h: self.say(
+            f"{name}: up {h['uptime_s']:.0f}s, {h['requests']} requests, {h['errors']} errors, providers "
+            f"{', '.join(h['providers']) or '-'}", "ok"))
+
+    def _push(self) -> None:
+        from runtime.devices import deploy
+
+        name = self._selected()
+        choice = self.model.currentText()
+        if name is None or not choice:
+            return
+        ref, variant = choice.rsplit(":", 1)
+        self.work(deploy, self.ctx.workspace, ref, variant, name, message=f"pushing {choice} to {name}…",
+                  done=lambda r: self.say(f"{name}: {r['name']}:{r['version']}:{r['variant']} active", "ok"))
+
+    def _rollback(self) -> None:
+        from runtime.devices import rollback
+
+        name = self._selected()
+        if name is None:
+            return
+        self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…",
+                  done=lambda r: self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}", "ok"))
+
+    def enroll_dir(self) -> Path:
+        return self.ctx.root / ".cdl" / "devices"

@@ -1,0 +1,219 @@
+"""Labeling: one item at a time, text or image; keys 1-9 pick a class, S skips, U (or Ctrl+Z) undoes; filters
+for unlabeled items, conflicts and a retrain proposal's queue; Label Studio import and export."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTextBrowser,
+    QWidget,
+)
+
+from studio.panels.base import Panel
+from studio.panels.data.panel import _image_pixmap
+from studio.services.tasks import run_task
+
+
+class LabelingPanel(Panel):
+    panel_id = "labeling"
+    title = "Labeling"
+    steps = ("data.label", "deploy.maintain")
+
+    def build(self) -> None:
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Show"))
+        self.filter = QComboBox()
+        self.filter.addItems(["unlabeled", "conflicts", "all", "labeled"])
+        self.filter.currentTextChanged.connect(lambda _: self.refresh())
+        top.addWidget(self.filter)
+        top.addWidget(QLabel("Labeler"))
+        self.labeler = QLineEdit(getpass.getuser() or "labeler")
+        self.labeler.setMaximumWidth(140)
+        top.addWidget(self.labeler)
+        top.addStretch(1)
+        imp = QPushButton("Import Label Studio…")
+        exp = QPushButton("Export Label Studio…")
+        imp.clicked.connect(self._import_ls)
+        exp.clicked.connect(self._export_ls)
+        top.addWidget(imp)
+        top.addWidget(exp)
+        w = QWidget()
+        w.setLayout(top)
+        self.add(w)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v of %m labeled")
+        self.add(self.progress)
+        self.meta = QLabel()
+        self.meta.setWordWrap(True)
+        self.add(self.meta)
+        self.text = QTextBrowser()
+        self.text.setMinimumHeight(200)
+        self.add(self.text, 1)
+        self.image = QLabel()
+        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image.setMinimumHeight(220)
+        self.image.setStyleSheet("QLabel { background: #111827; border-radius: 6px; }")
+        self.add(self.image, 1)
+        self.image.hide()
+        self.buttons_box = QWidget()
+        self.buttons = QHBoxLayout(self.buttons_box)
+        self.buttons.setContentsMargins(0, 0, 0, 0)
+        self.add(self.buttons_box)
+        actions = QHBoxLayout()
+        self.skip_btn = QPushButton("Skip (S)")
+        self.undo_btn = QPushButton("Undo (U)")
+        self.skip_btn.clicked.connect(self.skip)
+        self.undo_btn.clicked.connect(self.undo)
+        actions.addWidget(self.skip_btn)
+        actions.addWidget(self.undo_btn)
+        actions.addStretch(1)
+        aw = QWidget()
+        aw.setLayout(actions)
+        self.add(aw)
+        self.classes: list[str] = []
+        self.current = None
+        self._class_buttons: list[QPushButton] = []
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - keys 1-9 label, S skips, U undoes
+        key = event.key()
+        if Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and not event.modifiers():
+            self.choose(key - Qt.Key.Key_1)
+        elif key == Qt.Key.Key_S and not event.modifiers():
+            self.skip()
+        elif (key == Qt.Key.Key_U and not event.modifiers()) or event.matches(QKeySequence.StandardKey.Undo):
+            self.undo()
+        else:
+            super().keyPressEvent(event)
+
+    def set_filter(self, value: str) -> None:
+        if self.filter.findText(value) < 0:
+            self.filter.addItem(value)
+        self.filter.setCurrentText(value)
+
+    def _queue(self):  # noqa: ANN202
+        from runtime.labeling import LabelQueue
+
+        return LabelQueue(self.ctx.workspace, self.labeler.text().strip() or "labeler")
+
+    def load(self) -> dict[str, Any]:
+        from runtime.proposals import proposals
+
+        ws = self.ctx.workspace
+        if not ws.has_dataset():
+            return {"empty": True, "proposals": [p["id"] for p in proposals(ws)]}
+        q = self._queue()
+        flt = self.filter.currentText()
+        item = q.next(flt)
+        content = q.content(item.uid) if item else None
+        props = proposals(ws)
+        pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
+        return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(), "progress": q.progress(),
+                "proposals": [p["id"] for p in props], "filter": flt,
+                "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        for p in d["proposals"]:
+            if self.filter.findText(f"proposal:{p}") < 0:
+                self.filter.addItem(f"proposal:{p}")
+        if d["empty"]:
+            self.say("No dataset yet: import data and run the data pipeline up to data.version.", "info")
+            return
+        self.say("")
+        if d["classes"] != self.classes:
+            self.classes = d["classes"]
+            for b in self._class_buttons:
+                b.deleteLater()
+            self._class_buttons = []
+            for i, c in enumerate(self.classes):
+                b = QPushButton(f"{i + 1}  {c}" if i < 9 else c)
+                b.clicked.connect(lambda _=False, i=i: self.choose(i))
+                self.buttons.addWidget(b)
+                self._class_buttons.append(b)
+        p = d["progress"]
+        pp = d.get("proposal_progress")
+        if pp:
+            self.progress.setFormat(f"proposal {pp['id']}: %v of %m samples labeled")
+            self.progress.setMaximum(max(1, pp["samples"]))
+            self.progress.setValue(pp["labeled"])
+        else:
+            self.progress.setFormat("%v of %m labeled")
+            self.progress.setMaximum(max(1, p["total"]))
+            self.progress.setValue(p["labeled"])
+        self.current = d["item"]
+        if self.current is None:
+            hint = ""
+            if d["open_proposals"] and not d["filter"].startswith("proposal:"):
+                hint = (f" A retrain proposal waits: choose 'proposal:{d['open_proposals'][0]}' under Show to label "
+                        "its samples.")
+            self.meta.setText(f"Nothing left under '{d['filter']}'. {p['unlabeled']} unlabeled, {p['conflicts']} "
+                              f"conflicts in all.{hint}")
+            self.text.setPlainText("")
+            self.text.hide()
+            self.image.hide()
+            return
+        item = self.current
+        extra = f" — conflicting labels: {', '.join(item.candidates)}" if item.conflict else ""
+        label = f"current label: {item.label}" if item.label else "unlabeled"
+        self.meta.setText(f"<b>{item.source}</b> ({label}, split {item.split or '-'}){extra}")
+        content = d["content"]
+        if isinstance(content, str):
+            self.image.hide()
+            self.text.show()
+            self.text.setPlainText(content)
+        else:
+            self.text.hide()
+            self.image.show()
+            self.image.setPixmap(_image_pixmap(np.asarray(content), 240))
+
+    # -- actions ------------------------------------------------------------------------------------------
+
+    def choose(self, index: int) -> None:
+        if self.current is None or index >= len(self.classes):
+            return
+        item, label = self.current, self.classes[index]
+        self.current = None
+        run_task(self._queue().set_label, item.uid, label, on_done=lambda _: self.refresh(),
+                 on_error=lambda m: self.say(m, "error"))
+
+    def skip(self) -> None:
+        if self.current is None:
+            return
+        item = self.current
+        self.current = None
+        run_task(self._queue().skip, item.uid, on_done=lambda _: self.refresh(), on_error=lambda m: self.say(m, "error"))
+
+    def undo(self) -> None:
+        run_task(self._queue().undo, on_done=lambda r: (self.refresh(), self.say("" if r else "nothing to undo")),
+                 on_error=lambda m: self.say(m, "error"))
+
+    def _import_ls(self) -> None:
+        from runtime.labeling import import_label_studio
+
+        path, _ = QFileDialog.getOpenFileName(self, "Label Studio export", str(Path.home()), "JSON (*.json)")
+        if path:
+            self.work(import_label_studio, self.ctx.workspace, Path(path),
+                      done=lambda r: self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} "
+                                              "conflict(s)", "ok"))
+
+    def _export_ls(self) -> None:
+        from runtime.labeling import export_label_studio
+
+        path, _ = QFileDialog.getSaveFileName(self, "Export for Label Studio", str(Path.home() / "labels.json"),
+                                              "JSON (*.json)")
+        if path:
+            self.work(export_label_studio, self.ctx.workspace, Path(path),
+                      done=lambda r: self.say(f"wrote {r['tasks']} task(s) to {path}", "ok"))

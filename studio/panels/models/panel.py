@@ -1,0 +1,66 @@
+"""Experiments and the model registry, with lineage: from a model version back to its data, code and trial."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter
+
+from studio.panels.base import Panel
+from studio.widgets.common import Table
+
+
+class ModelsPanel(Panel):
+    panel_id = "models"
+    title = "Experiments and models"
+    steps = ("model.preprocess", "model.register")
+
+    def build(self) -> None:
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.models = Table(["model", "aliases", "dataset", "framework", "template", "test_accuracy", "macro_f1",
+                             "val_accuracy", "git commit", "created"])
+        self.models.itemSelectionChanged.connect(self._lineage)
+        self.experiments = Table(["id", "experiment", "kind", "dataset", "framework", "template", "status",
+                                  "best", "created"])
+        self.lineage = QPlainTextEdit()
+        self.lineage.setReadOnly(True)
+        split.addWidget(self.models)
+        split.addWidget(self.experiments)
+        split.addWidget(self.lineage)
+        self.add(QLabel("Model versions (select one for its lineage), then experiments"))
+        self.add(split, 1)
+
+    def load(self) -> dict[str, Any]:
+        from runtime.registry import models_json
+
+        store = self.ctx.workspace.store
+        return {"models": models_json(store)["models"], "experiments": store.experiments()}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        rows = []
+        for m in d["models"]:
+            mt = m["metrics"]
+            rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), m["dataset_version"], m["framework"],
+                         m["template"], mt.get("test_accuracy"), mt.get("macro_f1"), mt.get("val_accuracy"),
+                         f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", m["created"][:19]))
+        self.models.fill(rows, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
+        exps = []
+        for e in d["experiments"]:
+            best = e.summary.get("best_value") or (e.summary.get("metrics") or {}).get("val_accuracy")
+            exps.append((e.id, e.name, e.kind, e.dataset_version, e.framework, e.template, e.status, best,
+                         e.created.strftime("%Y-%m-%d %H:%M")))
+        self.experiments.fill(exps)
+        if not d["models"]:
+            self.say("No model registered yet: run the model pipeline up to model.register.")
+        else:
+            self.say("")
+
+    def _lineage(self) -> None:
+        from runtime.registry import lineage
+
+        sel = self.models.selected_data()
+        if sel:
+            self.work(lineage, self.ctx.workspace.store, sel[0],
+                      done=lambda d: self.lineage.setPlainText(json.dumps(d, indent=2)))

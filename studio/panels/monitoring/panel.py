@@ -1,0 +1,149 @@
+"""Monitoring: scoring volume, drift tests over time, alerts, and "retrain", which opens the proposal."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
+
+from studio.panels.base import Panel
+from studio.widgets.common import PALETTE, Table, plot_widget
+
+
+class MonitoringPanel(Panel):
+    panel_id = "monitoring"
+    title = "Monitoring"
+    steps = ("deploy.monitor",)
+    sig_open_proposal = Signal(str)
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Device"))
+        self.device = QComboBox()
+        self.device.setMinimumWidth(140)
+        self.device.activated.connect(lambda _: self.refresh())
+        row.addWidget(self.device)
+        check = QPushButton("Collect and check now")
+        check.clicked.connect(lambda: self.sig_run.emit(["deploy.monitor"], None, None))
+        self.retrain = QPushButton("Retrain…")
+        self.retrain.setToolTip("make a retrain proposal from the drifted window and open it in the labeling queue")
+        self.retrain.clicked.connect(self._retrain)
+        row.addWidget(check)
+        row.addWidget(self.retrain)
+        row.addStretch(1)
+        w = QWidget()
+        w.setLayout(row)
+        self.add(w)
+        self.grid_w = QWidget()
+        self.grid = QGridLayout(self.grid_w)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.add(self.grid_w, 2)
+        self.volume = None
+        self.tests_plot = None
+        self.add(QLabel("Checks (newest first); drifted tests in red"))
+        self.alerts = Table(["when", "device", "model", "records", "verdict", "drifted tests"])
+        self.add(self.alerts, 1)
+        self.proposals = Table(["proposal", "status", "device", "model", "to label", "samples"])
+        self.proposals.setMaximumHeight(110)
+        self.add(self.proposals)
+
+    def load(self) -> dict[str, Any]:
+        from runtime.devices import scoring_store
+        from runtime.proposals import proposals
+
+        ws = self.ctx.workspace
+        path = ws.root / ".cdl" / "scoring.duckdb"
+        if not path.exists():
+            return {"devices": [], "checks": [], "volume": {}, "proposals": proposals(ws)}
+        store = scoring_store(ws)
+        devices = [r[0] for r in store.query("SELECT DISTINCT device FROM scoring ORDER BY device")]
+        chosen = self.device.currentText() or (devices[0] if devices else None)
+        volume = {}
+        for dev in devices:
+            rows = store.query("SELECT CAST(floor(time / 60) * 60 AS DOUBLE) AS t, COUNT(*) FROM scoring WHERE device = ? "
+                               "GROUP BY t ORDER BY t", [dev])
+            volume[dev] = rows
+        return {"devices": devices, "chosen": chosen, "checks": store.checks(), "volume": volume,
+                "proposals": proposals(ws)}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        import pyqtgraph as pg
+
+        self.device.blockSignals(True)
+        current = self.device.currentText()
+        self.device.clear()
+        self.device.addItems(d["devices"])
+        if current in d["devices"]:
+            self.device.setCurrentText(current)
+        self.device.blockSignals(False)
+        if self.volume is None:
+            self.volume = plot_widget("Scoring volume (records per minute, last hour)", "records", "minutes from now")
+            self.tests_plot = plot_widget("Drift tests over time (statistic / threshold; above 1 is drift)",
+                                          "statistic / threshold", "check")
+            self.grid.addWidget(self.volume, 0, 0)
+            self.grid.addWidget(self.tests_plot, 0, 1)
+        self.volume.clear()
+        now = time.time()
+        for k, (dev, rows) in enumerate(d["volume"].items()):
+            if rows:
+                xs = [(r[0] - now) / 60 for r in rows]
+                self.volume.addItem(pg.BarGraphItem(x=xs, height=[r[1] for r in rows], width=0.8,
+                                                    brush=PALETTE[k % len(PALETTE)], name=dev))
+        self.volume.setXRange(-60, 1)
+        self.tests_plot.clear()
+        device = self.device.currentText()
+        checks = [c for c in d["checks"] if c["device"] == device and c["tests"]]
+        if checks:
+            self.tests_plot.addLegend(offset=(10, 10))
+            names = [t["name"] for t in checks[-1]["tests"]]
+            for k, name in enumerate(names):
+                ys = []
+                for c in checks:
+                    t = next((t for t in c["tests"] if t["name"] == name), None)
+                    if t is None:
+                        ys.append(np.nan)
+                    elif t["p_value"] is not None:  # p-value tests: threshold / p (above 1: drift)
+                        ys.append(min(10.0, t["threshold"] / max(t["p_value"], 1e-12)))
+                    else:
+                        ys.append(min(10.0, t["statistic"] / t["threshold"]))
+                self.tests_plot.plot(list(range(1, len(ys) + 1)), ys, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=2),
+                                     symbol="o", symbolSize=5, name=name)
+            self.tests_plot.addLine(y=1.0, pen=pg.mkPen("#dc2626", style=pg.QtCore.Qt.PenStyle.DashLine))
+        rows, colors = [], {}
+        for i, c in enumerate(reversed(d["checks"][-200:])):
+            bad = [t["name"] for t in c["tests"] if t["drifted"]]
+            verdict = "DRIFT" if c["drifted"] else ("no verdict" if not c["tests"] else "ok")
+            rows.append((time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["time"])), c["device"],
+                         f"{c['model']}:{c['version']}", c["window"]["n"], verdict, ", ".join(bad)))
+            if c["drifted"]:
+                colors[(i, 4)] = "#dc2626"
+                colors[(i, 5)] = "#dc2626"
+        self.alerts.fill(rows, colors)
+        self.proposals.fill([(p["id"], p["status"], p["device"], f"{p['model']}:{p['version']}", p["unlabeled"],
+                              p["samples"]) for p in d["proposals"]], data=[p["id"] for p in d["proposals"]])
+        latest = {}
+        for c in d["checks"]:
+            latest[c["device"]] = c
+        drifted = [dev for dev, c in latest.items() if c["drifted"]]
+        if drifted:
+            self.say(f"Drift on {', '.join(drifted)}: press Retrain… to put the least confident samples into the "
+                     "labeling queue.", "error")
+        elif not d["devices"]:
+            self.say("No scoring data yet: deploy a model to a device and send it requests.")
+        else:
+            self.say("No drift at the last checks.", "ok")
+
+    def _retrain(self) -> None:
+        from runtime.proposals import open_proposal
+
+        def after(p: dict[str, Any] | None) -> None:
+            if p is None:
+                self.sig_run.emit(["deploy.maintain"], None, None)
+                self.say("making a retrain proposal (deploy.maintain)…")
+            else:
+                self.sig_open_proposal.emit(p["id"])
+
+        self.work(open_proposal, self.ctx.workspace, done=after)

@@ -1,0 +1,176 @@
+"""Review: a candidate against the champion (metrics, confusion matrices, per-class report); approve or
+reject with a comment; the history of aliases and reviews."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from studio.panels.base import Panel
+from studio.widgets.common import Table
+
+
+def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
+    if not ev or not ev.get("confusion_matrix"):
+        table.setRowCount(0)
+        return
+    classes = ev["classes"]
+    cm = ev["confusion_matrix"]
+    table.setSortingEnabled(False)
+    table.setColumnCount(len(classes))
+    table.setRowCount(len(classes))
+    table.setHorizontalHeaderLabels([c[:10] for c in classes])
+    table.setVerticalHeaderLabels([c[:14] for c in classes])
+    table.verticalHeader().setVisible(True)
+    peak = max(1, max(max(r) for r in cm))
+    for i, row in enumerate(cm):
+        for j, v in enumerate(row):
+            item = QTableWidgetItem(str(v))
+            shade = int(255 - 180 * v / peak)
+            item.setBackground(QColor(shade, shade, 255) if i == j else QColor(255, shade, shade) if v else QColor("white"))
+            table.setItem(i, j, item)
+    table.resizeColumnsToContents()
+
+
+class ReviewPanel(Panel):
+    panel_id = "review"
+    title = "Review"
+    steps = ("model.evaluate", "model.review")
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Candidate"))
+        self.candidate = QComboBox()
+        self.candidate.setMinimumWidth(180)
+        self.candidate.activated.connect(lambda _: self.refresh())
+        row.addWidget(self.candidate)
+        self.versus = QLabel()
+        row.addWidget(self.versus)
+        row.addStretch(1)
+        w = QWidget()
+        w.setLayout(row)
+        self.add(w)
+        grid = QGridLayout()
+        self.metrics = Table(["metric", "candidate", "champion", "change"])
+        self.metrics.setMaximumHeight(150)
+        grid.addWidget(self.metrics, 0, 0, 1, 2)
+        grid.addWidget(QLabel("Candidate's confusion matrix (rows: true, columns: predicted)"), 1, 0)
+        grid.addWidget(QLabel("Champion's confusion matrix"), 1, 1)
+        self.cm_candidate = Table([])
+        self.cm_champion = Table([])
+        grid.addWidget(self.cm_candidate, 2, 0)
+        grid.addWidget(self.cm_champion, 2, 1)
+        self.per_class = Table(["class", "precision", "recall", "f1", "champion precision", "champion recall"])
+        grid.addWidget(self.per_class, 3, 0, 1, 2)
+        gw = QWidget()
+        gw.setLayout(grid)
+        self.add(gw, 1)
+        act = QHBoxLayout()
+        self.reviewer = QLineEdit(getpass.getuser() or "")
+        self.reviewer.setPlaceholderText("reviewer")
+        self.reviewer.setMaximumWidth(140)
+        self.comment = QLineEdit()
+        self.comment.setPlaceholderText("comment (why)")
+        self.approve_btn = QPushButton("Approve → champion")
+        self.reject_btn = QPushButton("Reject")
+        self.approve_btn.setStyleSheet("QPushButton { background: #16a34a; color: white; padding: 4px 10px; }")
+        self.reject_btn.setStyleSheet("QPushButton { background: #dc2626; color: white; padding: 4px 10px; }")
+        self.approve_btn.clicked.connect(lambda: self._review(True))
+        self.reject_btn.clicked.connect(lambda: self._review(False))
+        for x in (self.reviewer, self.comment, self.approve_btn, self.reject_btn):
+            act.addWidget(x)
+        aw = QWidget()
+        aw.setLayout(act)
+        self.add(aw)
+        self.history = Table(["when", "event", "version", "by", "comment"])
+        self.history.setMaximumHeight(150)
+        self.add(self.history)
+
+    def load(self) -> dict[str, Any]:
+        from runtime.registry import history_json
+
+        store = self.ctx.workspace.store
+        versions = store.model_versions()
+        if not versions:
+            return {"versions": []}
+        chosen = self.candidate.currentData()
+        refs = [v.ref for v in versions]
+        if chosen not in refs:
+            challenger = [v for v in versions if "challenger" in v.aliases]
+            chosen = (challenger[-1] if challenger else versions[-1]).ref
+        cand = store.resolve_model(chosen)
+        try:
+            champ = store.model_version(cand.name, "champion")
+        except Exception:  # noqa: BLE001 - no champion yet
+            champ = None
+        return {"versions": refs, "candidate": cand, "champion": champ, "history": history_json(store, cand.name)}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        self.candidate.blockSignals(True)
+        self.candidate.clear()
+        for ref in d["versions"]:
+            self.candidate.addItem(ref, ref)
+        self.candidate.blockSignals(False)
+        if not d["versions"]:
+            self.say("No model to review yet: run the model pipeline up to model.evaluate.")
+            return
+        cand, champ = d["candidate"], d["champion"]
+        self.candidate.setCurrentIndex(self.candidate.findData(cand.ref))
+        self.versus.setText(f"against champion {champ.ref}" if champ else "no champion yet: approving makes this "
+                            "version the first")
+        reviewed = [r for r in d["history"]["reviews"] if r["version"] == cand.version]
+        if not cand.evaluation:
+            self.say(f"{cand.ref} has no test evaluation yet: run model.evaluate first.", "warning")
+        elif reviewed:
+            r = reviewed[-1]
+            self.say(f"{cand.ref} was {r['decision']} by {r['reviewer']}{' (automatic)' if r['automatic'] else ''}: "
+                     f"{r['comment']}", "ok" if r["decision"] == "approved" else "warning")
+        else:
+            gate = cand.evaluation.get("gate", {})
+            self.say(f"{cand.ref} awaits review; gate {gate.get('metric')} {gate.get('value', 0):.4f} "
+                     f"{'passed' if gate.get('passed') else 'FAILED'} (threshold {gate.get('threshold')})",
+                     "info" if gate.get("passed") else "warning")
+        rows, colors = [], {}
+        for i, m in enumerate(("test_accuracy", "macro_f1", "val_accuracy")):
+            a = cand.metrics.get(m)
+            b = champ.metrics.get(m) if champ else None
+            change = (a - b) if a is not None and b is not None else None
+            rows.append((m, a, b, change))
+            if change:
+                colors[(i, 3)] = "#15803d" if change > 0 else "#b91c1c"
+        self.metrics.fill(rows, colors)
+        _confusion(self.cm_candidate, cand.evaluation)
+        _confusion(self.cm_champion, champ.evaluation if champ and champ.ref != cand.ref else None)
+        pc = cand.evaluation.get("per_class", {})
+        cpc = (champ.evaluation.get("per_class", {}) if champ else {})
+        self.per_class.fill([(c, v["precision"], v["recall"], v["f1"], cpc.get(c, {}).get("precision"),
+                              cpc.get(c, {}).get("recall")) for c, v in pc.items()])
+        events = [(a["since"], f"{a['alias']} from", a["version"], a["reason"], "") for a in d["history"]["aliases"]]
+        events += [(r["created"], r["decision"] + (" (automatic)" if r["automatic"] else ""), r["version"],
+                    r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
+        events.sort(key=lambda e: e[0])
+        self.history.fill([(e[0][:19].replace("T", " "), *e[1:]) for e in events])
+
+    def _review(self, approve: bool) -> None:
+        from runtime.registry import review
+
+        ref = self.candidate.currentData()
+        if not ref:
+            return
+        if not self.reviewer.text().strip():
+            self.say("say who you are (reviewer) first", "warning")
+            return
+        self.work(review, self.ctx.workspace.store, ref, approve, self.comment.text(), self.reviewer.text().strip(),
+                  done=lambda _: (self.comment.clear(), self.sig_message.emit("reviewed")))

@@ -1,0 +1,242 @@
+"""The tuning dashboard: trials, optimization history, learning curves, parallel coordinates and parameter
+importances; live while a study (or a training run) streams per-epoch metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
+
+from studio.panels.base import Panel
+from studio.widgets.common import PALETTE, Table, plot_widget
+
+
+def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
+    """|Spearman rank correlation| of each numeric parameter with the best val_accuracy each trial reached
+    (pruned trials included: ASHA prunes most of them), normalised to sum 1; a cheap stand-in for fANOVA that
+    needs nothing beyond numpy."""
+    done = [t for t in trials if t["value"] is not None and t["state"] in ("complete", "pruned")]
+    if len(done) < 3:
+        return {}
+    out = {}
+    values = np.array([t["value"] for t in done], dtype=float)
+    rv = np.argsort(np.argsort(values))
+    for name in sorted({k for t in done for k in t["params"]}):
+        xs = [t["params"].get(name) for t in done]
+        if not all(isinstance(x, int | float) for x in xs):
+            continue
+        rx = np.argsort(np.argsort(np.asarray(xs, dtype=float)))
+        if np.std(rx) == 0 or np.std(rv) == 0:
+            out[name] = 0.0
+            continue
+        out[name] = abs(float(np.corrcoef(rx, rv)[0, 1]))
+    total = sum(out.values()) or 1.0
+    return {k: v / total for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+class TuningPanel(Panel):
+    panel_id = "tuning"
+    title = "Tuning dashboard"
+    steps = ("model.tune", "model.train")
+
+    def build(self) -> None:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Experiment"))
+        self.experiment = QComboBox()
+        self.experiment.setMinimumWidth(260)
+        self.experiment.activated.connect(lambda _: self.refresh())
+        row.addWidget(self.experiment)
+        self.live_label = QLabel("")
+        row.addWidget(self.live_label)
+        row.addStretch(1)
+        w = QWidget()
+        w.setLayout(row)
+        self.add(w)
+        self.trials = Table(["trial", "state", "val_accuracy", "epochs", "params"])
+        self.trials.setMaximumHeight(170)
+        self.add(self.trials)
+        self.grid_w = QWidget()
+        self.grid = QGridLayout(self.grid_w)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.add(self.grid_w, 1)
+        self.plots: dict[str, Any] = {}
+        self.curves: dict[int, list[tuple[int, float]]] = {}  # trial -> [(epoch, val_accuracy)]
+        self.curve_items: dict[int, Any] = {}
+        self.trial_rows: list[dict[str, Any]] = []
+        self._dirty = False
+        self._follow_latest = False
+        self._kind = "tune"
+        self.timer = QTimer(self)
+        self.timer.setInterval(250)  # redraw at most four times a second while metrics stream in
+        self.timer.timeout.connect(self._redraw_live)
+        self.timer.start()
+
+    def set_step(self, step: str) -> None:
+        kind = "train" if step == "model.train" else "tune"
+        if kind != self._kind:
+            self._kind = kind
+            self.experiment.setCurrentIndex(-1)  # pick the newest experiment of this kind on the next load
+
+    def _ensure_plots(self) -> None:
+        if self.plots:
+            return
+        self.plots["history"] = plot_widget("Optimization history", "val_accuracy", "trial")
+        self.plots["curves"] = plot_widget("Learning curves", "val_accuracy", "epoch")
+        self.plots["parallel"] = plot_widget("Parallel coordinates (colour: val_accuracy)", "scaled value")
+        self.plots["importance"] = plot_widget("Parameter importance (rank correlation with val_accuracy)", "share")
+        self.grid.addWidget(self.plots["history"], 0, 0)
+        self.grid.addWidget(self.plots["curves"], 0, 1)
+        self.grid.addWidget(self.plots["parallel"], 1, 0)
+        self.grid.addWidget(self.plots["importance"], 1, 1)
+
+    # -- data ---------------------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        store = self.ctx.workspace.store
+        exps = store.experiments()
+        chosen = self.experiment.currentData()
+        if self._follow_latest or chosen is None or chosen not in {e.id for e in exps}:
+            of_kind = [e for e in exps if e.kind == self._kind]
+            chosen = (of_kind or exps)[-1].id if exps else None  # the newest (a run started since: show it)
+        trials = []
+        if chosen is not None:
+            for t in store.trials(chosen):
+                trials.append({"id": t.id, "number": t.number, "state": t.state, "value": t.value, "epochs": t.epochs,
+                               "params": t.params, "metrics": store.metrics(t.id)})
+        return {"experiments": [(e.id, f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status})") for e in exps],
+                "chosen": chosen, "trials": trials}
+
+    def show_data(self, d: dict[str, Any]) -> None:
+        self.experiment.blockSignals(True)
+        self.experiment.clear()
+        for eid, label in d["experiments"]:
+            self.experiment.addItem(label, eid)
+        if d["chosen"] is not None:
+            self.experiment.setCurrentIndex(self.experiment.findData(d["chosen"]))
+        self.experiment.blockSignals(False)
+        if d["chosen"] is not None and d["chosen"] == (d["experiments"][-1][0] if d["experiments"] else None):
+            self._follow_latest = False
+        if not d["experiments"]:
+            self.say("No experiments yet: run model.tune or model.train (right-click a node, or the buttons above).")
+            return
+        self.say("")
+        self.trial_rows = d["trials"]
+        self.curves = {t["number"]: [(m["epoch"], m.get("val_accuracy", float("nan"))) for m in t["metrics"]]
+                       for t in d["trials"]}
+        self._fill_table()
+        self._draw_all()
+
+    def _fill_table(self) -> None:
+        rows, colors = [], {}
+        for i, t in enumerate(self.trial_rows):
+            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+            rows.append((t["number"], t["state"], t["value"], t["epochs"], params))
+            colors[(i, 1)] = {"complete": "#15803d", "pruned": "#b45309", "failed": "#b91c1c"}.get(t["state"], "#1d4ed8")
+        self.trials.fill(rows, colors)
+
+    def _draw_all(self) -> None:
+        import pyqtgraph as pg
+
+        self._ensure_plots()
+        trials = self.trial_rows
+        # optimization history
+        h = self.plots["history"]
+        h.clear()
+        done = [t for t in trials if t["value"] is not None]
+        if done:
+            xs = [t["number"] for t in done]
+            ys = [t["value"] for t in done]
+            brushes = [pg.mkBrush("#16a34a" if t["state"] == "complete" else "#f59e0b") for t in done]
+            h.addItem(pg.ScatterPlotItem(xs, ys, brush=brushes, size=9, pen=None))
+            best = np.maximum.accumulate([t["value"] if t["state"] == "complete" else -np.inf for t in done])
+            h.plot(xs, np.where(np.isfinite(best), best, np.nan), pen=pg.mkPen("#dc2626", width=2), connect="finite")
+        # learning curves
+        c = self.plots["curves"]
+        c.clear()
+        self.curve_items = {}
+        if len(trials) == 1 and trials[0]["metrics"]:
+            ms = trials[0]["metrics"]
+            c.addLegend(offset=(-10, -10))
+            for k, key in enumerate(("train_accuracy", "val_accuracy")):
+                c.plot([m["epoch"] for m in ms], [m.get(key, np.nan) for m in ms], name=key,
+                       pen=pg.mkPen(PALETTE[k], width=2), symbol="o", symbolSize=4, symbolBrush=PALETTE[k])
+        for k, (num, pts) in enumerate(sorted(self.curves.items()) if len(trials) != 1 else []):
+            if pts:
+                item = c.plot([p[0] for p in pts], [p[1] for p in pts], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5),
+                              symbol="o", symbolSize=4, symbolBrush=PALETTE[k % len(PALETTE)])
+                self.curve_items[num] = item
+        # parallel coordinates
+        p = self.plots["parallel"]
+        p.clear()
+        numeric = sorted({k for t in done for k, v in t["params"].items() if isinstance(v, int | float)})
+        if done and numeric:
+            vals = np.array([[float(t["params"].get(k, np.nan)) for k in numeric] for t in done])
+            lo, hi = np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
+            scaled = (vals - lo) / np.where(hi > lo, hi - lo, 1)
+            scores = np.array([t["value"] for t in done])
+            smin, smax = scores.min(), scores.max()
+            cmap = pg.colormap.get("viridis")
+            for row, s in zip(scaled, scores, strict=True):
+                col = cmap.map((s - smin) / (smax - smin) if smax > smin else 1.0, mode="qcolor")
+                p.plot(list(range(len(numeric))), row, pen=pg.mkPen(col, width=1.5))
+            p.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(numeric)]])
+            p.setXRange(-0.3, len(numeric) - 0.7)
+        # importances
+        imp = self.plots["importance"]
+        imp.clear()
+        share = importances(trials)
+        if share:
+            names = list(share)
+            imp.addItem(pg.BarGraphItem(x=list(range(len(names))), height=list(share.values()), width=0.6,
+                                        brush="#6366f1"))
+            imp.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(names)]])
+
+    # -- live ---------------------------------------------------------------------------------------------
+
+    def on_event(self, ev: Any) -> None:
+        kind = ev.kind.value
+        if ev.step not in ("model.tune", "model.train"):
+            return
+        if kind == "started":
+            self.curves = {}
+            self.trial_rows = []
+            self.curve_items = {}
+            if self.plots:
+                self.plots["curves"].clear()
+            self._follow_latest = True
+            self.live_label.setText(f"live: {ev.step} running")
+            self._dirty = True
+        elif kind == "metric":
+            trial = int(ev.data.get("trial", 0))
+            self.curves.setdefault(trial, []).append((int(ev.data.get("epoch", 0)), float(ev.data.get("val_accuracy", 0))))
+            if not any(t["number"] == trial for t in self.trial_rows):
+                self.trial_rows.append({"id": None, "number": trial, "state": "running", "value": None, "epochs": 0,
+                                        "params": {}, "metrics": []})
+            for t in self.trial_rows:
+                if t["number"] == trial:
+                    t["epochs"] = int(ev.data.get("epoch", 0))
+                    t["value"] = max(t["value"] or 0.0, float(ev.data.get("val_accuracy", 0)))
+            self._dirty = True
+        elif kind in ("finished", "failed"):
+            self.live_label.setText("")
+            self.refresh()
+
+    def _redraw_live(self) -> None:
+        if not self._dirty or not self.isVisible():
+            return
+        self._dirty = False
+        import pyqtgraph as pg
+
+        self._ensure_plots()
+        c = self.plots["curves"]
+        for k, (num, pts) in enumerate(sorted(self.curves.items())):
+            item = self.curve_items.get(num)
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            if item is None:
+                self.curve_items[num] = c.plot(xs, ys, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5), symbol="o",
+                                               symbolSize=4, symbolBrush=PALETTE[k % len(PALETTE)])
+            else:
+                item.setData(xs, ys)
+        self._fill_table()

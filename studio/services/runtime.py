@@ -1,0 +1,133 @@
+"""The studio's link to the runtime process (`cdl runtime serve`): started on loopback, or an existing one.
+
+Calls go through the runtime's gRPC client off the GUI thread; each watched job's event stream is read in its
+own thread and reaches widgets as queued signals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from studio.services.tasks import run_task
+
+
+class RuntimeConnection(QObject):
+    sig_ready = Signal(str)  # the address
+    sig_failed = Signal(str)
+    sig_event = Signal(object)  # runtime.domain.events.Event
+    sig_status = Signal(object)  # GetStatus as a dict
+    sig_job_submitted = Signal(str, object)  # job id, plan
+    sig_job_finished = Signal(str, str)  # job id, final status
+    sig_error = Signal(str)
+
+    def __init__(self, workspace: Path, address: str | None = None):
+        super().__init__()
+        self.workspace = Path(workspace)
+        self.address = address or os.environ.get("CDL_RUNTIME_ADDRESS")
+        self.client = None
+        self.proc: subprocess.Popen | None = None
+        self.current_job: str | None = None
+        self._watching: set[str] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._start, name="runtime-start", daemon=True).start()
+
+    def _start(self) -> None:
+        try:
+            if not self.address:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
+                     "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                line = self.proc.stdout.readline().strip()
+                if not line.startswith("listening on "):
+                    err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+                    raise RuntimeError(f"the runtime did not start: {line or err[-500:]}")
+                self.address = line.split()[-1]
+            from runtime.server.client import RuntimeClient
+
+            self.client = RuntimeClient(self.address)
+            self.client.wait_ready(15)
+        except Exception as exc:  # noqa: BLE001
+            self.sig_failed.emit(f"cannot start or reach the runtime: {exc}")
+            return
+        self.sig_ready.emit(self.address)
+        self._resume_running_jobs()
+
+    def _resume_running_jobs(self) -> None:
+        try:
+            for job in self.client.list_jobs(10):
+                if job["status"] in ("queued", "running"):
+                    self.current_job = job["job_id"]
+                    self.watch(job["job_id"])
+        except Exception as exc:  # noqa: BLE001
+            self.sig_error.emit(str(exc))
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    @property
+    def ready(self) -> bool:
+        return self.client is not None
+
+    # -- calls --------------------------------------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        if self.client is None:
+            return
+        run_task(self.client.get_status, on_done=self.sig_status.emit, on_error=self.sig_error.emit)
+
+    def submit(self, steps: list[str] | None = None, until: str | None = None, force: bool = False,
+               overrides: dict[str, Any] | None = None) -> None:
+        if self.client is None:
+            self.sig_error.emit("the runtime is not connected yet")
+            return
+
+        def done(result: tuple[str, list[str]]) -> None:
+            job, plan = result
+            self.current_job = job
+            self.sig_job_submitted.emit(job, plan)
+            self.watch(job)
+
+        run_task(self.client.submit_job, steps, until, force, overrides, on_done=done, on_error=self.sig_error.emit)
+
+    def cancel(self, job: str | None = None) -> None:
+        job = job or self.current_job
+        if self.client is None or job is None:
+            return
+        run_task(self.client.cancel_job, job, on_error=self.sig_error.emit)
+
+    def watch(self, job: str) -> None:
+        if job in self._watching:
+            return
+        self._watching.add(job)
+        threading.Thread(target=self._watch, args=(job,), name=f"watch-{job}", daemon=True).start()
+
+    def _watch(self, job: str) -> None:
+        status = "failed"
+        try:
+            for ev in self.client.watch_job(job):
+                self.sig_event.emit(ev)
+                if ev.kind.value == "job-finished":
+                    status = ev.data.get("status", "failed")
+        except Exception as exc:  # noqa: BLE001
+            self.sig_error.emit(f"lost the job's event stream: {exc}")
+        finally:
+            self._watching.discard(job)
+            if self.current_job == job:
+                self.current_job = None
+            self.sig_job_finished.emit(job, status)

@@ -1,0 +1,135 @@
+"""Small reusable widgets: tables filled from dicts, a log view, headings, notices, lazy pyqtgraph plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+
+def heading(text: str, size: float = 12.0) -> QLabel:
+    label = QLabel(text)
+    f = QFont()
+    f.setPointSizeF(size)
+    f.setBold(True)
+    label.setFont(f)
+    return label
+
+
+def notice(text: str, kind: str = "info") -> QLabel:
+    """A plain message in a coloured box: info, warning or error."""
+    colors = {"info": ("#eff6ff", "#1e40af"), "warning": ("#fffbeb", "#92400e"), "error": ("#fef2f2", "#991b1b"),
+              "ok": ("#f0fdf4", "#166534")}
+    bg, fg = colors.get(kind, colors["info"])
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setStyleSheet(f"QLabel {{ background: {bg}; color: {fg}; border-radius: 6px; padding: 8px; }}")
+    return label
+
+
+def set_notice(label: QLabel, text: str, kind: str = "info") -> None:
+    fresh = notice(text, kind)
+    label.setText(text)
+    label.setStyleSheet(fresh.styleSheet())
+    label.setVisible(bool(text))
+
+
+class Table(QTableWidget):
+    """A read-only table filled from rows of values, sortable, with optional per-cell colours."""
+
+    def __init__(self, columns: Sequence[str], parent: QWidget | None = None):
+        super().__init__(0, len(columns), parent)
+        self.columns = list(columns)
+        self.setHorizontalHeaderLabels(self.columns)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setAlternatingRowColors(True)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+
+    def fill(self, rows: Sequence[Sequence[Any]], colors: dict[tuple[int, int], str] | None = None,
+             data: Sequence[Any] | None = None) -> None:
+        self.setSortingEnabled(False)
+        self.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # keep the given order
+        self.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, value in enumerate(row):
+                item = QTableWidgetItem()
+                if isinstance(value, float):
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(value, 4))
+                elif isinstance(value, int):
+                    item.setData(Qt.ItemDataRole.DisplayRole, value)
+                else:
+                    text = "" if value is None else str(value)
+                    item.setText(text)
+                    if len(text) > 40:
+                        item.setToolTip(text)
+                if colors and (r, c) in colors:
+                    item.setForeground(QColor(colors[(r, c)]))
+                if data is not None and c == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, data[r])
+                self.setItem(r, c, item)
+        self.resizeColumnsToContents()
+        for c in range(self.columnCount()):
+            if self.columnWidth(c) > 360:
+                self.setColumnWidth(c, 360)
+        self.setSortingEnabled(True)
+
+    def selected_data(self) -> list[Any]:
+        rows = sorted({i.row() for i in self.selectedIndexes()})
+        out = []
+        for r in rows:
+            item = self.item(r, 0)
+            if item is not None:
+                out.append(item.data(Qt.ItemDataRole.UserRole))
+        return out
+
+
+class LogView(QPlainTextEdit):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(5000)
+        f = QFont("monospace")
+        f.setStyleHint(QFont.StyleHint.Monospace)
+        f.setPointSizeF(8.5)
+        self.setFont(f)
+
+    def add(self, line: str) -> None:
+        self.appendPlainText(line)
+
+
+def plot_widget(title: str = "", left: str = "", bottom: str = ""):  # noqa: ANN201
+    """A pyqtgraph PlotWidget (pyqtgraph loads on first use: it is not needed to show the window)."""
+    import pyqtgraph as pg
+
+    pg.setConfigOptions(antialias=True, background="w", foreground="#374151")
+    w = pg.PlotWidget(title=title)
+    w.showGrid(x=True, y=True, alpha=0.25)
+    if left:
+        w.setLabel("left", left)
+    if bottom:
+        w.setLabel("bottom", bottom)
+    for axis in ("left", "bottom"):
+        w.getAxis(axis).enableAutoSIPrefix(False)  # accuracies read 0.98, not 980 (x0.001)
+    w.setMinimumHeight(180)
+    return w
+
+
+PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d", "#7c3aed",
+           "#ca8a04"]

@@ -1,0 +1,65 @@
+"""The header over the panels: the selected step, its owner, status and reason, and what can be done with it."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from studio.canvas.items import STATUS_STYLE
+
+
+class StepHeader(QWidget):
+    sig_run_step = Signal(str)
+    sig_run_until = Signal(str)
+    sig_cancel = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.step: str | None = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(12, 8, 12, 4)
+        top = QHBoxLayout()
+        self.title = QLabel("Select a step in the flowchart")
+        self.title.setStyleSheet("QLabel { font-size: 15px; font-weight: bold; }")
+        self.badge = QLabel()
+        top.addWidget(self.title)
+        top.addWidget(self.badge)
+        top.addStretch(1)
+        self.run_btn = QPushButton("Run this step")
+        self.until_btn = QPushButton("Run up to here")
+        self.cancel_btn = QPushButton("Cancel")
+        self.run_btn.clicked.connect(lambda: self.step and self.sig_run_step.emit(self.step))
+        self.until_btn.clicked.connect(lambda: self.step and self.sig_run_until.emit(self.step))
+        self.cancel_btn.clicked.connect(self.sig_cancel.emit)
+        for b in (self.run_btn, self.until_btn, self.cancel_btn):
+            top.addWidget(b)
+        lay.addLayout(top)
+        self.detail = QLabel()
+        self.detail.setWordWrap(True)
+        self.detail.setStyleSheet("QLabel { color: #4b5563; }")
+        lay.addWidget(self.detail)
+        self.set_running(False)
+        self.show_step(None)
+
+    def show_step(self, node, description: str = "") -> None:  # noqa: ANN001
+        if node is None:
+            self.step = None
+            self.run_btn.setEnabled(False)
+            self.until_btn.setEnabled(False)
+            self.badge.clear()
+            self.detail.setText("")
+            return
+        self.step = node.id
+        self.title.setText(f"{node.title}  ·  {node.id}")
+        bg, fg, label = STATUS_STYLE.get(node.status, STATUS_STYLE["never-run"])
+        text = label if node.progress is None else f"{label} {node.progress:.0%}"
+        self.badge.setText(f" {text} ")
+        self.badge.setStyleSheet(f"QLabel {{ background: {bg.name()}; color: {fg.name()}; border-radius: 8px; "
+                                 "padding: 2px 6px; font-weight: bold; }")
+        reason = f" — {node.reason}" if node.reason else ""
+        self.detail.setText(f"Owner: {node.role}{reason}<br>{description}")
+        self.run_btn.setEnabled(True)
+        self.until_btn.setEnabled(True)
+
+    def set_running(self, running: bool) -> None:
+        self.cancel_btn.setEnabled(running)

@@ -1,0 +1,204 @@
+"""Each panel against a real small workspace and a real runtime process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.studio.conftest import load
+
+
+def test_data_panel(studio_ctx, qtbot):
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(studio_ctx)
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    assert p.sources.rowCount() == 1 and "ws-bbc.zip" in p.sources.item(0, 0).text()
+    assert "items imported" in p.summary.text()
+    assert p.cleaned.rowCount() == 1 and "sport/199.txt" in p.cleaned.item(0, 0).text()
+    assert p.balance_plot is not None and p.samples_layout.count() == 12
+
+
+def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(studio_ctx)
+    qtbot.addWidget(p)
+    bad = tmp_path / "broken.csv"
+    bad.write_text("text,author\nsome text,me\n")
+    p.path_edit.setText(str(bad))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "no label column" in p.status_label.text(), timeout=20000)
+    assert p.import_btn.isEnabled()
+
+
+def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot):
+    from studio.panels.labeling.panel import LabelingPanel
+
+    p = LabelingPanel(studio_ctx)
+    qtbot.addWidget(p)
+    p.show()
+    p.filter.blockSignals(True)
+    p.filter.setCurrentText("all")
+    p.filter.blockSignals(False)
+    load(qtbot, p)
+    assert p.classes == ["business", "entertainment", "politics", "sport", "tech"]
+    assert len(p._class_buttons) == 5 and p._class_buttons[0].text().startswith("1")
+    first = p.current
+    assert first is not None and p.text.toPlainText()
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        qtbot.keyClick(p, Qt.Key.Key_5)  # tech
+    recs = [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"]
+    assert [(r.item_id, r.label) for r in recs] == [(first.item_id, "tech")]
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        qtbot.keyClick(p, Qt.Key.Key_U)
+    assert [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"] == []
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        qtbot.keyClick(p, Qt.Key.Key_S)
+    assert p.current is not None and p.current.uid != first.uid
+
+
+def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+    from studio.panels.versions.panel import VersionsPanel
+
+    ws = studio_ctx.workspace
+    row = ws.dataset().rows[0]
+    LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
+    assert Runner(ws).run(until="data.version").ok
+    p = VersionsPanel(studio_ctx)
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    assert p.table.rowCount() == 2
+    p.table.selectAll()
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.diff_btn.click()
+    assert "1 label changes" in p.diff_label.text()
+    assert p.diff_table.rowCount() > 0
+    p.table.clearSelection()
+    p.table.selectRow([p.table.item(r, 0).text() for r in range(2)].index("v1"))
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.checkout_btn.click()
+    assert ws.current_version() == "v1"
+
+
+def test_tuning_panel_live(studio_ctx, qtbot):
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(studio_ctx)
+    qtbot.addWidget(p)
+    p.show()
+    load(qtbot, p)
+    assert p.trials.rowCount() == 1  # the fixture's single trial
+    studio_ctx.runtime.sig_event.connect(p.on_event)
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=120000):
+        studio_ctx.runtime.submit(["model.tune"], None, False, {"model.tune": {"n_trials": 3, "max_epochs": 2}})
+        qtbot.waitUntil(lambda: len(p.curves) >= 1, timeout=60000)
+    load(qtbot, p)
+    assert p.trials.rowCount() == 3
+    assert set(p.plots) == {"history", "curves", "parallel", "importance"}
+    assert len(p.curve_items) == 3
+
+
+def test_models_and_review_panels(studio_ctx, qtbot):
+    from runtime.jobs import Runner
+    from studio.panels.models.panel import ModelsPanel
+    from studio.panels.review.panel import ReviewPanel
+
+    ws = studio_ctx.workspace
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {"seed": 3, "use_tuned": False}}).ok
+    assert Runner(ws).run(steps=["model.register"]).ok
+    assert Runner(ws).run(steps=["model.evaluate"]).ok
+    m = ModelsPanel(studio_ctx)
+    qtbot.addWidget(m)
+    load(qtbot, m)
+    assert m.models.rowCount() == 2 and m.experiments.rowCount() >= 2
+    r = ReviewPanel(studio_ctx)
+    qtbot.addWidget(r)
+    load(qtbot, r)
+    assert r.candidate.currentData() == "ws:2"
+    assert "against champion ws:1" in r.versus.text()
+    assert r.metrics.rowCount() == 3 and r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 5
+    r.comment.setText("better on politics")
+    r.reviewer.setText("vera")
+    with qtbot.waitSignal(r.sig_loaded, timeout=20000):
+        r.reject_btn.click()
+    assert ws.store.reviews("ws", 2)[-1].decision == "rejected"
+    assert "rejected by vera" in r.status_label.text()
+
+
+def test_compression_panel(studio_ctx, qtbot):
+    from studio.panels.compression.panel import CompressionPanel
+
+    p = CompressionPanel(studio_ctx)
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    names = [p.table.item(r, 0).text() for r in range(p.table.rowCount())]
+    assert names == ["fp32", "dynamic_int8", "static_int8"]
+    assert p.table.item(0, 11).text() == "CPU"
+
+
+def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
+    import numpy as np
+    import tritonclient.grpc as tc
+
+    from studio.panels.devices.panel import DevicesPanel
+    from studio.panels.monitoring.panel import MonitoringPanel
+
+    ws = studio_ctx.workspace
+    agent = agent_factory(ws, raw_below=1.01)
+    d = DevicesPanel(studio_ctx)
+    qtbot.addWidget(d)
+    load(qtbot, d)
+    assert d.devices.rowCount() == 1 and d.model.count() == 3
+    d.devices.selectRow(0)
+    d.model.setCurrentText("ws:1:static_int8")
+    with qtbot.waitSignal(d.sig_loaded, timeout=60000):
+        d._push()
+    assert "active" in d.status_label.text()
+    assert d.history.rowCount() == 1
+    c = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+    for i in range(6):
+        inp = tc.InferInput("text", [10], "BYTES")
+        inp.set_data_from_numpy(np.array([f"completely unrelated words number {i} {j} zebra quantum".encode()
+                                          for j in range(10)], dtype=object))
+        c.infer("ws", [inp])
+    c.close()
+    m = MonitoringPanel(studio_ctx)
+    qtbot.addWidget(m)
+    m.sig_run.connect(lambda steps, until, over: studio_ctx.runtime.submit(steps, until, False, over))  # as the window
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
+        studio_ctx.runtime.submit(["deploy.monitor"], None, False, {"deploy.monitor": {"min_records": 20}})
+    load(qtbot, m)
+    assert m.device.currentText() == "dev1"
+    assert m.alerts.rowCount() == 1 and m.alerts.item(0, 4).text() == "DRIFT"
+    assert "Drift on dev1" in m.status_label.text()
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
+        m.retrain.click()
+    load(qtbot, m)
+    assert m.proposals.rowCount() == 1
+    with qtbot.waitSignal(m.sig_open_proposal, timeout=20000):
+        m.retrain.click()
+
+
+def test_window_loads_without_the_engines(qtbot, packaged):
+    """Opening the window loads no training or compression library into the studio's process."""
+    import sys
+
+    from studio.app.window import MainWindow
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        w.show()
+    assert w.document.model.nodes["model.review"].status in ("done", "stale", "failed")
+    heavy = [m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras") if m in sys.modules]
+    # earlier tests in this process may have loaded some; what matters is that a fresh studio does not
+    if heavy:
+        pytest.skip(f"{heavy} already loaded by earlier tests in this process; checked in test_studio_process")
+    w.close()
+    time.sleep(0)

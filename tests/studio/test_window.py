@@ -1,0 +1,99 @@
+"""The whole window, a few times only: import BBC data from the GUI, run the data pipeline through the runtime,
+label from the GUI; the screenshot command; the studio's process stays free of the engines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from PySide6.QtCore import Qt
+
+from tests.conftest import make_bbc_subset
+
+
+def test_import_run_and_label_from_the_window(qtbot, tmp_path):
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=6)
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    assert {n.status for n in w.document.model.nodes.values()} == {"never-run"}
+    # import from the data panel
+    data = w.panels["data"]
+    assert w.panel_stack.currentWidget() is data
+    data.path_edit.setText(str(src))
+    data.import_btn.click()
+    qtbot.waitUntil(lambda: "imported news.zip" in data.status_label.text(), timeout=60000)
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.import"].status == "done", timeout=30000)
+    # run the data pipeline up to data.label through the runtime, from the step header
+    w.scene.select("data.label")
+    w.select_step("data.label")
+    with qtbot.waitSignal(w.runtime.sig_job_finished, timeout=120000) as finished:
+        w.header.until_btn.click()
+    assert finished.args[1] == "done"
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.label"].status == "done", timeout=30000)
+    assert "✓ data.version" in w.job_bar.log.toPlainText()
+    # label three items from the keyboard
+    lab = w.panels["labeling"]
+    assert w.panel_stack.currentWidget() is lab
+    lab.filter.setCurrentText("all")
+    qtbot.waitUntil(lambda: lab.current is not None and lab.loaded, timeout=30000)
+    labeled = []
+    for key in (Qt.Key.Key_2, Qt.Key.Key_3, Qt.Key.Key_1):
+        item = lab.current
+        labeled.append(item.item_id)
+        with qtbot.waitSignal(lab.sig_loaded, timeout=20000):
+            qtbot.keyClick(lab, key)
+        qtbot.waitUntil(lambda: lab.current is not None and lab.current.item_id != labeled[-1], timeout=20000)
+    manual = [r for r in ws.store.labels() if r.source == "manual"]
+    assert [r.item_id for r in manual] == labeled
+    assert [r.label for r in manual] == ["entertainment", "politics", "business"]
+    # the new labels make ingest stale: they belong to the next version
+    w._refresh_status()
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.ingest"].status == "stale", timeout=30000)
+    w.close()
+
+
+def test_screenshot_command(tmp_path, packaged):
+    out = tmp_path / "shot.png"
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "studio", str(packaged.root), "--screenshot",
+                           str(out), "--panel", "compression"], capture_output=True, text=True, timeout=180,
+                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from PySide6.QtGui import QImage
+
+    img = QImage(str(out))
+    assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_studio_process_loads_no_engine(packaged, tmp_path):
+    """A fresh studio process that opens a workspace with models loads no torch, TensorFlow, onnxruntime or
+    Optuna: training, tuning and compression run in the runtime process."""
+    code = f"""
+import os, sys, json
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QTimer
+from studio.app.window import MainWindow
+app = QApplication([])
+w = MainWindow({str(packaged.root)!r})
+w.show()
+for pid in ("review", "tuning", "compression", "models"):
+    w.show_panel(pid)
+def done():
+    print(json.dumps(sorted(m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras", "dvc")
+                            if m in sys.modules)))
+    w.close(); app.quit()
+w.sig_workspace_loaded.connect(lambda: QTimer.singleShot(3000, done))
+QTimer.singleShot(60000, done)
+app.exec()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
