@@ -12,13 +12,15 @@ PROTOS = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("*/proto/*.proto"))
 
 
 def generate(out_dir: Path = ROOT, protos: list[str] = PROTOS) -> None:
-    from grpc_tools import protoc
+    """protoc in its own process: grpc_tools shares protobuf's C state with whatever the caller loaded."""
+    import subprocess
 
     for proto in protos:
-        args = ["protoc", f"-I{ROOT}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-                f"--grpc_python_out={out_dir}", str(ROOT / proto)]
-        if protoc.main(args) != 0:
-            raise SystemExit(f"protoc failed on {proto}")
+        args = [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"--python_out={out_dir}",
+                f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", str(ROOT / proto)]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"protoc failed on {proto}: {proc.stderr}")
 
 
 if __name__ == "__main__":
