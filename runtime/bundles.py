@@ -31,15 +31,15 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
     prep = load_transform(ws, mv.transform)
     arch = mv.extra["arch"]
     layout = arch["layout"]
-    # reference statistics: the validation part of the training split, through this very variant; when the
-    # final model was refit on the whole training split it has seen that data, and the test split (seen by
-    # nothing but the evaluation) stands in, so that in-distribution traffic does not look drifted
+    # reference statistics: a seeded half of the test split (runtime.ml.reference.reference_half says why);
+    # the validation split only where there is no test split
     train = store.experiment(mv.experiment_id).summary if mv.experiment_id else {}
     seed = int(mv.params.get("seed", 42))
     kind = prep.spec["type"]
-    if train.get("refit_epochs") and len(prep.y_test):
-        split, X_ref = "test", onnx_tools.layout_input(prep.X_test, layout)
-        ref_idx, summaries = np.arange(len(prep.y_test)), prep.summaries["test"]
+    if len(prep.y_test) >= 2:
+        ref_idx, _ = refstats.reference_half(len(prep.y_test), seed)
+        split, X_ref, summaries = "test (reference half)", onnx_tools.layout_input(prep.X_test[ref_idx], layout), \
+            prep.summaries["test"]
     else:
         _, ref_idx = validation_split(prep.y_train, float(train.get("val_fraction", 0.2) or 0.2), seed)
         split, X_ref = "validation", onnx_tools.layout_input(prep.X_train[ref_idx], layout)
@@ -47,6 +47,7 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
     probs = onnx_tools.predict(onnx_tools.session(onnx_path), X_ref)
     reference = refstats.build(kind, prep.classes, summaries, ref_idx, probs, prep.tracked_terms, seed)
     reference["split"] = split
+    reference["seed"] = seed
     spec = dict(prep.spec)
     if kind == "image":
         spec["layout"] = layout

@@ -1,7 +1,7 @@
 """Drift checks over a window of scoring data against the reference statistics a bundle carries.
 
 Tests (per device, on the model version it serves now):
-- predicted_class: chi-squared of the window's predicted classes against the reference's;
+- predicted_class: chi-squared test of homogeneity, window against reference predicted classes;
 - confidence: two-sample Kolmogorov-Smirnov of the confidences;
 - psi:<feature>: population stability index; text: length, oov_rate, frequent_terms; images:
   mean_intensity, std_intensity, intensity_histogram.
@@ -73,14 +73,19 @@ def check(con, device: str, bundle_id: str, manifest: dict[str, Any], by: str = 
         return out
     tests: list[dict[str, Any]] = []
     p_tests: list[dict[str, Any]] = []
-    # predicted classes: chi-squared against the reference's predicted-class proportions
+    # predicted classes: chi-squared test of homogeneity between the window and the reference (both are samples:
+    # a goodness-of-fit test against the reference's proportions would ignore the reference's own noise)
     classes = list(ref.get("classes") or manifest["classes"])
     counts = dict(con.execute("SELECT label, COUNT(*) FROM w GROUP BY label").fetchall())
     observed = np.array([counts.get(c, 0) for c in classes], dtype=np.float64)
-    ref_counts = np.array([(ref.get("predicted") or {}).get("counts", {}).get(c, 0) for c in classes], np.float64) + 0.5
-    expected = ref_counts / ref_counts.sum() * observed.sum()
-    chi = stats.chisquare(observed, expected)
-    p_tests.append({"name": "predicted_class", "statistic": float(chi.statistic), "p_value": float(chi.pvalue)})
+    ref_counts = np.array([(ref.get("predicted") or {}).get("counts", {}).get(c, 0) for c in classes], np.float64)
+    keep = (observed + ref_counts) > 0
+    table = np.vstack([observed[keep], ref_counts[keep]])
+    if table.shape[1] >= 2 and ref_counts.sum() > 0:
+        chi = stats.chi2_contingency(table, correction=False)
+        p_tests.append({"name": "predicted_class", "statistic": float(chi.statistic), "p_value": float(chi.pvalue)})
+    else:
+        p_tests.append({"name": "predicted_class", "statistic": 0.0, "p_value": 1.0})
     # confidence: two-sample KS
     conf = con.execute("SELECT confidence FROM w").fetchnumpy()["confidence"]
     sample = np.asarray((ref.get("confidence") or {}).get("sample") or [], dtype=np.float64)

@@ -133,6 +133,8 @@ class MainWindow(QMainWindow):
         self.runtime.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.statusBar().showMessage("starting the runtime…")
         self.runtime.start()
+        # the plotting library takes most of a second to import: do it now, off the GUI thread
+        run_task(__import__, "pyqtgraph")
         QTimer.singleShot(0, self.view.fit)
         first = graph["steps"][0]["id"] if graph["steps"] else None
         if first:

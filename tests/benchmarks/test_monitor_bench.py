@@ -100,10 +100,14 @@ def test_false_alarms_and_detection_text(bbc_packaged, agent_factory, record):
     from runtime.devices import collect, deploy
     from tests.integration.test_monitoring import held_out_texts, other_domain_texts, records_to_detect, send
 
+    from runtime.ml.reference import reference_half
+
     ws = bbc_packaged
     agent = agent_factory(ws, raw_below=0.0)
     bundle = deploy(ws, "ws:1", "fp32", "dev1")["bundle_id"]
     texts = held_out_texts(ws)
+    _, holdout = reference_half(len(texts), 42)  # the half of the test split the reference did not use
+    texts = [texts[i] for i in holdout]
     send(agent, ws, texts)
     collect(ws)
     seqs = list(range(1, len(texts) + 1))
@@ -140,8 +144,12 @@ def test_false_alarms_and_detection_images(tmp_path, agent_factory, record, shif
     assert Runner(ws).run(until="deploy.package").ok
     agent = agent_factory(ws, raw_below=0.0)
     bundle = deploy(ws, "fm:1", "fp32", "dev1")["bundle_id"]
+    from runtime.ml.reference import reference_half
+
     view = ws.dataset()
-    test = view.images([r for r in view.rows if r.split == "test"][:3000])
+    rows = [r for r in view.rows if r.split == "test"]
+    _, holdout = reference_half(len(rows), 42)  # the half of the test split the reference did not use
+    test = view.images([rows[i] for i in holdout[:3000]])
     client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
 
     def push(images: np.ndarray) -> None:

@@ -58,9 +58,11 @@ def test_gui_stall_while_metrics_stream(packaged, qtbot, record):
     w.show()
     with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
         pass
-    w.scene.select("model.tune")
-    w.select_step("model.tune")
     tuning = w.panels["tuning"]
+    with qtbot.waitSignal(tuning.sig_loaded, timeout=60000):
+        w.scene.select("model.tune")
+        w.select_step("model.tune")
+    qtbot.wait(1500)  # the dashboard is open and drawn: measure what streaming costs
     late: list[float] = []
     clock = QElapsedTimer()
     clock.start()

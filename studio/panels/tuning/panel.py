@@ -137,10 +137,25 @@ class TuningPanel(Panel):
         self.trials.fill(rows, colors)
 
     def _draw_all(self) -> None:
+        """Draw the four plots one per turn of the event loop, so that no single turn blocks the window long."""
+        self._ensure_plots()
+        self._draw_gen = getattr(self, "_draw_gen", 0) + 1
+        gen = self._draw_gen
+        parts = [self._draw_history, self._draw_curves, self._draw_parallel, self._draw_importance]
+
+        def step(i: int) -> None:
+            if gen != self._draw_gen or i >= len(parts):
+                return  # a newer draw started, or done
+            parts[i]()
+            QTimer.singleShot(0, lambda: step(i + 1))
+
+        step(0)
+
+    def _draw_history(self) -> None:
         import pyqtgraph as pg
 
-        self._ensure_plots()
         trials = self.trial_rows
+        done = [t for t in trials if t["value"] is not None]
         # optimization history
         h = self.plots["history"]
         h.clear()
@@ -152,6 +167,11 @@ class TuningPanel(Panel):
             h.addItem(pg.ScatterPlotItem(xs, ys, brush=brushes, size=9, pen=None))
             best = np.maximum.accumulate([t["value"] if t["state"] == "complete" else -np.inf for t in done])
             h.plot(xs, np.where(np.isfinite(best), best, np.nan), pen=pg.mkPen("#dc2626", width=2), connect="finite")
+
+    def _draw_curves(self) -> None:
+        import pyqtgraph as pg
+
+        trials = self.trial_rows
         # learning curves
         c = self.plots["curves"]
         c.clear()
@@ -167,6 +187,11 @@ class TuningPanel(Panel):
                 item = c.plot([p[0] for p in pts], [p[1] for p in pts], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5),
                               symbol="o", symbolSize=4, symbolBrush=PALETTE[k % len(PALETTE)])
                 self.curve_items[num] = item
+
+    def _draw_parallel(self) -> None:
+        import pyqtgraph as pg
+
+        done = [t for t in self.trial_rows if t["value"] is not None]
         # parallel coordinates
         p = self.plots["parallel"]
         p.clear()
@@ -183,10 +208,14 @@ class TuningPanel(Panel):
                 p.plot(list(range(len(numeric))), row, pen=pg.mkPen(col, width=1.5))
             p.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(numeric)]])
             p.setXRange(-0.3, len(numeric) - 0.7)
+
+    def _draw_importance(self) -> None:
+        import pyqtgraph as pg
+
         # importances
         imp = self.plots["importance"]
         imp.clear()
-        share = importances(trials)
+        share = importances(self.trial_rows)
         if share:
             names = list(share)
             imp.addItem(pg.BarGraphItem(x=list(range(len(names))), height=list(share.values()), width=0.6,
