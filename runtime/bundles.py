@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge_agent.proto.bundle import MODEL, write_bundle
 from runtime.domain.errors import CdlError
 from runtime.keys import signing_key

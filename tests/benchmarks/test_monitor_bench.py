@@ -98,9 +98,8 @@ class _Picked:
 
 def test_false_alarms_and_detection_text(bbc_packaged, agent_factory, record):
     from runtime.devices import collect, deploy
-    from tests.integration.test_monitoring import held_out_texts, other_domain_texts, records_to_detect, send
-
     from runtime.ml.reference import reference_half
+    from tests.integration.test_monitoring import held_out_texts, other_domain_texts, records_to_detect, send
 
     ws = bbc_packaged
     agent = agent_factory(ws, raw_below=0.0)
