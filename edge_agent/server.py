@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import shutil
 import struct
 import time
@@ -325,8 +326,6 @@ class Control(epb_grpc.EdgeControlServicer):
             if first is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty push")
             fh.flush()
-            import os
-
             os.fsync(fh.fileno())
         finally:
             if fh is not None:

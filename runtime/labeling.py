@@ -212,9 +212,9 @@ class LabelQueue:
         raise CdlError(f"item {ref!r} is ambiguous ({len(matches)} matches); give the full id")
 
     def set_label(self, ref: str, label: str) -> LabelRecord:
-        classes = self.classes()
-        if classes and label not in classes and (self.ws.config().labeling or {}).get("classes"):
-            raise CdlError(f"label {label!r} is not one of the classes: {', '.join(classes)}")
+        fixed = (self.ws.config().labeling or {}).get("classes") or []
+        if fixed and label not in fixed:
+            raise CdlError(f"label {label!r} is not one of the classes in cdl.yaml: {', '.join(fixed)}")
         if not label.strip():
             raise CdlError("a label must not be empty")
         return self.store.add_label(self._item_id(ref), label, self.labeler, "manual", "label",

@@ -7,7 +7,7 @@ that owns it. Status values are the ones the flowchart shows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -95,7 +95,6 @@ class StepSpec:
     outputs: tuple[Port, ...] = ()
     params: tuple[ParamSpec, ...] = ()
     description: str = ""
-    framework: str | None = field(default=None)  # which heavy framework the step may load ("torch", ...)
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:

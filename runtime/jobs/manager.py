@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.domain.errors import CdlError, NotFoundError
+from runtime.domain.errors import CdlError
 from runtime.domain.events import EventKind
 from runtime.jobs.runner import Runner
 from runtime.store.tables import utcnow
@@ -281,4 +281,4 @@ def job_dict(job) -> dict[str, Any]:  # noqa: ANN001
             "pid": job.pid or 0}
 
 
-__all__ = ["JobManager", "NotFoundError", "job_dict"]
+__all__ = ["JobManager", "job_dict"]

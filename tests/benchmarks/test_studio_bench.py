@@ -3,7 +3,6 @@ job streams metrics to the tuning dashboard."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -89,4 +88,3 @@ def test_gui_stall_while_metrics_stream(packaged, qtbot, record):
     assert metrics["n"] > 50 and tuning.curves
     assert worst <= 50
     w.close()
-    json.dumps(late[:1])

@@ -81,7 +81,7 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     assert ref["n"] > 0 and sum(ref["predicted"]["counts"].values()) == ref["n"] and ref["confidence"]["sample"]
     assert {"length", "oov_rate"} <= set(ref["features"]) and ref["tracked_terms"]
     assert m["lineage"]["dataset_version"] == "v1" and m["lineage"]["git_commit"]
-    assert m["members"]["model.onnx"]["sha256"] == v["static_int8"]["details"].get("onnx_sha256", m["members"]["model.onnx"]["sha256"])
+    assert m["members"]["model.onnx"]["sha256"] == ws.store.variant("ws", 1, "static_int8").artifact
     with pytest.raises(BundleError, match="wrong signature"):
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-import pytest
 from PySide6.QtCore import Qt
 
 from tests.studio.conftest import load
@@ -183,22 +180,3 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
     assert m.proposals.rowCount() == 1
     with qtbot.waitSignal(m.sig_open_proposal, timeout=20000):
         m.retrain.click()
-
-
-def test_window_loads_without_the_engines(qtbot, packaged):
-    """Opening the window loads no training or compression library into the studio's process."""
-    import sys
-
-    from studio.app.window import MainWindow
-
-    w = MainWindow(packaged.root)
-    qtbot.addWidget(w)
-    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
-        w.show()
-    assert w.document.model.nodes["model.review"].status in ("done", "stale", "failed")
-    heavy = [m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras") if m in sys.modules]
-    # earlier tests in this process may have loaded some; what matters is that a fresh studio does not
-    if heavy:
-        pytest.skip(f"{heavy} already loaded by earlier tests in this process; checked in test_studio_process")
-    w.close()
-    time.sleep(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -159,6 +158,3 @@ class DevicesPanel(Panel):
             return
         self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…",
                   done=lambda r: self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}", "ok"))
-
-    def enroll_dir(self) -> Path:
-        return self.ctx.root / ".cdl" / "devices"
