@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -30,6 +29,8 @@ COLUMNS = ("time", "bundle_id", "model", "version", "variant", "input_summary", 
 
 class Journal:
     def __init__(self, path: Path, sync: str = "normal"):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -37,70 +38,63 @@ class Journal:
         self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._conn.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []
+        self._flushing = False
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
-        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
-        self._stop = False
-        self._thread.start()
+        self._sql = f"INSERT INTO scoring ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def append_nowait(self, records: list[dict[str, Any]], done) -> None:  # noqa: ANN001
-        self._queue.put((records, done))
-
     async def append(self, records: list[dict[str, Any]]) -> list[int]:
-        """Commit the records; returns their sequence numbers once they are on disk."""
+        """Commit the records; returns their sequence numbers once they are on disk.
+
+        Group commit: requests that arrive while a transaction is being written wait for the next one, which
+        takes them all; one thread writes, and each batch wakes the event loop once."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-
-        def done(result: list[int] | BaseException) -> None:
-            def resolve() -> None:
-                if fut.done():
-                    return
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-
-            loop.call_soon_threadsafe(resolve)
-
-        self._queue.put((records, done))
+        self._pending.append((records, fut))
+        if not self._flushing:
+            self._flushing = True
+            loop.create_task(self._flush())
         return await fut
 
-    def _writer(self) -> None:
-        while not self._stop:
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await loop.run_in_executor(self._writer, self._write, [r for r, _ in batch])
+                except BaseException as exc:  # noqa: BLE001 - every waiting request learns it
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), seqs in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(seqs)
+                self._notify()
+        finally:
+            self._flushing = False
+
+    def _write(self, batches: list[list[dict[str, Any]]]) -> list[list[int]]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
             try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            results: list[list[int] | BaseException] = []
-            with self._lock:
-                try:
-                    cur = self._conn.cursor()
-                    cur.execute("BEGIN IMMEDIATE")
-                    for records, _ in batch:
-                        seqs = []
-                        for r in records:
-                            cur.execute(f"INSERT INTO scoring ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                                        [_value(r.get(c)) for c in COLUMNS])
-                            seqs.append(cur.lastrowid)
-                        results.append(seqs)
-                    cur.execute("COMMIT")
-                except BaseException as exc:  # noqa: BLE001
-                    try:
-                        self._conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                    results = [exc] * len(batch)
-            for (_, done), res in zip(batch, results, strict=True):
-                done(res)
-            self._notify()
+                out = []
+                for records in batches:
+                    seqs = []
+                    for r in records:
+                        cur.execute(self._sql, [_value(r.get(c)) for c in COLUMNS])
+                        seqs.append(cur.lastrowid)
+                    out.append(seqs)
+                cur.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            return out
 
     def _notify(self) -> None:
         for loop, ev in list(self._listeners):
@@ -158,8 +152,7 @@ class Journal:
         return int(row[0]) if row else 0
 
     def close(self) -> None:
-        self._stop = True
-        self._thread.join(2)
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._conn.close()
 

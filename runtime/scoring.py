@@ -60,7 +60,6 @@ class ScoringStore:
         if not rows:
             return 0
         n = len(rows)
-        summaries = [_summary(r.get("input_summary")) for r in rows]
 
         def obj(values: Iterable[Any]) -> np.ndarray:
             arr = np.empty(n, dtype=object)
@@ -79,24 +78,28 @@ class ScoringStore:
             "confidence": np.fromiter((r.get("confidence") or 0.0 for r in rows), dtype=np.float64, count=n),
             "probabilities": obj(_text(r.get("probabilities")) for r in rows),
             "latency_ms": np.fromiter((r.get("latency_ms") or 0.0 for r in rows), dtype=np.float64, count=n),
-            "input_summary": obj(_text(r.get("input_summary")) for r in rows),
+            "input_summary": obj(_text(r.get("input_summary")) or "{}" for r in rows),
             "raw_input": obj(r.get("raw_input") or None for r in rows),
             "raw_kind": obj(r.get("raw_kind") for r in rows),
-            "length": obj(s.get("length") for s in summaries),
-            "oov_rate": obj(s.get("oov_rate") for s in summaries),
-            "terms": obj(s.get("terms") for s in summaries),
-            "mean_intensity": obj(s.get("mean") for s in summaries),
-            "std_intensity": obj(s.get("std") for s in summaries),
-            "intensity_hist": obj(s.get("hist") for s in summaries),
         }
-        casts = {"length": "DOUBLE", "oov_rate": "DOUBLE", "terms": "VARCHAR[]", "mean_intensity": "DOUBLE",
-                 "std_intensity": "DOUBLE", "intensity_hist": "DOUBLE[]", "raw_input": "BLOB"}
-        select = ", ".join(f"CAST({c} AS {casts[c]})" if c in casts else c for c in COLUMNS)
+        # the summary's fields are parsed by DuckDB (in C++), not row by row in Python
+        fields = {"length": ("length", "DOUBLE"), "oov_rate": ("oov_rate", "DOUBLE"), "terms": ("terms", "VARCHAR[]"),
+                  "mean_intensity": ("mean", "DOUBLE"), "std_intensity": ("std", "DOUBLE"),
+                  "intensity_hist": ("hist", "DOUBLE[]")}
+        select = []
+        for c in COLUMNS:
+            if c in fields:
+                key, typ = fields[c]
+                select.append(f"TRY_CAST(json_extract(input_summary, '$.{key}') AS {typ})")
+            elif c == "raw_input":
+                select.append("CAST(raw_input AS BLOB)")
+            else:
+                select.append(c)
         with self.connect() as con:
             before = con.execute("SELECT COUNT(*) FROM scoring").fetchall()[0][0]
             con.register("incoming", cols)
             con.execute("BEGIN TRANSACTION")
-            con.execute(f"INSERT OR IGNORE INTO scoring ({', '.join(COLUMNS)}) SELECT {select} FROM incoming")
+            con.execute(f"INSERT OR IGNORE INTO scoring ({', '.join(COLUMNS)}) SELECT {', '.join(select)} FROM incoming")
             con.execute("COMMIT")
             con.unregister("incoming")
             after = con.execute("SELECT COUNT(*) FROM scoring").fetchall()[0][0]
@@ -146,13 +149,3 @@ def _text(v: Any) -> Any:
     return v
 
 
-def _summary(v: Any) -> dict[str, Any]:
-    if isinstance(v, dict):
-        return v
-    if isinstance(v, str) and v:
-        try:
-            out = json.loads(v)
-            return out if isinstance(out, dict) else {}
-        except json.JSONDecodeError:
-            return {}
-    return {}

@@ -46,9 +46,8 @@ class LoadedModel:
     def predict_texts(self, texts: list[str]) -> Prediction:
         assert isinstance(self.pipeline, TextPipeline)
         t0 = time.perf_counter()
-        x, _ = self.pipeline.transform(texts)
+        x, summaries = self.pipeline.process(texts, self.tracked_terms)
         probs = self.session.run([self.output_name], {self.input_name: x})[0]
-        summaries = [self.pipeline.summarize(t, self.tracked_terms) for t in texts]
         return self._result(probs, summaries, t0)
 
     def predict_images(self, images: np.ndarray) -> Prediction:

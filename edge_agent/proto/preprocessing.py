@@ -70,16 +70,17 @@ class TextPipeline:
             out.append(s)
         return out
 
-    def counts_csr(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def counts_csr(self, texts: Sequence[str], token_lists: Sequence[list[str]] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """(data, indices, indptr) of the weighted matrix, plus per-text stats (length, out-of-vocabulary
-        rate) that drift checks use."""
+        rate) that drift checks use. token_lists: the texts' tokens, when the caller has them already."""
         vocab = self.vocabulary
         data: list[float] = []
         indices: list[int] = []
         indptr = [0]
         lengths, oov = [], []
-        for text in texts:
-            toks = self.tokens(text)
+        for n, text in enumerate(texts):
+            toks = token_lists[n] if token_lists is not None else self.tokens(text)
             row: dict[int, float] = {}
             miss = 0
             for t in toks:
@@ -114,17 +115,24 @@ class TextPipeline:
                 vals = vals / n
         return vals.astype(np.float32)
 
-    def summarize(self, text: str, tracked_terms: Sequence[str] = ()) -> dict[str, Any]:
+    def summarize(self, text: str, tracked_terms: Sequence[str] = (), tokens: list[str] | None = None) -> dict[str, Any]:
         """What a scoring record keeps of a text (drift checks compare it with the bundle's reference):
         token count, out-of-vocabulary rate, which tracked frequent terms occur."""
-        toks = self.tokens(text)
+        toks = tokens if tokens is not None else self.tokens(text)
         present = set(toks)
         oov = sum(1 for t in toks if t not in self.vocabulary) / len(toks) if toks else 0.0
         return {"length": len(toks), "oov_rate": round(oov, 4), "terms": [t for t in tracked_terms if t in present]}
 
-    def transform(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    def process(self, texts: Sequence[str], tracked_terms: Sequence[str] = ()) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The model's input and each text's summary, tokenizing every text once (what a device does per request)."""
+        token_lists = [self.tokens(t) for t in texts]
+        x, _ = self.transform(texts, token_lists)
+        return x, [self.summarize(t, tracked_terms, toks) for t, toks in zip(texts, token_lists, strict=True)]
+
+    def transform(self, texts: Sequence[str], token_lists: Sequence[list[str]] | None = None
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
         """Dense float32 (n, vocabulary size): what the model's input takes."""
-        data, indices, indptr, stats = self.counts_csr(texts)
+        data, indices, indptr, stats = self.counts_csr(texts, token_lists)
         out = np.zeros((len(texts), self.size), dtype=np.float32)
         for i in range(len(texts)):
             a, b = indptr[i], indptr[i + 1]

@@ -231,6 +231,10 @@ class MainWindow(QMainWindow):
             self.header.show_step(model.nodes.get(self.header.step), self.descriptions.get(self.header.step, ""))
         if not self.loaded:
             self.loaded = True
+            import gc
+
+            gc.collect()
+            gc.freeze()  # what the window keeps is old: later collections need not walk it (shorter GC pauses)
             self.sig_workspace_loaded.emit()
 
     def _on_job_submitted(self, job: str, plan: list[str]) -> None:

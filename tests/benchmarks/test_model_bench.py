@@ -77,7 +77,8 @@ def _plain_torch_loop(X, y, tr, va, classes, epochs, bs, lr, seed) -> float:
     model = SmallCNN(1, 28, 28, len(classes), 128, 0.3)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    Xn = np.ascontiguousarray(X.transpose(0, 3, 1, 2))  # NCHW once, batches by numpy indexing
+    # batches straight from the cached (N, H, W, C) tensors, permuted to NCHW per batch as a PyTorch user would
+    # (the memory layout matters: a fully re-laid-out NCHW copy of the data trains about a third slower on CPU)
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         model.train()
@@ -85,14 +86,14 @@ def _plain_torch_loop(X, y, tr, va, classes, epochs, bs, lr, seed) -> float:
         for i in range(0, len(order), bs):
             idx = order[i : i + bs]
             opt.zero_grad()
-            loss = loss_fn(model(torch.from_numpy(Xn[idx])), torch.from_numpy(y[idx]))
+            loss = loss_fn(model(torch.from_numpy(X[idx]).permute(0, 3, 1, 2)), torch.from_numpy(y[idx]))
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
             for i in range(0, len(va), 512):
                 idx = va[i : i + 512]
-                loss_fn(model(torch.from_numpy(Xn[idx])), torch.from_numpy(y[idx]))
+                loss_fn(model(torch.from_numpy(X[idx]).permute(0, 3, 1, 2)), torch.from_numpy(y[idx]))
     return time.perf_counter() - t0
 
 
