@@ -90,15 +90,14 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     qtbot.addWidget(p)
     p.show()
     load(qtbot, p)
-    assert p.trials.rowCount() == 1  # the fixture's single trial
+    qtbot.waitUntil(lambda: p.trials.rowCount() == 1)  # the fixture's single trial (drawn on the next turn)
     studio_ctx.runtime.sig_event.connect(p.on_event)
     with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=120000):
         studio_ctx.runtime.submit(["model.tune"], None, False, {"model.tune": {"n_trials": 3, "max_epochs": 2}})
         qtbot.waitUntil(lambda: len(p.curves) >= 1, timeout=60000)
     load(qtbot, p)
-    assert p.trials.rowCount() == 3
+    qtbot.waitUntil(lambda: p.trials.rowCount() == 3 and len(p.curve_items) == 3)
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}
-    assert len(p.curve_items) == 3
 
 
 def test_models_and_review_panels(studio_ctx, qtbot):

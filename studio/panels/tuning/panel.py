@@ -125,8 +125,9 @@ class TuningPanel(Panel):
         self.trial_rows = d["trials"]
         self.curves = {t["number"]: [(m["epoch"], m.get("val_accuracy", float("nan"))) for m in t["metrics"]]
                        for t in d["trials"]}
-        self._fill_table()
-        self._draw_all()
+        # the table and each plot in their own turn of the event loop: the window stays responsive
+        QTimer.singleShot(0, self._fill_table)
+        QTimer.singleShot(0, self._draw_all)
 
     def _fill_table(self) -> None:
         rows, colors = [], {}
