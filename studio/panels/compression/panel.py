@@ -56,6 +56,17 @@ class CompressionPanel(Panel):
             return
         self.say("")
         rows, colors = [], {}
+        base = next((v for v in d["doc"]["variants"] if v["name"] == "fp32"), None)
+
+        def versus(v: dict[str, Any]) -> str:
+            if v["name"] == "fp32" or v["slower_than_fp32"] is None or not base or not base["latency_ms"]:
+                return ""
+            if v["slower_than_fp32"]:
+                return "slower"
+            a, b = v["latency_ms"], base["latency_ms"]
+            faster = a["b1_p50"] < b["b1_p50"] / 1.05 and a["b64_p50"] < b["b64_p50"] / 1.05
+            return "faster" if faster else "same"
+
         for i, v in enumerate(d["doc"]["variants"]):
             lat = v["latency_ms"] or {}
             ratio = v["details"].get("size_ratio")
@@ -65,7 +76,7 @@ class CompressionPanel(Panel):
                          round(ratio, 2) if ratio else None, v["test_accuracy"],
                          round(100 * delta, 2) if delta is not None else None, lat.get("b1_p50"), lat.get("b1_p95"),
                          lat.get("b64_p50"), lat.get("b64_p95"),
-                         "slower" if slower else ("" if v["name"] == "fp32" or slower is None else "faster"),
+                         versus(v),
                          ", ".join(p.replace("ExecutionProvider", "") for p in (v["providers"] or [])), v["message"]))
             if v["status"] == "skipped":
                 for c in range(len(rows[-1])):
