@@ -74,6 +74,29 @@ def pg_schema(postgres_url: str):
     eng.dispose()
 
 
+def copied(template: Path, tmp_path: Path):
+    """A fresh copy of a session-built workspace for one test (tests may change it)."""
+    from runtime.workspace import Workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(template, root, symlinks=True)
+    ws = Workspace(root)
+    yield ws
+    ws.close()
+
+
+def train_review_package(ws, name: str = "ws") -> None:  # noqa: ANN001
+    """Run the model pipeline, approve version 1, and run the deployment pipeline up to the bundles."""
+    from runtime.jobs import Runner
+    from runtime.registry import review
+
+    res = Runner(ws).run(until="model.evaluate")
+    assert res.ok, [o.error for o in res.steps]
+    review(ws.store, f"{name}:1", True, "fixture", "tester")
+    res = Runner(ws).run(until="deploy.package")
+    assert res.ok, [o.error for o in res.steps]
+
+
 def make_bbc_subset(dest: Path, per_class: int = 30, extra: dict[str, bytes] | None = None) -> Path:
     """A small zip in the BBC layout, built from the real archive (first `per_class` files per class)."""
     import zipfile
@@ -112,13 +135,7 @@ def bbc_pipeline_template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def bbc_ws(bbc_pipeline_template: Path, tmp_path: Path):
-    from runtime.workspace import Workspace
-
-    root = tmp_path / "ws"
-    shutil.copytree(bbc_pipeline_template, root, symlinks=True)
-    ws = Workspace(root)
-    yield ws
-    ws.close()
+    yield from copied(bbc_pipeline_template, tmp_path)
 
 
 @pytest.fixture
@@ -189,13 +206,7 @@ def small_bbc_template(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def small_bbc(small_bbc_template: Path, tmp_path: Path):
-    from runtime.workspace import Workspace
-
-    root = tmp_path / "ws"
-    shutil.copytree(small_bbc_template, root, symlinks=True)
-    ws = Workspace(root)
-    yield ws
-    ws.close()
+    yield from copied(small_bbc_template, tmp_path)
 
 
 # -- real edge agents on 127.0.0.1 --------------------------------------------------------------------------
@@ -268,29 +279,17 @@ def restart(ws, agent: AgentProcess, name: str = "dev1") -> None:
 
 @pytest.fixture(scope="session")
 def packaged_template(tmp_path_factory) -> Path:
-    from runtime.jobs import Runner
-    from runtime.registry import review
-
     root = tmp_path_factory.mktemp("packaged") / "ws"
     ws = small_bbc_workspace(root, per_class=40, tune_trials=1)
     cfg = ws.config()
     cfg.steps["deploy.compress"]["methods"] = ["dynamic_int8", {"static_int8": {"calibration_samples": 64}}]
     cfg.steps["deploy.revise"].update({"runs_b1": 10, "runs_b64": 3})
     cfg.save()
-    assert Runner(ws).run(until="model.evaluate").ok
-    review(ws.store, "ws:1", True, "fixture", "tester")
-    res = Runner(ws).run(until="deploy.package")
-    assert res.ok, [o.error for o in res.steps]
+    train_review_package(ws)
     ws.close()
     return root
 
 
 @pytest.fixture
 def packaged(packaged_template: Path, tmp_path: Path):
-    from runtime.workspace import Workspace
-
-    root = tmp_path / "ws"
-    shutil.copytree(packaged_template, root, symlinks=True)
-    ws = Workspace(root)
-    yield ws
-    ws.close()
+    yield from copied(packaged_template, tmp_path)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BBC_ZIP, need
+from tests.conftest import BBC_ZIP, copied, need, train_review_package
 
 
 def fast(cfg, **train) -> None:  # noqa: ANN001
@@ -21,8 +20,6 @@ def fast(cfg, **train) -> None:  # noqa: ANN001
 def bbc_packaged_template(tmp_path_factory) -> Path:
     need(BBC_ZIP)
     from runtime.api import add_source
-    from runtime.jobs import Runner
-    from runtime.registry import review
     from runtime.workspace import Workspace
 
     root = tmp_path_factory.mktemp("bbc-packaged") / "ws"
@@ -32,21 +29,11 @@ def bbc_packaged_template(tmp_path_factory) -> Path:
     fast(cfg)
     cfg.steps["model.preprocess"]["vocab_size"] = 5000
     cfg.save()
-    res = Runner(ws).run(until="model.evaluate")
-    assert res.ok, [o.error for o in res.steps]
-    review(ws.store, "ws:1", True, "fixture", "tester")
-    res = Runner(ws).run(until="deploy.package")
-    assert res.ok, [o.error for o in res.steps]
+    train_review_package(ws)
     ws.close()
     return root
 
 
 @pytest.fixture
 def bbc_packaged(bbc_packaged_template: Path, tmp_path: Path):
-    from runtime.workspace import Workspace
-
-    root = tmp_path / "ws"
-    shutil.copytree(bbc_packaged_template, root, symlinks=True)
-    ws = Workspace(root)
-    yield ws
-    ws.close()
+    yield from copied(bbc_packaged_template, tmp_path)
