@@ -30,6 +30,14 @@ def _ws(obj: dict[str, Any]):
     return Workspace(Path(root))
 
 
+def _ref_variant(ref: str) -> tuple[str, str]:
+    """'NAME:VERSION[:VARIANT]' -> ('NAME:VERSION', VARIANT or 'fp32')."""
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT], e.g. bbc:3:static_int8")
+    return ":".join(parts[:2]), parts[2] if len(parts) == 3 else "fp32"
+
+
 def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
@@ -467,11 +475,8 @@ def package(obj: dict[str, Any], ref: str, output: Path) -> None:
     """Write the signed bundle of NAME:VERSION[:VARIANT] (default variant fp32) to a file."""
     from runtime.bundles import package as do_package
 
-    parts = ref.split(":")
-    if len(parts) not in (2, 3):
-        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT]")
-    variant = parts[2] if len(parts) == 3 else "fp32"
-    info = do_package(_ws(obj), ":".join(parts[:2]), variant, output)
+    model, variant = _ref_variant(ref)
+    info = do_package(_ws(obj), model, variant, output)
     click.echo(f"wrote {output} ({info['size_bytes'] / 1024:.0f} KiB, sha256 {info['sha256']})")
 
 
@@ -581,15 +586,12 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_acti
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
     from runtime.devices import deploy as do_deploy
 
-    parts = ref.split(":")
-    if len(parts) not in (2, 3):
-        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT]")
-    variant = parts[2] if len(parts) == 3 else "fp32"
+    model, variant = _ref_variant(ref)
     ws = _ws(obj)
     failed = False
     for d in device_names:
         try:
-            do_deploy(ws, ":".join(parts[:2]), variant, d, not no_activate, log=click.echo)
+            do_deploy(ws, model, variant, d, not no_activate, log=click.echo)
         except CdlError as exc:
             click.echo(f"error: {exc}", err=True)
             failed = True
