@@ -26,10 +26,11 @@ class ModelsPanel(Panel):
                                   "best", "created"])
         self.lineage = QPlainTextEdit()
         self.lineage.setReadOnly(True)
+        self.lineage.setPlaceholderText("select a model version to see where it came from")
         split.addWidget(self.models)
         split.addWidget(self.experiments)
         split.addWidget(self.lineage)
-        self.add(QLabel("Model versions (select one for its lineage), then experiments"))
+        self.add(QLabel("Model versions (the selected one's lineage is at the bottom), then experiments"))
         self.add(split, 1)
 
     def load(self) -> dict[str, Any]:
@@ -46,6 +47,8 @@ class ModelsPanel(Panel):
                          m["template"], mt.get("test_accuracy"), mt.get("macro_f1"), mt.get("val_accuracy"),
                          f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", m["created"][:19]))
         self.models.fill(rows, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
+        if rows and not self.models.selectedIndexes():
+            self.models.selectRow(len(rows) - 1)  # the newest version's lineage, without a click
         exps = []
         for e in d["experiments"]:
             best = e.summary.get("best_value") or (e.summary.get("metrics") or {}).get("val_accuracy")
