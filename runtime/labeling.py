@@ -244,13 +244,18 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True) -> dict[str, int]:
-    """Write the checked-out dataset's items and their labels as a Label Studio JSON export."""
+def _ls_names(ws: Workspace) -> tuple[bool, str, str]:
+    """(text task?, the Label Studio control's name, the object's name) from cdl.yaml's labeling section."""
     cfg = ws.config()
     lab = cfg.labeling or {}
     is_text = cfg.task == "text"
-    from_name = lab.get("from_name") or ("category" if is_text else "label")
-    to_name = lab.get("to_name") or ("text" if is_text else "image")
+    return (is_text, lab.get("from_name") or ("category" if is_text else "label"),
+            lab.get("to_name") or ("text" if is_text else "image"))
+
+
+def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True) -> dict[str, int]:
+    """Write the checked-out dataset's items and their labels as a Label Studio JSON export."""
+    is_text, from_name, to_name = _ls_names(ws)
     view = ws.dataset()
     records = ws.store.labels()
     by_item: dict[str, list[LabelRecord]] = {}
@@ -351,11 +356,7 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     if path.stat().st_size == 0:
         raise DataImportError(f"{path}: the file is empty")
     tasks = load_label_studio(path)
-    cfg = ws.config()
-    lab = cfg.labeling or {}
-    is_text = cfg.task == "text"
-    from_name = lab.get("from_name") or ("category" if is_text else "label")
-    to_name = lab.get("to_name") or ("text" if is_text else "image")
+    is_text, from_name, to_name = _ls_names(ws)
     view = ws.dataset()
     ids = {r.id for r in view.rows}
     by_source = {}
