@@ -309,38 +309,31 @@ class TrainStep(Step):
             if ctx.cancelled:
                 raise StopTraining("cancelled")
 
-        try:
-            result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
-        except StopTraining:
-            ctx.store.finish_trial(trial.id, "failed", None, 0)
-            ctx.store.finish_experiment(exp.id, "failed")
-            ctx.check_cancelled()
-            raise
-        except Exception:
-            ctx.store.finish_trial(trial.id, "failed", None, 0)
-            ctx.store.finish_experiment(exp.id, "failed")
-            raise
+        def fit(idx: np.ndarray, config: TrainConfig, callback):  # noqa: ANN001, ANN202
+            """Train; a failure or a cancel marks the trial and the experiment failed before it goes on up."""
+            try:
+                return backend.train(prep.X_train, prep.y_train, idx, va_idx, prep.classes, config, callback)
+            except BaseException:
+                ctx.store.finish_trial(trial.id, "failed", None, 0)
+                ctx.store.finish_experiment(exp.id, "failed")
+                ctx.check_cancelled()
+                raise
+
+        result = fit(tr_idx, cfg, on_epoch)
         refit_epochs = 0
         if params["refit"] and result.best_epoch > 0:
             import dataclasses
 
             refit_epochs = result.best_epoch
             ctx.log(f"refit: training again on all {len(prep.y_train)} training items for {refit_epochs} epoch(s)")
-            cfg2 = dataclasses.replace(cfg, epochs=refit_epochs, patience=0)
 
             def on_refit_epoch(epoch: int, m: dict[str, float]) -> None:
                 ctx.progress(epoch / refit_epochs, f"refit epoch {epoch}/{refit_epochs}")
                 if ctx.cancelled:
                     raise StopTraining("cancelled")
 
-            try:
-                refit = backend.train(prep.X_train, prep.y_train, np.arange(len(prep.y_train)), va_idx, prep.classes,
-                                      cfg2, on_refit_epoch)
-            except StopTraining:
-                ctx.store.finish_trial(trial.id, "failed", None, 0)
-                ctx.store.finish_experiment(exp.id, "failed")
-                ctx.check_cancelled()
-                raise
+            refit = fit(np.arange(len(prep.y_train)), dataclasses.replace(cfg, epochs=refit_epochs, patience=0),
+                        on_refit_epoch)
             result.checkpoint.unlink(missing_ok=True)
             result.checkpoint = refit.checkpoint
             result.seconds += refit.seconds
