@@ -34,6 +34,7 @@ from runtime.domain.entities import (
     StepRun,
 )
 from runtime.domain.errors import NotFoundError
+from runtime.store import migrate
 from runtime.store import tables as t
 from runtime.store.deploy import DeployMixin
 from runtime.store.models import ModelRegistryMixin
@@ -151,7 +152,8 @@ class Store(ModelRegistryMixin, DeployMixin):
         else:
             self.engine = _engine(url, schema)
         self._lock = threading.RLock()
-        SQLModel.metadata.create_all(self.engine, tables=_own_tables())
+        # Versioned migrations (Alembic), once, under a lock; a no-op when the schema is at head.
+        self.migrated = migrate.upgrade(self.engine)
 
     # -- construction -------------------------------------------------------------------------------------
 

@@ -160,6 +160,7 @@ class SqlTrial(SQLModel, table=True):
     epochs: int = 0
     started: datetime = Field(default_factory=utcnow)
     finished: datetime | None = None
+    worker: str | None = None  # host:pid of the process that ran it (schema 0002)
 
 
 class SqlMetric(SQLModel, table=True):

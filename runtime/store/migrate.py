@@ -1,0 +1,126 @@
+"""Versioned schema migrations of the registry (Alembic), run once, under a lock, when a Store opens.
+
+- The revisions live in runtime/store/migrations/versions; the current one is kept in the table
+  `cdl_schema_version` (Optuna's own Alembic table, `alembic_version`, shares the database).
+- Opening a database at the head revision costs one query. An older database is upgraded by the first opener
+  while every other opener waits on the lock (PostgreSQL: an advisory lock; SQLite: a lock file beside the
+  database), then sees the head and does nothing.
+- A database made before migrations existed (its tables, no version row) is stamped at 0001 and upgraded.
+- A database from a newer cdl (an unknown revision) is refused with a clear error; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
+
+from runtime.domain.errors import ConfigError
+
+VERSION_TABLE = "cdl_schema_version"
+BASELINE = "0001"
+_PG_LOCK_KEY = 0x0CD1_5C4E  # pg_advisory_lock key for registry migrations
+log = logging.getLogger("cdl.store.migrate")
+
+
+def _config(conn: Connection):  # noqa: ANN202
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _known(rev: str) -> bool:
+    from alembic.script import ScriptDirectory
+
+    try:
+        return ScriptDirectory.from_config(_config(None)).get_revision(rev) is not None  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+        return False
+
+
+@contextmanager
+def _lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+                conn.commit()
+        return
+    db = engine.url.database
+    if not db or db == ":memory:":
+        yield  # one process owns an in-memory database
+        return
+    with open(f"{db}.migrate.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _state(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return current_revision(conn)
+
+
+def upgrade(engine: Engine, target: str = "head") -> list[str]:
+    """Bring the database to `target` (default: head). Returns the revisions applied (empty: nothing to do)."""
+    from alembic import command
+
+    head = head_revision()
+    rev = _state(engine)
+    if rev == head and target == "head":
+        return []
+    with _lock(engine):
+        with engine.begin() as conn:
+            rev = current_revision(conn)
+            if rev is not None and not _known(rev):
+                raise ConfigError(
+                    f"the registry database {engine.url.render_as_string(hide_password=True)} is at schema "
+                    f"revision {rev}, which this cdl does not know (its newest is {head}): it was opened by a "
+                    "newer cdl-studio; upgrade cdl-studio")
+            if rev is None and inspect(conn).has_table("cdl_source"):
+                log.info("registry made before migrations: stamping %s", BASELINE)
+                command.stamp(_config(conn), BASELINE)
+                rev = BASELINE
+            before = rev
+            command.upgrade(_config(conn), target)
+            after = current_revision(conn)
+        applied = _between(before, after)
+        if applied:
+            log.info("registry schema upgraded %s -> %s", before or "empty", after)
+        return applied
+
+
+def _between(before: str | None, after: str | None) -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    if before == after or after is None:
+        return []
+    script = ScriptDirectory.from_config(_config(None))  # type: ignore[arg-type]
+    revs = [r.revision for r in script.iterate_revisions(after, before or "base")]
+    return list(reversed(revs))
