@@ -720,6 +720,64 @@ def studio(args: tuple[str, ...]) -> None:
     sys.exit(subprocess.call([sys.executable, "-m", "studio.app.main", *args]))
 
 
+@cli.group()
+def tune() -> None:
+    """Hyperparameter search: join a running model.tune study from more processes or machines."""
+
+
+@tune.command("worker")
+@click.option("--workspace", "workspace", type=click.Path(file_okay=False, path_type=Path),
+              help="the workspace (the same project on this machine; on several machines set CDL_DATABASE_URL "
+              "to the shared PostgreSQL registry)")
+@click.option("--study", help="the study to join (default: the newest running model.tune study)")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="seconds to wait for a study to appear before giving up")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tune_worker(obj: dict[str, Any], workspace: Path | None, study: str | None, wait: float,
+                as_json: bool) -> None:
+    """Pull trials of a running study until its budget is spent (Ctrl-C stops after the current epoch)."""
+    import signal
+    import time
+
+    from runtime.ml.tuning import Hooks, open_studies, open_study, run_trials, worker_id
+
+    ws = _ws({**obj, "workspace": workspace or obj.get("workspace")})
+    deadline = time.monotonic() + wait
+    name = study
+    while name is None:
+        running = open_studies(ws.store)
+        if running:
+            name = running[0][1]
+            break
+        if time.monotonic() >= deadline:
+            raise CdlError(f"no model.tune study is running in {ws.store.url}: start one with "
+                           "`cdl run --until model.tune` (or name it with --study)")
+        time.sleep(0.5)
+    me = worker_id()
+    opened, plan = open_study(ws.store, name, worker_seed=os.getpid())
+    stop = {"flag": False}
+
+    def _stop(_sig, _frm) -> None:  # noqa: ANN001
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    say = (lambda _m: None) if as_json else (lambda m: click.echo(f"[{me}] {m}"))
+    say(f"joined study {name} ({plan.n_trials} trials, {plan.pruner} pruning)")
+    hooks = Hooks(log=say, progress=lambda _f, m="": say(m), cancelled=lambda: stop["flag"])
+    ran = run_trials(ws, opened, plan, hooks)
+    result = {"worker": me, "study": name, "trials": ran["trials"], "epochs": ran["epochs"],
+              "stopped": stop["flag"]}
+    if as_json:
+        _dump(result)
+    else:
+        click.echo(f"[{me}] {'stopped' if stop['flag'] else 'budget spent'}: ran {ran['trials']} trial(s), "
+                   f"{ran['epochs']} epoch(s)")
+    if stop["flag"]:
+        sys.exit(130)
+
+
 def main() -> None:
     cli(prog_name="cdl")
 

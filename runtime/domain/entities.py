@@ -143,6 +143,7 @@ class Trial:
     epochs: int
     started: datetime
     finished: datetime | None
+    worker: str | None = None  # host:pid of the tuning worker that ran it
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,17 @@ registry is on PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import ConfigError
+from runtime.domain.errors import ConfigError, StepFailed
 from runtime.store import Store
+
+PLAN_ATTR = "cdl"  # the study's user attribute holding the StudyPlan
 
 DEFAULT_SPACE: dict[str, Any] = {
     # like the thesis' Determined adaptive.yaml
@@ -34,11 +41,25 @@ def storage_url(store: Store) -> tuple[str, dict[str, Any]]:
     return url, kwargs
 
 
-def storage(store: Store):  # noqa: ANN201
+def storage(store: Store, heartbeat: int | None = None):  # noqa: ANN201
+    """Optuna's RDB storage on the registry database. With `heartbeat` (seconds), running trials send a
+    heartbeat, and a trial whose worker stopped beating for 3 heartbeats is failed (in Optuna and in our trial
+    table) by the next worker that looks."""
     import optuna
 
     url, kwargs = storage_url(store)
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    if not heartbeat:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+    def stale(_study, trial) -> None:  # noqa: ANN001
+        tid = trial.user_attrs.get("cdl_trial_id")
+        if tid is not None:
+            store.finish_trial(int(tid), "failed", None, len(trial.intermediate_values))
+        logging.getLogger("cdl.tune").warning("trial %s failed: its worker %s stopped sending heartbeats",
+                                              trial.number, trial.user_attrs.get("worker", "?"))
+
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat),
+                                      grace_period=int(3 * heartbeat), heartbeat_stale_trial_callback=stale)
 
 
 def check_space(space: dict[str, Any], where: str) -> None:
@@ -85,7 +106,207 @@ def make_pruner(kind: str, min_epochs: int, max_epochs: int, reduction_factor: i
 
 
 def quiet_optuna() -> None:
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+# -- studies shared by workers ------------------------------------------------------------------------------
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class StudyPlan:
+    """Everything a worker needs to run trials of a study; kept in the study (user attribute "cdl")."""
+
+    experiment_id: int
+    space: dict[str, Any]
+    n_trials: int
+    max_epochs: int
+    min_epochs: int
+    pruner: str
+    reduction_factor: int
+    sampler: str
+    seed: int
+    val_fraction: float
+    train: dict[str, Any]  # model.train's parameters (framework, template, defaults)
+    transform: str  # the transformation registry key of the tensors
+    heartbeat: int = 10
+    timeout: float | None = None
+    started: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> StudyPlan:
+        return cls(**d)
+
+
+@dataclass
+class Hooks:
+    log: Callable[[str], None] = lambda _m: None
+    metric: Callable[..., None] = lambda **_kw: None
+    progress: Callable[[float, str], None] = lambda _f, _m="": None
+    cancelled: Callable[[], bool] = lambda: False
+
+
+class OverBudget(Exception):
+    """A trial started after the study's budget was spent (two workers raced for the last trial)."""
+
+
+def open_study(store: Store, name: str, plan: StudyPlan | None = None, worker_seed: int = 0):  # noqa: ANN201
+    """Create (with `plan`) or join (without) a study in the registry database."""
+    import optuna
+
+    quiet_optuna()
+    if plan is None:
+        try:
+            summary = optuna.load_study(study_name=name, storage=storage(store))
+        except KeyError:
+            raise ConfigError(f"no Optuna study {name!r} in {store.url}") from None
+        raw = summary.user_attrs.get(PLAN_ATTR)
+        if raw is None:
+            raise ConfigError(f"study {name!r} was not made by cdl model.tune (no plan in its user attributes)")
+        plan = StudyPlan.from_json(raw)
+        create = False
+    else:
+        create = True
+    study = optuna.create_study(
+        study_name=name, storage=storage(store, plan.heartbeat), direction="maximize",
+        sampler=make_sampler(plan.sampler, plan.seed + worker_seed),
+        pruner=make_pruner(plan.pruner, plan.min_epochs, plan.max_epochs, plan.reduction_factor),
+        load_if_exists=True)
+    if create:
+        study.set_user_attr(PLAN_ATTR, plan.to_json())
+    return study, plan
+
+
+def open_studies(store: Store) -> list[tuple[int, str]]:
+    """(experiment id, study name) of tuning experiments still running, newest first."""
+    return [(e.id, e.study) for e in reversed(store.experiments())
+            if e.kind == "tune" and e.status == "running" and e.study]
+
+
+def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
+    n = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("over_budget"))
+    return n >= plan.n_trials
+
+
+def backend_for(framework: str):  # noqa: ANN201
+    if framework == "torch":
+        from runtime.ml import torch_backend
+
+        return torch_backend
+    if framework == "keras":
+        from runtime.ml import keras_backend
+
+        return keras_backend
+    raise ConfigError(f"unknown framework {framework!r} (known: torch, keras)")
+
+
+def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str, int]:  # noqa: ANN001
+    """Pull trials of `study` until its budget (n_trials, or its timeout) is spent or `hooks.cancelled()`.
+
+    Every trial is recorded twice: in Optuna (its pruner reads every worker's intermediate values, so pruning
+    works across workers) and in our trial table under the study's experiment, with this worker's id.
+    Returns {"trials": run here, "epochs": epochs trained here}.
+    """
+    import optuna
+
+    from runtime.ml.common import StopTraining, TrainConfig, validation_split
+    from runtime.ml.preprocess import load_transform
+
+    store, workspace_root = ws.store, ws.root
+    if prep is None:
+        try:
+            prep = load_transform(ws, plan.transform)
+        except Exception as exc:  # noqa: BLE001
+            raise StepFailed("model.tune", f"the tensors {plan.transform[:12]} of this study are not in the "
+                             f"workspace {workspace_root} ({exc}): run `cdl run --until model.preprocess` "
+                             "there on the same dataset version") from exc
+    backend = backend_for(plan.train["framework"])
+    tr_idx, va_idx = validation_split(prep.y_train, plan.val_fraction, plan.seed)
+    me = worker_id()
+    ran = {"trials": 0, "epochs": 0}
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number >= plan.n_trials:
+            trial.set_user_attr("over_budget", True)
+            raise OverBudget()
+        hp = suggest(trial, plan.space)
+        params = {**plan.train, **hp, "epochs": plan.max_epochs, "patience": 0}
+        cfg = TrainConfig.from_params(plan.train["template"], params, workspace_root)
+        rec = store.create_trial(plan.experiment_id, trial.number, hp, worker=me)
+        trial.set_user_attr("cdl_trial_id", rec.id)
+        trial.set_user_attr("worker", me)
+        best = {"v": 0.0, "epochs": 0}
+
+        def on_epoch(epoch: int, m: dict[str, float]) -> None:
+            ran["epochs"] += 1
+            best["v"] = max(best["v"], m["val_accuracy"])
+            best["epochs"] = epoch
+            store.log_metrics(rec.id, epoch, m)
+            hooks.metric(trial=trial.number, epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
+            trial.report(m["val_accuracy"], epoch)
+            if hooks.cancelled():
+                raise StopTraining("cancelled")
+            if trial.should_prune():
+                raise StopTraining("pruned")
+
+        try:
+            result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
+            result.checkpoint.unlink(missing_ok=True)
+        except StopTraining as exc:
+            if str(exc) == "cancelled":
+                store.finish_trial(rec.id, "failed", best["v"], best["epochs"])
+                raise
+            store.finish_trial(rec.id, "pruned", best["v"], best["epochs"])
+            hooks.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s) at val_accuracy {best['v']:.4f}")
+            raise optuna.TrialPruned() from None
+        except BaseException:
+            store.finish_trial(rec.id, "failed", None, best["epochs"])
+            raise
+        value = max(h["val_accuracy"] for h in result.history)
+        store.finish_trial(rec.id, "complete", value, len(result.history))
+        hooks.log(f"trial {trial.number}: val_accuracy {value:.4f} with {hp}")
+        return value
+
+    deadline = plan.started + plan.timeout if plan.timeout else None
+    while not hooks.cancelled():
+        if _budget_spent(study, plan) or (deadline is not None and time.time() >= deadline):
+            break
+        try:
+            study.optimize(objective, n_trials=1, catch=(OverBudget,))
+        except StopTraining:  # cancelled mid-trial: the trial is failed, the loop ends
+            ran["trials"] += 1
+            break
+        ran["trials"] += 1
+        last = study.get_trials(deepcopy=False)
+        done = sum(1 for t in last if t.state.is_finished() and not t.user_attrs.get("over_budget"))
+        hooks.progress(min(1.0, done / plan.n_trials), f"{done}/{plan.n_trials} trials finished")
+    return ran
+
+
+def wait_for_others(study, plan: StudyPlan, hooks: Hooks, poll: float = 1.0) -> None:  # noqa: ANN001
+    """Wait until no trial of the study is running on another worker; a worker that died is found by its
+    missing heartbeat and its trial failed."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    while True:
+        fail_stale_trials(study)
+        running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+        if not running or hooks.cancelled():
+            return
+        hooks.progress(0.99, f"waiting for {len(running)} trial(s) on other workers")
+        time.sleep(poll)

@@ -137,6 +137,8 @@ class TuneStep(Step):
             ParamSpec("val_fraction", "float", 0.2, "validation share of the training split", minimum=0.05,
                       maximum=0.5),
             ParamSpec("study", "str", None, "Optuna study name (default: <workspace>-tune-<n>)", nullable=True),
+            ParamSpec("heartbeat", "int", 10, "seconds between a running trial's heartbeats; a worker silent "
+                      "for three is declared dead and its trial failed", minimum=1),
         ),
         description="Optuna TPE search with ASHA pruning fed per epoch; the study lives in the registry "
         "database; the best parameters go into model.train.",
@@ -145,101 +147,65 @@ class TuneStep(Step):
     def run(self, ctx: StepContext) -> StepResult:
         import optuna
 
-        from runtime.ml.common import StopTraining, TrainConfig, validation_split
         from runtime.ml.tuning import (
             DEFAULT_SPACE,
+            Hooks,
+            StudyPlan,
             check_space,
-            make_pruner,
-            make_sampler,
-            quiet_optuna,
-            storage,
-            suggest,
+            open_study,
+            run_trials,
+            wait_for_others,
         )
 
-        quiet_optuna()
         p = ctx.params
         tp = train_params(ctx)
         space = p["search_space"] or DEFAULT_SPACE
         check_space(space, "cdl.yaml: steps.model.tune.params.search_space")
         prep = _prepared(ctx)
-        backend = _backend(tp["framework"])
-        tr_idx, va_idx = validation_split(prep.y_train, p["val_fraction"], p["seed"])
+        _backend(tp["framework"])
         commit, dirty = _git(ctx)
         exp = ctx.store.create_experiment(kind="tune", step=ctx.step, job=ctx.job,
                                           dataset_version=ctx.workspace.current_version() or "",
                                           transform=prep.key, framework=tp["framework"], template=tp["template"],
                                           git_commit=commit, git_dirty=dirty)
         study_name = p["study"] or f"{ctx.config.name}-tune-{exp.id}"
+        plan = StudyPlan(experiment_id=exp.id, space=space, n_trials=p["n_trials"], max_epochs=p["max_epochs"],
+                         min_epochs=p["min_epochs"], pruner=p["pruner"], reduction_factor=p["reduction_factor"],
+                         sampler=p["sampler"], seed=p["seed"], val_fraction=p["val_fraction"], train=dict(tp),
+                         transform=prep.key, heartbeat=p["heartbeat"], timeout=p["timeout"])
+        study, plan = open_study(ctx.store, study_name, plan)
+        # Workers (`cdl tune worker`) find the study through the running experiment from here on.
         ctx.store.update_experiment_study(exp.id, study_name)
-        study = optuna.create_study(study_name=study_name, storage=storage(ctx.store), direction="maximize",
-                                    sampler=make_sampler(p["sampler"], p["seed"]),
-                                    pruner=make_pruner(p["pruner"], p["min_epochs"], p["max_epochs"],
-                                                       p["reduction_factor"]),
-                                    load_if_exists=True)
-        total_epochs = {"n": 0}
-
-        def objective(trial: optuna.Trial) -> float:
-            ctx.check_cancelled()
-            hp = suggest(trial, space)
-            params = {**tp, **hp, "epochs": p["max_epochs"], "patience": 0}
-            cfg = TrainConfig.from_params(tp["template"], params, ctx.workspace.root)
-            rec = ctx.store.create_trial(exp.id, trial.number, hp)
-            best = {"v": 0.0, "epochs": 0}
-
-            def on_epoch(epoch: int, m: dict[str, float]) -> None:
-                total_epochs["n"] += 1
-                best["v"] = max(best["v"], m["val_accuracy"])
-                best["epochs"] = epoch
-                ctx.store.log_metrics(rec.id, epoch, m)
-                ctx.metric(trial=trial.number, epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
-                trial.report(m["val_accuracy"], epoch)
-                if ctx.cancelled:
-                    raise StopTraining("cancelled")
-                if trial.should_prune():
-                    raise StopTraining("pruned")
-
-            try:
-                result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
-                result.checkpoint.unlink(missing_ok=True)
-            except StopTraining as exc:
-                if str(exc) == "cancelled":
-                    ctx.store.finish_trial(rec.id, "failed", best["v"], best["epochs"])
-                    ctx.check_cancelled()
-                ctx.store.finish_trial(rec.id, "pruned", best["v"], best["epochs"])
-                ctx.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s) at val_accuracy {best['v']:.4f}")
-                raise optuna.TrialPruned() from None
-            except Exception:
-                ctx.store.finish_trial(rec.id, "failed", None, best["epochs"])
-                raise
-            value = max(h["val_accuracy"] for h in result.history)
-            ctx.store.finish_trial(rec.id, "complete", value, len(result.history))
-            ctx.log(f"trial {trial.number}: val_accuracy {value:.4f} with {hp}")
-            return value
-
-        def progress(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            done = len([t for t in study.trials if t.state.is_finished()])
-            ctx.progress(min(1.0, done / p["n_trials"]), f"trial {trial.number} {trial.state.name.lower()}")
-
+        ctx.log(f"study {study_name}: {plan.n_trials} trials; more machines can join with "
+                f"`cdl tune worker --workspace {ctx.workspace.root}`")
+        hooks = Hooks(log=ctx.log, metric=ctx.metric, progress=ctx.progress, cancelled=lambda: ctx.cancelled)
         try:
-            study.optimize(objective, n_trials=p["n_trials"], timeout=p["timeout"], callbacks=[progress],
-                           catch=())
-        except Exception:
+            run_trials(ctx.workspace, study, plan, hooks, prep=prep)
+            wait_for_others(study, plan, hooks)
+            ctx.check_cancelled()  # a cancel mid-trial ended run_trials early
+        except BaseException:
             ctx.store.finish_experiment(exp.id, "failed")
             raise
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        trials = [t for t in study.get_trials() if not t.user_attrs.get("over_budget")]
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             ctx.store.finish_experiment(exp.id, "failed")
             raise StepFailed(ctx.step, "no trial completed (all pruned or failed); widen the search space or "
                              "raise min_epochs")
-        best = study.best_trial
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        best = max(complete, key=lambda t: t.value)
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+        failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+        records = ctx.store.trials(exp.id)
+        workers = sorted({r.worker for r in records if r.worker})
         summary = {"experiment_id": exp.id, "study": study_name, "best_params": best.params,
-                   "best_value": best.value, "best_trial": best.number, "trials": len(study.trials),
-                   "pruned": pruned, "epochs_spent": total_epochs["n"], "metrics": {"best_val_accuracy": best.value}}
+                   "best_value": best.value, "best_trial": best.number, "trials": len(trials),
+                   "pruned": pruned, "failed": failed, "workers": workers,
+                   "epochs_spent": sum(r.epochs for r in records),
+                   "metrics": {"best_val_accuracy": best.value}}
         ctx.store.finish_experiment(exp.id, "done", summary)
         return StepResult(summary=summary, output_fp=hash_text(study_name, best.params),
-                          message=f"best val_accuracy {best.value:.4f} after {len(study.trials)} trials "
-                          f"({pruned} pruned)")
+                          message=f"best val_accuracy {best.value:.4f} after {len(trials)} trials "
+                          f"({pruned} pruned, {failed} failed) on {len(workers)} worker(s)")
 
 
 # -- model.train --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def _exp(r: t.SqlExperiment) -> Experiment:
 
 def _trial(r: t.SqlTrial) -> Trial:
     return Trial(r.id or 0, r.experiment_id, r.number, dict(r.params or {}), r.state, r.value, r.epochs,
-                 _aware(r.started), _aware(r.finished))
+                 _aware(r.started), _aware(r.finished), r.worker)
 
 
 def _review(r: t.SqlReview) -> Review:
@@ -127,11 +127,12 @@ class ModelRegistryMixin:
                 raise NotFoundError(f"experiment {exp_id} does not exist")
             return _exp(r)
 
-    def create_trial(self, experiment_id: int, number: int, params: dict[str, Any]) -> Trial:
+    def create_trial(self, experiment_id: int, number: int, params: dict[str, Any],
+                     worker: str | None = None) -> Trial:
         from runtime.store.store import _jsonable
 
         with self._lock, self.session() as s:
-            row = t.SqlTrial(experiment_id=experiment_id, number=number, params=_jsonable(params))
+            row = t.SqlTrial(experiment_id=experiment_id, number=number, params=_jsonable(params), worker=worker)
             s.add(row)
             s.commit()
             s.refresh(row)

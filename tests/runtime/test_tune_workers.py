@@ -1,0 +1,144 @@
+"""Tuning workers: `cdl tune worker` processes join the study that model.tune runs, through the registry DB.
+
+Real processes (the step runs in `cdl run`, each worker in `cdl tune worker`), real Optuna RDB storage on the
+workspace's SQLite registry (and on PostgreSQL in test_tuning_on_postgresql).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.jobs import Runner
+
+
+def _cdl(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+                            cwd=kw.pop("cwd", None), **kw)
+
+
+def _study(ws, name: str):
+    import optuna
+
+    from runtime.ml.tuning import storage
+
+    return optuna.load_study(study_name=name, storage=storage(ws.store))
+
+
+def _tune_with_a_worker(ws, sets: list[str], env: dict[str, str] | None = None):
+    root = str(ws.root)
+    worker = _cdl("tune", "worker", "--workspace", root, "--wait", "120", "--json", env=env)
+    step = _cdl("-w", root, "run", "model.tune", "--json", *sum((["--set", s] for s in sets), []), env=env)
+    out, err = step.communicate(timeout=600)
+    wout, werr = worker.communicate(timeout=120)
+    assert step.returncode == 0, err[-3000:]
+    assert worker.returncode == 0, werr[-3000:]
+    return json.loads(out), json.loads(wout)
+
+
+def _summary(job: dict) -> dict:
+    return next(s for s in job["steps"] if s["id"] == "model.tune")["summary"]
+
+
+def test_two_workers_share_one_study_and_its_budget(small_bbc):
+    ws = small_bbc
+    assert Runner(ws).run(until="model.preprocess").ok
+    job, worker = _tune_with_a_worker(ws, ["model.tune.n_trials=8", "model.tune.max_epochs=12",
+                                           "model.tune.reduction_factor=2"])
+    s = _summary(job)
+    assert s["trials"] == 8, s  # the budget is the study's, not each worker's
+    assert len(s["workers"]) == 2 and worker["worker"] in s["workers"]
+    assert worker["trials"] >= 1
+    records = ws.store.trials(s["experiment_id"])
+    assert sorted(r.number for r in records) == list(range(8))
+    assert all(r.state in ("complete", "pruned") for r in records)
+    study = _study(ws, s["study"])
+    assert len(study.trials) == 8 and all(t.state.is_finished() for t in study.trials)
+    # pruning across workers: ASHA compares each trial's epochs with every worker's reports
+    assert s["pruned"] >= 1, s
+    by_worker = {w: [r for r in records if r.worker == w] for w in s["workers"]}
+    assert all(by_worker.values())
+    assert s["best_value"] == max(r.value for r in records if r.state == "complete")
+
+
+def test_a_killed_workers_trial_is_failed_not_left_running(small_bbc):
+    ws = small_bbc
+    assert Runner(ws).run(until="model.preprocess").ok
+    root = str(ws.root)
+    sets = ["model.tune.n_trials=3", "model.tune.max_epochs=400", "model.tune.pruner=none",
+            "model.tune.heartbeat=1"]
+    worker = _cdl("tune", "worker", "--workspace", root, "--wait", "120")
+    step = _cdl("-w", root, "run", "model.tune", "--json", *sum((["--set", s] for s in sets), []))
+    try:
+        victim = None
+        deadline = time.time() + 120
+        while victim is None and time.time() < deadline:
+            for e in ws.store.experiments():
+                for r in ws.store.trials(e.id):
+                    if r.worker and r.worker.endswith(f":{worker.pid}") and r.state == "running":
+                        victim = r
+            time.sleep(0.2)
+        assert victim is not None, "the worker never started a trial"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+        out, err = step.communicate(timeout=900)
+    finally:
+        for p in (worker, step):
+            if p.poll() is None:
+                p.kill()
+    assert step.returncode == 0, err[-3000:]
+    s = _summary(json.loads(out))
+    assert s["failed"] == 1 and s["trials"] == 3, s
+    assert ws.store.trial(victim.id).state == "failed"
+    study = _study(ws, s["study"])
+    dead = next(t for t in study.trials if t.number == victim.number)
+    assert dead.state.name == "FAIL"
+
+
+def test_a_worker_without_a_study_says_so(small_bbc):
+    p = _cdl("tune", "worker", "--workspace", str(small_bbc.root))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert "no model.tune study is running" in err
+
+
+@pytest.mark.postgres
+def test_tuning_on_postgresql_end_to_end(tmp_path: Path, pg_schema):
+    """The registry, the labels and the Optuna study on PostgreSQL; the step and a worker share the study."""
+    from tests.conftest import small_bbc_workspace
+
+    url, schema = pg_schema
+    env = {"CDL_DATABASE_URL": url, "CDL_DATABASE_SCHEMA": schema}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ws = small_bbc_workspace(tmp_path / "ws", per_class=20)
+        assert ws.store.engine.dialect.name == "postgresql"
+        assert Runner(ws).run(until="model.preprocess").ok
+        assert len(ws.store.labels()) > 0
+        job, worker = _tune_with_a_worker(ws, ["model.tune.n_trials=4", "model.tune.max_epochs=40",
+                                                    "model.tune.pruner=none"], env=env)
+        s = _summary(job)
+        assert s["trials"] == 4 and len(s["workers"]) == 2
+        study = _study(ws, s["study"])
+        assert study._storage._backend.engine.dialect.name == "postgresql"
+        assert len(study.trials) == 4
+        res = Runner(ws).run(steps=["model.train", "model.register"])
+        assert res.ok, [o.error for o in res.steps]
+        mv = ws.store.model_versions()[0]
+        assert mv.params["lr"] == pytest.approx(s["best_params"]["lr"])
+        ws.close()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
