@@ -93,7 +93,15 @@ def build(arch: dict[str, Any], workspace: Path | None = None) -> nn.Module:
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        if _distributed():
+            return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 class _Batches:
@@ -132,15 +140,26 @@ def _evaluate(model: nn.Module, data: _Batches, idx: np.ndarray, dev: torch.devi
 
 def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, classes: list[str],
           cfg: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train `cfg.template`. Under torchrun (torch.distributed initialized), every rank takes its share of
+    each global mini-batch of `cfg.batch_size`, DDP averages the gradients, and every rank ends with the same
+    weights; `on_epoch` should then be given on rank 0 only."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    ddp = _distributed()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
+    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) if ddp else 0
+    torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     dev = device()
     shape = tuple(X.shape[1:])
     arch = {"framework": "torch", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
     model = build(arch, cfg.workspace).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    net: nn.Module = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     data = _Batches(X, y, arch["layout"])
     rng = np.random.default_rng(cfg.seed)
@@ -151,25 +170,38 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     stopped = False
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        order = rng.permutation(train_idx)
+        net.train()
+        order = rng.permutation(train_idx)  # the same on every rank (same seed)
         seen, loss_sum, correct = 0, 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
-            xb, yb = data.get(order[i : i + cfg.batch_size])
+            batch = order[i : i + cfg.batch_size]
+            if ddp:
+                if len(batch) < world:
+                    continue  # a last batch too small to give every rank an item
+                batch = batch[rank::world]
+            xb, yb = data.get(batch)
             xb, yb = xb.to(dev), yb.to(dev)
             opt.zero_grad(set_to_none=True)
-            out = model(xb)
+            out = net(xb)
             loss = loss_fn(out, yb)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(yb)
             correct += int((out.argmax(1) == yb).sum())
             seen += len(yb)
+        if ddp:
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=dev)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         val_loss, val_acc = _evaluate(model, data, val_idx, dev)
         m = {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen),
              "val_loss": val_loss, "val_accuracy": val_acc, "epoch_seconds": time.perf_counter() - t0}
         history.append(m)
         improved, stop = stopper.update(epoch, val_loss)
+        if ddp:  # every rank takes rank 0's decision, so no rank waits for a peer that stopped
+            flags = torch.tensor([int(improved), int(stop)], device=dev)
+            torch.distributed.broadcast(flags, 0)
+            improved, stop = bool(flags[0]), bool(flags[1])
         if improved:
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:

@@ -249,6 +249,7 @@ class TrainStep(Step):
         return {"model.preprocess", *(["model.tune"] if tuned else [])}
 
     def run(self, ctx: StepContext) -> StepResult:
+        from runtime.ml import distributed
         from runtime.ml.common import StopTraining, TrainConfig, validation_split
 
         params = dict(ctx.params)
@@ -275,9 +276,25 @@ class TrainStep(Step):
             if ctx.cancelled:
                 raise StopTraining("cancelled")
 
+        dist = distributed.settings(ctx.config.extra, str(ctx.config.path or "cdl.yaml"))
+        if dist.enabled and params["framework"] != "torch":
+            raise StepFailed(ctx.step, "training.distributed runs the torch framework only (cdl.yaml sets "
+                             f"framework {params['framework']!r})")
+
         def fit(idx: np.ndarray, config: TrainConfig, callback):  # noqa: ANN001, ANN202
             """Train; a failure or a cancel marks the trial and the experiment failed before it goes on up."""
             try:
+                if dist.enabled:
+                    import shutil
+                    import uuid
+
+                    rec = ctx.store.get_transform(prep.key)
+                    workdir = ctx.workspace.root / ".cdl" / "tmp" / f"ddp-{uuid.uuid4().hex[:10]}"
+                    try:
+                        return distributed.launch(dist, workdir, ctx.workspace.root / rec.path, prep.key, idx,
+                                                  va_idx, config, callback, lambda: ctx.cancelled, ctx.log)
+                    finally:
+                        shutil.rmtree(workdir, ignore_errors=True)
                 return backend.train(prep.X_train, prep.y_train, idx, va_idx, prep.classes, config, callback)
             except BaseException:
                 ctx.store.finish_trial(trial.id, "failed", None, 0)

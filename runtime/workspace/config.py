@@ -163,6 +163,9 @@ def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True)
     if not isinstance(labeling, dict):
         raise ConfigError(f"{where}: labeling: expected a mapping")
     extra = {k: v for k, v in doc.items() if k not in {"cdl", "name", "task", "template", "steps", "edges", "loops", "labeling"}}
+    from runtime.ml.distributed import settings as distributed_settings
+
+    distributed_settings(extra, where)  # training.distributed: errors name the field now, not at training time
     cfg = PipelineConfig(
         name=str(doc.get("name") or "workspace"),
         task=task,

@@ -1,0 +1,65 @@
+"""model.train under torchrun: DDP with two CPU processes on the gloo backend, on the full BBC data."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.domain.errors import ConfigError
+from runtime.jobs import Runner
+from runtime.ml.distributed import DistributedSettings, settings, torchrun_command
+
+TRAIN = {"use_tuned": False, "epochs": 4, "patience": 0, "seed": 11}
+
+
+def _train_and_evaluate(ws) -> dict:  # noqa: ANN001
+    res = Runner(ws).run(steps=["model.train", "model.register", "model.evaluate"],
+                         overrides={"model.train": TRAIN, "model.evaluate": {"threshold": 0.5}})
+    assert res.ok, [o.error for o in res.steps]
+    return {o.step: o.summary for o in res.steps}
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process(bbc_ws):
+    ws = bbc_ws
+    assert Runner(ws).run(until="model.preprocess").ok
+    single = _train_and_evaluate(ws)
+    cfg = ws.config()
+    cfg.extra["training"] = {"distributed": {"nproc_per_node": 2, "backend": "gloo"}}
+    cfg.save()
+    ddp = _train_and_evaluate(ws)
+    assert "x2 (DDP, gloo)" in ddp["model.train"]["device"]
+    assert "DDP" not in single["model.train"]["device"]
+    assert ddp["model.train"]["epochs"] == 4
+    acc1 = single["model.evaluate"]["metrics"]["test_accuracy"]
+    acc2 = ddp["model.evaluate"]["metrics"]["test_accuracy"]
+    print(f"test accuracy: one process {acc1:.4f}, DDP x2 {acc2:.4f}")
+    assert acc2 >= 0.9 and abs(acc1 - acc2) <= 0.03, (acc1, acc2)
+    # the per-epoch metrics of rank 0 reached the registry, and nothing was left behind
+    exp = ws.store.experiment(ddp["model.train"]["experiment_id"])
+    trial = ws.store.trials(exp.id)[0]
+    assert len([m for m in ws.store.metrics(trial.id)]) == 4
+    assert not list((ws.root / ".cdl" / "tmp").glob("ddp-*"))
+
+
+def test_distributed_settings_are_checked():
+    assert not settings({}).enabled
+    s = settings({"training": {"distributed": {"nproc_per_node": 2}}})
+    assert s == DistributedSettings(nproc_per_node=2) and s.world_size == 2
+    with pytest.raises(ConfigError, match=r"training.distributed.nproc_per_node: expected a positive integer"):
+        settings({"training": {"distributed": {"nproc_per_node": 0}}})
+    with pytest.raises(ConfigError, match=r"training.distributed.backend: expected gloo or nccl"):
+        settings({"training": {"distributed": {"backend": "mpi"}}})
+    with pytest.raises(ConfigError, match=r"training.distributed.gpus: unknown setting"):
+        settings({"training": {"distributed": {"gpus": 2}}})
+    cmd = torchrun_command(DistributedSettings(nproc_per_node=2, nnodes=2, rdzv_endpoint="10.0.0.1:29500"),
+                           "spec.json", node_rank=1)
+    assert "--nnodes=2" in cmd and "--node_rank=1" in cmd and "--rdzv_endpoint=10.0.0.1:29500" in cmd
+
+
+def test_keras_cannot_run_distributed(small_bbc):
+    cfg = small_bbc.config()
+    cfg.extra["training"] = {"distributed": {"nproc_per_node": 2}}
+    cfg.save()
+    assert Runner(small_bbc).run(until="model.preprocess").ok
+    res = Runner(small_bbc).run(steps=["model.train"], overrides={"model.train": {"framework": "keras",
+                                                                                  "use_tuned": False}})
+    assert not res.ok and "torch framework only" in res.steps[0].error
