@@ -7,7 +7,7 @@ STAMP := $(VENV)/.cdl-installed
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test bench lint screenshots demo proto clean-venv
+.PHONY: run test bench lint screenshots demo proto dist clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m studio --headless
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check runtime studio edge_agent tests
+	$(VENV)/bin/ruff check runtime studio edge_agent tests installers
 	$(VENV)/bin/lint-imports
 
 test: lint
@@ -34,6 +34,10 @@ bench: $(STAMP)
 
 screenshots: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m studio.screenshots screenshots
+
+# The wheel, the one-file launcher, the Linux desktop package and the edge agent package, into dist/.
+dist: $(STAMP)
+	$(PY) installers/build.py --out dist
 
 proto: $(STAMP)
 	$(PY) -m runtime.proto.generate
