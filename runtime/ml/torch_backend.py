@@ -147,7 +147,8 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     np.random.seed(cfg.seed)
     ddp = _distributed()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
-    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) if ddp else 0
+    # OMP_NUM_THREADS caps the threads (DDP ranks and tuning workers sharing a machine set it)
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
     torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     dev = device()
     shape = tuple(X.shape[1:])
