@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from runtime.domain.entities import (
@@ -33,7 +34,7 @@ from runtime.domain.entities import (
     SourceRecord,
     StepRun,
 )
-from runtime.domain.errors import NotFoundError
+from runtime.domain.errors import ConfigError, NotFoundError
 from runtime.store import migrate
 from runtime.store import tables as t
 from runtime.store.deploy import DeployMixin
@@ -149,11 +150,23 @@ class Store(ModelRegistryMixin, DeployMixin):
             self.engine = create_engine(
                 "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
             )
-        else:
-            self.engine = _engine(url, schema)
         self._lock = threading.RLock()
-        # Versioned migrations (Alembic), once, under a lock; a no-op when the schema is at head.
-        self.migrated = migrate.upgrade(self.engine)
+        try:
+            if not hasattr(self, "engine"):
+                self.engine = _engine(url, schema)
+            # Versioned migrations (Alembic), once, under a lock; a no-op when the schema is at head.
+            self.migrated = migrate.upgrade(self.engine)
+        except OperationalError as exc:
+            from sqlalchemy.engine import make_url
+
+            if hasattr(self, "engine"):
+                self.engine.dispose()
+            try:
+                where = make_url(url).render_as_string(hide_password=True)
+            except Exception:  # noqa: BLE001
+                where = "(unparsable URL)"
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            raise ConfigError(f"cannot open the registry database {where}: {reason}") from None
 
     # -- construction -------------------------------------------------------------------------------------
 

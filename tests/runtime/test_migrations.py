@@ -136,3 +136,9 @@ def test_four_writer_processes_never_see_a_locked_database(db):
     trials = [t for e in s.experiments() for t in s.trials(e.id)]
     assert len(trials) == 4 * per and all(t.state == "complete" for t in trials)
     s.close()
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password():
+    with pytest.raises(ConfigError, match=r"cannot open the registry database postgresql://nobody:\*\*\*@127.0.0.1:1/db") as e:
+        Store("postgresql://nobody:secret@127.0.0.1:1/db")
+    assert "secret" not in str(e.value)

@@ -66,6 +66,9 @@ def test_two_workers_share_one_study_and_its_budget(small_bbc):
     assert s["pruned"] >= 1, s
     by_worker = {w: [r for r in records if r.worker == w] for w in s["workers"]}
     assert all(by_worker.values())
+    # both workers' first-rung results sit in the one study that ASHA reads for every pruning decision
+    rung = {t.user_attrs["worker"] for t in study.trials if "completed_rung_0" in t.system_attrs}
+    assert rung == set(s["workers"]), rung
     assert s["best_value"] == max(r.value for r in records if r.state == "complete")
 
 
