@@ -141,7 +141,8 @@ class TuneStep(Step):
                       "for three is declared dead and its trial failed", minimum=1),
         ),
         description="Optuna TPE search with ASHA pruning fed per epoch; the study lives in the registry "
-        "database; the best parameters go into model.train.",
+        "database, where `cdl tune worker` processes on this or other machines join it; the best parameters go "
+        "into model.train.",
     )
 
     def run(self, ctx: StepContext) -> StepResult:
