@@ -125,7 +125,8 @@ def launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str, 
     log(f"torchrun: {s.world_size} processes ({s.nproc_per_node} per node, {s.nnodes} node(s), {s.backend})")
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // s.nproc_per_node))}
     errlog = open(workdir / "torchrun.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=errlog, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=errlog, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                            preexec_fn=die_with_parent)
     seen = 0
     try:
         while True:
@@ -159,6 +160,18 @@ def launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str, 
                        res["arch"], res["device"], res["seconds"], res["stopped_early"])
 
 
+def die_with_parent() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (a killed step or job worker takes torchrun and
+    its ranks with it instead of leaving them training as orphans)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -184,6 +197,7 @@ def _worker(spec_path: str) -> None:
     from runtime.ml.common import TrainConfig
     from runtime.ml.preprocess import _load
 
+    die_with_parent()  # torchrun starts ranks in sessions of their own
     spec = json.loads(Path(spec_path).read_text())
     dist.init_process_group(backend=spec["backend"])
     rank = dist.get_rank()

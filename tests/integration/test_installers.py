@@ -97,6 +97,10 @@ def test_the_launcher_installs_the_edge_agent_alone_from_the_index(dist: Path, t
     installed = {line.split("==")[0] for line in listed.split()}
     assert {"onnxruntime-gpu", "grpcio", "numpy", "cdl-studio"} <= installed
     assert not installed & {"torch", "tensorflow", "pyside6-essentials", "sqlmodel", "dvc", "optuna"}, installed
+    # the base install's `cdl` works there too (heavy engines load only inside the commands that need them)
+    cdl = subprocess.run([str(home / "venv" / "bin" / "cdl"), "--help"], capture_output=True, text=True,
+                         timeout=120, env=_clean_env(), cwd=tmp_path)
+    assert cdl.returncode == 0 and "CDL Studio: continuous deep learning" in cdl.stdout, cdl.stderr
     # the second start installs nothing and runs at once
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_clean_env(), cwd=tmp_path)
     assert again.returncode == 0 and "installing" not in again.stderr

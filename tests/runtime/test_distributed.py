@@ -63,3 +63,53 @@ def test_keras_cannot_run_distributed(small_bbc):
     res = Runner(small_bbc).run(steps=["model.train"], overrides={"model.train": {"framework": "keras",
                                                                                   "use_tuned": False}})
     assert not res.ok and "torch framework only" in res.steps[0].error
+
+
+def _ddp_processes(root) -> list[int]:  # noqa: ANN001
+    from pathlib import Path
+
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "runtime.ml.distributed" in cmd and str(root) in cmd:
+            pids.append(int(p.name))
+    return pids
+
+
+def test_killing_the_step_takes_torchrun_and_its_ranks_with_it(small_bbc):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.preprocess").ok
+    cfg = ws.config()
+    cfg.extra["training"] = {"distributed": {"nproc_per_node": 2, "backend": "gloo"}}
+    cfg.save()
+    step = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train",
+                             "--set", "model.train.epochs=5000", "--set", "model.train.patience=0",
+                             "--set", "model.train.use_tuned=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(_ddp_processes(ws.root)) < 3 and time.time() < deadline:  # torchrun and two ranks
+            time.sleep(0.2)
+        assert len(_ddp_processes(ws.root)) >= 3, "torchrun and its ranks never started"
+        time.sleep(2)
+        os.kill(step.pid, signal.SIGKILL)
+        step.wait(timeout=10)
+        deadline = time.time() + 60
+        while _ddp_processes(ws.root) and time.time() < deadline:
+            time.sleep(0.2)
+        left = _ddp_processes(ws.root)
+    finally:
+        for pid in _ddp_processes(ws.root):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"orphaned training processes: {left}"
