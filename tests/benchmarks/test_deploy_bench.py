@@ -106,11 +106,14 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
         tp.transform([t])
     # in-process baseline: preprocessing + onnxruntime, batch 1, the same requests
     n = 2000
-    t0 = time.perf_counter()
-    for i in range(n):
-        x, _ = tp.transform([texts[i % len(texts)]])
-        sess.run(["probabilities"], {"input": x})
-    baseline = n / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(3):  # best of three: the machine is noisy, and a faster baseline only makes the ratio harder
+        t0 = time.perf_counter()
+        for i in range(n):
+            x, _ = tp.transform([texts[i % len(texts)]])
+            sess.run(["probabilities"], {"input": x})
+        rates.append(n / (time.perf_counter() - t0))
+    baseline = max(rates)
     enroll(ws, "bench", "127.0.0.1:0", tmp_path / "dev")
     agent = AgentProcess(tmp_path / "dev")
     agent.start()
