@@ -141,6 +141,10 @@ class StudyPlan:
     heartbeat: int = 10
     timeout: float | None = None
     started: float = field(default_factory=time.time)
+    first_trial: int = 0  # trials the study had before this run (a named study can be resumed)
+
+    def in_budget(self, number: int) -> bool:
+        return self.first_trial <= number < self.first_trial + self.n_trials
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -187,6 +191,7 @@ def open_study(store: Store, name: str, plan: StudyPlan | None = None, worker_se
         pruner=make_pruner(plan.pruner, plan.min_epochs, plan.max_epochs, plan.reduction_factor),
         load_if_exists=True)
     if create:
+        plan.first_trial = len(study.get_trials(deepcopy=False))
         study.set_user_attr(PLAN_ATTR, plan.to_json())
     return study, plan
 
@@ -197,9 +202,13 @@ def open_studies(store: Store) -> list[tuple[int, str]]:
             if e.kind == "tune" and e.status == "running" and e.study]
 
 
+def plan_trials(study, plan: StudyPlan, deepcopy: bool = False) -> list:  # noqa: ANN001
+    """The trials of this run of the study (not those of an earlier run, not refused ones)."""
+    return [t for t in study.get_trials(deepcopy=deepcopy) if plan.in_budget(t.number)]
+
+
 def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
-    n = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("over_budget"))
-    return n >= plan.n_trials
+    return len(plan_trials(study, plan)) >= plan.n_trials
 
 
 def backend_for(framework: str):  # noqa: ANN201
@@ -240,7 +249,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     ran = {"trials": 0, "epochs": 0}
 
     def objective(trial: optuna.Trial) -> float:
-        if trial.number >= plan.n_trials:
+        if not plan.in_budget(trial.number):
             trial.set_user_attr("over_budget", True)
             raise OverBudget()
         hp = suggest(trial, plan.space)
@@ -291,8 +300,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             ran["trials"] += 1
             break
         ran["trials"] += 1
-        last = study.get_trials(deepcopy=False)
-        done = sum(1 for t in last if t.state.is_finished() and not t.user_attrs.get("over_budget"))
+        done = sum(1 for t in plan_trials(study, plan) if t.state.is_finished())
         hooks.progress(min(1.0, done / plan.n_trials), f"{done}/{plan.n_trials} trials finished")
     return ran
 

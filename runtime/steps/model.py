@@ -154,6 +154,7 @@ class TuneStep(Step):
             StudyPlan,
             check_space,
             open_study,
+            plan_trials,
             run_trials,
             wait_for_others,
         )
@@ -187,7 +188,7 @@ class TuneStep(Step):
         except BaseException:
             ctx.store.finish_experiment(exp.id, "failed")
             raise
-        trials = [t for t in study.get_trials() if not t.user_attrs.get("over_budget")]
+        trials = plan_trials(study, plan, deepcopy=True)
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             ctx.store.finish_experiment(exp.id, "failed")

@@ -145,3 +145,15 @@ def test_tuning_on_postgresql_end_to_end(tmp_path: Path, pg_schema):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_a_named_study_resumed_runs_its_budget_again(small_bbc):
+    ws = small_bbc
+    sets = {"model.tune": {"n_trials": 2, "max_epochs": 1, "study": "shared-study"}}
+    first = Runner(ws).run(steps=["model.preprocess", "model.tune"], overrides=sets)
+    second = Runner(ws).run(steps=["model.tune"], overrides=sets, force=True)
+    assert first.ok and second.ok, [o.error for o in second.steps]
+    s1, s2 = first.steps[-1].summary, second.steps[-1].summary
+    assert s1["trials"] == 2 and s2["trials"] == 2
+    assert len(_study(ws, "shared-study").trials) == 4
+    assert sorted(r.number for r in ws.store.trials(s2["experiment_id"])) == [2, 3]
