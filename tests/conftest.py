@@ -57,6 +57,8 @@ def postgres_url() -> str:
             pass
         eng.dispose()
     except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CDL_TEST_POSTGRES_REQUIRED"):
+            pytest.fail(f"PostgreSQL at {url} is not reachable (CDL_TEST_POSTGRES_REQUIRED is set): {exc}")
         pytest.skip(f"PostgreSQL at {url} is not reachable: {exc}")
     return url
 
