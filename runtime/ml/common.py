@@ -12,6 +12,22 @@ from typing import Any
 import numpy as np
 
 TEMPLATES = ("bbc-net", "mlp", "cnn")
+FRAMEWORKS = ("torch", "keras")
+
+
+def training_backend(framework: str):  # noqa: ANN201
+    """The module that trains with `framework` (imported on first use: torch and TensorFlow load slowly)."""
+    if framework == "torch":
+        from runtime.ml import torch_backend
+
+        return torch_backend
+    if framework == "keras":
+        from runtime.ml import keras_backend
+
+        return keras_backend
+    from runtime.domain.errors import ConfigError
+
+    raise ConfigError(f"unknown framework {framework!r} (known: {', '.join(FRAMEWORKS)})")
 
 
 class StopTraining(Exception):

@@ -95,17 +95,32 @@ def torchrun_command(s: DistributedSettings, spec: Path, node_rank: int = 0, run
     return [*cmd, "-m", "runtime.ml.distributed", str(spec)]
 
 
-def launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str, train_idx: Any, val_idx: Any,
+def launch(s: DistributedSettings, tmp_root: Path, prepared_dir: Path, key: str, train_idx: Any, val_idx: Any,
            cfg: Any, on_epoch: Callable[[int, dict[str, float]], None], cancelled: Callable[[], bool],
            log: Callable[[str], None]):  # noqa: ANN201
-    """Run DDP training; returns a TrainResult like torch_backend.train."""
+    """Run DDP training; returns a TrainResult like torch_backend.train. The run's files (spec, index files,
+    metrics, torchrun's log) live in a folder under `tmp_root` (shared with the other machines when nnodes > 1),
+    removed when the run ends."""
+    import shutil
+    import uuid
+
+    workdir = Path(tmp_root) / f"ddp-{uuid.uuid4().hex[:10]}"
+    workdir.mkdir(parents=True)
+    try:
+        return _launch(s, workdir, prepared_dir, key, train_idx, val_idx, cfg, on_epoch, cancelled, log)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str, train_idx: Any, val_idx: Any,
+            cfg: Any, on_epoch: Callable[[int, dict[str, float]], None], cancelled: Callable[[], bool],
+            log: Callable[[str], None]):  # noqa: ANN202
     import dataclasses
 
     import numpy as np
 
     from runtime.ml.common import StopTraining, TrainResult
 
-    workdir.mkdir(parents=True, exist_ok=True)
     np.save(workdir / "train_idx.npy", np.asarray(train_idx))
     np.save(workdir / "val_idx.npy", np.asarray(val_idx))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}

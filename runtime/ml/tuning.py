@@ -175,10 +175,10 @@ def open_study(store: Store, name: str, plan: StudyPlan | None = None, worker_se
     quiet_optuna()
     if plan is None:
         try:
-            summary = optuna.load_study(study_name=name, storage=storage(store))
+            existing = optuna.load_study(study_name=name, storage=storage(store))
         except KeyError:
             raise ConfigError(f"no Optuna study {name!r} in {store.url}") from None
-        raw = summary.user_attrs.get(PLAN_ATTR)
+        raw = existing.user_attrs.get(PLAN_ATTR)
         if raw is None:
             raise ConfigError(f"study {name!r} was not made by cdl model.tune (no plan in its user attributes)")
         plan = StudyPlan.from_json(raw)
@@ -211,18 +211,6 @@ def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
     return len(plan_trials(study, plan)) >= plan.n_trials
 
 
-def backend_for(framework: str):  # noqa: ANN201
-    if framework == "torch":
-        from runtime.ml import torch_backend
-
-        return torch_backend
-    if framework == "keras":
-        from runtime.ml import keras_backend
-
-        return keras_backend
-    raise ConfigError(f"unknown framework {framework!r} (known: torch, keras)")
-
-
 def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str, int]:  # noqa: ANN001
     """Pull trials of `study` until its budget (n_trials, or its timeout) is spent or `hooks.cancelled()`.
 
@@ -232,7 +220,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     """
     import optuna
 
-    from runtime.ml.common import StopTraining, TrainConfig, validation_split
+    from runtime.ml.common import StopTraining, TrainConfig, training_backend, validation_split
     from runtime.ml.preprocess import load_transform
 
     store, workspace_root = ws.store, ws.root
@@ -243,7 +231,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             raise StepFailed("model.tune", f"the tensors {plan.transform[:12]} of this study are not in the "
                              f"workspace {workspace_root} ({exc}): run `cdl run --until model.preprocess` "
                              "there on the same dataset version") from exc
-    backend = backend_for(plan.train["framework"])
+    backend = training_backend(plan.train["framework"])
     tr_idx, va_idx = validation_split(prep.y_train, plan.val_fraction, plan.seed)
     me = worker_id()
     ran = {"trials": 0, "epochs": 0}

@@ -12,9 +12,8 @@ import numpy as np
 
 from runtime.domain.errors import GateFailed, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
+from runtime.ml.common import FRAMEWORKS  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
-
-FRAMEWORKS = ("torch", "keras")
 
 
 def train_params(ctx: StepContext) -> dict[str, Any]:
@@ -41,18 +40,6 @@ def _prepared(ctx: StepContext):  # noqa: ANN202
 
     key = _last_summary(ctx, "model.preprocess", "key")["key"]
     return load_transform(ctx.workspace, key)
-
-
-def _backend(framework: str):  # noqa: ANN202
-    if framework == "torch":
-        from runtime.ml import torch_backend
-
-        return torch_backend
-    if framework == "keras":
-        from runtime.ml import keras_backend
-
-        return keras_backend
-    raise StepFailed("model.train", f"unknown framework {framework!r} (known: {', '.join(FRAMEWORKS)})")
 
 
 def _git(ctx: StepContext) -> tuple[str | None, bool]:
@@ -164,7 +151,6 @@ class TuneStep(Step):
         space = p["search_space"] or DEFAULT_SPACE
         check_space(space, "cdl.yaml: steps.model.tune.params.search_space")
         prep = _prepared(ctx)
-        _backend(tp["framework"])
         commit, dirty = _git(ctx)
         exp = ctx.store.create_experiment(kind="tune", step=ctx.step, job=ctx.job,
                                           dataset_version=ctx.workspace.current_version() or "",
@@ -252,7 +238,7 @@ class TrainStep(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml import distributed
-        from runtime.ml.common import StopTraining, TrainConfig, validation_split
+        from runtime.ml.common import StopTraining, TrainConfig, training_backend, validation_split
 
         params = dict(ctx.params)
         tuned: dict[str, Any] = {}
@@ -261,7 +247,7 @@ class TrainStep(Step):
             params.update(tuned)
             ctx.log(f"using tuned parameters {tuned}")
         prep = _prepared(ctx)
-        backend = _backend(params["framework"])
+        backend = training_backend(params["framework"])
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
         tr_idx, va_idx = validation_split(prep.y_train, params["val_fraction"], params["seed"])
         commit, dirty = _git(ctx)
@@ -287,16 +273,9 @@ class TrainStep(Step):
             """Train; a failure or a cancel marks the trial and the experiment failed before it goes on up."""
             try:
                 if dist.enabled:
-                    import shutil
-                    import uuid
-
                     rec = ctx.store.get_transform(prep.key)
-                    workdir = ctx.workspace.root / ".cdl" / "tmp" / f"ddp-{uuid.uuid4().hex[:10]}"
-                    try:
-                        return distributed.launch(dist, workdir, ctx.workspace.root / rec.path, prep.key, idx,
-                                                  va_idx, config, callback, lambda: ctx.cancelled, ctx.log)
-                    finally:
-                        shutil.rmtree(workdir, ignore_errors=True)
+                    return distributed.launch(dist, ctx.workspace.root / ".cdl" / "tmp", ctx.workspace.root / rec.path,
+                                              prep.key, idx, va_idx, config, callback, lambda: ctx.cancelled, ctx.log)
                 return backend.train(prep.X_train, prep.y_train, idx, va_idx, prep.classes, config, callback)
             except BaseException:
                 ctx.store.finish_trial(trial.id, "failed", None, 0)

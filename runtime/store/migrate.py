@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ _PG_LOCK_KEY = 0x0CD1_5C4E  # pg_advisory_lock key for registry migrations
 log = logging.getLogger("cdl.store.migrate")
 
 
-def _config(conn: Connection):  # noqa: ANN202
+def _config(conn: Connection | None = None):  # noqa: ANN202
     from alembic.config import Config
 
     cfg = Config()
@@ -37,11 +38,15 @@ def _config(conn: Connection):  # noqa: ANN202
     return cfg
 
 
-def head_revision() -> str:
+@functools.cache
+def _script():  # noqa: ANN202
     from alembic.script import ScriptDirectory
 
-    cfg = _config(None)  # type: ignore[arg-type]
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revision() -> str:
+    return _script().get_current_head()
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -51,10 +56,8 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def _known(rev: str) -> bool:
-    from alembic.script import ScriptDirectory
-
     try:
-        return ScriptDirectory.from_config(_config(None)).get_revision(rev) is not None  # type: ignore[arg-type]
+        return _script().get_revision(rev) is not None
     except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
         return False
 
@@ -117,10 +120,6 @@ def upgrade(engine: Engine, target: str = "head") -> list[str]:
 
 
 def _between(before: str | None, after: str | None) -> list[str]:
-    from alembic.script import ScriptDirectory
-
     if before == after or after is None:
         return []
-    script = ScriptDirectory.from_config(_config(None))  # type: ignore[arg-type]
-    revs = [r.revision for r in script.iterate_revisions(after, before or "base")]
-    return list(reversed(revs))
+    return [r.revision for r in reversed(list(_script().iterate_revisions(after, before or "base")))]
