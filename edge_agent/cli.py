@@ -14,12 +14,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", required=True, type=Path,
                        help="the folder `cdl devices enroll` made (agent.json, tls/); bundles and the journal go here")
     serve.add_argument("--listen", default="0.0.0.0:8001", help="HOST:PORT (default 0.0.0.0:8001)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="agent processes sharing the port, one core each (default: agent.json's workers, 1)")
+    serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError
     from edge_agent.server import run
 
     try:
-        run(args.data_dir, args.listen)
+        if args.workers is not None and not 1 <= args.workers <= 64:
+            raise ConfigError(f"--workers must be from 1 to 64, got {args.workers}")
+        run(args.data_dir, args.listen, args.workers, args.worker_index)
     except (ConfigError, OSError) as exc:
         print(f"cdl-edge: error: {exc}", file=sys.stderr)
         return 2

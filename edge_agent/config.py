@@ -7,7 +7,11 @@
      "inference_auth": "open" | "token",
      "raw_input_below_confidence": 0.6,     keep the raw input of predictions less confident than this
      "retention_seconds": 86400,            acknowledged scoring records are pruned after this
-     "journal_sync": "normal" | "full"}     SQLite synchronous mode (normal survives a killed agent)
+     "journal_sync": "normal" | "full",     SQLite synchronous mode (normal survives a killed agent)
+     "max_batch": 64,                       dynamic batching: requests that arrive together run as one batch
+                                            of up to this many items (1: every request runs alone)
+     "max_queue_delay_ms": 2.0,             how long a batch may wait to fill up to the last batch's size
+     "workers": 1}                          agent processes sharing the port (one core each; edge_agent.workers)
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class AgentConfig:
     raw_input_below_confidence: float = 0.6
     retention_seconds: float = 86400.0
     journal_sync: str = "normal"
+    max_batch: int = 64
+    max_queue_delay_ms: float = 2.0
+    workers: int = 1
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -61,11 +68,22 @@ class AgentConfig:
             raw_input_below_confidence=float(doc.get("raw_input_below_confidence", 0.6)),
             retention_seconds=float(doc.get("retention_seconds", 86400)),
             journal_sync=doc.get("journal_sync", "normal"),
+            max_batch=doc.get("max_batch", 64),
+            max_queue_delay_ms=doc.get("max_queue_delay_ms", 2.0),
+            workers=doc.get("workers", 1),
         )
         if cfg.inference_auth not in ("open", "token"):
             raise ConfigError(f"{path}: inference_auth must be 'open' or 'token'")
         if cfg.journal_sync not in ("normal", "full"):
             raise ConfigError(f"{path}: journal_sync must be 'normal' or 'full'")
+        if not isinstance(cfg.max_batch, int) or isinstance(cfg.max_batch, bool) or cfg.max_batch < 1:
+            raise ConfigError(f"{path}: max_batch must be a whole number of at least 1, got {cfg.max_batch!r}")
+        if isinstance(cfg.max_queue_delay_ms, bool) or not isinstance(cfg.max_queue_delay_ms, int | float) \
+                or not 0 <= cfg.max_queue_delay_ms <= 1000:
+            raise ConfigError(f"{path}: max_queue_delay_ms must be a number from 0 to 1000, "
+                              f"got {cfg.max_queue_delay_ms!r}")
+        if not isinstance(cfg.workers, int) or isinstance(cfg.workers, bool) or not 1 <= cfg.workers <= 64:
+            raise ConfigError(f"{path}: workers must be a whole number from 1 to 64, got {cfg.workers!r}")
         for f in (cfg.tls_cert, cfg.tls_key):
             if not f.exists():
                 raise ConfigError(f"{f} is missing: the agent only serves over TLS")

@@ -32,6 +32,7 @@ class Journal:
         from concurrent.futures import ThreadPoolExecutor
 
         self.path = Path(path)
+        self.sync = "full" if sync == "full" else "normal"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -45,6 +46,12 @@ class Journal:
         self._sql = f"INSERT INTO scoring ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
     # -- writing ------------------------------------------------------------------------------------------
+
+    def write(self, batches: list[list[dict[str, Any]]]) -> list[list[int]]:
+        """Commit the records now, in the calling thread (one transaction); their sequence numbers, per list."""
+        out = self._write(batches)
+        self._notify()
+        return out
 
     async def append(self, records: list[dict[str, Any]]) -> list[int]:
         """Commit the records; returns their sequence numbers once they are on disk.

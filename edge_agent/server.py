@@ -28,6 +28,7 @@ import numpy as np
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
+from edge_agent.inference.batching import Batcher, JournalError
 from edge_agent.inference.model import LoadedModel, Prediction
 from edge_agent.journal import Journal
 from edge_agent.proto import edge_pb2 as epb
@@ -35,43 +36,82 @@ from edge_agent.proto import edge_pb2_grpc as epb_grpc
 from edge_agent.proto import open_inference_pb2 as ipb
 from edge_agent.proto.bundle import BundleError
 from edge_agent.slots import Slots
+from edge_agent.workers import Counters, Workers
 
 log = logging.getLogger("cdl-edge")
 OIP_SERVICE = "inference.GRPCInferenceService"
 OUTPUTS = ("probabilities", "label", "confidence")
-INLINE_ITEMS = 8  # requests up to this many items run on the event loop; bigger ones in the thread pool
 _NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
 
 class Agent:
-    """Shared state of one agent process: config, slots, the loaded model, the journal, counters."""
+    """Shared state of one agent process: config, slots, the loaded model, the journal, counters.
 
-    def __init__(self, config: AgentConfig):
+    With several workers (edge_agent.workers) each process has its own Agent; `index` is this one's number."""
+
+    def __init__(self, config: AgentConfig, workers: int = 1, index: int = 0):
         self.config = config
-        self.slots = Slots(config.data_dir, config.trusted_keys)
+        self.workers = max(1, workers)
+        self.index = index
+        self.shared = self.workers > 1
+        # only worker 0 tidies the folder: another worker may be extracting a bundle right now
+        self.slots = Slots(config.data_dir, config.trusted_keys, clean=index == 0)
         self.journal = Journal(config.data_dir / "journal.db", config.journal_sync)
-        self.model: LoadedModel | None = None
+        self.counters = Counters(config.data_dir, self.workers, index, create=index == 0)
+        self._model: LoadedModel | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self.started = time.time()
-        self.requests = 0
-        self.errors = 0
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="infer")
+        self.batcher = Batcher(self.journal, self.pool, config.max_batch, config.raw_input_below_confidence,
+                               config.max_queue_delay_ms)
         self._activate_lock = asyncio.Lock()
         self.load_active()
 
+    @property
+    def model(self) -> LoadedModel | None:
+        """The active model; with several workers, the one active.json names now (another worker may have
+        switched it)."""
+        if self.shared:
+            self._follow_active()
+        return self._model
+
+    def _active_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.slots.active_file)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _follow_active(self) -> None:
+        stamp = self._active_stamp()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        current = self.slots.state().get("current")
+        if not current or (self._model is not None and self._model.bundle_id == current):
+            return
+        try:
+            self._model = LoadedModel(current, self.slots.path(current), self.slots.manifest(current))
+            log.info("worker %d now serves bundle %s", self.index, current[:12])
+        except Exception as exc:  # noqa: BLE001 - keep serving what this worker has, and say so
+            log.error("worker %d cannot load bundle %s (%s); it keeps serving %s", self.index, current[:12], exc,
+                      self._model.bundle_id[:12] if self._model else "nothing")
+
     def load_active(self) -> None:
+        self._stamp = self._active_stamp()
         st = self.slots.state()
         for bid in (st.get("current"), st.get("previous")):
             if not bid:
                 continue
             try:
                 d = self.slots.path(bid)
-                self.model = LoadedModel(bid, d, self.slots.manifest(bid))
+                self._model = LoadedModel(bid, d, self.slots.manifest(bid))
                 if bid != st.get("current"):
                     log.error("active bundle %s could not be loaded; serving the previous one", st.get("current"))
                 return
             except Exception as exc:  # noqa: BLE001
                 log.error("cannot load bundle %s: %s", bid, exc)
-        self.model = None
+        self._model = None
 
     def check_token(self, context: grpc.aio.ServicerContext) -> bool:
         md = dict(context.invocation_metadata() or ())
@@ -99,7 +139,8 @@ class Agent:
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(self.pool, LoadedModel, bundle_id, d, self.slots.manifest(bundle_id))
             self.slots.activate(bundle_id)
-            self.model = model
+            self._model = model
+            self._stamp = self._active_stamp()
 
     async def rollback(self) -> None:
         async with self._activate_lock:
@@ -110,8 +151,9 @@ class Agent:
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(self.pool, LoadedModel, prev, self.slots.path(prev),
                                                self.slots.manifest(prev))
-            self.slots.rollback()
-            self.model = model
+            self.slots.rollback(expect_previous=prev)
+            self._model = model
+            self._stamp = self._active_stamp()
 
 
 # -- Open Inference Protocol ------------------------------------------------------------------------------
@@ -184,23 +226,21 @@ class Inference:
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
         agent = self.agent
-        agent.requests += 1
+        agent.counters.add(requests=1)
         m = await self._require_model(request.model_name, request.model_version, context)
         try:
             items, raw_list = self._inputs(m, request)
         except ValueError as exc:
-            agent.errors += 1
+            agent.counters.add(errors=1)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        predict = m.predict_texts if m.kind == "text" else m.predict_images
         try:
-            if len(items) <= INLINE_ITEMS:
-                pred = predict(items)  # a few items take well under a millisecond: no thread hop
-            else:
-                pred = await asyncio.get_running_loop().run_in_executor(agent.pool, predict, items)
+            pred = await agent.batcher.predict(m, items, raw_list)
+        except JournalError as exc:
+            agent.counters.add(errors=1)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the scoring journal cannot be written: {exc}")
         except Exception as exc:  # noqa: BLE001
-            agent.errors += 1
+            agent.counters.add(errors=1)
             await context.abort(grpc.StatusCode.INTERNAL, f"inference failed: {type(exc).__name__}: {exc}")
-        await agent.journal.append(self._records(m, pred, raw_list))
         return self._response(m, request, pred)
 
     def _inputs(self, m: LoadedModel, request) -> tuple[Any, list[bytes]]:  # noqa: ANN001
@@ -237,20 +277,6 @@ class Inference:
         except ValueError as exc:
             raise ValueError(f"input {t.name}: {exc}") from None
         return arr, [img.astype(np.uint8).tobytes() if dtype is np.uint8 else img.tobytes() for img in arr]
-
-    def _records(self, m: LoadedModel, pred: Prediction, raw_list: list[bytes]) -> list[dict[str, Any]]:
-        now = time.time()
-        keep_below = self.agent.config.raw_input_below_confidence
-        per_item = pred.latency_ms / max(1, len(pred.labels))
-        out = []
-        for i, label in enumerate(pred.labels):
-            conf = float(pred.confidence[i])
-            out.append({"time": now, "bundle_id": m.bundle_id, "model": m.name, "version": m.version,
-                        "variant": m.variant, "input_summary": pred.summaries[i], "label": label,
-                        "confidence": conf, "probabilities": [round(float(p), 6) for p in pred.probabilities[i]],
-                        "latency_ms": per_item, "raw_input": raw_list[i] if conf < keep_below else None,
-                        "raw_kind": m.kind})
-        return out
 
     def _response(self, m: LoadedModel, request, pred: Prediction):  # noqa: ANN001, ANN201
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
@@ -385,8 +411,9 @@ class Control(epb_grpc.EdgeControlServicer):
         await self.agent.require_token(context)
         a = self.agent
         j = a.journal
+        requests, errors = a.counters.total()
         return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.started,
-                                  requests=a.requests, errors=a.errors,
+                                  requests=requests, errors=errors,
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,
                                   journal_last_seq=j.last_seq(), journal_acked_seq=j.acked_seq(),
                                   journal_records=j.count(), providers=a.model.providers if a.model else [])
@@ -413,8 +440,8 @@ class Control(epb_grpc.EdgeControlServicer):
                     continue
                 if ev is None:
                     return
-                try:
-                    await asyncio.wait_for(ev.wait(), timeout=1.0)
+                try:  # woken by this worker's commits; other workers' are found by polling
+                    await asyncio.wait_for(ev.wait(), timeout=0.25 if self.agent.shared else 1.0)
                 except TimeoutError:
                     pass
         finally:
@@ -439,10 +466,11 @@ def _record_pb(r: dict[str, Any]) -> epb.ScoringRecord:
 # -- server -------------------------------------------------------------------------------------------------
 
 
-async def start(config: AgentConfig, listen: str) -> tuple[grpc.aio.Server, int, Agent]:
-    agent = Agent(config)
+async def start(config: AgentConfig, listen: str, workers: int = 1, index: int = 0
+                ) -> tuple[grpc.aio.Server, int, Agent]:
+    agent = Agent(config, workers, index)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
-                                      ("grpc.max_send_message_length", 64 << 20)])
+                                      ("grpc.max_send_message_length", 64 << 20)])  # SO_REUSEPORT: gRPC's default
     server.add_generic_rpc_handlers((_oip_handler(Inference(agent)),))
     epb_grpc.add_EdgeControlServicer_to_server(Control(agent), server)
     creds = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
@@ -453,23 +481,46 @@ async def start(config: AgentConfig, listen: str) -> tuple[grpc.aio.Server, int,
     return server, port, agent
 
 
-async def serve(config: AgentConfig, listen: str) -> None:
+async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0) -> None:
     import signal
 
-    server, port, agent = await start(config, listen)
+    workers = workers or config.workers
+    server, port, agent = await start(config, listen, workers, index)
     host = listen.rpartition(":")[0]
-    active = f"{agent.model.name}:{agent.model.version}:{agent.model.variant}" if agent.model else "none"
-    print(f"cdl-edge {config.device} listening on {host}:{port} (TLS); active model: {active}", flush=True)
+    pool = None
+    if index == 0 and workers > 1:
+        pool = Workers(config.data_dir, host, port, workers)
+        try:
+            await pool.start()
+        except OSError:
+            await pool.stop()
+            await server.stop(0)
+            raise
+    if index == 0:
+        m = agent.model
+        active = f"{m.name}:{m.version}:{m.variant}" if m else "none"
+        procs = f", {workers} workers" if workers > 1 else ""
+        print(f"cdl-edge {config.device} listening on {host}:{port} (TLS{procs}); active model: {active}", flush=True)
+    else:
+        print(f"ready {index}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if pool is not None:
+        await pool.stop()
     await server.stop(2)
     agent.journal.close()
+    agent.counters.close()
 
 
-def run(data_dir: Path, listen: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0) -> None:
+    if index:
+        from edge_agent.workers import die_with_parent
+
+        die_with_parent(int(os.environ.get("CDL_EDGE_PARENT_PID", "0")))
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s " + (f"[worker {index}] " if index else "") + "%(message)s")
     config = AgentConfig.load(Path(data_dir))
-    asyncio.run(serve(config, listen))
+    asyncio.run(serve(config, listen, workers, index))

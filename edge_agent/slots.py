@@ -10,10 +10,13 @@ active only after its signature and every hash are verified, its files are on di
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         json.dump(doc, fh)
         fh.flush()
@@ -39,7 +42,7 @@ def atomic_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 class Slots:
-    def __init__(self, data_dir: Path, trusted_keys: list[str]):
+    def __init__(self, data_dir: Path, trusted_keys: list[str], clean: bool = True):
         self.root = Path(data_dir)
         self.bundles = self.root / "bundles"
         self.incoming = self.root / "incoming"
@@ -47,8 +50,21 @@ class Slots:
         self.trusted = [k.encode() for k in trusted_keys]
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
-        for partial in self.bundles.glob("*.partial"):  # a killed extraction
-            shutil.rmtree(partial, ignore_errors=True)
+        if clean:
+            for partial in self.bundles.glob("*.partial"):  # a killed extraction
+                shutil.rmtree(partial, ignore_errors=True)
+            for tmp in self.root.glob("active.json.*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Between processes (several workers share the folder): one changes active.json or extracts at a time."""
+        with open(self.root / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     # -- state --------------------------------------------------------------------------------------------
 
@@ -103,9 +119,10 @@ class Slots:
             raise BundleError(f"the upload's sha256 is {digest[:16]}..., the client announced {sha256[:16]}... "
                               "(truncated or corrupted in transit)")
         dest = self.bundles / digest
-        if not (dest / "manifest.json").exists():
-            extract_verified(data, self.trusted, dest)
-            _fsync_dir(self.bundles)
+        with self.locked():
+            if not (dest / "manifest.json").exists():
+                extract_verified(data, self.trusted, dest)
+                _fsync_dir(self.bundles)
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
         return digest
@@ -114,19 +131,25 @@ class Slots:
 
     def activate(self, bundle_id: str) -> dict[str, Any]:
         self.path(bundle_id)
-        st = self.state()
-        if st.get("current") == bundle_id:
-            return st
-        new = {"current": bundle_id, "previous": st.get("current"), "time": time.time()}
-        atomic_json(self.active_file, new)
-        return new
+        with self.locked():
+            st = self.state()
+            if st.get("current") == bundle_id:
+                return st
+            new = {"current": bundle_id, "previous": st.get("current"), "time": time.time()}
+            atomic_json(self.active_file, new)
+            return new
 
-    def rollback(self) -> dict[str, Any]:
-        st = self.state()
-        prev = st.get("previous")
-        if not prev:
-            raise BundleError("nothing to roll back to: no previous model on this device")
-        self.path(prev)
-        new = {"current": prev, "previous": st.get("current"), "time": time.time()}
-        atomic_json(self.active_file, new)
-        return new
+    def rollback(self, expect_previous: str | None = None) -> dict[str, Any]:
+        """Make the previous bundle current. expect_previous: the bundle the caller loaded for it; if another
+        worker switched models in between, nothing changes and BundleError says so."""
+        with self.locked():
+            st = self.state()
+            prev = st.get("previous")
+            if not prev:
+                raise BundleError("nothing to roll back to: no previous model on this device")
+            if expect_previous is not None and prev != expect_previous:
+                raise BundleError("the active model changed while rolling back; nothing was changed, try again")
+            self.path(prev)
+            new = {"current": prev, "previous": st.get("current"), "time": time.time()}
+            atomic_json(self.active_file, new)
+            return new

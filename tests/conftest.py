@@ -217,15 +217,16 @@ def small_bbc(small_bbc_template: Path, tmp_path: Path):
 class AgentProcess:
     """`cdl-edge serve` in a subprocess on 127.0.0.1:0; the port is read from its first line."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, workers: int = 1):
         self.data_dir = Path(data_dir)
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def start(self) -> int:
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(self.data_dir),
-                                      "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                      "--listen", "127.0.0.1:0", "--workers", str(self.workers)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             err = self.proc.stderr.read()
@@ -255,12 +256,13 @@ class AgentProcess:
 def agent_factory(tmp_path):
     started: list[AgentProcess] = []
 
-    def make(ws, name: str = "dev1", inference_auth: str = "open", raw_below: float = 0.6) -> AgentProcess:
+    def make(ws, name: str = "dev1", inference_auth: str = "open", raw_below: float = 0.6,
+             workers: int = 1) -> AgentProcess:
         from runtime.devices import enroll
 
         out = tmp_path / f"device-{name}"
         enroll(ws, name, "127.0.0.1:0", out, inference_auth, raw_below)
-        agent = AgentProcess(out)
+        agent = AgentProcess(out, workers)
         agent.start()
         ws.store.update_device(name, address=agent.address)
         started.append(agent)

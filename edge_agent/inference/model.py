@@ -45,6 +45,16 @@ class LoadedModel:
         self.input_name = manifest["input"]["name"]
         self.output_name = manifest["output"]["name"]
         self.layout = manifest["input"].get("layout", "flat")
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One prediction at load: it imports the stemmer and sizes onnxruntime's buffers, so the first request
+        is not slow, and a model that cannot run fails here, before it is activated."""
+        if self.kind == "text":
+            self.predict_texts(["warm up"])
+        else:
+            p = self.pipeline
+            self.predict_images(np.zeros((1, p.height, p.width, p.channels), np.uint8))
 
     def predict_texts(self, texts: list[str]) -> Prediction:
         assert isinstance(self.pipeline, TextPipeline)

@@ -1,0 +1,146 @@
+"""Several agent processes on one port (agent.json `workers`, or `cdl-edge serve --workers N`).
+
+Python runs one thread of Python at a time, so one agent process serves at most what one core can do. With
+`workers: N` the agent started by the user (worker 0, the supervisor) starts N-1 more processes of itself; each
+runs the whole gRPC server on the same port (SO_REUSEPORT: the kernel hands each new connection to one of them).
+They share everything through the data folder, as they would after a restart:
+
+- the active model: active.json, replaced with one rename under a lock file. Before it answers, a worker checks
+  that file (one stat) and loads the model it names when it changed, so after an Activate or a Rollback returns,
+  every request that follows, on any worker, runs the new model;
+- the scoring journal: one SQLite file in WAL mode; each commit takes SQLite's write lock, so sequence numbers
+  follow commit order across processes. StreamScoring is woken by its own worker's commits and polls for the
+  others' (every 0.25 s);
+- request and error counters: a small memory-mapped file, one slot per worker, summed by Health.
+
+Workers die with the supervisor (PR_SET_PDEATHSIG, so also when it is SIGKILLed), and a worker that dies is
+started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import mmap
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+
+log = logging.getLogger("cdl-edge")
+_SLOT = struct.Struct("<qq")  # requests, errors
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Called first thing in a worker: the kernel kills it when worker 0 dies, however that dies. (Set here and
+    not between fork and exec: a preexec_fn would make Python fork under gRPC's threads.)"""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent_pid:  # worker 0 died before the line above
+        os._exit(1)
+
+
+class Counters:
+    """Per-worker request and error counts in DATA/run/counters (memory-mapped; each worker writes its own slot)."""
+
+    def __init__(self, data_dir: Path, workers: int, index: int, create: bool):
+        run = Path(data_dir) / "run"
+        run.mkdir(exist_ok=True)
+        self.path = run / "counters"
+        self.workers = max(1, workers)
+        self.index = index
+        size = _SLOT.size * self.workers
+        if create:
+            tmp = self.path.with_name("counters.tmp")
+            tmp.write_bytes(bytes(size))
+            os.replace(tmp, self.path)
+        self._fh = open(self.path, "r+b")  # noqa: SIM115 - open for the process's life
+        self._mm = mmap.mmap(self._fh.fileno(), size)
+        self.requests = 0
+        self.errors = 0
+
+    def add(self, requests: int = 0, errors: int = 0) -> None:
+        self.requests += requests
+        self.errors += errors
+        _SLOT.pack_into(self._mm, _SLOT.size * self.index, self.requests, self.errors)
+
+    def total(self) -> tuple[int, int]:
+        req = err = 0
+        for i in range(self.workers):
+            r, e = _SLOT.unpack_from(self._mm, _SLOT.size * i)
+            req += r
+            err += e
+        return req, err
+
+    def close(self) -> None:
+        self._mm.close()
+        self._fh.close()
+
+
+class Workers:
+    """Worker 0's side: start workers 1..N-1 on the port it listens on, start again any that dies, stop them."""
+
+    def __init__(self, data_dir: Path, host: str, port: int, workers: int):
+        self.data_dir = Path(data_dir)
+        self.listen = f"{host}:{port}"
+        self.n = workers
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self._stopping = False
+        self._watch: asyncio.Task | None = None
+
+    async def start(self, timeout: float = 120.0) -> None:
+        await asyncio.gather(*(self._spawn(i, timeout) for i in range(1, self.n)))
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def _spawn(self, index: int, timeout: float) -> None:
+        cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(self.data_dir),
+               "--listen", self.listen, "--workers", str(self.n), "--worker-index", str(index)]
+        env = {**os.environ, "CDL_EDGE_PARENT_PID": str(os.getpid())}
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+                                                    env=env)
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"ready"):
+            proc.kill()
+            await proc.wait()
+            raise OSError(f"worker {index} did not start on {self.listen} (exit status {proc.returncode}); "
+                          "its log is above")
+        self.procs[index] = proc
+
+    async def _watch_loop(self) -> None:
+        while not self._stopping:
+            waits = {asyncio.ensure_future(p.wait()): i for i, p in self.procs.items()}
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            if self._stopping:
+                return
+            for t in done:
+                i = waits[t]
+                log.error("worker %d exited with status %s; starting it again", i, t.result())
+                await asyncio.sleep(1.0)
+                try:
+                    await self._spawn(i, 120.0)
+                except OSError as exc:
+                    log.error("%s", exc)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        for p in self.procs.values():
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                await asyncio.wait_for(p.wait(), grace)
+            except TimeoutError:
+                p.kill()
+                await p.wait()

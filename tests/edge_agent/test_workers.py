@@ -1,0 +1,270 @@
+"""Several agent processes on one port, and dynamic batching: real agents on 127.0.0.1, real models, real journals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import struct
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from runtime.devices import DeviceClient, collect, deploy, rollback
+from tests.conftest import restart
+
+
+def _texts(ws, n: int) -> list[str]:
+    from runtime.workspace.dataset import decode_text
+
+    view = ws.dataset()
+    rows = [r for r in view.rows if r.split == "test"][:n]
+    return [decode_text(view.read_bytes(r))[0] for r in rows]
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of pid (any of its threads may have started them)."""
+    out = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(p) for p in (task / "children").read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return {p for p in out if _alive(p)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait(cond, timeout: float = 20.0) -> bool:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _infer_on_connections(agent, ws, texts: list[str], connections: int, rounds: int) -> list[tuple[str, float]]:
+    """Each connection (its own TCP connection: the kernel gives each to one worker) sends `rounds` requests of
+    one text; returns (label, confidence) of every reply."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    ca = (ws.root / ".cdl" / "pki" / "ca.crt").read_bytes()
+
+    def request(text: str):  # noqa: ANN202
+        r = service_pb2.ModelInferRequest(model_name="ws")
+        r.inputs.add(name="text", datatype="BYTES", shape=[1])
+        data = text.encode()
+        r.raw_input_contents.append(struct.pack("<I", len(data)) + data)
+        return r
+
+    async def one(k: int, stub) -> list[tuple[str, float]]:  # noqa: ANN001
+        out = []
+        for i in range(rounds):
+            r = await stub.ModelInfer(request(texts[(k + i) % len(texts)]), timeout=30)
+            labels = dict(zip([o.name for o in r.outputs], r.raw_output_contents, strict=True))
+            out.append((labels["label"][4:].decode(), struct.unpack("<f", labels["confidence"])[0]))
+        return out
+
+    async def main() -> list[tuple[str, float]]:
+        chans = [grpc.aio.secure_channel(agent.address, grpc.ssl_channel_credentials(ca),
+                                         options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(connections)]
+        try:
+            res = await asyncio.gather(*(one(k, service_pb2_grpc.GRPCInferenceServiceStub(c))
+                                         for k, c in enumerate(chans)))
+        finally:
+            for c in chans:
+                await c.close()
+        return [x for r in res for x in r]
+
+    return asyncio.run(main())
+
+
+def _journal_bundles_after(data_dir: Path, seq: int) -> set[str]:
+    con = sqlite3.connect(data_dir / "journal.db")
+    try:
+        return {r[0] for r in con.execute("SELECT DISTINCT bundle_id FROM scoring WHERE seq > ?", (seq,))}
+    finally:
+        con.close()
+
+
+def _last_seq(data_dir: Path) -> int:
+    con = sqlite3.connect(data_dir / "journal.db")
+    try:
+        row = con.execute("SELECT MAX(seq) FROM scoring").fetchone()
+        return row[0] or 0
+    finally:
+        con.close()
+
+
+def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_factory):
+    from edge_agent.workers import Counters
+
+    ws = packaged
+    agent = agent_factory(ws, workers=2, raw_below=0.0)
+    workers = _children(agent.proc.pid)
+    assert len(workers) == 1, "worker 0 starts one more worker"
+    first = deploy(ws, "ws:1", "fp32", "dev1")
+    texts = _texts(ws, 16)
+    replies = _infer_on_connections(agent, ws, texts, connections=12, rounds=6)
+    assert len(replies) == 72
+    # both processes answered: each has its own slot in the shared counters, and Health sums them
+    counters = Counters(agent.data_dir, 2, 0, create=False)
+    per_worker = [struct.unpack_from("<qq", counters._mm, 16 * i)[0] for i in range(2)]
+    counters.close()
+    assert all(n > 0 for n in per_worker), per_worker
+    with DeviceClient(ws, "dev1") as c:
+        h = c.health()
+    assert h["requests"] == 72 and h["errors"] == 0
+    assert h["journal"]["records"] == 72 and h["journal"]["last_seq"] == 72
+    # an activation through one worker: every request after it, on every connection, runs the new model
+    before = _last_seq(agent.data_dir)
+    second = deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    _infer_on_connections(agent, ws, texts, connections=12, rounds=3)
+    assert _journal_bundles_after(agent.data_dir, before) == {second["bundle_id"]}
+    before = _last_seq(agent.data_dir)
+    assert rollback(ws, "dev1")["bundle_id"] == first["bundle_id"]
+    _infer_on_connections(agent, ws, texts, connections=12, rounds=3)
+    assert _journal_bundles_after(agent.data_dir, before) == {first["bundle_id"]}
+    # one journal for both: sequence numbers 1..N, each once, and the collector gets them all
+    collect(ws)
+    from runtime.devices import scoring_store
+
+    seqs = [r[0] for r in scoring_store(ws).query("SELECT seq FROM scoring WHERE device = 'dev1' ORDER BY seq")]
+    assert seqs == list(range(1, 72 + 36 + 36 + 1))
+    # a worker that dies is started again, and the agent goes on serving
+    (w1,) = workers
+    os.kill(w1, signal.SIGKILL)
+    assert _wait(lambda: len(_children(agent.proc.pid) - {w1}) == 1), "the dead worker was not started again"
+    time.sleep(0.5)
+    assert len(_infer_on_connections(agent, ws, texts, connections=8, rounds=2)) == 16
+    # worker 0 SIGKILLed: the others die with it (nothing keeps serving the port), and a restart works
+    workers = _children(agent.proc.pid)
+    agent.kill()
+    assert _wait(lambda: not any(_alive(p) for p in workers), 10), "a worker outlived worker 0"
+    restart(ws, agent)
+    assert len(_infer_on_connections(agent, ws, texts, connections=4, rounds=2)) == 8
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["bundle_id"] == first["bundle_id"]
+
+
+def test_workers_setting_is_checked(tmp_path, packaged):
+    from edge_agent.config import AgentConfig, ConfigError
+    from runtime.devices import enroll
+
+    out = tmp_path / "dev"
+    enroll(packaged, "devw", "127.0.0.1:0", out)
+    doc = (out / "agent.json").read_text()
+    import json
+
+    for key, bad in (("workers", 0), ("workers", "2"), ("max_batch", 0), ("max_queue_delay_ms", -1)):
+        (out / "agent.json").write_text(json.dumps({**json.loads(doc), key: bad}))
+        with pytest.raises(ConfigError, match=key):
+            AgentConfig.load(out)
+
+
+# -- the dynamic batcher, on a real model from a real bundle and a real journal -----------------------------
+
+
+@pytest.fixture
+def loaded(packaged, tmp_path):
+    from edge_agent.inference.model import LoadedModel
+    from edge_agent.proto.bundle import extract_verified
+
+    ws = packaged
+    bundle = ws.root / ".cdl" / "bundles" / "ws-v1-fp32.cdlb"
+    pub = (ws.root / ".cdl" / "keys" / "bundle-signing.pub.pem").read_bytes()
+    dest = tmp_path / "bundle"
+    extract_verified(bundle.read_bytes(), [pub], dest)
+    import json
+
+    return LoadedModel("b1", dest, json.loads((dest / "manifest.json").read_text())), _texts(ws, 24)
+
+
+def _batcher(tmp_path, sync: str = "normal", max_batch: int = 64):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edge_agent.inference.batching import Batcher
+    from edge_agent.journal import Journal
+
+    journal = Journal(tmp_path / f"journal-{sync}.db", sync)
+    return Batcher(journal, ThreadPoolExecutor(2), max_batch, keep_raw_below=0.0, max_delay_ms=50.0), journal
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+def test_batched_predictions_equal_single_ones_and_are_journaled(loaded, tmp_path, sync):
+    model, texts = loaded
+    batcher, journal = _batcher(tmp_path, sync)
+
+    async def main():  # noqa: ANN202
+        first = await batcher.predict(model, texts[:1], [texts[0].encode()])  # a lone request: a batch of one
+        together = await asyncio.gather(*(batcher.predict(model, [t], [t.encode()]) for t in texts))
+        return first, together
+
+    first, together = asyncio.run(main())
+    assert batcher.batches < 1 + len(texts), "concurrent requests were not batched"
+    assert batcher.batched_items == 1 + len(texts)
+    alone = [model.predict_texts([t]) for t in texts]
+    for got, want in zip(together, alone, strict=True):
+        np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-6)
+        assert got.labels == want.labels and got.summaries == want.summaries
+    np.testing.assert_allclose(first.probabilities, alone[0].probabilities, atol=1e-6)
+    rows = journal.read(0, 100)
+    assert [r["seq"] for r in rows] == list(range(1, len(texts) + 2))
+    assert [r["label"] for r in rows[1:]] == [p.labels[0] for p in together]
+    journal.close()
+
+
+def test_a_request_that_breaks_a_batch_fails_alone(loaded, tmp_path):
+    model, texts = loaded
+    batcher, journal = _batcher(tmp_path)
+
+    class Breaks:  # the real model, except that one input makes it raise
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(model, name)
+
+        def predict_texts(self, items: list[str]):  # noqa: ANN202
+            if "BOOM" in items:
+                raise ValueError("this input breaks the model")
+            return model.predict_texts(items)
+
+    broken = Breaks()
+
+    async def main():  # noqa: ANN202
+        await batcher.predict(broken, texts[:1], [b""])
+        batcher._last = 8  # the next batch waits for 8 items
+        items = [*texts[:4], "BOOM", *texts[4:7]]
+        return await asyncio.gather(*(batcher.predict(broken, [t], [b""]) for t in items), return_exceptions=True)
+
+    res = asyncio.run(main())
+    assert isinstance(res[4], ValueError) and "breaks the model" in str(res[4])
+    assert all(not isinstance(r, BaseException) for i, r in enumerate(res) if i != 4)
+    assert journal.count() == 1 + 7  # the failed request has no record; the others have theirs
+    journal.close()
+
+
+def test_a_journal_that_cannot_be_written_fails_the_requests(loaded, tmp_path):
+    from edge_agent.inference.batching import JournalError
+
+    model, texts = loaded
+    batcher, journal = _batcher(tmp_path)
+    journal._conn.execute("PRAGMA query_only = ON")  # every write now fails, as on a read-only or full disk
+
+    async def main():  # noqa: ANN202
+        return await asyncio.gather(*(batcher.predict(model, [t], [b""]) for t in texts[:4]), return_exceptions=True)
+
+    res = asyncio.run(main())
+    assert all(isinstance(r, JournalError) for r in res), res
+    journal._conn.execute("PRAGMA query_only = OFF")
+    assert journal.count() == 0
+    journal.close()
