@@ -224,10 +224,13 @@ class Inference:
         return m
 
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
-        await self._auth(context)
         agent = self.agent
+        if agent.config.inference_auth == "token":
+            await agent.require_token(context)
         agent.counters.add(requests=1)
-        m = await self._require_model(request.model_name, request.model_version, context)
+        m = self._model(request.model_name, request.model_version)
+        if m is None:
+            m = await self._require_model(request.model_name, request.model_version, context)
         try:
             items, raw_list = self._inputs(m, request)
         except ValueError as exc:

@@ -61,8 +61,8 @@ class Counters:
             os.replace(tmp, self.path)
         self._fh = open(self.path, "r+b")  # noqa: SIM115 - open for the process's life
         self._mm = mmap.mmap(self._fh.fileno(), size)
-        self.requests = 0
-        self.errors = 0
+        # a worker started again after it died goes on from its slot's counts
+        self.requests, self.errors = (0, 0) if create else _SLOT.unpack_from(self._mm, _SLOT.size * index)
 
     def add(self, requests: int = 0, errors: int = 0) -> None:
         self.requests += requests
@@ -126,6 +126,8 @@ class Workers:
                 i = waits[t]
                 log.error("worker %d exited with status %s; starting it again", i, t.result())
                 await asyncio.sleep(1.0)
+                if self._stopping:
+                    return
                 try:
                     await self._spawn(i, 120.0)
                 except OSError as exc:

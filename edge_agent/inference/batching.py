@@ -158,12 +158,12 @@ class Batcher:
     def _records(self, m: LoadedModel, pred: Prediction, raw_list: list[bytes]) -> list[dict[str, Any]]:
         now = time.time()
         per_item = pred.latency_ms / max(1, len(pred.labels))
+        probabilities = np.round(pred.probabilities.astype(np.float64), 6).tolist()
         out = []
-        for i, label in enumerate(pred.labels):
-            conf = float(pred.confidence[i])
+        for i, (label, conf) in enumerate(zip(pred.labels, pred.confidence.tolist(), strict=True)):
             out.append({"time": now, "bundle_id": m.bundle_id, "model": m.name, "version": m.version,
                         "variant": m.variant, "input_summary": pred.summaries[i], "label": label,
-                        "confidence": conf, "probabilities": [round(float(p), 6) for p in pred.probabilities[i]],
+                        "confidence": conf, "probabilities": probabilities[i],
                         "latency_ms": per_item, "raw_input": raw_list[i] if conf < self.keep_raw_below else None,
                         "raw_kind": m.kind})
         return out

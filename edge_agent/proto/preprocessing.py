@@ -126,8 +126,12 @@ class TextPipeline:
     def process(self, texts: Sequence[str], tracked_terms: Sequence[str] = ()) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """The model's input and each text's summary, tokenizing every text once (what a device does per request)."""
         token_lists = [self.tokens(t) for t in texts]
-        x, _ = self.transform(texts, token_lists)
-        return x, [self.summarize(t, tracked_terms, toks) for t, toks in zip(texts, token_lists, strict=True)]
+        x, stats = self.transform(texts, token_lists)  # its counts already give each text's length and OOV rate
+        summaries = []
+        for toks, n, oov in zip(token_lists, stats["length"], stats["oov_rate"], strict=True):
+            present = set(toks)
+            summaries.append({"length": n, "oov_rate": round(oov, 4), "terms": [t for t in tracked_terms if t in present]})
+        return x, summaries
 
     def transform(self, texts: Sequence[str], token_lists: Sequence[list[str]] | None = None
                   ) -> tuple[np.ndarray, dict[str, Any]]:

@@ -148,6 +148,8 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
     assert _wait(lambda: len(_children(agent.proc.pid) - {w1}) == 1), "the dead worker was not started again"
     time.sleep(0.5)
     assert len(_infer_on_connections(agent, ws, texts, connections=8, rounds=2)) == 16
+    with DeviceClient(ws, "dev1") as c:  # the new worker went on from its slot's count
+        assert c.health()["requests"] == 72 + 36 + 36 + 16
     # worker 0 SIGKILLed: the others die with it (nothing keeps serving the port), and a restart works
     workers = _children(agent.proc.pid)
     agent.kill()
@@ -268,3 +270,13 @@ def test_a_journal_that_cannot_be_written_fails_the_requests(loaded, tmp_path):
     journal._conn.execute("PRAGMA query_only = OFF")
     assert journal.count() == 0
     journal.close()
+
+
+def test_a_batch_summarises_each_text_as_summarize_does(loaded):
+    model, texts = loaded
+    tp = model.pipeline
+    terms = model.tracked_terms or ["said", "year", "game"]
+    x, summaries = tp.process([*texts, "", "zzzz qqqq"], terms)
+    assert summaries == [tp.summarize(t, terms) for t in [*texts, "", "zzzz qqqq"]]
+    np.testing.assert_array_equal(x, tp.transform([*texts, "", "zzzz qqqq"])[0])
+    assert any(s["terms"] for s in summaries) and summaries[-1]["oov_rate"] == 1.0
