@@ -28,7 +28,8 @@ class DeviceError(CdlError):
 
 
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str = "open",
-           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0) -> dict[str, Any]:
+           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0, workers: int = 1
+           ) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
     the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`."""
     import hashlib
@@ -38,6 +39,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
 
     if not name or "/" in name:
         raise CdlError(f"bad device name {name!r}")
+    if not 1 <= workers <= 64:
+        raise CdlError(f"workers: {workers} is not from 1 to 64")
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise CdlError(f"--address {address!r}: expected HOST:PORT")
@@ -58,7 +61,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
              "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
              "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
-             "retention_seconds": retention_seconds, "journal_sync": "normal"}
+             "retention_seconds": retention_seconds, "journal_sync": "normal", "max_batch": 64,
+             "max_queue_delay_ms": 2.0, "workers": workers}
     (out / "agent.json").write_text(json.dumps(agent, indent=1))
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,

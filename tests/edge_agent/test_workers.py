@@ -161,13 +161,21 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
 
 
 def test_workers_setting_is_checked(tmp_path, packaged):
+    import json
+    import subprocess
+    import sys
+
     from edge_agent.config import AgentConfig, ConfigError
-    from runtime.devices import enroll
 
     out = tmp_path / "dev"
-    enroll(packaged, "devw", "127.0.0.1:0", out)
+    cdl = [sys.executable, "-m", "runtime.cli", "-w", str(packaged.root), "devices", "enroll", "devw",
+           "--address", "127.0.0.1:0", "--out", str(out), "--json"]
+    bad = subprocess.run([*cdl, "--workers", "0"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--workers" in bad.stderr and not out.exists()
+    subprocess.run([*cdl, "--workers", "2"], check=True, capture_output=True)
+    cfg = AgentConfig.load(out)
+    assert (cfg.workers, cfg.max_batch, cfg.max_queue_delay_ms) == (2, 64, 2.0)
     doc = (out / "agent.json").read_text()
-    import json
 
     for key, bad in (("workers", 0), ("workers", "2"), ("max_batch", 0), ("max_queue_delay_ms", -1)):
         (out / "agent.json").write_text(json.dumps({**json.loads(doc), key: bad}))
