@@ -63,7 +63,8 @@ class Agent:
         self.started = time.time()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="infer")
         self.batcher = Batcher(self.journal, self.pool, config.max_batch, config.raw_input_below_confidence,
-                               config.max_queue_delay_ms)
+                               config.max_queue_delay_ms,
+                               on_batch=lambda items: self.counters.add(batches=1, items=items))
         self._activate_lock = asyncio.Lock()
         self.load_active()
 
@@ -414,9 +415,10 @@ class Control(epb_grpc.EdgeControlServicer):
         await self.agent.require_token(context)
         a = self.agent
         j = a.journal
-        requests, errors = a.counters.total()
+        n = a.counters.total()
         return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.started,
-                                  requests=requests, errors=errors,
+                                  requests=n["requests"], errors=n["errors"], workers=a.workers,
+                                  batches=n["batches"], batched_items=n["batched_items"],
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,
                                   journal_last_seq=j.last_seq(), journal_acked_seq=j.acked_seq(),
                                   journal_records=j.count(), providers=a.model.providers if a.model else [])

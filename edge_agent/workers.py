@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("cdl-edge")
-_SLOT = struct.Struct("<qq")  # requests, errors
+_SLOT = struct.Struct("<qqqq")  # requests, errors, batches, batched items
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -46,7 +46,8 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 class Counters:
-    """Per-worker request and error counts in DATA/run/counters (memory-mapped; each worker writes its own slot)."""
+    """Per-worker counts (requests, errors, batches, batched items) in DATA/run/counters, memory-mapped: each
+    worker writes its own slot, Health sums them."""
 
     def __init__(self, data_dir: Path, workers: int, index: int, create: bool):
         run = Path(data_dir) / "run"
@@ -62,20 +63,25 @@ class Counters:
         self._fh = open(self.path, "r+b")  # noqa: SIM115 - open for the process's life
         self._mm = mmap.mmap(self._fh.fileno(), size)
         # a worker started again after it died goes on from its slot's counts
-        self.requests, self.errors = (0, 0) if create else _SLOT.unpack_from(self._mm, _SLOT.size * index)
+        self._mine = [0, 0, 0, 0] if create else list(_SLOT.unpack_from(self._mm, _SLOT.size * index))
 
-    def add(self, requests: int = 0, errors: int = 0) -> None:
-        self.requests += requests
-        self.errors += errors
-        _SLOT.pack_into(self._mm, _SLOT.size * self.index, self.requests, self.errors)
+    def add(self, requests: int = 0, errors: int = 0, batches: int = 0, items: int = 0) -> None:
+        c = self._mine
+        c[0] += requests
+        c[1] += errors
+        c[2] += batches
+        c[3] += items
+        _SLOT.pack_into(self._mm, _SLOT.size * self.index, *c)
 
-    def total(self) -> tuple[int, int]:
-        req = err = 0
+    def slot(self, index: int) -> tuple[int, int, int, int]:
+        return _SLOT.unpack_from(self._mm, _SLOT.size * index)
+
+    def total(self) -> dict[str, int]:
+        out = [0, 0, 0, 0]
         for i in range(self.workers):
-            r, e = _SLOT.unpack_from(self._mm, _SLOT.size * i)
-            req += r
-            err += e
-        return req, err
+            for k, v in enumerate(self.slot(i)):
+                out[k] += v
+        return dict(zip(("requests", "errors", "batches", "batched_items"), out, strict=True))
 
     def close(self) -> None:
         self._mm.close()

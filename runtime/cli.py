@@ -544,7 +544,9 @@ def devices_status(obj: dict[str, Any], name: str, as_json: bool) -> None:
     click.echo(f"{name}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
                f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
                f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
-               f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}")
+               f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}, "
+               f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}, "
+               f"{doc['items_per_batch'] or '-'} items a batch")
 
 
 @devices.command("collect")

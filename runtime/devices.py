@@ -108,6 +108,8 @@ class DeviceClient:
                "active": {"bundle_id": a.bundle_id, "name": a.name, "version": a.version, "variant": a.variant,
                           "previous_bundle_id": a.previous_bundle_id} if a.bundle_id else None,
                "uptime_s": r.uptime_s, "requests": r.requests, "errors": r.errors, "free_disk_bytes": r.free_disk_bytes,
+               "workers": r.workers or 1, "batches": r.batches,
+               "items_per_batch": round(r.batched_items / r.batches, 2) if r.batches else None,
                "journal": {"last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
                            "records": r.journal_records}, "providers": list(r.providers)}
         from runtime.store.tables import utcnow

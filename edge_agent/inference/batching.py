@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,7 @@ class _Pending:
 
 class Batcher:
     def __init__(self, journal: Journal, pool: Executor, max_batch: int, keep_raw_below: float,
-                 max_delay_ms: float = 2.0):
+                 max_delay_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
         self.journal = journal
         self.pool = pool
         self.max_batch = max(1, int(max_batch))
@@ -58,8 +59,9 @@ class Batcher:
         self._want = 0
         self._enough: asyncio.Event | None = None
         self._draining = False
-        self.batches = 0  # counters for Health and for tests: how many batches ran, how many items they held
+        self.batches = 0  # how many batches ran, how many items they held (on_batch hears of each)
         self.batched_items = 0
+        self.on_batch = on_batch
 
     async def predict(self, model: LoadedModel, items: Any, raw: list[bytes]) -> Prediction:
         """The prediction for one request's items, journaled before it returns."""
@@ -154,6 +156,8 @@ class Batcher:
     def _count(self, items: int) -> None:
         self.batches += 1
         self.batched_items += items
+        if self.on_batch is not None:
+            self.on_batch(items)
 
     def _records(self, m: LoadedModel, pred: Prediction, raw_list: list[bytes]) -> list[dict[str, Any]]:
         now = time.time()

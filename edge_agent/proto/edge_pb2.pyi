@@ -111,7 +111,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers")
+    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers", "workers", "batches", "batched_items")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,9 @@ class HealthResponse(_message.Message):
     JOURNAL_ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     JOURNAL_RECORDS_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active: ActiveModel
     uptime_s: float
@@ -132,7 +135,10 @@ class HealthResponse(_message.Message):
     journal_acked_seq: int
     journal_records: int
     providers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+    workers: int
+    batches: int
+    batched_items: int
+    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., batches: _Optional[int] = ..., batched_items: _Optional[int] = ...) -> None: ...
 
 class StreamScoringRequest(_message.Message):
     __slots__ = ("from_seq", "follow", "max_records")

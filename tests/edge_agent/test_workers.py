@@ -120,12 +120,19 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
     assert len(replies) == 72
     # both processes answered: each has its own slot in the shared counters, and Health sums them
     counters = Counters(agent.data_dir, 2, 0, create=False)
-    per_worker = [struct.unpack_from("<qq", counters._mm, 16 * i)[0] for i in range(2)]
+    per_worker = [counters.slot(i)[0] for i in range(2)]
     counters.close()
     assert all(n > 0 for n in per_worker), per_worker
     with DeviceClient(ws, "dev1") as c:
         h = c.health()
-    assert h["requests"] == 72 and h["errors"] == 0
+    assert h["requests"] == 72 and h["errors"] == 0 and h["workers"] == 2
+    assert 0 < h["batches"] <= 72 and h["items_per_batch"] == round(72 / h["batches"], 2)
+    import subprocess
+    import sys
+
+    status = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "status", "dev1"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "72 requests" in status and "2 workers" in status and "items a batch" in status
     assert h["journal"]["records"] == 72 and h["journal"]["last_seq"] == 72
     # an activation through one worker: every request after it, on every connection, runs the new model
     before = _last_seq(agent.data_dir)

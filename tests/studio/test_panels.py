@@ -164,6 +164,9 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
                                           for j in range(10)], dtype=object))
         c.infer("ws", [inp])
     c.close()
+    d._health()
+    qtbot.waitUntil(lambda: " 6 requests" in d.status_label.text(), timeout=30000)
+    assert "1 worker(s)" in d.status_label.text() and "items a batch" in d.status_label.text()
     m = MonitoringPanel(studio_ctx)
     qtbot.addWidget(m)
     m.sig_run.connect(lambda steps, until, over: studio_ctx.runtime.submit(steps, until, False, over))  # as the window

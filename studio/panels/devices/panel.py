@@ -137,7 +137,8 @@ class DevicesPanel(Panel):
 
         self.work(health, message=f"asking {name}…", done=lambda h: self.say(
             f"{name}: up {h['uptime_s']:.0f}s, {h['requests']} requests, {h['errors']} errors, providers "
-            f"{', '.join(h['providers']) or '-'}", "ok"))
+            f"{', '.join(h['providers']) or '-'}, {h['workers']} worker(s), {h['items_per_batch'] or '-'} items a batch",
+            "ok"))
 
     def _push(self) -> None:
         from runtime.devices import deploy
