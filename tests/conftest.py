@@ -214,6 +214,20 @@ def small_bbc(small_bbc_template: Path, tmp_path: Path):
 # -- real edge agents on 127.0.0.1 --------------------------------------------------------------------------
 
 
+def oip_text_request(text: str, model: str = "ws"):  # noqa: ANN201
+    """A ModelInfer request for one text, built with the protocol's stock messages (tritonclient's), the text as
+    raw BYTES contents (a 4-byte little-endian length, then the bytes)."""
+    import struct
+
+    from tritonclient.grpc import service_pb2
+
+    r = service_pb2.ModelInferRequest(model_name=model)
+    r.inputs.add(name="text", datatype="BYTES", shape=[1])
+    data = text.encode()
+    r.raw_input_contents.append(struct.pack("<I", len(data)) + data)
+    return r
+
+
 class AgentProcess:
     """`cdl-edge serve` in a subprocess on 127.0.0.1:0; the port is read from its first line."""
 

@@ -1,11 +1,12 @@
 """Dynamic batching, as Triton's dynamic batcher does it: ModelInfer requests that arrive together run as one batch.
 
-While the event loop is busy with one batch, the requests that arrive queue up; the next batch takes all of them
-(up to `max_batch` items; agent.json), runs the preprocessing and one onnxruntime call over them, journals every
-prediction in one SQLite transaction and only then answers each request with its own rows. There is no
-artificial delay: a lone request runs at once, as a batch of one. Batching pays because a request's own work is
-small next to what surrounds it: per text, tokenizing a batch keeps the vocabulary and the stemmer's cache hot in
-the CPU's caches, and onnxruntime and the journal commit run once per batch instead of once per request.
+Requests queue up; a batch takes all that are queued (up to `max_batch` items; agent.json), runs the
+preprocessing and one onnxruntime call over them, journals every prediction in one SQLite transaction and only
+then answers each request with its own rows. gRPC hands the event loop one request at a time, so a batch waits
+until as many items are queued as the previous batch held, or `max_queue_delay_ms` has passed: under steady load
+batches stay full, and after a lone request (a batch of one) the next one does not wait. Batching pays because a
+request's own work is small next to what surrounds it: per text, tokenizing a batch keeps the vocabulary and the
+stemmer's cache hot in the CPU's caches, and onnxruntime and the journal commit run once per batch, not per request.
 
 A batch that fails is run again request by request, so a request that breaks the model fails alone. A request
 with `max_batch` items or more runs by itself (in the thread pool when it is big, so the loop keeps serving).

@@ -15,7 +15,7 @@ from runtime.api import add_source
 from runtime.jobs import Runner
 from runtime.registry import review
 from runtime.workspace import Workspace
-from tests.conftest import BBC_ZIP, FASHION, AgentProcess, need, restart
+from tests.conftest import BBC_ZIP, FASHION, AgentProcess, need, oip_text_request, restart
 
 INT8 = ["dynamic_int8", {"static_int8": {"calibration_samples": 256}}]
 
@@ -119,19 +119,10 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
     # 16 concurrent clients, each with its own connection, through the protocol's stock stubs (tritonclient's
     # generated service), each request built once: the load generator should cost the shared cores as little as
     # a C++ one would
-    import struct
-
     import grpc
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.grpc import service_pb2_grpc
 
-    def request(text: str):  # noqa: ANN202
-        r = service_pb2.ModelInferRequest(model_name="ws")
-        r.inputs.add(name="text", datatype="BYTES", shape=[1])
-        data = text.encode()
-        r.raw_input_contents.append(struct.pack("<I", len(data)) + data)
-        return r
-
-    requests = [request(t) for t in texts]
+    requests = [oip_text_request(t) for t in texts]
 
     async def client_loop(k: int, deadline: float, counts: list[int], stub) -> None:  # noqa: ANN001
         i = k

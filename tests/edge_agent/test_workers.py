@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runtime.devices import DeviceClient, collect, deploy, rollback
-from tests.conftest import restart
+from tests.conftest import oip_text_request, restart
 
 
 def _texts(ws, n: int) -> list[str]:
@@ -57,21 +57,14 @@ def _wait(cond, timeout: float = 20.0) -> bool:  # noqa: ANN001
 def _infer_on_connections(agent, ws, texts: list[str], connections: int, rounds: int) -> list[tuple[str, float]]:
     """Each connection (its own TCP connection: the kernel gives each to one worker) sends `rounds` requests of
     one text; returns (label, confidence) of every reply."""
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.grpc import service_pb2_grpc
 
     ca = (ws.root / ".cdl" / "pki" / "ca.crt").read_bytes()
-
-    def request(text: str):  # noqa: ANN202
-        r = service_pb2.ModelInferRequest(model_name="ws")
-        r.inputs.add(name="text", datatype="BYTES", shape=[1])
-        data = text.encode()
-        r.raw_input_contents.append(struct.pack("<I", len(data)) + data)
-        return r
 
     async def one(k: int, stub) -> list[tuple[str, float]]:  # noqa: ANN001
         out = []
         for i in range(rounds):
-            r = await stub.ModelInfer(request(texts[(k + i) % len(texts)]), timeout=30)
+            r = await stub.ModelInfer(oip_text_request(texts[(k + i) % len(texts)]), timeout=30)
             labels = dict(zip([o.name for o in r.outputs], r.raw_output_contents, strict=True))
             out.append((labels["label"][4:].decode(), struct.unpack("<f", labels["confidence"])[0]))
         return out
