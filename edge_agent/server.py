@@ -60,7 +60,6 @@ class Agent:
         self.counters = Counters(config.data_dir, self.workers, index, create=index == 0)
         self._model: LoadedModel | None = None
         self._stamp: tuple[int, int, int] | None = None
-        self.started = time.time()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="infer")
         self.batcher = Batcher(self.journal, self.pool, config.max_batch, config.raw_input_below_confidence,
                                config.max_queue_delay_ms,
@@ -416,7 +415,7 @@ class Control(epb_grpc.EdgeControlServicer):
         a = self.agent
         j = a.journal
         n = a.counters.total()
-        return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.started,
+        return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.counters.started,
                                   requests=n["requests"], errors=n["errors"], workers=a.workers,
                                   batches=n["batches"], batched_items=n["batched_items"],
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,

@@ -11,7 +11,8 @@ They share everything through the data folder, as they would after a restart:
 - the scoring journal: one SQLite file in WAL mode; each commit takes SQLite's write lock, so sequence numbers
   follow commit order across processes. StreamScoring is woken by its own worker's commits and polls for the
   others' (every 0.25 s);
-- request and error counters: a small memory-mapped file, one slot per worker, summed by Health.
+- request and error counters: a small memory-mapped file, one slot per worker, summed by Health, after the time
+  worker 0 started (Health's uptime is the agent's, whichever worker answers).
 
 Workers die with the supervisor (PR_SET_PDEATHSIG, so also when it is SIGKILLed), and a worker that dies is
 started again.
@@ -27,9 +28,11 @@ import os
 import signal
 import struct
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("cdl-edge")
+_HEAD = struct.Struct("<d")  # when worker 0 started (Unix time): the agent's uptime, whichever worker answers
 _SLOT = struct.Struct("<qqqq")  # requests, errors, batches, batched items
 
 
@@ -47,7 +50,8 @@ def die_with_parent(parent_pid: int) -> None:
 
 class Counters:
     """Per-worker counts (requests, errors, batches, batched items) in DATA/run/counters, memory-mapped: each
-    worker writes its own slot, Health sums them."""
+    worker writes its own slot, Health sums them. The file starts with the time worker 0 started, which it
+    writes when it creates the file."""
 
     def __init__(self, data_dir: Path, workers: int, index: int, create: bool):
         run = Path(data_dir) / "run"
@@ -55,15 +59,20 @@ class Counters:
         self.path = run / "counters"
         self.workers = max(1, workers)
         self.index = index
-        size = _SLOT.size * self.workers
+        size = _HEAD.size + _SLOT.size * self.workers
         if create:
             tmp = self.path.with_name("counters.tmp")
-            tmp.write_bytes(bytes(size))
+            tmp.write_bytes(_HEAD.pack(time.time()) + bytes(size - _HEAD.size))
             os.replace(tmp, self.path)
         self._fh = open(self.path, "r+b")  # noqa: SIM115 - open for the process's life
         self._mm = mmap.mmap(self._fh.fileno(), size)
         # a worker started again after it died goes on from its slot's counts
-        self._mine = [0, 0, 0, 0] if create else list(_SLOT.unpack_from(self._mm, _SLOT.size * index))
+        self._mine = [0, 0, 0, 0] if create else list(self.slot(index))
+
+    @property
+    def started(self) -> float:
+        """When the agent (worker 0) started, as Unix time."""
+        return _HEAD.unpack_from(self._mm, 0)[0]
 
     def add(self, requests: int = 0, errors: int = 0, batches: int = 0, items: int = 0) -> None:
         c = self._mine
@@ -71,10 +80,10 @@ class Counters:
         c[1] += errors
         c[2] += batches
         c[3] += items
-        _SLOT.pack_into(self._mm, _SLOT.size * self.index, *c)
+        _SLOT.pack_into(self._mm, _HEAD.size + _SLOT.size * self.index, *c)
 
     def slot(self, index: int) -> tuple[int, int, int, int]:
-        return _SLOT.unpack_from(self._mm, _SLOT.size * index)
+        return _SLOT.unpack_from(self._mm, _HEAD.size + _SLOT.size * index)
 
     def total(self) -> dict[str, int]:
         out = [0, 0, 0, 0]

@@ -83,6 +83,28 @@ def _infer_on_connections(agent, ws, texts: list[str], connections: int, rounds:
     return asyncio.run(main())
 
 
+def _uptimes(agent, ws, connections: int) -> list[float]:
+    """Health's uptime over `connections` connections (so both workers answer some)."""
+    from edge_agent.proto import edge_pb2 as epb
+    from edge_agent.proto import edge_pb2_grpc as epb_grpc
+
+    ca = (ws.root / ".cdl" / "pki" / "ca.crt").read_bytes()
+    token = ws.store.device("dev1").token
+
+    async def main() -> list[float]:
+        chans = [grpc.aio.secure_channel(agent.address, grpc.ssl_channel_credentials(ca),
+                                         options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(connections)]
+        try:
+            res = await asyncio.gather(*(epb_grpc.EdgeControlStub(c).Health(
+                epb.HealthRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=30) for c in chans))
+        finally:
+            for c in chans:
+                await c.close()
+        return [r.uptime_s for r in res]
+
+    return asyncio.run(main())
+
+
 def _journal_bundles_after(data_dir: Path, seq: int) -> set[str]:
     con = sqlite3.connect(data_dir / "journal.db")
     try:
@@ -105,6 +127,7 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
 
     ws = packaged
     agent = agent_factory(ws, workers=2, raw_below=0.0)
+    up_by = time.time()  # the agent was up by then
     workers = _children(agent.proc.pid)
     assert len(workers) == 1, "worker 0 starts one more worker"
     first = deploy(ws, "ws:1", "fp32", "dev1")
@@ -146,10 +169,23 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
     (w1,) = workers
     os.kill(w1, signal.SIGKILL)
     assert _wait(lambda: len(_children(agent.proc.pid) - {w1}) == 1), "the dead worker was not started again"
-    time.sleep(0.5)
-    assert len(_infer_on_connections(agent, ws, texts, connections=8, rounds=2)) == 16
+    counters = Counters(agent.data_dir, 2, 0, create=False)
+    served = counters.slot(1)[0]
+    sent = 0
+
+    def restarted_worker_serves() -> bool:  # once it has loaded the model, the kernel gives it connections
+        nonlocal sent
+        sent += len(_infer_on_connections(agent, ws, texts, connections=8, rounds=2))
+        return counters.slot(1)[0] > served
+
+    assert _wait(restarted_worker_serves, 60), "the restarted worker never answered"
+    counters.close()
     with DeviceClient(ws, "dev1") as c:  # the new worker went on from its slot's count
-        assert c.health()["requests"] == 72 + 36 + 36 + 16
+        assert c.health()["requests"] == 72 + 36 + 36 + sent
+    # uptime is the agent's (worker 0's), not the answering worker's: the restarted one reports it too
+    at_least = time.time() - up_by
+    uptimes = _uptimes(agent, ws, connections=12)
+    assert min(uptimes) >= at_least, (at_least, uptimes)
     # worker 0 SIGKILLed: the others die with it (nothing keeps serving the port), and a restart works
     workers = _children(agent.proc.pid)
     agent.kill()
