@@ -19,6 +19,9 @@ from runtime.domain.errors import ConfigError, StepFailed
 from runtime.store import Store
 
 PLAN_ATTR = "cdl"  # the study's user attribute holding the StudyPlan
+# a trial queued again after its worker died (the names Optuna's RetryHeartbeatStaleTrialCallback uses, so
+# its retried_trial_number() and retry_history() read ours)
+RETRY_OF, RETRY_HISTORY = "failed_trial", "retry_history"
 
 DEFAULT_SPACE: dict[str, Any] = {
     # like the thesis' Determined adaptive.yaml
@@ -41,22 +44,39 @@ def storage_url(store: Store) -> tuple[str, dict[str, Any]]:
     return url, kwargs
 
 
-def storage(store: Store, heartbeat: int | None = None):  # noqa: ANN201
+def storage(store: Store, heartbeat: int | None = None, retries: int = 0):  # noqa: ANN201
     """Optuna's RDB storage on the registry database. With `heartbeat` (seconds), running trials send a
     heartbeat, and a trial whose worker stopped beating for 3 heartbeats is failed (in Optuna and in our trial
-    table) by the next worker that looks."""
+    table) by the next worker that looks, which queues it again with the same parameters (`retries` times at
+    most, as Optuna's RetryHeartbeatStaleTrialCallback does): a trial lost with its worker does not count
+    against the budget."""
     import optuna
 
     url, kwargs = storage_url(store)
     if not heartbeat:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
-    def stale(_study, trial) -> None:  # noqa: ANN001
+    def stale(study, trial) -> None:  # noqa: ANN001
         tid = trial.user_attrs.get("cdl_trial_id")
         if tid is not None:
             store.finish_trial(int(tid), "failed", None, len(trial.intermediate_values))
-        logging.getLogger("cdl.tune").warning("trial %s failed: its worker %s stopped sending heartbeats",
-                                              trial.number, trial.user_attrs.get("worker", "?"))
+        tlog = logging.getLogger("cdl.tune")
+        tlog.warning("trial %s failed: its worker %s stopped sending heartbeats", trial.number,
+                     trial.user_attrs.get("worker", "?"))
+        if trial.user_attrs.get("over_budget"):
+            return
+        history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
+        if len(history) > retries:
+            tlog.warning("trial %s is not run again: it was tried %d time(s) (model.tune.retries: %d)",
+                         history[0], len(history), retries)
+            return
+        # a waiting trial: the next worker to start one takes it (Optuna runs waiting trials first)
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs={"retry_of": trial.number},
+            system_attrs={RETRY_OF: history[0], RETRY_HISTORY: history}))
+        tlog.warning("trial %s queued again with the same parameters (try %d of %d)", history[0],
+                     len(history) + 1, retries + 1)
 
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat),
                                       grace_period=int(3 * heartbeat), heartbeat_stale_trial_callback=stale)
@@ -142,9 +162,29 @@ class StudyPlan:
     timeout: float | None = None
     started: float = field(default_factory=time.time)
     first_trial: int = 0  # trials the study had before this run (a named study can be resumed)
+    retries: int = 1  # times a trial lost with its worker is run again
 
-    def in_budget(self, number: int) -> bool:
-        return self.first_trial <= number < self.first_trial + self.n_trials
+    def is_retry(self, t) -> bool:  # noqa: ANN001
+        """A trial queued again after its worker died, for a trial of this run."""
+        return t.system_attrs.get(RETRY_OF, -1) >= self.first_trial
+
+    def window(self, trials: list) -> list:
+        """The trials of this run, by number: its first n_trials new ones, every retry, and one more new one
+        for each retry numbered before it (so trial numbers decide, the same way on every worker, which trial
+        two racing workers may start: the other is refused)."""
+        out, retries = [], 0
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.number < self.first_trial:
+                continue
+            if self.is_retry(t):
+                out.append(t)
+                retries += 1
+            elif t.number < self.first_trial + self.n_trials + retries:
+                out.append(t)
+        return out
+
+    def admits(self, number: int, trials: list) -> bool:
+        return any(t.number == number for t in self.window(trials))
 
     def to_json(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -186,7 +226,7 @@ def open_study(store: Store, name: str, plan: StudyPlan | None = None, worker_se
     else:
         create = True
     study = optuna.create_study(
-        study_name=name, storage=storage(store, plan.heartbeat), direction="maximize",
+        study_name=name, storage=storage(store, plan.heartbeat, plan.retries), direction="maximize",
         sampler=make_sampler(plan.sampler, plan.seed + worker_seed),
         pruner=make_pruner(plan.pruner, plan.min_epochs, plan.max_epochs, plan.reduction_factor),
         load_if_exists=True)
@@ -203,12 +243,24 @@ def open_studies(store: Store) -> list[tuple[int, str]]:
 
 
 def plan_trials(study, plan: StudyPlan, deepcopy: bool = False) -> list:  # noqa: ANN001
-    """The trials of this run of the study (not those of an earlier run, not refused ones)."""
-    return [t for t in study.get_trials(deepcopy=deepcopy) if plan.in_budget(t.number)]
+    """The trials of this run of the study (not those of an earlier run, not refused ones), retries included."""
+    return plan.window(study.get_trials(deepcopy=deepcopy))
 
 
 def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
-    return len(plan_trials(study, plan)) >= plan.n_trials
+    """n_trials new trials started, and no retry waits."""
+    import optuna
+
+    trials = plan_trials(study, plan)
+    new = [t for t in trials if not plan.is_retry(t)]
+    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    return len(new) >= plan.n_trials and not waiting
+
+
+def retries_waiting(study, plan: StudyPlan) -> int:  # noqa: ANN001
+    import optuna
+
+    return sum(t.state == optuna.trial.TrialState.WAITING for t in plan_trials(study, plan))
 
 
 def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str, int]:  # noqa: ANN001
@@ -237,7 +289,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     ran = {"trials": 0, "epochs": 0}
 
     def objective(trial: optuna.Trial) -> float:
-        if not plan.in_budget(trial.number):
+        if not plan.admits(trial.number, study.get_trials(deepcopy=False)):
             trial.set_user_attr("over_budget", True)
             raise OverBudget()
         hp = suggest(trial, plan.space)
@@ -246,6 +298,9 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         rec = store.create_trial(plan.experiment_id, trial.number, hp, worker=me)
         trial.set_user_attr("cdl_trial_id", rec.id)
         trial.set_user_attr("worker", me)
+        if "retry_of" in trial.user_attrs:
+            hooks.log(f"trial {trial.number}: trial {trial.user_attrs['retry_of']} again (its worker died), "
+                      f"with {hp}")
         best = {"v": 0.0, "epochs": 0}
 
         def on_epoch(epoch: int, m: dict[str, float]) -> None:
@@ -288,9 +343,22 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             ran["trials"] += 1
             break
         ran["trials"] += 1
-        done = sum(1 for t in plan_trials(study, plan) if t.state.is_finished())
-        hooks.progress(min(1.0, done / plan.n_trials), f"{done}/{plan.n_trials} trials finished")
+        trials = plan_trials(study, plan)
+        done = sum(1 for t in trials if t.state.is_finished())
+        total = plan.n_trials + sum(1 for t in trials if plan.is_retry(t))
+        hooks.progress(min(1.0, done / total), f"{done}/{total} trials finished")
     return ran
+
+
+def run_study(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> None:  # noqa: ANN001
+    """model.tune's share of the study: run trials until the budget is spent, wait for the other workers, and
+    run any trial queued again meanwhile because its worker died."""
+    while True:
+        run_trials(ws, study, plan, hooks, prep=prep)
+        wait_for_others(study, plan, hooks)
+        late = plan.timeout is not None and time.time() >= plan.started + plan.timeout
+        if hooks.cancelled() or late or not retries_waiting(study, plan):
+            return
 
 
 def wait_for_others(study, plan: StudyPlan, hooks: Hooks, poll: float = 1.0) -> None:  # noqa: ANN001

@@ -126,6 +126,8 @@ class TuneStep(Step):
             ParamSpec("study", "str", None, "Optuna study name (default: <workspace>-tune-<n>)", nullable=True),
             ParamSpec("heartbeat", "int", 10, "seconds between a running trial's heartbeats; a worker silent "
                       "for three is declared dead and its trial failed", minimum=1),
+            ParamSpec("retries", "int", 1, "times a trial whose worker died is queued again with its parameters "
+                      "(it then does not count against n_trials; 0: never)", minimum=0),
         ),
         description="Optuna TPE search with ASHA pruning fed per epoch; the study lives in the registry "
         "database, where `cdl tune worker` processes on this or other machines join it; the best parameters go "
@@ -142,8 +144,7 @@ class TuneStep(Step):
             check_space,
             open_study,
             plan_trials,
-            run_trials,
-            wait_for_others,
+            run_study,
         )
 
         p = ctx.params
@@ -160,7 +161,8 @@ class TuneStep(Step):
         plan = StudyPlan(experiment_id=exp.id, space=space, n_trials=p["n_trials"], max_epochs=p["max_epochs"],
                          min_epochs=p["min_epochs"], pruner=p["pruner"], reduction_factor=p["reduction_factor"],
                          sampler=p["sampler"], seed=p["seed"], val_fraction=p["val_fraction"], train=dict(tp),
-                         transform=prep.key, heartbeat=p["heartbeat"], timeout=p["timeout"])
+                         transform=prep.key, heartbeat=p["heartbeat"], timeout=p["timeout"],
+                         retries=p["retries"])
         study, plan = open_study(ctx.store, study_name, plan)
         # Workers (`cdl tune worker`) find the study through the running experiment from here on.
         ctx.store.update_experiment_study(exp.id, study_name)
@@ -168,13 +170,12 @@ class TuneStep(Step):
                 f"`cdl tune worker --workspace {ctx.workspace.root}`")
         hooks = Hooks(log=ctx.log, metric=ctx.metric, progress=ctx.progress, cancelled=lambda: ctx.cancelled)
         try:
-            run_trials(ctx.workspace, study, plan, hooks, prep=prep)
-            wait_for_others(study, plan, hooks)
+            run_study(ctx.workspace, study, plan, hooks, prep=prep)
             ctx.check_cancelled()  # a cancel mid-trial ended run_trials early
         except BaseException:
             ctx.store.finish_experiment(exp.id, "failed")
             raise
-        trials = plan_trials(study, plan, deepcopy=True)
+        trials = [t for t in plan_trials(study, plan, deepcopy=True) if t.state.is_finished()]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             ctx.store.finish_experiment(exp.id, "failed")
@@ -183,11 +184,12 @@ class TuneStep(Step):
         best = max(complete, key=lambda t: t.value)
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
         failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+        retried = sum(plan.is_retry(t) for t in trials)
         records = ctx.store.trials(exp.id)
         workers = sorted({r.worker for r in records if r.worker})
         summary = {"experiment_id": exp.id, "study": study_name, "best_params": best.params,
                    "best_value": best.value, "best_trial": best.number, "trials": len(trials),
-                   "pruned": pruned, "failed": failed, "workers": workers,
+                   "pruned": pruned, "failed": failed, "retried": retried, "workers": workers,
                    "epochs_spent": sum(r.epochs for r in records),
                    "metrics": {"best_val_accuracy": best.value}}
         ctx.store.finish_experiment(exp.id, "done", summary)

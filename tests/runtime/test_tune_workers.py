@@ -72,7 +72,7 @@ def test_two_workers_share_one_study_and_its_budget(small_bbc):
     assert s["best_value"] == max(r.value for r in records if r.state == "complete")
 
 
-def test_a_killed_workers_trial_is_failed_not_left_running(small_bbc):
+def test_a_killed_workers_trial_is_failed_and_run_again(small_bbc):
     ws = small_bbc
     assert Runner(ws).run(until="model.preprocess").ok
     root = str(ws.root)
@@ -99,11 +99,18 @@ def test_a_killed_workers_trial_is_failed_not_left_running(small_bbc):
                 p.kill()
     assert step.returncode == 0, err[-3000:]
     s = _summary(json.loads(out))
-    assert s["failed"] == 1 and s["trials"] == 3, s
+    # the lost trial is failed, and run again with its parameters: it does not count against the budget
+    assert s["failed"] == 1 and s["retried"] == 1 and s["trials"] == 4, s
     assert ws.store.trial(victim.id).state == "failed"
     study = _study(ws, s["study"])
     dead = next(t for t in study.trials if t.number == victim.number)
     assert dead.state.name == "FAIL"
+    (again,) = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert again.state.name == "COMPLETE" and again.params == dead.params
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
+    rec = next(r for r in ws.store.trials(s["experiment_id"]) if r.number == again.number)
+    assert rec.state == "complete" and rec.params == victim.params
+    assert f"trial {victim.number} again (its worker died)" in err
 
 
 def test_a_worker_without_a_study_says_so(small_bbc):
