@@ -750,6 +750,8 @@ def tune_worker(obj: dict[str, Any], workspace: Path | None, study: str | None, 
     deadline = time.monotonic() + wait
     name = study
     while name is None:
+        # a study whose model.tune process died on this host is closed first, not joined
+        ws.store.mark_interrupted_runs("the process running this step ended before it finished")
         running = open_studies(ws.store)
         if running:
             name = running[0][1]

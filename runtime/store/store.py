@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -502,7 +503,8 @@ class Store(ModelRegistryMixin, DeployMixin):
 
     def start_step_run(self, step: str, job: str | None, input_fp: str) -> int:
         with self._lock, self.session() as s:
-            row = t.SqlStepRun(step=step, job=job, status="running", input_fp=input_fp, pid=os.getpid())
+            row = t.SqlStepRun(step=step, job=job, status="running", input_fp=input_fp, pid=os.getpid(),
+                               host=socket.gethostname())
             s.add(row)
             s.commit()
             s.refresh(row)
@@ -550,15 +552,29 @@ class Store(ModelRegistryMixin, DeployMixin):
             return {r.step: _run(r) for r in rows}
 
     def mark_interrupted_runs(self, reason: str) -> int:
-        """Runs left 'running' by a process that died are failed, so no step shows running forever."""
+        """Runs left 'running' by a process of this host that died are failed, so no step shows running
+        forever, with what they left running: the experiment a killed model.tune or model.train had open (so
+        no `cdl tune worker` joins its study) and its running trials. Runs on other hosts (a shared
+        registry) are left to those hosts."""
+        here = socket.gethostname()
         with self._lock, self.session() as s:
             rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.status == "running")).scalars().all()
-            rows = [r for r in rows if not _alive(r.pid)]
+            rows = [r for r in rows if (r.host is None or r.host == here) and not _alive(r.pid)]
+            now = t.utcnow()
             for r in rows:
                 r.status = "failed"
-                r.finished = t.utcnow()
+                r.finished = now
                 r.error = reason
                 s.add(r)
+                job = t.SqlExperiment.job.is_(None) if r.job is None else t.SqlExperiment.job == r.job
+                exps = select(t.SqlExperiment.id).where(t.SqlExperiment.status == "running",
+                                                        t.SqlExperiment.step == r.step, job,
+                                                        t.SqlExperiment.created >= r.started)
+                s.execute(update(t.SqlTrial).where(t.SqlTrial.state == "running",
+                                                   t.SqlTrial.experiment_id.in_(exps))
+                          .values(state="failed", finished=now))
+                s.execute(update(t.SqlExperiment).where(t.SqlExperiment.id.in_(exps))
+                          .values(status="failed", finished=now))
             s.commit()
             return len(rows)
 

@@ -96,6 +96,7 @@ class SqlStepRun(SQLModel, table=True):
     step: str = Field(index=True)
     job: str | None = None
     pid: int | None = None
+    host: str | None = None  # the machine the pid is on (schema 0003)
     status: str
     started: datetime = Field(default_factory=utcnow)
     finished: datetime | None = None

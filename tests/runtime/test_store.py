@@ -126,6 +126,44 @@ def test_step_runs_and_interrupted(store: Store):
     assert store.last_step_run("data.split").status == "failed"
 
 
+def test_an_interrupted_run_closes_its_experiment_but_not_another_hosts_runs(store: Store):
+    import socket
+    import subprocess
+    import sys
+
+    from runtime.store.tables import SqlStepRun
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dead_pid = int(gone)  # that process has exited
+    exp_fields = dict(kind="tune", step="model.tune", dataset_version="v1", transform="t", framework="torch",
+                      template="mlp", git_commit=None, git_dirty=False)
+    with store.session() as s:  # a model.tune run on another machine sharing the registry: its pid is not ours
+        s.add(SqlStepRun(step="model.tune", job="elsewhere", status="running", input_fp="x", pid=dead_pid,
+                         host="another-host"))
+        s.commit()
+    theirs = store.create_experiment(job="elsewhere", **exp_fields)
+    rid = store.start_step_run("model.tune", None, "fp")  # ours, from `cdl run` (no job)
+    with store.session() as s:
+        row = s.get(SqlStepRun, rid)
+        assert row.host == socket.gethostname()
+        row.pid = dead_pid  # ... killed
+        s.add(row)
+        s.commit()
+    ours = store.create_experiment(job=None, **exp_fields)
+    running = store.create_trial(ours.id, 0, {"lr": 0.1})
+    done = store.create_trial(ours.id, 1, {"lr": 0.2})
+    store.finish_trial(done.id, "complete", 0.5, 2)
+    assert store.mark_interrupted_runs("gone") == 1
+    assert store.experiment(ours.id).status == "failed"
+    assert store.trial(running.id).state == "failed" and store.trial(done.id).state == "complete"
+    assert store.experiment(theirs.id).status == "running"
+    with store.session() as s:
+        from sqlalchemy import select
+
+        assert s.execute(select(SqlStepRun.status).where(SqlStepRun.job == "elsewhere")).scalar_one() == "running"
+
+
 def test_state_roundtrip(store: Store):
     assert store.get_state("k", 5) == 5
     store.set_state("k", {"a": [1, 2]})

@@ -113,6 +113,35 @@ def test_a_killed_workers_trial_is_failed_and_run_again(small_bbc):
     assert f"trial {victim.number} again (its worker died)" in err
 
 
+def test_a_killed_tune_step_closes_its_study_to_workers(small_bbc):
+    """`cdl run` SIGKILLed in model.tune: its experiment and running trial are failed when the next cdl
+    process on this host looks, and a worker does not join the dead study."""
+    ws = small_bbc
+    assert Runner(ws).run(until="model.preprocess").ok
+    step = _cdl("-w", str(ws.root), "run", "model.tune", "--set", "model.tune.max_epochs=400",
+                "--set", "model.tune.pruner=none")
+    try:
+        deadline = time.time() + 120
+        exp = None
+        while time.time() < deadline:
+            exps = [e for e in ws.store.experiments() if e.kind == "tune" and e.study]
+            if exps and any(r.state == "running" for r in ws.store.trials(exps[-1].id)):
+                exp = exps[-1]
+                break
+            time.sleep(0.2)
+        assert exp is not None, "model.tune never started a trial"
+    finally:
+        step.kill()
+        step.wait(timeout=10)
+    assert ws.store.experiment(exp.id).status == "running"  # nobody has looked yet
+    worker = _cdl("tune", "worker", "--workspace", str(ws.root))
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 2 and "no model.tune study is running" in err, err[-2000:]
+    assert ws.store.experiment(exp.id).status == "failed"
+    assert {r.state for r in ws.store.trials(exp.id)} <= {"failed", "complete"}
+    assert ws.store.last_step_run("model.tune").status == "failed"
+
+
 def test_a_worker_without_a_study_says_so(small_bbc):
     p = _cdl("tune", "worker", "--workspace", str(small_bbc.root))
     _, err = p.communicate(timeout=60)
