@@ -165,6 +165,9 @@ class Runner:
         explicit = bool(steps) and not until
         store = self.ws.store
         store.mark_interrupted_runs("the process running this step ended before it finished")
+        from runtime.ml.distributed import sweep_stale
+
+        sweep_stale(self.ws.root / ".cdl" / "tmp")  # what a killed distributed model.train left
         self._emit(Event(EventKind.JOB_STARTED, job=self.job, data={"steps": plan}))
         outcomes: list[StepOutcome] = []
         status = "done"

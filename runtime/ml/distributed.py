@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from typing import Any
 from runtime.domain.errors import ConfigError
 
 BACKENDS = ("gloo", "nccl")
+OWNER = "owner.json"  # in a run folder: the host and pid of the process that made it
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,36 @@ def launch(s: DistributedSettings, tmp_root: Path, prepared_dir: Path, key: str,
     import shutil
     import uuid
 
+    sweep_stale(Path(tmp_root))
     workdir = Path(tmp_root) / f"ddp-{uuid.uuid4().hex[:10]}"
     workdir.mkdir(parents=True)
     try:
         return _launch(s, workdir, prepared_dir, key, train_idx, val_idx, cfg, on_epoch, cancelled, log)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def sweep_stale(tmp_root: Path) -> list[Path]:
+    """Remove the run folders, and their checkpoint files, that a process of this host left when it was killed
+    (its `finally` never ran). Folders of live processes, of other hosts (a shared folder) and without an owner
+    file (being made) are left alone."""
+    import shutil
+
+    from runtime.domain.processes import pid_alive
+
+    here, removed = socket.gethostname(), []
+    for d in sorted(Path(tmp_root).glob("ddp-*")):
+        try:
+            owner = json.loads((d / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") != here or pid_alive(owner.get("pid")):
+            continue
+        if owner.get("checkpoint"):
+            Path(owner["checkpoint"]).unlink(missing_ok=True)
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
 
 
 def _launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str, train_idx: Any, val_idx: Any,
@@ -126,6 +152,9 @@ def _launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str,
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
     fd, checkpoint = tempfile.mkstemp(suffix=".pt", prefix="cdl-ckpt-")
     os.close(fd)
+    # whose folder this is: a later run on this host removes it (and the checkpoint) if this process was killed
+    (workdir / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                             "checkpoint": checkpoint}))
     spec = {"prepared": str(prepared_dir), "key": key, "config": config, "backend": s.backend,
             "metrics": str(workdir / "metrics.jsonl"), "result": str(workdir / "result.json"),
             "checkpoint": checkpoint}

@@ -36,6 +36,7 @@ from runtime.domain.entities import (
     StepRun,
 )
 from runtime.domain.errors import ConfigError, NotFoundError
+from runtime.domain.processes import pid_alive
 from runtime.store import migrate
 from runtime.store import tables as t
 from runtime.store.deploy import DeployMixin
@@ -559,7 +560,7 @@ class Store(ModelRegistryMixin, DeployMixin):
         here = socket.gethostname()
         with self._lock, self.session() as s:
             rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.status == "running")).scalars().all()
-            rows = [r for r in rows if (r.host is None or r.host == here) and not _alive(r.pid)]
+            rows = [r for r in rows if (r.host is None or r.host == here) and not pid_alive(r.pid)]
             now = t.utcnow()
             for r in rows:
                 r.status = "failed"
@@ -589,25 +590,6 @@ class Store(ModelRegistryMixin, DeployMixin):
         with self._lock, self.session() as s:
             s.merge(t.SqlState(key=key, value=_jsonable(value)))
             s.commit()
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _own_tables() -> list[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runtime.domain.errors import ConfigError
@@ -113,3 +115,21 @@ def test_killing_the_step_takes_torchrun_and_its_ranks_with_it(small_bbc):
         for pid in _ddp_processes(ws.root):
             os.kill(pid, signal.SIGKILL)
     assert left == [], f"orphaned training processes: {left}"
+    # the killed step's run folder and checkpoint file stay behind until the next run on this host
+    import json
+    import socket
+
+    tmp = ws.root / ".cdl" / "tmp"
+    (stale,) = tmp.glob("ddp-*")
+    checkpoint = Path(json.loads((stale / "owner.json").read_text())["checkpoint"])
+    assert checkpoint.exists()
+    for name, owner in (("ddp-live", {"host": socket.gethostname(), "pid": os.getpid()}),
+                        ("ddp-other-host", {"host": "another-host", "pid": 1})):
+        (tmp / name).mkdir()
+        (tmp / name / "owner.json").write_text(json.dumps(owner))
+    (tmp / "ddp-no-owner-yet").mkdir()
+    assert Runner(ws).run(until="model.preprocess").ok
+    assert sorted(p.name for p in tmp.glob("ddp-*")) == ["ddp-live", "ddp-no-owner-yet", "ddp-other-host"]
+    assert not checkpoint.exists()
+    exp = [e for e in ws.store.experiments() if e.step == "model.train"][-1]
+    assert exp.status == "failed"  # the killed step's experiment is closed too
