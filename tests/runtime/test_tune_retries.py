@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from runtime.ml.tuning import RETRY_HISTORY, RETRY_OF, StudyPlan, _budget_spent, open_study, plan_trials
 from runtime.store import Store
 
@@ -45,6 +47,10 @@ def _lose(study, storage) -> int:  # noqa: ANN001
     trial.suggest_float("lr", 1e-4, 1e-2, log=True)
     storage.record_heartbeat(trial._trial_id)
     return trial.number
+
+
+# the tests start trials with study.ask() and beat once by hand, as optimize's heartbeat thread would
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def test_a_trial_whose_worker_died_runs_again_with_its_parameters(tmp_path):
