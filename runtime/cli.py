@@ -774,12 +774,12 @@ def tune_worker(obj: dict[str, Any], workspace: Path | None, study: str | None, 
     hooks = Hooks(log=say, progress=lambda _f, m="": say(m), cancelled=lambda: stop["flag"])
     ran = run_trials(ws, opened, plan, hooks)
     result = {"worker": me, "study": name, "trials": ran["trials"], "epochs": ran["epochs"],
-              "stopped": stop["flag"]}
+              "stopped": stop["flag"], "study_closed": bool(ran["closed"])}
     if as_json:
         _dump(result)
     else:
-        click.echo(f"[{me}] {'stopped' if stop['flag'] else 'budget spent'}: ran {ran['trials']} trial(s), "
-                   f"{ran['epochs']} epoch(s)")
+        why = "stopped" if stop["flag"] else "study closed" if ran["closed"] else "budget spent"
+        click.echo(f"[{me}] {why}: ran {ran['trials']} trial(s), {ran['epochs']} epoch(s)")
     if stop["flag"]:
         sys.exit(130)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import ConfigError, StepFailed
+from runtime.domain.errors import ConfigError, NotFoundError, StepFailed
 from runtime.store import Store
 
 PLAN_ATTR = "cdl"  # the study's user attribute holding the StudyPlan
@@ -268,7 +268,8 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
 
     Every trial is recorded twice: in Optuna (its pruner reads every worker's intermediate values, so pruning
     works across workers) and in our trial table under the study's experiment, with this worker's id.
-    Returns {"trials": run here, "epochs": epochs trained here}.
+    Returns {"trials": run here, "epochs": epochs trained here, "closed": 1 if it stopped because the
+    model.tune run that opened the study ended (killed, failed) before the budget was spent}.
     """
     import optuna
 
@@ -286,7 +287,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     backend = training_backend(plan.train["framework"])
     tr_idx, va_idx = validation_split(prep.y_train, plan.val_fraction, plan.seed)
     me = worker_id()
-    ran = {"trials": 0, "epochs": 0}
+    ran = {"trials": 0, "epochs": 0, "closed": 0}
 
     def objective(trial: optuna.Trial) -> float:
         if not plan.admits(trial.number, study.get_trials(deepcopy=False)):
@@ -337,6 +338,11 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     while not hooks.cancelled():
         if _budget_spent(study, plan) or (deadline is not None and time.time() >= deadline):
             break
+        if not study_open(store, plan):
+            hooks.log(f"the model.tune run that opened this study ended "
+                      f"({store.experiment(plan.experiment_id).status}): no more trials")
+            ran["closed"] = 1
+            break
         try:
             study.optimize(objective, n_trials=1, catch=(OverBudget,))
         except StopTraining:  # cancelled mid-trial: the trial is failed, the loop ends
@@ -348,6 +354,15 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         total = plan.n_trials + sum(1 for t in trials if plan.is_retry(t))
         hooks.progress(min(1.0, done / total), f"{done}/{total} trials finished")
     return ran
+
+
+def study_open(store: Store, plan: StudyPlan) -> bool:
+    """Whether the model.tune run that opened the study still runs (a killed one on this host is closed here)."""
+    store.mark_interrupted_runs("the process running this step ended before it finished")
+    try:
+        return store.experiment(plan.experiment_id).status == "running"
+    except NotFoundError:  # a study whose experiment row is not in this registry: keep going
+        return True
 
 
 def run_study(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> None:  # noqa: ANN001

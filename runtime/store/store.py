@@ -555,8 +555,8 @@ class Store(ModelRegistryMixin, DeployMixin):
     def mark_interrupted_runs(self, reason: str) -> int:
         """Runs left 'running' by a process of this host that died are failed, so no step shows running
         forever, with what they left running: the experiment a killed model.tune or model.train had open (so
-        no `cdl tune worker` joins its study) and its running trials. Runs on other hosts (a shared
-        registry) are left to those hosts."""
+        no `cdl tune worker` joins its study) and its running trials that no live process runs. Runs on other
+        hosts (a shared registry) are left to those hosts."""
         here = socket.gethostname()
         with self._lock, self.session() as s:
             rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.status == "running")).scalars().all()
@@ -571,9 +571,15 @@ class Store(ModelRegistryMixin, DeployMixin):
                 exps = select(t.SqlExperiment.id).where(t.SqlExperiment.status == "running",
                                                         t.SqlExperiment.step == r.step, job,
                                                         t.SqlExperiment.created >= r.started)
-                s.execute(update(t.SqlTrial).where(t.SqlTrial.state == "running",
-                                                   t.SqlTrial.experiment_id.in_(exps))
-                          .values(state="failed", finished=now))
+                # its trials that no live process runs (a tuning worker elsewhere, or alive here, finishes its
+                # own trial: the heartbeat catches it if it dies)
+                trials = s.execute(select(t.SqlTrial).where(t.SqlTrial.state == "running",
+                                                            t.SqlTrial.experiment_id.in_(exps))).scalars().all()
+                for tr in trials:
+                    host, _, pid = (tr.worker or "").rpartition(":")
+                    if not tr.worker or (host == here and not pid_alive(int(pid or 0))):
+                        tr.state, tr.finished = "failed", now
+                        s.add(tr)
                 s.execute(update(t.SqlExperiment).where(t.SqlExperiment.id.in_(exps))
                           .values(status="failed", finished=now))
             s.commit()

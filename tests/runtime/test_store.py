@@ -127,6 +127,7 @@ def test_step_runs_and_interrupted(store: Store):
 
 
 def test_an_interrupted_run_closes_its_experiment_but_not_another_hosts_runs(store: Store):
+    import os
     import socket
     import subprocess
     import sys
@@ -151,12 +152,16 @@ def test_an_interrupted_run_closes_its_experiment_but_not_another_hosts_runs(sto
         s.add(row)
         s.commit()
     ours = store.create_experiment(job=None, **exp_fields)
-    running = store.create_trial(ours.id, 0, {"lr": 0.1})
-    done = store.create_trial(ours.id, 1, {"lr": 0.2})
+    here = socket.gethostname()
+    running = store.create_trial(ours.id, 0, {"lr": 0.1}, worker=f"{here}:{dead_pid}")  # the killed step's
+    done = store.create_trial(ours.id, 1, {"lr": 0.2}, worker=f"{here}:{dead_pid}")
     store.finish_trial(done.id, "complete", 0.5, 2)
+    live = store.create_trial(ours.id, 2, {"lr": 0.3}, worker=f"{here}:{os.getpid()}")  # a worker still at it
+    remote = store.create_trial(ours.id, 3, {"lr": 0.4}, worker="another-host:1")
     assert store.mark_interrupted_runs("gone") == 1
     assert store.experiment(ours.id).status == "failed"
     assert store.trial(running.id).state == "failed" and store.trial(done.id).state == "complete"
+    assert store.trial(live.id).state == "running" and store.trial(remote.id).state == "running"
     assert store.experiment(theirs.id).status == "running"
     with store.session() as s:
         from sqlalchemy import select

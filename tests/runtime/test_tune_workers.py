@@ -115,31 +115,41 @@ def test_a_killed_workers_trial_is_failed_and_run_again(small_bbc):
 
 def test_a_killed_tune_step_closes_its_study_to_workers(small_bbc):
     """`cdl run` SIGKILLed in model.tune: its experiment and running trial are failed when the next cdl
-    process on this host looks, and a worker does not join the dead study."""
+    process on this host looks; a worker in the study stops after its trial, and a new one does not join."""
     ws = small_bbc
     assert Runner(ws).run(until="model.preprocess").ok
-    step = _cdl("-w", str(ws.root), "run", "model.tune", "--set", "model.tune.max_epochs=400",
-                "--set", "model.tune.pruner=none")
+    worker = _cdl("tune", "worker", "--workspace", str(ws.root), "--wait", "120", "--json")
+    step = _cdl("-w", str(ws.root), "run", "model.tune", "--set", "model.tune.max_epochs=300",
+                "--set", "model.tune.pruner=none", "--set", "model.tune.n_trials=50")
     try:
         deadline = time.time() + 120
         exp = None
         while time.time() < deadline:
             exps = [e for e in ws.store.experiments() if e.kind == "tune" and e.study]
-            if exps and any(r.state == "running" for r in ws.store.trials(exps[-1].id)):
+            states = {(r.worker or "").rsplit(":", 1)[-1]: r.state for r in ws.store.trials(exps[-1].id)} if exps else {}
+            if states.get(str(step.pid)) == "running" and states.get(str(worker.pid)) == "running":
                 exp = exps[-1]
                 break
             time.sleep(0.2)
-        assert exp is not None, "model.tune never started a trial"
-    finally:
+        assert exp is not None, "model.tune and the worker never both ran a trial"
         step.kill()
         step.wait(timeout=10)
-    assert ws.store.experiment(exp.id).status == "running"  # nobody has looked yet
-    worker = _cdl("tune", "worker", "--workspace", str(ws.root))
-    _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 2 and "no model.tune study is running" in err, err[-2000:]
+        out, err = worker.communicate(timeout=300)  # it finishes the trial it has, then starts no other
+    finally:
+        for p in (worker, step):
+            if p.poll() is None:
+                p.kill()
+    assert worker.returncode == 0, err[-2000:]
+    res = json.loads(out)
+    assert res["study_closed"] is True and res["trials"] < 50, res
     assert ws.store.experiment(exp.id).status == "failed"
-    assert {r.state for r in ws.store.trials(exp.id)} <= {"failed", "complete"}
+    trials = ws.store.trials(exp.id)
+    assert {r.state for r in trials if r.worker.endswith(f":{step.pid}")} == {"failed"}  # the step's own
+    assert {r.state for r in trials if r.worker.endswith(f":{worker.pid}")} == {"complete"}  # never failed under it
     assert ws.store.last_step_run("model.tune").status == "failed"
+    late = _cdl("tune", "worker", "--workspace", str(ws.root))
+    _, err = late.communicate(timeout=60)
+    assert late.returncode == 2 and "no model.tune study is running" in err, err[-2000:]
 
 
 def test_a_worker_without_a_study_says_so(small_bbc):
