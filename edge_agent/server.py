@@ -29,7 +29,7 @@ import numpy as np
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.inference.batching import Batcher, JournalError
-from edge_agent.inference.model import LoadedModel, Prediction
+from edge_agent.inference.model import LoadedModel, Prediction, import_engines
 from edge_agent.journal import Journal
 from edge_agent.proto import edge_pb2 as epb
 from edge_agent.proto import edge_pb2_grpc as epb_grpc
@@ -112,6 +112,7 @@ class Agent:
             except Exception as exc:  # noqa: BLE001
                 log.error("cannot load bundle %s: %s", bid, exc)
         self._model = None
+        import_engines()
 
     def check_token(self, context: grpc.aio.ServicerContext) -> bool:
         md = dict(context.invocation_metadata() or ())

@@ -21,6 +21,20 @@ class Prediction:
     latency_ms: float
 
 
+def import_engines() -> None:
+    """Import onnxruntime and the Porter stemmer now: about a second, which the first model a process loads
+    would otherwise pay. An agent with no model active does this at start, so that a worker that follows an
+    activation made by another worker loads the model in milliseconds, not in the middle of a request."""
+    import onnxruntime  # noqa: F401
+
+    try:
+        from edge_agent.proto.preprocessing import _stemmer
+
+        _stemmer("porter")
+    except ImportError:  # nltk missing: a text bundle that stems will say so when it loads
+        pass
+
+
 class LoadedModel:
     def __init__(self, bundle_id: str, directory: Path, manifest: dict[str, Any], providers: list[str] | None = None):
         import onnxruntime as ort

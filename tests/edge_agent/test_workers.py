@@ -196,6 +196,17 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
         assert c.health()["active"]["bundle_id"] == first["bundle_id"]
 
 
+def test_workers_with_no_model_load_onnxruntime_at_start(packaged, agent_factory):
+    """A worker that follows another's activation loads the model on a request: onnxruntime and the stemmer
+    must be imported already (about a second), or that request, and every other on the worker, waits."""
+    agent = agent_factory(packaged, workers=2)
+    pids = [agent.proc.pid, *_children(agent.proc.pid)]
+    assert len(pids) == 2
+    for pid in pids:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "onnxruntime_pybind11_state" in maps, f"worker {pid} has not loaded onnxruntime"
+
+
 def test_workers_setting_is_checked(tmp_path, packaged):
     import json
     import subprocess
