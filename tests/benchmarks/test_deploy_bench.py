@@ -181,9 +181,13 @@ def test_fault_campaign_100_pushes_with_sigkill(bbc, record, tmp_path, workers):
     paths = {v: bundle_path(ws, "ws:1", v) for v in variants}
     pub = (ws.root / ".cdl" / "keys" / "bundle-signing.pub.pem").read_bytes()
     deploy(ws, "ws:1", "fp32", "fault")
-    t0 = time.perf_counter()
-    deploy(ws, "ws:1", "static_int8", "fault")
-    push_s = time.perf_counter() - t0
+    times = []
+    for v in ("static_int8", "dynamic_int8", "fp32"):  # the kills spread over 1.5 pushes (the median of three)
+        t0 = time.perf_counter()
+        with DeviceClient(ws, "fault", timeout=30) as c:
+            c.push(paths[v], activate=True, chunk_size=64 * 1024)
+        times.append(time.perf_counter() - t0)
+    push_s = sorted(times)[1]
     rng = random.Random(7)
     corrupt = partial = killed_mid = 0
     data_dir = tmp_path / "dev"
