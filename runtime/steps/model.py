@@ -195,7 +195,8 @@ class TuneStep(Step):
         ctx.store.finish_experiment(exp.id, "done", summary)
         return StepResult(summary=summary, output_fp=hash_text(study_name, best.params),
                           message=f"best val_accuracy {best.value:.4f} after {len(trials)} trials "
-                          f"({pruned} pruned, {failed} failed) on {len(workers)} worker(s)")
+                          f"({pruned} pruned, {failed} failed{f', {retried} run again' if retried else ''}) "
+                          f"on {len(workers)} worker(s)")
 
 
 # -- model.train --------------------------------------------------------------------------------------------

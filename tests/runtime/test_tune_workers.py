@@ -111,6 +111,8 @@ def test_a_killed_workers_trial_is_failed_and_run_again(small_bbc):
     rec = next(r for r in ws.store.trials(s["experiment_id"]) if r.number == again.number)
     assert rec.state == "complete" and rec.params == victim.params
     assert f"trial {victim.number} again (its worker died)" in err
+    message = next(st for st in json.loads(out)["steps"] if st["id"] == "model.tune")["message"]
+    assert "(0 pruned, 1 failed, 1 run again)" in message, message
 
 
 def test_a_killed_tune_step_closes_its_study_to_workers(small_bbc):
