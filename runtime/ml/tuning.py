@@ -336,12 +336,14 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
 
     deadline = plan.started + plan.timeout if plan.timeout else None
     while not hooks.cancelled():
-        if _budget_spent(study, plan) or (deadline is not None and time.time() >= deadline):
-            break
         if not study_open(store, plan):
             hooks.log(f"the model.tune run that opened this study ended "
                       f"({store.experiment(plan.experiment_id).status}): no more trials")
             ran["closed"] = 1
+            break
+        # checked right before the trial starts: the longer the gap, the likelier two workers race for the last
+        # trial (the one that loses it is refused)
+        if _budget_spent(study, plan) or (deadline is not None and time.time() >= deadline):
             break
         try:
             study.optimize(objective, n_trials=1, catch=(OverBudget,))
