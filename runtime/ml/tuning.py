@@ -247,20 +247,20 @@ def plan_trials(study, plan: StudyPlan, deepcopy: bool = False) -> list:  # noqa
     return plan.window(study.get_trials(deepcopy=deepcopy))
 
 
-def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
-    """n_trials new trials started, and no retry waits."""
+def _waiting(trials: list) -> int:
     import optuna
 
+    return sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+
+
+def _budget_spent(study, plan: StudyPlan) -> bool:  # noqa: ANN001
+    """n_trials new trials started, and no retry waits."""
     trials = plan_trials(study, plan)
-    new = [t for t in trials if not plan.is_retry(t)]
-    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
-    return len(new) >= plan.n_trials and not waiting
+    return sum(not plan.is_retry(t) for t in trials) >= plan.n_trials and not _waiting(trials)
 
 
 def retries_waiting(study, plan: StudyPlan) -> int:  # noqa: ANN001
-    import optuna
-
-    return sum(t.state == optuna.trial.TrialState.WAITING for t in plan_trials(study, plan))
+    return _waiting(plan_trials(study, plan))
 
 
 def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str, int]:  # noqa: ANN001
