@@ -3,6 +3,7 @@ reviews, jobs and their events. Mixed into `Store`; the same contract holds."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,25 @@ from runtime.domain.entities import (
     Trial,
 )
 from runtime.domain.errors import CdlError, NotFoundError
+from runtime.domain.processes import pid_alive
 from runtime.store import tables as t
+
+
+def fail_orphan_trials(s: Any, experiments: Any, now: datetime) -> int:
+    """In session `s`: the running trials of `experiments` (a select of experiment ids) that no live process
+    runs are failed. A trial's worker is "host:pid"; one on another host is left to that host (the tuning
+    heartbeat catches it if it dies), and one with no worker recorded is failed."""
+    here = socket.gethostname()
+    trials = s.execute(select(t.SqlTrial).where(t.SqlTrial.state == "running",
+                                                t.SqlTrial.experiment_id.in_(experiments))).scalars().all()
+    failed = 0
+    for tr in trials:
+        host, _, pid = (tr.worker or "").rpartition(":")
+        if not tr.worker or (host == here and not pid_alive(int(pid) if pid.isdigit() else 0)):
+            tr.state, tr.finished = "failed", now
+            s.add(tr)
+            failed += 1
+    return failed
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -360,17 +379,16 @@ class ModelRegistryMixin:
                     for r in s.execute(q).scalars()]
 
     def fail_job_runs(self, job_id: str, reason: str) -> int:
-        """Step runs a killed job left 'running' are failed with the reason."""
+        """Step runs a killed job left 'running' are failed with the reason, with its experiments and their
+        running trials that no live process runs (as `mark_interrupted_runs` does: a `cdl tune worker` still at
+        a trial of the job's study finishes it, then sees the study closed)."""
         with self._lock, self.session() as s:
             q = select(t.SqlStepRun).where(t.SqlStepRun.job == job_id, t.SqlStepRun.status == "running")
             rows = s.execute(q).scalars().all()
             for r in rows:
                 r.status, r.error, r.finished = "failed", reason, t.utcnow()
                 s.add(r)
-            s.execute(update(t.SqlTrial).where(t.SqlTrial.state == "running",
-                                               t.SqlTrial.experiment_id.in_(
-                                                   select(t.SqlExperiment.id).where(t.SqlExperiment.job == job_id)))
-                      .values(state="failed", finished=t.utcnow()))
+            fail_orphan_trials(s, select(t.SqlExperiment.id).where(t.SqlExperiment.job == job_id), t.utcnow())
             s.execute(update(t.SqlExperiment).where(t.SqlExperiment.job == job_id,
                                                     t.SqlExperiment.status == "running")
                       .values(status="failed", finished=t.utcnow()))

@@ -40,7 +40,7 @@ from runtime.domain.processes import pid_alive
 from runtime.store import migrate
 from runtime.store import tables as t
 from runtime.store.deploy import DeployMixin
-from runtime.store.models import ModelRegistryMixin
+from runtime.store.models import ModelRegistryMixin, fail_orphan_trials
 
 DATABASE_URL_ENV = "CDL_DATABASE_URL"
 DATABASE_SCHEMA_ENV = "CDL_DATABASE_SCHEMA"
@@ -573,13 +573,7 @@ class Store(ModelRegistryMixin, DeployMixin):
                                                         t.SqlExperiment.created >= r.started)
                 # its trials that no live process runs (a tuning worker elsewhere, or alive here, finishes its
                 # own trial: the heartbeat catches it if it dies)
-                trials = s.execute(select(t.SqlTrial).where(t.SqlTrial.state == "running",
-                                                            t.SqlTrial.experiment_id.in_(exps))).scalars().all()
-                for tr in trials:
-                    host, _, pid = (tr.worker or "").rpartition(":")
-                    if not tr.worker or (host == here and not pid_alive(int(pid or 0))):
-                        tr.state, tr.finished = "failed", now
-                        s.add(tr)
+                fail_orphan_trials(s, exps, now)
                 s.execute(update(t.SqlExperiment).where(t.SqlExperiment.id.in_(exps))
                           .values(status="failed", finished=now))
             s.commit()

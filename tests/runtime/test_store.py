@@ -169,6 +169,37 @@ def test_an_interrupted_run_closes_its_experiment_but_not_another_hosts_runs(sto
         assert s.execute(select(SqlStepRun.status).where(SqlStepRun.job == "elsewhere")).scalar_one() == "running"
 
 
+def test_a_failed_job_fails_its_step_runs_and_the_trials_no_live_process_runs(store: Store):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True, check=True).stdout.strip())
+    exp_fields = dict(kind="tune", step="model.tune", dataset_version="v1", transform="t", framework="torch",
+                      template="mlp", git_commit=None, git_dirty=False)
+    store.create_job("job1", {"steps": ["model.tune"]})
+    rid = store.start_step_run("model.tune", "job1", "fp")
+    exp = store.create_experiment(job="job1", **exp_fields)
+    other = store.create_experiment(job="job2", **exp_fields)  # another job's: untouched
+    here = socket.gethostname()
+    own = store.create_trial(exp.id, 0, {"lr": 0.1}, worker=f"{here}:{dead_pid}")  # the job's process, now gone
+    anonymous = store.create_trial(exp.id, 1, {"lr": 0.2})
+    live = store.create_trial(exp.id, 2, {"lr": 0.3}, worker=f"{here}:{os.getpid()}")  # a `cdl tune worker`
+    remote = store.create_trial(exp.id, 3, {"lr": 0.4}, worker="another-host:1")
+    done = store.create_trial(exp.id, 4, {"lr": 0.5}, worker=f"{here}:{dead_pid}")
+    store.finish_trial(done.id, "complete", 0.5, 2)
+    bystander = store.create_trial(other.id, 0, {"lr": 0.1}, worker=f"{here}:{dead_pid}")
+    assert store.fail_job_runs("job1", "cancelled by the user") == 1
+    run = store.last_step_run("model.tune")
+    assert run.id == rid and run.status == "failed" and run.error == "cancelled by the user"
+    assert store.experiment(exp.id).status == "failed" and store.experiment(other.id).status == "running"
+    assert store.trial(own.id).state == "failed" and store.trial(anonymous.id).state == "failed"
+    assert store.trial(live.id).state == "running" and store.trial(remote.id).state == "running"
+    assert store.trial(done.id).state == "complete" and store.trial(bystander.id).state == "running"
+
+
 def test_state_roundtrip(store: Store):
     assert store.get_state("k", 5) == 5
     store.set_state("k", {"a": [1, 2]})
