@@ -144,6 +144,7 @@ class Trial:
     started: datetime
     finished: datetime | None
     worker: str | None = None  # host:pid of the tuning worker that ran it
+    retry_of: int | None = None  # the number of the trial (of a dead worker) this one runs again
 
 
 @dataclass(frozen=True)

@@ -296,11 +296,12 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         hp = suggest(trial, plan.space)
         params = {**plan.train, **hp, "epochs": plan.max_epochs, "patience": 0}
         cfg = TrainConfig.from_params(plan.train["template"], params, workspace_root)
-        rec = store.create_trial(plan.experiment_id, trial.number, hp, worker=me)
+        retry_of = trial.user_attrs.get("retry_of")
+        rec = store.create_trial(plan.experiment_id, trial.number, hp, worker=me, retry_of=retry_of)
         trial.set_user_attr("cdl_trial_id", rec.id)
         trial.set_user_attr("worker", me)
-        if "retry_of" in trial.user_attrs:
-            hooks.log(f"trial {trial.number}: trial {trial.user_attrs['retry_of']} again (its worker died), "
+        if retry_of is not None:
+            hooks.log(f"trial {trial.number}: trial {retry_of} again (its worker died), "
                       f"with {hp}")
         best = {"v": 0.0, "epochs": 0}
 

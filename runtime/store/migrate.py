@@ -5,7 +5,10 @@
 - Opening a database at the head revision costs one query. An older database is upgraded by the first opener
   while every other opener waits on the lock (PostgreSQL: an advisory lock; SQLite: a lock file beside the
   database), then sees the head and does nothing.
-- A database made before migrations existed (its tables, no version row) is stamped at 0001 and upgraded.
+- A database made before migrations existed (its tables, no version row) is brought to 0001, which creates the
+  tables it lacks, and upgraded.
+- All pending revisions run in one transaction, on SQLite too: one that fails leaves the database as it was
+  (a ConfigError says which upgrade failed and why).
 - A database from a newer cdl (an unknown revision) is refused with a clear error; nothing is changed.
 """
 
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from runtime.domain.errors import ConfigError
 
@@ -85,6 +89,35 @@ def _lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _transactional(engine: Engine) -> Iterator[Engine]:
+    """An engine whose transactions hold DDL too, so that a migration that fails leaves the database as it was.
+    PostgreSQL's do. Python's sqlite3 commits before each DDL statement on its own, so a SQLite file is
+    migrated on a connection of its own that issues BEGIN itself (the recipe of SQLAlchemy's pysqlite notes);
+    an in-memory database (one connection, owned by this process) is migrated as it is."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:":
+        yield engine
+        return
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    eng = create_engine(engine.url, connect_args={"timeout": 60}, poolclass=NullPool)
+
+    @event.listens_for(eng, "connect")
+    def _autocommit_driver(dbapi_conn, _record):  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # the driver opens no transaction; "begin" below does
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn):  # noqa: ANN001
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
 def _state(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return current_revision(conn)
@@ -98,8 +131,8 @@ def upgrade(engine: Engine, target: str = "head") -> list[str]:
     rev = _state(engine)
     if rev == head and target == "head":
         return []
-    with _lock(engine):
-        with engine.begin() as conn:
+    with _lock(engine), _transactional(engine) as eng:
+        with eng.begin() as conn:
             rev = current_revision(conn)
             if rev is not None and not _known(rev):
                 raise ConfigError(
@@ -107,11 +140,20 @@ def upgrade(engine: Engine, target: str = "head") -> list[str]:
                     f"revision {rev}, which this cdl does not know (its newest is {head}): it was opened by a "
                     "newer cdl-studio; upgrade cdl-studio")
             if rev is None and inspect(conn).has_table("cdl_source"):
-                log.info("registry made before migrations: stamping %s", BASELINE)
-                command.stamp(_config(conn), BASELINE)
+                # made before migrations: the baseline creates the tables it lacks (the first builds made
+                # only the data pipeline's) and keeps the others; it is not reported as applied
+                log.info("registry made before migrations: bringing it to %s", BASELINE)
+                command.upgrade(_config(conn), BASELINE)
                 rev = BASELINE
             before = rev
-            command.upgrade(_config(conn), target)
+            try:
+                command.upgrade(_config(conn), target)
+            except DBAPIError as exc:  # the transaction rolls back: nothing of the upgrade stays
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+                raise ConfigError(
+                    f"the registry database {engine.url.render_as_string(hide_password=True)} could not be "
+                    f"upgraded from schema revision {before or 'empty'} to {target if target != 'head' else head}: "
+                    f"{reason}; it is left as it was") from exc
             after = current_revision(conn)
         applied = _between(before, after)
         if applied:

@@ -57,7 +57,7 @@ def _exp(r: t.SqlExperiment) -> Experiment:
 
 def _trial(r: t.SqlTrial) -> Trial:
     return Trial(r.id or 0, r.experiment_id, r.number, dict(r.params or {}), r.state, r.value, r.epochs,
-                 _aware(r.started), _aware(r.finished), r.worker)
+                 _aware(r.started), _aware(r.finished), r.worker, r.retry_of)
 
 
 def _review(r: t.SqlReview) -> Review:
@@ -147,11 +147,12 @@ class ModelRegistryMixin:
             return _exp(r)
 
     def create_trial(self, experiment_id: int, number: int, params: dict[str, Any],
-                     worker: str | None = None) -> Trial:
+                     worker: str | None = None, retry_of: int | None = None) -> Trial:
         from runtime.store.store import _jsonable
 
         with self._lock, self.session() as s:
-            row = t.SqlTrial(experiment_id=experiment_id, number=number, params=_jsonable(params), worker=worker)
+            row = t.SqlTrial(experiment_id=experiment_id, number=number, params=_jsonable(params), worker=worker,
+                             retry_of=retry_of)
             s.add(row)
             s.commit()
             s.refresh(row)

@@ -162,6 +162,7 @@ class SqlTrial(SQLModel, table=True):
     started: datetime = Field(default_factory=utcnow)
     finished: datetime | None = None
     worker: str | None = None  # host:pid of the process that ran it (schema 0002)
+    retry_of: int | None = None  # the number of the trial this one runs again, its worker having died (0004)
 
 
 class SqlMetric(SQLModel, table=True):

@@ -64,7 +64,7 @@ def test_schema_after_migrations_matches_the_models(db):
 
     url, schema = db
     s = Store(url, schema=schema)
-    assert s.migrated == ["0001", "0002", "0003"]
+    assert s.migrated == ["0001", "0002", "0003", "0004"]
     md = MetaData()
     for tbl in _own_tables():
         tbl.to_metadata(md)
@@ -75,7 +75,7 @@ def test_schema_after_migrations_matches_the_models(db):
     # Only our own tables are compared (Optuna's tables share the database).
     diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name in (migrate.VERSION_TABLE, "alembic_version"))]
     assert diff == [], diff
-    assert rev == migrate.head_revision() == "0003"
+    assert rev == migrate.head_revision() == "0004"
     assert Store(url, schema=schema).migrated == []  # at head: nothing to do
 
 
@@ -90,7 +90,7 @@ def test_an_older_database_is_upgraded_once_by_concurrent_openers(db):
     eng.dispose()
     with _pool(4) as pool:
         results = pool.map(_open, [(url, schema)] * 4)
-    assert sorted(results, key=len) == [[], [], [], ["0002", "0003"]], results
+    assert sorted(results, key=len) == [[], [], [], ["0002", "0003", "0004"]], results
     s = Store(url, schema=schema)
     assert s.trial(1).epochs == 3  # the data survived
     with s.engine.connect() as conn:
@@ -106,8 +106,50 @@ def test_a_database_from_before_migrations_is_stamped_and_upgraded(db):
         conn.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))  # what create_all used to leave
     eng.dispose()
     s = Store(url, schema=schema)
-    assert s.migrated == ["0002", "0003"]
+    assert s.migrated == ["0002", "0003", "0004"]
     s.close()
+
+
+def test_a_registry_from_the_first_builds_gets_the_tables_it_lacks(db):
+    """The first builds made only the data pipeline's tables, with no version table: opening such a registry
+    creates the rest and keeps its rows."""
+    url, schema = db
+    data_tables = {"cdl_source", "cdl_item", "cdl_label", "cdl_dataset_version", "cdl_quarantine", "cdl_cleaned",
+                   "cdl_step_run", "cdl_state"}
+    eng = _engine(url, schema)
+    migrate.upgrade(eng, "0001")
+    with eng.begin() as conn:
+        for name in set(inspect(conn).get_table_names()) - data_tables:
+            conn.execute(text(f"DROP TABLE {name}"))
+        conn.execute(text("INSERT INTO cdl_state (key, value) VALUES ('k', '[1, 2]')"))
+        assert set(inspect(conn).get_table_names()) == data_tables
+    eng.dispose()
+    s = Store(url, schema=schema)
+    try:
+        assert s.migrated == ["0002", "0003", "0004"]
+        assert s.get_state("k") == [1, 2]
+        exp = s.create_experiment(kind="tune", step="model.tune", job=None, dataset_version="v1", transform="t",
+                                  framework="torch", template="mlp", git_commit=None, git_dirty=False)
+        assert s.create_trial(exp.id, 0, {"lr": 0.1}, worker="h:1", retry_of=None).worker == "h:1"
+    finally:
+        s.close()
+
+
+def test_a_migration_that_fails_leaves_the_database_as_it_was(db):
+    url, schema = db
+    eng = _engine(url, schema)
+    migrate.upgrade(eng, "0001")
+    with eng.begin() as conn:  # 0004 will fail: its column is already there
+        conn.execute(text("ALTER TABLE cdl_trial ADD COLUMN retry_of INTEGER"))
+    eng.dispose()
+    with pytest.raises(ConfigError, match="retry_of"):
+        Store(url, schema=schema)
+    eng = _engine(url, schema)
+    with eng.connect() as conn:
+        assert migrate.current_revision(conn) == "0001"  # not 0003: 0002 and 0003 were rolled back with 0004
+        assert "worker" not in {c["name"] for c in inspect(conn).get_columns("cdl_trial")}
+        assert "host" not in {c["name"] for c in inspect(conn).get_columns("cdl_step_run")}
+    eng.dispose()
 
 
 def test_a_database_from_a_newer_cdl_is_refused_untouched(db):

@@ -112,7 +112,8 @@ def test_a_killed_workers_trial_is_failed_and_run_again(small_bbc):
     assert again.state.name == "COMPLETE" and again.params == dead.params
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
     rec = next(r for r in ws.store.trials(s["experiment_id"]) if r.number == again.number)
-    assert rec.state == "complete" and rec.params == victim.params
+    assert rec.state == "complete" and rec.params == victim.params and rec.retry_of == victim.number
+    assert ws.store.trial(victim.id).retry_of is None
     assert f"trial {victim.number} again (its worker died)" in err
     message = next(st for st in json.loads(out)["steps"] if st["id"] == "model.tune")["message"]
     assert "(0 pruned, 1 failed, 1 run again)" in message, message

@@ -98,6 +98,15 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     load(qtbot, p)
     qtbot.waitUntil(lambda: p.trials.rowCount() == 3 and len(p.curve_items) == 3)
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}
+    # a retry (what a tuning worker records when it runs again a dead worker's trial) says which trial it repeats
+    store = studio_ctx.workspace.store
+    lost = store.trials(p.experiment.currentData())[1]
+    store.create_trial(lost.experiment_id, 3, lost.params, worker="host:1", retry_of=lost.number)
+    load(qtbot, p)
+    qtbot.waitUntil(lambda: p.trials.rowCount() == 4)
+    col = p.trials.columns.index("retry of")
+    cells = {p.trials.item(r, 0).text(): p.trials.item(r, col).text() for r in range(4)}
+    assert cells == {"0": "", "1": "", "2": "", "3": str(lost.number)}, cells
 
 
 def test_models_and_review_panels(studio_ctx, qtbot):

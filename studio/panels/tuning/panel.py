@@ -54,7 +54,7 @@ class TuningPanel(Panel):
         w = QWidget()
         w.setLayout(row)
         self.add(w)
-        self.trials = Table(["trial", "state", "val_accuracy", "epochs", "worker", "params"])
+        self.trials = Table(["trial", "state", "val_accuracy", "epochs", "worker", "retry of", "params"])
         self.trials.setMaximumHeight(170)
         self.add(self.trials)
         self.grid_w = QWidget()
@@ -104,7 +104,8 @@ class TuningPanel(Panel):
         if chosen is not None:
             for t in store.trials(chosen):
                 trials.append({"id": t.id, "number": t.number, "state": t.state, "value": t.value, "epochs": t.epochs,
-                               "worker": t.worker or "", "params": t.params, "metrics": store.metrics(t.id)})
+                               "worker": t.worker or "", "retry_of": t.retry_of, "params": t.params,
+                               "metrics": store.metrics(t.id)})
         return {"experiments": [(e.id, f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status})") for e in exps],
                 "chosen": chosen, "trials": trials}
 
@@ -133,7 +134,8 @@ class TuningPanel(Panel):
         rows, colors = [], {}
         for i, t in enumerate(self.trial_rows):
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
-            rows.append((t["number"], t["state"], t["value"], t["epochs"], t.get("worker", ""), params))
+            rows.append((t["number"], t["state"], t["value"], t["epochs"], t.get("worker", ""), t.get("retry_of"),
+                         params))
             colors[(i, 1)] = {"complete": "#15803d", "pruned": "#b45309", "failed": "#b91c1c"}.get(t["state"], "#1d4ed8")
         self.trials.fill(rows, colors)
 

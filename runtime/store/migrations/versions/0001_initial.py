@@ -1,5 +1,8 @@
 """The registry's first schema (what `create_all` made before migrations existed).
 
+A registry made before migrations has some of these tables (the first builds made only the data pipeline's):
+this revision creates the ones it lacks and leaves the others, and their rows, as they are.
+
 Revision ID: 0001
 Revises:
 """
@@ -15,7 +18,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table('cdl_alias',
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+
+    def create_table(name, *columns, **kw):  # noqa: ANN001, ANN003, ANN202
+        if name not in existing:
+            op.create_table(name, *columns, **kw)
+
+    def create_index(index, table, columns, **kw):  # noqa: ANN001, ANN003, ANN202
+        if table not in existing:
+            op.create_index(index, table, columns, **kw)
+
+    create_table('cdl_alias',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('alias', sa.String(), nullable=False),
@@ -25,8 +38,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.String(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_alias_name'), 'cdl_alias', ['name'], unique=False)
-    op.create_table('cdl_cleaned',
+    create_index(op.f('ix_cdl_alias_name'), 'cdl_alias', ['name'], unique=False)
+    create_table('cdl_cleaned',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version', sa.String(), nullable=False),
     sa.Column('uid', sa.String(), nullable=False),
@@ -35,8 +48,8 @@ def upgrade() -> None:
     sa.Column('action', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_cleaned_version'), 'cdl_cleaned', ['version'], unique=False)
-    op.create_table('cdl_dataset_version',
+    create_index(op.f('ix_cdl_cleaned_version'), 'cdl_cleaned', ['version'], unique=False)
+    create_table('cdl_dataset_version',
     sa.Column('number', sa.Integer(), nullable=False),
     sa.Column('id', sa.String(), nullable=False),
     sa.Column('dvc_hash', sa.String(), nullable=False),
@@ -49,9 +62,9 @@ def upgrade() -> None:
     sa.Column('dvc_file', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('number')
     )
-    op.create_index(op.f('ix_cdl_dataset_version_dvc_hash'), 'cdl_dataset_version', ['dvc_hash'], unique=False)
-    op.create_index(op.f('ix_cdl_dataset_version_id'), 'cdl_dataset_version', ['id'], unique=True)
-    op.create_table('cdl_deployment',
+    create_index(op.f('ix_cdl_dataset_version_dvc_hash'), 'cdl_dataset_version', ['dvc_hash'], unique=False)
+    create_index(op.f('ix_cdl_dataset_version_id'), 'cdl_dataset_version', ['id'], unique=True)
+    create_table('cdl_deployment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('device', sa.String(), nullable=False),
     sa.Column('action', sa.String(), nullable=False),
@@ -64,8 +77,8 @@ def upgrade() -> None:
     sa.Column('time', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_deployment_device'), 'cdl_deployment', ['device'], unique=False)
-    op.create_table('cdl_device',
+    create_index(op.f('ix_cdl_deployment_device'), 'cdl_deployment', ['device'], unique=False)
+    create_table('cdl_device',
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('address', sa.String(), nullable=False),
     sa.Column('token', sa.String(), nullable=False),
@@ -76,7 +89,7 @@ def upgrade() -> None:
     sa.Column('last_health', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('name')
     )
-    op.create_table('cdl_experiment',
+    create_table('cdl_experiment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('kind', sa.String(), nullable=False),
@@ -95,8 +108,8 @@ def upgrade() -> None:
     sa.Column('summary', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_experiment_name'), 'cdl_experiment', ['name'], unique=False)
-    op.create_table('cdl_item',
+    create_index(op.f('ix_cdl_experiment_name'), 'cdl_experiment', ['name'], unique=False)
+    create_table('cdl_item',
     sa.Column('uid', sa.String(), nullable=False),
     sa.Column('id', sa.String(), nullable=False),
     sa.Column('kind', sa.String(), nullable=False),
@@ -111,9 +124,9 @@ def upgrade() -> None:
     sa.Column('split', sa.String(), nullable=True),
     sa.PrimaryKeyConstraint('uid')
     )
-    op.create_index(op.f('ix_cdl_item_id'), 'cdl_item', ['id'], unique=False)
-    op.create_index(op.f('ix_cdl_item_source_name'), 'cdl_item', ['source_name'], unique=False)
-    op.create_table('cdl_job',
+    create_index(op.f('ix_cdl_item_id'), 'cdl_item', ['id'], unique=False)
+    create_index(op.f('ix_cdl_item_source_name'), 'cdl_item', ['source_name'], unique=False)
+    create_table('cdl_job',
     sa.Column('id', sa.String(), nullable=False),
     sa.Column('status', sa.String(), nullable=False),
     sa.Column('spec', sa.JSON(), nullable=True),
@@ -124,7 +137,7 @@ def upgrade() -> None:
     sa.Column('pid', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_table('cdl_job_event',
+    create_table('cdl_job_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('job', sa.String(), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
@@ -136,8 +149,8 @@ def upgrade() -> None:
     sa.Column('time', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_cdl_job_event_job_seq', 'cdl_job_event', ['job', 'seq'], unique=False)
-    op.create_table('cdl_label',
+    create_index('ix_cdl_job_event_job_seq', 'cdl_job_event', ['job', 'seq'], unique=False)
+    create_table('cdl_label',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('item_id', sa.String(), nullable=False),
     sa.Column('label', sa.String(), nullable=True),
@@ -151,8 +164,8 @@ def upgrade() -> None:
     sa.Column('undone_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_cdl_label_item_action', 'cdl_label', ['item_id', 'action'], unique=False)
-    op.create_table('cdl_metric',
+    create_index('ix_cdl_label_item_action', 'cdl_label', ['item_id', 'action'], unique=False)
+    create_table('cdl_metric',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('trial_id', sa.Integer(), nullable=False),
     sa.Column('epoch', sa.Integer(), nullable=False),
@@ -160,8 +173,8 @@ def upgrade() -> None:
     sa.Column('value', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_cdl_metric_trial', 'cdl_metric', ['trial_id', 'epoch'], unique=False)
-    op.create_table('cdl_model_version',
+    create_index('ix_cdl_metric_trial', 'cdl_metric', ['trial_id', 'epoch'], unique=False)
+    create_table('cdl_model_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -183,8 +196,8 @@ def upgrade() -> None:
     sa.Column('extra', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_cdl_model_name_version', 'cdl_model_version', ['name', 'version'], unique=True)
-    op.create_table('cdl_quarantine',
+    create_index('ix_cdl_model_name_version', 'cdl_model_version', ['name', 'version'], unique=True)
+    create_table('cdl_quarantine',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version', sa.String(), nullable=False),
     sa.Column('uid', sa.String(), nullable=False),
@@ -194,8 +207,8 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_quarantine_version'), 'cdl_quarantine', ['version'], unique=False)
-    op.create_table('cdl_review',
+    create_index(op.f('ix_cdl_quarantine_version'), 'cdl_quarantine', ['version'], unique=False)
+    create_table('cdl_review',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -206,8 +219,8 @@ def upgrade() -> None:
     sa.Column('created', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_review_name'), 'cdl_review', ['name'], unique=False)
-    op.create_table('cdl_source',
+    create_index(op.f('ix_cdl_review_name'), 'cdl_review', ['name'], unique=False)
+    create_table('cdl_source',
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('kind', sa.String(), nullable=False),
     sa.Column('content_hash', sa.String(), nullable=False),
@@ -216,12 +229,12 @@ def upgrade() -> None:
     sa.Column('options', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('name')
     )
-    op.create_table('cdl_state',
+    create_table('cdl_state',
     sa.Column('key', sa.String(), nullable=False),
     sa.Column('value', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('key')
     )
-    op.create_table('cdl_step_run',
+    create_table('cdl_step_run',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('step', sa.String(), nullable=False),
     sa.Column('job', sa.String(), nullable=True),
@@ -235,8 +248,8 @@ def upgrade() -> None:
     sa.Column('summary', sa.JSON(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_step_run_step'), 'cdl_step_run', ['step'], unique=False)
-    op.create_table('cdl_transform',
+    create_index(op.f('ix_cdl_step_run_step'), 'cdl_step_run', ['step'], unique=False)
+    create_table('cdl_transform',
     sa.Column('key', sa.String(), nullable=False),
     sa.Column('dataset_version', sa.String(), nullable=False),
     sa.Column('spec_hash', sa.String(), nullable=False),
@@ -246,8 +259,8 @@ def upgrade() -> None:
     sa.Column('created', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
-    op.create_index(op.f('ix_cdl_transform_dataset_version'), 'cdl_transform', ['dataset_version'], unique=False)
-    op.create_table('cdl_trial',
+    create_index(op.f('ix_cdl_transform_dataset_version'), 'cdl_transform', ['dataset_version'], unique=False)
+    create_table('cdl_trial',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('experiment_id', sa.Integer(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
@@ -259,8 +272,8 @@ def upgrade() -> None:
     sa.Column('finished', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index(op.f('ix_cdl_trial_experiment_id'), 'cdl_trial', ['experiment_id'], unique=False)
-    op.create_table('cdl_variant',
+    create_index(op.f('ix_cdl_trial_experiment_id'), 'cdl_trial', ['experiment_id'], unique=False)
+    create_table('cdl_variant',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -276,4 +289,4 @@ def upgrade() -> None:
     sa.Column('created', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_cdl_variant_model', 'cdl_variant', ['name', 'version', 'variant'], unique=True)
+    create_index('ix_cdl_variant_model', 'cdl_variant', ['name', 'version', 'variant'], unique=True)
