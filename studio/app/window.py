@@ -133,8 +133,12 @@ class MainWindow(QMainWindow):
         self.runtime.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.statusBar().showMessage("starting the runtime…")
         self.runtime.start()
-        # the plotting library takes most of a second to import: do it now, off the GUI thread
-        run_task(__import__, "pyqtgraph")
+        # The plotting library (about 0.3 s to import) loads on the GUI thread, on the first turn of the event
+        # loop, never off it: its import creates every QtCore/QtGui/QtWidgets class, and PySide creates its
+        # classes lazily and not thread-safely. Imported in a worker thread while the flowchart painted, it
+        # left QGradient without its Preset enum in about one start in twenty, and then every node failed to
+        # paint (tests/studio/test_window.py::test_qt_bindings_load_on_the_gui_thread_only).
+        QTimer.singleShot(0, _import_pyqtgraph)
         QTimer.singleShot(0, self.view.fit)
         first = graph["steps"][0]["id"] if graph["steps"] else None
         if first:
@@ -285,3 +289,7 @@ class MainWindow(QMainWindow):
         if self.runtime is not None:
             self.runtime.stop()
         super().closeEvent(event)
+
+
+def _import_pyqtgraph() -> None:
+    import pyqtgraph  # noqa: F401

@@ -66,6 +66,7 @@ def test_screenshot_command(tmp_path, packaged):
                            str(out), "--panel", "compression"], capture_output=True, text=True, timeout=180,
                           env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Error calling Python override" not in proc.stderr, proc.stderr[-2000:]  # a paint() that raised
     from PySide6.QtGui import QImage
 
     img = QImage(str(out))
@@ -97,3 +98,42 @@ app.exec()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_qt_bindings_load_on_the_gui_thread_only(packaged):
+    """PySide creates its classes lazily, and not thread-safely: pyqtgraph's import, which creates every
+    QtCore/QtGui/QtWidgets class, once ran in a worker thread and, in about one start in twenty, left
+    QGradient without its Preset enum, so that no flowchart node could paint. Every import of the Qt
+    bindings or of pyqtgraph in a studio process opening a workspace must happen on the GUI thread."""
+    code = f"""
+import importlib.abc, json, os, sys, threading
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+off_thread = []
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("PySide6", "shiboken6", "pyqtgraph") and \\
+                threading.current_thread() is not threading.main_thread():
+            off_thread.append((name, threading.current_thread().name))
+        return None
+
+sys.meta_path.insert(0, Watch())
+from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QTimer
+from studio.app.window import MainWindow
+app = QApplication([])
+w = MainWindow({str(packaged.root)!r})
+w.show()
+for pid in ("tuning", "monitoring", "data"):
+    w.show_panel(pid)
+def done():
+    print(json.dumps({{"off_thread": off_thread, "pyqtgraph": "pyqtgraph" in sys.modules}}))
+    w.close(); app.quit()
+w.sig_workspace_loaded.connect(lambda: QTimer.singleShot(3000, done))
+QTimer.singleShot(60000, done)
+app.exec()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"off_thread": [], "pyqtgraph": True}, got
