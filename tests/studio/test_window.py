@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.conftest import make_bbc_subset
@@ -73,39 +74,7 @@ def test_screenshot_command(tmp_path, packaged):
     assert img.width() >= 1000 and img.height() >= 600
 
 
-def test_studio_process_loads_no_engine(packaged, tmp_path):
-    """A fresh studio process that opens a workspace with models loads no torch, TensorFlow, onnxruntime or
-    Optuna: training, tuning and compression run in the runtime process."""
-    code = f"""
-import os, sys, json
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-from PySide6.QtWidgets import QApplication
-from PySide6.QtCore import QTimer
-from studio.app.window import MainWindow
-app = QApplication([])
-w = MainWindow({str(packaged.root)!r})
-w.show()
-for pid in ("review", "tuning", "compression", "models"):
-    w.show_panel(pid)
-def done():
-    print(json.dumps(sorted(m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras", "dvc")
-                            if m in sys.modules)))
-    w.close(); app.quit()
-w.sig_workspace_loaded.connect(lambda: QTimer.singleShot(3000, done))
-QTimer.singleShot(60000, done)
-app.exec()
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-
-def test_qt_bindings_load_on_the_gui_thread_only(packaged):
-    """PySide creates its classes lazily, and not thread-safely: pyqtgraph's import, which creates every
-    QtCore/QtGui/QtWidgets class, once ran in a worker thread and, in about one start in twenty, left
-    QGradient without its Preset enum, so that no flowchart node could paint. Every import of the Qt
-    bindings or of pyqtgraph in a studio process opening a workspace must happen on the GUI thread."""
-    code = f"""
+_PROBE = """
 import importlib.abc, json, os, sys, threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 off_thread = []
@@ -122,18 +91,42 @@ from PySide6.QtWidgets import QApplication
 from PySide6.QtCore import QTimer
 from studio.app.window import MainWindow
 app = QApplication([])
-w = MainWindow({str(packaged.root)!r})
+w = MainWindow(sys.argv[1])
 w.show()
-for pid in ("tuning", "monitoring", "data"):
+for pid in ("review", "tuning", "compression", "models", "monitoring", "data"):
     w.show_panel(pid)
 def done():
-    print(json.dumps({{"off_thread": off_thread, "pyqtgraph": "pyqtgraph" in sys.modules}}))
+    engines = sorted(m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras", "dvc") if m in sys.modules)
+    print(json.dumps({"engines": engines, "off_thread": off_thread, "pyqtgraph": "pyqtgraph" in sys.modules}))
     w.close(); app.quit()
 w.sig_workspace_loaded.connect(lambda: QTimer.singleShot(3000, done))
 QTimer.singleShot(60000, done)
 app.exec()
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def studio_probe(packaged_template, tmp_path_factory) -> dict:
+    """A fresh studio process that opens a workspace with models and shows its panels: what it loaded, and
+    which imports of the Qt bindings or pyqtgraph ran off the GUI thread."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("probe") / "ws"
+    shutil.copytree(packaged_template, root, symlinks=True)
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(root)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"off_thread": [], "pyqtgraph": True}, got
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_studio_process_loads_no_engine(studio_probe):
+    """No torch, TensorFlow, onnxruntime, Optuna or DVC in the studio: training, tuning and compression run in
+    the runtime process."""
+    assert studio_probe["engines"] == []
+
+
+def test_qt_bindings_load_on_the_gui_thread_only(studio_probe):
+    """PySide creates its classes lazily, and not thread-safely: pyqtgraph's import, which creates every
+    QtCore/QtGui/QtWidgets class, once ran in a worker thread and, in 5 of 65 starts, left QGradient without
+    its Preset enum, so that no flowchart node could paint. Every import of the Qt bindings or of pyqtgraph
+    in a studio process must happen on the GUI thread."""
+    assert studio_probe["off_thread"] == [] and studio_probe["pyqtgraph"], studio_probe
