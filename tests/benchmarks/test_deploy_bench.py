@@ -155,15 +155,82 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
         asyncio.run(run(agent.address, 2.0))  # warm-up
         results[workers] = asyncio.run(run(agent.address, 10.0))
         agent.stop()
+    # gRPC's own floor on this machine: as many processes as agent workers, on one port, answering every
+    # ModelInfer with a fixed reply of the agent's shape and doing nothing else, under the same 16 clients
+    with _FloorServers(tmp_path / "dev" / "tls", cores) as address:
+        asyncio.run(run(address, 2.0))
+        floor = asyncio.run(run(address, 10.0))
     agent_rps = results[cores]
     ratio = agent_rps / baseline
     record("deploy.agent_throughput", clients=16, agent_workers=cores, agent_requests_per_s=round(agent_rps),
            in_process_per_s=round(baseline), ratio=round(ratio, 2), target=0.5,
            one_worker_requests_per_s=round(results[1]), one_worker_ratio=round(results[1] / baseline, 2),
+           empty_grpc_handler_per_s=round(floor), empty_grpc_handler_ratio=round(floor / baseline, 2),
            note="batch 1 from each client (the agent batches concurrent requests dynamically, max_batch 64); both "
            "sides preprocess (Porter stemming, vocabulary) and run onnxruntime; the agent also journals every "
            "prediction before replying; clients and agent share the machine's cores; one worker per core")
     assert ratio >= 0.5
+
+
+_FLOOR_SERVER = r"""
+import asyncio, struct, sys
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as ipb
+
+tls, port = sys.argv[1], int(sys.argv[2])
+resp = ipb.ModelInferResponse(model_name="ws", model_version="1")
+for name, dt, shape, data in (("probabilities", "FP32", [1, 5], np.full(5, 0.2, "<f4").tobytes()),
+                              ("label", "BYTES", [1], struct.pack("<I", 5) + b"sport"),
+                              ("confidence", "FP32", [1], np.float32(0.9).tobytes())):
+    resp.outputs.add(name=name, datatype=dt, shape=shape)
+    resp.raw_output_contents.append(data)
+
+
+async def infer(request, context):
+    return resp
+
+
+async def main():
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(infer, request_deserializer=ipb.ModelInferRequest.FromString,
+                                                  response_serializer=ipb.ModelInferResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": handler}),))
+    creds = grpc.ssl_server_credentials([(open(f"{tls}/server.key", "rb").read(),
+                                          open(f"{tls}/server.crt", "rb").read())])
+    bound = server.add_secure_port(f"127.0.0.1:{port}", creds)
+    await server.start()
+    print(bound, flush=True)
+    await server.wait_for_termination()
+
+
+asyncio.run(main())
+"""
+
+
+class _FloorServers:
+    """N processes of an empty OIP ModelInfer server on one port (SO_REUSEPORT, as the agent's workers)."""
+
+    def __init__(self, tls, n: int):  # noqa: ANN001
+        self.tls, self.n, self.procs = tls, n, []
+
+    def __enter__(self) -> str:
+        import subprocess
+        import sys
+
+        port = 0
+        for _ in range(self.n):
+            p = subprocess.Popen([sys.executable, "-c", _FLOOR_SERVER, str(self.tls), str(port)],
+                                 stdout=subprocess.PIPE, text=True)
+            self.procs.append(p)
+            port = int(p.stdout.readline())
+        return f"127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
