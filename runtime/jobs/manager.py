@@ -200,11 +200,13 @@ class JobManager:
             self._reap(job_id, proc)
 
     def _start(self, job_id: str) -> tuple[subprocess.Popen, Any]:
+        """Called on the scheduler thread, which lives as long as the manager: the worker's death signal
+        (PR_SET_PDEATHSIG) follows the thread that started it."""
         spec = self.store.job(job_id).spec
         log = Path(self.ws.root) / ".cdl" / "jobs" / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         r, w = os.pipe()
-        env = dict(os.environ, CDL_EVENT_FD=str(w), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, CDL_EVENT_FD=str(w), PYTHONUNBUFFERED="1", CDL_RUNTIME_PID=str(os.getpid()))
         with open(log, "ab") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "runtime.jobs.worker", str(self.ws.root), job_id],
                                     stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT, env=env,

@@ -3,7 +3,8 @@
 A fresh interpreter (`python -m runtime.jobs.worker`), so it shares nothing with the server: a PyTorch job and
 a TensorFlow job never share a process. The job's spec arrives on stdin as JSON; events go out as JSON lines on
 the file descriptor named by CDL_EVENT_FD; stdout and stderr are the job's log file (`.cdl/jobs/<job>.log`), so
-even a native crash leaves a trace.
+even a native crash leaves a trace. It dies with the runtime process (SIGTERM, however the runtime died): a job
+that nobody can watch or cancel any more, and that the next runtime marks failed, must not go on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def run_job(root: str, job_id: str, spec: dict[str, Any], send) -> None:  # noqa
 
 
 def main() -> int:
+    from runtime.domain.processes import die_with_parent
+
+    # a job whose runtime died can tell no one of its progress, and the next runtime marks it failed: it stops
+    die_with_parent(int(os.environ.get("CDL_RUNTIME_PID") or 0) or None)
     root, job_id = sys.argv[1], sys.argv[2]
     spec = json.loads(sys.stdin.read())
     out = os.fdopen(int(os.environ["CDL_EVENT_FD"]), "w", buffering=1)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.domain.errors import ConfigError
+from runtime.domain.processes import die_with_parent
 
 BACKENDS = ("gloo", "nccl")
 OWNER = "owner.json"  # in a run folder: the host and pid of the process that made it
@@ -202,18 +203,6 @@ def _launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str,
     res = json.loads((workdir / "result.json").read_text())
     return TrainResult("torch", cfg.template, res["history"], res["best_epoch"], Path(spec["checkpoint"]),
                        res["arch"], res["device"], res["seconds"], res["stopped_early"])
-
-
-def die_with_parent() -> None:
-    """Linux: this process gets SIGTERM when its parent dies (a killed step or job worker takes torchrun and
-    its ranks with it instead of leaving them training as orphans)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -160,3 +160,57 @@ def test_cdl_runtime_serve_command(small_bbc):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def _serve(root) -> tuple[subprocess.Popen, RuntimeClient]:  # noqa: ANN001
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(root), "runtime", "serve",
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on 127.0.0.1:"), proc.stderr.read()[-2000:] if proc.poll() else line
+    client = RuntimeClient(line.split()[-1])
+    client.wait_ready(15)
+    return proc, client
+
+
+def test_a_killed_runtime_takes_its_jobs_with_it(small_bbc):
+    """`cdl runtime serve` SIGKILLed mid-job (the studio that started it crashed): the job's worker does not
+    train on as an orphan that no one can watch or cancel; the next runtime marks the job and its step failed."""
+    import time
+
+    from runtime.domain.processes import pid_alive
+
+    ws = small_bbc
+    proc, client = _serve(ws.root)
+    pid = None
+    try:
+        job, _ = client.submit_job(until="model.train", overrides={
+            "model.tune": {"n_trials": 1, "max_epochs": 1},
+            "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
+        for e in client.watch_job(job, timeout=300):
+            if e.kind.value == "metric" and e.step == "model.train":
+                pid = ws.store.job(job).pid
+                break
+        assert pid and pid_alive(pid)
+        client.close()
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(pid), "the job's worker went on training after its runtime died"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    proc, client = _serve(ws.root)  # the next runtime
+    try:
+        rec = ws.store.job(job)
+        assert rec.status == "failed" and "runtime process stopped" in rec.error
+        run = ws.store.last_step_run("model.train")
+        assert run.status == "failed" and run.job == job
+        assert client.get_status()["running_jobs"] == 0
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
