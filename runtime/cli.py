@@ -706,12 +706,14 @@ def runtime_group() -> None:
 @runtime_group.command("serve")
 @click.option("--listen", default="127.0.0.1:0", show_default=True,
               help="unix:PATH (owner-only socket) or 127.0.0.1:PORT (loopback only; 0 picks a free port)")
+@click.option("--parent-pid", type=int, default=None,
+              help="stop (cancelling running jobs) once this process has exited: the studio that started it")
 @click.pass_obj
-def runtime_serve(obj: dict[str, Any], listen: str) -> None:
+def runtime_serve(obj: dict[str, Any], listen: str, parent_pid: int | None) -> None:
     """Serve jobs over gRPC: SubmitJob, WatchJob, CancelJob, ListJobs, GetStatus."""
     from runtime.server.server import serve
 
-    serve(_ws(obj), listen)
+    serve(_ws(obj), listen, parent_pid)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

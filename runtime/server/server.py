@@ -76,7 +76,10 @@ def make_server(workspace: Workspace, listen: str = "127.0.0.1:0") -> tuple[grpc
     return server, address, manager
 
 
-def serve(workspace: Workspace, listen: str) -> None:
+def serve(workspace: Workspace, listen: str, parent_pid: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, or, with `parent_pid`, until that process (the studio that started this
+    runtime) has exited, however it exited: a runtime left behind by a crashed studio would run jobs nobody
+    watches, beside the runtime the next studio starts."""
     server, address, manager = make_server(workspace, listen)
     print(f"listening on {address}", flush=True)
     done = threading.Event()
@@ -86,7 +89,27 @@ def serve(workspace: Workspace, listen: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if parent_pid:
+        threading.Thread(target=_stop_when_gone, args=(parent_pid, done), name="cdl-parent-watch",
+                         daemon=True).start()
     done.wait()
-    print("stopping: cancelling running jobs", file=sys.stderr, flush=True)
+    _say("stopping: cancelling running jobs")
     manager.shutdown()
     server.stop(grace=2).wait()
+
+
+def _stop_when_gone(pid: int, done: threading.Event, every: float = 0.5) -> None:
+    from runtime.domain.processes import pid_alive
+
+    while not done.wait(every):
+        if os.getppid() != pid and not pid_alive(pid):
+            done.set()
+            _say(f"the process that started this runtime ({pid}) has exited")
+
+
+def _say(message: str) -> None:
+    """A line on stderr, which may be a pipe whose reader (the studio) is gone: stopping goes on regardless."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class RuntimeConnection(QObject):
         self.proc: subprocess.Popen | None = None
         self.current_job: str | None = None
         self._watching: set[str] = set()
+        self._stderr_tail: deque[str] = deque(maxlen=50)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -45,10 +47,17 @@ class RuntimeConnection(QObject):
             if not self.address:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
-                     "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     "127.0.0.1:0", "--parent-pid", str(os.getpid())],  # it stops if this studio dies
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                # its stderr is read for as long as it runs (a pipe nobody reads blocks the writer once full)
+                drain = threading.Thread(target=self._drain, args=(self.proc.stderr,), name="runtime-stderr",
+                                         daemon=True)
+                drain.start()
                 line = self.proc.stdout.readline().strip()
                 if not line.startswith("listening on "):
-                    err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+                    if self.proc.poll() is not None:
+                        drain.join(2)
+                    err = "".join(self._stderr_tail)
                     raise RuntimeError(f"the runtime did not start: {line or err[-500:]}")
                 self.address = line.split()[-1]
             from runtime.server.client import RuntimeClient
@@ -60,6 +69,15 @@ class RuntimeConnection(QObject):
             return
         self.sig_ready.emit(self.address)
         self._resume_running_jobs()
+
+    def _drain(self, stream) -> None:  # noqa: ANN001
+        """The runtime's stderr: echoed to the studio's, its last lines kept for an error message."""
+        for line in stream:
+            self._stderr_tail.append(line)
+            try:
+                sys.stderr.write(f"[runtime] {line}")
+            except (OSError, ValueError):
+                pass
 
     def _resume_running_jobs(self) -> None:
         try:

@@ -130,3 +130,53 @@ def test_qt_bindings_load_on_the_gui_thread_only(studio_probe):
     its Preset enum, so that no flowchart node could paint. Every import of the Qt bindings or of pyqtgraph
     in a studio process must happen on the GUI thread."""
     assert studio_probe["off_thread"] == [] and studio_probe["pyqtgraph"], studio_probe
+
+
+def test_the_runtime_a_studio_started_stops_when_the_studio_dies(small_bbc):
+    """A studio SIGKILLed (crashed) does not leave its `cdl runtime serve` behind, running jobs nobody watches
+    beside the runtime the next studio starts."""
+    import time
+
+    from runtime.domain.processes import pid_alive
+
+    code = """
+import sys, time
+from PySide6.QtCore import QCoreApplication
+from studio.services.runtime import RuntimeConnection
+app = QCoreApplication([])
+rt = RuntimeConnection(sys.argv[1])
+rt.start()
+deadline = time.monotonic() + 60
+while (rt.proc is None or not rt.ready) and time.monotonic() < deadline:
+    time.sleep(0.1)
+print(rt.proc.pid if rt.ready else "not ready", flush=True)
+time.sleep(600)
+"""
+    studio = subprocess.Popen([sys.executable, "-c", code, str(small_bbc.root)], stdout=subprocess.PIPE, text=True)
+    runtime_pid = None
+    try:
+        line = studio.stdout.readline().strip()
+        assert line.isdigit(), line
+        runtime_pid = int(line)
+        assert pid_alive(runtime_pid)
+        studio.kill()
+        studio.wait(10)
+        deadline = time.monotonic() + 30
+        while pid_alive(runtime_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pid_alive(runtime_pid), "the runtime outlived the studio that started it"
+    finally:
+        if studio.poll() is None:
+            studio.kill()
+        if runtime_pid and pid_alive(runtime_pid):
+            __import__("os").kill(runtime_pid, 9)
+
+
+def test_a_runtime_that_cannot_start_says_why(tmp_path, qtbot):
+    from studio.services.runtime import RuntimeConnection
+
+    rt = RuntimeConnection(tmp_path)  # no cdl.yaml: not a workspace
+    with qtbot.waitSignal(rt.sig_failed, timeout=60000) as failed:
+        rt.start()
+    assert "the runtime did not start" in failed.args[0] and "not a CDL workspace" in failed.args[0], failed.args[0]
+    rt.stop()
