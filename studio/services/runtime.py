@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class RuntimeConnection(QObject):
         self.current_job: str | None = None
         self._watching: set[str] = set()
         self._stderr_tail: deque[str] = deque(maxlen=50)
+        self._own = self.address is None  # this studio starts the runtime (and starts it again if it dies)
+        self._stopping = False
+        self._deaths: list[float] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -44,7 +48,8 @@ class RuntimeConnection(QObject):
 
     def _start(self) -> None:
         try:
-            if not self.address:
+            if self._own:
+                self._stderr_tail.clear()
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
                      "127.0.0.1:0", "--parent-pid", str(os.getpid())],  # it stops if this studio dies
@@ -68,7 +73,37 @@ class RuntimeConnection(QObject):
             self.sig_failed.emit(f"cannot start or reach the runtime: {exc}")
             return
         self.sig_ready.emit(self.address)
+        if self._own:
+            threading.Thread(target=self._supervise, args=(self.proc,), name="runtime-supervise",
+                             daemon=True).start()
         self._resume_running_jobs()
+
+    def _supervise(self, proc: subprocess.Popen) -> None:
+        """A runtime this studio started that dies (killed, crashed) is started again, as a service manager
+        would: its jobs died with it and are marked failed by the new one. Three deaths within a minute: the
+        studio stops trying and says so."""
+        code = proc.wait()
+        if self._stopping or proc is not self.proc:
+            return
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        time.sleep(0.2)  # the last lines of its stderr
+        tail = " ".join(line.strip() for line in list(self._stderr_tail)[-3:])
+        said = f"the runtime stopped unexpectedly (exit status {code})" + (f": {tail[-300:]}" if tail else "")
+        now = time.monotonic()
+        self._deaths = [t for t in self._deaths if now - t < 60] + [now]
+        if len(self._deaths) >= 3:
+            self.sig_failed.emit(f"{said}; it stopped three times within a minute, so it is not started again "
+                                 "(reopen the workspace to try again)")
+            return
+        self.sig_failed.emit(f"{said}; starting it again")
+        time.sleep(1.0)
+        if not self._stopping:
+            self._start()
 
     def _drain(self, stream) -> None:  # noqa: ANN001
         """The runtime's stderr: echoed to the studio's, its last lines kept for an error message."""
@@ -89,6 +124,7 @@ class RuntimeConnection(QObject):
             self.sig_error.emit(str(exc))
 
     def stop(self) -> None:
+        self._stopping = True
         if self.client is not None:
             self.client.close()
         if self.proc is not None and self.proc.poll() is None:

@@ -180,3 +180,35 @@ def test_a_runtime_that_cannot_start_says_why(tmp_path, qtbot):
         rt.start()
     assert "the runtime did not start" in failed.args[0] and "not a CDL workspace" in failed.args[0], failed.args[0]
     rt.stop()
+
+
+def test_a_runtime_that_dies_is_started_again(small_bbc, qtbot):
+    """The studio's runtime killed under it (OOM killer, a crash): the studio says so and starts a new one,
+    which answers; a runtime that keeps dying is given up on with a message that says so."""
+    import signal as sig
+
+    from studio.services.runtime import RuntimeConnection
+
+    rt = RuntimeConnection(small_bbc.root)
+    try:
+        with qtbot.waitSignal(rt.sig_ready, timeout=60000):
+            rt.start()
+        first = rt.proc.pid
+        said: list[str] = []
+        rt.sig_failed.connect(said.append)
+        with qtbot.waitSignals([rt.sig_failed, rt.sig_ready], timeout=60000, order="strict"):
+            rt.proc.send_signal(sig.SIGKILL)
+        message = said[0]
+        assert "stopped unexpectedly (exit status -9); starting it again" in message, message
+        assert rt.proc.pid != first and rt.ready
+        assert rt.client.get_status()["dataset_version"] == "v1"
+        for _ in range(2):  # two more deaths within the minute: given up
+            with qtbot.waitSignal(rt.sig_failed, timeout=60000) as failed:
+                rt.proc.send_signal(sig.SIGKILL)
+            if "not started again" in failed.args[0]:
+                break
+            qtbot.waitUntil(lambda: rt.ready, timeout=60000)
+        assert "stopped three times within a minute, so it is not started again" in failed.args[0], failed.args[0]
+        assert not rt.ready
+    finally:
+        rt.stop()
