@@ -1,15 +1,20 @@
 """Scoring data in DuckDB (`.cdl/scoring.duckdb`): one row per prediction made on a device, keyed by
 (device, seq). The collector inserts with that key, so a batch delivered twice is stored once; it asks each
 device for records after the highest sequence number already committed here, so a killed collector loses
-nothing either. Connections are short-lived: DuckDB lets one process write at a time."""
+nothing either. Connections are short-lived: DuckDB lets one process open the file at a time, so a process that
+finds it held (the studio's monitoring panel reading while a job collects) waits for it, as SQLite's busy
+timeout does, up to `busy_timeout` seconds, and then says which file is busy."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from runtime.domain.errors import CdlError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scoring (
@@ -35,6 +40,8 @@ COLUMNS = ("device", "seq", "time", "bundle_id", "model", "version", "variant", 
 
 
 class ScoringStore:
+    busy_timeout = 60.0  # seconds to wait for another process's connection to the file to close
+
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +52,21 @@ class ScoringStore:
     def connect(self, read_only: bool = False):  # noqa: ANN201
         import duckdb
 
-        con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise CdlError(f"the scoring database {self.path} stayed busy for {self.busy_timeout:g} s: "
+                                   f"another process holds it ({str(exc).split(': ', 1)[-1].split('. See')[0]})"
+                                   ) from None
+                time.sleep(pause)
+                pause = min(0.25, pause * 2)
         try:
             yield con
         finally:
