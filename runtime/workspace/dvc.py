@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import yaml
@@ -40,8 +41,39 @@ def _quiet():
 
 
 class Dvc:
+    lock_timeout = 120.0  # seconds to wait for another process's DVC operation on this repository
+
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def _locked(self, what: str, fn):  # noqa: ANN001, ANN202
+        """Run `fn(repo)` holding the repository's lock (so what fn writes and reads around DVC's own calls is
+        its own). DVC gives up on a held lock after 3 s, while adding a large dataset holds it much longer (a
+        job versioning data while the studio checks out): this waits, up to `lock_timeout`, as a second `dvc`
+        command with `--wait-for-lock` would."""
+        from dvc.lock import LockError
+        from dvc.repo import lock_repo
+
+        start = time.monotonic()
+        while True:
+            try:
+                with _quiet():
+                    repo = self._repo()
+                    try:
+                        with lock_repo(repo):
+                            return fn(repo)
+                    finally:
+                        repo.close()
+            except LockError:
+                waited = time.monotonic() - start  # DVC itself tries for 3 s each time
+                if waited >= self.lock_timeout:
+                    raise WorkspaceError(f"{what} failed: the DVC repository {self.root} stayed locked for "
+                                         f"{waited:.0f} s by another dvc or cdl process") from None
+                time.sleep(0.5)
+            except WorkspaceError:
+                raise
+            except Exception as exc:  # DVC raises many types; the user needs the message
+                raise WorkspaceError(f"{what} failed: {exc}") from exc
 
     def _repo(self):
         from dvc.repo import Repo
@@ -61,33 +93,25 @@ class Dvc:
 
     def add(self, target: str) -> tuple[str, str]:
         """`dvc add target`; returns (md5 of the directory, text of the .dvc file)."""
-        try:
-            with _quiet():
-                repo = self._repo()
-                try:
-                    repo.add(str(self.root / target))
-                finally:
-                    repo.close()
-        except Exception as exc:  # DVC raises many types; the user needs the message
-            raise WorkspaceError(f"dvc add {target} failed: {exc}") from exc
         dvc_file = self.root / f"{target}.dvc"
-        text = dvc_file.read_text()
+
+        def add(repo) -> str:  # noqa: ANN001
+            repo.add(str(self.root / target))
+            return dvc_file.read_text()
+
+        text = self._locked(f"dvc add {target}", add)
         doc = yaml.safe_load(text)
         return doc["outs"][0]["md5"], text
 
     def checkout(self, target: str, dvc_file_text: str) -> None:
         """Restore `target` to the state described by a .dvc file's text (from the registry)."""
         dvc_file = self.root / f"{target}.dvc"
-        dvc_file.write_text(dvc_file_text)
-        try:
-            with _quiet():
-                repo = self._repo()
-                try:
-                    repo.checkout(targets=[str(dvc_file)], force=True)
-                finally:
-                    repo.close()
-        except Exception as exc:
-            raise WorkspaceError(f"dvc checkout {target} failed: {exc}") from exc
+
+        def checkout(repo) -> None:  # noqa: ANN001
+            dvc_file.write_text(dvc_file_text)
+            repo.checkout(targets=[str(dvc_file)], force=True)
+
+        self._locked(f"dvc checkout {target}", checkout)
 
     def cache_file(self, md5: str) -> Path:
         md5 = md5.removesuffix(".dir")
