@@ -486,12 +486,18 @@ async def start(config: AgentConfig, listen: str, workers: int = 1, index: int =
     return server, port, agent
 
 
-async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0) -> None:
+async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0,
+                claim=None) -> None:  # noqa: ANN001
     import signal
 
     workers = workers or config.workers
     server, port, agent = await start(config, listen, workers, index)
     host = listen.rpartition(":")[0]
+    if claim is not None:
+        claim.seek(0)
+        claim.truncate()
+        claim.write(f"pid {os.getpid()}, listening on {host}:{port}")
+        claim.flush()
     pool = None
     if index == 0 and workers > 1:
         pool = Workers(config.data_dir, host, port, workers)
@@ -528,4 +534,36 @@ def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s " + (f"[worker {index}] " if index else "") + "%(message)s")
     config = AgentConfig.load(Path(data_dir))
-    asyncio.run(serve(config, listen, workers, index))
+    claim = None if index else claim_folder(config.data_dir)
+    try:
+        asyncio.run(serve(config, listen, workers, index, claim))
+    finally:
+        if claim is not None:
+            claim.close()
+
+
+def claim_folder(data_dir: Path):  # noqa: ANN201
+    """One agent serves a data folder: worker 0 holds DATA/run/agent.lock (flock) for its life, and a second
+    agent started on the folder (a manual start beside the systemd service) stops before it touches anything:
+    worker 0 tidies the folder at start, which would break a push the first agent is extracting. The kernel
+    releases the lock however the holder dies, so a restart after a crash or a SIGKILL is never refused."""
+    import fcntl
+
+    from edge_agent.config import ConfigError
+
+    run_dir = Path(data_dir) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / "agent.lock", "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "its pid unknown"
+        fh.close()
+        raise ConfigError(f"another cdl-edge already serves {data_dir} ({holder}): stop it first, or give this "
+                          "agent a --data-dir of its own") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, starting")
+    fh.flush()
+    return fh

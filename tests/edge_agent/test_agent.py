@@ -306,3 +306,25 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
                                                   metadata=(("authorization", f"Bearer {dev.token}"),))
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     ch.close()
+
+
+def test_one_agent_per_data_folder(packaged, agent_factory):
+    """A second `cdl-edge serve` on a folder an agent serves (a manual start beside the systemd service) stops
+    with an error naming the first, and touches nothing; after the first is SIGKILLed, a new one starts."""
+    import subprocess
+    import sys
+
+    ws = packaged
+    agent = agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    second = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(agent.data_dir),
+                             "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"another cdl-edge already serves {agent.data_dir} (pid {agent.proc.pid}, listening on " \
+           f"127.0.0.1:{agent.port})" in second.stderr, second.stderr
+    with DeviceClient(ws, "dev1") as c:  # the first goes on serving its model
+        assert c.health()["active"]["variant"] == "fp32"
+    agent.kill()
+    restart(ws, agent)
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["variant"] == "fp32"
