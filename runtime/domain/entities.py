@@ -205,6 +205,8 @@ class JobRecord:
     finished: datetime | None
     error: str | None
     pid: int | None
+    host: str | None = None  # of the runtime that owns the job
+    runtime_pid: int | None = None
 
 
 @dataclass(frozen=True)

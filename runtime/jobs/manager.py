@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from typing import Any
 
 from runtime.domain.errors import CdlError
 from runtime.domain.events import EventKind
+from runtime.domain.processes import pid_alive
 from runtime.jobs.runner import Runner
 from runtime.store.tables import utcnow
 from runtime.workspace.workspace import Workspace
@@ -55,9 +57,11 @@ class JobManager:
             t.start()
 
     def _recover(self) -> None:
-        """Jobs a previous runtime process left queued or running cannot go on: mark them failed."""
+        """Jobs a runtime process that has stopped left queued or running cannot go on: mark them failed. The
+        jobs of another runtime that still runs (a second studio on this workspace; another machine sharing
+        the registry) are its own."""
         for job in self.store.jobs(limit=1000):
-            if job.status in ("queued", "running"):
+            if job.status in ("queued", "running") and not _owned_elsewhere(job):
                 self.store.update_job(job.id, status="failed", finished=utcnow(),
                                       error="the runtime process stopped before this job finished")
                 self.store.fail_job_runs(job.id, "the runtime process stopped before this step finished")
@@ -87,7 +91,11 @@ class JobManager:
         with self._cv:
             live = self._live.get(job_id)
             if live is None:
-                return self.store.job(job_id).status  # raises NotFoundError if unknown
+                job = self.store.job(job_id)  # raises NotFoundError if unknown
+                if job.status not in FINISHED and _owned_elsewhere(job):
+                    raise CdlError(f"job {job_id} runs in another runtime (pid {job.runtime_pid} on {job.host}): "
+                                   "cancel it there")
+                return job.status
             if live.status in FINISHED:
                 return live.status
             live.cancel_requested = True
@@ -108,8 +116,7 @@ class JobManager:
         with self._cv:
             live = self._live.get(job_id)
         if live is None:
-            self.store.job(job_id)
-            yield from self.store.job_events(job_id, from_seq)
+            yield from self._watch_stored(job_id, from_seq, timeout)
             return
         sent = from_seq
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -127,6 +134,25 @@ class JobManager:
             for e in new:
                 sent = e["seq"]
                 yield e
+
+    def _watch_stored(self, job_id: str, from_seq: int, timeout: float | None,
+                      every: float = 0.3) -> Iterator[dict[str, Any]]:
+        """A job this manager does not run: its events from the registry; while another live runtime runs it
+        (a second studio's), new ones as that runtime stores them, until it finishes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sent = from_seq
+        while True:
+            job = self.store.job(job_id)  # raises NotFoundError if unknown
+            for e in self.store.job_events(job_id, sent):
+                sent = e["seq"]
+                yield e
+                if e["kind"] == EventKind.JOB_FINISHED.value:
+                    return
+            if job.status in FINISHED or not _owned_elsewhere(job):
+                return  # finished (its last events were just read) or left behind by a runtime that stopped
+            if deadline is not None and time.monotonic() >= deadline or self._stop.is_set():
+                return
+            time.sleep(every)
 
     def jobs(self, limit: int = 50):  # noqa: ANN201
         return self.store.jobs(limit)
@@ -258,6 +284,17 @@ class JobManager:
         start = max((i for i, ln in enumerate(lines) if ln.startswith("Fatal Python error")), default=None)
         text = "\n".join(lines[start:] if start is not None else lines).strip()[-n:]
         return f"; its log ends:\n{text}" if text else ""
+
+
+def _owned_elsewhere(job) -> bool:  # noqa: ANN001
+    """Whether a live runtime other than this one owns the job: one of another host (its runtime there judges
+    it), or one of this host whose process runs, and, for a running job, whose worker runs too. Jobs from
+    before schema 0005 record no runtime: they are failed, as they were before."""
+    if job.host is not None and job.host != socket.gethostname():
+        return True
+    if job.runtime_pid is None or job.runtime_pid == os.getpid() or not pid_alive(job.runtime_pid):
+        return False
+    return job.status == "queued" or pid_alive(job.pid)
 
 
 def _stop_process(proc: subprocess.Popen, grace: float = 5.0) -> None:

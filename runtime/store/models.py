@@ -3,6 +3,7 @@ reviews, jobs and their events. Mixed into `Store`; the same contract holds."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime
@@ -66,7 +67,7 @@ def _review(r: t.SqlReview) -> Review:
 
 def _job(r: t.SqlJob) -> JobRecord:
     return JobRecord(r.id, r.status, dict(r.spec or {}), _aware(r.created), _aware(r.started),
-                     _aware(r.finished), r.error, r.pid)
+                     _aware(r.finished), r.error, r.pid, r.host, r.runtime_pid)
 
 
 def parse_ref(ref: str) -> tuple[str, int | str | None]:
@@ -331,7 +332,7 @@ class ModelRegistryMixin:
         from runtime.store.store import _jsonable
 
         with self._lock, self.session() as s:
-            row = t.SqlJob(id=job_id, spec=_jsonable(spec))
+            row = t.SqlJob(id=job_id, spec=_jsonable(spec), host=socket.gethostname(), runtime_pid=os.getpid())
             s.add(row)
             s.commit()
             s.refresh(row)

@@ -233,7 +233,9 @@ class SqlJob(SQLModel, table=True):
     started: datetime | None = None
     finished: datetime | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
-    pid: int | None = None
+    pid: int | None = None  # the job's worker process
+    host: str | None = None  # the machine of the runtime that owns the job (schema 0005)
+    runtime_pid: int | None = None  # that runtime's process (schema 0005)
 
 
 class SqlJobEvent(SQLModel, table=True):

@@ -32,8 +32,13 @@ class Task(QRunnable):
         except Exception as exc:  # noqa: BLE001 - shown to the user
             from runtime.domain.errors import CdlError
 
-            msg = str(exc) if isinstance(exc, CdlError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, CdlError):
+            details = getattr(exc, "details", None)  # a gRPC error from the runtime: its message, not its repr
+            if isinstance(exc, CdlError):
+                msg = str(exc)
+            elif callable(details) and details():
+                msg = f"the runtime says: {details()}"
+            else:
+                msg = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
             self.signals.failed.emit(msg)
         else:

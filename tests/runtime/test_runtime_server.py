@@ -214,3 +214,45 @@ def test_a_killed_runtime_takes_its_jobs_with_it(small_bbc):
         client.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+def test_two_runtimes_on_one_workspace(small_bbc):
+    """A second studio opens the workspace, so a second runtime starts: it must not fail the first one's
+    running job (it used to, at its start), it streams that job live from the registry, and cancelling it is
+    the first runtime's business."""
+    ws = small_bbc
+    a_proc, a = _serve(ws.root)
+    b_proc = b = None
+    try:
+        job, _ = a.submit_job(until="model.train", overrides={
+            "model.tune": {"n_trials": 1, "max_epochs": 1},
+            "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
+        for e in a.watch_job(job, timeout=300):
+            if e.kind.value == "metric" and e.step == "model.train":
+                break
+        b_proc, b = _serve(ws.root)  # the second studio's runtime
+        assert ws.store.job(job).status == "running"
+        assert a.list_jobs()[0]["status"] == "running"
+        got = []
+        for e in b.watch_job(job, timeout=120):  # replayed, then live from the registry
+            got.append(e)
+            if sum(x.kind.value == "metric" and x.step == "model.train" for x in got) >= 3:
+                break
+        epochs = [x.data["epoch"] for x in got if x.kind.value == "metric" and x.step == "model.train"]
+        assert epochs == [1, 2, 3]
+        with pytest.raises(grpc.RpcError) as refused:
+            b.cancel_job(job)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"runs in another runtime (pid {a_proc.pid} on " in refused.value.details()
+        assert a.cancel_job(job) == "cancelled"
+        rest = list(b.watch_job(job, from_seq=got[-1].seq, timeout=120))
+        assert rest[-1].kind.value == "job-finished" and rest[-1].data["status"] == "cancelled"
+        assert [e.seq for e in rest] == list(range(got[-1].seq + 1, rest[-1].seq + 1))
+    finally:
+        for c in (a, b):
+            if c is not None:
+                c.close()
+        for p in (a_proc, b_proc):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
