@@ -191,3 +191,13 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
     assert m.proposals.rowCount() == 1
     with qtbot.waitSignal(m.sig_open_proposal, timeout=20000):
         m.retrain.click()
+
+
+def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):
+    from studio.services.tasks import run_task
+
+    errors: list[str] = []
+    run_task(studio_ctx.runtime.client.cancel_job, "nosuchjob", on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=20000)
+    assert errors[0].startswith("the runtime says: ") and "nosuchjob" in errors[0], errors
+    assert "_InactiveRpcError" not in errors[0]
