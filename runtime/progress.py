@@ -38,7 +38,7 @@ class ProgressPrinter:
                 self._bar.n = int(ev.fraction * 100)
                 self._bar.set_postfix_str(ev.message[:50], refresh=True)
         elif ev.kind == EventKind.LOG:
-            self._write(f"  {ev.step}: {ev.message}")
+            self._write(f"  {ev.step}: {ev.message}" if ev.step else f"  {ev.message}")
         elif ev.kind == EventKind.METRIC:
             keys = [k for k in ("trial", "epoch", "train_loss", "val_loss", "val_accuracy") if k in ev.data]
             keys = keys or list(ev.data)

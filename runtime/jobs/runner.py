@@ -162,6 +162,18 @@ class Runner:
             if sid not in cfg.steps:
                 raise ConfigError(f"override for {sid!r}: not a step of this pipeline")
         plan = self.plan(cfg, steps, until)
+        with _RunLock(self.ws.root / ".cdl" / "run.lock", self.job, self._waiting, self.cancel) as lock:
+            if not lock.held:  # cancelled while it waited
+                self._emit(Event(EventKind.JOB_FINISHED, job=self.job, data={"status": "cancelled"}))
+                return JobResult(self.job, "cancelled", [StepOutcome(s, "not-run") for s in plan])
+            return self._run_plan(cfg, plan, steps, until, force, overrides)
+
+    def _waiting(self, holder: str) -> None:
+        self._emit(Event(EventKind.LOG, job=self.job,
+                         message=f"waiting for another run in this workspace to finish ({holder})"))
+
+    def _run_plan(self, cfg: PipelineConfig, plan: list[str], steps: list[str] | None, until: str | None,
+                  force: bool, overrides: dict[str, dict[str, Any]]) -> JobResult:
         explicit = bool(steps) and not until
         store = self.ws.store
         store.mark_interrupted_runs("the process running this step ended before it finished")
@@ -246,3 +258,68 @@ class Runner:
         self._emit(Event(EventKind.FINISHED, step=step, job=self.job, message=result.message,
                          data={"summary": summary, "status": status, "duration": dt}))
         return StepOutcome(step, status, dt, summary=summary, message=result.message)
+
+
+class _RunLock:
+    """One run of the pipeline at a time in a workspace folder (`.cdl/run.lock`, flock): a `cdl run` in a
+    terminal and a studio's job, or the jobs of two studios, wait for each other instead of writing the same
+    files at once. The holder writes who it is; a waiting run says so once, then polls (a cancel ends the wait).
+    Re-entrant within a process (a step that runs steps). The kernel releases the lock however its holder dies."""
+
+    _held: dict[str, int] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, path, job: str | None, on_wait, cancel: threading.Event):  # noqa: ANN001
+        self.path, self.job, self.on_wait, self.cancel = path, job, on_wait, cancel
+        self.fh = None
+        self.nested = False
+
+    def __enter__(self) -> _RunLock:
+        import fcntl
+        import os
+
+        key = str(self.path)
+        with self._guard:
+            if self._held.get(key):
+                self._held[key] += 1
+                self.nested = True
+                return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")  # noqa: SIM115 - held until __exit__
+        said = False
+        while True:
+            try:
+                fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not said:
+                    self.fh.seek(0)
+                    self.on_wait(self.fh.read().strip() or "its owner unknown")
+                    said = True
+                if self.cancel.wait(0.5):
+                    self.fh.close()
+                    self.fh = None
+                    return self
+        self.fh.seek(0)
+        self.fh.truncate()
+        who = "a runtime job" if os.environ.get("CDL_EVENT_FD") else "cdl run"  # the runtime's workers set it
+        self.fh.write(f"pid {os.getpid()}, {who}" + (f" {self.job}" if self.job else ""))
+        self.fh.flush()
+        with self._guard:
+            self._held[key] = 1
+        return self
+
+    @property
+    def held(self) -> bool:
+        return self.nested or self.fh is not None
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        key = str(self.path)
+        with self._guard:
+            if self.nested:
+                self._held[key] -= 1
+                return
+            if self.fh is None:  # cancelled while waiting: never held
+                return
+            self._held.pop(key, None)
+        self.fh.close()  # releases the flock
