@@ -317,7 +317,11 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, as_json: bool) 
     q = _queue(obj, labeler)
     item = q.next(filter_)
     if item is None:
-        _dump({"item": None}) if as_json else click.echo("nothing left to label")
+        elsewhere = len(q.store.leased_by_others(q.labeler))
+        if as_json:
+            _dump({"item": None, "open_with_other_labelers": elsewhere})
+        else:
+            click.echo("nothing left to label" + (f" ({elsewhere} open with other labelers)" if elsewhere else ""))
         return
     content = q.content(item.uid)
     preview = content[:500] if isinstance(content, str) else f"<image {getattr(content, 'shape', '')}>"

@@ -90,10 +90,13 @@ class LabelQueue:
     Thread-safe in the sense of the store: every call reads the labels table afresh.
     """
 
-    def __init__(self, workspace: Workspace, labeler: str = "labeler"):
+    LEASE_SECONDS = 15 * 60  # how long the item a labeler has open is kept from the others
+
+    def __init__(self, workspace: Workspace, labeler: str = "labeler", lease_seconds: float | None = None):
         self.ws = workspace
         self.store = workspace.store
         self.labeler = labeler
+        self.lease_seconds = self.LEASE_SECONDS if lease_seconds is None else lease_seconds
         self._view = None
 
     # -- data ---------------------------------------------------------------------------------------------
@@ -168,11 +171,16 @@ class LabelQueue:
         }
 
     def next(self, filter: str = "unlabeled") -> QueueItem | None:
+        """The next item for this labeler, leased to it (as Label Studio locks a task for its annotator): other
+        labelers on the same queue are handed other items until this one is labeled or skipped, this labeler
+        asks for another, or the lease runs out (`lease_seconds`, 15 minutes)."""
         skipped = self._skipped()
-        for q in self.rows(filter):
-            if q.item_id not in skipped:
-                return q
-        return None
+        todo = [q for q in self.rows(filter) if q.item_id not in skipped]
+        if not todo:
+            self.store.release_lease(self.labeler)
+            return None
+        pick = self.store.lease_item(self.labeler, [q.item_id for q in todo], self.lease_seconds)
+        return next((q for q in todo if q.item_id == pick), None)
 
     def _staged(self) -> dict[str, IndexRow]:
         """Items imported but not yet in the checked-out dataset (a retrain proposal's samples)."""
@@ -217,12 +225,18 @@ class LabelQueue:
             raise CdlError(f"label {label!r} is not one of the classes in cdl.yaml: {', '.join(fixed)}")
         if not label.strip():
             raise CdlError("a label must not be empty")
-        return self.store.add_label(self._item_id(ref), label, self.labeler, "manual", "label",
-                                    dataset_version=self.ws.current_version())
+        item = self._item_id(ref)
+        rec = self.store.add_label(item, label, self.labeler, "manual", "label",
+                                   dataset_version=self.ws.current_version())
+        self.store.release_lease(self.labeler, item)
+        return rec
 
     def skip(self, ref: str) -> LabelRecord:
-        return self.store.add_label(self._item_id(ref), None, self.labeler, "manual", "skip",
-                                    dataset_version=self.ws.current_version())
+        item = self._item_id(ref)
+        rec = self.store.add_label(item, None, self.labeler, "manual", "skip",
+                                   dataset_version=self.ws.current_version())
+        self.store.release_lease(self.labeler, item)
+        return rec
 
     def undo(self) -> LabelRecord | None:
         return self.store.undo_last(self.labeler)

@@ -368,6 +368,44 @@ class Store(ModelRegistryMixin, DeployMixin):
         with self.session() as s:
             return [_label(r) for r in s.execute(q).scalars().all()]
 
+    def lease_item(self, labeler: str, candidates: Sequence[str], seconds: float) -> str | None:
+        """The first of `candidates` (item ids, in queue order) that no other labeler holds, leased to `labeler`
+        for `seconds`; the labeler's earlier lease and expired ones are released. One transaction: two
+        labelers asking at once get different items (the item id is the lease's key)."""
+        from datetime import timedelta
+
+        from sqlalchemy.exc import IntegrityError
+
+        for _ in range(5):  # a PostgreSQL race for the same item: the loser picks again
+            now = t.utcnow()
+            try:
+                with self._lock, self.session() as s:
+                    s.execute(delete(t.SqlLabelLease).where(
+                        (t.SqlLabelLease.until < now) | (t.SqlLabelLease.labeler == labeler)))
+                    held = set(s.execute(select(t.SqlLabelLease.item_id)).scalars())
+                    pick = next((c for c in candidates if c not in held), None)
+                    if pick is not None:
+                        s.add(t.SqlLabelLease(item_id=pick, labeler=labeler, until=now + timedelta(seconds=seconds)))
+                    s.commit()
+                    return pick
+            except IntegrityError:
+                continue
+        return None
+
+    def leased_by_others(self, labeler: str) -> set[str]:
+        """Item ids other labelers hold now."""
+        with self.session() as s:
+            return set(s.execute(select(t.SqlLabelLease.item_id).where(
+                t.SqlLabelLease.labeler != labeler, t.SqlLabelLease.until >= t.utcnow())).scalars())
+
+    def release_lease(self, labeler: str, item_id: str | None = None) -> None:
+        with self._lock, self.session() as s:
+            q = delete(t.SqlLabelLease).where(t.SqlLabelLease.labeler == labeler)
+            if item_id is not None:
+                q = q.where(t.SqlLabelLease.item_id == item_id)
+            s.execute(q)
+            s.commit()
+
     def undo_last(self, labeler: str) -> LabelRecord | None:
         """Undo the labeler's last manual action (a label or a skip). Returns it, or None if nothing to undo."""
         with self._lock, self.session() as s:

@@ -55,6 +55,15 @@ class SqlLabel(SQLModel, table=True):
     undone_at: datetime | None = None
 
 
+class SqlLabelLease(SQLModel, table=True):
+    """The item a labeler has open, not handed to another labeler until `until` (schema 0006)."""
+
+    __tablename__ = "cdl_label_lease"
+    item_id: str = Field(primary_key=True)
+    labeler: str = Field(index=True)
+    until: datetime
+
+
 class SqlDatasetVersion(SQLModel, table=True):
     __tablename__ = "cdl_dataset_version"
     number: int = Field(primary_key=True)

@@ -58,6 +58,38 @@ def test_queue_next_set_skip_undo(unlabeled_ws):
     assert isinstance(q.content(first.uid), str) and len(q.content(first.uid)) > 20
 
 
+def test_two_labelers_are_handed_different_items(unlabeled_ws):
+    """As Label Studio locks a task for its annotator: the item one labeler has open goes to no one else
+    until it is labeled or skipped, or its lease runs out."""
+    import time
+
+    ws = unlabeled_ws
+    ann, bob = LabelQueue(ws, "ann"), LabelQueue(ws, "bob", lease_seconds=1.0)
+    a = ann.next()
+    b = bob.next()
+    assert a.uid != b.uid
+    assert ann.next().uid == a.uid  # asking again (the panel refreshing) keeps her item
+    ann.set_label(a.uid, "tech")
+    a2 = ann.next()
+    assert a2.uid not in (a.uid, b.uid)  # bob still has his
+    time.sleep(1.2)  # bob's lease ran out (he walked away)
+    ann.skip(a2.uid)
+    assert ann.next().uid == b.uid
+    # every remaining item open with someone else: nothing for bob, and the CLI says why
+    rest = [q for q in LabelQueue(ws, "x").rows() if q.uid != b.uid]
+    for k, q in enumerate(rest):
+        assert ws.store.lease_item(f"other{k}", [q.item_id], 60) == q.item_id
+    bob.lease_seconds = 60
+    assert bob.next() is None
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    out = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "next", "--labeler", "cy", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == {"item": None, "open_with_other_labelers": len(rest) + 1}
+
+
 def test_labels_join_the_next_version(unlabeled_ws):
     ws = unlabeled_ws
     q = LabelQueue(ws, "alice")

@@ -200,6 +200,40 @@ def test_a_failed_job_fails_its_step_runs_and_the_trials_no_live_process_runs(st
     assert store.trial(done.id).state == "complete" and store.trial(bystander.id).state == "running"
 
 
+def test_label_leases(store: Store):
+    import time
+
+    items = ["i1", "i2", "i3"]
+    assert store.lease_item("ann", items, 60) == "i1"
+    assert store.lease_item("bob", items, 60) == "i2"  # i1 is ann's
+    assert store.lease_item("ann", items, 60) == "i1"  # asking again keeps her item
+    assert store.leased_by_others("ann") == {"i2"}
+    store.release_lease("ann", "i1")  # labeled
+    assert store.lease_item("cy", items, 0.5) == "i1"
+    assert store.lease_item("ann", ["i1", "i2"], 60) is None  # both open with others
+    time.sleep(0.7)  # cy's lease runs out
+    assert store.lease_item("ann", ["i1", "i2"], 60) == "i1"
+
+
+def test_two_labelers_asking_at_once_get_different_items(store: Store):
+    if store.url == "sqlite://":
+        pytest.skip("one in-memory database per process: the concurrent case needs a file or a server")
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(4) as pool:
+        got = pool.map(_lease_one, [(store.url, store.schema, f"labeler{k}") for k in range(4)])
+    assert sorted(got) == ["i0", "i1", "i2", "i3"], got
+
+
+def _lease_one(args) -> str:  # noqa: ANN001
+    url, schema, labeler = args
+    s = Store(url, schema=schema)
+    try:
+        return s.lease_item(labeler, [f"i{k}" for k in range(8)], 60)
+    finally:
+        s.close()
+
+
 def test_state_roundtrip(store: Store):
     assert store.get_state("k", 5) == 5
     store.set_state("k", {"a": [1, 2]})

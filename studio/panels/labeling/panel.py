@@ -123,6 +123,7 @@ class LabelingPanel(Panel):
         pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
         return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(), "progress": q.progress(),
                 "proposals": [p["id"] for p in props], "filter": flt,
+                "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
                 "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
 
     def show_data(self, d: dict[str, Any]) -> None:
@@ -159,8 +160,9 @@ class LabelingPanel(Panel):
             if d["open_proposals"] and not d["filter"].startswith("proposal:"):
                 hint = (f" A retrain proposal waits: choose 'proposal:{d['open_proposals'][0]}' under Show to label "
                         "its samples.")
+            open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
             self.meta.setText(f"Nothing left under '{d['filter']}'. {p['unlabeled']} unlabeled, {p['conflicts']} "
-                              f"conflicts in all.{hint}")
+                              f"conflicts in all.{open_}{hint}")
             self.text.setPlainText("")
             self.text.hide()
             self.image.hide()
