@@ -17,6 +17,8 @@ def test_data_panel(studio_ctx, qtbot):
     assert "items imported" in p.summary.text()
     assert p.cleaned.rowCount() == 1 and "sport/199.txt" in p.cleaned.item(0, 0).text()
     assert p.balance_plot is not None and p.samples_layout.count() == 12
+    ticks = p.balance_plot.getAxis("bottom")._tickLevels[0]  # five classes: names on two staggered rows
+    assert [t for _, t in ticks] == ["business", "\nentertainment", "politics", "\nsport", "tech"]
 
 
 def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):

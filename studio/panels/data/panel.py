@@ -201,7 +201,10 @@ class DataPanel(Panel):
                 self.balance_plot.addItem(pg.BarGraphItem(x=xs, height=ys, width=width * 0.95,
                                                           brush=PALETTE[k % len(PALETTE)], name=split))
             ax = self.balance_plot.getAxis("bottom")
-            ax.setTicks([[(i, c[:12]) for i, c in enumerate(classes)]])
+            # names on two staggered rows once there are more than a few, so that neighbours do not overlap
+            stagger = len(classes) > 4
+            ax.setTicks([[(i, ("\n" if stagger and i % 2 else "") + c[:14]) for i, c in enumerate(classes)]])
+            ax.setHeight(48 if stagger else None)  # room for the second row
         self.hist_plot.clear()
         if d["hist"]:
             name, values = d["hist"]
