@@ -64,3 +64,31 @@ def test_a_run_inside_a_run_of_the_same_process_does_not_wait(small_bbc, tmp_pat
         assert outer.held
         assert Runner(ws).run(steps=["model.preprocess"]).ok  # re-entrant: no deadlock
         assert os.path.exists(path)
+
+
+def test_a_cancel_ends_the_wait(small_bbc):
+    """A run waiting for another run's lock is cancelled (the studio's Cancel, Ctrl-C): it stops waiting and
+    reports cancelled, running nothing."""
+    import threading
+
+    ws = small_bbc
+    hold = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        "fh = open(sys.argv[1], 'a+'); fcntl.flock(fh.fileno(), fcntl.LOCK_EX)\n"
+        "fh.seek(0); fh.truncate(); fh.write('pid 1, cdl run'); fh.flush(); print('holding', flush=True)\n"
+        "time.sleep(60)\n"), str(ws.root / ".cdl" / "run.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert hold.stdout.readline().strip() == "holding"
+        cancel = threading.Event()
+        said: list[str] = []
+        runner = Runner(ws, cancel=cancel)
+        runner.bus.subscribe(lambda ev: said.append(ev.message or ""))
+        threading.Timer(1.0, cancel.set).start()
+        t0 = time.monotonic()
+        res = runner.run(steps=["model.preprocess"])
+        assert res.status == "cancelled" and [o.status for o in res.steps] == ["not-run"]
+        assert time.monotonic() - t0 < 10
+        assert any("waiting for another run in this workspace to finish (pid 1, cdl run)" in m for m in said)
+    finally:
+        hold.kill()
+        hold.wait(10)
