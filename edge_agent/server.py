@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import hmac
 import json
@@ -27,7 +28,7 @@ import grpc
 import numpy as np
 
 from edge_agent import __version__
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, ConfigError
 from edge_agent.inference.batching import Batcher, JournalError
 from edge_agent.inference.model import LoadedModel, Prediction, import_engines
 from edge_agent.journal import Journal
@@ -547,10 +548,6 @@ def claim_folder(data_dir: Path):  # noqa: ANN201
     agent started on the folder (a manual start beside the systemd service) stops before it touches anything:
     worker 0 tidies the folder at start, which would break a push the first agent is extracting. The kernel
     releases the lock however the holder dies, so a restart after a crash or a SIGKILL is never refused."""
-    import fcntl
-
-    from edge_agent.config import ConfigError
-
     run_dir = Path(data_dir) / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     fh = open(run_dir / "agent.lock", "a+")  # noqa: SIM115 - held for the process's life

@@ -228,6 +228,18 @@ def oip_text_request(text: str, model: str = "ws"):  # noqa: ANN201
     return r
 
 
+def wait_gone(pid: int, seconds: float = 30.0) -> bool:
+    """Whether process `pid` has ended (or is a zombie) within `seconds`."""
+    import time
+
+    from runtime.domain.processes import pid_alive
+
+    deadline = time.monotonic() + seconds
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not pid_alive(pid)
+
+
 class AgentProcess:
     """`cdl-edge serve` in a subprocess on 127.0.0.1:0; the port is read from its first line."""
 

@@ -14,6 +14,7 @@ import pytest
 from runtime.domain.errors import CdlError
 from runtime.server.client import RuntimeClient
 from runtime.server.server import check_listen, make_server
+from tests.conftest import wait_gone
 
 
 @pytest.fixture
@@ -59,17 +60,22 @@ def test_submit_and_watch_a_job(served):
     assert tune["status"] == "stale" and "parameters" in tune["reason"]
 
 
-def test_cancel_a_running_job(served):
-    ws, client, _ = served
+def _long_training(client) -> str:  # noqa: ANN001
+    """A job that trains for 500 epochs, once its first epoch has reported: its id."""
     job, _ = client.submit_job(until="model.train", overrides={
         "model.tune": {"n_trials": 1, "max_epochs": 1},
         "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
-    pid = None
     for e in client.watch_job(job, timeout=300):
         if e.kind.value == "metric" and e.step == "model.train":
-            pid = ws.store.job(job).pid
-            assert client.cancel_job(job) == "cancelled"
-            break
+            return job
+    raise AssertionError(f"job {job} ended before training reported an epoch")
+
+
+def test_cancel_a_running_job(served):
+    ws, client, _ = served
+    job = _long_training(client)
+    pid = ws.store.job(job).pid
+    assert client.cancel_job(job) == "cancelled"
     assert pid
     rest = list(client.watch_job(job, timeout=60))
     assert rest[-1].kind.value == "job-finished" and rest[-1].data["status"] == "cancelled"
@@ -175,7 +181,6 @@ def _serve(root) -> tuple[subprocess.Popen, RuntimeClient]:  # noqa: ANN001
 def test_a_killed_runtime_takes_its_jobs_with_it(small_bbc):
     """`cdl runtime serve` SIGKILLed mid-job (the studio that started it crashed): the job's worker does not
     train on as an orphan that no one can watch or cancel; the next runtime marks the job and its step failed."""
-    import time
 
     from runtime.domain.processes import pid_alive
 
@@ -183,21 +188,13 @@ def test_a_killed_runtime_takes_its_jobs_with_it(small_bbc):
     proc, client = _serve(ws.root)
     pid = None
     try:
-        job, _ = client.submit_job(until="model.train", overrides={
-            "model.tune": {"n_trials": 1, "max_epochs": 1},
-            "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
-        for e in client.watch_job(job, timeout=300):
-            if e.kind.value == "metric" and e.step == "model.train":
-                pid = ws.store.job(job).pid
-                break
+        job = _long_training(client)
+        pid = ws.store.job(job).pid
         assert pid and pid_alive(pid)
         client.close()
         proc.kill()
         proc.wait(10)
-        deadline = time.monotonic() + 30
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not pid_alive(pid), "the job's worker went on training after its runtime died"
+        assert wait_gone(pid), "the job's worker went on training after its runtime died"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -224,12 +221,7 @@ def test_two_runtimes_on_one_workspace(small_bbc):
     a_proc, a = _serve(ws.root)
     b_proc = b = None
     try:
-        job, _ = a.submit_job(until="model.train", overrides={
-            "model.tune": {"n_trials": 1, "max_epochs": 1},
-            "model.train": {"epochs": 500, "patience": 0, "use_tuned": False, "batch_size": 8}})
-        for e in a.watch_job(job, timeout=300):
-            if e.kind.value == "metric" and e.step == "model.train":
-                break
+        job = _long_training(a)
         b_proc, b = _serve(ws.root)  # the second studio's runtime
         assert ws.store.job(job).status == "running"
         assert a.list_jobs()[0]["status"] == "running"

@@ -10,7 +10,7 @@ import sys
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.conftest import make_bbc_subset
+from tests.conftest import make_bbc_subset, wait_gone
 
 
 def test_import_run_and_label_from_the_window(qtbot, tmp_path):
@@ -135,7 +135,6 @@ def test_qt_bindings_load_on_the_gui_thread_only(studio_probe):
 def test_the_runtime_a_studio_started_stops_when_the_studio_dies(small_bbc):
     """A studio SIGKILLed (crashed) does not leave its `cdl runtime serve` behind, running jobs nobody watches
     beside the runtime the next studio starts."""
-    import time
 
     from runtime.domain.processes import pid_alive
 
@@ -161,10 +160,7 @@ time.sleep(600)
         assert pid_alive(runtime_pid)
         studio.kill()
         studio.wait(10)
-        deadline = time.monotonic() + 30
-        while pid_alive(runtime_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not pid_alive(runtime_pid), "the runtime outlived the studio that started it"
+        assert wait_gone(runtime_pid), "the runtime outlived the studio that started it"
     finally:
         if studio.poll() is None:
             studio.kill()
