@@ -114,12 +114,16 @@ class LogView(QPlainTextEdit):
         self.appendPlainText(line)
 
 
-def plot_widget(title: str = "", left: str = "", bottom: str = ""):  # noqa: ANN201
-    """A pyqtgraph PlotWidget (pyqtgraph loads on first use: it is not needed to show the window)."""
+def plot_widget(title: str = "", left: str = "", bottom: str = "", whole_x: bool = False):  # noqa: ANN201
+    """A pyqtgraph PlotWidget (pyqtgraph loads on first use: it is not needed to show the window). whole_x: the
+    x axis counts things (trials, epochs, checks), so its ticks fall on whole numbers only."""
     import pyqtgraph as pg
 
     pg.setConfigOptions(antialias=True, background="w", foreground="#374151")
-    w = pg.PlotWidget(title=title)
+    axes = {"bottom": _whole_number_axis(pg)("bottom")} if whole_x else None
+    w = pg.PlotWidget(axisItems=axes)
+    _let_title_shrink(w.getPlotItem().titleLabel)
+    w.setTitle(title)
     w.showGrid(x=True, y=True, alpha=0.25)
     if left:
         w.setLabel("left", left)
@@ -129,6 +133,38 @@ def plot_widget(title: str = "", left: str = "", bottom: str = ""):  # noqa: ANN
         w.getAxis(axis).enableAutoSIPrefix(False)  # accuracies read 0.98, not 980 (x0.001)
     w.setMinimumHeight(180)
     return w
+
+
+def _let_title_shrink(label) -> None:  # noqa: ANN001
+    """pyqtgraph makes a plot at least as wide as its title: in a narrow panel a long title pushed the right part
+    of the plot out of sight. The title may now be cut at the plot's edges instead, and its tooltip is whole."""
+    fit = label.updateMin
+
+    def update_min() -> None:
+        fit()
+        height = label._sizeHint[Qt.SizeHint.MinimumSize][1]
+        label.setMinimumWidth(0)
+        label._sizeHint[Qt.SizeHint.MinimumSize] = (0, height)
+        label._sizeHint[Qt.SizeHint.PreferredSize] = (0, height)
+        label.setToolTip(label.text)
+        label.updateGeometry()
+
+    label.updateMin = update_min
+
+
+def _whole_number_axis(pg):  # noqa: ANN001, ANN202
+    class WholeNumberAxis(pg.AxisItem):
+        """Ticks at whole numbers only: an axis of epochs reads 1, 2, 3, never 1.5."""
+
+        def tickValues(self, minVal, maxVal, size):  # noqa: ANN001, ANN201, N802, N803
+            out = []
+            for spacing, values in super().tickValues(minVal, maxVal, size):
+                whole = [v for v in values if float(v).is_integer()]
+                if whole:
+                    out.append((max(float(spacing), 1.0), whole))
+            return out
+
+    return WholeNumberAxis
 
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d", "#7c3aed",

@@ -80,16 +80,24 @@ class MonitoringPanel(Panel):
             self.device.setCurrentText(current)
         self.device.blockSignals(False)
         if self.volume is None:
-            self.volume = plot_widget("Scoring volume (records per minute, last hour)", "records", "minutes from now")
-            self.tests_plot = plot_widget("Drift tests over time (statistic / threshold; above 1 is drift)",
-                                          "statistic / threshold", "check")
+            self.volume = plot_widget("Scoring volume (records per minute)", "records", "minutes from now")
+            self.tests_plot = plot_widget("Drift tests (statistic / threshold; above 1 is drift)",
+                                          "statistic / threshold", "check", whole_x=True)
             self.grid.addWidget(self.volume, 0, 0)
             self.grid.addWidget(self.tests_plot, 0, 1)
         self.volume.clear()
         now = time.time()
+        newest = max((r[0] for rows in d["volume"].values() for r in rows), default=None)
+        if newest is None or newest >= now - 3600:
+            end = now
+            self.volume.setLabel("bottom", "minutes from now (the last hour)")
+        else:  # nothing in the last hour: show the last hour that had records, and say so
+            end = newest + 60
+            fmt = "%H:%M" if time.localtime(end)[:3] == time.localtime(now)[:3] else "%Y-%m-%d %H:%M"
+            self.volume.setLabel("bottom", f"minutes before {time.strftime(fmt, time.localtime(end))} (no records since)")
         for k, (dev, rows) in enumerate(d["volume"].items()):
             if rows:
-                xs = [(r[0] - now) / 60 for r in rows]
+                xs = [(r[0] - end) / 60 for r in rows]
                 self.volume.addItem(pg.BarGraphItem(x=xs, height=[r[1] for r in rows], width=0.8,
                                                     brush=PALETTE[k % len(PALETTE)], name=dev))
         self.volume.setXRange(-60, 1)

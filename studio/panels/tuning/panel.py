@@ -82,10 +82,10 @@ class TuningPanel(Panel):
     def _ensure_plots(self) -> None:
         if self.plots:
             return
-        self.plots["history"] = plot_widget("Optimization history", "val_accuracy", "trial")
-        self.plots["curves"] = plot_widget("Learning curves", "val_accuracy", "epoch")
+        self.plots["history"] = plot_widget("Optimization history", "val_accuracy", "trial", whole_x=True)
+        self.plots["curves"] = plot_widget("Learning curves", "val_accuracy", "epoch", whole_x=True)
         self.plots["parallel"] = plot_widget("Parallel coordinates (colour: val_accuracy)", "scaled value")
-        self.plots["importance"] = plot_widget("Parameter importance (rank correlation with val_accuracy)", "share")
+        self.plots["importance"] = plot_widget("Parameter importance (rank correlation)", "share")
         self.grid.addWidget(self.plots["history"], 0, 0)
         self.grid.addWidget(self.plots["curves"], 0, 1)
         self.grid.addWidget(self.plots["parallel"], 1, 0)

@@ -1,0 +1,98 @@
+"""The studio's plots: axes that count things tick at whole numbers, a long title never pushes the plot out of its
+panel, and the monitoring panel's volume plot shows the newest records when none came in the last hour. No
+workspace needed: the monitoring panel is given the data its load() would return."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtWidgets import QWidget
+
+
+def _ticks(plot) -> list[float]:  # noqa: ANN001
+    axis = plot.getAxis("bottom")
+    lo, hi = plot.getViewBox().viewRange()[0]
+    return [v for _, values in axis.tickValues(lo, hi, axis.width() or 400) for v in values]
+
+
+def test_counting_axes_tick_at_whole_numbers(qtbot):
+    from studio.widgets.common import plot_widget
+
+    counted = plot_widget("Learning curves", "val_accuracy", "epoch", whole_x=True)
+    plain = plot_widget("Histogram", "items", "words")
+    for w in (counted, plain):
+        qtbot.addWidget(w)
+        w.resize(500, 300)
+        w.show()
+        w.plot([1, 2], [0.5, 0.7])
+        w.setXRange(1, 2, padding=0)
+    qtbot.waitUntil(lambda: counted.isVisible() and plain.isVisible())
+    assert _ticks(counted) and all(float(v).is_integer() for v in _ticks(counted)), _ticks(counted)
+    assert {1.0, 2.0} <= set(_ticks(counted))
+    assert any(not float(v).is_integer() for v in _ticks(plain))  # an axis of values keeps its 1.2, 1.4, ...
+    counted.setXRange(0, 40, padding=0)
+    assert _ticks(counted) and all(float(v).is_integer() for v in _ticks(counted))
+
+
+def test_a_long_title_does_not_push_the_plot_out_of_a_narrow_panel(qtbot):
+    from PySide6.QtWidgets import QHBoxLayout
+
+    from studio.widgets.common import plot_widget
+
+    host = QWidget()
+    row = QHBoxLayout(host)
+    plot = plot_widget("A title far longer than the room a narrow panel gives it, " * 3, "records", "minutes")
+    row.addWidget(plot)
+    qtbot.addWidget(host)
+    host.resize(360, 260)
+    host.show()
+    qtbot.waitUntil(lambda: plot.isVisible())
+    qtbot.wait(50)
+    item = plot.getPlotItem()
+    # the plot (axes and data area) fits in the widget, so its right end is on screen
+    assert item.geometry().width() <= plot.width() + 1, (item.geometry().width(), plot.width())
+    assert "far longer" in item.titleLabel.toolTip()  # the whole title is still there to read
+
+
+def _monitoring_panel(qtbot, tmp_path):  # noqa: ANN001, ANN202
+    from studio.panels.base import StudioContext
+    from studio.panels.monitoring.panel import MonitoringPanel
+
+    p = MonitoringPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(900, 700)
+    p.show()
+    return p
+
+
+def _data(times: list[float]) -> dict:
+    minutes = sorted({t // 60 * 60 for t in times})
+    return {"devices": ["edge-1"], "chosen": "edge-1", "checks": [], "proposals": [],
+            "volume": {"edge-1": [(m, sum(1 for t in times if t // 60 * 60 == m)) for m in minutes]}}
+
+
+def _bars(p) -> list[float]:  # noqa: ANN001
+    import pyqtgraph as pg
+
+    xs = []
+    for it in p.volume.getPlotItem().items:
+        if isinstance(it, pg.BarGraphItem):
+            xs.extend(float(x) for x in it.opts["x"])
+    return xs
+
+
+def test_monitoring_volume_shows_the_newest_hour_when_nothing_came_in_the_last(qtbot, tmp_path):
+    p = _monitoring_panel(qtbot, tmp_path)
+    now = time.time()
+    p.show_data(_data([now - 120, now - 60, now - 30]))
+    assert p.volume.getAxis("bottom").labelText == "minutes from now (the last hour)"
+    assert _bars(p) and all(-60 <= x <= 1 for x in _bars(p))
+    old = now - 3 * 3600
+    p.show_data(_data([old - 600, old - 60, old]))
+    label = p.volume.getAxis("bottom").labelText
+    assert "no records since" in label, label
+    assert time.strftime("%H:%M", time.localtime(old // 60 * 60 + 60)) in label
+    xs = _bars(p)
+    assert len(xs) == 3 and all(-60 <= x <= 1 for x in xs), xs  # within the range the plot shows
+    lo, hi = p.volume.getViewBox().viewRange()[0]
+    assert lo <= min(xs) and max(xs) <= hi
