@@ -34,7 +34,7 @@ def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
     assert p.import_btn.isEnabled()
 
 
-def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot):
+def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     from studio.panels.labeling.panel import LabelingPanel
 
     p = LabelingPanel(studio_ctx)
@@ -58,6 +58,17 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot):
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_S)
     assert p.current is not None and p.current.uid != first.uid
+    # every item is labeled: 'unlabeled' is empty, and the panel says so where the item would be
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.filter.setCurrentText("unlabeled")
+    assert p.current is None
+    assert p.text.isVisible() and "Nothing left to label under 'unlabeled'" in p.text.toPlainText()
+    assert "0 unlabeled" in p.text.toPlainText()
+    assert not any(b.isEnabled() for b in p._class_buttons) and not p.skip_btn.isEnabled()
+    p.grab().save(str(tmp_path / "labeling-empty.png"))
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.filter.setCurrentText("all")
+    assert p.current is not None and all(b.isEnabled() for b in p._class_buttons) and p.skip_btn.isEnabled()
 
 
 def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):

@@ -4,6 +4,7 @@ for unlabeled items, conflicts and a retrain proposal's queue; Label Studio impo
 from __future__ import annotations
 
 import getpass
+import html
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +162,17 @@ class LabelingPanel(Panel):
                 hint = (f" A retrain proposal waits: choose 'proposal:{d['open_proposals'][0]}' under Show to label "
                         "its samples.")
             open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
-            self.meta.setText(f"Nothing left under '{d['filter']}'. {p['unlabeled']} unlabeled, {p['conflicts']} "
-                              f"conflicts in all.{open_}{hint}")
-            self.text.setPlainText("")
-            self.text.hide()
+            self.meta.setText("")
+            # the item's place says so (an empty panel kept its layout, instead of spreading its buttons out)
             self.image.hide()
+            self.text.show()
+            self.text.setHtml("<div style='color:#4b5563; font-size:13pt; text-align:center'><br><br>"
+                              f"Nothing left to label under '{html.escape(d['filter'])}'.<br><br>"
+                              f"{p['unlabeled']} unlabeled, {p['conflicts']} conflicts in all."
+                              f"{html.escape(open_)}{html.escape(hint)}</div>")
+            self._enable(False)
             return
+        self._enable(True)
         item = self.current
         extra = f" — conflicting labels: {', '.join(item.candidates)}" if item.conflict else ""
         label = f"current label: {item.label}" if item.label else "unlabeled"
@@ -180,6 +186,12 @@ class LabelingPanel(Panel):
             self.text.hide()
             self.image.show()
             self.image.setPixmap(_image_pixmap(np.asarray(content), 240))
+
+    def _enable(self, on: bool) -> None:
+        """The class buttons and Skip work on the item shown: with none shown they are off."""
+        for b in self._class_buttons:
+            b.setEnabled(on)
+        self.skip_btn.setEnabled(on)
 
     # -- actions ------------------------------------------------------------------------------------------
 
