@@ -23,13 +23,14 @@ WAITING = 3  # exit code: the loop waits for people (labels, a review)
 class LoopResult(dict):
     @property
     def code(self) -> int:
-        return {"done": 0, "no-drift": 0, "waiting": WAITING}.get(self["status"], 1)
+        return {"done": 0, "no-drift": 0, "no-verdict": 0, "no-data": 0, "waiting": WAITING}.get(self["status"], 1)
 
 
 def run_loop(ws: Workspace, auto_approve_if_better: bool = False, retune: bool = False, labels: Path | None = None,
              deploy: bool = True, force: bool = False, subscriber: Callable | None = None) -> LoopResult:
     from runtime import proposals
     from runtime.labeling import import_label_studio
+    from runtime.monitor import verdict
     from runtime.registry import auto_review
 
     bus = EventBus()
@@ -48,8 +49,13 @@ def run_loop(ws: Workspace, auto_approve_if_better: bool = False, retune: bool =
     mon = ws.store.last_step_run("deploy.monitor")
     pending = proposals.open_proposal(ws)
     if mon.status != "drifted" and pending is None and not force:
-        return LoopResult(status="no-drift", reason="no drift: the deployed model is fine", steps=steps,
-                          checks=mon.summary.get("checks", []))
+        checks = mon.summary.get("checks", [])
+        status, line = verdict(checks)
+        if status in ("no-verdict", "no-data"):  # too little scoring data to test is not a clean bill of health
+            return LoopResult(status=status, reason=f"{line}: nothing to do until more scoring data comes",
+                              steps=steps, checks=checks)
+        reason = "no drift: the deployed model is fine" if ";" not in line else line  # else it names the undecided
+        return LoopResult(status="no-drift", reason=reason, steps=steps, checks=checks)
     if not run(steps=["deploy.maintain"]):
         return LoopResult(status="failed", reason=steps[-1]["error"], steps=steps)
     p = proposals.open_proposal(ws)

@@ -146,6 +146,23 @@ def bundle_manifest(ws, bundle_id: str) -> dict[str, Any]:  # noqa: ANN001
         return json.loads(zf.read("manifest.json"))
 
 
+def verdict(results: list[dict[str, Any]]) -> tuple[str, str]:
+    """(status, one line) for a round of checks: "drift", "no-drift", "no-verdict" (no check had enough records to
+    test: too little scoring data is not a clean bill of health) or "no-data"."""
+    if not results:
+        return "no-data", "no scoring data yet"
+    drifted = [c["device"] for c in results if c["drifted"]]
+    undecided = [c for c in results if not c["tests"]]
+    waiting = ("no verdict on " + ", ".join(f"{c['device']} ({c.get('note') or str(c['window']['n']) + ' record(s)'})"
+                                             for c in undecided)) if undecided else ""
+    if drifted:
+        return "drift", "; ".join(x for x in (f"drift on {', '.join(drifted)}", waiting) if x)
+    if len(undecided) == len(results):
+        return "no-verdict", waiting
+    decided = len(results) - len(undecided)
+    return "no-drift", "; ".join(x for x in (f"no drift on {decided} device(s)", waiting) if x)
+
+
 def checks(ws, devices: list[str] | None = None, **params: Any) -> list[dict[str, Any]]:  # noqa: ANN001
     """A check for every device on the bundle it served most recently."""
     from runtime.devices import scoring_store

@@ -64,12 +64,7 @@ class MonitorStep(Step):
                     f"{'DRIFT in ' + ', '.join(bad) if bad else c.get('note') or 'no drift'}")
         drifted = [c for c in results if c["drifted"]]
         summary = {"checks": results, "collected": collected, "drifted": len(drifted)}
-        if not results:
-            msg = "no scoring data yet"
-        elif drifted:
-            msg = f"drift on {', '.join(c['device'] for c in drifted)}"
-        else:
-            msg = f"no drift on {len(results)} device(s)"
+        msg = monitor.verdict(results)[1]
         return StepResult(summary=summary, output_fp=hash_text([(c["device"], c["bundle_id"], c["drifted"],
                                                                  c["window"]) for c in results]),
                           message=msg, status=StepStatus.DRIFTED if drifted else StepStatus.DONE)

@@ -90,6 +90,22 @@ class _Redirect:
         return self.con.execute(sql, params or [])
 
 
+def test_a_round_of_checks_says_drift_no_drift_or_no_verdict():
+    def c(device: str, drifted: bool = False, tested: bool = True, n: int = 500) -> dict:
+        note = {} if tested else {"note": f"{n} record(s) in the window; at least 50 are needed for a check"}
+        return {"device": device, "drifted": drifted, "tests": [{"name": "confidence"}] if tested else [],
+                "window": {"n": n}, **note}
+
+    assert monitor.verdict([]) == ("no-data", "no scoring data yet")
+    assert monitor.verdict([c("a"), c("b")]) == ("no-drift", "no drift on 2 device(s)")
+    assert monitor.verdict([c("a", tested=False, n=3)]) == (
+        "no-verdict", "no verdict on a (3 record(s) in the window; at least 50 are needed for a check)")
+    status, line = monitor.verdict([c("a"), c("b", tested=False, n=7)])
+    assert status == "no-drift" and line.startswith("no drift on 1 device(s); no verdict on b (7 record(s)")
+    status, line = monitor.verdict([c("a", drifted=True), c("b", tested=False)])
+    assert status == "drift" and line.startswith("drift on a; no verdict on b")
+
+
 def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, agent_factory):
     ws = bbc_packaged
     agent = agent_factory(ws, raw_below=0.9)
@@ -144,7 +160,18 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     ws = bbc_packaged
     agent = agent_factory(ws, raw_below=0.9)
     deploy(ws, "ws:1", "fp32", "dev1")
-    send(agent, ws, other_domain_texts(200))
+    texts = other_domain_texts(200)
+    # a handful of records is too few to test: the loop says it has no verdict (it used to say "no drift")
+    send(agent, ws, texts[:5])
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "loop",
+                           "--auto-approve-if-better", "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "no-verdict", doc
+    assert "no verdict on dev1" in doc["reason"] and "at least 50 are needed" in doc["reason"], doc["reason"]
+    (mon,) = [x for x in doc["steps"] if x["id"] == "deploy.monitor"]
+    assert mon["message"].startswith("no verdict on dev1 (5 record(s)"), mon["message"]
+    send(agent, ws, texts[5:])
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "loop",
                            "--auto-approve-if-better", "--json"], capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr[-2000:]

@@ -96,3 +96,19 @@ def test_monitoring_volume_shows_the_newest_hour_when_nothing_came_in_the_last(q
     assert len(xs) == 3 and all(-60 <= x <= 1 for x in xs), xs  # within the range the plot shows
     lo, hi = p.volume.getViewBox().viewRange()[0]
     assert lo <= min(xs) and max(xs) <= hi
+
+
+def test_monitoring_says_no_verdict_when_the_last_check_had_too_few_records(qtbot, tmp_path):
+    p = _monitoring_panel(qtbot, tmp_path)
+    now = time.time()
+    d = _data([now - 60])
+    check = {"time": now, "device": "edge-1", "model": "m", "version": "1", "window": {"n": 3}, "drifted": False,
+             "tests": []}
+    p.show_data({**d, "checks": [check]})
+    assert "No verdict on edge-1 (3 records)" in p.status_label.text()
+    assert "No drift" not in p.status_label.text()
+    assert p.alerts.item(0, 4).text() == "no verdict"
+    tested = {**check, "window": {"n": 500}, "tests": [{"name": "confidence", "statistic": 0.1, "p_value": 0.5,
+                                                        "threshold": 0.05, "drifted": False}]}
+    p.show_data({**d, "checks": [check, tested]})
+    assert p.status_label.text() == "No drift at the last checks."

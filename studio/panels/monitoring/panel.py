@@ -136,13 +136,21 @@ class MonitoringPanel(Panel):
         for c in d["checks"]:
             latest[c["device"]] = c
         drifted = [dev for dev, c in latest.items() if c["drifted"]]
+        # a check with too few records has no tests: that is no verdict, not a clean bill of health
+        waiting = [f"{dev} ({c['window']['n']} records)" for dev, c in latest.items() if not c["tests"]]
+        no_verdict = (f" No verdict on {', '.join(waiting)}: too few records in the window (deploy.monitor's "
+                      "min_records).") if waiting else ""
         if drifted:
             self.say(f"Drift on {', '.join(drifted)}: press Retrain… to put the least confident samples into the "
-                     "labeling queue.", "error")
+                     f"labeling queue.{no_verdict}", "error")
         elif not d["devices"]:
             self.say("No scoring data yet: deploy a model to a device and send it requests.")
+        elif waiting and len(waiting) == len(latest):
+            self.say(no_verdict.strip())
+        elif latest:
+            self.say(f"No drift at the last checks.{no_verdict}", "ok")
         else:
-            self.say("No drift at the last checks.", "ok")
+            self.say("No checks yet: press Collect and check now.")
 
     def _retrain(self) -> None:
         from runtime.proposals import open_proposal
