@@ -592,10 +592,15 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
 @click.pass_obj
 def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_activate: bool) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
+    from runtime.bundles import bundle_path
     from runtime.devices import deploy as do_deploy
 
     model, variant = _ref_variant(ref)
     ws = _ws(obj)
+    # what was asked for must exist before any device is touched: a wrong name is an input error (exit 2)
+    bundle_path(ws, ws.store.resolve_model(model).ref, variant)
+    for d in device_names:
+        ws.store.device(d)
     failed = False
     for d in device_names:
         try:

@@ -198,6 +198,7 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     try:
         with DeviceClient(ws, device) as client:
             res = client.push(path, activate, log)
+            _refresh(client)
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
                                 status="failed", message=str(exc))
@@ -209,10 +210,20 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
+def _refresh(client: DeviceClient) -> None:
+    """After a push or a rollback, the device's record (its active model, when it was last seen) says what it
+    serves now; `cdl devices list` read the last health check's, from before the change."""
+    try:
+        client.health()
+    except CdlError:  # the change itself went through; the next health check records it
+        pass
+
+
 def rollback(ws: Workspace, device: str) -> dict[str, Any]:
     try:
         with DeviceClient(ws, device) as client:
             res = client.rollback()
+            _refresh(client)
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="rollback", status="failed", message=str(exc))
         raise

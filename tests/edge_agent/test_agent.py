@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge_agent.proto.preprocessing import TextPipeline
-from runtime.devices import DeviceClient, collect, deploy, history_json, rollback
+from runtime.devices import DeviceClient, collect, deploy, devices_json, history_json, rollback
 from runtime.domain.errors import CdlError
 from tests.conftest import restart
 
@@ -107,6 +109,19 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert h["providers"] == ["CPUExecutionProvider"]
     back = rollback(ws, "dev1")
     assert back["bundle_id"] == first["bundle_id"] and back["variant"] == "fp32"
+    # the device's record (cdl devices list) says what it serves after the rollback, not what the last health
+    # check before it saw
+    (listed,) = devices_json(ws)["devices"]
+    assert listed["active"]["bundle_id"] == first["bundle_id"] and listed["last_seen"]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "list"],
+                         capture_output=True, text=True)
+    assert "active ws:1:fp32" in out.stdout, out.stdout + out.stderr
+    # a variant, model or device that does not exist is an input error (exit 2) and touches no device
+    for ref, device, says in (("ws:1:nope", "dev1", "no variant 'nope'"), ("ws:9", "dev1", "ws:9 does not exist"),
+                              ("ws:1", "nodev", "'nodev' is not enrolled")):
+        out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", ref, "--device",
+                              device], capture_output=True, text=True)
+        assert out.returncode == 2 and says in out.stderr, (ref, out.returncode, out.stderr)
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["bundle_id"] == first["bundle_id"]
         # activate a stored bundle explicitly
@@ -117,6 +132,7 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
     # stored without activation
     third = deploy(ws, "ws:1", "static_int8", "dev1", activate=False)
     assert not third["activated"]
+    assert devices_json(ws)["devices"][0]["active"]["variant"] == "dynamic_int8"
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["variant"] == "dynamic_int8"
 
