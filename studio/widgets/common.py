@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -17,6 +18,22 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QWidget,
 )
+
+
+def local_time(value: Any, seconds: bool = True) -> str:
+    """A time as the user reads it, in the machine's time zone. The registry keeps UTC: a datetime (naive ones are
+    UTC), an ISO string, or a Unix time. Panels showed the UTC digits as they were, hours off outside UTC."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, int | float):
+        dt = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        dt = datetime.fromisoformat(value)
+    else:
+        dt = value
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def heading(text: str, size: float = 12.0) -> QLabel:

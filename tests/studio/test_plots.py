@@ -112,3 +112,21 @@ def test_monitoring_says_no_verdict_when_the_last_check_had_too_few_records(qtbo
                                                         "threshold": 0.05, "drifted": False}]}
     p.show_data({**d, "checks": [check, tested]})
     assert p.status_label.text() == "No drift at the last checks."
+
+
+def test_times_are_shown_in_the_users_time_zone(monkeypatch):
+    from datetime import datetime
+
+    from studio.widgets.common import local_time
+
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")  # Zurich's rules, without needing tzdata
+    time.tzset()
+    try:
+        assert local_time("2026-11-27T12:00:00") == "2026-11-27 13:00:00"  # the registry's naive times are UTC
+        assert local_time("2026-11-27T12:00:00.250000+00:00", seconds=False) == "2026-11-27 13:00"
+        assert local_time(datetime(2026, 7, 1, 12, 0)) == "2026-07-01 14:00:00"  # summer time
+        assert local_time(0.0) == "1970-01-01 01:00:00"  # Unix times (scoring records, drift checks)
+        assert local_time(None) == "" and local_time("") == ""
+    finally:
+        monkeypatch.undo()
+        time.tzset()

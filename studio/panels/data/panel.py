@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, plot_widget
+from studio.widgets.common import PALETTE, Table, local_time, plot_widget
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
@@ -163,7 +163,7 @@ class DataPanel(Panel):
         return out
 
     def show_data(self, d: dict[str, Any]) -> None:
-        self.sources.fill([(s.name, s.kind, s.items, s.imported_at.strftime("%Y-%m-%d %H:%M")) for s in d["sources"]])
+        self.sources.fill([(s.name, s.kind, s.items, local_time(s.imported_at, seconds=False)) for s in d["sources"]])
         v = d["versions"][-1] if d["versions"] else None
         if v:
             self.summary.setText(f"{d['items']} items imported; checked-out dataset {d['report']['version']}: "

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table
+from studio.widgets.common import Table, local_time
 
 
 class EnrollDialog(QDialog):
@@ -95,9 +95,9 @@ class DevicesPanel(Panel):
                          h.get("requests"), h.get("errors"),
                          f"seq {j.get('last_seq')} (acked {j.get('acked_seq')})" if j else "",
                          f"{h['free_disk_bytes'] / 2**30:.1f} GiB" if h.get("free_disk_bytes") else "",
-                         (dev["last_seen"] or "never")[:19].replace("T", " ")))
+                         local_time(dev["last_seen"]) or "never"))
         self.devices.fill(rows, data=[dev["name"] for dev in d["devices"]])
-        self.history.fill([(h["time"][:19].replace("T", " "), h["device"], h["action"],
+        self.history.fill([(local_time(h["time"]), h["device"], h["action"],
                             f"{h['model'] or ''}:{h['version'] or ''}:{h['variant'] or ''}", h["status"], h["message"])
                            for h in reversed(d["history"])])
         if not d["devices"]:

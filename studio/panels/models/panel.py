@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table
+from studio.widgets.common import Table, local_time
 
 
 class ModelsPanel(Panel):
@@ -45,7 +45,7 @@ class ModelsPanel(Panel):
             mt = m["metrics"]
             rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), m["dataset_version"], m["framework"],
                          m["template"], mt.get("test_accuracy"), mt.get("macro_f1"), mt.get("val_accuracy"),
-                         f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", m["created"][:19]))
+                         f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", local_time(m["created"])))
         self.models.fill(rows, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
         if rows and not self.models.selectedIndexes():
             self.models.selectRow(len(rows) - 1)  # the newest version's lineage, without a click
@@ -53,7 +53,7 @@ class ModelsPanel(Panel):
         for e in d["experiments"]:
             best = e.summary.get("best_value") or (e.summary.get("metrics") or {}).get("val_accuracy")
             exps.append((e.id, e.name, e.kind, e.dataset_version, e.framework, e.template, e.status, best,
-                         e.created.strftime("%Y-%m-%d %H:%M")))
+                         local_time(e.created, seconds=False)))
         self.experiments.fill(exps)
         if not d["models"]:
             self.say("No model registered yet: run the model pipeline up to model.register.")

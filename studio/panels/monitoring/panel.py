@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, plot_widget
+from studio.widgets.common import PALETTE, Table, local_time, plot_widget
 
 
 class MonitoringPanel(Panel):
@@ -124,7 +124,7 @@ class MonitoringPanel(Panel):
         for i, c in enumerate(reversed(d["checks"][-200:])):
             bad = [t["name"] for t in c["tests"] if t["drifted"]]
             verdict = "DRIFT" if c["drifted"] else ("no verdict" if not c["tests"] else "ok")
-            rows.append((time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["time"])), c["device"],
+            rows.append((local_time(c["time"]), c["device"],
                          f"{c['model']}:{c['version']}", c["window"]["n"], verdict, ", ".join(bad)))
             if c["drifted"]:
                 colors[(i, 4)] = "#dc2626"

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table
+from studio.widgets.common import Table, local_time
 
 
 def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
@@ -161,7 +161,7 @@ class ReviewPanel(Panel):
         events += [(r["created"], r["decision"] + (" (automatic)" if r["automatic"] else ""), r["version"],
                     r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
         events.sort(key=lambda e: e[0])
-        self.history.fill([(e[0][:19].replace("T", " "), *e[1:]) for e in events])
+        self.history.fill([(local_time(e[0]), *e[1:]) for e in events])
 
     def _review(self, approve: bool) -> None:
         from runtime.registry import review

@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table
+from studio.widgets.common import Table, local_time
 
 
 class VersionsPanel(Panel):
@@ -45,7 +45,7 @@ class VersionsPanel(Panel):
         for v in versions:
             rows.append((v["id"], v["items"], v["splits"].get("train", 0), v["splits"].get("test", 0),
                          len([c for c in v["classes"] if not c.startswith("(")]), v["dvc_hash"][:12],
-                         (v["git_commit"] or "")[:10], v["created"][:19].replace("T", " "),
+                         (v["git_commit"] or "")[:10], local_time(v["created"]),
                          "checked out" if v["checked_out"] else ""))
         self.table.fill(rows, data=[v["id"] for v in versions])
         if not versions:
