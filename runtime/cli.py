@@ -527,7 +527,7 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
         return
     for d in doc["devices"]:
         active = d["active"]
-        click.echo(f"{d['name']:<16} {d['address']:<22} last seen {d['last_seen'] or 'never'}  active "
+        click.echo(f"{d['name']:<16} {d['address']:<22} last seen {(d['last_seen'] or 'never')[:19]}  active "
                    f"{active['name'] + ':' + active['version'] + ':' + active['variant'] if active else '-'}")
 
 
