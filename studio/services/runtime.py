@@ -47,35 +47,49 @@ class RuntimeConnection(QObject):
         threading.Thread(target=self._start, name="runtime-start", daemon=True).start()
 
     def _start(self) -> None:
+        proc, supervised = None, False
         try:
             if self._own:
                 self._stderr_tail.clear()
-                self.proc = subprocess.Popen(
+                proc = self.proc = subprocess.Popen(
                     [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
                      "127.0.0.1:0", "--parent-pid", str(os.getpid())],  # it stops if this studio dies
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 # its stderr is read for as long as it runs (a pipe nobody reads blocks the writer once full)
-                drain = threading.Thread(target=self._drain, args=(self.proc.stderr,), name="runtime-stderr",
+                drain = threading.Thread(target=self._drain, args=(proc.stderr,), name="runtime-stderr",
                                          daemon=True)
                 drain.start()
-                line = self.proc.stdout.readline().strip()
+                line = proc.stdout.readline().strip()
                 if not line.startswith("listening on "):
-                    if self.proc.poll() is not None:
+                    if proc.poll() is not None:
                         drain.join(2)
                     err = "".join(self._stderr_tail)
                     raise RuntimeError(f"the runtime did not start: {line or err[-500:]}")
                 self.address = line.split()[-1]
+                # from here on a death is the supervisor's to handle, even one before the runtime answers
+                threading.Thread(target=self._supervise, args=(proc,), name="runtime-supervise",
+                                 daemon=True).start()
+                supervised = True
+            import grpc
+
             from runtime.server.client import RuntimeClient
 
-            self.client = RuntimeClient(self.address)
-            self.client.wait_ready(15)
+            client = RuntimeClient(self.address)
+            try:
+                client.wait_ready(15)
+            except grpc.FutureTimeoutError:
+                client.close()
+                raise RuntimeError(f"the runtime at {self.address} did not answer within 15 s") from None
         except Exception as exc:  # noqa: BLE001
+            if supervised and (proc is not self.proc or proc.poll() is not None):
+                return  # it died after it started listening: the supervisor says so and starts it again
             self.sig_failed.emit(f"cannot start or reach the runtime: {exc}")
             return
+        if proc is not None and proc is not self.proc:  # a newer runtime replaced this one meanwhile
+            client.close()
+            return
+        self.client = client  # only now is the studio connected (`ready`): calls made before would fail
         self.sig_ready.emit(self.address)
-        if self._own:
-            threading.Thread(target=self._supervise, args=(self.proc,), name="runtime-supervise",
-                             daemon=True).start()
         self._resume_running_jobs()
 
     def _supervise(self, proc: subprocess.Popen) -> None:

@@ -208,3 +208,37 @@ def test_a_runtime_that_dies_is_started_again(small_bbc, qtbot):
         assert not rt.ready
     finally:
         rt.stop()
+
+
+def test_a_runtime_that_dies_before_it_answers_is_started_again(small_bbc, qtbot, monkeypatch):
+    """The runtime killed after it said where it listens but before the studio's first call reached it: that is a
+    death like any other (the studio used to report 'cannot start or reach the runtime' after 15 s, with no
+    supervisor left to start it again), and `ready` is true only once a runtime answers."""
+    import signal as sig
+
+    from runtime.server.client import RuntimeClient
+    from studio.services.runtime import RuntimeConnection
+
+    rt = RuntimeConnection(small_bbc.root)
+    killed: list[int] = []
+    wait_ready = RuntimeClient.wait_ready
+
+    def kill_first_then_wait(client, timeout=10.0):  # noqa: ANN001, ANN202
+        if not killed:
+            killed.append(rt.proc.pid)
+            rt.proc.send_signal(sig.SIGKILL)
+            rt.proc.wait()
+        assert not rt.ready  # not connected before the runtime answers
+        return wait_ready(client, timeout)
+
+    monkeypatch.setattr(RuntimeClient, "wait_ready", kill_first_then_wait)
+    said: list[str] = []
+    rt.sig_failed.connect(said.append)
+    try:
+        with qtbot.waitSignal(rt.sig_ready, timeout=60000):
+            rt.start()
+        assert killed and rt.proc.pid != killed[0]
+        assert len(said) == 1 and "stopped unexpectedly (exit status -9); starting it again" in said[0], said
+        assert rt.ready and rt.client.get_status()["dataset_version"] == "v1"
+    finally:
+        rt.stop()
