@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,8 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
     ws = _ws(obj)
     runner = Runner(ws)
     runner.bus.subscribe(ProgressPrinter())
-    result = runner.run(steps=steps, until=until, force=force, overrides=_parse_sets(sets), config=config)
+    with _cancel_on_signals(runner.cancel) as stopped_by:
+        result = runner.run(steps=steps, until=until, force=force, overrides=_parse_sets(sets), config=config)
     if junit:
         from runtime.reporting import write_junit
 
@@ -108,8 +111,42 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
         from runtime.reporting import job_json
 
         _dump(job_json(result))
+    if result.status == "cancelled" and stopped_by:
+        sys.exit(128 + stopped_by[0])
     if not result.ok:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _cancel_on_signals(cancel):  # noqa: ANN001, ANN202
+    """Ctrl-C (SIGINT) or a CI's SIGTERM cancels the run as the studio's Cancel does: the running step stops at its
+    next checkpoint (an epoch, a trial, a variant) and is recorded cancelled, the JSON and JUnit reports are still
+    written, and the exit status is 128 + the signal. A second Ctrl-C aborts at once. (Before, Ctrl-C aborted
+    mid-step: no report, and the step stayed 'running' until another process noticed.)"""
+    import signal
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def handler(signum, _frame) -> None:  # noqa: ANN001
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        got.append(signum)
+        cancel.set()
+        click.echo(f"{signal.Signals(signum).name}: cancelling; the running step stops at its next checkpoint"
+                   + (" (Ctrl-C again to abort now)" if signum == signal.SIGINT else ""), err=True)
+
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in old:
+        if old[sig] is not signal.SIG_IGN:  # a run started in the background ignores Ctrl-C: it keeps doing so
+            signal.signal(sig, handler)
+    try:
+        yield got
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 @cli.command()

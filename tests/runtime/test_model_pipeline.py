@@ -188,3 +188,43 @@ def test_fashion_mnist_cnn_subset(tmp_path, framework):
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(history[0])
     ws.close()
+
+
+def test_ctrl_c_cancels_a_cli_run_and_still_writes_its_reports(small_bbc, tmp_path):
+    """Ctrl-C (SIGINT) or a CI's SIGTERM: the running step stops at its next epoch and is recorded cancelled, the
+    JSON and JUnit reports are written, and the exit status is 128 + the signal. (Ctrl-C used to abort mid-step
+    with no report, the step left 'running' in the registry.)"""
+    import os
+    import signal
+    import time
+
+    ws = small_bbc
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        junit = tmp_path / f"{sig.name}.xml"
+        err = tmp_path / f"{sig.name}.err"
+        with open(err, "w") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train", "--set",
+                 "model.train.use_tuned=false", "--set", "model.train.epochs=100000", "--set", "model.train.patience=0",
+                 "--json", "--junit", str(junit)],
+                stdout=subprocess.PIPE, stderr=fh, text=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal would start it
+            deadline = time.monotonic() + 120
+            while "epoch 2 " not in err.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.kill(proc.pid, sig)
+            try:
+                out, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"{sig.name} did not stop the run: {err.read_text()[-1000:]}")
+        assert proc.returncode == 128 + sig, (proc.returncode, err.read_text()[-1000:])
+        assert f"{sig.name}: cancelling" in err.read_text()
+        doc = json.loads(out)
+        assert doc["status"] == "cancelled"
+        assert [(s["id"], s["status"]) for s in doc["steps"]] == [("model.train", "cancelled")]
+        case = ET.parse(junit).getroot().find("testcase")
+        assert case.get("name") == "model.train" and case.find("failure").get("message") == "cancelled"
+        run = ws.store.last_step_run("model.train")
+        assert run.status == "failed" and run.error == "cancelled"
