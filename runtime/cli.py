@@ -712,13 +712,15 @@ def loop(obj: dict[str, Any], auto_approve_if_better: bool, retune: bool, labels
     from runtime.loop import run_loop
     from runtime.progress import ProgressPrinter
 
-    res = run_loop(_ws(obj), auto_approve_if_better, retune, labels, not no_deploy, force,
-                   subscriber=None if as_json else ProgressPrinter())
+    cancel = threading.Event()
+    with _cancel_on_signals(cancel) as stopped_by:
+        res = run_loop(_ws(obj), auto_approve_if_better, retune, labels, not no_deploy, force,
+                       subscriber=None if as_json else ProgressPrinter(), cancel=cancel)
     if as_json:
         _dump(dict(res))
     else:
         click.echo(f"loop: {res['status']}: {res.get('reason', '')}")
-    sys.exit(res.code)
+    sys.exit(128 + stopped_by[0] if res["status"] == "cancelled" and stopped_by else res.code)
 
 
 @cli.group("proposals")

@@ -9,6 +9,7 @@ Stops, and says why, where a person is needed: samples still to label, or a revi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,26 @@ class LoopResult(dict):
         return {"done": 0, "no-drift": 0, "no-verdict": 0, "no-data": 0, "waiting": WAITING}.get(self["status"], 1)
 
 
+class _Cancelled(Exception):
+    pass
+
+
 def run_loop(ws: Workspace, auto_approve_if_better: bool = False, retune: bool = False, labels: Path | None = None,
-             deploy: bool = True, force: bool = False, subscriber: Callable | None = None) -> LoopResult:
+             deploy: bool = True, force: bool = False, subscriber: Callable | None = None,
+             cancel: threading.Event | None = None) -> LoopResult:
+    """cancel: set it (Ctrl-C, SIGTERM) and the running step stops at its next checkpoint, and the loop with it."""
+    steps: list[dict[str, Any]] = []
+    try:
+        return _run_loop(ws, auto_approve_if_better, retune, labels, deploy, force, subscriber, cancel, steps)
+    except _Cancelled:
+        where = next((s["id"] for s in reversed(steps) if s["status"] == "cancelled"), "a step")
+        return LoopResult(status="cancelled", reason=f"cancelled during {where}; run `cdl loop` again to go on "
+                          "from there", steps=steps)
+
+
+def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels: Path | None, deploy: bool,
+              force: bool, subscriber: Callable | None, cancel: threading.Event | None,
+              steps: list[dict[str, Any]]) -> LoopResult:
     from runtime import proposals
     from runtime.labeling import import_label_studio
     from runtime.monitor import verdict
@@ -36,11 +55,12 @@ def run_loop(ws: Workspace, auto_approve_if_better: bool = False, retune: bool =
     bus = EventBus()
     if subscriber:
         bus.subscribe(subscriber)
-    steps: list[dict[str, Any]] = []
 
     def run(**kw: Any) -> bool:
-        res = Runner(ws, bus).run(**kw)
+        res = Runner(ws, bus, cancel=cancel).run(**kw)
         steps.extend(o.to_dict() for o in res.steps)
+        if res.status == "cancelled":
+            raise _Cancelled
         return res.ok
 
     cfg = ws.config()

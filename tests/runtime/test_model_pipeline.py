@@ -228,3 +228,16 @@ def test_ctrl_c_cancels_a_cli_run_and_still_writes_its_reports(small_bbc, tmp_pa
         assert case.get("name") == "model.train" and case.find("failure").get("message") == "cancelled"
         run = ws.store.last_step_run("model.train")
         assert run.status == "failed" and run.error == "cancelled"
+
+
+def test_a_cancelled_loop_stops_and_says_where(small_bbc):
+    import threading
+
+    from runtime.loop import run_loop
+
+    cancel = threading.Event()
+    cancel.set()  # as `cdl loop`'s Ctrl-C handler does
+    res = run_loop(small_bbc, cancel=cancel)
+    assert res["status"] == "cancelled" and res.code == 1, res
+    assert res["reason"].startswith("cancelled during deploy.monitor"), res["reason"]
+    assert [s["status"] for s in res["steps"]] == ["cancelled"]
