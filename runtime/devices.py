@@ -210,6 +210,26 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
+def probe_devices(ws: Workspace, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
+    """Ask every enrolled device for its health at once (a thread each, `timeout` seconds at most):
+    {name: {"health": the doc or None, "error": why it did not answer or None}}. A device that answers has its
+    record (last seen, active model, counters) brought up to date."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str) -> tuple[str, dict[str, Any]]:
+        try:
+            with DeviceClient(ws, name, timeout=timeout) as client:
+                return name, {"health": client.health(), "error": None}
+        except CdlError as exc:
+            return name, {"health": None, "error": str(exc)}
+
+    names = [d.name for d in ws.store.devices()]
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="probe") as pool:
+        return dict(pool.map(one, names))
+
+
 def _refresh(client: DeviceClient) -> None:
     """After a push or a rollback, the device's record (its active model, when it was last seen) says what it
     serves now; `cdl devices list` read the last health check's, from before the change."""

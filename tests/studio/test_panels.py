@@ -160,7 +160,7 @@ def test_compression_panel(studio_ctx, qtbot):
     assert p.table.item(0, 11).text() == "CPU"
 
 
-def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
+def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path):
     import numpy as np
     import tritonclient.grpc as tc
 
@@ -186,6 +186,19 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory):
                                           for j in range(10)], dtype=object))
         c.infer("ws", [inp])
     c.close()
+    # the table asks every device when it loads: live figures without a press of Health, and a device that does
+    # not answer says so (it used to show the figures of the last Health press as if current)
+    from runtime.devices import enroll
+
+    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone")
+    load(qtbot, d)
+    rows = {d.devices.item(r, 0).text(): [d.devices.item(r, c).text() for c in range(d.devices.columnCount())]
+            for r in range(d.devices.rowCount())}
+    assert rows["dev1"][1] == "online" and rows["dev1"][3] == "ws:1:static_int8" and rows["dev1"][4] == "6", rows
+    gone = [r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "gone"][0]
+    assert rows["gone"][1] == "unreachable", rows["gone"]
+    assert d.devices.item(gone, 1).toolTip().startswith("device gone: health failed: UNAVAILABLE")
+    d.devices.selectRow([r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "dev1"][0])
     d._health()
     qtbot.waitUntil(lambda: " 6 requests" in d.status_label.text(), timeout=30000)
     assert "1 worker(s)" in d.status_label.text() and "items a batch" in d.status_label.text()

@@ -61,24 +61,25 @@ class DevicesPanel(Panel):
         w = QWidget()
         w.setLayout(row)
         self.add(w)
-        self.devices = Table(["device", "address", "active model", "requests", "errors", "journal", "free disk",
-                              "last seen"])
+        self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
+                              "free disk", "last seen"])
         self.add(self.devices, 2)
         self.add(QLabel("Deployment history"))
         self.history = Table(["when", "device", "action", "model", "status", "message"])
         self.add(self.history, 1)
 
     def load(self) -> dict[str, Any]:
-        from runtime.devices import devices_json, history_json
+        from runtime.devices import devices_json, history_json, probe_devices
 
         ws = self.ctx.workspace
+        probes = probe_devices(ws)  # live figures, not those of the last Health press (2 s at most)
         choices = []
         for m in ws.store.model_versions():
             for v in ws.store.variants(m.name, m.version):
                 if v.status == "ok":
                     choices.append(f"{m.ref}:{v.variant}")
         return {"devices": devices_json(ws)["devices"], "details": {d.name: d.last_health for d in ws.store.devices()},
-                "history": history_json(ws)["deployments"], "choices": choices}
+                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes}
 
     def show_data(self, d: dict[str, Any]) -> None:
         current = self.model.currentText()
@@ -86,17 +87,25 @@ class DevicesPanel(Panel):
         self.model.addItems(d["choices"])
         if current:
             self.model.setCurrentText(current)
-        rows = []
-        for dev in d["devices"]:
+        rows, colors = [], {}
+        for i, dev in enumerate(d["devices"]):
             h = d["details"].get(dev["name"]) or {}
             a = h.get("active") or dev.get("active")
             j = h.get("journal") or {}
-            rows.append((dev["name"], dev["address"], f"{a['name']}:{a['version']}:{a['variant']}" if a else "-",
+            probe = d.get("probes", {}).get(dev["name"]) or {}
+            # what it answered now; a device that did not answer shows its last known figures, and why
+            state = "online" if probe.get("health") else "unreachable" if probe.get("error") else ""
+            colors[(i, 1)] = "#15803d" if probe.get("health") else "#b91c1c"
+            rows.append((dev["name"], state, dev["address"], f"{a['name']}:{a['version']}:{a['variant']}" if a else "-",
                          h.get("requests"), h.get("errors"),
                          f"seq {j.get('last_seq')} (acked {j.get('acked_seq')})" if j else "",
                          f"{h['free_disk_bytes'] / 2**30:.1f} GiB" if h.get("free_disk_bytes") else "",
                          local_time(dev["last_seen"]) or "never"))
-        self.devices.fill(rows, data=[dev["name"] for dev in d["devices"]])
+        self.devices.fill(rows, colors, data=[dev["name"] for dev in d["devices"]])
+        for i, dev in enumerate(d["devices"]):
+            error = (d.get("probes", {}).get(dev["name"]) or {}).get("error")
+            if error:
+                self.devices.item(i, 1).setToolTip(error)  # why it did not answer
         self.history.fill([(local_time(h["time"]), h["device"], h["action"],
                             f"{h['model'] or ''}:{h['version'] or ''}:{h['variant'] or ''}", h["status"], h["message"])
                            for h in reversed(d["history"])])
