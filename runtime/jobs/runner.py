@@ -158,9 +158,12 @@ class Runner:
         """Run steps (exactly these, forced) or everything up to `until` (skipping what is up to date)."""
         cfg = config or self.ws.config()
         overrides = {k: dict(v) for k, v in (overrides or {}).items()}
-        for sid in overrides:
+        for sid, given in overrides.items():
             if sid not in cfg.steps:
                 raise ConfigError(f"override for {sid!r}: not a step of this pipeline")
+            # checked on their own first, so that a wrong value names the override (`--set`, the studio), not
+            # cdl.yaml, and stops the run before anything runs
+            get_step(sid).spec.resolve_params(given, f"override {sid}")
         plan = self.plan(cfg, steps, until)
         with _RunLock(self.ws.root / ".cdl" / "run.lock", self.job, self._waiting, self.cancel) as lock:
             if not lock.held:  # cancelled while it waited

@@ -142,3 +142,19 @@ def test_cli_shows_a_one_line_error(tmp_path, text_ws):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "news.csv" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_wrong_override_names_the_override_and_runs_nothing(tmp_path, text_ws):
+    """`--set model.train.epochs=abc` is the user's input, not cdl.yaml's: the error says so, and nothing runs
+    (it used to fail the step with an error that named cdl.yaml, where epochs was fine)."""
+    import subprocess
+    import sys
+
+    for override, says in (("model.train.epochs=abc", "override model.train.epochs: expected int, got str 'abc'"),
+                           ("model.train.epoks=3", "override model.train: unknown parameter 'epoks'")):
+        proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "run", "--set", override,
+                               "--until", "model.train"], capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), proc.stderr
+        assert "cdl.yaml" not in proc.stderr
+    assert text_ws.store.last_step_runs() == {}  # not even data.import ran
