@@ -374,10 +374,16 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, as_json: bool) 
 @click.argument("item")
 @click.argument("label")
 @click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--new-class", is_flag=True, help="LABEL starts a class the dataset does not have yet")
 @click.pass_obj
-def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str) -> None:
+def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_class: bool) -> None:
     """Label ITEM (its id, a prefix of it, or its uid) as LABEL."""
-    rec = _queue(obj, labeler).set_label(item, label)
+    q = _queue(obj, labeler)
+    known = q.classes()
+    if known and label not in known and not new_class:  # a typo would have made a class of one item
+        raise CdlError(f"{label!r} is not one of the classes ({', '.join(known)}); to start a new class with it, "
+                       "pass --new-class")
+    rec = q.set_label(item, label)
     click.echo(f"{rec.item_id[:12]} -> {rec.label} (by {rec.labeler})")
 
 

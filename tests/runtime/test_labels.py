@@ -215,3 +215,27 @@ def test_label_studio_as_a_data_source(text_ws, ls_dir):
 def test_image_export_without_images_names_the_task(image_ws, ls_dir):
     with pytest.raises(DataImportError, match="task 11.*fmnist_test_class9_0000.png.*--media-root"):
         add_source(image_ws, ls_dir / "image_classification_export.json")
+
+
+def test_cli_refuses_a_label_that_is_not_a_class_unless_asked(unlabeled_ws):
+    """`cdl labels set ITEM sportz` (a typo) used to make a sixth class of one item; a new class is now asked for."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    ws = unlabeled_ws
+    q = LabelQueue(ws, "alice")
+    q.set_label(q.next().uid, "tech")  # an unlabeled dataset's first labels make its classes
+    second = q.next().uid
+
+    def cdl(*args: str):  # noqa: ANN202
+        return CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", "--labeler", "bo", *args])
+
+    out = cdl(second, "tehc")
+    assert out.exit_code == 2 and "'tehc' is not one of the classes (tech); to start a new class" in out.output
+    assert [r.label for r in ws.store.labels() if r.labeler == "bo"] == []
+    out = cdl(second, "sport", "--new-class")
+    assert out.exit_code == 0, out.output
+    out = cdl(second, "tech")
+    assert out.exit_code == 0, out.output
+    assert [r.label for r in ws.store.labels() if r.labeler == "bo"] == ["sport", "tech"]
