@@ -542,14 +542,15 @@ def devices() -> None:
               help="keep the raw input of predictions less confident than this")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="agent processes sharing the port, one core each (agent.json `workers`)")
+@click.option("--replace", is_flag=True, help="enroll a device of this name again (new token and certificate)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str,
-                   raw_below: float, workers: int, as_json: bool) -> None:
+                   raw_below: float, workers: int, replace: bool, as_json: bool) -> None:
     """Make TLS certificates, a token and the agent's folder for a device, and record it."""
     from runtime.devices import enroll
 
-    doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below, workers=workers)
+    doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below, workers=workers, replace=replace)
     if as_json:
         _dump({k: v for k, v in doc.items() if k != "token"})
         return

@@ -28,10 +28,12 @@ class DeviceError(CdlError):
 
 
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str = "open",
-           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0, workers: int = 1
-           ) -> dict[str, Any]:
+           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0, workers: int = 1,
+           replace: bool = False) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
-    the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`."""
+    the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
+    A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
+    running from its old folder would refuse the workspace from then on."""
     import hashlib
 
     from runtime.keys import signing_key
@@ -44,6 +46,14 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise CdlError(f"--address {address!r}: expected HOST:PORT")
+    try:
+        known = ws.store.device(name)
+    except NotFoundError:
+        known = None
+    if known is not None and not replace:
+        raise CdlError(f"device {name!r} is already enrolled (at {known.address}, folder {known.enroll_dir}); "
+                       "pass --replace to enroll it again: it gets a new token and certificate, and the agent "
+                       "running from its old folder stops accepting this workspace")
     out = Path(out_dir or ws.root / ".cdl" / "devices" / name).resolve()
     if (out / "agent.json").exists():
         raise CdlError(f"{out} already holds an enrolled agent; choose another --out")

@@ -240,7 +240,7 @@ def test_fault_campaign_100_pushes_with_sigkill(bbc, record, tmp_path, workers):
     from runtime.devices import DeviceClient, deploy, enroll
 
     ws = bbc
-    enroll(ws, "fault", "127.0.0.1:0", tmp_path / "dev")
+    enroll(ws, "fault", "127.0.0.1:0", tmp_path / "dev", replace=True)  # the module's workspace: once per worker count
     agent = AgentProcess(tmp_path / "dev", workers)  # with 2, a push may land on either; worker 0 is killed
     agent.start()
     ws.store.update_device("fault", address=agent.address)

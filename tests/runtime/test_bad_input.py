@@ -158,3 +158,23 @@ def test_a_wrong_override_names_the_override_and_runs_nothing(tmp_path, text_ws)
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), proc.stderr
         assert "cdl.yaml" not in proc.stderr
     assert text_ws.store.last_step_runs() == {}  # not even data.import ran
+
+
+def test_enrolling_a_name_again_needs_replace(tmp_path, text_ws):
+    """A second `cdl devices enroll edge1` used to replace the device silently: a new token, and the agent already
+    running from the first folder refused the workspace from then on."""
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+
+    first = enroll(text_ws, "edge1", "127.0.0.1:47000", tmp_path / "a")
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "devices", "enroll", "edge1",
+                           "--address", "127.0.0.1:47001", "--out", str(tmp_path / "b")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "device 'edge1' is already enrolled (at 127.0.0.1:47000" in proc.stderr and "--replace" in proc.stderr
+    assert not (tmp_path / "b").exists()
+    assert text_ws.store.device("edge1").token == first["token"]
+    again = enroll(text_ws, "edge1", "127.0.0.1:47001", tmp_path / "b", replace=True)
+    d = text_ws.store.device("edge1")
+    assert d.token == again["token"] != first["token"] and d.address == "127.0.0.1:47001"
