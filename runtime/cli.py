@@ -642,9 +642,10 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_acti
     model, variant = _ref_variant(ref)
     ws = _ws(obj)
     # what was asked for must exist before any device is touched: a wrong name is an input error (exit 2)
-    bundle_path(ws, ws.store.resolve_model(model).ref, variant)
+    mv = ws.store.resolve_model(model)
     for d in device_names:
         ws.store.device(d)
+    bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
     failed = False
     for d in device_names:
         try:

@@ -74,7 +74,8 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         if status in ("no-verdict", "no-data"):  # too little scoring data to test is not a clean bill of health
             return LoopResult(status=status, reason=f"{line}: nothing to do until more scoring data comes",
                               steps=steps, checks=checks)
-        reason = "no drift: the deployed model is fine" if ";" not in line else line  # else it names the undecided
+        # a device whose window is too small is named; otherwise every device was tested and none drifted
+        reason = line if any(not c["tests"] for c in checks) else "no drift: the deployed model is fine"
         return LoopResult(status="no-drift", reason=reason, steps=steps, checks=checks)
     if not run(steps=["deploy.maintain"]):
         return LoopResult(status="failed", reason=steps[-1]["error"], steps=steps)

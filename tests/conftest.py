@@ -240,6 +240,20 @@ def wait_gone(pid: int, seconds: float = 30.0) -> bool:
     return not pid_alive(pid)
 
 
+def reap(proc: subprocess.Popen | None, pid: int | None = None) -> None:
+    """After a test that kills a parent and expects its child to go: kill whichever of the two still runs, so a
+    failed expectation leaves no process behind."""
+    import signal
+
+    from runtime.domain.processes import pid_alive
+
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if pid and pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 class AgentProcess:
     """`cdl-edge serve` in a subprocess on 127.0.0.1:0; the port is read from its first line."""
 

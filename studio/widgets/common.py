@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -169,7 +170,10 @@ def _let_title_shrink(label) -> None:  # noqa: ANN001
     label.updateMin = update_min
 
 
+@functools.cache
 def _whole_number_axis(pg):  # noqa: ANN001, ANN202
+    """The class, made once (pyqtgraph is imported on first use, so it cannot be defined at module level)."""
+
     class WholeNumberAxis(pg.AxisItem):
         """Ticks at whole numbers only: an axis of epochs reads 1, 2, 3, never 1.5."""
 

@@ -14,7 +14,7 @@ import pytest
 from runtime.domain.errors import CdlError
 from runtime.server.client import RuntimeClient
 from runtime.server.server import check_listen, make_server
-from tests.conftest import wait_gone
+from tests.conftest import reap, wait_gone
 
 
 @pytest.fixture
@@ -196,10 +196,7 @@ def test_a_killed_runtime_takes_its_jobs_with_it(small_bbc):
         proc.wait(10)
         assert wait_gone(pid), "the job's worker went on training after its runtime died"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        if pid and pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        reap(proc, pid)
     proc, client = _serve(ws.root)  # the next runtime
     try:
         rec = ws.store.job(job)

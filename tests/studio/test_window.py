@@ -10,7 +10,7 @@ import sys
 import pytest
 from PySide6.QtCore import Qt
 
-from tests.conftest import make_bbc_subset, wait_gone
+from tests.conftest import make_bbc_subset, reap, wait_gone
 
 
 def test_import_run_and_label_from_the_window(qtbot, tmp_path):
@@ -162,10 +162,7 @@ time.sleep(600)
         studio.wait(10)
         assert wait_gone(runtime_pid), "the runtime outlived the studio that started it"
     finally:
-        if studio.poll() is None:
-            studio.kill()
-        if runtime_pid and pid_alive(runtime_pid):
-            __import__("os").kill(runtime_pid, 9)
+        reap(studio, runtime_pid)
 
 
 def test_a_runtime_that_cannot_start_says_why(tmp_path, qtbot):
