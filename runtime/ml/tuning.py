@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -133,6 +134,35 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    trial_log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _OurStopsAreNotFailures) for f in trial_log.filters):
+        trial_log.addFilter(_OurStopsAreNotFailures())
+
+
+class _OurStopsAreNotFailures(logging.Filter):
+    """Optuna logs a trial ended by an exception as a failure, with the traceback. A cancel (Ctrl-C, the studio's
+    Cancel) and a trial refused over budget end trials that way on purpose, and the step says so in its own
+    words: drop Optuna's two warnings for those trials, keep every other failure's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from runtime.ml.common import StopTraining
+
+        msg = record.getMessage()
+        m = re.match(r"Trial (\d+) failed with ", msg)
+        if m is None:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OverBudget) or (isinstance(exc, StopTraining) and str(exc) == "cancelled"):
+            self._dropped.add(m.group(1))
+            return False
+        if msg.startswith(f"Trial {m.group(1)} failed with value") and m.group(1) in self._dropped:
+            self._dropped.discard(m.group(1))
+            return False
+        return True
 
 
 # -- studies shared by workers ------------------------------------------------------------------------------

@@ -241,3 +241,25 @@ def test_a_cancelled_loop_stops_and_says_where(small_bbc):
     assert res["status"] == "cancelled" and res.code == 1, res
     assert res["reason"].startswith("cancelled during deploy.monitor"), res["reason"]
     assert [s["status"] for s in res["steps"]] == ["cancelled"]
+
+
+def test_a_cancelled_tuning_run_prints_no_optuna_traceback(small_bbc, capfd):
+    """A cancel ends the running trial through an exception: the step says "cancelled"; Optuna's warning that
+    the trial failed, with its traceback, used to follow it on stderr as if the code had crashed."""
+    import threading
+
+    from runtime.domain.events import EventKind
+    from runtime.jobs import EventBus
+
+    ws = small_bbc
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    cancel = threading.Event()
+    bus = EventBus()
+    bus.subscribe(lambda e: cancel.set() if e.kind == EventKind.METRIC else None)  # at the first epoch's metrics
+    capfd.readouterr()
+    res = Runner(ws, bus=bus, cancel=cancel).run(steps=["model.tune"])
+    assert res.status == "cancelled", res
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "failed with" not in err, err
+    exp = ws.store.experiments()[-1]
+    assert [t.state for t in ws.store.trials(exp.id)] == ["failed"]  # the cancelled trial is still recorded
