@@ -156,14 +156,16 @@ class ImagePipeline:
     def check_shape(self, arr: np.ndarray) -> np.ndarray:
         """Accept (H, W), (H, W, C), (N, H, W) or (N, H, W, C); returns (N, H, W, C)."""
         arr = np.asarray(arr)
+        sent = list(arr.shape)
         if arr.ndim == 2:
             arr = arr[None, :, :, None]
         elif arr.ndim == 3:
             arr = arr[None] if arr.shape[-1] == self.channels and arr.shape[:2] == (self.height, self.width) \
                 else arr[..., None]
         if arr.ndim != 4 or arr.shape[1:] != (self.height, self.width, self.channels):
-            raise ValueError(f"expected images of shape {self.height}x{self.width}x{self.channels}, "
-                             f"got {tuple(arr.shape)}")
+            h, w, c = self.height, self.width, self.channels
+            raise ValueError(f"shape {sent} is not a batch of {h}x{w}x{c} images: send [N, {h}, {w}, {c}]"
+                             + (f", [N, {h}, {w}]" if c == 1 else "") + f" or one image [{h}, {w}, {c}]")
         return arr
 
     def normalize(self, nhwc: np.ndarray) -> np.ndarray:

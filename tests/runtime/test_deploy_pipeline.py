@@ -110,6 +110,7 @@ def test_keras_variants(small_bbc):
 
 def test_image_model_through_an_agent(tmp_path, agent_factory):
     import tritonclient.grpc as tc
+    from tritonclient.utils import InferenceServerException
 
     from runtime.api import add_source
     from runtime.devices import deploy
@@ -151,5 +152,10 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     np.testing.assert_allclose(r.as_numpy("probabilities"), expected, atol=1e-5)
     classes = ws.store.model_version("fm", 1).classes
     assert labels == [classes[i] for i in expected.argmax(1)]
+    flat = tc.InferInput("image", [16, 784], "UINT8")  # flattened pixels: refused, naming the shape that was sent
+    flat.set_data_from_numpy(images.reshape(16, 784))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("fm", [flat])
+    assert "shape [16, 784] is not a batch of 28x28x1 images: send [N, 28, 28, 1]" in str(err.value), err.value
     client.close()
     ws.close()
