@@ -227,3 +227,49 @@ def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):
     qtbot.waitUntil(lambda: bool(errors), timeout=20000)
     assert errors[0].startswith("the runtime says: ") and "nosuchjob" in errors[0], errors
     assert "_InactiveRpcError" not in errors[0]
+
+
+def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
+    """Ten classes or more (Fashion-MNIST has ten): 0 picks the tenth and letters the ones after, as Label
+    Studio's hotkeys go; the buttons wrap into rows. The tenth class used to have no key at all."""
+    import csv
+
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.labeling.panel import LabelingPanel
+
+    classes = [f"c{k:02d}" for k in range(12)]
+    src = tmp_path / "twelve.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for k, c in enumerate(classes):
+            for j in range(3):
+                w.writerow([f"item {j} of class {k}: " + "word " * (20 + j), c])
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    assert add_source(ws, src).ok
+    assert Runner(ws).run(until="data.label").ok
+    p = LabelingPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.show()
+    p.filter.blockSignals(True)
+    p.filter.setCurrentText("all")
+    p.filter.blockSignals(False)
+    load(qtbot, p)
+    assert p.classes == classes
+    assert [b.text().split()[0] for b in p._class_buttons] == [*"123456789", "0", "Q", "W"]
+    assert p.buttons.rowCount() == 2  # ten to a row
+    for key, want in ((Qt.Key.Key_0, "c09"), (Qt.Key.Key_Q, "c10")):
+        item = p.current
+        with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+            qtbot.keyClick(p, key)
+        manual = {r.item_id: r.label for r in ws.store.labels() if r.source == "manual"}
+        assert manual[item.item_id] == want
+    before = len([r for r in ws.store.labels() if r.source == "manual"])
+    qtbot.keyClick(p, Qt.Key.Key_E)  # no thirteenth class: E does nothing
+    qtbot.wait(200)
+    assert len([r for r in ws.store.labels() if r.source == "manual"]) == before
+    p.grab().save(str(tmp_path / "labeling-twelve.png"))
+    ws.close()

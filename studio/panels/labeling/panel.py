@@ -1,5 +1,6 @@
-"""Labeling: one item at a time, text or image; keys 1-9 pick a class, S skips, U (or Ctrl+Z) undoes; filters
-for unlabeled items, conflicts and a retrain proposal's queue; Label Studio import and export."""
+"""Labeling: one item at a time, text or image; keys pick a class (1-9, 0, then letters, as Label Studio's
+hotkeys go; each button shows its key), S skips, U (or Ctrl+Z) undoes; filters for unlabeled items, conflicts and
+a retrain proposal's queue; Label Studio import and export."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -26,6 +28,10 @@ from PySide6.QtWidgets import (
 from studio.panels.base import Panel
 from studio.panels.data.panel import _image_pixmap
 from studio.services.tasks import run_task
+
+# a class's key, by its place: Label Studio's hotkey order without S and U, which skip and undo here
+CLASS_KEYS = "1234567890qwetadfgzxcvbyiophjklnm"
+BUTTONS_PER_ROW = 10
 
 
 class LabelingPanel(Panel):
@@ -70,7 +76,7 @@ class LabelingPanel(Panel):
         self.add(self.image, 1)
         self.image.hide()
         self.buttons_box = QWidget()
-        self.buttons = QHBoxLayout(self.buttons_box)
+        self.buttons = QGridLayout(self.buttons_box)  # rows of BUTTONS_PER_ROW: ten classes or more stay legible
         self.buttons.setContentsMargins(0, 0, 0, 0)
         self.add(self.buttons_box)
         actions = QHBoxLayout()
@@ -89,10 +95,11 @@ class LabelingPanel(Panel):
         self._class_buttons: list[QPushButton] = []
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - keys 1-9 label, S skips, U undoes
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - class keys label, S skips, U undoes
         key = event.key()
-        if Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and not event.modifiers():
-            self.choose(key - Qt.Key.Key_1)
+        plain = event.modifiers() in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.KeypadModifier)
+        if plain and event.text() and event.text().lower() in CLASS_KEYS[:len(self.classes)]:
+            self.choose(CLASS_KEYS.index(event.text().lower()))
         elif key == Qt.Key.Key_S and not event.modifiers():
             self.skip()
         elif (key == Qt.Key.Key_U and not event.modifiers()) or event.matches(QKeySequence.StandardKey.Undo):
@@ -141,9 +148,10 @@ class LabelingPanel(Panel):
                 b.deleteLater()
             self._class_buttons = []
             for i, c in enumerate(self.classes):
-                b = QPushButton(f"{i + 1}  {c}" if i < 9 else c)
+                b = QPushButton(f"{CLASS_KEYS[i].upper()}  {c}" if i < len(CLASS_KEYS) else c)
+                b.setToolTip(f"{c} (key {CLASS_KEYS[i].upper()})" if i < len(CLASS_KEYS) else c)
                 b.clicked.connect(lambda _=False, i=i: self.choose(i))
-                self.buttons.addWidget(b)
+                self.buttons.addWidget(b, i // BUTTONS_PER_ROW, i % BUTTONS_PER_ROW)
                 self._class_buttons.append(b)
         p = d["progress"]
         pp = d.get("proposal_progress")
