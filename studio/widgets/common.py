@@ -153,6 +153,16 @@ def plot_widget(title: str = "", left: str = "", bottom: str = "", whole_x: bool
     return w
 
 
+def add_legend(plot, offset: tuple[int, int] = (10, 10), columns: int = 1):  # noqa: ANN001, ANN201
+    """The plot's legend on an opaque white box, drawn over the data: pyqtgraph's bare legend let bars and lines
+    show through its names. offset: pixels from the corner it names (negative x: from the right, negative y: from
+    the bottom); columns: entries side by side, for a legend that should take one line."""
+    legend = plot.addLegend(offset=offset, brush=(255, 255, 255, 230), pen="#d1d5db", labelTextColor="#111827")
+    legend.setColumnCount(columns)
+    legend.setZValue(1000)
+    return legend
+
+
 def _let_title_shrink(label) -> None:  # noqa: ANN001
     """pyqtgraph makes a plot at least as wide as its title: in a narrow panel a long title pushed the right part
     of the plot out of sight. The title may now be cut at the plot's edges instead, and its tooltip is whole."""

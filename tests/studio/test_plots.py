@@ -130,3 +130,40 @@ def test_times_are_shown_in_the_users_time_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_the_class_balance_legend_does_not_cover_the_bars(qtbot, tmp_path):
+    """Ten balanced classes (Fashion-MNIST: 6000 train, 1000 test each): every bar reaches near the top, and the
+    legend, in the top left, hid the first class's bars and they its names. It now takes one line in headroom
+    left above the tallest bar, on an opaque box."""
+    import pyqtgraph as pg
+
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(700, 600)
+    p.show()
+    p.tabs.setCurrentIndex(2)
+    classes = [f"class {k}" for k in range(10)]
+    p._analysis({"versions": [{"split_classes": {"test": dict.fromkeys(classes, 1000),
+                                                 "train": dict.fromkeys(classes, 6000)}}],
+                 "hist": None, "samples": []})
+    qtbot.waitUntil(lambda: p.balance_plot.isVisible())
+    qtbot.wait(100)
+    item = p.balance_plot.getPlotItem()
+    legend = item.legend
+    assert legend is not None and legend.columnCount == 2  # test and train side by side
+    box = legend.mapRectToScene(legend.boundingRect())
+    vb = item.getViewBox()
+    bars = [it for it in item.items if isinstance(it, pg.BarGraphItem)]
+    assert len(bars) == 2
+    for bar in bars:
+        for x, h in zip(bar.opts["x"], bar.opts["height"], strict=True):
+            w = bar.opts["width"]
+            top_left = vb.mapViewToScene(pg.QtCore.QPointF(x - w / 2, h))
+            bottom_right = vb.mapViewToScene(pg.QtCore.QPointF(x + w / 2, 0))
+            rect = pg.QtCore.QRectF(top_left, bottom_right).normalized()
+            assert not rect.intersects(box), (x, h, rect, box)
+    assert legend.zValue() > max(b.zValue() for b in bars)

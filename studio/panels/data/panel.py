@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, local_time, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
@@ -193,8 +193,10 @@ class DataPanel(Panel):
             classes = sorted({c for per in v["split_classes"].values() for c in per})
             splits = list(v["split_classes"])
             width = 0.8 / max(1, len(splits))
-            if self.balance_plot.plotItem.legend is None:
-                self.balance_plot.addLegend(offset=(10, 10))
+            # one line in the top right corner, over headroom left above the tallest bar
+            add_legend(self.balance_plot, offset=(-10, 6), columns=len(splits))
+            tallest = max((n for per in v["split_classes"].values() for n in per.values()), default=1)
+            self.balance_plot.setYRange(0, tallest * 1.3, padding=0.02)
             for k, split in enumerate(splits):
                 ys = [v["split_classes"][split].get(c, 0) for c in classes]
                 xs = [i + k * width - 0.4 + width / 2 for i in range(len(classes))]

@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, local_time, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
 
 
 class MonitoringPanel(Panel):
@@ -105,7 +105,7 @@ class MonitoringPanel(Panel):
         device = self.device.currentText()
         checks = [c for c in d["checks"] if c["device"] == device and c["tests"]]
         if checks:
-            self.tests_plot.addLegend(offset=(10, 10))
+            add_legend(self.tests_plot)
             names = [t["name"] for t in checks[-1]["tests"]]
             for k, name in enumerate(names):
                 ys = []

@@ -10,7 +10,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, plot_widget
 
 
 def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
@@ -181,7 +181,7 @@ class TuningPanel(Panel):
         self.curve_items = {}
         if len(trials) == 1 and trials[0]["metrics"]:
             ms = trials[0]["metrics"]
-            c.addLegend(offset=(-10, -10))
+            add_legend(c, offset=(-10, -10))
             for k, key in enumerate(("train_accuracy", "val_accuracy")):
                 c.plot([m["epoch"] for m in ms], [m.get(key, np.nan) for m in ms], name=key,
                        pen=pg.mkPen(PALETTE[k], width=2), symbol="o", symbolSize=4, symbolBrush=PALETTE[k])
