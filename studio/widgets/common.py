@@ -163,6 +163,19 @@ def add_legend(plot, offset: tuple[int, int] = (10, 10), columns: int = 1):  # n
     return legend
 
 
+def plot_note(plot, text: str):  # noqa: ANN001, ANN201
+    """Grey words in the middle of an empty plot, saying why it is empty (blank axes said nothing)."""
+    import pyqtgraph as pg
+
+    note = pg.TextItem(text, color="#6b7280", anchor=(0.5, 0.5))
+    plot.addItem(note)
+    note.setPos(0.5, 0.5)
+    plot.getAxis("bottom").setTicks(None)
+    plot.setXRange(0, 1)
+    plot.setYRange(0, 1)
+    return note
+
+
 def _let_title_shrink(label) -> None:  # noqa: ANN001
     """pyqtgraph makes a plot at least as wide as its title: in a narrow panel a long title pushed the right part
     of the plot out of sight. The title may now be cut at the plot's edges instead, and its tooltip is whole."""

@@ -167,3 +167,29 @@ def test_the_class_balance_legend_does_not_cover_the_bars(qtbot, tmp_path):
             rect = pg.QtCore.QRectF(top_left, bottom_right).normalized()
             assert not rect.intersects(box), (x, h, rect, box)
     assert legend.zValue() > max(b.zValue() for b in bars)
+
+
+def test_parameter_importance_says_why_it_is_empty(qtbot, tmp_path):
+    """With fewer than three scored trials (a cancelled study, a small one) the importance plot was blank axes."""
+    import pyqtgraph as pg
+
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p._ensure_plots()
+    imp = p.plots["importance"]
+
+    def notes() -> list[str]:
+        return [it.textItem.toPlainText() for it in imp.getPlotItem().items if isinstance(it, pg.TextItem)]
+
+    trial = {"value": 0.91, "state": "failed", "params": {"lr": 0.001, "hidden": 79}}
+    p.trial_rows = [trial, {**trial, "state": "complete"}]
+    p._draw_importance()
+    assert notes() == ["needs 3 finished trials; this study has 1"]
+    p.trial_rows = [{"value": 0.8 + k / 100, "state": "complete", "params": {"lr": k / 1000, "hidden": 80 - k}}
+                    for k in range(4)]
+    p._draw_importance()
+    assert notes() == []
+    assert any(isinstance(it, pg.BarGraphItem) for it in imp.getPlotItem().items)

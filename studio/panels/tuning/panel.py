@@ -10,7 +10,9 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget
+
+MIN_TRIALS_FOR_IMPORTANCE = 3
 
 
 def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
@@ -18,7 +20,7 @@ def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
     (pruned trials included: ASHA prunes most of them), normalised to sum 1; a cheap stand-in for fANOVA that
     needs nothing beyond numpy."""
     done = [t for t in trials if t["value"] is not None and t["state"] in ("complete", "pruned")]
-    if len(done) < 3:
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     out = {}
     values = np.array([t["value"] for t in done], dtype=float)
@@ -224,6 +226,9 @@ class TuningPanel(Panel):
             imp.addItem(pg.BarGraphItem(x=list(range(len(names))), height=list(share.values()), width=0.6,
                                         brush="#6366f1"))
             imp.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(names)]])
+        elif self.trial_rows:
+            scored = sum(1 for t in self.trial_rows if t["value"] is not None and t["state"] in ("complete", "pruned"))
+            plot_note(imp, f"needs {MIN_TRIALS_FOR_IMPORTANCE} finished trials; this study has {scored}")
 
     # -- live ---------------------------------------------------------------------------------------------
 
