@@ -147,6 +147,16 @@ def test_models_and_review_panels(studio_ctx, qtbot):
         r.reject_btn.click()
     assert ws.store.reviews("ws", 2)[-1].decision == "rejected"
     assert "rejected by vera" in r.status_label.text()
+    # the champion chosen as the candidate: nothing to compare it with, and the panel says so (it showed its
+    # metrics twice, with no change, beside an empty matrix)
+    r.candidate.setCurrentIndex(r.candidate.findData("ws:1"))
+    with qtbot.waitSignal(r.sig_loaded, timeout=20000):
+        r.candidate.activated.emit(r.candidate.currentIndex())
+    assert r.candidate.currentData() == "ws:1"
+    assert r.versus.text().startswith("is the champion")
+    assert r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 0
+    assert "none to compare with" in r.cm_champion_label.text()
+    assert all(r.metrics.item(i, 2).text() == "" for i in range(r.metrics.rowCount()))
 
 
 def test_compression_panel(studio_ctx, qtbot):

@@ -64,10 +64,10 @@ class ReviewPanel(Panel):
         self.add(w)
         grid = QGridLayout()
         self.metrics = Table(["metric", "candidate", "champion", "change"])
-        self.metrics.setMaximumHeight(150)
         grid.addWidget(self.metrics, 0, 0, 1, 2)
         grid.addWidget(QLabel("Candidate's confusion matrix (rows: true, columns: predicted)"), 1, 0)
-        grid.addWidget(QLabel("Champion's confusion matrix"), 1, 1)
+        self.cm_champion_label = QLabel("Champion's confusion matrix")
+        grid.addWidget(self.cm_champion_label, 1, 1)
         self.cm_candidate = Table([])
         self.cm_champion = Table([])
         grid.addWidget(self.cm_candidate, 2, 0)
@@ -128,8 +128,14 @@ class ReviewPanel(Panel):
             return
         cand, champ = d["candidate"], d["champion"]
         self.candidate.setCurrentIndex(self.candidate.findData(cand.ref))
-        self.versus.setText(f"against champion {champ.ref}" if champ else "no champion yet: approving makes this "
-                            "version the first")
+        if champ is not None and champ.ref == cand.ref:  # nothing to compare with: the champion columns stay empty
+            self.versus.setText("is the champion: choose another version to compare it with")
+            champ = None
+        else:
+            self.versus.setText(f"against champion {champ.ref}" if champ else "no champion yet: approving makes "
+                                "this version the first")
+        self.cm_champion_label.setText(f"Champion's confusion matrix ({champ.ref})" if champ else
+                                       "Champion's confusion matrix: none to compare with")
         reviewed = [r for r in d["history"]["reviews"] if r["version"] == cand.version]
         if not cand.evaluation:
             self.say(f"{cand.ref} has no test evaluation yet: run model.evaluate first.", "warning")
@@ -151,8 +157,11 @@ class ReviewPanel(Panel):
             if change:
                 colors[(i, 3)] = "#15803d" if change > 0 else "#b91c1c"
         self.metrics.fill(rows, colors)
+        m = self.metrics  # three rows: shown whole, never behind a scroll bar
+        m.setFixedHeight(m.horizontalHeader().height() + sum(m.rowHeight(i) for i in range(m.rowCount()))
+                         + 2 * m.frameWidth() + 2)
         _confusion(self.cm_candidate, cand.evaluation)
-        _confusion(self.cm_champion, champ.evaluation if champ and champ.ref != cand.ref else None)
+        _confusion(self.cm_champion, champ.evaluation if champ else None)
         pc = cand.evaluation.get("per_class", {})
         cpc = (champ.evaluation.get("per_class", {}) if champ else {})
         self.per_class.fill([(c, v["precision"], v["recall"], v["f1"], cpc.get(c, {}).get("precision"),
