@@ -670,7 +670,7 @@ def rollback(obj: dict[str, Any], device_name: str) -> None:
 
 @cli.command()
 @click.option("--no-collect", is_flag=True, help="check what is already in .cdl/scoring.duckdb")
-@click.option("--window", type=float, help="records (or seconds with --by time)")
+@click.option("--window", type=click.FloatRange(min=1), help="records (or seconds with --by time), at least 1")
 @click.option("--by", type=click.Choice(["count", "time"]))
 @click.option("--fail-on-drift", is_flag=True, help="exit 1 when a device drifted")
 @click.option("--json", "as_json", is_flag=True)
@@ -684,7 +684,7 @@ def monitor(obj: dict[str, Any], no_collect: bool, window: float | None, by: str
     over: dict[str, Any] = {}
     if no_collect:
         over["collect"] = False
-    if window:
+    if window is not None:
         over["window"] = window
     if by:
         over["window_by"] = by

@@ -160,6 +160,18 @@ def test_a_wrong_override_names_the_override_and_runs_nothing(tmp_path, text_ws)
     assert text_ws.store.last_step_runs() == {}  # not even data.import ran
 
 
+def test_a_monitor_window_of_0_is_refused(text_ws):
+    """`cdl monitor --window 0` used to check the configured 500 records as if no window had been given."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "monitor", "--window", "0"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value for '--window': 0.0 is not in the range x>=1" in proc.stderr
+    assert text_ws.store.last_step_runs() == {}
+
+
 def test_enrolling_a_name_again_needs_replace(tmp_path, text_ws):
     """A second `cdl devices enroll edge1` used to replace the device silently: a new token, and the agent already
     running from the first folder refused the workspace from then on."""
