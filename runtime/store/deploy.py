@@ -60,9 +60,12 @@ class DeployMixin:
             r = s.execute(select(t.SqlVariant).where(t.SqlVariant.name == name, t.SqlVariant.version == version,
                                                      t.SqlVariant.variant == variant)).scalar_one_or_none()
             if r is None:
-                known = ", ".join(v.variant for v in self.variants(name, version)) or "none"
-                raise NotFoundError(f"{name}:{version} has no variant {variant!r} (variants: {known}); run "
-                                    "deploy.export and deploy.compress")
+                all_ = self.variants(name, version)
+                known = ", ".join(v.variant for v in all_ if v.status == "ok") or "none"
+                skipped = ", ".join(v.variant for v in all_ if v.status != "ok")
+                raise NotFoundError(f"{name}:{version} has no variant {variant!r} (built: {known}"
+                                    + (f"; not built: {skipped}" if skipped else "")
+                                    + "); deploy.compress makes the variants cdl.yaml lists")
             return _variant(r)
 
     def add_device(self, **fields: Any) -> Device:

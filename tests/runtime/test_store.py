@@ -257,3 +257,20 @@ def test_concurrent_writers(store: Store):
         t.join()
     assert not errors
     assert len(store.labels()) == 80
+
+
+def test_a_missing_variant_names_what_was_built_and_what_was_not(store: Store):
+    """`cdl deploy m:1:nope` listed the skipped variants (qat on a PyTorch model, tensorrt without a GPU) among
+    the ones to choose from; choosing one of those then failed again."""
+    from runtime.domain.errors import NotFoundError
+
+    store.put_variant("m", 1, "fp32")
+    store.put_variant("m", 1, "static_int8")
+    store.put_variant("m", 1, "tensorrt", status="skipped", message="TensorRT unavailable: no GPU")
+    with pytest.raises(NotFoundError) as err:
+        store.variant("m", 1, "nope")
+    assert "(built: fp32, static_int8; not built: tensorrt)" in str(err.value), err.value
+    store.put_variant("m", 2, "fp32")
+    with pytest.raises(NotFoundError) as err:
+        store.variant("m", 2, "int8")
+    assert "(built: fp32);" in str(err.value) and "not built" not in str(err.value), err.value
