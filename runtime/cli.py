@@ -625,8 +625,7 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
         _dump(doc)
         return
     for d in doc["deployments"]:
-        click.echo(f"{d['time'][:19]} {d['device']:<12} {d['action']:<8} {d['model'] or ''}:{d['version'] or ''}:"
-                   f"{d['variant'] or ''} {d['status']} {d['message']}")
+        click.echo(f"{d['time'][:19]} {d['device']:<12} {d['action']:<8} {d['ref']} {d['status']} {d['message']}")
 
 
 @cli.command()

@@ -314,8 +314,15 @@ def history_json(ws: Workspace, device: str | None = None) -> dict[str, Any]:
     if device:
         ws.store.device(device)
     return {"deployments": [{"id": d.id, "device": d.device, "action": d.action, "model": d.name,
-                             "version": d.version, "variant": d.variant, "bundle": d.bundle, "status": d.status,
-                             "message": d.message, "time": d.time.isoformat()} for d in ws.store.deployments(device)]}
+                             "version": d.version, "variant": d.variant, "ref": _ref(d), "bundle": d.bundle,
+                             "status": d.status, "message": d.message, "time": d.time.isoformat()}
+                            for d in ws.store.deployments(device)]}
+
+
+def _ref(d) -> str:  # noqa: ANN001
+    """NAME:VERSION:VARIANT of a deployment, or "-" for one that never got as far as a model (a rollback with
+    nothing to roll back to)."""
+    return f"{d.name}:{d.version}:{d.variant}" if d.name else "-"
 
 
 def remove_enrollment_dir(path: Path) -> None:

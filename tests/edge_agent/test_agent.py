@@ -100,6 +100,8 @@ def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_facto
 def test_push_activate_rollback_and_history(packaged, agent_factory):
     ws = packaged
     agent_factory(ws)
+    with pytest.raises(CdlError, match="nothing to roll back to"):  # no model yet: recorded, with no model
+        rollback(ws, "dev1")
     first = deploy(ws, "ws:1", "fp32", "dev1")
     second = deploy(ws, "ws:1", "dynamic_int8", "dev1")
     with DeviceClient(ws, "dev1") as c:
@@ -127,8 +129,12 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         # activate a stored bundle explicitly
         assert c.activate(second["bundle_id"])["variant"] == "dynamic_int8"
     hist = history_json(ws, "dev1")["deployments"]
-    assert [(d["action"], d["variant"], d["status"]) for d in hist] == [
-        ("deploy", "fp32", "done"), ("deploy", "dynamic_int8", "done"), ("rollback", "fp32", "done")]
+    assert [(d["action"], d["ref"], d["status"]) for d in hist] == [
+        ("rollback", "-", "failed"), ("deploy", "ws:1:fp32", "done"), ("deploy", "ws:1:dynamic_int8", "done"),
+        ("rollback", "ws:1:fp32", "done")]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "history"],
+                         capture_output=True, text=True)
+    assert " rollback - failed " in out.stdout.splitlines()[0], out.stdout  # it printed "rollback :: failed"
     # stored without activation
     third = deploy(ws, "ws:1", "static_int8", "dev1", activate=False)
     assert not third["activated"]

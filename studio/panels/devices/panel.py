@@ -106,8 +106,7 @@ class DevicesPanel(Panel):
             error = (d.get("probes", {}).get(dev["name"]) or {}).get("error")
             if error:
                 self.devices.item(i, 1).setToolTip(error)  # why it did not answer
-        self.history.fill([(local_time(h["time"]), h["device"], h["action"],
-                            f"{h['model'] or ''}:{h['version'] or ''}:{h['variant'] or ''}", h["status"], h["message"])
+        self.history.fill([(local_time(h["time"]), h["device"], h["action"], h["ref"], h["status"], h["message"])
                            for h in reversed(d["history"])])
         if not d["devices"]:
             self.say("No device enrolled: press Enroll…, copy the folder it makes to the device and start "
