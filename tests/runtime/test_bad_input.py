@@ -131,6 +131,23 @@ def test_failed_reimport_keeps_previous_data(text_ws, tmp_path):
     assert text_ws.store.item_count() == n
 
 
+def test_text_into_an_image_workspace_and_images_into_a_text_one(text_ws, tmp_path):
+    """A source of the other kind was imported, and the workspace failed much later, in model.tune ("the cnn
+    template needs images, got input shape (9789,)")."""
+    from runtime.workspace import Workspace
+    from tests.conftest import make_fashion_subset
+
+    image_ws = Workspace.init(tmp_path / "images", "image-classification")
+
+    err = _import_fails(image_ws, make_bbc_subset(tmp_path / "bbc.zip", per_class=2), "holds text items")
+    assert "this workspace is for images (cdl.yaml: task: image)" in str(err)
+    assert "--template text-classification" in str(err)
+    fashion = make_fashion_subset(tmp_path / "fm", 20, 10)
+    err = _import_fails(text_ws, fashion, "holds image items")
+    assert "this workspace is for text (cdl.yaml: task: text)" in str(err)
+    image_ws.close()
+
+
 def test_cli_shows_a_one_line_error(tmp_path, text_ws):
     import subprocess
     import sys
