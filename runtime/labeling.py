@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
+import threading
+import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,34 +44,110 @@ class LabelState:
 
 
 def effective_labels(records: Iterable[LabelRecord], use_model_labels: bool = False) -> dict[str, LabelState]:
-    manual: dict[str, LabelRecord] = {}
-    imported: dict[str, list[LabelRecord]] = {}
-    model: dict[str, LabelRecord] = {}
-    for r in records:
-        if r.undone or r.action != "label" or r.label is None:
-            continue
-        if r.source == "manual":
-            if r.item_id not in manual or r.id > manual[r.item_id].id:
-                manual[r.item_id] = r
-        elif r.source == "import":
-            imported.setdefault(r.item_id, []).append(r)
-        elif r.source == "model":
-            if r.item_id not in model or r.id > model[r.item_id].id:
-                model[r.item_id] = r
+    return _effective(((r.id, r.item_id, r.label, r.source) for r in records
+                       if not r.undone and r.action == "label" and r.label is not None), use_model_labels)
+
+
+def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: bool = False) -> dict[str, LabelState]:
+    """The rules above over (id, item_id, label, source) of the label actions in force."""
+    manual: dict[str, tuple[int, str]] = {}
+    imported: dict[str, set[str]] = {}
+    model: dict[str, tuple[int, str]] = {}
+    for rid, item, label, source in facts:
+        if source == "manual":
+            m = manual.get(item)
+            if m is None or rid > m[0]:
+                manual[item] = (rid, label)
+        elif source == "import":
+            found = imported.setdefault(item, set())
+            if label:
+                found.add(label)
+        elif source == "model":
+            m = model.get(item)
+            if m is None or rid > m[0]:
+                model[item] = (rid, label)
     out: dict[str, LabelState] = {}
-    for item_id in set(manual) | set(imported) | (set(model) if use_model_labels else set()):
-        if item_id in manual:
-            out[item_id] = LabelState(manual[item_id].label, False, (manual[item_id].label,), "manual")
+    for item, (_, label) in manual.items():
+        out[item] = LabelState(label, False, (label,), "manual")
+    for item, found in imported.items():
+        if item in out:
             continue
-        if item_id in imported:
-            distinct = tuple(sorted({r.label for r in imported[item_id] if r.label}))
-            if len(distinct) == 1:
-                out[item_id] = LabelState(distinct[0], False, distinct, "import")
-            else:
-                out[item_id] = LabelState(None, True, distinct, "import")
-            continue
-        out[item_id] = LabelState(model[item_id].label, False, (model[item_id].label,), "model")
+        if len(found) == 1:
+            (label,) = found
+            out[item] = LabelState(label, False, (label,), "import")
+        else:
+            out[item] = LabelState(None, True, tuple(sorted(found)), "import")
+    if use_model_labels:
+        for item, (_, label) in model.items():
+            out.setdefault(item, LabelState(label, False, (label,), "model"))
     return out
+
+
+class _StatesCache:
+    """Every item's effective label for one store, kept between calls: the labeling panel asks for them on each
+    item it shows, and reading 70 000 labels (Fashion-MNIST) took seconds each time. Brought up to date from the
+    labels table's counts: rows only added since (a label, a skip) update the items they touch; anything else (an
+    undo, a re-import replacing rows) computes them afresh."""
+
+    def __init__(self) -> None:
+        self._snapshot: tuple[tuple[int, int | None, int, str | None], dict[str, LabelState]] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, store) -> dict[str, LabelState]:  # noqa: ANN001
+        counts = store.label_counts()
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and snap[0] == counts:
+                return snap[1]
+            n, mx, undone, replaced = counts
+            states: dict[str, LabelState] | None = None
+            if snap is not None:
+                (n0, mx0, undone0, replaced0), old = snap
+                if undone == undone0 and replaced == replaced0 and mx0 is not None and mx is not None \
+                        and n == n0 + store.label_rows_after(mx0):  # only added: update what they touch
+                    touched = {f[1] for f in store.label_facts(after_id=mx0)}
+                    fresh = _effective(store.label_facts(item_ids=touched)) if touched else {}
+                    states = dict(old)
+                    for item in touched:
+                        if item in fresh:
+                            states[item] = fresh[item]
+                        else:
+                            states.pop(item, None)
+            if states is None:
+                states = _effective(store.label_facts())
+            self._snapshot = (counts, states)
+            return states
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _StatesCache] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def current_states(store) -> dict[str, LabelState]:  # noqa: ANN001
+    """Every item's effective label now (model labels not counted), from a cache kept per store. Read-only."""
+    with _STATES_LOCK:
+        cache = _STATES.get(store)
+        if cache is None:
+            cache = _STATES[store] = _StatesCache()
+    return cache.get(store)
+
+
+_VIEWS: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int, int], Any]] = weakref.WeakKeyDictionary()
+
+
+def _checked_out(ws: Workspace):  # noqa: ANN202
+    """The checked-out dataset view, read again only when data/dataset's index file changed (ingest and checkout
+    replace it): reading 70 000 index rows took over a second on each item the panel showed."""
+    from runtime.workspace.dataset import INDEX_NAME
+
+    st = (ws.dataset_dir / INDEX_NAME).stat()
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _VIEWS.get(ws)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    view = ws.dataset()
+    _VIEWS[ws] = (stamp, view)
+    return view
 
 
 @dataclass(frozen=True)
@@ -103,7 +182,11 @@ class LabelQueue:
 
     def _dataset(self):
         if self._view is None:
-            self._view = self.ws.dataset()
+            from runtime.workspace.dataset import INDEX_NAME
+
+            if not (self.ws.dataset_dir / INDEX_NAME).exists():
+                return self.ws.dataset()  # says there is no dataset yet
+            self._view = _checked_out(self.ws)
         return self._view
 
     def refresh(self) -> None:
@@ -115,9 +198,7 @@ class LabelQueue:
         if fixed:
             return list(fixed)
         seen = {r.label for r in self._dataset().rows if r.label}
-        for rec in self.store.labels():
-            if rec.label and rec.action == "label":
-                seen.add(rec.label)
+        seen.update(name for name in self.store.label_names() if name)
         return sorted(seen)
 
     def _quarantined(self) -> set[str]:
@@ -131,26 +212,29 @@ class LabelQueue:
         return list(items)
 
     def rows(self, filter: str = "unlabeled") -> list[QueueItem]:
-        states = effective_labels(self.store.labels())
-        quarantined = self._quarantined()
-        rows = [r for r in self._dataset().rows if r.uid not in quarantined]
-        seen_ids: set[str] = set()
-        order: list[IndexRow] = []
+        return [self._queue_item(r, st) for r, st in self._matching(filter)]
+
+    def _matching(self, filter: str) -> Iterator[tuple[IndexRow, LabelState]]:
+        """The rows the filter shows, in queue order, each content once, with its label state."""
+        states = current_states(self.store)
         if filter.startswith("proposal:"):
             wanted = self._proposal_order(filter.split(":", 1)[1])
-            by_uid = {r.uid: r for r in self._dataset().rows}
-            staged = self._staged()
-            order = [by_uid.get(u) or staged[u] for u in wanted if u in by_uid or u in staged]
+            view = self._dataset()
+            staged = self._staged([u for u in wanted if not view.has(u)])
+            order: Iterable[IndexRow] = [view.row(u) if view.has(u) else staged[u] for u in wanted
+                                         if view.has(u) or u in staged]
         else:
             if filter not in FILTERS:
                 raise CdlError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)}, proposal:ID)")
-            order = rows
-        out = []
+            quarantined = self._quarantined()
+            order = (r for r in self._dataset().rows if r.uid not in quarantined)
+        seen_ids: set[str] = set()
+        none = LabelState(None, False)
         for r in order:
             if r.id in seen_ids:  # duplicates share one label: show the content once
                 continue
             seen_ids.add(r.id)
-            st = states.get(r.id, LabelState(None, False))
+            st = states.get(r.id, none)
             if filter == "unlabeled" and (st.label is not None or st.conflict):
                 continue
             if filter == "conflicts" and not st.conflict:
@@ -159,33 +243,39 @@ class LabelQueue:
                 continue
             if filter.startswith("proposal:") and st.label is not None and st.source == "manual":
                 continue
-            out.append(QueueItem(r.uid, r.id, r.kind, r.source, st.label, st.conflict, st.candidates, r.split, {}))
-        return out
+            yield r, st
+
+    @staticmethod
+    def _queue_item(r: IndexRow, st: LabelState) -> QueueItem:
+        return QueueItem(r.uid, r.id, r.kind, r.source, st.label, st.conflict, st.candidates, r.split, {})
 
     def _skipped(self) -> set[str]:
         """Items this labeler skipped, or already decided (so that 'all' moves on after each label)."""
-        return {
-            r.item_id
-            for r in self.store.labels()
-            if r.labeler == self.labeler and r.source == "manual"
-        }
+        return self.store.decided_by(self.labeler)
 
     def next(self, filter: str = "unlabeled") -> QueueItem | None:
         """The next item for this labeler, leased to it (as Label Studio locks a task for its annotator): other
         labelers on the same queue are handed other items until this one is labeled or skipped, this labeler
         asks for another, or the lease runs out (`lease_seconds`, 15 minutes)."""
         skipped = self._skipped()
-        todo = [q for q in self.rows(filter) if q.item_id not in skipped]
-        if not todo:
+        todo = ((r, st) for r, st in self._matching(filter) if r.id not in skipped)
+        # one more than the items other labelers hold is enough to find a free one: the rest need not be read
+        head = {r.id: (r, st) for r, st in itertools.islice(todo, len(self.store.leased_by_others(self.labeler)) + 1)}
+        if not head:
             self.store.release_lease(self.labeler)
             return None
-        pick = self.store.lease_item(self.labeler, [q.item_id for q in todo], self.lease_seconds)
-        return next((q for q in todo if q.item_id == pick), None)
+        pick = self.store.lease_item(self.labeler, list(head), self.lease_seconds)
+        if pick is None:  # others took those meanwhile: offer every remaining one
+            head.update((r.id, (r, st)) for r, st in todo)
+            pick = self.store.lease_item(self.labeler, list(head), self.lease_seconds)
+        return self._queue_item(*head[pick]) if pick in head else None
 
-    def _staged(self) -> dict[str, IndexRow]:
-        """Items imported but not yet in the checked-out dataset (a retrain proposal's samples)."""
+    def _staged(self, uids: Iterable[str] | None = None) -> dict[str, IndexRow]:
+        """Items imported but not yet in the checked-out dataset (a retrain proposal's samples): those with
+        `uids`, or all."""
+        items = self.store.items() if uids is None else self.store.items_by_uid(uids)
         return {i.uid: IndexRow(i.uid, i.id, i.kind, i.source, None, False, i.split, i.pack, i.offset, i.length,
-                                i.encoding) for i in self.store.items()}
+                                i.encoding) for i in items}
 
     def content(self, uid: str) -> str | Any:
         """Text (decoded as the clean step does) or an image array, for display."""
@@ -196,7 +286,7 @@ class LabelQueue:
         except CdlError:
             from runtime.workspace.dataset import DatasetView, PackReader
 
-            staged = self._staged()
+            staged = self._staged([uid])
             if uid not in staged:
                 raise
             row = staged[uid]
@@ -208,10 +298,15 @@ class LabelQueue:
     # -- actions ------------------------------------------------------------------------------------------
 
     def _item_id(self, ref: str) -> str:
-        rows = list(self._dataset().rows) + list(self._staged().values())
-        for r in rows:
-            if r.uid == ref or r.id == ref:
-                return r.id
+        view = self._dataset()
+        if view.has(ref):  # a uid, as the panel and `cdl labels next` give it
+            return view.row(ref).id
+        found = self.store.items_by_uid([ref]) or self.store.items_by_id([ref])
+        if found:
+            return found[0].id
+        if any(r.id == ref for r in view.rows):  # a content id of the version, no longer among the items
+            return ref
+        rows = list(view.rows) + list(self._staged().values())
         matches = [r for r in rows if r.id.startswith(ref) or r.uid.endswith(ref)]
         if len({r.id for r in matches}) == 1:
             return matches[0].id
@@ -242,11 +337,18 @@ class LabelQueue:
         return self.store.undo_last(self.labeler)
 
     def progress(self) -> dict[str, int]:
-        states = effective_labels(self.store.labels())
+        states = current_states(self.store)
         quarantined = self._quarantined()
         ids = {r.id for r in self._dataset().rows if r.uid not in quarantined}
-        labeled = sum(1 for i in ids if states.get(i, LabelState(None, False)).label is not None)
-        conflicts = sum(1 for i in ids if states.get(i, LabelState(None, False)).conflict)
+        labeled = conflicts = 0
+        for i in ids:
+            st = states.get(i)
+            if st is None:
+                continue
+            if st.label is not None:
+                labeled += 1
+            elif st.conflict:
+                conflicts += 1
         return {"total": len(ids), "labeled": labeled, "conflicts": conflicts,
                 "unlabeled": len(ids) - labeled - conflicts}
 

@@ -27,7 +27,7 @@ def proposal(ws: Workspace, pid: str) -> dict[str, Any]:
     from runtime.labeling import effective_labels
 
     uids = ws.store.get_state(f"proposal:{pid}:items") or []
-    items = {i.uid: i for i in ws.store.items() if i.uid in set(uids)}
+    items = {i.uid: i for i in ws.store.items_by_uid(uids)}
     states = effective_labels(ws.store.labels(item_ids=[i.id for i in items.values()]))
     labeled = sum(1 for u in uids if u in items and states.get(items[u].id) and states[items[u].id].label)
     return {**doc, "samples": len(uids), "labeled": labeled, "unlabeled": len(uids) - labeled}
@@ -44,9 +44,9 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
     rows = scoring_store(ws).query(
         f"SELECT seq, raw_input, raw_kind, confidence, label FROM ({sql}) WHERE raw_input IS NOT NULL "
         "ORDER BY confidence ASC, seq ASC", params)
-    from runtime.labeling import effective_labels
+    from runtime.labeling import current_states
 
-    known = {k for k, v in effective_labels(ws.store.labels()).items() if v.label is not None}
+    known = {k for k, v in current_states(ws.store).items() if v.label is not None}
     seen: set[str] = set()
     picked = []
     for seq, raw, kind, conf, label in rows:

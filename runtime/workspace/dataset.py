@@ -187,11 +187,17 @@ class DatasetView:
     def open(cls, directory: Path) -> DatasetView:
         return cls(read_index(Path(directory) / INDEX_NAME), PackReader(Path(directory) / "packs"))
 
-    def row(self, uid: str) -> IndexRow:
+    def _uids(self) -> dict[str, IndexRow]:
         if self._by_uid is None:
             self._by_uid = {r.uid: r for r in self.rows}
+        return self._by_uid
+
+    def has(self, uid: str) -> bool:
+        return uid in self._uids()
+
+    def row(self, uid: str) -> IndexRow:
         try:
-            return self._by_uid[uid]
+            return self._uids()[uid]
         except KeyError:
             raise WorkspaceError(f"item {uid!r} is not in this dataset version") from None
 

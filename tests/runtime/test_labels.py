@@ -239,3 +239,31 @@ def test_cli_refuses_a_label_that_is_not_a_class_unless_asked(unlabeled_ws):
     out = cdl(second, "tech")
     assert out.exit_code == 0, out.output
     assert [r.label for r in ws.store.labels() if r.labeler == "bo"] == ["sport", "tech"]
+
+
+def test_a_corrected_label_studio_file_imported_again_goes_into_the_next_version(bbc_ws, ls_dir, tmp_path):
+    """A labeler fixes one annotation in Label Studio and the export is imported again. Its rows were the newest
+    in the labels table, and SQLite gave the new rows the deleted rows' ids: the labels' revision did not
+    change, data.ingest said "up to date" and the fix never reached a dataset version."""
+    export = json.loads((ls_dir / "text_classification_export.json").read_text())
+    import_label_studio(bbc_ws, ls_dir / "text_classification_export.json")
+    assert Runner(bbc_ws).run(until="data.version").ok
+    before = bbc_ws.current_version()
+    task = export[0]
+    choice = task["annotations"][0]["result"][0]["value"]["choices"]
+    first = next(r for r in bbc_ws.store.labels() if r.task_ref and f"#{task['id']}/" in r.task_ref)
+    assert next(r for r in bbc_ws.dataset().rows if r.id == first.item_id).label == choice[0]
+    fixed = next(c for c in ("business", "tech") if c not in choice)
+    task["annotations"][0]["result"][0]["value"]["choices"] = [fixed]
+    corrected = tmp_path / "text_classification_export.json"  # the same file name: it replaces the first import
+    corrected.write_text(json.dumps(export))
+    import_label_studio(bbc_ws, corrected)
+    states = {st.id: st for st in Runner(bbc_ws).statuses()}
+    assert states["data.ingest"].status == "stale", states["data.ingest"]
+    assert Runner(bbc_ws).run(until="data.version").ok
+    assert bbc_ws.current_version() != before
+    item = next(r for r in bbc_ws.store.labels() if r.task_ref and f"#{task['id']}/" in r.task_ref)
+    row = next(r for r in bbc_ws.dataset().rows if r.id == item.item_id)
+    # the corrected annotation now disagrees with the article's folder: a conflict in the new version, where
+    # the first import agreed with it
+    assert row.conflict and row.label is None, row

@@ -274,3 +274,68 @@ def test_a_missing_variant_names_what_was_built_and_what_was_not(store: Store):
     with pytest.raises(NotFoundError) as err:
         store.variant("m", 2, "int8")
     assert "(built: fp32);" in str(err.value) and "not built" not in str(err.value), err.value
+
+
+def _reference_states(records) -> dict:  # noqa: ANN001
+    """The effective-label rules as first written, record by record: what the cached, incremental states of
+    runtime.labeling must always equal."""
+    from runtime.labeling import LabelState
+
+    manual, imported, model = {}, {}, {}
+    for r in records:
+        if r.undone or r.action != "label" or r.label is None:
+            continue
+        if r.source == "manual":
+            if r.item_id not in manual or r.id > manual[r.item_id].id:
+                manual[r.item_id] = r
+        elif r.source == "import":
+            imported.setdefault(r.item_id, []).append(r)
+        elif r.source == "model":
+            if r.item_id not in model or r.id > model[r.item_id].id:
+                model[r.item_id] = r
+    out = {}
+    for item_id in set(manual) | set(imported):
+        if item_id in manual:
+            out[item_id] = LabelState(manual[item_id].label, False, (manual[item_id].label,), "manual")
+            continue
+        distinct = tuple(sorted({r.label for r in imported[item_id] if r.label}))
+        out[item_id] = (LabelState(distinct[0], False, distinct, "import") if len(distinct) == 1
+                        else LabelState(None, True, distinct, "import"))
+    return out
+
+
+def test_cached_label_states_follow_every_change(store: Store):
+    """The labeling queue keeps every item's effective label between calls and updates it from the rows added
+    since (70 000 labels were read on each item the panel showed). After any mix of labels, skips, model labels,
+    undos and re-imports replacing rows, the cached states equal the rules applied to the whole table."""
+    import random
+
+    from runtime.labeling import current_states, effective_labels
+
+    rng = random.Random(7)
+    items = [f"{i:064x}" for i in range(40)]
+    labels = ["a", "b", "c"]
+    store.replace_labels("f1.json", [{"item_id": i, "label": rng.choice(labels), "labeler": "import:f1",
+                                      "task_ref": f"f1.json#{k}"} for k, i in enumerate(items)])
+    assert current_states(store) == _reference_states(store.labels())
+    for step in range(120):
+        op = rng.choice(["manual", "manual", "skip", "model", "undo", "import", "reimport"])
+        who = rng.choice(["ann", "bob"])
+        if op == "manual":
+            store.add_label(rng.choice(items), rng.choice(labels), who, "manual")
+        elif op == "skip":
+            store.add_label(rng.choice(items), None, who, "manual", "skip")
+        elif op == "model":
+            store.add_label(rng.choice(items), rng.choice(labels), "model", "model")
+        elif op == "undo":
+            store.undo_last(who)
+        elif op == "import":  # a second annotator's file: may disagree (a conflict) or agree
+            store.replace_labels(f"f2.json#{step}", [{"item_id": rng.choice(items), "label": rng.choice(labels),
+                                                      "labeler": "import:f2", "task_ref": f"f2.json#{step}"}])
+        else:  # the first file imported again, changed: its rows are replaced
+            store.replace_labels("f1.json", [{"item_id": i, "label": rng.choice(labels), "labeler": "import:f1",
+                                              "task_ref": f"f1.json#{k}"} for k, i in enumerate(items[:30])])
+        want = _reference_states(store.labels())
+        assert current_states(store) == want, (step, op)
+        assert effective_labels(store.labels()) == want
+    assert any(s.conflict for s in want.values()) and any(s.source == "manual" for s in want.values())
