@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.pop("CDL_DATABASE_URL", None)
+# the studio keeps its recent workspaces in the user's settings (QSettings, under XDG_CONFIG_HOME): the tests'
+# workspaces, in temporary folders, filled the developer's list
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cdl-tests-config-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CDL_SHARED", REPO.parent / "shared")) / "datasets"

@@ -239,3 +239,21 @@ def test_a_runtime_that_dies_before_it_answers_is_started_again(small_bbc, qtbot
         assert rt.ready and rt.client.get_status()["dataset_version"] == "v1"
     finally:
         rt.stop()
+
+
+def test_the_tests_keep_the_users_recent_workspaces_alone(tmp_path, qtbot):
+    """Opening a workspace remembers it in the studio's settings; the tests' own settings are a folder of their
+    own (tests/conftest.py), not the developer's ~/.config, whose recent list filled with pytest folders."""
+    import os
+
+    from PySide6.QtCore import QSettings
+
+    from studio.app.start_page import recent, remember
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "cdl.yaml").write_text("cdl: 1\n")
+    remember(ws)
+    assert recent()[0] == str(ws)
+    where = QSettings("CDL", "Studio").fileName()
+    assert where.startswith(os.environ["XDG_CONFIG_HOME"]) and "cdl-tests-config-" in where, where
