@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.domain.errors import CdlError
 from runtime.jobs import EventBus, Runner
+from runtime.steps import get_step
 from runtime.workspace.workspace import Workspace
 
 WAITING = 3  # exit code: the loop waits for people (labels, a review)
@@ -98,17 +99,25 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         champion = ws.store.model_version(name, "champion")
     except CdlError:
         champion = None
-    if retune or champion is None:
-        ok = run(until="model.evaluate")
+    try:
+        latest = ws.store.model_version(name)
+    except CdlError:
+        latest = None
+    if latest is not None and latest.dataset_version == ws.current_version() and not retune:
+        # a loop that stopped for a review, or during the deployment, goes on with the version it trained on
+        # this data: training again gave a newer version, which waited for a review of its own
+        pass
+    elif retune or champion is None:
+        if not run(until="model.evaluate"):
+            return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
     else:
         hp = {k: champion.params[k] for k in ("lr", "batch_size", "hidden", "dropout", "weight_decay", "layers")
               if k in champion.params}
-        ok = run(steps=["model.preprocess", "model.train", "model.register", "model.evaluate"],
-                 overrides={"model.train": {**hp, "use_tuned": False}})
-    if not ok:
-        return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
+        if not run(steps=["model.preprocess", "model.train", "model.register", "model.evaluate"],
+                   overrides={"model.train": {**hp, "use_tuned": False}}):
+            return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
     candidate = ws.store.model_version(name)
-    if auto_approve_if_better:
+    if auto_approve_if_better and not ws.store.reviews(candidate.name, candidate.version):
         rv = auto_review(ws.store, candidate, cfg.params("model.review")["metric"] if "model.review" in cfg.steps
                          else "test_accuracy")
         if rv.decision != "approved":
@@ -124,7 +133,12 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
     if deploy:
         targets = [p["device"]]
-        ok = run(until="deploy.package") and run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets}})
+        # the deployment pipeline alone, on the new champion: `--until deploy.package` also went back over the
+        # model pipeline, where model.train (run with the champion's parameters above, not cdl.yaml's) was stale,
+        # and trained and registered yet another version after the review
+        wanted = cfg.ancestors("deploy.package") | {"deploy.package"}
+        deploy_steps = [s for s in cfg.order() if s in wanted and get_step(s).spec.pipeline == "deploy"]
+        ok = run(steps=deploy_steps) and run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets}})
         if not ok:
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
     proposals.close(ws, p["id"], "done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")

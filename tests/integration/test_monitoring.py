@@ -207,6 +207,39 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     assert proposals(ws)[0]["status"] in ("done", "rejected")
 
 
+def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_packaged, agent_factory):
+    """`cdl loop` without --auto-approve-if-better stops for a human review; approved, the next `cdl loop` goes
+    on with that version. It used to train again (a version 3, waiting for a review of its own), and after a
+    review the deployment ran `--until deploy.package`, which went back over the model pipeline and trained once
+    more."""
+    from runtime.devices import DeviceClient
+    from runtime.loop import run_loop
+    from runtime.registry import review
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    assert run_loop(ws)["status"] == "waiting"  # the proposal's samples to label
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
+        q.set_label(item.uid, "tech")
+    first = run_loop(ws)
+    assert first["status"] == "waiting" and first["candidate"] == "ws:2", first
+    assert "ws:2 awaits review" in first["reason"]
+    review(ws.store, "ws:2", True, "the documentation texts are tech", "vera")
+    second = run_loop(ws)
+    assert second["status"] == "done", second
+    ran = [(x["id"], x["status"]) for x in second["steps"]]
+    assert not [s for s, st in ran if s in ("model.tune", "model.train", "model.register") and st == "done"], ran
+    assert ("deploy.package", "done") in ran and ("deploy.push", "done") in ran, ran
+    assert [m.version for m in ws.store.model_versions("ws")] == [1, 2]
+    assert "champion" in ws.store.model_version("ws", 2).aliases
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["version"] == "2"
+    assert proposals(ws)[0]["status"] == "done"
+
+
 @pytest.mark.parametrize("shift", ["inverted", "noisy"])
 def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     import tritonclient.grpc as tc
