@@ -286,20 +286,18 @@ class Store(ModelRegistryMixin, DeployMixin):
 
     def items_by_uid(self, uids: Iterable[str]) -> list[Item]:
         """The items with these uids (those that exist), in uid order."""
-        tbl = t.SqlItem.__table__
-        out: list[Item] = []
-        with self.session() as s:
-            for chunk in _chunks(sorted(set(uids)), 500):
-                out.extend(_item(r) for r in s.execute(select(tbl).where(tbl.c.uid.in_(chunk))).all())
-        return sorted(out, key=lambda i: i.uid)
+        return self._items_where("uid", uids)
 
     def items_by_id(self, item_ids: Iterable[str]) -> list[Item]:
         """The items with these content ids (duplicates: every uid), in uid order."""
+        return self._items_where("id", item_ids)
+
+    def _items_where(self, column: str, values: Iterable[str]) -> list[Item]:
         tbl = t.SqlItem.__table__
         out: list[Item] = []
         with self.session() as s:
-            for chunk in _chunks(sorted(set(item_ids)), 500):
-                out.extend(_item(r) for r in s.execute(select(tbl).where(tbl.c.id.in_(chunk))).all())
+            for chunk in _chunks(sorted(set(values)), 500):  # under every database's parameter limit
+                out.extend(_item(r) for r in s.execute(select(tbl).where(tbl.c[column].in_(chunk))).all())
         return sorted(out, key=lambda i: i.uid)
 
     def item_count(self) -> int:

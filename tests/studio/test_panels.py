@@ -34,16 +34,22 @@ def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
     assert p.import_btn.isEnabled()
 
 
-def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
+def _labeling_panel_showing_all(ctx, qtbot):  # noqa: ANN001, ANN202
+    """A labeling panel, shown, its filter on 'all' (set before the first load), loaded."""
     from studio.panels.labeling.panel import LabelingPanel
 
-    p = LabelingPanel(studio_ctx)
+    p = LabelingPanel(ctx)
     qtbot.addWidget(p)
     p.show()
     p.filter.blockSignals(True)
     p.filter.setCurrentText("all")
     p.filter.blockSignals(False)
     load(qtbot, p)
+    return p
+
+
+def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
+    p = _labeling_panel_showing_all(studio_ctx, qtbot)
     assert p.classes == ["business", "entertainment", "politics", "sport", "tech"]
     assert len(p._class_buttons) == 5 and p._class_buttons[0].text().startswith("1")
     first = p.current
@@ -248,7 +254,6 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     from runtime.jobs import Runner
     from runtime.workspace import Workspace
     from studio.panels.base import StudioContext
-    from studio.panels.labeling.panel import LabelingPanel
 
     classes = [f"c{k:02d}" for k in range(12)]
     src = tmp_path / "twelve.csv"
@@ -261,13 +266,7 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     ws = Workspace.init(tmp_path / "ws", "text-classification")
     assert add_source(ws, src).ok
     assert Runner(ws).run(until="data.label").ok
-    p = LabelingPanel(StudioContext(ws.root, ws, None))
-    qtbot.addWidget(p)
-    p.show()
-    p.filter.blockSignals(True)
-    p.filter.setCurrentText("all")
-    p.filter.blockSignals(False)
-    load(qtbot, p)
+    p = _labeling_panel_showing_all(StudioContext(ws.root, ws, None), qtbot)
     assert p.classes == classes
     assert [b.text().split()[0] for b in p._class_buttons] == [*"123456789", "0", "Q", "W"]
     assert p.buttons.rowCount() == 2  # ten to a row
