@@ -99,12 +99,13 @@ class _StatesCache:
             snap = self._snapshot
             if snap is not None and snap[0] == counts:
                 return snap[1]
-            n, mx, undone, replaced = counts
+            _, mx, undone, replaced = counts
             states: dict[str, LabelState] | None = None
             if snap is not None:
-                (n0, mx0, undone0, replaced0), old = snap
-                if undone == undone0 and replaced == replaced0 and mx0 is not None and mx is not None \
-                        and n == n0 + store.label_rows_after(mx0):  # only added: update what they touch
+                (_, mx0, undone0, replaced0), old = snap
+                # nothing undone and nothing deleted (every delete changes the token): rows were only added,
+                # and only the items they name can have changed
+                if undone == undone0 and replaced == replaced0 and mx0 is not None and mx is not None:
                     touched = {f[1] for f in store.label_facts(after_id=mx0)}
                     fresh = _effective(store.label_facts(item_ids=touched)) if touched else {}
                     states = dict(old)
@@ -140,7 +141,10 @@ def _checked_out(ws: Workspace):  # noqa: ANN202
     replace it): reading 70 000 index rows took over a second on each item the panel showed."""
     from runtime.workspace.dataset import INDEX_NAME
 
-    st = (ws.dataset_dir / INDEX_NAME).stat()
+    index = ws.dataset_dir / INDEX_NAME
+    if not index.exists():
+        return ws.dataset()  # says there is no dataset yet
+    st = index.stat()
     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     cached = _VIEWS.get(ws)
     if cached is not None and cached[0] == stamp:
@@ -182,10 +186,6 @@ class LabelQueue:
 
     def _dataset(self):
         if self._view is None:
-            from runtime.workspace.dataset import INDEX_NAME
-
-            if not (self.ws.dataset_dir / INDEX_NAME).exists():
-                return self.ws.dataset()  # says there is no dataset yet
             self._view = _checked_out(self.ws)
         return self._view
 

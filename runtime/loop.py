@@ -103,18 +103,18 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         latest = ws.store.model_version(name)
     except CdlError:
         latest = None
-    if latest is not None and latest.dataset_version == ws.current_version() and not retune:
-        # a loop that stopped for a review, or during the deployment, goes on with the version it trained on
-        # this data: training again gave a newer version, which waited for a review of its own
-        pass
-    elif retune or champion is None:
-        if not run(until="model.evaluate"):
-            return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
-    else:
-        hp = {k: champion.params[k] for k in ("lr", "batch_size", "hidden", "dropout", "weight_decay", "layers")
-              if k in champion.params}
-        if not run(steps=["model.preprocess", "model.train", "model.register", "model.evaluate"],
-                   overrides={"model.train": {**hp, "use_tuned": False}}):
+    # a loop that stopped for a review, or during the deployment, goes on with the version it trained on this
+    # data: training again gave a newer version, which waited for a review of its own
+    trained = latest is not None and latest.dataset_version == ws.current_version() and not retune
+    if not trained:
+        if retune or champion is None:
+            ok = run(until="model.evaluate")
+        else:
+            hp = {k: champion.params[k] for k in ("lr", "batch_size", "hidden", "dropout", "weight_decay",
+                                                   "layers") if k in champion.params}
+            ok = run(steps=["model.preprocess", "model.train", "model.register", "model.evaluate"],
+                     overrides={"model.train": {**hp, "use_tuned": False}})
+        if not ok:
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
     candidate = ws.store.model_version(name)
     if auto_approve_if_better and not ws.store.reviews(candidate.name, candidate.version):

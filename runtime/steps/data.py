@@ -115,8 +115,9 @@ class ImportStep(Step):
             batch = read_source(path, src.get("kind"), src, ctx.config.labeling)
             task = ctx.config.task
             if batch.items and batch.item_kind != task:  # the models of this workspace could not read them
+                kind = "images" if task == "image" else "text"
                 raise StepFailed(ctx.step, f"{src['path']}: holds {batch.item_kind} items ({batch.kind}), but this "
-                                 f"workspace is for {'images' if task == 'image' else 'text'} (cdl.yaml: task: {task}); nothing was imported. Make a "
+                                 f"workspace is for {kind} (cdl.yaml: task: {task}); nothing was imported. Make a "
                                  f"{batch.item_kind} workspace: `cdl init PATH --template "
                                  f"{batch.item_kind}-classification`")
             n_items = self._write(ctx, src, batch, digest or "")

@@ -294,11 +294,9 @@ class Store(ModelRegistryMixin, DeployMixin):
 
     def _items_where(self, column: str, values: Iterable[str]) -> list[Item]:
         tbl = t.SqlItem.__table__
-        out: list[Item] = []
         with self.session() as s:
-            for chunk in _chunks(sorted(set(values)), 500):  # under every database's parameter limit
-                out.extend(_item(r) for r in s.execute(select(tbl).where(tbl.c[column].in_(chunk))).all())
-        return sorted(out, key=lambda i: i.uid)
+            rows = _rows_in(s, select(tbl), tbl.c[column], values)
+        return sorted((_item(r) for r in rows), key=lambda i: i.uid)
 
     def item_count(self) -> int:
         with self.session() as s:
@@ -378,23 +376,16 @@ class Store(ModelRegistryMixin, DeployMixin):
             s.commit()
         return len(full)
 
-    def labels(self, include_undone: bool = False, item_ids: Iterable[str] | None = None,
-               after_id: int | None = None) -> list[LabelRecord]:
+    def labels(self, include_undone: bool = False, item_ids: Iterable[str] | None = None) -> list[LabelRecord]:
         """Label rows, oldest first (rows of the table, not ORM objects: 70 000 labels read in a fraction of the
-        time). item_ids: only those items'; after_id: only rows added after that one."""
+        time); item_ids: only those items'."""
         tbl = t.SqlLabel.__table__
-        q = select(tbl).order_by(tbl.c.id)
+        q = select(tbl)
         if not include_undone:
             q = q.where(tbl.c.undone == False)  # noqa: E712
-        if after_id is not None:
-            q = q.where(tbl.c.id > after_id)
         with self.session() as s:
-            if item_ids is None:
-                return [_label(r) for r in s.execute(q).all()]
-            out: list[LabelRecord] = []
-            for chunk in _chunks(sorted(set(item_ids)), 500):  # under every database's parameter limit
-                out.extend(_label(r) for r in s.execute(q.where(tbl.c.item_id.in_(chunk))).all())
-            return sorted(out, key=lambda r: r.id)
+            rows = s.execute(q).all() if item_ids is None else _rows_in(s, q, tbl.c.item_id, item_ids)
+        return [_label(r) for r in sorted(rows, key=lambda r: r.id)]
 
     def label_facts(self, after_id: int | None = None,
                     item_ids: Iterable[str] | None = None) -> list[tuple[int, str, str, str]]:
@@ -402,16 +393,12 @@ class Store(ModelRegistryMixin, DeployMixin):
         what an item's effective label is computed from, without the rest of the row."""
         tbl = t.SqlLabel.__table__
         q = select(tbl.c.id, tbl.c.item_id, tbl.c.label, tbl.c.source).where(
-            tbl.c.undone == False, tbl.c.action == "label", tbl.c.label.is_not(None)).order_by(tbl.c.id)  # noqa: E712
+            tbl.c.undone == False, tbl.c.action == "label", tbl.c.label.is_not(None))  # noqa: E712
         if after_id is not None:
             q = q.where(tbl.c.id > after_id)
         with self.session() as s:
-            if item_ids is None:
-                return [tuple(r) for r in s.execute(q).all()]
-            out: list[tuple[int, str, str, str]] = []
-            for chunk in _chunks(sorted(set(item_ids)), 500):
-                out.extend(tuple(r) for r in s.execute(q.where(tbl.c.item_id.in_(chunk))).all())
-            return sorted(out)
+            rows = s.execute(q).all() if item_ids is None else _rows_in(s, q, tbl.c.item_id, item_ids)
+        return sorted(tuple(r) for r in rows)
 
     def label_names(self) -> set[str]:
         """Every label some labeler, import or model gave (not undone)."""
@@ -501,12 +488,6 @@ class Store(ModelRegistryMixin, DeployMixin):
             ).scalar_one()
             token = s.get(t.SqlState, LABELS_REPLACED)
             return int(n), (int(mx) if mx is not None else None), int(undone), (token.value if token else None)
-
-    def label_rows_after(self, row_id: int) -> int:
-        """How many label rows (labels, skips, undone or not) came after row `row_id`."""
-        with self.session() as s:
-            return int(s.execute(select(func.count()).select_from(t.SqlLabel).where(t.SqlLabel.id > row_id))
-                       .scalar_one())
 
     # -- dataset versions ---------------------------------------------------------------------------------
 
@@ -717,6 +698,15 @@ def _labels_replaced(s) -> None:  # noqa: ANN001
     import uuid
 
     s.merge(t.SqlState(key=LABELS_REPLACED, value=uuid.uuid4().hex[:12]))
+
+
+def _rows_in(s, query, column, values: Iterable[str]) -> list[Any]:  # noqa: ANN001
+    """The query's rows whose `column` is one of `values`, asked in chunks under every database's limit on
+    parameters."""
+    out: list[Any] = []
+    for chunk in _chunks(sorted(set(values)), 500):
+        out.extend(s.execute(query.where(column.in_(chunk))).all())
+    return out
 
 
 def _chunks(rows: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

@@ -15,11 +15,16 @@ from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_wi
 MIN_TRIALS_FOR_IMPORTANCE = 3
 
 
+def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials that reached a value: complete, or pruned by ASHA after some epochs."""
+    return [t for t in trials if t["value"] is not None and t["state"] in ("complete", "pruned")]
+
+
 def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
     """|Spearman rank correlation| of each numeric parameter with the best val_accuracy each trial reached
     (pruned trials included: ASHA prunes most of them), normalised to sum 1; a cheap stand-in for fANOVA that
     needs nothing beyond numpy."""
-    done = [t for t in trials if t["value"] is not None and t["state"] in ("complete", "pruned")]
+    done = _scored(trials)
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     out = {}
@@ -227,8 +232,8 @@ class TuningPanel(Panel):
                                         brush="#6366f1"))
             imp.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(names)]])
         elif self.trial_rows:
-            scored = sum(1 for t in self.trial_rows if t["value"] is not None and t["state"] in ("complete", "pruned"))
-            plot_note(imp, f"needs {MIN_TRIALS_FOR_IMPORTANCE} finished trials; this study has {scored}")
+            plot_note(imp, f"needs {MIN_TRIALS_FOR_IMPORTANCE} finished trials; this study has "
+                           f"{len(_scored(self.trial_rows))}")
 
     # -- live ---------------------------------------------------------------------------------------------
 
