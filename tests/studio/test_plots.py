@@ -193,3 +193,48 @@ def test_parameter_importance_says_why_it_is_empty(qtbot, tmp_path):
     p._draw_importance()
     assert notes() == []
     assert any(isinstance(it, pg.BarGraphItem) for it in imp.getPlotItem().items)
+
+
+def test_drift_scores_put_every_test_on_one_scale_where_above_1_is_drift():
+    from studio.panels.monitoring.panel import SCORE_FLOOR, drift_score
+
+    def p_test(p: float) -> dict:
+        return {"name": "confidence", "statistic": 0.5, "threshold": 0.025, "p_value": p}
+
+    assert abs(drift_score(p_test(0.025)) - 1.0) < 1e-9  # at the threshold: 1
+    assert drift_score(p_test(0.5)) < 1 < drift_score(p_test(0.01))
+    strong, stronger = drift_score(p_test(4.7e-105)), drift_score(p_test(4.4e-130))
+    assert 50 < strong < stronger < 100  # strong drift stays on the chart, and two strengths stay apart
+    assert drift_score(p_test(0.0)) > stronger  # an underflowed p-value is the strongest, not an error
+    assert drift_score(p_test(1.0)) == SCORE_FLOOR  # no evidence at all: the floor of the log axis
+    psi = {"name": "psi:x", "statistic": 6.4, "threshold": 0.2, "p_value": None}
+    assert abs(drift_score(psi) - 32.0) < 1e-9
+    assert drift_score({**psi, "statistic": 0.0}) == SCORE_FLOOR
+
+
+def test_drifted_tests_do_not_hide_behind_each_other(qtbot, tmp_path):
+    """Four drifted tests of different strength: four different curves on the log axis, all inside the view."""
+    import math
+
+    import pyqtgraph as pg
+
+    p = _monitoring_panel(qtbot, tmp_path)
+    now = time.time()
+    tests = [{"name": "predicted_class", "statistic": 514.4, "threshold": 0.025, "p_value": 4.7e-105, "drifted": True},
+             {"name": "confidence", "statistic": 0.59, "threshold": 0.025, "p_value": 4.4e-130, "drifted": True},
+             {"name": "psi:mean_intensity", "statistic": 6.44, "threshold": 0.2, "p_value": None, "drifted": True},
+             {"name": "psi:intensity_histogram", "statistic": 2.40, "threshold": 0.2, "p_value": None, "drifted": True},
+             {"name": "psi:std_intensity", "statistic": 0.0025, "threshold": 0.2, "p_value": None, "drifted": False}]
+    checks = [{"time": now - 60 * (3 - i), "device": "edge-1", "model": "m", "version": "1", "window": {"n": 500},
+               "drifted": True, "tests": tests} for i in range(3)]
+    p.show_data({**_data([now - 60]), "checks": checks})
+    curves = [it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.PlotDataItem)]
+    last = {c.name(): float(c.yData[-1]) for c in curves}
+    drifted = [last[t["name"]] for t in tests if t["drifted"]]
+    assert len(set(drifted)) == 4 and min(drifted) > 1, last
+    assert last["psi:std_intensity"] < 1
+    qtbot.wait(100)  # the view ranges itself when it paints
+    lo, hi = p.tests_plot.getViewBox().viewRange()[1]  # log10 coordinates on a log axis
+    assert lo <= math.log10(min(last.values())) and math.log10(max(last.values())) <= hi
+    line = next(it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.InfiniteLine))
+    assert line.value() == 0.0  # the threshold, 1, at log10(1)

@@ -81,8 +81,12 @@ class MonitoringPanel(Panel):
         self.device.blockSignals(False)
         if self.volume is None:
             self.volume = plot_widget("Scoring volume (records per minute)", "records", "minutes from now")
-            self.tests_plot = plot_widget("Drift tests (statistic / threshold; above 1 is drift)",
-                                          "statistic / threshold", "check", whole_x=True)
+            self.tests_plot = plot_widget("Drift tests (score; above 1 is drift)", "drift score (log scale)", "check",
+                                          whole_x=True)
+            self.tests_plot.setLogMode(y=True)
+            self.tests_plot.setToolTip("PSI tests: PSI / threshold. Tests with a p-value: log(p) / log(threshold), "
+                                       "so a p-value at the threshold scores 1 and one a million times smaller "
+                                       "scores far above it, not off the chart.")
             self.grid.addWidget(self.volume, 0, 0)
             self.grid.addWidget(self.tests_plot, 0, 1)
         self.volume.clear()
@@ -105,21 +109,22 @@ class MonitoringPanel(Panel):
         device = self.device.currentText()
         checks = [c for c in d["checks"] if c["device"] == device and c["tests"]]
         if checks:
-            add_legend(self.tests_plot)
             names = [t["name"] for t in checks[-1]["tests"]]
+            add_legend(self.tests_plot, columns=2 if len(names) > 2 else 1)
+            decades = [0.0]  # log10 of every score, and of the threshold (1)
             for k, name in enumerate(names):
                 ys = []
                 for c in checks:
                     t = next((t for t in c["tests"] if t["name"] == name), None)
-                    if t is None:
-                        ys.append(np.nan)
-                    elif t["p_value"] is not None:  # p-value tests: threshold / p (above 1: drift)
-                        ys.append(min(10.0, t["threshold"] / max(t["p_value"], 1e-12)))
-                    else:
-                        ys.append(min(10.0, t["statistic"] / t["threshold"]))
+                    ys.append(np.nan if t is None else drift_score(t))
+                decades += [float(np.log10(y)) for y in ys if np.isfinite(y)]
                 self.tests_plot.plot(list(range(1, len(ys) + 1)), ys, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=2),
                                      symbol="o", symbolSize=5, name=name)
-            self.tests_plot.addLine(y=1.0, pen=pg.mkPen("#dc2626", style=pg.QtCore.Qt.PenStyle.DashLine))
+            self.tests_plot.addLine(y=0.0, pen=pg.mkPen("#dc2626", style=pg.QtCore.Qt.PenStyle.DashLine))
+            # room above the curves for the legend (two names a row), so that it covers none of them
+            lo, hi = min(decades) - 0.2, max(decades) + 0.2
+            rows = (len(names) + 1) // 2 if len(names) > 2 else len(names)
+            self.tests_plot.setYRange(lo, hi + (hi - lo) * 0.16 * rows / max(0.4, 1 - 0.16 * rows), padding=0)
         rows, colors = [], {}
         for i, c in enumerate(reversed(d["checks"][-200:])):
             bad = [t["name"] for t in c["tests"] if t["drifted"]]
@@ -163,3 +168,18 @@ class MonitoringPanel(Panel):
                 self.sig_open_proposal.emit(p["id"])
 
         self.work(open_proposal, self.ctx.workspace, done=after)
+
+
+SCORE_FLOOR = 1e-3  # a log axis has no 0: a test with no drift at all sits here
+
+
+def drift_score(test: dict[str, Any]) -> float:
+    """One scale for every drift test, where above 1 is drift: PSI / threshold for PSI tests, and
+    log(p) / log(threshold) for tests with a p-value. The p-value ratio stays readable on strong drift: p = 1e-105
+    and p = 1e-130 at a threshold of 0.025 score 65 and 81, where threshold / p would be 1e103 and 1e128 and every
+    drifted test would sit on the same capped line."""
+    if test.get("p_value") is not None:
+        p = min(1.0, max(float(test["p_value"]), 1e-300))  # p == 0.0 is an underflow: as small as a float goes
+        alpha = float(test["threshold"])
+        return max(SCORE_FLOOR, float(np.log(p) / np.log(alpha))) if 0 < alpha < 1 else SCORE_FLOOR
+    return max(SCORE_FLOOR, float(test["statistic"]) / float(test["threshold"]))
