@@ -469,15 +469,16 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 @click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="who reviews")
 @click.pass_obj
 def models_review(obj: dict[str, Any], ref: str, decision: str | None, comment: str, reviewer: str) -> None:
-    """Approve or reject a model version (REF is NAME:VERSION)."""
-    from runtime.registry import review
+    """Approve or reject a model version (REF is NAME:VERSION). Rejecting the champion demotes it: the champion
+    before it comes back if it is still approved."""
+    from runtime.registry import review, review_message
 
     if decision is None:
         raise CdlError("say --approve or --reject")
     ws = _ws(obj)
+    was_champion = "champion" in ws.store.resolve_model(ref).aliases
     review(ws.store, ref, decision == "approve", comment, reviewer)
-    mv = ws.store.resolve_model(ref)
-    click.echo(f"{mv.ref}: {decision}d by {reviewer}; aliases now: {', '.join(mv.aliases) or 'none'}")
+    click.echo(review_message(ws.store, ref, decision == "approve", reviewer, was_champion))
 
 
 @models.command("lineage")

@@ -11,7 +11,9 @@ from runtime.store import Store
 
 def review(store: Store, ref: str, approve: bool, comment: str, reviewer: str, record: bool = True,
            automatic: bool = False) -> Review | None:
-    """Record a review; approving promotes the version to `champion` (the previous champion loses it)."""
+    """Record a review; approving promotes the version to `champion` (the previous champion loses it).
+    Rejecting the champion demotes it: the champion before it comes back, if that one is still approved (its
+    latest review), or the model has no champion until a version is approved."""
     mv = store.resolve_model(ref)
     if not reviewer.strip():
         raise CdlError("a review needs a reviewer (--reviewer NAME)")
@@ -24,7 +26,40 @@ def review(store: Store, ref: str, approve: bool, comment: str, reviewer: str, r
         store.remove_alias(mv.name, "challenger", mv.version)
     else:
         store.remove_alias(mv.name, "challenger", mv.version)
+        if "champion" in mv.aliases:
+            previous = previous_champion(store, mv)
+            if previous is None:
+                store.remove_alias(mv.name, "champion", mv.version)
+            else:
+                store.set_alias(mv.name, "champion", previous,
+                                reason=f"champion again: {mv.ref} was rejected by {reviewer}")
     return rv
+
+
+def previous_champion(store: Store, mv: ModelVersion) -> int | None:
+    """The newest version other than `mv` that held `champion` and whose latest review still approves it."""
+    held = [a for a in store.alias_history(mv.name) if a.alias == "champion" and a.version != mv.version]
+    for a in sorted(held, key=lambda a: a.since, reverse=True):
+        reviews = store.reviews(mv.name, a.version)
+        if reviews and reviews[-1].decision == "approved":
+            return a.version
+    return None
+
+
+def review_message(store: Store, ref: str, approve: bool, reviewer: str, was_champion: bool) -> str:
+    """What a review did, in a line: the decision, and where `champion` is now when a champion was rejected."""
+    mv = store.resolve_model(ref)
+    line = f"{mv.ref}: {'approved' if approve else 'rejected'} by {reviewer}"
+    if approve or not was_champion:
+        return f"{line}; aliases now: {', '.join(mv.aliases) or 'none'}"
+    try:
+        champ = store.model_version(mv.name, "champion")
+    except NotFoundError:
+        return (f"{line}; it was the champion, and {mv.name} has no champion now (no earlier champion is still "
+                "approved): approve a version to have one. Devices keep running it until you deploy another "
+                "version or roll back")
+    return (f"{line}; it was the champion: {champ.ref} is the champion again. Devices keep running {mv.ref} "
+            f"until you deploy {champ.ref} or roll back (`cdl rollback --device D`)")
 
 
 def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -> Review:

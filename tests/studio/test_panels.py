@@ -163,6 +163,21 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     assert r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 0
     assert "none to compare with" in r.cm_champion_label.text()
     assert all(r.metrics.item(i, 2).text() == "" for i in range(r.metrics.rowCount()))
+    # rejecting the champion demotes it: the champion before it comes back, and the panel says so (it stayed
+    # champion, rejected, and deploy.export went on exporting it)
+    r.candidate.setCurrentIndex(r.candidate.findData("ws:2"))
+    with qtbot.waitSignal(r.sig_loaded, timeout=20000):
+        r.candidate.activated.emit(r.candidate.currentIndex())
+    r.reviewer.setText("vera")
+    with qtbot.waitSignal(r.sig_loaded, timeout=20000):
+        r.approve_btn.click()
+    assert ws.store.model_version("ws", "champion").version == 2
+    r.comment.setText("the test split leaked into training")
+    with qtbot.waitSignal(r.sig_loaded, timeout=20000):
+        r.reject_btn.click()
+    assert ws.store.model_version("ws", "champion").version == 1
+    assert "It was the champion: ws:1 is the champion again" in r.status_label.text()
+    assert "against champion ws:1" in r.versus.text()
 
 
 def test_compression_panel(studio_ctx, qtbot):

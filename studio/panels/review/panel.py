@@ -142,7 +142,8 @@ class ReviewPanel(Panel):
         elif reviewed:
             r = reviewed[-1]
             self.say(f"{cand.ref} was {r['decision']} by {r['reviewer']}{' (automatic)' if r['automatic'] else ''}: "
-                     f"{r['comment']}", "ok" if r["decision"] == "approved" else "warning")
+                     f"{r['comment']}{_demotion(cand, d['champion'], d['history'], r)}",
+                     "ok" if r["decision"] == "approved" else "warning")
         else:
             gate = cand.evaluation.get("gate", {})
             self.say(f"{cand.ref} awaits review; gate {gate.get('metric')} {gate.get('value', 0):.4f} "
@@ -173,13 +174,35 @@ class ReviewPanel(Panel):
         self.history.fill([(local_time(e[0]), *e[1:]) for e in events])
 
     def _review(self, approve: bool) -> None:
-        from runtime.registry import review
-
         ref = self.candidate.currentData()
         if not ref:
             return
         if not self.reviewer.text().strip():
             self.say("say who you are (reviewer) first", "warning")
             return
-        self.work(review, self.ctx.workspace.store, ref, approve, self.comment.text(), self.reviewer.text().strip(),
-                  done=lambda _: (self.comment.clear(), self.sig_message.emit("reviewed")))
+        self.work(_review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
+                  self.reviewer.text().strip(), done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
+
+
+def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[str, Any]) -> str:
+    """After a rejected candidate that was the champion: where `champion` went (registry.review moved it)."""
+    if last_review["decision"] != "rejected":
+        return ""
+    held = [a for a in history["aliases"] if a["alias"] == "champion"]
+    if not held:
+        return ""
+    last = held[-1]
+    if champ is not None and last["reason"].startswith(f"champion again: {cand.ref} "):
+        return f". It was the champion: {champ.ref} is the champion again"
+    if champ is None and last["version"] == cand.version and last["until"]:
+        return ". It was the champion: there is no champion now"
+    return ""
+
+
+def _review_and_say(store, ref: str, approve: bool, comment: str, reviewer: str) -> str:  # noqa: ANN001
+    """The review, and the line that says what it did (where `champion` went when the champion was rejected)."""
+    from runtime.registry import review, review_message
+
+    was_champion = "champion" in store.resolve_model(ref).aliases
+    review(store, ref, approve, comment, reviewer)
+    return review_message(store, ref, approve, reviewer, was_champion)

@@ -1,0 +1,78 @@
+"""Reviews and the champion alias on a real registry database: rejecting the champion demotes it."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from runtime.domain.errors import NotFoundError
+from runtime.registry import review, review_message
+from runtime.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'registry.db'}")
+    yield s
+    s.close()
+
+
+def _champion(store: Store) -> int | None:
+    try:
+        return store.model_version("m", "champion").version
+    except NotFoundError:
+        return None
+
+
+def _versions(store: Store, n: int) -> None:
+    for _ in range(n):
+        store.register_model("m", framework="torch", template="text-classification", dataset_version="v1", transform="t",
+                             metrics={"test_accuracy": 0.9})
+
+
+def test_rejecting_the_champion_brings_back_the_one_before(store):
+    _versions(store, 3)
+    review(store, "m:1", True, "fine", "ann")
+    review(store, "m:2", True, "better", "ann")
+    assert _champion(store) == 2
+    review(store, "m:3", False, "worse", "bob")  # not the champion: nothing moves
+    assert _champion(store) == 2
+    review(store, "m:2", False, "found a leak", "vera")
+    assert _champion(store) == 1
+    last = [a for a in store.alias_history("m") if a.alias == "champion"][-1]
+    assert last.version == 1 and last.reason == "champion again: m:2 was rejected by vera"
+    line = review_message(store, "m:2", False, "vera", was_champion=True)
+    assert "m:2: rejected by vera" in line and "m:1 is the champion again" in line
+
+
+def test_a_rejected_earlier_champion_does_not_come_back(store):
+    _versions(store, 2)
+    review(store, "m:1", True, "fine", "ann")
+    review(store, "m:2", True, "better", "ann")
+    review(store, "m:1", False, "it was wrong all along", "vera")  # no longer approved
+    review(store, "m:2", False, "so is this one", "vera")
+    assert _champion(store) is None
+    assert "has no champion now" in review_message(store, "m:2", False, "vera", was_champion=True)
+    review(store, "m:1", True, "fixed the labels", "vera")  # approved again: champion again
+    assert _champion(store) == 1
+
+
+def test_cli_review_says_where_the_champion_went(tmp_path, monkeypatch):
+    from runtime.cli import cli
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    for _ in range(2):
+        ws.store.register_model(ws.config().name, framework="torch", template="text-classification", dataset_version="v1", transform="t",
+                             metrics={"test_accuracy": 0.9})
+    name = ws.config().name
+    runner = CliRunner()
+    for ref in (f"{name}:1", f"{name}:2"):
+        res = runner.invoke(cli, ["-w", str(ws.root), "models", "review", ref, "--approve", "--reviewer", "ann"])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["-w", str(ws.root), "models", "review", f"{name}:2", "--reject", "--reviewer", "vera",
+                              "--comment", "leak"])
+    assert res.exit_code == 0, res.output
+    assert f"{name}:2: rejected by vera; it was the champion: {name}:1 is the champion again" in res.output
+    assert "rejectd" not in res.output
+    ws.close()
