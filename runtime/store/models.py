@@ -268,9 +268,12 @@ class ModelRegistryMixin:
                 t.SqlModelVersion.version.desc()).limit(1)
             row = s.execute(q).scalars().first()
             if row is None:
+                versions = sorted(m.version for m in self.model_versions(name))
+                if versions:  # the model exists, this version does not
+                    have = f"versions {versions[0]} to {versions[-1]}" if len(versions) > 1 else "version 1"
+                    raise NotFoundError(f"model {name} has no version {version} ({have})")
                 known = sorted({m.name for m in self.model_versions()})
-                raise NotFoundError(f"model {name}:{version if version is not None else '?'} does not exist "
-                                    f"(models: {', '.join(known) or 'none yet'})")
+                raise NotFoundError(f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})")
             return self._mv(s, row)
 
     def resolve_model(self, ref: str) -> ModelVersion:

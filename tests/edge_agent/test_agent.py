@@ -119,7 +119,7 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
                          capture_output=True, text=True)
     assert "active ws:1:fp32" in out.stdout, out.stdout + out.stderr
     # a variant, model or device that does not exist is an input error (exit 2) and touches no device
-    for ref, device, says in (("ws:1:nope", "dev1", "no variant 'nope'"), ("ws:9", "dev1", "ws:9 does not exist"),
+    for ref, device, says in (("ws:1:nope", "dev1", "no variant 'nope'"), ("ws:9", "dev1", "ws has no version 9"),
                               ("ws:1", "nodev", "'nodev' is not enrolled")):
         out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", ref, "--device",
                               device], capture_output=True, text=True)

@@ -76,3 +76,13 @@ def test_cli_review_says_where_the_champion_went(tmp_path, monkeypatch):
     assert f"{name}:2: rejected by vera; it was the champion: {name}:1 is the champion again" in res.output
     assert "rejectd" not in res.output
     ws.close()
+
+
+def test_a_missing_model_or_version_is_named_plainly(store):
+    _versions(store, 2)
+    with pytest.raises(NotFoundError, match=r"^model m has no version 7 \(versions 1 to 2\)$"):
+        store.resolve_model("m:7")
+    with pytest.raises(NotFoundError, match=r"^model 'nope' does not exist \(models: m\)$"):
+        store.resolve_model("nope")  # not "nope:?"
+    with pytest.raises(NotFoundError, match="has no version with alias 'staging'"):
+        store.resolve_model("m@staging")
