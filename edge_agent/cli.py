@@ -18,10 +18,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="agent processes sharing the port, one core each (default: agent.json's workers, 1)")
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
     args = parser.parse_args(argv)
-    from edge_agent.config import ConfigError
+    from edge_agent.config import ConfigError, check_listen
     from edge_agent.server import run
 
     try:
+        check_listen(args.listen)
         if args.workers is not None and not 1 <= args.workers <= 64:
             raise ConfigError(f"--workers must be from 1 to 64, got {args.workers}")
         run(args.data_dir, args.listen, args.workers, args.worker_index)

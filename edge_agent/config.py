@@ -25,6 +25,16 @@ class ConfigError(Exception):
     pass
 
 
+def check_listen(listen: str) -> tuple[str, int]:
+    """--listen, checked before anything starts (edge_agent.proto.address says why)."""
+    from edge_agent.proto.address import split_address
+
+    try:
+        return split_address(listen)
+    except ValueError as exc:
+        raise ConfigError(f"--listen {listen!r}: {exc}") from None
+
+
 @dataclass
 class AgentConfig:
     data_dir: Path

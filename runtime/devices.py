@@ -36,6 +36,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     running from its old folder would refuse the workspace from then on."""
     import hashlib
 
+    from edge_agent.proto.address import split_address
     from runtime.keys import signing_key
     from runtime.pki import ca, device_certificate
 
@@ -43,9 +44,10 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         raise CdlError(f"bad device name {name!r}")
     if not 1 <= workers <= 64:
         raise CdlError(f"workers: {workers} is not from 1 to 64")
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CdlError(f"--address {address!r}: expected HOST:PORT")
+    try:
+        host, _ = split_address(address)
+    except ValueError as exc:
+        raise CdlError(f"--address {address!r}: {exc}") from None
     try:
         known = ws.store.device(name)
     except NotFoundError:

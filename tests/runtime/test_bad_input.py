@@ -207,3 +207,25 @@ def test_enrolling_a_name_again_needs_replace(tmp_path, text_ws):
     again = enroll(text_ws, "edge1", "127.0.0.1:47001", tmp_path / "b", replace=True)
     d = text_ws.store.device("edge1")
     assert d.token == again["token"] != first["token"] and d.address == "127.0.0.1:47001"
+
+
+def test_a_port_out_of_range_is_refused_by_enroll_and_by_the_agent(tmp_path, text_ws):
+    """`cdl devices enroll e --address 127.0.0.1:99999` was recorded, and the agent started with that --listen
+    listened on a random free port (gRPC's reading of a port out of range): nobody could find it."""
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+    from runtime.domain.errors import CdlError
+
+    for bad, says in (("127.0.0.1:99999", "from 0 to 65535"), ("127.0.0.1:80a", "from 0 to 65535"),
+                      ("nonsense", "expected HOST:PORT"), (":8001", "expected HOST:PORT")):
+        with pytest.raises(CdlError, match=says):
+            enroll(text_ws, "edge1", bad, tmp_path / "dev")
+        assert not (tmp_path / "dev").exists()
+        proc = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "any"),
+                               "--listen", bad], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and f"--listen {bad!r}: " in proc.stderr and says in proc.stderr, proc.stderr
+    assert text_ws.store.devices() == []
+    enroll(text_ws, "edge1", "[::1]:8001", tmp_path / "dev")  # an IPv6 address in brackets is fine
+    assert text_ws.store.device("edge1").address == "[::1]:8001"
