@@ -30,7 +30,7 @@ def check_listen(listen: str) -> tuple[str, int]:
     from edge_agent.proto.address import split_address
 
     try:
-        return split_address(listen)
+        return split_address(listen, "0.0.0.0:8001 or [::]:8001")
     except ValueError as exc:
         raise ConfigError(f"--listen {listen!r}: {exc}") from None
 

@@ -45,7 +45,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     if not 1 <= workers <= 64:
         raise CdlError(f"workers: {workers} is not from 1 to 64")
     try:
-        host, _ = split_address(address)
+        host, _ = split_address(address, "10.0.0.7:8001, where the agent will listen")
     except ValueError as exc:
         raise CdlError(f"--address {address!r}: {exc}") from None
     try:

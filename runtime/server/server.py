@@ -32,9 +32,12 @@ def check_listen(listen: str) -> str:
         if not path:
             raise CdlError("--listen unix:PATH needs a path")
         return listen
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CdlError(f"--listen {listen!r}: expected unix:PATH or 127.0.0.1:PORT")
+    from edge_agent.proto.address import split_address
+
+    try:
+        host, _ = split_address(listen, "127.0.0.1:0, or unix:PATH")
+    except ValueError as exc:
+        raise CdlError(f"--listen {listen!r}: {exc}") from None
     h = host.strip("[]")
     if h not in LOOPBACK_NAMES:
         try:

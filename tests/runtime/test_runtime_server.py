@@ -137,6 +137,11 @@ def test_only_loopback_or_unix_socket():
             check_listen(bad)
     for good in ("127.0.0.1:0", "localhost:5000", "[::1]:7", "unix:/tmp/x.sock"):
         assert check_listen(good) == good
+    # gRPC took a port out of range as "any free port": the studio would look for the runtime elsewhere
+    for bad, says in (("127.0.0.1:99999", "from 0 to 65535"), ("127.0.0.1:x", "from 0 to 65535"),
+                      ("127.0.0.1", "expected HOST:PORT")):
+        with pytest.raises(CdlError, match=says):
+            check_listen(bad)
 
 
 def test_unix_socket_is_owner_only(small_bbc, tmp_path):
