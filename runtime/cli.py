@@ -537,13 +537,15 @@ def devices() -> None:
 @click.argument("name")
 @click.option("--address", required=True, help="HOST:PORT where the agent will listen")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="the device's folder (default .cdl/devices/NAME): copy it to the device")
+              help="the device's folder (default .cdl/devices/NAME; with --replace, the folder it was enrolled into): "
+              "copy it to the device")
 @click.option("--inference-auth", type=click.Choice(["open", "token"]), default="open", show_default=True)
 @click.option("--raw-below", type=float, default=0.6, show_default=True,
               help="keep the raw input of predictions less confident than this")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="agent processes sharing the port, one core each (agent.json `workers`)")
-@click.option("--replace", is_flag=True, help="enroll a device of this name again (new token and certificate)")
+@click.option("--replace", is_flag=True, help="enroll a device of this name again: a new token and certificate, "
+              "written into its folder (agent.json and tls/; bundles and the journal stay)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str,

@@ -6,6 +6,7 @@ The runtime reaches devices only through the agent's published protocol (edge_ag
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import time
@@ -56,18 +57,19 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         raise CdlError(f"device {name!r} is already enrolled (at {known.address}, folder {known.enroll_dir}); "
                        "pass --replace to enroll it again: it gets a new token and certificate, and the agent "
                        "running from its old folder stops accepting this workspace")
-    out = Path(out_dir or ws.root / ".cdl" / "devices" / name).resolve()
+    out = Path(out_dir or (known.enroll_dir if known is not None else ws.root / ".cdl" / "devices" / name)).resolve()
     if (out / "agent.json").exists():
-        raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
+        # --replace may rewrite the folder this device was enrolled into (its credentials and agent.json; bundles
+        # and the journal stay), never another device's
+        if not (known is not None and replace and Path(known.enroll_dir).resolve() == out):
+            raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")])
     _, ca_pem = ca(ws.root)
     (out / "tls").mkdir(exist_ok=True)
-    (out / "tls" / "server.crt").write_bytes(cert_pem)
-    key_file = out / "tls" / "server.key"
-    key_file.write_bytes(key_pem)
-    key_file.chmod(0o600)
-    (out / "tls" / "ca.crt").write_bytes(ca_pem)
+    _write_atomic(out / "tls" / "server.key", key_pem, 0o600)
+    _write_atomic(out / "tls" / "server.crt", cert_pem)
+    _write_atomic(out / "tls" / "ca.crt", ca_pem)
     token = secrets.token_urlsafe(32)
     _, pub = signing_key(ws.root)
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
@@ -75,10 +77,20 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
              "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
              "retention_seconds": retention_seconds, "journal_sync": "normal", "max_batch": 64,
              "max_queue_delay_ms": 2.0, "workers": workers}
-    (out / "agent.json").write_text(json.dumps(agent, indent=1))
+    _write_atomic(out / "agent.json", json.dumps(agent, indent=1).encode())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
             "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Whole or not at all: an agent that starts while enroll rewrites its folder reads the old file or the new."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
 
 
 class DeviceClient:

@@ -350,3 +350,43 @@ def test_one_agent_per_data_folder(packaged, agent_factory):
     restart(ws, agent)
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["variant"] == "fp32"
+
+
+def test_enrolling_a_device_again_in_its_own_folder(packaged, agent_factory):
+    """`cdl devices enroll dev1 --replace` without --out failed ('... already holds an enrolled agent; choose
+    another --out') when the device had been enrolled into the default folder, and made a second folder when it
+    had been enrolled elsewhere (this test), leaving the agent's own folder on the old credentials. Now it rewrites
+    the recorded folder's credentials: the agent restarted on it accepts the new token, refuses the old one, and
+    still serves the model it had (bundles and journal stay)."""
+    import json
+    import subprocess
+    import sys
+
+    ws = packaged
+    agent = agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    old = ws.store.device("dev1")
+    agent.stop()
+    settings = json.loads((agent.data_dir / "agent.json").read_text())
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev1",
+                          "--address", old.address, "--replace"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"its folder: {agent.data_dir}" in out.stdout, out.stdout  # the recorded folder, not a new default
+    new = ws.store.device("dev1")
+    assert new.token != old.token and new.enroll_dir == str(agent.data_dir)
+    now = json.loads((agent.data_dir / "agent.json").read_text())
+    assert now["token_sha256"] != settings["token_sha256"]
+    assert (agent.data_dir / "tls" / "server.key").stat().st_mode & 0o777 == 0o600
+    assert not list(agent.data_dir.rglob(".*.tmp"))
+    restart(ws, agent)
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["variant"] == "fp32"  # the bundle it had is still active
+    ws.store.update_device("dev1", token=old.token)
+    with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match="token"):
+        c.health()
+    ws.store.update_device("dev1", token=new.token)
+    # another device's folder is never rewritten
+    elsewhere = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev2",
+                                "--address", "127.0.0.1:1", "--out", str(agent.data_dir)],
+                               capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode == 2 and "already holds an enrolled agent" in elsewhere.stderr, elsewhere.stderr

@@ -238,3 +238,4 @@ def test_drifted_tests_do_not_hide_behind_each_other(qtbot, tmp_path):
     assert lo <= math.log10(min(last.values())) and math.log10(max(last.values())) <= hi
     line = next(it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.InfiniteLine))
     assert line.value() == 0.0  # the threshold, 1, at log10(1)
+

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QWidget,
 )
 
@@ -29,9 +32,18 @@ class EnrollDialog(QDialog):
         self.address = QLineEdit("127.0.0.1:8001")
         self.auth = QComboBox()
         self.auth.addItems(["open", "token"])
+        self.workers = QSpinBox()
+        self.workers.setRange(1, 64)
+        self.workers.setToolTip("agent processes sharing the port, one core each (agent.json `workers`)")
+        self.replace = QCheckBox("Enroll again if this name is taken")
+        self.replace.setToolTip("a new token and certificate, written into the device's folder (bundles and the "
+                                "journal stay); the agent running from a copy of the old folder stops accepting "
+                                "this workspace until it gets the new one")
         form.addRow("Name", self.name)
         form.addRow("Address (HOST:PORT)", self.address)
         form.addRow("Inference", self.auth)
+        form.addRow("Workers", self.workers)
+        form.addRow("", self.replace)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -129,8 +141,14 @@ class DevicesPanel(Panel):
         def done(r: dict[str, Any]) -> None:
             self.say(f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}", "ok")
 
-        self.work(enroll, self.ctx.workspace, dlg.name.text().strip(), dlg.address.text().strip(), None,
-                  dlg.auth.currentText(), done=done)
+        name = dlg.name.text().strip()
+        taken = [d for d in self.ctx.workspace.store.devices() if d.name == name]
+        if taken and not dlg.replace.isChecked():
+            self.say(f"{name} is already enrolled (at {taken[0].address}, folder {taken[0].enroll_dir}): tick "
+                     "'Enroll again if this name is taken' to give it a new token and certificate", "warning")
+            return
+        self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked()), self.ctx.workspace,
+                  name, dlg.address.text().strip(), None, dlg.auth.currentText(), done=done)
 
     def _health(self) -> None:
         from runtime.devices import DeviceClient

@@ -1,0 +1,43 @@
+"""The devices panel's Enroll dialog against a real workspace (no runtime process needed)."""
+
+from __future__ import annotations
+
+
+def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_asked(qtbot, text_ws, monkeypatch):
+    """The dialog had no way to enroll a taken name again (the error told a studio user to 'pass --replace'), and
+    no workers setting."""
+    import json
+
+    from PySide6.QtWidgets import QDialog
+
+    from studio.panels.base import StudioContext
+    from studio.panels.devices.panel import DevicesPanel, EnrollDialog
+
+    p = DevicesPanel(StudioContext(text_ws.root, text_ws, None))
+    qtbot.addWidget(p)
+    answers = {"name": "edge1", "workers": 2, "replace": False}
+
+    def fill(dlg) -> int:  # noqa: ANN001 - what a user types into the dialog, then OK
+        dlg.name.setText(answers["name"])
+        dlg.address.setText("127.0.0.1:8001")
+        dlg.workers.setValue(answers["workers"])
+        dlg.replace.setChecked(answers["replace"])
+        return QDialog.DialogCode.Accepted
+
+    monkeypatch.setattr(EnrollDialog, "exec", fill)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._enroll()
+    first = text_ws.store.device("edge1")
+    folder = text_ws.root / ".cdl" / "devices" / "edge1"
+    assert first.enroll_dir == str(folder) and json.loads((folder / "agent.json").read_text())["workers"] == 2
+    assert "Enrolled edge1" in p.status_label.text()
+    p._enroll()  # the same name, not ticked: refused before anything is written, in the studio's words
+    assert "tick 'Enroll again if this name is taken'" in p.status_label.text()
+    assert "--replace" not in p.status_label.text()
+    assert text_ws.store.device("edge1").token == first.token
+    answers.update(replace=True, workers=1)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._enroll()
+    again = text_ws.store.device("edge1")
+    assert again.token != first.token and again.enroll_dir == str(folder)
+    assert json.loads((folder / "agent.json").read_text())["workers"] == 1
