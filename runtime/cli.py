@@ -429,7 +429,7 @@ def models() -> None:
 @click.pass_obj
 def models_list(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
     """Every model version with aliases, dataset version, metrics and parameters."""
-    from runtime.registry import models_json
+    from runtime.registry import models_json, review_text
 
     doc = models_json(_ws(obj).store, name)
     if as_json:
@@ -439,7 +439,7 @@ def models_list(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
         acc = m["metrics"].get("test_accuracy")
         click.echo(f"{m['name']}:{m['version']:<4} {','.join(m['aliases']) or '-':<20} data {m['dataset_version']:<5} "
                    f"{m['framework']:<6} test_accuracy {acc if acc is None else f'{acc:.4f}'}  git {str(m['git_commit'])[:10]}"
-                   f"{' (dirty)' if m['git_dirty'] else ''}")
+                   f"{' (dirty)' if m['git_dirty'] else ''}  {review_text(m['review'])}")
 
 
 @models.command("history")

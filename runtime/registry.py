@@ -105,7 +105,26 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
 
 
 def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
-    return {"models": [model_json(mv) for mv in store.model_versions(name)]}
+    """Every version, each with its latest review (None: it awaits one)."""
+    versions = store.model_versions(name)
+    latest: dict[tuple[str, int], Review] = {}
+    for n in sorted({mv.name for mv in versions}):
+        for r in store.reviews(n):  # oldest first: the last one per version stays
+            latest[(n, r.version)] = r
+    out = []
+    for mv in versions:
+        r = latest.get((mv.name, mv.version))
+        out.append({**model_json(mv), "review": None if r is None else {
+            "decision": r.decision, "reviewer": r.reviewer, "automatic": r.automatic, "comment": r.comment,
+            "created": r.created.isoformat()}})
+    return {"models": out}
+
+
+def review_text(review: dict[str, Any] | None) -> str:
+    """'approved by vera', 'rejected by cdl-auto (automatic)' or 'awaiting review'."""
+    if review is None:
+        return "awaiting review"
+    return f"{review['decision']} by {review['reviewer']}{' (automatic)' if review['automatic'] else ''}"
 
 
 def history_json(store: Store, name: str) -> dict[str, Any]:

@@ -75,6 +75,10 @@ def test_cli_review_says_where_the_champion_went(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert f"{name}:2: rejected by vera; it was the champion: {name}:1 is the champion again" in res.output
     assert "rejectd" not in res.output
+    res = runner.invoke(cli, ["-w", str(ws.root), "models", "list"])
+    lines = res.output.splitlines()
+    assert lines[0].startswith(f"{name}:1") and lines[0].endswith("approved by ann"), res.output
+    assert lines[1].startswith(f"{name}:2") and lines[1].endswith("rejected by vera"), res.output
     ws.close()
 
 
@@ -86,3 +90,16 @@ def test_a_missing_model_or_version_is_named_plainly(store):
         store.resolve_model("nope")  # not "nope:?"
     with pytest.raises(NotFoundError, match="has no version with alias 'staging'"):
         store.resolve_model("m@staging")
+
+
+def test_every_version_lists_its_latest_review(store):
+    from runtime.registry import models_json, review_text
+
+    _versions(store, 3)
+    review(store, "m:1", True, "fine", "ann")
+    review(store, "m:2", True, "better", "ann")
+    review(store, "m:2", False, "found a leak", "vera")
+    got = {m["version"]: m["review"] for m in models_json(store)["models"]}
+    assert got[1]["decision"] == "approved" and got[2]["decision"] == "rejected" and got[3] is None
+    assert got[2]["reviewer"] == "vera" and got[2]["comment"] == "found a leak"
+    assert [review_text(got[v]) for v in (1, 2, 3)] == ["approved by ann", "rejected by vera", "awaiting review"]

@@ -178,6 +178,10 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     assert ws.store.model_version("ws", "champion").version == 1
     assert "It was the champion: ws:1 is the champion again" in r.status_label.text()
     assert "against champion ws:1" in r.versus.text()
+    load(qtbot, m)  # the models panel shows each version's latest review
+    col = m.models.columns.index("review")
+    assert [m.models.item(i, col).text() for i in range(2)] == ["approved by tester",
+                                                                  "rejected by vera"]
 
 
 def test_compression_panel(studio_ctx, qtbot):

@@ -19,8 +19,8 @@ class ModelsPanel(Panel):
 
     def build(self) -> None:
         split = QSplitter(Qt.Orientation.Vertical)
-        self.models = Table(["model", "aliases", "dataset", "framework", "template", "test_accuracy", "macro_f1",
-                             "val_accuracy", "git commit", "created"])
+        self.models = Table(["model", "aliases", "review", "dataset", "framework", "template", "test_accuracy",
+                             "macro_f1", "val_accuracy", "git commit", "created"])
         self.models.itemSelectionChanged.connect(self._lineage)
         self.experiments = Table(["id", "experiment", "kind", "dataset", "framework", "template", "status",
                                   "best", "created"])
@@ -40,13 +40,18 @@ class ModelsPanel(Panel):
         return {"models": models_json(store)["models"], "experiments": store.experiments()}
 
     def show_data(self, d: dict[str, Any]) -> None:
-        rows = []
-        for m in d["models"]:
+        from runtime.registry import review_text
+
+        rows, colors = [], {}
+        for i, m in enumerate(d["models"]):
             mt = m["metrics"]
-            rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), m["dataset_version"], m["framework"],
-                         m["template"], mt.get("test_accuracy"), mt.get("macro_f1"), mt.get("val_accuracy"),
+            rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), review_text(m["review"]),
+                         m["dataset_version"], m["framework"], m["template"], mt.get("test_accuracy"),
+                         mt.get("macro_f1"), mt.get("val_accuracy"),
                          f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", local_time(m["created"])))
-        self.models.fill(rows, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
+            if m["review"] is not None:
+                colors[(i, 2)] = "#15803d" if m["review"]["decision"] == "approved" else "#b91c1c"
+        self.models.fill(rows, colors, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
         if rows and not self.models.selectedIndexes():
             self.models.selectRow(len(rows) - 1)  # the newest version's lineage, without a click
         exps = []
