@@ -239,3 +239,59 @@ def test_drifted_tests_do_not_hide_behind_each_other(qtbot, tmp_path):
     line = next(it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.InfiniteLine))
     assert line.value() == 0.0  # the threshold, 1, at log10(1)
 
+
+
+def _tuning_data(n: int) -> dict:
+    states = ["complete", "pruned", "failed", "complete"]
+    trials = [{"id": k, "number": k, "state": states[k % 4], "value": 0.8 + k / 100, "epochs": 3, "worker": "w",
+               "retry_of": None, "params": {"lr": k / 1000},
+               "metrics": [{"epoch": e, "val_accuracy": 0.7 + k / 100 + e / 50} for e in range(1, 4)]}
+              for k in range(n)]
+    return {"experiments": [(1, "tune-1 (tune, torch, bbc-net, done)")], "chosen": 1, "trials": trials}
+
+
+def test_selected_trials_stand_out_in_the_learning_curves(qtbot, tmp_path):
+    """Twelve learning curves in twelve colours with nothing saying which trial each is: selecting trials in the
+    table now draws their curves bold and the others faint, and each trial number has its curve's colour."""
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(1000, 800)
+    p.show()
+    p.show_data(_tuning_data(12))
+    qtbot.waitUntil(lambda: len(p.curve_items) == 12 and p.trials.rowCount() == 12, timeout=5000)
+
+    def alpha_width(num: int) -> tuple[int, float]:
+        pen = p.curve_items[num].opts["pen"]
+        return pen.color().alpha(), pen.widthF()
+
+    assert {alpha_width(k) for k in range(12)} == {(255, 1.5)}  # nothing selected: all alike
+    assert p.trials.item(5, 0).foreground().color().name() == p.curve_items[5].opts["pen"].color().name()
+    p.trials.selectRow(5)
+    assert alpha_width(5) == (255, 3.0) and p.curve_items[5].zValue() > p.curve_items[4].zValue()
+    assert all(alpha_width(k)[0] < 100 for k in range(12) if k != 5)
+    p._fill_table()  # a live refill keeps the selection
+    assert p._selected_trials() == {5}
+    p.trials.clearSelection()
+    assert {alpha_width(k) for k in range(12)} == {(255, 1.5)}
+
+
+def test_the_optimization_history_names_its_colours_and_keeps_points_clear_of_the_legend(qtbot, tmp_path):
+    import pyqtgraph as pg
+
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.show()
+    p.show_data(_tuning_data(4))
+    qtbot.waitUntil(lambda: len(p.curve_items) == 4, timeout=5000)
+    h = p.plots["history"].getPlotItem()
+    assert [label.text for _, label in h.legend.items] == ["complete", "pruned", "failed"]
+    scatter = [it for it in h.items if isinstance(it, pg.ScatterPlotItem)]
+    top = max(float(y) for it in scatter for y in it.data["y"])
+    lo, hi = p.plots["history"].getViewBox().viewRange()[1]
+    assert hi > top + 0.3 * (top - 0.8)  # a band above the highest point, where the legend sits

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QItemSelectionModel, QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
+STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280", "running": "#1d4ed8"}
 
 
 def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,6 +64,9 @@ class TuningPanel(Panel):
         self.add(w)
         self.trials = Table(["trial", "state", "val_accuracy", "epochs", "worker", "retry of", "params"])
         self.trials.setMaximumHeight(170)
+        self.trials.setToolTip("select trials to pick out their learning curves (each trial's number has its "
+                               "curve's colour)")
+        self.trials.itemSelectionChanged.connect(self._highlight)
         self.add(self.trials)
         self.grid_w = QWidget()
         self.grid = QGridLayout(self.grid_w)
@@ -144,7 +148,46 @@ class TuningPanel(Panel):
             rows.append((t["number"], t["state"], t["value"], t["epochs"], t.get("worker", ""), t.get("retry_of"),
                          params))
             colors[(i, 1)] = {"complete": "#15803d", "pruned": "#b45309", "failed": "#b91c1c"}.get(t["state"], "#1d4ed8")
+            if self.curves.get(t["number"]):
+                colors[(i, 0)] = self._curve_color(t["number"])
+        selected = self._selected_trials()
+        self.trials.blockSignals(True)
         self.trials.fill(rows, colors)
+        model, sel = self.trials.model(), self.trials.selectionModel()
+        for i, t in enumerate(self.trial_rows):  # a live refill keeps the user's selection
+            if t["number"] in selected:
+                sel.select(model.index(i, 0), QItemSelectionModel.SelectionFlag.Select
+                           | QItemSelectionModel.SelectionFlag.Rows)
+        self.trials.blockSignals(False)
+
+    def _curve_color(self, trial: int) -> str:
+        """A trial's colour in the learning curves (and on its number in the table)."""
+        order = sorted(self.curves)
+        return PALETTE[order.index(trial) % len(PALETTE)] if trial in order else PALETTE[0]
+
+    def _selected_trials(self) -> set[int]:
+        rows = {ix.row() for ix in self.trials.selectedIndexes()}
+        out = set()
+        for r in rows:
+            item = self.trials.item(r, 0)
+            if item is not None and item.text().strip().isdigit():
+                out.add(int(item.text()))
+        return out
+
+    def _highlight(self) -> None:
+        """Selected trials' learning curves bold and in front, the others faint; no selection: all alike."""
+        import pyqtgraph as pg
+        from PySide6.QtGui import QColor
+
+        chosen = self._selected_trials() & set(self.curve_items)
+        for num, item in self.curve_items.items():
+            color = QColor(self._curve_color(num))
+            if chosen and num not in chosen:
+                color.setAlpha(45)
+            width = 3.0 if num in chosen else 1.5
+            item.setPen(pg.mkPen(color, width=width))
+            item.setSymbolBrush(pg.mkBrush(color))
+            item.setZValue(10 if num in chosen else 0)
 
     def _draw_all(self) -> None:
         """Draw the four plots one per turn of the event loop, so that no single turn blocks the window long."""
@@ -172,9 +215,15 @@ class TuningPanel(Panel):
         done = [t for t in trials if t["value"] is not None]
         if done:
             xs = [t["number"] for t in done]
-            ys = [t["value"] for t in done]
-            brushes = [pg.mkBrush("#16a34a" if t["state"] == "complete" else "#f59e0b") for t in done]
-            h.addItem(pg.ScatterPlotItem(xs, ys, brush=brushes, size=9, pen=None))
+            add_legend(h, offset=(-10, 5), columns=len(STATE_COLORS))
+            lo, hi = min(t["value"] for t in done), max(t["value"] for t in done)
+            span = (hi - lo) or max(abs(hi) * 0.02, 0.01)
+            h.setYRange(lo - 0.08 * span, hi + 0.45 * span, padding=0)  # a band above the points for the legend
+            for state, color in STATE_COLORS.items():  # one item a state, so that the legend names the colours
+                pts = [t for t in done if (t["state"] if t["state"] in STATE_COLORS else "running") == state]
+                if pts:
+                    h.addItem(pg.ScatterPlotItem([t["number"] for t in pts], [t["value"] for t in pts],
+                                                 brush=pg.mkBrush(color), size=9, pen=None, name=state))
             best = np.maximum.accumulate([t["value"] if t["state"] == "complete" else -np.inf for t in done])
             h.plot(xs, np.where(np.isfinite(best), best, np.nan), pen=pg.mkPen("#dc2626", width=2), connect="finite")
 
@@ -192,11 +241,13 @@ class TuningPanel(Panel):
             for k, key in enumerate(("train_accuracy", "val_accuracy")):
                 c.plot([m["epoch"] for m in ms], [m.get(key, np.nan) for m in ms], name=key,
                        pen=pg.mkPen(PALETTE[k], width=2), symbol="o", symbolSize=4, symbolBrush=PALETTE[k])
-        for k, (num, pts) in enumerate(sorted(self.curves.items()) if len(trials) != 1 else []):
+        for num, pts in sorted(self.curves.items()) if len(trials) != 1 else []:
             if pts:
-                item = c.plot([p[0] for p in pts], [p[1] for p in pts], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5),
-                              symbol="o", symbolSize=4, symbolBrush=PALETTE[k % len(PALETTE)])
+                color = self._curve_color(num)
+                item = c.plot([p[0] for p in pts], [p[1] for p in pts], pen=pg.mkPen(color, width=1.5),
+                              symbol="o", symbolSize=4, symbolBrush=color)
                 self.curve_items[num] = item
+        self._highlight()
 
     def _draw_parallel(self) -> None:
         import pyqtgraph as pg
@@ -273,12 +324,14 @@ class TuningPanel(Panel):
 
         self._ensure_plots()
         c = self.plots["curves"]
-        for k, (num, pts) in enumerate(sorted(self.curves.items())):
+        for num, pts in sorted(self.curves.items()):
             item = self.curve_items.get(num)
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             if item is None:
-                self.curve_items[num] = c.plot(xs, ys, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5), symbol="o",
-                                               symbolSize=4, symbolBrush=PALETTE[k % len(PALETTE)])
+                color = self._curve_color(num)
+                self.curve_items[num] = c.plot(xs, ys, pen=pg.mkPen(color, width=1.5), symbol="o", symbolSize=4,
+                                               symbolBrush=color)
             else:
                 item.setData(xs, ys)
         self._fill_table()
+        self._highlight()
