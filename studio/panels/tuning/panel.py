@@ -212,7 +212,6 @@ class TuningPanel(Panel):
         # optimization history
         h = self.plots["history"]
         h.clear()
-        done = [t for t in trials if t["value"] is not None]
         if done:
             xs = [t["number"] for t in done]
             add_legend(h, offset=(-10, 5), columns=len(STATE_COLORS))
@@ -266,9 +265,20 @@ class TuningPanel(Panel):
             cmap = pg.colormap.get("viridis")
             for row, s in zip(scaled, scores, strict=True):
                 col = cmap.map((s - smin) / (smax - smin) if smax > smin else 1.0, mode="qcolor")
-                p.plot(list(range(len(numeric))), row, pen=pg.mkPen(col, width=1.5))
+                # markers too: with one parameter a line has no length, and a point shows where each trial sits
+                p.plot(list(range(len(numeric))), row, pen=pg.mkPen(col, width=1.5), symbol="o", symbolSize=5,
+                       symbolBrush=col.name(), symbolPen=col.name())
+            for i in range(len(numeric)):  # each axis' real range: 0 and 1 are its lowest and highest value tried
+                for y, v, anchor in ((0.0, lo[i], (0.5, -0.1)), (1.0, hi[i], (0.5, 1.1))):
+                    label = pg.TextItem(f"{v:.3g}", color="#6b7280", anchor=anchor)
+                    label.setPos(i, y)
+                    p.addItem(label)
             p.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(numeric)]])
             p.setXRange(-0.3, len(numeric) - 0.7)
+            p.setYRange(-0.12, 1.12, padding=0)
+            low, high = cmap.map(0.0, mode="qcolor").name(), cmap.map(1.0, mode="qcolor").name()
+            p.setTitle(f"Parallel coordinates (val_accuracy <span style='color:{low}'>&#9632; {smin:.3g}</span> to "
+                       f"<span style='color:{high}'>&#9632; {smax:.3g}</span>)")
 
     def _draw_importance(self) -> None:
         import pyqtgraph as pg
