@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import studio  # noqa: F401 - first, before any Qt call: it guards None against PySide6's stray decrefs
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
