@@ -67,7 +67,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")])
     _, ca_pem = ca(ws.root)
     (out / "tls").mkdir(exist_ok=True)
-    _write_atomic(out / "tls" / "server.key", key_pem, 0o600)
+    _write_atomic(out / "tls" / "server.key", key_pem, private=True)
     _write_atomic(out / "tls" / "server.crt", cert_pem)
     _write_atomic(out / "tls" / "ca.crt", ca_pem)
     token = secrets.token_urlsafe(32)
@@ -83,13 +83,19 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
             "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
 
 
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Whole or not at all: an agent that starts while enroll rewrites its folder reads the old file or the new."""
+def _write_atomic(path: Path, data: bytes, private: bool = False) -> None:
+    """Whole or not at all: an agent that starts while enroll rewrites its folder reads the old file or the new.
+    A private file (the TLS key) is owner-only from its first byte; the others follow the umask."""
+    from edge_agent.proto.files import as_if_opened
+
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if private:
+        os.fchmod(fd, 0o600)  # an older tmp file keeps its mode through O_CREAT
+    else:
+        as_if_opened(fd)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
-    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge_agent.proto.files import as_if_opened
+
 FORMAT = "cdl-bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -78,6 +80,7 @@ def write_bundle(path: Path, manifest: dict[str, Any], files: dict[str, Path | b
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    as_if_opened(fd)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from edge_agent.proto.files import as_if_opened
 from runtime.domain.errors import NotFoundError
 
 
@@ -42,6 +43,7 @@ class ArtifactStore:
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+            as_if_opened(fd)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, dest)
@@ -56,6 +58,7 @@ class ArtifactStore:
             return digest
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        as_if_opened(fd)
         os.close(fd)
         if move:
             shutil.move(str(src), tmp)

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from edge_agent.proto.files import as_if_opened
 from runtime.domain.errors import ConfigError
 
 CONFIG_NAME = "cdl.yaml"
@@ -216,6 +217,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    as_if_opened(fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.proto.files import as_if_opened
 from runtime.domain.errors import WorkspaceError
 
 INDEX_NAME = "index.jsonl"
@@ -65,6 +66,7 @@ def write_npy_pack(directory: Path, array: np.ndarray) -> str:
 def _atomic_write(dest: Path, writer) -> None:  # noqa: ANN001
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    as_if_opened(fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
