@@ -131,7 +131,7 @@ class Runner:
                 out[step] = StepState(step, spec, StepStatus.STALE, reason, run, run.summary)
             else:
                 status = StepStatus.DRIFTED if run.status == "drifted" else StepStatus.DONE
-                out[step] = StepState(step, spec, status, "", run, run.summary)
+                out[step] = StepState(step, spec, status, _undecided(run.summary), run, run.summary)
         return list(out.values())
 
     # -- planning -----------------------------------------------------------------------------------------
@@ -326,3 +326,15 @@ class _RunLock:
                 return
             self._held.pop(key, None)
         self.fh.close()  # releases the flock
+
+
+def _undecided(summary: dict[str, Any] | None) -> str:
+    """A drift check that had too few records to test is "done", not a clean bill of health: say so, as the
+    monitoring panel does, wherever the step's state shows (the node's header, `cdl status`)."""
+    checks = (summary or {}).get("checks") or []
+    if not isinstance(checks, list) or not any(isinstance(c, dict) and not c.get("tests") for c in checks):
+        return ""
+    from runtime.monitor import verdict
+
+    status, line = verdict(checks)
+    return line if status in ("no-verdict", "no-drift") else ""

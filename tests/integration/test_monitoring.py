@@ -288,3 +288,29 @@ def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     assert n is not None and n <= 50
     client.close()
     ws.close()
+
+
+def test_a_check_without_a_verdict_says_so_in_the_step_state(text_ws, monkeypatch):
+    """deploy.monitor after a check with too few records read 'done' with nothing more, in `cdl status` and the
+    node's header, as if the device had been found free of drift. Only the monitoring panel said 'no verdict'."""
+    from runtime.jobs.runner import _undecided
+
+    undecided = {"device": "dev1", "drifted": False, "tests": [], "window": {"n": 5},
+                 "note": "5 record(s) in the window; at least 50 are needed for a check"}
+    tested = {"device": "dev2", "drifted": False, "tests": [{"name": "confidence", "drifted": False}],
+              "window": {"n": 500}}
+    assert _undecided({"checks": [undecided]}) == ("no verdict on dev1 (5 record(s) in the window; at least 50 are "
+                                                   "needed for a check)")
+    assert _undecided({"checks": [tested, undecided]}).startswith("no drift on 1 device(s); no verdict on dev1")
+    assert _undecided({"checks": [tested]}) == "" and _undecided({}) == "" and _undecided(None) == ""
+    # through the runner: every step done on unchanged inputs, the last check without a verdict
+    monkeypatch.setattr(Runner, "input_fp", lambda self, cfg, step, params, done: "same")
+    store = text_ws.store
+    for step in text_ws.config().order():
+        run = store.start_step_run(step, None, "same")
+        store.finish_step_run(run, "done", output_fp=step,
+                              summary={"checks": [undecided]} if step == "deploy.monitor" else {})
+    states = {s.id: s for s in Runner(text_ws).statuses()}
+    assert states["deploy.monitor"].status.value == "done"
+    assert states["deploy.monitor"].reason.startswith("no verdict on dev1 (5 record(s)"), states["deploy.monitor"]
+    assert states["deploy.maintain"].reason == ""
