@@ -344,7 +344,10 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             trial.report(m["val_accuracy"], epoch)
             if hooks.cancelled():
                 raise StopTraining("cancelled")
-            if trial.should_prune():
+            # the last epoch is never pruned: its training is done, and pruning it would only throw the result
+            # away (with min_epochs == max_epochs ASHA's only rung is the last epoch, and it pruned every trial
+            # below the median after training it in full)
+            if epoch < plan.max_epochs and trial.should_prune():
                 raise StopTraining("pruned")
 
         try:

@@ -263,3 +263,14 @@ def test_a_cancelled_tuning_run_prints_no_optuna_traceback(small_bbc, capfd):
     assert "Traceback" not in err and "failed with" not in err, err
     exp = ws.store.experiments()[-1]
     assert [t.state for t in ws.store.trials(exp.id)] == ["failed"]  # the cancelled trial is still recorded
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(small_bbc):
+    """With min_epochs == max_epochs ASHA's only rung is the last epoch: trials below the median there were
+    trained in full and then recorded as pruned, their results thrown away."""
+    res = Runner(small_bbc).run(until="model.tune", overrides={"model.tune": {
+        "n_trials": 5, "min_epochs": 1, "max_epochs": 1, "pruner": "asha"}})
+    assert res.ok, [o.error for o in res.steps]
+    exp = [e for e in small_bbc.store.experiments() if e.kind == "tune"][-1]
+    states = [t.state for t in small_bbc.store.trials(exp.id)]
+    assert states == ["complete"] * 5, states
