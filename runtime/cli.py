@@ -579,25 +579,37 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
 
 
 @devices.command("status")
-@click.argument("name")
+@click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="seconds to wait for each device")
 @click.pass_obj
-def devices_status(obj: dict[str, Any], name: str, as_json: bool) -> None:
-    """Ask a device for its health: active model, uptime, requests, errors, free disk, journal."""
-    from runtime.devices import DeviceClient
+def devices_status(obj: dict[str, Any], names: tuple[str, ...], as_json: bool, timeout: float) -> None:
+    """Ask devices (every enrolled one without NAMES) for their health: active model, uptime, requests, errors,
+    free disk, journal. Exit 1 when one does not answer."""
+    from runtime.devices import probe_devices
 
-    with DeviceClient(_ws(obj), name) as c:
-        doc = c.health()
+    probes = probe_devices(_ws(obj), timeout, list(names) or None)
+    docs = [{"device": n, "online": True, **p["health"]} if p["health"] else
+            {"device": n, "online": False, "error": p["error"]} for n, p in probes.items()]
     if as_json:
-        _dump(doc)
-        return
-    a = doc["active"]
-    click.echo(f"{name}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
-               f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
-               f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
-               f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}, "
-               f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}, "
-               f"{doc['items_per_batch'] or '-'} items a batch")
+        _dump(docs[0] if len(names) == 1 else {"devices": docs})
+    for doc in [] if as_json else docs:
+        name = doc["device"]
+        if not doc["online"]:
+            click.echo(doc["error"])  # "device NAME: health failed: UNAVAILABLE: cannot reach it ..."
+            continue
+        a = doc["active"]
+        click.echo(f"{name}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
+                   f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
+                   f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
+                   f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}, "
+                   f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}, "
+                   f"{doc['items_per_batch'] or '-'} items a batch")
+    if not docs and not as_json:
+        click.echo("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
+    if any(not d["online"] for d in docs):
+        sys.exit(1)
 
 
 @devices.command("collect")

@@ -240,10 +240,10 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
-def probe_devices(ws: Workspace, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
-    """Ask every enrolled device for its health at once (a thread each, `timeout` seconds at most):
-    {name: {"health": the doc or None, "error": why it did not answer or None}}. A device that answers has its
-    record (last seen, active model, counters) brought up to date."""
+def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Ask every enrolled device (or those named) for its health at once (a thread each, `timeout` seconds at
+    most): {name: {"health": the doc or None, "error": why it did not answer or None}}. A device that answers has
+    its record (last seen, active model, counters) brought up to date."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(name: str) -> tuple[str, dict[str, Any]]:
@@ -253,7 +253,7 @@ def probe_devices(ws: Workspace, timeout: float = 2.0) -> dict[str, dict[str, An
         except CdlError as exc:
             return name, {"health": None, "error": str(exc)}
 
-    names = [d.name for d in ws.store.devices()]
+    names = [ws.store.device(n).name for n in names] if names else [d.name for d in ws.store.devices()]
     if not names:
         return {}
     with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="probe") as pool:

@@ -390,3 +390,35 @@ def test_enrolling_a_device_again_in_its_own_folder(packaged, agent_factory):
                                 "--address", "127.0.0.1:1", "--out", str(agent.data_dir)],
                                capture_output=True, text=True, timeout=120)
     assert elsewhere.returncode == 2 and "already holds an enrolled agent" in elsewhere.stderr, elsewhere.stderr
+
+
+def test_devices_status_reports_every_device_and_which_do_not_answer(packaged, agent_factory, tmp_path):
+    """`cdl devices status` needed a NAME, and a device that did not answer ended it with exit 2 (an input error)
+    and no JSON: a fleet check from a script had to call it per device and parse stderr."""
+    import json
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+
+    ws = packaged
+    agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone")
+
+    def status(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "status", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    out = status("--json")
+    assert out.returncode == 1, out.stderr  # one device does not answer
+    docs = {d["device"]: d for d in json.loads(out.stdout)["devices"]}
+    assert docs["dev1"]["online"] is True and docs["dev1"]["active"]["variant"] == "fp32"
+    assert docs["gone"]["online"] is False and "UNAVAILABLE" in docs["gone"]["error"]
+    one = status("dev1", "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["active"]["name"] == "ws", one.stderr
+    text = status()
+    assert text.returncode == 1
+    assert "dev1: active ws:1:fp32" in text.stdout and "device gone: health failed: UNAVAILABLE" in text.stdout
+    unknown = status("nope")
+    assert unknown.returncode == 2 and "'nope' is not enrolled" in unknown.stderr
