@@ -675,10 +675,16 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_acti
 @click.option("--device", "device_name", required=True)
 @click.pass_obj
 def rollback(obj: dict[str, Any], device_name: str) -> None:
-    """Switch a device back to its previous model."""
+    """Switch a device back to its previous model. Exit 1 when the device refuses or does not answer (as
+    `cdl deploy`), 2 for an unknown device."""
+    from runtime.devices import DeviceError
     from runtime.devices import rollback as do_rollback
 
-    res = do_rollback(_ws(obj), device_name)
+    try:
+        res = do_rollback(_ws(obj), device_name)
+    except DeviceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
 
 

@@ -270,6 +270,7 @@ def _refresh(client: DeviceClient) -> None:
 
 
 def rollback(ws: Workspace, device: str) -> dict[str, Any]:
+    ws.store.device(device)  # an unknown name is an input error, not a failed rollback in the device's history
     try:
         with DeviceClient(ws, device) as client:
             res = client.rollback()

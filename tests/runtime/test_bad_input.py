@@ -229,3 +229,24 @@ def test_a_port_out_of_range_is_refused_by_enroll_and_by_the_agent(tmp_path, tex
     assert text_ws.store.devices() == []
     enroll(text_ws, "edge1", "[::1]:8001", tmp_path / "dev")  # an IPv6 address in brackets is fine
     assert text_ws.store.device("edge1").address == "[::1]:8001"
+
+
+def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(tmp_path, text_ws):
+    """`cdl rollback --device nope` wrote a failed rollback of 'nope' into the deployment history; a device that
+    does not answer ended with exit 2 where `cdl deploy` gives 1."""
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+
+    def rollback(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "rollback", "--device",
+                               name], capture_output=True, text=True, timeout=120)
+
+    out = rollback("nope")
+    assert out.returncode == 2 and "'nope' is not enrolled" in out.stderr, out.stderr
+    assert text_ws.store.deployments() == []
+    enroll(text_ws, "gone", "127.0.0.1:9", tmp_path / "gone")
+    out = rollback("gone")
+    assert out.returncode == 1 and "device gone: rollback failed: UNAVAILABLE" in out.stderr, out.stderr
+    assert [(d.device, d.action, d.status) for d in text_ws.store.deployments()] == [("gone", "rollback", "failed")]
