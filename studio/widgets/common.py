@@ -163,6 +163,16 @@ def add_legend(plot, offset: tuple[int, int] = (10, 10), columns: int = 1):  # n
     return legend
 
 
+def room_for_legend(plot, lo: float, hi: float, rows: int) -> None:  # noqa: ANN001
+    """Set the y range so that the data (lo to hi, in the view's coordinates: log10 on a log axis) fill the lower
+    part and a band on top holds a legend of `rows` lines placed at the top, covering none of the data."""
+    span = (hi - lo) or max(abs(hi) * 0.02, 0.01)
+    band = min(0.6, 0.1 + 0.16 * rows)  # share of the height: the legend's frame, and a line per row
+    below = 0.05
+    total = span / (1 - band - below)
+    plot.setYRange(lo - below * total, lo - below * total + total, padding=0)
+
+
 def plot_note(plot, text: str):  # noqa: ANN001, ANN201
     """Grey words in the middle of an empty plot, saying why it is empty (blank axes said nothing)."""
     import pyqtgraph as pg

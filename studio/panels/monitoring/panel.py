@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget, room_for_legend
 
 
 class MonitoringPanel(Panel):
@@ -122,9 +122,8 @@ class MonitoringPanel(Panel):
                                      symbol="o", symbolSize=5, name=name)
             self.tests_plot.addLine(y=0.0, pen=pg.mkPen("#dc2626", style=pg.QtCore.Qt.PenStyle.DashLine))
             # room above the curves for the legend (two names a row), so that it covers none of them
-            lo, hi = min(decades) - 0.2, max(decades) + 0.2
-            rows = (len(names) + 1) // 2 if len(names) > 2 else len(names)
-            self.tests_plot.setYRange(lo, hi + (hi - lo) * 0.16 * rows / max(0.4, 1 - 0.16 * rows), padding=0)
+            room_for_legend(self.tests_plot, min(decades) - 0.2, max(decades) + 0.2,
+                            (len(names) + 1) // 2 if len(names) > 2 else len(names))
         rows, colors = [], {}
         for i, c in enumerate(reversed(d["checks"][-200:])):
             bad = [t["name"] for t in c["tests"] if t["drifted"]]

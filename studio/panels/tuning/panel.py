@@ -10,7 +10,7 @@ from PySide6.QtCore import QItemSelectionModel, QTimer
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget, room_for_legend
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
 STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280", "running": "#1d4ed8"}
@@ -215,9 +215,7 @@ class TuningPanel(Panel):
         if done:
             xs = [t["number"] for t in done]
             add_legend(h, offset=(-10, 5), columns=len(STATE_COLORS))
-            lo, hi = min(t["value"] for t in done), max(t["value"] for t in done)
-            span = (hi - lo) or max(abs(hi) * 0.02, 0.01)
-            h.setYRange(lo - 0.08 * span, hi + 0.45 * span, padding=0)  # a band above the points for the legend
+            room_for_legend(h, min(t["value"] for t in done), max(t["value"] for t in done), 1)
             for state, color in STATE_COLORS.items():  # one item a state, so that the legend names the colours
                 pts = [t for t in done if (t["state"] if t["state"] in STATE_COLORS else "running") == state]
                 if pts:
