@@ -31,9 +31,18 @@ def review(store: Store, ref: str, approve: bool, comment: str, reviewer: str, r
             if previous is None:
                 store.remove_alias(mv.name, "champion", mv.version)
             else:
-                store.set_alias(mv.name, "champion", previous,
-                                reason=f"champion again: {mv.ref} was rejected by {reviewer}")
+                store.set_alias(mv.name, "champion", previous, reason=restored_reason(mv.ref, reviewer))
     return rv
+
+
+def restored_reason(rejected_ref: str, reviewer: str) -> str:
+    """The alias history's reason when `champion` went back to the version before a rejected champion."""
+    return f"champion again: {rejected_ref} was rejected by {reviewer}"
+
+
+def restored_after(reason: str, rejected_ref: str) -> bool:
+    """Whether an alias record's reason says `champion` came back after `rejected_ref` was rejected."""
+    return reason.startswith(restored_reason(rejected_ref, ""))
 
 
 def previous_champion(store: Store, mv: ModelVersion) -> int | None:

@@ -186,13 +186,15 @@ class ReviewPanel(Panel):
 
 def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[str, Any]) -> str:
     """After a rejected candidate that was the champion: where `champion` went (registry.review moved it)."""
+    from runtime.registry import restored_after
+
     if last_review["decision"] != "rejected":
         return ""
     held = [a for a in history["aliases"] if a["alias"] == "champion"]
     if not held:
         return ""
     last = held[-1]
-    if champ is not None and last["reason"].startswith(f"champion again: {cand.ref} "):
+    if champ is not None and restored_after(last["reason"], cand.ref):
         return f". It was the champion: {champ.ref} is the champion again"
     if champ is None and last["version"] == cand.version and last["until"]:
         return ". It was the champion: there is no champion now"
