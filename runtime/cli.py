@@ -471,14 +471,11 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 def models_review(obj: dict[str, Any], ref: str, decision: str | None, comment: str, reviewer: str) -> None:
     """Approve or reject a model version (REF is NAME:VERSION). Rejecting the champion demotes it: the champion
     before it comes back if it is still approved."""
-    from runtime.registry import review, review_message
+    from runtime.registry import review_and_say
 
     if decision is None:
         raise CdlError("say --approve or --reject")
-    ws = _ws(obj)
-    was_champion = "champion" in ws.store.resolve_model(ref).aliases
-    review(ws.store, ref, decision == "approve", comment, reviewer)
-    click.echo(review_message(ws.store, ref, decision == "approve", reviewer, was_champion))
+    click.echo(review_and_say(_ws(obj).store, ref, decision == "approve", comment, reviewer))
 
 
 @models.command("lineage")

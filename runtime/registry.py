@@ -55,6 +55,13 @@ def previous_champion(store: Store, mv: ModelVersion) -> int | None:
     return None
 
 
+def review_and_say(store: Store, ref: str, approve: bool, comment: str, reviewer: str) -> str:
+    """The review, and the line that says what it did (`cdl models review` and the review panel show it)."""
+    was_champion = "champion" in store.resolve_model(ref).aliases
+    review(store, ref, approve, comment, reviewer)
+    return review_message(store, ref, approve, reviewer, was_champion)
+
+
 def review_message(store: Store, ref: str, approve: bool, reviewer: str, was_champion: bool) -> str:
     """What a review did, in a line: the decision, and where `champion` is now when a champion was rejected."""
     mv = store.resolve_model(ref)

@@ -174,13 +174,15 @@ class ReviewPanel(Panel):
         self.history.fill([(local_time(e[0]), *e[1:]) for e in events])
 
     def _review(self, approve: bool) -> None:
+        from runtime.registry import review_and_say
+
         ref = self.candidate.currentData()
         if not ref:
             return
         if not self.reviewer.text().strip():
             self.say("say who you are (reviewer) first", "warning")
             return
-        self.work(_review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
+        self.work(review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
                   self.reviewer.text().strip(), done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
 
 
@@ -200,11 +202,3 @@ def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[
         return ". It was the champion: there is no champion now"
     return ""
 
-
-def _review_and_say(store, ref: str, approve: bool, comment: str, reviewer: str) -> str:  # noqa: ANN001
-    """The review, and the line that says what it did (where `champion` went when the champion was rejected)."""
-    from runtime.registry import review, review_message
-
-    was_champion = "champion" in store.resolve_model(ref).aliases
-    review(store, ref, approve, comment, reviewer)
-    return review_message(store, ref, approve, reviewer, was_champion)
