@@ -6,7 +6,6 @@ The runtime reaches devices only through the agent's published protocol (edge_ag
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import time
@@ -40,6 +39,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     from edge_agent.proto.address import split_address
     from runtime.keys import signing_key
     from runtime.pki import ca, device_certificate
+    from runtime.workspace.config import atomic_write_bytes
 
     if not name or "/" in name:
         raise CdlError(f"bad device name {name!r}")
@@ -67,9 +67,10 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")])
     _, ca_pem = ca(ws.root)
     (out / "tls").mkdir(exist_ok=True)
-    _write_atomic(out / "tls" / "server.key", key_pem, private=True)
-    _write_atomic(out / "tls" / "server.crt", cert_pem)
-    _write_atomic(out / "tls" / "ca.crt", ca_pem)
+    # each file whole: an agent that starts while enroll rewrites its folder reads the old file or the new
+    atomic_write_bytes(out / "tls" / "server.key", key_pem, private=True)
+    atomic_write_bytes(out / "tls" / "server.crt", cert_pem)
+    atomic_write_bytes(out / "tls" / "ca.crt", ca_pem)
     token = secrets.token_urlsafe(32)
     _, pub = signing_key(ws.root)
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
@@ -77,26 +78,10 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
              "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
              "retention_seconds": retention_seconds, "journal_sync": "normal", "max_batch": 64,
              "max_queue_delay_ms": 2.0, "workers": workers}
-    _write_atomic(out / "agent.json", json.dumps(agent, indent=1).encode())
+    atomic_write_bytes(out / "agent.json", json.dumps(agent, indent=1).encode())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
             "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
-
-
-def _write_atomic(path: Path, data: bytes, private: bool = False) -> None:
-    """Whole or not at all: an agent that starts while enroll rewrites its folder reads the old file or the new.
-    A private file (the TLS key) is owner-only from its first byte; the others follow the umask."""
-    from edge_agent.proto.files import as_if_opened
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if private:
-        os.fchmod(fd, 0o600)  # an older tmp file keeps its mode through O_CREAT
-    else:
-        as_if_opened(fd)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 class DeviceClient:
