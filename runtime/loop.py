@@ -138,12 +138,38 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         # and trained and registered yet another version after the review
         wanted = cfg.ancestors("deploy.package") | {"deploy.package"}
         deploy_steps = [s for s in cfg.order() if s in wanted and get_step(s).spec.pipeline == "deploy"]
-        ok = run(steps=deploy_steps) and run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets}})
-        if not ok:
+        if not run(steps=deploy_steps):
+            return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+        # the device gets the new version in the variant it serves now (an int8 device stays int8), where the
+        # deployment pipeline built that variant; otherwise deploy.push's configured one, and the reason says so
+        variant, note = _variant_for(ws, p["device"], candidate, cfg.params("deploy.push")["variant"])
+        if not run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets, "variant": variant}}):
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
     proposals.close(ws, p["id"], "done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")
-    return LoopResult(status="done", reason=f"{candidate.ref} is the champion{' and serves on ' + p['device'] if deploy else ''}",
-                      steps=steps, candidate=candidate.ref, review="approved", proposal=proposals.proposal(ws, p["id"]))
+    where = f" and serves on {p['device']} ({variant}{'; ' + note if note else ''})" if deploy else ""
+    return LoopResult(status="done", reason=f"{candidate.ref} is the champion{where}", steps=steps,
+                      candidate=candidate.ref, review="approved", proposal=proposals.proposal(ws, p["id"]),
+                      **({"variant": variant} if deploy else {}))
+
+
+def _variant_for(ws: Workspace, device: str, candidate: Any, configured: str) -> tuple[str, str]:  # noqa: ANN401
+    """The variant of `candidate` to push to `device`: the one the device serves now, if it was built for the
+    candidate, else `configured`; and a note when they differ."""
+    from runtime.devices import DeviceClient
+
+    serving = None
+    try:
+        with DeviceClient(ws, device, timeout=5.0) as client:
+            serving = (client.health().get("active") or {}).get("variant")
+    except CdlError:  # unreachable now: what it said last time (the push will say whether it can be reached)
+        serving = ((ws.store.device(device).last_health or {}).get("active") or {}).get("variant")
+    if not serving or serving == configured:
+        return configured, ""
+    built = {v.variant for v in ws.store.variants(candidate.name, candidate.version) if v.status == "ok"}
+    if serving in built:
+        return serving, ""
+    return configured, (f"{device} served {serving}, which the deployment pipeline did not build for "
+                        f"{candidate.ref} (built: {', '.join(sorted(built)) or 'none'})")
 
 
 def _last_error(steps: list[dict[str, Any]]) -> str:

@@ -217,8 +217,14 @@ def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_pac
     from runtime.registry import review
 
     ws = bbc_packaged
+    # the device serves an INT8 variant: the loop's new version goes to it as INT8 too (it used to get deploy.push's
+    # configured fp32)
+    cfg = ws.config()
+    cfg.steps["deploy.compress"]["methods"] = ["dynamic_int8"]
+    cfg.save()
+    assert Runner(ws).run(steps=["deploy.compress", "deploy.revise", "deploy.package"]).ok
     agent = agent_factory(ws, raw_below=0.9)
-    deploy(ws, "ws:1", "fp32", "dev1")
+    deploy(ws, "ws:1", "dynamic_int8", "dev1")
     send(agent, ws, other_domain_texts(200))
     assert run_loop(ws)["status"] == "waiting"  # the proposal's samples to label
     q = LabelQueue(ws, "lena")
@@ -236,7 +242,10 @@ def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_pac
     assert [m.version for m in ws.store.model_versions("ws")] == [1, 2]
     assert "champion" in ws.store.model_version("ws", 2).aliases
     with DeviceClient(ws, "dev1") as c:
-        assert c.health()["active"]["version"] == "2"
+        active = c.health()["active"]
+    assert (active["version"], active["variant"]) == ("2", "dynamic_int8"), active
+    assert second["variant"] == "dynamic_int8" and "serves on dev1 (dynamic_int8)" in second["reason"], second
+    assert ws.store.deployments("dev1")[-1].variant == "dynamic_int8"
     assert proposals(ws)[0]["status"] == "done"
 
 
@@ -288,6 +297,24 @@ def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     assert n is not None and n <= 50
     client.close()
     ws.close()
+
+
+def test_the_loop_pushes_the_configured_variant_when_the_served_one_was_not_built(bbc_packaged, tmp_path):
+    """The variant a device served is kept only where the new version has it; else deploy.push's, with a note.
+    An unreachable device is judged by what it said last."""
+    from runtime.devices import enroll
+    from runtime.loop import _variant_for
+
+    ws = bbc_packaged
+    enroll(ws, "gone", "127.0.0.1:1", tmp_path / "gone")
+    mv = ws.store.model_version("ws", 1)
+    assert _variant_for(ws, "gone", mv, "fp32") == ("fp32", "")  # never seen: the configured variant
+    ws.store.update_device("gone", last_health={"active": {"name": "ws", "version": "1", "variant": "static_int8"}})
+    variant, note = _variant_for(ws, "gone", mv, "fp32")
+    assert variant == "fp32"
+    assert note == "gone served static_int8, which the deployment pipeline did not build for ws:1 (built: fp32)"
+    ws.store.update_device("gone", last_health={"active": {"name": "ws", "version": "1", "variant": "fp32"}})
+    assert _variant_for(ws, "gone", mv, "dynamic_int8") == ("fp32", "")
 
 
 def test_a_check_without_a_verdict_says_so_in_the_step_state(text_ws, monkeypatch):
