@@ -93,6 +93,7 @@ class StepRun:
     output_fp: str | None
     error: str | None
     summary: dict[str, Any]
+    params: dict[str, Any] | None = None  # the parameters it ran with (None: recorded before schema 0007)
 
     @property
     def duration(self) -> float | None:

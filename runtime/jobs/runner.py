@@ -10,6 +10,7 @@ says why. `run(..., until=X)` runs X's ancestors and X in order, skipping steps 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import traceback
@@ -117,7 +118,8 @@ class Runner:
                 new = fp.split(".")
                 parts = ["parameters", "upstream outputs", "inputs"]
                 changed = [parts[i] for i in range(3) if len(old) == 3 and len(new) == 3 and old[i] != new[i]]
-                reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran"
+                which = param_changes(run.params, cfg.params(step)) if "parameters" in changed else ""
+                reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran{which}"
             else:
                 bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,
                                                                              StepStatus.FAILED)]
@@ -227,7 +229,7 @@ class Runner:
             return StepOutcome(step, "skipped", summary=prev.summary, message="up to date")
         if self.cancel.is_set():
             return StepOutcome(step, "cancelled", error="cancelled before it started")
-        run_id = store.start_step_run(step, self.job, fp)
+        run_id = store.start_step_run(step, self.job, fp, params)
         self._emit(Event(EventKind.STARTED, step=step, job=self.job, message=impl.spec.title,
                          data={"role": impl.spec.role.value}))
         t0 = time.perf_counter()
@@ -326,6 +328,30 @@ class _RunLock:
                 return
             self._held.pop(key, None)
         self.fh.close()  # releases the flock
+
+
+def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> str:
+    """': name old → new; ...' for the parameters that differ between a run and cdl.yaml now; '' where the run
+    recorded none (before schema 0007)."""
+    if then is None:
+        return ""
+    from runtime.store.store import _jsonable
+
+    now = _jsonable(dict(now))
+
+    def show(v: Any) -> str:  # noqa: ANN401
+        s = "unset" if v is _UNSET else json.dumps(v, sort_keys=True)
+        return s if len(s) <= 40 else s[:37] + "..."
+
+    diffs = [f"{k} {show(then.get(k, _UNSET))} → {show(now.get(k, _UNSET))}"
+             for k in sorted(set(then) | set(now)) if then.get(k, _UNSET) != now.get(k, _UNSET)]
+    if not diffs:
+        return ""
+    more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+    return f": {'; '.join(diffs[:3])}{more}"
+
+
+_UNSET = object()
 
 
 def _undecided(summary: dict[str, Any] | None) -> str:

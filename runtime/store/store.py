@@ -110,6 +110,7 @@ def _run(row: t.SqlStepRun) -> StepRun:
         output_fp=row.output_fp,
         error=row.error,
         summary=dict(row.summary or {}),
+        params=row.params,
     )
 
 
@@ -608,10 +609,10 @@ class Store(ModelRegistryMixin, DeployMixin):
 
     # -- step runs ----------------------------------------------------------------------------------------
 
-    def start_step_run(self, step: str, job: str | None, input_fp: str) -> int:
+    def start_step_run(self, step: str, job: str | None, input_fp: str, params: dict[str, Any] | None = None) -> int:
         with self._lock, self.session() as s:
             row = t.SqlStepRun(step=step, job=job, status="running", input_fp=input_fp, pid=os.getpid(),
-                               host=socket.gethostname())
+                               host=socket.gethostname(), params=None if params is None else _jsonable(params))
             s.add(row)
             s.commit()
             s.refresh(row)

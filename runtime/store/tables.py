@@ -113,6 +113,7 @@ class SqlStepRun(SQLModel, table=True):
     output_fp: str | None = None
     error: str | None = Field(default=None, sa_column=Column(Text))
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # what it ran with (schema 0007)
 
 
 class SqlState(SQLModel, table=True):

@@ -101,7 +101,9 @@ def test_status_and_stale_detection(tmp_path, text_ws):
     cfg.save()
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["data.validate"].status == StepStatus.STALE
-    assert "parameters" in states["data.validate"].reason
+    # it names the parameter, what the run used and what cdl.yaml says now (it used to say only "parameters")
+    was = ws.store.last_step_run("data.validate").params["min_length"]
+    assert states["data.validate"].reason == f"parameters changed since it ran: min_length {was} → 50000"
     assert states["data.label"].status == StepStatus.STALE
     assert states["data.version"].status == StepStatus.DONE
     # re-running brings them back, and the new rule quarantines every article
