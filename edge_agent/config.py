@@ -11,7 +11,11 @@
      "max_batch": 64,                       dynamic batching: requests that arrive together run as one batch
                                             of up to this many items (1: every request runs alone)
      "max_queue_delay_ms": 2.0,             how long a batch may wait to fill up to the last batch's size
-     "workers": 1}                          agent processes sharing the port (one core each; edge_agent.workers)
+     "workers": 1,                          agent processes sharing the port (one core each; edge_agent.workers)
+     "keep_bundles": 3,                     bundles kept on the device, the active and the previous one included:
+                                            older ones are deleted after an activation or a push
+     "min_free_bytes": 67108864}            disk space a push must leave free (the journal needs room): a push
+                                            that would not is refused before any byte is written
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class AgentConfig:
     max_batch: int = 64
     max_queue_delay_ms: float = 2.0
     workers: int = 1
+    keep_bundles: int = 3
+    min_free_bytes: int = 64 << 20
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -81,6 +87,8 @@ class AgentConfig:
             max_batch=doc.get("max_batch", 64),
             max_queue_delay_ms=doc.get("max_queue_delay_ms", 2.0),
             workers=doc.get("workers", 1),
+            keep_bundles=doc.get("keep_bundles", 3),
+            min_free_bytes=doc.get("min_free_bytes", 64 << 20),
         )
         if cfg.inference_auth not in ("open", "token"):
             raise ConfigError(f"{path}: inference_auth must be 'open' or 'token'")
@@ -94,6 +102,11 @@ class AgentConfig:
                               f"got {cfg.max_queue_delay_ms!r}")
         if not isinstance(cfg.workers, int) or isinstance(cfg.workers, bool) or not 1 <= cfg.workers <= 64:
             raise ConfigError(f"{path}: workers must be a whole number from 1 to 64, got {cfg.workers!r}")
+        if not isinstance(cfg.keep_bundles, int) or isinstance(cfg.keep_bundles, bool) or cfg.keep_bundles < 2:
+            raise ConfigError(f"{path}: keep_bundles must be a whole number of at least 2 (the active model and the "
+                              f"previous one, for a rollback), got {cfg.keep_bundles!r}")
+        if not isinstance(cfg.min_free_bytes, int) or isinstance(cfg.min_free_bytes, bool) or cfg.min_free_bytes < 0:
+            raise ConfigError(f"{path}: min_free_bytes must be a whole number of bytes, got {cfg.min_free_bytes!r}")
         for f in (cfg.tls_cert, cfg.tls_key):
             if not f.exists():
                 raise ConfigError(f"{f} is missing: the agent only serves over TLS")

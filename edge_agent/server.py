@@ -143,6 +143,19 @@ class Agent:
             self.slots.activate(bundle_id)
             self._model = model
             self._stamp = self._active_stamp()
+        await self.prune()
+
+    async def prune(self, protect: tuple[str, ...] = ()) -> None:
+        """Old bundles beyond keep_bundles go (slots.Slots.prune); a failure to delete is logged, not raised: the
+        push or activation it follows went through."""
+        loop = asyncio.get_running_loop()
+        try:
+            gone = await loop.run_in_executor(self.pool, self.slots.prune, self.config.keep_bundles, protect)
+        except OSError as exc:
+            log.error("could not delete old bundles: %s", exc)
+            return
+        for bid in gone:
+            log.info("deleted bundle %s (keep_bundles %d)", bid[:12], self.config.keep_bundles)
 
     async def rollback(self) -> None:
         async with self._activate_lock:
@@ -329,7 +342,7 @@ class Control(epb_grpc.EdgeControlServicer):
         await self.agent.require_token(context)
         slots = self.agent.slots
         first = None
-        part = None
+        part = meta = None
         fh = None
         received = 0
         try:
@@ -346,6 +359,9 @@ class Control(epb_grpc.EdgeControlServicer):
                                             f"upload {chunk.upload_id[:12]} is at byte {have}; resume from there")
                     if chunk.total_size <= 0:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first chunk must give total_size")
+                    short = slots.space_for(chunk.total_size, have, self.agent.config.min_free_bytes)
+                    if short:
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, short)
                     meta.write_text(json.dumps({"total_size": chunk.total_size, "sha256": chunk.sha256,
                                                 "activate": chunk.activate}))
                     fh = open(part, "ab")  # noqa: SIM115
@@ -359,6 +375,16 @@ class Control(epb_grpc.EdgeControlServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty push")
             fh.flush()
             os.fsync(fh.fileno())
+        except OSError as exc:  # the disk filled up (or failed): the partial upload goes, so the journal has room
+            if fh is not None:
+                fh.close()
+                fh = None
+            for f in (part, meta):
+                if f is not None:
+                    f.unlink(missing_ok=True)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the device could not store the upload ({exc.strerror or exc}); it was deleted, "
+                                "the active model is unchanged")
         finally:
             if fh is not None:
                 fh.close()
@@ -370,6 +396,12 @@ class Control(epb_grpc.EdgeControlServicer):
             bundle_id = await loop.run_in_executor(self.agent.pool, slots.store_upload, first.upload_id, first.sha256)
         except BundleError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bundle rejected: {exc}")
+        except OSError as exc:  # a full disk: the upload goes too, so the journal keeps its room
+            for f in (part, meta):
+                f.unlink(missing_ok=True)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"the device could not store the bundle ({exc.strerror or exc}); the upload was "
+                                "deleted, the active model is unchanged")
         manifest = slots.manifest(bundle_id)
         activated = False
         if first.activate:
@@ -379,6 +411,8 @@ class Control(epb_grpc.EdgeControlServicer):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"bundle stored but its model does not load; the previous model stays: {exc}")
             activated = True
+        else:
+            await self.agent.prune(protect=(bundle_id,))
         return epb.PushResult(bundle_id=bundle_id, name=manifest["name"], version=str(manifest["version"]),
                               variant=manifest["variant"], activated=activated, received=received)
 

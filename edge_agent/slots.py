@@ -6,6 +6,10 @@
 
 A push that is interrupted (the agent killed at any moment) leaves the previous model active: a bundle becomes
 active only after its signature and every hash are verified, its files are on disk, and its model loaded.
+
+The folder does not grow without end: after an activation or a push, bundles beyond agent.json's `keep_bundles`
+(the newest first; never the active or the previous one) are deleted, and an upload nobody resumed for
+`UPLOAD_TTL_S` is deleted when the agent starts.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.proto.bundle import BundleError, extract_verified
+
+UPLOAD_TTL_S = 7 * 86400  # an upload left this long is abandoned
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,6 +61,13 @@ class Slots:
                 shutil.rmtree(partial, ignore_errors=True)
             for tmp in self.root.glob("active.json.*.tmp"):
                 tmp.unlink(missing_ok=True)
+            cutoff = time.time() - UPLOAD_TTL_S
+            for f in [*self.incoming.glob("*.part"), *self.incoming.glob("*.json")]:
+                try:
+                    if f.stat().st_mtime < cutoff:
+                        f.unlink()
+                except FileNotFoundError:
+                    pass
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -127,6 +140,35 @@ class Slots:
         meta.unlink(missing_ok=True)
         return digest
 
+    def space_for(self, total_size: int, have: int, min_free: int) -> str | None:
+        """Why an upload of `total_size` bytes (`have` of them here already) does not fit, or None. It needs its
+        remaining bytes twice (the upload, then the verified bundle's files) and leaves `min_free` bytes free."""
+        free = shutil.disk_usage(self.root).free
+        need = 2 * max(0, total_size - have)
+        if free - need >= min_free:
+            return None
+        return (f"not enough disk space on the device: {_mb(free)} free in {self.root}; this bundle needs "
+                f"{_mb(need)} while it is received and verified, and {_mb(min_free)} must stay free for the scoring "
+                "journal (agent.json min_free_bytes)")
+
+    def prune(self, keep: int, protect: tuple[str, ...] = ()) -> list[str]:
+        """Delete stored bundles beyond the newest `keep`, never the active or previous one nor `protect`;
+        returns the ids deleted."""
+        with self.locked():
+            st = self.state()
+            kept = {b for b in (st.get("current"), st.get("previous"), *protect) if b}
+            others = sorted((m for m in self.stored() if m["bundle_id"] not in kept),
+                            key=lambda m: m["received"], reverse=True)
+            gone = [m["bundle_id"] for m in others[max(0, keep - len(kept)):]]
+            for bid in gone:
+                # renamed first, so a half-deleted bundle never looks stored; the next start sweeps leftovers
+                trash = self.bundles / f"{bid}.deleting.partial"
+                os.replace(self.bundles / bid, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            if gone:
+                _fsync_dir(self.bundles)
+            return gone
+
     # -- activation ---------------------------------------------------------------------------------------
 
     def activate(self, bundle_id: str) -> dict[str, Any]:
@@ -153,3 +195,7 @@ class Slots:
             new = {"current": prev, "previous": st.get("current"), "time": time.time()}
             atomic_json(self.active_file, new)
             return new
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"

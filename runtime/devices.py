@@ -77,7 +77,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
              "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
              "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
              "retention_seconds": retention_seconds, "journal_sync": "normal", "max_batch": 64,
-             "max_queue_delay_ms": 2.0, "workers": workers}
+             "max_queue_delay_ms": 2.0, "workers": workers, "keep_bundles": 3, "min_free_bytes": 64 << 20}
     atomic_write_bytes(out / "agent.json", json.dumps(agent, indent=1).encode())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,

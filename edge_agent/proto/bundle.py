@@ -178,17 +178,21 @@ def extract_verified(data: bytes, public_keys_pem: list[bytes], dest: Path) -> V
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for name in [MANIFEST, SIGNATURE, *manifest["members"]]:
-            target = (tmp / name).resolve()
-            if tmp.resolve() not in target.parents:
-                raise BundleError(f"member {name!r} escapes the bundle folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(name))
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for name in [MANIFEST, SIGNATURE, *manifest["members"]]:
+                target = (tmp / name).resolve()
+                if tmp.resolve() not in target.parents:
+                    raise BundleError(f"member {name!r} escapes the bundle folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(name))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    except BaseException:  # a rejected member or a full disk: nothing of it stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

@@ -241,6 +241,9 @@ def test_fault_campaign_100_pushes_with_sigkill(bbc, record, tmp_path, workers):
 
     ws = bbc
     enroll(ws, "fault", "127.0.0.1:0", tmp_path / "dev", replace=True)  # the module's workspace: once per worker count
+    # keep two bundles of the three variants: every activation also deletes one, so the kills land in that too
+    cfg = json.loads((tmp_path / "dev" / "agent.json").read_text())
+    (tmp_path / "dev" / "agent.json").write_text(json.dumps({**cfg, "keep_bundles": 2}))
     agent = AgentProcess(tmp_path / "dev", workers)  # with 2, a push may land on either; worker 0 is killed
     agent.start()
     ws.store.update_device("fault", address=agent.address)
@@ -293,6 +296,10 @@ def test_fault_campaign_100_pushes_with_sigkill(bbc, record, tmp_path, workers):
             if c.health()["active"]["bundle_id"] != st["current"]:
                 corrupt += 1
     agent.stop()
+    # what the kills left on the device: at most keep_bundles, and one pushed but not activated before its kill
+    left = [d.name for d in (data_dir / "bundles").iterdir() if not d.name.endswith(".partial")]
     record("deploy.fault_campaign", agent_workers=workers, pushes=100, killed_during_push=killed_mid, corrupt_activations=corrupt,
-           partial_activations=partial, push_seconds=round(push_s, 3), target="0 corrupt or partial")
+           partial_activations=partial, push_seconds=round(push_s, 3), bundles_left=len(left), keep_bundles=2,
+           target="0 corrupt or partial")
+    assert len(left) <= 3, left
     assert corrupt == 0 and partial == 0

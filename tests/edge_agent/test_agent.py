@@ -197,6 +197,137 @@ def test_agent_killed_during_a_push_keeps_the_old_model(packaged, agent_factory)
         assert c.health()["active"]["variant"] == "static_int8"
 
 
+def _set_agent_json(agent, **fields) -> None:  # noqa: ANN001, ANN003
+    path = agent.data_dir / "agent.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_the_device_folder_does_not_grow_without_end(packaged, agent_factory):
+    """Bundles beyond keep_bundles are deleted (never the active or the previous one), a push the disk has no
+    room for is refused before a byte is written, and an upload left for a week goes at the next start. Every
+    push used to stay on the device for good, and a push could fill the disk the scoring journal needs."""
+    from runtime.bundles import bundle_path
+
+    ws = packaged
+    agent = agent_factory(ws)
+    agent.stop()
+    _set_agent_json(agent, keep_bundles=2)
+    restart(ws, agent)
+    first = deploy(ws, "ws:1", "fp32", "dev1")
+    second = deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    third = deploy(ws, "ws:1", "static_int8", "dev1")
+    stored = agent.data_dir / "bundles"
+    with DeviceClient(ws, "dev1") as c:
+        assert {m["variant"] for m in c.list_models()} == {"dynamic_int8", "static_int8"}
+    assert not (stored / first["bundle_id"]).exists()
+    assert sorted(p.name for p in stored.iterdir()) == sorted([second["bundle_id"], third["bundle_id"]])
+    assert rollback(ws, "dev1")["variant"] == "dynamic_int8"  # the previous one stays for a rollback
+    # a push stored without activation is kept over the older ones; the active and previous stay too
+    again = deploy(ws, "ws:1", "fp32", "dev1", activate=False)
+    with DeviceClient(ws, "dev1") as c:
+        models = {m["bundle_id"]: m for m in c.list_models()}
+        assert c.health()["active"]["bundle_id"] == second["bundle_id"]
+    assert set(models) == {again["bundle_id"], second["bundle_id"], third["bundle_id"]}
+
+    # no room: refused with the figures, and nothing written
+    import shutil
+
+    agent.stop()
+    _set_agent_json(agent, min_free_bytes=shutil.disk_usage(agent.data_dir).free + (1 << 30))
+    restart(ws, agent)
+    with pytest.raises(CdlError, match="RESOURCE_EXHAUSTED: not enough disk space on the device: .* MiB free") as e:
+        deploy(ws, "ws:1", "static_int8", "dev1")  # static_int8 was deleted above, it is pushed anew
+    assert "min_free_bytes" in str(e.value)
+    assert list((agent.data_dir / "incoming").iterdir()) == []
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["bundle_id"] == second["bundle_id"]
+    assert history_json(ws, "dev1")["deployments"][-1]["status"] == "failed"
+
+    # an upload nobody resumes for a week is deleted when the agent starts
+    agent.stop()
+    _set_agent_json(agent, min_free_bytes=0)
+    restart(ws, agent)
+    with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match="incomplete"):
+        c.push(bundle_path(ws, "ws:1", "static_int8"), activate=True, max_chunks=1, chunk_size=16 * 1024)
+    left = sorted((agent.data_dir / "incoming").iterdir())
+    assert [p.suffix for p in left] == [".json", ".part"]
+    agent.stop()
+    restart(ws, agent)
+    assert sorted((agent.data_dir / "incoming").iterdir()) == left  # a day-old upload may still be resumed
+    agent.stop()
+    week_ago = time.time() - 8 * 86400
+    for p in left:
+        os.utime(p, (week_ago, week_ago))
+    restart(ws, agent)
+    assert list((agent.data_dir / "incoming").iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 MiB tmpfs (needs root, or a container that lets it mount)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or r.returncode}): the full-disk test needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_disk_that_fills_up_during_a_push(packaged, small_disk):
+    """The disk fills while a bundle streams in: the push fails with RESOURCE_EXHAUSTED, the partial upload is
+    deleted (the journal needs the room), the old model serves and journals; with room again the push works."""
+    from runtime.bundles import bundle_path
+    from runtime.devices import enroll
+    from tests.conftest import AgentProcess
+
+    ws = packaged
+    enroll(ws, "small", "127.0.0.1:0", small_disk / "dev")
+    agent = AgentProcess(small_disk / "dev")
+    _set_agent_json(agent, min_free_bytes=0)
+    restart(ws, agent, "small")
+    try:
+        old = deploy(ws, "ws:1", "fp32", "small")
+        filler = small_disk / "filler"
+        big = bundle_path(ws, "ws:1", "static_int8")
+        started = threading.Event()
+        with DeviceClient(ws, "small") as c:
+            orig = c.stub.PushBundle
+
+            def filling_push(chunks, **kw):  # noqa: ANN001, ANN202
+                def gen():  # noqa: ANN202
+                    for i, ch in enumerate(chunks):
+                        if i == 2:  # the agent has accepted the push: now the disk fills up
+                            with open(filler, "wb") as fh:
+                                try:
+                                    while True:
+                                        fh.write(b"\0" * (1 << 20))
+                                        fh.flush()
+                                except OSError:
+                                    pass
+                            started.set()
+                        yield ch
+
+                return orig(gen(), **kw)
+
+            c.stub.PushBundle = filling_push
+            with pytest.raises(CdlError, match="RESOURCE_EXHAUSTED: the device could not store the upload") as e:
+                c.push(big, activate=True, chunk_size=16 * 1024)
+        assert started.is_set() and "the active model is unchanged" in str(e.value)
+        assert list((agent.data_dir / "incoming").iterdir()) == []
+        filler.unlink()
+        client = _triton(agent, ws)
+        _infer(client, _test_texts(ws, 2))
+        with DeviceClient(ws, "small") as c:
+            h = c.health()
+        assert h["active"]["bundle_id"] == old["bundle_id"] and h["journal"]["last_seq"] == 2
+        assert deploy(ws, "ws:1", "static_int8", "small")["activated"]
+    finally:
+        agent.stop()
+
+
 def test_scoring_survives_killed_agent_and_collector(packaged, agent_factory, tmp_path):
     import subprocess
     import sys

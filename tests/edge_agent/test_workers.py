@@ -222,9 +222,11 @@ def test_workers_setting_is_checked(tmp_path, packaged):
     subprocess.run([*cdl, "--workers", "2"], check=True, capture_output=True)
     cfg = AgentConfig.load(out)
     assert (cfg.workers, cfg.max_batch, cfg.max_queue_delay_ms) == (2, 64, 2.0)
+    assert (cfg.keep_bundles, cfg.min_free_bytes) == (3, 64 << 20)
     doc = (out / "agent.json").read_text()
 
-    for key, bad in (("workers", 0), ("workers", "2"), ("max_batch", 0), ("max_queue_delay_ms", -1)):
+    for key, bad in (("workers", 0), ("workers", "2"), ("max_batch", 0), ("max_queue_delay_ms", -1),
+                     ("keep_bundles", 1), ("keep_bundles", 2.5), ("min_free_bytes", -1), ("min_free_bytes", "1G")):
         (out / "agent.json").write_text(json.dumps({**json.loads(doc), key: bad}))
         with pytest.raises(ConfigError, match=key):
             AgentConfig.load(out)
