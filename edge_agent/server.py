@@ -543,6 +543,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             await server.stop(0)
             raise
     if index == 0:
+        check_certificate(config)
         m = agent.model
         active = f"{m.name}:{m.version}:{m.variant}" if m else "none"
         procs = f", {workers} workers" if workers > 1 else ""
@@ -559,6 +560,33 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     await server.stop(2)
     agent.journal.close()
     agent.counters.close()
+
+
+CERT_WARN_DAYS = 30
+
+
+def check_certificate(config: AgentConfig) -> float | None:
+    """Log an error when the agent's TLS certificate has expired (clients refuse the connection, and say only
+    that the handshake failed) and a warning in its last CERT_WARN_DAYS; returns the days it has left."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    try:
+        until = x509.load_pem_x509_certificate(config.tls_cert.read_bytes()).not_valid_after_utc
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the TLS certificate %s: %s", config.tls_cert, exc)
+        return None
+    left = (until - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    renew = (f"enroll the device again on the workstation (`cdl devices enroll {config.device} --address HOST:PORT "
+             "--replace`) and copy the new folder here")
+    if left <= 0:
+        log.error("the TLS certificate %s expired on %s: every client refuses this agent; %s", config.tls_cert,
+                  until.date(), renew)
+    elif left < CERT_WARN_DAYS:
+        log.warning("the TLS certificate %s expires in %.0f day(s), on %s: %s", config.tls_cert, left, until.date(),
+                    renew)
+    return left
 
 
 def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0) -> None:

@@ -569,10 +569,22 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
+    from runtime.devices import CERT_WARN_DAYS
+
     for d in doc["devices"]:
         active = d["active"]
+        cert = d["cert"]
+        if cert is None:
+            tls = "cert unknown (its enrollment folder is gone)"
+        elif cert["expired"]:
+            tls = f"CERT EXPIRED {cert['expires'][:10]}: `cdl devices enroll {d['name']} --address {d['address']} --replace`"
+        elif cert["days_left"] < CERT_WARN_DAYS:
+            tls = (f"cert expires in {cert['days_left']:.0f} day(s), {cert['expires'][:10]}: `cdl devices enroll "
+                   f"{d['name']} --address {d['address']} --replace`")
+        else:
+            tls = f"cert until {cert['expires'][:10]}"
         click.echo(f"{d['name']:<16} {d['address']:<22} last seen {(d['last_seen'] or 'never')[:19]}  active "
-                   f"{active['name'] + ':' + active['version'] + ':' + active['variant'] if active else '-'}")
+                   f"{active['name'] + ':' + active['version'] + ':' + active['variant'] if active else '-'}  {tls}")
 
 
 @devices.command("status")

@@ -17,6 +17,7 @@ import grpc
 
 from edge_agent.proto import edge_pb2 as epb
 from edge_agent.proto import edge_pb2_grpc as epb_grpc
+from runtime.domain.entities import Device
 from runtime.domain.errors import CdlError, NotFoundError
 from runtime.workspace.workspace import Workspace
 
@@ -29,16 +30,17 @@ class DeviceError(CdlError):
 
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str = "open",
            raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0, workers: int = 1,
-           replace: bool = False) -> dict[str, Any]:
+           replace: bool = False, cert_days: float | None = None) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
     the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
     A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
-    running from its old folder would refuse the workspace from then on."""
+    running from its old folder would refuse the workspace from then on. cert_days: how long its TLS certificate
+    is valid (runtime.pki.DEVICE_CERT_DAYS); enrolling again with `replace` renews it."""
     import hashlib
 
     from edge_agent.proto.address import split_address
     from runtime.keys import signing_key
-    from runtime.pki import ca, device_certificate
+    from runtime.pki import DEVICE_CERT_DAYS, ca, device_certificate
     from runtime.workspace.config import atomic_write_bytes
 
     if not name or "/" in name:
@@ -64,7 +66,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         if not (known is not None and replace and Path(known.enroll_dir).resolve() == out):
             raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")])
+    key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")],
+                                                        DEVICE_CERT_DAYS if cert_days is None else cert_days)
     _, ca_pem = ca(ws.root)
     (out / "tls").mkdir(exist_ok=True)
     # each file whole: an agent that starts while enroll rewrites its folder reads the old file or the new
@@ -114,7 +117,7 @@ class DeviceClient:
         try:
             return fn(request, metadata=self.metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _error(self.device.name, what, exc) from None
+            raise _error(self.device, what, exc) from None
 
     def health(self) -> dict[str, Any]:
         r = self._call(self.stub.Health, epb.HealthRequest(), "health")
@@ -167,7 +170,7 @@ class DeviceClient:
         try:
             r = self.stub.PushBundle(chunks(), metadata=self.metadata, timeout=max(self.timeout, 300))
         except grpc.RpcError as exc:
-            raise _error(self.device.name, "push", exc) from None
+            raise _error(self.device, "push", exc) from None
         return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
                 "activated": r.activated, "bytes": len(data)}
 
@@ -187,21 +190,42 @@ class DeviceClient:
                                                                         max_records=max_records),
                                                metadata=self.metadata, timeout=None if follow else 600)
         except grpc.RpcError as exc:
-            raise _error(self.device.name, "scoring stream", exc) from None
+            raise _error(self.device, "scoring stream", exc) from None
 
     def ack(self, up_to_seq: int) -> dict[str, int]:
         r = self._call(self.stub.AckScoring, epb.AckScoringRequest(up_to_seq=up_to_seq), "ack")
         return {"acked_seq": r.acked_seq, "pruned": r.pruned}
 
 
-def _error(device: str, what: str, exc: grpc.RpcError) -> DeviceError:
+def _error(device: Device, what: str, exc: grpc.RpcError) -> DeviceError:
     code = exc.code()
     detail = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         detail = f"cannot reach it over TLS ({detail})"
+        cert = cert_status(device)
+        if cert and cert["expired"]:
+            detail += (f"; its TLS certificate expired on {cert['expires'][:10]}: enroll it again (`cdl devices enroll "
+                       f"{device.name} --address {device.address} --replace`) and copy the new folder to the device")
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         detail = f"the device refused the token ({detail})"
-    return DeviceError(f"device {device}: {what} failed: {code.name}: {detail}")
+    return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}")
+
+
+CERT_WARN_DAYS = 30  # `cdl devices list` warns this long before a device's certificate expires
+
+
+def cert_status(device: Device) -> dict[str, Any] | None:
+    """{"expires": ISO time, "days_left", "expired"} of the device's TLS certificate, read from the folder it was
+    enrolled into; None where that folder no longer holds it."""
+    import datetime as dt
+
+    from runtime.pki import certificate_expiry
+
+    until = certificate_expiry(Path(device.enroll_dir) / "tls" / "server.crt", device.cert_fingerprint)
+    if until is None:
+        return None
+    left = (until - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    return {"expires": until.isoformat(), "days_left": round(left, 1), "expired": left <= 0}
 
 
 def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = True,
@@ -311,7 +335,7 @@ def collect(ws: Workspace, devices: list[str] | None = None, batch: int = 2000,
 
 def devices_json(ws: Workspace) -> dict[str, Any]:
     return {"devices": [{"name": d.name, "address": d.address, "enroll_dir": d.enroll_dir,
-                         "cert_fingerprint": d.cert_fingerprint, "created": d.created.isoformat(),
+                         "cert_fingerprint": d.cert_fingerprint, "cert": cert_status(d), "created": d.created.isoformat(),
                          "last_seen": d.last_seen.isoformat() if d.last_seen else None,
                          "active": (d.last_health or {}).get("active")} for d in ws.store.devices()]}
 

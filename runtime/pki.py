@@ -50,8 +50,11 @@ def ca(root: Path) -> tuple[bytes, bytes]:
     return key_path.read_bytes(), crt_path.read_bytes()
 
 
-def device_certificate(root: Path, device: str, hosts: list[str]) -> tuple[bytes, bytes, str]:
-    """(key PEM, certificate PEM, sha256 fingerprint) of a device's TLS server certificate."""
+DEVICE_CERT_DAYS = 825  # the longest a publicly trusted TLS certificate was allowed (CA/Browser Forum, 2018-2020)
+
+
+def device_certificate(root: Path, device: str, hosts: list[str], days: float = DEVICE_CERT_DAYS) -> tuple[bytes, bytes, str]:
+    """(key PEM, certificate PEM, sha256 fingerprint) of a device's TLS server certificate, valid for `days`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -67,11 +70,28 @@ def device_certificate(root: Path, device: str, hosts: list[str]) -> tuple[bytes
         except ValueError:
             sans.append(x509.DNSName(h))
     now = dt.datetime.now(dt.UTC)
+    until = now + dt.timedelta(days=days)
+    since = min(now - dt.timedelta(minutes=5), until - dt.timedelta(days=1))  # days <= 0: one that has expired
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]))
             .issuer_name(ca_crt.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=825))
+            .not_valid_before(since).not_valid_after(until)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM), cert.fingerprint(hashes.SHA256()).hex()
+
+
+def certificate_expiry(path: Path, fingerprint: str) -> dt.datetime | None:
+    """When the certificate in `path` expires, if it is the one with this sha256 fingerprint (None: the file is
+    gone, unreadable or another certificate)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if cert.fingerprint(hashes.SHA256()).hex() != fingerprint:
+        return None
+    return cert.not_valid_after_utc

@@ -400,6 +400,47 @@ def test_journal_keeps_raw_input_only_for_low_confidence(packaged, agent_factory
     assert len(raws) == 5 and all(r[0] is None for r in raws)
 
 
+def test_an_expired_device_certificate_is_named(packaged, tmp_path):
+    """Clients refuse an agent whose certificate has expired and say only that the TLS handshake failed: the
+    agent logs why at start, `cdl devices list` shows the date (and warns a month ahead), and a failed call says
+    how to renew it; enrolling again with --replace does."""
+    from runtime.devices import enroll
+    from tests.conftest import AgentProcess
+
+    ws = packaged
+    enroll(ws, "old", "127.0.0.1:0", tmp_path / "old", cert_days=-1)
+    enroll(ws, "soon", "127.0.0.1:0", tmp_path / "soon", cert_days=10)
+    agent = AgentProcess(tmp_path / "old")
+    restart(ws, agent, "old")
+    try:
+        with pytest.raises(CdlError) as e:
+            deploy(ws, "ws:1", "fp32", "old")
+        msg = str(e.value)
+        assert "UNAVAILABLE: cannot reach it over TLS" in msg and "its TLS certificate expired on" in msg, msg
+        assert f"`cdl devices enroll old --address {agent.address} --replace`" in msg
+        out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "list"],
+                             capture_output=True, text=True, check=True).stdout
+        (old_line,) = [ln for ln in out.splitlines() if ln.startswith("old ")]
+        (soon_line,) = [ln for ln in out.splitlines() if ln.startswith("soon ")]
+        assert "CERT EXPIRED" in old_line and "--replace" in old_line, old_line
+        assert "cert expires in 10 day(s)" in soon_line, soon_line
+        (listed,) = [d for d in devices_json(ws)["devices"] if d["name"] == "old"]
+        assert listed["cert"]["expired"] and listed["cert"]["days_left"] <= 0
+    finally:
+        agent.stop()
+    log = agent.proc.stderr.read()
+    assert "ERROR the TLS certificate" in log and "expired on" in log and "--replace" in log, log[-2000:]
+    # renewed: the same folder, a new certificate, and the agent serves again
+    enroll(ws, "old", agent.address, tmp_path / "old", replace=True)
+    restart(ws, agent, "old")
+    try:
+        assert deploy(ws, "ws:1", "fp32", "old")["activated"]
+        (listed,) = [d for d in devices_json(ws)["devices"] if d["name"] == "old"]
+        assert not listed["cert"]["expired"] and listed["cert"]["days_left"] > 800
+    finally:
+        agent.stop()
+
+
 def test_security_rejections(packaged, agent_factory, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -225,7 +225,7 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     # not answer says so (it used to show the figures of the last Health press as if current)
     from runtime.devices import enroll
 
-    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone")
+    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone", cert_days=-1)  # and its certificate has expired
     load(qtbot, d)
     rows = {d.devices.item(r, 0).text(): [d.devices.item(r, c).text() for c in range(d.devices.columnCount())]
             for r in range(d.devices.rowCount())}
@@ -233,6 +233,9 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     gone = [r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "gone"][0]
     assert rows["gone"][1] == "unreachable", rows["gone"]
     assert d.devices.item(gone, 1).toolTip().startswith("device gone: health failed: UNAVAILABLE")
+    assert d.devices.item(gone, 1).toolTip().endswith("--replace`) and copy the new folder to the device")
+    assert rows["gone"][8].startswith("EXPIRED ") and "Enroll… it again" in d.devices.item(gone, 8).toolTip()
+    assert rows["dev1"][8].startswith("until ") and d.devices.item(gone, 8).foreground().color().name() == "#b91c1c"
     d.devices.selectRow([r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "dev1"][0])
     d._health()
     qtbot.waitUntil(lambda: " 6 requests" in d.status_label.text(), timeout=30000)

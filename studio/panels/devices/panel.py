@@ -74,14 +74,14 @@ class DevicesPanel(Panel):
         w.setLayout(row)
         self.add(w)
         self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
-                              "free disk", "last seen"])
+                              "free disk", "certificate", "last seen"])
         self.add(self.devices, 2)
         self.add(QLabel("Deployment history"))
         self.history = Table(["when", "device", "action", "model", "status", "message"])
         self.add(self.history, 1)
 
     def load(self) -> dict[str, Any]:
-        from runtime.devices import devices_json, history_json, probe_devices
+        from runtime.devices import CERT_WARN_DAYS, devices_json, history_json, probe_devices
 
         ws = self.ctx.workspace
         probes = probe_devices(ws)  # live figures, not those of the last Health press (2 s at most)
@@ -91,7 +91,8 @@ class DevicesPanel(Panel):
                 if v.status == "ok":
                     choices.append(f"{m.ref}:{v.variant}")
         return {"devices": devices_json(ws)["devices"], "details": {d.name: d.last_health for d in ws.store.devices()},
-                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes}
+                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes,
+                "cert_warn_days": CERT_WARN_DAYS}
 
     def show_data(self, d: dict[str, Any]) -> None:
         current = self.model.currentText()
@@ -108,16 +109,30 @@ class DevicesPanel(Panel):
             # what it answered now; a device that did not answer shows its last known figures, and why
             state = "online" if probe.get("health") else "unreachable" if probe.get("error") else ""
             colors[(i, 1)] = "#15803d" if probe.get("health") else "#b91c1c"
+            cert, cert_text = dev.get("cert"), "unknown"
+            if cert and cert["expired"]:
+                cert_text, colors[(i, 8)] = f"EXPIRED {cert['expires'][:10]}", "#b91c1c"
+            elif cert and cert["days_left"] < d["cert_warn_days"]:
+                cert_text, colors[(i, 8)] = f"expires in {cert['days_left']:.0f} d", "#b45309"
+            elif cert:
+                cert_text = f"until {cert['expires'][:10]}"
             rows.append((dev["name"], state, dev["address"], f"{a['name']}:{a['version']}:{a['variant']}" if a else "-",
                          h.get("requests"), h.get("errors"),
                          f"seq {j.get('last_seq')} (acked {j.get('acked_seq')})" if j else "",
-                         f"{h['free_disk_bytes'] / 2**30:.1f} GiB" if h.get("free_disk_bytes") else "",
+                         f"{h['free_disk_bytes'] / 2**30:.1f} GiB" if h.get("free_disk_bytes") else "", cert_text,
                          local_time(dev["last_seen"]) or "never"))
         self.devices.fill(rows, colors, data=[dev["name"] for dev in d["devices"]])
         for i, dev in enumerate(d["devices"]):
             error = (d.get("probes", {}).get(dev["name"]) or {}).get("error")
             if error:
                 self.devices.item(i, 1).setToolTip(error)  # why it did not answer
+            cert = dev.get("cert")
+            if cert is None:
+                self.devices.item(i, 8).setToolTip("the folder it was enrolled into no longer holds its certificate")
+            elif cert["days_left"] < d["cert_warn_days"]:
+                self.devices.item(i, 8).setToolTip("clients refuse a device whose certificate has expired: Enroll… it "
+                                                   "again ('Enroll again if this name is taken') and copy the new "
+                                                   "folder to the device")
         self.history.fill([(local_time(h["time"]), h["device"], h["action"], h["ref"], h["status"], h["message"])
                            for h in reversed(d["history"])])
         if not d["devices"]:
