@@ -536,17 +536,19 @@ def devices() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="the device's folder (default .cdl/devices/NAME; with --replace, the folder it was enrolled into): "
               "copy it to the device")
-@click.option("--inference-auth", type=click.Choice(["open", "token"]), default="open", show_default=True)
-@click.option("--raw-below", type=float, default=0.6, show_default=True,
-              help="keep the raw input of predictions less confident than this")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="agent processes sharing the port, one core each (agent.json `workers`)")
+@click.option("--inference-auth", type=click.Choice(["open", "token"]), default=None,
+              help="open (the default) or token")
+@click.option("--raw-below", type=float, default=None,
+              help="keep the raw input of predictions less confident than this (default 0.6)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="agent processes sharing the port, one core each (agent.json `workers`; default 1)")
 @click.option("--replace", is_flag=True, help="enroll a device of this name again: a new token and certificate, "
-              "written into its folder (agent.json and tls/; bundles and the journal stay)")
+              "written into its folder (agent.json and tls/; bundles and the journal stay, and agent.json's settings "
+              "too, but for the options given)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str,
-                   raw_below: float, workers: int, replace: bool, as_json: bool) -> None:
+def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str | None,
+                   raw_below: float | None, workers: int | None, replace: bool, as_json: bool) -> None:
     """Make TLS certificates, a token and the agent's folder for a device, and record it."""
     from runtime.devices import enroll
 

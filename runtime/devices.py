@@ -28,14 +28,23 @@ class DeviceError(CdlError):
     pass
 
 
-def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str = "open",
-           raw_input_below_confidence: float = 0.6, retention_seconds: float = 86400.0, workers: int = 1,
-           replace: bool = False, cert_days: float | None = None) -> dict[str, Any]:
+AGENT_DEFAULTS: dict[str, Any] = {"inference_auth": "open", "raw_input_below_confidence": 0.6, "retention_seconds": 86400.0,
+                                  "journal_sync": "normal", "max_batch": 64, "max_queue_delay_ms": 2.0, "workers": 1,
+                                  "keep_bundles": 3, "min_free_bytes": 64 << 20}  # agent.json's settings (edge_agent.config)
+
+
+def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str | None = None,
+           raw_input_below_confidence: float | None = None, retention_seconds: float | None = None,
+           workers: int | None = None, replace: bool = False, cert_days: float | None = None) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
     the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
     A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
     running from its old folder would refuse the workspace from then on. cert_days: how long its TLS certificate
-    is valid (runtime.pki.DEVICE_CERT_DAYS); enrolling again with `replace` renews it."""
+    is valid (runtime.pki.DEVICE_CERT_DAYS); enrolling again with `replace` renews it.
+
+    Settings left None take AGENT_DEFAULTS, or, when `replace` rewrites the device's folder, what its agent.json
+    says now: renewing the credentials does not undo the settings someone tuned on the device (max_batch,
+    journal_sync, keep_bundles, ...), nor drop the other workspaces' keys it trusts."""
     import hashlib
 
     from edge_agent.proto.address import split_address
@@ -45,7 +54,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
 
     if not name or "/" in name:
         raise CdlError(f"bad device name {name!r}")
-    if not 1 <= workers <= 64:
+    if workers is not None and not 1 <= workers <= 64:
         raise CdlError(f"workers: {workers} is not from 1 to 64")
     try:
         host, _ = split_address(address, "10.0.0.7:8001, where the agent will listen")
@@ -65,6 +74,18 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         # and the journal stay), never another device's
         if not (known is not None and replace and Path(known.enroll_dir).resolve() == out):
             raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
+    settings, trusted = dict(AGENT_DEFAULTS), []
+    if (out / "agent.json").exists():  # --replace into its own folder (checked above)
+        try:
+            old = json.loads((out / "agent.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CdlError(f"{out / 'agent.json'}: cannot read the settings to keep ({exc}); fix or remove the file "
+                           "and enroll again") from None
+        settings.update({k: v for k, v in old.items() if k not in ("device", "token_sha256", "trusted_keys", "tls")})
+        trusted = [k for k in old.get("trusted_keys", []) if isinstance(k, str)]
+    given = {"inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
+             "retention_seconds": retention_seconds, "workers": workers}
+    settings.update({k: v for k, v in given.items() if v is not None})
     out.mkdir(parents=True, exist_ok=True)
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")],
                                                         DEVICE_CERT_DAYS if cert_days is None else cert_days)
@@ -77,10 +98,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     token = secrets.token_urlsafe(32)
     _, pub = signing_key(ws.root)
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-             "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
-             "inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
-             "retention_seconds": retention_seconds, "journal_sync": "normal", "max_batch": 64,
-             "max_queue_delay_ms": 2.0, "workers": workers, "keep_bundles": 3, "min_free_bytes": 64 << 20}
+             "trusted_keys": list(dict.fromkeys([pub.decode(), *trusted])),
+             "tls": {"cert": "tls/server.crt", "key": "tls/server.key"}, **settings}
     atomic_write_bytes(out / "agent.json", json.dumps(agent, indent=1).encode())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,

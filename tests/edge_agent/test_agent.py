@@ -539,15 +539,28 @@ def test_enrolling_a_device_again_in_its_own_folder(packaged, agent_factory):
     deploy(ws, "ws:1", "fp32", "dev1")
     old = ws.store.device("dev1")
     agent.stop()
-    settings = json.loads((agent.data_dir / "agent.json").read_text())
+    # settings tuned on the device, and a second workspace's key it trusts, outlive the new credentials (enroll
+    # --replace used to write agent.json's defaults over them)
+    tuned = {"max_batch": 16, "journal_sync": "full", "keep_bundles": 5, "inference_auth": "token", "workers": 2}
+    settings = {**json.loads((agent.data_dir / "agent.json").read_text()), **tuned}
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.PEM,
+                                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    settings["trusted_keys"].append(other.decode())  # another workspace's
+    (agent.data_dir / "agent.json").write_text(json.dumps(settings))
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev1",
-                          "--address", old.address, "--replace"], capture_output=True, text=True, timeout=120)
+                          "--address", old.address, "--replace", "--workers", "1"], capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"its folder: {agent.data_dir}" in out.stdout, out.stdout  # the recorded folder, not a new default
     new = ws.store.device("dev1")
     assert new.token != old.token and new.enroll_dir == str(agent.data_dir)
     now = json.loads((agent.data_dir / "agent.json").read_text())
     assert now["token_sha256"] != settings["token_sha256"]
+    assert {k: now[k] for k in tuned} == {**tuned, "workers": 1}  # kept, but for the option given
+    assert now["trusted_keys"] == settings["trusted_keys"]
     assert (agent.data_dir / "tls" / "server.key").stat().st_mode & 0o777 == 0o600
     assert not list(agent.data_dir.rglob(".*.tmp"))
     restart(ws, agent)

@@ -41,3 +41,20 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     again = text_ws.store.device("edge1")
     assert again.token != first.token and again.enroll_dir == str(folder)
     assert json.loads((folder / "agent.json").read_text())["workers"] == 1
+
+
+def test_typing_an_enrolled_name_fills_in_its_settings(qtbot):
+    """Renewing a device's credentials from the studio started from the dialog's defaults (open, 1 worker), which
+    then overwrote the device's agent.json; now its name brings its address and settings, and ticks 'Enroll
+    again'."""
+    from studio.panels.devices.panel import EnrollDialog
+
+    dlg = EnrollDialog(None, {"edge1": ("10.0.0.7:8001", {"inference_auth": "token", "workers": 3})})
+    qtbot.addWidget(dlg)
+    dlg.name.setText("edge")
+    assert (dlg.address.text(), dlg.replace.isChecked(), dlg.note.text()) == ("127.0.0.1:8001", False, "")
+    dlg.name.setText("edge1")
+    assert (dlg.address.text(), dlg.auth.currentText(), dlg.workers.value()) == ("10.0.0.7:8001", "token", 3)
+    assert dlg.replace.isChecked() and "edge1 is enrolled" in dlg.note.text()
+    dlg.name.setText("edge2")
+    assert dlg.note.text() == ""

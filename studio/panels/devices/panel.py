@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -24,8 +26,12 @@ from studio.widgets.common import Table, local_time
 
 
 class EnrollDialog(QDialog):
-    def __init__(self, parent: QWidget | None = None):
+    """known: the enrolled devices, {name: (address, agent.json's settings or {})}: typing one's name fills in its
+    address and settings and ticks 'Enroll again', so renewing a device's credentials keeps what it had."""
+
+    def __init__(self, parent: QWidget | None = None, known: dict[str, tuple[str, dict[str, Any]]] | None = None):
         super().__init__(parent)
+        self.known = known or {}
         self.setWindowTitle("Enroll a device")
         form = QFormLayout(self)
         self.name = QLineEdit()
@@ -44,10 +50,26 @@ class EnrollDialog(QDialog):
         form.addRow("Inference", self.auth)
         form.addRow("Workers", self.workers)
         form.addRow("", self.replace)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        form.addRow("", self.note)
+        self.name.textChanged.connect(self._known_name)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
+
+    def _known_name(self, text: str) -> None:
+        if text.strip() not in self.known:
+            self.note.setText("")
+            return
+        address, settings = self.known[text.strip()]
+        self.address.setText(address)
+        self.auth.setCurrentText(settings.get("inference_auth", "open"))
+        self.workers.setValue(int(settings.get("workers", 1)))
+        self.replace.setChecked(True)
+        self.note.setText(f"{text.strip()} is enrolled: its address and settings are filled in; enrolling it again "
+                          "gives it a new token and certificate and keeps its other settings")
 
 
 class DevicesPanel(Panel):
@@ -149,7 +171,14 @@ class DevicesPanel(Panel):
     def _enroll(self) -> None:
         from runtime.devices import enroll
 
-        dlg = EnrollDialog(self)
+        known = {}
+        for dev in self.ctx.workspace.store.devices():
+            try:
+                settings = json.loads((Path(dev.enroll_dir) / "agent.json").read_text())
+            except (OSError, ValueError):
+                settings = {}
+            known[dev.name] = (dev.address, settings)
+        dlg = EnrollDialog(self, known)
         if dlg.exec() != QDialog.DialogCode.Accepted or not dlg.name.text().strip():
             return
 
