@@ -638,6 +638,23 @@ def devices_collect(obj: dict[str, Any], names: tuple[str, ...], as_json: bool) 
         sys.exit(1)
 
 
+@devices.command("remove")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def devices_remove(obj: dict[str, Any], name: str, as_json: bool) -> None:
+    """Unenroll a device that is gone: nothing is pushed to, collected from or checked for it any more. Its
+    deployment history and scoring data stay; its folder goes if it is the default one (.cdl/devices/NAME)."""
+    from runtime.devices import remove
+
+    doc = remove(_ws(obj), name)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"{name}: {doc['message']}. The agent on the device was not told: stop it there "
+               "(`systemctl disable --now cdl-edge`).")
+
+
 @devices.command("history")
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)

@@ -360,18 +360,39 @@ def devices_json(ws: Workspace) -> dict[str, Any]:
 
 
 def history_json(ws: Workspace, device: str | None = None) -> dict[str, Any]:
-    if device:
-        ws.store.device(device)
+    rows = ws.store.deployments(device)
+    if device and not rows:
+        ws.store.device(device)  # a name that is neither enrolled nor in the history (a removed device has one)
     return {"deployments": [{"id": d.id, "device": d.device, "action": d.action, "model": d.name,
                              "version": d.version, "variant": d.variant, "ref": _ref(d), "bundle": d.bundle,
                              "status": d.status, "message": d.message, "time": d.time.isoformat()}
-                            for d in ws.store.deployments(device)]}
+                            for d in rows]}
 
 
 def _ref(d) -> str:  # noqa: ANN001
     """NAME:VERSION:VARIANT of a deployment, or "-" for one that never got as far as a model (a rollback with
     nothing to roll back to)."""
     return f"{d.name}:{d.version}:{d.variant}" if d.name else "-"
+
+
+def remove(ws: Workspace, name: str) -> dict[str, Any]:
+    """Unenroll a device: the workspace forgets its token and certificate, so nothing is pushed to it, collected
+    from it or checked for it any more (`deploy.push` to all devices, `cdl devices status` and `deploy.monitor` no
+    longer trip over a device that is gone). Its deployment history and its scoring data stay. Its folder goes
+    when it is the default one under .cdl/devices (it holds the device's private key); a folder given with --out is
+    left where it is. The agent on the device is not told: it serves its model until someone stops it."""
+    dev = ws.store.device(name)
+    ws.store.remove_device(name)
+    default = (ws.root / ".cdl" / "devices" / name).resolve()
+    folder = Path(dev.enroll_dir).resolve()
+    removed_folder = folder == default and folder.exists()
+    if removed_folder:
+        remove_enrollment_dir(folder)
+    msg = "removed from this workspace" + (f"; its folder {folder} deleted" if removed_folder else
+                                           f"; its folder {folder} left in place" if folder.exists() else "")
+    ws.store.add_deployment(device=name, action="remove", status="done", message=msg)
+    return {"device": name, "address": dev.address, "enroll_dir": str(folder), "folder_deleted": removed_folder,
+            "message": msg}
 
 
 def remove_enrollment_dir(path: Path) -> None:

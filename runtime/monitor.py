@@ -164,15 +164,17 @@ def verdict(results: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def checks(ws, devices: list[str] | None = None, **params: Any) -> list[dict[str, Any]]:  # noqa: ANN001
-    """A check for every device on the bundle it served most recently."""
+    """A check for every enrolled device (or those named) on the bundle it served most recently; the scoring data
+    of a device that was removed stays, unchecked."""
     from runtime.devices import scoring_store
 
+    devices = devices or [d.name for d in ws.store.devices()]
     store = scoring_store(ws)
     out = []
     with store.connect() as con:
         rows = con.execute("SELECT device, arg_max(bundle_id, seq) FROM scoring GROUP BY device ORDER BY device").fetchall()
         for device, bundle_id in rows:
-            if devices and device not in devices:
+            if device not in devices:
                 continue
             manifest = bundle_manifest(ws, bundle_id)
             out.append(check(con, device, bundle_id, manifest, **params))

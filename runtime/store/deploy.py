@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from runtime.domain.entities import Deployment, Device, Variant
 from runtime.domain.errors import NotFoundError
@@ -86,6 +86,17 @@ class DeployMixin:
     def devices(self) -> list[Device]:
         with self.session() as s:
             return [_device(r) for r in s.execute(select(t.SqlDevice).order_by(t.SqlDevice.name)).scalars()]
+
+    def remove_device(self, name: str) -> Device:
+        """Forget a device (its token and certificate fingerprint); its deployment history stays."""
+        with self._lock, self.session() as s:
+            r = s.get(t.SqlDevice, name)
+            if r is None:
+                raise NotFoundError(f"device {name!r} is not enrolled")
+            dev = _device(r)
+            s.execute(delete(t.SqlDevice).where(t.SqlDevice.name == name))
+            s.commit()
+            return dev
 
     def update_device(self, name: str, **fields: Any) -> None:
         from runtime.store.store import _jsonable

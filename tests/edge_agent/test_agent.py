@@ -441,6 +441,50 @@ def test_an_expired_device_certificate_is_named(packaged, tmp_path):
         agent.stop()
 
 
+def test_a_device_that_is_gone_can_be_removed(packaged, agent_factory):
+    """There was no way to unenroll a device: one that was gone for good failed every deploy.push to all devices
+    and every `cdl devices status`, and its old scoring data was checked for drift forever."""
+    from runtime import monitor
+    from runtime.devices import enroll
+    from runtime.jobs import Runner
+
+    ws = packaged
+    agent = agent_factory(ws)
+    enroll(ws, "gone", "127.0.0.1:9", None)  # the default folder, .cdl/devices/gone
+    folder = ws.root / ".cdl" / "devices" / "gone"
+    assert (folder / "tls" / "server.key").exists()
+    res = Runner(ws).run(steps=["deploy.push"])
+    assert not res.ok and "gone: device gone" in res.steps[-1].error
+    _infer(_triton(agent, ws), _test_texts(ws, 3))
+    collect(ws)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    out = cli("remove", "gone")
+    assert out.returncode == 0, out.stderr
+    assert "gone: removed from this workspace; its folder" in out.stdout and "stop it there" in out.stdout
+    assert not folder.exists()  # it held the device's private key
+    assert [d["name"] for d in devices_json(ws)["devices"]] == ["dev1"]
+    assert cli("status").returncode == 0
+    assert Runner(ws).run(steps=["deploy.push"]).ok  # to every enrolled device: dev1
+    assert history_json(ws, "gone")["deployments"][-1]["action"] == "remove"
+    again = cli("remove", "gone")
+    assert again.returncode == 2 and "device 'gone' is not enrolled" in again.stderr, again.stderr
+    # a removed device's scoring data stays, and is no longer checked
+    assert [c["device"] for c in monitor.checks(ws, min_records=1)] == ["dev1"]
+    agent.stop()
+    out = cli("remove", "dev1", "--json")
+    doc = json.loads(out.stdout)
+    assert doc["device"] == "dev1" and not doc["folder_deleted"] and agent.data_dir.exists()  # an --out folder stays
+    assert monitor.checks(ws, min_records=1) == []
+    from runtime.devices import scoring_store
+
+    with scoring_store(ws).connect() as con:
+        assert con.execute("SELECT COUNT(*) FROM scoring WHERE device = 'dev1'").fetchone()[0] == 3
+
+
 def test_security_rejections(packaged, agent_factory, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

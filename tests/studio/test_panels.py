@@ -195,7 +195,7 @@ def test_compression_panel(studio_ctx, qtbot):
     assert p.table.item(0, 11).text() == "CPU"
 
 
-def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path):
+def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path, monkeypatch):
     import numpy as np
     import tritonclient.grpc as tc
 
@@ -240,6 +240,22 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     d._health()
     qtbot.waitUntil(lambda: " 6 requests" in d.status_label.text(), timeout=30000)
     assert "1 worker(s)" in d.status_label.text() and "items a batch" in d.status_label.text()
+    # a device that is gone for good is removed, after a question that says what stays
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    d.devices.selectRow(gone)
+    d._remove()
+    assert "Remove gone from this workspace?" in asked[0] and "history and scoring data stay" in asked[0]
+    assert d.devices.rowCount() == 2  # answered No
+    answer[0] = QMessageBox.StandardButton.Yes
+    with qtbot.waitSignal(d.sig_loaded, timeout=30000):
+        d._remove()
+    assert [d.devices.item(r, 0).text() for r in range(d.devices.rowCount())] == ["dev1"]
+    assert "gone: removed from this workspace" in d.status_label.text()
+    assert d.history.item(0, 2).text() == "remove"
     m = MonitoringPanel(studio_ctx)
     qtbot.addWidget(m)
     m.sig_run.connect(lambda steps, until, over: studio_ctx.runtime.submit(steps, until, False, over))  # as the window

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -82,14 +83,18 @@ class DevicesPanel(Panel):
         enroll = QPushButton("Enroll…")
         health = QPushButton("Health")
         rollback = QPushButton("Roll back")
+        remove = QPushButton("Remove…")
+        remove.setToolTip("unenroll a device that is gone: nothing is pushed to, collected from or checked for it any "
+                          "more; its history and scoring data stay")
         enroll.clicked.connect(self._enroll)
         health.clicked.connect(self._health)
         rollback.clicked.connect(self._rollback)
+        remove.clicked.connect(self._remove)
         self.model = QComboBox()
         self.model.setMinimumWidth(220)
         push = QPushButton("Push to selected")
         push.clicked.connect(self._push)
-        for w in (enroll, health, rollback, QLabel("  model:variant"), self.model, push):
+        for w in (enroll, health, rollback, remove, QLabel("  model:variant"), self.model, push):
             row.addWidget(w)
         row.addStretch(1)
         w = QWidget()
@@ -220,6 +225,22 @@ class DevicesPanel(Panel):
         ref, variant = choice.rsplit(":", 1)
         self.work(deploy, self.ctx.workspace, ref, variant, name, message=f"pushing {choice} to {name}…",
                   done=lambda r: self.say(f"{name}: {r['name']}:{r['version']}:{r['variant']} active", "ok"))
+
+    def _remove(self) -> None:
+        from runtime.devices import remove
+
+        name = self._selected()
+        if name is None:
+            return
+        answer = QMessageBox.question(
+            self, "Remove a device",
+            f"Remove {name} from this workspace?\n\nNothing is pushed to, collected from or checked for it any more, "
+            "and its token and certificate are forgotten (enroll it again to bring it back). Its deployment history "
+            "and scoring data stay. The agent on the device is not told: stop it there.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.work(remove, self.ctx.workspace, name, message=f"removing {name}…",
+                  done=lambda r: self.say(f"{name}: {r['message']}", "ok"))
 
     def _rollback(self) -> None:
         from runtime.devices import rollback
