@@ -1,7 +1,11 @@
 """The scoring journal: every prediction is written to a local SQLite journal (WAL) with a sequence number
 before the reply goes out. Writes from concurrent requests are grouped into one transaction (group commit);
 each request waits for the commit that holds its record. Sequence numbers are never reused (AUTOINCREMENT),
-so a collector that resumes from the last sequence it committed loses nothing and duplicates nothing."""
+so a collector that resumes from the last sequence it committed loses nothing and duplicates nothing.
+
+A journal has an identity (`journal_id`, made with the file): a device whose journal file was lost or replaced
+(a wiped disk, a fresh folder) starts again at sequence 1 under a new id, and the collector, seeing the new id,
+files its records after the old ones instead of waiting for sequence numbers it already has."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,9 @@ class Journal:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._conn.executescript(SCHEMA)
+        # several workers may open a new journal at once: the first id written is the journal's
+        self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
+        self.journal_id = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0]
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []

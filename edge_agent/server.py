@@ -456,10 +456,18 @@ class Control(epb_grpc.EdgeControlServicer):
                                   batches=n["batches"], batched_items=n["batched_items"],
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,
                                   journal_last_seq=j.last_seq(), journal_acked_seq=j.acked_seq(),
-                                  journal_records=j.count(), providers=a.model.providers if a.model else [])
+                                  journal_records=j.count(), journal_id=j.journal_id,
+                                  providers=a.model.providers if a.model else [])
+
+    async def _same_journal(self, journal_id: str, context) -> None:  # noqa: ANN001
+        if journal_id and journal_id != self.agent.journal.journal_id:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"the scoring journal is {self.agent.journal.journal_id[:12]}, not {journal_id[:12]}: "
+                                "it was replaced (its sequence numbers started again); ask Health for the new one")
 
     async def StreamScoring(self, request, context):  # noqa: ANN001, ANN201
         await self.agent.require_token(context)
+        await self._same_journal(request.journal_id, context)
         j = self.agent.journal
         seq = request.from_seq
         sent = 0
@@ -490,6 +498,7 @@ class Control(epb_grpc.EdgeControlServicer):
 
     async def AckScoring(self, request, context):  # noqa: ANN001, ANN201
         await self.agent.require_token(context)
+        await self._same_journal(request.journal_id, context)
         acked, pruned = self.agent.journal.ack(request.up_to_seq, self.agent.config.retention_seconds)
         return epb.AckScoringResponse(acked_seq=acked, pruned=pruned)
 

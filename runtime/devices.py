@@ -147,7 +147,7 @@ class DeviceClient:
                "uptime_s": r.uptime_s, "requests": r.requests, "errors": r.errors, "free_disk_bytes": r.free_disk_bytes,
                "workers": r.workers or 1, "batches": r.batches,
                "items_per_batch": round(r.batched_items / r.batches, 2) if r.batches else None,
-               "journal": {"last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
+               "journal": {"id": r.journal_id, "last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
                            "records": r.journal_records}, "providers": list(r.providers)}
         from runtime.store.tables import utcnow
 
@@ -203,16 +203,18 @@ class DeviceClient:
         return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
                 "previous_bundle_id": r.previous_bundle_id}
 
-    def stream_scoring(self, from_seq: int, max_records: int = 0, follow: bool = False) -> Iterator[epb.ScoringRecord]:
+    def stream_scoring(self, from_seq: int, max_records: int = 0, follow: bool = False,
+                       journal_id: str = "") -> Iterator[epb.ScoringRecord]:
+        """journal_id: the journal `from_seq` counts in (Health's); the device refuses if it has another now."""
         try:
             yield from self.stub.StreamScoring(epb.StreamScoringRequest(from_seq=from_seq, follow=follow,
-                                                                        max_records=max_records),
+                                                                        max_records=max_records, journal_id=journal_id),
                                                metadata=self.metadata, timeout=None if follow else 600)
         except grpc.RpcError as exc:
             raise _error(self.device, "scoring stream", exc) from None
 
-    def ack(self, up_to_seq: int) -> dict[str, int]:
-        r = self._call(self.stub.AckScoring, epb.AckScoringRequest(up_to_seq=up_to_seq), "ack")
+    def ack(self, up_to_seq: int, journal_id: str = "") -> dict[str, int]:
+        r = self._call(self.stub.AckScoring, epb.AckScoringRequest(up_to_seq=up_to_seq, journal_id=journal_id), "ack")
         return {"acked_seq": r.acked_seq, "pruned": r.pruned}
 
 
@@ -320,29 +322,38 @@ def scoring_store(ws: Workspace):  # noqa: ANN201
 
 def collect(ws: Workspace, devices: list[str] | None = None, batch: int = 2000,
             log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Pull scoring records from every device into DuckDB; commit, then acknowledge to the device."""
+    """Pull scoring records from every device into DuckDB; commit, then acknowledge to the device.
+
+    A device whose journal was replaced (its sequence numbers started again: runtime.scoring.journal_position)
+    has the new journal's records filed after the old ones; they used to be skipped until the new sequence
+    numbers passed the old."""
     store = scoring_store(ws)
     names = devices or [d.name for d in ws.store.devices()]
     out: dict[str, Any] = {}
     for name in names:
-        last = store.last_seq(name)
         inserted = 0
         try:
             with DeviceClient(ws, name) as client:
+                j = client.health()["journal"]
+                pos = store.journal_position(name, j["id"], j["last_seq"])
+                offset, last = pos["offset"], pos["from_seq"]
+                if pos["new"] and offset:
+                    log(f"{name}: its scoring journal is a new one ({j['id'][:12]}: the file was lost or replaced, "
+                        f"and its sequence numbers started again); its records are filed after seq {offset}")
                 rows: list[dict[str, Any]] = []
-                for r in client.stream_scoring(last):
-                    rows.append({"device": name, "seq": r.seq, "time": r.time, "bundle_id": r.bundle_id,
+                for r in client.stream_scoring(last, journal_id=j["id"]):
+                    rows.append({"device": name, "seq": r.seq + offset, "time": r.time, "bundle_id": r.bundle_id,
                                  "model": r.model, "version": r.version, "variant": r.variant, "label": r.label,
                                  "confidence": r.confidence, "probabilities": r.probabilities_json,
                                  "latency_ms": r.latency_ms, "input_summary": r.input_summary_json,
                                  "raw_input": r.raw_input or None, "raw_kind": r.raw_kind})
                     if len(rows) >= batch:
                         inserted += store.insert(rows)
-                        client.ack(rows[-1]["seq"])
+                        client.ack(rows[-1]["seq"] - offset, journal_id=j["id"])
                         rows = []
                 if rows:
                     inserted += store.insert(rows)
-                    client.ack(rows[-1]["seq"])
+                    client.ack(rows[-1]["seq"] - offset, journal_id=j["id"])
         except CdlError as exc:
             out[name] = {"error": str(exc), "inserted": inserted}
             log(f"{name}: {exc}")

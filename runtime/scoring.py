@@ -1,7 +1,8 @@
 """Scoring data in DuckDB (`.cdl/scoring.duckdb`): one row per prediction made on a device, keyed by
 (device, seq). The collector inserts with that key, so a batch delivered twice is stored once; it asks each
 device for records after the highest sequence number already committed here, so a killed collector loses
-nothing either. Connections are short-lived: DuckDB lets one process open the file at a time, so a process that
+nothing either. A device's records are numbered by its journal; a journal that replaced a lost one starts
+again at 1, and its records are stored above the old ones (`journals`, `journal_position`). Connections are short-lived: DuckDB lets one process open the file at a time, so a process that
 finds it held (the studio's monitoring panel reading while a job collects) waits for it, as SQLite's busy
 timeout does, up to `busy_timeout` seconds, and then says which file is busy."""
 
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS scoring (
     length DOUBLE, oov_rate DOUBLE, terms VARCHAR[],
     mean_intensity DOUBLE, std_intensity DOUBLE, intensity_hist DOUBLE[],
     PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS journals (
+    -- each scoring journal a device has had: its records are stored at seq + seq_offset, so a journal that
+    -- starts again at 1 (a lost or replaced file) is filed after the one before it
+    device VARCHAR NOT NULL, journal_id VARCHAR NOT NULL, seq_offset BIGINT NOT NULL, first_seen DOUBLE,
+    PRIMARY KEY (device, journal_id)
 );
 CREATE TABLE IF NOT EXISTS drift_checks (
     id BIGINT, time DOUBLE, device VARCHAR, model VARCHAR, version VARCHAR, bundle_id VARCHAR,
@@ -130,6 +137,32 @@ class ScoringStore:
         with self.connect() as con:
             row = con.execute("SELECT MAX(seq) FROM scoring WHERE device = ?", [device]).fetchall()[0]
         return int(row[0] or 0)
+
+    def journal_position(self, device: str, journal_id: str, device_last_seq: int) -> dict[str, Any]:
+        """Where collecting from the device's journal `journal_id` resumes: {"offset": what its sequence numbers
+        are stored at above, "from_seq": the last of its own numbers stored here, "new": first seen now}.
+
+        The first journal seen for a device is stored as it is (offset 0), as is one that scoring data collected
+        before journals had ids came from (it has at least as many records as are stored). A journal seen later
+        is filed after every record stored for the device. An agent too old to name its journal ("") is read as
+        the device's records always were."""
+        with self.connect() as con:
+            stored = int(con.execute("SELECT COALESCE(MAX(seq), 0) FROM scoring WHERE device = ?",
+                                     [device]).fetchall()[0][0])
+            if not journal_id:
+                return {"offset": 0, "from_seq": stored, "new": False}
+            known = dict(con.execute("SELECT journal_id, seq_offset FROM journals WHERE device = ?", [device]).fetchall())
+            new = journal_id not in known
+            if new:
+                offset = 0 if not known and (stored == 0 or device_last_seq >= stored) else stored
+                con.execute("INSERT INTO journals VALUES (?, ?, ?, ?)", [device, journal_id, offset, time.time()])
+                known[journal_id] = offset
+            offset = known[journal_id]
+            above = [o for o in known.values() if o > offset]  # the next journal's records start above this
+            upper = min(above) if above else None
+            row = con.execute("SELECT MAX(seq) FROM scoring WHERE device = ? AND seq > ? AND seq <= ?",
+                              [device, offset, upper if upper is not None else 2**62]).fetchall()[0][0]
+        return {"offset": offset, "from_seq": int(row) - offset if row is not None else 0, "new": new}
 
     def count(self, device: str | None = None) -> int:
         with self.connect() as con:

@@ -111,7 +111,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers", "workers", "batches", "batched_items")
+    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers", "workers", "batches", "batched_items", "journal_id")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class HealthResponse(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     BATCHED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_ID_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active: ActiveModel
     uptime_s: float
@@ -138,17 +139,20 @@ class HealthResponse(_message.Message):
     workers: int
     batches: int
     batched_items: int
-    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., batches: _Optional[int] = ..., batched_items: _Optional[int] = ...) -> None: ...
+    journal_id: str
+    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., batches: _Optional[int] = ..., batched_items: _Optional[int] = ..., journal_id: _Optional[str] = ...) -> None: ...
 
 class StreamScoringRequest(_message.Message):
-    __slots__ = ("from_seq", "follow", "max_records")
+    __slots__ = ("from_seq", "follow", "max_records", "journal_id")
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_ID_FIELD_NUMBER: _ClassVar[int]
     from_seq: int
     follow: bool
     max_records: int
-    def __init__(self, from_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., max_records: _Optional[int] = ...) -> None: ...
+    journal_id: str
+    def __init__(self, from_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., max_records: _Optional[int] = ..., journal_id: _Optional[str] = ...) -> None: ...
 
 class ScoringRecord(_message.Message):
     __slots__ = ("seq", "time", "model", "version", "variant", "input_summary_json", "label", "confidence", "probabilities_json", "latency_ms", "raw_input", "raw_kind", "bundle_id")
@@ -181,10 +185,12 @@ class ScoringRecord(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., time: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[str] = ..., input_summary_json: _Optional[str] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ..., probabilities_json: _Optional[str] = ..., latency_ms: _Optional[float] = ..., raw_input: _Optional[bytes] = ..., raw_kind: _Optional[str] = ..., bundle_id: _Optional[str] = ...) -> None: ...
 
 class AckScoringRequest(_message.Message):
-    __slots__ = ("up_to_seq",)
+    __slots__ = ("up_to_seq", "journal_id")
     UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    JOURNAL_ID_FIELD_NUMBER: _ClassVar[int]
     up_to_seq: int
-    def __init__(self, up_to_seq: _Optional[int] = ...) -> None: ...
+    journal_id: str
+    def __init__(self, up_to_seq: _Optional[int] = ..., journal_id: _Optional[str] = ...) -> None: ...
 
 class AckScoringResponse(_message.Message):
     __slots__ = ("acked_seq", "pruned")

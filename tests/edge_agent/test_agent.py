@@ -388,6 +388,44 @@ def test_scoring_survives_killed_agent_and_collector(packaged, agent_factory, tm
     assert sample[0] and 0 < sample[1] <= 1 and json.loads(sample[2])["length"] > 0 and sample[3]
 
 
+def test_a_replaced_journal_is_collected_after_the_old_one(packaged, agent_factory):
+    """A device whose journal file was lost (a wiped disk, a fresh folder) numbers its predictions from 1 again.
+    The collector asked it for records after the highest number it had stored, so it skipped them all until the
+    new numbers passed the old, and never acknowledged them. Now each journal has an id, and a new one's records
+    are filed after the old ones."""
+    from runtime.devices import scoring_store
+
+    ws = packaged
+    agent = agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    _infer(_triton(agent, ws), _test_texts(ws, 5))
+    assert collect(ws)["dev1"]["inserted"] == 5
+    store = scoring_store(ws)
+    # data collected before journals had ids (an older collector): the same journal goes on where it was
+    store.query("DELETE FROM journals")
+    _infer(_triton(agent, ws), _test_texts(ws, 1))
+    assert collect(ws)["dev1"] == {"inserted": 1, "last_seq": 6}
+    agent.stop()
+    for f in agent.data_dir.glob("journal.db*"):
+        f.unlink()
+    restart(ws, agent)
+    _infer(_triton(agent, ws), _test_texts(ws, 3))
+    logs: list[str] = []
+    assert collect(ws, log=logs.append)["dev1"] == {"inserted": 3, "last_seq": 9}
+    assert any("its scoring journal is a new one" in m and "filed after seq 6" in m for m in logs), logs
+    assert [r[0] for r in store.query("SELECT seq FROM scoring WHERE device = 'dev1' ORDER BY seq")] == list(range(1, 10))
+    with DeviceClient(ws, "dev1") as c:
+        j = c.health()["journal"]
+        assert (j["last_seq"], j["acked_seq"]) == (3, 3)  # acknowledged in its own numbers
+        with pytest.raises(CdlError, match="FAILED_PRECONDITION: the scoring journal is .* it was replaced"):
+            list(c.stream_scoring(0, journal_id="0" * 32))  # a collector still on the old journal is refused
+        with pytest.raises(CdlError, match="FAILED_PRECONDITION"):
+            c.ack(3, journal_id="0" * 32)
+    assert collect(ws)["dev1"]["inserted"] == 0  # nothing twice
+    _infer(_triton(agent, ws), _test_texts(ws, 2))
+    assert collect(ws)["dev1"] == {"inserted": 2, "last_seq": 11}
+
+
 def test_journal_keeps_raw_input_only_for_low_confidence(packaged, agent_factory):
     ws = packaged
     agent = agent_factory(ws, raw_below=0.0)
