@@ -302,6 +302,70 @@ def data_checkout(obj: dict[str, Any], version: str) -> None:
     click.echo(f"checked out {doc['version']} ({doc['items']} items)")
 
 
+@data.group("remote")
+def data_remote() -> None:
+    """DVC remotes that keep the dataset versions (`cdl data push` and `pull`)."""
+
+
+@data_remote.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--no-default", is_flag=True, help="add it without making it the default remote")
+@click.pass_obj
+def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool) -> None:
+    """Add a DVC remote: a folder (a mounted backup disk), s3://, ssh://, ... (DVC's own remotes)."""
+    from runtime.datasets import remote_add
+
+    doc = remote_add(_ws(obj), name, url, not no_default)
+    click.echo(f"remote {doc['remote']}: {doc['url']}{' (default)' if doc['default'] else ''}")
+
+
+@data_remote.command("list")
+@click.pass_obj
+def data_remote_list(obj: dict[str, Any]) -> None:
+    """The DVC remotes, the default one first."""
+    for i, (name, url) in enumerate(_ws(obj).dvc.remotes().items()):
+        click.echo(f"{name:<16} {url}{'  (default)' if i == 0 else ''}")
+
+
+@data.command("push")
+@click.option("--remote", help="a remote's name (default: the default remote)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_push(obj: dict[str, Any], remote: str | None, as_json: bool) -> None:
+    """Back up every dataset version's data on the DVC remote (old versions too, which `dvc push` alone misses)."""
+    from runtime.datasets import push
+
+    doc = push(_ws(obj), remote)
+    if as_json:
+        _dump(doc)
+        return
+    for vid, n in doc["pushed"].items():
+        click.echo(f"{vid}: {n} object(s) pushed" if n else f"{vid}: already on {doc['remote']}")
+    for vid in doc["not_in_cache"]:
+        click.echo(f"{vid}: not in the cache here, not pushed")
+
+
+@data.command("pull")
+@click.option("--remote", help="a remote's name (default: the default remote)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_pull(obj: dict[str, Any], remote: str | None, as_json: bool) -> None:
+    """Fetch every dataset version's data from the DVC remote into the cache; `cdl data checkout V` then works for
+    any of them. Exit 1 when a version stays incomplete."""
+    from runtime.datasets import pull
+
+    doc = pull(_ws(obj), remote)
+    if as_json:
+        _dump(doc)
+    else:
+        for vid, n in doc["fetched"].items():
+            click.echo(f"{vid}: " + ("INCOMPLETE: the remote lacks some of its data" if vid in doc["incomplete"] else
+                                     f"{n} object(s) fetched" if n else "complete here"))
+    if doc["incomplete"]:
+        sys.exit(1)
+
+
 # -- labels -------------------------------------------------------------------------------------------------
 
 

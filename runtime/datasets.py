@@ -1,4 +1,4 @@
-"""Dataset versions as users see them: list, report, diff, checkout."""
+"""Dataset versions as users see them: list, report, diff, checkout, and their backup on a DVC remote."""
 
 from __future__ import annotations
 
@@ -93,9 +93,52 @@ def checkout(ws: Workspace, version: str) -> dict[str, Any]:
     v = ws.store.version(version)
     if not v.dvc_file:
         raise WorkspaceError(f"{v.id} has no recorded .dvc file")
+    if ws.dvc.missing(v.dvc_hash):
+        raise WorkspaceError(f"{v.id}'s data is not in the DVC cache here: `cdl data pull` fetches every version "
+                             "from the DVC remote")
     ws.dvc.checkout(DATASET_DIR, v.dvc_file)
     rows = ws.dataset().rows
     if len(rows) != v.items:
         raise WorkspaceError(f"checkout of {v.id} gave {len(rows)} items, the registry says {v.items}")
     ws.store.set_state("dataset_version", v.id)
     return {"version": v.id, "items": len(rows), "dvc_hash": v.dvc_hash}
+
+
+def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict[str, Any]:
+    """A DVC remote for the dataset versions (a folder, s3://, ssh://, gs://, ...: whatever DVC supports and has
+    its plugin installed), in .dvc/config, committed to the workspace's git."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise WorkspaceError(f"bad remote name {name!r}: letters, digits, - and _")
+    if "://" not in url:  # a folder: absolute, so the workspace finds it from anywhere
+        from pathlib import Path
+
+        url = str(Path(url).expanduser().resolve())
+    ws.dvc.add_remote(name, url, default)
+    ws.git.commit(f"data: DVC remote {name}", ".dvc/config")
+    return {"remote": name, "url": url, "default": default}
+
+
+def push(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
+    """Every dataset version's data to the DVC remote (the default one unless named): what the registry knows,
+    old versions included. A version whose data is no longer in the cache here is reported, not pushed."""
+    todo, missing = {}, []
+    for v in ws.store.versions():
+        if v.dvc_file and not ws.dvc.missing(v.dvc_hash):
+            todo[v.id] = v.dvc_file
+        elif v.dvc_file:
+            missing.append(v.id)
+    sent = ws.dvc.transfer("push", todo, remote)
+    return {"remote": remote or _default_remote(ws), "pushed": sent, "not_in_cache": missing}
+
+
+def pull(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
+    """Every dataset version's data from the DVC remote into the cache (data/dataset is not touched: `cdl data
+    checkout V` then restores any of them); says which versions are complete here afterwards."""
+    versions = {v.id: v.dvc_file for v in ws.store.versions() if v.dvc_file}
+    got = ws.dvc.transfer("fetch", versions, remote)
+    incomplete = [v.id for v in ws.store.versions() if v.dvc_file and ws.dvc.missing(v.dvc_hash)]
+    return {"remote": remote or _default_remote(ws), "fetched": got, "incomplete": incomplete}
+
+
+def _default_remote(ws: Workspace) -> str | None:
+    return next(iter(ws.dvc.remotes()), None)

@@ -113,6 +113,80 @@ class Dvc:
 
         self._locked(f"dvc checkout {target}", checkout)
 
+    # -- remotes: every dataset version's data, backed up and fetched back -----------------------------------
+
+    def remotes(self) -> dict[str, str]:
+        """{name: url} of the DVC remotes, the default one first."""
+        def read(repo) -> dict[str, str]:  # noqa: ANN001
+            conf = repo.config
+            default = conf["core"].get("remote")
+            names = sorted(conf["remote"], key=lambda n: (n != default, n))
+            return {n: conf["remote"][n]["url"] for n in names}
+
+        return self._locked("dvc remote list", read)
+
+    def add_remote(self, name: str, url: str, default: bool = True) -> None:
+        """`dvc remote add [-d] NAME URL`, in .dvc/config (the repository's, committed with it)."""
+        def add(repo) -> None:  # noqa: ANN001
+            with repo.config.edit("repo") as conf:
+                conf["remote"][name] = {"url": url}
+                if default:
+                    conf["core"]["remote"] = name
+
+        self._locked(f"dvc remote add {name}", add)
+
+    def transfer(self, direction: str, versions: dict[str, str], remote: str | None = None) -> dict[str, int]:
+        """Push every given version's objects ({version id: its .dvc file's text}) from the cache to a remote, or
+        fetch them from it into the cache ("fetch"), version by version; {version id: objects transferred}.
+
+        `dvc push --all-commits` would walk git, but a version's .dvc file is the registry's to keep: each one is
+        written, for the length of the call, under data/.cdl-transfer/ (DVC refuses targets git ignores), and
+        DVC moves exactly what it names."""
+        import shutil
+
+        from dvc.config import NoRemoteError
+
+        tmp = self.root / "data" / ".cdl-transfer"
+
+        def run(repo) -> dict[str, int]:  # noqa: ANN001
+            shutil.rmtree(tmp, ignore_errors=True)
+            out: dict[str, int] = {}
+            try:
+                for vid, text in versions.items():
+                    f = tmp / vid / "dataset.dvc"
+                    f.parent.mkdir(parents=True)
+                    f.write_text(text)
+                    try:
+                        if direction == "push":
+                            out[vid] = int(repo.push(targets=[str(f)], remote=remote) or 0)
+                        else:
+                            out[vid] = int(repo.fetch(targets=[str(f)], remote=remote) or 0)
+                    except NoRemoteError:
+                        raise WorkspaceError(f"no DVC remote to {direction} {'to' if direction == 'push' else 'from'}:"
+                                             " add one with `cdl data remote add NAME URL` (a folder, s3://, ssh://, "
+                                             "...)") from None
+                    except Exception as exc:  # noqa: BLE001 - DVC's many errors; which version matters
+                        raise WorkspaceError(f"dvc {direction} of {vid} failed: {exc}") from exc
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return out
+
+        return self._locked(f"dvc {direction}", run)
+
+    def missing(self, dir_md5: str) -> int:
+        """How many objects of a tracked directory version are not in the cache (the listing itself counts)."""
+        try:
+            listing = self.listing(dir_md5)
+        except WorkspaceError:
+            return 1
+        n = 0
+        for md5 in listing.values():
+            try:
+                self.cache_file(md5)
+            except WorkspaceError:
+                n += 1
+        return n
+
     def cache_file(self, md5: str) -> Path:
         md5 = md5.removesuffix(".dir")
         base = self.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
@@ -121,7 +195,8 @@ class Dvc:
         with_dir = base.with_name(base.name + ".dir")
         if with_dir.exists():
             return with_dir
-        raise WorkspaceError(f"DVC cache has no object {md5} (was the cache removed? try `dvc pull`)")
+        raise WorkspaceError(f"DVC cache has no object {md5} (was the cache removed? `cdl data pull` fetches every "
+                             "version from the DVC remote)")
 
     def listing(self, dir_md5: str) -> dict[str, str]:
         """relpath -> md5 for every file of a tracked directory version."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from runtime.api import add_source
 from runtime.datasets import checkout, diff_json, report_json, versions_json
+from runtime.domain.errors import WorkspaceError
 from runtime.domain.steps import StepStatus
 from runtime.jobs import Runner
 from runtime.steps.data import assign_splits
@@ -279,3 +282,46 @@ def test_image_folder_with_a_broken_image(tmp_path, image_ws):
     assert Runner(image_ws).run(until="data.label").ok
     q = {Path(x["source"]).name: x["rule"] for x in report_json(image_ws)["quarantined"]}
     assert q == {"broken.png": "decodable", "tall.png": "image_shape", "rgb.png": "image_mode"}
+
+
+def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_path, text_ws):
+    """`dvc push --all-commits` in a workspace pushed only the checked-out version: a lost cache took the older
+    versions with it. `cdl data push` pushes what the registry knows, every version; `cdl data pull` brings them
+    back, and checkout and training data work again."""
+    import shutil
+
+    from runtime.datasets import pull, push, remote_add, version_rows
+
+    ws = text_ws
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=10)
+    add_source(ws, src)
+    assert Runner(ws).run(until="data.version").ok
+    make_bbc_subset(src, per_class=12)
+    assert Runner(ws).run(until="data.version").ok
+    assert [v.id for v in ws.store.versions()] == ["v1", "v2"]
+    with pytest.raises(WorkspaceError, match=r"no DVC remote to push to: add one with `cdl data remote add NAME URL`"):
+        push(ws)
+    remote = tmp_path / "backup"
+    assert remote_add(ws, "backup", str(remote))["default"]
+    assert ws.dvc.remotes() == {"backup": str(remote)}
+    first = push(ws)
+    assert set(first["pushed"]) == {"v1", "v2"} and all(n > 0 for n in first["pushed"].values()), first
+    assert push(ws)["pushed"] == {"v1": 0, "v2": 0}  # already there
+    assert not (ws.root / "data" / ".cdl-transfer").exists()
+    shutil.rmtree(ws.root / ".dvc" / "cache")  # the cache is lost
+    with pytest.raises(WorkspaceError, match=r"v1's data is not in the DVC cache here: `cdl data pull`"):
+        checkout(ws, "v1")
+    back = pull(ws)
+    assert back["incomplete"] == [] and sum(back["fetched"].values()) == sum(first["pushed"].values())
+    items = {v.id: v.items for v in ws.store.versions()}
+    assert checkout(ws, "v1")["items"] == items["v1"] and len(version_rows(ws, "v2")) == items["v2"] > items["v1"]
+    assert checkout(ws, "v2")["items"] == items["v2"]
+    # the CLI says the same, and pull exits 1 when the remote lacks a version's data
+    shutil.rmtree(ws.root / ".dvc" / "cache")
+    shutil.rmtree(remote)
+    remote.mkdir()
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "pull"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "v1: INCOMPLETE" in out.stdout, out.stdout + out.stderr
+    log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
+    assert "data: DVC remote backup" in log
