@@ -100,6 +100,25 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.checkout_btn.click()
     assert ws.current_version() == "v1"
+    # no remote: the buttons wait for one, and the panel says how to add it
+    assert not p.push_btn.isEnabled() and "cdl data remote add NAME URL" in p.remote_label.text()
+    import shutil
+
+    from runtime.datasets import remote_add
+
+    remote_add(ws, "backup", str(ws.root.parent / "backup"))
+    load(qtbot, p)
+    assert p.push_btn.isEnabled() and "DVC remote: backup" in p.remote_label.text()
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.push_btn.click()
+    assert "2 version(s) on backup" in p.status_label.text()
+    shutil.rmtree(ws.root / ".dvc" / "cache")
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.pull_btn.click()
+    assert "every version is in the cache" in p.status_label.text()
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.checkout_btn.click()
+    assert ws.current_version() == "v1"
 
 
 def test_tuning_panel_live(studio_ctx, qtbot):

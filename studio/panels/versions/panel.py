@@ -1,4 +1,5 @@
-"""Dataset versions: the list, a content diff between two, and checkout of any of them (real DVC)."""
+"""Dataset versions: the list, a content diff between two, checkout of any of them, and their backup on a DVC
+remote (real DVC)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ class VersionsPanel(Panel):
         self.checkout_btn.clicked.connect(self._checkout)
         row.addWidget(self.diff_btn)
         row.addWidget(self.checkout_btn)
+        self.push_btn = QPushButton("Push every version")
+        self.pull_btn = QPushButton("Pull every version")
+        self.push_btn.setToolTip("back up every version's data on the DVC remote (`cdl data push`)")
+        self.pull_btn.setToolTip("fetch every version's data from the DVC remote into the cache (`cdl data pull`)")
+        self.push_btn.clicked.connect(self._push)
+        self.pull_btn.clicked.connect(self._pull)
+        row.addWidget(self.push_btn)
+        row.addWidget(self.pull_btn)
+        self.remote_label = QLabel("")
+        row.addWidget(self.remote_label)
         row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
@@ -38,9 +49,16 @@ class VersionsPanel(Panel):
     def load(self) -> Any:
         from runtime.datasets import versions_json
 
-        return versions_json(self.ctx.workspace)["versions"]
+        ws = self.ctx.workspace
+        return {"versions": versions_json(ws)["versions"], "remotes": ws.dvc.remotes()}
 
-    def show_data(self, versions: list[dict[str, Any]]) -> None:
+    def show_data(self, d: dict[str, Any]) -> None:
+        versions = d["versions"]
+        remote = next(iter(d["remotes"].items()), None)
+        self.push_btn.setEnabled(remote is not None)
+        self.pull_btn.setEnabled(remote is not None)
+        self.remote_label.setText(f"  DVC remote: {remote[0]} ({remote[1]})" if remote else
+                                  "  No DVC remote: `cdl data remote add NAME URL` to back up every version")
         rows = []
         for v in versions:
             rows.append((v["id"], v["items"], v["splits"].get("train", 0), v["splits"].get("test", 0),
@@ -86,3 +104,26 @@ class VersionsPanel(Panel):
             return
         self.work(checkout, self.ctx.workspace, sel[0], message=f"checking out {sel[0]}…",
                   done=lambda r: self.say(f"data/dataset is now {r['version']} ({r['items']} items)", "ok"))
+
+    def _push(self) -> None:
+        from runtime.datasets import push
+
+        def done(r: dict[str, Any]) -> None:
+            sent = sum(r["pushed"].values())
+            gone = f"; not in the cache here: {', '.join(r['not_in_cache'])}" if r["not_in_cache"] else ""
+            self.say(f"{len(r['pushed'])} version(s) on {r['remote']}, {sent} object(s) pushed{gone}",
+                     "warning" if gone else "ok")
+
+        self.work(push, self.ctx.workspace, message="pushing every version…", done=done)
+
+    def _pull(self) -> None:
+        from runtime.datasets import pull
+
+        def done(r: dict[str, Any]) -> None:
+            if r["incomplete"]:
+                self.say(f"{r['remote']} lacks data of {', '.join(r['incomplete'])}", "warning")
+            else:
+                self.say(f"every version is in the cache ({sum(r['fetched'].values())} object(s) fetched from "
+                         f"{r['remote']})", "ok")
+
+        self.work(pull, self.ctx.workspace, message="pulling every version…", done=done)
