@@ -65,14 +65,15 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     except NotFoundError:
         known = None
     if known is not None and not replace:
-        raise CdlError(f"device {name!r} is already enrolled (at {known.address}, folder {known.enroll_dir}); "
+        raise CdlError(f"device {name!r} is already enrolled (at {known.address}, folder {device_folder(ws, known)}); "
                        "pass --replace to enroll it again: it gets a new token and certificate, and the agent "
                        "running from its old folder stops accepting this workspace")
-    out = Path(out_dir or (known.enroll_dir if known is not None else ws.root / ".cdl" / "devices" / name)).resolve()
+    out = Path(out_dir or (device_folder(ws, known) if known is not None else ws.root / ".cdl" / "devices" / name)
+               ).resolve()
     if (out / "agent.json").exists():
         # --replace may rewrite the folder this device was enrolled into (its credentials and agent.json; bundles
         # and the journal stay), never another device's
-        if not (known is not None and replace and Path(known.enroll_dir).resolve() == out):
+        if not (known is not None and replace and device_folder(ws, known) == out):
             raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
     settings, trusted = dict(AGENT_DEFAULTS), []
     if (out / "agent.json").exists():  # --replace into its own folder (checked above)
@@ -101,9 +102,19 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
              "trusted_keys": list(dict.fromkeys([pub.decode(), *trusted])),
              "tls": {"cert": "tls/server.crt", "key": "tls/server.key"}, **settings}
     atomic_write_bytes(out / "agent.json", json.dumps(agent, indent=1).encode())
-    ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint, enroll_dir=str(out))
+    # a folder inside the workspace is recorded relative to it: the workspace may be moved or copied
+    inside = out.is_relative_to(ws.root.resolve())
+    ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint,
+                        enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
     return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
             "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+
+
+def device_folder(ws: Workspace, device: Device) -> Path:
+    """The folder a device was enrolled into: recorded relative to the workspace when it is inside it (an
+    absolute path, as older workspaces recorded every folder, is taken as it is)."""
+    p = Path(device.enroll_dir)
+    return (p if p.is_absolute() else ws.root / p).resolve()
 
 
 class DeviceClient:
@@ -136,7 +147,7 @@ class DeviceClient:
         try:
             return fn(request, metadata=self.metadata, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _error(self.device, what, exc) from None
+            raise _error(self.ws, self.device, what, exc) from None
 
     def health(self) -> dict[str, Any]:
         r = self._call(self.stub.Health, epb.HealthRequest(), "health")
@@ -189,7 +200,7 @@ class DeviceClient:
         try:
             r = self.stub.PushBundle(chunks(), metadata=self.metadata, timeout=max(self.timeout, 300))
         except grpc.RpcError as exc:
-            raise _error(self.device, "push", exc) from None
+            raise _error(self.ws, self.device, "push", exc) from None
         return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
                 "activated": r.activated, "bytes": len(data)}
 
@@ -211,19 +222,19 @@ class DeviceClient:
                                                                         max_records=max_records, journal_id=journal_id),
                                                metadata=self.metadata, timeout=None if follow else 600)
         except grpc.RpcError as exc:
-            raise _error(self.device, "scoring stream", exc) from None
+            raise _error(self.ws, self.device, "scoring stream", exc) from None
 
     def ack(self, up_to_seq: int, journal_id: str = "") -> dict[str, int]:
         r = self._call(self.stub.AckScoring, epb.AckScoringRequest(up_to_seq=up_to_seq, journal_id=journal_id), "ack")
         return {"acked_seq": r.acked_seq, "pruned": r.pruned}
 
 
-def _error(device: Device, what: str, exc: grpc.RpcError) -> DeviceError:
+def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> DeviceError:
     code = exc.code()
     detail = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         detail = f"cannot reach it over TLS ({detail})"
-        cert = cert_status(device)
+        cert = cert_status(ws, device)
         if cert and cert["expired"]:
             detail += (f"; its TLS certificate expired on {cert['expires'][:10]}: enroll it again (`cdl devices enroll "
                        f"{device.name} --address {device.address} --replace`) and copy the new folder to the device")
@@ -235,14 +246,14 @@ def _error(device: Device, what: str, exc: grpc.RpcError) -> DeviceError:
 CERT_WARN_DAYS = 30  # `cdl devices list` warns this long before a device's certificate expires
 
 
-def cert_status(device: Device) -> dict[str, Any] | None:
+def cert_status(ws: Workspace, device: Device) -> dict[str, Any] | None:
     """{"expires": ISO time, "days_left", "expired"} of the device's TLS certificate, read from the folder it was
     enrolled into; None where that folder no longer holds it."""
     import datetime as dt
 
     from runtime.pki import certificate_expiry
 
-    until = certificate_expiry(Path(device.enroll_dir) / "tls" / "server.crt", device.cert_fingerprint)
+    until = certificate_expiry(device_folder(ws, device) / "tls" / "server.crt", device.cert_fingerprint)
     if until is None:
         return None
     left = (until - dt.datetime.now(dt.UTC)).total_seconds() / 86400
@@ -364,8 +375,8 @@ def collect(ws: Workspace, devices: list[str] | None = None, batch: int = 2000,
 
 
 def devices_json(ws: Workspace) -> dict[str, Any]:
-    return {"devices": [{"name": d.name, "address": d.address, "enroll_dir": d.enroll_dir,
-                         "cert_fingerprint": d.cert_fingerprint, "cert": cert_status(d), "created": d.created.isoformat(),
+    return {"devices": [{"name": d.name, "address": d.address, "enroll_dir": str(device_folder(ws, d)),
+                         "cert_fingerprint": d.cert_fingerprint, "cert": cert_status(ws, d), "created": d.created.isoformat(),
                          "last_seen": d.last_seen.isoformat() if d.last_seen else None,
                          "active": (d.last_health or {}).get("active")} for d in ws.store.devices()]}
 
@@ -395,7 +406,7 @@ def remove(ws: Workspace, name: str) -> dict[str, Any]:
     dev = ws.store.device(name)
     ws.store.remove_device(name)
     default = (ws.root / ".cdl" / "devices" / name).resolve()
-    folder = Path(dev.enroll_dir).resolve()
+    folder = device_folder(ws, dev)
     removed_folder = folder == default and folder.exists()
     if removed_folder:
         remove_enrollment_dir(folder)

@@ -523,6 +523,35 @@ def test_a_device_that_is_gone_can_be_removed(packaged, agent_factory):
         assert con.execute("SELECT COUNT(*) FROM scoring WHERE device = 'dev1'").fetchone()[0] == 3
 
 
+def test_a_moved_workspace_keeps_its_devices_folders(packaged, tmp_path):
+    """Device folders were recorded with absolute paths: after the workspace was moved, `cdl devices list` said
+    the certificate was unknown, `remove` left the folder (and its private key), and `enroll --replace` wrote a
+    folder at the old place. A folder inside the workspace is now recorded relative to it."""
+    import shutil
+
+    from runtime.devices import enroll, remove
+    from runtime.workspace import Workspace
+
+    ws = packaged
+    enroll(ws, "here", "127.0.0.1:8001", None)
+    assert ws.store.device("here").enroll_dir == ".cdl/devices/here"
+    old_root = ws.root
+    ws.close()
+    new_root = tmp_path / "moved" / "ws"
+    new_root.parent.mkdir()
+    shutil.move(str(old_root), str(new_root))
+    ws = Workspace(new_root)
+    try:
+        (listed,) = devices_json(ws)["devices"]
+        assert listed["enroll_dir"] == str(new_root / ".cdl" / "devices" / "here")
+        assert listed["cert"] is not None and not listed["cert"]["expired"]
+        again = enroll(ws, "here", "127.0.0.1:8001", None, replace=True)
+        assert again["enroll_dir"] == str(new_root / ".cdl" / "devices" / "here") and not old_root.exists()
+        assert remove(ws, "here")["folder_deleted"] and not (new_root / ".cdl" / "devices" / "here").exists()
+    finally:
+        ws.close()
+
+
 def test_security_rejections(packaged, agent_factory, tmp_path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -29,7 +29,7 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
         p._enroll()
     first = text_ws.store.device("edge1")
     folder = text_ws.root / ".cdl" / "devices" / "edge1"
-    assert first.enroll_dir == str(folder) and json.loads((folder / "agent.json").read_text())["workers"] == 2
+    assert first.enroll_dir == ".cdl/devices/edge1" and json.loads((folder / "agent.json").read_text())["workers"] == 2
     assert "Enrolled edge1" in p.status_label.text()
     p._enroll()  # the same name, not ticked: refused before anything is written, in the studio's words
     assert "tick 'Enroll again if this name is taken'" in p.status_label.text()
@@ -39,7 +39,7 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p._enroll()
     again = text_ws.store.device("edge1")
-    assert again.token != first.token and again.enroll_dir == str(folder)
+    assert again.token != first.token and again.enroll_dir == ".cdl/devices/edge1"
     assert json.loads((folder / "agent.json").read_text())["workers"] == 1
 
 

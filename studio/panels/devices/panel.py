@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import (
@@ -174,12 +173,12 @@ class DevicesPanel(Panel):
         return sel[0]
 
     def _enroll(self) -> None:
-        from runtime.devices import enroll
+        from runtime.devices import device_folder, enroll
 
         known = {}
         for dev in self.ctx.workspace.store.devices():
             try:
-                settings = json.loads((Path(dev.enroll_dir) / "agent.json").read_text())
+                settings = json.loads((device_folder(self.ctx.workspace, dev) / "agent.json").read_text())
             except (OSError, ValueError):
                 settings = {}
             known[dev.name] = (dev.address, settings)
@@ -193,7 +192,8 @@ class DevicesPanel(Panel):
         name = dlg.name.text().strip()
         taken = [d for d in self.ctx.workspace.store.devices() if d.name == name]
         if taken and not dlg.replace.isChecked():
-            self.say(f"{name} is already enrolled (at {taken[0].address}, folder {taken[0].enroll_dir}): tick "
+            self.say(f"{name} is already enrolled (at {taken[0].address}, folder "
+                     f"{device_folder(self.ctx.workspace, taken[0])}): tick "
                      "'Enroll again if this name is taken' to give it a new token and certificate", "warning")
             return
         self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked()), self.ctx.workspace,
