@@ -314,7 +314,9 @@ class Store(ModelRegistryMixin, DeployMixin):
         transaction, so the hash is kept per token. The token is read before the items: a commit between the two
         can only file a newer item set under an older token, which no later read asks for."""
         token = self.get_state(ITEMS_REVISION)
-        if token is not None and token in self._items_fp:
+        if token is None:  # a workspace from before the token: it gets one now (it was hashed on every call)
+            token = self._first_items_token()
+        if token in self._items_fp:
             return self._items_fp[token]
         h = hashlib.sha256()
         q = select(t.SqlItem.uid, t.SqlItem.id, t.SqlItem.source_label, t.SqlItem.source_split).order_by(
@@ -324,9 +326,24 @@ class Store(ModelRegistryMixin, DeployMixin):
             for row in s.execute(q).all():
                 h.update(f"{row[0]}\0{row[1]}\0{row[2]}\0{row[3]}\n".encode())
         fp = h.hexdigest()
-        if token is not None:  # a workspace from before the token: hashed every time until its next import
-            self._items_fp = {token: fp}
+        self._items_fp = {token: fp}
         return fp
+
+    def _first_items_token(self) -> str:
+        """Write an ITEMS_REVISION token where there is none, unless another process just did (an import, or
+        this same call elsewhere): the token is then read back, before the items are, as items_fingerprint
+        requires."""
+        import uuid
+
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self._lock, self.session() as s:
+                s.add(t.SqlState(key=ITEMS_REVISION, value=uuid.uuid4().hex[:12]))
+                s.commit()
+        except IntegrityError:  # someone else's token is there: theirs stands
+            pass
+        return self.get_state(ITEMS_REVISION)
 
     def set_splits(self, splits: dict[str, str]) -> None:
         stmt = (

@@ -365,7 +365,9 @@ def test_the_items_fingerprint_is_kept_per_revision_and_follows_every_write(stor
         assert store.items_fingerprint() not in (first, second, third)
 
 
-def test_a_workspace_without_the_revision_token_hashes_every_time(store: Store):
+def test_a_workspace_without_the_revision_token_gets_one(store: Store):
+    """A registry from before the token was hashed on every call until its next import; it gets a token at the
+    first call, and the hash is kept from then on, still following later imports."""
     from runtime.store.store import ITEMS_REVISION
 
     store.import_source(SourceRecord("src", "csv", "h1", 3, None), _items(3), [])
@@ -376,4 +378,9 @@ def test_a_workspace_without_the_revision_token_hashes_every_time(store: Store):
         s.delete(s.get(t.SqlState, ITEMS_REVISION))
         s.commit()
     store._items_fp.clear()
-    assert store.items_fingerprint() == fp and store._items_fp == {}
+    assert store.items_fingerprint() == fp
+    token = store.get_state(ITEMS_REVISION)
+    assert token and store._items_fp == {token: fp}
+    assert store.items_fingerprint() == fp and store.get_state(ITEMS_REVISION) == token  # one token, kept
+    store.import_source(SourceRecord("more", "csv", "h2", 2, None), _items(2, source="more"), [])
+    assert store.items_fingerprint() != fp
