@@ -102,6 +102,8 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):
     assert ws.current_version() == "v1"
     # no remote: the buttons wait for one, and the panel says how to add it
     assert not p.push_btn.isEnabled() and "cdl data remote add NAME URL" in p.remote_label.text()
+    # the message must not widen the panel (it sat in the button row, and the flowchart lost 70 px beside it)
+    assert p.minimumSizeHint().width() <= 940, p.minimumSizeHint().width()
     import shutil
 
     from runtime.datasets import remote_add

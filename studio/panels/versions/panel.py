@@ -34,12 +34,13 @@ class VersionsPanel(Panel):
         self.pull_btn.clicked.connect(self._pull)
         row.addWidget(self.push_btn)
         row.addWidget(self.pull_btn)
-        self.remote_label = QLabel("")
-        row.addWidget(self.remote_label)
         row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
+        self.remote_label = QLabel("")  # its own line, wrapped: a long URL must not widen the panel
+        self.remote_label.setWordWrap(True)
+        self.add(self.remote_label)
         self.diff_label = QLabel("Select two versions and press Diff.")
         self.diff_label.setWordWrap(True)
         self.add(self.diff_label)
@@ -57,8 +58,8 @@ class VersionsPanel(Panel):
         remote = next(iter(d["remotes"].items()), None)
         self.push_btn.setEnabled(remote is not None)
         self.pull_btn.setEnabled(remote is not None)
-        self.remote_label.setText(f"  DVC remote: {remote[0]} ({remote[1]})" if remote else
-                                  "  No DVC remote: `cdl data remote add NAME URL` to back up every version")
+        self.remote_label.setText(f"DVC remote: {remote[0]} ({remote[1]})" if remote else
+                                  "No DVC remote: `cdl data remote add NAME URL` to back up every version")
         rows = []
         for v in versions:
             rows.append((v["id"], v["items"], v["splits"].get("train", 0), v["splits"].get("test", 0),
