@@ -131,6 +131,13 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     if not run(steps=["model.review"]):
         proposals.close(ws, p["id"], "rejected", _last_error(steps))
         return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+    enrolled = p["device"] in {d.name for d in ws.store.devices()}
+    if deploy and not enrolled:  # removed since it drifted (`cdl devices remove`): the new champion waits
+        proposals.close(ws, p["id"], "done", f"{candidate.ref} approved; {p['device']} is no longer enrolled")
+        return LoopResult(status="done", steps=steps, candidate=candidate.ref, review="approved",
+                          proposal=proposals.proposal(ws, p["id"]),
+                          reason=f"{candidate.ref} is the champion; {p['device']}, where the drift was, is no longer "
+                          f"enrolled, so nothing was pushed (`cdl deploy {candidate.ref} --device D`)")
     if deploy:
         targets = [p["device"]]
         # the deployment pipeline alone, on the new champion: `--until deploy.package` also went back over the

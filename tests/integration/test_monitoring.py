@@ -249,6 +249,32 @@ def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_pac
     assert proposals(ws)[0]["status"] == "done"
 
 
+def test_the_loop_after_the_drifted_device_was_removed(bbc_packaged, agent_factory):
+    """The device that drifted was unenrolled (`cdl devices remove`) before the new version was approved: the
+    loop ended in a traceback (NotFoundError) while choosing the variant to push; it now finishes the retraining
+    and says that there is nowhere to push."""
+    from runtime.devices import remove
+    from runtime.loop import run_loop
+    from runtime.registry import review
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    assert run_loop(ws)["status"] == "waiting"
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
+        q.set_label(item.uid, "tech")
+    assert run_loop(ws)["status"] == "waiting"  # for a review of ws:2
+    review(ws.store, "ws:2", True, "fine", "vera")
+    remove(ws, "dev1")
+    res = run_loop(ws)
+    assert res["status"] == "done" and res.code == 0, res
+    assert "ws:2 is the champion; dev1, where the drift was, is no longer enrolled, so nothing was pushed" in res["reason"]
+    assert not [s for s in res["steps"] if s["id"] == "deploy.push"]
+    assert proposals(ws)[0]["status"] == "done"
+
+
 @pytest.mark.parametrize("shift", ["inverted", "noisy"])
 def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     import tritonclient.grpc as tc
