@@ -129,6 +129,7 @@ def prepare_demo(root: Path) -> None:
             collect(ws)
             Runner(ws).run(steps=["deploy.monitor"], overrides={"deploy.monitor": {"window": 200}})
         c.close()
+        del c  # its __del__ closes it again: now, not at interpreter exit, where grpc is half torn down and it raises
         Runner(ws).run(steps=["deploy.maintain"])
         # half the proposal labeled, and a new dataset version with those samples: the loop under way
         from runtime.labeling import LabelQueue
