@@ -24,6 +24,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.proto.agent_json import CREDENTIALS, DEFAULTS
+
 
 class ConfigError(Exception):
     pass
@@ -47,15 +49,15 @@ class AgentConfig:
     trusted_keys: list[str]
     tls_cert: Path
     tls_key: Path
-    inference_auth: str = "open"
-    raw_input_below_confidence: float = 0.6
-    retention_seconds: float = 86400.0
-    journal_sync: str = "normal"
-    max_batch: int = 64
-    max_queue_delay_ms: float = 2.0
-    workers: int = 1
-    keep_bundles: int = 3
-    min_free_bytes: int = 64 << 20
+    inference_auth: str = DEFAULTS["inference_auth"]
+    raw_input_below_confidence: float = DEFAULTS["raw_input_below_confidence"]
+    retention_seconds: float = DEFAULTS["retention_seconds"]
+    journal_sync: str = DEFAULTS["journal_sync"]
+    max_batch: int = DEFAULTS["max_batch"]
+    max_queue_delay_ms: float = DEFAULTS["max_queue_delay_ms"]
+    workers: int = DEFAULTS["workers"]
+    keep_bundles: int = DEFAULTS["keep_bundles"]
+    min_free_bytes: int = DEFAULTS["min_free_bytes"]
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -69,10 +71,13 @@ class AgentConfig:
             doc = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        for key in ("device", "token_sha256", "trusted_keys", "tls"):
+        for key in CREDENTIALS:
             if key not in doc:
                 raise ConfigError(f"{path}: missing {key!r}")
         tls = doc["tls"]
+        settings = {k: doc.get(k, v) for k, v in DEFAULTS.items()}
+        for k in ("raw_input_below_confidence", "retention_seconds"):
+            settings[k] = float(settings[k])
         cfg = cls(
             data_dir=data_dir,
             device=doc["device"],
@@ -80,15 +85,7 @@ class AgentConfig:
             trusted_keys=list(doc["trusted_keys"]),
             tls_cert=data_dir / tls["cert"],
             tls_key=data_dir / tls["key"],
-            inference_auth=doc.get("inference_auth", "open"),
-            raw_input_below_confidence=float(doc.get("raw_input_below_confidence", 0.6)),
-            retention_seconds=float(doc.get("retention_seconds", 86400)),
-            journal_sync=doc.get("journal_sync", "normal"),
-            max_batch=doc.get("max_batch", 64),
-            max_queue_delay_ms=doc.get("max_queue_delay_ms", 2.0),
-            workers=doc.get("workers", 1),
-            keep_bundles=doc.get("keep_bundles", 3),
-            min_free_bytes=doc.get("min_free_bytes", 64 << 20),
+            **settings,
         )
         if cfg.inference_auth not in ("open", "token"):
             raise ConfigError(f"{path}: inference_auth must be 'open' or 'token'")

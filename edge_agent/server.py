@@ -35,6 +35,7 @@ from edge_agent.journal import Journal
 from edge_agent.proto import edge_pb2 as epb
 from edge_agent.proto import edge_pb2_grpc as epb_grpc
 from edge_agent.proto import open_inference_pb2 as ipb
+from edge_agent.proto.agent_json import CERT_WARN_DAYS
 from edge_agent.proto.bundle import BundleError
 from edge_agent.slots import Slots
 from edge_agent.workers import Counters, Workers
@@ -569,9 +570,6 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     await server.stop(2)
     agent.journal.close()
     agent.counters.close()
-
-
-CERT_WARN_DAYS = 30
 
 
 def check_certificate(config: AgentConfig) -> float | None:

@@ -635,8 +635,6 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
-    from runtime.devices import CERT_WARN_DAYS
-
     for d in doc["devices"]:
         active = d["active"]
         cert = d["cert"]
@@ -644,7 +642,7 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
             tls = "cert unknown (its enrollment folder is gone)"
         elif cert["expired"]:
             tls = f"CERT EXPIRED {cert['expires'][:10]}: `cdl devices enroll {d['name']} --address {d['address']} --replace`"
-        elif cert["days_left"] < CERT_WARN_DAYS:
+        elif cert["warn"]:
             tls = (f"cert expires in {cert['days_left']:.0f} day(s), {cert['expires'][:10]}: `cdl devices enroll "
                    f"{d['name']} --address {d['address']} --replace`")
         else:

@@ -28,11 +28,6 @@ class DeviceError(CdlError):
     pass
 
 
-AGENT_DEFAULTS: dict[str, Any] = {"inference_auth": "open", "raw_input_below_confidence": 0.6, "retention_seconds": 86400.0,
-                                  "journal_sync": "normal", "max_batch": 64, "max_queue_delay_ms": 2.0, "workers": 1,
-                                  "keep_bundles": 3, "min_free_bytes": 64 << 20}  # agent.json's settings (edge_agent.config)
-
-
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str | None = None,
            raw_input_below_confidence: float | None = None, retention_seconds: float | None = None,
            workers: int | None = None, replace: bool = False, cert_days: float | None = None) -> dict[str, Any]:
@@ -42,12 +37,13 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     running from its old folder would refuse the workspace from then on. cert_days: how long its TLS certificate
     is valid (runtime.pki.DEVICE_CERT_DAYS); enrolling again with `replace` renews it.
 
-    Settings left None take AGENT_DEFAULTS, or, when `replace` rewrites the device's folder, what its agent.json
+    Settings left None take the agent's defaults (edge_agent.config), or, when `replace` rewrites the device's folder, what its agent.json
     says now: renewing the credentials does not undo the settings someone tuned on the device (max_batch,
     journal_sync, keep_bundles, ...), nor drop the other workspaces' keys it trusts."""
     import hashlib
 
     from edge_agent.proto.address import split_address
+    from edge_agent.proto.agent_json import CREDENTIALS, DEFAULTS
     from runtime.keys import signing_key
     from runtime.pki import DEVICE_CERT_DAYS, ca, device_certificate
     from runtime.workspace.config import atomic_write_bytes
@@ -75,14 +71,14 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         # and the journal stay), never another device's
         if not (known is not None and replace and device_folder(ws, known) == out):
             raise CdlError(f"{out} already holds an enrolled agent; choose another --out")
-    settings, trusted = dict(AGENT_DEFAULTS), []
+    settings, trusted = dict(DEFAULTS), []
     if (out / "agent.json").exists():  # --replace into its own folder (checked above)
         try:
             old = json.loads((out / "agent.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise CdlError(f"{out / 'agent.json'}: cannot read the settings to keep ({exc}); fix or remove the file "
                            "and enroll again") from None
-        settings.update({k: v for k, v in old.items() if k not in ("device", "token_sha256", "trusted_keys", "tls")})
+        settings.update({k: v for k, v in old.items() if k not in CREDENTIALS})
         trusted = [k for k in old.get("trusted_keys", []) if isinstance(k, str)]
     given = {"inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
              "retention_seconds": retention_seconds, "workers": workers}
@@ -243,21 +239,20 @@ def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> Devi
     return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}")
 
 
-CERT_WARN_DAYS = 30  # `cdl devices list` warns this long before a device's certificate expires
-
-
 def cert_status(ws: Workspace, device: Device) -> dict[str, Any] | None:
-    """{"expires": ISO time, "days_left", "expired"} of the device's TLS certificate, read from the folder it was
-    enrolled into; None where that folder no longer holds it."""
+    """{"expires": ISO time, "days_left", "expired", "warn": in its last CERT_WARN_DAYS or expired} of the device's
+    TLS certificate, read from the folder it was enrolled into; None where that folder no longer holds it."""
     import datetime as dt
 
+    from edge_agent.proto.agent_json import CERT_WARN_DAYS
     from runtime.pki import certificate_expiry
 
     until = certificate_expiry(device_folder(ws, device) / "tls" / "server.crt", device.cert_fingerprint)
     if until is None:
         return None
     left = (until - dt.datetime.now(dt.UTC)).total_seconds() / 86400
-    return {"expires": until.isoformat(), "days_left": round(left, 1), "expired": left <= 0}
+    return {"expires": until.isoformat(), "days_left": round(left, 1), "expired": left <= 0,
+            "warn": left < CERT_WARN_DAYS}
 
 
 def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = True,

@@ -272,10 +272,10 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     assert "Remove gone from this workspace?" in asked[0] and "history and scoring data stay" in asked[0]
     assert d.devices.rowCount() == 2  # answered No
     answer[0] = QMessageBox.StandardButton.Yes
-    with qtbot.waitSignal(d.sig_loaded, timeout=30000):
-        d._remove()
-    assert [d.devices.item(r, 0).text() for r in range(d.devices.rowCount())] == ["dev1"]
-    assert "gone: removed from this workspace" in d.status_label.text()
+    d._remove()  # the reload after it (another, from Health, may still be on its way: wait for the result itself)
+    qtbot.waitUntil(lambda: [d.devices.item(r, 0).text() for r in range(d.devices.rowCount())] == ["dev1"],
+                    timeout=30000)
+    qtbot.waitUntil(lambda: "gone: removed from this workspace" in d.status_label.text(), timeout=30000)
     assert d.history.item(0, 2).text() == "remove"
     m = MonitoringPanel(studio_ctx)
     qtbot.addWidget(m)

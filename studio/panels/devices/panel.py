@@ -107,7 +107,7 @@ class DevicesPanel(Panel):
         self.add(self.history, 1)
 
     def load(self) -> dict[str, Any]:
-        from runtime.devices import CERT_WARN_DAYS, devices_json, history_json, probe_devices
+        from runtime.devices import devices_json, history_json, probe_devices
 
         ws = self.ctx.workspace
         probes = probe_devices(ws)  # live figures, not those of the last Health press (2 s at most)
@@ -117,8 +117,7 @@ class DevicesPanel(Panel):
                 if v.status == "ok":
                     choices.append(f"{m.ref}:{v.variant}")
         return {"devices": devices_json(ws)["devices"], "details": {d.name: d.last_health for d in ws.store.devices()},
-                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes,
-                "cert_warn_days": CERT_WARN_DAYS}
+                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes}
 
     def show_data(self, d: dict[str, Any]) -> None:
         current = self.model.currentText()
@@ -138,7 +137,7 @@ class DevicesPanel(Panel):
             cert, cert_text = dev.get("cert"), "unknown"
             if cert and cert["expired"]:
                 cert_text, colors[(i, 8)] = f"EXPIRED {cert['expires'][:10]}", "#b91c1c"
-            elif cert and cert["days_left"] < d["cert_warn_days"]:
+            elif cert and cert["warn"]:
                 cert_text, colors[(i, 8)] = f"expires in {cert['days_left']:.0f} d", "#b45309"
             elif cert:
                 cert_text = f"until {cert['expires'][:10]}"
@@ -155,7 +154,7 @@ class DevicesPanel(Panel):
             cert = dev.get("cert")
             if cert is None:
                 self.devices.item(i, 8).setToolTip("the folder it was enrolled into no longer holds its certificate")
-            elif cert["days_left"] < d["cert_warn_days"]:
+            elif cert["warn"]:
                 self.devices.item(i, 8).setToolTip("clients refuse a device whose certificate has expired: Enroll… it "
                                                    "again ('Enroll again if this name is taken') and copy the new "
                                                    "folder to the device")
