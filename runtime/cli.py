@@ -184,6 +184,26 @@ def status(obj: dict[str, Any], as_json: bool) -> None:
         click.echo(f"{s.id:<18} {s.status.value:<10} {s.spec.role.value:<18}{extra}")
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="list what would be removed, remove nothing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def gc(obj: dict[str, Any], dry_run: bool, as_json: bool) -> None:
+    """Remove cached tensors of other dataset versions (fitted again when needed), artifacts nothing refers to
+    and leftovers of killed writes; keeps every registered model, variant, bundle and deployment."""
+    from runtime.gc import collect, human, summary_line
+
+    ws = _ws(obj)
+    result = collect(ws, dry_run=dry_run, log=None if as_json else click.echo)
+    if as_json:
+        _dump(result)
+        return
+    if dry_run:
+        for it in result["removed"]:
+            click.echo(f"would remove {it['path']} ({human(it['bytes'])}): {it['reason']}")
+    click.echo(summary_line(result))
+
+
 # -- data ---------------------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from runtime.domain.errors import WorkspaceError
-from runtime.workspace.dataset import INDEX_NAME, UNLABELED, IndexRow
+from runtime.workspace.dataset import INDEX_NAME, UNLABELED, DatasetView, IndexRow, PackReader
 from runtime.workspace.workspace import DATASET_DIR, Workspace
 
 
@@ -46,6 +46,17 @@ def version_rows(ws: Workspace, version: str) -> list[IndexRow]:
     path = ws.dvc.open_member(v.dvc_hash, INDEX_NAME)
     with open(path, encoding="utf-8") as fh:
         return [IndexRow.from_json(line) for line in fh if line.strip()]
+
+
+def version_view(ws: Workspace, version: str) -> DatasetView:
+    """Any version's items and payloads: the checked-out one from data/dataset, another from DVC's cache (no
+    checkout needed, nothing in data/ changes)."""
+    if version == ws.current_version() and ws.has_dataset():
+        return ws.dataset()
+    v = ws.store.version(version)
+    listing = ws.dvc.listing(v.dvc_hash)
+    files = {rel[len("packs/"):]: ws.dvc.cache_file(md5) for rel, md5 in listing.items() if rel.startswith("packs/")}
+    return DatasetView(version_rows(ws, version), PackReader(ws.dataset_dir / "packs", files))
 
 
 def diff_json(ws: Workspace, a: str, b: str) -> dict[str, Any]:

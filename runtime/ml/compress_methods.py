@@ -28,7 +28,7 @@ def _data(ctx, mv, seed: int):  # noqa: ANN001, ANN202
     from runtime.ml.common import validation_split
     from runtime.ml.preprocess import load_transform
 
-    prep = load_transform(ctx.workspace, mv.transform)
+    prep = load_transform(ctx.workspace, mv.transform, log=ctx.log)
     tr, _ = validation_split(prep.y_train, 0.2, seed)
     return prep, tr
 

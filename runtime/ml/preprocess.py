@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
-from runtime.domain.errors import StepFailed
+from runtime.domain.errors import CdlError, StepFailed
 from runtime.workspace.dataset import DatasetView, IndexRow, decode_text
 from runtime.workspace.workspace import Workspace
 
@@ -50,7 +52,9 @@ class Prepared:
 
 
 def training_rows(ws: Workspace, version: str) -> tuple[DatasetView, dict[str, list[IndexRow]], dict[str, int]]:
-    view = ws.dataset()
+    from runtime.datasets import version_view
+
+    view = version_view(ws, version)
     quarantined = {q.item for q in ws.store.quarantine(version)}
     out: dict[str, list[IndexRow]] = {"train": [], "test": []}
     seen: set[str] = set()
@@ -172,7 +176,7 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
     key, spec_hash = cache_key(ws, version, params)
     root = ws.root / ".cdl" / "artifacts" / "transforms" / key
     rec = ws.store.get_transform(key)
-    if rec is not None and (root / "meta.json").exists() and (root / "summaries_train.npz").exists():
+    if rec is not None and _complete(root):
         log(f"cache hit: transform {key[:12]} ({version}, spec {spec_hash[:12]}) loaded from the transformation registry")
         return _load(root, key, cached=True)
     view, rows, stats = training_rows(ws, version)
@@ -228,7 +232,7 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
 
 
 def _save(root: Path, p: Prepared) -> None:
-    tmp = root.with_name(root.name + ".tmp")
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if p.stats["kind"] == "text":
@@ -247,7 +251,10 @@ def _save(root: Path, p: Prepared) -> None:
             "uids_test": p.uids_test, "reference": p.reference, "stats": p.stats, "tracked_terms": p.tracked_terms}
     (tmp / "meta.json").write_text(json.dumps(meta))
     shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process (a tuning worker) saved the same transform a moment ago: same bytes
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load(root: Path, key: str, cached: bool) -> Prepared:
@@ -267,10 +274,39 @@ def _load(root: Path, key: str, cached: bool) -> Prepared:
                     cached, meta["stats"], summaries, meta.get("tracked_terms") or [])
 
 
-def load_transform(ws: Workspace, key: str) -> Prepared:
+def _complete(root: Path) -> bool:
+    return (root / "meta.json").exists() and (root / "summaries_train.npz").exists()
+
+
+def load_transform(ws: Workspace, key: str, log=None) -> Prepared:  # noqa: ANN001
+    """A registered transform's tensors, from the cache; where `cdl gc` dropped them (or they were made by an older
+    release), fitted again from the dataset version and parameters the registry recorded: the same rows and the
+    same fit give the same key and the same tensors."""
     rec = ws.store.get_transform(key)
-    root = ws.root / rec.path if rec else None
-    if rec is None or not (root / "meta.json").exists() or not (root / "summaries_train.npz").exists():
-        raise StepFailed("model.preprocess", f"transform {key[:12]} is missing or from an older version: run "
+    if rec is None:
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is not in the transformation registry: run "
                          "model.preprocess again")
-    return _load(root, key, cached=True)
+    root = ws.root / rec.path
+    if _complete(root):
+        return _load(root, key, cached=True)
+    return rebuild_transform(ws, key, log)
+
+
+def rebuild_transform(ws: Workspace, key: str, log=None) -> Prepared:  # noqa: ANN001
+    rec = ws.store.get_transform(key)
+    try:
+        again, _ = cache_key(ws, rec.dataset_version, rec.spec)
+    except CdlError as exc:
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is not cached and cannot be fitted again: "
+                         f"{exc}") from None
+    if again != key:
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is not cached and cannot be fitted again: "
+                         f"dataset version {rec.dataset_version}'s data or quarantine, or the transform format, "
+                         f"changed since it was made (it would now be {again[:12]}); run model.preprocess on the "
+                         "version you want")
+    (log or (lambda _m: None))(f"transform {key[:12]} is not cached: fitting it again from {rec.dataset_version}")
+    try:
+        return prepare(ws, rec.dataset_version, rec.spec, log=log or (lambda _m: None))
+    except (CdlError, KeyError) as exc:
+        raise StepFailed("model.preprocess", f"transform {key[:12]} is not cached and cannot be fitted again from "
+                         f"{rec.dataset_version}: {exc}") from None

@@ -122,7 +122,7 @@ class ExportStep(Step):
         from runtime.ml.preprocess import load_transform
 
         mv = resolve_target(ctx, ctx.params["model"])
-        prep = load_transform(ctx.workspace, mv.transform)
+        prep = load_transform(ctx.workspace, mv.transform, log=ctx.log)
         layout = mv.extra["arch"]["layout"]
         cached = prep.X_test if len(prep.y_test) else prep.X_train  # the cache's layout (NHWC or CSR rows)
         n = min(ctx.params["parity_samples"], cached.shape[0])
@@ -267,7 +267,7 @@ class ReviseStep(Step):
         from runtime.ml.preprocess import load_transform
 
         mv = exported(ctx)
-        prep = load_transform(ctx.workspace, mv.transform)
+        prep = load_transform(ctx.workspace, mv.transform, log=ctx.log)
         X = onnx_tools.layout_input(prep.X_test, mv.extra["arch"]["layout"])
         variants = [v for v in ctx.store.variants(mv.name, mv.version) if v.status == "ok"]
         rows = {}

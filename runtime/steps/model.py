@@ -39,7 +39,7 @@ def _prepared(ctx: StepContext):  # noqa: ANN202
     from runtime.ml.preprocess import load_transform
 
     key = _last_summary(ctx, "model.preprocess", "key")["key"]
-    return load_transform(ctx.workspace, key)
+    return load_transform(ctx.workspace, key, log=ctx.log)
 
 
 def _git(ctx: StepContext) -> tuple[str | None, bool]:
@@ -417,7 +417,7 @@ class EvaluateStep(Step):
         from runtime.ml.preprocess import load_transform
 
         mv = registered(ctx)
-        prep = load_transform(ctx.workspace, mv.transform)
+        prep = load_transform(ctx.workspace, mv.transform, log=ctx.log)
         if len(prep.y_test) == 0:
             raise StepFailed(ctx.step, "the test split is empty")
         ctx.progress(0.2, f"predicting {len(prep.y_test)} test items")

@@ -95,6 +95,12 @@ class ModelRegistryMixin:
             return TransformRecord(r.key, r.dataset_version, r.spec_hash, dict(r.spec), r.path, dict(r.stats),
                                    _aware(r.created))
 
+    def transforms(self) -> list[TransformRecord]:
+        with self.session() as s:
+            return [TransformRecord(r.key, r.dataset_version, r.spec_hash, dict(r.spec), r.path, dict(r.stats),
+                                    _aware(r.created))
+                    for r in s.execute(select(t.SqlTransform).order_by(t.SqlTransform.created)).scalars()]
+
     def put_transform(self, key: str, dataset_version: str, spec_hash: str, spec: dict[str, Any], path: str,
                       stats: dict[str, Any]) -> None:
         from runtime.store.store import _jsonable

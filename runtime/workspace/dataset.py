@@ -77,16 +77,26 @@ def _atomic_write(dest: Path, writer) -> None:  # noqa: ANN001
 
 
 class PackReader:
-    """Reads item payloads from packs in one folder; npy packs are memory-mapped and cached."""
+    """Reads item payloads from packs in one folder (or, for a version read from DVC's cache, from the files
+    `files` names); npy packs are memory-mapped and cached."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, files: dict[str, Path] | None = None):
         self.directory = Path(directory)
+        self.files = files
         self._arrays: dict[str, np.ndarray] = {}
+
+    def _path(self, pack: str) -> Path:
+        if self.files is not None:
+            path = self.files.get(pack)
+            if path is None:
+                raise WorkspaceError(f"pack {pack} is not part of this dataset version")
+            return path
+        return self.directory / pack
 
     def _array(self, pack: str) -> np.ndarray:
         arr = self._arrays.get(pack)
         if arr is None:
-            path = self.directory / pack
+            path = self._path(pack)
             if not path.exists():
                 raise WorkspaceError(f"pack {path} is missing (re-run data.ingest, or check out the version)")
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -94,7 +104,7 @@ class PackReader:
         return arr
 
     def read_bytes(self, pack: str, offset: int, length: int) -> bytes:
-        path = self.directory / pack
+        path = self._path(pack)
         if pack.endswith(".npy"):
             return np.asarray(self._array(pack)[offset]).tobytes()
         try:

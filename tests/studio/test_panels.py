@@ -77,7 +77,7 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert p.current is not None and all(b.isEnabled() for b in p._class_buttons) and p.skip_btn.isEnabled()
 
 
-def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):
+def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     from runtime.jobs import Runner
     from runtime.labeling import LabelQueue
     from studio.panels.versions.panel import VersionsPanel
@@ -121,6 +121,24 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot):
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.checkout_btn.click()
     assert ws.current_version() == "v1"
+    # Free disk: says what would go and asks; No keeps it, Yes removes it (`cdl gc`)
+    from PySide6.QtWidgets import QMessageBox
+
+    orphan = ws.artifacts.put_bytes(b"x" * 3000)
+    asked, answer = [], [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.gc_btn.click()
+    assert len(asked) == 1 and "1 × files no model version" in asked[0] and "2.9 KiB" in asked[0], asked
+    assert ws.artifacts.exists(orphan)
+    answer[0] = QMessageBox.StandardButton.Yes
+    p.gc_btn.click()
+    qtbot.waitUntil(lambda: "removed 1 artifact" in p.status_label.text(), timeout=30000)
+    assert not ws.artifacts.exists(orphan)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.gc_btn.click()
+    assert "nothing to remove" in p.status_label.text() and len(asked) == 2
+    assert p.minimumSizeHint().width() <= 940, p.minimumSizeHint().width()
 
 
 def test_tuning_panel_live(studio_ctx, qtbot):

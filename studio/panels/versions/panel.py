@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import Table, local_time
@@ -34,6 +34,11 @@ class VersionsPanel(Panel):
         self.pull_btn.clicked.connect(self._pull)
         row.addWidget(self.push_btn)
         row.addWidget(self.pull_btn)
+        self.gc_btn = QPushButton("Free disk…")
+        self.gc_btn.setToolTip("remove cached tensors of the other versions (fitted again when needed) and files "
+                               "nothing refers to (`cdl gc`); asks first")
+        self.gc_btn.clicked.connect(self._gc)
+        row.addWidget(self.gc_btn)
         row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
@@ -128,3 +133,32 @@ class VersionsPanel(Panel):
                          f"{r['remote']})", "ok")
 
         self.work(pull, self.ctx.workspace, message="pulling every version…", done=done)
+
+    def _gc(self) -> None:
+        from runtime.gc import plan
+
+        self.work(plan, self.ctx.workspace, message="looking for what can go…", done=self._confirm_gc)
+
+    def _confirm_gc(self, items: list[dict[str, Any]]) -> None:
+        from runtime.gc import collect, human, summary_line
+
+        if not items:
+            self.say("nothing to remove: every cached file belongs to the checked-out version or is referred to",
+                     "ok")
+            return
+        by_kind: dict[str, list[int]] = {}
+        for it in items:
+            by_kind.setdefault(it["kind"], []).append(it["bytes"])
+        names = {"transform": "cached tensors of other dataset versions (fitted again when an older model needs "
+                              "them)",
+                 "artifact": "files no model version, variant, deployment or latest step run refers to",
+                 "temporary": "writes a killed process left"}
+        lines = "\n".join(f"• {len(b)} × {names.get(k, k)}: {human(sum(b))}" for k, b in sorted(by_kind.items()))
+        answer = QMessageBox.question(
+            self, "Free disk",
+            f"Remove {human(sum(it['bytes'] for it in items))} from .cdl/artifacts?\n\n{lines}\n\nRegistered "
+            "models, their variants and bundles, and every bundle pushed to a device stay.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.work(collect, self.ctx.workspace, message="removing…",
+                  done=lambda r: self.say(summary_line(r), "ok"))
