@@ -174,4 +174,5 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
         "params": mv.params,
         "code": {"git_commit": mv.git_commit, "dirty": mv.git_dirty},
         "artifacts": mv.artifacts,
+        "init_from": mv.extra.get("init_from"),  # the version (or file) its training started from, if any
     }

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 42
     layers: int = 2
     workspace: Path | None = None  # for templates from the workspace's src/
+    init: dict[str, Any] | None = None  # start from these weights (model.train's init_from; see carry_weights)
 
     @classmethod
     def from_params(cls, template: str, params: dict[str, Any], workspace: Path | None = None) -> TrainConfig:
@@ -67,6 +68,98 @@ class TrainConfig:
 
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+# -- warm start: model.train's init_from ----------------------------------------------------------------------
+
+
+class WarmStartError(ValueError):
+    """The weights named by init_from do not fit the model being trained."""
+
+
+@dataclass
+class WeightSlot:
+    """One tensor of the model being trained, and its counterpart in the weights it starts from.
+    term_axis: the axis that runs over the input vocabulary (the first dense layer of a text model);
+    class_axis: the axis that runs over the classes (the output layer)."""
+
+    name: str
+    src: np.ndarray | None
+    dst: np.ndarray
+    term_axis: int | None = None
+    class_axis: int | None = None
+
+
+def _pairs(src: list[str] | dict[str, int] | None, dst: list[str] | dict[str, int] | None
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(dst indices, src indices) of the names both have: vocabularies (term -> column) or class lists."""
+    if src is None or dst is None:
+        return None
+    s = src if isinstance(src, dict) else {c: i for i, c in enumerate(src)}
+    d = dst if isinstance(dst, dict) else {c: i for i, c in enumerate(dst)}
+    both = sorted(set(s) & set(d), key=lambda k: d[k])
+    return np.array([d[k] for k in both], np.int64), np.array([s[k] for k in both], np.int64)
+
+
+def warm_start_plan(init: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """What init_from carries over, from names alone: terms of the vocabulary and classes."""
+    out: dict[str, Any] = {"from": init["ref"]}
+    terms = _pairs(init.get("vocabulary"), init.get("target_vocabulary"))
+    if terms is not None:
+        n = len(init["target_vocabulary"])
+        out["terms"] = {"carried": len(terms[0]), "new": n - len(terms[0]), "total": n}
+    if init.get("classes") is not None:
+        src = list(init["classes"])
+        out["classes"] = {"carried": [c for c in classes if c in src], "new": [c for c in classes if c not in src],
+                          "dropped": [c for c in src if c not in classes]}
+    return out
+
+
+def carry_weights(slots: list[WeightSlot], init: dict[str, Any], classes: list[str]) -> list[np.ndarray]:
+    """The starting value of every slot: the source tensor where shapes agree; where the vocabulary or the
+    classes differ, the input layer's columns follow the terms (a term the source did not know starts at zero)
+    and the output layer's rows follow the class names (a new class keeps its fresh initialisation). Any other
+    mismatch is an error that names the tensors: a warm start that silently loads half a model is worse than none.
+    """
+    ref = init["ref"]
+    terms = _pairs(init.get("vocabulary"), init.get("target_vocabulary"))
+    src_classes = init.get("classes")
+    cls = _pairs(src_classes, classes) if src_classes is not None and list(src_classes) != list(classes) else None
+    out: list[np.ndarray] = []
+    errors: list[str] = []
+    for slot in slots:
+        s, d = slot.src, slot.dst
+        if s is None:
+            errors.append(f"{slot.name} is not in {ref}")
+            out.append(d)
+            continue
+        remap = {}
+        if terms is not None and slot.term_axis is not None:
+            remap[slot.term_axis] = terms
+        if cls is not None and slot.class_axis is not None:
+            remap[slot.class_axis] = cls
+        if not remap:
+            if s.shape != d.shape:
+                errors.append(f"{slot.name} is {tuple(s.shape)} in {ref} and {tuple(d.shape)} here")
+                out.append(d)
+            else:
+                out.append(s.astype(d.dtype, copy=True))
+            continue
+        if s.ndim != d.ndim or any(s.shape[a] != d.shape[a] for a in range(d.ndim) if a not in remap):
+            errors.append(f"{slot.name} is {tuple(s.shape)} in {ref} and {tuple(d.shape)} here")
+            out.append(d)
+            continue
+        result = np.zeros_like(d) if slot.term_axis in remap else d.copy()
+        di = [np.arange(n) for n in d.shape]
+        si = [np.arange(n) for n in s.shape]
+        for axis, (dst_idx, src_idx) in remap.items():
+            di[axis], si[axis] = dst_idx, src_idx
+        result[np.ix_(*di)] = s[np.ix_(*si)]
+        out.append(result)
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise WarmStartError(f"init_from {ref} does not fit this model: {'; '.join(errors[:3])}{more}")
+    return out
 
 
 @dataclass

@@ -23,6 +23,9 @@ from runtime.ml.common import (  # noqa: E402
     StopTraining,
     TrainConfig,
     TrainResult,
+    WarmStartError,
+    WeightSlot,
+    carry_weights,
     user_builder,
 )
 
@@ -108,6 +111,8 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     arch = {"framework": "keras", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
     model = build(arch, cfg.workspace)
+    if cfg.init:
+        warm_start(model, cfg.init, classes, flat_input=len(shape) == 1)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=cfg.weight_decay or None),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     x_tr, y_tr = _as_input(X, train_idx, arch["layout"]), y[train_idx]
@@ -156,10 +161,38 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     return res
 
 
+def warm_start(model, init: dict[str, Any], classes: list[str], flat_input: bool) -> None:  # noqa: ANN001
+    """Load init_from's weights (a saved Keras model) into `model`, layer by layer in order
+    (runtime.ml.common.carry_weights says how they are matched)."""
+    keras = _keras()
+    try:
+        src_model = load(Path(init["checkpoint"]))
+    except Exception as exc:  # noqa: BLE001
+        raise WarmStartError(f"init_from {init['ref']}: not a saved Keras model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+    src_layers = [layer for layer in src_model.layers if layer.weights]
+    dst_layers = [layer for layer in model.layers if layer.weights]
+    if len(src_layers) != len(dst_layers):
+        raise WarmStartError(f"init_from {init['ref']} does not fit this model: it has {len(src_layers)} layers "
+                             f"with weights, this model {len(dst_layers)}")
+    dense = [i for i, layer in enumerate(dst_layers) if isinstance(layer, keras.layers.Dense)]
+    slots: list[WeightSlot] = []
+    for i, (a, b) in enumerate(zip(src_layers, dst_layers, strict=True)):
+        sw, dw = a.get_weights(), b.get_weights()
+        for j, d in enumerate(dw):
+            term = 0 if flat_input and dense and i == dense[0] and j == 0 else None
+            cls = (1 if j == 0 else 0) if dense and i == dense[-1] and j < 2 else None
+            slots.append(WeightSlot(f"{b.name}/{b.weights[j].name.split('/')[-1]}", sw[j] if j < len(sw) else None,
+                                    d, term_axis=term, class_axis=cls))
+    values = iter(carry_weights(slots, init, classes))
+    for b in dst_layers:
+        b.set_weights([next(values) for _ in b.get_weights()])
+
+
 def load(checkpoint: Path, workspace: Path | None = None):  # noqa: ANN201
     keras = _keras()
     src = Path(checkpoint)
-    if src.suffix != ".keras":  # artifacts are stored by hash, without a suffix
+    if src.suffix not in (".keras", ".h5"):  # artifacts are stored by hash, without a suffix
         fd, tmp = tempfile.mkstemp(suffix=".keras")
         os.close(fd)
         Path(tmp).write_bytes(src.read_bytes())

@@ -12,7 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.ml.common import EarlyStopping, EpochCallback, TrainConfig, TrainResult, user_builder
+from runtime.ml.common import (
+    EarlyStopping,
+    EpochCallback,
+    TrainConfig,
+    TrainResult,
+    WarmStartError,
+    WeightSlot,
+    carry_weights,
+    user_builder,
+)
 
 
 class BBCNet(nn.Module):
@@ -154,7 +163,10 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     shape = tuple(X.shape[1:])
     arch = {"framework": "torch", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
-    model = build(arch, cfg.workspace).to(dev)
+    model = build(arch, cfg.workspace)
+    if cfg.init:
+        warm_start(model, cfg.init, classes, flat_input=len(shape) == 1)
+    model = model.to(dev)
     net: nn.Module = model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
@@ -217,6 +229,29 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     torch.save({"arch": arch, "state_dict": model.state_dict()}, path)
     return TrainResult("torch", cfg.template, history, stopper.best_epoch or len(history), Path(path), arch,
                        str(dev), time.perf_counter() - t_start, stopped)
+
+
+def warm_start(model: nn.Module, init: dict[str, Any], classes: list[str], flat_input: bool) -> None:
+    """Load init_from's weights into `model` (runtime.ml.common.carry_weights says how they are matched)."""
+    try:
+        blob = torch.load(init["checkpoint"], map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WarmStartError(f"init_from {init['ref']}: not a PyTorch weights file ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from None
+    src = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    if not isinstance(src, dict) or not src or not all(torch.is_tensor(v) for v in src.values()):
+        raise WarmStartError(f"init_from {init['ref']}: holds no state_dict (a dict of tensors, or "
+                             "{'state_dict': ...})")
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    first = f"{linears[0]}.weight" if linears and flat_input else None
+    last = {f"{linears[-1]}.weight", f"{linears[-1]}.bias"} if linears else set()
+    state = model.state_dict()
+    slots = [WeightSlot(name, src[name].numpy() if name in src else None, t.numpy(),
+                        term_axis=1 if name == first else None, class_axis=0 if name in last else None)
+             for name, t in state.items()]
+    values = carry_weights(slots, init, classes)
+    model.load_state_dict({slot.name: torch.from_numpy(np.ascontiguousarray(v)) for slot, v in
+                           zip(slots, values, strict=True)})
 
 
 def load(checkpoint: Path, workspace: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:

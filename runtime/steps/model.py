@@ -6,13 +6,14 @@ inside `run`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import GateFailed, StepFailed
+from runtime.domain.errors import CdlError, GateFailed, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.ml.common import FRAMEWORKS  # numpy only; the engines load inside run
+from runtime.ml.common import FRAMEWORKS, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
 
 
@@ -229,6 +230,9 @@ class TrainStep(Step):
             ParamSpec("use_tuned", "bool", True, "take the best parameters of model.tune when it ran"),
             ParamSpec("refit", "bool", False, "after early stopping found the best epoch count, train again "
                       "on the whole training split for that many epochs (more data; costs a second run)"),
+            ParamSpec("init_from", "str", "", "start from these weights, not random ones: champion, challenger, "
+                      "NAME:VERSION, or a weights file (.pt state_dict, .keras/.h5 model); the input layer follows "
+                      "the vocabulary term by term, the output layer the classes by name"),
         ),
         description="Trains the template on the training split (a seeded 80/20 train/validation split of it), "
         "with per-epoch metrics, early stopping and a content-addressed checkpoint; optionally refits on the "
@@ -250,8 +254,15 @@ class TrainStep(Step):
             params.update(tuned)
             ctx.log(f"using tuned parameters {tuned}")
         prep = _prepared(ctx)
-        backend = training_backend(params["framework"])
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
+        init_report = None
+        if params.get("init_from"):
+            from runtime.ml.common import warm_start_plan
+
+            cfg.init = _init_from(ctx, params, prep)
+            init_report = warm_start_plan(cfg.init, prep.classes)
+            ctx.log(_init_line(init_report))
+        backend = training_backend(params["framework"])
         tr_idx, va_idx = validation_split(prep.y_train, params["val_fraction"], params["seed"])
         commit, dirty = _git(ctx)
         exp = ctx.store.create_experiment(kind="train", step=ctx.step, job=ctx.job,
@@ -286,7 +297,10 @@ class TrainStep(Step):
                 ctx.check_cancelled()
                 raise
 
-        result = fit(tr_idx, cfg, on_epoch)
+        try:
+            result = fit(tr_idx, cfg, on_epoch)
+        except WarmStartError as exc:
+            raise StepFailed(ctx.step, f"{exc}{_hyper_hint(cfg.init, cfg)}") from None
         refit_epochs = 0
         if params["refit"] and result.best_epoch > 0:
             import dataclasses
@@ -313,6 +327,7 @@ class TrainStep(Step):
             "epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "seconds": round(result.seconds, 2), "params": cfg.hyperparameters(), "tuned": tuned,
             "transform": prep.key, "refit_epochs": refit_epochs, "val_fraction": params["val_fraction"],
+            "init_from": init_report,
             "metrics": {"val_accuracy": best.get("val_accuracy"), "val_loss": best.get("val_loss"),
                         "train_accuracy": best.get("train_accuracy")},
         }
@@ -322,6 +337,89 @@ class TrainStep(Step):
         return StepResult(summary=summary, output_fp=digest,
                           message=f"val_accuracy {best.get('val_accuracy', 0):.4f} ({result.framework}, "
                           f"{len(result.history)} epochs, {result.device})")
+
+
+def _init_from(ctx: StepContext, params: dict[str, Any], prep) -> dict[str, Any]:  # noqa: ANN001
+    """init_from resolved: the weights file, and the classes and vocabulary they were trained on (where known)."""
+    from runtime.ml.preprocess import load_transform
+
+    ref = str(params["init_from"]).strip()
+    ws = ctx.workspace
+    framework = params["framework"]
+    text = prep.stats.get("kind") == "text"
+    target_vocab = prep.spec.get("vocabulary") if text else None
+    path = Path(ref).expanduser()
+    path = path if path.is_absolute() else ws.root / path
+    if path.suffix in (".pt", ".pth", ".keras", ".h5"):
+        if not path.is_file():
+            raise StepFailed(ctx.step, f"init_from {ref}: {path} does not exist")
+        kind = "torch" if path.suffix in (".pt", ".pth") else "keras"
+        if kind != framework:
+            raise StepFailed(ctx.step, f"init_from {ref}: a {kind} weights file, and model.train.framework is "
+                             f"{framework}")
+        classes = None
+        if kind == "torch":
+            import torch
+
+            try:
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                classes = ((blob.get("arch") or {}).get("classes")) if isinstance(blob, dict) else None
+            except Exception:  # noqa: BLE001 - the backend says what is wrong with the file
+                pass
+        if text:
+            ctx.log(f"init_from {ref}: a weights file carries no vocabulary, so its input layer is taken column "
+                    "for column; a registered version (NAME:VERSION) carries the terms over by name")
+        return {"ref": ref, "checkpoint": str(path), "classes": classes, "vocabulary": None,
+                "target_vocabulary": None}
+    if ref in ("champion", "challenger"):
+        name = (ctx.config.steps.get("model.register") or {}).get("name") or ctx.config.name
+        ref = f"{name}@{ref}"
+    try:
+        mv = ctx.store.resolve_model(ref)
+    except CdlError as exc:
+        raise StepFailed(ctx.step, f"init_from {params['init_from']}: {exc} (expected champion, challenger, "
+                         "NAME:VERSION or a .pt/.keras/.h5 file)") from None
+    if mv.framework != framework:
+        raise StepFailed(ctx.step, f"init_from {mv.ref}: a {mv.framework} model, and model.train.framework is "
+                         f"{framework}")
+    if mv.template != params["template"]:
+        raise StepFailed(ctx.step, f"init_from {mv.ref}: template {mv.template}, and model.train.template is "
+                         f"{params['template']}")
+    vocab = None
+    if text and target_vocab is not None:
+        vocab = load_transform(ws, mv.transform, log=ctx.log).spec.get("vocabulary")
+    return {"ref": mv.ref, "checkpoint": str(ws.artifacts.get(mv.artifacts["checkpoint"])),
+            "classes": list(mv.classes), "vocabulary": vocab, "target_vocabulary": target_vocab,
+            "hyperparameters": mv.params}
+
+
+def _init_line(report: dict[str, Any]) -> str:
+    parts = []
+    if "terms" in report:
+        t = report["terms"]
+        parts.append(f"{t['carried']} of {t['total']} vocabulary terms carried over"
+                     + (f" ({t['new']} new, starting at zero)" if t["new"] else ""))
+    if "classes" in report:
+        c = report["classes"]
+        said = f"{len(c['carried'])} of {len(c['carried']) + len(c['new'])} classes carried over"
+        if c["new"]:
+            said += f" (new: {', '.join(c['new'])})"
+        if c["dropped"]:
+            said += f" (no longer present: {', '.join(c['dropped'])})"
+        parts.append(said)
+    return f"starting from the weights of {report['from']}" + (": " + "; ".join(parts) if parts else "")
+
+
+def _hyper_hint(init: dict[str, Any] | None, cfg) -> str:  # noqa: ANN001
+    """Which hyperparameters that shape the model differ from the version the weights come from."""
+    theirs = (init or {}).get("hyperparameters") or {}
+    ours = cfg.hyperparameters()
+    diff = [f"{k} {theirs[k]} there, {ours[k]} here" for k in ("hidden", "layers") if k in theirs and k in ours
+            and theirs[k] != ours[k]]
+    if not diff:
+        return ""
+    return (f" ({'; '.join(diff)}: train with the same, e.g. model.train.use_tuned false and "
+            f"{', '.join(f'{k} {theirs[k]}' for k in ('hidden', 'layers') if k in theirs and theirs[k] != ours.get(k))})")
 
 
 # -- model.register -----------------------------------------------------------------------------------------
@@ -365,7 +463,8 @@ class RegisterStep(Step):
             git_commit=exp.git_commit,
             git_dirty=exp.git_dirty,
             classes=train["arch"]["classes"],
-            extra={"arch": train["arch"], "device": train["device"]},
+            extra={"arch": train["arch"], "device": train["device"],
+                   **({"init_from": train["init_from"]} if train.get("init_from") else {})},
         )
         ctx.store.set_alias(name, ctx.params["alias"], mv.version, reason="registered")
         return StepResult(summary={"name": name, "version": mv.version, "ref": mv.ref,
