@@ -183,11 +183,18 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     while (item := q.next(f"proposal:{pid}")) is not None:
         q.set_label(item.uid, "tech")
     versions_before = len(ws.store.versions())
+    cfg = ws.config()  # retraining continues from the champion's weights (model.train's init_from)
+    cfg.steps["model.train"]["init_from"] = "champion"
+    cfg.save()
     proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "loop",
                            "--auto-approve-if-better", "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert doc["status"] == "done"
+    from runtime.registry import lineage
+
+    start = lineage(ws.store, doc["candidate"])["init_from"]
+    assert start["from"] == "ws:1" and start["terms"]["carried"] > 0 and start["classes"]["new"] == [], start
     versions = ws.store.versions()
     assert len(versions) == versions_before + 1
     added = versions[-1].items - versions[-2].items
