@@ -88,6 +88,10 @@ class Step:
         """Steps that must have run before this one runs alone (`cdl run STEP`); None: its direct upstream."""
         return None
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Checks beyond each parameter's type and range (a list's entries, a mapping's shape); raises
+        ConfigError naming the field. The studio's Parameters dialog runs it before it saves."""
+
     def run(self, ctx: StepContext) -> StepResult:
         raise NotImplementedError
 

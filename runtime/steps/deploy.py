@@ -195,6 +195,9 @@ class CompressStep(Step):
         "quantization-aware training, distillation, low-rank factorization, TensorRT where available.",
     )
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        _methods(params["methods"])
+
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml import compress_methods
 

@@ -135,6 +135,12 @@ class TuneStep(Step):
         "into model.train.",
     )
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        from runtime.ml.tuning import check_space
+
+        if params.get("search_space"):
+            check_space(params["search_space"], "model.tune.search_space")
+
     def run(self, ctx: StepContext) -> StepResult:
         import optuna
 

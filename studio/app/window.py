@@ -5,12 +5,22 @@ GUI thread (studio.services). Panels do not know each other; this window wires t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QSplitter, QStackedWidget, QToolBar, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QLabel,
+    QMainWindow,
+    QSplitter,
+    QStackedWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.app.start_page import StartPage, remember
 from studio.canvas.document import FlowDocument
@@ -123,6 +133,7 @@ class MainWindow(QMainWindow):
         self.header.sig_run_step.connect(lambda s: self.runtime.submit([s], None))
         self.header.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
         self.header.sig_cancel.connect(self.runtime.cancel)
+        self.header.sig_params.connect(self.edit_params)
         self.job_bar.sig_cancel.connect(self.runtime.cancel)
         self.runtime.sig_ready.connect(self._on_runtime_ready)
         self.runtime.sig_failed.connect(self._on_runtime_failed)
@@ -179,6 +190,27 @@ class MainWindow(QMainWindow):
         if pid:
             self.panels[pid].set_step(step)
             self.show_panel(pid)
+
+    def edit_params(self, step: str) -> None:
+        """The step's Parameters dialog (non-modal: the flowchart stays live); saving refreshes the statuses."""
+        from studio.widgets.params_dialog import ParamsDialog
+
+        try:
+            dlg = ParamsDialog(self.ctx.workspace, step, self)
+        except Exception as exc:  # noqa: BLE001 - a cdl.yaml edited into a bad state is shown, not thrown
+            self.statusBar().showMessage(f"{step}: {exc}")
+            return
+        self.params_dialog = dlg
+
+        def done(code: int) -> None:
+            changed = (dlg.result_data or {}).get("changed") or {}
+            if code == QDialog.DialogCode.Accepted and changed:
+                said = "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in changed.items())
+                self.statusBar().showMessage(f"{step}: {said}", 15000)
+                self._refresh_all()
+
+        dlg.finished.connect(done)
+        dlg.open()
 
     def show_panel(self, pid: str) -> None:
         panel = self.panels[pid]
@@ -293,3 +325,8 @@ class MainWindow(QMainWindow):
 
 def _import_pyqtgraph() -> None:
     import pyqtgraph  # noqa: F401
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 40 else text[:37] + "…"

@@ -12,6 +12,7 @@ class StepHeader(QWidget):
     sig_run_step = Signal(str)
     sig_run_until = Signal(str)
     sig_cancel = Signal()
+    sig_params = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -25,13 +26,16 @@ class StepHeader(QWidget):
         top.addWidget(self.title)
         top.addWidget(self.badge)
         top.addStretch(1)
+        self.params_btn = QPushButton("Parameters…")
+        self.params_btn.setToolTip("edit this step's parameters in cdl.yaml")
+        self.params_btn.clicked.connect(lambda: self.step and self.sig_params.emit(self.step))
         self.run_btn = QPushButton("Run this step")
         self.until_btn = QPushButton("Run up to here")
         self.cancel_btn = QPushButton("Cancel")
         self.run_btn.clicked.connect(lambda: self.step and self.sig_run_step.emit(self.step))
         self.until_btn.clicked.connect(lambda: self.step and self.sig_run_until.emit(self.step))
         self.cancel_btn.clicked.connect(self.sig_cancel.emit)
-        for b in (self.run_btn, self.until_btn, self.cancel_btn):
+        for b in (self.params_btn, self.run_btn, self.until_btn, self.cancel_btn):
             top.addWidget(b)
         lay.addLayout(top)
         self.detail = QLabel()
@@ -44,6 +48,7 @@ class StepHeader(QWidget):
     def show_step(self, node, description: str = "") -> None:  # noqa: ANN001
         if node is None:
             self.step = None
+            self.params_btn.setEnabled(False)
             self.run_btn.setEnabled(False)
             self.until_btn.setEnabled(False)
             self.badge.clear()
@@ -58,6 +63,7 @@ class StepHeader(QWidget):
                                  "padding: 2px 6px; font-weight: bold; }")
         reason = f" — {node.reason}" if node.reason else ""
         self.detail.setText(f"Owner: {node.role}{reason}<br>{description}")
+        self.params_btn.setEnabled(True)
         self.run_btn.setEnabled(True)
         self.until_btn.setEnabled(True)
 

@@ -58,6 +58,21 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     # the new labels make ingest stale: they belong to the next version
     w._refresh_status()
     qtbot.waitUntil(lambda: w.document.model.nodes["data.ingest"].status == "stale", timeout=30000)
+    # a parameter changed from the step header's Parameters dialog: saved to cdl.yaml, the step turns stale
+    # and says which value changed
+    from studio.widgets.params_dialog import ParamsDialog
+
+    w.scene.select("data.split")
+    w.select_step("data.split")
+    w.header.params_btn.click()
+    dlg = w.findChild(ParamsDialog)
+    assert dlg is not None and dlg.isVisible() and dlg.editors["test_fraction"].text() == "0.2"
+    dlg.editors["test_fraction"].setText("0.3")
+    dlg.accept()
+    assert ws.config().params("data.split")["test_fraction"] == 0.3
+    assert "test_fraction 0.2 → 0.3" in w.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.split"].status == "stale", timeout=30000)
+    assert "test_fraction 0.2 → 0.3" in w.document.model.nodes["data.split"].reason
     w.close()
 
 

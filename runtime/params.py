@@ -1,0 +1,55 @@
+"""A step's parameters as the studio's Parameters dialog edits them: each one's schema and value, and a change
+written to cdl.yaml only when the whole pipeline still parses (nothing half-written, errors name the field)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.domain.errors import ConfigError
+from runtime.workspace.config import parse_config
+from runtime.workspace.workspace import Workspace
+
+
+def step_params(ws: Workspace, step: str) -> list[dict[str, Any]]:
+    """[{name, type, help, choices, minimum, maximum, nullable, default, value, set}] in the step's order; `set`
+    says whether cdl.yaml gives the value (else it is the default)."""
+    from runtime.steps import get_step
+
+    cfg = ws.config()
+    if step not in cfg.steps:
+        raise ConfigError(f"step {step!r} is not in this pipeline")
+    spec = get_step(step).spec
+    given = dict(cfg.steps.get(step) or {})
+    values = cfg.params(step)
+    return [{"name": p.name, "type": p.type, "help": p.help, "choices": list(p.choices) if p.choices else None,
+             "minimum": p.minimum, "maximum": p.maximum, "nullable": p.nullable or p.default is None,
+             "default": p.default, "value": values.get(p.name), "set": p.name in given} for p in spec.params]
+
+
+def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Write the values that differ from what cdl.yaml gives now. Every value is checked against the step's
+    schema and the whole file parsed again before it is replaced (atomically): a bad value changes nothing.
+    Returns {"step", "changed": {name: [before, after]}}."""
+    from runtime.steps import get_step
+
+    cfg = ws.config()
+    if step not in cfg.steps:
+        raise ConfigError(f"step {step!r} is not in this pipeline")
+    spec = get_step(step).spec
+    where = f"{step}"
+    known = {p.name for p in spec.params}
+    for name in values:
+        if name not in known:
+            raise ConfigError(f"{where}: unknown parameter {name!r} (known: {', '.join(sorted(known))})")
+    before = cfg.params(step)
+    checked = {name: spec.param(name).check(v, f"{where}.{name}") for name, v in values.items()}
+    changed = {name: [before.get(name), v] for name, v in checked.items() if before.get(name) != v}
+    if not changed:
+        return {"step": step, "changed": {}}
+    for name, (_old, new) in changed.items():
+        cfg.set_param(step, name, new)
+    get_step(step).check_params(cfg.params(step))
+    text = cfg.to_yaml()
+    parse_config(text, str(cfg.path))  # the whole pipeline, as `cdl run` will read it
+    cfg.save()
+    return {"step": step, "changed": changed}
