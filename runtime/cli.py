@@ -204,6 +204,48 @@ def gc(obj: dict[str, Any], dry_run: bool, as_json: bool) -> None:
     click.echo(summary_line(result))
 
 
+@cli.command("backup")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--with-data", is_flag=True, help="also DVC's cache and data/dataset (default: they are on the DVC "
+              "remote, `cdl data push`)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def backup_cmd(obj: dict[str, Any], out: Path, with_data: bool, as_json: bool) -> None:
+    """Write the workspace (registry, artifacts, scoring data, git, cdl.yaml, keys) into one tar.gz."""
+    from runtime.backup import backup
+    from runtime.gc import human
+
+    ws = _ws(obj)
+    result = backup(ws, out, with_data=with_data, log=None if as_json else click.echo)
+    if as_json:
+        _dump(result)
+        return
+    click.echo(f"wrote {result['archive']}: {result['files']} files, {human(result['bytes'])} "
+               f"({human(result['archive_bytes'])} compressed)")
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
+    if not with_data:
+        click.echo("the data is not in it: `cdl data push` keeps every dataset version on the DVC remote")
+
+
+@cli.command("restore")
+@click.argument("archive", type=click.Path(path_type=Path))
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def restore_cmd(archive: Path, dest: Path, as_json: bool) -> None:
+    """Unpack a `cdl backup` ARCHIVE into the new folder DEST (every file checked before DEST appears)."""
+    from runtime.backup import restore
+
+    result = restore(archive, dest, log=None if as_json else click.echo)
+    if as_json:
+        _dump(result)
+        return
+    click.echo(f"restored {result['workspace']} ({result['files']} files, backed up {result['created']}): "
+               f"{result['dataset_versions']} dataset version(s), {result['model_versions']} model version(s)")
+    if result["next"]:
+        click.echo(f"next: {result['next']}")
+
+
 # -- data ---------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,133 @@
+"""`cdl backup` / `cdl restore`: a workspace survives the loss of its disk. The archive holds the registry,
+artifacts, scoring data, git history and keys; the data comes back from the DVC remote; a damaged archive
+restores nothing."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from runtime.backup import backup, restore
+from runtime.datasets import checkout, pull, push, remote_add
+from runtime.domain.errors import CdlError
+from runtime.jobs import Runner
+from runtime.workspace import Workspace
+
+
+def _git_head(root) -> str:  # noqa: ANN001
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+
+
+def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_bbc, tmp_path):
+    ws = small_bbc
+    assert Runner(ws).run(until="model.evaluate", overrides={"model.tune": {"n_trials": 1}}).ok
+    from runtime.devices import scoring_store
+
+    scoring_store(ws)  # the scoring database exists (empty)
+    remote_add(ws, "backup", str(tmp_path / "remote"))
+    push(ws)
+    mv = ws.store.model_version("ws", 1)
+    rows = len(ws.dataset().rows)
+
+    out = backup(ws, tmp_path / "ws.tar.gz")
+    assert out["notes"] == [] and out["files"] > 10 and out["registry"] == "sqlite"
+    with tarfile.open(out["archive"]) as tar:
+        names = set(tar.getnames())
+    assert ".cdl/registry.db" in names and ".cdl/scoring.duckdb" in names and "cdl.yaml" in names
+    assert f".cdl/artifacts/{mv.artifacts['checkpoint'][:2]}/{mv.artifacts['checkpoint']}" in names
+    assert not any(n.startswith((".dvc/cache/", "data/dataset/", ".cdl/artifacts/transforms/")) for n in names)
+
+    # the disk is gone: restore elsewhere
+    dest = tmp_path / "restored"
+    got = restore(out["archive"], dest)
+    assert got["model_versions"] == 1 and got["dataset_versions"] == 1
+    assert "cdl data pull" in got["next"] and "backup" in got["next"] and "checkout v1" in got["next"]
+    r = Workspace(dest)
+    try:
+        back = r.store.model_version("ws", 1)
+        assert back.artifacts == mv.artifacts and back.metrics == mv.metrics and back.aliases == mv.aliases
+        assert r.artifacts.exists(mv.artifacts["checkpoint"])
+        assert (dest / "cdl.yaml").read_text() == (ws.root / "cdl.yaml").read_text()
+        assert _git_head(dest) == _git_head(ws.root)
+        assert not (dest / "data" / "dataset").exists()
+        # the data from the DVC remote, then the model pipeline goes on (its cached tensors are fitted again)
+        pull(r)
+        assert checkout(r, "v1")["items"] == rows
+        res = Runner(r).run(steps=["model.evaluate"])
+        assert res.ok, res.steps[0].error
+        assert r.store.model_version("ws", 1).metrics["test_accuracy"] == mv.metrics["test_accuracy"]
+    finally:
+        r.close()
+
+
+def test_a_damaged_or_tampered_archive_restores_nothing(small_bbc, tmp_path):
+    ws = small_bbc
+    out = backup(ws, tmp_path / "ws.tar.gz")
+    assert any("no DVC remote" in n for n in out["notes"])  # its data is nowhere else: it says so
+    data = (tmp_path / "ws.tar.gz").read_bytes()
+    # a truncated download
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CdlError, match="cannot be read"):
+        restore(tmp_path / "cut.tar.gz", tmp_path / "a")
+    # a member changed after the backup (the manifest still has its old sha256)
+    with tarfile.open(tmp_path / "ws.tar.gz") as src, tarfile.open(tmp_path / "bad.tar.gz", "w:gz") as dst:
+        for m in src.getmembers():
+            f = src.extractfile(m) if m.isfile() else None
+            if m.name == "cdl.yaml":
+                body = f.read() + b"\n# edited\n"
+                m.size = len(body)
+                dst.addfile(m, io.BytesIO(body))
+            else:
+                dst.addfile(m, f)
+    with pytest.raises(CdlError, match="cdl.yaml does not match its sha256"):
+        restore(tmp_path / "bad.tar.gz", tmp_path / "b")
+    # a member that escapes the folder
+    with tarfile.open(tmp_path / "evil.tar.gz", "w:gz") as dst:
+        manifest = json.dumps({"format": 1, "files": {"../escaped": {"sha256": "0" * 64, "bytes": 1}}}).encode()
+        for name, body in (("cdl-backup.json", manifest), ("../escaped", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            dst.addfile(info, io.BytesIO(body))
+    with pytest.raises(CdlError, match="cannot be read"):
+        restore(tmp_path / "evil.tar.gz", tmp_path / "c")
+    assert not (tmp_path / "escaped").exists()
+    for name in ("a", "b", "c"):
+        assert not (tmp_path / name).exists()
+    assert not [p for p in tmp_path.iterdir() if "restoring" in p.name]  # no half-restored folder left
+    # into a folder that has files: refused
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    with pytest.raises(CdlError, match="exists and is not empty"):
+        restore(tmp_path / "ws.tar.gz", tmp_path / "full")
+    # beside a running pipeline: refused, naming it
+    with open(ws.root / ".cdl" / "run.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.write("pid 4242, cdl run")
+        fh.flush()
+        with pytest.raises(CdlError, match="pid 4242"):
+            backup(ws, tmp_path / "again.tar.gz")
+    assert not (tmp_path / "again.tar.gz").exists()
+
+
+def test_backup_with_data_restores_a_workspace_that_runs_at_once(small_bbc, tmp_path):
+    ws = small_bbc
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "backup",
+                           str(tmp_path / "all.tar.gz"), "--with-data"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "no DVC remote" not in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "restore", str(tmp_path / "all.tar.gz"),
+                           str(tmp_path / "r"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["next"] is None
+    r = Workspace(tmp_path / "r")
+    try:
+        assert len(r.dataset().rows) == len(ws.dataset().rows)
+        assert Runner(r).run(steps=["model.preprocess"]).ok
+    finally:
+        r.close()
