@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--listen", default="0.0.0.0:8001", help="HOST:PORT (default 0.0.0.0:8001)")
     serve.add_argument("--workers", type=int, default=None,
                        help="agent processes sharing the port, one core each (default: agent.json's workers, 1)")
+    serve.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics (default: agent.json's "
+                       "metrics_listen; off)")
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
@@ -23,9 +26,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_listen(args.listen)
+        if args.metrics:
+            try:
+                check_listen(args.metrics)
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("--listen", "--metrics")) from None
         if args.workers is not None and not 1 <= args.workers <= 64:
             raise ConfigError(f"--workers must be from 1 to 64, got {args.workers}")
-        run(args.data_dir, args.listen, args.workers, args.worker_index)
+        run(args.data_dir, args.listen, args.workers, args.worker_index, args.metrics)
     except (ConfigError, OSError) as exc:
         print(f"cdl-edge: error: {exc}", file=sys.stderr)
         return 2

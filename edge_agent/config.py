@@ -14,8 +14,10 @@
      "workers": 1,                          agent processes sharing the port (one core each; edge_agent.workers)
      "keep_bundles": 3,                     bundles kept on the device, the active and the previous one included:
                                             older ones are deleted after an activation or a push
-     "min_free_bytes": 67108864}            disk space a push must leave free (the journal needs room): a push
+     "min_free_bytes": 67108864,            disk space a push must leave free (the journal needs room): a push
                                             that would not is refused before any byte is written
+     "metrics_listen": null}                HOST:PORT of Prometheus metrics (GET /metrics, plain HTTP; off when
+                                            null; edge_agent.metrics)
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class AgentConfig:
     workers: int = DEFAULTS["workers"]
     keep_bundles: int = DEFAULTS["keep_bundles"]
     min_free_bytes: int = DEFAULTS["min_free_bytes"]
+    metrics_listen: str | None = DEFAULTS["metrics_listen"]
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -104,6 +107,13 @@ class AgentConfig:
                               f"previous one, for a rollback), got {cfg.keep_bundles!r}")
         if not isinstance(cfg.min_free_bytes, int) or isinstance(cfg.min_free_bytes, bool) or cfg.min_free_bytes < 0:
             raise ConfigError(f"{path}: min_free_bytes must be a whole number of bytes, got {cfg.min_free_bytes!r}")
+        if cfg.metrics_listen is not None:
+            if not isinstance(cfg.metrics_listen, str):
+                raise ConfigError(f"{path}: metrics_listen must be HOST:PORT or null, got {cfg.metrics_listen!r}")
+            try:
+                check_listen(cfg.metrics_listen)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: metrics_listen: {str(exc).split(': ', 1)[-1]}") from None
         for f in (cfg.tls_cert, cfg.tls_key):
             if not f.exists():
                 raise ConfigError(f"{f} is missing: the agent only serves over TLS")

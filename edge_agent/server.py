@@ -240,6 +240,7 @@ class Inference:
         return m
 
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
+        t0 = time.perf_counter()
         agent = self.agent
         if agent.config.inference_auth == "token":
             await agent.require_token(context)
@@ -260,7 +261,9 @@ class Inference:
         except Exception as exc:  # noqa: BLE001
             agent.counters.add(errors=1)
             await context.abort(grpc.StatusCode.INTERNAL, f"inference failed: {type(exc).__name__}: {exc}")
-        return self._response(m, request, pred)
+        resp = self._response(m, request, pred)
+        agent.counters.observe(time.perf_counter() - t0)
+        return resp
 
     def _inputs(self, m: LoadedModel, request) -> tuple[Any, list[bytes]]:  # noqa: ANN001
         if len(request.inputs) != 1:
@@ -532,7 +535,7 @@ async def start(config: AgentConfig, listen: str, workers: int = 1, index: int =
 
 
 async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0,
-                claim=None) -> None:  # noqa: ANN001
+                claim=None, metrics: str | None = None) -> None:  # noqa: ANN001
     import signal
 
     workers = workers or config.workers
@@ -552,12 +555,27 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             await pool.stop()
             await server.stop(0)
             raise
+    metrics_server = None
+    metrics_at = ""
+    metrics = metrics or config.metrics_listen
+    if index == 0 and metrics:
+        from edge_agent.metrics import serve_metrics
+
+        try:
+            metrics_server, mport = await serve_metrics(agent, metrics, __version__, certificate_expiry(config))
+        except OSError as exc:
+            if pool is not None:
+                await pool.stop()
+            await server.stop(0)
+            raise OSError(f"cannot serve metrics on {metrics}: {exc}") from None
+        metrics_at = f"; metrics on http://{metrics.rpartition(':')[0]}:{mport}/metrics"
     if index == 0:
         check_certificate(config)
         m = agent.model
         active = f"{m.name}:{m.version}:{m.variant}" if m else "none"
         procs = f", {workers} workers" if workers > 1 else ""
-        print(f"cdl-edge {config.device} listening on {host}:{port} (TLS{procs}); active model: {active}", flush=True)
+        print(f"cdl-edge {config.device} listening on {host}:{port} (TLS{procs}); active model: {active}{metrics_at}",
+              flush=True)
     else:
         print(f"ready {index}", flush=True)
     stop = asyncio.Event()
@@ -565,11 +583,23 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if metrics_server is not None:
+        metrics_server.close()
     if pool is not None:
         await pool.stop()
     await server.stop(2)
     agent.journal.close()
     agent.counters.close()
+
+
+def certificate_expiry(config: AgentConfig) -> float | None:
+    """When the agent's TLS certificate expires, as Unix time (None if it cannot be read)."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate(config.tls_cert.read_bytes()).not_valid_after_utc.timestamp()
+    except (OSError, ValueError):
+        return None
 
 
 def check_certificate(config: AgentConfig) -> float | None:
@@ -596,7 +626,7 @@ def check_certificate(config: AgentConfig) -> float | None:
     return left
 
 
-def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0) -> None:
+def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0, metrics: str | None = None) -> None:
     if index:
         from edge_agent.workers import die_with_parent
 
@@ -606,7 +636,7 @@ def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0)
     config = AgentConfig.load(Path(data_dir))
     claim = None if index else claim_folder(config.data_dir)
     try:
-        asyncio.run(serve(config, listen, workers, index, claim))
+        asyncio.run(serve(config, listen, workers, index, claim, metrics))
     finally:
         if claim is not None:
             claim.close()

@@ -21,6 +21,7 @@ started again.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import ctypes
 import logging
 import mmap
@@ -33,7 +34,10 @@ from pathlib import Path
 
 log = logging.getLogger("cdl-edge")
 _HEAD = struct.Struct("<d")  # when worker 0 started (Unix time): the agent's uptime, whichever worker answers
-_SLOT = struct.Struct("<qqqq")  # requests, errors, batches, batched items
+# ModelInfer durations, in the buckets of a Prometheus histogram (upper bounds, seconds; the last is +Inf)
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, float("inf"))
+_N = 4 + len(LATENCY_BUCKETS) + 1
+_SLOT = struct.Struct("<" + "q" * _N)  # requests, errors, batches, batched items, bucket counts, sum (µs)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -67,7 +71,7 @@ class Counters:
         self._fh = open(self.path, "r+b")  # noqa: SIM115 - open for the process's life
         self._mm = mmap.mmap(self._fh.fileno(), size)
         # a worker started again after it died goes on from its slot's counts
-        self._mine = [0, 0, 0, 0] if create else list(self.slot(index))
+        self._mine = [0] * _N if create else list(self.slot(index))
 
     @property
     def started(self) -> float:
@@ -82,13 +86,31 @@ class Counters:
         c[3] += items
         _SLOT.pack_into(self._mm, _HEAD.size + _SLOT.size * self.index, *c)
 
+    def observe(self, seconds: float) -> None:
+        """One ModelInfer answered after `seconds` (the /metrics histogram)."""
+        c = self._mine
+        c[4 + bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        c[-1] += int(seconds * 1e6)
+        _SLOT.pack_into(self._mm, _HEAD.size + _SLOT.size * self.index, *c)
+
+    def latency(self) -> tuple[list[int], float]:
+        """Every worker's ModelInfer durations: (count per bucket, not cumulative; their sum in seconds)."""
+        counts = [0] * len(LATENCY_BUCKETS)
+        total = 0
+        for i in range(self.workers):
+            slot = self.slot(i)
+            for k in range(len(LATENCY_BUCKETS)):
+                counts[k] += slot[4 + k]
+            total += slot[-1]
+        return counts, total / 1e6
+
     def slot(self, index: int) -> tuple[int, int, int, int]:
         return _SLOT.unpack_from(self._mm, _HEAD.size + _SLOT.size * index)
 
     def total(self) -> dict[str, int]:
         out = [0, 0, 0, 0]
         for i in range(self.workers):
-            for k, v in enumerate(self.slot(i)):
+            for k, v in enumerate(self.slot(i)[:4]):
                 out[k] += v
         return dict(zip(("requests", "errors", "batches", "batched_items"), out, strict=True))
 

@@ -196,6 +196,73 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
         assert c.health()["active"]["bundle_id"] == first["bundle_id"]
 
 
+def test_prometheus_metrics_sum_every_worker(packaged, tmp_path):
+    """GET /metrics (agent.json's metrics_listen) as Triton serves it: parsed with the Prometheus client's own
+    parser; the counters and the latency histogram are the whole agent's, whichever worker answered."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge_agent.config import AgentConfig, ConfigError
+    from runtime.devices import enroll
+    from tests.conftest import AgentProcess
+
+    ws = packaged
+    out = tmp_path / "dev"
+    enroll(ws, "dev1", "127.0.0.1:0", out)
+    doc = json.loads((out / "agent.json").read_text())
+    assert doc["metrics_listen"] is None  # off unless asked for
+    for bad in ("8002", "localhost", 8002):
+        (out / "agent.json").write_text(json.dumps({**doc, "metrics_listen": bad}))
+        with pytest.raises(ConfigError, match="metrics_listen"):
+            AgentConfig.load(out)
+    (out / "agent.json").write_text(json.dumps({**doc, "metrics_listen": "127.0.0.1:0"}))
+    agent = AgentProcess(out, workers=2)
+    agent.start()
+    try:
+        ws.store.update_device("dev1", address=agent.address)
+        deploy(ws, "ws:1", "fp32", "dev1")
+        replies = _infer_on_connections(agent, ws, _texts(ws, 16), connections=12, rounds=6)
+        assert len(replies) == 72
+        url = agent.metrics_url
+
+        def scrape() -> dict:
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            return {f.name: f for f in text_string_to_metric_families(text)}
+
+        m = scrape()
+        assert m["cdl_edge_requests"].samples[0].value == 72  # the parser drops a counter's _total
+        assert m["cdl_edge_request_errors"].samples[0].value == 0
+        info = m["cdl_edge_model_info"].samples[0].labels
+        assert (info["name"], info["version"], info["variant"]) == ("ws", "1", "fp32")
+        assert m["cdl_edge_info"].samples[0].labels["workers"] == "2"
+        hist = {s.name + s.labels.get("le", ""): s.value for s in m["cdl_edge_request_duration_seconds"].samples}
+        buckets = [v for k, v in hist.items() if "_bucket" in k]
+        assert buckets == sorted(buckets) and hist["cdl_edge_request_duration_seconds_bucket+Inf"] == 72
+        assert hist["cdl_edge_request_duration_seconds_count"] == 72 and hist["cdl_edge_request_duration_seconds_sum"] > 0
+        assert m["cdl_edge_batch_items"].samples[0].value == 72
+        assert m["cdl_edge_journal_last_seq"].samples[0].value == 72
+        assert m["cdl_edge_journal_unacked_records"].samples[0].value == 72
+        assert m["cdl_edge_free_disk_bytes"].samples[0].value > 0
+        assert m["cdl_edge_certificate_expiry_timestamp_seconds"].samples[0].value > time.time() + 800 * 86400
+        collect(ws)
+        m = scrape()
+        assert m["cdl_edge_journal_acked_seq"].samples[0].value == 72
+        assert m["cdl_edge_journal_unacked_records"].samples[0].value == 0
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url.replace("/metrics", "/"), timeout=10)
+        assert err.value.code == 404
+    finally:
+        agent.stop()
+    bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(out), "--listen",
+                          "127.0.0.1:0", "--metrics", "nowhere"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--metrics 'nowhere'" in bad.stderr
+
+
 def test_workers_with_no_model_load_onnxruntime_at_start(packaged, agent_factory):
     """A worker that follows another's activation loads the model on a request: onnxruntime and the stemmer
     must be imported already (about a second), or that request, and every other on the worker, waits."""
