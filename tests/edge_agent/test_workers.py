@@ -286,9 +286,12 @@ def test_workers_setting_is_checked(tmp_path, packaged):
            "--address", "127.0.0.1:0", "--out", str(out), "--json"]
     bad = subprocess.run([*cdl, "--workers", "0"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--workers" in bad.stderr and not out.exists()
-    subprocess.run([*cdl, "--workers", "2"], check=True, capture_output=True)
+    bad = subprocess.run([*cdl, "--metrics", "9100"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--metrics '9100'" in bad.stderr and not out.exists()
+    subprocess.run([*cdl, "--workers", "2", "--metrics", "127.0.0.1:9100"], check=True, capture_output=True)
     cfg = AgentConfig.load(out)
     assert (cfg.workers, cfg.max_batch, cfg.max_queue_delay_ms) == (2, 64, 2.0)
+    assert cfg.metrics_listen == "127.0.0.1:9100"
     assert (cfg.keep_bundles, cfg.min_free_bytes) == (3, 64 << 20)
     doc = (out / "agent.json").read_text()
 

@@ -41,6 +41,10 @@ class EnrollDialog(QDialog):
         self.workers = QSpinBox()
         self.workers.setRange(1, 64)
         self.workers.setToolTip("agent processes sharing the port, one core each (agent.json `workers`)")
+        self.metrics = QLineEdit()
+        self.metrics.setPlaceholderText("off")
+        self.metrics.setToolTip("HOST:PORT where the agent serves Prometheus metrics, GET /metrics (plain HTTP: "
+                                "127.0.0.1 or a management network); empty: off")
         self.replace = QCheckBox("Enroll again if this name is taken")
         self.replace.setToolTip("a new token and certificate, written into the device's folder (bundles and the "
                                 "journal stay); the agent running from a copy of the old folder stops accepting "
@@ -49,6 +53,7 @@ class EnrollDialog(QDialog):
         form.addRow("Address (HOST:PORT)", self.address)
         form.addRow("Inference", self.auth)
         form.addRow("Workers", self.workers)
+        form.addRow("Metrics (HOST:PORT)", self.metrics)
         form.addRow("", self.replace)
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -67,6 +72,7 @@ class EnrollDialog(QDialog):
         self.address.setText(address)
         self.auth.setCurrentText(settings.get("inference_auth", "open"))
         self.workers.setValue(int(settings.get("workers", 1)))
+        self.metrics.setText(settings.get("metrics_listen") or "")
         self.replace.setChecked(True)
         self.note.setText(f"{text.strip()} is enrolled: its address and settings are filled in; enrolling it again "
                           "gives it a new token and certificate and keeps its other settings")
@@ -195,7 +201,8 @@ class DevicesPanel(Panel):
                      f"{device_folder(self.ctx.workspace, taken[0])}): tick "
                      "'Enroll again if this name is taken' to give it a new token and certificate", "warning")
             return
-        self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked()), self.ctx.workspace,
+        self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked(),
+                          metrics_listen=dlg.metrics.text().strip()), self.ctx.workspace,
                   name, dlg.address.text().strip(), None, dlg.auth.currentText(), done=done)
 
     def _health(self) -> None:
