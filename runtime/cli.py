@@ -541,6 +541,33 @@ def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
     _dump(doc) if as_json else click.echo(", ".join(f"{k} {v}" for k, v in doc.items()))
 
 
+@labels.command("agreement")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def labels_agreement(obj: dict[str, Any], as_json: bool) -> None:
+    """Per labeler (people and imported sources): items labeled and skipped, agreement with the others where they
+    labeled the same items; per pair: shared items, agreement and Cohen's kappa."""
+    from runtime.labeling import agreement
+
+    doc = agreement(_ws(obj).store)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"{'labeler':<32} {'source':<7} {'labeled':>8} {'skipped':>8} {'shared':>8} {'agreement':>10}")
+    for r in doc["labelers"]:
+        ag = "-" if r["agreement"] is None else f"{r['agreement']:.1%}"
+        click.echo(f"{r['labeler'][:32]:<32} {r['source']:<7} {r['labeled']:>8} {r['skipped']:>8} {r['shared']:>8} "
+                   f"{ag:>10}")
+    if doc["pairs"]:
+        click.echo("")
+        for p in doc["pairs"]:
+            kappa = "undefined" if p["kappa"] is None else f"{p['kappa']:.3f}"
+            click.echo(f"{p['a']} / {p['b']}: {p['items']} shared item(s), {p['agreement']:.1%} agree, kappa {kappa}")
+        click.echo(f"{doc['items_with_several']} item(s) with several labelers, {doc['unanimous']:.1%} unanimous")
+    else:
+        click.echo("no item has labels from two labelers yet")
+
+
 # -- models -------------------------------------------------------------------------------------------------
 
 

@@ -353,6 +353,71 @@ class LabelQueue:
                 "unlabeled": len(ids) - labeled - conflicts}
 
 
+# -- agreement between labelers -----------------------------------------------------------------------------
+
+
+def agreement(store) -> dict[str, Any]:  # noqa: ANN001
+    """Who labeled what, and how often labelers agree where they labeled the same item (as Label Studio's
+    annotator agreement). A labeler is a person (manual labels) or an imported source (its folder names or its
+    Label Studio annotators); each one's latest label of an item counts, a skip is no label, model predictions
+    are not labelers. Per pair of labelers: the items both labeled, the share with the same label, and Cohen's
+    kappa (agreement beyond what their label frequencies give by chance; None where it is undefined)."""
+    latest: dict[tuple[str, str], tuple[int, str | None]] = {}
+    kinds: dict[str, str] = {}
+    for r in store.labels():
+        if r.source == "model":
+            continue
+        key = (r.labeler, r.item_id)
+        if key not in latest or r.id > latest[key][0]:
+            latest[key] = (r.id, r.label if r.action == "label" else None)
+        kinds[r.labeler] = r.source
+    by_item: dict[str, dict[str, str]] = {}
+    skipped: Counter[str] = Counter()
+    for (who, item), (_, label) in latest.items():
+        if label is None:
+            skipped[who] += 1
+        else:
+            by_item.setdefault(item, {})[who] = label
+    labeled: Counter[str] = Counter(who for labels in by_item.values() for who in labels)
+    pairs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    several = unanimous = 0
+    for labels in by_item.values():
+        if len(labels) < 2:
+            continue
+        several += 1
+        unanimous += len(set(labels.values())) == 1
+        for a, b in itertools.combinations(sorted(labels), 2):
+            pairs.setdefault((a, b), []).append((labels[a], labels[b]))
+    agree: Counter[str] = Counter()
+    shared: Counter[str] = Counter()
+    rows = []
+    for (a, b), got in sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        same = sum(x == y for x, y in got)
+        for who in (a, b):
+            agree[who] += same
+            shared[who] += len(got)
+        rows.append({"a": a, "b": b, "items": len(got), "agreement": round(same / len(got), 4),
+                     "kappa": _kappa(got)})
+    labelers = [{"labeler": who, "source": kinds.get(who, "manual"), "labeled": labeled[who],
+                 "skipped": skipped[who], "shared": shared[who],
+                 "agreement": round(agree[who] / shared[who], 4) if shared[who] else None}
+                for who in sorted(set(labeled) | set(skipped), key=lambda w: (kinds.get(w) != "manual", w))]
+    return {"labelers": labelers, "pairs": rows, "items_with_several": several,
+            "unanimous": round(unanimous / several, 4) if several else None}
+
+
+def _kappa(pairs: list[tuple[str, str]]) -> float | None:
+    n = len(pairs)
+    cats = sorted({c for p in pairs for c in p})
+    fa = Counter(a for a, _ in pairs)
+    fb = Counter(b for _, b in pairs)
+    observed = sum(a == b for a, b in pairs) / n
+    expected = sum(fa[c] * fb[c] for c in cats) / (n * n)
+    if expected >= 1.0:
+        return None  # one label only, on both sides: agreement by chance is certain, kappa is undefined
+    return round((observed - expected) / (1 - expected), 4)
+
+
 # -- Label Studio import / export ---------------------------------------------------------------------------
 
 

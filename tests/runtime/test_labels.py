@@ -267,3 +267,54 @@ def test_a_corrected_label_studio_file_imported_again_goes_into_the_next_version
     # the corrected annotation now disagrees with the article's folder: a conflict in the new version, where
     # the first import agreed with it
     assert row.conflict and row.label is None, row
+
+
+def test_agreement_between_labelers_and_with_the_imported_labels(small_bbc):
+    """Two people label overlapping items, each disagreeing once; the folder names are a labeler too. Counts,
+    shares and Cohen's kappa (checked against scikit-learn's) per labeler and per pair."""
+    import subprocess
+    import sys
+
+    from sklearn.metrics import cohen_kappa_score
+
+    from runtime.labeling import agreement
+
+    ws = small_bbc
+    rows = list({r.id: r for r in ws.dataset().rows if r.label}.values())[:10]
+    truth = [r.label for r in rows]
+    other = {"business": "tech", "tech": "sport", "sport": "politics", "politics": "business",
+             "entertainment": "business"}
+    anna, ben = LabelQueue(ws, "anna"), LabelQueue(ws, "ben")
+    given = {"anna": {}, "ben": {}}
+    for i in range(6):  # anna: items 0-5, wrong on 2
+        label = other[truth[i]] if i == 2 else truth[i]
+        anna.set_label(rows[i].uid, label)
+        given["anna"][i] = label
+    anna.set_label(rows[1].uid, other[truth[1]])  # a slip ...
+    anna.undo()  # ... undone: her label of item 1 is the first one again
+    for i in range(3, 9):  # ben: items 3-8, wrong on 4
+        label = other[truth[i]] if i == 4 else truth[i]
+        ben.set_label(rows[i].uid, label)
+        given["ben"][i] = label
+    ben.skip(rows[9].uid)
+    doc = agreement(ws.store)
+    by = {r["labeler"]: r for r in doc["labelers"]}
+    src = next(n for n in by if n.startswith("import:"))
+    assert [r["labeler"] for r in doc["labelers"]][:2] == ["anna", "ben"]  # people first
+    assert (by["anna"]["labeled"], by["anna"]["skipped"], by["ben"]["labeled"], by["ben"]["skipped"]) == (6, 0, 6, 1)
+    pairs = {(p["a"], p["b"]): p for p in doc["pairs"]}
+    ab = pairs[("anna", "ben")]
+    assert ab["items"] == 3 and ab["agreement"] == round(2 / 3, 4)  # items 3, 4, 5: ben is wrong on 4
+    for who in ("anna", "ben"):
+        p = pairs[(who, src)]
+        mine = sorted(given[who].items())
+        assert p["items"] == 6 and p["agreement"] == round(5 / 6, 4)
+        want = cohen_kappa_score([lab for _, lab in mine], [truth[i] for i, _ in mine])
+        assert p["kappa"] == pytest.approx(want, abs=1e-4)
+    # anna: 5 of 6 with the folders, 2 of 3 with ben
+    assert by["anna"]["shared"] == 9 and by["anna"]["agreement"] == round(7 / 9, 4)
+    assert doc["items_with_several"] == 9 and doc["unanimous"] == round(7 / 9, 4)  # all but items 2 and 4
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "agreement"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "anna / ben: 3 shared item(s), 66.7% agree" in out.stdout

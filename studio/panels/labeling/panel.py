@@ -14,6 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -22,6 +24,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QTextBrowser,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -51,10 +54,15 @@ class LabelingPanel(Panel):
         self.labeler.setMaximumWidth(140)
         top.addWidget(self.labeler)
         top.addStretch(1)
+        self.agreement_btn = QPushButton("Agreement…")
+        self.agreement_btn.setToolTip("who labeled what, and how often labelers (people and imported sources) agree "
+                                      "on the items they both labeled (`cdl labels agreement`)")
+        self.agreement_btn.clicked.connect(self._agreement)
         imp = QPushButton("Import Label Studio…")
         exp = QPushButton("Export Label Studio…")
         imp.clicked.connect(self._import_ls)
         exp.clicked.connect(self._export_ls)
+        top.addWidget(self.agreement_btn)
         top.addWidget(imp)
         top.addWidget(exp)
         w = QWidget()
@@ -222,6 +230,15 @@ class LabelingPanel(Panel):
         run_task(self._queue().undo, on_done=lambda r: (self.refresh(), self.say("" if r else "nothing to undo")),
                  on_error=lambda m: self.say(m, "error"))
 
+    def _agreement(self) -> None:
+        from runtime.labeling import agreement
+
+        self.work(agreement, self.ctx.workspace.store, done=self._show_agreement)
+
+    def _show_agreement(self, doc: dict[str, Any]) -> None:
+        self.agreement_dialog = AgreementDialog(doc, self)
+        self.agreement_dialog.open()
+
     def _import_ls(self) -> None:
         from runtime.labeling import import_label_studio
 
@@ -239,3 +256,41 @@ class LabelingPanel(Panel):
         if path:
             self.work(export_label_studio, self.ctx.workspace, Path(path),
                       done=lambda r: self.say(f"wrote {r['tasks']} task(s) to {path}", "ok"))
+
+
+class AgreementDialog(QDialog):
+    """`cdl labels agreement` as two tables: the labelers, then every pair that labeled the same items."""
+
+    def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
+        from studio.widgets.common import Table
+
+        super().__init__(parent)
+        self.setWindowTitle("Agreement between labelers")
+        lay = QVBoxLayout(self)
+        self.labelers = Table(["labeler", "source", "labeled", "skipped", "shared", "agreement"])
+        self.labelers.fill([(r["labeler"], r["source"], r["labeled"], r["skipped"], r["shared"],
+                             "-" if r["agreement"] is None else f"{r['agreement']:.1%}") for r in doc["labelers"]])
+        self.pairs = Table(["labeler", "labeler", "shared items", "agreement", "Cohen's kappa"])
+        self.pairs.fill([(p["a"], p["b"], p["items"], f"{p['agreement']:.1%}",
+                          "undefined" if p["kappa"] is None else f"{p['kappa']:.3f}") for p in doc["pairs"]])
+        several = doc["items_with_several"]
+        self.summary = QLabel(f"{several} item(s) labeled by several labelers, {doc['unanimous']:.1%} of them "
+                              "unanimously" if several else "No item has labels from two labelers yet.")
+        self.summary.setWordWrap(True)
+        note = QLabel("A labeler is a person or an imported source (folder names, Label Studio annotators); each "
+                      "one's latest label of an item counts, a skip is none. Kappa corrects the agreement for "
+                      "what the labelers' label frequencies would give by chance.")
+        note.setWordWrap(True)
+        note.setStyleSheet("QLabel { color: #4b5563; }")
+        lay.addWidget(QLabel("<b>Labelers</b>"))
+        lay.addWidget(self.labelers, 1)
+        lay.addWidget(QLabel("<b>Pairs</b> (items both labeled)"))
+        lay.addWidget(self.pairs, 1)
+        lay.addWidget(self.summary)
+        lay.addWidget(note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        for t in (self.labelers, self.pairs):
+            t.resizeColumnsToContents()
+        self.resize(760, 520)
