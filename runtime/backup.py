@@ -82,9 +82,7 @@ def _scoring_copy(ws: Workspace, dest: Path) -> bool:
         return False
     from runtime.scoring import ScoringStore
 
-    store = ScoringStore.__new__(ScoringStore)  # no schema work: the file is copied as it is
-    store.path = path
-    with store.connect() as con:  # while it is open no other process writes the file
+    with ScoringStore(path, create=False).connect() as con:  # while it is open no other process writes the file
         con.execute("CHECKPOINT")
         shutil.copyfile(path, dest)
     return True

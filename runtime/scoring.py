@@ -49,8 +49,10 @@ COLUMNS = ("device", "seq", "time", "bundle_id", "model", "version", "variant", 
 class ScoringStore:
     busy_timeout = 60.0  # seconds to wait for another process's connection to the file to close
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, create: bool = True):
         self.path = Path(path)
+        if not create:  # an existing file, taken as it is (cdl backup copies it)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
             con.execute(SCHEMA)
