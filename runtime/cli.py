@@ -246,6 +246,33 @@ def restore_cmd(archive: Path, dest: Path, as_json: bool) -> None:
         click.echo(f"next: {result['next']}")
 
 
+@cli.command("runs")
+@click.argument("step")
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
+    """A step's runs, newest first: when, how long, how it ended, what it said, which parameters changed."""
+    from datetime import datetime
+
+    from runtime.jobs.runner import step_history
+
+    doc = step_history(_ws(obj), step, limit)
+    if as_json:
+        _dump(doc)
+        return
+    if not doc["runs"]:
+        click.echo(f"{step} has not run yet")
+        return
+    for r in doc["runs"]:
+        took = "" if r["seconds"] is None else f"{r['seconds']:.1f}s"
+        said = r["error"] if r["status"] == "failed" else r["message"]
+        when = datetime.fromisoformat(r["started"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(f"#{r['id']:<5} {when}  {r['status']:<8} {took:>8}  {said}")
+        if r["changed"]:
+            click.echo(f"       changed: {r['changed']}")
+
+
 # -- data ---------------------------------------------------------------------------------------------------
 
 

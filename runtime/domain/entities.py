@@ -94,6 +94,7 @@ class StepRun:
     error: str | None
     summary: dict[str, Any]
     params: dict[str, Any] | None = None  # the parameters it ran with (None: recorded before schema 0007)
+    message: str | None = None  # the one-line result it finished with (None: before schema 0008)
 
     @property
     def duration(self) -> float | None:

@@ -259,7 +259,7 @@ class Runner:
         dt = time.perf_counter() - t0
         status = result.status.value if result.status in (StepStatus.DONE, StepStatus.DRIFTED) else "done"
         summary = dict(result.summary)
-        store.finish_step_run(run_id, status, output_fp=result.output_fp, summary=summary)
+        store.finish_step_run(run_id, status, output_fp=result.output_fp, summary=summary, message=result.message)
         self._emit(Event(EventKind.FINISHED, step=step, job=self.job, message=result.message,
                          data={"summary": summary, "status": status, "duration": dt}))
         return StepOutcome(step, status, dt, summary=summary, message=result.message)
@@ -352,6 +352,31 @@ def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> str
 
 
 _UNSET = object()
+
+
+def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN001
+    """A step's runs, newest first, as an experiment tracker lists runs: when, how long, how it ended, what it
+    said, and which parameters it ran with that differ from the run before it."""
+    from runtime.steps import known_steps
+
+    if step not in known_steps():
+        raise CdlError(f"step {step!r} does not exist (steps: {', '.join(known_steps())})")
+    runs = ws.store.step_runs(step, limit + 1)  # one more: the oldest shown is compared with the one before it
+    out = []
+    for i, r in enumerate(runs[:limit]):
+        before = runs[i + 1] if i + 1 < len(runs) else None
+        if before is None:
+            changed = "first run" if len(runs) <= limit else ""
+        elif r.params is None or before.params is None:
+            changed = ""  # recorded before schema 0007
+        else:
+            changed = param_changes(before.params, r.params).removeprefix(": ")
+        out.append({"id": r.id, "status": r.status, "started": r.started.isoformat(),
+                    "finished": r.finished.isoformat() if r.finished else None,
+                    "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
+                    "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],
+                    "changed": changed, "params": r.params, "output": (r.output_fp or "")[:12]})
+    return {"step": step, "runs": out}
 
 
 def _undecided(summary: dict[str, Any] | None) -> str:

@@ -111,6 +111,7 @@ def _run(row: t.SqlStepRun) -> StepRun:
         error=row.error,
         summary=dict(row.summary or {}),
         params=row.params,
+        message=row.message,
     )
 
 
@@ -642,6 +643,7 @@ class Store(ModelRegistryMixin, DeployMixin):
         output_fp: str | None = None,
         error: str | None = None,
         summary: dict[str, Any] | None = None,
+        message: str | None = None,
     ) -> None:
         with self._lock, self.session() as s:
             row = s.get(t.SqlStepRun, run_id)
@@ -652,6 +654,7 @@ class Store(ModelRegistryMixin, DeployMixin):
             row.output_fp = output_fp
             row.error = error
             row.summary = _jsonable(summary or {})
+            row.message = message
             s.add(row)
             s.commit()
 
@@ -662,6 +665,12 @@ class Store(ModelRegistryMixin, DeployMixin):
         with self.session() as s:
             row = s.execute(q.order_by(t.SqlStepRun.id.desc()).limit(1)).scalar_one_or_none()
             return _run(row) if row else None
+
+    def step_runs(self, step: str, limit: int = 50) -> list[StepRun]:
+        """A step's runs, newest first."""
+        q = select(t.SqlStepRun).where(t.SqlStepRun.step == step).order_by(t.SqlStepRun.id.desc()).limit(limit)
+        with self.session() as s:
+            return [_run(r) for r in s.execute(q).scalars().all()]
 
     def last_step_runs(self) -> dict[str, StepRun]:
         """The newest run of every step, in one query."""

@@ -114,6 +114,7 @@ class SqlStepRun(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # what it ran with (schema 0007)
+    message: str | None = Field(default=None, sa_column=Column(Text))  # its one-line result (schema 0008)
 
 
 class SqlState(SQLModel, table=True):

@@ -134,6 +134,7 @@ class MainWindow(QMainWindow):
         self.header.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
         self.header.sig_cancel.connect(self.runtime.cancel)
         self.header.sig_params.connect(self.edit_params)
+        self.header.sig_runs.connect(self.show_runs)
         self.job_bar.sig_cancel.connect(self.runtime.cancel)
         self.runtime.sig_ready.connect(self._on_runtime_ready)
         self.runtime.sig_failed.connect(self._on_runtime_failed)
@@ -211,6 +212,18 @@ class MainWindow(QMainWindow):
 
         dlg.finished.connect(done)
         dlg.open()
+
+    def show_runs(self, step: str) -> None:
+        """The step's run history, read off the GUI thread, in a non-modal dialog."""
+        from runtime.jobs.runner import step_history
+        from studio.widgets.runs_dialog import RunsDialog
+
+        def shown(doc: dict[str, Any]) -> None:
+            self.runs_dialog = RunsDialog(doc, self)
+            self.runs_dialog.open()
+
+        run_task(step_history, self.ctx.workspace, step, 100, on_done=shown,
+                 on_error=lambda m: self.statusBar().showMessage(f"{step}: {m}"))
 
     def show_panel(self, pid: str) -> None:
         panel = self.panels[pid]

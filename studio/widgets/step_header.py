@@ -13,6 +13,7 @@ class StepHeader(QWidget):
     sig_run_until = Signal(str)
     sig_cancel = Signal()
     sig_params = Signal(str)
+    sig_runs = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -29,13 +30,17 @@ class StepHeader(QWidget):
         self.params_btn = QPushButton("Parameters…")
         self.params_btn.setToolTip("edit this step's parameters in cdl.yaml")
         self.params_btn.clicked.connect(lambda: self.step and self.sig_params.emit(self.step))
+        self.runs_btn = QPushButton("Runs…")
+        self.runs_btn.setToolTip("this step's runs, newest first: when, how long, what each said, which parameters "
+                                 "changed")
+        self.runs_btn.clicked.connect(lambda: self.step and self.sig_runs.emit(self.step))
         self.run_btn = QPushButton("Run this step")
         self.until_btn = QPushButton("Run up to here")
         self.cancel_btn = QPushButton("Cancel")
         self.run_btn.clicked.connect(lambda: self.step and self.sig_run_step.emit(self.step))
         self.until_btn.clicked.connect(lambda: self.step and self.sig_run_until.emit(self.step))
         self.cancel_btn.clicked.connect(self.sig_cancel.emit)
-        for b in (self.params_btn, self.run_btn, self.until_btn, self.cancel_btn):
+        for b in (self.params_btn, self.runs_btn, self.run_btn, self.until_btn, self.cancel_btn):
             top.addWidget(b)
         lay.addLayout(top)
         self.detail = QLabel()
@@ -49,6 +54,7 @@ class StepHeader(QWidget):
         if node is None:
             self.step = None
             self.params_btn.setEnabled(False)
+            self.runs_btn.setEnabled(False)
             self.run_btn.setEnabled(False)
             self.until_btn.setEnabled(False)
             self.badge.clear()
@@ -64,6 +70,7 @@ class StepHeader(QWidget):
         reason = f" — {node.reason}" if node.reason else ""
         self.detail.setText(f"Owner: {node.role}{reason}<br>{description}")
         self.params_btn.setEnabled(True)
+        self.runs_btn.setEnabled(True)
         self.run_btn.setEnabled(True)
         self.until_btn.setEnabled(True)
 

@@ -64,7 +64,7 @@ def test_schema_after_migrations_matches_the_models(db):
 
     url, schema = db
     s = Store(url, schema=schema)
-    assert s.migrated == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+    assert s.migrated == ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
     md = MetaData()
     for tbl in _own_tables():
         tbl.to_metadata(md)
@@ -75,7 +75,7 @@ def test_schema_after_migrations_matches_the_models(db):
     # Only our own tables are compared (Optuna's tables share the database).
     diff = [d for d in diff if not (d[0] == "remove_table" and d[1].name in (migrate.VERSION_TABLE, "alembic_version"))]
     assert diff == [], diff
-    assert rev == migrate.head_revision() == "0007"
+    assert rev == migrate.head_revision() == "0008"
     assert Store(url, schema=schema).migrated == []  # at head: nothing to do
 
 
@@ -90,7 +90,7 @@ def test_an_older_database_is_upgraded_once_by_concurrent_openers(db):
     eng.dispose()
     with _pool(4) as pool:
         results = pool.map(_open, [(url, schema)] * 4)
-    assert sorted(results, key=len) == [[], [], [], ["0002", "0003", "0004", "0005", "0006", "0007"]], results
+    assert sorted(results, key=len) == [[], [], [], ["0002", "0003", "0004", "0005", "0006", "0007", "0008"]], results
     s = Store(url, schema=schema)
     assert s.trial(1).epochs == 3  # the data survived
     with s.engine.connect() as conn:
@@ -106,7 +106,7 @@ def test_a_database_from_before_migrations_is_stamped_and_upgraded(db):
         conn.execute(text(f"DROP TABLE {migrate.VERSION_TABLE}"))  # what create_all used to leave
     eng.dispose()
     s = Store(url, schema=schema)
-    assert s.migrated == ["0002", "0003", "0004", "0005", "0006", "0007"]
+    assert s.migrated == ["0002", "0003", "0004", "0005", "0006", "0007", "0008"]
     s.close()
 
 
@@ -126,7 +126,7 @@ def test_a_registry_from_the_first_builds_gets_the_tables_it_lacks(db):
     eng.dispose()
     s = Store(url, schema=schema)
     try:
-        assert s.migrated == ["0002", "0003", "0004", "0005", "0006", "0007"]
+        assert s.migrated == ["0002", "0003", "0004", "0005", "0006", "0007", "0008"]
         assert s.get_state("k") == [1, 2]
         exp = s.create_experiment(kind="tune", step="model.tune", job=None, dataset_version="v1", transform="t",
                                   framework="torch", template="mlp", git_commit=None, git_dirty=False)

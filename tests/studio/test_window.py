@@ -73,6 +73,14 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     assert "test_fraction 0.2 → 0.3" in w.statusBar().currentMessage()
     qtbot.waitUntil(lambda: w.document.model.nodes["data.split"].status == "stale", timeout=30000)
     assert "test_fraction 0.2 → 0.3" in w.document.model.nodes["data.split"].reason
+    # its run history: the run the header started, with what it said
+    from studio.widgets.runs_dialog import RunsDialog
+
+    w.header.runs_btn.click()
+    qtbot.waitUntil(lambda: w.findChild(RunsDialog) is not None, timeout=30000)
+    runs = w.findChild(RunsDialog)
+    assert runs.table.rowCount() == 1 and runs.table.item(0, 2).text() == "done"
+    assert "train" in runs.table.item(0, 4).text() and "first run" in runs.table.item(0, 5).text()
     w.close()
 
 

@@ -1,0 +1,40 @@
+"""A step's run history (`cdl runs STEP`, the step header's Runs…): newest first, with what each run said and
+which parameters changed from the run before it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from runtime.domain.errors import CdlError
+from runtime.jobs import Runner
+from runtime.jobs.runner import step_history
+
+
+def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small_bbc):
+    ws = small_bbc
+    assert Runner(ws).run(steps=["data.validate"], overrides={"data.validate": {"min_length": 30}}).ok
+    assert Runner(ws).run(steps=["data.validate"]).ok
+    runs = step_history(ws, "data.validate")["runs"]
+    assert len(runs) == 3 and [r["status"] for r in runs] == ["done"] * 3  # the fixture's run, then these two
+    newest, middle, first = runs
+    assert newest["id"] > middle["id"] > first["id"]
+    assert middle["changed"] == "min_length 20 → 30" and newest["changed"] == "min_length 30 → 20"
+    assert first["changed"] == "first run"
+    assert "quarantined" in newest["message"] and newest["seconds"] is not None
+    # a run that failed says why
+    res = Runner(ws).run(steps=["data.import"], overrides={"data.import": {"sources": ["gone.zip"]}})
+    assert not res.ok
+    failed = step_history(ws, "data.import")["runs"][0]
+    assert failed["status"] == "failed" and "gone.zip" in failed["error"] and failed["message"] == ""
+    assert step_history(ws, "model.train")["runs"] == []
+    with pytest.raises(CdlError, match="step 'model.trian' does not exist"):
+        step_history(ws, "model.trian")
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "runs", "data.validate",
+                          "--limit", "2"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"#{newest['id']}") and "changed: min_length 30 → 20" in lines[1]
+    assert "changed: min_length 20 → 30" in out.stdout and f"#{first['id']}" not in out.stdout
