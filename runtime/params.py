@@ -11,8 +11,9 @@ from runtime.workspace.workspace import Workspace
 
 
 def step_params(ws: Workspace, step: str) -> list[dict[str, Any]]:
-    """[{name, type, help, choices, minimum, maximum, nullable, default, value, set}] in the step's order; `set`
-    says whether cdl.yaml gives the value (else it is the default)."""
+    """[{name, type, help, choices, minimum, maximum, nullable, default, value, set, tuned}] in the step's order;
+    `set` says whether cdl.yaml gives the value (else it is the default); `tuned`, that model.train takes it from
+    model.tune's best trial instead (use_tuned, and the name is in the search space)."""
     from runtime.steps import get_step
 
     cfg = ws.config()
@@ -21,9 +22,15 @@ def step_params(ws: Workspace, step: str) -> list[dict[str, Any]]:
     spec = get_step(step).spec
     given = dict(cfg.steps.get(step) or {})
     values = cfg.params(step)
+    tuned: set[str] = set()
+    if step == "model.train" and values.get("use_tuned") and "model.tune" in cfg.steps:
+        from runtime.ml.tuning import DEFAULT_SPACE
+
+        tuned = set(cfg.params("model.tune").get("search_space") or DEFAULT_SPACE)
     return [{"name": p.name, "type": p.type, "help": p.help, "choices": list(p.choices) if p.choices else None,
              "minimum": p.minimum, "maximum": p.maximum, "nullable": p.nullable or p.default is None,
-             "default": p.default, "value": values.get(p.name), "set": p.name in given} for p in spec.params]
+             "default": p.default, "value": values.get(p.name), "set": p.name in given,
+             "tuned": p.name in tuned} for p in spec.params]
 
 
 def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[str, Any]:

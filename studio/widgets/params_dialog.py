@@ -62,6 +62,8 @@ class ParamsDialog(QDialog):
                 bits.append(f"at most {hi:g}")
             if not p["set"]:
                 bits.append("default")
+            if p.get("tuned"):
+                bits.append("<b>model.tune's best trial gives this value while use_tuned is on</b>")
             if bits:
                 hint = QLabel(" · ".join(bits))
                 hint.setWordWrap(True)

@@ -21,6 +21,11 @@ def test_params_dialog_edits_cdl_yaml_and_refuses_bad_values(text_ws, qtbot):
     assert isinstance(e["refit"], QCheckBox) and isinstance(e["framework"], QComboBox)
     assert isinstance(e["epochs"], QLineEdit) and e["epochs"].text() == "20"
     assert [d.rows[i]["name"] for i in range(3)] == ["framework", "template", "epochs"]
+    # use_tuned: the search space's parameters come from model.tune's best trial, and the form says so
+    tuned = {r["name"] for r in d.rows if r["tuned"]}
+    assert tuned == {"lr", "batch_size", "hidden", "dropout"}, tuned
+    hints = [lbl.text() for lbl in d.findChildren(type(d.error)) if "best trial" in lbl.text()]
+    assert len(hints) == 4
     before = _yaml(ws)
     # a value that is not a number, and one out of range: nothing is written, the field has the focus
     e["epochs"].setText("twenty")
