@@ -187,6 +187,21 @@ def test_fashion_mnist_cnn_subset(tmp_path, framework):
     history = ws.store.metrics(mv.trial_id)
     assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+    if framework == "torch":  # a warm start of the CNN: convolutions, batch norm and the head carried over
+        import torch
+
+        res = Runner(ws).run(steps=["model.train", "model.register"], overrides={
+            "model.train": {"framework": "torch", "epochs": 1, "use_tuned": False, "init_from": "fm:1", "lr": 0.0,
+                            "refit": False}})
+        assert res.ok, [o.error for o in res.steps]
+        assert res.steps[0].summary["init_from"]["classes"]["new"] == [] and "terms" not in res.steps[0].summary[
+            "init_from"]
+        a, b = (torch.load(ws.artifacts.get(ws.store.model_version("fm", v).artifacts["checkpoint"]),
+                           weights_only=True)["state_dict"] for v in (1, 2))
+        weights = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        assert any(k.startswith("features.0") for k in weights) and len(weights) == len(a) - 6
+        for k in weights:  # lr 0: every learned tensor is the one it started from (batch-norm statistics move)
+            assert torch.equal(a[k], b[k]), k
     ws.close()
 
 
