@@ -283,12 +283,12 @@ def data() -> None:
 
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "label-studio"]),
+@click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"]),
               help="source kind (default: detected)")
 @click.option("--class-names", help="idx: comma-separated class names, or a preset (fashion-mnist, mnist)")
-@click.option("--text-column", help="csv: the text column")
-@click.option("--label-column", help="csv: the label column")
-@click.option("--unlabeled", is_flag=True, help="csv: the file has no label column")
+@click.option("--text-column", help="csv, jsonl: the text column (field)")
+@click.option("--label-column", help="csv, jsonl: the label column (field)")
+@click.option("--unlabeled", is_flag=True, help="csv, jsonl: the file has no label column (field)")
 @click.option("--media-root", type=click.Path(path_type=Path), help="label-studio: folder of the images")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

@@ -7,6 +7,8 @@ Kinds:
 - idx: Zalando/LeCun idx files (`*-images-idx3-ubyte[.gz]` with `*-labels-idx1-ubyte[.gz]`), a folder or one
   images file; `train*` files are the source's train split, `t10k*`/`test*` its test split;
 - csv: a CSV (or TSV) with a text column and a label column;
+- jsonl: JSON Lines (`.jsonl`, `.ndjson`, gzipped or not; what `datasets.Dataset.to_json` writes): one object per
+  line with a text field, a label field (a string or a number) and optionally a `split` of train or test;
 - label-studio: a Label Studio JSON or JSON_MIN export (text tasks, or image tasks whose files are found).
 """
 
@@ -113,11 +115,13 @@ def detect_kind(path: Path) -> str:
         return "image-folder" if names and images > len(names) / 2 else "text-folder"
     if name.endswith((".csv", ".tsv")):
         return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
+        return "jsonl"
     if name.endswith(".json"):
         return "label-studio"
     raise DataImportError(
         f"{path}: unsupported source (expected a zip or folder of class subfolders, idx files, a .csv, "
-        "or a Label Studio .json export)"
+        "a .jsonl, or a Label Studio .json export)"
     )
 
 
@@ -136,6 +140,7 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
         "image-folder": _read_class_folders,
         "idx": _read_idx,
         "csv": _read_csv,
+        "jsonl": _read_jsonl,
         "label-studio": _read_label_studio,
     }
     if kind not in readers:
@@ -346,6 +351,70 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
             )
     except csv.Error as exc:
         raise DataImportError(f"{path}: line {reader.line_num}: {exc}") from None
+    return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
+
+
+def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: str, candidates: tuple[str, ...],
+                what: str, required: bool) -> str | None:
+    keys = list(obj)
+    wanted = opts.get(option)
+    if wanted:
+        if wanted not in obj:
+            raise DataImportError(f"{where}: no field {wanted!r} (fields: {', '.join(keys)})")
+        return wanted
+    lower = {k.lower(): k for k in keys}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    if required:
+        raise DataImportError(f"{where}: no {what} field (looked for {', '.join(candidates)}; fields: "
+                              f"{', '.join(keys)}); name it with --{option.replace('_', '-')}")
+    return None
+
+
+def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    raw = path.read_bytes()
+    data = raw
+    if path.name.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError, zlib_error()) as exc:
+            raise DataImportError(f"{path}: not a valid gzip file ({exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    unlabeled = bool(opts.get("unlabeled", False))
+    text_key = label_key = None
+    items: list[RawItem] = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataImportError(f"{path}: line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataImportError(f"{path}: line {line_no}: expected a JSON object, got {type(obj).__name__}")
+        if text_key is None:  # the first record names the fields, as a CSV's header does
+            where = f"{path}: line {line_no}"
+            text_key = _pick_field(where, obj, opts, "text_column", TEXT_COLUMNS, "text", True)
+            label_key = _pick_field(where, obj, opts, "label_column", LABEL_COLUMNS, "label", not unlabeled)
+        body = obj.get(text_key)
+        if not isinstance(body, str):
+            raise DataImportError(f"{path}: line {line_no}: {text_key!r} must be a string, got "
+                                  f"{'nothing' if body is None else type(body).__name__}")
+        label = None
+        if label_key is not None:
+            value = obj.get(label_key)
+            if isinstance(value, bool) or not isinstance(value, str | int | type(None)):
+                raise DataImportError(f"{path}: line {line_no}: {label_key!r} must be a string or a whole number, "
+                                      f"got {type(value).__name__}")
+            label = (str(value).strip() or None) if value is not None else None
+        split = obj.get("split")
+        if split is not None and split not in ("train", "test"):
+            raise DataImportError(f"{path}: line {line_no}: split must be train or test, got {split!r}")
+        items.append(RawItem(key=f"line{line_no}", payload=body.encode("utf-8"), label=label, split=split))
     return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
 
 

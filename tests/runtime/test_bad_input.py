@@ -119,6 +119,44 @@ def test_csv_import_works(text_ws, tmp_path):
     assert items[0].source == "news.csv#row2"
 
 
+def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
+    """JSON Lines as `datasets.Dataset.to_json` writes them (gzipped too): the first record names the fields,
+    labels may be numbers, a `split` of train/test is kept; a bad line fails the whole file, naming the line."""
+    import json
+
+    from runtime.jobs import Runner
+
+    rows = [{"text": f"An article about markets and trade, number {i}.", "label": i % 2, "id": i,
+             **({"split": "test"} if i % 5 == 0 else {})} for i in range(20)]
+    good = "\n".join(json.dumps(r) for r in rows) + "\n"
+    for name, bad, match in (
+            ("a.jsonl", good + '{"text": "cut off", "label": \n', "line 21: not valid JSON"),
+            ("b.jsonl", good + '["not", "an", "object"]\n', "line 21: expected a JSON object"),
+            ("c.jsonl", good + '{"text": 5, "label": 1}\n', "line 21: 'text' must be a string"),
+            ("d.jsonl", good + '{"text": "x", "label": [1]}\n', "line 21: 'label' must be a string or a whole"),
+            ("e.jsonl", good + '{"text": "x", "label": 1, "split": "validation"}\n', "line 21: split must be"),
+            ("f.jsonl", '{"body2": "x", "y2": 1}\n', "line 1: no text field")):
+        (tmp_path / name).write_text(bad)
+        _import_fails(text_ws, tmp_path / name, match)
+    p = tmp_path / "news.jsonl.gz"
+    p.write_bytes(gzip.compress(good.encode()))
+    add_source(text_ws, p)
+    items = text_ws.store.items()
+    assert len(items) == 20 and items[0].source == "news.jsonl.gz#line1"
+    assert [i.source_label for i in items[:3]] == ["0", "1", "0"]
+    assert assert_splits(items) == {"test": 4, None: 16}
+    assert Runner(text_ws).run(until="data.split").ok
+    test = {i.uid for i in text_ws.store.items(split="test")}
+    assert {i.uid for i in items if i.source_split == "test"} <= test  # the file's own test rows stay there
+
+
+def assert_splits(items) -> dict:  # noqa: ANN001
+    out: dict = {}
+    for i in items:
+        out[i.source_split] = out.get(i.source_split, 0) + 1
+    return out
+
+
 def test_failed_reimport_keeps_previous_data(text_ws, tmp_path):
     src = make_bbc_subset(tmp_path / "news.zip", per_class=3)
     add_source(text_ws, src)

@@ -57,7 +57,7 @@ class DataPanel(Panel):
         browse_file.clicked.connect(self._browse_file)
         browse_dir.clicked.connect(self._browse_dir)
         self.kind = QComboBox()
-        self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "label-studio"])
+        self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"])
         self.class_names = QLineEdit()
         self.class_names.setPlaceholderText("idx: class names or preset (fashion-mnist)")
         self.import_btn = QPushButton("Import")
