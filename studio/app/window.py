@@ -219,7 +219,9 @@ class MainWindow(QMainWindow):
         from studio.widgets.runs_dialog import RunsDialog
 
         def shown(doc: dict[str, Any]) -> None:
-            self.runs_dialog = RunsDialog(doc, self)
+            self.runs_dialog = RunsDialog(doc, self, self.ctx.workspace)
+            self.runs_dialog.finished.connect(
+                lambda _c: self._refresh_all() if (self.runs_dialog.restored or {}).get("changed") else None)
             self.runs_dialog.open()
 
         run_task(step_history, self.ctx.workspace, step, 100, on_done=shown,

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from studio.widgets.common import Table, local_time
 
 
 class RunsDialog(QDialog):
-    def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
+    """workspace: where "Use its parameters" writes the selected run's parameters back into cdl.yaml (None: the
+    button is not offered)."""
+
+    def __init__(self, doc: dict[str, Any], parent: QWidget | None = None, workspace=None):  # noqa: ANN001
         super().__init__(parent)
+        self.doc, self.workspace = doc, workspace
+        self.restored: dict[str, Any] | None = None
         step = doc["step"]
         self.setWindowTitle(f"Runs of {step}")
         lay = QVBoxLayout(self)
@@ -22,7 +27,7 @@ class RunsDialog(QDialog):
             rows.append((r["id"], local_time(r["started"]), r["status"], r["seconds"], said, r["changed"]))
             if r["status"] == "failed":
                 colors[(i, 2)] = "#b91c1c"
-        self.table.fill(rows, colors)
+        self.table.fill(rows, colors, data=[r["id"] for r in doc["runs"]])
         self.table.resizeColumnsToContents()
         n = len(doc["runs"])
         self.summary = QLabel(f"{n} run(s) of {step}, newest first; 'parameters changed' compares each run with the "
@@ -30,7 +35,40 @@ class RunsDialog(QDialog):
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        lay.addWidget(self.message)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
+        self.use_btn = QPushButton("Use its parameters")
+        self.use_btn.setToolTip("write the selected run's parameters into cdl.yaml (the step turns stale until it "
+                                "runs with them), as re-running a past run in an experiment tracker")
+        self.use_btn.clicked.connect(self.use_selected)
+        self.use_btn.setEnabled(False)
+        if workspace is not None:
+            buttons.addButton(self.use_btn, QDialogButtonBox.ButtonRole.ActionRole)
+            self.table.itemSelectionChanged.connect(
+                lambda: self.use_btn.setEnabled(bool(self.table.selected_data())))
         lay.addWidget(buttons)
         self.resize(900, 420)
+
+    def use_selected(self) -> None:
+        from runtime.domain.errors import CdlError
+        from runtime.params import set_step_params
+
+        sel = self.table.selected_data()
+        run = next((r for r in self.doc["runs"] if sel and r["id"] == sel[0]), None)
+        if run is None:
+            return
+        if run["params"] is None:
+            self.message.setText(f"run {run['id']} did not record its parameters (it is older than schema 0007)")
+            return
+        try:
+            self.restored = set_step_params(self.workspace, self.doc["step"], run["params"])
+        except CdlError as exc:  # a parameter the step no longer has, or a value its rules now refuse
+            self.message.setText(f"run {run['id']}'s parameters cannot be used now: {exc}")
+            return
+        changed = self.restored["changed"]
+        self.message.setText(f"cdl.yaml now has run {run['id']}'s parameters" + (
+            ": " + "; ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) if changed else
+            " (they were the same)"))

@@ -81,6 +81,15 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     runs = w.findChild(RunsDialog)
     assert runs.table.rowCount() == 1 and runs.table.item(0, 2).text() == "done"
     assert "train" in runs.table.item(0, 4).text() and "first run" in runs.table.item(0, 5).text()
+    # that run's parameters back into cdl.yaml, as re-running a past run in an experiment tracker
+    assert not runs.use_btn.isEnabled()
+    runs.table.selectRow(0)
+    assert runs.use_btn.isEnabled()
+    runs.use_btn.click()
+    assert ws.config().params("data.split")["test_fraction"] == 0.2
+    assert "test_fraction 0.3 → 0.2" in runs.message.text()
+    runs.reject()
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.split"].status == "done", timeout=30000)
     w.close()
 
 
