@@ -124,11 +124,12 @@ def device_folder(ws: Workspace, device: Device) -> Path:
 class DeviceClient:
     """TLS (the workspace CA) and the device token on every call."""
 
-    def __init__(self, ws: Workspace, device: str, timeout: float = 30.0):
+    def __init__(self, ws: Workspace, device: str | Device, timeout: float = 30.0):
+        """device: an enrolled device's name, or a Device record of an agent not enrolled (`cdl serve`'s)."""
         from runtime.pki import ca
 
         self.ws = ws
-        self.device = ws.store.device(device)
+        self.device = device if isinstance(device, Device) else ws.store.device(device)
         self.timeout = timeout
         _, ca_pem = ca(ws.root)
         creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)

@@ -1,0 +1,61 @@
+"""`cdl serve`: a model version served on this machine by the edge agent over the Open Inference Protocol, for a
+stock tritonclient; nothing recorded in the registry, and nothing left behind when it stops."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def test_cdl_serve_answers_tritonclient_like_onnxruntime_and_leaves_nothing(packaged):
+    import onnxruntime as ort
+    import tritonclient.grpc as tc
+
+    from edge_agent.proto.bundle import read_manifest_unverified
+    from edge_agent.proto.preprocessing import TextPipeline
+    from runtime.bundles import bundle_path
+    from runtime.workspace.dataset import decode_text
+
+    ws = packaged
+    before = ([d.name for d in ws.store.devices()], len(ws.store.deployments()))
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "serve", "ws:1:dynamic_int8",
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving ws:1:dynamic_int8 at 127.0.0.1:"), line + proc.stderr.read()[-2000:]
+        address = line.split(" at ")[1].split()[0]
+        view = ws.dataset()
+        texts = [decode_text(view.read_bytes(r))[0] for r in view.rows if r.split == "test"][:8]
+        client = tc.InferenceServerClient(address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+        assert client.is_model_ready("ws")
+        inp = tc.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+        got = client.infer("ws", [inp]).as_numpy("probabilities")
+        client.close()
+        bundle = bundle_path(ws, "ws:1", "dynamic_int8")
+        manifest = read_manifest_unverified(bundle)
+        with zipfile.ZipFile(bundle) as zf:
+            sess = ort.InferenceSession(zf.read("model.onnx"), providers=["CPUExecutionProvider"])
+        x, _ = TextPipeline(manifest["preprocessing"]).transform(texts)
+        np.testing.assert_allclose(got, sess.run(["probabilities"], {"input": x})[0], atol=1e-5)
+        folders_during = set(Path(tempfile.gettempdir()).glob("cdl-serve-*"))
+        assert folders_during
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0, proc.stderr.read()[-2000:]
+    deadline = time.time() + 10
+    while time.time() < deadline and any(p.exists() for p in folders_during):
+        time.sleep(0.1)
+    assert not any(p.exists() for p in folders_during)  # the agent's folder and its journal are gone
+    assert ([d.name for d in ws.store.devices()], len(ws.store.deployments())) == before  # nothing recorded
+    bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "serve", "ws:1:qat"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "ws:1 has no variant 'qat'" in bad.stderr
