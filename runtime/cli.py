@@ -273,6 +273,28 @@ def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
             click.echo(f"       changed: {r['changed']}")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def doctor(obj: dict[str, Any], as_json: bool) -> None:
+    """What is wrong with this workspace and machine, each finding with what to do (exit 1 when one fails):
+    cdl.yaml and the registry, uncommitted code, data in DVC's cache and on a remote, disk, device certificates,
+    installed engines."""
+    from runtime.doctor import diagnose
+
+    doc = diagnose(_ws(obj))
+    if as_json:
+        _dump(doc)
+    else:
+        marks = {"ok": "✓", "warn": "!", "fail": "✗"}
+        for c in doc["checks"]:
+            click.echo(f"{marks[c['status']]} {c['area']:<9} {c['detail']}")
+            if c["hint"] and c["status"] != "ok":
+                click.echo(f"  {'':<9} → {c['hint']}")
+    if doc["failed"]:
+        sys.exit(1)
+
+
 # -- data ---------------------------------------------------------------------------------------------------
 
 

@@ -222,6 +222,44 @@ def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool =
 # -- TensorRT -----------------------------------------------------------------------------------------------
 
 
+_PROBE = r"""
+import json, onnx, onnxruntime as ort
+from onnx import TensorProto, helper
+graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = min(model.ir_version, 9)
+out = []
+for p in ort.get_available_providers():
+    try:
+        chain = [p] if p == "CPUExecutionProvider" else [p, "CPUExecutionProvider"]
+        sess = ort.InferenceSession(model.SerializeToString(), providers=chain)
+    except Exception:
+        continue
+    if sess.get_providers()[0] == p:
+        out.append(p)
+print(json.dumps(out))
+"""
+
+
+def providers_that_run() -> list[str]:
+    """The execution providers onnxruntime really runs a model on here. `get_available_providers()` lists every
+    provider the wheel was built with (onnxruntime-gpu lists CUDA and TensorRT on a machine without a GPU, then
+    falls back to the CPU, logging its failure to stderr), so a one-node model is opened with each, in a process
+    of its own whose log is kept out of the user's terminal, and the session is asked what it runs on."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+        found = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else []
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        found = []
+    return found or ["CPUExecutionProvider"]
+
+
 def tensorrt_status() -> tuple[bool, str]:
     """(available, reason). Available needs the tensorrt package, a CUDA GPU, and onnxruntime's TensorRT
     execution provider."""

@@ -1,0 +1,165 @@
+"""`cdl doctor`: what is wrong with this workspace and this machine, each finding with what to do about it.
+
+Checks, cheapest first (nothing here trains, imports TensorFlow, or calls a device):
+- cdl.yaml and the registry open; a pipeline run in progress is named;
+- git: uncommitted changes in src/ or cdl.yaml (runs record the code as dirty);
+- data: data/dataset holds the checked-out version; every version's files are in DVC's cache (a version whose
+  files are gone cannot be checked out, trained on again, or have its transform fitted again); a DVC remote
+  (without one the data has no copy elsewhere);
+- disk: free space where the workspace is, and what `cdl gc` would give back;
+- devices: certificates that expire within 30 days or have expired, devices not seen for a week;
+- engines: the installed versions of what the pipeline uses (torch or tensorflow for its framework,
+  onnxruntime, optuna, dvc) and the execution providers onnxruntime really has; TensorRT as the compress step
+  would find it.
+A finding is ok, warn or fail; `cdl doctor` exits 1 when one fails.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from runtime.domain.errors import CdlError
+from runtime.workspace.workspace import Workspace
+
+LOW_DISK = 2 << 30  # below this much free space where the workspace is: warn
+UNSEEN_DAYS = 7
+
+
+def _human(n: float) -> str:
+    from runtime.gc import human
+
+    return human(n)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def diagnose(ws: Workspace) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+
+    def add(area: str, status: str, detail: str, hint: str = "") -> None:
+        out.append({"area": area, "status": status, "detail": detail, "hint": hint})
+
+    # workspace
+    try:
+        cfg = ws.config()
+        add("workspace", "ok", f"{ws.root}: pipeline {cfg.name!r}, {len(cfg.steps)} steps; registry "
+            f"{'SQLite' if ws.store.is_sqlite else 'PostgreSQL'}")
+    except CdlError as exc:
+        add("workspace", "fail", str(exc), "fix cdl.yaml (the error names the field)")
+        return {"workspace": str(ws.root), "checks": out, "failed": True}
+    lock = ws.root / ".cdl" / "run.lock"
+    if lock.exists():
+        import fcntl
+
+        with open(lock, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                fh.seek(0)
+                add("workspace", "ok", f"a pipeline run is in progress ({fh.read().strip() or 'its owner unknown'})")
+    # git
+    try:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "cdl.yaml"], cwd=ws.root,
+                               capture_output=True, text=True, timeout=30)
+        changed = [ln[3:] for ln in dirty.stdout.splitlines() if ln.strip()]
+        if dirty.returncode != 0:
+            add("git", "fail", f"git status failed: {dirty.stderr.strip()[:200]}", "is the workspace a git repository?")
+        elif changed:
+            add("git", "warn", f"uncommitted changes: {', '.join(changed[:5])}" + (" …" if len(changed) > 5 else ""),
+                "runs record the code as dirty; commit src/ and cdl.yaml to make them reproducible")
+        else:
+            add("git", "ok", "src/ and cdl.yaml are committed")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        add("git", "fail", f"git did not run ({exc})", "install git")
+    # data
+    versions = ws.store.versions()
+    current = ws.current_version()
+    if not versions:
+        add("data", "ok", "no dataset version yet (run the data pipeline up to data.version)")
+    else:
+        if current and not ws.has_dataset():
+            add("data", "fail", f"data/dataset does not hold the checked-out version {current}",
+                f"`cdl data checkout {current}` (after `cdl data pull` if the cache lacks it)")
+        gone = []
+        for v in versions:
+            n = ws.dvc.missing(v.dvc_hash)
+            if n:
+                gone.append((v.id, n))
+        if gone:
+            worst = "fail" if any(v == current for v, _ in gone) else "warn"
+            add("data", worst, "files missing from DVC's cache: " + ", ".join(f"{v} ({n})" for v, n in gone),
+                "`cdl data pull` fetches them from the DVC remote")
+        else:
+            add("data", "ok", f"{len(versions)} dataset version(s), every file in DVC's cache; checked out: "
+                f"{current or 'none'}")
+        remotes = ws.dvc.remotes()
+        if remotes:
+            name, url = next(iter(remotes.items()))
+            add("data", "ok", f"DVC remote {name}: {url}")
+        else:
+            add("data", "warn", "no DVC remote: the data has no copy outside this folder",
+                "`cdl data remote add NAME URL`, then `cdl data push`")
+    # disk
+    free = shutil.disk_usage(ws.root).free
+    try:
+        from runtime.gc import plan
+
+        reclaim = sum(it["bytes"] for it in plan(ws))
+    except CdlError:
+        reclaim = 0
+    add("disk", "warn" if free < LOW_DISK else "ok", f"{_human(free)} free where the workspace is"
+        + (f"; `cdl gc` would give back {_human(reclaim)}" if reclaim else ""),
+        "`cdl gc --dry-run` lists what can go" if free < LOW_DISK or reclaim > (1 << 30) else "")
+    # devices
+    from runtime.devices import cert_status
+
+    now = datetime.now(UTC)
+    devices = ws.store.devices()
+    for d in devices:
+        cert = cert_status(ws, d)
+        if cert and cert["expired"]:
+            add("devices", "fail", f"{d.name}: its TLS certificate expired on {cert['expires'][:10]}",
+                f"`cdl devices enroll {d.name} --address {d.address} --replace`, then copy its folder to the device")
+        elif cert and cert["warn"]:
+            add("devices", "warn", f"{d.name}: its TLS certificate expires on {cert['expires'][:10]} "
+                f"({cert['days_left']:.0f} days)", f"`cdl devices enroll {d.name} --address {d.address} --replace`")
+        seen = d.last_seen if d.last_seen is None or d.last_seen.tzinfo else d.last_seen.replace(tzinfo=UTC)
+        if seen is not None and (now - seen).days >= UNSEEN_DAYS:
+            add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
+                "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")
+    if devices and not any(c["area"] == "devices" for c in out):
+        add("devices", "ok", f"{len(devices)} device(s), certificates valid")
+    # engines
+    framework = (cfg.steps.get("model.train") or {}).get("framework", "torch") if "model.train" in cfg.steps else None
+    wanted = [("onnxruntime-gpu", "onnxruntime"), ("optuna", None), ("dvc", None)]
+    if framework:
+        wanted.insert(0, ("torch", None) if framework == "torch" else ("tensorflow", None))
+    found = []
+    for dist, alt in wanted:
+        v = _version(dist) or (_version(alt) if alt else None)
+        if v is None:
+            add("engines", "fail", f"{dist} is not installed", "reinstall with `make run` (or pip install -e .[all])")
+        else:
+            found.append(f"{dist} {v}")
+    from runtime.ml.onnx_tools import providers_that_run, tensorrt_status
+
+    try:
+        found.append("onnxruntime runs on: " + ", ".join(providers_that_run()))
+    except ImportError:
+        pass
+    add("engines", "ok", "; ".join(found))
+
+    ok, reason = tensorrt_status()
+    add("engines", "ok", "TensorRT available" if ok else f"TensorRT unavailable: {reason} (deploy.compress skips "
+        "its tensorrt variant)")
+    return {"workspace": str(ws.root), "checks": out, "failed": any(c["status"] == "fail" for c in out)}

@@ -1,0 +1,52 @@
+"""`cdl doctor`: each finding says what is wrong and what to do; a failure exits 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from runtime.doctor import diagnose
+
+
+def _find(doc: dict, area: str, status: str) -> list[dict]:
+    return [c for c in doc["checks"] if c["area"] == area and c["status"] == status]
+
+
+def test_doctor_finds_missing_data_expiring_certificates_and_dirty_code(small_bbc, tmp_path):
+    from runtime.devices import enroll
+
+    ws = small_bbc
+    doc = diagnose(ws)
+    assert "cdl.yaml" in _find(doc, "git", "warn")[0]["detail"]  # the fixture edited cdl.yaml: commit it
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qam", "settings"],
+                   cwd=ws.root, check=True)
+    doc = diagnose(ws)
+    assert not doc["failed"], doc
+    assert _find(doc, "data", "warn")[0]["hint"].startswith("`cdl data remote add")  # no remote yet
+    assert _find(doc, "git", "ok") and _find(doc, "disk", "ok")
+    engines = " ".join(c["detail"] for c in _find(doc, "engines", "ok"))
+    assert "torch " in engines and "onnxruntime runs on: CPUExecutionProvider" in engines
+    assert "TensorRT unavailable" in engines or "TensorRT available" in engines
+    # a device whose certificate has expired, one whose certificate expires soon
+    enroll(ws, "old", "127.0.0.1:8001", tmp_path / "old", cert_days=-1)
+    enroll(ws, "soon", "127.0.0.1:8002", tmp_path / "soon", cert_days=10)
+    # code changed and not committed; a file of the checked-out version gone from DVC's cache
+    (ws.root / "src" / "model.py").write_text("# a change\n")
+    v = ws.store.version(ws.current_version())
+    victim = next(iter(ws.dvc.listing(v.dvc_hash).values()))
+    ws.dvc.cache_file(victim).unlink()
+    doc = diagnose(ws)
+    assert doc["failed"]
+    (expired,) = _find(doc, "devices", "fail")
+    assert "old: its TLS certificate expired" in expired["detail"] and "--replace" in expired["hint"]
+    assert any("soon: its TLS certificate expires" in c["detail"] for c in _find(doc, "devices", "warn"))
+    (data,) = _find(doc, "data", "fail")
+    assert f"{v.id} (1)" in data["detail"] and "cdl data pull" in data["hint"]
+    assert "src/model.py" in _find(doc, "git", "warn")[0]["detail"]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "doctor"], capture_output=True,
+                         text=True)
+    assert out.returncode == 1 and "✗ data" in out.stdout and "→ `cdl data pull`" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "doctor", "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and json.loads(out.stdout)["failed"] is True
