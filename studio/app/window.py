@@ -177,7 +177,11 @@ class MainWindow(QMainWindow):
         refresh = QAction("Refresh", self)
         refresh.setShortcut(QKeySequence.StandardKey.Refresh)
         refresh.triggered.connect(self._refresh_all)
-        for a in (run_all, fit, zin, zout, undo, redo, refresh):
+        doctor = QAction("Doctor", self)
+        doctor.setToolTip("what is wrong with this workspace and machine, and what to do (`cdl doctor`)")
+        doctor.triggered.connect(self.show_doctor)
+        self.doctor_action = doctor
+        for a in (run_all, fit, zin, zout, undo, redo, refresh, doctor):
             tb.addAction(a)
         self.runtime_label = QLabel("  runtime: starting…")
         tb.addWidget(self.runtime_label)
@@ -226,6 +230,17 @@ class MainWindow(QMainWindow):
 
         run_task(step_history, self.ctx.workspace, step, 100, on_done=shown,
                  on_error=lambda m: self.statusBar().showMessage(f"{step}: {m}"))
+
+    def show_doctor(self) -> None:
+        from studio.widgets.doctor_dialog import DoctorDialog, run_doctor
+
+        def shown(doc: dict[str, Any]) -> None:
+            self.doctor_dialog = DoctorDialog(doc, self)
+            self.doctor_dialog.open()
+
+        self.statusBar().showMessage("asking the doctor…", 5000)
+        run_task(run_doctor, self.ctx.workspace.root, on_done=shown,
+                 on_error=lambda m: self.statusBar().showMessage(m))
 
     def show_panel(self, pid: str) -> None:
         panel = self.panels[pid]

@@ -90,6 +90,14 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     assert "test_fraction 0.3 → 0.2" in runs.message.text()
     runs.reject()
     qtbot.waitUntil(lambda: w.document.model.nodes["data.split"].status == "done", timeout=30000)
+    # the toolbar's Doctor: `cdl doctor` in a process of its own, its findings worst first
+    from studio.widgets.doctor_dialog import DoctorDialog
+
+    w.doctor_action.trigger()
+    qtbot.waitUntil(lambda: w.findChild(DoctorDialog) is not None, timeout=120000)
+    doc = w.findChild(DoctorDialog)
+    cells = [(doc.table.item(r, 0).text(), doc.table.item(r, 2).text()) for r in range(doc.table.rowCount())]
+    assert cells[0][0] in ("warn", "fail") and any("no DVC remote" in f for _, f in cells), cells
     w.close()
 
 

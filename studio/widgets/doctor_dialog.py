@@ -1,0 +1,55 @@
+"""`cdl doctor`'s findings in a dialog. The doctor runs in a process of its own (`cdl doctor --json`): it asks
+onnxruntime what really runs, which the studio's process must not load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
+
+from studio.widgets.common import Table
+
+COLORS = {"ok": "#15803d", "warn": "#b45309", "fail": "#b91c1c"}
+
+
+def run_doctor(root: Path) -> dict[str, Any]:
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "doctor", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise RuntimeError(f"cdl doctor did not answer: {(r.stderr or r.stdout).strip()[-500:]}") from None
+
+
+class DoctorDialog(QDialog):
+    def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Doctor")
+        lay = QVBoxLayout(self)
+        checks = doc["checks"]
+        n_fail = sum(c["status"] == "fail" for c in checks)
+        n_warn = sum(c["status"] == "warn" for c in checks)
+        self.summary = QLabel(f"{doc['workspace']}: " + (f"{n_fail} failure(s), " if n_fail else "")
+                              + (f"{n_warn} warning(s)" if n_warn else "no warning")
+                              + " — each with what to do (`cdl doctor` says the same)")
+        self.summary.setWordWrap(True)
+        self.table = Table(["", "area", "finding", "what to do"])
+        order = {"fail": 0, "warn": 1, "ok": 2}
+        rows = sorted(checks, key=lambda c: order[c["status"]])
+        self.table.fill([(c["status"], c["area"], c["detail"], c["hint"] if c["status"] != "ok" else "")
+                         for c in rows], {(i, 0): COLORS[c["status"]] for i, c in enumerate(rows)})
+        self.table.setWordWrap(True)
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(2, 440)
+        self.table.setColumnWidth(3, 400)
+        self.table.resizeRowsToContents()
+        lay.addWidget(self.summary)
+        lay.addWidget(self.table, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self.resize(1000, 460)
