@@ -21,7 +21,6 @@ manifest says so.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.domain.errors import CdlError
+from runtime.workspace.artifacts import sha256_file
 from runtime.workspace.workspace import Workspace
 
 MANIFEST = "cdl-backup.json"
@@ -55,14 +55,6 @@ def _skipped(rel: str, with_data: bool) -> bool:
     if not with_data and (rel.startswith(".dvc/cache/") or rel.startswith("data/dataset/")):
         return True
     return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _registry_copy(ws: Workspace, dest: Path) -> None:
@@ -138,7 +130,7 @@ def backup(ws: Workspace, out: Path, with_data: bool = False, log=None) -> dict[
             part = snap / "archive.tar.gz"
             with tarfile.open(part, "w:gz", compresslevel=6) as tar:
                 for i, (rel, p) in enumerate(sorted(members.items())):
-                    listing[rel] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                    listing[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                     total += listing[rel]["bytes"]
                     tar.add(str(p), arcname=rel, recursive=False)
                     if log and i and i % 500 == 0:
@@ -187,7 +179,7 @@ def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise CdlError(f"{archive}: cannot be read ({type(exc).__name__}: {exc})") from None
         for rel, meta in manifest["files"].items():
-            if _sha256(tmp / rel) != meta["sha256"]:
+            if sha256_file(tmp / rel) != meta["sha256"]:
                 raise CdlError(f"{archive}: {rel} does not match its sha256 in the manifest (the archive is damaged)")
         (tmp / MANIFEST).unlink(missing_ok=True)
         ws = Workspace(tmp)  # opens (and migrates) the registry: a backup that cannot open is not restored
