@@ -25,3 +25,25 @@ def test_data_pipeline_on_postgresql(tmp_path, pg_schema, monkeypatch):
     assert Runner(ws).run(until="data.label").ok
     assert diff_json(ws, "v1", "v2")["added"] == 5
     ws.close()
+
+
+def test_backup_of_a_postgresql_workspace_says_the_registry_is_not_in_it(tmp_path, pg_schema, monkeypatch):
+    """The registry stays in PostgreSQL (pg_dump's job): the archive has the rest, the summary says so, and the
+    workspace restored beside it opens the same registry."""
+    import tarfile
+
+    from runtime.backup import backup, restore
+
+    url, schema = pg_schema
+    monkeypatch.setenv("CDL_DATABASE_URL", url)
+    monkeypatch.setenv("CDL_DATABASE_SCHEMA", schema)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    add_source(ws, make_bbc_subset(tmp_path / "bbc.zip", per_class=4))
+    assert Runner(ws).run(until="data.version").ok
+    out = backup(ws, tmp_path / "ws.tar.gz", with_data=True)
+    assert out["registry"].startswith("postgresql") and any("PostgreSQL" in n for n in out["notes"])
+    with tarfile.open(out["archive"]) as tar:
+        assert ".cdl/registry.db" not in tar.getnames() and "cdl.yaml" in tar.getnames()
+    got = restore(out["archive"], tmp_path / "restored")
+    assert got["dataset_versions"] == 1 and got["registry"].startswith("postgresql")
+    ws.close()
