@@ -102,3 +102,73 @@ def _wait(proc: subprocess.Popen, stop: threading.Event | None) -> None:
     while not stop.wait(0.2):
         if proc.poll() is not None:
             raise CdlError(f"the agent stopped (exit status {proc.returncode}); its log is above")
+
+
+def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Path]) -> list[dict[str, Any]]:
+    """Ask an agent (`cdl serve`'s, or a device that takes inference without a token) for predictions over the
+    Open Inference Protocol, as any client would: texts, or image files (read, converted to the channels and
+    resized to the size the model's metadata gives). [{"label", "confidence", "probabilities": {class: p}}]."""
+    import struct
+
+    import grpc
+    import numpy as np
+
+    from edge_agent.proto import open_inference_pb2 as ipb
+    from runtime.pki import ca
+
+    _, ca_pem = ca(ws.root)
+    channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca_pem))
+
+    def method(name: str, req, resp):  # noqa: ANN001, ANN202 - the protocol's service name, not our proto package's
+        return channel.unary_unary(f"/inference.GRPCInferenceService/{name}",
+                                   request_serializer=req.SerializeToString, response_deserializer=resp.FromString)
+
+    try:
+        metadata = method("ModelMetadata", ipb.ModelMetadataRequest, ipb.ModelMetadataResponse)
+        infer = method("ModelInfer", ipb.ModelInferRequest, ipb.ModelInferResponse)
+        try:
+            meta = metadata(ipb.ModelMetadataRequest(name=model), timeout=30)
+            t = meta.inputs[0]
+            req = ipb.ModelInferRequest(model_name=model)
+            if t.datatype == "BYTES":
+                data = [str(x).encode() for x in inputs]
+                req.inputs.add(name=t.name, datatype="BYTES", shape=[len(data)])
+                req.raw_input_contents.append(b"".join(struct.pack("<I", len(b)) + b for b in data))
+            else:
+                from PIL import Image, UnidentifiedImageError
+
+                h, w = int(t.shape[-3]), int(t.shape[-2])
+                c = int(t.shape[-1])
+                arrays = []
+                for p in inputs:
+                    try:
+                        with Image.open(p) as im:
+                            im = im.convert("L" if c == 1 else "RGB").resize((w, h))
+                            arrays.append(np.asarray(im, np.uint8).reshape(h, w, c))
+                    except (OSError, UnidentifiedImageError) as exc:
+                        raise CdlError(f"{p}: not an image this model can take ({exc})") from None
+                batch = np.stack(arrays)
+                req.inputs.add(name=t.name, datatype="UINT8", shape=list(batch.shape))
+                req.raw_input_contents.append(batch.tobytes())
+            r = infer(req, timeout=60)
+        except grpc.RpcError as exc:
+            raise CdlError(f"{address}: {exc.code().name}: {exc.details()}") from None
+        outs = dict(zip([o.name for o in r.outputs], r.raw_output_contents, strict=True))
+        shapes = {o.name: list(o.shape) for o in r.outputs}
+        n, k = shapes["probabilities"]
+        probs = np.frombuffer(outs["probabilities"], "<f4").reshape(n, k)
+        labels, i = [], 0
+        raw = outs["label"]
+        while i < len(raw):
+            (m,) = struct.unpack_from("<I", raw, i)
+            labels.append(raw[i + 4 : i + 4 + m].decode())
+            i += 4 + m
+        try:
+            classes = ws.store.resolve_model(f"{model}:{meta.versions[0]}").classes if meta.versions else []
+        except CdlError:  # another workspace's model: the classes by number
+            classes = []
+        names = classes if len(classes) == k else [str(j) for j in range(k)]
+        return [{"label": labels[j], "confidence": float(probs[j].max()),
+                 "probabilities": {names[c]: float(probs[j, c]) for c in range(k)}} for j in range(n)]
+    finally:
+        channel.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import Table
@@ -23,11 +23,18 @@ class CompressionPanel(Panel):
         self.model.activated.connect(lambda _: self.refresh())
         row.addWidget(self.model)
         row.addStretch(1)
+        self.try_btn = QPushButton("Try it…")
+        self.try_btn.setToolTip("serve the selected variant (and FP32 beside it) on this machine with the edge agent, "
+                                "and send it your own text or image (`cdl serve`)")
+        self.try_btn.setEnabled(False)
+        self.try_btn.clicked.connect(self._try)
+        row.addWidget(self.try_btn)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
         self.table = Table(["variant", "status", "size KiB", "× smaller", "test acc", "change (pts)", "b1 p50 ms",
                             "b1 p95 ms", "b64 p50 ms", "b64 p95 ms", "vs FP32", "ran on", "notes"])
+        self.table.itemSelectionChanged.connect(self._selection)
         self.add(self.table, 1)
         self.add(QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers "
                         "onnxruntime really used. A variant slower than FP32 is marked."))
@@ -87,4 +94,20 @@ class CompressionPanel(Panel):
                 colors[(i, 10)] = "#c2410c"
             if delta is not None and delta < -0.005:
                 colors[(i, 5)] = "#b91c1c"
-        self.table.fill(rows, colors)
+        self.table.fill(rows, colors, data=[v["name"] if v["status"] == "ok" else None for v in d["doc"]["variants"]])
+        self._selection()
+
+    def _selection(self) -> None:
+        self.try_btn.setEnabled(bool([x for x in self.table.selected_data() if x]) and bool(self.model.currentData()))
+
+    def _try(self) -> None:
+        from studio.widgets.try_dialog import TryDialog
+
+        variant = next((x for x in self.table.selected_data() if x), None)
+        ref = self.model.currentData()
+        if not variant or not ref:
+            return
+        refs = [f"{ref}:{variant}"] + ([f"{ref}:fp32"] if variant != "fp32" else [])
+        kind = "text" if self.ctx.workspace.config().task == "text" else "image"
+        self.try_dialog = TryDialog(self.ctx.workspace, refs, kind, self)
+        self.try_dialog.open()

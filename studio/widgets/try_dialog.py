@@ -1,0 +1,148 @@
+"""Try models before they go to a device: each is served on this machine by `cdl serve` (the edge agent, in a
+process of its own), and what is typed (or the image picked) goes to all of them over the Open Inference
+Protocol, their answers side by side. Closing the dialog stops the servers (and they delete their folders)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QProcess
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.services.tasks import run_task
+from studio.widgets.common import Table
+
+
+class TryDialog(QDialog):
+    """refs: NAME:VERSION:VARIANT of each model to serve (one or two: a candidate beside the champion)."""
+
+    def __init__(self, workspace, refs: list[str], kind: str = "text", parent: QWidget | None = None):  # noqa: ANN001
+        super().__init__(parent)
+        self.workspace, self.refs, self.kind = workspace, list(refs), kind
+        self.addresses: dict[str, str] = {}
+        self.procs: dict[str, QProcess] = {}
+        self.results: dict[str, list[dict[str, Any]]] = {}
+        self.image: Path | None = None
+        self.setWindowTitle("Try " + " and ".join(refs))
+        lay = QVBoxLayout(self)
+        self.status = QLabel("starting " + ", ".join(refs) + " on this machine…")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        row = QHBoxLayout()
+        if kind == "text":
+            self.input = QPlainTextEdit()
+            self.input.setPlaceholderText("Type or paste a text, then Predict")
+            self.input.setFixedHeight(110)
+            row.addWidget(self.input, 1)
+        else:
+            self.input = QLabel("no image chosen")
+            pick = QPushButton("Choose an image…")
+            pick.clicked.connect(self._pick)
+            row.addWidget(pick)
+            row.addWidget(self.input, 1)
+        self.predict_btn = QPushButton("Predict")
+        self.predict_btn.setEnabled(False)
+        self.predict_btn.clicked.connect(self.predict)
+        row.addWidget(self.predict_btn)
+        w = QWidget()
+        w.setLayout(row)
+        lay.addWidget(w)
+        self.table = Table(["model", "label", "confidence", "probabilities"])
+        lay.addWidget(self.table, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self.finished.connect(self.stop)
+        self.resize(860, 420)
+        for ref in self.refs:
+            self._start(ref)
+
+    def _start(self, ref: str) -> None:
+        p = QProcess(self)
+        p.setProgram(sys.executable)
+        p.setArguments(["-m", "runtime.cli", "-w", str(self.workspace.root), "serve", ref, "--listen",
+                        "127.0.0.1:0"])
+        p.readyReadStandardOutput.connect(lambda: self._read(ref, p))
+        p.finished.connect(lambda code, _s: self._ended(ref, p, code))
+        self.procs[ref] = p
+        p.start()
+
+    def _read(self, ref: str, p: QProcess) -> None:
+        text = bytes(p.readAllStandardOutput()).decode(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("serving ") and " at " in line:
+                self.addresses[ref] = line.split(" at ")[1].split()[0]
+        if len(self.addresses) == len(self.refs):
+            self.status.setText("serving " + "; ".join(f"{r} at {a}" for r, a in self.addresses.items())
+                                + " (the edge agent over the Open Inference Protocol, as a device answers)")
+            self.predict_btn.setEnabled(True)
+
+    def _ended(self, ref: str, p: QProcess, code: int) -> None:
+        if self.isVisible() and ref not in self.addresses:
+            err = bytes(p.readAllStandardError()).decode(errors="replace").strip().splitlines()
+            self.status.setText(f"{ref} could not be served: {err[-1] if err else f'exit status {code}'}")
+
+    def _pick(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "An image", str(Path.home()), "Images (*.png *.jpg *.jpeg *.bmp)")
+        if path:
+            self.image = Path(path)
+            self.input.setText(path)
+
+    def inputs(self) -> list[Any]:
+        if self.kind == "text":
+            text = self.input.toPlainText().strip()
+            return [text] if text else []
+        return [self.image] if self.image else []
+
+    def predict(self) -> None:
+        from runtime.serve import predict
+
+        items = self.inputs()
+        if not items:
+            self.status.setText("type a text first" if self.kind == "text" else "choose an image first")
+            return
+        self.results = {}
+
+        def ask() -> dict[str, list[dict[str, Any]]]:
+            out = {}
+            for ref, address in self.addresses.items():
+                out[ref] = predict(self.workspace, address, ref.split(":")[0], items)
+            return out
+
+        self.predict_btn.setEnabled(False)
+        run_task(ask, on_done=self._show, on_error=self._failed)
+
+    def _failed(self, message: str) -> None:
+        self.predict_btn.setEnabled(True)
+        self.status.setText(message)
+
+    def _show(self, results: dict[str, list[dict[str, Any]]]) -> None:
+        self.results = results
+        self.predict_btn.setEnabled(True)
+        rows = []
+        for ref, preds in results.items():
+            p = preds[0]
+            top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            rows.append((ref, p["label"], round(p["confidence"], 4), ", ".join(f"{c} {v:.3f}" for c, v in top)))
+        self.table.fill(rows)
+        self.table.resizeColumnsToContents()
+
+    def stop(self, *_: Any) -> None:
+        for p in self.procs.values():
+            if p.state() != QProcess.ProcessState.NotRunning:
+                p.terminate()  # SIGTERM: cdl serve stops its agent and deletes the folder
+                if not p.waitForFinished(15000):
+                    p.kill()
+                    p.waitForFinished(5000)

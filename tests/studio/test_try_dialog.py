@@ -1,0 +1,58 @@
+"""The compression panel's Try it…: the selected variant and FP32 served on this machine by `cdl serve`, the
+user's text sent to both over the Open Inference Protocol, their answers side by side."""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtWidgets import QDialog
+
+
+def test_try_a_variant_beside_fp32_from_the_compression_panel(qtbot, packaged):
+    import onnxruntime as ort
+
+    from edge_agent.proto.bundle import read_manifest_unverified
+    from edge_agent.proto.preprocessing import TextPipeline
+    from runtime.bundles import bundle_path
+    from runtime.workspace.dataset import decode_text
+    from studio.panels.base import StudioContext
+    from studio.panels.compression.panel import CompressionPanel
+    from studio.widgets.try_dialog import TryDialog
+
+    ws = packaged
+    p = CompressionPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert not p.try_btn.isEnabled()
+    names = [p.table.item(r, 0).text() for r in range(p.table.rowCount())]
+    p.table.selectRow(names.index("dynamic_int8"))
+    assert p.try_btn.isEnabled()
+    before = set(Path(tempfile.gettempdir()).glob("cdl-serve-*"))
+    p.try_btn.click()
+    dlg = p.findChild(TryDialog)
+    assert dlg is not None and dlg.refs == ["ws:1:dynamic_int8", "ws:1:fp32"]
+    qtbot.waitUntil(lambda: dlg.predict_btn.isEnabled(), timeout=120000)
+    assert "serving ws:1:dynamic_int8 at 127.0.0.1:" in dlg.status.text()
+    view = ws.dataset()
+    text = next(decode_text(view.read_bytes(r))[0] for r in view.rows if r.split == "test")
+    dlg.input.setPlainText(text)
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: len(dlg.results) == 2, timeout=60000)
+    assert dlg.table.rowCount() == 2
+    for ref in ("ws:1:dynamic_int8", "ws:1:fp32"):  # each answer is what onnxruntime gives on that bundle
+        bundle = bundle_path(ws, "ws:1", ref.split(":")[2])
+        with zipfile.ZipFile(bundle) as zf:
+            sess = ort.InferenceSession(zf.read("model.onnx"), providers=["CPUExecutionProvider"])
+        x, _ = TextPipeline(read_manifest_unverified(bundle)["preprocessing"]).transform([text])
+        probs = sess.run(["probabilities"], {"input": x})[0][0]
+        got = dlg.results[ref][0]
+        assert got["label"] == ws.store.model_version("ws", 1).classes[int(np.argmax(probs))]
+        assert abs(got["confidence"] - float(probs.max())) < 1e-5
+        assert set(got["probabilities"]) == set(ws.store.model_version("ws", 1).classes)
+    dlg.done(QDialog.DialogCode.Rejected)
+    assert all(proc.state() == proc.ProcessState.NotRunning for proc in dlg.procs.values())
+    qtbot.waitUntil(lambda: set(Path(tempfile.gettempdir()).glob("cdl-serve-*")) <= before, timeout=30000)
