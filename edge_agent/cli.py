@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: agent.json's "
                        "metrics_listen; off)")
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
+    serve.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by `cdl serve`
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
     from edge_agent.server import run
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(str(exc).replace("--listen", "--metrics")) from None
         if args.workers is not None and not 1 <= args.workers <= 64:
             raise ConfigError(f"--workers must be from 1 to 64, got {args.workers}")
-        run(args.data_dir, args.listen, args.workers, args.worker_index, args.metrics)
+        run(args.data_dir, args.listen, args.workers, args.worker_index, args.metrics, args.parent_pid)
     except (ConfigError, OSError) as exc:
         print(f"cdl-edge: error: {exc}", file=sys.stderr)
         return 2

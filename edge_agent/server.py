@@ -626,11 +626,14 @@ def check_certificate(config: AgentConfig) -> float | None:
     return left
 
 
-def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0, metrics: str | None = None) -> None:
-    if index:
+def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0, metrics: str | None = None,
+        parent_pid: int | None = None) -> None:
+    """parent_pid: the kernel kills this agent when that process dies (workers 1..N-1 get worker 0's; `cdl serve`
+    gives its own, so an agent it started never outlives it)."""
+    if index or parent_pid:
         from edge_agent.workers import die_with_parent
 
-        die_with_parent(int(os.environ.get("CDL_EDGE_PARENT_PID", "0")))
+        die_with_parent(parent_pid or int(os.environ.get("CDL_EDGE_PARENT_PID", "0")))
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s " + (f"[worker {index}] " if index else "") + "%(message)s")
     config = AgentConfig.load(Path(data_dir))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import signal
@@ -30,9 +31,29 @@ from runtime.domain.errors import CdlError
 from runtime.workspace.workspace import Workspace
 
 
+def sweep_stale(root: Path | None = None) -> list[Path]:
+    """Folders of `cdl serve` agents that died without tidying up (a SIGKILL): removed when a new one starts."""
+    from runtime.domain.processes import pid_alive
+
+    gone = []
+    for d in Path(root or tempfile.gettempdir()).glob("cdl-serve-*"):
+        try:
+            holder = (d / "run" / "agent.lock").read_text().split()
+            pid = int(holder[1].rstrip(",")) if len(holder) > 1 and holder[0] == "pid" else None
+        except (OSError, ValueError):
+            pid = None
+        age = datetime.now().timestamp() - d.stat().st_mtime
+        if (pid is not None and not pid_alive(pid)) or (pid is None and age > 3600):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
 def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "127.0.0.1:8001", workers: int = 1,
-                log: Callable[[str], None] = print, stop: threading.Event | None = None) -> dict[str, Any]:
-    """Serve until `stop` is set (or SIGINT/SIGTERM when it is None); returns what was served."""
+                log: Callable[[str], None] = print, stop: threading.Event | None = None,
+                parent_pid: int | None = None) -> dict[str, Any]:
+    """Serve until `stop` is set (or SIGINT/SIGTERM when it is None), or until `parent_pid` (the studio that
+    asked) has gone; returns what was served. The agent dies with this process, however it dies."""
     from edge_agent.proto.address import split_address
     from edge_agent.proto.agent_json import DEFAULTS
     from runtime.bundles import bundle_path
@@ -45,6 +66,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         host, _port = split_address(listen, "127.0.0.1:8001")
     except ValueError as exc:
         raise CdlError(f"--listen {listen!r}: {exc}") from None
+    sweep_stale()
     mv = ws.store.resolve_model(ref)
     bundle = bundle_path(ws, mv.ref, variant)  # a variant that was not built says so here, before anything starts
     folder = Path(tempfile.mkdtemp(prefix="cdl-serve-"))
@@ -62,7 +84,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
                  **DEFAULTS, "workers": workers}
         atomic_write_bytes(folder / "agent.json", json.dumps(agent).encode())
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(folder),
-                                 "--listen", listen], stdout=subprocess.PIPE, text=True,
+                                 "--listen", listen, "--parent-pid", str(os.getpid())], stdout=subprocess.PIPE, text=True,
                                 start_new_session=True)  # the terminal's Ctrl-C is ours to handle: we stop it
         line = proc.stdout.readline()
         if "listening on" not in line:
@@ -80,7 +102,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
             "Ctrl-C stops it")
         log(f"  a client trusts {ca}: tritonclient.grpc.InferenceServerClient({address!r}, ssl=True, "
             f"root_certificates={str(ca)!r})")
-        _wait(proc, stop)
+        _wait(proc, stop, parent_pid)
         return served
     finally:
         if proc is not None and proc.poll() is None:
@@ -93,13 +115,17 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wait(proc: subprocess.Popen, stop: threading.Event | None) -> None:
-    """Until the agent exits, `stop` is set, or (without `stop`) SIGINT/SIGTERM arrives."""
+def _wait(proc: subprocess.Popen, stop: threading.Event | None, parent_pid: int | None = None) -> None:
+    """Until the agent exits, `stop` is set, (without `stop`) SIGINT/SIGTERM arrives, or `parent_pid` is gone."""
+    from runtime.domain.processes import pid_alive
+
     if stop is None:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.2):
+        if parent_pid and not pid_alive(parent_pid):
+            return
         if proc.poll() is not None:
             raise CdlError(f"the agent stopped (exit status {proc.returncode}); its log is above")
 

@@ -4,6 +4,7 @@ Protocol, their answers side by side. Closing the dialog stops the servers (and 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class TryDialog(QDialog):
         p = QProcess(self)
         p.setProgram(sys.executable)
         p.setArguments(["-m", "runtime.cli", "-w", str(self.workspace.root), "serve", ref, "--listen",
-                        "127.0.0.1:0"])
+                        "127.0.0.1:0", "--parent-pid", str(os.getpid())])  # it stops if the studio dies
         p.readyReadStandardOutput.connect(lambda: self._read(ref, p))
         p.finished.connect(lambda code, _s: self._ended(ref, p, code))
         self.procs[ref] = p

@@ -59,3 +59,49 @@ def test_cdl_serve_answers_tritonclient_like_onnxruntime_and_leaves_nothing(pack
     bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "serve", "ws:1:qat"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "ws:1 has no variant 'qat'" in bad.stderr
+
+
+def _serve(ws, *extra: str) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "serve", "ws:1",
+                             "--listen", "127.0.0.1:0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("serving ws:1:fp32 at "), line + proc.stderr.read()[-2000:]
+    return proc, line
+
+
+def _agents(folder: Path) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if str(folder) in (d / "cmdline").read_bytes().decode(errors="replace"):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_cdl_serve_never_leaves_an_agent_running(packaged):
+    """Killed outright (SIGKILL), `cdl serve` takes its agent with it, and the next one sweeps the folder left;
+    started by a studio (--parent-pid), it stops when that process is gone."""
+    ws = packaged
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("cdl-serve-*"))
+    proc, _ = _serve(ws)
+    (folder,) = set(tmp.glob("cdl-serve-*")) - before
+    assert _agents(folder)
+    proc.kill()
+    proc.wait(10)
+    deadline = time.time() + 10
+    while time.time() < deadline and _agents(folder):
+        time.sleep(0.1)
+    assert not _agents(folder) and folder.exists()  # the agent died with it; the folder was left behind
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    proc, _ = _serve(ws, "--parent-pid", str(parent.pid))
+    assert not folder.exists()  # swept by the next `cdl serve`
+    (second,) = set(tmp.glob("cdl-serve-*")) - before
+    parent.kill()
+    parent.wait(10)
+    assert proc.wait(30) == 0
+    assert not second.exists() and not _agents(second)
