@@ -9,6 +9,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdl-edge", description="CDL Studio edge agent")
+    from edge_agent import __version__
+
+    parser.add_argument("--version", action="version", version=f"cdl-edge {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     serve = sub.add_parser("serve", help="serve the active bundle over gRPC (TLS), journal every prediction")
     serve.add_argument("--data-dir", required=True, type=Path,

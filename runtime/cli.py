@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from runtime import __version__
 from runtime.domain.errors import CdlError
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -58,6 +59,7 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.option("-w", "--workspace", type=click.Path(file_okay=False, path_type=Path),
               help="workspace folder (default: the one containing the current directory)")
+@click.version_option(__version__, "--version", prog_name="cdl", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, workspace: Path | None) -> None:
     """CDL Studio: continuous deep learning from data to edge devices."""

@@ -50,3 +50,11 @@ def test_doctor_finds_missing_data_expiring_certificates_and_dirty_code(small_bb
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "doctor", "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 1 and json.loads(out.stdout)["failed"] is True
+
+
+def test_both_commands_say_their_version():
+    from runtime import __version__
+
+    for cmd, name in ((["-m", "runtime.cli"], "cdl"), (["-m", "edge_agent.cli"], "cdl-edge")):
+        out = subprocess.run([sys.executable, *cmd, "--version"], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.strip() == f"{name} {__version__}", out
