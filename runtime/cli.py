@@ -540,11 +540,30 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, as_json: bool) 
     content = q.content(item.uid)
     preview = content[:500] if isinstance(content, str) else f"<image {getattr(content, 'shape', '')}>"
     doc = {"item": item.item_id, "uid": item.uid, "source": item.source, "candidates": list(item.candidates),
-           "classes": q.classes(), "content": preview}
+           "classes": q.classes(), "content": preview, "suggestion": q.suggestion(item.item_id)}
     if as_json:
         _dump(doc)
     else:
-        click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {', '.join(doc['classes'])}")
+        sug = doc["suggestion"]
+        hint = f"\nsuggested by {sug['model']}: {sug['label']} ({sug['confidence']:.2f})" if sug else ""
+        click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {', '.join(doc['classes'])}{hint}")
+
+
+@labels.command("suggest")
+@click.option("--model", "ref", default=None, help="NAME:VERSION (default: the champion)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def labels_suggest(obj: dict[str, Any], ref: str | None, as_json: bool) -> None:
+    """Pre-annotations: the model's guess, with its confidence, for every item still to decide; the annotation
+    panel shows it and Enter takes it. Suggestions are not labels."""
+    from runtime.labeling import suggest
+
+    doc = suggest(_ws(obj), ref, log=None if as_json else click.echo)
+    if as_json:
+        _dump(doc)
+        return
+    spread = ", ".join(f"{c} {n}" for c, n in doc["by_class"].items())
+    click.echo(f"{doc['model']} suggested labels for {doc['items']} item(s)" + (f": {spread}" if spread else ""))
 
 
 @labels.command("set")

@@ -201,6 +201,12 @@ class LabelQueue:
         seen.update(name for name in self.store.label_names() if name)
         return sorted(seen)
 
+    def suggestion(self, item_id: str) -> dict[str, Any] | None:
+        """The model's guess for an item ({"label", "confidence", "model"}), where `suggest` made one."""
+        doc = suggestions(self.ws)
+        hit = (doc or {}).get("items", {}).get(item_id)
+        return {"label": hit[0], "confidence": hit[1], "model": doc["model"]} if hit else None
+
     def _quarantined(self) -> set[str]:
         version = self.ws.current_version()
         return {q.item for q in self.store.quarantine(version)} if version else set()
@@ -351,6 +357,84 @@ class LabelQueue:
                 conflicts += 1
         return {"total": len(ids), "labeled": labeled, "conflicts": conflicts,
                 "unlabeled": len(ids) - labeled - conflicts}
+
+
+# -- suggestions: a model's pre-annotations ----------------------------------------------------------------
+
+SUGGESTIONS_FILE = "label-suggestions.json"
+
+
+def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]:  # noqa: ANN001
+    """Pre-annotations, as a Label Studio ML backend gives them: the model (default the champion) predicts every
+    item still to decide (unlabeled or in conflict) of the checked-out version; the labeling panel shows its guess
+    and its confidence beside the item, and Enter takes it. Suggestions are not labels (they never count, nor
+    make the data pipeline stale) and are kept in `.cdl/label-suggestions.json`, replaced by the next call."""
+    import numpy as np
+
+    from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
+    from runtime.ml.preprocess import _text_matrix, load_transform
+
+    say = log or (lambda _m: None)
+    cfg = ws.config()
+    if ref is None:
+        name = (cfg.steps.get("model.register") or {}).get("name") or cfg.name
+        ref = f"{name}@champion"
+    mv = ws.store.resolve_model(ref)
+    q = LabelQueue(ws)
+    rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
+    out: dict[str, list[Any]] = {}
+    if rows:
+        prep = load_transform(ws, mv.transform, log=say)
+        view = q._dataset()
+        ckpt = ws.artifacts.get(mv.artifacts["checkpoint"])
+        arch = mv.extra["arch"]
+        say(f"{mv.ref} predicts {len(rows)} item(s) to decide")
+        for start in range(0, len(rows), 2048):
+            chunk = rows[start : start + 2048]
+            if prep.stats.get("kind") == "text":
+                X, _ = _text_matrix(TextPipeline(prep.spec), [decode_text(view.read_bytes(r))[0] for r in chunk])
+            else:
+                raw = view.images(chunk)
+                X = ImagePipeline(prep.spec).transform(raw[..., None] if raw.ndim == 3 else raw)[0]
+            if mv.framework == "torch":
+                from runtime.ml import torch_backend
+
+                probs = torch_backend.predict_proba(ckpt, X, ws.root)
+            else:
+                from runtime.ml import keras_backend
+
+                probs = keras_backend.predict_proba(ckpt, X, arch, ws.root)
+            for r, p in zip(chunk, probs, strict=True):
+                j = int(np.argmax(p))
+                out[r.id] = [mv.classes[j], round(float(p[j]), 4)]
+    doc = {"model": mv.ref, "created": datetime.now(UTC).isoformat(), "items": out}
+    from runtime.workspace.config import atomic_write_text
+
+    atomic_write_text(ws.root / ".cdl" / SUGGESTIONS_FILE, json.dumps(doc))
+    counts = Counter(label for label, _ in out.values())
+    return {"model": mv.ref, "items": len(out), "by_class": dict(counts.most_common())}
+
+
+_SUGGESTED: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def suggestions(ws: Workspace) -> dict[str, Any] | None:
+    """The last `suggest`'s file, read again only when it changed."""
+    path = ws.root / ".cdl" / SUGGESTIONS_FILE
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _SUGGESTED.get(ws)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    _SUGGESTED[ws] = (stamp, doc)
+    return doc
 
 
 # -- agreement between labelers -----------------------------------------------------------------------------

@@ -58,6 +58,11 @@ class LabelingPanel(Panel):
         self.agreement_btn.setToolTip("who labeled what, and how often labelers (people and imported sources) agree "
                                       "on the items they both labeled (`cdl labels agreement`)")
         self.agreement_btn.clicked.connect(self._agreement)
+        self.suggest_btn = QPushButton("Suggest")
+        self.suggest_btn.setToolTip("the champion's guess for every item still to decide, shown beside the item; "
+                                    "Enter takes it (`cdl labels suggest`); suggestions are not labels")
+        self.suggest_btn.clicked.connect(self.suggest)
+        top.addWidget(self.suggest_btn)
         imp = QPushButton("Import Label Studio…")
         exp = QPushButton("Export Label Studio…")
         imp.clicked.connect(self._import_ls)
@@ -100,6 +105,7 @@ class LabelingPanel(Panel):
         self.add(aw)
         self.classes: list[str] = []
         self.current = None
+        self.suggestion: dict[str, Any] | None = None
         self._class_buttons: list[QPushButton] = []
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
@@ -112,6 +118,8 @@ class LabelingPanel(Panel):
             self.skip()
         elif (key == Qt.Key.Key_U and not event.modifiers()) or event.matches(QKeySequence.StandardKey.Undo):
             self.undo()
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and plain:
+            self.accept_suggestion()
         else:
             super().keyPressEvent(event)
 
@@ -137,7 +145,8 @@ class LabelingPanel(Panel):
         content = q.content(item.uid) if item else None
         props = proposals(ws)
         pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
-        return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(), "progress": q.progress(),
+        return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(),
+                "progress": q.progress(), "suggestion": q.suggestion(item.item_id) if item else None,
                 "proposals": [p["id"] for p in props], "filter": flt,
                 "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
                 "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
@@ -172,6 +181,7 @@ class LabelingPanel(Panel):
             self.progress.setMaximum(max(1, p["total"]))
             self.progress.setValue(p["labeled"])
         self.current = d["item"]
+        self.suggestion = None
         if self.current is None:
             hint = ""
             if d["open_proposals"] and not d["filter"].startswith("proposal:"):
@@ -192,6 +202,11 @@ class LabelingPanel(Panel):
         item = self.current
         extra = f" — conflicting labels: {', '.join(item.candidates)}" if item.conflict else ""
         label = f"current label: {item.label}" if item.label else "unlabeled"
+        self.suggestion = d.get("suggestion")
+        sug = self.suggestion
+        if sug and sug["label"] in self.classes:
+            extra += (f" — suggested by {html.escape(sug['model'])}: <b>{html.escape(sug['label'])}</b> "
+                      f"({sug['confidence']:.2f}), Enter takes it")
         self.meta.setText(f"<b>{item.source}</b> ({label}, split {item.split or '-'}){extra}")
         content = d["content"]
         if isinstance(content, str):
@@ -218,6 +233,33 @@ class LabelingPanel(Panel):
         self.current = None
         run_task(self._queue().set_label, item.uid, label, on_done=lambda _: self.refresh(),
                  on_error=lambda m: self.say(m, "error"))
+
+    def accept_suggestion(self) -> None:
+        """Enter: the model's suggestion is the label (as a class key would set it)."""
+        sug = self.suggestion
+        if self.current is None or not sug or sug["label"] not in self.classes:
+            return
+        self.choose(self.classes.index(sug["label"]))
+
+    def suggest(self) -> None:
+        """The champion's guesses for every item still to decide: `cdl labels suggest` in a process of its own
+        (it loads the model's framework, which the studio's process must not)."""
+        import json
+        import subprocess
+        import sys
+
+        root = self.ctx.workspace.root
+
+        def run() -> dict[str, Any]:
+            r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "labels", "suggest", "--json"],
+                               capture_output=True, text=True, timeout=3600)
+            if r.returncode != 0:
+                raise RuntimeError((r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1])
+            return json.loads(r.stdout)
+
+        self.work(run, message="the champion is suggesting labels…",
+                  done=lambda d: self.say(f"{d['model']} suggested labels for {d['items']} item(s); Enter takes "
+                                          "the one shown", "ok"))
 
     def skip(self) -> None:
         if self.current is None:

@@ -1,0 +1,77 @@
+"""Pre-annotations: the champion guesses the label of every item still to decide (`cdl labels suggest`); the
+annotation panel shows the guess and Enter takes it; a guess is not a label."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import zipfile
+
+from PySide6.QtCore import Qt
+
+from tests.conftest import make_bbc_subset
+
+
+def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_path, qtbot):
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+    from runtime.registry import review
+    from studio.panels.base import StudioContext
+    from studio.panels.labeling.panel import LabelingPanel
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.evaluate", overrides={"model.tune": {"n_trials": 1}}).ok
+    review(ws.store, "ws:1", True, "fine", "vera")
+    # new articles without labels (the next 6 of each class), whose true class the test knows
+    src = make_bbc_subset(tmp_path / "more.zip", per_class=36)
+    truth: dict[str, str] = {}
+    with zipfile.ZipFile(src) as zf, open(tmp_path / "new.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text"])
+        seen: dict[str, int] = {}
+        for n in zf.namelist():
+            cls = n.split("/")[-2]
+            seen[cls] = seen.get(cls, 0) + 1
+            if seen[cls] > 30 and n.endswith(".txt") and not n.endswith("sport/199.txt"):
+                text = zf.read(n).decode("utf-8", "replace")
+                w.writerow([text])
+                truth[text.strip()] = cls
+    assert add_source(ws, tmp_path / "new.csv", {"unlabeled": True}).ok
+    assert Runner(ws).run(until="data.label").ok
+    labels_before = len(ws.store.labels())
+    stale_before = {s.id: s.status.value for s in Runner(ws).statuses()}
+    todo = len(LabelQueue(ws).rows("unlabeled"))  # 30 new articles, less any that duplicates another
+    assert 25 <= todo <= 30
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "suggest"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"ws:1 suggested labels for {todo} item(s): " in out.stdout, out.stdout
+    # guesses are not labels: no label row, nothing turns stale
+    assert len(ws.store.labels()) == labels_before
+    assert {s.id: s.status.value for s in Runner(ws).statuses()} == stale_before
+    q = LabelQueue(ws, "lena")
+    right = 0
+    for item in q.rows("unlabeled"):
+        sug = q.suggestion(item.item_id)
+        assert sug is not None and sug["model"] == "ws:1" and 0 < sug["confidence"] <= 1
+        right += sug["label"] == truth[q.content(item.uid).strip()]
+    assert right >= 0.8 * todo, (right, todo)  # the champion is right on most of the new articles
+    # the panel shows the guess; Enter takes it
+    p = LabelingPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.labeler.setText("lena")
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    shown = p.current
+    sug = q.suggestion(shown.item_id)
+    assert f"suggested by ws:1: <b>{sug['label']}</b>" in p.meta.text()
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        qtbot.keyClick(p, Qt.Key.Key_Return)
+    (mine,) = [r for r in ws.store.labels() if r.labeler == "lena"]
+    assert (mine.item_id, mine.label, mine.source) == (shown.item_id, sug["label"], "manual")
+    # the panel's Suggest runs `cdl labels suggest` in a process of its own, and says what it did
+    p.suggest_btn.click()
+    qtbot.waitUntil(lambda: "ws:1 suggested labels for" in p.status_label.text(), timeout=120000)
+    assert f"for {todo - 1} item(s)" in p.status_label.text()  # one fewer to decide now
