@@ -529,6 +529,8 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     tasks = []
     seen: set[str] = set()
     ann_id = 0
+    guessed = suggestions(ws) or {}
+    guesses = guessed.get("items") or {}
     for n, row in enumerate(view.rows, start=1):
         if row.id in seen:
             continue
@@ -542,6 +544,10 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
             data = {to_name: _png_data_uri(view.read_image(row))}
         data.update({"source_file": row.source, "cdl_item": row.id, "cdl_uid": row.uid})
         annotations, predictions = [], []
+        if row.id in guesses:  # `cdl labels suggest`'s guess: a Label Studio prediction, with its score
+            label, score = guesses[row.id]
+            predictions.append({"model_version": guessed["model"], "score": score,
+                                "result": [_choice(from_name, to_name, label)], "created_at": guessed["created"]})
         for r in recs:
             if r.source == "model":
                 predictions.append({

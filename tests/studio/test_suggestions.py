@@ -58,6 +58,18 @@ def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_pa
         assert sug is not None and sug["model"] == "ws:1" and 0 < sug["confidence"] <= 1
         right += sug["label"] == truth[q.content(item.uid).strip()]
     assert right >= 0.8 * todo, (right, todo)  # the champion is right on most of the new articles
+    # a Label Studio export carries them as predictions with their score (pre-annotations there too)
+    from runtime.labeling import export_label_studio
+
+    export_label_studio(ws, tmp_path / "ls.json")
+    import json
+
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    predicted = [t for t in tasks if t["predictions"]]
+    assert len(predicted) == todo and all(t["total_annotations"] == 0 for t in predicted)
+    pred = predicted[0]["predictions"][0]
+    assert pred["model_version"] == "ws:1" and 0 < pred["score"] <= 1
+    assert pred["result"][0]["value"]["choices"][0] == q.suggestion(predicted[0]["data"]["cdl_item"])["label"]
     # the panel shows the guess; Enter takes it
     p = LabelingPanel(StudioContext(ws.root, ws, None))
     qtbot.addWidget(p)
