@@ -143,6 +143,8 @@ def backup(ws: Workspace, out: Path, with_data: bool = False, log=None) -> dict[
                 info.size, info.mtime = len(data), int(time.time())
                 tar.addfile(info, io.BytesIO(data))
             os.replace(part, out)
+        ws.store.set_state("last_backup", {"time": datetime.now(UTC).isoformat(), "archive": str(out),
+                                           "with_data": with_data})
     return {"archive": str(out), "files": len(listing), "bytes": total, "archive_bytes": out.stat().st_size,
             "with_data": with_data, "registry": registry, "notes": notes}
 

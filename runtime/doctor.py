@@ -6,6 +6,7 @@ Checks, cheapest first (nothing here trains, imports TensorFlow, or calls a devi
 - data: data/dataset holds the checked-out version; every version's files are in DVC's cache (a version whose
   files are gone cannot be checked out, trained on again, or have its transform fitted again); a DVC remote
   (without one the data has no copy elsewhere);
+- backup: when `cdl backup` last ran (a workspace with models and no backup is warned about);
 - disk: free space where the workspace is, and what `cdl gc` would give back;
 - devices: certificates that expire within 30 days or have expired, devices not seen for a week;
 - engines: the installed versions of what the pipeline uses (torch or tensorflow for its framework,
@@ -27,6 +28,7 @@ from runtime.workspace.workspace import Workspace
 
 LOW_DISK = 2 << 30  # below this much free space where the workspace is: warn
 UNSEEN_DAYS = 7
+BACKUP_DAYS = 7  # a backup older than this: warn
 
 
 def _human(n: float) -> str:
@@ -109,6 +111,17 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         else:
             add("data", "warn", "no DVC remote: the data has no copy outside this folder",
                 "`cdl data remote add NAME URL`, then `cdl data push`")
+    # backup
+    last = ws.store.get_state("last_backup")
+    if last:
+        when = datetime.fromisoformat(last["time"])
+        days = (datetime.now(UTC) - when).days
+        add("backup", "warn" if days >= BACKUP_DAYS else "ok",
+            f"last `cdl backup` {when.date()} ({days} day(s) ago) to {last['archive']}",
+            "`cdl backup OUT.tar.gz` (the registry, artifacts, scoring data and keys are only here)")
+    elif ws.store.model_versions():
+        add("backup", "warn", "never backed up: the registry, models, scoring data and keys exist only in this "
+            "folder", "`cdl backup OUT.tar.gz`")
     # disk
     free = shutil.disk_usage(ws.root).free
     try:

@@ -35,8 +35,14 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
     mv = ws.store.model_version("ws", 1)
     rows = len(ws.dataset().rows)
 
+    from runtime.doctor import diagnose
+
+    (warned,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
+    assert warned["status"] == "warn" and "never backed up" in warned["detail"]
     out = backup(ws, tmp_path / "ws.tar.gz")
     assert out["notes"] == [] and out["files"] > 10 and out["registry"] == "sqlite"
+    (done,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
+    assert done["status"] == "ok" and "0 day(s) ago" in done["detail"] and "ws.tar.gz" in done["detail"]
     with tarfile.open(out["archive"]) as tar:
         names = set(tar.getnames())
     assert ".cdl/registry.db" in names and ".cdl/scoring.duckdb" in names and "cdl.yaml" in names
