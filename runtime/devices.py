@@ -408,15 +408,14 @@ def remove(ws: Workspace, name: str) -> dict[str, Any]:
     when it is the default one under .cdl/devices (it holds the device's private key); a folder given with --out is
     left where it is. The agent on the device is not told: it serves its model until someone stops it."""
     dev = ws.store.device(name)
-    ws.store.remove_device(name)
     default = (ws.root / ".cdl" / "devices" / name).resolve()
     folder = device_folder(ws, dev)
     removed_folder = folder == default and folder.exists()
-    if removed_folder:
-        remove_enrollment_dir(folder)
     msg = "removed from this workspace" + (f"; its folder {folder} deleted" if removed_folder else
                                            f"; its folder {folder} left in place" if folder.exists() else "")
-    ws.store.add_deployment(device=name, action="remove", status="done", message=msg)
+    ws.store.remove_device(name, message=msg)  # the device and its history's "remove" row, in one transaction
+    if removed_folder:
+        remove_enrollment_dir(folder)
     return {"device": name, "address": dev.address, "enroll_dir": str(folder), "folder_deleted": removed_folder,
             "message": msg}
 

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file whole (a temporary file renamed over it): a reader sees the old bytes or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+    os.replace(tmp, path)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _replace(path, data, 0o600)
+
+
+@contextlib.contextmanager
+def created_once(folder: Path):  # noqa: ANN201
+    """An exclusive lock on FOLDER/.create.lock while a key (or CA) is made in it, so that processes starting at
+    once on a new workspace make one between them: each checks again under the lock before making its own. The
+    folder is owner-only."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    with open(folder / ".create.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _key():  # noqa: ANN202
@@ -35,18 +60,20 @@ def ca(root: Path) -> tuple[bytes, bytes]:
 
     d = Path(root) / ".cdl" / "pki"
     key_path, crt_path = d / "ca.key", d / "ca.crt"
-    if not key_path.exists():
-        key = _key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"CDL Studio workspace CA ({Path(root).name})")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=3650))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .sign(key, hashes.SHA256()))
-        _write_private(key_path, _pem_key(key))
-        crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.chmod(d, 0o700)
+    if not (key_path.exists() and crt_path.exists()):
+        with created_once(d):  # two processes on a new workspace (two `cdl serve`, two enrolls) make one CA
+            if not (key_path.exists() and crt_path.exists()):
+                key = _key()
+                name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                     f"CDL Studio workspace CA ({Path(root).name})")])
+                now = dt.datetime.now(dt.UTC)
+                cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                        .not_valid_after(now + dt.timedelta(days=3650))
+                        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                        .sign(key, hashes.SHA256()))
+                _write_private(key_path, _pem_key(key))
+                _replace(crt_path, cert.public_bytes(serialization.Encoding.PEM))
     return key_path.read_bytes(), crt_path.read_bytes()
 
 

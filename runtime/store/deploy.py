@@ -87,14 +87,17 @@ class DeployMixin:
         with self.session() as s:
             return [_device(r) for r in s.execute(select(t.SqlDevice).order_by(t.SqlDevice.name)).scalars()]
 
-    def remove_device(self, name: str) -> Device:
-        """Forget a device (its token and certificate fingerprint); its deployment history stays."""
+    def remove_device(self, name: str, message: str | None = None) -> Device:
+        """Forget a device (its token and certificate fingerprint); its deployment history stays. message: the
+        history's "remove" row, written in the same transaction (a reader never sees the device gone without it)."""
         with self._lock, self.session() as s:
             r = s.get(t.SqlDevice, name)
             if r is None:
                 raise NotFoundError(f"device {name!r} is not enrolled")
             dev = _device(r)
             s.execute(delete(t.SqlDevice).where(t.SqlDevice.name == name))
+            if message is not None:
+                s.add(t.SqlDeployment(device=name, action="remove", status="done", message=message))
             s.commit()
             return dev
 

@@ -4,6 +4,7 @@ Protocol, their answers side by side. Closing the dialog stops the servers (and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -75,8 +76,16 @@ class TryDialog(QDialog):
         p.setProgram(sys.executable)
         p.setArguments(["-m", "runtime.cli", "-w", str(self.workspace.root), "serve", ref, "--listen",
                         "127.0.0.1:0", "--parent-pid", str(os.getpid())])  # it stops if the studio dies
-        p.readyReadStandardOutput.connect(lambda: self._read(ref, p))
-        p.finished.connect(lambda code, _s: self._ended(ref, p, code))
+        def read() -> None:
+            with contextlib.suppress(RuntimeError):  # the dialog may be gone (closed, or its test failed)
+                self._read(ref, p)
+
+        def ended(code: int, _status: object) -> None:
+            with contextlib.suppress(RuntimeError):
+                self._ended(ref, p, code)
+
+        p.readyReadStandardOutput.connect(read)
+        p.finished.connect(ended)
         self.procs[ref] = p
         p.start()
 
@@ -86,7 +95,7 @@ class TryDialog(QDialog):
             if line.startswith("serving ") and " at " in line:
                 self.addresses[ref] = line.split(" at ")[1].split()[0]
         if len(self.addresses) == len(self.refs):
-            self.status.setText("serving " + "; ".join(f"{r} at {a}" for r, a in self.addresses.items())
+            self.status.setText("serving " + "; ".join(f"{r} at {self.addresses[r]}" for r in self.refs)
                                 + " (the edge agent over the Open Inference Protocol, as a device answers)")
             self.predict_btn.setEnabled(True)
 

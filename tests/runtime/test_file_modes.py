@@ -46,3 +46,28 @@ def test_whole_file_writes_follow_the_umask(tmp_path, umask_027):
     assert _mode(tmp_path / ".cdl" / "keys" / "bundle-signing.pem") == 0o600  # the private key stays private
     write_bundle(tmp_path / "m.cdlb", {"name": "m"}, {"model.onnx": b"onnx"}, priv)
     assert _mode(tmp_path / "m.cdlb") == umask_027
+
+
+def test_processes_starting_at_once_on_a_new_workspace_share_one_ca_and_one_signing_key(tmp_path):
+    """Two `cdl serve` (the studio's Try it… starts a variant and FP32 together) on a workspace that had no CA yet
+    each made one: the certificate of one was signed by a CA the other had replaced, and TLS failed with 'bad
+    signature'. The CA and the signing key are made once, under a lock."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, sys, time; from pathlib import Path; from runtime.pki import ca; "
+            "from runtime.keys import signing_key; root = Path(sys.argv[1]); "
+            "time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+            "print(hashlib.sha256(b''.join(ca(root)) + b''.join(signing_key(root))).hexdigest())")
+    import time
+
+    start = str(time.time() + 2.0)  # all of them at the same moment, once their imports are done
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), start], stdout=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    digests = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert len(digests) == 1 and all(p.returncode == 0 for p in procs), digests
+    import os
+    import stat
+
+    for f in ("pki/ca.key", "keys/bundle-signing.pem"):
+        assert stat.S_IMODE(os.stat(tmp_path / ".cdl" / f).st_mode) == 0o600

@@ -294,7 +294,7 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     qtbot.waitUntil(lambda: [d.devices.item(r, 0).text() for r in range(d.devices.rowCount())] == ["dev1"],
                     timeout=30000)
     qtbot.waitUntil(lambda: "gone: removed from this workspace" in d.status_label.text(), timeout=30000)
-    assert d.history.item(0, 2).text() == "remove"
+    qtbot.waitUntil(lambda: d.history.item(0, 2).text() == "remove", timeout=30000)  # the reload after it
     m = MonitoringPanel(studio_ctx)
     qtbot.addWidget(m)
     m.sig_run.connect(lambda steps, until, over: studio_ctx.runtime.submit(steps, until, False, over))  # as the window
