@@ -257,8 +257,14 @@ class TrainStep(Step):
         tuned: dict[str, Any] = {}
         if params["use_tuned"] and "model.tune" in ctx.config.steps:
             tuned = _last_summary(ctx, "model.tune", "best_params")["best_params"]
+            replaced = {k: (params[k], v) for k, v in tuned.items() if k in params and params[k] != v}
             params.update(tuned)
             ctx.log(f"using tuned parameters {tuned}")
+            if replaced:  # a value given in cdl.yaml or with --set does not count while use_tuned is on: say so
+                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {b:.4g}" if isinstance(b, float)
+                                                                        else f"{k} {a} → {b}"
+                                                                        for k, (a, b) in replaced.items())
+                        + " (use_tuned; set it false to train with the values given)")
         prep = _prepared(ctx)
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
         init_report = None

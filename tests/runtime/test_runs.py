@@ -38,3 +38,16 @@ def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"#{newest['id']}") and "changed: min_length 30 → 20" in lines[1]
     assert "changed: min_length 20 → 30" in out.stdout and f"#{first['id']}" not in out.stdout
+
+
+def test_a_value_that_model_tune_replaces_is_named(small_bbc):
+    """With use_tuned on, `--set model.train.lr=0.5` trained with the tuned lr and said nothing but the tuned
+    values: now the run names what it replaced."""
+    ws = small_bbc
+    assert Runner(ws).run(until="model.tune", overrides={"model.tune": {"n_trials": 1, "max_epochs": 1}}).ok
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train", "--set",
+                          "model.train.lr=0.5", "--set", "model.train.epochs=1", "--set", "model.train.refit=false"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = out.stdout + out.stderr
+    assert "model.tune's best trial replaces lr 0.5 → " in said and "set it false to train with the values" in said
