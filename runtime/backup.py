@@ -28,7 +28,6 @@ import shutil
 import sqlite3
 import tarfile
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,19 +81,13 @@ def _scoring_copy(ws: Workspace, dest: Path) -> bool:
 
 def backup(ws: Workspace, out: Path, with_data: bool = False, log=None) -> dict[str, Any]:  # noqa: ANN001
     """Write the workspace into the tar.gz `out` (atomically: a temporary file renamed at the end)."""
-    from runtime.jobs.runner import _RunLock
+    from runtime.jobs.runner import holding_workspace
 
     out = Path(out).expanduser().resolve()
     if not out.parent.is_dir():
         raise CdlError(f"{out.parent}: no such folder")
-    holder: list[str] = []
-    stop = threading.Event()
-    stop.set()
     say = log or (lambda _m: None)
-    with _RunLock(ws.root / ".cdl" / "run.lock", "backup", holder.append, stop) as lock:
-        if not lock.held:
-            raise CdlError(f"{ws.root}: a pipeline run holds the workspace ({holder[0] if holder else 'unknown'}); "
-                           "back it up when it has finished")
+    with holding_workspace(ws, "backup", "back it up when it has finished"):
         with tempfile.TemporaryDirectory(prefix=".cdl-backup-", dir=out.parent) as tmp:
             snap = Path(tmp)
             members: dict[str, Path] = {}

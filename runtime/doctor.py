@@ -58,17 +58,11 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     except CdlError as exc:
         add("workspace", "fail", str(exc), "fix cdl.yaml (the error names the field)")
         return {"workspace": str(ws.root), "checks": out, "failed": True}
-    lock = ws.root / ".cdl" / "run.lock"
-    if lock.exists():
-        import fcntl
+    from runtime.jobs.runner import run_in_progress
 
-        with open(lock, "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            except BlockingIOError:
-                fh.seek(0)
-                add("workspace", "ok", f"a pipeline run is in progress ({fh.read().strip() or 'its owner unknown'})")
+    holder = run_in_progress(ws)
+    if holder:
+        add("workspace", "ok", f"a pipeline run is in progress ({holder})")
     # git
     try:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "cdl.yaml"], cwd=ws.root,

@@ -23,12 +23,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from runtime.domain.errors import CdlError
 from runtime.workspace.workspace import Workspace
 
 DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
@@ -99,15 +97,9 @@ def plan(ws: Workspace, now: float | None = None) -> list[dict[str, Any]]:
 
 def collect(ws: Workspace, dry_run: bool = False, log=None) -> dict[str, Any]:  # noqa: ANN001
     """Remove what `plan` lists (or only list it), under the workspace's run lock."""
-    from runtime.jobs.runner import _RunLock
+    from runtime.jobs.runner import holding_workspace
 
-    holder: list[str] = []
-    stop = threading.Event()
-    stop.set()  # do not wait for a run: say who holds the workspace and stop
-    with _RunLock(ws.root / ".cdl" / "run.lock", "gc", holder.append, stop) as lock:
-        if not lock.held:
-            raise CdlError(f"{ws.root}: a pipeline run holds the workspace ({holder[0] if holder else 'unknown'}); "
-                           "run gc when it has finished")
+    with holding_workspace(ws, "gc", "run gc when it has finished"):
         items = plan(ws)
         freed = 0
         for it in items:

@@ -10,6 +10,7 @@ says why. `run(..., until=X)` runs X's ancestors and X in order, skipping steps 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -263,6 +264,37 @@ class Runner:
         self._emit(Event(EventKind.FINISHED, step=step, job=self.job, message=result.message,
                          data={"summary": summary, "status": status, "duration": dt}))
         return StepOutcome(step, status, dt, summary=summary, message=result.message)
+
+
+@contextlib.contextmanager
+def holding_workspace(ws: Workspace, what: str, when_busy: str):  # noqa: ANN201
+    """The workspace's run lock for `what` (gc, backup) without waiting: beside a pipeline run it raises
+    CdlError naming the run, ending with `when_busy` ("run gc when it has finished")."""
+    holder: list[str] = []
+    stop = threading.Event()
+    stop.set()  # do not wait: say who holds the workspace and stop
+    with _RunLock(ws.root / ".cdl" / "run.lock", what, holder.append, stop) as lock:
+        if not lock.held:
+            raise CdlError(f"{ws.root}: a pipeline run holds the workspace ({holder[0] if holder else 'unknown'}); "
+                           f"{when_busy}")
+        yield
+
+
+def run_in_progress(ws: Workspace) -> str | None:
+    """Who holds the workspace's run lock now ("pid 123, cdl run"), or None."""
+    import fcntl
+
+    path = ws.root / ".cdl" / "run.lock"
+    if not path.exists():
+        return None
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            return fh.read().strip() or "its owner unknown"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
 
 
 class _RunLock:
