@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +36,7 @@ from edge_agent.proto import edge_pb2_grpc as epb_grpc
 from edge_agent.proto import open_inference_pb2 as ipb
 from edge_agent.proto.agent_json import CERT_WARN_DAYS
 from edge_agent.proto.bundle import BundleError
+from edge_agent.proto.tensors import deserialize_bytes, serialize_bytes
 from edge_agent.slots import Slots
 from edge_agent.workers import Counters, Workers
 
@@ -175,20 +175,6 @@ class Agent:
 # -- Open Inference Protocol ------------------------------------------------------------------------------
 
 
-def _deserialize_bytes(raw: bytes) -> list[bytes]:
-    out, i = [], 0
-    while i < len(raw):
-        (n,) = struct.unpack_from("<I", raw, i)
-        i += 4
-        out.append(raw[i : i + n])
-        i += n
-    return out
-
-
-def _serialize_bytes(items: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
-
-
 class Inference:
     def __init__(self, agent: Agent):
         self.agent = agent
@@ -274,7 +260,7 @@ class Inference:
         if m.kind == "text":
             if t.datatype != "BYTES":
                 raise ValueError(f"input {t.name}: this model takes text as BYTES, got {t.datatype}")
-            values = _deserialize_bytes(raw) if raw is not None else list(t.contents.bytes_contents)
+            values = deserialize_bytes(raw) if raw is not None else list(t.contents.bytes_contents)
             try:
                 texts = [v.decode("utf-8", errors="replace") for v in values]
             except AttributeError:
@@ -308,7 +294,7 @@ class Inference:
             if name == "probabilities":
                 data, dt, shape = pred.probabilities.astype("<f4").tobytes(), "FP32", [n, len(m.classes)]
             elif name == "label":
-                data, dt, shape = _serialize_bytes([s.encode() for s in pred.labels]), "BYTES", [n]
+                data, dt, shape = serialize_bytes([s.encode() for s in pred.labels]), "BYTES", [n]
             elif name == "confidence":
                 data, dt, shape = pred.confidence.astype("<f4").tobytes(), "FP32", [n]
             else:

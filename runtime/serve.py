@@ -134,12 +134,11 @@ def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Pa
     """Ask an agent (`cdl serve`'s, or a device that takes inference without a token) for predictions over the
     Open Inference Protocol, as any client would: texts, or image files (read, converted to the channels and
     resized to the size the model's metadata gives). [{"label", "confidence", "probabilities": {class: p}}]."""
-    import struct
-
     import grpc
     import numpy as np
 
     from edge_agent.proto import open_inference_pb2 as ipb
+    from edge_agent.proto.tensors import deserialize_bytes, serialize_bytes
     from runtime.pki import ca
 
     _, ca_pem = ca(ws.root)
@@ -159,7 +158,7 @@ def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Pa
             if t.datatype == "BYTES":
                 data = [str(x).encode() for x in inputs]
                 req.inputs.add(name=t.name, datatype="BYTES", shape=[len(data)])
-                req.raw_input_contents.append(b"".join(struct.pack("<I", len(b)) + b for b in data))
+                req.raw_input_contents.append(serialize_bytes(data))
             else:
                 from PIL import Image, UnidentifiedImageError
 
@@ -183,12 +182,7 @@ def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Pa
         shapes = {o.name: list(o.shape) for o in r.outputs}
         n, k = shapes["probabilities"]
         probs = np.frombuffer(outs["probabilities"], "<f4").reshape(n, k)
-        labels, i = [], 0
-        raw = outs["label"]
-        while i < len(raw):
-            (m,) = struct.unpack_from("<I", raw, i)
-            labels.append(raw[i + 4 : i + 4 + m].decode())
-            i += 4 + m
+        labels = [b.decode() for b in deserialize_bytes(outs["label"])]
         try:
             classes = ws.store.resolve_model(f"{model}:{meta.versions[0]}").classes if meta.versions else []
         except CdlError:  # another workspace's model: the classes by number
