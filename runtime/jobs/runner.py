@@ -77,8 +77,9 @@ class Runner:
 
     # -- fingerprints and status --------------------------------------------------------------------------
 
-    def _ctx(self, cfg: PipelineConfig, step: str, params: dict[str, Any]) -> StepContext:
-        return StepContext(self.ws, step, params, cfg, self._emit, self.job, self.cancel)
+    def _ctx(self, cfg: PipelineConfig, step: str, params: dict[str, Any],
+             given: Mapping[str, Any] | None = None) -> StepContext:
+        return StepContext(self.ws, step, params, cfg, self._emit, self.job, self.cancel, given=frozenset(given or ()))
 
     def input_fp(self, cfg: PipelineConfig, step: str, params: dict[str, Any], done: Mapping[str, Any]) -> str:
         impl = get_step(step)
@@ -234,7 +235,7 @@ class Runner:
         self._emit(Event(EventKind.STARTED, step=step, job=self.job, message=impl.spec.title,
                          data={"role": impl.spec.role.value}))
         t0 = time.perf_counter()
-        ctx = self._ctx(cfg, step, params)
+        ctx = self._ctx(cfg, step, params, override)
         try:
             result = impl.run(ctx)
         except Cancelled:

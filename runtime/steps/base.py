@@ -46,8 +46,10 @@ class StepContext:
         emit: Callable[[Event], None],
         job: str | None = None,
         cancel: threading.Event | None = None,
+        given: frozenset[str] = frozenset(),
     ):
         self.workspace = workspace
+        self.given = given  # the parameters this run was given (cdl run --set), over cdl.yaml
         self.store = workspace.store
         self.step = step
         self.params = params

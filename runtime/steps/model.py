@@ -27,6 +27,10 @@ def framework_of(ctx: StepContext) -> str:
     return train_params(ctx)["framework"]
 
 
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _last_summary(ctx: StepContext, step: str, key: str | None = None) -> dict[str, Any]:
     run = ctx.store.last_done_runs().get(step)
     if run is None:
@@ -256,15 +260,20 @@ class TrainStep(Step):
         params = dict(ctx.params)
         tuned: dict[str, Any] = {}
         if params["use_tuned"] and "model.tune" in ctx.config.steps:
-            tuned = _last_summary(ctx, "model.tune", "best_params")["best_params"]
+            best = _last_summary(ctx, "model.tune", "best_params")["best_params"]
+            # a value given for this run (cdl run --set) wins over the tuned one; one from cdl.yaml does not
+            kept = {k: (params[k], v) for k, v in best.items() if k in ctx.given and k in params}
+            tuned = {k: v for k, v in best.items() if k not in kept}
             replaced = {k: (params[k], v) for k, v in tuned.items() if k in params and params[k] != v}
             params.update(tuned)
             ctx.log(f"using tuned parameters {tuned}")
-            if replaced:  # a value given in cdl.yaml or with --set does not count while use_tuned is on: say so
-                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {b:.4g}" if isinstance(b, float)
-                                                                        else f"{k} {a} → {b}"
+            if replaced:  # a value given in cdl.yaml does not count while use_tuned is on: say so
+                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {_num(b)}"
                                                                         for k, (a, b) in replaced.items())
-                        + " (use_tuned; set it false to train with the values given)")
+                        + " (use_tuned; set it false to train with the values in cdl.yaml)")
+            if kept:
+                ctx.log("given for this run, kept over model.tune's best trial: "
+                        + "; ".join(f"{k} {a} (tuned {_num(b)})" for k, (a, b) in kept.items()))
         prep = _prepared(ctx)
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
         init_report = None

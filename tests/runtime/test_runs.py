@@ -40,14 +40,31 @@ def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small
     assert "changed: min_length 20 → 30" in out.stdout and f"#{first['id']}" not in out.stdout
 
 
-def test_a_value_that_model_tune_replaces_is_named(small_bbc):
-    """With use_tuned on, `--set model.train.lr=0.5` trained with the tuned lr and said nothing but the tuned
-    values: now the run names what it replaced."""
+def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_named(small_bbc):
+    """With use_tuned on, `--set model.train.lr=0.5` trained with the tuned lr and said nothing: a value given for
+    the run now wins (and the log says so), while one written in cdl.yaml is replaced by the tuned value, by name."""
+    from runtime.params import set_step_params
+
     ws = small_bbc
     assert Runner(ws).run(until="model.tune", overrides={"model.tune": {"n_trials": 1, "max_epochs": 1}}).ok
+    best = ws.store.last_done_runs()["model.tune"].summary["best_params"]
+    assert "lr" in best and best["lr"] != 0.5
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train", "--set",
                           "model.train.lr=0.5", "--set", "model.train.epochs=1", "--set", "model.train.refit=false"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     said = out.stdout + out.stderr
-    assert "model.tune's best trial replaces lr 0.5 → " in said and "set it false to train with the values" in said
+    assert "given for this run, kept over model.tune's best trial: lr 0.5 (tuned " in said
+    assert "replaces lr" not in said
+    trained = ws.store.last_done_runs()["model.train"].summary
+    assert trained["params"]["lr"] == 0.5 and "lr" not in trained["tuned"]
+    assert {k: trained["params"][k] for k in trained["tuned"]} == trained["tuned"]  # the rest still tuned
+    # the same value written in cdl.yaml: use_tuned replaces it, and says so
+    set_step_params(ws, "model.train", {"lr": 0.5, "epochs": 1, "refit": False})
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = out.stdout + out.stderr
+    assert "model.tune's best trial replaces lr 0.5 → " in said and "to train with the values in cdl.yaml" in said
+    trained = ws.store.last_done_runs()["model.train"].summary
+    assert trained["params"]["lr"] == best["lr"] and trained["tuned"]["lr"] == best["lr"]
