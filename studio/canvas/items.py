@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsObject,
@@ -26,6 +26,16 @@ STATUS_STYLE = {
     "drifted": (QColor("#dc2626"), QColor("#ffffff"), "DRIFTED"),
     "skipped": (QColor("#e5e7eb"), QColor("#4b5563"), "skipped"),
 }
+
+
+def fitted(text: str, font: QFont, width: float) -> str:
+    """`text`, cut with an ellipsis where it is wider than `width` in `font` (the whole text is in the tooltip)."""
+    return QFontMetricsF(font).elidedText(text, Qt.TextElideMode.ElideRight, width)
+
+
+def subtitle(n: Node, font: QFont) -> str:
+    """A card's second line: the step id and its owning role, cut to the card."""
+    return fitted(f"{n.id}  ·  {n.role}", font, W - 20)
 
 
 class NodeItem(QGraphicsObject):
@@ -74,13 +84,14 @@ class NodeItem(QGraphicsObject):
         f.setBold(True)
         p.setFont(f)
         p.setPen(QColor("#111827"))
-        p.drawText(QRectF(14, 6, W - 20, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, n.title)
+        p.drawText(QRectF(14, 6, W - 20, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                   fitted(n.title, f, W - 20))
         f.setBold(False)
         f.setPointSizeF(7.5)
         p.setFont(f)
         p.setPen(QColor("#6b7280"))
         p.drawText(QRectF(14, 24, W - 20, 14), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   f"{n.id}  ·  {n.role}")
+                   subtitle(n, f))
         # status badge
         f.setPointSizeF(7.5)
         f.setBold(True)

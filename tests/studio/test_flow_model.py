@@ -95,3 +95,26 @@ def test_scene_draws_every_node_and_selection_signals(qtbot, qapp):
     view.zoom(1.5)
     assert view.zoom_level() == pytest.approx(before * 1.5)
     view.fit()
+
+
+def test_every_card_line_fits_its_card(qapp):
+    """"deploy.compress · software engineer" ran past the card's edge and was cut mid-word: a line wider than the
+    card ends with an ellipsis now (the tooltip keeps the whole text)."""
+    from PySide6.QtGui import QFont, QFontMetricsF
+
+    from studio.canvas.items import W, subtitle
+
+    m = _model()
+    f = QFont()
+    f.setPointSizeF(7.5)
+    fm = QFontMetricsF(f)
+    cut = []
+    for node in m.nodes.values():
+        line = subtitle(node, f)
+        assert fm.horizontalAdvance(line) <= W - 20, line
+        full = f"{node.id}  ·  {node.role}"
+        if line != full:
+            assert line.endswith("…") and full.startswith(line[:-1].rstrip()), line
+            cut.append(node.id)
+    assert "deploy.compress" in cut  # the long one, which ran past the edge before
+    assert "data.import" not in cut
