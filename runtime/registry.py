@@ -92,9 +92,15 @@ def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -
     elif champ.version == mv.version:
         approve, why = True, "already the champion"
     else:
-        other = champ.metrics.get(metric, 0.0)
+        versus = (mv.evaluation or {}).get("champion") or {}
+        if versus.get("ref") == champ.ref and metric in versus:  # both on the candidate's test split
+            other, where = versus[metric], "both on this test split"
+        else:
+            other = champ.metrics.get(metric, 0.0)
+            where = ("the same test split" if champ.transform == mv.transform
+                     else f"the champion's on its own test split, {champ.dataset_version}")
         approve = value > other
-        why = f"{metric} {value:.4f} {'>' if approve else '<='} champion {champ.ref} {other:.4f}"
+        why = f"{metric} {value:.4f} {'>' if approve else '<='} champion {champ.ref} {other:.4f} ({where})"
     rv = review(store, mv.ref, approve, why, "cdl-auto", automatic=True)
     assert rv is not None
     return rv

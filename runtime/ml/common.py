@@ -227,9 +227,14 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 
 def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    return evaluate_labels(y_true, probs.argmax(axis=1), classes)
+
+
+def evaluate_labels(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix over `classes` (indices); a
+    prediction of -1 (a class `classes` lacks) is wrong, and is in no column of the matrix."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-    pred = probs.argmax(axis=1)
     labels = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
     return {

@@ -231,6 +231,27 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
     return prepared
 
 
+def test_inputs_under(ws: Workspace, version: str, uids: list[str], fitted: Prepared, params: dict[str, Any]) -> Any:
+    """The test items `uids` of dataset `version`, read from the version and transformed with another fitted
+    transform (`fitted`, made with preprocess `params`): how a model trained on other data sees this test split."""
+    view, rows, _ = training_rows(ws, version)
+    by_uid = {r.uid: r for r in rows["test"]}
+    missing = [u for u in uids if u not in by_uid]
+    if missing:
+        raise StepFailed("model.evaluate", f"{len(missing)} test item(s) of {version} are no longer in its test split "
+                         f"(quarantined since?), e.g. {missing[0]}")
+    sel = [by_uid[u] for u in uids]
+    if fitted.spec["type"] == "text":
+        X, _ = _text_matrix(TextPipeline(fitted.spec), _texts(view, sel, params.get("decode_errors", "replace")))
+        return X
+    raw = view.images(sel)
+    if raw.ndim == 3:
+        raw = raw[..., None]
+    if not len(raw):
+        return np.zeros((0, *fitted.X_test.shape[1:]), np.float32)
+    return ImagePipeline(fitted.spec).transform(raw)[0]
+
+
 def _save(root: Path, p: Prepared) -> None:
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -543,6 +543,9 @@ class EvaluateStep(Step):
         ctx.progress(0.2, f"predicting {len(prep.y_test)} test items")
         probs = predict(ctx, mv, prep.X_test)
         ev = evaluate_predictions(prep.y_test, probs, prep.classes)
+        versus = _champion_on_this_test(ctx, mv, prep)
+        if versus is not None:
+            ev["champion"] = versus
         value = ev[ctx.params["metric"]]
         passed = value >= ctx.params["threshold"]
         gate = {"metric": ctx.params["metric"], "threshold": ctx.params["threshold"], "value": value,
@@ -562,6 +565,52 @@ class EvaluateStep(Step):
         return StepResult(summary=summary, output_fp=hash_text(mv.ref, metrics),
                           message=f"{mv.ref}: test_accuracy {ev['test_accuracy']:.4f}, macro-F1 "
                           f"{ev['macro_f1']:.4f} (gate {ctx.params['threshold']} passed)")
+
+
+def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:  # noqa: ANN001
+    """The champion's metrics on the candidate's test split, so that a review compares like with like: a champion
+    trained on another dataset version was evaluated on another test split. Its own preprocessing is applied to
+    the candidate's test items; a class it does not know counts as wrong. None: no champion, or it is `mv`."""
+    from runtime.domain.errors import NotFoundError
+    from runtime.ml.common import evaluate_labels
+    from runtime.ml.preprocess import load_transform, test_inputs_under
+
+    try:
+        champ = ctx.store.model_version(mv.name, "champion")
+    except NotFoundError:
+        return None
+    if champ.version == mv.version:
+        return None
+    same = champ.transform == mv.transform
+    out: dict[str, Any] = {"ref": champ.ref, "dataset_version": champ.dataset_version, "same_test_set": same}
+    try:
+        if same:
+            X = prep.X_test
+            out["seen_in_training"] = 0
+        else:
+            fitted = load_transform(ctx.workspace, champ.transform, log=ctx.log)
+            # a test split drawn anew (another seed or fraction) may hold items the champion trained on
+            out["seen_in_training"] = len(set(prep.uids_test) & set(fitted.uids_train))
+            X = test_inputs_under(ctx.workspace, mv.dataset_version, prep.uids_test, fitted,
+                                  ctx.store.get_transform(champ.transform).spec)
+        probs = predict(ctx, champ, X)
+    except (CdlError, ValueError) as exc:
+        ctx.log(f"champion {champ.ref} not evaluated on this test split: {exc}")
+        return {**out, "error": str(exc)}
+    index = {c: i for i, c in enumerate(prep.classes)}
+    pred = np.array([index.get(champ.classes[i], -1) for i in probs.argmax(axis=1)], np.int64)
+    ev = evaluate_labels(prep.y_test, pred, prep.classes)
+    lacks = {c: int((prep.y_test == index[c]).sum()) for c in prep.classes if c not in set(champ.classes)}
+    out.update({k: ev[k] for k in ("test_accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "n")},
+               classes_it_lacks={c: n for c, n in lacks.items() if n})
+    where = "the same test split" if same else f"{mv.ref}'s test split ({mv.dataset_version}; it was trained on " \
+        f"{champ.dataset_version})"
+    ctx.log(f"champion {champ.ref} on {where}: test_accuracy {ev['test_accuracy']:.4f}, macro-F1 "
+            f"{ev['macro_f1']:.4f}" + (f"; classes it does not know: {out['classes_it_lacks']}"
+                                       if out["classes_it_lacks"] else "")
+            + (f"; {out['seen_in_training']} of these {ev['n']} test items were in its training data, which "
+               "flatters it" if out["seen_in_training"] else ""))
+    return out
 
 
 # -- model.review -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from tests.studio.conftest import load
@@ -184,8 +185,23 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     qtbot.addWidget(r)
     load(qtbot, r)
     assert r.candidate.currentData() == "ws:2"
-    assert "against champion ws:1" in r.versus.text()
+    assert r.versus.text() == "against champion ws:1 (the same test split)"
     assert r.metrics.rowCount() == 3 and r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 5
+    two = ws.store.resolve_model("ws:2")
+    shown = r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole)
+    assert shown == pytest.approx(two.evaluation["champion"]["test_accuracy"], abs=1e-4)
+    # a champion trained on another dataset version: its column shows it on this version's test split (what
+    # model.evaluate measured), and the line above says so, with the items it trained on
+    other = {**two.evaluation["champion"], "same_test_set": False, "dataset_version": "v0", "seen_in_training": 3,
+             "test_accuracy": 0.5, "classes_it_lacks": {"tech": 4}}
+    ws.store.update_model("ws", 2, evaluation={**two.evaluation, "champion": other})
+    load(qtbot, r)
+    assert r.versus.text() == ("against champion ws:1 (trained on v0), both on this version's test split "
+                               f"(v1, {other['n']} items); 3 of them were in the champion's training data, which "
+                               "flatters it; classes the champion does not know: tech")
+    assert r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole) == 0.5
+    assert "on this test split" in r.cm_champion_label.text()
+    ws.store.update_model("ws", 2, evaluation=two.evaluation)
     r.comment.setText("better on politics")
     r.reviewer.setText("vera")
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):

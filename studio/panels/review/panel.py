@@ -57,8 +57,8 @@ class ReviewPanel(Panel):
         self.candidate.activated.connect(lambda _: self.refresh())
         row.addWidget(self.candidate)
         self.versus = QLabel()
-        row.addWidget(self.versus)
-        row.addStretch(1)
+        self.versus.setWordWrap(True)
+        row.addWidget(self.versus, 1)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
@@ -132,9 +132,11 @@ class ReviewPanel(Panel):
             self.versus.setText("is the champion: choose another version to compare it with")
             champ = None
         else:
-            self.versus.setText(f"against champion {champ.ref}" if champ else "no champion yet: approving makes "
+            self.versus.setText(versus_text(cand, champ) if champ else "no champion yet: approving makes "
                                 "this version the first")
-        self.cm_champion_label.setText(f"Champion's confusion matrix ({champ.ref})" if champ else
+        here = champion_here(cand, champ)  # the champion measured on the candidate's test split, if it was
+        self.cm_champion_label.setText((f"Champion's confusion matrix ({champ.ref}"
+                                        + (", on this test split)" if here else ")")) if champ else
                                        "Champion's confusion matrix: none to compare with")
         reviewed = [r for r in d["history"]["reviews"] if r["version"] == cand.version]
         if not cand.evaluation:
@@ -152,7 +154,8 @@ class ReviewPanel(Panel):
         rows, colors = [], {}
         for i, m in enumerate(("test_accuracy", "macro_f1", "val_accuracy")):
             a = cand.metrics.get(m)
-            b = champ.metrics.get(m) if champ else None
+            b = ((here if here and m != "val_accuracy" else champ.metrics).get(m)  # validation: its own split
+                 if champ else None)
             change = (a - b) if a is not None and b is not None else None
             rows.append((m, a, b, change))
             if change:
@@ -162,9 +165,9 @@ class ReviewPanel(Panel):
         m.setFixedHeight(m.horizontalHeader().height() + sum(m.rowHeight(i) for i in range(m.rowCount()))
                          + 2 * m.frameWidth() + 2)
         _confusion(self.cm_candidate, cand.evaluation)
-        _confusion(self.cm_champion, champ.evaluation if champ else None)
+        _confusion(self.cm_champion, (here or champ.evaluation) if champ else None)
         pc = cand.evaluation.get("per_class", {})
-        cpc = (champ.evaluation.get("per_class", {}) if champ else {})
+        cpc = ((here or champ.evaluation).get("per_class", {}) if champ else {})
         self.per_class.fill([(c, v["precision"], v["recall"], v["f1"], cpc.get(c, {}).get("precision"),
                               cpc.get(c, {}).get("recall")) for c, v in pc.items()])
         events = [(a["since"], f"{a['alias']} from", a["version"], a["reason"], "") for a in d["history"]["aliases"]]
@@ -184,6 +187,33 @@ class ReviewPanel(Panel):
             return
         self.work(review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
                   self.reviewer.text().strip(), done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
+
+
+def champion_here(cand: Any, champ: Any) -> dict[str, Any] | None:
+    """The champion's evaluation on the candidate's test split (model.evaluate makes it), or None where it has
+    none for this champion: then the champion's numbers are from its own test split."""
+    if champ is None or not cand.evaluation:
+        return None
+    v = cand.evaluation.get("champion") or {}
+    return v if v.get("ref") == champ.ref and "test_accuracy" in v else None
+
+
+def versus_text(cand: Any, champ: Any) -> str:
+    here = champion_here(cand, champ)
+    if here is None:
+        if champ.transform == cand.transform:
+            return f"against champion {champ.ref} (the same test split)"
+        return (f"against champion {champ.ref}: its numbers are from its own test split ({champ.dataset_version}); "
+                f"run model.evaluate again to measure it on this one")
+    if here["same_test_set"]:
+        return f"against champion {champ.ref} (the same test split)"
+    text = (f"against champion {champ.ref} (trained on {here['dataset_version']}), both on this version's test split "
+            f"({cand.dataset_version}, {here['n']} items)")
+    if here.get("seen_in_training"):
+        text += f"; {here['seen_in_training']} of them were in the champion's training data, which flatters it"
+    if here.get("classes_it_lacks"):
+        text += "; classes the champion does not know: " + ", ".join(here["classes_it_lacks"])
+    return text
 
 
 def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[str, Any]) -> str:
