@@ -594,9 +594,10 @@ def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:
             X = test_inputs_under(ctx.workspace, mv.dataset_version, prep.uids_test, fitted,
                                   ctx.store.get_transform(champ.transform).spec)
         probs = predict(ctx, champ, X)
-    except (CdlError, ValueError) as exc:
-        ctx.log(f"champion {champ.ref} not evaluated on this test split: {exc}")
-        return {**out, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - the comparison is extra: the candidate's evaluation stands without it
+        reason = str(exc) if isinstance(exc, CdlError) else f"{type(exc).__name__}: {exc}"
+        ctx.log(f"champion {champ.ref} not evaluated on this test split: {reason}")
+        return {**out, "error": reason}
     index = {c: i for i, c in enumerate(prep.classes)}
     pred = np.array([index.get(champ.classes[i], -1) for i in probs.argmax(axis=1)], np.int64)
     ev = evaluate_labels(prep.y_test, pred, prep.classes)

@@ -103,3 +103,18 @@ def test_an_image_champion_is_measured_on_the_candidates_test_split(tmp_path):
     right = [one.classes[p] == mine.classes[t] for p, t in zip(probs.argmax(axis=1), mine.y_test, strict=True)]
     assert v["test_accuracy"] == pytest.approx(float(np.mean(right)))
     assert v["seen_in_training"] == len(set(mine.uids_test) & set(theirs.uids_train))
+
+
+def test_a_champion_that_cannot_run_does_not_fail_the_candidates_evaluation(small_bbc):
+    ws = small_bbc
+    fast = {"model.tune": {"n_trials": 1}}
+    assert Runner(ws).run(until="model.evaluate", overrides=fast).ok
+    review(ws.store, "ws:1", True, "first", "vera")
+    one = ws.store.resolve_model("ws:1")
+    ws.artifacts.get(one.artifacts["checkpoint"]).unlink()  # its checkpoint is gone
+    res = Runner(ws).run(until="model.evaluate", overrides={**fast, "model.train": {"seed": 7, "use_tuned": False}})
+    assert res.ok, [o.error for o in res.steps if o.error]
+    v = ws.store.resolve_model("ws:2").evaluation["champion"]
+    assert v["ref"] == "ws:1" and "error" in v and "test_accuracy" not in v
+    rv = auto_review(ws.store, ws.store.resolve_model("ws:2"))  # falls back to the champion's own number, and says so
+    assert "(the same test split)" in rv.comment
