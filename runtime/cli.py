@@ -701,6 +701,59 @@ def models_review(obj: dict[str, Any], ref: str, decision: str | None, comment: 
     click.echo(review_and_say(_ws(obj).store, ref, decision == "approve", comment, reviewer))
 
 
+@models.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--on", "on", type=click.Choice(["auto", "a", "b", "own"]), default="auto", show_default=True,
+              help="where the test splits differ, measure both on B's (auto, b) or A's (a) test split; own: no")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) -> None:
+    """Two model versions side by side (A and B are NAME:VERSION or NAME:ALIAS): data, code, parameters and
+    metrics; where they were tested on different test splits, both on one of them."""
+    from runtime.ml.versus import compare
+
+    doc = compare(_ws(obj), a, b, on, log=None if as_json else lambda m: click.echo(m, err=True))
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"{'':<18} {doc['a']:<24} {doc['b']:<24}")
+
+    def line(name: str, x: Any, y: Any, differs: bool, extra: str = "") -> None:  # noqa: ANN401
+        def f(v: Any) -> str:  # noqa: ANN401
+            return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        click.echo(f"{'*' if differs else ' '} {name:<16} {f(x):<24} {f(y):<24}{extra}")
+
+    for r in doc["lineage"]:
+        line(r["field"], r["a"], r["b"], r["differs"])
+    click.echo("parameters")
+    for r in doc["params"]:
+        line(r["name"], r["a"], r["b"], r["differs"])
+    split = "the same test split" if doc["same_test_set"] else "each on its own test split"
+    click.echo(f"metrics ({split})")
+    for m in doc["metrics"]:
+        line(m["name"], m["a"], m["b"], m["change"] not in (None, 0),
+             f"change {m['change']:+.4f}" if m["change"] is not None else "")
+    o = doc["on_split"]
+    if o is not None and "error" in o:
+        click.echo(f"not measured on {o['of']}'s test split: {o['error']}")
+    elif o is not None:
+        click.echo(f"both on {o['of']}'s test split ({o['dataset_version']}, {o['b' if o['of'] == doc['b'] else 'a']['n']} items)")
+        for name in ("test_accuracy", "macro_f1"):
+            x, y = o["a"][name], o["b"][name]
+            line(name, x, y, x != y, f"change {y - x:+.4f}" if x is not None and y is not None else "")
+        measured = o["a"] if o["of"] == doc["b"] else o["b"]
+        if measured.get("seen_in_training"):
+            click.echo(f"  {measured['seen_in_training']} of these test items were in {measured['ref']}'s training "
+                       "data, which flatters it")
+        if measured.get("classes_it_lacks"):
+            click.echo(f"  classes {measured['ref']} does not know: {measured['classes_it_lacks']}")
+    click.echo("per class F1")
+    for r in doc["per_class"]:
+        line(r["class"], r["a_f1"], r["b_f1"], r["a_f1"] != r["b_f1"])
+
+
 @models.command("lineage")
 @click.argument("ref")
 @click.pass_obj

@@ -504,15 +504,9 @@ def registered(ctx: StepContext):  # noqa: ANN201
 
 
 def predict(ctx: StepContext, mv, X) -> np.ndarray:  # noqa: ANN001
-    ckpt = ctx.workspace.artifacts.get(mv.artifacts["checkpoint"])
-    arch = mv.extra["arch"]
-    if mv.framework == "torch":
-        from runtime.ml import torch_backend
+    from runtime.ml.versus import predict_proba
 
-        return torch_backend.predict_proba(ckpt, X, ctx.workspace.root)
-    from runtime.ml import keras_backend
-
-    return keras_backend.predict_proba(ckpt, X, arch, ctx.workspace.root)
+    return predict_proba(ctx.workspace, mv, X)
 
 
 class EvaluateStep(Step):
@@ -568,12 +562,10 @@ class EvaluateStep(Step):
 
 
 def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:  # noqa: ANN001
-    """The champion's metrics on the candidate's test split, so that a review compares like with like: a champion
-    trained on another dataset version was evaluated on another test split. Its own preprocessing is applied to
-    the candidate's test items; a class it does not know counts as wrong. None: no champion, or it is `mv`."""
+    """The champion's metrics on the candidate's test split (runtime.ml.versus), so that a review compares like
+    with like after the data changed. None: no champion, or it is `mv`."""
     from runtime.domain.errors import NotFoundError
-    from runtime.ml.common import evaluate_labels
-    from runtime.ml.preprocess import load_transform, test_inputs_under
+    from runtime.ml.versus import measure_on
 
     try:
         champ = ctx.store.model_version(mv.name, "champion")
@@ -581,35 +573,19 @@ def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:
         return None
     if champ.version == mv.version:
         return None
-    same = champ.transform == mv.transform
-    out: dict[str, Any] = {"ref": champ.ref, "dataset_version": champ.dataset_version, "same_test_set": same}
     try:
-        if same:
-            X = prep.X_test
-            out["seen_in_training"] = 0
-        else:
-            fitted = load_transform(ctx.workspace, champ.transform, log=ctx.log)
-            # a test split drawn anew (another seed or fraction) may hold items the champion trained on
-            out["seen_in_training"] = len(set(prep.uids_test) & set(fitted.uids_train))
-            X = test_inputs_under(ctx.workspace, mv.dataset_version, prep.uids_test, fitted,
-                                  ctx.store.get_transform(champ.transform).spec)
-        probs = predict(ctx, champ, X)
+        out = measure_on(ctx.workspace, champ, mv, prep, log=ctx.log)
     except Exception as exc:  # noqa: BLE001 - the comparison is extra: the candidate's evaluation stands without it
         reason = str(exc) if isinstance(exc, CdlError) else f"{type(exc).__name__}: {exc}"
         ctx.log(f"champion {champ.ref} not evaluated on this test split: {reason}")
-        return {**out, "error": reason}
-    index = {c: i for i, c in enumerate(prep.classes)}
-    pred = np.array([index.get(champ.classes[i], -1) for i in probs.argmax(axis=1)], np.int64)
-    ev = evaluate_labels(prep.y_test, pred, prep.classes)
-    lacks = {c: int((prep.y_test == index[c]).sum()) for c in prep.classes if c not in set(champ.classes)}
-    out.update({k: ev[k] for k in ("test_accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "n")},
-               classes_it_lacks={c: n for c, n in lacks.items() if n})
-    where = "the same test split" if same else f"{mv.ref}'s test split ({mv.dataset_version}; it was trained on " \
-        f"{champ.dataset_version})"
-    ctx.log(f"champion {champ.ref} on {where}: test_accuracy {ev['test_accuracy']:.4f}, macro-F1 "
-            f"{ev['macro_f1']:.4f}" + (f"; classes it does not know: {out['classes_it_lacks']}"
-                                       if out["classes_it_lacks"] else "")
-            + (f"; {out['seen_in_training']} of these {ev['n']} test items were in its training data, which "
+        return {"ref": champ.ref, "dataset_version": champ.dataset_version,
+                "same_test_set": champ.transform == mv.transform, "error": reason}
+    where = "the same test split" if out["same_test_set"] else f"{mv.ref}'s test split ({mv.dataset_version}; it " \
+        f"was trained on {champ.dataset_version})"
+    ctx.log(f"champion {champ.ref} on {where}: test_accuracy {out['test_accuracy']:.4f}, macro-F1 "
+            f"{out['macro_f1']:.4f}" + (f"; classes it does not know: {out['classes_it_lacks']}"
+                                        if out["classes_it_lacks"] else "")
+            + (f"; {out['seen_in_training']} of these {out['n']} test items were in its training data, which "
                "flatters it" if out["seen_in_training"] else ""))
     return out
 

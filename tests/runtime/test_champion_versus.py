@@ -4,12 +4,21 @@ another test split, and its own number said little about the candidate's data.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from runtime.jobs import Runner
 from runtime.jobs.bus import EventBus
 from runtime.registry import auto_review, review
+
+
+def cdl(ws, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                          text=True)
 
 
 def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
@@ -62,6 +71,25 @@ def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
     seen = len(set(mine.uids_test) & set(theirs.uids_train))
     assert v["seen_in_training"] == seen > 0
     assert any(f"{seen} of these {v['n']} test items were in its training data" in m for m in said), said
+
+    # `cdl models compare`: any two versions side by side; where their test splits differ, both on B's
+    doc = json.loads(cdl(ws, "models", "compare", "ws:1", "ws:3", "--json").stdout)
+    assert doc["a"] == "ws:1" and doc["b"] == "ws:3" and not doc["same_test_set"]
+    assert {r["field"]: r["differs"] for r in doc["lineage"]}["dataset version"] is True
+    o = doc["on_split"]
+    assert o["of"] == "ws:3" and o["a"]["test_accuracy"] == pytest.approx(v["test_accuracy"])
+    assert o["a"]["seen_in_training"] == seen and o["b"]["test_accuracy"] == three.metrics["test_accuracy"]
+    assert json.loads(cdl(ws, "models", "compare", "ws:1", "ws:3", "--on", "own", "--json").stdout)["on_split"] is None
+    back = json.loads(cdl(ws, "models", "compare", "ws:1", "ws:3", "--on", "a", "--json").stdout)["on_split"]
+    assert back["of"] == "ws:1" and back["a"]["test_accuracy"] == one.metrics["test_accuracy"]
+    assert back["b"]["n"] == one.evaluation["n"]
+    same = json.loads(cdl(ws, "models", "compare", "ws:1", "ws:2", "--json").stdout)
+    assert same["same_test_set"] and same["on_split"] is None
+    assert {"name": "seed", "a": 42, "b": 7, "differs": True} in same["params"]
+    text = cdl(ws, "models", "compare", "ws:1", "ws:3").stdout
+    assert "both on ws:3's test split (v2" in text and f"{seen} of these test items were in ws:1's training" in text
+    bad = cdl(ws, "models", "compare", "ws:1", "ws:9")
+    assert bad.returncode == 2 and "model ws has no version 9" in bad.stderr
 
     # CI's automatic review compares the two numbers on this split, and says so
     rv = auto_review(ws.store, three)
