@@ -181,6 +181,32 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     qtbot.addWidget(m)
     load(qtbot, m)
     assert m.models.rowCount() == 2 and m.experiments.rowCount() >= 2
+    # Compare the two selected: a dialog side by side, from `cdl models compare` in a process of its own
+    from studio.widgets.compare_dialog import summary_text
+
+    m.models.selectAll()
+    m.compare_btn.click()
+    qtbot.waitUntil(lambda: m.compare_dialog is not None and m.compare_dialog.isVisible(), timeout=60000)
+    dlg = m.compare_dialog
+    assert dlg.windowTitle() == "Compare ws:1 and ws:2" and "the same data and test split" in dlg.summary.text()
+    cells = {dlg.table.item(i, 0).text(): (dlg.table.item(i, 1).text(), dlg.table.item(i, 2).text())
+             for i in range(dlg.table.rowCount())}
+    assert cells["seed"][1] == "3" and cells["dataset version"] == ("v1", "v1")
+    seed_row = next(i for i in range(dlg.table.rowCount()) if dlg.table.item(i, 0).text() == "seed")
+    assert dlg.table.item(seed_row, 0).foreground().color().name() == "#b45309"  # it differs: in colour
+    one = ws.store.resolve_model("ws:1")
+    assert float(cells["test_accuracy"][0]) == pytest.approx(one.metrics["test_accuracy"], abs=1e-4)
+    dlg.close()
+    m.models.clearSelection()
+    m.models.selectRow(0)
+    m.compare_btn.click()
+    assert "select exactly two" in m.status_label.text()
+    doc = {"a": "ws:1", "b": "ws:2", "same_test_set": False,
+           "on_split": {"of": "ws:2", "dataset_version": "v2", "b": {"ref": "ws:2", "n": 30},
+                        "a": {"ref": "ws:1", "n": 30, "seen_in_training": 21, "classes_it_lacks": {"tech": 4}}}}
+    assert summary_text(doc) == ("ws:1 and ws:2 were tested on different test splits: ws:1 was measured on ws:2's "
+                                 "as well (v2, 30 items). 21 of them were in ws:1's training data, which flatters "
+                                 "it. Classes ws:1 does not know: tech.")
     r = ReviewPanel(studio_ctx)
     qtbot.addWidget(r)
     load(qtbot, r)

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import Table, local_time
@@ -30,8 +30,18 @@ class ModelsPanel(Panel):
         split.addWidget(self.models)
         split.addWidget(self.experiments)
         split.addWidget(self.lineage)
-        self.add(QLabel("Model versions (the selected one's lineage is at the bottom), then experiments"))
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Model versions (the selected one's lineage is at the bottom), then experiments"), 1)
+        self.compare_btn = QPushButton("Compare the two selected…")
+        self.compare_btn.setToolTip("data, code, parameters and metrics side by side (Ctrl+click two versions); "
+                                    "where their test splits differ, both measured on the newer one's")
+        self.compare_btn.clicked.connect(self._compare)
+        row.addWidget(self.compare_btn)
+        bar = QWidget()
+        bar.setLayout(row)
+        self.add(bar)
         self.add(split, 1)
+        self.compare_dialog = None
 
     def load(self) -> dict[str, Any]:
         from runtime.registry import models_json
@@ -64,6 +74,23 @@ class ModelsPanel(Panel):
             self.say("No model registered yet: run the model pipeline up to model.register.")
         else:
             self.say("")
+
+    def _compare(self) -> None:
+        from studio.widgets.compare_dialog import CompareDialog, run_compare
+
+        sel = [x for x in self.models.selected_data() if x]
+        if len(sel) != 2:
+            self.say("select exactly two model versions (Ctrl+click)", "warning")
+            return
+        a, b = sorted(sel, key=lambda r: (r.rsplit(":", 1)[0], int(r.rsplit(":", 1)[1])))  # older first
+
+        def shown(doc: dict[str, Any]) -> None:
+            self.say("")
+            self.compare_dialog = CompareDialog(doc, self)
+            self.compare_dialog.show()
+
+        self.work(run_compare, self.ctx.workspace.root, a, b, done=shown,
+                  message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
 
     def _lineage(self) -> None:
         from runtime.registry import lineage

@@ -1,0 +1,121 @@
+"""Two model versions side by side (`cdl models compare A B --json`, in a process of its own: measuring one on the
+other's test split runs the model, which the studio's process must not load)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTableWidgetItem, QVBoxLayout, QWidget
+
+from studio.widgets.common import Table
+
+DIFFERS = "#b45309"
+SECTION = "#e5e7eb"
+
+
+def run_compare(root: Path, a: str, b: str) -> dict[str, Any]:
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "models", "compare", a, b, "--json"],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().removeprefix("error: ")[-800:] or "cdl models compare failed")
+    return json.loads(r.stdout)
+
+
+def _fmt(v: Any) -> str:  # noqa: ANN401
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def compare_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(name, A, B, change, kind) per line; kind: "section" (a heading), "differs" or "same"."""
+    def r(name: str, a: Any, b: Any, change: str, differs: bool) -> tuple[str, str, str, str, str]:  # noqa: ANN401
+        return (name, _fmt(a), _fmt(b), change, "differs" if differs else "same")
+
+    def section(name: str) -> tuple[str, str, str, str, str]:
+        return (name, "", "", "", "section")
+
+    rows = [section("made from")]
+    rows += [r(x["field"], x["a"], x["b"], "", x["differs"]) for x in doc["lineage"]]
+    rows.append(section("parameters"))
+    rows += [r(p["name"], p["a"], p["b"], "", p["differs"]) for p in doc["params"]]
+    own = "the same test split" if doc["same_test_set"] else "each on its own test split"
+    rows.append(section(f"metrics ({own})"))
+    rows += [r(m["name"], m["a"], m["b"], "" if m["change"] is None else f"{m['change']:+.4f}",
+               m["change"] not in (None, 0)) for m in doc["metrics"]]
+    o = doc.get("on_split")
+    if o and "error" not in o:
+        rows.append(section(f"both on {o['of']}'s test split ({o['dataset_version']})"))
+        for name in ("test_accuracy", "macro_f1"):
+            x, y = o["a"].get(name), o["b"].get(name)
+            rows.append(r(name, x, y, "" if x is None or y is None else f"{y - x:+.4f}", x != y))
+    rows.append(section(f"per class F1 ({own})"))
+    rows += [r(c["class"], c["a_f1"], c["b_f1"],
+               "" if c["a_f1"] is None or c["b_f1"] is None else f"{c['b_f1'] - c['a_f1']:+.4f}",
+               c["a_f1"] != c["b_f1"]) for c in doc["per_class"]]
+    return rows
+
+
+def summary_text(doc: dict[str, Any]) -> str:
+    o = doc.get("on_split")
+    if doc["same_test_set"]:
+        return f"{doc['a']} and {doc['b']}: the same data and test split. Rows that differ are in colour."
+    if not o:
+        return f"{doc['a']} and {doc['b']} were tested on different test splits: their metrics do not compare directly."
+    if "error" in o:
+        return f"{doc['a']} and {doc['b']} were tested on different test splits; not measured on one: {o['error']}"
+    measured = o["a"] if o["of"] == doc["b"] else o["b"]
+    text = (f"{doc['a']} and {doc['b']} were tested on different test splits: {measured['ref']} was measured on "
+            f"{o['of']}'s as well ({o['dataset_version']}, {measured['n']} items).")
+    if measured.get("seen_in_training"):
+        text += f" {measured['seen_in_training']} of them were in {measured['ref']}'s training data, which flatters it."
+    if measured.get("classes_it_lacks"):
+        text += f" Classes {measured['ref']} does not know: {', '.join(measured['classes_it_lacks'])}."
+    return text
+
+
+class CompareDialog(QDialog):
+    def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Compare {doc['a']} and {doc['b']}")
+        lay = QVBoxLayout(self)
+        self.summary = QLabel(summary_text(doc))
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        self.table = Table(["", doc["a"], doc["b"], "change"])
+        rows = compare_rows(doc)
+        self.table.fill([x[:4] for x in rows], {(i, c): DIFFERS for i, x in enumerate(rows) if x[4] == "differs"
+                                                 for c in (0, 1, 2)})
+        self.table.setSortingEnabled(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        bold = QFont()
+        bold.setBold(True)
+        for i, x in enumerate(rows):
+            if x[4] != "section":
+                continue
+            for c in range(4):
+                item = self.table.item(i, c)
+                if item is None:
+                    item = QTableWidgetItem("")
+                    self.table.setItem(i, c, item)
+                item.setBackground(QColor(SECTION))
+                item.setFont(bold)
+            self.table.setSpan(i, 0, 1, 4)  # a heading reads across the table
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(0, min(self.table.columnWidth(0), 220))
+        for c in (1, 2):
+            self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 160), 300))
+        self.table.clearSelection()
+        self.table.setCurrentCell(-1, -1)
+        lay.addWidget(self.table, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self.resize(940, 700)
