@@ -86,9 +86,15 @@ class ImportStep(Step):
         return out
 
     def fingerprint(self, ctx: StepContext) -> str:
+        known = {s.name: s for s in ctx.store.sources()}
         parts = []
         for src, path in self._sources(ctx):
-            parts.append((json_dumps(src), content_hash(path) if path.exists() else "missing"))
+            if path.exists():
+                h = content_hash(path)
+            else:  # not reachable here (a CI machine, a drive not mounted): as it was when it was imported
+                prev = known.get(src["path"])
+                h = prev.content_hash.split(":")[0] if prev is not None and prev.content_hash else "missing"
+            parts.append((json_dumps(src), h))
         return hash_text(parts)
 
     def run(self, ctx: StepContext) -> StepResult:
@@ -103,11 +109,22 @@ class ImportStep(Step):
             if prev != src["path"]:
                 raise StepFailed(ctx.step, f"two sources are named {path.name!r} ({prev} and {src['path']}); "
                                  "rename one of them")
+        missing = [src["path"] for src, path in sources if not path.exists()]
+        if missing and not ctx.store.versions() and (ctx.workspace.root / "data" / "dataset.dvc").exists():
+            raise StepFailed(ctx.step, f"{missing[0]}: does not exist. This looks like a fresh clone of the workspace: "
+                             "its registry (.cdl/, which git does not carry) is empty, so the data pipeline would run "
+                             "again from its sources, and the labels people gave live in the registry. Restore a "
+                             "`cdl backup` of the workspace and `cdl data pull` (README: CI on a fresh clone), or "
+                             "make the source reachable here")
         report = []
         for n, (src, path) in enumerate(sources):
             ctx.progress(n / len(sources), f"reading {path.name}")
             digest = f"{content_hash(path)}:{_options_hash(src)}" if path.exists() else None
             prev = known.get(src["path"])
+            if digest is None and prev is not None:  # its items were imported: they stay, and the log says why
+                report.append({"source": src["path"], "status": "unreachable", "items": prev.items})
+                ctx.log(f"{src['path']}: not reachable here; the {prev.items} items imported from it stay")
+                continue
             if prev is not None and digest == prev.content_hash:
                 report.append({"source": src["path"], "status": "unchanged", "items": prev.items})
                 ctx.log(f"{path.name}: unchanged ({prev.items} items)")
