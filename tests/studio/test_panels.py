@@ -20,6 +20,26 @@ def test_data_panel(studio_ctx, qtbot):
     assert p.balance_plot is not None and p.samples_layout.count() == 12
     ticks = p.balance_plot.getAxis("bottom")._tickLevels[0]  # five classes: names on two staggered rows
     assert [t for _, t in ticks] == ["business", "\nentertainment", "politics", "\nsport", "tech"]
+    assert p.sources.item(0, 4).text() == ""  # reachable here
+
+
+def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_path):
+    import shutil
+
+    from runtime.api import add_source
+    from studio.panels.data.panel import DataPanel
+
+    ws = studio_ctx.workspace
+    (first,) = ws.store.sources()
+    copy = tmp_path / "more-bbc.zip"
+    shutil.copy(first.name, copy)
+    assert add_source(ws, copy).ok
+    copy.unlink()  # imported, then gone from this machine: its items stay
+    p = DataPanel(studio_ctx)
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    cells = {p.sources.item(i, 0).text(): p.sources.item(i, 4).text() for i in range(p.sources.rowCount())}
+    assert cells == {first.name: "", str(copy): "not reachable (its items stay)"}, cells
 
 
 def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):

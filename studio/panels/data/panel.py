@@ -67,7 +67,7 @@ class DataPanel(Panel):
         row.setStretch(0, 3)
         row.setStretch(4, 2)
         lay.addLayout(row)
-        self.sources = Table(["source", "kind", "items", "imported"])
+        self.sources = Table(["source", "kind", "items", "imported", "here"])
         lay.addWidget(self.sources)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -146,6 +146,10 @@ class DataPanel(Panel):
         out: dict[str, Any] = {"sources": ws.store.sources(), "items": ws.store.item_count(),
                                "report": report_json(ws), "versions": versions_json(ws)["versions"],
                                "task": ws.config().task, "samples": [], "hist": None}
+        # whether each source file is reachable on this machine (its items stay either way)
+        out["reachable"] = {s.name: s.kind == "proposal" or (Path(s.name).expanduser() if Path(s.name).expanduser()
+                                                              .is_absolute() else ws.root / s.name).exists()
+                            for s in out["sources"]}
         if ws.has_dataset():
             view = ws.dataset()
             rows = view.rows
@@ -163,7 +167,10 @@ class DataPanel(Panel):
         return out
 
     def show_data(self, d: dict[str, Any]) -> None:
-        self.sources.fill([(s.name, s.kind, s.items, local_time(s.imported_at, seconds=False)) for s in d["sources"]])
+        here = d.get("reachable", {})
+        self.sources.fill([(s.name, s.kind, s.items, local_time(s.imported_at, seconds=False),
+                            "" if here.get(s.name, True) else "not reachable (its items stay)") for s in d["sources"]],
+                          {(i, 4): "#b45309" for i, s in enumerate(d["sources"]) if not here.get(s.name, True)})
         v = d["versions"][-1] if d["versions"] else None
         if v:
             self.summary.setText(f"{d['items']} items imported; checked-out dataset {d['report']['version']}: "
