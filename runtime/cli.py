@@ -895,6 +895,8 @@ def devices_status(obj: dict[str, Any], names: tuple[str, ...], as_json: bool, t
                    f"(acked {doc['journal']['acked_seq']}), providers {', '.join(doc['providers'])}, "
                    f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}, "
                    f"{doc['items_per_batch'] or '-'} items a batch")
+        for w in doc.get("warnings", []):
+            click.echo(f"  warning: {w}")
     if not docs and not as_json:
         click.echo("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
     if any(not d["online"] for d in docs):

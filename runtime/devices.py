@@ -165,6 +165,7 @@ class DeviceClient:
                "items_per_batch": round(r.batched_items / r.batches, 2) if r.batches else None,
                "journal": {"id": r.journal_id, "last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
                            "records": r.journal_records}, "providers": list(r.providers)}
+        doc["warnings"] = health_warnings(self.device.name, doc)
         from runtime.store.tables import utcnow
 
         self.ws.store.update_device(self.device.name, last_seen=utcnow(), last_health=doc)
@@ -246,6 +247,31 @@ def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> Devi
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         detail = f"the device refused the token ({detail})"
     return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}")
+
+
+LOW_DISK_BYTES = 1 << 30  # below this a device's free disk is a warning
+BACKLOG_RECORDS = 100_000  # scoring records on a device not yet collected
+ERROR_SHARE = 0.05  # failed requests, over at least 100
+
+
+def health_warnings(name: str, h: dict[str, Any]) -> list[str]:
+    """What in a device's health needs the engineer before it stops the device: low disk (the agent answers
+    nothing it cannot journal), scoring records piling up uncollected, failing requests."""
+    out = []
+    free = h.get("free_disk_bytes")
+    if free is not None and free < LOW_DISK_BYTES:
+        out.append(f"{free / 2**20:.0f} MiB of disk free: the agent stops answering when its journal cannot be "
+                   f"written; collect its scoring data (`cdl devices collect {name}`) so that acknowledged records "
+                   "can be pruned, or free space on it")
+    j = h.get("journal") or {}
+    backlog = (j.get("last_seq") or 0) - (j.get("acked_seq") or 0)
+    if backlog >= BACKLOG_RECORDS:
+        out.append(f"{backlog} scoring records not collected yet: `cdl devices collect {name}` (they are pruned "
+                   "only once collected)")
+    req, err = h.get("requests") or 0, h.get("errors") or 0
+    if req >= 100 and err > ERROR_SHARE * req:
+        out.append(f"{err} of {req} requests failed ({err / req:.0%}) since the agent started: its log says why")
+    return out
 
 
 def cert_status(ws: Workspace, device: Device) -> dict[str, Any] | None:

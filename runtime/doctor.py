@@ -8,7 +8,8 @@ Checks, cheapest first (nothing here trains, imports TensorFlow, or calls a devi
   (without one the data has no copy elsewhere);
 - backup: when `cdl backup` last ran (a workspace with models and no backup is warned about);
 - disk: free space where the workspace is, and what `cdl gc` would give back;
-- devices: certificates that expire within 30 days or have expired, devices not seen for a week;
+- devices: certificates that expire within 30 days or have expired, devices not seen for a week, and what a
+  device said when last asked: low disk, scoring records not collected, failing requests;
 - engines: the installed versions of what the pipeline uses (torch or tensorflow for its framework,
   onnxruntime, optuna, dvc) and the execution providers onnxruntime really has; TensorRT as the compress step
   would find it.
@@ -128,7 +129,7 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         + (f"; `cdl gc` would give back {_human(reclaim)}" if reclaim else ""),
         "`cdl gc --dry-run` lists what can go" if free < LOW_DISK or reclaim > (1 << 30) else "")
     # devices
-    from runtime.devices import cert_status
+    from runtime.devices import cert_status, health_warnings
 
     now = datetime.now(UTC)
     devices = ws.store.devices()
@@ -141,6 +142,10 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
             add("devices", "warn", f"{d.name}: its TLS certificate expires on {cert['expires'][:10]} "
                 f"({cert['days_left']:.0f} days)", f"`cdl devices enroll {d.name} --address {d.address} --replace`")
         seen = d.last_seen if d.last_seen is None or d.last_seen.tzinfo else d.last_seen.replace(tzinfo=UTC)
+        if d.last_health and seen is not None:  # what it said when last asked (the doctor asks no device)
+            for w in health_warnings(d.name, d.last_health):
+                add("devices", "warn", f"{d.name} (as of {seen.strftime('%Y-%m-%d %H:%M')} UTC): {w}",
+                    f"`cdl devices status {d.name}` asks it again")
         if seen is not None and (now - seen).days >= UNSEEN_DAYS:
             add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
                 "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")

@@ -328,6 +328,46 @@ def test_a_disk_that_fills_up_during_a_push(packaged, small_disk):
         agent.stop()
 
 
+def test_health_warns_of_low_disk_and_uncollected_records(packaged, small_disk, monkeypatch):
+    """A device's disk filling up, or its scoring records piling up uncollected, stops it answering (nothing is
+    served unjournaled): `cdl devices status`, the devices panel and the doctor warn before that, each saying what
+    to do. The 48 MiB tmpfs is really low on disk; the backlog threshold is lowered to five records."""
+    from click.testing import CliRunner
+
+    import runtime.devices
+    from runtime.cli import cli
+    from runtime.devices import enroll
+    from runtime.doctor import diagnose
+    from tests.conftest import AgentProcess
+
+    ws = packaged
+    enroll(ws, "small", "127.0.0.1:0", small_disk / "dev")
+    agent = AgentProcess(small_disk / "dev")
+    _set_agent_json(agent, min_free_bytes=0)  # the tmpfs is smaller than the 64 MiB a push leaves free by default
+    restart(ws, agent, "small")
+    try:
+        deploy(ws, "ws:1", "fp32", "small")
+        _infer(_triton(agent, ws), _test_texts(ws, 6))
+        monkeypatch.setattr(runtime.devices, "BACKLOG_RECORDS", 5)
+        with DeviceClient(ws, "small") as c:
+            h = c.health()
+        disk, backlog = h["warnings"]
+        assert "MiB of disk free: the agent stops answering when its journal cannot be written" in disk
+        assert "`cdl devices collect small`" in disk
+        assert backlog.startswith("6 scoring records not collected yet")
+        out = CliRunner().invoke(cli, ["-w", str(ws.root), "devices", "status", "small"])
+        assert out.exit_code == 0, out.output
+        assert "  warning: " in out.output and "6 scoring records not collected yet" in out.output
+        found = [c for c in diagnose(ws)["checks"] if c["area"] == "devices" and "small (as of" in c["detail"]]
+        assert [c["status"] for c in found] == ["warn", "warn"], found
+        collect(ws, ["small"])
+        with DeviceClient(ws, "small") as c:
+            (left,) = c.health()["warnings"]  # collected: the backlog is gone, the disk is still small
+        assert "MiB of disk free" in left
+    finally:
+        agent.stop()
+
+
 def test_scoring_survives_killed_agent_and_collector(packaged, agent_factory, tmp_path):
     import subprocess
     import sys

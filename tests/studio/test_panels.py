@@ -327,10 +327,18 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     from runtime.devices import enroll
 
     enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone", cert_days=-1)  # and its certificate has expired
+    import runtime.devices
+
+    monkeypatch.setattr(runtime.devices, "BACKLOG_RECORDS", 50)  # the 60 records not collected yet: a warning
     load(qtbot, d)
     rows = {d.devices.item(r, 0).text(): [d.devices.item(r, c).text() for c in range(d.devices.columnCount())]
             for r in range(d.devices.rowCount())}
-    assert rows["dev1"][1] == "online" and rows["dev1"][3] == "ws:1:static_int8" and rows["dev1"][4] == "6", rows
+    assert rows["dev1"][1] == "online, 1 warning" and rows["dev1"][3] == "ws:1:static_int8", rows
+    assert rows["dev1"][4] == "6", rows
+    dev1 = [r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "dev1"][0]
+    assert d.devices.item(dev1, 1).toolTip().startswith("60 scoring records not collected yet: `cdl devices collect")
+    assert d.devices.item(dev1, 1).foreground().color().name() == "#b45309"
+    monkeypatch.undo()
     gone = [r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "gone"][0]
     assert rows["gone"][1] == "unreachable", rows["gone"]
     assert d.devices.item(gone, 1).toolTip().startswith("device gone: health failed: UNAVAILABLE")

@@ -140,6 +140,9 @@ class DevicesPanel(Panel):
             # what it answered now; a device that did not answer shows its last known figures, and why
             state = "online" if probe.get("health") else "unreachable" if probe.get("error") else ""
             colors[(i, 1)] = "#15803d" if probe.get("health") else "#b91c1c"
+            warnings = h.get("warnings") or []
+            if warnings and probe.get("health"):
+                state, colors[(i, 1)] = f"online, {len(warnings)} warning{'s' if len(warnings) > 1 else ''}", "#b45309"
             cert, cert_text = dev.get("cert"), "unknown"
             if cert and cert["expired"]:
                 cert_text, colors[(i, 8)] = f"EXPIRED {cert['expires'][:10]}", "#b91c1c"
@@ -155,8 +158,11 @@ class DevicesPanel(Panel):
         self.devices.fill(rows, colors, data=[dev["name"] for dev in d["devices"]])
         for i, dev in enumerate(d["devices"]):
             error = (d.get("probes", {}).get(dev["name"]) or {}).get("error")
+            warnings = (d["details"].get(dev["name"]) or {}).get("warnings") or []
             if error:
                 self.devices.item(i, 1).setToolTip(error)  # why it did not answer
+            elif warnings:
+                self.devices.item(i, 1).setToolTip("\n".join(warnings))
             cert = dev.get("cert")
             if cert is None:
                 self.devices.item(i, 8).setToolTip("the folder it was enrolled into no longer holds its certificate")
