@@ -247,6 +247,13 @@ def test_models_and_review_panels(studio_ctx, qtbot):
                                "flatters it; classes the champion does not know: tech")
     assert r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole) == 0.5
     assert "on this test split" in r.cm_champion_label.text()
+    failed = {"ref": "ws:1", "dataset_version": "v0", "same_test_set": False, "error": "its checkpoint is gone"}
+    ws.store.update_model("ws", 2, evaluation={**two.evaluation, "champion": failed}, transform="other")
+    load(qtbot, r)
+    assert r.versus.text() == ("against champion ws:1: its numbers are from its own test split (v1); it could not "
+                               "be measured on this one: its checkpoint is gone")
+    assert "on this test split" not in r.cm_champion_label.text()
+    ws.store.update_model("ws", 2, transform=two.transform)
     ws.store.update_model("ws", 2, evaluation=two.evaluation)
     r.comment.setText("better on politics")
     r.reviewer.setText("vera")

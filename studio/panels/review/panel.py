@@ -203,6 +203,10 @@ def versus_text(cand: Any, champ: Any) -> str:
     if here is None:
         if champ.transform == cand.transform:
             return f"against champion {champ.ref} (the same test split)"
+        failed = (cand.evaluation or {}).get("champion") or {}
+        if failed.get("ref") == champ.ref and failed.get("error"):
+            return (f"against champion {champ.ref}: its numbers are from its own test split ({champ.dataset_version}); "
+                    f"it could not be measured on this one: {failed['error']}")
         return (f"against champion {champ.ref}: its numbers are from its own test split ({champ.dataset_version}); "
                 f"run model.evaluate again to measure it on this one")
     if here["same_test_set"]:
