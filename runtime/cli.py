@@ -754,6 +754,31 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
         line(r["class"], r["a_f1"], r["b_f1"], r["a_f1"] != r["b_f1"])
 
 
+@models.command("predict")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--text", "texts", multiple=True, help="a text to classify (repeat for more)")
+@click.option("--file", "files", multiple=True, type=click.Path(path_type=Path),
+              help="a text file (text models) or an image (image models); repeat for more")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str, ...], files: tuple[Path, ...],
+                   as_json: bool) -> None:
+    """Predict with model versions (NAME:VERSION or NAME:ALIAS; several side by side) from their checkpoints, each
+    with its own preprocessing: try a candidate before it is exported or served."""
+    from runtime.ml.predict import predict_items
+
+    ws = _ws(obj)
+    doc = {ref: predict_items(ws, ref, list(texts), list(files)) for ref in refs}
+    if as_json:
+        _dump({"predictions": doc})
+        return
+    for ref, preds in doc.items():
+        for p in preds:
+            top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            click.echo(f"{ref:<12} {p['label']:<16} {p['confidence']:.3f}  ({', '.join(f'{c} {v:.3f}' for c, v in top)})"
+                       f"  {p['input']!r}")
+
+
 @models.command("lineage")
 @click.argument("ref")
 @click.pass_obj

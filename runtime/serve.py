@@ -130,6 +130,22 @@ def _wait(proc: subprocess.Popen, stop: threading.Event | None, parent_pid: int 
             raise CdlError(f"the agent stopped (exit status {proc.returncode}); its log is above")
 
 
+def read_images(paths: list[Path] | list[str], h: int, w: int, c: int):  # noqa: ANN201
+    """Image files as a (N, h, w, c) uint8 batch: converted to the model's channels and resized to its input."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    arrays = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if c == 1 else "RGB").resize((w, h))
+                arrays.append(np.asarray(im, np.uint8).reshape(h, w, c))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise CdlError(f"{p}: not an image this model can take ({exc})") from None
+    return np.stack(arrays)
+
+
 def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Path]) -> list[dict[str, Any]]:
     """Ask an agent (`cdl serve`'s, or a device that takes inference without a token) for predictions over the
     Open Inference Protocol, as any client would: texts, or image files (read, converted to the channels and
@@ -160,19 +176,7 @@ def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Pa
                 req.inputs.add(name=t.name, datatype="BYTES", shape=[len(data)])
                 req.raw_input_contents.append(serialize_bytes(data))
             else:
-                from PIL import Image, UnidentifiedImageError
-
-                h, w = int(t.shape[-3]), int(t.shape[-2])
-                c = int(t.shape[-1])
-                arrays = []
-                for p in inputs:
-                    try:
-                        with Image.open(p) as im:
-                            im = im.convert("L" if c == 1 else "RGB").resize((w, h))
-                            arrays.append(np.asarray(im, np.uint8).reshape(h, w, c))
-                    except (OSError, UnidentifiedImageError) as exc:
-                        raise CdlError(f"{p}: not an image this model can take ({exc})") from None
-                batch = np.stack(arrays)
+                batch = read_images(inputs, int(t.shape[-3]), int(t.shape[-2]), int(t.shape[-1]))
                 req.inputs.add(name=t.name, datatype="UINT8", shape=list(batch.shape))
                 req.raw_input_contents.append(batch.tobytes())
             r = infer(req, timeout=60)

@@ -313,6 +313,15 @@ def load_transform(ws: Workspace, key: str, log=None) -> Prepared:  # noqa: ANN0
     return rebuild_transform(ws, key, log)
 
 
+def transform_spec(ws: Workspace, key: str, log=None) -> dict[str, Any]:  # noqa: ANN001
+    """A registered transform's fitted preprocessing spec (vocabulary, normalisation), without loading its
+    tensors where they are cached."""
+    rec = ws.store.get_transform(key)
+    if rec is not None and _complete(ws.root / rec.path):
+        return json.loads((ws.root / rec.path / "meta.json").read_text())["spec"]
+    return load_transform(ws, key, log).spec
+
+
 def rebuild_transform(ws: Workspace, key: str, log=None) -> Prepared:  # noqa: ANN001
     rec = ws.store.get_transform(key)
     try:

@@ -1,0 +1,45 @@
+"""Predictions of registered model versions straight from their checkpoints (`cdl models predict`, the review
+panel's Try…), as `mlflow models predict` does: a candidate can be tried before it is exported, packaged or
+served. Each version applies its own fitted preprocessing, the same the bundle would carry to a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.domain.errors import CdlError
+from runtime.workspace.workspace import Workspace
+
+
+def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Path] = ()) -> list[dict[str, Any]]:
+    """Texts and text files (a text model), or image files (an image model: converted and resized to its input)
+    through model version `ref`: [{"input", "label", "confidence", "probabilities": {class: p}}], one per input."""
+    from edge_agent.proto.preprocessing import TextPipeline, pipeline
+    from runtime.ml.preprocess import transform_spec
+    from runtime.ml.versus import predict_proba
+    from runtime.workspace.dataset import decode_text
+
+    mv = ws.store.resolve_model(ref)
+    if not texts and not files:
+        raise CdlError("nothing to predict: give --text TEXT or --file PATH")
+    for f in files:
+        if not Path(f).is_file():
+            raise CdlError(f"{f}: no such file")
+    pipe = pipeline(transform_spec(ws, mv.transform))
+    if isinstance(pipe, TextPipeline):
+        items = [*texts, *(decode_text(Path(f).read_bytes())[0] for f in files)]
+        names = [t[:60] for t in texts] + [str(f) for f in files]
+        X, _ = pipe.transform(items)
+    else:
+        if texts:
+            raise CdlError(f"{mv.ref} is an image model: give image files with --file, not --text")
+        from runtime.serve import read_images
+
+        names = [str(f) for f in files]
+        X, _ = pipe.transform(read_images(list(files), pipe.height, pipe.width, pipe.channels))
+    probs = np.asarray(predict_proba(ws, mv, X))
+    return [{"input": name, "label": mv.classes[int(p.argmax())], "confidence": float(p.max()),
+             "probabilities": {c: float(p[i]) for i, c in enumerate(mv.classes)}} for name, p in zip(names, probs,
+                                                                                                  strict=True)]

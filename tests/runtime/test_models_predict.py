@@ -1,0 +1,86 @@
+"""`cdl models predict`: a registered version predicts from its checkpoint with its own preprocessing, before it
+is exported or served (as `mlflow models predict` does). Checked against the model's predictions on its cached
+test tensors, which model.evaluate scored."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from runtime.jobs import Runner
+from runtime.ml.preprocess import load_transform
+from runtime.ml.versus import predict_proba
+
+
+def cdl(ws, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                          text=True)
+
+
+def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
+    from runtime.workspace.dataset import decode_text
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.register", overrides={"model.tune": {"n_trials": 1}}).ok
+    mv = ws.store.resolve_model("ws:1")
+    prep = load_transform(ws, mv.transform)
+    expected = predict_proba(ws, mv, prep.X_test[:3])
+    rows = {r.uid: r for r in ws.dataset().rows}
+    texts = [decode_text(ws.dataset().read_bytes(rows[u]))[0] for u in prep.uids_test[:3]]
+    f = tmp_path / "third.txt"
+    f.write_text(texts[2])
+    out = cdl(ws, "models", "predict", "ws:1", "ws:challenger", "--text", texts[0], "--text", texts[1], "--file",
+              str(f), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout)["predictions"]
+    assert set(doc) == {"ws:1", "ws:challenger"} and doc["ws:1"] == doc["ws:challenger"]
+    for p, e in zip(doc["ws:1"], expected, strict=True):
+        assert p["label"] == mv.classes[int(e.argmax())]
+        assert [p["probabilities"][c] for c in mv.classes] == pytest.approx(e.tolist(), abs=1e-5)
+    assert doc["ws:1"][2]["input"] == str(f)
+    text = cdl(ws, "models", "predict", "ws:1", "--text", texts[0]).stdout
+    assert text.startswith("ws:1") and doc["ws:1"][0]["label"] in text
+    for args, says in ((["--file", str(tmp_path / "gone.txt")], "gone.txt: no such file"),
+                       ([], "nothing to predict"), (["--text", "x", "ws:9"], "no version 9")):
+        bad = cdl(ws, "models", "predict", "ws:1", *args)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+
+
+def test_image_versions_predict_image_files(tmp_path):
+    from PIL import Image
+
+    from runtime.api import add_source
+    from runtime.workspace import Workspace
+    from tests.conftest import make_fashion_subset  # it skips the test without ../shared
+
+    ws = Workspace.init(tmp_path / "fm", "image-classification")
+    add_source(ws, make_fashion_subset(tmp_path / "fm-src", 300, 60), {"class_names": "fashion-mnist"})
+    cfg = ws.config()
+    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
+    cfg.steps["model.train"].update({"epochs": 1, "use_tuned": False})
+    cfg.save()
+    assert Runner(ws).run(until="model.register").ok
+    mv = ws.store.resolve_model("fm:1")
+    prep = load_transform(ws, mv.transform)
+    rows = {r.uid: r for r in ws.dataset().rows}
+    raw = ws.dataset().images([rows[u] for u in prep.uids_test[:2]])
+    files = []
+    for i, img in enumerate(raw):
+        files.append(tmp_path / f"item{i}.png")
+        Image.fromarray(np.asarray(img).reshape(28, 28)).save(files[-1])  # its own size: no resizing
+    expected = predict_proba(ws, mv, prep.X_test[:2])
+    out = cdl(ws, "models", "predict", "fm:1", "--file", str(files[0]), "--file", str(files[1]), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)["predictions"]["fm:1"]
+    for p, e in zip(got, expected, strict=True):
+        assert [p["probabilities"][c] for c in mv.classes] == pytest.approx(e.tolist(), abs=1e-5)
+    bad = cdl(ws, "models", "predict", "fm:1", "--text", "a shoe")
+    assert bad.returncode == 2 and "is an image model: give image files with --file" in bad.stderr
+    notimg = tmp_path / "notes.txt"
+    notimg.write_text("not an image")
+    bad = cdl(ws, "models", "predict", "fm:1", "--file", str(notimg))
+    assert bad.returncode == 2 and "notes.txt: not an image this model can take" in bad.stderr
