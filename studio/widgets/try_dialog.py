@@ -27,12 +27,28 @@ from studio.services.tasks import run_task
 from studio.widgets.common import Table
 
 
-class TryDialog(QDialog):
-    """refs: NAME:VERSION:VARIANT of each model to serve (one or two: a candidate beside the champion)."""
+def predict_from_checkpoints(root: Path, refs: list[str], inputs: list[Any], kind: str) -> dict[str, list[dict]]:
+    """`cdl models predict REFS --json` in a process of its own (the studio's must not load the engines)."""
+    import json
+    import subprocess
 
-    def __init__(self, workspace, refs: list[str], kind: str = "text", parent: QWidget | None = None):  # noqa: ANN001
+    args = [a for x in inputs for a in (("--text", str(x)) if kind == "text" else ("--file", str(x)))]
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "models", "predict", *refs, *args,
+                        "--json"], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr or r.stdout).strip().removeprefix("error: ")[-800:] or "cdl models predict failed")
+    return json.loads(r.stdout)["predictions"]
+
+
+class TryDialog(QDialog):
+    """refs: NAME:VERSION:VARIANT of each model to serve (one or two: a candidate beside the champion); with
+    via="checkpoint", NAME:VERSION of registered versions, which predict from their checkpoints (`cdl models
+    predict`): a candidate in review has no exported variant yet."""
+
+    def __init__(self, workspace, refs: list[str], kind: str = "text", parent: QWidget | None = None,  # noqa: ANN001
+                 via: str = "serve"):
         super().__init__(parent)
-        self.workspace, self.refs, self.kind = workspace, list(refs), kind
+        self.workspace, self.refs, self.kind, self.via = workspace, list(refs), kind, via
         self.addresses: dict[str, str] = {}
         self.procs: dict[str, QProcess] = {}
         self.results: dict[str, list[dict[str, Any]]] = {}
@@ -68,6 +84,11 @@ class TryDialog(QDialog):
         lay.addWidget(buttons)
         self.finished.connect(self.stop)
         self.resize(860, 420)
+        if via == "checkpoint":
+            self.status.setText(", ".join(refs) + ": each predicts from its checkpoint with its own preprocessing "
+                                "(`cdl models predict`), before it is exported or served")
+            self.predict_btn.setEnabled(True)
+            return
         for ref in self.refs:
             self._start(ref)
 
@@ -124,6 +145,11 @@ class TryDialog(QDialog):
             self.status.setText("type a text first" if self.kind == "text" else "choose an image first")
             return
         self.results = {}
+        if self.via == "checkpoint":
+            self.predict_btn.setEnabled(False)
+            run_task(predict_from_checkpoints, self.workspace.root, self.refs, items, self.kind, on_done=self._show,
+                     on_error=self._failed)
+            return
 
         def ask() -> dict[str, list[dict[str, Any]]]:
             out = {}

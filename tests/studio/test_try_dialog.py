@@ -66,3 +66,37 @@ def _try(qtbot, ws, dlg, before) -> None:  # noqa: ANN001
     dlg.done(QDialog.DialogCode.Rejected)
     assert all(proc.state() == proc.ProcessState.NotRunning for proc in dlg.procs.values())
     qtbot.waitUntil(lambda: set(Path(tempfile.gettempdir()).glob("cdl-serve-*")) <= before, timeout=30000)
+
+
+def test_try_the_candidate_beside_the_champion_from_the_review_panel(qtbot, packaged):
+    """The review panel's Try…: a candidate has no exported variant yet, so both predict from their checkpoints
+    (`cdl models predict`), side by side."""
+    from runtime.jobs import Runner
+    from runtime.ml.predict import predict_items
+    from runtime.workspace.dataset import decode_text
+    from studio.panels.base import StudioContext
+    from studio.panels.review.panel import ReviewPanel
+    from studio.widgets.try_dialog import TryDialog
+
+    ws = packaged
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {"seed": 3, "use_tuned": False}}).ok
+    assert Runner(ws).run(steps=["model.register"]).ok
+    p = ReviewPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert p.candidate.currentData() == "ws:2" and p.try_btn.isEnabled()
+    p.try_btn.click()
+    dlg = p.findChild(TryDialog)
+    assert dlg is not None and dlg.refs == ["ws:2", "ws:1"] and dlg.predict_btn.isEnabled()
+    assert "predicts from its checkpoint" in dlg.status.text()
+    view = ws.dataset()
+    text = next(decode_text(view.read_bytes(r))[0] for r in view.rows if r.split == "test")
+    dlg.input.setPlainText(text)
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: len(dlg.results) == 2, timeout=120000)
+    assert [dlg.table.item(r, 0).text() for r in range(2)] == ["ws:2", "ws:1"]
+    for r, ref in enumerate(("ws:2", "ws:1")):
+        (expected,) = predict_items(ws, ref, [text])
+        assert dlg.table.item(r, 1).text() == expected["label"]
+    dlg.done(QDialog.DialogCode.Rejected)

@@ -59,6 +59,14 @@ class ReviewPanel(Panel):
         self.versus = QLabel()
         self.versus.setWordWrap(True)
         row.addWidget(self.versus, 1)
+        self.try_btn = QPushButton("Try…")
+        self.try_btn.setToolTip("type a text (or pick an image) and see what the candidate and the champion predict, "
+                                "from their checkpoints")
+        self.try_btn.setEnabled(False)
+        self.try_btn.clicked.connect(self._try)
+        row.addWidget(self.try_btn)
+        self.try_refs: list[str] = []
+        self.try_dialog = None
         w = QWidget()
         w.setLayout(row)
         self.add(w)
@@ -128,6 +136,8 @@ class ReviewPanel(Panel):
             return
         cand, champ = d["candidate"], d["champion"]
         self.candidate.setCurrentIndex(self.candidate.findData(cand.ref))
+        self.try_refs = [cand.ref] + ([champ.ref] if champ is not None and champ.ref != cand.ref else [])
+        self.try_btn.setEnabled(True)
         if champ is not None and champ.ref == cand.ref:  # nothing to compare with: the champion columns stay empty
             self.versus.setText("is the champion: choose another version to compare it with")
             champ = None
@@ -175,6 +185,15 @@ class ReviewPanel(Panel):
                     r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
         events.sort(key=lambda e: e[0])
         self.history.fill([(local_time(e[0]), *e[1:]) for e in events])
+
+    def _try(self) -> None:
+        from studio.widgets.try_dialog import TryDialog
+
+        if not self.try_refs:
+            return
+        kind = "text" if self.ctx.workspace.config().task == "text" else "image"
+        self.try_dialog = TryDialog(self.ctx.workspace, self.try_refs, kind, self, via="checkpoint")
+        self.try_dialog.show()
 
     def _review(self, approve: bool) -> None:
         from runtime.registry import review_and_say
