@@ -204,6 +204,22 @@ def small_bbc_workspace(root: Path, per_class: int = 30, tune_trials: int = 3):
     return ws
 
 
+def tiny_fashion_workspace(root: Path, n_train: int = 300, n_test: int = 100):
+    """An image workspace on real Fashion-MNIST records (skips without ../shared), one quick trial and one epoch:
+    for tests of what comes after training, not of its accuracy."""
+    from runtime.api import add_source
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(root, "image-classification")
+    add_source(ws, make_fashion_subset(root.parent / f"{root.name}-src", n_train, n_test), {"class_names": "fashion-mnist"})
+    cfg = ws.config()
+    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
+    cfg.steps["model.train"].update({"epochs": 1, "use_tuned": False})
+    cfg.steps["model.evaluate"]["threshold"] = 0.0
+    cfg.save()
+    return ws
+
+
 @pytest.fixture(scope="session")
 def small_bbc_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small-bbc") / "ws"

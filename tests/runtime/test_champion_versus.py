@@ -100,19 +100,11 @@ def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
 
 def test_an_image_champion_is_measured_on_the_candidates_test_split(tmp_path):
     from edge_agent.proto.preprocessing import ImagePipeline
-    from runtime.api import add_source
     from runtime.ml import torch_backend
     from runtime.ml.preprocess import load_transform
-    from runtime.workspace import Workspace
-    from tests.conftest import make_fashion_subset  # it skips the test without ../shared
+    from tests.conftest import tiny_fashion_workspace
 
-    ws = Workspace.init(tmp_path / "fm", "image-classification")
-    add_source(ws, make_fashion_subset(tmp_path / "fm-src", 300, 100), {"class_names": "fashion-mnist"})
-    cfg = ws.config()
-    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
-    cfg.steps["model.train"].update({"epochs": 1, "use_tuned": False})
-    cfg.steps["model.evaluate"]["threshold"] = 0.0
-    cfg.save()
+    ws = tiny_fashion_workspace(tmp_path / "fm")
     assert Runner(ws).run(until="model.evaluate").ok
     review(ws.store, "fm:1", True, "ok", "tester")
     cfg = ws.config()

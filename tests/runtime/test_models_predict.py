@@ -53,16 +53,9 @@ def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
 def test_image_versions_predict_image_files(tmp_path):
     from PIL import Image
 
-    from runtime.api import add_source
-    from runtime.workspace import Workspace
-    from tests.conftest import make_fashion_subset  # it skips the test without ../shared
+    from tests.conftest import tiny_fashion_workspace
 
-    ws = Workspace.init(tmp_path / "fm", "image-classification")
-    add_source(ws, make_fashion_subset(tmp_path / "fm-src", 300, 60), {"class_names": "fashion-mnist"})
-    cfg = ws.config()
-    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
-    cfg.steps["model.train"].update({"epochs": 1, "use_tuned": False})
-    cfg.save()
+    ws = tiny_fashion_workspace(tmp_path / "fm", 300, 60)
     assert Runner(ws).run(until="model.register").ok
     mv = ws.store.resolve_model("fm:1")
     prep = load_transform(ws, mv.transform)
