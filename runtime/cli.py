@@ -524,12 +524,14 @@ def _queue(obj: dict[str, Any], labeler: str):
 @labels.command("next")
 @click.option("--filter", "filter_", default="unlabeled", help="unlabeled, conflicts, all, labeled, proposal:ID")
 @click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--order", type=click.Choice(["queue", "uncertain"]), default="queue", show_default=True,
+              help="uncertain: the items `cdl labels suggest` was least sure of first (active learning)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def labels_next(obj: dict[str, Any], filter_: str, labeler: str, as_json: bool) -> None:
+def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, as_json: bool) -> None:
     """Show the next item to label."""
     q = _queue(obj, labeler)
-    item = q.next(filter_)
+    item = q.next(filter_, order)
     if item is None:
         elsewhere = len(q.store.leased_by_others(q.labeler))
         if as_json:

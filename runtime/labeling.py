@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from runtime.workspace.workspace import Workspace
 
 FILTERS = ("unlabeled", "conflicts", "all", "labeled")
+ORDERS = ("queue", "uncertain")  # as the dataset lists them; least confident suggestion first (active learning)
 
 
 @dataclass(frozen=True)
@@ -217,8 +218,23 @@ class LabelQueue:
             raise NotFoundError(f"retrain proposal {proposal!r} does not exist")
         return list(items)
 
-    def rows(self, filter: str = "unlabeled") -> list[QueueItem]:
-        return [self._queue_item(r, st) for r, st in self._matching(filter)]
+    def rows(self, filter: str = "unlabeled", order: str = "queue") -> list[QueueItem]:
+        return [self._queue_item(r, st) for r, st in self._ordered(filter, order)]
+
+    def _ordered(self, filter: str, order: str) -> Iterable[tuple[IndexRow, LabelState]]:
+        """The filter's rows in `order`: "queue", or "uncertain": the items the last `suggest` was least sure of
+        first (uncertainty sampling, as Label Studio's data manager sorts tasks by prediction score); items it
+        made no guess for come after, in queue order."""
+        if order == "queue":
+            return self._matching(filter)
+        if order != "uncertain":
+            raise CdlError(f"unknown order {order!r} (known: {', '.join(ORDERS)})")
+        doc = suggestions(self.ws)
+        if not doc:
+            raise CdlError("no suggestions to order by: `cdl labels suggest` first (the labeling panel's Suggest)")
+        guessed = doc.get("items", {})
+        rows = list(self._matching(filter))
+        return sorted(rows, key=lambda rs: guessed[rs[0].id][1] if rs[0].id in guessed else 2.0)  # stable
 
     def _matching(self, filter: str) -> Iterator[tuple[IndexRow, LabelState]]:
         """The rows the filter shows, in queue order, each content once, with its label state."""
@@ -259,12 +275,12 @@ class LabelQueue:
         """Items this labeler skipped, or already decided (so that 'all' moves on after each label)."""
         return self.store.decided_by(self.labeler)
 
-    def next(self, filter: str = "unlabeled") -> QueueItem | None:
+    def next(self, filter: str = "unlabeled", order: str = "queue") -> QueueItem | None:
         """The next item for this labeler, leased to it (as Label Studio locks a task for its annotator): other
         labelers on the same queue are handed other items until this one is labeled or skipped, this labeler
         asks for another, or the lease runs out (`lease_seconds`, 15 minutes)."""
         skipped = self._skipped()
-        todo = ((r, st) for r, st in self._matching(filter) if r.id not in skipped)
+        todo = ((r, st) for r, st in self._ordered(filter, order) if r.id not in skipped)
         # one more than the items other labelers hold is enough to find a free one: the rest need not be read
         head = {r.id: (r, st) for r, st in itertools.islice(todo, len(self.store.leased_by_others(self.labeler)) + 1)}
         if not head:
@@ -373,6 +389,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
 
     from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
     from runtime.ml.preprocess import _text_matrix, load_transform
+    from runtime.ml.versus import predict_proba
 
     say = log or (lambda _m: None)
     cfg = ws.config()
@@ -386,8 +403,6 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     if rows:
         prep = load_transform(ws, mv.transform, log=say)
         view = q._dataset()
-        ckpt = ws.artifacts.get(mv.artifacts["checkpoint"])
-        arch = mv.extra["arch"]
         say(f"{mv.ref} predicts {len(rows)} item(s) to decide")
         for start in range(0, len(rows), 2048):
             chunk = rows[start : start + 2048]
@@ -396,14 +411,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
             else:
                 raw = view.images(chunk)
                 X = ImagePipeline(prep.spec).transform(raw[..., None] if raw.ndim == 3 else raw)[0]
-            if mv.framework == "torch":
-                from runtime.ml import torch_backend
-
-                probs = torch_backend.predict_proba(ckpt, X, ws.root)
-            else:
-                from runtime.ml import keras_backend
-
-                probs = keras_backend.predict_proba(ckpt, X, arch, ws.root)
+            probs = predict_proba(ws, mv, X)
             for r, p in zip(chunk, probs, strict=True):
                 j = int(np.argmax(p))
                 out[r.id] = [mv.classes[j], round(float(p[j]), 4)]

@@ -87,3 +87,27 @@ def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_pa
     p.suggest_btn.click()
     qtbot.waitUntil(lambda: "ws:1 suggested labels for" in p.status_label.text(), timeout=120000)
     assert f"for {todo - 1} item(s)" in p.status_label.text()  # one fewer to decide now
+    # active learning: the items the model is least sure of first, in the queue, the CLI and the panel
+    from runtime.domain.errors import CdlError
+
+    q2 = LabelQueue(ws, "otto")
+    ordered = q2.rows("unlabeled", "uncertain")
+    confidence = [q2.suggestion(r.item_id)["confidence"] for r in ordered]
+    assert confidence == sorted(confidence) and len(ordered) == todo - 1 and confidence[0] < confidence[-1]
+    assert {r.item_id for r in ordered} == {r.item_id for r in q2.rows("unlabeled")}
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "next", "--order",
+                          "uncertain", "--labeler", "otto", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["item"] == ordered[0].item_id  # and otto holds it now
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.order.setCurrentIndex(p.order.findData("uncertain"))
+    assert p.current.item_id == ordered[1].item_id  # the least sure one otto does not hold
+    (ws.root / ".cdl" / "label-suggestions.json").unlink()
+    try:
+        q2.rows("unlabeled", "uncertain")
+        raise AssertionError("ordered without suggestions")
+    except CdlError as exc:
+        assert "`cdl labels suggest` first" in str(exc)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert "No suggestions to order by yet: press Suggest" in p.status_label.text() and p.current is not None

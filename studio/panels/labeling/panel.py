@@ -49,6 +49,13 @@ class LabelingPanel(Panel):
         self.filter.addItems(["unlabeled", "conflicts", "all", "labeled"])
         self.filter.currentTextChanged.connect(lambda _: self.refresh())
         top.addWidget(self.filter)
+        self.order = QComboBox()
+        self.order.addItem("as listed", "queue")
+        self.order.addItem("least confident first", "uncertain")
+        self.order.setToolTip("least confident first: the items Suggest's model was least sure of come first "
+                              "(active learning: each label teaches the next model the most)")
+        self.order.currentIndexChanged.connect(lambda _: self.refresh())
+        top.addWidget(self.order)
         top.addWidget(QLabel("Labeler"))
         self.labeler = QLineEdit(getpass.getuser() or "labeler")
         self.labeler.setMaximumWidth(140)
@@ -139,15 +146,20 @@ class LabelingPanel(Panel):
         ws = self.ctx.workspace
         if not ws.has_dataset():
             return {"empty": True, "proposals": [p["id"] for p in proposals(ws)]}
+        from runtime.labeling import suggestions
+
         q = self._queue()
         flt = self.filter.currentText()
-        item = q.next(flt)
+        order, note = self.order.currentData() or "queue", ""
+        if order == "uncertain" and not suggestions(ws):
+            order, note = "queue", "No suggestions to order by yet: press Suggest (the items are in listed order)."
+        item = q.next(flt, order)
         content = q.content(item.uid) if item else None
         props = proposals(ws)
         pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
         return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(),
                 "progress": q.progress(), "suggestion": q.suggestion(item.item_id) if item else None,
-                "proposals": [p["id"] for p in props], "filter": flt,
+                "proposals": [p["id"] for p in props], "filter": flt, "note": note,
                 "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
                 "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
 
@@ -158,7 +170,7 @@ class LabelingPanel(Panel):
         if d["empty"]:
             self.say("No dataset yet: import data and run the data pipeline up to data.version.", "info")
             return
-        self.say("")
+        self.say(d.get("note", ""), "warning" if d.get("note") else "info")
         if d["classes"] != self.classes:
             self.classes = d["classes"]
             for b in self._class_buttons:
