@@ -137,7 +137,17 @@ class ImportStep(Step):
                                  f"workspace is for {kind} (cdl.yaml: task: {task}); nothing was imported. Make a "
                                  f"{batch.item_kind} workspace: `cdl init PATH --template "
                                  f"{batch.item_kind}-classification`")
-            n_items = self._write(ctx, src, batch, digest or "")
+            # sources no longer configured whose items have this one's uids (the file moved, or another of its
+            # name took its place): replaced in the same transaction, not left to collide with it
+            replaces = [name for name in set(known) - wanted
+                        if known[name].kind != "proposal" and Path(name).name == path.name]
+            n_items = self._write(ctx, src, batch, digest or "", replaces)
+            for name in replaces:
+                moved = prev is None and known[name].content_hash.split(":")[0] == (digest or "").split(":")[0]
+                report.append({"source": name, "status": "moved" if moved else "replaced", "by": src["path"]})
+                ctx.log(f"{name}: {'moved to' if moved else 'replaced by'} {src['path']}"
+                        + (" (the same content)" if moved else ""))
+                known.pop(name)
             for note in batch.notes:
                 ctx.log(f"{path.name}: {note}")
             report.append({"source": src["path"], "kind": batch.kind, "status": "imported", "items": n_items,
@@ -159,7 +169,8 @@ class ImportStep(Step):
             message=f"{len(items)} items from {len(sources)} source(s)",
         )
 
-    def _write(self, ctx: StepContext, src: dict[str, Any], batch: SourceBatch, digest: str) -> int:
+    def _write(self, ctx: StepContext, src: dict[str, Any], batch: SourceBatch, digest: str,
+               replaces: list[str] = ()) -> int:
         """Packs first (immutable, content-named), then one registry transaction: all or nothing."""
         ws = ctx.workspace
         prefix = Path(src["path"]).name
@@ -200,7 +211,7 @@ class ImportStep(Step):
         if dup:
             raise DataImportError(f"{src['path']}: item {dup[0]} appears twice")
         ctx.store.import_source(SourceRecord(src["path"], batch.kind, digest, len(items), None), items, labels,
-                                options=src)
+                                options=src, replaces=replaces)
         return len(items)
 
 

@@ -205,10 +205,13 @@ class Store(ModelRegistryMixin, DeployMixin):
         items: Sequence[Item],
         labels: Sequence[tuple[str, str, str]] = (),
         options: dict[str, Any] | None = None,
+        replaces: Sequence[str] = (),
     ) -> None:
         """Replace everything one source contributed (items and its import labels) in one transaction.
 
         labels: (item_id, label, labeler) triples from the source itself.
+        replaces: other sources (no longer configured) that go in the same transaction: a source file that moved
+        (or another of the same name) brings items with their uids.
         """
         origin = f"source:{source.name}"
         rows = [
@@ -243,6 +246,19 @@ class Store(ModelRegistryMixin, DeployMixin):
             for item_id, label, labeler in labels
         ]
         with self._lock, self.session() as s:
+            # an item imported again unchanged keeps its split: data.split does not run again when the item set
+            # is the same (a source that moved, an option that changes nothing), and data.ingest needs one
+            tbl = t.SqlItem.__table__
+            kept = {r.uid: (r.id, r.split) for r in s.execute(
+                select(tbl.c.uid, tbl.c.id, tbl.c.split).where(tbl.c.source_name.in_([source.name, *replaces]))).all()}
+            for row in rows:
+                was = kept.get(row["uid"])
+                if was is not None and was[0] == row["id"]:
+                    row["split"] = was[1]
+            for old in replaces:
+                s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == old))
+                s.execute(delete(t.SqlLabel).where(t.SqlLabel.task_ref == f"source:{old}"))
+                s.execute(delete(t.SqlSource).where(t.SqlSource.name == old))
             s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == source.name))
             s.execute(
                 delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin).where(t.SqlLabel.source == "import")

@@ -129,6 +129,59 @@ def test_status_and_stale_detection(tmp_path, text_ws):
     assert "inputs" in states["data.import"].reason
 
 
+def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
+    """A source file moved (its path changed in cdl.yaml) failed with a raw IntegrityError: its items came back
+    with the uids the old source's items still held. Now the old source goes in the same transaction; unchanged
+    items keep their split (data.split, seeing the same item set, does not run again), and a moved file of the
+    same content makes no new dataset version."""
+    import shutil
+
+    from runtime.labeling import LabelQueue
+
+    ws = text_ws
+    first = tmp_path / "a" / "news.zip"
+    first.parent.mkdir()
+    make_bbc_subset(first, per_class=10)
+    add_source(ws, first)
+    assert Runner(ws).run(until="data.label").ok
+    row = ws.dataset().rows[0]
+    LabelQueue(ws, "ann").set_label(row.uid, "tech" if row.label != "tech" else "sport")  # a person's label
+    assert Runner(ws).run(until="data.label").ok
+    versions = [v["id"] for v in versions_json(ws)["versions"]]
+    items = {i.uid: (i.id, i.split) for i in ws.store.items()}
+    moved = tmp_path / "b" / "news.zip"
+    moved.parent.mkdir()
+    shutil.move(first, moved)
+    cfg = ws.config()
+    cfg.set_param("data.import", "sources", [str(moved)])
+    cfg.save()
+    said: list[str] = []
+    from runtime.jobs.bus import EventBus
+
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message))
+    res = Runner(ws, bus=bus).run(until="data.label")
+    assert res.ok, [(o.step, o.error) for o in res.steps if o.error]
+    assert f"{first}: moved to {moved} (the same content)" in said
+    assert [s.name for s in ws.store.sources()] == [str(moved)]
+    assert {i.uid: (i.id, i.split) for i in ws.store.items()} == items
+    assert [v["id"] for v in versions_json(ws)["versions"]] == versions  # the same data: no new version
+    assert LabelQueue(ws, "ann").rows("all")[0] and ws.dataset().row(row.uid).label != row.label  # the label stays
+    # another file of the same name in its place: its items replace the old ones, in one transaction
+    other = tmp_path / "c" / "news.zip"
+    other.parent.mkdir()
+    make_bbc_subset(other, per_class=12)
+    cfg = ws.config()
+    cfg.set_param("data.import", "sources", [str(other)])
+    cfg.save()
+    said.clear()
+    res = Runner(ws, bus=bus).run(until="data.label")
+    assert res.ok, [(o.step, o.error) for o in res.steps if o.error]
+    assert f"{moved}: replaced by {other}" in said
+    assert [s.name for s in ws.store.sources()] == [str(other)] and len(ws.store.items()) > len(items)
+    assert len(versions_json(ws)["versions"]) == len(versions) + 1
+
+
 def test_changed_input_new_version_diff_and_checkout(tmp_path, text_ws):
     ws = text_ws
     src = tmp_path / "news.zip"
