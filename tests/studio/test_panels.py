@@ -201,6 +201,13 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     qtbot.addWidget(m)
     load(qtbot, m)
     assert m.models.rowCount() == 2 and m.experiments.rowCount() >= 2
+    # the selected (newest) version's training run, per epoch, as MLflow charts a run's metrics
+    newest = ws.store.resolve_model("ws:2")
+    epochs = ws.store.metrics(newest.trial_id)
+    qtbot.waitUntil(lambda: bool(m.curve_data.get("accuracy", {}).get("val")), timeout=20000)
+    assert m.curve_data["accuracy"]["val"] == [(e["epoch"], e["val_accuracy"]) for e in epochs]
+    assert len(m.curve_data["loss"]["train"]) == len(epochs) >= 1
+    assert m.curve_plots["loss"].getPlotItem().titleLabel.text == "ws:2: loss per epoch"
     # Compare the two selected: a dialog side by side, from `cdl models compare` in a process of its own
     from studio.widgets.compare_dialog import summary_text
 

@@ -1,4 +1,5 @@
-"""Experiments and the model registry, with lineage: from a model version back to its data, code and trial."""
+"""Experiments and the model registry, with lineage: from a model version back to its data, code and trial, and
+the training run's curves (as MLflow shows a run's metric charts)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table, local_time
+from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
 
 
 class ModelsPanel(Panel):
@@ -27,11 +28,18 @@ class ModelsPanel(Panel):
         self.lineage = QPlainTextEdit()
         self.lineage.setReadOnly(True)
         self.lineage.setPlaceholderText("select a model version to see where it came from")
+        self.bottom = QSplitter(Qt.Orientation.Horizontal)
+        self.bottom.addWidget(self.lineage)
+        self.curve_plots: dict[str, Any] = {}  # made on first use: pyqtgraph is not needed to show the window
+        self.curve_data: dict[str, dict[str, list[tuple[int, float]]]] = {}
         split.addWidget(self.models)
         split.addWidget(self.experiments)
-        split.addWidget(self.lineage)
+        split.addWidget(self.bottom)
+        for i, stretch in enumerate((2, 1, 3)):  # the lineage and curves get the most room
+            split.setStretchFactor(i, stretch)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Model versions (the selected one's lineage is at the bottom), then experiments"), 1)
+        row.addWidget(QLabel("Model versions (the selected one's lineage and training curves are at the bottom), "
+                             "then experiments"), 1)
         self.compare_btn = QPushButton("Compare the two selected…")
         self.compare_btn.setToolTip("data, code, parameters and metrics side by side (Ctrl+click two versions); "
                                     "where their test splits differ, both measured on the newer one's")
@@ -93,9 +101,37 @@ class ModelsPanel(Panel):
                   message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
 
     def _lineage(self) -> None:
-        from runtime.registry import lineage
-
         sel = self.models.selected_data()
         if sel:
-            self.work(lineage, self.ctx.workspace.store, sel[0],
-                      done=lambda d: self.lineage.setPlainText(json.dumps(d, indent=2)))
+            self.work(_lineage_and_curves, self.ctx.workspace.store, sel[0], done=self._show_lineage)
+
+    def _show_lineage(self, d: dict[str, Any]) -> None:
+        self.lineage.setPlainText(json.dumps(d["lineage"], indent=2))
+        self.show_curves(d["lineage"]["model"], d["epochs"])
+
+    def show_curves(self, ref: str, epochs: list[dict[str, Any]]) -> None:
+        """The training run's accuracy and loss per epoch (training and validation)."""
+        if not self.curve_plots:
+            for kind in ("accuracy", "loss"):
+                w = plot_widget(f"{kind} per epoch", kind, "epoch", whole_x=True)
+                add_legend(w.getPlotItem(), offset=(-10, 10) if kind == "loss" else (-10, -10))
+                self.curve_plots[kind] = w
+                self.bottom.addWidget(w)
+            self.bottom.setSizes([400, 300, 300])
+        self.curve_data = {}
+        for kind, w in self.curve_plots.items():
+            w.clear()
+            w.setTitle(f"{ref}: {kind} per epoch" if epochs else f"{ref}: no per-epoch metrics")
+            for i, split in enumerate(("train", "val")):
+                pts = [(m["epoch"], m[f"{split}_{kind}"]) for m in epochs if m.get(f"{split}_{kind}") is not None]
+                self.curve_data.setdefault(kind, {})[split] = pts
+                if pts:
+                    w.plot([p[0] for p in pts], [p[1] for p in pts], pen={"color": PALETTE[i], "width": 2},
+                           symbol="o", symbolSize=5, symbolBrush=PALETTE[i], name=split)
+
+
+def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
+    from runtime.registry import lineage
+
+    mv = store.resolve_model(ref)
+    return {"lineage": lineage(store, ref), "epochs": store.metrics(mv.trial_id) if mv.trial_id else []}
