@@ -781,6 +781,29 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
                        f"  {p['input']!r}")
 
 
+@models.command("delete")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="do not ask")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def models_delete(obj: dict[str, Any], ref: str, yes: bool, as_json: bool) -> None:
+    """Delete a model version (NAME:VERSION) and its variants; `cdl gc` then frees its files. Not the champion,
+    the version model.register made last, or one a device serves."""
+    from runtime.registry import delete_version
+
+    ws = _ws(obj)
+    mv = ws.store.resolve_model(ref)
+    if not yes:
+        click.confirm(f"Delete {mv.ref} ({', '.join(mv.aliases) or 'no alias'}, test_accuracy "
+                      f"{mv.metrics.get('test_accuracy', '-')}) and its variants? Its reviews and alias history stay",
+                      abort=True)
+    doc = delete_version(ws, mv.ref)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"deleted {doc['deleted']} ({doc['variants']} variant bundle(s)); {doc['next']}")
+
+
 @models.command("lineage")
 @click.argument("ref")
 @click.pass_obj

@@ -182,3 +182,36 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
         "artifacts": mv.artifacts,
         "init_from": mv.extra.get("init_from"),  # the version (or file) its training started from, if any
     }
+
+
+def delete_version(ws: Any, ref: str) -> dict[str, Any]:  # noqa: ANN401 - a Workspace
+    """Delete a model version, as MLflow deletes one: its row and its variants go, the aliases it held end (their
+    history and its reviews stay), its named bundle copies under .cdl/bundles go, and `cdl gc` then frees its
+    checkpoint and bundles. Refused for the champion, for the version the pipeline registered last (model.evaluate
+    and model.review work on it, and its number would be given again), and for a version a device serves or would
+    roll back to."""
+    store = ws.store
+    mv = store.resolve_model(ref)
+    if "champion" in mv.aliases:
+        raise CdlError(f"{mv.ref} is the champion: approve another version, or reject it, before deleting it")
+    last = store.last_done_runs().get("model.register")
+    if last is not None and (last.summary.get("name"), last.summary.get("version")) == (mv.name, mv.version):
+        raise CdlError(f"{mv.ref} is the version model.register made last (model.evaluate and model.review work on "
+                       "it): register another before deleting it")
+    bundles = {v.bundle for v in store.variants(mv.name, mv.version) if v.bundle}
+    for d in store.devices():
+        active = (d.last_health or {}).get("active") or {}
+        latest = next((r for r in reversed(store.deployments(d.name)) if r.status == "done" and r.name), None)
+        serves = (active.get("name"), str(active.get("version"))) == (mv.name, str(mv.version)) or (
+            latest is not None and (latest.name, str(latest.version)) == (mv.name, str(mv.version)))
+        if serves:
+            raise CdlError(f"{mv.ref} is on device {d.name}: deploy another version there (or remove the device) "
+                           "before deleting it")
+        if active.get("previous_bundle_id") in bundles:
+            raise CdlError(f"device {d.name} would roll back to {mv.ref}: deploy another version there first")
+    named = sorted((ws.root / ".cdl" / "bundles").glob(f"{mv.name}-v{mv.version}-*.cdlb"))
+    store.delete_model_version(mv.name, mv.version)
+    for f in named:
+        f.unlink(missing_ok=True)
+    return {"deleted": mv.ref, "variants": len(bundles), "bundle_copies_removed": [str(f) for f in named],
+            "next": "`cdl gc` frees its checkpoint and bundles"}

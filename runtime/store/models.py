@@ -312,6 +312,23 @@ class ModelRegistryMixin:
                     s.add(c)
             s.commit()
 
+    def delete_model_version(self, name: str, version: int) -> None:
+        """A model version and its variants go, in one transaction; the aliases it held end now (their history,
+        and its reviews, stay). Its artifacts stay until `cdl gc`, which finds nothing refers to them."""
+        now = t.utcnow()
+        with self._lock, self.session() as s:
+            row = s.execute(select(t.SqlModelVersion).where(t.SqlModelVersion.name == name,
+                                                            t.SqlModelVersion.version == version)).scalar_one_or_none()
+            if row is None:
+                raise NotFoundError(f"model {name} has no version {version}")
+            for c in s.execute(select(t.SqlAlias).where(t.SqlAlias.name == name, t.SqlAlias.version == version,
+                                                        t.SqlAlias.until.is_(None))).scalars().all():
+                c.until = now
+                s.add(c)
+            s.execute(delete(t.SqlVariant).where(t.SqlVariant.name == name, t.SqlVariant.version == version))
+            s.delete(row)
+            s.commit()
+
     def alias_history(self, name: str) -> list[AliasRecord]:
         with self.session() as s:
             q = select(t.SqlAlias).where(t.SqlAlias.name == name).order_by(t.SqlAlias.id)

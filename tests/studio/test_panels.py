@@ -228,6 +228,19 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     m.models.selectRow(0)
     m.compare_btn.click()
     assert "select exactly two" in m.status_label.text()
+    # Delete… asks, then refuses the champion and says what to do first (the runtime test deletes one)
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+    original = QMessageBox.question
+    QMessageBox.question = lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.Yes
+    try:
+        m.delete_btn.click()
+    finally:
+        QMessageBox.question = original
+    assert asked and asked[0].startswith("Delete ws:1 and its variants?")
+    qtbot.waitUntil(lambda: "ws:1 is the champion: approve another version" in m.status_label.text(), timeout=20000)
+    ws.store.resolve_model("ws:1")
     doc = {"a": "ws:1", "b": "ws:2", "same_test_set": False,
            "on_split": {"of": "ws:2", "dataset_version": "v2", "b": {"ref": "ws:2", "n": 30},
                         "a": {"ref": "ws:1", "n": 30, "seen_in_training": 21, "classes_it_lacks": {"tech": 4}}}}

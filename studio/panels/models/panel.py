@@ -7,7 +7,15 @@ import json
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSplitter, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QWidget,
+)
 
 from studio.panels.base import Panel
 from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
@@ -45,6 +53,12 @@ class ModelsPanel(Panel):
                                     "where their test splits differ, both measured on the newer one's")
         self.compare_btn.clicked.connect(self._compare)
         row.addWidget(self.compare_btn)
+        self.delete_btn = QPushButton("Delete…")
+        self.delete_btn.setToolTip("delete the selected version and its variants (`cdl models delete`; `cdl gc` then "
+                                   "frees its files): not the champion, the version registered last, or one a "
+                                   "device serves")
+        self.delete_btn.clicked.connect(self._delete)
+        row.addWidget(self.delete_btn)
         bar = QWidget()
         bar.setLayout(row)
         self.add(bar)
@@ -99,6 +113,22 @@ class ModelsPanel(Panel):
 
         self.work(run_compare, self.ctx.workspace.root, a, b, done=shown,
                   message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
+
+    def _delete(self) -> None:
+        from runtime.registry import delete_version
+
+        sel = [x for x in self.models.selected_data() if x]
+        if len(sel) != 1:
+            self.say("select one model version to delete", "warning")
+            return
+        ref = sel[0]
+        answer = QMessageBox.question(self, "Delete a model version",
+                                      f"Delete {ref} and its variants? Its reviews and alias history stay; `cdl gc` "
+                                      "(the versions panel's Free disk…) then frees its checkpoint and bundles.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.work(delete_version, self.ctx.workspace, ref,
+                  done=lambda d: self.say(f"deleted {d['deleted']}; {d['next']}", "ok"))
 
     def _lineage(self) -> None:
         sel = self.models.selected_data()
