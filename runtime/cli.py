@@ -1005,8 +1005,16 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
 @click.argument("ref")
 @click.option("--device", "device_names", multiple=True, required=True)
 @click.option("--no-activate", is_flag=True, help="store the bundle on the device without activating it")
+@click.option("--canary", type=int, default=0, help="a staged rollout: the first N devices named get it first, "
+              "watched for --watch seconds; the rest only if they did well (else they roll back)")
+@click.option("--watch", "watch_s", type=float, default=60.0, show_default=True, help="seconds to watch the canaries")
+@click.option("--max-error-rate", type=float, default=0.05, show_default=True,
+              help="the share of a canary's requests that may fail while it is watched")
+@click.option("--min-requests", type=int, default=0, show_default=True,
+              help="requests each canary must answer while watched (0: no traffic is no verdict against it)")
 @click.pass_obj
-def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_activate: bool) -> None:
+def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_activate: bool, canary: int,
+           watch_s: float, max_error_rate: float, min_requests: int) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
     from runtime.bundles import bundle_path
     from runtime.devices import deploy as do_deploy
@@ -1018,6 +1026,23 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_acti
     for d in device_names:
         ws.store.device(d)
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
+    if canary:
+        from runtime.devices import staged_deploy
+
+        if no_activate:
+            raise CdlError("--canary activates the model on the canaries to watch them: leave out --no-activate")
+        if len(device_names) < 2:
+            raise CdlError("--canary needs two devices or more: the canaries, watched first, and the rest")
+        if not 1 <= canary < len(device_names):
+            raise CdlError(f"--canary {canary}: give a number of devices from 1 to {len(device_names) - 1} (of the "
+                           f"{len(device_names)} named with --device); the rest follow once the canaries did well")
+        try:
+            staged_deploy(ws, model, variant, list(device_names), canary, watch_s, max_error_rate, min_requests,
+                          log=click.echo)
+        except CdlError as exc:  # a rollout that stopped: exit 1, as a failed step
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        return
     failed = False
     for d in device_names:
         try:

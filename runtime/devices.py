@@ -311,6 +311,70 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
+def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], canary: int, watch_s: float,
+                  max_error_rate: float = 0.05, min_requests: int = 0, log: Callable[[str], None] = lambda m: None,
+                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """A staged rollout, as fleets roll out firmware: the first `canary` devices get the model, their health is
+    watched for `watch_s` seconds, and only if each answered at least `min_requests` requests with at most
+    `max_error_rate` of them failing do the other devices get it. Otherwise the canaries roll back to what they
+    served, the rest are not touched, and CdlError says why."""
+    if not 1 <= canary < len(devices):
+        raise CdlError(f"--canary {canary}: give a number of devices from 1 to {len(devices) - 1} (of the "
+                       f"{len(devices)} named); the rest follow once the canaries did well")
+    first, rest = devices[:canary], devices[canary:]
+    before = {}
+    for d in first:  # a canary that cannot be asked is no canary: nothing is pushed
+        with DeviceClient(ws, d) as c:
+            before[d] = c.health()
+    for d in first:
+        deploy(ws, ref, variant, d, log=log)
+    log(f"canary {', '.join(first)}: watching for {watch_s:g} s (at most {max_error_rate:.0%} errors"
+        + (f", at least {min_requests} requests" if min_requests else "") + ")")
+    waited = 0.0
+    while waited < watch_s:
+        step = min(10.0, watch_s - waited)
+        sleep(step)
+        waited += step
+        if waited < watch_s:
+            log(f"canary: {waited:.0f} of {watch_s:g} s")
+    verdicts, failed = {}, []
+    for d in first:
+        try:
+            with DeviceClient(ws, d) as c:
+                h = c.health()
+        except CdlError as exc:
+            verdicts[d], failed = {"error": str(exc)}, [*failed, f"{d} stopped answering ({exc})"]
+            continue
+        n = h["requests"] - before[d]["requests"]
+        e = h["errors"] - before[d]["errors"]
+        if n < 0 or h["uptime_s"] < watch_s:  # the agent restarted: its counters began again
+            n, e = h["requests"], h["errors"]
+        verdicts[d] = {"requests": n, "errors": e}
+        if n < min_requests:
+            failed.append(f"{d} answered {n} request(s) in {watch_s:g} s, fewer than {min_requests}: not enough to judge")
+        elif n and e / n > max_error_rate:
+            failed.append(f"{d}: {e} of {n} requests failed ({e / n:.0%}, more than {max_error_rate:.0%})")
+    if failed:
+        for d in first:
+            try:
+                rollback(ws, d)
+                log(f"{d}: rolled back")
+            except CdlError as exc:
+                log(f"{d}: rollback failed: {exc}")
+        raise CdlError(f"canary failed, rolled back; {', '.join(rest)} not touched: " + "; ".join(failed))
+    log("canary: " + "; ".join(f"{d} {v['requests']} requests, {v['errors']} errors" for d, v in verdicts.items())
+        + f"; now {', '.join(rest)}")
+    errors = []
+    for d in rest:
+        try:
+            deploy(ws, ref, variant, d, log=log)
+        except CdlError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise CdlError("the canary did well, but " + "; ".join(errors))
+    return {"canary": verdicts, "deployed": devices}
+
+
 def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Ask every enrolled device (or those named) for its health at once (a thread each, `timeout` seconds at
     most): {name: {"health": the doc or None, "error": why it did not answer or None}}. A device that answers has

@@ -143,6 +143,65 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert c.health()["active"]["variant"] == "dynamic_int8"
 
 
+def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent_factory):
+    """`cdl deploy REF --device A --device B --canary 1`: A gets the model first and is watched; B only when A
+    answered its requests well. Failing requests (here: malformed ones sent to A while it is watched), or too few
+    to judge, roll A back and leave B alone."""
+    import tritonclient.grpc as tc
+
+    from runtime.devices import staged_deploy
+
+    ws = packaged
+    a, b = agent_factory(ws, "dev1"), agent_factory(ws, "dev2")
+    for d in ("dev1", "dev2"):
+        deploy(ws, "ws:1", "fp32", d)
+    texts = _test_texts(ws, 10)
+
+    def traffic(agent, good: bool):  # noqa: ANN001, ANN202 - during the watch, as the canary's users would
+        def send(_seconds: float) -> None:
+            client = _triton(agent, ws)
+            for t in texts:
+                if good:
+                    _infer(client, [t])
+                else:
+                    bad = tc.InferInput("text", [1], "FP32")  # a text model takes BYTES: INVALID_ARGUMENT
+                    bad.set_data_from_numpy(np.zeros(1, np.float32))
+                    with pytest.raises(tc.InferenceServerException):
+                        client.infer("ws", [bad])
+        return send
+
+    def active(d: str) -> str:
+        with DeviceClient(ws, d) as c:
+            return c.health()["active"]["variant"]
+
+    said: list[str] = []
+    done = staged_deploy(ws, "ws:1", "dynamic_int8", ["dev1", "dev2"], canary=1, watch_s=1, min_requests=5,
+                         log=said.append, sleep=traffic(a, good=True))
+    assert done["canary"]["dev1"] == {"requests": 10, "errors": 0}
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    assert any(m.startswith("canary: dev1 10 requests, 0 errors; now dev2") for m in said), said
+    # failing requests on the canary: it rolls back, dev2 keeps what it had
+    with pytest.raises(CdlError, match=r"canary failed, rolled back; dev2 not touched: dev1: 10 of 10 requests "
+                                       r"failed \(100%, more than 5%\)"):
+        staged_deploy(ws, "ws:1", "static_int8", ["dev1", "dev2"], canary=1, watch_s=1,
+                      sleep=traffic(a, good=False))
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    hist = [(h["device"], h["action"], h["ref"]) for h in history_json(ws)["deployments"]][-2:]
+    assert hist == [("dev1", "deploy", "ws:1:static_int8"), ("dev1", "rollback", "ws:1:dynamic_int8")]
+    # too little traffic to judge, through the command line (a watch of one second with no requests)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:static_int8",
+                          "--device", "dev2", "--device", "dev1", "--canary", "1", "--watch", "1", "--min-requests",
+                          "3"], capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "dev2 answered 0 request(s) in 1 s, fewer than 3: not enough to judge" in out.stderr
+    assert "dev1 not touched" in out.stderr and "dev2: rolled back" in out.stdout
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1", "--device",
+                          "dev1", "--canary", "1"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--canary needs two devices or more" in out.stderr
+    del b
+
+
 def test_agent_killed_during_a_push_keeps_the_old_model(packaged, agent_factory):
     ws = packaged
     agent = agent_factory(ws)
