@@ -456,3 +456,40 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     assert len([r for r in ws.store.labels() if r.source == "manual"]) == before
     p.grab().save(str(tmp_path / "labeling-twelve.png"))
     ws.close()
+
+
+def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, agent_factory):
+    from runtime.devices import DeviceClient
+    from studio.panels.devices.panel import DevicesPanel
+
+    ws = studio_ctx.workspace
+    agent_factory(ws, "dev1")
+    agent_factory(ws, "dev2")
+    d = DevicesPanel(studio_ctx)
+    qtbot.addWidget(d)
+    load(qtbot, d)
+
+    def active(name: str) -> str:
+        with DeviceClient(ws, name) as c:
+            return c.health()["active"]["variant"]
+
+    d.devices.selectAll()
+    d.model.setCurrentText("ws:1:fp32")
+    with qtbot.waitSignal(d.sig_loaded, timeout=60000):
+        d._push()
+    assert "dev1, dev2: ws:1:fp32 active" in d.status_label.text()
+    assert active("dev1") == active("dev2") == "fp32"
+    d.devices.selectAll()  # in table order: dev1 is the canary
+    d.model.setCurrentText("ws:1:static_int8")
+    d.canary.setChecked(True)
+    d.watch.setValue(1)
+    with qtbot.waitSignal(d.sig_loaded, timeout=60000):
+        d._push()
+    assert "canary dev1 did well (0 requests, 0 errors): ws:1:static_int8 active on dev1, dev2" in \
+        d.status_label.text(), d.status_label.text()
+    assert active("dev1") == active("dev2") == "static_int8"
+    d.devices.clearSelection()
+    d.devices.selectRow(0)
+    d._push()
+    assert "needs two devices or more" in d.status_label.text()
+    assert d.minimumSizeHint().width() <= 940  # the push controls on a line of their own: a laptop's width

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from runtime.domain.errors import CdlError
 from studio.panels.base import Panel
 from studio.widgets.common import Table, local_time
 
@@ -98,12 +99,28 @@ class DevicesPanel(Panel):
         self.model = QComboBox()
         self.model.setMinimumWidth(220)
         push = QPushButton("Push to selected")
+        push.setToolTip("push the model to every selected device (Ctrl+click for several)")
         push.clicked.connect(self._push)
-        for w in (enroll, health, rollback, remove, QLabel("  model:variant"), self.model, push):
+        self.canary = QCheckBox("canary first, watched")
+        self.canary.setToolTip("a staged rollout (`cdl deploy --canary 1`): the first selected device gets the model "
+                               "and is watched; the others only if at most 5 % of its requests failed, else it rolls "
+                               "back")
+        self.watch = QSpinBox()
+        self.watch.setRange(1, 3600)
+        self.watch.setValue(60)
+        self.watch.setSuffix(" s")
+        for w in (enroll, health, rollback, remove):
             row.addWidget(w)
         row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
+        self.add(w)
+        row2 = QHBoxLayout()  # pushing on a line of its own: the panel stays narrow enough for a laptop
+        for w in (QLabel("model:variant"), self.model, push, self.canary, self.watch):
+            row2.addWidget(w)
+        row2.addStretch(1)
+        w = QWidget()
+        w.setLayout(row2)
         self.add(w)
         self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
                               "free disk", "certificate", "last seen"])
@@ -230,13 +247,44 @@ class DevicesPanel(Panel):
     def _push(self) -> None:
         from runtime.devices import deploy
 
-        name = self._selected()
+        names = [x for x in self.devices.selected_data() if x]
         choice = self.model.currentText()
-        if name is None or not choice:
+        if not names:
+            self.say("select a device first", "warning")
+            return
+        if not choice:
             return
         ref, variant = choice.rsplit(":", 1)
-        self.work(deploy, self.ctx.workspace, ref, variant, name, message=f"pushing {choice} to {name}…",
-                  done=lambda r: self.say(f"{name}: {r['name']}:{r['version']}:{r['variant']} active", "ok"))
+        ws = self.ctx.workspace
+        if self.canary.isChecked():
+            from runtime.devices import staged_deploy
+
+            if len(names) < 2:
+                self.say("a canary rollout needs two devices or more: select the canary first, then the others "
+                         "(Ctrl+click)", "warning")
+                return
+            watch = self.watch.value()
+            self.work(staged_deploy, ws, ref, variant, names, 1, float(watch),
+                      message=f"pushing {choice} to {names[0]} first and watching it for {watch} s, then to "
+                      f"{', '.join(names[1:])}…",
+                      done=lambda r: self.say(f"canary {names[0]} did well ({r['canary'][names[0]]['requests']} "
+                                              f"requests, {r['canary'][names[0]]['errors']} errors): {choice} active "
+                                              f"on {', '.join(names)}", "ok"))
+            return
+
+        def push_all() -> list[str]:
+            errors = []
+            for name in names:
+                try:
+                    deploy(ws, ref, variant, name)
+                except CdlError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise CdlError("; ".join(errors))
+            return names
+
+        self.work(push_all, message=f"pushing {choice} to {', '.join(names)}…",
+                  done=lambda done: self.say(f"{', '.join(done)}: {choice} active", "ok"))
 
     def _remove(self) -> None:
         from runtime.devices import remove
