@@ -804,6 +804,21 @@ def models_delete(obj: dict[str, Any], ref: str, yes: bool, as_json: bool) -> No
     click.echo(f"deleted {doc['deleted']} ({doc['variants']} variant bundle(s)); {doc['next']}")
 
 
+@models.command("report")
+@click.argument("ref")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="the HTML file to write")
+@click.pass_obj
+def models_report(obj: dict[str, Any], ref: str, output: Path) -> None:
+    """One self-contained HTML page on a model version, as a model card: what it was made from, how it did (per
+    class, the confusion matrix, the champion on the same test split, the training curves), its variants and its
+    history."""
+    from runtime.report import write_report
+
+    doc = write_report(_ws(obj), ref, output)
+    click.echo(f"wrote {doc['path']} ({doc['bytes'] / 1024:.0f} KiB) on {doc['model']}")
+
+
 @models.command("lineage")
 @click.argument("ref")
 @click.pass_obj

@@ -228,6 +228,13 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     m.models.selectRow(0)
     m.compare_btn.click()
     assert "select exactly two" in m.status_label.text()
+    # Report…: the selected version's page
+    m.models.clearSelection()
+    m.models.selectRow(0)
+    page = studio_ctx.workspace.root.parent / "ws-1.html"
+    m._report(str(page))
+    qtbot.waitUntil(lambda: "wrote" in m.status_label.text(), timeout=20000)
+    assert page.exists() and "<h1>ws:1</h1>" in page.read_text()
     # Delete… asks, then refuses the champion and says what to do first (the runtime test deletes one)
     from PySide6.QtWidgets import QMessageBox
 

@@ -53,6 +53,10 @@ class ModelsPanel(Panel):
                                     "where their test splits differ, both measured on the newer one's")
         self.compare_btn.clicked.connect(self._compare)
         row.addWidget(self.compare_btn)
+        self.report_btn = QPushButton("Report…")
+        self.report_btn.setToolTip("one HTML page on the selected version, as a model card (`cdl models report`)")
+        self.report_btn.clicked.connect(self._report)
+        row.addWidget(self.report_btn)
         self.delete_btn = QPushButton("Delete…")
         self.delete_btn.setToolTip("delete the selected version and its variants (`cdl models delete`; `cdl gc` then "
                                    "frees its files): not the champion, the version registered last, or one a "
@@ -94,8 +98,10 @@ class ModelsPanel(Panel):
         self.experiments.fill(exps)
         if not d["models"]:
             self.say("No model registered yet: run the model pipeline up to model.register.")
-        else:
+            self._said_empty = True
+        elif getattr(self, "_said_empty", False):  # only that notice goes: what an action said stays
             self.say("")
+            self._said_empty = False
 
     def _compare(self) -> None:
         from studio.widgets.compare_dialog import CompareDialog, run_compare
@@ -113,6 +119,27 @@ class ModelsPanel(Panel):
 
         self.work(run_compare, self.ctx.workspace.root, a, b, done=shown,
                   message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
+
+    def _report(self, path: str | None = None) -> None:
+        """path: where to write (a test gives it; a person picks it in a file dialog)."""
+        from pathlib import Path
+
+        from PySide6.QtWidgets import QFileDialog
+
+        from runtime.report import write_report
+
+        sel = [x for x in self.models.selected_data() if x]
+        if len(sel) != 1:
+            self.say("select one model version to report on", "warning")
+            return
+        ref = sel[0]
+        if path is None:
+            default = str(Path.home() / f"{ref.replace(':', '-v')}-report.html")
+            path, _ = QFileDialog.getSaveFileName(self, f"Report on {ref}", default, "HTML (*.html)")
+            if not path:
+                return
+        self.work(write_report, self.ctx.workspace, ref, Path(path),
+                  done=lambda d: self.say(f"wrote {d['path']} on {d['model']}: open it in a browser", "ok"))
 
     def _delete(self) -> None:
         from runtime.registry import delete_version
