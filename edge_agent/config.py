@@ -16,8 +16,9 @@
                                             older ones are deleted after an activation or a push
      "min_free_bytes": 67108864,            disk space a push must leave free (the journal needs room): a push
                                             that would not is refused before any byte is written
-     "metrics_listen": null}                HOST:PORT of Prometheus metrics (GET /metrics, plain HTTP; off when
+     "metrics_listen": null,                HOST:PORT of Prometheus metrics (GET /metrics, plain HTTP; off when
                                             null; edge_agent.metrics)
+     "metrics_auth": "open" | "token"}      token: /metrics wants the device token (Authorization: Bearer)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class AgentConfig:
     keep_bundles: int = DEFAULTS["keep_bundles"]
     min_free_bytes: int = DEFAULTS["min_free_bytes"]
     metrics_listen: str | None = DEFAULTS["metrics_listen"]
+    metrics_auth: str = DEFAULTS["metrics_auth"]
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -107,6 +109,8 @@ class AgentConfig:
                               f"previous one, for a rollback), got {cfg.keep_bundles!r}")
         if not isinstance(cfg.min_free_bytes, int) or isinstance(cfg.min_free_bytes, bool) or cfg.min_free_bytes < 0:
             raise ConfigError(f"{path}: min_free_bytes must be a whole number of bytes, got {cfg.min_free_bytes!r}")
+        if cfg.metrics_auth not in ("open", "token"):
+            raise ConfigError(f"{path}: metrics_auth must be 'open' or 'token', got {cfg.metrics_auth!r}")
         if cfg.metrics_listen is not None:
             if not isinstance(cfg.metrics_listen, str):
                 raise ConfigError(f"{path}: metrics_listen must be HOST:PORT or null, got {cfg.metrics_listen!r}")

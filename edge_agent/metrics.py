@@ -1,7 +1,8 @@
 """Prometheus metrics of the agent, as Triton serves them on :8002: `GET /metrics` on `metrics_listen`
 (agent.json) or `cdl-edge serve --metrics HOST:PORT`; off by default.
 
-Plain HTTP without a token, like Triton's: bind it to 127.0.0.1 or a management network. Worker 0 serves it and
+Plain HTTP, like Triton's: bind it to 127.0.0.1 or a management network; with `metrics_auth: "token"` a scrape
+must carry the device token (`Authorization: Bearer TOKEN`, Prometheus' `authorization` scrape setting). Worker 0 serves it and
 sums every worker's counters (the memory-mapped file of edge_agent.workers), so one scrape sees the whole agent.
 Counters start again from zero when the agent restarts (Prometheus' rate() handles that); the scoring journal's
 sequence numbers are durable.
@@ -80,9 +81,23 @@ def render(agent: Agent, version: str, cert_expiry: float | None) -> str:
     return "\n".join(out) + "\n"
 
 
-async def serve_metrics(agent: Agent, listen: str, version: str, cert_expiry: float | None
-                        ) -> tuple[asyncio.Server, int]:
-    """An HTTP/1.1 server with one page, /metrics; each connection answers one request and closes."""
+def _bearer_ok(head: bytes, token_sha256: str) -> bool:
+    import hashlib
+    import hmac
+
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return hmac.compare_digest(hashlib.sha256(token.strip()).hexdigest(), token_sha256)
+    return False
+
+
+async def serve_metrics(agent: Agent, listen: str, version: str, cert_expiry: float | None,
+                        token_sha256: str | None = None) -> tuple[asyncio.Server, int]:
+    """An HTTP/1.1 server with one page, /metrics; each connection answers one request and closes.
+    token_sha256: the device token's hash, which a request's bearer token must match (None: open)."""
     from edge_agent.proto.address import split_address
 
     host, port = split_address(listen, "127.0.0.1:8002")
@@ -95,12 +110,16 @@ async def serve_metrics(agent: Agent, listen: str, version: str, cert_expiry: fl
                 status, body, ctype = "405 Method Not Allowed", b"GET /metrics\n", "text/plain"
             elif path.split("?", 1)[0] != "/metrics":
                 status, body, ctype = "404 Not Found", b"see /metrics\n", "text/plain"
+            elif token_sha256 is not None and not _bearer_ok(head, token_sha256):
+                status, body, ctype = "401 Unauthorized", b"send the device token: Authorization: Bearer TOKEN\n", \
+                    "text/plain"
             else:
                 status = "200 OK"
                 body = render(agent, version, cert_expiry).encode()
                 ctype = "text/plain; version=0.0.4; charset=utf-8"
+            challenge = 'WWW-Authenticate: Bearer realm="cdl-edge metrics"\r\n' if status.startswith("401") else ""
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else body))
+                         f"{challenge}Connection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else body))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass

@@ -548,7 +548,8 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
         from edge_agent.metrics import serve_metrics
 
         try:
-            metrics_server, mport = await serve_metrics(agent, metrics, __version__, certificate_expiry(config))
+            metrics_server, mport = await serve_metrics(agent, metrics, __version__, certificate_expiry(config),
+                                                        config.token_sha256 if config.metrics_auth == "token" else None)
         except OSError as exc:
             if pool is not None:
                 await pool.stop()

@@ -885,19 +885,21 @@ def devices() -> None:
               help="agent processes sharing the port, one core each (agent.json `workers`; default 1)")
 @click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
               help="where the agent serves Prometheus metrics, GET /metrics (agent.json `metrics_listen`; default off)")
+@click.option("--metrics-auth", type=click.Choice(["open", "token"]), default=None,
+              help="token: a scrape of /metrics must send the device token (Authorization: Bearer); default open")
 @click.option("--replace", is_flag=True, help="enroll a device of this name again: a new token and certificate, "
               "written into its folder (agent.json and tls/; bundles and the journal stay, and agent.json's settings "
               "too, but for the options given)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str | None,
-                   raw_below: float | None, workers: int | None, metrics: str | None, replace: bool,
-                   as_json: bool) -> None:
+                   raw_below: float | None, workers: int | None, metrics: str | None, metrics_auth: str | None,
+                   replace: bool, as_json: bool) -> None:
     """Make TLS certificates, a token and the agent's folder for a device, and record it."""
     from runtime.devices import enroll
 
     doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below, workers=workers, replace=replace,
-                 metrics_listen=metrics)
+                 metrics_listen=metrics, metrics_auth=metrics_auth)
     if as_json:
         _dump({k: v for k, v in doc.items() if k != "token"})
         return

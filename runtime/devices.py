@@ -31,7 +31,7 @@ class DeviceError(CdlError):
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str | None = None,
            raw_input_below_confidence: float | None = None, retention_seconds: float | None = None,
            workers: int | None = None, replace: bool = False, cert_days: float | None = None,
-           metrics_listen: str | None = None) -> dict[str, Any]:
+           metrics_listen: str | None = None, metrics_auth: str | None = None) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
     the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
     A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
@@ -87,7 +87,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         settings.update({k: v for k, v in old.items() if k not in CREDENTIALS})
         trusted = [k for k in old.get("trusted_keys", []) if isinstance(k, str)]
     given = {"inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
-             "retention_seconds": retention_seconds, "workers": workers, "metrics_listen": metrics_listen}
+             "retention_seconds": retention_seconds, "workers": workers, "metrics_listen": metrics_listen,
+             "metrics_auth": metrics_auth}
     settings.update({k: v for k, v in given.items() if v is not None})
     if metrics_listen == "":
         settings["metrics_listen"] = None

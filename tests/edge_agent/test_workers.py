@@ -263,6 +263,48 @@ def test_prometheus_metrics_sum_every_worker(packaged, tmp_path):
     assert bad.returncode == 2 and "--metrics 'nowhere'" in bad.stderr
 
 
+def test_metrics_can_want_the_device_token(packaged, tmp_path):
+    """`cdl devices enroll --metrics-auth token`: a scrape without the device token, or with another, gets 401 and
+    a Bearer challenge; with it (Prometheus' `authorization` scrape setting) the page."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge_agent.config import AgentConfig, ConfigError
+    from tests.conftest import AgentProcess
+
+    ws = packaged
+    out = tmp_path / "dev"
+    subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev1", "--address",
+                    "127.0.0.1:0", "--out", str(out), "--metrics", "127.0.0.1:0", "--metrics-auth", "token"],
+                   check=True, capture_output=True)
+    doc = json.loads((out / "agent.json").read_text())
+    assert doc["metrics_auth"] == "token"
+    (out / "agent.json").write_text(json.dumps({**doc, "metrics_auth": "secret"}))
+    with pytest.raises(ConfigError, match="metrics_auth must be 'open' or 'token'"):
+        AgentConfig.load(out)
+    (out / "agent.json").write_text(json.dumps(doc))
+    agent = AgentProcess(out)
+    agent.start()
+    try:
+        url = agent.metrics_url
+        token = ws.store.device("dev1").token
+        for header in (None, "Bearer wrong", f"Basic {token}"):
+            req = urllib.request.Request(url, headers={"Authorization": header} if header else {})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 401 and err.value.headers["WWW-Authenticate"].startswith("Bearer")
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        text = urllib.request.urlopen(req, timeout=10).read().decode()
+        assert "cdl_edge_requests" in {f.name for f in text_string_to_metric_families(text)}
+    finally:
+        agent.stop()
+
+
 def test_workers_with_no_model_load_onnxruntime_at_start(packaged, agent_factory):
     """A worker that follows another's activation loads the model on a request: onnxruntime and the stemmer
     must be imported already (about a second), or that request, and every other on the worker, waits."""
