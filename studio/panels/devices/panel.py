@@ -46,6 +46,9 @@ class EnrollDialog(QDialog):
         self.metrics.setPlaceholderText("off")
         self.metrics.setToolTip("HOST:PORT where the agent serves Prometheus metrics, GET /metrics (plain HTTP: "
                                 "127.0.0.1 or a management network); empty: off")
+        self.metrics_token = QCheckBox("a scrape must send the device token")
+        self.metrics_token.setToolTip("agent.json `metrics_auth: token`: GET /metrics wants Authorization: Bearer "
+                                      "TOKEN (Prometheus' `authorization` scrape setting), else 401")
         self.replace = QCheckBox("Enroll again if this name is taken")
         self.replace.setToolTip("a new token and certificate, written into the device's folder (bundles and the "
                                 "journal stay); the agent running from a copy of the old folder stops accepting "
@@ -55,6 +58,7 @@ class EnrollDialog(QDialog):
         form.addRow("Inference", self.auth)
         form.addRow("Workers", self.workers)
         form.addRow("Metrics (HOST:PORT)", self.metrics)
+        form.addRow("", self.metrics_token)
         form.addRow("", self.replace)
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -74,6 +78,7 @@ class EnrollDialog(QDialog):
         self.auth.setCurrentText(settings.get("inference_auth", "open"))
         self.workers.setValue(int(settings.get("workers", 1)))
         self.metrics.setText(settings.get("metrics_listen") or "")
+        self.metrics_token.setChecked(settings.get("metrics_auth") == "token")
         self.replace.setChecked(True)
         self.note.setText(f"{text.strip()} is enrolled: its address and settings are filled in; enrolling it again "
                           "gives it a new token and certificate and keeps its other settings")
@@ -225,7 +230,8 @@ class DevicesPanel(Panel):
                      "'Enroll again if this name is taken' to give it a new token and certificate", "warning")
             return
         self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked(),
-                          metrics_listen=dlg.metrics.text().strip()), self.ctx.workspace,
+                          metrics_listen=dlg.metrics.text().strip(),
+                          metrics_auth="token" if dlg.metrics_token.isChecked() else "open"), self.ctx.workspace,
                   name, dlg.address.text().strip(), None, dlg.auth.currentText(), done=done)
 
     def _health(self) -> None:
