@@ -100,3 +100,29 @@ def test_try_the_candidate_beside_the_champion_from_the_review_panel(qtbot, pack
         (expected,) = predict_items(ws, ref, [text])
         assert dlg.table.item(r, 1).text() == expected["label"]
     dlg.done(QDialog.DialogCode.Rejected)
+
+
+def test_the_review_panel_says_what_changed_in_the_data(qtbot, packaged):
+    """A candidate trained on another dataset version than the champion's: the review panel says what changed
+    between the two (`cdl data diff`), so a reviewer knows why the numbers moved."""
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+    from studio.panels.base import StudioContext
+    from studio.panels.review.panel import ReviewPanel
+
+    ws = packaged
+    row = next(r for r in ws.dataset().rows if r.split == "train")
+    LabelQueue(ws, "ann").set_label(row.uid, "tech" if row.label != "tech" else "sport")
+    assert Runner(ws).run(until="model.register", overrides={"model.tune": {"n_trials": 1}}).ok
+    assert ws.store.resolve_model("ws:2").dataset_version == "v2"
+    p = ReviewPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert p.candidate.currentData() == "ws:2"
+    assert p.data_note.text() == ("Data from the champion's v1 to this version's v2 (`cdl data diff v1 v2`): 0 item(s) "
+                                  "added, 0 removed, 0 changed, 1 relabeled, 0 moved between train and test")
+    p.candidate.setCurrentIndex(p.candidate.findData("ws:1"))
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.candidate.activated.emit(p.candidate.currentIndex())
+    assert p.data_note.text() == "" and p.data_note.isHidden()

@@ -70,6 +70,10 @@ class ReviewPanel(Panel):
         w = QWidget()
         w.setLayout(row)
         self.add(w)
+        self.data_note = QLabel("")  # what changed in the data between the champion's version and the candidate's
+        self.data_note.setWordWrap(True)
+        self.data_note.setStyleSheet("color: #4b5563")
+        self.add(self.data_note)
         grid = QGridLayout()
         self.metrics = Table(["metric", "candidate", "champion", "change"])
         grid.addWidget(self.metrics, 0, 0, 1, 2)
@@ -123,7 +127,8 @@ class ReviewPanel(Panel):
             champ = store.model_version(cand.name, "champion")
         except Exception:  # noqa: BLE001 - no champion yet
             champ = None
-        return {"versions": refs, "candidate": cand, "champion": champ, "history": history_json(store, cand.name)}
+        return {"versions": refs, "candidate": cand, "champion": champ, "history": history_json(store, cand.name),
+                "data_change": _data_change(self.ctx.workspace, champ, cand)}
 
     def show_data(self, d: dict[str, Any]) -> None:
         self.candidate.blockSignals(True)
@@ -136,6 +141,8 @@ class ReviewPanel(Panel):
             return
         cand, champ = d["candidate"], d["champion"]
         self.candidate.setCurrentIndex(self.candidate.findData(cand.ref))
+        self.data_note.setText(d.get("data_change") or "")
+        self.data_note.setVisible(bool(d.get("data_change")))
         self.try_refs = [cand.ref] + ([champ.ref] if champ is not None and champ.ref != cand.ref else [])
         self.try_btn.setEnabled(True)
         if champ is not None and champ.ref == cand.ref:  # nothing to compare with: the champion columns stay empty
@@ -206,6 +213,24 @@ class ReviewPanel(Panel):
             return
         self.work(review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
                   self.reviewer.text().strip(), done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
+
+
+def _data_change(ws: Any, champ: Any, cand: Any) -> str:  # noqa: ANN401
+    """What changed in the data from the champion's dataset version to the candidate's (`cdl data diff`), so a
+    reviewer knows why the numbers moved; "" when they share one."""
+    if champ is None or champ.ref == cand.ref or champ.dataset_version == cand.dataset_version:
+        return ""
+    from runtime.datasets import diff_json
+    from runtime.domain.errors import CdlError
+
+    a, b = champ.dataset_version, cand.dataset_version
+    try:
+        d = diff_json(ws, a, b)
+    except CdlError as exc:
+        return f"Data {a} → {b}: not compared ({exc})"
+    parts = [f"{d['added']} item(s) added", f"{d['removed']} removed", f"{d['changed']} changed",
+             f"{d['label_changes']} relabeled", f"{d['split_changes']} moved between train and test"]
+    return f"Data from the champion's {a} to this version's {b} (`cdl data diff {a} {b}`): " + ", ".join(parts)
 
 
 def champion_here(cand: Any, champ: Any) -> dict[str, Any] | None:
