@@ -95,6 +95,28 @@ def check_space(space: dict[str, Any], where: str) -> None:
                 raise ConfigError(f"{where}.{name}: needs low < high")
 
 
+def check_enqueued(sets: list[Any], space: dict[str, Any], n_trials: int, where: str) -> None:
+    """Parameter sets to try first (Optuna's enqueue_trial): each a mapping of names from the search space to
+    values inside it; no more of them than n_trials."""
+    if len(sets) > n_trials:
+        raise ConfigError(f"{where}: {len(sets)} parameter sets to try first, but n_trials is {n_trials}")
+    for i, values in enumerate(sets):
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"{where}[{i}]: expected a mapping of parameters, e.g. {{lr: 0.001, batch_size: 32}}")
+        for name, v in values.items():
+            d = space.get(name)
+            if d is None:
+                raise ConfigError(f"{where}[{i}].{name}: not in the search space ({', '.join(space)})")
+            if d["type"] == "categorical":
+                if v not in d["choices"]:
+                    raise ConfigError(f"{where}[{i}].{name}: {v!r} is not one of {d['choices']}")
+            elif isinstance(v, bool) or not isinstance(v, int | float) or (d["type"] == "int" and v != int(v)):
+                raise ConfigError(f"{where}[{i}].{name}: expected {'a whole number' if d['type'] == 'int' else 'a number'}, "
+                                  f"got {v!r}")
+            elif not float(d["low"]) <= v <= float(d["high"]):
+                raise ConfigError(f"{where}[{i}].{name}: {v} is outside the search space ({d['low']} to {d['high']})")
+
+
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
     out = {}
     for name, d in space.items():

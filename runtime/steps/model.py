@@ -133,6 +133,9 @@ class TuneStep(Step):
                       "for three is declared dead and its trial failed", minimum=1),
             ParamSpec("retries", "int", 1, "times a trial whose worker died is queued again with its parameters "
                       "(it then does not count against n_trials; 0: never)", minimum=0),
+            ParamSpec("enqueue", "list", [], "parameter sets to try first, as Optuna's enqueue_trial, e.g. "
+                      "[{lr: 0.001, batch_size: 32}]: names from the search space (the others are sampled); they "
+                      "count against n_trials"),
         ),
         description="Optuna TPE search with ASHA pruning fed per epoch; the study lives in the registry "
         "database, where `cdl tune worker` processes on this or other machines join it; the best parameters go "
@@ -140,10 +143,13 @@ class TuneStep(Step):
     )
 
     def check_params(self, params: dict[str, Any]) -> None:
-        from runtime.ml.tuning import check_space
+        from runtime.ml.tuning import DEFAULT_SPACE, check_enqueued, check_space
 
         if params.get("search_space"):
             check_space(params["search_space"], "model.tune.search_space")
+        if params.get("enqueue"):
+            check_enqueued(list(params["enqueue"]), params.get("search_space") or DEFAULT_SPACE,
+                           int(params.get("n_trials") or 12), "model.tune.enqueue")
 
     def run(self, ctx: StepContext) -> StepResult:
         import optuna
@@ -162,6 +168,10 @@ class TuneStep(Step):
         tp = train_params(ctx)
         space = p["search_space"] or DEFAULT_SPACE
         check_space(space, "cdl.yaml: steps.model.tune.params.search_space")
+        if p["enqueue"]:
+            from runtime.ml.tuning import check_enqueued
+
+            check_enqueued(list(p["enqueue"]), space, p["n_trials"], "cdl.yaml: steps.model.tune.params.enqueue")
         prep = _prepared(ctx)
         commit, dirty = _git(ctx)
         exp = ctx.store.create_experiment(kind="tune", step=ctx.step, job=ctx.job,
@@ -175,6 +185,11 @@ class TuneStep(Step):
                          transform=prep.key, heartbeat=p["heartbeat"], timeout=p["timeout"],
                          retries=p["retries"])
         study, plan = open_study(ctx.store, study_name, plan)
+        for values in p["enqueue"] or []:  # tried first, in this order (Optuna hands out waiting trials first)
+            study.enqueue_trial(dict(values))
+        if p["enqueue"]:
+            ctx.log(f"{len(p['enqueue'])} parameter set(s) tried first: "
+                    + "; ".join(", ".join(f"{k} {v}" for k, v in e.items()) for e in p["enqueue"]))
         # Workers (`cdl tune worker`) find the study through the running experiment from here on.
         ctx.store.update_experiment_study(exp.id, study_name)
         ctx.log(f"study {study_name}: {plan.n_trials} trials; more machines can join with "

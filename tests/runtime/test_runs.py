@@ -3,6 +3,7 @@ which parameters changed from the run before it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -68,3 +69,28 @@ def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_
     assert "model.tune's best trial replaces lr 0.5 → " in said and "to train with the values in cdl.yaml" in said
     trained = ws.store.last_done_runs()["model.train"].summary
     assert trained["params"]["lr"] == best["lr"] and trained["tuned"]["lr"] == best["lr"]
+
+
+def test_tuning_tries_given_parameter_sets_first(small_bbc):
+    """model.tune.enqueue (Optuna's enqueue_trial): known-good parameters are tried first, the rest sampled; a set
+    outside the search space is refused before anything runs, naming it."""
+    from runtime.params import set_step_params
+
+    ws = small_bbc
+    first = {"lr": 0.00123, "batch_size": 32}
+    res = Runner(ws).run(until="model.tune", overrides={"model.tune": {"n_trials": 2, "max_epochs": 1,
+                                                                       "enqueue": [first]}})
+    assert res.ok, [(o.step, o.error) for o in res.steps if o.error]
+    exp = ws.store.experiment(ws.store.last_done_runs()["model.tune"].summary["experiment_id"])
+    trials = ws.store.trials(exp.id)
+    assert len(trials) == 2 and {k: trials[0].params[k] for k in first} == first
+    assert trials[1].params["lr"] != 0.00123 and set(trials[0].params) == set(trials[1].params)
+    for bad, says in (([{"lr": 0.5}], "model.tune.enqueue[0].lr: 0.5 is outside the search space"),
+                      ([{"depth": 3}], "model.tune.enqueue[0].depth: not in the search space"),
+                      ([{"batch_size": 48}], "model.tune.enqueue[0].batch_size: 48 is not one of [16, 32, 64, 128]"),
+                      ([first] * 4, "4 parameter sets to try first, but n_trials is 3")):
+        with pytest.raises(CdlError, match=re.escape(says)):
+            set_step_params(ws, "model.tune", {"enqueue": bad})
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.tune", "--set",
+                          'model.tune.enqueue=[{"lr": 5}]'], capture_output=True, text=True)
+    assert out.returncode != 0 and "enqueue[0].lr: 5 is outside the search space" in out.stdout + out.stderr
