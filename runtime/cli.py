@@ -1020,7 +1020,8 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
 
 @cli.command()
 @click.argument("ref")
-@click.option("--device", "device_names", multiple=True, required=True)
+@click.option("--device", "device_names", multiple=True, help="a device (repeat for more)")
+@click.option("--all", "all_devices", is_flag=True, help="every enrolled device, in name order")
 @click.option("--no-activate", is_flag=True, help="store the bundle on the device without activating it")
 @click.option("--canary", type=int, default=0, help="a staged rollout: the first N devices named get it first, "
               "watched for --watch seconds; the rest only if they did well (else they roll back)")
@@ -1030,14 +1031,20 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
 @click.option("--min-requests", type=int, default=0, show_default=True,
               help="requests each canary must answer while watched (0: no traffic is no verdict against it)")
 @click.pass_obj
-def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], no_activate: bool, canary: int,
-           watch_s: float, max_error_rate: float, min_requests: int) -> None:
+def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_devices: bool, no_activate: bool,
+           canary: int, watch_s: float, max_error_rate: float, min_requests: int) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
     from runtime.bundles import bundle_path
     from runtime.devices import deploy as do_deploy
 
     model, variant = _ref_variant(ref)
     ws = _ws(obj)
+    if all_devices == bool(device_names):
+        raise CdlError("name the devices with --device NAME (repeat for more), or give --all for every enrolled one")
+    if all_devices:
+        device_names = tuple(sorted(d.name for d in ws.store.devices()))
+        if not device_names:
+            raise CdlError("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
     # what was asked for must exist before any device is touched: a wrong name is an input error (exit 2)
     mv = ws.store.resolve_model(model)
     for d in device_names:

@@ -199,6 +199,14 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1", "--device",
                           "dev1", "--canary", "1"], capture_output=True, text=True)
     assert out.returncode == 2 and "--canary needs two devices or more" in out.stderr
+    # --all: every enrolled device (in name order: dev1 is the canary here)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:fp32", "--all",
+                          "--canary", "1", "--watch", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "canary dev1: watching" in out.stdout and active("dev1") == active("dev2") == "fp32"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "or give --all for every enrolled one" in out.stderr
     del b
 
 
