@@ -3,15 +3,13 @@ other's test split runs the model, which the studio's process must not load)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTableWidgetItem, QVBoxLayout, QWidget
 
+from studio.services.cli import cdl_json
 from studio.widgets.common import Table
 
 DIFFERS = "#b45309"
@@ -19,11 +17,7 @@ SECTION = "#e5e7eb"
 
 
 def run_compare(root: Path, a: str, b: str) -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "models", "compare", a, b, "--json"],
-                       capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise RuntimeError((r.stderr or r.stdout).strip().removeprefix("error: ")[-800:] or "cdl models compare failed")
-    return json.loads(r.stdout)
+    return cdl_json(root, "models", "compare", a, b, timeout=900)
 
 
 def _fmt(v: Any) -> str:  # noqa: ANN401

@@ -3,26 +3,19 @@ onnxruntime what really runs, which the studio's process must not load."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
+from studio.services.cli import cdl_json
 from studio.widgets.common import Table
 
 COLORS = {"ok": "#15803d", "warn": "#b45309", "fail": "#b91c1c"}
 
 
 def run_doctor(root: Path) -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "doctor", "--json"],
-                       capture_output=True, text=True, timeout=300)
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        raise RuntimeError(f"cdl doctor did not answer: {(r.stderr or r.stdout).strip()[-500:]}") from None
+    return cdl_json(root, "doctor", timeout=300, ok=(0, 1))  # exit 1: a check failed, and it says which
 
 
 class DoctorDialog(QDialog):

@@ -23,21 +23,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.services.cli import cdl_json
 from studio.services.tasks import run_task
 from studio.widgets.common import Table
 
 
 def predict_from_checkpoints(root: Path, refs: list[str], inputs: list[Any], kind: str) -> dict[str, list[dict]]:
-    """`cdl models predict REFS --json` in a process of its own (the studio's must not load the engines)."""
-    import json
-    import subprocess
-
+    """`cdl models predict REFS` in a process of its own (the studio's must not load the engines)."""
     args = [a for x in inputs for a in (("--text", str(x)) if kind == "text" else ("--file", str(x)))]
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "models", "predict", *refs, *args,
-                        "--json"], capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError((r.stderr or r.stdout).strip().removeprefix("error: ")[-800:] or "cdl models predict failed")
-    return json.loads(r.stdout)["predictions"]
+    return cdl_json(root, "models", "predict", *refs, *args)["predictions"]
 
 
 class TryDialog(QDialog):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import html
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -256,20 +257,10 @@ class LabelingPanel(Panel):
     def suggest(self) -> None:
         """The champion's guesses for every item still to decide: `cdl labels suggest` in a process of its own
         (it loads the model's framework, which the studio's process must not)."""
-        import json
-        import subprocess
-        import sys
+        from studio.services.cli import cdl_json
 
-        root = self.ctx.workspace.root
-
-        def run() -> dict[str, Any]:
-            r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "labels", "suggest", "--json"],
-                               capture_output=True, text=True, timeout=3600)
-            if r.returncode != 0:
-                raise RuntimeError((r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1])
-            return json.loads(r.stdout)
-
-        self.work(run, message="the champion is suggesting labels…",
+        self.work(partial(cdl_json, timeout=3600), self.ctx.workspace.root, "labels", "suggest",
+                  message="the champion is suggesting labels…",
                   done=lambda d: self.say(f"{d['model']} suggested labels for {d['items']} item(s); Enter takes "
                                           "the one shown", "ok"))
 
