@@ -387,8 +387,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     make the data pipeline stale) and are kept in `.cdl/label-suggestions.json`, replaced by the next call."""
     import numpy as np
 
-    from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
-    from runtime.ml.preprocess import _text_matrix, load_transform
+    from runtime.ml.preprocess import rows_under, transform_spec
     from runtime.ml.versus import predict_proba
 
     say = log or (lambda _m: None)
@@ -401,17 +400,12 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}
     if rows:
-        prep = load_transform(ws, mv.transform, log=say)
+        spec = transform_spec(ws, mv.transform, log=say)
         view = q._dataset()
         say(f"{mv.ref} predicts {len(rows)} item(s) to decide")
         for start in range(0, len(rows), 2048):
             chunk = rows[start : start + 2048]
-            if prep.stats.get("kind") == "text":
-                X, _ = _text_matrix(TextPipeline(prep.spec), [decode_text(view.read_bytes(r))[0] for r in chunk])
-            else:
-                raw = view.images(chunk)
-                X = ImagePipeline(prep.spec).transform(raw[..., None] if raw.ndim == 3 else raw)[0]
-            probs = predict_proba(ws, mv, X)
+            probs = predict_proba(ws, mv, rows_under(view, chunk, spec))
             for r, p in zip(chunk, probs, strict=True):
                 j = int(np.argmax(p))
                 out[r.id] = [mv.classes[j], round(float(p[j]), 4)]

@@ -240,16 +240,19 @@ def test_inputs_under(ws: Workspace, version: str, uids: list[str], fitted: Prep
     if missing:
         raise StepFailed("model.evaluate", f"{len(missing)} test item(s) of {version} are no longer in its test split "
                          f"(quarantined since?), e.g. {missing[0]}")
-    sel = [by_uid[u] for u in uids]
-    if fitted.spec["type"] == "text":
-        X, _ = _text_matrix(TextPipeline(fitted.spec), _texts(view, sel, params.get("decode_errors", "replace")))
+    return rows_under(view, [by_uid[u] for u in uids], fitted.spec, params.get("decode_errors", "replace"))
+
+
+def rows_under(view: DatasetView, rows: list[IndexRow], spec: dict[str, Any], errors: str = "replace") -> Any:
+    """The model input of dataset rows under a fitted preprocessing spec: a CSR matrix of texts, or images
+    (N, H, W, C) float32."""
+    if spec["type"] == "text":
+        X, _ = _text_matrix(TextPipeline(spec), _texts(view, rows, errors))
         return X
-    raw = view.images(sel)
-    if raw.ndim == 3:
-        raw = raw[..., None]
-    if not len(raw):
-        return np.zeros((0, *fitted.X_test.shape[1:]), np.float32)
-    return ImagePipeline(fitted.spec).transform(raw)[0]
+    if not rows:
+        return np.zeros((0, int(spec["height"]), int(spec["width"]), int(spec.get("channels", 1))), np.float32)
+    raw = view.images(rows)
+    return ImagePipeline(spec).transform(raw[..., None] if raw.ndim == 3 else raw)[0]
 
 
 def _save(root: Path, p: Prepared) -> None:
