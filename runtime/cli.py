@@ -1035,7 +1035,7 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
            canary: int, watch_s: float, max_error_rate: float, min_requests: int) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
     from runtime.bundles import bundle_path
-    from runtime.devices import deploy as do_deploy
+    from runtime.devices import deploy_each
 
     model, variant = _ref_variant(ref)
     ws = _ws(obj)
@@ -1051,15 +1051,11 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
         ws.store.device(d)
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
     if canary:
-        from runtime.devices import staged_deploy
+        from runtime.devices import check_canary, staged_deploy
 
         if no_activate:
             raise CdlError("--canary activates the model on the canaries to watch them: leave out --no-activate")
-        if len(device_names) < 2:
-            raise CdlError("--canary needs two devices or more: the canaries, watched first, and the rest")
-        if not 1 <= canary < len(device_names):
-            raise CdlError(f"--canary {canary}: give a number of devices from 1 to {len(device_names) - 1} (of the "
-                           f"{len(device_names)} named with --device); the rest follow once the canaries did well")
+        check_canary(len(device_names), canary)  # an input error (exit 2), before any device is touched
         try:
             staged_deploy(ws, model, variant, list(device_names), canary, watch_s, max_error_rate, min_requests,
                           log=click.echo)
@@ -1067,14 +1063,10 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         return
-    failed = False
-    for d in device_names:
-        try:
-            do_deploy(ws, model, variant, d, not no_activate, log=click.echo)
-        except CdlError as exc:
-            click.echo(f"error: {exc}", err=True)
-            failed = True
-    if failed:
+    errors = deploy_each(ws, model, variant, list(device_names), not no_activate, log=click.echo)
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    if errors:
         sys.exit(1)
 
 

@@ -312,6 +312,28 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
+def deploy_each(ws: Workspace, ref: str, variant: str, devices: list[str], activate: bool = True,
+                log: Callable[[str], None] = lambda m: None) -> list[str]:
+    """Deploy to each device in turn; one that fails does not stop the others. Returns what failed, one line each
+    (each is in the deployment history too)."""
+    errors = []
+    for d in devices:
+        try:
+            deploy(ws, ref, variant, d, activate, log=log)
+        except CdlError as exc:
+            errors.append(str(exc))
+    return errors
+
+
+def check_canary(n_devices: int, canary: int) -> None:
+    """A staged rollout needs canaries and devices to follow them."""
+    if n_devices < 2:
+        raise CdlError("--canary needs two devices or more: the canaries, watched first, and the rest")
+    if not 1 <= canary < n_devices:
+        raise CdlError(f"--canary {canary}: give a number of devices from 1 to {n_devices - 1} (of the {n_devices} "
+                       "named); the rest follow once the canaries did well")
+
+
 def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], canary: int, watch_s: float,
                   max_error_rate: float = 0.05, min_requests: int = 0, log: Callable[[str], None] = lambda m: None,
                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
@@ -319,9 +341,7 @@ def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], can
     watched for `watch_s` seconds, and only if each answered at least `min_requests` requests with at most
     `max_error_rate` of them failing do the other devices get it. Otherwise the canaries roll back to what they
     served, the rest are not touched, and CdlError says why."""
-    if not 1 <= canary < len(devices):
-        raise CdlError(f"--canary {canary}: give a number of devices from 1 to {len(devices) - 1} (of the "
-                       f"{len(devices)} named); the rest follow once the canaries did well")
+    check_canary(len(devices), canary)
     first, rest = devices[:canary], devices[canary:]
     before = {}
     for d in first:  # a canary that cannot be asked is no canary: nothing is pushed
@@ -365,12 +385,7 @@ def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], can
         raise CdlError(f"canary failed, rolled back; {', '.join(rest)} not touched: " + "; ".join(failed))
     log("canary: " + "; ".join(f"{d} {v['requests']} requests, {v['errors']} errors" for d, v in verdicts.items())
         + f"; now {', '.join(rest)}")
-    errors = []
-    for d in rest:
-        try:
-            deploy(ws, ref, variant, d, log=log)
-        except CdlError as exc:
-            errors.append(str(exc))
+    errors = deploy_each(ws, ref, variant, rest, log=log)
     if errors:
         raise CdlError("the canary did well, but " + "; ".join(errors))
     return {"canary": verdicts, "deployed": devices}

@@ -251,7 +251,7 @@ class DevicesPanel(Panel):
             "ok"))
 
     def _push(self) -> None:
-        from runtime.devices import deploy
+        from runtime.devices import deploy_each
 
         names = [x for x in self.devices.selected_data() if x]
         choice = self.model.currentText()
@@ -279,12 +279,7 @@ class DevicesPanel(Panel):
             return
 
         def push_all() -> list[str]:
-            errors = []
-            for name in names:
-                try:
-                    deploy(ws, ref, variant, name)
-                except CdlError as exc:
-                    errors.append(str(exc))
+            errors = deploy_each(ws, ref, variant, names)
             if errors:
                 raise CdlError("; ".join(errors))
             return names
