@@ -51,8 +51,8 @@ class LabelingPanel(Panel):
         self.filter.currentTextChanged.connect(lambda _: self.refresh())
         top.addWidget(self.filter)
         self.order = QComboBox()
-        self.order.addItem("as listed", "queue")
-        self.order.addItem("least confident first", "uncertain")
+        self.order.addItem("in order", "queue")
+        self.order.addItem("least sure first", "uncertain")
         self.order.setToolTip("least confident first: the items Suggest's model was least sure of come first "
                               "(active learning: each label teaches the next model the most)")
         self.order.currentIndexChanged.connect(lambda _: self.refresh())
