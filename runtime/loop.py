@@ -131,6 +131,12 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     if not run(steps=["model.review"]):
         proposals.close(ws, p["id"], "rejected", _last_error(steps))
         return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+    last = ws.store.reviews(candidate.name, candidate.version)[-1]
+    if last.decision != "approved":  # model.review went on with the champion there was: nothing new to deploy
+        why = f"{candidate.ref} was rejected by {last.reviewer}: {last.comment}"
+        proposals.close(ws, p["id"], "rejected", why)
+        return LoopResult(status="done", reason=f"{why}; the devices keep their model", steps=steps,
+                          candidate=candidate.ref, review=last.decision)
     enrolled = p["device"] in {d.name for d in ws.store.devices()}
     if deploy and not enrolled:  # removed since it drifted (`cdl devices remove`): the new champion waits
         proposals.close(ws, p["id"], "done", f"{candidate.ref} approved; {p['device']} is no longer enrolled")

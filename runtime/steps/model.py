@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, GateFailed, StepFailed
+from runtime.domain.errors import CdlError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.ml.common import FRAMEWORKS, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
@@ -579,7 +579,6 @@ class EvaluateStep(Step):
 def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:  # noqa: ANN001
     """The champion's metrics on the candidate's test split (runtime.ml.versus), so that a review compares like
     with like after the data changed. None: no champion, or it is `mv`."""
-    from runtime.domain.errors import NotFoundError
     from runtime.ml.versus import measure_on
 
     try:
@@ -646,11 +645,23 @@ class ReviewStep(Step):
                              "--comment TEXT --reviewer NAME`")
         last = reviews[-1]
         if last.decision == "rejected":
-            raise StepFailed(ctx.step, f"{mv.ref} was rejected by {last.reviewer}"
-                             f"{' (automatic)' if last.automatic else ''}: {last.comment}")
+            # a rejected candidate leaves the champion in place: the deployment pipeline goes on with it (its
+            # output, the champion, is unchanged, so what was built for it stays up to date); with no champion
+            # to go on with, nothing downstream may run
+            why = (f"{mv.ref} was rejected by {last.reviewer}{' (automatic)' if last.automatic else ''}: "
+                   f"{last.comment}")
+            try:
+                champ = ctx.store.model_version(mv.name, "champion")
+            except NotFoundError:
+                raise StepFailed(ctx.step, f"{why}; {mv.name} has no champion to go on with") from None
+            return StepResult(summary={"ref": mv.ref, "decision": last.decision, "reviewer": last.reviewer,
+                                       "automatic": last.automatic, "comment": last.comment,
+                                       "champion": champ.ref},
+                              output_fp=hash_text(champ.ref, "champion"),
+                              message=f"{why}; {champ.ref} stays the champion")
         review(ctx.store, mv.ref, True, last.comment, last.reviewer, record=False)
         return StepResult(summary={"ref": mv.ref, "decision": last.decision, "reviewer": last.reviewer,
-                                   "automatic": last.automatic, "comment": last.comment},
+                                   "automatic": last.automatic, "comment": last.comment, "champion": mv.ref},
                           output_fp=hash_text(mv.ref, "champion"),
                           message=f"{mv.ref} approved by {last.reviewer}: champion")
 

@@ -282,6 +282,35 @@ def test_the_loop_after_the_drifted_device_was_removed(bbc_packaged, agent_facto
     assert proposals(ws)[0]["status"] == "done"
 
 
+def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_factory):
+    """A validator rejects the version the loop trained: the next `cdl loop` closes the proposal as rejected and
+    leaves the device on the champion, without training again."""
+    from runtime.devices import DeviceClient
+    from runtime.loop import run_loop
+    from runtime.registry import review
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    assert run_loop(ws)["status"] == "waiting"
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
+        q.set_label(item.uid, "tech")
+    assert run_loop(ws)["status"] == "waiting"  # for a review of ws:2
+    review(ws.store, "ws:2", False, "worse on sport", "vera")
+    res = run_loop(ws)
+    assert res["status"] == "done" and res.code == 0 and res["review"] == "rejected", res
+    assert res["reason"] == "ws:2 was rejected by vera: worse on sport; the devices keep their model", res
+    ran = [(s["id"], s["status"]) for s in res["steps"]]
+    assert ("model.review", "done") in ran and not [x for x, st in ran if x.startswith(("model.t", "deploy.p"))
+                                                    and st == "done"], ran
+    assert proposals(ws)[0]["status"] == "rejected"
+    assert [m.version for m in ws.store.model_versions("ws")] == [1, 2]
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["version"] == "1"
+
+
 @pytest.mark.parametrize("shift", ["inverted", "noisy"])
 def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     import tritonclient.grpc as tc

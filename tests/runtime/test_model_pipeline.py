@@ -94,6 +94,39 @@ def test_second_model_takes_the_champion_alias_over(small_bbc):
     assert aliases == {1: [], 2: ["champion"]}
 
 
+def test_a_rejected_candidate_leaves_the_champion_to_the_deployment_pipeline(small_bbc):
+    """The validator rejects the new version: model.review goes on with the champion there is, so that
+    `cdl run --until deploy.package` builds (or keeps) the champion's bundle. It used to fail, and the champion
+    could then only be exported step by step. With no champion at all, model.review still fails."""
+    ws = small_bbc
+    cfg = ws.config()
+    cfg.steps["model.tune"]["n_trials"] = 1
+    cfg.save()
+    assert Runner(ws).run(until="model.evaluate").ok
+    review(ws.store, "ws:1", False, "not yet", "vera")
+    r = cdl(ws, "run", "model.review")
+    assert r.returncode == 1 and "ws:1 was rejected by vera: not yet; ws has no champion to go on with" in r.stderr
+    review(ws.store, "ws:1", True, "first", "vera")
+    cfg = ws.config()
+    cfg.steps["model.train"].update({"seed": 7, "use_tuned": False})
+    cfg.save()
+    assert Runner(ws).run(until="model.evaluate").ok
+    review(ws.store, "ws:2", False, "no better than ws:1", "vera")
+    r = cdl(ws, "run", "--until", "deploy.export", "--json")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    steps = {s["id"]: s for s in json.loads(r.stdout)["steps"]}
+    assert steps["model.review"]["status"] == "done"
+    assert steps["model.review"]["message"] == ("ws:2 was rejected by vera: no better than ws:1; ws:1 stays the "
+                                                "champion"), steps["model.review"]
+    assert steps["deploy.export"]["status"] == "done"
+    assert ws.store.model_version("ws", "champion").version == 1
+    assert [v.variant for v in ws.store.variants("ws", 1)] == ["fp32"] and not ws.store.variants("ws", 2)
+    # approving it later makes it the champion, and the deployment pipeline is stale for it
+    review(ws.store, "ws:2", True, "on second thought", "vera")
+    st = {s["id"]: s for s in json.loads(cdl(ws, "status", "--json").stdout)["steps"]}
+    assert st["model.review"]["status"] == "stale" and st["deploy.export"]["status"] == "stale", st
+
+
 def test_failed_gate_fails_the_run(small_bbc, tmp_path):
     proc = cdl(small_bbc, "run", "--until", "model.evaluate", "--set", "model.evaluate.threshold=0.9999",
                "--set", "model.tune.n_trials=1", "--json", "--junit", str(tmp_path / "j.xml"))
