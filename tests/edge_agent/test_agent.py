@@ -806,13 +806,17 @@ def test_devices_status_reports_every_device_and_which_do_not_answer(packaged, a
 
     ws = packaged
     agent_factory(ws)
-    deploy(ws, "ws:1", "fp32", "dev1")
-    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone")
 
     def status(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "status", *args],
                               capture_output=True, text=True, timeout=120)
 
+    # before its first model: no providers to name, no batches (it said "providers , 1 worker, - items a batch")
+    first = status("dev1").stdout.strip()
+    assert first.startswith("dev1: no model; up ") and first.endswith(", 1 worker"), first
+    assert "providers" not in first and "items a batch" not in first, first
+    deploy(ws, "ws:1", "fp32", "dev1")
+    enroll(ws, "gone", "127.0.0.1:9", tmp_path / "gone")
     out = status("--json")
     assert out.returncode == 1, out.stderr  # one device does not answer
     docs = {d["device"]: d for d in json.loads(out.stdout)["devices"]}
