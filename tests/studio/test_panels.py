@@ -287,7 +287,7 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.reject_btn.click()
     assert ws.store.reviews("ws", 2)[-1].decision == "rejected"
-    assert "rejected by vera" in r.status_label.text()
+    assert r.status_label.text().endswith("rejected by vera: better on politics; ws:1 stays the champion")
     # the champion chosen as the candidate: nothing to compare it with, and the panel says so (it showed its
     # metrics twice, with no change, beside an empty matrix)
     r.candidate.setCurrentIndex(r.candidate.findData("ws:1"))

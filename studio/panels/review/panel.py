@@ -265,7 +265,7 @@ def versus_text(cand: Any, champ: Any) -> str:
 
 
 def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[str, Any]) -> str:
-    """After a rejected candidate that was the champion: where `champion` went (registry.review moved it)."""
+    """After a rejected candidate: where `champion` is (registry.review moved it when the candidate held it)."""
     from runtime.registry import restored_after
 
     if last_review["decision"] != "rejected":
@@ -278,5 +278,7 @@ def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[
         return f". It was the champion: {champ.ref} is the champion again"
     if champ is None and last["version"] == cand.version and last["until"]:
         return ". It was the champion: there is no champion now"
+    if champ is not None and champ.ref != cand.ref:  # model.review goes on with it: deploy.* builds for it
+        return f"; {champ.ref} stays the champion"
     return ""
 
