@@ -118,9 +118,13 @@ class Runner:
             if fp != run.input_fp:
                 old = run.input_fp.split(".")
                 new = fp.split(".")
-                parts = ["parameters", "upstream outputs", "inputs"]
+                impl = get_step(step)
+                parts = ["parameters", "upstream outputs", impl.reads]
                 changed = [parts[i] for i in range(3) if len(old) == 3 and len(new) == 3 and old[i] != new[i]]
                 which = param_changes(run.params, cfg.params(step)) if "parameters" in changed else ""
+                if impl.reads_changed and impl.reads in changed:  # a reason of its own, named when it is the only one
+                    changed.remove(impl.reads)
+                    reason = reason or ("" if changed else impl.reads_changed)
                 reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran{which}"
             else:
                 bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,

@@ -82,6 +82,10 @@ class StepContext:
 
 class Step:
     spec: ClassVar[StepSpec]
+    # what fingerprint() covers, as a stale reason names it ("labels changed since it ran"); `reads_changed`, where
+    # set, is the whole reason when only that changed
+    reads: ClassVar[str] = "inputs"
+    reads_changed: ClassVar[str] = ""
 
     def fingerprint(self, ctx: StepContext) -> str:
         return ""

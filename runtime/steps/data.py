@@ -85,6 +85,8 @@ class ImportStep(Step):
             out.append((src, path))
         return out
 
+    reads = "source files"
+
     def fingerprint(self, ctx: StepContext) -> str:
         known = {s.name: s for s in ctx.store.sources()}
         parts = []
@@ -280,6 +282,8 @@ class SplitStep(Step):
         description="Seeded, stratified train/test split; exact duplicates never end up on both sides.",
     )
 
+    reads = "items"
+
     def fingerprint(self, ctx: StepContext) -> str:
         return ctx.store.items_fingerprint()  # retrain proposals add items without an import
 
@@ -320,6 +324,8 @@ class IngestStep(Step):
         description="Lays the items, their split and their current labels out under data/dataset "
         "(index + packs), ready for DVC.",
     )
+
+    reads = "labels"
 
     def fingerprint(self, ctx: StepContext) -> str:
         return ctx.store.labels_revision()
@@ -581,6 +587,8 @@ class LabelStep(Step):
         description="Labels per item (import, manual, model), conflicts and the labeling queue; labels made "
         "since the version was taken are reported, and go into the next version.",
     )
+
+    reads = "labels"
 
     def fingerprint(self, ctx: StepContext) -> str:
         return ctx.store.labels_revision()

@@ -110,6 +110,8 @@ class ExportStep(Step):
     def needs(self, params: dict[str, Any], config: Any) -> set[str]:
         return set()  # the model is found by its alias (a review through the CLI promotes it directly)
 
+    reads = "the model to export"
+
     def fingerprint(self, ctx: StepContext) -> str:
         try:
             mv = resolve_target(ctx, ctx.params["model"])

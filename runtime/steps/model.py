@@ -78,6 +78,8 @@ class PreprocessStep(Step):
         "the training split only; the tensors are cached in the transformation registry.",
     )
 
+    reads = "the checked-out dataset version"
+
     def fingerprint(self, ctx: StepContext) -> str:
         from runtime.ml.preprocess import FORMAT
 
@@ -623,6 +625,8 @@ class ReviewStep(Step):
         description="A validator approves (the version becomes champion) or rejects the candidate, with a "
         "comment: `cdl models review NAME:VERSION --approve --comment ...`.",
     )
+
+    reads = "the candidate's reviews"
 
     def fingerprint(self, ctx: StepContext) -> str:
         try:

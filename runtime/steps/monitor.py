@@ -36,6 +36,9 @@ class MonitorStep(Step):
     def needs(self, params: dict[str, Any], config: Any) -> set[str]:
         return set()
 
+    reads = "time"
+    reads_changed = "a check is redone after a minute: scoring data may have come since it ran"
+
     def fingerprint(self, ctx: StepContext) -> str:
         import time
 

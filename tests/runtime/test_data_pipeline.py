@@ -122,11 +122,13 @@ def test_status_and_stale_detection(tmp_path, text_ws):
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["data.ingest"].status == StepStatus.STALE
     assert states["data.label"].status == StepStatus.STALE
+    # each reason names what changed (it said "inputs changed since it ran" for all of these)
+    assert states["data.ingest"].reason == "labels changed since it ran"
     # a changed source file makes the import stale
     src.write_bytes(make_bbc_subset(tmp_path / "bbc2.zip", per_class=11).read_bytes())
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["data.import"].status == StepStatus.STALE
-    assert "inputs" in states["data.import"].reason
+    assert states["data.import"].reason == "source files changed since it ran"
 
 
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
@@ -378,3 +380,17 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     assert out.returncode == 1 and "v1: INCOMPLETE" in out.stdout, out.stdout + out.stderr
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
     assert "data: DVC remote backup" in log
+
+
+def test_a_monitor_check_goes_stale_after_a_minute_and_says_so(text_ws, monkeypatch):
+    """deploy.monitor's inputs are the scoring data that keeps coming: its check is redone after a minute, and
+    its stale reason says that (it said "inputs changed since it ran")."""
+    import time
+
+    ws = text_ws
+    Runner(ws).run(steps=["deploy.monitor"])
+    assert ws.store.last_step_run("deploy.monitor") is not None
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    state = {s.id: s for s in Runner(ws).statuses()}["deploy.monitor"]
+    assert state.reason == "a check is redone after a minute: scoring data may have come since it ran", state

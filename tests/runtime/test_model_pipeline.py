@@ -125,6 +125,8 @@ def test_a_rejected_candidate_leaves_the_champion_to_the_deployment_pipeline(sma
     review(ws.store, "ws:2", True, "on second thought", "vera")
     st = {s["id"]: s for s in json.loads(cdl(ws, "status", "--json").stdout)["steps"]}
     assert st["model.review"]["status"] == "stale" and st["deploy.export"]["status"] == "stale", st
+    assert st["model.review"]["reason"] == "the candidate's reviews changed since it ran", st["model.review"]
+    assert st["deploy.export"]["reason"] == "the model to export changed since it ran", st["deploy.export"]
 
 
 def test_failed_gate_fails_the_run(small_bbc, tmp_path):
