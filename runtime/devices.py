@@ -352,12 +352,21 @@ def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], can
     log(f"canary {', '.join(first)}: watching for {watch_s:g} s (at most {max_error_rate:.0%} errors"
         + (f", at least {min_requests} requests" if min_requests else "") + ")")
     waited = 0.0
-    while waited < watch_s:
-        step = min(10.0, watch_s - waited)
-        sleep(step)
-        waited += step
-        if waited < watch_s:
-            log(f"canary: {waited:.0f} of {watch_s:g} s")
+    try:
+        while waited < watch_s:
+            step = min(10.0, watch_s - waited)
+            sleep(step)
+            waited += step
+            if waited < watch_s:
+                log(f"canary: {waited:.0f} of {watch_s:g} s")
+    except BaseException:  # Ctrl-C or a cancelled run: a canary nobody watched to the end goes back
+        for d in first:
+            try:
+                rollback(ws, d)
+                log(f"{d}: rolled back (the watch was interrupted)")
+            except CdlError as exc:
+                log(f"{d}: rollback failed: {exc}")
+        raise
     verdicts, failed = {}, []
     for d in first:
         try:

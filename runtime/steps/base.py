@@ -75,6 +75,11 @@ class StepContext:
         if self._cancel.is_set():
             raise Cancelled(f"{self.step}: cancelled")
 
+    def sleep(self, seconds: float) -> None:
+        """Wait, but stop (Cancelled) as soon as the run is cancelled."""
+        self._cancel.wait(seconds)
+        self.check_cancelled()
+
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()

@@ -384,6 +384,13 @@ class PushStep(Step):
             ParamSpec("variant", "str", "fp32", "which variant to deploy"),
             ParamSpec("activate", "bool", True, "activate after the push (atomic; the previous model stays for "
                       "rollback)"),
+            ParamSpec("canary", "int", 0, "staged rollout: this many devices first, watched; the rest only if "
+                      "they do well (0: all at once)", minimum=0),
+            ParamSpec("watch_s", "float", 60.0, "how long the canaries are watched", minimum=0.0),
+            ParamSpec("max_error_rate", "float", 0.05, "a canary with more failed requests than this rolls back",
+                      minimum=0.0, maximum=1.0),
+            ParamSpec("min_requests", "int", 0, "a canary that answered fewer requests than this in the watch "
+                      "rolls back (too little to judge)", minimum=0),
         ),
         description="Pushes the bundle to every device (resumable, verified on the device), activates it "
         "atomically, and records the deployment.",
@@ -393,9 +400,11 @@ class PushStep(Step):
         from runtime.devices import deploy
 
         mv = exported(ctx)
-        names = ctx.params["devices"] or [d.name for d in ctx.store.devices()]
+        names = ctx.params["devices"] or sorted(d.name for d in ctx.store.devices())
         if not names:
             raise StepFailed(ctx.step, "no devices enrolled: `cdl devices enroll NAME --address HOST:PORT`")
+        if ctx.params["canary"]:
+            return self._staged(ctx, mv, names)
         done, errors = [], []
         for n, name in enumerate(names):
             ctx.progress(n / len(names), f"pushing to {name}")
@@ -410,6 +419,27 @@ class PushStep(Step):
             raise _failed(ctx.step, "; ".join(errors), {"deployed": done})
         return StepResult(summary={"ref": mv.ref, "variant": ctx.params["variant"], "deployed": done},
                           output_fp=hash_text(done), message=f"{mv.ref}:{ctx.params['variant']} on {len(done)} device(s)")
+
+    def _staged(self, ctx: StepContext, mv, names: list[str]) -> StepResult:  # noqa: ANN001
+        """The staged rollout of `cdl deploy --canary` (runtime.devices.staged_deploy), cancellable in its watch."""
+        from runtime.devices import staged_deploy
+
+        p = ctx.params
+        if not 1 <= p["canary"] < len(names):
+            raise StepFailed(ctx.step, f"canary {p['canary']}: a staged rollout needs more devices than canaries, "
+                             f"and there are {len(names)} ({', '.join(names)})")
+        ctx.progress(0.0, f"canary {', '.join(names[:p['canary']])}")
+        try:
+            res = staged_deploy(ctx.workspace, mv.ref, p["variant"], names, p["canary"], p["watch_s"],
+                                p["max_error_rate"], p["min_requests"], log=ctx.log, sleep=ctx.sleep)
+        except CdlError as exc:
+            raise StepFailed(ctx.step, str(exc)) from None
+        done = [{"device": d, "bundle_id": ctx.store.deployments(d)[-1].bundle, "activated": True}
+                for d in res["deployed"]]
+        return StepResult(summary={"ref": mv.ref, "variant": p["variant"], "deployed": done, "canary": res["canary"]},
+                          output_fp=hash_text(done),
+                          message=f"{mv.ref}:{p['variant']} on {len(done)} device(s), canary "
+                          f"{', '.join(names[:p['canary']])} first")
 
 
 STEPS = [ExportStep, CompressStep, ReviseStep, PackageStep, PushStep]

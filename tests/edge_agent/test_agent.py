@@ -143,6 +143,54 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert c.health()["active"]["variant"] == "dynamic_int8"
 
 
+def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_factory):
+    """deploy.push with `canary: N` (the pipeline's "Run all" pushes to every enrolled device): the first N devices
+    in name order get the model and are watched, as `cdl deploy --canary`. Too little traffic rolls the canary back
+    and fails the step; a run cancelled during the watch rolls the canary back too (it stayed on the new model,
+    unwatched, when the command was interrupted there)."""
+    from runtime.jobs import Runner
+
+    ws = packaged
+    agent_factory(ws, "dev2")
+    agent_factory(ws, "dev1")
+    for d in ("dev1", "dev2"):
+        deploy(ws, "ws:1", "dynamic_int8", d)
+
+    def active(d: str) -> str:
+        with DeviceClient(ws, d) as c:
+            return c.health()["active"]["variant"]
+
+    staged = {"variant": "static_int8", "canary": 1, "watch_s": 1, "min_requests": 3}
+    res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": staged})
+    assert not res.ok
+    assert ("canary failed, rolled back; dev2 not touched: dev1 answered 0 request(s) in 1 s, fewer than 3"
+            in res.steps[0].error), res.steps[0].error
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    # cancelled while the canary is watched: it goes back at once
+    cancel = threading.Event()
+    runner = Runner(ws, cancel=cancel)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(res=runner.run(
+        steps=["deploy.push"], overrides={"deploy.push": {**staged, "watch_s": 600}})))
+    t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ws.store.deployments("dev1")[-1].variant != "static_int8":
+        time.sleep(0.1)
+    cancel.set()
+    t.join(60)
+    assert not t.is_alive() and out["res"].status == "cancelled", out
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    assert [(h.action, h.variant) for h in ws.store.deployments("dev1")][-2:] == [("deploy", "static_int8"),
+                                                                                 ("rollback", "dynamic_int8")]
+    res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "min_requests": 0}})
+    assert res.ok, res.steps[0].error
+    assert res.steps[0].summary["canary"] == {"dev1": {"requests": 0, "errors": 0}}
+    assert res.steps[0].message == "ws:1:static_int8 on 2 device(s), canary dev1 first"
+    assert active("dev1") == active("dev2") == "static_int8"
+    res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "devices": ["dev1"]}})
+    assert not res.ok and "a staged rollout needs more devices than canaries" in res.steps[0].error
+
+
 def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent_factory):
     """`cdl deploy REF --device A --device B --canary 1`: A gets the model first and is watched; B only when A
     answered its requests well. Failing requests (here: malformed ones sent to A while it is watched), or too few
