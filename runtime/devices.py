@@ -312,17 +312,43 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     return res
 
 
-def deploy_each(ws: Workspace, ref: str, variant: str, devices: list[str], activate: bool = True,
+def deploy_each(ws: Workspace, ref: str, variant: str | dict[str, str], devices: list[str], activate: bool = True,
                 log: Callable[[str], None] = lambda m: None) -> list[str]:
-    """Deploy to each device in turn; one that fails does not stop the others. Returns what failed, one line each
-    (each is in the deployment history too)."""
+    """Deploy to each device in turn (`variant`: one for all, or one per device); one that fails does not stop the
+    others. Returns what failed, one line each (each is in the deployment history too)."""
     errors = []
     for d in devices:
         try:
-            deploy(ws, ref, variant, d, activate, log=log)
+            deploy(ws, ref, variant[d] if isinstance(variant, dict) else variant, d, activate, log=log)
         except CdlError as exc:
             errors.append(str(exc))
     return errors
+
+
+SERVED = "served"  # deploy.push's variant: the one each device serves now, where it was built
+
+
+def served_variant(ws: Workspace, device: str) -> str | None:
+    """The variant `device` serves now; what it said last time when it cannot be reached."""
+    try:
+        with DeviceClient(ws, device, timeout=5.0) as client:
+            return (client.health().get("active") or {}).get("variant")
+    except CdlError:  # unreachable now (the push will say whether it can be reached)
+        return ((ws.store.device(device).last_health or {}).get("active") or {}).get("variant")
+
+
+def variant_for(ws: Workspace, device: str, mv: Any, configured: str) -> tuple[str, str]:  # noqa: ANN401
+    """The variant of model version `mv` to push to `device`: the one the device serves now, if it was built for
+    `mv`, else `configured` (fp32 where that is "served"); and a note when they differ."""
+    fallback = "fp32" if configured == SERVED else configured
+    serving = served_variant(ws, device)
+    if not serving or serving == fallback:
+        return fallback, ""
+    built = {v.variant for v in ws.store.variants(mv.name, mv.version) if v.status == "ok"}
+    if serving in built:
+        return serving, ""
+    return fallback, (f"{device} served {serving}, which the deployment pipeline did not build for "
+                      f"{mv.ref} (built: {', '.join(sorted(built)) or 'none'})")
 
 
 def check_canary(n_devices: int, canary: int) -> None:
@@ -334,7 +360,8 @@ def check_canary(n_devices: int, canary: int) -> None:
                        "named); the rest follow once the canaries did well")
 
 
-def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], canary: int, watch_s: float,
+def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], devices: list[str], canary: int,
+                  watch_s: float,
                   max_error_rate: float = 0.05, min_requests: int = 0, log: Callable[[str], None] = lambda m: None,
                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """A staged rollout, as fleets roll out firmware: the first `canary` devices get the model, their health is
@@ -348,7 +375,7 @@ def staged_deploy(ws: Workspace, ref: str, variant: str, devices: list[str], can
         with DeviceClient(ws, d) as c:
             before[d] = c.health()
     for d in first:
-        deploy(ws, ref, variant, d, log=log)
+        deploy(ws, ref, variant[d] if isinstance(variant, dict) else variant, d, log=log)
     log(f"canary {', '.join(first)}: watching for {watch_s:g} s (at most {max_error_rate:.0%} errors"
         + (f", at least {min_requests} requests" if min_requests else "") + ")")
     waited = 0.0

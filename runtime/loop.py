@@ -155,7 +155,9 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
         # the device gets the new version in the variant it serves now (an int8 device stays int8), where the
         # deployment pipeline built that variant; otherwise deploy.push's configured one, and the reason says so
-        variant, note = _variant_for(ws, p["device"], candidate, cfg.params("deploy.push")["variant"])
+        from runtime.devices import variant_for
+
+        variant, note = variant_for(ws, p["device"], candidate, cfg.params("deploy.push")["variant"])
         if not run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets, "variant": variant}}):
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
     proposals.close(ws, p["id"], "done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")
@@ -163,26 +165,6 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     return LoopResult(status="done", reason=f"{candidate.ref} is the champion{where}", steps=steps,
                       candidate=candidate.ref, review="approved", proposal=proposals.proposal(ws, p["id"]),
                       **({"variant": variant} if deploy else {}))
-
-
-def _variant_for(ws: Workspace, device: str, candidate: Any, configured: str) -> tuple[str, str]:  # noqa: ANN401
-    """The variant of `candidate` to push to `device`: the one the device serves now, if it was built for the
-    candidate, else `configured`; and a note when they differ."""
-    from runtime.devices import DeviceClient
-
-    serving = None
-    try:
-        with DeviceClient(ws, device, timeout=5.0) as client:
-            serving = (client.health().get("active") or {}).get("variant")
-    except CdlError:  # unreachable now: what it said last time (the push will say whether it can be reached)
-        serving = ((ws.store.device(device).last_health or {}).get("active") or {}).get("variant")
-    if not serving or serving == configured:
-        return configured, ""
-    built = {v.variant for v in ws.store.variants(candidate.name, candidate.version) if v.status == "ok"}
-    if serving in built:
-        return serving, ""
-    return configured, (f"{device} served {serving}, which the deployment pipeline did not build for "
-                        f"{candidate.ref} (built: {', '.join(sorted(built)) or 'none'})")
 
 
 def _last_error(steps: list[dict[str, Any]]) -> str:

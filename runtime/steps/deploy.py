@@ -381,7 +381,8 @@ class PushStep(Step):
         outputs=(Port("deployments", "deployments"),),
         params=(
             ParamSpec("devices", "list", [], "enrolled devices to push to (empty: all)"),
-            ParamSpec("variant", "str", "fp32", "which variant to deploy"),
+            ParamSpec("variant", "str", "fp32", "which variant to deploy; served: the one each device serves now, "
+                      "where it was built for this version (else fp32)"),
             ParamSpec("activate", "bool", True, "activate after the push (atomic; the previous model stays for "
                       "rollback)"),
             ParamSpec("canary", "int", 0, "staged rollout: this many devices first, watched; the rest only if "
@@ -403,14 +404,14 @@ class PushStep(Step):
         names = ctx.params["devices"] or sorted(d.name for d in ctx.store.devices())
         if not names:
             raise StepFailed(ctx.step, "no devices enrolled: `cdl devices enroll NAME --address HOST:PORT`")
+        variants = self._variants(ctx, mv, names)
         if ctx.params["canary"]:
-            return self._staged(ctx, mv, names)
+            return self._staged(ctx, mv, names, variants)
         done, errors = [], []
         for n, name in enumerate(names):
             ctx.progress(n / len(names), f"pushing to {name}")
             try:
-                res = deploy(ctx.workspace, f"{mv.ref}", ctx.params["variant"], name, ctx.params["activate"],
-                             log=ctx.log)
+                res = deploy(ctx.workspace, f"{mv.ref}", variants[name], name, ctx.params["activate"], log=ctx.log)
                 done.append({"device": name, **res})
             except CdlError as exc:
                 errors.append(f"{name}: {exc}")
@@ -418,9 +419,29 @@ class PushStep(Step):
         if errors:
             raise _failed(ctx.step, "; ".join(errors), {"deployed": done})
         return StepResult(summary={"ref": mv.ref, "variant": ctx.params["variant"], "deployed": done},
-                          output_fp=hash_text(done), message=f"{mv.ref}:{ctx.params['variant']} on {len(done)} device(s)")
+                          output_fp=hash_text(done), message=f"{_what(mv, variants)} on {len(done)} device(s)")
 
-    def _staged(self, ctx: StepContext, mv, names: list[str]) -> StepResult:  # noqa: ANN001
+    @staticmethod
+    def _variants(ctx: StepContext, mv, names: list[str]) -> dict[str, str]:  # noqa: ANN001
+        """Each device's variant: the configured one, or with `served` the one it serves now where built. A device
+        whose variant changes is named in the log (an INT8 device a person chose went to fp32 unremarked)."""
+        from runtime.devices import SERVED, variant_for
+
+        out = {}
+        for name in names:
+            if ctx.params["variant"] == SERVED:
+                out[name], note = variant_for(ctx.workspace, name, mv, SERVED)
+                if note:
+                    ctx.log(f"{note}: it gets {out[name]}")
+                continue
+            out[name] = ctx.params["variant"]
+            was = ((ctx.store.device(name).last_health or {}).get("active") or {})
+            if was.get("name") == mv.name and was.get("variant") not in (None, out[name]):
+                ctx.log(f"{name} served {was['variant']}; it gets {out[name]} (deploy.push's variant; `variant: "
+                        f"served` keeps each device's)")
+        return out
+
+    def _staged(self, ctx: StepContext, mv, names: list[str], variants: dict[str, str]) -> StepResult:  # noqa: ANN001
         """The staged rollout of `cdl deploy --canary` (runtime.devices.staged_deploy), cancellable in its watch."""
         from runtime.devices import staged_deploy
 
@@ -430,16 +451,23 @@ class PushStep(Step):
                              f"and there are {len(names)} ({', '.join(names)})")
         ctx.progress(0.0, f"canary {', '.join(names[:p['canary']])}")
         try:
-            res = staged_deploy(ctx.workspace, mv.ref, p["variant"], names, p["canary"], p["watch_s"],
+            res = staged_deploy(ctx.workspace, mv.ref, variants, names, p["canary"], p["watch_s"],
                                 p["max_error_rate"], p["min_requests"], log=ctx.log, sleep=ctx.sleep)
         except CdlError as exc:
             raise StepFailed(ctx.step, str(exc)) from None
-        done = [{"device": d, "bundle_id": ctx.store.deployments(d)[-1].bundle, "activated": True}
-                for d in res["deployed"]]
+        done = [{"device": d, "variant": variants[d], "bundle_id": ctx.store.deployments(d)[-1].bundle,
+                 "activated": True} for d in res["deployed"]]
         return StepResult(summary={"ref": mv.ref, "variant": p["variant"], "deployed": done, "canary": res["canary"]},
                           output_fp=hash_text(done),
-                          message=f"{mv.ref}:{p['variant']} on {len(done)} device(s), canary "
+                          message=f"{_what(mv, variants)} on {len(done)} device(s), canary "
                           f"{', '.join(names[:p['canary']])} first")
+
+
+def _what(mv, variants: dict[str, str]) -> str:  # noqa: ANN001
+    """"ws:2:fp32", or "ws:2 (dev1 dynamic_int8, dev2 fp32)" where the devices got different variants."""
+    if len(set(variants.values())) == 1:
+        return f"{mv.ref}:{next(iter(variants.values()))}"
+    return f"{mv.ref} ({', '.join(f'{d} {v}' for d, v in variants.items())})"
 
 
 STEPS = [ExportStep, CompressStep, ReviseStep, PackageStep, PushStep]

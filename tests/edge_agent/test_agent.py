@@ -189,6 +189,21 @@ def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_f
     assert active("dev1") == active("dev2") == "static_int8"
     res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "devices": ["dev1"]}})
     assert not res.ok and "a staged rollout needs more devices than canaries" in res.steps[0].error
+    # `variant: served`: each device keeps the variant it serves, where built (the loop does the same)
+    deploy(ws, "ws:1", "dynamic_int8", "dev2")
+    res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {"variant": "served"}})
+    assert res.ok and res.steps[0].message == "ws:1 (dev1 static_int8, dev2 dynamic_int8) on 2 device(s)", res.steps
+    assert active("dev1") == "static_int8" and active("dev2") == "dynamic_int8"
+    # a configured variant replaces what a device served, and the log says so
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message))
+    assert Runner(ws, bus=bus).run(steps=["deploy.push"], overrides={"deploy.push": {"devices": ["dev2"]}}).ok
+    assert "dev2 served dynamic_int8; it gets fp32 (deploy.push's variant; `variant: served` keeps each device's)" \
+        in said, said
+    assert active("dev2") == "fp32"
 
 
 def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent_factory):

@@ -365,7 +365,7 @@ def test_the_loop_pushes_the_configured_variant_when_the_served_one_was_not_buil
     """The variant a device served is kept only where the new version has it; else deploy.push's, with a note.
     An unreachable device is judged by what it said last."""
     from runtime.devices import enroll
-    from runtime.loop import _variant_for
+    from runtime.devices import variant_for as _variant_for
 
     ws = bbc_packaged
     enroll(ws, "gone", "127.0.0.1:1", tmp_path / "gone")
