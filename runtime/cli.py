@@ -1036,9 +1036,11 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
               help="the share of a canary's requests that may fail while it is watched")
 @click.option("--min-requests", type=int, default=0, show_default=True,
               help="requests each canary must answer while watched (0: no traffic is no verdict against it)")
+@click.option("--check-drift", is_flag=True, help="also check each canary's predictions while watched for drift "
+              "(deploy.monitor's tests and settings); drift rolls it back")
 @click.pass_obj
 def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_devices: bool, no_activate: bool,
-           canary: int, watch_s: float, max_error_rate: float, min_requests: int) -> None:
+           canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
     from runtime.bundles import bundle_path
     from runtime.devices import deploy_each
@@ -1057,18 +1059,20 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
         ws.store.device(d)
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
     if canary:
-        from runtime.devices import check_canary, staged_deploy
+        from runtime.devices import check_canary, drift_settings, staged_deploy
 
         if no_activate:
             raise CdlError("--canary activates the model on the canaries to watch them: leave out --no-activate")
         check_canary(len(device_names), canary)  # an input error (exit 2), before any device is touched
         try:
             staged_deploy(ws, model, variant, list(device_names), canary, watch_s, max_error_rate, min_requests,
-                          log=click.echo)
+                          log=click.echo, drift=drift_settings(ws) if check_drift else None)
         except CdlError as exc:  # a rollout that stopped: exit 1, as a failed step
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         return
+    if check_drift:
+        raise CdlError("--check-drift checks the canaries: give --canary N")
     errors = deploy_each(ws, model, variant, list(device_names), not no_activate, log=click.echo)
     for e in errors:
         click.echo(f"error: {e}", err=True)

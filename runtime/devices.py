@@ -360,22 +360,41 @@ def check_canary(n_devices: int, canary: int) -> None:
                        "named); the rest follow once the canaries did well")
 
 
+def drift_settings(ws: Workspace) -> dict[str, Any]:
+    """deploy.monitor's test settings in cdl.yaml (what a canary's drift check uses)."""
+    from runtime.steps import get_step
+
+    cfg = ws.config()
+    params = cfg.params("deploy.monitor") if "deploy.monitor" in cfg.steps else \
+        {p.name: p.default for p in get_step("deploy.monitor").spec.params}
+    return {k: params[k] for k in ("alpha", "bonferroni", "psi_threshold", "min_records")}
+
+
 def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], devices: list[str], canary: int,
                   watch_s: float,
                   max_error_rate: float = 0.05, min_requests: int = 0, log: Callable[[str], None] = lambda m: None,
-                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+                  sleep: Callable[[float], None] = time.sleep, drift: dict[str, Any] | None = None) -> dict[str, Any]:
     """A staged rollout, as fleets roll out firmware: the first `canary` devices get the model, their health is
     watched for `watch_s` seconds, and only if each answered at least `min_requests` requests with at most
     `max_error_rate` of them failing do the other devices get it. Otherwise the canaries roll back to what they
-    served, the rest are not touched, and CdlError says why."""
+    served, the rest are not touched, and CdlError says why. With `drift` (deploy.monitor's test settings,
+    drift_settings), the predictions each canary made while watched are collected and checked against the new
+    bundle's reference as deploy.monitor checks them: drift rolls the canaries back too; too few predictions to
+    test is said, and is no verdict against it."""
     check_canary(len(devices), canary)
     first, rest = devices[:canary], devices[canary:]
     before = {}
     for d in first:  # a canary that cannot be asked is no canary: nothing is pushed
         with DeviceClient(ws, d) as c:
             before[d] = c.health()
+    if drift is not None:  # what was collected before the push is not the canary's: its records come after
+        collect(ws, first)
+        with scoring_store(ws).connect() as con:
+            last_seq = {d: con.execute("SELECT COALESCE(MAX(seq), -1) FROM scoring WHERE device = ?",
+                                       [d]).fetchall()[0][0] for d in first}
+    bundles = {}
     for d in first:
-        deploy(ws, ref, variant[d] if isinstance(variant, dict) else variant, d, log=log)
+        bundles[d] = deploy(ws, ref, variant[d] if isinstance(variant, dict) else variant, d, log=log)["bundle_id"]
     log(f"canary {', '.join(first)}: watching for {watch_s:g} s (at most {max_error_rate:.0%} errors"
         + (f", at least {min_requests} requests" if min_requests else "") + ")")
     waited = 0.0
@@ -411,6 +430,8 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
             failed.append(f"{d} answered {n} request(s) in {watch_s:g} s, fewer than {min_requests}: not enough to judge")
         elif n and e / n > max_error_rate:
             failed.append(f"{d}: {e} of {n} requests failed ({e / n:.0%}, more than {max_error_rate:.0%})")
+    if drift is not None and not failed:
+        failed += _canary_drift(ws, first, bundles, last_seq, drift, verdicts, log)
     if failed:
         for d in first:
             try:
@@ -425,6 +446,29 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
     if errors:
         raise CdlError("the canary did well, but " + "; ".join(errors))
     return {"canary": verdicts, "deployed": devices}
+
+
+def _canary_drift(ws: Workspace, first: list[str], bundles: dict[str, str], last_seq: dict[str, int],
+                  drift: dict[str, Any], verdicts: dict[str, dict[str, Any]], log: Callable[[str], None]) -> list[str]:
+    """The drift check of each canary's predictions since it got the new bundle (its records after `last_seq`);
+    what failed, a line each."""
+    from runtime.monitor import bundle_manifest, check
+
+    collect(ws, first, log=log)
+    failed = []
+    with scoring_store(ws).connect() as con:
+        for d in first:
+            c = check(con, d, bundles[d], bundle_manifest(ws, bundles[d]), by="after", size=last_seq[d], **drift)
+            verdicts[d]["drift"] = c["drifted"] if c["tests"] else None
+            if c["drifted"]:
+                tests = ", ".join(f"{t['name']} {t['statistic']:.3g}" for t in c["tests"] if t["drifted"])
+                failed.append(f"{d}: its {c['window']['n']} predictions while watched drifted from the model's "
+                              f"reference ({tests})")
+            elif not c["tests"]:
+                log(f"{d}: no drift verdict: {c['note']}")
+            else:
+                log(f"{d}: no drift in its {c['window']['n']} predictions while watched")
+    return failed
 
 
 def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:

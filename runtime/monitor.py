@@ -34,6 +34,10 @@ def _binned(values: np.ndarray, edges: list[float]) -> np.ndarray:
 
 
 def window_sql(device: str, bundle_id: str, by: str, size: float) -> tuple[str, list[Any]]:
+    """The window's records: by "count" (the last `size`), "time" (the last `size` seconds) or "after" (every record
+    after sequence number `size`: a canary's since it got the bundle)."""
+    if by == "after":
+        return ("SELECT * FROM scoring WHERE device = ? AND bundle_id = ? AND seq > ?", [device, bundle_id, int(size)])
     if by == "time":
         return ("SELECT * FROM scoring WHERE device = ? AND bundle_id = ? AND time >= ?",
                 [device, bundle_id, time.time() - float(size)])
@@ -47,6 +51,9 @@ def _lit(v: str) -> str:
 
 def window_table_sql(device: str, bundle_id: str, by: str, size: float) -> str:
     """The window as a temporary table `w` (DDL takes no parameters: values are quoted literals)."""
+    if by == "after":
+        return (f"CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM scoring WHERE device = {_lit(device)} "
+                f"AND bundle_id = {_lit(bundle_id)} AND seq > {int(size)}")
     if by == "time":
         cond = f"time >= {float(time.time() - float(size))!r}"
         return (f"CREATE OR REPLACE TEMP TABLE w AS SELECT * FROM scoring WHERE device = {_lit(device)} "

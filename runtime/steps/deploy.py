@@ -392,6 +392,8 @@ class PushStep(Step):
                       minimum=0.0, maximum=1.0),
             ParamSpec("min_requests", "int", 0, "a canary that answered fewer requests than this in the watch "
                       "rolls back (too little to judge)", minimum=0),
+            ParamSpec("check_drift", "bool", False, "also check the canaries' predictions while watched for drift "
+                      "(deploy.monitor's tests and settings); drift rolls them back"),
         ),
         description="Pushes the bundle to every device (resumable, verified on the device), activates it "
         "atomically, and records the deployment.",
@@ -443,7 +445,7 @@ class PushStep(Step):
 
     def _staged(self, ctx: StepContext, mv, names: list[str], variants: dict[str, str]) -> StepResult:  # noqa: ANN001
         """The staged rollout of `cdl deploy --canary` (runtime.devices.staged_deploy), cancellable in its watch."""
-        from runtime.devices import staged_deploy
+        from runtime.devices import drift_settings, staged_deploy
 
         p = ctx.params
         if not 1 <= p["canary"] < len(names):
@@ -452,7 +454,8 @@ class PushStep(Step):
         ctx.progress(0.0, f"canary {', '.join(names[:p['canary']])}")
         try:
             res = staged_deploy(ctx.workspace, mv.ref, variants, names, p["canary"], p["watch_s"],
-                                p["max_error_rate"], p["min_requests"], log=ctx.log, sleep=ctx.sleep)
+                                p["max_error_rate"], p["min_requests"], log=ctx.log, sleep=ctx.sleep,
+                                drift=drift_settings(ctx.workspace) if p["check_drift"] else None)
         except CdlError as exc:
             raise StepFailed(ctx.step, str(exc)) from None
         done = [{"device": d, "variant": variants[d], "bundle_id": ctx.store.deployments(d)[-1].bundle,

@@ -182,9 +182,16 @@ def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_f
     assert active("dev1") == active("dev2") == "dynamic_int8"
     assert [(h.action, h.variant) for h in ws.store.deployments("dev1")][-2:] == [("deploy", "static_int8"),
                                                                                  ("rollback", "dynamic_int8")]
-    res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "min_requests": 0}})
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message))
+    res = Runner(ws, bus=bus).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "min_requests": 0,
+                                                                                   "check_drift": True}})
     assert res.ok, res.steps[0].error
-    assert res.steps[0].summary["canary"] == {"dev1": {"requests": 0, "errors": 0}}
+    assert res.steps[0].summary["canary"] == {"dev1": {"requests": 0, "errors": 0, "drift": None}}
+    assert "dev1: no drift verdict: 0 record(s) in the window; at least 50 are needed for a check" in said, said
     assert res.steps[0].message == "ws:1:static_int8 on 2 device(s), canary dev1 first"
     assert active("dev1") == active("dev2") == "static_int8"
     res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {**staged, "devices": ["dev1"]}})
@@ -195,11 +202,7 @@ def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_f
     assert res.ok and res.steps[0].message == "ws:1 (dev1 static_int8, dev2 dynamic_int8) on 2 device(s)", res.steps
     assert active("dev1") == "static_int8" and active("dev2") == "dynamic_int8"
     # a configured variant replaces what a device served, and the log says so
-    from runtime.jobs.bus import EventBus
-
-    said: list[str] = []
-    bus = EventBus()
-    bus.subscribe(lambda e: said.append(e.message))
+    said.clear()
     assert Runner(ws, bus=bus).run(steps=["deploy.push"], overrides={"deploy.push": {"devices": ["dev2"]}}).ok
     assert "dev2 served dynamic_int8; it gets fp32 (deploy.push's variant; `variant: served` keeps each device's)" \
         in said, said

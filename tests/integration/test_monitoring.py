@@ -311,6 +311,56 @@ def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_f
         assert c.health()["active"]["version"] == "1"
 
 
+def test_a_canary_whose_predictions_drift_rolls_back(bbc_packaged, agent_factory):
+    """`cdl deploy --canary 1 --check-drift`: besides errors and traffic, the predictions the canary made while
+    watched are checked against the new bundle's reference with deploy.monitor's tests. Another domain's texts
+    roll it back and leave the rest alone; the test split's texts let the rollout go on."""
+    from runtime.devices import DeviceClient, drift_settings, staged_deploy
+    from runtime.domain.errors import CdlError
+
+    ws = bbc_packaged
+    cfg = ws.config()
+    cfg.steps["deploy.compress"]["methods"] = ["dynamic_int8"]
+    cfg.save()
+    assert Runner(ws).run(steps=["deploy.compress", "deploy.revise", "deploy.package"]).ok
+    canary, other = agent_factory(ws, "dev1"), agent_factory(ws, "dev2")
+    for d in ("dev1", "dev2"):
+        deploy(ws, "ws:1", "fp32", d)
+
+    def active(d: str) -> str:
+        with DeviceClient(ws, d) as c:
+            return c.health()["active"]["variant"]
+
+    def traffic(texts: list[str]):  # noqa: ANN202 - the canary's users, while it is watched
+        return lambda _seconds: send(canary, ws, texts)
+
+    said: list[str] = []
+    foreign = other_domain_texts(120)
+    with pytest.raises(CdlError, match=rf"canary failed, rolled back; dev2 not touched: dev1: its {len(foreign)} "
+                                       r"predictions while watched drifted from the model's reference \(.*psi:"):
+        staged_deploy(ws, "ws:1", "dynamic_int8", ["dev1", "dev2"], canary=1, watch_s=1, log=said.append,
+                      sleep=traffic(foreign), drift=drift_settings(ws))
+    assert active("dev1") == active("dev2") == "fp32"
+    import random
+
+    mixed = random.Random(0).sample(held_out_texts(ws), 120)  # the test split is in class order: all classes
+    done = staged_deploy(ws, "ws:1", "dynamic_int8", ["dev1", "dev2"], canary=1, watch_s=1, log=said.append,
+                         sleep=traffic(mixed), drift=drift_settings(ws))
+    assert done["canary"]["dev1"] == {"requests": 12, "errors": 0, "drift": False}, done
+    assert "dev1: no drift in its 120 predictions while watched" in said, said
+    assert active("dev1") == active("dev2") == "dynamic_int8"
+    # too few predictions to test: said, and no verdict against the canary
+    said.clear()
+    staged_deploy(ws, "ws:1", "fp32", ["dev1", "dev2"], canary=1, watch_s=1, log=said.append,
+                  sleep=traffic(mixed[:10]), drift=drift_settings(ws))
+    assert "dev1: no drift verdict: 10 record(s) in the window; at least 50 are needed for a check" in said, said
+    assert active("dev1") == active("dev2") == "fp32"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1", "--all",
+                          "--check-drift"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--check-drift checks the canaries: give --canary N" in out.stderr
+    del other
+
+
 @pytest.mark.parametrize("shift", ["inverted", "noisy"])
 def test_image_shifts_are_found(tmp_path, agent_factory, shift):
     import tritonclient.grpc as tc

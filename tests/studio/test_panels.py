@@ -495,6 +495,18 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     assert "canary dev1 did well (0 requests, 0 errors): ws:1:static_int8 active on dev1, dev2" in \
         d.status_label.text(), d.status_label.text()
     assert active("dev1") == active("dev2") == "static_int8"
+    # and its predictions tested for drift (`cdl deploy --check-drift`): none while watched, said so
+    assert d.drift.isEnabled()
+    d.drift.setChecked(True)
+    d.devices.selectAll()
+    d.model.setCurrentText("ws:1:fp32")
+    with qtbot.waitSignal(d.sig_loaded, timeout=60000):
+        d._push()
+    assert ("canary dev1 did well (0 requests, 0 errors, too few predictions to test for drift): ws:1:fp32 active "
+            "on dev1, dev2") in d.status_label.text(), d.status_label.text()
+    d.canary.setChecked(False)
+    assert not d.drift.isEnabled()
+    d.canary.setChecked(True)
     d.devices.clearSelection()
     d.devices.selectRow(0)
     d._push()

@@ -114,6 +114,11 @@ class DevicesPanel(Panel):
         self.watch.setRange(1, 3600)
         self.watch.setValue(60)
         self.watch.setSuffix(" s")
+        self.drift = QCheckBox("drift too")
+        self.drift.setToolTip("also test the canary's predictions while watched for drift (`cdl deploy --check-drift`, "
+                              "deploy.monitor's tests and settings): drift rolls it back")
+        self.drift.setEnabled(False)
+        self.canary.toggled.connect(self.drift.setEnabled)
         for w in (enroll, health, rollback, remove):
             row.addWidget(w)
         row.addStretch(1)
@@ -121,7 +126,7 @@ class DevicesPanel(Panel):
         w.setLayout(row)
         self.add(w)
         row2 = QHBoxLayout()  # pushing on a line of its own: the panel stays narrow enough for a laptop
-        for w in (QLabel("model:variant"), self.model, push, self.canary, self.watch):
+        for w in (QLabel("model:variant"), self.model, push, self.canary, self.watch, self.drift):
             row2.addWidget(w)
         row2.addStretch(1)
         w = QWidget()
@@ -263,19 +268,19 @@ class DevicesPanel(Panel):
         ref, variant = choice.rsplit(":", 1)
         ws = self.ctx.workspace
         if self.canary.isChecked():
-            from runtime.devices import staged_deploy
+            from runtime.devices import drift_settings, staged_deploy
 
             if len(names) < 2:
                 self.say("a canary rollout needs two devices or more: select the canary first, then the others "
                          "(Ctrl+click)", "warning")
                 return
             watch = self.watch.value()
-            self.work(staged_deploy, ws, ref, variant, names, 1, float(watch),
+            drift = drift_settings(ws) if self.drift.isChecked() else None
+            self.work(partial(staged_deploy, drift=drift), ws, ref, variant, names, 1, float(watch),
                       message=f"pushing {choice} to {names[0]} first and watching it for {watch} s, then to "
                       f"{', '.join(names[1:])}…",
-                      done=lambda r: self.say(f"canary {names[0]} did well ({r['canary'][names[0]]['requests']} "
-                                              f"requests, {r['canary'][names[0]]['errors']} errors): {choice} active "
-                                              f"on {', '.join(names)}", "ok"))
+                      done=lambda r: self.say(f"canary {names[0]} did well ({_canary_text(r['canary'][names[0]])}): "
+                                              f"{choice} active on {', '.join(names)}", "ok"))
             return
 
         def push_all() -> list[str]:
@@ -311,3 +316,11 @@ class DevicesPanel(Panel):
             return
         self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…",
                   done=lambda r: self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}", "ok"))
+
+
+def _canary_text(v: dict) -> str:
+    """'12 requests, 0 errors, no drift' for a canary's verdict (drift: None where too few predictions to test)."""
+    text = f"{v['requests']} requests, {v['errors']} errors"
+    if "drift" in v:
+        text += ", no drift" if v["drift"] is False else ", too few predictions to test for drift"
+    return text
