@@ -65,9 +65,13 @@ class Agent:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="infer")
         self.batcher = Batcher(self.journal, self.pool, config.max_batch, config.raw_input_below_confidence,
                                config.max_queue_delay_ms,
-                               on_batch=lambda items: self.counters.add(batches=1, items=items))
+                               on_batch=self._on_batch)
         self._activate_lock = asyncio.Lock()
         self.load_active()
+
+    def _on_batch(self, items: int, requests: int, **us: int) -> None:
+        self.counters.add(batches=1, items=items)
+        self.counters.add_stats(stat_requests=requests, last_ms=int(time.time() * 1000), **us)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -203,7 +207,7 @@ class Inference:
 
     async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
-        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=[])
+        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["statistics"])
 
     async def ModelMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
@@ -220,36 +224,120 @@ class Inference:
     async def _require_model(self, name: str, version: str, context) -> LoadedModel:  # noqa: ANN001
         m = self._model(name, version)
         if m is None:
-            active = f"{self.agent.model.name}:{self.agent.model.version}" if self.agent.model else "none"
-            await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"model {name or '?'} version {version or 'any'} is not loaded (active: {active})")
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._not_loaded(name, version))
         return m
 
+    def _not_loaded(self, name: str, version: str) -> str:
+        active = f"{self.agent.model.name}:{self.agent.model.version}" if self.agent.model else "none"
+        return f"model {name or '?'} version {version or 'any'} is not loaded (active: {active})"
+
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
+        if self.agent.config.inference_auth == "token":
+            await self.agent.require_token(context)
+        try:
+            return await self._infer(request)
+        except _Refused as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def ModelStreamInfer(self, request_iterator, context):  # noqa: ANN001, ANN201
+        """Triton's streaming inference (tritonclient's start_stream/async_stream_infer): requests on one stream
+        are answered as they finish, so that those sent together are batched together; a request that fails gets
+        its error_message (with its id), and the stream goes on."""
+        if self.agent.config.inference_auth == "token":
+            await self.agent.require_token(context)
+        out: asyncio.Queue = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def one(request) -> None:  # noqa: ANN001
+            try:
+                out.put_nowait(ipb.ModelStreamInferResponse(infer_response=await self._infer(request)))
+            except _Refused as exc:
+                out.put_nowait(ipb.ModelStreamInferResponse(
+                    error_message=exc.message, infer_response=ipb.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id)))
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.get_running_loop().create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.gather(*list(running))
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (item := await out.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _infer(self, request):  # noqa: ANN001, ANN202
+        """One inference request, answered or refused (_Refused: the status code and message to send)."""
         t0 = time.perf_counter()
         agent = self.agent
-        if agent.config.inference_auth == "token":
-            await agent.require_token(context)
         agent.counters.add(requests=1)
         m = self._model(request.model_name, request.model_version)
         if m is None:
-            m = await self._require_model(request.model_name, request.model_version, context)
+            raise _Refused(grpc.StatusCode.NOT_FOUND, self._not_loaded(request.model_name, request.model_version))
         try:
-            items, raw_list = self._inputs(m, request)
-        except ValueError as exc:
+            try:
+                items, raw_list = self._inputs(m, request)
+            except ValueError as exc:
+                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+            try:
+                pred = await agent.batcher.predict(m, items, raw_list)
+            except JournalError as exc:
+                raise _Refused(grpc.StatusCode.UNAVAILABLE, f"the scoring journal cannot be written: {exc}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise _Refused(grpc.StatusCode.INTERNAL, f"inference failed: {type(exc).__name__}: {exc}") from None
+        except _Refused:
             agent.counters.add(errors=1)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            pred = await agent.batcher.predict(m, items, raw_list)
-        except JournalError as exc:
-            agent.counters.add(errors=1)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the scoring journal cannot be written: {exc}")
-        except Exception as exc:  # noqa: BLE001
-            agent.counters.add(errors=1)
-            await context.abort(grpc.StatusCode.INTERNAL, f"inference failed: {type(exc).__name__}: {exc}")
+            agent.counters.add_stats(fail_us=int((time.perf_counter() - t0) * 1e6))
+            raise
         resp = self._response(m, request, pred)
         agent.counters.observe(time.perf_counter() - t0)
         return resp
+
+    async def ModelStatistics(self, request, context):  # noqa: ANN001, ANN201
+        """Triton's statistics of the active model, summed over the agent's workers since it started (durations
+        in ns, as Triton's): success and fail (requests and their time in the agent), queue (time waiting in the
+        dynamic batcher), compute_input (preprocessing), compute_infer (onnxruntime), compute_output (the
+        journal's commit before the answer); a batch's compute time counts once for each request in it."""
+        await self._auth(context)
+        m = await self._require_model(request.name, request.version, context)
+        c = self.agent.counters
+        n, s = c.total(), c.stats()
+        _counts, success_s = c.latency()
+        D = ipb.StatisticDuration
+        k = s["stat_requests"]
+        stats = ipb.InferStatistics(
+            success=D(count=n["requests"] - n["errors"], ns=int(success_s * 1e9)),
+            fail=D(count=n["errors"], ns=s["fail_us"] * 1000), queue=D(count=k, ns=s["queue_us"] * 1000),
+            compute_input=D(count=k, ns=s["input_us"] * 1000), compute_infer=D(count=k, ns=s["infer_us"] * 1000),
+            compute_output=D(count=k, ns=s["output_us"] * 1000))
+        return ipb.ModelStatisticsResponse(model_stats=[ipb.ModelStatistics(
+            name=m.name, version=m.version, last_inference=s["last_ms"], inference_count=n["batched_items"],
+            execution_count=n["batches"], inference_stats=stats)])
+
+    async def RepositoryIndex(self, request, context):  # noqa: ANN001, ANN201
+        """The bundles on the device, as Triton lists its model repository: the active one READY, the others
+        (kept for a rollback) UNAVAILABLE."""
+        await self._auth(context)
+        active = self.agent.model
+        out = []
+        for b in self.agent.slots.stored():
+            ready = active is not None and b["bundle_id"] == active.bundle_id
+            if request.ready and not ready:
+                continue
+            out.append(ipb.RepositoryIndexResponse.ModelIndex(
+                name=b["name"], version=b["version"], state="READY" if ready else "UNAVAILABLE",
+                reason="" if ready else f"stored ({b['variant']}, bundle {b['bundle_id'][:12]}), not active"))
+        return ipb.RepositoryIndexResponse(models=out)
 
     def _inputs(self, m: LoadedModel, request) -> tuple[Any, list[bytes]]:  # noqa: ANN001
         if len(request.inputs) != 1:
@@ -304,6 +392,12 @@ class Inference:
         return resp
 
 
+class _Refused(Exception):  # noqa: N818 - a request the agent answers with a status, not a failure of the agent
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 def _oip_handler(servicer: Inference) -> grpc.GenericRpcHandler:
     methods = {
         "ServerLive": (ipb.ServerLiveRequest, ipb.ServerLiveResponse),
@@ -312,12 +406,17 @@ def _oip_handler(servicer: Inference) -> grpc.GenericRpcHandler:
         "ServerMetadata": (ipb.ServerMetadataRequest, ipb.ServerMetadataResponse),
         "ModelMetadata": (ipb.ModelMetadataRequest, ipb.ModelMetadataResponse),
         "ModelInfer": (ipb.ModelInferRequest, ipb.ModelInferResponse),
+        "ModelStatistics": (ipb.ModelStatisticsRequest, ipb.ModelStatisticsResponse),
+        "RepositoryIndex": (ipb.RepositoryIndexRequest, ipb.RepositoryIndexResponse),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name), request_deserializer=req.FromString,
                                                   response_serializer=resp.SerializeToString)
         for name, (req, resp) in methods.items()
     }
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer, request_deserializer=ipb.ModelInferRequest.FromString,
+        response_serializer=ipb.ModelStreamInferResponse.SerializeToString)
     return grpc.method_handlers_generic_handler(OIP_SERVICE, handlers)
 
 

@@ -36,8 +36,13 @@ log = logging.getLogger("cdl-edge")
 _HEAD = struct.Struct("<d")  # when worker 0 started (Unix time): the agent's uptime, whichever worker answers
 # ModelInfer durations, in the buckets of a Prometheus histogram (upper bounds, seconds; the last is +Inf)
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, float("inf"))
-_N = 4 + len(LATENCY_BUCKETS) + 1
-_SLOT = struct.Struct("<" + "q" * _N)  # requests, errors, batches, batched items, bucket counts, sum (µs)
+_SUM = 4 + len(LATENCY_BUCKETS)  # the histogram's sum (µs), after requests, errors, batches, items and the buckets
+# then what Triton's ModelStatistics reports (µs): time queued in the batcher, preprocessing, onnxruntime and the
+# journal's commit, each a batch's time once for each of its requests; how many requests those cover; the time of
+# failed requests; and when the last inference ended (Unix ms)
+STATS = ("queue_us", "input_us", "infer_us", "output_us", "stat_requests", "fail_us", "last_ms")
+_N = _SUM + 1 + len(STATS)
+_SLOT = struct.Struct("<" + "q" * _N)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -90,8 +95,26 @@ class Counters:
         """One ModelInfer answered after `seconds` (the /metrics histogram)."""
         c = self._mine
         c[4 + bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        c[-1] += int(seconds * 1e6)
+        c[_SUM] += int(seconds * 1e6)
         _SLOT.pack_into(self._mm, _HEAD.size + _SLOT.size * self.index, *c)
+
+    def add_stats(self, **us: int) -> None:
+        """Add to the ModelStatistics fields (STATS); last_ms is set, not added."""
+        c = self._mine
+        for k, v in us.items():
+            i = _SUM + 1 + STATS.index(k)
+            c[i] = v if k == "last_ms" else c[i] + v
+        _SLOT.pack_into(self._mm, _HEAD.size + _SLOT.size * self.index, *c)
+
+    def stats(self) -> dict[str, int]:
+        """Every worker's STATS, summed (last_ms: the latest)."""
+        out = dict.fromkeys(STATS, 0)
+        for i in range(self.workers):
+            slot = self.slot(i)
+            for k, name in enumerate(STATS):
+                v = slot[_SUM + 1 + k]
+                out[name] = max(out[name], v) if name == "last_ms" else out[name] + v
+        return out
 
     def latency(self) -> tuple[list[int], float]:
         """Every worker's ModelInfer durations: (count per bucket, not cumulative; their sum in seconds)."""
@@ -101,7 +124,7 @@ class Counters:
             slot = self.slot(i)
             for k in range(len(LATENCY_BUCKETS)):
                 counts[k] += slot[4 + k]
-            total += slot[-1]
+            total += slot[_SUM]
         return counts, total / 1e6
 
     def slot(self, index: int) -> tuple[int, int, int, int]:

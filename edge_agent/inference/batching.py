@@ -39,6 +39,7 @@ class _Pending:
     items: Any  # list[str] for text, (n, H, W, C) ndarray for images
     raw: list[bytes]
     future: asyncio.Future
+    queued: float  # time.perf_counter() when it joined the queue
 
     @property
     def key(self) -> tuple[int, str]:
@@ -48,7 +49,7 @@ class _Pending:
 
 class Batcher:
     def __init__(self, journal: Journal, pool: Executor, max_batch: int, keep_raw_below: float,
-                 max_delay_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
+                 max_delay_ms: float = 2.0, on_batch: Callable[..., None] | None = None):
         self.journal = journal
         self.pool = pool
         self.max_batch = max(1, int(max_batch))
@@ -72,11 +73,12 @@ class Batcher:
                 pred = _run(model, items)
             else:
                 pred = await loop.run_in_executor(self.pool, _run, model, items)
+            t = time.perf_counter()
             await self._journal([self._records(model, pred, raw)])
-            self._count(len(items))
+            self._count(len(items), 1, 0.0, pred, time.perf_counter() - t)
             return pred
         fut = loop.create_future()
-        self._queue.append(_Pending(model, items, raw, fut))
+        self._queue.append(_Pending(model, items, raw, fut, time.perf_counter()))
         self._queued += len(items)
         if self._enough is not None and self._queued >= self._want:
             self._enough.set()
@@ -128,8 +130,10 @@ class Batcher:
             items = [t for p in group for t in p.items]
         else:
             items = np.concatenate([p.items for p in group])
+        start = time.perf_counter()
         try:
-            preds = _split(_run(model, items), [len(p.items) for p in group])
+            whole = _run(model, items)
+            preds = _split(whole, [len(p.items) for p in group])
         except Exception as exc:  # noqa: BLE001
             if len(group) == 1:
                 _fail(group, exc)
@@ -138,12 +142,13 @@ class Batcher:
                 await self._run_group([p])
             return
         records = [self._records(model, pred, p.raw) for p, pred in zip(group, preds, strict=True)]
+        t = time.perf_counter()
         try:
             await self._journal(records)
         except Exception as exc:  # noqa: BLE001
             _fail(group, JournalError(f"{type(exc).__name__}: {exc}"))
             return
-        self._count(len(items))
+        self._count(len(items), len(group), sum(start - p.queued for p in group), whole, time.perf_counter() - t)
         for p, pred in zip(group, preds, strict=True):
             if not p.future.done():
                 p.future.set_result(pred)
@@ -154,11 +159,17 @@ class Batcher:
         else:  # WAL without fsync: a commit is a write() of a few kB, cheaper than a hop to a thread and back
             self.journal.write(record_lists)
 
-    def _count(self, items: int) -> None:
+    def _count(self, items: int, requests: int, queued_s: float, pred: Prediction, output_s: float) -> None:
+        """One batch done: `requests` requests of `items` items, which waited `queued_s` in all; the batch's
+        preprocessing and onnxruntime times (pred) and its journal commit (output_s) count once per request, as
+        Triton counts a batch's compute time for each request in it."""
         self.batches += 1
         self.batched_items += items
         if self.on_batch is not None:
-            self.on_batch(items)
+            infer_s = pred.infer_ms / 1000
+            self.on_batch(items, requests=requests, queue_us=int(queued_s * 1e6),
+                          input_us=int(requests * (pred.latency_ms / 1000 - infer_s) * 1e6),
+                          infer_us=int(requests * infer_s * 1e6), output_us=int(requests * output_s * 1e6))
 
     def _records(self, m: LoadedModel, pred: Prediction, raw_list: list[bytes]) -> list[dict[str, Any]]:
         now = time.time()

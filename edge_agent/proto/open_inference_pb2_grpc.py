@@ -64,6 +64,21 @@ class GRPCInferenceServiceStub:
                 request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/cdl.edge.oip.v2.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
+        self.ModelStatistics = channel.unary_unary(
+                '/cdl.edge.oip.v2.GRPCInferenceService/ModelStatistics',
+                request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsRequest.SerializeToString,
+                response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsResponse.FromString,
+                _registered_method=True)
+        self.RepositoryIndex = channel.unary_unary(
+                '/cdl.edge.oip.v2.GRPCInferenceService/RepositoryIndex',
+                request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.SerializeToString,
+                response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -105,6 +120,26 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Triton's extensions that stock clients call, with the field numbers of Triton's grpc_service.proto:
+        tritonclient's start_stream/async_stream_infer, get_inference_statistics, get_model_repository_index
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ModelStatistics(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepositoryIndex(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +172,21 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.FromString,
                     response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.FromString,
+                    response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStreamInferResponse.SerializeToString,
+            ),
+            'ModelStatistics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelStatistics,
+                    request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsRequest.FromString,
+                    response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsResponse.SerializeToString,
+            ),
+            'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepositoryIndex,
+                    request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.FromString,
+                    response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -301,6 +351,87 @@ class GRPCInferenceService:
             '/cdl.edge.oip.v2.GRPCInferenceService/ModelInfer',
             edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
             edge__agent_dot_proto_dot_open__inference__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cdl.edge.oip.v2.GRPCInferenceService/ModelStreamInfer',
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelInferRequest.SerializeToString,
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelStreamInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStatistics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cdl.edge.oip.v2.GRPCInferenceService/ModelStatistics',
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsRequest.SerializeToString,
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelStatisticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepositoryIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cdl.edge.oip.v2.GRPCInferenceService/RepositoryIndex',
+            edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.SerializeToString,
+            edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

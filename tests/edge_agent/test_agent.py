@@ -97,6 +97,60 @@ def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_facto
         client.infer("ws", [bad])
 
 
+def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(packaged, agent_factory):
+    """What tritonclient also calls besides ModelInfer: ModelStreamInfer (start_stream/async_stream_infer: each
+    answer as it finishes, matched by id; a bad request gets its error and the stream goes on), ModelStatistics
+    (get_inference_statistics: counts and times the agent measured) and RepositoryIndex (the bundles on the
+    device). They answered UNIMPLEMENTED."""
+    import queue
+
+    import tritonclient.grpc as tc
+
+    ws = packaged
+    agent = agent_factory(ws, workers=2)
+    deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    deploy(ws, "ws:1", "fp32", "dev1")
+    client = _triton(agent, ws)
+    texts = _test_texts(ws, 30)
+    expected = [b.decode() for b in _infer(client, texts).as_numpy("label")]
+    got: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    for i, t in enumerate(texts):
+        inp = tc.InferInput("text", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode()], dtype=object))
+        client.async_stream_infer("ws", [inp], request_id=f"r{i}")
+    bad = tc.InferInput("text", [1], "FP32")
+    bad.set_data_from_numpy(np.zeros(1, np.float32))
+    client.async_stream_infer("ws", [bad], request_id="bad")
+    answers, errors = {}, []
+    for _ in range(len(texts) + 1):
+        result, error = got.get(timeout=60)
+        if error is not None:
+            errors.append(str(error))
+        else:
+            answers[result.get_response().id] = result.as_numpy("label")[0].decode()
+    client.stop_stream()
+    assert answers == {f"r{i}": label for i, label in enumerate(expected)}
+    assert len(errors) == 1 and "this model takes text as BYTES, got FP32" in errors[0], errors
+    # statistics: summed over both workers, in ns as Triton's
+    st = client.get_inference_statistics("ws", as_json=True)["model_stats"][0]
+    inf = st["inference_stats"]
+    assert (st["name"], st["version"]) == ("ws", "1")
+    assert int(inf["success"]["count"]) == 1 + len(texts) and int(inf["fail"]["count"]) == 1, st
+    assert int(st["inference_count"]) == 2 * len(texts) and 1 <= int(st["execution_count"]) <= 1 + len(texts), st
+    for k in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert int(inf[k].get("ns", 0)) > 0, (k, inf)
+    assert int(inf["compute_infer"]["count"]) == 1 + len(texts)
+    assert int(inf["success"]["ns"]) > int(inf["compute_infer"]["ns"]) / int(st["execution_count"])
+    assert int(st["last_inference"]) / 1000 == pytest.approx(time.time(), abs=60)
+    assert "statistics" in client.get_server_metadata().extensions
+    # the repository: the active bundle READY, the one kept for a rollback not
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert sorted((m["name"], m["version"], m["state"]) for m in index) == [("ws", "1", "READY"),
+                                                                         ("ws", "1", "UNAVAILABLE")], index
+    assert [m for m in index if m["state"] != "READY"][0]["reason"].startswith("stored (dynamic_int8, bundle ")
+
+
 def test_push_activate_rollback_and_history(packaged, agent_factory):
     ws = packaged
     agent_factory(ws)
