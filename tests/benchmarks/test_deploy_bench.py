@@ -131,13 +131,24 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
             counts[k] += 1
             i += 16
 
-    async def run(address: str, seconds: float) -> float:
+    async def stream_loop(k: int, deadline: float, counts: list[int], stub) -> None:  # noqa: ANN001
+        call = stub.ModelStreamInfer()  # Triton's streaming call: one stream per client, one request in flight
+        i = k
+        while time.perf_counter() < deadline:
+            await call.write(requests[i % len(requests)])
+            reply = await call.read()
+            assert not reply.error_message, reply.error_message
+            counts[k] += 1
+            i += 16
+        await call.done_writing()
+
+    async def run(address: str, seconds: float, loop=client_loop) -> float:  # noqa: ANN001
         channels = [grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca),
                                             options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(16)]
         stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
         counts = [0] * 16
         start = time.perf_counter()
-        await asyncio.gather(*(client_loop(k, start + seconds, counts, stubs[k]) for k in range(16)))
+        await asyncio.gather(*(loop(k, start + seconds, counts, stubs[k]) for k in range(16)))
         rate = sum(counts) / (time.perf_counter() - start)
         for c in channels:
             await c.close()
@@ -154,6 +165,8 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
         deploy(ws, "ws:1", "fp32", "bench")
         asyncio.run(run(agent.address, 2.0))  # warm-up
         results[workers] = asyncio.run(run(agent.address, 10.0))
+        if workers == cores:  # printed beside the target, which is ModelInfer's
+            streamed = asyncio.run(run(agent.address, 10.0, stream_loop))
         agent.stop()
     # gRPC's own floor on this machine: as many processes as agent workers, on one port, answering every
     # ModelInfer with a fixed reply of the agent's shape and doing nothing else, under the same 16 clients
@@ -166,6 +179,7 @@ def test_agent_throughput_16_clients(bbc, record, tmp_path):
            in_process_per_s=round(baseline), ratio=round(ratio, 2), target=0.5,
            one_worker_requests_per_s=round(results[1]), one_worker_ratio=round(results[1] / baseline, 2),
            empty_grpc_handler_per_s=round(floor), empty_grpc_handler_ratio=round(floor / baseline, 2),
+           model_stream_infer_per_s=round(streamed), model_stream_infer_ratio=round(streamed / baseline, 2),
            note="batch 1 from each client (the agent batches concurrent requests dynamically, max_batch 64); both "
            "sides preprocess (Porter stemming, vocabulary) and run onnxruntime; the agent also journals every "
            "prediction before replying; clients and agent share the machine's cores; one worker per core")
