@@ -171,11 +171,15 @@ def verdict(results: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def checks(ws, devices: list[str] | None = None, **params: Any) -> list[dict[str, Any]]:  # noqa: ANN001
-    """A check for every enrolled device (or those named) on the bundle it served most recently; the scoring data
-    of a device that was removed stays, unchecked."""
+    """A check for every enrolled device (or those named) on the bundle it serves (as its last health said), else
+    the one it served most recently; the scoring data of a device that was removed stays, unchecked. (After a
+    rollback, the newest records are the rolled-back bundle's: checking those found drift in a model no longer
+    serving, and deploy.maintain proposed to retrain for it.)"""
     from runtime.devices import scoring_store
 
-    devices = devices or [d.name for d in ws.store.devices()]
+    enrolled = ws.store.devices()
+    devices = devices or [d.name for d in enrolled]
+    serving = {d.name: ((d.last_health or {}).get("active") or {}).get("bundle_id") for d in enrolled}
     store = scoring_store(ws)
     out = []
     with store.connect() as con:
@@ -183,6 +187,8 @@ def checks(ws, devices: list[str] | None = None, **params: Any) -> list[dict[str
         for device, bundle_id in rows:
             if device not in devices:
                 continue
+            if serving.get(device) and ws.artifacts.exists(serving[device]):
+                bundle_id = serving[device]
             manifest = bundle_manifest(ws, bundle_id)
             out.append(check(con, device, bundle_id, manifest, **params))
     return out

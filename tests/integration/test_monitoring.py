@@ -341,6 +341,11 @@ def test_a_canary_whose_predictions_drift_rolls_back(bbc_packaged, agent_factory
         staged_deploy(ws, "ws:1", "dynamic_int8", ["dev1", "dev2"], canary=1, watch_s=1, log=said.append,
                       sleep=traffic(foreign), drift=drift_settings(ws))
     assert active("dev1") == active("dev2") == "fp32"
+    # deploy.monitor then checks the bundle dev1 serves, not the rolled-back one whose records are the newest (it
+    # found drift there, in a model no longer serving, and proposed to retrain)
+    collect(ws, ["dev1"])
+    (c,) = monitor.checks(ws, devices=["dev1"], **drift_settings(ws))
+    assert c["variant"] == "fp32" and c["window"]["n"] == 0 and not c["drifted"], c
     import random
 
     mixed = random.Random(0).sample(held_out_texts(ws), 120)  # the test split is in class order: all classes
