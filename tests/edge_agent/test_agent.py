@@ -829,6 +829,21 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
     ok = _infer(_triton(agent, ws), ["some text about shares and markets"],
                 headers={"authorization": f"Bearer {dev.token}"})
     assert ok.as_numpy("label").shape == (1,)
+    for call in ("get_inference_statistics", "get_model_repository_index"):  # Triton's extensions too
+        with pytest.raises(InferenceServerException, match="token"):
+            getattr(_triton(agent, ws), call)()
+    import queue
+
+    import tritonclient.grpc as tc
+
+    got: queue.Queue = queue.Queue()
+    streamer = _triton(agent, ws)
+    streamer.start_stream(callback=lambda result, error: got.put(error))
+    inp = tc.InferInput("text", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([b"some text"], dtype=object))
+    streamer.async_stream_infer("ws", [inp])
+    assert "token" in str(got.get(timeout=30))
+    streamer.stop_stream()
     # a plaintext connection is refused (the agent only speaks TLS)
     from edge_agent.proto import edge_pb2, edge_pb2_grpc
 
