@@ -193,6 +193,20 @@ class LabelQueue:
     def refresh(self) -> None:
         self._view = None
 
+    def _new_rows(self) -> list[IndexRow]:
+        """Items imported after the checked-out dataset was made (data.ingest has not run since), as Label
+        Studio's queue shows an import at once: they can be labeled now, and data.ingest brings them, with their
+        labels, into the next version. Found again only when the item set changed (its revision token)."""
+        token = self.store.items_fingerprint()
+        view = self._dataset()
+        if getattr(self, "_new_for", None) != (token, id(view)):
+            # the usual case, nothing new, costs a count: the items are read only when there are more than the
+            # dataset holds
+            more = self.store.item_count() > len(view.rows)
+            self._new = [r for uid, r in self._staged().items() if not view.has(uid)] if more else []
+            self._new_for = (token, id(view))
+        return self._new
+
     def classes(self) -> list[str]:
         cfg = self.ws.config()
         fixed = (cfg.labeling or {}).get("classes") or []
@@ -249,7 +263,7 @@ class LabelQueue:
             if filter not in FILTERS:
                 raise CdlError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)}, proposal:ID)")
             quarantined = self._quarantined()
-            order = (r for r in self._dataset().rows if r.uid not in quarantined)
+            order = itertools.chain((r for r in self._dataset().rows if r.uid not in quarantined), self._new_rows())
         seen_ids: set[str] = set()
         none = LabelState(None, False)
         for r in order:
@@ -361,7 +375,7 @@ class LabelQueue:
     def progress(self) -> dict[str, int]:
         states = current_states(self.store)
         quarantined = self._quarantined()
-        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined}
+        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
         labeled = conflicts = 0
         for i in ids:
             st = states.get(i)
@@ -400,15 +414,21 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}
     if rows:
+        from runtime.workspace.dataset import DatasetView, PackReader
+
         spec = transform_spec(ws, mv.transform, log=say)
         view = q._dataset()
+        new = {r.uid for r in q._new_rows()}  # imported since the dataset was made: read from the import's packs
         say(f"{mv.ref} predicts {len(rows)} item(s) to decide")
-        for start in range(0, len(rows), 2048):
-            chunk = rows[start : start + 2048]
-            probs = predict_proba(ws, mv, rows_under(view, chunk, spec))
-            for r, p in zip(chunk, probs, strict=True):
-                j = int(np.argmax(p))
-                out[r.id] = [mv.classes[j], round(float(p[j]), 4)]
+        fresh = [r for r in rows if r.uid in new]
+        for reader, group in ((view, [r for r in rows if r.uid not in new]),
+                              (DatasetView(fresh, PackReader(ws.packs_dir)), fresh)):
+            for start in range(0, len(group), 2048):
+                chunk = group[start : start + 2048]
+                probs = predict_proba(ws, mv, rows_under(reader, chunk, spec))
+                for r, p in zip(chunk, probs, strict=True):
+                    j = int(np.argmax(p))
+                    out[r.id] = [mv.classes[j], round(float(p[j]), 4)]
     doc = {"model": mv.ref, "created": datetime.now(UTC).isoformat(), "items": out}
     from runtime.workspace.config import atomic_write_text
 

@@ -101,6 +101,40 @@ def test_labels_join_the_next_version(unlabeled_ws):
     assert versions[-1].classes["tech"] == 2 and versions[-1].classes["sport"] == 1
 
 
+def test_items_imported_after_the_dataset_was_made_are_in_the_queue_at_once(unlabeled_ws, tmp_path):
+    """A CSV imported (`cdl data import`) after the checked-out dataset was made: its items are in the labeling
+    queue and its progress at once, as in Label Studio after an import; they said "nothing left to label" until
+    data.ingest ran. Their labels go into the next version with them."""
+    import csv
+
+    ws = unlabeled_ws
+    q = LabelQueue(ws, "alice")
+    while (item := q.next()) is not None:  # the dataset's items first
+        q.set_label(item.uid, "tech")
+    assert q.progress()["unlabeled"] == 0
+    texts = ["The central bank raised interest rates again as inflation stayed high in the euro zone",
+             "The striker scored twice as the club won the cup final in extra time on Saturday"]
+    with open(tmp_path / "more.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text"])
+        w.writerows([t] for t in texts)
+    add_source(ws, tmp_path / "more.csv", {"unlabeled": True})
+    q.refresh()
+    before = q.progress()
+    assert before["unlabeled"] == 2 and before["total"] == before["labeled"] + 2, before
+    got = []
+    for label in ("business", "sport"):
+        item = q.next()
+        got.append(q.content(item.uid))
+        q.set_label(item.uid, label)
+    assert got == texts and q.next() is None
+    assert Runner(ws).run(until="data.label").ok
+    version = ws.store.versions()[-1]
+    assert version.classes["business"] == 1 and version.classes["sport"] == 1, version.classes
+    q.refresh()
+    assert q.progress() == {**before, "labeled": before["labeled"] + 2, "unlabeled": 0}
+
+
 def test_conflicts_are_recorded_not_resolved(unlabeled_ws):
     ws = unlabeled_ws
     item = ws.dataset().rows[0]
