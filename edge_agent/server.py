@@ -42,6 +42,7 @@ from edge_agent.workers import Counters, Workers
 
 log = logging.getLogger("cdl-edge")
 OIP_SERVICE = "inference.GRPCInferenceService"
+STREAM_IN_FLIGHT = 256  # requests of one ModelStreamInfer stream being answered at once
 OUTPUTS = ("probabilities", "label", "confidence")
 _NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
@@ -259,6 +260,8 @@ class Inference:
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    if len(running) >= STREAM_IN_FLIGHT:  # a client that sends without reading waits (flow control)
+                        await asyncio.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
                     task = asyncio.get_running_loop().create_task(one(request))
                     running.add(task)
                     task.add_done_callback(running.discard)
