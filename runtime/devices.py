@@ -333,8 +333,11 @@ def served_variant(ws: Workspace, device: str) -> str | None:
     try:
         with DeviceClient(ws, device, timeout=5.0) as client:
             return (client.health().get("active") or {}).get("variant")
-    except CdlError:  # unreachable now (the push will say whether it can be reached)
-        return ((ws.store.device(device).last_health or {}).get("active") or {}).get("variant")
+    except CdlError:  # unreachable now, or not enrolled (the push will say which)
+        try:
+            return ((ws.store.device(device).last_health or {}).get("active") or {}).get("variant")
+        except NotFoundError:
+            return None
 
 
 def variant_for(ws: Workspace, device: str, mv: Any, configured: str) -> tuple[str, str]:  # noqa: ANN401

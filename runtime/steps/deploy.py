@@ -437,7 +437,10 @@ class PushStep(Step):
                     ctx.log(f"{note}: it gets {out[name]}")
                 continue
             out[name] = ctx.params["variant"]
-            was = ((ctx.store.device(name).last_health or {}).get("active") or {})
+            try:
+                was = ((ctx.store.device(name).last_health or {}).get("active") or {})
+            except NotFoundError:  # not enrolled: its push fails and says so, the others go on
+                continue
             if was.get("name") == mv.name and was.get("variant") not in (None, out[name]):
                 ctx.log(f"{name} served {was['variant']}; it gets {out[name]} (deploy.push's variant; `variant: "
                         f"served` keeps each device's)")

@@ -261,6 +261,12 @@ def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_f
     assert "dev2 served dynamic_int8; it gets fp32 (deploy.push's variant; `variant: served` keeps each device's)" \
         in said, said
     assert active("dev2") == "fp32"
+    # a device named in cdl.yaml but not enrolled fails alone, with either kind of variant
+    for variant in ("served", "dynamic_int8"):
+        res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {"devices": ["nope", "dev2"],
+                                                                                "variant": variant}})
+        assert not res.ok and "nope" in res.steps[0].error and "not enrolled" in res.steps[0].error, res.steps[0]
+    assert active("dev2") == "dynamic_int8"
 
 
 def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent_factory):
