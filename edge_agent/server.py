@@ -542,8 +542,10 @@ class Control(epb_grpc.EdgeControlServicer):
         await self.agent.require_token(context)
         a = self.agent
         j = a.journal
-        n = a.counters.total()
+        n, s = a.counters.total(), a.counters.stats()
         return epb.HealthResponse(agent_version=__version__, active=a.active_pb(), uptime_s=time.time() - a.counters.started,
+                                  timed_requests=s["stat_requests"], queue_us=s["queue_us"], input_us=s["input_us"],
+                                  infer_us=s["infer_us"], output_us=s["output_us"],
                                   requests=n["requests"], errors=n["errors"], workers=a.workers,
                                   batches=n["batches"], batched_items=n["batched_items"],
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,

@@ -943,7 +943,7 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
 def devices_status(obj: dict[str, Any], names: tuple[str, ...], as_json: bool, timeout: float) -> None:
     """Ask devices (every enrolled one without NAMES) for their health: active model, uptime, requests, errors,
     free disk, journal. Exit 1 when one does not answer."""
-    from runtime.devices import probe_devices
+    from runtime.devices import probe_devices, status_line
 
     probes = probe_devices(_ws(obj), timeout, list(names) or None)
     docs = [{"device": n, "online": True, **p["health"]} if p["health"] else
@@ -954,26 +954,13 @@ def devices_status(obj: dict[str, Any], names: tuple[str, ...], as_json: bool, t
         if not doc["online"]:
             click.echo(doc["error"])  # "device NAME: health failed: UNAVAILABLE: cannot reach it ..."
             continue
-        click.echo(device_status_line(doc))
+        click.echo(status_line(doc))
         for w in doc.get("warnings", []):
             click.echo(f"  warning: {w}")
     if not docs and not as_json:
         click.echo("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
     if any(not d["online"] for d in docs):
         sys.exit(1)
-
-
-def device_status_line(doc: dict) -> str:
-    """One line of `cdl devices status` for a device that answered (its health document)."""
-    a = doc["active"]
-    line = (f"{doc['device']}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
-            f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
-            f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
-            f"(acked {doc['journal']['acked_seq']}), ")
-    if doc["providers"]:  # no model loaded: no onnxruntime session, so no providers to name
-        line += f"providers {', '.join(doc['providers'])}, "
-    line += f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}"
-    return line + (f", {doc['items_per_batch']} items a batch" if doc["items_per_batch"] else "")
 
 
 @devices.command("collect")

@@ -165,7 +165,11 @@ class DeviceClient:
                "workers": r.workers or 1, "batches": r.batches,
                "items_per_batch": round(r.batched_items / r.batches, 2) if r.batches else None,
                "journal": {"id": r.journal_id, "last_seq": r.journal_last_seq, "acked_seq": r.journal_acked_seq,
-                           "records": r.journal_records}, "providers": list(r.providers)}
+                           "records": r.journal_records}, "providers": list(r.providers),
+               # where an answered request's time went on the device, on average (ms); None before any
+               "request_ms": {k: round(getattr(r, f) / r.timed_requests / 1000, 3) for k, f in (
+                   ("queue", "queue_us"), ("preprocessing", "input_us"), ("onnxruntime", "infer_us"),
+                   ("journal", "output_us"))} if r.timed_requests else None}
         doc["warnings"] = health_warnings(self.device.name, doc)
         from runtime.store.tables import utcnow
 
@@ -472,6 +476,22 @@ def _canary_drift(ws: Workspace, first: list[str], bundles: dict[str, str], last
             else:
                 log(f"{d}: no drift in its {c['window']['n']} predictions while watched")
     return failed
+
+
+def status_line(doc: dict[str, Any]) -> str:
+    """One line for a device that answered (its health document): `cdl devices status`, the devices panel's Health."""
+    a = doc["active"]
+    line = (f"{doc['device']}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
+            f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
+            f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
+            f"(acked {doc['journal']['acked_seq']}), ")
+    if doc["providers"]:  # no model loaded: no onnxruntime session, so no providers to name
+        line += f"providers {', '.join(doc['providers'])}, "
+    line += f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}"
+    line += f", {doc['items_per_batch']} items a batch" if doc["items_per_batch"] else ""
+    if doc.get("request_ms"):  # an older agent sends none
+        line += "; a request: " + ", ".join(f"{k} {v:g} ms" for k, v in doc["request_ms"].items())
+    return line
 
 
 def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -149,6 +149,11 @@ def test_two_workers_share_the_port_the_model_and_the_journal(packaged, agent_fa
     status = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "status", "dev1"],
                             capture_output=True, text=True, check=True).stdout
     assert "72 requests" in status and "2 workers" in status and "items a batch" in status
+    # where a request's time went, summed over both workers (each batch's time once for each of its requests)
+    ms = h["request_ms"]
+    assert list(ms) == ["queue", "preprocessing", "onnxruntime", "journal"] and all(v >= 0 for v in ms.values())
+    assert ms["preprocessing"] > 0 and ms["onnxruntime"] > 0, ms
+    assert "; a request: queue " in status and f"preprocessing {ms['preprocessing']:g} ms" in status, status
     assert h["journal"]["records"] == 72 and h["journal"]["last_seq"] == 72
     # an activation through one worker: every request after it, on every connection, runs the new model
     before = _last_seq(agent.data_dir)

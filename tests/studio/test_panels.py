@@ -382,7 +382,9 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     d.devices.selectRow([r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "dev1"][0])
     d._health()
     qtbot.waitUntil(lambda: " 6 requests" in d.status_label.text(), timeout=30000)
-    assert "1 worker(s)" in d.status_label.text() and "items a batch" in d.status_label.text()
+    # the line `cdl devices status` prints, with where a request's time went on the device
+    assert ", 1 worker, " in d.status_label.text() and "items a batch" in d.status_label.text()
+    assert "; a request: queue " in d.status_label.text() and " ms, onnxruntime " in d.status_label.text()
     # a device that is gone for good is removed, after a question that says what stays
     from PySide6.QtWidgets import QMessageBox
 

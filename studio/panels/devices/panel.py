@@ -250,10 +250,9 @@ class DevicesPanel(Panel):
             with DeviceClient(self.ctx.workspace, name, timeout=10) as c:
                 return c.health()
 
-        self.work(health, message=f"asking {name}…", done=lambda h: self.say(
-            f"{name}: up {h['uptime_s']:.0f}s, {h['requests']} requests, {h['errors']} errors, providers "
-            f"{', '.join(h['providers']) or '-'}, {h['workers']} worker(s), {h['items_per_batch'] or '-'} items a batch",
-            "ok"))
+        from runtime.devices import status_line
+
+        self.work(health, message=f"asking {name}…", done=lambda h: self.say(status_line(h), "ok"))
 
     def _push(self) -> None:
         from runtime.devices import deploy_each
