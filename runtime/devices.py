@@ -413,12 +413,7 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
             if waited < watch_s:
                 log(f"canary: {waited:.0f} of {watch_s:g} s")
     except BaseException:  # Ctrl-C or a cancelled run: a canary nobody watched to the end goes back
-        for d in first:
-            try:
-                rollback(ws, d)
-                log(f"{d}: rolled back (the watch was interrupted)")
-            except CdlError as exc:
-                log(f"{d}: rollback failed: {exc}")
+        _roll_back(ws, first, log, " (the watch was interrupted)")
         raise
     verdicts, failed = {}, []
     for d in first:
@@ -440,12 +435,7 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
     if drift is not None and not failed:
         failed += _canary_drift(ws, first, bundles, last_seq, drift, verdicts, log)
     if failed:
-        for d in first:
-            try:
-                rollback(ws, d)
-                log(f"{d}: rolled back")
-            except CdlError as exc:
-                log(f"{d}: rollback failed: {exc}")
+        _roll_back(ws, first, log)
         raise CdlError(f"canary failed, rolled back; {', '.join(rest)} not touched: " + "; ".join(failed))
     log("canary: " + "; ".join(f"{d} {v['requests']} requests, {v['errors']} errors" for d, v in verdicts.items())
         + f"; now {', '.join(rest)}")
@@ -453,6 +443,16 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
     if errors:
         raise CdlError("the canary did well, but " + "; ".join(errors))
     return {"canary": verdicts, "deployed": devices}
+
+
+def _roll_back(ws: Workspace, devices: list[str], log: Callable[[str], None], why: str = "") -> None:
+    """Roll each canary back; one that cannot be is said, and the others still are."""
+    for d in devices:
+        try:
+            rollback(ws, d)
+            log(f"{d}: rolled back{why}")
+        except CdlError as exc:
+            log(f"{d}: rollback failed: {exc}")
 
 
 def _canary_drift(ws: Workspace, first: list[str], bundles: dict[str, str], last_seq: dict[str, int],
