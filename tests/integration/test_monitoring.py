@@ -256,6 +256,21 @@ def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_pac
     assert proposals(ws)[0]["status"] == "done"
 
 
+def _drift_label_and_retrain(ws, agent_factory) -> None:  # noqa: ANN001
+    """dev1 serves ws:1 and drifts; `cdl loop` proposes, the proposal's samples are labeled, and the next `cdl loop`
+    trains ws:2 and waits for its review."""
+    from runtime.loop import run_loop
+
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    assert run_loop(ws)["status"] == "waiting"
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
+        q.set_label(item.uid, "tech")
+    assert run_loop(ws)["status"] == "waiting"  # for a review of ws:2
+
+
 def test_the_loop_after_the_drifted_device_was_removed(bbc_packaged, agent_factory):
     """The device that drifted was unenrolled (`cdl devices remove`) before the new version was approved: the
     loop ended in a traceback (NotFoundError) while choosing the variant to push; it now finishes the retraining
@@ -265,14 +280,7 @@ def test_the_loop_after_the_drifted_device_was_removed(bbc_packaged, agent_facto
     from runtime.registry import review
 
     ws = bbc_packaged
-    agent = agent_factory(ws, raw_below=0.9)
-    deploy(ws, "ws:1", "fp32", "dev1")
-    send(agent, ws, other_domain_texts(200))
-    assert run_loop(ws)["status"] == "waiting"
-    q = LabelQueue(ws, "lena")
-    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
-        q.set_label(item.uid, "tech")
-    assert run_loop(ws)["status"] == "waiting"  # for a review of ws:2
+    _drift_label_and_retrain(ws, agent_factory)
     review(ws.store, "ws:2", True, "fine", "vera")
     remove(ws, "dev1")
     res = run_loop(ws)
@@ -290,14 +298,7 @@ def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_f
     from runtime.registry import review
 
     ws = bbc_packaged
-    agent = agent_factory(ws, raw_below=0.9)
-    deploy(ws, "ws:1", "fp32", "dev1")
-    send(agent, ws, other_domain_texts(200))
-    assert run_loop(ws)["status"] == "waiting"
-    q = LabelQueue(ws, "lena")
-    while (item := q.next(f"proposal:{proposals(ws)[0]['id']}")) is not None:
-        q.set_label(item.uid, "tech")
-    assert run_loop(ws)["status"] == "waiting"  # for a review of ws:2
+    _drift_label_and_retrain(ws, agent_factory)
     review(ws.store, "ws:2", False, "worse on sport", "vera")
     res = run_loop(ws)
     assert res["status"] == "done" and res.code == 0 and res["review"] == "rejected", res
