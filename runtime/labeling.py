@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.domain.entities import LabelRecord
 from runtime.domain.errors import CdlError, DataImportError, NotFoundError
-from runtime.workspace.dataset import IndexRow, decode_text
+from runtime.workspace.dataset import DatasetView, IndexRow, PackReader, decode_text
 
 if TYPE_CHECKING:
     from runtime.workspace.workspace import Workspace
@@ -320,8 +320,6 @@ class LabelQueue:
             row = view.row(uid)
             reader = view
         except CdlError:
-            from runtime.workspace.dataset import DatasetView, PackReader
-
             staged = self._staged([uid])
             if uid not in staged:
                 raise
@@ -414,8 +412,6 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}
     if rows:
-        from runtime.workspace.dataset import DatasetView, PackReader
-
         spec = transform_spec(ws, mv.transform, log=say)
         view = q._dataset()
         new = {r.uid for r in q._new_rows()}  # imported since the dataset was made: read from the import's packs
@@ -540,10 +536,21 @@ def _ls_names(ws: Workspace) -> tuple[bool, str, str]:
             lab.get("to_name") or ("text" if is_text else "image"))
 
 
+def _rows_and_new(ws: Workspace) -> list[tuple[IndexRow, DatasetView]]:
+    """The checked-out dataset's rows, then the items imported since (LabelQueue._new_rows), each with the view
+    that reads it."""
+    q = LabelQueue(ws)
+    view = q._dataset()
+    new = q._new_rows()
+    fresh = DatasetView(new, PackReader(ws.packs_dir))
+    return [(r, view) for r in view.rows] + [(r, fresh) for r in new]
+
+
 def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True) -> dict[str, int]:
-    """Write the checked-out dataset's items and their labels as a Label Studio JSON export."""
+    """Write the checked-out dataset's items, and those imported since, with their labels, as a Label Studio JSON
+    export."""
     is_text, from_name, to_name = _ls_names(ws)
-    view = ws.dataset()
+    every = _rows_and_new(ws)
     records = ws.store.labels()
     by_item: dict[str, list[LabelRecord]] = {}
     for r in records:
@@ -553,7 +560,7 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     ann_id = 0
     guessed = suggestions(ws) or {}
     guesses = guessed.get("items") or {}
-    for n, row in enumerate(view.rows, start=1):
+    for n, (row, reader) in enumerate(every, start=1):
         if row.id in seen:
             continue
         seen.add(row.id)
@@ -561,9 +568,9 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
         if not recs and not include_unlabeled:
             continue
         if is_text:
-            data = {to_name: decode_text(view.read_bytes(row))[0]}
+            data = {to_name: decode_text(reader.read_bytes(row))[0]}
         else:
-            data = {to_name: _png_data_uri(view.read_image(row))}
+            data = {to_name: _png_data_uri(reader.read_image(row))}
         data.update({"source_file": row.source, "cdl_item": row.id, "cdl_uid": row.uid})
         annotations, predictions = [], []
         if row.id in guesses:  # `cdl labels suggest`'s guess: a Label Studio prediction, with its score
@@ -634,8 +641,8 @@ def _png_data_uri(array) -> str:  # noqa: ANN001
 def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False) -> dict[str, Any]:
     """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
 
-    Tasks are matched to items of the checked-out dataset by `data.cdl_item`, then by the content of the
-    text or image, then by `source_file`. Cancelled annotations are recorded as skips (the task stays
+    Tasks are matched to items of the checked-out dataset (and those imported since) by `data.cdl_item`, then by
+    the content of the text or image, then by `source_file`. Cancelled annotations are recorded as skips (the task stays
     unlabeled); disagreeing annotations stay as they are and show up as a conflict. Re-importing the same
     file replaces what it imported before.
     """
@@ -650,10 +657,10 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
         raise DataImportError(f"{path}: the file is empty")
     tasks = load_label_studio(path)
     is_text, from_name, to_name = _ls_names(ws)
-    view = ws.dataset()
-    ids = {r.id for r in view.rows}
+    every = _rows_and_new(ws)
+    ids = {r.id for r, _ in every}
     by_source = {}
-    for r in view.rows:
+    for r, _ in every:
         by_source.setdefault(r.source, r.id)
         parts = r.source.split("/")
         for k in range(1, len(parts)):

@@ -122,6 +122,16 @@ def test_items_imported_after_the_dataset_was_made_are_in_the_queue_at_once(unla
     q.refresh()
     before = q.progress()
     assert before["unlabeled"] == 2 and before["total"] == before["labeled"] + 2, before
+    # a Label Studio export has them too, and its annotations come back to them
+    export_label_studio(ws, tmp_path / "ls.json")
+    tasks = [t for t in json.loads((tmp_path / "ls.json").read_text()) if t["data"]["text"] in texts]
+    assert len(tasks) == 2 and not any(t["annotations"] for t in tasks)
+    tasks[0]["annotations"] = [{"id": 1, "completed_by": 7, "was_cancelled": False, "result": [
+        {"from_name": "category", "to_name": "text", "type": "choices", "value": {"choices": ["politics"]}}]}]
+    (tmp_path / "ls-done.json").write_text(json.dumps(tasks))
+    assert import_label_studio(ws, tmp_path / "ls-done.json")["labels"] == 1
+    assert q.progress()["unlabeled"] == 1
+    ws.store.replace_labels("ls:ls-done.json#", [])  # as it was: the labelers below give these two their labels
     got = []
     for label in ("business", "sport"):
         item = q.next()
