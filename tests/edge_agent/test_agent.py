@@ -132,15 +132,31 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
     client.stop_stream()
     assert answers == {f"r{i}": label for i, label in enumerate(expected)}
     assert len(errors) == 1 and "this model takes text as BYTES, got FP32" in errors[0], errors
+    # more at once than the agent answers on one stream together (STREAM_IN_FLIGHT): the rest wait, none is lost
+    from edge_agent.server import STREAM_IN_FLIGHT
+
+    n = STREAM_IN_FLIGHT + 150
+    client.start_stream(callback=lambda result, error: got.put((result, error)))
+    for i in range(n):
+        inp = tc.InferInput("text", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([texts[i % len(texts)].encode()], dtype=object))
+        client.async_stream_infer("ws", [inp], request_id=f"m{i}")
+    many = {}
+    for _ in range(n):
+        result, error = got.get(timeout=120)
+        assert error is None, error
+        many[result.get_response().id] = result.as_numpy("label")[0].decode()
+    client.stop_stream()
+    assert many == {f"m{i}": expected[i % len(texts)] for i in range(n)}
     # statistics: summed over both workers, in ns as Triton's
     st = client.get_inference_statistics("ws", as_json=True)["model_stats"][0]
     inf = st["inference_stats"]
     assert (st["name"], st["version"]) == ("ws", "1")
-    assert int(inf["success"]["count"]) == 1 + len(texts) and int(inf["fail"]["count"]) == 1, st
-    assert int(st["inference_count"]) == 2 * len(texts) and 1 <= int(st["execution_count"]) <= 1 + len(texts), st
+    assert int(inf["success"]["count"]) == 1 + len(texts) + n and int(inf["fail"]["count"]) == 1, st
+    assert int(st["inference_count"]) == 2 * len(texts) + n and 1 <= int(st["execution_count"]) <= 1 + len(texts) + n
     for k in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
         assert int(inf[k].get("ns", 0)) > 0, (k, inf)
-    assert int(inf["compute_infer"]["count"]) == 1 + len(texts)
+    assert int(inf["compute_infer"]["count"]) == 1 + len(texts) + n
     assert int(inf["success"]["ns"]) > int(inf["compute_infer"]["ns"]) / int(st["execution_count"])
     assert int(st["last_inference"]) / 1000 == pytest.approx(time.time(), abs=60)
     assert "statistics" in client.get_server_metadata().extensions
