@@ -207,6 +207,10 @@ class LabelQueue:
             self._new_for = (token, id(view))
         return self._new
 
+    def _import_view(self, rows: list[IndexRow]) -> DatasetView:
+        """A view that reads items not in data/dataset (imported since, or a proposal's) from the import's packs."""
+        return DatasetView(rows, PackReader(self.ws.packs_dir))
+
     def classes(self) -> list[str]:
         cfg = self.ws.config()
         fixed = (cfg.labeling or {}).get("classes") or []
@@ -324,7 +328,7 @@ class LabelQueue:
             if uid not in staged:
                 raise
             row = staged[uid]
-            reader = DatasetView([row], PackReader(self.ws.packs_dir))
+            reader = self._import_view([row])
         if row.kind == "text":
             return decode_text(reader.read_bytes(row))[0]
         return reader.read_image(row)
@@ -417,8 +421,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
         new = {r.uid for r in q._new_rows()}  # imported since the dataset was made: read from the import's packs
         say(f"{mv.ref} predicts {len(rows)} item(s) to decide")
         fresh = [r for r in rows if r.uid in new]
-        for reader, group in ((view, [r for r in rows if r.uid not in new]),
-                              (DatasetView(fresh, PackReader(ws.packs_dir)), fresh)):
+        for reader, group in ((view, [r for r in rows if r.uid not in new]), (q._import_view(fresh), fresh)):
             for start in range(0, len(group), 2048):
                 chunk = group[start : start + 2048]
                 probs = predict_proba(ws, mv, rows_under(reader, chunk, spec))
@@ -542,7 +545,7 @@ def _rows_and_new(ws: Workspace) -> list[tuple[IndexRow, DatasetView]]:
     q = LabelQueue(ws)
     view = q._dataset()
     new = q._new_rows()
-    fresh = DatasetView(new, PackReader(ws.packs_dir))
+    fresh = q._import_view(new)
     return [(r, view) for r in view.rows] + [(r, fresh) for r in new]
 
 
