@@ -115,13 +115,15 @@ class Runner:
                 fp = self.input_fp(cfg, step, cfg.params(step), done)
             except CdlError as exc:
                 fp, reason = "", f"cannot check inputs: {exc}"
-            if fp != run.input_fp:
+            if not fp or not _same_inputs(run, fp, cfg.params(step), step):
                 old = run.input_fp.split(".")
                 new = fp.split(".")
                 impl = get_step(step)
                 parts = ["parameters", "upstream outputs", impl.reads]
                 changed = [parts[i] for i in range(3) if len(old) == 3 and len(new) == 3 and old[i] != new[i]]
-                which = param_changes(run.params, cfg.params(step)) if "parameters" in changed else ""
+                if "parameters" in changed and same_params(run.params, cfg.params(step), step):
+                    changed.remove("parameters")
+                which = param_changes(run.params, cfg.params(step), step) if "parameters" in changed else ""
                 if impl.reads_changed and impl.reads in changed:  # a reason of its own, named when it is the only one
                     changed.remove(impl.reads)
                     reason = reason or ("" if changed else impl.reads_changed)
@@ -230,7 +232,7 @@ class Runner:
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=str(exc)))
             return StepOutcome(step, "failed", error=str(exc), message=str(exc))
         prev = done.get(step)
-        if not force and prev is not None and prev.input_fp == fp:
+        if not force and prev is not None and _same_inputs(prev, fp, params, step):
             self._emit(Event(EventKind.SKIPPED, step=step, job=self.job, message="up to date", data=prev.summary))
             return StepOutcome(step, "skipped", summary=prev.summary, message="up to date")
         if self.cancel.is_set():
@@ -367,21 +369,51 @@ class _RunLock:
         self.fh.close()  # releases the flock
 
 
-def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> str:
-    """': name old → new; ...' for the parameters that differ between a run and cdl.yaml now; '' where the run
-    recorded none (before schema 0007)."""
-    if then is None:
-        return ""
+def _param_diffs(then: Mapping[str, Any], now: Mapping[str, Any], step: str | None) -> list[tuple[str, Any, Any]]:
+    """(name, old, new) for each parameter that differs between a run's recorded parameters and `now`. A
+    parameter the run did not record (one a later release added) that `now` holds at its default is no change:
+    a new parameter's default keeps what the step did before it existed, so an upgrade alone reruns nothing."""
+    from runtime.steps import get_step, known_steps
     from runtime.store.store import _jsonable
 
     now = _jsonable(dict(now))
+    defaults = ({p.name: _jsonable({"v": p.default})["v"] for p in get_step(step).spec.params}
+                if step in known_steps() else {})
+    out = []
+    for k in sorted(set(then) | set(now)):
+        old, new = then.get(k, _UNSET), now.get(k, _UNSET)
+        if old == new or (old is _UNSET and k in defaults and new == defaults[k]):
+            continue
+        out.append((k, old, new))
+    return out
+
+
+def _same_inputs(run, fp: str, params: Mapping[str, Any], step: str) -> bool:  # noqa: ANN001
+    """Whether a run's input fingerprint still holds: equal, or equal but for the parameter part where the only
+    difference is parameters added since the run at their defaults."""
+    if run.input_fp == fp:
+        return True
+    old, new = run.input_fp.split("."), fp.split(".")
+    return len(old) == 3 and len(new) == 3 and old[1:] == new[1:] and same_params(run.params, params, step)
+
+
+def same_params(then: Mapping[str, Any] | None, now: Mapping[str, Any], step: str) -> bool:
+    """Whether a run with recorded parameters `then` ran with what `now` asks for (see `_param_diffs`)."""
+    return then is not None and not _param_diffs(then, now, step)
+
+
+def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any], step: str | None = None) -> str:
+    """': name old → new; ...' for the parameters that differ between a run and cdl.yaml now; '' where the run
+    recorded none (before schema 0007). With `step`, parameters added since the run and left at their
+    defaults are not listed."""
+    if then is None:
+        return ""
 
     def show(v: Any) -> str:  # noqa: ANN401
         s = "unset" if v is _UNSET else json.dumps(v, sort_keys=True)
         return s if len(s) <= 40 else s[:37] + "..."
 
-    diffs = [f"{k} {show(then.get(k, _UNSET))} → {show(now.get(k, _UNSET))}"
-             for k in sorted(set(then) | set(now)) if then.get(k, _UNSET) != now.get(k, _UNSET)]
+    diffs = [f"{k} {show(old)} → {show(new)}" for k, old, new in _param_diffs(then, now, step)]
     if not diffs:
         return ""
     more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
@@ -407,7 +439,7 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         elif r.params is None or before.params is None:
             changed = ""  # recorded before schema 0007
         else:
-            changed = param_changes(before.params, r.params).removeprefix(": ")
+            changed = param_changes(before.params, r.params, step).removeprefix(": ")
         out.append({"id": r.id, "status": r.status, "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,

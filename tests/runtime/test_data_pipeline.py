@@ -131,6 +131,43 @@ def test_status_and_stale_detection(tmp_path, text_ws):
     assert states["data.import"].reason == "source files changed since it ran"
 
 
+def test_a_parameter_added_by_an_upgrade_reruns_nothing_until_it_is_set(tmp_path, text_ws, monkeypatch):
+    """A release that adds a parameter to a step (deploy.push gained five) made every workspace's step stale at
+    once, "parameters changed since it ran: canary unset → 0; ...", and the next `cdl run` ran it again (pushing
+    to devices). A parameter the run did not record, held at its default, is no change; set to anything else,
+    it is."""
+    import dataclasses
+
+    from runtime.domain.steps import ParamSpec
+    from runtime.steps import get_step
+
+    ws = text_ws
+    add_source(ws, make_bbc_subset(tmp_path / "bbc.zip", per_class=6))
+    assert Runner(ws).run(until="data.label").ok
+    impl = get_step("data.validate")
+    added = ParamSpec("max_ratio_upper", "float", 0.5, "a parameter from a later release")
+    monkeypatch.setattr(type(impl), "spec", dataclasses.replace(impl.spec, params=(*impl.spec.params, added)))
+    assert "max_ratio_upper" in ws.config().params("data.validate")
+    assert set(_status(ws).values()) == {"done"}
+    result = Runner(ws).run(until="data.label")
+    assert result.ok and {o.status for o in result.steps} == {"skipped"}
+    from runtime.jobs.runner import step_history
+
+    # set to its default in cdl.yaml, it is still no change; set to another value, it is
+    cfg = ws.config()
+    cfg.set_param("data.validate", "max_ratio_upper", 0.5)
+    cfg.save()
+    assert set(_status(ws).values()) == {"done"}
+    cfg.set_param("data.validate", "max_ratio_upper", 0.25)
+    cfg.save()
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.validate"].status == StepStatus.STALE
+    assert states["data.validate"].reason == "parameters changed since it ran: max_ratio_upper unset → 0.25"
+    result = Runner(ws).run(until="data.label")
+    assert [o.step for o in result.steps if o.status == "done"] == ["data.validate", "data.label"]
+    assert step_history(ws, "data.validate")["runs"][0]["changed"] == "max_ratio_upper unset → 0.25"
+
+
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
     """A source file moved (its path changed in cdl.yaml) failed with a raw IntegrityError: its items came back
     with the uids the old source's items still held. Now the old source goes in the same transaction; unchanged
