@@ -44,6 +44,9 @@ log = logging.getLogger("cdl-edge")
 OIP_SERVICE = "inference.GRPCInferenceService"
 STREAM_IN_FLIGHT = 256  # requests of one ModelStreamInfer stream being answered at once
 OUTPUTS = ("probabilities", "label", "confidence")
+# the protocol's datatype names as Triton's model configuration spells them
+_TYPE = {"BOOL": ipb.TYPE_BOOL, "UINT8": ipb.TYPE_UINT8, "INT32": ipb.TYPE_INT32, "INT64": ipb.TYPE_INT64,
+         "FP16": ipb.TYPE_FP16, "FP32": ipb.TYPE_FP32, "FP64": ipb.TYPE_FP64, "BYTES": ipb.TYPE_STRING}
 _NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
 
@@ -208,19 +211,51 @@ class Inference:
 
     async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
-        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["statistics"])
+        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["statistics", "model_configuration"])
+
+    @staticmethod
+    def _tensors(m: LoadedModel) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
+        """(name, datatype, shape) of the input and of the outputs, the batch dimension first (-1)."""
+        i = m.input_metadata()
+        n = len(m.classes)
+        return ([(i["name"], i["datatype"], list(i["shape"]))],
+                [("probabilities", "FP32", [-1, n]), ("label", "BYTES", [-1]), ("confidence", "FP32", [-1])])
 
     async def ModelMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
         m = await self._require_model(request.name, request.version, context)
-        i = m.input_metadata()
-        n = len(m.classes)
+        ins, outs = self._tensors(m)
         T = ipb.ModelMetadataResponse.TensorMetadata
         return ipb.ModelMetadataResponse(
             name=m.name, versions=[m.version], platform="onnxruntime_onnx",
-            inputs=[T(name=i["name"], datatype=i["datatype"], shape=i["shape"])],
-            outputs=[T(name="probabilities", datatype="FP32", shape=[-1, n]),
-                     T(name="label", datatype="BYTES", shape=[-1]), T(name="confidence", datatype="FP32", shape=[-1])])
+            inputs=[T(name=n, datatype=d, shape=s) for n, d, s in ins],
+            outputs=[T(name=n, datatype=d, shape=s) for n, d, s in outs])
+
+    async def ModelConfig(self, request, context):  # noqa: ANN001, ANN201
+        """Triton's model configuration of the active model (tritonclient's get_model_config). max_batch_size is
+        0 and each dims is the whole shape, batch dimension included, as ModelMetadata gives it and the replies
+        have: the agent batches concurrent requests itself, which the parameters max_batch and
+        max_queue_delay_ms describe (Triton's dynamic_batching would need dims without the batch dimension).
+        instance_group: one model instance in each agent worker, on the GPU only where onnxruntime really runs
+        a GPU provider."""
+        await self._auth(context)
+        m = await self._require_model(request.name, request.version, context)
+        ins, outs = self._tensors(m)
+        cfg = self.agent.config
+        gpu = any(p in m.providers for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider"))
+        Group, P = ipb.ModelInstanceGroup, ipb.ModelParameter
+        params = {"max_batch": str(cfg.max_batch), "max_queue_delay_ms": f"{cfg.max_queue_delay_ms:g}",
+                  "variant": m.variant, "bundle_id": m.bundle_id, "providers": ",".join(m.providers),
+                  "preprocessing": m.kind}
+        config = ipb.ModelConfig(
+            name=m.name, platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=0,
+            default_model_filename="model.onnx",
+            input=[ipb.ModelInput(name=n, data_type=_TYPE[d], dims=s) for n, d, s in ins],
+            output=[ipb.ModelOutput(name=n, data_type=_TYPE[d], dims=s) for n, d, s in outs],
+            instance_group=[Group(name=m.name, count=self.agent.workers,
+                                  kind=Group.KIND_GPU if gpu else Group.KIND_CPU)],
+            parameters={k: P(string_value=v) for k, v in params.items()})
+        return ipb.ModelConfigResponse(config=config)
 
     async def _require_model(self, name: str, version: str, context) -> LoadedModel:  # noqa: ANN001
         m = self._model(name, version)
@@ -411,6 +446,7 @@ def _oip_handler(servicer: Inference) -> grpc.GenericRpcHandler:
         "ModelInfer": (ipb.ModelInferRequest, ipb.ModelInferResponse),
         "ModelStatistics": (ipb.ModelStatisticsRequest, ipb.ModelStatisticsResponse),
         "RepositoryIndex": (ipb.RepositoryIndexRequest, ipb.RepositoryIndexResponse),
+        "ModelConfig": (ipb.ModelConfigRequest, ipb.ModelConfigResponse),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name), request_deserializer=req.FromString,

@@ -79,6 +79,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.SerializeToString,
                 response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/cdl.edge.oip.v2.GRPCInferenceService/ModelConfig',
+                request_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
 
 
 class GRPCInferenceServiceServicer:
@@ -140,6 +145,13 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """tritonclient's get_model_config, with the field numbers of Triton's model_config.proto (the part we fill)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GRPCInferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +199,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.RepositoryIndex,
                     request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.FromString,
                     response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigRequest.FromString,
+                    response_serializer=edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +449,33 @@ class GRPCInferenceService:
             '/cdl.edge.oip.v2.GRPCInferenceService/RepositoryIndex',
             edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexRequest.SerializeToString,
             edge__agent_dot_proto_dot_open__inference__pb2.RepositoryIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cdl.edge.oip.v2.GRPCInferenceService/ModelConfig',
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigRequest.SerializeToString,
+            edge__agent_dot_proto_dot_open__inference__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

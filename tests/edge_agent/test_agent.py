@@ -109,7 +109,7 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
     ws = packaged
     agent = agent_factory(ws, workers=2)
     deploy(ws, "ws:1", "dynamic_int8", "dev1")
-    deploy(ws, "ws:1", "fp32", "dev1")
+    active = deploy(ws, "ws:1", "fp32", "dev1")
     client = _triton(agent, ws)
     texts = _test_texts(ws, 30)
     expected = [b.decode() for b in _infer(client, texts).as_numpy("label")]
@@ -165,6 +165,32 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
     assert sorted((m["name"], m["version"], m["state"]) for m in index) == [("ws", "1", "READY"),
                                                                          ("ws", "1", "UNAVAILABLE")], index
     assert [m for m in index if m["state"] != "READY"][0]["reason"].startswith("stored (dynamic_int8, bundle ")
+    # the model's configuration (get_model_config answered UNIMPLEMENTED), in Triton's own message: the dims of
+    # ModelMetadata and of the replies, batch dimension included (max_batch_size 0); the agent's own batching as
+    # parameters; one instance in each of the two workers, on the CPU, where onnxruntime runs here
+    assert "model_configuration" in client.get_server_metadata().extensions
+    config = client.get_model_config("ws").config
+    meta = client.get_model_metadata("ws")
+    assert (config.name, config.platform, config.backend, config.max_batch_size) == ("ws", "onnxruntime_onnx",
+                                                                                     "onnxruntime", 0)
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("text", mc.TYPE_STRING, [-1])]
+    assert [(o.name, mc.DataType.Name(o.data_type), list(o.dims)) for o in config.output] == [
+        (t.name, "TYPE_STRING" if t.datatype == "BYTES" else "TYPE_" + t.datatype, list(t.shape))
+        for t in meta.outputs]
+    assert [list(o.dims) for o in config.output] == [[-1, 5], [-1], [-1]]
+    reply = _infer(client, texts[:3])
+    for o in config.output:  # what a reply of 3 has, -1 being the batch
+        assert list(reply.as_numpy(o.name).shape) == [3 if d == -1 else d for d in o.dims]
+    assert [(g.kind, g.count) for g in config.instance_group] == [(mc.ModelInstanceGroup.KIND_CPU, 2)]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["max_batch"] == "64" and params["max_queue_delay_ms"] == "2" and params["variant"] == "fp32"
+    assert params["providers"] == "CPUExecutionProvider" and params["bundle_id"] == active["bundle_id"]
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="model nope version any is not loaded"):
+        client.get_model_config("nope")
 
 
 def test_push_activate_rollback_and_history(packaged, agent_factory):
@@ -854,6 +880,8 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
     for call in ("get_inference_statistics", "get_model_repository_index"):  # Triton's extensions too
         with pytest.raises(InferenceServerException, match="token"):
             getattr(_triton(agent, ws), call)()
+    with pytest.raises(InferenceServerException, match="token"):
+        _triton(agent, ws).get_model_config("ws")
     import queue
 
     import tritonclient.grpc as tc

@@ -138,6 +138,12 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
     meta = client.get_model_metadata("fm")
     assert meta.inputs[0].datatype == "UINT8" and list(meta.inputs[0].shape) == [-1, 28, 28, 1]
+    config = client.get_model_config("fm").config  # Triton's model configuration says the same
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("image", mc.TYPE_UINT8, [-1, 28, 28, 1])]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["variant"] == "static_int8" and params["preprocessing"] == "image"
     inp = tc.InferInput("image", list(images.shape), "UINT8")
     inp.set_data_from_numpy(images)
     r = client.infer("fm", [inp])
