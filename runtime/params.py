@@ -60,3 +60,14 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
     parse_config(text, str(cfg.path))  # the whole pipeline, as `cdl run` will read it
     cfg.save()
     return {"step": step, "changed": changed}
+
+
+def use_run_params(ws: Workspace, step: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """A past run's parameters back into cdl.yaml (the runs dialog's "Use its parameters", as re-running a past
+    run in an experiment tracker). A parameter added since that run, which it therefore did not record, gets its
+    default: the run ran as the default does, whatever cdl.yaml has set since."""
+    from runtime.steps import get_step
+
+    spec = get_step(step).spec
+    return set_step_params(ws, step, {**{p.name: p.default for p in spec.params if p.name not in recorded},
+                                      **recorded})

@@ -54,7 +54,7 @@ class RunsDialog(QDialog):
 
     def use_selected(self) -> None:
         from runtime.domain.errors import CdlError
-        from runtime.params import set_step_params
+        from runtime.params import use_run_params
 
         sel = self.table.selected_data()
         run = next((r for r in self.doc["runs"] if sel and r["id"] == sel[0]), None)
@@ -64,7 +64,7 @@ class RunsDialog(QDialog):
             self.message.setText(f"run {run['id']} did not record its parameters (it is older than schema 0007)")
             return
         try:
-            self.restored = set_step_params(self.workspace, self.doc["step"], run["params"])
+            self.restored = use_run_params(self.workspace, self.doc["step"], run["params"])
         except CdlError as exc:  # a parameter the step no longer has, or a value its rules now refuse
             self.message.setText(f"run {run['id']}'s parameters cannot be used now: {exc}")
             return

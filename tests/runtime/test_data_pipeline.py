@@ -165,7 +165,15 @@ def test_a_parameter_added_by_an_upgrade_reruns_nothing_until_it_is_set(tmp_path
     assert states["data.validate"].reason == "parameters changed since it ran: max_ratio_upper unset → 0.25"
     result = Runner(ws).run(until="data.label")
     assert [o.step for o in result.steps if o.status == "done"] == ["data.validate", "data.label"]
-    assert step_history(ws, "data.validate")["runs"][0]["changed"] == "max_ratio_upper unset → 0.25"
+    history = step_history(ws, "data.validate")["runs"]
+    assert history[0]["changed"] == "max_ratio_upper unset → 0.25"
+    # the older run's parameters used again (the runs dialog's "Use its parameters"): it ran as the default does
+    from runtime.params import use_run_params
+
+    assert "max_ratio_upper" not in history[1]["params"]
+    assert use_run_params(ws, "data.validate", history[1]["params"])["changed"] == {"max_ratio_upper": [0.25, 0.5]}
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.validate"].reason == "parameters changed since it ran: max_ratio_upper 0.25 → 0.5"
 
 
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
