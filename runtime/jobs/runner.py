@@ -102,7 +102,7 @@ class Runner:
             spec = get_step(step).spec
             run = last.get(step)
             if run is None:
-                out[step] = StepState(step, spec, StepStatus.NEVER_RUN)
+                out[step] = StepState(step, spec, StepStatus.NEVER_RUN, get_step(step).never_run_note(self.ws))
                 continue
             if run.status == "running":
                 out[step] = StepState(step, spec, StepStatus.RUNNING, last_run=run)

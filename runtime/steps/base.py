@@ -95,6 +95,11 @@ class Step:
     def fingerprint(self, ctx: StepContext) -> str:
         return ""
 
+    def never_run_note(self, ws: Any) -> str:  # noqa: ANN401
+        """What a step that has never run says beside "never run" (its reason), where the work it does was done
+        outside the pipeline: "" for most steps."""
+        return ""
+
     def needs(self, params: dict[str, Any], config: PipelineConfig) -> set[str] | None:
         """Steps that must have run before this one runs alone (`cdl run STEP`); None: its direct upstream."""
         return None

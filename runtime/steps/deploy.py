@@ -423,6 +423,18 @@ class PushStep(Step):
         return StepResult(summary={"ref": mv.ref, "variant": ctx.params["variant"], "deployed": done},
                           output_fp=hash_text(done), message=f"{_what(mv, variants)} on {len(done)} device(s)")
 
+    def never_run_note(self, ws) -> str:  # noqa: ANN001
+        """Devices given a model by `cdl deploy` or the devices panel, while the pipeline never pushed: the card
+        said "never run" and nothing else, as if no device served anything."""
+        done = [d for d in ws.store.deployments() if d.action == "deploy" and d.status == "done"]
+        if not done:
+            return ""
+        d = done[-1]
+        n = len({x.device for x in done})
+        return (f"not run by the pipeline, but {n} device{'s' if n > 1 else ''} got models outside it (cdl deploy, "
+                f"the devices panel): the last, {d.name}:{d.version}:{d.variant} on {d.device} at "
+                f"{d.time:%Y-%m-%d %H:%M}")
+
     @staticmethod
     def _variants(ctx: StepContext, mv, names: list[str]) -> dict[str, str]:  # noqa: ANN001
         """Each device's variant: the configured one, or with `served` the one it serves now where built. A device

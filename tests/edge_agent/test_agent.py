@@ -198,8 +198,18 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
     agent_factory(ws)
     with pytest.raises(CdlError, match="nothing to roll back to"):  # no model yet: recorded, with no model
         rollback(ws, "dev1")
+    from runtime.jobs import Runner
+
+    push_state = lambda: next(s for s in Runner(ws).statuses() if s.id == "deploy.push")  # noqa: E731
+    assert (push_state().status.value, push_state().reason) == ("never-run", "")
     first = deploy(ws, "ws:1", "fp32", "dev1")
     second = deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    # the flowchart's Deploy card, never run by the pipeline, says that devices got models outside it (it said
+    # "never run" and nothing else)
+    state = push_state()
+    assert state.status.value == "never-run"
+    assert state.reason.startswith("not run by the pipeline, but 1 device got models outside it (cdl deploy, the "
+                                   "devices panel): the last, ws:1:dynamic_int8 on dev1 at "), state.reason
     with DeviceClient(ws, "dev1") as c:
         h = c.health()
         assert h["active"]["variant"] == "dynamic_int8" and h["active"]["previous_bundle_id"] == first["bundle_id"]
