@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--metrics", default=None, metavar="HOST:PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: agent.json's "
                        "metrics_listen; off)")
+    serve.add_argument("--http", default=None, metavar="HOST:PORT",
+                       help="serve the Open Inference Protocol's REST binding at https://HOST:PORT/v2 (default: "
+                       "agent.json's http_listen; off)")
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
     serve.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by `cdl serve`
     args = parser.parse_args(argv)
@@ -30,14 +33,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_listen(args.listen)
-        if args.metrics:
-            try:
-                check_listen(args.metrics)
-            except ConfigError as exc:
-                raise ConfigError(str(exc).replace("--listen", "--metrics")) from None
+        for flag, value in (("--metrics", args.metrics), ("--http", args.http)):
+            if value:
+                try:
+                    check_listen(value)
+                except ConfigError as exc:
+                    raise ConfigError(str(exc).replace("--listen", flag)) from None
         if args.workers is not None and not 1 <= args.workers <= 64:
             raise ConfigError(f"--workers must be from 1 to 64, got {args.workers}")
-        run(args.data_dir, args.listen, args.workers, args.worker_index, args.metrics, args.parent_pid)
+        run(args.data_dir, args.listen, args.workers, args.worker_index, args.metrics, args.parent_pid, args.http)
     except (ConfigError, OSError) as exc:
         print(f"cdl-edge: error: {exc}", file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@
                                             that would not is refused before any byte is written
      "metrics_listen": null,                HOST:PORT of Prometheus metrics (GET /metrics, plain HTTP; off when
                                             null; edge_agent.metrics)
-     "metrics_auth": "open" | "token"}      token: /metrics wants the device token (Authorization: Bearer)
+     "metrics_auth": "open" | "token",      token: /metrics wants the device token (Authorization: Bearer)
+     "http_listen": null}                   HOST:PORT of the Open Inference Protocol's REST binding (HTTPS with
+                                            the agent's certificate; off when null; edge_agent.rest)
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class AgentConfig:
     min_free_bytes: int = DEFAULTS["min_free_bytes"]
     metrics_listen: str | None = DEFAULTS["metrics_listen"]
     metrics_auth: str = DEFAULTS["metrics_auth"]
+    http_listen: str | None = DEFAULTS["http_listen"]
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -111,13 +114,16 @@ class AgentConfig:
             raise ConfigError(f"{path}: min_free_bytes must be a whole number of bytes, got {cfg.min_free_bytes!r}")
         if cfg.metrics_auth not in ("open", "token"):
             raise ConfigError(f"{path}: metrics_auth must be 'open' or 'token', got {cfg.metrics_auth!r}")
-        if cfg.metrics_listen is not None:
-            if not isinstance(cfg.metrics_listen, str):
-                raise ConfigError(f"{path}: metrics_listen must be HOST:PORT or null, got {cfg.metrics_listen!r}")
+        for key in ("metrics_listen", "http_listen"):
+            value = getattr(cfg, key)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: {key} must be HOST:PORT or null, got {value!r}")
             try:
-                check_listen(cfg.metrics_listen)
+                check_listen(value)
             except ConfigError as exc:
-                raise ConfigError(f"{path}: metrics_listen: {str(exc).split(': ', 1)[-1]}") from None
+                raise ConfigError(f"{path}: {key}: {str(exc).split(': ', 1)[-1]}") from None
         for f in (cfg.tls_cert, cfg.tls_key):
             if not f.exists():
                 raise ConfigError(f"{f} is missing: the agent only serves over TLS")

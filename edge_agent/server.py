@@ -661,7 +661,7 @@ async def start(config: AgentConfig, listen: str, workers: int = 1, index: int =
 
 
 async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0,
-                claim=None, metrics: str | None = None) -> None:  # noqa: ANN001
+                claim=None, metrics: str | None = None, http: str | None = None) -> None:  # noqa: ANN001
     import signal
 
     workers = workers or config.workers
@@ -696,6 +696,21 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             await server.stop(0)
             raise OSError(f"cannot serve metrics on {metrics}: {exc}") from None
         metrics_at = f"; metrics on http://{metrics.rpartition(':')[0]}:{mport}/metrics"
+    rest_server = None
+    http = http or config.http_listen
+    if index == 0 and http:
+        from edge_agent.rest import serve_rest
+
+        try:
+            rest_server, hport = await serve_rest(Inference(agent), http, config.tls_cert, config.tls_key)
+        except OSError as exc:
+            if metrics_server is not None:
+                metrics_server.close()
+            if pool is not None:
+                await pool.stop()
+            await server.stop(0)
+            raise OSError(f"cannot serve HTTP on {http}: {exc}") from None
+        metrics_at += f"; REST on https://{http.rpartition(':')[0]}:{hport}/v2"
     if index == 0:
         check_certificate(config)
         m = agent.model
@@ -710,8 +725,9 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    if metrics_server is not None:
-        metrics_server.close()
+    for extra in (metrics_server, rest_server):
+        if extra is not None:
+            extra.close()
     if pool is not None:
         await pool.stop()
     await server.stop(2)
@@ -754,7 +770,7 @@ def check_certificate(config: AgentConfig) -> float | None:
 
 
 def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0, metrics: str | None = None,
-        parent_pid: int | None = None) -> None:
+        parent_pid: int | None = None, http: str | None = None) -> None:
     """parent_pid: the kernel kills this agent when that process dies (workers 1..N-1 get worker 0's; `cdl serve`
     gives its own, so an agent it started never outlives it)."""
     if index or parent_pid:
@@ -766,7 +782,7 @@ def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0,
     config = AgentConfig.load(Path(data_dir))
     claim = None if index else claim_folder(config.data_dir)
     try:
-        asyncio.run(serve(config, listen, workers, index, claim, metrics))
+        asyncio.run(serve(config, listen, workers, index, claim, metrics, http))
     finally:
         if claim is not None:
             claim.close()

@@ -887,6 +887,9 @@ def devices() -> None:
               help="where the agent serves Prometheus metrics, GET /metrics (agent.json `metrics_listen`; default off)")
 @click.option("--metrics-auth", type=click.Choice(["open", "token"]), default=None,
               help="token: a scrape of /metrics must send the device token (Authorization: Bearer); default open")
+@click.option("--http", "http", default=None, metavar="HOST:PORT",
+              help="where the agent serves the Open Inference Protocol's REST binding, https://HOST:PORT/v2, besides "
+              "gRPC (agent.json `http_listen`; default off)")
 @click.option("--replace", is_flag=True, help="enroll a device of this name again: a new token and certificate, "
               "written into its folder (agent.json and tls/; bundles and the journal stay, and agent.json's settings "
               "too, but for the options given)")
@@ -894,12 +897,12 @@ def devices() -> None:
 @click.pass_obj
 def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | None, inference_auth: str | None,
                    raw_below: float | None, workers: int | None, metrics: str | None, metrics_auth: str | None,
-                   replace: bool, as_json: bool) -> None:
+                   http: str | None, replace: bool, as_json: bool) -> None:
     """Make TLS certificates, a token and the agent's folder for a device, and record it."""
     from runtime.devices import enroll
 
     doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below, workers=workers, replace=replace,
-                 metrics_listen=metrics, metrics_auth=metrics_auth)
+                 metrics_listen=metrics, metrics_auth=metrics_auth, http_listen=http)
     if as_json:
         _dump({k: v for k, v in doc.items() if k != "token"})
         return

@@ -31,7 +31,8 @@ class DeviceError(CdlError):
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str | None = None,
            raw_input_below_confidence: float | None = None, retention_seconds: float | None = None,
            workers: int | None = None, replace: bool = False, cert_days: float | None = None,
-           metrics_listen: str | None = None, metrics_auth: str | None = None) -> dict[str, Any]:
+           metrics_listen: str | None = None, metrics_auth: str | None = None,
+           http_listen: str | None = None) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
     the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
     A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
@@ -57,11 +58,13 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         host, _ = split_address(address, "10.0.0.7:8001, where the agent will listen")
     except ValueError as exc:
         raise CdlError(f"--address {address!r}: {exc}") from None
-    if metrics_listen:  # "" turns metrics off (None leaves the setting as it is)
-        try:
-            split_address(metrics_listen, "127.0.0.1:8002, where the agent serves /metrics")
-        except ValueError as exc:
-            raise CdlError(f"--metrics {metrics_listen!r}: {exc}") from None
+    for flag, listen, example in (("--metrics", metrics_listen, "127.0.0.1:8002, where the agent serves /metrics"),
+                                  ("--http", http_listen, "0.0.0.0:8000, where the agent serves /v2")):
+        if listen:  # "" turns it off (None leaves the setting as it is)
+            try:
+                split_address(listen, example)
+            except ValueError as exc:
+                raise CdlError(f"{flag} {listen!r}: {exc}") from None
     try:
         known = ws.store.device(name)
     except NotFoundError:
@@ -88,10 +91,11 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         trusted = [k for k in old.get("trusted_keys", []) if isinstance(k, str)]
     given = {"inference_auth": inference_auth, "raw_input_below_confidence": raw_input_below_confidence,
              "retention_seconds": retention_seconds, "workers": workers, "metrics_listen": metrics_listen,
-             "metrics_auth": metrics_auth}
+             "metrics_auth": metrics_auth, "http_listen": http_listen}
     settings.update({k: v for k, v in given.items() if v is not None})
-    if metrics_listen == "":
-        settings["metrics_listen"] = None
+    for key in ("metrics_listen", "http_listen"):
+        if given[key] == "":
+            settings[key] = None
     out.mkdir(parents=True, exist_ok=True)
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")],
                                                         DEVICE_CERT_DAYS if cert_days is None else cert_days)

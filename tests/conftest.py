@@ -294,7 +294,8 @@ class AgentProcess:
             err = self.proc.stderr.read()
             raise RuntimeError(f"agent did not start: {line!r} {err[-2000:]}")
         self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-        self.metrics_url = line.split("metrics on ")[1].split()[0] if "metrics on " in line else None
+        self.metrics_url = line.split("metrics on ")[1].split()[0].rstrip(";") if "metrics on " in line else None
+        self.rest_url = line.split("REST on ")[1].split()[0] if "REST on " in line else None
         return self.port
 
     @property

@@ -18,5 +18,6 @@ DEFAULTS: dict[str, Any] = {
     "min_free_bytes": 64 << 20,
     "metrics_listen": None,
     "metrics_auth": "open",
+    "http_listen": None,
 }
 CERT_WARN_DAYS = 30  # the agent's log and `cdl devices list` warn this long before the TLS certificate expires

@@ -1,0 +1,265 @@
+"""The Open Inference Protocol's HTTP/REST binding (KServe v2, what Triton serves on :8000), beside the gRPC one:
+`http_listen` in agent.json or `cdl-edge serve --http HOST:PORT`; off by default.
+
+    GET  /v2                                        server metadata
+    GET  /v2/health/live, /v2/health/ready          200, or 400 when not ready (the protocol's false)
+    GET  /v2/models/NAME[/versions/V]               model metadata
+    GET  /v2/models/NAME[/versions/V]/ready         200, or 400
+    GET  /v2/models/NAME[/versions/V]/config        Triton's model configuration, as ModelConfig gives it
+    POST /v2/models/NAME[/versions/V]/infer         {"id", "inputs": [{"name", "shape", "datatype", "data"}],
+                                                     "outputs": [{"name"}]} -> {"model_name", "model_version",
+                                                     "id", "outputs": [{"name", "shape", "datatype", "data"}]}
+
+HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth: "token"` wants the device token
+(`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
+Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
+same message; the gRPC status becomes the HTTP one (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAUTHENTICATED 401,
+UNAVAILABLE 503, others 500) with the protocol's {"error": message} body. Connections are kept alive (HTTP/1.1);
+worker 0 serves this port, whatever `workers` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from edge_agent.proto import open_inference_pb2 as ipb
+from edge_agent.proto.tensors import deserialize_bytes
+
+if TYPE_CHECKING:
+    from edge_agent.server import Inference
+
+log = logging.getLogger("cdl-edge")
+MAX_BODY = 64 << 20  # as the gRPC port's largest message
+IDLE_S = 60.0  # a kept-alive connection with no request for this long is closed
+_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
+           grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.UNAVAILABLE: 503}
+_REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+           411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class _Context:
+    """What the servicer's methods use of a gRPC context: the request's metadata (the Authorization header) and
+    abort, which here raises the HTTP error the status maps to."""
+
+    def __init__(self, headers: dict[str, str]):
+        self._md = [("authorization", headers["authorization"])] if "authorization" in headers else []
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._md
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        raise _HttpError(_STATUS.get(code, 500), message)
+
+
+def _flat(data: Any, where: str) -> list[Any]:  # noqa: ANN401
+    """The protocol's "data": a flat list in row-major order, or nested lists of the shape."""
+    if not isinstance(data, list):
+        raise _HttpError(400, f"{where}.data must be a list, got {type(data).__name__}")
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
+    return out
+
+
+def request_from_json(doc: Any, name: str, version: str) -> ipb.ModelInferRequest:  # noqa: ANN401
+    """A JSON inference request as the ModelInferRequest the gRPC port takes; a malformed one is refused naming
+    the field."""
+    if not isinstance(doc, dict):
+        raise _HttpError(400, 'the body must be a JSON object with "inputs"')
+    req = ipb.ModelInferRequest(model_name=name, model_version=version, id=str(doc.get("id") or ""))
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise _HttpError(400, '"inputs" must be a list of tensors: [{"name", "shape", "datatype", "data"}]')
+    for k, t in enumerate(inputs):
+        where = f"inputs[{k}]"
+        if not isinstance(t, dict):
+            raise _HttpError(400, f"{where} must be an object with name, shape, datatype and data")
+        for key, kind in (("name", str), ("datatype", str), ("shape", list)):
+            if not isinstance(t.get(key), kind):
+                raise _HttpError(400, f"{where}.{key} is missing or not a {'list' if kind is list else 'string'}")
+        shape = t["shape"]
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise _HttpError(400, f"{where}.shape must be whole numbers of at least 0, got {shape}")
+        values = _flat(t.get("data"), where)
+        if len(values) != math.prod(shape):
+            raise _HttpError(400, f"{where} ({t['name']}): {len(values)} values for shape {shape}")
+        tensor = req.inputs.add(name=t["name"], datatype=t["datatype"], shape=shape)
+        try:
+            if t["datatype"] == "BYTES":
+                tensor.contents.bytes_contents.extend(v.encode() for v in values)
+            elif t["datatype"] == "UINT8":
+                if not all(isinstance(v, int) and 0 <= v <= 255 for v in values):
+                    raise _HttpError(400, f"{where} ({t['name']}): UINT8 values must be whole numbers from 0 to 255")
+                tensor.contents.uint_contents.extend(values)
+            elif t["datatype"] == "FP32":
+                tensor.contents.fp32_contents.extend(values)
+        except (AttributeError, TypeError):  # a number for BYTES, a string for FP32
+            raise _HttpError(400, f"{where} ({t['name']}): its data are not all {t['datatype']} values") from None
+    outputs = doc.get("outputs") or []
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                for o in outputs):
+        raise _HttpError(400, '"outputs" must be a list of {"name": ...}')
+    for o in outputs:
+        req.outputs.add(name=o["name"])
+    return req
+
+
+def response_json(resp: ipb.ModelInferResponse) -> dict[str, Any]:
+    outputs = []
+    for t, raw in zip(resp.outputs, resp.raw_output_contents, strict=True):
+        if t.datatype == "BYTES":
+            data: list[Any] = [v.decode("utf-8", errors="replace") for v in deserialize_bytes(raw)]
+        else:
+            data = np.frombuffer(raw, dtype="<f4" if t.datatype == "FP32" else "<f8").tolist()
+        outputs.append({"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": data})
+    doc: dict[str, Any] = {"model_name": resp.model_name, "model_version": resp.model_version, "outputs": outputs}
+    if resp.id:
+        doc["id"] = resp.id
+    return doc
+
+
+def _tensors(ts: Any) -> list[dict[str, Any]]:  # noqa: ANN401
+    return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]
+
+
+async def route(servicer: Inference, method: str, path: str, headers: dict[str, str], body: bytes
+                ) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) for one request."""
+    ctx = _Context(headers)
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    want = "POST" if parts[-1:] == ["infer"] else "GET"
+    if method not in (want, "HEAD" if want == "GET" else want):
+        raise _HttpError(405, f"{path}: use {want}")
+    if parts == ["v2"]:
+        r = await servicer.ServerMetadata(ipb.ServerMetadataRequest(), ctx)
+        return 200, {"name": r.name, "version": r.version, "extensions": list(r.extensions)}
+    if parts in (["v2", "health", "live"], ["v2", "health", "ready"]):
+        if parts[2] == "live":
+            return 200, {"live": (await servicer.ServerLive(ipb.ServerLiveRequest(), ctx)).live}
+        ready = (await servicer.ServerReady(ipb.ServerReadyRequest(), ctx)).ready
+        return (200 if ready else 400), {"ready": ready}
+    if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
+        name, rest, version = parts[2], parts[3:], ""
+        if rest[:1] == ["versions"] and len(rest) >= 2:
+            version, rest = rest[1], rest[2:]
+        if rest == []:
+            r = await servicer.ModelMetadata(ipb.ModelMetadataRequest(name=name, version=version), ctx)
+            return 200, {"name": r.name, "versions": list(r.versions), "platform": r.platform,
+                         "inputs": _tensors(r.inputs), "outputs": _tensors(r.outputs)}
+        if rest == ["ready"]:
+            ready = (await servicer.ModelReady(ipb.ModelReadyRequest(name=name, version=version), ctx)).ready
+            return (200 if ready else 400), {"name": name, "ready": ready}
+        if rest == ["config"]:
+            from google.protobuf.json_format import MessageToDict
+
+            c = (await servicer.ModelConfig(ipb.ModelConfigRequest(name=name, version=version), ctx)).config
+            doc = MessageToDict(c, preserving_proto_field_name=True)
+            for t in doc.get("input", []) + doc.get("output", []):
+                t["dims"] = [int(d) for d in t.get("dims", [])]  # int64 is a string in protobuf's JSON
+            return 200, doc
+        if rest == ["infer"]:
+            try:
+                doc = json.loads(body or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise _HttpError(400, f"the body is not JSON: {exc}") from None
+            resp = await servicer.ModelInfer(request_from_json(doc, name, version), ctx)
+            return 200, response_json(resp)
+    raise _HttpError(404, f"{path}: not a path of the protocol (/v2, /v2/health/ready, /v2/models/NAME[/infer])")
+
+
+async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path) -> tuple[asyncio.Server, int]:
+    """Serve the REST binding on `listen` over TLS with the agent's certificate; returns the server and its port."""
+    from edge_agent.proto.address import split_address
+
+    host, port = split_address(listen, "0.0.0.0:8000")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await _one(servicer, reader, writer):
+                pass
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        except Exception:  # noqa: BLE001 - one bad connection must not take the agent down
+            log.exception("HTTP request failed")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port, ssl=ctx, limit=64 << 10)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _one(servicer: Inference, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Read and answer one request; False when the connection is to close."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
+    except asyncio.IncompleteReadError:
+        return False  # the client closed between requests
+    except asyncio.LimitOverrunError:
+        await _send(writer, 431, {"error": "the request's header is larger than 64 KiB"}, False)
+        return False
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, path, version = lines[0].split(" ")
+    except ValueError:
+        await _send(writer, 400, {"error": f"not an HTTP request line: {lines[0][:80]!r}"}, False)
+        return False
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    if "transfer-encoding" in headers:
+        await _send(writer, 411, {"error": "send the body with a Content-Length, not chunked"}, False)
+        return False
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        await _send(writer, 400, {"error": f"Content-Length {headers['content-length']!r} is not a number"}, False)
+        return False
+    if length > MAX_BODY:
+        await _send(writer, 413, {"error": f"the body is {length} bytes; at most {MAX_BODY} are taken"}, False)
+        return False
+    body = await reader.readexactly(length) if length else b""
+    try:
+        status, doc = await route(servicer, method, path, headers, body)
+    except _HttpError as exc:
+        status, doc = exc.status, {"error": exc.message}
+    await _send(writer, status, doc, keep, head_only=method == "HEAD")
+    return keep
+
+
+async def _send(writer: asyncio.StreamWriter, status: int, doc: dict[str, Any], keep: bool,
+                head_only: bool = False) -> None:
+    body = json.dumps(doc).encode()
+    extra = 'WWW-Authenticate: Bearer realm="cdl-edge"\r\n' if status == 401 else ""
+    writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n{extra}Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
+                 .encode() + (b"" if head_only else body))
+    await writer.drain()

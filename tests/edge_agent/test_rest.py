@@ -1,0 +1,170 @@
+"""The Open Inference Protocol's REST binding (edge_agent.rest) on a real agent over HTTPS on 127.0.0.1: the same
+answers as the gRPC port, journaled and counted as ModelInfer is, refusals with the protocol's {"error"} body."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from runtime.devices import collect, deploy, enroll
+from tests.conftest import AgentProcess
+
+
+def _texts(ws, n: int) -> list[str]:
+    from runtime.workspace.dataset import decode_text
+
+    view = ws.dataset()
+    return [decode_text(view.read_bytes(r))[0] for r in [r for r in view.rows if r.split == "test"][:n]]
+
+
+class _Rest:
+    """One kept-alive HTTPS connection that trusts the workspace's CA, as a client of the device would."""
+
+    def __init__(self, url: str, ca: str):
+        host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+        self.conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=ca),
+                                                timeout=60)
+
+    def call(self, method: str, path: str, doc=None, headers=None, raw: bytes | None = None):  # noqa: ANN001
+        body = raw if raw is not None else (json.dumps(doc).encode() if doc is not None else None)
+        self.conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        r = self.conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+
+
+def _agent(ws, tmp_path, workers: int = 1) -> AgentProcess:
+    out = tmp_path / "dev"
+    enroll(ws, "dev1", "127.0.0.1:0", out)
+    doc = json.loads((out / "agent.json").read_text())
+    assert doc["http_listen"] is None  # off unless asked for
+    (out / "agent.json").write_text(json.dumps({**doc, "http_listen": "127.0.0.1:0", "workers": workers}))
+    agent = AgentProcess(out, workers=workers)
+    agent.start()
+    ws.store.update_device("dev1", address=agent.address)
+    return agent
+
+
+def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
+    import tritonclient.grpc as tc
+
+    ws = packaged
+    agent = _agent(ws, tmp_path, workers=2)
+    ca = str(ws.root / ".cdl" / "pki" / "ca.crt")
+    try:
+        assert agent.rest_url and agent.rest_url.startswith("https://127.0.0.1:") and agent.rest_url.endswith("/v2")
+        rest = _Rest(agent.rest_url, ca)
+        assert rest.call("GET", "/v2/health/live") == (200, {"live": True})
+        assert rest.call("GET", "/v2/health/ready") == (400, {"ready": False})  # no model yet: the protocol's false
+        status, doc = rest.call("GET", "/v2/models/ws")
+        assert status == 404 and doc["error"] == "model ws version any is not loaded (active: none)"
+        deploy(ws, "ws:1", "fp32", "dev1")
+        assert rest.call("GET", "/v2/health/ready") == (200, {"ready": True})
+        assert rest.call("GET", "/v2/models/ws/ready") == (200, {"name": "ws", "ready": True})
+        assert rest.call("GET", "/v2/models/ws/versions/2/ready") == (400, {"name": "ws", "ready": False})
+        status, server = rest.call("GET", "/v2")
+        assert status == 200 and server["name"] == "cdl-edge" and "model_configuration" in server["extensions"]
+        status, meta = rest.call("GET", "/v2/models/ws/versions/1")
+        assert status == 200 and meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label", "confidence"]
+        status, config = rest.call("GET", "/v2/models/ws/config")
+        assert status == 200 and config["platform"] == "onnxruntime_onnx" and "max_batch_size" not in config  # 0
+        assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
+        assert config["parameters"]["variant"] == {"string_value": "fp32"}
+        # the same texts through both ports: the same labels and probabilities
+        texts = _texts(ws, 12)
+        grpc_client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=ca)
+        inp = tc.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+        expected = grpc_client.infer("ws", [inp])
+        grpc_client.close()
+        status, doc = rest.call("POST", "/v2/models/ws/infer", {
+            "id": "r1", "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
+        assert status == 200, doc
+        assert (doc["model_name"], doc["model_version"], doc["id"]) == ("ws", "1", "r1")
+        out = {o["name"]: o for o in doc["outputs"]}
+        assert out["label"]["data"] == [b.decode() for b in expected.as_numpy("label")]
+        assert out["probabilities"]["shape"] == [12, 5]
+        np.testing.assert_allclose(np.array(out["probabilities"]["data"]).reshape(12, 5),
+                                   expected.as_numpy("probabilities"), atol=1e-6)
+        # nested data of shape [N, 1], asking for one output, on the same kept-alive connection
+        status, doc = rest.call("POST", "/v2/models/ws/versions/1/infer", {
+            "inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": [[texts[0]], [texts[1]]]}],
+            "outputs": [{"name": "label"}]})
+        assert status == 200 and [o["name"] for o in doc["outputs"]] == ["label"] and "id" not in doc
+        assert doc["outputs"][0]["data"] == out["label"]["data"][:2]
+        # each refused naming what is wrong, the gRPC port's message where it has one
+        for body, code, says in (
+                (b"{not json", 400, "the body is not JSON"),
+                ({"inputs": []}, 400, '"inputs" must be a list of tensors'),
+                ({"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["one"]}]}, 400,
+                 "inputs[0] (text): 1 values for shape [2]"),
+                ({"inputs": [{"name": "text", "shape": [1], "datatype": "FP32", "data": [0.5]}]}, 400,
+                 "this model takes text as BYTES, got FP32"),
+                ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [7]}]}, 400,
+                 "inputs[0] (text): its data are not all BYTES values"),
+                ({"inputs": [{"name": "text", "datatype": "BYTES", "data": ["x"]}]}, 400,
+                 "inputs[0].shape is missing or not a list")):
+            raw = body if isinstance(body, bytes) else None
+            status, doc = rest.call("POST", "/v2/models/ws/infer", None if raw else body, raw=raw)
+            assert (status, says in doc.get("error", "")) == (code, True), (body, status, doc)
+        status, doc = rest.call("POST", "/v2/models/other/infer", {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]})
+        assert status == 404 and "model other version any is not loaded (active: ws:1)" in doc["error"]
+        assert rest.call("GET", "/v2/models/ws/infer")[0] == 405
+        assert rest.call("GET", "/v2/nothing")[0] == 404
+        # journaled and counted as ModelInfer: the 26 predictions (12 by gRPC, 14 by REST) collected; the requests
+        # that reached the agent's inference counted as gRPC's are: one by gRPC, two answered by REST, two refused
+        # there (the FP32 text, an error; the other model, not found, which ModelInfer does not count an error)
+        assert collect(ws)["dev1"] == {"inserted": 26, "last_seq": 26}
+        from runtime.devices import DeviceClient
+
+        with DeviceClient(ws, "dev1") as c:
+            h = c.health()
+        assert (h["requests"], h["errors"]) == (5, 1), h
+    finally:
+        agent.stop()
+    bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "dev"),
+                          "--listen", "127.0.0.1:0", "--http", "nowhere"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--http 'nowhere'" in bad.stderr
+
+
+def test_rest_wants_the_token_and_tls(packaged, tmp_path):
+    ws = packaged
+    out = tmp_path / "dev"
+    enrolled = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev1",
+                               "--address", "127.0.0.1:0", "--out", str(out), "--inference-auth", "token", "--http",
+                               "127.0.0.1:0"], capture_output=True, text=True)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert json.loads((out / "agent.json").read_text())["http_listen"] == "127.0.0.1:0"
+    bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev2",
+                          "--address", "127.0.0.1:0", "--out", str(tmp_path / "dev2"), "--http", "8000"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "--http '8000'" in bad.stderr and not (tmp_path / "dev2").exists()
+    agent = AgentProcess(out)
+    agent.start()
+    ws.store.update_device("dev1", address=agent.address)
+    ca = str(ws.root / ".cdl" / "pki" / "ca.crt")
+    try:
+        deploy(ws, "ws:1", "fp32", "dev1")
+        rest = _Rest(agent.rest_url, ca)
+        req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["shares fell on the market"]}]}
+        status, doc = rest.call("POST", "/v2/models/ws/infer", req)
+        assert status == 401 and "missing or wrong device token" in doc["error"]
+        assert rest.call("GET", "/v2/models/ws", headers={"Authorization": "Bearer wrong"})[0] == 401
+        token = ws.store.device("dev1").token
+        status, doc = rest.call("POST", "/v2/models/ws/infer", req, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and doc["outputs"][1]["name"] == "label"
+        # plain HTTP gets no answer: the port speaks TLS only
+        host, port = agent.rest_url.split("//")[1].split("/")[0].rsplit(":", 1)
+        plain = http.client.HTTPConnection(host, int(port), timeout=10)
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            plain.request("GET", "/v2/health/live")
+            plain.getresponse().read()
+    finally:
+        agent.stop()
