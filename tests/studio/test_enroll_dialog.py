@@ -15,7 +15,8 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
 
     p = DevicesPanel(StudioContext(text_ws.root, text_ws, None))
     qtbot.addWidget(p)
-    answers = {"name": "edge1", "workers": 2, "replace": False, "metrics": "127.0.0.1:9100", "token": True}
+    answers = {"name": "edge1", "workers": 2, "replace": False, "metrics": "127.0.0.1:9100", "token": True,
+               "http": "0.0.0.0:8000"}
 
     def fill(dlg) -> int:  # noqa: ANN001 - what a user types into the dialog, then OK
         dlg.name.setText(answers["name"])
@@ -24,6 +25,7 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
         dlg.replace.setChecked(answers["replace"])
         dlg.metrics.setText(answers["metrics"])
         dlg.metrics_token.setChecked(answers["token"])
+        dlg.http.setText(answers["http"])
         return QDialog.DialogCode.Accepted
 
     monkeypatch.setattr(EnrollDialog, "exec", fill)
@@ -34,12 +36,13 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     assert first.enroll_dir == ".cdl/devices/edge1" and json.loads((folder / "agent.json").read_text())["workers"] == 2
     assert json.loads((folder / "agent.json").read_text())["metrics_listen"] == "127.0.0.1:9100"
     assert json.loads((folder / "agent.json").read_text())["metrics_auth"] == "token"
+    assert json.loads((folder / "agent.json").read_text())["http_listen"] == "0.0.0.0:8000"  # the REST binding
     assert "Enrolled edge1" in p.status_label.text()
     p._enroll()  # the same name, not ticked: refused before anything is written, in the studio's words
     assert "tick 'Enroll again if this name is taken'" in p.status_label.text()
     assert "--replace" not in p.status_label.text()
     assert text_ws.store.device("edge1").token == first.token
-    answers.update(replace=True, workers=1, metrics="", token=False)  # an emptied field turns metrics off
+    answers.update(replace=True, workers=1, metrics="", token=False, http="")  # an emptied field turns it off
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p._enroll()
     again = text_ws.store.device("edge1")
@@ -47,6 +50,7 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     assert json.loads((folder / "agent.json").read_text())["workers"] == 1
     assert json.loads((folder / "agent.json").read_text())["metrics_listen"] is None
     assert json.loads((folder / "agent.json").read_text())["metrics_auth"] == "open"
+    assert json.loads((folder / "agent.json").read_text())["http_listen"] is None
     answers.update(metrics="nowhere")
     p._enroll()
     qtbot.waitUntil(lambda: "--metrics 'nowhere'" in p.status_label.text(), timeout=30000)
@@ -59,13 +63,15 @@ def test_typing_an_enrolled_name_fills_in_its_settings(qtbot):
     from studio.panels.devices.panel import EnrollDialog
 
     dlg = EnrollDialog(None, {"edge1": ("10.0.0.7:8001", {"inference_auth": "token", "workers": 3,
-                                                        "metrics_listen": "0.0.0.0:9100", "metrics_auth": "token"})})
+                                                        "metrics_listen": "0.0.0.0:9100", "metrics_auth": "token",
+                                                        "http_listen": "0.0.0.0:8000"})})
     qtbot.addWidget(dlg)
     dlg.name.setText("edge")
     assert (dlg.address.text(), dlg.replace.isChecked(), dlg.note.text()) == ("127.0.0.1:8001", False, "")
     dlg.name.setText("edge1")
     assert (dlg.address.text(), dlg.auth.currentText(), dlg.workers.value()) == ("10.0.0.7:8001", "token", 3)
     assert dlg.metrics.text() == "0.0.0.0:9100" and dlg.metrics_token.isChecked()
+    assert dlg.http.text() == "0.0.0.0:8000"
     assert dlg.replace.isChecked() and "edge1 is enrolled" in dlg.note.text()
     dlg.name.setText("edge2")
     assert dlg.note.text() == ""

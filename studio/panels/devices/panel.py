@@ -49,6 +49,10 @@ class EnrollDialog(QDialog):
         self.metrics_token = QCheckBox("a scrape must send the device token")
         self.metrics_token.setToolTip("agent.json `metrics_auth: token`: GET /metrics wants Authorization: Bearer "
                                       "TOKEN (Prometheus' `authorization` scrape setting), else 401")
+        self.http = QLineEdit()
+        self.http.setPlaceholderText("off")
+        self.http.setToolTip("HOST:PORT where the agent also serves the Open Inference Protocol's REST binding, "
+                             "https://HOST:PORT/v2 (as Triton's :8000), beside gRPC; empty: off")
         self.replace = QCheckBox("Enroll again if this name is taken")
         self.replace.setToolTip("a new token and certificate, written into the device's folder (bundles and the "
                                 "journal stay); the agent running from a copy of the old folder stops accepting "
@@ -59,6 +63,7 @@ class EnrollDialog(QDialog):
         form.addRow("Workers", self.workers)
         form.addRow("Metrics (HOST:PORT)", self.metrics)
         form.addRow("", self.metrics_token)
+        form.addRow("REST (HOST:PORT)", self.http)
         form.addRow("", self.replace)
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -79,6 +84,7 @@ class EnrollDialog(QDialog):
         self.workers.setValue(int(settings.get("workers", 1)))
         self.metrics.setText(settings.get("metrics_listen") or "")
         self.metrics_token.setChecked(settings.get("metrics_auth") == "token")
+        self.http.setText(settings.get("http_listen") or "")
         self.replace.setChecked(True)
         self.note.setText(f"{text.strip()} is enrolled: its address and settings are filled in; enrolling it again "
                           "gives it a new token and certificate and keeps its other settings")
@@ -236,7 +242,8 @@ class DevicesPanel(Panel):
             return
         self.work(partial(enroll, workers=dlg.workers.value(), replace=dlg.replace.isChecked(),
                           metrics_listen=dlg.metrics.text().strip(),
-                          metrics_auth="token" if dlg.metrics_token.isChecked() else "open"), self.ctx.workspace,
+                          metrics_auth="token" if dlg.metrics_token.isChecked() else "open",
+                          http_listen=dlg.http.text().strip()), self.ctx.workspace,
                   name, dlg.address.text().strip(), None, dlg.auth.currentText(), done=done)
 
     def _health(self) -> None:
