@@ -1074,15 +1074,19 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
 @click.argument("ref")
 @click.option("--listen", default="127.0.0.1:8001", show_default=True, help="HOST:PORT (port 0: any free one)")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--http", default=None, metavar="HOST:PORT",
+              help="also serve the protocol's REST binding, https://HOST:PORT/v2 (port 0: any free one)")
 @click.option("--parent-pid", type=int, default=None, hidden=True)  # the studio's: stop when it is gone
 @click.pass_obj
-def serve_cmd(obj: dict[str, Any], ref: str, listen: str, workers: int, parent_pid: int | None) -> None:
+def serve_cmd(obj: dict[str, Any], ref: str, listen: str, workers: int, http: str | None,
+              parent_pid: int | None) -> None:
     """Serve NAME:VERSION[:VARIANT] on this machine over the Open Inference Protocol (the edge agent, in a temporary
     folder; nothing recorded, all deleted at Ctrl-C), to try it with tritonclient before it goes to a device."""
     from runtime.serve import serve_model
 
     model, variant = _ref_variant(ref)
-    serve_model(_ws(obj), model, variant, listen, workers, log=lambda m: click.echo(m), parent_pid=parent_pid)
+    serve_model(_ws(obj), model, variant, listen, workers, log=lambda m: click.echo(m), parent_pid=parent_pid,
+                http=http)
 
 
 @cli.command()

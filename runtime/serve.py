@@ -51,9 +51,10 @@ def sweep_stale(root: Path | None = None) -> list[Path]:
 
 def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "127.0.0.1:8001", workers: int = 1,
                 log: Callable[[str], None] = print, stop: threading.Event | None = None,
-                parent_pid: int | None = None) -> dict[str, Any]:
+                parent_pid: int | None = None, http: str | None = None) -> dict[str, Any]:
     """Serve until `stop` is set (or SIGINT/SIGTERM when it is None), or until `parent_pid` (the studio that
-    asked) has gone; returns what was served. The agent dies with this process, however it dies."""
+    asked) has gone; returns what was served. The agent dies with this process, however it dies. http: HOST:PORT
+    of the protocol's REST binding besides gRPC (edge_agent.rest), as `mlflow models serve` answers REST."""
     from edge_agent.proto.address import split_address
     from edge_agent.proto.agent_json import DEFAULTS
     from runtime.bundles import bundle_path
@@ -66,6 +67,11 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         host, _port = split_address(listen, "127.0.0.1:8001")
     except ValueError as exc:
         raise CdlError(f"--listen {listen!r}: {exc}") from None
+    if http:
+        try:
+            split_address(http, "127.0.0.1:8000")
+        except ValueError as exc:
+            raise CdlError(f"--http {http!r}: {exc}") from None
     sweep_stale()
     mv = ws.store.resolve_model(ref)
     bundle = bundle_path(ws, mv.ref, variant)  # a variant that was not built says so here, before anything starts
@@ -81,7 +87,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         _, pub = signing_key(ws.root)
         agent = {"device": "cdl-serve", "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
                  "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
-                 **DEFAULTS, "workers": workers}
+                 **DEFAULTS, "workers": workers, "http_listen": http or None}
         atomic_write_bytes(folder / "agent.json", json.dumps(agent).encode())
         proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(folder),
                                  "--listen", listen, "--parent-pid", str(os.getpid())], stdout=subprocess.PIPE, text=True,
@@ -91,17 +97,20 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
             proc.wait(30)
             raise CdlError(f"the agent did not start on {listen} (exit status {proc.returncode}); its log is above")
         address = line.split("listening on ")[1].split()[0]
+        rest = line.split("REST on ")[1].split()[0] if "REST on " in line else None
         device = Device(name="cdl-serve", address=address, token=token, cert_fingerprint=fingerprint,
                         enroll_dir=str(folder), created=datetime.now(UTC), last_seen=None, last_health={})
         with DeviceClient(ws, device) as client:
             pushed = client.push(bundle, activate=True)
         ca = ws.root / ".cdl" / "pki" / "ca.crt"
         served = {"model": mv.name, "version": str(mv.version), "variant": variant, "address": address,
-                  "bundle_id": pushed["bundle_id"], "ca": str(ca), "pid": proc.pid}
+                  "bundle_id": pushed["bundle_id"], "ca": str(ca), "pid": proc.pid, "rest": rest}
         log(f"serving {mv.ref}:{variant} at {address} (Open Inference Protocol over TLS; model name {mv.name!r}); "
             "Ctrl-C stops it")
         log(f"  a client trusts {ca}: tritonclient.grpc.InferenceServerClient({address!r}, ssl=True, "
             f"root_certificates={str(ca)!r})")
+        if rest:
+            log(f"  REST: curl --cacert {ca} {rest}/models/{mv.name}/infer -d '{{\"inputs\": [...]}}'")
         _wait(proc, stop, parent_pid)
         return served
     finally:

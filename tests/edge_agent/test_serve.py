@@ -26,7 +26,8 @@ def test_cdl_serve_answers_tritonclient_like_onnxruntime_and_leaves_nothing(pack
     ws = packaged
     before = ([d.name for d in ws.store.devices()], len(ws.store.deployments()))
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "serve", "ws:1:dynamic_int8",
-                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving ws:1:dynamic_int8 at 127.0.0.1:"), line + proc.stderr.read()[-2000:]
@@ -45,6 +46,22 @@ def test_cdl_serve_answers_tritonclient_like_onnxruntime_and_leaves_nothing(pack
             sess = ort.InferenceSession(zf.read("model.onnx"), providers=["CPUExecutionProvider"])
         x, _ = TextPipeline(manifest["preprocessing"]).transform(texts)
         np.testing.assert_allclose(got, sess.run(["probabilities"], {"input": x})[0], atol=1e-5)
+        # and over the REST binding (--http), as `mlflow models serve` answers: the same probabilities
+        import json
+        import ssl
+        import urllib.request
+
+        proc.stdout.readline()  # the tritonclient line
+        rest_line = proc.stdout.readline()
+        assert rest_line.startswith("  REST: curl --cacert "), rest_line
+        url = rest_line.split()[4]
+        assert url.startswith("https://127.0.0.1:") and url.endswith("/v2/models/ws/infer"), rest_line
+        body = json.dumps({"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
+        ctx = ssl.create_default_context(cafile=str(ws.root / ".cdl/pki/ca.crt"))
+        with urllib.request.urlopen(urllib.request.Request(url, body.encode()), context=ctx, timeout=60) as r:
+            doc = json.loads(r.read())
+        probs = next(o for o in doc["outputs"] if o["name"] == "probabilities")
+        np.testing.assert_allclose(np.array(probs["data"]).reshape(probs["shape"]), got, atol=1e-6)
         folders_during = set(Path(tempfile.gettempdir()).glob("cdl-serve-*"))
         assert folders_during
     finally:
