@@ -96,15 +96,21 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 
 
 def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force: bool,
-         sets: tuple[str, ...], as_json: bool, junit: Path | None, config=None) -> None:  # noqa: ANN001
+         sets: tuple[str, ...], as_json: bool, junit: Path | None, config=None,  # noqa: ANN001
+         save: bool = False) -> None:
     from runtime.jobs import Runner
     from runtime.progress import ProgressPrinter
 
     ws = _ws(obj)
     runner = Runner(ws)
     runner.bus.subscribe(ProgressPrinter())
+    overrides = _parse_sets(sets)
+    if save and not overrides:
+        raise CdlError("--save keeps the --set values in cdl.yaml: give --set STEP.PARAM=VALUE")
     with _cancel_on_signals(runner.cancel) as stopped_by:
-        result = runner.run(steps=steps, until=until, force=force, overrides=_parse_sets(sets), config=config)
+        result = runner.run(steps=steps, until=until, force=force, overrides=overrides, config=config)
+    if overrides:
+        _after_sets(ws, result, overrides, save)
     if junit:
         from runtime.reporting import write_junit
 
@@ -117,6 +123,34 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
         sys.exit(128 + stopped_by[0])
     if not result.ok:
         sys.exit(1)
+
+
+def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) -> None:  # noqa: ANN001
+    """--set values are for this run only, as `mlflow run -P` is: say what that means for the next run (the step
+    is stale against cdl.yaml and runs again with its values), or, with --save and a run that succeeded, write
+    them into cdl.yaml (as `dvc exp apply` keeps an experiment's parameters), so that the steps stay up to date."""
+    from runtime.params import set_step_params
+
+    cfg = ws.config()
+    if save and result.ok:
+        said = []
+        for step, values in overrides.items():
+            changed = set_step_params(ws, step, values)["changed"]
+            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
+        click.echo("saved in cdl.yaml: " + ("; ".join(said) if said else "(it had these values already)"), err=True)
+        return
+    differ = [f"{step}.{k} {cfg.params(step).get(k)!r} (this run {v!r})" for step, values in overrides.items()
+              for k, v in values.items() if cfg.params(step).get(k) != v]
+    if not differ:
+        return
+    ran = {o.step for o in result.steps if o.status == "done"}
+    what = ", ".join(s for s in overrides if s in ran) or "nothing"
+    if save:
+        click.echo(f"not saved in cdl.yaml: the run did not succeed ({result.status}); cdl.yaml still says "
+                   + "; ".join(differ), err=True)
+        return
+    click.echo(f"--set was for this run only: cdl.yaml still says {'; '.join(differ)}, so the next `cdl run` "
+               f"runs again what ran with them ({what}); --save keeps them in cdl.yaml", err=True)
 
 
 @contextlib.contextmanager
@@ -155,16 +189,18 @@ def _cancel_on_signals(cancel):  # noqa: ANN001, ANN202
 @click.argument("step", required=False)
 @click.option("--until", help="run every step up to and including this one (skipping what is up to date)")
 @click.option("--force", is_flag=True, help="re-run steps even if they are up to date")
-@click.option("--set", "sets", multiple=True, help="parameter override STEP.PARAM=VALUE (repeatable)")
+@click.option("--set", "sets", multiple=True, help="parameter override STEP.PARAM=VALUE (repeatable), for this run "
+              "only")
+@click.option("--save", is_flag=True, help="keep the --set values in cdl.yaml when the run succeeds")
 @click.option("--json", "as_json", is_flag=True, help="print the job's result as JSON")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="write a JUnit XML report")
 @click.pass_obj
-def run(obj: dict[str, Any], step: str | None, until: str | None, force: bool, sets: tuple[str, ...],
+def run(obj: dict[str, Any], step: str | None, until: str | None, force: bool, sets: tuple[str, ...], save: bool,
         as_json: bool, junit: Path | None) -> None:
     """Run one STEP, everything --until a step, or (with neither) the whole pipeline."""
     if step and until:
         raise CdlError("give either STEP or --until, not both")
-    _run(obj, [step] if step else None, until, force, sets, as_json, junit)
+    _run(obj, [step] if step else None, until, force, sets, as_json, junit, save=save)
 
 
 @cli.command()

@@ -176,6 +176,40 @@ def test_a_parameter_added_by_an_upgrade_reruns_nothing_until_it_is_set(tmp_path
     assert states["data.validate"].reason == "parameters changed since it ran: max_ratio_upper 0.25 → 0.5"
 
 
+def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_ws):
+    """`cdl run --set` ran once with the value and said nothing; the next plain run silently ran the step again
+    with cdl.yaml's (and model.train would register another model). Now it says so, and `--save` keeps the
+    values in cdl.yaml when the run succeeds, so that nothing is stale afterwards."""
+    ws = text_ws
+    add_source(ws, make_bbc_subset(tmp_path / "bbc.zip", per_class=6))
+    assert Runner(ws).run(until="data.label").ok
+    was = ws.config().params("data.validate")["min_length"]
+
+    def cdl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                              text=True)
+
+    once = cdl("run", "--until", "data.label", "--set", f"data.validate.min_length={was + 1}")
+    assert once.returncode == 0, once.stderr[-2000:]
+    assert (f"--set was for this run only: cdl.yaml still says data.validate.min_length {was} (this run {was + 1}), "
+            "so the next `cdl run` runs again what ran with them (data.validate); --save keeps them in cdl.yaml"
+            ) in once.stderr, once.stderr[-2000:]
+    assert ws.config().params("data.validate")["min_length"] == was
+    assert _status(ws)["data.validate"] == "stale"
+    kept = cdl("run", "--until", "data.label", "--set", f"data.validate.min_length={was + 2}", "--save")
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    assert f"saved in cdl.yaml: data.validate.min_length {was} → {was + 2}" in kept.stderr
+    assert ws.config().params("data.validate")["min_length"] == was + 2
+    assert set(_status(ws).values()) == {"done"}
+    # a run that fails saves nothing; --save alone is an input error
+    failed = cdl("run", "data.import", "--set", 'data.import.sources=["gone.zip"]', "--save")
+    assert failed.returncode == 1 and "not saved in cdl.yaml: the run did not succeed (failed)" in failed.stderr, \
+        failed.stderr[-2000:]
+    assert ws.config().params("data.import")["sources"] != ["gone.zip"]
+    alone = cdl("run", "data.validate", "--save")
+    assert alone.returncode == 2 and "--save keeps the --set values in cdl.yaml" in alone.stderr
+
+
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
     """A source file moved (its path changed in cdl.yaml) failed with a raw IntegrityError: its items came back
     with the uids the old source's items still held. Now the old source goes in the same transaction; unchanged
