@@ -118,15 +118,31 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         assert status == 404 and "model other version any is not loaded (active: ws:1)" in doc["error"]
         assert rest.call("GET", "/v2/models/ws/infer")[0] == 405
         assert rest.call("GET", "/v2/nothing")[0] == 404
-        # journaled and counted as ModelInfer: the 26 predictions (12 by gRPC, 14 by REST) collected; the requests
-        # that reached the agent's inference counted as gRPC's are: one by gRPC, two answered by REST, two refused
+        # a body sent after "Expect: 100-continue" (curl asks so for a body over 1 KiB, then waits a second for the
+        # go-ahead): the go-ahead comes at once, then the answer
+        import socket
+
+        host, port = agent.rest_url.split("//")[1].split("/")[0].rsplit(":", 1)
+        body = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[0]]}]})
+        with socket.create_connection((host, int(port)), timeout=30) as raw_sock, \
+                ssl.create_default_context(cafile=ca).wrap_socket(raw_sock, server_hostname=host) as tls:
+            tls.sendall(f"POST /v2/models/ws/infer HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+                        "Expect: 100-continue\r\n\r\n".encode())
+            assert tls.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            tls.sendall(body.encode())
+            got = b""
+            while b'"outputs"' not in got or not got.rstrip().endswith(b"}"):
+                got += tls.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200 OK") and out["label"]["data"][0].encode() in got
+        # journaled and counted as ModelInfer: the 27 predictions (12 by gRPC, 15 by REST) collected; the requests
+        # that reached the agent's inference counted as gRPC's are: one by gRPC, three answered by REST, two refused
         # there (the FP32 text, an error; the other model, not found, which ModelInfer does not count an error)
-        assert collect(ws)["dev1"] == {"inserted": 26, "last_seq": 26}
+        assert collect(ws)["dev1"] == {"inserted": 27, "last_seq": 27}
         from runtime.devices import DeviceClient
 
         with DeviceClient(ws, "dev1") as c:
             h = c.health()
-        assert (h["requests"], h["errors"]) == (5, 1), h
+        assert (h["requests"], h["errors"]) == (6, 1), h
     finally:
         agent.stop()
     bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "dev"),
@@ -166,5 +182,44 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
         with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
             plain.request("GET", "/v2/health/live")
             plain.getresponse().read()
+    finally:
+        agent.stop()
+
+
+def test_rest_clients_at_once_are_batched_and_each_gets_its_own_answer(packaged, tmp_path):
+    """16 clients, each on its own kept-alive connection, sending at once: every answer is the one for its own
+    text (the dynamic batcher mixes them in one onnxruntime call), and the agent ran fewer batches than requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.devices import DeviceClient
+
+    ws = packaged
+    agent = _agent(ws, tmp_path)
+    ca = str(ws.root / ".cdl" / "pki" / "ca.crt")
+    try:
+        deploy(ws, "ws:1", "fp32", "dev1")
+        texts = _texts(ws, 32)
+        expected = _Rest(agent.rest_url, ca).call("POST", "/v2/models/ws/infer", {
+            "inputs": [{"name": "text", "shape": [32], "datatype": "BYTES", "data": texts}],
+            "outputs": [{"name": "label"}]})[1]["outputs"][0]["data"]
+
+        def client(k: int) -> list[tuple[int, str]]:
+            rest = _Rest(agent.rest_url, ca)
+            got = []
+            for i in range(k, k + 32 * 4, 16):
+                status, doc = rest.call("POST", "/v2/models/ws/infer", {
+                    "id": str(i), "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                              "data": [texts[i % 32]]}], "outputs": [{"name": "label"}]})
+                assert status == 200 and doc["id"] == str(i), doc
+                got.append((i, doc["outputs"][0]["data"][0]))
+            return got
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = [a for got in pool.map(client, range(16)) for a in got]
+        assert len(answers) == 128 and all(label == expected[i % 32] for i, label in answers)
+        with DeviceClient(ws, "dev1") as c:
+            h = c.health()
+        assert h["requests"] == 129 and h["errors"] == 0
+        assert h["batches"] < 129 and h["items_per_batch"] > 160 / 129, h  # some requests shared a batch
     finally:
         agent.stop()
