@@ -223,3 +223,28 @@ def test_rest_clients_at_once_are_batched_and_each_gets_its_own_answer(packaged,
         assert h["batches"] < 129 and h["items_per_batch"] > 160 / 129, h  # some requests shared a batch
     finally:
         agent.stop()
+
+
+def test_image_tensors_in_json_become_the_grpc_request():
+    """Images as the protocol's JSON: nested lists of pixels, UINT8 or FP32, into the request the gRPC port takes
+    (the image model's path through an agent is tested over gRPC, which the REST binding hands the request to)."""
+    from edge_agent.rest import _HttpError, request_from_json
+
+    img = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    req = request_from_json({"inputs": [{"name": "image", "shape": [2, 28, 28], "datatype": "UINT8",
+                                         "data": img.tolist()}]}, "fm", "")
+    (t,) = req.inputs
+    assert (req.model_name, t.datatype, list(t.shape)) == ("fm", "UINT8", [2, 28, 28])
+    assert list(t.contents.uint_contents) == img.ravel().tolist()
+    req = request_from_json({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1]}]},
+                            "fm", "3")
+    assert list(req.inputs[0].contents.fp32_contents) == [0.5, 1.0] and req.model_version == "3"
+    for bad, says in (([[300, 0]], "UINT8 values must be whole numbers from 0 to 255"),
+                      ([["a", 0]], "UINT8 values must be whole numbers from 0 to 255")):
+        with pytest.raises(_HttpError, match=says):
+            request_from_json({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "UINT8", "data": bad}]},
+                              "fm", "")
+    with pytest.raises(_HttpError, match=r"inputs\[0\] \(image\): its data are not all FP32 values"):
+        request_from_json({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "FP32", "data": ["x"]}]}, "fm", "")
+    with pytest.raises(_HttpError, match=r"inputs\[0\].shape must be whole numbers"):
+        request_from_json({"inputs": [{"name": "image", "shape": [-1], "datatype": "FP32", "data": [1]}]}, "fm", "")
