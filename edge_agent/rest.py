@@ -7,7 +7,8 @@
     GET  /v2/models/NAME[/versions/V]/ready         200, or 400
     GET  /v2/models/NAME[/versions/V]/config        Triton's model configuration, as ModelConfig gives it
     POST /v2/models/NAME[/versions/V]/infer         {"id", "inputs": [{"name", "shape", "datatype", "data"}],
-                                                     "outputs": [{"name"}]} -> {"model_name", "model_version",
+                                                     "outputs": [{"name", "parameters": {"classification":
+                                                     K}}]} -> {"model_name", "model_version",
                                                      "id", "outputs": [{"name", "shape", "datatype", "data"}]}
 
 HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth: "token"` wants the device token
@@ -122,8 +123,13 @@ def request_from_json(doc: Any, name: str, version: str) -> ipb.ModelInferReques
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise _HttpError(400, '"outputs" must be a list of {"name": ...}')
-    for o in outputs:
-        req.outputs.add(name=o["name"])
+    for k, o in enumerate(outputs):
+        out = req.outputs.add(name=o["name"])
+        count = (o.get("parameters") or {}).get("classification")
+        if count is not None:  # Triton's classification extension: the k likeliest classes
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise _HttpError(400, f"outputs[{k}].parameters.classification must be a whole number, got {count!r}")
+            out.parameters["classification"].int64_param = count
     return req
 
 

@@ -211,7 +211,7 @@ class Inference:
 
     async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
-        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["statistics", "model_configuration"])
+        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["classification", "statistics", "model_configuration"])
 
     @staticmethod
     def _tensors(m: LoadedModel) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
@@ -325,6 +325,7 @@ class Inference:
         try:
             try:
                 items, raw_list = self._inputs(m, request)
+                outputs = self._outputs(m, request)
             except ValueError as exc:
                 raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             try:
@@ -337,7 +338,7 @@ class Inference:
             agent.counters.add(errors=1)
             agent.counters.add_stats(fail_us=int((time.perf_counter() - t0) * 1e6))
             raise
-        resp = self._response(m, request, pred)
+        resp = self._response(m, request, pred, outputs)
         agent.counters.observe(time.perf_counter() - t0)
         return resp
 
@@ -381,6 +382,8 @@ class Inference:
         if len(request.inputs) != 1:
             raise ValueError(f"expected one input tensor ({m.input_metadata()['name']}), got {len(request.inputs)}")
         t = request.inputs[0]
+        if any(k.startswith("shared_memory") for k in t.parameters):
+            raise ValueError(f"input {t.name}: the agent has no shared memory; send the data in the request")
         raw = request.raw_input_contents[0] if request.raw_input_contents else None
         shape = list(t.shape)
         if m.kind == "text":
@@ -412,19 +415,42 @@ class Inference:
             raise ValueError(f"input {t.name}: {exc}") from None
         return arr, [img.astype(np.uint8).tobytes() if dtype is np.uint8 else img.tobytes() for img in arr]
 
-    def _response(self, m: LoadedModel, request, pred: Prediction):  # noqa: ANN001, ANN201
-        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+    @staticmethod
+    def _outputs(m: LoadedModel, request) -> list[tuple[str, int]]:  # noqa: ANN001
+        """The outputs asked for (all three when none is named), each with its classification count: Triton's
+        classification extension (tritonclient's InferRequestedOutput(name, class_count=k)) turns probabilities
+        into the k likeliest classes. A name the model does not give, or shared memory (which the agent does not
+        have), is refused: the answer would otherwise lack what was asked for, and say nothing."""
+        out = []
+        for o in request.outputs:
+            if o.name not in OUTPUTS:
+                raise ValueError(f"unknown output {o.name!r}: {m.name} gives {', '.join(OUTPUTS)}")
+            if any(k.startswith("shared_memory") for k in o.parameters):
+                raise ValueError(f"output {o.name}: the agent has no shared memory; ask for it without")
+            k = 0
+            if "classification" in o.parameters:
+                k = int(o.parameters["classification"].int64_param)
+                if o.name != "probabilities" or k < 1:
+                    raise ValueError(f"output {o.name}: classification takes a class count of at least 1, on "
+                                     "probabilities")
+            out.append((o.name, min(k, len(m.classes))))
+        return out or [(name, 0) for name in OUTPUTS]
+
+    def _response(self, m: LoadedModel, request, pred: Prediction,  # noqa: ANN001, ANN201
+                  outputs: list[tuple[str, int]]):
         resp = ipb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
         n = len(pred.labels)
-        for name in wanted:
-            if name == "probabilities":
+        for name, k in outputs:
+            if k:  # Triton's "value:index:label", the likeliest first
+                top = np.argsort(-pred.probabilities, axis=1, kind="stable")[:, :k]
+                data, dt, shape = serialize_bytes([f"{pred.probabilities[i, j]:f}:{j}:{m.classes[j]}".encode()
+                                                   for i in range(n) for j in top[i]]), "BYTES", [n, k]
+            elif name == "probabilities":
                 data, dt, shape = pred.probabilities.astype("<f4").tobytes(), "FP32", [n, len(m.classes)]
             elif name == "label":
                 data, dt, shape = serialize_bytes([s.encode() for s in pred.labels]), "BYTES", [n]
-            elif name == "confidence":
-                data, dt, shape = pred.confidence.astype("<f4").tobytes(), "FP32", [n]
             else:
-                continue
+                data, dt, shape = pred.confidence.astype("<f4").tobytes(), "FP32", [n]
             resp.outputs.add(name=name, datatype=dt, shape=shape)
             resp.raw_output_contents.append(data)
         return resp

@@ -95,6 +95,29 @@ def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_facto
     bad.set_data_from_numpy(np.zeros((1, 4), np.float32))
     with pytest.raises(InferenceServerException, match="BYTES"):
         client.infer("ws", [bad])
+    # Triton's classification extension (class_count): the k likeliest classes as "value:index:label", likeliest
+    # first, as tritonclient's image_client example asks for them
+    inp = tc.InferInput("text", [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+    top = client.infer("ws", [inp], outputs=[tc.InferRequestedOutput("probabilities", class_count=3),
+                                             tc.InferRequestedOutput("label")])
+    ranked = top.as_numpy("probabilities")
+    assert ranked.shape == (len(texts), 3) and top.as_numpy("confidence") is None
+    for row, p in zip(ranked, expected, strict=True):
+        want = np.argsort(-p, kind="stable")[:3]
+        assert [c.decode() for c in row] == [f"{p[j]:f}:{j}:{manifest['classes'][j]}" for j in want]
+    assert "classification" in client.get_server_metadata().extensions
+    # an output the model does not give was left out of the answer without a word; now it is refused by name, as
+    # is what the agent does not have (shared memory) and classification on an output that has no classes
+    for out, says in ((tc.InferRequestedOutput("probs"), "unknown output 'probs': ws gives probabilities, label, "
+                                                         "confidence"),
+                      (tc.InferRequestedOutput("label", class_count=2), "output label: classification takes"),
+                      (tc.InferRequestedOutput("confidence"), None)):
+        if says is None:
+            out.set_shared_memory("region", 64)
+            says = "output confidence: the agent has no shared memory"
+        with pytest.raises(InferenceServerException, match=says):
+            client.infer("ws", [inp], outputs=[out])
 
 
 def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(packaged, agent_factory):

@@ -98,6 +98,12 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
             "outputs": [{"name": "label"}]})
         assert status == 200 and [o["name"] for o in doc["outputs"]] == ["label"] and "id" not in doc
         assert doc["outputs"][0]["data"] == out["label"]["data"][:2]
+        # Triton's classification extension, asked for in JSON
+        status, doc = rest.call("POST", "/v2/models/ws/infer", {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[0]]}],
+            "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]})
+        assert status == 200 and doc["outputs"][0]["shape"] == [1, 2] and doc["outputs"][0]["datatype"] == "BYTES"
+        assert doc["outputs"][0]["data"][0].endswith(":" + out["label"]["data"][0])
         # each refused naming what is wrong, the gRPC port's message where it has one
         for body, code, says in (
                 (b"{not json", 400, "the body is not JSON"),
@@ -134,15 +140,15 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
             while b'"outputs"' not in got or not got.rstrip().endswith(b"}"):
                 got += tls.recv(65536)
             assert got.startswith(b"HTTP/1.1 200 OK") and out["label"]["data"][0].encode() in got
-        # journaled and counted as ModelInfer: the 27 predictions (12 by gRPC, 15 by REST) collected; the requests
-        # that reached the agent's inference counted as gRPC's are: one by gRPC, three answered by REST, two refused
+        # journaled and counted as ModelInfer: the 28 predictions (12 by gRPC, 16 by REST) collected; the requests
+        # that reached the agent's inference counted as gRPC's are: one by gRPC, four answered by REST, two refused
         # there (the FP32 text, an error; the other model, not found, which ModelInfer does not count an error)
-        assert collect(ws)["dev1"] == {"inserted": 27, "last_seq": 27}
+        assert collect(ws)["dev1"] == {"inserted": 28, "last_seq": 28}
         from runtime.devices import DeviceClient
 
         with DeviceClient(ws, "dev1") as c:
             h = c.health()
-        assert (h["requests"], h["errors"]) == (6, 1), h
+        assert (h["requests"], h["errors"]) == (7, 1), h
     finally:
         agent.stop()
     bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "dev"),
