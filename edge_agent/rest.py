@@ -196,31 +196,70 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
     raise _HttpError(404, f"{path}: not a path of the protocol (/v2, /v2/health/ready, /v2/models/NAME[/infer])")
 
 
-async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path) -> tuple[asyncio.Server, int]:
-    """Serve the REST binding on `listen` over TLS with the agent's certificate; returns the server and its port."""
-    from edge_agent.proto.address import split_address
+class RestServer:
+    """The REST port: `port`, and `stop(grace)`, which stops taking connections and lets requests being answered
+    finish (up to `grace` seconds, as the gRPC server's stop does), so that an agent stopped by its service
+    manager does not drop an answer it has journaled."""
 
-    host, port = split_address(listen, "0.0.0.0:8000")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    def __init__(self, servicer: Inference):
+        self.servicer = servicer
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.busy = 0  # requests read and not yet answered
+        self.stopping = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
-            while await _one(servicer, reader, writer):
+            while not self.stopping and await _one(self, reader, writer):
                 pass
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         except Exception:  # noqa: BLE001 - one bad connection must not take the agent down
             log.exception("HTTP request failed")
         finally:
+            self._writers.discard(writer)
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port, ssl=ctx, limit=64 << 10)
-    return server, server.sockets[0].getsockname()[1]
+    def started(self) -> None:
+        self.busy += 1
+        self._idle.clear()
+
+    def answered(self) -> None:
+        self.busy -= 1
+        if self.busy == 0:
+            self._idle.set()
+
+    async def stop(self, grace: float) -> None:
+        self.stopping = True
+        if self.server is not None:
+            self.server.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            log.warning("stopping with %d REST request(s) unanswered after %.0f s", self.busy, grace)
+        for w in list(self._writers):  # idle kept-alive connections
+            w.close()
 
 
-async def _one(servicer: Inference, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path) -> RestServer:
+    """Serve the REST binding on `listen` over TLS with the agent's certificate."""
+    from edge_agent.proto.address import split_address
+
+    host, port = split_address(listen, "0.0.0.0:8000")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    rest = RestServer(servicer)
+    rest.server = await asyncio.start_server(rest.handle, host, port, ssl=ctx, limit=64 << 10)
+    rest.port = rest.server.sockets[0].getsockname()[1]
+    return rest
+
+
+async def _one(rest: RestServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
     """Read and answer one request; False when the connection is to close."""
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
@@ -256,11 +295,16 @@ async def _one(servicer: Inference, reader: asyncio.StreamReader, writer: asynci
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
     body = await asyncio.wait_for(reader.readexactly(length), IDLE_S) if length else b""
+    rest.started()
     try:
-        status, doc = await route(servicer, method, path, headers, body)
-    except _HttpError as exc:
-        status, doc = exc.status, {"error": exc.message}
-    await _send(writer, status, doc, keep, head_only=method == "HEAD")
+        try:
+            status, doc = await route(rest.servicer, method, path, headers, body)
+        except _HttpError as exc:
+            status, doc = exc.status, {"error": exc.message}
+        keep = keep and not rest.stopping
+        await _send(writer, status, doc, keep, head_only=method == "HEAD")
+    finally:
+        rest.answered()
     return keep
 
 

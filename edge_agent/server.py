@@ -728,7 +728,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
         from edge_agent.rest import serve_rest
 
         try:
-            rest_server, hport = await serve_rest(Inference(agent), http, config.tls_cert, config.tls_key)
+            rest_server = await serve_rest(Inference(agent), http, config.tls_cert, config.tls_key)
         except OSError as exc:
             if metrics_server is not None:
                 metrics_server.close()
@@ -736,7 +736,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
                 await pool.stop()
             await server.stop(0)
             raise OSError(f"cannot serve HTTP on {http}: {exc}") from None
-        metrics_at += f"; REST on https://{http.rpartition(':')[0]}:{hport}/v2"
+        metrics_at += f"; REST on https://{http.rpartition(':')[0]}:{rest_server.port}/v2"
     if index == 0:
         check_certificate(config)
         m = agent.model
@@ -751,12 +751,12 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    for extra in (metrics_server, rest_server):
-        if extra is not None:
-            extra.close()
+    if metrics_server is not None:
+        metrics_server.close()
     if pool is not None:
         await pool.stop()
-    await server.stop(2)
+    # requests being answered finish (up to 2 s) on both ports before the journal closes
+    await asyncio.gather(server.stop(2), *([rest_server.stop(2)] if rest_server is not None else []))
     agent.journal.close()
     agent.counters.close()
 

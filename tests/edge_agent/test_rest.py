@@ -254,3 +254,30 @@ def test_image_tensors_in_json_become_the_grpc_request():
         request_from_json({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "FP32", "data": ["x"]}]}, "fm", "")
     with pytest.raises(_HttpError, match=r"inputs\[0\].shape must be whole numbers"):
         request_from_json({"inputs": [{"name": "image", "shape": [-1], "datatype": "FP32", "data": [1]}]}, "fm", "")
+
+
+def test_a_stopped_agent_answers_the_rest_request_it_is_working_on(packaged, tmp_path):
+    """SIGTERM (systemd's stop) while a big REST request was being predicted dropped it: the connection closed
+    without an answer, though gRPC's port lets calls in flight finish. Now both ports finish what they are
+    answering (up to 2 s) before the journal closes, and the agent exits 0."""
+    import signal
+    import time
+
+    ws = packaged
+    agent = _agent(ws, tmp_path)
+    try:
+        deploy(ws, "ws:1", "fp32", "dev1")
+        texts = (_texts(ws, 40) * 50)[:2000]  # 2000 texts: a few hundred ms of preprocessing, in the agent's thread pool
+        rest = _Rest(agent.rest_url, str(ws.root / ".cdl" / "pki" / "ca.crt"))
+        rest.conn.request("POST", "/v2/models/ws/infer", body=json.dumps({
+            "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}],
+            "outputs": [{"name": "label"}]}))
+        time.sleep(0.15)
+        agent.proc.send_signal(signal.SIGTERM)
+        r = rest.conn.getresponse()
+        doc = json.loads(r.read())
+        assert r.status == 200 and len(doc["outputs"][0]["data"]) == 2000
+        assert r.getheader("Connection") == "close"  # a stopping agent takes no further request on it
+        assert agent.proc.wait(30) == 0
+    finally:
+        agent.stop()
