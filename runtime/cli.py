@@ -144,10 +144,12 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     if not differ:
         return
     ran = {o.step for o in result.steps if o.status == "done"}
-    what = ", ".join(s for s in overrides if s in ran) or "nothing"
+    what = ", ".join(s for s in overrides if s in ran)
     if save:
         click.echo(f"not saved in cdl.yaml: the run did not succeed ({result.status}); cdl.yaml still says "
                    + "; ".join(differ), err=True)
+        return
+    if not what:  # nothing finished with them: nothing to run again
         return
     click.echo(f"--set was for this run only: cdl.yaml still says {'; '.join(differ)}, so the next `cdl run` "
                f"runs again what ran with them ({what}); --save keeps them in cdl.yaml", err=True)

@@ -107,9 +107,17 @@ class Runner:
             if run.status == "running":
                 out[step] = StepState(step, spec, StepStatus.RUNNING, last_run=run)
                 continue
+            since = ""
             if run.status == "failed":
-                out[step] = StepState(step, spec, StepStatus.FAILED, run.error or "", run, run.summary)
-                continue
+                ok = self._done_despite(cfg, step, run, done)
+                if ok is None:
+                    out[step] = StepState(step, spec, StepStatus.FAILED, run.error or "", run, run.summary)
+                    continue
+                # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
+                # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
+                first = (run.error or "failed").strip().split("\n", 1)[0]
+                since = f"a later run with other inputs than cdl.yaml gives failed: {first[:200]}"
+                run = ok
             reason = ""
             try:
                 fp = self.input_fp(cfg, step, cfg.params(step), done)
@@ -141,8 +149,23 @@ class Runner:
                 out[step] = StepState(step, spec, StepStatus.STALE, reason, run, run.summary)
             else:
                 status = StepStatus.DRIFTED if run.status == "drifted" else StepStatus.DONE
-                out[step] = StepState(step, spec, status, _undecided(run.summary), run, run.summary)
+                note = "; ".join(x for x in (_undecided(run.summary), since) if x)
+                out[step] = StepState(step, spec, status, note, run, run.summary)
         return list(out.values())
+
+    def _done_despite(self, cfg: PipelineConfig, step: str, failed, done: Mapping[str, Any]):  # noqa: ANN001, ANN202
+        """The step's last done run, where the failed run after it ran with other inputs than cdl.yaml gives now
+        while the done one still matches them; else None (the failure is the step's state)."""
+        ok = done.get(step)
+        if ok is None or ok.status != "done" or ok.input_fp == failed.input_fp:
+            return None
+        try:
+            fp = self.input_fp(cfg, step, cfg.params(step), done)
+        except CdlError:
+            return None
+        if _same_inputs(failed, fp, cfg.params(step), step) or not _same_inputs(ok, fp, cfg.params(step), step):
+            return None
+        return ok
 
     # -- planning -----------------------------------------------------------------------------------------
 

@@ -486,7 +486,12 @@ def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str
     if "text" in data or to_name == "text":
         value = data.get(to_name, data.get("text"))
         if not isinstance(value, str):
-            raise DataImportError(f"{where}: no text in data.{to_name}")
+            other = [k for k in ("image", "img", "url") if isinstance(data.get(k), str)]
+            if other:  # an image export, into a workspace whose label config takes text
+                raise DataImportError(f"{where}: holds an image (data.{other[0]}), but this workspace is for text "
+                                      f"(its label config takes data.{to_name}); nothing was imported. Make an image "
+                                      "workspace: `cdl init PATH --template image-classification`")
+            raise DataImportError(f"{where}: no text in data.{to_name} (keys: {', '.join(data) or 'none'})")
         return value.encode("utf-8"), "text"
     value = data.get(to_name, data.get("image"))
     if not isinstance(value, str):

@@ -210,6 +210,40 @@ def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_w
     assert alone.returncode == 2 and "--save keeps the --set values in cdl.yaml" in alone.stderr
 
 
+def test_a_refused_import_or_a_failed_one_off_run_leaves_the_step_done(tmp_path, text_ws):
+    """`cdl data import` of a bad file is refused and leaves nothing behind, but its failed run was the step's last:
+    data.import showed "failed" for good (its error naming a file cdl.yaml does not have), every later step
+    "upstream data.import is failed", while `cdl run` said data.import was up to date. A failed run with inputs
+    cdl.yaml does not give (the refused source, a `--set` run) leaves the step's done run standing, and says
+    so; a failure with cdl.yaml's own inputs is still the step's state."""
+    from runtime.domain.errors import DataImportError
+
+    ws = text_ws
+    src = make_bbc_subset(tmp_path / "bbc.zip", per_class=6)
+    add_source(ws, src)
+    assert Runner(ws).run(until="data.label").ok
+    bad = tmp_path / "bad.csv"
+    bad.write_text('text,label\nhello world, this is fine,a\n"unterminated,b\n')
+    with pytest.raises(DataImportError, match="bad.csv: line"):
+        add_source(ws, bad)
+    assert ws.store.last_step_run("data.import").status == "failed"
+    states = {s.id: s for s in Runner(ws).statuses() if s.id.startswith("data.")}
+    assert {s.status.value for s in states.values()} == {"done"}, {k: (s.status, s.reason) for k, s in states.items()}
+    assert states["data.import"].reason.startswith("a later run with other inputs than cdl.yaml gives failed: ")
+    assert "bad.csv: line 2: 3 fields, the header has 2" in states["data.import"].reason
+    result = Runner(ws).run(until="data.label")
+    assert result.ok and {o.status for o in result.steps} == {"skipped"}
+    # a failed one-off run (other parameters) too
+    res = Runner(ws).run(steps=["data.import"], overrides={"data.import": {"sources": ["gone.zip"]}})
+    assert not res.ok, res
+    assert {s.status.value for s in Runner(ws).statuses() if s.id.startswith("data.")} == {"done"}
+    # with cdl.yaml's own inputs, a failure is the step's state: the source file overwritten with what is no zip
+    src.write_bytes(b"not a zip archive")
+    assert not Runner(ws).run(steps=["data.import"]).ok
+    state = next(s for s in Runner(ws).statuses() if s.id == "data.import")
+    assert state.status == StepStatus.FAILED and "bbc.zip" in state.reason, state.reason
+
+
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
     """A source file moved (its path changed in cdl.yaml) failed with a raw IntegrityError: its items came back
     with the uids the old source's items still held. Now the old source goes in the same transaction; unchanged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -259,6 +260,16 @@ def test_label_studio_as_a_data_source(text_ws, ls_dir):
 def test_image_export_without_images_names_the_task(image_ws, ls_dir):
     with pytest.raises(DataImportError, match="task 11.*fmnist_test_class9_0000.png.*--media-root"):
         add_source(image_ws, ls_dir / "image_classification_export.json")
+
+
+def test_an_image_export_into_a_text_workspace_says_so(text_ws, ls_dir):
+    """It said "task 11: no text in data.text", as if the export were broken."""
+    with pytest.raises(DataImportError, match=re.escape(
+            "task 11: holds an image (data.image), but this workspace is for text (its label config takes "
+            "data.text); nothing was imported. Make an image workspace: `cdl init PATH --template "
+            "image-classification`")):
+        add_source(text_ws, ls_dir / "image_classification_export.json")
+    assert text_ws.store.items() == []
 
 
 def test_cli_refuses_a_label_that_is_not_a_class_unless_asked(unlabeled_ws):
