@@ -124,6 +124,13 @@ class Agent:
         self._model = None
         import_engines()
 
+    def rest_port(self) -> int:
+        """The port worker 0 serves the REST binding on (DATA/run/rest_port, which it writes at start), or 0."""
+        try:
+            return int((self.config.data_dir / "run" / "rest_port").read_text())
+        except (OSError, ValueError):
+            return 0
+
     def check_token(self, context: grpc.aio.ServicerContext) -> bool:
         md = dict(context.invocation_metadata() or ())
         auth = md.get("authorization", "")
@@ -612,7 +619,7 @@ class Control(epb_grpc.EdgeControlServicer):
                                   batches=n["batches"], batched_items=n["batched_items"],
                                   free_disk_bytes=shutil.disk_usage(a.config.data_dir).free,
                                   journal_last_seq=j.last_seq(), journal_acked_seq=j.acked_seq(),
-                                  journal_records=j.count(), journal_id=j.journal_id,
+                                  journal_records=j.count(), journal_id=j.journal_id, rest_port=a.rest_port(),
                                   providers=a.model.providers if a.model else [])
 
     async def _same_journal(self, journal_id: str, context) -> None:  # noqa: ANN001
@@ -737,6 +744,12 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             await server.stop(0)
             raise OSError(f"cannot serve HTTP on {http}: {exc}") from None
         metrics_at += f"; REST on https://{http.rpartition(':')[0]}:{rest_server.port}/v2"
+    if index == 0:  # what Health reports, whichever worker answers it
+        rest_file = config.data_dir / "run" / "rest_port"
+        if rest_server is not None:
+            rest_file.write_text(str(rest_server.port))
+        else:
+            rest_file.unlink(missing_ok=True)
     if index == 0:
         check_certificate(config)
         m = agent.model

@@ -173,7 +173,8 @@ class DeviceClient:
                # where an answered request's time went on the device, on average (ms); None before any
                "request_ms": {k: round(getattr(r, f) / r.timed_requests / 1000, 3) for k, f in (
                    ("queue", "queue_us"), ("preprocessing", "input_us"), ("onnxruntime", "infer_us"),
-                   ("journal", "output_us"))} if r.timed_requests else None}
+                   ("journal", "output_us"))} if r.timed_requests else None,
+               "rest": rest_url(self.device.address, r.rest_port)}
         doc["warnings"] = health_warnings(self.device.name, doc)
         from runtime.store.tables import utcnow
 
@@ -482,6 +483,14 @@ def _canary_drift(ws: Workspace, first: list[str], bundles: dict[str, str], last
     return failed
 
 
+def rest_url(address: str, port: int) -> str | None:
+    """The device's REST binding as a client reaches it: the host it is enrolled at, the port its agent reports."""
+    if not port:
+        return None
+    host = address.rpartition(":")[0]
+    return f"https://{host}:{port}/v2"
+
+
 def status_line(doc: dict[str, Any]) -> str:
     """One line for a device that answered (its health document): `cdl devices status`, the devices panel's Health."""
     a = doc["active"]
@@ -493,6 +502,8 @@ def status_line(doc: dict[str, Any]) -> str:
         line += f"providers {', '.join(doc['providers'])}, "
     line += f"{doc['workers']} worker{'s' if doc['workers'] != 1 else ''}"
     line += f", {doc['items_per_batch']} items a batch" if doc["items_per_batch"] else ""
+    if doc.get("rest"):
+        line += f"; REST {doc['rest']}"
     if doc.get("request_ms"):  # an older agent sends none
         line += "; a request: " + ", ".join(f"{k} {v:g} ms" for k, v in doc["request_ms"].items())
     return line

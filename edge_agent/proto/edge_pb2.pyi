@@ -111,7 +111,7 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers", "workers", "batches", "batched_items", "journal_id", "timed_requests", "queue_us", "input_us", "infer_us", "output_us")
+    __slots__ = ("agent_version", "active", "uptime_s", "requests", "errors", "free_disk_bytes", "journal_last_seq", "journal_acked_seq", "journal_records", "providers", "workers", "batches", "batched_items", "journal_id", "timed_requests", "queue_us", "input_us", "infer_us", "output_us", "rest_port")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class HealthResponse(_message.Message):
     INPUT_US_FIELD_NUMBER: _ClassVar[int]
     INFER_US_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_US_FIELD_NUMBER: _ClassVar[int]
+    REST_PORT_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     active: ActiveModel
     uptime_s: float
@@ -150,7 +151,8 @@ class HealthResponse(_message.Message):
     input_us: int
     infer_us: int
     output_us: int
-    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., batches: _Optional[int] = ..., batched_items: _Optional[int] = ..., journal_id: _Optional[str] = ..., timed_requests: _Optional[int] = ..., queue_us: _Optional[int] = ..., input_us: _Optional[int] = ..., infer_us: _Optional[int] = ..., output_us: _Optional[int] = ...) -> None: ...
+    rest_port: int
+    def __init__(self, agent_version: _Optional[str] = ..., active: _Optional[_Union[ActiveModel, _Mapping]] = ..., uptime_s: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., free_disk_bytes: _Optional[int] = ..., journal_last_seq: _Optional[int] = ..., journal_acked_seq: _Optional[int] = ..., journal_records: _Optional[int] = ..., providers: _Optional[_Iterable[str]] = ..., workers: _Optional[int] = ..., batches: _Optional[int] = ..., batched_items: _Optional[int] = ..., journal_id: _Optional[str] = ..., timed_requests: _Optional[int] = ..., queue_us: _Optional[int] = ..., input_us: _Optional[int] = ..., infer_us: _Optional[int] = ..., output_us: _Optional[int] = ..., rest_port: _Optional[int] = ...) -> None: ...
 
 class StreamScoringRequest(_message.Message):
     __slots__ = ("from_seq", "follow", "max_records", "journal_id")

@@ -238,6 +238,7 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert h["active"]["variant"] == "dynamic_int8" and h["active"]["previous_bundle_id"] == first["bundle_id"]
         assert {m["variant"] for m in c.list_models()} == {"fp32", "dynamic_int8"}
         assert h["providers"] == ["CPUExecutionProvider"]
+        assert h["rest"] is None  # no REST binding unless asked for
     back = rollback(ws, "dev1")
     assert back["bundle_id"] == first["bundle_id"] and back["variant"] == "fp32"
     # the device's record (cdl devices list) says what it serves after the rollback, not what the last health

@@ -149,6 +149,13 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         with DeviceClient(ws, "dev1") as c:
             h = c.health()
         assert (h["requests"], h["errors"]) == (7, 1), h
+        # Health says where the REST binding is (worker 0 serves it; the other worker answered half these calls)
+        from runtime.devices import status_line
+
+        assert h["rest"] == agent.rest_url
+        assert f"; REST {agent.rest_url}" in status_line(h)
+        with DeviceClient(ws, "dev1") as c:
+            assert {c.health()["rest"] for _ in range(6)} == {agent.rest_url}
     finally:
         agent.stop()
     bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "dev"),
