@@ -149,7 +149,8 @@ class Runner:
                 out[step] = StepState(step, spec, StepStatus.STALE, reason, run, run.summary)
             else:
                 status = StepStatus.DRIFTED if run.status == "drifted" else StepStatus.DONE
-                note = "; ".join(x for x in (_undecided(run.summary), since) if x)
+                later = get_step(step).done_note(self.ws, run) if status == StepStatus.DONE else ""
+                note = "; ".join(x for x in (_undecided(run.summary), since, later) if x)
                 out[step] = StepState(step, spec, status, note, run, run.summary)
         return list(out.values())
 

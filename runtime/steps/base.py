@@ -100,6 +100,11 @@ class Step:
         outside the pipeline: "" for most steps."""
         return ""
 
+    def done_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
+        """What a step that is done and up to date says beside "done", where what it made was changed outside the
+        pipeline since `run`: "" for most steps."""
+        return ""
+
     def needs(self, params: dict[str, Any], config: PipelineConfig) -> set[str] | None:
         """Steps that must have run before this one runs alone (`cdl run STEP`); None: its direct upstream."""
         return None

@@ -435,6 +435,22 @@ class PushStep(Step):
                 f"the devices panel): the last, {d.name}:{d.version}:{d.variant} on {d.device} at "
                 f"{d.time:%Y-%m-%d %H:%M}")
 
+    def done_note(self, ws, run) -> str:  # noqa: ANN001
+        """Devices given another model (`cdl deploy`, the devices panel, `cdl loop`) or rolled back after the
+        pipeline's push: the card said "done" as if they still served what it pushed."""
+        if run.finished is None:
+            return ""
+        later = [d for d in ws.store.deployments() if d.status == "done" and d.action in ("deploy", "rollback")
+                 and d.time > run.finished]
+        if not later:
+            return ""
+        d = later[-1]
+        what = f"{d.name}:{d.version}:{d.variant}" if d.name else "its previous model"
+        verb = "got" if d.action == "deploy" else "was rolled back to"
+        more = f" ({len(later)} changes in all)" if len(later) > 1 else ""
+        return (f"devices changed since it ran, outside it: {d.device} {verb} {what} at {d.time:%Y-%m-%d %H:%M}"
+                f"{more}")
+
     @staticmethod
     def _variants(ctx: StepContext, mv, names: list[str]) -> dict[str, str]:  # noqa: ANN001
         """Each device's variant: the configured one, or with `served` the one it serves now where built. A device

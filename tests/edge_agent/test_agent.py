@@ -273,6 +273,27 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert c.health()["active"]["variant"] == "dynamic_int8"
 
 
+def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(packaged, agent_factory):
+    """deploy.push stayed "done" with nothing more after `cdl deploy` gave a device another model or a rollback
+    took it back: the flowchart said the devices served what the pipeline pushed."""
+    from runtime.jobs import Runner
+
+    ws = packaged
+    agent_factory(ws)
+    state = lambda: next(s for s in Runner(ws).statuses() if s.id == "deploy.push")  # noqa: E731
+    assert Runner(ws).run(steps=["deploy.push"]).ok
+    assert (state().status.value, state().reason) == ("done", "")
+    deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    s = state()
+    assert s.status.value == "done" and s.reason.startswith(
+        "devices changed since it ran, outside it: dev1 got ws:1:dynamic_int8 at "), s.reason
+    rollback(ws, "dev1")
+    s = state()
+    assert "dev1 was rolled back to ws:1:fp32 at " in s.reason and s.reason.endswith("(2 changes in all)"), s.reason
+    assert Runner(ws).run(steps=["deploy.push"]).ok  # the pipeline pushes again: nothing since
+    assert state().reason == ""
+
+
 def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_factory):
     """deploy.push with `canary: N` (the pipeline's "Run all" pushes to every enrolled device): the first N devices
     in name order get the model and are watched, as `cdl deploy --canary`. Too little traffic rolls the canary back
