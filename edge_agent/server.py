@@ -218,7 +218,8 @@ class Inference:
 
     async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201
         await self._auth(context)
-        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__, extensions=["classification", "statistics", "model_configuration"])
+        return ipb.ServerMetadataResponse(name="cdl-edge", version=__version__,
+                                          extensions=["classification", "statistics", "model_configuration"])
 
     @staticmethod
     def _tensors(m: LoadedModel) -> tuple[list[tuple[str, str, list[int]]], list[tuple[str, str, list[int]]]]:
@@ -715,7 +716,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             await server.stop(0)
             raise
     metrics_server = None
-    metrics_at = ""
+    also_at = ""
     metrics = metrics or config.metrics_listen
     if index == 0 and metrics:
         from edge_agent.metrics import serve_metrics
@@ -728,7 +729,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
                 await pool.stop()
             await server.stop(0)
             raise OSError(f"cannot serve metrics on {metrics}: {exc}") from None
-        metrics_at = f"; metrics on http://{metrics.rpartition(':')[0]}:{mport}/metrics"
+        also_at = f"; metrics on http://{metrics.rpartition(':')[0]}:{mport}/metrics"
     rest_server = None
     http = http or config.http_listen
     if index == 0 and http:
@@ -743,7 +744,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
                 await pool.stop()
             await server.stop(0)
             raise OSError(f"cannot serve HTTP on {http}: {exc}") from None
-        metrics_at += f"; REST on https://{http.rpartition(':')[0]}:{rest_server.port}/v2"
+        also_at += f"; REST on https://{http.rpartition(':')[0]}:{rest_server.port}/v2"
     if index == 0:  # what Health reports, whichever worker answers it
         rest_file = config.data_dir / "run" / "rest_port"
         if rest_server is not None:
@@ -755,7 +756,7 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
         m = agent.model
         active = f"{m.name}:{m.version}:{m.variant}" if m else "none"
         procs = f", {workers} workers" if workers > 1 else ""
-        print(f"cdl-edge {config.device} listening on {host}:{port} (TLS{procs}); active model: {active}{metrics_at}",
+        print(f"cdl-edge {config.device} listening on {host}:{port} (TLS{procs}); active model: {active}{also_at}",
               flush=True)
     else:
         print(f"ready {index}", flush=True)

@@ -426,7 +426,7 @@ class PushStep(Step):
     def never_run_note(self, ws) -> str:  # noqa: ANN001
         """Devices given a model by `cdl deploy` or the devices panel, while the pipeline never pushed: the card
         said "never run" and nothing else, as if no device served anything."""
-        done = [d for d in ws.store.deployments() if d.action == "deploy" and d.status == "done"]
+        done = _done_deployments(ws, ("deploy",))
         if not done:
             return ""
         d = done[-1]
@@ -440,8 +440,7 @@ class PushStep(Step):
         pipeline's push: the card said "done" as if they still served what it pushed."""
         if run.finished is None:
             return ""
-        later = [d for d in ws.store.deployments() if d.status == "done" and d.action in ("deploy", "rollback")
-                 and d.time > run.finished]
+        later = _done_deployments(ws, ("deploy", "rollback"), after=run.finished)
         if not later:
             return ""
         d = later[-1]
@@ -495,6 +494,12 @@ class PushStep(Step):
                           output_fp=hash_text(done),
                           message=f"{_what(mv, variants)} on {len(done)} device(s), canary "
                           f"{', '.join(names[:p['canary']])} first")
+
+
+def _done_deployments(ws, actions: tuple[str, ...], after=None) -> list:  # noqa: ANN001
+    """The deployment history's successful `actions`, oldest first; with `after`, those later than it."""
+    return [d for d in ws.store.deployments()
+            if d.status == "done" and d.action in actions and (after is None or d.time > after)]
 
 
 def _what(mv, variants: dict[str, str]) -> str:  # noqa: ANN001
