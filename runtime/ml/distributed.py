@@ -89,7 +89,10 @@ def settings(extra: dict[str, Any], where: str = "cdl.yaml") -> DistributedSetti
 
 
 def torchrun_command(s: DistributedSettings, spec: Path, node_rank: int = 0, run_id: str = "cdl") -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={s.nproc_per_node}"]
+    # torchrun's own files (its error records) go into the run's folder, removed with it: left to itself,
+    # torchrun makes a torchelastic_* folder in the system's temporary folder on every run and never removes it
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={s.nproc_per_node}",
+           f"--log-dir={Path(spec).parent / 'torchrun'}"]
     if s.nnodes == 1:
         cmd += ["--standalone"]
     else:
@@ -197,9 +200,10 @@ def _launch(s: DistributedSettings, workdir: Path, prepared_dir: Path, key: str,
         errlog.close()
     if proc.returncode != 0:
         Path(checkpoint).unlink(missing_ok=True)
+        # the run's folder, and the log in it, are removed when this returns: the message carries what it said
         tail = (workdir / "torchrun.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"distributed training failed (torchrun exit {proc.returncode}); its log "
-                           f"{workdir / 'torchrun.log'} ends:\n{tail}")
+        raise RuntimeError(f"distributed training failed (torchrun exit {proc.returncode}); torchrun's log "
+                           f"ends:\n{tail}")
     res = json.loads((workdir / "result.json").read_text())
     return TrainResult("torch", cfg.template, res["history"], res["best_epoch"], Path(spec["checkpoint"]),
                        res["arch"], res["device"], res["seconds"], res["stopped_early"])

@@ -133,3 +133,27 @@ def test_killing_the_step_takes_torchrun_and_its_ranks_with_it(small_bbc):
     assert not checkpoint.exists()
     exp = [e for e in ws.store.experiments() if e.step == "model.train"][-1]
     assert exp.status == "failed"  # the killed step's experiment is closed too
+
+
+def test_a_failing_rank_is_reported_and_torchrun_leaves_nothing_behind(tmp_path):
+    """The ranks fail (their prepared data is not there): the error carries torchrun's log, not the path of a log
+    that the run's cleanup has removed, and torchrun leaves no torchelastic_* folder in the system's temp folder."""
+    import tempfile
+
+    import numpy as np
+
+    from runtime.ml import distributed
+    from runtime.ml.common import TrainConfig
+
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("torchelastic_*"))
+    s = DistributedSettings(nproc_per_node=2, backend="gloo")
+    with pytest.raises(RuntimeError) as err:
+        distributed.launch(s, tmp_path / "tmp", tmp_path / "no-such-prepared-data", "k", np.arange(8), np.arange(8, 10),
+                           TrainConfig(template="text_mlp", epochs=1), lambda e, m: None, lambda: False, lambda m: None)
+    msg = str(err.value)
+    assert "distributed training failed (torchrun exit 1)" in msg
+    assert "no-such-prepared-data" in msg, msg  # the rank's own error, from the log
+    assert "torchrun.log" not in msg  # the run's folder is gone: naming a file in it would send the user nowhere
+    assert not list((tmp_path / "tmp").glob("ddp-*"))
+    assert set(temp.glob("torchelastic_*")) == before
