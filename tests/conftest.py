@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ os.environ.pop("CDL_DATABASE_URL", None)
 # the studio keeps its recent workspaces in the user's settings (QSettings, under XDG_CONFIG_HOME): the tests'
 # workspaces, in temporary folders, filled the developer's list
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="cdl-tests-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)  # one folder a test run: not left behind
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CDL_SHARED", REPO.parent / "shared")) / "datasets"
