@@ -192,12 +192,17 @@ def warm_start(model, init: dict[str, Any], classes: list[str], flat_input: bool
 def load(checkpoint: Path, workspace: Path | None = None):  # noqa: ANN201
     keras = _keras()
     src = Path(checkpoint)
-    if src.suffix not in (".keras", ".h5"):  # artifacts are stored by hash, without a suffix
-        fd, tmp = tempfile.mkstemp(suffix=".keras")
-        os.close(fd)
+    if src.suffix in (".keras", ".h5"):
+        return keras.models.load_model(src, compile=False)
+    # artifacts are stored by hash, without a suffix, and Keras goes by the suffix: a named copy, removed once
+    # loaded (each evaluation, export and prediction left a copy of the model in the system's temp folder)
+    fd, tmp = tempfile.mkstemp(suffix=".keras", prefix="cdl-load-")
+    os.close(fd)
+    try:
         Path(tmp).write_bytes(src.read_bytes())
-        src = Path(tmp)
-    return keras.models.load_model(src, compile=False)
+        return keras.models.load_model(tmp, compile=False)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def predict_proba(checkpoint: Path, X: Any, arch: dict[str, Any], workspace: Path | None = None) -> np.ndarray:

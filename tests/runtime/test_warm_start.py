@@ -119,3 +119,25 @@ def test_keras_warm_start_takes_every_layer(small_bbc):
         np.testing.assert_allclose(x, y, atol=1e-7)
     res = _train(ws, framework="keras", init_from="ws:1", hidden=64)
     assert not res.ok and "does not fit this model" in res.steps[0].error
+
+
+def test_loading_a_keras_checkpoint_from_the_artifact_store_leaves_no_copy_behind(tmp_path, monkeypatch):
+    """Artifacts are stored by hash, without the suffix Keras goes by: load() loads a named copy, and removes it."""
+    import tempfile
+
+    import numpy as np
+
+    from runtime.ml import keras_backend
+
+    keras = keras_backend._keras()
+    model = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "m.keras")
+    stored = tmp_path / "ab12cd"  # as the artifact store keeps it
+    stored.write_bytes((tmp_path / "m.keras").read_bytes())
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    loaded = keras_backend.load(stored)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
+    assert list(temp.iterdir()) == []
