@@ -140,7 +140,7 @@ class Runner:
                 bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,
                                                                              StepStatus.FAILED)]
                 if bad_up:
-                    reason = f"upstream {', '.join(bad_up)} is {out[bad_up[0]].status.value}"
+                    reason = _upstream_reason([(u, out[u].status) for u in bad_up])
             if reason and run.status == "drifted":
                 # drift stays visible (red) until a new check says otherwise, even when the check is old
                 out[step] = StepState(step, spec, StepStatus.DRIFTED, f"drifted at the last check; {reason}", run,
@@ -482,3 +482,17 @@ def _undecided(summary: dict[str, Any] | None) -> str:
 
     status, line = verdict(checks)
     return line if status in ("no-verdict", "no-drift") else ""
+
+
+def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:
+    """"upstream model.preprocess is stale; model.tune failed": each step with what it really is (a list of steps
+    used to take the first one's status, so a failed one read as stale)."""
+    words = {StepStatus.STALE: ("is stale", "are stale"), StepStatus.NEVER_RUN: ("has never run", "have never run"),
+             StepStatus.FAILED: ("failed", "failed")}
+    parts = []
+    for status, (one, many) in words.items():
+        steps = [u for u, st in bad if st == status]
+        if steps:
+            parts.append(f"{', '.join(steps)} {one if len(steps) == 1 else many}")
+    return "upstream " + "; ".join(parts)
+

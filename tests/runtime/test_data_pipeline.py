@@ -242,6 +242,19 @@ def test_a_refused_import_or_a_failed_one_off_run_leaves_the_step_done(tmp_path,
     assert not Runner(ws).run(steps=["data.import"]).ok
     state = next(s for s in Runner(ws).statuses() if s.id == "data.import")
     assert state.status == StepStatus.FAILED and "bbc.zip" in state.reason, state.reason
+    split = next(s for s in Runner(ws).statuses() if s.id == "data.split")
+    assert split.reason == "upstream data.import failed", split.reason  # it said "is failed"
+
+
+def test_upstream_reasons_give_each_step_its_own_status():
+    """model.train's upstream model.preprocess stale and model.tune failed read "model.preprocess, model.tune is
+    stale": the first one's status stood for all."""
+    from runtime.jobs.runner import _upstream_reason
+
+    assert _upstream_reason([("model.preprocess", StepStatus.STALE), ("model.tune", StepStatus.FAILED)]) == \
+        "upstream model.preprocess is stale; model.tune failed"
+    assert _upstream_reason([("a.b", StepStatus.STALE), ("c.d", StepStatus.STALE)]) == "upstream a.b, c.d are stale"
+    assert _upstream_reason([("a.b", StepStatus.NEVER_RUN)]) == "upstream a.b has never run"
 
 
 def test_a_source_that_moved_or_was_replaced_by_one_of_its_name(tmp_path, text_ws):
