@@ -45,6 +45,12 @@ def _dump(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
+def _nothing_yet(message: str) -> None:
+    """An empty listing says so, and what would fill it, on stderr: stdout stays empty for scripts (an empty
+    listing printed nothing at all, which read as a command that had not worked)."""
+    click.echo(message, err=True)
+
+
 class _Group(click.Group):
     """Shows CdlError as a one-line message (exit 2) instead of a traceback."""
 
@@ -396,6 +402,8 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
+    if not doc["versions"]:
+        _nothing_yet("no dataset versions yet: data.version makes one (`cdl run --until data.version`)")
     for v in doc["versions"]:
         mark = "*" if v["checked_out"] else " "
         splits = ", ".join(f"{k} {n}" for k, n in v["splits"].items())
@@ -414,6 +422,10 @@ def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None
     doc = report_json(_ws(obj), version)
     if as_json:
         _dump(doc)
+        return
+    if doc["version"] is None:
+        _nothing_yet("no dataset version yet, so no validation report: data.validate reports on the version "
+                     "data.version makes (`cdl run --until data.validate`)")
         return
     click.echo(f"version {doc['version']}: {len(doc['quarantined'])} quarantined, {len(doc['cleaned'])} cleaned")
     for q in doc["quarantined"]:
@@ -475,7 +487,10 @@ def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool) 
 @click.pass_obj
 def data_remote_list(obj: dict[str, Any]) -> None:
     """The DVC remotes, the default one first."""
-    for i, (name, url) in enumerate(_ws(obj).dvc.remotes().items()):
+    remotes = _ws(obj).dvc.remotes()
+    if not remotes:
+        _nothing_yet("no DVC remotes: `cdl data remote add NAME URL` adds one (a folder, s3://, ssh://, ...)")
+    for i, (name, url) in enumerate(remotes.items()):
         click.echo(f"{name:<16} {url}{'  (default)' if i == 0 else ''}")
 
 
@@ -698,6 +713,8 @@ def models_list(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
+    if not doc["models"]:
+        _nothing_yet("no model versions yet: model.register registers one (`cdl run --until model.register`)")
     for m in doc["models"]:
         acc = m["metrics"].get("test_accuracy")
         click.echo(f"{m['name']}:{m['version']:<4} {','.join(m['aliases']) or '-':<20} data {m['dataset_version']:<5} "
@@ -959,6 +976,8 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
+    if not doc["devices"]:
+        _nothing_yet("no devices enrolled: `cdl devices enroll NAME --address HOST:PORT` enrolls one")
     for d in doc["devices"]:
         active = d["active"]
         cert = d["cert"]
@@ -1222,6 +1241,8 @@ def proposals_list(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _dump(doc)
         return
+    if not doc["proposals"]:
+        _nothing_yet("no retrain proposals: deploy.maintain makes one when deploy.monitor finds drift")
     for p in doc["proposals"]:
         click.echo(f"{p['id']:<5} {p['status']:<9} {p['device']:<12} {p['model']}:{p['version']}  "
                    f"{p['labeled']}/{p['samples']} labeled  drift in {', '.join(p['drifted_tests'])}")

@@ -126,9 +126,16 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
     }
 
 
+def _unknown_model(store: Store, name: str) -> None:
+    known = sorted({m.name for m in store.model_versions()})
+    raise NotFoundError(f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})")
+
+
 def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
     """Every version, each with its latest review (None: it awaits one)."""
     versions = store.model_versions(name)
+    if name is not None and not versions:
+        _unknown_model(store, name)
     latest: dict[tuple[str, int], Review] = {}
     for n in sorted({mv.name for mv in versions}):
         for r in store.reviews(n):  # oldest first: the last one per version stays
@@ -152,7 +159,7 @@ def review_text(review: dict[str, Any] | None) -> str:
 def history_json(store: Store, name: str) -> dict[str, Any]:
     versions = store.model_versions(name)
     if not versions:
-        raise NotFoundError(f"model {name!r} does not exist")
+        _unknown_model(store, name)
     return {
         "name": name,
         "aliases": [{"alias": a.alias, "version": a.version, "since": a.since.isoformat(),

@@ -1,0 +1,42 @@
+"""Listings on a new workspace: an empty one says so, and what would fill it, on stderr (stdout stays empty for
+scripts); a model name that is not there is an error, as everywhere else."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from runtime.cli import cli
+
+
+def _cdl(ws, *args: str):  # noqa: ANN001, ANN202
+    return CliRunner().invoke(cli, ["-w", str(ws.root), *args])
+
+
+def test_empty_listings_say_what_would_fill_them(text_ws):
+    expected = {
+        ("models", "list"): "no model versions yet: model.register registers one",
+        ("devices", "list"): "no devices enrolled: `cdl devices enroll NAME --address HOST:PORT`",
+        ("data", "versions"): "no dataset versions yet: data.version makes one",
+        ("data", "report"): "no dataset version yet, so no validation report",
+        ("data", "remote", "list"): "no DVC remotes: `cdl data remote add NAME URL`",
+        ("proposals", "list"): "no retrain proposals: deploy.maintain makes one when deploy.monitor finds drift",
+    }
+    for args, said in expected.items():
+        r = _cdl(text_ws, *args)
+        assert r.exit_code == 0, (args, r.output)
+        assert r.stdout == "" and said in r.stderr, (args, r.stdout, r.stderr)
+    # --json stays a document, with nothing on stderr
+    r = _cdl(text_ws, "models", "list", "--json")
+    assert json.loads(r.stdout) == {"models": []} and r.stderr == ""
+
+
+def test_a_model_name_that_is_not_there_is_an_error(text_ws):
+    text_ws.store.register_model("bbc", framework="torch", template="text-classification", dataset_version="v1",
+                                 transform="t", metrics={"test_accuracy": 0.9})
+    for args in (("models", "list", "--name", "bcc"), ("models", "history", "bcc")):
+        r = _cdl(text_ws, *args)
+        assert r.exit_code == 2 and "model 'bcc' does not exist (models: bbc)" in r.stderr, (args, r.output)
+    r = _cdl(text_ws, "models", "list", "--name", "bbc")
+    assert r.exit_code == 0 and r.stdout.startswith("bbc:1"), r.output
