@@ -178,6 +178,8 @@ def test_parameter_importance_says_why_it_is_empty(qtbot, tmp_path):
 
     p = TuningPanel(StudioContext(tmp_path, None, None))
     qtbot.addWidget(p)
+    p.resize(1000, 700)
+    p.show()
     p._ensure_plots()
     imp = p.plots["importance"]
 
@@ -193,6 +195,9 @@ def test_parameter_importance_says_why_it_is_empty(qtbot, tmp_path):
     p._draw_importance()
     assert notes() == []
     assert any(isinstance(it, pg.BarGraphItem) for it in imp.getPlotItem().items)
+    qtbot.wait(50)
+    lo, hi = imp.getViewBox().viewRange()[0]
+    assert lo <= 0 and hi >= 1.2, (lo, hi)  # both parameters' bars in view, not the note's 0..1
 
 
 def test_drift_scores_put_every_test_on_one_scale_where_above_1_is_drift():
@@ -295,3 +300,35 @@ def test_the_optimization_history_names_its_colours_and_keeps_points_clear_of_th
     top = max(float(y) for it in scatter for y in it.data["y"])
     lo, hi = p.plots["history"].getViewBox().viewRange()[1]
     assert hi > top + 0.3 * (top - 0.8)  # a band above the highest point, where the legend sits
+
+
+def test_empty_monitoring_plots_say_why(qtbot, tmp_path):
+    """Before any record or verdict, the volume and drift plots were blank axes (the drift plot's log axis with odd
+    ticks): each now says why it is empty, and plots as before once there is something."""
+    import pyqtgraph as pg
+
+    p = _monitoring_panel(qtbot, tmp_path)
+
+    def notes(plot) -> list[str]:  # noqa: ANN001
+        return [it.textItem.toPlainText() for it in plot.getPlotItem().items if isinstance(it, pg.TextItem)]
+
+    p.show_data({"devices": [], "chosen": None, "checks": [], "proposals": [], "volume": {}})
+    assert notes(p.volume) == ["no devices enrolled"] and notes(p.tests_plot) == ["no devices enrolled"]
+    p.show_data({**_data([]), "volume": {"edge-1": []}})
+    assert notes(p.volume) == ["no scoring records collected yet"]
+    assert notes(p.tests_plot) == ["no check on edge-1 yet"]
+    now = time.time()
+    few = {"time": now, "device": "edge-1", "model": "m", "version": "1", "window": {"n": 3}, "drifted": False,
+           "tests": []}
+    p.show_data({**_data([now - 60]), "checks": [few]})
+    assert notes(p.volume) == [] and _bars(p)
+    assert notes(p.tests_plot)[0].startswith("no scores on edge-1 yet: its checks had too few")
+    tested = {**few, "window": {"n": 500}, "tests": [{"name": "confidence", "statistic": 0.1, "p_value": 0.5,
+                                                      "threshold": 0.05, "drifted": False}]}
+    p.show_data({**_data([now - 60]), "checks": [few, tested, tested, tested]})
+    assert notes(p.tests_plot) == []
+    curves = [it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.PlotDataItem)]
+    assert len(curves) == 1
+    qtbot.wait(50)
+    lo, hi = p.tests_plot.getViewBox().viewRange()[0]
+    assert lo <= 1 and hi >= 3, (lo, hi)  # the x range follows the three checks again, not the note's 0..1

@@ -10,7 +10,15 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget, room_for_legend
+from studio.widgets.common import (
+    PALETTE,
+    Table,
+    add_legend,
+    local_time,
+    plot_note,
+    plot_widget,
+    room_for_legend,
+)
 
 
 class MonitoringPanel(Panel):
@@ -104,11 +112,24 @@ class MonitoringPanel(Panel):
                 xs = [(r[0] - end) / 60 for r in rows]
                 self.volume.addItem(pg.BarGraphItem(x=xs, height=[r[1] for r in rows], width=0.8,
                                                     brush=PALETTE[k % len(PALETTE)], name=dev))
-        self.volume.setXRange(-60, 1)
+        if any(d["volume"].values()):
+            self.volume.setXRange(-60, 1)
+            self.volume.enableAutoRange(axis="y")  # a note before set it
+        else:  # empty axes said nothing
+            plot_note(self.volume, "no scoring records collected yet" if d["devices"] else "no devices enrolled")
         self.tests_plot.clear()
         device = self.device.currentText()
         checks = [c for c in d["checks"] if c["device"] == device and c["tests"]]
-        if checks:
+        if not checks:  # empty log axes said nothing: why there is no score to plot
+            if not device:
+                why = "no devices enrolled"
+            elif any(c["device"] == device for c in d["checks"]):
+                why = f"no scores on {device} yet: its checks had too few\nrecords for a verdict (deploy.monitor's min_records)"
+            else:
+                why = f"no check on {device} yet"
+            plot_note(self.tests_plot, why)
+        else:
+            self.tests_plot.enableAutoRange(axis="x")
             names = [t["name"] for t in checks[-1]["tests"]]
             add_legend(self.tests_plot, columns=2 if len(names) > 2 else 1)
             decades = [0.0]  # log10 of every score, and of the threshold (1)

@@ -287,6 +287,7 @@ class TuningPanel(Panel):
         share = importances(self.trial_rows)
         if share:
             names = list(share)
+            imp.enableAutoRange()  # a note before (too few trials, early in a live study) fixed the view to 0..1
             imp.addItem(pg.BarGraphItem(x=list(range(len(names))), height=list(share.values()), width=0.6,
                                         brush="#6366f1"))
             imp.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(names)]])
