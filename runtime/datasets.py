@@ -139,7 +139,30 @@ def push(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
         elif v.dvc_file:
             missing.append(v.id)
     sent = ws.dvc.transfer("push", todo, remote)
-    return {"remote": remote or _default_remote(ws), "pushed": sent, "not_in_cache": missing}
+    name = remote or _default_remote(ws)
+    url = ws.dvc.remotes().get(name or "")
+    if url:  # what is on which remote, for `cdl doctor` where it cannot look (s3://, ssh://, ...)
+        pushed = ws.store.get_state(PUSHED_STATE) or {}
+        pushed[url] = sorted(set(pushed.get(url, [])) | set(sent))
+        ws.store.set_state(PUSHED_STATE, pushed)
+    return {"remote": name, "pushed": sent, "not_in_cache": missing}
+
+
+PUSHED_STATE = "data_pushed"  # {remote url: [dataset version ids pushed there]}
+
+
+def not_on_remote(ws: Workspace, url: str) -> list[str]:
+    """The dataset versions whose data the remote at `url` lacks: looked up in a folder remote, as `cdl data
+    push` recorded them for the others."""
+    pushed = set((ws.store.get_state(PUSHED_STATE) or {}).get(url, []))
+    out = []
+    for v in ws.store.versions():
+        if not v.dvc_hash:
+            continue
+        n = ws.dvc.missing_on_remote(url, v.dvc_hash)
+        if (n is None and v.id not in pushed) or n:
+            out.append(v.id)
+    return out
 
 
 def pull(ws: Workspace, remote: str | None = None) -> dict[str, Any]:

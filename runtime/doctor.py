@@ -101,8 +101,15 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
                 f"{current or 'none'}")
         remotes = ws.dvc.remotes()
         if remotes:
+            from runtime.datasets import not_on_remote
+
             name, url = next(iter(remotes.items()))
-            add("data", "ok", f"DVC remote {name}: {url}")
+            lacking = not_on_remote(ws, url)
+            if lacking:
+                add("data", "warn", f"DVC remote {name} ({url}) lacks dataset version(s) {', '.join(lacking)}: "
+                    "their data has no copy outside this folder", "`cdl data push`")
+            else:
+                add("data", "ok", f"DVC remote {name}: {url}, every dataset version on it")
         else:
             add("data", "warn", "no DVC remote: the data has no copy outside this folder",
                 "`cdl data remote add NAME URL`, then `cdl data push`")

@@ -173,6 +173,27 @@ class Dvc:
 
         return self._locked(f"dvc {direction}", run)
 
+    def missing_on_remote(self, url: str, dir_md5: str) -> int | None:
+        """How many objects of a tracked directory version a folder remote lacks (its .dir listing counts); None
+        for a remote that is not a folder (s3://, ssh://, ...): telling would take the network."""
+        if "://" in url and not url.startswith("file://"):
+            return None
+        base = Path(url.removeprefix("file://")) / "files" / "md5"
+
+        def there(md5: str) -> bool:
+            return (base / md5[:2] / md5[2:]).exists()
+
+        if not there(dir_md5 if dir_md5.endswith(".dir") else dir_md5 + ".dir"):
+            try:
+                return len(self.listing(dir_md5)) + 1
+            except (WorkspaceError, OSError, ValueError):
+                return 1
+        try:
+            listing = self.listing(dir_md5)
+        except (WorkspaceError, OSError, ValueError):
+            return 0  # the remote has the listing and the cache lacks it: what is there cannot be counted here
+        return sum(1 for md5 in listing.values() if not there(md5))
+
     def missing(self, dir_md5: str) -> int:
         """How many objects of a tracked directory version are not in the cache (the listing itself counts)."""
         try:

@@ -471,7 +471,8 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     back, and checkout and training data work again."""
     import shutil
 
-    from runtime.datasets import pull, push, remote_add, version_rows
+    from runtime.datasets import not_on_remote, pull, push, remote_add, version_rows
+    from runtime.doctor import diagnose
 
     ws = text_ws
     src = make_bbc_subset(tmp_path / "news.zip", per_class=10)
@@ -485,7 +486,14 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     remote = tmp_path / "backup"
     assert remote_add(ws, "backup", str(remote))["default"]
     assert ws.dvc.remotes() == {"backup": str(remote)}
+    # `cdl doctor` said "✓ DVC remote backup" before anything was pushed to it
+    (finding,) = [c for c in diagnose(ws)["checks"] if "DVC remote" in c["detail"]]
+    assert finding["status"] == "warn" and "lacks dataset version(s) v1, v2" in finding["detail"], finding
+    assert finding["hint"] == "`cdl data push`"
     first = push(ws)
+    (finding,) = [c for c in diagnose(ws)["checks"] if "DVC remote" in c["detail"]]
+    assert finding["status"] == "ok" and "every dataset version on it" in finding["detail"], finding
+    assert not_on_remote(ws, str(remote)) == [] and not_on_remote(ws, "s3://elsewhere/data") == ["v1", "v2"]
     assert set(first["pushed"]) == {"v1", "v2"} and all(n > 0 for n in first["pushed"].values()), first
     assert push(ws)["pushed"] == {"v1": 0, "v2": 0}  # already there
     assert not (ws.root / "data" / ".cdl-transfer").exists()
@@ -501,6 +509,7 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     shutil.rmtree(ws.root / ".dvc" / "cache")
     shutil.rmtree(remote)
     remote.mkdir()
+    assert not_on_remote(ws, str(remote)) == ["v1", "v2"]  # a folder remote is looked at, not taken on record
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "pull"],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "v1: INCOMPLETE" in out.stdout, out.stdout + out.stderr
