@@ -407,8 +407,9 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
     for v in doc["versions"]:
         mark = "*" if v["checked_out"] else " "
         splits = ", ".join(f"{k} {n}" for k, n in v["splits"].items())
+        on = {None: "", True: "  on the remote", False: "  NOT ON THE REMOTE (`cdl data push`)"}[v["on_remote"]]
         click.echo(f"{mark} {v['id']:<5} {v['items']:>7} items ({splits})  dvc {v['dvc_hash'][:12]}  "
-                   f"git {str(v['git_commit'])[:10]}  {v['created'][:19]}")
+                   f"git {str(v['git_commit'])[:10]}  {v['created'][:19]}{on}")
 
 
 @data.command("report")

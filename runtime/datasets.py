@@ -11,6 +11,9 @@ from runtime.workspace.workspace import DATASET_DIR, Workspace
 
 
 def versions_json(ws: Workspace) -> dict[str, Any]:
+    """Every version; `on_remote`: whether the default DVC remote holds its data (None without a remote)."""
+    url = next(iter(ws.dvc.remotes().values()), None)
+    lacking = set(not_on_remote(ws, url)) if url else set()
     out = []
     for v in ws.store.versions():
         out.append({
@@ -23,8 +26,9 @@ def versions_json(ws: Workspace) -> dict[str, Any]:
             "git_commit": v.git_commit,
             "created": v.created.isoformat(),
             "checked_out": v.id == ws.current_version(),
+            "on_remote": None if url is None else v.id not in lacking,
         })
-    return {"versions": out}
+    return {"versions": out, "remote": url}
 
 
 def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:

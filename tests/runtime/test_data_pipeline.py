@@ -478,6 +478,7 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     src = make_bbc_subset(tmp_path / "news.zip", per_class=10)
     add_source(ws, src)
     assert Runner(ws).run(until="data.version").ok
+    assert versions_json(ws)["versions"][0]["on_remote"] is None  # no remote: nothing to say
     make_bbc_subset(src, per_class=12)
     assert Runner(ws).run(until="data.version").ok
     assert [v.id for v in ws.store.versions()] == ["v1", "v2"]
@@ -490,7 +491,9 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     (finding,) = [c for c in diagnose(ws)["checks"] if "DVC remote" in c["detail"]]
     assert finding["status"] == "warn" and "lacks dataset version(s) v1, v2" in finding["detail"], finding
     assert finding["hint"] == "`cdl data push`"
+    assert [v["on_remote"] for v in versions_json(ws)["versions"]] == [False, False]
     first = push(ws)
+    assert [v["on_remote"] for v in versions_json(ws)["versions"]] == [True, True]
     (finding,) = [c for c in diagnose(ws)["checks"] if "DVC remote" in c["detail"]]
     assert finding["status"] == "ok" and "every dataset version on it" in finding["detail"], finding
     assert not_on_remote(ws, str(remote)) == [] and not_on_remote(ws, "s3://elsewhere/data") == ["v1", "v2"]

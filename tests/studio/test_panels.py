@@ -132,9 +132,15 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     remote_add(ws, "backup", str(ws.root.parent / "backup"))
     load(qtbot, p)
     assert p.push_btn.isEnabled() and "DVC remote: backup" in p.remote_label.text()
+    # which versions the remote lacks: the column, and the line under the buttons
+    remote_col = [p.table.horizontalHeaderItem(c).text() for c in range(p.table.columnCount())].index("on the remote")
+    assert {p.table.item(r, remote_col).text() for r in range(2)} == {"not pushed"}
+    assert "Not on it: v1, v2, whose data has no copy outside this folder" in p.remote_label.text()
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.push_btn.click()
     assert "2 version(s) on backup" in p.status_label.text()
+    assert {p.table.item(r, remote_col).text() for r in range(2)} == {"yes"}
+    assert p.remote_label.text().endswith("every version on it"), p.remote_label.text()
     shutil.rmtree(ws.root / ".dvc" / "cache")
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.pull_btn.click()

@@ -17,7 +17,8 @@ class VersionsPanel(Panel):
     steps = ("data.version",)
 
     def build(self) -> None:
-        self.table = Table(["version", "items", "train", "test", "classes", "DVC hash", "git commit", "created", ""])
+        self.table = Table(["version", "items", "train", "test", "classes", "DVC hash", "git commit", "created",
+                            "on the remote", ""])
         self.add(self.table, 2)
         row = QHBoxLayout()
         self.diff_btn = QPushButton("Diff the two selected")
@@ -63,15 +64,25 @@ class VersionsPanel(Panel):
         remote = next(iter(d["remotes"].items()), None)
         self.push_btn.setEnabled(remote is not None)
         self.pull_btn.setEnabled(remote is not None)
-        self.remote_label.setText(f"DVC remote: {remote[0]} ({remote[1]})" if remote else
-                                  "No DVC remote: `cdl data remote add NAME URL` to back up every version")
-        rows = []
-        for v in versions:
+        lacking = [v["id"] for v in versions if v["on_remote"] is False]
+        if not remote:
+            text = "No DVC remote: `cdl data remote add NAME URL` to back up every version"
+        elif lacking:
+            text = (f"DVC remote: {remote[0]} ({remote[1]}). Not on it: {', '.join(lacking)}, whose data has no copy "
+                    "outside this folder; Push every version backs them up")
+        else:
+            text = f"DVC remote: {remote[0]} ({remote[1]}), every version on it"
+        self.remote_label.setText(text)
+        rows, colors = [], {}
+        for i, v in enumerate(versions):
+            on = {None: "", True: "yes", False: "not pushed"}[v["on_remote"]]
             rows.append((v["id"], v["items"], v["splits"].get("train", 0), v["splits"].get("test", 0),
                          len([c for c in v["classes"] if not c.startswith("(")]), v["dvc_hash"][:12],
-                         (v["git_commit"] or "")[:10], local_time(v["created"]),
+                         (v["git_commit"] or "")[:10], local_time(v["created"]), on,
                          "checked out" if v["checked_out"] else ""))
-        self.table.fill(rows, data=[v["id"] for v in versions])
+            if v["on_remote"] is False:
+                colors[(i, 8)] = "#b45309"
+        self.table.fill(rows, colors, data=[v["id"] for v in versions])
         if not versions:
             self.say("No dataset version yet: run the data pipeline up to data.version.", "info")
 
