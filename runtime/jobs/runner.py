@@ -463,13 +463,24 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         elif r.params is None or before.params is None:
             changed = ""  # recorded before schema 0007
         else:
-            changed = param_changes(before.params, r.params, step).removeprefix(": ")
+            changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
         out.append({"id": r.id, "status": r.status, "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
                     "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],
                     "changed": changed, "params": r.params, "output": (r.output_fp or "")[:12]})
     return {"step": step, "runs": out}
+
+
+def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
+    """Why a run with the parameters of the run before it ran at all (the history said nothing, as if nothing had
+    happened between them)."""
+    if before.status not in ("done", "drifted"):
+        what = "cancelled" if before.error == "cancelled" else before.status
+        return f"parameters unchanged; again after a {what} run"
+    if run.input_fp != before.input_fp:
+        return "parameters unchanged; its inputs changed (upstream outputs or what it reads)"
+    return "nothing: the same parameters and inputs (forced)"
 
 
 def _undecided(summary: dict[str, Any] | None) -> str:

@@ -39,6 +39,22 @@ def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"#{newest['id']}") and "changed: min_length 30 → 20" in lines[1]
     assert "changed: min_length 20 → 30" in out.stdout and f"#{first['id']}" not in out.stdout
+    # a run with the parameters of the one before says why it ran (it said nothing)
+    assert Runner(ws).run(steps=["data.validate"]).ok  # forced, nothing changed
+    assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
+        "nothing: the same parameters and inputs (forced)"
+    ws.store.finish_step_run(ws.store.start_step_run("data.validate", None, "fp", newest["params"]), "failed",
+                             error="cancelled")
+    assert Runner(ws).run(steps=["data.validate"]).ok
+    assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
+        "parameters unchanged; again after a cancelled run"
+    from runtime.labeling import LabelQueue
+
+    row = ws.dataset().rows[0]
+    LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
+    assert Runner(ws).run(until="data.validate").ok  # the labels changed: data.ingest onwards run again
+    assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
+        "parameters unchanged; its inputs changed (upstream outputs or what it reads)"
 
 
 def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_named(small_bbc):
