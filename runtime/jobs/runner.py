@@ -477,10 +477,10 @@ def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
     happened between them)."""
     if before.status not in ("done", "drifted"):
         what = "cancelled" if before.error == "cancelled" else before.status
-        return f"parameters unchanged; again after a {what} run"
+        return f"again after a {what} run (same parameters)"
     if run.input_fp != before.input_fp:
-        return "parameters unchanged; its inputs changed (upstream outputs or what it reads)"
-    return "nothing: the same parameters and inputs (forced)"
+        return "its inputs changed (same parameters)"  # upstream outputs, or what the step reads
+    return "nothing (forced)"
 
 
 def _undecided(summary: dict[str, Any] | None) -> str:

@@ -20,7 +20,7 @@ class RunsDialog(QDialog):
         step = doc["step"]
         self.setWindowTitle(f"Runs of {step}")
         lay = QVBoxLayout(self)
-        self.table = Table(["run", "started", "status", "seconds", "result", "parameters changed"])
+        self.table = Table(["run", "started", "status", "seconds", "result", "changed since the run before"])
         rows, colors = [], {}
         for i, r in enumerate(doc["runs"]):
             said = r["error"] if r["status"] == "failed" else r["message"]
@@ -30,8 +30,9 @@ class RunsDialog(QDialog):
         self.table.fill(rows, colors, data=[r["id"] for r in doc["runs"]])
         self.table.resizeColumnsToContents()
         n = len(doc["runs"])
-        self.summary = QLabel(f"{n} run(s) of {step}, newest first; 'parameters changed' compares each run with the "
-                              "one before it" if n else f"{step} has not run yet.")
+        self.summary = QLabel(f"{n} run(s) of {step}, newest first; 'changed since the run before' names the "
+                              "parameters that differ from the run before it, or why it ran with the same ones"
+                              if n else f"{step} has not run yet.")
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)

@@ -42,19 +42,19 @@ def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small
     # a run with the parameters of the one before says why it ran (it said nothing)
     assert Runner(ws).run(steps=["data.validate"]).ok  # forced, nothing changed
     assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
-        "nothing: the same parameters and inputs (forced)"
+        "nothing (forced)"
     ws.store.finish_step_run(ws.store.start_step_run("data.validate", None, "fp", newest["params"]), "failed",
                              error="cancelled")
     assert Runner(ws).run(steps=["data.validate"]).ok
     assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
-        "parameters unchanged; again after a cancelled run"
+        "again after a cancelled run (same parameters)"
     from runtime.labeling import LabelQueue
 
     row = ws.dataset().rows[0]
     LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
     assert Runner(ws).run(until="data.validate").ok  # the labels changed: data.ingest onwards run again
     assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
-        "parameters unchanged; its inputs changed (upstream outputs or what it reads)"
+        "its inputs changed (same parameters)"
 
 
 def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_named(small_bbc):
