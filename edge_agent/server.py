@@ -687,11 +687,47 @@ async def start(config: AgentConfig, listen: str, workers: int = 1, index: int =
     server.add_generic_rpc_handlers((_oip_handler(Inference(agent)),))
     epb_grpc.add_EdgeControlServicer_to_server(Control(agent), server)
     creds = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
-    port = server.add_secure_port(listen, creds)
+    if index == 0:  # workers 1..N join worker 0 on its port, on purpose
+        port_is_free(listen)
+    try:
+        port = server.add_secure_port(listen, creds)
+    except RuntimeError:  # gRPC's "Failed to bind", a traceback for the user
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(f"cannot listen on {listen}: is {listen.rpartition(':')[0]} an address of this machine?")
     await server.start()
     return server, port, agent
+
+
+def port_is_free(listen: str) -> None:
+    """OSError naming the cause when nothing may listen on HOST:PORT. gRPC binds with SO_REUSEPORT (which lets an
+    agent's workers share its port), so a second agent on a port already served, or `cdl serve` beside it, bound
+    as well and the kernel split the connections between two agents serving different models; a port another
+    program held, or an address not of this machine, gave gRPC's traceback. A plain socket, without
+    SO_REUSEPORT, finds both."""
+    import errno
+    import socket
+
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        return
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {listen}: {host!r} is not a known address ({exc.strerror})") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+            try:
+                probe.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"cannot listen on {listen}: the port is in use (another agent, or another program: "
+                                  f"`ss -ltnp 'sport = :{port}'` names it)") from None
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise OSError(f"cannot listen on {listen}: {host} is not an address of this machine") from None
+                raise OSError(f"cannot listen on {listen}: {exc.strerror}") from None
 
 
 async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0,

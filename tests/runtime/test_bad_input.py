@@ -269,6 +269,38 @@ def test_a_port_out_of_range_is_refused_by_enroll_and_by_the_agent(tmp_path, tex
     assert text_ws.store.device("edge1").address == "[::1]:8001"
 
 
+def test_an_agent_refuses_a_port_already_served_or_an_address_not_of_this_machine(tmp_path, text_ws, agent_factory):
+    """gRPC binds with SO_REUSEPORT (an agent's workers share its port): a second agent started on a port an agent
+    already served bound too, and the kernel split the connections between two agents serving different models.
+    A port another program held, or an address not of this machine, ended in gRPC's traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll, probe_devices
+
+    first = agent_factory(text_ws, "first")
+    enroll(text_ws, "second", "127.0.0.1:0", tmp_path / "second")
+
+    def serve(listen: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "second"),
+                               "--listen", listen], capture_output=True, text=True, timeout=60)
+
+    for listen in (first.address, f"0.0.0.0:{first.port}"):
+        out = serve(listen)
+        assert out.returncode == 2 and f"cannot listen on {listen}: the port is in use" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    with socket.socket() as other:  # a program that is no agent
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        out = serve(f"127.0.0.1:{port}")
+    assert out.returncode == 2 and "the port is in use" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = serve("192.0.2.7:8001")  # TEST-NET-1: no machine's own address
+    assert out.returncode == 2 and "192.0.2.7 is not an address of this machine" in out.stderr, out.stderr
+    assert probe_devices(text_ws, names=["first"])["first"]["error"] is None  # the first agent serves on
+
+
 def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(tmp_path, text_ws):
     """`cdl rollback --device nope` wrote a failed rollback of 'nope' into the deployment history; a device that
     does not answer ended with exit 2 where `cdl deploy` gives 1."""
