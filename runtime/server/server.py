@@ -53,13 +53,20 @@ def check_listen(listen: str) -> str:
 def make_server(workspace: Workspace, listen: str = "127.0.0.1:0") -> tuple[grpc.Server, str, JobManager]:
     listen = check_listen(listen)
     manager = JobManager(workspace)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cdl-grpc"))
+    # without SO_REUSEPORT (gRPC's default), so that a second runtime on a port one already serves fails to bind
+    # instead of sharing the connections with the first
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="cdl-grpc"),
+                         options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_RuntimeServiceServicer_to_server(RuntimeServicer(manager), server)
     if listen.startswith("unix:"):
         path = Path(listen[len("unix:"):]).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            path.unlink()
+            if _answers(path):
+                manager.shutdown()
+                raise CdlError(f"cannot listen on unix:{path}: a runtime is serving on it (the studio's, or another "
+                               "`cdl runtime serve`); give another path")
+            path.unlink()  # left by a runtime that died
         old = os.umask(0o177)  # the socket is created owner-only
         try:
             server.add_insecure_port(f"unix:{path}")
@@ -69,14 +76,31 @@ def make_server(workspace: Workspace, listen: str = "127.0.0.1:0") -> tuple[grpc
         os.chmod(path, 0o600)
         address = f"unix:{path}"
     else:
-        port = server.add_insecure_port(listen)
+        try:
+            port = server.add_insecure_port(listen)
+        except RuntimeError:  # gRPC's "Failed to bind", a traceback for the user
+            port = 0
         if port == 0:
             manager.shutdown()
-            raise CdlError(f"cannot listen on {listen}")
+            raise CdlError(f"cannot listen on {listen}: the port is in use (another runtime, or another program: "
+                           f"`ss -ltnp 'sport = :{listen.rpartition(':')[2]}'` names it)")
         server.start()
         host = listen.rpartition(":")[0]
         address = f"{host}:{port}"
     return server, address, manager
+
+
+def _answers(path: Path) -> bool:
+    """Whether a process listens on the unix socket (a stale file from a runtime that died refuses)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def serve(workspace: Workspace, listen: str, parent_pid: int | None = None) -> None:

@@ -158,6 +158,45 @@ def test_unix_socket_is_owner_only(small_bbc, tmp_path):
         server.stop(0)
 
 
+def test_a_second_runtime_on_a_served_port_or_socket_is_refused(small_bbc, tmp_path):
+    """gRPC binds with SO_REUSEPORT: a second runtime on the first's port bound too, and the studio's calls went to
+    either; on a unix socket, the second unlinked the first's socket file and took its place. A stale socket file
+    (its runtime died) is still taken over."""
+    import socket
+
+    server, address, manager = make_server(small_bbc, "127.0.0.1:0")
+    try:
+        with pytest.raises(CdlError, match=rf"cannot listen on {address}: the port is in use"):
+            make_server(small_bbc, address)
+    finally:
+        manager.shutdown()
+        server.stop(0)
+    with socket.socket() as other:  # a program that is no runtime: gRPC's traceback before
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = f"127.0.0.1:{other.getsockname()[1]}"
+        with pytest.raises(CdlError, match=rf"cannot listen on {busy}: the port is in use"):
+            make_server(small_bbc, busy)
+    sock = tmp_path / "runtime.sock"
+    server, address, manager = make_server(small_bbc, f"unix:{sock}")
+    try:
+        with pytest.raises(CdlError, match="a runtime is serving on it"):
+            make_server(small_bbc, f"unix:{sock}")
+        client = RuntimeClient(address)
+        assert client.get_status()["workspace"] == str(small_bbc.root)  # still the first's
+        client.close()
+    finally:
+        manager.shutdown()
+        server.stop(0)
+    sock.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX) as dead:  # a socket file nobody listens on any more
+        dead.bind(str(sock))
+    assert sock.exists()
+    server, address, manager = make_server(small_bbc, f"unix:{sock}")
+    manager.shutdown()
+    server.stop(0)
+
+
 def test_cdl_runtime_serve_command(small_bbc):
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(small_bbc.root), "runtime", "serve",
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
