@@ -127,4 +127,12 @@ class AgentConfig:
         for f in (cfg.tls_cert, cfg.tls_key):
             if not f.exists():
                 raise ConfigError(f"{f} is missing: the agent only serves over TLS")
+        import ssl
+
+        try:  # gRPC only says it could not bind, with C++ log lines about a "handshaker factory"
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{cfg.tls_cert} and {cfg.tls_key} are not a certificate and its key ({exc}): enroll "
+                              f"the device again (`cdl devices enroll {cfg.device} --address HOST:PORT --replace`) "
+                              "and copy the new folder here") from None
         return cfg

@@ -32,6 +32,11 @@ COLUMNS = ("time", "bundle_id", "model", "version", "variant", "input_summary", 
            "probabilities", "latency_ms", "raw_input", "raw_kind")
 
 
+class JournalError(OSError):
+    """The journal file cannot be opened (damaged, not a database): the agent cannot answer anything it cannot
+    journal, so it stops with this."""
+
+
 class Journal:
     def __init__(self, path: Path, sync: str = "normal"):
         from concurrent.futures import ThreadPoolExecutor
@@ -40,12 +45,17 @@ class Journal:
         self.sync = "full" if sync == "full" else "normal"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        self._conn.executescript(SCHEMA)
-        # several workers may open a new journal at once: the first id written is the journal's
-        self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
-        self.journal_id = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0]
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self._conn.executescript(SCHEMA)
+            # several workers may open a new journal at once: the first id written is the journal's
+            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
+            self.journal_id = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()[0]
+        except sqlite3.DatabaseError as exc:  # a traceback before
+            self._conn.close()
+            raise JournalError(f"{self.path}: the scoring journal cannot be opened ({exc}): move it aside to start "
+                               "a new one (the records in it that were not collected stay in the moved file)") from None
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future]] = []

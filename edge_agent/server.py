@@ -110,6 +110,9 @@ class Agent:
     def load_active(self) -> None:
         self._stamp = self._active_stamp()
         st = self.slots.state()
+        if st.get("damaged"):  # said nothing, and served no model
+            log.error("%s cannot be read (%s): no model is active; a push with activation (`cdl deploy`) makes "
+                      "one active again", self.slots.active_file, st["damaged"])
         for bid in (st.get("current"), st.get("previous")):
             if not bid:
                 continue
@@ -694,7 +697,7 @@ async def start(config: AgentConfig, listen: str, workers: int = 1, index: int =
     except RuntimeError:  # gRPC's "Failed to bind", a traceback for the user
         port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}: is {listen.rpartition(':')[0]} an address of this machine?")
+        raise OSError(f"cannot listen on {listen}: gRPC could not bind it (GRPC_VERBOSITY=debug says why)")
     await server.start()
     return server, port, agent
 

@@ -82,12 +82,16 @@ class Slots:
     # -- state --------------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """{"current", "previous"}; "damaged": why active.json could not be read, where it could not."""
         if not self.active_file.exists():
             return {"current": None, "previous": None}
         try:
-            return json.loads(self.active_file.read_text())
-        except json.JSONDecodeError:
-            return {"current": None, "previous": None}
+            doc = json.loads(self.active_file.read_text())
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected an object, got {type(doc).__name__}")
+            return doc
+        except (ValueError, OSError) as exc:
+            return {"current": None, "previous": None, "damaged": str(exc)}
 
     def manifest(self, bundle_id: str) -> dict[str, Any]:
         return json.loads((self.bundles / bundle_id / "manifest.json").read_text())

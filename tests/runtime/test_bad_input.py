@@ -301,6 +301,42 @@ def test_an_agent_refuses_a_port_already_served_or_an_address_not_of_this_machin
     assert probe_devices(text_ws, names=["first"])["first"]["error"] is None  # the first agent serves on
 
 
+def test_an_agent_on_a_damaged_folder_says_which_file_and_what_to_do(tmp_path, text_ws):
+    """A TLS key that is no key ended in gRPC's C++ log lines and "cannot listen"; a journal that is no database in
+    a traceback; an active.json that cannot be read served no model without a word."""
+    import shutil
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+
+    enroll(text_ws, "edge1", "127.0.0.1:0", tmp_path / "good")
+
+    def serve(damage) -> subprocess.CompletedProcess:  # noqa: ANN001
+        folder = tmp_path / "damaged"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tmp_path / "good", folder)
+        damage(folder)
+        proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(folder), "--listen",
+                                 "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:  # it serves: stop it and read what it said
+            proc.terminate()
+            out, err = proc.communicate(timeout=15)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    out = serve(lambda f: (f / "tls" / "server.key").write_text("not a key\n"))
+    assert out.returncode == 2 and "server.key are not a certificate and its key" in out.stderr, out.stderr
+    assert "--replace" in out.stderr and "Traceback" not in out.stderr
+    out = serve(lambda f: (f / "journal.db").write_bytes(b"not a database, but long enough to be read as one" * 40))
+    assert out.returncode == 2 and "journal.db: the scoring journal cannot be opened" in out.stderr, out.stderr
+    assert "move it aside" in out.stderr and "Traceback" not in out.stderr
+    out = serve(lambda f: (f / "active.json").write_text('{"current": "ab'))
+    assert "active.json cannot be read" in out.stderr and "no model is active" in out.stderr, out.stderr
+    assert "active model: none" in out.stdout
+
+
 def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(tmp_path, text_ws):
     """`cdl rollback --device nope` wrote a failed rollback of 'nope' into the deployment history; a device that
     does not answer ended with exit 2 where `cdl deploy` gives 1."""
