@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 from sqlmodel import Session, SQLModel, create_engine
 
 from runtime.domain.entities import (
@@ -161,7 +161,7 @@ class Store(ModelRegistryMixin, DeployMixin):
                 self.engine = _engine(url, schema)
             # Versioned migrations (Alembic), once, under a lock; a no-op when the schema is at head.
             self.migrated = migrate.upgrade(self.engine)
-        except OperationalError as exc:
+        except DatabaseError as exc:  # OperationalError (cannot connect), or a file that is no database
             from sqlalchemy.engine import make_url
 
             if hasattr(self, "engine"):
@@ -171,7 +171,9 @@ class Store(ModelRegistryMixin, DeployMixin):
             except Exception:  # noqa: BLE001
                 where = "(unparsable URL)"
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-            raise ConfigError(f"cannot open the registry database {where}: {reason}") from None
+            hint = ("; the file is damaged: restore the workspace from its last backup (`cdl restore ARCHIVE DEST`)"
+                    if "not a database" in reason or "malformed" in reason else "")
+            raise ConfigError(f"cannot open the registry database {where}: {reason}{hint}") from None
 
     # -- construction -------------------------------------------------------------------------------------
 

@@ -337,6 +337,26 @@ def test_an_agent_on_a_damaged_folder_says_which_file_and_what_to_do(tmp_path, t
     assert "active model: none" in out.stdout
 
 
+def test_a_damaged_registry_is_named_with_what_to_do(tmp_path):
+    """A registry.db that is no database (a disk error, a file copied over it) gave SQLAlchemy's traceback."""
+    import subprocess
+    import sys
+
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    ws.close()
+    db = tmp_path / "ws" / ".cdl" / "registry.db"
+    for extra in db.parent.glob("registry.db-*"):
+        extra.unlink()
+    db.write_bytes(b"this is not a database" * 100)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(tmp_path / "ws"), "status"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot open the registry database sqlite:///{db}: file is not a database" in out.stderr
+    assert "restore the workspace from its last backup (`cdl restore ARCHIVE DEST`)" in out.stderr
+
+
 def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(tmp_path, text_ws):
     """`cdl rollback --device nope` wrote a failed rollback of 'nope' into the deployment history; a device that
     does not answer ended with exit 2 where `cdl deploy` gives 1."""
