@@ -79,7 +79,7 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
 
 def package(ws: Workspace, ref: str, variant: str, out: Path) -> dict[str, Any]:
     manifest, onnx_path = manifest_for(ws, ref, variant)
-    priv, _ = signing_key(ws.root)
+    priv, _ = signing_key(ws.root, [d.name for d in ws.store.devices()])
     digest = write_bundle(Path(out), manifest, {MODEL: onnx_path}, priv)
     mv = ws.store.resolve_model(ref)
     stored = ws.artifacts.put_file(Path(out))

@@ -964,6 +964,8 @@ def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | Non
         return
     click.echo(f"enrolled {name} at {address}; its folder: {doc['enroll_dir']}\n"
                f"copy that folder to the device and run:\n  {doc['start']}")
+    if doc.get("warning"):
+        click.echo(f"warning: {doc['warning']}", err=True)
 
 
 @devices.command("list")

@@ -106,7 +106,9 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     atomic_write_bytes(out / "tls" / "server.crt", cert_pem)
     atomic_write_bytes(out / "tls" / "ca.crt", ca_pem)
     token = secrets.token_urlsafe(32)
-    _, pub = signing_key(ws.root)
+    new_key = not (ws.root / ".cdl" / "keys" / "bundle-signing.pem").exists()
+    _, pub = signing_key(ws.root)  # enrolling is trusting: it may make the key
+    others = [d.name for d in ws.store.devices() if d.name != name]
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
              "trusted_keys": list(dict.fromkeys([pub.decode(), *trusted])),
              "tls": {"cert": "tls/server.crt", "key": "tls/server.key"}, **settings}
@@ -115,8 +117,12 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     inside = out.is_relative_to(ws.root.resolve())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint,
                         enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
-    return {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
-            "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+    doc = {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
+           "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+    if new_key and others:  # the key they trust was gone: this one was made for the workspace
+        doc["warning"] = (f"the workspace's bundle-signing key was gone, and a new one was made: {', '.join(others)} "
+                          "trust(s) the old key and will refuse new bundles until enrolled again with --replace")
+    return doc
 
 
 def device_folder(ws: Workspace, device: Device) -> Path:

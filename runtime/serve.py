@@ -84,7 +84,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         atomic_write_bytes(folder / "tls" / "server.key", key_pem, private=True)
         atomic_write_bytes(folder / "tls" / "server.crt", cert_pem)
         token = secrets.token_urlsafe(32)
-        _, pub = signing_key(ws.root)
+        _, pub = signing_key(ws.root, [d.name for d in ws.store.devices()])
         agent = {"device": "cdl-serve", "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
                  "trusted_keys": [pub.decode()], "tls": {"cert": "tls/server.crt", "key": "tls/server.key"},
                  **DEFAULTS, "workers": workers, "http_listen": http or None}

@@ -71,3 +71,34 @@ def test_processes_starting_at_once_on_a_new_workspace_share_one_ca_and_one_sign
 
     for f in ("pki/ca.key", "keys/bundle-signing.pem"):
         assert stat.S_IMODE(os.stat(tmp_path / ".cdl" / f).st_mode) == 0o600
+
+
+def test_a_lost_signing_key_is_not_replaced_behind_the_devices_back(tmp_path, text_ws):
+    """The bundle-signing key gone (a restore without .cdl/keys, a cleanup): package made a new key without a word,
+    and every push after it failed on the devices with a signature error. A public key file alone gone got a new
+    key pair, the private key written over. A damaged key file gave cryptography's traceback."""
+    import pytest
+
+    from runtime.devices import enroll
+    from runtime.domain.errors import CdlError
+    from runtime.keys import signing_key
+
+    ws = text_ws
+    keys = ws.root / ".cdl" / "keys"
+    priv, pub = signing_key(ws.root)
+    (keys / "bundle-signing.pub.pem").unlink()
+    assert signing_key(ws.root) == (priv, pub)  # derived from the private key, not a new pair
+    enroll(ws, "edge1", "127.0.0.1:8001", tmp_path / "edge1")
+    (keys / "bundle-signing.pem").unlink()
+    with pytest.raises(CdlError, match=r"bundle-signing.pem is gone, and edge1 trust\(s\) only the key it held"):
+        signing_key(ws.root, [d.name for d in ws.store.devices()])
+    assert not (keys / "bundle-signing.pem").exists()
+    # enrolling is trusting: it makes the new key, and says who still trusts the old one
+    doc = enroll(ws, "edge2", "127.0.0.1:8002", tmp_path / "edge2")
+    assert "edge1 trust(s) the old key" in doc["warning"]
+    new_priv, new_pub = signing_key(ws.root, ["edge1", "edge2"])
+    assert new_pub != pub
+    assert "warning" not in enroll(ws, "edge1", "127.0.0.1:8001", tmp_path / "edge1", replace=True)
+    (keys / "bundle-signing.pem").write_text("not a key\n")
+    with pytest.raises(CdlError, match=r"bundle-signing.pem: not a private key .*restore .cdl/keys/ from a backup"):
+        signing_key(ws.root)
