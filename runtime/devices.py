@@ -97,6 +97,9 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
         if given[key] == "":
             settings[key] = None
     out.mkdir(parents=True, exist_ok=True)
+    # enrolling is trusting: it makes the CA and the signing key where they are gone, and says so below
+    new_key = not (ws.root / ".cdl" / "keys" / "bundle-signing.pem").exists()
+    new_ca = not all((ws.root / ".cdl" / "pki" / f).exists() for f in ("ca.key", "ca.crt"))
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")],
                                                         DEVICE_CERT_DAYS if cert_days is None else cert_days)
     _, ca_pem = ca(ws.root)
@@ -106,8 +109,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     atomic_write_bytes(out / "tls" / "server.crt", cert_pem)
     atomic_write_bytes(out / "tls" / "ca.crt", ca_pem)
     token = secrets.token_urlsafe(32)
-    new_key = not (ws.root / ".cdl" / "keys" / "bundle-signing.pem").exists()
-    _, pub = signing_key(ws.root)  # enrolling is trusting: it may make the key
+    _, pub = signing_key(ws.root)
     others = [d.name for d in ws.store.devices() if d.name != name]
     agent = {"device": name, "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
              "trusted_keys": list(dict.fromkeys([pub.decode(), *trusted])),
@@ -119,9 +121,11 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
                         enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
     doc = {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
            "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
-    if new_key and others:  # the key they trust was gone: this one was made for the workspace
-        doc["warning"] = (f"the workspace's bundle-signing key was gone, and a new one was made: {', '.join(others)} "
-                          "trust(s) the old key and will refuse new bundles until enrolled again with --replace")
+    made = [what for what, new in (("bundle-signing key", new_key), ("CA", new_ca)) if new]
+    if made and others:  # what they trust was gone: this was made for the workspace
+        doc["warning"] = (f"the workspace's {' and '.join(made)} {'was' if len(made) == 1 else 'were'} gone, and "
+                          f"made anew: {', '.join(others)} trust(s) the old one(s) and will refuse this workspace "
+                          "until enrolled again with --replace")
     return doc
 
 
@@ -142,7 +146,7 @@ class DeviceClient:
         self.ws = ws
         self.device = device if isinstance(device, Device) else ws.store.device(device)
         self.timeout = timeout
-        _, ca_pem = ca(ws.root)
+        _, ca_pem = ca(ws.root, [d.name for d in ws.store.devices()])
         creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
         self.channel = grpc.secure_channel(self.device.address, creds,
                                            options=[("grpc.max_send_message_length", 64 << 20),

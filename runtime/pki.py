@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -52,15 +53,25 @@ def _pem_key(key) -> bytes:  # noqa: ANN001
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def ca(root: Path) -> tuple[bytes, bytes]:
-    """(CA key PEM, CA certificate PEM), created on first use."""
+def ca(root: Path, trusted_by: Sequence[str] = ()) -> tuple[bytes, bytes]:
+    """(CA key PEM, CA certificate PEM), created on first use. `trusted_by`: the enrolled devices, whose
+    certificates the CA signed: with any, a CA that is gone is not made anew (every call to them then failed
+    its TLS handshake, as "cannot reach it over TLS"); enrolling a device again makes one."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
     d = Path(root) / ".cdl" / "pki"
     key_path, crt_path = d / "ca.key", d / "ca.crt"
-    if not (key_path.exists() and crt_path.exists()):
+    gone = [p for p in (key_path, crt_path) if not p.exists()]
+    if gone and trusted_by:
+        from runtime.domain.errors import CdlError
+
+        raise CdlError(f"{' and '.join(map(str, gone))} {'is' if len(gone) == 1 else 'are'} gone: the workspace CA "
+                       f"that signed the certificates of {', '.join(trusted_by)}, which a new CA would not verify. "
+                       "Restore .cdl/pki/ from a backup (`cdl backup` archives keep it), or enroll each device again "
+                       "(`cdl devices enroll NAME --address HOST:PORT --replace`, which makes a new CA)")
+    if gone:
         with created_once(d):  # two processes on a new workspace (two `cdl serve`, two enrolls) make one CA
             if not (key_path.exists() and crt_path.exists()):
                 key = _key()
@@ -80,13 +91,14 @@ def ca(root: Path) -> tuple[bytes, bytes]:
 DEVICE_CERT_DAYS = 825  # the longest a publicly trusted TLS certificate was allowed (CA/Browser Forum, 2018-2020)
 
 
-def device_certificate(root: Path, device: str, hosts: list[str], days: float = DEVICE_CERT_DAYS) -> tuple[bytes, bytes, str]:
+def device_certificate(root: Path, device: str, hosts: list[str], days: float = DEVICE_CERT_DAYS,
+                       trusted_by: Sequence[str] = ()) -> tuple[bytes, bytes, str]:
     """(key PEM, certificate PEM, sha256 fingerprint) of a device's TLS server certificate, valid for `days`."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_key_pem, ca_crt_pem = ca(root)
+    ca_key_pem, ca_crt_pem = ca(root, trusted_by)
     ca_key = serialization.load_pem_private_key(ca_key_pem, None)
     ca_crt = x509.load_pem_x509_certificate(ca_crt_pem)
     key = _key()

@@ -79,7 +79,8 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
     proc: subprocess.Popen | None = None
     try:
         hosts = [host.strip("[]")] if host not in ("0.0.0.0", "[::]", "::") else [socket.gethostname()]
-        key_pem, cert_pem, fingerprint = device_certificate(ws.root, "cdl-serve", hosts, days=90)
+        key_pem, cert_pem, fingerprint = device_certificate(ws.root, "cdl-serve", hosts, days=90,
+                                                            trusted_by=[d.name for d in ws.store.devices()])
         (folder / "tls").mkdir()
         atomic_write_bytes(folder / "tls" / "server.key", key_pem, private=True)
         atomic_write_bytes(folder / "tls" / "server.crt", cert_pem)

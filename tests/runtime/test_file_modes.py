@@ -95,10 +95,35 @@ def test_a_lost_signing_key_is_not_replaced_behind_the_devices_back(tmp_path, te
     assert not (keys / "bundle-signing.pem").exists()
     # enrolling is trusting: it makes the new key, and says who still trusts the old one
     doc = enroll(ws, "edge2", "127.0.0.1:8002", tmp_path / "edge2")
-    assert "edge1 trust(s) the old key" in doc["warning"]
+    assert "bundle-signing key was gone, and made anew: edge1 trust(s) the old one(s)" in doc["warning"]
     new_priv, new_pub = signing_key(ws.root, ["edge1", "edge2"])
     assert new_pub != pub
     assert "warning" not in enroll(ws, "edge1", "127.0.0.1:8001", tmp_path / "edge1", replace=True)
     (keys / "bundle-signing.pem").write_text("not a key\n")
     with pytest.raises(CdlError, match=r"bundle-signing.pem: not a private key .*restore .cdl/keys/ from a backup"):
         signing_key(ws.root)
+
+
+def test_a_lost_workspace_ca_is_not_replaced_behind_the_devices_back(tmp_path, text_ws):
+    """The workspace CA gone: the next call to a device made a new CA without a word, and every call after it
+    failed its TLS handshake as "cannot reach it over TLS"."""
+    import pytest
+
+    from runtime.devices import DeviceClient, enroll
+    from runtime.domain.errors import CdlError
+
+    ws = text_ws
+    enroll(ws, "edge1", "127.0.0.1:8001", tmp_path / "edge1")
+    (ws.root / ".cdl" / "pki" / "ca.key").unlink()
+    with pytest.raises(CdlError, match=r"ca.key is gone: the workspace CA that signed the certificates of edge1"):
+        DeviceClient(ws, "edge1")
+    assert not (ws.root / ".cdl" / "pki" / "ca.key").exists()
+    from runtime.doctor import diagnose
+
+    doc = diagnose(ws)
+    (finding,) = [c for c in doc["checks"] if c["area"] == "devices" and c["status"] == "fail"]
+    assert finding["detail"] == "the workspace CA is gone (.cdl/pki/ca.key), and edge1 trust(s) it", finding
+    assert doc["failed"]
+    doc = enroll(ws, "edge2", "127.0.0.1:8002", tmp_path / "edge2")
+    assert "CA was gone, and made anew: edge1 trust(s) the old one(s)" in doc["warning"], doc["warning"]
+    DeviceClient(ws, "edge1").close()  # a CA again (the new one): edge1 must be enrolled again, as said
