@@ -158,8 +158,19 @@ class IndexRow:
 def read_index(path: Path) -> list[IndexRow]:
     if not Path(path).exists():
         raise WorkspaceError(f"{path}: no dataset here yet (run data.ingest)")
-    with open(path, encoding="utf-8") as fh:
-        return [IndexRow.from_json(line) for line in fh if line.strip()]
+    rows = []
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                rows.append(IndexRow.from_json(raw.decode("utf-8")))
+            except (ValueError, TypeError) as exc:  # a traceback before: the file is written whole, so it was edited
+                raise WorkspaceError(f"{path}: line {n}: not an index row ({str(exc).splitlines()[0][:120]}); the "
+                                     "file is written by data.ingest and by checkouts, never by hand: `cdl data "
+                                     "checkout VERSION` restores a version, `cdl run --until data.ingest --force` "
+                                     "writes it anew") from None
+    return rows
 
 
 def write_index(path: Path, rows: Iterable[IndexRow]) -> None:

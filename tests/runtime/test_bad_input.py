@@ -357,6 +357,26 @@ def test_a_damaged_registry_is_named_with_what_to_do(tmp_path):
     assert "restore the workspace from its last backup (`cdl restore ARCHIVE DEST`)" in out.stderr
 
 
+def test_a_damaged_dataset_index_names_its_line(small_bbc):
+    """data/dataset/index.jsonl with a line that is no row (an editor, a bad merge) gave json's traceback in every
+    command that reads the dataset."""
+    import subprocess
+    import sys
+
+    index = small_bbc.root / "data" / "dataset" / "index.jsonl"
+    n = len(index.read_text().splitlines())
+    with open(index, "ab") as fh:
+        fh.write(b'{"uid": "half a row\n')
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(small_bbc.root), "labels", "stats"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"index.jsonl: line {n + 1}: not an index row" in out.stderr and "cdl data checkout" in out.stderr
+    index.write_bytes(index.read_bytes().replace(b'{"uid": "half a row\n', b'\xff\n'))
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(small_bbc.root), "labels", "stats"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"line {n + 1}: not an index row ('utf-8' codec" in out.stderr, out.stderr
+
+
 def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(tmp_path, text_ws):
     """`cdl rollback --device nope` wrote a failed rollback of 'nope' into the deployment history; a device that
     does not answer ended with exit 2 where `cdl deploy` gives 1."""
