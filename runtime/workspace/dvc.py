@@ -116,14 +116,33 @@ class Dvc:
     # -- remotes: every dataset version's data, backed up and fetched back -----------------------------------
 
     def remotes(self) -> dict[str, str]:
-        """{name: url} of the DVC remotes, the default one first."""
-        def read(repo) -> dict[str, str]:  # noqa: ANN001
-            conf = repo.config
-            default = conf["core"].get("remote")
-            names = sorted(conf["remote"], key=lambda n: (n != default, n))
-            return {n: conf["remote"][n]["url"] for n in names}
-
-        return self._locked("dvc remote list", read)
+        """{name: url} of the DVC remotes, the default one first: read from the repository's .dvc/config and
+        .dvc/config.local (the later one wins) without importing DVC, which the studio, listing the versions,
+        must not load (asking DVC's Repo for its config did)."""
+        conf: dict[str, dict[str, str]] = {}
+        for f in (self.root / ".dvc" / "config", self.root / ".dvc" / "config.local"):
+            try:
+                text = f.read_text()
+            except OSError:
+                continue
+            section = None
+            for raw in text.splitlines():
+                line = raw.strip()
+                if not line or line.startswith(("#", ";")):
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    section = line[1:-1].strip().strip("'").strip()
+                    conf.setdefault(section, {})
+                elif section is not None and "=" in line:
+                    key, _, value = line.partition("=")
+                    conf[section][key.strip()] = value.strip()
+        default = conf.get("core", {}).get("remote")
+        found = {}
+        for section, values in conf.items():
+            kind, _, name = section.partition(" ")
+            if kind == "remote" and name.startswith('"') and name.endswith('"') and "url" in values:
+                found[name[1:-1]] = values["url"]
+        return {n: found[n] for n in sorted(found, key=lambda n: (n != default, n))}
 
     def add_remote(self, name: str, url: str, default: bool = True) -> None:
         """`dvc remote add [-d] NAME URL`, in .dvc/config (the repository's, committed with it)."""

@@ -518,6 +518,18 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     assert out.returncode == 1 and "v1: INCOMPLETE" in out.stdout, out.stdout + out.stderr
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
     assert "data: DVC remote backup" in log
+    # the remotes are read from .dvc/config without DVC (the studio lists them): as DVC reads them, local ones too
+    for args in (["remote", "add", "--local", "mine", "s3://bucket/my path"], ["remote", "add", "-d", "--local",
+                                                                               "zeta", str(tmp_path / "z")]):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws.root, check=True, capture_output=True)
+    from dvc.repo import Repo
+
+    with Repo(str(ws.root)) as repo:
+        conf = repo.config
+        default = conf["core"].get("remote")
+        theirs = {n: conf["remote"][n]["url"] for n in sorted(conf["remote"], key=lambda n: (n != default, n))}
+    assert ws.dvc.remotes() == theirs == {"zeta": str(tmp_path / "z"), "backup": str(remote),
+                                          "mine": "s3://bucket/my path"}
 
 
 def test_a_monitor_check_goes_stale_after_a_minute_and_says_so(text_ws, monkeypatch):

@@ -133,7 +133,7 @@ from studio.app.window import MainWindow
 app = QApplication([])
 w = MainWindow(sys.argv[1])
 w.show()
-for pid in ("review", "tuning", "compression", "models", "monitoring", "data"):
+for pid in ("review", "tuning", "compression", "models", "monitoring", "data", "versions", "labeling", "devices"):
     w.show_panel(pid)
 def done():
     engines = sorted(m for m in ("torch", "tensorflow", "onnxruntime", "optuna", "tf_keras", "dvc") if m in sys.modules)
