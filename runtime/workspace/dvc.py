@@ -141,7 +141,10 @@ class Dvc:
         for section, values in conf.items():
             kind, _, name = section.partition(" ")
             if kind == "remote" and name.startswith('"') and name.endswith('"') and "url" in values:
-                found[name[1:-1]] = values["url"]
+                url = values["url"]
+                if "://" not in url and not os.path.isabs(url):  # DVC reads a folder relative to .dvc/
+                    url = os.path.normpath(os.path.join(self.root / ".dvc", url))
+                found[name[1:-1]] = url
         return {n: found[n] for n in sorted(found, key=lambda n: (n != default, n))}
 
     def add_remote(self, name: str, url: str, default: bool = True) -> None:

@@ -520,7 +520,8 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     assert "data: DVC remote backup" in log
     # the remotes are read from .dvc/config without DVC (the studio lists them): as DVC reads them, local ones too
     for args in (["remote", "add", "--local", "mine", "s3://bucket/my path"], ["remote", "add", "-d", "--local",
-                                                                               "zeta", str(tmp_path / "z")]):
+                                                                               "zeta", str(tmp_path / "z")],
+                 ["remote", "add", "rel", "../../elsewhere"]):
         subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws.root, check=True, capture_output=True)
     from dvc.repo import Repo
 
@@ -528,8 +529,9 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
         conf = repo.config
         default = conf["core"].get("remote")
         theirs = {n: conf["remote"][n]["url"] for n in sorted(conf["remote"], key=lambda n: (n != default, n))}
-    assert ws.dvc.remotes() == theirs == {"zeta": str(tmp_path / "z"), "backup": str(remote),
-                                          "mine": "s3://bucket/my path"}
+    assert ws.dvc.remotes() == theirs, (ws.dvc.remotes(), theirs)
+    assert theirs == {"zeta": str(tmp_path / "z"), "backup": str(remote), "mine": "s3://bucket/my path",
+                      "rel": str((ws.root / "../../elsewhere").resolve())}
 
 
 def test_a_monitor_check_goes_stale_after_a_minute_and_says_so(text_ws, monkeypatch):
