@@ -266,6 +266,13 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     assert r.candidate.currentData() == "ws:2"
     assert r.versus.text() == "against champion ws:1 (the same test split)"
     assert r.metrics.rowCount() == 3 and r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 5
+    # the whole matrix in view, in the room the panel has beside the flowchart (the last class needed scrolling)
+    r.resize(1000, 740)
+    r.show()
+    qtbot.wait(50)
+    for cm in (r.cm_candidate, r.cm_champion):
+        last = cm.visualItemRect(cm.item(4, 4))
+        assert last.bottom() <= cm.viewport().height(), (last, cm.viewport().height())
     two = ws.store.resolve_model("ws:2")
     shown = r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole)
     assert shown == pytest.approx(two.evaluation["champion"]["test_accuracy"], abs=1e-4)
