@@ -54,6 +54,13 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     answers.update(metrics="nowhere")
     p._enroll()
     qtbot.waitUntil(lambda: "--metrics 'nowhere'" in p.status_label.text(), timeout=30000)
+    # the workspace's CA lost: enrolling another device makes a new one, and the panel says edge1 must follow
+    (text_ws.root / ".cdl" / "pki" / "ca.key").unlink()
+    answers.update(name="edge2", metrics="", replace=False)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._enroll()
+    assert "Enrolled edge2" in p.status_label.text()
+    assert "Warning: the workspace's CA was gone, and made anew: edge1 trust(s)" in p.status_label.text()
 
 
 def test_typing_an_enrolled_name_fills_in_its_settings(qtbot):

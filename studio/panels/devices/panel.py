@@ -231,7 +231,11 @@ class DevicesPanel(Panel):
             return
 
         def done(r: dict[str, Any]) -> None:
-            self.say(f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}", "ok")
+            said = f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}"
+            if r.get("warning"):  # the workspace's key or CA was made anew: the other devices must be enrolled again
+                self.say(f"{said}\nWarning: {r['warning']}", "warning")
+            else:
+                self.say(said, "ok")
 
         name = dlg.name.text().strip()
         taken = [d for d in self.ctx.workspace.store.devices() if d.name == name]
