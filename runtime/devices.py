@@ -266,6 +266,11 @@ def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> Devi
                        f"{device.name} --address {device.address} --replace`) and copy the new folder to the device")
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         detail = f"the device refused the token ({detail})"
+    elif "not signed by the enrolled workspace key" in detail:  # the device trusts another key than ours now
+        detail += (f": the device trusts the key this workspace had when it was enrolled, and the workspace signs "
+                   f"with another now (was .cdl/keys/ replaced or restored from elsewhere?): enroll it again (`cdl "
+                   f"devices enroll {device.name} --address {device.address} --replace`) and copy the new folder to "
+                   "the device")
     return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}")
 
 

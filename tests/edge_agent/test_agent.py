@@ -914,8 +914,10 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
     write_bundle(wrong_sig, m, {"model.onnx": members["model.onnx"]}, other)
     cases = {tampered: "tampered", escape: "escapes", truncated: "truncated|not a zip", wrong_sig: "wrong signature"}
     for path, why in cases.items():
-        with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match=f"rejected.*({why})"):
+        with DeviceClient(ws, "dev1") as c, pytest.raises(CdlError, match=f"rejected.*({why})") as err:
             c.push(path, activate=True)
+        if path == wrong_sig:  # what to do about it: the device trusts the key the workspace had at enrollment
+            assert "enroll it again (`cdl devices enroll dev1 --address" in str(err.value), err.value
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["bundle_id"] == good["bundle_id"]
         assert {x["bundle_id"] for x in c.list_models()} == {good["bundle_id"]}
