@@ -826,6 +826,14 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     from runtime.ml.predict import predict_items
 
     ws = _ws(obj)
+    if not texts and not files:  # `cdl models predict ws:1 "some text"` took the text for a model reference
+        import shlex
+
+        stray = next((r for r in refs if ":" not in r and (" " in r or Path(r).exists())), None)
+        if stray is not None:
+            flag = "--file" if Path(stray).exists() else "--text"
+            raise CdlError(f"nothing to predict: {stray!r} was read as a model reference (NAME:VERSION); inputs "
+                           f"follow --text or --file: `cdl models predict {refs[0]} {flag} {shlex.quote(stray)}`")
     doc = {ref: predict_items(ws, ref, list(texts), list(files)) for ref in refs}
     if as_json:
         _dump({"predictions": doc})

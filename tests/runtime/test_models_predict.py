@@ -45,7 +45,11 @@ def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
     text = cdl(ws, "models", "predict", "ws:1", "--text", texts[0]).stdout
     assert text.startswith("ws:1") and doc["ws:1"][0]["label"] in text
     for args, says in ((["--file", str(tmp_path / "gone.txt")], "gone.txt: no such file"),
-                       ([], "nothing to predict"), (["--text", "x", "ws:9"], "no version 9")):
+                       ([], "nothing to predict"), (["--text", "x", "ws:9"], "no version 9"),
+                       ([texts[0][:40]], f"nothing to predict: {texts[0][:40]!r} was read as a model reference "
+                                         "(NAME:VERSION); inputs follow --text or --file: `cdl models predict ws:1 "
+                                         "--text "),
+                       ([str(f)], f"inputs follow --text or --file: `cdl models predict ws:1 --file {f}`")):
         bad = cdl(ws, "models", "predict", "ws:1", *args)
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr
 
