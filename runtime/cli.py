@@ -633,8 +633,13 @@ def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_cla
     q = _queue(obj, labeler)
     known = q.classes()
     if known and label not in known and not new_class:  # a typo would have made a class of one item
-        raise CdlError(f"{label!r} is not one of the classes ({', '.join(known)}); to start a new class with it, "
-                       "pass --new-class")
+        import difflib
+
+        close = difflib.get_close_matches(label, known, n=1, cutoff=0.6) or [k for k in known
+                                                                            if k.lower() == label.lower()]
+        then = (f": did you mean {close[0]!r}? To start" if close else "; to start")
+        raise CdlError(f"{label!r} is not one of the classes ({', '.join(known)}){then} a new class with it, pass "
+                       "--new-class")
     rec = q.set_label(item, label)
     click.echo(f"{rec.item_id[:12]} -> {rec.label} (by {rec.labeler})")
 

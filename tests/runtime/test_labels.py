@@ -287,7 +287,10 @@ def test_cli_refuses_a_label_that_is_not_a_class_unless_asked(unlabeled_ws):
         return CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", "--labeler", "bo", *args])
 
     out = cdl(second, "tehc")
-    assert out.exit_code == 2 and "'tehc' is not one of the classes (tech); to start a new class" in out.output
+    assert out.exit_code == 2, out.output
+    assert "'tehc' is not one of the classes (tech): did you mean 'tech'? To start a new class" in out.output
+    out = cdl(second, "weather")
+    assert out.exit_code == 2 and "'weather' is not one of the classes (tech); to start a new class" in out.output
     assert [r.label for r in ws.store.labels() if r.labeler == "bo"] == []
     out = cdl(second, "sport", "--new-class")
     assert out.exit_code == 0, out.output
