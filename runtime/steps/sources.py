@@ -302,13 +302,23 @@ def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
 # -- csv ----------------------------------------------------------------------------------------------------
 
 
+def _delimiter(text: str) -> str:
+    """The header line's separator: a comma, or, in a header without one, a semicolon (spreadsheets in locales
+    that write decimal commas save CSV so), a tab or a bar. A semicolon file read as commas failed with "no text
+    column (columns: text;label)"."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    return next((d for d in (";", "\t", "|") if d in header), ",")
+
+
 def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else opts.get("delimiter", ",")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else opts.get("delimiter") or _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)

@@ -119,6 +119,19 @@ def test_csv_import_works(text_ws, tmp_path):
     assert items[0].source == "news.csv#row2"
 
 
+def test_csv_with_semicolons_or_tabs_is_read(text_ws, tmp_path):
+    """A spreadsheet saved as CSV in a locale with decimal commas separates with semicolons: it failed with "no text
+    column (columns: text;label)". The header's separator is used; commas inside a field stay text."""
+    semi = tmp_path / "semi.csv"
+    semi.write_text('text;label\n"An article; with a semicolon, and a comma";tech\nAnother article;sport\n')
+    add_source(text_ws, semi)
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("text\tlabel\nA third article, tab separated\tpolitics\n")
+    add_source(text_ws, tabs)
+    items = {i.source: i.source_label for i in text_ws.store.items()}
+    assert items == {"semi.csv#row2": "tech", "semi.csv#row3": "sport", "tabs.csv#row2": "politics"}, items
+
+
 def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
     """JSON Lines as `datasets.Dataset.to_json` writes them (gzipped too): the first record names the fields,
     labels may be numbers, a `split` of train/test is kept; a bad line fails the whole file, naming the line."""
