@@ -317,7 +317,9 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataImportError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                              "UTF-8 (a spreadsheet's \"CSV UTF-8\")") from None
     delimiter = "\t" if path.suffix.lower() == ".tsv" else opts.get("delimiter") or _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:

@@ -132,6 +132,13 @@ def test_csv_with_semicolons_or_tabs_is_read(text_ws, tmp_path):
     assert items == {"semi.csv#row2": "tech", "semi.csv#row3": "sport", "tabs.csv#row2": "politics"}, items
 
 
+def test_a_csv_that_is_not_utf8_names_its_line(text_ws, tmp_path):
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("text,label\nfine article text,tech\nun café en ville,sport\n".encode("latin-1"))
+    err = _import_fails(text_ws, p, "line 3: not UTF-8 text")
+    assert "save it as UTF-8" in str(err)
+
+
 def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
     """JSON Lines as `datasets.Dataset.to_json` writes them (gzipped too): the first record names the fields,
     labels may be numbers, a `split` of train/test is kept; a bad line fails the whole file, naming the line."""
