@@ -554,8 +554,9 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
     if as_json:
         _dump(doc)
     else:
+        already = f"; {doc['already_here']} already here (the same labeler's same label)" if doc["already_here"] else ""
         click.echo(f"{doc['labels']} label(s) from {doc['tasks']} task(s); {doc['skipped_tasks']} skipped, "
-                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s)")
+                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s){already}")
 
 
 @labels.command("export")

@@ -672,6 +672,12 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     unmatched: list[str] = []
     stats = Counter()
     prefix = f"ls:{path.name}#"
+    # what each labeler's decision on each item is now, from everything but this file: an annotation of our own
+    # export coming back that says the same is already here, and a second copy would only churn the labels
+    standing: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for r in ws.store.labels():
+        if not (r.task_ref or "").startswith(prefix):
+            standing[(r.item_id, r.labeler)] = (r.action, r.label)
     for i, task in enumerate(tasks):
         tid = task.get("id", i + 1)
         where = f"{path}: task {tid}"
@@ -691,10 +697,18 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
             unmatched.append(str(tid))
             continue
         labels, skips = ls_task_annotations(task, from_name, where)
+        ours = {str(a.get("completed_by")) for a in task.get("annotations") or []  # exported by CDL Studio
+                if isinstance(a, dict) and isinstance(a.get("meta"), dict) and "cdl_source" in a["meta"]}
         for k, (label, labeler, source) in enumerate(labels):
+            if labeler in ours and standing.get((item_id, labeler)) == ("label", label):
+                stats["already"] += 1
+                continue
             rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": source,
                          "task_ref": f"{prefix}{tid}/{k}", "dataset_version": ws.current_version()})
         for k, labeler in enumerate(skips):
+            if labeler in ours and standing.get((item_id, labeler), ("", ""))[0] == "skip":
+                stats["already"] += 1
+                continue
             rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
                          "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
         stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
@@ -710,4 +724,4 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     return {"tasks": len(tasks), "labels": sum(1 for r in rows if r.get("action", "label") == "label"),
             "labeled_tasks": stats["labeled"], "skipped_tasks": stats["skipped"],
             "unannotated_tasks": stats["unannotated"], "conflicts": stats["conflicts"],
-            "unmatched": len(unmatched)}
+            "unmatched": len(unmatched), "already_here": stats["already"]}

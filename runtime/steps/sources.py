@@ -453,7 +453,9 @@ def load_label_studio(path: Path) -> list[dict[str, Any]]:
 def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str, str]], list[str]]:
     """((label, labeler, source) per completed annotation, labelers who skipped) of one task, JSON or
     JSON_MIN. source is "import", or "manual" for annotations CDL Studio exported from manual labels (so a
-    round trip keeps a labeler's decision above imported labels)."""
+    round trip keeps a labeler's decision above imported labels). An annotation CDL Studio exported (its meta
+    has cdl_source) keeps its labeler's name: it is one of ours ("import:news.zip", "ls:3", "vera"); prefixed
+    again ("ls:import:news.zip") it made a second labeler agreeing with the first on every item."""
     labels: list[tuple[str, str, str]] = []
     skips: list[str] = []
     if "annotations" in task:
@@ -466,7 +468,7 @@ def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tup
                 who = who.get("email") or who.get("id")
             meta = ann.get("meta") if isinstance(ann.get("meta"), dict) else {}
             source = "manual" if meta.get("cdl_source") == "manual" else "import"
-            labeler = str(who) if source == "manual" else f"ls:{who}"
+            labeler = str(who) if "cdl_source" in meta else f"ls:{who}"
             if ann.get("was_cancelled"):
                 skips.append(labeler)
                 continue

@@ -376,3 +376,30 @@ def test_agreement_between_labelers_and_with_the_imported_labels(small_bbc):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "anna / ben: 3 shared item(s), 66.7% agree" in out.stdout
+
+
+def test_our_own_export_coming_back_adds_no_labeler_and_no_label(small_bbc, tmp_path):
+    """`cdl labels export` then `cdl labels import` of that file (a backup, a round trip through a Label Studio
+    project): every imported annotation came back as a second labeler, "ls:import:news.zip" beside
+    "import:news.zip", agreeing with it on every item (kappa 1.0 out of nothing) and doubling the labels. Our
+    annotations keep their labeler; one that says what its labeler says now is already here; a changed one is
+    that labeler's new decision."""
+    ws = small_bbc
+    rows = ws.dataset().rows
+    LabelQueue(ws, "vera").set_label(rows[0].uid, "tech" if rows[0].label != "tech" else "sport")
+    LabelQueue(ws, "bo").skip(rows[1].uid)
+    labelers = {r.labeler for r in ws.store.labels()}
+    n = len(ws.store.labels())
+    export_label_studio(ws, tmp_path / "ls.json")
+    out = import_label_studio(ws, tmp_path / "ls.json")
+    assert {r.labeler for r in ws.store.labels()} == labelers, labelers
+    assert len(ws.store.labels()) == n and out["labels"] == 0 and out["already_here"] == n, out
+    # vera changes her mind in the exported project: that comes back as her label, not a new labeler's
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    task = next(t for t in tasks if t["data"]["cdl_item"] == rows[0].id)
+    ann = next(a for a in task["annotations"] if a["completed_by"] == "vera")
+    ann["result"][0]["value"]["choices"] = ["politics"]
+    (tmp_path / "ls.json").write_text(json.dumps(tasks))
+    out = import_label_studio(ws, tmp_path / "ls.json")
+    assert out["labels"] == 1 and {r.labeler for r in ws.store.labels()} == labelers
+    assert effective_labels(ws.store.labels())[rows[0].id].label == "politics"

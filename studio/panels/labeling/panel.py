@@ -291,7 +291,9 @@ class LabelingPanel(Panel):
         if path:
             self.work(import_label_studio, self.ctx.workspace, Path(path),
                       done=lambda r: self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} "
-                                              "conflict(s)", "ok"))
+                                              "conflict(s)" + (f"; {r['already_here']} already here (the same "
+                                                               "labeler's same label)" if r["already_here"] else ""),
+                                              "ok"))
 
     def _export_ls(self) -> None:
         from runtime.labeling import export_label_studio
