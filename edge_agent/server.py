@@ -719,18 +719,21 @@ def port_is_free(listen: str) -> None:
         infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise OSError(f"cannot listen on {listen}: {host!r} is not a known address ({exc.strerror})") from None
-    for family, kind, proto, _, addr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
-            try:
+    failed = []
+    for family, kind, proto, _, addr in infos:  # "localhost" may be ::1 and 127.0.0.1: one that binds is enough
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
                 probe.bind(addr)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(f"cannot listen on {listen}: the port is in use (another agent, or another program: "
-                                  f"`ss -ltnp 'sport = :{port}'` names it)") from None
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    raise OSError(f"cannot listen on {listen}: {host} is not an address of this machine") from None
-                raise OSError(f"cannot listen on {listen}: {exc.strerror}") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"cannot listen on {listen}: the port is in use (another agent, or another program: "
+                              f"`ss -ltnp 'sport = :{port}'` names it)") from None
+            failed.append(exc)
+    if failed and len(failed) == len(infos):
+        if failed[0].errno == errno.EADDRNOTAVAIL:
+            raise OSError(f"cannot listen on {listen}: {host} is not an address of this machine")
+        raise OSError(f"cannot listen on {listen}: {failed[0].strerror}")
 
 
 async def serve(config: AgentConfig, listen: str, workers: int | None = None, index: int = 0,
