@@ -68,6 +68,10 @@ class ScoringStore:
                 con = duckdb.connect(str(self.path), read_only=read_only and self.path.exists())
                 break
             except duckdb.IOException as exc:
+                if "not a valid duckdb database" in str(exc).lower():  # DuckDB's words, and no way out
+                    raise CdlError(f"{self.path}: not a DuckDB database (damaged?): move it aside; `cdl devices "
+                                   "collect` makes a new one from the records the devices still hold (those they "
+                                   "pruned after collecting them are only in the moved file)") from None
                 if "lock" not in str(exc).lower():
                     raise
                 if time.monotonic() >= deadline:

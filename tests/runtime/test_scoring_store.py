@@ -58,3 +58,12 @@ def test_a_file_busy_for_too_long_is_a_clear_error(tmp_path):
         holder.kill()
         holder.wait(10)
     assert store.count() == 0  # and it works again once the other process is gone
+
+
+def test_a_damaged_file_is_named_with_what_to_do(tmp_path):
+    """DuckDB's "exists, but it is not a valid DuckDB database file" failed deploy.monitor with no way out."""
+    path = tmp_path / "scoring.duckdb"
+    path.write_bytes(b"not a database" * 500)
+    with pytest.raises(CdlError, match=r"scoring.duckdb: not a DuckDB database \(damaged\?\): move it aside; "
+                                       r"`cdl devices collect` makes a new one"):
+        ScoringStore(path)
