@@ -79,8 +79,8 @@ class FlowDocument:
             return
         try:
             pos = json.loads(self.layout_file.read_text())
-        except (OSError, json.JSONDecodeError):
+            moved = {k: (float(x), float(y)) for k, (x, y) in pos.items() if k in self.model.nodes}
+        except (OSError, ValueError, TypeError, AttributeError):  # a layout of another shape: the default one
             return
-        for k, (x, y) in pos.items():
-            if k in self.model.nodes:
-                self.model.nodes[k].x, self.model.nodes[k].y = float(x), float(y)
+        for k, (x, y) in moved.items():
+            self.model.nodes[k].x, self.model.nodes[k].y = x, y

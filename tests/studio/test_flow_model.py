@@ -73,6 +73,12 @@ def test_moves_are_undoable(qapp, tmp_path):
     m2 = _model()
     FlowDocument(m2, tmp_path / "layout.json")
     assert (m2.nodes["data.split"].x, m2.nodes["data.split"].y) == (510, 610)
+    # a layout file of another shape (edited, or from another version) gives the default layout, not a crash
+    for other in ("[1, 2]", '{"data.split": 5}', '{"data.split": ["a", "b"]}', "{"):
+        (tmp_path / "layout.json").write_text(other)
+        m3 = _model()
+        FlowDocument(m3, tmp_path / "layout.json")
+        assert (m3.nodes["data.split"].x, m3.nodes["data.split"].y) == (x0, y0), other
 
 
 def test_scene_draws_every_node_and_selection_signals(qtbot, qapp):
