@@ -341,6 +341,15 @@ def test_compression_panel(studio_ctx, qtbot):
     names = [p.table.item(r, 0).text() for r in range(p.table.rowCount())]
     assert names == ["fp32", "dynamic_int8", "static_int8"]
     assert p.table.item(0, 11).text() == "CPU"
+    # the notes column in the room the panel has beside the flowchart, wrapped: it ran past the panel's edge
+    p.resize(1000, 700)
+    p.show()
+    qtbot.wait(50)
+    t = p.table
+    right = t.columnViewportPosition(12) + t.columnWidth(12)
+    assert right <= t.viewport().width(), (right, t.viewport().width())
+    long = max(range(t.rowCount()), key=lambda r: len(t.item(r, 12).text()))
+    assert t.rowHeight(long) > t.rowHeight(0) or len(t.item(long, 12).text()) < 30
 
 
 def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path, monkeypatch):

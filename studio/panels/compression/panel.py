@@ -35,6 +35,7 @@ class CompressionPanel(Panel):
         self.table = Table(["variant", "status", "size KiB", "× smaller", "test acc", "change (pts)", "b1 p50 ms",
                             "b1 p95 ms", "b64 p50 ms", "b64 p95 ms", "vs FP32", "ran on", "notes"])
         self.table.itemSelectionChanged.connect(self._selection)
+        self.table.viewport().installEventFilter(self)
         self.add(self.table, 1)
         self.add(QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers "
                         "onnxruntime really used. A variant slower than FP32 is marked."))
@@ -95,7 +96,30 @@ class CompressionPanel(Panel):
             if delta is not None and delta < -0.005:
                 colors[(i, 5)] = "#b91c1c"
         self.table.fill(rows, colors, data=[v["name"] if v["status"] == "ok" else None for v in d["doc"]["variants"]])
+        self._fit_notes()
         self._selection()
+
+    NOTES_MIN = 120  # px: below this the notes column keeps its width and the table scrolls
+
+    def _fit_notes(self) -> None:
+        """The notes column (what a method did, why a variant was skipped) in the width the panel has, wrapped:
+        it ran past the panel's edge, readable only by scrolling or in a tooltip."""
+        t = self.table
+        last = t.columnCount() - 1
+        if t.rowCount() == 0:
+            return
+        used = sum(t.columnWidth(c) for c in range(last))
+        t.setWordWrap(True)
+        t.horizontalHeader().setStretchLastSection(False)
+        t.setColumnWidth(last, max(self.NOTES_MIN, t.viewport().width() - used))
+        t.resizeRowsToContents()
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: ANN001, N802 - Qt's name
+        from PySide6.QtCore import QEvent
+
+        if obj is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_notes()  # the table's own width, once the layout has set it (a scroll bar may take some)
+        return super().eventFilter(obj, event)
 
     def _selection(self) -> None:
         self.try_btn.setEnabled(bool([x for x in self.table.selected_data() if x]) and bool(self.model.currentData()))
