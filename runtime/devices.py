@@ -46,8 +46,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
 
     from edge_agent.proto.address import split_address
     from edge_agent.proto.agent_json import CREDENTIALS, DEFAULTS
-    from runtime.keys import signing_key
-    from runtime.pki import DEVICE_CERT_DAYS, ca, device_certificate
+    from runtime.keys import key_files, signing_key
+    from runtime.pki import DEVICE_CERT_DAYS, ca, ca_files, device_certificate
     from runtime.workspace.config import atomic_write_bytes
 
     if not name or "/" in name:
@@ -98,8 +98,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
             settings[key] = None
     out.mkdir(parents=True, exist_ok=True)
     # enrolling is trusting: it makes the CA and the signing key where they are gone, and says so below
-    new_key = not (ws.root / ".cdl" / "keys" / "bundle-signing.pem").exists()
-    new_ca = not all((ws.root / ".cdl" / "pki" / f).exists() for f in ("ca.key", "ca.crt"))
+    new_key = not key_files(ws.root)[0].exists()
+    new_ca = not all(f.exists() for f in ca_files(ws.root))
     key_pem, cert_pem, fingerprint = device_certificate(ws.root, name, [host.strip("[]")],
                                                         DEVICE_CERT_DAYS if cert_days is None else cert_days)
     _, ca_pem = ca(ws.root)

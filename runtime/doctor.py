@@ -157,13 +157,16 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
             add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
                 "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")
     if devices:  # what the devices trust: gone, each call to them (CA) or each push (signing key) would fail
+        from runtime.keys import key_files
+        from runtime.pki import ca_files
+
         names = ", ".join(d.name for d in devices)
-        for what, files, part in (("the workspace CA", ("pki/ca.key", "pki/ca.crt"), "pki"),
-                                  ("the bundle-signing key", ("keys/bundle-signing.pem",), "keys")):
-            gone = [f for f in files if not (ws.root / ".cdl" / f).exists()]
+        for what, files in (("the workspace CA", ca_files(ws.root)), ("the bundle-signing key", key_files(ws.root)[:1])):
+            gone = [str(f.relative_to(ws.root)) for f in files if not f.exists()]
             if gone:
-                add("devices", "fail", f"{what} is gone (.cdl/{', .cdl/'.join(gone)}), and {names} trust(s) it",
-                    f"restore .cdl/{part}/ from a backup, or enroll each device again with --replace")
+                add("devices", "fail", f"{what} is gone ({', '.join(gone)}), and {names} trust(s) it",
+                    f"restore {files[0].parent.relative_to(ws.root)}/ from a backup, or enroll each device again "
+                    "with --replace")
     if devices and not any(c["area"] == "devices" for c in out):
         add("devices", "ok", f"{len(devices)} device(s), certificates valid")
     # engines

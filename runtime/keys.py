@@ -8,6 +8,12 @@ from pathlib import Path
 from runtime.domain.errors import CdlError
 
 
+def key_files(root: Path) -> tuple[Path, Path]:
+    """(private key, public key) files of the workspace's bundle-signing key."""
+    d = Path(root) / ".cdl" / "keys"
+    return d / "bundle-signing.pem", d / "bundle-signing.pub.pem"
+
+
 def signing_key(root: Path, trusted_by: Sequence[str] = ()) -> tuple[bytes, bytes]:
     """(private PEM, public PEM); created on first use. `trusted_by`: the devices that trust the workspace's key
     (enrolled with its public key): with any, a key that is gone is not made anew, since every bundle signed
@@ -19,8 +25,8 @@ def signing_key(root: Path, trusted_by: Sequence[str] = ()) -> tuple[bytes, byte
 
     from runtime.pki import _replace, _write_private, created_once
 
-    d = Path(root) / ".cdl" / "keys"
-    priv_path, pub_path = d / "bundle-signing.pem", d / "bundle-signing.pub.pem"
+    priv_path, pub_path = key_files(root)
+    d = priv_path.parent
 
     def public(key: Ed25519PrivateKey) -> bytes:
         return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -461,24 +461,29 @@ def suggestions(ws: Workspace) -> dict[str, Any] | None:
 # -- agreement between labelers -----------------------------------------------------------------------------
 
 
+def latest_decisions(records: Iterable[LabelRecord]) -> dict[tuple[str, str], LabelRecord]:
+    """Each labeler's latest label or skip of each item, {(item_id, labeler): record}; model predictions are not
+    labelers' decisions and are left out."""
+    out: dict[tuple[str, str], LabelRecord] = {}
+    for r in records:
+        key = (r.item_id, r.labeler)
+        if r.source != "model" and (key not in out or r.id > out[key].id):
+            out[key] = r
+    return out
+
+
 def agreement(store) -> dict[str, Any]:  # noqa: ANN001
     """Who labeled what, and how often labelers agree where they labeled the same item (as Label Studio's
     annotator agreement). A labeler is a person (manual labels) or an imported source (its folder names or its
     Label Studio annotators); each one's latest label of an item counts, a skip is no label, model predictions
     are not labelers. Per pair of labelers: the items both labeled, the share with the same label, and Cohen's
     kappa (agreement beyond what their label frequencies give by chance; None where it is undefined)."""
-    latest: dict[tuple[str, str], tuple[int, str | None]] = {}
-    kinds: dict[str, str] = {}
-    for r in store.labels():
-        if r.source == "model":
-            continue
-        key = (r.labeler, r.item_id)
-        if key not in latest or r.id > latest[key][0]:
-            latest[key] = (r.id, r.label if r.action == "label" else None)
-        kinds[r.labeler] = r.source
+    records = store.labels()
+    kinds = {r.labeler: r.source for r in records if r.source != "model"}
     by_item: dict[str, dict[str, str]] = {}
     skipped: Counter[str] = Counter()
-    for (who, item), (_, label) in latest.items():
+    for (item, who), r in latest_decisions(records).items():
+        label = r.label if r.action == "label" else None
         if label is None:
             skipped[who] += 1
         else:
@@ -674,10 +679,8 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     prefix = f"ls:{path.name}#"
     # what each labeler's decision on each item is now, from everything but this file: an annotation of our own
     # export coming back that says the same is already here, and a second copy would only churn the labels
-    standing: dict[tuple[str, str], tuple[str, str | None]] = {}
-    for r in ws.store.labels():
-        if not (r.task_ref or "").startswith(prefix):
-            standing[(r.item_id, r.labeler)] = (r.action, r.label)
+    standing = {key: (r.action, r.label) for key, r in latest_decisions(
+        r for r in ws.store.labels() if not (r.task_ref or "").startswith(prefix)).items()}
     for i, task in enumerate(tasks):
         tid = task.get("id", i + 1)
         where = f"{path}: task {tid}"

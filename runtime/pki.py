@@ -53,6 +53,12 @@ def _pem_key(key) -> bytes:  # noqa: ANN001
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
+def ca_files(root: Path) -> tuple[Path, Path]:
+    """(key, certificate) files of the workspace CA."""
+    d = Path(root) / ".cdl" / "pki"
+    return d / "ca.key", d / "ca.crt"
+
+
 def ca(root: Path, trusted_by: Sequence[str] = ()) -> tuple[bytes, bytes]:
     """(CA key PEM, CA certificate PEM), created on first use. `trusted_by`: the enrolled devices, whose
     certificates the CA signed: with any, a CA that is gone is not made anew (every call to them then failed
@@ -61,8 +67,8 @@ def ca(root: Path, trusted_by: Sequence[str] = ()) -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    d = Path(root) / ".cdl" / "pki"
-    key_path, crt_path = d / "ca.key", d / "ca.crt"
+    key_path, crt_path = ca_files(root)
+    d = key_path.parent
     gone = [p for p in (key_path, crt_path) if not p.exists()]
     if gone and trusted_by:
         from runtime.domain.errors import CdlError

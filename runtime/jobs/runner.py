@@ -506,4 +506,3 @@ def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:
         if steps:
             parts.append(f"{', '.join(steps)} {one if len(steps) == 1 else many}")
     return "upstream " + "; ".join(parts)
-
