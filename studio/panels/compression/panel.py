@@ -35,7 +35,9 @@ class CompressionPanel(Panel):
         self.table = Table(["variant", "status", "size KiB", "× smaller", "test acc", "change (pts)", "b1 p50 ms",
                             "b1 p95 ms", "b64 p50 ms", "b64 p95 ms", "vs FP32", "ran on", "notes"])
         self.table.itemSelectionChanged.connect(self._selection)
-        self.table.viewport().installEventFilter(self)
+        self.table.viewport().installEventFilter(self)  # _fit_notes on each resize of the table
+        self.table.setWordWrap(True)
+        self.table.horizontalHeader().setStretchLastSection(False)
         self.add(self.table, 1)
         self.add(QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers "
                         "onnxruntime really used. A variant slower than FP32 is marked."))
@@ -109,8 +111,6 @@ class CompressionPanel(Panel):
         if t.rowCount() == 0:
             return
         used = sum(t.columnWidth(c) for c in range(last))
-        t.setWordWrap(True)
-        t.horizontalHeader().setStretchLastSection(False)
         t.setColumnWidth(last, max(self.NOTES_MIN, t.viewport().width() - used))
         t.resizeRowsToContents()
 

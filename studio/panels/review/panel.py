@@ -44,23 +44,11 @@ def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
             table.setItem(i, j, item)
     table.resizeColumnsToContents()
     # the whole matrix in view up to ten classes (a 5-class one needed scrolling to see its last row)
-    _fit_rows(table, min(len(classes), 10), minimum=True)
+    table.setMinimumHeight(table.horizontalHeader().sizeHint().height() + min(len(classes), 10) * ROW_H
+                           + 2 * table.frameWidth() + 2)
 
 
 ROW_H = 22  # compact rows: the review shows four tables at once
-
-
-def _fit_rows(table: Table, rows: int, minimum: bool = False) -> None:
-    """Make room for `rows` rows and the header: the least height (minimum), or the most."""
-    table.verticalHeader().setDefaultSectionSize(ROW_H)
-    table.verticalHeader().setMinimumSectionSize(ROW_H)
-    h = table.horizontalHeader().sizeHint().height() + rows * ROW_H + 2 * table.frameWidth() + 2
-    if table.horizontalScrollBar().isVisible() or minimum:
-        h += table.horizontalScrollBar().sizeHint().height() if not minimum else 0
-    if minimum:
-        table.setMinimumHeight(h)
-    else:
-        table.setMaximumHeight(h)
 
 
 class ReviewPanel(Panel):
@@ -105,7 +93,8 @@ class ReviewPanel(Panel):
         grid.addWidget(self.cm_champion, 2, 1)
         self.per_class = Table(["class", "precision", "recall", "f1", "champion precision", "champion recall"])
         grid.addWidget(self.per_class, 3, 0, 1, 2)
-        self.per_class.verticalHeader().setDefaultSectionSize(ROW_H)
+        for t in (self.metrics, self.cm_candidate, self.cm_champion, self.per_class):
+            t.verticalHeader().setDefaultSectionSize(ROW_H)
         grid.setRowStretch(2, 3)  # the matrices before the per-class table
         grid.setRowStretch(3, 2)
         gw = QWidget()
@@ -201,7 +190,6 @@ class ReviewPanel(Panel):
             if change:
                 colors[(i, 3)] = "#15803d" if change > 0 else "#b91c1c"
         self.metrics.fill(rows, colors)
-        _fit_rows(self.metrics, len(rows))  # three or four rows: no more height than they take
         m = self.metrics  # three rows: shown whole, never behind a scroll bar
         m.setFixedHeight(m.horizontalHeader().height() + sum(m.rowHeight(i) for i in range(m.rowCount()))
                          + 2 * m.frameWidth() + 2)
