@@ -69,6 +69,22 @@ def _labeling_panel_showing_all(ctx, qtbot):  # noqa: ANN001, ANN202
     return p
 
 
+def test_labeling_panel_keeps_what_an_import_said(studio_ctx, qtbot, tmp_path, monkeypatch):
+    """The reload after an action cleared the panel's message at once: an import's counts (and "nothing to undo")
+    were never seen."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from runtime.labeling import export_label_studio
+
+    p = _labeling_panel_showing_all(studio_ctx, qtbot)
+    export_label_studio(studio_ctx.workspace, tmp_path / "ls.json")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "ls.json"), ""))
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._import_ls()
+    qtbot.wait(100)
+    assert p.status_label.isVisible() and "already here (the same labeler's same label)" in p.status_label.text()
+
+
 def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     p = _labeling_panel_showing_all(studio_ctx, qtbot)
     assert p.classes == ["business", "entertainment", "politics", "sport", "tech"]

@@ -44,6 +44,7 @@ class LabelingPanel(Panel):
     steps = ("data.label", "deploy.maintain")
 
     def build(self) -> None:
+        self._note = ""  # the note the last load showed (cleared by the next load without one)
         top = QHBoxLayout()
         top.addWidget(QLabel("Show"))
         self.filter = QComboBox()
@@ -171,7 +172,14 @@ class LabelingPanel(Panel):
         if d["empty"]:
             self.say("No dataset yet: import data and run the data pipeline up to data.version.", "info")
             return
-        self.say(d.get("note", ""), "warning" if d.get("note") else "info")
+        # the load's own note, or none: the message of the action that caused this load (an import's counts,
+        # "nothing to undo") stays; every load cleared it as soon as it was said
+        note = d.get("note", "")
+        if note:
+            self.say(note, "warning")
+        elif self._note and self.status_label.text() == self._note:
+            self.say("")
+        self._note = note
         if d["classes"] != self.classes:
             self.classes = d["classes"]
             for b in self._class_buttons:
