@@ -102,7 +102,13 @@ class Runner:
             spec = get_step(step).spec
             run = last.get(step)
             if run is None:
-                out[step] = StepState(step, spec, StepStatus.NEVER_RUN, get_step(step).never_run_note(self.ws))
+                # a step after a failed one has never run because the run stopped there: it says which (it said
+                # nothing, as if it were only waiting for a first run)
+                failed = [(a, StepStatus.FAILED) for a in cfg.order()
+                          if a in cfg.ancestors(step) and out[a].status == StepStatus.FAILED]
+                note = "; ".join(x for x in (_upstream_reason(failed) if failed else "",
+                                             get_step(step).never_run_note(self.ws)) if x)
+                out[step] = StepState(step, spec, StepStatus.NEVER_RUN, note)
                 continue
             if run.status == "running":
                 out[step] = StepState(step, spec, StepStatus.RUNNING, last_run=run)

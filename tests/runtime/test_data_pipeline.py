@@ -246,6 +246,27 @@ def test_a_refused_import_or_a_failed_one_off_run_leaves_the_step_done(tmp_path,
     assert split.reason == "upstream data.import failed", split.reason  # it said "is failed"
 
 
+def test_a_step_that_never_ran_because_an_upstream_one_failed_says_which(tmp_path, text_ws):
+    """A first `cdl run` that failed at data.import left every later step "never run" with no reason, as if it
+    only waited for a first run. Each now names the failed step it waits on (cdl status, the flowchart)."""
+    ws = text_ws
+    src = tmp_path / "news.zip"
+    src.write_bytes(b"not a zip archive")
+    cfg = ws.config()
+    cfg.set_param("data.import", "sources", [str(src)])
+    cfg.save()
+    assert not Runner(ws).run(until="data.label").ok
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.import"].status == StepStatus.FAILED
+    for step in ("data.split", "data.label", "model.train"):
+        assert states[step].status == StepStatus.NEVER_RUN
+        assert states[step].reason == "upstream data.import failed", (step, states[step].reason)
+    shown = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "status"], capture_output=True,
+                           text=True)
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("data.split"))
+    assert "never-run" in line and "(upstream data.import failed)" in line, shown.stdout
+
+
 def test_upstream_reasons_give_each_step_its_own_status():
     """model.train's upstream model.preprocess stale and model.tune failed read "model.preprocess, model.tune is
     stale": the first one's status stood for all."""
