@@ -912,6 +912,10 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
         _dump(doc)
         return
     click.echo(f"{doc['model']}")
+    if not doc["variants"]:
+        from runtime.store.deploy import no_variants
+
+        _nothing_yet(no_variants(doc["model"]))
     for v in doc["variants"]:
         if v["status"] != "ok":
             click.echo(f"  {v['name']:<14} {v['status']}: {v['message']}")

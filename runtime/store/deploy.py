@@ -61,6 +61,8 @@ class DeployMixin:
                                                      t.SqlVariant.variant == variant)).scalar_one_or_none()
             if r is None:
                 all_ = self.variants(name, version)
+                if not all_:
+                    raise NotFoundError(no_variants(f"{name}:{version}"))
                 known = ", ".join(v.variant for v in all_ if v.status == "ok") or "none"
                 skipped = ", ".join(v.variant for v in all_ if v.status != "ok")
                 raise NotFoundError(f"{name}:{version} has no variant {variant!r} (built: {known}"
@@ -125,3 +127,12 @@ class DeployMixin:
             if device:
                 q = q.where(t.SqlDeployment.device == device)
             return [_deployment(r) for r in s.execute(q).scalars()]
+
+
+def no_variants(ref: str) -> str:
+    """What a model version without variants says (`cdl package`, `cdl deploy`, `cdl models variants`): which
+    version deploy.compress works on, and the command that makes this one's. It said "has no variant 'fp32'
+    (built: none)", and `cdl models variants` printed the name alone."""
+    return (f"{ref} has no variants: deploy.export and deploy.compress make them for the version deploy.export's "
+            f"model parameter names (champion unless cdl.yaml says otherwise); for this one: "
+            f"`cdl run --until deploy.revise --set deploy.export.model={ref}`")

@@ -40,3 +40,22 @@ def test_a_model_name_that_is_not_there_is_an_error(text_ws):
         assert r.exit_code == 2 and "model 'bcc' does not exist (models: bbc)" in r.stderr, (args, r.output)
     r = _cdl(text_ws, "models", "list", "--name", "bbc")
     assert r.exit_code == 0 and r.stdout.startswith("bbc:1"), r.output
+
+
+def test_a_version_without_variants_says_how_to_make_them(text_ws):
+    """`cdl models variants` of a version deploy.compress never worked on printed its name alone, and `cdl package`
+    or `cdl deploy` said "has no variant 'fp32' (built: none)"; both now say which version the variants are made
+    for, and the command that makes this one's."""
+    text_ws.store.register_model("bbc", framework="torch", template="text-classification", dataset_version="v1",
+                                 transform="t", metrics={"test_accuracy": 0.9})
+    hint = "bbc:1 has no variants: deploy.export and deploy.compress make them for the version deploy.export's"
+    command = "`cdl run --until deploy.revise --set deploy.export.model=bbc:1`"
+    r = _cdl(text_ws, "models", "variants", "bbc:1")
+    assert r.exit_code == 0 and r.stdout == "bbc:1\n" and hint in r.stderr and command in r.stderr, r.output
+    r = _cdl(text_ws, "package", "bbc:1", "-o", str(text_ws.root / "b.cdlb"))
+    assert r.exit_code == 2 and hint in r.stderr and command in r.stderr, r.output
+    assert not (text_ws.root / "b.cdlb").exists()
+    # once some are built, a missing one is named beside those that are
+    text_ws.store.put_variant("bbc", 1, "fp32")
+    r = _cdl(text_ws, "package", "bbc:1:static_int8", "-o", str(text_ws.root / "b.cdlb"))
+    assert r.exit_code == 2 and "bbc:1 has no variant 'static_int8' (built: fp32)" in r.stderr, r.output
