@@ -205,6 +205,10 @@ class Runner:
             # cdl.yaml, and stops the run before anything runs
             get_step(sid).spec.resolve_params(given, f"override {sid}")
         plan = self.plan(cfg, steps, until)
+        # each planned step's own checks (a search space, parameter sets to try first) before anything runs: a
+        # hand-edited cdl.yaml was checked only when its step started, after the steps before it had run
+        for sid in plan:
+            get_step(sid).check_params(cfg.params(sid, overrides.get(sid)))
         with _RunLock(self.ws.root / ".cdl" / "run.lock", self.job, self._waiting, self.cancel) as lock:
             if not lock.held:  # cancelled while it waited
                 self._emit(Event(EventKind.JOB_FINISHED, job=self.job, data={"status": "cancelled"}))

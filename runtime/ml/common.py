@@ -34,6 +34,10 @@ class StopTraining(Exception):
     """Raised by an epoch callback to end training early (pruned trial, cancelled job)."""
 
 
+# what a training run takes from its parameters (model.train's, a tuning trial's)
+HYPERPARAMETERS = ("epochs", "lr", "batch_size", "hidden", "dropout", "weight_decay", "patience", "seed", "layers")
+
+
 @dataclass
 class TrainConfig:
     template: str
@@ -51,8 +55,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, template: str, params: dict[str, Any], workspace: Path | None = None) -> TrainConfig:
-        keys = {"epochs", "lr", "batch_size", "hidden", "dropout", "weight_decay", "patience", "seed", "layers"}
-        kw = {k: params[k] for k in keys if k in params and params[k] is not None}
+        kw = {k: params[k] for k in HYPERPARAMETERS if k in params and params[k] is not None}
         for k in ("epochs", "batch_size", "hidden", "patience", "seed", "layers"):
             if k in kw:
                 kw[k] = int(kw[k])

@@ -7,6 +7,7 @@ registry is on PostgreSQL.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -84,15 +85,41 @@ def storage(store: Store, heartbeat: int | None = None, retries: int = 0):  # no
 
 
 def check_space(space: dict[str, Any], where: str) -> None:
+    """Each name one that training takes, each range one Optuna can sample. A name training does not take
+    (`learning_rate`, a typo) was sampled and then ignored: every trial trained with the same value, and the study
+    reported an importance for a parameter that did nothing. Bounds that are not numbers raised a TypeError, and
+    a log range from 0 Optuna's ValueError, mid-study."""
+    from runtime.ml.common import HYPERPARAMETERS
+
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where}: expected a mapping of parameter names to ranges, e.g. "
+                          "{lr: {type: float, low: 0.0001, high: 0.01, log: true}}")
+    tunable = [k for k in HYPERPARAMETERS if k not in ("epochs", "patience")]
     for name, d in space.items():
+        if name in ("epochs", "patience"):
+            raise ConfigError(f"{where}.{name}: not tunable: a trial trains up to max_epochs with no early stopping, "
+                              "and ASHA stops the poor ones sooner (model.tune's max_epochs, min_epochs)")
+        if name not in tunable:
+            close = difflib.get_close_matches(str(name), tunable, n=1)
+            raise ConfigError(f"{where}.{name}: training takes no such parameter"
+                              + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; tunable: {', '.join(tunable)}")
         if not isinstance(d, dict) or d.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"{where}.{name}: expected {{type: float|int|categorical, ...}}")
         if d["type"] == "categorical":
-            if not d.get("choices"):
-                raise ConfigError(f"{where}.{name}: categorical needs choices")
-        else:
-            if "low" not in d or "high" not in d or d["low"] >= d["high"]:
-                raise ConfigError(f"{where}.{name}: needs low < high")
+            if not isinstance(d.get("choices"), list) or not d["choices"]:
+                raise ConfigError(f"{where}.{name}: categorical needs choices, a list such as [16, 32, 64]")
+            continue
+        for bound in ("low", "high"):
+            v = d.get(bound)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{where}.{name}.{bound}: expected a number, got {v!r}")
+            if d["type"] == "int" and v != int(v):
+                raise ConfigError(f"{where}.{name}.{bound}: expected a whole number (type int), got {v!r}")
+        if d["low"] >= d["high"]:
+            raise ConfigError(f"{where}.{name}: needs low < high, got {d['low']} and {d['high']}")
+        if d.get("log") and d["low"] <= 0:
+            raise ConfigError(f"{where}.{name}: a log range needs low > 0, got {d['low']}")
 
 
 def check_enqueued(sets: list[Any], space: dict[str, Any], n_trials: int, where: str) -> None:

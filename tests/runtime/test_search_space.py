@@ -1,0 +1,52 @@
+"""model.tune's search space is checked against what training takes, and before a run starts anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.domain.errors import ConfigError
+from runtime.jobs import Runner
+from runtime.ml.tuning import DEFAULT_SPACE, check_space
+
+
+@pytest.mark.parametrize(("space", "said"), [
+    # a name training does not take was sampled and then ignored: every trial trained alike
+    ({"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}},
+     "s.learning_rate: training takes no such parameter; tunable: lr, batch_size, hidden, dropout, weight_decay, "
+     "seed, layers"),
+    ({"dropuot": {"type": "float", "low": 0.0, "high": 0.5}}, "s.dropuot: training takes no such parameter (did "
+     "you mean 'dropout'?)"),
+    # the tuner sets these itself: a value sampled for them was overwritten without a word
+    ({"epochs": {"type": "int", "low": 2, "high": 10}}, "s.epochs: not tunable: a trial trains up to max_epochs"),
+    # a TypeError and Optuna's ValueError, mid-study, before
+    ({"lr": {"type": "float", "low": "1e-4", "high": 0.01}}, "s.lr.low: expected a number, got '1e-4'"),
+    ({"lr": {"type": "float", "low": 0, "high": 0.01, "log": True}}, "s.lr: a log range needs low > 0, got 0"),
+    ({"hidden": {"type": "int", "low": 32.5, "high": 64}}, "s.hidden.low: expected a whole number (type int)"),
+    ({"hidden": {"type": "int", "low": 64, "high": 64}}, "s.hidden: needs low < high, got 64 and 64"),
+    ({"batch_size": {"type": "categorical", "choices": 32}}, "s.batch_size: categorical needs choices, a list"),
+    ({"lr": 0.01}, "s.lr: expected {type: float|int|categorical, ...}"),
+])
+def test_a_search_space_that_would_tune_nothing_or_fail_mid_study_is_refused(space, said):
+    with pytest.raises(ConfigError) as err:
+        check_space(space, "s")
+    assert said in str(err.value)
+
+
+def test_the_default_space_and_every_tunable_name_pass():
+    check_space(DEFAULT_SPACE, "s")
+    check_space({"weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
+                 "layers": {"type": "int", "low": 1, "high": 3}, "seed": {"type": "categorical", "choices": [1, 2]}},
+                "s")
+
+
+def test_a_bad_search_space_in_cdl_yaml_stops_the_run_before_anything_runs(text_ws):
+    """Written by hand in cdl.yaml, a bad search space was found only when model.tune started, after the data
+    and model.preprocess steps had run (minutes, on a large dataset)."""
+    cfg = text_ws.config()
+    cfg.set_param("model.tune", "search_space", {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}})
+    cfg.save()
+    with pytest.raises(ConfigError, match="model.tune.search_space.learning_rate: training takes no such parameter"):
+        Runner(text_ws).run(until="model.train")
+    assert text_ws.store.last_step_runs() == {}
+    # a plan without model.tune does not check it
+    assert Runner(text_ws).run(until="data.import").steps[0].step == "data.import"
