@@ -36,6 +36,8 @@ class StopTraining(Exception):
 
 # what a training run takes from its parameters (model.train's, a tuning trial's)
 HYPERPARAMETERS = ("epochs", "lr", "batch_size", "hidden", "dropout", "weight_decay", "patience", "seed", "layers")
+# what model.tune's search space may name: the tuner sets a trial's epochs (max_epochs) and patience (none) itself
+TUNABLE = tuple(k for k in HYPERPARAMETERS if k not in ("epochs", "patience"))
 
 
 @dataclass

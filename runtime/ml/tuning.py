@@ -89,21 +89,20 @@ def check_space(space: dict[str, Any], where: str) -> None:
     (`learning_rate`, a typo) was sampled and then ignored: every trial trained with the same value, and the study
     reported an importance for a parameter that did nothing. Bounds that are not numbers raised a TypeError, and
     a log range from 0 Optuna's ValueError, mid-study."""
-    from runtime.ml.common import HYPERPARAMETERS
+    from runtime.ml.common import TUNABLE
 
     if not isinstance(space, dict) or not space:
         raise ConfigError(f"{where}: expected a mapping of parameter names to ranges, e.g. "
                           "{lr: {type: float, low: 0.0001, high: 0.01, log: true}}")
-    tunable = [k for k in HYPERPARAMETERS if k not in ("epochs", "patience")]
     for name, d in space.items():
         if name in ("epochs", "patience"):
             raise ConfigError(f"{where}.{name}: not tunable: a trial trains up to max_epochs with no early stopping, "
                               "and ASHA stops the poor ones sooner (model.tune's max_epochs, min_epochs)")
-        if name not in tunable:
-            close = difflib.get_close_matches(str(name), tunable, n=1)
+        if name not in TUNABLE:
+            close = difflib.get_close_matches(str(name), TUNABLE, n=1)
             raise ConfigError(f"{where}.{name}: training takes no such parameter"
                               + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f"; tunable: {', '.join(tunable)}")
+                              + f"; tunable: {', '.join(TUNABLE)}")
         if not isinstance(d, dict) or d.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"{where}.{name}: expected {{type: float|int|categorical, ...}}")
         if d["type"] == "categorical":

@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime.domain.errors import CdlError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.ml.common import FRAMEWORKS, WarmStartError  # numpy only; the engines load inside run
+from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
 
 
@@ -117,7 +117,8 @@ class TuneStep(Step):
         inputs=(Port("tensors", "transformed"),),
         outputs=(Port("best", "hyperparameters"),),
         params=(
-            ParamSpec("search_space", "dict", None, "name -> {type: float|int|categorical, low, high, log, choices}",
+            ParamSpec("search_space", "dict", None, "name -> {type: float|int|categorical, low, high, log, choices}; "
+                      f"names: {', '.join(TUNABLE)} (empty: lr, batch_size, hidden, dropout)",
                       nullable=True),
             ParamSpec("n_trials", "int", 12, "number of trials", minimum=1),
             ParamSpec("timeout", "float", None, "stop starting trials after this many seconds", nullable=True),
