@@ -188,3 +188,13 @@ def factorize(model, rank: int | float):  # noqa: ANN001, ANN201
 
 def param_count(model) -> int:  # noqa: ANN001
     return int(sum(np.prod(w.shape) for w in model.get_weights()))
+
+
+def fine_tune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epochs: int, lr: float,
+              seed: int) -> None:  # noqa: ANN001
+    """A few epochs on the training indices at a low rate (a factorized model, as compress_torch's lowrank)."""
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    _compile(model, lr)
+    xs, ys = _xy(X, y, idx, arch["layout"])
+    model.fit(xs, ys, epochs=epochs, batch_size=arch["hyperparameters"]["batch_size"], verbose=0)

@@ -110,7 +110,8 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
             path, _ = export_native(mv, model, example)
             return Output(path, {"rank": rank, "finetune_epochs": epochs}, {"factorized_layers": layers,
                           "params_before": before, "params_after": ct.param_count(model)},
-                          message=f"{len(layers)} linear layer(s) factorized")
+                          message=f"{len(layers)} linear layer(s) factorized"
+                          + (f", fine-tuned {epochs} epoch(s)" if epochs else ""))
         raise Skipped(f"method {method} is not built for PyTorch models")
     # Keras
     from runtime.ml import compress_keras as ck
@@ -141,7 +142,12 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
         model, layers = ck.factorize(teacher, rank)
         if not layers:
             raise Skipped(f"no dense layer gets smaller at rank {rank}")
+        epochs = int(opts.get("finetune_epochs", 0))
+        if epochs:  # it was ignored for Keras models: the factorized model went out untuned
+            ck.fine_tune(model, X, prep.y_train, tr, mv.extra["arch"], epochs, lr, seed)
         path, _ = export_native(mv, model, example)
-        return Output(path, {"rank": rank}, {"factorized_layers": layers, "params_before": before,
-                      "params_after": ck.param_count(model)}, message=f"{len(layers)} dense layer(s) factorized")
+        return Output(path, {"rank": rank, "finetune_epochs": epochs}, {"factorized_layers": layers,
+                      "params_before": before, "params_after": ck.param_count(model)},
+                      message=f"{len(layers)} dense layer(s) factorized"
+                      + (f", fine-tuned {epochs} epoch(s)" if epochs else ""))
     raise Skipped(f"method {method} is not built for Keras models")

@@ -6,6 +6,8 @@ file (an artifact) that takes the preprocessed tensor and gives class probabilit
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,58 @@ class ExportStep(Step):
                           output_fp=digest, message=f"{mv.ref} -> ONNX ({size / 1024:.0f} KiB), parity {diff:.1e}")
 
 
+def _whole(low: int) -> Callable[[Any], str]:
+    return lambda v: "" if not isinstance(v, bool) and isinstance(v, int) and v >= low else \
+        f"expected a whole number of at least {low}"
+
+
+def _number(low: float, high: float | None = None, low_open: bool = True) -> Callable[[Any], str]:
+    def check(v: Any) -> str:  # noqa: ANN401
+        ok = not isinstance(v, bool) and isinstance(v, int | float) and (v > low if low_open else v >= low) \
+            and (high is None or v <= high)
+        above = f"above {low}" if low_open else f"at least {low}"
+        return "" if ok else f"expected a number {above}{f' and at most {high}' if high is not None else ''}"
+    return check
+
+
+def _rank(v: Any) -> str:  # noqa: ANN401
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0 or (v >= 1 and v != int(v)):
+        return "expected a share of each layer's smaller side (above 0, below 1) or a whole rank (1 or more)"
+    return ""
+
+
+# each compression method's options: a typo ({prune: {sparsty: 0.8}}) was ignored and the default used
+_LR = _number(0)
+OPTIONS: dict[str, dict[str, Callable[[Any], str]]] = {
+    "dynamic_int8": {},
+    "static_int8": {"calibration_samples": _whole(1),
+                    "per_channel": lambda v: "" if isinstance(v, bool) else "expected true or false"},
+    "prune": {"sparsity": _number(0, 0.99), "finetune_epochs": _whole(0), "lr": _LR},
+    "qat": {"finetune_epochs": _whole(1), "lr": _LR},
+    "distill": {"student_hidden": _whole(1), "epochs": _whole(1), "temperature": _number(0),
+                "alpha": _number(0, 1, low_open=False), "lr": _LR},
+    "lowrank": {"rank": _rank, "finetune_epochs": _whole(0), "lr": _LR},
+    "tensorrt": {"precision": lambda v: "" if v in ("fp16", "int8") else "expected fp16 or int8"},
+}
+
+
+def _check_options(method: str, opts: dict[str, Any], where: str) -> None:
+    known = OPTIONS[method]
+    for key, value in opts.items():
+        if key == "name":
+            if not isinstance(value, str) or not value.strip():
+                raise CdlError(f"{where}.name: expected the variant's name, a non-empty string")
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            raise CdlError(f"{where}: {method} has no option {key!r}"
+                           + (f" (did you mean {close[0]!r}?)" if close else "")
+                           + f"; its options: {', '.join([*known, 'name']) if known else 'name only'}")
+        said = known[key](value)
+        if said:
+            raise CdlError(f"{where}.{key}: {said}, got {value!r}")
+
+
 def _methods(raw: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """[(variant name, method, options)] from cdl.yaml entries: "dynamic_int8" or {prune: {sparsity: 0.5}}."""
     out = []
@@ -171,6 +225,7 @@ def _methods(raw: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
             raise CdlError(f"{where}: expected a method name or {{method: {{options}}}}, got {entry!r}")
         if method not in METHODS:
             raise CdlError(f"{where}: unknown method {method!r} (known: {', '.join(METHODS)})")
+        _check_options(method, opts, f"{where}.{method}")
         out.append((str(opts.pop("name", method)), method, opts))
     names = [n for n, _, _ in out]
     if len(set(names)) != len(names):

@@ -59,6 +59,7 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert v["distill"]["details"]["params_student"] < v["distill"]["details"]["params_teacher"]
     assert v["lowrank"]["details"]["factorized_layers"]
+    assert v["lowrank"]["message"].endswith("factorized, fine-tuned 1 epoch(s)"), v["lowrank"]["message"]
     assert v["qat"]["status"] == "skipped" and "Keras" in v["qat"]["message"]
     assert v["tensorrt"]["status"] == "skipped" and v["tensorrt"]["message"].startswith("TensorRT unavailable: ")
     # the export's parity check
@@ -96,6 +97,30 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     assert verify_bytes(out.read_bytes(), [pub])["variant"] == "dynamic_int8"
 
 
+@pytest.mark.parametrize(("entry", "said"), [
+    ({"prune": {"sparsty": 0.8}}, "methods[0].prune: prune has no option 'sparsty' (did you mean 'sparsity'?); its "
+     "options: sparsity, finetune_epochs, lr, name"),
+    ({"prune": {"sparsity": 80}}, "methods[0].prune.sparsity: expected a number above 0 and at most 0.99, got 80"),
+    ({"lowrank": {"rank": 2.5}}, "methods[0].lowrank.rank: expected a share of each layer's smaller side"),
+    ({"static_int8": {"calibration_samples": "256"}}, "static_int8.calibration_samples: expected a whole number"),
+    ({"distill": {"alpha": 1.5}}, "methods[0].distill.alpha: expected a number at least 0 and at most 1, got 1.5"),
+    ({"dynamic_int8": {"per_channel": True}}, "dynamic_int8 has no option 'per_channel'; its options: name only"),
+    ({"tensorrt": {"precision": "fp8"}}, "methods[0].tensorrt.precision: expected fp16 or int8, got 'fp8'"),
+])
+def test_a_compression_option_that_would_be_ignored_or_fail_is_refused(text_ws, entry, said):
+    """A misspelt option ({prune: {sparsty: 0.8}}) was ignored, and the variant built with the default; a value of
+    the wrong kind failed mid-step, after the methods before it had run. Both are refused before the run starts."""
+    from runtime.domain.errors import CdlError
+
+    cfg = text_ws.config()
+    cfg.steps["deploy.compress"]["methods"] = ["dynamic_int8", entry]
+    cfg.save()
+    with pytest.raises(CdlError) as err:
+        Runner(text_ws).run(until="deploy.compress")
+    assert said.replace("methods[0]", "methods[1]") in str(err.value)
+    assert text_ws.store.last_step_runs() == {}
+
+
 @pytest.mark.tensorflow
 def test_keras_variants(small_bbc):
     res = _to_package(small_bbc, "keras", {"use_tuned": False, "epochs": 6, "patience": 0})
@@ -106,6 +131,8 @@ def test_keras_variants(small_bbc):
     assert small_bbc.store.last_step_run("deploy.export").summary["exporter"].startswith("tf2onnx")
     assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert v["qat"]["test_accuracy"] > 0.5
+    # lowrank's finetune_epochs was ignored for Keras models
+    assert v["lowrank"]["message"].endswith("factorized, fine-tuned 1 epoch(s)"), v["lowrank"]["message"]
 
 
 def test_image_model_through_an_agent(tmp_path, agent_factory):
