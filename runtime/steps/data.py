@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
-from runtime.domain.errors import DataImportError, StepFailed
+from runtime.domain.errors import ConfigError, DataImportError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.labeling import effective_labels
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
@@ -476,6 +476,9 @@ class CleanStep(Step):
 # -- data.validate ------------------------------------------------------------------------------------------
 
 
+IMAGE_MODES = ("L", "RGB", "RGBA")  # what _image_mode names (and data.validate.image_mode may ask for)
+
+
 def _image_mode(arr: np.ndarray) -> str:
     if arr.ndim == 2:
         return "L"
@@ -505,11 +508,38 @@ class ValidateStep(Step):
         "with the rule and the reason. Nothing is dropped silently.",
     )
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Rules that would quarantine every item, or fail on the first image, for a reason in the rule itself."""
+        shape = params.get("image_shape")
+        if shape and (len(shape) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in shape)):
+            raise ConfigError(f"data.validate.image_shape: expected [height, width], two whole numbers of at least 1 "
+                              f"(empty: any), got {shape!r}")
+        mode = params.get("image_mode")
+        if mode and mode not in IMAGE_MODES:
+            close = [m for m in IMAGE_MODES if m.lower() == str(mode).lower()]
+            raise ConfigError(f"data.validate.image_mode: {mode!r} is not an image mode"
+                              + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; expected {', '.join(IMAGE_MODES)} (empty: any)")
+        low, high = params.get("min_length"), params.get("max_length")
+        if high is not None and low is not None and high < low:
+            raise ConfigError(f"data.validate.max_length: {high} is below min_length {low}: every text would be "
+                              "quarantined")
+        for i, label in enumerate(params.get("allowed_labels") or []):
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigError(f"data.validate.allowed_labels[{i}]: expected a class name, got {label!r}")
+
     def run(self, ctx: StepContext) -> StepResult:
         version = _require_version(ctx)
         _require_dataset(ctx)
         view = ctx.workspace.dataset()
         p = ctx.params
+        if p["allowed_labels"]:  # a rule naming no item's label is likely a typo ("Sport"): it quarantines a class
+            present = {r.label for r in view.rows if r.label is not None}
+            unused = [x for x in p["allowed_labels"] if x not in present]
+            if unused and present:
+                ctx.log(f"allowed_labels: {', '.join(map(repr, unused))} matches no item's label (labels here: "
+                        f"{', '.join(sorted(present))}): check the spelling; items with a label not in "
+                        "allowed_labels are quarantined")
         allowed_ext = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in p["allowed_extensions"] or []}
         out: list[QuarantineEntry] = []
 

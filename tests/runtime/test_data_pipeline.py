@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -405,6 +406,36 @@ def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
     # nothing silently dropped: every item is either valid or quarantined
     summary = text_ws.store.last_step_run("data.validate").summary
     assert summary["checked"] == len(text_ws.dataset().rows)
+    # a class name that no item has is said (a typo quarantines a whole class without a word otherwise)
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message or ""))
+    assert Runner(text_ws, bus=bus).run(steps=["data.validate"],
+                                        overrides={"data.validate": {"allowed_labels": ["Sport", "tech"]}}).ok
+    assert any(m.startswith("allowed_labels: 'Sport' matches no item's label (labels here: business, entertainment, "
+                            "politics, sport, tech): check the spelling") for m in said), said
+
+
+@pytest.mark.parametrize(("rule", "said"), [
+    ({"image_shape": [28]}, "data.validate.image_shape: expected [height, width], two whole numbers"),
+    ({"image_shape": [28, "28"]}, "data.validate.image_shape: expected [height, width]"),
+    ({"image_mode": "rgb"}, "data.validate.image_mode: 'rgb' is not an image mode (did you mean 'RGB'?)"),
+    ({"min_length": 50, "max_length": 20}, "data.validate.max_length: 20 is below min_length 50: every text would"),
+    ({"allowed_labels": ["sport", 3]}, "data.validate.allowed_labels[1]: expected a class name, got 3"),
+])
+def test_a_validation_rule_that_would_quarantine_everything_or_fail_is_refused(text_ws, rule, said):
+    """image_shape [28] raised an IndexError on the first image that was not 28 wide; image_mode "rgb" and a
+    max_length below min_length quarantined every item. Each is refused before the run starts anything."""
+    from runtime.domain.errors import ConfigError
+
+    cfg = text_ws.config()
+    cfg.steps["data.validate"].update(rule)
+    cfg.save()
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Runner(text_ws).run(until="data.label")
+    assert text_ws.store.last_step_runs() == {}
 
 
 def test_cli_json_outputs(tmp_path, bbc_ws):
