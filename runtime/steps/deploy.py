@@ -411,7 +411,9 @@ class PackageStep(Step):
         if wanted:
             missing = set(wanted) - {v.variant for v in variants}
             if missing:
-                raise StepFailed(ctx.step, f"no such built variant: {', '.join(sorted(missing))}")
+                built = [v.variant for v in ctx.store.variants(mv.name, mv.version) if v.status == "ok"]
+                raise StepFailed(ctx.step, f"no such built variant of {mv.ref}: {', '.join(sorted(missing))} (built: "
+                                 f"{', '.join(built) or 'none'}; deploy.package's variants names them)")
         out_dir = ctx.workspace.root / ctx.params["out_dir"]
         bundles = []
         for n, v in enumerate(variants):

@@ -95,6 +95,10 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "package", "ws:1:dynamic_int8", "-o",
                     str(out)], check=True, capture_output=True)
     assert verify_bytes(out.read_bytes(), [pub])["variant"] == "dynamic_int8"
+    # a variant deploy.package's variants names that was not built: named with those that were
+    res = Runner(ws).run(steps=["deploy.package"], overrides={"deploy.package": {"variants": ["fp33", "fp32"]}})
+    assert not res.ok and "no such built variant of ws:1: fp33 (built: fp32, dynamic_int8, static_int8, prune, " \
+        "distill, lowrank; deploy.package's variants names them)" in res.steps[-1].error, res.steps[-1].error
 
 
 @pytest.mark.parametrize(("entry", "said"), [
