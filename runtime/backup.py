@@ -100,10 +100,21 @@ def backup(ws: Workspace, out: Path, with_data: bool = False, log=None) -> dict[
                 registry = "postgresql (not in this archive: back it up with pg_dump)"
                 notes.append("the registry is in PostgreSQL and is not in this archive")
             remotes = {} if with_data else ws.dvc.remotes()
+            unkept: list[str] = []  # dataset versions whose data is neither in the archive nor on the remote
             if not with_data and not remotes:
+                unkept = [v.id for v in ws.store.versions() if v.dvc_hash]
                 notes.append("this workspace has no DVC remote, so its data is neither in this archive nor on a "
                              "remote: add one (`cdl data remote add NAME URL`, then `cdl data push`) or back up "
                              "--with-data")
+            elif not with_data:
+                from runtime.datasets import not_on_remote
+
+                name, url = next(iter(remotes.items()))
+                unkept = not_on_remote(ws, url)
+                if unkept:  # the archive leaves the data to the remote, which lacks these: a lost disk loses them
+                    notes.append(f"{', '.join(unkept)} {'is' if len(unkept) == 1 else 'are'} not on the DVC remote "
+                                 f"{name!r} ({url}), so {'its' if len(unkept) == 1 else 'their'} data is neither in "
+                                 "this archive nor on the remote: `cdl data push` first, or back up --with-data")
             if _scoring_copy(ws, snap / "scoring.duckdb"):
                 members[".cdl/scoring.duckdb"] = snap / "scoring.duckdb"
             for dirpath, dirnames, filenames in os.walk(ws.root):
@@ -139,7 +150,7 @@ def backup(ws: Workspace, out: Path, with_data: bool = False, log=None) -> dict[
         ws.store.set_state("last_backup", {"time": datetime.now(UTC).isoformat(), "archive": str(out),
                                            "with_data": with_data})
     return {"archive": str(out), "files": len(listing), "bytes": total, "archive_bytes": out.stat().st_size,
-            "with_data": with_data, "registry": registry, "notes": notes}
+            "with_data": with_data, "registry": registry, "notes": notes, "data_not_kept": unkept}
 
 
 def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN001

@@ -270,8 +270,8 @@ def backup_cmd(obj: dict[str, Any], out: Path, with_data: bool, as_json: bool) -
                f"({human(result['archive_bytes'])} compressed)")
     for note in result["notes"]:
         click.echo(f"note: {note}")
-    if not with_data:
-        click.echo("the data is not in it: `cdl data push` keeps every dataset version on the DVC remote")
+    if not with_data and not result["data_not_kept"]:
+        click.echo("the data is not in it: the DVC remote holds every dataset version (`cdl data push`)")
 
 
 @cli.command("restore")

@@ -31,7 +31,6 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
 
     scoring_store(ws)  # the scoring database exists (empty)
     remote_add(ws, "backup", str(tmp_path / "remote"))
-    push(ws)
     mv = ws.store.model_version("ws", 1)
     rows = len(ws.dataset().rows)
 
@@ -39,8 +38,17 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
 
     (warned,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
     assert warned["status"] == "warn" and "never backed up" in warned["detail"]
+    # before `cdl data push`, the data is neither in the archive nor on the remote: said (the CLI said that the
+    # remote kept every dataset version)
+    early = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "backup",
+                            str(tmp_path / "early.tar.gz")], capture_output=True, text=True)
+    assert early.returncode == 0, early.stderr
+    assert f"note: v1 is not on the DVC remote 'backup' ({tmp_path / 'remote'}), so its data is neither in this " \
+           "archive nor on the remote: `cdl data push` first, or back up --with-data" in early.stdout, early.stdout
+    assert "the DVC remote holds every dataset version" not in early.stdout
+    push(ws)
     out = backup(ws, tmp_path / "ws.tar.gz")
-    assert out["notes"] == [] and out["files"] > 10 and out["registry"] == "sqlite"
+    assert out["notes"] == [] and out["data_not_kept"] == [] and out["files"] > 10 and out["registry"] == "sqlite"
     (done,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
     assert done["status"] == "ok" and "0 day(s) ago" in done["detail"] and "ws.tar.gz" in done["detail"]
     with tarfile.open(out["archive"]) as tar:
