@@ -259,7 +259,18 @@ def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> Devi
     code = exc.code()
     detail = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
-        detail = f"cannot reach it over TLS ({detail})"
+        low = detail.lower()
+        if "connection refused" in low:  # the machine answers, but nothing listens on the port: the agent is down
+            detail = (f"nothing listens at {device.address} (connection refused): is its agent running? Start it on "
+                      f"the device with `cdl-edge serve --data-dir DIR` (the folder enroll made) or its systemd unit "
+                      f"({detail})")
+        elif any(w in low for w in ("dns resolution failed", "errors resolving", "name or service not known",
+                                    "domain name not found")):
+            detail = f"the name in {device.address} does not resolve ({detail})"
+        elif "ssl" in low or "handshake" in low or "certificate" in low:
+            detail = f"cannot reach it over TLS ({detail})"
+        else:  # a timeout, no route to the host, a firewall that drops
+            detail = f"cannot reach it at {device.address} ({detail})"
         cert = cert_status(ws, device)
         if cert and cert["expired"]:
             detail += (f"; its TLS certificate expired on {cert['expires'][:10]}: enroll it again (`cdl devices enroll "

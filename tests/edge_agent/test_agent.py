@@ -1069,5 +1069,11 @@ def test_devices_status_reports_every_device_and_which_do_not_answer(packaged, a
     text = status()
     assert text.returncode == 1
     assert "dev1: active ws:1:fp32" in text.stdout and "device gone: health failed: UNAVAILABLE" in text.stdout
+    # why it does not answer, in words: its agent is down (it said "cannot reach it over TLS" for every cause)
+    assert "UNAVAILABLE: nothing listens at 127.0.0.1:9 (connection refused): is its agent running? Start it on " \
+        "the device with `cdl-edge serve --data-dir DIR`" in text.stdout, text.stdout
+    enroll(ws, "typo", "nosuchhost.invalid:8001", tmp_path / "typo")
+    assert "device typo: health failed: UNAVAILABLE: the name in nosuchhost.invalid:8001 does not resolve" in \
+        status("typo").stdout
     unknown = status("nope")
     assert unknown.returncode == 2 and "'nope' is not enrolled" in unknown.stderr
