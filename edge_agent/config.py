@@ -84,6 +84,7 @@ class AgentConfig:
                 raise ConfigError(f"{path}: missing {key!r}")
         tls = doc["tls"]
         settings = {k: doc.get(k, v) for k, v in DEFAULTS.items()}
+        unknown = {k: doc[k] for k in doc if k not in DEFAULTS and k not in CREDENTIALS}
         for k in ("raw_input_below_confidence", "retention_seconds"):
             settings[k] = float(settings[k])
         cfg = cls(
@@ -93,6 +94,7 @@ class AgentConfig:
             trusted_keys=list(doc["trusted_keys"]),
             tls_cert=data_dir / tls["cert"],
             tls_key=data_dir / tls["key"],
+            extra=unknown,
             **settings,
         )
         if cfg.inference_auth not in ("open", "token"):
@@ -136,3 +138,16 @@ class AgentConfig:
                               f"the device again (`cdl devices enroll {cfg.device} --address HOST:PORT --replace`) "
                               "and copy the new folder here") from None
         return cfg
+
+    def unknown_settings(self) -> list[str]:
+        """What the agent's log says of each key of agent.json that is no setting (a typo, `max_batchsize`, was
+        ignored without a word and the default used). Not an error: a newer workstation may write settings this
+        agent does not know."""
+        import difflib
+
+        out = []
+        for key in sorted(self.extra):
+            close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+            out.append(f"{self.data_dir / 'agent.json'}: {key!r} is no setting of this agent"
+                       + (f" (did you mean {close[0]!r}?)" if close else "") + "; it is ignored")
+        return out

@@ -795,6 +795,8 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
             rest_file.unlink(missing_ok=True)
     if index == 0:
         check_certificate(config)
+        for line in config.unknown_settings():
+            log.warning("%s", line)
         m = agent.model
         active = f"{m.name}:{m.version}:{m.variant}" if m else "none"
         procs = f", {workers} workers" if workers > 1 else ""

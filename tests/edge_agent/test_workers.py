@@ -225,7 +225,8 @@ def test_prometheus_metrics_sum_every_worker(packaged, tmp_path):
         (out / "agent.json").write_text(json.dumps({**doc, "metrics_listen": bad}))
         with pytest.raises(ConfigError, match="metrics_listen"):
             AgentConfig.load(out)
-    (out / "agent.json").write_text(json.dumps({**doc, "metrics_listen": "127.0.0.1:0"}))
+    # a misspelt setting beside (it was ignored without a word): the agent's log names it
+    (out / "agent.json").write_text(json.dumps({**doc, "metrics_listen": "127.0.0.1:0", "max_batchsize": 16}))
     agent = AgentProcess(out, workers=2)
     agent.start()
     try:
@@ -263,6 +264,9 @@ def test_prometheus_metrics_sum_every_worker(packaged, tmp_path):
         assert err.value.code == 404
     finally:
         agent.stop()
+    log = agent.proc.stderr.read()
+    assert log.count("'max_batchsize' is no setting of this agent (did you mean 'max_batch'?); it is ignored") == 1, \
+        log[-2000:]
     bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(out), "--listen",
                           "127.0.0.1:0", "--metrics", "nowhere"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--metrics 'nowhere'" in bad.stderr
