@@ -859,13 +859,17 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
 def models_delete(obj: dict[str, Any], ref: str, yes: bool, as_json: bool) -> None:
     """Delete a model version (NAME:VERSION) and its variants; `cdl gc` then frees its files. Not the champion,
     the version model.register made last, or one a device serves."""
-    from runtime.registry import delete_version
+    from runtime.registry import delete_version, deletion_refused
 
     ws = _ws(obj)
     mv = ws.store.resolve_model(ref)
+    refused = deletion_refused(ws, mv.ref)
+    if refused:  # before the question: it asked, and then refused the answer yes
+        raise CdlError(refused)
+    acc = mv.metrics.get("test_accuracy")
     if not yes:
         click.confirm(f"Delete {mv.ref} ({', '.join(mv.aliases) or 'no alias'}, test_accuracy "
-                      f"{mv.metrics.get('test_accuracy', '-')}) and its variants? Its reviews and alias history stay",
+                      f"{'-' if acc is None else f'{acc:.4f}'}) and its variants? Its reviews and alias history stay",
                       abort=True)
     doc = delete_version(ws, mv.ref)
     if as_json:

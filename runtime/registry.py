@@ -191,6 +191,30 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
     }
 
 
+def deletion_refused(ws: Any, ref: str) -> str | None:  # noqa: ANN401 - a Workspace
+    """Why `delete_version` would refuse `ref`, or None: asked before the question "Delete …?" (the CLI and the
+    studio asked first, and then refused the answer yes)."""
+    store = ws.store
+    mv = store.resolve_model(ref)
+    if "champion" in mv.aliases:
+        return f"{mv.ref} is the champion: approve another version, or reject it, before deleting it"
+    last = store.last_done_runs().get("model.register")
+    if last is not None and (last.summary.get("name"), last.summary.get("version")) == (mv.name, mv.version):
+        return (f"{mv.ref} is the version model.register made last (model.evaluate and model.review work on it): "
+                "register another before deleting it")
+    bundles = {v.bundle for v in store.variants(mv.name, mv.version) if v.bundle}
+    for d in store.devices():
+        active = (d.last_health or {}).get("active") or {}
+        latest = next((r for r in reversed(store.deployments(d.name)) if r.status == "done" and r.name), None)
+        serves = (active.get("name"), str(active.get("version"))) == (mv.name, str(mv.version)) or (
+            latest is not None and (latest.name, str(latest.version)) == (mv.name, str(mv.version)))
+        if serves:
+            return f"{mv.ref} is on device {d.name}: deploy another version there (or remove the device) before deleting it"
+        if active.get("previous_bundle_id") in bundles:
+            return f"device {d.name} would roll back to {mv.ref}: deploy another version there first"
+    return None
+
+
 def delete_version(ws: Any, ref: str) -> dict[str, Any]:  # noqa: ANN401 - a Workspace
     """Delete a model version, as MLflow deletes one: its row and its variants go, the aliases it held end (their
     history and its reviews stay), its named bundle copies under .cdl/bundles go, and `cdl gc` then frees its
@@ -199,23 +223,10 @@ def delete_version(ws: Any, ref: str) -> dict[str, Any]:  # noqa: ANN401 - a Wor
     roll back to."""
     store = ws.store
     mv = store.resolve_model(ref)
-    if "champion" in mv.aliases:
-        raise CdlError(f"{mv.ref} is the champion: approve another version, or reject it, before deleting it")
-    last = store.last_done_runs().get("model.register")
-    if last is not None and (last.summary.get("name"), last.summary.get("version")) == (mv.name, mv.version):
-        raise CdlError(f"{mv.ref} is the version model.register made last (model.evaluate and model.review work on "
-                       "it): register another before deleting it")
+    refused = deletion_refused(ws, mv.ref)
+    if refused:
+        raise CdlError(refused)
     bundles = {v.bundle for v in store.variants(mv.name, mv.version) if v.bundle}
-    for d in store.devices():
-        active = (d.last_health or {}).get("active") or {}
-        latest = next((r for r in reversed(store.deployments(d.name)) if r.status == "done" and r.name), None)
-        serves = (active.get("name"), str(active.get("version"))) == (mv.name, str(mv.version)) or (
-            latest is not None and (latest.name, str(latest.version)) == (mv.name, str(mv.version)))
-        if serves:
-            raise CdlError(f"{mv.ref} is on device {d.name}: deploy another version there (or remove the device) "
-                           "before deleting it")
-        if active.get("previous_bundle_id") in bundles:
-            raise CdlError(f"device {d.name} would roll back to {mv.ref}: deploy another version there first")
     named = sorted((ws.root / ".cdl" / "bundles").glob(f"{mv.name}-v{mv.version}-*.cdlb"))
     store.delete_model_version(mv.name, mv.version)
     for f in named:

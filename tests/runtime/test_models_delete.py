@@ -38,10 +38,15 @@ def test_delete_a_model_version_and_what_is_refused(packaged, agent_factory):
                       ("ws:1", "ws:1 is on device dev1: deploy another version there")):
         r = cdl(ws, "models", "delete", ref, "--yes")
         assert r.returncode == 2 and says in r.stderr, r.stderr
+        # refused before the question (it asked "Delete …?", and then refused the answer yes)
+        r = cdl(ws, "models", "delete", ref, stdin="y\n")
+        assert r.returncode == 2 and says in r.stderr and "Delete" not in r.stdout, (r.stdout, r.stderr)
         ws.store.resolve_model(ref)  # still there
     remove(ws, "dev1")
     r = cdl(ws, "models", "delete", "ws:1", stdin="n\n")  # asked, and answered no
-    assert r.returncode == 1 and "Delete ws:1" in r.stdout
+    acc = ws.store.resolve_model("ws:1").metrics["test_accuracy"]
+    assert r.returncode == 1 and f"Delete ws:1 (no alias, test_accuracy {acc:.4f}) and its variants?" in r.stdout, \
+        r.stdout
     ws.store.resolve_model("ws:1")
     r = cdl(ws, "models", "delete", "ws:1", "--yes", "--json")
     assert r.returncode == 0, r.stderr

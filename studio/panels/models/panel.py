@@ -142,13 +142,17 @@ class ModelsPanel(Panel):
                   done=lambda d: self.say(f"wrote {d['path']} on {d['model']}: open it in a browser", "ok"))
 
     def _delete(self) -> None:
-        from runtime.registry import delete_version
+        from runtime.registry import delete_version, deletion_refused
 
         sel = [x for x in self.models.selected_data() if x]
         if len(sel) != 1:
             self.say("select one model version to delete", "warning")
             return
         ref = sel[0]
+        refused = deletion_refused(self.ctx.workspace, ref)
+        if refused:  # said at once: it asked "Delete …?" and then refused the answer
+            self.say(f"cannot delete: {refused}", "warning")
+            return
         answer = QMessageBox.question(self, "Delete a model version",
                                       f"Delete {ref} and its variants? Its reviews and alias history stay; `cdl gc` "
                                       "(the versions panel's Free disk…) then frees its checkpoint and bundles.")
