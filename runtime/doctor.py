@@ -59,6 +59,15 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     except CdlError as exc:
         add("workspace", "fail", str(exc), "fix cdl.yaml (the error names the field)")
         return {"workspace": str(ws.root), "checks": out, "failed": True}
+    from runtime.steps import get_step
+
+    for sid in cfg.order():  # each step's own rules, which `cdl run` checks before it starts anything
+        try:
+            get_step(sid).check_params(cfg.params(sid))
+        except CdlError as exc:
+            said = str(exc) if str(exc).startswith("cdl.yaml") else f"cdl.yaml: {exc}"
+            add("workspace", "fail", said, "fix it in cdl.yaml or the step's Parameters dialog: `cdl "
+                "run` refuses to start while it stands")
     from runtime.jobs.runner import run_in_progress
 
     holder = run_in_progress(ws)

@@ -58,3 +58,20 @@ def test_both_commands_say_their_version():
     for cmd, name in ((["-m", "runtime.cli"], "cdl"), (["-m", "edge_agent.cli"], "cdl-edge")):
         out = subprocess.run([sys.executable, *cmd, "--version"], capture_output=True, text=True)
         assert out.returncode == 0 and out.stdout.strip() == f"{name} {__version__}", out
+
+
+def test_doctor_names_a_step_rule_that_stops_every_run(text_ws):
+    """A bad search space or compression option written into cdl.yaml by hand stops `cdl run` before it starts;
+    the doctor says so too, naming the field (it said ✓ for the workspace)."""
+    from runtime.doctor import diagnose
+
+    cfg = text_ws.config()
+    cfg.steps["model.tune"]["search_space"] = {"learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    cfg.steps["deploy.compress"]["methods"] = [{"prune": {"sparsty": 0.8}}]
+    cfg.save()
+    failed = [c["detail"] for c in diagnose(text_ws)["checks"] if c["area"] == "workspace" and c["status"] == "fail"]
+    assert failed == [
+        "cdl.yaml: model.tune.search_space.learning_rate: training takes no such parameter; tunable: lr, batch_size, "
+        "hidden, dropout, weight_decay, seed, layers",
+        "cdl.yaml: steps.deploy.compress.params.methods[0].prune: prune has no option 'sparsty' (did you mean "
+        "'sparsity'?); its options: sparsity, finetune_epochs, lr, name"], failed
