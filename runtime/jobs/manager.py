@@ -27,7 +27,7 @@ from typing import Any
 from runtime.domain.errors import CdlError
 from runtime.domain.events import EventKind
 from runtime.domain.processes import pid_alive
-from runtime.jobs.runner import Runner
+from runtime.jobs.runner import Runner, check_plan
 from runtime.store.tables import utcnow
 from runtime.workspace.workspace import Workspace
 
@@ -77,6 +77,7 @@ class JobManager:
                 raise CdlError(f"override for {sid!r}: not a step of this pipeline")
             cfg.params(sid, (overrides or {})[sid])  # type-check now, not in the worker
         plan = Runner(self.ws).plan(cfg, steps, until)
+        check_plan(cfg, plan, overrides)  # at once, not as a job that fails in its worker process
         job_id = uuid.uuid4().hex[:12]
         spec = {"steps": steps or [], "until": until or "", "force": force, "overrides": overrides or {},
                 "plan": plan}

@@ -205,10 +205,7 @@ class Runner:
             # cdl.yaml, and stops the run before anything runs
             get_step(sid).spec.resolve_params(given, f"override {sid}")
         plan = self.plan(cfg, steps, until)
-        # each planned step's own checks (a search space, parameter sets to try first) before anything runs: a
-        # hand-edited cdl.yaml was checked only when its step started, after the steps before it had run
-        for sid in plan:
-            get_step(sid).check_params(cfg.params(sid, overrides.get(sid)))
+        check_plan(cfg, plan, overrides)
         with _RunLock(self.ws.root / ".cdl" / "run.lock", self.job, self._waiting, self.cancel) as lock:
             if not lock.held:  # cancelled while it waited
                 self._emit(Event(EventKind.JOB_FINISHED, job=self.job, data={"status": "cancelled"}))
@@ -503,6 +500,14 @@ def _undecided(summary: dict[str, Any] | None) -> str:
 
     status, line = verdict(checks)
     return line if status in ("no-verdict", "no-drift") else ""
+
+
+def check_plan(cfg: PipelineConfig, plan: list[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Each planned step's own rules (a search space, compression options) before anything runs (`cdl run`, a job
+    the studio submits): a hand-edited cdl.yaml was checked only when its step started, after the steps before it
+    had run. Raises ConfigError naming the field."""
+    for sid in plan:
+        get_step(sid).check_params(cfg.params(sid, (overrides or {}).get(sid)))
 
 
 def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:

@@ -126,6 +126,13 @@ def test_bad_requests_get_clear_status_codes(served):
     with pytest.raises(grpc.RpcError) as e:
         client.submit_job(steps=["model.train"], overrides={"model.train": {"epochs": "many"}})
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "epochs" in e.value.details()
+    # a step's own rules too, at once (it was a job that failed in its worker process, as "ConfigError: ...")
+    with pytest.raises(grpc.RpcError) as e:
+        client.submit_job(until="model.tune", overrides={"model.tune": {"search_space": {
+            "dropuot": {"type": "float", "low": 0.0, "high": 0.5}}}})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "model.tune.search_space.dropuot: training takes no such parameter (did you mean 'dropout'?)" in \
+        e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         client.cancel_job("nosuchjob")
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
