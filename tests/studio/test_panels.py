@@ -114,6 +114,29 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert p.current is not None and all(b.isEnabled() for b in p._class_buttons) and p.skip_btn.isEnabled()
 
 
+def test_the_labelers_name_stays_for_the_next_session(studio_ctx, qtbot):
+    """The Labeler field went back to the login name at every start: a labeler who typed their name once labeled
+    as someone else the next day."""
+    from PySide6.QtCore import QSettings
+
+    from studio.panels.labeling.panel import LabelingPanel
+
+    QSettings("CDL", "Studio").remove("labeler")
+    p = _labeling_panel_showing_all(studio_ctx, qtbot)
+    p.labeler.setText("  ana ")
+    p.labeler.editingFinished.emit()
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        qtbot.keyClick(p, Qt.Key.Key_1)
+    assert [r.labeler for r in studio_ctx.workspace.store.labels() if r.source == "manual"] == ["ana"]
+    again = LabelingPanel(studio_ctx)  # the next session's panel
+    qtbot.addWidget(again)
+    assert again.labeler.text() == "ana"
+    again.labeler.setText("")  # an empty field is not kept
+    again.labeler.editingFinished.emit()
+    assert QSettings("CDL", "Studio").value("labeler") == "ana"
+    QSettings("CDL", "Studio").remove("labeler")
+
+
 def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     from runtime.jobs import Runner
     from runtime.labeling import LabelQueue

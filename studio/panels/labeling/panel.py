@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -59,7 +59,12 @@ class LabelingPanel(Panel):
         self.order.currentIndexChanged.connect(lambda _: self.refresh())
         top.addWidget(self.order)
         top.addWidget(QLabel("Labeler"))
-        self.labeler = QLineEdit(getpass.getuser() or "labeler")
+        # the name a labeler typed stays for the next session (it went back to the login name at every start, and
+        # labels made before anyone noticed counted as another labeler's)
+        settings = QSettings("CDL", "Studio")
+        self.labeler = QLineEdit(str(settings.value("labeler", "") or "") or getpass.getuser() or "labeler")
+        self.labeler.setToolTip("your name on every label and skip you make (kept for the next session)")
+        self.labeler.editingFinished.connect(self._keep_labeler)
         self.labeler.setMaximumWidth(140)
         top.addWidget(self.labeler)
         top.addStretch(1)
@@ -136,6 +141,11 @@ class LabelingPanel(Panel):
         if self.filter.findText(value) < 0:
             self.filter.addItem(value)
         self.filter.setCurrentText(value)
+
+    def _keep_labeler(self) -> None:
+        name = self.labeler.text().strip()
+        if name:
+            QSettings("CDL", "Studio").setValue("labeler", name)
 
     def _queue(self):  # noqa: ANN202
         from runtime.labeling import LabelQueue
