@@ -113,6 +113,15 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
     overrides = _parse_sets(sets)
     if save and not overrides:
         raise CdlError("--save keeps the --set values in cdl.yaml: give --set STEP.PARAM=VALUE")
+    if overrides:  # a value for a step this run does not run did nothing, without a word
+        cfg = config or ws.config()
+        plan = runner.plan(cfg, steps, until)
+        idle = [s for s in overrides if s in cfg.steps and s not in plan]
+        if idle:
+            first = idle[0]
+            runs = plan[0] if len(plan) == 1 else f"{plan[0]} to {plan[-1]}, {len(plan)} steps"
+            raise CdlError(f"--set {first}.{next(iter(overrides[first]))}: {first} is not in this run (it runs "
+                           f"{runs}): run --until {first}, or drop the value")
     with _cancel_on_signals(runner.cancel) as stopped_by:
         result = runner.run(steps=steps, until=until, force=force, overrides=overrides, config=config)
     if overrides:

@@ -209,6 +209,15 @@ def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_w
     assert ws.config().params("data.import")["sources"] != ["gone.zip"]
     alone = cdl("run", "data.validate", "--save")
     assert alone.returncode == 2 and "--save keeps the --set values in cdl.yaml" in alone.stderr
+    # a value for a step the run does not run did nothing, without a word: refused before anything runs
+    runs = len(ws.store.step_runs("data.validate"))
+    idle = cdl("run", "--until", "data.validate", "--set", "model.train.lr=0.1")
+    assert idle.returncode == 2, idle.stderr
+    assert "--set model.train.lr: model.train is not in this run (it runs data.import to data.validate, 6 steps): " \
+        "run --until model.train, or drop the value" in idle.stderr, idle.stderr
+    one = cdl("run", "data.validate", "--set", "model.train.lr=0.1")
+    assert one.returncode == 2 and "model.train is not in this run (it runs data.validate)" in one.stderr
+    assert len(ws.store.step_runs("data.validate")) == runs
 
 
 def test_a_refused_import_or_a_failed_one_off_run_leaves_the_step_done(tmp_path, text_ws):
