@@ -6,7 +6,9 @@ The runtime reaches devices only through the agent's published protocol (edge_ag
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import shlex
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,9 @@ CHUNK = 256 * 1024
 
 class DeviceError(CdlError):
     pass
+
+
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, inference_auth: str | None = None,
@@ -50,8 +55,9 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     from runtime.pki import DEVICE_CERT_DAYS, ca, ca_files, device_certificate
     from runtime.workspace.config import atomic_write_bytes
 
-    if not name or "/" in name:
-        raise CdlError(f"bad device name {name!r}")
+    if not DEVICE_NAME.fullmatch(name or ""):  # ".." passed the old check and wrote the device folder into .cdl/
+        raise CdlError(f"bad device name {name!r}: letters, digits, '.', '_' and '-', starting with a letter or a "
+                       "digit, at most 64 (it names the device's folder and appears in commands)")
     if workers is not None and not 1 <= workers <= 64:
         raise CdlError(f"workers: {workers} is not from 1 to 64")
     try:
@@ -120,7 +126,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint,
                         enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
     doc = {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
-           "token": token, "start": f"cdl-edge serve --data-dir {out} --listen {address}"}
+           "token": token, "start": f"cdl-edge serve --data-dir {shlex.quote(str(out))} --listen {shlex.quote(address)}"}
     made = [what for what, new in (("bundle-signing key", new_key), ("CA", new_ca)) if new]
     if made and others:  # what they trust was gone: this was made for the workspace
         doc["warning"] = (f"the workspace's {' and '.join(made)} {'was' if len(made) == 1 else 'were'} gone, and "

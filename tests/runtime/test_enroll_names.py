@@ -1,0 +1,27 @@
+"""Device names and the command `cdl devices enroll` prints."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from runtime.devices import enroll
+from runtime.domain.errors import CdlError
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a b", "", "-x", "dev/1", "x" * 65])
+def test_a_name_that_is_no_folder_name_is_refused(text_ws, name):
+    """'..' passed the old check ('/' alone) and wrote the device's agent.json and TLS key into .cdl/ itself."""
+    with pytest.raises(CdlError, match="bad device name .*: letters, digits, '.', '_' and '-'"):
+        enroll(text_ws, name, "127.0.0.1:9000")
+    assert not (text_ws.root / ".cdl" / "agent.json").exists()
+    assert text_ws.store.devices() == []
+
+
+def test_the_start_command_is_one_a_shell_runs(text_ws, tmp_path):
+    """A folder with a space printed `cdl-edge serve --data-dir /x/my devices/d1`, which a shell splits."""
+    out = tmp_path / "my devices" / "edge-1.lab_2"
+    doc = enroll(text_ws, "edge-1.lab_2", "127.0.0.1:9000", out)
+    argv = shlex.split(doc["start"])
+    assert argv == ["cdl-edge", "serve", "--data-dir", str(out), "--listen", "127.0.0.1:9000"]
