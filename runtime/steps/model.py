@@ -480,6 +480,12 @@ class RegisterStep(Step):
         "and dirtiness, framework, artifact hashes.",
     )
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params.get("name") is not None:
+            from runtime.workspace.config import check_model_name
+
+            check_model_name(params["name"], "model.register.name")
+
     def run(self, ctx: StepContext) -> StepResult:
         train = _last_summary(ctx, "model.train", "checkpoint")
         name = ctx.params["name"] or ctx.config.name

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,24 @@ from runtime.domain.errors import ConfigError
 
 CONFIG_NAME = "cdl.yaml"
 TASKS = ("text", "image")
+# a model's name: it is the Open Inference Protocol's model name (a REST path segment), part of NAME:VERSION refs
+# and of bundle file names, so no spaces, ':' or '/'
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_model_name(name: str, where: str) -> str:
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise ConfigError(f"{where}: {name!r} cannot name a model: letters, digits, '.', '_' and '-', starting with a "
+                          "letter or a digit, at most 64 (it is the model's name on devices, in REST paths and in "
+                          "NAME:VERSION)")
+    return name
+
+
+def model_name_for(folder: str) -> str:
+    """The default name of a workspace (and its model) made in `folder`: the folder's name with what cannot name a
+    model replaced by '-' ("my project:v2" gives "my-project-v2")."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder).strip("-._")[:64]
+    return name if MODEL_NAME.fullmatch(name) else "workspace"
 
 
 @dataclass

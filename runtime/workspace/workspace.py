@@ -18,7 +18,14 @@ from pathlib import Path
 from runtime.domain.errors import WorkspaceError
 from runtime.store import Store
 from runtime.workspace.artifacts import ArtifactStore
-from runtime.workspace.config import CONFIG_NAME, PipelineConfig, load_config, parse_config
+from runtime.workspace.config import (
+    CONFIG_NAME,
+    PipelineConfig,
+    check_model_name,
+    load_config,
+    model_name_for,
+    parse_config,
+)
 from runtime.workspace.dataset import INDEX_NAME, DatasetView
 from runtime.workspace.dvc import Dvc
 from runtime.workspace.git import Git
@@ -64,7 +71,7 @@ class Workspace:
             raise WorkspaceError(f"{root}: already a CDL workspace")
         text = template_text(template)
         cfg = parse_config(text, f"template {template}")
-        cfg.name = name or root.name
+        cfg.name = check_model_name(name, "--name") if name is not None else model_name_for(root.name)
         root.mkdir(parents=True, exist_ok=True)
         created = []
         try:

@@ -1,0 +1,51 @@
+"""Names that end up in folders, commands, refs and REST paths: devices, workspaces, models."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from runtime.devices import enroll
+from runtime.domain.errors import CdlError
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a b", "", "-x", "dev/1", "x" * 65])
+def test_a_name_that_is_no_folder_name_is_refused(text_ws, name):
+    """'..' passed the old check ('/' alone) and wrote the device's agent.json and TLS key into .cdl/ itself."""
+    with pytest.raises(CdlError, match="bad device name .*: letters, digits, '.', '_' and '-'"):
+        enroll(text_ws, name, "127.0.0.1:9000")
+    assert not (text_ws.root / ".cdl" / "agent.json").exists()
+    assert text_ws.store.devices() == []
+
+
+def test_the_start_command_is_one_a_shell_runs(text_ws, tmp_path):
+    """A folder with a space printed `cdl-edge serve --data-dir /x/my devices/d1`, which a shell splits."""
+    out = tmp_path / "my devices" / "edge-1.lab_2"
+    doc = enroll(text_ws, "edge-1.lab_2", "127.0.0.1:9000", out)
+    argv = shlex.split(doc["start"])
+    assert argv == ["cdl-edge", "serve", "--data-dir", str(out), "--listen", "127.0.0.1:9000"]
+
+
+def test_a_workspace_folder_name_that_cannot_name_a_model(tmp_path):
+    """The model takes the workspace's name, which took the folder's: "my project:v2" made a model whose refs
+    ("my project:v2:1") did not parse and whose REST path had a space. The default name is made fit; a --name or
+    model.register.name that is not is refused."""
+    from runtime.domain.errors import ConfigError
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "my project:v2", "text-classification")
+    try:
+        assert ws.config().name == "my-project-v2"
+        cfg = ws.config()
+        cfg.steps["model.register"]["name"] = "news model"
+        cfg.save()
+        with pytest.raises(ConfigError, match="model.register.name: 'news model' cannot name a model"):
+            Runner(ws).run(until="model.register")
+        assert ws.store.last_step_runs() == {}
+    finally:
+        ws.close()
+    with pytest.raises(ConfigError, match="--name: 'a/b' cannot name a model"):
+        Workspace.init(tmp_path / "other", "text-classification", name="a/b")
+    assert not (tmp_path / "other").exists()
