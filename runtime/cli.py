@@ -759,19 +759,21 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 
 @models.command("review")
 @click.argument("ref")
-@click.option("--approve", "decision", flag_value="approve", help="approve: the version becomes champion")
-@click.option("--reject", "decision", flag_value="reject")
+@click.option("--approve", is_flag=True, help="approve: the version becomes champion")
+@click.option("--reject", is_flag=True)
 @click.option("--comment", default="", help="why")
 @click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="who reviews")
 @click.pass_obj
-def models_review(obj: dict[str, Any], ref: str, decision: str | None, comment: str, reviewer: str) -> None:
+def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, comment: str, reviewer: str) -> None:
     """Approve or reject a model version (REF is NAME:VERSION). Rejecting the champion demotes it: the champion
     before it comes back if it is still approved."""
     from runtime.registry import review_and_say
 
-    if decision is None:
+    if approve and reject:  # the last of the two won, without a word: a decision nobody meant
+        raise CdlError("--approve and --reject both given: say one")
+    if not approve and not reject:
         raise CdlError("say --approve or --reject")
-    click.echo(review_and_say(_ws(obj).store, ref, decision == "approve", comment, reviewer))
+    click.echo(review_and_say(_ws(obj).store, ref, approve, comment, reviewer))
 
 
 @models.command("compare")

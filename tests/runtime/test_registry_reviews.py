@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.domain.errors import NotFoundError
-from runtime.registry import review, review_message
+from runtime.registry import history_json, review, review_message
 from runtime.store import Store
 
 
@@ -75,6 +75,12 @@ def test_cli_review_says_where_the_champion_went(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert f"{name}:2: rejected by vera; it was the champion: {name}:1 is the champion again" in res.output
     assert "rejectd" not in res.output
+    # both flags: the last one won without a word (a rejection nobody meant, or an approval); refused now
+    before = len(history_json(ws.store, name)["reviews"])
+    res = runner.invoke(cli, ["-w", str(ws.root), "models", "review", f"{name}:1", "--reject", "--approve",
+                              "--reviewer", "ann"])
+    assert res.exit_code == 2 and "--approve and --reject both given: say one" in res.output, res.output
+    assert len(history_json(ws.store, name)["reviews"]) == before
     res = runner.invoke(cli, ["-w", str(ws.root), "models", "list"])
     lines = res.output.splitlines()
     assert lines[0].startswith(f"{name}:1") and lines[0].endswith("approved by ann"), res.output
