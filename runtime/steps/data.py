@@ -15,7 +15,7 @@ from runtime.domain.errors import ConfigError, DataImportError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.labeling import effective_labels
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
-from runtime.steps.sources import SourceBatch, content_hash, detect_kind, read_source
+from runtime.steps.sources import SourceBatch, check_kind_options, content_hash, detect_kind, read_source
 from runtime.workspace.dataset import (
     INDEX_NAME,
     IndexRow,
@@ -121,6 +121,8 @@ class ImportStep(Step):
         report = []
         for n, (src, path) in enumerate(sources):
             ctx.progress(n / len(sources), f"reading {path.name}")
+            if path.exists():  # checked before "unchanged": an option recorded with the source is checked too
+                check_kind_options(path, src.get("kind") or detect_kind(path), src)
             digest = f"{content_hash(path)}:{_options_hash(src)}" if path.exists() else None
             prev = known.get(src["path"])
             if digest is None and prev is not None:  # its items were imported: they stay, and the log says why

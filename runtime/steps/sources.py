@@ -130,6 +130,27 @@ def _hidden(rel: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
+# the options each kind of source reads (besides path and kind)
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "text-folder": (),
+    "image-folder": (),
+    "idx": ("class_names",),
+    "csv": ("text_column", "label_column", "unlabeled", "delimiter"),
+    "jsonl": ("text_column", "label_column", "unlabeled"),
+    "label-studio": ("media_root",),
+}
+
+
+def check_kind_options(path: Path, kind: str, opts: dict[str, Any]) -> None:
+    """An option of another kind of source did nothing, without a word (class_names on a folder of texts)."""
+    foreign = [k for k, v in opts.items() if k not in ("path", "kind") and k not in KIND_OPTIONS.get(kind, ())
+               and v not in (None, False, "")]
+    if foreign:
+        fits = ", ".join(KIND_OPTIONS.get(kind, ())) or "none"
+        raise DataImportError(f"{path}: the option {foreign[0]!r} is not for a {kind} source (its options: {fits}); "
+                              f"it is for {', '.join(k for k, o in KIND_OPTIONS.items() if foreign[0] in o)}")
+
+
 def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | None = None,
                 labeling: dict[str, Any] | None = None) -> SourceBatch:
     path = Path(path)
@@ -145,6 +166,7 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
     }
     if kind not in readers:
         raise DataImportError(f"{path}: unknown source kind {kind!r} (known: {', '.join(readers)})")
+    check_kind_options(path, kind, opts)
     if not path.exists():
         raise DataImportError(f"{path}: does not exist")
     if path.is_file() and path.stat().st_size == 0:

@@ -177,6 +177,28 @@ def assert_splits(items) -> dict:  # noqa: ANN001
     return out
 
 
+def test_an_option_of_another_kind_of_source_is_refused(text_ws, tmp_path):
+    """class_names (idx) on a folder of texts, or text_column (csv) on a zip, did nothing, without a word."""
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=2)
+    _import_fails(text_ws, src, r"news.zip: the option 'class_names' is not for a text-folder source \(its options: "
+                  r"none\); it is for idx", class_names="fashion-mnist")
+    _import_fails(text_ws, src, r"the option 'text_column' is not for a text-folder source .*it is for csv, jsonl",
+                  text_column="body")
+    csv = tmp_path / "news.csv"
+    csv.write_text("text,label\nThe striker scored twice in the final on Saturday,sport\n")
+    _import_fails(text_ws, csv, r"news.csv: the option 'media_root' is not for a csv source \(its options: "
+                  r"text_column, label_column, unlabeled, delimiter\); it is for label-studio", media_root=str(tmp_path))
+    add_source(text_ws, src)  # and without it, imported
+    # one written into cdl.yaml by hand, on a source already imported, is refused too (not "unchanged")
+    from runtime.jobs import Runner
+
+    cfg = text_ws.config()
+    cfg.set_param("data.import", "sources", [{"path": str(src), "class_names": "mnist"}])
+    cfg.save()
+    res = Runner(text_ws).run(steps=["data.import"])
+    assert not res.ok and "the option 'class_names' is not for a text-folder source" in res.steps[0].error
+
+
 def test_failed_reimport_keeps_previous_data(text_ws, tmp_path):
     src = make_bbc_subset(tmp_path / "news.zip", per_class=3)
     add_source(text_ws, src)
