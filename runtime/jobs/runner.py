@@ -238,7 +238,7 @@ class Runner:
                 missing = [u for u in needs if u not in done and u not in plan]
                 if missing:
                     msg = (f"needs {', '.join(sorted(missing, key=cfg.order().index))} to run first; "
-                           f"use `cdl run --until {step}`")
+                           f"use `cdl run --until {step}` (the studio: Run up to here)")
                     outcomes.append(StepOutcome(step, "failed", error=msg, message=msg))
                     self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=msg))
                     status = "failed"

@@ -474,6 +474,7 @@ def test_run_single_step_needs_upstream(text_ws):
     result = Runner(text_ws).run(steps=["data.version"])
     assert not result.ok
     assert "data.ingest" in result.steps[0].error and "--until" in result.steps[0].error
+    assert result.steps[0].error.endswith("use `cdl run --until data.version` (the studio: Run up to here)")
 
 
 def test_fashion_mnist_import(tmp_path, fashion_dir):
