@@ -182,6 +182,12 @@ def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True)
     labeling = doc.get("labeling") or {}
     if not isinstance(labeling, dict):
         raise ConfigError(f"{where}: labeling: expected a mapping")
+    # a key nothing reads was ignored without a word ("trainig:" for training.distributed, "labeling.clases")
+    _known_keys(doc, TOP_KEYS, where, "")
+    _known_keys(labeling, LABELING_KEYS, where, "labeling.")
+    training = doc.get("training")
+    if isinstance(training, dict):
+        _known_keys(training, ("distributed",), where, "training.")
     extra = {k: v for k, v in doc.items() if k not in {"cdl", "name", "task", "template", "steps", "edges", "loops", "labeling"}}
     from runtime.ml.distributed import settings as distributed_settings
 
@@ -201,6 +207,20 @@ def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True)
         for sid in steps:
             cfg.params(sid)
     return cfg
+
+
+TOP_KEYS = ("cdl", "name", "task", "template", "labeling", "steps", "edges", "loops", "training")
+LABELING_KEYS = ("from_name", "to_name", "classes")
+
+
+def _known_keys(doc: Mapping[str, Any], known: tuple[str, ...], where: str, prefix: str) -> None:
+    import difflib
+
+    for key in doc:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise ConfigError(f"{where}: {prefix}{key}: unknown setting" + (f" (did you mean {close[0]!r}?)" if close
+                                                                           else "") + f"; known: {', '.join(known)}")
 
 
 def load_config(path: Path) -> PipelineConfig:

@@ -438,3 +438,33 @@ def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(t
     out = rollback("gone")
     assert out.returncode == 1 and "device gone: rollback failed: UNAVAILABLE" in out.stderr, out.stderr
     assert [(d.device, d.action, d.status) for d in text_ws.store.deployments()] == [("gone", "rollback", "failed")]
+
+
+@pytest.mark.parametrize(("added", "said"), [
+    ("trainig:\n  distributed: {nproc_per_node: 2}\n",
+     "trainig: unknown setting (did you mean 'training'?); known: cdl, name, task, template, labeling, steps, edges, "
+     "loops, training"),
+    ("training:\n  distrbuted: {nproc_per_node: 2}\n", "training.distrbuted: unknown setting (did you mean "
+     "'distributed'?)"),
+])
+def test_a_cdl_yaml_key_nothing_reads_is_named(text_ws, added, said):
+    """A misspelt key (distributed training under "trainig:") was kept and ignored: training ran on one process,
+    without a word. cdl.yaml is refused, naming it, by every command that reads it."""
+    import subprocess
+    import sys
+
+    path = text_ws.root / "cdl.yaml"
+    path.write_text(path.read_text() + added)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "status"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and f"cdl.yaml: {said}" in out.stderr, out.stderr
+
+
+def test_a_misspelt_labeling_key_is_named(text_ws):
+    from runtime.domain.errors import ConfigError
+    from runtime.workspace.config import load_config
+
+    path = text_ws.root / "cdl.yaml"
+    path.write_text(path.read_text().replace("labeling:\n", "labeling:\n  clases: [a, b]\n", 1))
+    with pytest.raises(ConfigError, match=r"labeling.clases: unknown setting \(did you mean 'classes'\?\)"):
+        load_config(path)
