@@ -491,6 +491,9 @@ def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool) 
 
     doc = remote_add(_ws(obj), name, url, not no_default)
     click.echo(f"remote {doc['remote']}: {doc['url']}{' (default)' if doc['default'] else ''}")
+    if doc["replaced_default"]:
+        click.echo(f"it is the default in place of {doc['replaced_default']}: `cdl data push` sends the dataset "
+                   f"versions to it from now on (--no-default adds a remote and keeps the default)", err=True)
 
 
 @data_remote.command("list")

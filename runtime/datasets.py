@@ -128,9 +128,12 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
         from pathlib import Path
 
         url = str(Path(url).expanduser().resolve())
+    before = _default_remote(ws)
     ws.dvc.add_remote(name, url, default)
     ws.git.commit(f"data: DVC remote {name}", ".dvc/config")
-    return {"remote": name, "url": url, "default": default}
+    # a new default took the place of another without a word: `cdl data push` and the doctor now mean this one
+    replaced = before if default and before not in (None, name) else None
+    return {"remote": name, "url": url, "default": default, "replaced_default": replaced}
 
 
 def push(ws: Workspace, remote: str | None = None) -> dict[str, Any]:

@@ -547,7 +547,8 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     with pytest.raises(WorkspaceError, match=r"no DVC remote to push to: add one with `cdl data remote add NAME URL`"):
         push(ws)
     remote = tmp_path / "backup"
-    assert remote_add(ws, "backup", str(remote))["default"]
+    added = remote_add(ws, "backup", str(remote))
+    assert added["default"] and added["replaced_default"] is None
     assert ws.dvc.remotes() == {"backup": str(remote)}
     # `cdl doctor` said "✓ DVC remote backup" before anything was pushed to it
     (finding,) = [c for c in diagnose(ws)["checks"] if "DVC remote" in c["detail"]]
@@ -580,6 +581,17 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     assert out.returncode == 1 and "v1: INCOMPLETE" in out.stdout, out.stdout + out.stderr
     log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
     assert "data: DVC remote backup" in log
+    # a second remote made the default in place of the first said nothing: pushes went elsewhere from then on
+    other = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote", "add", "second",
+                            str(tmp_path / "second")], capture_output=True, text=True)
+    assert other.returncode == 0 and "it is the default in place of backup: `cdl data push` sends the dataset " \
+        "versions to it from now on" in other.stderr, other.stderr
+    assert remote_add(ws, "backup", str(remote))["replaced_default"] == "second"
+    assert remote_add(ws, "third", str(tmp_path / "third"), default=False)["replaced_default"] is None
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "second"], cwd=ws.root, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "third"], cwd=ws.root, check=True,
+                   capture_output=True)
     # the remotes are read from .dvc/config without DVC (the studio lists them): as DVC reads them, local ones too
     for args in (["remote", "add", "--local", "mine", "s3://bucket/my path"], ["remote", "add", "-d", "--local",
                                                                                "zeta", str(tmp_path / "z")],
