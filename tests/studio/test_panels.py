@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDialog
 
 from tests.studio.conftest import load
 
@@ -161,15 +162,38 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
         p.checkout_btn.click()
     assert ws.current_version() == "v1"
     # no remote: the buttons wait for one, and the panel says how to add it
-    assert not p.push_btn.isEnabled() and "cdl data remote add NAME URL" in p.remote_label.text()
+    assert not p.push_btn.isEnabled() and "Add remote… (`cdl data remote add NAME URL`)" in p.remote_label.text()
     # the message must not widen the panel (it sat in the button row, and the flowchart lost 70 px beside it)
     assert p.minimumSizeHint().width() <= 940, p.minimumSizeHint().width()
     import shutil
 
-    from runtime.datasets import remote_add
+    # Add remote… (the panel had none: a studio user needed the CLI for it); the dialog checks what it is given
+    from studio.panels.versions.panel import RemoteDialog
 
-    remote_add(ws, "backup", str(ws.root.parent / "backup"))
-    load(qtbot, p)
+    dlg = RemoteDialog(None, {})
+    qtbot.addWidget(dlg)
+    assert dlg.name.text() == "backup" and not dlg.default.isEnabled()  # the first remote is the default
+    dlg.accept()
+    assert dlg.result() != QDialog.DialogCode.Accepted and "where: a folder or a URL" in dlg.error.text()
+    taken = RemoteDialog(None, {"backup": "/x"})
+    qtbot.addWidget(taken)
+    assert taken.name.text() == "backup2"
+    taken.name.setText("backup")
+    taken.url.setText("/y")
+    taken.accept()
+    assert "backup is a remote already (/x)" in taken.error.text()
+
+    def fill(dlg) -> QDialog.DialogCode:  # noqa: ANN001
+        dlg.url.setText(str(ws.root.parent / "backup"))
+        dlg.accept()
+        return dlg.result()
+
+    monkeypatch.setattr(RemoteDialog, "exec", fill)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.remote_btn.click()
+    assert f"DVC remote backup: {ws.root.parent / 'backup'}, the default." in p.status_label.text(), \
+        p.status_label.text()
+    assert ws.dvc.remotes() == {"backup": str(ws.root.parent / "backup")}
     assert p.push_btn.isEnabled() and "DVC remote: backup" in p.remote_label.text()
     # which versions the remote lacks: the column, and the line under the buttons
     remote_col = [p.table.horizontalHeaderItem(c).text() for c in range(p.table.columnCount())].index("on the remote")

@@ -5,10 +5,76 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QWidget,
+)
 
 from studio.panels.base import Panel
 from studio.widgets.common import Table, local_time
+
+
+class RemoteDialog(QDialog):
+    """`cdl data remote add NAME URL`: a name, where (a folder, such as a mounted backup disk, or a URL DVC knows:
+    s3://, ssh://, gs://, ...), and whether it becomes the default (the one Push every version sends to)."""
+
+    def __init__(self, parent: QWidget | None = None, remotes: dict[str, str] | None = None):
+        super().__init__(parent)
+        self.remotes = remotes or {}
+        self.setWindowTitle("Add a DVC remote")
+        self.setMinimumWidth(560)
+        form = QFormLayout(self)
+        taken = set(self.remotes)
+        self.name = QLineEdit(next(n for n in ("backup", *(f"backup{i}" for i in range(2, 100))) if n not in taken))
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("a folder (a mounted backup disk) or s3://bucket/path, ssh://host/path, ...")
+        browse = QPushButton("Folder…")
+        browse.clicked.connect(self._browse)
+        where = QHBoxLayout()
+        where.addWidget(self.url, 1)
+        where.addWidget(browse)
+        self.default = QCheckBox("make it the default: Push every version sends to it")
+        self.default.setChecked(True)
+        if not self.remotes:
+            self.default.setEnabled(False)  # the first one is the default
+        form.addRow("Name", self.name)
+        form.addRow("Where", where)
+        form.addRow("", self.default)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("QLabel { color: #b91c1c; }")
+        form.addRow("", self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "A folder for the DVC remote")
+        if path:
+            self.url.setText(path)
+
+    def accept(self) -> None:
+        name, url = self.name.text().strip(), self.url.text().strip()
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            self.error.setText("the name: letters, digits, - and _")
+            return
+        if name in self.remotes:
+            self.error.setText(f"{name} is a remote already ({self.remotes[name]}): choose another name")
+            return
+        if not url:
+            self.error.setText("where: a folder or a URL")
+            return
+        super().accept()
 
 
 class VersionsPanel(Panel):
@@ -33,6 +99,11 @@ class VersionsPanel(Panel):
         self.pull_btn.setToolTip("fetch every version's data from the DVC remote into the cache (`cdl data pull`)")
         self.push_btn.clicked.connect(self._push)
         self.pull_btn.clicked.connect(self._pull)
+        self.remote_btn = QPushButton("Add remote…")
+        self.remote_btn.setToolTip("a DVC remote that keeps every version's data: a folder (a mounted backup disk), "
+                                   "s3://, ssh://, ... (`cdl data remote add`)")
+        self.remote_btn.clicked.connect(self._add_remote)
+        row.addWidget(self.remote_btn)
         row.addWidget(self.push_btn)
         row.addWidget(self.pull_btn)
         self.gc_btn = QPushButton("Free disk…")
@@ -66,7 +137,7 @@ class VersionsPanel(Panel):
         self.pull_btn.setEnabled(remote is not None)
         lacking = [v["id"] for v in versions if v["on_remote"] is False]
         if not remote:
-            text = "No DVC remote: `cdl data remote add NAME URL` to back up every version"
+            text = "No DVC remote: Add remote… (`cdl data remote add NAME URL`) to back up every version"
         elif lacking:
             text = (f"DVC remote: {remote[0]} ({remote[1]}). Not on it: {', '.join(lacking)}, whose data has no copy "
                     "outside this folder; Push every version backs them up")
@@ -121,6 +192,22 @@ class VersionsPanel(Panel):
             return
         self.work(checkout, self.ctx.workspace, sel[0], message=f"checking out {sel[0]}…",
                   done=lambda r: self.say(f"data/dataset is now {r['version']} ({r['items']} items)", "ok"))
+
+    def _add_remote(self) -> None:
+        from runtime.datasets import remote_add
+
+        dlg = RemoteDialog(self, self.ctx.workspace.dvc.remotes())
+        if dlg.exec() != QDialog.DialogCode.Accepted:
+            return
+
+        def done(r: dict[str, Any]) -> None:
+            instead = f", the default in place of {r['replaced_default']}" if r["replaced_default"] else \
+                (", the default" if r["default"] else "")
+            self.say(f"DVC remote {r['remote']}: {r['url']}{instead}. Push every version backs the versions up on "
+                     "it", "ok")
+
+        self.work(remote_add, self.ctx.workspace, dlg.name.text().strip(), dlg.url.text().strip(),
+                  dlg.default.isChecked(), message="adding the remote…", done=done)
 
     def _push(self) -> None:
         from runtime.datasets import push
