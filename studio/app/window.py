@@ -13,8 +13,10 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
+    QFileDialog,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QSplitter,
     QStackedWidget,
     QToolBar,
@@ -181,7 +183,12 @@ class MainWindow(QMainWindow):
         doctor.setToolTip("what is wrong with this workspace and machine, and what to do (`cdl doctor`)")
         doctor.triggered.connect(self.show_doctor)
         self.doctor_action = doctor
-        for a in (run_all, fit, zin, zout, undo, redo, refresh, doctor):
+        backup = QAction("Back up…", self)
+        backup.setToolTip("the whole workspace in one archive: registry, models, scoring data, git, cdl.yaml, keys "
+                          "(`cdl backup`); `cdl restore` brings it back")
+        backup.triggered.connect(self.back_up)
+        self.backup_action = backup
+        for a in (run_all, fit, zin, zout, undo, redo, refresh, doctor, backup):
             tb.addAction(a)
         self.runtime_label = QLabel("  runtime: starting…")
         tb.addWidget(self.runtime_label)
@@ -241,6 +248,55 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("asking the doctor…", 5000)
         run_task(run_doctor, self.ctx.workspace.root, on_done=shown,
                  on_error=lambda m: self.statusBar().showMessage(m))
+
+    def back_up(self, path: str | None = None) -> None:
+        """`cdl backup` in a process of its own (the doctor warns of a workspace never backed up, and a studio user
+        had no way to make one). Where dataset versions would be on no DVC remote, it asks whether the data goes
+        into the archive too."""
+        import datetime as dt
+
+        from runtime.datasets import not_on_remote
+
+        ws = self.ctx.workspace
+        if path is None:
+            default = Path.home() / f"{ws.config().name}-{dt.date.today():%Y-%m-%d}.tar.gz"
+            path, _ = QFileDialog.getSaveFileName(self, "Back up the workspace", str(default), "Backups (*.tar.gz)")
+            if not path:
+                return
+        if not path.endswith((".tar.gz", ".tgz")):
+            path += ".tar.gz"
+        remotes = ws.dvc.remotes()
+        lacking = not_on_remote(ws, next(iter(remotes.values()))) if remotes else [
+            v.id for v in ws.store.versions() if v.dvc_hash]
+        args = ["backup", path]
+        if lacking:
+            where = "on no DVC remote" if not remotes else f"not on the DVC remote {next(iter(remotes))}"
+            answer = QMessageBox.question(
+                self, "Back up the workspace",
+                f"The data of {', '.join(lacking)} is {where}. Put the data into the archive too (larger)?\n\n"
+                "No: the archive holds the registry, models, scoring data, git history and keys, and the data only "
+                "where a DVC remote keeps it.")
+            if answer == QMessageBox.StandardButton.Yes:
+                args.append("--with-data")
+        from studio.services.cli import cdl_json
+
+        self.statusBar().showMessage(f"backing up into {path}…")
+        run_task(cdl_json, ws.root, *args, on_done=self._backed_up,
+                 on_error=lambda m: self._backed_up({"error": m}))
+
+    def _backed_up(self, r: dict[str, Any]) -> None:
+        from runtime.gc import human
+
+        if "error" in r:
+            text, icon = f"The backup failed: {r['error']}", QMessageBox.Icon.Critical
+        else:
+            text = (f"Wrote {r['archive']}: {r['files']} files, {human(r['bytes'])} ({human(r['archive_bytes'])} "
+                    f"compressed){', with the data' if r['with_data'] else ''}.")
+            text += "".join(f"\n\nNote: {n}" for n in r["notes"])
+            icon = QMessageBox.Icon.Warning if r["notes"] else QMessageBox.Icon.Information
+        self.statusBar().showMessage(text.split("\n")[0], 15000)
+        self.backup_box = QMessageBox(icon, "Back up the workspace", text, QMessageBox.StandardButton.Ok, self)
+        self.backup_box.open()
 
     def show_panel(self, pid: str) -> None:
         panel = self.panels[pid]

@@ -98,6 +98,29 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     doc = w.findChild(DoctorDialog)
     cells = [(doc.table.item(r, 0).text(), doc.table.item(r, 2).text()) for r in range(doc.table.rowCount())]
     assert cells[0][0] in ("warn", "fail") and any("no DVC remote" in f for _, f in cells), cells
+    # the toolbar's Back up… (the doctor warned of a workspace never backed up, and the studio could not make one):
+    # with no DVC remote it asks whether the data goes in too
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+    original = QMessageBox.question
+    QMessageBox.question = lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.Yes
+    try:
+        w.back_up(str(tmp_path / "ws-backup"))
+    finally:
+        QMessageBox.question = original
+    assert len(asked) == 1 and asked[0].startswith("The data of v1 is on no DVC remote. Put the data into the "
+                                                   "archive too (larger)?"), asked
+    qtbot.waitUntil(lambda: getattr(w, "backup_box", None) is not None, timeout=120000)
+    said = w.backup_box.text()
+    assert said.startswith(f"Wrote {tmp_path / 'ws-backup.tar.gz'}: ") and "with the data" in said, said
+    import tarfile
+
+    with tarfile.open(tmp_path / "ws-backup.tar.gz") as tar:
+        names = tar.getnames()
+    assert ".cdl/registry.db" in names and any(n.startswith(".dvc/cache/") for n in names)
+    assert ws.store.get_state("last_backup")["with_data"] is True
+    w.backup_box.close()
     w.close()
 
 
