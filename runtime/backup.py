@@ -200,11 +200,15 @@ def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     hint = None
-    if not manifest["with_data"]:
-        remote = next(iter((manifest.get("remotes") or {}).items()), None)
-        where = f"the DVC remote {remote[0]} ({remote[1]})" if remote else "a DVC remote (the workspace had none)"
-        hint = (f"the archive holds no data: `cdl data pull` fetches every dataset version from {where}, then "
-                f"`cdl data checkout {manifest.get('dataset_version') or 'VERSION'}` lays out data/dataset")
+    remote = next(iter((manifest.get("remotes") or {}).items()), None)
+    if not manifest["with_data"] and remote:
+        hint = (f"the archive holds no data: `cdl data pull` fetches every dataset version from the DVC remote "
+                f"{remote[0]} ({remote[1]}), then `cdl data checkout {manifest.get('dataset_version') or 'VERSION'}` "
+                "lays out data/dataset")
+    elif not manifest["with_data"] and versions:  # it said to pull from "a DVC remote (the workspace had none)"
+        hint = ("the archive holds no data and the workspace had no DVC remote, so the dataset versions' data is not "
+                "in it: copy the old workspace's .dvc/cache here if it is still there, or import the sources again "
+                "(`cdl run --until data.version`; labels and models are in the registry)")
     return {"workspace": str(dest), "files": len(manifest["files"]), "created": manifest["created"],
             "with_data": manifest["with_data"], "dataset_versions": versions, "model_versions": models,
-            "registry": manifest["registry"], "next": hint}
+            "registry": manifest["registry"], "next": hint, "remote": remote[0] if remote else None}

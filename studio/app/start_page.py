@@ -34,6 +34,7 @@ def remember(path: Path) -> None:
 
 class StartPage(QWidget):
     sig_open = Signal(str)
+    sig_restored = Signal(str, str, bool)  # the restored folder, what to do next ("" when nothing), a DVC remote?
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -70,9 +71,14 @@ class StartPage(QWidget):
         self.recent.itemDoubleClicked.connect(lambda it: self.sig_open.emit(it.text()))
         open_btn = QPushButton("Open a folder…")
         open_btn.clicked.connect(self._open)
+        self.restore_btn = QPushButton("Restore a backup…")
+        self.restore_btn.setToolTip("unpack a `cdl backup` archive (the toolbar's Back up…) into a new folder and "
+                                    "open it (`cdl restore`)")
+        self.restore_btn.clicked.connect(lambda: self.restore())
         bl.addWidget(QLabel("Recent workspaces (double-click)"))
         bl.addWidget(self.recent)
         bl.addWidget(open_btn)
+        bl.addWidget(self.restore_btn)
         row.addWidget(box, 1)
         lay.addLayout(row)
         self.message = notice("")
@@ -106,3 +112,33 @@ class StartPage(QWidget):
             set_notice(self.message, msg, "error")
 
         run_task(init_workspace, path, self.template.currentText(), on_done=done, on_error=failed)
+
+    def restore(self, archive: str | None = None, dest: str | None = None) -> None:
+        """`cdl restore ARCHIVE DEST`, then open DEST: every member is checked before DEST appears, and a damaged
+        archive restores nothing (the error is shown here)."""
+        from runtime.backup import restore
+
+        if archive is None:
+            archive, _ = QFileDialog.getOpenFileName(self, "A backup to restore", str(Path.home()),
+                                                     "Backups (*.tar.gz *.tgz)")
+            if not archive:
+                return
+        if dest is None:
+            stem = Path(archive).name.removesuffix(".tar.gz").removesuffix(".tgz")
+            dest, _ = QFileDialog.getSaveFileName(self, "A new folder for the restored workspace",
+                                                  str(Path(archive).parent / stem))
+            if not dest:
+                return
+        self.restore_btn.setEnabled(False)
+        set_notice(self.message, f"restoring {archive} into {dest}…")
+        self.message.show()
+
+        def done(r: dict) -> None:
+            self.restore_btn.setEnabled(True)
+            self.sig_restored.emit(r["workspace"], r["next"] or "", bool(r["remote"]))
+
+        def failed(msg: str) -> None:
+            self.restore_btn.setEnabled(True)
+            set_notice(self.message, msg, "error")
+
+        run_task(restore, Path(archive), Path(dest), on_done=done, on_error=failed)

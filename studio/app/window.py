@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.stack)
         self.start_page = StartPage()
         self.start_page.sig_open.connect(lambda p: self.open_workspace(Path(p)))
+        self.start_page.sig_restored.connect(self._restored)
         self.stack.addWidget(self.start_page)
         self.statusBar().showMessage("ready")
         if workspace is not None:
@@ -248,6 +249,17 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("asking the doctor…", 5000)
         run_task(run_doctor, self.ctx.workspace.root, on_done=shown,
                  on_error=lambda m: self.statusBar().showMessage(m))
+
+    def _restored(self, root: str, next_: str, remote: bool) -> None:
+        self.open_workspace(Path(root))
+        if next_:  # the archive holds no data: where it comes from (the versions panel pulls and checks out)
+            text = f"Restored {root}.\n\nNext: {next_}."
+            if remote:
+                text += " In the studio: the Dataset versions panel's Pull every version, then Check out the selected."
+            self.restore_box = QMessageBox(QMessageBox.Icon.Information, "Restored", text,
+                                           QMessageBox.StandardButton.Ok, self)
+            self.restore_box.open()
+        self.statusBar().showMessage(f"restored {root}", 15000)
 
     def back_up(self, path: str | None = None) -> None:
         """`cdl backup` in a process of its own (the doctor warns of a workspace never backed up, and a studio user

@@ -122,6 +122,47 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     assert ws.store.get_state("last_backup")["with_data"] is True
     w.backup_box.close()
     w.close()
+    # the start page's Restore a backup…: a damaged archive restores nothing and says why; a good one is unpacked
+    # into a new folder and opened
+    start = MainWindow(None)
+    qtbot.addWidget(start)
+    bad = tmp_path / "cut.tar.gz"
+    bad.write_bytes((tmp_path / "ws-backup.tar.gz").read_bytes()[:5000])
+    start.start_page.restore(str(bad), str(tmp_path / "nothing"))
+    qtbot.waitUntil(lambda: "cannot be read" in start.start_page.message.text(), timeout=60000)
+    assert not (tmp_path / "nothing").exists()
+    with qtbot.waitSignal(start.sig_workspace_loaded, timeout=120000):
+        start.start_page.restore(str(tmp_path / "ws-backup.tar.gz"), str(tmp_path / "restored"))
+    assert start.ctx.root == (tmp_path / "restored").resolve()
+    assert [v.id for v in start.ctx.workspace.store.versions()] == [v.id for v in ws.store.versions()]
+    assert getattr(start, "restore_box", None) is None  # the data came with it: nothing more to do
+    start.close()
+    from runtime.backup import backup
+
+    backup(ws, tmp_path / "no-data.tar.gz")
+    again = MainWindow(None)
+    qtbot.addWidget(again)
+    with qtbot.waitSignal(again.sig_workspace_loaded, timeout=120000):
+        again.start_page.restore(str(tmp_path / "no-data.tar.gz"), str(tmp_path / "restored-2"))
+    said = again.restore_box.text()
+    # no remote: it said to pull "from a DVC remote (the workspace had none)"
+    assert "the archive holds no data and the workspace had no DVC remote" in said, said
+    assert "cdl data pull" not in said and "Pull every version" not in said, said
+    again.restore_box.close()
+    again.close()
+    from runtime.datasets import remote_add
+
+    remote_add(ws, "store", str(tmp_path / "store"))
+    backup(ws, tmp_path / "with-remote.tar.gz")
+    third = MainWindow(None)
+    qtbot.addWidget(third)
+    with qtbot.waitSignal(third.sig_workspace_loaded, timeout=120000):
+        third.start_page.restore(str(tmp_path / "with-remote.tar.gz"), str(tmp_path / "restored-3"))
+    said = third.restore_box.text()
+    assert "`cdl data pull` fetches every dataset version from the DVC remote store" in said, said
+    assert "the Dataset versions panel's Pull every version, then Check out the selected" in said, said
+    third.restore_box.close()
+    third.close()
 
 
 def test_screenshot_command(tmp_path, packaged):
