@@ -11,6 +11,7 @@
                                                      K}}]} -> {"model_name", "model_version",
                                                      "id", "outputs": [{"name", "shape", "datatype", "data"}]}
 
+Triton's binary data extension too (request_from_json says how), as tritonclient.http sends and asks by default.
 HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth: "token"` wants the device token
 (`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
 Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
@@ -85,15 +86,33 @@ def _flat(data: Any, where: str) -> list[Any]:  # noqa: ANN401
     return out
 
 
-def request_from_json(doc: Any, name: str, version: str) -> ipb.ModelInferRequest:  # noqa: ANN401
-    """A JSON inference request as the ModelInferRequest the gRPC port takes; a malformed one is refused naming
-    the field."""
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    params = obj.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _HttpError(400, f"{where}.parameters must be an object")
+    if any(k.startswith("shared_memory") for k in params):
+        raise _HttpError(400, f"{where}: the agent has no shared memory; send the data in the request")
+    return params
+
+
+def request_from_json(doc: Any, name: str, version: str, binary: bytes = b""  # noqa: ANN401
+                      ) -> tuple[ipb.ModelInferRequest, set[str] | None]:
+    """A JSON inference request as the ModelInferRequest the gRPC port takes, and which outputs go back as binary
+    data (None: all of them); a malformed one is refused naming the field.
+
+    Triton's binary data extension (what tritonclient.http sends unless told otherwise): `binary` is what follows
+    the JSON header (its length in the Inference-Header-Content-Length header); an input with
+    `"parameters": {"binary_data_size": N}` takes the next N bytes of it (BYTES as 4-byte little-endian lengths and
+    the bytes, numbers little-endian), and an output asked for with `"binary_data": true` (or every output, with
+    the request's `"binary_data_output": true`) comes back the same way."""
     if not isinstance(doc, dict):
         raise _HttpError(400, 'the body must be a JSON object with "inputs"')
     req = ipb.ModelInferRequest(model_name=name, model_version=version, id=str(doc.get("id") or ""))
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise _HttpError(400, '"inputs" must be a list of tensors: [{"name", "shape", "datatype", "data"}]')
+    offset = 0
+    chunks: list[bytes] = []
     for k, t in enumerate(inputs):
         where = f"inputs[{k}]"
         if not isinstance(t, dict):
@@ -104,6 +123,19 @@ def request_from_json(doc: Any, name: str, version: str) -> ipb.ModelInferReques
         shape = t["shape"]
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise _HttpError(400, f"{where}.shape must be whole numbers of at least 0, got {shape}")
+        size = _params(t, where).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise _HttpError(400, f"{where}.parameters.binary_data_size must be a whole number, got {size!r}")
+            if offset + size > len(binary):
+                raise _HttpError(400, f"{where} ({t['name']}): binary_data_size {size}, but only "
+                                 f"{len(binary) - offset} bytes of binary data follow the JSON header")
+            tensor = req.inputs.add(name=t["name"], datatype=t["datatype"], shape=shape)
+            chunks.append(binary[offset:offset + size])
+            offset += size
+            continue
+        if chunks or binary:  # the protocol's raw contents are all or none
+            raise _HttpError(400, f"{where} ({t['name']}): give every input as binary data or none")
         values = _flat(t.get("data"), where)
         if len(values) != math.prod(shape):
             raise _HttpError(400, f"{where} ({t['name']}): {len(values)} values for shape {shape}")
@@ -119,32 +151,52 @@ def request_from_json(doc: Any, name: str, version: str) -> ipb.ModelInferReques
                 tensor.contents.fp32_contents.extend(values)
         except (AttributeError, TypeError):  # a number for BYTES, a string for FP32
             raise _HttpError(400, f"{where} ({t['name']}): its data are not all {t['datatype']} values") from None
+    if offset != len(binary):
+        raise _HttpError(400, f"{len(binary) - offset} bytes of binary data after the inputs' binary_data_size")
+    req.raw_input_contents.extend(chunks)
+    all_binary = _params(doc, "the request").get("binary_data_output", False)
+    if not isinstance(all_binary, bool):
+        raise _HttpError(400, f"parameters.binary_data_output must be true or false, got {all_binary!r}")
     outputs = doc.get("outputs") or []
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise _HttpError(400, '"outputs" must be a list of {"name": ...}')
+    binary_out: set[str] = set()
     for k, o in enumerate(outputs):
         out = req.outputs.add(name=o["name"])
-        count = (o.get("parameters") or {}).get("classification")
+        params = _params(o, f"outputs[{k}]")
+        count = params.get("classification")
         if count is not None:  # Triton's classification extension: the k likeliest classes
             if not isinstance(count, int) or isinstance(count, bool):
                 raise _HttpError(400, f"outputs[{k}].parameters.classification must be a whole number, got {count!r}")
             out.parameters["classification"].int64_param = count
-    return req
+        wants = params.get("binary_data", all_binary)
+        if not isinstance(wants, bool):
+            raise _HttpError(400, f"outputs[{k}].parameters.binary_data must be true or false, got {wants!r}")
+        if wants:
+            binary_out.add(o["name"])
+    return req, (None if not outputs and all_binary else binary_out)
 
 
-def response_json(resp: ipb.ModelInferResponse) -> dict[str, Any]:
-    outputs = []
+def response_json(resp: ipb.ModelInferResponse, binary: set[str] | None = frozenset()
+                  ) -> tuple[dict[str, Any], bytes]:
+    """The JSON answer, and the binary data that follows it (b"" when no output is binary): `binary` names the
+    outputs sent as binary data (None: all)."""
+    outputs, tail = [], []
     for t, raw in zip(resp.outputs, resp.raw_output_contents, strict=True):
-        if t.datatype == "BYTES":
-            data: list[Any] = [v.decode("utf-8", errors="replace") for v in deserialize_bytes(raw)]
+        out: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
+        if binary is None or t.name in binary:  # the gRPC reply's raw contents are Triton's binary layout
+            out["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        elif t.datatype == "BYTES":
+            out["data"] = [v.decode("utf-8", errors="replace") for v in deserialize_bytes(raw)]
         else:
-            data = np.frombuffer(raw, dtype="<f4" if t.datatype == "FP32" else "<f8").tolist()
-        outputs.append({"name": t.name, "datatype": t.datatype, "shape": list(t.shape), "data": data})
+            out["data"] = np.frombuffer(raw, dtype="<f4" if t.datatype == "FP32" else "<f8").tolist()
+        outputs.append(out)
     doc: dict[str, Any] = {"model_name": resp.model_name, "model_version": resp.model_version, "outputs": outputs}
     if resp.id:
         doc["id"] = resp.id
-    return doc
+    return doc, b"".join(tail)
 
 
 def _tensors(ts: Any) -> list[dict[str, Any]]:  # noqa: ANN401
@@ -152,8 +204,8 @@ def _tensors(ts: Any) -> list[dict[str, Any]]:  # noqa: ANN401
 
 
 async def route(servicer: Inference, method: str, path: str, headers: dict[str, str], body: bytes
-                ) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) for one request."""
+                ) -> tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], bytes]:
+    """(HTTP status, JSON body[, binary data after it]) for one request."""
     ctx = _Context(headers)
     parts = [p for p in path.split("?", 1)[0].split("/") if p]
     want = "POST" if parts[-1:] == ["infer"] else "GET"
@@ -187,12 +239,23 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
                 t["dims"] = [int(d) for d in t.get("dims", [])]  # int64 is a string in protobuf's JSON
             return 200, doc
         if rest == ["infer"]:
+            header, binary = body, b""
+            if "inference-header-content-length" in headers:  # Triton's binary data extension
+                try:
+                    n = int(headers["inference-header-content-length"])
+                except ValueError:
+                    n = -1
+                if not 0 <= n <= len(body):
+                    raise _HttpError(400, f"Inference-Header-Content-Length {headers['inference-header-content-length']}"
+                                     f" is not a length within the {len(body)}-byte body")
+                header, binary = body[:n], body[n:]
             try:
-                doc = json.loads(body or b"null")
+                doc = json.loads(header or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise _HttpError(400, f"the body is not JSON: {exc}") from None
-            resp = await servicer.ModelInfer(request_from_json(doc, name, version), ctx)
-            return 200, response_json(resp)
+            req, binary_out = request_from_json(doc, name, version, binary)
+            resp = await servicer.ModelInfer(req, ctx)
+            return (200, *response_json(resp, binary_out))
     raise _HttpError(404, f"{path}: not a path of the protocol (/v2, /v2/health/ready, /v2/models/NAME[/infer])")
 
 
@@ -297,22 +360,31 @@ async def _one(rest: RestServer, reader: asyncio.StreamReader, writer: asyncio.S
     body = await asyncio.wait_for(reader.readexactly(length), IDLE_S) if length else b""
     rest.started()
     try:
+        tail = b""
         try:
-            status, doc = await route(rest.servicer, method, path, headers, body)
+            status, doc, *more = await route(rest.servicer, method, path, headers, body)
+            tail = more[0] if more else b""
         except _HttpError as exc:
             status, doc = exc.status, {"error": exc.message}
         keep = keep and not rest.stopping
-        await _send(writer, status, doc, keep, head_only=method == "HEAD")
+        await _send(writer, status, doc, keep, head_only=method == "HEAD", tail=tail)
     finally:
         rest.answered()
     return keep
 
 
 async def _send(writer: asyncio.StreamWriter, status: int, doc: dict[str, Any], keep: bool,
-                head_only: bool = False) -> None:
+                head_only: bool = False, tail: bytes = b"") -> None:
+    """tail: binary data after the JSON (Triton's binary data extension), its start given by
+    Inference-Header-Content-Length."""
     body = json.dumps(doc).encode()
     extra = 'WWW-Authenticate: Bearer realm="cdl-edge"\r\n' if status == 401 else ""
-    writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n{extra}Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
-                 .encode() + (b"" if head_only else body))
+    kind = "application/json"
+    if tail:
+        extra += f"Inference-Header-Content-Length: {len(body)}\r\n"
+        kind = "application/octet-stream"
+    writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {kind}\r\n"
+                 f"Content-Length: {len(body) + len(tail)}\r\n{extra}"
+                 f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode()
+                 + (b"" if head_only else body + tail))
     await writer.drain()

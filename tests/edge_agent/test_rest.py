@@ -163,6 +163,79 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
     assert bad.returncode == 2 and "--http 'nowhere'" in bad.stderr
 
 
+def test_a_stock_tritonclient_http_client_with_binary_data(packaged, tmp_path):
+    """tritonclient.http sends inputs, and asks for outputs, in Triton's binary data extension unless told
+    otherwise (a JSON header, its length in Inference-Header-Content-Length, the tensors' bytes after it); the agent
+    took only JSON tensors, so a stock client failed against it. Now it answers as Triton does, binary or JSON per
+    output as asked."""
+    import tritonclient.grpc as tc
+    import tritonclient.http as th
+
+    ws = packaged
+    agent = _agent(ws, tmp_path)
+    ca = str(ws.root / ".cdl" / "pki" / "ca.crt")
+    try:
+        deploy(ws, "ws:1", "fp32", "dev1")
+        texts = _texts(ws, 6)
+        g = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=ca)
+        gin = tc.InferInput("text", [len(texts)], "BYTES")
+        gin.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+        expected = g.infer("ws", [gin])
+        g.close()
+        url = agent.rest_url.split("//")[1].removesuffix("/v2")
+        client = th.InferenceServerClient(url, ssl=True, ssl_options={"ca_certs": ca})  # the workspace's CA
+        assert client.is_server_live() and client.is_model_ready("ws")
+        assert client.get_model_metadata("ws")["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+        inp = th.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))  # binary: the default
+        # no outputs named: every output comes back as binary data
+        got = client.infer("ws", [inp], request_id="b1")
+        assert got.get_response()["id"] == "b1"
+        assert all("binary_data_size" in o["parameters"] for o in got.get_response()["outputs"])
+        assert list(got.as_numpy("label")) == list(expected.as_numpy("label"))
+        np.testing.assert_allclose(got.as_numpy("probabilities"), expected.as_numpy("probabilities"), atol=1e-6)
+        np.testing.assert_allclose(got.as_numpy("confidence"), expected.as_numpy("confidence"), atol=1e-6)
+        # outputs asked for: one as JSON, one binary, and Triton's classification extension in binary
+        got = client.infer("ws", [inp], outputs=[th.InferRequestedOutput("probabilities", binary_data=False),
+                                                 th.InferRequestedOutput("label")])
+        outs = {o["name"]: o for o in got.get_response()["outputs"]}
+        assert "data" in outs["probabilities"] and "binary_data_size" in outs["label"]["parameters"]
+        np.testing.assert_allclose(got.as_numpy("probabilities").reshape(6, 5), expected.as_numpy("probabilities"),
+                                   atol=1e-6)
+        assert list(got.as_numpy("label")) == list(expected.as_numpy("label"))
+        top = client.infer("ws", [inp], outputs=[th.InferRequestedOutput("probabilities", class_count=2)])
+        first = top.as_numpy("probabilities")
+        assert first.shape == (6, 2) and first[0, 0].decode().endswith(":" + expected.as_numpy("label")[0].decode())
+        client.close()
+        # a binary_data_size the body does not hold, or bytes left over, refused by name
+        rest = _Rest(agent.rest_url, ca)
+        item = len(texts[0].encode()).to_bytes(4, "little") + texts[0].encode()
+
+        def header(size: int) -> bytes:
+            return json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                           "parameters": {"binary_data_size": size}}]}).encode()
+
+        for size, tail, says in ((len(item), item[:20], f"binary_data_size {len(item)}, but only 20 bytes of binary "
+                                  "data follow the JSON header"),
+                                 (len(item), item + b"xx", "2 bytes of binary data after the inputs' binary_data_size")):
+            status, said = rest.call("POST", "/v2/models/ws/infer", raw=header(size) + tail,
+                                     headers={"Inference-Header-Content-Length": str(len(header(size)))})
+            assert status == 400 and says in said["error"], (status, said)
+        status, said = rest.call("POST", "/v2/models/ws/infer", raw=header(len(item)) + item,
+                                 headers={"Inference-Header-Content-Length": str(len(header(len(item))))})
+        # binary in, JSON out (no output asked for as binary): a raw HTTP client's mix
+        assert status == 200 and said["outputs"][1]["data"] == [expected.as_numpy("label")[0].decode()], said
+        status, said = rest.call("POST", "/v2/models/ws/infer", raw=header(len(item)) + item,
+                                 headers={"Inference-Header-Content-Length": "99999"})
+        assert status == 400 and "Inference-Header-Content-Length 99999 is not a length within" in said["error"]
+        status, said = rest.call("POST", "/v2/models/ws/infer", {
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"],
+                        "parameters": {"shared_memory_region": "r"}}]})
+        assert status == 400 and "the agent has no shared memory" in said["error"]
+    finally:
+        agent.stop()
+
+
 def test_rest_wants_the_token_and_tls(packaged, tmp_path):
     ws = packaged
     out = tmp_path / "dev"
@@ -244,13 +317,13 @@ def test_image_tensors_in_json_become_the_grpc_request():
     from edge_agent.rest import _HttpError, request_from_json
 
     img = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
-    req = request_from_json({"inputs": [{"name": "image", "shape": [2, 28, 28], "datatype": "UINT8",
-                                         "data": img.tolist()}]}, "fm", "")
+    req, _ = request_from_json({"inputs": [{"name": "image", "shape": [2, 28, 28], "datatype": "UINT8",
+                                            "data": img.tolist()}]}, "fm", "")
     (t,) = req.inputs
     assert (req.model_name, t.datatype, list(t.shape)) == ("fm", "UINT8", [2, 28, 28])
     assert list(t.contents.uint_contents) == img.ravel().tolist()
-    req = request_from_json({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1]}]},
-                            "fm", "3")
+    req, _ = request_from_json({"inputs": [{"name": "image", "shape": [1, 2], "datatype": "FP32", "data": [0.5, 1]}]},
+                               "fm", "3")
     assert list(req.inputs[0].contents.fp32_contents) == [0.5, 1.0] and req.model_version == "3"
     for bad, says in (([[300, 0]], "UINT8 values must be whole numbers from 0 to 255"),
                       ([["a", 0]], "UINT8 values must be whole numbers from 0 to 255")):
