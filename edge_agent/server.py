@@ -407,6 +407,8 @@ class Inference:
                 raise ValueError(f"input {t.name}: not bytes") from None
             if not texts:
                 raise ValueError(f"input {t.name} is empty")
+            if len(texts) != int(np.prod(shape)):  # as the image path checks it (and Triton does)
+                raise ValueError(f"input {t.name}: {len(texts)} values for shape {shape}")
             return texts, values
         if t.datatype not in ("UINT8", "FP32"):
             raise ValueError(f"input {t.name}: images must be UINT8 or FP32 pixel values, got {t.datatype}")

@@ -118,6 +118,18 @@ def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_facto
             says = "output confidence: the agent has no shared memory"
         with pytest.raises(InferenceServerException, match=says):
             client.infer("ws", [inp], outputs=[out])
+    # a shape the texts do not fill was taken as it came (the image path checked it; Triton does)
+    from tritonclient.grpc import service_pb2_grpc
+
+    from tests.conftest import oip_text_request
+
+    req = oip_text_request(texts[0])
+    req.inputs[0].shape[:] = [3]
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(client._channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "input text: 1 values for shape [3]"
 
 
 def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(packaged, agent_factory):
