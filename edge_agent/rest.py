@@ -17,7 +17,7 @@ HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth
 Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
 same message; the gRPC status becomes the HTTP one (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAUTHENTICATED 401,
 UNAVAILABLE 503, others 500) with the protocol's {"error": message} body. Connections are kept alive (HTTP/1.1);
-worker 0 serves this port, whatever `workers` says.
+every worker serves this port (SO_REUSEPORT, as the gRPC one: the kernel spreads connections over them).
 """
 
 from __future__ import annotations
@@ -308,8 +308,9 @@ class RestServer:
             w.close()
 
 
-async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path) -> RestServer:
-    """Serve the REST binding on `listen` over TLS with the agent's certificate."""
+async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path, reuse_port: bool = False) -> RestServer:
+    """Serve the REST binding on `listen` over TLS with the agent's certificate; reuse_port: the agent's workers
+    share the port (each binds it, and the kernel hands each new connection to one of them)."""
     from edge_agent.proto.address import split_address
 
     host, port = split_address(listen, "0.0.0.0:8000")
@@ -317,7 +318,8 @@ async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path) ->
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     rest = RestServer(servicer)
-    rest.server = await asyncio.start_server(rest.handle, host, port, ssl=ctx, limit=64 << 10)
+    rest.server = await asyncio.start_server(rest.handle, host, port, ssl=ctx, limit=64 << 10,
+                                             reuse_port=reuse_port or None)
     rest.port = rest.server.sockets[0].getsockname()[1]
     return rest
 

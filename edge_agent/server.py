@@ -750,13 +750,32 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
         claim.truncate()
         claim.write(f"pid {os.getpid()}, listening on {host}:{port}")
         claim.flush()
+    # the REST binding in every worker, on one port (SO_REUSEPORT, as gRPC's): worker 0 binds it first, so that
+    # the others get its port (it served REST alone, one core for every REST client)
+    rest_server = None
+    http = http or config.http_listen
+    if http:
+        from edge_agent.rest import serve_rest
+
+        try:
+            if index == 0:
+                port_is_free(http)  # reuse_port would let it bind beside another agent's REST port
+            rest_server = await serve_rest(Inference(agent), http, config.tls_cert, config.tls_key,
+                                           reuse_port=workers > 1)
+        except OSError as exc:
+            await server.stop(0)
+            raise OSError(f"cannot serve HTTP on {http}: {str(exc).removeprefix(f'cannot listen on {http}: ')}"
+                          ) from None
     pool = None
     if index == 0 and workers > 1:
-        pool = Workers(config.data_dir, host, port, workers)
+        pool = Workers(config.data_dir, host, port, workers,
+                       http=f"{http.rpartition(':')[0]}:{rest_server.port}" if rest_server is not None else None)
         try:
             await pool.start()
         except OSError:
             await pool.stop()
+            if rest_server is not None:
+                await rest_server.stop(0)
             await server.stop(0)
             raise
     metrics_server = None
@@ -771,23 +790,12 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
         except OSError as exc:
             if pool is not None:
                 await pool.stop()
+            if rest_server is not None:
+                await rest_server.stop(0)
             await server.stop(0)
             raise OSError(f"cannot serve metrics on {metrics}: {exc}") from None
         also_at = f"; metrics on http://{metrics.rpartition(':')[0]}:{mport}/metrics"
-    rest_server = None
-    http = http or config.http_listen
-    if index == 0 and http:
-        from edge_agent.rest import serve_rest
-
-        try:
-            rest_server = await serve_rest(Inference(agent), http, config.tls_cert, config.tls_key)
-        except OSError as exc:
-            if metrics_server is not None:
-                metrics_server.close()
-            if pool is not None:
-                await pool.stop()
-            await server.stop(0)
-            raise OSError(f"cannot serve HTTP on {http}: {exc}") from None
+    if rest_server is not None:
         also_at += f"; REST on https://{http.rpartition(':')[0]}:{rest_server.port}/v2"
     if index == 0:  # what Health reports, whichever worker answers it
         rest_file = config.data_dir / "run" / "rest_port"

@@ -145,9 +145,10 @@ class Counters:
 class Workers:
     """Worker 0's side: start workers 1..N-1 on the port it listens on, start again any that dies, stop them."""
 
-    def __init__(self, data_dir: Path, host: str, port: int, workers: int):
+    def __init__(self, data_dir: Path, host: str, port: int, workers: int, http: str | None = None):
         self.data_dir = Path(data_dir)
         self.listen = f"{host}:{port}"
+        self.http = http  # the REST port worker 0 bound (not agent.json's, which may say port 0)
         self.n = workers
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = False
@@ -159,7 +160,8 @@ class Workers:
 
     async def _spawn(self, index: int, timeout: float) -> None:
         cmd = [sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(self.data_dir),
-               "--listen", self.listen, "--workers", str(self.n), "--worker-index", str(index)]
+               "--listen", self.listen, "--workers", str(self.n), "--worker-index", str(index),
+               *(["--http", self.http] if self.http else [])]
         env = {**os.environ, "CDL_EDGE_PARENT_PID": str(os.getpid())}
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
                                                     env=env)

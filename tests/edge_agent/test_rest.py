@@ -274,13 +274,15 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
 
 def test_rest_clients_at_once_are_batched_and_each_gets_its_own_answer(packaged, tmp_path):
     """16 clients, each on its own kept-alive connection, sending at once: every answer is the one for its own
-    text (the dynamic batcher mixes them in one onnxruntime call), and the agent ran fewer batches than requests."""
+    text (the dynamic batcher mixes them in one onnxruntime call), and the agent ran fewer batches than requests.
+    Both workers answer them (worker 0 served REST alone, one core for every REST client)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from edge_agent.workers import Counters
     from runtime.devices import DeviceClient
 
     ws = packaged
-    agent = _agent(ws, tmp_path)
+    agent = _agent(ws, tmp_path, workers=2)
     ca = str(ws.root / ".cdl" / "pki" / "ca.crt")
     try:
         deploy(ws, "ws:1", "fp32", "dev1")
@@ -307,6 +309,10 @@ def test_rest_clients_at_once_are_batched_and_each_gets_its_own_answer(packaged,
             h = c.health()
         assert h["requests"] == 129 and h["errors"] == 0
         assert h["batches"] < 129 and h["items_per_batch"] > 160 / 129, h  # some requests shared a batch
+        counters = Counters(agent.data_dir, 2, 0, create=False)
+        per_worker = [counters.slot(i)[0] for i in range(2)]
+        counters.close()
+        assert sum(per_worker) == 129 and min(per_worker) > 0, per_worker
     finally:
         agent.stop()
 

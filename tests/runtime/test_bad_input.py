@@ -341,6 +341,25 @@ def test_an_agent_refuses_a_port_already_served_or_an_address_not_of_this_machin
     out = serve("192.0.2.7:8001")  # TEST-NET-1: no machine's own address
     assert out.returncode == 2 and "192.0.2.7 is not an address of this machine" in out.stderr, out.stderr
     assert probe_devices(text_ws, names=["first"])["first"]["error"] is None  # the first agent serves on
+    # the REST port too, now that every worker binds it with SO_REUSEPORT: a second agent's is refused
+    import json
+
+    from tests.conftest import AgentProcess
+
+    rest_dir = tmp_path / "rest"
+    enroll(text_ws, "rest", "127.0.0.1:0", rest_dir)
+    doc = json.loads((rest_dir / "agent.json").read_text())
+    (rest_dir / "agent.json").write_text(json.dumps({**doc, "http_listen": "127.0.0.1:0"}))
+    with_rest = AgentProcess(rest_dir, workers=2)
+    with_rest.start()
+    try:
+        taken = with_rest.rest_url.split("//")[1].removesuffix("/v2")
+        out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "second"),
+                              "--listen", "127.0.0.1:0", "--http", taken, "--workers", "2"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2 and f"cannot serve HTTP on {taken}: the port is in use" in out.stderr, out.stderr
+    finally:
+        with_rest.stop()
 
 
 def test_an_agent_on_a_damaged_folder_says_which_file_and_what_to_do(tmp_path, text_ws):
