@@ -75,6 +75,25 @@ class ImportStep(Step):
         "JSON) into the item table; each item gets its content sha256 as id.",
     )
 
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Each source's shape, and its options against its kind (an option of another kind did nothing): before
+        a run starts anything, in the Parameters dialog and the doctor. The kind is detected only for a source with
+        options and an absolute path that exists here; the import itself checks the others."""
+        for i, entry in enumerate(params.get("sources") or []):
+            src = normalize_source(entry, f"data.import.sources[{i}]")
+            if not any(v not in (None, False, "") for k, v in src.items() if k not in ("path", "kind")):
+                continue
+            path = Path(src["path"]).expanduser()
+            kind = src.get("kind")
+            if not kind:
+                if not path.is_absolute() or not path.exists():
+                    continue
+                try:
+                    kind = detect_kind(path)
+                except DataImportError:
+                    continue  # the import names what is wrong with the file
+            check_kind_options(path, kind, src)
+
     def _sources(self, ctx: StepContext) -> list[tuple[dict[str, Any], Path]]:
         out = []
         for i, entry in enumerate(ctx.params["sources"]):

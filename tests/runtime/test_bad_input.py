@@ -195,8 +195,12 @@ def test_an_option_of_another_kind_of_source_is_refused(text_ws, tmp_path):
     cfg = text_ws.config()
     cfg.set_param("data.import", "sources", [{"path": str(src), "class_names": "mnist"}])
     cfg.save()
-    res = Runner(text_ws).run(steps=["data.import"])
-    assert not res.ok and "the option 'class_names' is not for a text-folder source" in res.steps[0].error
+    with pytest.raises(DataImportError, match="the option 'class_names' is not for a text-folder source"):
+        Runner(text_ws).run(steps=["data.import"])  # before the run starts anything, as the doctor says too
+    from runtime.doctor import diagnose
+
+    assert any("the option 'class_names' is not for a text-folder source" in c["detail"]
+               for c in diagnose(text_ws)["checks"] if c["status"] == "fail")
 
 
 def test_failed_reimport_keeps_previous_data(text_ws, tmp_path):
