@@ -38,6 +38,19 @@ class _Rest:
         return r.status, json.loads(r.read() or b"null")
 
 
+def _grpc_answer(agent: AgentProcess, ca: str, texts: list[str]):  # noqa: ANN202
+    """What the agent's gRPC port answers for `texts`, through the stock tritonclient.grpc client."""
+    import tritonclient.grpc as tc
+
+    client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=ca)
+    inp = tc.InferInput("text", [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+    try:
+        return client.infer("ws", [inp])
+    finally:
+        client.close()
+
+
 def _agent(ws, tmp_path, workers: int = 1) -> AgentProcess:
     out = tmp_path / "dev"
     enroll(ws, "dev1", "127.0.0.1:0", out)
@@ -51,7 +64,6 @@ def _agent(ws, tmp_path, workers: int = 1) -> AgentProcess:
 
 
 def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
-    import tritonclient.grpc as tc
 
     ws = packaged
     agent = _agent(ws, tmp_path, workers=2)
@@ -78,11 +90,7 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         assert config["parameters"]["variant"] == {"string_value": "fp32"}
         # the same texts through both ports: the same labels and probabilities
         texts = _texts(ws, 12)
-        grpc_client = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=ca)
-        inp = tc.InferInput("text", [len(texts)], "BYTES")
-        inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
-        expected = grpc_client.infer("ws", [inp])
-        grpc_client.close()
+        expected = _grpc_answer(agent, ca, texts)
         status, doc = rest.call("POST", "/v2/models/ws/infer", {
             "id": "r1", "inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
         assert status == 200, doc
@@ -168,7 +176,6 @@ def test_a_stock_tritonclient_http_client_with_binary_data(packaged, tmp_path):
     otherwise (a JSON header, its length in Inference-Header-Content-Length, the tensors' bytes after it); the agent
     took only JSON tensors, so a stock client failed against it. Now it answers as Triton does, binary or JSON per
     output as asked."""
-    import tritonclient.grpc as tc
     import tritonclient.http as th
 
     ws = packaged
@@ -177,11 +184,7 @@ def test_a_stock_tritonclient_http_client_with_binary_data(packaged, tmp_path):
     try:
         deploy(ws, "ws:1", "fp32", "dev1")
         texts = _texts(ws, 6)
-        g = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=ca)
-        gin = tc.InferInput("text", [len(texts)], "BYTES")
-        gin.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
-        expected = g.infer("ws", [gin])
-        g.close()
+        expected = _grpc_answer(agent, ca, texts)
         url = agent.rest_url.split("//")[1].removesuffix("/v2")
         client = th.InferenceServerClient(url, ssl=True, ssl_options={"ca_certs": ca})  # the workspace's CA
         assert client.is_server_live() and client.is_model_ready("ws")

@@ -139,30 +139,29 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     start.close()
     from runtime.backup import backup
 
+    def restored(archive: str, dest: str) -> str:
+        """What the Restored box says after the start page restores `archive` into `dest`."""
+        w = MainWindow(None)
+        qtbot.addWidget(w)
+        with qtbot.waitSignal(w.sig_workspace_loaded, timeout=120000):
+            w.start_page.restore(str(tmp_path / archive), str(tmp_path / dest))
+        said = w.restore_box.text()
+        w.restore_box.close()
+        w.close()
+        return said
+
     backup(ws, tmp_path / "no-data.tar.gz")
-    again = MainWindow(None)
-    qtbot.addWidget(again)
-    with qtbot.waitSignal(again.sig_workspace_loaded, timeout=120000):
-        again.start_page.restore(str(tmp_path / "no-data.tar.gz"), str(tmp_path / "restored-2"))
-    said = again.restore_box.text()
+    said = restored("no-data.tar.gz", "restored-2")
     # no remote: it said to pull "from a DVC remote (the workspace had none)"
     assert "the archive holds no data and the workspace had no DVC remote" in said, said
     assert "cdl data pull" not in said and "Pull every version" not in said, said
-    again.restore_box.close()
-    again.close()
     from runtime.datasets import remote_add
 
     remote_add(ws, "store", str(tmp_path / "store"))
     backup(ws, tmp_path / "with-remote.tar.gz")
-    third = MainWindow(None)
-    qtbot.addWidget(third)
-    with qtbot.waitSignal(third.sig_workspace_loaded, timeout=120000):
-        third.start_page.restore(str(tmp_path / "with-remote.tar.gz"), str(tmp_path / "restored-3"))
-    said = third.restore_box.text()
+    said = restored("with-remote.tar.gz", "restored-3")
     assert "`cdl data pull` fetches every dataset version from the DVC remote store" in said, said
     assert "the Dataset versions panel's Pull every version, then Check out the selected" in said, said
-    third.restore_box.close()
-    third.close()
 
 
 def test_screenshot_command(tmp_path, packaged):
