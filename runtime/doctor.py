@@ -64,6 +64,7 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     for sid in cfg.order():  # each step's own rules, which `cdl run` checks before it starts anything
         try:
             get_step(sid).check_params(cfg.params(sid))
+            get_step(sid).check_in(cfg.params(sid), cfg)
         except CdlError as exc:
             said = str(exc) if str(exc).startswith("cdl.yaml") else f"cdl.yaml: {exc}"
             add("workspace", "fail", said, "fix it in cdl.yaml or the step's Parameters dialog: `cdl "

@@ -56,6 +56,7 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
     for name, (_old, new) in changed.items():
         cfg.set_param(step, name, new)
     get_step(step).check_params(cfg.params(step))
+    get_step(step).check_in(cfg.params(step), cfg)
     text = cfg.to_yaml()
     parse_config(text, str(cfg.path))  # the whole pipeline, as `cdl run` will read it
     cfg.save()

@@ -507,7 +507,20 @@ def check_plan(cfg: PipelineConfig, plan: list[str], overrides: Mapping[str, Map
     the studio submits): a hand-edited cdl.yaml was checked only when its step started, after the steps before it
     had run. Raises ConfigError naming the field."""
     for sid in plan:
-        get_step(sid).check_params(cfg.params(sid, (overrides or {}).get(sid)))
+        params = cfg.params(sid, (overrides or {}).get(sid))
+        get_step(sid).check_params(params)
+        get_step(sid).check_in(params, _with(cfg, overrides))
+
+
+def _with(cfg: PipelineConfig, overrides: Mapping[str, Mapping[str, Any]] | None) -> PipelineConfig:
+    """The pipeline as this run sees it: cdl.yaml with the run's overrides (a step checks another's parameters)."""
+    if not overrides:
+        return cfg
+    out = cfg.copy()
+    for sid, values in overrides.items():
+        if sid in out.steps:
+            out.steps[sid] = {**out.steps[sid], **values}
+    return out
 
 
 def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:

@@ -113,6 +113,10 @@ class Step:
         """Checks beyond each parameter's type and range (a list's entries, a mapping's shape); raises
         ConfigError naming the field. The studio's Parameters dialog runs it before it saves."""
 
+    def check_in(self, params: dict[str, Any], config: PipelineConfig) -> None:
+        """Checks of the parameters against the rest of the pipeline (its task, another step's parameters), run
+        with check_params before a run starts anything; raises ConfigError naming the field."""
+
     def run(self, ctx: StepContext) -> StepResult:
         raise NotImplementedError
 

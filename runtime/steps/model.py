@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, GateFailed, NotFoundError, StepFailed
+from runtime.domain.errors import CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
@@ -21,6 +21,14 @@ def train_params(ctx: StepContext) -> dict[str, Any]:
     if "model.train" not in ctx.config.steps:
         raise StepFailed(ctx.step, "the pipeline has no model.train step (it holds framework and template)")
     return ctx.config.params("model.train")
+
+
+def check_template(config: Any, where: str) -> None:  # noqa: ANN401 - a PipelineConfig
+    """The cnn template takes images: in a text workspace it failed when the first model was built, a tuning study's
+    every trial with it ("no trial completed"), after the steps before had run."""
+    if "model.train" in config.steps and config.task == "text" and config.params("model.train")["template"] == "cnn":
+        raise ConfigError(f"{where}: model.train.template cnn takes images, and this workspace is for text (cdl.yaml: "
+                          "task: text): bbc-net or mlp")
 
 
 def framework_of(ctx: StepContext) -> str:
@@ -154,6 +162,9 @@ class TuneStep(Step):
             check_enqueued(list(params["enqueue"]), params.get("search_space") or DEFAULT_SPACE,
                            int(params.get("n_trials") or 12), "model.tune.enqueue")
 
+    def check_in(self, params: dict[str, Any], config: Any) -> None:  # noqa: ANN401
+        check_template(config, "model.tune")
+
     def run(self, ctx: StepContext) -> StepResult:
         import optuna
 
@@ -266,6 +277,9 @@ class TrainStep(Step):
         "with per-epoch metrics, early stopping and a content-addressed checkpoint; optionally refits on the "
         "whole training split.",
     )
+
+    def check_in(self, params: dict[str, Any], config: Any) -> None:  # noqa: ANN401
+        check_template(config, "model.train")
 
     def needs(self, params: dict[str, Any], config: Any) -> set[str]:
         tuned = params.get("use_tuned") and "model.tune" in config.steps

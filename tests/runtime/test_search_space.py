@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from runtime.domain.errors import ConfigError
@@ -50,3 +52,25 @@ def test_a_bad_search_space_in_cdl_yaml_stops_the_run_before_anything_runs(text_
     assert text_ws.store.last_step_runs() == {}
     # a plan without model.tune does not check it
     assert Runner(text_ws).run(until="data.import").steps[0].step == "data.import"
+
+
+def test_the_cnn_template_in_a_text_workspace_is_refused_before_anything_runs(text_ws):
+    """It failed when the first model was built: in model.tune, as every trial ("no trial completed"), after the
+    data steps had run. Refused at once, by `cdl run` (from cdl.yaml or --set), the Parameters dialog and the
+    doctor."""
+    from runtime.doctor import diagnose
+    from runtime.params import set_step_params
+
+    said = re.escape("model.train.template cnn takes images, and this workspace is for text (cdl.yaml: task: text)")
+    with pytest.raises(ConfigError, match=f"model.tune: {said}"):
+        Runner(text_ws).run(until="model.tune", overrides={"model.train": {"template": "cnn"}})
+    with pytest.raises(ConfigError, match=said):
+        set_step_params(text_ws, "model.train", {"template": "cnn"})
+    assert text_ws.config().params("model.train")["template"] == "bbc-net"
+    cfg = text_ws.config()
+    cfg.steps["model.train"]["template"] = "cnn"
+    cfg.save()
+    with pytest.raises(ConfigError, match=f"model.train: {said}"):
+        Runner(text_ws).run(steps=["model.train"])
+    assert text_ws.store.last_step_runs() == {}
+    assert any(re.search(said, c["detail"]) for c in diagnose(text_ws)["checks"] if c["status"] == "fail")
