@@ -121,6 +121,17 @@ class Step:
         raise NotImplementedError
 
 
+def misspelt(value: str, words: tuple[str, ...]) -> str | None:
+    """The word of `words` that a bare `value` (no ':', '@' or '/') is one or two letters from, if any: "champoin"
+    for champion was taken as a model's name, and failed only when the step ran."""
+    import difflib
+
+    if value in words or any(c in value for c in ":@/."):
+        return None
+    close = difflib.get_close_matches(value, words, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def hash_text(*parts: Any) -> str:
     h = hashlib.sha256()
     for p in parts:

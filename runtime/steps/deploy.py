@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, NotFoundError, StepFailed
+from runtime.domain.errors import CdlError, ConfigError, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.steps.base import Step, StepContext, StepResult, hash_text
+from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
 METHODS = ("dynamic_int8", "static_int8", "prune", "qat", "distill", "lowrank", "tensorrt")
 DEFAULT_METHODS: list[Any] = ["dynamic_int8", "static_int8"]
+
+
+TARGETS = ("champion", "challenger", "latest")  # deploy.export.model's words (else NAME:VERSION or NAME@ALIAS)
 
 
 def resolve_target(ctx: StepContext, ref: str):  # noqa: ANN201
@@ -101,7 +104,8 @@ class ExportStep(Step):
         inputs=(Port("champion", "model_version"),),
         outputs=(Port("onnx", "variant"),),
         params=(
-            ParamSpec("model", "str", "champion", "which model version: champion, challenger, latest, NAME:VERSION"),
+            ParamSpec("model", "str", "champion", "which model version: champion, challenger, latest, NAME:VERSION, "
+                      "NAME@ALIAS"),
             ParamSpec("parity_samples", "int", 128, "test samples for the parity check", minimum=1),
             ParamSpec("tolerance", "float", 1e-4, "largest allowed difference of probabilities", minimum=0.0),
         ),
@@ -111,6 +115,19 @@ class ExportStep(Step):
 
     def needs(self, params: dict[str, Any], config: Any) -> set[str]:
         return set()  # the model is found by its alias (a review through the CLI promotes it directly)
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """"champoin" was looked up as a model of that name ("model 'champoin' does not exist"). A bare NAME (its
+        latest version) is taken, unless it is one letter or two from champion, challenger or latest."""
+        ref = str(params.get("model") or "").strip()
+        if ref in TARGETS:
+            return
+        if not ref:
+            raise ConfigError(f"deploy.export.model: empty; expected {', '.join(TARGETS)}, NAME:VERSION or NAME@ALIAS")
+        close = misspelt(ref, TARGETS)
+        if close:
+            raise ConfigError(f"deploy.export.model: {ref!r}: did you mean {close!r}? (a model of that name: "
+                              f"{ref}:VERSION or {ref}@ALIAS)")
 
     reads = "the model to export"
 

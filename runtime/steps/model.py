@@ -14,7 +14,7 @@ import numpy as np
 from runtime.domain.errors import CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
-from runtime.steps.base import Step, StepContext, StepResult, hash_text
+from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
 
 def train_params(ctx: StepContext) -> dict[str, Any]:
@@ -277,6 +277,13 @@ class TrainStep(Step):
         "with per-epoch metrics, early stopping and a content-addressed checkpoint; optionally refits on the "
         "whole training split.",
     )
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        ref = str(params.get("init_from") or "").strip()
+        close = misspelt(ref, ("champion", "challenger")) if ref else None
+        if close:  # taken as a model's name, it failed after model.tune had run
+            raise ConfigError(f"model.train.init_from: {ref!r}: did you mean {close!r}? (a model of that name: "
+                              f"{ref}:VERSION; a weights file: a .pt, .keras or .h5 path)")
 
     def check_in(self, params: dict[str, Any], config: Any) -> None:  # noqa: ANN401
         check_template(config, "model.train")

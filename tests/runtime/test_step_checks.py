@@ -1,4 +1,4 @@
-"""model.tune's search space is checked against what training takes, and before a run starts anything."""
+"""A step's own rules (a search space, a template, a misspelt model word), checked before a run starts anything."""
 
 from __future__ import annotations
 
@@ -74,3 +74,25 @@ def test_the_cnn_template_in_a_text_workspace_is_refused_before_anything_runs(te
         Runner(text_ws).run(steps=["model.train"])
     assert text_ws.store.last_step_runs() == {}
     assert any(re.search(said, c["detail"]) for c in diagnose(text_ws)["checks"] if c["status"] == "fail")
+
+
+@pytest.mark.parametrize(("step", "param", "value", "said"), [
+    ("deploy.export", "model", "champoin", "deploy.export.model: 'champoin': did you mean 'champion'?"),
+    ("deploy.export", "model", "latets", "deploy.export.model: 'latets': did you mean 'latest'?"),
+    ("model.train", "init_from", "chmpion", "model.train.init_from: 'chmpion': did you mean 'champion'?"),
+])
+def test_a_misspelt_model_word_is_refused_before_anything_runs(text_ws, step, param, value, said):
+    """Taken as a model's name, "champoin" failed only when its step ran ("model 'champoin' does not exist"), after
+    the steps before it (model.tune for init_from)."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Runner(text_ws).run(until=step, overrides={step: {param: value}})
+    assert text_ws.store.last_step_runs() == {}
+
+
+def test_a_model_name_or_ref_is_still_taken():
+    from runtime.steps import get_step
+
+    for value in ("champion", "challenger", "latest", "bbc", "bbc:3", "bbc@champion"):
+        get_step("deploy.export").check_params({"model": value})
+    for value in ("", "champion", "bbc:2", "weights/old.pt", "/tmp/model.keras"):
+        get_step("model.train").check_params({"init_from": value})
