@@ -473,6 +473,25 @@ class PushStep(Step):
         "atomically, and records the deployment.",
     )
 
+    def check_in(self, params: dict[str, Any], config: Any) -> None:  # noqa: ANN401
+        """A variant that deploy.compress does not make, or deploy.package does not package, failed on every
+        device when the push ran, after export, compression and revision."""
+        from runtime.devices import SERVED
+
+        variant = params["variant"]
+        if variant in ("fp32", SERVED) or "deploy.compress" not in config.steps:
+            return
+        made = ["fp32", *(name for name, _, _ in _methods(config.params("deploy.compress")["methods"]))]
+        packaged = config.params("deploy.package").get("variants") if "deploy.package" in config.steps else None
+        if variant not in made:
+            close = difflib.get_close_matches(variant, made, n=1)
+            raise ConfigError(f"deploy.push.variant: {variant!r} is no variant deploy.compress makes"
+                              + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; it makes {', '.join(made)} (or {SERVED}: what each device serves now)")
+        if packaged and variant not in packaged:
+            raise ConfigError(f"deploy.push.variant: {variant!r} is not among deploy.package.variants "
+                              f"({', '.join(packaged)}), so it has no bundle to push")
+
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.devices import deploy
 

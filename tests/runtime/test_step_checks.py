@@ -96,3 +96,23 @@ def test_a_model_name_or_ref_is_still_taken():
         get_step("deploy.export").check_params({"model": value})
     for value in ("", "champion", "bbc:2", "weights/old.pt", "/tmp/model.keras"):
         get_step("model.train").check_params({"init_from": value})
+
+
+@pytest.mark.parametrize(("push", "package", "said"), [
+    ("dynamic_int9", None, "deploy.push.variant: 'dynamic_int9' is no variant deploy.compress makes (did you mean "
+     "'dynamic_int8'?); it makes fp32, dynamic_int8, static_int8, prune, distill, lowrank, qat, tensorrt (or served: "
+     "what each device serves now)"),
+    ("static_int8", ["fp32", "dynamic_int8"], "deploy.push.variant: 'static_int8' is not among "
+     "deploy.package.variants (fp32, dynamic_int8), so it has no bundle to push"),
+])
+def test_a_variant_the_pipeline_does_not_make_is_refused_before_anything_runs(text_ws, push, package, said):
+    """It failed on every device when deploy.push ran, after export, compression, revision and packaging."""
+    overrides = {"deploy.push": {"variant": push}, **({"deploy.package": {"variants": package}} if package else {})}
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Runner(text_ws).run(until="deploy.push", overrides=overrides)
+    assert text_ws.store.last_step_runs() == {}
+    Runner(text_ws).plan(text_ws.config(), until="deploy.push")  # fp32 and served are always taken
+    from runtime.jobs.runner import check_plan
+
+    for ok in ("fp32", "served", "dynamic_int8"):
+        check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"variant": ok}})
