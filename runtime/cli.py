@@ -1073,6 +1073,8 @@ def devices_collect(obj: dict[str, Any], names: tuple[str, ...], as_json: bool) 
     doc = collect(_ws(obj), list(names) or None, log=lambda m: None if as_json else click.echo(m))
     if as_json:
         _dump(doc)
+    elif not doc:  # it printed nothing at all
+        _nothing_yet("no devices enrolled, so nothing to collect: `cdl devices enroll NAME --address HOST:PORT`")
     if any("error" in v for v in doc.values()):
         sys.exit(1)
 
@@ -1106,6 +1108,9 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
     if as_json:
         _dump(doc)
         return
+    if not doc["deployments"]:
+        _nothing_yet(f"no deployments{f' to {name}' if name else ''} yet: `cdl deploy NAME:VERSION --device D` (or "
+                     "deploy.push) makes one")
     for d in doc["deployments"]:
         click.echo(f"{d['time'][:19]} {d['device']:<12} {d['action']:<8} {d['ref']} {d['status']} {d['message']}")
 

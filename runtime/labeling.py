@@ -411,7 +411,13 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     if ref is None:
         name = (cfg.steps.get("model.register") or {}).get("name") or cfg.name
         ref = f"{name}@champion"
-    mv = ws.store.resolve_model(ref)
+        try:
+            mv = ws.store.resolve_model(ref)
+        except NotFoundError as exc:  # it said only "model ws has no version with alias 'champion'"
+            raise NotFoundError(f"{exc}: suggestions come from the champion; approve a version (`cdl models review "
+                                f"{name}:N --approve`, the review panel) or name one (`--model {name}:N`)") from None
+    else:
+        mv = ws.store.resolve_model(ref)
     q = LabelQueue(ws)
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}

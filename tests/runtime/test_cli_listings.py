@@ -22,6 +22,9 @@ def test_empty_listings_say_what_would_fill_them(text_ws):
         ("data", "report"): "no dataset version yet, so no validation report",
         ("data", "remote", "list"): "no DVC remotes: `cdl data remote add NAME URL`",
         ("proposals", "list"): "no retrain proposals: deploy.maintain makes one when deploy.monitor finds drift",
+        # these two printed nothing at all
+        ("devices", "collect"): "no devices enrolled, so nothing to collect: `cdl devices enroll NAME",
+        ("devices", "history"): "no deployments yet: `cdl deploy NAME:VERSION --device D` (or deploy.push) makes one",
     }
     for args, said in expected.items():
         r = _cdl(text_ws, *args)
@@ -59,3 +62,13 @@ def test_a_version_without_variants_says_how_to_make_them(text_ws):
     text_ws.store.put_variant("bbc", 1, "fp32")
     r = _cdl(text_ws, "package", "bbc:1:static_int8", "-o", str(text_ws.root / "b.cdlb"))
     assert r.exit_code == 2 and "bbc:1 has no variant 'static_int8' (built: fp32)" in r.stderr, r.output
+
+
+def test_suggestions_without_a_champion_say_how_to_get_one(text_ws):
+    """It said only "model ws has no version with alias 'champion'"."""
+    text_ws.store.register_model("ws", framework="torch", template="text-classification", dataset_version="v1",
+                                 transform="t", metrics={"test_accuracy": 0.9})
+    r = _cdl(text_ws, "labels", "suggest")
+    assert r.exit_code == 2, r.output
+    assert "suggestions come from the champion; approve a version (`cdl models review ws:N --approve`, the review " \
+        "panel) or name one (`--model ws:N`)" in r.stderr, r.stderr
