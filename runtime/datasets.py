@@ -119,10 +119,15 @@ def checkout(ws: Workspace, version: str) -> dict[str, Any]:
     return {"version": v.id, "items": len(rows), "dvc_hash": v.dvc_hash}
 
 
+def remote_name_ok(name: str) -> bool:
+    """A DVC remote's name: letters, digits, - and _ (the studio's Add remote… dialog checks it as it is typed)."""
+    return bool(name) and name.replace("-", "").replace("_", "").isalnum()
+
+
 def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict[str, Any]:
     """A DVC remote for the dataset versions (a folder, s3://, ssh://, gs://, ...: whatever DVC supports and has
     its plugin installed), in .dvc/config, committed to the workspace's git."""
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
+    if not remote_name_ok(name):
         raise WorkspaceError(f"bad remote name {name!r}: letters, digits, - and _")
     if "://" not in url:  # a folder: absolute, so the workspace finds it from anywhere
         from pathlib import Path

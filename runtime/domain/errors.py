@@ -34,3 +34,12 @@ class StepFailed(CdlError):
 
 class GateFailed(StepFailed):
     """An evaluation gate was not met (a failed gate fails the step and the CI run)."""
+
+
+def did_you_mean(value: object, known: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for the known word closest to a misspelt `value`, or '' when none is close: what an
+    error about an unknown name adds."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -7,7 +7,6 @@ registry is on PostgreSQL.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import ConfigError, NotFoundError, StepFailed
+from runtime.domain.errors import ConfigError, NotFoundError, StepFailed, did_you_mean
 from runtime.store import Store
 
 PLAN_ATTR = "cdl"  # the study's user attribute holding the StudyPlan
@@ -99,10 +98,8 @@ def check_space(space: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}.{name}: not tunable: a trial trains up to max_epochs with no early stopping, "
                               "and ASHA stops the poor ones sooner (model.tune's max_epochs, min_epochs)")
         if name not in TUNABLE:
-            close = difflib.get_close_matches(str(name), TUNABLE, n=1)
-            raise ConfigError(f"{where}.{name}: training takes no such parameter"
-                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f"; tunable: {', '.join(TUNABLE)}")
+            raise ConfigError(f"{where}.{name}: training takes no such parameter{did_you_mean(name, TUNABLE)}; "
+                              f"tunable: {', '.join(TUNABLE)}")
         if not isinstance(d, dict) or d.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"{where}.{name}: expected {{type: float|int|categorical, ...}}")
         if d["type"] == "categorical":

@@ -6,14 +6,13 @@ file (an artifact) that takes the preprocessed tensor and gives class probabilit
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, ConfigError, NotFoundError, StepFailed
+from runtime.domain.errors import CdlError, ConfigError, NotFoundError, StepFailed, did_you_mean
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
@@ -219,10 +218,8 @@ def _check_options(method: str, opts: dict[str, Any], where: str) -> None:
                 raise CdlError(f"{where}.name: expected the variant's name, a non-empty string")
             continue
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            raise CdlError(f"{where}: {method} has no option {key!r}"
-                           + (f" (did you mean {close[0]!r}?)" if close else "")
-                           + f"; its options: {', '.join([*known, 'name']) if known else 'name only'}")
+            raise CdlError(f"{where}: {method} has no option {key!r}{did_you_mean(key, list(known))}; its options: "
+                           f"{', '.join([*known, 'name']) if known else 'name only'}")
         said = known[key](value)
         if said:
             raise CdlError(f"{where}.{key}: {said}, got {value!r}")
@@ -484,10 +481,9 @@ class PushStep(Step):
         made = ["fp32", *(name for name, _, _ in _methods(config.params("deploy.compress")["methods"]))]
         packaged = config.params("deploy.package").get("variants") if "deploy.package" in config.steps else None
         if variant not in made:
-            close = difflib.get_close_matches(variant, made, n=1)
             raise ConfigError(f"deploy.push.variant: {variant!r} is no variant deploy.compress makes"
-                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f"; it makes {', '.join(made)} (or {SERVED}: what each device serves now)")
+                              f"{did_you_mean(variant, made)}; it makes {', '.join(made)} (or {SERVED}: what each "
+                              "device serves now)")
         if packaged and variant not in packaged:
             raise ConfigError(f"deploy.push.variant: {variant!r} is not among deploy.package.variants "
                               f"({', '.join(packaged)}), so it has no bundle to push")

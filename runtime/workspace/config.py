@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from edge_agent.proto.files import as_if_opened
-from runtime.domain.errors import ConfigError
+from runtime.domain.errors import ConfigError, did_you_mean
 
 CONFIG_NAME = "cdl.yaml"
 TASKS = ("text", "image")
@@ -214,13 +214,10 @@ LABELING_KEYS = ("from_name", "to_name", "classes")
 
 
 def _known_keys(doc: Mapping[str, Any], known: tuple[str, ...], where: str, prefix: str) -> None:
-    import difflib
-
     for key in doc:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            raise ConfigError(f"{where}: {prefix}{key}: unknown setting" + (f" (did you mean {close[0]!r}?)" if close
-                                                                           else "") + f"; known: {', '.join(known)}")
+            raise ConfigError(f"{where}: {prefix}{key}: unknown setting{did_you_mean(key, known)}; known: "
+                              f"{', '.join(known)}")
 
 
 def load_config(path: Path) -> PipelineConfig:

@@ -65,7 +65,9 @@ class RemoteDialog(QDialog):
 
     def accept(self) -> None:
         name, url = self.name.text().strip(), self.url.text().strip()
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
+        from runtime.datasets import remote_name_ok
+
+        if not remote_name_ok(name):
             self.error.setText("the name: letters, digits, - and _")
             return
         if name in self.remotes:
