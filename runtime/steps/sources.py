@@ -166,7 +166,6 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
     }
     if kind not in readers:
         raise DataImportError(f"{path}: unknown source kind {kind!r} (known: {', '.join(readers)})")
-    check_kind_options(path, kind, opts)
     if not path.exists():
         raise DataImportError(f"{path}: does not exist")
     if path.is_file() and path.stat().st_size == 0:
