@@ -59,12 +59,11 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     except CdlError as exc:
         add("workspace", "fail", str(exc), "fix cdl.yaml (the error names the field)")
         return {"workspace": str(ws.root), "checks": out, "failed": True}
-    from runtime.steps import get_step
+    from runtime.jobs.runner import check_plan
 
-    for sid in cfg.order():  # each step's own rules, which `cdl run` checks before it starts anything
+    for sid in cfg.order():  # each step's own rules, as `cdl run` checks them before it starts anything
         try:
-            get_step(sid).check_params(cfg.params(sid))
-            get_step(sid).check_in(cfg.params(sid), cfg)
+            check_plan(cfg, [sid])
         except CdlError as exc:
             said = str(exc) if str(exc).startswith("cdl.yaml") else f"cdl.yaml: {exc}"
             add("workspace", "fail", said, "fix it in cdl.yaml or the step's Parameters dialog: `cdl "
