@@ -6,6 +6,9 @@
     GET  /v2/models/NAME[/versions/V]               model metadata
     GET  /v2/models/NAME[/versions/V]/ready         200, or 400
     GET  /v2/models/NAME[/versions/V]/config        Triton's model configuration, as ModelConfig gives it
+    GET  /v2/models[/NAME[/versions/V]]/stats       Triton's statistics extension, as ModelStatistics gives them
+    POST /v2/repository/index                       Triton's repository index: [{"name", "version", "state",
+                                                     "reason"}] ({"ready": true} in the body: only the active one)
     POST /v2/models/NAME[/versions/V]/infer         {"id", "inputs": [{"name", "shape", "datatype", "data"}],
                                                      "outputs": [{"name", "parameters": {"classification":
                                                      K}}]} -> {"model_name", "model_version",
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 
 from edge_agent.proto import open_inference_pb2 as ipb
 from edge_agent.proto.tensors import deserialize_bytes
@@ -199,16 +203,54 @@ def response_json(resp: ipb.ModelInferResponse, binary: set[str] | None = frozen
     return doc, b"".join(tail)
 
 
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def message_json(msg: Any) -> dict[str, Any]:  # noqa: ANN401
+    """A protobuf message as Triton's REST port writes it: its field names, every field (zeros too), and 64-bit
+    integers as JSON numbers (protobuf's own JSON makes them strings, which tritonclient.http's users would get)."""
+    from google.protobuf.json_format import MessageToDict
+
+    def numbers(doc: Any, desc: Any) -> Any:  # noqa: ANN401
+        for f in desc.fields:
+            if f.name not in doc:
+                continue
+            many = f.label == FieldDescriptor.LABEL_REPEATED
+            if f.message_type is not None and not f.message_type.GetOptions().map_entry:
+                for d in doc[f.name] if many else [doc[f.name]]:
+                    numbers(d, f.message_type)
+            elif f.type in _INT64:
+                doc[f.name] = [int(v) for v in doc[f.name]] if many else int(doc[f.name])
+        return doc
+
+    return numbers(MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True),
+                   msg.DESCRIPTOR)
+
+
 def _tensors(ts: Any) -> list[dict[str, Any]]:  # noqa: ANN401
     return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]
 
 
+def _json_body(body: bytes) -> dict[str, Any]:
+    """A request's JSON object; an empty body is {}."""
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _HttpError(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _HttpError(400, f"the body is {type(doc).__name__} JSON: an object is wanted")
+    return doc
+
+
 async def route(servicer: Inference, method: str, path: str, headers: dict[str, str], body: bytes
-                ) -> tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], bytes]:
+                ) -> tuple[int, Any] | tuple[int, dict[str, Any], bytes]:
     """(HTTP status, JSON body[, binary data after it]) for one request."""
     ctx = _Context(headers)
     parts = [p for p in path.split("?", 1)[0].split("/") if p]
-    want = "POST" if parts[-1:] == ["infer"] else "GET"
+    want = "POST" if parts[-1:] == ["infer"] or parts == ["v2", "repository", "index"] else "GET"
     if method not in (want, "HEAD" if want == "GET" else want):
         raise _HttpError(405, f"{path}: use {want}")
     if parts == ["v2"]:
@@ -219,6 +261,14 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
             return 200, {"live": (await servicer.ServerLive(ipb.ServerLiveRequest(), ctx)).live}
         ready = (await servicer.ServerReady(ipb.ServerReadyRequest(), ctx)).ready
         return (200 if ready else 400), {"ready": ready}
+    if parts == ["v2", "models", "stats"]:  # every model's (the agent serves one)
+        return 200, message_json(await servicer.ModelStatistics(ipb.ModelStatisticsRequest(), ctx))
+    if parts == ["v2", "repository", "index"]:
+        ready = _json_body(body).get("ready", False)
+        if not isinstance(ready, bool):
+            raise _HttpError(400, f"'ready' is {ready!r}: true or false")
+        r = await servicer.RepositoryIndex(ipb.RepositoryIndexRequest(ready=ready), ctx)
+        return 200, [message_json(m) for m in r.models]
     if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
         name, rest, version = parts[2], parts[3:], ""
         if rest[:1] == ["versions"] and len(rest) >= 2:
@@ -231,13 +281,11 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
             ready = (await servicer.ModelReady(ipb.ModelReadyRequest(name=name, version=version), ctx)).ready
             return (200 if ready else 400), {"name": name, "ready": ready}
         if rest == ["config"]:
-            from google.protobuf.json_format import MessageToDict
-
-            c = (await servicer.ModelConfig(ipb.ModelConfigRequest(name=name, version=version), ctx)).config
-            doc = MessageToDict(c, preserving_proto_field_name=True)
-            for t in doc.get("input", []) + doc.get("output", []):
-                t["dims"] = [int(d) for d in t.get("dims", [])]  # int64 is a string in protobuf's JSON
-            return 200, doc
+            return 200, message_json((await servicer.ModelConfig(ipb.ModelConfigRequest(name=name, version=version),
+                                                                 ctx)).config)
+        if rest == ["stats"]:
+            return 200, message_json(await servicer.ModelStatistics(
+                ipb.ModelStatisticsRequest(name=name, version=version), ctx))
         if rest == ["infer"]:
             header, binary = body, b""
             if "inference-header-content-length" in headers:  # Triton's binary data extension
@@ -256,7 +304,8 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
             req, binary_out = request_from_json(doc, name, version, binary)
             resp = await servicer.ModelInfer(req, ctx)
             return (200, *response_json(resp, binary_out))
-    raise _HttpError(404, f"{path}: not a path of the protocol (/v2, /v2/health/ready, /v2/models/NAME[/infer])")
+    raise _HttpError(404, f"{path}: not a path of the protocol (/v2, /v2/health/ready, /v2/models/NAME[/infer], "
+                          "/v2/models/NAME/stats, /v2/repository/index)")
 
 
 class RestServer:

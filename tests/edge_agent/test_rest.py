@@ -85,8 +85,9 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         assert status == 200 and meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
         assert [o["name"] for o in meta["outputs"]] == ["probabilities", "label", "confidence"]
         status, config = rest.call("GET", "/v2/models/ws/config")
-        assert status == 200 and config["platform"] == "onnxruntime_onnx" and "max_batch_size" not in config  # 0
-        assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
+        assert status == 200 and config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 0
+        # every field, zeros too, as Triton writes a configuration
+        assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1], "format": "FORMAT_NONE"}]
         assert config["parameters"]["variant"] == {"string_value": "fp32"}
         # the same texts through both ports: the same labels and probabilities
         texts = _texts(ws, 12)
@@ -209,6 +210,18 @@ def test_a_stock_tritonclient_http_client_with_binary_data(packaged, tmp_path):
         top = client.infer("ws", [inp], outputs=[th.InferRequestedOutput("probabilities", class_count=2)])
         first = top.as_numpy("probabilities")
         assert first.shape == (6, 2) and first[0, 0].decode().endswith(":" + expected.as_numpy("label")[0].decode())
+        # Triton's statistics and repository index over REST too (the server metadata names the extension; these
+        # paths were 404): four requests of six texts so far, one over gRPC; counts are JSON numbers, as Triton's
+        assert "statistics" in client.get_server_metadata()["extensions"]
+        for stats in (client.get_inference_statistics("ws"), client.get_inference_statistics(),
+                      client.get_inference_statistics("ws", model_version="1")):
+            (st,) = stats["model_stats"]
+            assert (st["name"], st["version"], st["inference_count"]) == ("ws", "1", 24), st
+            assert st["inference_stats"]["success"]["count"] == 4 and st["inference_stats"]["fail"]["count"] == 0
+            assert st["inference_stats"]["compute_infer"]["ns"] > 0
+        with pytest.raises(Exception, match="version 9 is not loaded"):
+            client.get_inference_statistics("ws", model_version="9")
+        assert client.get_model_repository_index() == [{"name": "ws", "version": "1", "state": "READY", "reason": ""}]
         client.close()
         # a binary_data_size the body does not hold, or bytes left over, refused by name
         rest = _Rest(agent.rest_url, ca)
