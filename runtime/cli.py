@@ -1129,12 +1129,16 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
               help="requests each canary must answer while watched (0: no traffic is no verdict against it)")
 @click.option("--check-drift", is_flag=True, help="also check each canary's predictions while watched for drift "
               "(deploy.monitor's tests and settings); drift rolls it back")
+@click.option("--json", "as_json", is_flag=True, help="what was done to each device, as `devices history --json` "
+              "lists it (the progress goes to stderr)")
 @click.pass_obj
 def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_devices: bool, no_activate: bool,
-           canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool) -> None:
-    """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it."""
+           canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool,
+           as_json: bool) -> None:
+    """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it. Exit 1 when a device
+    fails or a canary does badly, 2 for input errors (before any device is touched)."""
     from runtime.bundles import bundle_path
-    from runtime.devices import deploy_each
+    from runtime.devices import deploy_each, history_json
 
     model, variant = _ref_variant(ref)
     ws = _ws(obj)
@@ -1150,23 +1154,33 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
         ws.store.device(d)
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
     if canary:
-        from runtime.devices import check_canary, drift_settings, staged_deploy
-
         if no_activate:
             raise CdlError("--canary activates the model on the canaries to watch them: leave out --no-activate")
+        from runtime.devices import check_canary
+
         check_canary(len(device_names), canary)  # an input error (exit 2), before any device is touched
-        try:
-            staged_deploy(ws, model, variant, list(device_names), canary, watch_s, max_error_rate, min_requests,
-                          log=click.echo, drift=drift_settings(ws) if check_drift else None)
-        except CdlError as exc:  # a rollout that stopped: exit 1, as a failed step
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        return
-    if check_drift:
+    elif check_drift:
         raise CdlError("--check-drift checks the canaries: give --canary N")
-    errors = deploy_each(ws, model, variant, list(device_names), not no_activate, log=click.echo)
-    for e in errors:
-        click.echo(f"error: {e}", err=True)
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    since = max((d.id for d in ws.store.deployments()), default=0)
+    verdicts = None
+    if canary:
+        from runtime.devices import drift_settings, staged_deploy
+
+        try:
+            verdicts = staged_deploy(ws, model, variant, list(device_names), canary, watch_s, max_error_rate,
+                                     min_requests, log=log, drift=drift_settings(ws) if check_drift else None)["canary"]
+            errors = []
+        except CdlError as exc:  # a rollout that stopped: exit 1, as a failed step
+            errors = [str(exc)]
+    else:
+        errors = deploy_each(ws, model, variant, list(device_names), not no_activate, log=log)
+    if as_json:
+        _dump({"ref": mv.ref, "variant": variant, "ok": not errors, "errors": errors, "canary": verdicts,
+               "deployments": [d for d in history_json(ws)["deployments"] if d["id"] > since]})
+    else:
+        for e in errors:
+            click.echo(f"error: {e}", err=True)
     if errors:
         sys.exit(1)
 
@@ -1192,8 +1206,10 @@ def serve_cmd(obj: dict[str, Any], ref: str, listen: str, workers: int, http: st
 
 @cli.command()
 @click.option("--device", "device_name", required=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='{"device", "ok", "error", "active": {"name", "version", "variant", "bundle_id"}}')
 @click.pass_obj
-def rollback(obj: dict[str, Any], device_name: str) -> None:
+def rollback(obj: dict[str, Any], device_name: str, as_json: bool) -> None:
     """Switch a device back to its previous model. Exit 1 when the device refuses or does not answer (as
     `cdl deploy`), 2 for an unknown device."""
     from runtime.devices import DeviceError
@@ -1202,8 +1218,15 @@ def rollback(obj: dict[str, Any], device_name: str) -> None:
     try:
         res = do_rollback(_ws(obj), device_name)
     except DeviceError as exc:
-        click.echo(f"error: {exc}", err=True)
+        if as_json:
+            _dump({"device": device_name, "ok": False, "error": str(exc), "active": None})
+        else:
+            click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    if as_json:
+        _dump({"device": device_name, "ok": True, "error": None,
+               "active": {k: res[k] for k in ("name", "version", "variant", "bundle_id")}})
+        return
     click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
 
 

@@ -431,14 +431,35 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
     assert "dev2 answered 0 request(s) in 1 s, fewer than 3: not enough to judge" in out.stderr
     assert "dev1 not touched" in out.stderr and "dev2: rolled back" in out.stdout
     assert active("dev1") == active("dev2") == "dynamic_int8"
+    # the same with --json, for a CI job: what was done to each device on stdout, the progress on stderr
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:static_int8",
+                          "--device", "dev2", "--device", "dev1", "--canary", "1", "--watch", "1", "--min-requests",
+                          "3", "--json"], capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["ref"], doc["variant"], doc["ok"], doc["canary"]) == ("ws:1", "static_int8", False, None)
+    assert len(doc["errors"]) == 1 and "fewer than 3: not enough to judge" in doc["errors"][0]
+    assert [(d["device"], d["action"], d["ref"], d["status"]) for d in doc["deployments"]] == [
+        ("dev2", "deploy", "ws:1:static_int8", "done"), ("dev2", "rollback", "ws:1:dynamic_int8", "done")]
+    assert "canary dev2: watching" in out.stderr and "dev2: rolled back" in out.stderr
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1", "--device",
                           "dev1", "--canary", "1"], capture_output=True, text=True)
     assert out.returncode == 2 and "--canary needs two devices or more" in out.stderr
     # --all: every enrolled device (in name order: dev1 is the canary here)
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:fp32", "--all",
-                          "--canary", "1", "--watch", "1"], capture_output=True, text=True)
+                          "--canary", "1", "--watch", "1", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "canary dev1: watching" in out.stdout and active("dev1") == active("dev2") == "fp32"
+    assert "canary dev1: watching" in out.stderr and active("dev1") == active("dev2") == "fp32"
+    doc = json.loads(out.stdout)
+    assert doc["ok"] and doc["errors"] == [] and doc["canary"] == {"dev1": {"requests": 0, "errors": 0}}
+    assert [(d["device"], d["action"], d["ref"], d["message"]) for d in doc["deployments"]] == [
+        ("dev1", "deploy", "ws:1:fp32", "activated"), ("dev2", "deploy", "ws:1:fp32", "activated")]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "rollback", "--device", "dev1",
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["device"], doc["ok"], doc["active"]["variant"]) == ("dev1", True, "dynamic_int8"), doc
+    assert active("dev1") == "dynamic_int8"
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "or give --all for every enrolled one" in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -460,7 +461,12 @@ def test_rollback_of_an_unknown_device_is_an_input_error_and_leaves_no_history(t
     enroll(text_ws, "gone", "127.0.0.1:9", tmp_path / "gone")
     out = rollback("gone")
     assert out.returncode == 1 and "device gone: rollback failed: UNAVAILABLE" in out.stderr, out.stderr
-    assert [(d.device, d.action, d.status) for d in text_ws.store.deployments()] == [("gone", "rollback", "failed")]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "rollback", "--device", "gone",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1 and (doc["device"], doc["ok"], doc["active"]) == ("gone", False, None), out.stdout
+    assert "rollback failed: UNAVAILABLE" in doc["error"]
+    assert [(d.device, d.action, d.status) for d in text_ws.store.deployments()] == [("gone", "rollback", "failed")] * 2
 
 
 @pytest.mark.parametrize(("added", "said"), [
