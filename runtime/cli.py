@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from runtime import __version__
-from runtime.domain.errors import CdlError
+from runtime.domain.errors import CdlError, NotFoundError
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -33,12 +33,26 @@ def _ws(obj: dict[str, Any]):
     return Workspace(Path(root))
 
 
-def _ref_variant(ref: str) -> tuple[str, str]:
-    """'NAME:VERSION[:VARIANT]' -> ('NAME:VERSION', VARIANT or 'fp32')."""
-    parts = ref.split(":")
-    if len(parts) not in (2, 3) or not parts[1].isdigit():
-        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT], e.g. bbc:3:static_int8")
-    return ":".join(parts[:2]), parts[2] if len(parts) == 3 else "fp32"
+def _ref_variant(ws: Any, ref: str) -> tuple[Any, str]:  # noqa: ANN401
+    """'NAME:VERSION[:VARIANT]', where VERSION may be an alias (champion, challenger; NAME@ALIAS too) or latest ->
+    (the model version, VARIANT or 'fp32'). `cdl package w1:champion` was refused ("expected NAME:VERSION"), so a
+    script had to look the number up first."""
+    parts = ref.replace("@", ":", 1).split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise CdlError(f"{ref!r}: expected NAME:VERSION[:VARIANT], e.g. bbc:3:static_int8 or bbc:champion")
+    name, which = parts[0], parts[1]
+    try:
+        mv = ws.store.model_version(name, int(which) if which.isdigit() else None if which == "latest" else which)
+    except NotFoundError as exc:
+        if which.isdigit() or len(parts) == 3 or not ws.store.model_versions(name):
+            raise
+        from runtime.domain.errors import did_you_mean
+
+        aliases = sorted({a for v in ws.store.model_versions(name) for a in v.aliases} | {"latest"})
+        close = did_you_mean(which, aliases)
+        raise NotFoundError(f"{exc}{close}; its aliases: {', '.join(aliases)}" + (
+            "" if close else f"; a variant comes third: {name}:champion:{which}")) from None
+    return mv, parts[2] if len(parts) == 3 else "fp32"
 
 
 def _dump(data: Any) -> None:
@@ -466,12 +480,16 @@ def data_diff(obj: dict[str, Any], v1: str, v2: str, as_json: bool) -> None:
 
 @data.command("checkout")
 @click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help='{"version", "items", "dvc_hash"}')
 @click.pass_obj
-def data_checkout(obj: dict[str, Any], version: str) -> None:
+def data_checkout(obj: dict[str, Any], version: str, as_json: bool) -> None:
     """Restore data/dataset to VERSION (DVC checkout)."""
     from runtime.datasets import checkout
 
     doc = checkout(_ws(obj), version)
+    if as_json:
+        _dump(doc)
+        return
     click.echo(f"checked out {doc['version']} ({doc['items']} items)")
 
 
@@ -484,12 +502,16 @@ def data_remote() -> None:
 @click.argument("name")
 @click.argument("url")
 @click.option("--no-default", is_flag=True, help="add it without making it the default remote")
+@click.option("--json", "as_json", is_flag=True, help='{"remote", "url", "default", "replaced_default"}')
 @click.pass_obj
-def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool) -> None:
+def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool, as_json: bool) -> None:
     """Add a DVC remote: a folder (a mounted backup disk), s3://, ssh://, ... (DVC's own remotes)."""
     from runtime.datasets import remote_add
 
     doc = remote_add(_ws(obj), name, url, not no_default)
+    if as_json:
+        _dump(doc)
+        return
     click.echo(f"remote {doc['remote']}: {doc['url']}{' (default)' if doc['default'] else ''}")
     if doc["replaced_default"]:
         click.echo(f"it is the default in place of {doc['replaced_default']}: `cdl data push` sends the dataset "
@@ -497,10 +519,14 @@ def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool) 
 
 
 @data_remote.command("list")
+@click.option("--json", "as_json", is_flag=True, help='{"remotes": [{"name", "url", "default"}]}')
 @click.pass_obj
-def data_remote_list(obj: dict[str, Any]) -> None:
+def data_remote_list(obj: dict[str, Any], as_json: bool) -> None:
     """The DVC remotes, the default one first."""
     remotes = _ws(obj).dvc.remotes()
+    if as_json:
+        _dump({"remotes": [{"name": n, "url": u, "default": i == 0} for i, (n, u) in enumerate(remotes.items())]})
+        return
     if not remotes:
         _nothing_yet("no DVC remotes: `cdl data remote add NAME URL` adds one (a folder, s3://, ssh://, ...)")
     for i, (name, url) in enumerate(remotes.items()):
@@ -948,13 +974,17 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("ref")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True, help='{"ref", "variant", "path", "sha256", "size_bytes"}')
 @click.pass_obj
-def package(obj: dict[str, Any], ref: str, output: Path) -> None:
+def package(obj: dict[str, Any], ref: str, output: Path, as_json: bool) -> None:
     """Write the signed bundle of NAME:VERSION[:VARIANT] (default variant fp32) to a file."""
     from runtime.bundles import package as do_package
 
-    model, variant = _ref_variant(ref)
-    info = do_package(_ws(obj), model, variant, output)
+    mv, variant = _ref_variant(_ws(obj), ref)
+    info = do_package(_ws(obj), mv.ref, variant, output)
+    if as_json:
+        _dump({"ref": mv.ref, **info})
+        return
     click.echo(f"wrote {output} ({info['size_bytes'] / 1024:.0f} KiB, sha256 {info['sha256']})")
 
 
@@ -1140,16 +1170,15 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
     from runtime.bundles import bundle_path
     from runtime.devices import deploy_each, history_json
 
-    model, variant = _ref_variant(ref)
     ws = _ws(obj)
+    mv, variant = _ref_variant(ws, ref)  # what was asked for must exist before any device is touched (exit 2)
+    model = mv.ref
     if all_devices == bool(device_names):
         raise CdlError("name the devices with --device NAME (repeat for more), or give --all for every enrolled one")
     if all_devices:
         device_names = tuple(sorted(d.name for d in ws.store.devices()))
         if not device_names:
             raise CdlError("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
-    # what was asked for must exist before any device is touched: a wrong name is an input error (exit 2)
-    mv = ws.store.resolve_model(model)
     for d in device_names:
         ws.store.device(d)
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
@@ -1199,8 +1228,8 @@ def serve_cmd(obj: dict[str, Any], ref: str, listen: str, workers: int, http: st
     folder; nothing recorded, all deleted at Ctrl-C), to try it with tritonclient before it goes to a device."""
     from runtime.serve import serve_model
 
-    model, variant = _ref_variant(ref)
-    serve_model(_ws(obj), model, variant, listen, workers, log=lambda m: click.echo(m), parent_pid=parent_pid,
+    mv, variant = _ref_variant(_ws(obj), ref)
+    serve_model(_ws(obj), mv.ref, variant, listen, workers, log=lambda m: click.echo(m), parent_pid=parent_pid,
                 http=http)
 
 

@@ -267,6 +267,8 @@ class ModelRegistryMixin:
                 r = s.execute(select(t.SqlAlias).where(t.SqlAlias.name == name, t.SqlAlias.alias == version,
                                                        t.SqlAlias.until.is_(None))).scalar_one_or_none()
                 if r is None:
+                    if not self.model_versions(name):
+                        raise NotFoundError(self._no_model(name))
                     raise NotFoundError(f"model {name} has no version with alias {version!r}")
                 version = r.version
             q = select(t.SqlModelVersion).where(t.SqlModelVersion.name == name)
@@ -278,9 +280,12 @@ class ModelRegistryMixin:
                 if versions:  # the model exists, this version does not
                     have = f"versions {versions[0]} to {versions[-1]}" if len(versions) > 1 else "version 1"
                     raise NotFoundError(f"model {name} has no version {version} ({have})")
-                known = sorted({m.name for m in self.model_versions()})
-                raise NotFoundError(f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})")
+                raise NotFoundError(self._no_model(name))
             return self._mv(s, row)
+
+    def _no_model(self, name: str) -> str:
+        known = sorted({m.name for m in self.model_versions()})
+        return f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})"
 
     def resolve_model(self, ref: str) -> ModelVersion:
         name, version = parse_ref(ref)

@@ -72,3 +72,36 @@ def test_suggestions_without_a_champion_say_how_to_get_one(text_ws):
     assert r.exit_code == 2, r.output
     assert "suggestions come from the champion; approve a version (`cdl models review ws:N --approve`, the review " \
         "panel) or name one (`--model ws:N`)" in r.stderr, r.stderr
+
+
+def test_package_deploy_and_serve_take_an_alias(text_ws, tmp_path):
+    """`cdl package bbc:champion` was refused ("expected NAME:VERSION[:VARIANT]"), though deploy.export, `models
+    predict` and `models variants` take aliases: a script had to look the champion's number up first. An alias
+    (NAME:ALIAS or NAME@ALIAS, and latest) names the version now; a misspelt one, or a variant in its place, is
+    named."""
+    for _ in range(2):
+        text_ws.store.register_model("bbc", framework="torch", template="text-classification", dataset_version="v1",
+                                     transform="t", metrics={"test_accuracy": 0.9})
+    text_ws.store.set_alias("bbc", "champion", 1)
+    text_ws.store.put_variant("bbc", 1, "fp32")
+    from runtime.devices import enroll
+
+    enroll(text_ws, "d1", "127.0.0.1:9", tmp_path / "d1")
+    out = str(text_ws.root / "b.cdlb")
+    # resolved: each fails for want of a built bundle, naming the version the alias stands for
+    for ref, said in (("bbc:champion", "bbc:1:fp32 was not built"), ("bbc@champion:static_int8", "bbc:1 has no variant "
+                      "'static_int8' (built: fp32)"), ("bbc:latest", "bbc:2 has no variants")):
+        for args in (("package", ref, "-o", out), ("deploy", ref, "--all"), ("serve", ref)):
+            r = _cdl(text_ws, *args)
+            assert r.exit_code == 2 and said in r.stderr, (args, r.output)
+    for ref, said in (
+            ("bbc:champoin", "model bbc has no version with alias 'champoin' (did you mean 'champion'?); its aliases: "
+                             "champion, latest"),
+            ("bbc:static_int8", "its aliases: champion, latest; a variant comes third: bbc:champion:static_int8"),
+            ("bcc:champion", "model 'bcc' does not exist (models: bbc)"),
+            ("bbc:3", "model bbc has no version 3 (versions 1 to 2)"),
+            ("bbc", "expected NAME:VERSION[:VARIANT], e.g. bbc:3:static_int8 or bbc:champion")):
+        for args in (("package", ref, "-o", out), ("deploy", ref, "--all"), ("serve", ref)):
+            r = _cdl(text_ws, *args)
+            assert r.exit_code == 2 and said in r.stderr, (args, r.output)
+    assert not (text_ws.root / "b.cdlb").exists()

@@ -570,7 +570,9 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     assert back["incomplete"] == [] and sum(back["fetched"].values()) == sum(first["pushed"].values())
     items = {v.id: v.items for v in ws.store.versions()}
     assert checkout(ws, "v1")["items"] == items["v1"] and len(version_rows(ws, "v2")) == items["v2"] > items["v1"]
-    assert checkout(ws, "v2")["items"] == items["v2"]
+    said = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "checkout",
+                                      "v2", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert (said["version"], said["items"]) == ("v2", items["v2"]) and said["dvc_hash"]
     # the CLI says the same, and pull exits 1 when the remote lacks a version's data
     shutil.rmtree(ws.root / ".dvc" / "cache")
     shutil.rmtree(remote)
@@ -586,7 +588,14 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
                             str(tmp_path / "second")], capture_output=True, text=True)
     assert other.returncode == 0 and "it is the default in place of backup: `cdl data push` sends the dataset " \
         "versions to it from now on" in other.stderr, other.stderr
-    assert remote_add(ws, "backup", str(remote))["replaced_default"] == "second"
+    said = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote",
+                                      "list", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert said == {"remotes": [{"name": "second", "url": str(tmp_path / "second"), "default": True},
+                                {"name": "backup", "url": str(remote), "default": False}]}
+    said = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote",
+                                      "add", "backup", str(remote), "--json"], capture_output=True, text=True,
+                                     check=True).stdout)
+    assert said == {"remote": "backup", "url": str(remote), "default": True, "replaced_default": "second"}
     assert remote_add(ws, "third", str(tmp_path / "third"), default=False)["replaced_default"] is None
     subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "second"], cwd=ws.root, check=True,
                    capture_output=True)

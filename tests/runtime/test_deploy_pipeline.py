@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -95,6 +96,10 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "package", "ws:1:dynamic_int8", "-o",
                     str(out)], check=True, capture_output=True)
     assert verify_bytes(out.read_bytes(), [pub])["variant"] == "dynamic_int8"
+    said = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "package", "ws:latest",
+                                      "-o", str(out), "--json"], check=True, capture_output=True, text=True).stdout)
+    assert said == {"ref": "ws:1", "variant": "fp32", "path": str(out), "size_bytes": out.stat().st_size,
+                    "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
     # a variant deploy.package's variants names that was not built: named with those that were
     res = Runner(ws).run(steps=["deploy.package"], overrides={"deploy.package": {"variants": ["fp33", "fp32"]}})
     assert not res.ok and "no such built variant of ws:1: fp33 (built: fp32, dynamic_int8, static_int8, prune, " \
