@@ -599,13 +599,22 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
 
 @labels.command("export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the Label Studio labeling config (XML) a project needs to import FILE")
+@click.option("--json", "as_json", is_flag=True, help='{"tasks", "annotations"[, "config", "classes"]}')
 @click.pass_obj
-def labels_export(obj: dict[str, Any], file: Path) -> None:
+def labels_export(obj: dict[str, Any], file: Path, config: Path | None, as_json: bool) -> None:
     """Export items and labels as a Label Studio JSON export."""
     from runtime.labeling import export_label_studio
 
-    doc = export_label_studio(_ws(obj), file)
+    doc = export_label_studio(_ws(obj), file, config=config)
+    if as_json:
+        _dump(doc)
+        return
     click.echo(f"wrote {doc['tasks']} task(s), {doc['annotations']} annotation(s) to {file}")
+    if config is not None:
+        click.echo(f"wrote the labeling config ({len(doc['classes'])} classes) to {config}: paste it into the Label "
+                   "Studio project's Settings > Labeling Interface > Code before importing the tasks")
 
 
 def _queue(obj: dict[str, Any], labeler: str):

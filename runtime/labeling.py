@@ -560,9 +560,29 @@ def _rows_and_new(ws: Workspace) -> list[tuple[IndexRow, DatasetView]]:
     return [(r, view) for r in view.rows] + [(r, fresh) for r in new]
 
 
-def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True) -> dict[str, int]:
+def label_config(is_text: bool, from_name: str, to_name: str, classes: list[str]) -> str:
+    """The Label Studio labeling config (a project's Labeling Interface, as XML) that takes our export: the text or
+    image under `to_name` (the task's data key), a single choice named `from_name` among `classes`, as Label
+    Studio's own Text and Image Classification templates write it."""
+    from xml.sax.saxutils import quoteattr
+
+    obj = "Text" if is_text else "Image"
+    inline = ' showInline="true"' if is_text else ""
+    return "\n".join([
+        "<View>",
+        f"  <{obj} name={quoteattr(to_name)} value={quoteattr('$' + to_name)}/>",
+        f'  <Choices name={quoteattr(from_name)} toName={quoteattr(to_name)} choice="single"{inline}>',
+        *(f"    <Choice value={quoteattr(c)}/>" for c in classes),
+        "  </Choices>",
+        "</View>",
+        ""])
+
+
+def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True,
+                        config: Path | None = None) -> dict[str, Any]:
     """Write the checked-out dataset's items, and those imported since, with their labels, as a Label Studio JSON
-    export."""
+    export; with `config`, also the labeling config a Label Studio project needs to import it (label_config): every
+    class, and every label the export carries (Label Studio refuses an annotation whose choice its config lacks)."""
     is_text, from_name, to_name = _ls_names(ws)
     every = _rows_and_new(ws)
     records = ws.store.labels()
@@ -637,7 +657,15 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     from runtime.workspace.config import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(tasks, ensure_ascii=False, indent=1))
-    return {"tasks": len(tasks), "annotations": ann_id}
+    out: dict[str, Any] = {"tasks": len(tasks), "annotations": ann_id}
+    if config is not None:
+        used = {c for t in tasks for a in t["annotations"] + t["predictions"] for r in a["result"]
+                for c in r["value"]["choices"]}
+        classes = LabelQueue(ws).classes()
+        classes += sorted(used - set(classes))
+        atomic_write_text(Path(config), label_config(is_text, from_name, to_name, classes))
+        out.update(config=str(config), classes=classes)
+    return out
 
 
 def _choice(from_name: str, to_name: str, label: str | None) -> dict[str, Any]:

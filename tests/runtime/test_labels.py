@@ -403,3 +403,52 @@ def test_our_own_export_coming_back_adds_no_labeler_and_no_label(small_bbc, tmp_
     out = import_label_studio(ws, tmp_path / "ls.json")
     assert out["labels"] == 1 and {r.labeler for r in ws.store.labels()} == labelers
     assert effective_labels(ws.store.labels())[rows[0].id].label == "politics"
+
+
+def _tree(xml: str):  # noqa: ANN202
+    """A labeling config as (tag, attributes, children), the choices' order aside."""
+    import xml.etree.ElementTree as ET
+
+    def walk(e):  # noqa: ANN001, ANN202
+        kids = sorted((walk(c) for c in e), key=repr)
+        return e.tag, dict(e.attrib), kids
+    return walk(ET.fromstring(xml))
+
+
+def test_the_export_comes_with_the_label_studio_config_that_takes_it(small_bbc, ls_dir, tmp_path):
+    """A Label Studio project needs a labeling config whose names and choices match the tasks before it imports
+    them; the export came without one, so a user wrote it by hand. `--config` writes it: for the BBC workspace it is
+    Label Studio's own (the one the shipped export was made with), and a label outside cdl.yaml's classes that the
+    export carries is among its choices (Label Studio refuses an annotation whose choice its config lacks)."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+    from runtime.labeling import label_config
+
+    ws = small_bbc
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "export", str(tmp_path / "ls.json"), "--config",
+                                 str(tmp_path / "ls.xml")])
+    assert r.exit_code == 0 and "wrote the labeling config (5 classes) to" in r.stdout, r.output
+    ours = (tmp_path / "ls.xml").read_text()
+    assert _tree(ours) == _tree((ls_dir / "text_classification_label_config.xml").read_text()), ours
+    # the image template's too, as Label Studio wrote it for the shipped Fashion-MNIST export
+    shipped = (ls_dir / "image_classification_label_config.xml").read_text()
+    import xml.etree.ElementTree as ET
+
+    classes = [c.get("value") for c in ET.fromstring(shipped).iter("Choice")]
+    assert _tree(label_config(False, "label", "image", classes)) == _tree(shipped)
+    # a class the config does not fix, with characters XML must escape, given by a labeler
+    cfg = ws.config()
+    cfg.labeling["classes"] = ["business", "entertainment", "politics", "sport"]
+    cfg.save()
+    ws.store.add_label(ws.dataset().rows[0].id, 'R&D <"labs">', "kim", "manual", "label",
+                       dataset_version=ws.current_version())
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "export", str(tmp_path / "ls2.json"), "--config",
+                                 str(tmp_path / "ls2.xml"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["classes"] == ["business", "entertainment", "politics", "sport", 'R&D <"labs">',
+                                               "tech"]
+    choices = [c.get("value") for c in ET.fromstring((tmp_path / "ls2.xml").read_text()).iter("Choice")]
+    used = {c for t in json.loads((tmp_path / "ls2.json").read_text()) for a in t["annotations"]
+            for x in a["result"] for c in x["value"]["choices"]}
+    assert used <= set(choices) and 'R&D <"labs">' in choices

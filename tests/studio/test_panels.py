@@ -84,6 +84,13 @@ def test_labeling_panel_keeps_what_an_import_said(studio_ctx, qtbot, tmp_path, m
         p._import_ls()
     qtbot.wait(100)
     assert p.status_label.isVisible() and "already here (the same labeler's same label)" in p.status_label.text()
+    # the export writes, beside it, the labeling config a Label Studio project needs to take it
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "out.json"), ""))
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._export_ls()
+    qtbot.wait(100)
+    assert "labeling config (5 classes) to out.label_config.xml beside it" in p.status_label.text()
+    assert '<Choice value="tech"/>' in (tmp_path / "out.label_config.xml").read_text()
 
 
 def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):

@@ -319,8 +319,12 @@ class LabelingPanel(Panel):
         path, _ = QFileDialog.getSaveFileName(self, "Export for Label Studio", str(Path.home() / "labels.json"),
                                               "JSON (*.json)")
         if path:
-            self.work(export_label_studio, self.ctx.workspace, Path(path),
-                      done=lambda r: self.say(f"wrote {r['tasks']} task(s) to {path}", "ok"))
+            # beside it, the labeling config a Label Studio project needs to import it (labels.label_config.xml)
+            config = Path(path).with_suffix(".label_config.xml")
+            self.work(export_label_studio, self.ctx.workspace, Path(path), True, config,
+                      done=lambda r: self.say(f"wrote {r['tasks']} task(s) to {path}, and the Label Studio project's "
+                                              f"labeling config ({len(r['classes'])} classes) to {config.name} beside "
+                                              "it (Settings > Labeling Interface > Code)", "ok"))
 
 
 class AgreementDialog(QDialog):
