@@ -393,6 +393,9 @@ class Inference:
         if len(request.inputs) != 1:
             raise ValueError(f"expected one input tensor ({m.input_metadata()['name']}), got {len(request.inputs)}")
         t = request.inputs[0]
+        want = m.input_metadata()["name"]
+        if t.name != want:  # as Triton: a request meant for another model is not guessed at
+            raise ValueError(f"unknown input {t.name!r}: {m.name} takes one input, {want}")
         if any(k.startswith("shared_memory") for k in t.parameters):
             raise ValueError(f"input {t.name}: the agent has no shared memory; send the data in the request")
         raw = request.raw_input_contents[0] if request.raw_input_contents else None
@@ -409,6 +412,8 @@ class Inference:
                 raise ValueError(f"input {t.name} is empty")
             if len(texts) != int(np.prod(shape)):  # as the image path checks it (and Triton does)
                 raise ValueError(f"input {t.name}: {len(texts)} values for shape {shape}")
+            if len(shape) not in (1, 2) or shape[1:] not in ([], [1]):  # [N], or [N, 1]: a text a row
+                raise ValueError(f"input {t.name}: shape {shape}; this model takes texts as [N] (or [N, 1])")
             return texts, values
         if t.datatype not in ("UINT8", "FP32"):
             raise ValueError(f"input {t.name}: images must be UINT8 or FP32 pixel values, got {t.datatype}")

@@ -95,6 +95,18 @@ def test_tritonclient_gives_the_same_output_as_onnxruntime(packaged, agent_facto
     bad.set_data_from_numpy(np.zeros((1, 4), np.float32))
     with pytest.raises(InferenceServerException, match="BYTES"):
         client.infer("ws", [bad])
+    # an input of another name, or texts in a shape that is not [N] or [N, 1], was taken as if right (as Triton,
+    # refused: the request was likely meant for another model, and [1, 2] answered two texts to one row)
+    for name, shape, says in (("txt", [1], "unknown input 'txt': ws takes one input, text"),
+                              ("text", [1, 2], r"input text: shape \[1, 2\]; this model takes texts as \[N\] "
+                                               r"\(or \[N, 1\]\)")):
+        bad = tc.InferInput(name, shape, "BYTES")
+        bad.set_data_from_numpy(np.array(texts[:int(np.prod(shape))], dtype=object).reshape(shape))
+        with pytest.raises(InferenceServerException, match=says):
+            client.infer("ws", [bad])
+    col = tc.InferInput("text", [2, 1], "BYTES")  # a text a row, as a Triton model with batching takes them
+    col.set_data_from_numpy(np.array(texts[:2], dtype=object).reshape(2, 1))
+    assert [b.decode() for b in client.infer("ws", [col]).as_numpy("label").ravel()] == labels[:2]
     # Triton's classification extension (class_count): the k likeliest classes as "value:index:label", likeliest
     # first, as tritonclient's image_client example asks for them
     inp = tc.InferInput("text", [len(texts)], "BYTES")

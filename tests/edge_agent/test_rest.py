@@ -124,7 +124,9 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
                 ({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [7]}]}, 400,
                  "inputs[0] (text): its data are not all BYTES values"),
                 ({"inputs": [{"name": "text", "datatype": "BYTES", "data": ["x"]}]}, 400,
-                 "inputs[0].shape is missing or not a list")):
+                 "inputs[0].shape is missing or not a list"),
+                ({"inputs": [{"name": "txt", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}, 400,
+                 "unknown input 'txt': ws takes one input, text")):
             raw = body if isinstance(body, bytes) else None
             status, doc = rest.call("POST", "/v2/models/ws/infer", None if raw else body, raw=raw)
             assert (status, says in doc.get("error", "")) == (code, True), (body, status, doc)
@@ -150,14 +152,15 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
                 got += tls.recv(65536)
             assert got.startswith(b"HTTP/1.1 200 OK") and out["label"]["data"][0].encode() in got
         # journaled and counted as ModelInfer: the 28 predictions (12 by gRPC, 16 by REST) collected; the requests
-        # that reached the agent's inference counted as gRPC's are: one by gRPC, four answered by REST, two refused
-        # there (the FP32 text, an error; the other model, not found, which ModelInfer does not count an error)
+        # that reached the agent's inference counted as gRPC's are: one by gRPC, four answered by REST, three refused
+        # there (the FP32 text and the input of another name, errors; the other model, not found, which ModelInfer
+        # does not count an error)
         assert collect(ws)["dev1"] == {"inserted": 28, "last_seq": 28}
         from runtime.devices import DeviceClient
 
         with DeviceClient(ws, "dev1") as c:
             h = c.health()
-        assert (h["requests"], h["errors"]) == (7, 1), h
+        assert (h["requests"], h["errors"]) == (8, 2), h
         # Health says where the REST binding is (worker 0 serves it; the other worker answered half these calls)
         from runtime.devices import status_line
 
