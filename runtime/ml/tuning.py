@@ -292,7 +292,12 @@ def open_study(store: Store, name: str, plan: StudyPlan | None = None, worker_se
         try:
             existing = optuna.load_study(study_name=name, storage=storage(store))
         except KeyError:
-            raise ConfigError(f"no Optuna study {name!r} in {store.url}") from None
+            from runtime.domain.errors import did_you_mean
+
+            names = optuna.get_all_study_names(storage=storage(store))  # oldest first
+            newest = ", ".join(names[-5:]) + (f" and {len(names) - 5} older" if len(names) > 5 else "")
+            raise ConfigError(f"no Optuna study {name!r} in {store.url}{did_you_mean(name, names)}; its studies: "
+                              f"{newest or 'none'}") from None
         raw = existing.user_attrs.get(PLAN_ATTR)
         if raw is None:
             raise ConfigError(f"study {name!r} was not made by cdl model.tune (no plan in its user attributes)")

@@ -163,6 +163,21 @@ def test_a_worker_without_a_study_says_so(small_bbc):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 2
     assert "no model.tune study is running" in err
+    # a study named wrong: the close one, and the studies there are (it named none)
+    p = _cdl("tune", "worker", "--workspace", str(small_bbc.root), "--study", "ws-tuen-1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "no Optuna study 'ws-tuen-1' in sqlite:///" in err and "its studies: none" in err
+    import optuna
+
+    from runtime.ml.tuning import storage
+
+    for n in range(1, 8):
+        optuna.create_study(study_name=f"ws-tune-{n}", storage=storage(small_bbc.store))
+    p = _cdl("tune", "worker", "--workspace", str(small_bbc.root), "--study", "ws-tuen-7")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2, err
+    assert "(did you mean 'ws-tune-7'?); its studies: ws-tune-3, ws-tune-4, ws-tune-5, ws-tune-6, ws-tune-7 and 2 " \
+        "older" in err, err
 
 
 @pytest.mark.postgres
