@@ -14,7 +14,9 @@
                                                      K}}]} -> {"model_name", "model_version",
                                                      "id", "outputs": [{"name", "shape", "datatype", "data"}]}
 
-Triton's binary data extension too (request_from_json says how), as tritonclient.http sends and asks by default.
+Triton's binary data extension too (request_from_json says how), as tritonclient.http sends and asks by default;
+bodies compressed (Content-Encoding gzip or deflate) or sent chunked, and answers compressed where Accept-Encoding
+asks.
 HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth: "token"` wants the device token
 (`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
 Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
@@ -30,6 +32,7 @@ import json
 import logging
 import math
 import ssl
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +52,8 @@ IDLE_S = 60.0  # a kept-alive connection with no request for this long is closed
 _STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
            grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.UNAVAILABLE: 503}
 _REASON = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-           411: "Length Required", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 503: "Service Unavailable"}
+           413: "Content Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 
 
 class _HttpError(Exception):
@@ -394,21 +397,32 @@ async def _one(rest: RestServer, reader: asyncio.StreamReader, writer: asyncio.S
         if sep:
             headers[name.strip().lower()] = value.strip()
     keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    if "transfer-encoding" in headers:
-        await _send(writer, 411, {"error": "send the body with a Content-Length, not chunked"}, False)
+    answer = _accepted_encoding(headers.get("accept-encoding", ""))
+    chunked = "transfer-encoding" in headers
+    if chunked and headers["transfer-encoding"].lower() != "chunked":
+        await _send(writer, 501, {"error": f"Transfer-Encoding {headers['transfer-encoding']!r}: only chunked (or a "
+                                  "Content-Length) is taken"}, False)
         return False
     try:
-        length = int(headers.get("content-length", "0"))
+        length = 0 if chunked else int(headers.get("content-length", "0"))
     except ValueError:
         await _send(writer, 400, {"error": f"Content-Length {headers['content-length']!r} is not a number"}, False)
         return False
     if length > MAX_BODY:
         await _send(writer, 413, {"error": f"the body is {length} bytes; at most {MAX_BODY} are taken"}, False)
         return False
-    if length and headers.get("expect", "").lower() == "100-continue":  # curl asks so for a body over 1 KiB
+    if (length or chunked) and headers.get("expect", "").lower() == "100-continue":  # curl asks so over 1 KiB
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
-    body = await asyncio.wait_for(reader.readexactly(length), IDLE_S) if length else b""
+    try:
+        if chunked:
+            body = await asyncio.wait_for(_read_chunked(reader), IDLE_S)
+        else:
+            body = await asyncio.wait_for(reader.readexactly(length), IDLE_S) if length else b""
+        body = _decoded(body, headers.get("content-encoding", ""))
+    except _HttpError as exc:  # the connection's framing may be lost: answer, then close it
+        await _send(writer, exc.status, {"error": exc.message}, False, encoding=answer)
+        return False
     rest.started()
     try:
         tail = b""
@@ -418,24 +432,92 @@ async def _one(rest: RestServer, reader: asyncio.StreamReader, writer: asyncio.S
         except _HttpError as exc:
             status, doc = exc.status, {"error": exc.message}
         keep = keep and not rest.stopping
-        await _send(writer, status, doc, keep, head_only=method == "HEAD", tail=tail)
+        await _send(writer, status, doc, keep, head_only=method == "HEAD", tail=tail, encoding=answer)
     finally:
         rest.answered()
     return keep
 
 
-async def _send(writer: asyncio.StreamWriter, status: int, doc: dict[str, Any], keep: bool,
-                head_only: bool = False, tail: bytes = b"") -> None:
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A body sent with Transfer-Encoding: chunked (a client that streams it, as requests does with a generator),
+    at most MAX_BODY bytes; trailers are read and dropped."""
+    parts, size = [], 0
+    while True:
+        try:
+            line = await reader.readuntil(b"\r\n")
+        except asyncio.LimitOverrunError:
+            raise _HttpError(400, "a chunk size line over 64 KiB") from None
+        try:
+            n = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _HttpError(400, f"not a chunk size: {line[:40]!r}") from None
+        if n == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return b"".join(parts)
+        size += n
+        if size > MAX_BODY:
+            raise _HttpError(413, f"the chunked body is over {MAX_BODY} bytes, the most that is taken")
+        parts.append(await reader.readexactly(n))
+        if await reader.readexactly(2) != b"\r\n":
+            raise _HttpError(400, "a chunk does not end with CRLF")
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # HTTP's deflate is zlib's format
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    """A body sent with Content-Encoding gzip or deflate (tritonclient.http's request_compression_algorithm),
+    decompressed to at most MAX_BODY bytes; it was parsed as it came, and failed as "not JSON"."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in _WBITS:
+        raise _HttpError(415, f"Content-Encoding {encoding!r}: gzip, deflate or none are taken")
+    d = zlib.decompressobj(_WBITS[enc])
+    try:
+        out = d.decompress(body, MAX_BODY)
+    except zlib.error as exc:
+        raise _HttpError(400, f"the body is not {enc} data, as its Content-Encoding says ({exc})") from None
+    if d.unconsumed_tail:
+        raise _HttpError(413, f"the body is over {MAX_BODY} bytes decompressed, the most that is taken")
+    return out
+
+
+def _accepted_encoding(accept: str) -> str:
+    """gzip or deflate where the client takes it (Accept-Encoding, as tritonclient.http's
+    response_compression_algorithm sends it), else ''."""
+    took = {}
+    for part in accept.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        took[name.strip()] = q
+    return next((e for e in ("gzip", "deflate") if took.get(e, 0) > 0), "")
+
+
+async def _send(writer: asyncio.StreamWriter, status: int, doc: Any, keep: bool,  # noqa: ANN401
+                head_only: bool = False, tail: bytes = b"", encoding: str = "") -> None:
     """tail: binary data after the JSON (Triton's binary data extension), its start given by
-    Inference-Header-Content-Length."""
+    Inference-Header-Content-Length (in the body before compression, as Triton gives it); encoding: gzip or
+    deflate, the body compressed as the client asked."""
     body = json.dumps(doc).encode()
     extra = 'WWW-Authenticate: Bearer realm="cdl-edge"\r\n' if status == 401 else ""
     kind = "application/json"
     if tail:
         extra += f"Inference-Header-Content-Length: {len(body)}\r\n"
         kind = "application/octet-stream"
+    payload = body + tail
+    if encoding:
+        c = zlib.compressobj(6, zlib.DEFLATED, _WBITS[encoding])
+        payload = c.compress(payload) + c.flush()
+        extra += f"Content-Encoding: {encoding}\r\nVary: Accept-Encoding\r\n"
     writer.write(f"HTTP/1.1 {status} {_REASON.get(status, 'Error')}\r\nContent-Type: {kind}\r\n"
-                 f"Content-Length: {len(body) + len(tail)}\r\n{extra}"
+                 f"Content-Length: {len(payload)}\r\n{extra}"
                  f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode()
-                 + (b"" if head_only else body + tail))
+                 + (b"" if head_only else payload))
     await writer.drain()

@@ -3,11 +3,13 @@ answers as the gRPC port, journaled and counted as ModelInfer is, refusals with 
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import ssl
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -225,7 +227,35 @@ def test_a_stock_tritonclient_http_client_with_binary_data(packaged, tmp_path):
         with pytest.raises(Exception, match="version 9 is not loaded"):
             client.get_inference_statistics("ws", model_version="9")
         assert client.get_model_repository_index() == [{"name": "ws", "version": "1", "state": "READY", "reason": ""}]
+        # compressed requests and answers, as tritonclient.http sends and asks for them (a gzipped body failed as
+        # "the body is not JSON")
+        for req_c, resp_c in (("gzip", "gzip"), ("deflate", "deflate"), ("gzip", None), (None, "gzip")):
+            got = client.infer("ws", [inp], request_compression_algorithm=req_c, response_compression_algorithm=resp_c)
+            assert list(got.as_numpy("label")) == list(expected.as_numpy("label")), (req_c, resp_c)
+            np.testing.assert_allclose(got.as_numpy("probabilities"), expected.as_numpy("probabilities"), atol=1e-6)
         client.close()
+        # the answer is compressed only when asked (the stock client decompresses only what says it is)
+        doc = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [texts[0]]}]}
+        raw = _Rest(agent.rest_url, ca)
+        for accept, enc, unpack in (("gzip, deflate", "gzip", gzip.decompress), ("deflate;q=1, gzip;q=0", "deflate",
+                                                                                   zlib.decompress), ("br", None, bytes)):
+            raw.conn.request("POST", "/v2/models/ws/infer", body=json.dumps(doc).encode(),
+                             headers={"Accept-Encoding": accept})
+            r = raw.conn.getresponse()
+            assert (r.status, r.getheader("Content-Encoding")) == (200, enc), accept
+            assert json.loads(unpack(r.read()))["outputs"][1]["data"] == [expected.as_numpy("label")[0].decode()]
+        # a body sent chunked (requests with a generator, curl -H "Transfer-Encoding: chunked"): it was refused
+        body = json.dumps(doc).encode()
+        raw.conn.request("POST", "/v2/models/ws/infer", body=iter([body[:10], body[10:]]),
+                         headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        r = raw.conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["outputs"][1]["data"] == [expected.as_numpy("label")[0].decode()]
+        for headers, status, says in (({"Content-Encoding": "gzip"}, 400, "the body is not gzip data, as its "
+                                       "Content-Encoding says"),
+                                      ({"Content-Encoding": "br"}, 415, "Content-Encoding 'br': gzip, deflate or none")):
+            assert _Rest(agent.rest_url, ca).call("POST", "/v2/models/ws/infer", doc, headers=headers)[0] == status
+            got = _Rest(agent.rest_url, ca).call("POST", "/v2/models/ws/infer", doc, headers=headers)[1]
+            assert says in got["error"], got
         # a binary_data_size the body does not hold, or bytes left over, refused by name
         rest = _Rest(agent.rest_url, ca)
         item = len(texts[0].encode()).to_bytes(4, "little") + texts[0].encode()
