@@ -71,6 +71,11 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
                 split_address(listen, example)
             except ValueError as exc:
                 raise CdlError(f"{flag} {listen!r}: {exc}") from None
+    _, port = split_address(address)
+    taken = [d.name for d in ws.store.devices() if d.name != name and d.address == address.strip()]
+    if taken and port:  # one agent a port: pushes to this one would reach the other's agent, and fail on its token
+        raise CdlError(f"--address {address}: {taken[0]} is enrolled there, and one agent listens on a port; give "
+                       f"{name} another port, or remove {taken[0]} first (`cdl devices remove {taken[0]}`)")
     try:
         known = ws.store.device(name)
     except NotFoundError:

@@ -7,9 +7,13 @@ def split_address(address: str, example: str = "0.0.0.0:8001") -> tuple[str, int
     """(host, port) of HOST:PORT, or ValueError saying what is wrong. An out-of-range port is refused here:
     gRPC takes it as "any free port", and the agent would listen where nobody looks. Port 0 (any free port) is
     allowed: tests and ad-hoc agents ask for it on purpose."""
+    if "://" in address:  # "http://10.0.0.7:8001" was taken, the host being "http://10.0.0.7"
+        raise ValueError(f"give HOST:PORT without a scheme (the agent speaks gRPC over TLS), such as {example}")
     host, sep, port = address.strip().rpartition(":")
     if not sep or not host or not port:
         raise ValueError(f"expected HOST:PORT, such as {example}")
+    if any(c in host for c in "/@ \t"):
+        raise ValueError(f"{host!r} is not a host name or address (expected HOST:PORT, such as {example})")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"the port must be a number from 0 to 65535 (0: any free port), got {port!r}")
     return host, int(port)

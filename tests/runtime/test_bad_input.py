@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -304,7 +305,10 @@ def test_a_port_out_of_range_is_refused_by_enroll_and_by_the_agent(tmp_path, tex
     from runtime.domain.errors import CdlError
 
     for bad, says in (("127.0.0.1:99999", "from 0 to 65535"), ("127.0.0.1:80a", "from 0 to 65535"),
-                      ("nonsense", "expected HOST:PORT"), (":8001", "expected HOST:PORT")):
+                      ("nonsense", "expected HOST:PORT"), (":8001", "expected HOST:PORT"),
+                      # a URL was taken, its host being "http://10.0.0.7"
+                      ("http://10.0.0.7:8001", "give HOST:PORT without a scheme"),
+                      ("10.0.0.7/x:8001", "'10.0.0.7/x' is not a host name or address")):
         with pytest.raises(CdlError, match=says):
             enroll(text_ws, "edge1", bad, tmp_path / "dev")
         assert not (tmp_path / "dev").exists()
@@ -314,6 +318,14 @@ def test_a_port_out_of_range_is_refused_by_enroll_and_by_the_agent(tmp_path, tex
     assert text_ws.store.devices() == []
     enroll(text_ws, "edge1", "[::1]:8001", tmp_path / "dev")  # an IPv6 address in brackets is fine
     assert text_ws.store.device("edge1").address == "[::1]:8001"
+    # a second device at the first one's address was enrolled: its pushes reached the first one's agent
+    with pytest.raises(CdlError, match=re.escape("--address [::1]:8001: edge1 is enrolled there, and one agent "
+                                                 "listens on a port; give edge2 another port, or remove edge1 first")):
+        enroll(text_ws, "edge2", "[::1]:8001", tmp_path / "dev2")
+    assert not (tmp_path / "dev2").exists() and [d.name for d in text_ws.store.devices()] == ["edge1"]
+    enroll(text_ws, "edge1", "[::1]:8001", tmp_path / "dev", replace=True)  # itself, enrolled again: fine
+    for n in (2, 3):  # port 0 (any free one, as tests and ad-hoc agents ask) is no one's
+        enroll(text_ws, f"edge{n}", "127.0.0.1:0", tmp_path / f"dev{n}")
 
 
 def test_an_agent_refuses_a_port_already_served_or_an_address_not_of_this_machine(tmp_path, text_ws, agent_factory):
