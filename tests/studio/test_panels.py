@@ -409,7 +409,11 @@ def test_models_and_review_panels(studio_ctx, qtbot):
                                                                   "rejected by vera"]
 
 
-def test_compression_panel(studio_ctx, qtbot):
+def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from edge_agent.proto.bundle import verify_bytes
+    from runtime.keys import signing_key
     from studio.panels.compression.panel import CompressionPanel
 
     p = CompressionPanel(studio_ctx)
@@ -418,6 +422,20 @@ def test_compression_panel(studio_ctx, qtbot):
     names = [p.table.item(r, 0).text() for r in range(p.table.rowCount())]
     assert names == ["fp32", "dynamic_int8", "static_int8"]
     assert p.table.item(0, 11).text() == "CPU"
+    # Save bundle… writes the selected variant's signed bundle to a file, as `cdl package` does (only the CLI did)
+    assert not p.save_btn.isEnabled()
+    p.table.selectRow(1)
+    assert p.save_btn.isEnabled()
+    asked = []
+    out = tmp_path / "b.cdlb"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (asked.append(a[2]), (str(out), ""))[1])
+    with qtbot.waitSignal(p.sig_loaded, timeout=60000):
+        p.save_btn.click()
+    assert asked[0].endswith("-v1-dynamic_int8.cdlb")
+    _, pub = signing_key(studio_ctx.workspace.root)
+    assert verify_bytes(out.read_bytes(), [pub])["variant"] == "dynamic_int8"
+    assert p.status_label.text().startswith(f"wrote {out} (") and "signed with the workspace's key" in \
+        p.status_label.text()
     # the notes column in the room the panel has beside the flowchart, wrapped: it ran past the panel's edge
     p.resize(1000, 700)
     p.show()

@@ -29,6 +29,12 @@ class CompressionPanel(Panel):
         self.try_btn.setEnabled(False)
         self.try_btn.clicked.connect(self._try)
         row.addWidget(self.try_btn)
+        self.save_btn = QPushButton("Save bundle…")
+        self.save_btn.setToolTip("write the selected variant's signed bundle to a file (`cdl package`): manifest, "
+                                 "model.onnx, hashes and the workspace's signature, to keep or to hand on")
+        self.save_btn.setEnabled(False)
+        self.save_btn.clicked.connect(self._save_bundle)
+        row.addWidget(self.save_btn)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
@@ -62,9 +68,12 @@ class CompressionPanel(Panel):
         self.model.blockSignals(False)
         if not d["doc"]:
             self.say("No variants yet: run deploy.export and deploy.compress on an approved model.")
+            self._said_empty = True
             self.table.fill([])
             return
-        self.say("")
+        if getattr(self, "_said_empty", False):  # only that notice goes: what an action said (Save bundle…) stays
+            self.say("")
+            self._said_empty = False
         rows, colors = [], {}
         base = next((v for v in d["doc"]["variants"] if v["name"] == "fp32"), None)
 
@@ -122,7 +131,29 @@ class CompressionPanel(Panel):
         return super().eventFilter(obj, event)
 
     def _selection(self) -> None:
-        self.try_btn.setEnabled(bool([x for x in self.table.selected_data() if x]) and bool(self.model.currentData()))
+        ok = bool([x for x in self.table.selected_data() if x]) and bool(self.model.currentData())
+        self.try_btn.setEnabled(ok)
+        self.save_btn.setEnabled(ok)
+
+    def _save_bundle(self) -> None:
+        from pathlib import Path
+
+        from PySide6.QtWidgets import QFileDialog
+
+        from runtime.bundles import package
+
+        variant = next((x for x in self.table.selected_data() if x), None)
+        ref = self.model.currentData()
+        if not variant or not ref:
+            return
+        name, version = ref.split(":")
+        default = str(Path.home() / f"{name}-v{version}-{variant}.cdlb")
+        path, _ = QFileDialog.getSaveFileName(self, f"Save the bundle of {ref}:{variant}", default,
+                                              "CDL bundles (*.cdlb)")
+        if path:
+            self.work(package, self.ctx.workspace, ref, variant, Path(path),
+                      done=lambda r: self.say(f"wrote {r['path']} ({r['size_bytes'] / 1024:.0f} KiB, sha256 "
+                                              f"{r['sha256'][:16]}…), signed with the workspace's key", "ok"))
 
     def _try(self) -> None:
         from studio.widgets.try_dialog import TryDialog
