@@ -27,8 +27,31 @@ def main(argv: list[str] | None = None) -> int:
                        "agent.json's http_listen; off)")
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)  # set by worker 0
     serve.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)  # set by `cdl serve`
+    inst = sub.add_parser("install", help="store and activate a bundle file put on the device by hand (as a push "
+                          "does: signature, hashes, the model loaded first)")
+    inst.add_argument("bundle", type=Path, help="a bundle `cdl package` wrote (or the studio's Save bundle…)")
+    inst.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
+    inst.add_argument("--no-activate", action="store_true", help="store it only (`cdl-edge install` without it, or "
+                      "`cdl deploy` of the same bundle from the workstation, makes it active)")
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
+
+    if args.cmd == "install":
+        from edge_agent.install import install
+        from edge_agent.proto.bundle import BundleError
+
+        try:
+            r = install(args.data_dir, args.bundle, not args.no_activate)
+        except (ConfigError, BundleError, OSError) as exc:
+            print(f"cdl-edge: error: {exc}", file=sys.stderr)
+            return 2
+        what = f"{r['name']}:{r['version']}:{r['variant']} (bundle {r['bundle_id'][:12]})"
+        if r["activated"]:
+            print(f"active {what}; a running agent serves it from its next request"
+                  + (f"; the previous bundle {r['previous'][:12]} is kept for a rollback" if r["previous"] else ""))
+        else:
+            print(f"stored {what}, not activated")
+        return 0
     from edge_agent.server import run
 
     try:

@@ -79,10 +79,9 @@ class Agent:
 
     @property
     def model(self) -> LoadedModel | None:
-        """The active model; with several workers, the one active.json names now (another worker may have
-        switched it)."""
-        if self.shared:
-            self._follow_active()
+        """The active model: the one active.json names now (another worker, or `cdl-edge install`, may have
+        switched it; one os.stat a call)."""
+        self._follow_active()
         return self._model
 
     def _active_stamp(self) -> tuple[int, int, int] | None:

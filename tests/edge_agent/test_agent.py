@@ -1122,3 +1122,56 @@ def test_devices_status_reports_every_device_and_which_do_not_answer(packaged, a
         status("typo").stdout
     unknown = status("nope")
     assert unknown.returncode == 2 and "'nope' is not enrolled" in unknown.stderr
+
+
+def test_a_bundle_file_installed_by_hand_is_checked_and_served_as_a_push(packaged, agent_factory, tmp_path):
+    """A device the workstation cannot reach had no way to take a model: `cdl package` wrote a signed bundle that
+    nothing on the device could install. `cdl-edge install FILE --data-dir DIR` stores it with a push's checks
+    (signature, hashes) and activates it atomically; the running agent serves it from its next request."""
+    from runtime.bundles import package
+
+    ws = packaged
+    agent = agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+
+    def install(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", "install", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    def active() -> str:
+        with DeviceClient(ws, "dev1") as c:
+            return c.health()["active"]["variant"]
+
+    good = tmp_path / "int8.cdlb"
+    package(ws, "ws:1", "dynamic_int8", good)
+    # refused, each naming why, and nothing stored or changed: a changed byte, a cut file, a folder that is no agent's
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.cdlb").write_bytes(bytes(data))
+    (tmp_path / "cut.cdlb").write_bytes(good.read_bytes()[:5000])
+    stored = {p.name for p in (agent.data_dir / "bundles").iterdir()}
+    for args, says in (((str(tmp_path / "bad.cdlb"),), "bad.cdlb: refused, nothing was stored"),
+                       ((str(tmp_path / "cut.cdlb"),), "cut.cdlb: refused, nothing was stored"),
+                       ((str(tmp_path / "none.cdlb"),), "none.cdlb: cannot read it")):
+        out = install(*args, "--data-dir", str(agent.data_dir))
+        assert out.returncode == 2 and says in out.stderr, out.stderr
+    out = install(str(good), "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and "agent.json not found: enroll the device first" in out.stderr, out.stderr
+    assert {p.name for p in (agent.data_dir / "bundles").iterdir()} == stored
+    assert list((agent.data_dir / "incoming").iterdir()) == [] and active() == "fp32"
+    # stored only, then installed: the running agent (one worker) answers with it at once
+    static = tmp_path / "static.cdlb"
+    package(ws, "ws:1", "static_int8", static)
+    out = install(str(static), "--data-dir", str(agent.data_dir), "--no-activate")
+    assert out.returncode == 0 and out.stdout.startswith("stored ws:1:static_int8 (bundle "), out.stderr
+    assert active() == "fp32"
+    out = install(str(good), "--data-dir", str(agent.data_dir))
+    assert out.returncode == 0 and out.stdout.startswith("active ws:1:dynamic_int8 (bundle "), out.stderr
+    assert "a running agent serves it from its next request; the previous bundle" in out.stdout
+    assert active() == "dynamic_int8"
+    client = _triton(agent, ws)
+    cfg = client.get_model_config("ws", as_json=True)["config"]
+    assert cfg["parameters"]["variant"]["string_value"] == "dynamic_int8"
+    assert _infer(client, _test_texts(ws)[:2]).as_numpy("label").shape == (2,)
+    # the workstation's rollback goes back to what it pushed
+    assert rollback(ws, "dev1")["variant"] == "fp32" and active() == "fp32"
