@@ -801,8 +801,11 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 @click.option("--reject", is_flag=True)
 @click.option("--comment", default="", help="why")
 @click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="who reviews")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"ref", "decision", "reviewer", "comment", "aliases", "champion", "message"}')
 @click.pass_obj
-def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, comment: str, reviewer: str) -> None:
+def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, comment: str, reviewer: str,
+                  as_json: bool) -> None:
     """Approve or reject a model version (REF is NAME:VERSION). Rejecting the champion demotes it: the champion
     before it comes back if it is still approved."""
     from runtime.registry import review_and_say
@@ -811,7 +814,18 @@ def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, co
         raise CdlError("--approve and --reject both given: say one")
     if not approve and not reject:
         raise CdlError("say --approve or --reject")
-    click.echo(review_and_say(_ws(obj).store, ref, approve, comment, reviewer))
+    store = _ws(obj).store
+    said = review_and_say(store, ref, approve, comment, reviewer)
+    if not as_json:
+        click.echo(said)
+        return
+    mv = store.resolve_model(ref)
+    try:
+        champion = store.model_version(mv.name, "champion").ref
+    except NotFoundError:
+        champion = None
+    _dump({"ref": mv.ref, "decision": "approved" if approve else "rejected", "reviewer": reviewer, "comment": comment,
+           "aliases": list(mv.aliases), "champion": champion, "message": said})
 
 
 @models.command("compare")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 
@@ -85,6 +87,15 @@ def test_cli_review_says_where_the_champion_went(tmp_path, monkeypatch):
     lines = res.output.splitlines()
     assert lines[0].startswith(f"{name}:1") and lines[0].endswith("approved by ann"), res.output
     assert lines[1].startswith(f"{name}:2") and lines[1].endswith("rejected by vera"), res.output
+    # --json, for a CI job that records its approval gate: the decision and where the champion is now
+    res = runner.invoke(cli, ["-w", str(ws.root), "models", "review", f"{name}:1", "--reject", "--reviewer", "ci",
+                              "--comment", "drift", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {k: doc[k] for k in ("ref", "decision", "reviewer", "comment", "aliases", "champion")} == {
+        "ref": f"{name}:1", "decision": "rejected", "reviewer": "ci", "comment": "drift", "aliases": [],
+        "champion": None}
+    assert "has no champion now" in doc["message"]
     ws.close()
 
 
