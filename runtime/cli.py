@@ -100,7 +100,12 @@ def init(path: Path, template: str, name: str | None) -> None:
     click.echo(f"created {ws.root} from template {template}")
 
 
-def _parse_sets(sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def _parse_sets(sets: tuple[str, ...], cfg=None) -> dict[str, dict[str, Any]]:  # noqa: ANN001
+    """--set STEP.PARAM=VALUE (VALUE in YAML); with `cfg`, also STEP.PARAM.KEY...=VALUE, one key inside a
+    parameter that is a mapping (model.tune.search_space.lr.high=0.01), the rest of it as cdl.yaml says. That was
+    taken for a step named "model.tune.search_space.lr" ("not a step of this pipeline")."""
+    import copy
+
     import yaml
 
     out: dict[str, dict[str, Any]] = {}
@@ -109,9 +114,34 @@ def _parse_sets(sets: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             raise CdlError(f"--set {s!r}: expected STEP.PARAM=VALUE")
         key, value = s.split("=", 1)
         step, _, param = key.rpartition(".")
-        if not step or not param:
+        inside: list[str] = []
+        if cfg is not None and step not in cfg.steps:
+            known = next((k for k in sorted(cfg.steps, key=len, reverse=True) if key.startswith(k + ".")), None)
+            if known is not None and key.count(".") > known.count(".") + 1:
+                step, (param, *inside) = known, key[len(known) + 1:].split(".")
+        if not step or not param or not all(inside):
             raise CdlError(f"--set {s!r}: expected STEP.PARAM=VALUE, e.g. data.split.seed=7")
-        out.setdefault(step, {})[param] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if inside:
+            base = out.get(step, {}).get(param)
+            if base is None:
+                try:
+                    base = cfg.params(step).get(param)
+                except CdlError:
+                    base = (cfg.steps.get(step) or {}).get(param)
+            base = copy.deepcopy(base)
+            node = base
+            for depth, k in enumerate(inside):
+                if not isinstance(node, dict):
+                    where = ".".join([param, *inside[:depth]])
+                    raise CdlError(f"--set {key}: {step}.{where} is {type(node).__name__} {node!r}, not a mapping "
+                                   f"with keys; set it whole: --set {step}.{where}=VALUE")
+                if depth == len(inside) - 1:
+                    node[k] = parsed
+                else:
+                    node = node.setdefault(k, {})
+            parsed = base
+        out.setdefault(step, {})[param] = parsed
     return out
 
 
@@ -124,7 +154,7 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
     ws = _ws(obj)
     runner = Runner(ws)
     runner.bus.subscribe(ProgressPrinter())
-    overrides = _parse_sets(sets)
+    overrides = _parse_sets(sets, config or (ws.config() if sets else None))
     if save and not overrides:
         raise CdlError("--save keeps the --set values in cdl.yaml: give --set STEP.PARAM=VALUE")
     if overrides:  # a value for a step this run does not run did nothing, without a word
@@ -168,8 +198,8 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
             said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
         click.echo("saved in cdl.yaml: " + ("; ".join(said) if said else "(it had these values already)"), err=True)
         return
-    differ = [f"{step}.{k} {cfg.params(step).get(k)!r} (this run {v!r})" for step, values in overrides.items()
-              for k, v in values.items() if cfg.params(step).get(k) != v]
+    differ = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() for k, v in values.items()
+              for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]
     if not differ:
         return
     ran = {o.step for o in result.steps if o.status == "done"}
@@ -182,6 +212,14 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
         return
     click.echo(f"--set was for this run only: cdl.yaml still says {'; '.join(differ)}, so the next `cdl run` "
                f"runs again what ran with them ({what}); --save keeps them in cdl.yaml", err=True)
+
+
+def _differences(path: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:  # noqa: ANN401
+    """Where b differs from a: (dotted path, a's value, b's), down into mappings both are, so that a --set of one
+    key of the search space names that key, not the whole space twice."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in [*a, *(k for k in b if k not in a)] for d in _differences(f"{path}.{k}", a.get(k), b.get(k))]
+    return [] if a == b else [(path, a, b)]
 
 
 @contextlib.contextmanager

@@ -629,3 +629,34 @@ def test_a_monitor_check_goes_stale_after_a_minute_and_says_so(text_ws, monkeypa
     monkeypatch.setattr(time, "time", lambda: later)
     state = {s.id: s for s in Runner(ws).statuses()}["deploy.monitor"]
     assert state.reason == "a check is redone after a minute: scoring data may have come since it ran", state
+
+
+def test_run_set_reaches_one_key_inside_a_mapping_parameter(text_ws):
+    """`--set model.tune.search_space.lr.high=0.01` was taken for a step named "model.tune.search_space.lr" ("not
+    a step of this pipeline"): a search space could be changed for a run only by writing it out whole. One key
+    inside a mapping parameter is set now, the rest as cdl.yaml says, and the run's note names that key."""
+    from runtime.cli import _differences, _parse_sets
+
+    cfg = text_ws.config()
+    space = cfg.params("model.tune")["search_space"]
+    got = _parse_sets(("model.tune.search_space.lr.high=0.05", "model.tune.search_space.lr.log=false",
+                       "model.tune.n_trials=2"), cfg)
+    assert got["model.tune"]["n_trials"] == 2
+    assert got["model.tune"]["search_space"] == {**space, "lr": {**space["lr"], "high": 0.05, "log": False}}
+    assert cfg.params("model.tune")["search_space"] == space  # cdl.yaml's own is untouched
+    assert _differences("model.tune.search_space", space, got["model.tune"]["search_space"]) == [
+        ("model.tune.search_space.lr.high", space["lr"]["high"], 0.05),
+        ("model.tune.search_space.lr.log", True, False)]
+
+    def cdl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), *args],
+                              capture_output=True, text=True)
+
+    # refused before anything runs: a key inside a value that is no mapping; a search space name training lacks
+    out = cdl("run", "model.tune", "--set", "model.tune.n_trials.x=1")
+    assert out.returncode == 2 and "--set model.tune.n_trials.x: model.tune.n_trials is int " in out.stderr and \
+        "not a mapping with keys; set it whole: --set model.tune.n_trials=VALUE" in out.stderr, out.stderr
+    out = cdl("run", "model.tune", "--set", "model.tune.search_space.dropuot.low=0.1")
+    assert out.returncode == 2 and "model.tune.search_space.dropuot: training takes no such parameter (did you " \
+        "mean 'dropout'?)" in out.stderr, out.stderr
+    assert text_ws.store.step_runs("model.tune") == []
