@@ -146,6 +146,7 @@ class MainWindow(QMainWindow):
         self.runtime.sig_job_submitted.connect(self._on_job_submitted)
         self.runtime.sig_job_finished.connect(self._on_job_finished)
         self.runtime.sig_error.connect(lambda m: self.statusBar().showMessage(m, 15000))
+        self.runtime.sig_refused.connect(self._run_refused)
         self.statusBar().showMessage("starting the runtime…")
         self.runtime.start()
         # The plotting library (about 0.3 s to import) loads on the GUI thread, on the first turn of the event
@@ -326,6 +327,20 @@ class MainWindow(QMainWindow):
         self.runtime_label.setText(f"  runtime: {address}")
         self.statusBar().showMessage(f"runtime on {address}", 5000)
         self._refresh_status()
+
+    def _run_refused(self, message: str) -> None:
+        """A run the runtime did not start (its checks refused a parameter before anything ran): said in a box, where
+        it was a status-bar line for 15 s that a user who clicked Run could miss, the flowchart not moving."""
+        from PySide6.QtWidgets import QMessageBox
+
+        message = message.removeprefix("the runtime says: ")
+        self.statusBar().showMessage(f"the run did not start: {message}", 15000)
+        self.refused_box = QMessageBox(QMessageBox.Icon.Warning, "The run did not start", message,
+                                       QMessageBox.StandardButton.Ok, self)
+        self.refused_box.setInformativeText("Nothing ran. A step's Parameters… (right-click it in the flowchart) "
+                                            "or cdl.yaml holds the value named above; the doctor lists every such "
+                                            "finding.")
+        self.refused_box.open()
 
     def _on_runtime_failed(self, message: str) -> None:
         self.runtime_label.setText("  runtime: not running")

@@ -27,6 +27,7 @@ class RuntimeConnection(QObject):
     sig_job_submitted = Signal(str, object)  # job id, plan
     sig_job_finished = Signal(str, str)  # job id, final status
     sig_error = Signal(str)
+    sig_refused = Signal(str)  # a run the runtime would not start (a parameter its checks refuse), and why
 
     def __init__(self, workspace: Path, address: str | None = None):
         super().__init__()
@@ -171,7 +172,7 @@ class RuntimeConnection(QObject):
             self.sig_job_submitted.emit(job, plan)
             self.watch(job)
 
-        run_task(self.client.submit_job, steps, until, force, overrides, on_done=done, on_error=self.sig_error.emit)
+        run_task(self.client.submit_job, steps, until, force, overrides, on_done=done, on_error=self.sig_refused.emit)
 
     def cancel(self, job: str | None = None) -> None:
         job = job or self.current_job

@@ -121,6 +121,19 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     assert ".cdl/registry.db" in names and any(n.startswith(".dvc/cache/") for n in names)
     assert ws.store.get_state("last_backup")["with_data"] is True
     w.backup_box.close()
+    # a run the runtime refuses before anything runs (a search space name training lacks, written by hand) is said
+    # in a box, where it was a status-bar line for 15 s while the flowchart did not move
+    cfg = ws.config()
+    cfg.steps["model.tune"]["search_space"]["dropuot"] = {"type": "float", "low": 0.0, "high": 0.5}
+    cfg.save()
+    runs = len(ws.store.step_runs("data.ingest"))
+    w.runtime.submit(None, "model.tune")
+    qtbot.waitUntil(lambda: getattr(w, "refused_box", None) is not None and w.refused_box.isVisible(), timeout=60000)
+    assert "model.tune.search_space.dropuot: training takes no such parameter (did you mean 'dropout'?)" in \
+        w.refused_box.text(), w.refused_box.text()
+    assert w.refused_box.windowTitle() == "The run did not start" and not w.refused_box.text().startswith("the ")
+    assert len(ws.store.step_runs("data.ingest")) == runs
+    w.refused_box.close()
     w.close()
     # the start page's Restore a backup…: a damaged archive restores nothing and says why; a good one is unpacked
     # into a new folder and opened
