@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         from edge_agent.install import install
         from edge_agent.proto.bundle import BundleError
 
+        try:
+            owner = args.data_dir.stat().st_uid
+        except OSError:
+            owner = None
+        if owner is not None and owner != os.geteuid():  # root's files in the agent's folder: it cannot prune them
+            print(f"cdl-edge: warning: {args.data_dir} belongs to user id {owner}, not to you ({os.geteuid()}): run "
+                  "this as the agent's user (`sudo -u cdl-edge cdl-edge install ...`), or the agent cannot delete "
+                  "the bundle when it is old", file=sys.stderr)
         try:
             r = install(args.data_dir, args.bundle, not args.no_activate)
         except (ConfigError, BundleError, OSError) as exc:

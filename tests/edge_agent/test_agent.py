@@ -1175,3 +1175,19 @@ def test_a_bundle_file_installed_by_hand_is_checked_and_served_as_a_push(package
     assert _infer(client, _test_texts(ws)[:2]).as_numpy("label").shape == (2,)
     # the workstation's rollback goes back to what it pushed
     assert rollback(ws, "dev1")["variant"] == "fp32" and active() == "fp32"
+
+
+def test_install_as_another_user_than_the_agents_is_warned_of(tmp_path):
+    """Installed as root into a folder the agent's user owns, the bundle's files are root's: the agent could not
+    delete them when they grow old. The install says to run it as the agent's user."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("making a folder another user's needs root")
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    os.chown(folder, 4321, 4321)
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "install", str(tmp_path / "b.cdlb"), "--data-dir",
+                          str(folder)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert f"warning: {folder} belongs to user id 4321, not to you (0): run this as the agent's user" in out.stderr
