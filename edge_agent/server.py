@@ -747,6 +747,13 @@ async def serve(config: AgentConfig, listen: str, workers: int | None = None, in
     import signal
 
     workers = workers or config.workers
+    if index == 0:  # the agent's own listeners on one port: said before anything binds
+        from edge_agent.proto.address import clash
+
+        said = clash({"--listen": listen, "--http (http_listen)": http or config.http_listen,
+                      "--metrics (metrics_listen)": metrics or config.metrics_listen})
+        if said:
+            raise ConfigError(said)
     server, port, agent = await start(config, listen, workers, index)
     host = listen.rpartition(":")[0]
     if claim is not None:

@@ -71,6 +71,11 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
                 split_address(listen, example)
             except ValueError as exc:
                 raise CdlError(f"{flag} {listen!r}: {exc}") from None
+    from edge_agent.proto.address import clash
+
+    said = clash({"--address": address, "--http": http_listen, "--metrics": metrics_listen})
+    if said:
+        raise CdlError(said)
     _, port = split_address(address)
     taken = [d.name for d in ws.store.devices() if d.name != name and d.address == address.strip()]
     if taken and port:  # one agent a port: pushes to this one would reach the other's agent, and fail on its token

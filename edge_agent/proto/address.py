@@ -17,3 +17,23 @@ def split_address(address: str, example: str = "0.0.0.0:8001") -> tuple[str, int
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"the port must be a number from 0 to 65535 (0: any free port), got {port!r}")
     return host, int(port)
+
+
+_ANY = {"0.0.0.0", "::", "[::]", ""}
+
+
+def clash(listeners: dict[str, str | None]) -> str | None:
+    """Two of the agent's own listeners ({"--listen": "0.0.0.0:8001", "--http": ..., "--metrics": ...}) on one
+    port of one host (or of every host): what to say, or None. The agent failed at its start, on the device, with
+    "the port is in use (another agent, or another program ...)", where the other program was itself."""
+    seen: list[tuple[str, str, int]] = []
+    for flag, address in listeners.items():
+        if not address:
+            continue
+        host, port = split_address(address)
+        for other, ohost, oport in seen:
+            if port and port == oport and (host == ohost or host in _ANY or ohost in _ANY):
+                return (f"{flag} {address}: {other} is on port {port} too, and the agent serves one thing a port; "
+                        "give it another port")
+        seen.append((flag, host, port))
+    return None

@@ -509,3 +509,32 @@ def test_a_misspelt_labeling_key_is_named(text_ws):
     path.write_text(path.read_text().replace("labeling:\n", "labeling:\n  clases: [a, b]\n", 1))
     with pytest.raises(ConfigError, match=r"labeling.clases: unknown setting \(did you mean 'classes'\?\)"):
         load_config(path)
+
+
+def test_the_agents_own_ports_may_not_clash(tmp_path, text_ws):
+    """`cdl devices enroll d --address 127.0.0.1:8001 --http 0.0.0.0:8001` was taken; the agent then failed on the
+    device with "the port is in use (another agent, or another program ...)", the other program being itself.
+    Enroll refuses it, and an agent.json edited so says it before anything binds."""
+    import subprocess
+    import sys
+
+    from runtime.devices import enroll
+    from runtime.domain.errors import CdlError
+
+    for kw, says in (({"http_listen": "0.0.0.0:47011"}, "--http 0.0.0.0:47011: --address is on port 47011 too"),
+                     ({"http_listen": "127.0.0.1:47012", "metrics_listen": "127.0.0.1:47012"},
+                      "--metrics 127.0.0.1:47012: --http is on port 47012 too")):
+        with pytest.raises(CdlError, match=re.escape(says + ", and the agent serves one thing a port")):
+            enroll(text_ws, "edge1", "127.0.0.1:47011", tmp_path / "dev", **kw)
+        assert not (tmp_path / "dev").exists() and text_ws.store.devices() == []
+    # other hosts' same port, or port 0 twice, are no clash
+    enroll(text_ws, "edge1", "127.0.0.1:47011", tmp_path / "dev", http_listen="127.0.0.1:0",
+           metrics_listen="127.0.0.2:47011")
+    doc = json.loads((tmp_path / "dev" / "agent.json").read_text())
+    doc["metrics_listen"] = "0.0.0.0:47013"
+    doc["http_listen"] = "127.0.0.1:47013"
+    (tmp_path / "dev" / "agent.json").write_text(json.dumps(doc))
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(tmp_path / "dev"),
+                          "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--metrics (metrics_listen) 0.0.0.0:47013: --http (http_listen) is on port 47013 " \
+        "too" in out.stderr, out.stderr
