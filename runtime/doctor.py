@@ -165,6 +165,15 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         if seen is not None and (now - seen).days >= UNSEEN_DAYS:
             add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
                 "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")
+    at: dict[str, list[str]] = {}
+    for d in devices:
+        if not d.address.endswith(":0"):  # port 0 (any free one) is no one's
+            at.setdefault(d.address.strip(), []).append(d.name)
+    for address, names_there in at.items():  # enrolled before enroll refused it: pushes reach one agent of them
+        if len(names_there) > 1:
+            add("devices", "fail", f"{', '.join(names_there)} are enrolled at one address, {address}: one agent "
+                f"listens there, and calls meant for the others reach it (and fail on its token)",
+                "`cdl devices remove` the ones that are gone, or enroll each at its own address with --replace")
     if devices:  # what the devices trust: gone, each call to them (CA) or each push (signing key) would fail
         from runtime.keys import key_files
         from runtime.pki import ca_files

@@ -75,3 +75,19 @@ def test_doctor_names_a_step_rule_that_stops_every_run(text_ws):
         "hidden, dropout, weight_decay, seed, layers",
         "cdl.yaml: steps.deploy.compress.params.methods[0].prune: prune has no option 'sparsty' (did you mean "
         "'sparsity'?); its options: sparsity, finetune_epochs, lr, name"], failed
+
+
+def test_doctor_names_devices_enrolled_at_one_address(text_ws, tmp_path):
+    """Enroll refuses a second device at another's address now; a workspace that enrolled two so before has
+    calls meant for one reaching the other's agent. The doctor names them."""
+    from runtime.devices import enroll
+
+    enroll(text_ws, "a", "127.0.0.1:47031", tmp_path / "a")
+    enroll(text_ws, "b", "127.0.0.1:47032", tmp_path / "b")
+    for n in ("c", "d"):
+        enroll(text_ws, n, "127.0.0.1:0", tmp_path / n)  # any free port: no one's
+    assert not [c for c in _find(diagnose(text_ws), "devices", "fail") if "one address" in c["detail"]]
+    text_ws.store.update_device("b", address="127.0.0.1:47031")  # as an older enroll let it be
+    (found,) = [c for c in _find(diagnose(text_ws), "devices", "fail") if "one address" in c["detail"]]
+    assert found["detail"].startswith("a, b are enrolled at one address, 127.0.0.1:47031: one agent listens there")
+    assert "`cdl devices remove`" in found["hint"]
