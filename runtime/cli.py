@@ -94,10 +94,18 @@ def cli(ctx: click.Context, workspace: Path | None) -> None:
 @click.option("--name", help="project name (default: the folder's name)")
 def init(path: Path, template: str, name: str | None) -> None:
     """Create a workspace (git + DVC repository with cdl.yaml and a registry)."""
+    import shlex
+
     from runtime.workspace.workspace import Workspace
 
     ws = Workspace.init(path, template, name)
-    click.echo(f"created {ws.root} from template {template}")
+    click.echo(f"created {ws.root} from template {template} (model name {ws.config().name})")
+    at = shlex.quote(str(path))
+    source = "news.zip (class folders of .txt), a CSV of text and label, a Label Studio export" \
+        if template == "text-classification" else "a folder of class folders of images, Fashion-MNIST's idx .gz files " \
+        "with --class-names fashion-mnist"
+    click.echo(f"next: `cdl -w {at} data import SOURCE` ({source}), then `cdl -w {at} run`; or `cdl studio {at}`",
+               err=True)
 
 
 def _parse_sets(sets: tuple[str, ...], cfg=None) -> dict[str, dict[str, Any]]:  # noqa: ANN001

@@ -49,3 +49,17 @@ def test_a_workspace_folder_name_that_cannot_name_a_model(tmp_path):
     with pytest.raises(ConfigError, match="--name: 'a/b' cannot name a model"):
         Workspace.init(tmp_path / "other", "text-classification", name="a/b")
     assert not (tmp_path / "other").exists()
+
+
+def test_init_says_the_model_name_and_what_comes_next(tmp_path):
+    """`cdl init` said only "created PATH": not the model name it made of the folder's, nor the next command."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "my news"), "-t", "text-classification"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == f"created {tmp_path / 'my news'} from template text-classification (model name my-news)\n"
+    assert f"next: `cdl -w '{tmp_path / 'my news'}' data import SOURCE` (news.zip" in r.stderr, r.stderr
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "fm"), "-t", "image-classification"])
+    assert "idx .gz files with --class-names fashion-mnist), then `cdl -w" in r.stderr, r.stderr
