@@ -16,11 +16,11 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     p = DevicesPanel(StudioContext(text_ws.root, text_ws, None))
     qtbot.addWidget(p)
     answers = {"name": "edge1", "workers": 2, "replace": False, "metrics": "127.0.0.1:9100", "token": True,
-               "http": "0.0.0.0:8000"}
+               "http": "0.0.0.0:8000", "address": "127.0.0.1:8001"}
 
     def fill(dlg) -> int:  # noqa: ANN001 - what a user types into the dialog, then OK
         dlg.name.setText(answers["name"])
-        dlg.address.setText("127.0.0.1:8001")
+        dlg.address.setText(answers["address"])
         dlg.workers.setValue(answers["workers"])
         dlg.replace.setChecked(answers["replace"])
         dlg.metrics.setText(answers["metrics"])
@@ -57,6 +57,10 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     # the workspace's CA lost: enrolling another device makes a new one, and the panel says edge1 must follow
     (text_ws.root / ".cdl" / "pki" / "ca.key").unlink()
     answers.update(name="edge2", metrics="", replace=False)
+    p._enroll()  # at edge1's address: refused, where edge2's pushes would have reached edge1's agent
+    qtbot.waitUntil(lambda: "edge1 is enrolled there, and one agent listens on a port" in p.status_label.text(),
+                    timeout=30000)
+    answers.update(address="127.0.0.1:8011")
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p._enroll()
     assert "Enrolled edge2" in p.status_label.text()
