@@ -699,6 +699,10 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
         raise DataImportError(f"{path}: the file is empty")
     tasks = load_label_studio(path)
     is_text, from_name, to_name = _ls_names(ws)
+    from runtime.steps.sources import check_choice_names
+
+    if any(isinstance(t, dict) and isinstance(t.get("data"), dict) and to_name in t["data"] for t in tasks):
+        check_choice_names(tasks, from_name, path)  # (tasks of another object, images here, are unmatched below)
     every = _rows_and_new(ws)
     ids = {r.id for r, _ in every}
     by_source = {}

@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -471,6 +472,30 @@ def load_label_studio(path: Path) -> list[dict[str, Any]]:
     return doc
 
 
+def check_choice_names(tasks: list[Any], from_name: str, path: Path) -> None:
+    """Refuse an export whose annotations choose under other control names only: a Label Studio project whose
+    Choices is named "topic" gave "0 label(s) from 9 task(s); 9 unannotated" into a workspace whose labeling
+    from_name is "category", as if nobody had labeled anything."""
+    if not from_name:
+        return
+    others: Counter = Counter()
+    for task in tasks:
+        for ann in (task.get("annotations") or []) if isinstance(task, dict) else []:
+            for res in (ann.get("result") or []) if isinstance(ann, dict) else []:
+                if not isinstance(res, dict) or res.get("type") != "choices":
+                    continue
+                if res.get("from_name") == from_name:
+                    return
+                others[str(res.get("from_name"))] += 1
+    if others:
+        name, n = others.most_common(1)[0]
+        where = f"its {n} choice(s) are all under the control {name!r}" if len(others) == 1 else \
+            f"its choices are under the controls {', '.join(repr(k) for k in others)}"
+        raise DataImportError(
+            f"{path}: {where}, none under {from_name!r} (cdl.yaml's labeling.from_name); nothing was imported. Set "
+            f"`labeling: {{from_name: {name}}}` in cdl.yaml if that control holds the class, then import again")
+
+
 def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str, str]], list[str]]:
     """((label, labeler, source) per completed annotation, labelers who skipped) of one task, JSON or
     JSON_MIN. source is "import", or "manual" for annotations CDL Studio exported from manual labels (so a
@@ -569,5 +594,7 @@ def _read_label_studio(path: Path, kind: str, opts: dict[str, Any], labeling: di
                              labels=[(lab, who) for lab, who, _ in labels], skips=skips))
     if len(kinds) > 1:
         raise DataImportError(f"{path}: mixes text and image tasks")
+    if kinds:  # after the tasks' own checks (an image export into a text workspace says that first)
+        check_choice_names(tasks, labeling.get("from_name") or ("category" if "text" in kinds else "label"), path)
     digest = _sha256_file(path)
     return SourceBatch(path.name, kind, kinds.pop(), digest, items)

@@ -452,3 +452,31 @@ def test_the_export_comes_with_the_label_studio_config_that_takes_it(small_bbc, 
     used = {c for t in json.loads((tmp_path / "ls2.json").read_text()) for a in t["annotations"]
             for x in a["result"] for c in x["value"]["choices"]}
     assert used <= set(choices) and 'R&D <"labs">' in choices
+
+
+def test_an_export_whose_choices_are_under_another_control_is_refused_by_name(text_ws, ls_dir, tmp_path):
+    """A Label Studio project whose Choices is named "topic" gave "0 label(s) from 9 task(s); 9 unannotated" in a
+    workspace whose labeling from_name is "category", as if nobody had labeled anything; as a data source its items
+    came in without labels. Both are refused, naming the control and the setting that takes it."""
+    tasks = json.loads((ls_dir / "text_classification_export.json").read_text())
+    for t in tasks:
+        for a in t["annotations"]:
+            for r in a["result"]:
+                r["from_name"] = "topic"
+    topic = tmp_path / "topic.json"
+    topic.write_text(json.dumps(tasks))
+    says = (f"{topic}: its 9 choice(s) are all under the control 'topic', none under 'category' (cdl.yaml's "
+            "labeling.from_name); nothing was imported. Set `labeling: {from_name: topic}` in cdl.yaml")
+    with pytest.raises(DataImportError, match=re.escape(says)):
+        add_source(text_ws, topic)
+    assert text_ws.store.items() == []
+    add_source(text_ws, ls_dir / "text_classification_export.json")
+    assert Runner(text_ws).run(until="data.label").ok
+    before = len(text_ws.store.labels())
+    with pytest.raises(DataImportError, match=re.escape(says)):
+        import_label_studio(text_ws, topic)
+    assert len(text_ws.store.labels()) == before
+    cfg = text_ws.config()
+    cfg.labeling["from_name"] = "topic"
+    cfg.save()
+    assert import_label_studio(text_ws, topic)["labels"] == 9
