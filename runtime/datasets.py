@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from runtime.domain.errors import WorkspaceError
+from runtime.domain.errors import NotFoundError, WorkspaceError
 from runtime.workspace.dataset import INDEX_NAME, UNLABELED, DatasetView, IndexRow, PackReader
 from runtime.workspace.workspace import DATASET_DIR, Workspace
 
@@ -144,6 +144,7 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
 def push(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
     """Every dataset version's data to the DVC remote (the default one unless named): what the registry knows,
     old versions included. A version whose data is no longer in the cache here is reported, not pushed."""
+    _known_remote(ws, remote)
     todo, missing = {}, []
     for v in ws.store.versions():
         if v.dvc_file and not ws.dvc.missing(v.dvc_hash):
@@ -180,10 +181,24 @@ def not_on_remote(ws: Workspace, url: str) -> list[str]:
 def pull(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
     """Every dataset version's data from the DVC remote into the cache (data/dataset is not touched: `cdl data
     checkout V` then restores any of them); says which versions are complete here afterwards."""
+    _known_remote(ws, remote)
     versions = {v.id: v.dvc_file for v in ws.store.versions() if v.dvc_file}
     got = ws.dvc.transfer("fetch", versions, remote)
     incomplete = [v.id for v in ws.store.versions() if v.dvc_file and ws.dvc.missing(v.dvc_hash)]
     return {"remote": remote or _default_remote(ws), "fetched": got, "incomplete": incomplete}
+
+
+def _known_remote(ws: Workspace, remote: str | None) -> None:
+    """A --remote that is not one: said by name with the remotes there are, where DVC's "config file error: remote
+    'nope' doesn't exist" came after "dvc fetch of v1 failed"."""
+    if remote is None:
+        return
+    remotes = ws.dvc.remotes()
+    if remote not in remotes:
+        from runtime.domain.errors import did_you_mean
+
+        raise NotFoundError(f"no DVC remote {remote!r}{did_you_mean(remote, list(remotes))} (remotes: "
+                            f"{', '.join(remotes) or 'none yet: `cdl data remote add NAME URL` adds one'})")
 
 
 def _default_remote(ws: Workspace) -> str | None:

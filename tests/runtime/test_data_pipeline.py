@@ -597,6 +597,13 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
                                      check=True).stdout)
     assert said == {"remote": "backup", "url": str(remote), "default": True, "replaced_default": "second"}
     assert remote_add(ws, "third", str(tmp_path / "third"), default=False)["replaced_default"] is None
+    # a --remote that is not one: named with the remotes there are (DVC's config file error came after "dvc fetch
+    # of v1 failed")
+    for verb in ("push", "pull"):
+        out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", verb, "--remote",
+                              "thrid"], capture_output=True, text=True)
+        assert out.returncode == 2 and "no DVC remote 'thrid' (did you mean 'third'?) (remotes: backup, second, " \
+            "third)" in out.stderr, out.stderr
     subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "second"], cwd=ws.root, check=True,
                    capture_output=True)
     subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "third"], cwd=ws.root, check=True,
