@@ -937,7 +937,8 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
 def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str, ...], files: tuple[Path, ...],
                    as_json: bool) -> None:
     """Predict with model versions (NAME:VERSION or NAME:ALIAS; several side by side) from their checkpoints, each
-    with its own preprocessing: try a candidate before it is exported or served."""
+    with its own preprocessing: try a candidate before it is exported or served. NAME:VERSION:VARIANT runs that
+    compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?)."""
     from runtime.ml.predict import predict_items
 
     ws = _ws(obj)
@@ -949,14 +950,21 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
             flag = "--file" if Path(stray).exists() else "--text"
             raise CdlError(f"nothing to predict: {stray!r} was read as a model reference (NAME:VERSION); inputs "
                            f"follow --text or --file: `cdl models predict {refs[0]} {flag} {shlex.quote(stray)}`")
-    doc = {ref: predict_items(ws, ref, list(texts), list(files)) for ref in refs}
+    doc = {}
+    for ref in refs:
+        if ref.replace("@", ":", 1).count(":") == 2:  # a variant: that ONNX model, as a device runs it
+            mv, variant = _ref_variant(ws, ref)
+            doc[ref] = predict_items(ws, mv.ref, list(texts), list(files), variant=variant)
+        else:
+            doc[ref] = predict_items(ws, ref, list(texts), list(files))
     if as_json:
         _dump({"predictions": doc})
         return
+    width = max(12, *(len(r) for r in doc))
     for ref, preds in doc.items():
         for p in preds:
             top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:3]
-            click.echo(f"{ref:<12} {p['label']:<16} {p['confidence']:.3f}  ({', '.join(f'{c} {v:.3f}' for c, v in top)})"
+            click.echo(f"{ref:<{width}} {p['label']:<16} {p['confidence']:.3f}  ({', '.join(f'{c} {v:.3f}' for c, v in top)})"
                        f"  {p['input']!r}")
 
 

@@ -13,15 +13,24 @@ from runtime.domain.errors import CdlError
 from runtime.workspace.workspace import Workspace
 
 
-def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Path] = ()) -> list[dict[str, Any]]:
+def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Path] = (),
+                  variant: str | None = None) -> list[dict[str, Any]]:
     """Texts and text files (a text model), or image files (an image model: converted and resized to its input)
-    through model version `ref`: [{"input", "label", "confidence", "probabilities": {class: p}}], one per input."""
+    through model version `ref`: [{"input", "label", "confidence", "probabilities": {class: p}}], one per input.
+    With `variant` (fp32, dynamic_int8, ...), through that ONNX variant in onnxruntime instead of the checkpoint,
+    with the same preprocessing, as a device would run it."""
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
     from runtime.ml.versus import predict_proba
     from runtime.workspace.dataset import decode_text
 
     mv = ws.store.resolve_model(ref)
+    onnx = None
+    if variant is not None:
+        v = ws.store.variant(mv.name, mv.version, variant)
+        if v.status != "ok" or not v.artifact:
+            raise CdlError(f"{mv.ref}:{variant} was not built ({v.status}: {v.message})")
+        onnx = ws.artifacts.get(v.artifact)
     if not texts and not files:
         raise CdlError("nothing to predict: give --text TEXT or --file PATH")
     for f in files:
@@ -38,8 +47,19 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
         from runtime.serve import read_images
 
         names = [str(f) for f in files]
-        X, _ = pipe.transform(read_images(list(files), pipe.height, pipe.width, pipe.channels))
-    probs = np.asarray(predict_proba(ws, mv, X))
+        raw = read_images(list(files), pipe.height, pipe.width, pipe.channels)
+        if onnx is not None:  # NHWC, normalized, then the exported model's layout
+            from runtime.ml.onnx_tools import layout_input
+
+            X = layout_input(pipe.normalize(pipe.check_shape(raw)), mv.extra["arch"]["layout"])
+        else:
+            X, _ = pipe.transform(raw)
+    if onnx is not None:
+        from runtime.ml import onnx_tools
+
+        probs = onnx_tools.predict(onnx_tools.session(onnx), X)
+    else:
+        probs = np.asarray(predict_proba(ws, mv, X))
     return [{"input": name, "label": mv.classes[int(p.argmax())], "confidence": float(p.max()),
              "probabilities": {c: float(p[i]) for i, c in enumerate(mv.classes)}} for name, p in zip(names, probs,
                                                                                                   strict=True)]

@@ -58,6 +58,32 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     assert v["fp32"]["size_bytes"] / v["static_int8"]["size_bytes"] > 3.0
     assert abs(v["static_int8"]["accuracy_delta"]) < 0.1
     assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    # `cdl models predict ws:1 ws:1:fp32 ws:champion:dynamic_int8`: the checkpoint and the variants side by side
+    # (a variant was "model ws has no version with alias '1:dynamic_int8'"); fp32's ONNX answers as the checkpoint
+    text = "Shares fell on the stock market after the bank raised interest rates"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "predict", "ws:1",
+                          "ws:1:fp32", "ws@champion:dynamic_int8", "--text", text, "--json"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    got = {ref: p[0] for ref, p in json.loads(out.stdout)["predictions"].items()}
+    for c, p in got["ws:1"]["probabilities"].items():
+        assert got["ws:1:fp32"]["probabilities"][c] == pytest.approx(p, abs=1e-4)
+    import onnxruntime as ort
+
+    from edge_agent.proto.bundle import read_manifest_unverified
+    from edge_agent.proto.preprocessing import TextPipeline
+    from runtime.bundles import bundle_path
+
+    q = ws.store.variant("ws", 1, "dynamic_int8")
+    sess = ort.InferenceSession(str(ws.artifacts.get(q.artifact)), providers=["CPUExecutionProvider"])
+    x, _ = TextPipeline(read_manifest_unverified(bundle_path(ws, "ws:1", "dynamic_int8"))["preprocessing"]).transform(
+        [text])
+    probs = sess.run(["probabilities"], {"input": x})[0][0]
+    classes = ws.store.model_version("ws", 1).classes
+    assert [got["ws@champion:dynamic_int8"]["probabilities"][c] for c in classes] == pytest.approx(probs, abs=1e-6)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "predict", "ws:1:tensorrt",
+                          "--text", text], capture_output=True, text=True)
+    assert out.returncode == 2 and "ws:1:tensorrt was not built (skipped: TensorRT unavailable" in out.stderr
     assert v["distill"]["details"]["params_student"] < v["distill"]["details"]["params_teacher"]
     assert v["lowrank"]["details"]["factorized_layers"]
     assert v["lowrank"]["message"].endswith("factorized, fine-tuned 1 epoch(s)"), v["lowrank"]["message"]
@@ -200,4 +226,17 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
         client.infer("fm", [flat])
     assert "shape [16, 784] is not a batch of 28x28x1 images: send [N, 28, 28, 1]" in str(err.value), err.value
     client.close()
+    # `cdl models predict fm:1:static_int8 --file IMAGE`: the variant in onnxruntime, as the device answered
+    from PIL import Image
+
+    from runtime.ml.predict import predict_items
+
+    files = []
+    for k in range(3):
+        files.append(tmp_path / f"img{k}.png")
+        Image.fromarray(images[k].reshape(28, 28)).save(files[-1])
+    got = predict_items(ws, "fm:1", files=files, variant="static_int8")
+    np.testing.assert_allclose([[g["probabilities"][c] for c in classes] for g in got], expected[:3], atol=1e-5)
+    ckpt = predict_items(ws, "fm:1", files=files)  # the checkpoint, beside it
+    assert [g["label"] for g in ckpt] == [g["label"] for g in predict_items(ws, "fm:1", files=files, variant="fp32")]
     ws.close()
