@@ -1054,7 +1054,8 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help='{"ref", "variant", "path", "sha256", "size_bytes"}')
 @click.pass_obj
 def package(obj: dict[str, Any], ref: str, output: Path, as_json: bool) -> None:
-    """Write the signed bundle of NAME:VERSION[:VARIANT] (default variant fp32) to a file."""
+    """Write the signed bundle of NAME:VERSION[:VARIANT] (default variant fp32) to a file. VERSION is a number or
+    an alias (champion, challenger, latest)."""
     from runtime.bundles import package as do_package
 
     mv, variant = _ref_variant(_ws(obj), ref)
@@ -1242,7 +1243,8 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
 def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_devices: bool, no_activate: bool,
            canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool,
            as_json: bool) -> None:
-    """Push NAME:VERSION[:VARIANT] (default variant fp32) to devices and activate it. Exit 1 when a device
+    """Push NAME:VERSION[:VARIANT] (default variant fp32; VERSION a number or an alias: champion, challenger,
+    latest) to devices and activate it. Exit 1 when a device
     fails or a canary does badly, 2 for input errors (before any device is touched)."""
     from runtime.bundles import bundle_path
     from runtime.devices import deploy_each, history_json
