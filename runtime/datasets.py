@@ -132,7 +132,13 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
     if "://" not in url:  # a folder: absolute, so the workspace finds it from anywhere
         from pathlib import Path
 
-        url = str(Path(url).expanduser().resolve())
+        folder = Path(url).expanduser().resolve()
+        if folder == ws.root.resolve() or ws.root.resolve() in folder.parents:
+            # DVC takes it; the remote then lies in git's way (untracked files), goes into every backup, and goes
+            # with the workspace when that is lost: no remote at all
+            raise WorkspaceError(f"{folder} is inside the workspace: a DVC remote there is lost with it, so it backs "
+                                 "nothing up; choose a folder elsewhere (another disk, a mounted share)")
+        url = str(folder)
     before = _default_remote(ws)
     ws.dvc.add_remote(name, url, default)
     ws.git.commit(f"data: DVC remote {name}", ".dvc/config")

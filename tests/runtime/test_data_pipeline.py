@@ -597,6 +597,13 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
                                      check=True).stdout)
     assert said == {"remote": "backup", "url": str(remote), "default": True, "replaced_default": "second"}
     assert remote_add(ws, "third", str(tmp_path / "third"), default=False)["replaced_default"] is None
+    # a folder inside the workspace (a relative path typed there) was taken: lost with the workspace, in every
+    # backup, and in git's way
+    for inside in (ws.root / "remote", ws.root):
+        with pytest.raises(WorkspaceError, match=re.escape(f"{inside} is inside the workspace: a DVC remote there is "
+                                                           "lost with it, so it backs nothing up")):
+            remote_add(ws, "inside", str(inside))
+    assert "inside" not in ws.dvc.remotes()
     # a --remote that is not one: named with the remotes there are (DVC's config file error came after "dvc fetch
     # of v1 failed")
     for verb in ("push", "pull"):
