@@ -179,7 +179,7 @@ class LabelQueue:
     def __init__(self, workspace: Workspace, labeler: str = "labeler", lease_seconds: float | None = None):
         self.ws = workspace
         self.store = workspace.store
-        self.labeler = labeler
+        self.labeler = (labeler or "").strip()  # " ana" and "ana" are one person
         self.lease_seconds = self.LEASE_SECONDS if lease_seconds is None else lease_seconds
         self._view = None
 
@@ -352,7 +352,13 @@ class LabelQueue:
             raise NotFoundError(f"item {ref!r} is not in the checked-out dataset version")
         raise CdlError(f"item {ref!r} is ambiguous ({len(matches)} matches); give the full id")
 
+    def _need_labeler(self) -> None:
+        """A label or a skip says who gave it: an empty name made a labeler "" in the agreement table."""
+        if not self.labeler:
+            raise CdlError("a label needs the labeler's name (`--labeler NAME`, the labeling panel's Labeler field)")
+
     def set_label(self, ref: str, label: str) -> LabelRecord:
+        self._need_labeler()
         fixed = (self.ws.config().labeling or {}).get("classes") or []
         if fixed and label not in fixed:
             raise CdlError(f"label {label!r} is not one of the classes in cdl.yaml: {', '.join(fixed)}")
@@ -365,6 +371,7 @@ class LabelQueue:
         return rec
 
     def skip(self, ref: str) -> LabelRecord:
+        self._need_labeler()
         item = self._item_id(ref)
         rec = self.store.add_label(item, None, self.labeler, "manual", "skip",
                                    dataset_version=self.ws.current_version())

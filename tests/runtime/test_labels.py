@@ -480,3 +480,25 @@ def test_an_export_whose_choices_are_under_another_control_is_refused_by_name(te
     cfg.labeling["from_name"] = "topic"
     cfg.save()
     assert import_label_studio(text_ws, topic)["labels"] == 9
+
+
+def test_a_label_says_who_gave_it(unlabeled_ws):
+    """`cdl labels set ITEM tech --labeler ""` was taken: a labeler "" in the agreement table, and " kim " and
+    "kim" were two people."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+    from runtime.domain.errors import CdlError
+
+    ws = unlabeled_ws
+    item = LabelQueue(ws, "x").next()
+    for blank in ("", "  "):
+        with pytest.raises(CdlError, match="a label needs the labeler's name"):
+            LabelQueue(ws, blank).set_label(item.uid, "tech")
+        with pytest.raises(CdlError, match="a label needs the labeler's name"):
+            LabelQueue(ws, blank).skip(item.uid)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", item.uid, "tech", "--labeler", ""])
+    assert r.exit_code == 2 and "`--labeler NAME`" in r.stderr, r.output
+    assert not [x for x in ws.store.labels() if x.source == "manual"]
+    LabelQueue(ws, " kim ").set_label(item.uid, "tech")
+    assert {x.labeler for x in ws.store.labels() if x.source == "manual"} == {"kim"}
