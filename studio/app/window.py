@@ -337,9 +337,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"the run did not start: {message}", 15000)
         self.refused_box = QMessageBox(QMessageBox.Icon.Warning, "The run did not start", message,
                                        QMessageBox.StandardButton.Ok, self)
-        self.refused_box.setInformativeText("Nothing ran. A step's Parameters… (right-click it in the flowchart) "
-                                            "or cdl.yaml holds the value named above; the doctor lists every such "
-                                            "finding.")
+        self.refused_box.setInformativeText(
+            "Nothing ran. Run again once the status bar says the runtime is up." if "not connected" in message else
+            "Nothing ran. A step's Parameters… (right-click it in the flowchart) or cdl.yaml holds the value named "
+            "above; the doctor lists every such finding.")
         self.refused_box.open()
 
     def _on_runtime_failed(self, message: str) -> None:

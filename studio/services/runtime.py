@@ -162,8 +162,9 @@ class RuntimeConnection(QObject):
 
     def submit(self, steps: list[str] | None = None, until: str | None = None, force: bool = False,
                overrides: dict[str, Any] | None = None) -> None:
-        if self.client is None:
-            self.sig_error.emit("the runtime is not connected yet")
+        if self.client is None:  # a Run that does nothing is said as a refused one is (it was a status-bar line)
+            self.sig_refused.emit("the runtime is not connected yet (it is starting, or did not start: the status "
+                                  "bar says which)")
             return
 
         def done(result: tuple[str, list[str]]) -> None:

@@ -288,6 +288,9 @@ def test_a_runtime_that_cannot_start_says_why(tmp_path, qtbot):
     with qtbot.waitSignal(rt.sig_failed, timeout=60000) as failed:
         rt.start()
     assert "the runtime did not start" in failed.args[0] and "not a CDL workspace" in failed.args[0], failed.args[0]
+    with qtbot.waitSignal(rt.sig_refused, timeout=5000) as refused:  # a Run now: said as a refused run is
+        rt.submit(None, None)
+    assert refused.args[0].startswith("the runtime is not connected yet"), refused.args[0]
     rt.stop()
 
 
