@@ -10,8 +10,6 @@ it at its next health check (`cdl devices status`); the deployment history has n
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +30,10 @@ def install(data_dir: Path, bundle: Path, activate: bool = True) -> dict[str, An
     short = slots.space_for(len(data), 0, cfg.min_free_bytes)
     if short:
         raise BundleError(short)
-    digest = hashlib.sha256(data).hexdigest()
-    upload_id = f"install-{digest[:32]}-{os.getpid()}"  # never a push's upload (those are named by the sha256)
-    part, _meta = slots.upload_paths(upload_id)
     try:
-        with open(part, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        bundle_id = slots.store_upload(upload_id, digest)
+        bundle_id = slots.store_bytes(data)
     except BundleError as exc:
         raise BundleError(f"{bundle}: refused, nothing was stored: {exc}") from None
-    finally:
-        part.unlink(missing_ok=True)
     manifest = slots.manifest(bundle_id)
     out = {"bundle_id": bundle_id, "name": manifest["name"], "version": str(manifest["version"]),
            "variant": manifest["variant"], "activated": False, "previous": slots.state().get("current")}

@@ -135,13 +135,22 @@ class Slots:
             meta.unlink(missing_ok=True)
             raise BundleError(f"the upload's sha256 is {digest[:16]}..., the client announced {sha256[:16]}... "
                               "(truncated or corrupted in transit)")
+        self.store_bytes(data)
+        part.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        return digest
+
+    def store_bytes(self, data: bytes) -> str:
+        """Verify a whole bundle (signature, every member's hash and path) and store it: its id (its sha256). A
+        push's upload and `cdl-edge install`'s file both come here; a bundle already stored is not extracted again."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
         dest = self.bundles / digest
         with self.locked():
             if not (dest / "manifest.json").exists():
                 extract_verified(data, self.trusted, dest)
                 _fsync_dir(self.bundles)
-        part.unlink(missing_ok=True)
-        meta.unlink(missing_ok=True)
         return digest
 
     def space_for(self, total_size: int, have: int, min_free: int) -> str | None:
