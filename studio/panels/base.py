@@ -96,6 +96,16 @@ class Panel(QWidget):
     def say(self, text: str, kind: str = "info") -> None:
         set_notice(self.status_label, text, kind)
 
+    def say_empty(self, text: str | None) -> None:
+        """A load's "nothing here yet" notice (text), or None when there is something: then only that notice goes,
+        and what an action said (a Save bundle…, a delete) stays, where every reload cleared it."""
+        if text:
+            self.say(text)
+            self._said_empty = True
+        elif getattr(self, "_said_empty", False):
+            self.say("")
+            self._said_empty = False
+
     def work(self, fn: Callable[..., Any], *args: Any, done: Callable[[Any], None] | None = None,
              message: str = "") -> None:
         """Run an action off the GUI thread; refresh afterwards; show errors plainly."""

@@ -67,13 +67,10 @@ class CompressionPanel(Panel):
             self.model.setCurrentIndex(self.model.findData(d["chosen"]))
         self.model.blockSignals(False)
         if not d["doc"]:
-            self.say("No variants yet: run deploy.export and deploy.compress on an approved model.")
-            self._said_empty = True
+            self.say_empty("No variants yet: run deploy.export and deploy.compress on an approved model.")
             self.table.fill([])
             return
-        if getattr(self, "_said_empty", False):  # only that notice goes: what an action said (Save bundle…) stays
-            self.say("")
-            self._said_empty = False
+        self.say_empty(None)
         rows, colors = [], {}
         base = next((v for v in d["doc"]["variants"] if v["name"] == "fp32"), None)
 

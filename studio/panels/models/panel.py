@@ -96,12 +96,7 @@ class ModelsPanel(Panel):
             exps.append((e.id, e.name, e.kind, e.dataset_version, e.framework, e.template, e.status, best,
                          local_time(e.created, seconds=False)))
         self.experiments.fill(exps)
-        if not d["models"]:
-            self.say("No model registered yet: run the model pipeline up to model.register.")
-            self._said_empty = True
-        elif getattr(self, "_said_empty", False):  # only that notice goes: what an action said stays
-            self.say("")
-            self._said_empty = False
+        self.say_empty(None if d["models"] else "No model registered yet: run the model pipeline up to model.register.")
 
     def _compare(self) -> None:
         from studio.widgets.compare_dialog import CompareDialog, run_compare
