@@ -13,6 +13,15 @@ from runtime.keys import signing_key
 from runtime.workspace.workspace import Workspace
 
 
+def built_variant(ws: Workspace, mv: Any, variant: str) -> Any:  # noqa: ANN401
+    """A built variant of model version `mv` (its ONNX file: ws.artifacts.get(v.artifact)); CdlError naming why
+    when it was not built (skipped or failed)."""
+    v = ws.store.variant(mv.name, mv.version, variant)
+    if v.status != "ok" or not v.artifact:
+        raise CdlError(f"{mv.ref}:{variant} was not built ({v.status}: {v.message})")
+    return v
+
+
 def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any], Path]:
     """The manifest (without members and signature) and the ONNX file of a variant."""
     from runtime.ml import onnx_tools
@@ -22,9 +31,7 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
 
     store = ws.store
     mv = store.resolve_model(ref)
-    v = store.variant(mv.name, mv.version, variant)
-    if v.status != "ok" or not v.artifact:
-        raise CdlError(f"{mv.ref}:{variant} was not built ({v.status}: {v.message})")
+    v = built_variant(ws, mv, variant)
     onnx_path = ws.artifacts.get(v.artifact)
     prep = load_transform(ws, mv.transform)
     arch = mv.extra["arch"]

@@ -27,10 +27,9 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     mv = ws.store.resolve_model(ref)
     onnx = None
     if variant is not None:
-        v = ws.store.variant(mv.name, mv.version, variant)
-        if v.status != "ok" or not v.artifact:
-            raise CdlError(f"{mv.ref}:{variant} was not built ({v.status}: {v.message})")
-        onnx = ws.artifacts.get(v.artifact)
+        from runtime.bundles import built_variant
+
+        onnx = ws.artifacts.get(built_variant(ws, mv, variant).artifact)
     if not texts and not files:
         raise CdlError("nothing to predict: give --text TEXT or --file PATH")
     for f in files:
