@@ -576,7 +576,8 @@ class Store(ModelRegistryMixin, DeployMixin):
             return [_version(r) for r in rows]
 
     def version(self, version_id: str) -> DatasetVersion:
-        vid = version_id if version_id.startswith("v") else f"v{version_id}"
+        vid = version_id.strip()  # "v2", "2", "V2" and " v2" (pasted) name one version
+        vid = f"v{vid[1:]}" if vid[:1] in ("v", "V") else f"v{vid}"
         with self.session() as s:
             row = s.execute(select(t.SqlDatasetVersion).where(t.SqlDatasetVersion.id == vid)).scalar_one_or_none()
             if row is None:

@@ -95,6 +95,7 @@ def test_versions(store: Store):
     assert (v1.id, v2.id) == ("v1", "v2")
     assert [v.id for v in store.versions()] == ["v1", "v2"]
     assert store.version("2").id == "v2"
+    assert store.version("V2").id == store.version(" v2 ").id == "v2"  # as `cdl data checkout V2` types it
     assert store.version_by_hash("h1.dir").id == "v1"
     assert store.latest_version().classes == {"a": 11}
     with pytest.raises(NotFoundError, match="v9"):
