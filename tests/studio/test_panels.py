@@ -6,6 +6,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 
+from runtime.domain.errors import CdlError
 from tests.studio.conftest import load
 
 
@@ -139,9 +140,13 @@ def test_the_labelers_name_stays_for_the_next_session(studio_ctx, qtbot):
     again = LabelingPanel(studio_ctx)  # the next session's panel
     qtbot.addWidget(again)
     assert again.labeler.text() == "ana"
-    again.labeler.setText("")  # an empty field is not kept
+    again.labeler.setText("")  # an empty field is not kept: the name comes back, and labels carry it
     again.labeler.editingFinished.emit()
     assert QSettings("CDL", "Studio").value("labeler") == "ana"
+    assert again.labeler.text() == "ana" and "still labeling as 'ana'" in again.status_label.text()
+    again.labeler.setText(" ")  # and a blank name reaching the queue is refused, where it labeled as "labeler"
+    with pytest.raises(CdlError, match="labeler's name"):
+        again._queue().set_label(studio_ctx.workspace.store.items()[0].id, "sport")
     QSettings("CDL", "Studio").remove("labeler")
 
 

@@ -143,14 +143,21 @@ class LabelingPanel(Panel):
         self.filter.setCurrentText(value)
 
     def _keep_labeler(self) -> None:
+        settings = QSettings("CDL", "Studio")
         name = self.labeler.text().strip()
         if name:
-            QSettings("CDL", "Studio").setValue("labeler", name)
+            settings.setValue("labeler", name)
+            return
+        # an emptied field labeled as "labeler", a name nobody has, in the agreement table: the name comes back
+        self.labeler.setText(str(settings.value("labeler", "") or "") or getpass.getuser() or "")
+        self.say(f"Every label carries its labeler's name: still labeling as {self.labeler.text()!r}"
+                 if self.labeler.text().strip() else "Type your name in the Labeler field: every label carries it",
+                 "warning")
 
     def _queue(self):  # noqa: ANN202
         from runtime.labeling import LabelQueue
 
-        return LabelQueue(self.ctx.workspace, self.labeler.text().strip() or "labeler")
+        return LabelQueue(self.ctx.workspace, self.labeler.text().strip())  # a blank name is refused by name
 
     def load(self) -> dict[str, Any]:
         from runtime.proposals import proposals
