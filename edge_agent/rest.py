@@ -17,7 +17,7 @@
 Triton's binary data extension too (request_from_json says how), as tritonclient.http sends and asks by default;
 bodies compressed (Content-Encoding gzip or deflate) or sent chunked, and answers compressed where Accept-Encoding
 asks.
-HTTPS only, with the agent's own certificate (as its gRPC port); `inference_auth: "token"` wants the device token
+HTTPS only, with the agent's own certificate (as its gRPC port; plain HTTP gets a 400 that says so); `inference_auth: "token"` wants the device token
 (`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
 Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
 same message; the gRPC status becomes the HTTP one (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAUTHENTICATED 401,
@@ -28,9 +28,11 @@ every worker serves this port (SO_REUSEPORT, as the gRPC one: the kernel spreads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import socket
 import ssl
 import zlib
 from pathlib import Path
@@ -318,13 +320,55 @@ class RestServer:
 
     def __init__(self, servicer: Inference):
         self.servicer = servicer
-        self.server: asyncio.Server | None = None
         self.port = 0
         self.busy = 0  # requests read and not yet answered
         self.stopping = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._listeners: list[socket.socket] = []
+        self._tasks: set[asyncio.Task] = set()  # the accept loops and connections not yet past their first bytes
+
+    def _spawn(self, coro: Any) -> None:  # noqa: ANN401
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # out of file descriptors, a connection reset before it was accepted
+                log.warning("REST port: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            self._spawn(self._first_bytes(conn, ctx))
+
+    async def _first_bytes(self, conn: socket.socket, ctx: ssl.SSLContext) -> None:
+        """TLS (a handshake record, 0x16) goes on to the HTTPS handler; plain HTTP gets a 400 that says to use
+        https:// with the workspace's CA, as nginx answers on its HTTPS port, where the connection was closed
+        without an answer ("Empty reply from server"): Triton's REST port is plain HTTP, and its users type
+        http:// first."""
+        loop = asyncio.get_running_loop()
+        try:
+            first = await asyncio.wait_for(_peek(loop, conn), IDLE_S)
+        except (TimeoutError, OSError):
+            conn.close()
+            return
+        if first[:1] == b"\x16":
+            reader = asyncio.StreamReader(limit=64 << 10)
+            protocol = asyncio.StreamReaderProtocol(reader, self.handle)
+            try:
+                await loop.connect_accepted_socket(lambda: protocol, conn, ssl=ctx, ssl_handshake_timeout=IDLE_S)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:  # a failed handshake: the client says why
+                log.debug("REST port: TLS handshake failed: %s", exc)
+                conn.close()
+            return
+        if first:
+            await _refuse_plain(loop, conn)
+        conn.close()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -350,8 +394,10 @@ class RestServer:
 
     async def stop(self, grace: float) -> None:
         self.stopping = True
-        if self.server is not None:
-            self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for sock in self._listeners:
+            sock.close()
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
@@ -370,10 +416,69 @@ async def serve_rest(servicer: Inference, listen: str, cert: Path, key: Path, re
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     rest = RestServer(servicer)
-    rest.server = await asyncio.start_server(rest.handle, host, port, ssl=ctx, limit=64 << 10,
-                                             reuse_port=reuse_port or None)
-    rest.port = rest.server.sockets[0].getsockname()[1]
+    rest._listeners = _listen(host, port, reuse_port)
+    rest.port = rest._listeners[0].getsockname()[1]
+    for sock in rest._listeners:
+        rest._spawn(rest._accept(sock, ctx))
     return rest
+
+
+def _listen(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
+    """Listening sockets on every address host names (as asyncio.start_server binds them), on one port."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(socks) > 1:  # the port the first one got, on every address
+                addr = (addr[0], socks[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)  # an OSError: the agent says which --http address it could not serve
+            sock.listen(128)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The connection's first bytes, left in the socket for whoever reads it next (b"" when it closed)."""
+    ready = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+    return conn.recv(16, socket.MSG_PEEK)
+
+
+async def _refuse_plain(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    body = json.dumps({"error": "this port speaks HTTPS only (TLS with the agent's certificate): call "
+                       "https://HOST:PORT/v2/... and trust the workspace's CA (curl --cacert .cdl/pki/ca.crt; "
+                       "tritonclient.http with ssl=True)"}).encode()
+    try:
+        with contextlib.suppress(BlockingIOError):
+            conn.recv(64 << 10)  # the request, read, so that closing does not reset the connection under the answer
+        await asyncio.wait_for(loop.sock_sendall(conn, b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                                                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                                                 + body), 10)
+        conn.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until_closed(loop, conn), 2.0)
+    except (OSError, TimeoutError):
+        pass
+
+
+async def _until_closed(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    while await loop.sock_recv(conn, 64 << 10):
+        pass
 
 
 async def _one(rest: RestServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -311,12 +312,28 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
         token = ws.store.device("dev1").token
         status, doc = rest.call("POST", "/v2/models/ws/infer", req, headers={"Authorization": f"Bearer {token}"})
         assert status == 200 and doc["outputs"][1]["name"] == "label"
-        # plain HTTP gets no answer: the port speaks TLS only
+        # plain HTTP (Triton's REST port is plain, so its users type http:// first) is refused with a 400 that
+        # says to use https:// (it got no answer at all: "Empty reply from server"), and serves nothing
         host, port = agent.rest_url.split("//")[1].split("/")[0].rsplit(":", 1)
         plain = http.client.HTTPConnection(host, int(port), timeout=10)
-        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
-            plain.request("GET", "/v2/health/live")
-            plain.getresponse().read()
+        plain.request("POST", "/v2/models/ws/infer", json.dumps(req), headers={"Authorization": f"Bearer {token}"})
+        answer = plain.getresponse()
+        assert answer.status == 400 and "HTTPS only" in json.loads(answer.read())["error"]
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        plain_client = httpclient.InferenceServerClient(f"{host}:{port}")
+        assert not plain_client.is_server_live()
+        with pytest.raises(InferenceServerException, match="HTTPS only"):
+            plain_client.get_server_metadata()
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # a connection that says nothing
+            pass
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # a TLS record that is no handshake
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            while s.recv(100):  # at most a TLS alert, then the agent closes it (a hang times out the test)
+                pass
+        status, doc = rest.call("POST", "/v2/models/ws/infer", req, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and doc["outputs"][1]["name"] == "label"  # and TLS clients are served as before
     finally:
         agent.stop()
 
