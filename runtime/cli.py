@@ -487,7 +487,7 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
 @click.pass_obj
 def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None:
     """The validation report: quarantined items (rule and reason) and cleaned items."""
-    from runtime.datasets import report_json
+    from runtime.datasets import alike_text, report_json
 
     doc = report_json(_ws(obj), version)
     if as_json:
@@ -498,6 +498,9 @@ def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None
                      "data.version makes (`cdl run --until data.validate`)")
         return
     click.echo(f"version {doc['version']}: {len(doc['quarantined'])} quarantined, {len(doc['cleaned'])} cleaned")
+    for group in doc["similar_labels"]:
+        click.echo(f"  labels that look alike: {alike_text(group)}: "
+                   "one class spelt two ways?")
     for q in doc["quarantined"]:
         click.echo(f"  quarantined {q['source']}: {q['rule']}: {q['reason']}")
     for c in doc["cleaned"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -34,14 +35,30 @@ def versions_json(ws: Workspace) -> dict[str, Any]:
 def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:
     version = version or ws.current_version()
     if version is None:
-        return {"version": None, "quarantined": [], "cleaned": []}
+        return {"version": None, "similar_labels": [], "quarantined": [], "cleaned": []}
     ws.store.version(version)  # raises if unknown
     return {
         "version": version,
+        "similar_labels": similar_labels(version_view(ws, version).rows),
         "quarantined": [{"item": q.item, "source": q.source, "rule": q.rule, "reason": q.reason}
                         for q in ws.store.quarantine(version)],
         "cleaned": [{"item": c.item, "source": c.source, "action": c.action} for c in ws.store.cleaned(version)],
     }
+
+
+def similar_labels(rows: list[IndexRow]) -> list[dict[str, int]]:
+    """Labels that are one class spelt two ways ("Sport" and "sport", "sci-fi" and "sci fi"), each with its item
+    count: a model would learn them as two classes, and nothing else flags them when allowed_labels is empty."""
+    counts = Counter(r.label for r in rows if r.label is not None)
+    groups: dict[str, dict[str, int]] = {}
+    for label, n in sorted(counts.items()):
+        groups.setdefault(re.sub(r"[\W_]+", "", label.casefold()) or label, {})[label] = n
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def alike_text(group: dict[str, int]) -> str:
+    """'Sport' (2 items) and 'sport' (6 items)"""
+    return " and ".join(f"{k!r} ({n} item{'' if n == 1 else 's'})" for k, n in group.items())
 
 
 def version_rows(ws: Workspace, version: str) -> list[IndexRow]:

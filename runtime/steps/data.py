@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.datasets import alike_text, similar_labels
 from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
 from runtime.domain.errors import ConfigError, DataImportError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
@@ -561,6 +562,11 @@ class ValidateStep(Step):
                 ctx.log(f"allowed_labels: {', '.join(map(repr, unused))} matches no item's label (labels here: "
                         f"{', '.join(sorted(present))}): check the spelling; items with a label not in "
                         "allowed_labels are quarantined")
+        similar = similar_labels(view.rows)
+        for group in similar:
+            ctx.log(f"labels {alike_text(group)} differ only in case, "
+                    "spaces or punctuation: one class split in two? (relabel, or list the right one in "
+                    "data.validate.allowed_labels to quarantine the other)")
         allowed_ext = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in p["allowed_extensions"] or []}
         out: list[QuarantineEntry] = []
 
@@ -615,12 +621,14 @@ class ValidateStep(Step):
         for q in out[:20]:
             ctx.log(f"quarantined {q.source}: {q.rule}: {q.reason}")
         fp = hash_text(version, json_dumps(p), [(q.item, q.rule) for q in out])
+        split = "; labels that look alike: " + ", ".join(" and ".join(map(repr, g)) for g in similar) if similar else ""
         return StepResult(
             summary={"version": version, "checked": len(rows), "quarantined": len(out), "valid": len(rows) - len({q.item for q in out}),
-                     "by_rule": dict(sorted(by_rule.items()))},
+                     "by_rule": dict(sorted(by_rule.items())), "similar_labels": similar},
             output_fp=fp,
-            message=f"{len(out)} item(s) quarantined of {len(rows)}",
+            message=f"{len(out)} item(s) quarantined of {len(rows)}{split}",
         )
+
 
 
 # -- data.label ---------------------------------------------------------------------------------------------

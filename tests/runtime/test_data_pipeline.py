@@ -427,6 +427,33 @@ def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
                             "politics, sport, tech): check the spelling") for m in said), said
 
 
+def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
+    """A CSV whose label column has "Sport" beside "sport" and "sci-fi" beside "Sci Fi" trained a model of two
+    classes for each, and nothing said so unless allowed_labels was set."""
+    rows = ["text,label"]
+    for i, label in enumerate(["sport"] * 6 + ["Sport"] * 2 + ["sci-fi"] * 5 + ["Sci Fi"] + ["tech"] * 6):
+        rows.append(f"article number {i} about {label.lower()} with enough words to pass the length rule,{label}")
+    (tmp_path / "mixed.csv").write_text("\n".join(rows) + "\n")
+    add_source(text_ws, tmp_path / "mixed.csv")
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message or ""))
+    assert Runner(text_ws, bus=bus).run(until="data.validate").ok
+    run = text_ws.store.last_step_run("data.validate")
+    assert run.summary["similar_labels"] == [{"Sci Fi": 1, "sci-fi": 5}, {"Sport": 2, "sport": 6}]
+    assert run.summary["quarantined"] == 0  # said, not quarantined: which spelling is right is the user's call
+    assert "labels that look alike: 'Sci Fi' and 'sci-fi', 'Sport' and 'sport'" in run.message
+    assert any(m.startswith("labels 'Sport' (2 items) and 'sport' (6 items) differ only in case, spaces or "
+                            "punctuation") for m in said), said
+    # `cdl data report` says it too, and the studio's Validation tab (tests/studio)
+    assert report_json(text_ws)["similar_labels"] == run.summary["similar_labels"]
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "report"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "labels that look alike: 'Sport' (2 items) and 'sport' (6 items)" in out.stdout
+
+
 @pytest.mark.parametrize(("rule", "said"), [
     ({"image_shape": [28]}, "data.validate.image_shape: expected [height, width], two whole numbers"),
     ({"image_shape": [28, "28"]}, "data.validate.image_shape: expected [height, width]"),

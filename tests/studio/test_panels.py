@@ -23,6 +23,27 @@ def test_data_panel(studio_ctx, qtbot):
     ticks = p.balance_plot.getAxis("bottom")._tickLevels[0]  # five classes: names on two staggered rows
     assert [t for _, t in ticks] == ["business", "\nentertainment", "politics", "\nsport", "tech"]
     assert p.sources.item(0, 4).text() == ""  # reachable here
+    assert "look alike" not in p.val_summary.text()
+
+
+def test_data_panel_says_labels_that_look_alike(qtbot, tmp_path):
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    rows = ["text,label"] + [f"article {i} with enough words in it to pass the length rule,{label}"
+                             for i, label in enumerate(["sport"] * 5 + ["Sport"] * 2 + ["tech"] * 5)]
+    (tmp_path / "mixed.csv").write_text("\n".join(rows) + "\n")
+    add_source(ws, tmp_path / "mixed.csv")
+    assert Runner(ws).run(until="data.validate").ok
+    p = DataPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    assert "Labels that look alike (one class spelt two ways?): 'Sport' (2) and 'sport' (5)" in p.val_summary.text()
+    ws.close()
 
 
 def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_path):

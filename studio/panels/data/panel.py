@@ -77,6 +77,7 @@ class DataPanel(Panel):
         val = QWidget()
         lay = QVBoxLayout(val)
         self.val_summary = QLabel()
+        self.val_summary.setWordWrap(True)
         lay.addWidget(self.val_summary)
         lay.addWidget(QLabel("Quarantine: items that failed a rule"))
         self.quarantine = Table(["source", "rule", "reason"])
@@ -178,8 +179,11 @@ class DataPanel(Panel):
         else:
             self.summary.setText(f"{d['items']} items imported; no dataset version yet (run the data pipeline)")
         rep = d["report"]
+        alike = "; ".join(" and ".join(f"'{k}' ({n})" for k, n in g.items()) for g in rep["similar_labels"])
         self.val_summary.setText(f"version {rep['version'] or '-'}: {len(rep['quarantined'])} quarantined, "
-                                 f"{len(rep['cleaned'])} cleaned")
+                                 f"{len(rep['cleaned'])} cleaned" + (f". Labels that look alike (one class spelt "
+                                                                     f"two ways?): {alike}" if alike else ""))
+        self.val_summary.setStyleSheet("QLabel { color: #92400e; }" if alike else "")
         self.quarantine.fill([(q["source"], q["rule"], q["reason"]) for q in rep["quarantined"]])
         self.cleaned.fill([(c["source"], c["action"]) for c in rep["cleaned"]])
         if not d["sources"]:
