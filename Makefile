@@ -29,7 +29,10 @@ lint: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q --timeout=900 $(PYTEST_ARGS)
 
+# Triton's perf_analyzer (C++) beside the Python load generator for the agent throughput benchmark; where it
+# cannot be fetched, that benchmark says why and measures with the Python one alone.
 bench: $(STAMP)
+	-PY=$(PY) tests/benchmarks/fetch_perf_analyzer.sh
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -s -m bench tests/benchmarks $(PYTEST_ARGS)
 
 screenshots: $(STAMP)
