@@ -85,7 +85,13 @@ class MainWindow(QMainWindow):
             self.start_page.message.show()
             from studio.widgets.common import set_notice
 
-            set_notice(self.start_page.message, str(exc), "error")
+            message = str(exc)
+            if not (root / "cdl.yaml").exists():  # `cdl studio NEWFOLDER`: Create is one click away, in that folder
+                self.start_page.folder.setText(str(root))
+                message = (f"{root} does not exist" if not root.exists() else
+                           f"{root}: not a CDL workspace (no cdl.yaml)") + \
+                    ": Create makes one there (choose its template), or open another folder."
+            set_notice(self.start_page.message, message, "warning" if message != str(exc) else "error")
             return
         remember(root)
         self.setWindowTitle(f"CDL Studio — {graph['name']} ({root})")

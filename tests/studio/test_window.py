@@ -376,3 +376,25 @@ def test_the_tests_keep_the_users_recent_workspaces_alone(tmp_path, qtbot):
     assert recent()[0] == str(ws)
     where = QSettings("CDL", "Studio").fileName()
     assert where.startswith(os.environ["XDG_CONFIG_HOME"]) and "cdl-tests-config-" in where, where
+
+
+def test_the_studio_on_a_folder_that_is_no_workspace_offers_to_create_it_there(tmp_path, qtbot):
+    """`cdl studio NEWFOLDER` showed "not a CDL workspace (no cdl.yaml)" with the Create form on ~/cdl-project: the
+    folder named on the command line is where Create now makes it, in one click."""
+    from studio.app.window import MainWindow
+
+    w = MainWindow(tmp_path / "new-project")
+    qtbot.addWidget(w)
+    page = w.start_page
+    assert page.folder.text() == str((tmp_path / "new-project").resolve())
+    assert page.message.text() == (f"{(tmp_path / 'new-project').resolve()} does not exist: Create makes one there "
+                                   "(choose its template), or open another folder.")
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=120000):
+        page.create_btn.click()
+    assert (tmp_path / "new-project" / "cdl.yaml").exists() and w.ctx.root == (tmp_path / "new-project").resolve()
+    w.close()
+    other = MainWindow(tmp_path)  # a folder that exists, without cdl.yaml
+    qtbot.addWidget(other)
+    assert other.start_page.message.text().startswith(f"{tmp_path.resolve()}: not a CDL workspace (no cdl.yaml): "
+                                                      "Create makes one there")
+    other.close()
