@@ -106,6 +106,24 @@ def init(path: Path, template: str, name: str | None) -> None:
         "with --class-names fashion-mnist"
     click.echo(f"next: `cdl -w {at} data import SOURCE` ({source}), then `cdl -w {at} run`; or `cdl studio {at}`",
                err=True)
+    outer = _outer_git_repository(ws.root)
+    if outer is not None:  # a monorepo's folder: `git add` there would take the workspace as an embedded repository
+        rel = ws.root.relative_to(outer)
+        click.echo(f"note: {ws.root} is inside the git repository {outer}, and is a git repository of its own (its "
+                   f"data versions are its commits): add {rel.as_posix()}/ to {outer}'s .gitignore (or make it a "
+                   "submodule there), so that `git add` there does not take it as an embedded repository", err=True)
+
+
+def _outer_git_repository(root: Path) -> Path | None:
+    """The git work tree that holds root's parent folder, if any."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root.parent), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def _parse_sets(sets: tuple[str, ...], cfg=None) -> dict[str, dict[str, Any]]:  # noqa: ANN001

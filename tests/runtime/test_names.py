@@ -63,3 +63,21 @@ def test_init_says_the_model_name_and_what_comes_next(tmp_path):
     assert f"next: `cdl -w '{tmp_path / 'my news'}' data import SOURCE` (news.zip" in r.stderr, r.stderr
     r = CliRunner().invoke(cli, ["init", str(tmp_path / "fm"), "-t", "image-classification"])
     assert "idx .gz files with --class-names fashion-mnist), then `cdl -w" in r.stderr, r.stderr
+    assert "note:" not in r.stderr  # tmp_path is in no git repository
+
+
+def test_init_inside_another_git_repository_says_so(tmp_path):
+    """A workspace made in a monorepo's folder is a git repository of its own: `git add` in the outer one took it
+    as an embedded repository, without a word from `cdl init`."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    subprocess.run(["git", "init", "-q", str(tmp_path / "mono")], check=True)
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "mono" / "ml" / "news"), "-t", "text-classification"])
+    assert r.exit_code == 0, r.output
+    assert (f"note: {tmp_path / 'mono' / 'ml' / 'news'} is inside the git repository {tmp_path / 'mono'}, and is a "
+            "git repository of its own") in r.stderr, r.stderr
+    assert f"add ml/news/ to {tmp_path / 'mono'}'s .gitignore" in r.stderr
