@@ -23,10 +23,12 @@ import numpy as np
 
 from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
 from runtime.domain.errors import CdlError, StepFailed
-from runtime.workspace.dataset import DatasetView, IndexRow, decode_text
+from runtime.workspace.dataset import DatasetView, IndexRow, decode_text, fit_image, image_channels
 from runtime.workspace.workspace import Workspace
 
 FORMAT = 2  # bump when the cached files change: older caches are not reused
+ADDED_LATER = {"image_size": None}
+MAX_SIDE = 256  # images: the longer side of the default size at most this (model.preprocess.image_size overrides)
 
 
 @dataclass
@@ -78,6 +80,8 @@ def training_rows(ws: Workspace, version: str) -> tuple[DatasetView, dict[str, l
 def cache_key(ws: Workspace, version: str, params: dict[str, Any]) -> tuple[str, str]:
     v = ws.store.version(version)
     quarantine = sorted(q.item for q in ws.store.quarantine(version))
+    # a parameter added later, at its default, keeps the caches made before it valid
+    params = {k: v for k, v in params.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
     spec_hash = hashlib.sha256(json.dumps({"format": FORMAT, **params}, sort_keys=True).encode()).hexdigest()
     key = hashlib.sha256(json.dumps({"version": v.id, "dvc": v.dvc_hash, "quarantine": quarantine,
                                      "spec": spec_hash}, sort_keys=True).encode()).hexdigest()
@@ -206,11 +210,8 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
         tracked = [inv[int(j)] for j in np.argsort(-df, kind="stable")[:20]]
         summaries = {"train": _text_summaries(tp, train_texts, tracked), "test": _text_summaries(tp, test_texts, tracked)}
     else:
-        raw_train = view.images(rows["train"])
-        raw_test = view.images(rows["test"])
-        if raw_train.ndim == 3:
-            raw_train, raw_test = raw_train[..., None], raw_test[..., None] if raw_test.size else raw_test.reshape(0, *raw_train.shape[1:3], 1)
-        h, w, c = raw_train.shape[1:]
+        raw_train, (h, w, c) = _training_images(view, rows["train"], params.get("image_size"), log)
+        raw_test = view.images(rows["test"], (h, w, c))
         spec = {"type": "image", "height": int(h), "width": int(w), "channels": int(c), "scale": 1.0 / 255.0,
                 "mean": None, "std": None, "layout": "NHWC"}
         if params["standardize"]:
@@ -251,8 +252,48 @@ def rows_under(view: DatasetView, rows: list[IndexRow], spec: dict[str, Any], er
         return X
     if not rows:
         return np.zeros((0, int(spec["height"]), int(spec["width"]), int(spec.get("channels", 1))), np.float32)
-    raw = view.images(rows)
-    return ImagePipeline(spec).transform(raw[..., None] if raw.ndim == 3 else raw)[0]
+    shape = (int(spec["height"]), int(spec["width"]), int(spec.get("channels", 1)))
+    return ImagePipeline(spec).transform(view.images(rows, shape))[0]
+
+
+def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | None, log: Any
+                     ) -> tuple[np.ndarray, tuple[int, int, int]]:  # noqa: ANN401
+    """The training images as one (N, H, W, C) uint8 array, and that shape. Photos of many sizes and modes (a
+    folder of JPEGs and PNGs) made np.stack fail ("all input arrays must have the same shape"): they are resized
+    to `size` ([height, width]; by default the most common size in the split) and converted to RGB where any
+    has colour (grayscale otherwise), and the log says how many were."""
+    raw = view.raw_images(rows)
+    if isinstance(raw, np.ndarray):  # npy packs (idx files): one shape by construction
+        if raw.ndim == 3:
+            raw = raw[..., None]
+        if size is None or tuple(size) == raw.shape[1:3]:
+            return raw, tuple(int(v) for v in raw.shape[1:])  # type: ignore[return-value]
+        raw = list(raw)
+    from collections import Counter
+
+    sizes = Counter(a.shape[:2] for a in raw)
+    c = 3 if any(image_channels(a) >= 3 for a in raw) else 1
+    if size is not None:
+        (h, w), how = (int(v) for v in size), "model.preprocess.image_size"
+    else:
+        common, n = sizes.most_common(1)[0]
+        if 2 * n >= len(raw):
+            (h, w), how = common, "the most common size"
+        else:  # photos of many sizes: no size is "the" size
+            h, w = (int(np.median([hw[i] for hw in sizes.elements()])) for i in (0, 1))
+            how = "the median size"
+        if max(h, w) > MAX_SIDE:  # a 4000x3000 photo is no CNN input on a CPU; Keras resizes to 256x256
+            k = MAX_SIDE / max(h, w)
+            h, w, how = max(1, round(h * k)), max(1, round(w * k)), f"{how}, scaled to {MAX_SIDE} pixels a side"
+        how += "; model.preprocess.image_size sets another"
+    resized = sum(n for hw, n in sizes.items() if hw != (h, w))
+    if resized:
+        log(f"{resized} of {len(raw)} training image(s) resized to {h}x{w} ({how}; {len(sizes)} size(s) in the "
+            "split); test images and devices' inputs get the same size")
+    converted = sum(1 for a in raw if image_channels(a) != c)
+    if converted:
+        log(f"{converted} of {len(raw)} training image(s) converted to {'RGB' if c == 3 else 'grayscale'}")
+    return np.stack([fit_image(a, (h, w, c)) for a in raw]), (h, w, c)
 
 
 def _save(root: Path, p: Prepared) -> None:

@@ -126,6 +126,14 @@ class PackReader:
         data = self.read_bytes(pack, offset, length)
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            # a palette PNG's array is its palette indices, a 1-bit one's booleans, a CMYK JPEG's four channels
+            # are no RGBA: each in the mode its pixels mean
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            elif im.mode == "1":
+                im = im.convert("L")
+            elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
             return np.asarray(im)
 
     def read_array_rows(self, pack: str, rows: np.ndarray) -> np.ndarray:
@@ -235,8 +243,27 @@ class DatasetView:
     def read_image(self, row: IndexRow) -> np.ndarray:
         return self._reader().read_image(row.pack, row.offset, row.length, row.encoding)
 
-    def images(self, rows: Sequence[IndexRow]) -> np.ndarray:
-        """A batch of same-shaped images as one array, reading npy packs in bulk."""
+    def images(self, rows: Sequence[IndexRow], shape: tuple[int, int, int] | None = None) -> np.ndarray:
+        """A batch of images as one array, reading npy packs in bulk. shape (height, width, channels): each image
+        converted to that many channels (1 grayscale, 3 RGB) and resized where it differs, as the model's
+        preprocessing fitted them (fit_image); without it, images of different shapes are refused by name."""
+        if shape is not None:
+            if not rows:
+                return np.zeros((0, *shape), np.uint8)
+            return np.stack([fit_image(a, shape) for a in self.raw_images(rows)])
+        arrays = self.raw_images(rows)
+        if isinstance(arrays, np.ndarray):
+            return arrays
+        shapes = Counter(a.shape for a in arrays)
+        if len(shapes) > 1:
+            common = shapes.most_common(1)[0][0]
+            i = next(i for i, a in enumerate(arrays) if a.shape != common)
+            raise ValueError(f"images of {len(shapes)} shapes: most are {list(common)}, {rows[i].source} is "
+                             f"{list(arrays[i].shape)}")
+        return np.stack(arrays)
+
+    def raw_images(self, rows: Sequence[IndexRow]) -> np.ndarray | list[np.ndarray]:
+        """npy rows as one array, read in bulk; others decoded one by one, as they are."""
         reader = self._reader()
         if rows and all(r.encoding == "npy" for r in rows):
             out = None
@@ -251,7 +278,38 @@ class DatasetView:
                     out = np.empty((len(rows), *block.shape[1:]), dtype=block.dtype)
                 out[np.array(idxs)[order]] = block
             return out
-        return np.stack([self.read_image(r) for r in rows]) if rows else np.zeros((0,), np.uint8)
+        return [self.read_image(r) for r in rows] if rows else np.zeros((0,), np.uint8)
+
+
+def image_channels(arr: np.ndarray) -> int:
+    return 1 if arr.ndim == 2 else int(arr.shape[-1])
+
+
+def fit_image(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """One decoded image (H, W) or (H, W, C) as (height, width, channels) uint8: grayscale (1) or RGB (3), an
+    alpha channel dropped, resized (Pillow's default filter, as `cdl models predict` resizes a file) where its
+    size differs. An image already of that shape is returned as it is."""
+    h, w, c = shape
+    a = np.asarray(arr)
+    if a.shape == (h, w, c) and a.dtype == np.uint8:
+        return a
+    if a.ndim == 2 and c == 1 and a.shape == (h, w) and a.dtype == np.uint8:
+        return a[..., None]
+    from PIL import Image
+
+    if a.dtype != np.uint8:  # 16-bit and float images, scaled to 8 bits
+        top = float(a.max(initial=0)) or 1.0
+        a = (a.astype(np.float64) * (255.0 / (65535.0 if top > 255 else 255.0 if top > 1 else 1.0))).clip(0, 255)
+        a = a.astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}.get(a.shape[-1] if a.ndim == 3 else 0, "")}[a.ndim]
+    if not mode:
+        raise ValueError(f"an image of shape {list(a.shape)} has no image mode")
+    im = Image.fromarray(a, mode=mode).convert("L" if c == 1 else "RGB")
+    if im.size != (w, h):
+        im = im.resize((w, h))
+    return np.asarray(im, np.uint8).reshape(h, w, c)
 
 
 def decode_text(data: bytes, errors: str = "replace") -> tuple[str, list[str]]:

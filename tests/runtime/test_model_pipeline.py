@@ -324,3 +324,69 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(small_bbc):
     exp = [e for e in small_bbc.store.experiments() if e.kind == "tune"][-1]
     states = [t.state for t in small_bbc.store.trials(exp.id)]
     assert states == ["complete"] * 5, states
+
+
+def test_photos_of_many_sizes_and_modes_train_and_predict(tmp_path):
+    """A folder of JPEGs and PNGs of any size, some grayscale, some with transparency, one a palette PNG: what a
+    user's photos are. model.preprocess failed on it with NumPy's "all input arrays must have the same shape";
+    they are now resized to one size (the median, or model.preprocess.image_size) and converted to RGB, and the
+    model's test images and `cdl models predict` files get the same."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from runtime.api import add_source
+    from runtime.domain.errors import ConfigError
+    from runtime.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    for cls, rgb in colours.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            h, w = (int(v) for v in rng.integers(12, 40, 2))
+            arr = np.clip(np.array(rgb)[None, None] + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+            im = Image.fromarray(arr)
+            if i == 1:
+                im = im.convert("RGBA")
+            elif i == 2:
+                im = im.convert("P")  # a palette PNG: its array was the palette indices
+            elif i == 3:
+                im = im.convert("L")
+            im.save(root / cls / (f"{i}.jpg" if i > 3 and i % 2 else f"{i}.png"))
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, root)
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message or ""))
+    res = Runner(ws, bus=bus).run(until="model.evaluate", overrides={
+        "model.tune": {"n_trials": 1, "max_epochs": 1},
+        "model.train": {"framework": "torch", "epochs": 4, "use_tuned": False},
+        "model.evaluate": {"threshold": 0.0}})
+    assert res.ok, [o.error for o in res.steps]
+    assert any("training image(s) resized to" in m and "(the median size;" in m for m in said), said
+    assert any("training image(s) converted to RGB" in m for m in said), said
+    view = ws.dataset()
+    red = view.read_image(next(r for r in view.rows if r.source.endswith("red/2.png")))
+    assert red.ndim == 3 and red.shape[2] == 3 and red[..., 0].mean() > 150  # colours, not palette indices
+    mv = ws.store.model_version("ws", 1)
+    h, w, c = mv.extra["arch"]["input_shape"]
+    assert c == 3 and 12 <= h < 40 and 12 <= w < 40
+    # a file of yet another size and mode, predicted through the CLI
+    Image.fromarray(np.full((90, 60, 3), colours["red"], np.uint8)).convert("P").save(tmp_path / "big-red.png")
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "predict", "ws:1",
+                          "--file", str(tmp_path / "big-red.png"), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    (pred,) = json.loads(out.stdout)["predictions"]["ws:1"]
+    assert pred["label"] == "red", pred  # plain colours: a model of 4 epochs tells them apart
+    # image_size sets the size; a size that is no [height, width] is refused before anything runs
+    res = Runner(ws).run(steps=["model.preprocess"], overrides={"model.preprocess": {"image_size": [16, 20]}})
+    assert res.ok and res.steps[0].summary["features"] == 16 * 20 * 3
+    with pytest.raises(ConfigError, match=r"model.preprocess.image_size: expected \[height, width\]"):
+        Runner(ws).run(steps=["model.preprocess"], overrides={"model.preprocess": {"image_size": [16]}})
+    ws.close()

@@ -657,3 +657,36 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     d._push()
     assert "needs two devices or more" in d.status_label.text()
     assert d.minimumSizeHint().width() <= 940  # the push controls on a line of their own: a laptop's width
+
+
+def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):
+    """The Analysis tab stacked its sample images into one array: photos of two sizes failed the whole load
+    ("all input arrays must have the same shape"), and an RGBA PNG was drawn as RGB, skewed and striped."""
+    import numpy as np
+    from PIL import Image
+
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel, _image_pixmap
+
+    root = tmp_path / "photos"
+    for cls, rgb in (("red", (220, 20, 20)), ("green", (20, 220, 20))):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            im = Image.fromarray(np.full((10 + 5 * i, 30 - 4 * i, 3), rgb, np.uint8))
+            (im.convert("RGBA") if i == 0 else im.convert("L") if i == 1 else im).save(root / cls / f"{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, root)
+    assert Runner(ws).run(until="data.ingest").ok
+    p = DataPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    load(qtbot, p)
+    assert not p.status_label.isVisible() or "shape" not in p.status_label.text(), p.status_label.text()
+    assert p.samples_layout.count() == 8
+    rgba = np.zeros((6, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    img = _image_pixmap(rgba, 5).toImage()
+    assert {img.pixelColor(x, y).getRgb()[:3] for x in range(img.width()) for y in range(img.height())} == {(200, 0, 0)}
+    ws.close()

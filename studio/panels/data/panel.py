@@ -27,11 +27,17 @@ from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_w
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
-    a = np.ascontiguousarray(arr.astype(np.uint8))
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
+    a = np.asarray(arr)
+    if a.dtype != np.uint8:  # 16-bit PNGs and float images, scaled to 8 bits (astype wrapped them around)
+        top = float(a.max(initial=0)) or 1.0
+        a = (a.astype(np.float64) * (255.0 / (65535.0 if top > 255 else 255.0 if top > 1 else 1.0))).clip(0, 255)
+    a = np.ascontiguousarray(a.astype(np.uint8))
+    if a.ndim == 3 and a.shape[2] <= 2:  # grayscale, and grayscale with alpha
+        a = np.ascontiguousarray(a[..., 0])
     if a.ndim == 2:
         img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_Grayscale8).copy()
+    elif a.shape[2] == 4:  # RGBA (a PNG with transparency) was read as RGB: a skewed, striped picture
+        img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_RGBA8888).copy()
     else:
         img = QImage(a.data, a.shape[1], a.shape[0], a.strides[0], QImage.Format.Format_RGB888).copy()
     return QPixmap.fromImage(img).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio,
@@ -162,8 +168,8 @@ class DataPanel(Panel):
                 out["hist"] = ("words per text", lengths)
                 out["samples"] = [(r.label, decode_text(view.read_bytes(r))[0][:160]) for r in sample_rows[:12]]
             else:
-                imgs = view.images(sample_rows) if sample_rows else np.zeros((0, 1, 1), np.uint8)
-                out["hist"] = ("mean intensity", (imgs.reshape(len(imgs), -1).mean(axis=1) / 255).tolist())
+                imgs = list(view.raw_images(sample_rows)) if sample_rows else []  # photos differ in size and mode
+                out["hist"] = ("mean intensity", [float(np.asarray(a, np.float64).mean()) / 255 for a in imgs])
                 out["samples"] = [(r.label, imgs[i]) for i, r in enumerate(sample_rows[:24])]
         return out
 
