@@ -443,7 +443,8 @@ def data() -> None:
 @click.option("--class-names", help="idx: comma-separated class names, or a preset (fashion-mnist, mnist)")
 @click.option("--text-column", help="csv, jsonl: the text column (field)")
 @click.option("--label-column", help="csv, jsonl: the label column (field)")
-@click.option("--unlabeled", is_flag=True, help="csv, jsonl: the file has no label column (field)")
+@click.option("--unlabeled", is_flag=True, help="csv, jsonl: the file has no label column (field); a folder or "
+              "zip: every file is an item to label, its folder no class (a flat folder is taken so anyway)")
 @click.option("--media-root", type=click.Path(path_type=Path), help="label-studio: folder of the images")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

@@ -133,8 +133,8 @@ def _hidden(rel: str) -> bool:
 
 # the options each kind of source reads (besides path and kind)
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "text-folder": (),
-    "image-folder": (),
+    "text-folder": ("unlabeled",),
+    "image-folder": ("unlabeled",),
     "idx": ("class_names",),
     "csv": ("text_column", "label_column", "unlabeled", "delimiter"),
     "jsonl": ("text_column", "label_column", "unlabeled"),
@@ -205,18 +205,27 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
                     raise DataImportError(f"{path}: corrupt zip archive: member {info.filename}: {exc}") from None
                 entries.append((info.filename, lambda data=data: data))
     items: list[RawItem] = []
+    loose: list[tuple[str, Callable[[], bytes]]] = []  # files outside any class folder
+    unlabeled = bool(opts.get("unlabeled"))
     for rel, read in entries:
         if _hidden(rel):
             notes.append(f"ignored hidden file {rel}")
             continue
         parts = rel.split("/")
-        if len(parts) < 2:
-            notes.append(f"ignored {rel}: not inside a class folder")
-            continue
-        label = parts[-2]
-        items.append(RawItem(key=rel, payload=read(), label=label))
+        if unlabeled:  # every file, whatever folder it is in: the labelers give the classes
+            items.append(RawItem(key=rel, payload=read(), label=None))
+        elif len(parts) < 2:
+            loose.append((rel, read))
+        else:
+            items.append(RawItem(key=rel, payload=read(), label=parts[-2]))
+    if loose and not items:  # a flat folder of photos or texts, to be labeled: each file an unlabeled item
+        items = [RawItem(key=rel, payload=read(), label=None) for rel, read in loose]
+        notes.append(f"no class folders: {len(items)} file(s) imported unlabeled, for the labeling queue")
+    else:
+        notes += [f"ignored {rel}: not inside a class folder (--unlabeled takes every file, unlabeled)"
+                  for rel, _ in loose]
     if not items:
-        raise DataImportError(f"{path}: no class folders with files found (expected CLASS/FILE entries)")
+        raise DataImportError(f"{path}: no files found (expected CLASS/FILE entries, or files to label)")
     return SourceBatch(path.name, kind, item_kind, digest, items, notes=notes)
 
 

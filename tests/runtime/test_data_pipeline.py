@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -701,3 +702,39 @@ def test_run_set_reaches_one_key_inside_a_mapping_parameter(text_ws):
     assert out.returncode == 2 and "model.tune.search_space.dropuot: training takes no such parameter (did you " \
         "mean 'dropout'?)" in out.stderr, out.stderr
     assert text_ws.store.step_runs("model.tune") == []
+
+
+def test_a_flat_folder_of_files_imports_unlabeled_for_the_labelers(tmp_path, image_ws):
+    """A folder of photos to be labeled (no class folders) was refused: "no class folders with files found";
+    `--unlabeled` takes a class-folder source's files unlabeled too, as it does a CSV's rows."""
+    import numpy as np
+    from PIL import Image
+
+    from runtime.labeling import LabelQueue
+
+    flat = tmp_path / "to-label"
+    flat.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8 + i, 8, 3), 40 * i, np.uint8)).save(flat / f"{i}.png")
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(image_ws.root), "data", "import", str(flat)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "no class folders: 4 file(s) imported unlabeled, for the labeling queue" in out.stderr
+    assert Runner(image_ws).run(until="data.label").ok
+    q = LabelQueue(image_ws, "ana")
+    assert q.progress()["unlabeled"] == 4 and q.classes() == []
+    q.set_label(q.next("unlabeled").uid, "cat")
+    assert q.classes() == ["cat"]
+    # a class-folder zip, --unlabeled: its folders are no classes
+    zipped = tmp_path / "more.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for cls in ("a", "b"):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((8, 8), 90 if cls == "a" else 180, np.uint8)).save(buf, "PNG")
+            zf.writestr(f"more/{cls}/1.png", buf.getvalue())
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(image_ws.root), "data", "import",
+                          str(zipped), "--unlabeled"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert {s.name: s.items for s in image_ws.store.sources()}[str(zipped)] == 2
+    more = [i for i in image_ws.store.items() if i.source.startswith("more.zip")]
+    assert len(more) == 2 and all(i.source_label is None for i in more), more

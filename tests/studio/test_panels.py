@@ -690,3 +690,43 @@ def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):
     img = _image_pixmap(rgba, 5).toImage()
     assert {img.pixelColor(x, y).getRgb()[:3] for x in range(img.width()) for y in range(img.height())} == {(200, 0, 0)}
     ws.close()
+
+
+def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path):
+    """Photos imported unlabeled have no class yet, and the labeling panel had no button to name one: only
+    `cdl labels set ITEM LABEL --new-class`."""
+    import numpy as np
+    from PIL import Image
+
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.labeling.panel import LabelingPanel
+
+    flat = tmp_path / "to-label"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8 + i), 60 * i, np.uint8)).save(flat / f"{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, flat)
+    assert Runner(ws).run(until="data.label").ok
+    p = LabelingPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.labeler.setText("ana")
+    load(qtbot, p)
+    assert p.classes == [] and "no classes yet: <b>New class…</b> names the first" in p.meta.text()
+    assert p.new_class_btn.isEnabled()
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.new_class(" cat ")
+    assert p.classes == ["cat"] and len(p._class_buttons) == 1
+    assert [(r.label, r.labeler) for r in ws.store.labels()] == [("cat", "ana")]
+    p.new_class("Cat")  # one class spelt two ways: refused, nothing labeled
+    assert "'Cat' is the class 'cat' spelt another way" in p.status_label.text()
+    assert len(ws.store.labels()) == 1
+    cfg = ws.config()  # classes fixed in cdl.yaml: a new one goes there
+    cfg.labeling["classes"] = ["cat", "dog"]
+    cfg.save()
+    load(qtbot, p)
+    assert not p.new_class_btn.isEnabled() and "labeling.classes" in p.new_class_btn.toolTip()
+    ws.close()

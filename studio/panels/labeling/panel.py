@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import html
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QProgressBar,
@@ -111,8 +113,14 @@ class LabelingPanel(Panel):
         self.undo_btn = QPushButton("Undo (U)")
         self.skip_btn.clicked.connect(self.skip)
         self.undo_btn.clicked.connect(self.undo)
+        # a folder of photos imported unlabeled has no class yet: there was no button to name the first
+        self.new_class_btn = QPushButton("New class…")
+        self.new_class_btn.setToolTip("label the item shown with a class no item has yet (`cdl labels set ITEM "
+                                      "LABEL --new-class`)")
+        self.new_class_btn.clicked.connect(lambda: self.new_class())
         actions.addWidget(self.skip_btn)
         actions.addWidget(self.undo_btn)
+        actions.addWidget(self.new_class_btn)
         actions.addStretch(1)
         aw = QWidget()
         aw.setLayout(actions)
@@ -177,6 +185,7 @@ class LabelingPanel(Panel):
         props = proposals(ws)
         pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
         return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(),
+                "fixed_classes": bool((ws.config().labeling or {}).get("classes")),
                 "progress": q.progress(), "suggestion": q.suggestion(item.item_id) if item else None,
                 "proposals": [p["id"] for p in props], "filter": flt, "note": note,
                 "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
@@ -220,6 +229,7 @@ class LabelingPanel(Panel):
             self.progress.setValue(p["labeled"])
         self.current = d["item"]
         self.suggestion = None
+        self._fixed_classes = d.get("fixed_classes", False)
         if self.current is None:
             hint = ""
             if d["open_proposals"] and not d["filter"].startswith("proposal:"):
@@ -245,6 +255,8 @@ class LabelingPanel(Panel):
         if sug and sug["label"] in self.classes:
             extra += (f" — suggested by {html.escape(sug['model'])}: <b>{html.escape(sug['label'])}</b> "
                       f"({sug['confidence']:.2f}), Enter takes it")
+        if not self.classes:
+            extra += " — no classes yet: <b>New class…</b> names the first"
         self.meta.setText(f"<b>{item.source}</b> ({label}, split {item.split or '-'}){extra}")
         content = d["content"]
         if isinstance(content, str):
@@ -261,6 +273,11 @@ class LabelingPanel(Panel):
         for b in self._class_buttons:
             b.setEnabled(on)
         self.skip_btn.setEnabled(on)
+        fixed = getattr(self, "_fixed_classes", False)
+        self.new_class_btn.setEnabled(on and not fixed)
+        self.new_class_btn.setToolTip("cdl.yaml's labeling.classes fixes the classes: a new one goes there"
+                                      if fixed else "label the item shown with a class no item has yet (`cdl labels "
+                                      "set ITEM LABEL --new-class`)")
 
     # -- actions ------------------------------------------------------------------------------------------
 
@@ -270,6 +287,31 @@ class LabelingPanel(Panel):
         item, label = self.current, self.classes[index]
         self.current = None
         run_task(self._queue().set_label, item.uid, label, on_done=lambda _: self.refresh(),
+                 on_error=lambda m: self.say(m, "error"))
+
+    def new_class(self, name: str | None = None) -> None:
+        """Label the item shown with a class no item has yet (name, or asked for)."""
+        if self.current is None:
+            return
+        if name is None:
+            name, ok = QInputDialog.getText(self, "New class", "A class for this item (every item can take it "
+                                            "from then on):")
+            if not ok:
+                return
+        name = name.strip()
+        if not name:
+            return
+        if name in self.classes:
+            self.choose(self.classes.index(name))
+            return
+        key = re.sub(r"[\W_]+", "", name.casefold())
+        same = [c for c in self.classes if re.sub(r"[\W_]+", "", c.casefold()) == key]
+        if same:  # "Sport" beside "sport" would split one class in two
+            self.say(f"{name!r} is the class {same[0]!r} spelt another way: its button labels with it", "warning")
+            return
+        item = self.current
+        self.current = None
+        run_task(self._queue().set_label, item.uid, name, on_done=lambda _: self.refresh(),
                  on_error=lambda m: self.say(m, "error"))
 
     def accept_suggestion(self) -> None:
