@@ -730,3 +730,21 @@ def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path)
     load(qtbot, p)
     assert not p.new_class_btn.isEnabled() and "labeling.classes" in p.new_class_btn.toolTip()
     ws.close()
+
+
+def test_data_panel_imports_a_csv_unlabeled(studio_ctx, qtbot, tmp_path):
+    """The Sources tab had no way to import a CSV without a label column (`--unlabeled` was the CLI's alone)."""
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(studio_ctx)
+    qtbot.addWidget(p)
+    csv = tmp_path / "to-label.csv"
+    csv.write_text("text\nan article with no label yet and long enough\nanother one that is also long enough to keep\n")
+    p.path_edit.setText(str(csv))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "no label column" in p.status_label.text(), timeout=20000)
+    p.unlabeled.setChecked(True)
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported to-label.csv" in p.status_label.text(), timeout=20000)
+    items = [i for i in studio_ctx.workspace.store.items() if i.source.startswith("to-label.csv")]
+    assert len(items) == 2 and all(i.source_label is None for i in items)

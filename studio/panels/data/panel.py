@@ -10,6 +10,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QGridLayout,
@@ -57,7 +58,8 @@ class DataPanel(Panel):
         lay = QVBoxLayout(src)
         row = QHBoxLayout()
         self.path_edit = QLineEdit()
-        self.path_edit.setPlaceholderText("a zip or folder of class folders, idx files, a CSV, a Label Studio export")
+        self.path_edit.setPlaceholderText("a zip or folder (of class folders, or of files to label), idx files, a "
+                                          "CSV, a Label Studio export")
         browse_file = QPushButton("File…")
         browse_dir = QPushButton("Folder…")
         browse_file.clicked.connect(self._browse_file)
@@ -66,9 +68,15 @@ class DataPanel(Panel):
         self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"])
         self.class_names = QLineEdit()
         self.class_names.setPlaceholderText("idx: class names or preset (fashion-mnist)")
+        self.unlabeled = QCheckBox("unlabeled")
+        self.unlabeled.setToolTip("import the items without labels, for the labeling queue: a CSV or JSON Lines file "
+                                  "without a label column, or a folder's or zip's files whatever folder they are in "
+                                  "(`cdl data import --unlabeled`); a folder of files with no class folder is taken "
+                                  "so anyway")
         self.import_btn = QPushButton("Import")
         self.import_btn.clicked.connect(self._import)
-        for w in (self.path_edit, browse_file, browse_dir, self.kind, self.class_names, self.import_btn):
+        for w in (self.path_edit, browse_file, browse_dir, self.kind, self.class_names, self.unlabeled,
+                  self.import_btn):
             row.addWidget(w)
         row.setStretch(0, 3)
         row.setStretch(4, 2)
@@ -126,6 +134,8 @@ class DataPanel(Panel):
         names = self.class_names.text().strip()
         if names:
             options["class_names"] = names if "," not in names else [c.strip() for c in names.split(",")]
+        if self.unlabeled.isChecked():
+            options["unlabeled"] = True
         self.import_btn.setEnabled(False)
 
         def done(_: Any) -> None:
