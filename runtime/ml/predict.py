@@ -22,7 +22,6 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
     from runtime.ml.versus import predict_proba
-    from runtime.workspace.dataset import decode_text
 
     mv = ws.store.resolve_model(ref)
     onnx = None
@@ -37,7 +36,7 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
             raise CdlError(f"{f}: no such file")
     pipe = pipeline(transform_spec(ws, mv.transform))
     if isinstance(pipe, TextPipeline):
-        items = [*texts, *(decode_text(Path(f).read_bytes())[0] for f in files)]
+        items = [*texts, *(_text_file(mv.ref, Path(f)) for f in files)]
         names = [t[:60] for t in texts] + [str(f) for f in files]
         X, _ = pipe.transform(items)
     else:
@@ -62,3 +61,19 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     return [{"input": name, "label": mv.classes[int(p.argmax())], "confidence": float(p.max()),
              "probabilities": {c: float(p[i]) for i, c in enumerate(mv.classes)}} for name, p in zip(names, probs,
                                                                                                   strict=True)]
+
+
+def _text_file(ref: str, path: Path) -> str:
+    """A text file's text. An image or other binary file (NUL bytes, or an image's magic number) was decoded as
+    text and given a class with a confidence, as if it were an article."""
+    from runtime.workspace.dataset import decode_text
+
+    data = path.read_bytes()
+    image = data[:8].startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")) or (
+        data[:4] in (b"RIFF",) and data[8:12] == b"WEBP")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise CdlError(f"{path}: UTF-16 text; {ref} reads UTF-8, as its training data was: save it as UTF-8")
+    if image or b"\x00" in data[:8192]:
+        raise CdlError(f"{path}: {'an image' if image else 'a binary file'}, not text: {ref} is a text model "
+                       "(--file takes text files here)")
+    return decode_text(data)[0]
