@@ -346,8 +346,11 @@ def _delimiter(text: str) -> str:
 def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
     raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
+        # a spreadsheet's "Unicode text" is UTF-16 with a byte order mark (tab-separated): the mark says so
+        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataImportError(f"{path}: UTF-16 text with a broken character at byte {exc.start}") from None
         line = raw[:exc.start].count(b"\n") + 1
         raise DataImportError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
                               "UTF-8 (a spreadsheet's \"CSV UTF-8\")") from None

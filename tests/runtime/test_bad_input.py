@@ -139,6 +139,16 @@ def test_a_csv_that_is_not_utf8_names_its_line(text_ws, tmp_path):
     p.write_bytes("text,label\nfine article text,tech\nun café en ville,sport\n".encode("latin-1"))
     err = _import_fails(text_ws, p, "line 3: not UTF-8 text")
     assert "save it as UTF-8" in str(err)
+    # a spreadsheet's "Unicode text" (UTF-16 with its byte order mark, tabs, CRLF) is read, where it was refused
+    u16 = tmp_path / "unicode.txt.tsv"
+    u16.write_bytes("text\tlabel\r\nun café en ville, été\tsport\r\n".encode("utf-16"))
+    add_source(text_ws, u16)
+    assert {i.source: i.source_label for i in text_ws.store.items()} == {"unicode.txt.tsv#row2": "sport"}
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+
+    assert Runner(text_ws).run(until="data.ingest").ok
+    assert LabelQueue(text_ws, "ana").content("unicode.txt.tsv:row2") == "un café en ville, été"
 
 
 def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
