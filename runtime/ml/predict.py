@@ -71,9 +71,8 @@ def _text_file(ref: str, path: Path) -> str:
     data = path.read_bytes()
     image = data[:8].startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")) or (
         data[:4] in (b"RIFF",) and data[8:12] == b"WEBP")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise CdlError(f"{path}: UTF-16 text; {ref} reads UTF-8, as its training data was: save it as UTF-8")
-    if image or b"\x00" in data[:8192]:
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # its NUL bytes are text: decode_text reads it
+    if image or (b"\x00" in data[:8192] and not utf16):
         raise CdlError(f"{path}: {'an image' if image else 'a binary file'}, not text: {ref} is a text model "
                        "(--file takes text files here)")
     return decode_text(data)[0]

@@ -318,6 +318,12 @@ def decode_text(data: bytes, errors: str = "replace") -> tuple[str, list[str]]:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
         actions.append("removed UTF-8 byte order mark")
+    elif data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 saved by an editor: its byte order mark says so
+        try:
+            data = data.decode("utf-16").encode("utf-8")
+            actions.append("decoded UTF-16 (byte order mark)")
+        except UnicodeDecodeError:
+            pass  # not UTF-16 after all: decoded as UTF-8 below, and said so
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

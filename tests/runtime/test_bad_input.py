@@ -149,6 +149,10 @@ def test_a_csv_that_is_not_utf8_names_its_line(text_ws, tmp_path):
 
     assert Runner(text_ws).run(until="data.ingest").ok
     assert LabelQueue(text_ws, "ana").content("unicode.txt.tsv:row2") == "un café en ville, été"
+    from runtime.workspace.dataset import decode_text  # and a UTF-16 text file in a folder source
+
+    assert decode_text("été\r\n".encode("utf-16")) == ("été\n", ["decoded UTF-16 (byte order mark)",
+                                                               "normalised CRLF line endings"])
 
 
 def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):

@@ -45,10 +45,12 @@ def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
     text = cdl(ws, "models", "predict", "ws:1", "--text", texts[0]).stdout
     assert text.startswith("ws:1") and doc["ws:1"][0]["label"] in text
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # given a class as if an article
-    (tmp_path / "notes.txt").write_bytes("shares fell".encode("utf-16"))
+    (tmp_path / "notes.txt").write_bytes(texts[2].encode("utf-16"))  # UTF-16, as an editor saves it: read as text
+    same = cdl(ws, "models", "predict", "ws:1", "--file", str(tmp_path / "notes.txt"), "--json")
+    assert json.loads(same.stdout)["predictions"]["ws:1"][0]["probabilities"] == pytest.approx(
+        doc["ws:1"][2]["probabilities"], abs=1e-5)
     for args, says in ((["--file", str(tmp_path / "gone.txt")], "gone.txt: no such file"),
                        (["--file", str(tmp_path / "photo.png")], "photo.png: an image, not text: ws:1 is a text model"),
-                       (["--file", str(tmp_path / "notes.txt")], "notes.txt: UTF-16 text; ws:1 reads UTF-8"),
                        ([], "nothing to predict"), (["--text", "x", "ws:9"], "no version 9"),
                        ([texts[0][:40]], f"nothing to predict: {texts[0][:40]!r} was read as a model reference "
                                          "(NAME:VERSION); inputs follow --text or --file: `cdl models predict ws:1 "
