@@ -260,8 +260,9 @@ def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | 
                      ) -> tuple[np.ndarray, tuple[int, int, int]]:  # noqa: ANN401
     """The training images as one (N, H, W, C) uint8 array, and that shape. Photos of many sizes and modes (a
     folder of JPEGs and PNGs) made np.stack fail ("all input arrays must have the same shape"): they are resized
-    to `size` ([height, width]; by default the most common size in the split) and converted to RGB where any
-    has colour (grayscale otherwise), and the log says how many were."""
+    to `size` ([height, width]; by default the size at least half of them have, else the median, its longer side
+    at most MAX_SIDE; images of one size keep it) and converted to RGB where any has colour (grayscale
+    otherwise), and the log says how many were."""
     raw = view.raw_images(rows)
     if isinstance(raw, np.ndarray):  # npy packs (idx files): one shape by construction
         if raw.ndim == 3:
@@ -275,6 +276,8 @@ def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | 
     c = 3 if any(image_channels(a) >= 3 for a in raw) else 1
     if size is not None:
         (h, w), how = (int(v) for v in size), "model.preprocess.image_size"
+    elif len(sizes) == 1:  # one size, as before: kept whatever it is
+        (h, w), how = next(iter(sizes)), ""
     else:
         common, n = sizes.most_common(1)[0]
         if 2 * n >= len(raw):
