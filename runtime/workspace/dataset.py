@@ -285,6 +285,15 @@ def image_channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[-1])
 
 
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """16-bit and float images scaled to 8 bits (a cast wrapped 16-bit values around); uint8 as it is."""
+    if a.dtype == np.uint8:
+        return a
+    top = float(a.max(initial=0)) or 1.0
+    scale = 255.0 / (65535.0 if top > 255 else 255.0 if top > 1 else 1.0)
+    return (a.astype(np.float64) * scale).clip(0, 255).astype(np.uint8)
+
+
 def fit_image(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """One decoded image (H, W) or (H, W, C) as (height, width, channels) uint8: grayscale (1) or RGB (3), an
     alpha channel dropped, resized (Pillow's default filter, as `cdl models predict` resizes a file) where its
@@ -297,10 +306,7 @@ def fit_image(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         return a[..., None]
     from PIL import Image
 
-    if a.dtype != np.uint8:  # 16-bit and float images, scaled to 8 bits
-        top = float(a.max(initial=0)) or 1.0
-        a = (a.astype(np.float64) * (255.0 / (65535.0 if top > 255 else 255.0 if top > 1 else 1.0))).clip(0, 255)
-        a = a.astype(np.uint8)
+    a = to_uint8(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     mode = {2: "L", 3: {2: "LA", 3: "RGB", 4: "RGBA"}.get(a.shape[-1] if a.ndim == 3 else 0, "")}[a.ndim]

@@ -28,11 +28,9 @@ from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_w
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
-    a = np.asarray(arr)
-    if a.dtype != np.uint8:  # 16-bit PNGs and float images, scaled to 8 bits (astype wrapped them around)
-        top = float(a.max(initial=0)) or 1.0
-        a = (a.astype(np.float64) * (255.0 / (65535.0 if top > 255 else 255.0 if top > 1 else 1.0))).clip(0, 255)
-    a = np.ascontiguousarray(a.astype(np.uint8))
+    from runtime.workspace.dataset import to_uint8
+
+    a = np.ascontiguousarray(to_uint8(np.asarray(arr)))
     if a.ndim == 3 and a.shape[2] <= 2:  # grayscale, and grayscale with alpha
         a = np.ascontiguousarray(a[..., 0])
     if a.ndim == 2:
