@@ -126,6 +126,18 @@ def _outer_git_repository(root: Path) -> Path | None:
     return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else None
 
 
+def _login_name(fallback: str) -> str:
+    """The login name, as the studio's Labeler and Reviewer fields take it (getpass: LOGNAME, USER, then the
+    password database): $USER alone, unset under sudo -i, in containers and in CI jobs, made the same person
+    "labeler" in the CLI and "root" in the studio."""
+    import getpass
+
+    try:
+        return getpass.getuser() or fallback
+    except (KeyError, OSError):  # no such user id in the password database (a container's arbitrary uid)
+        return fallback
+
+
 def _parse_sets(sets: tuple[str, ...], cfg=None) -> dict[str, dict[str, Any]]:  # noqa: ANN001
     """--set STEP.PARAM=VALUE (VALUE in YAML); with `cfg`, also STEP.PARAM.KEY...=VALUE, one key inside a
     parameter that is a mapping (model.tune.search_space.lr.high=0.01), the rest of it as cdl.yaml says. That was
@@ -693,7 +705,7 @@ def _queue(obj: dict[str, Any], labeler: str):
 
 @labels.command("next")
 @click.option("--filter", "filter_", default="unlabeled", help="unlabeled, conflicts, all, labeled, proposal:ID")
-@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"))
 @click.option("--order", type=click.Choice(["queue", "uncertain"]), default="queue", show_default=True,
               help="uncertain: the items `cdl labels suggest` was least sure of first (active learning)")
 @click.option("--json", "as_json", is_flag=True)
@@ -741,7 +753,7 @@ def labels_suggest(obj: dict[str, Any], ref: str | None, as_json: bool) -> None:
 @labels.command("set")
 @click.argument("item")
 @click.argument("label")
-@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"))
 @click.option("--new-class", is_flag=True, help="LABEL starts a class the dataset does not have yet")
 @click.pass_obj
 def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_class: bool) -> None:
@@ -762,7 +774,7 @@ def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_cla
 
 @labels.command("skip")
 @click.argument("item")
-@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"))
 @click.pass_obj
 def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
     """Skip ITEM for now."""
@@ -771,7 +783,7 @@ def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
 
 
 @labels.command("undo")
-@click.option("--labeler", default=lambda: os.environ.get("USER", "labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"))
 @click.pass_obj
 def labels_undo(obj: dict[str, Any], labeler: str) -> None:
     """Undo your last label or skip."""
@@ -868,7 +880,7 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 @click.option("--approve", is_flag=True, help="approve: the version becomes champion")
 @click.option("--reject", is_flag=True)
 @click.option("--comment", default="", help="why")
-@click.option("--reviewer", default=lambda: os.environ.get("USER", ""), help="who reviews")
+@click.option("--reviewer", default=lambda: _login_name(""), help="who reviews")
 @click.option("--json", "as_json", is_flag=True,
               help='{"ref", "decision", "reviewer", "comment", "aliases", "champion", "message"}')
 @click.pass_obj

@@ -502,3 +502,20 @@ def test_a_label_says_who_gave_it(unlabeled_ws):
     assert not [x for x in ws.store.labels() if x.source == "manual"]
     LabelQueue(ws, " kim ").set_label(item.uid, "tech")
     assert {x.labeler for x in ws.store.labels() if x.source == "manual"} == {"kim"}
+
+
+def test_the_cli_labels_as_the_login_name_the_studio_takes(unlabeled_ws):
+    """Without --labeler, the CLI took $USER and else "labeler", while the studio took the login name: under sudo
+    -i, in a container or a CI job ($USER unset) one person labeled as "labeler" and as "root"."""
+    import os
+    import pwd
+    import subprocess
+    import sys
+
+    ws = unlabeled_ws
+    item = LabelQueue(ws, "x").next()
+    env = {k: v for k, v in os.environ.items() if k not in ("USER", "LOGNAME", "LNAME", "USERNAME")}
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "set", item.uid, "tech"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert [x.labeler for x in ws.store.labels() if x.source == "manual"] == [pwd.getpwuid(os.getuid()).pw_name]
