@@ -452,7 +452,8 @@ def data() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"]),
               help="source kind (default: detected)")
-@click.option("--class-names", help="idx: comma-separated class names, or a preset (fashion-mnist, mnist)")
+@click.option("--class-names", help="idx, and csv or jsonl with class numbers for labels: comma-separated class "
+              "names (0 first), or a preset (fashion-mnist, mnist)")
 @click.option("--text-column", help="csv, jsonl: the text column (field)")
 @click.option("--label-column", help="csv, jsonl: the label column (field)")
 @click.option("--unlabeled", is_flag=True, help="csv, jsonl: the file has no label column (field); a folder or "

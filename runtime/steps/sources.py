@@ -136,8 +136,8 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "text-folder": ("unlabeled",),
     "image-folder": ("unlabeled",),
     "idx": ("class_names",),
-    "csv": ("text_column", "label_column", "unlabeled", "delimiter"),
-    "jsonl": ("text_column", "label_column", "unlabeled"),
+    "csv": ("text_column", "label_column", "unlabeled", "delimiter", "class_names"),
+    "jsonl": ("text_column", "label_column", "unlabeled", "class_names"),
     "label-studio": ("media_root",),
 }
 
@@ -288,7 +288,8 @@ def _idx_pairs(path: Path) -> list[tuple[Path, Path, str | None]]:
     return pairs
 
 
-def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+def _class_names(opts: dict[str, Any]) -> list[str] | None:
+    """The class_names option: a list, or a preset's name."""
     names = opts.get("class_names")
     if isinstance(names, str):
         if names not in CLASS_NAME_PRESETS:
@@ -297,6 +298,22 @@ def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
                 "or give a list"
             )
         names = CLASS_NAME_PRESETS[names]
+    return names
+
+
+def _named(label: str | None, names: list[str] | None, where: str) -> str | None:
+    """A label that is a class number (Hugging Face's ClassLabel, as `to_csv`/`to_json` write it) as its class
+    name, where class_names gives them."""
+    if label is None or names is None:
+        return label
+    if not label.isdigit() or int(label) >= len(names):
+        raise DataImportError(f"{where}: label {label!r} is no class number 0-{len(names) - 1} of the "
+                              f"{len(names)} class_names")
+    return names[int(label)]
+
+
+def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    names = _class_names(opts)
     arrays = []
     items: list[RawItem] = []
     h = hashlib.sha256()
@@ -383,6 +400,7 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
 
     text_col = pick("text_column", TEXT_COLUMNS, "text", True)
     label_col = pick("label_column", LABEL_COLUMNS, "label", not opts.get("unlabeled", False))
+    names = _class_names(opts)
     items: list[RawItem] = []
     try:
         for row in reader:
@@ -392,9 +410,8 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
             if len(row) != len(cols):
                 raise DataImportError(f"{path}: line {line}: {len(row)} fields, the header has {len(cols)}")
             label = row[label_col].strip() if label_col is not None else None
-            items.append(
-                RawItem(key=f"row{line}", payload=row[text_col].encode("utf-8"), label=label or None)
-            )
+            items.append(RawItem(key=f"row{line}", payload=row[text_col].encode("utf-8"),
+                                 label=_named(label or None, names, f"{path}: line {line}")))
     except csv.Error as exc:
         raise DataImportError(f"{path}: line {reader.line_num}: {exc}") from None
     return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
@@ -431,6 +448,7 @@ def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str
     except UnicodeDecodeError as exc:
         raise DataImportError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     unlabeled = bool(opts.get("unlabeled", False))
+    names = _class_names(opts)
     text_key = label_key = None
     items: list[RawItem] = []
     for line_no, line in enumerate(text.splitlines(), 1):
@@ -456,7 +474,8 @@ def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str
             if isinstance(value, bool) or not isinstance(value, str | int | type(None)):
                 raise DataImportError(f"{path}: line {line_no}: {label_key!r} must be a string or a whole number, "
                                       f"got {type(value).__name__}")
-            label = (str(value).strip() or None) if value is not None else None
+            label = _named((str(value).strip() or None) if value is not None else None, names,
+                           f"{path}: line {line_no}")
         split = obj.get("split")
         if split is not None and split not in ("train", "test"):
             raise DataImportError(f"{path}: line {line_no}: split must be train or test, got {split!r}")

@@ -186,6 +186,23 @@ def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
     assert {i.uid for i in items if i.source_split == "test"} <= test  # the file's own test rows stay there
 
 
+def test_class_numbers_get_their_names(text_ws, tmp_path):
+    """A Hugging Face dataset written with `to_json` or `to_csv` has class numbers for labels (AG News: 0-3):
+    `--class-names World,Sports,Business,Sci/Tech` names them, as it does idx labels; they trained as "0"-"3"."""
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    csv = tmp_path / "ag.csv"
+    csv.write_text("text,label\nA new chip doubles the speed of phones,3\nA number that is no class,4\n")
+    _import_fails(text_ws, csv, r"ag.csv: line 3: label '4' is no class number 0-3 of the 4 class_names",
+                  class_names=names)  # nothing imported
+    jl = tmp_path / "ag.jsonl"
+    jl.write_text('{"text": "Shares fell on the market in London today", "label": 2}\n'
+                  '{"text": "The striker scored twice in the cup final", "label": 1}\n')
+    add_source(text_ws, jl, {"class_names": names})
+    csv.write_text("text,label\nA new chip doubles the speed of phones,3\n")
+    add_source(text_ws, csv, {"class_names": names})
+    assert sorted(i.source_label for i in text_ws.store.items()) == ["Business", "Sci/Tech", "Sports"]
+
+
 def assert_splits(items) -> dict:  # noqa: ANN001
     out: dict = {}
     for i in items:
@@ -197,13 +214,13 @@ def test_an_option_of_another_kind_of_source_is_refused(text_ws, tmp_path):
     """class_names (idx) on a folder of texts, or text_column (csv) on a zip, did nothing, without a word."""
     src = make_bbc_subset(tmp_path / "news.zip", per_class=2)
     _import_fails(text_ws, src, r"news.zip: the option 'class_names' is not for a text-folder source \(its options: "
-                  r"none\); it is for idx", class_names="fashion-mnist")
+                  r"unlabeled\); it is for idx, csv, jsonl", class_names="fashion-mnist")
     _import_fails(text_ws, src, r"the option 'text_column' is not for a text-folder source .*it is for csv, jsonl",
                   text_column="body")
     csv = tmp_path / "news.csv"
     csv.write_text("text,label\nThe striker scored twice in the final on Saturday,sport\n")
     _import_fails(text_ws, csv, r"news.csv: the option 'media_root' is not for a csv source \(its options: "
-                  r"text_column, label_column, unlabeled, delimiter\); it is for label-studio", media_root=str(tmp_path))
+                  r"text_column, label_column, unlabeled, delimiter, class_names\); it is for label-studio", media_root=str(tmp_path))
     add_source(text_ws, src)  # and without it, imported
     # one written into cdl.yaml by hand, on a source already imported, is refused too (not "unchanged")
     from runtime.jobs import Runner

@@ -65,7 +65,7 @@ class DataPanel(Panel):
         self.kind = QComboBox()
         self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"])
         self.class_names = QLineEdit()
-        self.class_names.setPlaceholderText("idx: class names or preset (fashion-mnist)")
+        self.class_names.setPlaceholderText("class names for idx or class numbers (a,b,c), or a preset (fashion-mnist)")
         self.unlabeled = QCheckBox("unlabeled")
         self.unlabeled.setToolTip("import the items without labels, for the labeling queue: a CSV or JSON Lines file "
                                   "without a label column, or a folder's or zip's files whatever folder they are in "
