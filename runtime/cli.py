@@ -731,7 +731,9 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, as_
     else:
         sug = doc["suggestion"]
         hint = f"\nsuggested by {sug['model']}: {sug['label']} ({sug['confidence']:.2f})" if sug else ""
-        click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {', '.join(doc['classes'])}{hint}")
+        classes = ", ".join(doc["classes"]) or (f"none yet: `cdl labels set {item.item_id[:12]} LABEL --new-class` "
+                                                 "starts the first")
+        click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {classes}{hint}")
 
 
 @labels.command("suggest")

@@ -143,8 +143,10 @@ def _checked_out(ws: Workspace):  # noqa: ANN202
     from runtime.workspace.dataset import INDEX_NAME
 
     index = ws.dataset_dir / INDEX_NAME
-    if not index.exists():
-        return ws.dataset()  # says there is no dataset yet
+    if not index.exists():  # nothing ingested yet: the imported items are the queue (a folder of photos to label)
+        from runtime.workspace.dataset import DatasetView, PackReader
+
+        return DatasetView([], PackReader(ws.packs_dir))
     st = index.stat()
     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     cached = _VIEWS.get(ws)

@@ -720,11 +720,15 @@ def test_a_flat_folder_of_files_imports_unlabeled_for_the_labelers(tmp_path, ima
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "no class folders: 4 file(s) imported unlabeled, for the labeling queue" in out.stderr
-    assert Runner(image_ws).run(until="data.label").ok
+    # labeled at once, before any data.ingest (`cdl labels next` said "no dataset here yet (run data.ingest)")
     q = LabelQueue(image_ws, "ana")
     assert q.progress()["unlabeled"] == 4 and q.classes() == []
-    q.set_label(q.next("unlabeled").uid, "cat")
+    first = q.next("unlabeled")
+    assert q.content(first.uid).shape[:2] == (8 + int(first.uid[-5]), 8)
+    q.set_label(first.uid, "cat")
     assert q.classes() == ["cat"]
+    assert Runner(image_ws).run(until="data.label").ok
+    assert image_ws.store.last_step_run("data.label").summary["classes"] == {"cat": 1}
     # a class-folder zip, --unlabeled: its folders are no classes
     zipped = tmp_path / "more.zip"
     with zipfile.ZipFile(zipped, "w") as zf:

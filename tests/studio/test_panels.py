@@ -699,7 +699,6 @@ def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path)
     from PIL import Image
 
     from runtime.api import add_source
-    from runtime.jobs import Runner
     from runtime.workspace import Workspace
     from studio.panels.base import StudioContext
     from studio.panels.labeling.panel import LabelingPanel
@@ -709,12 +708,12 @@ def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path)
     for i in range(3):
         Image.fromarray(np.full((8, 8 + i), 60 * i, np.uint8)).save(flat / f"{i}.png")
     ws = Workspace.init(tmp_path / "ws", "image-classification")
-    add_source(ws, flat)
-    assert Runner(ws).run(until="data.label").ok
+    add_source(ws, flat)  # and nothing else: imported items are labeled before any data.ingest
     p = LabelingPanel(StudioContext(ws.root, ws, None))
     qtbot.addWidget(p)
     p.labeler.setText("ana")
     load(qtbot, p)
+    assert p.current is not None and not p.image.pixmap().isNull()
     assert p.classes == [] and "no classes yet: <b>New class…</b> names the first" in p.meta.text()
     assert p.new_class_btn.isEnabled()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):

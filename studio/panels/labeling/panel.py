@@ -171,7 +171,7 @@ class LabelingPanel(Panel):
         from runtime.proposals import proposals
 
         ws = self.ctx.workspace
-        if not ws.has_dataset():
+        if not ws.has_dataset() and not ws.store.item_count():  # imported items can be labeled before data.ingest
             return {"empty": True, "proposals": [p["id"] for p in proposals(ws)]}
         from runtime.labeling import suggestions
 
@@ -196,7 +196,8 @@ class LabelingPanel(Panel):
             if self.filter.findText(f"proposal:{p}") < 0:
                 self.filter.addItem(f"proposal:{p}")
         if d["empty"]:
-            self.say("No dataset yet: import data and run the data pipeline up to data.version.", "info")
+            self.say("Nothing to label yet: import data in the Data panel (a folder of files to label, a CSV, a "
+                     "Label Studio export).", "info")
             return
         # the load's own note, or none: the message of the action that caused this load (an import's counts,
         # "nothing to undo") stays; every load cleared it as soon as it was said
