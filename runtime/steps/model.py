@@ -84,8 +84,8 @@ class PreprocessStep(Step):
             ParamSpec("image_size", "list", None, "images: [height, width] every image is resized to (empty: the "
                       "most common size in the training split)", nullable=True),
         ),
-        description="Count vectorization with Porter stemming (text) or scaling to [0, 1] (images), fitted on "
-        "the training split only; the tensors are cached in the transformation registry.",
+        description="Count vectorization with Porter stemming (text) or one size, one colour mode and scaling to "
+        "[0, 1] (images), fitted on the training split only; the tensors are cached in the transformation registry.",
     )
 
     reads = "the checked-out dataset version"
