@@ -478,7 +478,9 @@ def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str
                            f"{path}: line {line_no}")
         split = obj.get("split")
         if split is not None and split not in ("train", "test"):
-            raise DataImportError(f"{path}: line {line_no}: split must be train or test, got {split!r}")
+            hint = (" (model.train takes its validation split from train: give these rows split train, or leave "
+                    "split out)") if str(split).lower() in ("validation", "valid", "val", "dev") else ""
+            raise DataImportError(f"{path}: line {line_no}: split must be train or test, got {split!r}{hint}")
         items.append(RawItem(key=f"line{line_no}", payload=body.encode("utf-8"), label=label, split=split))
     return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
 

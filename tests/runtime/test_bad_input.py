@@ -170,7 +170,8 @@ def test_jsonl_import_and_its_bad_lines(text_ws, tmp_path):
             ("b.jsonl", good + '["not", "an", "object"]\n', "line 21: expected a JSON object"),
             ("c.jsonl", good + '{"text": 5, "label": 1}\n', "line 21: 'text' must be a string"),
             ("d.jsonl", good + '{"text": "x", "label": [1]}\n', "line 21: 'label' must be a string or a whole"),
-            ("e.jsonl", good + '{"text": "x", "label": 1, "split": "validation"}\n', "line 21: split must be"),
+            ("e.jsonl", good + '{"text": "x", "label": 1, "split": "validation"}\n',
+             r"line 21: split must be train or test, got 'validation' \(model.train takes its validation split"),
             ("f.jsonl", '{"body2": "x", "y2": 1}\n', "line 1: no text field")):
         (tmp_path / name).write_text(bad)
         _import_fails(text_ws, tmp_path / name, match)
