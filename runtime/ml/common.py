@@ -226,6 +226,11 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
     idx = np.arange(len(y))
     counts = np.bincount(y)
+    if (counts > 0).sum() < 2 or len(y) < 2:  # scikit-learn said "the resulting train set will be empty"
+        from runtime.domain.errors import CdlError
+
+        raise CdlError(f"the training data has {len(y)} labeled item(s) of {(counts > 0).sum()} class(es): a "
+                       "classifier needs items of two classes or more (label more, then run the data pipeline)")
     strat = y if len(counts) > 1 and counts[counts > 0].min() >= 2 else None
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
     return np.sort(tr), np.sort(va)

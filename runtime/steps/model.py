@@ -111,6 +111,12 @@ class PreprocessStep(Step):
         ctx.progress(0.05, "loading")
         p = prepare(ctx.workspace, version, ctx.params, log=ctx.log)
         s = p.stats
+        if len(p.classes) < 2:  # model.tune failed next with scikit-learn's "the resulting train set will be empty"
+            more = f"; {s['unlabeled']} item(s) of {version} are unlabeled" if s.get("unlabeled") else ""
+            raise StepFailed(ctx.step, f"{version}'s training split has labeled items of one class "
+                             f"({', '.join(p.classes) or 'none'}: {s['train']}): a classifier needs two or more{more}. "
+                             "Label items of another class (the labeling panel, `cdl labels next`), then run the data "
+                             "pipeline again for a new version")
         msg = ("loaded from cache" if p.cached else "fitted and cached") + \
             f": {s['train']} train, {s['test']} test, {s['features']} features"
         return StepResult(

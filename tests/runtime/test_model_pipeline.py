@@ -390,3 +390,29 @@ def test_photos_of_many_sizes_and_modes_train_and_predict(tmp_path):
     with pytest.raises(ConfigError, match=r"model.preprocess.image_size: expected \[height, width\]"):
         Runner(ws).run(steps=["model.preprocess"], overrides={"model.preprocess": {"image_size": [16]}})
     ws.close()
+
+
+def test_a_dataset_of_one_class_says_what_training_needs(tmp_path):
+    """Labeling had begun with one class: model.tune then failed with scikit-learn's "With n_samples=1,
+    test_size=0.2 ... the resulting train set will be empty"."""
+    import numpy as np
+
+    from runtime.api import add_source
+    from runtime.domain.errors import CdlError
+    from runtime.ml.common import validation_split
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    rows = ["text,label"] + [f"article {i} about the cup final and the striker who scored,sport" for i in range(6)]
+    rows += [f"article {i} nobody has labeled yet but long enough to keep," for i in range(3)]
+    (tmp_path / "one.csv").write_text("\n".join(rows) + "\n")
+    add_source(ws, tmp_path / "one.csv")
+    res = Runner(ws).run(until="model.train")
+    assert not res.ok
+    failed = next(o for o in res.steps if o.status == "failed")
+    assert failed.step == "model.preprocess", [(o.step, o.status, o.error) for o in res.steps]
+    assert "training split has labeled items of one class (sport: " in failed.error
+    assert "a classifier needs two or more; 3 item(s) of v1 are unlabeled" in failed.error
+    with pytest.raises(CdlError, match="a classifier needs items of two classes or more"):
+        validation_split(np.zeros(5, np.int64), 0.2, 0)
+    ws.close()
