@@ -742,3 +742,19 @@ def test_a_flat_folder_of_files_imports_unlabeled_for_the_labelers(tmp_path, ima
     assert {s.name: s.items for s in image_ws.store.sources()}[str(zipped)] == 2
     more = [i for i in image_ws.store.items() if i.source.startswith("more.zip")]
     assert len(more) == 2 and all(i.source_label is None for i in more), more
+
+
+def test_a_zip_of_one_folder_says_it_is_one_class(tmp_path):
+    """photos.zip holding photos/*.png (what zipping a folder makes) became one class "photos" without a word:
+    the import says so, and how to import the files to be labeled instead."""
+    from runtime.steps.sources import read_source
+
+    zipped = tmp_path / "photos.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"photos/{i}.txt", f"an article number {i} of the folder")
+    batch = read_source(zipped)
+    assert {i.label for i in batch.items} == {"photos"}
+    assert "all 3 file(s) are in folders named 'photos': imported as that one class (`--unlabeled` imports them " \
+           "to be labeled)" in batch.notes
+    assert not any("one class" in n for n in read_source(zipped, options={"unlabeled": True}).notes)
