@@ -82,7 +82,7 @@ class PreprocessStep(Step):
             ParamSpec("decode_errors", "str", "replace", "text: as in data.clean", choices=("replace", "ignore", "strict")),
             ParamSpec("standardize", "bool", False, "images: subtract the training mean, divide by the std"),
             ParamSpec("image_size", "list", None, "images: [height, width] every image is resized to (empty: the "
-                      "most common size in the training split)", nullable=True),
+                      "size most training images have, else their median, at most 256 a side)", nullable=True),
         ),
         description="Count vectorization with Porter stemming (text) or one size, one colour mode and scaling to "
         "[0, 1] (images), fitted on the training split only; the tensors are cached in the transformation registry.",
@@ -95,7 +95,7 @@ class PreprocessStep(Step):
         if size is not None and (not isinstance(size, list) or len(size) != 2 or any(
                 isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096 for v in size)):
             raise ConfigError(f"model.preprocess.image_size: expected [height, width], two whole numbers from 1 to "
-                              f"4096 (empty: the most common size), got {size!r}")
+                              f"4096 (empty: chosen from the training images), got {size!r}")
 
     def fingerprint(self, ctx: StepContext) -> str:
         from runtime.ml.preprocess import FORMAT
