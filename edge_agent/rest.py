@@ -17,8 +17,8 @@
 Triton's binary data extension too (request_from_json says how), as tritonclient.http sends and asks by default;
 bodies compressed (Content-Encoding gzip or deflate) or sent chunked, and answers compressed where Accept-Encoding
 asks.
-HTTPS only, with the agent's own certificate (as its gRPC port; plain HTTP gets a 400 that says so); `inference_auth: "token"` wants the device token
-(`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
+HTTPS only, with the agent's own certificate (as its gRPC port; plain HTTP gets a 400 that says so);
+`inference_auth: "token"` wants the device token (`Authorization: Bearer TOKEN`) here too. Every call goes through the gRPC servicer's own methods (edge_agent.server
 Inference), so a request is checked, batched, journaled and counted exactly as a ModelInfer is, and refused with the
 same message; the gRPC status becomes the HTTP one (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAUTHENTICATED 401,
 UNAVAILABLE 503, others 500) with the protocol's {"error": message} body. Connections are kept alive (HTTP/1.1);
