@@ -250,7 +250,12 @@ class DatasetView:
         if shape is not None:
             if not rows:
                 return np.zeros((0, *shape), np.uint8)
-            return np.stack([fit_image(a, shape) for a in self.raw_images(rows)])
+            raw = self.raw_images(rows)
+            if isinstance(raw, np.ndarray) and raw.dtype == np.uint8:  # npy packs: one shape, read in bulk
+                bulk = raw[..., None] if raw.ndim == 3 else raw
+                if bulk.shape[1:] == tuple(shape):
+                    return bulk
+            return np.stack([fit_image(a, shape) for a in raw])
         arrays = self.raw_images(rows)
         if isinstance(arrays, np.ndarray):
             return arrays
