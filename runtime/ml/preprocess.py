@@ -77,11 +77,36 @@ def training_rows(ws: Workspace, version: str) -> tuple[DatasetView, dict[str, l
     return view, out, stats
 
 
+def named_order(ws: Workspace) -> list[str]:
+    """The class order the workspace names: cdl.yaml's labeling.classes, then each source's class_names (a list or
+    a preset, in the dataset's own order: Fashion-MNIST's 0 is "T-shirt/top", AG News' 0 is "World")."""
+    from runtime.steps.sources import CLASS_NAME_PRESETS
+
+    cfg = ws.config()
+    order = [str(c) for c in (cfg.labeling or {}).get("classes") or []]
+    for src in (cfg.steps.get("data.import") or {}).get("sources") or []:
+        names = src.get("class_names") if isinstance(src, dict) else None
+        names = CLASS_NAME_PRESETS.get(names, []) if isinstance(names, str) else names or []
+        order += [str(c) for c in names]
+    return list(dict.fromkeys(order))
+
+
+def class_order(named: list[str], present: set[str]) -> list[str]:
+    """The model's classes (its output's order): the named ones first, in their order, then the rest
+    alphabetically. They were all alphabetical: a client reading probabilities by the dataset's class numbers
+    (Fashion-MNIST's, a Hugging Face ClassLabel's) read the wrong ones."""
+    first = [c for c in named if c in present]
+    return first + sorted(present - set(first))
+
+
 def cache_key(ws: Workspace, version: str, params: dict[str, Any]) -> tuple[str, str]:
     v = ws.store.version(version)
     quarantine = sorted(q.item for q in ws.store.quarantine(version))
     # a parameter added later, at its default, keeps the caches made before it valid
     params = {k: v for k, v in params.items() if not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    named = named_order(ws)
+    if named:  # the class order is part of what is fitted (no name: the keys made before it stay valid)
+        params = {**params, "class_order": named}
     spec_hash = hashlib.sha256(json.dumps({"format": FORMAT, **params}, sort_keys=True).encode()).hexdigest()
     key = hashlib.sha256(json.dumps({"version": v.id, "dvc": v.dvc_hash, "quarantine": quarantine,
                                      "spec": spec_hash}, sort_keys=True).encode()).hexdigest()
@@ -186,7 +211,7 @@ def prepare(ws: Workspace, version: str, params: dict[str, Any], log=print) -> P
     view, rows, stats = training_rows(ws, version)
     if not rows["train"]:
         raise StepFailed("model.preprocess", f"{version} has no labeled training items")
-    classes = sorted({r.label for r in rows["train"]})
+    classes = class_order(named_order(ws), {r.label for r in rows["train"]})
     known = set(classes)
     dropped = [r for r in rows["test"] if r.label not in known]
     if dropped:

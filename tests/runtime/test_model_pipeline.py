@@ -217,6 +217,11 @@ def test_fashion_mnist_cnn_subset(tmp_path, framework):
     assert res.ok, [o.error for o in res.steps]
     mv = ws.store.model_version("fm", 1)
     assert mv.extra["arch"]["input_shape"] == [28, 28, 1] and len(mv.classes) == 10
+    # the output's order is the dataset's own (0 is "T-shirt/top"), as a client reading probabilities by
+    # Fashion-MNIST's class numbers expects; it was alphabetical ("Ankle boot" first)
+    from runtime.steps.sources import CLASS_NAME_PRESETS
+
+    assert mv.classes == CLASS_NAME_PRESETS["fashion-mnist"]
     assert mv.metrics["test_accuracy"] > 0.6
     assert mv.dataset_version == "v1"
     history = ws.store.metrics(mv.trial_id)
@@ -416,3 +421,19 @@ def test_a_dataset_of_one_class_says_what_training_needs(tmp_path):
     with pytest.raises(CdlError, match="a classifier needs items of two classes or more"):
         validation_split(np.zeros(5, np.int64), 0.2, 0)
     ws.close()
+
+
+def test_the_class_order_is_the_one_the_workspace_names(text_ws):
+    """labeling.classes, then the sources' class_names, in their order; other classes after them, alphabetically."""
+    from runtime.ml.preprocess import class_order, named_order
+
+    cfg = text_ws.config()
+    cfg.labeling["classes"] = ["tech", "sport"]
+    cfg.set_param("data.import", "sources", [{"path": "a.csv", "class_names": ["World", "Sports", "tech"]},
+                                             {"path": "b.zip"}, {"path": "fm", "class_names": "mnist"}])
+    cfg.save()
+    named = named_order(text_ws)
+    assert named[:4] == ["tech", "sport", "World", "Sports"] and named[4:] == [str(i) for i in range(10)]
+    assert class_order(named, {"World", "politics", "sport", "tech", "business"}) == [
+        "tech", "sport", "World", "business", "politics"]
+    assert class_order([], {"b", "a"}) == ["a", "b"]
