@@ -61,6 +61,28 @@ def alike_text(group: dict[str, int]) -> str:
     return " and ".join(f"{k!r} ({n} item{'' if n == 1 else 's'})" for k, n in group.items())
 
 
+def named_order(ws: Workspace) -> list[str]:
+    """The class order the workspace names: cdl.yaml's labeling.classes, then each source's class_names (a list or
+    a preset, in the dataset's own order: Fashion-MNIST's 0 is "T-shirt/top", AG News' 0 is "World")."""
+    from runtime.steps.sources import CLASS_NAME_PRESETS
+
+    cfg = ws.config()
+    order = [str(c) for c in (cfg.labeling or {}).get("classes") or []]
+    for src in (cfg.steps.get("data.import") or {}).get("sources") or []:
+        names = src.get("class_names") if isinstance(src, dict) else None
+        names = CLASS_NAME_PRESETS.get(names, []) if isinstance(names, str) else names or []
+        order += [str(c) for c in names]
+    return list(dict.fromkeys(order))
+
+
+def class_order(named: list[str], present: set[str]) -> list[str]:
+    """The model's classes (its output's order): the named ones first, in their order, then the rest
+    alphabetically. They were all alphabetical: a client reading probabilities by the dataset's class numbers
+    (Fashion-MNIST's, a Hugging Face ClassLabel's) read the wrong ones."""
+    first = [c for c in named if c in present]
+    return first + sorted(present - set(first))
+
+
 def version_rows(ws: Workspace, version: str) -> list[IndexRow]:
     """The index of any version, read from DVC's cache (no checkout needed)."""
     v = ws.store.version(version)

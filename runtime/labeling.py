@@ -218,9 +218,11 @@ class LabelQueue:
         fixed = (cfg.labeling or {}).get("classes") or []
         if fixed:
             return list(fixed)
+        from runtime.datasets import class_order, named_order
+
         seen = {r.label for r in self._dataset().rows if r.label}
         seen.update(name for name in self.store.label_names() if name)
-        return sorted(seen)
+        return class_order(named_order(self.ws), seen)  # the keys follow the dataset's own order, as the model does
 
     def suggestion(self, item_id: str) -> dict[str, Any] | None:
         """The model's guess for an item ({"label", "confidence", "model"}), where `suggest` made one."""

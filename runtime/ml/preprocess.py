@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
+from runtime.datasets import class_order, named_order
 from runtime.domain.errors import CdlError, StepFailed
 from runtime.workspace.dataset import DatasetView, IndexRow, decode_text, fit_image, image_channels
 from runtime.workspace.workspace import Workspace
@@ -75,28 +76,6 @@ def training_rows(ws: Workspace, version: str) -> tuple[DatasetView, dict[str, l
         if r.split in out:
             out[r.split].append(r)
     return view, out, stats
-
-
-def named_order(ws: Workspace) -> list[str]:
-    """The class order the workspace names: cdl.yaml's labeling.classes, then each source's class_names (a list or
-    a preset, in the dataset's own order: Fashion-MNIST's 0 is "T-shirt/top", AG News' 0 is "World")."""
-    from runtime.steps.sources import CLASS_NAME_PRESETS
-
-    cfg = ws.config()
-    order = [str(c) for c in (cfg.labeling or {}).get("classes") or []]
-    for src in (cfg.steps.get("data.import") or {}).get("sources") or []:
-        names = src.get("class_names") if isinstance(src, dict) else None
-        names = CLASS_NAME_PRESETS.get(names, []) if isinstance(names, str) else names or []
-        order += [str(c) for c in names]
-    return list(dict.fromkeys(order))
-
-
-def class_order(named: list[str], present: set[str]) -> list[str]:
-    """The model's classes (its output's order): the named ones first, in their order, then the rest
-    alphabetically. They were all alphabetical: a client reading probabilities by the dataset's class numbers
-    (Fashion-MNIST's, a Hugging Face ClassLabel's) read the wrong ones."""
-    first = [c for c in named if c in present]
-    return first + sorted(present - set(first))
 
 
 def cache_key(ws: Workspace, version: str, params: dict[str, Any]) -> tuple[str, str]:

@@ -222,6 +222,9 @@ def test_fashion_mnist_cnn_subset(tmp_path, framework):
     from runtime.steps.sources import CLASS_NAME_PRESETS
 
     assert mv.classes == CLASS_NAME_PRESETS["fashion-mnist"]
+    from runtime.labeling import LabelQueue
+
+    assert LabelQueue(ws, "ana").classes() == mv.classes  # the labeling panel's keys 1-0 in the same order
     assert mv.metrics["test_accuracy"] > 0.6
     assert mv.dataset_version == "v1"
     history = ws.store.metrics(mv.trial_id)
@@ -425,7 +428,7 @@ def test_a_dataset_of_one_class_says_what_training_needs(tmp_path):
 
 def test_the_class_order_is_the_one_the_workspace_names(text_ws):
     """labeling.classes, then the sources' class_names, in their order; other classes after them, alphabetically."""
-    from runtime.ml.preprocess import class_order, named_order
+    from runtime.datasets import class_order, named_order
 
     cfg = text_ws.config()
     cfg.labeling["classes"] = ["tech", "sport"]
