@@ -71,11 +71,17 @@ def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
     p = DataPanel(studio_ctx)
     qtbot.addWidget(p)
     bad = tmp_path / "broken.csv"
-    bad.write_text("text,author\nsome text,me\n")
+    bad.write_text("text,author\nan article with no label yet and long enough,me\n")
     p.path_edit.setText(str(bad))
     p.import_btn.click()
     qtbot.waitUntil(lambda: "no label column" in p.status_label.text(), timeout=20000)
     assert p.import_btn.isEnabled()
+    # imported unlabeled, with the box the Sources tab lacked (`--unlabeled` was the CLI's alone)
+    p.unlabeled.setChecked(True)
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported broken.csv" in p.status_label.text(), timeout=20000)
+    items = [i for i in studio_ctx.workspace.store.items() if i.source.startswith("broken.csv")]
+    assert len(items) == 1 and items[0].source_label is None
 
 
 def _labeling_panel_showing_all(ctx, qtbot):  # noqa: ANN001, ANN202
@@ -730,20 +736,3 @@ def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path)
     assert not p.new_class_btn.isEnabled() and "labeling.classes" in p.new_class_btn.toolTip()
     ws.close()
 
-
-def test_data_panel_imports_a_csv_unlabeled(studio_ctx, qtbot, tmp_path):
-    """The Sources tab had no way to import a CSV without a label column (`--unlabeled` was the CLI's alone)."""
-    from studio.panels.data.panel import DataPanel
-
-    p = DataPanel(studio_ctx)
-    qtbot.addWidget(p)
-    csv = tmp_path / "to-label.csv"
-    csv.write_text("text\nan article with no label yet and long enough\nanother one that is also long enough to keep\n")
-    p.path_edit.setText(str(csv))
-    p.import_btn.click()
-    qtbot.waitUntil(lambda: "no label column" in p.status_label.text(), timeout=20000)
-    p.unlabeled.setChecked(True)
-    p.import_btn.click()
-    qtbot.waitUntil(lambda: "imported to-label.csv" in p.status_label.text(), timeout=20000)
-    items = [i for i in studio_ctx.workspace.store.items() if i.source.startswith("to-label.csv")]
-    assert len(items) == 2 and all(i.source_label is None for i in items)
