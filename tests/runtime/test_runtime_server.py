@@ -194,7 +194,7 @@ def test_a_second_runtime_on_a_served_port_or_socket_is_refused(small_bbc, tmp_p
         client.close()
     finally:
         manager.shutdown()
-        server.stop(0)
+        server.stop(0).wait(10)  # gRPC unlinks its socket file as it shuts down: after the next one is made, if late
     sock.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX) as dead:  # a socket file nobody listens on any more
         dead.bind(str(sock))
