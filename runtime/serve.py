@@ -141,17 +141,20 @@ def _wait(proc: subprocess.Popen, stop: threading.Event | None, parent_pid: int 
 
 
 def read_images(paths: list[Path] | list[str], h: int, w: int, c: int):  # noqa: ANN201
-    """Image files as a (N, h, w, c) uint8 batch: converted to the model's channels and resized to its input."""
+    """Image files as a (N, h, w, c) uint8 batch: decoded, converted to the model's channels and resized to its
+    input exactly as model.preprocess did its training images (decode_image, fit_image)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from runtime.workspace.dataset import decode_image, fit_image
 
     arrays = []
     for p in paths:
         try:
-            with Image.open(p) as im:
-                im = im.convert("L" if c == 1 else "RGB").resize((w, h))
-                arrays.append(np.asarray(im, np.uint8).reshape(h, w, c))
-        except (OSError, UnidentifiedImageError) as exc:
+            arrays.append(fit_image(decode_image(Path(p).read_bytes()), (h, w, c)))
+        except UnidentifiedImageError:
+            raise CdlError(f"{p}: not an image this model can take (no image format Pillow reads)") from None
+        except (OSError, ValueError) as exc:
             raise CdlError(f"{p}: not an image this model can take ({exc})") from None
     return np.stack(arrays)
 

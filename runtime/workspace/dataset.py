@@ -121,20 +121,7 @@ class PackReader:
         """An image as a uint8 array (H, W) or (H, W, C). Raises ValueError if it cannot be decoded."""
         if encoding == "npy":
             return np.asarray(self._array(pack)[offset])
-        from PIL import Image
-
-        data = self.read_bytes(pack, offset, length)
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            # a palette PNG's array is its palette indices, a 1-bit one's booleans, a CMYK JPEG's four channels
-            # are no RGBA: each in the mode its pixels mean
-            if im.mode in ("P", "PA"):
-                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-            elif im.mode == "1":
-                im = im.convert("L")
-            elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")
-            return np.asarray(im)
+        return decode_image(self.read_bytes(pack, offset, length))
 
     def read_array_rows(self, pack: str, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._array(pack)[rows])
@@ -284,6 +271,24 @@ class DatasetView:
                 out[np.array(idxs)[order]] = block
             return out
         return [self.read_image(r) for r in rows] if rows else np.zeros((0,), np.uint8)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) as a uint8 array (H, W) or (H, W, C), for training and for a file given
+    to `cdl models predict` alike. Raises ValueError (Pillow's errors) if it cannot be decoded."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        # a palette PNG's array is its palette indices, a 1-bit one's booleans, a CMYK JPEG's four channels
+        # are no RGBA: each in the mode its pixels mean
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+        elif im.mode == "1":
+            im = im.convert("L")
+        elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        return np.asarray(im)
 
 
 def image_channels(arr: np.ndarray) -> int:
