@@ -46,13 +46,18 @@ def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:
     }
 
 
+def label_key(label: str) -> str:
+    """What two spellings of one class share: "Sport" and "sport", "sci-fi" and "Sci Fi"."""
+    return re.sub(r"[\W_]+", "", label.casefold()) or label
+
+
 def similar_labels(rows: list[IndexRow]) -> list[dict[str, int]]:
     """Labels that are one class spelt two ways ("Sport" and "sport", "sci-fi" and "sci fi"), each with its item
     count: a model would learn them as two classes, and nothing else flags them when allowed_labels is empty."""
     counts = Counter(r.label for r in rows if r.label is not None)
     groups: dict[str, dict[str, int]] = {}
     for label, n in sorted(counts.items()):
-        groups.setdefault(re.sub(r"[\W_]+", "", label.casefold()) or label, {})[label] = n
+        groups.setdefault(label_key(label), {})[label] = n
     return [g for g in groups.values() if len(g) > 1]
 
 

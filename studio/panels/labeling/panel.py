@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import html
-import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -305,8 +304,9 @@ class LabelingPanel(Panel):
         if name in self.classes:
             self.choose(self.classes.index(name))
             return
-        key = re.sub(r"[\W_]+", "", name.casefold())
-        same = [c for c in self.classes if re.sub(r"[\W_]+", "", c.casefold()) == key]
+        from runtime.datasets import label_key
+
+        same = [c for c in self.classes if label_key(c) == label_key(name)]
         if same:  # "Sport" beside "sport" would split one class in two
             self.say(f"{name!r} is the class {same[0]!r} spelt another way: its button labels with it", "warning")
             return
