@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,7 +233,16 @@ def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
         raise CdlError(f"the training data has {len(y)} labeled item(s) of {(counts > 0).sum()} class(es): a "
                        "classifier needs items of two classes or more (label more, then run the data pipeline)")
     strat = y if len(counts) > 1 and counts[counts > 0].min() >= 2 else None
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    size: float | int = fraction
+    if strat is not None:
+        # a stratified split needs one validation item and one training item of each class: scikit-learn said
+        # "The test_size = 2 should be greater or equal to the number of classes = 3" for 9 items of 3 classes
+        k, n_val = int((counts > 0).sum()), math.ceil(fraction * len(y))
+        if n_val < k:
+            size = k
+        if len(y) - max(n_val, k) < k:
+            strat, size = None, fraction
+    tr, va = train_test_split(idx, test_size=size, random_state=seed, stratify=strat)
     return np.sort(tr), np.sort(va)
 
 

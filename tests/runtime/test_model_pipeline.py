@@ -426,6 +426,24 @@ def test_a_dataset_of_one_class_says_what_training_needs(tmp_path):
     ws.close()
 
 
+def test_a_small_training_split_still_has_a_validation_item_of_every_class():
+    """12 rows of 3 classes (9 for training): model.tune failed with scikit-learn's "The test_size = 2 should be
+    greater or equal to the number of classes = 3"."""
+    import numpy as np
+
+    from runtime.ml.common import validation_split
+
+    y = np.array([0, 1, 2] * 3)
+    tr, va = validation_split(y, 0.2, 42)
+    assert sorted(y[va].tolist()) == [0, 1, 2] and sorted(y[tr].tolist()) == [0, 0, 1, 1, 2, 2]
+    y = np.array([0, 0, 1, 1, 2, 2])  # one of each class either side leaves none over: still one of each
+    tr, va = validation_split(y, 0.2, 0)
+    assert sorted(y[va].tolist()) == [0, 1, 2] and sorted(y[tr].tolist()) == [0, 1, 2]
+    y = np.array([0] * 40 + [1] * 40 + [2] * 20)  # enough items: the fraction, stratified, as before
+    tr, va = validation_split(y, 0.2, 0)
+    assert len(va) == 20 and np.bincount(y[va]).tolist() == [8, 8, 4]
+
+
 def test_the_class_order_is_the_one_the_workspace_names(text_ws):
     """labeling.classes, then the sources' class_names, in their order; other classes after them, alphabetically."""
     from runtime.datasets import class_order, named_order
