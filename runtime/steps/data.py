@@ -283,7 +283,35 @@ def assign_splits(items: list[Item], test_fraction: float, seed: int, stratify: 
                 taken += len(groups[g])
             for m in groups[g]:
                 out[m.uid] = side
+    if test_fraction > 0 and "test" not in out.values():
+        _take_a_test_share(groups, free, test_fraction, seed, out, stats)
     return out, stats
+
+
+def _take_a_test_share(groups: dict[str, list[Item]], free: dict[str, list[str]], test_fraction: float, seed: int,
+                       out: dict[str, str], stats: dict[str, Any]) -> None:
+    """Every class too small for a share of its own (7 items of 4 classes at 0.2 round to none each): the test
+    split was empty and model.evaluate failed after training. Take the overall share, round(n * test_fraction)
+    and at least one item, one group a class in turn, never a class's last group."""
+    strata = {k: list(v) for k, v in sorted(free.items()) if k != "(unlabeled)" and len(v) > 1}
+    n = sum(len(groups[g]) for gids in strata.values() for g in gids)
+    target, taken = max(1, round(n * test_fraction)), 0
+    for gids in strata.values():
+        gids.sort(key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    while taken < target and any(len(gids) > 1 for gids in strata.values()):
+        for gids in strata.values():
+            if taken < target and len(gids) > 1:
+                for m in groups[gids.pop(0)]:
+                    out[m.uid] = "test"
+                    taken += 1
+    stats["test_taken_across_classes"] = taken
+
+
+def _small_note(stats: dict[str, Any], test_fraction: float) -> str:
+    if stats.get("test_taken_across_classes"):
+        return (f"; every class is too small for a {test_fraction:g} share of its own, so "
+                f"{stats['test_taken_across_classes']} item(s) were held out across classes")
+    return ""
 
 
 class SplitStep(Step):
@@ -327,7 +355,7 @@ class SplitStep(Step):
                      **stats},
             output_fp=fp,
             message=f"train {counts.get('train', 0)}, test {counts.get('test', 0)}; "
-            f"{stats['duplicate_items']} duplicates kept with their twins",
+            f"{stats['duplicate_items']} duplicates kept with their twins" + _small_note(stats, p["test_fraction"]),
         )
 
 

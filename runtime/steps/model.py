@@ -593,7 +593,9 @@ class EvaluateStep(Step):
         mv = registered(ctx)
         prep = load_transform(ctx.workspace, mv.transform, log=ctx.log)
         if len(prep.y_test) == 0:
-            raise StepFailed(ctx.step, "the test split is empty")
+            raise StepFailed(ctx.step, "the test split has no labeled item, so there is nothing to evaluate on: "
+                             "data.split's test_fraction (cdl.yaml) above 0, more items, or labels for the "
+                             "test items (`cdl labels next`)")
         ctx.progress(0.2, f"predicting {len(prep.y_test)} test items")
         probs = predict(ctx, mv, prep.X_test)
         ev = evaluate_predictions(prep.y_test, probs, prep.classes)

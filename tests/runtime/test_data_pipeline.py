@@ -505,6 +505,33 @@ def test_run_single_step_needs_upstream(text_ws):
     assert result.steps[0].error.endswith("use `cdl run --until data.version` (the studio: Run up to here)")
 
 
+def test_a_dataset_too_small_for_a_test_share_per_class_still_gets_a_test_split(tmp_path):
+    """7 items of 4 classes: 0.2 of each class rounded to none, the test split was empty, and model.evaluate
+    failed after training with "the test split is empty"."""
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    rows = ["text,label", "apple banana cherry fruit,a", "banana fruit sweet apple,a", "engine wheel road car,b",
+            "car drive engine road,b", "goal match team score,c", "team play score match goal,c",
+            "something odd entirely,d"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    add_source(ws, tmp_path / "t.csv")
+    res = Runner(ws).run(until="model.evaluate")
+    assert res.ok, [(o.step, o.error) for o in res.steps]
+    split = next(o for o in res.steps if o.step == "data.split")
+    assert "train 6, test 1;" in split.message and "so 1 item(s) were held out across classes" in split.message
+    test = [r for r in ws.dataset().rows if r.split == "test"]
+    assert len(test) == 1 and test[0].label in {"a", "b", "c"}  # never d's only item
+    # a test_fraction of 0 is the user's word: no test split, and model.evaluate says what to change
+    res = Runner(ws).run(until="model.evaluate", overrides={"data.split": {"test_fraction": 0.0}})
+    failed = next(o for o in res.steps if o.status == "failed")
+    assert failed.step == "model.evaluate"
+    assert "the test split has no labeled item" in failed.error and "test_fraction" in failed.error
+    items = ws.store.items()
+    assert "test" not in assign_splits(items, 0.0, 42)[0].values()
+    ws.close()
+
+
 def test_fashion_mnist_import(tmp_path, fashion_dir):
     from runtime.workspace import Workspace
 
