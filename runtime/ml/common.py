@@ -257,9 +257,13 @@ def evaluate_labels(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) ->
 
     labels = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=0)
+    # macro-F1 over the classes the test split has or the model predicted, as scikit-learn's default: a class
+    # with neither (no test item of it, never predicted) scored 0 and pulled the mean down (0.25 for a model
+    # right on its one test item of four classes)
+    seen = sorted({int(v) for v in y_true} | {int(v) for v in pred if 0 <= v < len(classes)})
     return {
         "test_accuracy": float(accuracy_score(y_true, pred)),
-        "macro_f1": float(f1_score(y_true, pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, pred, labels=seen, average="macro", zero_division=0)),
         "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                       for i, c in enumerate(classes)},
         "confusion_matrix": confusion_matrix(y_true, pred, labels=labels).tolist(),

@@ -90,8 +90,11 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
             continue
         metrics.append({"name": m, "a": x, "b": y, "change": (y - x) if x is not None and y is not None else None})
     pa, pb = (a.evaluation or {}).get("per_class", {}), (b.evaluation or {}).get("per_class", {})
-    per_class = [{"class": c, "a_f1": pa.get(c, {}).get("f1"), "b_f1": pb.get(c, {}).get("f1")}
-                 for c in sorted(set(pa) | set(pb))]
+    def f1(per: dict[str, Any], c: str) -> float | None:  # none for a class its test split did not have
+        d = per.get(c, {})
+        return d.get("f1") if d.get("support", 1) else None
+
+    per_class = [{"class": c, "a_f1": f1(pa, c), "b_f1": f1(pb, c)} for c in sorted(set(pa) | set(pb))]
     same = a.transform == b.transform
     doc: dict[str, Any] = {"a": a.ref, "b": b.ref, "same_test_set": same, "lineage": lineage, "params": params,
                            "metrics": metrics, "per_class": per_class, "on_split": None}

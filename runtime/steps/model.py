@@ -611,8 +611,10 @@ class EvaluateStep(Step):
         summary = {"ref": mv.ref, "metrics": metrics, "gate": gate,
                    "per_class": {c: {k: round(v, 4) for k, v in d.items() if k != "support"}
                                  for c, d in ev["per_class"].items()}}
-        for c, d in ev["per_class"].items():
-            ctx.log(f"{c:<16} precision {d['precision']:.3f} recall {d['recall']:.3f}")
+        predicted = np.asarray(ev["confusion_matrix"]).sum(axis=0)
+        for i, (c, d) in enumerate(ev["per_class"].items()):
+            ctx.log(f"{c:<16} precision {d['precision']:.3f} recall {d['recall']:.3f}" if d["support"] else
+                    f"{c:<16} no test item of this class (predicted {int(predicted[i])} time(s))")
         if not passed:
             err = GateFailed(ctx.step, f"gate failed: {ctx.params['metric']} {value:.4f} < threshold "
                              f"{ctx.params['threshold']}")

@@ -522,6 +522,11 @@ def test_a_dataset_too_small_for_a_test_share_per_class_still_gets_a_test_split(
     assert "train 6, test 1;" in split.message and "so 1 item(s) were held out across classes" in split.message
     test = [r for r in ws.dataset().rows if r.split == "test"]
     assert len(test) == 1 and test[0].label in {"a", "b", "c"}  # never d's only item
+    # the classes the test split lacks have no F1 to compare (they read 0, as if the model failed on them)
+    from runtime.ml.versus import compare
+
+    f1 = {r["class"]: r["a_f1"] for r in compare(ws, "ws:1", "ws:1", on="own")["per_class"]}
+    assert f1["d"] is None and f1[test[0].label] is not None
     # a test_fraction of 0 is the user's word: no test split, and model.evaluate says what to change
     res = Runner(ws).run(until="model.evaluate", overrides={"data.split": {"test_fraction": 0.0}})
     failed = next(o for o in res.steps if o.status == "failed")

@@ -736,3 +736,26 @@ def test_new_class_names_the_first_class_of_an_unlabeled_folder(qtbot, tmp_path)
     assert not p.new_class_btn.isEnabled() and "labeling.classes" in p.new_class_btn.toolTip()
     ws.close()
 
+
+
+def test_a_class_with_no_test_item_has_no_scores_and_no_share_of_macro_f1():
+    """7 items of 4 classes, one held out: the review panel showed precision, recall and F1 0 for the three classes
+    the test split did not have, as if the model failed on them, and macro-F1 read 0.25 for a model right on its
+    one test item."""
+    import numpy as np
+
+    from runtime.ml.common import evaluate_labels
+    from studio.panels.review.panel import per_class_rows
+
+    ev = evaluate_labels(np.array([0]), np.array([0]), ["a", "b", "c", "d"])
+    assert ev["macro_f1"] == 1.0 and ev["test_accuracy"] == 1.0
+    rows = per_class_rows(ev, None)
+    assert rows[0] == ("a", 1, 1.0, 1.0, 1.0, None, None)
+    assert rows[1] == ("b", 0, None, None, None, None, None)
+    # a class predicted but absent from the test split keeps its precision (0: every such prediction is wrong)
+    # and its place in macro-F1, as scikit-learn's default counts it
+    ev = evaluate_labels(np.array([0, 1]), np.array([0, 2]), ["a", "b", "c", "d"])
+    assert ev["macro_f1"] == pytest.approx(1 / 3)
+    rows = {r[0]: r for r in per_class_rows(ev, ev)}
+    assert rows["c"] == ("c", 0, 0.0, None, None, 0.0, None) and rows["d"][2:] == (None,) * 5
+    assert rows["b"] == ("b", 1, 0.0, 0.0, 0.0, 0.0, 0.0)

@@ -22,6 +22,28 @@ from studio.panels.base import Panel
 from studio.widgets.common import Table, local_time
 
 
+def per_class_rows(ev: dict[str, Any], champion: dict[str, Any] | None) -> list[tuple[Any, ...]]:
+    """class, test items, precision, recall, f1, the champion's precision and recall. A class with no test item
+    has no recall or F1, and a precision only where the model predicted it: all three read 0, as if the model
+    failed on a class the test split did not have."""
+    def scores(e: dict[str, Any] | None, c: str) -> tuple[Any, Any, Any]:
+        d = (e or {}).get("per_class", {}).get(c)
+        if d is None:
+            return None, None, None
+        classes, cm = e.get("classes") or [], e.get("confusion_matrix") or []
+        predicted = sum(row[classes.index(c)] for row in cm) if c in classes and cm else 1
+        if d.get("support", 1):
+            return d["precision"], d["recall"], d["f1"]
+        return (d["precision"] if predicted else None), None, None
+
+    rows = []
+    for c, d in ev.get("per_class", {}).items():
+        p, r, f = scores(ev, c)
+        cp, cr, _ = scores(champion, c)
+        rows.append((c, d.get("support"), p, r, f, cp, cr))
+    return rows
+
+
 def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
     if not ev or not ev.get("confusion_matrix"):
         table.setRowCount(0)
@@ -91,7 +113,8 @@ class ReviewPanel(Panel):
         self.cm_champion = Table([])
         grid.addWidget(self.cm_candidate, 2, 0)
         grid.addWidget(self.cm_champion, 2, 1)
-        self.per_class = Table(["class", "precision", "recall", "f1", "champion precision", "champion recall"])
+        self.per_class = Table(["class", "test items", "precision", "recall", "f1", "champion precision",
+                                "champion recall"])
         grid.addWidget(self.per_class, 3, 0, 1, 2)
         for t in (self.metrics, self.cm_candidate, self.cm_champion, self.per_class):
             t.verticalHeader().setDefaultSectionSize(ROW_H)
@@ -194,11 +217,9 @@ class ReviewPanel(Panel):
         m.setFixedHeight(m.horizontalHeader().height() + sum(m.rowHeight(i) for i in range(m.rowCount()))
                          + 2 * m.frameWidth() + 2)
         _confusion(self.cm_candidate, cand.evaluation)
-        _confusion(self.cm_champion, (here or champ.evaluation) if champ else None)
-        pc = cand.evaluation.get("per_class", {})
-        cpc = ((here or champ.evaluation).get("per_class", {}) if champ else {})
-        self.per_class.fill([(c, v["precision"], v["recall"], v["f1"], cpc.get(c, {}).get("precision"),
-                              cpc.get(c, {}).get("recall")) for c, v in pc.items()])
+        versus = (here or champ.evaluation) if champ else None
+        _confusion(self.cm_champion, versus)
+        self.per_class.fill(per_class_rows(cand.evaluation, versus))
         events = [(a["since"], f"{a['alias']} from", a["version"], a["reason"], "") for a in d["history"]["aliases"]]
         events += [(r["created"], r["decision"] + (" (automatic)" if r["automatic"] else ""), r["version"],
                     r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
