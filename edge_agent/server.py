@@ -36,6 +36,7 @@ from edge_agent.proto import edge_pb2_grpc as epb_grpc
 from edge_agent.proto import open_inference_pb2 as ipb
 from edge_agent.proto.agent_json import CERT_WARN_DAYS
 from edge_agent.proto.bundle import BundleError
+from edge_agent.proto.preprocessing import ImagePipeline
 from edge_agent.proto.tensors import deserialize_bytes, serialize_bytes
 from edge_agent.slots import Slots
 from edge_agent.workers import Counters, Workers
@@ -49,6 +50,31 @@ _TYPE = {"BOOL": ipb.TYPE_BOOL, "UINT8": ipb.TYPE_UINT8, "INT32": ipb.TYPE_INT32
          "FP16": ipb.TYPE_FP16, "FP32": ipb.TYPE_FP32, "FP64": ipb.TYPE_FP64, "BYTES": ipb.TYPE_STRING}
 _NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
+
+
+def image_files(pipeline: ImagePipeline, name: str, shape: list[int], values: list[bytes]) -> np.ndarray:
+    """Encoded image files, one a row ([N] or [N, 1]), as the model's (N, H, W, C) uint8 batch: each decoded in
+    the mode its pixels mean, converted to the model's channels and resized to its size with the same code that
+    fitted the training images, so a camera's JPEG needs no client-side resizing."""
+    from edge_agent.proto.images import decode_image, fit_image
+
+    if not values:
+        raise ValueError(f"input {name} is empty")
+    if len(values) != int(np.prod(shape)) or len(shape) not in (1, 2) or shape[1:] not in ([], [1]):
+        raise ValueError(f"input {name}: {len(values)} image file(s) for shape {shape}; send image files as BYTES "
+                         "of shape [N] (or [N, 1]), one file a row")
+    size = (pipeline.height, pipeline.width, pipeline.channels)
+    out = np.empty((len(values), *size), np.uint8)
+    for i, data in enumerate(values):
+        try:
+            out[i] = fit_image(decode_image(bytes(data)), size)
+        except ModuleNotFoundError:
+            raise ValueError(f"input {name}: this device cannot decode image files (Pillow is not installed: "
+                             "pip install pillow); send pixel values as UINT8") from None
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
+            raise ValueError(f"input {name}: file {i} is not an image this device can read "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    return out
 
 class Agent:
     """Shared state of one agent process: config, slots, the loaded model, the journal, counters.
@@ -257,6 +283,8 @@ class Inference:
         params = {"max_batch": str(cfg.max_batch), "max_queue_delay_ms": f"{cfg.max_queue_delay_ms:g}",
                   "variant": m.variant, "bundle_id": m.bundle_id, "providers": ",".join(m.providers),
                   "preprocessing": m.kind}
+        if m.kind == "image":  # beside the pixels its input declares: image files, decoded and resized here
+            params["image_files"] = f"BYTES [N] (PNG, JPEG, ...; resized to {m.pipeline.height}x{m.pipeline.width})"
         config = ipb.ModelConfig(
             name=m.name, platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=0,
             default_model_filename="model.onnx",
@@ -334,7 +362,10 @@ class Inference:
             raise _Refused(grpc.StatusCode.NOT_FOUND, self._not_loaded(request.model_name, request.model_version))
         try:
             try:
-                items, raw_list = self._inputs(m, request)
+                if m.kind == "image" and request.inputs and request.inputs[0].datatype == "BYTES":
+                    items, raw_list = await asyncio.to_thread(self._inputs, m, request)  # decoding: off the loop
+                else:
+                    items, raw_list = self._inputs(m, request)
                 outputs = self._outputs(m, request)
             except ValueError as exc:
                 raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
@@ -414,8 +445,13 @@ class Inference:
             if len(shape) not in (1, 2) or shape[1:] not in ([], [1]):  # [N], or [N, 1]: a text a row
                 raise ValueError(f"input {t.name}: shape {shape}; this model takes texts as [N] (or [N, 1])")
             return texts, values
+        if t.datatype == "BYTES":  # image files (PNG, JPEG, ...), decoded and fitted here as training fitted them
+            values = deserialize_bytes(raw) if raw is not None else list(t.contents.bytes_contents)
+            arr = image_files(m.pipeline, t.name, shape, values)
+            return arr, [img.tobytes() for img in arr]
         if t.datatype not in ("UINT8", "FP32"):
-            raise ValueError(f"input {t.name}: images must be UINT8 or FP32 pixel values, got {t.datatype}")
+            raise ValueError(f"input {t.name}: images must be UINT8 or FP32 pixel values, or image files as BYTES, "
+                             f"got {t.datatype}")
         dtype = _NP[t.datatype]
         if raw is not None:
             arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))

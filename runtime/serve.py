@@ -146,7 +146,7 @@ def read_images(paths: list[Path] | list[str], h: int, w: int, c: int):  # noqa:
     import numpy as np
     from PIL import UnidentifiedImageError
 
-    from runtime.workspace.dataset import decode_image, fit_image
+    from edge_agent.proto.images import decode_image, fit_image
 
     arrays = []
     for p in paths:

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.proto.images import fit_image, image_channels
 from edge_agent.proto.preprocessing import ImagePipeline, TextPipeline
 from runtime.datasets import class_order, named_order
 from runtime.domain.errors import CdlError, StepFailed
-from runtime.workspace.dataset import DatasetView, IndexRow, decode_text, fit_image, image_channels
+from runtime.workspace.dataset import DatasetView, IndexRow, decode_text
 from runtime.workspace.workspace import Workspace
 
 FORMAT = 2  # bump when the cached files change: older caches are not reused

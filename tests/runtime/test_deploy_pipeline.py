@@ -206,6 +206,7 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("image", mc.TYPE_UINT8, [-1, 28, 28, 1])]
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["variant"] == "static_int8" and params["preprocessing"] == "image"
+    assert params["image_files"] == "BYTES [N] (PNG, JPEG, ...; resized to 28x28)"
     inp = tc.InferInput("image", list(images.shape), "UINT8")
     inp.set_data_from_numpy(images)
     r = client.infer("fm", [inp])
@@ -225,10 +226,40 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     with pytest.raises(InferenceServerException) as err:
         client.infer("fm", [flat])
     assert "shape [16, 784] is not a batch of 28x28x1 images: send [N, 28, 28, 1]" in str(err.value), err.value
-    client.close()
-    # `cdl models predict fm:1:static_int8 --file IMAGE`: the variant in onnxruntime, as the device answered
+    # image files as BYTES, as a camera app has them: decoded and fitted on the device as training fitted them (a
+    # client had to resize to 28x28 grayscale pixels itself)
+    import io as _io
+
     from PIL import Image
 
+    from edge_agent.proto.images import decode_image, fit_image
+
+    def encoded(a: np.ndarray, fmt: str) -> bytes:
+        buf = _io.BytesIO()
+        Image.fromarray(a).save(buf, format=fmt)
+        return buf.getvalue()
+
+    big = np.repeat(np.repeat(images[1].reshape(28, 28), 3, axis=0), 3, axis=1)  # 84x84, in colour, as a JPEG
+    sent = [encoded(images[0].reshape(28, 28), "PNG"), encoded(np.stack([big, big // 2, big], -1), "JPEG")]
+    files_in = tc.InferInput("image", [2], "BYTES")
+    files_in.set_data_from_numpy(np.array(sent, dtype=np.object_))
+    r = client.infer("fm", [files_in])
+    fitted = np.stack([fit_image(decode_image(b), (28, 28, 1)) for b in sent])
+    assert np.array_equal(fitted[0], images[0].reshape(28, 28, 1))
+    x = (fitted.astype(np.float32) / 255.0).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(r.as_numpy("probabilities"), sess.run(["probabilities"], {"input": x})[0], atol=1e-5)
+    np.testing.assert_allclose(r.as_numpy("probabilities")[0], expected[0], atol=1e-5)
+    bad = tc.InferInput("image", [2], "BYTES")
+    bad.set_data_from_numpy(np.array([sent[0], b"not an image"], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match="input image: file 1 is not an image this device can read"):
+        client.infer("fm", [bad])
+    two = tc.InferInput("image", [1, 2], "BYTES")
+    two.set_data_from_numpy(np.array([sent], dtype=np.object_))
+    with pytest.raises(InferenceServerException, match=r"2 image file\(s\) for shape \[1, 2\]; send image files as "
+                       r"BYTES of shape \[N\]"):
+        client.infer("fm", [two])
+    client.close()
+    # `cdl models predict fm:1:static_int8 --file IMAGE`: the variant in onnxruntime, as the device answered
     from runtime.ml.predict import predict_items
 
     files = []
