@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -969,16 +970,60 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
 @click.option("--text", "texts", multiple=True, help="a text to classify (repeat for more)")
 @click.option("--file", "files", multiple=True, type=click.Path(path_type=Path),
               help="a text file (text models) or an image (image models); repeat for more")
+@click.option("--input", "source", type=click.Path(path_type=Path),
+              help="every item of a data file or folder: a CSV or JSON Lines file's text column, every file of a "
+              "folder or zip, idx files, a Label Studio export (read as `cdl data import` reads them)")
+@click.option("--text-column", help="--input's text column (default: found as `cdl data import` finds it)")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="write the predictions to this file: .csv or .tsv (one column a class), else JSON Lines")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str, ...], files: tuple[Path, ...],
-                   as_json: bool) -> None:
+                   source: Path | None, text_column: str | None, output: Path | None, as_json: bool) -> None:
     """Predict with model versions (NAME:VERSION or NAME:ALIAS; several side by side) from their checkpoints, each
     with its own preprocessing: try a candidate before it is exported or served. NAME:VERSION:VARIANT runs that
-    compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?)."""
-    from runtime.ml.predict import predict_items
+    compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?).
+    --input FILE scores a whole file or folder, as `mlflow models predict -i` does; -o writes the answers."""
+    from runtime.ml.predict import predict_items, predict_source, write_predictions
 
     ws = _ws(obj)
+    if source is not None and (texts or files):
+        raise CdlError("give --input alone, or --text/--file: not both")
+    if text_column and source is None:
+        raise CdlError("--text-column names --input's text column: give --input FILE")
+    if source is not None:
+        doc = {}
+        for ref in refs:
+            mv, variant = _ref_variant(ws, ref) if ref.replace("@", ":", 1).count(":") == 2 else (None, None)
+
+            def progress(done: int, total: int, ref: str = ref) -> None:
+                if total > 512:
+                    click.echo(f"{ref}: {done}/{total}", err=True)
+
+            doc[ref] = predict_source(ws, mv.ref if mv else ref, source,
+                                      {"text_column": text_column} if text_column else None, variant, progress)
+        rows = [{"model": ref, **p} for ref, preds in doc.items() for p in preds]
+        if output is not None:
+            write_predictions(rows, output)
+            click.echo(f"wrote {len(rows)} prediction(s) to {output}", err=True)
+        for ref, preds in doc.items():
+            classes = set(preds[0]["probabilities"]) if preds else set()
+            given = [p for p in preds if p["given"] in classes]
+            if given:
+                right = sum(p["label"] == p["given"] for p in given)
+                click.echo(f"{ref}: {right} of {len(given)} agree with the labels the input gives "
+                           f"(accuracy {right / len(given):.4f})", err=True)
+            other = collections.Counter(p["given"] for p in preds if p["given"] is not None and p["given"] not in classes)
+            if other:
+                click.echo(f"{ref}: labels that are no class of the model, left out of that count: "
+                           + ", ".join(f"{k} ({n})" for k, n in other.most_common(5)), err=True)
+        if as_json:
+            _dump({"predictions": doc})
+        elif output is None:
+            _echo_predictions(doc)
+        return
+    if output is not None:
+        raise CdlError("-o writes the predictions of --input FILE: give --input")
     if not texts and not files:  # `cdl models predict ws:1 "some text"` took the text for a model reference
         import shlex
 
@@ -997,6 +1042,10 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     if as_json:
         _dump({"predictions": doc})
         return
+    _echo_predictions(doc)
+
+
+def _echo_predictions(doc: dict[str, list[dict[str, Any]]]) -> None:
     width = max(12, *(len(r) for r in doc))
     for ref, preds in doc.items():
         for p in preds:

@@ -21,7 +21,6 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     with the same preprocessing, as a device would run it."""
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
-    from runtime.ml.versus import predict_proba
 
     mv = ws.store.resolve_model(ref)
     onnx = None
@@ -52,15 +51,88 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
             X = layout_input(pipe.normalize(pipe.check_shape(raw)), mv.extra["arch"]["layout"])
         else:
             X, _ = pipe.transform(raw)
+    return _answers(mv, names, _probabilities(ws, mv, onnx, X))
+
+
+def _probabilities(ws: Workspace, mv: Any, onnx: Path | None, X: np.ndarray) -> np.ndarray:  # noqa: ANN401
     if onnx is not None:
         from runtime.ml import onnx_tools
 
-        probs = onnx_tools.predict(onnx_tools.session(onnx), X)
-    else:
-        probs = np.asarray(predict_proba(ws, mv, X))
+        return onnx_tools.predict(onnx_tools.session(onnx), X)
+    from runtime.ml.versus import predict_proba
+
+    return np.asarray(predict_proba(ws, mv, X))
+
+
+def _answers(mv: Any, names: list[str], probs: np.ndarray) -> list[dict[str, Any]]:  # noqa: ANN401
     return [{"input": name, "label": mv.classes[int(p.argmax())], "confidence": float(p.max()),
              "probabilities": {c: float(p[i]) for i, c in enumerate(mv.classes)}} for name, p in zip(names, probs,
                                                                                                   strict=True)]
+
+
+BATCH = 512
+
+
+def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] | None = None,
+                   variant: str | None = None, progress: Any = None) -> list[dict[str, Any]]:  # noqa: ANN401
+    """Every item of a data file or folder, as `mlflow models predict -i FILE` scores a file: a CSV or JSON Lines
+    file's text column (found as data.import finds it, or `text_column`), every file of a folder or zip (text
+    files, or images converted and resized to the model's input), idx files, a Label Studio export. Read by
+    data.import's own readers, labels and all: each answer also has `given` (the item's label in the file, or
+    None). In batches of BATCH; progress(done, total) after each."""
+    from edge_agent.proto.images import decode_image, fit_image
+    from edge_agent.proto.preprocessing import TextPipeline, pipeline
+    from runtime.ml.preprocess import transform_spec
+    from runtime.steps.sources import check_kind_options, detect_kind, read_source
+    from runtime.workspace.dataset import decode_text
+
+    mv = ws.store.resolve_model(ref)
+    onnx = None
+    if variant is not None:
+        from runtime.bundles import built_variant
+
+        onnx = ws.artifacts.get(built_variant(ws, mv, variant).artifact)
+    cfg = ws.config()
+    kind = detect_kind(Path(path))
+    check_kind_options(Path(path), kind, options or {})  # --text-column on a folder did nothing
+    batch = read_source(Path(path), kind, {**_source_options(ws, cfg, Path(path)), **(options or {}),
+                                           "unlabeled": True}, cfg.labeling)
+    pipe = pipeline(transform_spec(ws, mv.transform))
+    text = isinstance(pipe, TextPipeline)
+    if text != (batch.item_kind == "text"):
+        raise CdlError(f"{path}: {'images' if text else 'texts'} ({batch.kind}), but {mv.ref} is "
+                       f"{'a text' if text else 'an image'} model")
+    out: list[dict[str, Any]] = []
+    items = batch.items
+    for start in range(0, len(items), BATCH):
+        chunk = items[start:start + BATCH]
+        if text:
+            X, _ = pipe.transform([decode_text(it.payload)[0] for it in chunk])
+        else:
+            size = (pipe.height, pipe.width, pipe.channels)
+            raw = []
+            for k, it in enumerate(chunk):
+                try:
+                    a = batch.array[start + k] if batch.array is not None else decode_image(it.payload)
+                    raw.append(fit_image(a, size))
+                except (OSError, ValueError) as exc:
+                    raise CdlError(f"{path}: {it.key}: not an image this model can take ({exc})") from None
+            raw = np.stack(raw)
+            if onnx is not None:  # NHWC, normalized, then the exported model's layout
+                from runtime.ml.onnx_tools import layout_input
+
+                X = layout_input(pipe.normalize(raw), mv.extra["arch"]["layout"])
+            else:
+                X, _ = pipe.transform(raw)
+        answers = _answers(mv, [it.key for it in chunk], _probabilities(ws, mv, onnx, X))
+        for it, a in zip(chunk, answers, strict=True):
+            parts = it.key.split("/")  # a folder's or zip's class folders, as data.import reads them labeled
+            a["given"] = it.label if it.label is not None or "folder" not in batch.kind or len(parts) < 2 \
+                else parts[-2]
+        out += answers
+        if progress is not None:
+            progress(len(out), len(items))
+    return out
 
 
 def _text_file(ref: str, path: Path) -> str:
@@ -76,3 +148,49 @@ def _text_file(ref: str, path: Path) -> str:
         raise CdlError(f"{path}: {'an image' if image else 'a binary file'}, not text: {ref} is a text model "
                        "(--file takes text files here)")
     return decode_text(data)[0]
+
+
+def _source_options(ws: Workspace, cfg: Any, path: Path) -> dict[str, Any]:  # noqa: ANN401
+    """The options cdl.yaml gives the same source (its class_names, text_column, ...): Fashion-MNIST's idx
+    labels are class numbers, which its class_names name."""
+    from runtime.steps.data import normalize_source
+
+    want = path.expanduser().resolve()
+    for i, entry in enumerate(cfg.params("data.import")["sources"]):
+        src = normalize_source(entry, f"sources[{i}]")
+        p = Path(src["path"]).expanduser()
+        if (p if p.is_absolute() else ws.root / p).resolve() == want:
+            return {k: v for k, v in src.items() if k not in ("path", "kind", "unlabeled")}
+    return {}
+
+
+def write_predictions(rows: list[dict[str, Any]], dest: Path) -> None:
+    """Predictions as CSV (.csv, .tsv) or JSON Lines (anything else): model, input, the file's label where it had
+    one, label, confidence and each class's probability. Written whole or not at all (a temporary file renamed)."""
+    import csv
+    import io
+    import json
+    import os
+    import tempfile
+
+    dest = Path(dest)
+    classes = list(dict.fromkeys(c for r in rows for c in r["probabilities"]))
+    given = any(r.get("given") is not None for r in rows)
+    if dest.suffix.lower() in (".csv", ".tsv"):
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter="\t" if dest.suffix.lower() == ".tsv" else ",")
+        w.writerow(["model", "input", *(["given"] if given else []), "label", "confidence", *classes])
+        for r in rows:
+            w.writerow([r["model"], r["input"], *([r.get("given") or ""] if given else []), r["label"],
+                        f"{r['confidence']:.6f}", *(f"{r['probabilities'].get(c, 0.0):.6f}" for c in classes)])
+        data = buf.getvalue()
+    else:
+        data = "".join(json.dumps(r) + "\n" for r in rows)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent if str(dest.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -268,6 +268,14 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
         Image.fromarray(images[k].reshape(28, 28)).save(files[-1])
     got = predict_items(ws, "fm:1", files=files, variant="static_int8")
     np.testing.assert_allclose([[g["probabilities"][c] for c in classes] for g in got], expected[:3], atol=1e-5)
+    from runtime.ml.predict import predict_source  # `--input FOLDER`: the same, a folder at a time
+
+    (tmp_path / "pngs").mkdir()
+    for f in files:
+        f.rename(tmp_path / "pngs" / f.name)
+    got = predict_source(ws, "fm:1", tmp_path / "pngs", variant="static_int8")  # img0-2.png, in name order
+    np.testing.assert_allclose([[g["probabilities"][c] for c in classes] for g in got], expected[:3], atol=1e-5)
+    files = [tmp_path / "pngs" / f.name for f in files]
     ckpt = predict_items(ws, "fm:1", files=files)  # the checkpoint, beside it
     assert [g["label"] for g in ckpt] == [g["label"] for g in predict_items(ws, "fm:1", files=files, variant="fp32")]
     ws.close()

@@ -60,6 +60,59 @@ def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr
 
 
+def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
+    """`cdl models predict REF --input FILE -o OUT`, as `mlflow models predict -i` scores a file: only --text and
+    --file existed, one input a flag."""
+    import csv
+
+    from runtime.workspace.dataset import decode_text
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.register", overrides={"model.tune": {"n_trials": 1}}).ok
+    mv = ws.store.resolve_model("ws:1")
+    prep = load_transform(ws, mv.transform)
+    expected = predict_proba(ws, mv, prep.X_test[:4])
+    rows = {r.uid: r for r in ws.dataset().rows}
+    texts = [decode_text(ws.dataset().read_bytes(rows[u]))[0] for u in prep.uids_test[:4]]
+    labels = [rows[u].label for u in prep.uids_test[:4]]
+    src = tmp_path / "batch.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "body", "category"])
+        w.writerows([i, t, lab] for i, (t, lab) in enumerate(zip(texts, labels, strict=True)))
+    out = cdl(ws, "models", "predict", "ws:1", "--input", str(src), "--text-column", "body", "-o",
+              str(tmp_path / "out.csv"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    with open(tmp_path / "out.csv", newline="") as fh:
+        got = list(csv.DictReader(fh))
+    # each row by the line it ends on (data.import's key; these texts span lines), in the file's order
+    assert all(g["input"].startswith("row") for g in got) and [g["given"] for g in got] == labels
+    assert sorted(got, key=lambda g: int(g["input"][3:])) == got
+    for g, e in zip(got, expected, strict=True):
+        assert [float(g[c]) for c in mv.classes] == pytest.approx(e.tolist(), abs=1e-5)
+        assert g["label"] == mv.classes[int(e.argmax())]
+    right = sum(g["label"] == g["given"] for g in got)
+    assert f"ws:1: {right} of 4 agree with the labels the input gives" in out.stderr
+    assert "wrote 4 prediction(s)" in out.stderr
+    # a folder of class folders (the BBC layout): every file, the folder its label; JSON Lines out
+    for i, (t, lab) in enumerate(zip(texts, labels, strict=True)):
+        (tmp_path / "news" / lab).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "news" / lab / f"{i}.txt").write_text(t)
+    out = cdl(ws, "models", "predict", "ws:1", "--input", str(tmp_path / "news"), "-o", str(tmp_path / "o.jsonl"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    docs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert sorted((d["input"], d["given"]) for d in docs) == sorted((f"{lab}/{i}.txt", lab)
+                                                                     for i, lab in enumerate(labels))
+    for args, says in ((["--input", str(src), "--text", "x"], "give --input alone"),
+                       (["--text", "x", "-o", str(tmp_path / "x.csv")], "-o writes the predictions of --input"),
+                       (["--input", str(src), "--text-column", "text"], "batch.csv: no column 'text' (columns: id, "
+                                                                        "body, category)"),
+                       (["--input", str(tmp_path / "none.csv")], "none.csv: does not exist")):
+        bad = cdl(ws, "models", "predict", "ws:1", *args)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_image_versions_predict_image_files(tmp_path):
     from PIL import Image
 
@@ -87,3 +140,17 @@ def test_image_versions_predict_image_files(tmp_path):
     notimg.write_text("not an image")
     bad = cdl(ws, "models", "predict", "fm:1", "--file", str(notimg))
     assert bad.returncode == 2 and "notes.txt: not an image this model can take" in bad.stderr
+    # --input: a folder of images, every one resized as training did; a text file among them is named
+    from runtime.ml.predict import predict_source
+
+    (tmp_path / "imgs").mkdir()
+    for f in files:
+        Image.open(f).resize((56, 56)).save(tmp_path / "imgs" / f.name)  # twice the size: fitted back to 28x28
+    got = predict_source(ws, "fm:1", tmp_path / "imgs")
+    assert [g["input"] for g in got] == ["item0.png", "item1.png"] and got[0]["given"] is None
+    assert [g["label"] for g in got] == [mv.classes[int(e.argmax())] for e in expected]
+    bad = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"), "--text-column", "x")
+    assert bad.returncode == 2 and "the option 'text_column' is not for a image-folder source" in bad.stderr, bad.stderr
+    (tmp_path / "imgs" / "zz.png").write_text("not an image")
+    bad = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"))
+    assert bad.returncode == 2 and "imgs: zz.png: not an image this model can take" in bad.stderr, bad.stderr
