@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
@@ -984,7 +983,7 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     with its own preprocessing: try a candidate before it is exported or served. NAME:VERSION:VARIANT runs that
     compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?).
     --input FILE scores a whole file or folder, as `mlflow models predict -i` does; -o writes the answers."""
-    from runtime.ml.predict import predict_items, predict_source, write_predictions
+    from runtime.ml.predict import agreement, predict_items, predict_source, write_predictions
 
     ws = _ws(obj)
     if source is not None and (texts or files):
@@ -1006,19 +1005,17 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
         if output is not None:
             write_predictions(rows, output)
             click.echo(f"wrote {len(rows)} prediction(s) to {output}", err=True)
-        for ref, preds in doc.items():
-            classes = set(preds[0]["probabilities"]) if preds else set()
-            given = [p for p in preds if p["given"] in classes]
-            if given:
-                right = sum(p["label"] == p["given"] for p in given)
-                click.echo(f"{ref}: {right} of {len(given)} agree with the labels the input gives "
-                           f"(accuracy {right / len(given):.4f})", err=True)
-            other = collections.Counter(p["given"] for p in preds if p["given"] is not None and p["given"] not in classes)
-            if other:
+        summary = {ref: agreement(preds) for ref, preds in doc.items()}
+        for ref, a in summary.items():
+            if a["labeled"]:
+                click.echo(f"{ref}: {a['agree']} of {a['labeled']} agree with the labels the input gives "
+                           f"(accuracy {a['accuracy']:.4f})", err=True)
+            if a["other_labels"]:
                 click.echo(f"{ref}: labels that are no class of the model, left out of that count: "
-                           + ", ".join(f"{k} ({n})" for k, n in other.most_common(5)), err=True)
-        if as_json:
-            _dump({"predictions": doc})
+                           + ", ".join(f"{k} ({n})" for k, n in list(a["other_labels"].items())[:5]), err=True)
+        if as_json:  # with -o, the file holds the predictions: only the summary here
+            _dump({"output": str(output), "models": summary} if output is not None
+                  else {"predictions": doc, "models": summary})
         elif output is None:
             _echo_predictions(doc)
         return

@@ -150,6 +150,19 @@ def _text_file(ref: str, path: Path) -> str:
     return decode_text(data)[0]
 
 
+def agreement(preds: list[dict[str, Any]]) -> dict[str, Any]:
+    """How predict_source's answers agree with the labels the input gives: {"items", "labeled" (labels that are
+    classes of the model), "agree", "accuracy" (None without labels), "other_labels": {label: count}}."""
+    from collections import Counter
+
+    classes = set(preds[0]["probabilities"]) if preds else set()
+    given = [p for p in preds if p.get("given") in classes]
+    agree = sum(p["label"] == p["given"] for p in given)
+    other = Counter(p["given"] for p in preds if p.get("given") is not None and p["given"] not in classes)
+    return {"items": len(preds), "labeled": len(given), "agree": agree,
+            "accuracy": agree / len(given) if given else None, "other_labels": dict(other.most_common())}
+
+
 def _source_options(ws: Workspace, cfg: Any, path: Path) -> dict[str, Any]:  # noqa: ANN401
     """The options cdl.yaml gives the same source (its class_names, text_column, ...): Fashion-MNIST's idx
     labels are class numbers, which its class_names name."""

@@ -343,6 +343,17 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     m._report(str(page))
     qtbot.waitUntil(lambda: "wrote" in m.status_label.text(), timeout=20000)
     assert page.exists() and "<h1>ws:1</h1>" in page.read_text()
+    # Predict a file…: every row of a CSV through the selected version, written to a CSV, agreement said
+    classes = ws.store.resolve_model("ws:1").classes
+    src = studio_ctx.workspace.root.parent / "batch.csv"
+    src.write_text("text,label\n" + "".join(f"a short article about {c} and more {c} news,{c}\n" for c in classes))
+    out = studio_ctx.workspace.root.parent / "batch-predictions.csv"
+    m._predict_file(source=str(src), output=str(out))
+    qtbot.waitUntil(lambda: "is predicting" not in m.status_label.text(), timeout=60000)
+    said = m.status_label.text()
+    assert said.startswith(f"wrote {len(classes)} prediction(s) of ws:1 for batch.csv to {out}; ") and \
+        f"of {len(classes)} agree with the labels it gives (accuracy" in said, said
+    assert out.read_text().splitlines()[0] == "model,input,given,label,confidence," + ",".join(classes)
     # Delete… refuses the champion, and the version model.register made last, at once, saying what to do first (it
     # asked "Delete ws:1?" and then refused the answer yes); the runtime test asks about and deletes one
     from PySide6.QtWidgets import QMessageBox

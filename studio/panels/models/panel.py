@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
+    QMenu,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
@@ -57,6 +58,15 @@ class ModelsPanel(Panel):
         self.report_btn.setToolTip("one HTML page on the selected version, as a model card (`cdl models report`)")
         self.report_btn.clicked.connect(self._report)
         row.addWidget(self.report_btn)
+        self.predict_btn = QPushButton("Predict a file…")
+        self.predict_btn.setToolTip("the selected version's predictions for every item of a file or folder (a CSV "
+                                    "or JSON Lines file of texts, a folder or zip of files, ...), written to a CSV, "
+                                    "with how many agree with the labels it gives (`cdl models predict --input`)")
+        menu = QMenu(self.predict_btn)
+        menu.addAction("A file (CSV, JSON Lines, zip, Label Studio export)…", lambda: self._predict_file(folder=False))
+        menu.addAction("A folder of files…", lambda: self._predict_file(folder=True))
+        self.predict_btn.setMenu(menu)
+        row.addWidget(self.predict_btn)
         self.delete_btn = QPushButton("Delete…")
         self.delete_btn.setToolTip("delete the selected version and its variants (`cdl models delete`; `cdl gc` then "
                                    "frees its files): not the champion, the version registered last, or one a "
@@ -135,6 +145,43 @@ class ModelsPanel(Panel):
                 return
         self.work(write_report, self.ctx.workspace, ref, Path(path),
                   done=lambda d: self.say(f"wrote {d['path']} on {d['model']}: open it in a browser", "ok"))
+
+    def _predict_file(self, folder: bool = False, source: str | None = None, output: str | None = None) -> None:
+        """source, output: what to read and where to write (a test gives them; a person picks them)."""
+        from pathlib import Path
+
+        from PySide6.QtWidgets import QFileDialog
+
+        from studio.services.cli import cdl_json
+
+        sel = [x for x in self.models.selected_data() if x]
+        if len(sel) != 1:
+            self.say("select one model version to predict with", "warning")
+            return
+        ref = sel[0]
+        if source is None:
+            source = (QFileDialog.getExistingDirectory(self, f"A folder for {ref} to predict", str(Path.home()))
+                      if folder else QFileDialog.getOpenFileName(
+                          self, f"A file for {ref} to predict", str(Path.home()),
+                          "Data (*.csv *.tsv *.jsonl *.ndjson *.gz *.zip *.json);;All files (*)")[0])
+            if not source:
+                return
+        if output is None:
+            default = str(Path(source).with_name(f"{Path(source).stem}-{ref.replace(':', '-v')}-predictions.csv"))
+            output, _ = QFileDialog.getSaveFileName(self, f"Where {ref}'s predictions go", default,
+                                                    "CSV (*.csv);;JSON Lines (*.jsonl)")
+            if not output:
+                return
+
+        def done(doc: dict[str, Any]) -> None:
+            a = doc["models"][ref]
+            agree = (f"; {a['agree']} of {a['labeled']} agree with the labels it gives (accuracy "
+                     f"{a['accuracy']:.4f})" if a["labeled"] else "; it gives no labels of the model's classes")
+            self.say(f"wrote {a['items']} prediction(s) of {ref} for {Path(source).name} to {output}{agree}", "ok")
+
+        self.work(lambda: cdl_json(self.ctx.workspace.root, "models", "predict", ref, "--input", source, "-o", output,
+                                   timeout=3600),
+                  done=done, message=f"{ref} is predicting every item of {Path(source).name}…")
 
     def _delete(self) -> None:
         from runtime.registry import delete_version, deletion_refused
