@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -47,6 +48,20 @@ def sweep_stale(root: Path | None = None) -> list[Path]:
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d)
     return gone
+
+
+def _example_body(bundle: Path) -> str:
+    """A request the served model takes, for the curl line: one text, or for an image model the shape of one
+    image's pixels to fill in. It was `{"inputs": [...]}` for both, which the agent refused."""
+    from edge_agent.proto.bundle import read_manifest_unverified
+
+    raw = read_manifest_unverified(bundle)["raw_input"]
+    if raw["kind"] == "text":
+        return json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                       "data": ["a text to classify"]}]})
+    shape = [1, *raw["shape"][1:]]  # an image's pixels: too many to print, so the shape to fill
+    return json.dumps({"inputs": [{"name": "image", "shape": shape, "datatype": "UINT8", "data": []}]}).replace(
+        "[]", f"[...{math.prod(shape)} pixel values 0-255...]")
 
 
 def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "127.0.0.1:8001", workers: int = 1,
@@ -111,7 +126,7 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         log(f"  a client trusts {ca}: tritonclient.grpc.InferenceServerClient({address!r}, ssl=True, "
             f"root_certificates={str(ca)!r})")
         if rest:
-            log(f"  REST: curl --cacert {ca} {rest}/models/{mv.name}/infer -d '{{\"inputs\": [...]}}'")
+            log(f"  REST: curl --cacert {ca} {rest}/models/{mv.name}/infer -d '{_example_body(bundle)}'")
         _wait(proc, stop, parent_pid)
         return served
     finally:

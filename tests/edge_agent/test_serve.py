@@ -56,6 +56,13 @@ def test_cdl_serve_answers_tritonclient_like_onnxruntime_and_leaves_nothing(pack
         assert rest_line.startswith("  REST: curl --cacert "), rest_line
         url = rest_line.split()[4]
         assert url.startswith("https://127.0.0.1:") and url.endswith("/v2/models/ws/infer"), rest_line
+        # the printed request works as it is: one text (it was `{"inputs": [...]}`, which the agent refused)
+        import shlex
+
+        printed = shlex.split(rest_line)[shlex.split(rest_line).index("-d") + 1]
+        with urllib.request.urlopen(urllib.request.Request(url, printed.encode()), timeout=60,
+                                    context=ssl.create_default_context(cafile=str(ws.root / ".cdl/pki/ca.crt"))) as r:
+            assert [o["shape"] for o in json.loads(r.read())["outputs"]] == [[1, 5], [1], [1]]
         body = json.dumps({"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]})
         ctx = ssl.create_default_context(cafile=str(ws.root / ".cdl/pki/ca.crt"))
         with urllib.request.urlopen(urllib.request.Request(url, body.encode()), context=ctx, timeout=60) as r:

@@ -194,6 +194,12 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     assert res.ok, [o.error for o in res.steps]
     agent = agent_factory(ws)
     deploy(ws, "fm:1", "static_int8", "dev1")
+    from runtime.bundles import bundle_path
+    from runtime.serve import _example_body  # `cdl serve --http`'s curl line: the shape of the pixels to send
+
+    assert _example_body(bundle_path(ws, "fm:1", "static_int8")) == (
+        '{"inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "UINT8", "data": [...784 pixel values '
+        '0-255...]}]}')
     view = ws.dataset()
     rows = [r for r in view.rows if r.split == "test"][:16]
     images = view.images(rows)
