@@ -109,8 +109,17 @@ def _fit_text(texts: list[str], p: dict[str, Any]) -> dict[str, Any]:
     }
     tp = TextPipeline({**spec, "vocabulary": {}})
     docs = [tp.tokens(t) for t in texts]
+    if not any(docs):  # scikit-learn said "empty vocabulary; perhaps the documents only contain stop words"
+        raise CdlError(f"none of the {len(texts)} training texts has a word to count: a word is a run of two or "
+                       "more letters (digits and punctuation split words: 'w123' and '42' are none)"
+                       + (", stop words aside (model.preprocess.stop_words: false keeps them)"
+                          if p["stop_words"] else ""))
     cv = CountVectorizer(analyzer=lambda d: d, max_features=p["vocab_size"], min_df=p["min_df"])
-    counts = cv.fit_transform(docs)
+    try:
+        counts = cv.fit_transform(docs)
+    except ValueError as exc:  # "After pruning, no terms remain"
+        raise CdlError(f"no word occurs in {p['min_df']} or more of the {len(texts)} training texts "
+                       f"(model.preprocess.min_df: {p['min_df']}); lower min_df ({exc})") from None
     vocab = {t: int(i) for t, i in sorted(cv.vocabulary_.items(), key=lambda kv: kv[1])}
     spec["vocabulary"] = vocab
     if p["tfidf"]:

@@ -444,6 +444,33 @@ def test_a_small_training_split_still_has_a_validation_item_of_every_class():
     assert len(va) == 20 and np.bincount(y[va]).tolist() == [8, 8, 4]
 
 
+def test_texts_with_no_word_to_count_say_what_a_word_is(tmp_path):
+    """Codes such as "w123 x9" (no run of two letters): model.preprocess failed with scikit-learn's "empty
+    vocabulary; perhaps the documents only contain stop words"; every word in one text only, with its "After
+    pruning, no terms remain"."""
+    from runtime.api import add_source
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    rows = ["text,label"] + [f"w{i} {i * 7} x{i} code 42-{i} a1 b2 c3 d4 e5,{'ab'[i % 2]}" for i in range(20)]
+    (tmp_path / "codes.csv").write_text("\n".join(rows).replace(" code ", " ") + "\n")
+    add_source(ws, tmp_path / "codes.csv")
+    res = Runner(ws).run(until="model.preprocess")
+    failed = next(o for o in res.steps if o.status == "failed")
+    assert failed.step == "model.preprocess"
+    assert failed.error.startswith("none of the 16 training texts has a word to count: a word is a run of two or "
+                                   "more letters"), failed.error
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+             "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango"]
+    rows = ["text,label"] + [f"{w}{w} {w}ish {w}ly {w}ness {w}dom {w}hood,{'ab'[i % 2]}" for i, w in enumerate(words)]
+    (tmp_path / "codes.csv").write_text("\n".join(rows) + "\n")
+    res = Runner(ws).run(until="model.preprocess")
+    failed = next(o for o in res.steps if o.status == "failed")
+    assert "no word occurs in 2 or more of the 16 training texts (model.preprocess.min_df: 2); lower min_df" in \
+        failed.error, failed.error
+    ws.close()
+
+
 def test_the_class_order_is_the_one_the_workspace_names(text_ws):
     """labeling.classes, then the sources' class_names, in their order; other classes after them, alphabetically."""
     from runtime.datasets import class_order, named_order
