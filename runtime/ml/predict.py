@@ -22,12 +22,7 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
 
-    mv = ws.store.resolve_model(ref)
-    onnx = None
-    if variant is not None:
-        from runtime.bundles import built_variant
-
-        onnx = ws.artifacts.get(built_variant(ws, mv, variant).artifact)
+    mv, onnx = _version(ws, ref, variant)
     if not texts and not files:
         raise CdlError("nothing to predict: give --text TEXT or --file PATH")
     for f in files:
@@ -44,14 +39,28 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
         from runtime.serve import read_images
 
         names = [str(f) for f in files]
-        raw = read_images(list(files), pipe.height, pipe.width, pipe.channels)
-        if onnx is not None:  # NHWC, normalized, then the exported model's layout
-            from runtime.ml.onnx_tools import layout_input
-
-            X = layout_input(pipe.normalize(pipe.check_shape(raw)), mv.extra["arch"]["layout"])
-        else:
-            X, _ = pipe.transform(raw)
+        X = _image_input(pipe, mv, onnx, read_images(list(files), pipe.height, pipe.width, pipe.channels))
     return _answers(mv, names, _probabilities(ws, mv, onnx, X))
+
+
+def _version(ws: Workspace, ref: str, variant: str | None) -> tuple[Any, Path | None]:
+    """The model version, and its variant's ONNX file where one is named."""
+    mv = ws.store.resolve_model(ref)
+    if variant is None:
+        return mv, None
+    from runtime.bundles import built_variant
+
+    return mv, ws.artifacts.get(built_variant(ws, mv, variant).artifact)
+
+
+def _image_input(pipe: Any, mv: Any, onnx: Path | None, raw: np.ndarray) -> np.ndarray:  # noqa: ANN401
+    """Fitted (N, H, W, C) uint8 images as the checkpoint's input, or the ONNX variant's: normalized, then the
+    exported model's layout."""
+    if onnx is None:
+        return pipe.transform(raw)[0]
+    from runtime.ml.onnx_tools import layout_input
+
+    return layout_input(pipe.normalize(pipe.check_shape(raw)), mv.extra["arch"]["layout"])
 
 
 def _probabilities(ws: Workspace, mv: Any, onnx: Path | None, X: np.ndarray) -> np.ndarray:  # noqa: ANN401
@@ -70,7 +79,7 @@ def _answers(mv: Any, names: list[str], probs: np.ndarray) -> list[dict[str, Any
                                                                                                   strict=True)]
 
 
-BATCH = 512
+BATCH = 2048  # items a model call: the model is loaded each call, and a batch of texts is (BATCH, vocabulary)
 
 
 def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] | None = None,
@@ -86,12 +95,7 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
     from runtime.steps.sources import check_kind_options, detect_kind, read_source
     from runtime.workspace.dataset import decode_text
 
-    mv = ws.store.resolve_model(ref)
-    onnx = None
-    if variant is not None:
-        from runtime.bundles import built_variant
-
-        onnx = ws.artifacts.get(built_variant(ws, mv, variant).artifact)
+    mv, onnx = _version(ws, ref, variant)
     cfg = ws.config()
     kind = detect_kind(Path(path))
     check_kind_options(Path(path), kind, options or {})  # --text-column on a folder did nothing
@@ -117,13 +121,7 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
                     raw.append(fit_image(a, size))
                 except (OSError, ValueError) as exc:
                     raise CdlError(f"{path}: {it.key}: not an image this model can take ({exc})") from None
-            raw = np.stack(raw)
-            if onnx is not None:  # NHWC, normalized, then the exported model's layout
-                from runtime.ml.onnx_tools import layout_input
-
-                X = layout_input(pipe.normalize(raw), mv.extra["arch"]["layout"])
-            else:
-                X, _ = pipe.transform(raw)
+            X = _image_input(pipe, mv, onnx, np.stack(raw))
         answers = _answers(mv, [it.key for it in chunk], _probabilities(ws, mv, onnx, X))
         for it, a in zip(chunk, answers, strict=True):
             parts = it.key.split("/")  # a folder's or zip's class folders, as data.import reads them labeled
