@@ -205,6 +205,7 @@ class DeviceClient:
         from runtime.store.tables import utcnow
 
         self.ws.store.update_device(self.device.name, last_seen=utcnow(), last_health=doc)
+        _record_unpushed(self.ws, self.device.name, doc["active"])
         return doc
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -351,14 +352,14 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
     try:
         with DeviceClient(ws, device) as client:
             res = client.push(path, activate, log)
-            _refresh(client)
+            ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version,
+                                    variant=variant, bundle=res["bundle_id"], status="done",
+                                    message="activated" if res["activated"] else STORED_ONLY)
+            _refresh(client)  # after the history says so: the health check finds what it expects
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
                                 status="failed", message=str(exc))
         raise
-    ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
-                            bundle=res["bundle_id"], status="done",
-                            message="activated" if res["activated"] else "stored, not activated")
     log(f"{device}: {mv.ref}:{variant} {'active' if res['activated'] else 'stored'} (bundle {res['bundle_id'][:12]})")
     return res
 
@@ -571,6 +572,30 @@ def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None =
         return dict(pool.map(one, names))
 
 
+STORED_ONLY = "stored, not activated"
+
+
+def _record_unpushed(ws: Workspace, device: str, active: dict[str, Any] | None) -> None:
+    """A model active on the device that no push or rollback from here made so (`cdl-edge install` on the device,
+    a bundle another workspace pushed) gets a "sideload" entry in the deployment history the first time a health
+    check sees it: the history said the device served what was pushed last."""
+    if not active or not active.get("bundle_id"):
+        return
+    expected = None
+    for d in reversed(ws.store.deployments(device)):
+        if d.status == "done" and d.bundle and not (d.action == "deploy" and d.message == STORED_ONLY):
+            expected = d.bundle
+            break
+    if expected == active["bundle_id"]:
+        return
+    version = str(active.get("version") or "")
+    ws.store.add_deployment(device=device, action="sideload", name=active.get("name") or None,
+                            version=int(version) if version.isdigit() else None, variant=active.get("variant") or None,
+                            bundle=active["bundle_id"], status="done",
+                            message="found active at a health check, not pushed from this workspace (installed on "
+                                    "the device with `cdl-edge install`, or pushed by another workspace)")
+
+
 def _refresh(client: DeviceClient) -> None:
     """After a push or a rollback, the device's record (its active model, when it was last seen) says what it
     serves now; `cdl devices list` read the last health check's, from before the change."""
@@ -585,13 +610,14 @@ def rollback(ws: Workspace, device: str) -> dict[str, Any]:
     try:
         with DeviceClient(ws, device) as client:
             res = client.rollback()
+            ws.store.add_deployment(device=device, action="rollback", name=res["name"],
+                                    version=int(res["version"] or 0) or None, variant=res["variant"],
+                                    bundle=res["bundle_id"], status="done",
+                                    message=f"back to {res['name']}:{res['version']}:{res['variant']}")
             _refresh(client)
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="rollback", status="failed", message=str(exc))
         raise
-    ws.store.add_deployment(device=device, action="rollback", name=res["name"], version=int(res["version"] or 0) or None,
-                            variant=res["variant"], bundle=res["bundle_id"], status="done",
-                            message=f"back to {res['name']}:{res['version']}:{res['variant']}")
     return res
 
 

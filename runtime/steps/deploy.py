@@ -529,12 +529,12 @@ class PushStep(Step):
         pipeline's push: the card said "done" as if they still served what it pushed."""
         if run.finished is None:
             return ""
-        later = _done_deployments(ws, ("deploy", "rollback"), after=run.finished)
+        later = _done_deployments(ws, ("deploy", "rollback", "sideload"), after=run.finished)
         if not later:
             return ""
         d = later[-1]
         what = f"{d.name}:{d.version}:{d.variant}" if d.name else "its previous model"
-        verb = "got" if d.action == "deploy" else "was rolled back to"
+        verb = {"deploy": "got", "rollback": "was rolled back to"}.get(d.action, "had installed on it")
         more = f" ({len(later)} changes in all)" if len(later) > 1 else ""
         return (f"devices changed since it ran, outside it: {d.device} {verb} {what} at {d.time:%Y-%m-%d %H:%M}"
                 f"{more}")

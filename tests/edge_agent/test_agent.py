@@ -1176,8 +1176,18 @@ def test_a_bundle_file_installed_by_hand_is_checked_and_served_as_a_push(package
     cfg = client.get_model_config("ws", as_json=True)["config"]
     assert cfg["parameters"]["variant"]["string_value"] == "dynamic_int8"
     assert _infer(client, _test_texts(ws)[:2]).as_numpy("label").shape == (2,)
+    # the deployment history says what the device serves: a "sideload" row, once, from the first health check that
+    # saw it (the history said it served fp32, pushed last); a rollback or push of this workspace adds none
+    from runtime.devices import history_json
+
+    rows = [h for h in history_json(ws, "dev1")["deployments"] if h["action"] == "sideload"]
+    assert len(rows) == 1 and rows[0]["variant"] == "dynamic_int8" and rows[0]["status"] == "done", rows
+    assert "not pushed from this workspace (installed on the device with `cdl-edge install`" in rows[0]["message"]
     # the workstation's rollback goes back to what it pushed
     assert rollback(ws, "dev1")["variant"] == "fp32" and active() == "fp32"
+    deploy(ws, "ws:1", "static_int8", "dev1")
+    assert active() == "static_int8"
+    assert [h["action"] for h in history_json(ws, "dev1")["deployments"]].count("sideload") == 1
 
 
 def test_install_as_another_user_than_the_agents_is_warned_of(tmp_path):
