@@ -450,13 +450,13 @@ def data() -> None:
 
 @data.command("import")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"]),
+@click.option("--kind", type=click.Choice(["text-folder", "image-folder", "idx", "csv", "jsonl", "parquet", "label-studio"]),
               help="source kind (default: detected)")
-@click.option("--class-names", help="idx, and csv or jsonl with class numbers for labels: comma-separated class "
+@click.option("--class-names", help="idx, and csv, jsonl or parquet with class numbers for labels: comma-separated class "
               "names (0 first), or a preset (fashion-mnist, mnist)")
-@click.option("--text-column", help="csv, jsonl: the text column (field)")
-@click.option("--label-column", help="csv, jsonl: the label column (field)")
-@click.option("--unlabeled", is_flag=True, help="csv, jsonl: the file has no label column (field); a folder or "
+@click.option("--text-column", help="csv, jsonl, parquet: the text column (field)")
+@click.option("--label-column", help="csv, jsonl, parquet: the label column (field)")
+@click.option("--unlabeled", is_flag=True, help="csv, jsonl, parquet: the file has no label column (field); a folder or "
               "zip: every file is an item to label, its folder no class (a flat folder is taken so anyway)")
 @click.option("--media-root", type=click.Path(path_type=Path), help="label-studio: folder of the images")
 @click.option("--json", "as_json", is_flag=True)

@@ -212,7 +212,7 @@ class ImportStep(Step):
             ids = [hashlib.sha256(p).hexdigest() for p in payloads]
             encoding = "bytes" if batch.item_kind == "text" else "file"
         labeler = f"import:{batch.name}"
-        sep = "#" if batch.kind in ("csv", "jsonl", "label-studio") else "/"
+        sep = "#" if batch.kind in ("csv", "jsonl", "parquet", "label-studio") else "/"
         for raw, item_id, (offset, length) in zip(batch.items, ids, spans, strict=True):
             items.append(Item(
                 uid=f"{prefix}:{raw.key}",

@@ -27,6 +27,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -100,6 +101,8 @@ def detect_kind(path: Path) -> str:
             raise DataImportError(f"{path}: the folder is empty")
         if any("idx3-ubyte" in p.name for p in files):
             return "idx"
+        if all(p.suffix.lower() == ".parquet" for p in files):  # a Hugging Face dataset's shards
+            return "parquet"
         images = sum(p.suffix.lower() in IMAGE_EXTS for p in files)
         return "image-folder" if images > len(files) / 2 else "text-folder"
     if path.stat().st_size == 0:
@@ -118,11 +121,13 @@ def detect_kind(path: Path) -> str:
         return "csv"
     if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
         return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
     if name.endswith(".json"):
         return "label-studio"
     raise DataImportError(
         f"{path}: unsupported source (expected a zip or folder of class subfolders, idx files, a .csv, "
-        "a .jsonl, or a Label Studio .json export)"
+        "a .jsonl, a .parquet file or folder of them, or a Label Studio .json export)"
     )
 
 
@@ -138,6 +143,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "idx": ("class_names",),
     "csv": ("text_column", "label_column", "unlabeled", "delimiter", "class_names"),
     "jsonl": ("text_column", "label_column", "unlabeled", "class_names"),
+    "parquet": ("text_column", "label_column", "unlabeled", "class_names"),
     "label-studio": ("media_root",),
 }
 
@@ -163,6 +169,7 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
         "idx": _read_idx,
         "csv": _read_csv,
         "jsonl": _read_jsonl,
+        "parquet": _read_parquet,
         "label-studio": _read_label_studio,
     }
     if kind not in readers:
@@ -422,19 +429,19 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
 
 
 def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: str, candidates: tuple[str, ...],
-                what: str, required: bool) -> str | None:
+                what: str, required: bool, noun: str = "field") -> str | None:
     keys = list(obj)
     wanted = opts.get(option)
     if wanted:
         if wanted not in obj:
-            raise DataImportError(f"{where}: no field {wanted!r} (fields: {', '.join(keys)})")
+            raise DataImportError(f"{where}: no {noun} {wanted!r} ({noun}s: {', '.join(keys)})")
         return wanted
     lower = {k.lower(): k for k in keys}
     for c in candidates:
         if c in lower:
             return lower[c]
     if required:
-        raise DataImportError(f"{where}: no {what} field (looked for {', '.join(candidates)}; fields: "
+        raise DataImportError(f"{where}: no {what} {noun} (looked for {', '.join(candidates)}; {noun}s: "
                               f"{', '.join(keys)}); name it with --{option.replace('_', '-')}")
     return None
 
@@ -487,6 +494,101 @@ def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str
             raise DataImportError(f"{path}: line {line_no}: split must be train or test, got {split!r}{hint}")
         items.append(RawItem(key=f"line{line_no}", payload=body.encode("utf-8"), label=label, split=split))
     return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
+
+
+# -- parquet ------------------------------------------------------------------------------------------------
+
+IMAGE_COLUMNS = ("image", "img", "picture", "photo")
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.parquet") if not _hidden(p.relative_to(path).as_posix()))
+
+
+def _shard_split(p: Path) -> str | None:
+    """A Hugging Face shard's split from its name (train-00000-of-00003.parquet, test.parquet)."""
+    stem = p.name.lower().split(".")[0].split("-")[0]
+    return stem if stem in ("train", "test") else None
+
+
+def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    """A Parquet file, or a folder of them (a Hugging Face dataset's shards: train-*.parquet keep split train,
+    test-*.parquet test), read with DuckDB: a text column, or an image column (Hugging Face's {bytes, path}
+    struct, or the file's bytes), and an optional label column (class numbers named by class_names)."""
+    import duckdb
+
+    files = _parquet_files(path)
+    if not files:
+        raise DataImportError(f"{path}: no .parquet files in the folder")
+    names = _class_names(opts)
+    unlabeled = bool(opts.get("unlabeled", False))
+    items: list[RawItem] = []
+    notes: list[str] = []
+    item_kind = None
+    h = hashlib.sha256()
+    con = duckdb.connect()
+    try:
+        for f in files:
+            where = str(f)
+            h.update(f.name.encode())
+            h.update(_sha256_file(f).encode())
+            try:
+                rel = con.read_parquet(str(f))
+                cols = dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
+            except duckdb.Error as exc:
+                raise DataImportError(f"{where}: not a Parquet file DuckDB can read ({str(exc).splitlines()[0]})") \
+                    from None
+            text_col = _pick_field(where, cols, opts, "text_column", TEXT_COLUMNS, "text", False, "column")
+            image_col = None if text_col else _pick_field(where, cols, opts, "image_column", IMAGE_COLUMNS, "image",
+                                                          False, "column")
+            if text_col is None and image_col is None:
+                raise DataImportError(f"{where}: no text column (looked for {', '.join(TEXT_COLUMNS)}) and no image "
+                                      f"column (looked for {', '.join(IMAGE_COLUMNS)}; columns: {', '.join(cols)}); "
+                                      "name the text column with --text-column")
+            this_kind = "text" if text_col else "image"
+            if item_kind not in (None, this_kind):
+                raise DataImportError(f"{where}: {this_kind}s, where the files before it held {item_kind}s")
+            item_kind = this_kind
+            label_col = _pick_field(where, cols, opts, "label_column", LABEL_COLUMNS, "label", not unlabeled, "column")
+            col = text_col or image_col
+            if this_kind == "image" and cols[col].startswith("STRUCT") and "bytes" in cols[col]:
+                value = f'"{col}".bytes'  # Hugging Face's Image feature: {bytes, path}
+            elif this_kind == "image" and cols[col] != "BLOB":
+                raise DataImportError(f"{where}: column {col!r} is {cols[col]}: images are the files' bytes (BLOB) "
+                                      "or Hugging Face's {bytes, path}")
+            else:
+                value = f'"{col}"'
+            label_sql = f', "{label_col}"' if label_col else ""
+            rows = con.execute(f'SELECT {value}{label_sql} FROM read_parquet(?)', [str(f)]).fetchall()
+            split = _shard_split(f) if path.is_dir() else None
+            if path.is_dir() and split is None:
+                notes.append(f"{f.name}: its rows are split by data.split (a file name starting with train or test "
+                             "keeps that split)")
+            for i, row in enumerate(rows):
+                at = f"{where}: row {i + 1}"
+                body = row[0]
+                if body is None:
+                    raise DataImportError(f"{at}: {col!r} is empty")
+                if this_kind == "text" and not isinstance(body, str):
+                    raise DataImportError(f"{at}: {col!r} is {type(body).__name__}, not text")
+                label = row[1] if label_col else None
+                if isinstance(label, float | Decimal) and not isinstance(label, bool):
+                    # pandas writes class numbers with a missing one as floats: 2.0, and NaN for the missing
+                    label = None if label != label else int(label) if label == int(label) else label
+                if isinstance(label, bool) or not isinstance(label, str | int | type(None)):
+                    raise DataImportError(f"{at}: {label_col!r} must be a string or a whole number, got "
+                                          f"{label!r}" if isinstance(label, float | Decimal) else
+                                          f"{at}: {label_col!r} must be a string or a whole number, got "
+                                          f"{type(label).__name__}")
+                label = _named((str(label).strip() or None) if label is not None else None, names, at)
+                payload = body.encode("utf-8") if this_kind == "text" else bytes(body)
+                key = (f"{f.relative_to(path).as_posix()}#" if path.is_dir() else "row") + str(i + 1)
+                items.append(RawItem(key=key, payload=payload, label=label, split=split))
+    finally:
+        con.close()
+    return SourceBatch(path.name, kind, item_kind or "text", h.hexdigest(), items, notes=notes)
 
 
 # -- Label Studio -------------------------------------------------------------------------------------------

@@ -537,6 +537,74 @@ def test_a_dataset_too_small_for_a_test_share_per_class_still_gets_a_test_split(
     ws.close()
 
 
+def test_parquet_files_as_hugging_face_publishes_datasets(tmp_path):
+    """A Hugging Face dataset's Parquet shards (data/train-*.parquet, data/test-*.parquet; class numbers for labels;
+    images as the Image feature's {bytes, path}): refused as "unsupported source", so that a user converted them to
+    JSON Lines first."""
+    import duckdb
+    from PIL import Image
+
+    from runtime.domain.errors import DataImportError
+    from runtime.workspace import Workspace
+
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (text VARCHAR, label BIGINT)")
+    for split, n in (("train", 12), ("test", 6)):
+        con.execute("DELETE FROM t")
+        con.executemany("INSERT INTO t VALUES (?, ?)", [(f"{split} article {i} about the match and the markets "
+                                                        f"number {i}", i % 2) for i in range(n)])
+        con.execute(f"COPY t TO '{tmp_path}/hf/data/{split}-00000-of-00001.parquet' (FORMAT parquet)")
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    add_source(ws, tmp_path / "hf", {"class_names": ["Sports", "Business"]})
+    assert Runner(ws).run(until="data.label").ok
+    rows = ws.dataset().rows
+    assert len(rows) == 18 and {r.label for r in rows} == {"Sports", "Business"}
+    assert sum(r.split == "test" for r in rows) == 6  # each shard keeps its split
+    test = next(r for r in rows if r.split == "test")
+    assert ws.dataset().read_bytes(test).decode().startswith("test article ")
+    # refused, each naming the file, row or column, and nothing imported
+    con.execute("COPY (SELECT 'x' AS words, 1.5::DOUBLE AS label) TO '" + str(tmp_path / "odd.parquet") + "' (FORMAT parquet)")
+    con.execute("COPY (SELECT 'a text long enough' AS text, 7 AS label) TO '" + str(tmp_path / "seven.parquet")
+                + "' (FORMAT parquet)")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    for path, opts, says in (("odd.parquet", {}, "odd.parquet: no text column (looked for text, content"),
+                             ("odd.parquet", {"text_column": "words"}, "odd.parquet: row 1: 'label' must be a string or "
+                                                                        "a whole number, got 1.5"),
+                             ("odd.parquet", {"text_column": "txt"}, "odd.parquet: no column 'txt' (columns: words, "
+                                                                      "label)"),
+                             ("seven.parquet", {"class_names": ["Sports", "Business"]}, "seven.parquet: row 1: label '7' is "
+                                                                                  "no class number 0-1"),
+                             ("broken.parquet", {}, "broken.parquet: not a Parquet file DuckDB can read")):
+        with pytest.raises(DataImportError, match=re.escape(says)):
+            add_source(ws, tmp_path / path, opts)
+    assert len(ws.store.items()) == 18
+    # pandas writes class numbers with one missing as floats, NaN the missing: whole ones are class numbers
+    con.execute("COPY (SELECT * FROM (VALUES ('one text about the sport', 0.0::DOUBLE), ('another about the money', "
+                "1.0::DOUBLE), ('a third nobody labeled yet', 'NaN'::DOUBLE)) v(text, label)) TO '"
+                + str(tmp_path / "floats.parquet") + "' (FORMAT parquet)")
+    add_source(ws, tmp_path / "floats.parquet", {"class_names": ["Sports", "Business"]})
+    got = {i.uid.rsplit(":", 1)[1]: i.source_label for i in ws.store.items() if "floats" in i.uid}
+    assert got == {"row1": "Sports", "row2": "Business", "row3": None}, got
+    ws.close()
+    # images: the Image feature's {bytes, path} struct, in an image workspace
+    con.execute("CREATE TABLE i (image STRUCT(bytes BLOB, path VARCHAR), label VARCHAR)")
+    pngs = []
+    for k in range(6):
+        buf = io.BytesIO()
+        Image.new("L", (8, 8), 40 * k).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+        con.execute("INSERT INTO i VALUES ({'bytes': ?, 'path': ?}, ?)", [pngs[-1], f"{k}.png", ["dark", "light"][k % 2]])
+    con.execute(f"COPY i TO '{tmp_path}/img.parquet' (FORMAT parquet)")
+    iws = Workspace.init(tmp_path / "iws", "image-classification")
+    add_source(iws, tmp_path / "img.parquet")
+    assert Runner(iws).run(until="data.label").ok
+    rows = sorted(iws.dataset().rows, key=lambda r: int(r.uid.rsplit("row", 1)[1]))
+    assert [r.label for r in rows] == ["dark", "light"] * 3
+    assert iws.dataset().read_image(rows[3]).tolist() == [[120] * 8] * 8
+    iws.close()
+
+
 def test_fashion_mnist_import(tmp_path, fashion_dir):
     from runtime.workspace import Workspace
 

@@ -63,7 +63,7 @@ class DataPanel(Panel):
         browse_file.clicked.connect(self._browse_file)
         browse_dir.clicked.connect(self._browse_dir)
         self.kind = QComboBox()
-        self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "jsonl", "label-studio"])
+        self.kind.addItems(["detect", "text-folder", "image-folder", "idx", "csv", "jsonl", "parquet", "label-studio"])
         self.class_names = QLineEdit()
         self.class_names.setPlaceholderText("class names for idx or class numbers (a,b,c), or a preset (fashion-mnist)")
         self.unlabeled = QCheckBox("unlabeled")
@@ -110,7 +110,7 @@ class DataPanel(Panel):
 
     def _browse_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Data source", str(Path.home()),
-                                              "Data (*.zip *.csv *.tsv *.json *.gz);;All files (*)")
+                                              "Data (*.zip *.csv *.tsv *.json *.jsonl *.ndjson *.gz *.parquet);;All files (*)")
         if path:
             self.path_edit.setText(path)
 
