@@ -22,7 +22,7 @@ def test_data_panel(studio_ctx, qtbot):
     assert p.balance_plot is not None and p.samples_layout.count() == 12
     ticks = p.balance_plot.getAxis("bottom")._tickLevels[0]  # five classes: names on two staggered rows
     assert [t for _, t in ticks] == ["business", "\nentertainment", "politics", "\nsport", "tech"]
-    assert p.sources.item(0, 4).text() == ""  # reachable here
+    assert p.sources.item(0, 4).text() == "yes"  # reachable here
     assert "look alike" not in p.val_summary.text()
 
 
@@ -62,7 +62,7 @@ def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_
     qtbot.addWidget(p)
     load(qtbot, p)
     cells = {p.sources.item(i, 0).text(): p.sources.item(i, 4).text() for i in range(p.sources.rowCount())}
-    assert cells == {first.name: "", str(copy): "not reachable (its items stay)"}, cells
+    assert cells == {first.name: "yes", str(copy): "no (its items stay)"}, cells  # it was blank where reachable
 
 
 def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):

@@ -79,7 +79,7 @@ class DataPanel(Panel):
         row.setStretch(0, 3)
         row.setStretch(4, 2)
         lay.addLayout(row)
-        self.sources = Table(["source", "kind", "items", "imported", "here"])
+        self.sources = Table(["source", "kind", "items", "imported", "reachable here"])
         lay.addWidget(self.sources)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
@@ -184,7 +184,7 @@ class DataPanel(Panel):
     def show_data(self, d: dict[str, Any]) -> None:
         here = d.get("reachable", {})
         self.sources.fill([(s.name, s.kind, s.items, local_time(s.imported_at, seconds=False),
-                            "" if here.get(s.name, True) else "not reachable (its items stay)") for s in d["sources"]],
+                            "yes" if here.get(s.name, True) else "no (its items stay)") for s in d["sources"]],
                           {(i, 4): "#b45309" for i, s in enumerate(d["sources"]) if not here.get(s.name, True)})
         v = d["versions"][-1] if d["versions"] else None
         if v:
