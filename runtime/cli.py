@@ -513,6 +513,37 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
                    f"git {str(v['git_commit'])[:10]}  {v['created'][:19]}{on}")
 
 
+@data.command("export")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--version", "version", help="dataset version (default: the checked-out one)")
+@click.option("--split", type=click.Choice(["all", "train", "test"]), default="all", show_default=True)
+@click.option("--with-quarantined", is_flag=True, help="also the items data.validate quarantined")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_export(obj: dict[str, Any], dest: Path, version: str | None, split: str, with_quarantined: bool,
+                as_json: bool) -> None:
+    """Write a dataset version's items and labels to DEST: a .csv, .tsv or .jsonl file (texts), a .parquet file
+    (texts, or images as Hugging Face's Image feature), or a new folder of SPLIT/CLASS/FILE. What `cdl data import`
+    reads back."""
+    from runtime.export import export_version
+
+    def progress(done: int, total: int) -> None:
+        if not as_json:
+            click.echo(f"{done}/{total}", err=True)
+
+    doc = export_version(_ws(obj), dest, version, split, with_quarantined, progress)
+    if as_json:
+        _dump(doc)
+        return
+    splits = ", ".join(f"{k} {n}" for k, n in doc["splits"].items())
+    click.echo(f"wrote {doc['items']} item(s) of {doc['version']} ({splits}; {doc['labeled']} labeled) to "
+               f"{doc['path']} ({doc['format']})")
+    if doc["left_out_quarantined"]:
+        click.echo(f"left out {doc['left_out_quarantined']} quarantined item(s) (--with-quarantined takes them)")
+    for label, folder in doc["renamed_classes"].items():
+        click.echo(f"class {label!r} is the folder {folder!r}: a folder's name cannot hold its characters")
+
+
 @data.command("report")
 @click.option("--version", "version", help="dataset version (default: the checked-out one)")
 @click.option("--json", "as_json", is_flag=True)

@@ -560,14 +560,21 @@ def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[s
                                       "or Hugging Face's {bytes, path}")
             else:
                 value = f'"{col}"'
-            label_sql = f', "{label_col}"' if label_col else ""
-            rows = con.execute(f'SELECT {value}{label_sql} FROM read_parquet(?)', [str(f)]).fetchall()
+            label_sql = f', "{label_col}"' if label_col else ", NULL"
+            split_col = next((c for c in cols if c.lower() == "split"), None)  # as JSON Lines' split field
+            split_sql = f', "{split_col}"' if split_col else ""
+            rows = con.execute(f'SELECT {value}{label_sql}{split_sql} FROM read_parquet(?)', [str(f)]).fetchall()
             split = _shard_split(f) if path.is_dir() else None
-            if path.is_dir() and split is None:
+            if path.is_dir() and split is None and not split_col:
                 notes.append(f"{f.name}: its rows are split by data.split (a file name starting with train or test "
                              "keeps that split)")
             for i, row in enumerate(rows):
                 at = f"{where}: row {i + 1}"
+                row_split = split
+                if split_col and row[2] is not None:
+                    if row[2] not in ("train", "test"):
+                        raise DataImportError(f"{at}: split must be train or test, got {row[2]!r}")
+                    row_split = row[2]
                 body = row[0]
                 if body is None:
                     raise DataImportError(f"{at}: {col!r} is empty")
@@ -585,7 +592,7 @@ def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[s
                 label = _named((str(label).strip() or None) if label is not None else None, names, at)
                 payload = body.encode("utf-8") if this_kind == "text" else bytes(body)
                 key = (f"{f.relative_to(path).as_posix()}#" if path.is_dir() else "row") + str(i + 1)
-                items.append(RawItem(key=key, payload=payload, label=label, split=split))
+                items.append(RawItem(key=key, payload=payload, label=label, split=row_split))
     finally:
         con.close()
     return SourceBatch(path.name, kind, item_kind or "text", h.hexdigest(), items, notes=notes)

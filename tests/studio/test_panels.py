@@ -200,6 +200,20 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.checkout_btn.click()
     assert ws.current_version() == "v1"
+    # Export the selected…: v2, not checked out, read from DVC's cache, to a JSON Lines file
+    p.table.clearSelection()
+    p.table.selectRow([p.table.item(r, 0).text() for r in range(2)].index("v2"))
+    out = ws.root.parent / "v2.jsonl"
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._export(str(out))
+    assert p.status_label.text().startswith(f"wrote {len(ws.dataset().rows)} item(s) of v2 (test "), \
+        p.status_label.text()
+    import json as _json
+
+    lines = [_json.loads(x) for x in out.read_text().splitlines()]
+    assert {x["label"] for x in lines if x["id"] == row.id} == {"politics" if row.label != "politics" else "tech"}
+    p.table.clearSelection()
+    p.table.selectRow([p.table.item(r, 0).text() for r in range(2)].index("v1"))
     # no remote: the buttons wait for one, and the panel says how to add it
     assert not p.push_btn.isEnabled() and "Add remote… (`cdl data remote add NAME URL`)" in p.remote_label.text()
     # the message must not widen the panel (it sat in the button row, and the flowchart lost 70 px beside it)

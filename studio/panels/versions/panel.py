@@ -95,6 +95,11 @@ class VersionsPanel(Panel):
         self.checkout_btn.clicked.connect(self._checkout)
         row.addWidget(self.diff_btn)
         row.addWidget(self.checkout_btn)
+        self.export_btn = QPushButton("Export the selected…")
+        self.export_btn.setToolTip("its items and labels to a CSV, JSON Lines or Parquet file, or a folder of "
+                                   "SPLIT/CLASS/FILE, which `cdl data import` reads back (`cdl data export`)")
+        self.export_btn.clicked.connect(lambda: self._export())
+        row.addWidget(self.export_btn)
         self.push_btn = QPushButton("Push every version")
         self.pull_btn = QPushButton("Pull every version")
         self.push_btn.setToolTip("back up every version's data on the DVC remote (`cdl data push`)")
@@ -194,6 +199,37 @@ class VersionsPanel(Panel):
             return
         self.work(checkout, self.ctx.workspace, sel[0], message=f"checking out {sel[0]}…",
                   done=lambda r: self.say(f"data/dataset is now {r['version']} ({r['items']} items)", "ok"))
+
+    def _export(self, dest: str | None = None) -> None:
+        """dest: where to write (a test gives it; a person picks a file, or a new folder by a name without one of
+        the file types)."""
+        from pathlib import Path
+
+        from PySide6.QtWidgets import QFileDialog
+
+        from runtime.export import export_version
+
+        sel = self._selected()
+        if len(sel) != 1:
+            self.say("select one version to export", "warning")
+            return
+        if dest is None:
+            default = str(Path.home() / f"{self.ctx.workspace.root.name}-{sel[0]}.csv")
+            dest, _ = QFileDialog.getSaveFileName(
+                self, f"Export {sel[0]}", default, "CSV (*.csv);;JSON Lines (*.jsonl);;Parquet (*.parquet);;"
+                "A new folder of SPLIT/CLASS/FILE (no file type) (*)")
+            if not dest:
+                return
+
+        def done(d: dict[str, Any]) -> None:
+            splits = ", ".join(f"{k} {n}" for k, n in d["splits"].items())
+            notes = ([f"left out {d['left_out_quarantined']} quarantined"] if d["left_out_quarantined"] else []) + [
+                f"class {k!r} is the folder {v!r}" for k, v in d["renamed_classes"].items()]
+            self.say(f"wrote {d['items']} item(s) of {d['version']} ({splits}) to {d['path']} ({d['format']})"
+                     + (f"; {'; '.join(notes)}" if notes else ""), "ok")
+
+        self.work(export_version, self.ctx.workspace, Path(dest), sel[0], done=done,
+                  message=f"exporting {sel[0]} to {dest}…")
 
     def _add_remote(self) -> None:
         from runtime.datasets import remote_add
