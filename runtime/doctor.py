@@ -45,6 +45,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _test_split(ws: Workspace, current: str, add: Any) -> None:  # noqa: ANN401
+    """A test split too small to judge a model by (a dozen items of three classes held out three): model.evaluate's
+    gate passed or failed on one item a class, and said nothing of it."""
+    from runtime.workspace.dataset import UNLABELED
+
+    v = ws.store.version(current)
+    per = {s: {c: n for c, n in (v.split_classes or {}).get(s, {}).items() if c != UNLABELED}
+           for s in ("train", "test")}
+    classes = sorted(set(per["train"]) | set(per["test"]))
+    n_test = sum(per["test"].values())
+    if len(classes) < 2:
+        return
+    lacking = [c for c in classes if not per["test"].get(c)]
+    if lacking or n_test < 5 * len(classes):
+        add("data", "warn", f"{current}'s test split holds {n_test} labeled item(s) of {len(classes)} classes"
+            + (f", none of {', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}" if lacking else "")
+            + ": model.evaluate's gate and the review's per-class scores rest on that",
+            "import or label more data, or raise data.split's test_fraction")
+
+
 def diagnose(ws: Workspace) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
 
@@ -122,6 +142,8 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         else:
             add("data", "warn", "no DVC remote: the data has no copy outside this folder",
                 "`cdl data remote add NAME URL`, then `cdl data push`")
+        if current:
+            _test_split(ws, current, add)
     # backup
     last = ws.store.get_state("last_backup")
     if last:

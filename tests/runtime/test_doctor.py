@@ -91,3 +91,23 @@ def test_doctor_names_devices_enrolled_at_one_address(text_ws, tmp_path):
     (found,) = [c for c in _find(diagnose(text_ws), "devices", "fail") if "one address" in c["detail"]]
     assert found["detail"].startswith("a, b are enrolled at one address, 127.0.0.1:47031: one agent listens there")
     assert "`cdl devices remove`" in found["hint"]
+
+
+def test_doctor_says_when_the_test_split_is_too_small_to_judge_by(tmp_path):
+    """12 rows of 3 classes held out 3 test items, one a class: model.evaluate's gate passed on them and nothing
+    said how little that meant."""
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    rows = ["text,label"] + [f"an article number {i} about the topic {'abc'[i % 3]} in some detail,{'abc'[i % 3]}"
+                             for i in range(12)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    add_source(ws, tmp_path / "t.csv")
+    assert Runner(ws).run(until="data.version").ok
+    (warn,) = [c for c in _find(diagnose(ws), "data", "warn") if "test split" in c["detail"]]
+    assert warn["detail"] == ("v1's test split holds 3 labeled item(s) of 3 classes: model.evaluate's gate and the "
+                              "review's per-class scores rest on that")
+    assert "test_fraction" in warn["hint"]
+    ws.close()
