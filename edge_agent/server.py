@@ -72,8 +72,10 @@ def image_files(pipeline: ImagePipeline, name: str, shape: list[int], values: li
             raise ValueError(f"input {name}: this device cannot decode image files (Pillow is not installed: "
                              "pip install pillow); send pixel values as UINT8") from None
         except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
-            raise ValueError(f"input {name}: file {i} is not an image this device can read "
-                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
+            why = ("no image format Pillow reads" if "cannot identify image file" in str(exc)
+                   else f"{type(exc).__name__}: {str(exc)[:200]}")  # not "<_io.BytesIO object at 0x...>"
+            raise ValueError(f"input {name}: file {i} is not an image this device can read ({why}); over REST, "
+                             "send image files as binary data (JSON holds BYTES as text)") from None
     return out
 
 class Agent:

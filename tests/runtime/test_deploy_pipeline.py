@@ -257,7 +257,8 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     np.testing.assert_allclose(r.as_numpy("probabilities")[0], expected[0], atol=1e-5)
     bad = tc.InferInput("image", [2], "BYTES")
     bad.set_data_from_numpy(np.array([sent[0], b"not an image"], dtype=np.object_))
-    with pytest.raises(InferenceServerException, match="input image: file 1 is not an image this device can read"):
+    with pytest.raises(InferenceServerException, match=r"input image: file 1 is not an image this device can read "
+                       r"\(no image format Pillow reads\); over REST, send image files as binary data"):
         client.infer("fm", [bad])
     two = tc.InferInput("image", [1, 2], "BYTES")
     two.set_data_from_numpy(np.array([sent], dtype=np.object_))
