@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import struct
@@ -513,6 +514,20 @@ def _shard_split(p: Path) -> str | None:
     return stem if stem in ("train", "test") else None
 
 
+def _parquet_label(value: Any, at: str, col: str) -> str | None:  # noqa: ANN401
+    """A label cell as a label: text, or a class number. pandas writes class numbers with one missing as floats
+    (2.0, and NaN for the missing one): a whole float is its number, NaN no label."""
+    if isinstance(value, float | Decimal):
+        if value != value:  # NaN
+            return None
+        if not math.isfinite(value) or value != int(value):
+            raise DataImportError(f"{at}: {col!r} must be a string or a whole number, got {value!r}")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | type(None)):
+        raise DataImportError(f"{at}: {col!r} must be a string or a whole number, got {type(value).__name__}")
+    return (str(value).strip() or None) if value is not None else None
+
+
 def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
     """A Parquet file, or a folder of them (a Hugging Face dataset's shards: train-*.parquet keep split train,
     test-*.parquet test), read with DuckDB: a text column, or an image column (Hugging Face's {bytes, path}
@@ -580,16 +595,7 @@ def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[s
                     raise DataImportError(f"{at}: {col!r} is empty")
                 if this_kind == "text" and not isinstance(body, str):
                     raise DataImportError(f"{at}: {col!r} is {type(body).__name__}, not text")
-                label = row[1] if label_col else None
-                if isinstance(label, float | Decimal) and not isinstance(label, bool):
-                    # pandas writes class numbers with a missing one as floats: 2.0, and NaN for the missing
-                    label = None if label != label else int(label) if label == int(label) else label
-                if isinstance(label, bool) or not isinstance(label, str | int | type(None)):
-                    raise DataImportError(f"{at}: {label_col!r} must be a string or a whole number, got "
-                                          f"{label!r}" if isinstance(label, float | Decimal) else
-                                          f"{at}: {label_col!r} must be a string or a whole number, got "
-                                          f"{type(label).__name__}")
-                label = _named((str(label).strip() or None) if label is not None else None, names, at)
+                label = _named(_parquet_label(row[1], at, label_col) if label_col else None, names, at)
                 payload = body.encode("utf-8") if this_kind == "text" else bytes(body)
                 key = (f"{f.relative_to(path).as_posix()}#" if path.is_dir() else "row") + str(i + 1)
                 items.append(RawItem(key=key, payload=payload, label=label, split=row_split))
