@@ -224,8 +224,9 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
             items.append(RawItem(key=rel, payload=read(), label=None))
         elif len(parts) < 2:
             loose.append((rel, read))
-        else:
-            items.append(RawItem(key=rel, payload=read(), label=parts[-2]))
+        else:  # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
+            split = parts[-3].lower() if len(parts) >= 3 and parts[-3].lower() in ("train", "test") else None
+            items.append(RawItem(key=rel, payload=read(), label=parts[-2], split=split))
     classes = {i.label for i in items}
     if len(classes) == 1 and not unlabeled:  # photos.zip of photos/*.png: a class, or files to label?
         notes.append(f"all {len(items)} file(s) are in folders named {next(iter(classes))!r}: imported as that one "

@@ -47,9 +47,9 @@ def test_a_text_version_goes_out_and_comes_back_the_same(small_bbc, tmp_path):
         add_source(back, tmp_path / name)
         assert Runner(back).run(until="data.version").ok
         got = _items(back)
-        if name == "v1.csv" or name == "v1-folder":  # a CSV has no split column import reads; a folder's are
-            got = Counter({(i, lab): 0 for i, lab, _ in got}) + Counter((i, lab) for i, lab, _ in got.elements())
-            want = Counter((i, lab) for i, lab, _ in here.elements())  # paths: split anew
+        if name == "v1.csv":  # a CSV has no split column import reads: split anew
+            got = Counter((i, lab) for i, lab, _ in got.elements())
+            want = Counter((i, lab) for i, lab, _ in here.elements())
         else:
             want = here
         assert got == want, name
@@ -110,8 +110,8 @@ def test_an_image_version_goes_out_as_parquet_or_a_folder(tmp_path):
         for r in view.rows:
             want[named.get(r.label, r.label)].append(pixels[r.id].tobytes())
         assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}, name
-        if name == "fm.parquet":  # its split column comes back too
-            assert sorted(r.split for r in bview.rows) == sorted(r.split for r in view.rows)
+        # the split comes back too: Parquet's split column, the folder's train/ and test/
+        assert sorted(r.split for r in bview.rows) == sorted(r.split for r in view.rows), name
         back.close()
     assert np.asarray(next(iter(pixels.values()))).shape == (28, 28)
     ws.close()
