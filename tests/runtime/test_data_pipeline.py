@@ -516,8 +516,15 @@ def test_a_dataset_too_small_for_a_test_share_per_class_still_gets_a_test_split(
             "something odd entirely,d"]
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     add_source(ws, tmp_path / "t.csv")
-    res = Runner(ws).run(until="model.evaluate")
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message) if e.step == "model.evaluate" else None)
+    res = Runner(ws, bus=bus).run(until="model.evaluate")
     assert res.ok, [(o.step, o.error) for o in res.steps]
+    # each class the test split lacks says so (its precision and recall read 0.000, as if the model failed on it)
+    assert any(m.startswith("d ") and "no test item of this class (predicted " in m for m in said), said
     split = next(o for o in res.steps if o.step == "data.split")
     assert "train 6, test 1;" in split.message and "so 1 item(s) were held out across classes" in split.message
     test = [r for r in ws.dataset().rows if r.split == "test"]
