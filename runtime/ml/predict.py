@@ -181,8 +181,8 @@ def write_predictions(rows: list[dict[str, Any]], dest: Path) -> None:
     import csv
     import io
     import json
-    import os
-    import tempfile
+
+    from runtime.workspace.config import atomic_write_bytes
 
     dest = Path(dest)
     classes = list(dict.fromkeys(c for r in rows for c in r["probabilities"]))
@@ -197,11 +197,4 @@ def write_predictions(rows: list[dict[str, Any]], dest: Path) -> None:
         data = buf.getvalue()
     else:
         data = "".join(json.dumps(r) + "\n" for r in rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent if str(dest.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(dest, data.encode("utf-8"))

@@ -21,16 +21,22 @@ def cdl(ws, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
                           text=True)
 
 
-def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
+def _registered(ws, n: int):  # noqa: ANN001, ANN202
+    """ws:1 registered; its first n test items: the model, its probabilities on them, their texts and labels."""
     from runtime.workspace.dataset import decode_text
 
-    ws = small_bbc
     assert Runner(ws).run(until="model.register", overrides={"model.tune": {"n_trials": 1}}).ok
     mv = ws.store.resolve_model("ws:1")
     prep = load_transform(ws, mv.transform)
-    expected = predict_proba(ws, mv, prep.X_test[:3])
     rows = {r.uid: r for r in ws.dataset().rows}
-    texts = [decode_text(ws.dataset().read_bytes(rows[u]))[0] for u in prep.uids_test[:3]]
+    uids = prep.uids_test[:n]
+    return (mv, predict_proba(ws, mv, prep.X_test[:n]),
+            [decode_text(ws.dataset().read_bytes(rows[u]))[0] for u in uids], [rows[u].label for u in uids])
+
+
+def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
+    ws = small_bbc
+    mv, expected, texts, _ = _registered(ws, 3)
     f = tmp_path / "third.txt"
     f.write_text(texts[2])
     out = cdl(ws, "models", "predict", "ws:1", "ws:challenger", "--text", texts[0], "--text", texts[1], "--file",
@@ -64,17 +70,10 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
     """`cdl models predict REF --input FILE -o OUT`, as `mlflow models predict -i` scores a file: only --text and
     --file existed, one input a flag."""
     import csv
-
-    from runtime.workspace.dataset import decode_text
+    import os
 
     ws = small_bbc
-    assert Runner(ws).run(until="model.register", overrides={"model.tune": {"n_trials": 1}}).ok
-    mv = ws.store.resolve_model("ws:1")
-    prep = load_transform(ws, mv.transform)
-    expected = predict_proba(ws, mv, prep.X_test[:4])
-    rows = {r.uid: r for r in ws.dataset().rows}
-    texts = [decode_text(ws.dataset().read_bytes(rows[u]))[0] for u in prep.uids_test[:4]]
-    labels = [rows[u].label for u in prep.uids_test[:4]]
+    mv, expected, texts, labels = _registered(ws, 4)
     src = tmp_path / "batch.csv"
     with open(src, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -85,6 +84,9 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     with open(tmp_path / "out.csv", newline="") as fh:
         got = list(csv.DictReader(fh))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o666 & ~umask  # as any file, not owner-only
     # each row by the line it ends on (data.import's key; these texts span lines), in the file's order
     assert all(g["input"].startswith("row") for g in got) and [g["given"] for g in got] == labels
     assert sorted(got, key=lambda g: int(g["input"][3:])) == got
