@@ -125,6 +125,14 @@ class ModelsPanel(Panel):
         self.work(run_compare, self.ctx.workspace.root, a, b, done=shown,
                   message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
 
+    def _one_selected(self, what: str) -> str | None:
+        """The one selected version's ref; None, having said so, where none or several are selected."""
+        sel = [x for x in self.models.selected_data() if x]
+        if len(sel) != 1:
+            self.say(f"select one model version to {what}", "warning")
+            return None
+        return sel[0]
+
     def _report(self, path: str | None = None) -> None:
         """path: where to write (a test gives it; a person picks it in a file dialog)."""
         from pathlib import Path
@@ -133,11 +141,9 @@ class ModelsPanel(Panel):
 
         from runtime.report import write_report
 
-        sel = [x for x in self.models.selected_data() if x]
-        if len(sel) != 1:
-            self.say("select one model version to report on", "warning")
+        ref = self._one_selected("report on")
+        if ref is None:
             return
-        ref = sel[0]
         if path is None:
             default = str(Path.home() / f"{ref.replace(':', '-v')}-report.html")
             path, _ = QFileDialog.getSaveFileName(self, f"Report on {ref}", default, "HTML (*.html)")
@@ -154,11 +160,9 @@ class ModelsPanel(Panel):
 
         from studio.services.cli import cdl_json
 
-        sel = [x for x in self.models.selected_data() if x]
-        if len(sel) != 1:
-            self.say("select one model version to predict with", "warning")
+        ref = self._one_selected("predict with")
+        if ref is None:
             return
-        ref = sel[0]
         if source is None:
             source = (QFileDialog.getExistingDirectory(self, f"A folder for {ref} to predict", str(Path.home()))
                       if folder else QFileDialog.getOpenFileName(
@@ -186,11 +190,9 @@ class ModelsPanel(Panel):
     def _delete(self) -> None:
         from runtime.registry import delete_version, deletion_refused
 
-        sel = [x for x in self.models.selected_data() if x]
-        if len(sel) != 1:
-            self.say("select one model version to delete", "warning")
+        ref = self._one_selected("delete")
+        if ref is None:
             return
-        ref = sel[0]
         refused = deletion_refused(self.ctx.workspace, ref)
         if refused:  # said at once: it asked "Delete …?" and then refused the answer
             self.say(f"cannot delete: {refused}", "warning")
