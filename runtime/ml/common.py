@@ -202,22 +202,62 @@ class EarlyStopping:
         return False, self.patience > 0 and self.bad >= self.patience
 
 
-def user_builder(template: str, workspace: Path | None) -> Callable[..., Any]:
-    """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder."""
+def user_source(template: str, workspace: Path | None) -> dict[str, str] | None:
+    """The code of a `src:FILE.py[:FUNCTION]` template as a checkpoint keeps it ({"file", "sha256", "text"}), so
+    that a model version loads with the code it was trained with after src/FILE.py is edited (as MLflow keeps a
+    model's code_paths); None for the built-in templates and for a file that is not there."""
+    path = _user_path(template, workspace)
+    if path is None or not path.is_file():
+        return None
+    import hashlib
+
+    data = path.read_bytes()
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "text": data.decode("utf-8")}
+
+
+def user_code_digest(template: str, workspace: Path | None) -> str:
+    """What a step that trains `template` fingerprints of its code: "" for a built-in template, else src/FILE.py's
+    sha256 (or that it is missing), so that editing the file makes model.tune and model.train stale."""
+    if not template.startswith("src:"):
+        return ""
+    src = user_source(template, workspace)
+    return f"{template}:{src['sha256'] if src else 'missing'}"
+
+
+def _user_path(template: str, workspace: Path | None) -> Path | None:
+    parts = template.split(":")
+    if len(parts) not in (2, 3) or parts[0] != "src" or workspace is None:
+        return None
+    return Path(workspace) / "src" / parts[1]
+
+
+def user_builder(template: str, workspace: Path | None, source: dict[str, str] | None = None) -> Callable[..., Any]:
+    """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder; with `source`
+    (what user_source kept when the model was trained), the function in that code instead of the file's now."""
     parts = template.split(":")
     if len(parts) not in (2, 3) or parts[0] != "src":
         raise ValueError(f"template {template!r}: expected one of {', '.join(TEMPLATES)} or src:FILE.py[:FUNCTION]")
-    if workspace is None:
-        raise ValueError(f"template {template!r} needs a workspace")
-    path = Path(workspace) / "src" / parts[1]
     func = parts[2] if len(parts) == 3 else "build_model"
-    if not path.exists():
-        raise ValueError(f"template {template!r}: {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    if source is not None:
+        import types
+
+        name = Path(source["file"]).stem
+        mod = types.ModuleType(f"cdl_user_{name}")
+        mod.__file__ = f"<{source['file']} as trained, sha256 {source['sha256'][:12]}>"
+        exec(compile(source["text"], mod.__file__, "exec"), mod.__dict__)  # noqa: S102 - the user's own model code
+        where = f"{source['file']} (the code kept with the model)"
+    else:
+        if workspace is None:
+            raise ValueError(f"template {template!r} needs a workspace")
+        path = Path(workspace) / "src" / parts[1]
+        if not path.exists():
+            raise ValueError(f"template {template!r}: {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        where = path.name
     if not hasattr(mod, func):
-        raise ValueError(f"template {template!r}: {path.name} has no function {func}(input_shape, num_classes, params)")
+        raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
     return getattr(mod, func)
 
 

@@ -21,6 +21,7 @@ from runtime.ml.common import (
     WeightSlot,
     carry_weights,
     user_builder,
+    user_source,
 )
 
 
@@ -95,7 +96,8 @@ def build(arch: dict[str, Any], workspace: Path | None = None) -> nn.Module:
             raise ValueError(f"the cnn template needs images, got input shape {shape}")
         h, w, c = shape
         return SmallCNN(c, h, w, n_classes, hp["hidden"], hp["dropout"])
-    model = user_builder(template, workspace)(shape, n_classes, hp)
+    # a checkpoint keeps its src/ code (arch["source"]): a version loads as it was trained after the file changed
+    model = user_builder(template, workspace, arch.get("source"))(shape, n_classes, hp)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{template}: build_model must return a torch.nn.Module for the torch framework")
     return model
@@ -163,6 +165,9 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     shape = tuple(X.shape[1:])
     arch = {"framework": "torch", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
+    source = user_source(cfg.template, cfg.workspace)
+    if source is not None:
+        arch["source"] = source
     model = build(arch, cfg.workspace)
     if cfg.init:
         warm_start(model, cfg.init, classes, flat_input=len(shape) == 1)

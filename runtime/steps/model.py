@@ -48,6 +48,30 @@ def _last_summary(ctx: StepContext, step: str, key: str | None = None) -> dict[s
     return run.summary
 
 
+def _code_digest(ctx: StepContext) -> str:
+    """model.train's template's code, where it is the workspace's own (src:FILE.py): editing the file makes the
+    steps that train it stale, as a DVC stage whose code dependency changed ("" for the built-in templates)."""
+    from runtime.ml.common import user_code_digest
+
+    if "model.train" not in ctx.config.steps:
+        return ""
+    return user_code_digest(str(ctx.config.params("model.train")["template"]), ctx.workspace.root)
+
+
+def _check_searched(ctx: StepContext, tune: dict[str, Any], params: dict[str, Any]) -> None:
+    """Say so where model.tune's best parameters come from a study of another model than the one trained now
+    (model.train's framework or template changed since model.tune ran): they are used all the same."""
+    try:
+        exp = ctx.store.experiment(int(tune["experiment_id"]))
+    except (KeyError, TypeError, ValueError, NotFoundError):
+        return
+    if (exp.framework, exp.template) == (params["framework"], params["template"]):
+        return
+    ctx.log(f"model.tune searched {exp.template} ({exp.framework}), and model.train trains {params['template']} "
+            f"({params['framework']}): its best parameters may not suit this model; run model.tune again "
+            "(`cdl run model.tune --force`), or set model.train.use_tuned false")
+
+
 def _prepared(ctx: StepContext):  # noqa: ANN202
     from runtime.ml.preprocess import load_transform
 
@@ -167,6 +191,11 @@ class TuneStep(Step):
         "database, where `cdl tune worker` processes on this or other machines join it; the best parameters go "
         "into model.train.",
     )
+
+    reads = "the model code in src/"
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return _code_digest(ctx)
 
     def check_params(self, params: dict[str, Any]) -> None:
         from runtime.ml.tuning import DEFAULT_SPACE, check_enqueued, check_space
@@ -300,6 +329,11 @@ class TrainStep(Step):
             raise ConfigError(f"model.train.init_from: {ref!r}: did you mean {close!r}? (a model of that name: "
                               f"{ref}:VERSION; a weights file: a .pt, .keras or .h5 path)")
 
+    reads = "the model code in src/"
+
+    def fingerprint(self, ctx: StepContext) -> str:
+        return _code_digest(ctx)
+
     def check_in(self, params: dict[str, Any], config: Any) -> None:  # noqa: ANN401
         check_template(config, "model.train")
 
@@ -314,7 +348,9 @@ class TrainStep(Step):
         params = dict(ctx.params)
         tuned: dict[str, Any] = {}
         if params["use_tuned"] and "model.tune" in ctx.config.steps:
-            best = _last_summary(ctx, "model.tune", "best_params")["best_params"]
+            tune = _last_summary(ctx, "model.tune", "best_params")
+            best = tune["best_params"]
+            _check_searched(ctx, tune, params)
             # a value given for this run (cdl run --set) wins over the tuned one; one from cdl.yaml does not
             kept = {k: (params[k], v) for k, v in best.items() if k in ctx.given and k in params}
             tuned = {k: v for k, v in best.items() if k not in kept}

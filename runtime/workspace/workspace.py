@@ -52,6 +52,37 @@ def template_text(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+# what `cdl init` writes into src/: the interface, where it said only "see README.md of CDL Studio"
+SRC_README = """\
+# Your own model code
+
+Set `model.train.template: src:FILE.py` (or `src:FILE.py:FUNCTION`) in cdl.yaml, and write in src/FILE.py:
+
+    def build_model(input_shape, num_classes, params):
+        ...
+
+- `input_shape`: one item's shape: `(features,)` for text (the vocabulary's size); `(height, width, channels)`
+  for images, which a PyTorch model receives as N, C, H, W and a Keras model as N, H, W, C.
+- `num_classes`: the number of classes; the model returns one logit per class (no softmax: training applies
+  the loss to logits, and export adds the softmax).
+- `params`: the hyperparameters (lr, batch_size, hidden, dropout, layers, ...), with model.tune's best values
+  where model.train.use_tuned is on.
+- Return a `torch.nn.Module` (framework torch) or a `tf_keras.Model` (framework keras).
+
+For example (PyTorch, text):
+
+    import torch
+
+    def build_model(input_shape, num_classes, params):
+        return torch.nn.Sequential(torch.nn.Linear(input_shape[0], params["hidden"]), torch.nn.ReLU(),
+                                   torch.nn.Dropout(params["dropout"]),
+                                   torch.nn.Linear(params["hidden"], num_classes))
+
+Editing the file makes model.tune and model.train stale, so the next `cdl run` trains it again. A PyTorch
+model version keeps the code it was trained with in its checkpoint, and loads with it after the file changes.
+"""
+
+
 class Workspace:
     def __init__(self, root: Path, store: Store | None = None):
         self.root = Path(root).resolve()
@@ -84,9 +115,7 @@ class Workspace:
                 created.append(root / ".dvc")
             for d in ("data", "src", ".cdl/packs", ".cdl/artifacts"):
                 (root / d).mkdir(parents=True, exist_ok=True)
-            (root / "src" / "README.md").write_text(
-                "Put your own model modules here; see README.md of CDL Studio for the interface.\n"
-            )
+            (root / "src" / "README.md").write_text(SRC_README)
             gi = root / ".gitignore"
             gi.write_text((gi.read_text() if gi.exists() else "") + _GITIGNORE)
             cfg.save(root / CONFIG_NAME)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 from runtime.jobs import Runner
@@ -191,6 +192,52 @@ def test_user_module_from_src(small_bbc):
     assert res.ok, [o.error for o in res.steps]
     mv = ws.store.model_version("ws", 1)
     assert mv.template == "src:tiny.py"
+
+
+def _tiny_module(hidden: int) -> str:
+    return ("import torch\n\n"
+            "def build_model(input_shape, num_classes, params):\n"
+            f"    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], {hidden}),\n"
+            f"                               torch.nn.ReLU(), torch.nn.Linear({hidden}, num_classes))\n")
+
+
+def test_editing_the_model_code_makes_training_stale_and_versions_keep_theirs(small_bbc):
+    """A src: template is code the steps train: editing it makes model.tune and model.train stale (as a DVC stage
+    whose code dependency changed; they stayed done), and a registered version still loads with the code it was
+    trained with (it was rebuilt from the file as it is now: a size mismatch, or silently another model)."""
+    import torch
+
+    from runtime.jobs.runner import StepStatus
+    from runtime.ml import torch_backend
+    from runtime.ml.preprocess import load_transform
+
+    ws = small_bbc
+    (ws.root / "src" / "tiny.py").write_text(_tiny_module(16))
+    cfg = ws.config()
+    cfg.steps["model.train"].update({"template": "src:tiny.py", "use_tuned": False, "epochs": 2})
+    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
+    cfg.save()
+    assert Runner(ws).run(until="model.register").ok
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["model.tune"].status == StepStatus.DONE and states["model.train"].status == StepStatus.DONE
+    v1 = ws.store.model_version("ws", 1)
+    assert v1.extra["arch"]["source"]["file"] == "tiny.py"
+    prep = load_transform(ws, v1.transform)
+    ckpt = ws.artifacts.get(v1.artifacts["checkpoint"])
+    before = torch_backend.predict_proba(ckpt, prep.X_test[:8], ws.root)
+
+    (ws.root / "src" / "tiny.py").write_text(_tiny_module(24))
+    states = {s.id: s for s in Runner(ws).statuses()}
+    for step in ("model.tune", "model.train"):
+        assert states[step].status == StepStatus.STALE, (step, states[step])
+        assert "the model code in src/ changed" in states[step].reason
+    np.testing.assert_array_equal(torch_backend.predict_proba(ckpt, prep.X_test[:8], ws.root), before)
+
+    assert Runner(ws).run(until="model.register").ok
+    v2 = ws.store.model_version("ws", 2)
+    model, _ = torch_backend.load(ws.artifacts.get(v2.artifacts["checkpoint"]), ws.root)
+    assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)][0] == 24
+    assert v2.extra["arch"]["source"]["sha256"] != v1.extra["arch"]["source"]["sha256"]
 
 
 @pytest.mark.tensorflow
@@ -485,3 +532,39 @@ def test_the_class_order_is_the_one_the_workspace_names(text_ws):
     assert class_order(named, {"World", "politics", "sport", "tech", "business"}) == [
         "tech", "sport", "World", "business", "politics"]
     assert class_order([], {"b", "a"}) == ["a", "b"]
+
+
+def test_training_says_when_the_tuned_parameters_come_from_another_model(small_bbc):
+    """model.train takes model.tune's best parameters (use_tuned); a study of bbc-net gave them to an mlp without a
+    word after model.train.template changed."""
+    from runtime.domain.events import EventKind
+    from runtime.jobs import EventBus
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.tune", overrides={"model.tune": {"n_trials": 1, "max_epochs": 1}}).ok
+    logs: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: logs.append(e.message) if e.kind == EventKind.LOG else None)
+    for template, warned in (("bbc-net", False), ("mlp", True)):
+        logs.clear()
+        res = Runner(ws, bus=bus).run(steps=["model.train"], overrides={"model.train": {
+            "template": template, "epochs": 1}})
+        assert res.ok, [o.error for o in res.steps]
+        said = [m for m in logs if "model.tune searched" in m]
+        assert bool(said) == warned, logs
+    assert said[0].startswith("model.tune searched bbc-net (torch), and model.train trains mlp (torch)"), said
+
+
+def test_the_src_readme_example_builds_a_model():
+    """`cdl init` writes src/README.md with the build_model interface and an example: the example must work."""
+    import textwrap
+
+    import torch
+
+    from runtime.workspace.workspace import SRC_README
+
+    example = textwrap.dedent(SRC_README.split("For example (PyTorch, text):\n", 1)[1].split("\nEditing", 1)[0])
+    ns: dict = {}
+    exec(compile(example, "src/README.md", "exec"), ns)  # noqa: S102
+    model = ns["build_model"]((100,), 3, {"hidden": 8, "dropout": 0.1, "lr": 0.001, "batch_size": 4})
+    assert model(torch.zeros(2, 100)).shape == (2, 3)
