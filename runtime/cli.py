@@ -46,12 +46,9 @@ def _ref_variant(ws: Any, ref: str) -> tuple[Any, str]:  # noqa: ANN401
     except NotFoundError as exc:
         if which.isdigit() or len(parts) == 3 or not ws.store.model_versions(name):
             raise
-        from runtime.domain.errors import did_you_mean
-
-        aliases = sorted({a for v in ws.store.model_versions(name) for a in v.aliases} | {"latest"})
-        close = did_you_mean(which, aliases)
-        raise NotFoundError(f"{exc}{close}; its aliases: {', '.join(aliases)}" + (
-            "" if close else f"; a variant comes third: {name}:champion:{which}")) from None
+        if "did you mean" in str(exc):  # the store names the alias it was close to, and the aliases
+            raise
+        raise NotFoundError(f"{exc}; a variant comes third: {name}:champion:{which}") from None
     return mv, parts[2] if len(parts) == 3 else "fp32"
 
 

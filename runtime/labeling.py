@@ -425,7 +425,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
         try:
             mv = ws.store.resolve_model(ref)
         except NotFoundError as exc:  # it said only "model ws has no version with alias 'champion'"
-            raise NotFoundError(f"{exc}: suggestions come from the champion; approve a version (`cdl models review "
+            raise NotFoundError(f"{exc}; suggestions come from the champion; approve a version (`cdl models review "
                                 f"{name}:N --approve`, the review panel) or name one (`--model {name}:N`)") from None
     else:
         mv = ws.store.resolve_model(ref)

@@ -71,13 +71,15 @@ def _job(r: t.SqlJob) -> JobRecord:
 
 
 def parse_ref(ref: str) -> tuple[str, int | str | None]:
-    """'name:3' -> (name, 3); 'name@champion' or 'name:champion' -> (name, 'champion'); 'name' -> (name, None)."""
+    """'name:3' -> (name, 3); 'name@champion' or 'name:champion' -> (name, 'champion'); 'name' or 'name:latest'
+    -> (name, None), the newest version (`cdl package` took `bbc:latest`, and `models predict` said "no version with
+    alias 'latest'")."""
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return name, alias
+        return name, None if alias == "latest" else alias
     if ":" in ref:
         name, v = ref.split(":", 1)
-        return name, int(v) if v.isdigit() else v
+        return name, int(v) if v.isdigit() else None if v == "latest" else v
     return ref, None
 
 
@@ -269,7 +271,11 @@ class ModelRegistryMixin:
                 if r is None:
                     if not self.model_versions(name):
                         raise NotFoundError(self._no_model(name))
-                    raise NotFoundError(f"model {name} has no version with alias {version!r}")
+                    from runtime.domain.errors import did_you_mean
+
+                    held = sorted({a for v in self.model_versions(name) for a in v.aliases} | {"latest"})
+                    raise NotFoundError(f"model {name} has no version with alias {version!r}"
+                                        f"{did_you_mean(version, held)}; its aliases: {', '.join(held)}")
                 version = r.version
             q = select(t.SqlModelVersion).where(t.SqlModelVersion.name == name)
             q = q.where(t.SqlModelVersion.version == version) if version is not None else q.order_by(

@@ -105,3 +105,22 @@ def test_package_deploy_and_serve_take_an_alias(text_ws, tmp_path):
             r = _cdl(text_ws, *args)
             assert r.exit_code == 2 and said in r.stderr, (args, r.output)
     assert not (text_ws.root / "b.cdlb").exists()
+
+
+def test_latest_and_misspelt_aliases_everywhere_a_version_is_named(text_ws):
+    """`cdl package bbc:latest` worked, `cdl models predict bbc:latest` and `models variants` said "model bbc has no
+    version with alias 'latest'"; and only package, deploy and serve named the alias a misspelt one was close to."""
+    for _ in range(2):
+        text_ws.store.register_model("bbc", framework="torch", template="text-classification", dataset_version="v1",
+                                     transform="t", metrics={"test_accuracy": 0.9})
+    text_ws.store.set_alias("bbc", "champion", 1)
+    for ref in ("bbc:latest", "bbc@latest", "bbc"):
+        assert text_ws.store.resolve_model(ref).version == 2, ref
+    r = _cdl(text_ws, "models", "variants", "bbc:latest")
+    assert r.exit_code == 0 and "bbc:2" in r.output, r.output
+    for args in (("models", "variants", "bbc:champoin"), ("models", "predict", "bbc@champoin", "--text", "a b"),
+                 ("models", "lineage", "bbc:champoin")):
+        r = _cdl(text_ws, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "model bbc has no version with alias 'champoin' (did you mean 'champion'?); its aliases: champion, " \
+            "latest" in r.stderr, (args, r.stderr)
