@@ -413,6 +413,8 @@ def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
         click.echo(f"#{r['id']:<5} {when}  {r['status']:<8} {took:>8}  {said}")
         if r["changed"]:
             click.echo(f"       changed: {r['changed']}")
+        if r is doc["runs"][0] and r.get("traceback"):  # the newest run's, where it failed with one (--json: each's)
+            click.echo("\n".join(f"       {line}" for line in r["traceback"].splitlines()))
 
 
 @cli.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CdlError(Exception):
     """Base of every error the engine raises on purpose (shown to users without a traceback)."""
@@ -34,6 +36,38 @@ class StepFailed(CdlError):
 
 class GateFailed(StepFailed):
     """An evaluation gate was not met (a failed gate fails the step and the CI run)."""
+
+
+class UserCodeError(CdlError):
+    """The workspace's own code (a src:FILE.py model) failed: the message says where in it (the step's one line
+    said "TypeError: build_model() takes 2 positional arguments but 3 were given", or "IndexError: Target 4 is out
+    of bounds" from deep inside the loss), and `traceback` keeps the whole of it for `cdl runs STEP --json`."""
+
+    def __init__(self, message: str, exc: BaseException | None = None):
+        import traceback
+
+        super().__init__(message + (user_code_frame(exc.__traceback__) if exc is not None else ""))
+        self.traceback = "".join(traceback.format_exception(exc)) if exc is not None else None
+
+
+def user_code_frame(tb: Any) -> str:  # noqa: ANN401 - a traceback object
+    """' (src/model.py, line 3, in build_model)': the innermost frame of the workspace's own code in a traceback,
+    or '' where none is."""
+    import traceback
+    from pathlib import Path
+
+    def mine(filename: str) -> bool:
+        if filename.startswith("src/"):  # a model's kept code (runtime.ml.common.user_builder compiles it so)
+            return True
+        p = Path(filename)
+        return p.parent.name == "src" and (p.parent.parent / "cdl.yaml").is_file()
+
+    frames = [f for f in traceback.extract_tb(tb) if mine(f.filename)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    name = f.filename if f.filename.startswith("src/") else f"src/{Path(f.filename).name}"
+    return f" ({name}, line {f.lineno}, in {f.name})"
 
 
 def did_you_mean(value: object, known: list[str] | tuple[str, ...]) -> str:

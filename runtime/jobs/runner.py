@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import CdlError, ConfigError, GateFailed
+from runtime.domain.errors import CdlError, ConfigError, GateFailed, user_code_frame
 from runtime.domain.events import Event, EventKind
 from runtime.domain.steps import StepSpec, StepStatus
 from runtime.jobs.bus import EventBus
@@ -284,14 +284,16 @@ class Runner:
             dt = time.perf_counter() - t0
             reason = getattr(exc, "reason", None) or str(exc)
             summary = getattr(exc, "summary", None) or {}
-            store.finish_step_run(run_id, "failed", error=reason, summary=summary)
+            tb = getattr(exc, "traceback", None)  # a UserCodeError's: the user's code failed, and where is theirs
+            store.finish_step_run(run_id, "failed", error=f"{reason}\n{tb}" if tb else reason, summary=summary)
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason, data=summary))
             return StepOutcome(step, "failed", dt, summary=summary, error=reason, message=reason,
                                gate=isinstance(exc, GateFailed))
         except Exception as exc:  # a bug or a library error: keep the traceback for the user
             dt = time.perf_counter() - t0
             tb = traceback.format_exc()
-            reason = f"{type(exc).__name__}: {exc}"
+            # where the workspace's own code (src/) is in it, that line: "(src/net.py, line 12, in forward)"
+            reason = f"{type(exc).__name__}: {exc}{user_code_frame(exc.__traceback__)}"
             store.finish_step_run(run_id, "failed", error=f"{reason}\n{tb}")
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason, data={"traceback": tb}))
             return StepOutcome(step, "failed", dt, error=reason, message=reason, traceback=tb)
@@ -475,6 +477,8 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
                     "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],
+                    # the rest of a failed run's error: the traceback of a bug, or of the workspace's own code
+                    "traceback": (r.error or "").split("\n", 1)[1].strip() or None if "\n" in (r.error or "") else None,
                     "changed": changed, "params": r.params, "output": (r.output_fp or "")[:12]})
     return {"step": step, "runs": out}
 

@@ -233,7 +233,10 @@ def _user_path(template: str, workspace: Path | None) -> Path | None:
 
 def user_builder(template: str, workspace: Path | None, source: dict[str, str] | None = None) -> Callable[..., Any]:
     """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder; with `source`
-    (what user_source kept when the model was trained), the function in that code instead of the file's now."""
+    (what user_source kept when the model was trained), the function in that code instead of the file's now.
+    Code that does not load (a syntax error, a failed import) raises UserCodeError, which says where."""
+    from runtime.domain.errors import UserCodeError
+
     parts = template.split(":")
     if len(parts) not in (2, 3) or parts[0] != "src":
         raise ValueError(f"template {template!r}: expected one of {', '.join(TEMPLATES)} or src:FILE.py[:FUNCTION]")
@@ -241,11 +244,14 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
     if source is not None:
         import types
 
-        name = Path(source["file"]).stem
-        mod = types.ModuleType(f"cdl_user_{name}")
-        mod.__file__ = f"<{source['file']} as trained, sha256 {source['sha256'][:12]}>"
-        exec(compile(source["text"], mod.__file__, "exec"), mod.__dict__)  # noqa: S102 - the user's own model code
-        where = f"{source['file']} (the code kept with the model)"
+        filename = f"src/{source['file']}"  # what tracebacks and UserCodeError name
+        mod = types.ModuleType(f"cdl_user_{Path(source['file']).stem}")
+        mod.__file__ = filename
+        where = f"{source['file']} (the code kept with the model, sha256 {source['sha256'][:12]})"
+        try:
+            exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own model code
+        except Exception as exc:  # noqa: BLE001
+            raise UserCodeError(f"{template}: {filename} does not load: {type(exc).__name__}: {exc}", exc) from exc
     else:
         if workspace is None:
             raise ValueError(f"template {template!r} needs a workspace")
@@ -254,11 +260,42 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
             raise ValueError(f"template {template!r}: {path} does not exist")
         spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)
         mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as exc:  # noqa: BLE001
+            raise UserCodeError(f"{template}: src/{path.name} does not load: {type(exc).__name__}: {exc}",
+                                exc) from exc
         where = path.name
     if not hasattr(mod, func):
         raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
-    return getattr(mod, func)
+    builder = getattr(mod, func)
+
+    def build(input_shape: tuple[int, ...], num_classes: int, params: dict[str, Any]) -> Any:  # noqa: ANN401
+        try:
+            return builder(input_shape, num_classes, params)
+        except Exception as exc:  # noqa: BLE001
+            raise UserCodeError(f"{template}: {func}(input_shape={tuple(input_shape)}, num_classes={num_classes}, "
+                                f"params) failed: {type(exc).__name__}: {exc}", exc) from exc
+
+    return build
+
+
+def check_user_model(template: str, run: Callable[[], Any], batch_shape: tuple[int, ...], num_classes: int) -> None:
+    """A src: model's first forward pass, on two training items, before training: a model that does not take
+    the input or does not give one logit per class is named here (it failed inside training with "mat1 and mat2
+    shapes cannot be multiplied" or the loss's "Target 4 is out of bounds"). `run` returns the output."""
+    from runtime.domain.errors import UserCodeError
+
+    try:
+        out = run()
+    except Exception as exc:  # noqa: BLE001
+        raise UserCodeError(f"{template}: its model fails on a batch of shape {batch_shape}: "
+                            f"{type(exc).__name__}: {exc}", exc) from exc
+    shape = tuple(getattr(out, "shape", ()) or ())
+    want = (batch_shape[0], num_classes)
+    if shape != want:
+        raise UserCodeError(f"{template}: its model gives outputs of shape {shape or type(out).__name__} for a batch "
+                            f"of shape {batch_shape}; it must give one logit per class: {want}")
 
 
 def validation_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from runtime.ml.common import (  # noqa: E402
     WarmStartError,
     WeightSlot,
     carry_weights,
+    check_user_model,
     user_builder,
 )
 
@@ -111,6 +112,9 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     arch = {"framework": "keras", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
     model = build(arch, cfg.workspace)
+    if cfg.template.startswith("src:") and len(train_idx):
+        x0 = _as_input(X, train_idx[:2], arch["layout"])
+        check_user_model(cfg.template, lambda: model(x0, training=False), tuple(x0.shape), len(classes))
     if cfg.init:
         warm_start(model, cfg.init, classes, flat_input=len(shape) == 1)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr, weight_decay=cfg.weight_decay or None),

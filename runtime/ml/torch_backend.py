@@ -20,6 +20,7 @@ from runtime.ml.common import (
     WarmStartError,
     WeightSlot,
     carry_weights,
+    check_user_model,
     user_builder,
     user_source,
 )
@@ -169,6 +170,16 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     if source is not None:
         arch["source"] = source
     model = build(arch, cfg.workspace)
+    if cfg.template.startswith("src:") and len(train_idx):
+        x0, _ = _Batches(X, None, arch["layout"]).get(train_idx[:2])
+
+        def first_pass() -> torch.Tensor:
+            model.eval()
+            with torch.no_grad():
+                return model(x0)
+
+        check_user_model(cfg.template, first_pass, tuple(x0.shape), len(classes))
+        model.train()
     if cfg.init:
         warm_start(model, cfg.init, classes, flat_input=len(shape) == 1)
     model = model.to(dev)

@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from studio.widgets.common import Table, local_time
+from studio.widgets.common import LogView, Table, local_time
 
 
 class RunsDialog(QDialog):
@@ -39,6 +39,12 @@ class RunsDialog(QDialog):
         self.message = QLabel("")
         self.message.setWordWrap(True)
         lay.addWidget(self.message)
+        # a failed run's traceback (a bug, or the workspace's own model code): the table shows its first line only
+        self.traceback = LogView()
+        self.traceback.setVisible(False)
+        self.traceback.setMinimumHeight(140)
+        lay.addWidget(self.traceback, 1)
+        self.table.itemSelectionChanged.connect(self._show_traceback)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         self.use_btn = QPushButton("Use its parameters")
@@ -52,6 +58,13 @@ class RunsDialog(QDialog):
                 lambda: self.use_btn.setEnabled(bool(self.table.selected_data())))
         lay.addWidget(buttons)
         self.resize(900, 420)
+
+    def _show_traceback(self) -> None:
+        sel = self.table.selected_data()
+        run = next((r for r in self.doc["runs"] if sel and r["id"] == sel[0]), None)
+        tb = (run or {}).get("traceback")
+        self.traceback.setPlainText(f"run {run['id']}: {run['error']}\n\n{tb}" if tb else "")
+        self.traceback.setVisible(bool(tb))
 
     def use_selected(self) -> None:
         from runtime.domain.errors import CdlError

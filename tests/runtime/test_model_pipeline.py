@@ -568,3 +568,67 @@ def test_the_src_readme_example_builds_a_model():
     exec(compile(example, "src/README.md", "exec"), ns)  # noqa: S102
     model = ns["build_model"]((100,), 3, {"hidden": 8, "dropout": 0.1, "lr": 0.001, "batch_size": 4})
     assert model(torch.zeros(2, 100)).shape == (2, 3)
+
+
+def test_errors_in_the_model_code_say_what_and_where(small_bbc):
+    """A src: model that does not fit the data failed deep inside training ("IndexError: Target 4 is out of bounds",
+    "mat1 and mat2 shapes cannot be multiplied (32x2142 and 2143x5)"), and an error in build_model gave no line of
+    the user's file: each now says what is wrong and where, and the run keeps the traceback."""
+    from runtime.jobs.runner import step_history
+
+    ws = small_bbc
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    cases = [  # the model code, what the step says, what the run's traceback holds (None: no exception was raised)
+        ("return torch.nn.Linear(input_shape[0], 3)",
+         "src:tiny.py: its model gives outputs of shape (2, 3) for a batch of shape (2, 2142); it must give one "
+         "logit per class: (2, 5)", None),
+        ("return torch.nn.Linear(input_shape[0] + 1, num_classes)",
+         "src:tiny.py: its model fails on a batch of shape (2, 2142): RuntimeError: mat1 and mat2 shapes cannot be "
+         "multiplied (2x2142 and 2143x5)", "RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
+        ("width = params['hiden']\n    return torch.nn.Linear(input_shape[0], width)",
+         "src:tiny.py: build_model(input_shape=(2142,), num_classes=5, params) failed: KeyError: 'hiden' "
+         "(src/tiny.py, line 4, in build_model)", 'File "src/tiny.py", line 4, in build_model'),
+    ]
+    for body, said, traced in cases:
+        (ws.root / "src" / "tiny.py").write_text(f"import torch\n\ndef build_model(input_shape, num_classes, params):\n"
+                                                 f"    {body}\n")
+        res = Runner(ws).run(steps=["model.train"], overrides={"model.train": {
+            "template": "src:tiny.py", "use_tuned": False, "epochs": 1}})
+        assert not res.ok
+        assert res.steps[0].error == said, res.steps[0].error
+        run = step_history(ws, "model.train", limit=1)["runs"][0]
+        assert run["error"] == said, run
+        if traced is None:
+            assert run["traceback"] is None, run
+        else:
+            assert run["traceback"].startswith("Traceback (most recent call last)") and traced in run["traceback"], run
+
+
+def test_an_error_in_the_model_code_during_training_names_its_line(small_bbc):
+    from runtime.jobs.runner import step_history
+
+    ws = small_bbc
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    (ws.root / "src" / "tiny.py").write_text(
+        "import torch\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, n, k):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(n, k)\n\n"
+        "    def forward(self, x):\n"
+        "        if self.training:\n"
+        "            raise ValueError('only while training')\n"
+        "        return self.fc(x)\n\n"
+        "def build_model(input_shape, num_classes, params):\n"
+        "    return Net(input_shape[0], num_classes)\n")
+    res = Runner(ws).run(steps=["model.train"], overrides={"model.train": {
+        "template": "src:tiny.py", "use_tuned": False, "epochs": 1}})
+    assert res.steps[0].error == "ValueError: only while training (src/tiny.py, line 10, in forward)", res.steps[0]
+    assert 'File "src/tiny.py", line 10, in forward' in step_history(ws, "model.train", limit=1)["runs"][0]["traceback"]
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    out = CliRunner().invoke(cli, ["-w", str(ws.root), "runs", "model.train"]).output  # the newest run's traceback
+    assert '       File "src/tiny.py", line 10, in forward' in out and out.rstrip().endswith(
+        "ValueError: only while training"), out

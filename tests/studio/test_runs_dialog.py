@@ -1,0 +1,31 @@
+"""The Runs dialog: a failed run's traceback, which the table cuts to its first line, shows under it when the run
+is selected (it was kept in the registry and shown nowhere)."""
+
+from __future__ import annotations
+
+from studio.widgets.runs_dialog import RunsDialog
+
+
+def _doc() -> dict:
+    base = {"started": "2026-12-05T14:27:51+00:00", "finished": None, "seconds": 2.1, "job": "j", "message": "",
+            "changed": "", "params": {}, "output": ""}
+    return {"step": "model.train", "runs": [
+        {**base, "id": 2, "status": "failed", "error": "KeyError: 'hiden' (src/tiny.py, line 4, in build_model)",
+         "traceback": 'Traceback (most recent call last):\n  File "src/tiny.py", line 4, in build_model\n'
+                      "KeyError: 'hiden'"},
+        {**base, "id": 1, "status": "failed", "error": "model.train: no dataset version", "traceback": None},
+    ]}
+
+
+def test_a_failed_runs_traceback_shows_when_it_is_selected(qtbot):
+    d = RunsDialog(_doc())
+    qtbot.addWidget(d)
+    d.show()
+    assert d.traceback.isHidden()
+    d.table.selectRow(0)
+    assert d.traceback.isVisible()
+    text = d.traceback.toPlainText()
+    assert text.startswith("run 2: KeyError: 'hiden' (src/tiny.py, line 4, in build_model)")
+    assert 'File "src/tiny.py", line 4, in build_model' in text
+    d.table.selectRow(1)  # one that failed on purpose has no traceback: nothing to show
+    assert d.traceback.isHidden() and d.traceback.toPlainText() == ""
