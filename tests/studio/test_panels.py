@@ -292,6 +292,7 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     p.show()
     load(qtbot, p)
     qtbot.waitUntil(lambda: p.trials.rowCount() == 1)  # the fixture's single trial (drawn on the next turn)
+    assert p.parallel_axes == []  # one trial: nothing to compare, and the plot says so (nine axes ran together)
     studio_ctx.runtime.sig_event.connect(p.on_event)
     with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=120000):
         studio_ctx.runtime.submit(["model.tune"], None, False, {"model.tune": {"n_trials": 3, "max_epochs": 2}})
@@ -299,6 +300,8 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     load(qtbot, p)
     qtbot.waitUntil(lambda: p.trials.rowCount() == 3 and len(p.curve_items) == 3)
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}
+    assert set(p.parallel_axes) <= {"lr", "batch_size", "hidden", "dropout"} and len(p.parallel_axes) >= 2, \
+        p.parallel_axes  # the parameters the trials differ in, not the fixed ones
     # a retry (what a tuning worker records when it runs again a dead worker's trial) says which trial it repeats
     store = studio_ctx.workspace.store
     lost = store.trials(p.experiment.currentData())[1]

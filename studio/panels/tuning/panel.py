@@ -74,6 +74,7 @@ class TuningPanel(Panel):
         self.add(self.grid_w, 1)
         self.plots: dict[str, Any] = {}
         self.curves: dict[int, list[tuple[int, float]]] = {}  # trial -> [(epoch, val_accuracy)]
+        self.parallel_axes: list[str] = []  # the parameters the parallel coordinates plot has an axis for
         self.curve_items: dict[int, Any] = {}
         self.trial_rows: list[dict[str, Any]] = []
         self._dirty = False
@@ -254,6 +255,18 @@ class TuningPanel(Panel):
         p = self.plots["parallel"]
         p.clear()
         numeric = sorted({k for t in done for k, v in t["params"].items() if isinstance(v, int | float)})
+        # the parameters that differ between trials: a training run's one trial has nine fixed ones (epochs, seed,
+        # patience...), whose axes crowded the plot until their names ran together and said nothing
+        numeric = [k for k in numeric if len({t["params"].get(k) for t in done}) > 1]
+        self.parallel_axes = numeric
+        p.setTitle("Parallel coordinates")
+        if len(done) < 2:
+            if done:
+                plot_note(p, "one finished trial: this compares two or more (its parameters are in the table)")
+            return
+        if not numeric:
+            plot_note(p, "every finished trial has the same parameters")
+            return
         if done and numeric:
             vals = np.array([[float(t["params"].get(k, np.nan)) for k in numeric] for t in done])
             lo, hi = np.nanmin(vals, axis=0), np.nanmax(vals, axis=0)
