@@ -220,6 +220,9 @@ class Runner:
                   force: bool, overrides: dict[str, dict[str, Any]]) -> JobResult:
         explicit = bool(steps) and not until
         store = self.ws.store
+        # the steps of this run see its overrides in each other's parameters too: model.tune reads model.train's
+        # framework and template, and searched cdl.yaml's under `cdl run --set model.train.template=mlp`
+        cfg = _with(cfg, overrides)
         store.mark_interrupted_runs("the process running this step ended before it finished")
         from runtime.ml.distributed import sweep_stale
 
@@ -286,7 +289,8 @@ class Runner:
             summary = getattr(exc, "summary", None) or {}
             tb = getattr(exc, "traceback", None)  # a UserCodeError's: the user's code failed, and where is theirs
             store.finish_step_run(run_id, "failed", error=f"{reason}\n{tb}" if tb else reason, summary=summary)
-            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason, data=summary))
+            self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason,
+                             data={**summary, "traceback": tb} if tb else summary))
             return StepOutcome(step, "failed", dt, summary=summary, error=reason, message=reason,
                                gate=isinstance(exc, GateFailed))
         except Exception as exc:  # a bug or a library error: keep the traceback for the user

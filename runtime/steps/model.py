@@ -26,9 +26,24 @@ def train_params(ctx: StepContext) -> dict[str, Any]:
 def check_template(config: Any, where: str) -> None:  # noqa: ANN401 - a PipelineConfig
     """The cnn template takes images: in a text workspace it failed when the first model was built, a tuning study's
     every trial with it ("no trial completed"), after the steps before had run."""
-    if "model.train" in config.steps and config.task == "text" and config.params("model.train")["template"] == "cnn":
+    if "model.train" not in config.steps:
+        return
+    template = str(config.params("model.train")["template"])
+    if config.task == "text" and template == "cnn":
         raise ConfigError(f"{where}: model.train.template cnn takes images, and this workspace is for text (cdl.yaml: "
                           "task: text): bbc-net or mlp")
+    parts = template.split(":")
+    if parts[0] == "src" and len(parts) in (2, 3) and config.path is not None:
+        # a misspelt file failed when the first model was built, after the steps before had run
+        src = Path(config.path).parent / "src"
+        if not (src / parts[1]).is_file():
+            import difflib
+
+            have = sorted(p.name for p in src.glob("*.py")) if src.is_dir() else []
+            close = difflib.get_close_matches(Path(parts[1]).stem, [Path(h).stem for h in have], n=1)  # not by ".py"
+            raise ConfigError(f"{where}: model.train.template {template}: src/{parts[1]} does not exist"
+                              + (f" (did you mean {close[0] + '.py'!r}?)" if close else "")
+                              + f"; src/ has {', '.join(have) or 'no .py file'}")
 
 
 def framework_of(ctx: StepContext) -> str:
@@ -192,7 +207,7 @@ class TuneStep(Step):
         "into model.train.",
     )
 
-    reads = "the model code in src/"
+    reads = "the model code (model.train's src: template)"
 
     def fingerprint(self, ctx: StepContext) -> str:
         return _code_digest(ctx)
@@ -329,7 +344,7 @@ class TrainStep(Step):
             raise ConfigError(f"model.train.init_from: {ref!r}: did you mean {close!r}? (a model of that name: "
                               f"{ref}:VERSION; a weights file: a .pt, .keras or .h5 path)")
 
-    reads = "the model code in src/"
+    reads = "the model code (model.train's src: template)"
 
     def fingerprint(self, ctx: StepContext) -> str:
         return _code_digest(ctx)

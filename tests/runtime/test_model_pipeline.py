@@ -230,7 +230,7 @@ def test_editing_the_model_code_makes_training_stale_and_versions_keep_theirs(sm
     states = {s.id: s for s in Runner(ws).statuses()}
     for step in ("model.tune", "model.train"):
         assert states[step].status == StepStatus.STALE, (step, states[step])
-        assert "the model code in src/ changed" in states[step].reason
+        assert "the model code (model.train's src: template) changed since it ran" in states[step].reason
     np.testing.assert_array_equal(torch_backend.predict_proba(ckpt, prep.X_test[:8], ws.root), before)
 
     assert Runner(ws).run(until="model.register").ok
@@ -632,3 +632,29 @@ def test_an_error_in_the_model_code_during_training_names_its_line(small_bbc):
     out = CliRunner().invoke(cli, ["-w", str(ws.root), "runs", "model.train"]).output  # the newest run's traceback
     assert '       File "src/tiny.py", line 10, in forward' in out and out.rstrip().endswith(
         "ValueError: only while training"), out
+
+
+def test_a_runs_overrides_reach_the_steps_that_read_them(small_bbc):
+    """model.tune searches model.train's template: under `cdl run --set model.train.template=mlp` it searched
+    cdl.yaml's bbc-net (a step saw only its own overrides), and model.train then took a bbc-net study's parameters."""
+    ws = small_bbc
+    res = Runner(ws).run(until="model.tune", overrides={"model.train": {"template": "mlp"},
+                                                        "model.tune": {"n_trials": 1, "max_epochs": 1}})
+    assert res.ok, [o.error for o in res.steps]
+    exp = [e for e in ws.store.experiments() if e.kind == "tune"][-1]
+    assert (exp.framework, exp.template) == ("torch", "mlp")
+    assert ws.config().params("model.train")["template"] == "bbc-net"  # for this run only
+
+
+def test_a_misspelt_model_file_is_refused_before_anything_runs(small_bbc):
+    """It failed in model.train with "ValueError: template 'src:tny.py': /.../src/tny.py does not exist", after the
+    steps before it (a whole tuning study with cdl.yaml's template among them) had run."""
+    from runtime.domain.errors import ConfigError
+
+    ws = small_bbc
+    (ws.root / "src" / "tiny.py").write_text(_tiny_module(8))
+    before = len(ws.store.last_step_runs())
+    with pytest.raises(ConfigError, match=r"model.train.template src:tny.py: src/tny.py does not exist \(did you mean "
+                                          r"'tiny.py'\?\); src/ has tiny.py"):
+        Runner(ws).run(until="model.train", overrides={"model.train": {"template": "src:tny.py"}})
+    assert len(ws.store.last_step_runs()) == before  # nothing ran

@@ -115,7 +115,10 @@ def test_a_python_error_in_a_step_carries_the_traceback(served):
     events = _events(client, job)
     failed = [e for e in events if e.kind.value == "failed"][0]
     assert "my layer is broken" in failed.message and "Traceback" in failed.data["traceback"]
-    assert ws.store.job(job).error.startswith("model.train: RuntimeError: my layer is broken")
+    assert 'File "src/broken.py", line 2, in build_model' in failed.data["traceback"]
+    assert ws.store.job(job).error.startswith("model.train: src:broken.py: build_model(input_shape=(2142,), "
+                                              "num_classes=5, params) failed: RuntimeError: my layer is broken "
+                                              "(src/broken.py, line 2, in build_model)")
 
 
 def test_bad_requests_get_clear_status_codes(served):
