@@ -30,7 +30,17 @@ def step_params(ws: Workspace, step: str) -> list[dict[str, Any]]:
     return [{"name": p.name, "type": p.type, "help": p.help, "choices": list(p.choices) if p.choices else None,
              "minimum": p.minimum, "maximum": p.maximum, "nullable": p.nullable or p.default is None,
              "default": p.default, "value": values.get(p.name), "set": p.name in given,
-             "tuned": p.name in tuned} for p in spec.params]
+             "tuned": p.name in tuned, "suggestions": _suggestions(ws, cfg, step, p.name)} for p in spec.params]
+
+
+def _suggestions(ws: Workspace, cfg: Any, step: str, name: str) -> list[str] | None:  # noqa: ANN401
+    """Values to offer for a free-text parameter (any other may still be typed): model.train's template, the
+    built-in ones for the task and every module in src/ (a user typed "src:net.py" from memory)."""
+    if (step, name) != ("model.train", "template"):
+        return None
+    built_in = ["bbc-net", "mlp"] + (["cnn"] if cfg.task != "text" else [])
+    src = ws.root / "src"
+    return built_in + [f"src:{f.name}" for f in sorted(src.glob("*.py"))] if src.is_dir() else built_in
 
 
 def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[str, Any]:

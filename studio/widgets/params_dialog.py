@@ -107,6 +107,12 @@ class ParamsDialog(QDialog):
             idx = w.findData(value)
             w.setCurrentIndex(max(0, idx))
             return w
+        if p.get("suggestions"):  # offered values, and any other typed (model.train's template: src/'s modules)
+            w = QComboBox()
+            w.setEditable(True)
+            w.addItems([str(v) for v in p["suggestions"]])
+            w.setCurrentText(_show(value))
+            return w
         if p["type"] in ("list", "dict", "any"):
             w = QPlainTextEdit(_show(value))
             w.setTabChangesFocus(True)
@@ -126,7 +132,7 @@ class ParamsDialog(QDialog):
             if isinstance(w, QCheckBox):
                 out[name] = w.isChecked()
             elif isinstance(w, QComboBox):
-                out[name] = w.currentData()
+                out[name] = w.currentText().strip() if w.isEditable() else w.currentData()
             elif isinstance(w, QPlainTextEdit):
                 text = w.toPlainText().strip()
                 if not text:

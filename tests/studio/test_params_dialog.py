@@ -78,3 +78,23 @@ def test_params_dialog_checks_the_search_space(text_ws, qtbot):
     d.editors["search_space"].setPlainText("lr: {type: float, low: 0.1, high: 0.01}\n")
     d.accept()
     assert "model.tune.search_space.lr: needs low < high" in d.error.text() and _yaml(ws) == before
+
+
+def test_params_dialog_offers_the_model_templates_and_src_modules(text_ws, qtbot):
+    """model.train's template was a bare text field: a user's own module had to be typed as "src:net.py" from
+    memory, and a misspelt one was saved, to fail in model.train after model.tune had run."""
+    ws = text_ws
+    (ws.root / "src" / "net.py").write_text("def build_model(input_shape, num_classes, params):\n    pass\n")
+    d = ParamsDialog(ws, "model.train")
+    qtbot.addWidget(d)
+    box = d.editors["template"]
+    assert isinstance(box, QComboBox) and box.isEditable() and box.currentText() == "bbc-net"
+    assert [box.itemText(i) for i in range(box.count())] == ["bbc-net", "mlp", "src:net.py"]  # no cnn: a text task
+    before = _yaml(ws)
+    box.setCurrentText("src:nett.py")
+    d.accept()
+    assert "src/nett.py does not exist (did you mean 'net.py'?)" in d.error.text() and _yaml(ws) == before
+    box.setCurrentIndex(2)
+    d.accept()
+    assert d.result() == QDialog.DialogCode.Accepted, d.error.text()
+    assert ws.config().params("model.train")["template"] == "src:net.py"
