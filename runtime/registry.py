@@ -185,7 +185,9 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
         "trial": mv.trial_id,
         "tune_experiment": mv.tune_experiment_id,
         "params": mv.params,
-        "code": {"git_commit": mv.git_commit, "dirty": mv.git_dirty},
+        # a src: template's code as the checkpoint keeps it (its sha256): the tree may have been dirty, or edited since
+        "code": {"git_commit": mv.git_commit, "dirty": mv.git_dirty, "template": mv.template,
+                 "model_sha256": ((mv.extra.get("arch") or {}).get("source") or {}).get("sha256")},
         "artifacts": mv.artifacts,
         "init_from": mv.extra.get("init_from"),  # the version (or file) its training started from, if any
     }

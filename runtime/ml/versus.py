@@ -59,6 +59,13 @@ def measure_on(ws: Workspace, mv: ModelVersion, owner: ModelVersion, owner_prep:
 METRICS = ("test_accuracy", "macro_f1", "val_accuracy", "val_loss", "train_accuracy")
 
 
+def _code(mv: Any) -> str | None:  # noqa: ANN401
+    """A src: template's code as the version's checkpoint keeps it, by sha256: the same template name may be two
+    models (src/net.py edited between them)."""
+    source = (mv.extra.get("arch") or {}).get("source") or {}
+    return f"sha256 {source['sha256'][:12]}" if source.get("sha256") else None
+
+
 def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Two model versions side by side, as MLflow compares runs: what they were made from (data, code, template,
@@ -74,6 +81,7 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
     lineage = [row("dataset version", a.dataset_version, b.dataset_version),
                row("transform", a.transform[:12], b.transform[:12]),
                row("framework", a.framework, b.framework), row("template", a.template, b.template),
+               *([row("model code", _code(a), _code(b))] if _code(a) or _code(b) else []),
                row("git commit", (a.git_commit or "")[:10] + (" (dirty)" if a.git_dirty else ""),
                    (b.git_commit or "")[:10] + (" (dirty)" if b.git_dirty else "")),
                row("classes", ", ".join(a.classes), ", ".join(b.classes)),

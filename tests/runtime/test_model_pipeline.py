@@ -238,6 +238,16 @@ def test_editing_the_model_code_makes_training_stale_and_versions_keep_theirs(sm
     model, _ = torch_backend.load(ws.artifacts.get(v2.artifacts["checkpoint"]), ws.root)
     assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)][0] == 24
     assert v2.extra["arch"]["source"]["sha256"] != v1.extra["arch"]["source"]["sha256"]
+    import hashlib
+
+    code = lineage(ws.store, "ws:2")["code"]  # which code it was trained with, beside the git commit
+    assert code["template"] == "src:tiny.py"
+    assert code["model_sha256"] == hashlib.sha256((ws.root / "src" / "tiny.py").read_bytes()).hexdigest()
+    from runtime.ml.versus import compare
+
+    rows = {r["field"]: r for r in compare(ws, "ws:1", "ws:2")["lineage"]}  # one template name, two models
+    assert rows["template"]["differs"] is False and rows["model code"]["differs"] is True
+    assert rows["model code"]["b"] == f"sha256 {code['model_sha256'][:12]}"
 
 
 @pytest.mark.tensorflow
