@@ -2,6 +2,8 @@
 
 Checks, cheapest first (nothing here trains, imports TensorFlow, or calls a device):
 - cdl.yaml and the registry open; a pipeline run in progress is named;
+- model: model.train's own code (a src: template) read, not run: a syntax error, no build function, the wrong
+  number of arguments;
 - git: uncommitted changes in src/ or cdl.yaml (runs record the code as dirty);
 - data: data/dataset holds the checked-out version; every version's files are in DVC's cache (a version whose
   files are gone cannot be checked out, trained on again, or have its transform fitted again); a DVC remote
@@ -65,6 +67,44 @@ def _test_split(ws: Workspace, current: str, add: Any) -> None:  # noqa: ANN401
             "import or label more data, or raise data.split's test_fraction")
 
 
+def _model_code(ws: Workspace, cfg: Any, add: Any) -> None:  # noqa: ANN401
+    """model.train's src: template read, not run: a syntax error or a missing build function failed only when
+    model.tune's first trial or model.train built the model."""
+    import ast
+
+    if "model.train" not in cfg.steps:
+        return
+    template = str(cfg.params("model.train")["template"])
+    parts = template.split(":")
+    if parts[0] != "src" or len(parts) not in (2, 3):
+        return
+    path = ws.root / "src" / parts[1]
+    func = parts[2] if len(parts) == 3 else "build_model"
+    if not path.is_file():
+        return  # check_plan named it above
+    try:
+        tree = ast.parse(path.read_bytes(), filename=f"src/{path.name}")
+    except (SyntaxError, ValueError) as exc:
+        where = f", line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        add("model", "fail", f"src/{path.name}{where}: {type(exc).__name__}: {getattr(exc, 'msg', exc)}",
+            f"model.train.template {template} does not load: fix the file")
+        return
+    defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    fn = defs.get(func)
+    if fn is None:
+        add("model", "fail", f"src/{path.name} defines no function {func}(input_shape, num_classes, params)"
+            + (f" (it defines {', '.join(sorted(defs))})" if defs else ""),
+            f"model.train.template {template} names it: define it, or name another (src:{path.name}:FUNCTION)")
+        return
+    a = fn.args
+    positional = len(a.posonlyargs) + len(a.args)
+    if a.vararg is None and not positional - len(a.defaults) <= 3 <= positional:
+        add("model", "fail", f"src/{path.name}, line {fn.lineno}: {func} takes {positional} positional "
+            "argument(s); it is called with three: (input_shape, num_classes, params)", "change its signature")
+        return
+    add("model", "ok", f"model.train.template {template}: src/{path.name} defines {func}")
+
+
 def diagnose(ws: Workspace) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
 
@@ -81,13 +121,20 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         return {"workspace": str(ws.root), "checks": out, "failed": True}
     from runtime.jobs.runner import check_plan
 
-    for sid in cfg.order():  # each step's own rules, as `cdl run` checks them before it starts anything
+    refusals: dict[str, list[str]] = {}  # what a rule says -> the steps saying it (model.tune and model.train
+    for sid in cfg.order():  # check model.train's template alike): each step's own rules, as `cdl run` checks them
         try:
             check_plan(cfg, [sid])
         except CdlError as exc:
-            said = str(exc) if str(exc).startswith("cdl.yaml") else f"cdl.yaml: {exc}"
-            add("workspace", "fail", said, "fix it in cdl.yaml or the step's Parameters dialog: `cdl "
-                "run` refuses to start while it stands")
+            said = str(exc)
+            refusals.setdefault(said.removeprefix(f"{sid}: "), []).append(said)
+    for rule, saying in refusals.items():
+        said = saying[0] if len(saying) == 1 else \
+            f"{', '.join(m.removesuffix(rule).removesuffix(': ') for m in saying)}: {rule}"
+        said = said if said.startswith("cdl.yaml") else f"cdl.yaml: {said}"
+        add("workspace", "fail", said, "fix it in cdl.yaml or the step's Parameters dialog: `cdl "
+            "run` refuses to start while it stands")
+    _model_code(ws, cfg, add)
     from runtime.jobs.runner import run_in_progress
 
     holder = run_in_progress(ws)

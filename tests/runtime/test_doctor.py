@@ -111,3 +111,33 @@ def test_doctor_says_when_the_test_split_is_too_small_to_judge_by(tmp_path):
                               "review's per-class scores rest on that")
     assert "test_fraction" in warn["hint"]
     ws.close()
+
+
+def test_doctor_reads_the_model_code(text_ws):
+    """model.train's own code (src:FILE.py) is read, not run: a syntax error, a missing build function or the wrong
+    number of arguments failed only when the first model was built, after the data pipeline and preprocessing."""
+    cfg = text_ws.config()
+    cfg.steps["model.train"]["template"] = "src:net.py"
+    cfg.save()
+    net = text_ws.root / "src" / "net.py"
+    cases = [
+        ("def build_model(input_shape, num_classes, params)\n    pass\n",
+         "fail", "src/net.py, line 1: SyntaxError: expected ':'"),
+        ("def build(input_shape, num_classes, params):\n    pass\n",
+         "fail", "src/net.py defines no function build_model(input_shape, num_classes, params) (it defines build)"),
+        ("def build_model(input_shape, num_classes):\n    pass\n",
+         "fail", "src/net.py, line 1: build_model takes 2 positional argument(s); it is called with three: "
+                 "(input_shape, num_classes, params)"),
+        ("def build_model(input_shape, num_classes, params, extra=None):\n    pass\n",
+         "ok", "model.train.template src:net.py: src/net.py defines build_model"),
+    ]
+    for code, status, said in cases:
+        net.write_text(code)
+        found = [(c["status"], c["detail"]) for c in diagnose(text_ws)["checks"] if c["area"] == "model"]
+        assert found == [(status, said)], found
+    net.unlink()  # a missing file: the step rule names it (once, under workspace), the model check says nothing more
+    checks = diagnose(text_ws)["checks"]
+    assert not [c for c in checks if c["area"] == "model"]
+    said = [c["detail"] for c in checks if c["area"] == "workspace" and "src/net.py does not exist" in c["detail"]]
+    assert said == ["cdl.yaml: model.tune, model.train: model.train.template src:net.py: src/net.py does not exist; "
+                    "src/ has no .py file"], said  # both steps check it: said once, naming both
