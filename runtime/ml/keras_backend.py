@@ -28,6 +28,7 @@ from runtime.ml.common import (  # noqa: E402
     carry_weights,
     check_user_model,
     user_builder,
+    user_source,
 )
 
 
@@ -82,7 +83,7 @@ def build(arch: dict[str, Any], workspace: Path | None = None):  # noqa: ANN201
         x = layers.Dropout(hp["dropout"])(x)
         out = layers.Dense(n_classes, name="logits")(x)
         return keras.Model(inp, out, name="small_cnn")
-    model = user_builder(template, workspace)(shape, n_classes, hp)
+    model = user_builder(template, workspace, arch.get("source"))(shape, n_classes, hp)  # the code it was trained with
     if not isinstance(model, keras.Model):
         raise ValueError(f"{template}: build_model must return a Keras (tf_keras) Model for the keras framework")
     return model
@@ -111,6 +112,9 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     shape = tuple(X.shape[1:])
     arch = {"framework": "keras", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
+    source = user_source(cfg.template, cfg.workspace)
+    if source is not None:  # a checkpoint holds the whole model; a student (distill) is built from this code
+        arch["source"] = source
     model = build(arch, cfg.workspace)
     if cfg.template.startswith("src:") and len(train_idx):
         x0 = _as_input(X, train_idx[:2], arch["layout"])

@@ -668,3 +668,24 @@ def test_a_misspelt_model_file_is_refused_before_anything_runs(small_bbc):
                                           r"'tiny.py'\?\); src/ has tiny.py"):
         Runner(ws).run(until="model.train", overrides={"model.train": {"template": "src:tny.py"}})
     assert len(ws.store.last_step_runs()) == before  # nothing ran
+
+
+@pytest.mark.tensorflow
+def test_a_keras_src_model_builds_from_the_code_kept_with_it(tmp_path):
+    """deploy.compress's distill builds a student from the version's arch, without a workspace: for a Keras src:
+    model it failed with "template 'src:kn.py' needs a workspace" (PyTorch's kept its code already)."""
+    from runtime.ml import keras_backend as kb
+    from runtime.ml.common import user_source
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "kn.py").write_text(
+        "import tf_keras as keras\n\n"
+        "def build_model(input_shape, num_classes, params):\n"
+        "    inp = keras.Input(shape=input_shape)\n"
+        "    h = keras.layers.Dense(params['hidden'], activation='relu')(inp)\n"
+        "    return keras.Model(inp, keras.layers.Dense(num_classes)(h))\n")
+    arch = {"framework": "keras", "template": "src:kn.py", "input_shape": [10], "classes": ["a", "b", "c"],
+            "hyperparameters": {"hidden": 4}, "layout": "flat", "source": user_source("src:kn.py", tmp_path)}
+    (tmp_path / "src" / "kn.py").unlink()
+    student = kb.build({**arch, "hyperparameters": {"hidden": 2}})
+    assert student.output_shape == (None, 3) and student.layers[1].units == 2
