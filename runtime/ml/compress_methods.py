@@ -96,7 +96,7 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
             path, _ = export_native(mv, model, example)
             after = ct.param_count(model)
             return Output(path, {"student_hidden": hidden}, {"params_teacher": before, "params_student": after},
-                          message=f"student with hidden {hidden}: {after} parameters (teacher {before})")
+                          message=_student_note(mv, hidden, before, after))
         if method == "lowrank":
             rank = opts.get("rank", 0.25)
             model, layers = ct.factorize(teacher, rank)
@@ -136,7 +136,7 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
         path, _ = export_native(mv, model, example)
         after = ck.param_count(model)
         return Output(path, {"student_hidden": hidden}, {"params_teacher": before, "params_student": after},
-                      message=f"student with hidden {hidden}: {after} parameters (teacher {before})")
+                      message=_student_note(mv, hidden, before, after))
     if method == "lowrank":
         rank = opts.get("rank", 0.25)
         model, layers = ck.factorize(teacher, rank)
@@ -151,3 +151,13 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
                       message=f"{len(layers)} dense layer(s) factorized"
                       + (f", fine-tuned {epochs} epoch(s)" if epochs else ""))
     raise Skipped(f"method {method} is not built for Keras models")
+
+
+def _student_note(mv: Any, hidden: int, before: int, after: int) -> str:  # noqa: ANN401
+    """What distill says: the student's size; where it is no smaller, why (a src: model's build_model that does not
+    read params["hidden"] builds the teacher's size whatever student_hidden says)."""
+    note = f"student with hidden {hidden}: {after} parameters (teacher {before})"
+    if after >= before:
+        note += (f"; no smaller: {mv.template}'s build_model does not size the model by params['hidden']"
+                 if mv.template.startswith("src:") else "; no smaller: lower student_hidden")
+    return note

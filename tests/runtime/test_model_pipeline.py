@@ -248,6 +248,12 @@ def test_editing_the_model_code_makes_training_stale_and_versions_keep_theirs(sm
     rows = {r["field"]: r for r in compare(ws, "ws:1", "ws:2")["lineage"]}  # one template name, two models
     assert rows["template"]["differs"] is False and rows["model code"]["differs"] is True
     assert rows["model code"]["b"] == f"sha256 {code['model_sha256'][:12]}"
+    # a distilled student is built from the kept code too; one that ignores params["hidden"] is no smaller, and says so
+    res = Runner(ws).run(steps=["deploy.export", "deploy.compress"], overrides={
+        "deploy.export": {"model": "ws:2"}, "deploy.compress": {"methods": ["distill"]}})
+    assert res.ok, [o.error for o in res.steps]
+    notes = [v.message for v in ws.store.variants("ws", 2) if v.variant == "distill"]
+    assert notes and "no smaller: src:tiny.py's build_model does not size the model by params['hidden']" in notes[0], notes
 
 
 @pytest.mark.tensorflow
