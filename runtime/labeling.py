@@ -349,7 +349,7 @@ class LabelQueue:
         if any(r.id == ref for r in view.rows):  # a content id of the version, no longer among the items
             return ref
         rows = list(view.rows) + list(self._staged().values())
-        matches = [r for r in rows if r.id.startswith(ref) or r.uid.endswith(ref)]
+        matches = [r for r in rows if r.id.startswith(ref) or r.uid.endswith(ref) or r.source == ref]
         if len({r.id for r in matches}) == 1:
             return matches[0].id
         if not matches:

@@ -59,6 +59,21 @@ def test_queue_next_set_skip_undo(unlabeled_ws):
     assert isinstance(q.content(first.uid), str) and len(q.content(first.uid)) > 20
 
 
+def test_an_item_is_named_as_the_cli_and_the_panel_show_it(unlabeled_ws):
+    """The panel showed an item's source ("articles.csv#row2"), which `cdl labels set` refused ("not in the
+    checked-out dataset version"); the panel shows the uid now, and the source is taken too."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    ws = unlabeled_ws
+    item = LabelQueue(ws, "alice").next()
+    assert item.uid != item.source  # "articles.csv:row2" and "articles.csv#row2"
+    for ref in (item.source, item.uid):
+        r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", ref, "tech", "--labeler", "alice"])
+        assert r.exit_code == 0 and f"{item.item_id[:12]} -> tech" in r.output, (ref, r.output)
+
+
 def test_two_labelers_are_handed_different_items(unlabeled_ws):
     """As Label Studio locks a task for its annotator: the item one labeler has open goes to no one else
     until it is labeled or skipped, or its lease runs out."""

@@ -127,6 +127,8 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert len(p._class_buttons) == 5 and p._class_buttons[0].text().startswith("1")
     first = p.current
     assert first is not None and p.text.toPlainText()
+    # named by its uid, as `cdl labels next` names it and `cdl labels set` takes it; the source in the tooltip
+    assert p.meta.text().startswith(f"<b>{first.uid}</b>") and first.source in p.meta.toolTip()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_5)  # tech
     recs = [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"]

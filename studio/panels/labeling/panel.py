@@ -257,7 +257,10 @@ class LabelingPanel(Panel):
                       f"({sug['confidence']:.2f}), Enter takes it")
         if not self.classes:
             extra += " — no classes yet: <b>New class…</b> names the first"
-        self.meta.setText(f"<b>{item.source}</b> ({label}, split {item.split or '-'}){extra}")
+        # the item's uid, as `cdl labels next` names it and `cdl labels set` takes it (the panel showed its source,
+        # "b.csv#row3", which `labels set` did not know; and unescaped, so a name with "<" or "&" broke the line)
+        self.meta.setText(f"<b>{html.escape(item.uid)}</b> ({html.escape(label)}, split {item.split or '-'}){extra}")
+        self.meta.setToolTip(f"source: {item.source}\nitem id: {item.item_id}")
         content = d["content"]
         if isinstance(content, str):
             self.image.hide()
