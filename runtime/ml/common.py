@@ -202,17 +202,90 @@ class EarlyStopping:
         return False, self.patience > 0 and self.bad >= self.patience
 
 
-def user_source(template: str, workspace: Path | None) -> dict[str, str] | None:
-    """The code of a `src:FILE.py[:FUNCTION]` template as a checkpoint keeps it ({"file", "sha256", "text"}), so
-    that a model version loads with the code it was trained with after src/FILE.py is edited (as MLflow keeps a
-    model's code_paths); None for the built-in templates and for a file that is not there."""
+def user_source(template: str, workspace: Path | None) -> dict[str, Any] | None:
+    """The code of a `src:FILE.py[:FUNCTION]` template as a checkpoint keeps it ({"file", "sha256", "text"}, and
+    "modules": {name: text} for the other src/ files it imports, as `from layers import Block` imports
+    src/layers.py), so that a model version loads with the code it was trained with after src/ is edited (as MLflow
+    keeps a model's code_paths); sha256 covers them all. None for the built-in templates and a file not there."""
     path = _user_path(template, workspace)
     if path is None or not path.is_file():
         return None
     import hashlib
 
     data = path.read_bytes()
-    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "text": data.decode("utf-8")}
+    modules = _imported_siblings(path)
+    digest = hashlib.sha256(data)
+    for name in sorted(modules):
+        digest.update(b"\0" + name.encode() + b"\0" + modules[name].encode("utf-8"))
+    out: dict[str, Any] = {"file": path.name, "sha256": digest.hexdigest(), "text": data.decode("utf-8")}
+    if modules:
+        out["modules"] = modules
+    return out
+
+
+def _imported_siblings(path: Path) -> dict[str, str]:
+    """{module name: text} of the src/ files that src/FILE.py imports (`import layers`, `from layers import x`),
+    and those they import in turn."""
+    import ast
+
+    found: dict[str, str] = {}
+    todo = [path.read_bytes()]
+    while todo:
+        try:
+            tree = ast.parse(todo.pop())
+        except (SyntaxError, ValueError):
+            continue  # loading it says where
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                f = path.parent / f"{top}.py"
+                if top not in found and f.is_file() and f != path:
+                    found[top] = f.read_text(encoding="utf-8")
+                    todo.append(found[top].encode("utf-8"))
+    return found
+
+
+class _KeptModules:
+    """While it is entered, `import layers` gives the src/layers.py kept with a model (source["modules"]), not the
+    file as it is now, nor another version's: the names are taken out of sys.modules before and after."""
+
+    def __init__(self, modules: dict[str, str]):
+        self.modules = modules
+        self._saved: dict[str, Any] = {}
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:  # noqa: ANN401
+        if name not in self.modules:
+            return None
+        return importlib.util.spec_from_loader(name, self, origin=f"src/{name}.py")
+
+    def create_module(self, spec: Any) -> None:  # noqa: ANN401
+        return None
+
+    def exec_module(self, module: Any) -> None:  # noqa: ANN401
+        module.__file__ = f"src/{module.__name__}.py"
+        exec(compile(self.modules[module.__name__], module.__file__, "exec"), module.__dict__)  # noqa: S102
+
+    def __enter__(self) -> _KeptModules:
+        import sys
+
+        self._saved = {n: sys.modules.pop(n) for n in self.modules if n in sys.modules}
+        sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import sys
+
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for n in self.modules:
+            sys.modules.pop(n, None)
+        sys.modules.update(self._saved)
 
 
 def user_code_digest(template: str, workspace: Path | None) -> str:
@@ -249,7 +322,8 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
         mod.__file__ = filename
         where = f"{source['file']} (the code kept with the model, sha256 {source['sha256'][:12]})"
         try:
-            exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own model code
+            with _KeptModules(source.get("modules") or {}):
+                exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own code
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: {filename} does not load: {type(exc).__name__}: {exc}", exc) from exc
     else:
@@ -270,9 +344,12 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
         raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
     builder = getattr(mod, func)
 
+    kept = (source or {}).get("modules") or {}
+
     def build(input_shape: tuple[int, ...], num_classes: int, params: dict[str, Any]) -> Any:  # noqa: ANN401
         try:
-            return builder(input_shape, num_classes, params)
+            with _KeptModules(kept):  # an import inside build_model gets the kept code too
+                return builder(input_shape, num_classes, params)
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: {func}(input_shape={tuple(input_shape)}, num_classes={num_classes}, "
                                 f"params) failed: {type(exc).__name__}: {exc}", exc) from exc

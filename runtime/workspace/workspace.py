@@ -78,8 +78,9 @@ For example (PyTorch, text):
                                    torch.nn.Dropout(params["dropout"]),
                                    torch.nn.Linear(params["hidden"], num_classes))
 
-Editing the file makes model.tune and model.train stale, so the next `cdl run` trains it again. A PyTorch
-model version keeps the code it was trained with in its checkpoint, and loads with it after the file changes.
+It may import other files of src/ (`from layers import block` for src/layers.py). Editing any of them makes
+model.tune and model.train stale, so the next `cdl run` trains again. A model version keeps the code it was
+trained with (this file and those it imports), and loads with it after the files change.
 """
 
 

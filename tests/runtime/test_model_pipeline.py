@@ -579,7 +579,7 @@ def test_the_src_readme_example_builds_a_model():
 
     from runtime.workspace.workspace import SRC_README
 
-    example = textwrap.dedent(SRC_README.split("For example (PyTorch, text):\n", 1)[1].split("\nEditing", 1)[0])
+    example = textwrap.dedent(SRC_README.split("For example (PyTorch, text):\n", 1)[1].split("\nIt may import", 1)[0])
     ns: dict = {}
     exec(compile(example, "src/README.md", "exec"), ns)  # noqa: S102
     model = ns["build_model"]((100,), 3, {"hidden": 8, "dropout": 0.1, "lr": 0.001, "batch_size": 4})
@@ -695,3 +695,42 @@ def test_a_keras_src_model_builds_from_the_code_kept_with_it(tmp_path):
     (tmp_path / "src" / "kn.py").unlink()
     student = kb.build({**arch, "hyperparameters": {"hidden": 2}})
     assert student.output_shape == (None, 3) and student.layers[1].units == 2
+
+
+def test_a_model_in_several_src_files_is_kept_whole(small_bbc):
+    """`from layers import block` in src/net.py failed ("No module named 'layers'"): src/ was not importable. The
+    files a model imports from src/ are kept with it now, are part of what makes training stale, and a version
+    loads with its own copies after they change."""
+    from runtime.jobs.runner import StepStatus
+    from runtime.ml import torch_backend
+    from runtime.ml.preprocess import load_transform
+
+    ws = small_bbc
+    src = ws.root / "src"
+    (src / "layers.py").write_text("import torch\n\nWIDTH = 12\n\ndef block(n, k):\n"
+                                   "    return torch.nn.Sequential(torch.nn.Linear(n, k), torch.nn.ReLU())\n")
+    (src / "net.py").write_text("import torch\nfrom layers import WIDTH, block\n\n"
+                                "def build_model(input_shape, num_classes, params):\n"
+                                "    return torch.nn.Sequential(block(input_shape[0], WIDTH), torch.nn.Linear(WIDTH, num_classes))\n")
+    cfg = ws.config()
+    cfg.steps["model.train"].update({"template": "src:net.py", "use_tuned": False, "epochs": 1})
+    cfg.steps["model.tune"].update({"n_trials": 1, "max_epochs": 1})
+    cfg.save()
+    res = Runner(ws).run(until="model.register")
+    assert res.ok, [o.error for o in res.steps]
+    v1 = ws.store.model_version("ws", 1)
+    assert set(v1.extra["arch"]["source"]["modules"]) == {"layers"}
+    ckpt = ws.artifacts.get(v1.artifacts["checkpoint"])
+    X = load_transform(ws, v1.transform).X_test[:4]
+    before = torch_backend.predict_proba(ckpt, X, ws.root)
+    (src / "layers.py").write_text((src / "layers.py").read_text().replace("WIDTH = 12", "WIDTH = 20"))
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["model.train"].status == StepStatus.STALE, states["model.train"]
+    np.testing.assert_array_equal(torch_backend.predict_proba(ckpt, X, ws.root), before)  # its own layers.py
+    import sys
+
+    assert "layers" not in sys.modules  # nothing of it stays behind for another version to pick up
+    assert Runner(ws).run(until="model.register").ok
+    v2 = ws.store.model_version("ws", 2)
+    model, _ = torch_backend.load(ws.artifacts.get(v2.artifacts["checkpoint"]), ws.root)
+    assert model[0][0].out_features == 20
