@@ -162,10 +162,42 @@ class MainWindow(QMainWindow):
         # paint (tests/studio/test_window.py::test_qt_bindings_load_on_the_gui_thread_only).
         QTimer.singleShot(0, _import_pyqtgraph)
         QTimer.singleShot(0, self.view.fit)
+        self._watch_files(root)
         first = graph["steps"][0]["id"] if graph["steps"] else None
         if first:
             self.scene.select(first)
             self.select_step(first)
+
+    def _watch_files(self, root: Path) -> None:
+        """cdl.yaml and src/ edited outside the studio (an editor, `git pull`) refresh the statuses: the flowchart
+        kept showing model.train done after src/net.py changed, until Refresh."""
+        from PySide6.QtCore import QFileSystemWatcher
+
+        self._watcher = QFileSystemWatcher(self)
+        self._watch_root = root
+        self._watch_timer = QTimer(self)
+        self._watch_timer.setSingleShot(True)
+        self._watch_timer.setInterval(400)  # an editor's save is several events: one refresh
+        self._watch_timer.timeout.connect(self._files_changed)
+        self._watcher.fileChanged.connect(lambda _p: self._watch_timer.start())
+        self._watcher.directoryChanged.connect(lambda _p: self._watch_timer.start())
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        """Watch cdl.yaml, src/ and its files again: an editor that saves by writing a new file and renaming it
+        over the old one ends the watch on the old one."""
+        root = self._watch_root
+        want = [root / "cdl.yaml", root / "src", *sorted((root / "src").glob("*.py"))]
+        have = set(self._watcher.files()) | set(self._watcher.directories())
+        new = [str(p) for p in want if p.exists() and str(p) not in have]
+        if new:
+            self._watcher.addPaths(new)
+
+    def _files_changed(self) -> None:
+        self._rewatch()
+        if self.runtime is not None and self.runtime.current_job:
+            return  # the job's events refresh the statuses when it ends
+        self._refresh_status()
 
     def _toolbar(self) -> None:
         tb = QToolBar("Flowchart")

@@ -398,3 +398,39 @@ def test_the_studio_on_a_folder_that_is_no_workspace_offers_to_create_it_there(t
     assert other.start_page.message.text().startswith(f"{tmp_path.resolve()}: not a CDL workspace (no cdl.yaml): "
                                                       "Create makes one there")
     other.close()
+
+
+def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
+    """cdl.yaml and src/ changed in an editor: the flowchart kept its statuses (model.train done after its model
+    file changed) until Refresh was clicked. The window watches them, and follows an editor's save-by-rename."""
+    import os
+
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    (ws.root / "src" / "net.py").write_text("# v1\n")
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    calls: list[int] = []
+    w._refresh_status = lambda: calls.append(1)
+    assert str(ws.root / "src" / "net.py") in w._watcher.files()
+    cfg = ws.root / "cdl.yaml"
+    cfg.write_text(cfg.read_text() + "# edited\n")
+    qtbot.waitUntil(lambda: len(calls) >= 1, timeout=5000)
+    qtbot.wait(600)
+    n = len(calls)
+    tmp = ws.root / "src" / "net.py.new"  # as editors save: a new file renamed over the old one
+    tmp.write_text("# v2\n")
+    os.replace(tmp, ws.root / "src" / "net.py")
+    qtbot.waitUntil(lambda: len(calls) > n, timeout=5000)
+    assert str(ws.root / "src" / "net.py") in w._watcher.files()  # still watched after the rename
+    qtbot.wait(600)
+    n = len(calls)
+    (ws.root / "src" / "net.py").write_text("# v3\n")
+    qtbot.waitUntil(lambda: len(calls) > n, timeout=5000)
+    (ws.root / "src" / "layers.py").write_text("# new\n")  # a new module: watched from now on
+    qtbot.waitUntil(lambda: str(ws.root / "src" / "layers.py") in w._watcher.files(), timeout=5000)
