@@ -52,8 +52,11 @@ class StepOutcome:
     gate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.step, "status": self.status, "duration": round(self.duration, 3),
-                "message": self.message, "error": self.error, "summary": self.summary}
+        out = {"id": self.step, "status": self.status, "duration": round(self.duration, 3),
+               "message": self.message, "error": self.error, "summary": self.summary}
+        if self.traceback:  # a bug's, or the workspace's own code's (src/): where it failed
+            out["traceback"] = self.traceback
+        return out
 
 
 @dataclass
@@ -291,7 +294,7 @@ class Runner:
             store.finish_step_run(run_id, "failed", error=f"{reason}\n{tb}" if tb else reason, summary=summary)
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=reason,
                              data={**summary, "traceback": tb} if tb else summary))
-            return StepOutcome(step, "failed", dt, summary=summary, error=reason, message=reason,
+            return StepOutcome(step, "failed", dt, summary=summary, error=reason, message=reason, traceback=tb,
                                gate=isinstance(exc, GateFailed))
         except Exception as exc:  # a bug or a library error: keep the traceback for the user
             dt = time.perf_counter() - t0

@@ -612,6 +612,7 @@ def test_errors_in_the_model_code_say_what_and_where(small_bbc):
             "template": "src:tiny.py", "use_tuned": False, "epochs": 1}})
         assert not res.ok
         assert res.steps[0].error == said, res.steps[0].error
+        assert (res.steps[0].traceback is None) == (traced is None)  # CI's JUnit report carries it
         run = step_history(ws, "model.train", limit=1)["runs"][0]
         assert run["error"] == said, run
         if traced is None:
@@ -640,6 +641,12 @@ def test_an_error_in_the_model_code_during_training_names_its_line(small_bbc):
     res = Runner(ws).run(steps=["model.train"], overrides={"model.train": {
         "template": "src:tiny.py", "use_tuned": False, "epochs": 1}})
     assert res.steps[0].error == "ValueError: only while training (src/tiny.py, line 10, in forward)", res.steps[0]
+    # `cdl run --json --junit` (CI): the step's traceback, which names the user's line, is in both
+    from runtime.reporting import job_json, write_junit
+
+    assert 'File "src/tiny.py", line 10, in forward' in job_json(res)["steps"][0]["traceback"]
+    write_junit(res, ws.root / "report.xml")
+    assert 'File "src/tiny.py", line 10, in forward' in (ws.root / "report.xml").read_text()
     assert 'File "src/tiny.py", line 10, in forward' in step_history(ws, "model.train", limit=1)["runs"][0]["traceback"]
     from click.testing import CliRunner
 
