@@ -54,6 +54,9 @@ class ProgressPrinter:
         elif ev.kind == EventKind.FAILED:
             self._close()
             self._write(f"✗ {ev.step}: {ev.message}")
+            tb = (ev.data or {}).get("traceback")
+            if tb:  # a bug's, or the workspace's own code's: the line of src/ it names is in it
+                self._write("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))
 
     def _close(self) -> None:
         if self._bar is not None:

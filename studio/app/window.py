@@ -456,6 +456,9 @@ class MainWindow(QMainWindow):
             if ev.step:
                 model.set_status(ev.step, "failed", ev.message)
             self.job_bar.log.add(f"✗ {ev.step}: {ev.message}")
+            tb = (ev.data or {}).get("traceback")
+            if tb:  # where it failed (the Runs dialog keeps it too)
+                self.job_bar.log.add("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))
             self.statusBar().showMessage(f"{ev.step} failed: {ev.message}", 20000)
         for panel in self.panels.values():
             panel.on_event(ev)

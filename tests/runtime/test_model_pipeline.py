@@ -652,9 +652,15 @@ def test_an_error_in_the_model_code_during_training_names_its_line(small_bbc):
 
     from runtime.cli import cli
 
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "run", "model.train", "--set", "model.train.template=src:tiny.py",
+                                 "--set", "model.train.use_tuned=false", "--set", "model.train.epochs=1"])
+    assert r.exit_code == 1 and "✗ model.train: ValueError: only while training (src/tiny.py, line 10, in forward)\n" \
+        "    Traceback (most recent call last):" in r.stderr and '      File "src/tiny.py", line 10, in forward' \
+        in r.stderr, r.stderr  # `cdl run` prints where, under the step's line
     out = CliRunner().invoke(cli, ["-w", str(ws.root), "runs", "model.train"]).output  # the newest run's traceback
-    assert '       File "src/tiny.py", line 10, in forward' in out and out.rstrip().endswith(
-        "ValueError: only while training"), out
+    newest, older = out.split("\n#", 1)  # the traceback under the newest run only, before the run before it
+    assert '       File "src/tiny.py", line 10, in forward' in newest and newest.rstrip().endswith(
+        "ValueError: only while training") and "Traceback" not in older, out
 
 
 def test_a_runs_overrides_reach_the_steps_that_read_them(small_bbc):

@@ -434,3 +434,11 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
     qtbot.waitUntil(lambda: len(calls) > n, timeout=5000)
     (ws.root / "src" / "layers.py").write_text("# new\n")  # a new module: watched from now on
     qtbot.waitUntil(lambda: str(ws.root / "src" / "layers.py") in w._watcher.files(), timeout=5000)
+    # a step that fails with a traceback (its own code's) shows it in the job log, under the step's line
+    from runtime.domain.events import Event, EventKind
+
+    w._on_event(Event(EventKind.FAILED, step="model.train", message="KeyError: 'hiden' (src/net.py, line 4, in "
+                      "build_model)", data={"traceback": 'Traceback (most recent call last):\n  File "src/net.py", '
+                                                         "line 4, in build_model\nKeyError: 'hiden'"}))
+    assert "✗ model.train: KeyError: 'hiden' (src/net.py, line 4, in build_model)\n    Traceback (most recent call " \
+        'last):\n      File "src/net.py", line 4, in build_model' in w.job_bar.log.toPlainText()
