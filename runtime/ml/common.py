@@ -289,8 +289,9 @@ class _KeptModules:
 
 
 def user_code_digest(template: str, workspace: Path | None) -> str:
-    """What a step that trains `template` fingerprints of its code: "" for a built-in template, else src/FILE.py's
-    sha256 (or that it is missing), so that editing the file makes model.tune and model.train stale."""
+    """What a step that trains `template` fingerprints of its code: "" for a built-in template, else the sha256 of
+    src/FILE.py and the src/ files it imports (or that it is missing), so that editing them makes model.tune and
+    model.train stale."""
     if not template.startswith("src:"):
         return ""
     src = user_source(template, workspace)
@@ -304,7 +305,7 @@ def _user_path(template: str, workspace: Path | None) -> Path | None:
     return Path(workspace) / "src" / parts[1]
 
 
-def user_builder(template: str, workspace: Path | None, source: dict[str, str] | None = None) -> Callable[..., Any]:
+def user_builder(template: str, workspace: Path | None, source: dict[str, Any] | None = None) -> Callable[..., Any]:
     """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder; with `source`
     (what user_source kept when the model was trained), the function in that code instead of the file's now.
     Code that does not load (a syntax error, a failed import) raises UserCodeError, which says where."""
@@ -320,7 +321,7 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
         filename = f"src/{source['file']}"  # what tracebacks and UserCodeError name
         mod = types.ModuleType(f"cdl_user_{Path(source['file']).stem}")
         mod.__file__ = filename
-        where = f"{source['file']} (the code kept with the model, sha256 {source['sha256'][:12]})"
+        where = filename
         try:
             with _KeptModules(source.get("modules") or {}):
                 exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own code
@@ -339,7 +340,7 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, str] |
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: src/{path.name} does not load: {type(exc).__name__}: {exc}",
                                 exc) from exc
-        where = path.name
+        where = f"src/{path.name}"
     if not hasattr(mod, func):
         raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
     builder = getattr(mod, func)
