@@ -24,8 +24,8 @@ def train_params(ctx: StepContext) -> dict[str, Any]:
 
 
 def check_template(config: Any, where: str) -> None:  # noqa: ANN401 - a PipelineConfig
-    """The cnn template takes images: in a text workspace it failed when the first model was built, a tuning study's
-    every trial with it ("no trial completed"), after the steps before had run."""
+    """The cnn template takes images, and a src: template's file must be in src/: either failed only when the first
+    model was built (a tuning study's every trial with it, "no trial completed"), after the steps before had run."""
     if "model.train" not in config.steps:
         return
     template = str(config.params("model.train")["template"])
