@@ -204,31 +204,38 @@ class EarlyStopping:
 
 def user_source(template: str, workspace: Path | None) -> dict[str, Any] | None:
     """The code of a `src:FILE.py[:FUNCTION]` template as a checkpoint keeps it ({"file", "sha256", "text"}, and
-    "modules": {name: text} for the other src/ files it imports, as `from layers import Block` imports
-    src/layers.py), so that a model version loads with the code it was trained with after src/ is edited (as MLflow
-    keeps a model's code_paths); sha256 covers them all. None for the built-in templates and a file not there."""
+    "modules": {name: text} for the src/ files and packages it imports, as `from layers import Block` imports
+    src/layers.py and `from blocks.conv import Conv` src/blocks/conv.py, with "packages" naming the packages), so
+    that a model version loads with the code it was trained with after src/ is edited (as MLflow keeps a model's
+    code_paths); sha256 covers them all. None for the built-in templates and a file not there."""
     path = _user_path(template, workspace)
     if path is None or not path.is_file():
         return None
     import hashlib
 
     data = path.read_bytes()
-    modules = _imported_siblings(path)
+    modules, packages = _imported_siblings(path)
     digest = hashlib.sha256(data)
     for name in sorted(modules):
-        digest.update(b"\0" + name.encode() + b"\0" + modules[name].encode("utf-8"))
+        kind = b"package" if name in packages else b"module"
+        digest.update(b"\0" + kind + b"\0" + name.encode() + b"\0" + modules[name].encode("utf-8"))
     out: dict[str, Any] = {"file": path.name, "sha256": digest.hexdigest(), "text": data.decode("utf-8")}
     if modules:
         out["modules"] = modules
+    if packages:
+        out["packages"] = sorted(packages)
     return out
 
 
-def _imported_siblings(path: Path) -> dict[str, str]:
-    """{module name: text} of the src/ files that src/FILE.py imports (`import layers`, `from layers import x`),
-    and those they import in turn."""
+def _imported_siblings(path: Path) -> tuple[dict[str, str], set[str]]:
+    """({module name: text}, {package names}) of what src/FILE.py imports from src/ (`import layers`: layers.py;
+    `from blocks import conv`: the package folder blocks/, every module in it), and what those import in turn."""
     import ast
 
+    src = path.parent
     found: dict[str, str] = {}
+    packages: set[str] = set()
+    done: set[str] = set()
     todo = [path.read_bytes()]
     while todo:
         try:
@@ -242,33 +249,51 @@ def _imported_siblings(path: Path) -> dict[str, str]:
                 names = [node.module]
             else:
                 continue
-            for name in names:
-                top = name.split(".")[0]
-                f = path.parent / f"{top}.py"
-                if top not in found and f.is_file() and f != path:
-                    found[top] = f.read_text(encoding="utf-8")
-                    todo.append(found[top].encode("utf-8"))
-    return found
+            for top in {n.split(".")[0] for n in names} - done:
+                done.add(top)
+                f, d = src / f"{top}.py", src / top
+                if f.is_file() and f != path:
+                    files = {top: f}
+                elif (d / "__init__.py").is_file():
+                    files = {}
+                    for g in sorted(d.rglob("*.py")):
+                        if "__pycache__" in g.parts:
+                            continue
+                        parts = g.relative_to(src).with_suffix("").parts
+                        if parts[-1] == "__init__":
+                            parts = parts[:-1]
+                            packages.add(".".join(parts))
+                        files[".".join(parts)] = g
+                else:
+                    continue
+                for name, g in files.items():
+                    found[name] = g.read_text(encoding="utf-8")
+                    todo.append(found[name].encode("utf-8"))
+    return found, packages
 
 
 class _KeptModules:
     """While it is entered, `import layers` gives the src/layers.py kept with a model (source["modules"]), not the
     file as it is now, nor another version's: the names are taken out of sys.modules before and after."""
 
-    def __init__(self, modules: dict[str, str]):
+    def __init__(self, modules: dict[str, str], packages: list[str] | None = None):
         self.modules = modules
+        self.packages = set(packages or ())
         self._saved: dict[str, Any] = {}
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:  # noqa: ANN401
         if name not in self.modules:
             return None
-        return importlib.util.spec_from_loader(name, self, origin=f"src/{name}.py")
+        return importlib.util.spec_from_loader(name, self, origin=self._file(name), is_package=name in self.packages)
+
+    def _file(self, name: str) -> str:
+        return f"src/{name.replace('.', '/')}" + ("/__init__.py" if name in self.packages else ".py")
 
     def create_module(self, spec: Any) -> None:  # noqa: ANN401
         return None
 
     def exec_module(self, module: Any) -> None:  # noqa: ANN401
-        module.__file__ = f"src/{module.__name__}.py"
+        module.__file__ = self._file(module.__name__)
         exec(compile(self.modules[module.__name__], module.__file__, "exec"), module.__dict__)  # noqa: S102
 
     def __enter__(self) -> _KeptModules:
@@ -323,7 +348,7 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, Any] |
         mod.__file__ = filename
         where = filename
         try:
-            with _KeptModules(source.get("modules") or {}):
+            with _KeptModules(source.get("modules") or {}, source.get("packages")):
                 exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own code
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: {filename} does not load: {type(exc).__name__}: {exc}", exc) from exc
@@ -345,11 +370,11 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, Any] |
         raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
     builder = getattr(mod, func)
 
-    kept = (source or {}).get("modules") or {}
+    kept = _KeptModules((source or {}).get("modules") or {}, (source or {}).get("packages"))
 
     def build(input_shape: tuple[int, ...], num_classes: int, params: dict[str, Any]) -> Any:  # noqa: ANN401
         try:
-            with _KeptModules(kept):  # an import inside build_model gets the kept code too
+            with kept:  # an import inside build_model gets the kept code too
                 return builder(input_shape, num_classes, params)
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: {func}(input_shape={tuple(input_shape)}, num_classes={num_classes}, "

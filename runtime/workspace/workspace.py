@@ -78,7 +78,7 @@ For example (PyTorch, text):
                                    torch.nn.Dropout(params["dropout"]),
                                    torch.nn.Linear(params["hidden"], num_classes))
 
-It may import other files of src/ (`from layers import block` for src/layers.py). Editing any of them makes
+It may import other files and package folders of src/ (`from layers import block` for src/layers.py). Editing any of them makes
 model.tune and model.train stale, so the next `cdl run` trains again. A model version keeps the code it was
 trained with (this file and those it imports), and loads with it after the files change.
 """

@@ -747,3 +747,36 @@ def test_a_model_in_several_src_files_is_kept_whole(small_bbc):
     v2 = ws.store.model_version("ws", 2)
     model, _ = torch_backend.load(ws.artifacts.get(v2.artifacts["checkpoint"]), ws.root)
     assert model[0][0].out_features == 20
+
+
+def test_a_package_in_src_is_kept_with_the_model(small_bbc):
+    """`from blocks import head` with src/blocks/__init__.py (and a relative import inside it): the package's
+    modules are kept with the model as the single files are, and a version loads with its own copies."""
+    from runtime.ml import torch_backend
+    from runtime.ml.preprocess import load_transform
+
+    ws = small_bbc
+    pkg = ws.root / "src" / "blocks"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .heads import head\n")
+    (pkg / "heads.py").write_text("import torch\n\nWIDTH = 6\n\ndef head(n, k):\n"
+                                  "    return torch.nn.Sequential(torch.nn.Linear(n, WIDTH), torch.nn.ReLU(), "
+                                  "torch.nn.Linear(WIDTH, k))\n")
+    (ws.root / "src" / "net.py").write_text("from blocks import head\n\n"
+                                            "def build_model(input_shape, num_classes, params):\n"
+                                            "    return head(input_shape[0], num_classes)\n")
+    res = Runner(ws).run(until="model.register", overrides={
+        "model.train": {"template": "src:net.py", "use_tuned": False, "epochs": 1},
+        "model.tune": {"n_trials": 1, "max_epochs": 1}})
+    assert res.ok, [o.error for o in res.steps]
+    v1 = ws.store.model_version("ws", 1)
+    source = v1.extra["arch"]["source"]
+    assert set(source["modules"]) == {"blocks", "blocks.heads"} and source["packages"] == ["blocks"]
+    ckpt = ws.artifacts.get(v1.artifacts["checkpoint"])
+    X = load_transform(ws, v1.transform).X_test[:4]
+    before = torch_backend.predict_proba(ckpt, X, ws.root)
+    (pkg / "heads.py").write_text((pkg / "heads.py").read_text().replace("WIDTH = 6", "WIDTH = 9"))
+    np.testing.assert_array_equal(torch_backend.predict_proba(ckpt, X, ws.root), before)
+    import sys
+
+    assert not {"blocks", "blocks.heads"} & set(sys.modules)
