@@ -55,6 +55,7 @@ class TrainConfig:
     layers: int = 2
     workspace: Path | None = None  # for templates from the workspace's src/
     init: dict[str, Any] | None = None  # start from these weights (model.train's init_from; see carry_weights)
+    source: dict[str, Any] | None = None  # a src: template's code to train (user_source): a study's, else src/'s now
 
     @classmethod
     def from_params(cls, template: str, params: dict[str, Any], workspace: Path | None = None) -> TrainConfig:

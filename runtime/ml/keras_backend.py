@@ -112,7 +112,7 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     shape = tuple(X.shape[1:])
     arch = {"framework": "keras", "template": cfg.template, "input_shape": list(shape), "classes": classes,
             "hyperparameters": cfg.hyperparameters(), "layout": input_layout(cfg.template, shape)}
-    source = user_source(cfg.template, cfg.workspace)
+    source = cfg.source or user_source(cfg.template, cfg.workspace)
     if source is not None:  # a checkpoint holds the whole model; a student (distill) is built from this code
         arch["source"] = source
     model = build(arch, cfg.workspace)

@@ -238,6 +238,9 @@ class StudyPlan:
     started: float = field(default_factory=time.time)
     first_trial: int = 0  # trials the study had before this run (a named study can be resumed)
     retries: int = 1  # times a trial lost with its worker is run again
+    # model.train's src: code when the study opened (runtime.ml.common.user_source): every trial trains it, on
+    # every worker, whatever src/ holds there or later (an edit during a long study mixed two models in it)
+    code: dict[str, Any] | None = None
 
     def is_retry(self, t) -> bool:  # noqa: ANN001
         """A trial queued again after its worker died, for a trial of this run."""
@@ -368,6 +371,13 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
     tr_idx, va_idx = validation_split(prep.y_train, plan.val_fraction, plan.seed)
     me = worker_id()
     ran = {"trials": 0, "epochs": 0, "closed": 0}
+    if plan.code:
+        from runtime.ml.common import user_source
+
+        here = user_source(plan.train["template"], workspace_root)
+        if here is None or here["sha256"] != plan.code["sha256"]:
+            hooks.log(f"{plan.train['template']}: src/ here {'lacks the file' if here is None else 'differs'} from "
+                      f"the code the study opened with (sha256 {plan.code['sha256'][:12]}): its trials train that code")
 
     def objective(trial: optuna.Trial) -> float:
         if not plan.admits(trial.number, study.get_trials(deepcopy=False)):
@@ -376,6 +386,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         hp = suggest(trial, plan.space)
         params = {**plan.train, **hp, "epochs": plan.max_epochs, "patience": 0}
         cfg = TrainConfig.from_params(plan.train["template"], params, workspace_root)
+        cfg.source = plan.code
         retry_of = trial.user_attrs.get("retry_of")
         rec = store.create_trial(plan.experiment_id, trial.number, hp, worker=me, retry_of=retry_of)
         trial.set_user_attr("cdl_trial_id", rec.id)

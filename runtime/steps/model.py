@@ -227,6 +227,7 @@ class TuneStep(Step):
     def run(self, ctx: StepContext) -> StepResult:
         import optuna
 
+        from runtime.ml.common import user_source
         from runtime.ml.tuning import (
             DEFAULT_SPACE,
             Hooks,
@@ -256,7 +257,7 @@ class TuneStep(Step):
                          min_epochs=p["min_epochs"], pruner=p["pruner"], reduction_factor=p["reduction_factor"],
                          sampler=p["sampler"], seed=p["seed"], val_fraction=p["val_fraction"], train=dict(tp),
                          transform=prep.key, heartbeat=p["heartbeat"], timeout=p["timeout"],
-                         retries=p["retries"])
+                         retries=p["retries"], code=user_source(tp["template"], ctx.workspace.root))
         study, plan = open_study(ctx.store, study_name, plan)
         for values in p["enqueue"] or []:  # tried first, in this order (Optuna hands out waiting trials first)
             study.enqueue_trial(dict(values))

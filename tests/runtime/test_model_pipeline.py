@@ -780,3 +780,35 @@ def test_a_package_in_src_is_kept_with_the_model(small_bbc):
     import sys
 
     assert not {"blocks", "blocks.heads"} & set(sys.modules)
+
+
+def test_a_study_trains_the_code_it_opened_with(small_bbc):
+    """Every trial read src/ when its model was built: a model file edited during a long study (or a tuning worker
+    whose checkout differs) mixed two models in one study without a word. The study keeps the code it opened with;
+    a worker whose src/ differs trains that code and says so."""
+    import dataclasses
+
+    import optuna
+
+    from runtime.ml.common import user_source
+    from runtime.ml.tuning import PLAN_ATTR, Hooks, StudyPlan, open_study, run_study, storage
+
+    ws = small_bbc
+    (ws.root / "src" / "tiny.py").write_text(_tiny_module(8))
+    res = Runner(ws).run(until="model.tune", overrides={"model.train": {"template": "src:tiny.py"},
+                                                        "model.tune": {"n_trials": 1, "max_epochs": 1}})
+    assert res.ok, [o.error for o in res.steps]
+    name = ws.store.last_step_run("model.tune").summary["study"]
+    plan = StudyPlan.from_json(optuna.load_study(study_name=name, storage=storage(ws.store)).user_attrs[PLAN_ATTR])
+    assert plan.code["sha256"] == user_source("src:tiny.py", ws.root)["sha256"]
+    (ws.root / "src" / "tiny.py").write_text("def build_model(input_shape, num_classes, params):\n"
+                                             "    raise RuntimeError('edited since')\n")
+    exp = ws.store.create_experiment(kind="tune", step="model.tune", job=None, dataset_version=ws.current_version(),
+                                     transform=plan.transform, framework="torch", template="src:tiny.py",
+                                     git_commit=None, git_dirty=False)  # a study still open, as a worker finds it
+    study, plan = open_study(ws.store, "later", dataclasses.replace(plan, experiment_id=exp.id, n_trials=1,
+                                                                    first_trial=0))
+    logs: list[str] = []
+    run_study(ws, study, plan, Hooks(log=logs.append))
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE], logs
+    assert any("src:tiny.py: src/ here differs from the code the study opened with" in m for m in logs), logs
