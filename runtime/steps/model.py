@@ -359,7 +359,13 @@ class TrainStep(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml import distributed
-        from runtime.ml.common import StopTraining, TrainConfig, training_backend, validation_split
+        from runtime.ml.common import (
+            StopTraining,
+            TrainConfig,
+            training_backend,
+            user_source,
+            validation_split,
+        )
 
         params = dict(ctx.params)
         tuned: dict[str, Any] = {}
@@ -382,6 +388,8 @@ class TrainStep(Step):
                         + "; ".join(f"{k} {a} (tuned {_num(b)})" for k, (a, b) in kept.items()))
         prep = _prepared(ctx)
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
+        # src/ read once: the refit, and the ranks of a distributed run on other machines, train the same code
+        cfg.source = user_source(params["template"], ctx.workspace.root)
         init_report = None
         if params.get("init_from"):
             from runtime.ml.common import warm_start_plan

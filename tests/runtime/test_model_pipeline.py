@@ -812,3 +812,30 @@ def test_a_study_trains_the_code_it_opened_with(small_bbc):
     run_study(ws, study, plan, Hooks(log=logs.append))
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE], logs
     assert any("src:tiny.py: src/ here differs from the code the study opened with" in m for m in logs), logs
+
+
+def test_training_reads_the_model_code_once(small_bbc):
+    """model.train read src/ each time it built the model: a file saved during training gave the refit (and the ranks
+    of a distributed run) another model than the one trained first. It reads src/ once, at the start."""
+    import torch
+
+    from runtime.domain.events import EventKind
+    from runtime.jobs import EventBus
+    from runtime.ml import torch_backend
+
+    ws = small_bbc
+    net = ws.root / "src" / "tiny.py"
+    net.write_text(_tiny_module(8))
+    bus = EventBus()
+    logs: list[str] = []
+    bus.subscribe(lambda e: logs.append(e.message) if e.kind == EventKind.LOG else None)
+    bus.subscribe(lambda e: net.write_text(_tiny_module(30))  # saved in an editor while model.train's first fit runs
+                  if e.kind == EventKind.METRIC and e.step == "model.train" else None)
+    res = Runner(ws, bus=bus).run(until="model.register", overrides={
+        "model.train": {"template": "src:tiny.py", "use_tuned": False, "epochs": 2, "patience": 1, "refit": True},
+        "model.tune": {"n_trials": 1, "max_epochs": 1}})
+    assert res.ok, [o.error for o in res.steps]
+    mv = ws.store.model_version("ws", 1)
+    assert any(m.startswith("refit: training again") for m in logs), logs
+    model, _ = torch_backend.load(ws.artifacts.get(mv.artifacts["checkpoint"]), ws.root)
+    assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)][0] == 8
