@@ -40,7 +40,19 @@ def _suggestions(ws: Workspace, cfg: Any, step: str, name: str) -> list[str] | N
         return None
     built_in = ["bbc-net", "mlp"] + (["cnn"] if cfg.task != "text" else [])
     src = ws.root / "src"
-    return built_in + [f"src:{f.name}" for f in sorted(src.glob("*.py"))] if src.is_dir() else built_in
+    return built_in + [f"src:{f.name}" for f in sorted(src.glob("*.py")) if _builds_a_model(f)] if src.is_dir() \
+        else built_in
+
+
+def _builds_a_model(path: Any) -> bool:  # noqa: ANN401 - a Path
+    """Whether a src/ module defines build_model (a helper it imports, src/layers.py, is no template)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return True  # offered all the same: choosing it says what is wrong with it
+    return any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "build_model" for n in tree.body)
 
 
 def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[str, Any]:

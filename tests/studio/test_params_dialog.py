@@ -85,6 +85,7 @@ def test_params_dialog_offers_the_model_templates_and_src_modules(text_ws, qtbot
     memory, and a misspelt one was saved, to fail in model.train after model.tune had run."""
     ws = text_ws
     (ws.root / "src" / "net.py").write_text("def build_model(input_shape, num_classes, params):\n    pass\n")
+    (ws.root / "src" / "layers.py").write_text("def block(n, k):\n    pass\n")  # a helper net.py may import: no model
     d = ParamsDialog(ws, "model.train")
     qtbot.addWidget(d)
     box = d.editors["template"]
