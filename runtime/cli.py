@@ -103,6 +103,7 @@ def init(path: Path, template: str, name: str | None) -> None:
         "with --class-names fashion-mnist"
     click.echo(f"next: `cdl -w {at} data import SOURCE` ({source}), then `cdl -w {at} run`; or `cdl studio {at}`",
                err=True)
+    click.echo(f"a model of your own: {shlex.quote(str(path / 'src' / 'README.md'))} says how", err=True)
     outer = _outer_git_repository(ws.root)
     if outer is not None:  # a monorepo's folder: `git add` there would take the workspace as an embedded repository
         rel = ws.root.relative_to(outer)

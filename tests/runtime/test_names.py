@@ -61,6 +61,7 @@ def test_init_says_the_model_name_and_what_comes_next(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout == f"created {tmp_path / 'my news'} from template text-classification (model name my-news)\n"
     assert f"next: `cdl -w '{tmp_path / 'my news'}' data import SOURCE` (news.zip" in r.stderr, r.stderr
+    assert f"a model of your own: '{tmp_path / 'my news' / 'src' / 'README.md'}' says how" in r.stderr, r.stderr
     r = CliRunner().invoke(cli, ["init", str(tmp_path / "fm"), "-t", "image-classification"])
     assert "idx .gz files with --class-names fashion-mnist), then `cdl -w" in r.stderr, r.stderr
     assert "note:" not in r.stderr  # tmp_path is in no git repository
