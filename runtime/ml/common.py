@@ -331,10 +331,9 @@ def _user_path(template: str, workspace: Path | None) -> Path | None:
     return Path(workspace) / "src" / parts[1]
 
 
-def user_builder(template: str, workspace: Path | None, source: dict[str, Any] | None = None) -> Callable[..., Any]:
-    """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder; with `source`
-    (what user_source kept when the model was trained), the function in that code instead of the file's now.
-    Code that does not load (a syntax error, a failed import) raises UserCodeError, which says where."""
+def _user_module(template: str, workspace: Path | None, source: dict[str, Any] | None) -> tuple[Any, str, str]:
+    """(the module of a src: template, its function's name, how errors name the file): from `source` (what
+    user_source kept when the model was trained) where given, else from the workspace's src/ now."""
     from runtime.domain.errors import UserCodeError
 
     parts = template.split(":")
@@ -347,30 +346,36 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, Any] |
         filename = f"src/{source['file']}"  # what tracebacks and UserCodeError name
         mod = types.ModuleType(f"cdl_user_{Path(source['file']).stem}")
         mod.__file__ = filename
-        where = filename
         try:
             with _KeptModules(source.get("modules") or {}, source.get("packages")):
                 exec(compile(source["text"], filename, "exec"), mod.__dict__)  # noqa: S102 - the user's own code
         except Exception as exc:  # noqa: BLE001
             raise UserCodeError(f"{template}: {filename} does not load: {type(exc).__name__}: {exc}", exc) from exc
-    else:
-        if workspace is None:
-            raise ValueError(f"template {template!r} needs a workspace")
-        path = Path(workspace) / "src" / parts[1]
-        if not path.exists():
-            raise ValueError(f"template {template!r}: {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)
-        mod = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as exc:  # noqa: BLE001
-            raise UserCodeError(f"{template}: src/{path.name} does not load: {type(exc).__name__}: {exc}",
-                                exc) from exc
-        where = f"src/{path.name}"
+        return mod, func, filename
+    if workspace is None:
+        raise ValueError(f"template {template!r} needs a workspace")
+    path = Path(workspace) / "src" / parts[1]
+    if not path.exists():
+        raise ValueError(f"template {template!r}: {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as exc:  # noqa: BLE001
+        raise UserCodeError(f"{template}: src/{path.name} does not load: {type(exc).__name__}: {exc}", exc) from exc
+    return mod, func, f"src/{path.name}"
+
+
+def user_builder(template: str, workspace: Path | None, source: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """'src:model.py' or 'src:model.py:build_model' -> the function in the workspace's src/ folder; with `source`
+    (what user_source kept when the model was trained), the function in that code instead of the file's now.
+    Code that does not load (a syntax error, a failed import) raises UserCodeError, which says where."""
+    from runtime.domain.errors import UserCodeError
+
+    mod, func, where = _user_module(template, workspace, source)
     if not hasattr(mod, func):
         raise ValueError(f"template {template!r}: {where} has no function {func}(input_shape, num_classes, params)")
     builder = getattr(mod, func)
-
     kept = _KeptModules((source or {}).get("modules") or {}, (source or {}).get("packages"))
 
     def build(input_shape: tuple[int, ...], num_classes: int, params: dict[str, Any]) -> Any:  # noqa: ANN401
@@ -382,6 +387,28 @@ def user_builder(template: str, workspace: Path | None, source: dict[str, Any] |
                                 f"params) failed: {type(exc).__name__}: {exc}", exc) from exc
 
     return build
+
+
+def user_classes(arch: dict[str, Any] | None) -> dict[str, type]:
+    """The classes a src: model's kept code defines or imports, by name ({} for a built-in template): what Keras
+    needs to load a model with a layer of the user's own (custom_objects; it failed with "'str' object is not
+    callable")."""
+    source = (arch or {}).get("source")
+    if not source:
+        return {}
+    import types
+
+    mod, _, _ = _user_module(arch["template"], None, source)
+    kept = source.get("modules") or {}
+    out: dict[str, type] = {}
+    for value in list(vars(mod).values()):
+        if isinstance(value, type):
+            out.setdefault(value.__name__, value)
+        elif isinstance(value, types.ModuleType) and value.__name__ in kept:  # `import layers`: its classes too
+            for v in vars(value).values():
+                if isinstance(v, type):
+                    out.setdefault(v.__name__, v)
+    return out
 
 
 def check_user_model(template: str, run: Callable[[], Any], batch_shape: tuple[int, ...], num_classes: int) -> None:

@@ -28,6 +28,7 @@ from runtime.ml.common import (  # noqa: E402
     carry_weights,
     check_user_model,
     user_builder,
+    user_classes,
     user_source,
 )
 
@@ -197,18 +198,21 @@ def warm_start(model, init: dict[str, Any], classes: list[str], flat_input: bool
         b.set_weights([next(values) for _ in b.get_weights()])
 
 
-def load(checkpoint: Path, workspace: Path | None = None):  # noqa: ANN201
+def load(checkpoint: Path, workspace: Path | None = None, arch: dict[str, Any] | None = None):  # noqa: ANN201
+    """The model in a checkpoint; `arch` (the version's) gives the layers a src: model's own code defines, which
+    Keras cannot rebuild from the file alone."""
     keras = _keras()
+    custom = {n: c for n, c in user_classes(arch).items() if issubclass(c, keras.layers.Layer)}
     src = Path(checkpoint)
     if src.suffix in (".keras", ".h5"):
-        return keras.models.load_model(src, compile=False)
+        return keras.models.load_model(src, compile=False, custom_objects=custom or None)
     # artifacts are stored by hash, without a suffix, and Keras goes by the suffix: a named copy, removed once
     # loaded (each evaluation, export and prediction left a copy of the model in the system's temp folder)
     fd, tmp = tempfile.mkstemp(suffix=".keras", prefix="cdl-load-")
     os.close(fd)
     try:
         Path(tmp).write_bytes(src.read_bytes())
-        return keras.models.load_model(tmp, compile=False)
+        return keras.models.load_model(tmp, compile=False, custom_objects=custom or None)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -216,7 +220,7 @@ def load(checkpoint: Path, workspace: Path | None = None):  # noqa: ANN201
 def predict_proba(checkpoint: Path, X: Any, arch: dict[str, Any], workspace: Path | None = None) -> np.ndarray:
     import tensorflow as tf
 
-    model = load(checkpoint, workspace)
+    model = load(checkpoint, workspace, arch)
     out = []
     for i in range(0, X.shape[0], 1024):
         xb = _as_input(X, np.arange(i, min(i + 1024, X.shape[0])), arch["layout"])

@@ -57,7 +57,7 @@ def native_model(ws, mv):  # noqa: ANN001, ANN201
         return model
     from runtime.ml import keras_backend
 
-    return keras_backend.load(ckpt, ws.root)
+    return keras_backend.load(ckpt, ws.root, mv.extra.get("arch"))
 
 
 def native_predict(mv, model, X: Any) -> np.ndarray:  # noqa: ANN001

@@ -839,3 +839,32 @@ def test_training_reads_the_model_code_once(small_bbc):
     assert any(m.startswith("refit: training again") for m in logs), logs
     model, _ = torch_backend.load(ws.artifacts.get(mv.artifacts["checkpoint"]), ws.root)
     assert [m.out_features for m in model if isinstance(m, torch.nn.Linear)][0] == 8
+
+
+@pytest.mark.tensorflow
+def test_a_keras_model_with_a_layer_of_its_own_loads(small_bbc):
+    """A Keras src: model with a custom layer trained and registered, then failed in model.evaluate (and in every
+    load: predict, export) with "TypeError: 'str' object is not callable": Keras cannot rebuild a layer class from
+    the file alone. The layers the kept code defines are given to it."""
+    ws = small_bbc
+    (ws.root / "src" / "kcustom.py").write_text(
+        "import tf_keras as keras\n\n\n"
+        "class Scale(keras.layers.Layer):\n"
+        "    def __init__(self, factor=2.0, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        self.factor = factor\n\n"
+        "    def call(self, x):\n"
+        "        return x * self.factor\n\n"
+        "    def get_config(self):\n"
+        "        return {**super().get_config(), 'factor': self.factor}\n\n\n"
+        "def build_model(input_shape, num_classes, params):\n"
+        "    inp = keras.Input(shape=input_shape)\n"
+        "    h = Scale(0.5)(keras.layers.Dense(16, activation='relu')(inp))\n"
+        "    return keras.Model(inp, keras.layers.Dense(num_classes)(h))\n")
+    res = Runner(ws).run(until="deploy.export", overrides={
+        "model.train": {"framework": "keras", "template": "src:kcustom.py", "use_tuned": False, "epochs": 3},
+        "model.tune": {"n_trials": 1, "max_epochs": 1}, "model.evaluate": {"threshold": 0.0},
+        "model.review": {"auto_approve_if_better": True}, "deploy.export": {"model": "ws:1"}})
+    outcomes = {o.step: (o.status, o.error) for o in res.steps}
+    assert outcomes["model.evaluate"][0] == "done", outcomes
+    assert outcomes["deploy.export"][0] == "done", outcomes
