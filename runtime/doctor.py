@@ -121,8 +121,10 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         return {"workspace": str(ws.root), "checks": out, "failed": True}
     from runtime.jobs.runner import check_plan
 
-    refusals: dict[str, list[str]] = {}  # what a rule says -> the steps saying it (model.tune and model.train
-    for sid in cfg.order():  # check model.train's template alike): each step's own rules, as `cdl run` checks them
+    # each step's own rules, as `cdl run` checks them before it starts anything; a rule two steps check (model.tune
+    # and model.train both check model.train's template) is said once, naming both
+    refusals: dict[str, list[str]] = {}  # what the rule says -> what each step said
+    for sid in cfg.order():
         try:
             check_plan(cfg, [sid])
         except CdlError as exc:
