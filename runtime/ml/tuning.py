@@ -186,14 +186,16 @@ def quiet_optuna() -> None:
 
 class _OurStopsAreNotFailures(logging.Filter):
     """Optuna logs a trial ended by an exception as a failure, with the traceback. A cancel (Ctrl-C, the studio's
-    Cancel) and a trial refused over budget end trials that way on purpose, and the step says so in its own
-    words: drop Optuna's two warnings for those trials, keep every other failure's."""
+    Cancel) and a trial refused over budget end trials that way on purpose, and an error in the workspace's own
+    model code (UserCodeError) is said by the step, with the user's own traceback: drop Optuna's two warnings for
+    those trials (they showed CDL Studio's frames, not the user's line), keep every other failure's."""
 
     def __init__(self) -> None:
         super().__init__()
         self._dropped: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from runtime.domain.errors import UserCodeError
         from runtime.ml.common import StopTraining
 
         msg = record.getMessage()
@@ -201,7 +203,7 @@ class _OurStopsAreNotFailures(logging.Filter):
         if m is None:
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, OverBudget) or (isinstance(exc, StopTraining) and str(exc) == "cancelled"):
+        if isinstance(exc, OverBudget | UserCodeError) or (isinstance(exc, StopTraining) and str(exc) == "cancelled"):
             self._dropped.add(m.group(1))
             return False
         if msg.startswith(f"Trial {m.group(1)} failed with value") and m.group(1) in self._dropped:

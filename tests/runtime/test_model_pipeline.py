@@ -868,3 +868,19 @@ def test_a_keras_model_with_a_layer_of_its_own_loads(small_bbc):
     outcomes = {o.step: (o.status, o.error) for o in res.steps}
     assert outcomes["model.evaluate"][0] == "done", outcomes
     assert outcomes["deploy.export"][0] == "done", outcomes
+
+
+def test_a_tuning_trial_failing_in_the_model_code_says_it_once(small_bbc, capfd):
+    """Optuna's "Trial 0 failed with ..." warning came first, with a traceback through CDL Studio's own frames, then
+    the step's line said the same: the step's line (with the user's traceback) is said alone."""
+    ws = small_bbc
+    (ws.root / "src" / "tiny.py").write_text("import torch\n\ndef build_model(input_shape, num_classes, params):\n"
+                                             "    return torch.nn.Linear(input_shape[0], 3)\n")
+    assert Runner(ws).run(steps=["model.preprocess"]).ok
+    capfd.readouterr()
+    res = Runner(ws).run(until="model.tune", overrides={"model.train": {"template": "src:tiny.py"},
+                                                        "model.tune": {"n_trials": 2, "max_epochs": 1}})
+    tune = next(o for o in res.steps if o.step == "model.tune")
+    assert tune.status == "failed" and tune.error.startswith("src:tiny.py: its model gives outputs of shape (2, 3)")
+    err = capfd.readouterr().err
+    assert "failed with" not in err and "Traceback" not in err, err
