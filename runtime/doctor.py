@@ -74,12 +74,13 @@ def _model_code(ws: Workspace, cfg: Any, add: Any) -> None:  # noqa: ANN401
 
     if "model.train" not in cfg.steps:
         return
+    from runtime.ml.common import src_template
+
     template = str(cfg.params("model.train")["template"])
-    parts = template.split(":")
-    if parts[0] != "src" or len(parts) not in (2, 3):
+    named = src_template(template)
+    if named is None:
         return
-    path = ws.root / "src" / parts[1]
-    func = parts[2] if len(parts) == 3 else "build_model"
+    path, func = ws.root / "src" / named[0], named[1]
     if not path.is_file():
         return  # check_plan named it above
     try:

@@ -324,11 +324,18 @@ def user_code_digest(template: str, workspace: Path | None) -> str:
     return f"{template}:{src['sha256'] if src else 'missing'}"
 
 
-def _user_path(template: str, workspace: Path | None) -> Path | None:
+def src_template(template: str) -> tuple[str, str] | None:
+    """'src:net.py' -> ('net.py', 'build_model'); 'src:net.py:make' -> ('net.py', 'make'); None for a built-in
+    template (or a src: one not of that form, which user_builder names)."""
     parts = template.split(":")
-    if len(parts) not in (2, 3) or parts[0] != "src" or workspace is None:
+    if len(parts) not in (2, 3) or parts[0] != "src":
         return None
-    return Path(workspace) / "src" / parts[1]
+    return parts[1], parts[2] if len(parts) == 3 else "build_model"
+
+
+def _user_path(template: str, workspace: Path | None) -> Path | None:
+    named = src_template(template)
+    return Path(workspace) / "src" / named[0] if named and workspace is not None else None
 
 
 def _user_module(template: str, workspace: Path | None, source: dict[str, Any] | None) -> tuple[Any, str, str]:
@@ -336,10 +343,10 @@ def _user_module(template: str, workspace: Path | None, source: dict[str, Any] |
     user_source kept when the model was trained) where given, else from the workspace's src/ now."""
     from runtime.domain.errors import UserCodeError
 
-    parts = template.split(":")
-    if len(parts) not in (2, 3) or parts[0] != "src":
+    named = src_template(template)
+    if named is None:
         raise ValueError(f"template {template!r}: expected one of {', '.join(TEMPLATES)} or src:FILE.py[:FUNCTION]")
-    func = parts[2] if len(parts) == 3 else "build_model"
+    file, func = named
     if source is not None:
         import types
 
@@ -354,7 +361,7 @@ def _user_module(template: str, workspace: Path | None, source: dict[str, Any] |
         return mod, func, filename
     if workspace is None:
         raise ValueError(f"template {template!r} needs a workspace")
-    path = Path(workspace) / "src" / parts[1]
+    path = Path(workspace) / "src" / file
     if not path.exists():
         raise ValueError(f"template {template!r}: {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"cdl_user_{path.stem}", path)

@@ -32,16 +32,18 @@ def check_template(config: Any, where: str) -> None:  # noqa: ANN401 - a Pipelin
     if config.task == "text" and template == "cnn":
         raise ConfigError(f"{where}: model.train.template cnn takes images, and this workspace is for text (cdl.yaml: "
                           "task: text): bbc-net or mlp")
-    parts = template.split(":")
-    if parts[0] == "src" and len(parts) in (2, 3) and config.path is not None:
+    from runtime.ml.common import src_template
+
+    named = src_template(template)
+    if named is not None and config.path is not None:
         # a misspelt file failed when the first model was built, after the steps before had run
-        src = Path(config.path).parent / "src"
-        if not (src / parts[1]).is_file():
+        src, file = Path(config.path).parent / "src", named[0]
+        if not (src / file).is_file():
             import difflib
 
             have = sorted(p.name for p in src.glob("*.py")) if src.is_dir() else []
-            close = difflib.get_close_matches(Path(parts[1]).stem, [Path(h).stem for h in have], n=1)  # not by ".py"
-            raise ConfigError(f"{where}: model.train.template {template}: src/{parts[1]} does not exist"
+            close = difflib.get_close_matches(Path(file).stem, [Path(h).stem for h in have], n=1)  # not by ".py"
+            raise ConfigError(f"{where}: model.train.template {template}: src/{file} does not exist"
                               + (f" (did you mean {close[0] + '.py'!r}?)" if close else "")
                               + f"; src/ has {', '.join(have) or 'no .py file'}")
 
