@@ -120,7 +120,9 @@ class Runner:
             if run.status == "failed":
                 ok = self._done_despite(cfg, step, run, done)
                 if ok is None:
-                    out[step] = StepState(step, spec, StepStatus.FAILED, run.error or "", run, run.summary)
+                    # the error's first line: the rest is its traceback (`cdl runs STEP`, the Runs dialog show it)
+                    out[step] = StepState(step, spec, StepStatus.FAILED, (run.error or "").split("\n", 1)[0], run,
+                                          run.summary)
                     continue
                 # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
                 # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+import html
+
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from studio.canvas.items import STATUS_STYLE
@@ -67,8 +69,11 @@ class StepHeader(QWidget):
         self.badge.setText(f" {text} ")
         self.badge.setStyleSheet(f"QLabel {{ background: {bg.name()}; color: {fg.name()}; border-radius: 8px; "
                                  "padding: 2px 6px; font-weight: bold; }")
-        reason = f" — {node.reason}" if node.reason else ""
-        self.detail.setText(f"Owner: {node.role}{reason}<br>{description}")
+        # escaped, and rich text whatever the first line holds (Qt guessed plain text for a reason without a tag,
+        # and showed "<br>" as it is)
+        reason = f" — {html.escape(node.reason)}" if node.reason else ""
+        self.detail.setTextFormat(Qt.TextFormat.RichText)
+        self.detail.setText(f"Owner: {html.escape(node.role)}{reason}<br>{html.escape(description)}")
         self.params_btn.setEnabled(True)
         self.runs_btn.setEnabled(True)
         self.run_btn.setEnabled(True)

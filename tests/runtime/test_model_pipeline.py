@@ -615,6 +615,8 @@ def test_errors_in_the_model_code_say_what_and_where(small_bbc):
         assert (res.steps[0].traceback is None) == (traced is None)  # CI's JUnit report carries it
         run = step_history(ws, "model.train", limit=1)["runs"][0]
         assert run["error"] == said, run
+        # the step's status (the flowchart, `cdl status`) gives the error's line, not its traceback too
+        assert {s.id: s for s in Runner(ws).statuses()}["model.train"].reason == said
         if traced is None:
             assert run["traceback"] is None, run
         else:

@@ -29,3 +29,21 @@ def test_a_failed_runs_traceback_shows_when_it_is_selected(qtbot):
     assert 'File "src/tiny.py", line 4, in build_model' in text
     d.table.selectRow(1)  # one that failed on purpose has no traceback: nothing to show
     assert d.traceback.isHidden() and d.traceback.toPlainText() == ""
+
+
+def test_the_step_header_shows_a_reason_as_text(qtbot):
+    """A failed step's reason with a traceback (or any reason without a tag on its first line) made Qt take the
+    header for plain text: it showed "<br>" literally; and a reason holding "<" was read as markup."""
+    from types import SimpleNamespace
+
+    from PySide6.QtCore import Qt
+
+    from studio.widgets.step_header import StepHeader
+
+    h = StepHeader()
+    qtbot.addWidget(h)
+    node = SimpleNamespace(id="model.train", title="Train", status="failed", progress=None, role="data scientist",
+                           reason="ValueError: x < 0 (src/net.py, line 4, in forward)")
+    h.show_step(node, "Trains the template")
+    assert h.detail.textFormat() == Qt.TextFormat.RichText
+    assert "x &lt; 0" in h.detail.text() and "<br>Trains the template" in h.detail.text()
