@@ -25,7 +25,8 @@ WAITING = 3  # exit code: the loop waits for people (labels, a review)
 class LoopResult(dict):
     @property
     def code(self) -> int:
-        return {"done": 0, "no-drift": 0, "no-verdict": 0, "no-data": 0, "waiting": WAITING}.get(self["status"], 1)
+        return {"done": 0, "no-drift": 0, "no-verdict": 0, "no-data": 0, "nothing-to-label": 0,
+                "waiting": WAITING}.get(self["status"], 1)
 
 
 class _Cancelled(Exception):
@@ -82,11 +83,21 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         return LoopResult(status="failed", reason=steps[-1]["error"], steps=steps)
     p = proposals.open_proposal(ws)
     if p is None:
-        return LoopResult(status="failed", reason="drift, but no samples with raw inputs to label", steps=steps)
-    if labels is not None:
+        maintained = ws.store.last_step_run("deploy.maintain")
+        unproposed = (maintained.summary or {}).get("unproposed", []) if maintained else []
+        again = [u for u in unproposed if u.get("labeled_in")]
+        if again and retune:  # the drifted window's samples were labeled for an earlier proposal: search again
+            p = proposals.proposal(ws, again[0]["labeled_in"])
+        elif not force:
+            if unproposed and len(again) == len(unproposed):
+                return LoopResult(status="nothing-to-label", steps=steps, reason="; ".join(u["reason"] for u in again)
+                                  + "; `cdl loop --retune` searches the model again on the data there is")
+            return LoopResult(status="failed", steps=steps, reason="; ".join(
+                u["reason"] for u in unproposed if not u.get("labeled_in")) or "drift, but no retrain proposal was made")
+    if labels is not None and p is not None:
         import_label_studio(ws, labels, skip_unmatched=True)
         p = proposals.proposal(ws, p["id"])
-    if p["unlabeled"] > 0:
+    if p is not None and p["unlabeled"] > 0:
         return LoopResult(status="waiting", proposal=p, steps=steps,
                           reason=f"proposal {p['id']}: {p['unlabeled']} of {p['samples']} sample(s) to label "
                           f"(`cdl labels next --filter proposal:{p['id']}`, or --labels FILE); then run `cdl loop` again")
@@ -117,11 +128,22 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         if not ok:
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps)
     candidate = ws.store.model_version(name)
+
+    def close(status: str, note: str) -> None:
+        if p is not None:
+            proposals.close(ws, p["id"], status, note)
+
+    if p is None and trained and champion is not None and candidate.version == champion.version \
+            and (not deploy or not _not_serving(ws, cfg, candidate)):
+        # --force with nothing new: the champion was trained on this data already, and the devices serve it
+        return LoopResult(status="done", steps=steps, candidate=candidate.ref, reason=f"nothing new: {candidate.ref} "
+                          f"is the champion and was trained on the current data ({candidate.dataset_version}); "
+                          "`cdl loop --force --retune` searches the model again")
     if auto_approve_if_better and not ws.store.reviews(candidate.name, candidate.version):
         rv = auto_review(ws.store, candidate, cfg.params("model.review")["metric"] if "model.review" in cfg.steps
                          else "test_accuracy")
         if rv.decision != "approved":
-            proposals.close(ws, p["id"], "rejected", rv.comment)
+            close("rejected", rv.comment)
             return LoopResult(status="done", reason=f"{candidate.ref} not better than the champion: {rv.comment}; "
                               "the devices keep their model", steps=steps, candidate=candidate.ref, review=rv.decision)
     elif not ws.store.reviews(candidate.name, candidate.version):
@@ -129,23 +151,25 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
                           reason=f"{candidate.ref} awaits review: `cdl models review {candidate.ref} --approve|--reject`"
                           " (or --auto-approve-if-better)")
     if not run(steps=["model.review"]):
-        proposals.close(ws, p["id"], "rejected", _last_error(steps))
+        close("rejected", _last_error(steps))
         return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
     last = ws.store.reviews(candidate.name, candidate.version)[-1]
     if last.decision != "approved":  # model.review went on with the champion there was: nothing new to deploy
         why = f"{candidate.ref} was rejected by {last.reviewer}: {last.comment}"
-        proposals.close(ws, p["id"], "rejected", why)
+        close("rejected", why)
         return LoopResult(status="done", reason=f"{why}; the devices keep their model", steps=steps,
                           candidate=candidate.ref, review=last.decision)
-    enrolled = p["device"] in {d.name for d in ws.store.devices()}
+    proposal = (lambda: proposals.proposal(ws, p["id"])) if p is not None else (lambda: None)
+    enrolled = p is None or p["device"] in {d.name for d in ws.store.devices()}
     if deploy and not enrolled:  # removed since it drifted (`cdl devices remove`): the new champion waits
-        proposals.close(ws, p["id"], "done", f"{candidate.ref} approved; {p['device']} is no longer enrolled")
+        close("done", f"{candidate.ref} approved; {p['device']} is no longer enrolled")
         return LoopResult(status="done", steps=steps, candidate=candidate.ref, review="approved",
-                          proposal=proposals.proposal(ws, p["id"]),
+                          proposal=proposal(),
                           reason=f"{candidate.ref} is the champion; {p['device']}, where the drift was, is no longer "
                           f"enrolled, so nothing was pushed (`cdl deploy {candidate.ref} --device D`)")
+    where = ""
+    extra: dict[str, Any] = {}
     if deploy:
-        targets = [p["device"]]
         # the deployment pipeline alone, on the new champion: `--until deploy.package` also went back over the
         # model pipeline, where model.train (run with the champion's parameters above, not cdl.yaml's) was stale,
         # and trained and registered yet another version after the review
@@ -153,18 +177,37 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         deploy_steps = [s for s in cfg.order() if s in wanted and get_step(s).spec.pipeline == "deploy"]
         if not run(steps=deploy_steps):
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
-        # the device gets the new version in the variant it serves now (an int8 device stays int8), where the
-        # deployment pipeline built that variant; otherwise deploy.push's configured one, and the reason says so
-        from runtime.devices import variant_for
+        if p is None:  # --force without a proposal: deploy.push as cdl.yaml configures it (its devices, its variant)
+            if not run(steps=["deploy.push"]):
+                return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+            pushed = (ws.store.last_step_run("deploy.push").summary or {}).get("deployed", [])
+            names = sorted({d["device"] for d in pushed if isinstance(d, dict) and d.get("device")})
+            where = f" and serves on {', '.join(names)}" if names else " (deploy.push pushed it nowhere)"
+        else:
+            # the device gets the new version in the variant it serves now (an int8 device stays int8), where the
+            # deployment pipeline built that variant; otherwise deploy.push's configured one, and the reason says so
+            from runtime.devices import variant_for
 
-        variant, note = variant_for(ws, p["device"], candidate, cfg.params("deploy.push")["variant"])
-        if not run(steps=["deploy.push"], overrides={"deploy.push": {"devices": targets, "variant": variant}}):
-            return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
-    proposals.close(ws, p["id"], "done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")
-    where = f" and serves on {p['device']} ({variant}{'; ' + note if note else ''})" if deploy else ""
+            variant, note = variant_for(ws, p["device"], candidate, cfg.params("deploy.push")["variant"])
+            if not run(steps=["deploy.push"], overrides={"deploy.push": {"devices": [p["device"]], "variant": variant}}):
+                return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+            where = f" and serves on {p['device']} ({variant}{'; ' + note if note else ''})"
+            extra = {"variant": variant}
+    close("done", f"{candidate.ref} approved{' and deployed' if deploy else ''}")
     return LoopResult(status="done", reason=f"{candidate.ref} is the champion{where}", steps=steps,
-                      candidate=candidate.ref, review="approved", proposal=proposals.proposal(ws, p["id"]),
-                      **({"variant": variant} if deploy else {}))
+                      candidate=candidate.ref, review="approved", proposal=proposal(), **extra)
+
+
+def _not_serving(ws: Workspace, cfg: Any, mv: Any) -> list[str]:  # noqa: ANN401
+    """deploy.push's devices that served another model at their last health check (deploy.monitor's collection
+    asks every device for it)."""
+    names = cfg.params("deploy.push")["devices"] or [d.name for d in ws.store.devices()]
+    out = []
+    for d in ws.store.devices():
+        active = (d.last_health or {}).get("active") or {}
+        if d.name in names and (active.get("name"), str(active.get("version"))) != (mv.name, str(mv.version)):
+            out.append(d.name)
+    return out
 
 
 def _last_error(steps: list[dict[str, Any]]) -> str:

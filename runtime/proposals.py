@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from runtime.domain.entities import Item, SourceRecord
-from runtime.domain.errors import NotFoundError
+from runtime.domain.errors import CdlError, NotFoundError
 from runtime.workspace.dataset import write_bin_pack, write_npy_pack
 from runtime.workspace.workspace import Workspace
 
@@ -33,8 +33,18 @@ def proposal(ws: Workspace, pid: str) -> dict[str, Any]:
     return {**doc, "samples": len(uids), "labeled": labeled, "unlabeled": len(uids) - labeled}
 
 
-def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict[str, Any] | None:
-    """Make a proposal from a drifted check: the window's records with a raw input, lowest confidence first."""
+class NothingToPropose(CdlError):
+    """A drifted window with no sample to ask about. `labeled_in`: the proposal whose samples were these (the
+    window's raw inputs are all labeled already), or None (the device kept no raw input in the window)."""
+
+    def __init__(self, message: str, labeled_in: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.labeled_in = labeled_in
+
+
+def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict[str, Any]:
+    """Make a proposal from a drifted check: the window's records with a raw input, lowest confidence first.
+    Raises NothingToPropose, saying why, where the window holds no raw input not labeled already."""
     from runtime.devices import scoring_store
     from runtime.monitor import bundle_manifest, window_sql
 
@@ -58,7 +68,7 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
         if len(picked) >= max_samples:
             break
     if not picked:
-        return None
+        raise _nothing(ws, check, len(rows))
     n = len(ws.store.get_state("proposals", []) or []) + 1
     pid = f"p{n}"
     name = f"proposal:{pid}"
@@ -88,6 +98,21 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
     ws.store.set_state(f"proposal:{pid}:items", [i.uid for i in items])
     ws.store.set_state("proposals", [*(ws.store.get_state("proposals", []) or []), pid])
     return proposal(ws, pid)
+
+
+def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose:
+    dev = check["device"]
+    if not raw:
+        return NothingToPropose(f"{dev}: drift, but the device kept no raw input in this window: it keeps those of "
+                                "predictions less confident than raw_input_below_confidence in its agent.json (raise "
+                                f"it: `cdl devices enroll {dev} --address HOST:PORT --replace --raw-below 0.9`)")
+    earlier = [p for p in proposals(ws) if p["device"] == dev and p["bundle_id"] == check["bundle_id"]]
+    last = earlier[-1] if earlier else None
+    where = ""
+    if last is not None:
+        where = f" (proposal {last['id']}, {last['status']}" + (f": {last['note']}" if last.get("note") else "") + ")"
+    return NothingToPropose(f"{dev}: drift, but the {raw} raw input(s) its window kept are labeled already{where}: "
+                            "nothing new to label until the device scores more", labeled_in=last)
 
 
 def open_proposal(ws: Workspace) -> dict[str, Any] | None:

@@ -94,7 +94,7 @@ class MaintainStep(Step):
         run = ctx.store.last_step_runs().get("deploy.monitor")
         if run is None or run.status not in ("done", "drifted"):
             raise StepFailed(ctx.step, "deploy.monitor has not run yet")
-        made = []
+        made, unproposed = [], []
         for c in run.summary.get("checks", []):
             if not c["drifted"]:
                 continue
@@ -104,16 +104,21 @@ class MaintainStep(Step):
                 ctx.log(f"{c['device']}: proposal {existing[0]['id']} is still open ({existing[0]['unlabeled']} to label)")
                 made.append(existing[0])
                 continue
-            p = proposals.create(ctx.workspace, c, ctx.params["max_samples"])
-            if p is None:
-                ctx.log(f"{c['device']}: drift, but no raw inputs were kept (raise raw_input_below_confidence)")
+            try:
+                p = proposals.create(ctx.workspace, c, ctx.params["max_samples"])
+            except proposals.NothingToPropose as e:
+                ctx.log(str(e))
+                unproposed.append({"device": c["device"], "bundle_id": c["bundle_id"], "reason": str(e),
+                                   "labeled_in": e.labeled_in["id"] if e.labeled_in else None})
                 continue
             ctx.log(f"{c['device']}: proposal {p['id']}: {p['samples']} sample(s) to label "
                     f"(`cdl labels next --filter proposal:{p['id']}`)")
             made.append(p)
         msg = (f"{len(made)} retrain proposal(s): {', '.join(p['id'] + ' (' + str(p['unlabeled']) + ' to label)' for p in made)}"
-               if made else "no drift: nothing to propose")
-        return StepResult(summary={"proposals": made}, output_fp=hash_text([p["id"] for p in made]), message=msg)
+               if made else f"drift on {', '.join(u['device'] for u in unproposed)}, but nothing new to label"
+               if unproposed else "no drift: nothing to propose")
+        return StepResult(summary={"proposals": made, "unproposed": unproposed},
+                          output_fp=hash_text([[p["id"] for p in made], unproposed]), message=msg)
 
 
 STEPS = [MonitorStep, MaintainStep]

@@ -310,6 +310,49 @@ def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_f
     assert [m.version for m in ws.store.model_versions("ws")] == [1, 2]
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["version"] == "1"
+    # the drift is still there and its window's samples are labeled: the next loop says so and is no failure (it
+    # said "failed: drift, but no samples with raw inputs to label", and deploy.maintain "no drift: nothing to
+    # propose" after telling the user to raise raw_input_below_confidence)
+    again = run_loop(ws)
+    assert again["status"] == "nothing-to-label" and again.code == 0, again
+    assert "dev1: drift, but the" in again["reason"] and "labeled already (proposal p1, rejected: ws:2 was rejected " \
+        "by vera: worse on sport)" in again["reason"] and "`cdl loop --retune`" in again["reason"], again["reason"]
+    (mt,) = [s for s in again["steps"] if s["id"] == "deploy.maintain"]
+    assert mt["message"] == "drift on dev1, but nothing new to label", mt
+    assert len(proposals(ws)) == 1 and [m.version for m in ws.store.model_versions("ws")] == [1, 2]
+
+
+def test_a_forced_loop_without_drift_retrains_and_deploys_to_the_configured_devices(bbc_packaged, agent_factory):
+    """`cdl loop --force` (go around even without drift) failed whenever no proposal was open, as "drift, but no
+    samples with raw inputs to label". Now it retrains on the current data, and deploys an approved version to
+    deploy.push's devices; with nothing new, it says so."""
+    from runtime.devices import DeviceClient
+    from runtime.loop import run_loop
+    from runtime.registry import review
+
+    ws = bbc_packaged
+    agent_factory(ws)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    res = run_loop(ws, force=True)
+    assert res["status"] == "done" and res.code == 0, res
+    assert res["reason"].startswith("nothing new: ws:1 is the champion and was trained on the current data"), res
+    # new labeled data: the forced loop trains ws:2 on it and waits for its review
+    extra = ws.root / "extra.csv"
+    with extra.open("w", newline="") as f:
+        import csv
+
+        csv.writer(f).writerows([("text", "label"), *((t, "tech") for t in other_domain_texts(30))])
+    from runtime.api import add_source
+
+    add_source(ws, extra)
+    res = run_loop(ws, force=True)
+    assert res["status"] == "waiting" and res["candidate"] == "ws:2", res
+    review(ws.store, "ws:2", True, "more data", "vera")
+    res = run_loop(ws, force=True)
+    assert res["status"] == "done" and res["reason"] == "ws:2 is the champion and serves on dev1", res
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["version"] == "2"
+    assert [m.version for m in ws.store.model_versions("ws")] == [1, 2] and proposals(ws) == []
 
 
 def test_a_canary_whose_predictions_drift_rolls_back(bbc_packaged, agent_factory):
@@ -459,3 +502,20 @@ def test_a_check_without_a_verdict_says_so_in_the_step_state(text_ws, monkeypatc
     assert states["deploy.monitor"].status.value == "done"
     assert states["deploy.monitor"].reason.startswith("no verdict on dev1 (5 record(s)"), states["deploy.monitor"]
     assert states["deploy.maintain"].reason == ""
+
+
+def test_drift_on_a_device_that_keeps_no_raw_inputs_says_what_to_change(bbc_packaged, agent_factory):
+    """A device that kept no raw input (raw_input_below_confidence 0): the loop fails naming the setting and the
+    command that changes it, and deploy.maintain does not say "no drift"."""
+    from runtime.loop import run_loop
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.0)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    send(agent, ws, other_domain_texts(200))
+    res = run_loop(ws)
+    assert res["status"] == "failed" and res.code == 1, res
+    assert res["reason"].startswith("dev1: drift, but the device kept no raw input in this window"), res["reason"]
+    assert "`cdl devices enroll dev1 --address HOST:PORT --replace --raw-below 0.9`" in res["reason"], res["reason"]
+    (mt,) = [s for s in res["steps"] if s["id"] == "deploy.maintain"]
+    assert mt["message"] == "drift on dev1, but nothing new to label" and proposals(ws) == [], mt
