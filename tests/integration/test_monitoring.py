@@ -320,6 +320,11 @@ def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_f
     (mt,) = [s for s in again["steps"] if s["id"] == "deploy.maintain"]
     assert mt["message"] == "drift on dev1, but nothing new to label", mt
     assert len(proposals(ws)) == 1 and [m.version for m in ws.store.model_versions("ws")] == [1, 2]
+    # --retune goes around on that data with a new search (the loop stopped there before)
+    retuned = run_loop(ws, retune=True, auto_approve_if_better=True)
+    assert retuned["status"] == "done" and retuned["candidate"] == "ws:3", retuned
+    assert ("model.tune", "done") in [(s["id"], s["status"]) for s in retuned["steps"]], retuned["steps"]
+    assert len(proposals(ws)) == 1 and proposals(ws)[0]["status"] in ("done", "rejected")
 
 
 def test_a_forced_loop_without_drift_retrains_and_deploys_to_the_configured_devices(bbc_packaged, agent_factory):
