@@ -595,6 +595,22 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     assert m.proposals.rowCount() == 1
     with qtbot.waitSignal(m.sig_open_proposal, timeout=20000):
         m.retrain.click()
+    # the proposal's samples labeled, and the version trained on them not better: Retrain… finds nothing new to
+    # propose, and the panel says why (it said "press Retrain…" again, and again)
+    from runtime.labeling import LabelQueue
+    from runtime.proposals import close, proposals
+
+    pid = proposals(ws)[0]["id"]
+    q = LabelQueue(ws, "lena")
+    while (item := q.next(f"proposal:{pid}")) is not None:
+        q.set_label(item.uid, "tech")
+    close(ws, pid, "rejected", "ws:2 was not better")
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
+        m.retrain.click()
+    load(qtbot, m)  # the window reloads every panel after a job
+    assert m.status_label.text().startswith("dev1: drift, but the "), m.status_label.text()
+    assert f"(proposal {pid}, rejected: ws:2 was not better)" in m.status_label.text(), m.status_label.text()
+    assert "press Retrain" not in m.status_label.text()
 
 
 def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):

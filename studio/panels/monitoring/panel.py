@@ -75,7 +75,7 @@ class MonitoringPanel(Panel):
                                "GROUP BY t ORDER BY t", [dev])
             volume[dev] = rows
         return {"devices": devices, "chosen": chosen, "checks": store.checks(), "volume": volume,
-                "proposals": proposals(ws)}
+                "proposals": proposals(ws), "unproposed": _unproposed(ws)}
 
     def show_data(self, d: dict[str, Any]) -> None:
         import pyqtgraph as pg
@@ -165,7 +165,10 @@ class MonitoringPanel(Panel):
         waiting = [f"{dev} ({c['window']['n']} records)" for dev, c in latest.items() if not c["tests"]]
         no_verdict = (f" No verdict on {', '.join(waiting)}: too few records in the window (deploy.monitor's "
                       "min_records).") if waiting else ""
-        if drifted:
+        why_not = [d.get("unproposed", {}).get(dev) for dev in drifted]
+        if drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
+            self.say(" ".join(f"{w}." for w in why_not) + no_verdict, "error")
+        elif drifted:
             self.say(f"Drift on {', '.join(drifted)}: press Retrain… to put the least confident samples into the "
                      f"labeling queue.{no_verdict}", "error")
         elif not d["devices"]:
@@ -188,6 +191,16 @@ class MonitoringPanel(Panel):
                 self.sig_open_proposal.emit(p["id"])
 
         self.work(open_proposal, self.ctx.workspace, done=after)
+
+
+def _unproposed(ws: Any) -> dict[str, str]:  # noqa: ANN401
+    """Devices deploy.maintain made no proposal for after the newest drift check, and why (their window's samples
+    were labeled for an earlier proposal, or the device kept no raw input)."""
+    mt = ws.store.last_step_run("deploy.maintain")
+    mon = ws.store.last_step_run("deploy.monitor")
+    if mt is None or mt.status != "done" or (mon is not None and mon.started > mt.started):
+        return {}
+    return {u["device"]: u["reason"] for u in (mt.summary or {}).get("unproposed", [])}
 
 
 SCORE_FLOOR = 1e-3  # a log axis has no 0: a test with no drift at all sits here
