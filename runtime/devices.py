@@ -485,7 +485,10 @@ def staged_deploy(ws: Workspace, ref: str, variant: str | dict[str, str], device
     if failed:
         _roll_back(ws, first, log)
         raise CdlError(f"canary failed, rolled back; {', '.join(rest)} not touched: " + "; ".join(failed))
+    idle = [d for d, v in verdicts.items() if not v["requests"]]
     log("canary: " + "; ".join(f"{d} {v['requests']} requests, {v['errors']} errors" for d, v in verdicts.items())
+        + (f"; {', '.join(idle)} answered no request while watched, so nothing was judged there (--min-requests, "
+           "deploy.push's min_requests, makes that a failure)" if idle else "")
         + f"; now {', '.join(rest)}")
     errors = deploy_each(ws, ref, variant, rest, log=log)
     if errors:

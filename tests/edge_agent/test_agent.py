@@ -462,6 +462,8 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
                           "--canary", "1", "--watch", "1", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "canary dev1: watching" in out.stderr and active("dev1") == active("dev2") == "fp32"
+    # a canary nobody called judged nothing, and the log says so (it read as a canary that did well)
+    assert "dev1 answered no request while watched, so nothing was judged there (--min-requests" in out.stderr
     doc = json.loads(out.stdout)
     assert doc["ok"] and doc["errors"] == [] and doc["canary"] == {"dev1": {"requests": 0, "errors": 0}}
     assert [(d["device"], d["action"], d["ref"], d["message"]) for d in doc["deployments"]] == [
