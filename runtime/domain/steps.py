@@ -19,6 +19,7 @@ class StepStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped by a person (Cancel, Ctrl-C); recorded as a failed run with error "cancelled"
     STALE = "stale"
     DRIFTED = "drifted"
     SKIPPED = "skipped"

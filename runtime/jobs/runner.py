@@ -107,8 +107,8 @@ class Runner:
             if run is None:
                 # a step after a failed one has never run because the run stopped there: it says which (it said
                 # nothing, as if it were only waiting for a first run)
-                failed = [(a, StepStatus.FAILED) for a in cfg.order()
-                          if a in cfg.ancestors(step) and out[a].status == StepStatus.FAILED]
+                failed = [(a, out[a].status) for a in cfg.order()
+                          if a in cfg.ancestors(step) and out[a].status in (StepStatus.FAILED, StepStatus.CANCELLED)]
                 note = "; ".join(x for x in (_upstream_reason(failed) if failed else "",
                                              get_step(step).never_run_note(self.ws)) if x)
                 out[step] = StepState(step, spec, StepStatus.NEVER_RUN, note)
@@ -121,8 +121,12 @@ class Runner:
                 ok = self._done_despite(cfg, step, run, done)
                 if ok is None:
                     # the error's first line: the rest is its traceback (`cdl runs STEP`, the Runs dialog show it)
-                    out[step] = StepState(step, spec, StepStatus.FAILED, (run.error or "").split("\n", 1)[0], run,
-                                          run.summary)
+                    first = (run.error or "").split("\n", 1)[0]
+                    if first == "cancelled":  # a person stopped it: no failure of the step (it showed red, "failed")
+                        out[step] = StepState(step, spec, StepStatus.CANCELLED, "cancelled: the next run runs it again",
+                                              run, run.summary)
+                    else:
+                        out[step] = StepState(step, spec, StepStatus.FAILED, first, run, run.summary)
                     continue
                 # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
                 # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
@@ -149,7 +153,7 @@ class Runner:
                 reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran{which}"
             else:
                 bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,
-                                                                             StepStatus.FAILED)]
+                                                                             StepStatus.FAILED, StepStatus.CANCELLED)]
                 if bad_up:
                     reason = _upstream_reason([(u, out[u].status) for u in bad_up])
             if reason and run.status == "drifted":
@@ -482,7 +486,8 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
             changed = ""  # recorded before schema 0007
         else:
             changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
-        out.append({"id": r.id, "status": r.status, "started": r.started.isoformat(),
+        cancelled = r.status == "failed" and (r.error or "").split("\n", 1)[0] == "cancelled"
+        out.append({"id": r.id, "status": "cancelled" if cancelled else r.status, "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
                     "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],
@@ -540,7 +545,7 @@ def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:
     """"upstream model.preprocess is stale; model.tune failed": each step with what it really is (a list of steps
     used to take the first one's status, so a failed one read as stale)."""
     words = {StepStatus.STALE: ("is stale", "are stale"), StepStatus.NEVER_RUN: ("has never run", "have never run"),
-             StepStatus.FAILED: ("failed", "failed")}
+             StepStatus.FAILED: ("failed", "failed"), StepStatus.CANCELLED: ("was cancelled", "were cancelled")}
     parts = []
     for status, (one, many) in words.items():
         steps = [u for u, st in bad if st == status]

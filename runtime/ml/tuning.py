@@ -417,8 +417,8 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             result = backend.train(prep.X_train, prep.y_train, tr_idx, va_idx, prep.classes, cfg, on_epoch)
             result.checkpoint.unlink(missing_ok=True)
         except StopTraining as exc:
-            if str(exc) == "cancelled":
-                store.finish_trial(rec.id, "failed", best["v"], best["epochs"])
+            if str(exc) == "cancelled":  # a person stopped it: no failure of the trial's parameters
+                store.finish_trial(rec.id, "cancelled", best["v"], best["epochs"])
                 raise
             store.finish_trial(rec.id, "pruned", best["v"], best["epochs"])
             hooks.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s) at val_accuracy {best['v']:.4f}")

@@ -275,7 +275,7 @@ class TuneStep(Step):
             run_study(ctx.workspace, study, plan, hooks, prep=prep)
             ctx.check_cancelled()  # a cancel mid-trial ended run_trials early
         except BaseException:
-            ctx.store.finish_experiment(exp.id, "failed")
+            ctx.store.finish_experiment(exp.id, "cancelled" if ctx.cancelled else "failed")
             raise
         trials = [t for t in plan_trials(study, plan, deepcopy=True) if t.state.is_finished()]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -421,7 +421,8 @@ class TrainStep(Step):
                              f"framework {params['framework']!r})")
 
         def fit(idx: np.ndarray, config: TrainConfig, callback):  # noqa: ANN001, ANN202
-            """Train; a failure or a cancel marks the trial and the experiment failed before it goes on up."""
+            """Train; a failure (or a cancel) marks the trial and the experiment failed (cancelled) before it goes
+            on up."""
             try:
                 if dist.enabled:
                     rec = ctx.store.get_transform(prep.key)
@@ -429,8 +430,9 @@ class TrainStep(Step):
                                               prep.key, idx, va_idx, config, callback, lambda: ctx.cancelled, ctx.log)
                 return backend.train(prep.X_train, prep.y_train, idx, va_idx, prep.classes, config, callback)
             except BaseException:
-                ctx.store.finish_trial(trial.id, "failed", None, 0)
-                ctx.store.finish_experiment(exp.id, "failed")
+                state = "cancelled" if ctx.cancelled else "failed"
+                ctx.store.finish_trial(trial.id, state, None, 0)
+                ctx.store.finish_experiment(exp.id, state)
                 ctx.check_cancelled()
                 raise
 

@@ -22,6 +22,7 @@ STATUS_STYLE = {
     "running": (QColor("#dbeafe"), QColor("#1d4ed8"), "running"),
     "done": (QColor("#dcfce7"), QColor("#15803d"), "done"),
     "failed": (QColor("#fee2e2"), QColor("#b91c1c"), "failed"),
+    "cancelled": (QColor("#f3f4f6"), QColor("#374151"), "cancelled"),
     "stale": (QColor("#fef3c7"), QColor("#b45309"), "stale"),
     "drifted": (QColor("#dc2626"), QColor("#ffffff"), "DRIFTED"),
     "skipped": (QColor("#e5e7eb"), QColor("#4b5563"), "skipped"),

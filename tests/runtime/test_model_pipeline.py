@@ -383,7 +383,17 @@ def test_a_cancelled_tuning_run_prints_no_optuna_traceback(small_bbc, capfd):
     err = capfd.readouterr().err
     assert "Traceback" not in err and "failed with" not in err, err
     exp = ws.store.experiments()[-1]
-    assert [t.state for t in ws.store.trials(exp.id)] == ["failed"]  # the cancelled trial is still recorded
+    # the cancelled trial is still recorded, as cancelled (it read "failed", as if its parameters had failed)
+    assert [t.state for t in ws.store.trials(exp.id)] == ["cancelled"] and exp.status == "cancelled", exp
+    # the step is cancelled, not failed (the flowchart showed it red, "failed", and the steps after it "upstream
+    # model.tune failed")
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert (states["model.tune"].status, states["model.tune"].reason) == ("cancelled",
+                                                                         "cancelled: the next run runs it again")
+    assert states["model.evaluate"].reason == "upstream model.tune was cancelled", states["model.evaluate"].reason
+    from runtime.jobs.runner import step_history
+
+    assert step_history(ws, "model.tune")["runs"][0]["status"] == "cancelled"  # `cdl runs`, the Runs dialog
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(small_bbc):

@@ -442,3 +442,8 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
                                                          "line 4, in build_model\nKeyError: 'hiden'"}))
     assert "✗ model.train: KeyError: 'hiden' (src/net.py, line 4, in build_model)\n    Traceback (most recent call " \
         'last):\n      File "src/net.py", line 4, in build_model' in w.job_bar.log.toPlainText()
+    assert w.document.model.nodes["model.train"].status == "failed"
+    # a step a person cancelled is "cancelled", not a red "failed"
+    w._on_event(Event(EventKind.FAILED, step="model.tune", message="cancelled"))
+    assert w.document.model.nodes["model.tune"].status == "cancelled"
+    assert w.statusBar().currentMessage() == "model.tune cancelled"

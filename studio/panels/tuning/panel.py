@@ -13,7 +13,8 @@ from studio.panels.base import Panel
 from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget, room_for_legend
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
-STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280", "running": "#1d4ed8"}
+STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280", "cancelled": "#9ca3af",
+                "running": "#1d4ed8"}
 
 
 def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -148,7 +149,8 @@ class TuningPanel(Panel):
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
             rows.append((t["number"], t["state"], t["value"], t["epochs"], t.get("worker", ""), t.get("retry_of"),
                          params))
-            colors[(i, 1)] = {"complete": "#15803d", "pruned": "#b45309", "failed": "#b91c1c"}.get(t["state"], "#1d4ed8")
+            colors[(i, 1)] = {"complete": "#15803d", "pruned": "#b45309", "failed": "#b91c1c",
+                               "cancelled": "#4b5563"}.get(t["state"], "#1d4ed8")
             if self.curves.get(t["number"]):
                 colors[(i, 0)] = self._curve_color(t["number"])
         selected = self._selected_trials()
@@ -262,10 +264,10 @@ class TuningPanel(Panel):
         p.setTitle("Parallel coordinates")
         if len(done) < 2:
             if done:
-                plot_note(p, "one finished trial: this compares two or more (its parameters are in the table)")
+                plot_note(p, "one trial with a score: this compares two or more (its parameters are in the table)")
             return
         if not numeric:
-            plot_note(p, "every finished trial has the same parameters")
+            plot_note(p, "every trial with a score has the same parameters")
             return
         if done and numeric:
             vals = np.array([[float(t["params"].get(k, np.nan)) for k in numeric] for t in done])
