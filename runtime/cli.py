@@ -459,11 +459,12 @@ def data() -> None:
 @click.option("--unlabeled", is_flag=True, help="csv, jsonl, parquet: the file has no label column (field); a folder or "
               "zip: every file is an item to label, its folder no class (a flat folder is taken so anyway)")
 @click.option("--media-root", type=click.Path(path_type=Path), help="label-studio: folder of the images")
+@click.option("--encoding", help="csv: the file's text encoding where it is not UTF-8 (cp1252: Excel on Windows)")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def data_import(obj: dict[str, Any], source: Path, kind: str | None, class_names: str | None,
                 text_column: str | None, label_column: str | None, unlabeled: bool, media_root: Path | None,
-                as_json: bool) -> None:
+                encoding: str | None, as_json: bool) -> None:
     """Add SOURCE to the pipeline and import it (a transaction: all or nothing)."""
     from runtime.api import add_source
 
@@ -480,6 +481,8 @@ def data_import(obj: dict[str, Any], source: Path, kind: str | None, class_names
         options["unlabeled"] = True
     if media_root:
         options["media_root"] = str(media_root.resolve())
+    if encoding:
+        options["encoding"] = encoding
     from runtime.progress import ProgressPrinter
 
     ws = _ws(obj)
@@ -1004,12 +1007,14 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
               help="every item of a data file or folder: a CSV or JSON Lines file's text column, every file of a "
               "folder or zip, idx files, a Label Studio export (read as `cdl data import` reads them)")
 @click.option("--text-column", help="--input's text column (default: found as `cdl data import` finds it)")
+@click.option("--encoding", help="--input CSV's text encoding where it is not UTF-8 (cp1252: Excel on Windows)")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="write the predictions to this file: .csv or .tsv (one column a class), else JSON Lines")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str, ...], files: tuple[Path, ...],
-                   source: Path | None, text_column: str | None, output: Path | None, as_json: bool) -> None:
+                   source: Path | None, text_column: str | None, encoding: str | None, output: Path | None,
+                   as_json: bool) -> None:
     """Predict with model versions (NAME:VERSION or NAME:ALIAS; several side by side) from their checkpoints, each
     with its own preprocessing: try a candidate before it is exported or served. NAME:VERSION:VARIANT runs that
     compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?).
@@ -1019,8 +1024,9 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     ws = _ws(obj)
     if source is not None and (texts or files):
         raise CdlError("give --input alone, or --text/--file: not both")
-    if text_column and source is None:
-        raise CdlError("--text-column names --input's text column: give --input FILE")
+    if (text_column or encoding) and source is None:
+        raise CdlError(f"{'--text-column' if text_column else '--encoding'} is about --input's file: give --input FILE")
+    read_as = {k: v for k, v in (("text_column", text_column), ("encoding", encoding)) if v}
     if source is not None:
         doc = {}
         for ref in refs:
@@ -1030,8 +1036,7 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
                 if total > 512:
                     click.echo(f"{ref}: {done}/{total}", err=True)
 
-            doc[ref] = predict_source(ws, mv.ref if mv else ref, source,
-                                      {"text_column": text_column} if text_column else None, variant, progress)
+            doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress)
         rows = [{"model": ref, **p} for ref, preds in doc.items() for p in preds]
         if output is not None:
             write_predictions(rows, output)

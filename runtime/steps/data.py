@@ -28,7 +28,8 @@ from runtime.workspace.dataset import (
     write_npy_pack,
 )
 
-SOURCE_OPTIONS = ("path", "kind", "class_names", "text_column", "label_column", "media_root", "unlabeled", "delimiter")
+SOURCE_OPTIONS = ("path", "kind", "class_names", "text_column", "label_column", "media_root", "unlabeled", "delimiter",
+                  "encoding")
 
 
 def normalize_source(entry: Any, where: str) -> dict[str, Any]:

@@ -142,7 +142,7 @@ KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "text-folder": ("unlabeled",),
     "image-folder": ("unlabeled",),
     "idx": ("class_names",),
-    "csv": ("text_column", "label_column", "unlabeled", "delimiter", "class_names"),
+    "csv": ("text_column", "label_column", "unlabeled", "delimiter", "class_names", "encoding"),
     "jsonl": ("text_column", "label_column", "unlabeled", "class_names"),
     "parquet": ("text_column", "label_column", "unlabeled", "class_names"),
     "label-studio": ("media_root",),
@@ -363,6 +363,16 @@ def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
 # -- csv ----------------------------------------------------------------------------------------------------
 
 
+def _guess(raw: bytes) -> str:
+    """The encoding option a file that is not UTF-8 most likely needs: Excel on Windows writes cp1252."""
+    try:
+        raw.decode("cp1252")
+    except UnicodeDecodeError:
+        return ": --encoding NAME (the source's `encoding` in cdl.yaml)"
+    return (": it reads as cp1252 (Windows, Western European: what Excel saves as \"CSV\"), so --encoding cp1252 "
+            "(the source's `encoding` in cdl.yaml) if its accents come out right")
+
+
 def _delimiter(text: str) -> str:
     """The header line's separator: a comma, or, in a header without one, a semicolon (spreadsheets in locales
     that write decimal commas save CSV so), a tab or a bar. A semicolon file read as commas failed with "no text
@@ -373,17 +383,39 @@ def _delimiter(text: str) -> str:
     return next((d for d in (";", "\t", "|") if d in header), ",")
 
 
+def _encoding(path: Path, opts: dict[str, Any]) -> str | None:
+    """The `encoding` option (a CSV saved by Excel on Windows is cp1252), checked to be one Python knows."""
+    name = opts.get("encoding")
+    if not name:
+        return None
+    import codecs
+
+    try:
+        return codecs.lookup(str(name)).name
+    except LookupError:
+        raise DataImportError(f"{path}: unknown encoding {name!r} (for example utf-8, cp1252, latin-1, utf-16, "
+                              "shift_jis)") from None
+
+
 def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
     raw = path.read_bytes()
+    encoding = _encoding(path, opts)
     try:
+        if encoding:
+            text = raw.decode("utf-8-sig" if encoding == "utf-8" else encoding)
         # a spreadsheet's "Unicode text" is UTF-16 with a byte order mark (tab-separated): the mark says so
-        text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8-sig")
+        elif raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = raw.decode("utf-16")
+        else:
+            text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        if encoding:
+            raise DataImportError(f"{path}: line {line}: not {encoding} text ({exc.reason} at byte {exc.start})") from None
         if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise DataImportError(f"{path}: UTF-16 text with a broken character at byte {exc.start}") from None
-        line = raw[:exc.start].count(b"\n") + 1
         raise DataImportError(f"{path}: line {line}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
-                              "UTF-8 (a spreadsheet's \"CSV UTF-8\")") from None
+                              f"UTF-8 (a spreadsheet's \"CSV UTF-8\"), or name its encoding{_guess(raw)}") from None
     delimiter = "\t" if path.suffix.lower() == ".tsv" else opts.get("delimiter") or _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:

@@ -139,15 +139,32 @@ def test_a_csv_that_is_not_utf8_names_its_line(text_ws, tmp_path):
     p.write_bytes("text,label\nfine article text,tech\nun café en ville,sport\n".encode("latin-1"))
     err = _import_fails(text_ws, p, "line 3: not UTF-8 text")
     assert "save it as UTF-8" in str(err)
+    # the message names the encoding the bytes read as, and the option that reads them (there was none)
+    assert "it reads as cp1252" in str(err) and "--encoding cp1252" in str(err), err
+    _import_fails(text_ws, p, "unknown encoding 'cp125' \\(for example utf-8, cp1252", encoding="cp125")
+    excel = tmp_path / "excel.csv"  # Excel on Windows: cp1252, semicolons, CRLF
+    excel.write_bytes("Text;Label\r\n\"Caf\u00e9 prices \u2013 Z\u00fcrich\";business\r\n".encode("cp1252"))
+    add_source(text_ws, excel, {"encoding": "cp1252"})
+    assert text_ws.config().params("data.import")["sources"][0]["encoding"] == "cp1252"  # the next run reads it so
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    res = CliRunner().invoke(cli, ["-w", str(text_ws.root), "data", "import", str(p), "--encoding", "latin-1"])
+    assert res.exit_code == 0, res.output
     # a spreadsheet's "Unicode text" (UTF-16 with its byte order mark, tabs, CRLF) is read, where it was refused
     u16 = tmp_path / "unicode.txt.tsv"
     u16.write_bytes("text\tlabel\r\nun café en ville, été\tsport\r\n".encode("utf-16"))
     add_source(text_ws, u16)
-    assert {i.source: i.source_label for i in text_ws.store.items()} == {"unicode.txt.tsv#row2": "sport"}
+    assert {i.source: i.source_label for i in text_ws.store.items()} == {
+        "unicode.txt.tsv#row2": "sport", "excel.csv#row2": "business", "latin1.csv#row2": "tech",
+        "latin1.csv#row3": "sport"}
     from runtime.jobs import Runner
     from runtime.labeling import LabelQueue
 
     assert Runner(text_ws).run(until="data.ingest").ok
+    assert LabelQueue(text_ws, "ana").content("excel.csv:row2") == "Caf\u00e9 prices \u2013 Z\u00fcrich"
+    assert LabelQueue(text_ws, "ana").content("latin1.csv:row3") == "un caf\u00e9 en ville"
     assert LabelQueue(text_ws, "ana").content("unicode.txt.tsv:row2") == "un café en ville, été"
     from runtime.workspace.dataset import decode_text  # and a UTF-16 text file in a folder source
 
@@ -221,7 +238,7 @@ def test_an_option_of_another_kind_of_source_is_refused(text_ws, tmp_path):
     csv = tmp_path / "news.csv"
     csv.write_text("text,label\nThe striker scored twice in the final on Saturday,sport\n")
     _import_fails(text_ws, csv, r"news.csv: the option 'media_root' is not for a csv source \(its options: "
-                  r"text_column, label_column, unlabeled, delimiter, class_names\); it is for label-studio", media_root=str(tmp_path))
+                  r"text_column, label_column, unlabeled, delimiter, class_names, encoding\); it is for label-studio", media_root=str(tmp_path))
     add_source(text_ws, src)  # and without it, imported
     # one written into cdl.yaml by hand, on a source already imported, is refused too (not "unchanged")
     from runtime.jobs import Runner

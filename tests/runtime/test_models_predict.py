@@ -96,6 +96,15 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
     right = sum(g["label"] == g["given"] for g in got)
     assert f"ws:1: {right} of 4 agree with the labels the input gives" in out.stderr
     assert "wrote 4 prediction(s)" in out.stderr
+    # the same file as Excel on Windows saves it (cp1252): --encoding reads it, the same answers
+    win = tmp_path / "win.csv"
+    win.write_bytes(src.read_text().replace("\n", "\r\n").replace("body", "b\u00f6dy").encode("cp1252"))
+    refused = cdl(ws, "models", "predict", "ws:1", "--input", str(win))
+    assert refused.returncode == 2 and "--encoding cp1252" in refused.stderr, refused.stderr
+    out = cdl(ws, "models", "predict", "ws:1", "--input", str(win), "--encoding", "cp1252", "--text-column",
+              "b\u00f6dy", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [p["label"] for p in json.loads(out.stdout)["predictions"]["ws:1"]] == [g["label"] for g in got], out.stdout[:500]
     # a folder of class folders (the BBC layout): every file, the folder its label; JSON Lines out
     for i, (t, lab) in enumerate(zip(texts, labels, strict=True)):
         (tmp_path / "news" / lab).mkdir(parents=True, exist_ok=True)
@@ -109,7 +118,8 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
                        (["--text", "x", "-o", str(tmp_path / "x.csv")], "-o writes the predictions of --input"),
                        (["--input", str(src), "--text-column", "text"], "batch.csv: no column 'text' (columns: id, "
                                                                         "body, category)"),
-                       (["--input", str(tmp_path / "none.csv")], "none.csv: does not exist")):
+                       (["--input", str(tmp_path / "none.csv")], "none.csv: does not exist"),
+                       (["--text", "x", "--encoding", "cp1252"], "--encoding is about --input's file")):
         bad = cdl(ws, "models", "predict", "ws:1", *args)
         assert bad.returncode == 2 and says in bad.stderr, bad.stderr
     assert not (tmp_path / "x.csv").exists()
