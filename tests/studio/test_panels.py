@@ -518,10 +518,19 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
 
     ws = studio_ctx.workspace
     agent = agent_factory(ws, raw_below=1.01)
+    cfg = ws.config()
+    before = cfg.steps["deploy.push"].get("variant")
+    cfg.steps["deploy.push"]["variant"] = "dynamic_int8"
+    cfg.save()
     d = DevicesPanel(studio_ctx)
     qtbot.addWidget(d)
     load(qtbot, d)
     assert d.devices.rowCount() == 1 and d.model.count() == 3
+    # the champion in deploy.push's variant is chosen (the first version's first variant was)
+    assert d.model.currentText() == "ws:1:dynamic_int8", [d.model.itemText(i) for i in range(d.model.count())]
+    cfg = ws.config()
+    cfg.steps["deploy.push"].pop("variant") if before is None else cfg.steps["deploy.push"].update(variant=before)
+    cfg.save()
     d.devices.selectRow(0)
     d.model.setCurrentText("ws:1:static_int8")
     with qtbot.waitSignal(d.sig_loaded, timeout=60000):

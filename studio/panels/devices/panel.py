@@ -109,6 +109,8 @@ class DevicesPanel(Panel):
         remove.clicked.connect(self._remove)
         self.model = QComboBox()
         self.model.setMinimumWidth(220)
+        self._chosen: str | None = None  # what the user picked stays picked; else the champion is preselected
+        self.model.activated.connect(lambda _i: setattr(self, "_chosen", self.model.currentText()))
         push = QPushButton("Push to selected")
         push.setToolTip("push the model to every selected device (Ctrl+click for several)")
         push.clicked.connect(self._push)
@@ -150,20 +152,31 @@ class DevicesPanel(Panel):
 
         ws = self.ctx.workspace
         probes = probe_devices(ws)  # live figures, not those of the last Health press (2 s at most)
-        choices = []
-        for m in ws.store.model_versions():
+        choices, default = [], None
+        # newest first, and the champion in deploy.push's variant chosen: the oldest version was chosen, so that a
+        # push with the panel as it opened put back the first model ever trained
+        for m in reversed(ws.store.model_versions()):
             for v in ws.store.variants(m.name, m.version):
                 if v.status == "ok":
                     choices.append(f"{m.ref}:{v.variant}")
+        champions = [m for m in ws.store.model_versions() if "champion" in m.aliases]
+        if champions:
+            cfg = ws.config()
+            wanted = cfg.params("deploy.push").get("variant") if "deploy.push" in cfg.steps else None
+            for variant in (wanted, "fp32"):
+                if f"{champions[-1].ref}:{variant}" in choices:
+                    default = f"{champions[-1].ref}:{variant}"
+                    break
         return {"devices": devices_json(ws)["devices"], "details": {d.name: d.last_health for d in ws.store.devices()},
-                "history": history_json(ws)["deployments"], "choices": choices, "probes": probes}
+                "history": history_json(ws)["deployments"], "choices": choices, "default": default, "probes": probes}
 
     def show_data(self, d: dict[str, Any]) -> None:
-        current = self.model.currentText()
         self.model.clear()
         self.model.addItems(d["choices"])
-        if current:
-            self.model.setCurrentText(current)
+        if self._chosen in d["choices"]:
+            self.model.setCurrentText(self._chosen)
+        elif d.get("default"):
+            self.model.setCurrentText(d["default"])
         rows, colors = [], {}
         for i, dev in enumerate(d["devices"]):
             h = d["details"].get(dev["name"]) or {}
