@@ -363,13 +363,16 @@ def _read_idx(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
 # -- csv ----------------------------------------------------------------------------------------------------
 
 
+READS_AS_CP1252 = "it reads as cp1252"  # the studio's data panel offers to import so on this phrase
+
+
 def _guess(raw: bytes) -> str:
     """The encoding option a file that is not UTF-8 most likely needs: Excel on Windows writes cp1252."""
     try:
         raw.decode("cp1252")
     except UnicodeDecodeError:
         return ": --encoding NAME (the source's `encoding` in cdl.yaml)"
-    return (": it reads as cp1252 (Windows, Western European: what Excel saves as \"CSV\"), so --encoding cp1252 "
+    return (f": {READS_AS_CP1252} (Windows, Western European: what Excel saves as \"CSV\"), so --encoding cp1252 "
             "(the source's `encoding` in cdl.yaml) if its accents come out right")
 
 

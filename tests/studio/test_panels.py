@@ -84,6 +84,37 @@ def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
     assert len(items) == 1 and items[0].source_label is None
 
 
+def test_data_panel_offers_to_read_a_windows_csv_as_cp1252(studio_ctx, qtbot, tmp_path, monkeypatch):
+    """A CSV that Excel saved on Windows (cp1252) was refused with "save it as UTF-8", and only the CLI could name
+    its encoding; the panel asks, showing a line of it read so, and imports it as cp1252."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(studio_ctx)
+    qtbot.addWidget(p)
+    win = tmp_path / "win.csv"
+    win.write_bytes("text;label\r\nUn caf\u00e9 \u00e0 Z\u00fcrich, long enough to pass;business\r\n".encode("cp1252"))
+    asked: list[str] = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    p.path_edit.setText(str(win))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: bool(asked), timeout=20000)
+    assert "win.csv is not UTF-8 text" in asked[0] and "Un caf\u00e9 \u00e0 Z\u00fcrich" in asked[0], asked[0]
+    assert "not UTF-8" in p.status_label.text() and p.import_btn.isEnabled()  # answered No: nothing imported
+    answer[0] = QMessageBox.StandardButton.Yes
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported win.csv" in p.status_label.text(), timeout=20000)
+    ws = studio_ctx.workspace
+    assert [s.get("encoding") for s in ws.config().params("data.import")["sources"]
+            if isinstance(s, dict) and s["path"] == str(win)] == ["cp1252"]
+    from runtime.labeling import LabelQueue
+
+    (item,) = [i for i in ws.store.items() if i.source.startswith("win.csv")]
+    assert LabelQueue(ws, "ana").content(item.uid).startswith("Un caf\u00e9 \u00e0 Z\u00fcrich")
+
+
 def _labeling_panel_showing_all(ctx, qtbot):  # noqa: ANN001, ANN202
     """A labeling panel, shown, its filter on 'all' (set before the first load), loaded."""
     from studio.panels.labeling.panel import LabelingPanel

@@ -119,7 +119,7 @@ class DataPanel(Panel):
         if path:
             self.path_edit.setText(path)
 
-    def _import(self) -> None:
+    def _import(self, encoding: str | None = None) -> None:
         from runtime.api import add_source
 
         path = self.path_edit.text().strip()
@@ -134,6 +134,8 @@ class DataPanel(Panel):
             options["class_names"] = names if "," not in names else [c.strip() for c in names.split(",")]
         if self.unlabeled.isChecked():
             options["unlabeled"] = True
+        if encoding:
+            options["encoding"] = encoding
         self.import_btn.setEnabled(False)
 
         def done(_: Any) -> None:
@@ -144,12 +146,32 @@ class DataPanel(Panel):
         def failed(msg: str) -> None:
             self.import_btn.setEnabled(True)
             self.say(msg, "error")
+            from runtime.steps.sources import READS_AS_CP1252
+
+            if READS_AS_CP1252 in msg and not encoding and self._ask_cp1252(Path(path)):
+                self._import("cp1252")  # a CSV that Excel saved on Windows: only the CLI could name its encoding
 
         from studio.services.tasks import run_task
 
         self.say(f"importing {Path(path).name}…")
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
+
+    def _ask_cp1252(self, path: Path) -> bool:
+        """Offer to read a CSV that is not UTF-8 as cp1252, with a line that shows its accents so read."""
+        from PySide6.QtWidgets import QMessageBox
+
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+        sample = next((line for line in head.splitlines() if any(b > 127 for b in line)), b"")
+        shown = sample.decode("cp1252", "replace").strip()
+        shown = shown if len(shown) <= 160 else shown[:157] + "…"
+        answer = QMessageBox.question(
+            self, "Not UTF-8 text",
+            f"{path.name} is not UTF-8 text. It reads as cp1252 (Windows, Western European: what Excel saves as "
+            f"\"CSV\"), which makes this line of it:\n\n{shown}\n\nImport it as cp1252? (cdl.yaml keeps the "
+            "encoding with the source.)")
+        return answer == QMessageBox.StandardButton.Yes
 
     # -- data ---------------------------------------------------------------------------------------------
 
