@@ -191,6 +191,9 @@ def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN
         ws = Workspace(tmp)  # opens (and migrates) the registry: a backup that cannot open is not restored
         try:
             versions, models = len(ws.store.versions()), len(ws.store.model_versions())
+            if ws.store.is_sqlite:  # the archive it came from is a backup of it (the doctor said "never backed up")
+                ws.store.set_state("last_backup", {"time": manifest["created"], "archive": str(archive),
+                                                   "with_data": manifest["with_data"], "restored_from": True})
         finally:
             ws.close()
         if dest.exists():

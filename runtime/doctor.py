@@ -200,7 +200,8 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         when = datetime.fromisoformat(last["time"])
         days = (datetime.now(UTC) - when).days
         add("backup", "warn" if days >= BACKUP_DAYS else "ok",
-            f"last `cdl backup` {when.date()} ({days} day(s) ago) to {last['archive']}",
+            f"last `cdl backup` {when.date()} ({days} day(s) ago) to {last['archive']}"
+            + (" (this workspace was restored from it)" if last.get("restored_from") else ""),
             "`cdl backup OUT.tar.gz` (the registry, artifacts, scoring data and keys are only here)")
     elif ws.store.model_versions():
         add("backup", "warn", "never backed up: the registry, models, scoring data and keys exist only in this "

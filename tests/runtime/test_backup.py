@@ -64,6 +64,10 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
     assert "cdl data pull" in got["next"] and "backup" in got["next"] and "checkout v1" in got["next"]
     r = Workspace(dest)
     try:
+        # the archive it was restored from is its last backup (the doctor said "never backed up")
+        (restored,) = [c for c in diagnose(r)["checks"] if c["area"] == "backup"]
+        assert restored["status"] == "ok" and restored["detail"].endswith(
+            f"to {out['archive']} (this workspace was restored from it)"), restored
         back = r.store.model_version("ws", 1)
         assert back.artifacts == mv.artifacts and back.metrics == mv.metrics and back.aliases == mv.aliases
         assert r.artifacts.exists(mv.artifacts["checkpoint"])
