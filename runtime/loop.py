@@ -86,7 +86,9 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         maintained = ws.store.last_step_run("deploy.maintain")
         unproposed = (maintained.summary or {}).get("unproposed", []) if maintained else []
         again = [u for u in unproposed if u.get("labeled_in")]
-        if again and retune:  # the drifted window's samples were labeled for an earlier proposal: search again
+        if again and retune:  # the drifted window's samples were labeled for an earlier proposal: search again,
+            # with that proposal open again, so that a loop that then waits for a review goes on from there
+            proposals.close(ws, again[0]["labeled_in"], "open", "searched again (`cdl loop --retune`)")
             p = proposals.proposal(ws, again[0]["labeled_in"])
         elif not force:
             if unproposed and len(again) == len(unproposed):

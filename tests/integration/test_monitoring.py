@@ -320,11 +320,19 @@ def test_the_loop_after_the_retrained_version_was_rejected(bbc_packaged, agent_f
     (mt,) = [s for s in again["steps"] if s["id"] == "deploy.maintain"]
     assert mt["message"] == "drift on dev1, but nothing new to label", mt
     assert len(proposals(ws)) == 1 and [m.version for m in ws.store.model_versions("ws")] == [1, 2]
-    # --retune goes around on that data with a new search (the loop stopped there before)
-    retuned = run_loop(ws, retune=True, auto_approve_if_better=True)
-    assert retuned["status"] == "done" and retuned["candidate"] == "ws:3", retuned
+    # --retune goes around on that data with a new search (the loop stopped there before), and the loop after it
+    # goes on with the version it trained once that is reviewed (it does not search again)
+    retuned = run_loop(ws, retune=True)
+    assert retuned["status"] == "waiting" and retuned["candidate"] == "ws:3", retuned
     assert ("model.tune", "done") in [(s["id"], s["status"]) for s in retuned["steps"]], retuned["steps"]
-    assert len(proposals(ws)) == 1 and proposals(ws)[0]["status"] in ("done", "rejected")
+    assert len(proposals(ws)) == 1 and proposals(ws)[0]["status"] == "open"
+    review(ws.store, "ws:3", True, "the new search did it", "vera")
+    after = run_loop(ws)
+    assert after["status"] == "done" and after["candidate"] == "ws:3", after
+    assert not [s for s in after["steps"] if s["id"] in ("model.tune", "model.train") and s["status"] == "done"]
+    assert [m.version for m in ws.store.model_versions("ws")] == [1, 2, 3] and proposals(ws)[0]["status"] == "done"
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["version"] == "3"
 
 
 def test_a_forced_loop_without_drift_retrains_and_deploys_to_the_configured_devices(bbc_packaged, agent_factory):
