@@ -716,13 +716,15 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="also write the Label Studio labeling config (XML) a project needs to import FILE")
+@click.option("--filter", "filter_", help="only these items, as `labels next --filter` takes them: unlabeled, "
+              "conflicts, labeled, all, proposal:ID (a retrain proposal's samples left to label)")
 @click.option("--json", "as_json", is_flag=True, help='{"tasks", "annotations"[, "config", "classes"]}')
 @click.pass_obj
-def labels_export(obj: dict[str, Any], file: Path, config: Path | None, as_json: bool) -> None:
+def labels_export(obj: dict[str, Any], file: Path, config: Path | None, filter_: str | None, as_json: bool) -> None:
     """Export items and labels as a Label Studio JSON export."""
     from runtime.labeling import export_label_studio
 
-    doc = export_label_studio(_ws(obj), file, config=config)
+    doc = export_label_studio(_ws(obj), file, config=config, filter=filter_)
     if as_json:
         _dump(doc)
         return

@@ -590,12 +590,17 @@ def label_config(is_text: bool, from_name: str, to_name: str, classes: list[str]
 
 
 def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True,
-                        config: Path | None = None) -> dict[str, Any]:
+                        config: Path | None = None, filter: str | None = None) -> dict[str, Any]:  # noqa: A002
     """Write the checked-out dataset's items, and those imported since, with their labels, as a Label Studio JSON
     export; with `config`, also the labeling config a Label Studio project needs to import it (label_config): every
-    class, and every label the export carries (Label Studio refuses an annotation whose choice its config lacks)."""
+    class, and every label the export carries (Label Studio refuses an annotation whose choice its config lacks).
+    `filter`: only the items a labeling queue filter shows (`cdl labels next --filter`'s: unlabeled, conflicts,
+    labeled, all, proposal:ID), so that a retrain proposal's samples go to Label Studio without the whole dataset."""
     is_text, from_name, to_name = _ls_names(ws)
     every = _rows_and_new(ws)
+    if filter:
+        wanted = {r.id for r, _st in LabelQueue(ws)._matching(filter)}
+        every = [(r, v) for r, v in every if r.id in wanted]
     records = ws.store.labels()
     by_item: dict[str, list[LabelRecord]] = {}
     for r in records:

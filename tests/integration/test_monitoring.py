@@ -178,6 +178,17 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     doc = json.loads(proc.stdout)
     assert doc["status"] == "waiting" and "to label" in doc["reason"]
     pid = doc["proposal"]["id"]
+    # the proposal's samples alone go to Label Studio (the export held the whole dataset, 300 tasks and more)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "export",
+                          str(ws.root / "p.json"), "--filter", f"proposal:{pid}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    tasks = json.loads((ws.root / "p.json").read_text())
+    assert len(tasks) == doc["proposal"]["samples"] and all(
+        t["data"]["cdl_uid"].startswith(f"proposal:{pid}:") for t in tasks), [t["data"]["cdl_uid"] for t in tasks][:5]
+    bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "export",
+                          str(ws.root / "x.json"), "--filter", "proposal:p9"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "retrain proposal 'p9' does not exist" in bad.stderr and not (
+        ws.root / "x.json").exists(), bad.stderr
     # labelers work through the queue (these documentation texts are about technology)
     q = LabelQueue(ws, "lena")
     while (item := q.next(f"proposal:{pid}")) is not None:

@@ -641,7 +641,28 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     from runtime.proposals import close, proposals
 
     pid = proposals(ws)[0]["id"]
-    q = LabelQueue(ws, "lena")
+    # the labeling panel shown the proposal exports its samples alone for Label Studio (it wrote every item)
+    from PySide6.QtWidgets import QFileDialog
+
+    from studio.panels.labeling.panel import LabelingPanel
+
+    lab = LabelingPanel(studio_ctx)
+    qtbot.addWidget(lab)
+    lab.set_filter(f"proposal:{pid}")  # as the monitoring panel's Retrain… opens it
+    load(qtbot, lab)
+    names: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, start, *a: names.append(start) or (str(tmp_path / "p.json"), ""))
+    with qtbot.waitSignal(lab.sig_loaded, timeout=30000):
+        lab._export_ls()
+    assert names[0].endswith(f"proposal-{pid}.json"), names
+    import json
+
+    tasks = json.loads((tmp_path / "p.json").read_text())
+    assert len(tasks) == proposals(ws)[0]["samples"] and all(t["data"]["cdl_uid"].startswith(f"proposal:{pid}:")
+                                                            for t in tasks), len(tasks)
+    assert f"task(s) of proposal:{pid} to" in lab.status_label.text(), lab.status_label.text()
+    q = LabelQueue(ws, lab.labeler.text())  # the panel holds the lease of the item it shows: its labeler goes on
     while (item := q.next(f"proposal:{pid}")) is not None:
         q.set_label(item.uid, "tech")
     close(ws, pid, "rejected", "ws:2 was not better")

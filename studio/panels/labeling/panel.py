@@ -369,15 +369,20 @@ class LabelingPanel(Panel):
     def _export_ls(self) -> None:
         from runtime.labeling import export_label_studio
 
-        path, _ = QFileDialog.getSaveFileName(self, "Export for Label Studio", str(Path.home() / "labels.json"),
-                                              "JSON (*.json)")
+        # shown a retrain proposal, the export holds its samples left to label, not the whole dataset
+        flt = self.filter.currentText()
+        flt = flt if flt.startswith("proposal:") else None
+        name = f"{flt.replace(':', '-')}.json" if flt else "labels.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Export for Label Studio" + (f" ({flt})" if flt else ""),
+                                              str(Path.home() / name), "JSON (*.json)")
         if path:
             # beside it, the labeling config a Label Studio project needs to import it (labels.label_config.xml)
             config = Path(path).with_suffix(".label_config.xml")
-            self.work(export_label_studio, self.ctx.workspace, Path(path), True, config,
-                      done=lambda r: self.say(f"wrote {r['tasks']} task(s) to {path}, and the Label Studio project's "
-                                              f"labeling config ({len(r['classes'])} classes) to {config.name} beside "
-                                              "it (Settings > Labeling Interface > Code)", "ok"))
+            self.work(export_label_studio, self.ctx.workspace, Path(path), True, config, flt,
+                      done=lambda r: self.say(f"wrote {r['tasks']} task(s){' of ' + flt if flt else ''} to {path}, and "
+                                              f"the Label Studio project's labeling config ({len(r['classes'])} "
+                                              f"classes) to {config.name} beside it (Settings > Labeling Interface > "
+                                              "Code)", "ok"))
 
 
 class AgreementDialog(QDialog):
