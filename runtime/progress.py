@@ -53,7 +53,7 @@ class ProgressPrinter:
             self._write(f"= {ev.step}: up to date")
         elif ev.kind == EventKind.FAILED:
             self._close()
-            self._write(f"✗ {ev.step}: {ev.message}")
+            self._write(f"{'⏸' if (ev.data or {}).get('waiting') else '✗'} {ev.step}: {ev.message}")  # a review: no failure
             tb = (ev.data or {}).get("traceback")
             if tb:  # a bug's, or the workspace's own code's: the line of src/ it names is in it
                 self._write("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))

@@ -34,6 +34,13 @@ class StepFailed(CdlError):
         self.reason = reason
 
 
+class AwaitingPerson(StepFailed):
+    """The step waits for a person (a review): the run stops there, as on a failure (`cdl run` exits 1), but the
+    step is shown waiting, not failed."""
+
+    summary = {"waiting": True}
+
+
 class GateFailed(StepFailed):
     """An evaluation gate was not met (a failed gate fails the step and the CI run)."""
 

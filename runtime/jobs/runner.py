@@ -107,8 +107,8 @@ class Runner:
             if run is None:
                 # a step after a failed one has never run because the run stopped there: it says which (it said
                 # nothing, as if it were only waiting for a first run)
-                failed = [(a, out[a].status) for a in cfg.order()
-                          if a in cfg.ancestors(step) and out[a].status in (StepStatus.FAILED, StepStatus.CANCELLED)]
+                failed = [(a, out[a].status) for a in cfg.order() if a in cfg.ancestors(step)
+                          and out[a].status in (StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.WAITING)]
                 note = "; ".join(x for x in (_upstream_reason(failed) if failed else "",
                                              get_step(step).never_run_note(self.ws)) if x)
                 out[step] = StepState(step, spec, StepStatus.NEVER_RUN, note)
@@ -125,6 +125,8 @@ class Runner:
                     if first == "cancelled":  # a person stopped it: no failure of the step (it showed red, "failed")
                         out[step] = StepState(step, spec, StepStatus.CANCELLED, "cancelled: the next run runs it again",
                                               run, run.summary)
+                    elif (run.summary or {}).get("waiting"):  # for a review: no failure either
+                        out[step] = StepState(step, spec, StepStatus.WAITING, first, run, run.summary)
                     else:
                         out[step] = StepState(step, spec, StepStatus.FAILED, first, run, run.summary)
                     continue
@@ -152,8 +154,8 @@ class Runner:
                     reason = reason or ("" if changed else impl.reads_changed)
                 reason = reason or f"{' and '.join(changed) or 'inputs'} changed since it ran{which}"
             else:
-                bad_up = [u for u in cfg.upstream(step) if out[u].status in (StepStatus.STALE, StepStatus.NEVER_RUN,
-                                                                             StepStatus.FAILED, StepStatus.CANCELLED)]
+                bad_up = [u for u in cfg.upstream(step) if out[u].status in (
+                    StepStatus.STALE, StepStatus.NEVER_RUN, StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.WAITING)]
                 if bad_up:
                     reason = _upstream_reason([(u, out[u].status) for u in bad_up])
             if reason and run.status == "drifted":
@@ -545,7 +547,8 @@ def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:
     """"upstream model.preprocess is stale; model.tune failed": each step with what it really is (a list of steps
     used to take the first one's status, so a failed one read as stale)."""
     words = {StepStatus.STALE: ("is stale", "are stale"), StepStatus.NEVER_RUN: ("has never run", "have never run"),
-             StepStatus.FAILED: ("failed", "failed"), StepStatus.CANCELLED: ("was cancelled", "were cancelled")}
+             StepStatus.FAILED: ("failed", "failed"), StepStatus.CANCELLED: ("was cancelled", "were cancelled"),
+             StepStatus.WAITING: ("waits for a person", "wait for a person")}
     parts = []
     for status, (one, many) in words.items():
         steps = [u for u, st in bad if st == status]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
+from runtime.domain.errors import AwaitingPerson, CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
@@ -756,8 +756,8 @@ class ReviewStep(Step):
             reviews = [rv]
             ctx.log(f"automatic review: {rv.decision}: {rv.comment}")
         if not reviews:
-            raise StepFailed(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
-                             "--comment TEXT --reviewer NAME`")
+            raise AwaitingPerson(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
+                                 "--comment TEXT --reviewer NAME`")
         last = reviews[-1]
         if last.decision == "rejected":
             # a rejected candidate leaves the champion in place: the deployment pipeline goes on with it (its

@@ -453,13 +453,15 @@ class MainWindow(QMainWindow):
             model.set_status(ev.step, "done")
             self.job_bar.log.add(f"= {ev.step}: up to date")
         elif kind == "failed":
+            waiting = bool((ev.data or {}).get("waiting"))  # for a review: no failure
             if ev.step:  # the runner reports a cancelled step as failed with the message "cancelled"
-                model.set_status(ev.step, "cancelled" if ev.message == "cancelled" else "failed", ev.message)
-            self.job_bar.log.add(f"✗ {ev.step}: {ev.message}")
+                model.set_status(ev.step, "cancelled" if ev.message == "cancelled" else "waiting" if waiting
+                                 else "failed", ev.message)
+            self.job_bar.log.add(f"{'⏸' if waiting else '✗'} {ev.step}: {ev.message}")
             tb = (ev.data or {}).get("traceback")
             if tb:  # where it failed (the Runs dialog keeps it too)
                 self.job_bar.log.add("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))
-            self.statusBar().showMessage(f"{ev.step} cancelled" if ev.message == "cancelled"
+            self.statusBar().showMessage(f"{ev.step} cancelled" if ev.message == "cancelled" else ev.message if waiting
                                          else f"{ev.step} failed: {ev.message}", 20000)
         for panel in self.panels.values():
             panel.on_event(ev)

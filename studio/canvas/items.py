@@ -23,6 +23,7 @@ STATUS_STYLE = {
     "done": (QColor("#dcfce7"), QColor("#15803d"), "done"),
     "failed": (QColor("#fee2e2"), QColor("#b91c1c"), "failed"),
     "cancelled": (QColor("#f3f4f6"), QColor("#374151"), "cancelled"),
+    "waiting": (QColor("#ede9fe"), QColor("#6d28d9"), "waiting"),
     "stale": (QColor("#fef3c7"), QColor("#b45309"), "stale"),
     "drifted": (QColor("#dc2626"), QColor("#ffffff"), "DRIFTED"),
     "skipped": (QColor("#e5e7eb"), QColor("#4b5563"), "skipped"),

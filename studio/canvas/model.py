@@ -13,7 +13,7 @@ from typing import Any
 
 PIPELINES = ("data", "model", "deploy")
 COLUMN = {"data": 0, "model": 1, "deploy": 2}
-STATUSES = ("never-run", "running", "done", "failed", "cancelled", "stale", "drifted")
+STATUSES = ("never-run", "running", "done", "failed", "cancelled", "waiting", "stale", "drifted")
 
 
 @dataclass

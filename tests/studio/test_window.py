@@ -447,3 +447,8 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
     w._on_event(Event(EventKind.FAILED, step="model.tune", message="cancelled"))
     assert w.document.model.nodes["model.tune"].status == "cancelled"
     assert w.statusBar().currentMessage() == "model.tune cancelled"
+    # a step that waits for a person (a review) is "waiting", not a red "failed"
+    w._on_event(Event(EventKind.FAILED, step="model.review", message="ws:1 awaits review: `cdl models review ...`",
+                      data={"waiting": True}))
+    assert w.document.model.nodes["model.review"].status == "waiting"
+    assert "⏸ model.review: ws:1 awaits review" in w.job_bar.log.toPlainText()
