@@ -312,7 +312,7 @@ def run(obj: dict[str, Any], step: str | None, until: str | None, force: bool, s
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(obj: dict[str, Any], as_json: bool) -> None:
-    """Each step's status: never-run, running, done, failed, stale (with the reason) or drifted."""
+    """Each step's status: never-run, running, done, failed, cancelled, waiting (for a review), stale (with the reason) or drifted."""
     from runtime.jobs import Runner
 
     ws = _ws(obj)
