@@ -85,17 +85,18 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     if p is None:
         maintained = ws.store.last_step_run("deploy.maintain")
         unproposed = (maintained.summary or {}).get("unproposed", []) if maintained else []
-        again = [u for u in unproposed if u.get("labeled_in")]
+        labeled = [u for u in unproposed if u.get("labeled", u.get("labeled_in"))]
+        again = [u for u in labeled if u.get("labeled_in")]
         if again and retune:  # the drifted window's samples were labeled for an earlier proposal: search again,
             # with that proposal open again, so that a loop that then waits for a review goes on from there
             proposals.close(ws, again[0]["labeled_in"], "open", "searched again (`cdl loop --retune`)")
             p = proposals.proposal(ws, again[0]["labeled_in"])
-        elif not force:
-            if unproposed and len(again) == len(unproposed):
-                return LoopResult(status="nothing-to-label", steps=steps, reason="; ".join(u["reason"] for u in again)
+        elif not force and not (retune and labeled):  # --retune on labeled data goes around as --force does
+            if unproposed and len(labeled) == len(unproposed):
+                return LoopResult(status="nothing-to-label", steps=steps, reason="; ".join(u["reason"] for u in labeled)
                                   + "; `cdl loop --retune` searches the model again on the data there is")
             return LoopResult(status="failed", steps=steps, reason="; ".join(
-                u["reason"] for u in unproposed if not u.get("labeled_in")) or "drift, but no retrain proposal was made")
+                u["reason"] for u in unproposed if u not in labeled) or "drift, but no retrain proposal was made")
     if labels is not None and p is not None:
         import_label_studio(ws, labels, skip_unmatched=True)
         p = proposals.proposal(ws, p["id"])

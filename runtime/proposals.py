@@ -37,8 +37,9 @@ class NothingToPropose(CdlError):
     """A drifted window with no sample to ask about. `labeled_in`: the proposal whose samples were these (the
     window's raw inputs are all labeled already), or None (the device kept no raw input in the window)."""
 
-    def __init__(self, message: str, labeled_in: dict[str, Any] | None = None):
+    def __init__(self, message: str, labeled: bool, labeled_in: dict[str, Any] | None = None):
         super().__init__(message)
+        self.labeled = labeled  # the window's raw inputs are all labeled already (else it kept none)
         self.labeled_in = labeled_in
 
 
@@ -105,14 +106,15 @@ def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose
     if not raw:
         return NothingToPropose(f"{dev}: drift, but the device kept no raw input in this window: it keeps those of "
                                 "predictions less confident than raw_input_below_confidence in its agent.json (raise "
-                                f"it: `cdl devices enroll {dev} --address HOST:PORT --replace --raw-below 0.9`)")
+                                f"it: `cdl devices enroll {dev} --address HOST:PORT --replace --raw-below 0.9`)",
+                                labeled=False)
     earlier = [p for p in proposals(ws) if p["device"] == dev and p["bundle_id"] == check["bundle_id"]]
     last = earlier[-1] if earlier else None
     where = ""
     if last is not None:
         where = f" (proposal {last['id']}, {last['status']}" + (f": {last['note']}" if last.get("note") else "") + ")"
     return NothingToPropose(f"{dev}: drift, but the {raw} raw input(s) its window kept are labeled already{where}: "
-                            "nothing new to label until the device scores more", labeled_in=last)
+                            "nothing new to label until the device scores more", labeled=True, labeled_in=last)
 
 
 def open_proposal(ws: Workspace) -> dict[str, Any] | None:

@@ -109,7 +109,7 @@ class MaintainStep(Step):
             except proposals.NothingToPropose as e:
                 ctx.log(str(e))
                 unproposed.append({"device": c["device"], "bundle_id": c["bundle_id"], "reason": str(e),
-                                   "labeled_in": e.labeled_in["id"] if e.labeled_in else None})
+                                   "labeled": e.labeled, "labeled_in": e.labeled_in["id"] if e.labeled_in else None})
                 continue
             ctx.log(f"{c['device']}: proposal {p['id']}: {p['samples']} sample(s) to label "
                     f"(`cdl labels next --filter proposal:{p['id']}`)")

@@ -543,3 +543,22 @@ def test_drift_on_a_device_that_keeps_no_raw_inputs_says_what_to_change(bbc_pack
     assert "`cdl devices enroll dev1 --address HOST:PORT --replace --raw-below 0.9`" in res["reason"], res["reason"]
     (mt,) = [s for s in res["steps"] if s["id"] == "deploy.maintain"]
     assert mt["message"] == "drift on dev1, but nothing new to label" and proposals(ws) == [], mt
+
+
+def test_drift_on_texts_the_dataset_holds_already_is_nothing_to_label(bbc_packaged, agent_factory):
+    """A device that scores the dataset's own texts, of one class only (the predicted classes drift): every raw
+    input it kept is labeled already, in the dataset, so nothing is proposed and the loop says so; it failed as
+    "drift, but no samples with raw inputs to label"."""
+    from runtime.loop import run_loop
+    from runtime.workspace.dataset import decode_text
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=1.01)  # every raw input kept
+    deploy(ws, "ws:1", "fp32", "dev1")
+    view = ws.dataset()
+    sport = list(dict.fromkeys(decode_text(view.read_bytes(r))[0] for r in view.rows if r.label == "sport"))
+    send(agent, ws, sport[:80])
+    res = run_loop(ws)
+    assert res["status"] == "nothing-to-label" and res.code == 0, res
+    assert "dev1: drift, but the " in res["reason"] and "labeled already: nothing new to label" in res["reason"]
+    assert "(proposal" not in res["reason"] and proposals(ws) == [], res["reason"]
