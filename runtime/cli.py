@@ -409,7 +409,7 @@ def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
         return
     for r in doc["runs"]:
         took = "" if r["seconds"] is None else f"{r['seconds']:.1f}s"
-        said = r["error"] if r["status"] in ("failed", "cancelled") else r["message"]
+        said = r["error"] if r["status"] in ("failed", "cancelled", "waiting") else r["message"]
         when = datetime.fromisoformat(r["started"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"#{r['id']:<5} {when}  {r['status']:<8} {took:>8}  {said}")
         if r["changed"]:

@@ -489,7 +489,9 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         else:
             changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
         cancelled = r.status == "failed" and (r.error or "").split("\n", 1)[0] == "cancelled"
-        out.append({"id": r.id, "status": "cancelled" if cancelled else r.status, "started": r.started.isoformat(),
+        waiting = r.status == "failed" and (r.summary or {}).get("waiting")  # for a review
+        out.append({"id": r.id, "status": "cancelled" if cancelled else "waiting" if waiting else r.status,
+                    "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
                     "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],

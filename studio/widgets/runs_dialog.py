@@ -23,7 +23,7 @@ class RunsDialog(QDialog):
         self.table = Table(["run", "started", "status", "seconds", "result", "changed since the run before"])
         rows, colors = [], {}
         for i, r in enumerate(doc["runs"]):
-            said = r["error"] if r["status"] in ("failed", "cancelled") else r["message"]
+            said = r["error"] if r["status"] in ("failed", "cancelled", "waiting") else r["message"]
             rows.append((r["id"], local_time(r["started"]), r["status"], r["seconds"], said, r["changed"]))
             if r["status"] == "failed":
                 colors[(i, 2)] = "#b91c1c"
