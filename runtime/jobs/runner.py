@@ -505,6 +505,8 @@ def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
     """Why a run with the parameters of the run before it ran at all (the history said nothing, as if nothing had
     happened between them)."""
     if before.status not in ("done", "drifted"):
+        if (before.summary or {}).get("waiting"):
+            return "again after a run that waited for a person (same parameters)"
         what = "cancelled" if before.error == "cancelled" else before.status
         return f"again after a {what} run (same parameters)"
     if run.input_fp != before.input_fp:
