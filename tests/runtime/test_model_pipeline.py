@@ -75,6 +75,9 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
     assert states["deploy.export"].reason == "upstream model.review waits for a person", states["deploy.export"]
     runs = json.loads(cdl(ws, "runs", "model.review", "--json", check=True).stdout)["runs"]
     assert runs[0]["status"] == "waiting" and "awaits review" in runs[0]["error"], runs[0]
+    assert cdl(ws, "run", "model.review").returncode == 1  # still no review
+    runs = json.loads(cdl(ws, "runs", "model.review", "--json", check=True).stdout)["runs"]
+    assert runs[0]["changed"] == "again after a run that waited for a person (same parameters)", runs[0]
     r = cdl(ws, "models", "review", f"{m['name']}:1", "--approve", "--comment", "looks good", "--reviewer", "vera",
             check=True)
     assert "champion" in r.stdout
