@@ -184,8 +184,18 @@ def quantize_dynamic_int8(src: Path) -> Path:
     return out
 
 
+def _softmax_nodes(path: Path) -> list[str]:
+    """The Softmax nodes of the model: left in float by static quantization, since a uint8 output of a softmax is
+    a probability in 255 steps (a confidence of 0.992157 for every sure answer, 29 values over a test split), which
+    the confidence drift test, the raw-input threshold and top-k answers all read."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type in ("Softmax", "LogSoftmax") and n.name]
+
+
 def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool = True) -> Path:
-    """QDQ static quantization, calibrated on training samples (MinMax)."""
+    """QDQ static quantization, calibrated on training samples (MinMax); the softmax stays in float."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -212,7 +222,8 @@ def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool =
     root.setLevel(logging.ERROR)  # per-channel quantization warns about 1-D weights (layer norm): harmless
     try:
         quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                        nodes_to_exclude=_softmax_nodes(pre))
     finally:
         root.setLevel(level)
     pre.unlink(missing_ok=True)

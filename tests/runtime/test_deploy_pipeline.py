@@ -81,6 +81,14 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     probs = sess.run(["probabilities"], {"input": x})[0][0]
     classes = ws.store.model_version("ws", 1).classes
     assert [got["ws@champion:dynamic_int8"]["probabilities"][c] for c in classes] == pytest.approx(probs, abs=1e-6)
+    # static INT8 keeps its softmax in float: its probabilities came in 256 steps (every sure answer 0.992157)
+    st = ort.InferenceSession(str(ws.artifacts.get(ws.store.variant("ws", 1, "static_int8").artifact)),
+                              providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    xs = (np.abs(rng.normal(size=(200, x.shape[1]))) * (rng.random((200, x.shape[1])) < 0.05)).astype(np.float32)
+    xs /= np.linalg.norm(xs, axis=1, keepdims=True) + 1e-9
+    sp = st.run(["probabilities"], {"input": xs})[0]
+    assert len(np.unique(sp)) > 300 and np.allclose(sp.sum(axis=1), 1, atol=1e-5), len(np.unique(sp))
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "predict", "ws:1:tensorrt",
                           "--text", text], capture_output=True, text=True)
     assert out.returncode == 2 and "ws:1:tensorrt was not built (skipped: TensorRT unavailable" in out.stderr
