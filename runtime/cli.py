@@ -633,6 +633,24 @@ def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool, 
                    f"versions to it from now on (--no-default adds a remote and keeps the default)", err=True)
 
 
+@data_remote.command("remove")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help='{"remote", "url", "was_default", "default"}')
+@click.pass_obj
+def data_remote_remove(obj: dict[str, Any], name: str, as_json: bool) -> None:
+    """Forget a DVC remote (a wrong URL, a disk that is gone); what it holds stays there."""
+    from runtime.datasets import remote_remove
+
+    doc = remote_remove(_ws(obj), name)
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"removed remote {doc['remote']} ({doc['url']}); the data on it stays there")
+    if doc["was_default"]:
+        click.echo(f"the default remote is now {doc['default']}" if doc["default"] else
+                   "no DVC remote is left: `cdl data remote add NAME URL` adds one", err=True)
+
+
 @data_remote.command("list")
 @click.option("--json", "as_json", is_flag=True, help='{"remotes": [{"name", "url", "default"}]}')
 @click.pass_obj

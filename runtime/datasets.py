@@ -191,6 +191,23 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
     return {"remote": name, "url": url, "default": default, "replaced_default": replaced}
 
 
+def remote_remove(ws: Workspace, name: str) -> dict[str, Any]:
+    """Forget a DVC remote (`dvc remote remove`): a wrong URL, a disk that is gone. The data on it stays there. Where
+    it was the default, the next remote (by name) becomes the default, so that `cdl data push` still has one."""
+    _known_remote(ws, name)
+    remotes = ws.dvc.remotes()
+    url, was_default = remotes[name], next(iter(remotes)) == name
+    others = [n for n in remotes if n != name]
+    new_default = sorted(others)[0] if was_default and others else None
+    ws.dvc.remove_remote(name, new_default)
+    if name in ws.dvc.remotes():  # defined in .dvc/config.local, which stays out of git
+        raise WorkspaceError(f"remote {name!r} is set in .dvc/config.local: remove it there (`dvc remote remove "
+                             f"--local {name}`)")
+    ws.git.commit(f"data: DVC remote {name} removed", ".dvc/config")
+    return {"remote": name, "url": url, "was_default": was_default,
+            "default": new_default if was_default else _default_remote(ws)}
+
+
 def push(ws: Workspace, remote: str | None = None) -> dict[str, Any]:
     """Every dataset version's data to the DVC remote (the default one unless named): what the registry knows,
     old versions included. A version whose data is no longer in the cache here is reported, not pushed."""

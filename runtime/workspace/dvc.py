@@ -157,6 +157,19 @@ class Dvc:
 
         self._locked(f"dvc remote add {name}", add)
 
+    def remove_remote(self, name: str, new_default: str | None = None) -> None:
+        """`dvc remote remove NAME`, from .dvc/config; where it was the default, `new_default` (or none) is."""
+        def remove(repo) -> None:  # noqa: ANN001
+            with repo.config.edit("repo") as conf:
+                conf["remote"].pop(name, None)
+                if conf["core"].get("remote") == name:
+                    if new_default:
+                        conf["core"]["remote"] = new_default
+                    else:
+                        del conf["core"]["remote"]
+
+        self._locked(f"dvc remote remove {name}", remove)
+
     def transfer(self, direction: str, versions: dict[str, str], remote: str | None = None) -> dict[str, int]:
         """Push every given version's objects ({version id: its .dvc file's text}) from the cache to a remote, or
         fetch them from it into the cache ("fetch"), version by version; {version id: objects transferred}.

@@ -746,10 +746,24 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
                               "thrid"], capture_output=True, text=True)
         assert out.returncode == 2 and "no DVC remote 'thrid' (did you mean 'third'?) (remotes: backup, second, " \
             "third)" in out.stderr, out.stderr
-    subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "second"], cwd=ws.root, check=True,
-                   capture_output=True)
-    subprocess.run([sys.executable, "-m", "dvc", "remote", "remove", "third"], cwd=ws.root, check=True,
-                   capture_output=True)
+    # `cdl data remote remove` (there was none: a wrong remote took `dvc remote remove` and a commit by hand)
+    def cdl_remote(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote", *args],
+                              capture_output=True, text=True)
+
+    out = cdl_remote("remove", "second")
+    assert out.returncode == 0 and f"removed remote second ({tmp_path / 'second'}); the data on it stays there" in \
+        out.stdout, out.stdout + out.stderr
+    remote_add(ws, "fourth", str(tmp_path / "fourth"))  # the default, then removed: the next one by name is
+    said = json.loads(cdl_remote("remove", "fourth", "--json").stdout)
+    assert said == {"remote": "fourth", "url": str(tmp_path / "fourth"), "was_default": True, "default": "backup"}
+    assert list(ws.dvc.remotes()) == ["backup", "third"]
+    out = cdl_remote("remove", "thrid")
+    assert out.returncode == 2 and "no DVC remote 'thrid' (did you mean 'third'?)" in out.stderr, out.stderr
+    assert cdl_remote("remove", "third").returncode == 0 and list(ws.dvc.remotes()) == ["backup"]
+    log = subprocess.run(["git", "log", "--oneline"], cwd=ws.root, capture_output=True, text=True).stdout
+    assert "data: DVC remote third removed" in log and not subprocess.run(
+        ["git", "status", "--porcelain", ".dvc/config"], cwd=ws.root, capture_output=True, text=True).stdout
     # the remotes are read from .dvc/config without DVC (the studio lists them): as DVC reads them, local ones too
     for args in (["remote", "add", "--local", "mine", "s3://bucket/my path"], ["remote", "add", "-d", "--local",
                                                                                "zeta", str(tmp_path / "z")],
