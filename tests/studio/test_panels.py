@@ -315,6 +315,19 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: "nothing to remove" in p.status_label.text(), timeout=30000)
     assert len(asked) == 2
     assert p.minimumSizeHint().width() <= 940, p.minimumSizeHint().width()
+    # Remove remote… forgets one (the studio had no way to; the CLI needed `dvc remote remove` too)
+    from PySide6.QtWidgets import QInputDialog
+
+    offered: list[list[str]] = []
+    monkeypatch.setattr(QInputDialog, "getItem",
+                        lambda parent, title, label, items, *a: offered.append(items) or (items[0], True))
+    assert p.unremote_btn.isEnabled()
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.unremote_btn.click()
+    assert offered == [[f"backup: {ws.root.parent / 'backup'} (default)"]], offered
+    assert p.status_label.text() == (f"removed remote backup ({ws.root.parent / 'backup'}); the data on it stays there"
+                                     "; no remote is left"), p.status_label.text()
+    assert ws.dvc.remotes() == {} and not p.unremote_btn.isEnabled() and not p.push_btn.isEnabled()
 
 
 def test_tuning_panel_live(studio_ctx, qtbot):

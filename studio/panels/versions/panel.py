@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -111,6 +112,10 @@ class VersionsPanel(Panel):
                                    "s3://, ssh://, ... (`cdl data remote add`)")
         self.remote_btn.clicked.connect(self._add_remote)
         row.addWidget(self.remote_btn)
+        self.unremote_btn = QPushButton("Remove remote…")
+        self.unremote_btn.setToolTip("forget a DVC remote, a wrong URL or a disk that is gone; what it holds stays "
+                                     "there (`cdl data remote remove`)")
+        self.unremote_btn.clicked.connect(self._remove_remote)
         row.addWidget(self.push_btn)
         row.addWidget(self.pull_btn)
         self.gc_btn = QPushButton("Free disk…")
@@ -124,7 +129,13 @@ class VersionsPanel(Panel):
         self.add(w)
         self.remote_label = QLabel("")  # its own line, wrapped: a long URL must not widen the panel
         self.remote_label.setWordWrap(True)
-        self.add(self.remote_label)
+        line = QHBoxLayout()  # the remote, and beside what it says, the button that forgets it (the button row is full)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(self.remote_label, 1)
+        line.addWidget(self.unremote_btn, 0, Qt.AlignmentFlag.AlignTop)
+        w = QWidget()
+        w.setLayout(line)
+        self.add(w)
         self.diff_label = QLabel("Select two versions and press Diff.")
         self.diff_label.setWordWrap(True)
         self.add(self.diff_label)
@@ -142,6 +153,7 @@ class VersionsPanel(Panel):
         remote = next(iter(d["remotes"].items()), None)
         self.push_btn.setEnabled(remote is not None)
         self.pull_btn.setEnabled(remote is not None)
+        self.unremote_btn.setEnabled(remote is not None)
         lacking = [v["id"] for v in versions if v["on_remote"] is False]
         if not remote:
             text = "No DVC remote: Add remote… (`cdl data remote add NAME URL`) to back up every version"
@@ -246,6 +258,28 @@ class VersionsPanel(Panel):
 
         self.work(remote_add, self.ctx.workspace, dlg.name.text().strip(), dlg.url.text().strip(),
                   dlg.default.isChecked(), message="adding the remote…", done=done)
+
+    def _remove_remote(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        from runtime.datasets import remote_remove
+
+        remotes = self.ctx.workspace.dvc.remotes()
+        if not remotes:
+            return
+        labels = [f"{n}: {u}" + (" (default)" if i == 0 else "") for i, (n, u) in enumerate(remotes.items())]
+        chosen, ok = QInputDialog.getItem(self, "Remove a DVC remote", "Forget this remote (the data on it stays "
+                                          "there):", labels, 0, False)
+        if not ok:
+            return
+        name = list(remotes)[labels.index(chosen)]
+
+        def done(r: dict[str, Any]) -> None:
+            after = (f"; the default is now {r['default']}" if r["default"] else "; no remote is left") \
+                if r["was_default"] else ""
+            self.say(f"removed remote {r['remote']} ({r['url']}); the data on it stays there{after}", "ok")
+
+        self.work(remote_remove, self.ctx.workspace, name, message="removing the remote…", done=done)
 
     def _push(self) -> None:
         from runtime.datasets import push
