@@ -763,8 +763,14 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     d.watch.setValue(1)
     with qtbot.waitSignal(d.sig_loaded, timeout=60000):
         d._push()
-    assert "canary dev1 did well (0 requests, 0 errors): ws:1:static_int8 active on dev1, dev2" in \
-        d.status_label.text(), d.status_label.text()
+    # nobody called the canary while it was watched: nothing was judged, and the panel says so (it said "did well")
+    assert ("canary dev1 answered no request while watched, so nothing was judged there (send it traffic while it "
+            "is watched, or use a longer watch): ws:1:static_int8 active on dev1, dev2") in d.status_label.text(), \
+        d.status_label.text()
+    from studio.panels.devices.panel import _canary_said
+
+    assert _canary_said("dev1", {"requests": 12, "errors": 0, "drift": False}) == \
+        "canary dev1 did well (12 requests, 0 errors, no drift)"
     assert active("dev1") == active("dev2") == "static_int8"
     # and its predictions tested for drift (`cdl deploy --check-drift`): none while watched, said so
     assert d.drift.isEnabled()
@@ -773,8 +779,9 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     d.model.setCurrentText("ws:1:fp32")
     with qtbot.waitSignal(d.sig_loaded, timeout=60000):
         d._push()
-    assert ("canary dev1 did well (0 requests, 0 errors, too few predictions to test for drift): ws:1:fp32 active "
-            "on dev1, dev2") in d.status_label.text(), d.status_label.text()
+    assert ("canary dev1 answered no request while watched, so nothing was judged there (send it traffic while it "
+            "is watched, or use a longer watch): ws:1:fp32 active on dev1, dev2") in d.status_label.text(), \
+        d.status_label.text()
     d.canary.setChecked(False)
     assert not d.drift.isEnabled()
     d.canary.setChecked(True)

@@ -302,8 +302,9 @@ class DevicesPanel(Panel):
             self.work(partial(staged_deploy, drift=drift), ws, ref, variant, names, 1, float(watch),
                       message=f"pushing {choice} to {names[0]} first and watching it for {watch} s, then to "
                       f"{', '.join(names[1:])}…",
-                      done=lambda r: self.say(f"canary {names[0]} did well ({_canary_text(r['canary'][names[0]])}): "
-                                              f"{choice} active on {', '.join(names)}", "ok"))
+                      done=lambda r: self.say(_canary_said(names[0], r["canary"][names[0]])
+                                              + f": {choice} active on {', '.join(names)}",
+                                              "ok" if r["canary"][names[0]]["requests"] else "warning"))
             return
 
         def push_all() -> list[str]:
@@ -339,6 +340,14 @@ class DevicesPanel(Panel):
             return
         self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…",
                   done=lambda r: self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}", "ok"))
+
+
+def _canary_said(name: str, v: dict) -> str:
+    """How the canary did; one that answered no request judged nothing, which "did well" hid."""
+    if not v["requests"]:
+        return (f"canary {name} answered no request while watched, so nothing was judged there (send it traffic "
+                "while it is watched, or use a longer watch)")
+    return f"canary {name} did well ({_canary_text(v)})"
 
 
 def _canary_text(v: dict) -> str:
