@@ -122,7 +122,7 @@ class Runner:
                 if ok is None:
                     # the error's first line: the rest is its traceback (`cdl runs STEP`, the Runs dialog show it)
                     first = (run.error or "").split("\n", 1)[0]
-                    if first == "cancelled":  # a person stopped it: no failure of the step (it showed red, "failed")
+                    if _cancelled(run.error):  # a person stopped it: no failure of the step (it showed red, "failed")
                         out[step] = StepState(step, spec, StepStatus.CANCELLED, "cancelled: the next run runs it again",
                                               run, run.summary)
                     elif (run.summary or {}).get("waiting"):  # for a review: no failure either
@@ -488,7 +488,7 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
             changed = ""  # recorded before schema 0007
         else:
             changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
-        cancelled = r.status == "failed" and (r.error or "").split("\n", 1)[0] == "cancelled"
+        cancelled = r.status == "failed" and _cancelled(r.error)
         waiting = r.status == "failed" and (r.summary or {}).get("waiting")  # for a review
         out.append({"id": r.id, "status": "cancelled" if cancelled else "waiting" if waiting else r.status,
                     "started": r.started.isoformat(),
@@ -501,13 +501,19 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
     return {"step": step, "runs": out}
 
 
+def _cancelled(error: str | None) -> bool:
+    """A run a person stopped: the runner records "cancelled" (the step saw the cancel at a checkpoint); the
+    runtime records "cancelled by the user" where it stopped the job's worker process before the step could."""
+    return (error or "").split("\n", 1)[0] in ("cancelled", "cancelled by the user")
+
+
 def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
     """Why a run with the parameters of the run before it ran at all (the history said nothing, as if nothing had
     happened between them)."""
     if before.status not in ("done", "drifted"):
         if (before.summary or {}).get("waiting"):
             return "again after a run that waited for a person (same parameters)"
-        what = "cancelled" if before.error == "cancelled" else before.status
+        what = "cancelled" if _cancelled(before.error) else before.status
         return f"again after a {what} run (same parameters)"
     if run.input_fp != before.input_fp:
         return "its inputs changed (same parameters)"  # upstream outputs, or what the step reads
