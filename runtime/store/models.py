@@ -25,7 +25,7 @@ from runtime.domain.processes import pid_alive
 from runtime.store import tables as t
 
 
-def fail_orphan_trials(s: Any, experiments: Any, now: datetime) -> int:
+def fail_orphan_trials(s: Any, experiments: Any, now: datetime, state: str = "failed") -> int:
     """In session `s`: the running trials of `experiments` (a select of experiment ids) that no live process
     runs are failed. A trial's worker is "host:pid"; one on another host is left to that host (the tuning
     heartbeat catches it if it dies), and one with no worker recorded is failed."""
@@ -36,7 +36,7 @@ def fail_orphan_trials(s: Any, experiments: Any, now: datetime) -> int:
     for tr in trials:
         host, _, pid = (tr.worker or "").rpartition(":")
         if not tr.worker or (host == here and not pid_alive(int(pid) if pid.isdigit() else 0)):
-            tr.state, tr.finished = "failed", now
+            tr.state, tr.finished = state, now
             s.add(tr)
             failed += 1
     return failed
@@ -427,10 +427,12 @@ class ModelRegistryMixin:
             for r in rows:
                 r.status, r.error, r.finished = "failed", reason, t.utcnow()
                 s.add(r)
-            fail_orphan_trials(s, select(t.SqlExperiment.id).where(t.SqlExperiment.job == job_id), t.utcnow())
+            # a job a person cancelled leaves its study and trials cancelled, as a cancel the step saw does
+            state = "cancelled" if reason.startswith("cancelled") else "failed"
+            fail_orphan_trials(s, select(t.SqlExperiment.id).where(t.SqlExperiment.job == job_id), t.utcnow(), state)
             s.execute(update(t.SqlExperiment).where(t.SqlExperiment.job == job_id,
                                                     t.SqlExperiment.status == "running")
-                      .values(status="failed", finished=t.utcnow()))
+                      .values(status=state, finished=t.utcnow()))
             s.commit()
             return len(rows)
 

@@ -195,8 +195,9 @@ def test_a_failed_job_fails_its_step_runs_and_the_trials_no_live_process_runs(st
     assert store.fail_job_runs("job1", "cancelled by the user") == 1
     run = store.last_step_run("model.tune")
     assert run.id == rid and run.status == "failed" and run.error == "cancelled by the user"
-    assert store.experiment(exp.id).status == "failed" and store.experiment(other.id).status == "running"
-    assert store.trial(own.id).state == "failed" and store.trial(anonymous.id).state == "failed"
+    # cancelled by a person: the study and its trials are cancelled (they read as failed)
+    assert store.experiment(exp.id).status == "cancelled" and store.experiment(other.id).status == "running"
+    assert store.trial(own.id).state == "cancelled" and store.trial(anonymous.id).state == "cancelled"
     assert store.trial(live.id).state == "running" and store.trial(remote.id).state == "running"
     assert store.trial(done.id).state == "complete" and store.trial(bystander.id).state == "running"
 
