@@ -905,3 +905,17 @@ def test_a_tuning_trial_failing_in_the_model_code_says_it_once(small_bbc, capfd)
     assert tune.status == "failed" and tune.error.startswith("src:tiny.py: its model gives outputs of shape (2, 3)")
     err = capfd.readouterr().err
     assert "failed with" not in err and "Traceback" not in err, err
+
+
+def test_cdl_loop_help_names_every_ending_and_its_exit_code():
+    """A cron job or CI step that runs `cdl loop` reads its exit code: the help names each ending with it."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+    from runtime.loop import LoopResult
+
+    text = " ".join(CliRunner().invoke(cli, ["loop", "--help"]).output.split())
+    for status in ("done", "no-drift", "no-verdict", "no-data", "nothing-to-label"):
+        assert LoopResult(status=status).code == 0 and status in text, status
+    assert LoopResult(status="waiting").code == 3 and "(exit 3)" in text
+    assert LoopResult(status="failed").code == 1 and "failed (exit 1)" in text
