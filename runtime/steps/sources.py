@@ -429,20 +429,23 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
         raise DataImportError(f"{path}: line 1: {exc}") from None
     cols = [c.strip() for c in header]
     lower = [c.lower() for c in cols]
+    shown = ", ".join(cols)
+    shown = shown if len(shown) <= 200 else shown[:197] + "…"  # a header read in the wrong encoding is one long run
+    read_as = (f"; read as {encoding}: is that the file's encoding?" if encoding else "")
 
     def pick(option: str, candidates: tuple[str, ...], what: str, required: bool) -> int | None:
         wanted = opts.get(option)
         if wanted:
             if wanted not in cols:
-                raise DataImportError(f"{path}: no column {wanted!r} (columns: {', '.join(cols)})")
+                raise DataImportError(f"{path}: no column {wanted!r} (columns: {shown}){read_as}")
             return cols.index(wanted)
         for c in candidates:
             if c in lower:
                 return lower.index(c)
         if required:
             raise DataImportError(
-                f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: {', '.join(cols)}); "
-                f"name it with --{option.replace('_', '-')}"
+                f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: {shown}); "
+                f"name it with --{option.replace('_', '-')}{read_as}"
             )
         return None
 

@@ -142,6 +142,9 @@ def test_a_csv_that_is_not_utf8_names_its_line(text_ws, tmp_path):
     # the message names the encoding the bytes read as, and the option that reads them (there was none)
     assert "it reads as cp1252" in str(err) and "--encoding cp1252" in str(err), err
     _import_fails(text_ws, p, "unknown encoding 'cp125' \\(for example utf-8, cp1252", encoding="cp125")
+    # the wrong encoding named: the header reads as one long run of other characters, cut short, and said
+    wrong = _import_fails(text_ws, p, "no text column", encoding="cp037")  # EBCDIC: any byte decodes
+    assert str(wrong).endswith("read as cp037: is that the file's encoding?") and len(str(wrong)) < 600, wrong
     excel = tmp_path / "excel.csv"  # Excel on Windows: cp1252, semicolons, CRLF
     excel.write_bytes("Text;Label\r\n\"Caf\u00e9 prices \u2013 Z\u00fcrich\";business\r\n".encode("cp1252"))
     add_source(text_ws, excel, {"encoding": "cp1252"})
