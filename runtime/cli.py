@@ -628,6 +628,9 @@ def data_remote_add(obj: dict[str, Any], name: str, url: str, no_default: bool, 
         _dump(doc)
         return
     click.echo(f"remote {doc['remote']}: {doc['url']}{' (default)' if doc['default'] else ''}")
+    if doc.get("missing_plugin"):
+        click.echo(f"warning: {doc['url'].split('://')[0]}:// remotes need the {doc['missing_plugin']} package, which "
+                   f"this Python lacks: `pip install {doc['missing_plugin']}` before `cdl data push`", err=True)
     if doc["replaced_default"]:
         click.echo(f"it is the default in place of {doc['replaced_default']}: `cdl data push` sends the dataset "
                    f"versions to it from now on (--no-default adds a remote and keeps the default)", err=True)

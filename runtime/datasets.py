@@ -163,6 +163,23 @@ def checkout(ws: Workspace, version: str) -> dict[str, Any]:
     return {"version": v.id, "items": len(rows), "dvc_hash": v.dvc_hash}
 
 
+# the DVC plugin each remote scheme needs (`pip install dvc-s3`): DVC refuses such a remote only at the first push
+REMOTE_PLUGINS = {"s3": "dvc-s3", "gs": "dvc-gs", "gcs": "dvc-gs", "azure": "dvc-azure", "ssh": "dvc-ssh",
+                  "hdfs": "dvc-hdfs", "webhdfs": "dvc-webhdfs", "oss": "dvc-oss", "gdrive": "dvc-gdrive",
+                  "webdav": "dvc-webdav", "webdavs": "dvc-webdav"}
+
+
+def remote_plugin_missing(url: str) -> str | None:
+    """The package a remote's URL needs and this Python lacks (dvc-s3 for s3://), or None."""
+    import importlib.util
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    package = REMOTE_PLUGINS.get(scheme)
+    if package is None:
+        return None
+    return package if importlib.util.find_spec(package.replace("-", "_")) is None else None
+
+
 def remote_name_ok(name: str) -> bool:
     """A DVC remote's name: letters, digits, - and _ (the studio's Add remote… dialog checks it as it is typed)."""
     return bool(name) and name.replace("-", "").replace("_", "").isalnum()
@@ -188,7 +205,8 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
     ws.git.commit(f"data: DVC remote {name}", ".dvc/config")
     # a new default took the place of another without a word: `cdl data push` and the doctor now mean this one
     replaced = before if default and before not in (None, name) else None
-    return {"remote": name, "url": url, "default": default, "replaced_default": replaced}
+    return {"remote": name, "url": url, "default": default, "replaced_default": replaced,
+            "missing_plugin": remote_plugin_missing(url)}
 
 
 def remote_remove(ws: Workspace, name: str) -> dict[str, Any]:

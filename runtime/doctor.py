@@ -180,11 +180,16 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
                 f"{current or 'none'}")
         remotes = ws.dvc.remotes()
         if remotes:
-            from runtime.datasets import not_on_remote
+            from runtime.datasets import not_on_remote, remote_plugin_missing
 
             name, url = next(iter(remotes.items()))
             lacking = not_on_remote(ws, url)
-            if lacking:
+            plugin = remote_plugin_missing(url)
+            if plugin:  # `cdl data push` would fail, after the doctor had said to run it
+                add("data", "fail", f"DVC remote {name} ({url}) needs the {plugin} package, which this Python lacks: "
+                    "nothing can be pushed to it or pulled from it", f"`pip install {plugin}` into CDL Studio's "
+                    "environment")
+            elif lacking:
                 add("data", "warn", f"DVC remote {name} ({url}) lacks dataset version(s) {', '.join(lacking)}: "
                     "their data has no copy outside this folder", "`cdl data push`")
             else:

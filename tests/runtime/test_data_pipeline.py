@@ -730,7 +730,8 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     said = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote",
                                       "add", "backup", str(remote), "--json"], capture_output=True, text=True,
                                      check=True).stdout)
-    assert said == {"remote": "backup", "url": str(remote), "default": True, "replaced_default": "second"}
+    assert said == {"remote": "backup", "url": str(remote), "default": True, "replaced_default": "second",
+                    "missing_plugin": None}
     assert remote_add(ws, "third", str(tmp_path / "third"), default=False)["replaced_default"] is None
     # a folder inside the workspace (a relative path typed there) was taken: lost with the workspace, in every
     # backup, and in git's way
@@ -751,6 +752,19 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
         return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "remote", *args],
                               capture_output=True, text=True)
 
+    # an s3:// remote without dvc-s3 installed: said when it is added and by the doctor (DVC refused it only at the
+    # first push, after the doctor had said to push)
+    out = cdl_remote("add", "cloud", "s3://bucket/cdl", "--no-default")
+    assert out.returncode == 0 and "s3:// remotes need the dvc-s3 package, which this Python lacks" in out.stderr
+    from runtime.datasets import remote_plugin_missing
+    from runtime.doctor import diagnose
+
+    assert remote_plugin_missing("s3://b/x") == "dvc-s3" and remote_plugin_missing(str(tmp_path)) is None
+    remote_add(ws, "cloud", "s3://bucket/cdl")  # the default: the doctor checks it
+    (bad,) = [c for c in diagnose(ws)["checks"] if c["area"] == "data" and "cloud" in c["detail"]]
+    assert bad["status"] == "fail" and "needs the dvc-s3 package" in bad["detail"] and "pip install dvc-s3" in \
+        bad["hint"], bad
+    assert cdl_remote("remove", "cloud").returncode == 0
     out = cdl_remote("remove", "second")
     assert out.returncode == 0 and f"removed remote second ({tmp_path / 'second'}); the data on it stays there" in \
         out.stdout, out.stdout + out.stderr

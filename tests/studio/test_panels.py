@@ -330,6 +330,26 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     assert ws.dvc.remotes() == {} and not p.unremote_btn.isEnabled() and not p.push_btn.isEnabled()
 
 
+def test_versions_panel_says_when_a_remote_needs_a_dvc_plugin(studio_ctx, qtbot, monkeypatch):
+    """An s3:// remote without dvc-s3: Add remote… says so at once (DVC refused it only at the first push)."""
+    from studio.panels.versions.panel import RemoteDialog, VersionsPanel
+
+    p = VersionsPanel(studio_ctx)
+    qtbot.addWidget(p)
+    load(qtbot, p)
+
+    def fill(dlg) -> QDialog.DialogCode:  # noqa: ANN001
+        dlg.url.setText("s3://bucket/cdl")
+        dlg.accept()
+        return dlg.result()
+
+    monkeypatch.setattr(RemoteDialog, "exec", fill)
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.remote_btn.click()
+    assert "s3://bucket/cdl, the default; it needs the dvc-s3 package, which is not installed: `pip install dvc-s3`" \
+        in p.status_label.text(), p.status_label.text()
+
+
 def test_tuning_panel_live(studio_ctx, qtbot):
     from studio.panels.tuning.panel import TuningPanel
 

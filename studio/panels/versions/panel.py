@@ -253,6 +253,11 @@ class VersionsPanel(Panel):
         def done(r: dict[str, Any]) -> None:
             instead = f", the default in place of {r['replaced_default']}" if r["replaced_default"] else \
                 (", the default" if r["default"] else "")
+            if r.get("missing_plugin"):  # DVC would refuse it only at the first push
+                self.say(f"DVC remote {r['remote']}: {r['url']}{instead}; it needs the {r['missing_plugin']} package, "
+                         f"which is not installed: `pip install {r['missing_plugin']}`, then Push every version",
+                         "warning")
+                return
             self.say(f"DVC remote {r['remote']}: {r['url']}{instead}. Push every version backs the versions up on "
                      "it", "ok")
 
