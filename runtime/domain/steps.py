@@ -19,11 +19,31 @@ class StepStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
-    CANCELLED = "cancelled"
-    WAITING = "waiting"  # for a person (a review); recorded as a failed run whose summary says {"waiting": true}  # stopped by a person (Cancel, Ctrl-C); recorded as a failed run with error "cancelled"
+    CANCELLED = "cancelled"  # stopped by a person (Cancel, Ctrl-C): a failed run that was_cancelled()
+    WAITING = "waiting"  # for a person (a review); recorded as a failed run whose summary says {"waiting": true}
     STALE = "stale"
     DRIFTED = "drifted"
     SKIPPED = "skipped"
+
+
+CANCELLED_BY_USER = "cancelled by the user"  # the runtime's reason where it stopped a job's worker process
+
+
+def was_cancelled(error: str | None) -> bool:
+    """A failed run a person stopped: the step saw the cancel at a checkpoint ("cancelled"), or the runtime
+    stopped the job's worker process before it could (CANCELLED_BY_USER)."""
+    return (error or "").split("\n", 1)[0] in ("cancelled", CANCELLED_BY_USER)
+
+
+def run_ending(status: str, error: str | None, summary: dict[str, Any] | None) -> str:
+    """How a recorded run ended as people read it: a failed run a person stopped is "cancelled", one that
+    waits for a person (a review) "waiting"; any other keeps its status."""
+    if status == "failed":
+        if was_cancelled(error):
+            return StepStatus.CANCELLED.value
+        if (summary or {}).get("waiting"):
+            return StepStatus.WAITING.value
+    return status
 
 
 class Role(StrEnum):

@@ -27,6 +27,7 @@ from typing import Any
 from runtime.domain.errors import CdlError
 from runtime.domain.events import EventKind
 from runtime.domain.processes import pid_alive
+from runtime.domain.steps import CANCELLED_BY_USER
 from runtime.jobs.runner import Runner, check_plan
 from runtime.store.tables import utcnow
 from runtime.workspace.workspace import Workspace
@@ -261,7 +262,7 @@ class JobManager:
         with self._cv:
             live = self._live[job_id]
             if live.cancel_requested:
-                self._finish(job_id, "cancelled", "cancelled by the user")
+                self._finish(job_id, "cancelled", CANCELLED_BY_USER)
             elif live.result is not None:
                 r = live.result
                 status = r.get("status", "failed")

@@ -22,7 +22,7 @@ from typing import Any
 
 from runtime.domain.errors import CdlError, ConfigError, GateFailed, user_code_frame
 from runtime.domain.events import Event, EventKind
-from runtime.domain.steps import StepSpec, StepStatus
+from runtime.domain.steps import StepSpec, StepStatus, run_ending
 from runtime.jobs.bus import EventBus
 from runtime.steps import Cancelled, StepContext, get_step
 from runtime.steps.base import hash_text
@@ -121,14 +121,11 @@ class Runner:
                 ok = self._done_despite(cfg, step, run, done)
                 if ok is None:
                     # the error's first line: the rest is its traceback (`cdl runs STEP`, the Runs dialog show it)
-                    first = (run.error or "").split("\n", 1)[0]
-                    if _cancelled(run.error):  # a person stopped it: no failure of the step (it showed red, "failed")
-                        out[step] = StepState(step, spec, StepStatus.CANCELLED, "cancelled: the next run runs it again",
-                                              run, run.summary)
-                    elif (run.summary or {}).get("waiting"):  # for a review: no failure either
-                        out[step] = StepState(step, spec, StepStatus.WAITING, first, run, run.summary)
-                    else:
-                        out[step] = StepState(step, spec, StepStatus.FAILED, first, run, run.summary)
+                    # a run a person stopped, or one that waits for a review, is no failure (both showed red, "failed")
+                    ending = StepStatus(run_ending(run.status, run.error, run.summary))
+                    reason = ("cancelled: the next run runs it again" if ending == StepStatus.CANCELLED
+                              else (run.error or "").split("\n", 1)[0])
+                    out[step] = StepState(step, spec, ending, reason, run, run.summary)
                     continue
                 # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
                 # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
@@ -488,10 +485,7 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
             changed = ""  # recorded before schema 0007
         else:
             changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
-        cancelled = r.status == "failed" and _cancelled(r.error)
-        waiting = r.status == "failed" and (r.summary or {}).get("waiting")  # for a review
-        out.append({"id": r.id, "status": "cancelled" if cancelled else "waiting" if waiting else r.status,
-                    "started": r.started.isoformat(),
+        out.append({"id": r.id, "status": run_ending(r.status, r.error, r.summary), "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
                     "message": r.message or "", "error": (r.error or "").split("\n", 1)[0],
@@ -501,19 +495,13 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
     return {"step": step, "runs": out}
 
 
-def _cancelled(error: str | None) -> bool:
-    """A run a person stopped: the runner records "cancelled" (the step saw the cancel at a checkpoint); the
-    runtime records "cancelled by the user" where it stopped the job's worker process before the step could."""
-    return (error or "").split("\n", 1)[0] in ("cancelled", "cancelled by the user")
-
-
 def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
     """Why a run with the parameters of the run before it ran at all (the history said nothing, as if nothing had
     happened between them)."""
     if before.status not in ("done", "drifted"):
-        if (before.summary or {}).get("waiting"):
+        what = run_ending(before.status, before.error, before.summary)
+        if what == StepStatus.WAITING:
             return "again after a run that waited for a person (same parameters)"
-        what = "cancelled" if _cancelled(before.error) else before.status
         return f"again after a {what} run (same parameters)"
     if run.input_fp != before.input_fp:
         return "its inputs changed (same parameters)"  # upstream outputs, or what the step reads

@@ -22,6 +22,7 @@ from runtime.domain.entities import (
 )
 from runtime.domain.errors import CdlError, NotFoundError
 from runtime.domain.processes import pid_alive
+from runtime.domain.steps import was_cancelled
 from runtime.store import tables as t
 
 
@@ -428,7 +429,7 @@ class ModelRegistryMixin:
                 r.status, r.error, r.finished = "failed", reason, t.utcnow()
                 s.add(r)
             # a job a person cancelled leaves its study and trials cancelled, as a cancel the step saw does
-            state = "cancelled" if reason.startswith("cancelled") else "failed"
+            state = "cancelled" if was_cancelled(reason) else "failed"
             fail_orphan_trials(s, select(t.SqlExperiment.id).where(t.SqlExperiment.job == job_id), t.utcnow(), state)
             s.execute(update(t.SqlExperiment).where(t.SqlExperiment.job == job_id,
                                                     t.SqlExperiment.status == "running")

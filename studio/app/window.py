@@ -453,15 +453,18 @@ class MainWindow(QMainWindow):
             model.set_status(ev.step, "done")
             self.job_bar.log.add(f"= {ev.step}: up to date")
         elif kind == "failed":
-            waiting = bool((ev.data or {}).get("waiting"))  # for a review: no failure
-            if ev.step:  # the runner reports a cancelled step as failed with the message "cancelled"
-                model.set_status(ev.step, "cancelled" if ev.message == "cancelled" else "waiting" if waiting
-                                 else "failed", ev.message)
+            from runtime.domain.steps import run_ending
+
+            # a step a person cancelled, or one waiting for a review, fails its run but is no failure
+            ending = run_ending("failed", ev.message, ev.data)
+            waiting = ending == "waiting"
+            if ev.step:
+                model.set_status(ev.step, ending, ev.message)
             self.job_bar.log.add(f"{'⏸' if waiting else '✗'} {ev.step}: {ev.message}")
             tb = (ev.data or {}).get("traceback")
             if tb:  # where it failed (the Runs dialog keeps it too)
                 self.job_bar.log.add("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))
-            self.statusBar().showMessage(f"{ev.step} cancelled" if ev.message == "cancelled" else ev.message if waiting
+            self.statusBar().showMessage(f"{ev.step} cancelled" if ending == "cancelled" else ev.message if waiting
                                          else f"{ev.step} failed: {ev.message}", 20000)
         for panel in self.panels.values():
             panel.on_event(ev)
