@@ -186,7 +186,7 @@ def quantize_dynamic_int8(src: Path) -> Path:
 
 def _softmax_nodes(path: Path) -> list[str]:
     """The Softmax nodes of the model: left in float by static quantization, since a uint8 output of a softmax is
-    a probability in 255 steps (a confidence of 0.992157 for every sure answer, 29 values over a test split), which
+    a probability in 256 steps (a confidence of 0.992157 for every sure answer, 29 values over a test split), which
     the confidence drift test, the raw-input threshold and top-k answers all read."""
     import onnx
 
