@@ -348,6 +348,10 @@ def test_versions_panel_says_when_a_remote_needs_a_dvc_plugin(studio_ctx, qtbot,
         p.remote_btn.click()
     assert "s3://bucket/cdl, the default; it needs the dvc-s3 package, which is not installed: `pip install dvc-s3`" \
         in p.status_label.text(), p.status_label.text()
+    # and the remote's own line says so, where it said "Push every version backs them up"
+    assert p.remote_label.text() == ("DVC remote: backup (s3://bucket/cdl) needs the dvc-s3 package, which is not "
+                                     "installed: nothing can be pushed to it until `pip install dvc-s3`"), \
+        p.remote_label.text()
 
 
 def test_tuning_panel_live(studio_ctx, qtbot):

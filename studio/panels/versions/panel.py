@@ -143,10 +143,13 @@ class VersionsPanel(Panel):
         self.add(self.diff_table, 2)
 
     def load(self) -> Any:
-        from runtime.datasets import versions_json
+        from runtime.datasets import remote_plugin_missing, versions_json
 
         ws = self.ctx.workspace
-        return {"versions": versions_json(ws)["versions"], "remotes": ws.dvc.remotes()}
+        remotes = ws.dvc.remotes()
+        default = next(iter(remotes.values()), None)
+        return {"versions": versions_json(ws)["versions"], "remotes": remotes,
+                "missing_plugin": remote_plugin_missing(default) if default else None}
 
     def show_data(self, d: dict[str, Any]) -> None:
         versions = d["versions"]
@@ -157,6 +160,9 @@ class VersionsPanel(Panel):
         lacking = [v["id"] for v in versions if v["on_remote"] is False]
         if not remote:
             text = "No DVC remote: Add remote… (`cdl data remote add NAME URL`) to back up every version"
+        elif d.get("missing_plugin"):  # "Push every version backs them up" was not so
+            text = (f"DVC remote: {remote[0]} ({remote[1]}) needs the {d['missing_plugin']} package, which is not "
+                    f"installed: nothing can be pushed to it until `pip install {d['missing_plugin']}`")
         elif lacking:
             text = (f"DVC remote: {remote[0]} ({remote[1]}). Not on it: {', '.join(lacking)}, whose data has no copy "
                     "outside this folder; Push every version backs them up")
