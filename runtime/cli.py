@@ -1042,7 +1042,7 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     with its own preprocessing: try a candidate before it is exported or served. NAME:VERSION:VARIANT runs that
     compressed variant in onnxruntime (w1:3 w1:3:dynamic_int8: does quantization change the answer?).
     --input FILE scores a whole file or folder, as `mlflow models predict -i` does; -o writes the answers."""
-    from runtime.ml.predict import agreement, predict_items, predict_source, write_predictions
+    from runtime.ml.predict import agreement, predict_items, predict_source, unknown_texts, write_predictions
 
     ws = _ws(obj)
     if source is not None and (texts or files):
@@ -1064,8 +1064,11 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
         if output is not None:
             write_predictions(rows, output)
             click.echo(f"wrote {len(rows)} prediction(s) to {output}", err=True)
-        summary = {ref: agreement(preds) for ref, preds in doc.items()}
+        summary = {ref: {**agreement(preds), "no_known_word": unknown_texts(preds)} for ref, preds in doc.items()}
         for ref, a in summary.items():
+            if a["no_known_word"]:
+                click.echo(f"{ref}: {a['no_known_word']} of {a['items']} text(s) have no word the model knows: "
+                           "their answers are its guess for an empty text (known_words 0)", err=True)
             if a["labeled"]:
                 click.echo(f"{ref}: {a['agree']} of {a['labeled']} agree with the labels the input gives "
                            f"(accuracy {a['accuracy']:.4f})", err=True)
@@ -1102,12 +1105,14 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
 
 
 def _echo_predictions(doc: dict[str, list[dict[str, Any]]]) -> None:
+    from runtime.ml.predict import NO_KNOWN_WORD
+
     width = max(12, *(len(r) for r in doc))
     for ref, preds in doc.items():
         for p in preds:
             top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:3]
             click.echo(f"{ref:<{width}} {p['label']:<16} {p['confidence']:.3f}  ({', '.join(f'{c} {v:.3f}' for c, v in top)})"
-                       f"  {p['input']!r}")
+                       f"  {p['input']!r}" + (f"  ({NO_KNOWN_WORD})" if p.get("known_words") == 0 else ""))
 
 
 @models.command("delete")

@@ -32,7 +32,8 @@ def predict_items(ws: Workspace, ref: str, texts: list[str] = (), files: list[Pa
     if isinstance(pipe, TextPipeline):
         items = [*texts, *(_text_file(mv.ref, Path(f)) for f in files)]
         names = [t[:60] for t in texts] + [str(f) for f in files]
-        X, _ = pipe.transform(items)
+        X, stats = pipe.transform(items)
+        return _known_words(_answers(mv, names, _probabilities(ws, mv, onnx, X)), stats)
     else:
         if texts:
             raise CdlError(f"{mv.ref} is an image model: give image files with --file, not --text")
@@ -73,6 +74,24 @@ def _probabilities(ws: Workspace, mv: Any, onnx: Path | None, X: np.ndarray) -> 
     return np.asarray(predict_proba(ws, mv, X))
 
 
+def _known_words(answers: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each text's answer with `known_words`: how many of its words (after the model's tokenizing and stemming) are
+    in the model's vocabulary. An empty text, or one of words the model never saw, was given a class with a
+    confidence (business 0.83 for "") like any article: with 0 known words the answer is the model's guess for
+    nothing, which callers now say."""
+    for a, n, oov in zip(answers, stats["length"], stats["oov_rate"], strict=True):
+        a["known_words"] = int(round(n * (1.0 - oov)))
+    return answers
+
+
+def unknown_texts(preds: list[dict[str, Any]]) -> int:
+    """How many answers were for a text with no word the model knows."""
+    return sum(p.get("known_words") == 0 for p in preds)
+
+
+NO_KNOWN_WORD = "no word the model knows: its guess for an empty text"
+
+
 def _answers(mv: Any, names: list[str], probs: np.ndarray) -> list[dict[str, Any]]:  # noqa: ANN401
     return [{"input": name, "label": mv.classes[int(p.argmax())], "confidence": float(p.max()),
              "probabilities": {c: float(p[i]) for i, c in enumerate(mv.classes)}} for name, p in zip(names, probs,
@@ -110,8 +129,9 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
     items = batch.items
     for start in range(0, len(items), BATCH):
         chunk = items[start:start + BATCH]
+        stats = None
         if text:
-            X, _ = pipe.transform([decode_text(it.payload)[0] for it in chunk])
+            X, stats = pipe.transform([decode_text(it.payload)[0] for it in chunk])
         else:
             size = (pipe.height, pipe.width, pipe.channels)
             raw = []
@@ -123,6 +143,8 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
                     raise CdlError(f"{path}: {it.key}: not an image this model can take ({exc})") from None
             X = _image_input(pipe, mv, onnx, np.stack(raw))
         answers = _answers(mv, [it.key for it in chunk], _probabilities(ws, mv, onnx, X))
+        if stats is not None:
+            _known_words(answers, stats)
         for it, a in zip(chunk, answers, strict=True):
             parts = it.key.split("/")  # a folder's or zip's class folders, as data.import reads them labeled
             a["given"] = it.label if it.label is not None or "folder" not in batch.kind or len(parts) < 2 \
@@ -177,7 +199,8 @@ def _source_options(ws: Workspace, cfg: Any, path: Path) -> dict[str, Any]:  # n
 
 def write_predictions(rows: list[dict[str, Any]], dest: Path) -> None:
     """Predictions as CSV (.csv, .tsv) or JSON Lines (anything else): model, input, the file's label where it had
-    one, label, confidence and each class's probability. Written whole or not at all (a temporary file renamed)."""
+    one, label, confidence and each class's probability, and a text model's known_words (0: no word the model
+    knows, the answer is its guess for an empty text). Written whole or not at all (a temporary file renamed)."""
     import csv
     import io
     import json
@@ -187,13 +210,16 @@ def write_predictions(rows: list[dict[str, Any]], dest: Path) -> None:
     dest = Path(dest)
     classes = list(dict.fromkeys(c for r in rows for c in r["probabilities"]))
     given = any(r.get("given") is not None for r in rows)
+    known = any("known_words" in r for r in rows)
     if dest.suffix.lower() in (".csv", ".tsv"):
         buf = io.StringIO()
         w = csv.writer(buf, delimiter="\t" if dest.suffix.lower() == ".tsv" else ",")
-        w.writerow(["model", "input", *(["given"] if given else []), "label", "confidence", *classes])
+        w.writerow(["model", "input", *(["given"] if given else []), "label", "confidence", *classes,
+                    *(["known_words"] if known else [])])
         for r in rows:
             w.writerow([r["model"], r["input"], *([r.get("given") or ""] if given else []), r["label"],
-                        f"{r['confidence']:.6f}", *(f"{r['probabilities'].get(c, 0.0):.6f}" for c in classes)])
+                        f"{r['confidence']:.6f}", *(f"{r['probabilities'].get(c, 0.0):.6f}" for c in classes),
+                        *([r.get("known_words", "")] if known else [])])
         data = buf.getvalue()
     else:
         data = "".join(json.dumps(r) + "\n" for r in rows)

@@ -78,9 +78,11 @@ class TryDialog(QDialog):
         lay.addWidget(buttons)
         self.finished.connect(self.stop)
         self.resize(860, 420)
+        self._about = ""
         if via == "checkpoint":
-            self.status.setText(", ".join(refs) + ": each predicts from its checkpoint with its own preprocessing "
-                                "(`cdl models predict`), before it is exported or served")
+            self._about = (", ".join(refs) + ": each predicts from its checkpoint with its own preprocessing "
+                           "(`cdl models predict`), before it is exported or served")
+            self.status.setText(self._about)
             self.predict_btn.setEnabled(True)
             return
         for ref in self.refs:
@@ -168,6 +170,14 @@ class TryDialog(QDialog):
             rows.append((ref, p["label"], round(p["confidence"], 4), ", ".join(f"{c} {v:.3f}" for c, v in top)))
         self.table.fill(rows)
         self.table.resizeColumnsToContents()
+        unknown = [ref for ref, preds in results.items() if preds[0].get("known_words") == 0]
+        if unknown:  # "zzz qqq" got business 0.83 like an article, and nothing said it was a guess
+            self.status.setText(f"{', '.join(unknown)}: no word of this text is in the model's vocabulary, so its "
+                                "answer is its guess for an empty text")
+            self.status.setStyleSheet("color: #b36b00")
+        elif self.status.styleSheet():
+            self.status.setText(self._about)
+            self.status.setStyleSheet("")
 
     def stop(self, *_: Any) -> None:
         for p in self.procs.values():

@@ -50,6 +50,12 @@ def test_text_versions_predict_from_their_checkpoints(small_bbc, tmp_path):
     assert doc["ws:1"][2]["input"] == str(f)
     text = cdl(ws, "models", "predict", "ws:1", "--text", texts[0]).stdout
     assert text.startswith("ws:1") and doc["ws:1"][0]["label"] in text
+    # an empty text and one of words the model never saw got a class and a confidence, like an article, unmarked
+    assert all(p["known_words"] > 10 for p in doc["ws:1"]), doc["ws:1"]
+    out = cdl(ws, "models", "predict", "ws:1", "--text", "", "--text", "zzzqx qqqxw", "--text", texts[0], "--json")
+    assert [p["known_words"] for p in json.loads(out.stdout)["predictions"]["ws:1"]][:2] == [0, 0], out.stdout
+    lines = cdl(ws, "models", "predict", "ws:1", "--text", "zzzqx qqqxw", "--text", texts[0]).stdout.splitlines()
+    assert "no word the model knows" in lines[0] and "no word the model knows" not in lines[1], lines
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # given a class as if an article
     (tmp_path / "notes.txt").write_bytes(texts[2].encode("utf-16"))  # UTF-16, as an editor saves it: read as text
     same = cdl(ws, "models", "predict", "ws:1", "--file", str(tmp_path / "notes.txt"), "--json")
@@ -79,9 +85,17 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
         w = csv.writer(fh)
         w.writerow(["id", "body", "category"])
         w.writerows([i, t, lab] for i, (t, lab) in enumerate(zip(texts, labels, strict=True)))
+    gibberish = tmp_path / "gibberish.csv"
+    gibberish.write_bytes(src.read_bytes() + b"9,zzzqx qqqxw,\n")
+    out = cdl(ws, "models", "predict", "ws:1", "--input", str(gibberish), "--text-column", "body", "-o",
+              str(tmp_path / "g.csv"))
+    assert "ws:1: 1 of 5 text(s) have no word the model knows" in out.stderr, out.stderr
+    with open(tmp_path / "g.csv", newline="") as fh:
+        assert [int(r["known_words"]) == 0 for r in csv.DictReader(fh)] == [False] * 4 + [True]
     out = cdl(ws, "models", "predict", "ws:1", "--input", str(src), "--text-column", "body", "-o",
               str(tmp_path / "out.csv"))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "no word the model knows" not in out.stderr
     with open(tmp_path / "out.csv", newline="") as fh:
         got = list(csv.DictReader(fh))
     umask = os.umask(0)

@@ -440,7 +440,14 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     said = m.status_label.text()
     assert said.startswith(f"wrote {len(classes)} prediction(s) of ws:1 for batch.csv to {out}; ") and \
         f"of {len(classes)} agree with the labels it gives (accuracy" in said, said
-    assert out.read_text().splitlines()[0] == "model,input,given,label,confidence," + ",".join(classes)
+    assert out.read_text().splitlines()[0] == "model,input,given,label,confidence," + ",".join(classes) + \
+        ",known_words"
+    assert "no word the model knows" not in said
+    src.write_text(src.read_text() + "zzzqx qqqxw,\n")  # words the model never saw: its guess for an empty text
+    m._predict_file(source=str(src), output=str(out))
+    qtbot.waitUntil(lambda: "is predicting" not in m.status_label.text(), timeout=60000)
+    assert m.status_label.text().endswith("; 1 text(s) have no word the model knows (known_words 0: its guess for "
+                                          "an empty text)"), m.status_label.text()
     # Delete… refuses the champion, and the version model.register made last, at once, saying what to do first (it
     # asked "Delete ws:1?" and then refused the answer yes); the runtime test asks about and deletes one
     from PySide6.QtWidgets import QMessageBox

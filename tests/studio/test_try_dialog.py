@@ -99,6 +99,15 @@ def test_try_the_candidate_beside_the_champion_from_the_review_panel(qtbot, pack
     for r, ref in enumerate(("ws:2", "ws:1")):
         (expected,) = predict_items(ws, ref, [text])
         assert dlg.table.item(r, 1).text() == expected["label"]
+    assert "predicts from its checkpoint" in dlg.status.text()
+    # words the model never saw got a class and a confidence like an article, and nothing said it was a guess
+    dlg.input.setPlainText("zzzqx qqqxw")
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: "no word of this text" in dlg.status.text(), timeout=120000)
+    assert dlg.status.text().startswith("ws:2, ws:1: ")
+    dlg.input.setPlainText(text)
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: "predicts from its checkpoint" in dlg.status.text(), timeout=120000)
     dlg.done(QDialog.DialogCode.Rejected)
 
 

@@ -181,7 +181,10 @@ class ModelsPanel(Panel):
             a = doc["models"][ref]
             agree = (f"; {a['agree']} of {a['labeled']} agree with the labels it gives (accuracy "
                      f"{a['accuracy']:.4f})" if a["labeled"] else "; it gives no labels of the model's classes")
-            self.say(f"wrote {a['items']} prediction(s) of {ref} for {Path(source).name} to {output}{agree}", "ok")
+            unknown = (f"; {a['no_known_word']} text(s) have no word the model knows (known_words 0: its guess for "
+                       "an empty text)" if a.get("no_known_word") else "")
+            self.say(f"wrote {a['items']} prediction(s) of {ref} for {Path(source).name} to {output}{agree}{unknown}",
+                     "warning" if unknown else "ok")
 
         self.work(lambda: cdl_json(self.ctx.workspace.root, "models", "predict", ref, "--input", source, "-o", output,
                                    timeout=3600),
