@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import CdlError, ConfigError, NotFoundError, StepFailed, did_you_mean
+from runtime.domain.errors import AwaitingPerson, CdlError, ConfigError, NotFoundError, StepFailed, did_you_mean
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
@@ -493,8 +493,9 @@ class PushStep(Step):
 
         mv = exported(ctx)
         names = ctx.params["devices"] or sorted(d.name for d in ctx.store.devices())
-        if not names:
-            raise StepFailed(ctx.step, "no devices enrolled: `cdl devices enroll NAME --address HOST:PORT`")
+        if not names:  # a workspace with no device yet waits for one: its first Run all ended red, "failed"
+            raise AwaitingPerson(ctx.step, f"{mv.ref} waits for a device: none is enrolled yet (`cdl devices enroll "
+                                 "NAME --address HOST:PORT`, or the devices panel's Enroll…), then run again")
         variants = self._variants(ctx, mv, names)
         if ctx.params["canary"]:
             return self._staged(ctx, mv, names, variants)

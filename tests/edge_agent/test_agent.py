@@ -303,8 +303,12 @@ def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(pack
     from runtime.jobs import Runner
 
     ws = packaged
-    agent_factory(ws)
     state = lambda: next(s for s in Runner(ws).statuses() if s.id == "deploy.push")  # noqa: E731
+    # no device yet: the step waits for one (a first Run all ended red, deploy.push "failed"), and runs once enrolled
+    assert not Runner(ws).run(steps=["deploy.push"]).ok
+    assert state().status.value == "waiting" and state().reason.startswith(
+        "ws:1 waits for a device: none is enrolled yet (`cdl devices enroll NAME --address HOST:PORT`"), state().reason
+    agent_factory(ws)
     assert Runner(ws).run(steps=["deploy.push"]).ok
     assert (state().status.value, state().reason) == ("done", "")
     deploy(ws, "ws:1", "dynamic_int8", "dev1")
