@@ -990,6 +990,12 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
         def f(v: Any) -> str:  # noqa: ANN401
             return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
+        if max(len(f(x)), len(f(y))) > 24 and not extra:  # a long value (the classes) ran into the next column
+            if not differs:
+                click.echo(f"  {name:<16} both: {f(x)}")
+            else:
+                click.echo(f"* {name:<16} {doc['a']}: {f(x)}\n  {'':<16} {doc['b']}: {f(y)}")
+            return
         click.echo(f"{'*' if differs else ' '} {name:<16} {f(x):<24} {f(y):<24}{extra}")
 
     for r in doc["lineage"]:
