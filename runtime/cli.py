@@ -1519,7 +1519,8 @@ def monitor(obj: dict[str, Any], no_collect: bool, window: float | None, by: str
     out = res.steps[0]
     if out.status == "failed":
         raise CdlError(out.error or "deploy.monitor failed")
-    checks = [{k: c[k] for k in ("device", "model", "version", "window", "tests", "drifted")}
+    checks = [{**{k: c[k] for k in ("device", "model", "version", "window", "tests", "drifted")},
+               **({"no_known_word": c["no_known_word"]} if "no_known_word" in c else {})}
               for c in out.summary.get("checks", [])]
     if as_json:
         _dump({"checks": checks})

@@ -75,6 +75,9 @@ def check(con, device: str, bundle_id: str, manifest: dict[str, Any], by: str = 
                            "variant": manifest.get("variant"), "bundle_id": bundle_id, "time": time.time(),
                            "window": {"by": by, "from": t_from, "to": t_to, "n": int(n)}, "tests": [],
                            "drifted": False}
+    texts = con.execute("SELECT COUNT(length), COUNT(*) FILTER (WHERE length = 0 OR oov_rate >= 1) FROM w").fetchall()[0]
+    if texts[0]:
+        out["no_known_word"] = int(texts[1])
     if n < min_records:
         out["note"] = f"{n} record(s) in the window; at least {min_records} are needed for a check"
         return out
@@ -138,6 +141,18 @@ def check(con, device: str, bundle_id: str, manifest: dict[str, Any], by: str = 
     out["tests"] = tests
     out["drifted"] = any(t["drifted"] for t in tests)
     return out
+
+
+def unknown_line(check: dict[str, Any]) -> str:
+    """"12 of 31 texts had no word the model knows (39 %)" for a check whose window had such texts, else "". An
+    empty text, or one of words the model never saw, is answered with the model's guess for an empty text and a
+    confidence like any other (a client sending empty strings went unnoticed): no drift test says so, since an
+    empty text's out-of-vocabulary rate is 0."""
+    k, n = check.get("no_known_word") or 0, check["window"]["n"]
+    if not k:
+        return ""
+    return (f"{k} of {n} text(s) had no word the model knows ({100 * k / n:.0f} %): their answers are its guess "
+            "for an empty text")
 
 
 def bundle_manifest(ws, bundle_id: str) -> dict[str, Any]:  # noqa: ANN001

@@ -63,11 +63,14 @@ class MonitorStep(Step):
             c["window_size"] = p["window"]
             store.add_check(c)
             bad = [t["name"] for t in c["tests"] if t["drifted"]]
+            unknown = monitor.unknown_line(c)
             ctx.log(f"{c['device']} {c['model']}:{c['version']}: {c['window']['n']} records, "
-                    f"{'DRIFT in ' + ', '.join(bad) if bad else c.get('note') or 'no drift'}")
+                    f"{'DRIFT in ' + ', '.join(bad) if bad else c.get('note') or 'no drift'}"
+                    + (f"; {unknown}" if unknown else ""))
         drifted = [c for c in results if c["drifted"]]
         summary = {"checks": results, "collected": collected, "drifted": len(drifted)}
-        msg = monitor.verdict(results)[1]
+        msg = "; ".join([monitor.verdict(results)[1], *(f"{c['device']}: {monitor.unknown_line(c)}" for c in results
+                                                          if monitor.unknown_line(c))])
         return StepResult(summary=summary, output_fp=hash_text([(c["device"], c["bundle_id"], c["drifted"],
                                                                  c["window"]) for c in results]),
                           message=msg, status=StepStatus.DRIFTED if drifted else StepStatus.DONE)

@@ -119,7 +119,8 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     check = doc["checks"][0]
-    assert set(check) == {"device", "model", "version", "window", "tests", "drifted"}
+    assert set(check) == {"device", "model", "version", "window", "tests", "drifted", "no_known_word"}
+    assert check["no_known_word"] == 0
     assert check["device"] == "dev1" and check["model"] == "ws" and check["version"] == "1"
     assert check["window"]["n"] == len(texts) and check["window"]["from"] <= check["window"]["to"]
     names = [t["name"] for t in check["tests"]]
@@ -154,6 +155,13 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert confs == sorted(confs)
     first = q.content(queue[0].uid)
     assert isinstance(first, str) and first in shifted
+    # a client sending empty strings, or words the model never saw: each got a class and a confidence like an article,
+    # and no drift test says so (an empty text's out-of-vocabulary rate is 0): the check counts them
+    send(agent, ws, ["", "zzqx qqxw", "   "] * 10)
+    r = Runner(ws).run(steps=["deploy.monitor"], overrides={"deploy.monitor": {"window": 40}})
+    assert r.steps[0].summary["checks"][0]["no_known_word"] == 30
+    assert r.steps[0].message.endswith("; dev1: 30 of 40 text(s) had no word the model knows (75 %): their answers "
+                                       "are its guess for an empty text"), r.steps[0].message
 
 
 def test_the_loop_headless(bbc_packaged, agent_factory):

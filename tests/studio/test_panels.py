@@ -716,6 +716,19 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     assert m.status_label.text().startswith("dev1: drift, but the "), m.status_label.text()
     assert f"(proposal {pid}, rejected: ws:2 was not better)" in m.status_label.text(), m.status_label.text()
     assert "press Retrain" not in m.status_label.text()
+    # empty texts and words the model never saw: answered with a confidence like any other, and no drift test says
+    # so (an empty text's out-of-vocabulary rate is 0); the panel does, over the last check's window
+    assert "no word the model knows" not in m.status_label.text()
+    c = tc.InferenceServerClient(agent.address, ssl=True, root_certificates=str(ws.root / ".cdl/pki/ca.crt"))
+    inp = tc.InferInput("text", [10], "BYTES")
+    inp.set_data_from_numpy(np.array([b"", b"zzqx qqxw"] * 5, dtype=object))
+    c.infer("ws", [inp])
+    c.close()
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
+        studio_ctx.runtime.submit(["deploy.monitor"], None, False, {"deploy.monitor": {"min_records": 20}})
+    load(qtbot, m)
+    assert m.status_label.text().endswith(" dev1: 10 of 70 text(s) had no word the model knows (14 %): their "
+                                          "answers are its guess for an empty text."), m.status_label.text()
 
 
 def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):

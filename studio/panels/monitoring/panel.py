@@ -74,8 +74,9 @@ class MonitoringPanel(Panel):
             rows = store.query("SELECT CAST(floor(time / 60) * 60 AS DOUBLE) AS t, COUNT(*) FROM scoring WHERE device = ? "
                                "GROUP BY t ORDER BY t", [dev])
             volume[dev] = rows
-        return {"devices": devices, "chosen": chosen, "checks": store.checks(), "volume": volume,
-                "proposals": proposals(ws), "unproposed": _unproposed(ws)}
+        checks = store.checks()
+        return {"devices": devices, "chosen": chosen, "checks": checks, "volume": volume,
+                "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(store, checks)}
 
     def show_data(self, d: dict[str, Any]) -> None:
         import pyqtgraph as pg
@@ -165,18 +166,19 @@ class MonitoringPanel(Panel):
         waiting = [f"{dev} ({c['window']['n']} records)" for dev, c in latest.items() if not c["tests"]]
         no_verdict = (f" No verdict on {', '.join(waiting)}: too few records in the window (deploy.monitor's "
                       "min_records).") if waiting else ""
+        unknown = "".join(f" {line}" for line in d.get("unknown", {}).values())
         why_not = [d.get("unproposed", {}).get(dev) for dev in drifted]
         if drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
-            self.say(" ".join(f"{w}." for w in why_not) + no_verdict, "error")
+            self.say(" ".join(f"{w}." for w in why_not) + no_verdict + unknown, "error")
         elif drifted:
             self.say(f"Drift on {', '.join(drifted)}: press Retrain… to put the least confident samples into the "
-                     f"labeling queue.{no_verdict}", "error")
+                     f"labeling queue.{no_verdict}{unknown}", "error")
         elif not d["devices"]:
             self.say("No scoring data yet: deploy a model to a device and send it requests.")
         elif waiting and len(waiting) == len(latest):
-            self.say(no_verdict.strip())
+            self.say(no_verdict.strip() + unknown, "warning" if unknown else "info")
         elif latest:
-            self.say(f"No drift at the last checks.{no_verdict}", "ok")
+            self.say(f"No drift at the last checks.{no_verdict}{unknown}", "warning" if unknown else "ok")
         else:
             self.say("No checks yet: press Collect and check now.")
 
@@ -191,6 +193,25 @@ class MonitoringPanel(Panel):
                 self.sig_open_proposal.emit(p["id"])
 
         self.work(open_proposal, self.ctx.workspace, done=after)
+
+
+def _unknown(store: Any, checks: list[dict[str, Any]]) -> dict[str, str]:  # noqa: ANN401
+    """{device: "12 of 31 text(s) had no word the model knows (39 %): ..."} over each device's last check's window:
+    an empty text is answered with a confidence like any other, and no drift test says so."""
+    from runtime.monitor import unknown_line
+
+    latest = {c["device"]: c for c in checks}
+    out = {}
+    for dev, c in latest.items():
+        w = c["window"]
+        if w["from"] is None:
+            continue
+        k = store.query("SELECT COUNT(*) FILTER (WHERE length = 0 OR oov_rate >= 1) FROM scoring WHERE device = ? "
+                        "AND bundle_id = ? AND time BETWEEN ? AND ?", [dev, c["bundle_id"], w["from"], w["to"]])[0][0]
+        line = unknown_line({"no_known_word": k, "window": w})
+        if line:
+            out[dev] = f"{dev}: {line}."
+    return out
 
 
 def _unproposed(ws: Any) -> dict[str, str]:  # noqa: ANN401
