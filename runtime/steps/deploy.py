@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from runtime.domain.errors import AwaitingPerson, CdlError, ConfigError, NotFoundError, StepFailed, did_you_mean
+from runtime.domain.errors import (
+    AwaitingPerson,
+    CdlError,
+    ConfigError,
+    NotFoundError,
+    StepFailed,
+    did_you_mean,
+)
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
