@@ -553,7 +553,7 @@ def data_export(obj: dict[str, Any], dest: Path, version: str | None, split: str
 @click.pass_obj
 def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None:
     """The validation report: quarantined items (rule and reason) and cleaned items."""
-    from runtime.datasets import alike_text, report_json
+    from runtime.datasets import alike_text, relabel_hint, report_json
 
     doc = report_json(_ws(obj), version)
     if as_json:
@@ -567,6 +567,9 @@ def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None
     for group in doc["similar_labels"]:
         click.echo(f"  labels that look alike: {alike_text(group)}: "
                    "one class spelt two ways?")
+    if doc["similar_labels"]:
+        click.echo(f"  data.import's relabel makes each one: {relabel_hint(doc['similar_labels'])}, or the data "
+                   "panel's Merge spellings…")
     for q in doc["quarantined"]:
         click.echo(f"  quarantined {q['source']}: {q['rule']}: {q['reason']}")
     for c in doc["cleaned"]:

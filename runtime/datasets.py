@@ -61,6 +61,21 @@ def similar_labels(rows: list[IndexRow]) -> list[dict[str, int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def relabel_for(group: dict[str, int]) -> dict[str, str]:
+    """The relabel that merges one group of look-alike labels into its most used spelling (the first, on a tie)."""
+    keep = max(group, key=lambda k: (group[k], -list(group).index(k)))
+    return {k: keep for k in group if k != keep}
+
+
+def relabel_hint(groups: list[dict[str, int]]) -> str:
+    """`cdl run --set 'data.import.relabel={Sport: sport}' --save`: the command that merges every group."""
+    import json
+
+    merged = {k: v for g in groups for k, v in relabel_for(g).items()}
+    body = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in merged.items())
+    return f"`cdl run --set 'data.import.relabel={{{body}}}' --save`"
+
+
 def alike_text(group: dict[str, int]) -> str:
     """'Sport' (2 items) and 'sport' (6 items)"""
     return " and ".join(f"{k!r} ({n} item{'' if n == 1 else 's'})" for k, n in group.items())

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.datasets import alike_text, similar_labels
+from runtime.datasets import alike_text, relabel_hint, similar_labels
 from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
 from runtime.domain.errors import ConfigError, DataImportError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
@@ -44,6 +44,41 @@ def normalize_source(entry: Any, where: str) -> dict[str, Any]:
     raise DataImportError(f"{where}: a source is a path or a mapping with 'path', got {entry!r}")
 
 
+def check_relabel(relabel: Any) -> dict[str, str]:  # noqa: ANN401
+    """data.import's relabel as {label: label}; raises ConfigError naming the entry that cannot be one."""
+    if not relabel:
+        return {}
+    if not isinstance(relabel, dict):
+        raise ConfigError(f"data.import.relabel: a mapping of label to label ({{Sport: sport}}), got {relabel!r}")
+    out = {}
+    for k, v in relabel.items():
+        if not isinstance(v, str | int) or isinstance(v, bool) or not str(v).strip() or not str(k).strip():
+            raise ConfigError(f"data.import.relabel: {k!r}: {v!r} is no label (a name, as the sources spell it)")
+        if str(k) == str(v):
+            raise ConfigError(f"data.import.relabel: {k!r} is relabeled as itself")
+        out[str(k)] = str(v)
+    chained = [v for v in out.values() if v in out]
+    if chained:
+        first = next(k for k, v in out.items() if v == chained[0])
+        raise ConfigError(f"data.import.relabel: {chained[0]!r} is both a new name ({first!r} -> {chained[0]!r}) and "
+                          f"relabeled ({chained[0]!r} -> {out[chained[0]]!r}): relabel {first!r} as "
+                          f"{out[chained[0]]!r} at once")
+    return out
+
+
+def apply_relabel(batch: Any, relabel: dict[str, str]) -> Counter:  # noqa: ANN401
+    """A source's labels (an item's label and its annotators') as relabel names them: {old label: how many}."""
+    n: Counter = Counter()
+    for it in batch.items:
+        if it.label in relabel:
+            n[it.label] += 1
+            it.label = relabel[it.label]
+        if it.labels:
+            n.update(lab for lab, _ in it.labels if lab in relabel)
+            it.labels = [(relabel.get(lab, lab), who) for lab, who in it.labels]
+    return n
+
+
 def _options_hash(src: dict[str, Any]) -> str:
     return hashlib.sha256(json_dumps(src).encode()).hexdigest()[:12]
 
@@ -72,6 +107,8 @@ class ImportStep(Step):
         outputs=(Port("items", "items"),),
         params=(
             ParamSpec("sources", "list", [], "paths (or mappings with path and options) of the data sources"),
+            ParamSpec("relabel", "dict", None, "label -> label, over every source's labels: one class spelt two ways "
+                      "becomes one ({Sport: sport}); data.validate names labels that look alike"),
         ),
         description="Reads every configured source (zip or folder of class folders, idx, CSV, Label Studio "
         "JSON) into the item table; each item gets its content sha256 as id.",
@@ -96,6 +133,8 @@ class ImportStep(Step):
                     continue  # the import names what is wrong with the file
             check_kind_options(path, kind, src)
 
+        check_relabel(params.get("relabel"))
+
     def _sources(self, ctx: StepContext) -> list[tuple[dict[str, Any], Path]]:
         out = []
         for i, entry in enumerate(ctx.params["sources"]):
@@ -118,7 +157,8 @@ class ImportStep(Step):
                 prev = known.get(src["path"])
                 h = prev.content_hash.split(":")[0] if prev is not None and prev.content_hash else "missing"
             parts.append((json_dumps(src), h))
-        return hash_text(parts)
+        relabel = ctx.params.get("relabel")
+        return hash_text([*parts, json_dumps(relabel)] if relabel else parts)
 
     def run(self, ctx: StepContext) -> StepResult:
         sources = self._sources(ctx)
@@ -140,11 +180,15 @@ class ImportStep(Step):
                              "`cdl backup` of the workspace and `cdl data pull` (README: CI on a fresh clone), or "
                              "make the source reachable here")
         report = []
+        relabel = check_relabel(ctx.params.get("relabel"))
+        matched: Counter = Counter()
         for n, (src, path) in enumerate(sources):
             ctx.progress(n / len(sources), f"reading {path.name}")
             if path.exists():  # checked before "unchanged": an option recorded with the source is checked too
                 check_kind_options(path, src.get("kind") or detect_kind(path), src)
-            digest = f"{content_hash(path)}:{_options_hash(src)}" if path.exists() else None
+            # relabel is part of what a source's items were imported with: a change reads every source again
+            digest = f"{content_hash(path)}:{_options_hash({**src, 'relabel': relabel} if relabel else src)}" \
+                if path.exists() else None
             prev = known.get(src["path"])
             if digest is None and prev is not None:  # its items were imported: they stay, and the log says why
                 report.append({"source": src["path"], "status": "unreachable", "items": prev.items})
@@ -155,6 +199,8 @@ class ImportStep(Step):
                 ctx.log(f"{path.name}: unchanged ({prev.items} items)")
                 continue
             batch = read_source(path, src.get("kind"), src, ctx.config.labeling)
+            if relabel:
+                matched.update(apply_relabel(batch, relabel))
             task = ctx.config.task
             if batch.items and batch.item_kind != task:  # the models of this workspace could not read them
                 kind = "images" if task == "image" else "text"
@@ -178,6 +224,13 @@ class ImportStep(Step):
             report.append({"source": src["path"], "kind": batch.kind, "status": "imported", "items": n_items,
                            "notes": batch.notes})
             ctx.log(f"{path.name}: imported {n_items} {batch.item_kind} items ({batch.kind})")
+        if relabel and any(r["status"] == "imported" for r in report):
+            for old_label, new in relabel.items():
+                if matched[old_label]:
+                    ctx.log(f"relabel: {matched[old_label]} label(s) {old_label!r} read as {new!r}")
+                else:
+                    ctx.log(f"relabel: {old_label!r} is no label of the sources read (check the spelling: labels "
+                            "differ in case, spaces and punctuation)")
         for name in set(known) - wanted:
             if known[name].kind == "proposal":
                 continue  # retrain proposals are sources of their own, not configured in cdl.yaml
@@ -594,8 +647,9 @@ class ValidateStep(Step):
         similar = similar_labels(view.rows)
         for group in similar:
             ctx.log(f"labels {alike_text(group)} differ only in case, "
-                    "spaces or punctuation: one class split in two? (relabel, or list the right one in "
-                    "data.validate.allowed_labels to quarantine the other)")
+                    f"spaces or punctuation: one class split in two? (data.import's relabel makes them one: "
+                    f"{relabel_hint([group])}; or list the right one in data.validate.allowed_labels to quarantine "
+                    "the other)")
         allowed_ext = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in p["allowed_extensions"] or []}
         out: list[QuarantineEntry] = []
 

@@ -15,7 +15,7 @@ import pytest
 
 from runtime.api import add_source
 from runtime.datasets import checkout, diff_json, report_json, versions_json
-from runtime.domain.errors import WorkspaceError
+from runtime.domain.errors import CdlError, WorkspaceError
 from runtime.domain.steps import StepStatus
 from runtime.jobs import Runner
 from runtime.steps.data import assign_splits
@@ -453,6 +453,43 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "report"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "labels that look alike: 'Sport' (2 items) and 'sport' (6 items)" in out.stdout
+    # data.import's relabel makes them one class: the report says the command, which merges into the most used
+    relabel = "{\"Sci Fi\": \"sci-fi\", \"Sport\": \"sport\"}"
+    assert f"data.import's relabel makes each one: `cdl run --set 'data.import.relabel={relabel}' --save`" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "run", "--until",
+                          "data.validate", "--set", f"data.import.relabel={relabel}", "--save"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "relabel: 2 label(s) 'Sport' read as 'sport'" in out.stderr and "'Sci Fi' read as 'sci-fi'" in out.stderr
+    assert text_ws.store.last_step_run("data.validate").summary["similar_labels"] == []
+    assert {r.label for r in text_ws.dataset().rows} == {"sport", "sci-fi", "tech"}
+    assert text_ws.config().params("data.import")["relabel"] == {"Sci Fi": "sci-fi", "Sport": "sport"}
+    # a spelling no source has is said; one relabeled as itself, or twice over, is refused before anything runs
+    said.clear()
+    assert Runner(text_ws, bus=bus).run(steps=["data.import"], overrides={"data.import": {
+        "relabel": {"Sport": "sport", "Sprot": "sport"}}}).ok
+    assert any(m.startswith("relabel: 'Sprot' is no label of the sources read") for m in said), said
+    for bad, says in (({"sport": "sport"}, "'sport' is relabeled as itself"),
+                      ({"a": "b", "b": "c"}, "'b' is both a new name ('a' -> 'b') and relabeled ('b' -> 'c')"),
+                      ({"a": ""}, "'a': '' is no label"), (["a"], "expected dict")):
+        with pytest.raises(CdlError, match=re.escape(says)):
+            Runner(text_ws).run(steps=["data.import"], overrides={"data.import": {"relabel": bad}})
+
+
+def test_relabel_reads_label_studio_annotations_so(tmp_path, ls_dir):
+    """An export's annotations are labels too: relabel names them as it names a CSV's label column."""
+    import json
+
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    add_source(ws, ls_dir / "text_classification_export.json")
+    assert Runner(ws).run(steps=["data.import"], overrides={"data.import": {"relabel": {"tech": "technology"}}}).ok
+    given = [lab.label for lab in ws.store.labels()]
+    tasks = json.loads((ls_dir / "text_classification_export.json").read_text())
+    want = [r["value"]["choices"][0] for t in tasks for a in t["annotations"] for r in a["result"]]
+    assert sorted(given) == sorted("technology" if w == "tech" else w for w in want) and "tech" not in given
+    ws.close()
 
 
 @pytest.mark.parametrize(("rule", "said"), [

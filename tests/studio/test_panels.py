@@ -43,6 +43,23 @@ def test_data_panel_says_labels_that_look_alike(qtbot, tmp_path):
     qtbot.addWidget(p)
     load(qtbot, p)
     assert "Labels that look alike (one class spelt two ways?): 'Sport' (2) and 'sport' (5)" in p.val_summary.text()
+    # Merge spellings…: the dialog keeps the most used spelling; the choice goes into data.import's relabel and the
+    # data pipeline runs again (only editing the source made them one class)
+    from studio.panels.data.panel import MergeDialog
+
+    assert not p.merge_btn.isHidden()
+    dlg = MergeDialog(p.similar, p)
+    assert dlg.combos[0].currentText() == "sport" and dlg.relabel() == {"Sport": "sport"}
+    runs: list[tuple] = []
+    p.sig_run.connect(lambda *a: runs.append(a))
+    p._merge(lambda groups: {"sport": "Sport"})  # the user's call: the capitalised one
+    assert runs == [(None, "data.validate", None)]
+    assert ws.config().params("data.import")["relabel"] == {"sport": "Sport"}
+    assert "'sport' as 'Sport'" in p.status_label.text()
+    assert Runner(ws).run(until="data.validate").ok
+    load(qtbot, p)
+    assert "look alike" not in p.val_summary.text() and p.merge_btn.isHidden()
+    assert {r.label for r in ws.dataset().rows} == {"Sport", "tech"}
     ws.close()
 
 

@@ -12,6 +12,8 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QGridLayout,
     QHBoxLayout,
@@ -90,7 +92,17 @@ class DataPanel(Panel):
         lay = QVBoxLayout(val)
         self.val_summary = QLabel()
         self.val_summary.setWordWrap(True)
-        lay.addWidget(self.val_summary)
+        top = QHBoxLayout()
+        top.addWidget(self.val_summary, 1)
+        self.merge_btn = QPushButton("Merge spellings…")
+        self.merge_btn.setToolTip("one class spelt two ways ('Sport' and 'sport'): choose the spelling each group "
+                                  "keeps; data.import's relabel reads the others so, and the data pipeline runs "
+                                  "again (`cdl run --set 'data.import.relabel={Sport: sport}' --save`)")
+        self.merge_btn.clicked.connect(self._merge)
+        self.merge_btn.setVisible(False)
+        self.similar: list[dict[str, int]] = []
+        top.addWidget(self.merge_btn, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(top)
         lay.addWidget(QLabel("Quarantine: items that failed a rule"))
         self.quarantine = Table(["source", "rule", "reason"])
         lay.addWidget(self.quarantine, 2)
@@ -220,11 +232,37 @@ class DataPanel(Panel):
                                  f"{len(rep['cleaned'])} cleaned" + (f". Labels that look alike (one class spelt "
                                                                      f"two ways?): {alike}" if alike else ""))
         self.val_summary.setStyleSheet("QLabel { color: #92400e; }" if alike else "")
+        self.similar = rep["similar_labels"]
+        self.merge_btn.setVisible(bool(alike))
         self.quarantine.fill([(q["source"], q["rule"], q["reason"]) for q in rep["quarantined"]])
         self.cleaned.fill([(c["source"], c["action"]) for c in rep["cleaned"]])
         if not d["sources"]:
             self.say("No data yet: choose a source above and import it.", "info")
         self._analysis(d)
+
+    def _merge(self, choose: Any = None) -> None:  # noqa: ANN401 - choose(groups) -> relabel, or None: a test's answer
+        """Labels that look alike became one class only by editing the source (a zip's folder names, an export
+        the user cannot change): the spelling each group keeps goes into data.import's relabel, and the data
+        pipeline runs again up to data.validate."""
+        from runtime.domain.errors import ConfigError
+        from runtime.steps.data import check_relabel
+
+        relabel = (choose or (lambda groups: MergeDialog(groups, self).ask()))(self.similar)
+        if not relabel:
+            return
+        cfg = self.ctx.workspace.config()
+        before = dict(cfg.steps["data.import"].get("relabel") or {})
+        merged = {**{k: relabel.get(v, v) for k, v in before.items()}, **relabel}  # an old target renamed too
+        try:
+            check_relabel(merged)
+        except ConfigError as exc:
+            self.say(str(exc), "error")
+            return
+        cfg.steps["data.import"]["relabel"] = merged
+        cfg.save()
+        self.say("data.import.relabel: " + ", ".join(f"{k!r} as {v!r}" for k, v in relabel.items())
+                 + "; the data pipeline runs again up to data.validate", "info")
+        self.sig_run.emit(None, "data.validate", None)
 
     def _analysis(self, d: dict[str, Any]) -> None:
         import pyqtgraph as pg
@@ -283,3 +321,45 @@ class DataPanel(Panel):
                 cl.addWidget(img)
                 cl.addWidget(cap)
                 self.samples_layout.addWidget(cell, i // 8, i % 8)
+
+
+class MergeDialog(QDialog):
+    """One row a group of look-alike labels: the spelling it keeps (the most used one first)."""
+
+    def __init__(self, groups: list[dict[str, int]], parent: QWidget | None = None):
+        from runtime.datasets import relabel_for
+
+        super().__init__(parent)
+        self.setWindowTitle("Merge spellings of one class")
+        lay = QVBoxLayout(self)
+        intro = QLabel("Each group is one class spelt several ways. The spelling chosen stays; the sources' other "
+                       "spellings are read as it (data.import's relabel), and the data pipeline runs again.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        grid = QGridLayout()
+        self.groups = groups
+        self.combos: list[QComboBox] = []
+        for i, g in enumerate(groups):
+            grid.addWidget(QLabel(" and ".join(f"'{k}' ({n} item{'' if n == 1 else 's'})" for k, n in g.items())), i, 0)
+            grid.addWidget(QLabel("keep"), i, 1)
+            combo = QComboBox()
+            combo.addItems(list(g))
+            keep = next(iter(relabel_for(g).values()))
+            combo.setCurrentText(keep)
+            self.combos.append(combo)
+            grid.addWidget(combo, i, 2)
+        grid.setColumnStretch(3, 1)
+        lay.addLayout(grid)
+        self.resize(640, self.sizeHint().height())
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Merge and run")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+
+    def relabel(self) -> dict[str, str]:
+        return {k: c.currentText() for g, c in zip(self.groups, self.combos, strict=True) for k in g
+                if k != c.currentText()}
+
+    def ask(self) -> dict[str, str] | None:
+        return self.relabel() if self.exec() == QDialog.DialogCode.Accepted else None
