@@ -224,7 +224,9 @@ class ImportStep(Step):
             report.append({"source": src["path"], "kind": batch.kind, "status": "imported", "items": n_items,
                            "notes": batch.notes})
             ctx.log(f"{path.name}: imported {n_items} {batch.item_kind} items ({batch.kind})")
-        if relabel and any(r["status"] == "imported" for r in report):
+        # said once every source was read with it (a change of relabel reads them all): a source read alone, beside
+        # unchanged ones relabeled before, would name every entry it lacks
+        if relabel and report and all(r["status"] == "imported" for r in report):
             for old_label, new in relabel.items():
                 if matched[old_label]:
                     ctx.log(f"relabel: {matched[old_label]} label(s) {old_label!r} read as {new!r}")

@@ -464,6 +464,15 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     assert text_ws.store.last_step_run("data.validate").summary["similar_labels"] == []
     assert {r.label for r in text_ws.dataset().rows} == {"sport", "sci-fi", "tech"}
     assert text_ws.config().params("data.import")["relabel"] == {"Sci Fi": "sci-fi", "Sport": "sport"}
+    # a source added later is read alone, beside the ones relabeled before: it lacks 'Sport', and that is no typo
+    (tmp_path / "more.csv").write_text("text,label\nyet another article with enough words to pass the rule,tech\n")
+    cfg = text_ws.config()
+    cfg.steps["data.import"]["sources"].append(str(tmp_path / "more.csv"))
+    cfg.save()
+    said.clear()
+    assert Runner(text_ws, bus=bus).run(steps=["data.import"]).ok
+    assert any(m == "more.csv: imported 1 text items (csv)" for m in said), said
+    assert not any("is no label of the sources" in m for m in said), said
     # a spelling no source has is said; one relabeled as itself, or twice over, is refused before anything runs
     said.clear()
     assert Runner(text_ws, bus=bus).run(steps=["data.import"], overrides={"data.import": {
