@@ -44,6 +44,7 @@ CLASS_NAME_PRESETS = {
     ],
     "mnist": [str(i) for i in range(10)],
 }
+UNLABELED_HINT = ", or import the items unlabeled, for the labeling queue, with --unlabeled"
 TEXT_COLUMNS = ("text", "content", "body", "article", "document", "review", "sentence")
 LABEL_COLUMNS = ("label", "category", "class", "target", "y")
 
@@ -445,12 +446,17 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
         if required:
             raise DataImportError(
                 f"{path}: no {what} column (looked for {', '.join(candidates)}; columns: {shown}); "
-                f"name it with --{option.replace('_', '-')}{read_as}"
+                f"name it with --{option.replace('_', '-')}" + (UNLABELED_HINT if what == "label" else "") + read_as
             )
         return None
 
     text_col = pick("text_column", TEXT_COLUMNS, "text", True)
-    label_col = pick("label_column", LABEL_COLUMNS, "label", not opts.get("unlabeled", False))
+    # a file of texts alone (one column) has no labels to look for: its texts are for the labeling queue, as a
+    # folder of files with no class folder is (it was refused, "no label column ... name it with --label-column")
+    alone = len(cols) == 1 and not opts.get("label_column")
+    label_col = pick("label_column", LABEL_COLUMNS, "label", not opts.get("unlabeled", False) and not alone)
+    notes = [f"one column, {cols[0]!r}, and no label column: its texts are imported unlabeled, for the labeling "
+             "queue"] if alone and not opts.get("unlabeled") else []
     names = _class_names(opts)
     items: list[RawItem] = []
     try:
@@ -465,7 +471,7 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
                                  label=_named(label or None, names, f"{path}: line {line}")))
     except csv.Error as exc:
         raise DataImportError(f"{path}: line {reader.line_num}: {exc}") from None
-    return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items)
+    return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items, notes=notes)
 
 
 def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: str, candidates: tuple[str, ...],
@@ -482,7 +488,8 @@ def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: s
             return lower[c]
     if required:
         raise DataImportError(f"{where}: no {what} {noun} (looked for {', '.join(candidates)}; {noun}s: "
-                              f"{', '.join(keys)}); name it with --{option.replace('_', '-')}")
+                              f"{', '.join(keys)}); name it with --{option.replace('_', '-')}"
+                              + (UNLABELED_HINT if what == "label" else ""))
     return None
 
 

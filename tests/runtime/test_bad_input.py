@@ -104,6 +104,27 @@ def test_csv_without_label_column(text_ws, tmp_path):
     p.write_text("text,author\nA long enough article about markets,me\n")
     err = _import_fails(text_ws, p, "no label column")
     assert "text, author" in str(err)
+    assert str(err).endswith("name it with --label-column, or import the items unlabeled, for the labeling queue, "
+                             "with --unlabeled"), str(err)
+
+
+def test_a_csv_of_texts_alone_is_imported_unlabeled(text_ws, tmp_path):
+    """One column, the text: no label to look for. It was refused ("no label column ... name it with
+    --label-column"), where a folder of files with no class folder is taken for the labeling queue."""
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+    from runtime.steps.sources import read_source
+
+    p = tmp_path / "to-label.csv"
+    p.write_text("text\nA long enough article about markets and trade\nAnother one about a football final\n")
+    batch = read_source(p)
+    assert [it.label for it in batch.items] == [None, None]
+    assert batch.notes == ["one column, 'text', and no label column: its texts are imported unlabeled, for the "
+                           "labeling queue"]
+    assert add_source(text_ws, p).ok
+    assert Runner(text_ws).run(until="data.label").ok
+    assert LabelQueue(text_ws, "lena").progress()["unlabeled"] == 2
+    assert read_source(p, options={"unlabeled": True}).notes == []  # asked for: nothing to say
 
 
 def test_csv_with_a_bad_row(text_ws, tmp_path):
