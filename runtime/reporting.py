@@ -23,11 +23,20 @@ def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _waiting(o: Any) -> bool:  # noqa: ANN401
+    """A step that stopped to wait for a person (a review, a device to enroll), not one that failed."""
+    return o.status == "failed" and bool((o.summary or {}).get("waiting"))
+
+
 def job_json(result: JobResult) -> dict[str, Any]:
+    """The run for scripts. A step that waits for a person (model.review's review, deploy.push's first device) is
+    "waiting", and so is the run it ended, as `cdl status` and `cdl runs` say: both read "failed" here."""
+    waiting = any(_waiting(o) for o in result.steps)
     return {
         "job": result.job,
-        "status": result.status,
-        "steps": [{**o.to_dict(), "metrics": _metrics(o.summary), "gate_failed": o.gate} for o in result.steps],
+        "status": "waiting" if waiting and result.status == "failed" else result.status,
+        "steps": [{**o.to_dict(), **({"status": "waiting"} if _waiting(o) else {}), "metrics": _metrics(o.summary),
+                   "gate_failed": o.gate} for o in result.steps],
     }
 
 
@@ -35,17 +44,21 @@ def write_junit(result: JobResult, path: Path) -> None:
     suite = ET.Element("testsuite", name="cdl", tests=str(len(result.steps)))
     failures = skipped = 0
     total = 0.0
+    stopped = next((o for o in result.steps if o.status in ("failed", "cancelled")), None)
+    why = (f"not run: {stopped.step} waits for a person" if stopped is not None and _waiting(stopped)
+           else "not run: an earlier step failed")
     for o in result.steps:
         case = ET.SubElement(suite, "testcase", classname=f"cdl.{o.step.split('.')[0]}", name=o.step,
                              time=f"{o.duration:.3f}")
         total += o.duration
         if o.status in ("failed", "cancelled"):
             failures += 1
-            f = ET.SubElement(case, "failure", message=(o.error or o.status)[:500])
+            # waiting fails CI as `cdl run` does (exit 1), and says it waits
+            f = ET.SubElement(case, "failure", message=(("waiting: " if _waiting(o) else "") + (o.error or o.status))[:500])
             f.text = o.traceback or o.error or ""
         elif o.status == "not-run":
             skipped += 1
-            ET.SubElement(case, "skipped", message="not run: an earlier step failed")
+            ET.SubElement(case, "skipped", message=why)
         elif o.status == "skipped":
             out = ET.SubElement(case, "system-out")
             out.text = "up to date"

@@ -75,6 +75,15 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
     assert states["deploy.export"].reason == "upstream model.review waits for a person", states["deploy.export"]
     runs = json.loads(cdl(ws, "runs", "model.review", "--json", check=True).stdout)["runs"]
     assert runs[0]["status"] == "waiting" and "awaits review" in runs[0]["error"], runs[0]
+    # and so in --json and JUnit, which said "failed" ("not run: an earlier step failed" for the steps after it)
+    r = cdl(ws, "run", "--until", "deploy.export", "--json", "--junit", str(ws.root / "report.xml"))
+    assert r.returncode == 1  # CI fails on it, as on a failure
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "waiting" and [(s["id"], s["status"]) for s in doc["steps"][-2:]] == [
+        ("model.review", "waiting"), ("deploy.export", "not-run")], doc
+    junit = (ws.root / "report.xml").read_text()
+    assert f'message="waiting: {m["name"]}:1 awaits review' in junit and 'message="not run: model.review waits for a person"' \
+        in junit, junit
     assert cdl(ws, "run", "model.review").returncode == 1  # still no review
     runs = json.loads(cdl(ws, "runs", "model.review", "--json", check=True).stdout)["runs"]
     assert runs[0]["changed"] == "again after a run that waited for a person (same parameters)", runs[0]
