@@ -426,6 +426,7 @@ class MainWindow(QMainWindow):
             self.sig_workspace_loaded.emit()
 
     def _on_job_submitted(self, job: str, plan: list[str]) -> None:
+        self._job_waits = None
         self.header.set_running(True)
         self.job_bar.running(f"job {job}: {len(plan)} step(s) queued", None)
         self.job_bar.log.add(f"job {job}: {', '.join(plan)}")
@@ -460,6 +461,7 @@ class MainWindow(QMainWindow):
             waiting = ending == "waiting"
             if ev.step:
                 model.set_status(ev.step, ending, ev.message)
+            self._job_waits = ev.step if waiting else None
             self.job_bar.log.add(f"{'⏸' if waiting else '✗'} {ev.step}: {ev.message}")
             tb = (ev.data or {}).get("traceback")
             if tb:  # where it failed (the Runs dialog keeps it too)
@@ -471,7 +473,10 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, job: str, status: str) -> None:
         self.header.set_running(False)
-        self.job_bar.idle(f"job {job} {status}")
+        waits = getattr(self, "_job_waits", None)
+        # a run that stopped at a review, or for a first device, did not fail: "job … failed" said it had
+        self.job_bar.idle(f"job {job} waits: {waits} waits for a person" if status == "failed" and waits
+                          else f"job {job} {status}")
         self._refresh_all()
 
     # -- closing ------------------------------------------------------------------------------------------
