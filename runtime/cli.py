@@ -1545,8 +1545,8 @@ def loop(obj: dict[str, Any], auto_approve_if_better: bool, retune: bool, labels
          force: bool, as_json: bool) -> None:
     """One pass around the loop: drift, proposal, labels, new version, retrain, review, deploy.
 
-    Ends done, no-drift, no-verdict, no-data or nothing-to-label (exit 0), waiting for labels or a review (exit 3),
-    or failed (exit 1); --json has the status and the reason."""
+    Ends done, no-drift, no-verdict, no-data or nothing-to-label (exit 0), waiting for labels, a review or a
+    first device (exit 3), or failed (exit 1); --json has the status and the reason."""
     from runtime.loop import run_loop
     from runtime.progress import ProgressPrinter
 

@@ -137,7 +137,7 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
             proposals.close(ws, p["id"], status, note)
 
     if p is None and trained and champion is not None and candidate.version == champion.version \
-            and (not deploy or not _not_serving(ws, cfg, candidate)):
+            and (not deploy or (ws.store.devices() and not _not_serving(ws, cfg, candidate))):  # none: it waits
         # --force with nothing new: the champion was trained on this data already, and the devices serve it
         return LoopResult(status="done", steps=steps, candidate=candidate.ref, reason=f"nothing new: {candidate.ref} "
                           f"is the champion and was trained on the current data ({candidate.dataset_version}); "
@@ -182,7 +182,10 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
             return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
         if p is None:  # --force without a proposal: deploy.push as cdl.yaml configures it (its devices, its variant)
             if not run(steps=["deploy.push"]):
-                return LoopResult(status="failed", reason=_last_error(steps), steps=steps, candidate=candidate.ref)
+                # no device enrolled yet: the champion waits for one, as the pipeline's deploy.push does
+                waits = (steps[-1].get("summary") or {}).get("waiting")
+                return LoopResult(status="waiting" if waits else "failed", reason=_last_error(steps), steps=steps,
+                                  candidate=candidate.ref)
             pushed = (ws.store.last_step_run("deploy.push").summary or {}).get("deployed", [])
             names = sorted({d["device"] for d in pushed if isinstance(d, dict) and d.get("device")})
             where = f" and serves on {', '.join(names)}" if names else " (deploy.push pushed it nowhere)"

@@ -387,6 +387,27 @@ def test_a_forced_loop_without_drift_retrains_and_deploys_to_the_configured_devi
     assert [m.version for m in ws.store.model_versions("ws")] == [1, 2] and proposals(ws) == []
 
 
+def test_a_forced_loop_with_no_device_enrolled_waits_for_one(bbc_packaged):
+    """The approved version had nowhere to go: the loop ended "failed" (exit 1), where deploy.push waits for a
+    first device; now the loop waits too (exit 3), and says for what."""
+    import csv
+
+    from runtime.api import add_source
+    from runtime.loop import run_loop
+    from runtime.registry import review
+
+    ws = bbc_packaged
+    extra = ws.root / "extra.csv"
+    with extra.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *((t, "tech") for t in other_domain_texts(30))])
+    add_source(ws, extra)
+    assert run_loop(ws, force=True)["status"] == "waiting"  # ws:2's review
+    review(ws.store, "ws:2", True, "more data", "vera")
+    res = run_loop(ws, force=True)
+    assert res["status"] == "waiting" and res.code == 3, res
+    assert res["reason"].startswith("deploy.push: ws:2 waits for a device: none is enrolled yet"), res
+
+
 def test_a_canary_whose_predictions_drift_rolls_back(bbc_packaged, agent_factory):
     """`cdl deploy --canary 1 --check-drift`: besides errors and traffic, the predictions the canary made while
     watched are checked against the new bundle's reference with deploy.monitor's tests. Another domain's texts
