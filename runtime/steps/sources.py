@@ -401,7 +401,9 @@ def _encoding(path: Path, opts: dict[str, Any]) -> str | None:
                               "shift_jis)") from None
 
 
-def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+def _open_csv(path: Path, opts: dict[str, Any]) -> tuple[bytes, str | None, Any, list[str]]:
+    """(raw bytes, the encoding named, a csv reader past the header, the header's columns): decoded as the
+    import reads it (UTF-8, a byte order mark's UTF-16, or the `encoding` option)."""
     raw = path.read_bytes()
     encoding = _encoding(path, opts)
     try:
@@ -428,7 +430,11 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
         raise DataImportError(f"{path}: the file is empty") from None
     except csv.Error as exc:
         raise DataImportError(f"{path}: line 1: {exc}") from None
-    cols = [c.strip() for c in header]
+    return raw, encoding, reader, [c.strip() for c in header]
+
+
+def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+    raw, encoding, reader, cols = _open_csv(path, opts)
     lower = [c.lower() for c in cols]
     shown = ", ".join(cols)
     shown = shown if len(shown) <= 200 else shown[:197] + "…"  # a header read in the wrong encoding is one long run
@@ -472,6 +478,35 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
     except csv.Error as exc:
         raise DataImportError(f"{path}: line {reader.line_num}: {exc}") from None
     return SourceBatch(path.name, kind, "text", hashlib.sha256(raw).hexdigest(), items, notes=notes)
+
+
+def source_columns(path: Path, options: dict[str, Any] | None = None) -> list[str]:
+    """The columns (a CSV's header, a JSON Lines file's first record's fields, a Parquet file's columns) of a
+    source, for a user to name the text and label columns where the import found none by name; [] for other
+    kinds. Raises DataImportError where the file cannot be read so far."""
+    path = Path(path)
+    opts = dict(options or {})
+    kind = opts.get("kind") or detect_kind(path)
+    if kind == "csv":
+        return _open_csv(path, opts)[3]
+    if kind == "jsonl":
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        for line in data.decode("utf-8-sig", errors="replace").splitlines():
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return []
+                return list(obj) if isinstance(obj, dict) else []
+        return []
+    if kind == "parquet":
+        import duckdb
+
+        files = _parquet_files(path)
+        return list(duckdb.connect().read_parquet(str(files[0])).columns) if files else []
+    return []
 
 
 def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: str, candidates: tuple[str, ...],

@@ -611,3 +611,21 @@ def test_the_agents_own_ports_may_not_clash(tmp_path, text_ws):
                           "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--metrics (metrics_listen) 0.0.0.0:47013: --http (http_listen) is on port 47013 " \
         "too" in out.stderr, out.stderr
+
+
+def test_source_columns_name_what_the_user_can_pick(tmp_path):
+    """The data panel asks which column is the text and which the label where the import found none by name: the
+    columns as the import reads them (a CSV's header in its encoding, JSON Lines' first record, Parquet's)."""
+    import duckdb
+
+    from runtime.steps.sources import source_columns
+
+    (tmp_path / "a.csv").write_bytes("b\u00f6dy;topic\r\nsome text;x\r\n".encode("cp1252"))
+    assert source_columns(tmp_path / "a.csv", {"encoding": "cp1252"}) == ["b\u00f6dy", "topic"]
+    (tmp_path / "a.jsonl").write_text('\n{"body": "some text", "topic": "x", "n": 1}\n')
+    assert source_columns(tmp_path / "a.jsonl") == ["body", "topic", "n"]
+    duckdb.connect().execute(f"COPY (SELECT 'some text' AS body, 'x' AS topic) TO '{tmp_path / 'a.parquet'}'")
+    assert source_columns(tmp_path / "a.parquet") == ["body", "topic"]
+    (tmp_path / "folder" / "sport").mkdir(parents=True)
+    (tmp_path / "folder" / "sport" / "1.txt").write_text("some text")
+    assert source_columns(tmp_path / "folder") == []  # class folders have no columns

@@ -82,23 +82,43 @@ def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_
     assert cells == {first.name: "yes", str(copy): "no (its items stay)"}, cells  # it was blank where reachable
 
 
-def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path):
-    from studio.panels.data.panel import DataPanel
+def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path, monkeypatch):
+    from studio.panels.data.panel import ColumnsDialog, DataPanel
 
     p = DataPanel(studio_ctx)
     qtbot.addWidget(p)
     bad = tmp_path / "broken.csv"
     bad.write_text("text,author\nan article with no label yet and long enough,me\n")
+    asked: list[tuple[str, str]] = []
+    answer: list = [None]  # the columns dialog cancelled: the error stays
+    monkeypatch.setattr(ColumnsDialog, "ask", lambda d: asked.append((d.text.currentText(), d.label.currentText()))
+                        or answer[0])
     p.path_edit.setText(str(bad))
     p.import_btn.click()
     qtbot.waitUntil(lambda: "no label column" in p.status_label.text(), timeout=20000)
-    assert p.import_btn.isEnabled()
+    qtbot.waitUntil(lambda: p.import_btn.isEnabled(), timeout=20000)
+    assert asked == [("text", "author")]  # the panel asked which columns they are
     # imported unlabeled, with the box the Sources tab lacked (`--unlabeled` was the CLI's alone)
     p.unlabeled.setChecked(True)
     p.import_btn.click()
     qtbot.waitUntil(lambda: "imported broken.csv" in p.status_label.text(), timeout=20000)
     items = [i for i in studio_ctx.workspace.store.items() if i.source.startswith("broken.csv")]
     assert len(items) == 1 and items[0].source_label is None
+    # columns named otherwise ("body", "topic"): only the CLI's --text-column and --label-column could name them
+    p.unlabeled.setChecked(False)
+    named = tmp_path / "named.csv"
+    named.write_text("id,body,topic\n1,an article about markets and shares and long enough,business\n")
+    answer[0] = {"text_column": "body", "label_column": "topic"}
+    asked.clear()
+    p.path_edit.setText(str(named))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported named.csv" in p.status_label.text(), timeout=20000)
+    assert asked == [("body", ColumnsDialog.NONE)]  # three columns: the label is the user's pick
+    items = [i for i in studio_ctx.workspace.store.items() if i.source.startswith("named.csv")]
+    assert [i.source_label for i in items] == ["business"]
+    (src,) = [e for e in studio_ctx.workspace.config().params("data.import")["sources"]
+              if isinstance(e, dict) and e["path"].endswith("named.csv")]
+    assert src["text_column"] == "body" and src["label_column"] == "topic"
 
 
 def test_data_panel_offers_to_read_a_windows_csv_as_cp1252(studio_ctx, qtbot, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class DataPanel(Panel):
         if path:
             self.path_edit.setText(path)
 
-    def _import(self, encoding: str | None = None) -> None:
+    def _import(self, encoding: str | None = None, columns: dict[str, Any] | None = None) -> None:
         from runtime.api import add_source
 
         path = self.path_edit.text().strip()
@@ -148,6 +149,8 @@ class DataPanel(Panel):
             options["unlabeled"] = True
         if encoding:
             options["encoding"] = encoding
+        if columns:  # named in the columns dialog after the import found none by name
+            options.update(columns)
         self.import_btn.setEnabled(False)
 
         def done(_: Any) -> None:
@@ -162,12 +165,31 @@ class DataPanel(Panel):
 
             if READS_AS_CP1252 in msg and not encoding and self._ask_cp1252(Path(path)):
                 self._import("cp1252")  # a CSV that Excel saved on Windows: only the CLI could name its encoding
+            elif not columns and re.search(r"no (text|label) (column|field)", msg):
+                # a CSV whose columns are "body" and "topic": only the CLI's --text-column and --label-column
+                # could name them, and the panel said "name it with --label-column"
+                chosen = self._ask_columns(Path(path), {k: v for k, v in options.items() if k in ("kind", "encoding")})
+                if chosen:
+                    self._import(encoding, chosen)
 
         from studio.services.tasks import run_task
 
         self.say(f"importing {Path(path).name}…")
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
+
+    def _ask_columns(self, path: Path, options: dict[str, Any]) -> dict[str, Any] | None:
+        """The text and label columns of a file whose columns the import found none of by name."""
+        from runtime.domain.errors import CdlError
+        from runtime.steps.sources import source_columns
+
+        try:
+            cols = source_columns(path, options)
+        except (CdlError, OSError, ValueError):
+            return None
+        if not cols:
+            return None
+        return ColumnsDialog(path.name, cols, self).ask()
 
     def _ask_cp1252(self, path: Path) -> bool:
         """Offer to read a CSV that is not UTF-8 as cp1252, with a line that shows its accents so read."""
@@ -363,3 +385,53 @@ class MergeDialog(QDialog):
 
     def ask(self) -> dict[str, str] | None:
         return self.relabel() if self.exec() == QDialog.DialogCode.Accepted else None
+
+
+class ColumnsDialog(QDialog):
+    """Which column holds the text, and which the label (or none: the items are imported unlabeled)."""
+
+    NONE = "(none: import the items unlabeled, for the labeling queue)"
+
+    def __init__(self, name: str, columns: list[str], parent: QWidget | None = None):
+        from runtime.steps.sources import LABEL_COLUMNS, TEXT_COLUMNS
+
+        super().__init__(parent)
+        self.setWindowTitle(f"Columns of {name}")
+        lay = QVBoxLayout(self)
+        intro = QLabel(f"Which column of {name} holds the text, and which the label? The import looks for columns "
+                       f"named {', '.join(TEXT_COLUMNS[:3])}… and {', '.join(LABEL_COLUMNS[:3])}…, and did not find "
+                       "both. cdl.yaml keeps the choice with the source.")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        grid = QGridLayout()
+        self.text = QComboBox()
+        self.text.addItems(columns)
+        self.label = QComboBox()
+        self.label.addItems([*columns, self.NONE])
+        lower = [c.lower() for c in columns]
+        text = next((lower.index(c) for c in TEXT_COLUMNS if c in lower), 0)
+        self.text.setCurrentIndex(text)
+        label = next((lower.index(c) for c in LABEL_COLUMNS if c in lower), None)
+        if label is None:  # of two columns, the other one; else the user's pick
+            label = 1 - text if len(columns) == 2 else len(columns)
+        self.label.setCurrentIndex(label)
+        grid.addWidget(QLabel("Text"), 0, 0)
+        grid.addWidget(self.text, 0, 1)
+        grid.addWidget(QLabel("Label"), 1, 0)
+        grid.addWidget(self.label, 1, 1)
+        grid.setColumnStretch(1, 1)
+        lay.addLayout(grid)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Import")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        lay.addWidget(buttons)
+        self.resize(520, self.sizeHint().height())
+
+    def choice(self) -> dict[str, Any]:
+        if self.label.currentText() == self.NONE:
+            return {"text_column": self.text.currentText(), "unlabeled": True}
+        return {"text_column": self.text.currentText(), "label_column": self.label.currentText()}
+
+    def ask(self) -> dict[str, Any] | None:
+        return self.choice() if self.exec() == QDialog.DialogCode.Accepted else None
