@@ -35,6 +35,10 @@ class Task(QRunnable):
             details = getattr(exc, "details", None)  # a gRPC error from the runtime: its message, not its repr
             if isinstance(exc, CdlError):
                 msg = str(exc)
+            elif isinstance(exc, ValueError) and "closed channel" in str(exc):
+                # a call queued before the window closed its runtime connection (closing the studio): no bug to
+                # print a traceback for
+                msg = "the connection to the runtime was closed"
             elif callable(details) and details():
                 msg = f"the runtime says: {details()}"
             else:

@@ -778,6 +778,22 @@ def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):
     assert "_InactiveRpcError" not in errors[0]
 
 
+
+def test_a_call_queued_after_the_runtime_connection_closed_prints_no_traceback(qtbot, capfd):
+    """Closing the studio closes its runtime connection; a status poll queued before printed "ValueError: Cannot
+    invoke RPC on closed channel!" with a traceback on the terminal."""
+    from runtime.server.client import RuntimeClient
+    from studio.services.tasks import run_task
+
+    client = RuntimeClient("127.0.0.1:9")
+    client.close()
+    errors: list[str] = []
+    run_task(client.get_status, on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=20000)
+    assert errors == ["the connection to the runtime was closed"]
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     """Ten classes or more (Fashion-MNIST has ten): 0 picks the tenth and letters the ones after, as Label
     Studio's hotkeys go; the buttons wrap into rows. The tenth class used to have no key at all."""
