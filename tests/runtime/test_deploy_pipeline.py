@@ -294,3 +294,21 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
     ckpt = predict_items(ws, "fm:1", files=files)  # the checkpoint, beside it
     assert [g["label"] for g in ckpt] == [g["label"] for g in predict_items(ws, "fm:1", files=files, variant="fp32")]
     ws.close()
+
+
+def test_a_new_champion_with_the_same_weights_gets_its_own_variants(packaged):
+    """A version trained again on the same data with the same seed has byte-identical weights, so its ONNX export
+    was the one before: deploy.compress, revise and package stayed "up to date", the new champion had fp32 alone
+    ("ws:2 has no variant 'dynamic_int8' (built: fp32)"), and deploy.push of its int8 variant failed."""
+    from runtime.jobs import Runner
+    from runtime.registry import review
+
+    ws = packaged
+    assert Runner(ws).run(steps=["model.train", "model.register", "model.evaluate"]).ok  # as it trained ws:1
+    review(ws.store, "ws:2", True, "same again", "tester")
+    assert Runner(ws).run(until="deploy.package").ok
+    fp32 = {v: ws.store.variant("ws", v, "fp32").artifact for v in (1, 2)}
+    assert fp32[1] == fp32[2]  # the same export: the case at hand
+    built = {v.variant for v in ws.store.variants("ws", 2) if v.status == "ok"}
+    assert {"fp32", "dynamic_int8", "static_int8"} <= built, built
+    assert (ws.root / ".cdl" / "bundles" / "ws-v2-dynamic_int8.cdlb").exists()
