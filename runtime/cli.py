@@ -732,8 +732,9 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
         _dump(doc)
     else:
         already = f"; {doc['already_here']} already here (the same labeler's same label)" if doc["already_here"] else ""
+        relabeled = f"; {doc['relabeled']} read as data.import's relabel names them" if doc.get("relabeled") else ""
         click.echo(f"{doc['labels']} label(s) from {doc['tasks']} task(s); {doc['skipped_tasks']} skipped, "
-                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s){already}")
+                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s){already}{relabeled}")
 
 
 @labels.command("export")

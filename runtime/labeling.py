@@ -719,6 +719,11 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
 
     if any(isinstance(t, dict) and isinstance(t.get("data"), dict) and to_name in t["data"] for t in tasks):
         check_choice_names(tasks, from_name, path)  # (tasks of another object, images here, are unmatched below)
+    from runtime.steps.data import check_relabel
+
+    # data.import's relabel holds for labels that come back from Label Studio too: an export of a project whose
+    # choices say "Sport" brought the spelling back that relabel had merged into "sport"
+    relabel = check_relabel(ws.config().params("data.import").get("relabel"))
     every = _rows_and_new(ws)
     ids = {r.id for r, _ in every}
     by_source = {}
@@ -754,6 +759,8 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
             unmatched.append(str(tid))
             continue
         labels, skips = ls_task_annotations(task, from_name, where)
+        stats["relabeled"] += sum(lab in relabel for lab, _, _ in labels)
+        labels = [(relabel.get(lab, lab), labeler, source) for lab, labeler, source in labels]
         ours = {str(a.get("completed_by")) for a in task.get("annotations") or []  # exported by CDL Studio
                 if isinstance(a, dict) and isinstance(a.get("meta"), dict) and "cdl_source" in a["meta"]}
         for k, (label, labeler, source) in enumerate(labels):
@@ -781,4 +788,4 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     return {"tasks": len(tasks), "labels": sum(1 for r in rows if r.get("action", "label") == "label"),
             "labeled_tasks": stats["labeled"], "skipped_tasks": stats["skipped"],
             "unannotated_tasks": stats["unannotated"], "conflicts": stats["conflicts"],
-            "unmatched": len(unmatched), "already_here": stats["already"]}
+            "unmatched": len(unmatched), "already_here": stats["already"], "relabeled": stats["relabeled"]}

@@ -185,6 +185,14 @@ def test_import_real_label_studio_exports(bbc_ws, ls_dir):
     # re-importing the same file replaces, not duplicates
     import_label_studio(bbc_ws, ls_dir / "text_classification_export.json")
     assert len([r for r in bbc_ws.store.labels() if r.task_ref and r.task_ref.startswith("ls:")]) == 18
+    # data.import's relabel holds for labels coming back from Label Studio: "tech" read as "technology"
+    cfg = bbc_ws.config()
+    cfg.steps["data.import"]["relabel"] = {"tech": "technology"}
+    cfg.save()
+    out = import_label_studio(bbc_ws, ls_dir / "text_classification_export.json")
+    assert out["relabeled"] == 1
+    recs = [r.label for r in bbc_ws.store.labels() if r.task_ref and r.task_ref.startswith("ls:text_classification_export.json")]
+    assert "technology" in recs and "tech" not in recs, recs
 
 
 def test_cancelled_unannotated_and_disagreeing_tasks(unlabeled_ws, ls_dir, tmp_path):
