@@ -79,6 +79,30 @@ def apply_relabel(batch: Any, relabel: dict[str, str]) -> Counter:  # noqa: ANN4
     return n
 
 
+def _relabel(ctx: StepContext) -> dict[str, str]:
+    return check_relabel(ctx.config.params("data.import").get("relabel")) if "data.import" in ctx.config.steps else {}
+
+
+def _relabel_fp(ctx: StepContext) -> str:
+    relabel = _relabel(ctx)
+    return f":{hash_text(json_dumps(relabel))[:12]}" if relabel else ""
+
+
+def _label_states(ctx: StepContext) -> dict[str, Any]:
+    """Every item's effective label, as data.import's relabel names it: a label given in the studio keeps the
+    spelling it was given in (the labeling panel offered both while the sources had both), and the merged class
+    was split again by it."""
+    from dataclasses import replace
+
+    states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+    relabel = _relabel(ctx)
+    if relabel:
+        for item, st in states.items():
+            if st.label in relabel:
+                states[item] = replace(st, label=relabel[st.label])
+    return states
+
+
 def _options_hash(src: dict[str, Any]) -> str:
     return hashlib.sha256(json_dumps(src).encode()).hexdigest()[:12]
 
@@ -434,7 +458,7 @@ class IngestStep(Step):
     reads = "labels"
 
     def fingerprint(self, ctx: StepContext) -> str:
-        return ctx.store.labels_revision()
+        return ctx.store.labels_revision() + _relabel_fp(ctx)
 
     def run(self, ctx: StepContext) -> StepResult:
         ws = ctx.workspace
@@ -443,7 +467,7 @@ class IngestStep(Step):
             raise StepFailed(ctx.step, "no items: run data.import first")
         if any(i.split is None for i in items):
             raise StepFailed(ctx.step, "some items have no split: run data.split first")
-        states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+        states = _label_states(ctx)
         dest = ws.dataset_dir / "packs"
         dest.mkdir(parents=True, exist_ok=True)
         packs = sorted({i.pack for i in items})
@@ -735,13 +759,13 @@ class LabelStep(Step):
     reads = "labels"
 
     def fingerprint(self, ctx: StepContext) -> str:
-        return ctx.store.labels_revision()
+        return ctx.store.labels_revision() + _relabel_fp(ctx)
 
     def run(self, ctx: StepContext) -> StepResult:
         version = _require_version(ctx)
         _require_dataset(ctx)
         view = ctx.workspace.dataset()
-        states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+        states = _label_states(ctx)
         quarantined = {q.item for q in ctx.store.quarantine(version)}
         rows = [r for r in view.rows if r.uid not in quarantined]
         by_class: Counter[str] = Counter()

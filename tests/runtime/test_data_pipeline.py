@@ -453,6 +453,11 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "report"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "labels that look alike: 'Sport' (2 items) and 'sport' (6 items)" in out.stdout
+    # a labeler gave the spelling the panel offered beside the other: relabel holds for that label too
+    from runtime.labeling import LabelQueue
+
+    manual = next(r for r in text_ws.dataset().rows if r.label == "tech")
+    LabelQueue(text_ws, "lena").set_label(manual.uid, "Sport")
     # data.import's relabel makes them one class: the report says the command, which merges into the most used
     relabel = "{\"Sci Fi\": \"sci-fi\", \"Sport\": \"sport\"}"
     assert f"data.import's relabel makes each one: `cdl run --set 'data.import.relabel={relabel}' --save`" in out.stdout
@@ -463,6 +468,7 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     assert "relabel: 2 label(s) 'Sport' read as 'sport'" in out.stderr and "'Sci Fi' read as 'sci-fi'" in out.stderr
     assert text_ws.store.last_step_run("data.validate").summary["similar_labels"] == []
     assert {r.label for r in text_ws.dataset().rows} == {"sport", "sci-fi", "tech"}
+    assert next(r.label for r in text_ws.dataset().rows if r.uid == manual.uid) == "sport"
     assert text_ws.config().params("data.import")["relabel"] == {"Sci Fi": "sci-fi", "Sport": "sport"}
     # a source added later is read alone, beside the ones relabeled before: it lacks 'Sport', and that is no typo
     (tmp_path / "more.csv").write_text("text,label\nyet another article with enough words to pass the rule,tech\n")
