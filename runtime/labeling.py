@@ -220,8 +220,11 @@ class LabelQueue:
             return list(fixed)
         from runtime.datasets import class_order, named_order
 
+        from runtime.steps.data import check_relabel
+
         seen = {r.label for r in self._dataset().rows if r.label}
         seen.update(name for name in self.store.label_names() if name)
+        seen -= set(check_relabel(cfg.params("data.import").get("relabel")) if "data.import" in cfg.steps else {})
         return class_order(named_order(self.ws), seen)  # the keys follow the dataset's own order, as the model does
 
     def suggestion(self, item_id: str) -> dict[str, Any] | None:

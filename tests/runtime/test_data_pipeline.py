@@ -469,6 +469,7 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     assert text_ws.store.last_step_run("data.validate").summary["similar_labels"] == []
     assert {r.label for r in text_ws.dataset().rows} == {"sport", "sci-fi", "tech"}
     assert next(r.label for r in text_ws.dataset().rows if r.uid == manual.uid) == "sport"
+    assert "Sport" not in LabelQueue(text_ws, "lena").classes()  # a merged spelling is no class to offer labelers
     assert text_ws.config().params("data.import")["relabel"] == {"Sci Fi": "sci-fi", "Sport": "sport"}
     # a source added later is read alone, beside the ones relabeled before: it lacks 'Sport', and that is no typo
     (tmp_path / "more.csv").write_text("text,label\nyet another article with enough words to pass the rule,tech\n")
