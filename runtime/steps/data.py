@@ -89,9 +89,9 @@ def _relabel_fp(ctx: StepContext) -> str:
 
 
 def _label_states(ctx: StepContext) -> dict[str, Any]:
-    """Every item's effective label, as data.import's relabel names it: a label given in the studio keeps the
-    spelling it was given in (the labeling panel offered both while the sources had both), and the merged class
-    was split again by it."""
+    """Every item's effective label, as data.import's relabel names it. Labels given in the studio are read through
+    it too: one given in a merged spelling (the labeling panel offered both while the sources had both) split the
+    merged class again."""
     from dataclasses import replace
 
     states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
