@@ -435,6 +435,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     q = LabelQueue(ws)
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}
+    unknown = 0
     if rows:
         spec = transform_spec(ws, mv.transform, log=say)
         view = q._dataset()
@@ -444,16 +445,25 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
         for reader, group in ((view, [r for r in rows if r.uid not in new]), (q._import_view(fresh), fresh)):
             for start in range(0, len(group), 2048):
                 chunk = group[start : start + 2048]
-                probs = predict_proba(ws, mv, rows_under(reader, chunk, spec))
-                for r, p in zip(chunk, probs, strict=True):
+                X = rows_under(reader, chunk, spec)
+                # a text with no word the model knows got the model's guess for an empty text, with a confidence
+                # a labeler took for a judgement ("business 0.83" on a blank item): no suggestion for it
+                blank = np.asarray(X.getnnz(axis=1) == 0) if spec["type"] == "text" else np.zeros(len(chunk), bool)
+                probs = predict_proba(ws, mv, X)
+                for r, p, b in zip(chunk, probs, blank, strict=True):
+                    if b:
+                        unknown += 1
+                        continue
                     j = int(np.argmax(p))
                     out[r.id] = [mv.classes[j], round(float(p[j]), 4)]
+        if unknown:
+            say(f"{unknown} item(s) have no word {mv.ref} knows: no suggestion for them")
     doc = {"model": mv.ref, "created": datetime.now(UTC).isoformat(), "items": out}
     from runtime.workspace.config import atomic_write_text
 
     atomic_write_text(ws.root / ".cdl" / SUGGESTIONS_FILE, json.dumps(doc))
     counts = Counter(label for label, _ in out.values())
-    return {"model": mv.ref, "items": len(out), "by_class": dict(counts.most_common())}
+    return {"model": mv.ref, "items": len(out), "by_class": dict(counts.most_common()), "no_known_word": unknown}
 
 
 _SUGGESTED: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], dict[str, Any]]] = weakref.WeakKeyDictionary()

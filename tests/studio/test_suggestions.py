@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 
 from tests.conftest import make_bbc_subset
 
+GIBBERISH = "zzqx qqxw blorp vrrnk ptoo qqzzx wwqx blorpt zzkq xxqv"  # long enough for data.validate's min_length
 LATE = "The striker scored twice as the club won the cup final in extra time on Saturday afternoon"
 
 
@@ -40,16 +41,18 @@ def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_pa
                 text = zf.read(n).decode("utf-8", "replace")
                 w.writerow([text])
                 truth[text.strip()] = cls
+        w.writerow([GIBBERISH])  # no word the model knows: its guess for an empty text is no suggestion
     assert add_source(ws, tmp_path / "new.csv", {"unlabeled": True}).ok
     assert Runner(ws).run(until="data.label").ok
     labels_before = len(ws.store.labels())
     stale_before = {s.id: s.status.value for s in Runner(ws).statuses()}
-    todo = len(LabelQueue(ws).rows("unlabeled"))  # 30 new articles, less any that duplicates another
+    todo = len(LabelQueue(ws).rows("unlabeled")) - 1  # 30 new articles, less any that duplicates another
     assert 25 <= todo <= 30
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "suggest"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"ws:1 suggested labels for {todo} item(s): " in out.stdout, out.stdout
+    assert "1 item(s) have no word ws:1 knows: no suggestion for them" in out.stdout, out.stdout
     # guesses are not labels: no label row, nothing turns stale
     assert len(ws.store.labels()) == labels_before
     assert {s.id: s.status.value for s in Runner(ws).statuses()} == stale_before
@@ -57,6 +60,9 @@ def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_pa
     right = 0
     for item in q.rows("unlabeled"):
         sug = q.suggestion(item.item_id)
+        if q.content(item.uid).strip() == GIBBERISH:
+            assert sug is None  # it was "business 0.83", which a labeler takes for a judgement
+            continue
         assert sug is not None and sug["model"] == "ws:1" and 0 < sug["confidence"] <= 1
         right += sug["label"] == truth[q.content(item.uid).strip()]
     assert right >= 0.8 * todo, (right, todo)  # the champion is right on most of the new articles
@@ -94,8 +100,9 @@ def test_suggestions_from_the_champion_in_the_annotation_panel(small_bbc, tmp_pa
 
     q2 = LabelQueue(ws, "otto")
     ordered = q2.rows("unlabeled", "uncertain")
-    confidence = [q2.suggestion(r.item_id)["confidence"] for r in ordered]
-    assert confidence == sorted(confidence) and len(ordered) == todo - 1 and confidence[0] < confidence[-1]
+    assert q2.suggestion(ordered[-1].item_id) is None  # the item with no guess comes after the others
+    confidence = [q2.suggestion(r.item_id)["confidence"] for r in ordered[:-1]]
+    assert confidence == sorted(confidence) and len(ordered) == todo and confidence[0] < confidence[-1]
     assert {r.item_id for r in ordered} == {r.item_id for r in q2.rows("unlabeled")}
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "next", "--order",
                           "uncertain", "--labeler", "otto", "--json"], capture_output=True, text=True)
