@@ -219,7 +219,6 @@ class LabelQueue:
         if fixed:
             return list(fixed)
         from runtime.datasets import class_order, named_order
-
         from runtime.steps.data import check_relabel
 
         seen = {r.label for r in self._dataset().rows if r.label}
