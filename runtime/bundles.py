@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +67,10 @@ def manifest_for(ws: Workspace, ref: str, variant: str) -> tuple[dict[str, Any],
         "name": mv.name,
         "version": str(mv.version),
         "variant": variant,
-        "created": datetime.now(UTC).isoformat(),
+        # the model version's registration, not the time of packaging: a bundle packaged again from the same
+        # inputs is the same bytes, so a forced run does not push the same model to every device as a new bundle
+        # (whose monitoring window starts empty)
+        "created": mv.created.isoformat(),
         "input": {"name": onnx_tools.INPUT, "datatype": "FP32", "shape": shape, "layout": layout},
         "output": {"name": onnx_tools.OUTPUT, "datatype": "FP32", "shape": [-1, len(prep.classes)]},
         "raw_input": raw,

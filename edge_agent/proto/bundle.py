@@ -84,10 +84,12 @@ def write_bundle(path: Path, manifest: dict[str, Any], files: dict[str, Path | b
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(MANIFEST, body)
-            zf.writestr(SIGNATURE, sig)
-            for name, data in blobs.items():
-                zf.writestr(name, data)
+            for name, data in ((MANIFEST, body), (SIGNATURE, sig), *blobs.items()):
+                # a fixed time on every member: the same contents make the same file (and the same bundle id)
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

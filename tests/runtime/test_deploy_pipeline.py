@@ -312,3 +312,19 @@ def test_a_new_champion_with_the_same_weights_gets_its_own_variants(packaged):
     built = {v.variant for v in ws.store.variants("ws", 2) if v.status == "ok"}
     assert {"fp32", "dynamic_int8", "static_int8"} <= built, built
     assert (ws.root / ".cdl" / "bundles" / "ws-v2-dynamic_int8.cdlb").exists()
+
+
+def test_a_bundle_packaged_again_from_the_same_inputs_is_the_same_file(packaged, tmp_path):
+    """Packaging stamped the time into the manifest and every zip member: `cdl run --force` made new bundles of
+    the same models, and deploy.push pushed them to every device as new bundles, whose monitoring windows started
+    empty."""
+    from runtime.bundles import package
+    from runtime.jobs import Runner
+
+    ws = packaged
+    one = package(ws, "ws:1", "dynamic_int8", tmp_path / "a.cdlb")
+    two = package(ws, "ws:1", "dynamic_int8", tmp_path / "b.cdlb")
+    assert one["sha256"] == two["sha256"]
+    before = ws.store.last_step_run("deploy.package").output_fp
+    assert Runner(ws).run(steps=["deploy.package"], force=True).ok
+    assert ws.store.last_step_run("deploy.package").output_fp == before  # deploy.push stays up to date
