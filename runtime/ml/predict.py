@@ -79,9 +79,26 @@ def _known_words(answers: list[dict[str, Any]], stats: dict[str, Any]) -> list[d
     in the model's vocabulary. An empty text, or one of words the model never saw, was given a class with a
     confidence (business 0.83 for "") like any article: with 0 known words the answer is the model's guess for
     nothing, which callers now say."""
-    for a, n, oov in zip(answers, stats["length"], stats["oov_rate"], strict=True):
-        a["known_words"] = int(round(n * (1.0 - oov)))
+    for a, k in zip(answers, _known(stats), strict=True):
+        a["known_words"] = k
     return answers
+
+
+def _known(stats: dict[str, Any]) -> list[int]:
+    return [int(round(n * (1.0 - oov))) for n, oov in zip(stats["length"], stats["oov_rate"], strict=True)]
+
+
+def known_words(ws: Workspace, ref: str, texts: list[str]) -> list[int] | None:
+    """How many words of each text model version `ref` (NAME:VERSION, or a variant's NAME:VERSION:VARIANT: they
+    share its preprocessing) knows; None for an image model. For answers that came from elsewhere (an agent)."""
+    from edge_agent.proto.preprocessing import TextPipeline, pipeline
+    from runtime.ml.preprocess import transform_spec
+
+    mv = ws.store.resolve_model(":".join(ref.replace("@", ":", 1).split(":")[:2]) if ref.count(":") >= 2 else ref)
+    pipe = pipeline(transform_spec(ws, mv.transform))
+    if not isinstance(pipe, TextPipeline):
+        return None
+    return _known(pipe.transform(list(texts))[1])
 
 
 def unknown_texts(preds: list[dict[str, Any]]) -> int:

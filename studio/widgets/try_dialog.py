@@ -112,8 +112,9 @@ class TryDialog(QDialog):
             if line.startswith("serving ") and " at " in line:
                 self.addresses[ref] = line.split(" at ")[1].split()[0]
         if len(self.addresses) == len(self.refs):
-            self.status.setText("serving " + "; ".join(f"{r} at {self.addresses[r]}" for r in self.refs)
-                                + " (the edge agent over the Open Inference Protocol, as a device answers)")
+            self._about = ("serving " + "; ".join(f"{r} at {self.addresses[r]}" for r in self.refs)
+                           + " (the edge agent over the Open Inference Protocol, as a device answers)")
+            self.status.setText(self._about)
             self.predict_btn.setEnabled(True)
 
     def _ended(self, ref: str, p: QProcess, code: int) -> None:
@@ -148,9 +149,14 @@ class TryDialog(QDialog):
             return
 
         def ask() -> dict[str, list[dict[str, Any]]]:
+            from runtime.ml.predict import known_words
+
             out = {}
             for ref, address in self.addresses.items():
                 out[ref] = predict(self.workspace, address, ref.split(":")[0], items)
+                if self.kind == "text":  # the agent's reply has no word count: the version's preprocessing has
+                    for p, k in zip(out[ref], known_words(self.workspace, ref, items) or [], strict=False):
+                        p["known_words"] = k
             return out
 
         self.predict_btn.setEnabled(False)
@@ -164,13 +170,13 @@ class TryDialog(QDialog):
         self.results = results
         self.predict_btn.setEnabled(True)
         rows = []
-        for ref, preds in results.items():
-            p = preds[0]
+        for ref in [r for r in self.refs if r in results]:  # in the order asked for, as the servers came up in any
+            p = results[ref][0]
             top = sorted(p["probabilities"].items(), key=lambda kv: -kv[1])[:3]
             rows.append((ref, p["label"], round(p["confidence"], 4), ", ".join(f"{c} {v:.3f}" for c, v in top)))
         self.table.fill(rows)
         self.table.resizeColumnsToContents()
-        unknown = [ref for ref, preds in results.items() if preds[0].get("known_words") == 0]
+        unknown = [ref for ref in self.refs if ref in results and results[ref][0].get("known_words") == 0]
         if unknown:  # "zzz qqq" got business 0.83 like an article, and nothing said it was a guess
             self.status.setText(f"{', '.join(unknown)}: no word of this text is in the model's vocabulary, so its "
                                 "answer is its guess for an empty text")

@@ -63,6 +63,14 @@ def _try(qtbot, ws, dlg, before) -> None:  # noqa: ANN001
         assert got["label"] == ws.store.model_version("ws", 1).classes[int(np.argmax(probs))]
         assert abs(got["confidence"] - float(probs.max())) < 1e-5
         assert set(got["probabilities"]) == set(ws.store.model_version("ws", 1).classes)
+    # words the model never saw, served by the agent too: the dialog says the answer is a guess for an empty text
+    dlg.input.setPlainText("zzqx qqxw")
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: "no word of this text" in dlg.status.text(), timeout=60000)
+    assert dlg.status.text().startswith("ws:1:dynamic_int8, ws:1:fp32: ")
+    dlg.input.setPlainText(text)  # a text it knows: the serving line again
+    dlg.predict_btn.click()
+    qtbot.waitUntil(lambda: dlg.status.text().startswith("serving ws:1:dynamic_int8 at "), timeout=60000)
     dlg.done(QDialog.DialogCode.Rejected)
     assert all(proc.state() == proc.ProcessState.NotRunning for proc in dlg.procs.values())
     qtbot.waitUntil(lambda: set(Path(tempfile.gettempdir()).glob("cdl-serve-*")) <= before, timeout=30000)
