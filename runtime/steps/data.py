@@ -60,6 +60,9 @@ def check_relabel(relabel: Any) -> dict[str, str]:  # noqa: ANN401
     chained = [v for v in out.values() if v in out]
     if chained:
         first = next(k for k, v in out.items() if v == chained[0])
+        if out[chained[0]] == first:
+            raise ConfigError(f"data.import.relabel: {first!r} and {chained[0]!r} are relabeled as each other: keep the "
+                              "entry for the spelling that goes")
         raise ConfigError(f"data.import.relabel: {chained[0]!r} is both a new name ({first!r} -> {chained[0]!r}) and "
                           f"relabeled ({chained[0]!r} -> {out[chained[0]]!r}): relabel {first!r} as "
                           f"{out[chained[0]]!r} at once")

@@ -487,6 +487,7 @@ def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):
     assert any(m.startswith("relabel: 'Sprot' is no label of the sources read") for m in said), said
     for bad, says in (({"sport": "sport"}, "'sport' is relabeled as itself"),
                       ({"a": "b", "b": "c"}, "'b' is both a new name ('a' -> 'b') and relabeled ('b' -> 'c')"),
+                      ({"a": "b", "b": "a"}, "'a' and 'b' are relabeled as each other"),
                       ({"a": ""}, "'a': '' is no label"), (["a"], "expected dict")):
         with pytest.raises(CdlError, match=re.escape(says)):
             Runner(text_ws).run(steps=["data.import"], overrides={"data.import": {"relabel": bad}})
