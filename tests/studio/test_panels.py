@@ -55,6 +55,11 @@ def test_data_panel_says_labels_that_look_alike(qtbot, tmp_path):
     p._merge(lambda groups: {"sport": "Sport"})  # the user's call: the capitalised one
     assert runs == [(None, "data.validate", None)]
     assert ws.config().params("data.import")["relabel"] == {"sport": "Sport"}
+    p._merge(lambda groups: {"Sport": "sport"})  # and back: the entry before goes, where it was refused as a loop
+    assert ws.config().params("data.import")["relabel"] == {"Sport": "sport"}
+    p._merge(lambda groups: {"sport": "Sport"})
+    assert ws.config().params("data.import")["relabel"] == {"sport": "Sport"}
+    runs.clear()
     assert "'sport' as 'Sport'" in p.status_label.text()
     assert Runner(ws).run(until="data.validate").ok
     load(qtbot, p)

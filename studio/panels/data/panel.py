@@ -275,6 +275,7 @@ class DataPanel(Panel):
         cfg = self.ctx.workspace.config()
         before = dict(cfg.steps["data.import"].get("relabel") or {})
         merged = {**{k: relabel.get(v, v) for k, v in before.items()}, **relabel}  # an old target renamed too
+        merged = {k: v for k, v in merged.items() if k != v}  # a spelling merged before, kept now: read as itself
         try:
             check_relabel(merged)
         except ConfigError as exc:
