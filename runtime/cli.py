@@ -870,9 +870,10 @@ def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
 def labels_agreement(obj: dict[str, Any], as_json: bool) -> None:
     """Per labeler (people and imported sources): items labeled and skipped, agreement with the others where they
     labeled the same items; per pair: shared items, agreement and Cohen's kappa."""
-    from runtime.labeling import agreement
+    from runtime.labeling import agreement, workspace_relabel
 
-    doc = agreement(_ws(obj).store)
+    ws = _ws(obj)
+    doc = agreement(ws.store, workspace_relabel(ws))
     if as_json:
         _dump(doc)
         return

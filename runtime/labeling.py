@@ -219,11 +219,9 @@ class LabelQueue:
         if fixed:
             return list(fixed)
         from runtime.datasets import class_order, named_order
-        from runtime.steps.data import check_relabel
-
         seen = {r.label for r in self._dataset().rows if r.label}
         seen.update(name for name in self.store.label_names() if name)
-        seen -= set(check_relabel(cfg.params("data.import").get("relabel")) if "data.import" in cfg.steps else {})
+        seen -= set(workspace_relabel(self.ws))
         return class_order(named_order(self.ws), seen)  # the keys follow the dataset's own order, as the model does
 
     def suggestion(self, item_id: str) -> dict[str, Any] | None:
@@ -501,18 +499,28 @@ def latest_decisions(records: Iterable[LabelRecord]) -> dict[tuple[str, str], La
     return out
 
 
-def agreement(store) -> dict[str, Any]:  # noqa: ANN001
+def workspace_relabel(ws: Workspace) -> dict[str, str]:
+    """data.import's relabel of the workspace ({} where there is none)."""
+    from runtime.steps.data import check_relabel
+
+    cfg = ws.config()
+    return check_relabel(cfg.params("data.import").get("relabel")) if "data.import" in cfg.steps else {}
+
+
+def agreement(store, relabel: dict[str, str] | None = None) -> dict[str, Any]:  # noqa: ANN001
     """Who labeled what, and how often labelers agree where they labeled the same item (as Label Studio's
     annotator agreement). A labeler is a person (manual labels) or an imported source (its folder names or its
     Label Studio annotators); each one's latest label of an item counts, a skip is no label, model predictions
     are not labelers. Per pair of labelers: the items both labeled, the share with the same label, and Cohen's
-    kappa (agreement beyond what their label frequencies give by chance; None where it is undefined)."""
+    kappa (agreement beyond what their label frequencies give by chance; None where it is undefined). Labels are
+    read through `relabel` (data.import's): "Sport" and "sport" given to one item agree."""
+    relabel = relabel or {}
     records = store.labels()
     kinds = {r.labeler: r.source for r in records if r.source != "model"}
     by_item: dict[str, dict[str, str]] = {}
     skipped: Counter[str] = Counter()
     for (item, who), r in latest_decisions(records).items():
-        label = r.label if r.action == "label" else None
+        label = relabel.get(r.label, r.label) if r.action == "label" else None
         if label is None:
             skipped[who] += 1
         else:
@@ -731,11 +739,9 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
 
     if any(isinstance(t, dict) and isinstance(t.get("data"), dict) and to_name in t["data"] for t in tasks):
         check_choice_names(tasks, from_name, path)  # (tasks of another object, images here, are unmatched below)
-    from runtime.steps.data import check_relabel
-
     # data.import's relabel holds for labels that come back from Label Studio too: an export of a project whose
     # choices say "Sport" brought the spelling back that relabel had merged into "sport"
-    relabel = check_relabel(ws.config().params("data.import").get("relabel"))
+    relabel = workspace_relabel(ws)
     every = _rows_and_new(ws)
     ids = {r.id for r, _ in every}
     by_source = {}

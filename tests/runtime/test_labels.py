@@ -399,6 +399,16 @@ def test_agreement_between_labelers_and_with_the_imported_labels(small_bbc):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "anna / ben: 3 shared item(s), 66.7% agree" in out.stdout
+    # a spelling data.import's relabel merges agrees with the one it merges into
+    odd = truth[0].upper()
+    LabelQueue(ws, "cleo").set_label(rows[0].uid, odd)
+    assert {(p["a"], p["b"]): p for p in agreement(ws.store)["pairs"]}[("cleo", src)]["agreement"] == 0.0
+    cfg = ws.config()
+    cfg.steps["data.import"]["relabel"] = {odd: truth[0]}
+    cfg.save()
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "agreement", "--json"],
+                         capture_output=True, text=True)
+    assert {(p["a"], p["b"]): p for p in json.loads(out.stdout)["pairs"]}[("cleo", src)]["agreement"] == 1.0
 
 
 def test_our_own_export_coming_back_adds_no_labeler_and_no_label(small_bbc, tmp_path):

@@ -347,9 +347,10 @@ class LabelingPanel(Panel):
                  on_error=lambda m: self.say(m, "error"))
 
     def _agreement(self) -> None:
-        from runtime.labeling import agreement
+        from runtime.labeling import agreement, workspace_relabel
 
-        self.work(agreement, self.ctx.workspace.store, done=self._show_agreement)
+        ws = self.ctx.workspace
+        self.work(lambda: agreement(ws.store, workspace_relabel(ws)), done=self._show_agreement)
 
     def _show_agreement(self, doc: dict[str, Any]) -> None:
         self.agreement_dialog = AgreementDialog(doc, self)
