@@ -198,7 +198,7 @@ class MonitoringPanel(Panel):
 def _unknown(store: Any, checks: list[dict[str, Any]]) -> dict[str, str]:  # noqa: ANN401
     """{device: "12 of 31 text(s) had no word the model knows (39 %): ..."} over each device's last check's window:
     an empty text is answered with a confidence like any other, and no drift test says so."""
-    from runtime.monitor import unknown_line
+    from runtime.monitor import NO_KNOWN_WORD_SQL, unknown_line
 
     latest = {c["device"]: c for c in checks}
     out = {}
@@ -206,8 +206,8 @@ def _unknown(store: Any, checks: list[dict[str, Any]]) -> dict[str, str]:  # noq
         w = c["window"]
         if w["from"] is None:
             continue
-        k = store.query("SELECT COUNT(*) FILTER (WHERE length = 0 OR oov_rate >= 1) FROM scoring WHERE device = ? "
-                        "AND bundle_id = ? AND time BETWEEN ? AND ?", [dev, c["bundle_id"], w["from"], w["to"]])[0][0]
+        k = store.query(f"SELECT COUNT(*) FILTER (WHERE {NO_KNOWN_WORD_SQL}) FROM scoring WHERE device = ? AND bundle_id = ? "
+                        "AND time BETWEEN ? AND ?", [dev, c["bundle_id"], w["from"], w["to"]])[0][0]
         line = unknown_line({"no_known_word": k, "window": w})
         if line:
             out[dev] = f"{dev}: {line}."
