@@ -500,11 +500,10 @@ def latest_decisions(records: Iterable[LabelRecord]) -> dict[tuple[str, str], La
 
 
 def workspace_relabel(ws: Workspace) -> dict[str, str]:
-    """data.import's relabel of the workspace ({} where there is none)."""
-    from runtime.steps.data import check_relabel
+    """data.import's relabel as cdl.yaml says ({} where there is none)."""
+    from runtime.steps.data import relabel_of
 
-    cfg = ws.config()
-    return check_relabel(cfg.params("data.import").get("relabel")) if "data.import" in cfg.steps else {}
+    return relabel_of(ws.config())
 
 
 def agreement(store, relabel: dict[str, str] | None = None) -> dict[str, Any]:  # noqa: ANN001

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.domain.errors import CdlError
+from runtime.domain.steps import StepStatus, run_ending
 from runtime.jobs import EventBus, Runner
 from runtime.steps import get_step
 from runtime.workspace.workspace import Workspace
@@ -183,7 +184,8 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         if p is None:  # --force without a proposal: deploy.push as cdl.yaml configures it (its devices, its variant)
             if not run(steps=["deploy.push"]):
                 # no device enrolled yet: the champion waits for one, as the pipeline's deploy.push does
-                waits = (steps[-1].get("summary") or {}).get("waiting")
+                last = steps[-1]
+                waits = run_ending(last["status"], last.get("error"), last.get("summary")) == StepStatus.WAITING.value
                 return LoopResult(status="waiting" if waits else "failed", reason=_last_error(steps), steps=steps,
                                   candidate=candidate.ref)
             pushed = (ws.store.last_step_run("deploy.push").summary or {}).get("deployed", [])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from runtime.domain.steps import StepStatus, run_ending
 from runtime.jobs.runner import JobResult
 
 KEY_METRICS = ("test_accuracy", "macro_f1", "val_accuracy", "val_loss", "best_value", "items", "quarantined",
@@ -25,7 +26,7 @@ def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _waiting(o: Any) -> bool:  # noqa: ANN401
     """A step that stopped to wait for a person (a review, a device to enroll), not one that failed."""
-    return o.status == "failed" and bool((o.summary or {}).get("waiting"))
+    return run_ending(o.status, o.error, o.summary) == StepStatus.WAITING.value
 
 
 def job_json(result: JobResult) -> dict[str, Any]:

@@ -89,12 +89,12 @@ def _known(stats: dict[str, Any]) -> list[int]:
 
 
 def known_words(ws: Workspace, ref: str, texts: list[str]) -> list[int] | None:
-    """How many words of each text model version `ref` (NAME:VERSION, or a variant's NAME:VERSION:VARIANT: they
-    share its preprocessing) knows; None for an image model. For answers that came from elsewhere (an agent)."""
+    """How many words of each text model version `ref` (NAME:VERSION; its variants share its preprocessing) knows;
+    None for an image model. For answers that came from elsewhere (an agent)."""
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
 
-    mv = ws.store.resolve_model(":".join(ref.replace("@", ":", 1).split(":")[:2]) if ref.count(":") >= 2 else ref)
+    mv = ws.store.resolve_model(ref)
     pipe = pipeline(transform_spec(ws, mv.transform))
     if not isinstance(pipe, TextPipeline):
         return None

@@ -82,8 +82,13 @@ def apply_relabel(batch: Any, relabel: dict[str, str]) -> Counter:  # noqa: ANN4
     return n
 
 
+def relabel_of(cfg: Any) -> dict[str, str]:  # noqa: ANN401
+    """data.import's relabel in a pipeline configuration ({} where there is none)."""
+    return check_relabel(cfg.params("data.import").get("relabel")) if "data.import" in cfg.steps else {}
+
+
 def _relabel(ctx: StepContext) -> dict[str, str]:
-    return check_relabel(ctx.config.params("data.import").get("relabel")) if "data.import" in ctx.config.steps else {}
+    return relabel_of(ctx.config)  # the run's, --set included
 
 
 def _relabel_fp(ctx: StepContext) -> str:

@@ -155,7 +155,8 @@ class TryDialog(QDialog):
             for ref, address in self.addresses.items():
                 out[ref] = predict(self.workspace, address, ref.split(":")[0], items)
                 if self.kind == "text":  # the agent's reply has no word count: the version's preprocessing has
-                    for p, k in zip(out[ref], known_words(self.workspace, ref, items) or [], strict=False):
+                    version = ref.rsplit(":", 1)[0]  # NAME:VERSION:VARIANT
+                    for p, k in zip(out[ref], known_words(self.workspace, version, items) or [], strict=False):
                         p["known_words"] = k
             return out
 
