@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 EPS = 1e-4
-NO_KNOWN_WORD_SQL = "length = 0 OR oov_rate >= 1"  # a scoring record of a text with no word the model knows (SQL)
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -76,7 +75,8 @@ def check(con, device: str, bundle_id: str, manifest: dict[str, Any], by: str = 
                            "variant": manifest.get("variant"), "bundle_id": bundle_id, "time": time.time(),
                            "window": {"by": by, "from": t_from, "to": t_to, "n": int(n)}, "tests": [],
                            "drifted": False}
-    texts = con.execute(f"SELECT COUNT(length), COUNT(*) FILTER (WHERE {NO_KNOWN_WORD_SQL}) FROM w").fetchall()[0]
+    # a text with no word the model knows: none of its tokens (or none at all) in the vocabulary
+    texts = con.execute("SELECT COUNT(length), COUNT(*) FILTER (WHERE length = 0 OR oov_rate >= 1) FROM w").fetchall()[0]
     if texts[0]:
         out["no_known_word"] = int(texts[1])
     if n < min_records:

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS drift_checks (
     id BIGINT, time DOUBLE, device VARCHAR, model VARCHAR, version VARCHAR, bundle_id VARCHAR,
     window_from DOUBLE, window_to DOUBLE, n BIGINT, drifted BOOLEAN, tests VARCHAR
 );
+-- a text model's check: how many texts of its window had no word the model knows (a file made before has none)
+ALTER TABLE drift_checks ADD COLUMN IF NOT EXISTS no_known_word BIGINT;
 """
 COLUMNS = ("device", "seq", "time", "bundle_id", "model", "version", "variant", "label", "confidence",
            "probabilities", "latency_ms", "input_summary", "raw_input", "raw_kind",
@@ -184,12 +186,14 @@ class ScoringStore:
         with self.connect() as con:
             n = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM drift_checks").fetchall()[0][0]
             w = check["window"]
-            con.execute("INSERT INTO drift_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT INTO drift_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [n, check["time"], check["device"], check["model"], check["version"], check.get("bundle_id"),
-                         w["from"], w["to"], w["n"], check["drifted"], json.dumps(check["tests"])])
+                         w["from"], w["to"], w["n"], check["drifted"], json.dumps(check["tests"]),
+                         check.get("no_known_word")])
 
     def checks(self, device: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-        sql = "SELECT id, time, device, model, version, bundle_id, window_from, window_to, n, drifted, tests FROM drift_checks"
+        sql = ("SELECT id, time, device, model, version, bundle_id, window_from, window_to, n, drifted, tests, "
+               "no_known_word FROM drift_checks")
         params: list[Any] = []
         if device:
             sql += " WHERE device = ?"
@@ -199,7 +203,8 @@ class ScoringStore:
         out = []
         for r in self.query(sql, params):
             out.append({"id": r[0], "time": r[1], "device": r[2], "model": r[3], "version": r[4], "bundle_id": r[5],
-                        "window": {"from": r[6], "to": r[7], "n": r[8]}, "drifted": r[9], "tests": json.loads(r[10])})
+                        "window": {"from": r[6], "to": r[7], "n": r[8]}, "drifted": r[9], "tests": json.loads(r[10]),
+                        **({"no_known_word": r[11]} if r[11] is not None else {})})
         return out[::-1]
 
 

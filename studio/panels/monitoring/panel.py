@@ -76,7 +76,7 @@ class MonitoringPanel(Panel):
             volume[dev] = rows
         checks = store.checks()
         return {"devices": devices, "chosen": chosen, "checks": checks, "volume": volume,
-                "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(store, checks)}
+                "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(checks)}
 
     def show_data(self, d: dict[str, Any]) -> None:
         import pyqtgraph as pg
@@ -195,23 +195,13 @@ class MonitoringPanel(Panel):
         self.work(open_proposal, self.ctx.workspace, done=after)
 
 
-def _unknown(store: Any, checks: list[dict[str, Any]]) -> dict[str, str]:  # noqa: ANN401
-    """{device: "12 of 31 text(s) had no word the model knows (39 %): ..."} over each device's last check's window:
-    an empty text is answered with a confidence like any other, and no drift test says so."""
-    from runtime.monitor import NO_KNOWN_WORD_SQL, unknown_line
+def _unknown(checks: list[dict[str, Any]]) -> dict[str, str]:
+    """{device: "12 of 31 text(s) had no word the model knows (39 %): ..."} of each device's last check: an empty
+    text is answered with a confidence like any other, and no drift test says so."""
+    from runtime.monitor import unknown_line
 
     latest = {c["device"]: c for c in checks}
-    out = {}
-    for dev, c in latest.items():
-        w = c["window"]
-        if w["from"] is None:
-            continue
-        k = store.query(f"SELECT COUNT(*) FILTER (WHERE {NO_KNOWN_WORD_SQL}) FROM scoring WHERE device = ? AND bundle_id = ? "
-                        "AND time BETWEEN ? AND ?", [dev, c["bundle_id"], w["from"], w["to"]])[0][0]
-        line = unknown_line({"no_known_word": k, "window": w})
-        if line:
-            out[dev] = f"{dev}: {line}."
-    return out
+    return {dev: f"{dev}: {unknown_line(c)}." for dev, c in latest.items() if unknown_line(c)}
 
 
 def _unproposed(ws: Any) -> dict[str, str]:  # noqa: ANN401
