@@ -44,9 +44,19 @@ class Task(QRunnable):
             else:
                 msg = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
-            self.signals.failed.emit(msg)
+            self._emit(self.signals.failed, msg)
         else:
-            self.signals.done.emit(result)
+            self._emit(self.signals.done, result)
+
+    @staticmethod
+    def _emit(signal: Any, value: Any) -> None:  # noqa: ANN401
+        """A result that comes back after the window closed (a status read still running when the studio quits)
+        has nobody to go to: it printed "RuntimeError: Signal source has been deleted" with a traceback."""
+        try:
+            signal.emit(value)
+        except RuntimeError as exc:
+            if "deleted" not in str(exc):
+                raise
 
 
 def run_task(fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None] | None = None,

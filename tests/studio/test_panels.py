@@ -799,6 +799,31 @@ def test_a_call_queued_after_the_runtime_connection_closed_prints_no_traceback(q
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_result_that_comes_back_after_the_window_closed_prints_no_traceback(qtbot, capfd):
+    """A status read still running when the studio quits finds its signals deleted: it printed "RuntimeError:
+    Signal source has been deleted" with a traceback on the terminal, at every screenshot."""
+    import threading
+
+    import shiboken6
+
+    from studio.services.tasks import run_task, wait_all
+
+    go, ran = threading.Event(), threading.Event()
+
+    def slow() -> int:
+        go.wait(10)
+        ran.set()
+        return 1
+
+    task = run_task(slow, on_done=lambda _r: None)
+    shiboken6.delete(task.signals)  # what closing the window does to a task's receiver
+    go.set()
+    assert wait_all(10000)
+    assert ran.is_set()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Signal source has been deleted" not in err, err
+
+
 def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     """Ten classes or more (Fashion-MNIST has ten): 0 picks the tenth and letters the ones after, as Label
     Studio's hotkeys go; the buttons wrap into rows. The tenth class used to have no key at all."""
