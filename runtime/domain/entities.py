@@ -95,6 +95,8 @@ class StepRun:
     summary: dict[str, Any]
     params: dict[str, Any] | None = None  # the parameters it ran with (None: recorded before schema 0007)
     message: str | None = None  # the one-line result it finished with (None: before schema 0008)
+    pid: int | None = None  # the process that ran (runs) it
+    host: str | None = None  # the machine of that process
 
     @property
     def duration(self) -> float | None:

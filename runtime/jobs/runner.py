@@ -114,7 +114,10 @@ class Runner:
                 out[step] = StepState(step, spec, StepStatus.NEVER_RUN, note)
                 continue
             if run.status == "running":
-                out[step] = StepState(step, spec, StepStatus.RUNNING, last_run=run)
+                # how long, where and how far: a step another process runs (a `cdl run` in a terminal, a tuning
+                # job the studio watches) showed "running" and nothing more
+                note = "; ".join(x for x in (_running_for(run), _safe_note(get_step(step), self.ws, run)) if x)
+                out[step] = StepState(step, spec, StepStatus.RUNNING, note, last_run=run)
                 continue
             since = ""
             if run.status == "failed":
@@ -539,6 +542,28 @@ def _with(cfg: PipelineConfig, overrides: Mapping[str, Mapping[str, Any]] | None
         if sid in out.steps:
             out.steps[sid] = {**out.steps[sid], **values}
     return out
+
+
+def _running_for(run: Any) -> str:  # noqa: ANN401
+    """"for 7 min, process 13359" (", on HOST" where another machine runs it)."""
+    import socket
+    from datetime import UTC, datetime
+
+    secs = max(0.0, (datetime.now(UTC) - run.started).total_seconds())
+    took = f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.0f} min" if secs < 5400 else f"{secs / 3600:.1f} h"
+    where = f"process {run.pid}" if run.pid else ""
+    if run.host and run.host != socket.gethostname():
+        where += f" on {run.host}"
+    return f"for {took}" + (f", {where}" if where else "")
+
+
+def _safe_note(impl: Any, ws: Workspace, run: Any) -> str:  # noqa: ANN401
+    """The step's running_note; a registry the running process is writing may refuse a read for a moment, and a
+    status must not fail for it."""
+    try:
+        return impl.running_note(ws, run)
+    except Exception:  # noqa: BLE001 - progress is a courtesy
+        return ""
 
 
 def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:

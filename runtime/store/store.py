@@ -112,6 +112,8 @@ def _run(row: t.SqlStepRun) -> StepRun:
         summary=dict(row.summary or {}),
         params=row.params,
         message=row.message,
+        pid=row.pid,
+        host=row.host,
     )
 
 

@@ -51,6 +51,8 @@ PANELS = [DataPanel, LabelingPanel, VersionsPanel, TuningPanel, ModelsPanel, Rev
 class MainWindow(QMainWindow):
     sig_workspace_loaded = Signal()
 
+    OUTSIDE_POLL_MS = 3000  # how often the statuses are read while a step runs in another process
+
     def __init__(self, workspace: Path | None = None, runtime_address: str | None = None):
         super().__init__()
         self.setWindowTitle("CDL Studio")
@@ -62,6 +64,11 @@ class MainWindow(QMainWindow):
         self.step_panel: dict[str, str] = {}
         self.descriptions: dict[str, str] = {}
         self.loaded = False
+        self._outside: dict[str, str] = {}  # steps another process runs -> their reason
+        self._outside_timer = QTimer(self)
+        self._outside_timer.setSingleShot(True)
+        self._outside_timer.setInterval(self.OUTSIDE_POLL_MS)
+        self._outside_timer.timeout.connect(self._refresh_status)
         self.stack = QStackedWidget()
         self.setCentralWidget(self.stack)
         self.start_page = StartPage()
@@ -415,6 +422,7 @@ class MainWindow(QMainWindow):
             if node is not None and node.status == "running" and self.runtime and self.runtime.current_job:
                 continue  # the event stream owns running nodes
             model.set_status(s["id"], s["status"], s.get("reason", ""))
+        self._watch_outside(status)
         if self.header.step:
             self.header.show_step(model.nodes.get(self.header.step), self.descriptions.get(self.header.step, ""))
         if not self.loaded:
@@ -424,6 +432,27 @@ class MainWindow(QMainWindow):
             gc.collect()
             gc.freeze()  # what the window keeps is old: later collections need not walk it (shorter GC pauses)
             self.sig_workspace_loaded.emit()
+
+    def _watch_outside(self, status: dict[str, Any]) -> None:
+        """A step another process runs (`cdl run` in a terminal, CI on a shared registry) showed "running" until
+        Refresh, long after it ended, with "idle" in the job bar and the tuning dashboard as it was when opened:
+        while one runs, the statuses are read again every few seconds, the job bar says what runs and how far
+        (the status's reason), and the open panel follows it, and follows again when it ends."""
+        own = bool(self.runtime is not None and self.runtime.current_job)
+        states = {s["id"]: s["status"] for s in status["steps"]}
+        outside = {} if own else {s["id"]: s.get("reason", "") for s in status["steps"] if s["status"] == "running"}
+        ended = [k for k in self._outside if k not in outside]
+        self._outside = outside
+        if outside:
+            self.job_bar.idle("; ".join(f"{k} runs outside the studio" + (f" ({why})" if why else "")
+                                        for k, why in outside.items()))
+            self._outside_timer.start()
+        elif ended and not own:
+            self.job_bar.idle(", ".join(f"{k} {states.get(k, 'ended')}" for k in ended) + " (run outside the studio)")
+        if ended or self.header.step in outside:
+            current = self.panel_stack.currentWidget()
+            if current is not None:
+                current.refresh()
 
     def _on_job_submitted(self, job: str, plan: list[str]) -> None:
         self._job_waits = None

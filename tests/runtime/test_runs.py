@@ -110,3 +110,36 @@ def test_tuning_tries_given_parameter_sets_first(small_bbc):
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.tune", "--set",
                           'model.tune.enqueue=[{"lr": 5}]'], capture_output=True, text=True)
     assert out.returncode != 0 and "enqueue[0].lr: 5 is outside the search space" in out.stdout + out.stderr
+
+
+def test_a_running_step_says_how_long_where_and_how_far(small_bbc):
+    """`cdl status` (and the studio, for a step another process runs) said "running" and nothing more: model.tune
+    now says how long it has run, in which process, and how many trials finished; model.train its epoch. Read
+    while the steps run, from the records a real run writes."""
+    import os
+
+    from runtime.domain.events import EventKind
+    from runtime.jobs.bus import EventBus
+
+    ws = small_bbc
+    seen: dict[str, list[str]] = {"model.tune": [], "model.train": []}
+    bus = EventBus()
+
+    def on_event(ev) -> None:  # noqa: ANN001 - in the runner's thread, between two epochs
+        if ev.kind == EventKind.METRIC and ev.step in seen:
+            state = {s.id: s for s in Runner(ws).statuses()}[ev.step]
+            assert state.status.value == "running"
+            seen[ev.step].append(state.reason)
+
+    bus.subscribe(on_event)
+    assert Runner(ws, bus=bus).run(until="model.train").ok
+    tune, train = seen["model.tune"], seen["model.train"]
+    assert tune and train
+    assert all(r.startswith("for ") and f"process {os.getpid()}" in r for r in tune + train), tune + train
+    assert re.search(r"0 of 3 trials finished, trial 0 running \(1 of 3 epochs\)", tune[0]), tune[0]
+    assert re.search(r"[12] of 3 trials finished \(\d complete", tune[-1]), tune[-1]
+    assert re.search(r"1 of 4 epochs, val_accuracy 0\.\d{4}$", train[0]), train[0]
+    assert re.search(r"\d of 4 epochs", train[-1])
+    # a finished step says nothing of the kind
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["model.tune"].status.value == "done" and "trials finished" not in states["model.tune"].reason

@@ -458,3 +458,33 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
     w._on_event(Event(EventKind.FAILED, step="model.train", message="KeyError: 'hiden'"))
     w._on_job_finished("j2", "failed")
     assert w.job_bar.label.text() == "job j2 failed"
+
+
+def test_a_step_run_outside_the_studio_is_followed_until_it_ends(qtbot, tmp_path):
+    """A step another process runs (`cdl run` in a terminal) showed "running" in the flowchart until Refresh, long
+    after it ended, and the job bar said "idle": the window reads the statuses again every few seconds while one
+    runs, says in the job bar what runs and how far, and refreshes the open panel when it ends."""
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    node = w.document.model.nodes["data.import"]
+    assert node.status == "never-run" and w.job_bar.label.text() == "idle"
+    # what `cdl run` in another process writes when it starts a step (its pid is alive: this one's)
+    run = ws.store.start_step_run("data.import", None, "fp", {"sources": []})
+    w._refresh_status()  # one read, as at any refresh; the polling takes it from there
+    qtbot.waitUntil(lambda: node.status == "running", timeout=20000)
+    assert "data.import runs outside the studio (for " in w.job_bar.label.text()
+    assert w._outside_timer.isActive()
+    panel = w.panel_stack.currentWidget()
+    refreshed: list[int] = []
+    panel.refresh = lambda: refreshed.append(1)
+    ws.store.finish_step_run(run, "done", output_fp="x", summary={}, message="0 items")
+    qtbot.waitUntil(lambda: node.status != "running", timeout=w.OUTSIDE_POLL_MS + 20000)
+    assert w.job_bar.label.text() == f"data.import {node.status} (run outside the studio)"
+    assert refreshed and not w._outside_timer.isActive()
