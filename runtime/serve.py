@@ -159,19 +159,24 @@ def read_images(paths: list[Path] | list[str], h: int, w: int, c: int):  # noqa:
     """Image files as a (N, h, w, c) uint8 batch: decoded, converted to the model's channels and resized to its
     input exactly as model.preprocess did its training images (decode_image, fit_image)."""
     import numpy as np
+
+    return np.stack([image_input(Path(p).read_bytes(), (h, w, c), str(p)) for p in paths])
+
+
+def image_input(payload: bytes | Any, size: tuple[int, int, int], where: str):  # noqa: ANN201, ANN401
+    """One image (its file's bytes, or an array already decoded) fitted to a model's (h, w, c); a file that is no
+    image is named by `where` with what is wrong, never Pillow's "cannot identify image file <_io.BytesIO object at
+    0x7f…>" (what `models predict --input FOLDER` said)."""
     from PIL import UnidentifiedImageError
 
     from edge_agent.proto.images import decode_image, fit_image
 
-    arrays = []
-    for p in paths:
-        try:
-            arrays.append(fit_image(decode_image(Path(p).read_bytes()), (h, w, c)))
-        except UnidentifiedImageError:
-            raise CdlError(f"{p}: not an image this model can take (no image format Pillow reads)") from None
-        except (OSError, ValueError) as exc:
-            raise CdlError(f"{p}: not an image this model can take ({exc})") from None
-    return np.stack(arrays)
+    try:
+        return fit_image(decode_image(payload) if isinstance(payload, bytes | bytearray) else payload, size)
+    except UnidentifiedImageError:
+        raise CdlError(f"{where}: not an image this model can take (no image format Pillow reads)") from None
+    except (OSError, ValueError) as exc:
+        raise CdlError(f"{where}: not an image this model can take ({exc})") from None
 
 
 def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Path]) -> list[dict[str, Any]]:

@@ -125,9 +125,9 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
     files, or images converted and resized to the model's input), idx files, a Label Studio export. Read by
     data.import's own readers, labels and all: each answer also has `given` (the item's label in the file, or
     None). In batches of BATCH; progress(done, total) after each."""
-    from edge_agent.proto.images import decode_image, fit_image
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
+    from runtime.serve import image_input
     from runtime.steps.sources import check_kind_options, detect_kind, read_source
     from runtime.workspace.dataset import decode_text
 
@@ -151,13 +151,8 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
             X, stats = pipe.transform([decode_text(it.payload)[0] for it in chunk])
         else:
             size = (pipe.height, pipe.width, pipe.channels)
-            raw = []
-            for k, it in enumerate(chunk):
-                try:
-                    a = batch.array[start + k] if batch.array is not None else decode_image(it.payload)
-                    raw.append(fit_image(a, size))
-                except (OSError, ValueError) as exc:
-                    raise CdlError(f"{path}: {it.key}: not an image this model can take ({exc})") from None
+            raw = [image_input(batch.array[start + k] if batch.array is not None else it.payload, size,
+                               f"{path}: {it.key}") for k, it in enumerate(chunk)]
             X = _image_input(pipe, mv, onnx, np.stack(raw))
         answers = _answers(mv, [it.key for it in chunk], _probabilities(ws, mv, onnx, X))
         if stats is not None:

@@ -179,4 +179,6 @@ def test_image_versions_predict_image_files(tmp_path):
     assert bad.returncode == 2 and "the option 'text_column' is not for a image-folder source" in bad.stderr, bad.stderr
     (tmp_path / "imgs" / "zz.png").write_text("not an image")
     bad = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"))
-    assert bad.returncode == 2 and "imgs: zz.png: not an image this model can take" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "imgs: zz.png: not an image this model can take (no image format Pillow reads)" \
+        in bad.stderr, bad.stderr  # it said "(cannot identify image file <_io.BytesIO object at 0x7f…>)"
+    assert "BytesIO" not in bad.stderr
