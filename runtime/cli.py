@@ -733,8 +733,10 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
     else:
         already = f"; {doc['already_here']} already here (the same labeler's same label)" if doc["already_here"] else ""
         relabeled = f"; {doc['relabeled']} read as data.import's relabel names them" if doc.get("relabeled") else ""
+        unmatched = f"; {doc['unmatched']} matched no item here (--skip-unmatched)" if doc.get("unmatched") else ""
         click.echo(f"{doc['labels']} label(s) from {doc['tasks']} task(s); {doc['skipped_tasks']} skipped, "
-                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s){already}{relabeled}")
+                   f"{doc['unannotated_tasks']} unannotated, {doc['conflicts']} conflict(s){already}{relabeled}"
+                   f"{unmatched}")
 
 
 @labels.command("export")

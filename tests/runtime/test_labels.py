@@ -271,6 +271,14 @@ def test_unmatched_tasks_fail_the_whole_import(bbc_ws, tmp_path):
         import_label_studio(bbc_ws, export)
     assert len(bbc_ws.store.labels()) == before
     assert import_label_studio(bbc_ws, export, skip_unmatched=True)["unmatched"] == 1
+    # the CLI says how many matched nothing (it said "0 label(s) from 1 task(s); 0 skipped", as if all were read)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(bbc_ws.root), "labels", "import", str(export),
+                          "--skip-unmatched"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "0 label(s) from 1 task(s)" in out.stdout and "1 matched no item here (--skip-unmatched)" in out.stdout
 
 
 def test_label_studio_as_a_data_source(text_ws, ls_dir):

@@ -88,6 +88,26 @@ def test_replace_labels_by_prefix(store: Store):
     assert sorted((r.item_id, r.label) for r in store.labels()) == [("x", "keep"), ("y", "b")]
 
 
+def test_importing_the_same_labels_again_changes_nothing(store: Store):
+    """A Label Studio file imported again, or one whose every task matched no item (--skip-unmatched, 0 labels),
+    made a new labels revision: every step from data.ingest on turned stale, "labels changed since it ran". The
+    same rows again leave the revision as it was; other rows, or a row undone since, change it."""
+    rows = [{"item_id": "y", "label": "b", "labeler": "ls:1", "task_ref": "ls:f_1.json#2/0"},
+            {"item_id": "z", "label": None, "labeler": "ls:2", "action": "skip", "task_ref": "ls:f_1.json#3/0"}]
+    store.replace_labels("ls:f_1.json#", rows)
+    rev = store.labels_revision()
+    assert store.replace_labels("ls:f_1.json#", [dict(r) for r in rows]) == 2
+    assert store.labels_revision() == rev
+    store.replace_labels("ls:empty.json#", [])  # nothing matched, nothing before
+    assert store.labels_revision() == rev
+    store.replace_labels("ls:f_1.json#", [rows[0]])  # one row fewer
+    assert store.labels_revision() != rev
+    # "_" in a file's name is no LIKE wildcard: another file's rows stay
+    store.replace_labels("ls:fx1.json#", [{"item_id": "w", "label": "c", "labeler": "ls:1", "task_ref": "ls:fx1.json#1/0"}])
+    store.replace_labels("ls:f_1.json#", [])
+    assert [(r.item_id, r.label) for r in store.labels()] == [("w", "c")]
+
+
 def test_versions(store: Store):
     assert store.latest_version() is None
     v1 = store.add_version("h1.dir", "c1", 10, {"a": 10}, {"train": 8, "test": 2}, {}, "outs: []\n")
