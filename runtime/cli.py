@@ -724,9 +724,21 @@ def labels() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json: bool) -> None:
-    """Import labels from a Label Studio JSON or JSON_MIN export."""
-    from runtime.labeling import import_label_studio
+    """Import labels from a Label Studio JSON or JSON_MIN export; or, from a project's labeling config (.xml), its
+    classes (cdl.yaml's labeling section)."""
+    from runtime.labeling import import_label_config, import_label_studio
 
+    if file.suffix.lower() == ".xml":
+        doc = import_label_config(_ws(obj), file)
+        if as_json:
+            _dump(doc)
+            return
+        click.echo(f"{file.name}: {len(doc['classes'])} classes, now this workspace's (cdl.yaml's labeling.classes, "
+                   f"in this order): {', '.join(doc['classes'])}; labels go under the control {doc['from_name']!r} "
+                   f"of {doc['to_name']!r}, as the project's exports name them")
+        if doc["before"] and doc["before"] != doc["classes"]:
+            click.echo(f"cdl.yaml had: {', '.join(doc['before'])}")
+        return
     doc = import_label_studio(_ws(obj), file, skip_unmatched)
     if as_json:
         _dump(doc)

@@ -608,6 +608,87 @@ def label_config(is_text: bool, from_name: str, to_name: str, classes: list[str]
         ""])
 
 
+def read_label_config(path: Path, is_text: bool) -> dict[str, Any]:
+    """A Label Studio labeling config (a project's Labeling Interface, Code): {"from_name", "to_name", "classes"}
+    of its one single-choice Choices over a Text (text workspace) or an Image (image workspace), the classes in the
+    config's order. Anything else is refused with what is wrong, naming the file."""
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    try:
+        root = ET.fromstring(path.read_bytes())
+    except OSError as exc:
+        raise DataImportError(f"{path}: {exc.strerror or exc}") from None
+    except ET.ParseError as exc:
+        raise DataImportError(f"{path}: not a Label Studio labeling config (XML: {exc})") from None
+    tags = list(root.iter())
+    kind = "Text" if is_text else "Image"
+    objects = {e.get("name"): e.tag for e in tags if e.tag.lower() in ("text", "image", "hypertext", "paragraphs")}
+    choices = [e for e in tags if e.tag.lower() == "choices"]
+    if not choices:
+        raise DataImportError(f"{path}: no <Choices> in this labeling config: CDL Studio labels each item with one "
+                              "class, as Label Studio's Text and Image Classification templates do")
+    if len(choices) > 1:
+        names = ", ".join(repr(c.get("name")) for c in choices)
+        raise DataImportError(f"{path}: {len(choices)} <Choices> ({names}); CDL Studio labels each item with one "
+                              "class: keep the one that holds it")
+    ch = choices[0]
+    from_name, to_name = ch.get("name") or "", ch.get("toName") or ""
+    if not from_name or not to_name:
+        raise DataImportError(f"{path}: <Choices> needs a name and a toName")
+    if (ch.get("choice") or "single").lower() not in ("single", "single-radio"):
+        raise DataImportError(f"{path}: <Choices name={from_name!r}> has choice={ch.get('choice')!r}; CDL Studio "
+                              "labels each item with one class (choice=\"single\")")
+    obj = objects.get(to_name)
+    if obj is None:
+        raise DataImportError(f"{path}: <Choices name={from_name!r}> labels {to_name!r}, which is no <Text> or "
+                              "<Image> of this config")
+    if obj.lower() != kind.lower():
+        raise DataImportError(f"{path}: the config labels {'an' if obj.lower() == 'image' else 'a'} <{obj}>, but "
+                              f"this is {'a text' if is_text else 'an image'} workspace ({'a <Text>' if is_text else 'an <Image>'})")
+    classes: list[str] = []
+    for c in ch.iter():
+        if c is ch or c.tag.lower() != "choice":
+            continue
+        value = (c.get("value") or "").strip()
+        if not value:
+            raise DataImportError(f"{path}: a <Choice> of {from_name!r} has no value")
+        if value in classes:
+            raise DataImportError(f"{path}: the choice {value!r} is there twice")
+        classes.append(value)
+    if len(classes) < 2:
+        raise DataImportError(f"{path}: <Choices name={from_name!r}> has {len(classes)} choice(s); a classifier "
+                              "needs two classes at least")
+    return {"from_name": from_name, "to_name": to_name, "classes": classes}
+
+
+def import_label_config(ws: Workspace, path: Path) -> dict[str, Any]:
+    """Take a Label Studio project's labeling config: its choices become cdl.yaml's `labeling.classes` (in its
+    order: the labeling keys, and the model's output), its control and object names `labeling.from_name` and
+    `to_name` (so that the project's exports import and our exports go back to it). A label the workspace already
+    uses that the config lacks is refused, as Label Studio refuses a config that drops a choice in use; cdl.yaml is
+    written atomically, or not at all."""
+    cfg = ws.config()
+    doc = read_label_config(path, cfg.task == "text")
+    relabel = workspace_relabel(ws)
+    q = LabelQueue(ws)
+    labels = {r.id: r.label for r in q._dataset().rows if r.label}
+    labels.update({item: st.label for item, st in current_states(ws.store).items() if st.label})  # given since
+    used = Counter(relabel.get(v, v) for v in labels.values())
+    missing = sorted(k for k in used if k not in doc["classes"])
+    if missing:
+        shown = ", ".join(f"{k!r}" + (f" ({used[k]} items)" if used[k] else "") for k in missing[:8])
+        raise DataImportError(f"{path}: labels this workspace already uses are not among its choices: {shown}"
+                              f"{' …' if len(missing) > 8 else ''}; add them to the config, or merge them into its "
+                              "choices with data.import's relabel. cdl.yaml is unchanged")
+    lab = dict(cfg.labeling or {})
+    before = list(lab.get("classes") or [])
+    lab.update(doc)
+    cfg.labeling = lab
+    cfg.save()
+    return {**doc, "config": str(path), "before": before, "new": [c for c in doc["classes"] if c not in used]}
+
+
 def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = True,
                         config: Path | None = None, filter: str | None = None) -> dict[str, Any]:  # noqa: A002
     """Write the checked-out dataset's items, and those imported since, with their labels, as a Label Studio JSON

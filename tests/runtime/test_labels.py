@@ -8,7 +8,7 @@ import re
 import pytest
 
 from runtime.api import add_source
-from runtime.domain.errors import DataImportError
+from runtime.domain.errors import CdlError, DataImportError
 from runtime.jobs import Runner
 from runtime.labeling import LabelQueue, effective_labels, export_label_studio, import_label_studio
 from tests.conftest import make_bbc_subset
@@ -560,3 +560,85 @@ def test_the_cli_labels_as_the_login_name_the_studio_takes(unlabeled_ws):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert [x.labeler for x in ws.store.labels() if x.source == "manual"] == [pwd.getpwuid(os.getuid()).pw_name]
+
+
+def _photos(folder, n: int = 6):  # noqa: ANN001, ANN202
+    """A folder of photos with no class folder: imported unlabeled, for the labeling queue."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+def test_a_label_studio_labeling_config_gives_the_classes(image_ws, ls_dir, tmp_path):
+    """A team that labels in Label Studio has the project's labeling config, the classes in its order; the
+    labeling panel offered no class before the first New class…, ten times over for Fashion-MNIST, and `labels
+    import` took the XML for JSON ("malformed JSON at line 1 column 1"). `labels import CONFIG.xml` makes its choices
+    cdl.yaml's labeling.classes and its names labeling.from_name and to_name, so the project's exports come in."""
+    import subprocess
+    import sys
+
+    from runtime.api import add_source
+    from runtime.labeling import LabelQueue, export_label_studio, import_label_config
+
+    ws = image_ws
+    add_source(ws, _photos(tmp_path / "photos"))
+    config = ls_dir / "image_classification_label_config.xml"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "import", str(config)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert f"10 classes, now this workspace's (cdl.yaml's labeling.classes, in this order): {', '.join(fashion)}" \
+        in out.stdout
+    lab = ws.config().labeling
+    assert lab["classes"] == fashion and (lab["from_name"], lab["to_name"]) == ("label", "image")
+    q = LabelQueue(ws, "ana")
+    assert q.classes() == fashion
+    item = q.rows("unlabeled")[0]
+    q.set_label(item.uid, "Trouser")
+    with pytest.raises(CdlError, match="not one of the classes in cdl.yaml"):
+        q.set_label(item.uid, "Trousers")
+    # what we export for the project is the config it came with
+    doc = export_label_studio(ws, tmp_path / "back.json", config=tmp_path / "back.xml")
+    assert doc["classes"] == fashion
+    assert (tmp_path / "back.xml").read_text().split() == config.read_text().split()
+    # the same config again changes nothing
+    before = (ws.root / "cdl.yaml").read_bytes()
+    assert import_label_config(ws, config)["new"] == [c for c in fashion if c != "Trouser"]
+    assert (ws.root / "cdl.yaml").read_bytes() == before
+
+
+def test_a_labeling_config_that_does_not_fit_is_refused_and_changes_nothing(bbc_ws, ls_dir, tmp_path):
+    from runtime.labeling import import_label_config
+
+    ws = bbc_ws
+    before = (ws.root / "cdl.yaml").read_bytes()
+    text = (ls_dir / "text_classification_label_config.xml").read_text()
+    # the shipped config of the BBC project fits the BBC workspace
+    assert import_label_config(ws, ls_dir / "text_classification_label_config.xml")["classes"] == \
+        ["business", "entertainment", "politics", "sport", "tech"]
+    assert ws.config().labeling["from_name"] == "category"
+    after = (ws.root / "cdl.yaml").read_bytes()
+
+    def refused(xml: str, match: str) -> None:
+        f = tmp_path / "c.xml"
+        f.write_text(xml)
+        with pytest.raises(DataImportError, match=match):
+            import_label_config(ws, f)
+        assert (ws.root / "cdl.yaml").read_bytes() == after
+
+    refused(text.replace('<Choice value="tech"/>', ""), r"c\.xml: labels this workspace already uses are not among "
+            r"its choices: 'tech' \(\d+ items\); add them")
+    refused(text.replace("<Text", "<Image"), "labels an <Image>, but this is a text workspace")
+    refused(text.replace('choice="single"', 'choice="multiple"'), "choice='multiple'")
+    refused(text.replace("</View>", '<Choices name="mood" toName="text"><Choice value="a"/></Choices></View>'),
+            r"2 <Choices> \('category', 'mood'\)")
+    refused(text.replace('toName="text"', 'toName="body"'), "labels 'body', which is no <Text> or <Image>")
+    refused(text.replace('<Choice value="sport"/>', '<Choice value="tech"/>'), "the choice 'tech' is there twice")
+    refused("<View><Text name='text' value='$text'/></View>", "no <Choices> in this labeling config")
+    refused("<View><Choices", r"c\.xml: not a Label Studio labeling config \(XML: ")
+    assert before != after  # (the first import did write cdl.yaml)

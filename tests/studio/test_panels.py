@@ -863,6 +863,40 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     ws.close()
 
 
+def test_labeling_panel_takes_a_label_studio_labeling_config(qtbot, tmp_path, monkeypatch, ls_dir):
+    """Photos to label and a Label Studio project's labeling config: Import Label Studio… takes the .xml (it offered
+    JSON only), and the class keys are its choices, in its order, where New class… had to name each of ten."""
+    import numpy as np
+    from PIL import Image
+    from PySide6.QtWidgets import QFileDialog
+
+    from runtime.api import add_source
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((20, 20), 40 * i, dtype=np.uint8)).save(tmp_path / "photos" / f"p{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    assert add_source(ws, tmp_path / "photos").ok
+    p = _labeling_panel_showing_all(StudioContext(ws.root, ws, None), qtbot)
+    assert p.classes == [] and p._class_buttons == []
+    config = ls_dir / "image_classification_label_config.xml"
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(config), ""))
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p._import_ls()
+    qtbot.wait(100)
+    assert p.classes[:3] == ["T-shirt/top", "Trouser", "Pullover"] and len(p._class_buttons) == 10
+    assert p._class_buttons[9].text().split()[0] == "0" and "Ankle boot" in p._class_buttons[9].text()
+    assert "image_classification_label_config.xml: 10 classes, now this workspace's" in p.status_label.text()
+    item = p.current
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        qtbot.keyClick(p, Qt.Key.Key_2)
+    assert {r.item_id: r.label for r in ws.store.labels() if r.source == "manual"} == {item.item_id: "Trouser"}
+    p.grab().save(str(tmp_path / "labeling-config.png"))
+    ws.close()
+
+
 def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, agent_factory):
     from runtime.devices import DeviceClient
     from studio.panels.devices.panel import DevicesPanel

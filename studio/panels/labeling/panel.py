@@ -357,9 +357,18 @@ class LabelingPanel(Panel):
         self.agreement_dialog.open()
 
     def _import_ls(self) -> None:
-        from runtime.labeling import import_label_studio
+        from runtime.labeling import import_label_config, import_label_studio
 
-        path, _ = QFileDialog.getOpenFileName(self, "Label Studio export", str(Path.home()), "JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Label Studio export, or a project's labeling config",
+                                              str(Path.home()), "Label Studio (*.json *.xml);;Export (*.json);;"
+                                              "Labeling config (*.xml)")
+        if path and path.lower().endswith(".xml"):
+            # a project's Labeling Interface: its choices become the class keys, in its order (ten New class… did)
+            self.work(import_label_config, self.ctx.workspace, Path(path),
+                      done=lambda r: self.say(f"{Path(path).name}: {len(r['classes'])} classes, now this "
+                                              f"workspace's (cdl.yaml's labeling.classes): {', '.join(r['classes'])}",
+                                              "ok"))
+            return
         if path:
             self.work(import_label_studio, self.ctx.workspace, Path(path),
                       done=lambda r: self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} "
