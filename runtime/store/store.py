@@ -711,6 +711,13 @@ class Store(ModelRegistryMixin, DeployMixin):
             rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.id.in_(sub))).scalars().all()
             return {r.step: _run(r) for r in rows}
 
+    def running_step_runs(self) -> list[StepRun]:
+        """Step runs recorded as running (one cheap query: the studio asks every few seconds whether another
+        process has started a step)."""
+        with self.session() as s:
+            rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.status == "running")).scalars().all()
+            return [_run(r) for r in rows]
+
     def last_done_runs(self) -> dict[str, StepRun]:
         sub = select(func.max(t.SqlStepRun.id)).where(t.SqlStepRun.status == "done").group_by(t.SqlStepRun.step)
         with self.session() as s:

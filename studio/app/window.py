@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
     sig_workspace_loaded = Signal()
 
     OUTSIDE_POLL_MS = 3000  # how often the statuses are read while a step runs in another process
+    LOOK_MS = 5000  # how often the window asks, idle, whether another process has started a step
 
     def __init__(self, workspace: Path | None = None, runtime_address: str | None = None):
         super().__init__()
@@ -69,6 +70,9 @@ class MainWindow(QMainWindow):
         self._outside_timer.setSingleShot(True)
         self._outside_timer.setInterval(self.OUTSIDE_POLL_MS)
         self._outside_timer.timeout.connect(self._refresh_status)
+        self._look_timer = QTimer(self)  # idle: has another process started a step? (one cheap query)
+        self._look_timer.setInterval(self.LOOK_MS)
+        self._look_timer.timeout.connect(self._look_for_outside_runs)
         self.stack = QStackedWidget()
         self.setCentralWidget(self.stack)
         self.start_page = StartPage()
@@ -170,6 +174,7 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, _import_pyqtgraph)
         QTimer.singleShot(0, self.view.fit)
         self._watch_files(root)
+        self._look_timer.start()
         first = graph["steps"][0]["id"] if graph["steps"] else None
         if first:
             self.scene.select(first)
@@ -433,6 +438,15 @@ class MainWindow(QMainWindow):
             gc.freeze()  # what the window keeps is old: later collections need not walk it (shorter GC pauses)
             self.sig_workspace_loaded.emit()
 
+    def _look_for_outside_runs(self) -> None:
+        """A `cdl run` started in a terminal after the window opened went unseen until a Refresh: while nothing
+        runs, the window asks the registry every few seconds whether a step runs, and reads the statuses if so."""
+        if self.ctx is None or not self.loaded or self._outside or (self.runtime is not None
+                                                                    and self.runtime.current_job):
+            return
+        run_task(self.ctx.workspace.store.running_step_runs,
+                 on_done=lambda runs: self._refresh_status() if runs else None)
+
     def _watch_outside(self, status: dict[str, Any]) -> None:
         """A step another process runs (`cdl run` in a terminal, CI on a shared registry) showed "running" until
         Refresh, long after it ended, with "idle" in the job bar and the tuning dashboard as it was when opened:
@@ -449,10 +463,12 @@ class MainWindow(QMainWindow):
             self._outside_timer.start()
         elif ended and not own:
             self.job_bar.idle(", ".join(f"{k} {states.get(k, 'ended')}" for k in ended) + " (run outside the studio)")
-        if ended or self.header.step in outside:
-            current = self.panel_stack.currentWidget()
-            if current is not None:
-                current.refresh()
+        current = self.panel_stack.currentWidget()
+        # the tuning dashboard follows the trials as they come; other panels (a data panel on 70 000 items) load
+        # once more when the run ends, not every few seconds
+        live = self.header.step in outside and getattr(current, "follows_outside_runs", False)
+        if current is not None and (ended or live):
+            current.refresh()
 
     def _on_job_submitted(self, job: str, plan: list[str]) -> None:
         self._job_waits = None
@@ -511,6 +527,8 @@ class MainWindow(QMainWindow):
     # -- closing ------------------------------------------------------------------------------------------
 
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        self._look_timer.stop()
+        self._outside_timer.stop()
         if self.ctx is not None:
             self.document.save_layout()
         if self.runtime is not None:

@@ -461,9 +461,10 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
 
 
 def test_a_step_run_outside_the_studio_is_followed_until_it_ends(qtbot, tmp_path):
-    """A step another process runs (`cdl run` in a terminal) showed "running" in the flowchart until Refresh, long
-    after it ended, and the job bar said "idle": the window reads the statuses again every few seconds while one
-    runs, says in the job bar what runs and how far, and refreshes the open panel when it ends."""
+    """A step another process runs (`cdl run` in a terminal) went unseen until Refresh, then showed "running" in the
+    flowchart until the next Refresh, long after it ended, and the job bar said "idle": the window notices a run
+    started, reads the statuses again every few seconds while one runs, says in the job bar what runs and how far,
+    and refreshes the open panel when it ends (the tuning dashboard as it goes)."""
     from runtime.api import init_workspace
     from studio.app.window import MainWindow
 
@@ -477,14 +478,27 @@ def test_a_step_run_outside_the_studio_is_followed_until_it_ends(qtbot, tmp_path
     assert node.status == "never-run" and w.job_bar.label.text() == "idle"
     # what `cdl run` in another process writes when it starts a step (its pid is alive: this one's)
     run = ws.store.start_step_run("data.import", None, "fp", {"sources": []})
-    w._refresh_status()  # one read, as at any refresh; the polling takes it from there
-    qtbot.waitUntil(lambda: node.status == "running", timeout=20000)
+    # seen without a Refresh: the window asks every few seconds whether a step runs
+    qtbot.waitUntil(lambda: node.status == "running", timeout=w.LOOK_MS + 20000)
     assert "data.import runs outside the studio (for " in w.job_bar.label.text()
     assert w._outside_timer.isActive()
     panel = w.panel_stack.currentWidget()
     refreshed: list[int] = []
     panel.refresh = lambda: refreshed.append(1)
+    qtbot.wait(2 * w.OUTSIDE_POLL_MS)  # the data panel loads again when the run ends, not at every poll
+    assert refreshed == [] and node.status == "running"
     ws.store.finish_step_run(run, "done", output_fp="x", summary={}, message="0 items")
     qtbot.waitUntil(lambda: node.status != "running", timeout=w.OUTSIDE_POLL_MS + 20000)
     assert w.job_bar.label.text() == f"data.import {node.status} (run outside the studio)"
     assert refreshed and not w._outside_timer.isActive()
+    # the tuning dashboard follows a tuning run as it goes
+    w.scene.select("model.tune")
+    w.select_step("model.tune")
+    tuning = w.panel_stack.currentWidget()
+    assert tuning is w.panels["tuning"]
+    loads: list[int] = []
+    tuning.refresh = lambda: loads.append(1)
+    run = ws.store.start_step_run("model.tune", None, "fp", {"n_trials": 8})
+    qtbot.waitUntil(lambda: len(loads) >= 2, timeout=4 * w.OUTSIDE_POLL_MS + 20000)
+    assert "model.tune runs outside the studio (for " in w.job_bar.label.text()
+    ws.store.finish_step_run(run, "failed", error="stopped")

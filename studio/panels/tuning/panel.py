@@ -49,6 +49,7 @@ class TuningPanel(Panel):
     panel_id = "tuning"
     title = "Tuning dashboard"
     steps = ("model.tune", "model.train")
+    follows_outside_runs = True  # reloaded every few seconds while its step runs in another process
 
     def build(self) -> None:
         row = QHBoxLayout()
