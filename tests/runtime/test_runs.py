@@ -143,3 +143,25 @@ def test_a_running_step_says_how_long_where_and_how_far(small_bbc):
     # a finished step says nothing of the kind
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["model.tune"].status.value == "done" and "trials finished" not in states["model.tune"].reason
+
+
+def test_a_running_compression_says_which_variants_are_done(packaged):
+    """deploy.compress runs for minutes (distillation, fine-tuning): `cdl status` said only "running"."""
+    from runtime.domain.events import EventKind
+    from runtime.jobs.bus import EventBus
+
+    ws = packaged
+    seen: list[str] = []
+    bus = EventBus()
+
+    def on_event(ev) -> None:  # noqa: ANN001 - in the runner's thread, after each variant is recorded
+        if ev.kind == EventKind.LOG and ev.step == "deploy.compress":
+            seen.append({s.id: s for s in Runner(ws).statuses()}["deploy.compress"].reason)
+
+    bus.subscribe(on_event)
+    assert Runner(ws, bus=bus).run(steps=["deploy.compress"], force=True).ok
+    ref = ws.store.last_done_runs()["deploy.export"].summary
+    name = f"{ref['name']}:{ref['version']}"
+    assert len(seen) == 2, seen
+    assert seen[0].endswith(f"{name}: 1 of 2 variants done (dynamic_int8); now static_int8"), seen
+    assert seen[1].endswith(f"{name}: 2 of 2 variants done (dynamic_int8, static_int8)"), seen
