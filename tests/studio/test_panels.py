@@ -824,6 +824,31 @@ def test_a_result_that_comes_back_after_the_window_closed_prints_no_traceback(qt
     assert "Traceback" not in err and "Signal source has been deleted" not in err, err
 
 
+def test_a_ten_class_confusion_matrix_is_whole_in_half_the_review_panel(qtbot):
+    """Fashion-MNIST's ten classes, named "T-shirt/top" … "Ankle boot": the named columns overflowed half the review
+    panel, behind a scroll bar that also hid the last row. The columns are numbered as the rows are, each column's
+    name in its tooltip; five short names keep their columns' names."""
+    from studio.panels.review.panel import _confusion
+    from studio.widgets.common import Table
+
+    classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    cm = [[1000 if i == j else (i * 7 + j) % 90 for j in range(10)] for i in range(10)]
+    t = Table([])
+    qtbot.addWidget(t)
+    _confusion(t, {"classes": classes, "confusion_matrix": cm})
+    t.resize(500, t.minimumHeight())  # half of the room beside the flowchart
+    t.show()
+    qtbot.wait(50)
+    last = t.visualItemRect(t.item(9, 9))
+    assert last.right() <= t.viewport().width() and last.bottom() <= t.viewport().height(), \
+        (last, t.viewport().size())
+    assert [t.horizontalHeaderItem(k).text() for k in (0, 9)] == ["1", "10"]
+    assert t.horizontalHeaderItem(9).toolTip() == "Ankle boot"
+    assert [t.verticalHeaderItem(k).text() for k in (0, 9)] == ["1 T-shirt/top", "10 Ankle boot"]
+    _confusion(t, {"classes": ["business", "sport", "tech"], "confusion_matrix": [[5, 0, 0], [0, 5, 0], [0, 0, 5]]})
+    assert t.horizontalHeaderItem(1).text() == "sport" and t.verticalHeaderItem(1).text() == "sport"
+
+
 def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     """Ten classes or more (Fashion-MNIST has ten): 0 picks the tenth and letters the ones after, as Label
     Studio's hotkeys go; the buttons wrap into rows. The tenth class used to have no key at all."""

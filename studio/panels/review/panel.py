@@ -53,9 +53,16 @@ def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
     table.setSortingEnabled(False)
     table.setColumnCount(len(classes))
     table.setRowCount(len(classes))
-    table.setHorizontalHeaderLabels([c[:10] for c in classes])
-    table.setVerticalHeaderLabels([c[:14] for c in classes])
+    # many classes, or long names (Fashion-MNIST's ten: "T-shirt/top", "Ankle boot"): the columns are numbered as
+    # the rows are, each name in its column's tooltip; the ten named columns overflowed half the panel, behind a
+    # scroll bar that also hid the last row
+    numbered = len(classes) > 6 or any(len(c) > 10 for c in classes)
+    table.setHorizontalHeaderLabels([str(k + 1) if numbered else c for k, c in enumerate(classes)])
+    table.setVerticalHeaderLabels([(f"{k + 1} " if numbered else "") + c[:14] for k, c in enumerate(classes)])
+    for k, c in enumerate(classes):
+        table.horizontalHeaderItem(k).setToolTip(c)
     table.verticalHeader().setVisible(True)
+    table.verticalHeader().setDefaultSectionSize(ROW_H)  # the height below counts on it
     table.horizontalHeader().setStretchLastSection(False)  # the last class's column as wide as the others
     peak = max(1, max(max(r) for r in cm))
     for i, row in enumerate(cm):
