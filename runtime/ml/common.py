@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -494,3 +495,42 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
+
+
+# TensorFlow's C++ start-up lines, written to file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow
+# 2.21's absl logging): absl's pre-init warning, oneDNN's and the CUDA stub's notes, and on a machine without a GPU
+# "E0000 … failed call to cuInit: INTERNAL: CUDA error", which read as an error in the middle of `cdl run`.
+_TF_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|I\d{4} \d\d:\d\d:\d+\.\d+ +\d+ "
+                       r"|[WE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \w*(cuda|cudart|gpu|cpu_feature_guard)\w*\.cc:")
+
+
+def load_tensorflow():  # noqa: ANN201
+    """TensorFlow, imported (and its devices looked at, which is when cuInit complains) with the start-up lines it
+    writes to the terminal left out (_TF_NOISE); anything else written meanwhile passes through."""
+    import os
+    import sys
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tensorflow-model-optimization needs Keras 2 (tf_keras)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _TF_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+    return tf

@@ -15,6 +15,9 @@ from runtime.ml import keras_backend as kb  # noqa: E402
 
 
 def _keras():  # noqa: ANN202
+    from runtime.ml.common import load_tensorflow
+
+    load_tensorflow()  # its start-up lines kept off the terminal
     import tf_keras
 
     return tf_keras
@@ -43,6 +46,7 @@ def sparsity(model) -> float:  # noqa: ANN001
 
 def prune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], amount: float, epochs: int,
           lr: float, seed: int):  # noqa: ANN001, ANN201
+    _keras()
     import tensorflow_model_optimization as tfmot
 
     keras = _keras()
@@ -82,6 +86,7 @@ def _copy_weights(src, dst) -> None:  # noqa: ANN001
 def qat(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epochs: int, lr: float,
         seed: int):  # noqa: ANN001, ANN201
     """Quantization-aware training of Dense and Conv2D layers (others, like LayerNormalization, stay float)."""
+    _keras()
     import tensorflow_model_optimization as tfmot
 
     keras = _keras()

@@ -27,6 +27,7 @@ from runtime.ml.common import (  # noqa: E402
     WeightSlot,
     carry_weights,
     check_user_model,
+    load_tensorflow,
     user_builder,
     user_classes,
     user_source,
@@ -34,6 +35,7 @@ from runtime.ml.common import (  # noqa: E402
 
 
 def _keras():  # noqa: ANN202
+    load_tensorflow()  # its start-up lines kept off the terminal
     import tf_keras
 
     return tf_keras
@@ -106,7 +108,7 @@ def _as_input(X: Any, idx: np.ndarray | None, layout: str) -> np.ndarray:
 
 def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, classes: list[str],
           cfg: TrainConfig, on_epoch: EpochCallback | None = None) -> TrainResult:
-    import tensorflow as tf
+    tf = load_tensorflow()
 
     keras = _keras()
     keras.utils.set_random_seed(cfg.seed)
@@ -218,7 +220,7 @@ def load(checkpoint: Path, workspace: Path | None = None, arch: dict[str, Any] |
 
 
 def predict_proba(checkpoint: Path, X: Any, arch: dict[str, Any], workspace: Path | None = None) -> np.ndarray:
-    import tensorflow as tf
+    tf = load_tensorflow()
 
     model = load(checkpoint, workspace, arch)
     out = []

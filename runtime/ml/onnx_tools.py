@@ -74,7 +74,9 @@ def _check_single_file(path: Path) -> None:
 
 
 def export_keras(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN001
-    import tensorflow as tf
+    from runtime.ml.common import load_tensorflow
+
+    tf = load_tensorflow()
     import tf2onnx
     import tf_keras
 

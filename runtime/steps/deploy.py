@@ -81,9 +81,10 @@ def native_predict(mv, model, X: Any) -> np.ndarray:  # noqa: ANN001
                 x, _ = data.get(np.arange(i, min(i + 256, X.shape[0])))
                 out.append(torch.softmax(model(x), dim=1).numpy())
         return np.concatenate(out)
-    import tensorflow as tf
-
+    from runtime.ml.common import load_tensorflow
     from runtime.ml.keras_backend import _as_input
+
+    tf = load_tensorflow()
 
     return tf.nn.softmax(model(_as_input(X, None, arch["layout"]), training=False)).numpy()
 

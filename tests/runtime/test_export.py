@@ -115,3 +115,28 @@ def test_an_image_version_goes_out_as_parquet_or_a_folder(tmp_path):
         back.close()
     assert np.asarray(next(iter(pixels.values()))).shape == (28, 28)
     ws.close()
+
+
+def test_tensorflow_loads_without_its_start_up_lines_on_the_terminal():
+    """TensorFlow 2.21 writes its start-up lines to file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says; a Keras
+    run printed absl's pre-init warning, oneDNN's and the CUDA stub's notes and "E0000 … failed call to cuInit:
+    INTERNAL: CUDA error" in the middle of `cdl run`'s output. load_tensorflow leaves them out and lets anything else
+    written to stderr through."""
+    import subprocess
+    import sys
+
+    from runtime.ml.common import _TF_NOISE
+
+    code = ("import sys\nfrom runtime.ml.common import load_tensorflow\ntf = load_tensorflow()\n"
+            "assert load_tensorflow() is tf\nprint('mine', file=sys.stderr)\nprint(tf.__version__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == ["mine"], out.stderr
+    # the lines it leaves out, as TensorFlow 2.21 writes them; another of its errors still shows
+    noise = ["WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+             "I0000 00:00:1796516806.767371   21861 port.cc:153] oneDNN custom operations are on.\n",
+             "I0000 00:00:1796516806.767717   21861 cudart_stub.cc:31] Could not find cuda drivers on your machine\n",
+             "E0000 00:00:1796516808.852025   21861 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"]
+    assert all(_TF_NOISE.match(line) for line in noise)
+    assert not _TF_NOISE.match("E0000 00:00:1796516808.852025   21861 op_kernel.cc:1830] OP_REQUIRES failed\n")
+    assert not _TF_NOISE.match("Traceback (most recent call last):\n")
