@@ -149,6 +149,8 @@ class Runner:
                 if "parameters" in changed and same_params(run.params, cfg.params(step), step):
                     changed.remove("parameters")
                 which = param_changes(run.params, cfg.params(step), step) if "parameters" in changed else ""
+                if which and _loop_trained(step, run.params, cfg.params(step)):
+                    which = _LOOP_TRAINED
                 if impl.reads_changed and impl.reads in changed:  # a reason of its own, named when it is the only one
                     changed.remove(impl.reads)
                     reason = reason or ("" if changed else impl.reads_changed)
@@ -469,6 +471,22 @@ def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any], step: 
 
 
 _UNSET = object()
+
+_LOOP_TRAINED = (": it ran with use_tuned off and the champion's parameters, as `cdl loop` retrains (or a --set for "
+                 "one run); cdl.yaml has use_tuned on, so the next run tunes on this data and trains with the best "
+                 "trial")
+
+
+def _loop_trained(step: str, then: Mapping[str, Any] | None, now: Mapping[str, Any]) -> bool:
+    """Whether model.train's last run differs from cdl.yaml only as `cdl loop` makes it differ: use_tuned off and
+    tunable values. The list of those values ("batch_size 32 → 64; dropout 0.16 → 0.3; …") named what cdl.yaml
+    says, which a run with use_tuned on does not train with, so that a loop that had just deployed a model left
+    model.train stale for reasons that read like somebody's edit."""
+    from runtime.ml.common import TUNABLE
+
+    if step != "model.train" or not then or then.get("use_tuned") is not False or not now.get("use_tuned"):
+        return False
+    return all(k in TUNABLE or k == "use_tuned" for k, _old, _new in _param_diffs(then, now, step))
 
 
 def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN001

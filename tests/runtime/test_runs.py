@@ -165,3 +165,21 @@ def test_a_running_compression_says_which_variants_are_done(packaged):
     assert len(seen) == 2, seen
     assert seen[0].endswith(f"{name}: 1 of 2 variants done (dynamic_int8); now static_int8"), seen
     assert seen[1].endswith(f"{name}: 2 of 2 variants done (dynamic_int8, static_int8)"), seen
+
+
+def test_model_train_after_a_loop_says_why_it_is_stale(small_bbc):
+    """`cdl loop` retrains with the champion's parameters and use_tuned off, for that run only: model.train then
+    showed stale with "batch_size 32 → 64; dropout 0.16 → 0.3; …", cdl.yaml's values, which a run with use_tuned on
+    does not train with, and which read like somebody's edit. It says what happened and what the next run does."""
+    from runtime.jobs.runner import _LOOP_TRAINED
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.tune").ok
+    loop = {"lr": 0.0021, "batch_size": 16, "hidden": 64, "dropout": 0.2, "use_tuned": False}  # as runtime/loop.py
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": loop}).ok
+    train = {s.id: s for s in Runner(ws).statuses()}["model.train"]
+    assert train.status.value == "stale" and train.reason == "parameters changed since it ran" + _LOOP_TRAINED
+    # another difference (epochs) is listed as before
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {**loop, "epochs": 2}}).ok
+    train = {s.id: s for s in Runner(ws).statuses()}["model.train"]
+    assert "epochs 2 → 4" in train.reason and "cdl loop" not in train.reason
