@@ -140,3 +140,7 @@ def test_tensorflow_loads_without_its_start_up_lines_on_the_terminal():
     assert all(_TF_NOISE.match(line) for line in noise)
     assert not _TF_NOISE.match("E0000 00:00:1796516808.852025   21861 op_kernel.cc:1830] OP_REQUIRES failed\n")
     assert not _TF_NOISE.match("Traceback (most recent call last):\n")
+    # a process without file descriptor 2 (a daemon's) still loads it
+    closed = "import os\nos.close(2)\nfrom runtime.ml.common import load_tensorflow\nprint(load_tensorflow().__version__)\n"
+    out = subprocess.run([sys.executable, "-c", closed], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip(), out
