@@ -873,9 +873,16 @@ def labels_undo(obj: dict[str, Any], labeler: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
-    """Labeling progress on the checked-out version."""
-    doc = _queue(obj, "labeler").progress()
-    _dump(doc) if as_json else click.echo(", ".join(f"{k} {v}" for k, v in doc.items()))
+    """Labeling progress on the checked-out version, and labeled items per class."""
+    q = _queue(obj, "labeler")
+    doc = q.progress()
+    by_class = q.class_counts()
+    if as_json:
+        _dump({**doc, "by_class": by_class})
+        return
+    click.echo(", ".join(f"{k} {v}" for k, v in doc.items()))
+    if by_class:  # it gave the totals alone: which classes still need examples was not to be seen
+        click.echo("by class: " + ", ".join(f"{k} {v}" for k, v in by_class.items()))
 
 
 @labels.command("agreement")

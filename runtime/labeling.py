@@ -401,6 +401,18 @@ class LabelQueue:
         return {"total": len(ids), "labeled": labeled, "conflicts": conflicts,
                 "unlabeled": len(ids) - labeled - conflicts}
 
+    def class_counts(self) -> dict[str, int]:
+        """Labeled items per class (as data.import's relabel names them), every class of the queue's keys first and
+        in their order, at 0 where none has it yet: how far each class has got, as Label Studio's label
+        distribution shows it."""
+        states = current_states(self.store)
+        quarantined = self._quarantined()
+        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
+        relabel = workspace_relabel(self.ws)
+        counts = Counter(relabel.get(st.label, st.label) for i in ids
+                         if (st := states.get(i)) is not None and st.label is not None)
+        return {c: counts.pop(c, 0) for c in self.classes()} | dict(sorted(counts.items()))
+
 
 # -- suggestions: a model's pre-annotations ----------------------------------------------------------------
 

@@ -506,6 +506,19 @@ def test_relabel_reads_label_studio_annotations_so(tmp_path, ls_dir):
     tasks = json.loads((ls_dir / "text_classification_export.json").read_text())
     want = [r["value"]["choices"][0] for t in tasks for a in t["annotations"] for r in a["result"]]
     assert sorted(given) == sorted("technology" if w == "tech" else w for w in want) and "tech" not in given
+    # `labels stats` counts a label given in the old spelling under the merged one
+    from runtime.labeling import LabelQueue
+
+    cfg = ws.config()
+    cfg.steps["data.import"]["relabel"] = {"tech": "technology"}
+    cfg.save()
+    q = LabelQueue(ws, "ana")
+    before = q.class_counts()
+    item = next(r for r in q.rows("all") if r.label != "technology")
+    q.set_label(item.uid, "tech")
+    after = q.class_counts()
+    assert "tech" not in after and after["technology"] == before["technology"] + 1
+    assert sum(after.values()) == sum(before.values())
     ws.close()
 
 

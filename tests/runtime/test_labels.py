@@ -602,6 +602,13 @@ def test_a_label_studio_labeling_config_gives_the_classes(image_ws, ls_dir, tmp_
     q.set_label(item.uid, "Trouser")
     with pytest.raises(CdlError, match="not one of the classes in cdl.yaml"):
         q.set_label(item.uid, "Trousers")
+    # `labels stats` says how far each class has got, in the config's order (it gave the totals alone)
+    assert q.class_counts() == {c: int(c == "Trouser") for c in fashion}
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "stats"],
+                         capture_output=True, text=True)
+    assert out.stdout.splitlines() == ["total 6, labeled 1, conflicts 0, unlabeled 5",
+                                       "by class: T-shirt/top 0, Trouser 1, Pullover 0, Dress 0, Coat 0, Sandal 0, "
+                                       "Shirt 0, Sneaker 0, Bag 0, Ankle boot 0"], out
     # what we export for the project is the config it came with
     doc = export_label_studio(ws, tmp_path / "back.json", config=tmp_path / "back.xml")
     assert doc["classes"] == fashion
