@@ -332,3 +332,23 @@ def test_empty_monitoring_plots_say_why(qtbot, tmp_path):
     qtbot.wait(50)
     lo, hi = p.tests_plot.getViewBox().viewRange()[0]
     assert lo <= 1 and hi >= 3, (lo, hi)  # the x range follows the three checks again, not the note's 0..1
+
+
+def test_each_drift_test_after_the_first_check_is_a_point_in_its_own_colour(qtbot, tmp_path):
+    """After the first check each test is one point, with no line to colour: the points were all pyqtgraph's
+    default grey-blue, and which test was which could not be told from the legend."""
+    import pyqtgraph as pg
+
+    from studio.widgets.common import PALETTE
+
+    p = _monitoring_panel(qtbot, tmp_path)
+    now = time.time()
+    tests = [{"name": n, "statistic": s, "p_value": pv, "threshold": th, "drifted": s > th}
+             for n, s, pv, th in (("predicted_class", 860.0, 1e-179, 0.025), ("confidence", 0.07, 0.043, 0.025),
+                                  ("psi:mean_intensity", 1.05, None, 0.2))]
+    check = {"time": now, "device": "edge-1", "model": "m", "version": "1", "window": {"n": 500}, "drifted": True,
+             "tests": tests}
+    p.show_data({**_data([now - 60]), "checks": [check]})
+    curves = [it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.PlotDataItem)]
+    brushes = [pg.mkBrush(c.opts["symbolBrush"]).color().name() for c in curves]
+    assert brushes == [pg.mkColor(c).name() for c in PALETTE[:3]], brushes

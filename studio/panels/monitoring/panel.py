@@ -140,8 +140,11 @@ class MonitoringPanel(Panel):
                     t = next((t for t in c["tests"] if t["name"] == name), None)
                     ys.append(np.nan if t is None else drift_score(t))
                 decades += [float(np.log10(y)) for y in ys if np.isfinite(y)]
-                self.tests_plot.plot(list(range(1, len(ys) + 1)), ys, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=2),
-                                     symbol="o", symbolSize=5, name=name)
+                # markers in the test's colour: after the first check each test is one point, no line, and the
+                # points were all pyqtgraph's grey-blue, so which was which could not be told
+                color = PALETTE[k % len(PALETTE)]
+                self.tests_plot.plot(list(range(1, len(ys) + 1)), ys, pen=pg.mkPen(color, width=2),
+                                     symbol="o", symbolSize=7, symbolBrush=color, symbolPen=color, name=name)
             self.tests_plot.addLine(y=0.0, pen=pg.mkPen("#dc2626", style=pg.QtCore.Qt.PenStyle.DashLine))
             # room above the curves for the legend (two names a row), so that it covers none of them
             room_for_legend(self.tests_plot, min(decades) - 0.2, max(decades) + 0.2,
