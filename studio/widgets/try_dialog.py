@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QProcess
+from PySide6.QtCore import QProcess, Qt
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -26,6 +27,8 @@ from PySide6.QtWidgets import (
 from studio.services.cli import cdl_json
 from studio.services.tasks import run_task
 from studio.widgets.common import Table
+
+PREVIEW = 96  # pixels of the picked image's preview
 
 
 def predict_from_checkpoints(root: Path, refs: list[str], inputs: list[Any], kind: str) -> dict[str, list[dict]]:
@@ -62,7 +65,13 @@ class TryDialog(QDialog):
             self.input = QLabel("no image chosen")
             pick = QPushButton("Choose an image…")
             pick.clicked.connect(self._pick)
+            # the picked image itself, as the labeling panel shows one (only its path was shown)
+            self.preview = QLabel()
+            self.preview.setFixedSize(PREVIEW, PREVIEW)
+            self.preview.setStyleSheet("QLabel { background: #111827; }")
+            self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
             row.addWidget(pick)
+            row.addWidget(self.preview)
             row.addWidget(self.input, 1)
         self.predict_btn = QPushButton("Predict")
         self.predict_btn.setEnabled(False)
@@ -127,6 +136,15 @@ class TryDialog(QDialog):
         if path:
             self.image = Path(path)
             self.input.setText(path)
+            pix = QPixmap(path)
+            if pix.isNull():  # not an image Qt reads: the model may still (Pillow), and says so if not
+                self.preview.setText("?")
+            else:
+                # small images (Fashion-MNIST's 28 pixels) scaled up without smoothing, so their pixels show
+                smooth = max(pix.width(), pix.height()) > PREVIEW
+                self.preview.setPixmap(pix.scaled(PREVIEW, PREVIEW, Qt.AspectRatioMode.KeepAspectRatio,
+                                                  Qt.TransformationMode.SmoothTransformation if smooth
+                                                  else Qt.TransformationMode.FastTransformation))
 
     def inputs(self) -> list[Any]:
         if self.kind == "text":

@@ -143,3 +143,29 @@ def test_the_review_panel_says_what_changed_in_the_data(qtbot, packaged):
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.candidate.activated.emit(p.candidate.currentIndex())
     assert p.data_note.text() == "" and p.data_note.isHidden()
+
+
+def test_the_picked_image_is_shown(qtbot, tmp_path, monkeypatch):
+    """Try… for an image model showed only the picked file's path; the image itself is shown now, a 28-pixel one
+    scaled up to the preview's size."""
+    import numpy as np
+    from PIL import Image
+    from PySide6.QtWidgets import QFileDialog
+
+    from studio.widgets.try_dialog import PREVIEW, TryDialog
+
+    png = tmp_path / "shoe.png"
+    Image.fromarray(np.tile(np.arange(28, dtype=np.uint8) * 9, (28, 1))).save(png)
+    d = TryDialog(None, ["fm:1", "fm:2"], kind="image", via="checkpoint")
+    qtbot.addWidget(d)
+    assert d.preview.pixmap().isNull()
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(png), ""))
+    d._pick()
+    pix = d.preview.pixmap()
+    assert not pix.isNull() and (pix.width(), pix.height()) == (PREVIEW, PREVIEW)
+    assert d.input.text() == str(png) and d.inputs() == [png]
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
+    d._pick()
+    assert d.preview.text() == "?" and d.inputs() == [bad]
