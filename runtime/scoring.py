@@ -182,14 +182,26 @@ class ScoringStore:
         with self.connect() as con:
             return con.execute(sql, params or []).fetchall()
 
-    def add_check(self, check: dict[str, Any]) -> None:
+    def add_check(self, check: dict[str, Any]) -> bool:
+        """Record a check; False where the device's newest check is this one again (the same bundle, window and
+        results: nothing came in since), whose time then becomes this check's. Every `cdl loop`, cron'd `cdl
+        monitor` or minute's rerun of deploy.monitor on a quiet device added the same check again, so that the
+        panel's history and its drift plot filled with copies."""
+        w = check["window"]
         with self.connect() as con:
+            last = con.execute("SELECT id, bundle_id, window_from, window_to, n, drifted, tests, no_known_word "
+                               "FROM drift_checks WHERE device = ? ORDER BY id DESC LIMIT 1",
+                               [check["device"]]).fetchall()
+            if last and list(last[0][1:]) == [check.get("bundle_id"), w["from"], w["to"], w["n"], check["drifted"],
+                                              json.dumps(check["tests"]), check.get("no_known_word")]:
+                con.execute("UPDATE drift_checks SET time = ? WHERE id = ?", [check["time"], last[0][0]])
+                return False
             n = con.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM drift_checks").fetchall()[0][0]
-            w = check["window"]
             con.execute("INSERT INTO drift_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [n, check["time"], check["device"], check["model"], check["version"], check.get("bundle_id"),
                          w["from"], w["to"], w["n"], check["drifted"], json.dumps(check["tests"]),
                          check.get("no_known_word")])
+            return True
 
     def checks(self, device: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         sql = ("SELECT id, time, device, model, version, bundle_id, window_from, window_to, n, drifted, tests, "

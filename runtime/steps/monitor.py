@@ -61,12 +61,13 @@ class MonitorStep(Step):
         store = scoring_store(ctx.workspace)
         for c in results:
             c["window_size"] = p["window"]
-            store.add_check(c)
+            new = store.add_check(c)
             bad = [t["name"] for t in c["tests"] if t["drifted"]]
             unknown = monitor.unknown_line(c)
             ctx.log(f"{c['device']} {c['model']}:{c['version']}: {c['window']['n']} records, "
                     f"{'DRIFT in ' + ', '.join(bad) if bad else c.get('note') or 'no drift'}"
-                    + (f"; {unknown}" if unknown else ""))
+                    + (f"; {unknown}" if unknown else "")
+                    + ("" if new else " (nothing new since the last check: its time is updated, no copy recorded)"))
         drifted = [c for c in results if c["drifted"]]
         summary = {"checks": results, "collected": collected, "drifted": len(drifted)}
         msg = "; ".join([monitor.verdict(results)[1], *(f"{c['device']}: {monitor.unknown_line(c)}" for c in results

@@ -143,6 +143,21 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert states["deploy.monitor"] == "drifted"
     drifted = [t["name"] for t in r.steps[0].summary["checks"][0]["tests"] if t["drifted"]]
     assert "psi:oov_rate" in drifted or "psi:frequent_terms" in drifted
+    # the same check again, nothing having come in (a loop, a cron'd `cdl monitor`): its verdict stands, and the
+    # history keeps one row with the newer time, where every rerun added a copy
+    from runtime.devices import scoring_store
+    from runtime.domain.events import EventKind
+    from runtime.jobs.bus import EventBus
+
+    before = scoring_store(ws).checks("dev1")
+    bus, logs = EventBus(), []
+    bus.subscribe(lambda ev: logs.append(ev.message) if ev.kind == EventKind.LOG else None)
+    again = Runner(ws, bus=bus).run(steps=["deploy.monitor"], overrides={"deploy.monitor": {"window": 300}})
+    assert again.steps[0].status == "drifted"
+    after = scoring_store(ws).checks("dev1")
+    assert len(after) == len(before) and after[-1]["id"] == before[-1]["id"]
+    assert after[-1]["time"] > before[-1]["time"] and after[-1]["tests"] == before[-1]["tests"]
+    assert any("(nothing new since the last check: its time is updated, no copy recorded)" in m for m in logs), logs
     # the proposal: lowest confidence first, raw inputs, in the labeling queue
     m = Runner(ws).run(steps=["deploy.maintain"])
     assert m.ok
