@@ -583,15 +583,18 @@ def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None
 @click.pass_obj
 def data_diff(obj: dict[str, Any], v1: str, v2: str, as_json: bool) -> None:
     """Items added, removed and changed, label changes and class balance between two versions."""
-    from runtime.datasets import diff_json
+    from runtime.datasets import class_order, diff_json, named_order
 
-    doc = diff_json(_ws(obj), v1, v2)
+    ws = _ws(obj)
+    doc = diff_json(ws, v1, v2)
     if as_json:
         _dump(doc)
         return
     click.echo(f"{doc['from']} -> {doc['to']}: +{doc['added']} added, -{doc['removed']} removed, "
                f"{doc['changed']} changed, {doc['label_changes']} label changes")
-    classes = sorted(set(doc["classes_before"]) | set(doc["classes_after"]))
+    # in the model's class order (Fashion-MNIST's T-shirt/top first), as the labeling keys and the review's tables
+    # list them; it was alphabetical
+    classes = class_order(named_order(ws), set(doc["classes_before"]) | set(doc["classes_after"]))
     for c in classes:
         click.echo(f"  {c:<20} {doc['classes_before'].get(c, 0):>7} -> {doc['classes_after'].get(c, 0):>7}")
 

@@ -960,3 +960,26 @@ def test_a_zip_of_one_folder_says_it_is_one_class(tmp_path):
     assert "all 3 file(s) are in folders named 'photos': imported as that one class (`--unlabeled` imports them " \
            "to be labeled)" in batch.notes
     assert not any("one class" in n for n in read_source(zipped, options={"unlabeled": True}).notes)
+
+
+def test_data_diff_lists_the_classes_in_the_models_order(tmp_path):
+    """`cdl data diff` listed Fashion-MNIST's classes alphabetically (Ankle boot first), where the labeling keys,
+    the review's tables and the model's output put T-shirt/top first."""
+    import subprocess
+    import sys
+
+    from runtime.labeling import LabelQueue
+    from tests.conftest import tiny_fashion_workspace
+
+    ws = tiny_fashion_workspace(tmp_path / "ws", n_train=60, n_test=20)
+    assert Runner(ws).run(until="data.version").ok
+    q = LabelQueue(ws, "ana")
+    q.set_label(q.rows("all")[0].uid, "Bag")
+    assert Runner(ws).run(until="data.version").ok
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "diff", "v1", "v2"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    listed = [line.split("  ")[1].strip() for line in out.stdout.splitlines()[1:]]
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert listed == [c for c in fashion if c in listed] and listed[0] == "T-shirt/top", out.stdout
+    ws.close()
