@@ -192,6 +192,27 @@ def test_labeling_panel_keeps_what_an_import_said(studio_ctx, qtbot, tmp_path, m
     qtbot.wait(100)
     assert "labeling config (5 classes) to out.label_config.xml beside it" in p.status_label.text()
     assert '<Choice value="tech"/>' in (tmp_path / "out.label_config.xml").read_text()
+    # an export with a task that matches no item here: the panel asks whether to import the others (it said "pass
+    # --skip-unmatched", an option the panel has not)
+    import json
+
+    from PySide6.QtWidgets import QMessageBox
+
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    tasks.append({"id": 999, "data": {"text": "an article nobody imported"}, "annotations": []})
+    (tmp_path / "more.json").write_text(json.dumps(tasks))
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(tmp_path / "more.json"), ""))
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda parent, title, text, *a: asked.append(text) or QMessageBox.StandardButton.Yes)
+    p._import_ls()
+    qtbot.waitUntil(lambda: "matched no item and were left out" in p.status_label.text(), timeout=30000)
+    assert len(asked) == 1 and "1 task(s) match no item" in asked[0] and "--skip-unmatched" not in asked[0]
+    assert p.status_label.text().endswith("; 1 task(s) matched no item and were left out")
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.StandardButton.No)
+    p._import_ls()
+    qtbot.waitUntil(lambda: "match no item of the checked-out dataset" in p.status_label.text(), timeout=30000)
+    assert "--skip-unmatched" not in p.status_label.text()
 
 
 def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QTextBrowser,
@@ -357,7 +358,7 @@ class LabelingPanel(Panel):
         self.agreement_dialog.open()
 
     def _import_ls(self) -> None:
-        from runtime.labeling import import_label_config, import_label_studio
+        from runtime.labeling import import_label_config
 
         path, _ = QFileDialog.getOpenFileName(self, "Label Studio export, or a project's labeling config",
                                               str(Path.home()), "Label Studio (*.json *.xml);;Export (*.json);;"
@@ -370,11 +371,33 @@ class LabelingPanel(Panel):
                                               "ok"))
             return
         if path:
-            self.work(import_label_studio, self.ctx.workspace, Path(path),
-                      done=lambda r: self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} "
-                                              "conflict(s)" + (f"; {r['already_here']} already here (the same "
-                                                               "labeler's same label)" if r["already_here"] else ""),
-                                              "ok"))
+            self._import_export(Path(path), skip_unmatched=False)
+
+    def _import_export(self, path: Path, skip_unmatched: bool) -> None:
+        from runtime.labeling import import_label_studio
+
+        def done(r: dict[str, Any]) -> None:
+            self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} conflict(s)"
+                     + (f"; {r['already_here']} already here (the same labeler's same label)" if r["already_here"]
+                        else "")
+                     + (f"; {r['unmatched']} task(s) matched no item and were left out" if r.get("unmatched") else ""),
+                     "ok")
+            self.refresh()
+
+        def failed(msg: str) -> None:
+            if "match no item" not in msg or skip_unmatched:
+                self.say(msg, "error")
+                return
+            # the CLI's way round it, --skip-unmatched, was named in a panel that had none
+            what = msg.split(" Import the data first", 1)[0]
+            ask = QMessageBox.question(self, "Tasks that match no item", f"{what}\n\nImport the labels of the "
+                                       "tasks that do match, and leave these out?")
+            if ask == QMessageBox.StandardButton.Yes:
+                self._import_export(path, skip_unmatched=True)
+            else:
+                self.say(what, "error")
+
+        run_task(import_label_studio, self.ctx.workspace, path, skip_unmatched, on_done=done, on_error=failed)
 
     def _export_ls(self) -> None:
         from runtime.labeling import export_label_studio
