@@ -116,8 +116,11 @@ class Runner:
             if run.status == "running":
                 # how long, where and how far: a step another process runs (a `cdl run` in a terminal, a tuning
                 # job the studio watches) showed "running" and nothing more
-                note = "; ".join(x for x in (_running_for(run), _safe_note(get_step(step), self.ws, run)) if x)
-                out[step] = StepState(step, spec, StepStatus.RUNNING, note, last_run=run)
+                how_far, fraction = _safe_note(get_step(step), self.ws, run)
+                note = "; ".join(x for x in (_running_for(run), how_far) if x)
+                # its share done, for the flowchart's progress bar (a running step has no summary of its own)
+                out[step] = StepState(step, spec, StepStatus.RUNNING, note, last_run=run,
+                                      summary={} if fraction is None else {"progress": round(fraction, 4)})
                 continue
             since = ""
             if run.status == "failed":
@@ -575,13 +578,13 @@ def _running_for(run: Any) -> str:  # noqa: ANN401
     return f"for {took}" + (f", {where}" if where else "")
 
 
-def _safe_note(impl: Any, ws: Workspace, run: Any) -> str:  # noqa: ANN401
+def _safe_note(impl: Any, ws: Workspace, run: Any) -> tuple[str, float | None]:  # noqa: ANN401
     """The step's running_note; a registry the running process is writing may refuse a read for a moment, and a
     status must not fail for it."""
     try:
         return impl.running_note(ws, run)
     except Exception:  # noqa: BLE001 - progress is a courtesy
-        return ""
+        return "", None
 
 
 def _upstream_reason(bad: list[tuple[str, StepStatus]]) -> str:

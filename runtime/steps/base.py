@@ -100,10 +100,11 @@ class Step:
         outside the pipeline: "" for most steps."""
         return ""
 
-    def running_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
+    def running_note(self, ws: Any, run: Any) -> tuple[str, float | None]:  # noqa: ANN401
         """How far the running `run` has got, as the registry records it (for `cdl status` and the studio, which
-        see a step that another process runs): "" for most steps."""
-        return ""
+        see a step that another process runs), in words and as a share done (None: not known): ("", None) for
+        most steps."""
+        return "", None
 
     def done_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
         """What a step that is done and up to date says beside "done", where what it made was changed outside the

@@ -280,19 +280,19 @@ class CompressStep(Step):
     def check_params(self, params: dict[str, Any]) -> None:
         _methods(params["methods"])
 
-    def running_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
-        """"ws:3: 2 of 7 variants done (dynamic_int8, static_int8); now distill"."""
+    def running_note(self, ws: Any, run: Any) -> tuple[str, float | None]:  # noqa: ANN401
+        """"ws:3: 2 of 7 variants done (dynamic_int8, static_int8); now distill", and 2/7."""
         export = ws.store.last_done_runs().get("deploy.export")
         methods = _methods((run.params or {}).get("methods") or [])
         if export is None or not methods:
-            return ""
+            return "", None
         name, version = export.summary["name"], export.summary["version"]
         made = {v.variant: v.status for v in ws.store.variants(name, version) if v.created >= run.started}
         done = [m for m, _method, _opts in methods if m in made]
         shown = ", ".join(m + ("" if made[m] == "ok" else f" {made[m]}") for m in done)
         after = next((m for m, _method, _opts in methods if m not in made), None)
         return (f"{name}:{version}: {len(done)} of {len(methods)} variants done" + (f" ({shown})" if shown else "")
-                + (f"; now {after}" if after else ""))
+                + (f"; now {after}" if after else ""), len(done) / len(methods))
 
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.ml import compress_methods

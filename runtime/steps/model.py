@@ -227,11 +227,11 @@ class TuneStep(Step):
     def fingerprint(self, ctx: StepContext) -> str:
         return _code_digest(ctx)
 
-    def running_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
-        """"3 of 8 trials finished (1 complete, 2 pruned), trial 3 running (2 of 4 epochs)"."""
+    def running_note(self, ws: Any, run: Any) -> tuple[str, float | None]:  # noqa: ANN401
+        """"3 of 8 trials finished (1 complete, 2 pruned), trial 3 running (2 of 4 epochs)", and 3/8."""
         exp = _run_experiment(ws, run)
         if exp is None:
-            return "preparing the study"
+            return "preparing the study", 0.0
         trials = ws.store.trials(exp.id)
         params = run.params or {}
         ended = [t for t in trials if t.state != "running"]
@@ -240,7 +240,8 @@ class TuneStep(Step):
         note = f"{len(ended)} of {params.get('n_trials', '?')} trials finished" + (f" ({counts})" if counts else "")
         for t in (t for t in trials if t.state == "running"):
             note += f", trial {t.number} running ({t.epochs} of {params.get('max_epochs', '?')} epochs)"
-        return note
+        n = params.get("n_trials")
+        return note, (min(1.0, len(ended) / n) if isinstance(n, int) and n > 0 else None)
 
     def check_params(self, params: dict[str, Any]) -> None:
         from runtime.ml.tuning import DEFAULT_SPACE, check_enqueued, check_space
@@ -368,14 +369,16 @@ class TrainStep(Step):
         "whole training split.",
     )
 
-    def running_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
-        """"4 of 12 epochs, val_accuracy 0.9012"."""
+    def running_note(self, ws: Any, run: Any) -> tuple[str, float | None]:  # noqa: ANN401
+        """"4 of 12 epochs, val_accuracy 0.9012", and 4/12."""
         exp = _run_experiment(ws, run)
         trials = ws.store.trials(exp.id) if exp is not None else []
         if not trials:
-            return "preparing"
+            return "preparing", 0.0
         t = trials[0]
-        return f"{t.epochs} of {(run.params or {}).get('epochs', '?')} epochs{_val_accuracy(ws, t)}"
+        n = (run.params or {}).get("epochs")
+        return (f"{t.epochs} of {n or '?'} epochs{_val_accuracy(ws, t)}",
+                min(1.0, t.epochs / n) if isinstance(n, int) and n > 0 else None)
 
     def check_params(self, params: dict[str, Any]) -> None:
         ref = str(params.get("init_from") or "").strip()

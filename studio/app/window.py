@@ -403,8 +403,8 @@ class MainWindow(QMainWindow):
         from runtime.api import step_states
 
         def states() -> dict[str, Any]:
-            return {"steps": [{"id": s.id, "status": s.status.value, "reason": s.reason} for s in
-                              step_states(self.ctx.workspace)]}
+            return {"steps": [{"id": s.id, "status": s.status.value, "reason": s.reason, "summary": s.summary}
+                              for s in step_states(self.ctx.workspace)]}
 
         run_task(states, on_done=self._on_status, on_error=lambda m: self.statusBar().showMessage(m))
 
@@ -460,6 +460,10 @@ class MainWindow(QMainWindow):
         if outside:
             self.job_bar.idle("; ".join(f"{k} runs outside the studio" + (f" ({why})" if why else "")
                                         for k, why in outside.items()))
+            for s in status["steps"]:  # the node's bar, where the step's records say how far it is
+                fraction = (s.get("summary") or {}).get("progress") if s["id"] in outside else None
+                if fraction is not None:
+                    self.document.model.set_progress(s["id"], float(fraction), s.get("reason", ""))
             self._outside_timer.start()
         elif ended and not own:
             self.job_bar.idle(", ".join(f"{k} {states.get(k, 'ended')}" for k in ended) + " (run outside the studio)")

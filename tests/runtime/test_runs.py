@@ -123,6 +123,7 @@ def test_a_running_step_says_how_long_where_and_how_far(small_bbc):
 
     ws = small_bbc
     seen: dict[str, list[str]] = {"model.tune": [], "model.train": []}
+    shares: dict[str, list[float | None]] = {"model.tune": [], "model.train": []}
     bus = EventBus()
 
     def on_event(ev) -> None:  # noqa: ANN001 - in the runner's thread, between two epochs
@@ -130,6 +131,7 @@ def test_a_running_step_says_how_long_where_and_how_far(small_bbc):
             state = {s.id: s for s in Runner(ws).statuses()}[ev.step]
             assert state.status.value == "running"
             seen[ev.step].append(state.reason)
+            shares[ev.step].append(state.summary.get("progress"))  # for the flowchart's bar
 
     bus.subscribe(on_event)
     assert Runner(ws, bus=bus).run(until="model.train").ok
@@ -140,6 +142,8 @@ def test_a_running_step_says_how_long_where_and_how_far(small_bbc):
     assert re.search(r"[12] of 3 trials finished \(\d complete", tune[-1]), tune[-1]
     assert re.search(r"1 of 4 epochs, val_accuracy 0\.\d{4}$", train[0]), train[0]
     assert re.search(r"\d of 4 epochs", train[-1])
+    assert shares["model.tune"][0] == 0.0 and shares["model.tune"][-1] in (round(1 / 3, 4), round(2 / 3, 4))
+    assert shares["model.train"][0] == 0.25 and all(0 < x <= 1 for x in shares["model.train"])
     # a finished step says nothing of the kind
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["model.tune"].status.value == "done" and "trials finished" not in states["model.tune"].reason
@@ -152,11 +156,14 @@ def test_a_running_compression_says_which_variants_are_done(packaged):
 
     ws = packaged
     seen: list[str] = []
+    shares: list[float | None] = []
     bus = EventBus()
 
     def on_event(ev) -> None:  # noqa: ANN001 - in the runner's thread, after each variant is recorded
         if ev.kind == EventKind.LOG and ev.step == "deploy.compress":
-            seen.append({s.id: s for s in Runner(ws).statuses()}["deploy.compress"].reason)
+            state = {s.id: s for s in Runner(ws).statuses()}["deploy.compress"]
+            seen.append(state.reason)
+            shares.append(state.summary.get("progress"))
 
     bus.subscribe(on_event)
     assert Runner(ws, bus=bus).run(steps=["deploy.compress"], force=True).ok
@@ -164,6 +171,7 @@ def test_a_running_compression_says_which_variants_are_done(packaged):
     name = f"{ref['name']}:{ref['version']}"
     assert len(seen) == 2, seen
     assert seen[0].endswith(f"{name}: 1 of 2 variants done (dynamic_int8); now static_int8"), seen
+    assert shares == [0.5, 1.0]  # the flowchart's bar
     assert seen[1].endswith(f"{name}: 2 of 2 variants done (dynamic_int8, static_int8)"), seen
 
 

@@ -498,7 +498,18 @@ def test_a_step_run_outside_the_studio_is_followed_until_it_ends(qtbot, tmp_path
     assert tuning is w.panels["tuning"]
     loads: list[int] = []
     tuning.refresh = lambda: loads.append(1)
-    run = ws.store.start_step_run("model.tune", None, "fp", {"n_trials": 8})
+    run = ws.store.start_step_run("model.tune", None, "fp", {"n_trials": 8, "max_epochs": 4})
+    # two of its eight trials ended, as a tuning run records them: the node's bar says a quarter
+    exp = ws.store.create_experiment(kind="tune", step="model.tune", job=None, dataset_version="v1", transform="t",
+                                     framework="torch", template="mlp")
+    for k in range(3):
+        trial = ws.store.create_trial(exp.id, k, {"lr": 0.001})
+        if k < 2:
+            ws.store.finish_trial(trial.id, "pruned", 0.5, 1)
     qtbot.waitUntil(lambda: len(loads) >= 2, timeout=4 * w.OUTSIDE_POLL_MS + 20000)
     assert "model.tune runs outside the studio (for " in w.job_bar.label.text()
+    assert "2 of 8 trials finished (2 pruned), trial 2 running (0 of 4 epochs)" in w.job_bar.label.text()
+    tune = w.document.model.nodes["model.tune"]
+    qtbot.waitUntil(lambda: tune.progress == 0.25, timeout=2 * w.OUTSIDE_POLL_MS + 20000)
+    assert tune.status == "running"
     ws.store.finish_step_run(run, "failed", error="stopped")
