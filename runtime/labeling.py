@@ -385,10 +385,15 @@ class LabelQueue:
     def undo(self) -> LabelRecord | None:
         return self.store.undo_last(self.labeler)
 
-    def progress(self) -> dict[str, int]:
-        states = current_states(self.store)
+    def _counted(self) -> tuple[set[str], dict[str, LabelState]]:
+        """The items progress and class_counts count (the checked-out version's, quarantine aside, and those
+        imported since), with every item's effective label."""
         quarantined = self._quarantined()
         ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
+        return ids, current_states(self.store)
+
+    def progress(self) -> dict[str, int]:
+        ids, states = self._counted()
         labeled = conflicts = 0
         for i in ids:
             st = states.get(i)
@@ -405,9 +410,7 @@ class LabelQueue:
         """Labeled items per class (as data.import's relabel names them), every class of the queue's keys first and
         in their order, at 0 where none has it yet: how far each class has got, as Label Studio's label
         distribution shows it."""
-        states = current_states(self.store)
-        quarantined = self._quarantined()
-        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
+        ids, states = self._counted()
         relabel = workspace_relabel(self.ws)
         counts = Counter(relabel.get(st.label, st.label) for i in ids
                          if (st := states.get(i)) is not None and st.label is not None)
@@ -808,6 +811,10 @@ def _png_data_uri(array) -> str:  # noqa: ANN001
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+# how the refusal of unmatched tasks ends: the labeling panel, which has no such option, asks instead
+UNMATCHED_HINT = " Import the data first, or pass --skip-unmatched"
+
+
 def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False) -> dict[str, Any]:
     """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
 
@@ -891,8 +898,8 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     if unmatched and not skip_unmatched:
         raise DataImportError(
             f"{path}: {len(unmatched)} task(s) match no item of the checked-out dataset "
-            f"(tasks {', '.join(unmatched[:10])}{'...' if len(unmatched) > 10 else ''}); nothing was imported. "
-            "Import the data first, or pass --skip-unmatched"
+            f"(tasks {', '.join(unmatched[:10])}{'...' if len(unmatched) > 10 else ''}); nothing was imported."
+            + UNMATCHED_HINT
         )
     ws.store.replace_labels(prefix, rows)
     return {"tasks": len(tasks), "labels": sum(1 for r in rows if r.get("action", "label") == "label"),

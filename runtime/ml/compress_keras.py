@@ -46,10 +46,9 @@ def sparsity(model) -> float:  # noqa: ANN001
 
 def prune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], amount: float, epochs: int,
           lr: float, seed: int):  # noqa: ANN001, ANN201
-    _keras()
+    keras = _keras()  # TensorFlow first, its start-up lines kept off the terminal
     import tensorflow_model_optimization as tfmot
 
-    keras = _keras()
     keras.utils.set_random_seed(seed)
     schedule = tfmot.sparsity.keras.ConstantSparsity(amount, begin_step=0, frequency=1)
 
@@ -86,10 +85,9 @@ def _copy_weights(src, dst) -> None:  # noqa: ANN001
 def qat(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epochs: int, lr: float,
         seed: int):  # noqa: ANN001, ANN201
     """Quantization-aware training of Dense and Conv2D layers (others, like LayerNormalization, stay float)."""
-    _keras()
+    keras = _keras()  # TensorFlow first, its start-up lines kept off the terminal
     import tensorflow_model_optimization as tfmot
 
-    keras = _keras()
     keras.utils.set_random_seed(seed)
     qk = tfmot.quantization.keras
 

@@ -184,7 +184,6 @@ def _val_accuracy(ws: Any, trial: Any) -> str:  # noqa: ANN401
     return f", val_accuracy {last[-1]['val_accuracy']:.4f}" if last else ""
 
 
-
 class TuneStep(Step):
     spec = StepSpec(
         id="model.tune",

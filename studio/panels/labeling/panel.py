@@ -374,7 +374,7 @@ class LabelingPanel(Panel):
             self._import_export(Path(path), skip_unmatched=False)
 
     def _import_export(self, path: Path, skip_unmatched: bool) -> None:
-        from runtime.labeling import import_label_studio
+        from runtime.labeling import UNMATCHED_HINT, import_label_studio
 
         def done(r: dict[str, Any]) -> None:
             self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} conflict(s)"
@@ -385,11 +385,11 @@ class LabelingPanel(Panel):
             self.refresh()
 
         def failed(msg: str) -> None:
-            if "match no item" not in msg or skip_unmatched:
+            if not msg.endswith(UNMATCHED_HINT) or skip_unmatched:
                 self.say(msg, "error")
                 return
             # the CLI's way round it, --skip-unmatched, was named in a panel that had none
-            what = msg.split(" Import the data first", 1)[0]
+            what = msg.removesuffix(UNMATCHED_HINT)
             ask = QMessageBox.question(self, "Tasks that match no item", f"{what}\n\nImport the labels of the "
                                        "tasks that do match, and leave these out?")
             if ask == QMessageBox.StandardButton.Yes:
