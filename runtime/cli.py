@@ -223,16 +223,21 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
 def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) -> None:  # noqa: ANN001
     """--set values are for this run only, as `mlflow run -P` is: say what that means for the next run (the step
     is stale against cdl.yaml and runs again with its values), or, with --save and a run that succeeded, write
-    them into cdl.yaml (as `dvc exp apply` keeps an experiment's parameters), so that the steps stay up to date."""
+    them into cdl.yaml (as `dvc exp apply` keeps an experiment's parameters), so that the steps stay up to date.
+    A run that stopped to wait for a person (model.review) succeeded as far as it could go, and saves too: it said
+    "the run did not succeed (failed)", and after the approval the next `cdl run` tuned and trained again with
+    cdl.yaml's values, another model than the one approved."""
     from runtime.params import set_step_params
 
     cfg = ws.config()
-    if save and result.ok:
+    if save and (result.ok or result.waiting_at):  # a run that stops at a review did all it could: keep the values
         said = []
         for step, values in overrides.items():
             changed = set_step_params(ws, step, values)["changed"]
             said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
-        click.echo("saved in cdl.yaml: " + ("; ".join(said) if said else "(it had these values already)"), err=True)
+        click.echo("saved in cdl.yaml: " + ("; ".join(said) if said else "(it had these values already)")
+                   + (f" (the run waits at {result.waiting_at}; the next `cdl run` goes on with them)"
+                      if result.waiting_at else ""), err=True)
         return
     differ = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() for k, v in values.items()
               for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]

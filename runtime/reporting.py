@@ -32,10 +32,9 @@ def _waiting(o: Any) -> bool:  # noqa: ANN401
 def job_json(result: JobResult) -> dict[str, Any]:
     """The run for scripts. A step that waits for a person (model.review's review, deploy.push's first device) is
     "waiting", and so is the run it ended, as `cdl status` and `cdl runs` say: both read "failed" here."""
-    waiting = any(_waiting(o) for o in result.steps)
     return {
         "job": result.job,
-        "status": "waiting" if waiting and result.status == "failed" else result.status,
+        "status": "waiting" if result.waiting_at else result.status,
         "steps": [{**o.to_dict(), **({"status": "waiting"} if _waiting(o) else {}), "metrics": _metrics(o.summary),
                    "gate_failed": o.gate} for o in result.steps],
     }

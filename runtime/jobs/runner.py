@@ -69,6 +69,17 @@ class JobResult:
     def ok(self) -> bool:
         return self.status == "done"
 
+    @property
+    def waiting_at(self) -> str | None:
+        """The step the run stopped at to wait for a person (model.review's review, deploy.push's first device),
+        where nothing failed: None for a run that succeeded, failed or was cancelled."""
+        if self.status != "failed":
+            return None
+        stopped = next((o for o in self.steps if o.status == "failed"), None)
+        if stopped is None or run_ending(stopped.status, stopped.error, stopped.summary) != StepStatus.WAITING.value:
+            return None
+        return stopped.step
+
 
 class Runner:
     def __init__(self, workspace: Workspace, bus: EventBus | None = None, job: str | None = None,

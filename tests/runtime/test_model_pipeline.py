@@ -76,8 +76,16 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
     runs = json.loads(cdl(ws, "runs", "model.review", "--json", check=True).stdout)["runs"]
     assert runs[0]["status"] == "waiting" and "awaits review" in runs[0]["error"], runs[0]
     # and so in --json and JUnit, which said "failed" ("not run: an earlier step failed" for the steps after it)
-    r = cdl(ws, "run", "--until", "deploy.export", "--json", "--junit", str(ws.root / "report.xml"))
+    # --save with a run that stops at the review keeps the values: it said "the run did not succeed (failed)", and
+    # after the approval the next run ran again with cdl.yaml's (tuned and trained another model than the one approved)
+    was = ws.config().params("model.evaluate")["threshold"]
+    r = cdl(ws, "run", "--until", "deploy.export", "--json", "--junit", str(ws.root / "report.xml"),
+            "--set", "model.evaluate.threshold=0.25", "--save")
     assert r.returncode == 1  # CI fails on it, as on a failure
+    assert (f"saved in cdl.yaml: model.evaluate.threshold {was} → 0.25 (the run waits at model.review; the next "
+            "`cdl run` goes on with them)") in r.stderr, r.stderr[-2000:]
+    assert ws.config().params("model.evaluate")["threshold"] == 0.25
+    assert {s.id: s.status for s in Runner(ws).statuses()}["model.evaluate"] == "done"
     doc = json.loads(r.stdout)
     assert doc["status"] == "waiting" and [(s["id"], s["status"]) for s in doc["steps"][-2:]] == [
         ("model.review", "waiting"), ("deploy.export", "not-run")], doc
