@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the active bundle over gRPC (TLS), journal every prediction")
     serve.add_argument("--data-dir", required=True, type=Path,
                        help="the folder `cdl devices enroll` made (agent.json, tls/); bundles and the journal go here")
-    serve.add_argument("--listen", default="0.0.0.0:8001", help="HOST:PORT (default 0.0.0.0:8001)")
+    serve.add_argument("--listen", default=None, metavar="HOST:PORT",
+                       help="where the gRPC services listen (default: agent.json's listen, which `cdl devices "
+                       "enroll` sets to the enrolled port; 0.0.0.0:8001 where it has none)")
     serve.add_argument("--workers", type=int, default=None,
                        help="agent processes sharing the port, one core each (default: agent.json's workers, 1)")
     serve.add_argument("--metrics", default=None, metavar="HOST:PORT",
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.server import run
 
     try:
-        check_listen(args.listen)
+        if args.listen is not None:
+            check_listen(args.listen)
         for flag, value in (("--metrics", args.metrics), ("--http", args.http)):
             if value:
                 try:

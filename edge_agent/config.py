@@ -19,8 +19,11 @@
      "metrics_listen": null,                HOST:PORT of Prometheus metrics (GET /metrics, plain HTTP; off when
                                             null; edge_agent.metrics)
      "metrics_auth": "open" | "token",      token: /metrics wants the device token (Authorization: Bearer)
-     "http_listen": null}                   HOST:PORT of the Open Inference Protocol's REST binding (HTTPS with
+     "http_listen": null,                   HOST:PORT of the Open Inference Protocol's REST binding (HTTPS with
                                             the agent's certificate; off when null; edge_agent.rest)
+     "listen": "0.0.0.0:8001"}              HOST:PORT of the gRPC services, where `cdl-edge serve` has no
+                                            --listen: enroll writes the enrolled port (on every interface, or on
+                                            the loopback where enrolled there); null: 0.0.0.0:8001
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class AgentConfig:
     metrics_listen: str | None = DEFAULTS["metrics_listen"]
     metrics_auth: str = DEFAULTS["metrics_auth"]
     http_listen: str | None = DEFAULTS["http_listen"]
+    listen: str | None = DEFAULTS["listen"]
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -116,7 +120,7 @@ class AgentConfig:
             raise ConfigError(f"{path}: min_free_bytes must be a whole number of bytes, got {cfg.min_free_bytes!r}")
         if cfg.metrics_auth not in ("open", "token"):
             raise ConfigError(f"{path}: metrics_auth must be 'open' or 'token', got {cfg.metrics_auth!r}")
-        for key in ("metrics_listen", "http_listen"):
+        for key in ("metrics_listen", "http_listen", "listen"):
             value = getattr(cfg, key)
             if value is None:
                 continue

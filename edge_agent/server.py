@@ -912,10 +912,13 @@ def check_certificate(config: AgentConfig) -> float | None:
     return left
 
 
-def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0, metrics: str | None = None,
+def run(data_dir: Path, listen: str | None, workers: int | None = None, index: int = 0, metrics: str | None = None,
         parent_pid: int | None = None, http: str | None = None) -> None:
     """parent_pid: the kernel kills this agent when that process dies (workers 1..N-1 get worker 0's; `cdl serve`
-    gives its own, so an agent it started never outlives it)."""
+    gives its own, so an agent it started never outlives it). listen None: agent.json's `listen` (the port the
+    device was enrolled at), else 0.0.0.0:8001. It was 0.0.0.0:8001 always: `cdl-edge serve --data-dir DIR`, as
+    the workstation's "is its agent running?" advice and the systemd unit start it, listened where the workspace
+    does not connect for a device enrolled at another port."""
     if index or parent_pid:
         from edge_agent.workers import die_with_parent
 
@@ -923,6 +926,15 @@ def run(data_dir: Path, listen: str, workers: int | None = None, index: int = 0,
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s " + (f"[worker {index}] " if index else "") + "%(message)s")
     config = AgentConfig.load(Path(data_dir))
+    if listen is None:
+        from edge_agent.proto.address import DEFAULT_LISTEN
+
+        listen = config.listen or DEFAULT_LISTEN
+    elif config.listen and index == 0 and listen.rpartition(":")[2] != config.listen.rpartition(":")[2]:
+        log.warning("--listen %s: the device was enrolled at port %s (agent.json's listen %s), where the "
+                    "workspace connects unless a port is forwarded to this one; drop --listen, or enroll it again "
+                    "at this port (`cdl devices enroll %s --address HOST:%s --replace`)", listen,
+                    config.listen.rpartition(":")[2], config.listen, config.device, listen.rpartition(":")[2])
     claim = None if index else claim_folder(config.data_dir)
     try:
         asyncio.run(serve(config, listen, workers, index, claim, metrics, http))

@@ -85,7 +85,7 @@ def build_edge(wheel: Path, version: str, out: Path) -> Path:
         _add(tar, edge / "Containerfile", f"{base}/Containerfile")
         readme = (f"CDL Studio edge agent {version}\n\nsudo ./install.sh /path/to/enrolled-folder "
                   f"./{wheel.name}\n\nor: pip install \"./{wheel.name}[edge]\" && cdl-edge serve --data-dir DIR "
-                  "--listen HOST:PORT\n").encode()
+                  "(it listens on the port the device was enrolled at: agent.json's listen)\n").encode()
         info = tarfile.TarInfo(f"{base}/README.txt")
         info.size, info.mode = len(readme), 0o644
         tar.addfile(info, io.BytesIO(readme))

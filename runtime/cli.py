@@ -1294,7 +1294,8 @@ def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | Non
         _dump({k: v for k, v in doc.items() if k != "token"})
         return
     click.echo(f"enrolled {name} at {address}; its folder: {doc['enroll_dir']}\n"
-               f"copy that folder to the device and run:\n  {doc['start']}")
+               f"copy that folder to the device and run:\n  {doc['start']}\n"
+               f"(it listens on {doc['listen']}: agent.json's listen, from --address)")
     if doc.get("warning"):
         click.echo(f"warning: {doc['warning']}", err=True)
 

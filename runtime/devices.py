@@ -39,7 +39,9 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
            metrics_listen: str | None = None, metrics_auth: str | None = None,
            http_listen: str | None = None) -> dict[str, Any]:
     """Make the device's folder (agent.json, TLS certificate and key, the workspace's public key) and record
-    the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR --listen ADDRESS`.
+    the device. Copy the folder to the device and start `cdl-edge serve --data-dir DIR`: agent.json's `listen` is
+    the enrolled port (edge_agent.proto.address.listen_for), where the agent listened on 0.0.0.0:8001 without
+    --listen, and the systemd unit always did.
     A name already enrolled is refused unless `replace`: the device would get a new token, and the agent
     running from its old folder would refuse the workspace from then on. cert_days: how long its TLS certificate
     is valid (runtime.pki.DEVICE_CERT_DAYS); enrolling again with `replace` renews it.
@@ -49,7 +51,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     journal_sync, keep_bundles, ...), nor drop the other workspaces' keys it trusts."""
     import hashlib
 
-    from edge_agent.proto.address import split_address
+    from edge_agent.proto.address import listen_for, split_address
     from edge_agent.proto.agent_json import CREDENTIALS, DEFAULTS
     from runtime.keys import key_files, signing_key
     from runtime.pki import DEVICE_CERT_DAYS, ca, ca_files, device_certificate
@@ -109,6 +111,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
              "retention_seconds": retention_seconds, "workers": workers, "metrics_listen": metrics_listen,
              "metrics_auth": metrics_auth, "http_listen": http_listen}
     settings.update({k: v for k, v in given.items() if v is not None})
+    settings["listen"] = listen_for(address)  # where this workspace will connect, --replace at a new port too
     for key in ("metrics_listen", "http_listen"):
         if given[key] == "":
             settings[key] = None
@@ -136,7 +139,8 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint,
                         enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
     doc = {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
-           "token": token, "start": f"cdl-edge serve --data-dir {shlex.quote(str(out))} --listen {shlex.quote(address)}"}
+           "token": token, "listen": settings["listen"],
+           "start": f"cdl-edge serve --data-dir {shlex.quote(str(out))}"}
     made = [what for what, new in (("bundle-signing key", new_key), ("CA", new_ca)) if new]
     if made and others:  # what they trust was gone: this was made for the workspace
         doc["warning"] = (f"the workspace's {' and '.join(made)} {'was' if len(made) == 1 else 'were'} gone, and "

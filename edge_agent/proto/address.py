@@ -20,6 +20,18 @@ def split_address(address: str, example: str = "0.0.0.0:8001") -> tuple[str, int
 
 
 _ANY = {"0.0.0.0", "::", "[::]", ""}
+DEFAULT_LISTEN = "0.0.0.0:8001"  # Triton's gRPC port, where agent.json names none
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def listen_for(address: str) -> str:
+    """Where an agent enrolled at ADDRESS listens (agent.json's `listen`): the enrolled port on every interface,
+    as Triton does (the enrolled host may be a name or an address the device does not bind, behind NAT), and on
+    the loopback where it was enrolled on the loopback (an agent for this machine alone stays there)."""
+    host, port = split_address(address)
+    if host.startswith(_LOOPBACK):
+        return f"{host}:{port}"
+    return f"[::]:{port}" if ":" in host.strip("[]") else f"0.0.0.0:{port}"
 
 
 def clash(listeners: dict[str, str | None]) -> str | None:

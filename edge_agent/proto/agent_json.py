@@ -19,5 +19,6 @@ DEFAULTS: dict[str, Any] = {
     "metrics_listen": None,
     "metrics_auth": "open",
     "http_listen": None,
+    "listen": None,  # None: edge_agent.proto.address.DEFAULT_LISTEN; enroll writes listen_for(--address)
 }
 CERT_WARN_DAYS = 30  # the agent's log and `cdl devices list` warn this long before the TLS certificate expires

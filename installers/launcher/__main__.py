@@ -2,7 +2,7 @@
 
     python3.11 cdl-studio.pyz                      # first start installs, then opens the studio
     python3.11 cdl-studio.pyz run --until data.label   # any `cdl` command
-    python3.11 cdl-studio.pyz --entry cdl-edge serve --data-dir DIR --listen 0.0.0.0:8001
+    python3.11 cdl-studio.pyz --entry cdl-edge serve --data-dir DIR
     options: --home DIR (default $XDG_DATA_HOME/cdl-studio), --extras all|edge|... , --reinstall
 
 The wheel travels inside this file. On the first start (or when the wheel or the extras change) the launcher

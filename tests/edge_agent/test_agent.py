@@ -1210,3 +1210,50 @@ def test_install_as_another_user_than_the_agents_is_warned_of(tmp_path):
                           str(folder)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"warning: {folder} belongs to user id 4321, not to you (0): run this as the agent's user" in out.stderr
+
+
+def test_an_agent_started_without_listen_serves_where_the_device_was_enrolled(text_ws, tmp_path):
+    """`cdl-edge serve --data-dir DIR` listened on 0.0.0.0:8001 whatever port the device was enrolled at, and so did
+    the systemd unit (its --listen fixed to 0.0.0.0:8001): the workspace found "nothing listens at
+    127.0.0.1:PORT", and its own advice ("Start it on the device with `cdl-edge serve --data-dir DIR`") started the
+    agent at 8001 again. agent.json's `listen` now holds the enrolled port, which the agent takes by default."""
+    import socket
+
+    from edge_agent.proto.address import listen_for
+    from runtime.devices import enroll
+
+    assert listen_for("10.0.0.7:8001") == "0.0.0.0:8001"  # every interface: the host may be a name, or behind NAT
+    assert listen_for("pi1.local:9000") == "0.0.0.0:9000"
+    assert listen_for("[fe80::2]:9001") == "[::]:9001"
+    assert listen_for("127.0.0.1:9002") == "127.0.0.1:9002"  # an agent for this machine alone stays there
+    assert listen_for("localhost:9003") == "localhost:9003"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "cam1"
+    doc = enroll(text_ws, "cam1", f"127.0.0.1:{port}", out)
+    assert doc["start"] == f"cdl-edge serve --data-dir {out}" and doc["listen"] == f"127.0.0.1:{port}"
+    assert json.loads((out / "agent.json").read_text())["listen"] == f"127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"listening on 127.0.0.1:{port} " in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        with DeviceClient(text_ws, "cam1", timeout=10) as c:
+            assert c.health()["device"] == "cam1"  # where the workspace connects
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # an explicit --listen elsewhere serves there, and says where the workspace connects
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(out), "--listen",
+                             "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on 127.0.0.1:" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        err = proc.communicate(timeout=10)[1]
+    assert f"--listen 127.0.0.1:0: the device was enrolled at port {port} (agent.json's listen 127.0.0.1:{port}), " \
+        "where the workspace connects unless a port is forwarded to this one" in err, err
+    # enrolled again at another address: the folder follows
+    enroll(text_ws, "cam1", "10.0.0.7:8005", replace=True)
+    assert json.loads((out / "agent.json").read_text())["listen"] == "0.0.0.0:8005"

@@ -37,4 +37,8 @@ def test_agent_imports_no_engine():
 def test_installers_exist():
     unit = (ROOT / "installers" / "edge" / "cdl-edge.service").read_text()
     assert "cdl-edge serve --data-dir" in unit
+    # it listens where agent.json says (the enrolled port): --listen 0.0.0.0:8001 served where nobody connects
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert "--listen" not in start, start
+    assert "--listen" not in (ROOT / "installers" / "edge" / "Containerfile").read_text().split("ENTRYPOINT")[1]
     assert "ENTRYPOINT" in (ROOT / "installers" / "edge" / "Containerfile").read_text()

@@ -24,7 +24,7 @@ def test_the_start_command_is_one_a_shell_runs(text_ws, tmp_path):
     out = tmp_path / "my devices" / "edge-1.lab_2"
     doc = enroll(text_ws, "edge-1.lab_2", "127.0.0.1:9000", out)
     argv = shlex.split(doc["start"])
-    assert argv == ["cdl-edge", "serve", "--data-dir", str(out), "--listen", "127.0.0.1:9000"]
+    assert argv == ["cdl-edge", "serve", "--data-dir", str(out)]  # agent.json's listen says where
 
 
 def test_a_workspace_folder_name_that_cannot_name_a_model(tmp_path):

@@ -220,7 +220,7 @@ class DevicesPanel(Panel):
                            for h in reversed(d["history"])])
         if not d["devices"]:
             self.say("No device enrolled: press Enroll…, copy the folder it makes to the device and start "
-                     "`cdl-edge serve --data-dir DIR --listen HOST:PORT` there.")
+                     "`cdl-edge serve --data-dir DIR` there (it listens on the enrolled port).")
 
     def _selected(self) -> str | None:
         sel = self.devices.selected_data()
@@ -244,7 +244,8 @@ class DevicesPanel(Panel):
             return
 
         def done(r: dict[str, Any]) -> None:
-            said = f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}"
+            said = (f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}\n"
+                    f"(it listens on {r['listen']}, agent.json's listen)")
             if r.get("warning"):  # the workspace's key or CA was made anew: the other devices must be enrolled again
                 self.say(f"{said}\nWarning: {r['warning']}", "warning")
             else:
