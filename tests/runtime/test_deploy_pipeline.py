@@ -274,6 +274,29 @@ def test_image_model_through_an_agent(tmp_path, agent_factory):
                        r"BYTES of shape \[N\]"):
         client.infer("fm", [two])
     client.close()
+    # the same files over the REST binding with the stock tritonclient.http, which sends BYTES as binary data (the
+    # protocol's JSON holds BYTES as strings); it was checked by hand only
+    import json
+    import ssl
+
+    import tritonclient.http as th
+
+    folder = agent.data_dir
+    (folder / "agent.json").write_text(json.dumps({**json.loads((folder / "agent.json").read_text()),
+                                                   "http_listen": "127.0.0.1:0"}))
+    agent.stop()
+    agent.start()
+    ca = str(ws.root / ".cdl/pki/ca.crt")
+    rest = th.InferenceServerClient(agent.rest_url.split("//")[1].removesuffix("/v2"), ssl=True,
+                                    ssl_context_factory=lambda: ssl.create_default_context(cafile=ca))
+    files_in = th.InferInput("image", [2], "BYTES")
+    files_in.set_data_from_numpy(np.array(sent, dtype=np.object_))  # binary_data=True, tritonclient's default
+    r = rest.infer("fm", [files_in])
+    np.testing.assert_allclose(r.as_numpy("probabilities"), sess.run(["probabilities"], {"input": x})[0], atol=1e-5)
+    pixels = th.InferInput("image", list(images.shape), "UINT8")
+    pixels.set_data_from_numpy(images, binary_data=False)  # pixels as JSON numbers
+    np.testing.assert_allclose(rest.infer("fm", [pixels]).as_numpy("probabilities"), expected, atol=1e-5)
+    rest.close()
     # `cdl models predict fm:1:static_int8 --file IMAGE`: the variant in onnxruntime, as the device answered
     from runtime.ml.predict import predict_items
 
