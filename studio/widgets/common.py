@@ -165,12 +165,36 @@ def add_legend(plot, offset: tuple[int, int] = (10, 10), columns: int = 1):  # n
 
 def room_for_legend(plot, lo: float, hi: float, rows: int) -> None:  # noqa: ANN001
     """Set the y range so that the data (lo to hi, in the view's coordinates: log10 on a log axis) fill the lower
-    part and a band on top holds a legend of `rows` lines placed at the top, covering none of the data."""
+    part and a band on top holds a legend of `rows` lines placed at the top, covering none of the data. The band
+    is the legend's height in pixels over the plot's (it was a fixed share, a quarter for one line, which the
+    legend's 45 or so pixels outgrew in a plot 200 pixels high: it covered the best trial's point), and is set
+    again when the plot is resized, unless someone has zoomed or panned it since."""
+    plot._legend_room = (lo, hi, rows)
+    _apply_room(plot)
+    vb = plot.getViewBox()
+    if not getattr(plot, "_legend_room_hooked", False):
+        plot._legend_room_hooked = True
+        vb.sigResized.connect(lambda *_: _apply_room(plot, only_if_ours=True))
+
+
+def _apply_room(plot, only_if_ours: bool = False) -> None:  # noqa: ANN001
+    lo, hi, rows = plot._legend_room
+    vb = plot.getViewBox()
+    if only_if_ours and tuple(vb.viewRange()[1]) != getattr(plot, "_legend_range", None):
+        return  # zoomed or panned since, or another draw set its own range
     span = (hi - lo) or max(abs(hi) * 0.02, 0.01)
-    band = min(0.6, 0.1 + 0.16 * rows)  # share of the height: the legend's frame, and a line per row
+    height = vb.sceneBoundingRect().height()
+    legend = plot.getPlotItem().legend
+    if height >= 80:  # laid out: the legend's own height (or a line's 20 pixels a row), its offset and a margin
+        drawn = legend.boundingRect().height() if legend is not None and legend.items else 0.0
+        offset = abs(legend.opts["offset"][1]) if legend is not None and legend.opts.get("offset") else 10
+        band = min(0.7, (max(drawn, 14 + 20 * rows) + offset + 8) / height)
+    else:  # not shown yet: a share, set again in pixels when it is
+        band = min(0.6, 0.1 + 0.16 * rows)
     below = 0.05
     total = span / (1 - band - below)
     plot.setYRange(lo - below * total, lo - below * total + total, padding=0)
+    plot._legend_range = tuple(vb.viewRange()[1])
 
 
 def plot_note(plot, text: str):  # noqa: ANN001, ANN201

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from PySide6.QtWidgets import QWidget
 
 
@@ -300,6 +301,39 @@ def test_the_optimization_history_names_its_colours_and_keeps_points_clear_of_th
     top = max(float(y) for it in scatter for y in it.data["y"])
     lo, hi = p.plots["history"].getViewBox().viewRange()[1]
     assert hi > top + 0.3 * (top - 0.8)  # a band above the highest point, where the legend sits
+
+
+@pytest.mark.parametrize("size", [(1100, 720), (1000, 800), (900, 560)])
+def test_no_point_of_the_optimization_history_is_under_its_legend(qtbot, tmp_path, size):
+    """In the studio's window (the panel about 1100 by 720 pixels) the legend covered the best trial's point: the
+    band kept for it was a share of the height (a quarter), and the legend is some 45 pixels tall whatever the
+    plot's height. Checked in pixels: no point's disc meets the legend's box; the best of a maximized metric is at
+    the top, where the legend is, in every study."""
+    import pyqtgraph as pg
+
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(*size)
+    p.show()
+    data = _tuning_data(8)
+    for t, v in zip(data["trials"], [0.758, 0.482, 0.78, 0.64, 0.638, 0.80, 0.65, 0.58], strict=True):
+        t["value"], t["state"] = v, "complete" if v >= 0.75 else "pruned"
+    p.show_data(data)
+    qtbot.waitUntil(lambda: len(p.curve_items) == 8, timeout=5000)
+    qtbot.wait(50)
+    item = p.plots["history"].getPlotItem()
+    box = item.legend.mapRectToScene(item.legend.boundingRect())
+    vb = item.getViewBox()
+    points = [(float(x), float(y)) for it in item.items if isinstance(it, pg.ScatterPlotItem)
+              for x, y in zip(it.data["x"], it.data["y"], strict=True)]
+    assert len(points) == 8
+    for x, y in points:
+        c = vb.mapViewToScene(pg.QtCore.QPointF(x, y))
+        disc = pg.QtCore.QRectF(c.x() - 5, c.y() - 5, 10, 10)
+        assert not disc.intersects(box), (x, y, disc, box, vb.sceneBoundingRect())
 
 
 def test_empty_monitoring_plots_say_why(qtbot, tmp_path):
