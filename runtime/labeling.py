@@ -354,7 +354,10 @@ class LabelQueue:
             return matches[0].id
         if not matches:
             raise NotFoundError(f"item {ref!r} is not in the checked-out dataset version")
-        raise CdlError(f"item {ref!r} is ambiguous ({len(matches)} matches); give the full id")
+        # name some, as git does for a short hash: which item was meant is then one copy away
+        some = sorted({r.uid for r in matches})
+        raise CdlError(f"item {ref!r} is ambiguous ({len(some)} matches: {', '.join(some[:5])}"
+                       f"{', …' if len(some) > 5 else ''}); give the full id")
 
     def _need_labeler(self) -> None:
         """A label or a skip says who gave it: an empty name made a labeler "" in the agreement table."""

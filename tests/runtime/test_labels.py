@@ -72,6 +72,13 @@ def test_an_item_is_named_as_the_cli_and_the_panel_show_it(unlabeled_ws):
     for ref in (item.source, item.uid):
         r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", ref, "tech", "--labeler", "alice"])
         assert r.exit_code == 0 and f"{item.item_id[:12]} -> tech" in r.output, (ref, r.output)
+    # a short name that fits several items names some of them, as git does for a short hash (it gave a count alone)
+    uids = sorted(r.uid for r in ws.dataset().rows if r.uid.endswith("1") or r.id.startswith("1"))
+    assert len(uids) > 1
+    with pytest.raises(CdlError) as err:
+        LabelQueue(ws, "alice").set_label("1", "tech")
+    assert str(err.value).startswith(f"item '1' is ambiguous ({len(uids)} matches: {uids[0]}, {uids[1]}"), err.value
+    assert str(err.value).endswith("; give the full id")
 
 
 def test_two_labelers_are_handed_different_items(unlabeled_ws):
