@@ -51,12 +51,11 @@ _TYPE = {"BOOL": ipb.TYPE_BOOL, "UINT8": ipb.TYPE_UINT8, "INT32": ipb.TYPE_INT32
 _NP = {"UINT8": np.uint8, "FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
 
-
 def image_files(pipeline: ImagePipeline, name: str, shape: list[int], values: list[bytes]) -> np.ndarray:
     """Encoded image files, one a row ([N] or [N, 1]), as the model's (N, H, W, C) uint8 batch: each decoded in
     the mode its pixels mean, converted to the model's channels and resized to its size with the same code that
     fitted the training images, so a camera's JPEG needs no client-side resizing."""
-    from edge_agent.proto.images import decode_image, fit_image
+    from edge_agent.proto.images import decode_image, fit_image, unreadable_why
 
     if not values:
         raise ValueError(f"input {name} is empty")
@@ -72,11 +71,11 @@ def image_files(pipeline: ImagePipeline, name: str, shape: list[int], values: li
             raise ValueError(f"input {name}: this device cannot decode image files (Pillow is not installed: "
                              "pip install pillow); send pixel values as UINT8") from None
         except (OSError, ValueError, SyntaxError) as exc:  # PIL.UnidentifiedImageError is an OSError
-            why = ("no image format Pillow reads" if "cannot identify image file" in str(exc)
-                   else f"{type(exc).__name__}: {str(exc)[:200]}")  # not "<_io.BytesIO object at 0x...>"
+            why = unreadable_why(exc)  # not "<_io.BytesIO object at 0x...>"
             raise ValueError(f"input {name}: file {i} is not an image this device can read ({why}); over REST, "
                              "send image files as binary data (JSON holds BYTES as text)") from None
     return out
+
 
 class Agent:
     """Shared state of one agent process: config, slots, the loaded model, the journal, counters.

@@ -167,16 +167,12 @@ def image_input(payload: bytes | Any, size: tuple[int, int, int], where: str):  
     """One image (its file's bytes, or an array already decoded) fitted to a model's (h, w, c); a file that is no
     image is named by `where` with what is wrong, never Pillow's "cannot identify image file <_io.BytesIO object at
     0x7f…>" (what `models predict --input FOLDER` said)."""
-    from PIL import UnidentifiedImageError
-
-    from edge_agent.proto.images import decode_image, fit_image
+    from edge_agent.proto.images import decode_image, fit_image, unreadable_why
 
     try:
         return fit_image(decode_image(payload) if isinstance(payload, bytes | bytearray) else payload, size)
-    except UnidentifiedImageError:
-        raise CdlError(f"{where}: not an image this model can take (no image format Pillow reads)") from None
-    except (OSError, ValueError) as exc:
-        raise CdlError(f"{where}: not an image this model can take ({exc})") from None
+    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+        raise CdlError(f"{where}: not an image this model can take ({unreadable_why(exc)})") from None
 
 
 def predict(ws: Workspace, address: str, model: str, inputs: list[str] | list[Path]) -> list[dict[str, Any]]:

@@ -27,6 +27,16 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(im)
 
 
+def unreadable_why(exc: BaseException) -> str:
+    """Why a file could not be decoded, in words: Pillow's "cannot identify image file <_io.BytesIO object at
+    0x7f…>" names an object of ours, not the file, and is "no image format Pillow reads" here (the agent, `cdl
+    models predict` and data.validate's quarantine all said it so)."""
+    text = str(exc)
+    if "cannot identify image file" in text:
+        return "no image format Pillow reads"
+    return text[:200] or type(exc).__name__  # "image file is truncated (8 bytes not processed)", ...
+
+
 def image_channels(arr: np.ndarray) -> int:
     return 1 if arr.ndim == 2 else int(arr.shape[-1])
 

@@ -726,7 +726,9 @@ class ValidateStep(Step):
                 try:
                     arr = view.read_image(row)
                 except Exception as exc:  # Pillow raises many types for broken files
-                    bad(row, "decodable", f"cannot be decoded as an image: {exc}")
+                    from edge_agent.proto.images import unreadable_why
+
+                    bad(row, "decodable", f"cannot be decoded as an image: {unreadable_why(exc)}")
                     continue
                 shape, mode = tuple(arr.shape[:2]), _image_mode(arr)
             if p["image_shape"] and list(shape) != list(p["image_shape"]):

@@ -133,9 +133,13 @@ def detect_kind(path: Path) -> str:
     )
 
 
+# what file managers leave in folders: Windows' thumbnail caches and folder settings, macOS's resource forks
+_OS_FILES = {"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"}
+
+
 def _hidden(rel: str) -> bool:
     parts = rel.split("/")
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1].lower() in _OS_FILES
 
 
 # the options each kind of source reads (besides path and kind)
@@ -216,9 +220,14 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     items: list[RawItem] = []
     loose: list[tuple[str, Callable[[], bytes]]] = []  # files outside any class folder
     unlabeled = bool(opts.get("unlabeled"))
+    others: dict[str, list[str]] = {}  # in a folder of images, files of other kinds, by extension
     for rel, read in entries:
         if _hidden(rel):
-            notes.append(f"ignored hidden file {rel}")
+            notes.append(f"ignored {'system' if rel.rsplit('/', 1)[-1].lower() in _OS_FILES else 'hidden'} file {rel}")
+            continue
+        ext = PurePosixPath(rel).suffix.lower()
+        if item_kind == "image" and ext not in IMAGE_EXTS:  # notes.txt, a PDF, Thumbs.db: imported as images,
+            others.setdefault(ext or "(none)", []).append(rel)  # then quarantined as undecodable, one by one
             continue
         parts = rel.split("/")
         if unlabeled:  # every file, whatever folder it is in: the labelers give the classes
@@ -228,6 +237,9 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
         else:  # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
             split = parts[-3].lower() if len(parts) >= 3 and parts[-3].lower() in ("train", "test") else None
             items.append(RawItem(key=rel, payload=read(), label=parts[-2], split=split))
+    for ext, rels in sorted(others.items()):
+        notes.append(f"ignored {len(rels)} file(s) that are no image ({ext}): {', '.join(rels[:3])}"
+                     + (", …" if len(rels) > 3 else "") + f"; image files are {', '.join(sorted(IMAGE_EXTS))}")
     classes = {i.label for i in items}
     if len(classes) == 1 and not unlabeled:  # photos.zip of photos/*.png: a class, or files to label?
         notes.append(f"all {len(items)} file(s) are in folders named {next(iter(classes))!r}: imported as that one "

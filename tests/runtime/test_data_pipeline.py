@@ -719,14 +719,31 @@ def test_image_folder_with_a_broken_image(tmp_path, image_ws):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "dark" / "rgb.png")
     Image.fromarray(np.zeros((9, 8), np.uint8)).save(root / "light" / "tall.png")
     (root / "light" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    # what else lives in a user's folders: imported as images, each was quarantined as undecodable (and the same
+    # Thumbs.db in two class folders as a label conflict besides)
+    for cls in ("dark", "light"):
+        (root / cls / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 cache")
+        (root / cls / "notes.txt").write_text("taken on the 3rd")
+    (root / "light" / "scan.pdf").write_bytes(b"%PDF-1.4")
     add_source(image_ws, root)
     cfg = image_ws.config()
     cfg.set_param("data.validate", "image_shape", [8, 8])
     cfg.set_param("data.validate", "image_mode", "L")
     cfg.save()
-    assert Runner(image_ws).run(until="data.label").ok
-    q = {Path(x["source"]).name: x["rule"] for x in report_json(image_ws)["quarantined"]}
+    res = Runner(image_ws).run(until="data.label")
+    assert res.ok
+    notes = res.steps[0].summary["sources"][0]["notes"]
+    assert "ignored system file dark/Thumbs.db" in notes and "ignored system file light/Thumbs.db" in notes, notes
+    assert "ignored 2 file(s) that are no image (.txt): dark/notes.txt, light/notes.txt; image files are .bmp, " \
+        ".gif, .jpeg, .jpg, .png, .tif, .tiff, .webp" in notes, notes
+    assert any(n.startswith("ignored 1 file(s) that are no image (.pdf): light/scan.pdf") for n in notes), notes
+    assert res.steps[0].summary["items"] == 15  # 12 images, rgb.png, tall.png and broken.png
+    quarantined = report_json(image_ws)["quarantined"]
+    q = {Path(x["source"]).name: x["rule"] for x in quarantined}
     assert q == {"broken.png": "decodable", "tall.png": "image_shape", "rgb.png": "image_mode"}
+    # in words, not Pillow's "cannot identify image file <_io.BytesIO object at 0x7f…>"
+    assert [x["reason"] for x in quarantined if x["rule"] == "decodable"] == [
+        "cannot be decoded as an image: no image format Pillow reads"], quarantined
 
 
 def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_path, text_ws):
