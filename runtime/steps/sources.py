@@ -221,6 +221,7 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     loose: list[tuple[str, Callable[[], bytes]]] = []  # files outside any class folder
     unlabeled = bool(opts.get("unlabeled"))
     others: dict[str, list[str]] = {}  # in a folder of images, files of other kinds, by extension
+    foldered: list[tuple[str, Callable[[], bytes]]] = []  # files in folders, their class found below
     for rel, read in entries:
         if _hidden(rel):
             notes.append(f"ignored {'system' if rel.rsplit('/', 1)[-1].lower() in _OS_FILES else 'hidden'} file {rel}")
@@ -229,14 +230,30 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
         if item_kind == "image" and ext not in IMAGE_EXTS:  # notes.txt, a PDF, Thumbs.db: imported as images,
             others.setdefault(ext or "(none)", []).append(rel)  # then quarantined as undecodable, one by one
             continue
-        parts = rel.split("/")
         if unlabeled:  # every file, whatever folder it is in: the labelers give the classes
             items.append(RawItem(key=rel, payload=read(), label=None))
-        elif len(parts) < 2:
+        elif "/" not in rel:
             loose.append((rel, read))
-        else:  # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
-            split = parts[-3].lower() if len(parts) >= 3 and parts[-3].lower() in ("train", "test") else None
-            items.append(RawItem(key=rel, payload=read(), label=parts[-2], split=split))
+        else:
+            foldered.append((rel, read))
+    # the class folders are at the depth most files are at (CLASS/FILE, a zipped folder's photos/CLASS/FILE,
+    # train/CLASS/FILE); a file in a folder below its class folder (cats/2024/x.jpg) takes its class folder's label,
+    # as Keras' image_dataset_from_directory gives it: cats/sub/x.jpg made a class "sub" of cats and dogs alike
+    depths = Counter(rel.count("/") - 1 for rel, _ in foldered)
+    level = max(depths, key=lambda d: (depths[d], -d)) if depths else 0
+    nested: list[str] = []
+    for rel, read in foldered:
+        parts = rel.split("/")
+        at = len(parts) - 2  # the file's own folder; a file less deep than most is in its own folder's class
+        if at > level:
+            nested.append(rel)
+            at = level
+        # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
+        split = parts[at - 1].lower() if at >= 1 and parts[at - 1].lower() in ("train", "test") else None
+        items.append(RawItem(key=rel, payload=read(), label=parts[at], split=split))
+    if nested:
+        notes.append(f"{len(nested)} file(s) in folders below their class folder take its class: "
+                     f"{', '.join(nested[:3])}{', …' if len(nested) > 3 else ''}")
     for ext, rels in sorted(others.items()):
         notes.append(f"ignored {len(rels)} file(s) that are no image ({ext}): {', '.join(rels[:3])}"
                      + (", …" if len(rels) > 3 else "") + f"; image files are {', '.join(sorted(IMAGE_EXTS))}")

@@ -725,6 +725,11 @@ def test_image_folder_with_a_broken_image(tmp_path, image_ws):
         (root / cls / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 cache")
         (root / cls / "notes.txt").write_text("taken on the 3rd")
     (root / "light" / "scan.pdf").write_bytes(b"%PDF-1.4")
+    # a folder inside a class folder is part of that class, as Keras reads it: it was a class of its own, named
+    # after the inner folder, holding files of both classes
+    for cls, value in (("dark", 36), ("light", 226)):
+        (root / cls / "2024").mkdir()
+        Image.fromarray(np.full((8, 8), value, np.uint8)).save(root / cls / "2024" / "later.png")
     add_source(image_ws, root)
     cfg = image_ws.config()
     cfg.set_param("data.validate", "image_shape", [8, 8])
@@ -737,7 +742,11 @@ def test_image_folder_with_a_broken_image(tmp_path, image_ws):
     assert "ignored 2 file(s) that are no image (.txt): dark/notes.txt, light/notes.txt; image files are .bmp, " \
         ".gif, .jpeg, .jpg, .png, .tif, .tiff, .webp" in notes, notes
     assert any(n.startswith("ignored 1 file(s) that are no image (.pdf): light/scan.pdf") for n in notes), notes
-    assert res.steps[0].summary["items"] == 15  # 12 images, rgb.png, tall.png and broken.png
+    assert res.steps[0].summary["items"] == 17  # 12 images, rgb.png, tall.png, broken.png and two in 2024/
+    assert "2 file(s) in folders below their class folder take its class: dark/2024/later.png, " \
+        "light/2024/later.png" in notes, notes
+    assert {r.source.split("imgs/")[1]: r.label for r in image_ws.dataset().rows if "2024" in r.source} == {
+        "dark/2024/later.png": "dark", "light/2024/later.png": "light"}
     quarantined = report_json(image_ws)["quarantined"]
     q = {Path(x["source"]).name: x["rule"] for x in quarantined}
     assert q == {"broken.png": "decodable", "tall.png": "image_shape", "rgb.png": "image_mode"}
