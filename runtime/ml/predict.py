@@ -128,7 +128,7 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
     from runtime.serve import image_input
-    from runtime.steps.sources import check_kind_options, detect_kind, read_source
+    from runtime.steps.sources import check_kind_options, detect_kind, folder_classes, read_source
     from runtime.workspace.dataset import decode_text
 
     mv, onnx = _version(ws, ref, variant)
@@ -144,6 +144,8 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
                        f"{'a text' if text else 'an image'} model")
     out: list[dict[str, Any]] = []
     items = batch.items
+    # a folder's or zip's class folders, as data.import reads them labeled
+    classes = folder_classes([it.key for it in items if "/" in it.key])[0] if "folder" in batch.kind else {}
     for start in range(0, len(items), BATCH):
         chunk = items[start:start + BATCH]
         stats = None
@@ -158,9 +160,7 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
         if stats is not None:
             _known_words(answers, stats)
         for it, a in zip(chunk, answers, strict=True):
-            parts = it.key.split("/")  # a folder's or zip's class folders, as data.import reads them labeled
-            a["given"] = it.label if it.label is not None or "folder" not in batch.kind or len(parts) < 2 \
-                else parts[-2]
+            a["given"] = it.label if it.label is not None else classes.get(it.key, (None,))[0]
         out += answers
         if progress is not None:
             progress(len(out), len(items))

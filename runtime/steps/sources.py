@@ -236,21 +236,10 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
             loose.append((rel, read))
         else:
             foldered.append((rel, read))
-    # the class folders are at the depth most files are at (CLASS/FILE, a zipped folder's photos/CLASS/FILE,
-    # train/CLASS/FILE); a file in a folder below its class folder (cats/2024/x.jpg) takes its class folder's label,
-    # as Keras' image_dataset_from_directory gives it: cats/sub/x.jpg made a class "sub" of cats and dogs alike
-    depths = Counter(rel.count("/") - 1 for rel, _ in foldered)
-    level = max(depths, key=lambda d: (depths[d], -d)) if depths else 0
-    nested: list[str] = []
+    found, nested = folder_classes([rel for rel, _ in foldered])
     for rel, read in foldered:
-        parts = rel.split("/")
-        at = len(parts) - 2  # the file's own folder; a file less deep than most is in its own folder's class
-        if at > level:
-            nested.append(rel)
-            at = level
-        # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
-        split = parts[at - 1].lower() if at >= 1 and parts[at - 1].lower() in ("train", "test") else None
-        items.append(RawItem(key=rel, payload=read(), label=parts[at], split=split))
+        label, split = found[rel]
+        items.append(RawItem(key=rel, payload=read(), label=label, split=split))
     if nested:
         notes.append(f"{len(nested)} file(s) in folders below their class folder take its class: "
                      f"{', '.join(nested[:3])}{', …' if len(nested) > 3 else ''}")
@@ -270,6 +259,29 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     if not items:
         raise DataImportError(f"{path}: no files found (expected CLASS/FILE entries, or files to label)")
     return SourceBatch(path.name, kind, item_kind, digest, items, notes=notes)
+
+
+def folder_classes(rels: list[str]) -> tuple[dict[str, tuple[str, str | None]], list[str]]:
+    """The class (and train/test split, or None) of each file in a folder (paths with a '/'), as data.import reads
+    them and `models predict --input FOLDER` gives them, and the files below their class folder. The class folders
+    are at the depth most files are at (CLASS/FILE, a zipped folder's photos/CLASS/FILE, train/CLASS/FILE); a file
+    in a folder below its class folder (cats/2024/x.jpg) takes its class folder's label, as Keras'
+    image_dataset_from_directory gives it (cats/sub/x.jpg made a class "sub" of cats and dogs alike); a file less
+    deep than most is in its own folder's class."""
+    depths = Counter(rel.count("/") - 1 for rel in rels)
+    level = max(depths, key=lambda d: (depths[d], -d)) if depths else 0
+    found: dict[str, tuple[str, str | None]] = {}
+    nested: list[str] = []
+    for rel in rels:
+        parts = rel.split("/")
+        at = len(parts) - 2
+        if at > level:
+            nested.append(rel)
+            at = level
+        # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
+        split = parts[at - 1].lower() if at >= 1 and parts[at - 1].lower() in ("train", "test") else None
+        found[rel] = (parts[at], split)
+    return found, nested
 
 
 def zlib_error() -> type[BaseException]:
