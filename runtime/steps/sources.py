@@ -222,9 +222,10 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     unlabeled = bool(opts.get("unlabeled"))
     others: dict[str, list[str]] = {}  # in a folder of images, files of other kinds, by extension
     foldered: list[tuple[str, Callable[[], bytes]]] = []  # files in folders, their class found below
+    hidden: list[str] = []  # .DS_Store, __MACOSX/, Thumbs.db: one note for them all (a line each was a screenful)
     for rel, read in entries:
         if _hidden(rel):
-            notes.append(f"ignored {'system' if rel.rsplit('/', 1)[-1].lower() in _OS_FILES else 'hidden'} file {rel}")
+            hidden.append(rel)
             continue
         ext = PurePosixPath(rel).suffix.lower()
         if item_kind == "image" and ext not in IMAGE_EXTS:  # notes.txt, a PDF, Thumbs.db: imported as images,
@@ -236,6 +237,9 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
             loose.append((rel, read))
         else:
             foldered.append((rel, read))
+    if hidden:
+        notes.append(f"ignored {len(hidden)} hidden or system file(s): {', '.join(hidden[:3])}"
+                     + (", …" if len(hidden) > 3 else ""))
     found, nested = folder_classes([rel for rel, _ in foldered])
     for rel, read in foldered:
         label, split = found[rel]

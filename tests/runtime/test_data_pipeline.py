@@ -738,7 +738,7 @@ def test_image_folder_with_a_broken_image(tmp_path, image_ws):
     res = Runner(image_ws).run(until="data.label")
     assert res.ok
     notes = res.steps[0].summary["sources"][0]["notes"]
-    assert "ignored system file dark/Thumbs.db" in notes and "ignored system file light/Thumbs.db" in notes, notes
+    assert "ignored 2 hidden or system file(s): dark/Thumbs.db, light/Thumbs.db" in notes, notes
     assert "ignored 2 file(s) that are no image (.txt): dark/notes.txt, light/notes.txt; image files are .bmp, " \
         ".gif, .jpeg, .jpg, .png, .tif, .tiff, .webp" in notes, notes
     assert any(n.startswith("ignored 1 file(s) that are no image (.pdf): light/scan.pdf") for n in notes), notes

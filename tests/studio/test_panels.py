@@ -1094,3 +1094,33 @@ def test_a_class_with_no_test_item_has_no_scores_and_no_share_of_macro_f1():
     rows = {r[0]: r for r in per_class_rows(ev, ev)}
     assert rows["c"] == ("c", 0, 0.0, None, None, 0.0, None) and rows["d"][2:] == (None,) * 5
     assert rows["b"] == ("b", 1, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_the_data_panel_says_what_an_import_left_out(qtbot, image_ws, tmp_path):
+    """The panel said "imported photos" alone: a studio user never learnt that Thumbs.db and notes.txt were left
+    out, or how many items came in. It now gives the count and the importer's notes, as `cdl data import` does."""
+    import numpy as np
+    from PIL import Image
+
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    root = tmp_path / "photos"
+    for cls in ("cats", "dogs"):
+        (root / cls / "2024").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i + (0 if cls == "cats" else 9), np.uint8)).save(root / cls / f"{i}.png")
+        Image.fromarray(np.full((8, 8), 200 if cls == "cats" else 210, np.uint8)).save(root / cls / "2024" / "x.png")
+        (root / cls / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (root / cls / "notes.txt").write_text("taken in May")
+    p = DataPanel(StudioContext(image_ws.root, image_ws, None))
+    qtbot.addWidget(p)
+    p.path_edit.setText(str(root))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported photos" in p.status_label.text(), timeout=30000)
+    text = p.status_label.text()
+    assert text.startswith("imported photos: 8 item(s) (image-folder)"), text
+    for said in ("ignored 2 hidden or system file(s): cats/Thumbs.db, dogs/Thumbs.db", "ignored 2 file(s) that are no image (.txt): cats/notes.txt, "
+                 "dogs/notes.txt", "2 file(s) in folders below their class folder take its class: cats/2024/x.png, "
+                 "dogs/2024/x.png"):
+        assert said in text, text

@@ -153,9 +153,9 @@ class DataPanel(Panel):
             options.update(columns)
         self.import_btn.setEnabled(False)
 
-        def done(_: Any) -> None:
+        def done(result: Any) -> None:  # noqa: ANN401 - a JobResult
             self.import_btn.setEnabled(True)
-            self.say(f"imported {Path(path).name}", "ok")
+            self.say(*imported_text(result, Path(path)))
             self.sig_message.emit("imported")
 
         def failed(msg: str) -> None:
@@ -386,6 +386,22 @@ class MergeDialog(QDialog):
 
     def ask(self) -> dict[str, str] | None:
         return self.relabel() if self.exec() == QDialog.DialogCode.Accepted else None
+
+
+def imported_text(result: Any, path: Path) -> tuple[str, str]:  # noqa: ANN401
+    """What an import says in the panel: how many items, and the importer's notes (files left out, a folder's one
+    class, files imported unlabeled), as `cdl data import` prints them; the panel said "imported photos" alone, and
+    a user never learnt that Thumbs.db and notes.txt were left out, or that every photo went into one class."""
+    sources = (result.steps[-1].summary.get("sources") or []) if getattr(result, "steps", None) else []
+    mine = next((s for s in sources if Path(str(s.get("source", ""))).name == path.name), None)
+    if mine is None:
+        return f"imported {path.name}", "ok"
+    notes = list(mine.get("notes") or [])
+    head = f"imported {path.name}: {mine.get('items', 0)} item(s) ({mine.get('kind')})"
+    if not notes:
+        return head, "ok"
+    shown = notes[:6] + ([f"… and {len(notes) - 6} more"] if len(notes) > 6 else [])
+    return head + "\n" + "\n".join(shown), "warning" if any(n.startswith("ignored") for n in notes) else "ok"
 
 
 class ColumnsDialog(QDialog):
