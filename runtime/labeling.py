@@ -818,11 +818,16 @@ def _png_data_uri(array) -> str:  # noqa: ANN001
 UNMATCHED_HINT = " Import the data first, or pass --skip-unmatched"
 
 
+# a task's value that is a file Label Studio holds, not a text: an upload, local storage, cloud storage, a URL
+_FILE_REFS = ("/data/upload/", "/data/local-files/", "s3://", "gs://", "azure-blob://", "http://", "https://")
+
+
 def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False) -> dict[str, Any]:
     """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
 
     Tasks are matched to items of the checked-out dataset (and those imported since) by `data.cdl_item`, then by
-    the content of the text or image, then by `source_file`. Cancelled annotations are recorded as skips (the task stays
+    the content of the text or image, then by `source_file`, then by the path or name of a file Label Studio holds
+    (an upload's name without Label Studio's prefix), where one item alone has it. Cancelled annotations are recorded as skips (the task stays
     unlabeled); disagreeing annotations stay as they are and show up as a conflict. Re-importing the same
     file replaces what it imported before.
     """
@@ -847,11 +852,14 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
     every = _rows_and_new(ws)
     ids = {r.id for r, _ in every}
     by_source = {}
+    by_name: dict[str, set[str]] = {}  # a file's name: the items imported from files so named
     for r, _ in every:
         by_source.setdefault(r.source, r.id)
         parts = r.source.split("/")
         for k in range(1, len(parts)):
             by_source.setdefault("/".join(parts[k:]), r.id)
+        by_name.setdefault(parts[-1], set()).add(r.id)
+    same_name: list[str] = []  # tasks whose file has the name of several items
     rows: list[dict[str, Any]] = []
     unmatched: list[str] = []
     stats = Counter()
@@ -875,6 +883,23 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
             item_id = cand if cand in ids else None
         if item_id is None and isinstance(data.get("source_file"), str):
             item_id = by_source.get(data["source_file"])
+        value = data.get(to_name)
+        if item_id is None and isinstance(value, str) and value.startswith(_FILE_REFS):
+            # a file Label Studio holds (an upload, local or cloud storage): the item imported from the file of
+            # that path or name, where one item alone has it. The photos a user imported and uploaded to Label
+            # Studio matched nothing ("/data/upload/2/3b1a989e-cat1.png" is no content here)
+            from runtime.steps.sources import ls_file_names, ls_file_ref
+
+            ref = ls_file_ref(value).strip("/").split("/")  # local storage's path, from its root: a folder's
+            item_id = next((by_source[k] for k in ("/".join(ref[j:]) for j in range(len(ref) - 1))  # whole
+                            if k in by_source), None)  # or the end of it (cats/1.png), then the name alone
+            for name in ls_file_names(value, task.get("file_upload")) if item_id is None else ():
+                found = by_name.get(name, set())
+                if len(found) == 1:
+                    item_id = next(iter(found))
+                    break
+                if len(found) > 1 and str(tid) not in same_name:
+                    same_name.append(str(tid))
         if item_id is None:
             unmatched.append(str(tid))
             continue
@@ -899,9 +924,13 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
         if len({lab for lab, _, _ in labels}) > 1:
             stats["conflicts"] += 1
     if unmatched and not skip_unmatched:
+        twice = [t for t in same_name if t in unmatched]
         raise DataImportError(
             f"{path}: {len(unmatched)} task(s) match no item of the checked-out dataset "
             f"(tasks {', '.join(unmatched[:10])}{'...' if len(unmatched) > 10 else ''}); nothing was imported."
+            + (f" The file of task(s) {', '.join(twice[:5])} has the name of several items here (cats/1.png and "
+               "dogs/1.png): give the files distinct names, or use Label Studio's local storage, whose paths "
+               "are matched whole." if twice else "")
             + UNMATCHED_HINT
         )
     ws.store.replace_labels(prefix, rows)

@@ -817,6 +817,27 @@ def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tup
     return labels, skips
 
 
+def ls_file_ref(value: str) -> str:
+    """The path in a Label Studio task's file reference: local storage's "/data/local-files/?d=photos/cats/1.png"
+    gives "photos/cats/1.png"; an upload's "/data/upload/2/3b1a989e-x.png", or a URL, stays as it is."""
+    from urllib.parse import unquote
+
+    return unquote(value.split("?d=", 1)[1] if "?d=" in value else value.split("?", 1)[0])
+
+
+def ls_file_names(value: str, file_upload: str | None = None) -> list[str]:
+    """The file names a Label Studio task's file may have had before Label Studio took it: the reference's last
+    part, and without the 8 hex digits and dash Label Studio prefixes an upload with ("3b1a989e-x.png" was
+    "x.png"); the task's `file_upload` names the same."""
+    names: list[str] = []
+    for base in (os.path.basename(ls_file_ref(value)), file_upload or ""):
+        m = re.match(r"^[0-9a-f]{8}-(.+)$", base)
+        for name in (base, m.group(1) if m else ""):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
 def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str) -> tuple[bytes, str]:
     data = task.get("data", task)
     if not isinstance(data, dict):
@@ -836,13 +857,8 @@ def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str
         raise DataImportError(f"{where}: no text or image in its data (keys: {', '.join(data)})")
     if value.startswith("data:"):
         return base64.b64decode(value.split(",", 1)[1]), "image"
-    ref = value.split("?d=", 1)[1] if "?d=" in value else value
-    candidates = [media_root / ref.lstrip("/"), media_root / os.path.basename(ref)]
-    # Label Studio prefixes uploads with 8 hex digits and a dash: also look for the original name.
-    base = os.path.basename(ref)
-    m = re.match(r"^[0-9a-f]{8}-(.+)$", base)
-    if m:
-        candidates.append(media_root / m.group(1))
+    ref = ls_file_ref(value)
+    candidates = [media_root / ref.lstrip("/")] + [media_root / name for name in ls_file_names(value)]
     for c in candidates:
         if c.is_file():
             return c.read_bytes(), "image"

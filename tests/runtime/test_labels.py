@@ -656,3 +656,48 @@ def test_a_labeling_config_that_does_not_fit_is_refused_and_changes_nothing(bbc_
     refused("<View><Text name='text' value='$text'/></View>", "no <Choices> in this labeling config")
     refused("<View><Choices", r"c\.xml: not a Label Studio labeling config \(XML: ")
     assert before != after  # (the first import did write cdl.yaml)
+
+
+def test_an_image_export_matches_the_photos_uploaded_to_label_studio_by_name(image_ws, ls_dir, tmp_path):
+    """A user imports their photos, uploads the same files to Label Studio and labels them there: the export names
+    each as "/data/upload/2/3b1a989e-fmnist_test_class9_0000.png" (Label Studio's prefix on the upload's name),
+    which matched no item, so none of the labels could come back. The file's name, without the prefix, matches
+    the item imported from the file so named, where one item alone has it."""
+    import numpy as np
+    from PIL import Image
+
+    doc = json.loads((ls_dir / "image_classification_export.json").read_text())
+    wanted = {t["data"]["image"].rsplit("/", 1)[1].split("-", 1)[1]: t["annotations"][0]["result"][0]["value"][
+        "choices"][0] for t in doc}
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, name in enumerate([*sorted(wanted), "extra.png"]):
+        Image.fromarray(np.full((28, 28), 20 * k, np.uint8)).save(photos / name)
+    add_source(image_ws, photos)  # no class folders: imported unlabeled
+    got = import_label_studio(image_ws, ls_dir / "image_classification_export.json")
+    assert got["labels"] == len(wanted) == 4 and got["unmatched"] == 0, got
+    by_item = {i.id: i.source.rsplit("/", 1)[1] for i in image_ws.store.items()}
+    labeled = {by_item[r.item_id]: r.label for r in image_ws.store.labels()}
+    assert labeled == wanted, labeled
+    # a name two items have is no match, and the refusal says why
+    other = tmp_path / "more" / "x"
+    other.mkdir(parents=True)
+    Image.fromarray(np.full((28, 28), 7, np.uint8)).save(other / sorted(wanted)[0])
+    add_source(image_ws, tmp_path / "more", {"unlabeled": True})
+    with pytest.raises(DataImportError, match=r"1 task\(s\) match no item .* has the name of several items here"):
+        import_label_studio(image_ws, ls_dir / "image_classification_export.json")
+    # local storage's paths are matched by their end, so that cats/1.png and dogs/1.png are told apart
+    pets = tmp_path / "pets"
+    for cls, v in (("cats", 60), ("dogs", 90)):
+        (pets / cls).mkdir(parents=True)
+        Image.fromarray(np.full((28, 28), v, np.uint8)).save(pets / cls / "1.png")
+    add_source(image_ws, pets, {"unlabeled": True})
+    local = tmp_path / "local.json"
+    local.write_text(json.dumps([{"id": 1, "data": {"image": "/data/local-files/?d=home/u/pets/dogs/1.png"},
+                                  "annotations": [{"completed_by": 1, "result": [
+                                      {"from_name": "label", "to_name": "image", "type": "choices",
+                                       "value": {"choices": ["Dress"]}}]}]}]))
+    assert import_label_studio(image_ws, local)["labels"] == 1
+    (dog,) = [i for i in image_ws.store.items() if i.source.endswith("dogs/1.png")]
+    assert [(r.item_id, r.label) for r in image_ws.store.labels() if r.task_ref.startswith("ls:local.json")] == [
+        (dog.id, "Dress")]
