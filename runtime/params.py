@@ -69,12 +69,10 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
     known = {p.name for p in spec.params}
     for name in values:
         if name not in known:
-            import difflib
+            from runtime.domain.errors import did_you_mean
 
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            raise ConfigError(f"{where}: unknown parameter {name!r}"
-                              + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f" (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{where}: unknown parameter {name!r}{did_you_mean(name, sorted(known))} "
+                              f"(known: {', '.join(sorted(known))})")
     before = cfg.params(step)
     checked = {name: spec.param(name).check(v, f"{where}.{name}") for name, v in values.items()}
     changed = {name: [before.get(name), v] for name, v in checked.items() if before.get(name) != v}

@@ -130,13 +130,11 @@ class StepSpec:
         known = {p.name for p in self.params}
         unknown = sorted(set(given) - known)
         if unknown:
-            import difflib
+            from runtime.domain.errors import did_you_mean
 
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             raise ConfigError(
-                f"{where}: unknown parameter {unknown[0]!r} for step {self.id}"
-                + (f" (did you mean {close[0]!r}?)" if close else "")
-                + f" (known: {', '.join(sorted(known)) or 'none'})"
+                f"{where}: unknown parameter {unknown[0]!r} for step {self.id}{did_you_mean(unknown[0], sorted(known))}"
+                f" (known: {', '.join(sorted(known)) or 'none'})"
             )
         out: dict[str, Any] = {}
         for p in self.params:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.domain.errors import CdlError
+from runtime.domain.errors import CdlError, did_you_mean
 from runtime.domain.events import EventKind
 from runtime.domain.processes import pid_alive
 from runtime.domain.steps import CANCELLED_BY_USER
@@ -75,7 +75,7 @@ class JobManager:
         cfg = self.ws.config()
         for sid in overrides or {}:
             if sid not in cfg.steps:
-                raise CdlError(f"override for {sid!r}: not a step of this pipeline")
+                raise CdlError(f"override for {sid!r}: not a step of this pipeline{did_you_mean(sid, list(cfg.steps))}")
             cfg.params(sid, (overrides or {})[sid])  # type-check now, not in the worker
         plan = Runner(self.ws).plan(cfg, steps, until)
         check_plan(cfg, plan, overrides)  # at once, not as a job that fails in its worker process

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import CdlError, ConfigError, GateFailed, user_code_frame
+from runtime.domain.errors import CdlError, ConfigError, GateFailed, did_you_mean, user_code_frame
 from runtime.domain.events import Event, EventKind
 from runtime.domain.steps import StepSpec, StepStatus, run_ending
 from runtime.jobs.bus import EventBus
@@ -207,7 +207,7 @@ class Runner:
         order = cfg.order()
         for s in [*(steps or []), *([until] if until else [])]:
             if s not in order:
-                raise ConfigError(f"step {s!r} is not in this pipeline (steps: {', '.join(order)})")
+                raise ConfigError(f"step {s!r} is not in this pipeline{did_you_mean(s, order)} (steps: {', '.join(order)})")
         if until:
             wanted = cfg.ancestors(until) | {until}
             return [s for s in order if s in wanted]
@@ -227,7 +227,7 @@ class Runner:
         overrides = {k: dict(v) for k, v in (overrides or {}).items()}
         for sid, given in overrides.items():
             if sid not in cfg.steps:
-                raise ConfigError(f"override for {sid!r}: not a step of this pipeline")
+                raise ConfigError(f"override for {sid!r}: not a step of this pipeline{did_you_mean(sid, list(cfg.steps))}")
             # checked on their own first, so that a wrong value names the override (`--set`, the studio), not
             # cdl.yaml, and stops the run before anything runs
             get_step(sid).spec.resolve_params(given, f"override {sid}")
@@ -509,7 +509,8 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
     from runtime.steps import known_steps
 
     if step not in known_steps():
-        raise CdlError(f"step {step!r} does not exist (steps: {', '.join(known_steps())})")
+        raise CdlError(f"step {step!r} does not exist{did_you_mean(step, list(known_steps()))} "
+                       f"(steps: {', '.join(known_steps())})")
     runs = ws.store.step_runs(step, limit + 1)  # one more: the oldest shown is compared with the one before it
     out = []
     for i, r in enumerate(runs[:limit]):

@@ -328,12 +328,18 @@ def test_a_wrong_override_names_the_override_and_runs_nothing(tmp_path, text_ws)
 
     for override, says in (("model.train.epochs=abc", "override model.train.epochs: expected int, got str 'abc'"),
                            ("model.train.epoks=3", "override model.train: unknown parameter 'epoks' for step "
-                            "model.train (did you mean 'epochs'?)")):
+                            "model.train (did you mean 'epochs'?)"),
+                           ("model.trian.lr=0.1", "override for 'model.trian': not a step of this pipeline (did you "
+                            "mean 'model.train'?)")):
         proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "run", "--set", override,
                                "--until", "model.train"], capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), proc.stderr
         assert "cdl.yaml" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "run", "--until",
+                           "model.trian"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "step 'model.trian' is not in this pipeline (did you mean 'model.train'?)" \
+        in proc.stderr, proc.stderr
     assert text_ws.store.last_step_runs() == {}  # not even data.import ran
     from runtime.domain.errors import ConfigError
     from runtime.params import set_step_params  # the Parameters dialog's and --save's way into cdl.yaml
