@@ -20,6 +20,7 @@ A finding is ok, warn or fail; `cdl doctor` exits 1 when one fails.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -243,6 +244,19 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         if seen is not None and (now - seen).days >= UNSEEN_DAYS:
             add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
                 "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")
+    from runtime.devices import device_folder
+
+    for d in devices:  # a folder enrolled before agent.json had `listen`: its agent listens on 8001 by default
+        try:
+            settings = json.loads((device_folder(ws, d) / "agent.json").read_text())
+        except (OSError, ValueError):
+            continue  # the folder went to the device and was removed here: nothing to read
+        port = d.address.rsplit(":", 1)[-1]
+        if isinstance(settings, dict) and "listen" not in settings and port not in ("0", "8001"):
+            add("devices", "warn", f"{d.name}: its folder's agent.json does not say where to listen, so an agent "
+                f"started without --listen listens on port 8001, and the workspace connects to {d.address}",
+                f"`cdl devices enroll {d.name} --address {d.address} --replace`, then copy its folder to the "
+                f"device; or start its agent with --listen 0.0.0.0:{port}")
     at: dict[str, list[str]] = {}
     for d in devices:
         if not d.address.endswith(":0"):  # port 0 (any free one) is no one's

@@ -91,6 +91,15 @@ def test_doctor_names_devices_enrolled_at_one_address(text_ws, tmp_path):
     (found,) = [c for c in _find(diagnose(text_ws), "devices", "fail") if "one address" in c["detail"]]
     assert found["detail"].startswith("a, b are enrolled at one address, 127.0.0.1:47031: one agent listens there")
     assert "`cdl devices remove`" in found["hint"]
+    # a folder enrolled before agent.json said where to listen: its agent listened on 8001 unless told otherwise
+    assert not [c for c in _find(diagnose(text_ws), "devices", "warn") if "where to listen" in c["detail"]]
+    doc = json.loads((tmp_path / "a" / "agent.json").read_text())
+    del doc["listen"]
+    (tmp_path / "a" / "agent.json").write_text(json.dumps(doc))
+    (found,) = [c for c in _find(diagnose(text_ws), "devices", "warn") if "where to listen" in c["detail"]]
+    assert found["detail"] == ("a: its folder's agent.json does not say where to listen, so an agent started "
+                               "without --listen listens on port 8001, and the workspace connects to 127.0.0.1:47031")
+    assert found["hint"].startswith("`cdl devices enroll a --address 127.0.0.1:47031 --replace`")
 
 
 def test_doctor_says_when_the_test_split_is_too_small_to_judge_by(tmp_path):
