@@ -827,9 +827,9 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
 
     Tasks are matched to items of the checked-out dataset (and those imported since) by `data.cdl_item`, then by
     the content of the text or image, then by `source_file`, then by the path or name of a file Label Studio holds
-    (an upload's name without Label Studio's prefix), where one item alone has it. Cancelled annotations are recorded as skips (the task stays
-    unlabeled); disagreeing annotations stay as they are and show up as a conflict. Re-importing the same
-    file replaces what it imported before.
+    (an upload's name without Label Studio's prefix), where one item alone has it. Cancelled annotations are
+    recorded as skips (the task stays unlabeled); disagreeing annotations stay as they are and show up as a
+    conflict. Re-importing the same file replaces what it imported before.
     """
     import hashlib
 

@@ -133,7 +133,8 @@ class StepSpec:
             from runtime.domain.errors import did_you_mean
 
             raise ConfigError(
-                f"{where}: unknown parameter {unknown[0]!r} for step {self.id}{did_you_mean(unknown[0], sorted(known))}"
+                f"{where}: unknown parameter {unknown[0]!r} for step {self.id}"
+                f"{did_you_mean(unknown[0], sorted(known))}"
                 f" (known: {', '.join(sorted(known)) or 'none'})"
             )
         out: dict[str, Any] = {}

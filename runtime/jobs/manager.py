@@ -75,7 +75,8 @@ class JobManager:
         cfg = self.ws.config()
         for sid in overrides or {}:
             if sid not in cfg.steps:
-                raise CdlError(f"override for {sid!r}: not a step of this pipeline{did_you_mean(sid, list(cfg.steps))}")
+                raise CdlError(f"override for {sid!r}: not a step of this pipeline"
+                               f"{did_you_mean(sid, list(cfg.steps))}")
             cfg.params(sid, (overrides or {})[sid])  # type-check now, not in the worker
         plan = Runner(self.ws).plan(cfg, steps, until)
         check_plan(cfg, plan, overrides)  # at once, not as a job that fails in its worker process

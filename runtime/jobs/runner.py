@@ -207,7 +207,8 @@ class Runner:
         order = cfg.order()
         for s in [*(steps or []), *([until] if until else [])]:
             if s not in order:
-                raise ConfigError(f"step {s!r} is not in this pipeline{did_you_mean(s, order)} (steps: {', '.join(order)})")
+                raise ConfigError(f"step {s!r} is not in this pipeline{did_you_mean(s, order)} "
+                                  f"(steps: {', '.join(order)})")
         if until:
             wanted = cfg.ancestors(until) | {until}
             return [s for s in order if s in wanted]
@@ -227,7 +228,8 @@ class Runner:
         overrides = {k: dict(v) for k, v in (overrides or {}).items()}
         for sid, given in overrides.items():
             if sid not in cfg.steps:
-                raise ConfigError(f"override for {sid!r}: not a step of this pipeline{did_you_mean(sid, list(cfg.steps))}")
+                raise ConfigError(f"override for {sid!r}: not a step of this pipeline"
+                                  f"{did_you_mean(sid, list(cfg.steps))}")
             # checked on their own first, so that a wrong value names the override (`--set`, the studio), not
             # cdl.yaml, and stops the run before anything runs
             get_step(sid).spec.resolve_params(given, f"override {sid}")
