@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.domain.errors import ConfigError
+from runtime.domain.errors import ConfigError, did_you_mean
 from runtime.workspace.config import parse_config
 from runtime.workspace.workspace import Workspace
 
@@ -69,8 +69,6 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
     known = {p.name for p in spec.params}
     for name in values:
         if name not in known:
-            from runtime.domain.errors import did_you_mean
-
             raise ConfigError(f"{where}: unknown parameter {name!r}{did_you_mean(name, sorted(known))} "
                               f"(known: {', '.join(sorted(known))})")
     before = cfg.params(step)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from runtime.domain.errors import ConfigError
+from runtime.domain.errors import ConfigError, did_you_mean
 
 
 class StepStatus(StrEnum):
@@ -130,8 +130,6 @@ class StepSpec:
         known = {p.name for p in self.params}
         unknown = sorted(set(given) - known)
         if unknown:
-            from runtime.domain.errors import did_you_mean
-
             raise ConfigError(
                 f"{where}: unknown parameter {unknown[0]!r} for step {self.id}"
                 f"{did_you_mean(unknown[0], sorted(known))}"
