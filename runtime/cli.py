@@ -729,9 +729,13 @@ def labels() -> None:
 @labels.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--skip-unmatched", is_flag=True, help="ignore tasks that match no item instead of failing")
+@click.option("--media-root", type=click.Path(file_okay=False, path_type=Path),
+              help="the folder of an image project's files (default: the export's folder): tasks match the items "
+              "of the same content")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json: bool) -> None:
+def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, media_root: Path | None,
+                  as_json: bool) -> None:
     """Import labels from a Label Studio JSON or JSON_MIN export; or, from a project's labeling config (.xml), its
     classes (cdl.yaml's labeling section)."""
     from runtime.labeling import import_label_config, import_label_studio
@@ -747,7 +751,7 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, as_json
         if doc["before"] and doc["before"] != doc["classes"]:
             click.echo(f"cdl.yaml had: {', '.join(doc['before'])}")
         return
-    doc = import_label_studio(_ws(obj), file, skip_unmatched)
+    doc = import_label_studio(_ws(obj), file, skip_unmatched, media_root)
     if as_json:
         _dump(doc)
     else:

@@ -822,12 +822,15 @@ UNMATCHED_HINT = " Import the data first, or pass --skip-unmatched"
 _FILE_REFS = ("/data/upload/", "/data/local-files/", "s3://", "gs://", "azure-blob://", "http://", "https://")
 
 
-def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False) -> dict[str, Any]:
+def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
+                        media_root: Path | None = None) -> dict[str, Any]:
     """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
 
     Tasks are matched to items of the checked-out dataset (and those imported since) by `data.cdl_item`, then by
     the content of the text or image, then by `source_file`, then by the path or name of a file Label Studio holds
-    (an upload's name without Label Studio's prefix), where one item alone has it. Cancelled annotations are
+    (an upload's name without Label Studio's prefix), where one item alone has it; a file found under media_root
+    (default: the export's folder, as `data import --media-root` has it) matches by its content first, as items
+    imported from it or from the same file elsewhere have it for their id. Cancelled annotations are
     recorded as skips (the task stays unlabeled); disagreeing annotations stay as they are and show up as a
     conflict. Re-importing the same file replaces what it imported before.
     """
@@ -888,11 +891,16 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False)
             # a file Label Studio holds (an upload, local or cloud storage): the item imported from the file of
             # that path or name, where one item alone has it. The photos a user imported and uploaded to Label
             # Studio matched nothing ("/data/upload/2/3b1a989e-cat1.png" is no content here)
-            from runtime.steps.sources import ls_file_names, ls_file_ref
+            from runtime.steps.sources import ls_file_names, ls_file_ref, ls_media_file
 
+            media = ls_media_file(value, Path(media_root or path.parent))
+            if media is not None:  # the file itself, here: its content is the item's id
+                cand = hashlib.sha256(media.read_bytes()).hexdigest()
+                item_id = cand if cand in ids else None
             ref = ls_file_ref(value).strip("/").split("/")  # local storage's path, from its root: a folder's
-            item_id = next((by_source[k] for k in ("/".join(ref[j:]) for j in range(len(ref) - 1))  # whole
-                            if k in by_source), None)  # or the end of it (cats/1.png), then the name alone
+            if item_id is None:
+                item_id = next((by_source[k] for k in ("/".join(ref[j:]) for j in range(len(ref) - 1))  # whole
+                                if k in by_source), None)  # or the end of it (cats/1.png), then the name alone
             for name in ls_file_names(value, task.get("file_upload")) if item_id is None else ():
                 found = by_name.get(name, set())
                 if len(found) == 1:

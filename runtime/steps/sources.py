@@ -838,6 +838,18 @@ def ls_file_names(value: str, file_upload: str | None = None) -> list[str]:
     return names
 
 
+def ls_media_file(value: str, media_root: Path) -> Path | None:
+    """The file a Label Studio task refers to, under media_root (the folder of the project's files, or Label
+    Studio's own media folder, which holds "/data/upload/2/x.png" as upload/2/x.png): by its path, its name, or
+    its name without Label Studio's upload prefix; None where there is none."""
+    ref = ls_file_ref(value)
+    inside = [ref.lstrip("/")] + ([ref[len("/data/"):]] if ref.startswith("/data/") else [])
+    for c in [media_root / p for p in inside] + [media_root / name for name in ls_file_names(value)]:
+        if c.is_file():
+            return c
+    return None
+
+
 def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str) -> tuple[bytes, str]:
     data = task.get("data", task)
     if not isinstance(data, dict):
@@ -857,11 +869,9 @@ def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str
         raise DataImportError(f"{where}: no text or image in its data (keys: {', '.join(data)})")
     if value.startswith("data:"):
         return base64.b64decode(value.split(",", 1)[1]), "image"
-    ref = ls_file_ref(value)
-    candidates = [media_root / ref.lstrip("/")] + [media_root / name for name in ls_file_names(value)]
-    for c in candidates:
-        if c.is_file():
-            return c.read_bytes(), "image"
+    found = ls_media_file(value, media_root)
+    if found is not None:
+        return found.read_bytes(), "image"
     raise DataImportError(
         f"{where}: image {value!r} not found under {media_root} (pass --media-root with the folder of the images)"
     )

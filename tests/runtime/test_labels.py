@@ -701,3 +701,29 @@ def test_an_image_export_matches_the_photos_uploaded_to_label_studio_by_name(ima
     (dog,) = [i for i in image_ws.store.items() if i.source.endswith("dogs/1.png")]
     assert [(r.item_id, r.label) for r in image_ws.store.labels() if r.task_ref.startswith("ls:local.json")] == [
         (dog.id, "Dress")]
+
+
+def test_an_image_export_matches_by_content_through_label_studio_media_folder(image_ws, ls_dir, tmp_path):
+    """Photos renamed on the way to Label Studio (or named alike in two folders) match by their content, read from
+    the project's files: `labels import --media-root` takes Label Studio's media folder (upload/2/3b1a989e-x.png for
+    "/data/upload/2/3b1a989e-x.png"), as `data import --media-root` does."""
+    import numpy as np
+    from PIL import Image
+
+    doc = json.loads((ls_dir / "image_classification_export.json").read_text())
+    photos, media = tmp_path / "photos", tmp_path / "media"
+    photos.mkdir()
+    wanted = {}
+    for k, t in enumerate(doc):
+        ref = t["data"]["image"]  # /data/upload/2/3b1a989e-fmnist_test_class9_0000.png
+        (media / ref.removeprefix("/data/")).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((28, 28), 50 + 40 * k, np.uint8)).save(media / ref.removeprefix("/data/"))
+        (photos / f"IMG_{k}.png").write_bytes((media / ref.removeprefix("/data/")).read_bytes())
+        wanted[f"IMG_{k}.png"] = t["annotations"][0]["result"][0]["value"]["choices"][0]
+    add_source(image_ws, photos)
+    with pytest.raises(DataImportError, match="4 task"):  # no name in common, and no file to read
+        import_label_studio(image_ws, ls_dir / "image_classification_export.json")
+    got = import_label_studio(image_ws, ls_dir / "image_classification_export.json", media_root=media)
+    assert got["labels"] == 4 and got["unmatched"] == 0, got
+    by_item = {i.id: i.source.rsplit("/", 1)[1] for i in image_ws.store.items()}
+    assert {by_item[r.item_id]: r.label for r in image_ws.store.labels()} == wanted
