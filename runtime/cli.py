@@ -796,9 +796,12 @@ def _queue(obj: dict[str, Any], labeler: str):
 @click.option("--labeler", default=lambda: _login_name("labeler"))
 @click.option("--order", type=click.Choice(["queue", "uncertain"]), default="queue", show_default=True,
               help="uncertain: the items `cdl labels suggest` was least sure of first (active learning)")
+@click.option("--save-image", type=click.Path(dir_okay=False, path_type=Path),
+              help="write an image item to this file (PNG) to look at it")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, as_json: bool) -> None:
+def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, save_image: Path | None,
+                as_json: bool) -> None:
     """Show the next item to label."""
     q = _queue(obj, labeler)
     item = q.next(filter_, order)
@@ -810,9 +813,21 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, as_
             click.echo("nothing left to label" + (f" ({elsewhere} open with other labelers)" if elsewhere else ""))
         return
     content = q.content(item.uid)
-    preview = content[:500] if isinstance(content, str) else f"<image {getattr(content, 'shape', '')}>"
+    if isinstance(content, str):
+        preview = content[:500]
+    else:  # an image: a terminal shows none, so say how to see it ("<image (28, 28)>" was all)
+        shape = "x".join(str(n) for n in getattr(content, "shape", ()))
+        if save_image is not None:
+            from PIL import Image
+
+            save_image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(content).save(save_image, format="PNG")
+            preview = f"<image {shape}: written to {save_image}>"
+        else:
+            preview = f"<image {shape}: --save-image FILE.png writes it>"
     doc = {"item": item.item_id, "uid": item.uid, "source": item.source, "candidates": list(item.candidates),
-           "classes": q.classes(), "content": preview, "suggestion": q.suggestion(item.item_id)}
+           "classes": q.classes(), "content": preview, "suggestion": q.suggestion(item.item_id),
+           **({"image": str(save_image)} if save_image is not None and not isinstance(content, str) else {})}
     if as_json:
         _dump(doc)
     else:

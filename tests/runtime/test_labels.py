@@ -727,3 +727,29 @@ def test_an_image_export_matches_by_content_through_label_studio_media_folder(im
     assert got["labels"] == 4 and got["unmatched"] == 0, got
     by_item = {i.id: i.source.rsplit("/", 1)[1] for i in image_ws.store.items()}
     assert {by_item[r.item_id]: r.label for r in image_ws.store.labels()} == wanted
+
+
+def test_labels_next_writes_an_image_item_to_look_at(image_ws, tmp_path):
+    """`cdl labels next` showed an image item as "<image (28, 28)>": a labeler at a terminal could not see what to
+    label. --save-image writes it as a PNG (whatever the item came from: a file, an idx row, a device's sample)."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from runtime.cli import cli
+
+    flat = tmp_path / "snaps"
+    flat.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((12, 16, 3), 60 * k, np.uint8)).save(flat / f"{k}.png")
+    add_source(image_ws, flat)  # no class folders: to be labeled
+    r = CliRunner().invoke(cli, ["-w", str(image_ws.root), "labels", "next", "--labeler", "ann"])
+    assert r.exit_code == 0 and "<image 12x16x3: --save-image FILE.png writes it>" in r.output, r.output
+    out = tmp_path / "look" / "next.png"
+    r = CliRunner().invoke(cli, ["-w", str(image_ws.root), "labels", "next", "--labeler", "ann", "--save-image",
+                                 str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["image"] == str(out) and doc["content"] == f"<image 12x16x3: written to {out}>"
+    shown = np.asarray(Image.open(out))
+    assert np.array_equal(shown, LabelQueue(image_ws, "ann").content(doc["uid"]))
