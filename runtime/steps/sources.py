@@ -838,6 +838,9 @@ def ls_file_names(value: str, file_upload: str | None = None) -> list[str]:
     return names
 
 
+NO_MEDIA_HINT = " (pass --media-root with the folder of the images)"  # the data panel asks for the folder on it
+
+
 def ls_media_file(value: str, media_root: Path) -> Path | None:
     """The file a Label Studio task refers to, under media_root (the folder of the project's files, or Label
     Studio's own media folder, which holds "/data/upload/2/x.png" as upload/2/x.png): by its path, its name, or
@@ -873,7 +876,7 @@ def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str
     if found is not None:
         return found.read_bytes(), "image"
     raise DataImportError(
-        f"{where}: image {value!r} not found under {media_root} (pass --media-root with the folder of the images)"
+        f"{where}: image {value!r} not found under {media_root}{NO_MEDIA_HINT}"
     )
 
 

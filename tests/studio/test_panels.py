@@ -1124,3 +1124,36 @@ def test_the_data_panel_says_what_an_import_left_out(qtbot, image_ws, tmp_path):
                  "dogs/notes.txt", "2 file(s) in folders below their class folder take its class: cats/2024/x.png, "
                  "dogs/2024/x.png"):
         assert said in text, text
+
+
+def test_the_data_panel_asks_for_the_folder_of_a_label_studio_exports_images(qtbot, image_ws, ls_dir, tmp_path,
+                                                                           monkeypatch):
+    """A Label Studio image export whose files are not beside it failed with "pass --media-root with the folder of
+    the images", an option the panel did not have: it now asks for the folder and imports with it."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    export = tmp_path / "exports" / "project-2.json"
+    export.parent.mkdir()
+    export.write_bytes((ls_dir / "image_classification_export.json").read_bytes())
+    media = tmp_path / "media"
+    for k, t in enumerate(json.loads(export.read_text())):
+        f = media / t["data"]["image"].removeprefix("/data/")  # Label Studio's media folder: upload/2/x.png
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((28, 28), 40 * k, np.uint8)).save(f)
+    asked: list = []
+    monkeypatch.setattr(DataPanel, "_ask_media_root", lambda self, p: asked.append(p) or str(media))
+    p = DataPanel(StudioContext(image_ws.root, image_ws, None))
+    qtbot.addWidget(p)
+    p.path_edit.setText(str(export))
+    p.import_btn.click()
+    qtbot.waitUntil(lambda: "imported project-2.json" in p.status_label.text(), timeout=30000)
+    assert asked == [export]
+    assert p.status_label.text().startswith("imported project-2.json: 4 item(s) (label-studio)")
+    (entry,) = image_ws.config().params("data.import")["sources"]
+    assert entry["media_root"] == str(media)

@@ -132,7 +132,8 @@ class DataPanel(Panel):
         if path:
             self.path_edit.setText(path)
 
-    def _import(self, encoding: str | None = None, columns: dict[str, Any] | None = None) -> None:
+    def _import(self, encoding: str | None = None, columns: dict[str, Any] | None = None,
+                media_root: str | None = None) -> None:
         from runtime.api import add_source
 
         path = self.path_edit.text().strip()
@@ -151,6 +152,8 @@ class DataPanel(Panel):
             options["encoding"] = encoding
         if columns:  # named in the columns dialog after the import found none by name
             options.update(columns)
+        if media_root:  # a Label Studio image export's files, chosen after the import found none beside it
+            options["media_root"] = media_root
         self.import_btn.setEnabled(False)
 
         def done(result: Any) -> None:  # noqa: ANN401 - a JobResult
@@ -161,10 +164,17 @@ class DataPanel(Panel):
         def failed(msg: str) -> None:
             self.import_btn.setEnabled(True)
             self.say(msg, "error")
-            from runtime.steps.sources import READS_AS_CP1252
+            from runtime.steps.sources import NO_MEDIA_HINT, READS_AS_CP1252
 
             if READS_AS_CP1252 in msg and not encoding and self._ask_cp1252(Path(path)):
                 self._import("cp1252")  # a CSV that Excel saved on Windows: only the CLI could name its encoding
+            elif msg.endswith(NO_MEDIA_HINT) and not media_root:
+                # a Label Studio image export whose files are elsewhere: the error named --media-root, which only
+                # the CLI had
+                self.say(msg.removesuffix(NO_MEDIA_HINT) + ": choose the folder of the project's images", "warning")
+                folder = self._ask_media_root(Path(path))
+                if folder:
+                    self._import(encoding, columns, folder)
             elif not columns and re.search(r"no (text|label) (column|field)", msg):
                 # a CSV whose columns are "body" and "topic": only the CLI's --text-column and --label-column
                 # could name them, and the panel said "name it with --label-column"
@@ -177,6 +187,13 @@ class DataPanel(Panel):
         self.say(f"importing {Path(path).name}…")
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
+
+    def _ask_media_root(self, path: Path) -> str | None:
+        """The folder of a Label Studio export's images (its files, or Label Studio's media folder)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        return QFileDialog.getExistingDirectory(self, f"Folder of the images {path.name} refers to",
+                                                str(path.parent)) or None
 
     def _ask_columns(self, path: Path, options: dict[str, Any]) -> dict[str, Any] | None:
         """The text and label columns of a file whose columns the import found none of by name."""
