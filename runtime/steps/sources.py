@@ -253,12 +253,13 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     classes = {i.label for i in items}
     if len(classes) == 1 and not unlabeled:  # photos.zip of photos/*.png: a class, or files to label?
         notes.append(f"all {len(items)} file(s) are in folders named {next(iter(classes))!r}: imported as that one "
-                     "class (`--unlabeled` imports them to be labeled)")
+                     "class (`--unlabeled`, the data panel's unlabeled box, imports them to be labeled)")
     if loose and not items:  # a flat folder of photos or texts, to be labeled: each file an unlabeled item
         items = [RawItem(key=rel, payload=read(), label=None) for rel, read in loose]
         notes.append(f"no class folders: {len(items)} file(s) imported unlabeled, for the labeling queue")
     else:
-        notes += [f"ignored {rel}: not inside a class folder (--unlabeled takes every file, unlabeled)"
+        notes += [f"ignored {rel}: not inside a class folder (--unlabeled, the data panel's unlabeled box, takes "
+                  "every file, unlabeled)"
                   for rel, _ in loose]
     if not items:
         raise DataImportError(f"{path}: no files found (expected CLASS/FILE entries, or files to label)")

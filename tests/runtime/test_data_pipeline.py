@@ -983,8 +983,8 @@ def test_a_zip_of_one_folder_says_it_is_one_class(tmp_path):
             zf.writestr(f"photos/{i}.txt", f"an article number {i} of the folder")
     batch = read_source(zipped)
     assert {i.label for i in batch.items} == {"photos"}
-    assert "all 3 file(s) are in folders named 'photos': imported as that one class (`--unlabeled` imports them " \
-           "to be labeled)" in batch.notes
+    assert "all 3 file(s) are in folders named 'photos': imported as that one class (`--unlabeled`, the data " \
+           "panel's unlabeled box, imports them to be labeled)" in batch.notes  # the panel shows the notes too
     assert not any("one class" in n for n in read_source(zipped, options={"unlabeled": True}).notes)
 
 
