@@ -821,7 +821,8 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, sav
             from PIL import Image
 
             save_image.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(content).save(save_image, format="PNG")
+            pixels = content[..., 0] if content.ndim == 3 and content.shape[-1] == 1 else content  # (H, W, 1)
+            Image.fromarray(pixels).save(save_image, format="PNG")
             preview = f"<image {shape}: written to {save_image}>"
         else:
             preview = f"<image {shape}: --save-image FILE.png writes it>"

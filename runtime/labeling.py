@@ -285,7 +285,10 @@ class LabelQueue:
                 continue
             if filter == "labeled" and st.label is None:
                 continue
-            if filter.startswith("proposal:") and st.label is not None and st.source == "manual":
+            # a proposal's samples left to label: a label from Label Studio (`cdl loop --labels`, labels import)
+            # counts as a labeler's, as the proposal's own count has it ("65/65 labeled" while the queue still
+            # handed out all 65)
+            if filter.startswith("proposal:") and st.label is not None:
                 continue
             yield r, st
 

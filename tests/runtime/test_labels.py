@@ -753,3 +753,25 @@ def test_labels_next_writes_an_image_item_to_look_at(image_ws, tmp_path):
     assert doc["image"] == str(out) and doc["content"] == f"<image 12x16x3: written to {out}>"
     shown = np.asarray(Image.open(out))
     assert np.array_equal(shown, LabelQueue(image_ws, "ann").content(doc["uid"]))
+
+
+def test_a_proposals_samples_labeled_in_label_studio_leave_its_queue(unlabeled_ws, tmp_path):
+    """`cdl proposals list` said "65/65 labeled" after `cdl loop --labels FILE`, while `labels next --filter
+    proposal:p1` (and the export of it) still handed out all 65: only labels given here counted there."""
+    ws = unlabeled_ws
+    uids = [r.uid for r in ws.dataset().rows][:3]
+    ws.store.set_state("proposal:p9:items", uids)  # as deploy.maintain stages a proposal's samples
+    view = ws.dataset()
+    tasks = [{"id": k, "data": {"cdl_item": view.row(u).id, "text": "x"},
+              "annotations": [{"completed_by": 1, "result": [{"from_name": "category", "to_name": "text",
+                                                              "type": "choices", "value": {"choices": ["tech"]}}]}]}
+             for k, u in enumerate(uids[:2], 1)]
+    (tmp_path / "ls.json").write_text(json.dumps(tasks))
+    assert import_label_studio(ws, tmp_path / "ls.json")["labels"] == 2
+    q = LabelQueue(ws, "lena")
+    assert [r.uid for r in q.rows("proposal:p9")] == uids[2:]
+    assert q.next("proposal:p9").uid == uids[2]
+    from runtime.proposals import proposal
+
+    ws.store.set_state("proposal:p9", {"id": "p9", "status": "open"})
+    assert proposal(ws, "p9")["labeled"] == 2  # the list and the queue agree
