@@ -224,7 +224,8 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         + (f"; `cdl gc` would give back {_human(reclaim)}" if reclaim else ""),
         "`cdl gc --dry-run` lists what can go" if free < LOW_DISK or reclaim > (1 << 30) else "")
     # devices
-    from runtime.devices import cert_status, health_warnings
+    from edge_agent.proto.address import DEFAULT_LISTEN
+    from runtime.devices import cert_status, device_folder, health_warnings
 
     now = datetime.now(UTC)
     devices = ws.store.devices()
@@ -244,17 +245,16 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
         if seen is not None and (now - seen).days >= UNSEEN_DAYS:
             add("devices", "warn", f"{d.name}: not seen since {seen.date()} ({(now - seen).days} days)",
                 "`cdl devices status` asks it; `cdl devices remove` if it is gone for good")
-    from runtime.devices import device_folder
-
+    default_port = DEFAULT_LISTEN.rpartition(":")[2]
     for d in devices:  # a folder enrolled before agent.json had `listen`: its agent listens on 8001 by default
         try:
             settings = json.loads((device_folder(ws, d) / "agent.json").read_text())
         except (OSError, ValueError):
             continue  # the folder went to the device and was removed here: nothing to read
         port = d.address.rsplit(":", 1)[-1]
-        if isinstance(settings, dict) and "listen" not in settings and port not in ("0", "8001"):
+        if isinstance(settings, dict) and "listen" not in settings and port not in ("0", default_port):
             add("devices", "warn", f"{d.name}: its folder's agent.json does not say where to listen, so an agent "
-                f"started without --listen listens on port 8001, and the workspace connects to {d.address}",
+                f"started without --listen listens on port {default_port}, and the workspace connects to {d.address}",
                 f"`cdl devices enroll {d.name} --address {d.address} --replace`, then copy its folder to the "
                 f"device; or start its agent with --listen 0.0.0.0:{port}")
     at: dict[str, list[str]] = {}
