@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from runtime.domain.errors import CdlError
+from runtime.domain.errors import CdlError, first_line
 from runtime.workspace.workspace import Workspace
 
 LOW_DISK = 2 << 30  # below this much free space where the workspace is: warn
@@ -150,7 +150,7 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
                                capture_output=True, text=True, timeout=30)
         changed = [ln[3:] for ln in dirty.stdout.splitlines() if ln.strip()]
         if dirty.returncode != 0:
-            add("git", "fail", f"git status failed: {dirty.stderr.strip()[:200]}", "is the workspace a git repository?")
+            add("git", "fail", f"git status failed: {first_line(dirty.stderr)}", "is the workspace a git repository?")
         elif changed:
             add("git", "warn", f"uncommitted changes: {', '.join(changed[:5])}" + (" …" if len(changed) > 5 else ""),
                 "runs record the code as dirty; commit src/ and cdl.yaml to make them reproducible")

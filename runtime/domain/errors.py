@@ -77,6 +77,18 @@ def user_code_frame(tb: Any) -> str:  # noqa: ANN401 - a traceback object
     return f" ({name}, line {f.lineno}, in {f.name})"
 
 
+def first_line(text: object, limit: int = 240) -> str:
+    """The first line of an error's text, cut at a word before `limit` characters with '…' where it is longer: what a
+    status line or a message names of an error whose whole text is kept elsewhere (it was cut mid-word, without a
+    mark, so a reader took the rest for lost)."""
+    line = str(text or "").strip().split("\n", 1)[0].rstrip()
+    if len(line) <= limit:
+        return line
+    cut = line[:limit - 1]
+    word = cut.rsplit(" ", 1)[0]
+    return (word if len(word) > limit // 2 else cut).rstrip(" ,;:(") + "…"
+
+
 def did_you_mean(value: object, known: list[str] | tuple[str, ...]) -> str:
     """' (did you mean 'x'?)' for the known word closest to a misspelt `value`, or '' when none is close: what an
     error about an unknown name adds."""

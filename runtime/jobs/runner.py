@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.domain.errors import CdlError, ConfigError, GateFailed, did_you_mean, user_code_frame
+from runtime.domain.errors import CdlError, ConfigError, GateFailed, did_you_mean, first_line, user_code_frame
 from runtime.domain.events import Event, EventKind
 from runtime.domain.steps import StepSpec, StepStatus, run_ending
 from runtime.jobs.bus import EventBus
@@ -146,8 +146,7 @@ class Runner:
                     continue
                 # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
                 # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
-                first = (run.error or "failed").strip().split("\n", 1)[0]
-                since = f"a later run with other inputs than cdl.yaml gives failed: {first[:200]}"
+                since = f"a later run with other inputs than cdl.yaml gives failed: {first_line(run.error or 'failed')}"
                 run = ok
             reason = ""
             try:

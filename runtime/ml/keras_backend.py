@@ -17,6 +17,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from runtime.domain.errors import first_line  # noqa: E402
 from runtime.ml.common import (  # noqa: E402
     EarlyStopping,
     EpochCallback,
@@ -180,7 +181,7 @@ def warm_start(model, init: dict[str, Any], classes: list[str], flat_input: bool
         src_model = load(Path(init["checkpoint"]))
     except Exception as exc:  # noqa: BLE001
         raise WarmStartError(f"init_from {init['ref']}: not a saved Keras model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+                             f"{first_line(exc)})") from None
     src_layers = [layer for layer in src_model.layers if layer.weights]
     dst_layers = [layer for layer in model.layers if layer.weights]
     if len(src_layers) != len(dst_layers):

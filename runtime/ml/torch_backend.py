@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.domain.errors import first_line
 from runtime.ml.common import (
     EarlyStopping,
     EpochCallback,
@@ -253,7 +254,7 @@ def warm_start(model: nn.Module, init: dict[str, Any], classes: list[str], flat_
         blob = torch.load(init["checkpoint"], map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise WarmStartError(f"init_from {init['ref']}: not a PyTorch weights file ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200]})") from None
+                             f"{first_line(exc)})") from None
     src = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(src, dict) or not src or not all(torch.is_tensor(v) for v in src.values()):
         raise WarmStartError(f"init_from {init['ref']}: holds no state_dict (a dict of tensors, or "

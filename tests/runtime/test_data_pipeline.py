@@ -248,6 +248,17 @@ def test_a_refused_import_or_a_failed_one_off_run_leaves_the_step_done(tmp_path,
     res = Runner(ws).run(steps=["data.import"], overrides={"data.import": {"sources": ["gone.zip"]}})
     assert not res.ok, res
     assert {s.status.value for s in Runner(ws).statuses() if s.id.startswith("data.")} == {"done"}
+    # a long error (an Excel CSV's encoding advice) was cut at 200 characters mid-word, without a mark: the studio's
+    # header read "…it reads as cp1252 (Windows, Western European: what" and stopped
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("text;label\nLe café coûte 3 € à Zürich;business\n".encode("cp1252"))
+    with pytest.raises(DataImportError, match="cp1252"):
+        add_source(ws, excel)
+    reason = next(s for s in Runner(ws).statuses() if s.id == "data.import").reason
+    error = ws.store.last_step_run("data.import").error.split("\n", 1)[0]
+    assert len(error) > 240 and reason.endswith("…") and len(reason) < 320, reason
+    shown = reason.removeprefix("a later run with other inputs than cdl.yaml gives failed: ")[:-1]
+    assert error.startswith(shown) and error[len(shown)] in " ,;:(", (shown, error)  # cut between words
     # with cdl.yaml's own inputs, a failure is the step's state: the source file overwritten with what is no zip
     src.write_bytes(b"not a zip archive")
     assert not Runner(ws).run(steps=["data.import"]).ok

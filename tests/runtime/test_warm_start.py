@@ -141,3 +141,26 @@ def test_loading_a_keras_checkpoint_from_the_artifact_store_leaves_no_copy_behin
     x = np.ones((2, 4), np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6)
     assert list(temp.iterdir()) == []
+
+
+def test_a_file_that_is_no_weights_is_named_with_the_loaders_first_line_cut_between_words(tmp_path):
+    """init_from a file torch cannot load says what torch said, its first line: cut at 200 characters mid-word
+    before, without a mark; `first_line` cuts between words and ends with '…' (the status line's failed-run
+    reason, `cdl doctor`'s git error and the Keras loader's error share it)."""
+    from torch import nn
+
+    from runtime.domain.errors import first_line
+    from runtime.ml import torch_backend
+    from runtime.ml.common import WarmStartError
+
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"these are no weights\n")
+    with pytest.raises(WarmStartError, match=r"^init_from ws:1: not a PyTorch weights file \(\w+: \S") as err:
+        torch_backend.warm_start(nn.Linear(2, 2), {"checkpoint": str(bad), "ref": "ws:1"}, ["a", "b"], True)
+    assert "\n" not in str(err.value)
+    assert first_line("short\nsecond") == "short"
+    assert first_line(None) == ""
+    long = "word " * 100
+    cut = first_line(long, 50)
+    assert cut.endswith("word…") and len(cut) <= 50, cut
+    assert first_line("x" * 300, 50) == "x" * 49 + "…"  # one long token: cut where it must
