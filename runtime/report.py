@@ -123,7 +123,7 @@ def model_report(ws: Workspace, ref: str) -> str:
     if champ.get("test_accuracy") is not None:
         where = "the same test split" if champ.get("same_test_set") else (
             f"this version's test split (it was trained on {champ.get('dataset_version')})")
-        note = (f"; {champ['seen_in_training']} of these test items were in its training data, which flatters it"
+        note = (f"; {champ['seen_in_training']} of these test items {'was' if champ['seen_in_training'] == 1 else 'were'} in its training data, which flatters it"
                 if champ.get("seen_in_training") else "")
         out.append(f"<p>Against champion {_e(champ['ref'])} on {_e(where)}: test_accuracy "
                    f"{_e(champ['test_accuracy'])} (this version {_e(mv.metrics.get('test_accuracy'))}), macro-F1 "

@@ -70,7 +70,8 @@ def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
     # a test split drawn anew holds items the champion trained on: counted, and the log says it flatters it
     seen = len(set(mine.uids_test) & set(theirs.uids_train))
     assert v["seen_in_training"] == seen > 0
-    assert any(f"{seen} of these {v['n']} test items were in its training data" in m for m in said), said
+    assert any(f"{seen} of these {v['n']} test items {'was' if seen == 1 else 'were'} in its training data" in m
+               for m in said), said
 
     # `cdl models compare`: any two versions side by side; where their test splits differ, both on B's
     doc = json.loads(cdl(ws, "models", "compare", "ws:1", "ws:3", "--json").stdout)

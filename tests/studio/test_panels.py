@@ -563,6 +563,11 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     assert r.versus.text() == ("against champion ws:1 (trained on v0), both on this version's test split "
                                f"(v1, {other['n']} items); 3 of them were in the champion's training data, which "
                                "flatters it; classes the champion does not know: tech")
+    ws.store.update_model("ws", 2, evaluation={**two.evaluation, "champion": {**other, "seen_in_training": 1}})
+    load(qtbot, r)
+    assert "; 1 of them was in the champion's training data" in r.versus.text()  # it read "1 of them were"
+    ws.store.update_model("ws", 2, evaluation={**two.evaluation, "champion": other})
+    load(qtbot, r)
     assert r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole) == 0.5
     assert "on this test split" in r.cm_champion_label.text()
     failed = {"ref": "ws:1", "dataset_version": "v0", "same_test_set": False, "error": "its checkpoint is gone"}
