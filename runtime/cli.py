@@ -1241,9 +1241,9 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
         return
     click.echo(f"{doc['model']}")
     if not doc["variants"]:
-        from runtime.store.deploy import no_variants
+        from runtime.store.deploy import no_variants, review_waits_on
 
-        _nothing_yet(no_variants(doc["model"]))
+        _nothing_yet(no_variants(doc["model"], review_waits_on(_ws(obj).store)))
     for v in doc["variants"]:
         if v["status"] != "ok":
             click.echo(f"  {v['name']:<14} {v['status']}: {v['message']}")

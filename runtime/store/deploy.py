@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 
 from runtime.domain.entities import Deployment, Device, Variant
 from runtime.domain.errors import NotFoundError
+from runtime.domain.steps import StepStatus, run_ending
 from runtime.store import tables as t
 from runtime.store.models import _aware
 
@@ -62,7 +63,7 @@ class DeployMixin:
             if r is None:
                 all_ = self.variants(name, version)
                 if not all_:
-                    raise NotFoundError(no_variants(f"{name}:{version}"))
+                    raise NotFoundError(no_variants(f"{name}:{version}", review_waits_on(self)))
                 known = ", ".join(v.variant for v in all_ if v.status == "ok") or "none"
                 skipped = ", ".join(v.variant for v in all_ if v.status != "ok")
                 raise NotFoundError(f"{name}:{version} has no variant {variant!r} (built: {known}"
@@ -129,10 +130,30 @@ class DeployMixin:
             return [_deployment(r) for r in s.execute(q).scalars()]
 
 
-def no_variants(ref: str) -> str:
+def no_variants(ref: str, review_waits_on: str | None = None) -> str:
     """What a model version without variants says (`cdl package`, `cdl deploy`, `cdl models variants`): which
     version deploy.compress works on, and the command that makes this one's. It said "has no variant 'fp32'
-    (built: none)", and `cdl models variants` printed the name alone."""
-    return (f"{ref} has no variants: deploy.export and deploy.compress make them for the version deploy.export's "
-            f"model parameter names (champion unless cdl.yaml says otherwise); for this one: "
-            f"`cdl run --until deploy.revise --set deploy.export.model={ref}`")
+    (built: none)", and `cdl models variants` printed the name alone. Where model.review waits for a candidate's
+    review (`review_waits_on`), a run up to deploy.revise stops there, so the command given did nothing for the
+    champion while a challenger waited: the steps run one at a time instead."""
+    out = (f"{ref} has no variants: deploy.export and deploy.compress make them for the version deploy.export's "
+           f"model parameter names (champion unless cdl.yaml says otherwise); for this one: "
+           f"`cdl run --until deploy.revise --set deploy.export.model={ref}`")
+    if review_waits_on:
+        out += (f"; but model.review waits for {review_waits_on}'s review, and that run stops there: review it "
+                f"first (`cdl models review {review_waits_on} --approve|--reject --comment TEXT --reviewer NAME`), "
+                f"or run the three steps on their own: `cdl run deploy.export --set deploy.export.model={ref}`, "
+                "then `cdl run deploy.compress` and `cdl run deploy.revise`")
+    return out
+
+
+def review_waits_on(store: Any) -> str | None:  # noqa: ANN401 - the workspace's Store
+    """The candidate model.review's last run waits for, while it still has no review; None where nothing waits."""
+    run = store.last_step_run("model.review")
+    if run is None or run_ending(run.status, run.error, run.summary) != StepStatus.WAITING.value:
+        return None
+    ref = (run.error or "").split(" ", 1)[0]
+    name, _, version = ref.rpartition(":")
+    if not name or not version.isdigit() or store.reviews(name, int(version)):
+        return None
+    return ref

@@ -351,3 +351,47 @@ def test_a_bundle_packaged_again_from_the_same_inputs_is_the_same_file(packaged,
     before = ws.store.last_step_run("deploy.package").output_fp
     assert Runner(ws).run(steps=["deploy.package"], force=True).ok
     assert ws.store.last_step_run("deploy.package").output_fp == before  # deploy.push stays up to date
+
+
+def test_the_champions_variants_while_a_challenger_waits_for_its_review(small_bbc):
+    """A new candidate waiting for its review stops every run at model.review, and `cdl models variants` of the
+    champion gave `cdl run --until deploy.revise --set deploy.export.model=ws:1`, which stopped there too: an
+    engineer could not build the champion's bundles until somebody reviewed the challenger. The hint now says so and
+    gives the steps one at a time, which work."""
+    ws = small_bbc
+    cfg = ws.config()
+    cfg.steps["model.tune"]["n_trials"] = 1
+    cfg.steps["deploy.compress"]["methods"] = ["dynamic_int8"]
+    cfg.save()
+    assert Runner(ws).run(until="model.evaluate").ok
+    review(ws.store, "ws:1", True, "first", "vera")
+    cfg = ws.config()
+    cfg.steps["model.train"].update({"seed": 7, "use_tuned": False})
+    cfg.save()
+    assert Runner(ws).run(until="model.evaluate").ok
+
+    def cdl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                              text=True, timeout=600)
+
+    plain = cdl("models", "variants", "ws:1")
+    assert plain.returncode == 0 and "ws:1 has no variants" in plain.stderr and "waits" not in plain.stderr, plain
+    r = cdl("run", "--until", "deploy.revise", "--set", "deploy.export.model=ws:1")
+    assert r.returncode == 1 and "⏸ model.review: ws:2 awaits review" in r.stderr, r.stderr[-2000:]
+    assert ws.store.variants("ws", 1) == []  # what the hint gave did nothing for ws:1
+    said = cdl("models", "variants", "ws:1").stderr
+    assert ("; but model.review waits for ws:2's review, and that run stops there: review it first (`cdl models "
+            "review ws:2 --approve|--reject --comment TEXT --reviewer NAME`), or run the three steps on their own: "
+            "`cdl run deploy.export --set deploy.export.model=ws:1`, then `cdl run deploy.compress` and "
+            "`cdl run deploy.revise`") in said, said
+    packaged = cdl("package", "ws:1", "-o", str(ws.root / "b.cdlb"))
+    assert packaged.returncode == 2 and "model.review waits for ws:2's review" in packaged.stderr, packaged.stderr
+    # the steps it gives make ws:1's variants, the challenger still waiting
+    for step in (["deploy.export", "--set", "deploy.export.model=ws:1"], ["deploy.compress"], ["deploy.revise"]):
+        done = cdl("run", *step)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert [v["name"] for v in variants_json(ws.store, "ws:1")["variants"]] == ["fp32", "dynamic_int8"]
+    assert ws.store.variants("ws", 2) == [] and not ws.store.reviews("ws", 2)
+    # once the challenger is reviewed, nothing waits, and the hint for it is the plain one
+    review(ws.store, "ws:2", False, "not better", "vera")
+    assert "waits" not in cdl("models", "variants", "ws:2").stderr
