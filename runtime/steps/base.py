@@ -91,6 +91,9 @@ class Step:
     # set, is the whole reason when only that changed
     reads: ClassVar[str] = "inputs"
     reads_changed: ClassVar[str] = ""
+    # the step changes what it reads (model.review's automatic review adds the review its fingerprint covers): the
+    # runner takes its input fingerprint again when it has finished, or it read as stale right after it ran
+    changes_own_reads: ClassVar[bool] = False
 
     def fingerprint(self, ctx: StepContext) -> str:
         return ""

@@ -777,6 +777,7 @@ class ReviewStep(Step):
     )
 
     reads = "the candidate's reviews"
+    changes_own_reads = True  # an automatic review (auto_approve_if_better) is one more review of the candidate
 
     def fingerprint(self, ctx: StepContext) -> str:
         try:

@@ -676,11 +676,15 @@ class Store(ModelRegistryMixin, DeployMixin):
         error: str | None = None,
         summary: dict[str, Any] | None = None,
         message: str | None = None,
+        input_fp: str | None = None,
     ) -> None:
+        """`input_fp`: the inputs as the step left them, where it changes what it reads (Step.changes_own_reads)."""
         with self._lock, self.session() as s:
             row = s.get(t.SqlStepRun, run_id)
             if row is None:
                 raise NotFoundError(f"step run {run_id} does not exist")
+            if input_fp:
+                row.input_fp = input_fp
             row.status = status
             row.finished = t.utcnow()
             row.output_fp = output_fp

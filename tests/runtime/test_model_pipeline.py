@@ -121,6 +121,27 @@ def test_second_model_takes_the_champion_alias_over(small_bbc):
     assert aliases == {1: [], 2: ["champion"]}
 
 
+def test_an_automatic_review_leaves_model_review_up_to_date(small_bbc):
+    """model.review's fingerprint is the candidate's reviews, and an automatic review (auto_approve_if_better, CI's
+    way) adds one while the step runs: right after the run `cdl status` said "stale (the candidate's reviews changed
+    since it ran)", and the next run reviewed again. Its fingerprint is taken again when it finishes."""
+    ws = small_bbc
+    cfg = ws.config()
+    cfg.steps["model.tune"]["n_trials"] = 1
+    cfg.set_param("model.review", "auto_approve_if_better", True)
+    cfg.save()
+    assert Runner(ws).run(until="model.review").ok
+    assert [r.decision for r in ws.store.reviews("ws", 1)] == ["approved"]
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["model.review"].status == "done", (states["model.review"].status, states["model.review"].reason)
+    again = Runner(ws).run(until="model.review")
+    assert again.ok and {o.step: o.status for o in again.steps}["model.review"] == "skipped", again.steps[-1]
+    assert len(ws.store.reviews("ws", 1)) == 1
+    # a person's review afterwards is still a change it sees
+    review(ws.store, "ws:1", False, "on second thought", "vera")
+    assert {s.id: s for s in Runner(ws).statuses()}["model.review"].status == "stale"
+
+
 def test_a_rejected_candidate_leaves_the_champion_to_the_deployment_pipeline(small_bbc):
     """The validator rejects the new version: model.review goes on with the champion there is, so that
     `cdl run --until deploy.package` builds (or keeps) the champion's bundle. It used to fail, and the champion
