@@ -395,3 +395,20 @@ def test_the_champions_variants_while_a_challenger_waits_for_its_review(small_bb
     # once the challenger is reviewed, nothing waits, and the hint for it is the plain one
     review(ws.store, "ws:2", False, "not better", "vera")
     assert "waits" not in cdl("models", "variants", "ws:2").stderr
+
+
+def test_a_variant_is_slower_than_fp32_only_beyond_fp32s_own_spread():
+    """deploy.revise marked a pruned model (dense storage: FP32's work exactly) "slower" at 1.054 of FP32's median
+    at batch 64 (0.6057 ms against 0.5745 ms, FP32's p95 0.6064 ms): noise. Slower means above the margin and above
+    FP32's own 95th percentile, at batch 1 or 64."""
+    from runtime.steps.deploy import slower_than
+
+    fp32 = {"b1_p50": 0.0522, "b1_p95": 0.0655, "b64_p50": 0.5745, "b64_p95": 0.6064}
+    prune = {"b1_p50": 0.0537, "b1_p95": 0.0664, "b64_p50": 0.6057, "b64_p95": 0.629}
+    assert not slower_than(prune, fp32, 1.05)
+    qdq = {**fp32, "b64_p50": 0.9, "b64_p95": 1.0}  # clearly slower at batch 64 alone
+    assert slower_than(qdq, fp32, 1.05)
+    tight = {"b1_p50": 1.0, "b1_p95": 1.01, "b64_p50": 10.0, "b64_p95": 10.1}  # a steady machine: the margin decides
+    assert slower_than({**tight, "b1_p50": 1.06}, tight, 1.05)
+    assert not slower_than({**tight, "b1_p50": 1.04}, tight, 1.05)
+    assert not slower_than(fp32, fp32, 1.0)
