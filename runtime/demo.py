@@ -9,6 +9,8 @@ and the device the demo enrolled is started again."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
 import socket
 import subprocess
@@ -93,6 +95,15 @@ def headless(workspace: Path, source: Path, until: str) -> int:
     return 0 if result.ok else 1
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,13 +116,26 @@ def _start_device(ws: Any) -> tuple[subprocess.Popen, Path]:  # noqa: ANN401 - t
     from runtime.devices import DeviceError, enroll, wait_ready
 
     folder = ws.root.parent / f"{ws.root.name}-edge"
-    address = f"127.0.0.1:{_free_port()}"
-    known = {d.name for d in ws.store.devices()}
+    known = {d.name: d for d in ws.store.devices()}
     if DEVICE not in known or not (folder / "agent.json").is_file():
+        address = f"127.0.0.1:{_free_port()}"
         enroll(ws, DEVICE, address, folder, replace=DEVICE in known)
         print(f"enrolled device {DEVICE} at {address}; its folder: {folder}")
     else:
-        ws.store.update_device(DEVICE, address=address)
+        # the port it was enrolled at, where agent.json's `listen` and the workspace agree, so that `cdl-edge serve
+        # --data-dir` alone starts it where the workspace looks; taken since by something else, another free one,
+        # written to both
+        address = known[DEVICE].address
+        if not _port_free(int(address.rsplit(":", 1)[1])):
+            address = f"127.0.0.1:{_free_port()}"
+            cfg_path = folder / "agent.json"
+            agent_cfg = json.loads(cfg_path.read_text())
+            agent_cfg["listen"] = address
+            tmp = cfg_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(agent_cfg, indent=1))
+            os.replace(tmp, cfg_path)
+            ws.store.update_device(DEVICE, address=address)
+            print(f"{DEVICE}'s port was taken: it listens on {address} now (agent.json and the workspace say so)")
     # its output goes to a file (a pipe nobody reads would stall it once full); the first line says where it listens
     log_path = folder / "demo-agent.log"
     with open(log_path, "w") as log:

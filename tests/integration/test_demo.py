@@ -57,12 +57,34 @@ def test_the_headless_demo_runs_the_whole_life_and_again(tmp_path):
     assert (tmp_path / "demo-workspace-edge" / "agent.json").is_file()
     ws.close()
 
-    # again: nothing is trained again; the same device is started, scores, and the checks run on what it sent
-    again = _demo(root, source)
+    # again: nothing is trained again; the same device is started, scores, and the checks run on what it sent; its
+    # port taken meanwhile by something else, it gets another, which agent.json and the workspace both say
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = _demo(root, source)
     assert again.returncode == 0, (again.stdout[-4000:], again.stderr[-3000:])
     assert again.stdout.startswith("using workspace") and "enrolled device" not in again.stdout
+    assert "demo-edge's port was taken: it listens on 127.0.0.1:" in again.stdout, again.stdout[:2000]
     for step in ("model.tune", "model.train", "deploy.package", "deploy.push"):
         assert f"= {step}: up to date" in again.stdout, step
     assert "… deploy.monitor: started" in again.stdout
     assert f"demo-edge: {scored} new scoring record(s), up to seq {2 * scored}" in again.stdout, again.stdout[-3000:]
-    assert _closed(int(re.search(r"listening on 127\.0\.0\.1:(\d+)", again.stdout).group(1)))
+    port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", again.stdout).group(1))
+    assert _closed(port)
+    # what the demo says at the end starts the agent where the workspace looks for it: `cdl-edge serve --data-dir`
+    assert f"`.venv/bin/cdl-edge serve --data-dir {tmp_path / 'demo-workspace-edge'}` starts it again" in again.stdout
+    agent = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir",
+                              str(tmp_path / "demo-workspace-edge")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        assert f"listening on 127.0.0.1:{port}" in agent.stdout.readline()
+        status = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "devices", "status", "--json"],
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        device = json.loads(status.stdout)["devices"][0]
+        assert device["device"] == "demo-edge" and device["online"], device
+        assert device["active"]["name"] == "bbc-news-demo", device
+    finally:
+        agent.terminate()
+        agent.wait(15)
