@@ -304,7 +304,10 @@ class Inference:
 
     def _not_loaded(self, name: str, version: str) -> str:
         active = f"{self.agent.model.name}:{self.agent.model.version}" if self.agent.model else "none"
-        return f"model {name or '?'} version {version or 'any'} is not loaded (active: {active})"
+        # it said "model nope version any is not loaded" for a request that named no version
+        if not name:  # a request without a name asks for the active model: there is none
+            return "no model is active on this device"
+        return f"model {name}{f' version {version}' if version else ''} is not loaded (active: {active})"
 
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201
         if self.agent.config.inference_auth == "token":

@@ -236,8 +236,10 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
     assert params["providers"] == "CPUExecutionProvider" and params["bundle_id"] == active["bundle_id"]
     from tritonclient.utils import InferenceServerException
 
-    with pytest.raises(InferenceServerException, match="model nope version any is not loaded"):
-        client.get_model_config("nope")
+    with pytest.raises(InferenceServerException, match="model nope is not loaded"):
+        client.get_model_config("nope")  # it said "model nope version any is not loaded"
+    with pytest.raises(InferenceServerException, match="model ws version 9 is not loaded"):
+        client.get_model_config("ws", "9")
 
 
 def test_push_activate_rollback_and_history(packaged, agent_factory):

@@ -77,7 +77,7 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         assert rest.call("GET", "/v2/health/live") == (200, {"live": True})
         assert rest.call("GET", "/v2/health/ready") == (400, {"ready": False})  # no model yet: the protocol's false
         status, doc = rest.call("GET", "/v2/models/ws")
-        assert status == 404 and doc["error"] == "model ws version any is not loaded (active: none)"
+        assert status == 404 and doc["error"] == "model ws is not loaded (active: none)"
         deploy(ws, "ws:1", "fp32", "dev1")
         assert rest.call("GET", "/v2/health/ready") == (200, {"ready": True})
         assert rest.call("GET", "/v2/models/ws/ready") == (200, {"name": "ws", "ready": True})
@@ -135,7 +135,7 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
             assert (status, says in doc.get("error", "")) == (code, True), (body, status, doc)
         status, doc = rest.call("POST", "/v2/models/other/infer", {
             "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]})
-        assert status == 404 and "model other version any is not loaded (active: ws:1)" in doc["error"]
+        assert status == 404 and "model other is not loaded (active: ws:1)" in doc["error"]
         assert rest.call("GET", "/v2/models/ws/infer")[0] == 405
         assert rest.call("GET", "/v2/nothing")[0] == 404
         # a body sent after "Expect: 100-continue" (curl asks so for a body over 1 KiB, then waits a second for the
