@@ -332,15 +332,12 @@ class Runner:
         dt = time.perf_counter() - t0
         status = result.status.value if result.status in (StepStatus.DONE, StepStatus.DRIFTED) else "done"
         summary = dict(result.summary)
+        fp_after = None  # the inputs as the step left them, where it changes them itself (Step.changes_own_reads)
         if impl.changes_own_reads:
-            try:
-                fp = self.input_fp(cfg, step, params, done)
-            except CdlError:
-                fp = None
-        else:
-            fp = None
+            with contextlib.suppress(CdlError):
+                fp_after = self.input_fp(cfg, step, params, done)
         store.finish_step_run(run_id, status, output_fp=result.output_fp, summary=summary, message=result.message,
-                              input_fp=fp)
+                              input_fp=fp_after)
         self._emit(Event(EventKind.FINISHED, step=step, job=self.job, message=result.message,
                          data={"summary": summary, "status": status, "duration": dt}))
         return StepOutcome(step, status, dt, summary=summary, message=result.message)

@@ -751,8 +751,8 @@ def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:
     ctx.log(f"champion {champ.ref} on {where}: test_accuracy {out['test_accuracy']:.4f}, macro-F1 "
             f"{out['macro_f1']:.4f}" + (f"; classes it does not know: {out['classes_it_lacks']}"
                                         if out["classes_it_lacks"] else "")
-            + (f"; {out['seen_in_training']} of these {out['n']} test items {'was' if out['seen_in_training'] == 1 else 'were'} in its "
-               "training data, which flatters it" if out["seen_in_training"] else ""))
+            + (f"; {seen} of these {out['n']} test items {'was' if seen == 1 else 'were'} in its training data, "
+               "which flatters it" if (seen := out["seen_in_training"]) else ""))
     return out
 
 
