@@ -54,8 +54,12 @@ def check_model_name(name: str, where: str) -> str:
 
 def model_name_for(folder: str) -> str:
     """The default name of a workspace (and its model) made in `folder`: the folder's name with what cannot name a
-    model replaced by '-' ("my project:v2" gives "my-project-v2")."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder).strip("-._")[:64]
+    model replaced by '-' ("my project:v2" gives "my-project-v2"), accented letters by their base letter ("Zürich
+    news" gives "Zurich-news", where it gave "Z-rich-news")."""
+    import unicodedata
+
+    plain = "".join(c for c in unicodedata.normalize("NFKD", folder) if not unicodedata.combining(c))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-._")[:64]
     return name if MODEL_NAME.fullmatch(name) else "workspace"
 
 

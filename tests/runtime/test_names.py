@@ -51,6 +51,19 @@ def test_a_workspace_folder_name_that_cannot_name_a_model(tmp_path):
     assert not (tmp_path / "other").exists()
 
 
+def test_accented_letters_in_a_folder_name_keep_their_base_letter():
+    """"my wörk space" named its model "my-w-rk-space": a letter with an accent was dropped as a character that
+    cannot name a model. It keeps its base letter; what has none (a CJK folder name) still falls back."""
+    from runtime.workspace.config import model_name_for
+
+    assert model_name_for("my wörk space") == "my-work-space"
+    assert model_name_for("Zürich Nachrichten: 2025") == "Zurich-Nachrichten-2025"
+    assert model_name_for("café crème") == "cafe-creme"
+    assert model_name_for("ﬁnance") == "finance"  # a ligature, decomposed
+    assert model_name_for("新闻") == "workspace"
+    assert model_name_for("新闻 news") == "news"
+
+
 def test_init_says_the_model_name_and_what_comes_next(tmp_path):
     """`cdl init` said only "created PATH": not the model name it made of the folder's, nor the next command."""
     from click.testing import CliRunner
