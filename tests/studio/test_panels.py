@@ -26,6 +26,22 @@ def test_data_panel(studio_ctx, qtbot):
     assert "look alike" not in p.val_summary.text()
 
 
+def test_an_empty_data_panel_points_at_the_source_row(qtbot, tmp_path):
+    """It said "choose a source above" over a source row that is below the notice."""
+    from runtime.workspace import Workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    p = DataPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.show()
+    load(qtbot, p)
+    assert p.status_label.text() == "No data yet: choose a source below (File…, Folder…, or type its path) and Import it."
+    note, row = p.status_label.mapTo(p, p.status_label.rect().topLeft()), p.path_edit.mapTo(p, p.path_edit.rect().topLeft())
+    assert row.y() > note.y(), (note, row)
+
+
 def test_data_panel_says_labels_that_look_alike(qtbot, tmp_path):
     from runtime.api import add_source
     from runtime.jobs import Runner

@@ -276,7 +276,7 @@ class DataPanel(Panel):
         self.quarantine.fill([(q["source"], q["rule"], q["reason"]) for q in rep["quarantined"]])
         self.cleaned.fill([(c["source"], c["action"]) for c in rep["cleaned"]])
         if not d["sources"]:
-            self.say("No data yet: choose a source above and import it.", "info")
+            self.say("No data yet: choose a source below (File…, Folder…, or type its path) and Import it.", "info")
         self._analysis(d)
 
     def _merge(self, choose: Any = None) -> None:  # noqa: ANN401 - choose(groups) -> relabel, or None: a test's answer
