@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.domain.processes import stop_child
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BBC = REPO.parent / "shared" / "datasets" / "bbc" / "bbc-fulltext.zip"
 DEMO_NAME = "bbc-news-demo"
@@ -82,7 +84,7 @@ def headless(workspace: Path, source: Path, until: str) -> int:
         return 2
     finally:
         if agent is not None:
-            _stop(agent)
+            stop_child(agent)
     print()
     for o in outcomes:
         print(f"  {o.step:<16} {o.status:<8} {o.message}")
@@ -149,14 +151,14 @@ def _start_device(ws: Any) -> tuple[subprocess.Popen, Path]:  # noqa: ANN401 - t
             break
         time.sleep(0.1)
     if not line:
-        _stop(proc)
+        stop_child(proc)
         said = log_path.read_text(errors="replace").strip()[-1500:]
         raise DeviceError(f"the demo's agent did not start ({log_path}): {said or 'it said nothing'}")
     print(f"started the edge agent of {DEVICE}: {line.strip()}")
     try:
         wait_ready(ws, DEVICE)
     except BaseException:
-        _stop(proc)
+        stop_child(proc)
         raise
     return proc, folder
 
@@ -182,16 +184,6 @@ def _score_test_texts(ws: Any) -> str:  # noqa: ANN401 - the Workspace
     example = f'; e.g. "{first}" → {answers[0]["label"]} ({answers[0]["confidence"]:.2f})' if answers else ""
     return (f"{DEVICE} scored {len(answers)} test texts over the Open Inference Protocol: {right} of them as "
             f"labeled{example}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def main(argv: list[str] | None = None) -> int:

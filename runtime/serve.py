@@ -29,6 +29,7 @@ from typing import Any
 
 from runtime.domain.entities import Device
 from runtime.domain.errors import CdlError
+from runtime.domain.processes import stop_child
 from runtime.workspace.workspace import Workspace
 
 
@@ -130,13 +131,8 @@ def serve_model(ws: Workspace, ref: str, variant: str = "fp32", listen: str = "1
         _wait(proc, stop, parent_pid)
         return served
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        if proc is not None:
+            stop_child(proc)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -1,10 +1,11 @@
 """Processes of this host: whether one still runs (for runs and run folders that a killed process left behind),
-and a child that dies with its parent."""
+a child that dies with its parent, and a child stopped politely first."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 
@@ -41,3 +42,16 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGTERM) ->
             pass
     if parent_pid and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def stop_child(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM, so that it ends as it should (an agent closes its journal, `cdl serve` deletes its folder), then
+    SIGKILL if it has not ended within `grace` seconds; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
