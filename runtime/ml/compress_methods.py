@@ -126,9 +126,14 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
                       message=f"{reached:.1%} of weights are zero (tfmot; dense storage)")
     if method == "qat":
         model = ck.qat(teacher, X, prep.y_train, tr, mv.extra["arch"], int(opts.get("finetune_epochs", 1)), lr, seed)
-        path, _ = export_native(mv, model, example)
-        return Output(path, {"finetune_epochs": int(opts.get("finetune_epochs", 1))},
-                      message="quantization-aware training (tfmot), exported with QDQ nodes")
+        exported, _ = export_native(mv, model, example)
+        # its weights, float multiples of their scales in the export, stored as INT8 (the file was FP32's size)
+        path, packed = onnx_tools.pack_fake_quant_weights(exported)
+        if path != exported:
+            exported.unlink(missing_ok=True)
+        return Output(path, {"finetune_epochs": int(opts.get("finetune_epochs", 1))}, {"int8_weights": packed},
+                      message="quantization-aware training (tfmot), exported with QDQ nodes; "
+                      + (f"{packed} weight tensor(s) stored as INT8" if packed else "weights left in float"))
     if method == "distill":
         hidden = int(opts.get("student_hidden", max(8, hp["hidden"] // 4)))
         model, _ = ck.distill(teacher, X, prep.y_train, tr, mv.extra["arch"], hidden, int(opts.get("epochs", 5)), lr,

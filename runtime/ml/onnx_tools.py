@@ -186,6 +186,78 @@ def quantize_dynamic_int8(src: Path) -> Path:
     return out
 
 
+def _on_int8_grid(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+    """(int8 values, scale, axis or None) where every value of `w` is a multiple of one scale (per tensor, or per
+    slice along the first or last axis) between -127 and 127 of it, as quantization-aware training leaves weights
+    (symmetric, narrow range); None where they are not."""
+
+    def fit(scale: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+        steps = values / scale
+        whole = np.round(steps)
+        return whole if np.all(np.abs(steps - whole) < 1e-3) and np.all(np.abs(whole) <= 127) else None
+
+    top = float(np.max(np.abs(w)))
+    if top == 0:
+        return None
+    scale = np.array(top / 127, np.float32)
+    whole = fit(scale, w)
+    if whole is not None:
+        return whole.astype(np.int8), scale, None
+    for axis in sorted({0, w.ndim - 1}):
+        rows = np.moveaxis(w, axis, 0)
+        flat = rows.reshape(rows.shape[0], -1)
+        tops = np.max(np.abs(flat), axis=1)
+        scales = np.where(tops > 0, tops / 127, 1).astype(np.float32)
+        whole = fit(scales[:, None], flat)
+        if whole is not None:
+            return np.moveaxis(whole.reshape(rows.shape), 0, axis).astype(np.int8), scales, axis
+    return None
+
+
+def pack_fake_quant_weights(src: Path, min_size: int = 1024) -> tuple[Path, int]:
+    """A quantization-aware-trained model as tf2onnx exports it keeps its weights in float32, each already a
+    multiple of its quantization scale (the weight FakeQuant folded into a constant): its file was the size of
+    FP32's. Each such weight of a MatMul, Gemm or Conv is stored as INT8 with a DequantizeLinear before its use,
+    which gives the same float values (to the float32 rounding of the scale, worked out from the values): the same
+    outputs, a quarter of the size. (path, weights packed)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    users: dict[str, list[tuple[Any, int]]] = {}
+    for node in model.graph.node:
+        for k, name in enumerate(node.input):
+            users.setdefault(name, []).append((node, k))
+    dequantize = []
+    for init in list(model.graph.initializer):
+        uses = users.get(init.name, [])
+        if init.data_type != TensorProto.FLOAT or not uses or not all(
+                n.op_type in ("MatMul", "Gemm", "Conv") and k == 1 for n, k in uses):
+            continue
+        w = numpy_helper.to_array(init)
+        grid = _on_int8_grid(w) if w.size >= min_size else None
+        if grid is None:
+            continue
+        q, scale, axis = grid
+        names = [f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zero_point", f"{init.name}_dequantized"]
+        model.graph.initializer.remove(init)
+        model.graph.initializer.extend([numpy_helper.from_array(q, names[0]), numpy_helper.from_array(scale, names[1]),
+                                        numpy_helper.from_array(np.zeros(scale.shape, np.int8), names[2])])
+        dequantize.append(helper.make_node("DequantizeLinear", names[:3], [names[3]], name=f"{init.name}_Dequantize",
+                                           **({} if axis is None else {"axis": axis})))
+        for node, k in uses:
+            node.input[k] = names[3]
+    if not dequantize:
+        return src, 0
+    nodes = dequantize + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    out = _tmp()
+    onnx.save(model, str(out))
+    return out, len(dequantize)
+
+
 def _softmax_nodes(path: Path) -> list[str]:
     """The Softmax nodes of the model: left in float by static quantization, since a uint8 output of a softmax is
     a probability in 256 steps (a confidence of 0.992157 for every sure answer, 29 values over a test split), which

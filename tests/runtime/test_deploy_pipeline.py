@@ -174,6 +174,10 @@ def test_keras_variants(small_bbc):
     assert small_bbc.store.last_step_run("deploy.export").summary["exporter"].startswith("tf2onnx")
     assert v["prune"]["details"]["sparsity"] == pytest.approx(0.5, abs=0.02)
     assert v["qat"]["test_accuracy"] > 0.5
+    # its weights stored as INT8: it was the size of FP32 (1.00), float weights beside QDQ nodes
+    assert v["qat"]["details"]["int8_weights"] >= 2, v["qat"]["details"]
+    assert v["qat"]["size_bytes"] < 0.35 * v["fp32"]["size_bytes"], (v["qat"]["size_bytes"], v["fp32"]["size_bytes"])
+    assert "weight tensor(s) stored as INT8" in v["qat"]["message"]
     # lowrank's finetune_epochs was ignored for Keras models
     assert v["lowrank"]["message"].endswith("factorized, fine-tuned 1 epoch(s)"), v["lowrank"]["message"]
 
