@@ -668,6 +668,11 @@ def collect(ws: Workspace, devices: list[str] | None = None, batch: int = 2000,
                 if rows:
                     inserted += store.insert(rows)
                     client.ack(rows[-1]["seq"] - offset, journal_id=j["id"])
+                if inserted:
+                    # the device's record says what is acknowledged now: its health from before the stream said
+                    # "seq 300 (acked 0)" in the devices panel after all 300 were collected (and a large batch
+                    # read as a backlog "not collected yet")
+                    _refresh(client)
         except CdlError as exc:
             out[name] = {"error": str(exc), "inserted": inserted}
             log(f"{name}: {exc}")

@@ -783,6 +783,10 @@ def test_a_replaced_journal_is_collected_after_the_old_one(packaged, agent_facto
     deploy(ws, "ws:1", "fp32", "dev1")
     _infer(_triton(agent, ws), _test_texts(ws, 5))
     assert collect(ws)["dev1"]["inserted"] == 5
+    # the device's record (the devices panel, `cdl devices list`) says what is acknowledged after the collection:
+    # it kept the health from before the stream, "seq 5 (acked 0)"
+    journal = ws.store.device("dev1").last_health["journal"]
+    assert (journal["last_seq"], journal["acked_seq"]) == (5, 5), journal
     store = scoring_store(ws)
     # data collected before journals had ids (an older collector): the same journal goes on where it was
     store.query("DELETE FROM journals")
