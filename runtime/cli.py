@@ -1071,8 +1071,8 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
             x, y = o["a"][name], o["b"][name]
             line(name, x, y, x != y, f"change {y - x:+.4f}" if x is not None and y is not None else "")
         measured = o["a"] if o["of"] == doc["b"] else o["b"]
-        if measured.get("seen_in_training"):
-            click.echo(f"  {measured['seen_in_training']} of these test items {'was' if measured['seen_in_training'] == 1 else 'were'} in {measured['ref']}'s training "
+        if seen := measured.get("seen_in_training"):
+            click.echo(f"  {seen} of these test items {'was' if seen == 1 else 'were'} in {measured['ref']}'s training "
                        "data, which flatters it")
         if measured.get("classes_it_lacks"):
             click.echo(f"  classes {measured['ref']} does not know: {measured['classes_it_lacks']}")

@@ -88,7 +88,7 @@ def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
     assert same["same_test_set"] and same["on_split"] is None
     assert {"name": "seed", "a": 42, "b": 7, "differs": True} in same["params"]
     text = cdl(ws, "models", "compare", "ws:1", "ws:3").stdout
-    assert "both on ws:3's test split (v2" in text and f"{seen} of these test items were in ws:1's training" in text
+    assert "both on ws:3's test split (v2" in text and f"{seen} of these test items {'was' if seen == 1 else 'were'} in ws:1's training" in text
     # a value longer than its column (the classes) once, not running into the next column
     classes = ", ".join(one.classes)
     assert f"  classes          both: {classes}" in text.splitlines(), text
