@@ -120,6 +120,11 @@ def _start_device(ws: Any) -> tuple[subprocess.Popen, Path]:  # noqa: ANN401 - t
     folder = ws.root.parent / f"{ws.root.name}-edge"
     known = {d.name: d for d in ws.store.devices()}
     if DEVICE not in known or not (folder / "agent.json").is_file():
+        if folder.exists() and DEVICE not in known:
+            # an earlier demo workspace's device (that workspace deleted, this one new): its folder is kept, aside
+            aside = folder.with_name(f"{folder.name}.before-{time.strftime('%Y%m%d-%H%M%S')}")
+            folder.rename(aside)
+            print(f"{folder} belonged to an earlier demo workspace's device: moved aside to {aside}")
         address = f"127.0.0.1:{_free_port()}"
         enroll(ws, DEVICE, address, folder, replace=DEVICE in known)
         print(f"enrolled device {DEVICE} at {address}; its folder: {folder}")

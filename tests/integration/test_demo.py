@@ -88,3 +88,15 @@ def test_the_headless_demo_runs_the_whole_life_and_again(tmp_path):
     finally:
         agent.terminate()
         agent.wait(15)
+
+    # the workspace deleted to start afresh, its device's folder left behind: that folder is moved aside, not
+    # refused ("already holds an enrolled agent", exit 2) nor overwritten
+    import shutil
+
+    shutil.rmtree(root)
+    fresh = _demo(root, source)
+    assert fresh.returncode == 0, (fresh.stdout[-3000:], fresh.stderr[-3000:])
+    assert "belonged to an earlier demo workspace's device: moved aside to" in fresh.stdout
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("demo-workspace-edge.before-")]
+    assert len(kept) == 1 and (kept[0] / "journal.db").is_file(), kept
+    assert "enrolled device demo-edge at 127.0.0.1:" in fresh.stdout and "✓ deploy.push" in fresh.stdout
