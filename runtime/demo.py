@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import socket
 import subprocess
@@ -65,15 +64,13 @@ def headless(workspace: Path, source: Path, until: str) -> int:
         runner.bus.subscribe(printer)
         result = runner.run(until="deploy.package" if edge else target)
         outcomes = list(result.steps)
-        scored = ""
         if edge and result.ok:
             agent, folder = _start_device(ws)
             push = runner.run(until="deploy.push")
             outcomes += [o for o in push.steps if o.step == "deploy.push"]
             result = push
             if push.ok:
-                scored = _score_test_texts(ws)
-                print(f"\n{scored}\n")
+                print(f"\n{_score_test_texts(ws)}\n")
                 # run, not skipped as checked a minute ago: these predictions are what the checks are for
                 after = steps[steps.index("deploy.push") + 1:steps.index(target) + 1]
                 if after:
@@ -115,7 +112,9 @@ def _free_port() -> int:
 def _start_device(ws: Any) -> tuple[subprocess.Popen, Path]:  # noqa: ANN401 - the Workspace
     """The demo's edge device: enrolled once, in a folder beside the workspace (`<workspace>-edge`), and its agent
     (`cdl-edge serve`, the real one) started on a free port of 127.0.0.1 for this run."""
+    from edge_agent.proto.address import listen_for
     from runtime.devices import DeviceError, enroll, wait_ready
+    from runtime.workspace.config import atomic_write_bytes
 
     folder = ws.root.parent / f"{ws.root.name}-edge"
     known = {d.name: d for d in ws.store.devices()}
@@ -135,12 +134,9 @@ def _start_device(ws: Any) -> tuple[subprocess.Popen, Path]:  # noqa: ANN401 - t
         address = known[DEVICE].address
         if not _port_free(int(address.rsplit(":", 1)[1])):
             address = f"127.0.0.1:{_free_port()}"
-            cfg_path = folder / "agent.json"
-            agent_cfg = json.loads(cfg_path.read_text())
-            agent_cfg["listen"] = address
-            tmp = cfg_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(agent_cfg, indent=1))
-            os.replace(tmp, cfg_path)
+            agent_cfg = json.loads((folder / "agent.json").read_text())
+            agent_cfg["listen"] = listen_for(address)  # as enroll writes it
+            atomic_write_bytes(folder / "agent.json", json.dumps(agent_cfg, indent=1).encode())
             ws.store.update_device(DEVICE, address=address)
             print(f"{DEVICE}'s port was taken: it listens on {address} now (agent.json and the workspace say so)")
     # its output goes to a file (a pipe nobody reads would stall it once full); the first line says where it listens

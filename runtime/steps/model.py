@@ -796,8 +796,10 @@ class ReviewStep(Step):
             reviews = [rv]
             ctx.log(f"automatic review: {rv.decision}: {rv.comment}")
         if not reviews:
-            raise AwaitingPerson(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
-                                 "--comment TEXT --reviewer NAME`")
+            waits = AwaitingPerson(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
+                                   "--comment TEXT --reviewer NAME`")
+            waits.summary = {**AwaitingPerson.summary, "candidate": mv.ref}  # what it waits on, for other hints
+            raise waits
         last = reviews[-1]
         if last.decision == "rejected":
             # a rejected candidate leaves the champion in place: the deployment pipeline goes on with it (its

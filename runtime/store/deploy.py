@@ -152,7 +152,7 @@ def review_waits_on(store: Any) -> str | None:  # noqa: ANN401 - the workspace's
     run = store.last_step_run("model.review")
     if run is None or run_ending(run.status, run.error, run.summary) != StepStatus.WAITING.value:
         return None
-    ref = (run.error or "").split(" ", 1)[0]
+    ref = str((run.summary or {}).get("candidate") or "")  # recorded by model.review's waiting run
     name, _, version = ref.rpartition(":")
     if not name or not version.isdigit() or store.reviews(name, int(version)):
         return None
