@@ -1072,8 +1072,10 @@ def models_compare(obj: dict[str, Any], a: str, b: str, on: str, as_json: bool) 
             line(name, x, y, x != y, f"change {y - x:+.4f}" if x is not None and y is not None else "")
         measured = o["a"] if o["of"] == doc["b"] else o["b"]
         if seen := measured.get("seen_in_training"):
-            click.echo(f"  {seen} of these test items {'was' if seen == 1 else 'were'} in {measured['ref']}'s training "
-                       "data, which flatters it")
+            from runtime.ml.versus import flattered
+
+            whose = f"{measured['ref']}'s"
+            click.echo(f"  {flattered(seen, 'these test items', whose)}")
         if measured.get("classes_it_lacks"):
             click.echo(f"  classes {measured['ref']} does not know: {measured['classes_it_lacks']}")
     click.echo("per class F1")

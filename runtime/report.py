@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from runtime.ml.versus import flattered
 from runtime.workspace.workspace import Workspace
 
 PALETTE = ("#2563eb", "#dc2626")
@@ -123,8 +124,7 @@ def model_report(ws: Workspace, ref: str) -> str:
     if champ.get("test_accuracy") is not None:
         where = "the same test split" if champ.get("same_test_set") else (
             f"this version's test split (it was trained on {champ.get('dataset_version')})")
-        note = (f"; {champ['seen_in_training']} of these test items {'was' if champ['seen_in_training'] == 1 else 'were'} in its training data, which flatters it"
-                if champ.get("seen_in_training") else "")
+        note = f"; {flattered(seen, 'these test items', 'its')}" if (seen := champ.get("seen_in_training")) else ""
         out.append(f"<p>Against champion {_e(champ['ref'])} on {_e(where)}: test_accuracy "
                    f"{_e(champ['test_accuracy'])} (this version {_e(mv.metrics.get('test_accuracy'))}), macro-F1 "
                    f"{_e(champ.get('macro_f1'))} (this version {_e(mv.metrics.get('macro_f1'))}){_e(note)}</p>")

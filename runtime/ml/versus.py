@@ -126,3 +126,9 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
     doc["on_split"] = {"of": owner.ref, "dataset_version": owner.dataset_version,
                        "a": measured if other is a else own, "b": own if other is a else measured}
     return doc
+
+
+def flattered(seen: int, items: str, whose: str) -> str:
+    """'3 of these test items were in its training data, which flatters it': what a measurement on a test split
+    holding items the measured version trained on says ('1 of them was', where it said 'were')."""
+    return f"{seen} of {items} {'was' if seen == 1 else 'were'} in {whose} training data, which flatters it"

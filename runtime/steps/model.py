@@ -731,7 +731,7 @@ class EvaluateStep(Step):
 def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:  # noqa: ANN001
     """The champion's metrics on the candidate's test split (runtime.ml.versus), so that a review compares like
     with like after the data changed. None: no champion, or it is `mv`."""
-    from runtime.ml.versus import measure_on
+    from runtime.ml.versus import flattered, measure_on
 
     try:
         champ = ctx.store.model_version(mv.name, "champion")
@@ -748,11 +748,11 @@ def _champion_on_this_test(ctx: StepContext, mv, prep) -> dict[str, Any] | None:
                 "same_test_set": champ.transform == mv.transform, "error": reason}
     where = "the same test split" if out["same_test_set"] else f"{mv.ref}'s test split ({mv.dataset_version}; it " \
         f"was trained on {champ.dataset_version})"
+    items = f"these {out['n']} test items"
     ctx.log(f"champion {champ.ref} on {where}: test_accuracy {out['test_accuracy']:.4f}, macro-F1 "
             f"{out['macro_f1']:.4f}" + (f"; classes it does not know: {out['classes_it_lacks']}"
                                         if out["classes_it_lacks"] else "")
-            + (f"; {seen} of these {out['n']} test items {'was' if seen == 1 else 'were'} in its training data, "
-               "which flatters it" if (seen := out["seen_in_training"]) else ""))
+            + (f"; {flattered(out['seen_in_training'], items, 'its')}" if out["seen_in_training"] else ""))
     return out
 
 

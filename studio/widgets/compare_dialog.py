@@ -69,7 +69,10 @@ def summary_text(doc: dict[str, Any]) -> str:
     text = (f"{doc['a']} and {doc['b']} were tested on different test splits: {measured['ref']} was measured on "
             f"{o['of']}'s as well ({o['dataset_version']}, {measured['n']} items).")
     if measured.get("seen_in_training"):
-        text += f" {measured['seen_in_training']} of them {'was' if measured['seen_in_training'] == 1 else 'were'} in {measured['ref']}'s training data, which flatters it."
+        from runtime.ml.versus import flattered
+
+        whose = f"{measured['ref']}'s"
+        text += f" {flattered(measured['seen_in_training'], 'them', whose)}."
     if measured.get("classes_it_lacks"):
         text += f" Classes {measured['ref']} does not know: {', '.join(measured['classes_it_lacks'])}."
     return text

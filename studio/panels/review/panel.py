@@ -298,7 +298,9 @@ def versus_text(cand: Any, champ: Any) -> str:
     text = (f"against champion {champ.ref} (trained on {here['dataset_version']}), both on this version's test split "
             f"({cand.dataset_version}, {here['n']} items)")
     if here.get("seen_in_training"):
-        text += f"; {here['seen_in_training']} of them {'was' if here['seen_in_training'] == 1 else 'were'} in the champion's training data, which flatters it"
+        from runtime.ml.versus import flattered
+
+        text += "; " + flattered(here["seen_in_training"], "them", "the champion's")
     if here.get("classes_it_lacks"):
         text += "; classes the champion does not know: " + ", ".join(here["classes_it_lacks"])
     return text
