@@ -225,10 +225,15 @@ class LabelQueue:
         return class_order(named_order(self.ws), seen)  # the keys follow the dataset's own order, as the model does
 
     def suggestion(self, item_id: str) -> dict[str, Any] | None:
-        """The model's guess for an item ({"label", "confidence", "model"}), where `suggest` made one."""
+        """The model's guess for an item ({"label", "confidence", "model"}), where `suggest` made one; else, for a
+        retrain proposal's sample, what the device's model answered for it."""
         doc = suggestions(self.ws)
         hit = (doc or {}).get("items", {}).get(item_id)
-        return {"label": hit[0], "confidence": hit[1], "model": doc["model"]} if hit else None
+        if hit:
+            return {"label": hit[0], "confidence": hit[1], "model": doc["model"]}
+        from runtime.proposals import device_predictions
+
+        return device_predictions(self.ws).get(item_id)
 
     def _quarantined(self) -> set[str]:
         version = self.ws.current_version()
@@ -731,6 +736,9 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     ann_id = 0
     guessed = suggestions(ws) or {}
     guesses = guessed.get("items") or {}
+    from runtime.proposals import device_predictions
+
+    answered = device_predictions(ws)
     for n, (row, reader) in enumerate(every, start=1):
         if row.id in seen:
             continue
@@ -748,6 +756,10 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
             label, score = guesses[row.id]
             predictions.append({"model_version": guessed["model"], "score": score,
                                 "result": [_choice(from_name, to_name, label)], "created_at": guessed["created"]})
+        elif row.id in answered:  # a retrain proposal's sample: what the device answered, as the queue suggests it
+            a = answered[row.id]
+            predictions.append({"model_version": a["model"], "score": a["confidence"],
+                                "result": [_choice(from_name, to_name, a["label"])]})
         for r in recs:
             if r.source == "model":
                 predictions.append({

@@ -92,6 +92,12 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
                               kind="image", source=f"{check['device']}#seq{seq} (confidence {conf:.2f}, predicted {label})",
                               pack=pack, offset=i, length=int(arr[i].size), encoding="npy"))
     ws.store.import_source(SourceRecord(name, "proposal", pid, len(items), None), items, [])
+    # what the device answered for each sample: the labeling queue shows it as the item's suggestion, as Label
+    # Studio shows a model's prediction (it was only in the item's source, a tooltip in the annotation panel)
+    served = f"{check['model']}:{check['version']}" + (f":{manifest['variant']}" if manifest.get("variant") else "")
+    ws.store.set_state(f"proposal:{pid}:predicted", {
+        "model": f"{served} on {check['device']}",
+        "items": {i.id: [p[4], float(p[3])] for i, p in zip(items, picked, strict=True) if p[4] is not None}})
     doc = {"id": pid, "device": check["device"], "model": check["model"], "version": check["version"],
            "bundle_id": check["bundle_id"], "created": check["time"], "status": "open",
            "drifted_tests": [t["name"] for t in check["tests"] if t["drifted"]], "window": check["window"]}
@@ -115,6 +121,17 @@ def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose
         where = f" (proposal {last['id']}, {last['status']}" + (f": {last['note']}" if last.get("note") else "") + ")"
     return NothingToPropose(f"{dev}: drift, but the {raw} raw input(s) its window kept are labeled already{where}: "
                             "nothing new to label until the device scores more", labeled=True, labeled_in=last)
+
+
+def device_predictions(ws: Workspace) -> dict[str, dict[str, Any]]:
+    """What a device's model answered for each retrain proposal's sample, {item_id: {"label", "confidence",
+    "model"}}; where two proposals hold an item, the newer one's."""
+    out: dict[str, dict[str, Any]] = {}
+    for pid in ws.store.get_state("proposals", []) or []:
+        doc = ws.store.get_state(f"proposal:{pid}:predicted") or {}
+        for item_id, (label, conf) in doc.get("items", {}).items():
+            out[item_id] = {"label": label, "confidence": conf, "model": doc["model"]}
+    return out
 
 
 def open_proposal(ws: Workspace) -> dict[str, Any] | None:

@@ -170,6 +170,17 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert confs == sorted(confs)
     first = q.content(queue[0].uid)
     assert isinstance(first, str) and first in shifted
+    # what the device answered is each sample's suggestion, in the panel and `labels next` (it was only in the
+    # item's source, a tooltip): the label and confidence of the journal, the model that gave them
+    for x in queue[:5]:
+        said = x.source.split("predicted ")[1].rstrip(")")
+        conf = float(x.source.split("confidence ")[1].split(",")[0])
+        sug = q.suggestion(x.item_id)
+        assert sug is not None and sug["label"] == said and sug["model"] == "ws:1:fp32 on dev1", sug
+        assert round(sug["confidence"], 2) == conf
+    shown = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "next", "--filter",
+                            f"proposal:{p['id']}"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "\nsuggested by ws:1:fp32 on dev1: " in shown.stdout, shown
     # a client sending empty strings, or words the model never saw: each got a class and a confidence like an article,
     # and no drift test says so (an empty text's out-of-vocabulary rate is 0): the check counts them
     send(agent, ws, ["", "zzqx qqxw", "   "] * 10)
@@ -208,6 +219,11 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     tasks = json.loads((ws.root / "p.json").read_text())
     assert len(tasks) == doc["proposal"]["samples"] and all(
         t["data"]["cdl_uid"].startswith(f"proposal:{pid}:") for t in tasks), [t["data"]["cdl_uid"] for t in tasks][:5]
+    # each with what the device answered, as a Label Studio prediction (a pre-annotation with its score)
+    for t in tasks:
+        (pred,) = t["predictions"]
+        assert pred["model_version"] == "ws:1:fp32 on dev1" and 0 < pred["score"] <= 1, pred
+        assert pred["result"][0]["value"]["choices"][0] in {"business", "entertainment", "politics", "sport", "tech"}
     bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "export",
                           str(ws.root / "x.json"), "--filter", "proposal:p9"], capture_output=True, text=True)
     assert bad.returncode == 2 and "retrain proposal 'p9' does not exist" in bad.stderr and not (
