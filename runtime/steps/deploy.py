@@ -343,12 +343,26 @@ def _failed(step: str, reason: str, summary: dict[str, Any]) -> StepFailed:
     return err
 
 
+def slower_at(lat: dict[str, float], base: dict[str, float], margin: float) -> list[str]:
+    """The batch sizes ("b1", "b64") at which a variant is slower than FP32: its median latency above FP32's by more
+    than `margin` and above FP32's own 95th percentile (a difference within the spread of FP32's own runs is the
+    machine's noise: a pruned model, dense storage and the same work as FP32, was marked "slower" at 1.054 of FP32's
+    median at batch 64, inside FP32's 95th percentile)."""
+    return [b for b in ("b1", "b64") if lat[f"{b}_p50"] > base[f"{b}_p50"] * margin and lat[f"{b}_p50"] > base[f"{b}_p95"]]
+
+
 def slower_than(lat: dict[str, float], base: dict[str, float], margin: float) -> bool:
-    """A variant is slower than FP32 where, at batch 1 or 64, its median latency is above FP32's by more than
-    `margin` and above FP32's own 95th percentile: a difference within the spread of FP32's own runs is the
-    machine's noise. A pruned model (dense storage: the same work as FP32) was marked "slower" at 1.054 of FP32's
-    median at batch 64, inside FP32's 95th percentile."""
-    return any(lat[f"{b}_p50"] > base[f"{b}_p50"] * margin and lat[f"{b}_p50"] > base[f"{b}_p95"] for b in ("b1", "b64"))
+    return bool(slower_at(lat, base, margin))
+
+
+def slower_words(lat: dict[str, float], base: dict[str, float], where: list[str] | None) -> str:
+    """"SLOWER than fp32 at batch 64 (1.07× its median)": where, and by how much (the mark said neither, and a
+    variant faster at batch 1 looked wrongly marked). `where` None (a revision made before it was kept): the mark
+    alone."""
+    if not where:
+        return "SLOWER than fp32"
+    parts = [f"{b[1:]} ({lat[f'{b}_p50'] / base[f'{b}_p50']:.2f}× its median)" for b in where]
+    return "SLOWER than fp32 at batch " + " and ".join(parts)
 
 
 class ReviseStep(Step):
@@ -402,15 +416,16 @@ class ReviseStep(Step):
         for name, r in rows.items():
             r["accuracy_delta"] = (r["test_accuracy"] - base["test_accuracy"]) if r["test_accuracy"] is not None else None
             lat, blat = r["latency_ms"], base["latency_ms"]
-            r["slower_than_fp32"] = name != "fp32" and slower_than(lat, blat, margin)
+            r["slower_at"] = [] if name == "fp32" else slower_at(lat, blat, margin)
+            r["slower_than_fp32"] = bool(r["slower_at"])
             r["size_ratio"] = base["size_bytes"] / r["size_bytes"] if r["size_bytes"] else None
             ctx.store.put_variant(mv.name, mv.version, name, metrics={
                 "test_accuracy": r["test_accuracy"], "accuracy_delta": r["accuracy_delta"],
-                "latency_ms": r["latency_ms"], "slower_than_fp32": r["slower_than_fp32"],
+                "latency_ms": r["latency_ms"], "slower_than_fp32": r["slower_than_fp32"], "slower_at": r["slower_at"],
                 "providers": r["providers"], "size_ratio": r["size_ratio"]})
+            mark = f"  {slower_words(lat, blat, r['slower_at'])}" if r["slower_than_fp32"] else ""
             ctx.log(f"{name:<14} {r['size_bytes'] / 1024:8.0f} KiB  acc {r['test_accuracy']:.4f} "
-                    f"({r['accuracy_delta']:+.4f})  b1 p50 {r['latency_ms']['b1_p50']:.3f} ms  b64 p50 "
-                    f"{r['latency_ms']['b64_p50']:.2f} ms{'  SLOWER than fp32' if r['slower_than_fp32'] else ''}")
+                    f"({r['accuracy_delta']:+.4f})  b1 p50 {lat['b1_p50']:.3f} ms  b64 p50 {lat['b64_p50']:.2f} ms{mark}")
         return StepResult(summary={"ref": mv.ref, "variants": rows}, output_fp=hash_text(mv.ref, sorted(rows)),
                           message=f"{len(rows)} variant(s) measured")
 

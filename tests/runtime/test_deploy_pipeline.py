@@ -54,6 +54,14 @@ def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
         assert set(x["latency_ms"]) == {"b1_p50", "b1_p95", "b64_p50", "b64_p95"}
         assert x["size_bytes"] > 0 and 0 <= x["test_accuracy"] <= 1 and isinstance(x["slower_than_fp32"], bool)
         assert x["providers"] == ["CPUExecutionProvider"]
+        assert x["slower_than_fp32"] == bool(x["details"]["slower_at"]) and set(x["details"]["slower_at"]) <= {"b1", "b64"}
+    # a slower variant's line says at which batch and by how much
+    text_out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "variants", "ws:1"],
+                              capture_output=True, text=True, check=True).stdout
+    for line in text_out.splitlines()[1:]:
+        name = line.split()[0]
+        if name in v and v[name]["status"] == "ok":
+            assert ("SLOWER than fp32 at batch " in line) == v[name]["slower_than_fp32"], line
     assert v["fp32"]["accuracy_delta"] == 0
     assert v["fp32"]["size_bytes"] / v["static_int8"]["size_bytes"] > 3.0
     assert abs(v["static_int8"]["accuracy_delta"]) < 0.1
@@ -416,3 +424,19 @@ def test_a_variant_is_slower_than_fp32_only_beyond_fp32s_own_spread():
     assert slower_than({**tight, "b1_p50": 1.06}, tight, 1.05)
     assert not slower_than({**tight, "b1_p50": 1.04}, tight, 1.05)
     assert not slower_than(fp32, fp32, 1.0)
+
+
+def test_the_slower_mark_says_at_which_batch_and_by_how_much():
+    """A static INT8 model faster than FP32 at batch 1 (0.055 against 0.058 ms) and slower at 64 (2.02 against 1.89
+    ms) read "SLOWER than fp32" alone, in the log, `models variants` and the compression panel: it looked wrong."""
+    from runtime.steps.deploy import slower_at, slower_words
+
+    fp32 = {"b1_p50": 0.058, "b1_p95": 0.07, "b64_p50": 1.89, "b64_p95": 1.95}
+    qdq = {"b1_p50": 0.055, "b1_p95": 0.06, "b64_p50": 2.02, "b64_p95": 2.2}
+    where = slower_at(qdq, fp32, 1.05)
+    assert where == ["b64"]
+    assert slower_words(qdq, fp32, where) == "SLOWER than fp32 at batch 64 (1.07× its median)"
+    both = {"b1_p50": 0.35, "b1_p95": 0.4, "b64_p50": 20.0, "b64_p95": 21.0}
+    assert slower_words(both, fp32, slower_at(both, fp32, 1.05)) == (
+        "SLOWER than fp32 at batch 1 (6.03× its median) and 64 (10.58× its median)")
+    assert slower_words(both, fp32, None) == "SLOWER than fp32"  # a revision made before `slower_at` was kept

@@ -667,6 +667,23 @@ def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
     assert right <= t.viewport().width(), (right, t.viewport().width())
     long = max(range(t.rowCount()), key=lambda r: len(t.item(r, 12).text()))
     assert t.rowHeight(long) > t.rowHeight(0) or len(t.item(long, 12).text()) < 30
+    # a slower variant says at which batch size and by how much ("slower" alone, beside a faster batch-1 median,
+    # looked a wrong mark)
+    store = studio_ctx.workspace.store
+    kept = store.variant("ws", 1, "static_int8").metrics
+    base = store.variant("ws", 1, "fp32").metrics["latency_ms"]
+    lat = {**base, "b1_p50": base["b1_p50"] * 0.9, "b64_p50": base["b64_p50"] * 1.5}
+    try:
+        store.put_variant("ws", 1, "static_int8", metrics={"latency_ms": lat, "slower_than_fp32": True,
+                                                           "slower_at": ["b64"]})
+        load(qtbot, p)
+        assert p.table.item(2, 10).text() == "slower\nat b64"
+        assert p.table.item(2, 10).toolTip() == "SLOWER than fp32 at batch 64 (1.50× its median)"
+        store.put_variant("ws", 1, "static_int8", metrics={"slower_at": None})  # a revision from before: the mark
+        load(qtbot, p)
+        assert p.table.item(2, 10).text() == "slower"
+    finally:
+        store.put_variant("ws", 1, "static_int8", metrics=kept)
 
 
 def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path, monkeypatch):

@@ -45,8 +45,11 @@ class CompressionPanel(Panel):
         self.table.setWordWrap(True)
         self.table.horizontalHeader().setStretchLastSection(False)
         self.add(self.table, 1)
-        self.add(QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers "
-                        "onnxruntime really used. A variant slower than FP32 is marked."))
+        note = QLabel("Latency is measured in onnxruntime on this machine; 'ran on' lists the providers onnxruntime "
+                      "really used. A variant slower than FP32 is marked, with the batch size (b1, b64) and its median "
+                      "latency against FP32's.")
+        note.setWordWrap(True)  # in the panel's width beside the flowchart (one line set the panel's least width)
+        self.add(note)
 
     def load(self) -> dict[str, Any]:
         from runtime.steps.deploy import variants_json
@@ -77,8 +80,10 @@ class CompressionPanel(Panel):
         def versus(v: dict[str, Any]) -> str:
             if v["name"] == "fp32" or v["slower_than_fp32"] is None or not base or not base["latency_ms"]:
                 return ""
-            if v["slower_than_fp32"]:
-                return "slower"
+            if v["slower_than_fp32"]:  # at which batch size, "slower at b64" (by how much: its tooltip): "slower"
+                # alone, beside a faster batch-1 median, looked a wrong mark
+                where = v["details"].get("slower_at")
+                return f"slower\nat {', '.join(where)}" if where else "slower"  # two lines: the column stays narrow
             a, b = v["latency_ms"], base["latency_ms"]
             faster = a["b1_p50"] < b["b1_p50"] / 1.05 and a["b64_p50"] < b["b64_p50"] / 1.05
             return "faster" if faster else "same"
@@ -104,6 +109,12 @@ class CompressionPanel(Panel):
             if delta is not None and delta < -0.005:
                 colors[(i, 5)] = "#b91c1c"
         self.table.fill(rows, colors, data=[v["name"] if v["status"] == "ok" else None for v in d["doc"]["variants"]])
+        for i, v in enumerate(d["doc"]["variants"]):
+            if v["slower_than_fp32"] and base and v["details"].get("slower_at"):
+                from runtime.steps.deploy import slower_words
+
+                self.table.item(i, 10).setToolTip(slower_words(v["latency_ms"], base["latency_ms"],
+                                                               v["details"]["slower_at"]))
         self._fit_notes()
         self._selection()
 
