@@ -1221,12 +1221,42 @@ def models_report(obj: dict[str, Any], ref: str, output: Path) -> None:
 
 @models.command("lineage")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def models_lineage(obj: dict[str, Any], ref: str) -> None:
+def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
     """From a model version back to its dataset version, experiment, trial and code commit."""
     from runtime.registry import lineage
 
-    _dump(lineage(_ws(obj).store, ref))
+    store = _ws(obj).store
+    doc = lineage(store, ref)
+    if as_json:  # the JSON was all it printed, and `--json`, which the other `models` listings take, was refused
+        _dump(doc)
+        return
+    dv, exp, code = doc["dataset_version"], doc["experiment"], doc["code"]
+    rows = [("dataset version", f"{dv['id']} ({dv['items']} items, DVC {dv['dvc_hash'][:12]}, git "
+                                f"{(dv['git_commit'] or '-')[:10]})"),
+            ("experiment", f"{exp['name']} ({exp['kind']}, id {exp['id']}), trial {doc['trial']}" if exp else "-")]
+    if doc["tune_experiment"] is not None:
+        try:
+            tuned = f"{store.experiment(doc['tune_experiment']).name} (id {doc['tune_experiment']})"
+        except CdlError:
+            tuned = f"experiment {doc['tune_experiment']}"
+        rows.append(("tuned by", tuned))
+    def num(v: Any) -> str:  # noqa: ANN401
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows += [("parameters", ", ".join(f"{k} {num(v)}" for k, v in (doc["params"] or {}).items()) or "-"),
+             ("code", f"git {(code['git_commit'] or '-')[:10]}{' (dirty)' if code['dirty'] else ''}, template "
+                      f"{code['template']}" + (f", model code sha256 {code['model_sha256'][:12]}"
+                                               if code["model_sha256"] else "")),
+             ("checkpoint", (doc["artifacts"].get("checkpoint") or "-")[:12]),
+             ("transform", (doc["transform"] or "-")[:12])]
+    if doc["init_from"]:  # warm start: the version (or file) its training started from
+        start = doc["init_from"]
+        rows.append(("started from", start.get("from", json.dumps(start)) if isinstance(start, dict) else str(start)))
+    click.echo(doc["model"])
+    for k, v in rows:
+        click.echo(f"  {k:<16} {v}")
 
 
 @models.command("variants")

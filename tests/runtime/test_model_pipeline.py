@@ -50,6 +50,14 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
     assert lin["dataset_version"] == {"id": "v1", "dvc_hash": v1.dvc_hash, "git_commit": v1.git_commit,
                                       "items": v1.items}
     assert lin["code"]["git_commit"] == ws.git.head()
+    # `cdl models lineage` in lines, and its JSON with --json (which it refused, as the only `models` listing)
+    assert json.loads(cdl(ws, "models", "lineage", "ws:1", "--json", check=True).stdout) == json.loads(json.dumps(lin))
+    text = cdl(ws, "models", "lineage", "ws:1", check=True).stdout.splitlines()
+    tune_name = ws.store.experiment(lin["tune_experiment"]).name
+    assert text[0] == "ws:1" and text[1] == f"  dataset version  v1 ({v1.items} items, DVC {v1.dvc_hash[:12]}, git " \
+        f"{v1.git_commit[:10]})", text
+    assert f"  tuned by         {tune_name} (id {lin['tune_experiment']})" in text, text
+    assert any(t.startswith("  parameters       lr ") for t in text), text
     mv = ws.store.resolve_model(f"{m['name']}:1")
     assert mv.evaluation["confusion_matrix"] and len(mv.evaluation["per_class"]) == 5
     assert ws.artifacts.exists(mv.artifacts["checkpoint"])
