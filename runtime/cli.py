@@ -875,7 +875,13 @@ def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_cla
         raise CdlError(f"{label!r} is not one of the classes ({', '.join(known)}){then} a new class with it, pass "
                        "--new-class")
     rec = q.set_label(item, label)
-    click.echo(f"{rec.item_id[:12]} -> {rec.label} (by {rec.labeler})")
+    click.echo(f"{_item_name(q, rec.item_id)} -> {rec.label} (by {rec.labeler})")
+
+
+def _item_name(q: Any, item_id: str) -> str:  # noqa: ANN401 - a LabelQueue
+    """"proposal:p1:cam1#328 (432d183c7df2)": the uid `labels next` shows, with the id (the id alone was said)."""
+    found = q.store.items_by_id([item_id])
+    return f"{found[0].uid} ({item_id[:12]})" if found else item_id[:12]
 
 
 @labels.command("skip")
@@ -884,8 +890,9 @@ def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_cla
 @click.pass_obj
 def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
     """Skip ITEM for now."""
-    rec = _queue(obj, labeler).skip(item)
-    click.echo(f"skipped {rec.item_id[:12]}")
+    q = _queue(obj, labeler)
+    rec = q.skip(item)
+    click.echo(f"skipped {_item_name(q, rec.item_id)}")
 
 
 @labels.command("undo")
@@ -893,8 +900,19 @@ def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
 @click.pass_obj
 def labels_undo(obj: dict[str, Any], labeler: str) -> None:
     """Undo your last label or skip."""
-    rec = _queue(obj, labeler).undo()
-    click.echo("nothing to undo" if rec is None else f"undid {rec.action} of {rec.item_id[:12]}")
+    q = _queue(obj, labeler)
+    rec = q.undo()
+    if rec is None:
+        click.echo("nothing to undo")
+        return
+    from runtime.labeling import effective_labels
+
+    # what was undone and what the item has now (it said only "undid label of 432d183c7df2")
+    st = effective_labels(q.store.labels(item_ids=[rec.item_id])).get(rec.item_id)
+    now = (f"labeled {st.label}" if st is not None and st.label is not None else
+           "in conflict" if st is not None and st.conflict else "unlabeled")
+    what = f"{rec.action} {rec.label}" if rec.action == "label" and rec.label else rec.action
+    click.echo(f"undid {rec.labeler}'s {what} of {_item_name(q, rec.item_id)}; it is {now} now")
 
 
 @labels.command("stats")

@@ -71,7 +71,17 @@ def test_an_item_is_named_as_the_cli_and_the_panel_show_it(unlabeled_ws):
     assert item.uid != item.source  # "articles.csv:row2" and "articles.csv#row2"
     for ref in (item.source, item.uid):
         r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", "set", ref, "tech", "--labeler", "alice"])
-        assert r.exit_code == 0 and f"{item.item_id[:12]} -> tech" in r.output, (ref, r.output)
+        assert r.exit_code == 0 and r.output == f"{item.uid} ({item.item_id[:12]}) -> tech (by alice)\n", (ref, r.output)
+    # undo says what it undid, of which item, and what the item has now (it said "undid label of 432d183c7df2")
+    def cli_(*args):
+        r = CliRunner().invoke(cli, ["-w", str(ws.root), "labels", *args, "--labeler", "alice"])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert cli_("undo") == f"undid alice's label tech of {item.uid} ({item.item_id[:12]}); it is labeled tech now\n"
+    assert cli_("undo") == f"undid alice's label tech of {item.uid} ({item.item_id[:12]}); it is unlabeled now\n"
+    assert cli_("skip", item.uid) == f"skipped {item.uid} ({item.item_id[:12]})\n"
+    assert cli_("undo") == f"undid alice's skip of {item.uid} ({item.item_id[:12]}); it is unlabeled now\n"
     # a short name that fits several items names some of them, as git does for a short hash (it gave a count alone)
     uids = sorted(r.uid for r in ws.dataset().rows if r.uid.endswith("1") or r.id.startswith("1"))
     assert len(uids) > 1
