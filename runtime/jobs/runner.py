@@ -479,11 +479,17 @@ def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any], step: 
     if then is None:
         return ""
 
-    def show(v: Any) -> str:  # noqa: ANN401
+    def show(v: Any, short: bool = True) -> str:  # noqa: ANN401
+        if short and isinstance(v, float):  # "dropout 0.3 → 0.3099", not 0.3099025726528951
+            return f"{v:.4g}"
         s = "unset" if v is _UNSET else json.dumps(v, sort_keys=True)
         return s if len(s) <= 40 else s[:37] + "..."
 
-    diffs = [f"{k} {show(old)} → {show(new)}" for k, old, new in _param_diffs(then, now, step)]
+    def pair(old: Any, new: Any) -> str:  # noqa: ANN401
+        a, b = show(old), show(new)
+        return f"{a} → {b}" if a != b else f"{show(old, False)} → {show(new, False)}"  # apart past 4 digits
+
+    diffs = [f"{k} {pair(old, new)}" for k, old, new in _param_diffs(then, now, step)]
     if not diffs:
         return ""
     more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
@@ -526,7 +532,11 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         elif r.params is None or before.params is None:
             changed = ""  # recorded before schema 0007
         else:
-            changed = param_changes(before.params, r.params, step).removeprefix(": ") or _same_params(r, before)
+            changed = param_changes(_ran_with(before, step), _ran_with(r, step), step).removeprefix(": ")
+            if not changed:
+                changed = _same_params(r, before)
+            elif _inputs_moved(r, before):  # new data as well as new parameters: it named the parameters alone
+                changed += "; and its inputs changed"
         out.append({"id": r.id, "status": run_ending(r.status, r.error, r.summary), "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
@@ -535,6 +545,23 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
                     "traceback": (r.error or "").split("\n", 1)[1].strip() or None if "\n" in (r.error or "") else None,
                     "changed": changed, "params": r.params, "output": (r.output_fp or "")[:12]})
     return {"step": step, "runs": out}
+
+
+def _inputs_moved(run: Any, before: Any) -> bool:  # noqa: ANN401
+    """Whether what a run read (upstream outputs, the step's own reads) differs from the run before it, parameters
+    aside: an input fingerprint is "params.upstream.reads"."""
+    a, b = (run.input_fp or "").split("."), (before.input_fp or "").split(".")
+    return len(a) == 3 and len(b) == 3 and a[1:] != b[1:]
+
+
+def _ran_with(run: Any, step: str) -> dict[str, Any]:  # noqa: ANN401
+    """The parameters a run ran with: model.train's with use_tuned on trained with model.tune's best values, not
+    cdl.yaml's, so that its history compared the configured ones ("batch_size 64 → 32", between two runs that both
+    trained with 32)."""
+    params = dict(run.params)
+    if step == "model.train" and params.get("use_tuned"):
+        params.update((run.summary or {}).get("tuned") or {})
+    return params
 
 
 def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401

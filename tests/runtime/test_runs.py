@@ -191,3 +191,29 @@ def test_model_train_after_a_loop_says_why_it_is_stale(small_bbc):
     assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {**loop, "epochs": 2}}).ok
     train = {s.id: s for s in Runner(ws).statuses()}["model.train"]
     assert "epochs 2 → 4" in train.reason and "cdl loop" not in train.reason
+
+
+def test_model_train_history_compares_what_each_run_trained_with(small_bbc):
+    """With use_tuned on, model.train trains with model.tune's best values, not cdl.yaml's, and its history compared
+    the configured ones: a loop's run (the champion's values, use_tuned off) read "batch_size 64 → 32; dropout 0.3 →
+    0.3099025726528951; hidden 128 → 97; and 2 more", both runs having trained with the same values. Floats show
+    four digits, and new data beside new parameters is said too."""
+    ws = small_bbc
+    cheap = {"epochs": 1, "refit": False}
+    assert Runner(ws).run(until="model.train", overrides={"model.tune": {"n_trials": 1, "max_epochs": 1},
+                                                          "model.train": cheap}).ok
+    trained = ws.store.last_done_runs()["model.train"].summary
+    assert trained["tuned"]
+    loop = {**cheap, **{k: trained["params"][k] for k in trained["tuned"]}, "use_tuned": False}  # as cdl loop
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": loop}).ok
+    assert step_history(ws, "model.train")["runs"][0]["changed"] == "use_tuned true → false"
+    assert Runner(ws).run(steps=["model.train"], overrides={"model.train": {**loop, "dropout": 0.123456789}}).ok
+    assert step_history(ws, "model.train")["runs"][0]["changed"] == \
+        f"dropout {trained['params']['dropout']:.4g} → 0.1235"
+    from runtime.labeling import LabelQueue
+
+    row = ws.dataset().rows[0]
+    LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
+    assert Runner(ws).run(until="model.train", overrides={"model.train": loop}).ok
+    assert step_history(ws, "model.train")["runs"][0]["changed"] == \
+        f"dropout 0.1235 → {trained['params']['dropout']:.4g}; and its inputs changed"
