@@ -144,7 +144,7 @@ def _write_folder(view: Any, rows: list[Any], out: Path, fmt: str,  # noqa: ANN4
             data, ext = _text(view, r).encode("utf-8"), ".txt"
         key = r.uid.split(":", 1)[-1]
         stem = PurePosixPath(key.replace("#", "/")).stem if r.encoding != "npy" else ""
-        name = f"{_safe(stem) or r.id[:16]}{ext}"
+        name = f"{_safe(stem) if stem else r.id[:16]}{ext}"  # _safe("") is "_": every idx row was "_-<id>.png"
         folder = out / (r.split or "none") / _safe(r.label) if r.label is not None else out / "unlabeled"
         if r.label is not None and _safe(r.label) != r.label:
             renamed[r.label] = _safe(r.label)
