@@ -419,7 +419,7 @@ class TrainStep(Step):
             tuned = {k: v for k, v in best.items() if k not in kept}
             replaced = {k: (params[k], v) for k, v in tuned.items() if k in params and params[k] != v}
             params.update(tuned)
-            ctx.log(f"using tuned parameters {tuned}")
+            ctx.log("using tuned parameters " + (", ".join(f"{k} {_num(v)}" for k, v in tuned.items()) or "(none)"))
             if replaced:  # a value given in cdl.yaml does not count while use_tuned is on: say so
                 ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {_num(b)}"
                                                                         for k, (a, b) in replaced.items())

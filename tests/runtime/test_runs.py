@@ -83,6 +83,9 @@ def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_
     assert out.returncode == 0, out.stderr[-2000:]
     said = out.stdout + out.stderr
     assert "model.tune's best trial replaces lr 0.5 → " in said and "to train with the values in cdl.yaml" in said
+    # the tuned values as a person reads them, not a Python dict of 16-digit floats
+    used = next(line for line in said.splitlines() if "using tuned parameters " in line)
+    assert "{" not in used and f"lr {best['lr']:.4g}" in used, used
     trained = ws.store.last_done_runs()["model.train"].summary
     assert trained["params"]["lr"] == best["lr"] and trained["tuned"]["lr"] == best["lr"]
 
@@ -217,3 +220,9 @@ def test_model_train_history_compares_what_each_run_trained_with(small_bbc):
     assert Runner(ws).run(until="model.train", overrides={"model.train": loop}).ok
     assert step_history(ws, "model.train")["runs"][0]["changed"] == \
         f"dropout 0.1235 → {trained['params']['dropout']:.4g}; and its inputs changed"
+
+def test_a_trials_values_are_logged_as_a_person_reads_them():
+    from runtime.ml.tuning import _params_text
+
+    assert _params_text({"lr": 0.0007106591851092234, "batch_size": 32, "hidden": 79, "dropout": 0.16239780813448107}) \
+        == "lr 0.0007107, batch_size 32, hidden 79, dropout 0.1624"
