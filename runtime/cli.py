@@ -1296,14 +1296,14 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
         _nothing_yet(no_variants(doc["model"], review_waits_on(_ws(obj).store)))
     from runtime.steps.deploy import slower_words
 
-    base = next((v["latency_ms"] for v in doc["variants"] if v["name"] == "fp32"), None)
     for v in doc["variants"]:
         if v["status"] != "ok":
             click.echo(f"  {v['name']:<14} {v['status']}: {v['message']}")
             continue
         lat = v["latency_ms"] or {}
         acc = v["test_accuracy"]
-        mark = f"  {slower_words(lat, base, v['details'].get('slower_at'))}" if v["slower_than_fp32"] and base else ""
+        mark = f"  {slower_words(v['details'].get('slower_at'), v['details'].get('vs_fp32'))}" if v["slower_than_fp32"] \
+            else ""
         click.echo(f"  {v['name']:<14} {v['size_bytes'] / 1024:9.0f} KiB  acc {acc if acc is None else f'{acc:.4f}'}"
                    f" ({(v['accuracy_delta'] or 0):+.4f})  b1 p50 {lat.get('b1_p50', float('nan')):.3f} ms  "
                    f"b64 p50 {lat.get('b64_p50', float('nan')):.2f} ms{mark}")

@@ -113,13 +113,18 @@ def _rename_output(path: Path) -> None:
 
 
 def session(path: Path, providers: list[str] | None = None, provider_options: list[dict] | None = None,
-            threads: int | None = None):  # noqa: ANN201
+            threads: int | None = None, spinning: bool = True):  # noqa: ANN201
+    """spinning False: the session's threads sleep between calls instead of busy-waiting, so that several sessions
+    timed in turns (`interleaved_latency`) do not slow one another (FP32 came out 1.1 ms at batch 64 beside five
+    spinning sessions, 0.64 ms alone and beside five that did not spin)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"],
                                 provider_options=provider_options)
 
@@ -145,21 +150,34 @@ def layout_input(X: Any, layout: str) -> Any:
     return X
 
 
-def latency(sess, X: Any, batch: int, runs: int, warmup: int = 5) -> dict[str, float]:  # noqa: ANN001
+def _batch_feed(X: Any, batch: int) -> dict[str, np.ndarray]:  # noqa: ANN401
     xb = X[:batch]
     xb = xb.toarray() if hasattr(xb, "toarray") else np.asarray(xb)
     if len(xb) < batch:  # repeat rows to fill the batch
         reps = int(np.ceil(batch / max(1, len(xb))))
         xb = np.concatenate([xb] * reps)[:batch]
-    feed = {INPUT: np.ascontiguousarray(xb, dtype=np.float32)}
+    return {INPUT: np.ascontiguousarray(xb, dtype=np.float32)}
+
+
+def interleaved_latency(sessions: dict[str, Any], X: Any, batch: int, runs: int,  # noqa: ANN401
+                        warmup: int = 5) -> dict[str, dict[str, float]]:
+    """{name: {"p50", "p95"}} in ms for several sessions timed in turns, one call each per round, the order turning
+    round by round, so that what else the machine does meanwhile weighs on all alike. Each timed on its own, one
+    after the other, the first (FP32) came out twice as slow as a pruned copy of itself at batch 64, and a pruned
+    model was marked "slower" than FP32 at 1.09 of its median while another job ran."""
+    feed = _batch_feed(X, batch)
+    names = list(sessions)
     for _ in range(warmup):
-        sess.run([OUTPUT], feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run([OUTPUT], feed)
-        times.append((time.perf_counter() - t0) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+        for n in names:
+            sessions[n].run([OUTPUT], feed)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(runs):
+        k = i % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            sessions[n].run([OUTPUT], feed)
+            times[n].append((time.perf_counter() - t0) * 1000)
+    return {n: {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95))} for n, t in times.items()}
 
 
 # -- quantization -------------------------------------------------------------------------------------------
@@ -366,10 +384,11 @@ def tensorrt_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-def tensorrt_session(path: Path, cache_dir: Path, fp16: bool = True, int8: bool = False):  # noqa: ANN201
+def tensorrt_session(path: Path, cache_dir: Path, fp16: bool = True, int8: bool = False,  # noqa: ANN201
+                     spinning: bool = True):
     cache_dir.mkdir(parents=True, exist_ok=True)
     opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir), "trt_fp16_enable": fp16,
             "trt_int8_enable": int8}
     sess = session(path, ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                   [opts, {}, {}])
+                   [opts, {}, {}], spinning=spinning)
     return sess

@@ -675,10 +675,10 @@ def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
     lat = {**base, "b1_p50": base["b1_p50"] * 0.9, "b64_p50": base["b64_p50"] * 1.5}
     try:
         store.put_variant("ws", 1, "static_int8", metrics={"latency_ms": lat, "slower_than_fp32": True,
-                                                           "slower_at": ["b64"]})
+                                                           "slower_at": ["b64"], "vs_fp32": {"b1": 0.9, "b64": 1.5}})
         load(qtbot, p)
         assert p.table.item(2, 10).text() == "slower\nat b64"
-        assert p.table.item(2, 10).toolTip() == "SLOWER than fp32 at batch 64 (1.50× its median)"
+        assert p.table.item(2, 10).toolTip() == "SLOWER than fp32 at batch 64 (1.50× its median), timed in turns with FP32"
         store.put_variant("ws", 1, "static_int8", metrics={"slower_at": None})  # a revision from before: the mark
         load(qtbot, p)
         assert p.table.item(2, 10).text() == "slower"
