@@ -390,7 +390,7 @@ class ReviseStep(Step):
         rows: dict[str, dict[str, Any]] = {}
         sessions: dict[str, Any] = {}
         for n, v in enumerate(variants):
-            ctx.progress(n / max(1, len(variants)), f"timing {v.variant}")
+            ctx.progress(0.5 * n / max(1, len(variants)), f"testing {v.variant}")
             ctx.check_cancelled()
             path = ctx.workspace.artifacts.get(v.artifact)
             if v.method == "tensorrt":
@@ -405,7 +405,7 @@ class ReviseStep(Step):
         if "fp32" not in rows:
             raise StepFailed(ctx.step, "no fp32 variant: run deploy.export")
         # every variant timed in turns with the others, so that the machine's load weighs on all alike
-        ctx.progress(0.9, "timing the variants in turns")
+        ctx.progress(0.5, "timing the variants in turns")
         ctx.check_cancelled()
         timed = {b: onnx_tools.interleaved_latency(sessions, X, b, ctx.params[f"runs_b{b}"]) for b in (1, 64)}
         for name, r in rows.items():
