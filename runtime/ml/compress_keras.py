@@ -27,6 +27,14 @@ def _xy(X: Any, y: np.ndarray, idx: np.ndarray, layout: str) -> tuple[np.ndarray
     return kb._as_input(X, idx, layout), y[idx]
 
 
+def _epochs(on_epoch) -> list:  # noqa: ANN001
+    """Keras callbacks that call on_epoch(epoch) after each epoch (its progress, and a cancel's checkpoint)."""
+    if on_epoch is None:
+        return []
+    keras = _keras()
+    return [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: on_epoch(epoch + 1))]
+
+
 def _compile(model, lr: float) -> None:  # noqa: ANN001
     keras = _keras()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr),
@@ -45,7 +53,7 @@ def sparsity(model) -> float:  # noqa: ANN001
 
 
 def prune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], amount: float, epochs: int,
-          lr: float, seed: int):  # noqa: ANN001, ANN201
+          lr: float, seed: int, on_epoch=None):  # noqa: ANN001, ANN201
     keras = _keras()  # TensorFlow first, its start-up lines kept off the terminal
     import tensorflow_model_optimization as tfmot
 
@@ -62,7 +70,7 @@ def prune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], a
     _compile(pruned, lr)
     xs, ys = _xy(X, y, idx, arch["layout"])
     pruned.fit(xs, ys, epochs=max(1, epochs), batch_size=arch["hyperparameters"]["batch_size"], verbose=0,
-               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), *_epochs(on_epoch)])
     final = tfmot.sparsity.keras.strip_pruning(pruned)
     return final, sparsity(final)
 
@@ -83,7 +91,7 @@ def _copy_weights(src, dst) -> None:  # noqa: ANN001
 
 
 def qat(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epochs: int, lr: float,
-        seed: int):  # noqa: ANN001, ANN201
+        seed: int, on_epoch=None):  # noqa: ANN001, ANN201
     """Quantization-aware training of Dense and Conv2D layers (others, like LayerNormalization, stay float)."""
     keras = _keras()  # TensorFlow first, its start-up lines kept off the terminal
     import tensorflow_model_optimization as tfmot
@@ -102,12 +110,13 @@ def qat(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epo
         q = qk.quantize_apply(annotated)
     _compile(q, lr)
     xs, ys = _xy(X, y, idx, arch["layout"])
-    q.fit(xs, ys, epochs=max(1, epochs), batch_size=arch["hyperparameters"]["batch_size"], verbose=0)
+    q.fit(xs, ys, epochs=max(1, epochs), batch_size=arch["hyperparameters"]["batch_size"], verbose=0,
+          callbacks=_epochs(on_epoch))
     return q
 
 
 def distill(teacher, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], student_hidden: int, epochs: int,
-            lr: float, temperature: float, alpha: float, seed: int):  # noqa: ANN001, ANN201
+            lr: float, temperature: float, alpha: float, seed: int, on_epoch=None):  # noqa: ANN001, ANN201
     import copy
 
     import tensorflow as tf
@@ -123,7 +132,9 @@ def distill(teacher, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any
     xs, ys = _xy(X, y, idx, arch["layout"])
     bs = arch["hyperparameters"]["batch_size"]
     rng = np.random.default_rng(seed)
-    for _ in range(max(1, epochs)):
+    for epoch in range(1, max(1, epochs) + 1):
+        if on_epoch is not None and epoch > 1:
+            on_epoch(epoch - 1)
         order = rng.permutation(len(xs))
         for i in range(0, len(order), bs):
             b = order[i : i + bs]
@@ -135,6 +146,8 @@ def distill(teacher, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any
                 loss = alpha * soft * temperature * temperature + (1 - alpha) * ce(yb, s_logits)
             grads = tape.gradient(loss, student.trainable_variables)
             opt.apply_gradients(zip(grads, student.trainable_variables, strict=True))
+    if on_epoch is not None:
+        on_epoch(max(1, epochs))
     return student, student_arch
 
 
@@ -194,10 +207,11 @@ def param_count(model) -> int:  # noqa: ANN001
 
 
 def fine_tune(model, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], epochs: int, lr: float,
-              seed: int) -> None:  # noqa: ANN001
+              seed: int, on_epoch=None) -> None:  # noqa: ANN001
     """A few epochs on the training indices at a low rate (a factorized model, as compress_torch's lowrank)."""
     keras = _keras()
     keras.utils.set_random_seed(seed)
     _compile(model, lr)
     xs, ys = _xy(X, y, idx, arch["layout"])
-    model.fit(xs, ys, epochs=epochs, batch_size=arch["hyperparameters"]["batch_size"], verbose=0)
+    model.fit(xs, ys, epochs=epochs, batch_size=arch["hyperparameters"]["batch_size"], verbose=0,
+              callbacks=_epochs(on_epoch))

@@ -3,6 +3,7 @@ takes the same input and gives class probabilities, or raises Skipped with the r
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,22 +78,34 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
     from runtime.steps.deploy import export_native, native_model
 
     teacher = native_model(ctx.workspace, mv)
+    began = time.monotonic()
+
+    def epochs_of(total: int):  # noqa: ANN202
+        """After each training epoch: a line (a distillation on 60 000 images ran a minute and more without
+        one) and the cancel's checkpoint."""
+        def done(epoch: int) -> None:
+            ctx.log(f"{method}: epoch {epoch} of {total} ({time.monotonic() - began:.0f} s)")
+            ctx.check_cancelled()
+        return done
+
     if mv.framework == "torch":
         from runtime.ml import compress_torch as ct
 
         before = ct.param_count(teacher)
         if method == "prune":
             amount = float(opts.get("sparsity", 0.5))
-            model, reached = ct.prune(teacher, X, prep.y_train, tr, mv.extra["arch"], amount,
-                                      int(opts.get("finetune_epochs", 1)), lr, seed)
+            n = int(opts.get("finetune_epochs", 1))
+            model, reached = ct.prune(teacher, X, prep.y_train, tr, mv.extra["arch"], amount, n, lr, seed,
+                                      on_epoch=epochs_of(n))
             path, exporter = export_native(mv, model, example)
             return Output(path, {"sparsity_target": amount}, {"sparsity": reached},
                           message=f"{reached:.1%} of weights are zero (dense storage: the ONNX file does not shrink)")
         if method == "distill":
             hidden = int(opts.get("student_hidden", max(8, hp["hidden"] // 4)))
-            model, _ = ct.distill(teacher, X, prep.y_train, tr, mv.extra["arch"], hidden,
-                                  int(opts.get("epochs", 5)), lr, float(opts.get("temperature", 4.0)),
-                                  float(opts.get("alpha", 0.7)), seed)
+            n = int(opts.get("epochs", 5))
+            model, _ = ct.distill(teacher, X, prep.y_train, tr, mv.extra["arch"], hidden, n, lr,
+                                  float(opts.get("temperature", 4.0)), float(opts.get("alpha", 0.7)), seed,
+                                  on_epoch=epochs_of(n))
             path, _ = export_native(mv, model, example)
             after = ct.param_count(model)
             return Output(path, {"student_hidden": hidden}, {"params_teacher": before, "params_student": after},
@@ -106,7 +119,8 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
             if epochs:
                 from runtime.ml import torch_backend as tb
 
-                tb.fine_tune(model, X, prep.y_train, tr, mv.extra["arch"]["layout"], epochs, lr, hp["batch_size"], seed)
+                tb.fine_tune(model, X, prep.y_train, tr, mv.extra["arch"]["layout"], epochs, lr, hp["batch_size"], seed,
+                             on_epoch=epochs_of(epochs))
             path, _ = export_native(mv, model, example)
             return Output(path, {"rank": rank, "finetune_epochs": epochs}, {"factorized_layers": layers,
                           "params_before": before, "params_after": ct.param_count(model)},
@@ -119,13 +133,15 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
     before = ck.param_count(teacher)
     if method == "prune":
         amount = float(opts.get("sparsity", 0.5))
-        model, reached = ck.prune(teacher, X, prep.y_train, tr, mv.extra["arch"], amount,
-                                  int(opts.get("finetune_epochs", 1)), lr, seed)
+        n = max(1, int(opts.get("finetune_epochs", 1)))
+        model, reached = ck.prune(teacher, X, prep.y_train, tr, mv.extra["arch"], amount, n, lr, seed,
+                                  on_epoch=epochs_of(n))
         path, _ = export_native(mv, model, example)
         return Output(path, {"sparsity_target": amount}, {"sparsity": reached},
                       message=f"{reached:.1%} of weights are zero (tfmot; dense storage)")
     if method == "qat":
-        model = ck.qat(teacher, X, prep.y_train, tr, mv.extra["arch"], int(opts.get("finetune_epochs", 1)), lr, seed)
+        n = max(1, int(opts.get("finetune_epochs", 1)))
+        model = ck.qat(teacher, X, prep.y_train, tr, mv.extra["arch"], n, lr, seed, on_epoch=epochs_of(n))
         exported, _ = export_native(mv, model, example)
         # its weights, float multiples of their scales in the export, stored as INT8 (the file was FP32's size)
         path, packed = onnx_tools.pack_fake_quant_weights(exported)
@@ -136,8 +152,10 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
                       + (f"{packed} weight tensor(s) stored as INT8" if packed else "weights left in float"))
     if method == "distill":
         hidden = int(opts.get("student_hidden", max(8, hp["hidden"] // 4)))
-        model, _ = ck.distill(teacher, X, prep.y_train, tr, mv.extra["arch"], hidden, int(opts.get("epochs", 5)), lr,
-                              float(opts.get("temperature", 4.0)), float(opts.get("alpha", 0.7)), seed)
+        n = max(1, int(opts.get("epochs", 5)))
+        model, _ = ck.distill(teacher, X, prep.y_train, tr, mv.extra["arch"], hidden, n, lr,
+                              float(opts.get("temperature", 4.0)), float(opts.get("alpha", 0.7)), seed,
+                              on_epoch=epochs_of(n))
         path, _ = export_native(mv, model, example)
         after = ck.param_count(model)
         return Output(path, {"student_hidden": hidden}, {"params_teacher": before, "params_student": after},
@@ -149,7 +167,7 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
             raise Skipped(f"no dense layer gets smaller at rank {rank}")
         epochs = int(opts.get("finetune_epochs", 0))
         if epochs:  # it was ignored for Keras models: the factorized model went out untuned
-            ck.fine_tune(model, X, prep.y_train, tr, mv.extra["arch"], epochs, lr, seed)
+            ck.fine_tune(model, X, prep.y_train, tr, mv.extra["arch"], epochs, lr, seed, on_epoch=epochs_of(epochs))
         path, _ = export_native(mv, model, example)
         return Output(path, {"rank": rank, "finetune_epochs": epochs}, {"factorized_layers": layers,
                       "params_before": before, "params_after": ck.param_count(model)},

@@ -27,7 +27,7 @@ def sparsity(model: nn.Module) -> float:
 
 
 def prune(model: nn.Module, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], amount: float,
-          epochs: int, lr: float, seed: int) -> tuple[nn.Module, float]:
+          epochs: int, lr: float, seed: int, on_epoch=None) -> tuple[nn.Module, float]:  # noqa: ANN001
     """Global L1 (magnitude) pruning of Linear and Conv2d weights, fine-tuned with the masks in place."""
     import torch.nn.utils.prune as tprune
 
@@ -36,19 +36,20 @@ def prune(model: nn.Module, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[s
     tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount)
     if epochs > 0:
         hp = arch["hyperparameters"]
-        tb.fine_tune(model, X, y, idx, arch["layout"], epochs, lr, hp["batch_size"], seed)
+        tb.fine_tune(model, X, y, idx, arch["layout"], epochs, lr, hp["batch_size"], seed, on_epoch=on_epoch)
     for m, name in params:
         tprune.remove(m, name)
     return model.eval(), sparsity(model)
 
 
 def distill(teacher: nn.Module, X: Any, y: np.ndarray, idx: np.ndarray, arch: dict[str, Any], student_hidden: int,
-            epochs: int, lr: float, temperature: float, alpha: float, seed: int) -> tuple[nn.Module, dict[str, Any]]:
+            epochs: int, lr: float, temperature: float, alpha: float, seed: int,
+            on_epoch=None) -> tuple[nn.Module, dict[str, Any]]:  # noqa: ANN001
     student_arch = copy.deepcopy(arch)
     student_arch["hyperparameters"] = {**arch["hyperparameters"], "hidden": int(student_hidden)}
     student = tb.build(student_arch)
     tb.fine_tune(student, X, y, idx, arch["layout"], epochs, lr, arch["hyperparameters"]["batch_size"], seed,
-                 teacher=teacher, temperature=temperature, alpha=alpha)
+                 teacher=teacher, temperature=temperature, alpha=alpha, on_epoch=on_epoch)
     return student.eval(), student_arch
 
 

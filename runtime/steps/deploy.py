@@ -21,7 +21,7 @@ from runtime.domain.errors import (
     did_you_mean,
 )
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
+from runtime.steps.base import Cancelled, Step, StepContext, StepResult, hash_text, misspelt
 
 METHODS = ("dynamic_int8", "static_int8", "prune", "qat", "distill", "lowrank", "tensorrt")
 DEFAULT_METHODS: list[Any] = ["dynamic_int8", "static_int8"]
@@ -313,6 +313,8 @@ class CompressStep(Step):
                 ctx.log(f"{name}: skipped: {exc}")
                 results.append({"variant": name, "status": "skipped", "message": str(exc)})
                 continue
+            except Cancelled:  # at an epoch of a method's training: the run stops, no variant is recorded failed
+                raise
             except Exception as exc:  # noqa: BLE001 - record, go on with the other methods, fail at the end
                 msg = f"{type(exc).__name__}: {exc}"
                 ctx.store.put_variant(mv.name, mv.version, name, method=method, status="failed", artifact=None,

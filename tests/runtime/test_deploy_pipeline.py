@@ -28,7 +28,15 @@ ALL_METHODS = [
 ]
 
 
-def _to_package(ws, framework: str = "torch", extra_train: dict | None = None):
+def _to_package(ws, framework: str = "torch", extra_train: dict | None = None, logs: list | None = None):
+    """Through deploy.package with every method; `logs` collects deploy.compress's lines."""
+    from runtime.domain.events import EventKind
+    from runtime.jobs.bus import EventBus
+
+    bus = EventBus()
+    if logs is not None:
+        bus.subscribe(lambda ev: logs.append(ev.message) if ev.kind == EventKind.LOG and ev.step == "deploy.compress"
+                      else None)
     cfg = ws.config()
     cfg.steps["deploy.compress"]["methods"] = ALL_METHODS
     cfg.steps["deploy.revise"].update({"runs_b1": 10, "runs_b64": 3})
@@ -37,13 +45,23 @@ def _to_package(ws, framework: str = "torch", extra_train: dict | None = None):
     res = Runner(ws).run(until="model.evaluate", overrides={"model.evaluate": {"threshold": 0.3}})
     assert res.ok, [o.error for o in res.steps]
     review(ws.store, f"{ws.config().name}:1", True, "ok", "tester")
-    return Runner(ws).run(until="deploy.package", overrides={"model.evaluate": {"threshold": 0.3}})
+    return Runner(ws, bus=bus).run(until="deploy.package", overrides={"model.evaluate": {"threshold": 0.3}})
+
+
+def _epoch_lines(logs: list[str], method: str, total: int) -> None:
+    """A method that trains says so after each epoch (a distillation on 60 000 images ran a minute and more without
+    a line)."""
+    lines = [m for m in logs if m.startswith(f"{method}: epoch ")]
+    assert [m.split(" (")[0] for m in lines] == [f"{method}: epoch {e} of {total}" for e in range(1, total + 1)], logs
 
 
 def test_torch_variants_revision_and_bundles(small_bbc, tmp_path):
     ws = small_bbc
-    res = _to_package(ws)
+    logs: list[str] = []
+    res = _to_package(ws, logs=logs)
     assert res.ok, [o.error for o in res.steps]
+    for method, total in (("prune", 1), ("distill", 2), ("lowrank", 1)):
+        _epoch_lines(logs, method, total)
     doc = json.loads(subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "variants",
                                      "ws:1", "--json"], capture_output=True, text=True, check=True).stdout)
     v = {x["name"]: x for x in doc["variants"]}
@@ -175,8 +193,11 @@ def test_a_compression_option_that_would_be_ignored_or_fail_is_refused(text_ws, 
 
 @pytest.mark.tensorflow
 def test_keras_variants(small_bbc):
-    res = _to_package(small_bbc, "keras", {"use_tuned": False, "epochs": 6, "patience": 0})
+    logs: list[str] = []
+    res = _to_package(small_bbc, "keras", {"use_tuned": False, "epochs": 6, "patience": 0}, logs=logs)
     assert res.ok, [o.error for o in res.steps]
+    for method, total in (("prune", 1), ("qat", 1), ("distill", 2), ("lowrank", 1)):
+        _epoch_lines(logs, method, total)
     v = {x["name"]: x for x in variants_json(small_bbc.store, "ws:1")["variants"]}
     for name in ("fp32", "dynamic_int8", "static_int8", "prune", "qat", "distill", "lowrank"):
         assert v[name]["status"] == "ok", (name, v[name]["message"])

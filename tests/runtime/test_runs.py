@@ -226,3 +226,26 @@ def test_a_trials_values_are_logged_as_a_person_reads_them():
 
     assert _params_text({"lr": 0.0007106591851092234, "batch_size": 32, "hidden": 79, "dropout": 0.16239780813448107}) \
         == "lr 0.0007107, batch_size 32, hidden 79, dropout 0.1624"
+
+
+def test_a_compression_that_trains_is_cancelled_at_its_next_epoch(packaged):
+    """Ctrl-C stops a run at the step's next checkpoint: deploy.compress had one between methods only, so a
+    distillation (minutes on Fashion-MNIST) ran to its end; and a cancel inside a method would have been recorded
+    as that method failing."""
+    import threading
+
+    from runtime.domain.events import EventKind
+    from runtime.jobs.bus import EventBus
+
+    ws = packaged
+    cancel = threading.Event()
+    bus = EventBus()
+    bus.subscribe(lambda ev: cancel.set() if ev.kind == EventKind.LOG and ev.message.startswith("distill: epoch 1 of 3")
+                  else None)
+    res = Runner(ws, bus=bus, cancel=cancel).run(steps=["deploy.compress"], force=True, overrides={
+        "deploy.compress": {"methods": ["dynamic_int8", {"distill": {"epochs": 3}}, "static_int8"]}})
+    (out,) = res.steps
+    assert out.status == "cancelled", (out.status, out.error)
+    ref = ws.store.last_done_runs()["deploy.export"].summary
+    variants = {v.variant: v.status for v in ws.store.variants(ref["name"], ref["version"])}
+    assert variants.get("distill") != "failed", variants
