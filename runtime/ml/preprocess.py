@@ -270,13 +270,24 @@ def rows_under(view: DatasetView, rows: list[IndexRow], spec: dict[str, Any], er
     return ImagePipeline(spec).transform(view.images(rows, shape))[0]
 
 
+def has_colour(a: np.ndarray, tolerance: int = 2) -> bool:
+    """Whether an image has colour: three channels or more, not all equal (to `tolerance`, a JPEG's rounding). A
+    folder of grey product photos with a few saved as RGB JPEGs made every image RGB, three times the features for
+    the same pictures."""
+    if a.ndim != 3 or a.shape[-1] < 3:
+        return False
+    rgb = a[..., :3].astype(np.int16)
+    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max(initial=0) > tolerance
+                or np.abs(rgb[..., 1] - rgb[..., 2]).max(initial=0) > tolerance)
+
+
 def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | None, log: Any
                      ) -> tuple[np.ndarray, tuple[int, int, int]]:  # noqa: ANN401
     """The training images as one (N, H, W, C) uint8 array, and that shape. Photos of many sizes and modes (a
     folder of JPEGs and PNGs) made np.stack fail ("all input arrays must have the same shape"): they are resized
     to `size` ([height, width]; by default the size at least half of them have, else the median, its longer side
     at most MAX_SIDE; images of one size keep it) and converted to RGB where any has colour (grayscale
-    otherwise), and the log says how many were."""
+    otherwise: an RGB picture whose channels are equal has none), and the log says how many were."""
     raw = view.raw_images(rows)
     if isinstance(raw, np.ndarray):  # npy packs (idx files): one shape by construction
         if raw.ndim == 3:
@@ -287,7 +298,7 @@ def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | 
     from collections import Counter
 
     sizes = Counter(a.shape[:2] for a in raw)
-    c = 3 if any(image_channels(a) >= 3 for a in raw) else 1
+    c = 3 if any(has_colour(a) for a in raw) else 1
     if size is not None:
         (h, w), how = (int(v) for v in size), "model.preprocess.image_size"
     elif len(sizes) == 1:  # one size, as before: kept whatever it is
@@ -309,7 +320,9 @@ def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | 
             "split); test images and devices' inputs get the same size")
     converted = sum(1 for a in raw if image_channels(a) != c)
     if converted:
-        log(f"{converted} of {len(raw)} training image(s) converted to {'RGB' if c == 3 else 'grayscale'}")
+        why = "" if c == 3 else " (their colour channels are equal: grey pictures saved as RGB)"
+        log(f"{converted} of {len(raw)} training image(s) converted to {'RGB' if c == 3 else 'grayscale'}"
+            + (why if any(image_channels(a) >= 3 for a in raw) else ""))
     return np.stack([fit_image(a, (h, w, c)) for a in raw]), (h, w, c)
 
 

@@ -965,3 +965,43 @@ def test_cdl_loop_help_names_every_ending_and_its_exit_code():
         assert LoopResult(status=status).code == 0 and status in text, status
     assert LoopResult(status="waiting").code == 3 and "(exit 3)" in text
     assert LoopResult(status="failed").code == 1 and "failed (exit 1)" in text
+
+
+def test_grey_pictures_saved_as_rgb_stay_grey(tmp_path):
+    """A folder of grey product photos, a few saved as RGB JPEGs (their three channels equal): model.preprocess made
+    every image RGB ("127 of 151 training image(s) converted to RGB"), three times the features for the same
+    pictures. Colour is what decides: these train as grayscale, and a colour picture would still make RGB."""
+    import numpy as np
+    from PIL import Image
+
+    from runtime.api import add_source
+    from runtime.jobs.bus import EventBus
+    from runtime.ml.preprocess import has_colour
+    from runtime.workspace import Workspace
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "grey"
+    for cls, level in (("dark", 40), ("light", 200)):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            im = Image.fromarray(np.clip(level + rng.normal(0, 15, (20, 20)), 0, 255).astype(np.uint8))
+            if i % 4 == 0:
+                im.convert("RGB").save(root / cls / f"{i}.jpg", quality=90)
+            else:
+                im.save(root / cls / f"{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, root)
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message or ""))
+    res = Runner(ws, bus=bus).run(until="model.preprocess")
+    assert res.ok, [o.error for o in res.steps]
+    assert res.steps[-1].summary["features"] == 20 * 20, res.steps[-1].summary
+    assert any("converted to grayscale (their colour channels are equal" in m for m in said), said
+    ws.close()
+    # what counts as colour
+    grey = np.repeat(rng.integers(0, 255, (8, 8, 1), dtype=np.uint8), 3, axis=2)
+    assert not has_colour(grey) and not has_colour(grey[..., 0]) and not has_colour(np.dstack([grey, grey[..., :1]]))
+    tinted = grey.copy()
+    tinted[0, 0, 2] = (int(tinted[0, 0, 2]) + 40) % 256
+    assert has_colour(tinted)
