@@ -607,6 +607,9 @@ def test_models_and_review_panels(studio_ctx, qtbot):
         r.candidate.activated.emit(r.candidate.currentIndex())
     assert r.candidate.currentData() == "ws:1"
     assert r.versus.text().startswith("is the champion")
+    # approving the champion again is only one more review: the button is off, and says why; Reject still works
+    assert not r.approve_btn.isEnabled() and r.approve_btn.toolTip() == "ws:1 is the champion already"
+    assert r.reject_btn.isEnabled()
     assert r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 0
     assert "none to compare with" in r.cm_champion_label.text()
     assert all(r.metrics.item(i, 2).text() == "" for i in range(r.metrics.rowCount()))
@@ -615,6 +618,7 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     r.candidate.setCurrentIndex(r.candidate.findData("ws:2"))
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.candidate.activated.emit(r.candidate.currentIndex())
+    assert r.approve_btn.isEnabled()
     r.reviewer.setText("vera")
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.approve_btn.click()

@@ -187,7 +187,12 @@ class ReviewPanel(Panel):
         self.data_note.setVisible(bool(d.get("data_change")))
         self.try_refs = [cand.ref] + ([champ.ref] if champ is not None and champ.ref != cand.ref else [])
         self.try_btn.setEnabled(True)
-        if champ is not None and champ.ref == cand.ref:  # nothing to compare with: the champion columns stay empty
+        # the champion approved again would only be one more review (Reject still demotes it)
+        is_champion = champ is not None and champ.ref == cand.ref
+        self.approve_btn.setEnabled(not is_champion)
+        self.approve_btn.setToolTip(f"{cand.ref} is the champion already" if is_champion else
+                                    "approve this version: it becomes the champion")
+        if is_champion:  # nothing to compare with: the champion columns stay empty
             self.versus.setText("is the champion: choose another version to compare it with")
             champ = None
         else:
