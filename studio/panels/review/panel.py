@@ -138,8 +138,10 @@ class ReviewPanel(Panel):
         self.comment.setPlaceholderText("comment (why)")
         self.approve_btn = QPushButton("Approve → champion")
         self.reject_btn = QPushButton("Reject")
-        self.approve_btn.setStyleSheet("QPushButton { background: #16a34a; color: white; padding: 4px 10px; }")
-        self.reject_btn.setStyleSheet("QPushButton { background: #dc2626; color: white; padding: 4px 10px; }")
+        # a disabled button greyed (their colours hid it: Approve looked pressable with the champion chosen)
+        off = " QPushButton:disabled { background: #d1d5db; color: #6b7280; }"
+        self.approve_btn.setStyleSheet("QPushButton { background: #16a34a; color: white; padding: 4px 10px; }" + off)
+        self.reject_btn.setStyleSheet("QPushButton { background: #dc2626; color: white; padding: 4px 10px; }" + off)
         self.approve_btn.clicked.connect(lambda: self._review(True))
         self.reject_btn.clicked.connect(lambda: self._review(False))
         for x in (self.reviewer, self.comment, self.approve_btn, self.reject_btn):
