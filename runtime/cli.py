@@ -1243,7 +1243,7 @@ def models_report(obj: dict[str, Any], ref: str, output: Path) -> None:
 @click.pass_obj
 def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
     """From a model version back to its dataset version, experiment, trial and code commit."""
-    from runtime.registry import lineage
+    from runtime.registry import lineage, started_from, tuned_by
 
     store = _ws(obj).store
     doc = lineage(store, ref)
@@ -1253,12 +1253,8 @@ def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
     dv, exp, code = doc["dataset_version"], doc["experiment"], doc["code"]
     rows = [("dataset version", f"{dv['id']} ({dv['items']} items, DVC {dv['dvc_hash'][:12]}, git "
                                 f"{(dv['git_commit'] or '-')[:10]})"),
-            ("experiment", f"{exp['name']} ({exp['kind']}, id {exp['id']}), trial {doc['trial']}" if exp else "-")]
-    if doc["tune_experiment"] is not None:
-        try:
-            tuned = f"{store.experiment(doc['tune_experiment']).name} (id {doc['tune_experiment']})"
-        except CdlError:
-            tuned = f"experiment {doc['tune_experiment']}"
+            ("experiment", f"{exp['name']} (#{exp['id']}, {exp['kind']}), trial {doc['trial']}" if exp else "-")]
+    if (tuned := tuned_by(store, doc)) is not None:
         rows.append(("tuned by", tuned))
     def num(v: Any) -> str:  # noqa: ANN401
         return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -1269,9 +1265,8 @@ def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
                                                if code["model_sha256"] else "")),
              ("checkpoint", (doc["artifacts"].get("checkpoint") or "-")[:12]),
              ("transform", (doc["transform"] or "-")[:12])]
-    if doc["init_from"]:  # warm start: the version (or file) its training started from
-        start = doc["init_from"]
-        rows.append(("started from", start.get("from", json.dumps(start)) if isinstance(start, dict) else str(start)))
+    if (start := started_from(doc)) is not None:  # warm start: the version (or file) its training started from
+        rows.append(("started from", start))
     click.echo(doc["model"])
     for k, v in rows:
         click.echo(f"  {k:<16} {v}")

@@ -193,6 +193,25 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
     }
 
 
+def tuned_by(store: Store, lin: dict[str, Any]) -> str | None:
+    """"tune-1 (#1)": the tuning experiment whose best parameters a version trained with (its id alone was shown)."""
+    exp_id = lin.get("tune_experiment")
+    if exp_id is None:
+        return None
+    try:
+        return f"{store.experiment(exp_id).name} (#{exp_id})"
+    except CdlError:
+        return f"experiment #{exp_id}"
+
+
+def started_from(lin: dict[str, Any]) -> str | None:
+    """The version (or file) a warm start began from: lineage keeps the whole plan, {"from": ..., "terms": ...}."""
+    start = lin.get("init_from")
+    if not start:
+        return None
+    return str(start.get("from", start)) if isinstance(start, dict) else str(start)
+
+
 def deletion_refused(ws: Any, ref: str) -> str | None:  # noqa: ANN401 - a Workspace
     """Why `delete_version` would refuse `ref`, or None: asked before the question "Delete …?" (the CLI and the
     studio asked first, and then refused the answer yes)."""

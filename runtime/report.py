@@ -84,7 +84,7 @@ def _svg(title: str, series: dict[str, list[tuple[float, float]]], w: int = 440,
 def model_report(ws: Workspace, ref: str) -> str:
     """The report's HTML."""
     from runtime.devices import history_json as deployments_json
-    from runtime.registry import history_json, lineage
+    from runtime.registry import history_json, lineage, started_from, tuned_by
     from runtime.steps.deploy import variants_json
 
     store = ws.store
@@ -107,8 +107,8 @@ def model_report(ws: Workspace, ref: str) -> str:
                ["dataset version", f"{dv['id']} ({dv['items']} items, DVC {dv['dvc_hash']}, git {dv['git_commit']})"],
                ["code", f"{lin['code']['git_commit']}{' (dirty: uncommitted changes)' if lin['code']['dirty'] else ''}"],
                ["experiment", f"{lin['experiment']['name']} (#{lin['experiment']['id']})" if lin["experiment"] else None],
-               ["trial", lin["trial"]], ["tuning experiment", lin["tune_experiment"]],
-               ["transform", lin["transform"]], ["warm start from", lin.get("init_from")],
+               ["trial", lin["trial"]], ["tuning experiment", tuned_by(ws.store, lin)],
+               ["transform", lin["transform"]], ["warm start from", started_from(lin)],
                ["classes", ", ".join(mv.classes)]]),
            "<h3>Parameters</h3>",
            _table(["parameter", "value"], [[k, v] for k, v in sorted(mv.params.items())], {1}),

@@ -56,7 +56,7 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
     tune_name = ws.store.experiment(lin["tune_experiment"]).name
     assert text[0] == "ws:1" and text[1] == f"  dataset version  v1 ({v1.items} items, DVC {v1.dvc_hash[:12]}, git " \
         f"{v1.git_commit[:10]})", text
-    assert f"  tuned by         {tune_name} (id {lin['tune_experiment']})" in text, text
+    assert f"  tuned by         {tune_name} (#{lin['tune_experiment']})" in text, text
     assert any(t.startswith("  parameters       lr ") for t in text), text
     mv = ws.store.resolve_model(f"{m['name']}:1")
     assert mv.evaluation["confusion_matrix"] and len(mv.evaluation["per_class"]) == 5

@@ -52,6 +52,10 @@ def test_a_model_report_is_one_self_contained_page(packaged, tmp_path):
     variants = [v.variant for v in ws.store.variants("ws", 1)]
     assert variants and all(f"<td>{v}</td>" in page for v in variants)
     assert "approved" in text and "vera" in text
+    # the tuning experiment by name, as the lineage's lines give it (its id alone was shown)
+    if mv.tune_experiment_id is not None:
+        name = ws.store.experiment(mv.tune_experiment_id).name
+        assert f"<td>tuning experiment</td><td>{name} (#{mv.tune_experiment_id})</td>" in page, page[:3000]
     bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "models", "report", "ws:7", "-o",
                           str(tmp_path / "x.html")], capture_output=True, text=True)
     assert bad.returncode == 2 and "no version 7" in bad.stderr and not (tmp_path / "x.html").exists()
