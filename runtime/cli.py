@@ -780,6 +780,10 @@ def labels_export(obj: dict[str, Any], file: Path, config: Path | None, filter_:
         _dump(doc)
         return
     click.echo(f"wrote {doc['tasks']} task(s), {doc['annotations']} annotation(s) to {file}")
+    if doc["left_out_undecodable"]:
+        bad = doc["left_out_undecodable"]
+        click.echo(f"left out {len(bad)} item(s) that cannot be decoded as images: {', '.join(bad[:5])}"
+                   + (" …" if len(bad) > 5 else "") + " (data.validate quarantines them)", err=True)
     if config is not None:
         click.echo(f"wrote the labeling config ({len(doc['classes'])} classes) to {config}: paste it into the Label "
                    "Studio project's Settings > Labeling Interface > Code before importing the tasks")

@@ -343,7 +343,15 @@ class LabelQueue:
             reader = self._import_view([row])
         if row.kind == "text":
             return decode_text(reader.read_bytes(row))[0]
-        return reader.read_image(row)
+        try:
+            return reader.read_image(row)
+        except Exception as exc:  # noqa: BLE001 - Pillow's errors: a corrupt file in the queue stopped labeling
+            from edge_agent.proto.images import unreadable_why
+
+            # said in words where the image would be, so that the labeler skips it (`labels next` raised a
+            # traceback, and the panel stayed on its error): data.validate quarantines it
+            return (f"{row.source}: this file cannot be decoded as an image ({unreadable_why(exc)}). Skip it (S, "
+                    f"`cdl labels skip {uid}`); data.validate quarantines it.")
 
     # -- actions ------------------------------------------------------------------------------------------
 
@@ -458,7 +466,7 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
     q = LabelQueue(ws)
     rows = [r for f in ("unlabeled", "conflicts") for r, _ in q._matching(f)]
     out: dict[str, list[Any]] = {}
-    unknown = 0
+    unknown = undecodable = 0
     if rows:
         spec = transform_spec(ws, mv.transform, log=say)
         view = q._dataset()
@@ -468,7 +476,14 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
         for reader, group in ((view, [r for r in rows if r.uid not in new]), (q._import_view(fresh), fresh)):
             for start in range(0, len(group), 2048):
                 chunk = group[start : start + 2048]
-                X = rows_under(reader, chunk, spec)
+                try:
+                    X = rows_under(reader, chunk, spec)
+                except Exception:  # noqa: BLE001 - an image that does not decode: the others still get a guess
+                    if spec["type"] == "text":
+                        raise
+                    chunk = [r for r in chunk if _decodes(reader, r)]
+                    undecodable += len(group[start : start + 2048]) - len(chunk)
+                    X = rows_under(reader, chunk, spec)
                 # a text with no word the model knows got the model's guess for an empty text, with a confidence
                 # a labeler took for a judgement ("business 0.83" on a blank item): no suggestion for it
                 blank = np.asarray(X.getnnz(axis=1) == 0) if spec["type"] == "text" else np.zeros(len(chunk), bool)
@@ -481,12 +496,24 @@ def suggest(ws: Workspace, ref: str | None = None, log=None) -> dict[str, Any]: 
                     out[r.id] = [mv.classes[j], round(float(p[j]), 4)]
         if unknown:
             say(f"{unknown} item(s) have no word {mv.ref} knows: no suggestion for them")
+        if undecodable:
+            say(f"{undecodable} item(s) cannot be decoded as images: no suggestion for them (data.validate "
+                "quarantines them)")
     doc = {"model": mv.ref, "created": datetime.now(UTC).isoformat(), "items": out}
     from runtime.workspace.config import atomic_write_text
 
     atomic_write_text(ws.root / ".cdl" / SUGGESTIONS_FILE, json.dumps(doc))
     counts = Counter(label for label, _ in out.values())
-    return {"model": mv.ref, "items": len(out), "by_class": dict(counts.most_common()), "no_known_word": unknown}
+    return {"model": mv.ref, "items": len(out), "by_class": dict(counts.most_common()), "no_known_word": unknown,
+            "undecodable": undecodable}
+
+
+def _decodes(reader: Any, row: IndexRow) -> bool:  # noqa: ANN401
+    try:
+        reader.read_image(row)
+    except Exception:  # noqa: BLE001 - Pillow's errors
+        return False
+    return True
 
 
 _SUGGESTED: weakref.WeakKeyDictionary[Any, tuple[tuple[int, int], dict[str, Any]]] = weakref.WeakKeyDictionary()
@@ -739,6 +766,7 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     from runtime.proposals import device_predictions
 
     answered = device_predictions(ws)
+    undecodable: list[str] = []
     for n, (row, reader) in enumerate(every, start=1):
         if row.id in seen:
             continue
@@ -749,7 +777,11 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
         if is_text:
             data = {to_name: decode_text(reader.read_bytes(row))[0]}
         else:
-            data = {to_name: _png_data_uri(reader.read_image(row))}
+            try:
+                data = {to_name: _png_data_uri(reader.read_image(row))}
+            except Exception:  # noqa: BLE001 - a file that does not decode has no picture to send: left out, counted
+                undecodable.append(row.uid)
+                continue
         data.update({"source_file": row.source, "cdl_item": row.id, "cdl_uid": row.uid})
         annotations, predictions = [], []
         if row.id in guesses:  # `cdl labels suggest`'s guess: a Label Studio prediction, with its score
@@ -806,7 +838,7 @@ def export_label_studio(ws: Workspace, path: Path, include_unlabeled: bool = Tru
     from runtime.workspace.config import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(tasks, ensure_ascii=False, indent=1))
-    out: dict[str, Any] = {"tasks": len(tasks), "annotations": ann_id}
+    out: dict[str, Any] = {"tasks": len(tasks), "annotations": ann_id, "left_out_undecodable": undecodable}
     if config is not None:
         used = {c for t in tasks for a in t["annotations"] + t["predictions"] for r in a["result"]
                 for c in r["value"]["choices"]}

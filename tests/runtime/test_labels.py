@@ -785,3 +785,75 @@ def test_a_proposals_samples_labeled_in_label_studio_leave_its_queue(unlabeled_w
 
     ws.store.set_state("proposal:p9", {"id": "p9", "status": "open"})
     assert proposal(ws, "p9")["labeled"] == 2  # the list and the queue agree
+
+
+def test_an_image_that_does_not_decode_is_said_and_skipped_not_a_traceback(tmp_path):
+    """A folder of photos to label, one of them a corrupt file: `cdl labels next` raised Pillow's traceback
+    ("cannot identify image file <_io.BytesIO …>") and the annotation panel stayed on the error, so nobody could
+    label the rest; `labels export` failed the same way. The item is said in words, it can be skipped, the export
+    leaves it out and says so, and `labels suggest` gives the others their guesses."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from runtime.workspace import Workspace
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a_broken.png").write_bytes(b"not a png at all")
+    for i in range(3):
+        Image.fromarray(np.full((12, 12), 60 * i, np.uint8)).save(src / f"b{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, src, {"unlabeled": True})
+    q = LabelQueue(ws, "ann")
+    first = q.next()
+    assert first.uid.endswith("a_broken.png")
+    said = q.content(first.uid)
+    assert isinstance(said, str) and "cannot be decoded as an image (no image format Pillow reads)" in said, said
+    assert f"cdl labels skip {first.uid}" in said
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "next", "--labeler", "ann"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "cannot be decoded as an image" in out.stdout, out.stderr[-2000:]
+    q.skip(first.uid)
+    after = q.next()
+    assert after.uid != first.uid and not isinstance(q.content(after.uid), str)
+    doc = export_label_studio(ws, tmp_path / "tasks.json")
+    assert doc["tasks"] == 3 and doc["left_out_undecodable"] == [first.uid]
+    assert len(json.loads((tmp_path / "tasks.json").read_text())) == 3
+    ws.close()
+
+
+def test_suggestions_pass_over_an_image_that_does_not_decode(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from runtime.labeling import suggest
+    from runtime.registry import review
+    from runtime.workspace import Workspace
+
+    labeled = tmp_path / "labeled"
+    for cls, level in (("dark", 30), ("light", 220)):
+        (labeled / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(np.full((10, 10), level + i, np.uint8)).save(labeled / cls / f"{i}.png")
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "a_broken.png").write_bytes(b"\x89PNG but not really")
+    for i, level in enumerate((5, 250)):  # unlike every labeled image (one content is one item)
+        Image.fromarray(np.full((10, 10), level, np.uint8)).save(more / f"new{i}.png")
+    ws = Workspace.init(tmp_path / "ws", "image-classification")
+    add_source(ws, labeled)
+    res = Runner(ws).run(until="model.evaluate", overrides={
+        "model.tune": {"n_trials": 1, "max_epochs": 1},
+        "model.train": {"framework": "torch", "template": "mlp", "epochs": 2, "use_tuned": False},
+        "model.evaluate": {"threshold": 0.0}})
+    assert res.ok, [o.error for o in res.steps]
+    review(ws.store, "ws:1", True, "ok", "tester")
+    add_source(ws, more, {"unlabeled": True})
+    said: list[str] = []
+    doc = suggest(ws, log=said.append)
+    assert doc["items"] == 2 and doc["undecodable"] == 1, (doc, said)
+    assert any("1 item(s) cannot be decoded as images: no suggestion for them" in m for m in said), said
+    ws.close()

@@ -1060,13 +1060,18 @@ def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):
         for i in range(4):
             im = Image.fromarray(np.full((10 + 5 * i, 30 - 4 * i, 3), rgb, np.uint8))
             (im.convert("RGBA") if i == 0 else im.convert("L") if i == 1 else im).save(root / cls / f"{i}.png")
+    # and a file that does not decode, which data.validate quarantines: the panel failed to load at all
+    # ("UnidentifiedImageError: cannot identify image file <_io.BytesIO …>"), its sources table empty
+    (root / "red" / "broken.png").write_bytes(b"not an image")
     ws = Workspace.init(tmp_path / "ws", "image-classification")
     add_source(ws, root)
-    assert Runner(ws).run(until="data.ingest").ok
+    assert Runner(ws).run(until="data.validate").ok
     p = DataPanel(StudioContext(ws.root, ws, None))
     qtbot.addWidget(p)
     load(qtbot, p)
     assert not p.status_label.isVisible() or "shape" not in p.status_label.text(), p.status_label.text()
+    assert "Error" not in p.status_label.text(), p.status_label.text()
+    assert p.sources.rowCount() == 1 and p.quarantine.rowCount() == 1
     assert p.samples_layout.count() == 8
     rgba = np.zeros((6, 5, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 255

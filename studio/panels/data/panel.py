@@ -240,7 +240,11 @@ class DataPanel(Panel):
                             for s in out["sources"]}
         if ws.has_dataset():
             view = ws.dataset()
-            rows = view.rows
+            # quarantined items left out: an image data.validate found undecodable failed the whole panel
+            # ("UnidentifiedImageError: cannot identify image file"), its sources table empty
+            version = ws.current_version()
+            held = {q.item for q in ws.store.quarantine(version)} if version else set()
+            rows = [r for r in view.rows if r.uid not in held]
             rng = np.random.default_rng(0)
             pick = rng.choice(len(rows), size=min(400, len(rows)), replace=False) if rows else []
             sample_rows = [rows[i] for i in pick]
@@ -249,9 +253,18 @@ class DataPanel(Panel):
                 out["hist"] = ("words per text", lengths)
                 out["samples"] = [(r.label, decode_text(view.read_bytes(r))[0][:160]) for r in sample_rows[:12]]
             else:
-                imgs = list(view.raw_images(sample_rows)) if sample_rows else []  # photos differ in size and mode
+                if all(r.encoding == "npy" for r in sample_rows):  # idx rows: read in bulk, nothing to decode
+                    imgs, shown = list(view.raw_images(sample_rows)) if sample_rows else [], sample_rows
+                else:  # files: photos differ in size and mode, and one may not decode
+                    imgs, shown = [], []
+                    for r in sample_rows:
+                        try:
+                            imgs.append(view.read_image(r))
+                            shown.append(r)
+                        except Exception:  # noqa: BLE001 - one file that does not decode is no reason to show nothing
+                            continue
                 out["hist"] = ("mean intensity", [float(np.asarray(a, np.float64).mean()) / 255 for a in imgs])
-                out["samples"] = [(r.label, imgs[i]) for i, r in enumerate(sample_rows[:24])]
+                out["samples"] = [(r.label, imgs[i]) for i, r in enumerate(shown[:24])]
         return out
 
     def show_data(self, d: dict[str, Any]) -> None:
