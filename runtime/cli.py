@@ -157,7 +157,13 @@ def _parse_sets(sets: tuple[str, ...], cfg=None) -> dict[str, dict[str, Any]]:  
                 step, (param, *inside) = known, key[len(known) + 1:].split(".")
         if not step or not param or not all(inside):
             raise CdlError(f"--set {s!r}: expected STEP.PARAM=VALUE, e.g. data.split.seed=7")
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # it raised PyYAML's traceback
+            from runtime.workspace.config import yaml_problem
+
+            raise CdlError(f"--set {s!r}: the value is not valid YAML ({yaml_problem(exc)}); a text with braces, "
+                           "brackets or a colon goes in quotes: --set 'STEP.PARAM=\"...\"'") from None
         if inside:
             base = out.get(step, {}).get(param)
             if base is None:

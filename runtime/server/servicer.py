@@ -35,7 +35,9 @@ def parse_overrides(flat: dict[str, str]) -> dict[str, dict[str, Any]]:
         try:
             out.setdefault(step, {})[param] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key!r}: not valid YAML: {exc}") from None
+            from runtime.workspace.config import yaml_problem
+
+            raise ConfigError(f"override {key!r}: not valid YAML at {yaml_problem(exc)}") from None
     return out
 
 

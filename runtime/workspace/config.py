@@ -152,11 +152,25 @@ class PipelineConfig:
         return copy.deepcopy(self)
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML error in one line: "line 15, column 11: expected ',' or '}', but got ':' (while parsing a flow mapping
+    at line 14, column 12)". PyYAML's own text runs over several lines, names the file "<unicode string>" and
+    quotes the lines, which an `error: ...` line and the start page's notice printed as they were."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, at = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and at is not None:
+        text += f" ({context} at line {at.line + 1}, column {at.column + 1})"
+    return text
+
+
 def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True) -> PipelineConfig:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{where}: not valid YAML at {yaml_problem(exc)}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
     if doc.get("cdl") != 1:

@@ -141,9 +141,9 @@ class ParamsDialog(QDialog):
                 try:
                     out[name] = yaml.safe_load(text)
                 except yaml.YAMLError as exc:
-                    mark = getattr(exc, "problem_mark", None)
-                    where = f" (line {mark.line + 1})" if mark is not None else ""
-                    raise ValueError(f"{name}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+                    from runtime.workspace.config import yaml_problem
+
+                    raise ValueError(f"{name}: not valid YAML at {yaml_problem(exc)}") from None
             else:
                 text = w.text().strip()
                 if not text and (p["nullable"] or p["type"] in ("int", "float")):

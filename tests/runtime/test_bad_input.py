@@ -641,3 +641,28 @@ def test_source_columns_name_what_the_user_can_pick(tmp_path):
     (tmp_path / "folder" / "sport").mkdir(parents=True)
     (tmp_path / "folder" / "sport" / "1.txt").write_text("some text")
     assert source_columns(tmp_path / "folder") == []  # class folders have no columns
+
+
+def test_yaml_that_does_not_parse_is_one_line_with_its_place(text_ws):
+    """A hand-edited cdl.yaml that does not parse, and a `--set` value that does not: PyYAML's error came through
+    over five lines naming "<unicode string>" (and `--set` raised its traceback, exit 1); each is one line now,
+    with the line and column."""
+    import subprocess
+    import sys
+
+    ws = text_ws
+    root = ws.root
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "run", "--set", "data.split.seed={x"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: --set 'data.split.seed={x': the value is not valid YAML (line 1, column 3: expected ',' or '}', but "
+        "got '<stream end>' (while parsing a flow mapping at line 1, column 1)); a text with braces, brackets or a "
+        "colon goes in quotes: --set 'STEP.PARAM=\"...\"'"], out.stderr
+    text = (root / "cdl.yaml").read_text()
+    (root / "cdl.yaml").write_text(text.replace("  data.split:\n", "  data.split:\n   params: {bad\n", 1))
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(root), "status"], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert re.fullmatch(r"error: .*cdl\.yaml: not valid YAML at line \d+, column \d+: expected ',' or '}', but got "
+                        r"':' \(while parsing a flow mapping at line \d+, column \d+\)", out.stderr.strip()), out.stderr
