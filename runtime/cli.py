@@ -71,6 +71,19 @@ class _Group(click.Group):
         except CdlError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a path that cannot be written or read (`-o /no/such/dir/x`, a full disk, no
+            # permission): one line naming it, as a CdlError, where the traceback of os.mkdir came through
+            click.echo(f"error: {os_error_text(exc)}", err=True)
+            sys.exit(2)
+
+
+def os_error_text(exc: OSError) -> str:
+    """"/proc/nope: no such file or directory"; "a -> b: permission denied" for a rename."""
+    what = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    what = what[:1].lower() + what[1:]
+    if exc.filename is None:
+        return what
+    return f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "") + f": {what}"
 
 
 @click.group(cls=_Group)

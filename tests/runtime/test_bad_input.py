@@ -666,3 +666,31 @@ def test_yaml_that_does_not_parse_is_one_line_with_its_place(text_ws):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert re.fullmatch(r"error: .*cdl\.yaml: not valid YAML at line \d+, column \d+: expected ',' or '}', but got "
                         r"':' \(while parsing a flow mapping at line \d+, column \d+\)", out.stderr.strip()), out.stderr
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line(packaged, tmp_path):
+    """`cdl package … -o /no/such/dir/x.cdlb` (and `models report -o`, `labels export`, `devices enroll --out`,
+    `cdl init` where no folder can be made) came through as os.mkdir's traceback: one line now, naming the path,
+    exit 2, and the device is not enrolled."""
+    import subprocess
+    import sys
+
+    ws = packaged
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    where = blocker / "sub"  # a folder below a file can be made by no one, root included
+    for args in (["package", "ws:1", "-o", str(where / "x.cdlb")],
+                 ["models", "report", "ws:1", "-o", str(where / "r.html")],
+                 ["labels", "export", str(where / "l.json")],
+                 ["devices", "enroll", "d9", "--address", "127.0.0.1:50999", "--out", str(where / "d9")]):
+        out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                             text=True)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr[-1500:])
+        (line,) = out.stderr.strip().splitlines()
+        assert line.startswith(f"error: {blocker}") and line.endswith(": not a directory"), (args, line)
+    assert "d9" not in subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "list"],
+                                      capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "init", str(where / "ws"), "-t", "text-classification"],
+                         capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"error: {where / 'ws'}: not a directory"], out.stderr
