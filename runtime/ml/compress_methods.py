@@ -84,7 +84,9 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
         """After each training epoch: a line (a distillation on 60 000 images ran a minute and more without
         one) and the cancel's checkpoint."""
         def done(epoch: int) -> None:
-            ctx.log(f"{method}: epoch {epoch} of {total} ({time.monotonic() - began:.0f} s)")
+            took = time.monotonic() - began
+            ctx.log(f"{method}: epoch {epoch} of {total} ({took:.1f} s)" if took < 10 else
+                    f"{method}: epoch {epoch} of {total} ({took:.0f} s)")
             ctx.check_cancelled()
         return done
 
