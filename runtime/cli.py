@@ -1279,6 +1279,7 @@ def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
             ("experiment", f"{exp['name']} (#{exp['id']}, {exp['kind']}), trial {doc['trial']}" if exp else "-")]
     if (tuned := tuned_by(store, doc)) is not None:
         rows.append(("tuned by", tuned))
+
     def num(v: Any) -> str:  # noqa: ANN401
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
