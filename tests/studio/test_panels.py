@@ -744,6 +744,10 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     monkeypatch.undo()
     gone = [r for r in range(d.devices.rowCount()) if d.devices.item(r, 0).text() == "gone"][0]
     assert rows["gone"][1] == "unreachable", rows["gone"]
+    # its figures are the last it gave: greyed, and their tooltip says so (they read as current)
+    assert d.devices.item(gone, 3).foreground().color().name() == "#9ca3af"
+    assert d.devices.item(gone, 3).toolTip().startswith("last known, when it last answered (")
+    assert d.devices.item(dev1, 3).foreground().color().name() != "#9ca3af"
     assert d.devices.item(gone, 1).toolTip().startswith("device gone: health failed: UNAVAILABLE")
     assert d.devices.item(gone, 1).toolTip().endswith("--replace`) and copy the new folder to the device")
     assert rows["gone"][8].startswith("EXPIRED ") and "Enroll… it again" in d.devices.item(gone, 8).toolTip()

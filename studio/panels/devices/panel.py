@@ -196,6 +196,9 @@ class DevicesPanel(Panel):
                 cert_text, colors[(i, 8)] = f"expires in {cert['days_left']:.0f} d", "#b45309"
             elif cert:
                 cert_text = f"until {cert['expires'][:10]}"
+            if probe.get("error"):  # its last known figures, greyed: they read as current beside "unreachable"
+                for c in range(3, 8):
+                    colors[(i, c)] = "#9ca3af"
             rows.append((dev["name"], state, dev["address"], f"{a['name']}:{a['version']}:{a['variant']}" if a else "-",
                          h.get("requests"), h.get("errors"),
                          f"seq {j.get('last_seq')} (acked {j.get('acked_seq')})" if j else "",
@@ -207,6 +210,9 @@ class DevicesPanel(Panel):
             warnings = (d["details"].get(dev["name"]) or {}).get("warnings") or []
             if error:
                 self.devices.item(i, 1).setToolTip(error)  # why it did not answer
+                seen = local_time(dev["last_seen"]) or "never"
+                for c in range(3, 8):
+                    self.devices.item(i, c).setToolTip(f"last known, when it last answered ({seen})")
             elif warnings:
                 self.devices.item(i, 1).setToolTip("\n".join(warnings))
             cert = dev.get("cert")
