@@ -353,9 +353,11 @@ def _class_names(opts: dict[str, Any]) -> list[str] | None:
     names = opts.get("class_names")
     if isinstance(names, str):
         if names not in CLASS_NAME_PRESETS:
+            from runtime.domain.errors import did_you_mean
+
             raise DataImportError(
-                f"class_names: unknown preset {names!r} (known: {', '.join(CLASS_NAME_PRESETS)}), "
-                "or give a list"
+                f"class_names: unknown preset {names!r}{did_you_mean(names, tuple(CLASS_NAME_PRESETS))} (known: "
+                f"{', '.join(CLASS_NAME_PRESETS)}), or give a list"
             )
         names = CLASS_NAME_PRESETS[names]
     return names

@@ -694,3 +694,16 @@ def test_an_output_path_that_cannot_be_written_is_one_line(packaged, tmp_path):
                          capture_output=True,
                          text=True)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"error: {where / 'ws'}: not a directory"], out.stderr
+
+
+def test_a_misspelt_class_names_preset_is_named_with_the_close_one(image_ws, tmp_path, fashion_dir):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(fashion_dir / f, folder)
+    before = (image_ws.root / "cdl.yaml").read_text()
+    with pytest.raises(DataImportError) as info:
+        add_source(image_ws, folder, {"class_names": "fashion"})
+    assert str(info.value) == ("class_names: unknown preset 'fashion' (did you mean 'fashion-mnist'?) (known: "
+                               "fashion-mnist, mnist), or give a list"), info.value
+    _assert_untouched(image_ws, before)
