@@ -276,7 +276,7 @@ def has_colour(a: np.ndarray, tolerance: int = 2) -> bool:
     the same pictures."""
     if a.ndim != 3 or a.shape[-1] < 3:
         return False
-    rgb = a[..., :3].astype(np.int16)
+    rgb = a[..., :3].astype(np.int32)  # 16-bit channels too
     return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max(initial=0) > tolerance
                 or np.abs(rgb[..., 1] - rgb[..., 2]).max(initial=0) > tolerance)
 
