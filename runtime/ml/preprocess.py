@@ -276,9 +276,10 @@ def has_colour(a: np.ndarray, tolerance: int = 2) -> bool:
     the same pictures."""
     if a.ndim != 3 or a.shape[-1] < 3:
         return False
-    rgb = a[..., :3].astype(np.int32)  # 16-bit channels too
-    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max(initial=0) > tolerance
-                or np.abs(rgb[..., 1] - rgb[..., 2]).max(initial=0) > tolerance)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    if np.array_equal(r, g) and np.array_equal(g, b):  # the common case, without a copy
+        return False
+    return any(int(np.abs(x.astype(np.int32) - y).max(initial=0)) > tolerance for x, y in ((r, g), (g, b)))
 
 
 def _training_images(view: DatasetView, rows: list[IndexRow], size: list[int] | None, log: Any
