@@ -1279,11 +1279,9 @@ def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
             ("experiment", f"{exp['name']} (#{exp['id']}, {exp['kind']}), trial {doc['trial']}" if exp else "-")]
     if (tuned := tuned_by(store, doc)) is not None:
         rows.append(("tuned by", tuned))
+    from runtime.domain.text import params_line
 
-    def num(v: Any) -> str:  # noqa: ANN401
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    rows += [("parameters", ", ".join(f"{k} {num(v)}" for k, v in (doc["params"] or {}).items()) or "-"),
+    rows += [("parameters", params_line(doc["params"] or {}) or "-"),
              ("code", f"git {(code['git_commit'] or '-')[:10]}{' (dirty)' if code['dirty'] else ''}, template "
                       f"{code['template']}" + (f", model code sha256 {code['model_sha256'][:12]}"
                                                if code["model_sha256"] else "")),

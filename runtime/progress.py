@@ -6,6 +6,7 @@ import sys
 from typing import Any, TextIO
 
 from runtime.domain.events import Event, EventKind
+from runtime.domain.text import number
 
 
 class ProgressPrinter:
@@ -42,7 +43,7 @@ class ProgressPrinter:
         elif ev.kind == EventKind.METRIC:
             keys = [k for k in ("trial", "epoch", "train_loss", "val_loss", "val_accuracy") if k in ev.data]
             keys = keys or list(ev.data)
-            vals = " ".join(f"{k} {_fmt(ev.data[k])}" for k in keys)
+            vals = " ".join(f"{k} {number(ev.data[k])}" for k in keys)
             self._write(f"  {ev.step}: {vals}")
         elif ev.kind == EventKind.FINISHED:
             self._close()
@@ -62,9 +63,3 @@ class ProgressPrinter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.domain.errors import ConfigError, NotFoundError, StepFailed, did_you_mean
+from runtime.domain.text import params_line
 from runtime.store import Store
 
 PLAN_ATTR = "cdl"  # the study's user attribute holding the StudyPlan
@@ -395,7 +396,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         trial.set_user_attr("worker", me)
         if retry_of is not None:
             hooks.log(f"trial {trial.number}: trial {retry_of} again (its worker died), "
-                      f"with {_params_text(hp)}")
+                      f"with {params_line(hp)}")
         best = {"v": 0.0, "epochs": 0}
 
         def on_epoch(epoch: int, m: dict[str, float]) -> None:
@@ -428,7 +429,7 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             raise
         value = max(h["val_accuracy"] for h in result.history)
         store.finish_trial(rec.id, "complete", value, len(result.history))
-        hooks.log(f"trial {trial.number}: val_accuracy {value:.4f} with {_params_text(hp)}")
+        hooks.log(f"trial {trial.number}: val_accuracy {value:.4f} with {params_line(hp)}")
         return value
 
     deadline = plan.started + plan.timeout if plan.timeout else None
@@ -488,9 +489,3 @@ def wait_for_others(study, plan: StudyPlan, hooks: Hooks, poll: float = 1.0) -> 
             return
         hooks.progress(0.99, f"waiting for {len(running)} trial(s) on other workers")
         time.sleep(poll)
-
-
-def _params_text(hp: dict[str, Any]) -> str:
-    """"lr 0.0007107, batch_size 32, hidden 79, dropout 0.1624": a trial's values as a person reads them (the log
-    printed the dict, "{'lr': 0.0007106591851092234, …}")."""
-    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in hp.items())

@@ -13,6 +13,7 @@ import numpy as np
 
 from runtime.domain.errors import AwaitingPerson, CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
+from runtime.domain.text import number, params_line
 from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
@@ -50,10 +51,6 @@ def check_template(config: Any, where: str) -> None:  # noqa: ANN401 - a Pipelin
 
 def framework_of(ctx: StepContext) -> str:
     return train_params(ctx)["framework"]
-
-
-def _num(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _last_summary(ctx: StepContext, step: str, key: str | None = None) -> dict[str, Any]:
@@ -419,14 +416,14 @@ class TrainStep(Step):
             tuned = {k: v for k, v in best.items() if k not in kept}
             replaced = {k: (params[k], v) for k, v in tuned.items() if k in params and params[k] != v}
             params.update(tuned)
-            ctx.log("using tuned parameters " + (", ".join(f"{k} {_num(v)}" for k, v in tuned.items()) or "(none)"))
+            ctx.log("using tuned parameters " + (params_line(tuned) or "(none)"))
             if replaced:  # a value given in cdl.yaml does not count while use_tuned is on: say so
-                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {_num(b)}"
+                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {number(b)}"
                                                                         for k, (a, b) in replaced.items())
                         + " (use_tuned; set it false to train with the values in cdl.yaml)")
             if kept:
                 ctx.log("given for this run, kept over model.tune's best trial: "
-                        + "; ".join(f"{k} {a} (tuned {_num(b)})" for k, (a, b) in kept.items()))
+                        + "; ".join(f"{k} {a} (tuned {number(b)})" for k, (a, b) in kept.items()))
         prep = _prepared(ctx)
         cfg = TrainConfig.from_params(params["template"], params, ctx.workspace.root)
         # src/ read once: the refit, and the ranks of a distributed run on other machines, train the same code

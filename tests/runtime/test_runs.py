@@ -222,9 +222,9 @@ def test_model_train_history_compares_what_each_run_trained_with(small_bbc):
         f"dropout 0.1235 → {trained['params']['dropout']:.4g}; and its inputs changed"
 
 def test_a_trials_values_are_logged_as_a_person_reads_them():
-    from runtime.ml.tuning import _params_text
+    from runtime.domain.text import params_line
 
-    assert _params_text({"lr": 0.0007106591851092234, "batch_size": 32, "hidden": 79, "dropout": 0.16239780813448107}) \
+    assert params_line({"lr": 0.0007106591851092234, "batch_size": 32, "hidden": 79, "dropout": 0.16239780813448107}) \
         == "lr 0.0007107, batch_size 32, hidden 79, dropout 0.1624"
 
 

@@ -113,10 +113,10 @@ class CompressionPanel(Panel):
             if delta is not None and delta < -0.005:
                 colors[(i, 5)] = "#b91c1c"
         self.table.fill(rows, colors, data=[v["name"] if v["status"] == "ok" else None for v in d["doc"]["variants"]])
+        from runtime.steps.deploy import slower_words
+
         for i, v in enumerate(d["doc"]["variants"]):
             if v["slower_than_fp32"] and v["details"].get("slower_at"):
-                from runtime.steps.deploy import slower_words
-
                 self.table.item(i, 10).setToolTip(slower_words(v["details"]["slower_at"], v["details"].get("vs_fp32"))
                                                   + ", timed in turns with FP32")
         self._fit_notes()
