@@ -53,7 +53,7 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     from runtime import proposals
     from runtime.labeling import import_label_studio
     from runtime.monitor import verdict
-    from runtime.registry import auto_review
+    from runtime.registry import auto_review, versus_champion
 
     bus = EventBus()
     if subscriber:
@@ -143,17 +143,18 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
         return LoopResult(status="done", steps=steps, candidate=candidate.ref, reason=f"nothing new: {candidate.ref} "
                           f"is the champion and was trained on the current data ({candidate.dataset_version}); "
                           "`cdl loop --force --retune` searches the model again")
+    metric = cfg.params("model.review")["metric"] if "model.review" in cfg.steps else "test_accuracy"
     if auto_approve_if_better and not ws.store.reviews(candidate.name, candidate.version):
-        rv = auto_review(ws.store, candidate, cfg.params("model.review")["metric"] if "model.review" in cfg.steps
-                         else "test_accuracy")
+        rv = auto_review(ws.store, candidate, metric)
         if rv.decision != "approved":
             close("rejected", rv.comment)
             return LoopResult(status="done", reason=f"{candidate.ref} not better than the champion: {rv.comment}; "
                               "the devices keep their model", steps=steps, candidate=candidate.ref, review=rv.decision)
     elif not ws.store.reviews(candidate.name, candidate.version):
+        versus = versus_champion(ws.store, candidate, metric)
         return LoopResult(status="waiting", steps=steps, candidate=candidate.ref,
-                          reason=f"{candidate.ref} awaits review: `cdl models review {candidate.ref} --approve|--reject`"
-                          " (or --auto-approve-if-better)")
+                          reason=f"{candidate.ref} awaits review{f' ({versus})' if versus else ''}: "
+                          f"`cdl models review {candidate.ref} --approve|--reject` (or --auto-approve-if-better)")
     if not run(steps=["model.review"]):
         close("rejected", _last_error(steps))
         return LoopResult(status="done", reason=_last_error(steps), steps=steps, candidate=candidate.ref)

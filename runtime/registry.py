@@ -78,6 +78,31 @@ def review_message(store: Store, ref: str, approve: bool, reviewer: str, was_cha
             f"until you deploy {champ.ref} or roll back (`cdl rollback --device D`)")
 
 
+def champion_score(mv: ModelVersion, champ: ModelVersion, metric: str) -> tuple[float, str]:
+    """The champion's `metric` to set beside the candidate's, and where it was measured."""
+    versus = (mv.evaluation or {}).get("champion") or {}
+    if versus.get("ref") == champ.ref and metric in versus:  # both on the candidate's test split
+        return versus[metric], "both on this test split"
+    where = ("the same test split" if champ.transform == mv.transform
+             else f"the champion's on its own test split, {champ.dataset_version}")
+    return champ.metrics.get(metric, 0.0), where
+
+
+def versus_champion(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -> str:
+    """"test_accuracy 0.9746 < champion news:1 0.9815 (both on this test split)", for a reviewer; "" with nothing
+    to compare."""
+    value = mv.metrics.get(metric)
+    try:
+        champ = store.model_version(mv.name, "champion")
+    except NotFoundError:
+        return f"{metric} {value:.4f}; no champion yet" if value is not None else ""
+    if value is None or champ.version == mv.version:
+        return ""
+    other, where = champion_score(mv, champ, metric)
+    sign = ">" if value > other else "=" if value == other else "<"
+    return f"{metric} {value:.4f} {sign} champion {champ.ref} {other:.4f} ({where})"
+
+
 def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -> Review:
     """Approve only when the candidate beats the champion on the test split; the review says it was automatic."""
     value = mv.metrics.get(metric)
@@ -92,13 +117,7 @@ def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -
     elif champ.version == mv.version:
         approve, why = True, "already the champion"
     else:
-        versus = (mv.evaluation or {}).get("champion") or {}
-        if versus.get("ref") == champ.ref and metric in versus:  # both on the candidate's test split
-            other, where = versus[metric], "both on this test split"
-        else:
-            other = champ.metrics.get(metric, 0.0)
-            where = ("the same test split" if champ.transform == mv.transform
-                     else f"the champion's on its own test split, {champ.dataset_version}")
+        other, where = champion_score(mv, champ, metric)
         approve = value > other
         why = f"{metric} {value:.4f} {'>' if approve else '<='} champion {champ.ref} {other:.4f} ({where})"
     rv = review(store, mv.ref, approve, why, "cdl-auto", automatic=True)

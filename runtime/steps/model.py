@@ -787,7 +787,7 @@ class ReviewStep(Step):
         return hash_text([(r.decision, r.created.isoformat()) for r in ctx.store.reviews(mv.name, mv.version)])
 
     def run(self, ctx: StepContext) -> StepResult:
-        from runtime.registry import auto_review, review
+        from runtime.registry import auto_review, review, versus_champion
 
         mv = registered(ctx)
         reviews = ctx.store.reviews(mv.name, mv.version)
@@ -796,8 +796,9 @@ class ReviewStep(Step):
             reviews = [rv]
             ctx.log(f"automatic review: {rv.decision}: {rv.comment}")
         if not reviews:
-            waits = AwaitingPerson(ctx.step, f"{mv.ref} awaits review: `cdl models review {mv.ref} --approve|--reject "
-                                   "--comment TEXT --reviewer NAME`")
+            versus = versus_champion(ctx.store, mv, ctx.params["metric"])
+            waits = AwaitingPerson(ctx.step, f"{mv.ref} awaits review{f' ({versus})' if versus else ''}: "
+                                   f"`cdl models review {mv.ref} --approve|--reject --comment TEXT --reviewer NAME`")
             waits.summary = {**AwaitingPerson.summary, "candidate": mv.ref}  # what it waits on, for other hints
             raise waits
         last = reviews[-1]

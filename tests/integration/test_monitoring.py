@@ -289,7 +289,8 @@ def test_the_loop_waits_for_a_review_then_deploys_the_version_it_trained(bbc_pac
         q.set_label(item.uid, "tech")
     first = run_loop(ws)
     assert first["status"] == "waiting" and first["candidate"] == "ws:2", first
-    assert "ws:2 awaits review" in first["reason"]
+    assert "ws:2 awaits review (test_accuracy 0." in first["reason"], first["reason"]
+    assert " champion ws:1 0." in first["reason"], first["reason"]
     review(ws.store, "ws:2", True, "the documentation texts are tech", "vera")
     second = run_loop(ws)
     assert second["status"] == "done", second

@@ -412,6 +412,12 @@ def test_the_champions_variants_while_a_challenger_waits_for_its_review(small_bb
     assert plain.returncode == 0 and "ws:1 has no variants" in plain.stderr and "waits" not in plain.stderr, plain
     r = cdl("run", "--until", "deploy.revise", "--set", "deploy.export.model=ws:1")
     assert r.returncode == 1 and "⏸ model.review: ws:2 awaits review" in r.stderr, r.stderr[-2000:]
+    # the reviewer is told how the candidate compares with the champion, on the same test split
+    two = ws.store.model_version("ws", 2)
+    mine, theirs = two.metrics["test_accuracy"], two.evaluation["champion"]["test_accuracy"]
+    sign = ">" if mine > theirs else "=" if mine == theirs else "<"
+    assert (f"ws:2 awaits review (test_accuracy {mine:.4f} {sign} champion ws:1 {theirs:.4f} (both on this test "
+            "split)): `cdl models review ws:2") in r.stderr, r.stderr[-2000:]
     assert ws.store.variants("ws", 1) == []  # what the hint gave did nothing for ws:1
     said = cdl("models", "variants", "ws:1").stderr
     assert ("; but model.review waits for ws:2's review, and that run stops there: review it first (`cdl models "

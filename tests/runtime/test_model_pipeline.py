@@ -76,7 +76,8 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
 
     # review: awaiting, then approve -> champion, and the history says so
     r = cdl(ws, "run", "model.review")
-    assert r.returncode == 1 and f"⏸ model.review: {m['name']}:1 awaits review" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"⏸ model.review: {m['name']}:1 awaits review (test_accuracy 0." in r.stderr, r.stderr
+    assert "; no champion yet): `cdl models review" in r.stderr, r.stderr
     # waiting for a person, not failed (the flowchart showed it red, and the steps after it "model.review failed")
     states = {s.id: s for s in Runner(ws).statuses()}
     assert states["model.review"].status == "waiting" and "awaits review" in states["model.review"].reason
