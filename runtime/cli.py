@@ -1628,6 +1628,7 @@ def monitor(obj: dict[str, Any], no_collect: bool, window: float | None, by: str
             as_json: bool) -> None:
     """Collect scoring data and run the drift checks (the deploy.monitor step)."""
     from runtime.jobs import Runner
+    from runtime.monitor import report_lines
     from runtime.progress import ProgressPrinter
 
     over: dict[str, Any] = {}
@@ -1650,6 +1651,9 @@ def monitor(obj: dict[str, Any], no_collect: bool, window: float | None, by: str
               for c in out.summary.get("checks", [])]
     if as_json:
         _dump({"checks": checks})
+    else:
+        for line in report_lines(out.summary.get("checks", [])):
+            click.echo(line)
     if fail_on_drift and any(c["drifted"] for c in checks):
         sys.exit(1)
 

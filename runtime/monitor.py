@@ -156,6 +156,35 @@ def unknown_line(check: dict[str, Any]) -> str:
             "for an empty text")
 
 
+def report_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """`cdl monitor`'s report: per device, what it served, the window, and each test's statistic, p-value or PSI
+    threshold and result (it printed only the step's line, "DRIFT in predicted_class, …", and the figures were in
+    --json alone)."""
+    from datetime import datetime
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "?"
+
+    lines: list[str] = []
+    for c in checks:
+        served = f"{c['model']}:{c['version']}" + (f":{c['variant']}" if c.get("variant") else "")
+        w = c["window"]
+        span = f"{w['n']} record(s)" + (f", {when(w['from'])} to {when(w['to'])}" if w["n"] else "")
+        if not c["tests"]:
+            lines.append(f"{c['device']}  {served}  {span}: no verdict ({c.get('note') or 'no test ran'})")
+        else:
+            lines.append(f"{c['device']}  {served}  {span}: {'DRIFT' if c['drifted'] else 'no drift'}")
+            lines.append(f"  {'test':<26}{'statistic':>11}{'p-value':>11}{'threshold':>11}  result")
+            for t in c["tests"]:
+                p = "-" if t["p_value"] is None else f"{t['p_value']:.3g}"
+                lines.append(f"  {t['name']:<26}{t['statistic']:>11.4g}{p:>11}{t['threshold']:>11.4g}  "
+                             f"{'drift' if t['drifted'] else 'ok'}")
+        unknown = unknown_line(c)
+        if unknown:
+            lines.append(f"  {unknown}")
+    return lines
+
+
 def bundle_manifest(ws, bundle_id: str) -> dict[str, Any]:  # noqa: ANN001
     """The manifest of a bundle this workspace made (bundles are kept as artifacts, named by their sha256)."""
     import zipfile

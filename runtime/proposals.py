@@ -5,6 +5,7 @@ labeling queue at once (filter `proposal:<id>`) and, once labeled, into the next
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -100,11 +101,31 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
         "items": {i.id: [p[4], float(p[3])] for i, p in zip(items, picked, strict=True) if p[4] is not None}})
     doc = {"id": pid, "device": check["device"], "model": check["model"], "version": check["version"],
            "bundle_id": check["bundle_id"], "created": check["time"], "status": "open",
-           "drifted_tests": [t["name"] for t in check["tests"] if t["drifted"]], "window": check["window"]}
+           "drifted_tests": [t["name"] for t in check["tests"] if t["drifted"]], "window": check["window"],
+           "raw_kept": len(rows)}
     ws.store.set_state(f"proposal:{pid}", doc)
     ws.store.set_state(f"proposal:{pid}:items", [i.uid for i in items])
     ws.store.set_state("proposals", [*(ws.store.get_state("proposals", []) or []), pid])
     return proposal(ws, pid)
+
+
+def few_kept_line(ws: Workspace, p: dict[str, Any], max_samples: int) -> str:
+    """Why a proposal has fewer samples than its drifted window had records ("3 sample(s)" from 302 records): the
+    device keeps the raw input of its less confident predictions only. "" where that is not why."""
+    from runtime.devices import device_folder
+
+    n, kept = (p.get("window") or {}).get("n"), p.get("raw_kept")
+    if n is None or kept is None or kept >= n or p["samples"] >= max_samples:
+        return ""
+    below = "raw_input_below_confidence in its agent.json"
+    try:  # the setting enrolling wrote, where its folder is still here
+        dev = ws.store.device(p["device"])
+        below += f" ({float(json.loads((device_folder(ws, dev) / 'agent.json').read_text())['raw_input_below_confidence']):g})"
+    except (CdlError, OSError, ValueError, KeyError, TypeError):
+        pass
+    return (f"the device kept the raw input of {kept} of the window's {n} records, those of predictions less "
+            f"confident than {below}; `cdl devices enroll {p['device']} --address HOST:PORT --replace --raw-below "
+            "0.9` keeps more")
 
 
 def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose:

@@ -115,8 +115,9 @@ class MaintainStep(Step):
                 unproposed.append({"device": c["device"], "bundle_id": c["bundle_id"], "reason": str(e),
                                    "labeled": e.labeled, "labeled_in": e.labeled_in["id"] if e.labeled_in else None})
                 continue
+            few = proposals.few_kept_line(ctx.workspace, p, ctx.params["max_samples"])
             ctx.log(f"{c['device']}: proposal {p['id']}: {p['samples']} sample(s) to label "
-                    f"(`cdl labels next --filter proposal:{p['id']}`)")
+                    f"(`cdl labels next --filter proposal:{p['id']}`)" + (f"; {few}" if few else ""))
             made.append(p)
         msg = (f"{len(made)} retrain proposal(s): {', '.join(p['id'] + ' (' + str(p['unlabeled']) + ' to label)' for p in made)}"
                if made else f"drift on {', '.join(u['device'] for u in unproposed)}, but nothing new to label"

@@ -158,6 +158,20 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert len(after) == len(before) and after[-1]["id"] == before[-1]["id"]
     assert after[-1]["time"] > before[-1]["time"] and after[-1]["tests"] == before[-1]["tests"]
     assert any("(nothing new since the last check: its time is updated, no copy recorded)" in m for m in logs), logs
+    # without --json, `cdl monitor` prints the report: each test's figures (it printed the step's line alone)
+    plain = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "monitor", "--window", "300",
+                            "--no-collect"], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert lines[0].startswith("dev1  ws:1:fp32  300 record(s), ") and lines[0].endswith(": DRIFT"), lines
+    assert lines[1].split() == ["test", "statistic", "p-value", "threshold", "result"], lines
+    tests = after[-1]["tests"]
+    assert len(lines) == 2 + len(tests), lines
+    for line, t in zip(lines[2:], tests, strict=True):
+        cells = line.split()
+        assert cells[0] == t["name"] and float(cells[1]) == pytest.approx(t["statistic"], rel=1e-3), (line, t)
+        assert cells[2] == ("-" if t["p_value"] is None else f"{t['p_value']:.3g}"), (line, t)
+        assert float(cells[3]) == pytest.approx(t["threshold"]) and cells[4] == ("drift" if t["drifted"] else "ok")
     # the proposal: lowest confidence first, raw inputs, in the labeling queue
     m = Runner(ws).run(steps=["deploy.maintain"])
     assert m.ok
@@ -623,3 +637,29 @@ def test_drift_on_texts_the_dataset_holds_already_is_nothing_to_label(bbc_packag
     assert res["status"] == "nothing-to-label" and res.code == 0, res
     assert "dev1: drift, but the " in res["reason"] and "labeled already: nothing new to label" in res["reason"]
     assert "(proposal" not in res["reason"] and proposals(ws) == [], res["reason"]
+
+
+def test_a_proposal_smaller_than_its_window_says_why(bbc_packaged, agent_factory):
+    """302 drifted records made a proposal of 3 samples, with no word on why: the device keeps the raw input of its
+    less confident predictions only. deploy.maintain's line now says how many it kept, under which setting."""
+    from runtime.domain.events import EventKind
+    from runtime.jobs import EventBus
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    texts = held_out_texts(ws)[:100] + other_domain_texts(200)  # the BBC's own: confident, not kept
+    send(agent, ws, texts)
+    bus = EventBus()
+    logs: list[str] = []
+    bus.subscribe(lambda e: logs.append(e.message) if e.kind == EventKind.LOG and e.step == "deploy.maintain" else None)
+    res = Runner(ws, bus=bus).run(steps=["deploy.monitor", "deploy.maintain"])
+    assert res.steps[0].summary["drifted"] == 1, res.steps[0].message
+    (p,) = proposals(ws)
+    n = p["window"]["n"]
+    assert n == len(texts) and 0 < p["samples"] <= p["raw_kept"] < n, (n, len(texts), p)
+    (line,) = [m for m in logs if m.startswith("dev1: proposal p1:")]
+    assert line.endswith(f"sample(s) to label (`cdl labels next --filter proposal:p1`); the device kept the raw input "
+                         f"of {p['raw_kept']} of the window's {n} records, those of predictions less confident than "
+                         "raw_input_below_confidence in its agent.json (0.9); `cdl devices enroll dev1 --address "
+                         "HOST:PORT --replace --raw-below 0.9` keeps more"), line
