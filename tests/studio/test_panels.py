@@ -787,12 +787,18 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
         m.retrain.click()
     load(qtbot, m)
     assert m.proposals.rowCount() == 1
+    # the message says what comes next for this proposal, where it said "press Retrain…" again
+    from runtime.proposals import close, proposals
+
+    first = proposals(ws)[0]
+    assert m.status_label.text().startswith(
+        f"Drift on dev1: proposal {first['id']} has {first['samples']} of {first['samples']} sample(s) to label "
+        "(Retrain… opens them in the labeling panel)."), m.status_label.text()
     with qtbot.waitSignal(m.sig_open_proposal, timeout=20000):
         m.retrain.click()
     # the proposal's samples labeled, and the version trained on them not better: Retrain… finds nothing new to
     # propose, and the panel says why (it said "press Retrain…" again, and again)
     from runtime.labeling import LabelQueue
-    from runtime.proposals import close, proposals
 
     pid = proposals(ws)[0]["id"]
     # the labeling panel shown the proposal exports its samples alone for Label Studio (it wrote every item)
@@ -819,6 +825,9 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     q = LabelQueue(ws, lab.labeler.text())  # the panel holds the lease of the item it shows: its labeler goes on
     while (item := q.next(f"proposal:{pid}")) is not None:
         q.set_label(item.uid, "tech")
+    load(qtbot, m)
+    assert f"Drift on dev1: proposal {pid}'s {first['samples']} sample(s) are labeled; a model trained on them goes " \
+        "to review" in m.status_label.text(), m.status_label.text()
     close(ws, pid, "rejected", "ws:2 was not better")
     with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
         m.retrain.click()

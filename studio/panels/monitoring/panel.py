@@ -174,8 +174,7 @@ class MonitoringPanel(Panel):
         if drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
             self.say(" ".join(f"{w}." for w in why_not) + no_verdict + unknown, "error")
         elif drifted:
-            self.say(f"Drift on {', '.join(drifted)}: press Retrain… to put the least confident samples into the "
-                     f"labeling queue.{no_verdict}{unknown}", "error")
+            self.say(f"Drift on {self._next_for(drifted, d['proposals'])}.{no_verdict}{unknown}", "error")
         elif not d["devices"]:
             self.say("No scoring data yet: deploy a model to a device and send it requests.")
         elif waiting and len(waiting) == len(latest):
@@ -184,6 +183,24 @@ class MonitoringPanel(Panel):
             self.say(f"No drift at the last checks.{no_verdict}{unknown}", "warning" if unknown else "ok")
         else:
             self.say("No checks yet: press Collect and check now.")
+
+    @staticmethod
+    def _next_for(drifted: list[str], props: list[dict[str, Any]]) -> str:
+        """What comes next for the drifted devices: their open proposal's labeling, or its training, or Retrain…
+        ("press Retrain…" stood there while the proposal's samples waited labeled, or unlabeled, in the table)."""
+        mine = {p["device"]: p for p in props if p["status"] == "open"}
+        fresh = [dev for dev in drifted if dev not in mine]
+        parts = [f"{', '.join(fresh)}: press Retrain… to put the least confident samples into the labeling queue"] \
+            if fresh else []
+        for dev in drifted:
+            p = mine.get(dev)
+            if p is not None and p["unlabeled"]:
+                parts.append(f"{dev}: proposal {p['id']} has {p['unlabeled']} of {p['samples']} sample(s) to label "
+                             "(Retrain… opens them in the labeling panel)")
+            elif p is not None:
+                parts.append(f"{dev}: proposal {p['id']}'s {p['samples']} sample(s) are labeled; a model trained on "
+                             "them goes to review (Run up to here on Review, or `cdl loop`)")
+        return "; ".join(parts)
 
     def _retrain(self) -> None:
         from runtime.proposals import open_proposal
