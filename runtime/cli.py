@@ -532,11 +532,17 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
         return
     if not doc["versions"]:
         _nothing_yet("no dataset versions yet: data.version makes one (`cdl run --until data.version`)")
+    rows = []
     for v in doc["versions"]:
+        unlabeled = (v["classes"] or {}).get("(unlabeled)", 0)
+        # how many are labeled: a version made by labeling alone has the counts of the one before it, and read the same
+        rows.append((v, f"{v['items']} items ({', '.join(f'{k} {n}' for k, n in v['splits'].items())}"
+                     f"{f'; {unlabeled} unlabeled' if unlabeled else ''})"))
+    wide = max((len(r[1]) for r in rows), default=0)  # the columns after it line up
+    for v, counts in rows:
         mark = "*" if v["checked_out"] else " "
-        splits = ", ".join(f"{k} {n}" for k, n in v["splits"].items())
         on = {None: "", True: "  on the remote", False: "  NOT ON THE REMOTE (`cdl data push`)"}[v["on_remote"]]
-        click.echo(f"{mark} {v['id']:<5} {v['items']:>7} items ({splits})  dvc {v['dvc_hash'][:12]}  "
+        click.echo(f"{mark} {v['id']:<5} {counts:<{wide}}  dvc {v['dvc_hash'][:12]}  "
                    f"git {str(v['git_commit'])[:10]}  {v['created'][:19]}{on}")
 
 

@@ -124,3 +124,27 @@ def test_latest_and_misspelt_aliases_everywhere_a_version_is_named(text_ws):
         assert r.exit_code == 2, (args, r.output)
         assert "model bbc has no version with alias 'champoin' (did you mean 'champion'?); its aliases: champion, " \
             "latest" in r.stderr, (args, r.stderr)
+
+
+def test_dataset_versions_line_up_and_say_how_many_are_unlabeled(text_ws, tmp_path):
+    """A version made by labeling alone read the same as the one before it ("2238 items (test 448, train 1790)"
+    twice), and the columns after the counts moved with their width."""
+    from runtime.api import add_source
+    from runtime.jobs import Runner
+    from runtime.labeling import LabelQueue
+
+    rows = ["text,label"] + [f"{w} shares and markets moved again today {w},{'ab'[i % 2]}" for i, w in
+                             enumerate(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"])]
+    rows += ["an article nobody labeled yet about the markets,", "another article nobody labeled about sport,"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    add_source(text_ws, tmp_path / "t.csv")
+    assert Runner(text_ws).run(until="data.version").ok
+    q = LabelQueue(text_ws, "lena")
+    q.set_label(q.next().uid, "a")
+    assert Runner(text_ws).run(until="data.version").ok
+    r = _cdl(text_ws, "data", "versions")
+    assert r.exit_code == 0, r.output
+    one, two = r.stdout.splitlines()
+    assert one.startswith("  v1    10 items (") and one.split("items (")[1].split(")")[0].endswith("; 2 unlabeled")
+    assert two.startswith("* v2    10 items (") and two.split("items (")[1].split(")")[0].endswith("; 1 unlabeled")
+    assert one.index(" dvc ") == two.index(" dvc "), r.stdout
