@@ -302,6 +302,11 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     qtbot.addWidget(p)
     load(qtbot, p)
     assert p.table.rowCount() == 2
+    # how many are unlabeled, beside the counts (a version made by labeling alone read as the one before it)
+    header = [p.table.horizontalHeaderItem(c).text() for c in range(p.table.columnCount())]
+    unlabeled = {v.id: (v.classes or {}).get("(unlabeled)", 0) for v in ws.store.versions()}
+    assert {p.table.item(r, 0).text(): p.table.item(r, header.index("unlabeled")).text() for r in range(2)} == {
+        k: str(n) for k, n in unlabeled.items()}
     p.table.selectAll()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         p.diff_btn.click()

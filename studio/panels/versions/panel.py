@@ -86,8 +86,9 @@ class VersionsPanel(Panel):
     steps = ("data.version",)
 
     def build(self) -> None:
-        self.table = Table(["version", "items", "train", "test", "classes", "DVC hash", "git commit", "created",
-                            "on the remote", ""])
+        # unlabeled: a version made by labeling alone read the same as the one before it
+        self.table = Table(["version", "items", "train", "test", "unlabeled", "classes", "DVC hash", "git commit",
+                            "created", "on the remote", ""])
         self.add(self.table, 2)
         row = QHBoxLayout()
         self.diff_btn = QPushButton("Diff the two selected")
@@ -173,11 +174,12 @@ class VersionsPanel(Panel):
         for i, v in enumerate(versions):
             on = {None: "", True: "yes", False: "not pushed"}[v["on_remote"]]
             rows.append((v["id"], v["items"], v["splits"].get("train", 0), v["splits"].get("test", 0),
+                         v["classes"].get("(unlabeled)", 0),
                          len([c for c in v["classes"] if not c.startswith("(")]), v["dvc_hash"][:12],
                          (v["git_commit"] or "")[:10], local_time(v["created"]), on,
                          "checked out" if v["checked_out"] else ""))
             if v["on_remote"] is False:
-                colors[(i, 8)] = "#b45309"
+                colors[(i, 9)] = "#b45309"
         self.table.fill(rows, colors, data=[v["id"] for v in versions])
         if not versions:
             self.say("No dataset version yet: run the data pipeline up to data.version.", "info")
