@@ -1160,16 +1160,18 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
         raise CdlError(f"{'--text-column' if text_column else '--encoding'} is about --input's file: give --input FILE")
     read_as = {k: v for k, v in (("text_column", text_column), ("encoding", encoding)) if v}
     if source is not None:
-        doc = {}
+        doc, named = {}, {}
         for ref in refs:
             mv, variant = _ref_variant(ws, ref) if ref.replace("@", ":", 1).count(":") == 2 else (None, None)
+            # the file names the version an alias stood for when it ran ("news:champion" moves on)
+            named[ref] = f"{mv.ref}:{variant}" if mv else ws.store.resolve_model(ref).ref
 
             def progress(done: int, total: int, ref: str = ref) -> None:
                 if total > 512:
                     click.echo(f"{ref}: {done}/{total}", err=True)
 
             doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress)
-        rows = [{"model": ref, **p} for ref, preds in doc.items() for p in preds]
+        rows = [{"model": named[ref], **p} for ref, preds in doc.items() for p in preds]
         if output is not None:
             write_predictions(rows, output)
             click.echo(f"wrote {len(rows)} prediction(s) to {output}", err=True)

@@ -125,9 +125,11 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
         (tmp_path / "news" / lab / f"{i}.txt").write_text(t)
     (tmp_path / "news" / labels[0] / "2024").mkdir()  # a folder in a class folder: that class, as data.import says
     (tmp_path / "news" / labels[0] / "2024" / "late.txt").write_text(texts[0])
-    out = cdl(ws, "models", "predict", "ws:1", "--input", str(tmp_path / "news"), "-o", str(tmp_path / "o.jsonl"))
+    out = cdl(ws, "models", "predict", "ws:latest", "--input", str(tmp_path / "news"), "-o", str(tmp_path / "o.jsonl"))
     assert out.returncode == 0, out.stderr[-2000:]
     docs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    # the file names the version the alias stood for (it wrote "ws:latest", which moves on)
+    assert {d["model"] for d in docs} == {"ws:1"}, {d["model"] for d in docs}
     assert sorted((d["input"], d["given"]) for d in docs) == sorted(
         [(f"{lab}/{i}.txt", lab) for i, lab in enumerate(labels)] + [(f"{labels[0]}/2024/late.txt", labels[0])])
     for args, says in ((["--input", str(src), "--text", "x"], "give --input alone"),
