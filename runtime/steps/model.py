@@ -172,6 +172,20 @@ class PreprocessStep(Step):
 # -- model.tune ---------------------------------------------------------------------------------------------
 
 
+def _study_name(ctx: StepContext, exp: Any) -> str:  # noqa: ANN401
+    """"news-tune-2" for the experiment the dashboard lists as tune-2: the study took the experiment's id, which
+    training experiments count too, so the log said "study news-tune-3" of the dashboard's tune-2. A name an older
+    study holds keeps the id's (a study of that name would be joined, not made)."""
+    import optuna
+
+    from runtime.ml.tuning import storage
+
+    taken = set(optuna.get_all_study_names(storage=storage(ctx.store)))
+    base = ctx.config.name
+    return next(n for n in (f"{base}-{exp.name}", f"{base}-tune-{exp.id}",
+                            *(f"{base}-{exp.name}-{k}" for k in range(2, len(taken) + 3))) if n not in taken)
+
+
 def _run_experiment(ws: Any, run: Any) -> Any:  # noqa: ANN401
     """The experiment the running step run `run` opened (None before it opened one)."""
     mine = [e for e in ws.store.experiments() if e.step == run.step and e.job == run.job
@@ -282,7 +296,7 @@ class TuneStep(Step):
                                           dataset_version=ctx.workspace.current_version() or "",
                                           transform=prep.key, framework=tp["framework"], template=tp["template"],
                                           git_commit=commit, git_dirty=dirty)
-        study_name = p["study"] or f"{ctx.config.name}-tune-{exp.id}"
+        study_name = p["study"] or _study_name(ctx, exp)
         plan = StudyPlan(experiment_id=exp.id, space=space, n_trials=p["n_trials"], max_epochs=p["max_epochs"],
                          min_epochs=p["min_epochs"], pruner=p["pruner"], reduction_factor=p["reduction_factor"],
                          sampler=p["sampler"], seed=p["seed"], val_fraction=p["val_fraction"], train=dict(tp),

@@ -224,3 +224,26 @@ def test_a_named_study_resumed_runs_its_budget_again(small_bbc):
     assert s1["trials"] == 2 and s2["trials"] == 2
     assert len(_study(ws, "shared-study").trials) == 4
     assert sorted(r.number for r in ws.store.trials(s2["experiment_id"])) == [2, 3]
+
+
+def test_a_study_is_named_as_the_dashboard_names_its_experiment(small_bbc):
+    """The study took the experiment's id, which training experiments count too: the log said "study ws-tune-3" of
+    the experiment the tuning dashboard lists as tune-2. A name another study holds is left to it."""
+    import optuna
+
+    from runtime.jobs import Runner
+    from runtime.ml.tuning import storage
+
+    ws = small_bbc
+    over = {"model.tune": {"n_trials": 1, "max_epochs": 1}, "model.train": {"epochs": 1}}
+    names = []
+    for seed in (1, 2, 3):
+        if seed == 3:
+            optuna.create_study(study_name="ws-tune-3", storage=storage(ws.store))  # someone's own study
+        over["model.tune"]["seed"] = seed
+        res = Runner(ws).run(steps=["model.preprocess", "model.tune", "model.train"], overrides=over)
+        assert res.ok, [o.error for o in res.steps]
+        s = res.steps[1].summary
+        names.append((s["experiment_id"], ws.store.experiment(s["experiment_id"]).name, s["study"]))
+    # ids 1, 3, 5: a training experiment between each
+    assert names == [(1, "tune-1", "ws-tune-1"), (3, "tune-2", "ws-tune-2"), (5, "tune-3", "ws-tune-5")], names
