@@ -1715,7 +1715,26 @@ def proposals_list(obj: dict[str, Any], as_json: bool) -> None:
         _nothing_yet("no retrain proposals: deploy.maintain makes one when deploy.monitor finds drift")
     for p in doc["proposals"]:
         click.echo(f"{p['id']:<5} {p['status']:<9} {p['device']:<12} {p['model']}:{p['version']}  "
-                   f"{p['labeled']}/{p['samples']} labeled  drift in {', '.join(p['drifted_tests'])}")
+                   f"{p['labeled']}/{p['samples']} labeled  drift in {', '.join(p['drifted_tests'])}"
+                   + (f"  ({p['note']})" if p.get("note") else ""))
+
+
+@proposals_group.command("dismiss")
+@click.argument("proposal_id")
+@click.option("--note", default="", help="why (a false alarm, samples not worth labeling)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def proposals_dismiss(obj: dict[str, Any], proposal_id: str, note: str, as_json: bool) -> None:
+    """Dismiss an open proposal: its unlabeled samples leave the labeling queue and are not proposed again (those
+    labeled stay); `cdl loop` stops waiting for them."""
+    from runtime.proposals import dismiss
+
+    res = dismiss(_ws(obj), proposal_id, note)
+    if as_json:
+        _dump(res)
+        return
+    click.echo(f"{res['id']} dismissed: {res['removed']} unlabeled sample(s) left the labeling queue, "
+               f"{res['kept']} labeled kept; they are not proposed again (new scoring data is)")
 
 
 # -- runtime ------------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def create(ws: Workspace, check: dict[str, Any], max_samples: int = 100) -> dict
     from runtime.labeling import current_states
 
     known = {k for k, v in current_states(ws.store).items() if v.label is not None}
+    known |= dismissed_ids(ws)  # judged not worth labeling: the same window proposes them no more
     seen: set[str] = set()
     picked = []
     for seq, raw, kind, conf, label in rows:
@@ -137,6 +138,11 @@ def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose
                                 labeled=False)
     earlier = [p for p in proposals(ws) if p["device"] == dev and p["bundle_id"] == check["bundle_id"]]
     last = earlier[-1] if earlier else None
+    if last is not None and last["status"] == "dismissed":
+        note = f": {last['note']}" if last.get("note") else ""
+        return NothingToPropose(f"{dev}: drift, but the {raw} raw input(s) its window kept are labeled already or "
+                                f"were dismissed with proposal {last['id']}{note}: nothing new to label until the "
+                                "device scores more", labeled=True)
     where = ""
     if last is not None:
         where = f" (proposal {last['id']}, {last['status']}" + (f": {last['note']}" if last.get("note") else "") + ")"
@@ -160,6 +166,37 @@ def open_proposal(ws: Workspace) -> dict[str, Any] | None:
         if p["status"] == "open":
             return p
     return None
+
+
+def dismissed_ids(ws: Workspace) -> set[str]:
+    """The content ids of samples dismissed with their proposals."""
+    out: set[str] = set()
+    for pid in ws.store.get_state("proposals", []) or []:
+        out.update(ws.store.get_state(f"proposal:{pid}:dismissed") or [])
+    return out
+
+
+def dismiss(ws: Workspace, pid: str, note: str = "") -> dict[str, Any]:
+    """A false alarm, or samples not worth labeling: the proposal ends "dismissed", its unlabeled samples leave the
+    dataset and the labeling queue (those labeled stay: someone's work), and no later proposal asks for them again;
+    new scoring data is proposed as before. Items and record change in one transaction. `cdl loop` waited for an
+    open proposal's labels with no way out but labeling every sample."""
+    from runtime.labeling import effective_labels
+
+    p = proposal(ws, pid)
+    if p["status"] != "open":
+        raise CdlError(f"proposal {pid} is {p['status']} already: only an open proposal is dismissed")
+    uids = ws.store.get_state(f"proposal:{pid}:items") or []
+    items = {i.uid: i for i in ws.store.items_by_uid(uids)}
+    states = effective_labels(ws.store.labels(item_ids=[i.id for i in items.values()]))
+    labeled = [u for u in uids if u in items and states.get(items[u].id) and states[items[u].id].label]
+    dropped = [u for u in uids if u in items and u not in labeled]
+    doc = {k: v for k, v in (ws.store.get_state(f"proposal:{pid}") or {}).items()}
+    doc.update(status="dismissed", note=note or "dismissed", dismissed_samples=len(dropped))
+    ws.store.remove_items(f"proposal:{pid}", dropped, state={
+        f"proposal:{pid}": doc, f"proposal:{pid}:items": labeled,
+        f"proposal:{pid}:dismissed": sorted({items[u].id for u in dropped})})
+    return {**proposal(ws, pid), "removed": len(dropped), "kept": len(labeled)}
 
 
 def close(ws: Workspace, pid: str, status: str = "done", note: str = "") -> None:

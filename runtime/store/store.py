@@ -296,6 +296,21 @@ class Store(ModelRegistryMixin, DeployMixin):
             s.execute(delete(t.SqlSource).where(t.SqlSource.name == name))
             s.commit()
 
+    def remove_items(self, source: str, uids: Iterable[str], state: dict[str, Any] | None = None) -> None:
+        """Remove some of one source's items, and write `state` keys, in one transaction (a dismissed retrain
+        proposal's unlabeled samples, and the proposal's record)."""
+        uids = sorted(set(uids))
+        with self._lock, self.session() as s:
+            for chunk in _chunks(uids, 500):
+                s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == source, t.SqlItem.uid.in_(chunk)))
+            left = s.execute(select(func.count()).select_from(t.SqlItem).where(t.SqlItem.source_name == source)
+                             ).scalar_one()
+            s.execute(update(t.SqlSource).where(t.SqlSource.name == source).values(items=left))
+            _items_replaced(s)
+            for key, value in (state or {}).items():
+                s.merge(t.SqlState(key=key, value=_jsonable(value)))
+            s.commit()
+
     def sources(self) -> list[SourceRecord]:
         with self.session() as s:
             rows = s.execute(select(t.SqlSource).order_by(t.SqlSource.name)).scalars().all()

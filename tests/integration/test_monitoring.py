@@ -663,3 +663,53 @@ def test_a_proposal_smaller_than_its_window_says_why(bbc_packaged, agent_factory
                          f"of {p['raw_kept']} of the window's {n} records, those of predictions less confident than "
                          "raw_input_below_confidence in its agent.json (0.9); `cdl devices enroll dev1 --address "
                          "HOST:PORT --replace --raw-below 0.9` keeps more"), line
+
+
+def test_a_dismissed_proposal_leaves_the_queue_and_the_loop_goes_on(bbc_packaged, agent_factory):
+    """An open proposal held `cdl loop` at "waiting" until every sample was labeled: a false alarm had no way out.
+    `cdl proposals dismiss` ends it; its unlabeled samples leave the labeling queue (those labeled stay), the same
+    window proposes them no more, and new scoring data is proposed as before."""
+    from runtime.loop import run_loop
+
+    ws = bbc_packaged
+    agent = agent_factory(ws, raw_below=0.9)
+    deploy(ws, "ws:1", "fp32", "dev1")
+    texts = other_domain_texts(300)  # 91 paragraphs
+    send(agent, ws, texts[:60])
+    assert run_loop(ws)["status"] == "waiting"
+    (p,) = proposals(ws)
+    q = LabelQueue(ws, "lena")
+    first = q.next(f"proposal:{p['id']}")
+    q.set_label(first.uid, "tech")  # one labeled before the dismissal: kept
+    items_before = len(ws.store.items())
+
+    def cdl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), *args], capture_output=True,
+                              text=True)
+
+    r = cdl("proposals", "dismiss", p["id"], "--note", "documentation pages, not news")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (f"{p['id']} dismissed: {p['samples'] - 1} unlabeled sample(s) left the labeling queue, "
+                                "1 labeled kept; they are not proposed again (new scoring data is)"), r.stdout
+    (d,) = proposals(ws)
+    assert d["status"] == "dismissed" and d["note"] == "documentation pages, not news" and d["samples"] == 1, d
+    assert len(ws.store.items()) == items_before - (p["samples"] - 1)
+    assert LabelQueue(ws, "lena").next(f"proposal:{p['id']}") is None
+    assert [i.uid for i in ws.store.items() if i.uid.startswith(f"proposal:{p['id']}:")] == [first.uid]
+    listed = cdl("proposals", "list").stdout
+    assert f"{p['id']}    dismissed " in listed and listed.rstrip().endswith("(documentation pages, not news)"), listed
+    again = cdl("proposals", "dismiss", p["id"])
+    assert again.returncode == 2 and f"proposal {p['id']} is dismissed already" in again.stderr, again.stderr
+    # the loop no longer waits for them, and the same window proposes nothing
+    res = run_loop(ws)
+    assert res["status"] == "nothing-to-label", res
+    assert f"were dismissed with proposal {p['id']}: documentation pages, not news" in res["reason"], res["reason"]
+    assert len(proposals(ws)) == 1
+    # new scoring data is proposed as before
+    send(agent, ws, texts[60:])
+    res = run_loop(ws)
+    assert res["status"] == "waiting" and len(proposals(ws)) == 2, res
+    dismissed = set(ws.store.get_state(f"proposal:{p['id']}:dismissed"))
+    new = proposals(ws)[1]
+    new_ids = {i.id for i in ws.store.items_by_uid(ws.store.get_state(f"proposal:{new['id']}:items"))}
+    assert new_ids and not new_ids & dismissed, new

@@ -853,6 +853,27 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     load(qtbot, m)
     assert m.status_label.text().endswith(" dev1: 10 of 70 text(s) had no word the model knows (14 %): their "
                                           "answers are its guess for an empty text."), m.status_label.text()
+    # a false alarm (a test client's empty texts): Dismiss proposal… ends the open proposal, where `cdl loop` waited
+    # for every sample to be labeled; its samples leave the labeling queue
+    assert not m.dismiss_btn.isEnabled()  # nothing open
+    with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
+        m.retrain.click()
+    load(qtbot, m)
+    open_ = [p for p in proposals(ws) if p["status"] == "open"]
+    assert len(open_) == 1 and m.dismiss_btn.isEnabled(), proposals(ws)
+    from PySide6.QtWidgets import QInputDialog
+
+    asked: list[str] = []
+    monkeypatch.setattr(QInputDialog, "getText", lambda parent, title, text: asked.append(title) or (
+        "empty texts from a test client", True))
+    with qtbot.waitSignal(m.sig_loaded, timeout=30000):
+        m.dismiss_btn.click()
+    assert asked == [f"Dismiss proposal {open_[0]['id']}"], asked
+    assert m.status_label.text() == (f"{open_[0]['id']} dismissed: {open_[0]['samples']} unlabeled sample(s) left "
+                                     "the labeling queue, 0 labeled kept; they are not proposed again (new scoring "
+                                     "data is)."), m.status_label.text()
+    assert proposals(ws)[-1]["status"] == "dismissed" and proposals(ws)[-1]["note"] == "empty texts from a test client"
+    assert not m.dismiss_btn.isEnabled() and LabelQueue(ws, "x").next(f"proposal:{open_[0]['id']}") is None
 
 
 def test_a_runtime_error_reaches_the_user_as_its_message(studio_ctx, qtbot):

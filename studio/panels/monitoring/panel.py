@@ -39,8 +39,14 @@ class MonitoringPanel(Panel):
         self.retrain = QPushButton("Retrain…")
         self.retrain.setToolTip("make a retrain proposal from the drifted window and open it in the labeling queue")
         self.retrain.clicked.connect(self._retrain)
+        # a false alarm: without it an open proposal held `cdl loop` until every sample was labeled
+        self.dismiss_btn = QPushButton("Dismiss proposal…")
+        self.dismiss_btn.setToolTip("end the selected open proposal (else the newest): its unlabeled samples leave "
+                                    "the labeling queue and are not proposed again; those labeled stay")
+        self.dismiss_btn.clicked.connect(lambda: self._dismiss())  # not clicked(checked) as the note
         row.addWidget(check)
         row.addWidget(self.retrain)
+        row.addWidget(self.dismiss_btn)
         row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
@@ -161,6 +167,8 @@ class MonitoringPanel(Panel):
         self.alerts.fill(rows, colors)
         self.proposals.fill([(p["id"], p["status"], p["device"], f"{p['model']}:{p['version']}", p["unlabeled"],
                               p["samples"]) for p in d["proposals"]], data=[p["id"] for p in d["proposals"]])
+        self._open_ids = [p["id"] for p in d["proposals"] if p["status"] == "open"]
+        self.dismiss_btn.setEnabled(bool(self._open_ids))
         latest = {}
         for c in d["checks"]:
             latest[c["device"]] = c
@@ -171,7 +179,10 @@ class MonitoringPanel(Panel):
                       "min_records).") if waiting else ""
         unknown = "".join(f" {line}" for line in d.get("unknown", {}).values())
         why_not = [d.get("unproposed", {}).get(dev) for dev in drifted]
-        if drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
+        said = self.__dict__.pop("_done_note", None)
+        if said:  # what an action (Dismiss proposal…) did, once, over the reload after it
+            self.say(said, "ok")
+        elif drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
             self.say(" ".join(f"{w}." for w in why_not) + no_verdict + unknown, "error")
         elif drifted:
             self.say(f"Drift on {self._next_for(drifted, d['proposals'])}.{no_verdict}{unknown}", "error")
@@ -213,6 +224,30 @@ class MonitoringPanel(Panel):
                 self.sig_open_proposal.emit(p["id"])
 
         self.work(open_proposal, self.ctx.workspace, done=after)
+
+
+    def _dismiss(self, note: str | None = None) -> None:
+        from runtime.proposals import dismiss
+
+        chosen = [pid for pid in self.proposals.selected_data() if pid in getattr(self, "_open_ids", [])]
+        pid = chosen[0] if chosen else (self._open_ids[-1] if getattr(self, "_open_ids", []) else None)
+        if pid is None:
+            self.say("No open proposal to dismiss.", "warning")
+            return
+        if note is None:
+            from PySide6.QtWidgets import QInputDialog
+
+            note, ok = QInputDialog.getText(self, f"Dismiss proposal {pid}", f"Why dismiss {pid} (a false alarm, "
+                                            "samples not worth labeling)? Its unlabeled samples leave the labeling "
+                                            "queue; those labeled stay.")
+            if not ok:
+                return
+
+        def after(r: dict[str, Any]) -> None:
+            self._done_note = (f"{r['id']} dismissed: {r['removed']} unlabeled sample(s) left the labeling queue, "
+                               f"{r['kept']} labeled kept; they are not proposed again (new scoring data is).")
+
+        self.work(dismiss, self.ctx.workspace, pid, note.strip(), done=after)
 
 
 def _unknown(checks: list[dict[str, Any]]) -> dict[str, str]:
