@@ -188,6 +188,9 @@ class Agent:
             self.slots.activate(bundle_id)
             self._model = model
             self._stamp = self._active_stamp()
+        # the device's own log said nothing of what it served: an operator reading `journalctl -u cdl-edge` saw
+        # the start line alone, as Triton logs each model it loads
+        log.info("active: %s (bundle %s) on %s", _served(model.manifest), bundle_id[:12], ", ".join(model.providers))
         await self.prune()
 
     async def prune(self, protect: tuple[str, ...] = ()) -> None:
@@ -214,6 +217,12 @@ class Agent:
             self.slots.rollback(expect_previous=prev)
             self._model = model
             self._stamp = self._active_stamp()
+        log.info("rolled back: active %s (bundle %s)", _served(model.manifest), prev[:12])
+
+
+def _served(manifest: dict) -> str:
+    """"news:1:fp32", for the agent's log."""
+    return f"{manifest.get('name')}:{manifest.get('version')}:{manifest.get('variant')}"
 
 
 # -- Open Inference Protocol ------------------------------------------------------------------------------
@@ -614,11 +623,13 @@ class Control(epb_grpc.EdgeControlServicer):
                                 f"the device could not store the bundle ({exc.strerror or exc}); the upload was "
                                 "deleted, the active model is unchanged")
         manifest = slots.manifest(bundle_id)
+        log.info("stored bundle %s: %s (%d KiB)", bundle_id[:12], _served(manifest), received // 1024)
         activated = False
         if first.activate:
             try:
                 await self.agent.activate(bundle_id)
             except Exception as exc:  # noqa: BLE001
+                log.error("bundle %s does not load (%s); the previous model stays active", bundle_id[:12], exc)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                     f"bundle stored but its model does not load; the previous model stays: {exc}")
             activated = True

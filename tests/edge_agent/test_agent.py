@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -244,7 +245,7 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
 
 def test_push_activate_rollback_and_history(packaged, agent_factory):
     ws = packaged
-    agent_factory(ws)
+    agent = agent_factory(ws)
     with pytest.raises(CdlError, match="nothing to roll back to"):  # no model yet: recorded, with no model
         rollback(ws, "dev1")
     from runtime.jobs import Runner
@@ -297,6 +298,19 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
     assert devices_json(ws)["devices"][0]["active"]["variant"] == "dynamic_int8"
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["variant"] == "dynamic_int8"
+    # the device's own log says what it stored, served and rolled back to (it had its start line alone)
+    agent.stop()
+    said = [re.sub(r"\(\d+ KiB\)", "(N KiB)", line.split(" INFO ", 1)[1])
+            for line in agent.proc.stderr.read().splitlines() if " INFO " in line]
+    ids = {k: v["bundle_id"][:12] for k, v in (("fp32", first), ("dynamic_int8", second), ("static_int8", third))}
+    assert [x for x in said if not x.startswith("deleted bundle")] == [
+        f"stored bundle {ids['fp32']}: ws:1:fp32 (N KiB)",
+        f"active: ws:1:fp32 (bundle {ids['fp32']}) on CPUExecutionProvider",
+        f"stored bundle {ids['dynamic_int8']}: ws:1:dynamic_int8 (N KiB)",
+        f"active: ws:1:dynamic_int8 (bundle {ids['dynamic_int8']}) on CPUExecutionProvider",
+        f"rolled back: active ws:1:fp32 (bundle {ids['fp32']})",
+        f"active: ws:1:dynamic_int8 (bundle {ids['dynamic_int8']}) on CPUExecutionProvider",
+        f"stored bundle {ids['static_int8']}: ws:1:static_int8 (N KiB)"], said
 
 
 def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(packaged, agent_factory):
