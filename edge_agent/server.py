@@ -623,7 +623,7 @@ class Control(epb_grpc.EdgeControlServicer):
                                 f"the device could not store the bundle ({exc.strerror or exc}); the upload was "
                                 "deleted, the active model is unchanged")
         manifest = slots.manifest(bundle_id)
-        log.info("stored bundle %s: %s (%d KiB)", bundle_id[:12], _served(manifest), received // 1024)
+        log.info("stored bundle %s: %s (%.0f KiB)", bundle_id[:12], _served(manifest), received / 1024)
         activated = False
         if first.activate:
             try:
