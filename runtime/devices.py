@@ -720,6 +720,13 @@ def remove(ws: Workspace, name: str) -> dict[str, Any]:
     ws.store.remove_device(name, message=msg)  # the device and its history's "remove" row, in one transaction
     if removed_folder:
         remove_enrollment_dir(folder)
+    try:
+        named = name in (ws.config().params("deploy.push").get("devices") or [])
+    except CdlError:  # a cdl.yaml that does not load, or a pipeline without deploy.push
+        named = False
+    if named:  # `cdl run` refuses a device that is not enrolled; taking it out here could leave [], every device
+        msg += ("; cdl.yaml's deploy.push.devices still names it, and `cdl run` refuses to push until it is taken "
+                "out there (the Deploy step's Parameters…)")
     return {"device": name, "address": dev.address, "enroll_dir": str(folder), "folder_deleted": removed_folder,
             "message": msg}
 

@@ -128,7 +128,7 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     refusals: dict[str, list[str]] = {}  # what the rule says -> what each step said
     for sid in cfg.order():
         try:
-            check_plan(cfg, [sid])
+            check_plan(cfg, [sid], ws=ws)
         except CdlError as exc:
             said = str(exc)
             refusals.setdefault(said.removeprefix(f"{sid}: "), []).append(said)

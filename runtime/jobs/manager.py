@@ -79,7 +79,7 @@ class JobManager:
                                f"{did_you_mean(sid, list(cfg.steps))}")
             cfg.params(sid, (overrides or {})[sid])  # type-check now, not in the worker
         plan = Runner(self.ws).plan(cfg, steps, until)
-        check_plan(cfg, plan, overrides)  # at once, not as a job that fails in its worker process
+        check_plan(cfg, plan, overrides, self.ws)  # at once, not as a job that fails in its worker process
         job_id = uuid.uuid4().hex[:12]
         spec = {"steps": steps or [], "until": until or "", "force": force, "overrides": overrides or {},
                 "plan": plan}

@@ -233,7 +233,7 @@ class Runner:
             # cdl.yaml, and stops the run before anything runs
             get_step(sid).spec.resolve_params(given, f"override {sid}")
         plan = self.plan(cfg, steps, until)
-        check_plan(cfg, plan, overrides)
+        check_plan(cfg, plan, overrides, self.ws)
         with _RunLock(self.ws.root / ".cdl" / "run.lock", self.job, self._waiting, self.cancel) as lock:
             if not lock.held:  # cancelled while it waited
                 self._emit(Event(EventKind.JOB_FINISHED, job=self.job, data={"status": "cancelled"}))
@@ -589,14 +589,17 @@ def _undecided(summary: dict[str, Any] | None) -> str:
     return line if status in ("no-verdict", "no-drift") else ""
 
 
-def check_plan(cfg: PipelineConfig, plan: list[str], overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Each planned step's own rules (a search space, compression options) before anything runs (`cdl run`, a job
-    the studio submits): a hand-edited cdl.yaml was checked only when its step started, after the steps before it
-    had run. Raises ConfigError naming the field."""
+def check_plan(cfg: PipelineConfig, plan: list[str], overrides: Mapping[str, Mapping[str, Any]] | None = None,
+               ws: Any = None) -> None:  # noqa: ANN401
+    """Each planned step's own rules (a search space, compression options; with `ws`, the devices it names) before
+    anything runs (`cdl run`, a job the studio submits): a hand-edited cdl.yaml was checked only when its step
+    started, after the steps before it had run. Raises ConfigError naming the field."""
     for sid in plan:
         params = cfg.params(sid, (overrides or {}).get(sid))
         get_step(sid).check_params(params)
         get_step(sid).check_in(params, _with(cfg, overrides))
+        if ws is not None:
+            get_step(sid).check_here(params, ws)
 
 
 def _with(cfg: PipelineConfig, overrides: Mapping[str, Mapping[str, Any]] | None) -> PipelineConfig:

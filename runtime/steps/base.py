@@ -126,6 +126,10 @@ class Step:
         """Checks of the parameters against the rest of the pipeline (its task, another step's parameters), run
         with check_params before a run starts anything; raises ConfigError naming the field."""
 
+    def check_here(self, params: dict[str, Any], ws: Any) -> None:  # noqa: ANN401
+        """Checks of the parameters against the workspace's records (the devices enrolled), run with check_in
+        before a run starts anything; raises ConfigError naming the field."""
+
     def run(self, ctx: StepContext) -> StepResult:
         raise NotImplementedError
 

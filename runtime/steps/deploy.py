@@ -537,6 +537,16 @@ class PushStep(Step):
             raise ConfigError(f"deploy.push.variant: {variant!r} is not among deploy.package.variants "
                               f"({', '.join(packaged)}), so it has no bundle to push")
 
+    def check_here(self, params: dict[str, Any], ws: Any) -> None:  # noqa: ANN401
+        """A device that is not enrolled failed the push only when the run got there, after export, compression,
+        revision and packaging."""
+        enrolled = sorted(d.name for d in ws.store.devices())
+        for name in params["devices"] or []:
+            if name not in enrolled:
+                raise ConfigError(f"deploy.push.devices: {name!r} is not enrolled{did_you_mean(name, enrolled)}; "
+                                  f"enrolled: {', '.join(enrolled) or 'none'} (`cdl devices enroll {name} --address "
+                                  "HOST:PORT`, or the devices panel's Enroll…)")
+
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.devices import deploy
 

@@ -402,12 +402,15 @@ def test_deploy_push_rolls_out_in_stages_when_cdl_yaml_says_so(packaged, agent_f
     assert "dev2 served dynamic_int8; it gets fp32 (deploy.push's variant; `variant: served` keeps each device's)" \
         in said, said
     assert active("dev2") == "fp32"
-    # a device named in cdl.yaml but not enrolled fails alone, with either kind of variant
+    # a device named in cdl.yaml but not enrolled is refused before the run starts, with either kind of variant
+    # (it failed when the push got there, after the steps before it), and no device is touched
+    from runtime.domain.errors import ConfigError
+
     for variant in ("served", "dynamic_int8"):
-        res = Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {"devices": ["nope", "dev2"],
-                                                                                "variant": variant}})
-        assert not res.ok and "nope" in res.steps[0].error and "not enrolled" in res.steps[0].error, res.steps[0]
-    assert active("dev2") == "dynamic_int8"
+        with pytest.raises(ConfigError, match="deploy.push.devices: 'nope' is not enrolled; enrolled: dev1, dev2"):
+            Runner(ws).run(steps=["deploy.push"], overrides={"deploy.push": {"devices": ["nope", "dev2"],
+                                                                            "variant": variant}})
+    assert active("dev2") == "fp32"
 
 
 def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent_factory):
@@ -914,9 +917,15 @@ def test_a_device_that_is_gone_can_be_removed(packaged, agent_factory):
     # a removed device's scoring data stays, and is no longer checked
     assert [c["device"] for c in monitor.checks(ws, min_records=1)] == ["dev1"]
     agent.stop()
+    cfg = ws.config()  # cdl.yaml names it: the next `cdl run` refuses to push, and the removal says so
+    cfg.steps["deploy.push"]["devices"] = ["dev1"]
+    cfg.save()
     out = cli("remove", "dev1", "--json")
     doc = json.loads(out.stdout)
     assert doc["device"] == "dev1" and not doc["folder_deleted"] and agent.data_dir.exists()  # an --out folder stays
+    assert doc["message"].endswith("; cdl.yaml's deploy.push.devices still names it, and `cdl run` refuses to push "
+                                   "until it is taken out there (the Deploy step's Parameters…)"), doc["message"]
+    assert ws.config().steps["deploy.push"]["devices"] == ["dev1"]  # left as it is: [] would mean every device
     assert monitor.checks(ws, min_records=1) == []
     from runtime.devices import scoring_store
 

@@ -116,3 +116,27 @@ def test_a_variant_the_pipeline_does_not_make_is_refused_before_anything_runs(te
 
     for ok in ("fp32", "served", "dynamic_int8"):
         check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"variant": ok}})
+
+
+def test_a_device_that_is_not_enrolled_is_refused_before_anything_runs(text_ws, tmp_path):
+    """deploy.push failed on a device name that is not enrolled only when the run got there, after export,
+    compression, revision and packaging; `cdl doctor` says so too."""
+    from runtime.devices import enroll
+    from runtime.doctor import diagnose
+    from runtime.jobs.runner import check_plan
+
+    with pytest.raises(ConfigError, match=re.escape(
+            "deploy.push.devices: 'pi9' is not enrolled; enrolled: none (`cdl devices enroll pi9 --address "
+            "HOST:PORT`, or the devices panel's Enroll…)")):
+        Runner(text_ws).run(until="deploy.push", overrides={"deploy.push": {"devices": ["pi9"]}})
+    assert text_ws.store.last_step_runs() == {}
+    enroll(text_ws, "cam1", "127.0.0.1:50999", tmp_path / "cam1")
+    with pytest.raises(ConfigError, match=re.escape("deploy.push.devices: 'cam2' is not enrolled (did you mean "
+                                                    "'cam1'?); enrolled: cam1")):
+        check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"devices": ["cam1", "cam2"]}}, text_ws)
+    check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"devices": ["cam1"]}}, text_ws)
+    cfg = text_ws.config()
+    cfg.steps["deploy.push"]["devices"] = ["cam2"]
+    cfg.save()
+    said = [c["detail"] for c in diagnose(text_ws)["checks"] if c["status"] == "fail"]
+    assert any("deploy.push.devices: 'cam2' is not enrolled" in m for m in said), said
