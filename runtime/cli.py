@@ -839,7 +839,15 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, sav
         if as_json:
             _dump({"item": None, "open_with_other_labelers": elsewhere})
         else:
-            click.echo("nothing left to label" + (f" ({elsewhere} open with other labelers)" if elsewhere else ""))
+            done = ""
+            if filter_.startswith("proposal:"):  # what comes next for it, as the monitoring panel says
+                from runtime.proposals import proposal
+
+                p = proposal(q.ws, filter_.split(":", 1)[1])
+                done = (f": proposal {p['id']} is {p['status']}" if p["status"] != "open" else
+                        f": proposal {p['id']}'s {p['samples']} sample(s) are labeled; `cdl loop` trains on them")
+            click.echo("nothing left to label" + (f" ({elsewhere} open with other labelers)" if elsewhere else "")
+                       + done)
         return
     content = q.content(item.uid)
     if isinstance(content, str):

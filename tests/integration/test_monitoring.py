@@ -246,6 +246,11 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     q = LabelQueue(ws, "lena")
     while (item := q.next(f"proposal:{pid}")) is not None:
         q.set_label(item.uid, "tech")
+    # the queue empty, `labels next` says what comes next for the proposal
+    said = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "next", "--filter",
+                           f"proposal:{pid}"], capture_output=True, text=True).stdout.strip()
+    assert said == (f"nothing left to label: proposal {pid}'s {doc['proposal']['samples']} sample(s) are labeled; "
+                    "`cdl loop` trains on them"), said
     versions_before = len(ws.store.versions())
     cfg = ws.config()  # retraining continues from the champion's weights (model.train's init_from)
     cfg.steps["model.train"]["init_from"] = "champion"
@@ -696,6 +701,8 @@ def test_a_dismissed_proposal_leaves_the_queue_and_the_loop_goes_on(bbc_packaged
     assert len(ws.store.items()) == items_before - (p["samples"] - 1)
     assert LabelQueue(ws, "lena").next(f"proposal:{p['id']}") is None
     assert [i.uid for i in ws.store.items() if i.uid.startswith(f"proposal:{p['id']}:")] == [first.uid]
+    assert cdl("labels", "next", "--filter", f"proposal:{p['id']}").stdout.strip() == \
+        f"nothing left to label: proposal {p['id']} is dismissed"
     listed = cdl("proposals", "list").stdout
     assert f"{p['id']}    dismissed " in listed and listed.rstrip().endswith("(documentation pages, not news)"), listed
     again = cdl("proposals", "dismiss", p["id"])
