@@ -830,6 +830,10 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     q = LabelQueue(ws, lab.labeler.text())  # the panel holds the lease of the item it shows: its labeler goes on
     while (item := q.next(f"proposal:{pid}")) is not None:
         q.set_label(item.uid, "tech")
+    load(qtbot, lab)  # the labeling panel, its queue empty, says what comes next for the proposal
+    assert (f"Nothing left to label under 'proposal:{pid}'." in lab.text.toPlainText() and f"Proposal {pid}'s "
+            f"{first['samples']} sample(s) are labeled: a model trained on them goes to review"
+            in lab.text.toPlainText()), lab.text.toPlainText()
     load(qtbot, m)
     assert f"Drift on dev1: proposal {pid}'s {first['samples']} sample(s) are labeled; a model trained on them goes " \
         "to review" in m.status_label.text(), m.status_label.text()
@@ -1243,3 +1247,16 @@ def test_the_data_panel_asks_for_the_folder_of_a_label_studio_exports_images(qtb
     assert p.status_label.text().startswith("imported project-2.json: 4 item(s) (label-studio)")
     (entry,) = image_ws.config().params("data.import")["sources"]
     assert entry["media_root"] == str(media)
+
+
+def test_the_show_list_widens_for_a_proposal_added_later(studio_ctx, qtbot):
+    """A proposal made while the labeling panel was open was listed as "proposal:p" (seen in a screenshot): the
+    list kept the width of its first entries. Offscreen, the width the layout gives it cannot be measured
+    reliably, so this checks the policy that makes it follow its entries."""
+    from PySide6.QtWidgets import QComboBox
+
+    from studio.panels.labeling.panel import LabelingPanel
+
+    p = LabelingPanel(studio_ctx)
+    qtbot.addWidget(p)
+    assert p.filter.sizeAdjustPolicy() == QComboBox.SizeAdjustPolicy.AdjustToContents

@@ -51,6 +51,8 @@ class LabelingPanel(Panel):
         top.addWidget(QLabel("Show"))
         self.filter = QComboBox()
         self.filter.addItems(["unlabeled", "conflicts", "all", "labeled"])
+        # as wide as its longest entry: "proposal:p1", added later, showed as "proposal:p"
+        self.filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.filter.currentTextChanged.connect(lambda _: self.refresh())
         top.addWidget(self.filter)
         self.order = QComboBox()
@@ -237,6 +239,11 @@ class LabelingPanel(Panel):
                 hint = (f" A retrain proposal waits: choose 'proposal:{d['open_proposals'][0]}' under Show to label "
                         "its samples.")
             open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
+            pp = d.get("proposal_progress")
+            if pp is not None:  # what comes next for the proposal shown (as `cdl labels next --filter` says)
+                hint += (f" Proposal {pp['id']} is {pp['status']}." if pp["status"] != "open" else
+                         f" Proposal {pp['id']}'s {pp['samples']} sample(s) are labeled: a model trained on them goes "
+                         "to review (Run up to here on Review, or `cdl loop`).")
             self.meta.setText("")
             # the item's place says so (an empty panel kept its layout, instead of spreading its buttons out)
             self.image.hide()
