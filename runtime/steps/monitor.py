@@ -64,8 +64,10 @@ class MonitorStep(Step):
             new = store.add_check(c)
             bad = [t["name"] for t in c["tests"] if t["drifted"]]
             unknown = monitor.unknown_line(c)
-            ctx.log(f"{c['device']} {c['model']}:{c['version']}: {c['window']['n']} records, "
-                    f"{'DRIFT in ' + ', '.join(bad) if bad else c.get('note') or 'no drift'}"
+            # a check without a verdict says its count once ("0 records, 0 record(s) in the window; …")
+            ctx.log(f"{c['device']} {c['model']}:{c['version']}: "
+                    + (f"no verdict: {c['note']}" if c.get("note") else
+                       f"{c['window']['n']} records, {'DRIFT in ' + ', '.join(bad) if bad else 'no drift'}")
                     + (f"; {unknown}" if unknown else "")
                     + ("" if new else " (nothing new since the last check: its time is updated, no copy recorded)"))
         drifted = [c for c in results if c["drifted"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -158,6 +159,13 @@ def test_in_distribution_raises_no_alarm_and_another_domain_does(bbc_packaged, a
     assert len(after) == len(before) and after[-1]["id"] == before[-1]["id"]
     assert after[-1]["time"] > before[-1]["time"] and after[-1]["tests"] == before[-1]["tests"]
     assert any("(nothing new since the last check: its time is updated, no copy recorded)" in m for m in logs), logs
+    # a window with too few records says its count once (it read "0 records, 0 record(s) in the window; …")
+    logs.clear()
+    time.sleep(1.1)
+    Runner(ws, bus=bus).run(steps=["deploy.monitor"], overrides={"deploy.monitor": {"window_by": "time", "window": 1,
+                                                                                    "collect": False}})
+    assert [m for m in logs if m.startswith("dev1 ")] == [
+        "dev1 ws:1: no verdict: 0 record(s) in the window; at least 50 are needed for a check"], logs
     # without --json, `cdl monitor` prints the report: each test's figures (it printed the step's line alone)
     plain = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "monitor", "--window", "300",
                             "--no-collect"], capture_output=True, text=True)
