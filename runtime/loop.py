@@ -104,7 +104,8 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     if p is not None and p["unlabeled"] > 0:
         return LoopResult(status="waiting", proposal=p, steps=steps,
                           reason=f"proposal {p['id']}: {p['unlabeled']} of {p['samples']} sample(s) to label "
-                          f"(`cdl labels next --filter proposal:{p['id']}`, or --labels FILE); then run `cdl loop` again")
+                          f"(`cdl labels next --filter proposal:{p['id']}`, or --labels FILE); then run `cdl loop` again "
+                          f"(a false alarm: `cdl proposals dismiss {p['id']}`)")
     # the labeled samples join a new dataset version
     if not run(until="data.label"):
         return LoopResult(status="failed", reason=_last_error(steps), steps=steps)

@@ -233,6 +233,8 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
     assert proc.returncode == 3, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
     assert doc["status"] == "waiting" and "to label" in doc["reason"]
+    assert doc["reason"].endswith(f"then run `cdl loop` again (a false alarm: `cdl proposals dismiss "
+                                  f"{doc['proposal']['id']}`)"), doc["reason"]
     pid = doc["proposal"]["id"]
     # the proposal's samples alone go to Label Studio (the export held the whole dataset, 300 tasks and more)
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "export",
