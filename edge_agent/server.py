@@ -723,7 +723,11 @@ class Control(epb_grpc.EdgeControlServicer):
     async def AckScoring(self, request, context):  # noqa: ANN001, ANN201
         await self.agent.require_token(context)
         await self._same_journal(request.journal_id, context)
+        before = self.agent.journal.acked_seq()
         acked, pruned = self.agent.journal.ack(request.up_to_seq, self.agent.config.retention_seconds)
+        if acked != before or pruned:  # a collection, in the device's own log
+            log.info("scoring records up to seq %d collected by the workstation; %d pruned (acknowledged and older "
+                     "than retention_seconds %g)", acked, pruned, self.agent.config.retention_seconds)
         return epb.AckScoringResponse(acked_seq=acked, pruned=pruned)
 
 

@@ -298,7 +298,10 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
     assert devices_json(ws)["devices"][0]["active"]["variant"] == "dynamic_int8"
     with DeviceClient(ws, "dev1") as c:
         assert c.health()["active"]["variant"] == "dynamic_int8"
-    # the device's own log says what it stored, served and rolled back to (it had its start line alone)
+    # the device's own log says what it stored, served and rolled back to (it had its start line alone), and
+    # what the workstation collected
+    _infer(_triton(agent, ws), _test_texts(ws, 3))
+    collect(ws)
     agent.stop()
     said = [re.sub(r"\(\d+ KiB\)", "(N KiB)", line.split(" INFO ", 1)[1])
             for line in agent.proc.stderr.read().splitlines() if " INFO " in line]
@@ -310,7 +313,9 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         f"active: ws:1:dynamic_int8 (bundle {ids['dynamic_int8']}) on CPUExecutionProvider",
         f"rolled back: active ws:1:fp32 (bundle {ids['fp32']})",
         f"active: ws:1:dynamic_int8 (bundle {ids['dynamic_int8']}) on CPUExecutionProvider",
-        f"stored bundle {ids['static_int8']}: ws:1:static_int8 (N KiB)"], said
+        f"stored bundle {ids['static_int8']}: ws:1:static_int8 (N KiB)",
+        "scoring records up to seq 3 collected by the workstation; 0 pruned (acknowledged and older than "
+        "retention_seconds 86400)"], said
 
 
 def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(packaged, agent_factory):
