@@ -286,15 +286,18 @@ class AgentProcess:
         self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.log_file = self.data_dir.parent / f"{self.data_dir.name}-agent.log"
 
     def start(self) -> int:
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(self.data_dir),
-                                      "--listen", "127.0.0.1:0", "--workers", str(self.workers)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # its log goes to a file: a pipe nobody reads blocks the agent once full (it logs each push and collection)
+        with open(self.log_file, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir",
+                                          str(self.data_dir), "--listen", "127.0.0.1:0", "--workers", str(self.workers)],
+                                         stdout=subprocess.PIPE, stderr=log, text=True)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
-            err = self.proc.stderr.read()
-            raise RuntimeError(f"agent did not start: {line!r} {err[-2000:]}")
+            self.proc.wait(10)
+            raise RuntimeError(f"agent did not start: {line!r} {self.log()[-2000:]}")
         self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
         self.metrics_url = line.split("metrics on ")[1].split()[0].rstrip(";") if "metrics on " in line else None
         self.rest_url = line.split("REST on ")[1].split()[0] if "REST on " in line else None
@@ -303,6 +306,10 @@ class AgentProcess:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """What the agent wrote on stderr, every start of it."""
+        return self.log_file.read_text() if self.log_file.exists() else ""
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -304,7 +304,7 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
     collect(ws)
     agent.stop()
     said = [re.sub(r"\(\d+ KiB\)", "(N KiB)", line.split(" INFO ", 1)[1])
-            for line in agent.proc.stderr.read().splitlines() if " INFO " in line]
+            for line in agent.log().splitlines() if " INFO " in line]
     ids = {k: v["bundle_id"][:12] for k, v in (("fp32", first), ("dynamic_int8", second), ("static_int8", third))}
     assert [x for x in said if not x.startswith("deleted bundle")] == [
         f"stored bundle {ids['fp32']}: ws:1:fp32 (N KiB)",
@@ -875,7 +875,7 @@ def test_an_expired_device_certificate_is_named(packaged, tmp_path):
         assert listed["cert"]["expired"] and listed["cert"]["days_left"] <= 0
     finally:
         agent.stop()
-    log = agent.proc.stderr.read()
+    log = agent.log()
     assert "ERROR the TLS certificate" in log and "expired on" in log and "--replace" in log, log[-2000:]
     # renewed: the same folder, a new certificate, and the agent serves again
     enroll(ws, "old", agent.address, tmp_path / "old", replace=True)

@@ -264,7 +264,7 @@ def test_prometheus_metrics_sum_every_worker(packaged, tmp_path):
         assert err.value.code == 404
     finally:
         agent.stop()
-    log = agent.proc.stderr.read()
+    log = agent.log()
     assert log.count("'max_batchsize' is no setting of this agent (did you mean 'max_batch'?); it is ignored") == 1, \
         log[-2000:]
     bad = subprocess.run([sys.executable, "-m", "edge_agent.cli", "serve", "--data-dir", str(out), "--listen",
