@@ -75,5 +75,47 @@ def add_source(ws: Workspace, source: Path, options: dict[str, Any] | None = Non
     return result
 
 
+def remove_source(ws: Workspace, source: str, subscriber: Callable[[Event], None] | None = None) -> dict[str, Any]:
+    """Take a source out of cdl.yaml and its items out of the workspace (data.import drops a source that is no
+    longer configured), the configuration saved only if that succeeded. SOURCE: the path as cdl.yaml has it, the
+    file's path from here, or its file name where one source has it. Labels people gave its items stay, keyed by
+    content: they come back with the items if it is imported again. Only hand-editing cdl.yaml (or the Collect
+    step's Parameters…) removed a source imported by mistake."""
+    from runtime.domain.errors import CdlError, NotFoundError, did_you_mean
+
+    if source.startswith("proposal:"):
+        raise CdlError(f"{source} is a retrain proposal's samples, not a configured source: `cdl proposals dismiss "
+                       f"{source.split(':', 1)[1]}` ends it")
+    cfg = ws.config()
+    sources = list(cfg.params("data.import")["sources"])
+    paths = [s if isinstance(s, str) else s.get("path") for s in sources]
+
+    def where(p: str) -> Path:
+        return (Path(p) if Path(p).is_absolute() else ws.root / p).resolve()
+
+    given = Path(source).expanduser()
+    here = (given if given.is_absolute() else Path.cwd() / given).resolve()
+    hits = [i for i, p in enumerate(paths) if p == source or where(p) == here]
+    if not hits:
+        hits = [i for i, p in enumerate(paths) if Path(p).name == source]
+    if not hits:
+        close = did_you_mean(source, [*paths, *(Path(p).name for p in paths)])
+        raise NotFoundError(f"{source!r} is no source of this workspace{close}; its sources: "
+                            f"{', '.join(paths) or 'none'}")
+    i = hits[0]  # two sources of one file name are refused when imported
+    name = paths[i]
+    before = {r.name: r.items for r in ws.store.sources()}
+    cfg.set_param("data.import", "sources", sources[:i] + sources[i + 1:])
+    bus = EventBus()
+    if subscriber:
+        bus.subscribe(subscriber)
+    result = Runner(ws, bus).run(steps=["data.import"], config=cfg)
+    if not result.ok:
+        raise DataImportError((result.steps[-1].error if result.steps else None) or "data.import failed")
+    cfg.save(ws.root / "cdl.yaml")
+    ws.git.commit(f"data: remove source {name}", "cdl.yaml")
+    return {"source": name, "items_removed": before.get(name, 0), "items": ws.store.item_count()}
+
+
 __all__ = ["TEMPLATES", "EventBus", "JobResult", "Runner", "StepState", "Workspace", "add_source",
-           "init_workspace", "open_workspace", "pipeline_graph", "step_states"]
+           "init_workspace", "open_workspace", "pipeline_graph", "remove_source", "step_states"]

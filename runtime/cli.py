@@ -519,6 +519,25 @@ def data_import(obj: dict[str, Any], source: Path, kind: str | None, class_names
         sys.exit(1)
 
 
+@data.command("remove")
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def data_remove(obj: dict[str, Any], source: str, as_json: bool) -> None:
+    """Take SOURCE out of the pipeline: out of cdl.yaml, its items out of the workspace (labels people gave them
+    stay, and come back if it is imported again); the next run makes a dataset version without them."""
+    from runtime.api import remove_source
+    from runtime.progress import ProgressPrinter
+
+    doc = remove_source(_ws(obj), source, subscriber=None if as_json else ProgressPrinter())
+    if as_json:
+        _dump(doc)
+        return
+    click.echo(f"removed {doc['source']}: {doc['items_removed']} item(s) left the workspace ({doc['items']} remain); "
+               "labels people gave them stay, and come back if it is imported again; the next `cdl run` makes a "
+               "dataset version without them")
+
+
 @data.command("versions")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

@@ -1020,3 +1020,53 @@ def test_data_diff_lists_the_classes_in_the_models_order(tmp_path):
     fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert listed == [c for c in fashion if c in listed] and listed[0] == "T-shirt/top", out.stdout
     ws.close()
+
+
+def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
+    """Only hand-editing cdl.yaml took a source out. `cdl data remove SOURCE` (the data panel's Remove source…)
+    takes it out of cdl.yaml and its items out of the workspace; labels people gave them stay, and come back with
+    them if it is imported again."""
+    import subprocess
+    import sys
+
+    from runtime.api import add_source, remove_source
+    from runtime.domain.errors import CdlError
+    from runtime.labeling import LabelQueue
+
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "sport.csv").write_text("text,label\n" + "".join(f"{w} football match,y\n" for w in words))
+    (tmp_path / "a" / "news.csv").write_text("text,label\n" + "".join(f"{w} markets shares,x\n" for w in words))
+    (tmp_path / "wrong.csv").write_text("text\n" + "".join(f"{w} a text imported by mistake\n" for w in words))
+    for f in (tmp_path / "a" / "news.csv", tmp_path / "b" / "sport.csv", tmp_path / "wrong.csv"):
+        add_source(text_ws, f, {"unlabeled": True} if f.name == "wrong.csv" else None)
+    uid = next(i.uid for i in text_ws.store.items() if i.uid.startswith("wrong.csv:"))
+    LabelQueue(text_ws, "lena").set_label(uid, "x")
+    assert len(text_ws.store.items()) == 18
+    with pytest.raises(CdlError, match=re.escape("'wrong.cs' is no source of this workspace (did you mean "
+                                                 "'wrong.csv'?); its sources: ")):
+        remove_source(text_ws, "wrong.cs")
+    with pytest.raises(CdlError, match=re.escape("proposal:p1 is a retrain proposal's samples, not a configured "
+                                                 "source: `cdl proposals dismiss p1` ends it")):
+        remove_source(text_ws, "proposal:p1")
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "remove", "wrong.csv"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wrong = str((tmp_path / "wrong.csv").resolve())
+    assert r.stdout.startswith(f"removed {wrong}: 6 item(s) left the workspace (12 remain); labels people gave them "
+                               "stay"), r.stdout
+    paths = [s if isinstance(s, str) else s["path"] for s in text_ws.config().params("data.import")["sources"]]
+    assert wrong not in paths and len(paths) == 2
+    assert len(text_ws.store.items()) == 12 and not any(i.uid.startswith("wrong.csv:") for i in text_ws.store.items())
+    log = subprocess.run(["git", "-C", str(text_ws.root), "log", "-1", "--format=%s"], capture_output=True, text=True)
+    assert log.stdout.strip() == f"data: remove source {wrong}", log
+    # imported again, its items come back with the label lena gave
+    add_source(text_ws, tmp_path / "wrong.csv", {"unlabeled": True})
+    item = next(i for i in text_ws.store.items() if i.uid == uid)
+    from runtime.labeling import current_states
+
+    assert current_states(text_ws.store)[item.id].label == "x"
+    # by its path, as cdl.yaml has it
+    remove_source(text_ws, str(tmp_path / "b" / "sport.csv"))
+    assert len(text_ws.store.items()) == 12

@@ -84,7 +84,7 @@ def test_data_panel_says_labels_that_look_alike(qtbot, tmp_path):
     ws.close()
 
 
-def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_path):
+def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_path, monkeypatch):
     import shutil
 
     from runtime.api import add_source
@@ -101,6 +101,21 @@ def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_
     load(qtbot, p)
     cells = {p.sources.item(i, 0).text(): p.sources.item(i, 4).text() for i in range(p.sources.rowCount())}
     assert cells == {first.name: "yes", str(copy): "no (its items stay)"}, cells  # it was blank where reachable
+    # gone for good: Remove source… takes it out (only hand-editing cdl.yaml did), after a question
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+                        QMessageBox.StandardButton.Yes)
+    p.sources.selectRow([p.sources.item(i, 0).text() for i in range(p.sources.rowCount())].index(str(copy)))
+    n = p.sources.item(p.sources.currentRow(), 2).text()
+    with qtbot.waitSignal(p.sig_loaded, timeout=60000):
+        p.remove_btn.click()
+    assert asked == [f"Take {copy} out of the pipeline? Its {n} item(s) leave the workspace; labels people gave them "
+                     "stay, and come back if it is imported again."], asked
+    qtbot.waitUntil(lambda: p.sources.rowCount() == 1, timeout=30000)
+    assert p.status_label.text().startswith(f"removed {copy}: {n} item(s) left the workspace"), p.status_label.text()
+    assert [x.name for x in ws.store.sources()] == [first.name]
 
 
 def test_data_panel_import_errors_are_shown(studio_ctx, qtbot, tmp_path, monkeypatch):

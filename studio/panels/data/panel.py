@@ -86,7 +86,15 @@ class DataPanel(Panel):
         lay.addWidget(self.sources)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
-        lay.addWidget(self.summary)
+        below = QHBoxLayout()
+        below.addWidget(self.summary, 1)
+        # a source imported by mistake: only hand-editing cdl.yaml (the Parameters… YAML) took it out
+        self.remove_btn = QPushButton("Remove source…")
+        self.remove_btn.setToolTip("take the selected source out of the pipeline (`cdl data remove SOURCE`): out of "
+                                   "cdl.yaml, its items out of the workspace; labels people gave them stay")
+        self.remove_btn.clicked.connect(lambda: self._remove())
+        below.addWidget(self.remove_btn, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(below)
         self.tabs.addTab(src, "Sources")
         # validation
         val = QWidget()
@@ -188,6 +196,41 @@ class DataPanel(Panel):
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
 
+    def _remove(self, confirm: bool = True) -> None:
+        from runtime.api import remove_source
+        from studio.services.tasks import run_task
+
+        chosen = self.sources.selected_data()
+        if not chosen:
+            self.say("select a source in the table first", "warning")
+            return
+        name = chosen[0]
+        if confirm:
+            from PySide6.QtWidgets import QMessageBox
+
+            row = next(r for r in range(self.sources.rowCount()) if self.sources.item(r, 0).text() == name)
+            n = self.sources.item(row, 2).text()
+            answer = QMessageBox.question(self, "Remove a source", f"Take {name} out of the pipeline? Its {n} item(s) "
+                                          "leave the workspace; labels people gave them stay, and come back if it "
+                                          "is imported again.")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+        self.remove_btn.setEnabled(False)
+
+        def done(r: dict[str, Any]) -> None:
+            self.remove_btn.setEnabled(True)
+            self.say(f"removed {r['source']}: {r['items_removed']} item(s) left the workspace ({r['items']} remain); "
+                     "the next run makes a dataset version without them", "ok")
+            self.sig_message.emit("imported")
+            self.refresh()
+
+        def failed(msg: str) -> None:
+            self.remove_btn.setEnabled(True)
+            self.say(msg, "error")
+
+        self.say(f"removing {name}…")
+        run_task(remove_source, self.ctx.workspace, name, on_done=done, on_error=failed)
+
     def _ask_media_root(self, path: Path) -> str | None:
         """The folder of a Label Studio export's images (its files, or Label Studio's media folder)."""
         from PySide6.QtWidgets import QFileDialog
@@ -271,7 +314,8 @@ class DataPanel(Panel):
         here = d.get("reachable", {})
         self.sources.fill([(s.name, s.kind, s.items, local_time(s.imported_at, seconds=False),
                             "yes" if here.get(s.name, True) else "no (its items stay)") for s in d["sources"]],
-                          {(i, 4): "#b45309" for i, s in enumerate(d["sources"]) if not here.get(s.name, True)})
+                          {(i, 4): "#b45309" for i, s in enumerate(d["sources"]) if not here.get(s.name, True)},
+                          data=[s.name for s in d["sources"]])
         v = d["versions"][-1] if d["versions"] else None
         if v:
             self.summary.setText(f"{d['items']} items imported; checked-out dataset {d['report']['version']}: "
