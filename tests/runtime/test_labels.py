@@ -857,3 +857,24 @@ def test_suggestions_pass_over_an_image_that_does_not_decode(tmp_path):
     assert doc["items"] == 2 and doc["undecodable"] == 1, (doc, said)
     assert any("1 item(s) cannot be decoded as images: no suggestion for them" in m for m in said), said
     ws.close()
+
+
+def test_stats_say_the_counts_are_of_contents(text_ws, tmp_path):
+    """`labels stats` said "total 2143" where data.ingest said "2241 items", with no word on the 98 copies a label
+    covers at once."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    rows = ["text,label"] + [f"{w} markets moved again today,{'ab'[i % 2]}" for i, w in
+                             enumerate(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"])]
+    rows += [rows[1], rows[2], "a text nobody labeled yet about the markets,"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    add_source(text_ws, tmp_path / "t.csv")
+    assert Runner(text_ws).run(until="data.label").ok
+    r = CliRunner().invoke(cli, ["-w", str(text_ws.root), "labels", "stats"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == ("total 7, labeled 6, conflicts 0, unlabeled 1 (contents: 9 items, 2 of them "
+                                        "copies of another, which its label covers)"), r.stdout
+    r = CliRunner().invoke(cli, ["-w", str(text_ws.root), "labels", "stats", "--json"])
+    assert json.loads(r.stdout)["items"] == 9 and json.loads(r.stdout)["total"] == 7
