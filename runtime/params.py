@@ -80,6 +80,7 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
         cfg.set_param(step, name, new)
     get_step(step).check_params(cfg.params(step))
     get_step(step).check_in(cfg.params(step), cfg)
+    get_step(step).check_here(cfg.params(step), ws)  # a device that is not enrolled, as `cdl run` refuses it
     text = cfg.to_yaml()
     parse_config(text, str(cfg.path))  # the whole pipeline, as `cdl run` will read it
     cfg.save()

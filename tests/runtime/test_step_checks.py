@@ -135,6 +135,13 @@ def test_a_device_that_is_not_enrolled_is_refused_before_anything_runs(text_ws, 
                                                     "'cam1'?); enrolled: cam1")):
         check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"devices": ["cam1", "cam2"]}}, text_ws)
     check_plan(text_ws.config(), ["deploy.push"], {"deploy.push": {"devices": ["cam1"]}}, text_ws)
+    # the Parameters dialog (runtime.params) refuses to save it, as `cdl run` refuses to run it
+    from runtime.params import set_step_params
+
+    with pytest.raises(ConfigError, match=re.escape("deploy.push.devices: 'cam2' is not enrolled (did you mean")):
+        set_step_params(text_ws, "deploy.push", {"devices": ["cam2"]})
+    assert text_ws.config().steps["deploy.push"].get("devices") in (None, [])
+    assert set_step_params(text_ws, "deploy.push", {"devices": ["cam1"]})["changed"] == {"devices": [[], ["cam1"]]}
     cfg = text_ws.config()
     cfg.steps["deploy.push"]["devices"] = ["cam2"]
     cfg.save()
