@@ -199,15 +199,30 @@ class LabelQueue:
         """Items imported after the checked-out dataset was made (data.ingest has not run since), as Label
         Studio's queue shows an import at once: they can be labeled now, and data.ingest brings them, with their
         labels, into the next version. Found again only when the item set changed (its revision token)."""
+        self._since_ingest()
+        return self._new
+
+    def _gone(self) -> set[str]:
+        """Items of the checked-out dataset that left the workspace since (a source removed, a dismissed
+        proposal's samples): the queue hands them out no more, though the version keeps them until the next
+        data.ingest (it served a dismissed proposal's samples under "unlabeled")."""
+        self._since_ingest()
+        return self._gone_uids
+
+    def _since_ingest(self) -> None:
         token = self.store.items_fingerprint()
         view = self._dataset()
-        if getattr(self, "_new_for", None) != (token, id(view)):
-            # the usual case, nothing new, costs a count: the items are read only when there are more than the
-            # dataset holds
-            more = self.store.item_count() > len(view.rows)
-            self._new = [r for uid, r in self._staged().items() if not view.has(uid)] if more else []
-            self._new_for = (token, id(view))
-        return self._new
+        if getattr(self, "_new_for", None) == (token, id(view)):
+            return
+        # the usual case, nothing imported or removed since, costs a count: the uids are read only when the
+        # workspace holds another number of items than the dataset
+        self._new, self._gone_uids = [], set()
+        if self.store.item_count() != len(view.rows):
+            have = self.store.item_uids()
+            added = [u for u in have if not view.has(u)]
+            self._new = list(self._staged(added).values()) if added else []
+            self._gone_uids = {r.uid for r in view.rows if r.uid not in have}
+        self._new_for = (token, id(view))
 
     def _import_view(self, rows: list[IndexRow]) -> DatasetView:
         """A view that reads items not in data/dataset (imported since, or a proposal's) from the import's packs."""
@@ -266,8 +281,9 @@ class LabelQueue:
     def _matching(self, filter: str) -> Iterator[tuple[IndexRow, LabelState]]:
         """The rows the filter shows, in queue order, each content once, with its label state."""
         states = current_states(self.store)
+        gone = self._gone()
         if filter.startswith("proposal:"):
-            wanted = self._proposal_order(filter.split(":", 1)[1])
+            wanted = [u for u in self._proposal_order(filter.split(":", 1)[1]) if u not in gone]
             view = self._dataset()
             staged = self._staged([u for u in wanted if not view.has(u)])
             order: Iterable[IndexRow] = [view.row(u) if view.has(u) else staged[u] for u in wanted
@@ -275,7 +291,7 @@ class LabelQueue:
         else:
             if filter not in FILTERS:
                 raise CdlError(f"unknown filter {filter!r} (known: {', '.join(FILTERS)}, proposal:ID)")
-            quarantined = self._quarantined()
+            quarantined = self._quarantined() | gone
             order = itertools.chain((r for r in self._dataset().rows if r.uid not in quarantined), self._new_rows())
         seen_ids: set[str] = set()
         none = LabelState(None, False)
@@ -407,14 +423,14 @@ class LabelQueue:
     def _counted(self) -> tuple[set[str], dict[str, LabelState]]:
         """The items progress and class_counts count (the checked-out version's, quarantine aside, and those
         imported since), with every item's effective label."""
-        quarantined = self._quarantined()
+        quarantined = self._quarantined() | self._gone()
         ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
         return ids, current_states(self.store)
 
     def items_counted(self) -> int:
         """How many items (uids) progress's unique contents come from: the BBC archive's 2 225 files are 2 127
         contents, a label covering every copy."""
-        quarantined = self._quarantined()
+        quarantined = self._quarantined() | self._gone()
         return len({r.uid for r in self._dataset().rows if r.uid not in quarantined} | {r.uid for r in self._new_rows()})
 
     def progress(self) -> dict[str, int]:
@@ -644,9 +660,9 @@ def _rows_and_new(ws: Workspace) -> list[tuple[IndexRow, DatasetView]]:
     that reads it."""
     q = LabelQueue(ws)
     view = q._dataset()
-    new = q._new_rows()
+    new, gone = q._new_rows(), q._gone()  # gone: a source removed, a proposal dismissed, since data.ingest
     fresh = q._import_view(new)
-    return [(r, view) for r in view.rows] + [(r, fresh) for r in new]
+    return [(r, view) for r in view.rows if r.uid not in gone] + [(r, fresh) for r in new]
 
 
 def label_config(is_text: bool, from_name: str, to_name: str, classes: list[str]) -> str:

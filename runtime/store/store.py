@@ -343,6 +343,11 @@ class Store(ModelRegistryMixin, DeployMixin):
         with self.session() as s:
             return int(s.execute(select(func.count()).select_from(t.SqlItem)).scalar_one())
 
+    def item_uids(self) -> set[str]:
+        """Every item's uid (one column: cheaper than items())."""
+        with self.session() as s:
+            return set(s.execute(select(t.SqlItem.uid)).scalars().all())
+
     def items_fingerprint(self) -> str:
         """A hash of the current item set (uids, content ids, source labels): changes iff an import changed it.
 

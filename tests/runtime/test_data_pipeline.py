@@ -1044,6 +1044,8 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     uid = next(i.uid for i in text_ws.store.items() if i.uid.startswith("wrong.csv:"))
     LabelQueue(text_ws, "lena").set_label(uid, "x")
     assert len(text_ws.store.items()) == 18
+    assert Runner(text_ws).run(until="data.version").ok  # its items are in the checked-out version too
+    assert LabelQueue(text_ws, "lena").progress()["unlabeled"] == 5
     with pytest.raises(CdlError, match=re.escape("'wrong.cs' is no source of this workspace (did you mean "
                                                  "'wrong.csv'?); its sources: ")):
         remove_source(text_ws, "wrong.cs")
@@ -1059,6 +1061,9 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     paths = [s if isinstance(s, str) else s["path"] for s in text_ws.config().params("data.import")["sources"]]
     assert wrong not in paths and len(paths) == 2
     assert len(text_ws.store.items()) == 12 and not any(i.uid.startswith("wrong.csv:") for i in text_ws.store.items())
+    # the queue hands them out no more, though the checked-out version keeps them until the next data.ingest
+    q = LabelQueue(text_ws, "lena")
+    assert q.next() is None and q.progress()["unlabeled"] == 0 and q.progress()["total"] == 12, q.progress()
     log = subprocess.run(["git", "-C", str(text_ws.root), "log", "-1", "--format=%s"], capture_output=True, text=True)
     assert log.stdout.strip() == f"data: remove source {wrong}", log
     # imported again, its items come back with the label lena gave
