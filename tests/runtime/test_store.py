@@ -406,3 +406,19 @@ def test_a_workspace_without_the_revision_token_gets_one(store: Store):
     assert store.items_fingerprint() == fp and store.get_state(ITEMS_REVISION) == token  # one token, kept
     store.import_source(SourceRecord("more", "csv", "h2", 2, None), _items(2, source="more"), [])
     assert store.items_fingerprint() != fp
+
+
+def test_removing_some_of_a_sources_items_with_state_in_one_transaction(store: Store):
+    """A dismissed retrain proposal's unlabeled samples go, and its record changes, together."""
+    store.import_source(SourceRecord("proposal:p1", "proposal", "p1", 5, None), _items(5, "proposal:p1", None))
+    store.import_source(SourceRecord("other", "csv", "h", 2, None), _items(2, "other"))
+    before = store.items_fingerprint()
+    assert store.item_uids() == {f"proposal:p1:{i}" for i in range(5)} | {"other:0", "other:1"}
+    store.remove_items("proposal:p1", ["proposal:p1:1", "proposal:p1:3", "other:0"],
+                       state={"proposal:p1": {"status": "dismissed"}, "proposal:p1:items": ["proposal:p1:0"]})
+    # only that source's items go (other:0 is another source's), and its count follows
+    assert store.item_uids() == {"proposal:p1:0", "proposal:p1:2", "proposal:p1:4", "other:0", "other:1"}
+    assert {s.name: s.items for s in store.sources()} == {"proposal:p1": 3, "other": 2}
+    assert store.get_state("proposal:p1") == {"status": "dismissed"}
+    assert store.get_state("proposal:p1:items") == ["proposal:p1:0"]
+    assert store.items_fingerprint() != before
