@@ -420,18 +420,21 @@ class LabelQueue:
     def undo(self) -> LabelRecord | None:
         return self.store.undo_last(self.labeler)
 
+    def _counted_rows(self) -> Iterator[IndexRow]:
+        """The rows progress counts: the checked-out version's, quarantine and items gone since aside, and those
+        imported since."""
+        left_out = self._quarantined() | self._gone()
+        yield from (r for r in self._dataset().rows if r.uid not in left_out)
+        yield from self._new_rows()
+
     def _counted(self) -> tuple[set[str], dict[str, LabelState]]:
-        """The items progress and class_counts count (the checked-out version's, quarantine aside, and those
-        imported since), with every item's effective label."""
-        quarantined = self._quarantined() | self._gone()
-        ids = {r.id for r in self._dataset().rows if r.uid not in quarantined} | {r.id for r in self._new_rows()}
-        return ids, current_states(self.store)
+        """The contents progress and class_counts count, with every item's effective label."""
+        return {r.id for r in self._counted_rows()}, current_states(self.store)
 
     def items_counted(self) -> int:
         """How many items (uids) progress's unique contents come from: the BBC archive's 2 225 files are 2 127
         contents, a label covering every copy."""
-        quarantined = self._quarantined() | self._gone()
-        return len({r.uid for r in self._dataset().rows if r.uid not in quarantined} | {r.uid for r in self._new_rows()})
+        return len({r.uid for r in self._counted_rows()})
 
     def progress(self) -> dict[str, int]:
         ids, states = self._counted()

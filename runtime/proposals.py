@@ -168,6 +168,10 @@ def open_proposal(ws: Workspace) -> dict[str, Any] | None:
     return None
 
 
+LABELED_NEXT = "a model trained on them goes to review (Run up to here on Review, or `cdl loop`)"
+"""What comes next for a proposal whose samples are all labeled, as the studio's panels say it."""
+
+
 def dismissed_ids(ws: Workspace) -> set[str]:
     """The content ids of samples dismissed with their proposals."""
     out: set[str] = set()

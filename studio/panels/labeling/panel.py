@@ -241,9 +241,10 @@ class LabelingPanel(Panel):
             open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
             pp = d.get("proposal_progress")
             if pp is not None:  # what comes next for the proposal shown (as `cdl labels next --filter` says)
+                from runtime.proposals import LABELED_NEXT
+
                 hint += (f" Proposal {pp['id']} is {pp['status']}." if pp["status"] != "open" else
-                         f" Proposal {pp['id']}'s {pp['samples']} sample(s) are labeled: a model trained on them goes "
-                         "to review (Run up to here on Review, or `cdl loop`).")
+                         f" Proposal {pp['id']}'s {pp['samples']} sample(s) are labeled: {LABELED_NEXT}.")
             self.meta.setText("")
             # the item's place says so (an empty panel kept its layout, instead of spreading its buttons out)
             self.image.hide()

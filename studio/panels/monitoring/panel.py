@@ -199,6 +199,8 @@ class MonitoringPanel(Panel):
     def _next_for(drifted: list[str], props: list[dict[str, Any]]) -> str:
         """What comes next for the drifted devices: their open proposal's labeling, or its training, or Retrain…
         ("press Retrain…" stood there while the proposal's samples waited labeled, or unlabeled, in the table)."""
+        from runtime.proposals import LABELED_NEXT
+
         mine = {p["device"]: p for p in props if p["status"] == "open"}
         fresh = [dev for dev in drifted if dev not in mine]
         parts = [f"{', '.join(fresh)}: press Retrain… to put the least confident samples into the labeling queue"] \
@@ -209,8 +211,7 @@ class MonitoringPanel(Panel):
                 parts.append(f"{dev}: proposal {p['id']} has {p['unlabeled']} of {p['samples']} sample(s) to label "
                              "(Retrain… opens them in the labeling panel)")
             elif p is not None:
-                parts.append(f"{dev}: proposal {p['id']}'s {p['samples']} sample(s) are labeled; a model trained on "
-                             "them goes to review (Run up to here on Review, or `cdl loop`)")
+                parts.append(f"{dev}: proposal {p['id']}'s {p['samples']} sample(s) are labeled; {LABELED_NEXT}")
         return "; ".join(parts)
 
     def _retrain(self) -> None:
