@@ -1022,6 +1022,50 @@ def labels_agreement(obj: dict[str, Any], as_json: bool) -> None:
 
 
 @cli.group()
+def experiments() -> None:
+    """The experiment registry: tuning and training experiments, their trials, the best one, and the models."""
+
+
+@experiments.command("list")
+@click.option("--kind", type=click.Choice(["tune", "train"]), help="only experiments of this kind")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def experiments_list(obj: dict[str, Any], kind: str | None, as_json: bool) -> None:
+    """Every experiment, oldest first: status, dataset version, best trial, trials and the models from it."""
+    from runtime.experiments import experiments_json, list_lines
+
+    doc = experiments_json(_ws(obj).store, kind)
+    if as_json:
+        _dump(doc)
+        return
+    if not doc["experiments"]:
+        _nothing_yet(f"no {kind + ' ' if kind else ''}experiments yet: model.tune and model.train make them "
+                     "(`cdl run --until model.train`)")
+    for line in list_lines(doc):
+        click.echo(line)
+
+
+@experiments.command("show")
+@click.argument("experiment", default="latest")
+@click.option("--sort", type=click.Choice(["number", "value"]), default="number", show_default=True,
+              help="the trials in order of their number, or best first")
+@click.option("--json", "as_json", is_flag=True, help="with each trial's metrics per epoch (its learning curve)")
+@click.pass_obj
+def experiments_show(obj: dict[str, Any], experiment: str, sort: str, as_json: bool) -> None:
+    """One EXPERIMENT (its name, such as tune-2, its id, or latest, latest-tune, latest-train; default latest):
+    its trials with state, val_accuracy, epochs and the parameters they differ in; a training run's metrics per
+    epoch."""
+    from runtime.experiments import experiment_json, show_lines
+
+    doc = experiment_json(_ws(obj).store, experiment)
+    if as_json:
+        _dump(doc)
+        return
+    for line in show_lines(doc, sort):
+        click.echo(line)
+
+
+@cli.group()
 def models() -> None:
     """The model registry: versions, lineage, reviews and aliases."""
 

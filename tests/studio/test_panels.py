@@ -496,6 +496,11 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     qtbot.addWidget(m)
     load(qtbot, m)
     assert m.models.rowCount() == 2 and m.experiments.rowCount() >= 2
+    # each experiment's trials and the versions from it, as `cdl experiments list` says them
+    last = m.experiments.rowCount() - 1
+    cells = {c: m.experiments.item(last, m.experiments.columns.index(c)).text() for c in ("trials", "models", "best")}
+    assert cells["models"] == "ws:2" and cells["trials"].endswith(" epochs"), cells
+    assert cells["best"].startswith("val_accuracy 0."), cells
     # the selected (newest) version's training run, per epoch, as MLflow charts a run's metrics
     newest = ws.store.resolve_model("ws:2")
     epochs = ws.store.metrics(newest.trial_id)

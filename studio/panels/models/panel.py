@@ -33,7 +33,7 @@ class ModelsPanel(Panel):
                              "macro_f1", "val_accuracy", "git commit", "created"])
         self.models.itemSelectionChanged.connect(self._lineage)
         self.experiments = Table(["id", "experiment", "kind", "dataset", "framework", "template", "status",
-                                  "best", "created"])
+                                  "best", "trials", "models", "created"])
         self.lineage = QPlainTextEdit()
         self.lineage.setReadOnly(True)
         self.lineage.setPlaceholderText("select a model version to see where it came from")
@@ -80,10 +80,11 @@ class ModelsPanel(Panel):
         self.compare_dialog = None
 
     def load(self) -> dict[str, Any]:
+        from runtime.experiments import experiments_json
         from runtime.registry import models_json
 
         store = self.ctx.workspace.store
-        return {"models": models_json(store)["models"], "experiments": store.experiments()}
+        return {"models": models_json(store)["models"], "experiments": experiments_json(store)["experiments"]}
 
     def show_data(self, d: dict[str, Any]) -> None:
         from runtime.registry import review_text
@@ -100,12 +101,16 @@ class ModelsPanel(Panel):
         self.models.fill(rows, colors, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
         if rows and not self.models.selectedIndexes():
             self.models.selectRow(len(rows) - 1)  # the newest version's lineage, without a click
+        from runtime.experiments import best_text, counts_text
+
         exps = []
-        for e in d["experiments"]:
-            best = e.summary.get("best_value") or (e.summary.get("metrics") or {}).get("val_accuracy")
-            exps.append((e.id, e.name, e.kind, e.dataset_version, e.framework, e.template, e.status, best,
-                         local_time(e.created, seconds=False)))
+        for e in d["experiments"]:  # as `cdl experiments list` says them
+            models = e["models"] or [f"{r} (its best)" for r in e["tuned_models"]]
+            exps.append((e["id"], e["name"], e["kind"], e["dataset_version"], e["framework"], e["template"],
+                         e["status"], best_text(e), counts_text(e), ", ".join(models),
+                         local_time(e["created"], seconds=False)))
         self.experiments.fill(exps)
+        self.experiments.scrollToBottom()  # the newest experiment in view (oldest first, as the models above)
         self.say_empty(None if d["models"] else "No model registered yet: run the model pipeline up to model.register.")
 
     def _compare(self) -> None:

@@ -1,0 +1,94 @@
+"""`cdl experiments list|show`: the experiment registry read headless, as MLflow lists runs and `optuna trials` a
+study's trials. A CI job that ran model.tune had one line ("best val_accuracy 0.98 after 3 trials") and no way to
+see which trial that was, with what parameters, what the others did, or a training run's epochs."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+from click.testing import CliRunner
+
+from runtime.cli import cli
+from runtime.jobs import Runner
+
+
+def _cdl(ws, *args: str):  # noqa: ANN001, ANN202
+    return CliRunner().invoke(cli, ["-w", str(ws.root), *args])
+
+
+def _rows(out: str) -> list[dict]:
+    """The trial table of `cdl experiments show`: number, best mark, state, value."""
+    rows = []
+    for ln in out.splitlines():
+        tok = ln.split()
+        if tok and tok[0].isdigit():
+            best = tok[1] == "*"
+            state, value = tok[1 + best], tok[2 + best]
+            rows.append({"number": int(tok[0]), "best": best, "state": state,
+                         "value": None if value == "-" else float(value), "line": ln})
+    return rows
+
+
+def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
+    ws = small_bbc
+    r = _cdl(ws, "experiments", "list")
+    assert r.exit_code == 0 and r.stdout == "" and "no experiments yet" in r.stderr, r.output
+    assert Runner(ws).run(until="model.register").ok
+    store = ws.store
+    tune, train = store.experiments()
+    trials = store.trials(tune.id)
+    mv = store.model_versions()[-1]
+
+    r = _cdl(ws, "experiments", "list")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2
+    best = max((t for t in trials if t.state == "complete"), key=lambda t: (t.value, -t.number))
+    assert lines[0].startswith(f"#{tune.id}") and tune.name in lines[0]
+    assert f"best val_accuracy {best.value:.4f} (trial {best.number})" in lines[0]
+    assert f"{len(trials)} trials" in lines[0] and f"→ {mv.ref} trained with its best" in lines[0]
+    assert train.name in lines[1] and lines[1].endswith(f"→ {mv.ref}")
+    r = _cdl(ws, "experiments", "list", "--kind", "train", "--json")
+    doc = json.loads(r.stdout)
+    assert [e["name"] for e in doc["experiments"]] == [train.name]
+    assert doc["experiments"][0]["models"] == [mv.ref]
+
+    # show: the tuning experiment's trials, the parameters they differ in, the best one marked
+    r = _cdl(ws, "experiments", "show", tune.name)
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    url = f"sqlite:///{ws.root / '.cdl' / 'registry.db'}"
+    assert f"Optuna study {tune.study}, storage " in out
+    # the storage it names opens the study, with the trials shown
+    study = optuna.load_study(study_name=tune.study, storage=out.split("storage ", 1)[1].split()[0])
+    assert len(study.trials) == len(trials)
+    assert url in out
+    rows = _rows(out)
+    assert [r["number"] for r in rows] == [t.number for t in trials]
+    for t, row in zip(trials, rows, strict=True):
+        assert row["state"] == t.state and f"lr={t.params['lr']:.4g}" in row["line"], row
+        assert row["best"] == (t.number == best.number) and row["value"] == round(t.value, 4)
+    assert f"trained with its best parameters: {mv.ref}" in out
+
+    # by id, best first
+    r = _cdl(ws, "experiments", "show", f"#{tune.id}", "--sort", "value")
+    values = [row["value"] for row in _rows(r.stdout) if row["value"] is not None]
+    assert len(values) == len(trials) and values == sorted(values, reverse=True), r.stdout
+
+    # a training run: its parameters, where the tuned ones came from, and its epochs
+    r = _cdl(ws, "experiments", "show")  # latest
+    out = r.stdout
+    assert out.startswith(f"{train.name} (#{train.id}): train (model.train)"), out
+    assert f"from {tune.name}'s best trial (use_tuned)" in out and f"registered from it: {mv.ref}" in out
+    epochs = [ln for ln in out.splitlines() if ln[:1].isdigit()]
+    metrics = store.metrics(store.trials(train.id)[0].id)
+    assert len(epochs) == len(metrics) and "val_accuracy" in out
+    assert f"{metrics[-1]['val_accuracy']:.4f}" in epochs[-1]
+    doc = json.loads(_cdl(ws, "experiments", "show", "latest-tune", "--json").stdout)
+    assert doc["name"] == tune.name and len(doc["trial_list"]) == len(trials)
+    assert all(len(t["metrics"]) == t["epochs"] for t in doc["trial_list"])
+
+    # an experiment that is not there names the close one
+    r = _cdl(ws, "experiments", "show", tune.name.replace("-", "_"))
+    assert r.exit_code == 2 and f"did you mean {tune.name!r}?" in r.stderr, r.output
