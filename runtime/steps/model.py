@@ -338,7 +338,9 @@ class TuneStep(Step):
                    "metrics": {"best_val_accuracy": best.value}}
         ctx.store.finish_experiment(exp.id, "done", summary)
         return StepResult(summary=summary, output_fp=hash_text(study_name, best.params),
-                          message=f"best val_accuracy {best.value:.4f} after {len(trials)} trials "
+                          # the experiment named, so that `cdl experiments show` finds the trials behind the line
+                          message=f"best val_accuracy {best.value:.4f} (trial {best.number} of {exp.name}) after "
+                          f"{len(trials)} trials "
                           f"({pruned} pruned, {failed} failed{f', {retried} run again' if retried else ''}) "
                           f"on {len(workers)} worker(s)")
 
@@ -527,7 +529,7 @@ class TrainStep(Step):
         ctx.log(f"trained on {result.device}: best epoch {result.best_epoch}, val_accuracy "
                 f"{best.get('val_accuracy', 0):.4f}; checkpoint {digest[:12]}")
         return StepResult(summary=summary, output_fp=digest,
-                          message=f"val_accuracy {best.get('val_accuracy', 0):.4f} ({result.framework}, "
+                          message=f"val_accuracy {best.get('val_accuracy', 0):.4f} ({exp.name}: {result.framework}, "
                           f"{len(result.history)} epochs, {result.device})")
 
 

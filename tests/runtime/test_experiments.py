@@ -34,9 +34,13 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
     ws = small_bbc
     r = _cdl(ws, "experiments", "list")
     assert r.exit_code == 0 and r.stdout == "" and "no experiments yet" in r.stderr, r.output
-    assert Runner(ws).run(until="model.register").ok
+    result = Runner(ws).run(until="model.register")
+    assert result.ok
     store = ws.store
     tune, train = store.experiments()
+    # the steps' lines name the experiment, so that `cdl runs model.tune` leads here
+    said = {o.step: o.message for o in result.steps}
+    assert f"of {tune.name}) after" in said["model.tune"] and f"({train.name}: " in said["model.train"], said
     trials = store.trials(tune.id)
     mv = store.model_versions()[-1]
 
