@@ -203,7 +203,7 @@ def show_lines(doc: dict[str, Any], sort: str = "number") -> list[str]:
         out.append(f"  {', '.join(doc['tuned']['params'])} from {doc['tuned']['by'] or 'model.tune'}'s best trial "
                    "(use_tuned)")
     out.append(f"  {best_text(doc)}, {counts_text(doc)}"
-               + (f"; best parameters: {_params(doc['best']['params'], varying)}" if doc["best"] and varying else ""))
+               + (f"; best parameters: {_params(doc['best']['params'], keys)}" if doc["best"] and varying else ""))
     if doc["models"]:
         out.append(f"  registered from it: {', '.join(doc['models'])}")
     if doc["tuned_models"]:

@@ -74,6 +74,8 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
         assert row["state"] == t.state and f"lr={t.params['lr']:.4g}" in row["line"], row
         assert row["best"] == (t.number == best.number) and row["value"] == round(t.value, 4)
     assert f"trained with its best parameters: {mv.ref}" in out
+    said_best = out.split("best parameters: ", 1)[1].splitlines()[0]
+    assert all(f"{k}=" in said_best for k in best.params), said_best  # all of them, alike in every trial or not
 
     # by id, best first
     r = _cdl(ws, "experiments", "show", f"#{tune.id}", "--sort", "value")
