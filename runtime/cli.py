@@ -71,6 +71,10 @@ class _Group(click.Group):
         except CdlError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except BrokenPipeError:  # `cdl experiments show | head`: the reader had what it wanted; say nothing, as git
+            # does (it printed "error: broken pipe"); stdout goes to /dev/null so that the exit's flush cannot fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + 13)  # SIGPIPE's status, as a shell reports a writer it killed
         except OSError as exc:  # a path that cannot be written or read (`-o /no/such/dir/x`, a full disk, no
             # permission): one line naming it, as a CdlError, where the traceback of os.mkdir came through
             click.echo(f"error: {os_error_text(exc)}", err=True)

@@ -148,3 +148,22 @@ def test_dataset_versions_line_up_and_say_how_many_are_unlabeled(text_ws, tmp_pa
     assert one.startswith("  v1    10 items (") and one.split("items (")[1].split(")")[0].endswith("; 2 unlabeled")
     assert two.startswith("* v2    10 items (") and two.split("items (")[1].split(")")[0].endswith("; 1 unlabeled")
     assert one.index(" dvc ") == two.index(" dvc "), r.stdout
+
+
+def test_a_reader_that_stops_early_is_no_error(text_ws):
+    """`cdl … | head -1`: the reader closes the pipe before the listing is written. It printed "error: broken pipe"
+    (exit 2); now it stops without a word, with SIGPIPE's status, as git does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cdl = Path(sys.executable).with_name("cdl")
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([str(cdl), "-w", str(text_ws.root), "status"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", (proc.returncode, proc.stderr)
