@@ -164,14 +164,25 @@ def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
         r = latest.get((mv.name, mv.version))
         out.append({**model_json(mv), "review": None if r is None else {
             "decision": r.decision, "reviewer": r.reviewer, "automatic": r.automatic, "comment": r.comment,
-            "created": r.created.isoformat()}})
+            "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None)})
     return {"models": out}
 
 
-def review_text(review: dict[str, Any] | None) -> str:
-    """'approved by vera', 'rejected by cdl-auto (automatic)' or 'awaiting review'."""
+def passed_over_by(store: Store, mv: ModelVersion, reviewed: bool) -> str | None:
+    """The newest version registered after `mv`, where `mv` was never reviewed and lost `challenger` to it: model.review
+    works on the version model.register made last, so nobody is asked about this one any more (it read "awaiting
+    review" for good). None otherwise."""
+    if reviewed or mv.aliases:
+        return None
+    later = [v for v in store.model_versions(mv.name) if v.version > mv.version]
+    return later[-1].ref if later else None
+
+
+def review_text(review: dict[str, Any] | None, passed_over: str | None = None) -> str:
+    """'approved by vera', 'rejected by cdl-auto (automatic)', 'awaiting review', or 'not reviewed (news:4 came
+    after)'."""
     if review is None:
-        return "awaiting review"
+        return f"not reviewed ({passed_over} came after)" if passed_over else "awaiting review"
     return f"{review['decision']} by {review['reviewer']}{' (automatic)' if review['automatic'] else ''}"
 
 

@@ -120,3 +120,24 @@ def test_every_version_lists_its_latest_review(store):
     assert got[1]["decision"] == "approved" and got[2]["decision"] == "rejected" and got[3] is None
     assert got[2]["reviewer"] == "vera" and got[2]["comment"] == "found a leak"
     assert [review_text(got[v]) for v in (1, 2, 3)] == ["approved by ann", "rejected by vera", "awaiting review"]
+
+
+def test_a_challenger_nobody_reviewed_before_the_next_one_is_not_awaiting_review(store, tmp_path):
+    """model.review works on the version model.register made last: one that lost `challenger` to a newer version
+    unreviewed is asked about no more. It read "awaiting review" for good; it reads "not reviewed (m:3 came after)"
+    in `cdl models list`, the models panel (same function) and the model report."""
+    from runtime.registry import models_json, review_text
+
+    for _ in range(3):
+        mv = store.register_model("m", framework="torch", template="text-classification", dataset_version="v1",
+                                  transform="t", metrics={"test_accuracy": 0.9})
+        store.set_alias("m", "challenger", mv.version, reason="registered")  # as model.register does
+    review(store, "m:1", False, "worse", "ann")
+    got = {m["version"]: review_text(m["review"], m["passed_over_by"]) for m in models_json(store)["models"]}
+    assert got == {1: "rejected by ann", 2: "not reviewed (m:3 came after)", 3: "awaiting review"}, got
+    review(store, "m:3", True, "good", "ann")  # the newest approved: m:2 is still one nobody reviewed
+    got = {m["version"]: review_text(m["review"], m["passed_over_by"]) for m in models_json(store)["models"]}
+    assert got[2] == "not reviewed (m:3 came after)" and got[3] == "approved by ann", got
+    review(store, "m:2", True, "better after all", "vera")  # reviewed late: it says so, as any other
+    got = {m["version"]: review_text(m["review"], m["passed_over_by"]) for m in models_json(store)["models"]}
+    assert got[2] == "approved by vera", got
