@@ -27,7 +27,12 @@ CHUNK = 256 * 1024
 
 
 class DeviceError(CdlError):
-    pass
+    """A device did not answer, or answered no. code: the gRPC status's name where the device answered one
+    ("FAILED_PRECONDITION"), detail: its words."""
+
+    def __init__(self, message: str, code: str | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.code, self.detail = code, detail
 
 
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -303,7 +308,7 @@ def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> Devi
                    f"with another now (was .cdl/keys/ replaced or restored from elsewhere?): enroll it again (`cdl "
                    f"devices enroll {device.name} --address {device.address} --replace`) and copy the new folder to "
                    "the device")
-    return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}")
+    return DeviceError(f"device {device.name}: {what} failed: {code.name}: {detail}", code.name, detail)
 
 
 LOW_DISK_BYTES = 1 << 30  # below this a device's free disk is a warning
@@ -622,6 +627,15 @@ def rollback(ws: Workspace, device: str) -> dict[str, Any]:
                                     bundle=res["bundle_id"], status="done",
                                     message=f"back to {res['name']}:{res['version']}:{res['variant']}")
             _refresh(client)
+    except DeviceError as exc:
+        if exc.code != "FAILED_PRECONDITION":
+            ws.store.add_deployment(device=device, action="rollback", status="failed", message=str(exc))
+            raise
+        # the device said no (nothing to roll back to, a previous model that does not load) and changed nothing:
+        # "refused" in the history, where it read "failed" beside rollbacks that broke halfway
+        msg = f"device {device} refused the rollback: {exc.detail}; its active model is unchanged"
+        ws.store.add_deployment(device=device, action="rollback", status="refused", message=msg)
+        raise DeviceError(msg, exc.code, exc.detail) from None
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="rollback", status="failed", message=str(exc))
         raise

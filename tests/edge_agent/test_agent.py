@@ -246,7 +246,9 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
 def test_push_activate_rollback_and_history(packaged, agent_factory):
     ws = packaged
     agent = agent_factory(ws)
-    with pytest.raises(CdlError, match="nothing to roll back to"):  # no model yet: recorded, with no model
+    # no model yet: recorded as refused, with no model (it read "failed", beside rollbacks that broke halfway)
+    with pytest.raises(CdlError, match="^device dev1 refused the rollback: nothing to roll back to: no previous model "
+                                       "on this device; its active model is unchanged$"):
         rollback(ws, "dev1")
     from runtime.jobs import Runner
 
@@ -287,11 +289,11 @@ def test_push_activate_rollback_and_history(packaged, agent_factory):
         assert c.activate(second["bundle_id"])["variant"] == "dynamic_int8"
     hist = history_json(ws, "dev1")["deployments"]
     assert [(d["action"], d["ref"], d["status"]) for d in hist] == [
-        ("rollback", "-", "failed"), ("deploy", "ws:1:fp32", "done"), ("deploy", "ws:1:dynamic_int8", "done"),
+        ("rollback", "-", "refused"), ("deploy", "ws:1:fp32", "done"), ("deploy", "ws:1:dynamic_int8", "done"),
         ("rollback", "ws:1:fp32", "done")]
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "history"],
                          capture_output=True, text=True)
-    assert " rollback - failed " in out.stdout.splitlines()[0], out.stdout  # it printed "rollback :: failed"
+    assert " rollback - refused " in out.stdout.splitlines()[0], out.stdout  # it printed "rollback :: failed"
     # stored without activation
     third = deploy(ws, "ws:1", "static_int8", "dev1", activate=False)
     assert not third["activated"]
