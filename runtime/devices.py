@@ -229,6 +229,11 @@ class DeviceClient:
 
         data = Path(bundle).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
+        if activate:  # the bundle it serves already (a bundle's id is its sha256): nothing to send or switch
+            a = self._call(self.stub.Health, epb.HealthRequest(), "health").active
+            if a.bundle_id == sha:
+                return {"bundle_id": sha, "name": a.name, "version": a.version, "variant": a.variant,
+                        "activated": True, "unchanged": True, "bytes": 0}
         upload_id = sha
         offset = self._call(self.stub.GetUpload, epb.GetUploadRequest(upload_id=upload_id), "upload status").offset
         if offset > len(data):
@@ -254,7 +259,7 @@ class DeviceClient:
         except grpc.RpcError as exc:
             raise _error(self.ws, self.device, "push", exc) from None
         return {"bundle_id": r.bundle_id, "name": r.name, "version": r.version, "variant": r.variant,
-                "activated": r.activated, "bytes": len(data)}
+                "activated": r.activated, "unchanged": False, "bytes": len(data)}
 
     def activate(self, bundle_id: str) -> dict[str, Any]:
         r = self._call(self.stub.Activate, epb.ActivateRequest(bundle_id=bundle_id), "activate")
@@ -363,13 +368,15 @@ def deploy(ws: Workspace, ref: str, variant: str, device: str, activate: bool = 
             res = client.push(path, activate, log)
             ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version,
                                     variant=variant, bundle=res["bundle_id"], status="done",
-                                    message="activated" if res["activated"] else STORED_ONLY)
+                                    message=ALREADY_ACTIVE if res["unchanged"] else
+                                    "activated" if res["activated"] else STORED_ONLY)
             _refresh(client)  # after the history says so: the health check finds what it expects
     except CdlError as exc:
         ws.store.add_deployment(device=device, action="deploy", name=mv.name, version=mv.version, variant=variant,
                                 status="failed", message=str(exc))
         raise
-    log(f"{device}: {mv.ref}:{variant} {'active' if res['activated'] else 'stored'} (bundle {res['bundle_id'][:12]})")
+    said = "active already: nothing sent" if res["unchanged"] else "active" if res["activated"] else "stored"
+    log(f"{device}: {mv.ref}:{variant} {said} (bundle {res['bundle_id'][:12]})")
     return res
 
 
@@ -585,6 +592,7 @@ def probe_devices(ws: Workspace, timeout: float = 2.0, names: list[str] | None =
 
 
 STORED_ONLY = "stored, not activated"
+ALREADY_ACTIVE = "active already: nothing sent, nothing changed"  # pushed again: the history said "activated" again
 
 
 def _record_unpushed(ws: Workspace, device: str, active: dict[str, Any] | None) -> None:

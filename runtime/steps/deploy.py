@@ -646,9 +646,12 @@ class PushStep(Step):
 
 
 def _done_deployments(ws, actions: tuple[str, ...], after=None) -> list:  # noqa: ANN001
-    """The deployment history's successful `actions`, oldest first; with `after`, those later than it."""
-    return [d for d in ws.store.deployments()
-            if d.status == "done" and d.action in actions and (after is None or d.time > after)]
+    """The deployment history's successful `actions`, oldest first; with `after`, those later than it. A push of
+    the bundle a device served already changed nothing there, and is left out."""
+    from runtime.devices import ALREADY_ACTIVE
+
+    return [d for d in ws.store.deployments() if d.status == "done" and d.action in actions
+            and d.message != ALREADY_ACTIVE and (after is None or d.time > after)]
 
 
 def _what(mv, variants: dict[str, str]) -> str:  # noqa: ANN001

@@ -243,6 +243,28 @@ def test_tritons_streaming_statistics_and_repository_index_from_a_stock_client(p
         client.get_model_config("ws", "9")
 
 
+def test_pushing_the_active_bundle_again_sends_nothing_and_says_so(packaged, agent_factory):
+    """`cdl deploy ws:1 --device dev1` twice: the second sent the bundle again, the device loaded the same model
+    again, and the history said "activated" a second time. The device's active bundle is asked first now."""
+    ws = packaged
+    agent = agent_factory(ws)
+    said: list[str] = []
+    first = deploy(ws, "ws:1", "fp32", "dev1")
+    again = deploy(ws, "ws:1", "fp32", "dev1", log=said.append)
+    assert again["unchanged"] and again["bundle_id"] == first["bundle_id"] and again["bytes"] == 0
+    assert said == [f"dev1: ws:1:fp32 active already: nothing sent (bundle {first['bundle_id'][:12]})"], said
+    assert [(d["ref"], d["status"], d["message"]) for d in history_json(ws, "dev1")["deployments"]] == [
+        ("ws:1:fp32", "done", "activated"), ("ws:1:fp32", "done", "active already: nothing sent, nothing changed")]
+    other = deploy(ws, "ws:1", "dynamic_int8", "dev1")  # another bundle goes as before
+    assert not other["unchanged"] and other["bytes"] > 0
+    with DeviceClient(ws, "dev1") as c:
+        h = c.health()
+    # the device loaded fp32 once (its log), and the rollback target is fp32, not dynamic_int8 twice over
+    assert h["active"]["previous_bundle_id"] == first["bundle_id"]
+    agent.stop()
+    assert sum(" INFO active: ws:1:fp32 " in line for line in agent.log().splitlines()) == 1, agent.log()
+
+
 def test_push_activate_rollback_and_history(packaged, agent_factory):
     ws = packaged
     agent = agent_factory(ws)
@@ -333,6 +355,8 @@ def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(pack
         "ws:1 waits for a device: none is enrolled yet (`cdl devices enroll NAME --address HOST:PORT`"), state().reason
     agent_factory(ws)
     assert Runner(ws).run(steps=["deploy.push"]).ok
+    assert (state().status.value, state().reason) == ("done", "")
+    deploy(ws, "ws:1", "fp32", "dev1")  # what the pipeline pushed, again: nothing changed there
     assert (state().status.value, state().reason) == ("done", "")
     deploy(ws, "ws:1", "dynamic_int8", "dev1")
     s = state()
