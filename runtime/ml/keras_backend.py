@@ -167,7 +167,7 @@ def train(X: Any, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, cla
     fd, path = tempfile.mkstemp(suffix=".keras", prefix="cdl-ckpt-")
     os.close(fd)
     model.save(path)
-    dev = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    dev = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"  # as the torch trainer names it ("CPU" beside "cpu")
     res = TrainResult("keras", cfg.template, history, stopper.best_epoch or len(history), Path(path), arch, dev,
                       time.perf_counter() - t_start, state["stopped"])
     return res

@@ -320,6 +320,9 @@ def test_keras_on_bbc(small_bbc):
     assert res.ok, [o.error for o in res.steps]
     mv = small_bbc.store.model_version("ws", 1)
     assert mv.framework == "keras" and mv.metrics["test_accuracy"] > 0.7
+    # the device named as the torch trainer names it (its line said "CPU" where torch's said "cpu")
+    train = next(o for o in res.steps if o.step == "model.train")
+    assert train.message.endswith("keras, 8 epochs, cpu)"), train.message
 
 
 @pytest.mark.parametrize("framework", ["torch", pytest.param("keras", marks=pytest.mark.tensorflow)])
