@@ -90,6 +90,7 @@ def _summary(e: Experiment, trials: list[Trial], models: dict[str, list[str]] | 
 
 def experiments_json(store: Store, kind: str | None = None) -> dict[str, Any]:
     """Every experiment (oldest first), each with its trial counts, best trial and models."""
+    store.mark_interrupted_runs()  # a killed `cdl run`'s experiment read "running" until `cdl status` looked
     models = _models(store)
     return {"experiments": [_summary(e, store.trials(e.id), models.get(e.id)) for e in store.experiments()
                             if kind is None or e.kind == kind]}
@@ -98,6 +99,7 @@ def experiments_json(store: Store, kind: str | None = None) -> dict[str, Any]:
 def experiment_json(store: Store, ref: str, curves: bool = True) -> dict[str, Any]:
     """One experiment and its trials: parameters, state, value, epochs, worker, and (curves) the metrics of each
     epoch, as the tuning dashboard draws them."""
+    store.mark_interrupted_runs()
     e = resolve(store, ref)
     trials = store.trials(e.id)
     doc = _summary(e, trials, _models(store).get(e.id))

@@ -748,7 +748,7 @@ class Store(ModelRegistryMixin, DeployMixin):
             rows = s.execute(select(t.SqlStepRun).where(t.SqlStepRun.id.in_(sub))).scalars().all()
             return {r.step: _run(r) for r in rows}
 
-    def mark_interrupted_runs(self, reason: str) -> int:
+    def mark_interrupted_runs(self, reason: str = "the process running this step ended before it finished") -> int:
         """Runs left 'running' by a process of this host that died are failed, so no step shows running
         forever, with what they left running: the experiment a killed model.tune or model.train had open (so
         no `cdl tune worker` joins its study) and its running trials that no live process runs. Runs on other

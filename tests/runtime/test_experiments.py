@@ -98,3 +98,35 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
     # an experiment that is not there names the close one
     r = _cdl(ws, "experiments", "show", tune.name.replace("-", "_"))
     assert r.exit_code == 2 and f"did you mean {tune.name!r}?" in r.stderr, r.output
+
+
+def test_a_killed_runs_experiment_reads_failed_not_running(small_bbc):
+    """`cdl run model.tune` killed (SIGKILL, a CI runner gone): its experiment read "running" in `cdl experiments`
+    until `cdl status` happened to look; the listing looks itself now, as status does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = small_bbc
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "--until", "model.tune", "--set",
+                             "model.tune.n_trials=500"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            exps = ws.store.experiments()
+            if exps and len(ws.store.trials(exps[-1].id)) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("model.tune made no trial in 120 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    doc = json.loads(_cdl(ws, "experiments", "list", "--json").stdout)
+    (exp,) = doc["experiments"]
+    assert exp["status"] == "failed" and "running" not in exp["states"], exp
+    line = _cdl(ws, "experiments", "list").stdout
+    assert " failed " in line and "running" not in line, line
