@@ -1783,6 +1783,7 @@ def proposals_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def proposals_list(obj: dict[str, Any], as_json: bool) -> None:
+    """Every retrain proposal: its state, device, model, samples labeled, the drift that made it, how it ended."""
     from runtime.proposals import proposals
 
     doc = {"proposals": proposals(_ws(obj))}
