@@ -104,7 +104,7 @@ def cli(ctx: click.Context, workspace: Path | None) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--template", "-t", type=click.Choice(["text-classification", "image-classification"]),
-              required=True)
+              required=True, help="the use case: its steps' defaults, model templates and data it takes")
 @click.option("--name", help="project name (default: the folder's name)")
 def init(path: Path, template: str, name: str | None) -> None:
     """Create a workspace (git + DVC repository with cdl.yaml and a registry)."""
@@ -419,7 +419,7 @@ def restore_cmd(archive: Path, dest: Path, as_json: bool) -> None:
 
 @cli.command("runs")
 @click.argument("step")
-@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="the newest N runs")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
@@ -572,7 +572,8 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
 @data.command("export")
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--version", "version", help="dataset version (default: the checked-out one)")
-@click.option("--split", type=click.Choice(["all", "train", "test"]), default="all", show_default=True)
+@click.option("--split", type=click.Choice(["all", "train", "test"]), default="all", show_default=True,
+              help="the items of this split only")
 @click.option("--with-quarantined", is_flag=True, help="also the items data.validate quarantined")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -845,7 +846,7 @@ def _queue(obj: dict[str, Any], labeler: str):
 
 @labels.command("next")
 @click.option("--filter", "filter_", default="unlabeled", help="unlabeled, conflicts, all, labeled, proposal:ID")
-@click.option("--labeler", default=lambda: _login_name("labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"), help="who labels (default: your login name)")
 @click.option("--order", type=click.Choice(["queue", "uncertain"]), default="queue", show_default=True,
               help="uncertain: the items `cdl labels suggest` was least sure of first (active learning)")
 @click.option("--save-image", type=click.Path(dir_okay=False, path_type=Path),
@@ -919,7 +920,7 @@ def labels_suggest(obj: dict[str, Any], ref: str | None, as_json: bool) -> None:
 @labels.command("set")
 @click.argument("item")
 @click.argument("label")
-@click.option("--labeler", default=lambda: _login_name("labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"), help="who labels (default: your login name)")
 @click.option("--new-class", is_flag=True, help="LABEL starts a class the dataset does not have yet")
 @click.pass_obj
 def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_class: bool) -> None:
@@ -946,7 +947,7 @@ def _item_name(q: Any, item_id: str) -> str:  # noqa: ANN401 - a LabelQueue
 
 @labels.command("skip")
 @click.argument("item")
-@click.option("--labeler", default=lambda: _login_name("labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"), help="who labels (default: your login name)")
 @click.pass_obj
 def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
     """Skip ITEM for now."""
@@ -956,7 +957,7 @@ def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
 
 
 @labels.command("undo")
-@click.option("--labeler", default=lambda: _login_name("labeler"))
+@click.option("--labeler", default=lambda: _login_name("labeler"), help="who labels (default: your login name)")
 @click.pass_obj
 def labels_undo(obj: dict[str, Any], labeler: str) -> None:
     """Undo your last label or skip."""
@@ -1117,7 +1118,7 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 @models.command("review")
 @click.argument("ref")
 @click.option("--approve", is_flag=True, help="approve: the version becomes champion")
-@click.option("--reject", is_flag=True)
+@click.option("--reject", is_flag=True, help="reject: a champion rejected loses the alias to the one before it")
 @click.option("--comment", default="", help="why")
 @click.option("--reviewer", default=lambda: _login_name(""), help="who reviews")
 @click.option("--json", "as_json", is_flag=True,
@@ -1414,7 +1415,8 @@ def models_variants(obj: dict[str, Any], ref: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("ref")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="the bundle file to write (.cdlb)")
 @click.option("--json", "as_json", is_flag=True, help='{"ref", "variant", "path", "sha256", "size_bytes"}')
 @click.pass_obj
 def package(obj: dict[str, Any], ref: str, output: Path, as_json: bool) -> None:
@@ -1661,7 +1663,8 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
 @cli.command("serve")
 @click.argument("ref")
 @click.option("--listen", default="127.0.0.1:8001", show_default=True, help="HOST:PORT (port 0: any free one)")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="agent worker processes on the one port (each loads the model)")
 @click.option("--http", default=None, metavar="HOST:PORT",
               help="also serve the protocol's REST binding, https://HOST:PORT/v2 (port 0: any free one)")
 @click.option("--parent-pid", type=int, default=None, hidden=True)  # the studio's: stop when it is gone
@@ -1678,7 +1681,7 @@ def serve_cmd(obj: dict[str, Any], ref: str, listen: str, workers: int, http: st
 
 
 @cli.command()
-@click.option("--device", "device_name", required=True)
+@click.option("--device", "device_name", required=True, help="the enrolled device to switch back")
 @click.option("--json", "as_json", is_flag=True,
               help='{"device", "ok", "error", "active": {"name", "version", "variant", "bundle_id"}}')
 @click.pass_obj
@@ -1706,7 +1709,8 @@ def rollback(obj: dict[str, Any], device_name: str, as_json: bool) -> None:
 @cli.command()
 @click.option("--no-collect", is_flag=True, help="check what is already in .cdl/scoring.duckdb")
 @click.option("--window", type=click.FloatRange(min=1), help="records (or seconds with --by time), at least 1")
-@click.option("--by", type=click.Choice(["count", "time"]))
+@click.option("--by", type=click.Choice(["count", "time"]),
+              help="the window in records (count) or seconds (time); default: deploy.monitor's window_by")
 @click.option("--fail-on-drift", is_flag=True, help="exit 1 when a device drifted")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
