@@ -167,3 +167,25 @@ def test_a_reader_that_stops_early_is_no_error(text_ws):
     finally:
         os.close(write)
     assert proc.returncode == 141 and proc.stderr == "", (proc.returncode, proc.stderr)
+
+
+def test_every_command_and_option_says_what_it_is_for():
+    """`cdl proposals --help` listed `list` with no word, and nine options (`--labeler`, `--reject`, `--by`, …) had
+    none in their command's help."""
+    import click
+
+    missing = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        if not (cmd.help or "").strip():
+            missing.append(" ".join(path))
+        missing.extend(f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
+                       if isinstance(p, click.Option) and not p.hidden and not p.help
+                       and p.name not in ("as_json", "help"))
+
+    walk(cli, ["cdl"])
+    assert missing == [], missing
