@@ -641,7 +641,7 @@ def rollback(ws: Workspace, device: str) -> dict[str, Any]:
             raise
         # the device said no (nothing to roll back to, a previous model that does not load) and changed nothing:
         # "refused" in the history, where it read "failed" beside rollbacks that broke halfway
-        msg = f"device {device} refused the rollback: {exc.detail}; its active model is unchanged"
+        msg = f"device {device} refused the rollback: {exc.detail}; nothing changed there"
         ws.store.add_deployment(device=device, action="rollback", status="refused", message=msg)
         raise DeviceError(msg, exc.code, exc.detail) from None
     except CdlError as exc:
