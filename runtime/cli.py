@@ -1070,6 +1070,34 @@ def experiments_show(obj: dict[str, Any], experiment: str, sort: str, as_json: b
         click.echo(line)
 
 
+@experiments.command("use")
+@click.argument("experiment")
+@click.option("--trial", type=int, help="the trial's number (default: the experiment's best)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_json: bool) -> None:
+    """Write a trial's parameters into model.train's in cdl.yaml, with use_tuned off: the next `cdl run` trains
+    with that trial, one picked by hand rather than the best (a smaller model close to it, say)."""
+    from runtime.experiments import use_trial
+
+    doc = use_trial(_ws(obj), experiment, trial)
+    if as_json:
+        _dump(doc)
+        return
+    changed = "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in doc["changed"].items())
+    value = "" if doc["value"] is None else f", val_accuracy {doc['value']:.4f}"
+    click.echo(f"model.train now trains with {doc['experiment']}'s trial {doc['trial']} ({doc['state']}{value}): "
+               + (changed or "cdl.yaml had these values already"))
+    if doc["left_out"]:
+        click.echo(f"not model.train parameters, left out: {', '.join(doc['left_out'])}", err=True)
+    if doc["changed"]:
+        click.echo("the next `cdl run` trains with them (model.train is stale until then)", err=True)
+
+
+def _short(v: Any) -> str:  # noqa: ANN401 - a parameter's value
+    return f"{v:.4g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 @cli.group()
 def models() -> None:
     """The model registry: versions, lineage, reviews and aliases."""

@@ -243,3 +243,34 @@ def _epoch_lines(metrics: list[dict[str, Any]]) -> list[str]:
                                          f"{m[k]:.2f}" if k.endswith("seconds") else f"{m[k]:.4f}" for k in keys)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def use_trial(ws: Any, ref: str, number: int | None = None) -> dict[str, Any]:  # noqa: ANN401 - a Workspace
+    """A trial's parameters into model.train's (cdl.yaml), use_tuned off so that they are what it trains with: a
+    trial picked by hand, as the best one is by use_tuned (a smaller model close to the best, say). number: the
+    trial (default: the experiment's best). Returns set_step_params' {"step", "changed"} with "experiment",
+    "trial" and "left_out" (parameters model.train does not take)."""
+    from runtime.params import set_step_params
+    from runtime.steps import get_step
+
+    store = ws.store
+    e = resolve(store, ref)
+    trials = store.trials(e.id)
+    if number is None:
+        best = _summary(e, trials, None)["best"]
+        if best is None:
+            raise NotFoundError(f"{e.name} has no completed trial to take parameters from; name one with --trial")
+        number = best["trial"]
+    trial = next((t for t in trials if t.number == number), None)
+    if trial is None:
+        nums = sorted(t.number for t in trials)
+        have = ("none" if not nums else f"{nums[0]} to {nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1))
+                else ", ".join(map(str, nums)))
+        raise NotFoundError(f"{e.name} has no trial {number} (its trials: {have})")
+    if trial.state == "running":
+        raise NotFoundError(f"{e.name}'s trial {number} is still running")
+    known = {p.name for p in get_step("model.train").spec.params}
+    values = {k: v for k, v in trial.params.items() if k in known}
+    out = set_step_params(ws, "model.train", {**values, "use_tuned": False})
+    return {**out, "experiment": e.name, "trial": number, "state": trial.state, "value": trial.value,
+            "left_out": sorted(set(trial.params) - known)}

@@ -95,6 +95,22 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
     assert doc["name"] == tune.name and len(doc["trial_list"]) == len(trials)
     assert all(len(t["metrics"]) == t["epochs"] for t in doc["trial_list"])
 
+    # use: a trial picked by hand (not the best) goes into model.train's parameters, and is what it trains with
+    other = next(t for t in trials if t.number != best.number)
+    r = _cdl(ws, "experiments", "use", tune.name, "--trial", str(other.number))
+    assert r.exit_code == 0 and r.stdout.startswith(f"model.train now trains with {tune.name}'s trial "
+                                                    f"{other.number} ({other.state}"), r.output
+    assert "use_tuned true → false" in r.stdout, r.stdout
+    params = ws.config().params("model.train")
+    assert {k: params[k] for k in other.params} == other.params and params["use_tuned"] is False
+    assert Runner(ws).run(steps=["model.train"]).ok
+    trained = store.trials(store.experiments()[-1].id)[0].params
+    assert {k: trained[k] for k in other.params} == other.params
+    r = _cdl(ws, "experiments", "use", tune.name, "--trial", "99")
+    assert r.exit_code == 2 and f"{tune.name} has no trial 99 (its trials: 0 to {len(trials) - 1})" in r.stderr
+    doc = json.loads(_cdl(ws, "experiments", "use", tune.name, "--json").stdout)  # default: the best
+    assert doc["trial"] == best.number and ws.config().params("model.train")["lr"] == best.params["lr"]
+
     # an experiment that is not there names the close one
     r = _cdl(ws, "experiments", "show", tune.name.replace("-", "_"))
     assert r.exit_code == 2 and f"did you mean {tune.name!r}?" in r.stderr, r.output

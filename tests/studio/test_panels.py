@@ -472,6 +472,18 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}
     assert set(p.parallel_axes) <= {"lr", "batch_size", "hidden", "dropout"} and len(p.parallel_axes) >= 2, \
         p.parallel_axes  # the parameters the trials differ in, not the fixed ones
+    # "Train with this trial": one trial picked by hand goes into model.train's parameters (use_tuned off)
+    assert not p.use_btn.isEnabled()
+    p.trials.selectRow(2)
+    assert p.use_btn.isEnabled()
+    picked = next(t for t in studio_ctx.workspace.store.trials(p.experiment.currentData()) if t.number == 2)
+    with qtbot.waitSignal(p.sig_message, timeout=5000):
+        p.use_btn.click()
+    params = studio_ctx.workspace.config().params("model.train")
+    assert {k: params[k] for k in picked.params} == picked.params and params["use_tuned"] is False
+    assert p.status_label.text().startswith("model.train now trains with tune-"), p.status_label.text()
+    load(qtbot, p)  # what it said stays through the reload
+    assert p.status_label.text().startswith("model.train now trains with tune-"), p.status_label.text()
     # a retry (what a tuning worker records when it runs again a dead worker's trial) says which trial it repeats
     store = studio_ctx.workspace.store
     lost = store.trials(p.experiment.currentData())[1]

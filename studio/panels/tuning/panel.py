@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QItemSelectionModel, QTimer
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget, room_for_legend
@@ -61,6 +61,13 @@ class TuningPanel(Panel):
         self.live_label = QLabel("")
         row.addWidget(self.live_label)
         row.addStretch(1)
+        self.use_btn = QPushButton("Train with this trial")
+        self.use_btn.setToolTip("write the selected trial's parameters into model.train's in cdl.yaml, use_tuned off "
+                                "(`cdl experiments use EXPERIMENT --trial N`): a trial picked by hand, a smaller model "
+                                "close to the best, say, where use_tuned takes the best")
+        self.use_btn.setEnabled(False)
+        self.use_btn.clicked.connect(self.use_selected)
+        row.addWidget(self.use_btn)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
@@ -69,6 +76,8 @@ class TuningPanel(Panel):
         self.trials.setToolTip("select trials to pick out their learning curves (each trial's number has its "
                                "curve's colour)")
         self.trials.itemSelectionChanged.connect(self._highlight)
+        self.trials.itemSelectionChanged.connect(
+            lambda: self.use_btn.setEnabled(self._kind == "tune" and len(self._selected_trials()) == 1))
         self.add(self.trials)
         self.grid_w = QWidget()
         self.grid = QGridLayout(self.grid_w)
@@ -80,6 +89,7 @@ class TuningPanel(Panel):
         self.curve_items: dict[int, Any] = {}
         self.trial_rows: list[dict[str, Any]] = []
         self._dirty = False
+        self._said = ""
         self._follow_latest = False
         self._kind = "tune"
         self.timer = QTimer(self)
@@ -136,7 +146,7 @@ class TuningPanel(Panel):
         if not d["experiments"]:
             self.say("No experiments yet: run model.tune or model.train (right-click a node, or the buttons above).")
             return
-        self.say("")
+        self.say(self._said)  # what "Train with this trial" said stays through the reloads after it
         self.trial_rows = d["trials"]
         self.curves = {t["number"]: [(m["epoch"], m.get("val_accuracy", float("nan"))) for m in t["metrics"]]
                        for t in d["trials"]}
@@ -163,6 +173,30 @@ class TuningPanel(Panel):
                 sel.select(model.index(i, 0), QItemSelectionModel.SelectionFlag.Select
                            | QItemSelectionModel.SelectionFlag.Rows)
         self.trials.blockSignals(False)
+
+    def use_selected(self) -> None:
+        """The selected trial's parameters into model.train's (runtime.experiments.use_trial)."""
+        from runtime.domain.errors import CdlError
+        from runtime.experiments import use_trial
+
+        (number,) = self._selected_trials() or (None,)
+        exp = self.experiment.currentData()
+        if number is None or exp is None:
+            return
+        try:
+            doc = use_trial(self.ctx.workspace, str(exp), number)
+        except CdlError as exc:
+            self._said = ""
+            self.say(f"trial {number}'s parameters cannot be used: {exc}", "warning")
+            return
+        changed = "; ".join(f"{k} {a:.4g} → {b:.4g}" if isinstance(b, float) and isinstance(a, float) else
+                            f"{k} {a} → {b}" for k, (a, b) in doc["changed"].items())
+        text = (f"model.train now trains with {doc['experiment']}'s trial {number}: {changed}; Run up to here on "
+                "Train (or Run all) to train it" if changed else
+                f"model.train has {doc['experiment']}'s trial {number}'s parameters already")
+        self._said = text
+        self.say(text)
+        self.sig_message.emit(text)  # the flowchart shows model.train stale
 
     def _curve_color(self, trial: int) -> str:
         """A trial's colour in the learning curves (and on its number in the table)."""
