@@ -510,7 +510,7 @@ class MainWindow(QMainWindow):
             waiting = ending == "waiting"
             if ev.step:
                 model.set_status(ev.step, ending, ev.message)
-            self._job_waits = ev.step if waiting else None
+            self._job_waits = ev.message if waiting else None  # what it waits for, versus the champion
             self.job_bar.log.add(f"{'⏸' if waiting else '✗'} {ev.step}: {ev.message}")
             tb = (ev.data or {}).get("traceback")
             if tb:  # where it failed (the Runs dialog keeps it too)
@@ -522,10 +522,14 @@ class MainWindow(QMainWindow):
 
     def _on_job_finished(self, job: str, status: str) -> None:
         self.header.set_running(False)
+        from runtime.domain.errors import first_line
+
         waits = getattr(self, "_job_waits", None)
-        # a run that stopped at a review, or for a first device, did not fail: "job … failed" said it had
-        self.job_bar.idle(f"job {job} waits: {waits} waits for a person" if status == "failed" and waits
+        # a run that stopped at a review, or for a first device, did not fail: "job … failed" said it had; it says
+        # what it waits for ("ws:2 awaits review (test_accuracy 0.97 < champion ws:1 0.98 …)"), whole in the tooltip
+        self.job_bar.idle(f"job {job} waits: {first_line(waits, 160)}" if status == "failed" and waits
                           else f"job {job} {status}")
+        self.job_bar.label.setToolTip(waits if status == "failed" and waits else "")
         self._refresh_all()
 
     # -- closing ------------------------------------------------------------------------------------------

@@ -453,7 +453,9 @@ def test_files_edited_outside_the_studio_refresh_the_statuses(qtbot, tmp_path):
     assert w.document.model.nodes["model.review"].status == "waiting"
     assert "⏸ model.review: ws:1 awaits review" in w.job_bar.log.toPlainText()
     w._on_job_finished("j1", "failed")  # the run it ended waits: it said "job j1 failed"
-    assert w.job_bar.label.text() == "job j1 waits: model.review waits for a person"
+    # it says what for (the review's line sets the candidate beside the champion), where it said "model.review
+    # waits for a person"
+    assert w.job_bar.label.text() == "job j1 waits: ws:1 awaits review: `cdl models review ...`"
     w._on_job_submitted("j2", ["model.train"])
     w._on_event(Event(EventKind.FAILED, step="model.train", message="KeyError: 'hiden'"))
     w._on_job_finished("j2", "failed")
