@@ -124,6 +124,7 @@ class MainWindow(QMainWindow):
             panel.sig_run.connect(lambda steps, until, over: self.runtime.submit(steps, until, False, over))
             panel.sig_message.connect(lambda _m: self._refresh_status())
         self.panels["monitoring"].sig_open_proposal.connect(self._open_proposal)
+        self.panels["models"].sig_open_experiment.connect(self._open_experiment)
         self.job_bar = JobBar()
         right = QWidget()
         rl = QVBoxLayout(right)
@@ -370,6 +371,13 @@ class MainWindow(QMainWindow):
         self.scene.select("data.label")
         self.select_step("data.label")
         self.panels["labeling"].set_filter(f"proposal:{pid}")
+
+    def _open_experiment(self, exp_id: int, kind: str) -> None:
+        """An experiment double-clicked in the models panel, in the tuning dashboard (its step selected)."""
+        step = "model.train" if kind == "train" else "model.tune"
+        self.scene.select(step)
+        self.select_step(step)
+        self.panels["tuning"].show_experiment(exp_id)
 
     # -- runtime ------------------------------------------------------------------------------------------
 

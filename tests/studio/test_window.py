@@ -515,3 +515,42 @@ def test_a_step_run_outside_the_studio_is_followed_until_it_ends(qtbot, tmp_path
     qtbot.waitUntil(lambda: tune.progress == 0.25, timeout=2 * w.OUTSIDE_POLL_MS + 20000)
     assert tune.status == "running"
     ws.store.finish_step_run(run, "failed", error="stopped")
+
+
+def test_an_experiment_double_clicked_in_the_models_panel_opens_in_the_tuning_dashboard(qtbot, tmp_path):
+    """The models panel listed experiments, and the tuning dashboard showed the newest of a kind: an older one was
+    found by its combobox. A double-click on it now selects its step and shows it there."""
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    store = ws.store
+    made = {}
+    for kind, step in (("tune", "model.tune"), ("tune", "model.tune"), ("train", "model.train")):
+        e = store.create_experiment(kind=kind, step=step, dataset_version="v1", transform="t", framework="torch",
+                                    template="bbc-net", status="done")
+        for n in range(2 if kind == "tune" else 1):
+            t = store.create_trial(e.id, n, {"lr": 0.001 * (n + 1)})
+            store.finish_trial(t.id, "complete", 0.5 + n / 10, 1)
+        made.setdefault(kind, []).append(e)
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    w.scene.select("model.register")
+    w.select_step("model.register")
+    models = w.panels["models"]
+    qtbot.waitUntil(lambda: models.experiments.rowCount() == 3, timeout=20000)
+    older = made["tune"][0]  # not the newest tune experiment, which the dashboard shows by itself
+    row = next(r for r in range(3) if models.experiments.item(r, 1).text() == older.name)
+    models.experiments.itemDoubleClicked.emit(models.experiments.item(row, 3))
+    tuning = w.panels["tuning"]
+    assert w.panel_stack.currentWidget() is tuning
+    assert w.header.step == "model.tune"
+    qtbot.waitUntil(lambda: tuning.experiment.currentData() == older.id and tuning.trials.rowCount() == 2,
+                    timeout=20000)
+    qtbot.wait(300)  # a later reload keeps it (it would go back to the newest)
+    tuning.refresh()
+    qtbot.wait(300)
+    assert tuning.experiment.currentData() == older.id

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -26,6 +26,7 @@ class ModelsPanel(Panel):
     panel_id = "models"
     title = "Experiments and models"
     steps = ("model.preprocess", "model.register")
+    sig_open_experiment = Signal(int, str)  # an experiment's id and kind, double-clicked: the window opens it
 
     def build(self) -> None:
         split = QSplitter(Qt.Orientation.Vertical)
@@ -34,6 +35,9 @@ class ModelsPanel(Panel):
         self.models.itemSelectionChanged.connect(self._lineage)
         self.experiments = Table(["id", "experiment", "kind", "dataset", "framework", "template", "status",
                                   "best", "trials", "models", "created"])
+        self.experiments.setToolTip("double-click an experiment to open it in the tuning dashboard: its trials, "
+                                    "learning curves and parameters")
+        self.experiments.itemDoubleClicked.connect(self._open_experiment)
         self.lineage = QPlainTextEdit()
         self.lineage.setReadOnly(True)
         self.lineage.setPlaceholderText("select a model version to see where it came from")
@@ -109,9 +113,14 @@ class ModelsPanel(Panel):
             exps.append((e["id"], e["name"], e["kind"], e["dataset_version"], e["framework"], e["template"],
                          e["status"], best_text(e), counts_text(e), ", ".join(models),
                          local_time(e["created"], seconds=False)))
-        self.experiments.fill(exps)
+        self.experiments.fill(exps, data=[(e["id"], e["kind"]) for e in d["experiments"]])
         self.experiments.scrollToBottom()  # the newest experiment in view (oldest first, as the models above)
         self.say_empty(None if d["models"] else "No model registered yet: run the model pipeline up to model.register.")
+
+    def _open_experiment(self, item) -> None:  # noqa: ANN001 - the double-clicked cell
+        data = self.experiments.item(item.row(), 0).data(Qt.ItemDataRole.UserRole)
+        if data:
+            self.sig_open_experiment.emit(int(data[0]), str(data[1]))
 
     def _compare(self) -> None:
         from studio.widgets.compare_dialog import CompareDialog, run_compare

@@ -90,12 +90,19 @@ class TuningPanel(Panel):
         self.trial_rows: list[dict[str, Any]] = []
         self._dirty = False
         self._said = ""
+        self._want: int | None = None  # an experiment asked for by show_experiment, for the next load
         self._follow_latest = False
         self._kind = "tune"
         self.timer = QTimer(self)
         self.timer.setInterval(250)  # redraw at most four times a second while metrics stream in
         self.timer.timeout.connect(self._redraw_live)
         self.timer.start()
+
+    def show_experiment(self, exp_id: int) -> None:
+        """Show this experiment (the models panel's double-click), not the newest."""
+        self._want = exp_id
+        self._follow_latest = False
+        self.refresh()
 
     def set_step(self, step: str) -> None:
         kind = "train" if step == "model.train" else "tune"
@@ -121,7 +128,10 @@ class TuningPanel(Panel):
         store = self.ctx.workspace.store
         exps = store.experiments()
         chosen = self.experiment.currentData()
-        if self._follow_latest or chosen is None or chosen not in {e.id for e in exps}:
+        want = self._want  # cleared once shown: a load in flight when it was asked for is thrown away
+        if want in {e.id for e in exps}:
+            chosen = want
+        elif self._follow_latest or chosen is None or chosen not in {e.id for e in exps}:
             of_kind = [e for e in exps if e.kind == self._kind]
             chosen = (of_kind or exps)[-1].id if exps else None  # the newest (a run started since: show it)
         trials = []
@@ -134,6 +144,8 @@ class TuningPanel(Panel):
                 "chosen": chosen, "trials": trials}
 
     def show_data(self, d: dict[str, Any]) -> None:
+        if d["chosen"] == self._want or d["chosen"] is None:
+            self._want = None
         self.experiment.blockSignals(True)
         self.experiment.clear()
         for eid, label in d["experiments"]:
