@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from runtime import __version__
-from runtime.domain.errors import CdlError, NotFoundError
+from runtime.domain.errors import CdlError, NotFoundError, os_error_text
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -79,15 +79,6 @@ class _Group(click.Group):
             # permission): one line naming it, as a CdlError, where the traceback of os.mkdir came through
             click.echo(f"error: {os_error_text(exc)}", err=True)
             sys.exit(2)
-
-
-def os_error_text(exc: OSError) -> str:
-    """"/proc/nope: no such file or directory"; "a -> b: permission denied" for a rename."""
-    what = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
-    what = what[:1].lower() + what[1:]
-    if exc.filename is None:
-        return what
-    return f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "") + f": {what}"
 
 
 @click.group(cls=_Group)

@@ -214,6 +214,7 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
             # with the workspace when that is lost: no remote at all
             raise WorkspaceError(f"{folder} is inside the workspace: a DVC remote there is lost with it, so it backs "
                                  "nothing up; choose a folder elsewhere (another disk, a mounted share)")
+        _writable_folder(folder)
         url = str(folder)
     before = _default_remote(ws)
     ws.dvc.add_remote(name, url, default)
@@ -222,6 +223,24 @@ def remote_add(ws: Workspace, name: str, url: str, default: bool = True) -> dict
     replaced = before if default and before not in (None, name) else None
     return {"remote": name, "url": url, "default": default, "replaced_default": replaced,
             "missing_plugin": remote_plugin_missing(url)}
+
+
+def _writable_folder(folder: Any) -> None:  # noqa: ANN401 - a Path
+    """A folder remote is one this machine can write: made here where it is not yet (as `dvc push` would make it).
+    `/proc/nope/store` was taken, and every `cdl data push` failed after with DVC's "No such file or directory"."""
+    import os
+
+    from runtime.domain.errors import os_error_text
+
+    if folder.exists() and not folder.is_dir():
+        raise WorkspaceError(f"{folder} is a file: a DVC remote given as a path is a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot make the remote's folder: {os_error_text(exc)} (a disk not mounted yet? mount "
+                             "it and add the remote again)") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WorkspaceError(f"{folder}: this user cannot write there, so `cdl data push` could not either")
 
 
 def remote_remove(ws: Workspace, name: str) -> dict[str, Any]:

@@ -96,3 +96,12 @@ def did_you_mean(value: object, known: list[str] | tuple[str, ...]) -> str:
 
     close = difflib.get_close_matches(str(value), list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def os_error_text(exc: OSError) -> str:
+    """"/proc/nope: no such file or directory"; "a -> b: permission denied" for a rename."""
+    what = (exc.strerror or str(exc) or type(exc).__name__).rstrip(".")
+    what = what[:1].lower() + what[1:]
+    if exc.filename is None:
+        return what
+    return f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "") + f": {what}"

@@ -772,7 +772,7 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
     back, and checkout and training data work again."""
     import shutil
 
-    from runtime.datasets import not_on_remote, pull, push, remote_add, version_rows
+    from runtime.datasets import not_on_remote, pull, push, remote_add, remote_remove, version_rows
     from runtime.doctor import diagnose
 
     ws = text_ws
@@ -844,6 +844,18 @@ def test_every_dataset_version_is_pushed_to_a_dvc_remote_and_pulled_back(tmp_pat
                                                            "lost with it, so it backs nothing up")):
             remote_add(ws, "inside", str(inside))
     assert "inside" not in ws.dvc.remotes()
+    # a folder this machine cannot make, or a file, was taken, and every `cdl data push` failed after it with
+    # DVC's "No such file or directory"; a folder not there yet is made, as `dvc push` makes it
+    (tmp_path / "a-file").write_text("x")
+    for url, says in (("/proc/nope/store", "cannot make the remote's folder: /proc/nope: no such file or directory"),
+                      (str(tmp_path / "a-file"), f"{tmp_path / 'a-file'} is a file: a DVC remote given as a path is "
+                                                 "a folder")):
+        with pytest.raises(WorkspaceError, match=re.escape(says)):
+            remote_add(ws, "nowhere", url)
+    assert "nowhere" not in ws.dvc.remotes()
+    remote_add(ws, "fresh", str(tmp_path / "not" / "yet"), default=False)
+    assert (tmp_path / "not" / "yet").is_dir()
+    remote_remove(ws, "fresh")
     # a --remote that is not one: named with the remotes there are (DVC's config file error came after "dvc fetch
     # of v1 failed")
     for verb in ("push", "pull"):
