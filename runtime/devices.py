@@ -553,11 +553,24 @@ def rest_url(address: str, port: int) -> str | None:
     return f"https://{host}:{port}/v2"
 
 
+def uptime_text(seconds: float) -> str:
+    """"42 s", "47 min", "5 h 12 min", "3 days 4 h": how long an agent has run (it said "up 187342s")."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    days = s // 86400
+    return f"{days} day{'s' if days != 1 else ''} {s % 86400 // 3600} h"
+
+
 def status_line(doc: dict[str, Any]) -> str:
     """One line for a device that answered (its health document): `cdl devices status`, the devices panel's Health."""
     a = doc["active"]
     line = (f"{doc['device']}: {'active ' + a['name'] + ':' + a['version'] + ':' + a['variant'] if a else 'no model'}; "
-            f"up {doc['uptime_s']:.0f}s, {doc['requests']} requests, {doc['errors']} errors, "
+            f"up {uptime_text(doc['uptime_s'])}, {doc['requests']} requests, {doc['errors']} errors, "
             f"{doc['free_disk_bytes'] / 2**30:.1f} GiB free, journal at seq {doc['journal']['last_seq']} "
             f"(acked {doc['journal']['acked_seq']}), ")
     if doc["providers"]:  # no model loaded: no onnxruntime session, so no providers to name

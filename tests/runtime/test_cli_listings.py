@@ -189,3 +189,11 @@ def test_every_command_and_option_says_what_it_is_for():
 
     walk(cli, ["cdl"])
     assert missing == [], missing
+
+
+def test_a_devices_uptime_reads_in_minutes_hours_and_days():
+    """`cdl devices status` said "up 187342s"."""
+    from runtime.devices import uptime_text
+
+    assert [uptime_text(s) for s in (42.7, 2855, 18720, 187342, 86400)] == [
+        "42 s", "47 min", "5 h 12 min", "2 days 4 h", "1 day 0 h"]
