@@ -1081,6 +1081,8 @@ def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_
                + (changed or "cdl.yaml had these values already"))
     if doc["left_out"]:
         click.echo(f"not model.train parameters, left out: {', '.join(doc['left_out'])}", err=True)
+    if doc["note"]:
+        click.echo(f"note: {doc['note']}", err=True)
     if doc["changed"]:
         click.echo("the next `cdl run` trains with them (model.train is stale until then)", err=True)
 

@@ -272,5 +272,9 @@ def use_trial(ws: Any, ref: str, number: int | None = None) -> dict[str, Any]:  
     known = {p.name for p in get_step("model.train").spec.params}
     values = {k: v for k, v in trial.params.items() if k in known}
     out = set_step_params(ws, "model.train", {**values, "use_tuned": False})
+    train = ws.config().params("model.train")
+    other = (e.framework, e.template) != (train["framework"], train["template"])
+    note = (f"{e.name} ran {e.template} ({e.framework}), and model.train trains {train['template']} "
+            f"({train['framework']}): its parameters may not suit this model" if other else None)
     return {**out, "experiment": e.name, "trial": number, "state": trial.state, "value": trial.value,
-            "left_out": sorted(set(trial.params) - known)}
+            "left_out": sorted(set(trial.params) - known), "note": note}

@@ -110,6 +110,14 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
     assert r.exit_code == 2 and f"{tune.name} has no trial 99 (its trials: 0 to {len(trials) - 1})" in r.stderr
     doc = json.loads(_cdl(ws, "experiments", "use", tune.name, "--json").stdout)  # default: the best
     assert doc["trial"] == best.number and ws.config().params("model.train")["lr"] == best.params["lr"]
+    assert doc["note"] is None
+    # a trial of another model than the one model.train trains is said to be so, as use_tuned says it
+    from runtime.params import set_step_params
+
+    set_step_params(ws, "model.train", {"template": "mlp"})
+    r = _cdl(ws, "experiments", "use", tune.name)
+    assert r.exit_code == 0 and (f"note: {tune.name} ran bbc-net (torch), and model.train trains mlp (torch): its "
+                                 "parameters may not suit this model") in r.stderr, r.output
 
     # an experiment that is not there names the close one
     r = _cdl(ws, "experiments", "show", tune.name.replace("-", "_"))

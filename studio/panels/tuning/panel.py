@@ -206,8 +206,10 @@ class TuningPanel(Panel):
         text = (f"model.train now trains with {doc['experiment']}'s trial {number}: {changed}; Run up to here on "
                 "Train (or Run all) to train it" if changed else
                 f"model.train has {doc['experiment']}'s trial {number}'s parameters already")
+        if doc["note"]:
+            text += f" (note: {doc['note']})"
         self._said = text
-        self.say(text)
+        self.say(text, "warning" if doc["note"] else "info")
         self.sig_message.emit(text)  # the flowchart shows model.train stale
 
     def _curve_color(self, trial: int) -> str:
