@@ -228,7 +228,8 @@ def show_lines(doc: dict[str, Any], sort: str = "number") -> list[str]:
     out.append("")
     out += [("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]).rstrip() for r in rows]
     if best is not None and len(trials) > 1:
-        out.append("(* the best trial)")
+        out.append(f"(* the best trial; `cdl experiments use {doc['name']} --trial N` trains with another)"
+                   if doc["kind"] == "tune" else "(* the best trial)")
     return out
 
 
