@@ -134,7 +134,10 @@ def _storage(store: Store) -> str:
 
     from runtime.ml.tuning import storage_url
 
-    return make_url(storage_url(store)[0]).render_as_string(hide_password=True)
+    url = make_url(storage_url(store)[0]).render_as_string(hide_password=True)
+    # a workspace in a PostgreSQL schema of its own: the study is found only with its search_path
+    return url + (f" (schema {store.schema}: engine_kwargs connect_args options -csearch_path={store.schema})"
+                  if store.schema else "")
 
 
 def _value(v: Any) -> str:  # noqa: ANN401 - a parameter's value
