@@ -47,3 +47,25 @@ def test_backup_of_a_postgresql_workspace_says_the_registry_is_not_in_it(tmp_pat
     got = restore(out["archive"], tmp_path / "restored")
     assert got["dataset_versions"] == 1 and got["registry"].startswith("postgresql")
     ws.close()
+
+
+def test_experiments_show_names_the_study_storage_a_postgresql_workspace_needs(tmp_path, pg_schema, monkeypatch):
+    """`cdl experiments show` names the Optuna storage; a registry in a schema of its own needs its search_path too,
+    or `optuna.load_study` with the URL alone finds no such study."""
+    import optuna
+
+    from runtime.experiments import experiment_json
+
+    url, schema = pg_schema
+    monkeypatch.setenv("CDL_DATABASE_URL", url)
+    monkeypatch.setenv("CDL_DATABASE_SCHEMA", schema)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    add_source(ws, make_bbc_subset(tmp_path / "bbc.zip", per_class=8))
+    assert Runner(ws).run(until="model.tune", overrides={"model.tune": {"n_trials": 2, "max_epochs": 1}}).ok
+    doc = experiment_json(ws.store, "latest-tune")
+    shown, _, rest = doc["storage"].partition(" ")
+    assert rest == f"(schema {schema}: engine_kwargs connect_args options -csearch_path={schema})", doc["storage"]
+    storage = optuna.storages.RDBStorage(shown, engine_kwargs={"connect_args": {"options": f"-csearch_path={schema}"}})
+    study = optuna.load_study(study_name=doc["study"], storage=storage)
+    assert len(study.trials) == len(doc["trial_list"]) == 2
+    ws.close()
