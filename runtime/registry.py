@@ -164,17 +164,19 @@ def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
         r = latest.get((mv.name, mv.version))
         out.append({**model_json(mv), "review": None if r is None else {
             "decision": r.decision, "reviewer": r.reviewer, "automatic": r.automatic, "comment": r.comment,
-            "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None)})
+            "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None, versions)})
     return {"models": out}
 
 
-def passed_over_by(store: Store, mv: ModelVersion, reviewed: bool) -> str | None:
+def passed_over_by(store: Store, mv: ModelVersion, reviewed: bool,
+                   versions: list[ModelVersion] | None = None) -> str | None:
     """The newest version registered after `mv`, where `mv` was never reviewed and lost `challenger` to it: model.review
     works on the version model.register made last, so nobody is asked about this one any more (it read "awaiting
-    review" for good). None otherwise."""
+    review" for good). None otherwise. versions: the registry's, where the caller has them already."""
     if reviewed or mv.aliases:
         return None
-    later = [v for v in store.model_versions(mv.name) if v.version > mv.version]
+    later = [v for v in (versions if versions is not None else store.model_versions(mv.name))
+             if v.name == mv.name and v.version > mv.version]
     return later[-1].ref if later else None
 
 
