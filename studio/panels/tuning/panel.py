@@ -89,7 +89,7 @@ class TuningPanel(Panel):
         self.curve_items: dict[int, Any] = {}
         self.trial_rows: list[dict[str, Any]] = []
         self._dirty = False
-        self._said = ""
+        self._said: tuple[str, str] = ("", "info")
         self._want: int | None = None  # an experiment asked for by show_experiment, for the next load
         self._follow_latest = False
         self._kind = "tune"
@@ -158,7 +158,7 @@ class TuningPanel(Panel):
         if not d["experiments"]:
             self.say("No experiments yet: run model.tune or model.train (right-click a node, or the buttons above).")
             return
-        self.say(self._said)  # what "Train with this trial" said stays through the reloads after it
+        self.say(*self._said)  # what "Train with this trial" said stays through the reloads after it
         self.trial_rows = d["trials"]
         self.curves = {t["number"]: [(m["epoch"], m.get("val_accuracy", float("nan"))) for m in t["metrics"]]
                        for t in d["trials"]}
@@ -191,15 +191,16 @@ class TuningPanel(Panel):
         from runtime.domain.errors import CdlError
         from runtime.experiments import use_trial
 
-        (number,) = self._selected_trials() or (None,)
+        selected = self._selected_trials()
         exp = self.experiment.currentData()
-        if number is None or exp is None:
+        if len(selected) != 1 or exp is None:
             return
+        (number,) = selected
         try:
             doc = use_trial(self.ctx.workspace, str(exp), number)
         except CdlError as exc:
-            self._said = ""
-            self.say(f"trial {number}'s parameters cannot be used: {exc}", "warning")
+            self._said = (f"trial {number}'s parameters cannot be used: {exc}", "warning")
+            self.say(*self._said)
             return
         changed = "; ".join(f"{k} {a:.4g} → {b:.4g}" if isinstance(b, float) and isinstance(a, float) else
                             f"{k} {a} → {b}" for k, (a, b) in doc["changed"].items())
@@ -208,8 +209,8 @@ class TuningPanel(Panel):
                 f"model.train has {doc['experiment']}'s trial {number}'s parameters already")
         if doc["note"]:
             text += f" (note: {doc['note']})"
-        self._said = text
-        self.say(text, "warning" if doc["note"] else "info")
+        self._said = (text, "warning" if doc["note"] else "info")
+        self.say(*self._said)
         self.sig_message.emit(text)  # the flowchart shows model.train stale
 
     def _curve_color(self, trial: int) -> str:
