@@ -1014,7 +1014,7 @@ def labels_agreement(obj: dict[str, Any], as_json: bool) -> None:
         click.echo("no item has labels from two labelers yet")
 
 
-# -- models -------------------------------------------------------------------------------------------------
+# -- experiments --------------------------------------------------------------------------------------------
 
 
 @cli.group()
@@ -1089,6 +1089,9 @@ def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_
 
 def _short(v: Any) -> str:  # noqa: ANN401 - a parameter's value
     return f"{v:.4g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+# -- models -------------------------------------------------------------------------------------------------
 
 
 @cli.group()
