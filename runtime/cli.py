@@ -976,12 +976,15 @@ def labels_stats(obj: dict[str, Any], as_json: bool) -> None:
     doc = q.progress()
     by_class = q.class_counts()
     items = q.items_counted()
+    quarantined = q.quarantined_count()
     if as_json:
-        _dump({**doc, "items": items, "by_class": by_class})
+        _dump({**doc, "items": items, "quarantined": quarantined, "by_class": by_class})
         return
     # the counts are of contents: "total 2143" beside data.ingest's "2241 items" was not explained
     copies = f" (contents: {items} items, {items - doc['total']} of them copies of another, which its label covers)"
-    click.echo(", ".join(f"{k} {v}" for k, v in doc.items()) + (copies if items > doc["total"] else ""))
+    left_out = (f"; {quarantined} quarantined by data.validate left out (`cdl data report` says why)"
+                if quarantined else "")
+    click.echo(", ".join(f"{k} {v}" for k, v in doc.items()) + (copies if items > doc["total"] else "") + left_out)
     if by_class:  # it gave the totals alone: which classes still need examples was not to be seen
         click.echo("by class: " + ", ".join(f"{k} {v}" for k, v in by_class.items()))
 

@@ -427,6 +427,16 @@ def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
     # nothing silently dropped: every item is either valid or quarantined
     summary = text_ws.store.last_step_run("data.validate").summary
     assert summary["checked"] == len(text_ws.dataset().rows)
+    # `labels stats` says how many it leaves out for that ("total 21" beside 25 items imported said nothing)
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    out = CliRunner().invoke(cli, ["-w", str(text_ws.root), "labels", "stats"]).stdout
+    n = len(report["quarantined"])
+    assert f"; {n} quarantined by data.validate left out (`cdl data report` says why)" in out, out
+    doc = json.loads(CliRunner().invoke(cli, ["-w", str(text_ws.root), "labels", "stats", "--json"]).stdout)
+    assert doc["quarantined"] == n and doc["total"] == len(text_ws.dataset().rows) - n
     # a class name that no item has is said (a typo quarantines a whole class without a word otherwise)
     from runtime.jobs.bus import EventBus
 

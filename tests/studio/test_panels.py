@@ -1148,6 +1148,13 @@ def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):
     assert "Error" not in p.status_label.text(), p.status_label.text()
     assert p.sources.rowCount() == 1 and p.quarantine.rowCount() == 1
     assert p.samples_layout.count() == 8
+    # the labeling panel's progress says the quarantined item is left out ("8 of 8 labeled" beside 9 imported)
+    from studio.panels.labeling.panel import LabelingPanel
+
+    lab = LabelingPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(lab)
+    load(qtbot, lab)
+    assert lab.progress.text() == "8 of 8 labeled (1 quarantined, left out: Data ▸ Validation)", lab.progress.text()
     rgba = np.zeros((6, 5, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 255
     img = _image_pixmap(rgba, 5).toImage()

@@ -188,7 +188,7 @@ class LabelingPanel(Panel):
         pp = next((p for p in props if f"proposal:{p['id']}" == flt), None)
         return {"empty": False, "proposal_progress": pp, "item": item, "content": content, "classes": q.classes(),
                 "fixed_classes": bool((ws.config().labeling or {}).get("classes")),
-                "progress": q.progress(), "suggestion": q.suggestion(item.item_id) if item else None,
+                "progress": q.progress(), "quarantined": q.quarantined_count(), "suggestion": q.suggestion(item.item_id) if item else None,
                 "proposals": [p["id"] for p in props], "filter": flt, "note": note,
                 "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
                 "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
@@ -227,7 +227,10 @@ class LabelingPanel(Panel):
             self.progress.setMaximum(max(1, pp["samples"]))
             self.progress.setValue(pp["labeled"])
         else:
-            self.progress.setFormat("%v of %m labeled")
+            # the items data.validate quarantined are not in %m: said, where "50 of 50" beside 51 imported was not
+            quarantined = d.get("quarantined", 0)
+            self.progress.setFormat("%v of %m labeled" + (f" ({quarantined} quarantined, left out: Data ▸ Validation)"
+                                                          if quarantined else ""))
             self.progress.setMaximum(max(1, p["total"]))
             self.progress.setValue(p["labeled"])
         self.current = d["item"]
