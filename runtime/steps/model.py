@@ -475,13 +475,13 @@ class TrainStep(Step):
             raise StepFailed(ctx.step, "training.distributed runs the torch framework only (cdl.yaml sets "
                              f"framework {params['framework']!r})")
 
-        def fit(idx: np.ndarray, config: TrainConfig, callback):  # noqa: ANN001, ANN202
+        def fit(idx: np.ndarray, config: TrainConfig, callback, how=dist):  # noqa: ANN001, ANN202
             """Train; a failure (or a cancel) marks the trial and the experiment failed (cancelled) before it goes
             on up."""
             try:
-                if dist.enabled:
+                if how.enabled:
                     rec = ctx.store.get_transform(prep.key)
-                    return distributed.launch(dist, ctx.workspace.root / ".cdl" / "tmp", ctx.workspace.root / rec.path,
+                    return distributed.launch(how, ctx.workspace.root / ".cdl" / "tmp", ctx.workspace.root / rec.path,
                                               prep.key, idx, va_idx, config, callback, lambda: ctx.cancelled, ctx.log)
                 return backend.train(prep.X_train, prep.y_train, idx, va_idx, prep.classes, config, callback)
             except BaseException:
@@ -500,7 +500,13 @@ class TrainStep(Step):
             import dataclasses
 
             refit_epochs = result.best_epoch
-            ctx.log(f"refit: training again on all {len(prep.y_train)} training items for {refit_epochs} epoch(s)")
+            # several machines: the refit runs on this one alone (its nproc_per_node processes), so that the other
+            # machines' one command is all they run; a second rendezvous waited for a second command on each, which
+            # the log printed only once the first run had ended, and the step hung until someone ran it
+            how = dataclasses.replace(dist, nnodes=1) if dist.nnodes > 1 else dist
+            where = f" on this machine alone ({how.nproc_per_node} process(es))" if dist.nnodes > 1 else ""
+            ctx.log(f"refit: training again on all {len(prep.y_train)} training items for {refit_epochs} epoch(s)"
+                    f"{where}")
 
             def on_refit_epoch(epoch: int, m: dict[str, float]) -> None:
                 ctx.progress(epoch / refit_epochs, f"refit epoch {epoch}/{refit_epochs}")
@@ -508,7 +514,7 @@ class TrainStep(Step):
                     raise StopTraining("cancelled")
 
             refit = fit(np.arange(len(prep.y_train)), dataclasses.replace(cfg, epochs=refit_epochs, patience=0),
-                        on_refit_epoch)
+                        on_refit_epoch, how)
             result.checkpoint.unlink(missing_ok=True)
             result.checkpoint = refit.checkpoint
             result.seconds += refit.seconds

@@ -157,3 +157,68 @@ def test_a_failing_rank_is_reported_and_torchrun_leaves_nothing_behind(tmp_path)
     assert "torchrun.log" not in msg  # the run's folder is gone: naming a file in it would send the user nowhere
     assert not list((tmp_path / "tmp").glob("ddp-*"))
     assert set(temp.glob("torchelastic_*")) == before
+
+
+def test_two_nodes_meet_at_the_rendezvous_and_train_as_one(small_bbc):
+    """nnodes 2: model.train starts node 0 and logs the command for the other machine; that command, run as a
+    second "machine" on this host (c10d's store then falls back to a client on the second node), joins the
+    rendezvous, and the two train as one world of 2. The multi-node path (c10d rendezvous, the logged command) had
+    never run: only --standalone had."""
+    import shlex
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    ws = small_bbc
+    assert Runner(ws).run(until="model.preprocess").ok
+    # the rendezvous port both nodes must know in advance, so it cannot be port 0: a free one, taken just before
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ws.config()
+    cfg.extra["training"] = {"distributed": {"nproc_per_node": 1, "nnodes": 2, "backend": "gloo",
+                                             "rdzv_endpoint": f"127.0.0.1:{port}"}}
+    cfg.save()
+    report = ws.root.parent / "node0.json"
+    node0 = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "run", "model.train", "--set",
+                              "model.train.use_tuned=false", "--set", "model.train.epochs=2", "--json"],
+                             stdout=report.open("w"), stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    found = threading.Event()
+    node1: list[subprocess.Popen] = []
+
+    def read_log() -> None:
+        for line in node0.stderr:
+            lines.append(line)
+            if "(node_rank 1..1): " in line and not found.is_set():
+                argv = shlex.split(line.split("(node_rank 1..1): ", 1)[1])
+                assert argv[0] == "python" and "--node_rank=1" in argv and f"--rdzv_endpoint=127.0.0.1:{port}" in argv
+                node1.append(subprocess.Popen([sys.executable, *argv[1:]], stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL))
+                found.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        assert found.wait(120), "".join(lines)
+        node0.wait(300)
+        reader.join(10)
+        assert node1[0].wait(120) == 0
+    finally:
+        for p in (node0, *node1):
+            if p.poll() is None:
+                p.kill()
+    assert node0.returncode == 0, "".join(lines)[-3000:]
+    # the text template refits: on node 0 alone, so that the other machine's one command was all it had to run (a
+    # second rendezvous waited for a second command there, and the step hung)
+    assert any("on this machine alone (1 process(es))" in ln for ln in lines), "".join(lines)[-3000:]
+    assert sum("(node_rank 1..1): " in ln for ln in lines) == 1
+    import json
+
+    doc = json.loads(report.read_text())
+    (train,) = [s for s in doc["steps"] if s["id"] == "model.train"]
+    assert train["status"] == "done", train
+    summary = ws.store.last_step_run("model.train").summary
+    assert "x2 (DDP, gloo)" in summary["device"] and summary["epochs"] == 2, summary
+    assert not list((ws.root / ".cdl" / "tmp").glob("ddp-*"))
