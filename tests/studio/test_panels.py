@@ -595,6 +595,10 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     qtbot.addWidget(r)
     load(qtbot, r)
     assert r.candidate.currentData() == "ws:2"
+    # each version says its aliases and where its review stands, as `cdl models list` does
+    texts = [r.candidate.itemText(i) for i in range(r.candidate.count())]
+    assert texts[0].startswith("ws:1  (champion, approved by ") and texts[1] == "ws:2  (challenger, awaiting review)", \
+        texts
     assert r.versus.text() == "against champion ws:1 (the same test split)"
     assert r.metrics.rowCount() == 3 and r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 5
     # the whole matrix in view, in the room the panel has beside the flowchart (the last class needed scrolling)

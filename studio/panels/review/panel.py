@@ -90,6 +90,7 @@ class ReviewPanel(Panel):
         row.addWidget(QLabel("Candidate"))
         self.candidate = QComboBox()
         self.candidate.setMinimumWidth(180)
+        self.candidate.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # "news:3  (not reviewed …)"
         self.candidate.activated.connect(lambda _: self.refresh())
         row.addWidget(self.candidate)
         self.versus = QLabel()
@@ -155,7 +156,7 @@ class ReviewPanel(Panel):
         self.add(self.history)
 
     def load(self) -> dict[str, Any]:
-        from runtime.registry import history_json
+        from runtime.registry import history_json, models_json, review_text
 
         store = self.ctx.workspace.store
         versions = store.model_versions()
@@ -163,6 +164,10 @@ class ReviewPanel(Panel):
             return {"versions": []}
         chosen = self.candidate.currentData()
         refs = [v.ref for v in versions]
+        # each version with its aliases and where its review stands, as `cdl models list` says them: one passed
+        # over by a newer version before anybody reviewed it reads so, not as one more waiting its turn
+        labels = [f"{m['name']}:{m['version']}  ({', '.join([*m['aliases'], review_text(m['review'], m['passed_over_by'])])})"
+                  for m in models_json(store)["models"]]
         if chosen not in refs:
             challenger = [v for v in versions if "challenger" in v.aliases]
             chosen = (challenger[-1] if challenger else versions[-1]).ref
@@ -171,14 +176,14 @@ class ReviewPanel(Panel):
             champ = store.model_version(cand.name, "champion")
         except Exception:  # noqa: BLE001 - no champion yet
             champ = None
-        return {"versions": refs, "candidate": cand, "champion": champ, "history": history_json(store, cand.name),
+        return {"versions": refs, "labels": labels, "candidate": cand, "champion": champ, "history": history_json(store, cand.name),
                 "data_change": _data_change(self.ctx.workspace, champ, cand)}
 
     def show_data(self, d: dict[str, Any]) -> None:
         self.candidate.blockSignals(True)
         self.candidate.clear()
-        for ref in d["versions"]:
-            self.candidate.addItem(ref, ref)
+        for ref, label in zip(d["versions"], d.get("labels") or d["versions"], strict=True):
+            self.candidate.addItem(label, ref)
         self.candidate.blockSignals(False)
         if not d["versions"]:
             self.say("No model to review yet: run the model pipeline up to model.evaluate.")
