@@ -1048,19 +1048,22 @@ def experiments_list(obj: dict[str, Any], kind: str | None, as_json: bool) -> No
 @click.argument("experiment", default="latest")
 @click.option("--sort", type=click.Choice(["number", "value"]), default="number", show_default=True,
               help="the trials in order of their number, or best first")
+@click.option("--trial", type=int, help="one trial: its parameters and metrics per epoch (its learning curve)")
 @click.option("--json", "as_json", is_flag=True, help="with each trial's metrics per epoch (its learning curve)")
 @click.pass_obj
-def experiments_show(obj: dict[str, Any], experiment: str, sort: str, as_json: bool) -> None:
+def experiments_show(obj: dict[str, Any], experiment: str, sort: str, trial: int | None, as_json: bool) -> None:
     """One EXPERIMENT (its name, such as tune-2, its id, or latest, latest-tune, latest-train; default latest):
     its trials with state, val_accuracy, epochs and the parameters they differ in; a training run's metrics per
     epoch."""
-    from runtime.experiments import experiment_json, show_lines
+    from runtime.experiments import experiment_json, show_lines, trial_lines
 
     doc = experiment_json(_ws(obj).store, experiment)
+    lines = trial_lines(doc, trial) if trial is not None else show_lines(doc, sort)  # an unknown trial: exit 2
     if as_json:
-        _dump(doc)
+        _dump({**doc, "trial_list": [t for t in doc["trial_list"] if t["number"] == trial]} if trial is not None
+              else doc)
         return
-    for line in show_lines(doc, sort):
+    for line in lines:
         click.echo(line)
 
 

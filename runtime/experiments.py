@@ -236,6 +236,25 @@ def show_lines(doc: dict[str, Any], sort: str = "number") -> list[str]:
     return out
 
 
+def trial_lines(doc: dict[str, Any], number: int) -> list[str]:
+    """One trial of an experiment (`cdl experiments show EXP --trial N`): its state, value, parameters and its
+    metrics per epoch, the learning curve the dashboard draws."""
+    t = next((t for t in doc["trial_list"] if t["number"] == number), None)
+    if t is None:
+        nums = [x["number"] for x in doc["trial_list"]]
+        raise NotFoundError(f"{doc['name']} has no trial {number} (its trials: "
+                            f"{f'{nums[0]} to {nums[-1]}' if nums else 'none'})")
+    value = "-" if t["value"] is None else f"{t['value']:.4f}"
+    best = " (the best)" if doc["best"] and doc["best"]["trial"] == number else ""
+    retry = f", a retry of trial {t['retry_of']}" if t["retry_of"] is not None else ""
+    out = [f"{doc['name']} trial {number}{best}: {t['state']}{retry}, {doc['metric']} {value}, {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''}"
+           + (f", {t['seconds']:.1f} s" if t["seconds"] is not None else "") + (f", on {t['worker']}" if t["worker"]
+                                                                                 else ""),
+           f"  parameters: {_params(t['params'], list(t['params']))}"]
+    metrics = t.get("metrics") or []
+    return out + (["", *_epoch_lines(metrics)] if metrics else ["  no epoch finished"])
+
+
 def _epoch_lines(metrics: list[dict[str, Any]]) -> list[str]:
     """A one-trial experiment (a training run): its metrics per epoch, as MLflow charts a run's."""
     keys = [k for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")

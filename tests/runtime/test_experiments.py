@@ -82,6 +82,17 @@ def test_experiments_list_and_show_a_real_tune_and_train(small_bbc):
     values = [row["value"] for row in _rows(r.stdout) if row["value"] is not None]
     assert len(values) == len(trials) and values == sorted(values, reverse=True), r.stdout
 
+    # one trial: its parameters and its epochs, as the dashboard's learning curve
+    other = next(t for t in trials if t.number != best.number)
+    r = _cdl(ws, "experiments", "show", tune.name, "--trial", str(other.number))
+    assert r.exit_code == 0 and r.stdout.startswith(f"{tune.name} trial {other.number}: {other.state}, "), r.output
+    epochs = [ln for ln in r.stdout.splitlines() if ln[:1].isdigit()]
+    assert len(epochs) == other.epochs == len(store.metrics(other.id)) and f"lr={other.params['lr']:.4g}" in r.stdout
+    assert _cdl(ws, "experiments", "show", tune.name, "--trial", str(best.number)).stdout.startswith(
+        f"{tune.name} trial {best.number} (the best): complete")
+    r = _cdl(ws, "experiments", "show", tune.name, "--trial", "99")
+    assert r.exit_code == 2 and f"{tune.name} has no trial 99" in r.stderr, r.output
+
     # a training run: its parameters, where the tuned ones came from, and its epochs
     r = _cdl(ws, "experiments", "show")  # latest
     out = r.stdout
