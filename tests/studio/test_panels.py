@@ -472,6 +472,9 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}
     assert set(p.parallel_axes) <= {"lr", "batch_size", "hidden", "dropout"} and len(p.parallel_axes) >= 2, \
         p.parallel_axes  # the parameters the trials differ in, not the fixed ones
+    # each experiment in the list with its best value, as a leaderboard
+    assert p.experiment.currentText().startswith("tune-") and ", done, best 0." in p.experiment.currentText(), \
+        p.experiment.currentText()
     # "Train with this trial": one trial picked by hand goes into model.train's parameters (use_tuned off)
     assert not p.use_btn.isEnabled()
     p.trials.selectRow(2)

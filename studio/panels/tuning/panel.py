@@ -56,6 +56,7 @@ class TuningPanel(Panel):
         row.addWidget(QLabel("Experiment"))
         self.experiment = QComboBox()
         self.experiment.setMinimumWidth(260)
+        self.experiment.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # its best value in view
         self.experiment.activated.connect(lambda _: self.refresh())
         row.addWidget(self.experiment)
         self.live_label = QLabel("")
@@ -140,7 +141,12 @@ class TuningPanel(Panel):
                 trials.append({"id": t.id, "number": t.number, "state": t.state, "value": t.value, "epochs": t.epochs,
                                "worker": t.worker or "", "retry_of": t.retry_of, "params": t.params,
                                "metrics": store.metrics(t.id)})
-        return {"experiments": [(e.id, f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status})") for e in exps],
+        def label(e) -> str:  # noqa: ANN001 - an Experiment; its best value, so that the list reads as a leaderboard
+            best = e.summary.get("best_value", (e.summary.get("metrics") or {}).get("val_accuracy"))
+            return (f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status}"
+                    f"{f', best {best:.4f}' if isinstance(best, int | float) else ''})")
+
+        return {"experiments": [(e.id, label(e)) for e in exps],
                 "chosen": chosen, "trials": trials}
 
     def show_data(self, d: dict[str, Any]) -> None:
