@@ -1075,13 +1075,13 @@ def experiments_show(obj: dict[str, Any], experiment: str, sort: str, trial: int
 def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_json: bool) -> None:
     """Write a trial's parameters into model.train's in cdl.yaml, with use_tuned off: the next `cdl run` trains
     with that trial, one picked by hand rather than the best (a smaller model close to it, say)."""
-    from runtime.experiments import use_trial
+    from runtime.experiments import changed_text, use_trial
 
     doc = use_trial(_ws(obj), experiment, trial)
     if as_json:
         _dump(doc)
         return
-    changed = "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in doc["changed"].items())
+    changed = changed_text(doc["changed"])
     value = "" if doc["value"] is None else f", val_accuracy {doc['value']:.4f}"
     click.echo(f"model.train now trains with {doc['experiment']}'s trial {doc['trial']} ({doc['state']}{value}): "
                + (changed or "cdl.yaml had these values already"))
@@ -1091,10 +1091,6 @@ def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_
         click.echo(f"note: {doc['note']}", err=True)
     if doc["changed"]:
         click.echo("the next `cdl run` trains with them (model.train is stale until then)", err=True)
-
-
-def _short(v: Any) -> str:  # noqa: ANN401 - a parameter's value
-    return f"{v:.4g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 # -- models -------------------------------------------------------------------------------------------------

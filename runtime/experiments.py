@@ -141,7 +141,12 @@ def _storage(store: Store) -> str:
 
 
 def _value(v: Any) -> str:  # noqa: ANN401 - a parameter's value
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def changed_text(changed: dict[str, list[Any]]) -> str:
+    """"lr 0.001 → 0.0003182; use_tuned true → false": what `use_trial` changed, for the CLI and the dashboard."""
+    return "; ".join(f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in changed.items())
 
 
 def _params(params: dict[str, Any], keys: list[str]) -> str:

@@ -195,7 +195,7 @@ class TuningPanel(Panel):
     def use_selected(self) -> None:
         """The selected trial's parameters into model.train's (runtime.experiments.use_trial)."""
         from runtime.domain.errors import CdlError
-        from runtime.experiments import use_trial
+        from runtime.experiments import changed_text, use_trial
 
         selected = self._selected_trials()
         exp = self.experiment.currentData()
@@ -208,8 +208,7 @@ class TuningPanel(Panel):
             self._said = (f"trial {number}'s parameters cannot be used: {exc}", "warning")
             self.say(*self._said)
             return
-        changed = "; ".join(f"{k} {a:.4g} → {b:.4g}" if isinstance(b, float) and isinstance(a, float) else
-                            f"{k} {a} → {b}" for k, (a, b) in doc["changed"].items())
+        changed = changed_text(doc["changed"])
         text = (f"model.train now trains with {doc['experiment']}'s trial {number}: {changed}; Run up to here on "
                 "Train (or Run all) to train it" if changed else
                 f"model.train has {doc['experiment']}'s trial {number}'s parameters already")
