@@ -386,3 +386,36 @@ def test_each_drift_test_after_the_first_check_is_a_point_in_its_own_colour(qtbo
     curves = [it for it in p.tests_plot.getPlotItem().items if isinstance(it, pg.PlotDataItem)]
     brushes = [pg.mkBrush(c.opts["symbolBrush"]).color().name() for c in curves]
     assert brushes == [pg.mkColor(c).name() for c in PALETTE[:3]], brushes
+
+
+def test_monitoring_lists_an_enrolled_device_before_its_first_records(qtbot, tmp_path):
+    """The device list came from the scoring table alone: a device enrolled and serving, before its first records
+    were collected, read "no devices enrolled" on both plots, and the Device list was empty."""
+    import pyqtgraph as pg
+
+    from runtime.api import init_workspace
+    from runtime.devices import enroll
+    from studio.panels.base import StudioContext
+    from studio.panels.monitoring.panel import MonitoringPanel
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    p = MonitoringPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.resize(900, 700)
+    p.show()
+
+    def notes(plot) -> list[str]:  # noqa: ANN001
+        return [it.textItem.toPlainText() for it in plot.getPlotItem().items if isinstance(it, pg.TextItem)]
+
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert p.device.count() == 0
+    assert notes(p.volume) == ["no devices enrolled"]
+    assert p.status_label.text().startswith("No devices enrolled: enroll one")
+    enroll(ws, "pi1", "127.0.0.1:50911", tmp_path / "pi1")
+    with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+        p.refresh()
+    assert [p.device.itemText(i) for i in range(p.device.count())] == ["pi1"]
+    assert notes(p.volume) == ["no scoring records collected yet"]
+    assert notes(p.tests_plot) == ["no check on pi1 yet"]
+    assert p.status_label.text() == "No scoring data yet: send requests to pi1, then press Collect and check now."

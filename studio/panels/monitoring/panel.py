@@ -69,19 +69,23 @@ class MonitoringPanel(Panel):
         from runtime.proposals import proposals
 
         ws = self.ctx.workspace
+        # the enrolled devices, and those a removed device left scoring data of: only the latter were listed, so
+        # that a device enrolled and serving, before its first records were collected, read "no devices enrolled"
+        enrolled = [dev.name for dev in ws.store.devices()]
         path = ws.root / ".cdl" / "scoring.duckdb"
         if not path.exists():
-            return {"devices": [], "checks": [], "volume": {}, "proposals": proposals(ws)}
+            return {"devices": enrolled, "enrolled": enrolled, "checks": [], "volume": {dev: [] for dev in enrolled},
+                    "proposals": proposals(ws)}
         store = scoring_store(ws)
-        devices = [r[0] for r in store.query("SELECT DISTINCT device FROM scoring ORDER BY device")]
-        chosen = self.device.currentText() or (devices[0] if devices else None)
+        scored = [r[0] for r in store.query("SELECT DISTINCT device FROM scoring ORDER BY device")]
+        devices = sorted(set(enrolled) | set(scored))
         volume = {}
         for dev in devices:
             rows = store.query("SELECT CAST(floor(time / 60) * 60 AS DOUBLE) AS t, COUNT(*) FROM scoring WHERE device = ? "
-                               "GROUP BY t ORDER BY t", [dev])
+                               "GROUP BY t ORDER BY t", [dev]) if dev in scored else []
             volume[dev] = rows
         checks = store.checks()
-        return {"devices": devices, "chosen": chosen, "checks": checks, "volume": volume,
+        return {"devices": devices, "enrolled": enrolled, "checks": checks, "volume": volume,
                 "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(checks)}
 
     def show_data(self, d: dict[str, Any]) -> None:
@@ -187,7 +191,11 @@ class MonitoringPanel(Panel):
         elif drifted:
             self.say(f"Drift on {self._next_for(drifted, d['proposals'])}.{no_verdict}{unknown}", "error")
         elif not d["devices"]:
-            self.say("No scoring data yet: deploy a model to a device and send it requests.")
+            self.say("No devices enrolled: enroll one and push a model to it in the devices panel, then send it "
+                     "requests.")
+        elif not any(d["volume"].values()) and not d["checks"]:
+            names = ", ".join(d["devices"])
+            self.say(f"No scoring data yet: send requests to {names}, then press Collect and check now.")
         elif waiting and len(waiting) == len(latest):
             self.say(no_verdict.strip() + unknown, "warning" if unknown else "info")
         elif latest:
