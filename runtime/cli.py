@@ -240,7 +240,8 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     them into cdl.yaml (as `dvc exp apply` keeps an experiment's parameters), so that the steps stay up to date.
     A run that stopped to wait for a person (model.review) succeeded as far as it could go, and saves too: it said
     "the run did not succeed (failed)", and after the approval the next `cdl run` tuned and trained again with
-    cdl.yaml's values, another model than the one approved."""
+    cdl.yaml's values, another model than the one approved. A run that failed keeps the values of the steps that
+    ran with them and succeeded (a later step failed), not of those that failed or did not run."""
     from runtime.params import set_step_params
 
     cfg = ws.config()
@@ -260,8 +261,28 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     ran = {o.step for o in result.steps if o.status == "done"}
     what = ", ".join(s for s in overrides if s in ran)
     if save:
-        click.echo(f"not saved in cdl.yaml: the run did not succeed ({result.status}); cdl.yaml still says "
-                   + "; ".join(differ), err=True)
+        # the values of the steps that ran with them and succeeded are kept, where a later step failed: the data
+        # fix that data.validate's hint gives (`--set data.import.relabel=… --save`) was lost to model.evaluate's
+        # gate, the model being weak for the very reason the data was being fixed; a step that failed, was
+        # cancelled or did not run keeps cdl.yaml's values
+        fine = {o.step for o in result.steps if o.status in ("done", "skipped", "drifted")}
+        failed = next((o for o in result.steps if o.status in ("failed", "cancelled")), None)
+        where = f"{failed.step} {failed.status}" if failed is not None else result.status
+        kept = {step: values for step, values in overrides.items() if step in fine}
+        said = []
+        for step, values in kept.items():
+            changed = set_step_params(ws, step, values)["changed"]
+            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
+        cfg = ws.config()
+        left = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() if step not in kept
+                for k, v in values.items() for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]
+        if kept:
+            click.echo(f"saved in cdl.yaml: {'; '.join(said) if said else '(it had these values already)'}, for "
+                       f"{', '.join(kept)}, which ran with them and succeeded ({where} after)"
+                       + (f"; not saved: cdl.yaml still says {'; '.join(left)}" if left else ""), err=True)
+        else:
+            click.echo(f"not saved in cdl.yaml: the run did not succeed ({where}); cdl.yaml still says "
+                       + "; ".join(left), err=True)
         return
     if not what:  # nothing finished with them: nothing to run again
         return

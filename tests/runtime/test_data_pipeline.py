@@ -205,9 +205,20 @@ def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_w
     assert set(_status(ws).values()) == {"done"}
     # a run that fails saves nothing; --save alone is an input error
     failed = cdl("run", "data.import", "--set", 'data.import.sources=["gone.zip"]', "--save")
-    assert failed.returncode == 1 and "not saved in cdl.yaml: the run did not succeed (failed)" in failed.stderr, \
+    assert failed.returncode == 1 and "not saved in cdl.yaml: the run did not succeed (data.import failed)" in failed.stderr, \
         failed.stderr[-2000:]
     assert ws.config().params("data.import")["sources"] != ["gone.zip"]
+    # a run that fails after the steps with the values succeeded keeps theirs (data.validate's hint, `--set
+    # data.import.relabel=… --save`, was lost to model.evaluate's gate), not those of the step that failed
+    later = cdl("run", "--until", "model.preprocess", "--set", f"data.validate.min_length={was + 3}",
+                "--set", "model.preprocess.min_df=100000", "--save")
+    assert later.returncode == 1, later.stderr[-2000:]
+    assert (f"saved in cdl.yaml: data.validate.min_length {was + 2} → {was + 3}, for data.validate, which ran with "
+            "them and succeeded (model.preprocess failed after); not saved: cdl.yaml still says "
+            "model.preprocess.min_df 2 (this run 100000)") in later.stderr, later.stderr[-2000:]
+    assert ws.config().params("data.validate")["min_length"] == was + 3
+    assert ws.config().params("model.preprocess")["min_df"] == 2
+    assert _status(ws)["data.validate"] == "done"
     alone = cdl("run", "data.validate", "--save")
     assert alone.returncode == 2 and "--save keeps the --set values in cdl.yaml" in alone.stderr
     # a value for a step the run does not run did nothing, without a word: refused before anything runs
