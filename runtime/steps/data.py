@@ -442,8 +442,10 @@ class SplitStep(Step):
             summary={"splits": dict(sorted(counts.items())), "per_class": {k: dict(sorted(v.items())) for k, v in per.items()},
                      **stats},
             output_fp=fp,
-            message=f"train {counts.get('train', 0)}, test {counts.get('test', 0)}; "
-            f"{stats['duplicate_items']} duplicates kept with their twins" + _small_note(stats, p["test_fraction"]),
+            message=f"train {counts.get('train', 0)}, test {counts.get('test', 0)}"
+            # "0 duplicates kept with their twins" on every dataset without any
+            + (f"; {stats['duplicate_items']} duplicates kept with their twins" if stats["duplicate_items"] else "")
+            + _small_note(stats, p["test_fraction"]),
         )
 
 
