@@ -24,7 +24,11 @@ from studio.widgets.common import heading, notice, set_notice
 
 
 def recent() -> list[str]:
-    return [p for p in (QSettings("CDL", "Studio").value("recent", []) or []) if (Path(p) / "cdl.yaml").exists()]
+    value = QSettings("CDL", "Studio").value("recent", []) or []
+    # the settings file gives a list of one back as a string, whose characters were taken for paths: the list was
+    # empty in every new studio, and each workspace opened replaced the one before it
+    items = [value] if isinstance(value, str) else list(value)
+    return [p for p in items if (Path(p) / "cdl.yaml").exists()]
 
 
 def remember(path: Path) -> None:

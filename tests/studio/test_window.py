@@ -376,6 +376,20 @@ def test_the_tests_keep_the_users_recent_workspaces_alone(tmp_path, qtbot):
     assert recent()[0] == str(ws)
     where = QSettings("CDL", "Studio").fileName()
     assert where.startswith(os.environ["XDG_CONFIG_HOME"]) and "cdl-tests-config-" in where, where
+    # the next studio (another process, reading the file) lists it, and adds its own before it: a list of one came
+    # back from the file as a string, so the start page's list was empty and each workspace replaced the last
+    import subprocess
+    import sys
+
+    QSettings("CDL", "Studio").sync()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "cdl.yaml").write_text("cdl: 1\n")
+    code = ("import sys; from pathlib import Path; from studio.app.start_page import recent, remember; "
+            "print(recent()); remember(Path(sys.argv[1])); print(recent())")
+    out = subprocess.run([sys.executable, "-c", code, str(other)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}).stdout.splitlines()
+    assert out == [repr([str(ws)]), repr([str(other), str(ws)])], out
 
 
 def test_the_studio_on_a_folder_that_is_no_workspace_offers_to_create_it_there(tmp_path, qtbot):
