@@ -125,8 +125,17 @@ def few_kept_line(ws: Workspace, p: dict[str, Any], max_samples: int) -> str:
     except (CdlError, OSError, ValueError, KeyError, TypeError):
         pass
     return (f"the device kept the raw input of {kept} of the window's {n} records, those of predictions less "
-            f"confident than {below}; `cdl devices enroll {p['device']} --address HOST:PORT --replace --raw-below "
-            "0.9` keeps more")
+            f"confident than {below}; `cdl devices enroll {p['device']} --address {_address(ws, p['device'])} "
+            "--replace --raw-below 0.9` keeps more")
+
+
+def _address(ws: Workspace, device: str) -> str:
+    """The device's enrolled address, for a command to copy ("HOST:PORT", which had to be looked up, where the
+    device is not enrolled any more)."""
+    try:
+        return ws.store.device(device).address
+    except CdlError:
+        return "HOST:PORT"
 
 
 def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose:
@@ -134,7 +143,8 @@ def _nothing(ws: Workspace, check: dict[str, Any], raw: int) -> NothingToPropose
     if not raw:
         return NothingToPropose(f"{dev}: drift, but the device kept no raw input in this window: it keeps those of "
                                 "predictions less confident than raw_input_below_confidence in its agent.json (raise "
-                                f"it: `cdl devices enroll {dev} --address HOST:PORT --replace --raw-below 0.9`)",
+                                f"it: `cdl devices enroll {dev} --address {_address(ws, dev)} --replace --raw-below "
+                                "0.9`)",
                                 labeled=False)
     earlier = [p for p in proposals(ws) if p["device"] == dev and p["bundle_id"] == check["bundle_id"]]
     last = earlier[-1] if earlier else None

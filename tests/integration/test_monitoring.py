@@ -630,7 +630,9 @@ def test_drift_on_a_device_that_keeps_no_raw_inputs_says_what_to_change(bbc_pack
     res = run_loop(ws)
     assert res["status"] == "failed" and res.code == 1, res
     assert res["reason"].startswith("dev1: drift, but the device kept no raw input in this window"), res["reason"]
-    assert "`cdl devices enroll dev1 --address HOST:PORT --replace --raw-below 0.9`" in res["reason"], res["reason"]
+    # the device's own address, so that the command runs as printed (it said HOST:PORT, to be looked up)
+    assert f"`cdl devices enroll dev1 --address {agent.address} --replace --raw-below 0.9`" in res["reason"], \
+        res["reason"]
     (mt,) = [s for s in res["steps"] if s["id"] == "deploy.maintain"]
     assert mt["message"] == "drift on dev1, but nothing new to label" and proposals(ws) == [], mt
 
@@ -677,7 +679,7 @@ def test_a_proposal_smaller_than_its_window_says_why(bbc_packaged, agent_factory
     assert line.endswith(f"sample(s) to label (`cdl labels next --filter proposal:p1`); the device kept the raw input "
                          f"of {p['raw_kept']} of the window's {n} records, those of predictions less confident than "
                          "raw_input_below_confidence in its agent.json (0.9); `cdl devices enroll dev1 --address "
-                         "HOST:PORT --replace --raw-below 0.9` keeps more"), line
+                         f"{ws.store.device('dev1').address} --replace --raw-below 0.9` keeps more"), line
 
 
 def test_a_dismissed_proposal_leaves_the_queue_and_the_loop_goes_on(bbc_packaged, agent_factory):
