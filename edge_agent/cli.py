@@ -36,8 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     inst.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
     inst.add_argument("--no-activate", action="store_true", help="store it only (`cdl-edge install` without it, or "
                       "`cdl deploy` of the same bundle from the workstation, makes it active)")
+    stat = sub.add_parser("status", help="what the agent folder holds, read on the device: whether an agent "
+                          "serves it, the active and previous model, the bundles, the journal, disk, certificate")
+    stat.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
+    stat.add_argument("--json", action="store_true", help="the same as a JSON document")
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
+
+    if args.cmd == "status":
+        import json
+
+        from edge_agent.status import local_status, status_lines
+
+        try:
+            doc = local_status(args.data_dir)
+        except (ConfigError, OSError) as exc:
+            print(f"cdl-edge: error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(doc, indent=1) if args.json else "\n".join(status_lines(doc)))
+        return 0
 
     if args.cmd == "install":
         from edge_agent.install import install

@@ -1317,3 +1317,44 @@ def test_an_agent_started_without_listen_serves_where_the_device_was_enrolled(te
     # enrolled again at another address: the folder follows
     enroll(text_ws, "cam1", "10.0.0.7:8005", replace=True)
     assert json.loads((out / "agent.json").read_text())["listen"] == "0.0.0.0:8005"
+
+
+def test_cdl_edge_status_reads_the_folder_on_the_device(packaged, agent_factory, tmp_path):
+    """An engineer logged in on a device had only the workstation's view, which needs the device to answer over the
+    network: `cdl-edge status --data-dir DIR` reads the folder itself (whether an agent serves it, the active and
+    previous model, the bundles, the journal's records not collected, disk, certificate), and changes nothing."""
+    ws = packaged
+    agent = agent_factory(ws)
+
+    def status(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--data-dir", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    out = status(str(agent.data_dir))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"dev1: agent running (pid {agent.proc.pid}, listening on {agent.address})", lines
+    assert lines[1].startswith("active       none: push a model from the workstation (`cdl deploy"), lines
+    deploy(ws, "ws:1", "fp32", "dev1")
+    deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    _infer(_triton(agent, ws), _test_texts(ws, 5))
+    doc = json.loads(status(str(agent.data_dir), "--json").stdout)
+    assert doc["running"] and doc["device"] == "dev1", doc
+    assert (doc["active"]["variant"], doc["previous"]["variant"]) == ("dynamic_int8", "fp32"), doc
+    assert len(doc["stored"]) == 2 and doc["journal"]["last_seq"] == 5 and doc["journal"]["waiting"] == 5, doc
+    assert doc["certificate_expires"] > time.time() and doc["free_bytes"] > 0
+    text = status(str(agent.data_dir)).stdout
+    assert "active       ws:1:dynamic_int8 (bundle " in text and "previous     ws:1:fp32 (bundle " in text, text
+    assert "a rollback goes back to it" in text and "5 record(s) wait for the workstation" in text, text
+    # the agent still serves after being looked at (no lock was held against it), and the collection is seen
+    assert _infer(_triton(agent, ws), _test_texts(ws, 2)).as_numpy("label").shape == (2,)
+    assert collect(ws, ["dev1"])["dev1"]["inserted"] == 7
+    assert json.loads(status(str(agent.data_dir), "--json").stdout)["journal"]["waiting"] == 0
+    # stopped: said so, with the command that starts it where the workstation connects
+    agent.stop()
+    text = status(str(agent.data_dir)).stdout
+    assert text.startswith(f"dev1: no agent serves this folder (`cdl-edge serve --data-dir {agent.data_dir.resolve()}` "
+                           "listens on 127.0.0.1:0)"), text
+    assert "journal      seq 7, collected up to 7: nothing waits for the workstation" in text, text
+    out = status(str(tmp_path))
+    assert out.returncode == 2 and "agent.json not found: enroll the device first" in out.stderr, out.stderr
