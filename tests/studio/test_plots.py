@@ -419,3 +419,65 @@ def test_monitoring_lists_an_enrolled_device_before_its_first_records(qtbot, tmp
     assert notes(p.volume) == ["no scoring records collected yet"]
     assert notes(p.tests_plot) == ["no check on pi1 yet"]
     assert p.status_label.text() == "No scoring data yet: send requests to pi1, then press Collect and check now."
+
+
+def test_a_trial_another_process_runs_shows_its_best_so_far_and_empty_plots_say_why(qtbot, tmp_path):
+    """Tuning run outside the studio (`cdl run`, a tuning worker): a running trial's val_accuracy read blank until
+    it ended, its curve already drawn, and the optimization history and parallel coordinates were blank axes
+    beside the importance plot's "needs 3 finished trials"."""
+    import pyqtgraph as pg
+
+    from runtime.api import init_workspace
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    exp = ws.store.create_experiment(kind="tune", step="model.tune", job=None, dataset_version="v1", transform="t",
+                                     framework="torch", template="bbc-net", git_commit=None, git_dirty=False)
+    trial = ws.store.create_trial(exp.id, 0, {"lr": 0.001, "hidden": 64}, worker="vm:1")
+    p = TuningPanel(StudioContext(ws.root, ws, None))
+    qtbot.addWidget(p)
+    p.resize(1000, 800)
+    p.show()
+
+    def notes(name: str) -> list[str]:
+        return [it.textItem.toPlainText() for it in p.plots[name].getPlotItem().items if isinstance(it, pg.TextItem)]
+
+    def load() -> None:
+        with qtbot.waitSignal(p.sig_loaded, timeout=30000):
+            p.refresh()
+        qtbot.waitUntil(lambda: p.trials.rowCount() == 1 and "curves" in p.plots, timeout=5000)
+        qtbot.wait(50)
+
+    load()
+    assert p.trials.item(0, 2).text() == ""
+    for name in ("history", "curves", "parallel"):
+        assert notes(name) == ["no epoch finished yet (trial 0 running)"], (name, notes(name))
+    ws.store.log_metrics(trial.id, 1, {"val_accuracy": 0.9, "train_accuracy": 0.8})
+    ws.store.log_metrics(trial.id, 2, {"val_accuracy": 0.88, "train_accuracy": 0.85})
+    load()
+    assert p.trials.item(0, 1).text() == "running" and p.trials.item(0, 2).text() == "0.9"  # its best so far
+    assert notes("history") == [] and notes("curves") == []
+    scatter = [it for it in p.plots["history"].getPlotItem().items if isinstance(it, pg.ScatterPlotItem)]
+    assert [float(y) for it in scatter for y in it.data["y"]] == [0.9]
+    lo, hi = p.plots["curves"].getViewBox().viewRange()[1]
+    assert lo <= 0.8 and hi >= 0.9 and hi < 5, (lo, hi)  # ranged on the curves again, not the note's 0..1
+    assert notes("parallel")[0].startswith("one trial with a score")
+
+
+def test_parameter_importance_gives_a_parameter_no_trial_changed_no_share():
+    """Ranks told equal values apart by the trials' order: batch_size 32 in every trial got a fifth of the
+    importance in a three-trial study, and a categorical parameter's share was made up by the order."""
+    from studio.panels.tuning.panel import importances
+
+    def trials(rows: list[tuple[float, dict]]) -> list[dict]:
+        return [{"number": k, "state": "complete", "value": v, "params": p} for k, (v, p) in enumerate(rows)]
+
+    share = importances(trials([(0.903, {"lr": 0.0007, "batch_size": 32}), (0.884, {"lr": 0.0003, "batch_size": 32}),
+                                (0.885, {"lr": 0.002, "batch_size": 32})]))
+    assert share["batch_size"] == 0.0 and share["lr"] == 1.0, share
+    # ties: a parameter that splits the trials as their scores do is all of it, whatever their order in the list
+    rows = [(0.70, {"batch_size": 128, "lr": 0.001}), (0.90, {"batch_size": 32, "lr": 0.001}),
+            (0.71, {"batch_size": 128, "lr": 0.001}), (0.91, {"batch_size": 32, "lr": 0.001})]
+    assert importances(trials(rows)) == {"batch_size": 1.0, "lr": 0.0}
+    assert importances(trials(rows[::-1])) == {"batch_size": 1.0, "lr": 0.0}

@@ -17,9 +17,31 @@ STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280",
                 "running": "#1d4ed8"}
 
 
+def _no_score(trials: list[dict[str, Any]]) -> str:
+    """Why a plot of scores is empty: no trial yet, or none has finished an epoch."""
+    if not trials:
+        return "no trials yet"
+    running = [t["number"] for t in trials if t["state"] == "running"]
+    if running:
+        return f"no epoch finished yet (trial {running[0]} running)"
+    return "no trial has a score"
+
+
 def _scored(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Trials that reached a value: complete, or pruned by ASHA after some epochs."""
     return [t for t in trials if t["value"] is not None and t["state"] in ("complete", "pruned")]
+
+
+def _ranks(xs: list[float]) -> np.ndarray:
+    """Ranks with ties given their average rank, as Spearman's correlation takes them: argsort's ranks told equal
+    values apart by their place in the list, so that a parameter every trial had the same (batch_size 32 in each)
+    got a share of the importance, and a categorical one with a few values a share made up by the trials' order."""
+    a = np.asarray(xs, dtype=float)
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a))
+    _, inverse = np.unique(a, return_inverse=True)
+    return (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
 
 
 def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
@@ -30,13 +52,12 @@ def importances(trials: list[dict[str, Any]]) -> dict[str, float]:
     if len(done) < MIN_TRIALS_FOR_IMPORTANCE:
         return {}
     out = {}
-    values = np.array([t["value"] for t in done], dtype=float)
-    rv = np.argsort(np.argsort(values))
+    rv = _ranks([t["value"] for t in done])
     for name in sorted({k for t in done for k in t["params"]}):
         xs = [t["params"].get(name) for t in done]
         if not all(isinstance(x, int | float) for x in xs):
             continue
-        rx = np.argsort(np.argsort(np.asarray(xs, dtype=float)))
+        rx = _ranks(xs)
         if np.std(rx) == 0 or np.std(rv) == 0:
             out[name] = 0.0
             continue
@@ -138,9 +159,16 @@ class TuningPanel(Panel):
         trials = []
         if chosen is not None:
             for t in store.trials(chosen):
-                trials.append({"id": t.id, "number": t.number, "state": t.state, "value": t.value, "epochs": t.epochs,
+                metrics = store.metrics(t.id)
+                value = t.value
+                if value is None and t.state == "running":
+                    # its best so far, as a run in the studio shows it from the live events: one another process
+                    # runs (`cdl run`, a tuning worker) read blank until it ended, its curve already drawn
+                    seen = [m["val_accuracy"] for m in metrics if isinstance(m.get("val_accuracy"), int | float)]
+                    value = max(seen) if seen else None
+                trials.append({"id": t.id, "number": t.number, "state": t.state, "value": value, "epochs": t.epochs,
                                "worker": t.worker or "", "retry_of": t.retry_of, "params": t.params,
-                               "metrics": store.metrics(t.id)})
+                               "metrics": metrics})
         def label(e) -> str:  # noqa: ANN001 - an Experiment; its best value, so that the list reads as a leaderboard
             best = e.summary.get("best_value", (e.summary.get("metrics") or {}).get("val_accuracy"))
             return (f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status}"
@@ -271,6 +299,7 @@ class TuningPanel(Panel):
         h = self.plots["history"]
         h.clear()
         if done:
+            h.enableAutoRange(axis="x")  # a note before (no score yet) fixed the view to 0..1
             xs = [t["number"] for t in done]
             add_legend(h, offset=(-10, 5), columns=len(STATE_COLORS))
             room_for_legend(h, min(t["value"] for t in done), max(t["value"] for t in done), 1)
@@ -281,6 +310,8 @@ class TuningPanel(Panel):
                                                  brush=pg.mkBrush(color), size=9, pen=None, name=state))
             best = np.maximum.accumulate([t["value"] if t["state"] == "complete" else -np.inf for t in done])
             h.plot(xs, np.where(np.isfinite(best), best, np.nan), pen=pg.mkPen("#dc2626", width=2), connect="finite")
+        else:  # blank axes said nothing, beside the importance plot's "needs 3 finished trials"
+            plot_note(h, _no_score(trials))
 
     def _draw_curves(self) -> None:
         import pyqtgraph as pg
@@ -290,6 +321,8 @@ class TuningPanel(Panel):
         c = self.plots["curves"]
         c.clear()
         self.curve_items = {}
+        if any(self.curves.values()):
+            c.enableAutoRange()  # a note before (no epoch finished yet) fixed the view to 0..1
         if len(trials) == 1 and trials[0]["metrics"]:
             ms = trials[0]["metrics"]
             add_legend(c, offset=(-10, -10))
@@ -302,6 +335,8 @@ class TuningPanel(Panel):
                 item = c.plot([p[0] for p in pts], [p[1] for p in pts], pen=pg.mkPen(color, width=1.5),
                               symbol="o", symbolSize=4, symbolBrush=color)
                 self.curve_items[num] = item
+        if not any(self.curves.values()) and not (len(trials) == 1 and trials[0]["metrics"]):
+            plot_note(c, _no_score(trials))
         self._highlight()
 
     def _draw_parallel(self) -> None:
@@ -318,8 +353,8 @@ class TuningPanel(Panel):
         self.parallel_axes = numeric
         p.setTitle("Parallel coordinates")
         if len(done) < 2:
-            if done:
-                plot_note(p, "one trial with a score: this compares two or more (its parameters are in the table)")
+            plot_note(p, "one trial with a score: this compares two or more (its parameters are in the table)"
+                      if done else _no_score(self.trial_rows))
             return
         if not numeric:
             plot_note(p, "every trial with a score has the same parameters")
@@ -403,6 +438,11 @@ class TuningPanel(Panel):
 
         self._ensure_plots()
         c = self.plots["curves"]
+        notes = [it for it in c.getPlotItem().items if isinstance(it, pg.TextItem)]
+        if notes and any(self.curves.values()):  # "no epoch finished yet" until the first one's point came
+            for it in notes:
+                c.removeItem(it)
+            c.enableAutoRange()
         for num, pts in sorted(self.curves.items()):
             item = self.curve_items.get(num)
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
