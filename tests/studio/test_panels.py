@@ -611,6 +611,12 @@ def test_models_and_review_panels(studio_ctx, qtbot):
     for cm in (r.cm_candidate, r.cm_champion):
         last = cm.visualItemRect(cm.item(4, 4))
         assert last.bottom() <= cm.viewport().height(), (last, cm.viewport().height())
+    # the review history as tall as its rows: a fixed 150 pixels kept empty rows' room, where the per-class table
+    # above showed two and a half of ten classes
+    events = r.history.rowCount()
+    assert 2 <= events <= 6 and r.history.maximumHeight() < r.history.horizontalHeader().height() + 23 * (events + 1)
+    last = r.history.visualItemRect(r.history.item(events - 1, 0))
+    assert last.bottom() <= r.history.viewport().height(), (last, r.history.viewport().height())
     two = ws.store.resolve_model("ws:2")
     shown = r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole)
     assert shown == pytest.approx(two.evaluation["champion"]["test_accuracy"], abs=1e-4)

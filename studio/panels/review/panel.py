@@ -244,6 +244,10 @@ class ReviewPanel(Panel):
                     r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
         events.sort(key=lambda e: e[0])
         self.history.fill([(local_time(e[0]), *e[1:]) for e in events])
+        # as tall as its rows (two at least, six at most): a fixed 150 pixels kept one row's room empty while the
+        # per-class table above showed two and a half of Fashion-MNIST's ten classes
+        h = self.history
+        h.setMaximumHeight(h.horizontalHeader().height() + ROW_H * min(6, max(2, len(events))) + 2 * h.frameWidth() + 2)
 
     def _try(self) -> None:
         from studio.widgets.try_dialog import TryDialog
