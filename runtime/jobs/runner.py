@@ -524,6 +524,11 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         raise CdlError(f"step {step!r} does not exist{did_you_mean(step, list(known_steps()))} "
                        f"(steps: {', '.join(known_steps())})")
     runs = ws.store.step_runs(step, limit + 1)  # one more: the oldest shown is compared with the one before it
+    try:
+        upstream = ws.config().upstream(step)
+    except CdlError:  # a cdl.yaml that does not parse: the history without the upstream steps' names
+        upstream = []
+    ups = {u: ws.store.step_runs(u, 500) for u in upstream}
     out = []
     for i, r in enumerate(runs[:limit]):
         before = runs[i + 1] if i + 1 < len(runs) else None
@@ -534,9 +539,9 @@ def step_history(ws, step: str, limit: int = 50) -> dict[str, Any]:  # noqa: ANN
         else:
             changed = param_changes(_ran_with(before, step), _ran_with(r, step), step).removeprefix(": ")
             if not changed:
-                changed = _same_params(r, before)
+                changed = _same_params(r, before, _which_inputs(step, r, before, ups))
             elif _inputs_moved(r, before):  # new data as well as new parameters: it named the parameters alone
-                changed += "; and its inputs changed"
+                changed += f"; and {_which_inputs(step, r, before, ups)}"
         out.append({"id": r.id, "status": run_ending(r.status, r.error, r.summary), "started": r.started.isoformat(),
                     "finished": r.finished.isoformat() if r.finished else None,
                     "seconds": round(r.duration, 2) if r.duration is not None else None, "job": r.job,
@@ -564,7 +569,7 @@ def _ran_with(run: Any, step: str) -> dict[str, Any]:  # noqa: ANN401
     return params
 
 
-def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
+def _same_params(run: Any, before: Any, inputs: str = "its inputs changed") -> str:  # noqa: ANN401
     """Why a run with the parameters of the run before it ran at all (the history said nothing, as if nothing had
     happened between them)."""
     if before.status not in ("done", "drifted"):
@@ -573,8 +578,29 @@ def _same_params(run: Any, before: Any) -> str:  # noqa: ANN401
             return "again after a run that waited for a person (same parameters)"
         return f"again after a {what} run (same parameters)"
     if run.input_fp != before.input_fp:
-        return "its inputs changed (same parameters)"  # upstream outputs, or what the step reads
+        return f"{inputs} (same parameters)"  # upstream outputs, or what the step reads
     return "nothing (forced)"
+
+
+def _which_inputs(step: str, run: Any, before: Any, ups: Mapping[str, list[Any]]) -> str:  # noqa: ANN401
+    """What changed between two runs with the same parameters, from the input fingerprint's parts ("params.upstream.
+    reads"): the upstream steps that ran between them ("model.tune ran again since, with another output"), and what the step
+    reads itself ("labels changed"). It said "its inputs changed" whichever it was."""
+    a, b = (run.input_fp or "").split("."), (before.input_fp or "").split(".")
+    if len(a) != 3 or len(b) != 3:
+        return "its inputs changed"
+    said = []
+    if a[1] != b[1]:
+        def output_at(rs: list[Any], when: Any) -> str | None:  # noqa: ANN401 - the output a run then read
+            done = [x for x in rs if x.status in ("done", "drifted") and x.finished is not None and x.finished <= when]
+            return max(done, key=lambda x: x.finished).output_fp if done else None
+
+        ran = [u for u, rs in ups.items() if output_at(rs, run.started) != output_at(rs, before.started)]
+        said.append(f"{' and '.join(ran)} ran again since, with another output" if ran
+                    else "its upstream steps' output changed")
+    if a[2] != b[2]:
+        said.append(f"{get_step(step).reads} changed")
+    return " and ".join(said) or "its inputs changed"
 
 
 def _undecided(summary: dict[str, Any] | None) -> str:

@@ -53,8 +53,10 @@ def test_step_history_lists_runs_with_their_messages_and_parameter_changes(small
     row = ws.dataset().rows[0]
     LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
     assert Runner(ws).run(until="data.validate").ok  # the labels changed: data.ingest onwards run again
+    # which input: the upstream step whose output it read changed (it said "its inputs changed" whatever it was)
     assert step_history(ws, "data.validate")["runs"][0]["changed"] == \
-        "its inputs changed (same parameters)"
+        "data.clean ran again since, with another output (same parameters)"
+    assert step_history(ws, "data.ingest")["runs"][0]["changed"] == "labels changed (same parameters)"
 
 
 def test_a_value_given_with_set_wins_over_the_tuned_one_and_cdl_yaml_values_are_named(small_bbc):
@@ -219,7 +221,8 @@ def test_model_train_history_compares_what_each_run_trained_with(small_bbc):
     LabelQueue(ws, "x").set_label(row.uid, "politics" if row.label != "politics" else "tech")
     assert Runner(ws).run(until="model.train", overrides={"model.train": loop}).ok
     assert step_history(ws, "model.train")["runs"][0]["changed"] == \
-        f"dropout 0.1235 → {trained['params']['dropout']:.4g}; and its inputs changed"
+        f"dropout 0.1235 → {trained['params']['dropout']:.4g}; and model.preprocess and model.tune ran again since, " \
+        "with another output"
 
 def test_a_trials_values_are_logged_as_a_person_reads_them():
     from runtime.domain.text import params_line
