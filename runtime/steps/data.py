@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path, PurePosixPath
@@ -431,6 +432,14 @@ class SplitStep(Step):
             raise StepFailed(ctx.step, "no items: run data.import first")
         p = ctx.params
         splits, stats = assign_splits(items, p["test_fraction"], p["seed"], p["stratify"], p["use_source_split"])
+        if "train" not in splits.values() and p["use_source_split"] and any(i.source_split for i in items):
+            # a test set alone (`cdl data export --split test` imported again, idx t10k files): "train 0" passed
+            # with a tick, and model.preprocess failed later with "v1 has no labeled training items"
+            sources = sorted({re.split(r"[/#]", i.source, maxsplit=1)[0] for i in items if i.source_split == "test"})
+            raise StepFailed(ctx.step, f"every item is in the test split, as its source says ({', '.join(sources[:3])}"
+                             f"{', …' if len(sources) > 3 else ''}: a test/ folder, idx t10k files, a split column), so "
+                             "nothing is left to train on: import the training items too, or split these here by "
+                             "test_fraction (`cdl run --set data.split.use_source_split=false --save`)")
         ctx.progress(0.5, "assigning")
         ctx.store.set_splits(splits)
         counts = Counter(splits.values())

@@ -1109,3 +1109,27 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     # by its path, as cdl.yaml has it
     remove_source(text_ws, str(tmp_path / "b" / "sport.csv"))
     assert len(text_ws.store.items()) == 12
+
+
+def test_a_test_set_alone_is_refused_by_the_split_with_what_to_do(tmp_path):
+    """A source that puts every item in the test split (an export of the test split imported again, idx t10k
+    files alone): data.split said "train 0, test 12" with a tick, and model.preprocess failed later with "v1 has no
+    labeled training items"."""
+    from runtime.jobs import Runner
+    from runtime.workspace import Workspace
+
+    src = tmp_path / "exported"
+    for c in ("sport", "tech"):
+        (src / "test" / c).mkdir(parents=True)
+        for k in range(6):
+            (src / "test" / c / f"{k}.txt").write_text(f"{c} article number {k}: " + f"{c} words " * 10)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    assert add_source(ws, src).ok
+    res = Runner(ws).run(until="data.split")
+    split = next(o for o in res.steps if o.step == "data.split")
+    assert split.status == "failed" and split.error.startswith(
+        "every item is in the test split, as its source says (exported: a test/ folder"), split.error
+    assert "`cdl run --set data.split.use_source_split=false --save`" in split.error
+    assert {i.split for i in ws.store.items()} == {None}  # nothing assigned
+    res = Runner(ws).run(until="data.split", overrides={"data.split": {"use_source_split": False}})
+    assert res.ok and res.steps[-1].message.startswith("train 10, test 2"), res.steps[-1].message
