@@ -481,3 +481,22 @@ def test_parameter_importance_gives_a_parameter_no_trial_changed_no_share():
             (0.71, {"batch_size": 128, "lr": 0.001}), (0.91, {"batch_size": 32, "lr": 0.001})]
     assert importances(trials(rows)) == {"batch_size": 1.0, "lr": 0.0}
     assert importances(trials(rows[::-1])) == {"batch_size": 1.0, "lr": 0.0}
+
+
+def test_the_class_balance_follows_the_models_class_order(qtbot, tmp_path):
+    """Fashion-MNIST's classes were drawn alphabetically, Ankle boot first, where the labeling keys, `data diff` and
+    the model's output have T-shirt/top first; and test before train."""
+    from runtime.steps.sources import CLASS_NAME_PRESETS
+    from studio.panels.base import StudioContext
+    from studio.panels.data.panel import DataPanel
+
+    p = DataPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.show()
+    p.tabs.setCurrentIndex(2)
+    fm = CLASS_NAME_PRESETS["fashion-mnist"]
+    p._analysis({"versions": [{"split_classes": {"test": dict.fromkeys(fm, 1000), "train": dict.fromkeys(fm, 6000)}}],
+                 "hist": None, "samples": [], "order": fm})
+    ticks = [t.strip() for _, t in p.balance_plot.getAxis("bottom")._tickLevels[0]]
+    assert ticks == [c[:14] for c in fm], ticks
+    assert [label.text for _, label in p.balance_plot.getPlotItem().legend.items] == ["train", "test"]

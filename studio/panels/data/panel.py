@@ -270,13 +270,13 @@ class DataPanel(Panel):
     # -- data ---------------------------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
-        from runtime.datasets import report_json, versions_json
+        from runtime.datasets import named_order, report_json, versions_json
         from runtime.workspace.dataset import decode_text
 
         ws = self.ctx.workspace
         out: dict[str, Any] = {"sources": ws.store.sources(), "items": ws.store.item_count(),
                                "report": report_json(ws), "versions": versions_json(ws)["versions"],
-                               "task": ws.config().task, "samples": [], "hist": None}
+                               "task": ws.config().task, "samples": [], "hist": None, "order": named_order(ws)}
         # whether each source file is reachable on this machine (its items stay either way)
         out["reachable"] = {s.name: s.kind == "proposal" or (Path(s.name).expanduser() if Path(s.name).expanduser()
                                                               .is_absolute() else ws.root / s.name).exists()
@@ -372,8 +372,12 @@ class DataPanel(Panel):
         self.balance_plot.clear()
         v = d["versions"][-1] if d["versions"] else None
         if v and v.get("split_classes"):
-            classes = sorted({c for per in v["split_classes"].values() for c in per})
-            splits = list(v["split_classes"])
+            from runtime.datasets import class_order
+
+            # the model's order, Fashion-MNIST's T-shirt/top first, as the labeling keys and `data diff` have it (it
+            # was alphabetical, Ankle boot first); train before test
+            classes = class_order(d.get("order") or [], {c for per in v["split_classes"].values() for c in per})
+            splits = sorted(v["split_classes"], key=lambda s: (s != "train", s))
             width = 0.8 / max(1, len(splits))
             # one line in the top right corner, over headroom left above the tallest bar
             add_legend(self.balance_plot, offset=(-10, 6), columns=len(splits))
