@@ -500,3 +500,8 @@ def test_the_class_balance_follows_the_models_class_order(qtbot, tmp_path):
     ticks = [t.strip() for _, t in p.balance_plot.getAxis("bottom")._tickLevels[0]]
     assert ticks == [c[:14] for c in fm], ticks
     assert [label.text for _, label in p.balance_plot.getPlotItem().legend.items] == ["train", "test"]
+    # the checked-out version's counts, not the newest one's, after `cdl data checkout v1`
+    p._analysis({"versions": [{"id": "v1", "checked_out": True, "split_classes": {"train": {"Bag": 5}}},
+                              {"id": "v2", "checked_out": False, "split_classes": {"train": {"Bag": 5, "Coat": 3}}}],
+                 "hist": None, "samples": [], "order": fm})
+    assert [t.strip() for _, t in p.balance_plot.getAxis("bottom")._tickLevels[0]] == ["Bag"]

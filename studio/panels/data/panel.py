@@ -316,7 +316,7 @@ class DataPanel(Panel):
                             "yes" if here.get(s.name, True) else "no (its items stay)") for s in d["sources"]],
                           {(i, 4): "#b45309" for i, s in enumerate(d["sources"]) if not here.get(s.name, True)},
                           data=[s.name for s in d["sources"]])
-        v = d["versions"][-1] if d["versions"] else None
+        v = _checked_out(d["versions"])
         if v:
             self.summary.setText(f"{d['items']} items imported; checked-out dataset {d['report']['version']}: "
                                  f"{v['items']} items, {', '.join(f'{k} {n}' for k, n in v['splits'].items())}")
@@ -370,7 +370,7 @@ class DataPanel(Panel):
             self.ana_layout.addWidget(self.balance_plot, 0, 0)
             self.ana_layout.addWidget(self.hist_plot, 0, 1)
         self.balance_plot.clear()
-        v = d["versions"][-1] if d["versions"] else None
+        v = _checked_out(d["versions"])
         if v and v.get("split_classes"):
             from runtime.datasets import class_order
 
@@ -422,6 +422,12 @@ class DataPanel(Panel):
                 cl.addWidget(img)
                 cl.addWidget(cap)
                 self.samples_layout.addWidget(cell, i // 8, i % 8)
+
+
+def _checked_out(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The checked-out version's row (the newest where none is): the summary named the checked-out version beside
+    the newest one's counts, and the class balance drew the newest, after `cdl data checkout v1`."""
+    return next((v for v in versions if v.get("checked_out")), versions[-1] if versions else None)
 
 
 class MergeDialog(QDialog):
