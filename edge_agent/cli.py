@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     inst.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
     inst.add_argument("--no-activate", action="store_true", help="store it only (`cdl-edge install` without it, or "
                       "`cdl deploy` of the same bundle from the workstation, makes it active)")
+    back = sub.add_parser("rollback", help="make the previous model active again, on the device itself (the model "
+                          "loaded first; a running agent serves it from its next request)")
+    back.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
     stat = sub.add_parser("status", help="what the agent folder holds, read on the device: whether an agent "
                           "serves it, the active and previous model, the bundles, the journal, disk, certificate")
     stat.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
@@ -43,6 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
 
+    if args.cmd == "rollback":
+        from edge_agent.install import rollback
+        from edge_agent.proto.bundle import BundleError
+
+        try:
+            r = rollback(args.data_dir)
+        except (ConfigError, BundleError, OSError) as exc:
+            print(f"cdl-edge: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"active {r['name']}:{r['version']}:{r['variant']} (bundle {r['bundle_id'][:12]}); a running agent "
+              f"serves it from its next request; the model it replaced, bundle {(r['replaced'] or '?')[:12]}, is the "
+              "previous one now (`cdl-edge rollback` again goes back to it)")
+        return 0
     if args.cmd == "status":
         import json
 

@@ -48,3 +48,35 @@ def install(data_dir: Path, bundle: Path, activate: bool = True) -> dict[str, An
         out["activated"] = True
     slots.prune(cfg.keep_bundles, protect=(bundle_id,))
     return out
+
+
+def rollback(data_dir: Path) -> dict[str, Any]:
+    """Make the previous model active again in the agent folder `data_dir`, on the device itself (the workstation's
+    `cdl rollback` needs the device to answer over the network): {"bundle_id", "name", "version", "variant",
+    "replaced"}. The previous model is loaded first, so one that does not load changes nothing; the switch is
+    atomic, under the folder's lock, and the model it replaces becomes the previous one (a second rollback goes
+    back). ConfigError for a folder that is no agent's, BundleError where there is nothing to roll back to."""
+    cfg = AgentConfig.load(data_dir)
+    slots = Slots(cfg.data_dir, cfg.trusted_keys, clean=False)
+    st = slots.state()
+    if st.get("damaged"):
+        raise BundleError(f"active.json cannot be read ({st['damaged']}): nothing to roll back from; install a "
+                          "bundle (`cdl-edge install FILE`) or push one")
+    prev = st.get("previous")
+    if not prev:
+        raise BundleError("nothing to roll back to: no previous model on this device")
+    try:
+        manifest = slots.manifest(prev)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"the previous model's bundle {prev[:12]} is gone or damaged ({exc}); nothing changed") \
+            from None
+    from edge_agent.inference.model import LoadedModel
+
+    try:
+        LoadedModel(prev, slots.path(prev), manifest)
+    except Exception as exc:  # noqa: BLE001 - what onnxruntime says of a model it cannot load
+        raise BundleError(f"the previous model {manifest['name']}:{manifest['version']}:{manifest['variant']} does "
+                          f"not load, so the active model stays: {exc}") from None
+    slots.rollback(expect_previous=prev)
+    return {"bundle_id": prev, "name": manifest["name"], "version": str(manifest["version"]),
+            "variant": manifest["variant"], "replaced": st.get("current")}

@@ -609,9 +609,9 @@ ALREADY_ACTIVE = "active already: nothing sent, nothing changed"  # pushed again
 
 
 def _record_unpushed(ws: Workspace, device: str, active: dict[str, Any] | None) -> None:
-    """A model active on the device that no push or rollback from here made so (`cdl-edge install` on the device,
-    a bundle another workspace pushed) gets a "sideload" entry in the deployment history the first time a health
-    check sees it: the history said the device served what was pushed last."""
+    """A model active on the device that no push or rollback from here made so (`cdl-edge install` or `cdl-edge
+    rollback` on the device, a bundle another workspace pushed) gets a "sideload" entry in the deployment history
+    the first time a health check sees it: the history said the device served what was pushed last."""
     if not active or not active.get("bundle_id"):
         return
     expected = None
@@ -626,7 +626,8 @@ def _record_unpushed(ws: Workspace, device: str, active: dict[str, Any] | None) 
                             version=int(version) if version.isdigit() else None, variant=active.get("variant") or None,
                             bundle=active["bundle_id"], status="done",
                             message="found active at a health check, not pushed from this workspace (installed on "
-                                    "the device with `cdl-edge install`, or pushed by another workspace)")
+                                    "the device with `cdl-edge install`, rolled back there with `cdl-edge "
+                                    "rollback`, or pushed by another workspace)")
 
 
 def _refresh(client: DeviceClient) -> None:

@@ -1358,3 +1358,46 @@ def test_cdl_edge_status_reads_the_folder_on_the_device(packaged, agent_factory,
     assert "journal      seq 7, collected up to 7: nothing waits for the workstation" in text, text
     out = status(str(tmp_path))
     assert out.returncode == 2 and "agent.json not found: enroll the device first" in out.stderr, out.stderr
+
+
+def test_cdl_edge_rollback_on_the_device_itself(packaged, agent_factory, tmp_path):
+    """A device the workstation cannot reach could take a bundle by hand (`cdl-edge install`) but not go back from
+    a bad one: `cdl-edge rollback --data-dir DIR` makes the previous model active, loaded first, atomically; the
+    running agent serves it from its next request, a second rollback goes back, and the workstation's history gets
+    a sideload row naming it."""
+    from runtime.devices import history_json
+
+    ws = packaged
+    agent = agent_factory(ws)
+
+    def back(folder) -> subprocess.CompletedProcess:  # noqa: ANN001
+        return subprocess.run([sys.executable, "-m", "edge_agent.cli", "rollback", "--data-dir", str(folder)],
+                              capture_output=True, text=True, timeout=120)
+
+    deploy(ws, "ws:1", "fp32", "dev1")
+    out = back(agent.data_dir)
+    assert out.returncode == 2 and "nothing to roll back to: no previous model on this device" in out.stderr
+    deploy(ws, "ws:1", "dynamic_int8", "dev1")
+    client = _triton(agent, ws)
+
+    def variant() -> str:
+        return client.get_model_config("ws", as_json=True)["config"]["parameters"]["variant"]["string_value"]
+
+    assert variant() == "dynamic_int8"
+    out = back(agent.data_dir)
+    assert out.returncode == 0 and out.stdout.startswith("active ws:1:fp32 (bundle "), out.stderr
+    assert "a running agent serves it from its next request" in out.stdout
+    assert variant() == "fp32" and _infer(client, _test_texts(ws, 2)).as_numpy("label").shape == (2,)
+    with DeviceClient(ws, "dev1") as c:
+        assert c.health()["active"]["variant"] == "fp32"
+    rows = [h for h in history_json(ws, "dev1")["deployments"] if h["action"] == "sideload"]
+    assert len(rows) == 1 and rows[0]["variant"] == "fp32" and "`cdl-edge rollback`" in rows[0]["message"], rows
+    assert back(agent.data_dir).returncode == 0 and variant() == "dynamic_int8"  # back again
+    # a previous model that does not load changes nothing
+    state = json.loads((agent.data_dir / "active.json").read_text())
+    (agent.data_dir / "bundles" / state["previous"] / "model.onnx").write_bytes(b"not a model")
+    out = back(agent.data_dir)
+    assert out.returncode == 2 and "does not load, so the active model stays" in out.stderr, out.stderr
+    assert json.loads((agent.data_dir / "active.json").read_text()) == state and variant() == "dynamic_int8"
+    out = back(tmp_path)
+    assert out.returncode == 2 and "agent.json not found" in out.stderr
