@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.domain.entities import ModelVersion
+from runtime.domain.errors import CdlError
 from runtime.workspace.workspace import Workspace
 
 
@@ -66,6 +67,21 @@ def _code(mv: Any) -> str | None:  # noqa: ANN401
     return f"sha256 {source['sha256'][:12]}" if source.get("sha256") else None
 
 
+def _experiment(ws: Workspace, exp_id: int | None) -> str | None:
+    """"train-1 (#2)": its name as the experiments list and `cdl experiments show` give it (the comparison said 2
+    and 8, ids found nowhere else)."""
+    if exp_id is None:
+        return None
+    try:
+        return f"{ws.store.experiment(exp_id).name} (#{exp_id})"
+    except CdlError:
+        return f"#{exp_id}"
+
+
+def _when(t: Any) -> str:  # noqa: ANN401 - a UTC datetime, shown in local time as the rest of the CLI shows times
+    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Two model versions side by side, as MLflow compares runs: what they were made from (data, code, template,
@@ -85,10 +101,11 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
                row("git commit", (a.git_commit or "")[:10] + (" (dirty)" if a.git_dirty else ""),
                    (b.git_commit or "")[:10] + (" (dirty)" if b.git_dirty else "")),
                row("classes", ", ".join(a.classes), ", ".join(b.classes)),
-               row("experiment", a.experiment_id, b.experiment_id), row("trial", a.trial_id, b.trial_id),
+               row("experiment", _experiment(ws, a.experiment_id), _experiment(ws, b.experiment_id)),
+               row("trial", a.trial_id, b.trial_id),
                row("init_from", a.extra.get("init_from"), b.extra.get("init_from")),
                row("aliases", ", ".join(a.aliases), ", ".join(b.aliases)),
-               row("created", a.created.isoformat()[:19], b.created.isoformat()[:19])]
+               row("created", _when(a.created), _when(b.created))]
     params = [{"name": k, "a": a.params.get(k), "b": b.params.get(k), "differs": a.params.get(k) != b.params.get(k)}
               for k in sorted(set(a.params) | set(b.params))]
     metrics = []

@@ -5,6 +5,7 @@ another test split, and its own number said little about the candidate's data.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -77,6 +78,13 @@ def test_the_champion_is_measured_on_the_candidates_test_split(small_bbc):
     doc = json.loads(cdl(ws, "models", "compare", "ws:1", "ws:3", "--json").stdout)
     assert doc["a"] == "ws:1" and doc["b"] == "ws:3" and not doc["same_test_set"]
     assert {r["field"]: r["differs"] for r in doc["lineage"]}["dataset version"] is True
+    # the experiments by name, as the experiments list gives them (it said their ids alone), and times as the CLI
+    # gives them
+    rows = {r["field"]: r for r in doc["lineage"]}
+    for ref, side in (("ws:1", "a"), ("ws:3", "b")):
+        mv = ws.store.resolve_model(ref)
+        assert rows["experiment"][side] == f"{ws.store.experiment(mv.experiment_id).name} (#{mv.experiment_id})"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows["created"]["a"]), rows["created"]
     o = doc["on_split"]
     assert o["of"] == "ws:3" and o["a"]["test_accuracy"] == pytest.approx(v["test_accuracy"])
     assert o["a"]["seen_in_training"] == seen and o["b"]["test_accuracy"] == three.metrics["test_accuracy"]
