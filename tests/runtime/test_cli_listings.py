@@ -197,3 +197,32 @@ def test_a_devices_uptime_reads_in_minutes_hours_and_days():
 
     assert [uptime_text(s) for s in (42.7, 2855, 18720, 187342, 86400)] == [
         "42 s", "47 min", "5 h 12 min", "2 days 4 h", "1 day 0 h"]
+
+
+def test_listings_give_times_in_local_time_as_cdl_runs_does(text_ws, monkeypatch):
+    """`models history`, `devices list` and `history` and `data versions` printed the registry's ISO text cut to 19
+    characters, "2026-12-06T16:24:39" in UTC, beside `cdl runs`' local "2026-12-06 17:24:39"."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    time.tzset()
+    try:
+        mv = text_ws.store.register_model("bbc", framework="torch", template="text-classification",
+                                          dataset_version="v1", transform="t", metrics={"test_accuracy": 0.9})
+        text_ws.store.set_alias("bbc", "challenger", 1, "registered")
+        r = _cdl(text_ws, "models", "history", "bbc")
+        assert r.exit_code == 0, r.output
+        since = re.search(r"v1\s+(\S+ \S+) -> now", r.stdout)
+        assert since, r.stdout
+        since_utc = datetime.fromisoformat(json.loads(_cdl(text_ws, "models", "history", "bbc", "--json").stdout)
+                                           ["aliases"][0]["since"])
+        since_utc = since_utc if since_utc.tzinfo else since_utc.replace(tzinfo=UTC)
+        assert since.group(1) == since_utc.astimezone().strftime("%Y-%m-%d %H:%M:%S"), (r.stdout, since_utc)
+        assert mv.version == 1
+        assert datetime.now().astimezone().utcoffset().total_seconds() > 0  # Zurich is ahead of UTC: it shows
+        assert "T" not in since.group(1)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
