@@ -57,7 +57,7 @@ def rollback(data_dir: Path) -> dict[str, Any]:
     atomic, under the folder's lock, and the model it replaces becomes the previous one (a second rollback goes
     back). ConfigError for a folder that is no agent's, BundleError where there is nothing to roll back to."""
     cfg = AgentConfig.load(data_dir)
-    slots = Slots(cfg.data_dir, cfg.trusted_keys, clean=False)
+    slots = Slots(cfg.data_dir, cfg.trusted_keys, clean=False, make_dirs=False)  # no root-owned bundles/ left
     st = slots.state()
     if st.get("damaged"):
         raise BundleError(f"active.json cannot be read ({st['damaged']}): nothing to roll back from; install a "

@@ -48,12 +48,16 @@ def atomic_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 class Slots:
-    def __init__(self, data_dir: Path, trusted_keys: list[str], clean: bool = True):
+    def __init__(self, data_dir: Path, trusted_keys: list[str], clean: bool = True, make_dirs: bool = True):
+        """make_dirs False: a reader (`cdl-edge status`) that must not create bundles/ and incoming/, which run as
+        root before the agent's first start would leave them root's, where the agent could not store a push."""
         self.root = Path(data_dir)
         self.bundles = self.root / "bundles"
         self.incoming = self.root / "incoming"
         self.active_file = self.root / "active.json"
         self.trusted = [k.encode() for k in trusted_keys]
+        if not make_dirs:
+            return
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
         if clean:
@@ -98,6 +102,8 @@ class Slots:
 
     def stored(self) -> list[dict[str, Any]]:
         out = []
+        if not self.bundles.is_dir():  # a folder enrolled, its agent never started
+            return out
         for d in sorted(self.bundles.iterdir()):
             if d.is_dir() and not d.name.endswith(".partial") and (d / "manifest.json").exists():
                 m = self.manifest(d.name)

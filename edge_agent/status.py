@@ -74,7 +74,9 @@ def local_status(data_dir: Path) -> dict[str, Any]:
     """The folder's state as a document (`cdl-edge status --json`). ConfigError where it is no agent's folder."""
     cfg = AgentConfig.load(data_dir)
     running, holder = agent_running(cfg.data_dir)
-    slots = Slots(cfg.data_dir, cfg.trusted_keys, clean=False)  # a running agent's worker 0 tidies the folder
+    # nothing tidied (a running agent's worker 0 does that) and no folder made (run as root before the agent's
+    # first start, bundles/ would be root's and the agent could not store a push)
+    slots = Slots(cfg.data_dir, cfg.trusted_keys, clean=False, make_dirs=False)
     state = slots.state()
     stored = slots.stored()
     by_id = {b["bundle_id"]: b for b in stored}

@@ -1358,6 +1358,15 @@ def test_cdl_edge_status_reads_the_folder_on_the_device(packaged, agent_factory,
     assert "journal      seq 7, collected up to 7: nothing waits for the workstation" in text, text
     out = status(str(tmp_path))
     assert out.returncode == 2 and "agent.json not found: enroll the device first" in out.stderr, out.stderr
+    # a folder enrolled, its agent never started: read without making bundles/ (run as root, it would be root's
+    # and the agent could not store a push into it)
+    from runtime.devices import enroll
+
+    enroll(ws, "dev2", "127.0.0.1:0", tmp_path / "dev2")
+    text = status(str(tmp_path / "dev2")).stdout
+    assert text.startswith("dev2: no agent serves this folder") and "active       none: push a model" in text, text
+    assert "stored       0 bundle(s)" in text and "journal      none yet" in text, text
+    assert not (tmp_path / "dev2" / "bundles").exists() and not (tmp_path / "dev2" / "incoming").exists()
 
 
 def test_cdl_edge_rollback_on_the_device_itself(packaged, agent_factory, tmp_path):
@@ -1401,3 +1410,8 @@ def test_cdl_edge_rollback_on_the_device_itself(packaged, agent_factory, tmp_pat
     assert json.loads((agent.data_dir / "active.json").read_text()) == state and variant() == "dynamic_int8"
     out = back(tmp_path)
     assert out.returncode == 2 and "agent.json not found" in out.stderr
+    from runtime.devices import enroll
+
+    enroll(ws, "dev2", "127.0.0.1:0", tmp_path / "dev2")  # never started: refused, and no folder made
+    out = back(tmp_path / "dev2")
+    assert out.returncode == 2 and "nothing to roll back to" in out.stderr and not (tmp_path / "dev2" / "bundles").exists()
