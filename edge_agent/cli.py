@@ -8,6 +8,18 @@ import sys
 from pathlib import Path
 
 
+def _warn_owner(data_dir: Path, cmd: str, consequence: str) -> None:
+    """Run as another user than the one the agent's folder belongs to (root, where the agent runs as cdl-edge): the
+    files written are that user's."""
+    try:
+        owner = data_dir.stat().st_uid
+    except OSError:
+        return
+    if owner != os.geteuid():
+        print(f"cdl-edge: warning: {data_dir} belongs to user id {owner}, not to you ({os.geteuid()}): run this as "
+              f"the agent's user (`sudo -u cdl-edge cdl-edge {cmd} ...`), or {consequence}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdl-edge", description="CDL Studio edge agent")
     from edge_agent import __version__
@@ -48,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "rollback":
         from edge_agent.install import rollback
+
+        _warn_owner(args.data_dir, "rollback", "active.json is then yours, not the agent's")
         from edge_agent.proto.bundle import BundleError
 
         try:
@@ -76,14 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge_agent.install import install
         from edge_agent.proto.bundle import BundleError
 
-        try:
-            owner = args.data_dir.stat().st_uid
-        except OSError:
-            owner = None
-        if owner is not None and owner != os.geteuid():  # root's files in the agent's folder: it cannot prune them
-            print(f"cdl-edge: warning: {args.data_dir} belongs to user id {owner}, not to you ({os.geteuid()}): run "
-                  "this as the agent's user (`sudo -u cdl-edge cdl-edge install ...`), or the agent cannot delete "
-                  "the bundle when it is old", file=sys.stderr)
+        _warn_owner(args.data_dir, "install", "the agent cannot delete the bundle when it is old")
         try:
             r = install(args.data_dir, args.bundle, not args.no_activate)
         except (ConfigError, BundleError, OSError) as exc:

@@ -14,4 +14,5 @@ chown -R cdl-edge:cdl-edge /var/lib/cdl-edge
 install -m 0644 "$(dirname "$0")/cdl-edge.service" /etc/systemd/system/cdl-edge.service
 systemctl daemon-reload
 systemctl enable --now cdl-edge
-echo "cdl-edge is running; check with: systemctl status cdl-edge"
+echo "cdl-edge is running; check with: systemctl status cdl-edge, or what its folder holds (active model, journal):"
+echo "  sudo -u cdl-edge /opt/cdl-edge/venv/bin/cdl-edge status --data-dir /var/lib/cdl-edge"

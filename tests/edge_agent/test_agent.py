@@ -1270,6 +1270,11 @@ def test_install_as_another_user_than_the_agents_is_warned_of(tmp_path):
                           str(folder)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"warning: {folder} belongs to user id 4321, not to you (0): run this as the agent's user" in out.stderr
+    # a rollback there would leave active.json root's: warned the same way
+    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "rollback", "--data-dir", str(folder)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "(`sudo -u cdl-edge cdl-edge rollback ...`), or active.json is then yours, not the agent's" in out.stderr
 
 
 def test_an_agent_started_without_listen_serves_where_the_device_was_enrolled(text_ws, tmp_path):
