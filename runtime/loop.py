@@ -74,6 +74,10 @@ def _run_loop(ws: Workspace, auto_approve_if_better: bool, retune: bool, labels:
     if mon.status != "drifted" and pending is None and not force:
         checks = mon.summary.get("checks", [])
         status, line = verdict(checks)
+        if status == "no-data" and not ws.store.devices():  # no data will come: said so, with what to do
+            from runtime.steps.monitor import NO_DEVICES
+
+            return LoopResult(status=status, reason=NO_DEVICES, steps=steps, checks=checks)
         if status in ("no-verdict", "no-data"):  # too little scoring data to test is not a clean bill of health
             return LoopResult(status=status, reason=f"{line}: nothing to do until more scoring data comes",
                               steps=steps, checks=checks)

@@ -74,9 +74,15 @@ class MonitorStep(Step):
         summary = {"checks": results, "collected": collected, "drifted": len(drifted)}
         msg = "; ".join([monitor.verdict(results)[1], *(f"{c['device']}: {monitor.unknown_line(c)}" for c in results
                                                           if monitor.unknown_line(c))])
+        if not results and not ctx.store.devices():  # "no scoring data yet", as if some would come
+            msg = NO_DEVICES
         return StepResult(summary=summary, output_fp=hash_text([(c["device"], c["bundle_id"], c["drifted"],
                                                                  c["window"]) for c in results]),
                           message=msg, status=StepStatus.DRIFTED if drifted else StepStatus.DONE)
+
+
+NO_DEVICES = ("no devices enrolled, so no scoring data to check: enroll one (`cdl devices enroll NAME --address "
+              "HOST:PORT`) and deploy a model to it")
 
 
 class MaintainStep(Step):

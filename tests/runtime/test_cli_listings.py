@@ -226,3 +226,16 @@ def test_listings_give_times_in_local_time_as_cdl_runs_does(text_ws, monkeypatch
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_loop_without_devices_says_so_not_that_data_will_come(text_ws):
+    """`cdl loop` on a workspace with no device said "no scoring data yet: nothing to do until more scoring data
+    comes", and deploy.monitor "no scoring data yet": none comes without a device. Both say what to do."""
+    from runtime.loop import run_loop
+
+    res = run_loop(text_ws)
+    assert res["status"] == "no-data" and res.code == 0, res
+    assert res["reason"] == ("no devices enrolled, so no scoring data to check: enroll one (`cdl devices enroll NAME "
+                          "--address HOST:PORT`) and deploy a model to it"), res["reason"]
+    (mon,) = [s for s in res["steps"] if s["id"] == "deploy.monitor"]
+    assert mon["message"] == res["reason"], mon
