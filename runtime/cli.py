@@ -14,6 +14,7 @@ import click
 
 from runtime import __version__
 from runtime.domain.errors import CdlError, NotFoundError, os_error_text
+from runtime.domain.text import local_time
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -234,20 +235,6 @@ def _run(obj: dict[str, Any], steps: list[str] | None, until: str | None, force:
         sys.exit(1)
 
 
-def _local(iso: str | None, default: str = "") -> str:
-    """A registry time (ISO, UTC) as the CLI shows times: local, to the second, "2026-12-06 16:24:39" (some listings
-    printed the ISO text cut to 19 characters, "2026-12-06T16:24:39" in UTC, beside `cdl runs`' local times)."""
-    if not iso:
-        return default
-    from datetime import UTC, datetime
-
-    try:
-        t = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso[:19]
-    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) -> None:  # noqa: ANN001
     """--set values are for this run only, as `mlflow run -P` is: say what that means for the next run (the step
     is stale against cdl.yaml and runs again with its values), or, with --save and a run that succeeded, write
@@ -450,7 +437,6 @@ def restore_cmd(archive: Path, dest: Path, as_json: bool) -> None:
 @click.pass_obj
 def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
     """A step's runs, newest first: when, how long, how it ended, what it said, which parameters changed."""
-
     from runtime.jobs.runner import step_history
 
     doc = step_history(_ws(obj), step, limit)
@@ -463,7 +449,7 @@ def runs_cmd(obj: dict[str, Any], step: str, limit: int, as_json: bool) -> None:
     for r in doc["runs"]:
         took = "" if r["seconds"] is None else f"{r['seconds']:.1f}s"
         said = r["error"] if r["status"] in ("failed", "cancelled", "waiting") else r["message"]
-        when = _local(r["started"])
+        when = local_time(r["started"])
         click.echo(f"#{r['id']:<5} {when}  {r['status']:<8} {took:>8}  {said}")
         if r["changed"]:
             click.echo(f"       changed: {r['changed']}")
@@ -591,7 +577,7 @@ def data_versions(obj: dict[str, Any], as_json: bool) -> None:
         mark = "*" if v["checked_out"] else " "
         on = {None: "", True: "  on the remote", False: "  NOT ON THE REMOTE (`cdl data push`)"}[v["on_remote"]]
         click.echo(f"{mark} {v['id']:<5} {counts:<{wide}}  dvc {v['dvc_hash'][:12]}  "
-                   f"git {str(v['git_commit'])[:10]}  {_local(v['created'])}{on}")
+                   f"git {str(v['git_commit'])[:10]}  {local_time(v['created'])}{on}")
 
 
 @data.command("export")
@@ -1169,8 +1155,8 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
         _dump(doc)
         return
     for a in doc["aliases"]:
-        click.echo(f"{a['alias']:<11} v{a['version']:<3} {_local(a['since'])} -> {_local(a['until'], 'now')}  "
-                   f"{a['reason']}")
+        until = local_time(a["until"], default="now")
+        click.echo(f"{a['alias']:<11} v{a['version']:<3} {local_time(a['since'])} -> {until}  {a['reason']}")
     for r in doc["reviews"]:
         auto = " (automatic)" if r["automatic"] else ""
         click.echo(f"review v{r['version']}: {r['decision']} by {r['reviewer']}{auto}: {r['comment']}")
@@ -1565,7 +1551,7 @@ def devices_list(obj: dict[str, Any], as_json: bool) -> None:
                    f"{d['name']} --address {d['address']} --replace`")
         else:
             tls = f"cert until {cert['expires'][:10]}"
-        click.echo(f"{d['name']:<16} {d['address']:<22} last seen {_local(d['last_seen'], 'never')}  active "
+        click.echo(f"{d['name']:<16} {d['address']:<22} last seen {local_time(d['last_seen'], default='never')}  active "
                    f"{active['name'] + ':' + active['version'] + ':' + active['variant'] if active else '-'}  {tls}")
 
 
@@ -1648,7 +1634,7 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
         _nothing_yet(f"no deployments{f' to {name}' if name else ''} yet: `cdl deploy NAME:VERSION --device D` (or "
                      "deploy.push) makes one")
     for d in doc["deployments"]:
-        click.echo(f"{_local(d['time'])} {d['device']:<12} {d['action']:<8} {d['ref']} {d['status']} {d['message']}")
+        click.echo(f"{local_time(d['time'])} {d['device']:<12} {d['action']:<8} {d['ref']} {d['status']} {d['message']}")
 
 
 @cli.command()

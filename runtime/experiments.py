@@ -162,9 +162,9 @@ def counts_text(d: dict[str, Any]) -> str:
 
 
 def _local(iso: str, seconds: bool = True) -> str:
-    from datetime import datetime
+    from runtime.domain.text import local_time
 
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+    return local_time(iso, seconds)
 
 
 def best_text(d: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 
 from runtime.domain.entities import ModelVersion
 from runtime.domain.errors import CdlError
+from runtime.domain.text import local_time
 from runtime.workspace.workspace import Workspace
 
 
@@ -78,10 +79,6 @@ def _experiment(ws: Workspace, exp_id: int | None) -> str | None:
         return f"#{exp_id}"
 
 
-def _when(t: Any) -> str:  # noqa: ANN401 - a UTC datetime, shown in local time as the rest of the CLI shows times
-    return t.astimezone().strftime("%Y-%m-%d %H:%M:%S") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M:%S")
-
-
 def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Two model versions side by side, as MLflow compares runs: what they were made from (data, code, template,
@@ -105,7 +102,7 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
                row("trial", a.trial_id, b.trial_id),
                row("init_from", a.extra.get("init_from"), b.extra.get("init_from")),
                row("aliases", ", ".join(a.aliases), ", ".join(b.aliases)),
-               row("created", _when(a.created), _when(b.created))]
+               row("created", local_time(a.created), local_time(b.created))]
     params = [{"name": k, "a": a.params.get(k), "b": b.params.get(k), "differs": a.params.get(k) != b.params.get(k)}
               for k in sorted(set(a.params) | set(b.params))]
     metrics = []
