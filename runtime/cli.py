@@ -245,13 +245,14 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     ran with them and succeeded (a later step failed), not of those that failed or did not run."""
     from runtime.params import set_step_params
 
+    def saved(values: dict[str, dict[str, Any]]) -> str:  # write them; what changed, as the message says it
+        said = [f"{step}.{k} {a} → {b}" for step, vs in values.items()
+                for k, (a, b) in set_step_params(ws, step, vs)["changed"].items()]
+        return "; ".join(said) if said else "(it had these values already)"
+
     cfg = ws.config()
     if save and (result.ok or result.waiting_at):  # a run that stops at a review did all it could: keep the values
-        said = []
-        for step, values in overrides.items():
-            changed = set_step_params(ws, step, values)["changed"]
-            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
-        click.echo("saved in cdl.yaml: " + ("; ".join(said) if said else "(it had these values already)")
+        click.echo("saved in cdl.yaml: " + saved(overrides)
                    + (f" (the run waits at {result.waiting_at}; the next `cdl run` goes on with them)"
                       if result.waiting_at else ""), err=True)
         return
@@ -270,15 +271,12 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
         failed = next((o for o in result.steps if o.status in ("failed", "cancelled")), None)
         where = f"{failed.step} {failed.status}" if failed is not None else result.status
         kept = {step: values for step, values in overrides.items() if step in fine}
-        said = []
-        for step, values in kept.items():
-            changed = set_step_params(ws, step, values)["changed"]
-            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in changed.items()]
+        said = saved(kept) if kept else ""
         cfg = ws.config()
         left = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() if step not in kept
                 for k, v in values.items() for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]
         if kept:
-            click.echo(f"saved in cdl.yaml: {'; '.join(said) if said else '(it had these values already)'}, for "
+            click.echo(f"saved in cdl.yaml: {said}, for "
                        f"{', '.join(kept)}, which ran with them and succeeded ({where} after)"
                        + (f"; not saved: cdl.yaml still says {'; '.join(left)}" if left else ""), err=True)
         else:
