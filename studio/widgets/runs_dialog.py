@@ -29,6 +29,11 @@ class RunsDialog(QDialog):
                 colors[(i, 2)] = "#b91c1c"
         self.table.fill(rows, colors, data=[r["id"] for r in doc["runs"]])
         self.table.resizeColumnsToContents()
+        # the result at most a third of the dialog, the reason a run ran in the rest, wrapped: a long one ("model.tune
+        # ran again since, with another output (same parameters)") pushed its column out of view, behind a scroll bar
+        self.table.setColumnWidth(4, min(self.table.columnWidth(4), 300))
+        self.table.setColumnWidth(5, 120)  # the last column stretches over what is left
+        self.table.setWordWrap(True)
         n = len(doc["runs"])
         self.summary = QLabel(f"{n} run(s) of {step}, newest first; 'changed since the run before' names the "
                               "parameters that differ from the run before it, or why it ran with the same ones"
@@ -58,6 +63,10 @@ class RunsDialog(QDialog):
                 lambda: self.use_btn.setEnabled(bool(self.table.selected_data())))
         lay.addWidget(buttons)
         self.resize(900, 420)
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().showEvent(event)
+        self.table.resizeRowsToContents()  # the wrapped reasons, at the widths the dialog has once shown
 
     def _show_traceback(self) -> None:
         sel = self.table.selected_data()

@@ -47,3 +47,21 @@ def test_the_step_header_shows_a_reason_as_text(qtbot):
     h.show_step(node, "Trains the template")
     assert h.detail.textFormat() == Qt.TextFormat.RichText
     assert "x &lt; 0" in h.detail.text() and "<br>Trains the template" in h.detail.text()
+
+
+def test_a_long_reason_wraps_in_view(qtbot):
+    """A long reason a run ran ("model.tune ran again since, with another output (same parameters)") widened its
+    column past the dialog, behind a horizontal scroll bar: it wraps in the room the dialog has."""
+    doc = _doc()
+    doc["runs"] = [{**r, "status": "done", "error": "", "traceback": None,
+                    "message": "val_accuracy 0.9824 (train-2: torch, 12 epochs, cpu) and a good deal more text here",
+                    "changed": "model.tune and model.preprocess ran again since, with another output (same parameters)"}
+                   for r in doc["runs"]]
+    d = RunsDialog(doc)
+    qtbot.addWidget(d)
+    d.show()
+    qtbot.wait(50)
+    t = d.table
+    assert t.horizontalHeader().length() <= t.viewport().width() + 1, (t.horizontalHeader().length(),
+                                                                       t.viewport().width())
+    assert t.rowHeight(0) > t.verticalHeader().defaultSectionSize()  # wrapped onto more lines, all shown
