@@ -74,8 +74,7 @@ class MonitoringPanel(Panel):
         enrolled = [dev.name for dev in ws.store.devices()]
         path = ws.root / ".cdl" / "scoring.duckdb"
         if not path.exists():
-            return {"devices": enrolled, "enrolled": enrolled, "checks": [], "volume": {dev: [] for dev in enrolled},
-                    "proposals": proposals(ws)}
+            return {"devices": enrolled, "checks": [], "volume": {dev: [] for dev in enrolled}, "proposals": proposals(ws)}
         store = scoring_store(ws)
         scored = [r[0] for r in store.query("SELECT DISTINCT device FROM scoring ORDER BY device")]
         devices = sorted(set(enrolled) | set(scored))
@@ -85,7 +84,7 @@ class MonitoringPanel(Panel):
                                "GROUP BY t ORDER BY t", [dev]) if dev in scored else []
             volume[dev] = rows
         checks = store.checks()
-        return {"devices": devices, "enrolled": enrolled, "checks": checks, "volume": volume,
+        return {"devices": devices, "checks": checks, "volume": volume,
                 "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(checks)}
 
     def show_data(self, d: dict[str, Any]) -> None:
