@@ -191,6 +191,7 @@ def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN
         ws = Workspace(tmp)  # opens (and migrates) the registry: a backup that cannot open is not restored
         try:
             versions, models = len(ws.store.versions()), len(ws.store.model_versions())
+            newest = ws.store.versions()[-1].id if versions else None
             if ws.store.is_sqlite:  # the archive it came from is a backup of it (the doctor said "never backed up")
                 ws.store.set_state("last_backup", {"time": manifest["created"], "archive": str(archive),
                                                    "with_data": manifest["with_data"], "restored_from": True})
@@ -209,9 +210,13 @@ def restore(archive: Path, dest: Path, log=None) -> dict[str, Any]:  # noqa: ANN
                 f"{remote[0]} ({remote[1]}), then `cdl data checkout {manifest.get('dataset_version') or 'VERSION'}` "
                 "lays out data/dataset")
     elif not manifest["with_data"] and versions:  # it said to pull from "a DVC remote (the workspace had none)"
+        from runtime.datasets import REBUILD
+
+        # it said to import the sources again with `cdl run --until data.version`, which found every step up to
+        # date and did nothing; the items and labels are in the archive's registry and .cdl/packs
         hint = ("the archive holds no data and the workspace had no DVC remote, so the dataset versions' data is not "
-                "in it: copy the old workspace's .dvc/cache here if it is still there, or import the sources again "
-                "(`cdl run --until data.version`; labels and models are in the registry)")
+                f"in it: {REBUILD} ({newest} again where nothing changed since it was made); an older version's "
+                "data is gone unless the old workspace's .dvc/cache is still there to copy here")
     return {"workspace": str(dest), "files": len(manifest["files"]), "created": manifest["created"],
             "with_data": manifest["with_data"], "dataset_versions": versions, "model_versions": models,
             "registry": manifest["registry"], "next": hint, "remote": remote[0] if remote else None}

@@ -422,7 +422,7 @@ def restore_cmd(archive: Path, dest: Path, as_json: bool) -> None:
     if as_json:
         _dump(result)
         return
-    click.echo(f"restored {result['workspace']} ({result['files']} files, backed up {result['created']}): "
+    click.echo(f"restored {result['workspace']} ({result['files']} files, backed up {local_time(result['created'])}): "
                f"{result['dataset_versions']} dataset version(s), {result['model_versions']} model version(s)")
     if result["next"]:
         click.echo(f"next: {result['next']}")

@@ -164,22 +164,29 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     if not versions:
         add("data", "ok", "no dataset version yet (run the data pipeline up to data.version)")
     else:
-        if current and not ws.has_dataset():
-            add("data", "fail", f"data/dataset does not hold the checked-out version {current}",
-                f"`cdl data checkout {current}` (after `cdl data pull` if the cache lacks it)")
+        from runtime.datasets import REBUILD
+
+        remotes = ws.dvc.remotes()
         gone = []
         for v in versions:
             n = ws.dvc.missing(v.dvc_hash)
             if n:
                 gone.append((v.id, n))
+        if current and not ws.has_dataset():
+            add("data", "fail", f"data/dataset does not hold the checked-out version {current}",
+                f"`cdl data checkout {current}`" + (" (after `cdl data pull` if the cache lacks it)" if remotes else
+                                                     " once DVC's cache has it"))
         if gone:
             worst = "fail" if any(v == current for v, _ in gone) else "warn"
+            # a workspace restored from a backup without data and without a remote: `cdl data pull` has nowhere
+            # to pull from, but the registry holds the items and labels, which data.ingest lays out again
             add("data", worst, "files missing from DVC's cache: " + ", ".join(f"{v} ({n})" for v, n in gone),
-                "`cdl data pull` fetches them from the DVC remote")
+                "`cdl data pull` fetches them from the DVC remote" if remotes else
+                f"no DVC remote has them: {REBUILD} (as {versions[-1].id} again where nothing changed since); "
+                "an older version's data is gone unless a copy of the old .dvc/cache can be put back here")
         else:
             add("data", "ok", f"{len(versions)} dataset version(s), every file in DVC's cache; checked out: "
                 f"{current or 'none'}")
-        remotes = ws.dvc.remotes()
         if remotes:
             from runtime.datasets import not_on_remote, remote_plugin_missing
 

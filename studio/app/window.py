@@ -308,6 +308,9 @@ class MainWindow(QMainWindow):
             text = f"Restored {root}.\n\nNext: {next_}."
             if remote:
                 text += " In the studio: the Dataset versions panel's Pull every version, then Check out the selected."
+            elif "data.ingest --force" in next_:  # a step run on its own from the flowchart runs even if up to date
+                text += (" In the studio: right-click data.ingest in the flowchart and choose Run data.ingest, then "
+                         "the same for data.version.")
             self.restore_box = QMessageBox(QMessageBox.Icon.Information, "Restored", text,
                                            QMessageBox.StandardButton.Ok, self)
             self.restore_box.open()

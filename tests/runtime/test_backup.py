@@ -74,6 +74,9 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
         assert (dest / "cdl.yaml").read_text() == (ws.root / "cdl.yaml").read_text()
         assert _git_head(dest) == _git_head(ws.root)
         assert not (dest / "data" / "dataset").exists()
+        data = [c for c in diagnose(r)["checks"] if c["area"] == "data" and c["status"] == "fail"]
+        assert any(c["hint"] == "`cdl data pull` fetches them from the DVC remote" for c in data), data
+        assert any(c["hint"] == "`cdl data checkout v1` (after `cdl data pull` if the cache lacks it)" for c in data)
         # the data from the DVC remote, then the model pipeline goes on (its cached tensors are fitted again)
         pull(r)
         assert checkout(r, "v1")["items"] == rows
@@ -147,5 +150,49 @@ def test_backup_with_data_restores_a_workspace_that_runs_at_once(small_bbc, tmp_
     try:
         assert len(r.dataset().rows) == len(ws.dataset().rows)
         assert Runner(r).run(steps=["model.preprocess"]).ok
+    finally:
+        r.close()
+
+
+def test_a_backup_without_data_or_remote_comes_back_by_the_commands_it_names(small_bbc, tmp_path):
+    """A workspace with no DVC remote backed up without its data: the restore and the doctor name commands that
+    bring its dataset version back from the registry's items and labels. The restore said to import the sources
+    again with `cdl run --until data.version`, which found every step up to date and did nothing, and the doctor
+    said to `cdl data pull` from a remote the workspace did not have."""
+    import re
+
+    from runtime.doctor import diagnose
+
+    ws = small_bbc
+    made = ws.store.versions()[-1]
+    backup(ws, tmp_path / "no-data.tar.gz")
+    cli = [sys.executable, "-m", "runtime.cli"]
+    proc = subprocess.run([*cli, "restore", str(tmp_path / "no-data.tar.gz"), str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"backed up \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)", proc.stdout), proc.stdout  # local, as listings
+    hint = next(ln for ln in proc.stdout.splitlines() if ln.startswith("next: "))
+    r = Workspace(tmp_path / "r")
+    try:
+        checks = [c for c in diagnose(r)["checks"] if c["area"] == "data" and c["status"] == "fail"]
+        assert any("files missing from DVC's cache" in c["detail"] for c in checks), checks
+        assert not any("cdl data pull" in c["hint"] for c in checks), checks  # there is no remote to pull from
+        doctor = next(c["hint"] for c in checks if "missing" in c["detail"])
+    finally:
+        r.close()
+    commands = re.findall(r"`cdl (run [^`]+)`", hint)
+    assert commands and commands == re.findall(r"`cdl (run [^`]+)`", doctor), (hint, doctor)
+    for command in commands:  # as the user would type them, in the restored folder
+        proc = subprocess.run([*cli, "-w", str(tmp_path / "r"), *command.split()], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = Workspace(tmp_path / "r")
+    try:
+        data = [c for c in diagnose(r)["checks"] if c["area"] == "data"]
+        assert not [c for c in data if c["status"] == "fail"], data
+        assert [v.id for v in r.store.versions()] == [made.id]  # the same version back, no new one
+        assert r.store.versions()[-1].dvc_hash == made.dvc_hash
+        assert len(r.dataset().rows) == len(ws.dataset().rows)
+        result = Runner(r).run(until="data.label")
+        assert result.ok and all(o.status == "skipped" for o in result.steps), result.steps
     finally:
         r.close()
