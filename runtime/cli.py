@@ -654,7 +654,8 @@ def data_diff(obj: dict[str, Any], v1: str, v2: str, as_json: bool) -> None:
         _dump(doc)
         return
     click.echo(f"{doc['from']} -> {doc['to']}: +{doc['added']} added, -{doc['removed']} removed, "
-               f"{doc['changed']} changed, {doc['label_changes']} label changes")
+               f"{doc['changed']} changed, {doc['label_changes']} label changes, {doc['split_changes']} moved between "
+               "train and test")  # the panels said it; the CLI left it out
     # in the model's class order (Fashion-MNIST's T-shirt/top first), as the labeling keys and the review's tables
     # list them; it was alphabetical
     classes = class_order(named_order(ws), set(doc["classes_before"]) | set(doc["classes_after"]))

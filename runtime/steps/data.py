@@ -6,6 +6,7 @@ import hashlib
 import re
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -332,13 +333,18 @@ class ImportStep(Step):
 
 
 def assign_splits(items: list[Item], test_fraction: float, seed: int, stratify: bool = True,
-                  use_source_split: bool = True) -> tuple[dict[str, str], dict[str, Any]]:
+                  use_source_split: bool = True,
+                  previous: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, Any]]:
     """Seeded, stratified, duplicate-aware split.
 
     Items with the same content id form one group and always land on the same side. Within each stratum
     (the source label, or "(unlabeled)"), groups are ordered by sha256(seed, id) and the first ones up to
-    test_fraction of the stratum's items go to test. The order of a group never depends on other items, so
-    adding data moves few old items and never a test item into train while the stratum grows.
+    test_fraction of the stratum's items go to test.
+    `previous` (uid -> side, the split made before with the same parameters) keeps every old item on its side:
+    only new groups are placed, in that order, into test until the stratum's share is reached, then into train.
+    Without it, items added to a stratum took test places in the order and pushed old test items into train,
+    or, where the share grew, old train items into test, on which the champion, trained on them, was then
+    compared with its challenger. A new item whose twin is an old one joins its side.
     Items the source already assigns (idx train/t10k files) keep their side when use_source_split is set; a
     group spanning both sides goes to test entirely, so nothing in test was seen in training.
     """
@@ -347,7 +353,13 @@ def assign_splits(items: list[Item], test_fraction: float, seed: int, stratify: 
         groups[it.id].append(it)
     out: dict[str, str] = {}
     stats = {"groups": len(groups), "duplicate_items": sum(len(g) - 1 for g in groups.values() if len(g) > 1),
-             "moved_to_test": 0}
+             "moved_to_test": 0, "kept": 0, "placed": 0}
+    previous = previous or {}
+
+    def kept_side(members: list[Item]) -> str | None:
+        sides = {previous[m.uid] for m in members if previous.get(m.uid) in ("train", "test")}
+        return ("test" if "test" in sides else "train") if sides else None
+
     free: dict[str, list[str]] = defaultdict(list)
     for gid, members in groups.items():
         fixed = {m.source_split for m in members if m.source_split} if use_source_split else set()
@@ -365,11 +377,17 @@ def assign_splits(items: list[Item], test_fraction: float, seed: int, stratify: 
         gids.sort(key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
         total = sum(len(groups[g]) for g in gids)
         target = round(total * test_fraction)
-        taken = 0
+        kept = {g: side for g in gids if (side := kept_side(groups[g]))}
+        taken = sum(len(groups[g]) for g, side in kept.items() if side == "test")
         for g in gids:
-            side = "test" if taken < target and taken + len(groups[g]) / 2 <= target else "train"
-            if side == "test":
-                taken += len(groups[g])
+            if g in kept:
+                side = kept[g]
+                stats["kept"] += len(groups[g])
+            else:
+                side = "test" if taken < target and taken + len(groups[g]) / 2 <= target else "train"
+                if side == "test":
+                    taken += len(groups[g])
+                stats["placed"] += len(groups[g])
             for m in groups[g]:
                 out[m.uid] = side
     if test_fraction > 0 and "test" not in out.values():
@@ -403,6 +421,21 @@ def _small_note(stats: dict[str, Any], test_fraction: float) -> str:
     return ""
 
 
+SPLIT_PARAMS = ("test_fraction", "seed", "stratify", "use_source_split")
+
+
+def _previous_split(ctx: StepContext, items: list[Item]) -> tuple[dict[str, str], str]:
+    """The sides the last split gave, where it ran with these parameters (uid -> side), and otherwise what
+    changed, which makes a new split ("seed 42 → 7")."""
+    last = ctx.store.last_done_runs().get(ctx.step)
+    old = {i.uid: i.split for i in items if i.split}
+    if last is None or not old:
+        return {}, ""
+    before = last.params if last.params is not None else ctx.params  # None: recorded before schema 0007
+    changed = [f"{k} {before.get(k)} → {ctx.params[k]}" for k in SPLIT_PARAMS if before.get(k) != ctx.params[k]]
+    return ({}, "; ".join(changed)) if changed else (old, "")
+
+
 class SplitStep(Step):
     spec = StepSpec(
         id="data.split",
@@ -431,7 +464,9 @@ class SplitStep(Step):
         if not items:
             raise StepFailed(ctx.step, "no items: run data.import first")
         p = ctx.params
-        splits, stats = assign_splits(items, p["test_fraction"], p["seed"], p["stratify"], p["use_source_split"])
+        previous, afresh = _previous_split(ctx, items)
+        splits, stats = assign_splits(items, p["test_fraction"], p["seed"], p["stratify"], p["use_source_split"],
+                                      previous)
         if "train" not in splits.values() and p["use_source_split"] and any(i.source_split for i in items):
             # a test set alone (`cdl data export --split test` imported again, idx t10k files): "train 0" passed
             # with a tick, and model.preprocess failed later with "v1 has no labeled training items"
@@ -454,7 +489,10 @@ class SplitStep(Step):
             message=f"train {counts.get('train', 0)}, test {counts.get('test', 0)}"
             # "0 duplicates kept with their twins" on every dataset without any
             + (f"; {stats['duplicate_items']} duplicates kept with their twins" if stats["duplicate_items"] else "")
-            + _small_note(stats, p["test_fraction"]),
+            + _small_note(stats, p["test_fraction"])
+            + (f"; {stats['placed']} new item(s) placed, the other {stats['kept']} kept their side"
+               if stats["kept"] and stats["placed"] else "")
+            + (f"; split afresh: {afresh}" if afresh else ""),
         )
 
 

@@ -82,6 +82,42 @@ def test_split_stable_when_data_grows(bbc_ws):
     assert len(moved_to_train) <= 5
 
 
+def test_items_added_later_never_move_old_items_between_train_and_test(small_bbc, tmp_path):
+    """Five more real articles a class, imported after the first split: every old item keeps its side, the new
+    ones fill each class's test share. They took test places in the seeded order and pushed old test items into
+    train (`cdl data diff v1 v2` counted 2 of 2225 moved for 3 articles added), or, where the share grew, old train
+    items into test, on which the champion, trained on them, was then compared with its challenger."""
+    from tests.conftest import BBC_ZIP
+
+    ws = small_bbc
+    before = {i.uid: i.split for i in ws.store.items()}
+    taken: dict[str, int] = defaultdict(int)
+    with zipfile.ZipFile(BBC_ZIP) as src, zipfile.ZipFile(tmp_path / "more.zip", "w") as out:
+        for info in src.infolist():
+            cls = info.filename.split("/")[-2]
+            if info.is_dir() or not info.filename.endswith(".txt") or int(Path(info.filename).stem) < 200:
+                continue
+            if taken[cls] < 5:
+                taken[cls] += 1
+                out.writestr(f"more/{cls}/{Path(info.filename).name}", src.read(info))
+    assert add_source(ws, tmp_path / "more.zip").ok
+    result = Runner(ws).run(until="data.version")
+    assert result.ok, result.steps
+    split = next(o for o in result.steps if o.step == "data.split")
+    assert f"; 25 new item(s) placed, the other {len(before)} kept their side" in split.message, split.message
+    after = {i.uid: i for i in ws.store.items()}
+    moved = [u for u, side in before.items() if after[u].split != side]
+    assert moved == []
+    for cls in taken:  # each class still holds about its share of test items
+        mine = [i for i in after.values() if i.source_label == cls]
+        assert abs(sum(i.split == "test" for i in mine) - round(len(mine) * 0.2)) <= 1, cls
+    assert diff_json(ws, "v1", "v2")["split_changes"] == 0
+    # another seed is another split, and says so
+    again = Runner(ws).run(steps=["data.split"], overrides={"data.split": {"seed": 7}})
+    assert again.ok and "split afresh: seed 42 → 7" in again.steps[0].message, again.steps[0].message
+    assert any(i.split != after[i.uid].split for i in ws.store.items())
+
+
 def test_rerun_unchanged_makes_no_new_version_and_skips(bbc_ws):
     before = len(versions_json(bbc_ws)["versions"])
     result = Runner(bbc_ws).run(until="data.label")
@@ -1053,6 +1089,7 @@ def test_data_diff_lists_the_classes_in_the_models_order(tmp_path):
     listed = [line.split("  ")[1].strip() for line in out.stdout.splitlines()[1:]]
     fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert listed == [c for c in fashion if c in listed] and listed[0] == "T-shirt/top", out.stdout
+    assert out.stdout.splitlines()[0].endswith("1 label changes, 0 moved between train and test"), out.stdout
     ws.close()
 
 
