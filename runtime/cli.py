@@ -880,6 +880,11 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, sav
                 p = proposal(q.ws, filter_.split(":", 1)[1])
                 done = (f": proposal {p['id']} is {p['status']}" if p["status"] != "open" else
                         f": proposal {p['id']}'s {p['samples']} sample(s) are labeled; `cdl loop` trains on them")
+            if filter_ == "unlabeled" and not done:  # conflicts are not in this queue: say they wait
+                conflicts = q.progress()["conflicts"]
+                if conflicts:
+                    done = (f"; {conflicts} item(s) in conflict wait for a decision: `cdl labels next --filter "
+                            "conflicts`")
             click.echo("nothing left to label" + (f" ({elsewhere} open with other labelers)" if elsewhere else "")
                        + done)
         return
@@ -907,6 +912,8 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, sav
         hint = f"\nsuggested by {sug['model']}: {sug['label']} ({sug['confidence']:.2f})" if sug else ""
         classes = ", ".join(doc["classes"]) or (f"none yet: `cdl labels set {item.item_id[:12]} LABEL --new-class` "
                                                  "starts the first")
+        if item.conflict:  # which labels disagree (the JSON's candidates): the item showed as if unlabeled
+            hint += f"\nin conflict: the sources label it {' and '.join(item.candidates)}"
         click.echo(f"{item.uid}  ({item.item_id[:12]})\n{preview}\nclasses: {classes}{hint}")
 
 

@@ -84,6 +84,16 @@ def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: boo
     return out
 
 
+def quarantined_apart(store, version: str) -> tuple[set[str], set[str]]:  # noqa: ANN001
+    """The uids data.validate quarantined in `version`, as (left out, in conflict alone): those quarantined for a
+    label conflict and nothing else stay in the labeling queue, where data.validate says to resolve them."""
+    rules: dict[str, set[str]] = {}
+    for q in store.quarantine(version):
+        rules.setdefault(q.item, set()).add(q.rule)
+    alone = {uid for uid, r in rules.items() if r == {"label_conflicts"}}
+    return set(rules) - alone, alone
+
+
 class _StatesCache:
     """Every item's effective label for one store, kept between calls: the labeling panel asks for them on each
     item it shows, and reading 70 000 labels (Fashion-MNIST) took seconds each time. Brought up to date from the
@@ -251,8 +261,11 @@ class LabelQueue:
         return device_predictions(self.ws).get(item_id)
 
     def _quarantined(self) -> set[str]:
+        """The checked-out version's items data.validate quarantined, but those quarantined for a label conflict
+        alone: data.validate says to resolve it in this queue, which left them out, so that `--filter conflicts`
+        and the panel found nothing and the conflict stayed for good."""
         version = self.ws.current_version()
-        return {q.item for q in self.store.quarantine(version)} if version else set()
+        return quarantined_apart(self.store, version)[0] if version else set()
 
     def _proposal_order(self, proposal: str) -> list[str]:
         items = self.store.get_state(f"proposal:{proposal}:items")

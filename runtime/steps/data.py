@@ -104,7 +104,7 @@ def _label_states(ctx: StepContext) -> dict[str, Any]:
     merged class again."""
     from dataclasses import replace
 
-    states = effective_labels(ctx.store.labels(), ctx.params["use_model_labels"])
+    states = effective_labels(ctx.store.labels(), ctx.params.get("use_model_labels", False))
     relabel = _relabel(ctx)
     if relabel:
         for item, st in states.items():
@@ -739,6 +739,12 @@ class ValidateStep(Step):
         def bad(row: IndexRow, rule: str, reason: str) -> None:
             out.append(QuarantineEntry(version, row.uid, row.id, row.source, rule, reason))
 
+        states = _label_states(ctx) if p["label_conflicts"] else {}  # (data.validate has no use_model_labels)
+
+        def states_of(row: IndexRow) -> tuple[str, ...]:  # the labels that disagree
+            st = states.get(row.id)
+            return st.candidates if st is not None and st.candidates else ("labels given since",)
+
         rows = view.rows
         npy_checked: dict[str, tuple[tuple[int, ...], str]] = {}
         for n, row in enumerate(rows):
@@ -747,7 +753,8 @@ class ValidateStep(Step):
             if p["allowed_labels"] and row.label is not None and row.label not in p["allowed_labels"]:
                 bad(row, "allowed_labels", f"label {row.label!r} is not one of {', '.join(p['allowed_labels'])}")
             if p["label_conflicts"] and row.conflict:
-                bad(row, "label_conflicts", "its labels disagree; resolve the conflict in the labeling queue")
+                bad(row, "label_conflicts", f"its labels disagree ({' and '.join(states_of(row))}); resolve the "
+                    "conflict in the labeling queue (`cdl labels next --filter conflicts`)")
             if row.kind == "text":
                 key = row.uid.split(":", 1)[-1]
                 ext = PurePosixPath(key).suffix.lower() if "#" not in key and "/" in key else None
@@ -825,12 +832,17 @@ class LabelStep(Step):
         _require_dataset(ctx)
         view = ctx.workspace.dataset()
         states = _label_states(ctx)
-        quarantined = {q.item for q in ctx.store.quarantine(version)}
-        rows = [r for r in view.rows if r.uid not in quarantined]
+        from runtime.labeling import quarantined_apart
+
+        # quarantined for a conflict alone: still to decide in the labeling queue, and counted (it said "0
+        # conflicts" while data.validate said to resolve them there); the output's fingerprint leaves them out
+        left_out, in_conflict = quarantined_apart(ctx.store, version)
+        counted = [r for r in view.rows if r.uid not in left_out]
+        rows = [r for r in counted if r.uid not in in_conflict]
         by_class: Counter[str] = Counter()
         by_source: Counter[str] = Counter()
         unlabeled = conflicts = changed = 0
-        for r in rows:
+        for r in counted:
             st = states.get(r.id)
             if st is None or (st.label is None and not st.conflict):
                 unlabeled += 1
@@ -846,11 +858,13 @@ class LabelStep(Step):
                     "to put them into a new version")
         fp = hash_text(version, sorted((r.id, states[r.id].label if r.id in states else None) for r in rows))
         return StepResult(
-            summary={"version": version, "items": len(rows), "labeled": sum(by_class.values()),
+            summary={"version": version, "items": len(counted), "labeled": sum(by_class.values()),
                      "unlabeled": unlabeled, "conflicts": conflicts, "classes": dict(sorted(by_class.items())),
                      "by_source": dict(sorted(by_source.items())), "changed_since_version": changed},
             output_fp=fp,
-            message=f"{sum(by_class.values())} labeled, {unlabeled} unlabeled, {conflicts} conflicts",
+            message=f"{sum(by_class.values())} labeled, {unlabeled} unlabeled, {conflicts} conflicts"
+            + (" (`cdl labels next --filter conflicts`, or the labeling panel's conflicts filter, decides them)"
+               if conflicts else ""),
         )
 
 

@@ -272,6 +272,18 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert "0 unlabeled" in p.text.toPlainText()
     assert not any(b.isEnabled() for b in p._class_buttons) and not p.skip_btn.isEnabled()
     p.grab().save(str(tmp_path / "labeling-empty.png"))
+    # a second source labels an item otherwise: a conflict, not in 'unlabeled', which says where to find it
+    row = studio_ctx.workspace.dataset().rows[-1]  # (the first was skipped above)
+    other = next(c for c in p.classes if c != row.label)
+    studio_ctx.workspace.store.add_label(row.id, other, "ls:9", "import")
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.filter.setCurrentText("labeled")
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.filter.setCurrentText("unlabeled")
+    assert "1 conflicts in all. Choose 'conflicts' under Show to decide" in p.text.toPlainText(), p.text.toPlainText()
+    with qtbot.waitSignal(p.sig_loaded, timeout=20000):
+        p.filter.setCurrentText("conflicts")
+    assert p.current is not None and p.current.item_id == row.id and "conflicting labels" in p.meta.text()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         p.filter.setCurrentText("all")
     assert p.current is not None and all(b.isEnabled() for b in p._class_buttons) and p.skip_btn.isEnabled()

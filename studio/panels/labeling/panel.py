@@ -241,6 +241,8 @@ class LabelingPanel(Panel):
             if d["open_proposals"] and not d["filter"].startswith("proposal:"):
                 hint = (f" A retrain proposal waits: choose 'proposal:{d['open_proposals'][0]}' under Show to label "
                         "its samples.")
+            if p["conflicts"] and d["filter"] in ("unlabeled", "labeled"):  # they are not in this queue
+                hint += " Choose 'conflicts' under Show to decide the items whose labels disagree."
             open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
             pp = d.get("proposal_progress")
             if pp is not None:  # what comes next for the proposal shown (as `cdl labels next --filter` says)
