@@ -957,6 +957,7 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
     rows: list[dict[str, Any]] = []
     unmatched: list[str] = []
     stats = Counter()
+    touched: set[str] = set()
     prefix = f"ls:{path.name}#"
     # what each labeler's decision on each item is now, from everything but this file: an annotation of our own
     # export coming back that says the same is already here, and a second copy would only churn the labels
@@ -1020,8 +1021,7 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
             rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
                          "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
         stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
-        if len({lab for lab, _, _ in labels}) > 1:
-            stats["conflicts"] += 1
+        touched.add(item_id)
     if unmatched and not skip_unmatched:
         twice = [t for t in same_name if t in unmatched]
         raise DataImportError(
@@ -1033,6 +1033,10 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
             + UNMATCHED_HINT
         )
     ws.store.replace_labels(prefix, rows)
+    # the items of the file whose labels disagree now, as the queue's 'conflicts' has them: it counted the tasks
+    # with two choices, also where an annotation marked ground truth (or a labeler's own) had decided
+    states = current_states(ws.store)
+    stats["conflicts"] = sum(1 for i in touched if (st := states.get(i)) is not None and st.conflict)
     return {"tasks": len(tasks), "labels": sum(1 for r in rows if r.get("action", "label") == "label"),
             "labeled_tasks": stats["labeled"], "skipped_tasks": stats["skipped"],
             "unannotated_tasks": stats["unannotated"], "conflicts": stats["conflicts"],

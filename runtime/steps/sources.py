@@ -780,7 +780,7 @@ def check_choice_names(tasks: list[Any], from_name: str, path: Path) -> None:
 def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tuple[list[tuple[str, str, str]], list[str]]:
     """((label, labeler, source) per completed annotation, labelers who skipped) of one task, JSON or
     JSON_MIN. source is "import", or "manual" for annotations CDL Studio exported from manual labels (so a
-    round trip keeps a labeler's decision above imported labels). An annotation CDL Studio exported (its meta
+    round trip keeps a labeler's decision above imported labels) and for those marked ground truth. An annotation CDL Studio exported (its meta
     has cdl_source) keeps its labeler's name: it is one of ours ("import:news.zip", "ls:3", "vera"); prefixed
     again ("ls:import:news.zip") it made a second labeler agreeing with the first on every item."""
     labels: list[tuple[str, str, str]] = []
@@ -794,7 +794,10 @@ def ls_task_annotations(task: dict[str, Any], from_name: str, where: str) -> tup
             if isinstance(who, dict):
                 who = who.get("email") or who.get("id")
             meta = ann.get("meta") if isinstance(ann.get("meta"), dict) else {}
-            source = "manual" if meta.get("cdl_source") == "manual" else "import"
+            # an annotation marked ground truth in Label Studio (its star) is a decision, as a manual label is:
+            # the way a reviewer settles annotations that disagree there; as "import" it was one more opinion, and
+            # a conflict exported to Label Studio could not be resolved there
+            source = "manual" if meta.get("cdl_source") == "manual" or ann.get("ground_truth") is True else "import"
             labeler = str(who) if "cdl_source" in meta else f"ls:{who}"
             if ann.get("was_cancelled"):
                 skips.append(labeler)

@@ -192,6 +192,35 @@ def test_conflicts_are_recorded_not_resolved(unlabeled_ws):
     assert q.rows("conflicts") == []
 
 
+def test_a_conflict_exported_to_label_studio_is_decided_there_by_ground_truth(unlabeled_ws, tmp_path):
+    """Two sources disagree on an item; exported with `--filter conflicts`, a reviewer in Label Studio marks an
+    annotation as ground truth (its star), and the import takes it as the decision. It was one more imported
+    opinion, so the conflict could not be resolved in Label Studio, and the import said "1 conflict(s)" whatever
+    the file decided."""
+    ws = unlabeled_ws
+    item = ws.dataset().rows[0]
+    ws.store.add_label(item.id, "tech", "import:a.csv", "import")
+    ws.store.add_label(item.id, "business", "import:b.csv", "import")
+    export_label_studio(ws, tmp_path / "conflicts.json", filter="conflicts")
+    tasks = json.loads((tmp_path / "conflicts.json").read_text())
+    assert len(tasks) == 1 and len(tasks[0]["annotations"]) == 2
+    # a second annotator in Label Studio, who agrees with one of them: still a conflict, and said so
+    ann = json.loads(json.dumps(tasks[0]["annotations"][0]))
+    ann.update(id=50, completed_by=7, meta={}, ground_truth=False)
+    ann["result"][0]["value"]["choices"] = ["business"]
+    tasks[0]["annotations"].append(ann)
+    (tmp_path / "opinion.json").write_text(json.dumps(tasks))
+    assert import_label_studio(ws, tmp_path / "opinion.json")["conflicts"] == 1
+    assert effective_labels(ws.store.labels())[item.id].conflict
+    # the reviewer stars it as ground truth
+    ann["ground_truth"] = True
+    (tmp_path / "opinion.json").write_text(json.dumps(tasks))
+    assert import_label_studio(ws, tmp_path / "opinion.json")["conflicts"] == 0
+    st = effective_labels(ws.store.labels())[item.id]
+    assert not st.conflict and st.label == "business"
+    assert LabelQueue(ws, "carol").rows("conflicts") == []
+
+
 def test_import_real_label_studio_exports(bbc_ws, ls_dir):
     for name in ("text_classification_export.json", "text_classification_export_min.json"):
         out = import_label_studio(bbc_ws, ls_dir / name)
