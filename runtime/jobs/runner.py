@@ -142,6 +142,8 @@ class Runner:
                     ending = StepStatus(run_ending(run.status, run.error, run.summary))
                     reason = ("cancelled: the next run runs it again" if ending == StepStatus.CANCELLED
                               else (run.error or "").split("\n", 1)[0])
+                    if ending == StepStatus.WAITING:
+                        reason = "; ".join(x for x in (reason, get_step(step).waiting_note(self.ws, run)) if x)
                     out[step] = StepState(step, spec, ending, reason, run, run.summary)
                     continue
                 # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the

@@ -109,6 +109,11 @@ class Step:
         most steps."""
         return "", None
 
+    def waiting_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
+        """What a step whose last `run` waits for a person says after that run's reason, where what it waited for
+        has come since: "" for most steps."""
+        return ""
+
     def done_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
         """What a step that is done and up to date says beside "done", where what it made was changed outside the
         pipeline since `run`: "" for most steps."""

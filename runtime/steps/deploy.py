@@ -491,6 +491,9 @@ class PackageStep(Step):
                           message=f"{len(bundles)} signed bundle(s)")
 
 
+NO_DEVICE = "waits for a device: none is enrolled yet"
+
+
 class PushStep(Step):
     spec = StepSpec(
         id="deploy.push",
@@ -547,13 +550,23 @@ class PushStep(Step):
                                   f"enrolled: {', '.join(enrolled) or 'none'} (`cdl devices enroll {name} --address "
                                   "HOST:PORT`, or the devices panel's Enroll…)")
 
+    def waiting_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
+        # it waited for a device, and one was enrolled since: `cdl status` still said "none is enrolled yet"
+        if NO_DEVICE not in (run.error or ""):
+            return ""
+        names = sorted(d.name for d in ws.store.devices())
+        if not names:
+            return ""
+        return (f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''} enrolled since: `cdl run deploy.push` "
+                "pushes to them")
+
     def run(self, ctx: StepContext) -> StepResult:
         from runtime.devices import deploy
 
         mv = exported(ctx)
         names = ctx.params["devices"] or sorted(d.name for d in ctx.store.devices())
         if not names:  # a workspace with no device yet waits for one: its first Run all ended red, "failed"
-            raise AwaitingPerson(ctx.step, f"{mv.ref} waits for a device: none is enrolled yet (`cdl devices enroll "
+            raise AwaitingPerson(ctx.step, f"{mv.ref} {NO_DEVICE} (`cdl devices enroll "
                                  "NAME --address HOST:PORT`, or the devices panel's Enroll…), then run again")
         variants = self._variants(ctx, mv, names)
         if ctx.params["canary"]:

@@ -353,7 +353,11 @@ def test_the_deploy_card_says_when_devices_changed_after_the_pipelines_push(pack
     assert not Runner(ws).run(steps=["deploy.push"]).ok
     assert state().status.value == "waiting" and state().reason.startswith(
         "ws:1 waits for a device: none is enrolled yet (`cdl devices enroll NAME --address HOST:PORT`"), state().reason
+    assert "enrolled since" not in state().reason
     agent_factory(ws)
+    # enrolled: the wait's reason says so (it still said "none is enrolled yet")
+    assert state().status.value == "waiting" and state().reason.endswith(
+        "; dev1 enrolled since: `cdl run deploy.push` pushes to them"), state().reason
     assert Runner(ws).run(steps=["deploy.push"]).ok
     assert (state().status.value, state().reason) == ("done", "")
     deploy(ws, "ws:1", "fp32", "dev1")  # what the pipeline pushed, again: nothing changed there
