@@ -1518,7 +1518,7 @@ def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | Non
                    raw_below: float | None, workers: int | None, metrics: str | None, metrics_auth: str | None,
                    http: str | None, replace: bool, as_json: bool) -> None:
     """Make TLS certificates, a token and the agent's folder for a device, and record it."""
-    from runtime.devices import enroll
+    from runtime.devices import client_hint, enroll
 
     doc = enroll(_ws(obj), name, address, out, inference_auth, raw_below, workers=workers, replace=replace,
                  metrics_listen=metrics, metrics_auth=metrics_auth, http_listen=http)
@@ -1528,6 +1528,7 @@ def devices_enroll(obj: dict[str, Any], name: str, address: str, out: Path | Non
     click.echo(f"enrolled {name} at {address}; its folder: {doc['enroll_dir']}\n"
                f"copy that folder to the device and run:\n  {doc['start']}\n"
                f"(it listens on {doc['listen']}: agent.json's listen, from --address)")
+    click.echo(client_hint(doc))
     if doc.get("warning"):
         click.echo(f"warning: {doc['warning']}", err=True)
 
@@ -1605,6 +1606,15 @@ def devices_collect(obj: dict[str, Any], names: tuple[str, ...], as_json: bool) 
         _nothing_yet("no devices enrolled, so nothing to collect: `cdl devices enroll NAME --address HOST:PORT`")
     if any("error" in v for v in doc.values()):
         sys.exit(1)
+
+
+@devices.command("token")
+@click.argument("name")
+@click.pass_obj
+def devices_token(obj: dict[str, Any], name: str) -> None:
+    """Print the device's token, which a client sends (`Authorization: Bearer`) where its agent.json says
+    inference_auth or metrics_auth "token": the device keeps its hash only, and the workspace gave it nowhere."""
+    click.echo(_ws(obj).store.device(name).token)
 
 
 @devices.command("remove")

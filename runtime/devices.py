@@ -143,8 +143,12 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     inside = out.is_relative_to(ws.root.resolve())
     ws.store.add_device(name=name, address=address, token=token, cert_fingerprint=fingerprint,
                         enroll_dir=str(out.relative_to(ws.root.resolve())) if inside else str(out))
+    http_port = int(settings["http_listen"].rpartition(":")[2]) if settings.get("http_listen") else 0
+    # what a client on the device or beside it trusts: the workspace CA (the file is in the folder), and where
+    # it calls; the engineer wiring an application to the agent had to find tls/ca.crt by looking
     doc = {"device": name, "address": address, "enroll_dir": str(out), "cert_fingerprint": fingerprint,
-           "token": token, "listen": settings["listen"],
+           "token": token, "listen": settings["listen"], "ca": str(out / "tls" / "ca.crt"),
+           "rest": rest_url(address, http_port), "inference_auth": settings.get("inference_auth", "open"),
            "start": f"cdl-edge serve --data-dir {shlex.quote(str(out))}"}
     made = [what for what, new in (("bundle-signing key", new_key), ("CA", new_ca)) if new]
     if made and others:  # what they trust was gone: this was made for the workspace
@@ -543,6 +547,20 @@ def _canary_drift(ws: Workspace, first: list[str], bundles: dict[str, str], last
             else:
                 log(f"{d}: no drift in its {c['window']['n']} predictions while watched")
     return failed
+
+
+def client_hint(doc: dict[str, Any]) -> str:
+    """How a client calls an enrolled device (`enroll`'s result): the CA it trusts, where, and the token where
+    inference_auth is "token". An engineer wiring an application to the agent had to find tls/ca.crt by looking,
+    and the token was nowhere to be had."""
+    ca = shlex.quote(doc["ca"])
+    token = doc["inference_auth"] == "token"
+    bearer = f'-H "Authorization: Bearer $(cdl devices token {doc["device"]})" ' if token else ""
+    return (f"clients call it over TLS, trusting the workspace CA in {ca}: gRPC at {doc['address']}"
+            + (f", REST at {doc['rest']} (`curl --cacert {ca} {bearer}{doc['rest']}/health/ready`)"
+               if doc["rest"] else "")
+            + (f"; every call sends the device token (`cdl devices token {doc['device']}` prints it) as "
+               "`authorization: Bearer TOKEN`" if token else ""))
 
 
 def rest_url(address: str, port: int) -> str | None:

@@ -293,6 +293,9 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
                                "--address", "127.0.0.1:0", "--out", str(out), "--inference-auth", "token", "--http",
                                "127.0.0.1:0"], capture_output=True, text=True)
     assert enrolled.returncode == 0, enrolled.stderr
+    # what a client trusts and sends, said (tls/ca.crt had to be found by looking, the token was nowhere)
+    assert f"clients call it over TLS, trusting the workspace CA in {out / 'tls' / 'ca.crt'}: gRPC at 127.0.0.1:0" \
+        in enrolled.stdout and "(`cdl devices token dev1` prints it)" in enrolled.stdout, enrolled.stdout
     assert json.loads((out / "agent.json").read_text())["http_listen"] == "127.0.0.1:0"
     bad = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "enroll", "dev2",
                           "--address", "127.0.0.1:0", "--out", str(tmp_path / "dev2"), "--http", "8000"],
@@ -309,7 +312,11 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
         status, doc = rest.call("POST", "/v2/models/ws/infer", req)
         assert status == 401 and "missing or wrong device token" in doc["error"]
         assert rest.call("GET", "/v2/models/ws", headers={"Authorization": "Bearer wrong"})[0] == 401
-        token = ws.store.device("dev1").token
+        cli = [sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "token"]
+        token = subprocess.run([*cli, "dev1"], capture_output=True, text=True, check=True).stdout.strip()
+        assert token == ws.store.device("dev1").token
+        gone = subprocess.run([*cli, "dev9"], capture_output=True, text=True)
+        assert gone.returncode == 2 and "device 'dev9' is not enrolled (devices: dev1)" in gone.stderr, gone.stderr
         status, doc = rest.call("POST", "/v2/models/ws/infer", req, headers={"Authorization": f"Bearer {token}"})
         assert status == 200 and doc["outputs"][1]["name"] == "label"
         # plain HTTP (Triton's REST port is plain, so its users type http:// first) is refused with a 400 that

@@ -39,6 +39,9 @@ def test_the_enroll_dialog_enrolls_with_workers_and_enrolls_again_only_when_aske
     assert json.loads((folder / "agent.json").read_text())["http_listen"] == "0.0.0.0:8000"  # the REST binding
     assert "Enrolled edge1" in p.status_label.text()
     assert "(it listens on 127.0.0.1:8001, agent.json's listen)" in p.status_label.text()
+    # how a client calls it: the CA file and the REST URL at the enrolled host (0.0.0.0 is no address to call)
+    assert (f"Clients call it over TLS, trusting the workspace CA in {folder / 'tls' / 'ca.crt'}: gRPC at "
+            "127.0.0.1:8001, REST at https://127.0.0.1:8000/v2") in p.status_label.text(), p.status_label.text()
     p._enroll()  # the same name, not ticked: refused before anything is written, in the studio's words
     assert "tick 'Enroll again if this name is taken'" in p.status_label.text()
     assert "--replace" not in p.status_label.text()

@@ -236,7 +236,7 @@ class DevicesPanel(Panel):
         return sel[0]
 
     def _enroll(self) -> None:
-        from runtime.devices import device_folder, enroll
+        from runtime.devices import client_hint, device_folder, enroll
 
         known = {}
         for dev in self.ctx.workspace.store.devices():
@@ -251,7 +251,7 @@ class DevicesPanel(Panel):
 
         def done(r: dict[str, Any]) -> None:
             said = (f"Enrolled {r['device']}. Copy {r['enroll_dir']} to the device and run:\n{r['start']}\n"
-                    f"(it listens on {r['listen']}, agent.json's listen)")
+                    f"(it listens on {r['listen']}, agent.json's listen)\nC{client_hint(r)[1:]}")
             if r.get("warning"):  # the workspace's key or CA was made anew: the other devices must be enrolled again
                 self.say(f"{said}\nWarning: {r['warning']}", "warning")
             else:
