@@ -739,9 +739,11 @@ class ValidateStep(Step):
         def bad(row: IndexRow, rule: str, reason: str) -> None:
             out.append(QuarantineEntry(version, row.uid, row.id, row.source, rule, reason))
 
-        states = _label_states(ctx) if p["label_conflicts"] else {}  # (data.validate has no use_model_labels)
+        states: dict[str, Any] = {}
 
-        def states_of(row: IndexRow) -> tuple[str, ...]:  # the labels that disagree
+        def states_of(row: IndexRow) -> tuple[str, ...]:  # the labels that disagree (read once, where any do)
+            if not states:
+                states.update(_label_states(ctx) or {"": None})  # (data.validate has no use_model_labels)
             st = states.get(row.id)
             return st.candidates if st is not None and st.candidates else ("labels given since",)
 
