@@ -175,6 +175,7 @@ class Runner:
                     StepStatus.STALE, StepStatus.NEVER_RUN, StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.WAITING)]
                 if bad_up:
                     reason = _upstream_reason([(u, out[u].status) for u in bad_up])
+                reason = get_step(step).unmet(self.ws) or reason
             if reason and run.status == "drifted":
                 # drift stays visible (red) until a new check says otherwise, even when the check is old
                 out[step] = StepState(step, spec, StepStatus.DRIFTED, f"drifted at the last check; {reason}", run,
@@ -296,7 +297,7 @@ class Runner:
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=str(exc)))
             return StepOutcome(step, "failed", error=str(exc), message=str(exc))
         prev = done.get(step)
-        if not force and prev is not None and _same_inputs(prev, fp, params, step):
+        if not force and prev is not None and _same_inputs(prev, fp, params, step) and not impl.unmet(self.ws):
             self._emit(Event(EventKind.SKIPPED, step=step, job=self.job, message="up to date", data=prev.summary))
             return StepOutcome(step, "skipped", summary=prev.summary, message="up to date")
         if self.cancel.is_set():

@@ -109,6 +109,11 @@ class Step:
         most steps."""
         return "", None
 
+    def unmet(self, ws: Any) -> str:  # noqa: ANN401
+        """Why the step must run again although its inputs are those it ran with (what it made no longer holds),
+        or "": it then runs as a stale step does, and says this as its reason."""
+        return ""
+
     def waiting_note(self, ws: Any, run: Any) -> str:  # noqa: ANN401
         """What a step whose last `run` waits for a person says after that run's reason, where what it waited for
         has come since: "" for most steps."""

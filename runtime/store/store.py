@@ -387,6 +387,12 @@ class Store(ModelRegistryMixin, DeployMixin):
             pass
         return self.get_state(ITEMS_REVISION)
 
+    def unsplit_count(self) -> int:
+        """Items data.split has not assigned: imported since it ran, as an import of the same items again after
+        their removal is, which leaves the item set's fingerprint as it was."""
+        with self.session() as s:
+            return s.execute(select(func.count()).select_from(t.SqlItem).where(t.SqlItem.split.is_(None))).scalar_one()
+
     def set_splits(self, splits: dict[str, str]) -> None:
         stmt = (
             update(t.SqlItem.__table__)

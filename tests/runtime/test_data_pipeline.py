@@ -1161,6 +1161,14 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     from runtime.labeling import current_states
 
     assert current_states(text_ws.store)[item.id].label == "x"
+    # the same items as data.split last saw, so the same fingerprint, but without a split: data.split stayed up
+    # to date and data.ingest failed with "some items have no split: run data.split first" on every run
+    split = next(s for s in Runner(text_ws).statuses() if s.id == "data.split")
+    assert (split.status.value, split.reason) == ("stale", "6 item(s) have no split (imported again since it ran)")
+    res = Runner(text_ws).run(until="data.version")
+    assert res.ok, [(o.step, o.error) for o in res.steps]
+    assert next(o for o in res.steps if o.step == "data.split").status == "done"
+    assert next(s for s in Runner(text_ws).statuses() if s.id == "data.split").status.value == "done"
     # by its path, as cdl.yaml has it
     remove_source(text_ws, str(tmp_path / "b" / "sport.csv"))
     assert len(text_ws.store.items()) == 12
