@@ -12,8 +12,7 @@ from runtime.workspace.workspace import DATASET_DIR, Workspace
 
 # What brings a dataset version's data back where no DVC remote has it and DVC's cache lost it (a backup without
 # data of a workspace without a remote): the registry keeps every item's content (.cdl/packs) and label
-REBUILD = ("`cdl run data.ingest --force`, then `cdl run data.version --force`, lay the registry's items and labels "
-           "out again as a dataset version")
+REBUILD = "`cdl run --until data.version` lays the registry's items and labels out again as a dataset version"
 
 
 def versions_json(ws: Workspace) -> dict[str, Any]:

@@ -523,6 +523,11 @@ class IngestStep(Step):
     def fingerprint(self, ctx: StepContext) -> str:
         return ctx.store.labels_revision() + _relabel_fp(ctx)
 
+    def unmet(self, ws: Any) -> str:  # noqa: ANN401
+        # a workspace restored from a backup without data: everything stayed up to date with nothing in data/
+        # (the registry keeps the items and labels, which this lays out again)
+        return "" if ws.has_dataset() else "data/dataset is missing: it is laid out again from the registry's items"
+
     def run(self, ctx: StepContext) -> StepResult:
         ws = ctx.workspace
         items = ctx.store.items()
@@ -584,6 +589,17 @@ class VersionStep(Step):
         description="Tracks data/dataset with DVC, commits the .dvc file to git and records the version; "
         "unchanged data makes no new version.",
     )
+
+    def unmet(self, ws: Any) -> str:  # noqa: ANN401
+        # DVC's cache lost the checked-out version (a backup without data, restored where no DVC remote has it):
+        # adding data/dataset again puts it back, as the same version where nothing changed
+        version = ws.current_version()
+        if version is None:
+            return ""
+        v = ws.store.version(version)
+        if v.dvc_hash and ws.dvc.missing(v.dvc_hash):
+            return f"DVC's cache lacks {version}'s files: data/dataset goes into it again"
+        return ""
 
     def run(self, ctx: StepContext) -> StepResult:
         ws = ctx.workspace

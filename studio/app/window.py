@@ -308,9 +308,8 @@ class MainWindow(QMainWindow):
             text = f"Restored {root}.\n\nNext: {next_}."
             if remote:
                 text += " In the studio: the Dataset versions panel's Pull every version, then Check out the selected."
-            elif "data.ingest --force" in next_:  # a step run on its own from the flowchart runs even if up to date
-                text += (" In the studio: right-click data.ingest in the flowchart and choose Run data.ingest, then "
-                         "the same for data.version.")
+            elif "cdl run --until data.version" in next_:  # data.ingest and data.version are stale: say how here
+                text += " In the studio: right-click data.version in the flowchart and choose Run up to data.version."
             self.restore_box = QMessageBox(QMessageBox.Icon.Information, "Restored", text,
                                            QMessageBox.StandardButton.Ok, self)
             self.restore_box.open()

@@ -155,10 +155,10 @@ def test_backup_with_data_restores_a_workspace_that_runs_at_once(small_bbc, tmp_
 
 
 def test_a_backup_without_data_or_remote_comes_back_by_the_commands_it_names(small_bbc, tmp_path):
-    """A workspace with no DVC remote backed up without its data: the restore and the doctor name commands that
-    bring its dataset version back from the registry's items and labels. The restore said to import the sources
-    again with `cdl run --until data.version`, which found every step up to date and did nothing, and the doctor
-    said to `cdl data pull` from a remote the workspace did not have."""
+    """A workspace with no DVC remote backed up without its data: data.ingest and data.version are stale, and the
+    command the restore and the doctor name brings the dataset version back from the registry's items and labels.
+    Every step stayed up to date with nothing in data/, so the restore's `cdl run --until data.version` did
+    nothing, and the doctor said to `cdl data pull` from a remote the workspace did not have."""
     import re
 
     from runtime.doctor import diagnose
@@ -178,6 +178,9 @@ def test_a_backup_without_data_or_remote_comes_back_by_the_commands_it_names(sma
         assert any("files missing from DVC's cache" in c["detail"] for c in checks), checks
         assert not any("cdl data pull" in c["hint"] for c in checks), checks  # there is no remote to pull from
         doctor = next(c["hint"] for c in checks if "missing" in c["detail"])
+        states = {s.id: s for s in Runner(r).statuses()}  # stale, each saying why
+        assert states["data.ingest"].reason == "data/dataset is missing: it is laid out again from the registry's items"
+        assert states["data.version"].reason == f"DVC's cache lacks {made.id}'s files: data/dataset goes into it again"
     finally:
         r.close()
     commands = re.findall(r"`cdl (run [^`]+)`", hint)

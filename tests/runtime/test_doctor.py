@@ -43,12 +43,12 @@ def test_doctor_finds_missing_data_expiring_certificates_and_dirty_code(small_bb
     assert any("soon: its TLS certificate expires" in c["detail"] for c in _find(doc, "devices", "warn"))
     (data,) = _find(doc, "data", "fail")
     # no DVC remote: what lays the version out again from the registry, not `cdl data pull` (nowhere to pull from)
-    assert f"{v.id} (1)" in data["detail"] and "`cdl run data.ingest --force`" in data["hint"], data
+    assert f"{v.id} (1)" in data["detail"] and "`cdl run --until data.version`" in data["hint"], data
     assert "cdl data pull" not in data["hint"]
     assert "src/model.py" in _find(doc, "git", "warn")[0]["detail"]
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "doctor"], capture_output=True,
                          text=True)
-    assert out.returncode == 1 and "✗ data" in out.stdout and "→ no DVC remote has them: `cdl run data.ingest" in out.stdout
+    assert out.returncode == 1 and "✗ data" in out.stdout and "→ no DVC remote has them: `cdl run --until data.version`" in out.stdout
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "doctor", "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 1 and json.loads(out.stdout)["failed"] is True

@@ -168,7 +168,7 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     # no remote: it said to pull "from a DVC remote (the workspace had none)"
     assert "the archive holds no data and the workspace had no DVC remote" in said, said
     assert "cdl data pull" not in said and "Pull every version" not in said, said
-    assert "right-click data.ingest in the flowchart and choose Run data.ingest" in said, said
+    assert "right-click data.version in the flowchart and choose Run up to data.version" in said, said
     from runtime.datasets import remote_add
 
     remote_add(ws, "store", str(tmp_path / "store"))
