@@ -14,7 +14,7 @@ import numpy as np
 
 from runtime.datasets import alike_text, relabel_hint, similar_labels
 from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
-from runtime.domain.errors import ConfigError, DataImportError, StepFailed
+from runtime.domain.errors import ConfigError, DataImportError, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.labeling import effective_labels
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
@@ -594,10 +594,11 @@ class VersionStep(Step):
         # DVC's cache lost the checked-out version (a backup without data, restored where no DVC remote has it):
         # adding data/dataset again puts it back, as the same version where nothing changed
         version = ws.current_version()
-        if version is None:
-            return ""
-        v = ws.store.version(version)
-        if v.dvc_hash and ws.dvc.missing(v.dvc_hash):
+        try:
+            v = ws.store.version(version) if version else None
+        except NotFoundError:  # the state names a version the registry lacks: nothing to check here
+            v = None
+        if v is not None and v.dvc_hash and ws.dvc.missing(v.dvc_hash):
             return f"DVC's cache lacks {version}'s files: data/dataset goes into it again"
         return ""
 
