@@ -79,8 +79,8 @@ def apply_relabel(batch: Any, relabel: dict[str, str]) -> Counter:  # noqa: ANN4
             n[it.label] += 1
             it.label = relabel[it.label]
         if it.labels:
-            n.update(lab for lab, _ in it.labels if lab in relabel)
-            it.labels = [(relabel.get(lab, lab), who) for lab, who in it.labels]
+            n.update(lab for lab, _, _ in it.labels if lab in relabel)
+            it.labels = [(relabel.get(lab, lab), who, source) for lab, who, source in it.labels]
     return n
 
 
@@ -317,7 +317,7 @@ class ImportStep(Step):
                 encoding=encoding,
             ))
             if raw.labels:
-                labels.extend((item_id, lab, who) for lab, who in raw.labels)
+                labels.extend((item_id, lab, who, source) for lab, who, source in raw.labels)
             elif raw.label is not None:
                 labels.append((item_id, raw.label, labeler))
         uids = Counter(i.uid for i in items)

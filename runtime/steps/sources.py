@@ -55,7 +55,9 @@ class RawItem:
     payload: bytes | None  # bytes for text and image files; None for array rows
     label: str | None
     split: str | None = None
-    labels: list[tuple[str, str]] = field(default_factory=list)  # (label, labeler) from annotations
+    # (label, labeler, source) from annotations: source "import", or "manual" for a decision (Label Studio's
+    # ground truth, a labeler's label CDL Studio exported)
+    labels: list[tuple[str, str, str]] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)  # labelers who skipped it
 
 
@@ -902,9 +904,9 @@ def _read_label_studio(path: Path, kind: str, opts: dict[str, Any], labeling: di
         kinds.add(item_kind)
         labels, skips = ls_task_annotations(task, from_name, where)
         distinct = {lab for lab, _, _ in labels}
-        label = next(iter(distinct)) if len(distinct) == 1 else None
-        items.append(RawItem(key=f"task{tid}", payload=payload, label=label,
-                             labels=[(lab, who) for lab, who, _ in labels], skips=skips))
+        decided = [lab for lab, _, source in labels if source == "manual"]  # a ground truth settles a disagreement
+        label = decided[-1] if decided else next(iter(distinct)) if len(distinct) == 1 else None
+        items.append(RawItem(key=f"task{tid}", payload=payload, label=label, labels=labels, skips=skips))
     if len(kinds) > 1:
         raise DataImportError(f"{path}: mixes text and image tasks")
     if kinds:  # after the tasks' own checks (an image export into a text workspace says that first)

@@ -208,13 +208,14 @@ class Store(ModelRegistryMixin, DeployMixin):
         self,
         source: SourceRecord,
         items: Sequence[Item],
-        labels: Sequence[tuple[str, str, str]] = (),
+        labels: Sequence[tuple[str, ...]] = (),
         options: dict[str, Any] | None = None,
         replaces: Sequence[str] = (),
     ) -> None:
         """Replace everything one source contributed (items and its import labels) in one transaction.
 
-        labels: (item_id, label, labeler) triples from the source itself.
+        labels: (item_id, label, labeler[, source]) from the source itself; source "import" where not given, or
+        "manual" for a decision the source records (a Label Studio annotation marked ground truth).
         replaces: other sources (no longer configured) that go in the same transaction: a source file that moved
         (or another of the same name) brings items with their uids.
         """
@@ -242,13 +243,13 @@ class Store(ModelRegistryMixin, DeployMixin):
                 "item_id": item_id,
                 "label": label,
                 "labeler": labeler,
-                "source": "import",
+                "source": source[0] if source else "import",
                 "action": "label",
                 "created": now,
                 "task_ref": origin,
                 "undone": False,
             }
-            for item_id, label, labeler in labels
+            for item_id, label, labeler, *source in labels
         ]
         with self._lock, self.session() as s:
             # an item imported again unchanged keeps its split: data.split does not run again when the item set
@@ -266,7 +267,8 @@ class Store(ModelRegistryMixin, DeployMixin):
                 s.execute(delete(t.SqlSource).where(t.SqlSource.name == old))
             s.execute(delete(t.SqlItem).where(t.SqlItem.source_name == source.name))
             s.execute(
-                delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin).where(t.SqlLabel.source == "import")
+                # the source's own labels (its ground-truth decisions too): labels people gave have no task_ref
+                delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin).where(t.SqlLabel.source.in_(("import", "manual")))
             )
             for chunk in _chunks(rows, 20000):
                 s.execute(insert(t.SqlItem), params=chunk)

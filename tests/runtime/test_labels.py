@@ -221,6 +221,41 @@ def test_a_conflict_exported_to_label_studio_is_decided_there_by_ground_truth(un
     assert LabelQueue(ws, "carol").rows("conflicts") == []
 
 
+def test_a_label_studio_export_as_a_source_takes_its_ground_truth(text_ws, ls_dir, tmp_path):
+    """The real text export, imported as a data source, after a second annotator disagreed on its first task and
+    a reviewer starred one annotation as ground truth: the item has that label, no conflict; the star moved and the
+    file imported again, the label follows and nothing piles up. The annotations were all one more opinion."""
+    from runtime.labeling import current_states
+
+    tasks = json.loads((ls_dir / "text_classification_export.json").read_text())
+    first = tasks[0]["annotations"][0]
+    given = first["result"][0]["value"]["choices"][0]
+    other = json.loads(json.dumps(first))
+    other.update(id=900, completed_by=9, ground_truth=False)
+    other["result"][0]["value"]["choices"] = ["tech" if given != "tech" else "sport"]
+    tasks[0]["annotations"].append(other)
+    src = tmp_path / "project.json"
+
+    def label_of_first() -> tuple[str | None, bool, int]:
+        item = next(i for i in text_ws.store.items() if i.source.endswith("#task1") or i.source.endswith(":task1"))
+        st = current_states(text_ws.store)[item.id]
+        return st.label, st.conflict, len([r for r in text_ws.store.labels() if r.item_id == item.id])
+
+    src.write_text(json.dumps(tasks))
+    assert add_source(text_ws, src).ok
+    assert label_of_first() == (None, True, 2)  # two annotators disagree, nobody decided
+    tasks[0]["annotations"][1]["ground_truth"] = True  # the reviewer's star on the second
+    src.write_text(json.dumps(tasks))
+    assert Runner(text_ws).run(steps=["data.import"]).ok
+    assert label_of_first() == (other["result"][0]["value"]["choices"][0], False, 2)
+    tasks[0]["annotations"][1]["ground_truth"], tasks[0]["annotations"][0]["ground_truth"] = False, True
+    src.write_text(json.dumps(tasks))
+    assert Runner(text_ws).run(steps=["data.import"]).ok
+    assert label_of_first() == (given, False, 2)
+    item = next(i for i in text_ws.store.items() if i.source.endswith("task1"))
+    assert item.source_label == given  # the split's stratum too
+
+
 def test_import_real_label_studio_exports(bbc_ws, ls_dir):
     for name in ("text_classification_export.json", "text_classification_export_min.json"):
         out = import_label_studio(bbc_ws, ls_dir / name)
