@@ -80,7 +80,7 @@ class AgentConfig:
             raise ConfigError(f"{path} not found: enroll the device first (`cdl devices enroll NAME --address "
                               "HOST:PORT --out DIR` on the workstation) and start the agent with --data-dir DIR")
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         for key in CREDENTIALS:

@@ -106,7 +106,7 @@ def enroll(ws: Workspace, name: str, address: str, out_dir: Path | None = None, 
     settings, trusted = dict(DEFAULTS), []
     if (out / "agent.json").exists():  # --replace into its own folder (checked above)
         try:
-            old = json.loads((out / "agent.json").read_text())
+            old = json.loads((out / "agent.json").read_text(encoding="utf-8-sig"))
         except (OSError, json.JSONDecodeError) as exc:
             raise CdlError(f"{out / 'agent.json'}: cannot read the settings to keep ({exc}); fix or remove the file "
                            "and enroll again") from None

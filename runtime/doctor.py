@@ -255,7 +255,7 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     default_port = DEFAULT_LISTEN.rpartition(":")[2]
     for d in devices:  # a folder enrolled before agent.json had `listen`: its agent listens on 8001 by default
         try:
-            settings = json.loads((device_folder(ws, d) / "agent.json").read_text())
+            settings = json.loads((device_folder(ws, d) / "agent.json").read_text(encoding="utf-8-sig"))
         except (OSError, ValueError):
             continue  # the folder went to the device and was removed here: nothing to read
         port = d.address.rsplit(":", 1)[-1]

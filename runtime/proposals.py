@@ -121,7 +121,7 @@ def few_kept_line(ws: Workspace, p: dict[str, Any], max_samples: int) -> str:
     below = "raw_input_below_confidence in its agent.json"
     try:  # the setting enrolling wrote, where its folder is still here
         dev = ws.store.device(p["device"])
-        below += f" ({float(json.loads((device_folder(ws, dev) / 'agent.json').read_text())['raw_input_below_confidence']):g})"
+        below += f" ({float(json.loads((device_folder(ws, dev) / 'agent.json').read_text(encoding='utf-8-sig'))['raw_input_below_confidence']):g})"
     except (CdlError, OSError, ValueError, KeyError, TypeError):
         pass
     return (f"the device kept the raw input of {kept} of the window's {n} records, those of predictions less "

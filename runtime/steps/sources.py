@@ -740,7 +740,7 @@ def _read_parquet(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[s
 
 def load_label_studio(path: Path) -> list[dict[str, Any]]:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise DataImportError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:

@@ -345,6 +345,12 @@ def test_workers_setting_is_checked(tmp_path, packaged):
     assert cfg.metrics_listen == "127.0.0.1:9100"
     assert (cfg.keep_bundles, cfg.min_free_bytes) == (3, 64 << 20)
     doc = (out / "agent.json").read_text()
+    # saved again by an editor that writes a byte order mark (Notepad's "UTF-8 with BOM"): "not valid JSON"
+    (out / "agent.json").write_bytes(b"\xef\xbb\xbf" + doc.encode())
+    assert AgentConfig.load(out).workers == 2
+    again = subprocess.run([*cdl, "--replace", "--workers", "3"], capture_output=True, text=True)  # keeps settings
+    assert again.returncode == 0 and AgentConfig.load(out).metrics_listen == "127.0.0.1:9100", again.stderr
+    (out / "agent.json").write_text(doc)
 
     for key, bad in (("workers", 0), ("workers", "2"), ("max_batch", 0), ("max_queue_delay_ms", -1),
                      ("keep_bundles", 1), ("keep_bundles", 2.5), ("min_free_bytes", -1), ("min_free_bytes", "1G")):

@@ -256,6 +256,16 @@ def test_a_label_studio_export_as_a_source_takes_its_ground_truth(text_ws, ls_di
     assert item.source_label == given  # the split's stratum too
 
 
+def test_a_label_studio_export_saved_with_a_byte_order_mark_imports(text_ws, ls_dir, tmp_path):
+    """A JSON file an editor on Windows saved as "UTF-8 with BOM" (Notepad, PowerShell's Out-File): refused with
+    "malformed JSON at line 1 column 1: Unexpected UTF-8 BOM", by `data import` and `labels import` alike."""
+    body = (ls_dir / "text_classification_export.json").read_bytes()
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + body)
+    assert add_source(text_ws, tmp_path / "bom.json").ok
+    assert len(text_ws.store.items()) == len(json.loads(body))
+    assert import_label_studio(text_ws, tmp_path / "bom.json")["tasks"] == len(json.loads(body))
+
+
 def test_import_real_label_studio_exports(bbc_ws, ls_dir):
     for name in ("text_classification_export.json", "text_classification_export_min.json"):
         out = import_label_studio(bbc_ws, ls_dir / name)
