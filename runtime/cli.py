@@ -547,8 +547,9 @@ def data_remove(obj: dict[str, Any], source: str, as_json: bool) -> None:
         _dump(doc)
         return
     click.echo(f"removed {doc['source']}: {doc['items_removed']} item(s) left the workspace ({doc['items']} remain); "
-               "labels people gave them stay, and come back if it is imported again; the next `cdl run` makes a "
-               "dataset version without them")
+               "labels people gave them stay, and come back if it is imported again; "
+               + ("the next `cdl run` makes a dataset version without them" if doc["items"] else
+                  "no source is left: `cdl data import SOURCE` adds one"))
 
 
 @data.command("versions")

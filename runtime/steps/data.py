@@ -196,9 +196,11 @@ class ImportStep(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         sources = self._sources(ctx)
-        if not sources:
-            raise StepFailed(ctx.step, "no sources configured: add one with `cdl data import SOURCE`")
         known = {s.name: s for s in ctx.store.sources()}
+        # none configured and none imported: nothing to do; the last one taken out (`cdl data remove`) goes on to
+        # remove its items (it failed here, so that the only source, imported by mistake, could not be removed)
+        if not sources and not any(s.kind != "proposal" for s in known.values()):
+            raise StepFailed(ctx.step, "no sources configured: add one with `cdl data import SOURCE`")
         wanted = {src["path"] for src, _ in sources}
         prefixes: dict[str, str] = {}
         for src, path in sources:
@@ -422,6 +424,8 @@ def _small_note(stats: dict[str, Any], test_fraction: float) -> str:
 
 
 SPLIT_PARAMS = ("test_fraction", "seed", "stratify", "use_source_split")
+# data.import is up to date with no source (the last one removed): "run data.import first" sent the user round
+NO_ITEMS = "no items: the workspace has no source; `cdl data import SOURCE` (the data panel's Import) adds one"
 
 
 def _previous_split(ctx: StepContext, items: list[Item]) -> tuple[dict[str, str], str]:
@@ -468,7 +472,7 @@ class SplitStep(Step):
     def run(self, ctx: StepContext) -> StepResult:
         items = ctx.store.items()
         if not items:
-            raise StepFailed(ctx.step, "no items: run data.import first")
+            raise StepFailed(ctx.step, NO_ITEMS)
         p = ctx.params
         previous, afresh = _previous_split(ctx, items)
         splits, stats = assign_splits(items, p["test_fraction"], p["seed"], p["stratify"], p["use_source_split"],
@@ -532,7 +536,7 @@ class IngestStep(Step):
         ws = ctx.workspace
         items = ctx.store.items()
         if not items:
-            raise StepFailed(ctx.step, "no items: run data.import first")
+            raise StepFailed(ctx.step, NO_ITEMS)
         if any(i.split is None for i in items):
             raise StepFailed(ctx.step, "some items have no split: run data.split first")
         states = _label_states(ctx)

@@ -1172,6 +1172,17 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     # by its path, as cdl.yaml has it
     remove_source(text_ws, str(tmp_path / "b" / "sport.csv"))
     assert len(text_ws.store.items()) == 12
+    # down to the last source, then that one too: it failed with "no sources configured", so that a workspace's
+    # only source, imported by mistake, could not be removed
+    remove_source(text_ws, "wrong.csv")
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(text_ws.root), "data", "remove", "news.csv"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "(0 remain)" in r.stdout and r.stdout.rstrip().endswith("no source is left: `cdl data import SOURCE` adds "
+                                                                   "one"), r.stdout
+    assert text_ws.store.item_count() == 0 and text_ws.config().params("data.import")["sources"] == []
+    res = Runner(text_ws).run(until="data.split")  # says what to do, where "run data.import first" went round
+    assert not res.ok and res.steps[-1].error.startswith("no items: the workspace has no source; `cdl data import")
 
 
 def test_a_test_set_alone_is_refused_by_the_split_with_what_to_do(tmp_path):

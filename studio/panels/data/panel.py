@@ -220,7 +220,8 @@ class DataPanel(Panel):
         def done(r: dict[str, Any]) -> None:
             self.remove_btn.setEnabled(True)
             self.say(f"removed {r['source']}: {r['items_removed']} item(s) left the workspace ({r['items']} remain); "
-                     "the next run makes a dataset version without them", "ok")
+                     + ("the next run makes a dataset version without them" if r["items"] else
+                        "no source is left: Import adds one"), "ok")
             self.sig_message.emit("imported")
             self.refresh()
 
