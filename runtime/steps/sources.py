@@ -242,8 +242,10 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     if hidden:
         notes.append(f"ignored {len(hidden)} hidden or system file(s): {', '.join(hidden[:3])}"
                      + (", …" if len(hidden) > 3 else ""))
-    found, nested = folder_classes([rel for rel, _ in foldered])
+    found, nested, beside = folder_classes([rel for rel, _ in foldered])
     for rel, read in foldered:
+        if rel not in found:  # beside the class folders: ignored, as a file outside any folder is (below)
+            continue
         label, split = found[rel]
         items.append(RawItem(key=rel, payload=read(), label=label, split=split))
     if nested:
@@ -262,24 +264,30 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     else:
         notes += [f"ignored {rel}: not inside a class folder (--unlabeled, the data panel's unlabeled box, takes "
                   "every file, unlabeled)"
-                  for rel, _ in loose]
+                  for rel in [r for r, _ in loose] + beside]
     if not items:
         raise DataImportError(f"{path}: no files found (expected CLASS/FILE entries, or files to label)")
     return SourceBatch(path.name, kind, item_kind, digest, items, notes=notes)
 
 
-def folder_classes(rels: list[str]) -> tuple[dict[str, tuple[str, str | None]], list[str]]:
+def folder_classes(rels: list[str]) -> tuple[dict[str, tuple[str, str | None]], list[str], list[str]]:
     """The class (and train/test split, or None) of each file in a folder (paths with a '/'), as data.import reads
     them and `models predict --input FOLDER` gives them, and the files below their class folder. The class folders
     are at the depth most files are at (CLASS/FILE, a zipped folder's photos/CLASS/FILE, train/CLASS/FILE); a file
     in a folder below its class folder (cats/2024/x.jpg) takes its class folder's label, as Keras'
     image_dataset_from_directory gives it (cats/sub/x.jpg made a class "sub" of cats and dogs alike); a file less
-    deep than most is in its own folder's class."""
+    deep than most is in its own folder's class, but one beside the class folders (the BBC archive's
+    bbc/README.TXT next to bbc/business/) is in none: it is in the third list, not in the first (it made a class
+    "bbc" of one item)."""
     depths = Counter(rel.count("/") - 1 for rel in rels)
     level = max(depths, key=lambda d: (depths[d], -d)) if depths else 0
     found: dict[str, tuple[str, str | None]] = {}
     nested: list[str] = []
+    holders = {"/".join(rel.split("/")[:level]) for rel in rels if rel.count("/") - 1 >= level}  # hold the classes
+    beside = [rel for rel in rels if rel.count("/") - 1 < level and rel.rsplit("/", 1)[0] in holders]
     for rel in rels:
+        if rel in beside:
+            continue
         parts = rel.split("/")
         at = len(parts) - 2
         if at > level:
@@ -288,7 +296,7 @@ def folder_classes(rels: list[str]) -> tuple[dict[str, tuple[str, str | None]], 
         # train/CLASS/FILE and test/CLASS/FILE (Keras' layout, `cdl data export`'s folder) keep their split
         split = parts[at - 1].lower() if at >= 1 and parts[at - 1].lower() in ("train", "test") else None
         found[rel] = (parts[at], split)
-    return found, nested
+    return found, nested, beside
 
 
 def zlib_error() -> type[BaseException]:

@@ -455,6 +455,27 @@ def test_removed_items_show_in_diff(tmp_path, text_ws):
     assert d["removed"] == 10 and d["added"] == 0
 
 
+def test_a_readme_beside_the_class_folders_is_no_class(tmp_path, text_ws):
+    """The BBC archive as its authors distribute it has bbc/README.TXT beside bbc/business/ and the other class
+    folders: it was imported as an item of a sixth class, "bbc", the model trained to predict it. A file beside the
+    class folders is in no class: ignored and said, as a file outside any folder is. `models predict --input` on
+    the folder reads it unlabeled."""
+    from runtime.steps.sources import folder_classes
+
+    src = make_bbc_subset(tmp_path / "news.zip", per_class=4, extra={
+        "bbc-fulltext/bbc/README.TXT": b"Consists of 2225 documents from the BBC news website, 2004-2005, in five "
+                                       b"topical areas. Class labels: business, entertainment, politics, sport, tech."})
+    add_source(text_ws, src)
+    res = Runner(text_ws).run(until="data.import")
+    notes = res.steps[0].summary["sources"][0]["notes"]
+    assert "ignored bbc-fulltext/bbc/README.TXT: not inside a class folder (--unlabeled, the data panel's unlabeled " \
+           "box, takes every file, unlabeled)" in notes, notes
+    assert {i.source_label for i in text_ws.store.items()} == {"business", "entertainment", "politics", "sport",
+                                                                "tech"}
+    found, nested, beside = folder_classes(["x/cats/1.jpg", "x/dogs/2.jpg", "x/notes.md"])
+    assert beside == ["x/notes.md"] and "x/notes.md" not in found and found["x/cats/1.jpg"] == ("cats", None)
+
+
 def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
     src = make_bbc_subset(tmp_path / "news.zip", per_class=5, extra={
         "bbc/tech/short.txt": b"Too short.",
