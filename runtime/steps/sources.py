@@ -45,7 +45,10 @@ CLASS_NAME_PRESETS = {
     "mnist": [str(i) for i in range(10)],
 }
 UNLABELED_HINT = ", or import the items unlabeled, for the labeling queue, with --unlabeled"
-TEXT_COLUMNS = ("text", "content", "body", "article", "document", "review", "sentence")
+# in order of preference; the last ones are short texts, taken where nothing longer is there (a CSV of news
+# headlines, "headline,category", needed --text-column)
+TEXT_COLUMNS = ("text", "content", "body", "article", "document", "review", "sentence", "abstract", "description",
+                "summary", "comment", "message", "tweet", "question", "headline", "title")
 LABEL_COLUMNS = ("label", "category", "class", "target", "y")
 
 

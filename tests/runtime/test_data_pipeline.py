@@ -455,6 +455,17 @@ def test_removed_items_show_in_diff(tmp_path, text_ws):
     assert d["removed"] == 10 and d["added"] == 0
 
 
+def test_a_csv_of_headlines_or_titles_and_abstracts_needs_no_column_named(tmp_path):
+    """"headline,category" (a news-headline dataset) was refused with "no text column … name it with
+    --text-column"; where a longer text is there too (arXiv's title and abstract), that is the one taken."""
+    from runtime.steps.sources import read_source
+
+    (tmp_path / "h.csv").write_text("headline,category\nShares fell sharply after profits slumped,business\n")
+    (tmp_path / "a.csv").write_text("title,abstract,label\nA short title,A much longer abstract of the paper,cs\n")
+    assert read_source(tmp_path / "h.csv").items[0].payload == b"Shares fell sharply after profits slumped"
+    assert read_source(tmp_path / "a.csv").items[0].payload == b"A much longer abstract of the paper"
+
+
 def test_a_readme_beside_the_class_folders_is_no_class(tmp_path, text_ws):
     """The BBC archive as its authors distribute it has bbc/README.TXT beside bbc/business/ and the other class
     folders: it was imported as an item of a sixth class, "bbc", the model trained to predict it. A file beside the
