@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import shutil
@@ -766,12 +767,10 @@ class ValidateStep(Step):
         def bad(row: IndexRow, rule: str, reason: str) -> None:
             out.append(QuarantineEntry(version, row.uid, row.id, row.source, rule, reason))
 
-        states: dict[str, Any] = {}
+        states = functools.cache(lambda: _label_states(ctx))  # read once, where an item is in conflict
 
-        def states_of(row: IndexRow) -> tuple[str, ...]:  # the labels that disagree (read once, where any do)
-            if not states:
-                states.update(_label_states(ctx) or {"": None})  # (data.validate has no use_model_labels)
-            st = states.get(row.id)
+        def states_of(row: IndexRow) -> tuple[str, ...]:  # the labels that disagree
+            st = states().get(row.id)
             return st.candidates if st is not None and st.candidates else ("labels given since",)
 
         rows = view.rows
