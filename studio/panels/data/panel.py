@@ -219,9 +219,9 @@ class DataPanel(Panel):
 
         def done(r: dict[str, Any]) -> None:
             self.remove_btn.setEnabled(True)
+            # the last source removed: the refresh below says "No data yet: choose a source below … and Import it"
             self.say(f"removed {r['source']}: {r['items_removed']} item(s) left the workspace ({r['items']} remain); "
-                     + ("the next run makes a dataset version without them" if r["items"] else
-                        "no source is left: Import adds one"), "ok")
+                     "the next run makes a dataset version without them", "ok")
             self.sig_message.emit("imported")
             self.refresh()
 
