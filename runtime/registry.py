@@ -125,7 +125,19 @@ def auto_review(store: Store, mv: ModelVersion, metric: str = "test_accuracy") -
     return rv
 
 
-def model_json(mv: ModelVersion) -> dict[str, Any]:
+def trial_number(store: Store, mv: ModelVersion) -> int | None:
+    """The number of the trial a version was trained in, within its experiment, as `cdl experiments show EXPERIMENT
+    --trial N` takes it (lineage gave the trial's row id, "trial 9" for train-1's only trial, 0, which `experiments
+    show train-1 --trial 9` refused)."""
+    if mv.trial_id is None:
+        return None
+    try:
+        return store.trial(mv.trial_id).number
+    except NotFoundError:
+        return None
+
+
+def model_json(mv: ModelVersion, store: Store) -> dict[str, Any]:
     return {
         "name": mv.name,
         "version": mv.version,
@@ -138,7 +150,8 @@ def model_json(mv: ModelVersion) -> dict[str, Any]:
         "framework": mv.framework,
         "template": mv.template,
         "experiment": mv.experiment_id,
-        "trial": mv.trial_id,
+        "trial": trial_number(store, mv),
+        "trial_id": mv.trial_id,
         "tune_experiment": mv.tune_experiment_id,
         "artifacts": mv.artifacts,
         "created": mv.created.isoformat(),
@@ -162,7 +175,7 @@ def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
     out = []
     for mv in versions:
         r = latest.get((mv.name, mv.version))
-        out.append({**model_json(mv), "review": None if r is None else {
+        out.append({**model_json(mv, store), "review": None if r is None else {
             "decision": r.decision, "reviewer": r.reviewer, "automatic": r.automatic, "comment": r.comment,
             "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None, versions)})
     return {"models": out}
@@ -214,7 +227,8 @@ def lineage(store: Store, ref: str) -> dict[str, Any]:
         "dataset_version": {"id": dv.id, "dvc_hash": dv.dvc_hash, "git_commit": dv.git_commit, "items": dv.items},
         "transform": mv.transform,
         "experiment": {"id": exp.id, "name": exp.name, "kind": exp.kind} if exp else None,
-        "trial": mv.trial_id,
+        "trial": trial_number(store, mv),  # its number in the experiment: `experiments show E --trial N`
+        "trial_id": mv.trial_id,
         "tune_experiment": mv.tune_experiment_id,
         "params": mv.params,
         # a src: template's code as the checkpoint keeps it (its sha256): the tree may have been dirty, or edited since

@@ -58,6 +58,12 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
         f"{v1.git_commit[:10]})", text
     assert f"  tuned by         {tune_name} (#{lin['tune_experiment']})" in text, text
     assert any(t.startswith("  parameters       lr ") for t in text), text
+    # the trial is its number in the experiment, which `experiments show --trial` takes (it gave the row id, 4 here,
+    # which that refused: "train-1 has no trial 4 (its trials: 0 to 0)")
+    exp_name = lin["experiment"]["name"]
+    assert lin["trial"] == 0 and lin["trial_id"] != 0 and m["trial"] == 0, (lin, m)
+    assert f"  experiment       {exp_name} (#{lin['experiment']['id']}, train), trial 0" in text, text
+    cdl(ws, "experiments", "show", exp_name, "--trial", str(lin["trial"]), check=True)
     mv = ws.store.resolve_model(f"{m['name']}:1")
     assert mv.evaluation["confusion_matrix"] and len(mv.evaluation["per_class"]) == 5
     assert ws.artifacts.exists(mv.artifacts["checkpoint"])
