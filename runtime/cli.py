@@ -1293,7 +1293,7 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
         raise CdlError(f"{'--text-column' if text_column else '--encoding'} is about --input's file: give --input FILE")
     read_as = {k: v for k, v in (("text_column", text_column), ("encoding", encoding)) if v}
     if source is not None:
-        doc, named = {}, {}
+        doc, named, said = {}, {}, set()
         for ref in refs:
             mv, variant = _ref_variant(ws, ref) if ref.replace("@", ":", 1).count(":") == 2 else (None, None)
             # the file names the version an alias stood for when it ran ("news:champion" moves on)
@@ -1303,7 +1303,12 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
                 if total > 512:
                     click.echo(f"{ref}: {done}/{total}", err=True)
 
-            doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress)
+            def note(text: str) -> None:  # what the reader left out (notes.txt among images): once, not a model each
+                if text not in said:
+                    said.add(text)
+                    click.echo(f"{source}: {text}", err=True)
+
+            doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress, note)
         rows = [{"model": named[ref], **p} for ref, preds in doc.items() for p in preds]
         if output is not None:
             write_predictions(rows, output)

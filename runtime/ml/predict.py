@@ -4,6 +4,7 @@ served. Each version applies its own fitted preprocessing, the same the bundle w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,14 @@ BATCH = 2048  # items a model call: the model is loaded each call, and a batch o
 
 
 def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] | None = None,
-                   variant: str | None = None, progress: Any = None) -> list[dict[str, Any]]:  # noqa: ANN401
+                   variant: str | None = None, progress: Any = None,  # noqa: ANN401
+                   note: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Every item of a data file or folder, as `mlflow models predict -i FILE` scores a file: a CSV or JSON Lines
     file's text column (found as data.import finds it, or `text_column`), every file of a folder or zip (text
     files, or images converted and resized to the model's input), idx files, a Label Studio export. Read by
     data.import's own readers, labels and all: each answer also has `given` (the item's label in the file, or
-    None). In batches of BATCH; progress(done, total) after each."""
+    None). In batches of BATCH; progress(done, total) after each; note(text) for what the reader left out or
+    read so, as data.import logs it (a folder's notes.txt beside its images was left out without a word)."""
     from edge_agent.proto.preprocessing import TextPipeline, pipeline
     from runtime.ml.preprocess import transform_spec
     from runtime.serve import image_input
@@ -137,6 +140,9 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
     check_kind_options(Path(path), kind, options or {})  # --text-column on a folder did nothing
     batch = read_source(Path(path), kind, {**_source_options(ws, cfg, Path(path)), **(options or {}),
                                            "unlabeled": True}, cfg.labeling)
+    if note is not None:
+        for n in batch.notes:
+            note(n)
     pipe = pipeline(transform_spec(ws, mv.transform))
     text = isinstance(pipe, TextPipeline)
     if text != (batch.item_kind == "text"):
@@ -144,6 +150,14 @@ def predict_source(ws: Workspace, ref: str, path: Path, options: dict[str, Any] 
                        f"{'a text' if text else 'an image'} model")
     out: list[dict[str, Any]] = []
     items = batch.items
+    if text and "folder" in batch.kind:  # a photo among the articles was scored as one ("sport 0.879")
+        binary = {it.key for it in items if _not_text(it.payload) is not None}
+        if binary and note is not None:
+            note(f"ignored {len(binary)} file(s) that are no text (an image or a binary file): "
+                 f"{', '.join(sorted(binary)[:3])}{', …' if len(binary) > 3 else ''}")
+        items = [it for it in items if it.key not in binary]
+        if not items:
+            raise CdlError(f"{path}: no text file to score: {mv.ref} is a text model")
     # a folder's or zip's class folders, as data.import reads them labeled
     classes = folder_classes([it.key for it in items if "/" in it.key])[0] if "folder" in batch.kind else {}
     for start in range(0, len(items), BATCH):
@@ -173,13 +187,19 @@ def _text_file(ref: str, path: Path) -> str:
     from runtime.workspace.dataset import decode_text
 
     data = path.read_bytes()
+    if (what := _not_text(data)) is not None:
+        raise CdlError(f"{path}: {what}, not text: {ref} is a text model (--file takes text files here)")
+    return decode_text(data)[0]
+
+
+def _not_text(data: bytes) -> str | None:
+    """"an image" or "a binary file" (an image's magic number, or NUL bytes), None for text."""
     image = data[:8].startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")) or (
         data[:4] in (b"RIFF",) and data[8:12] == b"WEBP")
     utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")  # its NUL bytes are text: decode_text reads it
     if image or (b"\x00" in data[:8192] and not utf16):
-        raise CdlError(f"{path}: {'an image' if image else 'a binary file'}, not text: {ref} is a text model "
-                       "(--file takes text files here)")
-    return decode_text(data)[0]
+        return "an image" if image else "a binary file"
+    return None
 
 
 def agreement(preds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -165,7 +165,7 @@ def check_kind_options(path: Path, kind: str, opts: dict[str, Any]) -> None:
                and v not in (None, False, "")]
     if foreign:
         fits = ", ".join(KIND_OPTIONS.get(kind, ())) or "none"
-        raise DataImportError(f"{path}: the option {foreign[0]!r} is not for a {kind} source (its options: {fits}); "
+        raise DataImportError(f"{path}: the option {foreign[0]!r} is not for {'an' if kind[0] in 'aeiou' else 'a'} {kind} source (its options: {fits}); "
                               f"it is for {', '.join(k for k, o in KIND_OPTIONS.items() if foreign[0] in o)}")
 
 

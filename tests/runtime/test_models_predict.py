@@ -125,8 +125,12 @@ def test_a_whole_file_or_folder_is_scored_and_written(small_bbc, tmp_path):
         (tmp_path / "news" / lab / f"{i}.txt").write_text(t)
     (tmp_path / "news" / labels[0] / "2024").mkdir()  # a folder in a class folder: that class, as data.import says
     (tmp_path / "news" / labels[0] / "2024" / "late.txt").write_text(texts[0])
+    # a photo among the articles is left out, and said: it was scored as a text ("sport 0.879")
+    (tmp_path / "news" / labels[0] / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     out = cdl(ws, "models", "predict", "ws:latest", "--input", str(tmp_path / "news"), "-o", str(tmp_path / "o.jsonl"))
     assert out.returncode == 0, out.stderr[-2000:]
+    assert f"news: ignored 1 file(s) that are no text (an image or a binary file): {labels[0]}/photo.png" \
+        in out.stderr, out.stderr
     docs = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     # the file names the version the alias stood for (it wrote "ws:latest", which moves on)
     assert {d["model"] for d in docs} == {"ws:1"}, {d["model"] for d in docs}
@@ -180,7 +184,11 @@ def test_image_versions_predict_image_files(tmp_path):
     assert [g["input"] for g in got] == ["item0.png", "item1.png"] and got[0]["given"] is None
     assert [g["label"] for g in got] == [mv.classes[int(e.argmax())] for e in expected]
     bad = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"), "--text-column", "x")
-    assert bad.returncode == 2 and "the option 'text_column' is not for a image-folder source" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "the option 'text_column' is not for an image-folder source" in bad.stderr, bad.stderr
+    (tmp_path / "imgs" / "notes.txt").write_text("shot on the 3rd")  # left out, and said (it was not)
+    ok = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"), "-o", str(tmp_path / "p.csv"))
+    assert ok.returncode == 0 and "imgs: ignored 1 file(s) that are no image (.txt): notes.txt" in ok.stderr, ok.stderr
+    assert "wrote 2 prediction(s)" in ok.stderr
     (tmp_path / "imgs" / "zz.png").write_text("not an image")
     bad = cdl(ws, "models", "predict", "fm:1", "--input", str(tmp_path / "imgs"))
     assert bad.returncode == 2 and "imgs: zz.png: not an image this model can take (no image format Pillow reads)" \
