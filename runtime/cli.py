@@ -1175,11 +1175,13 @@ def models_history(obj: dict[str, Any], name: str, as_json: bool) -> None:
 @click.option("--reject", is_flag=True, help="reject: a champion rejected loses the alias to the one before it")
 @click.option("--comment", default="", help="why")
 @click.option("--reviewer", default=lambda: _login_name(""), help="who reviews")
+@click.option("--override-gate", is_flag=True,
+              help="approve a version that failed model.evaluate's gate (refused without it); its review says so")
 @click.option("--json", "as_json", is_flag=True,
               help='{"ref", "decision", "reviewer", "comment", "aliases", "champion", "message"}')
 @click.pass_obj
 def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, comment: str, reviewer: str,
-                  as_json: bool) -> None:
+                  override_gate: bool, as_json: bool) -> None:
     """Approve or reject a model version (REF is NAME:VERSION). Rejecting the champion demotes it: the champion
     before it comes back if it is still approved."""
     from runtime.registry import review_and_say
@@ -1189,7 +1191,7 @@ def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, co
     if not approve and not reject:
         raise CdlError("say --approve or --reject")
     store = _ws(obj).store
-    said = review_and_say(store, ref, approve, comment, reviewer)
+    said = review_and_say(store, ref, approve, comment, reviewer, override_gate)
     if not as_json:
         click.echo(said)
         return
@@ -1198,6 +1200,7 @@ def models_review(obj: dict[str, Any], ref: str, approve: bool, reject: bool, co
         champion = store.model_version(mv.name, "champion").ref
     except NotFoundError:
         champion = None
+    comment = store.reviews(mv.name, mv.version)[-1].comment  # as recorded: an overridden gate is said in it
     _dump({"ref": mv.ref, "decision": "approved" if approve else "rejected", "reviewer": reviewer, "comment": comment,
            "aliases": list(mv.aliases), "champion": champion, "message": said})
 

@@ -55,9 +55,38 @@ def previous_champion(store: Store, mv: ModelVersion) -> int | None:
     return None
 
 
-def review_and_say(store: Store, ref: str, approve: bool, comment: str, reviewer: str) -> str:
-    """The review, and the line that says what it did (`cdl models review` and the review panel show it)."""
-    was_champion = "champion" in store.resolve_model(ref).aliases
+class GateNotPassed(CdlError):
+    """Approving a version whose model.evaluate gate failed, without saying so on purpose."""
+
+
+def failed_gate(mv: ModelVersion) -> str | None:
+    """"test_accuracy 0.6638 < threshold 0.8" where model.evaluate's gate failed for this version, else None."""
+    gate = (mv.evaluation or {}).get("gate") or {}
+    if not gate or gate.get("passed", True) or gate.get("value") is None:
+        return None
+    return f"{gate.get('metric')} {gate['value']:.4f} < threshold {gate.get('threshold')}"
+
+
+def review_and_say(store: Store, ref: str, approve: bool, comment: str, reviewer: str,
+                   override_gate: bool = False) -> str:
+    """The review, and the line that says what it did (`cdl models review` and the review panel show it).
+    Approving a version that failed model.evaluate's gate is refused (GateNotPassed, saying what it would replace)
+    unless override_gate: it became the champion without a word, a 0.66 model over a 0.92 one; overridden, the
+    review's comment says so."""
+    mv = store.resolve_model(ref)
+    if approve and (failed := failed_gate(mv)) is not None:
+        if not override_gate:
+            try:
+                champ = store.model_version(mv.name, "champion")
+                over = (f"; approving it makes it the champion over {champ.ref} (test_accuracy "
+                        f"{champ.metrics.get('test_accuracy', float('nan')):.4f})" if champ.version != mv.version
+                        else "")
+            except NotFoundError:
+                over = ""
+            raise GateNotPassed(f"{mv.ref} failed model.evaluate's gate ({failed}){over}; --override-gate approves "
+                                "it all the same, and its review says so")
+        comment = f"{comment} [gate overridden: {failed}]".strip()
+    was_champion = "champion" in mv.aliases
     review(store, ref, approve, comment, reviewer)
     return review_message(store, ref, approve, reviewer, was_champion)
 

@@ -19,9 +19,9 @@ def store(tmp_path):
     s.close()
 
 
-def _champion(store: Store) -> int | None:
+def _champion(store: Store, name: str = "m") -> int | None:
     try:
-        return store.model_version("m", "champion").version
+        return store.model_version(name, "champion").version
     except NotFoundError:
         return None
 
@@ -141,3 +141,35 @@ def test_a_challenger_nobody_reviewed_before_the_next_one_is_not_awaiting_review
     review(store, "m:2", True, "better after all", "vera")  # reviewed late: it says so, as any other
     got = {m["version"]: review_text(m["review"], m["passed_over_by"]) for m in models_json(store)["models"]}
     assert got[2] == "approved by vera", got
+
+
+def test_approving_a_version_that_failed_the_gate_needs_override_gate(tmp_path):
+    """fm:3 failed model.evaluate's gate (0.6638 < 0.8) and `models review --approve` made it the champion over a
+    0.9178 one without a word; now refused, naming the gate and the champion, unless --override-gate."""
+    from runtime.cli import cli
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    name = ws.config().name
+    for acc in (0.92, 0.66):
+        ws.store.register_model(name, framework="torch", template="t", dataset_version="v1", transform="t",
+                                metrics={"test_accuracy": acc})
+    ws.store.update_model(name, 2, evaluation={"gate": {"metric": "test_accuracy", "threshold": 0.8, "value": 0.66,
+                                                        "passed": False}})
+    runner = CliRunner()
+    w = ["-w", str(ws.root), "models", "review"]
+    assert runner.invoke(cli, [*w, f"{name}:1", "--approve", "--reviewer", "ann"]).exit_code == 0
+    res = runner.invoke(cli, [*w, f"{name}:2", "--approve", "--reviewer", "ann", "--comment", "looks fine"])
+    assert res.exit_code == 2, res.output
+    assert (f"{name}:2 failed model.evaluate's gate (test_accuracy 0.6600 < threshold 0.8); approving it makes it the "
+            f"champion over {name}:1 (test_accuracy 0.9200); --override-gate approves it all the same") in res.output
+    assert _champion(ws.store, name) == 1 and len(history_json(ws.store, name)["reviews"]) == 1
+    # rejecting it needs nothing more
+    assert runner.invoke(cli, [*w, f"{name}:2", "--reject", "--reviewer", "ann"]).exit_code == 0
+    res = runner.invoke(cli, [*w, f"{name}:2", "--approve", "--reviewer", "ann", "--comment", "threshold too high",
+                              "--override-gate", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["champion"] == f"{name}:2"
+    assert doc["comment"] == "threshold too high [gate overridden: test_accuracy 0.6600 < threshold 0.8]", doc
+    ws.close()

@@ -510,7 +510,7 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     assert cells == {"0": "", "1": "", "2": "", "3": str(lost.number)}, cells
 
 
-def test_models_and_review_panels(studio_ctx, qtbot):
+def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     from runtime.jobs import Runner
     from studio.panels.models.panel import ModelsPanel
     from studio.panels.review.panel import ReviewPanel
@@ -682,9 +682,24 @@ def test_models_and_review_panels(studio_ctx, qtbot):
         r.candidate.activated.emit(r.candidate.currentIndex())
     assert r.approve_btn.isEnabled()
     r.reviewer.setText("vera")
+    # a version that failed the gate: Approve asks first (it became the champion at a click); No changes nothing
+    from PySide6.QtWidgets import QMessageBox
+
+    good = ws.store.resolve_model("ws:2").evaluation
+    ws.store.update_model("ws", 2, evaluation={**good, "gate": {**good["gate"], "value": 0.5, "passed": False}})
+    asked: list[str] = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+                        QMessageBox.StandardButton.No)
+    before = len(ws.store.reviews("ws", 2))
+    r.approve_btn.click()
+    assert asked and asked[0].startswith("ws:2 failed model.evaluate's gate (test_accuracy 0.5000 < threshold"), asked
+    assert len(ws.store.reviews("ws", 2)) == before and ws.store.model_version("ws", "champion").version == 1
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.approve_btn.click()
     assert ws.store.model_version("ws", "champion").version == 2
+    assert "[gate overridden: test_accuracy 0.5000 < threshold" in ws.store.reviews("ws", 2)[-1].comment
+    ws.store.update_model("ws", 2, evaluation=good)
     r.comment.setText("the test split leaked into training")
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.reject_btn.click()

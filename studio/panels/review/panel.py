@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QTableWidgetItem,
     QWidget,
@@ -267,8 +268,22 @@ class ReviewPanel(Panel):
         if not self.reviewer.text().strip():
             self.say("say who you are (reviewer) first", "warning")
             return
+        override = False
+        if approve:  # a version that failed the gate became the champion at a click, without a word
+            from runtime.registry import failed_gate
+
+            failed = failed_gate(self.ctx.workspace.store.resolve_model(ref))
+            if failed is not None:
+                answer = QMessageBox.question(
+                    self, "Approve a version that failed the gate",
+                    f"{ref} failed model.evaluate's gate ({failed}). Approve it all the same? It becomes the "
+                    "champion, and its review says the gate was overridden.")
+                if answer != QMessageBox.StandardButton.Yes:
+                    return
+                override = True
         self.work(review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),
-                  self.reviewer.text().strip(), done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
+                  self.reviewer.text().strip(), override,
+                  done=lambda line: (self.comment.clear(), self.sig_message.emit(line)))
 
 
 def _data_change(ws: Any, champ: Any, cand: Any) -> str:  # noqa: ANN401
