@@ -1146,7 +1146,7 @@ def models_list(obj: dict[str, Any], name: str | None, as_json: bool) -> None:
         acc = m["metrics"].get("test_accuracy")
         click.echo(f"{m['name']}:{m['version']:<4} {','.join(m['aliases']) or '-':<20} data {m['dataset_version']:<5} "
                    f"{m['framework']:<6} test_accuracy {acc if acc is None else f'{acc:.4f}'}  git {str(m['git_commit'])[:10]}"
-                   f"{' (dirty)' if m['git_dirty'] else ''}  {review_text(m['review'], m['passed_over_by'])}")
+                   f"{' (dirty)' if m['git_dirty'] else ''}  {review_text(m['review'], m['passed_over_by'], m['gate_failed'])}")
 
 
 @models.command("history")

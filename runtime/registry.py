@@ -97,14 +97,17 @@ def review_message(store: Store, ref: str, approve: bool, reviewer: str, was_cha
     line = f"{mv.ref}: {'approved' if approve else 'rejected'} by {reviewer}"
     if approve or not was_champion:
         return f"{line}; aliases now: {', '.join(mv.aliases) or 'none'}"
+    # the devices that run it, if any: it said "Devices keep running fm:3" of a version no device had
+    serving = devices_serving(store, mv)
+    on = f"{', '.join(serving)} keep{'s' if len(serving) == 1 else ''} running {mv.ref}" if serving else ""
     try:
         champ = store.model_version(mv.name, "champion")
     except NotFoundError:
         return (f"{line}; it was the champion, and {mv.name} has no champion now (no earlier champion is still "
-                "approved): approve a version to have one. Devices keep running it until you deploy another "
-                "version or roll back")
-    return (f"{line}; it was the champion: {champ.ref} is the champion again. Devices keep running {mv.ref} "
-            f"until you deploy {champ.ref} or roll back (`cdl rollback --device D`)")
+                "approved): approve a version to have one"
+                + (f". {on} until you deploy another version or roll back" if on else ""))
+    return (f"{line}; it was the champion: {champ.ref} is the champion again"
+            + (f". {on} until you deploy {champ.ref} or roll back (`cdl rollback --device D`)" if on else ""))
 
 
 def champion_score(mv: ModelVersion, champ: ModelVersion, metric: str) -> tuple[float, str]:
@@ -206,7 +209,8 @@ def models_json(store: Store, name: str | None = None) -> dict[str, Any]:
         r = latest.get((mv.name, mv.version))
         out.append({**model_json(mv, store), "review": None if r is None else {
             "decision": r.decision, "reviewer": r.reviewer, "automatic": r.automatic, "comment": r.comment,
-            "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None, versions)})
+            "created": r.created.isoformat()}, "passed_over_by": passed_over_by(store, mv, r is not None, versions),
+            "gate_failed": failed_gate(mv)})
     return {"models": out}
 
 
@@ -222,10 +226,13 @@ def passed_over_by(store: Store, mv: ModelVersion, reviewed: bool,
     return later[-1].ref if later else None
 
 
-def review_text(review: dict[str, Any] | None, passed_over: str | None = None) -> str:
-    """'approved by vera', 'rejected by cdl-auto (automatic)', 'awaiting review', or 'not reviewed (news:4 came
-    after)'."""
+def review_text(review: dict[str, Any] | None, passed_over: str | None = None, gate_failed: str | None = None) -> str:
+    """'approved by vera', 'rejected by cdl-auto (automatic)', 'awaiting review', 'not reviewed (news:4 came
+    after)', or 'gate failed (test_accuracy 0.6638 < threshold 0.8)' (model.review never asks about such a version:
+    it read "awaiting review")."""
     if review is None:
+        if gate_failed:
+            return f"gate failed ({gate_failed})"
         return f"not reviewed ({passed_over} came after)" if passed_over else "awaiting review"
     return f"{review['decision']} by {review['reviewer']}{' (automatic)' if review['automatic'] else ''}"
 
@@ -287,6 +294,18 @@ def started_from(lin: dict[str, Any]) -> str | None:
     return str(start.get("from", start)) if isinstance(start, dict) else str(start)
 
 
+def devices_serving(store: Store, mv: ModelVersion) -> list[str]:
+    """The enrolled devices that serve `mv`, as their last health check or their last deployment says."""
+    out = []
+    for d in store.devices():
+        active = (d.last_health or {}).get("active") or {}
+        latest = next((r for r in reversed(store.deployments(d.name)) if r.status == "done" and r.name), None)
+        if (active.get("name"), str(active.get("version"))) == (mv.name, str(mv.version)) or (
+                latest is not None and (latest.name, str(latest.version)) == (mv.name, str(mv.version))):
+            out.append(d.name)
+    return out
+
+
 def deletion_refused(ws: Any, ref: str) -> str | None:  # noqa: ANN401 - a Workspace
     """Why `delete_version` would refuse `ref`, or None: asked before the question "Delete …?" (the CLI and the
     studio asked first, and then refused the answer yes)."""
@@ -299,13 +318,11 @@ def deletion_refused(ws: Any, ref: str) -> str | None:  # noqa: ANN401 - a Works
         return (f"{mv.ref} is the version model.register made last (model.evaluate and model.review work on it): "
                 "register another before deleting it")
     bundles = {v.bundle for v in store.variants(mv.name, mv.version) if v.bundle}
+    serving = devices_serving(store, mv)
+    if serving:
+        return f"{mv.ref} is on device {serving[0]}: deploy another version there (or remove the device) before deleting it"
     for d in store.devices():
         active = (d.last_health or {}).get("active") or {}
-        latest = next((r for r in reversed(store.deployments(d.name)) if r.status == "done" and r.name), None)
-        serves = (active.get("name"), str(active.get("version"))) == (mv.name, str(mv.version)) or (
-            latest is not None and (latest.name, str(latest.version)) == (mv.name, str(mv.version)))
-        if serves:
-            return f"{mv.ref} is on device {d.name}: deploy another version there (or remove the device) before deleting it"
         if active.get("previous_bundle_id") in bundles:
             return f"device {d.name} would roll back to {mv.ref}: deploy another version there first"
     return None

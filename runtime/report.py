@@ -84,7 +84,15 @@ def _svg(title: str, series: dict[str, list[tuple[float, float]]], w: int = 440,
 def model_report(ws: Workspace, ref: str) -> str:
     """The report's HTML."""
     from runtime.devices import history_json as deployments_json
-    from runtime.registry import history_json, lineage, passed_over_by, review_text, started_from, tuned_by
+    from runtime.registry import (
+        failed_gate,
+        history_json,
+        lineage,
+        passed_over_by,
+        review_text,
+        started_from,
+        tuned_by,
+    )
     from runtime.steps.deploy import variants_json
 
     store = ws.store
@@ -93,7 +101,7 @@ def model_report(ws: Workspace, ref: str) -> str:
     hist = history_json(store, mv.name)
     ev = mv.evaluation or {}
     reviews = [r for r in hist["reviews"] if r["version"] == mv.version]
-    verdict = review_text(reviews[-1] if reviews else None, passed_over_by(store, mv, bool(reviews)))
+    verdict = review_text(reviews[-1] if reviews else None, passed_over_by(store, mv, bool(reviews)), failed_gate(mv))
     dv = lin["dataset_version"]
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(mv.ref)}: model report</title>"
            f"<style>{CSS}</style></head><body>",

@@ -45,6 +45,13 @@ def test_rejecting_the_champion_brings_back_the_one_before(store):
     assert last.version == 1 and last.reason == "champion again: m:2 was rejected by vera"
     line = review_message(store, "m:2", False, "vera", was_champion=True)
     assert "m:2: rejected by vera" in line and "m:1 is the champion again" in line
+    # devices only where a device runs it: it said "Devices keep running m:2" of a version no device had
+    assert line.endswith("m:1 is the champion again"), line
+    store.add_device(name="pi1", address="127.0.0.1:1", token="t", cert_fingerprint="f", enroll_dir="d",
+                     last_health={"active": {"name": "m", "version": 2}})
+    line = review_message(store, "m:2", False, "vera", was_champion=True)
+    assert line.endswith("m:1 is the champion again. pi1 keeps running m:2 until you deploy m:1 or roll back "
+                         "(`cdl rollback --device D`)"), line
 
 
 def test_a_rejected_earlier_champion_does_not_come_back(store):
@@ -164,6 +171,9 @@ def test_approving_a_version_that_failed_the_gate_needs_override_gate(tmp_path):
     assert (f"{name}:2 failed model.evaluate's gate (test_accuracy 0.6600 < threshold 0.8); approving it makes it the "
             f"champion over {name}:1 (test_accuracy 0.9200); --override-gate approves it all the same") in res.output
     assert _champion(ws.store, name) == 1 and len(history_json(ws.store, name)["reviews"]) == 1
+    # model.review never asks about it: the listing says why, where it read "awaiting review"
+    listed = runner.invoke(cli, ["-w", str(ws.root), "models", "list"]).output.splitlines()
+    assert listed[1].endswith("gate failed (test_accuracy 0.6600 < threshold 0.8)"), listed
     # rejecting it needs nothing more
     assert runner.invoke(cli, [*w, f"{name}:2", "--reject", "--reviewer", "ann"]).exit_code == 0
     res = runner.invoke(cli, [*w, f"{name}:2", "--approve", "--reviewer", "ann", "--comment", "threshold too high",

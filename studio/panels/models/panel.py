@@ -96,7 +96,7 @@ class ModelsPanel(Panel):
         rows, colors = [], {}
         for i, m in enumerate(d["models"]):
             mt = m["metrics"]
-            rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), review_text(m["review"], m["passed_over_by"]),
+            rows.append((f"{m['name']}:{m['version']}", ", ".join(m["aliases"]), review_text(m["review"], m["passed_over_by"], m["gate_failed"]),
                          m["dataset_version"], m["framework"], m["template"], mt.get("test_accuracy"),
                          mt.get("macro_f1"), mt.get("val_accuracy"),
                          f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", local_time(m["created"])))

@@ -167,7 +167,7 @@ class ReviewPanel(Panel):
         refs = [v.ref for v in versions]
         # each version with its aliases and where its review stands, as `cdl models list` says them: one passed
         # over by a newer version before anybody reviewed it reads so, not as one more waiting its turn
-        labels = [f"{m['name']}:{m['version']}  ({', '.join([*m['aliases'], review_text(m['review'], m['passed_over_by'])])})"
+        labels = [f"{m['name']}:{m['version']}  ({', '.join([*m['aliases'], review_text(m['review'], m['passed_over_by'], m['gate_failed'])])})"
                   for m in models_json(store)["models"]]
         if chosen not in refs:
             challenger = [v for v in versions if "challenger" in v.aliases]
