@@ -655,6 +655,12 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
                                "be measured on this one: its checkpoint is gone")
     assert "on this test split" not in r.cm_champion_label.text()
     ws.store.update_model("ws", 2, transform=two.transform)
+    ws.store.update_model("ws", 2, evaluation={**two.evaluation, "gate": {**two.evaluation["gate"], "value": 0.5,
+                                                                          "passed": False}})
+    load(qtbot, r)  # it said "ws:2 awaits review; gate … FAILED" of a version model.review never asks about
+    assert r.status_label.text().startswith("ws:2 failed model.evaluate's gate (test_accuracy 0.5000 < threshold"), \
+        r.status_label.text()
+    assert "gate failed (test_accuracy 0.5000" in r.candidate.currentText(), r.candidate.currentText()
     ws.store.update_model("ws", 2, evaluation=two.evaluation)
     r.comment.setText("better on politics")
     r.reviewer.setText("vera")

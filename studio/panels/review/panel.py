@@ -181,6 +181,8 @@ class ReviewPanel(Panel):
                 "data_change": _data_change(self.ctx.workspace, champ, cand)}
 
     def show_data(self, d: dict[str, Any]) -> None:
+        from runtime.registry import failed_gate
+
         self.candidate.blockSignals(True)
         self.candidate.clear()
         for ref, label in zip(d["versions"], d.get("labels") or d["versions"], strict=True):
@@ -218,11 +220,13 @@ class ReviewPanel(Panel):
             self.say(f"{cand.ref} was {r['decision']} by {r['reviewer']}{' (automatic)' if r['automatic'] else ''}: "
                      f"{r['comment']}{_demotion(cand, d['champion'], d['history'], r)}",
                      "ok" if r["decision"] == "approved" else "warning")
+        elif (failed := failed_gate(cand)) is not None:  # it said "awaits review" of one model.review never asks about
+            self.say(f"{cand.ref} failed model.evaluate's gate ({failed}): model.review does not ask about it; Approve "
+                     "asks whether to override the gate", "warning")
         else:
             gate = cand.evaluation.get("gate", {})
-            self.say(f"{cand.ref} awaits review; gate {gate.get('metric')} {gate.get('value', 0):.4f} "
-                     f"{'passed' if gate.get('passed') else 'FAILED'} (threshold {gate.get('threshold')})",
-                     "info" if gate.get("passed") else "warning")
+            self.say(f"{cand.ref} awaits review; gate {gate.get('metric')} {gate.get('value', 0):.4f} passed "
+                     f"(threshold {gate.get('threshold')})", "info")
         rows, colors = [], {}
         for i, m in enumerate(("test_accuracy", "macro_f1", "val_accuracy")):
             a = cand.metrics.get(m)
