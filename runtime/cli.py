@@ -1676,11 +1676,13 @@ def devices_history(obj: dict[str, Any], name: str | None, as_json: bool) -> Non
               help="requests each canary must answer while watched (0: no traffic is no verdict against it)")
 @click.option("--check-drift", is_flag=True, help="also check each canary's predictions while watched for drift "
               "(deploy.monitor's tests and settings); drift rolls it back")
+@click.option("--force", is_flag=True, help="deploy a version that was rejected, or failed model.evaluate's gate "
+              "unapproved (refused without it)")
 @click.option("--json", "as_json", is_flag=True, help="what was done to each device, as `devices history --json` "
               "lists it (the progress goes to stderr)")
 @click.pass_obj
 def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_devices: bool, no_activate: bool,
-           canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool,
+           canary: int, watch_s: float, max_error_rate: float, min_requests: int, check_drift: bool, force: bool,
            as_json: bool) -> None:
     """Push NAME:VERSION[:VARIANT] (default variant fp32; VERSION a number or an alias: champion, challenger,
     latest) to devices and activate it. Exit 1 when a device
@@ -1699,6 +1701,10 @@ def deploy(obj: dict[str, Any], ref: str, device_names: tuple[str, ...], all_dev
             raise CdlError("no device enrolled: `cdl devices enroll NAME --address HOST:PORT`")
     for d in device_names:
         ws.store.device(d)
+    from runtime.registry import deploy_refused
+
+    if not force and (why := deploy_refused(ws.store, mv)) is not None:
+        raise CdlError(f"{why}: deploying it puts it on {', '.join(device_names)}; --force deploys it all the same")
     bundle_path(ws, mv.ref, variant)  # last: it packages the bundle if it was not
     if canary:
         if no_activate:

@@ -67,6 +67,19 @@ def failed_gate(mv: ModelVersion) -> str | None:
     return f"{gate.get('metric')} {gate['value']:.4f} < threshold {gate.get('threshold')}"
 
 
+def deploy_refused(store: Store, mv: ModelVersion) -> str | None:
+    """Why pushing `mv` to a device wants saying so on purpose (`cdl deploy --force`, the devices panel's question):
+    its latest review rejected it, or model.evaluate's gate failed and nobody approved it. None otherwise (a
+    challenger awaiting review may go to a canary). `cdl deploy bbc:3` of a rejected version went out without a word."""
+    reviews = store.reviews(mv.name, mv.version)
+    if reviews and reviews[-1].decision == "rejected":
+        r = reviews[-1]
+        return f"{mv.ref} was rejected by {r.reviewer}" + (f" ({r.comment})" if r.comment else "")
+    if not reviews and (failed := failed_gate(mv)) is not None:
+        return f"{mv.ref} failed model.evaluate's gate ({failed}) and nobody approved it"
+    return None
+
+
 def review_and_say(store: Store, ref: str, approve: bool, comment: str, reviewer: str,
                    override_gate: bool = False) -> str:
     """The review, and the line that says what it did (`cdl models review` and the review panel show it).

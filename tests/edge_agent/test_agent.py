@@ -535,6 +535,21 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "or give --all for every enrolled one" in out.stderr
+    # a version its reviewer rejected: refused before any device is touched (it went out without a word), --force
+    ws.store.add_review("ws", 1, "vera", "rejected", "leaks the test split", False)
+    n = len(ws.store.deployments())
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:static_int8",
+                          "--device", "dev1"], capture_output=True, text=True)
+    assert out.returncode == 2 and ("ws:1 was rejected by vera (leaks the test split): deploying it puts it on dev1; "
+                                    "--force deploys it all the same") in out.stderr, out.stderr
+    assert len(ws.store.deployments()) == n and active("dev1") == "dynamic_int8"
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:static_int8",
+                          "--device", "dev1", "--force"], capture_output=True, text=True)
+    assert out.returncode == 0 and active("dev1") == "static_int8", out.stderr
+    ws.store.add_review("ws", 1, "vera", "approved", "fixed", False)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:fp32",
+                          "--device", "dev1"], capture_output=True, text=True)
+    assert out.returncode == 0 and active("dev1") == "fp32", out.stderr
     del b
 
 

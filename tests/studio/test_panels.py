@@ -1107,7 +1107,7 @@ def test_labeling_panel_takes_a_label_studio_labeling_config(qtbot, tmp_path, mo
     ws.close()
 
 
-def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, agent_factory):
+def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, agent_factory, monkeypatch):
     from runtime.devices import DeviceClient
     from studio.panels.devices.panel import DevicesPanel
 
@@ -1161,6 +1161,19 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     d._push()
     assert "needs two devices or more" in d.status_label.text()
     assert d.minimumSizeHint().width() <= 940  # the push controls on a line of their own: a laptop's width
+    # a version its reviewer rejected: Push asks first (it went out at a click); No sends nothing
+    from PySide6.QtWidgets import QMessageBox
+
+    ws.store.add_review("ws", 1, "vera", "rejected", "leaks", False)
+    asked: list[str] = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+                        QMessageBox.StandardButton.No)
+    d.canary.setChecked(False)
+    d.model.setCurrentText("ws:1:static_int8")
+    n = len(ws.store.deployments())
+    d._push()
+    assert asked == ["ws:1 was rejected by vera (leaks). Push it to dev1 all the same?"], asked
+    assert len(ws.store.deployments()) == n and active("dev1") == "fp32"
 
 
 def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):

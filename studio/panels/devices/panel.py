@@ -297,6 +297,14 @@ class DevicesPanel(Panel):
             return
         ref, variant = choice.rsplit(":", 1)
         ws = self.ctx.workspace
+        from runtime.registry import deploy_refused
+
+        why = deploy_refused(ws.store, ws.store.resolve_model(ref))
+        if why is not None:  # a rejected version went out at a click, as `cdl deploy` sent it without a word
+            answer = QMessageBox.question(self, "Push a rejected version", f"{why}. Push it to {', '.join(names)} "
+                                          "all the same?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
         if self.canary.isChecked():
             from runtime.devices import drift_settings, staged_deploy
 
