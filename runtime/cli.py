@@ -1782,6 +1782,10 @@ def rollback(obj: dict[str, Any], device_name: str, as_json: bool) -> None:
                "active": {k: res[k] for k in ("name", "version", "variant", "bundle_id")}})
         return
     click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
+    from runtime.registry import rolled_back_note
+
+    if (note := rolled_back_note(_ws(obj).store, res["name"], res["version"], device_name)) is not None:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command()

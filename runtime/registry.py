@@ -80,6 +80,16 @@ def deploy_refused(store: Store, mv: ModelVersion) -> str | None:
     return None
 
 
+def rolled_back_note(store: Store, name: str, version: int | str, device: str) -> str | None:
+    """After a rollback (not refused: it is what one does in a hurry), where the model serving again is one
+    `cdl deploy` would refuse: "fm:3 was rejected by me (gate), and serves on cam1 again"."""
+    try:
+        why = deploy_refused(store, store.model_version(name, int(version)))
+    except (NotFoundError, ValueError):  # deleted from the registry since
+        return None
+    return f"{why}, and serves on {device} again" if why is not None else None
+
+
 def review_and_say(store: Store, ref: str, approve: bool, comment: str, reviewer: str,
                    override_gate: bool = False) -> str:
     """The review, and the line that says what it did (`cdl models review` and the review panel show it).

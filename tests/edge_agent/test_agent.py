@@ -550,6 +550,12 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1:fp32",
                           "--device", "dev1"], capture_output=True, text=True)
     assert out.returncode == 0 and active("dev1") == "fp32", out.stderr
+    # a rollback is not refused (one does it in a hurry), but a rejected version serving again is said
+    ws.store.add_review("ws", 1, "vera", "rejected", "leaks after all", False)
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "rollback", "--device", "dev1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and active("dev1") == "static_int8", out.stderr
+    assert "note: ws:1 was rejected by vera (leaks after all), and serves on dev1 again" in out.stderr, out.stderr
     del b
 
 

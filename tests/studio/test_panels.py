@@ -1174,6 +1174,11 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
     d._push()
     assert asked == ["ws:1 was rejected by vera (leaks). Push it to dev1 all the same?"], asked
     assert len(ws.store.deployments()) == n and active("dev1") == "fp32"
+    # a rollback is not asked about (one does it in a hurry), but a rejected version serving again is said
+    with qtbot.waitSignal(d.sig_loaded, timeout=60000):
+        d._rollback()
+    assert "ws:1 was rejected by vera (leaks), and serves on dev1 again" in d.status_label.text(), \
+        d.status_label.text()
 
 
 def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):

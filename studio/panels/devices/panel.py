@@ -353,8 +353,14 @@ class DevicesPanel(Panel):
         name = self._selected()
         if name is None:
             return
-        self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…",
-                  done=lambda r: self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}", "ok"))
+        from runtime.registry import rolled_back_note
+
+        def done(r: dict[str, Any]) -> None:
+            note = rolled_back_note(self.ctx.workspace.store, r["name"], r["version"], name)
+            self.say(f"{name}: back to {r['name']}:{r['version']}:{r['variant']}" + (f"; {note}" if note else ""),
+                     "warning" if note else "ok")
+
+        self.work(rollback, self.ctx.workspace, name, message=f"rolling {name} back…", done=done)
 
 
 def _canary_said(name: str, v: dict) -> str:
