@@ -156,7 +156,7 @@ def _params(params: dict[str, Any], keys: list[str]) -> str:
 def counts_text(d: dict[str, Any]) -> str:
     states = d["states"]
     if d["kind"] == "train":
-        return f"{d['epochs']} epochs"
+        return f"{d['epochs']} epoch{'' if d['epochs'] == 1 else 's'}"
     parts = [f"{n} {s}" for s, n in states.items() if s != "complete"]
     return f"{d['trials']} trials" + (f" ({', '.join(parts)})" if parts else "")
 

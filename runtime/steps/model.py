@@ -536,7 +536,7 @@ class TrainStep(Step):
                 f"{best.get('val_accuracy', 0):.4f}; checkpoint {digest[:12]}")
         return StepResult(summary=summary, output_fp=digest,
                           message=f"val_accuracy {best.get('val_accuracy', 0):.4f} ({exp.name}: {result.framework}, "
-                          f"{len(result.history)} epochs, {result.device})")
+                          f"{len(result.history)} epoch{'' if len(result.history) == 1 else 's'}, {result.device})")
 
 
 def _init_from(ctx: StepContext, params: dict[str, Any], prep) -> dict[str, Any]:  # noqa: ANN001

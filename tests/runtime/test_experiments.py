@@ -165,3 +165,10 @@ def test_a_killed_runs_experiment_reads_failed_not_running(small_bbc):
     assert exp["status"] == "failed" and "running" not in exp["states"], exp
     line = _cdl(ws, "experiments", "list").stdout
     assert " failed " in line and "running" not in line, line
+
+
+def test_one_epoch_is_said_in_the_singular():
+    from runtime.experiments import counts_text
+
+    assert counts_text({"kind": "train", "epochs": 1, "states": {}}) == "1 epoch"  # it said "1 epochs"
+    assert counts_text({"kind": "train", "epochs": 9, "states": {}}) == "9 epochs"
