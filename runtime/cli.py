@@ -840,6 +840,8 @@ def labels_export(obj: dict[str, Any], file: Path, config: Path | None, filter_:
         _dump(doc)
         return
     click.echo(f"wrote {doc['tasks']} task(s), {doc['annotations']} annotation(s) to {file}")
+    if not doc["tasks"] and filter_:  # an empty file, and why (a done proposal's samples are not left to label)
+        click.echo(f"no item is left under --filter {filter_}{_proposal_state(_ws(obj), filter_)}", err=True)
     if doc["left_out_undecodable"]:
         bad = doc["left_out_undecodable"]
         click.echo(f"left out {len(bad)} item(s) that cannot be decoded as images: {', '.join(bad[:5])}"
@@ -847,6 +849,18 @@ def labels_export(obj: dict[str, Any], file: Path, config: Path | None, filter_:
     if config is not None:
         click.echo(f"wrote the labeling config ({len(doc['classes'])} classes) to {config}: paste it into the Label "
                    "Studio project's Settings > Labeling Interface > Code before importing the tasks")
+
+
+def _proposal_state(ws: Any, filter_: str | None) -> str:  # noqa: ANN401 - a Workspace
+    """": proposal p1 is done" for a proposal:ID filter with nothing left, what comes next for it as the monitoring
+    panel says; "" for other filters."""
+    if not (filter_ or "").startswith("proposal:"):
+        return ""
+    from runtime.proposals import proposal
+
+    p = proposal(ws, filter_.split(":", 1)[1])
+    return (f": proposal {p['id']} is {p['status']}" if p["status"] != "open" else
+            f": proposal {p['id']}'s {p['samples']} sample(s) are labeled; `cdl loop` trains on them")
 
 
 def _queue(obj: dict[str, Any], labeler: str):
@@ -874,13 +888,7 @@ def labels_next(obj: dict[str, Any], filter_: str, labeler: str, order: str, sav
         if as_json:
             _dump({"item": None, "open_with_other_labelers": elsewhere})
         else:
-            done = ""
-            if filter_.startswith("proposal:"):  # what comes next for it, as the monitoring panel says
-                from runtime.proposals import proposal
-
-                p = proposal(q.ws, filter_.split(":", 1)[1])
-                done = (f": proposal {p['id']} is {p['status']}" if p["status"] != "open" else
-                        f": proposal {p['id']}'s {p['samples']} sample(s) are labeled; `cdl loop` trains on them")
+            done = _proposal_state(q.ws, filter_)
             if filter_ == "unlabeled" and not done:  # conflicts are not in this queue: say they wait
                 conflicts = q.progress()["conflicts"]
                 if conflicts:

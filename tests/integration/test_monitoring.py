@@ -261,6 +261,12 @@ def test_the_loop_headless(bbc_packaged, agent_factory):
                            f"proposal:{pid}"], capture_output=True, text=True).stdout.strip()
     assert said == (f"nothing left to label: proposal {pid}'s {doc['proposal']['samples']} sample(s) are labeled; "
                     "`cdl loop` trains on them"), said
+    # so does an export of them, which wrote an empty file without a word
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "labels", "export",
+                          str(ws.root / "p2.json"), "--filter", f"proposal:{pid}"], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads((ws.root / "p2.json").read_text()) == [], out.stderr
+    assert (f"no item is left under --filter proposal:{pid}: proposal {pid}'s {doc['proposal']['samples']} sample(s) "
+            "are labeled; `cdl loop` trains on them") in out.stderr, out.stderr
     versions_before = len(ws.store.versions())
     cfg = ws.config()  # retraining continues from the champion's weights (model.train's init_from)
     cfg.steps["model.train"]["init_from"] = "champion"
