@@ -86,6 +86,8 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
     differ, `on` ("auto": b's, "a", "b", or "own": none) names the version whose test split both are measured on.
     {"a", "b", "same_test_set", "lineage": [{field, a, b, differs}], "params": [...], "metrics": [{name, a, b,
     change}], "per_class": [{class, a_f1, b_f1}], "on_split": None | {"of", "a": {...}, "b": {...}}}."""
+    from runtime.registry import trial_number
+
     a, b = ws.store.resolve_model(a_ref), ws.store.resolve_model(b_ref)
 
     def row(field: str, x: Any, y: Any) -> dict[str, Any]:  # noqa: ANN401
@@ -99,7 +101,7 @@ def compare(ws: Workspace, a_ref: str, b_ref: str, on: str = "auto",
                    (b.git_commit or "")[:10] + (" (dirty)" if b.git_dirty else "")),
                row("classes", ", ".join(a.classes), ", ".join(b.classes)),
                row("experiment", _experiment(ws, a.experiment_id), _experiment(ws, b.experiment_id)),
-               row("trial", a.trial_id, b.trial_id),
+               row("trial", trial_number(ws.store, a), trial_number(ws.store, b)),  # as `experiments show` takes it
                row("init_from", a.extra.get("init_from"), b.extra.get("init_from")),
                row("aliases", ", ".join(a.aliases), ", ".join(b.aliases)),
                row("created", local_time(a.created), local_time(b.created))]

@@ -310,6 +310,8 @@ def test_editing_the_model_code_makes_training_stale_and_versions_keep_theirs(sm
     rows = {r["field"]: r for r in compare(ws, "ws:1", "ws:2")["lineage"]}  # one template name, two models
     assert rows["template"]["differs"] is False and rows["model code"]["differs"] is True
     assert rows["model code"]["b"] == f"sha256 {code['model_sha256'][:12]}"
+    # each trial by its number in its experiment, as `experiments show --trial` takes it (it gave the row ids)
+    assert (rows["trial"]["a"], rows["trial"]["b"], rows["trial"]["differs"]) == (0, 0, False), rows["trial"]
     # a distilled student is built from the kept code too; one that ignores params["hidden"] is no smaller, and says so
     res = Runner(ws).run(steps=["deploy.export", "deploy.compress"], overrides={
         "deploy.export": {"model": "ws:2"}, "deploy.compress": {"methods": ["distill"]}})
