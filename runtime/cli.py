@@ -940,7 +940,8 @@ def labels_suggest(obj: dict[str, Any], ref: str | None, as_json: bool) -> None:
         _dump(doc)
         return
     spread = ", ".join(f"{c} {n}" for c, n in doc["by_class"].items())
-    click.echo(f"{doc['model']} suggested labels for {doc['items']} item(s)" + (f": {spread}" if spread else ""))
+    click.echo(f"{doc['model']} suggested labels for {doc['items']} item(s)" + (f": {spread}" if spread else "")
+               + ("" if doc["items"] else " (no item is unlabeled or in conflict: suggestions are for those)"))
 
 
 @labels.command("set")

@@ -74,6 +74,17 @@ def test_suggestions_without_a_champion_say_how_to_get_one(text_ws):
         "panel) or name one (`--model ws:N`)" in r.stderr, r.stderr
 
 
+def test_suggestions_for_nothing_say_why(text_ws, monkeypatch):
+    """"fm:2 suggested labels for 0 item(s)" on a workspace with every item labeled, and nothing more."""
+    import runtime.labeling
+
+    monkeypatch.setattr(runtime.labeling, "suggest", lambda ws, ref, log=None: {
+        "model": "ws:1", "items": 0, "by_class": {}})  # the CLI's own line, one layer: suggest() is tested on its own
+    r = _cdl(text_ws, "labels", "suggest")
+    assert r.exit_code == 0 and r.stdout.strip() == (
+        "ws:1 suggested labels for 0 item(s) (no item is unlabeled or in conflict: suggestions are for those)"), r.output
+
+
 def test_package_deploy_and_serve_take_an_alias(text_ws, tmp_path):
     """`cdl package bbc:champion` was refused ("expected NAME:VERSION[:VARIANT]"), though deploy.export, `models
     predict` and `models variants` take aliases: a script had to look the champion's number up first. An alias
