@@ -1320,7 +1320,8 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
                     said.add(text)
                     click.echo(f"{source}: {text}", err=True)
 
-            doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress, note)
+            doc[ref] = predict_source(ws, mv.ref if mv else ref, source, read_as or None, variant, progress, note,
+                                      log=lambda m, ref=ref: click.echo(f"{ref}: {m}", err=True))
         rows = [{"model": named[ref], **p} for ref, preds in doc.items() for p in preds]
         if output is not None:
             write_predictions(rows, output)
@@ -1356,9 +1357,11 @@ def models_predict(obj: dict[str, Any], refs: tuple[str, ...], texts: tuple[str,
     for ref in refs:
         if ref.replace("@", ":", 1).count(":") == 2:  # a variant: that ONNX model, as a device runs it
             mv, variant = _ref_variant(ws, ref)
-            doc[ref] = predict_items(ws, mv.ref, list(texts), list(files), variant=variant)
+            doc[ref] = predict_items(ws, mv.ref, list(texts), list(files), variant=variant,
+                                     log=lambda m, ref=ref: click.echo(f"{ref}: {m}", err=True))
         else:
-            doc[ref] = predict_items(ws, ref, list(texts), list(files))
+            doc[ref] = predict_items(ws, ref, list(texts), list(files),
+                                     log=lambda m, ref=ref: click.echo(f"{ref}: {m}", err=True))
     if as_json:
         _dump({"predictions": doc})
         return

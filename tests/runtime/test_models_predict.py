@@ -194,3 +194,10 @@ def test_image_versions_predict_image_files(tmp_path):
     assert bad.returncode == 2 and "imgs: zz.png: not an image this model can take (no image format Pillow reads)" \
         in bad.stderr, bad.stderr  # it said "(cannot identify image file <_io.BytesIO object at 0x7f…>)"
     assert "BytesIO" not in bad.stderr
+    # a transform `cdl gc` dropped is fitted again, and said: ten seconds for Fashion-MNIST went without a word
+    import shutil
+
+    shutil.rmtree(ws.root / ws.store.get_transform(mv.transform).path)
+    ok = cdl(ws, "models", "predict", "fm:1", "--file", str(files[0]))
+    assert ok.returncode == 0, ok.stderr
+    assert f"fm:1: transform {mv.transform[:12]} is not cached: fitting it again from v1" in ok.stderr, ok.stderr
