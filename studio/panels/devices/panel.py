@@ -301,7 +301,7 @@ class DevicesPanel(Panel):
 
         why = deploy_refused(ws.store, ws.store.resolve_model(ref))
         if why is not None:  # a rejected version went out at a click, as `cdl deploy` sent it without a word
-            answer = QMessageBox.question(self, "Push a rejected version", f"{why}. Push it to {', '.join(names)} "
+            answer = QMessageBox.question(self, "Push a version its review did not pass", f"{why}. Push it to {', '.join(names)} "
                                           "all the same?")
             if answer != QMessageBox.StandardButton.Yes:
                 return
