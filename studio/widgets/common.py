@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QPlainTextEdit,
     QSizePolicy,
     QTableWidget,
@@ -35,6 +36,14 @@ def local_time(value: Any, seconds: bool = True) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def confirm(parent: QWidget | None, title: str, text: str) -> bool:
+    """Ask before something that loses data or passes a check by: No is the default button, so Enter or Space on a
+    dialog read too quickly keeps things as they are (QMessageBox.question chose Yes, its accepting button)."""
+    answer = QMessageBox.question(parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def heading(text: str, size: float = 12.0) -> QLabel:

@@ -105,7 +105,7 @@ def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_
     from PySide6.QtWidgets import QMessageBox
 
     asked: list[str] = []
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or
                         QMessageBox.StandardButton.Yes)
     p.sources.selectRow([p.sources.item(i, 0).text() for i in range(p.sources.rowCount())].index(str(copy)))
     n = p.sources.item(p.sources.currentRow(), 2).text()
@@ -170,7 +170,7 @@ def test_data_panel_offers_to_read_a_windows_csv_as_cp1252(studio_ctx, qtbot, tm
     win.write_bytes("text;label\r\nUn caf\u00e9 \u00e0 Z\u00fcrich, long enough to pass;business\r\n".encode("cp1252"))
     asked: list[str] = []
     answer = [QMessageBox.StandardButton.No]
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or answer[0])
     p.path_edit.setText(str(win))
     p.import_btn.click()
     qtbot.waitUntil(lambda: bool(asked), timeout=20000)
@@ -413,7 +413,7 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
 
     orphan = ws.artifacts.put_bytes(b"x" * 3000)
     asked, answer = [], [QMessageBox.StandardButton.No]
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or answer[0])
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.gc_btn.click()
     assert len(asked) == 1 and "1 × files no model version" in asked[0] and "2.9 KiB" in asked[0], asked
@@ -586,7 +586,7 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
 
     asked: list[str] = []
     original = QMessageBox.question
-    QMessageBox.question = lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.Yes
+    QMessageBox.question = lambda parent, title, text, *_: asked.append(text) or QMessageBox.StandardButton.Yes
     try:
         for row, says in ((0, "cannot delete: ws:1 is the champion: approve another version"),
                           (1, "cannot delete: ws:2 is the version model.register made last")):
@@ -694,13 +694,13 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     good = ws.store.resolve_model("ws:2").evaluation
     ws.store.update_model("ws", 2, evaluation={**good, "gate": {**good["gate"], "value": 0.5, "passed": False}})
     asked: list[str] = []
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or
                         QMessageBox.StandardButton.No)
     before = len(ws.store.reviews("ws", 2))
     r.approve_btn.click()
     assert asked and asked[0].startswith("ws:2 failed model.evaluate's gate (test_accuracy 0.5000 < threshold"), asked
     assert len(ws.store.reviews("ws", 2)) == before and ws.store.model_version("ws", "champion").version == 1
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: QMessageBox.StandardButton.Yes)
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(r.sig_loaded, timeout=20000):
         r.approve_btn.click()
     assert ws.store.model_version("ws", "champion").version == 2
@@ -846,7 +846,7 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
 
     asked: list[str] = []
     answer = [QMessageBox.StandardButton.No]
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or answer[0])
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or answer[0])
     d.devices.selectRow(gone)
     d._remove()
     assert "Remove gone from this workspace?" in asked[0] and "history and scoring data stay" in asked[0]
@@ -946,7 +946,7 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     from PySide6.QtWidgets import QInputDialog
 
     asked: list[str] = []
-    monkeypatch.setattr(QInputDialog, "getText", lambda parent, title, text: asked.append(title) or (
+    monkeypatch.setattr(QInputDialog, "getText", lambda parent, title, text, *_: asked.append(title) or (
         "empty texts from a test client", True))
     with qtbot.waitSignal(m.sig_loaded, timeout=30000):
         m.dismiss_btn.click()
@@ -1166,7 +1166,7 @@ def test_devices_panel_pushes_to_several_and_canary_first(studio_ctx, qtbot, age
 
     ws.store.add_review("ws", 1, "vera", "rejected", "leaks", False)
     asked: list[str] = []
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or
                         QMessageBox.StandardButton.No)
     d.canary.setChecked(False)
     d.model.setCurrentText("ws:1:static_int8")

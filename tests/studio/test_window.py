@@ -104,7 +104,7 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
 
     asked: list[str] = []
     original = QMessageBox.question
-    QMessageBox.question = lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.Yes
+    QMessageBox.question = lambda parent, title, text, *_: asked.append(text) or QMessageBox.StandardButton.Yes
     try:
         w.back_up(str(tmp_path / "ws-backup"))
     finally:

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, confirm, local_time, plot_widget
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
@@ -196,7 +196,7 @@ class DataPanel(Panel):
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
 
-    def _remove(self, confirm: bool = True) -> None:
+    def _remove(self, ask: bool = True) -> None:
         from runtime.api import remove_source
         from studio.services.tasks import run_task
 
@@ -205,15 +205,11 @@ class DataPanel(Panel):
             self.say("select a source in the table first", "warning")
             return
         name = chosen[0]
-        if confirm:
-            from PySide6.QtWidgets import QMessageBox
-
+        if ask:
             row = next(r for r in range(self.sources.rowCount()) if self.sources.item(r, 0).text() == name)
             n = self.sources.item(row, 2).text()
-            answer = QMessageBox.question(self, "Remove a source", f"Take {name} out of the pipeline? Its {n} item(s) "
-                                          "leave the workspace; labels people gave them stay, and come back if it "
-                                          "is imported again.")
-            if answer != QMessageBox.StandardButton.Yes:
+            if not confirm(self, "Remove a source", f"Take {name} out of the pipeline? Its {n} item(s) leave the "
+                           "workspace; labels people gave them stay, and come back if it is imported again."):
                 return
         self.remove_btn.setEnabled(False)
 

@@ -15,7 +15,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QSpinBox,
     QWidget,
@@ -23,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from runtime.domain.errors import CdlError
 from studio.panels.base import Panel
-from studio.widgets.common import Table, local_time
+from studio.widgets.common import Table, confirm, local_time
 
 
 class EnrollDialog(QDialog):
@@ -301,9 +300,8 @@ class DevicesPanel(Panel):
 
         why = deploy_refused(ws.store, ws.store.resolve_model(ref))
         if why is not None:  # a rejected version went out at a click, as `cdl deploy` sent it without a word
-            answer = QMessageBox.question(self, "Push a version its review did not pass", f"{why}. Push it to {', '.join(names)} "
-                                          "all the same?")
-            if answer != QMessageBox.StandardButton.Yes:
+            if not confirm(self, "Push a version its review did not pass",
+                           f"{why}. Push it to {', '.join(names)} all the same?"):
                 return
         if self.canary.isChecked():
             from runtime.devices import drift_settings, staged_deploy
@@ -337,12 +335,11 @@ class DevicesPanel(Panel):
         name = self._selected()
         if name is None:
             return
-        answer = QMessageBox.question(
-            self, "Remove a device",
-            f"Remove {name} from this workspace?\n\nNothing is pushed to, collected from or checked for it any more, "
-            "and its token and certificate are forgotten (enroll it again to bring it back). Its deployment history "
-            "and scoring data stay. The agent on the device is not told: stop it there.")
-        if answer != QMessageBox.StandardButton.Yes:
+        if not confirm(
+                self, "Remove a device",
+                f"Remove {name} from this workspace?\n\nNothing is pushed to, collected from or checked for it any "
+                "more, and its token and certificate are forgotten (enroll it again to bring it back). Its deployment "
+                "history and scoring data stay. The agent on the device is not told: stop it there."):
             return
         self.work(remove, self.ctx.workspace, name, message=f"removing {name}…",
                   done=lambda r: self.say(f"{name}: {r['message']}", "ok"))

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMenu,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -19,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, local_time, plot_widget
+from studio.widgets.common import PALETTE, Table, add_legend, confirm, local_time, plot_widget
 
 
 class ModelsPanel(Panel):
@@ -214,10 +213,9 @@ class ModelsPanel(Panel):
         if refused:  # said at once: it asked "Delete …?" and then refused the answer
             self.say(f"cannot delete: {refused}", "warning")
             return
-        answer = QMessageBox.question(self, "Delete a model version",
-                                      f"Delete {ref} and its variants? Its reviews and alias history stay; `cdl gc` "
-                                      "(the versions panel's Free disk…) then frees its checkpoint and bundles.")
-        if answer != QMessageBox.StandardButton.Yes:
+        if not confirm(self, "Delete a model version",
+                       f"Delete {ref} and its variants? Its reviews and alias history stay; `cdl gc` "
+                       "(the versions panel's Free disk…) then frees its checkpoint and bundles."):
             return
         self.work(delete_version, self.ctx.workspace, ref,
                   done=lambda d: self.say(f"deleted {d['deleted']}; {d['next']}", "ok"))

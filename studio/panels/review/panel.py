@@ -13,14 +13,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QTableWidgetItem,
     QWidget,
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table, local_time
+from studio.widgets.common import Table, confirm, local_time
 
 
 def per_class_rows(ev: dict[str, Any], champion: dict[str, Any] | None) -> list[tuple[Any, ...]]:
@@ -278,11 +277,10 @@ class ReviewPanel(Panel):
 
             failed = failed_gate(self.ctx.workspace.store.resolve_model(ref))
             if failed is not None:
-                answer = QMessageBox.question(
-                    self, "Approve a version that failed the gate",
-                    f"{ref} failed model.evaluate's gate ({failed}). Approve it all the same? It becomes the "
-                    "champion, and its review says the gate was overridden.")
-                if answer != QMessageBox.StandardButton.Yes:
+                if not confirm(
+                        self, "Approve a version that failed the gate",
+                        f"{ref} failed model.evaluate's gate ({failed}). Approve it all the same? It becomes the "
+                        "champion, and its review says the gate was overridden."):
                     return
                 override = True
         self.work(review_and_say, self.ctx.workspace.store, ref, approve, self.comment.text(),

@@ -15,13 +15,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QWidget,
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table, local_time
+from studio.widgets.common import Table, confirm, local_time
 
 
 class RemoteDialog(QDialog):
@@ -337,11 +336,10 @@ class VersionsPanel(Panel):
                  "artifact": "files no model version, variant, deployment or latest step run refers to",
                  "temporary": "writes a killed process left"}
         lines = "\n".join(f"• {len(b)} × {names.get(k, k)}: {human(sum(b))}" for k, b in sorted(by_kind.items()))
-        answer = QMessageBox.question(
-            self, "Free disk",
-            f"Remove {human(sum(it['bytes'] for it in items))} from .cdl/artifacts?\n\n{lines}\n\nRegistered "
-            "models, their variants and bundles, and every bundle pushed to a device stay.")
-        if answer != QMessageBox.StandardButton.Yes:
+        if not confirm(
+                self, "Free disk",
+                f"Remove {human(sum(it['bytes'] for it in items))} from .cdl/artifacts?\n\n{lines}\n\nRegistered "
+                "models, their variants and bundles, and every bundle pushed to a device stay."):
             return
         self.work(collect, self.ctx.workspace, message="removing…",
                   done=lambda r: self.say(summary_line(r), "ok"))
