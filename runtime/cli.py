@@ -1785,18 +1785,19 @@ def rollback(obj: dict[str, Any], device_name: str, as_json: bool) -> None:
         res = do_rollback(_ws(obj), device_name)
     except DeviceError as exc:
         if as_json:
-            _dump({"device": device_name, "ok": False, "error": str(exc), "active": None})
+            _dump({"device": device_name, "ok": False, "error": str(exc), "active": None, "note": None})
         else:
             click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    if as_json:
-        _dump({"device": device_name, "ok": True, "error": None,
-               "active": {k: res[k] for k in ("name", "version", "variant", "bundle_id")}})
-        return
-    click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
     from runtime.registry import rolled_back_note
 
-    if (note := rolled_back_note(_ws(obj).store, res["name"], res["version"], device_name)) is not None:
+    note = rolled_back_note(_ws(obj).store, res["name"], res["version"], device_name)
+    if as_json:  # the note, which only the text output said, in the JSON too: null, or the sentence
+        _dump({"device": device_name, "ok": True, "error": None,
+               "active": {k: res[k] for k in ("name", "version", "variant", "bundle_id")}, "note": note})
+        return
+    click.echo(f"{device_name}: active {res['name']}:{res['version']}:{res['variant']} (bundle {res['bundle_id'][:12]})")
+    if note is not None:
         click.echo(f"note: {note}", err=True)
 
 

@@ -530,7 +530,7 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
                           "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert (doc["device"], doc["ok"], doc["active"]["variant"]) == ("dev1", True, "dynamic_int8"), doc
+    assert (doc["device"], doc["ok"], doc["active"]["variant"], doc["note"]) == ("dev1", True, "dynamic_int8", None), doc
     assert active("dev1") == "dynamic_int8"
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "deploy", "ws:1"],
                          capture_output=True, text=True)
@@ -556,6 +556,11 @@ def test_a_staged_rollout_goes_on_only_when_the_canary_does_well(packaged, agent
                          capture_output=True, text=True)
     assert out.returncode == 0 and active("dev1") == "static_int8", out.stderr
     assert "note: ws:1 was rejected by vera (leaks after all), and serves on dev1 again" in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "rollback", "--device", "dev1",
+                          "--json"], capture_output=True, text=True)  # the JSON carries the note too
+    res = json.loads(out.stdout)
+    assert out.returncode == 0 and res["ok"] and res["active"]["variant"] == "fp32", out.stderr
+    assert res["note"] == "ws:1 was rejected by vera (leaks after all), and serves on dev1 again", res
     del b
 
 
