@@ -661,6 +661,9 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert r.status_label.text().startswith("ws:2 failed model.evaluate's gate (test_accuracy 0.5000 < threshold"), \
         r.status_label.text()
     assert "gate failed (test_accuracy 0.5000" in r.candidate.currentText(), r.candidate.currentText()
+    load(qtbot, m)  # the models table says it in red, as a rejection (it was the grey of "awaits review")
+    assert m.models.item(1, 2).text().startswith("gate failed (test_accuracy 0.5000"), m.models.item(1, 2).text()
+    assert m.models.item(1, 2).foreground().color().name() == "#b91c1c"
     ws.store.update_model("ws", 2, evaluation=two.evaluation)
     r.comment.setText("better on politics")
     r.reviewer.setText("vera")

@@ -101,6 +101,8 @@ class ModelsPanel(Panel):
                          f"{(m['git_commit'] or '')[:10]}{' (dirty)' if m['git_dirty'] else ''}", local_time(m["created"])))
             if m["review"] is not None:
                 colors[(i, 2)] = "#15803d" if m["review"]["decision"] == "approved" else "#b91c1c"
+            elif m["gate_failed"]:  # red, as a rejection: "gate failed (…)" was the grey of "awaits review"
+                colors[(i, 2)] = "#b91c1c"
         self.models.fill(rows, colors, data=[f"{m['name']}:{m['version']}" for m in d["models"]])
         if rows and not self.models.selectedIndexes():
             self.models.selectRow(len(rows) - 1)  # the newest version's lineage, without a click
