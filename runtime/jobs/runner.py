@@ -166,6 +166,11 @@ class Runner:
                 which = param_changes(run.params, cfg.params(step), step) if "parameters" in changed else ""
                 if which and _loop_trained(step, run.params, cfg.params(step)):
                     which = _LOOP_TRAINED
+                if "upstream outputs" in changed:  # which of them: "upstream outputs changed" named none
+                    ran = _upstream_changed(store, cfg.upstream(step), done, run)
+                    if ran:
+                        changed[changed.index("upstream outputs")] = (
+                            f"{ran[0]}'s output" if len(ran) == 1 else f"{', '.join(ran)}'s outputs")
                 if impl.reads_changed and impl.reads in changed:  # a reason of its own, named when it is the only one
                     changed.remove(impl.reads)
                     reason = reason or ("" if changed else impl.reads_changed)
@@ -585,6 +590,21 @@ def _same_params(run: Any, before: Any, inputs: str = "its inputs changed") -> s
     return "nothing (forced)"
 
 
+def _output_at(rs: list[Any], when: Any) -> str | None:  # noqa: ANN401
+    """The output a step's runs (rs) offered at a time: that of its last done run finished by then."""
+    done = [x for x in rs if x.status in ("done", "drifted") and x.finished is not None and x.finished <= when]
+    return max(done, key=lambda x: x.finished).output_fp if done else None
+
+
+def _upstream_changed(store: Any, upstream: list[str], done: Mapping[str, Any], run: Any) -> list[str]:  # noqa: ANN401
+    """The upstream steps whose output now is not the one they offered when the run started: the stale reason
+    names them ("model.preprocess's output changed since it ran"); empty where the runs do not tell."""
+    if run.started is None:
+        return []
+    return [u for u in upstream
+            if (done[u].output_fp if u in done else None) != _output_at(store.step_runs(u, 500), run.started)]
+
+
 def _which_inputs(step: str, run: Any, before: Any, ups: Mapping[str, list[Any]]) -> str:  # noqa: ANN401
     """What changed between two runs with the same parameters, from the input fingerprint's parts ("params.upstream.
     reads"): the upstream steps that ran between them ("model.tune ran again since, with another output"), and what the step
@@ -594,11 +614,7 @@ def _which_inputs(step: str, run: Any, before: Any, ups: Mapping[str, list[Any]]
         return "its inputs changed"
     said = []
     if a[1] != b[1]:
-        def output_at(rs: list[Any], when: Any) -> str | None:  # noqa: ANN401 - the output a run then read
-            done = [x for x in rs if x.status in ("done", "drifted") and x.finished is not None and x.finished <= when]
-            return max(done, key=lambda x: x.finished).output_fp if done else None
-
-        ran = [u for u, rs in ups.items() if output_at(rs, run.started) != output_at(rs, before.started)]
+        ran = [u for u, rs in ups.items() if _output_at(rs, run.started) != _output_at(rs, before.started)]
         said.append(f"{' and '.join(ran)} ran again since, with another output" if ran
                     else "its upstream steps' output changed")
     if a[2] != b[2]:

@@ -147,6 +147,10 @@ def test_status_and_stale_detection(tmp_path, text_ws):
     assert states["data.validate"].reason == f"parameters changed since it ran: min_length {was} → 50000"
     assert states["data.label"].status == StepStatus.STALE
     assert states["data.version"].status == StepStatus.DONE
+    # data.validate run alone: the step after it names whose output changed (it said "upstream outputs changed")
+    assert Runner(ws).run(steps=["data.validate"]).ok
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert states["data.label"].reason == "data.validate's output changed since it ran", states["data.label"].reason
     # re-running brings them back, and the new rule quarantines every article
     assert Runner(ws).run(until="data.label").ok
     assert set(_status(ws).values()) == {"done"}
