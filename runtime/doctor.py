@@ -212,8 +212,14 @@ def diagnose(ws: Workspace) -> dict[str, Any]:
     if last:
         when = datetime.fromisoformat(last["time"])
         days = (datetime.now(UTC) - when).days
+        from runtime.domain.text import local_time
+
+        # in local time, by the calendar: "yesterday" at 02:40 of a backup made at 23:10 (it said "2026-12-06 (0 day(s)
+        # ago)", the date in UTC)
+        n = (datetime.now().astimezone().date() - when.astimezone().date()).days
+        ago = "today" if n <= 0 else "yesterday" if n == 1 else f"{n} days ago"
         add("backup", "warn" if days >= BACKUP_DAYS else "ok",
-            f"last `cdl backup` {when.date()} ({days} day(s) ago) to {last['archive']}"
+            f"last `cdl backup` {local_time(last['time'], seconds=False)} ({ago}) to {last['archive']}"
             + (" (this workspace was restored from it)" if last.get("restored_from") else ""),
             "`cdl backup OUT.tar.gz` (the registry, artifacts, scoring data and keys are only here)")
     elif ws.store.model_versions():

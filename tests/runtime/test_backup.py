@@ -50,7 +50,17 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
     out = backup(ws, tmp_path / "ws.tar.gz")
     assert out["notes"] == [] and out["data_not_kept"] == [] and out["files"] > 10 and out["registry"] == "sqlite"
     (done,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
-    assert done["status"] == "ok" and "0 day(s) ago" in done["detail"] and "ws.tar.gz" in done["detail"]
+    assert done["status"] == "ok" and "(today) to " in done["detail"] and "ws.tar.gz" in done["detail"]
+    from datetime import UTC, datetime, timedelta
+
+    kept = ws.store.get_state("last_backup")  # ten days on: a warning, in days (it said "10 day(s) ago")
+    ws.store.set_state("last_backup", {**kept, "time": (datetime.now(UTC) - timedelta(days=10)).isoformat()})
+    (old,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
+    assert old["status"] == "warn" and "(10 days ago) to " in old["detail"], old
+    ws.store.set_state("last_backup", {**kept, "time": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+    (old,) = [c for c in diagnose(ws)["checks"] if c["area"] == "backup"]
+    assert old["status"] == "ok" and "(yesterday) to " in old["detail"], old
+    ws.store.set_state("last_backup", kept)
     with tarfile.open(out["archive"]) as tar:
         names = set(tar.getnames())
     assert ".cdl/registry.db" in names and ".cdl/scoring.duckdb" in names and "cdl.yaml" in names
