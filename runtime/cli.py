@@ -963,13 +963,7 @@ def labels_set(obj: dict[str, Any], item: str, label: str, labeler: str, new_cla
         raise CdlError(f"{label!r} is not one of the classes ({', '.join(known)}){then} a new class with it, pass "
                        "--new-class")
     rec = q.set_label(item, label)
-    click.echo(f"{_item_name(q, rec.item_id)} -> {rec.label} (by {rec.labeler})")
-
-
-def _item_name(q: Any, item_id: str) -> str:  # noqa: ANN401 - a LabelQueue
-    """"proposal:p1:cam1#328 (432d183c7df2)": the uid `labels next` shows, with the id (the id alone was said)."""
-    found = q.store.items_by_id([item_id])
-    return f"{found[0].uid} ({item_id[:12]})" if found else item_id[:12]
+    click.echo(f"{q.item_name(rec.item_id)} -> {rec.label} (by {rec.labeler})")
 
 
 @labels.command("skip")
@@ -980,7 +974,7 @@ def labels_skip(obj: dict[str, Any], item: str, labeler: str) -> None:
     """Skip ITEM for now."""
     q = _queue(obj, labeler)
     rec = q.skip(item)
-    click.echo(f"skipped {_item_name(q, rec.item_id)}")
+    click.echo(f"skipped {q.item_name(rec.item_id)}")
 
 
 @labels.command("undo")
@@ -993,14 +987,7 @@ def labels_undo(obj: dict[str, Any], labeler: str) -> None:
     if rec is None:
         click.echo("nothing to undo")
         return
-    from runtime.labeling import effective_labels
-
-    # what was undone and what the item has now (it said only "undid label of 432d183c7df2")
-    st = effective_labels(q.store.labels(item_ids=[rec.item_id])).get(rec.item_id)
-    now = (f"labeled {st.label}" if st is not None and st.label is not None else
-           "in conflict" if st is not None and st.conflict else "unlabeled")
-    what = f"{rec.action} {rec.label}" if rec.action == "label" and rec.label else rec.action
-    click.echo(f"undid {rec.labeler}'s {what} of {_item_name(q, rec.item_id)}; it is {now} now")
+    click.echo(q.undone_text(rec))  # what was undone and what the item has now (it said "undid label of 432d…")
 
 
 @labels.command("stats")

@@ -433,6 +433,23 @@ class LabelQueue:
     def undo(self) -> LabelRecord | None:
         return self.store.undo_last(self.labeler)
 
+    def item_name(self, item_id: str) -> str:
+        """"proposal:p1:cam1#328 (432d183c7df2)": the uid `labels next` shows, with the id (the id alone was said)."""
+        found = self.store.items_by_id([item_id])
+        return f"{found[0].uid} ({item_id[:12]})" if found else item_id[:12]
+
+    def action_text(self, rec: LabelRecord) -> str:
+        """"ana's label Trouser of fm.gz#12 (4c1e…)", "ana's skip of …": a label or skip, as Undo names it."""
+        what = f"{rec.action} {rec.label}" if rec.action == "label" and rec.label else rec.action
+        return f"{rec.labeler}'s {what} of {self.item_name(rec.item_id)}"
+
+    def undone_text(self, rec: LabelRecord) -> str:
+        """What an undo did and what the item has now: "undid ana's label Trouser of …; it is unlabeled now"."""
+        st = effective_labels(self.store.labels(item_ids=[rec.item_id])).get(rec.item_id)
+        now = (f"labeled {st.label}" if st is not None and st.label is not None else
+               "in conflict" if st is not None and st.conflict else "unlabeled")
+        return f"undid {self.action_text(rec)}; it is {now} now"
+
     def _counted_rows(self) -> Iterator[IndexRow]:
         """The rows progress counts: the checked-out version's, quarantine and items gone since aside, and those
         imported since."""

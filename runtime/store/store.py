@@ -544,17 +544,25 @@ class Store(ModelRegistryMixin, DeployMixin):
             s.execute(q)
             s.commit()
 
-    def undo_last(self, labeler: str) -> LabelRecord | None:
-        """Undo the labeler's last manual action (a label or a skip). Returns it, or None if nothing to undo."""
-        with self._lock, self.session() as s:
-            row = s.execute(
-                select(t.SqlLabel)
+    @staticmethod
+    def _last_manual(labeler: str):  # noqa: ANN205 - a select
+        return (select(t.SqlLabel)
                 .where(t.SqlLabel.labeler == labeler)
                 .where(t.SqlLabel.source == "manual")
                 .where(t.SqlLabel.undone == False)  # noqa: E712
                 .order_by(t.SqlLabel.id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+                .limit(1))
+
+    def last_manual(self, labeler: str) -> LabelRecord | None:
+        """What undo_last would undo, left as it is (the labeling panel's Undo says it, and is off without one)."""
+        with self.session() as s:
+            row = s.execute(self._last_manual(labeler)).scalar_one_or_none()
+            return _label(row) if row is not None else None
+
+    def undo_last(self, labeler: str) -> LabelRecord | None:
+        """Undo the labeler's last manual action (a label or a skip). Returns it, or None if nothing to undo."""
+        with self._lock, self.session() as s:
+            row = s.execute(self._last_manual(labeler)).scalar_one_or_none()
             if row is None:
                 return None
             row.undone = True

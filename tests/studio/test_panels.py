@@ -254,13 +254,24 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert first is not None and p.text.toPlainText()
     # named by its uid, as `cdl labels next` names it and `cdl labels set` takes it; the source in the tooltip
     assert p.meta.text().startswith(f"<b>{first.uid}</b>") and first.source in p.meta.toolTip()
+    # Undo is off while there is nothing of the labeler's to undo (it was on, and answered "nothing to undo")
+    me = p.labeler.text().strip()
+    assert not p.undo_btn.isEnabled() and "nothing to undo" in p.undo_btn.toolTip()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_5)  # tech
     recs = [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"]
     assert [(r.item_id, r.label) for r in recs] == [(first.item_id, "tech")]
+    assert p.undo_btn.isEnabled() and p.undo_btn.toolTip() == (
+        f"undo {me}'s label tech of {first.uid} ({first.item_id[:12]})"), p.undo_btn.toolTip()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_U)
     assert [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"] == []
+    # what it undid and what the item has now, as `cdl labels undo` says (it said nothing)
+    qtbot.waitUntil(lambda: p.status_label.text().startswith(f"undid {me}'s label tech of {first.uid} ("),
+                    timeout=20000)
+    now = f"labeled {first.label}" if first.label else "unlabeled"
+    assert p.status_label.text().endswith(f"; it is {now} now"), p.status_label.text()
+    assert not p.undo_btn.isEnabled()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_S)
     assert p.current is not None and p.current.uid != first.uid

@@ -191,6 +191,7 @@ class LabelingPanel(Panel):
                 "progress": q.progress(), "quarantined": q.quarantined_count(), "suggestion": q.suggestion(item.item_id) if item else None,
                 "proposals": [p["id"] for p in props], "filter": flt, "note": note,
                 "elsewhere": 0 if item else len(q.store.leased_by_others(q.labeler)),
+                "undoable": (lambda r: q.action_text(r) if r is not None else None)(q.store.last_manual(q.labeler)),
                 "open_proposals": [p["id"] for p in props if p["status"] == "open" and p["unlabeled"]]}
 
     def show_data(self, d: dict[str, Any]) -> None:
@@ -220,6 +221,11 @@ class LabelingPanel(Panel):
                 b.clicked.connect(lambda _=False, i=i: self.choose(i))
                 self.buttons.addWidget(b, i // BUTTONS_PER_ROW, i % BUTTONS_PER_ROW)
                 self._class_buttons.append(b)
+        # off, where it was always on and answered "nothing to undo"; its tooltip names what it undoes
+        undoable = d.get("undoable")
+        self.undo_btn.setEnabled(undoable is not None)
+        self.undo_btn.setToolTip(f"undo {undoable}" if undoable else f"{self.labeler.text().strip() or 'you'}: "
+                                 "nothing to undo (a label or a skip of yours)")
         p = d["progress"]
         pp = d.get("proposal_progress")
         if pp:
@@ -357,8 +363,15 @@ class LabelingPanel(Panel):
         run_task(self._queue().skip, item.uid, on_done=lambda _: self.refresh(), on_error=lambda m: self.say(m, "error"))
 
     def undo(self) -> None:
-        run_task(self._queue().undo, on_done=lambda r: (self.refresh(), self.say("" if r else "nothing to undo")),
-                 on_error=lambda m: self.say(m, "error"))
+        q = self._queue()
+
+        def undo() -> str:  # what it undid and what the item has now, as `cdl labels undo` says (it said nothing)
+            rec = q.undo()
+            return q.undone_text(rec) if rec is not None else ""
+
+        self.undo_btn.setEnabled(False)  # one press, one undo: the reload says whether there is another
+        run_task(undo, on_done=lambda t: (self.refresh(), self.say(t or "nothing to undo", "ok" if t else "info")),
+                 on_error=lambda m: (self.refresh(), self.say(m, "error")))
 
     def _agreement(self) -> None:
         from runtime.labeling import agreement, workspace_relabel
