@@ -930,6 +930,10 @@ def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_pat
     assert f"Drift on dev1: proposal {pid}'s {first['samples']} sample(s) are labeled; a model trained on them goes " \
         "to review" in m.status_label.text(), m.status_label.text()
     close(ws, pid, "rejected", "ws:2 was not better")
+    load(qtbot, m)  # what came of the proposal made from this check (it said "press Retrain…" once it ended)
+    assert m.status_label.text().startswith(
+        f"Drift on dev1 at its last check, with ws:1: proposal {pid} came of it, rejected: ws:2 was not better; "
+        "Collect and check now checks what it serves now"), m.status_label.text()
     with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=60000):
         m.retrain.click()
     load(qtbot, m)  # the window reloads every panel after a job

@@ -115,6 +115,33 @@ def test_monitoring_says_no_verdict_when_the_last_check_had_too_few_records(qtbo
     assert p.status_label.text() == "No drift at the last checks."
 
 
+def test_monitoring_says_what_came_of_a_drift_and_leaves_removed_devices_out(qtbot, tmp_path):
+    """"Drift on cam1: press Retrain…" stood there after cam1 was removed, and after the proposal made from that very
+    check had been labeled, its model approved and deployed."""
+    p = _monitoring_panel(qtbot, tmp_path)
+    now = time.time()
+    drift = {"time": now, "device": "edge-1", "model": "m", "version": "1", "bundle_id": "b1",
+             "window": {"n": 200, "to": now - 5}, "drifted": True,
+             "tests": [{"name": "confidence", "statistic": 0.5, "p_value": 1e-9, "threshold": 0.05, "drifted": True}]}
+    d = {**_data([now - 60]), "checks": [drift], "enrolled": ["edge-1"]}
+    p.show_data(d)
+    assert "edge-1: press Retrain…" in p.status_label.text()
+    done = {"id": "p1", "device": "edge-1", "model": "m", "version": "1", "bundle_id": "b1", "status": "done",
+            "window": {"n": 200, "to": now - 5}, "note": "m:2 approved and deployed", "samples": 30, "unlabeled": 0}
+    p.show_data({**d, "proposals": [done]})
+    assert p.status_label.text() == ("Drift on edge-1 at its last check, with m:1: proposal p1 came of it, done: m:2 "
+                                     "approved and deployed; Collect and check now checks what it serves now."), \
+        p.status_label.text()
+    # a proposal from an earlier drift is not this one's
+    p.show_data({**d, "proposals": [{**done, "window": {"n": 200, "to": now - 900}}]})
+    assert "edge-1: press Retrain…" in p.status_label.text()
+    # the device removed since: no "press Retrain…" for it
+    p.show_data({**d, "proposals": [], "enrolled": []})
+    assert p.status_label.text() == ("edge-1 drifted at its last check but is no longer enrolled: Collect and check now "
+                                     "checks the devices enrolled now (the Monitor node stays red until then)."), \
+        p.status_label.text()
+
+
 def test_times_are_shown_in_the_users_time_zone(monkeypatch):
     from datetime import datetime
 

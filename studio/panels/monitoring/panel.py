@@ -84,7 +84,7 @@ class MonitoringPanel(Panel):
                                "GROUP BY t ORDER BY t", [dev]) if dev in scored else []
             volume[dev] = rows
         checks = store.checks()
-        return {"devices": devices, "checks": checks, "volume": volume,
+        return {"devices": devices, "checks": checks, "volume": volume, "enrolled": enrolled,
                 "proposals": proposals(ws), "unproposed": _unproposed(ws), "unknown": _unknown(checks)}
 
     def show_data(self, d: dict[str, Any]) -> None:
@@ -176,6 +176,13 @@ class MonitoringPanel(Panel):
         for c in d["checks"]:
             latest[c["device"]] = c
         drifted = [dev for dev, c in latest.items() if c["drifted"]]
+        # a device removed since its last check drifted: said as such, not "press Retrain…" for a device that is gone
+        enrolled = d.get("enrolled", d["devices"])
+        removed = [dev for dev in drifted if dev not in enrolled]
+        drifted = [dev for dev in drifted if dev in enrolled]
+        gone = (f" {', '.join(removed)} drifted at {'its' if len(removed) == 1 else 'their'} last check but "
+                f"{'is' if len(removed) == 1 else 'are'} no longer enrolled: Collect and check now checks the "
+                "devices enrolled now (the Monitor node stays red until then).") if removed else ""
         # a check with too few records has no tests: that is no verdict, not a clean bill of health
         waiting = [f"{dev} ({c['window']['n']} records)" for dev, c in latest.items() if not c["tests"]]
         no_verdict = (f" No verdict on {', '.join(waiting)}: too few records in the window (deploy.monitor's "
@@ -186,9 +193,12 @@ class MonitoringPanel(Panel):
         if said:  # what an action (Dismiss proposal…) did, once, over the reload after it
             self.say(said, "ok")
         elif drifted and all(why_not):  # Retrain… found nothing to propose: saying "press Retrain…" again sent people round
-            self.say(" ".join(f"{w}." for w in why_not) + no_verdict + unknown, "error")
+            self.say(" ".join(f"{w}." for w in why_not) + no_verdict + unknown + gone, "error")
         elif drifted:
-            self.say(f"Drift on {self._next_for(drifted, d['proposals'])}.{no_verdict}{unknown}", "error")
+            self.say(f"Drift on {self._next_for(drifted, d['proposals'], latest)}.{no_verdict}{unknown}{gone}",
+                     "error")
+        elif removed:
+            self.say(gone.strip() + no_verdict + unknown, "warning")
         elif not d["devices"]:
             self.say("No devices enrolled: enroll one and push a model to it in the devices panel, then send it "
                      "requests.")
@@ -203,13 +213,23 @@ class MonitoringPanel(Panel):
             self.say("No checks yet: press Collect and check now.")
 
     @staticmethod
-    def _next_for(drifted: list[str], props: list[dict[str, Any]]) -> str:
+    def _next_for(drifted: list[str], props: list[dict[str, Any]], latest: dict[str, dict[str, Any]] | None = None
+                  ) -> str:
         """What comes next for the drifted devices: their open proposal's labeling, or its training, or Retrain…
-        ("press Retrain…" stood there while the proposal's samples waited labeled, or unlabeled, in the table)."""
+        ("press Retrain…" stood there while the proposal's samples waited labeled, or unlabeled, in the table);
+        where a proposal made from that very check has ended, what came of it (it said "press Retrain…" after the
+        proposal's model was approved and deployed)."""
         from runtime.proposals import LABELED_NEXT
 
         mine = {p["device"]: p for p in props if p["status"] == "open"}
-        fresh = [dev for dev in drifted if dev not in mine]
+        ended = {}
+        for dev in drifted:
+            c = (latest or {}).get(dev) or {}
+            made = [p for p in props if p["device"] == dev and p["status"] != "open" and p.get("bundle_id")
+                    == c.get("bundle_id") and (p.get("window") or {}).get("to") == (c.get("window") or {}).get("to")]
+            if made and dev not in mine:
+                ended[dev] = made[-1]
+        fresh = [dev for dev in drifted if dev not in mine and dev not in ended]
         parts = [f"{', '.join(fresh)}: press Retrain… to put the least confident samples into the labeling queue"] \
             if fresh else []
         for dev in drifted:
@@ -219,6 +239,10 @@ class MonitoringPanel(Panel):
                              "(Retrain… opens them in the labeling panel)")
             elif p is not None:
                 parts.append(f"{dev}: proposal {p['id']}'s {p['samples']} sample(s) are labeled; {LABELED_NEXT}")
+            elif (e := ended.get(dev)) is not None:
+                how = f"{e['status']}" + (f": {e['note']}" if e.get("note") else "")
+                parts.append(f"{dev} at its last check, with {e['model']}:{e['version']}: proposal {e['id']} came of "
+                             f"it, {how}; Collect and check now checks what it serves now")
         return "; ".join(parts)
 
     def _retrain(self) -> None:
