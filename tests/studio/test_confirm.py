@@ -80,8 +80,13 @@ def test_removing_a_device_at_enter_keeps_it(studio_ctx, qtbot):
     qtbot.addWidget(p)
     p.refresh()
     qtbot.waitUntil(lambda: p.loaded, timeout=30000)
+    # what acts on a selected device is off until one is selected, and says so (each said it when pressed)
+    buttons = (p.health_btn, p.rollback_btn, p.remove_btn, p.push_btn)
+    assert not any(b.isEnabled() for b in buttons)
+    assert all(b.toolTip().endswith("(select a device in the table first)") for b in buttons)
     row = next(r for r in range(p.devices.rowCount()) if p.devices.item(r, 0).text() == "pi9")
     p.devices.selectRow(row)
+    assert all(b.isEnabled() for b in buttons) and not p.remove_btn.toolTip().endswith("first)")
     seen: list[str] = []
     _press_enter_on_the_dialog(qtbot, seen)
     p._remove()

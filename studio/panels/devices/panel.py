@@ -142,6 +142,14 @@ class DevicesPanel(Panel):
         self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
                               "free disk", "certificate", "last seen"])
         self.add(self.devices, 2)
+        # what acts on the selected devices is off until one is selected (each said "select a device first" when
+        # pressed, beside an empty table too)
+        self._needs_device = {health: "ask the selected device how it is", rollback: "switch the selected device back "
+                              "to its previous model", remove: remove.toolTip(), push: push.toolTip()}
+        self.health_btn, self.rollback_btn, self.remove_btn, self.push_btn = health, rollback, remove, push
+        self.devices.itemSelectionChanged.connect(self._selection_changed)
+        self.model.currentTextChanged.connect(lambda _t: self._selection_changed())
+        self._selection_changed()
         self.add(QLabel("Deployment history"))
         self.history = Table(["when", "device", "action", "model", "status", "message"])
         self.add(self.history, 1)
@@ -226,6 +234,15 @@ class DevicesPanel(Panel):
         if not d["devices"]:
             self.say("No device enrolled: press Enroll…, copy the folder it makes to the device and start "
                      "`cdl-edge serve --data-dir DIR` there (it listens on the enrolled port).")
+
+    def _selection_changed(self) -> None:
+        chosen = bool(self.devices.selected_data())
+        for button, what in self._needs_device.items():
+            ok = chosen and (button is not self.push_btn or bool(self.model.currentText()))
+            button.setEnabled(ok)
+            why = ("" if ok else " (select a device in the table first)" if not chosen
+                   else " (no model variant to push: run deploy.export first)")
+            button.setToolTip(what + why)
 
     def _selected(self) -> str | None:
         sel = self.devices.selected_data()
