@@ -726,6 +726,12 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert ws.store.model_version("ws", "champion").version == 1
     assert "It was the champion: ws:1 is the champion again" in r.status_label.text()
     assert "against champion ws:1" in r.versus.text()
+    # more events than the history shows rows: the newest in view (the oldest were, the newest needed scrolling)
+    qtbot.wait(50)
+    events = r.history.rowCount()
+    newest = r.history.visualItemRect(r.history.item(events - 1, 0))
+    assert events > 6 and 0 <= newest.top() and newest.bottom() <= r.history.viewport().height(), (
+        events, newest, r.history.viewport().height())
     load(qtbot, m)  # the models panel shows each version's latest review
     col = m.models.columns.index("review")
     assert [m.models.item(i, col).text() for i in range(2)] == ["approved by tester",

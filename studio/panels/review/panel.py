@@ -252,6 +252,7 @@ class ReviewPanel(Panel):
         # per-class table above showed two and a half of Fashion-MNIST's ten classes
         h = self.history
         h.setMaximumHeight(h.horizontalHeader().height() + ROW_H * min(6, max(2, len(events))) + 2 * h.frameWidth() + 2)
+        h.scrollToBottom()  # the newest events in view, oldest first above them (the oldest showed, the rest hidden)
 
     def _try(self) -> None:
         from studio.widgets.try_dialog import TryDialog
