@@ -32,19 +32,30 @@ TARGETS = ("champion", "challenger", "latest")  # deploy.export.model's words (e
 
 def resolve_target(ctx: StepContext, ref: str):  # noqa: ANN201
     """'champion' / 'latest' (of the pipeline's model), 'NAME@ALIAS' or 'NAME:VERSION'."""
-    store = ctx.store
-    name = None
-    if "model.register" in ctx.config.steps:
-        name = ctx.config.params("model.register")["name"]
-    name = name or ctx.config.name
+    try:
+        return resolve_in(ctx.store, ctx.config, ref)
+    except NotFoundError:
+        if ref not in ("champion", "challenger"):
+            raise
+        name = pipeline_model(ctx.config)
+        raise StepFailed(ctx.step, f"model {name} has no {ref} yet: review a version "
+                         f"(`cdl models review {name}:N --approve`) or set deploy.export.model") from None
+
+
+def pipeline_model(config: Any) -> str:  # noqa: ANN401 - a PipelineConfig
+    """The name model.register registers versions under (the pipeline's name by default)."""
+    name = config.params("model.register")["name"] if "model.register" in config.steps else None
+    return name or config.name
+
+
+def resolve_in(store: Any, config: Any, ref: str):  # noqa: ANN201, ANN401
+    """resolve_target without a step: 'champion', 'challenger' and 'latest' are the pipeline's model's (the
+    compression panel names the version deploy.revise measures)."""
+    name = pipeline_model(config)
     if ref == "latest":
         return store.model_version(name)
     if ref in ("champion", "challenger"):
-        try:
-            return store.model_version(name, ref)
-        except NotFoundError:
-            raise StepFailed(ctx.step, f"model {name} has no {ref} yet: review a version "
-                             f"(`cdl models review {name}:N --approve`) or set deploy.export.model") from None
+        return store.model_version(name, ref)
     return store.resolve_model(ref)
 
 

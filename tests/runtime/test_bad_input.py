@@ -707,3 +707,15 @@ def test_a_misspelt_class_names_preset_is_named_with_the_close_one(image_ws, tmp
     assert str(info.value) == ("class_names: unknown preset 'fashion' (did you mean 'fashion-mnist'?) (known: "
                                "fashion-mnist, mnist), or give a list"), info.value
     _assert_untouched(image_ws, before)
+
+
+def test_exporting_the_champion_of_a_pipeline_that_has_none_says_how_to_get_one(text_ws):
+    """deploy.export's default model is the champion: without one the step names the review that makes one."""
+    from runtime.jobs import Runner
+
+    name = text_ws.config().name
+    res = Runner(text_ws).run(steps=["deploy.export"])
+    assert not res.ok
+    state = {s.id: s for s in Runner(text_ws).statuses()}["deploy.export"]
+    assert state.reason == (f"model {name} has no champion yet: review a version (`cdl models review "
+                            f"{name}:N --approve`) or set deploy.export.model"), state.reason

@@ -791,6 +791,26 @@ def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
         assert p.table.item(2, 10).text() == "slower"
     finally:
         store.put_variant("ws", 1, "static_int8", metrics=kept)
+    # a variant compressed but never measured: its blank columns are explained (nothing said why they were blank)
+    kept = store.variant("ws", 1, "dynamic_int8").metrics
+    cfg = studio_ctx.workspace.config()
+    try:
+        store.put_variant("ws", 1, "dynamic_int8", metrics={"latency_ms": None})
+        load(qtbot, p)
+        assert p.status_label.text() == ("ws:1: dynamic_int8 not measured yet: run deploy.revise (the Revise step) for "
+                                         "latency and test accuracy."), p.status_label.text()
+        cfg.set_param("deploy.export", "model", "ws:7")  # another version is what deploy.revise measures
+        cfg.save()
+        load(qtbot, p)
+        assert p.status_label.text() == ("ws:1: dynamic_int8 not measured: deploy.revise measures the variants of the "
+                                         "version deploy.export exports, its model parameter, ws:7."), \
+            p.status_label.text()
+    finally:
+        store.put_variant("ws", 1, "dynamic_int8", metrics=kept)
+        cfg.set_param("deploy.export", "model", "champion")
+        cfg.save()
+    load(qtbot, p)
+    assert not p.status_label.isVisible() or "not measured" not in p.status_label.text()
 
 
 def test_devices_and_monitoring_panels(studio_ctx, qtbot, agent_factory, tmp_path, monkeypatch):

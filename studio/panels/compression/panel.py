@@ -59,7 +59,17 @@ class CompressionPanel(Panel):
         chosen = self.model.currentData()
         if chosen not in refs:
             chosen = refs[-1] if refs else None
-        return {"refs": refs, "chosen": chosen, "doc": variants_json(store, chosen) if chosen else None}
+        # the version deploy.revise measures: deploy.export's model, as cdl.yaml names it now
+        cfg = self.ctx.workspace.config()
+        wanted = (cfg.params("deploy.export").get("model") if "deploy.export" in cfg.steps else None) or "champion"
+        from runtime.steps.deploy import resolve_in
+
+        try:
+            measured_by_revise = resolve_in(store, cfg, str(wanted)).ref
+        except Exception:  # noqa: BLE001 - no champion yet, or a name that no longer resolves: none is
+            measured_by_revise = None
+        return {"refs": refs, "chosen": chosen, "doc": variants_json(store, chosen) if chosen else None,
+                "export_model": str(wanted), "revised_ref": measured_by_revise}
 
     def show_data(self, d: dict[str, Any]) -> None:
         self.model.blockSignals(True)
@@ -73,7 +83,18 @@ class CompressionPanel(Panel):
             self.say_empty("No variants yet: run deploy.export and deploy.compress on an approved model.")
             self.table.fill([])
             return
-        self.say_empty(None)
+        # variants compressed but never timed or tested: their columns were blank, and nothing said why
+        unmeasured = [v["name"] for v in d["doc"]["variants"] if v["status"] == "ok" and not v["latency_ms"]]
+        chosen = d["chosen"]
+        if not unmeasured:
+            self.say_empty(None)
+        elif d.get("revised_ref") == chosen:
+            self.say_empty(f"{chosen}: {', '.join(unmeasured)} not measured yet: run deploy.revise (the Revise step) "
+                           "for latency and test accuracy.")
+        else:
+            now = f" ({d['revised_ref']} now)" if d.get("revised_ref") else ""
+            self.say_empty(f"{chosen}: {', '.join(unmeasured)} not measured: deploy.revise measures the variants of "
+                           f"the version deploy.export exports, its model parameter, {d.get('export_model')}{now}.")
         rows, colors = [], {}
         base = next((v for v in d["doc"]["variants"] if v["name"] == "fp32"), None)
 
