@@ -345,7 +345,13 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     unlabeled = {v.id: (v.classes or {}).get("(unlabeled)", 0) for v in ws.store.versions()}
     assert {p.table.item(r, 0).text(): p.table.item(r, header.index("unlabeled")).text() for r in range(2)} == {
         k: str(n) for k, n in unlabeled.items()}
+    # Diff, Check out and Export are off until the selection fits them (each said so only when pressed)
+    assert not any(b.isEnabled() for b in (p.diff_btn, p.checkout_btn, p.export_btn))
+    assert p.diff_btn.toolTip().endswith("(select two versions (Ctrl+click))"), p.diff_btn.toolTip()
+    p.table.selectRow(0)
+    assert not p.diff_btn.isEnabled() and p.checkout_btn.isEnabled() and p.export_btn.isEnabled()
     p.table.selectAll()
+    assert p.diff_btn.isEnabled() and not p.checkout_btn.isEnabled() and not p.export_btn.isEnabled()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         p.diff_btn.click()
     assert "1 label changes" in p.diff_label.text()
