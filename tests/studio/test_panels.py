@@ -107,7 +107,10 @@ def test_data_panel_marks_a_source_that_is_not_reachable(studio_ctx, qtbot, tmp_
     asked: list[str] = []
     monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text, *_: asked.append(text) or
                         QMessageBox.StandardButton.Yes)
+    # off until a source is selected (it said "select a source in the table first" when pressed)
+    assert not p.remove_btn.isEnabled() and p.remove_btn.toolTip().endswith("(select a source in the table first)")
     p.sources.selectRow([p.sources.item(i, 0).text() for i in range(p.sources.rowCount())].index(str(copy)))
+    assert p.remove_btn.isEnabled()
     n = p.sources.item(p.sources.currentRow(), 2).text()
     with qtbot.waitSignal(p.sig_loaded, timeout=60000):
         p.remove_btn.click()

@@ -94,6 +94,10 @@ class DataPanel(Panel):
                                    "cdl.yaml, its items out of the workspace; labels people gave them stay")
         self.remove_btn.clicked.connect(lambda: self._remove())
         below.addWidget(self.remove_btn, 0, Qt.AlignmentFlag.AlignTop)
+        self._remove_tip = self.remove_btn.toolTip()
+        self._removing = False
+        self.sources.itemSelectionChanged.connect(self._remove_state)  # off until a source is selected
+        self._remove_state()
         lay.addLayout(below)
         self.tabs.addTab(src, "Sources")
         # validation
@@ -196,6 +200,13 @@ class DataPanel(Panel):
         run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
                  on_error=failed)
 
+    def _remove_state(self) -> None:
+        """Remove source… on only with a source selected, and none being removed; its tooltip says which it lacks
+        (it was on beside no selection, and said "select a source in the table first" when pressed)."""
+        chosen = bool(self.sources.selected_data())
+        self.remove_btn.setEnabled(chosen and not self._removing)
+        self.remove_btn.setToolTip(self._remove_tip + ("" if chosen else " (select a source in the table first)"))
+
     def _remove(self, ask: bool = True) -> None:
         from runtime.api import remove_source
         from studio.services.tasks import run_task
@@ -211,10 +222,12 @@ class DataPanel(Panel):
             if not confirm(self, "Remove a source", f"Take {name} out of the pipeline? Its {n} item(s) leave the "
                            "workspace; labels people gave them stay, and come back if it is imported again."):
                 return
-        self.remove_btn.setEnabled(False)
+        self._removing = True
+        self._remove_state()
 
         def done(r: dict[str, Any]) -> None:
-            self.remove_btn.setEnabled(True)
+            self._removing = False
+            self._remove_state()
             # the last source removed: the refresh below says "No data yet: choose a source below … and Import it"
             self.say(f"removed {r['source']}: {r['items_removed']} item(s) left the workspace ({r['items']} remain); "
                      "the next run makes a dataset version without them", "ok")
@@ -222,7 +235,8 @@ class DataPanel(Panel):
             self.refresh()
 
         def failed(msg: str) -> None:
-            self.remove_btn.setEnabled(True)
+            self._removing = False
+            self._remove_state()
             self.say(msg, "error")
 
         self.say(f"removing {name}…")
