@@ -292,7 +292,10 @@ class ModelRegistryMixin:
 
     def _no_model(self, name: str) -> str:
         known = sorted({m.name for m in self.model_versions()})
-        return f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})"
+        said = f"model {name!r} does not exist (models: {', '.join(known) or 'none yet'})"
+        if known and name in ("champion", "challenger", "latest"):  # an alias alone, as deploy.export's model takes it
+            said += f"; an alias goes after its model's name: {known[0]}@{name}"
+        return said
 
     def resolve_model(self, ref: str) -> ModelVersion:
         name, version = parse_ref(ref)

@@ -135,6 +135,11 @@ def test_latest_and_misspelt_aliases_everywhere_a_version_is_named(text_ws):
         assert r.exit_code == 2, (args, r.output)
         assert "model bbc has no version with alias 'champoin' (did you mean 'champion'?); its aliases: champion, " \
             "latest" in r.stderr, (args, r.stderr)
+    # the alias alone, as deploy.export's model parameter takes it: the message shows how to name it here
+    for args in (("models", "variants", "champion"), ("models", "predict", "champion", "--text", "a b")):
+        r = _cdl(text_ws, *args)
+        assert r.exit_code == 2 and "model 'champion' does not exist (models: bbc); an alias goes after its model's " \
+            "name: bbc@champion" in r.stderr, (args, r.stderr)
 
 
 def test_dataset_versions_line_up_and_say_how_many_are_unlabeled(text_ws, tmp_path):
