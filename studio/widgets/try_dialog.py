@@ -162,6 +162,10 @@ class TryDialog(QDialog):
         self.results = {}
         if self.via == "checkpoint":
             self.predict_btn.setEnabled(False)
+            # a few seconds (a process loads the framework; a preprocessing `cdl gc` removed is fitted again), which
+            # passed without a word
+            self.status.setStyleSheet("")
+            self.status.setText(f"predicting with {', '.join(self.refs)} from their checkpoints…")
             run_task(predict_from_checkpoints, self.workspace.root, self.refs, items, self.kind, on_done=self._show,
                      on_error=self._failed)
             return
@@ -200,7 +204,7 @@ class TryDialog(QDialog):
             self.status.setText(f"{', '.join(unknown)}: no word of this text is in the model's vocabulary, so its "
                                 "answer is its guess for an empty text")
             self.status.setStyleSheet("color: #b36b00")
-        elif self.status.styleSheet():
+        else:
             self.status.setText(self._about)
             self.status.setStyleSheet("")
 

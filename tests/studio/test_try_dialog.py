@@ -101,7 +101,8 @@ def test_try_the_candidate_beside_the_champion_from_the_review_panel(qtbot, pack
     view = ws.dataset()
     text = next(decode_text(view.read_bytes(r))[0] for r in view.rows if r.split == "test")
     dlg.input.setPlainText(text)
-    dlg.predict_btn.click()
+    dlg.predict_btn.click()  # a few seconds, said (they passed without a word)
+    assert dlg.status.text() == "predicting with ws:2, ws:1 from their checkpoints…", dlg.status.text()
     qtbot.waitUntil(lambda: len(dlg.results) == 2, timeout=120000)
     assert [dlg.table.item(r, 0).text() for r in range(2)] == ["ws:2", "ws:1"]
     for r, ref in enumerate(("ws:2", "ws:1")):
