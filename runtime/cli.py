@@ -596,7 +596,7 @@ def data_export(obj: dict[str, Any], dest: Path, version: str | None, split: str
 
     def progress(done: int, total: int) -> None:
         if not as_json:
-            click.echo(f"{done}/{total}", err=True)
+            click.echo(f"exporting: {done} of {total} item(s)", err=True)  # it printed "2000/10007" and no word
 
     doc = export_version(_ws(obj), dest, version, split, with_quarantined, progress)
     if as_json:

@@ -92,7 +92,7 @@ def _write_table(view: Any, rows: list[Any], out: Path, fmt: str, progress: Call
         w.writerow(["id", "text", "label", "split", "source"])
         for n, r in enumerate(rows, 1):
             w.writerow([r.id, _text(view, r), r.label or "", r.split or "", r.source])
-            if n % 2000 == 0:
+            if n % 2000 == 0 or n == len(rows):
                 progress(n, len(rows))
 
 
@@ -101,7 +101,7 @@ def _write_jsonl(view: Any, rows: list[Any], out: Path, fmt: str, progress: Call
         for n, r in enumerate(rows, 1):
             fh.write(json.dumps({"id": r.id, "text": _text(view, r), "label": r.label, "split": r.split,
                                  "source": r.source}, ensure_ascii=False) + "\n")
-            if n % 2000 == 0:
+            if n % 2000 == 0 or n == len(rows):
                 progress(n, len(rows))
 
 
@@ -154,7 +154,7 @@ def _write_folder(view: Any, rows: list[Any], out: Path, fmt: str,  # noqa: ANN4
         taken.add(path)
         folder.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        if n % 2000 == 0:
+        if n % 2000 == 0 or n == len(rows):
             progress(n, len(rows))
     return renamed
 

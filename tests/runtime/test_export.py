@@ -39,6 +39,7 @@ def test_a_text_version_goes_out_and_comes_back_the_same(small_bbc, tmp_path):
                           str(tmp_path / "v1.jsonl")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"wrote {n} item(s) of v1 (test ") and "to " in out.stdout
+    assert out.stderr.splitlines()[-1] == f"exporting: {n} of {n} item(s)", out.stderr  # it printed "2000/10007"
     for name in ("v1.jsonl", "v1.csv", "v1.parquet", "v1-folder"):
         if name != "v1.jsonl":
             doc = export_version(ws, tmp_path / name)
