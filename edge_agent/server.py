@@ -229,6 +229,10 @@ def _served(manifest: dict) -> str:
 
 
 class Inference:
+    """HEALTH_OPEN: ServerLive, ServerReady and ModelReady answer without the token under `inference_auth: token`, as
+    Triton keeps its health protocol apart from inference: a container's or systemd's liveness probe, or a load
+    balancer, has no device token, and the answer is a yes or no (metadata, inference and the rest still want it)."""
+
     def __init__(self, agent: Agent):
         self.agent = agent
 
@@ -236,12 +240,10 @@ class Inference:
         if self.agent.config.inference_auth == "token":
             await self.agent.require_token(context)
 
-    async def ServerLive(self, request, context):  # noqa: ANN001, ANN201
-        await self._auth(context)
+    async def ServerLive(self, request, context):  # noqa: ANN001, ANN201, ARG002 - health: open (see HEALTH_OPEN)
         return ipb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request, context):  # noqa: ANN001, ANN201
-        await self._auth(context)
+    async def ServerReady(self, request, context):  # noqa: ANN001, ANN201, ARG002 - health: open (see HEALTH_OPEN)
         return ipb.ServerReadyResponse(ready=self.agent.model is not None)
 
     def _model(self, name: str, version: str) -> LoadedModel | None:
@@ -250,8 +252,7 @@ class Inference:
             return None
         return m
 
-    async def ModelReady(self, request, context):  # noqa: ANN001, ANN201
-        await self._auth(context)
+    async def ModelReady(self, request, context):  # noqa: ANN001, ANN201, ARG002 - health: open (see HEALTH_OPEN)
         return ipb.ModelReadyResponse(ready=self._model(request.name, request.version) is not None)
 
     async def ServerMetadata(self, request, context):  # noqa: ANN001, ANN201

@@ -1072,6 +1072,11 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
 
     with pytest.raises(InferenceServerException, match="token"):
         _infer(_triton(agent, ws), ["some text"])
+    # health is open, as Triton keeps it apart from inference: a liveness probe has no token (it was refused)
+    probe = _triton(agent, ws)
+    assert probe.is_server_live() and probe.is_server_ready() and probe.is_model_ready("ws")
+    with pytest.raises(InferenceServerException, match="token"):
+        probe.get_server_metadata()
     ok = _infer(_triton(agent, ws), ["some text about shares and markets"],
                 headers={"authorization": f"Bearer {dev.token}"})
     assert ok.as_numpy("label").shape == (1,)

@@ -312,6 +312,9 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
         status, doc = rest.call("POST", "/v2/models/ws/infer", req)
         assert status == 401 and "missing or wrong device token" in doc["error"]
         assert rest.call("GET", "/v2/models/ws", headers={"Authorization": "Bearer wrong"})[0] == 401
+        # health answers a probe that has no token, as Triton's does (it was 401)
+        assert rest.call("GET", "/v2/health/live") == (200, {"live": True})
+        assert rest.call("GET", "/v2/health/ready") == (200, {"ready": True})
         cli = [sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", "token"]
         token = subprocess.run([*cli, "dev1"], capture_output=True, text=True, check=True).stdout.strip()
         assert token == ws.store.device("dev1").token
