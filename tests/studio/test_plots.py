@@ -125,7 +125,11 @@ def test_monitoring_says_what_came_of_a_drift_and_leaves_removed_devices_out(qtb
              "tests": [{"name": "confidence", "statistic": 0.5, "p_value": 1e-9, "threshold": 0.05, "drifted": True}]}
     d = {**_data([now - 60]), "checks": [drift], "enrolled": ["edge-1"]}
     p.show_data(d)
-    assert "edge-1: press Retrain…" in p.status_label.text()
+    assert "edge-1: press Retrain…" in p.status_label.text() and p.retrain.isEnabled()
+    # no drift and no proposal open: Retrain… is off, and says why (it ran deploy.maintain, which did nothing)
+    p.show_data({**d, "checks": [{**drift, "drifted": False, "tests": [{**drift["tests"][0], "drifted": False}]}]})
+    assert p.status_label.text() == "No drift at the last checks." and not p.retrain.isEnabled()
+    assert p.retrain.toolTip().endswith("(no drift at the last checks, and no proposal open: nothing to retrain on)")
     done = {"id": "p1", "device": "edge-1", "model": "m", "version": "1", "bundle_id": "b1", "status": "done",
             "window": {"n": 200, "to": now - 5}, "note": "m:2 approved and deployed", "samples": 30, "unlabeled": 0}
     p.show_data({**d, "proposals": [done]})
@@ -137,6 +141,7 @@ def test_monitoring_says_what_came_of_a_drift_and_leaves_removed_devices_out(qtb
     assert "edge-1: press Retrain…" in p.status_label.text()
     # the device removed since: no "press Retrain…" for it
     p.show_data({**d, "proposals": [], "enrolled": []})
+    assert not p.retrain.isEnabled()
     assert p.status_label.text() == ("edge-1 drifted at its last check but is no longer enrolled: Collect and check now "
                                      "checks the devices enrolled now (the Monitor node stays red until then)."), \
         p.status_label.text()

@@ -39,6 +39,7 @@ class MonitoringPanel(Panel):
         self.retrain = QPushButton("Retrain…")
         self.retrain.setToolTip("make a retrain proposal from the drifted window and open it in the labeling queue")
         self.retrain.clicked.connect(self._retrain)
+        self._retrain_tip = self.retrain.toolTip()
         # a false alarm: without it an open proposal held `cdl loop` until every sample was labeled
         self.dismiss_btn = QPushButton("Dismiss proposal…")
         self.dismiss_btn.setToolTip("end the selected open proposal (else the newest): its unlabeled samples leave "
@@ -189,6 +190,12 @@ class MonitoringPanel(Panel):
                       "min_records).") if waiting else ""
         unknown = "".join(f" {line}" for line in d.get("unknown", {}).values())
         why_not = [d.get("unproposed", {}).get(dev) for dev in drifted]
+        # Retrain… on only where it has something to do: a drifted device's window, or an open proposal to label
+        # (it ran deploy.maintain after "No drift at the last checks.", which proposed nothing without a word)
+        can = bool(drifted or self._open_ids)
+        self.retrain.setEnabled(can)
+        self.retrain.setToolTip(self._retrain_tip + ("" if can else " (no drift at the last checks, and no proposal "
+                                                     "open: nothing to retrain on)"))
         said = self.__dict__.pop("_done_note", None)
         if said:  # what an action (Dismiss proposal…) did, once, over the reload after it
             self.say(said, "ok")
