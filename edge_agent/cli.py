@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                           "serves it, the active and previous model, the bundles, the journal, disk, certificate")
     stat.add_argument("--data-dir", required=True, type=Path, help="the agent's folder (agent.json, tls/)")
     stat.add_argument("--json", action="store_true", help="the same as a JSON document")
+    stat.add_argument("--check", action="store_true", help="a health check (a container's HEALTHCHECK): exit 0 where "
+                      "the agent answers ServerReady with a model loaded, 1 otherwise, with one line saying which")
     args = parser.parse_args(argv)
     from edge_agent.config import ConfigError, check_listen
 
@@ -83,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, OSError) as exc:
             print(f"cdl-edge: error: {exc}", file=sys.stderr)
             return 2
+        if args.check:
+            from edge_agent.status import readiness
+
+            ok, why = readiness(doc)
+            print(f"{doc['device']}: {'ready' if ok else 'not ready'}: {why}", file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else 1
         print(json.dumps(doc, indent=1) if args.json else "\n".join(status_lines(doc)))
         return 0
 

@@ -161,3 +161,44 @@ def status_lines(doc: dict[str, Any]) -> list[str]:
                    "new folder here" if left <= 0 else f"certificate  until {day}"
                    + (f" ({left:.0f} day(s) left)" if left < 30 else ""))
     return out
+
+
+def readiness(doc: dict[str, Any], timeout: float = 5.0) -> tuple[bool, str]:
+    """`cdl-edge status --check`, a container's HEALTHCHECK: (ready, why). Ready where an agent holds the folder
+    and answers ServerReady (open under inference_auth token, as Triton's health is) with a model loaded, over TLS
+    on the port it listens on, checked against the folder's CA and certificate; a held lock alone would pass an
+    agent that hangs."""
+    if not doc["running"]:
+        return False, f"no agent serves {doc['data_dir']}"
+    where = doc["holder"].split("listening on ", 1)[-1].strip() if "listening on " in doc["holder"] else doc["listen"]
+    host, _, port = (where or "").rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit():
+        return False, f"cannot tell the agent's port from its lock ({doc['holder']!r})"
+    import grpc
+    from cryptography import x509
+
+    from edge_agent.proto import open_inference_pb2 as ipb
+
+    tls = Path(doc["data_dir"]) / "tls"
+    cert = x509.load_pem_x509_certificate((tls / "server.crt").read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in san]
+    except x509.ExtensionNotFound:
+        names = []
+    options = [("grpc.ssl_target_name_override", names[0])] if names else []
+    dial = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host  # every interface: this machine's own
+    creds = grpc.ssl_channel_credentials(root_certificates=(tls / "ca.crt").read_bytes())
+    with grpc.secure_channel(f"{dial}:{port}", creds, options=options) as channel:
+        try:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ServerReady",  # the name stock clients use
+                                       request_serializer=ipb.ServerReadyRequest.SerializeToString,
+                                       response_deserializer=ipb.ServerReadyResponse.FromString)
+            ready = call(ipb.ServerReadyRequest(), timeout=timeout).ready
+        except grpc.RpcError as exc:
+            return False, f"the agent at {dial}:{port} did not answer: {exc.code().name}: {exc.details()}"
+    if not ready:
+        return False, f"the agent at {dial}:{port} answers, with no model active"
+    active = _ref(doc["active"]) if doc.get("active") else "a model"
+    return True, f"the agent at {dial}:{port} serves {active}"

@@ -1375,7 +1375,14 @@ def test_cdl_edge_status_reads_the_folder_on_the_device(packaged, agent_factory,
     lines = out.stdout.splitlines()
     assert lines[0] == f"dev1: agent running (pid {agent.proc.pid}, listening on {agent.address})", lines
     assert lines[1].startswith("active       none: push a model from the workstation (`cdl deploy"), lines
+    # --check, a container's HEALTHCHECK: the agent asked over TLS whether it is ready; no model yet is "not ready"
+    check = status(str(agent.data_dir), "--check")
+    assert check.returncode == 1 and check.stderr.strip() == (
+        f"dev1: not ready: the agent at {agent.address} answers, with no model active"), check.stderr
     deploy(ws, "ws:1", "fp32", "dev1")
+    check = status(str(agent.data_dir), "--check")
+    assert check.returncode == 0 and check.stdout.startswith(
+        f"dev1: ready: the agent at {agent.address} serves ws:1:fp32 (bundle "), check.stdout + check.stderr
     deploy(ws, "ws:1", "dynamic_int8", "dev1")
     _infer(_triton(agent, ws), _test_texts(ws, 5))
     doc = json.loads(status(str(agent.data_dir), "--json").stdout)
@@ -1396,6 +1403,9 @@ def test_cdl_edge_status_reads_the_folder_on_the_device(packaged, agent_factory,
     assert text.startswith(f"dev1: no agent serves this folder (`cdl-edge serve --data-dir {agent.data_dir.resolve()}` "
                            "listens on 127.0.0.1:0)"), text
     assert "journal      seq 7, collected up to 7: nothing waits for the workstation" in text, text
+    check = status(str(agent.data_dir), "--check")
+    assert check.returncode == 1 and check.stderr.strip() == f"dev1: not ready: no agent serves " \
+        f"{agent.data_dir.resolve()}", check.stderr
     out = status(str(tmp_path))
     assert out.returncode == 2 and "agent.json not found: enroll the device first" in out.stderr, out.stderr
     # a folder enrolled, its agent never started: read without making bundles/ (run as root, it would be root's

@@ -42,3 +42,7 @@ def test_installers_exist():
     assert "--listen" not in start, start
     assert "--listen" not in (ROOT / "installers" / "edge" / "Containerfile").read_text().split("ENTRYPOINT")[1]
     assert "ENTRYPOINT" in (ROOT / "installers" / "edge" / "Containerfile").read_text()
+    # its health check is the command test_cdl_edge_status_reads_the_folder_on_the_device runs against an agent
+    health = next(line for line in (ROOT / "installers" / "edge" / "Containerfile").read_text().splitlines()
+                  if line.strip().startswith("CMD "))
+    assert json.loads(health.strip().removeprefix("CMD ")) == ["cdl-edge", "status", "--data-dir", "/data", "--check"]
