@@ -1075,6 +1075,9 @@ def test_security_rejections(packaged, agent_factory, tmp_path):
     # health is open, as Triton keeps it apart from inference: a liveness probe has no token (it was refused)
     probe = _triton(agent, ws)
     assert probe.is_server_live() and probe.is_server_ready() and probe.is_model_ready("ws")
+    check = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--data-dir", str(agent.data_dir),
+                            "--check"], capture_output=True, text=True, timeout=60)  # the container's HEALTHCHECK
+    assert check.returncode == 0 and ": ready: " in check.stdout, check.stdout + check.stderr
     with pytest.raises(InferenceServerException, match="token"):
         probe.get_server_metadata()
     ok = _infer(_triton(agent, ws), ["some text about shares and markets"],
