@@ -83,7 +83,17 @@ class DeployMixin:
             r = s.get(t.SqlDevice, name)
             if r is None:
                 known = ", ".join(d.name for d in self.devices()) or "none enrolled"
-                raise NotFoundError(f"device {name!r} is not enrolled (devices: {known})")
+                said = f"device {name!r} is not enrolled (devices: {known})"
+                # one removed from the workspace: said, with when (it read as a name never enrolled)
+                gone = s.execute(select(t.SqlDeployment).where(t.SqlDeployment.device == name,
+                                                               t.SqlDeployment.action == "remove")
+                                 .order_by(t.SqlDeployment.id.desc()).limit(1)).scalars().first()
+                if gone is not None:
+                    from runtime.domain.text import local_time
+
+                    said += (f"; it was removed from this workspace {local_time(gone.time, seconds=False)} (`cdl "
+                             f"devices history {name}`; `cdl devices enroll {name} --address HOST:PORT` brings it back)")
+                raise NotFoundError(said)
             return _device(r)
 
     def devices(self) -> list[Device]:

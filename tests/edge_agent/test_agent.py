@@ -975,6 +975,11 @@ def test_a_device_that_is_gone_can_be_removed(packaged, agent_factory):
     assert history_json(ws, "gone")["deployments"][-1]["action"] == "remove"
     again = cli("remove", "gone")
     assert again.returncode == 2 and "device 'gone' is not enrolled" in again.stderr, again.stderr
+    # said as removed, with when and how back (it read as a name never enrolled)
+    assert "; it was removed from this workspace " in again.stderr and "`cdl devices enroll gone --address " \
+        "HOST:PORT` brings it back" in again.stderr, again.stderr
+    never = cli("remove", "nope")
+    assert never.returncode == 2 and "removed" not in never.stderr, never.stderr
     # a removed device's scoring data stays, and is no longer checked
     assert [c["device"] for c in monitor.checks(ws, min_records=1)] == ["dev1"]
     agent.stop()
