@@ -46,6 +46,19 @@ def confirm(parent: QWidget | None, title: str, text: str) -> bool:
     return answer == QMessageBox.StandardButton.Yes
 
 
+def gate_on_selection(table: Table, needs: dict[Any, tuple[int, str, str]]) -> None:
+    """Buttons on only while `table` has the rows selected that each needs: {button: (how many, what it does, what
+    to select)}; an off button's tooltip says what to select (each said so only when pressed)."""
+    def update() -> None:
+        n = len([x for x in table.selected_data() if x])
+        for button, (wanted, what, hint) in needs.items():
+            button.setEnabled(n == wanted)
+            button.setToolTip(what if n == wanted else f"{what} ({hint})")
+
+    table.itemSelectionChanged.connect(update)
+    update()
+
+
 def heading(text: str, size: float = 12.0) -> QLabel:
     label = QLabel(text)
     f = QFont()

@@ -18,7 +18,15 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, confirm, local_time, plot_widget
+from studio.widgets.common import (
+    PALETTE,
+    Table,
+    add_legend,
+    confirm,
+    gate_on_selection,
+    local_time,
+    plot_widget,
+)
 
 
 class ModelsPanel(Panel):
@@ -77,10 +85,10 @@ class ModelsPanel(Panel):
         self.delete_btn.clicked.connect(self._delete)
         row.addWidget(self.delete_btn)
         # off until the selection fits them, the tooltip saying what they need (each said so only when pressed)
-        self._needs = {b: (2 if b is self.compare_btn else 1, b.toolTip())
-                       for b in (self.compare_btn, self.report_btn, self.predict_btn, self.delete_btn)}
-        self.models.itemSelectionChanged.connect(self._selection_changed)
-        self._selection_changed()
+        gate_on_selection(self.models, {self.compare_btn: (2, self.compare_btn.toolTip(),
+                                                           "select two versions (Ctrl+click)"),
+                                        **{b: (1, b.toolTip(), "select one version")
+                                           for b in (self.report_btn, self.predict_btn, self.delete_btn)}})
         bar = QWidget()
         bar.setLayout(row)
         self.add(bar)
@@ -144,13 +152,6 @@ class ModelsPanel(Panel):
 
         self.work(run_compare, self.ctx.workspace.root, a, b, done=shown,
                   message=f"comparing {a} and {b} (measuring one on the other's test split where they differ)…")
-
-    def _selection_changed(self) -> None:
-        n = len([x for x in self.models.selected_data() if x])
-        for button, (wanted, what) in self._needs.items():
-            button.setEnabled(n == wanted)
-            hint = "select two versions (Ctrl+click)" if wanted == 2 else "select one version"
-            button.setToolTip(what if n == wanted else f"{what} ({hint})")
 
     def _one_selected(self, what: str) -> str | None:
         """The one selected version's ref; None, having said so, where none or several are selected."""

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table, confirm, local_time
+from studio.widgets.common import Table, confirm, gate_on_selection, local_time
 
 
 class RemoteDialog(QDialog):
@@ -102,13 +102,12 @@ class VersionsPanel(Panel):
         self.export_btn.clicked.connect(lambda: self._export())
         row.addWidget(self.export_btn)
         # off until the selection fits them, their tooltips saying what they need (each said so only when pressed)
-        self._needs = {self.diff_btn: (2, "what changed between two versions, per class and split (`cdl data diff`)",
-                                       "select two versions (Ctrl+click)"),
-                       self.checkout_btn: (1, "put the selected version's files into data/dataset (`cdl data "
-                                           "checkout`)", "select one version"),
-                       self.export_btn: (1, self.export_btn.toolTip(), "select one version")}
-        self.table.itemSelectionChanged.connect(self._selection_changed)
-        self._selection_changed()
+        gate_on_selection(self.table, {
+            self.diff_btn: (2, "what changed between two versions, per class and split (`cdl data diff`)",
+                            "select two versions (Ctrl+click)"),
+            self.checkout_btn: (1, "put the selected version's files into data/dataset (`cdl data checkout`)",
+                                "select one version"),
+            self.export_btn: (1, self.export_btn.toolTip(), "select one version")})
         self.push_btn = QPushButton("Push every version")
         self.pull_btn = QPushButton("Pull every version")
         self.push_btn.setToolTip("back up every version's data on the DVC remote (`cdl data push`)")
@@ -193,12 +192,6 @@ class VersionsPanel(Panel):
 
     def _selected(self) -> list[str]:
         return [x for x in self.table.selected_data() if x]
-
-    def _selection_changed(self) -> None:
-        n = len(self._selected())
-        for button, (wanted, what, hint) in self._needs.items():
-            button.setEnabled(n == wanted)
-            button.setToolTip(what if n == wanted else f"{what} ({hint})")
 
     def _diff(self) -> None:
         from runtime.datasets import diff_json
