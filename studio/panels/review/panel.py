@@ -152,6 +152,10 @@ class ReviewPanel(Panel):
         self.add(aw)
         self.history = Table(["when", "event", "version", "by", "comment"])
         self.history.setMaximumHeight(150)
+        # the newest events in view once the layout has given the table its height (scrolling at fill time used the
+        # old height and left the newest row half hidden in the window)
+        bar = self.history.verticalScrollBar()
+        bar.rangeChanged.connect(lambda _lo, hi: bar.setValue(hi))
         self.history.verticalHeader().setDefaultSectionSize(ROW_H)
         self.add(self.history)
 
