@@ -17,7 +17,7 @@ PANEL_STEP = {"data": "data.validate", "labeling": "data.label", "versions": "da
 
 
 def _after(window, panel: str | None, ready: Callable[[], None], timeout_s: float = 120) -> None:  # noqa: ANN001
-    """Call ready() once the workspace, and the panel if one is named, have loaded."""
+    """Call ready() once the workspace, and the panel named (or else the one shown), have loaded."""
     deadline = time.monotonic() + timeout_s
 
     def poll() -> None:
@@ -40,6 +40,10 @@ def _after(window, panel: str | None, ready: Callable[[], None], timeout_s: floa
             if not p.loaded:
                 QTimer.singleShot(100, poll)
                 return
+        elif not getattr(window.panel_stack.currentWidget(), "loaded", True):
+            # the panel the window opens on (the data panel's sources were grabbed before they were listed)
+            QTimer.singleShot(100, poll)
+            return
         QTimer.singleShot(600, ready)  # let plots and layouts settle
 
     poll()

@@ -191,6 +191,33 @@ def test_screenshot_command(tmp_path, packaged):
     assert img.width() >= 1000 and img.height() >= 600
 
 
+def test_a_screenshot_without_a_panel_waits_for_the_panel_shown(qtbot, packaged, monkeypatch):
+    """`cdl studio WS --screenshot F` (no --panel) grabbed the data panel before its sources were listed: an empty
+    table in a workspace that had imported 70000 items (here the panel's load is made as slow as that)."""
+    import time
+
+    from studio.app.window import MainWindow
+    from studio.panels.data.panel import DataPanel
+    from studio.screenshots import grab_when_loaded
+
+    slow = DataPanel.load
+    monkeypatch.setattr(DataPanel, "load", lambda self: (time.sleep(2), slow(self))[1])
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    w.show()
+    seen = {}
+
+    def done(code: int) -> None:
+        data = w.panels["data"]
+        seen.update(code=code, current=w.panel_stack.currentWidget() is data, loaded=data.loaded,
+                    rows=data.sources.rowCount())
+
+    grab_when_loaded(w, packaged.root.parent / "shot.png", None, done)
+    qtbot.waitUntil(lambda: "code" in seen, timeout=120000)
+    assert seen == {"code": 0, "current": True, "loaded": True, "rows": 1}, seen
+
+
 _PROBE = """
 import importlib.abc, json, os, sys, threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
