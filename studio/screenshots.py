@@ -59,8 +59,8 @@ def grab_when_loaded(window, path: Path, panel: str | None, done: Callable[[int]
         grab(window, path)
         done(0 if window.loaded else 1)
 
-    if window.ctx is None:  # the start page
-        QTimer.singleShot(500, ready)
+    if window.ctx is None:  # the start page (exit 0: it has nothing to load, and said 1 for not loaded)
+        QTimer.singleShot(500, lambda: (grab(window, path), done(0)))
         return
     _after(window, panel, ready)
 

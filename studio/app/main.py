@@ -40,7 +40,13 @@ def run_studio(argv: list[str] | None = None) -> int:
     if args.screenshot:
         from studio.screenshots import grab_when_loaded
 
-        grab_when_loaded(window, args.screenshot, args.panel, lambda code: (result.update(code=code), app.quit()))
+        def grabbed(code: int) -> None:
+            # a workspace asked for and not opened (the start page says why) is a failure; the start page asked for
+            # (no workspace) is not
+            result.update(code=1 if args.workspace and window.ctx is None else code)
+            app.quit()
+
+        grab_when_loaded(window, args.screenshot, args.panel, grabbed)
     elif args.panel and window.panels:
         step = next((s for s, p in window.step_panel.items() if p == args.panel), None)
         if step:

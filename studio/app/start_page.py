@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -29,6 +30,27 @@ def recent() -> list[str]:
     # empty in every new studio, and each workspace opened replaced the one before it
     items = [value] if isinstance(value, str) else list(value)
     return [p for p in items if (Path(p) / "cdl.yaml").exists()]
+
+
+def describe(path: str) -> str:
+    """A recent workspace as the list shows it: its name and template (from cdl.yaml), then the folder."""
+    try:
+        import yaml
+
+        doc = yaml.safe_load((Path(path) / "cdl.yaml").read_text()) or {}
+        name, template = doc.get("name") or Path(path).name, doc.get("template") or doc.get("task") or "?"
+    except Exception:  # noqa: BLE001 - a cdl.yaml being edited still lists its folder; opening it says what is wrong
+        return f"{Path(path).name} · cdl.yaml unreadable · {path}"
+    return f"{name} · {template} · {path}"
+
+
+def free_folder(parent: Path, stem: str = "cdl-project") -> Path:
+    """The Create form's folder: ~/cdl-project, or -2, -3… where that one is a workspace already (the form offered
+    the first workspace's folder again, and Create said "already a CDL workspace")."""
+    n = 1
+    while (parent / (stem if n == 1 else f"{stem}-{n}") / "cdl.yaml").exists():
+        n += 1
+    return parent / (stem if n == 1 else f"{stem}-{n}")
 
 
 def remember(path: Path) -> None:
@@ -50,7 +72,7 @@ class StartPage(QWidget):
         row = QHBoxLayout()
         create = QGroupBox("Create a workspace")
         form = QFormLayout(create)
-        self.folder = QLineEdit(str(Path.home() / "cdl-project"))
+        self.folder = QLineEdit(str(free_folder(Path.home())))
         browse = QPushButton("…")
         browse.clicked.connect(self._browse)
         frow = QHBoxLayout()
@@ -71,16 +93,29 @@ class StartPage(QWidget):
         box = QGroupBox("Open")
         bl = QVBoxLayout(box)
         self.recent = QListWidget()
-        self.recent.addItems(recent())
-        self.recent.itemDoubleClicked.connect(lambda it: self.sig_open.emit(it.text()))
+        for path in recent():
+            item = QListWidgetItem(describe(path))
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setToolTip(path)
+            self.recent.addItem(item)
+        # double-click or Enter opens (a list that only took a double-click could not be opened from the keyboard)
+        self.recent.itemActivated.connect(lambda it: self.sig_open.emit(it.data(Qt.ItemDataRole.UserRole)))
+        self.open_recent_btn = QPushButton("Open the selected")
+        self.open_recent_btn.setEnabled(False)
+        self.open_recent_btn.setToolTip("select a recent workspace first")
+        self.recent.itemSelectionChanged.connect(self._recent_selected)
+        self.open_recent_btn.clicked.connect(
+            lambda: self.recent.currentItem() and self.recent.itemActivated.emit(self.recent.currentItem()))
         open_btn = QPushButton("Open a folder…")
         open_btn.clicked.connect(self._open)
         self.restore_btn = QPushButton("Restore a backup…")
         self.restore_btn.setToolTip("unpack a `cdl backup` archive (the toolbar's Back up…) into a new folder and "
                                     "open it (`cdl restore`)")
         self.restore_btn.clicked.connect(lambda: self.restore())
-        bl.addWidget(QLabel("Recent workspaces (double-click)"))
+        bl.addWidget(QLabel("Recent workspaces (double-click or Enter)" if self.recent.count() else
+                            "No recent workspaces: create one, or open a folder"))
         bl.addWidget(self.recent)
+        bl.addWidget(self.open_recent_btn)
         bl.addWidget(open_btn)
         bl.addWidget(self.restore_btn)
         row.addWidget(box, 1)
@@ -89,6 +124,12 @@ class StartPage(QWidget):
         self.message.hide()
         lay.addWidget(self.message)
         lay.addStretch(1)
+
+    def _recent_selected(self) -> None:
+        item = self.recent.currentItem() if self.recent.selectedItems() else None
+        self.open_recent_btn.setEnabled(item is not None)
+        self.open_recent_btn.setToolTip(f"open {item.data(Qt.ItemDataRole.UserRole)}" if item else
+                                        "select a recent workspace first")
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Workspace folder", str(Path.home()))
@@ -104,6 +145,11 @@ class StartPage(QWidget):
         from runtime.api import init_workspace
 
         path = Path(self.folder.text()).expanduser()
+        if (path / "cdl.yaml").exists():
+            set_notice(self.message, f"{path} is a CDL workspace already: Open a folder… opens it; to create "
+                                     f"one, choose another folder (such as {free_folder(path.parent, path.name)}).",
+                       "warning")
+            return
         self.create_btn.setEnabled(False)
         set_notice(self.message, f"creating {path}…")
 

@@ -6,6 +6,8 @@ GUI thread (studio.services). Panels do not know each other; this window wires t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +243,13 @@ class MainWindow(QMainWindow):
                           "(`cdl backup`); `cdl restore` brings it back")
         backup.triggered.connect(self.back_up)
         self.backup_action = backup
-        for a in (run_all, fit, zin, zout, undo, redo, refresh, doctor, backup):
+        new_window = QAction("New window", self)
+        new_window.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        new_window.setToolTip("another studio window, on its start page: open, create or restore another "
+                              "workspace while this one stays open")
+        new_window.triggered.connect(lambda: self.new_window())
+        self.new_window_action = new_window
+        for a in (run_all, fit, zin, zout, undo, redo, refresh, doctor, backup, new_window):
             tb.addAction(a)
         self.runtime_label = QLabel("  runtime: starting…")
         tb.addWidget(self.runtime_label)
@@ -290,6 +298,14 @@ class MainWindow(QMainWindow):
 
         run_task(step_history, self.ctx.workspace, step, 100, on_done=shown,
                  on_error=lambda m: self.statusBar().showMessage(f"{step}: {m}"))
+
+    def new_window(self, extra: list[str] | None = None) -> subprocess.Popen:
+        """A second studio process on the start page (one window holds one workspace and its runtime: switching
+        meant quitting). It outlives this window."""
+        argv = [sys.executable, "-m", "studio.app.main", *(extra or [])]
+        proc = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.statusBar().showMessage("opening a new window…", 5000)
+        return proc
 
     def show_doctor(self) -> None:
         from studio.widgets.doctor_dialog import DoctorDialog, run_doctor

@@ -218,6 +218,71 @@ def test_a_screenshot_without_a_panel_waits_for_the_panel_shown(qtbot, packaged,
     assert seen == {"code": 0, "current": True, "loaded": True, "rows": 1}, seen
 
 
+def test_new_window_opens_a_start_page_beside_the_workspace(qtbot, packaged, tmp_path, monkeypatch):
+    """One window held one workspace and nothing in it led back to the start page: switching meant quitting. The
+    toolbar's New window starts a second studio on its start page; here it is started for real, with --screenshot."""
+    from studio.app.window import MainWindow
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append(argv))
+    w.new_window_action.trigger()
+    assert started == [[sys.executable, "-m", "studio.app.main"]], started
+    monkeypatch.undo()
+    out = tmp_path / "second.png"
+    proc = w.new_window(["--screenshot", str(out)])
+    assert proc.wait(timeout=120) == 0
+    assert out.exists() and w.ctx is not None  # this window still holds its workspace
+    # the start page's screenshot exits 0 (it said 1, "not loaded"); a workspace that cannot be opened exits 1
+    bad = subprocess.run([sys.executable, "-m", "studio.app.main", str(tmp_path / "nowhere"), "--screenshot",
+                          str(tmp_path / "bad.png")], capture_output=True, timeout=120)
+    assert bad.returncode == 1 and (tmp_path / "bad.png").exists()
+
+
+def test_recent_workspaces_say_what_they_are_and_open_from_the_keyboard(qtbot, packaged):
+    """The recent list showed bare paths and opened on a double-click only."""
+    from studio.app.start_page import StartPage, remember
+
+    remember(packaged.root)
+    page = StartPage()
+    qtbot.addWidget(page)
+    page.show()
+    item = page.recent.item(0)
+    name = __import__("yaml").safe_load((packaged.root / "cdl.yaml").read_text())["name"]
+    assert item.text() == f"{name} · text-classification · {packaged.root}", item.text()
+    assert not page.open_recent_btn.isEnabled()
+    page.recent.setCurrentRow(0)
+    assert page.open_recent_btn.isEnabled()
+    with qtbot.waitSignal(page.sig_open, timeout=2000) as opened:
+        page.open_recent_btn.click()
+    assert opened.args == [str(packaged.root)]
+    page.recent.setFocus()
+    with qtbot.waitSignal(page.sig_open, timeout=2000) as opened:
+        qtbot.keyClick(page.recent, Qt.Key.Key_Return)
+    assert opened.args == [str(packaged.root)]
+
+
+def test_create_offers_a_free_folder_and_names_the_workspace_in_the_way(qtbot, tmp_path, monkeypatch):
+    """The Create form offered ~/cdl-project again after it had become a workspace, and Create then failed."""
+    from runtime.api import init_workspace
+    from studio.app.start_page import StartPage
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    init_workspace(tmp_path / "cdl-project", "text-classification")
+    page = StartPage()
+    qtbot.addWidget(page)
+    assert page.folder.text() == str(tmp_path / "cdl-project-2")
+    page.folder.setText(str(tmp_path / "cdl-project"))
+    page.create_btn.click()
+    said = page.message.text()
+    assert f"{tmp_path / 'cdl-project'} is a CDL workspace already" in said, said
+    assert str(tmp_path / "cdl-project-2") in said and page.create_btn.isEnabled()
+
+
 _PROBE = """
 import importlib.abc, json, os, sys, threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
