@@ -245,14 +245,20 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     ran with them and succeeded (a later step failed), not of those that failed or did not run."""
     from runtime.params import set_step_params
 
+    commits: list[str] = []
+
     def saved(values: dict[str, dict[str, Any]]) -> str:  # write them; what changed, as the message says it
-        said = [f"{step}.{k} {a} → {b}" for step, vs in values.items()
-                for k, (a, b) in set_step_params(ws, step, vs)["changed"].items()]
+        said = []
+        for step, vs in values.items():
+            done = set_step_params(ws, step, vs)
+            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in done["changed"].items()]
+            commits.extend([done["commit"]] if done.get("commit") else [])
         return "; ".join(said) if said else "(it had these values already)"
 
     cfg = ws.config()
     if save and (result.ok or result.waiting_at):  # a run that stops at a review did all it could: keep the values
-        click.echo("saved in cdl.yaml: " + saved(overrides)
+        what = saved(overrides)
+        click.echo(f"saved in cdl.yaml{' and committed (' + commits[-1][:10] + ')' if commits else ''}: " + what
                    + (f" (the run waits at {result.waiting_at}; the next `cdl run` goes on with them)"
                       if result.waiting_at else ""), err=True)
         return
@@ -276,7 +282,7 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
         left = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() if step not in kept
                 for k, v in values.items() for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]
         if kept:
-            click.echo(f"saved in cdl.yaml: {said}, for "
+            click.echo(f"saved in cdl.yaml{' and committed (' + commits[-1][:10] + ')' if commits else ''}: {said}, for "
                        f"{', '.join(kept)}, which ran with them and succeeded ({where} after)"
                        + (f"; not saved: cdl.yaml still says {'; '.join(left)}" if left else ""), err=True)
         else:
@@ -1107,7 +1113,8 @@ def experiments_use(obj: dict[str, Any], experiment: str, trial: int | None, as_
     changed = changed_text(doc["changed"])
     value = "" if doc["value"] is None else f", val_accuracy {doc['value']:.4f}"
     click.echo(f"model.train now trains with {doc['experiment']}'s trial {doc['trial']} ({doc['state']}{value}): "
-               + (changed or "cdl.yaml had these values already"))
+               + (changed or "cdl.yaml had these values already")
+               + (f" (cdl.yaml committed, {doc['commit'][:10]})" if doc.get("commit") else ""))
     if doc["left_out"]:
         click.echo(f"not model.train parameters, left out: {', '.join(doc['left_out'])}", err=True)
     if doc["note"]:

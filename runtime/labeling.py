@@ -799,7 +799,7 @@ def import_label_config(ws: Workspace, path: Path) -> dict[str, Any]:
     before = list(lab.get("classes") or [])
     lab.update(doc)
     cfg.labeling = lab
-    cfg.save()
+    ws.save_config(cfg, f"labeling: the label config of {Path(path).name}")
     return {**doc, "config": str(path), "before": before, "new": [c for c in doc["classes"] if c not in used]}
 
 

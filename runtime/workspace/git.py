@@ -46,6 +46,19 @@ class Git:
         self._run("commit", "-q", "--allow-empty", "-m", message)
         return self.head()
 
+    def clean(self, path: str) -> bool:
+        """Whether PATH is tracked and has no change, staged or not, against HEAD."""
+        tracked = self._run("ls-files", "--error-unmatch", "--", path, check=False).returncode == 0
+        return tracked and not self._run("status", "--porcelain", "--", path, check=False).stdout.strip()
+
+    def commit_only(self, message: str, *paths: str) -> str | None:
+        """Commit PATHS alone (whatever else is staged stays staged). Returns the new commit, or None if they did
+        not change."""
+        if not self._run("status", "--porcelain", "--", *paths, check=False).stdout.strip():
+            return None
+        self._run("commit", "-q", "-m", message, "--", *paths)
+        return self.head()
+
     def head(self) -> str | None:
         proc = self._run("rev-parse", "HEAD", check=False)
         return proc.stdout.strip() if proc.returncode == 0 else None

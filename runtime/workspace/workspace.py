@@ -142,6 +142,20 @@ class Workspace:
         """cdl.yaml as it is on disk now (re-read on every call: the user may edit it)."""
         return load_config(self.root / CONFIG_NAME)
 
+    def save_config(self, cfg: PipelineConfig, message: str) -> str | None:
+        """Write cdl.yaml and commit it with MESSAGE when it had no uncommitted change before (so the commit holds
+        this change alone): runs then record a clean tree, where every parameter the studio or `--save` changed
+        left the code "dirty" in the registry. A cdl.yaml edited by hand and not committed is written and left
+        uncommitted, as the hand edit was (the doctor names it). Returns the commit, or None."""
+        clean = self.git.clean(CONFIG_NAME)
+        cfg.save(self.root / CONFIG_NAME)
+        if not clean:
+            return None
+        try:
+            return self.git.commit_only(message, CONFIG_NAME)
+        except WorkspaceError:  # git refusing (a hook, a lock) loses nothing: the file is written, only uncommitted
+            return None
+
     @cached_property
     def git(self) -> Git:
         return Git(self.root)

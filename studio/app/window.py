@@ -279,7 +279,9 @@ class MainWindow(QMainWindow):
             changed = (dlg.result_data or {}).get("changed") or {}
             if code == QDialog.DialogCode.Accepted and changed:
                 said = "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in changed.items())
-                self.statusBar().showMessage(f"{step}: {said}", 15000)
+                commit = dlg.result_data.get("commit")
+                self.statusBar().showMessage(f"{step}: {said}" + (f" (cdl.yaml committed, {commit[:10]})"
+                                                                  if commit else ""), 15000)
                 self._refresh_all()
 
         dlg.finished.connect(done)

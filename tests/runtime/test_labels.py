@@ -721,6 +721,9 @@ def test_a_labeling_config_that_does_not_fit_is_refused_and_changes_nothing(bbc_
         ["business", "entertainment", "politics", "sport", "tech"]
     assert ws.config().labeling["from_name"] == "category"
     after = (ws.root / "cdl.yaml").read_bytes()
+    # committed by itself, cdl.yaml having had no uncommitted change
+    assert ws.git.clean("cdl.yaml") and ws.git._run("log", "-1", "--format=%s").stdout.strip() == \
+        "labeling: the label config of text_classification_label_config.xml"
 
     def refused(xml: str, match: str) -> None:
         f = tmp_path / "c.xml"

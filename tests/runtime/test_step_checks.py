@@ -147,3 +147,39 @@ def test_a_device_that_is_not_enrolled_is_refused_before_anything_runs(text_ws, 
     cfg.save()
     said = [c["detail"] for c in diagnose(text_ws)["checks"] if c["status"] == "fail"]
     assert any("deploy.push.devices: 'cam2' is not enrolled" in m for m in said), said
+
+
+def test_a_parameter_change_is_committed_alone_and_a_hand_edit_is_left_as_it_was(text_ws):
+    """Every parameter the studio's Parameters dialog, `--save` or `experiments use` changed left cdl.yaml
+    uncommitted: the next runs recorded the code as dirty in the registry, and the doctor warned, to a user who never
+    touched git. A change on a committed cdl.yaml is committed by itself (real git); a cdl.yaml edited by hand and
+    not committed is written and left uncommitted, as the hand edit was (nothing of it goes into a commit that says
+    something else)."""
+    import subprocess
+
+    from runtime.params import set_step_params
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=text_ws.root, capture_output=True, text=True, check=True).stdout
+
+    out = set_step_params(text_ws, "model.train", {"epochs": 3, "lr": 0.002})
+    assert out["commit"] and out["commit"] == git("rev-parse", "HEAD").strip()
+    assert git("log", "-1", "--format=%s") == "model.train: epochs 20 → 3, lr 0.001 → 0.002\n"
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["cdl.yaml"]
+    assert not git("status", "--porcelain", "--", "cdl.yaml") and not text_ws.git.is_dirty()
+    # something else staged stays staged, out of the commit
+    (text_ws.root / "src" / "notes.txt").write_text("mine")
+    git("add", "src/notes.txt")
+    out = set_step_params(text_ws, "model.train", {"epochs": 4})
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["cdl.yaml"]
+    assert git("diff", "--cached", "--name-only").split() == ["src/notes.txt"]
+    # a hand edit not committed: written, not committed
+    head = git("rev-parse", "HEAD")
+    cfg = text_ws.config()
+    cfg.set_param("model.train", "batch_size", 16)  # as an editor saves it
+    cfg.save()
+    out = set_step_params(text_ws, "model.train", {"epochs": 5})
+    assert out["commit"] is None and git("rev-parse", "HEAD") == head
+    assert "batch_size: 16" not in git("show", "HEAD:cdl.yaml") and "epochs: 4" in git("show", "HEAD:cdl.yaml")
+    assert {k: v for k, v in text_ws.config().params("model.train").items() if k in ("epochs", "batch_size")} == \
+        {"epochs": 5, "batch_size": 16}

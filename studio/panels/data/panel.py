@@ -367,7 +367,8 @@ class DataPanel(Panel):
             self.say(str(exc), "error")
             return
         cfg.steps["data.import"]["relabel"] = merged
-        cfg.save()
+        self.ctx.workspace.save_config(cfg, "data.import: relabel " + ", ".join(f"{k} as {v}"
+                                                                                 for k, v in relabel.items()))
         self.say("data.import.relabel: " + ", ".join(f"{k!r} as {v!r}" for k, v in relabel.items())
                  + "; the data pipeline runs again up to data.validate", "info")
         self.sig_run.emit(None, "data.validate", None)
