@@ -175,6 +175,7 @@ def make_all(out: Path, workspace: Path) -> int:
     start.show()
     QTimer.singleShot(400, lambda: (grab(start, out / "start-page.png"), start.close()))
     window = MainWindow(workspace)
+    window.ASK_BEFORE_QUIT = False
     window.resize(1600, 960)
     window.show()
     order = list(PANEL_STEP)

@@ -40,6 +40,8 @@ def run_studio(argv: list[str] | None = None) -> int:
     if args.screenshot:
         from studio.screenshots import grab_when_loaded
 
+        window.ASK_BEFORE_QUIT = False
+
         def grabbed(code: int) -> None:
             # a workspace asked for and not opened (the start page says why) is a failure; the start page asked for
             # (no workspace) is not

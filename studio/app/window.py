@@ -43,6 +43,7 @@ from studio.panels.tuning.panel import TuningPanel
 from studio.panels.versions.panel import VersionsPanel
 from studio.services.runtime import RuntimeConnection
 from studio.services.tasks import run_task
+from studio.widgets.common import confirm
 from studio.widgets.job_bar import JobBar
 from studio.widgets.step_header import StepHeader
 
@@ -562,7 +563,24 @@ class MainWindow(QMainWindow):
 
     # -- closing ------------------------------------------------------------------------------------------
 
+    ASK_BEFORE_QUIT = True  # off for --screenshot runs (and the tests, but the one that asks)
+
+    def quit_question(self) -> str | None:
+        """What closing would cancel, as the question says it, or None where nothing would be: a run in this
+        window's own runtime (one reached with --runtime goes on without the window)."""
+        rt = self.runtime
+        if rt is None or rt.proc is None or rt.proc.poll() is not None or not rt.current_job:
+            return None
+        running = [n.id for n in self.document.model.nodes.values() if n.status == "running"]
+        what = " and ".join(running) if running else "a run"
+        return (f"{what} is running in this studio's runtime. Quitting cancels it: the step ends as cancelled and "
+                "runs again from its start next time (what the steps before it made is kept).\n\nQuit anyway?")
+
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
+        question = self.quit_question() if self.ASK_BEFORE_QUIT else None
+        if question and not confirm(self, "Quit CDL Studio", question):
+            event.ignore()  # closing the window cancelled an hour of tuning without a word
+            return
         self._look_timer.stop()
         self._outside_timer.stop()
         if self.ctx is not None:

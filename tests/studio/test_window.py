@@ -283,6 +283,32 @@ def test_create_offers_a_free_folder_and_names_the_workspace_in_the_way(qtbot, t
     assert str(tmp_path / "cdl-project-2") in said and page.create_btn.isEnabled()
 
 
+def test_closing_the_window_during_a_run_asks_first(qtbot, packaged, monkeypatch):
+    """Closing the window cancelled the run of its runtime without a word (an hour of tuning, gone). It asks, No
+    keeping the window and the run; Yes cancels the run and closes. With nothing running it closes at once."""
+    from studio.app import window as window_mod
+    from studio.app.window import MainWindow
+
+    w = MainWindow(packaged.root)
+    w.ASK_BEFORE_QUIT = True
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    asked: list[str] = []
+    monkeypatch.setattr(window_mod, "confirm", lambda parent, title, text: asked.append(text) or False)
+    assert w.quit_question() is None
+    w.runtime.submit(["model.train"], None, True, {"model.train": {"epochs": 400, "refit": False}})
+    qtbot.waitUntil(lambda: w.document.model.nodes["model.train"].status == "running", timeout=60000)
+    assert not w.close() and w.isVisible() and asked
+    assert asked[0].startswith("model.train is running in this studio's runtime. Quitting cancels it"), asked
+    assert w.runtime.current_job and w.runtime.proc.poll() is None  # the run goes on
+    monkeypatch.setattr(window_mod, "confirm", lambda parent, title, text: True)
+    proc = w.runtime.proc
+    assert w.close() and not w.isVisible()
+    assert proc.wait(timeout=30) is not None
+
+
 _PROBE = """
 import importlib.abc, json, os, sys, threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
