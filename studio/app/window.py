@@ -567,14 +567,19 @@ class MainWindow(QMainWindow):
 
     def quit_question(self) -> str | None:
         """What closing would cancel, as the question says it, or None where nothing would be: a run in this
-        window's own runtime (one reached with --runtime goes on without the window)."""
+        window's own runtime (one reached with --runtime goes on without the window), and the panels' actions under
+        way (Panel.in_progress)."""
+        said = []
         rt = self.runtime
-        if rt is None or rt.proc is None or rt.proc.poll() is not None or not rt.current_job:
-            return None
-        running = [n.id for n in self.document.model.nodes.values() if n.status == "running"]
-        what = " and ".join(running) if running else "a run"
-        return (f"{what} is running in this studio's runtime. Quitting cancels it: the step ends as cancelled and "
-                "runs again from its start next time (what the steps before it made is kept).\n\nQuit anyway?")
+        if rt is not None and rt.proc is not None and rt.proc.poll() is None and rt.current_job:
+            running = [n.id for n in self.document.model.nodes.values() if n.status == "running"]
+            what = " and ".join(running) if running else "a run"
+            said.append(f"{what} is running in this studio's runtime. Quitting cancels it: the step ends as "
+                        "cancelled and runs again from its start next time (what the steps before it made is kept).")
+        busy = [f"{p.title}: {m}" for p in self.panels.values() for m in p.in_progress.values()]
+        if busy:  # a push, a canary's watch (whose verdict would never come), an export, a pull
+            said.append("Still under way, and interrupted by quitting: " + "; ".join(busy))
+        return "\n\n".join(said) + "\n\nQuit anyway?" if said else None
 
     def closeEvent(self, event) -> None:  # noqa: ANN001, N802
         question = self.quit_question() if self.ASK_BEFORE_QUIT else None

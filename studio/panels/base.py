@@ -35,6 +35,7 @@ class Panel(QWidget):
         super().__init__(parent)
         self.ctx = ctx
         self.loaded = False
+        self.in_progress: dict[object, str] = {}  # actions under way: {key: what the panel said of it}
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(12, 8, 12, 8)
         self.layout_.addWidget(heading(self.title, 13))
@@ -108,16 +109,24 @@ class Panel(QWidget):
 
     def work(self, fn: Callable[..., Any], *args: Any, done: Callable[[Any], None] | None = None,
              message: str = "") -> None:
-        """Run an action off the GUI thread; refresh afterwards; show errors plainly."""
+        """Run an action off the GUI thread; refresh afterwards; show errors plainly. An action with a message is
+        in `in_progress` until it ends (closing the window names it in its question)."""
+        key = object()
         if message:
             self.say(message, "info")
+            self.in_progress[key] = message
 
         def ok(result: Any) -> None:
+            self.in_progress.pop(key, None)
             if done is not None:
                 done(result)
             self.refresh()
 
-        run_task(fn, *args, on_done=ok, on_error=lambda m: self.say(m, "error"))
+        def failed(m: str) -> None:
+            self.in_progress.pop(key, None)
+            self.say(m, "error")
+
+        run_task(fn, *args, on_done=ok, on_error=failed)
 
     def set_step(self, step: str) -> None:
         """The flowchart's selected step (panels that serve several steps may adapt)."""

@@ -298,6 +298,17 @@ def test_closing_the_window_during_a_run_asks_first(qtbot, packaged, monkeypatch
     asked: list[str] = []
     monkeypatch.setattr(window_mod, "confirm", lambda parent, title, text: asked.append(text) or False)
     assert w.quit_question() is None
+    # a panel's action under way (a push, a canary's watch) is named too, and only while it lasts
+    import threading
+
+    release = threading.Event()
+    devices = w.panels["devices"]
+    devices.work(release.wait, 30, message="pushing ws:1 to pi1…")
+    assert w.quit_question() == ("Still under way, and interrupted by quitting: Devices and deployments: pushing ws:1 "
+                                 "to pi1…\n\nQuit anyway?")
+    release.set()
+    qtbot.waitUntil(lambda: not devices.in_progress, timeout=10000)
+    assert w.quit_question() is None
     w.runtime.submit(["model.train"], None, True, {"model.train": {"epochs": 400, "refit": False}})
     qtbot.waitUntil(lambda: w.document.model.nodes["model.train"].status == "running", timeout=60000)
     assert not w.close() and w.isVisible() and asked
