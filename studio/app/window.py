@@ -546,6 +546,8 @@ class MainWindow(QMainWindow):
                 self.job_bar.log.add("\n".join(f"    {line}" for line in str(tb).rstrip().splitlines()))
             self.statusBar().showMessage(f"{ev.step} cancelled" if ending == "cancelled" else ev.message if waiting
                                          else f"{ev.step} failed: {ev.message}", 20000)
+        if ev.step and ev.step == self.header.step:  # its badge said "stale" while the node ran at 40 %
+            self.header.show_step(model.nodes.get(ev.step), self.descriptions.get(ev.step, ""))
         for panel in self.panels.values():
             panel.on_event(ev)
 

@@ -154,6 +154,7 @@ class FlowModel:
         if n is None:
             return
         n.status = "running"
+        n.reason = ""  # a stale step's reason ("model.preprocess's output changed") is no longer so once it runs
         n.progress = fraction
         n.message = message
         self._notify("node-changed", node)

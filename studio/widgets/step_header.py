@@ -71,7 +71,9 @@ class StepHeader(QWidget):
                                  "padding: 2px 6px; font-weight: bold; }")
         # escaped, and rich text whatever the first line holds (Qt guessed plain text for a reason without a tag,
         # and showed "<br>" as it is)
-        reason = f" — {html.escape(node.reason)}" if node.reason else ""
+        message = getattr(node, "message", "") if node.status == "running" else ""
+        reason = (f" — {html.escape(node.reason)}" if node.reason else
+                  f" — running: {html.escape(message)}" if message and message != "started" else "")
         self.detail.setTextFormat(Qt.TextFormat.RichText)
         self.detail.setText(f"Owner: {html.escape(node.role)}{reason}<br>{html.escape(description)}")
         self.params_btn.setEnabled(True)

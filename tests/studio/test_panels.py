@@ -496,9 +496,24 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     qtbot.waitUntil(lambda: p.trials.rowCount() == 1)  # the fixture's single trial (drawn on the next turn)
     assert p.parallel_axes == []  # one trial: nothing to compare, and the plot says so (nine axes ran together)
     studio_ctx.runtime.sig_event.connect(p.on_event)
+    before = p.experiment.currentData()
+    # while it runs: the run's own experiment and each trial's parameters, read as a trial begins (the table had a
+    # running trial with no parameters beside the last experiment's name and plots until the run ended); and the
+    # step's progress moves within a trial, epoch by epoch (0 % through the whole first trial)
+    seen, progress = [], []
+    p.sig_loaded.connect(lambda: p.live_label.text() and seen.append(
+        (p.experiment.currentData(), p.experiment.currentText(), [t["params"] for t in p.trial_rows])))
+    studio_ctx.runtime.sig_event.connect(
+        lambda ev: progress.append((ev.fraction, ev.message)) if ev.kind.value == "progress" else None)
     with qtbot.waitSignal(studio_ctx.runtime.sig_job_finished, timeout=120000):
         studio_ctx.runtime.submit(["model.tune"], None, False, {"model.tune": {"n_trials": 3, "max_epochs": 2}})
         qtbot.waitUntil(lambda: len(p.curves) >= 1, timeout=60000)
+    assert any(eid not in (None, before) and text.startswith("tune-") and rows and all(rows)
+               for eid, text, rows in seen), seen
+    assert (pytest.approx(0.5 / 3, abs=1e-3), "trial 0: epoch 1/2") in \
+        [(f, m.split(" val_accuracy")[0]) for f, m in progress], progress
+    assert any(m.startswith("trial 0: epoch 1/2 val_accuracy 0.") and m.endswith("(0/3 trials finished)")
+               for _f, m in progress), progress
     load(qtbot, p)
     qtbot.waitUntil(lambda: p.trials.rowCount() == 3 and len(p.curve_items) == 3)
     assert set(p.plots) == {"history", "curves", "parallel", "importance"}

@@ -309,8 +309,13 @@ def test_closing_the_window_during_a_run_asks_first(qtbot, packaged, monkeypatch
     release.set()
     qtbot.waitUntil(lambda: not devices.in_progress, timeout=10000)
     assert w.quit_question() is None
+    w.scene.select("model.train")
+    w.select_step("model.train")
     w.runtime.submit(["model.train"], None, True, {"model.train": {"epochs": 400, "refit": False}})
     qtbot.waitUntil(lambda: w.document.model.nodes["model.train"].status == "running", timeout=60000)
+    # the step's header follows the run (its badge said "done" or "stale" beside a node at 40 %), and says how far
+    qtbot.waitUntil(lambda: "running: epoch " in w.header.detail.text(), timeout=60000)
+    assert w.header.badge.text().strip().startswith("running "), w.header.badge.text()
     assert not w.close() and w.isVisible() and asked
     assert asked[0].startswith("model.train is running in this studio's runtime. Quitting cancels it"), asked
     assert w.runtime.current_job and w.runtime.proc.poll() is None  # the run goes on

@@ -414,6 +414,11 @@ class TuningPanel(Panel):
                 self.plots["curves"].clear()
             self._follow_latest = True
             self.live_label.setText(f"live: {ev.step} running")
+            # the last experiment's name and plots stood beside the new run's trials until it ended: both go, and
+            # the new experiment comes with its first trial
+            self.experiment.setCurrentIndex(-1)
+            if self.plots:
+                self._draw_all()
             self._dirty = True
         elif kind == "metric":
             trial = int(ev.data.get("trial", 0))
@@ -421,6 +426,9 @@ class TuningPanel(Panel):
             if not any(t["number"] == trial for t in self.trial_rows):
                 self.trial_rows.append({"id": None, "number": trial, "state": "running", "value": None, "epochs": 0,
                                         "params": {}, "metrics": []})
+                # a trial just began: read the run's experiment (the list, the trial's parameters, how the one before
+                # ended) where the table showed it with no parameters and the plots showed the last experiment's
+                self.refresh()
             for t in self.trial_rows:
                 if t["number"] == trial:
                     t["epochs"] = int(ev.data.get("epoch", 0))
