@@ -170,13 +170,24 @@ class JobManager:
                 return self._live[job_id].status
         return self.store.job(job_id).status
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: float = 15.0) -> None:
+        """Stop: running jobs are cancelled, as a person's Cancel does, and recorded so before this returns (the
+        studio closed was recorded as "failed: the worker process exited with code -15", a red node for a run the
+        person chose to stop); queued ones end cancelled before they started."""
         self._stop.set()
         with self._cv:
-            procs = [j.proc for j in self._live.values() if j.proc is not None and j.status == "running"]
+            running = [(job_id, j) for job_id, j in self._live.items() if j.proc is not None and j.status == "running"]
+            for _job_id, j in running:
+                j.cancel_requested = True
+            while self._pending:
+                self._finish(self._pending.popleft(), "cancelled", "cancelled before it started: the runtime stopped")
             self._cv.notify_all()
-        for p in procs:
-            _stop_process(p)
+        for _job_id, j in running:
+            _stop_process(j.proc)
+        deadline = time.monotonic() + wait
+        with self._cv:  # the scheduler thread reaps each worker and records its job
+            while any(j.status not in FINISHED for _id, j in running) and time.monotonic() < deadline:
+                self._cv.wait(0.2)
 
     # -- internals ----------------------------------------------------------------------------------------
 

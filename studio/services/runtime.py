@@ -145,7 +145,7 @@ class RuntimeConnection(QObject):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(20)  # it cancels its running job and records it so (up to 5 s for a worker to stop)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 

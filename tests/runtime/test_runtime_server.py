@@ -304,3 +304,32 @@ def test_two_runtimes_on_one_workspace(small_bbc):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
+
+
+def test_a_runtime_stopping_cancels_its_jobs_and_records_them_so(small_bbc):
+    """The studio closed (its runtime stopped) while a step ran: the run was recorded as "failed: the worker
+    process exited with code -15 without finishing", a red node for a run the person chose to stop, and a job
+    queued behind it stayed queued. Both end cancelled, recorded before shutdown returns."""
+    import time
+
+    from runtime.domain.steps import CANCELLED_BY_USER, run_ending
+
+    server, address, manager = make_server(small_bbc, "127.0.0.1:0")
+    client = RuntimeClient(address)
+    try:
+        running, _ = client.submit_job(until="model.tune", overrides={"model.tune": {"n_trials": 50, "max_epochs": 50,
+                                                                                  "pruner": "none"}})
+        queued, _ = client.submit_job(steps=["model.tune"], force=True)
+        step = next(ev.step for ev in client.watch_job(running, timeout=120) if ev.kind.value == "metric")
+        t0 = time.monotonic()
+        manager.shutdown()
+        assert time.monotonic() - t0 < 15
+        store = small_bbc.store
+        assert (store.job(running).status, store.job(running).error) == ("cancelled", CANCELLED_BY_USER)
+        assert store.job(queued).status == "cancelled" and "before it started" in store.job(queued).error
+        run = store.step_runs(step, limit=1)[0]
+        assert run.job == running and run_ending(run.status, run.error, run.summary) == "cancelled", \
+            (run.status, run.error)
+    finally:
+        client.close()
+        server.stop(0)

@@ -323,6 +323,12 @@ def test_closing_the_window_during_a_run_asks_first(qtbot, packaged, monkeypatch
     proc = w.runtime.proc
     assert w.close() and not w.isVisible()
     assert proc.wait(timeout=30) is not None
+    # as the question said: cancelled (it was recorded "failed: the worker process exited with code -15")
+    from runtime.domain.steps import run_ending
+    from runtime.workspace import Workspace
+
+    run = Workspace(packaged.root).store.step_runs("model.train", limit=1)[0]
+    assert run_ending(run.status, run.error, run.summary) == "cancelled", (run.status, run.error)
 
 
 _PROBE = """
