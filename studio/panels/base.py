@@ -38,7 +38,8 @@ class Panel(QWidget):
         self.in_progress: dict[object, str] = {}  # actions under way: {key: what the panel said of it}
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(12, 8, 12, 8)
-        self.layout_.addWidget(heading(self.title, 13))
+        self.heading = heading(self.title, 13)
+        self.layout_.addWidget(self.heading)
         self.status_label: QLabel = notice("")
         self.status_label.setVisible(False)
         self.layout_.addWidget(self.status_label)

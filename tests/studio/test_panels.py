@@ -516,7 +516,7 @@ def test_tuning_panel_live(studio_ctx, qtbot):
                for _f, m in progress), progress
     load(qtbot, p)
     qtbot.waitUntil(lambda: p.trials.rowCount() == 3 and len(p.curve_items) == 3)
-    assert set(p.plots) == {"history", "curves", "parallel", "importance"}
+    assert set(p.plots) == {"history", "curves", "parallel", "importance", "loss"}
     assert set(p.parallel_axes) <= {"lr", "batch_size", "hidden", "dropout"} and len(p.parallel_axes) >= 2, \
         p.parallel_axes  # the parameters the trials differ in, not the fixed ones
     # each experiment in the list with its best value, as a leaderboard
@@ -543,6 +543,35 @@ def test_tuning_panel_live(studio_ctx, qtbot):
     col = p.trials.columns.index("retry of")
     cells = {p.trials.item(r, 0).text(): p.trials.item(r, col).text() for r in range(4)}
     assert cells == {"0": "", "1": "", "2": "", "3": str(lost.number)}, cells
+
+
+def test_a_training_run_shows_its_losses_not_a_study(studio_ctx, qtbot):
+    """model.train's experiment in the tuning dashboard: one trial, so its optimization history was a dot, the
+    parallel coordinates and importances said "needs 3 finished trials; this study has 0", and its losses were
+    nowhere. It shows as a training run: loss and accuracy per epoch, training and validation."""
+    import pyqtgraph as pg
+
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(studio_ctx)
+    qtbot.addWidget(p)
+    p.show()
+    p.set_step("model.train")
+    load(qtbot, p)
+    qtbot.waitUntil(lambda: p.trials.rowCount() == 1 and p.plots and not p.plots["loss"].isHidden(), timeout=10000)
+    assert p.experiment.currentText().startswith("train-") and p.heading.text() == "Training run"
+    assert [p.plots[n].isHidden() for n in ("history", "parallel", "importance")] == [True, True, True]
+    epochs = len(studio_ctx.workspace.store.metrics(studio_ctx.workspace.store.trials(p.experiment.currentData())[0].id))
+    qtbot.waitUntil(lambda: len([i for i in p.plots["loss"].getPlotItem().items if isinstance(i, pg.PlotDataItem)])
+                    == 2, timeout=5000)
+    lines = {i.name(): list(i.getData()[0]) for i in p.plots["loss"].getPlotItem().items
+             if isinstance(i, pg.PlotDataItem)}
+    assert lines == {"train_loss": list(range(1, epochs + 1)), "val_loss": list(range(1, epochs + 1))}, lines
+    p.set_step("model.tune")
+    load(qtbot, p)
+    qtbot.waitUntil(lambda: not p.plots["history"].isHidden(), timeout=10000)
+    assert p.heading.text() == "Tuning dashboard" and p.plots["loss"].isHidden()
+    assert p.experiment.currentText().startswith("tune-")
 
 
 def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):

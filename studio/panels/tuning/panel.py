@@ -139,6 +139,11 @@ class TuningPanel(Panel):
         self.plots["curves"] = plot_widget("Learning curves", "val_accuracy", "epoch", whole_x=True)
         self.plots["parallel"] = plot_widget("Parallel coordinates (colour: val_accuracy)", "scaled value")
         self.plots["importance"] = plot_widget("Parameter importance (rank correlation)", "share")
+        # a training run's losses, in the optimization history's place (a training experiment has one trial: its
+        # history was a dot, and the parallel coordinates and importances had nothing to compare)
+        self.plots["loss"] = plot_widget("Loss", "loss", "epoch", whole_x=True)
+        self.grid.addWidget(self.plots["loss"], 0, 0)
+        self.plots["loss"].hide()
         self.grid.addWidget(self.plots["history"], 0, 0)
         self.grid.addWidget(self.plots["curves"], 0, 1)
         self.grid.addWidget(self.plots["parallel"], 1, 0)
@@ -174,8 +179,9 @@ class TuningPanel(Panel):
             return (f"{e.name} ({e.kind}, {e.framework}, {e.template}, {e.status}"
                     f"{f', best {best:.4f}' if isinstance(best, int | float) else ''})")
 
+        kind = next((e.kind for e in exps if e.id == chosen), self._kind)
         return {"experiments": [(e.id, label(e)) for e in exps],
-                "chosen": chosen, "trials": trials}
+                "chosen": chosen, "kind": kind, "trials": trials}
 
     def show_data(self, d: dict[str, Any]) -> None:
         if d["chosen"] == self._want or d["chosen"] is None:
@@ -193,6 +199,8 @@ class TuningPanel(Panel):
             self.say("No experiments yet: run model.tune or model.train (right-click a node, or the buttons above).")
             return
         self.say(*self._said)  # what "Train with this trial" said stays through the reloads after it
+        self._shown_kind = d.get("kind", "tune")
+        self.heading.setText("Training run" if self._shown_kind == "train" else self.title)
         self.trial_rows = d["trials"]
         self.curves = {t["number"]: [(m["epoch"], m.get("val_accuracy", float("nan"))) for m in t["metrics"]]
                        for t in d["trials"]}
@@ -280,7 +288,12 @@ class TuningPanel(Panel):
         self._ensure_plots()
         self._draw_gen = getattr(self, "_draw_gen", 0) + 1
         gen = self._draw_gen
-        parts = [self._draw_history, self._draw_curves, self._draw_parallel, self._draw_importance]
+        training = getattr(self, "_shown_kind", "tune") == "train"
+        for name in ("history", "parallel", "importance"):
+            self.plots[name].setVisible(not training)
+        self.plots["loss"].setVisible(training)
+        parts = ([self._draw_loss, self._draw_curves] if training else
+                 [self._draw_history, self._draw_curves, self._draw_parallel, self._draw_importance])
 
         def step(i: int) -> None:
             if gen != self._draw_gen or i >= len(parts):
@@ -289,6 +302,22 @@ class TuningPanel(Panel):
             QTimer.singleShot(0, lambda: step(i + 1))
 
         step(0)
+
+    def _draw_loss(self) -> None:
+        """A training run's train_loss and val_loss per epoch (its one trial's metrics)."""
+        import pyqtgraph as pg
+
+        lp = self.plots["loss"]
+        lp.clear()
+        ms = [m for t in self.trial_rows[:1] for m in t["metrics"]]
+        if not ms:
+            plot_note(lp, _no_score(self.trial_rows))
+            return
+        lp.enableAutoRange()
+        add_legend(lp, offset=(-10, 5))
+        for k, key in enumerate(("train_loss", "val_loss")):
+            lp.plot([m["epoch"] for m in ms], [m.get(key, np.nan) for m in ms], name=key,
+                    pen=pg.mkPen(PALETTE[k], width=2), symbol="o", symbolSize=4, symbolBrush=PALETTE[k])
 
     def _draw_history(self) -> None:
         import pyqtgraph as pg
@@ -323,7 +352,9 @@ class TuningPanel(Panel):
         self.curve_items = {}
         if any(self.curves.values()):
             c.enableAutoRange()  # a note before (no epoch finished yet) fixed the view to 0..1
-        if len(trials) == 1 and trials[0]["metrics"]:
+        one = len(trials) == 1 and trials[0]["metrics"]
+        c.setLabel("left", "accuracy" if one else "val_accuracy")  # one run's curves: training and validation
+        if one:
             ms = trials[0]["metrics"]
             add_legend(c, offset=(-10, -10))
             for k, key in enumerate(("train_accuracy", "val_accuracy")):
@@ -431,6 +462,8 @@ class TuningPanel(Panel):
                 self.refresh()
             for t in self.trial_rows:
                 if t["number"] == trial:
+                    if not any(m.get("epoch") == ev.data.get("epoch") for m in t["metrics"]):
+                        t["metrics"].append(dict(ev.data))  # a training run's loss and accuracy curves, live
                     t["epochs"] = int(ev.data.get("epoch", 0))
                     t["value"] = max(t["value"] or 0.0, float(ev.data.get("val_accuracy", 0)))
             self._dirty = True
@@ -445,6 +478,11 @@ class TuningPanel(Panel):
         import pyqtgraph as pg
 
         self._ensure_plots()
+        if getattr(self, "_shown_kind", "tune") == "train" and len(self.trial_rows) == 1:
+            self._draw_loss()  # one run: its curves drawn whole from its metrics, each epoch
+            self._draw_curves()
+            self._fill_table()
+            return
         c = self.plots["curves"]
         notes = [it for it in c.getPlotItem().items if isinstance(it, pg.TextItem)]
         if notes and any(self.curves.values()):  # "no epoch finished yet" until the first one's point came
