@@ -69,6 +69,7 @@ class MainWindow(QMainWindow):
         self.descriptions: dict[str, str] = {}
         self.loaded = False
         self._outside: dict[str, str] = {}  # steps another process runs -> their reason
+        self._own_running: set[str] = set()  # steps a panel runs in this process (data.import from the data panel)
         self._outside_timer = QTimer(self)
         self._outside_timer.setSingleShot(True)
         self._outside_timer.setInterval(self.OUTSIDE_POLL_MS)
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
                 self.step_panel[s] = panel.panel_id
             panel.sig_run.connect(lambda steps, until, over: self.runtime.submit(steps, until, False, over))
             panel.sig_message.connect(lambda _m: self._refresh_status())
+            panel.sig_event.connect(self._on_own_event)
         self.panels["monitoring"].sig_open_proposal.connect(self._open_proposal)
         self.panels["models"].sig_open_experiment.connect(self._open_experiment)
         self.job_bar = JobBar()
@@ -483,7 +485,8 @@ class MainWindow(QMainWindow):
         (the status's reason), and the open panel follows it, and follows again when it ends."""
         own = bool(self.runtime is not None and self.runtime.current_job)
         states = {s["id"]: s["status"] for s in status["steps"]}
-        outside = {} if own else {s["id"]: s.get("reason", "") for s in status["steps"] if s["status"] == "running"}
+        outside = {} if own else {s["id"]: s.get("reason", "") for s in status["steps"]
+                                  if s["status"] == "running" and s["id"] not in self._own_running}
         ended = [k for k in self._outside if k not in outside]
         self._outside = outside
         if outside:
@@ -508,6 +511,21 @@ class MainWindow(QMainWindow):
         self.header.set_running(True)
         self.job_bar.running(f"job {job}: {len(plan)} step(s) queued", None)
         self.job_bar.log.add(f"job {job}: {', '.join(plan)}")
+
+    def _on_own_event(self, ev: Any) -> None:
+        """An event of a step a panel runs in this process (the data panel's import or removal of a source): shown
+        as a run's are, and the step is not taken for one run outside the studio."""
+        kind = ev.kind.value
+        if kind == "started" and ev.step:
+            self._own_running.add(ev.step)
+        self._on_event(ev)
+        if not (self.runtime and self.runtime.current_job):
+            self.job_bar.cancel.setEnabled(False)  # the runtime's Cancel cannot stop it (an import is one transaction)
+        if kind in ("finished", "failed", "skipped") and ev.step:
+            self._own_running.discard(ev.step)
+            if not (self.runtime and self.runtime.current_job):
+                self.job_bar.idle(f"{ev.step} {'failed' if kind == 'failed' else 'done'}"
+                                  + (f": {ev.message}" if ev.message else ""))
 
     def _on_event(self, ev: Any) -> None:
         model = self.document.model

@@ -30,6 +30,7 @@ class Panel(QWidget):
     sig_loaded = Signal()
     sig_run = Signal(object, object, object)  # steps (list or None), until (str or None), overrides (dict or None)
     sig_message = Signal(str)
+    sig_event = Signal(object)  # a runtime Event of a step this panel runs in the studio's process (data.import)
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None):
         super().__init__(parent)

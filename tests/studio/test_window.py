@@ -4,6 +4,7 @@ label from the GUI; the screenshot command; the studio's process stays free of t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,13 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     data.import_btn.click()
     qtbot.waitUntil(lambda: "imported news.zip" in data.status_label.text(), timeout=60000)
     qtbot.waitUntil(lambda: w.document.model.nodes["data.import"].status == "done", timeout=30000)
+    # the import's events went to the window as a run's do: it sat at "never run" with the job bar idle, then said
+    # "data.import done (run outside the studio)"
+    assert re.fullmatch(r"data.import done: \d+ items from 1 source\(s\)", w.job_bar.label.text()), w.job_bar.label.text()
+    assert "▶ data.import" in w.job_bar.log.toPlainText() and not data.in_progress and not w.job_bar.cancel.isEnabled()
+    w._refresh_status()
+    qtbot.wait(1500)
+    assert "outside" not in w.job_bar.label.text(), w.job_bar.label.text()
     # run the data pipeline up to data.label through the runtime, from the step header
     w.scene.select("data.label")
     w.select_step("data.label")

@@ -167,13 +167,17 @@ class DataPanel(Panel):
         if media_root:  # a Label Studio image export's files, chosen after the import found none beside it
             options["media_root"] = media_root
         self.import_btn.setEnabled(False)
+        key = object()
+        self.in_progress[key] = f"importing {Path(path).name}…"
 
         def done(result: Any) -> None:  # noqa: ANN401 - a JobResult
+            self.in_progress.pop(key, None)
             self.import_btn.setEnabled(True)
             self.say(*imported_text(result, Path(path)))
             self.sig_message.emit("imported")
 
         def failed(msg: str) -> None:
+            self.in_progress.pop(key, None)
             self.import_btn.setEnabled(True)
             self.say(msg, "error")
             from runtime.steps.sources import NO_MEDIA_HINT, READS_AS_CP1252
@@ -197,8 +201,10 @@ class DataPanel(Panel):
         from studio.services.tasks import run_task
 
         self.say(f"importing {Path(path).name}…")
-        run_task(add_source, self.ctx.workspace, Path(path), options, on_done=lambda r: (done(r), self.refresh()),
-                 on_error=failed)
+        # its events go to the window as a run's do: the node runs with its progress, the job bar and log follow
+        # (it sat at "never run" with the job bar idle, then "data.import done (run outside the studio)")
+        run_task(add_source, self.ctx.workspace, Path(path), options, self.sig_event.emit,
+                 on_done=lambda r: (done(r), self.refresh()), on_error=failed)
 
     def _remove_state(self) -> None:
         """Remove source… on only with a source selected, and none being removed; its tooltip says which it lacks
@@ -240,7 +246,11 @@ class DataPanel(Panel):
             self.say(msg, "error")
 
         self.say(f"removing {name}…")
-        run_task(remove_source, self.ctx.workspace, name, on_done=done, on_error=failed)
+        key = object()
+        self.in_progress[key] = f"removing {name}…"
+        run_task(remove_source, self.ctx.workspace, name, self.sig_event.emit,
+                 on_done=lambda r: (self.in_progress.pop(key, None), done(r)),
+                 on_error=lambda m: (self.in_progress.pop(key, None), failed(m)))
 
     def _ask_media_root(self, path: Path) -> str | None:
         """The folder of a Label Studio export's images (its files, or Label Studio's media folder)."""
