@@ -240,7 +240,8 @@ def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_w
     assert _status(ws)["data.validate"] == "stale"
     kept = cdl("run", "--until", "data.label", "--set", f"data.validate.min_length={was + 2}", "--save")
     assert kept.returncode == 0, kept.stderr[-2000:]
-    assert f"saved in cdl.yaml: data.validate.min_length {was} → {was + 2}" in kept.stderr
+    assert re.search(rf"saved in cdl.yaml and committed \([0-9a-f]{{10}}\): data.validate.min_length {was} → {was + 2}",
+                     kept.stderr), kept.stderr[-2000:]
     assert ws.config().params("data.validate")["min_length"] == was + 2
     assert set(_status(ws).values()) == {"done"}
     # a run that fails saves nothing; --save alone is an input error
@@ -253,9 +254,10 @@ def test_run_set_says_it_is_for_this_run_only_and_save_keeps_it(tmp_path, text_w
     later = cdl("run", "--until", "model.preprocess", "--set", f"data.validate.min_length={was + 3}",
                 "--set", "model.preprocess.min_df=100000", "--save")
     assert later.returncode == 1, later.stderr[-2000:]
-    assert (f"saved in cdl.yaml: data.validate.min_length {was + 2} → {was + 3}, for data.validate, which ran with "
-            "them and succeeded (model.preprocess failed after); not saved: cdl.yaml still says "
-            "model.preprocess.min_df 2 (this run 100000)") in later.stderr, later.stderr[-2000:]
+    assert re.search(rf"saved in cdl.yaml and committed \([0-9a-f]{{10}}\): data.validate.min_length {was + 2} → "
+                     rf"{was + 3}, for data.validate, which ran with them and succeeded \(model.preprocess failed "
+                     r"after\); not saved: cdl.yaml still says model.preprocess.min_df 2 \(this run 100000\)",
+                     later.stderr), later.stderr[-2000:]
     assert ws.config().params("data.validate")["min_length"] == was + 3
     assert ws.config().params("model.preprocess")["min_df"] == 2
     assert _status(ws)["data.validate"] == "done"
@@ -1219,6 +1221,35 @@ def test_a_source_imported_by_mistake_is_removed(text_ws, tmp_path):
     assert text_ws.store.item_count() == 0 and text_ws.config().params("data.import")["sources"] == []
     res = Runner(text_ws).run(until="data.split")  # says what to do, where "run data.import first" went round
     assert not res.ok and res.steps[-1].error.startswith("no items: the workspace has no source; `cdl data import")
+
+
+def test_a_source_swapped_for_another_of_as_many_items_is_seen_by_the_labeling_queue(text_ws, tmp_path):
+    """The queue found items imported or removed since data.ingest by a count: a source removed and another of as
+    many items imported kept handing out the removed one's items, and never the new ones, until the next ingest."""
+    from runtime.api import add_source, remove_source
+    from runtime.labeling import LabelQueue
+
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    (tmp_path / "keep.csv").write_text("text,label\n" + "".join(f"{w} markets shares,x\n" for w in words)
+                                       + "".join(f"{w} football match,y\n" for w in words))
+    (tmp_path / "old.csv").write_text("text\n" + "".join(f"{w} the old unlabeled texts\n" for w in words))
+    (tmp_path / "new.csv").write_text("text\n" + "".join(f"{w} the new unlabeled texts\n" for w in words))
+    add_source(text_ws, tmp_path / "keep.csv")
+    add_source(text_ws, tmp_path / "old.csv", {"unlabeled": True})
+    assert Runner(text_ws).run(until="data.version").ok
+    q = LabelQueue(text_ws, "lena")
+    assert q.next().uid.startswith("old.csv:") and q.progress()["unlabeled"] == 6
+    remove_source(text_ws, "old.csv")
+    add_source(text_ws, tmp_path / "new.csv", {"unlabeled": True})
+    assert text_ws.store.item_count() == 18  # as many as the checked-out version holds
+    q = LabelQueue(text_ws, "lena")
+    handed = q.next()
+    assert handed is not None and handed.uid.startswith("new.csv:"), handed
+    assert q.progress() == {"total": 18, "labeled": 12, "conflicts": 0, "unlabeled": 6}, q.progress()
+    # after the next ingest the recorded state says nothing changed, and the queue is the same
+    assert Runner(text_ws).run(until="data.version").ok
+    q = LabelQueue(text_ws, "lena")
+    assert q.next().uid.startswith("new.csv:") and q.progress()["unlabeled"] == 6
 
 
 def test_a_test_set_alone_is_refused_by_the_split_with_what_to_do(tmp_path):

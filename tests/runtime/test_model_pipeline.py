@@ -98,7 +98,7 @@ def test_ci_mode_end_to_end_on_bbc(small_bbc, tmp_path):
             "--set", "model.evaluate.threshold=0.25", "--save")
     assert r.returncode == 1  # CI fails on it, as on a failure
     assert (f"saved in cdl.yaml: model.evaluate.threshold {was} → 0.25 (the run waits at model.review; the next "
-            "`cdl run` goes on with them)") in r.stderr, r.stderr[-2000:]
+            "`cdl run` goes on with them)") in r.stderr, r.stderr[-2000:]  # uncommitted: so was the fixture's cdl.yaml
     assert ws.config().params("model.evaluate")["threshold"] == 0.25
     assert {s.id: s.status for s in Runner(ws).statuses()}["model.evaluate"] == "done"
     doc = json.loads(r.stdout)
