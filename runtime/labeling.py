@@ -163,6 +163,7 @@ def _checked_out(ws: Workspace):  # noqa: ANN202
     if cached is not None and cached[0] == stamp:
         return cached[1]
     view = ws.dataset()
+    view.index_stamp = stamp
     _VIEWS[ws] = (stamp, view)
     return view
 
@@ -220,14 +221,23 @@ class LabelQueue:
         return self._gone_uids
 
     def _since_ingest(self) -> None:
-        token = self.store.items_fingerprint()
+        from runtime.store.store import INGESTED_ITEMS
+
+        token = self.store.items_token()
         view = self._dataset()
         if getattr(self, "_new_for", None) == (token, id(view)):
             return
-        # the usual case, nothing imported or removed since, costs a count: the uids are read only when the
-        # workspace holds another number of items than the dataset
+        # the usual case, nothing imported or removed since data.ingest laid this index out, costs a read of what
+        # it recorded: the uids are compared only otherwise. (A count stood for it, and a source removed and
+        # another of as many items imported kept the removed one's items in the queue, the new ones out of it.)
         self._new, self._gone_uids = [], set()
-        if self.store.item_count() != len(view.rows):
+        rec = self.store.get_state(INGESTED_ITEMS) or {}
+        stamp = getattr(view, "index_stamp", None)
+        if rec:
+            unchanged = stamp is not None and rec.get("token") == token and tuple(rec.get("index") or ()) == stamp
+        else:  # laid out before data.ingest recorded it: the count, as before, until the next data.ingest
+            unchanged = self.store.item_count() == len(view.rows)
+        if not unchanged:
             have = self.store.item_uids()
             added = [u for u in have if not view.has(u)]
             self._new = list(self._staged(added).values()) if added else []

@@ -20,6 +20,7 @@ from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
 from runtime.labeling import effective_labels
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
 from runtime.steps.sources import SourceBatch, check_kind_options, content_hash, detect_kind, read_source
+from runtime.store.store import INGESTED_ITEMS
 from runtime.workspace.dataset import (
     INDEX_NAME,
     IndexRow,
@@ -535,6 +536,7 @@ class IngestStep(Step):
 
     def run(self, ctx: StepContext) -> StepResult:
         ws = ctx.workspace
+        token = ctx.store.items_token()  # before the items: an import between the two leaves a token that is older
         items = ctx.store.items()
         if not items:
             raise StepFailed(ctx.step, NO_ITEMS)
@@ -563,6 +565,8 @@ class IngestStep(Step):
                 pack=it.pack, offset=it.offset, length=it.length, encoding=it.encoding,
             ))
         write_index(ws.dataset_dir / INDEX_NAME, rows)
+        st = (ws.dataset_dir / INDEX_NAME).stat()
+        ctx.store.set_state(INGESTED_ITEMS, {"token": token, "index": [st.st_ino, st.st_mtime_ns, st.st_size]})
         for p in dest.iterdir():
             if p.name not in packs:
                 p.unlink()

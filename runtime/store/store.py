@@ -357,9 +357,7 @@ class Store(ModelRegistryMixin, DeployMixin):
         refreshes, `cdl status`) paid it. Every write to the items writes a new ITEMS_REVISION token in the same
         transaction, so the hash is kept per token. The token is read before the items: a commit between the two
         can only file a newer item set under an older token, which no later read asks for."""
-        token = self.get_state(ITEMS_REVISION)
-        if token is None:  # a workspace from before the token: it gets one now (it was hashed on every call)
-            token = self._first_items_token()
+        token = self.items_token()
         if token in self._items_fp:
             return self._items_fp[token]
         h = hashlib.sha256()
@@ -372,6 +370,13 @@ class Store(ModelRegistryMixin, DeployMixin):
         fp = h.hexdigest()
         self._items_fp = {token: fp}
         return fp
+
+    def items_token(self) -> str:
+        """The item set's revision: a new token whenever items are written (read it before reading the items)."""
+        token = self.get_state(ITEMS_REVISION)
+        if token is None:  # a workspace from before the token: it gets one now (it was hashed on every call)
+            token = self._first_items_token()
+        return token
 
     def _first_items_token(self) -> str:
         """Write an ITEMS_REVISION token where there is none, unless another process just did (an import, or
@@ -812,6 +817,9 @@ def _own_tables() -> list[Any]:
 
 LABELS_REPLACED = "labels_replaced"  # cdl_state key: a new token whenever label rows are deleted
 ITEMS_REVISION = "items_revision"  # cdl_state key: a new token whenever items are written (import, removal)
+# cdl_state key: {"token": the ITEMS_REVISION data.ingest laid data/dataset out from, "index": its index file's
+# (inode, mtime_ns, size)}: the labeling queue knows from it that no item was imported or removed since
+INGESTED_ITEMS = "ingested_items"
 
 
 def _labels_replaced(s) -> None:  # noqa: ANN001

@@ -200,6 +200,7 @@ class DatasetView:
         self.rows = rows
         self._packs = packs
         self._by_uid: dict[str, IndexRow] | None = None
+        self.index_stamp: tuple[int, int, int] | None = None  # data/dataset's index file as read (labeling sets it)
 
     @classmethod
     def open(cls, directory: Path) -> DatasetView:
