@@ -775,10 +775,21 @@ def remove(ws: Workspace, name: str) -> dict[str, Any]:
     if removed_folder:
         remove_enrollment_dir(folder)
     try:
-        named = name in (ws.config().params("deploy.push").get("devices") or [])
+        listed = list(ws.config().params("deploy.push").get("devices") or [])
     except CdlError:  # a cdl.yaml that does not load, or a pipeline without deploy.push
-        named = False
-    if named:  # `cdl run` refuses a device that is not enrolled; taking it out here could leave [], every device
+        listed = []
+    rest = [d for d in listed if d != name]
+    if name in listed and rest:
+        # `cdl run` refuses a device that is not enrolled: with others named, the list without it is what the user
+        # meant (it stayed, and the next run refused to push to any)
+        from runtime.params import set_step_params
+
+        try:
+            set_step_params(ws, "deploy.push", {"devices": rest})
+            msg += f"; taken out of cdl.yaml's deploy.push.devices, which names {', '.join(rest)} now"
+        except CdlError as exc:
+            msg += f"; cdl.yaml's deploy.push.devices still names it ({exc})"
+    elif name in listed:  # its only device: taking it out would leave [], every enrolled device
         msg += ("; cdl.yaml's deploy.push.devices still names it, and `cdl run` refuses to push until it is taken "
                 "out there (the Deploy step's Parameters…)")
     return {"device": name, "address": dev.address, "enroll_dir": str(folder), "folder_deleted": removed_folder,

@@ -965,9 +965,14 @@ def test_a_device_that_is_gone_can_be_removed(packaged, agent_factory):
         return subprocess.run([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "devices", *args],
                               capture_output=True, text=True, timeout=120)
 
+    cfg = ws.config()  # named with another device: taken out of the list (the next `cdl run` refused to push)
+    cfg.steps["deploy.push"]["devices"] = ["gone", "dev1"]
+    cfg.save()
     out = cli("remove", "gone")
     assert out.returncode == 0, out.stderr
     assert "gone: removed from this workspace; its folder" in out.stdout and "stop it there" in out.stdout
+    assert "; taken out of cdl.yaml's deploy.push.devices, which names dev1 now" in out.stdout, out.stdout
+    assert ws.config().steps["deploy.push"]["devices"] == ["dev1"]
     assert not folder.exists()  # it held the device's private key
     assert [d["name"] for d in devices_json(ws)["devices"]] == ["dev1"]
     assert cli("status").returncode == 0
