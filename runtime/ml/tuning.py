@@ -410,13 +410,18 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
             best["epochs"] = epoch
             store.log_metrics(rec.id, epoch, m)
             hooks.metric(trial=trial.number, epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
-            total = max(tally["total"], 1)
-            hooks.progress(min(0.99, (tally["done"] + epoch / plan.max_epochs) / total),
-                           f"trial {trial.number}: epoch {epoch}/{plan.max_epochs} val_accuracy "
-                           f"{m['val_accuracy']:.4f} ({tally['done']}/{total} trials finished)")
             trial.report(m["val_accuracy"], epoch)
             if hooks.cancelled():
                 raise StopTraining("cancelled")
+            total = max(tally["total"], 1)
+            try:
+                hooks.progress(min(0.99, (tally["done"] + epoch / plan.max_epochs) / total),
+                               f"trial {trial.number}: epoch {epoch}/{plan.max_epochs} val_accuracy "
+                               f"{m['val_accuracy']:.4f} ({tally['done']}/{total} trials finished)")
+            except Exception:  # a step's progress raises once it is cancelled: a cancel, not a failed trial
+                if hooks.cancelled():
+                    raise StopTraining("cancelled") from None
+                raise
             # the last epoch is never pruned: its training is done, and pruning it would only throw the result
             # away (with min_epochs == max_epochs ASHA's only rung is the last epoch, and it pruned every trial
             # below the median after training it in full)
