@@ -572,6 +572,13 @@ def test_a_training_run_shows_its_losses_not_a_study(studio_ctx, qtbot):
     qtbot.waitUntil(lambda: not p.plots["history"].isHidden(), timeout=10000)
     assert p.heading.text() == "Tuning dashboard" and p.plots["loss"].isHidden()
     assert p.experiment.currentText().startswith("tune-")
+    # a training run starting switches at once (it said "Tuning dashboard" over the study's plots until its first
+    # epoch was read)
+    from runtime.domain.events import Event, EventKind
+
+    p.on_event(Event(EventKind.STARTED, "model.train"))
+    qtbot.waitUntil(lambda: not p.plots["loss"].isHidden(), timeout=5000)
+    assert p.heading.text() == "Training run" and p.plots["history"].isHidden()
 
 
 def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):

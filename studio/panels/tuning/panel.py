@@ -445,6 +445,8 @@ class TuningPanel(Panel):
                 self.plots["curves"].clear()
             self._follow_latest = True
             self.live_label.setText(f"live: {ev.step} running")
+            self._shown_kind = "train" if ev.step == "model.train" else "tune"  # the heading and plots it will need
+            self.heading.setText("Training run" if self._shown_kind == "train" else self.title)
             # the last experiment's name and plots stood beside the new run's trials until it ended: both go, and
             # the new experiment comes with its first trial
             self.experiment.setCurrentIndex(-1)
