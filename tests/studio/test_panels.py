@@ -284,6 +284,9 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     assert p.current is None
     assert p.text.isVisible() and "Nothing left to label under 'unlabeled'" in p.text.toPlainText()
     assert "0 unlabeled" in p.text.toPlainText()
+    # and where to go from here (it ended there)
+    assert "Choose 'labeled' under Show to look over the labels given, or import more data in the Data panel." \
+        in p.text.toPlainText(), p.text.toPlainText()
     assert not any(b.isEnabled() for b in p._class_buttons) and not p.skip_btn.isEnabled()
     p.grab().save(str(tmp_path / "labeling-empty.png"))
     # a second source labels an item otherwise: a conflict, not in 'unlabeled', which says where to find it

@@ -249,6 +249,9 @@ class LabelingPanel(Panel):
                         "its samples.")
             if p["conflicts"] and d["filter"] in ("unlabeled", "labeled"):  # they are not in this queue
                 hint += " Choose 'conflicts' under Show to decide the items whose labels disagree."
+            if d["filter"] in ("unlabeled", "conflicts") and p["labeled"] and not hint:
+                # all done: where to go from here (the panel ended at a blank "nothing left")
+                hint = " Choose 'labeled' under Show to look over the labels given, or import more data in the Data panel."
             open_ = f" {d['elsewhere']} open with other labelers." if d.get("elsewhere") else ""
             pp = d.get("proposal_progress")
             if pp is not None:  # what comes next for the proposal shown (as `cdl labels next --filter` says)
