@@ -1421,29 +1421,14 @@ def models_report(obj: dict[str, Any], ref: str, output: Path) -> None:
 @click.pass_obj
 def models_lineage(obj: dict[str, Any], ref: str, as_json: bool) -> None:
     """From a model version back to its dataset version, experiment, trial and code commit."""
-    from runtime.registry import lineage, started_from, tuned_by
+    from runtime.registry import lineage, lineage_rows
 
     store = _ws(obj).store
     doc = lineage(store, ref)
     if as_json:  # the JSON was all it printed, and `--json`, which the other `models` listings take, was refused
         _dump(doc)
         return
-    dv, exp, code = doc["dataset_version"], doc["experiment"], doc["code"]
-    rows = [("dataset version", f"{dv['id']} ({dv['items']} items, DVC {dv['dvc_hash'][:12]}, git "
-                                f"{(dv['git_commit'] or '-')[:10]})"),
-            ("experiment", f"{exp['name']} (#{exp['id']}, {exp['kind']}), trial {doc['trial']}" if exp else "-")]
-    if (tuned := tuned_by(store, doc)) is not None:
-        rows.append(("tuned by", tuned))
-    from runtime.domain.text import params_line
-
-    rows += [("parameters", params_line(doc["params"] or {}) or "-"),
-             ("code", f"git {(code['git_commit'] or '-')[:10]}{' (dirty)' if code['dirty'] else ''}, template "
-                      f"{code['template']}" + (f", model code sha256 {code['model_sha256'][:12]}"
-                                               if code["model_sha256"] else "")),
-             ("checkpoint", (doc["artifacts"].get("checkpoint") or "-")[:12]),
-             ("transform", (doc["transform"] or "-")[:12])]
-    if (start := started_from(doc)) is not None:  # warm start: the version (or file) its training started from
-        rows.append(("started from", start))
+    rows = lineage_rows(store, doc)
     click.echo(doc["model"])
     for k, v in rows:
         click.echo(f"  {k:<16} {v}")

@@ -317,6 +317,28 @@ def started_from(lin: dict[str, Any]) -> str | None:
     return str(start.get("from", start)) if isinstance(start, dict) else str(start)
 
 
+def lineage_rows(store: Store, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """A lineage record as people read it, one (what, where from) a line: `cdl models lineage` and the models
+    panel (which showed the raw JSON)."""
+    from runtime.domain.text import params_line
+
+    dv, exp, code = doc["dataset_version"], doc["experiment"], doc["code"]
+    rows = [("dataset version", f"{dv['id']} ({dv['items']} items, DVC {dv['dvc_hash'][:12]}, git "
+                                f"{(dv['git_commit'] or '-')[:10]})"),
+            ("experiment", f"{exp['name']} (#{exp['id']}, {exp['kind']}), trial {doc['trial']}" if exp else "-")]
+    if (tuned := tuned_by(store, doc)) is not None:
+        rows.append(("tuned by", tuned))
+    rows += [("parameters", params_line(doc["params"] or {}) or "-"),
+             ("code", f"git {(code['git_commit'] or '-')[:10]}{' (dirty)' if code['dirty'] else ''}, template "
+                      f"{code['template']}" + (f", model code sha256 {code['model_sha256'][:12]}"
+                                               if code["model_sha256"] else "")),
+             ("checkpoint", (doc["artifacts"].get("checkpoint") or "-")[:12]),
+             ("transform", (doc["transform"] or "-")[:12])]
+    if (start := started_from(doc)) is not None:  # warm start: the version (or file) its training started from
+        rows.append(("started from", start))
+    return rows
+
+
 def devices_serving(store: Store, mv: ModelVersion) -> list[str]:
     """The enrolled devices that serve `mv`, as their last health check or their last deployment says."""
     out = []

@@ -609,6 +609,10 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert m.curve_data["accuracy"]["val"] == [(e["epoch"], e["val_accuracy"]) for e in epochs]
     assert len(m.curve_data["loss"]["train"]) == len(epochs) >= 1
     assert m.curve_plots["loss"].getPlotItem().titleLabel.text == "ws:2: loss per epoch"
+    # its lineage as `cdl models lineage` prints it, then the full record (the raw JSON was all it showed)
+    text = m.lineage.toPlainText()
+    assert text.startswith("ws:2\ndataset version  v1 (") and "\nexperiment       train-" in text, text[:400]
+    assert "\n\nthe full record (`cdl models lineage ws:2 --json`):\n{" in text, text[:1200]
     # Compare the two selected: a dialog side by side, from `cdl models compare` in a process of its own
     from studio.widgets.compare_dialog import summary_text
 

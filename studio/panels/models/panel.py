@@ -47,6 +47,9 @@ class ModelsPanel(Panel):
         self.experiments.itemDoubleClicked.connect(self._open_experiment)
         self.lineage = QPlainTextEdit()
         self.lineage.setReadOnly(True)
+        from PySide6.QtGui import QFontDatabase
+
+        self.lineage.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))  # its columns line up
         self.lineage.setPlaceholderText("select a model version to see where it came from")
         self.bottom = QSplitter(Qt.Orientation.Horizontal)
         self.bottom.addWidget(self.lineage)
@@ -241,7 +244,10 @@ class ModelsPanel(Panel):
             self.work(_lineage_and_curves, self.ctx.workspace.store, sel[0], done=self._show_lineage)
 
     def _show_lineage(self, d: dict[str, Any]) -> None:
-        self.lineage.setPlainText(json.dumps(d["lineage"], indent=2))
+        # read as `cdl models lineage` prints it, the full record after it (the raw JSON was all it showed)
+        said = "\n".join(f"{k:<16} {v}" for k, v in d["rows"])
+        self.lineage.setPlainText(f"{d['lineage']['model']}\n{said}\n\nthe full record (`cdl models lineage "
+                                  f"{d['lineage']['model']} --json`):\n{json.dumps(d['lineage'], indent=2)}")
         self.show_curves(d["lineage"]["model"], d["epochs"])
 
     def show_curves(self, ref: str, epochs: list[dict[str, Any]]) -> None:
@@ -266,7 +272,8 @@ class ModelsPanel(Panel):
 
 
 def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
-    from runtime.registry import lineage
+    from runtime.registry import lineage, lineage_rows
 
     mv = store.resolve_model(ref)
-    return {"lineage": lineage(store, ref), "epochs": store.metrics(mv.trial_id) if mv.trial_id else []}
+    doc = lineage(store, ref)
+    return {"lineage": doc, "rows": lineage_rows(store, doc), "epochs": store.metrics(mv.trial_id) if mv.trial_id else []}
