@@ -367,6 +367,9 @@ def test_versions_panel_diff_and_checkout(studio_ctx, qtbot, monkeypatch):
     with qtbot.waitSignal(p.sig_loaded, timeout=30000):
         p.checkout_btn.click()
     assert ws.current_version() == "v1"
+    # the column that says so is named (its header was blank)
+    here = {p.table.item(r, 0).text(): p.table.item(r, header.index("in data/dataset")).text() for r in range(2)}
+    assert here == {"v1": "checked out", "v2": ""}, here
     # Export the selected…: v2, not checked out, read from DVC's cache, to a JSON Lines file
     p.table.clearSelection()
     p.table.selectRow([p.table.item(r, 0).text() for r in range(2)].index("v2"))

@@ -87,7 +87,7 @@ class VersionsPanel(Panel):
     def build(self) -> None:
         # unlabeled: a version made by labeling alone read the same as the one before it
         self.table = Table(["version", "items", "train", "test", "unlabeled", "classes", "DVC hash", "git commit",
-                            "created", "on the remote", ""])
+                            "created", "on the remote", "in data/dataset"])
         self.add(self.table, 2)
         row = QHBoxLayout()
         self.diff_btn = QPushButton("Diff the two selected")
