@@ -88,9 +88,10 @@ class Workspace:
     def __init__(self, root: Path, store: Store | None = None):
         self.root = Path(root).resolve()
         if not (self.root / CONFIG_NAME).exists():
+            # a mistyped -w said "not a CDL workspace (no cdl.yaml)" of a folder that is not there at all
+            what = "does not exist" if not self.root.exists() else f"not a CDL workspace (no {CONFIG_NAME})"
             raise WorkspaceError(
-                f"{self.root}: not a CDL workspace (no {CONFIG_NAME}); create one with "
-                "`cdl init PATH --template text-classification`"
+                f"{self.root}: {what}; create one with `cdl init PATH --template text-classification`"
             )
         self._store = store
 

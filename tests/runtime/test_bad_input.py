@@ -719,3 +719,15 @@ def test_exporting_the_champion_of_a_pipeline_that_has_none_says_how_to_get_one(
     state = {s.id: s for s in Runner(text_ws).statuses()}["deploy.export"]
     assert state.reason == (f"model {name} has no champion yet: review a version (`cdl models review "
                             f"{name}:N --approve`) or set deploy.export.model"), state.reason
+
+
+def test_a_workspace_folder_that_is_not_there_is_said_so(tmp_path):
+    """A mistyped `-w` said "not a CDL workspace (no cdl.yaml)" of a folder that does not exist."""
+    from runtime.domain.errors import WorkspaceError
+    from runtime.workspace import Workspace
+
+    with pytest.raises(WorkspaceError, match=re.escape(f"{tmp_path / 'nowhere'}: does not exist; create one with "
+                                                       "`cdl init PATH --template text-classification`")):
+        Workspace(tmp_path / "nowhere")
+    with pytest.raises(WorkspaceError, match=re.escape(f"{tmp_path}: not a CDL workspace (no cdl.yaml); create")):
+        Workspace(tmp_path)
