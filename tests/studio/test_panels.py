@@ -713,6 +713,13 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert 2 <= events <= 6 and r.history.maximumHeight() < r.history.horizontalHeader().height() + 23 * (events + 1)
     last = r.history.visualItemRect(r.history.item(events - 1, 0))
     assert last.bottom() <= r.history.viewport().height(), (last, r.history.viewport().height())
+    # the per-class figures whole in their own tab (below the matrices they showed two and a half of ten classes)
+    r.details.setCurrentWidget(r.per_class)
+    qtbot.wait(50)
+    assert r.details.tabText(1) == "Per class: precision, recall, f1" and r.per_class.rowCount() == 5
+    last = r.per_class.visualItemRect(r.per_class.item(4, 0))
+    assert last.bottom() <= r.per_class.viewport().height(), (last, r.per_class.viewport().height())
+    r.details.setCurrentIndex(0)
     two = ws.store.resolve_model("ws:2")
     shown = r.metrics.item(0, 2).data(Qt.ItemDataRole.DisplayRole)
     assert shown == pytest.approx(two.evaluation["champion"]["test_accuracy"], abs=1e-4)
