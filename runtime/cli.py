@@ -243,6 +243,7 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
     "the run did not succeed (failed)", and after the approval the next `cdl run` tuned and trained again with
     cdl.yaml's values, another model than the one approved. A run that failed keeps the values of the steps that
     ran with them and succeeded (a later step failed), not of those that failed or did not run."""
+    from runtime.domain.text import changes_text
     from runtime.params import set_step_params
 
     commits: list[str] = []
@@ -251,7 +252,7 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
         said = []
         for step, vs in values.items():
             done = set_step_params(ws, step, vs)
-            said += [f"{step}.{k} {a} → {b}" for k, (a, b) in done["changed"].items()]
+            said += [changes_text(done["changed"], prefix=f"{step}.")] if done["changed"] else []
             commits.extend([done["commit"]] if done.get("commit") else [])
         return "; ".join(said) if said else "(it had these values already)"
 

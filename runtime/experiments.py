@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.domain.entities import Experiment, Trial
 from runtime.domain.errors import NotFoundError, did_you_mean
+from runtime.domain.text import changes_text
 from runtime.store import Store
 
 METRIC = "val_accuracy"  # what a trial's value is: model.tune maximises it, model.train reports its best epoch's
@@ -146,7 +147,7 @@ def _value(v: Any) -> str:  # noqa: ANN401 - a parameter's value
 
 def changed_text(changed: dict[str, list[Any]]) -> str:
     """"lr 0.001 → 0.0003182; use_tuned true → false": what `use_trial` changed, for the CLI and the dashboard."""
-    return "; ".join(f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in changed.items())
+    return changes_text(changed)
 
 
 def _params(params: dict[str, Any], keys: list[str]) -> str:

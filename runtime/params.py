@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.domain.errors import ConfigError, did_you_mean
+from runtime.domain.text import changes_text
 from runtime.workspace.config import parse_config
 from runtime.workspace.workspace import Workspace
 
@@ -83,14 +84,8 @@ def set_step_params(ws: Workspace, step: str, values: dict[str, Any]) -> dict[st
     get_step(step).check_here(cfg.params(step), ws)  # a device that is not enrolled, as `cdl run` refuses it
     text = cfg.to_yaml()
     parse_config(text, str(cfg.path))  # the whole pipeline, as `cdl run` will read it
-    said = ", ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in changed.items())
-    commit = ws.save_config(cfg, f"{step}: {said}")
+    commit = ws.save_config(cfg, f"{step}: {changes_text(changed, sep=', ')}")
     return {"step": step, "changed": changed, "commit": commit}
-
-
-def _short(value: Any, width: int = 40) -> str:  # noqa: ANN401
-    text = str(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def use_run_params(ws: Workspace, step: str, recorded: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ says why. `run(..., until=X)` runs X's ancestors and X in order, skipping steps 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 import traceback
@@ -23,6 +22,7 @@ from typing import Any
 from runtime.domain.errors import CdlError, ConfigError, GateFailed, did_you_mean, first_line, user_code_frame
 from runtime.domain.events import Event, EventKind
 from runtime.domain.steps import StepSpec, StepStatus, run_ending
+from runtime.domain.text import UNSET, change_text
 from runtime.jobs.bus import EventBus
 from runtime.steps import Cancelled, StepContext, get_step
 from runtime.steps.base import hash_text
@@ -487,24 +487,14 @@ def param_changes(then: Mapping[str, Any] | None, now: Mapping[str, Any], step: 
     if then is None:
         return ""
 
-    def show(v: Any, short: bool = True) -> str:  # noqa: ANN401
-        if short and isinstance(v, float):  # "dropout 0.3 → 0.3099", not 0.3099025726528951
-            return f"{v:.4g}"
-        s = "unset" if v is _UNSET else json.dumps(v, sort_keys=True)
-        return s if len(s) <= 40 else s[:37] + "..."
-
-    def pair(old: Any, new: Any) -> str:  # noqa: ANN401
-        a, b = show(old), show(new)
-        return f"{a} → {b}" if a != b else f"{show(old, False)} → {show(new, False)}"  # apart past 4 digits
-
-    diffs = [f"{k} {pair(old, new)}" for k, old, new in _param_diffs(then, now, step)]
+    diffs = [change_text(k, old, new) for k, old, new in _param_diffs(then, now, step)]
     if not diffs:
         return ""
     more = f"; and {len(diffs) - 3} more" if len(diffs) > 3 else ""
     return f": {'; '.join(diffs[:3])}{more}"
 
 
-_UNSET = object()
+_UNSET = UNSET
 
 _LOOP_TRAINED = (": it ran with use_tuned off and the champion's parameters, as `cdl loop` retrains (or a --set for "
                  "one run); cdl.yaml has use_tuned on, so the next run tunes on this data and trains with the best "

@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime.domain.errors import AwaitingPerson, CdlError, ConfigError, GateFailed, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.domain.text import number, params_line
+from runtime.domain.text import changes_text, number, params_line
 from runtime.ml.common import FRAMEWORKS, TUNABLE, WarmStartError  # numpy only; the engines load inside run
 from runtime.steps.base import Step, StepContext, StepResult, hash_text, misspelt
 
@@ -437,8 +437,7 @@ class TrainStep(Step):
             params.update(tuned)
             ctx.log("using tuned parameters " + (params_line(tuned) or "(none)"))
             if replaced:  # a value given in cdl.yaml does not count while use_tuned is on: say so
-                ctx.log("model.tune's best trial replaces " + "; ".join(f"{k} {a} → {number(b)}"
-                                                                        for k, (a, b) in replaced.items())
+                ctx.log("model.tune's best trial replaces " + changes_text(replaced)
                         + " (use_tuned; set it false to train with the values in cdl.yaml)")
             if kept:
                 ctx.log("given for this run, kept over model.tune's best trial: "

@@ -5,7 +5,6 @@ GUI thread (studio.services). Panels do not know each other; this window wires t
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from runtime.domain.text import changes_text
 from studio.app.start_page import StartPage, remember
 from studio.canvas.document import FlowDocument
 from studio.canvas.model import FlowModel
@@ -281,7 +281,7 @@ class MainWindow(QMainWindow):
         def done(code: int) -> None:
             changed = (dlg.result_data or {}).get("changed") or {}
             if code == QDialog.DialogCode.Accepted and changed:
-                said = "; ".join(f"{k} {_short(a)} → {_short(b)}" for k, (a, b) in changed.items())
+                said = changes_text(changed)
                 commit = dlg.result_data.get("commit")
                 self.statusBar().showMessage(f"{step}: {said}" + (f" (cdl.yaml committed, {commit[:10]})"
                                                                   if commit else ""), 15000)
@@ -618,7 +618,3 @@ class MainWindow(QMainWindow):
 def _import_pyqtgraph() -> None:
     import pyqtgraph  # noqa: F401
 
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else f'"{value}"'
-    return text if len(text) <= 40 else text[:37] + "…"

@@ -6,6 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from runtime.domain.text import changes_text
 from studio.widgets.common import LogView, Table, local_time
 
 
@@ -93,5 +94,5 @@ class RunsDialog(QDialog):
             return
         changed = self.restored["changed"]
         self.message.setText(f"cdl.yaml now has run {run['id']}'s parameters" + (
-            ": " + "; ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) if changed else
+            ": " + changes_text(changed) if changed else
             " (they were the same)"))
