@@ -256,10 +256,13 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
             commits.extend([done["commit"]] if done.get("commit") else [])
         return "; ".join(said) if said else "(it had these values already)"
 
+    def saved_in() -> str:  # "saved in cdl.yaml and committed (0123456789)"
+        return "saved in cdl.yaml" + (f" and committed ({commits[-1][:10]})" if commits else "")
+
     cfg = ws.config()
     if save and (result.ok or result.waiting_at):  # a run that stops at a review did all it could: keep the values
         what = saved(overrides)
-        click.echo(f"saved in cdl.yaml{' and committed (' + commits[-1][:10] + ')' if commits else ''}: " + what
+        click.echo(f"{saved_in()}: " + what
                    + (f" (the run waits at {result.waiting_at}; the next `cdl run` goes on with them)"
                       if result.waiting_at else ""), err=True)
         return
@@ -283,7 +286,7 @@ def _after_sets(ws, result, overrides: dict[str, dict[str, Any]], save: bool) ->
         left = [f"{path} {a!r} (this run {b!r})" for step, values in overrides.items() if step not in kept
                 for k, v in values.items() for path, a, b in _differences(f"{step}.{k}", cfg.params(step).get(k), v)]
         if kept:
-            click.echo(f"saved in cdl.yaml{' and committed (' + commits[-1][:10] + ')' if commits else ''}: {said}, for "
+            click.echo(f"{saved_in()}: {said}, for "
                        f"{', '.join(kept)}, which ran with them and succeeded ({where} after)"
                        + (f"; not saved: cdl.yaml still says {'; '.join(left)}" if left else ""), err=True)
         else:

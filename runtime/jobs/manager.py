@@ -176,17 +176,17 @@ class JobManager:
         person chose to stop); queued ones end cancelled before they started."""
         self._stop.set()
         with self._cv:
-            running = [(job_id, j) for job_id, j in self._live.items() if j.proc is not None and j.status == "running"]
-            for _job_id, j in running:
+            running = [j for j in self._live.values() if j.proc is not None and j.status == "running"]
+            for j in running:
                 j.cancel_requested = True
             while self._pending:
                 self._finish(self._pending.popleft(), "cancelled", "cancelled before it started: the runtime stopped")
             self._cv.notify_all()
-        for _job_id, j in running:
+        for j in running:
             _stop_process(j.proc)
         deadline = time.monotonic() + wait
         with self._cv:  # the scheduler thread reaps each worker and records its job
-            while any(j.status not in FINISHED for _id, j in running) and time.monotonic() < deadline:
+            while any(j.status not in FINISHED for j in running) and time.monotonic() < deadline:
                 self._cv.wait(0.2)
 
     # -- internals ----------------------------------------------------------------------------------------
