@@ -593,7 +593,7 @@ class MainWindow(QMainWindow):
         rt = self.runtime
         if rt is not None and rt.proc is not None and rt.proc.poll() is None and rt.current_job:
             running = [n.id for n in self.document.model.nodes.values() if n.status == "running"]
-            what = " and ".join(running) if running else "a run"
+            what = " and ".join(running) if running else f"Job {rt.current_job}"  # before its first event
             said.append(f"{what} is running in this studio's runtime. Quitting cancels it: the step ends as "
                         "cancelled and runs again from its start next time (what the steps before it made is kept).")
         busy = [f"{p.title}: {m}" for p in self.panels.values() for m in p.in_progress.values()]

@@ -317,6 +317,9 @@ def test_closing_the_window_during_a_run_asks_first(qtbot, packaged, monkeypatch
     release.set()
     qtbot.waitUntil(lambda: not devices.in_progress, timeout=10000)
     assert w.quit_question() is None
+    w.runtime.current_job = "j-7"  # a run submitted, before its first event marks a node running
+    assert w.quit_question().startswith("Job j-7 is running in this studio's runtime. Quitting cancels it")
+    w.runtime.current_job = None
     w.scene.select("model.train")
     w.select_step("model.train")
     w.runtime.submit(["model.train"], None, True, {"model.train": {"epochs": 400, "refit": False}})
