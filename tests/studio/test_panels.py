@@ -700,6 +700,7 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
         texts
     assert r.versus.text() == "against champion ws:1 (the same test split)"
     assert r.metrics.rowCount() == 3 and r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 5
+    assert r.cm_champion.isVisibleTo(r) and r.cm_candidate_label.text().endswith("(rows: true, columns: predicted)")
     # the whole matrix in view, in the room the panel has beside the flowchart (the last class needed scrolling)
     r.resize(1000, 740)
     r.show()
@@ -710,6 +711,8 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     # the review history as tall as its rows: a fixed 150 pixels kept empty rows' room, where the per-class table
     # above showed two and a half of ten classes
     events = r.history.rowCount()
+    rows = [[r.history.item(i, c).text() for c in range(1, 5)] for i in range(events)]
+    assert ["became challenger", "2", "", "registered"] in rows, rows  # the reason under "by" read as a person
     assert 2 <= events <= 6 and r.history.maximumHeight() < r.history.horizontalHeader().height() + 23 * (events + 1)
     last = r.history.visualItemRect(r.history.item(events - 1, 0))
     assert last.bottom() <= r.history.viewport().height(), (last, r.history.viewport().height())
@@ -773,7 +776,7 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert not r.approve_btn.isEnabled() and r.approve_btn.toolTip() == "ws:1 is the champion already"
     assert r.reject_btn.isEnabled()
     assert r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 0
-    assert "none to compare with" in r.cm_champion_label.text()
+    assert not r.cm_champion.isVisibleTo(r) and r.cm_candidate_label.text().endswith("; it is the champion")
     assert all(r.metrics.item(i, 2).text() == "" for i in range(r.metrics.rowCount()))
     # rejecting the champion demotes it: the champion before it comes back, and the panel says so (it stayed
     # champion, rejected, and deploy.export went on exporting it)

@@ -117,7 +117,8 @@ class ReviewPanel(Panel):
         grid.addWidget(self.metrics, 0, 0)
         matrices = QGridLayout()
         matrices.setContentsMargins(4, 4, 4, 4)
-        matrices.addWidget(QLabel("Candidate's confusion matrix (rows: true, columns: predicted)"), 0, 0)
+        self.cm_candidate_label = QLabel(CM_CANDIDATE)
+        matrices.addWidget(self.cm_candidate_label, 0, 0)
         self.cm_champion_label = QLabel("Champion's confusion matrix")
         matrices.addWidget(self.cm_champion_label, 0, 1)
         self.cm_candidate = Table([])
@@ -224,6 +225,11 @@ class ReviewPanel(Panel):
         self.cm_champion_label.setText((f"Champion's confusion matrix ({champ.ref}"
                                         + (", on this test split)" if here else ")")) if champ else
                                        "Champion's confusion matrix: none to compare with")
+        # no champion: the candidate's matrix alone, saying so (an empty grid half the panel wide said nothing more)
+        self.cm_champion.setVisible(champ is not None)
+        self.cm_champion_label.setVisible(champ is not None)
+        self.cm_candidate_label.setText(CM_CANDIDATE + ("" if champ else "; it is the champion" if is_champion
+                                                        else "; no champion to compare with"))
         reviewed = [r for r in d["history"]["reviews"] if r["version"] == cand.version]
         if not cand.evaluation:
             self.say(f"{cand.ref} has no test evaluation yet: run model.evaluate first.", "warning")
@@ -256,7 +262,8 @@ class ReviewPanel(Panel):
         versus = (here or champ.evaluation) if champ else None
         _confusion(self.cm_champion, versus)
         self.per_class.fill(per_class_rows(cand.evaluation, versus))
-        events = [(a["since"], f"{a['alias']} from", a["version"], a["reason"], "") for a in d["history"]["aliases"]]
+        # "became champion | 2 | | approved by ana": it read "champion from | 2 | approved by ana", the reason under "by"
+        events = [(a["since"], f"became {a['alias']}", a["version"], "", a["reason"]) for a in d["history"]["aliases"]]
         events += [(r["created"], r["decision"] + (" (automatic)" if r["automatic"] else ""), r["version"],
                     r["reviewer"], r["comment"]) for r in d["history"]["reviews"]]
         events.sort(key=lambda e: e[0])
@@ -351,6 +358,9 @@ def versus_text(cand: Any, champ: Any) -> str:
     if here.get("classes_it_lacks"):
         text += "; classes the champion does not know: " + ", ".join(here["classes_it_lacks"])
     return text
+
+
+CM_CANDIDATE = "Candidate's confusion matrix (rows: true, columns: predicted)"
 
 
 def _demotion(cand: Any, champ: Any, history: dict[str, Any], last_review: dict[str, Any]) -> str:
