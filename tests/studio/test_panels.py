@@ -567,6 +567,8 @@ def test_a_training_run_shows_its_losses_not_a_study(studio_ctx, qtbot):
     qtbot.waitUntil(lambda: p.trials.rowCount() == 1 and p.plots and not p.plots["loss"].isHidden(), timeout=10000)
     assert p.experiment.currentText().startswith("train-") and p.heading.text() == "Training run"
     assert [p.plots[n].isHidden() for n in ("history", "parallel", "importance")] == [True, True, True]
+    # no tuning worker, no retried trial: those two columns are hidden (they stood blank beside its one row)
+    assert [p.trials.isColumnHidden(c) for c in range(7)] == [False] * 4 + [True, True, False]
     epochs = len(studio_ctx.workspace.store.metrics(studio_ctx.workspace.store.trials(p.experiment.currentData())[0].id))
     qtbot.waitUntil(lambda: len([i for i in p.plots["loss"].getPlotItem().items if isinstance(i, pg.PlotDataItem)])
                     == 2, timeout=5000)
@@ -578,6 +580,7 @@ def test_a_training_run_shows_its_losses_not_a_study(studio_ctx, qtbot):
     qtbot.waitUntil(lambda: not p.plots["history"].isHidden(), timeout=10000)
     assert p.heading.text() == "Tuning dashboard" and p.plots["loss"].isHidden()
     assert p.experiment.currentText().startswith("tune-")
+    qtbot.waitUntil(lambda: not any(p.trials.isColumnHidden(c) for c in range(7)), timeout=10000)
     # a training run starting switches at once (it said "Tuning dashboard" over the study's plots until its first
     # epoch was read)
     from runtime.domain.events import Event, EventKind

@@ -221,6 +221,8 @@ class TuningPanel(Panel):
         selected = self._selected_trials()
         self.trials.blockSignals(True)
         self.trials.fill(rows, colors)
+        for col in (4, 5):  # a training run has no tuning worker and retries no trial: two blank columns
+            self.trials.setColumnHidden(col, self._shown_kind == "train")
         model, sel = self.trials.model(), self.trials.selectionModel()
         for i, t in enumerate(self.trial_rows):  # a live refill keeps the user's selection
             if t["number"] in selected:
