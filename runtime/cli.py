@@ -627,7 +627,7 @@ def data_export(obj: dict[str, Any], dest: Path, version: str | None, split: str
 @click.pass_obj
 def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None:
     """The validation report: quarantined items (rule and reason) and cleaned items."""
-    from runtime.datasets import alike_text, relabel_hint, report_json
+    from runtime.datasets import alike_text, checked_text, relabel_hint, report_json
 
     doc = report_json(_ws(obj), version)
     if as_json:
@@ -638,6 +638,7 @@ def data_report(obj: dict[str, Any], version: str | None, as_json: bool) -> None
                      "data.version makes (`cdl run --until data.validate`)")
         return
     click.echo(f"version {doc['version']}: {len(doc['quarantined'])} quarantined, {len(doc['cleaned'])} cleaned")
+    click.echo(f"  {checked_text(doc)}")
     for group in doc["similar_labels"]:
         click.echo(f"  labels that look alike: {alike_text(group)}: "
                    "one class spelt two ways?")

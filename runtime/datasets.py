@@ -39,7 +39,7 @@ def versions_json(ws: Workspace) -> dict[str, Any]:
 def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:
     version = version or ws.current_version()
     if version is None:
-        return {"version": None, "similar_labels": [], "quarantined": [], "cleaned": []}
+        return {"version": None, "similar_labels": [], "quarantined": [], "cleaned": [], "checked": {}}
     ws.store.version(version)  # raises if unknown
     return {
         "version": version,
@@ -47,7 +47,40 @@ def report_json(ws: Workspace, version: str | None = None) -> dict[str, Any]:
         "quarantined": [{"item": q.item, "source": q.source, "rule": q.rule, "reason": q.reason}
                         for q in ws.store.quarantine(version)],
         "cleaned": [{"item": c.item, "source": c.source, "action": c.action} for c in ws.store.cleaned(version)],
+        # whether data.clean and data.validate ran on this version: empty lists said nothing either way
+        "checked": {step: _checked_on(ws, step, version) for step in ("data.clean", "data.validate")},
     }
+
+
+def _checked_on(ws: Workspace, step: str, version: str) -> dict[str, Any] | None:
+    """The newest run of `step` that finished on `version` ({"finished", "items"}), or None where none did."""
+    for run in ws.store.step_runs(step, limit=500):
+        if run.status == "done" and (run.summary or {}).get("version") == version:
+            return {"finished": run.finished.isoformat() if run.finished else None,
+                    "items": run.summary.get("checked")}
+    return None
+
+
+_FINDS = {"data.clean": "repaired", "data.validate": "quarantined"}
+
+
+def checked_text(doc: dict[str, Any]) -> str:
+    """"data.clean checked 200 item(s) (2026-12-07 08:14); data.validate checked 200 item(s) (…)", or what has not
+    run on it and what that means: the quarantine and the repairs are empty because nothing looked, not because all
+    is fine."""
+    from runtime.domain.text import local_time
+
+    said, missing = [], []
+    for step in ("data.clean", "data.validate"):
+        run = (doc.get("checked") or {}).get(step)
+        if run is None:
+            missing.append(step)
+        else:
+            said.append(f"{step} checked {run['items']} item(s) ({local_time(run['finished'], seconds=False)})")
+    if missing:
+        said.append(f"{' and '.join(missing)} {'have' if len(missing) > 1 else 'has'} not run on {doc['version']}: "
+                    f"nothing is known to be {' or '.join(_FINDS[m] for m in missing)} (`cdl run --until {missing[-1]}`)")
+    return "; ".join(said)
 
 
 def label_key(label: str) -> str:

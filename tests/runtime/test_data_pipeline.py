@@ -516,6 +516,7 @@ def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
     report = report_json(text_ws)
     rules = {(q["source"].split("/")[-1], q["rule"]) for q in report["quarantined"]}
     assert ("short.txt", "min_length") in rules
+    assert report["checked"]["data.validate"]["items"] == len(text_ws.dataset().rows)
     assert ("notes.md", "allowed_extensions") in rules
     assert ("dup-a.txt", "label_conflicts") in rules and ("dup-b.txt", "label_conflicts") in rules
     for q in report["quarantined"]:
@@ -561,6 +562,28 @@ def test_validation_rules_quarantine_with_reason(tmp_path, text_ws):
                                         overrides={"data.validate": {"allowed_labels": ["Sport", "tech"]}}).ok
     assert any(m.startswith("allowed_labels: 'Sport' matches no item's label (labels here: business, entertainment, "
                             "politics, sport, tech): check the spelling") for m in said), said
+
+
+def test_the_report_says_whether_validation_ran_on_the_version(tmp_path, text_ws):
+    """An empty quarantine read the same whether data.validate found nothing or never ran on the version (a run
+    stopped at data.version): the report says which."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    add_source(text_ws, make_bbc_subset(tmp_path / "news.zip", per_class=3))
+    assert Runner(text_ws).run(until="data.version").ok
+    assert report_json(text_ws)["checked"] == {"data.clean": None, "data.validate": None}
+    out = CliRunner().invoke(cli, ["-w", str(text_ws.root), "data", "report"]).stdout
+    assert "data.clean and data.validate have not run on v1: nothing is known to be repaired or quarantined " \
+           "(`cdl run --until data.validate`)" in out, out
+    assert Runner(text_ws).run(until="data.validate").ok
+    checked = report_json(text_ws)["checked"]
+    n = len(text_ws.dataset().rows)
+    assert checked["data.clean"]["items"] == checked["data.validate"]["items"] == n, checked
+    out = CliRunner().invoke(cli, ["-w", str(text_ws.root), "data", "report"]).stdout
+    assert f"data.clean checked {n} item(s) (" in out and f"data.validate checked {n} item(s) (" in out, out
+    assert "not run" not in out
 
 
 def test_labels_spelt_two_ways_are_said(tmp_path, text_ws):

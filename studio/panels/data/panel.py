@@ -343,12 +343,15 @@ class DataPanel(Panel):
                                  f"{v['items']} items, {', '.join(f'{k} {n}' for k, n in v['splits'].items())}")
         else:
             self.summary.setText(f"{d['items']} items imported; no dataset version yet (run the data pipeline)")
+        from runtime.datasets import checked_text
+
         rep = d["report"]
         alike = "; ".join(" and ".join(f"'{k}' ({n})" for k, n in g.items()) for g in rep["similar_labels"])
+        unchecked = bool(rep["version"]) and not all((rep.get("checked") or {}).values())
         self.val_summary.setText(f"version {rep['version'] or '-'}: {len(rep['quarantined'])} quarantined, "
-                                 f"{len(rep['cleaned'])} cleaned" + (f". Labels that look alike (one class spelt "
-                                                                     f"two ways?): {alike}" if alike else ""))
-        self.val_summary.setStyleSheet("QLabel { color: #92400e; }" if alike else "")
+                                 f"{len(rep['cleaned'])} cleaned" + (f". {checked_text(rep)}" if rep["version"] else "")
+                                 + (f". Labels that look alike (one class spelt two ways?): {alike}" if alike else ""))
+        self.val_summary.setStyleSheet("QLabel { color: #92400e; }" if alike or unchecked else "")
         self.similar = rep["similar_labels"]
         self.merge_btn.setVisible(bool(alike))
         self.quarantine.fill([(q["source"], q["rule"], q["reason"]) for q in rep["quarantined"]])
