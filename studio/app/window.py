@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
             self.panel_stack.addWidget(panel)
             for s in panel.steps:
                 self.step_panel[s] = panel.panel_id
-            panel.sig_run.connect(lambda steps, until, over: self.runtime.submit(steps, until, False, over))
+            panel.sig_run.connect(lambda steps, until, over: self.run(steps, until, over))
             panel.sig_message.connect(lambda _m: self._refresh_status())
             panel.sig_event.connect(self._on_own_event)
         self.panels["monitoring"].sig_open_proposal.connect(self._open_proposal)
@@ -153,11 +153,11 @@ class MainWindow(QMainWindow):
         self._toolbar()
         # wiring
         self.scene.sig_node_selected.connect(self.select_step)
-        self.scene.sig_run_step.connect(lambda s: self.runtime.submit([s], None))
-        self.scene.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
+        self.scene.sig_run_step.connect(lambda s: self.run([s]))
+        self.scene.sig_run_until.connect(lambda s: self.run(None, s))
         self.scene.sig_cancel.connect(self.runtime.cancel)
-        self.header.sig_run_step.connect(lambda s: self.runtime.submit([s], None))
-        self.header.sig_run_until.connect(lambda s: self.runtime.submit(None, s))
+        self.header.sig_run_step.connect(lambda s: self.run([s]))
+        self.header.sig_run_until.connect(lambda s: self.run(None, s))
         self.header.sig_cancel.connect(self.runtime.cancel)
         self.header.sig_params.connect(self.edit_params)
         self.header.sig_runs.connect(self.show_runs)
@@ -222,7 +222,7 @@ class MainWindow(QMainWindow):
         tb.setIconSize(QSize(16, 16))
         self.addToolBar(tb)
         run_all = QAction("Run all", self)
-        run_all.triggered.connect(lambda: self.runtime.submit(None, None))
+        run_all.triggered.connect(lambda: self.run(None))
         fit = QAction("Fit", self)
         fit.triggered.connect(self.view.fit)
         zin = QAction("Zoom in", self)
@@ -409,7 +409,29 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"runtime on {address}", 5000)
         self._refresh_status()
 
-    def _run_refused(self, message: str) -> None:
+    def run(self, steps: list[str] | None, until: str | None = None, over: dict[str, Any] | None = None) -> None:
+        """Run steps (None: the pipeline, up to `until`) in the runtime. With no data yet, a run that starts at
+        data.import does not start: the data panel is shown, where a source is imported (Run all on a new workspace
+        turned Collect red with "no sources configured: add one with `cdl data import SOURCE`", a command line)."""
+        if (steps is None or "data.import" in steps) and self._no_data_yet():
+            self.scene.select("data.import")
+            self.select_step("data.import")
+            self._run_refused("This workspace has no data yet.",
+                              "Nothing ran. Choose a source in the data panel (File…, Folder…, or type its path) and "
+                              "Import it; then Run all.")
+            return
+        self.runtime.submit(steps, until, False, over)
+
+    def _no_data_yet(self) -> bool:
+        if self.ctx is None:
+            return False
+        ws = self.ctx.workspace
+        try:
+            return not ws.config().params("data.import")["sources"] and ws.store.item_count() == 0
+        except Exception:  # noqa: BLE001 - a cdl.yaml in a bad state: the runtime's own checks say what is wrong
+            return False
+
+    def _run_refused(self, message: str, info: str | None = None) -> None:
         """A run the runtime did not start (its checks refused a parameter before anything ran): said in a box, where
         it was a status-bar line for 15 s that a user who clicked Run could miss, the flowchart not moving."""
         from PySide6.QtWidgets import QMessageBox
@@ -418,10 +440,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"the run did not start: {message}", 15000)
         self.refused_box = QMessageBox(QMessageBox.Icon.Warning, "The run did not start", message,
                                        QMessageBox.StandardButton.Ok, self)
-        self.refused_box.setInformativeText(
-            "Nothing ran. Run again once the status bar says the runtime is up." if "not connected" in message else
-            "Nothing ran. A step's Parameters… (right-click it in the flowchart) or cdl.yaml holds the value named "
-            "above; the doctor lists every such finding.")
+        if info is None:
+            info = ("Nothing ran. Run again once the status bar says the runtime is up." if "not connected" in message
+                    else "Nothing ran. A step's Parameters… (right-click it in the flowchart) or cdl.yaml holds the "
+                    "value named above; the doctor lists every such finding.")
+        self.refused_box.setInformativeText(info)
         self.refused_box.open()
 
     def _on_runtime_failed(self, message: str) -> None:

@@ -26,6 +26,17 @@ def test_import_run_and_label_from_the_window(qtbot, tmp_path):
     with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
         pass
     assert {n.status for n in w.document.model.nodes.values()} == {"never-run"}
+    # Run all before there is any data: nothing runs, and the data panel is where to go (it turned Collect red with
+    # "no sources configured: add one with `cdl data import SOURCE`")
+    from PySide6.QtGui import QAction
+
+    w.select_step("model.train")
+    next(a for a in w.findChildren(QAction) if a.text() == "Run all").trigger()
+    assert w.refused_box.text() == "This workspace has no data yet." and "Import it; then Run all" in \
+        w.refused_box.informativeText()
+    w.refused_box.close()
+    assert w.runtime.current_job is None and w.header.step == "data.import"
+    assert w.document.model.nodes["data.import"].status == "never-run"
     # import from the data panel
     data = w.panels["data"]
     assert w.panel_stack.currentWidget() is data
