@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from studio.services.tasks import run_task
 from studio.widgets.common import heading, notice, set_notice
@@ -37,7 +37,17 @@ class Panel(QWidget):
         self.ctx = ctx
         self.loaded = False
         self.in_progress: dict[object, str] = {}  # actions under way: {key: what the panel said of it}
-        self.layout_ = QVBoxLayout(self)
+        # the panel's content scrolls where the window is smaller than it (a laptop's 768 pixels): the review panel
+        # alone made the window 813 pixels tall at the least, taller than such a screen
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        content = QWidget()
+        self.scroll.setWidget(content)
+        outer.addWidget(self.scroll)
+        self.layout_ = QVBoxLayout(content)
         self.layout_.setContentsMargins(12, 8, 12, 8)
         self.heading = heading(self.title, 13)
         self.layout_.addWidget(self.heading)

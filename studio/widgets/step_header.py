@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from studio.canvas.items import STATUS_STYLE
+from studio.widgets.flow import flow_row
 
 
 class StepHeader(QWidget):
@@ -26,9 +27,8 @@ class StepHeader(QWidget):
         self.title = QLabel("Select a step in the flowchart")
         self.title.setStyleSheet("QLabel { font-size: 15px; font-weight: bold; }")
         self.badge = QLabel()
-        top.addWidget(self.title)
-        top.addWidget(self.badge)
-        top.addStretch(1)
+        top.addWidget(self.title, 0, Qt.AlignmentFlag.AlignTop)
+        top.addWidget(self.badge, 0, Qt.AlignmentFlag.AlignTop)
         self.params_btn = QPushButton("Parameters…")
         self.params_btn.setToolTip("edit this step's parameters in cdl.yaml")
         self.params_btn.clicked.connect(lambda: self.step and self.sig_params.emit(self.step))
@@ -42,8 +42,9 @@ class StepHeader(QWidget):
         self.run_btn.clicked.connect(lambda: self.step and self.sig_run_step.emit(self.step))
         self.until_btn.clicked.connect(lambda: self.step and self.sig_run_until.emit(self.step))
         self.cancel_btn.clicked.connect(self.sig_cancel.emit)
-        for b in (self.params_btn, self.runs_btn, self.run_btn, self.until_btn, self.cancel_btn):
-            top.addWidget(b)
+        # on a second line where the window is narrow (a laptop's 1366 pixels): in one row they made the window wider
+        top.addWidget(flow_row(self.params_btn, self.runs_btn, self.run_btn, self.until_btn, self.cancel_btn,
+                               right=True), 1)
         lay.addLayout(top)
         self.detail = QLabel()
         self.detail.setWordWrap(True)

@@ -735,3 +735,28 @@ def test_an_experiment_double_clicked_in_the_models_panel_opens_in_the_tuning_da
     tuning.refresh()
     qtbot.wait(300)
     assert tuning.experiment.currentData() == older.id
+
+
+def test_the_window_fits_a_laptop_screen(qtbot, packaged):
+    """Rows of five to seven buttons made the window at least 1552 pixels wide, and the review panel's matrices 813
+    pixels tall: more than a 1366 x 768 laptop shows, so that its right edge and bottom were off the screen. The rows
+    wrap onto a second line where the room runs out, and a panel taller than the window scrolls."""
+    from studio.app.window import MainWindow
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    w.resize(1366, 768)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    for pid, panel in w.panels.items():
+        w.show_panel(pid)
+        qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
+        qtbot.wait(50)
+        hint = w.minimumSizeHint()
+        assert hint.width() <= 1280 and hint.height() <= 700, (pid, hint)
+        # no sideways scrolling at this size: each panel's content fits the room beside the flowchart
+        content = panel.scroll.widget().minimumSizeHint().width()
+        assert content <= panel.scroll.viewport().width(), (pid, content, panel.scroll.viewport().width())
+    # the header's buttons wrap too, where the header is narrow, and it grows to show them
+    assert w.header.layout().totalHeightForWidth(420) > w.header.layout().totalHeightForWidth(1000)

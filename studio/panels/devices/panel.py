@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 from runtime.domain.errors import CdlError
 from studio.panels.base import Panel
 from studio.widgets.common import Table, confirm, local_time
+from studio.widgets.flow import FlowLayout
 
 
 class EnrollDialog(QDialog):
@@ -95,7 +95,7 @@ class DevicesPanel(Panel):
     steps = ("deploy.package", "deploy.push")
 
     def build(self) -> None:
-        row = QHBoxLayout()
+        row = FlowLayout()
         enroll = QPushButton("Enroll…")
         health = QPushButton("Health")
         rollback = QPushButton("Roll back")
@@ -128,14 +128,12 @@ class DevicesPanel(Panel):
         self.canary.toggled.connect(self.drift.setEnabled)
         for w in (enroll, health, rollback, remove):
             row.addWidget(w)
-        row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
-        row2 = QHBoxLayout()  # pushing on a line of its own: the panel stays narrow enough for a laptop
+        row2 = FlowLayout()  # pushing on a line of its own, wrapped where the panel is narrow (a laptop's screen)
         for w in (QLabel("model:variant"), self.model, push, self.canary, self.watch, self.drift):
             row2.addWidget(w)
-        row2.addStretch(1)
         w = QWidget()
         w.setLayout(row2)
         self.add(w)

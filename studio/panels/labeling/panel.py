@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from studio.panels.base import Panel
 from studio.panels.data.panel import _image_pixmap
 from studio.services.tasks import run_task
+from studio.widgets.flow import flow_row
 
 # a class's key, by its place: Label Studio's hotkey order without S and U, which skip and undo here
 CLASS_KEYS = "1234567890qwetadfgzxcvbyiophjklnm"
@@ -71,7 +72,6 @@ class LabelingPanel(Panel):
         self.labeler.editingFinished.connect(self._keep_labeler)
         self.labeler.setMaximumWidth(140)
         top.addWidget(self.labeler)
-        top.addStretch(1)
         self.agreement_btn = QPushButton("Agreement…")
         self.agreement_btn.setToolTip("who labeled what, and how often labelers (people and imported sources) agree "
                                       "on the items they both labeled (`cdl labels agreement`)")
@@ -80,14 +80,12 @@ class LabelingPanel(Panel):
         self.suggest_btn.setToolTip("the champion's guess for every item still to decide, shown beside the item; "
                                     "Enter takes it (`cdl labels suggest`); suggestions are not labels")
         self.suggest_btn.clicked.connect(self.suggest)
-        top.addWidget(self.suggest_btn)
         imp = QPushButton("Import Label Studio…")
         exp = QPushButton("Export Label Studio…")
         imp.clicked.connect(self._import_ls)
         exp.clicked.connect(self._export_ls)
-        top.addWidget(self.agreement_btn)
-        top.addWidget(imp)
-        top.addWidget(exp)
+        # wrapped onto a second line where the panel is narrow (the row made the window 861 pixels wide at the least)
+        top.addWidget(flow_row(self.suggest_btn, self.agreement_btn, imp, exp, right=True), 1)
         w = QWidget()
         w.setLayout(top)
         self.add(w)

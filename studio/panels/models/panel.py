@@ -27,6 +27,7 @@ from studio.widgets.common import (
     local_time,
     plot_widget,
 )
+from studio.widgets.flow import flow_row
 
 
 class ModelsPanel(Panel):
@@ -61,17 +62,17 @@ class ModelsPanel(Panel):
         for i, stretch in enumerate((2, 1, 3)):  # the lineage and curves get the most room
             split.setStretchFactor(i, stretch)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Model versions (the selected one's lineage and training curves are at the bottom), "
-                             "then experiments"), 1)
+        about = QLabel("Model versions (the selected one's lineage and training curves are at the bottom), then "
+                       "experiments")
+        about.setWordWrap(True)  # one line of 605 pixels, with the buttons, made the window 1552 pixels wide
+        row.addWidget(about, 1)
         self.compare_btn = QPushButton("Compare the two selected…")
         self.compare_btn.setToolTip("data, code, parameters and metrics side by side (Ctrl+click two versions); "
                                     "where their test splits differ, both measured on the newer one's")
         self.compare_btn.clicked.connect(self._compare)
-        row.addWidget(self.compare_btn)
         self.report_btn = QPushButton("Report…")
         self.report_btn.setToolTip("one HTML page on the selected version, as a model card (`cdl models report`)")
         self.report_btn.clicked.connect(self._report)
-        row.addWidget(self.report_btn)
         self.predict_btn = QPushButton("Predict a file…")
         self.predict_btn.setToolTip("the selected version's predictions for every item of a file or folder (a CSV "
                                     "or JSON Lines file of texts, a folder or zip of files, ...), written to a CSV, "
@@ -80,13 +81,12 @@ class ModelsPanel(Panel):
         menu.addAction("A file (CSV, JSON Lines, zip, Label Studio export)…", lambda: self._predict_file(folder=False))
         menu.addAction("A folder of files…", lambda: self._predict_file(folder=True))
         self.predict_btn.setMenu(menu)
-        row.addWidget(self.predict_btn)
         self.delete_btn = QPushButton("Delete…")
         self.delete_btn.setToolTip("delete the selected version and its variants (`cdl models delete`; `cdl gc` then "
                                    "frees its files): not the champion, the version registered last, or one a "
                                    "device serves")
         self.delete_btn.clicked.connect(self._delete)
-        row.addWidget(self.delete_btn)
+        row.addWidget(flow_row(self.compare_btn, self.report_btn, self.predict_btn, self.delete_btn, right=True), 2)
         # off until the selection fits them, the tooltip saying what they need (each said so only when pressed)
         gate_on_selection(self.models, {self.compare_btn: (2, self.compare_btn.toolTip(),
                                                            "select two versions (Ctrl+click)"),

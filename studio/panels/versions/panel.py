@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from studio.panels.base import Panel
 from studio.widgets.common import Table, confirm, gate_on_selection, local_time
+from studio.widgets.flow import FlowLayout
 
 
 class RemoteDialog(QDialog):
@@ -89,7 +90,7 @@ class VersionsPanel(Panel):
         self.table = Table(["version", "items", "train", "test", "unlabeled", "classes", "DVC hash", "git commit",
                             "created", "on the remote", "in data/dataset"])
         self.add(self.table, 2)
-        row = QHBoxLayout()
+        row = FlowLayout()  # seven buttons: on two lines where the panel is narrow (they made it 940 pixels wide)
         self.diff_btn = QPushButton("Diff the two selected")
         self.checkout_btn = QPushButton("Check out the selected")
         self.diff_btn.clicked.connect(self._diff)
@@ -130,7 +131,6 @@ class VersionsPanel(Panel):
                                "nothing refers to (`cdl gc`); asks first")
         self.gc_btn.clicked.connect(self._gc)
         row.addWidget(self.gc_btn)
-        row.addStretch(1)
         w = QWidget()
         w.setLayout(row)
         self.add(w)
