@@ -6,7 +6,7 @@ import re
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog
+from PySide6.QtWidgets import QApplication, QDialog
 
 from runtime.domain.errors import CdlError
 from tests.studio.conftest import load
@@ -265,6 +265,11 @@ def test_labeling_panel_keys_skip_undo(studio_ctx, qtbot, tmp_path):
     # Undo is off while there is nothing of the labeler's to undo (it was on, and answered "nothing to undo")
     me = p.labeler.text().strip()
     assert not p.undo_btn.isEnabled() and "nothing to undo" in p.undo_btn.toolTip()
+    # a click beside the widgets focuses the panel, whose keys label (not the scroll area it is laid out in)
+    p.show()
+    p.labeler.setFocus()
+    qtbot.mouseClick(p.heading, Qt.MouseButton.LeftButton)
+    assert p.hasFocus(), QApplication.focusWidget()
     with qtbot.waitSignal(p.sig_loaded, timeout=20000):
         qtbot.keyClick(p, Qt.Key.Key_5)  # tech
     recs = [r for r in studio_ctx.workspace.store.labels() if r.source == "manual"]
