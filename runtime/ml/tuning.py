@@ -402,12 +402,13 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
         if retry_of is not None:
             hooks.log(f"trial {trial.number}: trial {retry_of} again (its worker died), "
                       f"with {params_line(hp)}")
-        best = {"v": 0.0, "epochs": 0}
+        best = {"v": 0.0, "epochs": 0, "last": 0.0}
 
         def on_epoch(epoch: int, m: dict[str, float]) -> None:
             ran["epochs"] += 1
             best["v"] = max(best["v"], m["val_accuracy"])
             best["epochs"] = epoch
+            best["last"] = m["val_accuracy"]
             store.log_metrics(rec.id, epoch, m)
             hooks.metric(trial=trial.number, epoch=epoch, **{k: round(v, 5) for k, v in m.items()})
             trial.report(m["val_accuracy"], epoch)
@@ -436,7 +437,10 @@ def run_trials(ws, study, plan: StudyPlan, hooks: Hooks, prep=None) -> dict[str,
                 store.finish_trial(rec.id, "cancelled", best["v"], best["epochs"])
                 raise
             store.finish_trial(rec.id, "pruned", best["v"], best["epochs"])
-            hooks.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s) at val_accuracy {best['v']:.4f}")
+            # the epoch the pruner judged, not the trial's best: "pruned … at val_accuracy 1.0000" read as a pruner
+            # that threw away the best result, where that epoch's 0.9688 was what fell short
+            hooks.log(f"trial {trial.number} pruned after {best['epochs']} epoch(s): val_accuracy {best['last']:.4f} at "
+                      f"epoch {best['epochs']}" + (f" (its best {best['v']:.4f})" if best["v"] > best["last"] else ""))
             raise optuna.TrialPruned() from None
         except BaseException:
             store.finish_trial(rec.id, "failed", None, best["epochs"])

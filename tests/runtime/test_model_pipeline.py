@@ -474,6 +474,27 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(small_bbc):
     assert states == ["complete"] * 5, states
 
 
+def test_a_pruned_trial_is_said_with_the_value_the_pruner_judged(small_bbc):
+    """"trial 11 pruned after 3 epoch(s) at val_accuracy 1.0000" gave the trial's best epoch, where ASHA judged its
+    last one (0.9688): it read as a pruner that threw away the best result. The line gives the epoch judged."""
+    from runtime.jobs.bus import EventBus
+
+    said: list[str] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: said.append(e.message or "") if e.step == "model.tune" else None)
+    res = Runner(small_bbc, bus=bus).run(until="model.tune", overrides={"model.tune": {
+        "n_trials": 8, "min_epochs": 1, "max_epochs": 4, "pruner": "asha"}})
+    assert res.ok, [o.error for o in res.steps]
+    exp = [e for e in small_bbc.store.experiments() if e.kind == "tune"][-1]
+    pruned = [t for t in small_bbc.store.trials(exp.id) if t.state == "pruned"]
+    assert pruned, "ASHA pruned no trial of 8: the test needs one"
+    for t in pruned:
+        ms = small_bbc.store.metrics(t.id)
+        line = next(m for m in said if m.startswith(f"trial {t.number} pruned after "))
+        assert line.startswith(f"trial {t.number} pruned after {len(ms)} epoch(s): val_accuracy "
+                               f"{ms[-1]['val_accuracy']:.4f} at epoch {len(ms)}"), (line, ms)
+
+
 def test_photos_of_many_sizes_and_modes_train_and_predict(tmp_path):
     """A folder of JPEGs and PNGs of any size, some grayscale, some with transparency, one a palette PNG: what a
     user's photos are. model.preprocess failed on it with NumPy's "all input arrays must have the same shape";
