@@ -290,15 +290,25 @@ class DeviceClient:
         return {"acked_seq": r.acked_seq, "pruned": r.pruned}
 
 
+def _start_hint(device: Device) -> str:
+    """How to start the device's agent: on this machine, with the folder enroll made (it said `--data-dir DIR` of a
+    device whose folder it knew); elsewhere, with that folder's copy on the device."""
+    host = device.address.rsplit(":", 1)[0].strip("[]").lower()
+    folder = Path(device.enroll_dir) if device.enroll_dir else None
+    if folder is not None and host in ("127.0.0.1", "localhost", "::1") and (folder / "agent.json").exists():
+        return f"with `cdl-edge serve --data-dir {folder}`"
+    made = f" (the copy of {folder}, the folder enroll made)" if folder is not None else " (the folder enroll made)"
+    return f"on the device with `cdl-edge serve --data-dir DIR`{made}"
+
+
 def _error(ws: Workspace, device: Device, what: str, exc: grpc.RpcError) -> DeviceError:
     code = exc.code()
     detail = exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE:
         low = detail.lower()
         if "connection refused" in low:  # the machine answers, but nothing listens on the port: the agent is down
-            detail = (f"nothing listens at {device.address} (connection refused): is its agent running? Start it on "
-                      f"the device with `cdl-edge serve --data-dir DIR` (the folder enroll made) or its systemd unit "
-                      f"({detail})")
+            detail = (f"nothing listens at {device.address} (connection refused): is its agent running? Start it "
+                      f"{_start_hint(device)} or its systemd unit ({detail})")
         elif any(w in low for w in ("dns resolution failed", "errors resolving", "name or service not known",
                                     "domain name not found")):
             detail = f"the name in {device.address} does not resolve ({detail})"

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import zipfile
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -1232,8 +1233,14 @@ def test_devices_status_reports_every_device_and_which_do_not_answer(packaged, a
     assert text.returncode == 1
     assert "dev1: active ws:1:fp32" in text.stdout and "device gone: health failed: UNAVAILABLE" in text.stdout
     # why it does not answer, in words: its agent is down (it said "cannot reach it over TLS" for every cause)
-    assert "UNAVAILABLE: nothing listens at 127.0.0.1:9 (connection refused): is its agent running? Start it on " \
-        "the device with `cdl-edge serve --data-dir DIR`" in text.stdout, text.stdout
+    # on this machine, with the folder enroll made (it said `--data-dir DIR` of a folder it knew)
+    assert "UNAVAILABLE: nothing listens at 127.0.0.1:9 (connection refused): is its agent running? Start it " \
+        f"with `cdl-edge serve --data-dir {tmp_path / 'gone'}` or its systemd unit" in text.stdout, text.stdout
+    from runtime.devices import _start_hint
+
+    elsewhere = replace(ws.store.device("gone"), address="pi4.lan:8001")
+    assert _start_hint(elsewhere) == ("on the device with `cdl-edge serve --data-dir DIR` (the copy of "
+                                      f"{tmp_path / 'gone'}, the folder enroll made)")
     enroll(ws, "typo", "nosuchhost.invalid:8001", tmp_path / "typo")
     assert "device typo: health failed: UNAVAILABLE: the name in nosuchhost.invalid:8001 does not resolve" in \
         status("typo").stdout
