@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -90,7 +91,10 @@ class ParamsDialog(QDialog):
         outer.addWidget(scroll, 1)
         outer.addWidget(self.error)
         outer.addWidget(buttons)
-        self.resize(640, min(760, form_host.sizeHint().height() + 120))
+        # no taller than the screen leaves room for (760 pixels put Save below a 768-pixel laptop's taskbar)
+        screen = (parent.screen() if parent is not None else None) or QGuiApplication.primaryScreen()
+        room = screen.availableGeometry().height() - 60 if screen is not None else 760
+        self.resize(640, max(240, min(760, room, form_host.sizeHint().height() + 120)))
 
     def _editor(self, p: dict[str, Any]) -> QWidget:
         value = p["value"]

@@ -74,6 +74,10 @@ def test_params_dialog_checks_the_search_space(text_ws, qtbot):
     ws = text_ws
     d = ParamsDialog(ws, "model.tune")
     qtbot.addWidget(d)
+    # no taller than the screen leaves room for: 760 pixels put Save below a 768-pixel laptop's taskbar
+    from PySide6.QtGui import QGuiApplication
+
+    assert d.height() <= QGuiApplication.primaryScreen().availableGeometry().height() - 60, d.height()
     before = _yaml(ws)
     d.editors["search_space"].setPlainText("lr: {type: float, low: 0.1, high: 0.01}\n")
     d.accept()
