@@ -17,8 +17,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--panel", help="the panel to show first (data, labeling, versions, tuning, models, review, "
                    "compression, devices, monitoring)")
     p.add_argument("--runtime", help="connect to a running `cdl runtime serve` at this address")
-    p.add_argument("--size", default="1500x920", help="window size WxH")
+    p.add_argument("--size", help="window size WxH (default 1500x920, or the screen where that does not fit)")
     return p.parse_args(argv)
+
+
+DEFAULT_SIZE = "1500x920"
+TITLE_BAR = 40  # the window manager's title bar and frame, which the available geometry does not leave room for
+
+
+def initial_size(w: int, h: int, screen_w: int, screen_h: int) -> tuple[int, int, bool]:
+    """The window's first size on a screen with this much room: the default where it fits, else maximized (on a
+    1366 x 768 laptop the studio opened at 1500 x 920, its right edge and its job bar off the screen)."""
+    if w <= screen_w and h + TITLE_BAR <= screen_h:
+        return w, h, False
+    return min(w, screen_w), min(h, max(300, screen_h - TITLE_BAR)), True
 
 
 def run_studio(argv: list[str] | None = None) -> int:
@@ -32,10 +44,15 @@ def run_studio(argv: list[str] | None = None) -> int:
     app.setApplicationName("CDL Studio")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    w, h = (int(x) for x in args.size.lower().split("x"))
+    w, h = (int(x) for x in (args.size or DEFAULT_SIZE).lower().split("x"))
     window = MainWindow(args.workspace, args.runtime)
+    screen = app.primaryScreen()
+    maximize = False
+    if args.size is None and not args.screenshot and screen is not None:  # a screenshot keeps its size, anywhere
+        avail = screen.availableGeometry()
+        w, h, maximize = initial_size(w, h, avail.width(), avail.height())
     window.resize(w, h)
-    window.show()
+    window.showMaximized() if maximize else window.show()
     result = {"code": 0}
     if args.screenshot:
         from studio.screenshots import grab_when_loaded

@@ -760,3 +760,14 @@ def test_the_window_fits_a_laptop_screen(qtbot, packaged):
         assert content <= panel.scroll.viewport().width(), (pid, content, panel.scroll.viewport().width())
     # the header's buttons wrap too, where the header is narrow, and it grows to show them
     assert w.header.layout().totalHeightForWidth(420) > w.header.layout().totalHeightForWidth(1000)
+
+
+def test_the_first_window_size_fits_the_screen():
+    """On a 1366 x 768 laptop the studio opened at 1500 x 920, its right edge and job bar off the screen: where the
+    default does not fit the screen's room (less its title bar), the window opens maximized."""
+    from studio.app.main import initial_size, parse
+
+    assert initial_size(1500, 920, 1920, 1040) == (1500, 920, False)
+    assert initial_size(1500, 920, 1366, 728) == (1366, 688, True)
+    assert initial_size(1500, 920, 1500, 950) == (1500, 910, True)  # as wide, not as tall with its title bar
+    assert parse([]).size is None and parse(["--size", "800x600"]).size == "800x600"
