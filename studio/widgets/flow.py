@@ -1,10 +1,11 @@
 """A row of buttons that wraps onto a second line where the window is narrow (Qt's flow layout example), so that the
-studio fits a laptop's screen: rows of five to seven buttons made the window at least 1552 pixels wide."""
+studio fits a laptop's screen: rows of five to seven buttons made the window at least 1552 pixels wide. And a grid of
+plots that stacks them in one column where two side by side would cut their titles and legends."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt
-from PySide6.QtWidgets import QLayout, QLayoutItem, QSizePolicy, QWidget
+from PySide6.QtWidgets import QGridLayout, QLayout, QLayoutItem, QSizePolicy, QWidget
 
 
 class FlowLayout(QLayout):
@@ -99,3 +100,56 @@ def flow_row(*widgets: QWidget, right: bool = False) -> QWidget:
     policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
     box.setSizePolicy(policy)
     return box
+
+
+class PlotGrid(QWidget):
+    """Cells side by side, `columns` to a row where each gets `min_column_width` pixels, one under another where
+    not: two plots side by side in a panel 640 pixels wide cut their titles mid-word ("Scoring volume (records per
+    minute") and their legends. A cell may hold several widgets, of which one is shown at a time (they share the
+    place); a cell whose widgets are all hidden takes no room."""
+
+    def __init__(self, columns: int = 2, min_column_width: int = 360):
+        super().__init__()
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._max = columns
+        self._min_width = min_column_width
+        self._cells: list[tuple[QWidget, ...]] = []
+        self.columns = columns
+
+    def add(self, *widgets: QWidget) -> None:
+        self._cells.append(widgets)
+        self._place(len(self._cells) - 1)
+
+    def _place(self, index: int) -> None:
+        row, col = divmod(index, self.columns)
+        for w in self._cells[index]:
+            self._grid.addWidget(w, row, col)
+
+    def column_width(self) -> int:
+        """The narrowest a column may be: `min_column_width`, or wider where a plot's title needs it (its width
+        and a margin)."""
+        need = self._min_width
+        for cell in self._cells:
+            for w in cell:
+                title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
+                if title is not None and title.text:
+                    need = max(need, int(title.item.boundingRect().width()) + 24)
+        return need
+
+    def columns_for(self, width: int) -> int:
+        spacing = self._grid.horizontalSpacing()
+        return max(1, min(self._max, (width + spacing) // (self.column_width() + spacing)))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().resizeEvent(event)
+        columns = self.columns_for(event.size().width())
+        if columns != self.columns:
+            self.columns = columns
+            for cell in self._cells:
+                for w in cell:
+                    self._grid.removeWidget(w)
+            for col in range(self._max):
+                self._grid.setColumnStretch(col, 1 if col < columns else 0)
+            for index in range(len(self._cells)):
+                self._place(index)

@@ -762,6 +762,42 @@ def test_the_window_fits_a_laptop_screen(qtbot, packaged):
     assert w.header.layout().totalHeightForWidth(420) > w.header.layout().totalHeightForWidth(1000)
 
 
+def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
+    """At 1100 pixels the tuning and monitoring panels' plots stood two to a row, about 320 pixels each: their titles
+    were cut mid-word ("Scoring volume (records per minute") and the drift tests' legend at its edge. They stand one
+    under another where a column would be narrower than a title needs, and two to a row where there is room."""
+    from studio.app.window import MainWindow
+    from studio.widgets.flow import PlotGrid
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    w.resize(1100, 720)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    for pid in ("tuning", "monitoring"):
+        panel = w.panels[pid]
+        w.show_panel(pid)
+        qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
+        grid = panel.findChild(PlotGrid)
+        qtbot.waitUntil(lambda g=grid: len(g._cells) >= 2, timeout=10000)
+        qtbot.wait(50)
+        plots = [p for cell in grid._cells for p in cell if p.isVisible()]
+        assert len(plots) >= 2 and grid.columns == 1, (pid, grid.width(), grid.columns)
+        for plot in plots:
+            title = plot.getPlotItem().titleLabel
+            assert title.item.boundingRect().width() <= plot.width(), (pid, title.text, plot.width())
+    w.resize(1700, 920)
+    for pid in ("tuning", "monitoring"):
+        w.show_panel(pid)
+        grid = w.panels[pid].findChild(PlotGrid)
+        qtbot.waitUntil(lambda g=grid: g.columns == 2, timeout=5000)
+        qtbot.wait(50)
+        first, second = ([p for p in cell if p.isVisible()][0] for cell in grid._cells[:2])
+        assert first.y() == second.y() and second.x() >= first.x() + first.width(), (pid, first.geometry(),
+                                                                                    second.geometry())
+
+
 def test_the_first_window_size_fits_the_screen():
     """On a 1366 x 768 laptop the studio opened at 1500 x 920, its right edge and job bar off the screen: where the
     default does not fit the screen's room (less its title bar), the window opens maximized."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import (
@@ -19,6 +19,7 @@ from studio.widgets.common import (
     plot_widget,
     room_for_legend,
 )
+from studio.widgets.flow import PlotGrid
 
 
 class MonitoringPanel(Panel):
@@ -52,10 +53,8 @@ class MonitoringPanel(Panel):
         w = QWidget()
         w.setLayout(row)
         self.add(w)
-        self.grid_w = QWidget()
-        self.grid = QGridLayout(self.grid_w)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.add(self.grid_w, 2)
+        self.grid = PlotGrid(min_column_width=400)  # the drift tests' legend: two columns of names
+        self.add(self.grid, 2)
         self.volume = None
         self.tests_plot = None
         self.add(QLabel("Checks (newest first); drifted tests in red"))
@@ -106,8 +105,8 @@ class MonitoringPanel(Panel):
             self.tests_plot.setToolTip("PSI tests: PSI / threshold. Tests with a p-value: log(p) / log(threshold), "
                                        "so a p-value at the threshold scores 1 and one a million times smaller "
                                        "scores far above it, not off the chart.")
-            self.grid.addWidget(self.volume, 0, 0)
-            self.grid.addWidget(self.tests_plot, 0, 1)
+            self.grid.add(self.volume)
+            self.grid.add(self.tests_plot)
         self.volume.clear()
         now = time.time()
         newest = max((r[0] for rows in d["volume"].values() for r in rows), default=None)

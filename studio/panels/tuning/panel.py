@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QItemSelectionModel, QTimer
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from studio.panels.base import Panel
 from studio.widgets.common import PALETTE, Table, add_legend, plot_note, plot_widget, room_for_legend
+from studio.widgets.flow import PlotGrid
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
 STATE_COLORS = {"complete": "#16a34a", "pruned": "#f59e0b", "failed": "#6b7280", "cancelled": "#9ca3af",
@@ -101,10 +102,8 @@ class TuningPanel(Panel):
         self.trials.itemSelectionChanged.connect(
             lambda: self.use_btn.setEnabled(self._kind == "tune" and len(self._selected_trials()) == 1))
         self.add(self.trials)
-        self.grid_w = QWidget()
-        self.grid = QGridLayout(self.grid_w)
-        self.grid.setContentsMargins(0, 0, 0, 0)
-        self.add(self.grid_w, 1)
+        self.grid = PlotGrid()
+        self.add(self.grid, 1)
         self.plots: dict[str, Any] = {}
         self.curves: dict[int, list[tuple[int, float]]] = {}  # trial -> [(epoch, val_accuracy)]
         self.parallel_axes: list[str] = []  # the parameters the parallel coordinates plot has an axis for
@@ -142,12 +141,11 @@ class TuningPanel(Panel):
         # a training run's losses, in the optimization history's place (a training experiment has one trial: its
         # history was a dot, and the parallel coordinates and importances had nothing to compare)
         self.plots["loss"] = plot_widget("Loss", "loss", "epoch", whole_x=True)
-        self.grid.addWidget(self.plots["loss"], 0, 0)
         self.plots["loss"].hide()
-        self.grid.addWidget(self.plots["history"], 0, 0)
-        self.grid.addWidget(self.plots["curves"], 0, 1)
-        self.grid.addWidget(self.plots["parallel"], 1, 0)
-        self.grid.addWidget(self.plots["importance"], 1, 1)
+        self.grid.add(self.plots["history"], self.plots["loss"])
+        self.grid.add(self.plots["curves"])
+        self.grid.add(self.plots["parallel"])
+        self.grid.add(self.plots["importance"])
 
     # -- data ---------------------------------------------------------------------------------------------
 
