@@ -52,7 +52,10 @@ def run_studio(argv: list[str] | None = None) -> int:
         avail = screen.availableGeometry()
         w, h, maximize = initial_size(w, h, avail.width(), avail.height())
     window.resize(w, h)
-    window.showMaximized() if maximize else window.show()
+    if maximize:
+        window.showMaximized()
+    else:
+        window.show()
     result = {"code": 0}
     if args.screenshot:
         from studio.screenshots import grab_when_loaded

@@ -67,8 +67,10 @@ class StartPage(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(40, 30, 40, 30)
         lay.addWidget(heading("CDL Studio", 20))
-        lay.addWidget(QLabel("Continuous deep learning on one workstation: data, model and deployment pipelines, "
-                             "edge devices, and the loop back."))
+        about = QLabel("Continuous deep learning on one workstation: data, model and deployment pipelines, edge "
+                       "devices, and the loop back.")
+        about.setWordWrap(True)  # unwrapped, this and the line under Create made the page 1026 pixels wide at least
+        lay.addWidget(about)
         row = QHBoxLayout()
         create = QGroupBox("Create a workspace")
         form = QFormLayout(create)
@@ -87,8 +89,10 @@ class StartPage(QWidget):
         form.addRow("Folder", fw)
         form.addRow("Template", self.template)
         form.addRow(self.create_btn)
-        form.addRow(QLabel("Then import data in the Data panel (a zip or folder of class folders, idx files, a CSV, "
-                           "a Label Studio export)."))
+        then = QLabel("Then import data in the Data panel (a zip or folder of class folders, idx files, a CSV, a "
+                      "Label Studio export).")
+        then.setWordWrap(True)
+        form.addRow(then)
         row.addWidget(create, 1)
         box = QGroupBox("Open")
         bl = QVBoxLayout(box)

@@ -120,6 +120,16 @@ class PlotGrid(QWidget):
     def add(self, *widgets: QWidget) -> None:
         self._cells.append(widgets)
         self._place(len(self._cells) - 1)
+        for w in widgets:  # a longer title may need a column of its own: look again when one is set
+            title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
+            if title is not None:
+                set_text = title.setText
+
+                def retitled(*args, _set=set_text, **kwargs) -> None:  # noqa: ANN002, ANN003
+                    _set(*args, **kwargs)
+                    self.reflow()
+
+                title.setText = retitled
 
     def _place(self, index: int) -> None:
         row, col = divmod(index, self.columns)
@@ -141,9 +151,9 @@ class PlotGrid(QWidget):
         spacing = self._grid.horizontalSpacing()
         return max(1, min(self._max, (width + spacing) // (self.column_width() + spacing)))
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
-        super().resizeEvent(event)
-        columns = self.columns_for(event.size().width())
+    def reflow(self) -> None:
+        """Lay the cells out again for the present width and titles (two to a row, or one)."""
+        columns = self.columns_for(self.width())
         if columns != self.columns:
             self.columns = columns
             for cell in self._cells:
@@ -153,3 +163,14 @@ class PlotGrid(QWidget):
                 self._grid.setColumnStretch(col, 1 if col < columns else 0)
             for index in range(len(self._cells)):
                 self._place(index)
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().resizeEvent(event)
+        self.reflow()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - a plot asks 480 pixels: four stacked made a panel 2000 tall
+        rows = -(-sum(1 for cell in self._cells if any(not w.isHidden() for w in cell)) // self.columns)
+        hint = super().sizeHint()
+        return QSize(hint.width(), max(self.minimumSizeHint().height(), rows * self.ROW_HEIGHT))
+
+    ROW_HEIGHT = 250

@@ -1362,7 +1362,7 @@ def test_data_panel_shows_photos_of_many_sizes_and_modes(qtbot, tmp_path):
     assert not p.status_label.isVisible() or "shape" not in p.status_label.text(), p.status_label.text()
     assert "Error" not in p.status_label.text(), p.status_label.text()
     assert p.sources.rowCount() == 1 and p.quarantine.rowCount() == 1
-    assert p.samples_layout.count() == 8
+    assert p.image_samples.layout().count() == 8 and p.samples_layout.count() == 0  # images flow, as many to a row as fit
     # the labeling panel's progress says the quarantined item is left out ("8 of 8 labeled" beside 9 imported)
     from studio.panels.labeling.panel import LabelingPanel
 

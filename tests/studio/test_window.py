@@ -285,6 +285,17 @@ def test_recent_workspaces_say_what_they_are_and_open_from_the_keyboard(qtbot, p
     assert opened.args == [str(packaged.root)]
 
 
+def test_the_start_page_fits_a_1024_pixel_screen(qtbot, tmp_path, monkeypatch):
+    """Two lines of text that did not wrap made the start page, and so the window, at least 1026 pixels wide: two
+    more than a 1024 x 768 screen. They wrap."""
+    from studio.app.start_page import StartPage
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    page = StartPage()
+    qtbot.addWidget(page)
+    assert page.minimumSizeHint().width() <= 800, page.minimumSizeHint()
+
+
 def test_create_offers_a_free_folder_and_names_the_workspace_in_the_way(qtbot, tmp_path, monkeypatch):
     """The Create form offered ~/cdl-project again after it had become a workspace, and Create then failed."""
     from runtime.api import init_workspace
@@ -754,7 +765,7 @@ def test_the_window_fits_a_laptop_screen(qtbot, packaged):
         qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
         qtbot.wait(50)
         hint = w.minimumSizeHint()
-        assert hint.width() <= 1280 and hint.height() <= 700, (pid, hint)
+        assert hint.width() <= 1024 and hint.height() <= 700, (pid, hint)
         # no sideways scrolling at this size: each panel's content fits the room beside the flowchart
         content = panel.scroll.widget().minimumSizeHint().width()
         assert content <= panel.scroll.viewport().width(), (pid, content, panel.scroll.viewport().width())
@@ -763,9 +774,10 @@ def test_the_window_fits_a_laptop_screen(qtbot, packaged):
 
 
 def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
-    """At 1100 pixels the tuning and monitoring panels' plots stood two to a row, about 320 pixels each: their titles
-    were cut mid-word ("Scoring volume (records per minute") and the drift tests' legend at its edge. They stand one
-    under another where a column would be narrower than a title needs, and two to a row where there is room."""
+    """At 1100 pixels the tuning, monitoring, models and data panels' plots stood two to a row, 190 to 320 pixels
+    each: their titles were cut mid-word ("Scoring volume (records per minute") and the drift tests' legend at its
+    edge. They stand one under another where a column would be narrower than a title needs, and two to a row where
+    there is room. The data panel's text samples, three of at least 220 pixels, made it scroll sideways."""
     from studio.app.window import MainWindow
     from studio.widgets.flow import PlotGrid
 
@@ -775,10 +787,14 @@ def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
     w.show()
     with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
         pass
-    for pid in ("tuning", "monitoring"):
+    panels = ("tuning", "monitoring", "models", "data")
+    for pid in panels:
         panel = w.panels[pid]
         w.show_panel(pid)
         qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
+        if pid == "data":
+            panel.tabs.setCurrentIndex(panel.tabs.indexOf(panel.ana_plots.parentWidget()))
+            qtbot.waitUntil(lambda p=panel: p.samples_layout.count() > 0, timeout=10000)
         grid = panel.findChild(PlotGrid)
         qtbot.waitUntil(lambda g=grid: len(g._cells) >= 2, timeout=10000)
         qtbot.wait(50)
@@ -787,8 +803,10 @@ def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
         for plot in plots:
             title = plot.getPlotItem().titleLabel
             assert title.item.boundingRect().width() <= plot.width(), (pid, title.text, plot.width())
+        content = panel.scroll.widget().minimumSizeHint().width()
+        assert content <= panel.scroll.viewport().width(), (pid, content, panel.scroll.viewport().width())
     w.resize(1700, 920)
-    for pid in ("tuning", "monitoring"):
+    for pid in panels:
         w.show_panel(pid)
         grid = w.panels[pid].findChild(PlotGrid)
         qtbot.waitUntil(lambda g=grid: g.columns == 2, timeout=5000)

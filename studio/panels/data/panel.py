@@ -27,7 +27,16 @@ from PySide6.QtWidgets import (
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import PALETTE, Table, add_legend, confirm, local_time, plot_widget
+from studio.widgets.common import (
+    PALETTE,
+    Table,
+    add_legend,
+    confirm,
+    local_time,
+    plot_widget,
+    room_for_legend,
+)
+from studio.widgets.flow import PlotGrid, flow_row
 
 
 def _image_pixmap(arr: np.ndarray, size: int = 84) -> QPixmap:
@@ -125,12 +134,21 @@ class DataPanel(Panel):
         self.tabs.addTab(val, "Validation")
         # analysis
         ana = QWidget()
-        self.ana_layout = QGridLayout(ana)
+        ana_layout = QVBoxLayout(ana)
+        # side by side where there is room, one under the other where the histogram's title would be cut
+        self.ana_plots = PlotGrid(min_column_width=320)
+        ana_layout.addWidget(self.ana_plots, 1)
         self.balance_plot = None
         self.hist_plot = None
-        self.samples = QWidget()
-        self.samples_layout = QGridLayout(self.samples)
-        self.ana_layout.addWidget(self.samples, 1, 0, 1, 2)
+        self.samples = QWidget()  # texts three to a row; images as many to a row as fit (eight overflowed 1100 px)
+        samples_layout = QVBoxLayout(self.samples)
+        samples_layout.setContentsMargins(0, 0, 0, 0)
+        texts = QWidget()
+        self.samples_layout = QGridLayout(texts)
+        self.image_samples = flow_row()
+        samples_layout.addWidget(texts)
+        samples_layout.addWidget(self.image_samples)
+        ana_layout.addWidget(self.samples)
         self.tabs.addTab(ana, "Analysis")
 
     def _browse_file(self) -> None:
@@ -392,8 +410,8 @@ class DataPanel(Panel):
         if self.balance_plot is None:
             self.balance_plot = plot_widget("Class balance per split", "items")
             self.hist_plot = plot_widget("", "items")
-            self.ana_layout.addWidget(self.balance_plot, 0, 0)
-            self.ana_layout.addWidget(self.hist_plot, 0, 1)
+            self.ana_plots.add(self.balance_plot)
+            self.ana_plots.add(self.hist_plot)
         self.balance_plot.clear()
         v = _checked_out(d["versions"])
         if v and v.get("split_classes"):
@@ -407,12 +425,14 @@ class DataPanel(Panel):
             # one line in the top right corner, over headroom left above the tallest bar
             add_legend(self.balance_plot, offset=(-10, 6), columns=len(splits))
             tallest = max((n for per in v["split_classes"].values() for n in per.values()), default=1)
-            self.balance_plot.setYRange(0, tallest * 1.3, padding=0.02)
             for k, split in enumerate(splits):
                 ys = [v["split_classes"][split].get(c, 0) for c in classes]
                 xs = [i + k * width - 0.4 + width / 2 for i in range(len(classes))]
                 self.balance_plot.addItem(pg.BarGraphItem(x=xs, height=ys, width=width * 0.95,
                                                           brush=PALETTE[k % len(PALETTE)], name=split))
+            # a band above the tallest bar as tall as the legend (a third more headroom was not, in a plot 200
+            # pixels high: the legend covered the tallest bars' tops)
+            room_for_legend(self.balance_plot, 0, tallest, rows=1)
             ax = self.balance_plot.getAxis("bottom")
             # names on two staggered rows once there are more than a few, so that neighbours do not overlap
             stagger = len(classes) > 4
@@ -424,16 +444,17 @@ class DataPanel(Panel):
             self.hist_plot.setTitle(f"Histogram: {name} (sample of {len(values)})")
             y, x = np.histogram(np.asarray(values, dtype=float), bins=30)
             self.hist_plot.plot(x, y, stepMode="center", fillLevel=0, brush=(37, 99, 235, 120), pen="#1d4ed8")
-        while self.samples_layout.count():
-            w = self.samples_layout.takeAt(0).widget()
-            if w is not None:
-                w.deleteLater()
+        for layout in (self.samples_layout, self.image_samples.layout()):
+            while layout.count():
+                w = layout.takeAt(0).widget()
+                if w is not None:
+                    w.deleteLater()
         for i, (label, content) in enumerate(d["samples"]):
             if isinstance(content, str):
                 lab = QLabel(f"<b>{label or '(unlabeled)'}</b><br>{content}…")
                 lab.setWordWrap(True)
                 lab.setStyleSheet("QLabel { background: white; border: 1px solid #e5e7eb; border-radius: 4px; padding: 4px; }")
-                lab.setMinimumWidth(220)
+                lab.setMinimumWidth(160)  # three to a row: 220 made the panel scroll sideways at 1100 pixels
                 self.samples_layout.addWidget(lab, i // 3, i % 3)
             else:
                 cell = QWidget()
@@ -446,7 +467,7 @@ class DataPanel(Panel):
                 cap.setAlignment(Qt.AlignmentFlag.AlignCenter)
                 cl.addWidget(img)
                 cl.addWidget(cap)
-                self.samples_layout.addWidget(cell, i // 8, i % 8)
+                self.image_samples.layout().addWidget(cell)
 
 
 def _checked_out(versions: list[dict[str, Any]]) -> dict[str, Any] | None:

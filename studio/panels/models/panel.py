@@ -27,7 +27,7 @@ from studio.widgets.common import (
     local_time,
     plot_widget,
 )
-from studio.widgets.flow import flow_row
+from studio.widgets.flow import PlotGrid, flow_row
 
 
 class ModelsPanel(Panel):
@@ -54,6 +54,9 @@ class ModelsPanel(Panel):
         self.lineage.setPlaceholderText("select a model version to see where it came from")
         self.bottom = QSplitter(Qt.Orientation.Horizontal)
         self.bottom.addWidget(self.lineage)
+        # the two curves side by side where there is room, one under the other where their titles would be cut
+        self.curves = PlotGrid(min_column_width=260)
+        self.bottom.addWidget(self.curves)
         self.curve_plots: dict[str, Any] = {}  # made on first use: pyqtgraph is not needed to show the window
         self.curve_data: dict[str, dict[str, list[tuple[int, float]]]] = {}
         split.addWidget(self.models)
@@ -257,8 +260,8 @@ class ModelsPanel(Panel):
                 w = plot_widget(f"{kind} per epoch", kind, "epoch", whole_x=True)
                 add_legend(w.getPlotItem(), offset=(-10, 10) if kind == "loss" else (-10, -10))
                 self.curve_plots[kind] = w
-                self.bottom.addWidget(w)
-            self.bottom.setSizes([400, 300, 300])
+                self.curves.add(w)
+            self.bottom.setSizes([400, 600])
         self.curve_data = {}
         for kind, w in self.curve_plots.items():
             w.clear()

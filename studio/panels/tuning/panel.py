@@ -96,6 +96,7 @@ class TuningPanel(Panel):
         self.add(w)
         self.trials = Table(["trial", "state", "val_accuracy", "epochs", "worker", "retry of", "params"])
         self.trials.setMaximumHeight(170)
+        self.trials.setMinimumHeight(120)  # three trials where the panel scrolls (its content at its minimum): it was one
         self.trials.setToolTip("select trials to pick out their learning curves (each trial's number has its "
                                "curve's colour)")
         self.trials.itemSelectionChanged.connect(self._highlight)
