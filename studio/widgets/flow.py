@@ -115,11 +115,15 @@ class PlotGrid(QWidget):
         self._max = columns
         self._min_width = min_column_width
         self._cells: list[tuple[QWidget, ...]] = []
+        self._min_heights: dict[QWidget, int] = {}
         self.columns = columns
 
     def add(self, *widgets: QWidget) -> None:
         self._cells.append(widgets)
         self._place(len(self._cells) - 1)
+        for w in widgets:
+            self._min_heights[w] = w.minimumHeight()
+            self._fit_height(w)
         for w in widgets:  # a longer title may need a column of its own: look again when one is set
             title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
             if title is not None:
@@ -163,6 +167,14 @@ class PlotGrid(QWidget):
                 self._grid.setColumnStretch(col, 1 if col < columns else 0)
             for index in range(len(self._cells)):
                 self._place(index)
+            for w in self._min_heights:
+                self._fit_height(w)
+
+    def _fit_height(self, w: QWidget) -> None:
+        """One under another, the panel scrolls and each plot is at its minimum height: a taller one there (the drift
+        tests' three lines of legend left the lines a band 60 pixels high in a plot of 180)."""
+        stacked = self.columns == 1 and len(self._cells) > 1
+        w.setMinimumHeight(max(self._min_heights[w], self.ROW_HEIGHT - 10) if stacked else self._min_heights[w])
 
     def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
         super().resizeEvent(event)

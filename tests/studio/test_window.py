@@ -760,15 +760,17 @@ def test_the_window_fits_a_laptop_screen(qtbot, packaged):
     w.show()
     with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
         pass
-    for pid, panel in w.panels.items():
-        w.show_panel(pid)
-        qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
-        qtbot.wait(50)
-        hint = w.minimumSizeHint()
-        assert hint.width() <= 1024 and hint.height() <= 700, (pid, hint)
-        # no sideways scrolling at this size: each panel's content fits the room beside the flowchart
-        content = panel.scroll.widget().minimumSizeHint().width()
-        assert content <= panel.scroll.viewport().width(), (pid, content, panel.scroll.viewport().width())
+    for size in ((1366, 768), (1024, 768)):  # a laptop's, and an old screen's (the monitoring row was 604 wide)
+        w.resize(*size)
+        for pid, panel in w.panels.items():
+            w.show_panel(pid)
+            qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
+            qtbot.wait(50)
+            hint = w.minimumSizeHint()
+            assert hint.width() <= 1024 and hint.height() <= 700, (pid, hint)
+            # no sideways scrolling at this size: each panel's content fits the room beside the flowchart
+            content = panel.scroll.widget().minimumSizeHint().width()
+            assert content <= panel.scroll.viewport().width(), (size, pid, content, panel.scroll.viewport().width())
     # the header's buttons wrap too, where the header is narrow, and it grows to show them
     assert w.header.layout().totalHeightForWidth(420) > w.header.layout().totalHeightForWidth(1000)
 

@@ -85,12 +85,18 @@ class DataPanel(Panel):
                                   "so anyway")
         self.import_btn = QPushButton("Import")
         self.import_btn.clicked.connect(self._import)
-        for w in (self.path_edit, browse_file, browse_dir, self.kind, self.class_names, self.unlabeled,
-                  self.import_btn):
+        # the path on a line of its own: one line of seven widgets left it 40 pixels ("a zi…") beside the flowchart
+        # in a 1024-pixel window
+        for w in (self.path_edit, browse_file, browse_dir):
             row.addWidget(w)
-        row.setStretch(0, 3)
-        row.setStretch(4, 2)
+        row.setStretch(0, 1)
         lay.addLayout(row)
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("Kind"))
+        for w in (self.kind, self.class_names, self.unlabeled, self.import_btn):
+            row2.addWidget(w)
+        row2.setStretch(2, 1)
+        lay.addLayout(row2)
         self.sources = Table(["source", "kind", "items", "imported", "reachable here"])
         lay.addWidget(self.sources)
         self.summary = QLabel()

@@ -19,7 +19,7 @@ from studio.widgets.common import (
     plot_widget,
     room_for_legend,
 )
-from studio.widgets.flow import PlotGrid
+from studio.widgets.flow import PlotGrid, flow_row
 
 
 class MonitoringPanel(Panel):
@@ -29,7 +29,9 @@ class MonitoringPanel(Panel):
     sig_open_proposal = Signal(str)
 
     def build(self) -> None:
-        row = QHBoxLayout()
+        pick = QWidget()  # the label stays beside its box where the row wraps
+        row = QHBoxLayout(pick)
+        row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(QLabel("Device"))
         self.device = QComboBox()
         self.device.setMinimumWidth(140)
@@ -46,13 +48,9 @@ class MonitoringPanel(Panel):
         self.dismiss_btn.setToolTip("end the selected open proposal (else the newest): its unlabeled samples leave "
                                     "the labeling queue and are not proposed again; those labeled stay")
         self.dismiss_btn.clicked.connect(lambda: self._dismiss())  # not clicked(checked) as the note
-        row.addWidget(check)
-        row.addWidget(self.retrain)
-        row.addWidget(self.dismiss_btn)
-        row.addStretch(1)
-        w = QWidget()
-        w.setLayout(row)
-        self.add(w)
+        # wrapping onto a second line where the panel is narrow (one line was 604 pixels: wider than the panel
+        # beside the flowchart at 1024)
+        self.add(flow_row(pick, check, self.retrain, self.dismiss_btn))
         self.grid = PlotGrid(min_column_width=400)  # the drift tests' legend: two columns of names
         self.add(self.grid, 2)
         self.volume = None
