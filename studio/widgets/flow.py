@@ -102,27 +102,94 @@ def flow_row(*widgets: QWidget, right: bool = False) -> QWidget:
     return box
 
 
-class PlotGrid(QWidget):
-    """Cells side by side, `columns` to a row where each gets `min_column_width` pixels, one under another where
-    not: two plots side by side in a panel 640 pixels wide cut their titles mid-word ("Scoring volume (records per
-    minute") and their legends. A cell may hold several widgets, of which one is shown at a time (they share the
-    place); a cell whose widgets are all hidden takes no room."""
+class ReflowGrid(QWidget):
+    """Cells in a grid, up to `columns` to a row where each gets the width its widest widget asks (at least
+    `min_column_width`), fewer where not, down to one under another. A cell may hold several widgets, of which one is
+    shown at a time (they share the place); a cell whose widgets are all hidden takes no room."""
 
-    def __init__(self, columns: int = 2, min_column_width: int = 360):
+    def __init__(self, columns: int, min_column_width: int = 0):
         super().__init__()
         self._grid = QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._max = columns
         self._min_width = min_column_width
         self._cells: list[tuple[QWidget, ...]] = []
-        self._min_heights: dict[QWidget, int] = {}
         self.columns = columns
 
     def add(self, *widgets: QWidget) -> None:
         self._cells.append(widgets)
         self._place(len(self._cells) - 1)
+        self.reflow()
+
+    def clear(self) -> None:
+        """Take every cell out (their widgets are deleted)."""
+        for cell in self._cells:
+            for w in cell:
+                self._grid.removeWidget(w)
+                w.deleteLater()
+        self._cells = []
+
+    def _place(self, index: int) -> None:
+        row, col = divmod(index, self.columns)
+        for w in self._cells[index]:
+            self._grid.addWidget(w, row, col)
+
+    def need(self, w: QWidget) -> int:
+        """The width a widget asks for its column."""
+        return w.sizeHint().width()
+
+    def column_width(self) -> int:
+        """The narrowest a column may be: `min_column_width`, or what its widest widget asks."""
+        return max([self._min_width] + [self.need(w) for cell in self._cells for w in cell])
+
+    def columns_for(self, width: int) -> int:
+        spacing = self._grid.horizontalSpacing()
+        return max(1, min(self._max, (width + spacing) // (self.column_width() + spacing)))
+
+    def reflow(self) -> None:
+        """Lay the cells out again for the present width and widgets."""
+        columns = self.columns_for(self.width())
+        if columns != self.columns:
+            self.columns = columns
+            for cell in self._cells:
+                for w in cell:
+                    self._grid.removeWidget(w)
+            for col in range(self._max):
+                self._grid.setColumnStretch(col, 1 if col < columns else 0)
+            for index in range(len(self._cells)):
+                self._place(index)
+            self.reflowed()
+            self.updateGeometry()
+
+    def reflowed(self) -> None:
+        """Called after the cells moved."""
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().resizeEvent(event)
+        self.reflow()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - one column's width: the grid of many would never narrow
+        hint = super().minimumSizeHint()
+        single = max((w.minimumSizeHint().width() for cell in self._cells for w in cell), default=0)
+        return QSize(min(hint.width(), max(single, 1)), hint.height())
+
+
+class PlotGrid(ReflowGrid):
+    """Plots two to a row where each gets the width its title needs, one under another where not: two plots side
+    by side in a panel 640 pixels wide cut their titles mid-word ("Scoring volume (records per minute") and their
+    legends."""
+
+    ROW_HEIGHT = 250
+
+    def __init__(self, columns: int = 2, min_column_width: int = 360):
+        super().__init__(columns, min_column_width)
+        self._min_heights: dict[QWidget, int] = {}
+
+    def add(self, *widgets: QWidget) -> None:
         for w in widgets:
             self._min_heights[w] = w.minimumHeight()
+        super().add(*widgets)
+        for w in widgets:
             self._fit_height(w)
         for w in widgets:  # a longer title may need a column of its own: look again when one is set
             title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
@@ -135,40 +202,16 @@ class PlotGrid(QWidget):
 
                 title.setText = retitled
 
-    def _place(self, index: int) -> None:
-        row, col = divmod(index, self.columns)
-        for w in self._cells[index]:
-            self._grid.addWidget(w, row, col)
+    def need(self, w: QWidget) -> int:
+        """A plot's title's width and a margin (pyqtgraph cuts a title wider than its plot)."""
+        title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
+        if title is not None and title.text:
+            return int(title.item.boundingRect().width()) + 24
+        return 0
 
-    def column_width(self) -> int:
-        """The narrowest a column may be: `min_column_width`, or wider where a plot's title needs it (its width
-        and a margin)."""
-        need = self._min_width
-        for cell in self._cells:
-            for w in cell:
-                title = w.getPlotItem().titleLabel if hasattr(w, "getPlotItem") else None
-                if title is not None and title.text:
-                    need = max(need, int(title.item.boundingRect().width()) + 24)
-        return need
-
-    def columns_for(self, width: int) -> int:
-        spacing = self._grid.horizontalSpacing()
-        return max(1, min(self._max, (width + spacing) // (self.column_width() + spacing)))
-
-    def reflow(self) -> None:
-        """Lay the cells out again for the present width and titles (two to a row, or one)."""
-        columns = self.columns_for(self.width())
-        if columns != self.columns:
-            self.columns = columns
-            for cell in self._cells:
-                for w in cell:
-                    self._grid.removeWidget(w)
-            for col in range(self._max):
-                self._grid.setColumnStretch(col, 1 if col < columns else 0)
-            for index in range(len(self._cells)):
-                self._place(index)
-            for w in self._min_heights:
-                self._fit_height(w)
+    def reflowed(self) -> None:
+        for w in self._min_heights:
+            self._fit_height(w)
 
     def _fit_height(self, w: QWidget) -> None:
         """One under another, the panel scrolls and each plot is at its minimum height: a taller one there (the drift
@@ -176,13 +219,7 @@ class PlotGrid(QWidget):
         stacked = self.columns == 1 and len(self._cells) > 1
         w.setMinimumHeight(max(self._min_heights[w], self.ROW_HEIGHT - 10) if stacked else self._min_heights[w])
 
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
-        super().resizeEvent(event)
-        self.reflow()
-
     def sizeHint(self) -> QSize:  # noqa: N802 - a plot asks 480 pixels: four stacked made a panel 2000 tall
         rows = -(-sum(1 for cell in self._cells if any(not w.isHidden() for w in cell)) // self.columns)
         hint = super().sizeHint()
         return QSize(hint.width(), max(self.minimumSizeHint().height(), rows * self.ROW_HEIGHT))
-
-    ROW_HEIGHT = 250

@@ -790,6 +790,9 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     assert r.reject_btn.isEnabled()
     assert r.cm_candidate.rowCount() == 5 and r.cm_champion.rowCount() == 0
     assert not r.cm_champion.isVisibleTo(r) and r.cm_candidate_label.text().endswith("; it is the champion")
+    # the longer caption wraps: in one line it made the panel wider than the room beside the flowchart at 1024
+    assert r.cm_candidate_label.minimumSizeHint().width() < r.cm_candidate_label.fontMetrics().horizontalAdvance(
+        r.cm_candidate_label.text())
     assert all(r.metrics.item(i, 2).text() == "" for i in range(r.metrics.rowCount()))
     # rejecting the champion demotes it: the champion before it comes back, and the panel says so (it stayed
     # champion, rejected, and deploy.export went on exporting it)
@@ -1209,7 +1212,13 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     p = _labeling_panel_showing_all(StudioContext(ws.root, ws, None), qtbot)
     assert p.classes == classes
     assert [b.text().split()[0] for b in p._class_buttons] == [*"123456789", "0", "Q", "W"]
-    assert p.buttons.rowCount() == 2  # ten to a row
+    p.resize(1400, 700)
+    rows = lambda: len({b.y() for b in p._class_buttons})  # noqa: E731
+    qtbot.waitUntil(lambda: p.buttons_box.columns == 10 and rows() == 2, timeout=5000)  # ten to a row, with room
+    p.resize(560, 700)  # fewer where not, each button whole (ten to a row made the panel 892 pixels wide)
+    qtbot.waitUntil(lambda: p.buttons_box.columns < 10 and rows() == -(-12 // p.buttons_box.columns), timeout=5000)
+    assert p.minimumSizeHint().width() <= 560
+    qtbot.waitUntil(lambda: all(b.width() >= b.sizeHint().width() for b in p._class_buttons), timeout=5000)
     for key, want in ((Qt.Key.Key_0, "c09"), (Qt.Key.Key_Q, "c10")):
         item = p.current
         with qtbot.waitSignal(p.sig_loaded, timeout=20000):

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFileDialog,
-    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -34,7 +33,7 @@ from PySide6.QtWidgets import (
 from studio.panels.base import Panel
 from studio.panels.data.panel import _image_pixmap
 from studio.services.tasks import run_task
-from studio.widgets.flow import flow_row
+from studio.widgets.flow import ReflowGrid, flow_row
 
 # a class's key, by its place: Label Studio's hotkey order without S and U, which skip and undo here
 CLASS_KEYS = "1234567890qwetadfgzxcvbyiophjklnm"
@@ -104,9 +103,9 @@ class LabelingPanel(Panel):
         self.image.setStyleSheet("QLabel { background: #111827; border-radius: 6px; }")
         self.add(self.image, 1)
         self.image.hide()
-        self.buttons_box = QWidget()
-        self.buttons = QGridLayout(self.buttons_box)  # rows of BUTTONS_PER_ROW: ten classes or more stay legible
-        self.buttons.setContentsMargins(0, 0, 0, 0)
+        # rows of BUTTONS_PER_ROW (ten classes or more stay legible), fewer where the panel is narrower than that
+        # (ten to a row made it 892 pixels wide at least: wider than the room beside the flowchart at 1024)
+        self.buttons_box = ReflowGrid(BUTTONS_PER_ROW)
         self.add(self.buttons_box)
         actions = QHBoxLayout()
         self.skip_btn = QPushButton("Skip (S)")
@@ -210,14 +209,13 @@ class LabelingPanel(Panel):
         self._note = note
         if d["classes"] != self.classes:
             self.classes = d["classes"]
-            for b in self._class_buttons:
-                b.deleteLater()
+            self.buttons_box.clear()
             self._class_buttons = []
             for i, c in enumerate(self.classes):
                 b = QPushButton(f"{CLASS_KEYS[i].upper()}  {c}" if i < len(CLASS_KEYS) else c)
                 b.setToolTip(f"{c} (key {CLASS_KEYS[i].upper()})" if i < len(CLASS_KEYS) else c)
                 b.clicked.connect(lambda _=False, i=i: self.choose(i))
-                self.buttons.addWidget(b, i // BUTTONS_PER_ROW, i % BUTTONS_PER_ROW)
+                self.buttons_box.add(b)
                 self._class_buttons.append(b)
         # off, where it was always on and answered "nothing to undo"; its tooltip names what it undoes
         undoable = d.get("undoable")

@@ -118,6 +118,7 @@ class ReviewPanel(Panel):
         matrices = QGridLayout()
         matrices.setContentsMargins(4, 4, 4, 4)
         self.cm_candidate_label = QLabel(CM_CANDIDATE)
+        self.cm_candidate_label.setWordWrap(True)  # "…; no champion to compare with" in one line was 613 pixels
         matrices.addWidget(self.cm_candidate_label, 0, 0)
         self.cm_champion_label = QLabel("Champion's confusion matrix")
         matrices.addWidget(self.cm_champion_label, 0, 1)
