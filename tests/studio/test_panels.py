@@ -1218,6 +1218,9 @@ def test_labeling_keys_reach_past_nine_classes(qtbot, tmp_path):
     p.resize(560, 700)  # fewer where not, each button whole (ten to a row made the panel 892 pixels wide)
     qtbot.waitUntil(lambda: p.buttons_box.columns < 10 and rows() == -(-12 // p.buttons_box.columns), timeout=5000)
     assert p.minimumSizeHint().width() <= 560
+    # the buttons above take a line of their own, not a column beside the choices (four lines high at 1024)
+    assert p.suggest_btn.mapTo(p, p.suggest_btn.rect().topLeft()).y() == p.agreement_btn.mapTo(
+        p, p.agreement_btn.rect().topLeft()).y()
     qtbot.waitUntil(lambda: all(b.width() >= b.sizeHint().width() for b in p._class_buttons), timeout=5000)
     for key, want in ((Qt.Key.Key_0, "c09"), (Qt.Key.Key_Q, "c10")):
         item = p.current

@@ -47,7 +47,9 @@ class LabelingPanel(Panel):
 
     def build(self) -> None:
         self._note = ""  # the note the last load showed (cleared by the next load without one)
-        top = QHBoxLayout()
+        show = QWidget()  # each label beside its box where the row wraps
+        top = QHBoxLayout(show)
+        top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(QLabel("Show"))
         self.filter = QComboBox()
         self.filter.addItems(["unlabeled", "conflicts", "all", "labeled"])
@@ -71,6 +73,7 @@ class LabelingPanel(Panel):
         self.labeler.editingFinished.connect(self._keep_labeler)
         self.labeler.setMaximumWidth(140)
         top.addWidget(self.labeler)
+        top.addStretch(1)
         self.agreement_btn = QPushButton("Agreement…")
         self.agreement_btn.setToolTip("who labeled what, and how often labelers (people and imported sources) agree "
                                       "on the items they both labeled (`cdl labels agreement`)")
@@ -83,11 +86,10 @@ class LabelingPanel(Panel):
         exp = QPushButton("Export Label Studio…")
         imp.clicked.connect(self._import_ls)
         exp.clicked.connect(self._export_ls)
-        # wrapped onto a second line where the panel is narrow (the row made the window 861 pixels wide at the least)
-        top.addWidget(flow_row(self.suggest_btn, self.agreement_btn, imp, exp, right=True), 1)
-        w = QWidget()
-        w.setLayout(top)
-        self.add(w)
+        # wrapped onto a second line where the panel is narrow (the row made the window 861 pixels wide at the
+        # least); the choices and the buttons each a line of their own then (the buttons beside them stood one
+        # under another, four lines high, at 1024)
+        self.add(flow_row(show, flow_row(self.suggest_btn, self.agreement_btn, imp, exp)))
         self.progress = QProgressBar()
         self.progress.setFormat("%v of %m labeled")
         self.add(self.progress)
