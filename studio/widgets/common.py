@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -269,3 +269,14 @@ def _whole_number_axis(pg):  # noqa: ANN001, ANN202
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#db2777", "#65a30d", "#7c3aed",
            "#ca8a04"]
+
+
+def fit_to_screen(window: QWidget, width: int, height: int) -> None:
+    """Resize a dialog to width x height, or to the room its screen leaves where that is less (a 940 x 700
+    dialog put its buttons under the taskbar of a 1366 x 768 laptop, whose room is 728 high less a title bar)."""
+    parent = window.parentWidget()
+    screen = (parent.screen() if parent is not None else None) or window.screen() or QGuiApplication.primaryScreen()
+    if screen is not None:
+        room = screen.availableGeometry()
+        width, height = min(width, room.width() - 40), min(height, room.height() - 60)
+    window.resize(max(width, 200), max(height, 160))

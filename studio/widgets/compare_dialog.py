@@ -10,7 +10,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTableWidgetItem, QVBoxLayout, QWidget
 
 from studio.services.cli import cdl_json
-from studio.widgets.common import Table
+from studio.widgets.common import Table, fit_to_screen
 
 DIFFERS = "#b45309"
 SECTION = "#e5e7eb"
@@ -115,4 +115,4 @@ class CompareDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
-        self.resize(940, 700)
+        fit_to_screen(self, 940, 700)

@@ -9,7 +9,7 @@ from typing import Any
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
 from studio.services.cli import cdl_json
-from studio.widgets.common import Table
+from studio.widgets.common import Table, fit_to_screen
 
 COLORS = {"ok": "#15803d", "warn": "#b45309", "fail": "#b91c1c"}
 
@@ -39,10 +39,27 @@ class DoctorDialog(QDialog):
         self.table.resizeColumnsToContents()
         self.table.setColumnWidth(2, 440)
         self.table.setColumnWidth(3, 400)
-        self.table.resizeRowsToContents()
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
-        self.resize(1000, 460)
+        fit_to_screen(self, 1000, 460)
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().showEvent(event)
+        self._fit_columns()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if self.isVisible():
+            self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """The finding and what to do share the room the table has, 11 to 10, wrapped (at 440 and 400 pixels they
+        went past a dialog narrower than 1000, behind a scroll bar); then the rows' heights."""
+        room = self.table.viewport().width() - self.table.columnWidth(0) - self.table.columnWidth(1)
+        if room > 0:
+            self.table.setColumnWidth(2, max(160, room * 11 // 21))
+            self.table.setColumnWidth(3, max(160, room - self.table.columnWidth(2)))
+        self.table.resizeRowsToContents()

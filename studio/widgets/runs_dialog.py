@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from runtime.domain.text import changes_text
-from studio.widgets.common import LogView, Table, local_time
+from studio.widgets.common import LogView, Table, fit_to_screen, local_time
 
 
 class RunsDialog(QDialog):
@@ -32,7 +32,8 @@ class RunsDialog(QDialog):
         self.table.resizeColumnsToContents()
         # the result at most a third of the dialog, the reason a run ran in the rest, wrapped: a long one ("model.tune
         # ran again since, with another output (same parameters)") pushed its column out of view, behind a scroll bar
-        self.table.setColumnWidth(4, min(self.table.columnWidth(4), 300))
+        self._result_width = min(self.table.columnWidth(4), 300)  # narrower where the dialog is (_fit_columns)
+        self.table.setColumnWidth(4, self._result_width)
         self.table.setColumnWidth(5, 120)  # the last column stretches over what is left
         self.table.setWordWrap(True)
         n = len(doc["runs"])
@@ -63,10 +64,23 @@ class RunsDialog(QDialog):
             self.table.itemSelectionChanged.connect(
                 lambda: self.use_btn.setEnabled(bool(self.table.selected_data())))
         lay.addWidget(buttons)
-        self.resize(900, 420)
+        fit_to_screen(self, 900, 420)
 
     def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
         super().showEvent(event)
+        self._fit_columns()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if self.isVisible():
+            self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """The result column gives up room where the dialog is narrow (on a 1024-pixel screen the columns were 12
+        pixels wider than the table, behind a scroll bar), leaving the reason 200 (its heading); then the wrapped rows' heights."""
+        fixed = sum(self.table.columnWidth(c) for c in range(4))
+        room = self.table.viewport().width() - fixed - 200
+        self.table.setColumnWidth(4, max(100, min(self._result_width, room)))
         self.table.resizeRowsToContents()  # the wrapped reasons, at the widths the dialog has once shown
 
     def _show_traceback(self) -> None:

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from studio.services.cli import cdl_json
 from studio.services.tasks import run_task
-from studio.widgets.common import Table
+from studio.widgets.common import Table, fit_to_screen
 
 PREVIEW = 96  # pixels of the picked image's preview
 
@@ -86,7 +86,7 @@ class TryDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
         self.finished.connect(self.stop)
-        self.resize(860, 420)
+        fit_to_screen(self, 860, 420)
         self._about = ""
         if via == "checkpoint":
             self._about = (", ".join(refs) + ": each predicts from its checkpoint with its own preprocessing "

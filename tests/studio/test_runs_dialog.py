@@ -65,3 +65,41 @@ def test_a_long_reason_wraps_in_view(qtbot):
     assert t.horizontalHeader().length() <= t.viewport().width() + 1, (t.horizontalHeader().length(),
                                                                        t.viewport().width())
     assert t.rowHeight(0) > t.verticalHeader().defaultSectionSize()  # wrapped onto more lines, all shown
+
+
+def test_dialogs_fit_the_screens_room(qtbot):
+    """The compare dialog opened 940 x 700, the doctor's 1000 wide, the runs dialog 900: on a small screen their
+    buttons were under the taskbar or past the edge. Each is no bigger than its screen's room (offscreen: 800 x 800)."""
+    from PySide6.QtWidgets import QWidget
+
+    from studio.widgets.common import fit_to_screen
+
+    d = RunsDialog(_doc())
+    qtbot.addWidget(d)
+    room = d.screen().availableGeometry()
+    assert d.width() <= room.width() - 40 and d.height() <= room.height() - 60, (d.size(), room)
+    assert d.width() > 600  # as wide as it can be, not shrunk to nothing
+    w = QWidget()
+    qtbot.addWidget(w)
+    fit_to_screen(w, 940, 700)
+    assert (w.width(), w.height()) == (min(940, room.width() - 40), min(700, room.height() - 60))
+
+
+def test_the_doctor_dialogs_columns_fit_a_narrow_dialog(qtbot):
+    """The doctor's finding and advice columns were 440 and 400 pixels whatever the dialog's width: on a screen
+    narrower than 1000 pixels they went behind a horizontal scroll bar. They share the room, wrapped."""
+    from studio.widgets.doctor_dialog import DoctorDialog
+
+    long = "a finding long enough to wrap onto a second line in a column of a few hundred pixels, and then some"
+    doc = {"workspace": "/tmp/ws", "checks": [{"status": "warn", "area": "onnxruntime", "detail": long,
+                                               "hint": long}, {"status": "ok", "area": "dvc", "detail": "3.67.1",
+                                                               "hint": ""}]}
+    d = DoctorDialog(doc)
+    qtbot.addWidget(d)
+    d.show()
+    qtbot.wait(50)
+    t = d.table
+    assert d.width() <= d.screen().availableGeometry().width() - 40
+    assert t.horizontalHeader().length() <= t.viewport().width() + 1, (t.horizontalHeader().length(),
+                                                                       t.viewport().width())
+    assert t.rowHeight(0) > t.verticalHeader().defaultSectionSize()  # wrapped, all of it shown

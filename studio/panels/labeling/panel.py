@@ -449,7 +449,7 @@ class AgreementDialog(QDialog):
     """`cdl labels agreement` as two tables: the labelers, then every pair that labeled the same items."""
 
     def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
-        from studio.widgets.common import Table
+        from studio.widgets.common import Table, fit_to_screen
 
         super().__init__(parent)
         self.setWindowTitle("Agreement between labelers")
@@ -480,4 +480,4 @@ class AgreementDialog(QDialog):
         lay.addWidget(buttons)
         for t in (self.labelers, self.pairs):
             t.resizeColumnsToContents()
-        self.resize(760, 520)
+        fit_to_screen(self, 760, 520)
