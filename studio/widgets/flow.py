@@ -1,6 +1,7 @@
 """A row of buttons that wraps onto a second line where the window is narrow (Qt's flow layout example), so that the
-studio fits a laptop's screen: rows of five to seven buttons made the window at least 1552 pixels wide. And a grid of
-plots that stacks them in one column where two side by side would cut their titles and legends."""
+studio fits a laptop's screen: rows of five to seven buttons made the window at least 1552 pixels wide. And grids
+that put fewer cells to a row where the room runs out: the labeling panel's class keys (ten to a row), and plots,
+one under another where two side by side would cut their titles and legends."""
 
 from __future__ import annotations
 
