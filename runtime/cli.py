@@ -104,8 +104,16 @@ def init(path: Path, template: str, name: str | None) -> None:
 
     from runtime.workspace.workspace import Workspace
 
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir()) if path.is_dir() else []
     ws = Workspace.init(path, template, name)
     click.echo(f"created {ws.root} from template {template} (model name {ws.config().name})")
+    if held:  # a folder of photos made a workspace: the photos are not its data until imported
+        named = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        folders = [h for h in held if h.endswith("/")]
+        hint = (f"; to use {folders[0]} as data: `cdl -w {shlex.quote(str(path))} data import "
+                f"{shlex.quote(str(path / folders[0].rstrip('/')))}`" if folders else "")
+        click.echo(f"note: the folder already held {named}: they stay as they were, neither data of the workspace "
+                   f"nor in its git commits{hint}", err=True)
     at = shlex.quote(str(path))
     source = "news.zip (class folders of .txt), a CSV of text and label, a Label Studio export" \
         if template == "text-classification" else "a folder of class folders of images, Fashion-MNIST's idx .gz files " \

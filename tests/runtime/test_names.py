@@ -80,6 +80,25 @@ def test_init_says_the_model_name_and_what_comes_next(tmp_path):
     assert "note:" not in r.stderr  # tmp_path is in no git repository
 
 
+def test_init_in_a_folder_that_holds_files_says_what_becomes_of_them(tmp_path):
+    """`cdl init` in a folder of photos kept them without a word: they are not the workspace's data until imported,
+    nor in its commits."""
+    from click.testing import CliRunner
+
+    from runtime.cli import cli
+
+    (tmp_path / "fm" / "photos").mkdir(parents=True)
+    (tmp_path / "fm" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "fm"), "-t", "image-classification"])
+    assert r.exit_code == 0, r.output
+    assert ("note: the folder already held notes.txt, photos/: they stay as they were, neither data of the workspace "
+            f"nor in its git commits; to use photos/ as data: `cdl -w {tmp_path / 'fm'} data import "
+            f"{tmp_path / 'fm' / 'photos'}`") in r.stderr, r.stderr
+    assert (tmp_path / "fm" / "notes.txt").read_text() == "mine"
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "empty"), "-t", "image-classification"])
+    assert "already held" not in r.stderr
+
+
 def test_init_inside_another_git_repository_says_so(tmp_path):
     """A workspace made in a monorepo's folder is a git repository of its own: `git add` in the outer one took it
     as an embedded repository, without a word from `cdl init`."""
