@@ -818,6 +818,29 @@ def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
                                                                                     second.geometry())
 
 
+def test_the_models_panel_shows_its_curves_on_a_laptop(qtbot, packaged):
+    """At 1366 x 768 the models panel scrolled: its table of one or two versions took 270 pixels and the training
+    curves were below the fold. The tables are as tall as their rows, and the curves in view."""
+    from studio.app.window import MainWindow
+
+    w = MainWindow(packaged.root)
+    qtbot.addWidget(w)
+    w.resize(1366, 768)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    panel = w.panels["models"]
+    w.show_panel("models")
+    qtbot.waitUntil(lambda: panel.loaded and bool(panel.curve_plots), timeout=30000)
+    qtbot.wait(100)
+    assert panel.scroll.widget().height() <= panel.scroll.viewport().height(), (panel.scroll.widget().height(),
+                                                                               panel.scroll.viewport().height())
+    assert panel.models.height() < 160 and panel.models.rowCount() <= 2, panel.models.height()
+    for plot in panel.curve_plots.values():
+        bottom = plot.mapTo(panel.scroll.viewport(), plot.rect().bottomLeft()).y()
+        assert plot.height() >= 200 and bottom <= panel.scroll.viewport().height(), (plot.height(), bottom)
+
+
 def test_the_first_window_size_fits_the_screen():
     """On a 1366 x 768 laptop the studio opened at 1500 x 920, its right edge and job bar off the screen: where the
     default does not fit the screen's room (less its title bar), the window opens maximized."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -37,7 +37,10 @@ class ModelsPanel(Panel):
     sig_open_experiment = Signal(int, str)  # an experiment's id and kind, double-clicked: the window opens it
 
     def build(self) -> None:
-        split = QSplitter(Qt.Orientation.Vertical)
+        split = _Split(Qt.Orientation.Vertical)
+        self.split = split
+        self._split_moved = False  # once someone drags a handle, the sizes are theirs
+        split.splitterMoved.connect(lambda *_: setattr(self, "_split_moved", True))
         self.models = Table(["model", "aliases", "review", "dataset", "framework", "template", "test_accuracy",
                              "macro_f1", "val_accuracy", "git commit", "created"])
         self.models.itemSelectionChanged.connect(self._lineage)
@@ -55,7 +58,7 @@ class ModelsPanel(Panel):
         self.bottom = QSplitter(Qt.Orientation.Horizontal)
         self.bottom.addWidget(self.lineage)
         # the two curves side by side where there is room, one under the other where their titles would be cut
-        self.curves = PlotGrid(min_column_width=260)
+        self.curves = PlotGrid(min_column_width=200)
         self.bottom.addWidget(self.curves)
         self.curve_plots: dict[str, Any] = {}  # made on first use: pyqtgraph is not needed to show the window
         self.curve_data: dict[str, dict[str, list[tuple[int, float]]]] = {}
@@ -134,6 +137,7 @@ class ModelsPanel(Panel):
                          e["status"], best_text(e), counts_text(e), ", ".join(models),
                          local_time(e["created"], seconds=False)))
         self.experiments.fill(exps, data=[(e["id"], e["kind"]) for e in d["experiments"]])
+        self._share_height()
         self.experiments.scrollToBottom()  # the newest experiment in view (oldest first, as the models above)
         self.say_empty(None if d["models"] else "No model registered yet: run the model pipeline up to model.register.")
 
@@ -273,6 +277,24 @@ class ModelsPanel(Panel):
                     w.plot([p[0] for p in pts], [p[1] for p in pts], pen={"color": PALETTE[i], "width": 2},
                            symbol="o", symbolSize=5, symbolBrush=PALETTE[i], name=split)
 
+    def _share_height(self) -> None:
+        """The two tables as tall as their rows (two to six shown), the lineage and curves the rest: with one model
+        version the table took 270 pixels at 1366 x 768, and the curves were below the fold."""
+        if self._split_moved:
+            return
+
+        def fitted(t: Table) -> int:
+            rows = max(2, min(t.rowCount(), 6))
+            return (t.horizontalHeader().height() + rows * t.verticalHeader().defaultSectionSize()
+                    + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 4)
+
+        top = [fitted(self.models), fitted(self.experiments)]
+        # where the curves stand one under the other (a narrow panel, which scrolls), the tables keep their rows
+        self.split.setMinimumHeight(sum(top) + self.bottom.minimumSizeHint().height() + 2 * self.split.handleWidth())
+        total = sum(self.split.sizes())
+        if total > 0:
+            self.split.setSizes(top + [max(total - sum(top), 240)])
+
 
 def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
     from runtime.registry import lineage, lineage_rows
@@ -280,3 +302,11 @@ def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
     mv = store.resolve_model(ref)
     doc = lineage(store, ref)
     return {"lineage": doc, "rows": lineage_rows(store, doc), "epochs": store.metrics(mv.trial_id) if mv.trial_id else []}
+
+class _Split(QSplitter):
+    """The tables and curves: no taller than a laptop's panel asks (it asked the sum of its parts, 634 pixels, so
+    that the panel scrolled at 1366 x 768); the split shares whatever height it gets."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        hint = super().sizeHint()
+        return QSize(hint.width(), min(hint.height(), 460))
