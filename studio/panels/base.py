@@ -45,7 +45,7 @@ class Panel(QWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # a click beside the widgets focuses the panel (its keys)
-        content = QWidget()
+        content = _Content()
         self.scroll.setWidget(content)
         outer.addWidget(self.scroll)
         self.layout_ = QVBoxLayout(content)
@@ -150,3 +150,16 @@ class Panel(QWidget):
     def add(self, widget: QWidget, stretch: int = 0) -> QWidget:
         self.layout_.addWidget(widget, stretch)
         return widget
+
+
+class _Content(QWidget):
+    """A panel's content in its scroll area, which sizes content whose rows wrap (a flow row of buttons) at its
+    height for the width, and Qt's is the sum of the parts' preferred heights: the data panel asked 1014 pixels at
+    1366 x 768 and scrolled, its summary under the fold, though its table could shrink. The height asked is the
+    least the parts need at that width; the scroll area gives more where the viewport has it."""
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt's name
+        lay = self.layout()
+        if lay is not None and lay.hasHeightForWidth():
+            return lay.totalMinimumHeightForWidth(width)
+        return super().heightForWidth(width)

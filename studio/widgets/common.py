@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QWidget,
 )
 
@@ -280,3 +281,37 @@ def fit_to_screen(window: QWidget, width: int, height: int) -> None:
         room = screen.availableGeometry()
         width, height = min(width, room.width() - 40), min(height, room.height() - 60)
     window.resize(max(width, 200), max(height, 160))
+
+
+class PageTabs(QTabWidget):
+    """Tabs as tall as the page shown asks, not the tallest page: the data panel's Analysis tab (plots and a dozen
+    samples) made its Sources tab ask 1014 pixels, and the panel scrolled at 1366 x 768, the summary under the fold."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.currentChanged.connect(lambda _: self.updateGeometry())
+
+    def _around(self, size: QSize) -> QSize:
+        bar = self.tabBar().sizeHint()
+        return QSize(max(size.width(), bar.width()) + 4, size.height() + bar.height() + 4)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        page = self.currentWidget()
+        return self._around(page.sizeHint()) if page is not None else super().sizeHint()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        page = self.currentWidget()
+        if page is None:
+            return super().minimumSizeHint()
+        widest = max((self.widget(i).minimumSizeHint().width() for i in range(self.count())), default=0)
+        return self._around(QSize(widest, page.minimumSizeHint().height()))  # as wide as the widest: no jumps
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802
+        page = self.currentWidget()
+        if page is None:
+            return super().heightForWidth(width)
+        bar = self.tabBar().sizeHint().height() + 4
+        lay = page.layout()
+        if lay is not None and lay.hasHeightForWidth():
+            return lay.totalMinimumHeightForWidth(width - 4) + bar
+        return page.minimumSizeHint().height() + bar

@@ -818,9 +818,10 @@ def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
                                                                                     second.geometry())
 
 
-def test_the_models_panel_shows_its_curves_on_a_laptop(qtbot, packaged):
+def test_panels_do_not_scroll_on_a_laptop_where_their_parts_can_shrink(qtbot, packaged):
     """At 1366 x 768 the models panel scrolled: its table of one or two versions took 270 pixels and the training
-    curves were below the fold. The tables are as tall as their rows, and the curves in view."""
+    curves were below the fold. The tables are as tall as their rows, and the curves in view. The data and monitoring
+    panels scrolled too, though their tables could shrink."""
     from studio.app.window import MainWindow
 
     w = MainWindow(packaged.root)
@@ -839,6 +840,19 @@ def test_the_models_panel_shows_its_curves_on_a_laptop(qtbot, packaged):
     for plot in panel.curve_plots.values():
         bottom = plot.mapTo(panel.scroll.viewport(), plot.rect().bottomLeft()).y()
         assert plot.height() >= 200 and bottom <= panel.scroll.viewport().height(), (plot.height(), bottom)
+    # the data panel's Sources tab asked the Analysis tab's height (1014 pixels) and scrolled, its summary under the
+    # fold; and a panel whose buttons wrap asked the sum of its parts' preferred heights (monitoring: 704)
+    for pid in ("data", "monitoring"):
+        panel = w.panels[pid]
+        w.show_panel(pid)
+        qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
+        qtbot.wait(100)
+        assert panel.scroll.widget().height() <= panel.scroll.viewport().height(), (
+            pid, panel.scroll.widget().height(), panel.scroll.viewport().height())
+        if pid == "data":
+            assert panel.tabs.currentIndex() == 0 and panel.summary.isVisible()
+            assert panel.summary.mapTo(panel.scroll.viewport(), panel.summary.rect().bottomLeft()).y() <= \
+                panel.scroll.viewport().height()
 
 
 def test_the_first_window_size_fits_the_screen():

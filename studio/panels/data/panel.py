@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 from studio.panels.base import Panel
 from studio.widgets.common import (
     PALETTE,
+    PageTabs,
     Table,
     add_legend,
     confirm,
@@ -61,7 +61,7 @@ class DataPanel(Panel):
     steps = ("data.import", "data.split", "data.ingest", "data.clean", "data.validate")
 
     def build(self) -> None:
-        self.tabs = QTabWidget()
+        self.tabs = PageTabs()  # as tall as the tab shown asks (the Analysis tab made Sources scroll)
         self.add(self.tabs, 1)
         # sources
         src = QWidget()
