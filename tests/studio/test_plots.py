@@ -537,3 +537,25 @@ def test_the_class_balance_follows_the_models_class_order(qtbot, tmp_path):
                               {"id": "v2", "checked_out": False, "split_classes": {"train": {"Bag": 5, "Coat": 3}}}],
                  "hist": None, "samples": [], "order": fm})
     assert [t.strip() for _, t in p.balance_plot.getAxis("bottom")._tickLevels[0]] == ["Bag"]
+
+
+def test_the_tuning_plots_stand_two_to_a_row_in_a_laptops_panel(qtbot, tmp_path):
+    """The parallel coordinates' title with its colour key in one line asked 400 pixels: at 1366 x 768 (a panel 840
+    wide) the four plots stood one under another and the panel scrolled 600 pixels. The key has a line of its own."""
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(840, 600)
+    p.show()
+    p.show_data(_tuning_data(12))
+    parallel = lambda: p.plots.get("parallel")  # noqa: E731
+    qtbot.waitUntil(lambda: parallel() is not None and "&#9632;" in parallel().getPlotItem().titleLabel.text,
+                    timeout=5000)
+    qtbot.wait(50)
+    assert p.grid.columns == 2, (p.grid.width(), p.grid.column_width())
+    for plot in p.plots.values():
+        if plot.isVisible():
+            title = plot.getPlotItem().titleLabel
+            assert title.item.boundingRect().width() <= plot.width(), (title.text, plot.width())

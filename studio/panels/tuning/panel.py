@@ -412,8 +412,10 @@ class TuningPanel(Panel):
             p.setXRange(-0.3, len(numeric) - 0.7)
             p.setYRange(-0.12, 1.12, padding=0)
             low, high = cmap.map(0.0, mode="qcolor").name(), cmap.map(1.0, mode="qcolor").name()
-            p.setTitle(f"Parallel coordinates (val_accuracy <span style='color:{low}'>&#9632; {smin:.3g}</span> to "
-                       f"<span style='color:{high}'>&#9632; {smax:.3g}</span>)")
+            # the colour key on a line of its own: in one line the title asked 400 pixels, and the plots stood one
+            # under another in a panel 840 wide
+            p.setTitle(f"Parallel coordinates<br><span style='font-size:9pt'>val_accuracy <span style='color:{low}'>"
+                       f"&#9632; {smin:.3g}</span> to <span style='color:{high}'>&#9632; {smax:.3g}</span></span>")
 
     def _draw_importance(self) -> None:
         import pyqtgraph as pg
