@@ -303,6 +303,7 @@ def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
     doc = lineage(store, ref)
     return {"lineage": doc, "rows": lineage_rows(store, doc), "epochs": store.metrics(mv.trial_id) if mv.trial_id else []}
 
+
 class _Split(QSplitter):
     """The tables and curves: no taller than a laptop's panel asks (it asked the sum of its parts, 634 pixels, so
     that the panel scrolled at 1366 x 768); the split shares whatever height it gets."""
