@@ -11,6 +11,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QDialog,
     QHeaderView,
     QLabel,
     QMessageBox,
@@ -315,3 +316,20 @@ class PageTabs(QTabWidget):
         if lay is not None and lay.hasHeightForWidth():
             return lay.totalMinimumHeightForWidth(width - 4) + bar
         return page.minimumSizeHint().height() + bar
+
+
+class WrappedColumnsDialog(QDialog):
+    """A dialog whose table's wrapped columns share the width it has: `fit_columns` runs when it is shown and each
+    time it is resized."""
+
+    def fit_columns(self) -> None:
+        """Set the table's column widths for its present width, then its rows' heights."""
+
+    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().showEvent(event)
+        self.fit_columns()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if self.isVisible():
+            self.fit_columns()

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialogButtonBox, QLabel, QVBoxLayout, QWidget
 
 from studio.services.cli import cdl_json
-from studio.widgets.common import Table, fit_to_screen
+from studio.widgets.common import Table, WrappedColumnsDialog, fit_to_screen
 
 COLORS = {"ok": "#15803d", "warn": "#b45309", "fail": "#b91c1c"}
 
@@ -18,7 +18,7 @@ def run_doctor(root: Path) -> dict[str, Any]:
     return cdl_json(root, "doctor", timeout=300, ok=(0, 1))  # exit 1: a check failed, and it says which
 
 
-class DoctorDialog(QDialog):
+class DoctorDialog(WrappedColumnsDialog):
     def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Doctor")
@@ -46,16 +46,7 @@ class DoctorDialog(QDialog):
         lay.addWidget(buttons)
         fit_to_screen(self, 1000, 460)
 
-    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
-        super().showEvent(event)
-        self._fit_columns()
-
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
-        super().resizeEvent(event)
-        if self.isVisible():
-            self._fit_columns()
-
-    def _fit_columns(self) -> None:
+    def fit_columns(self) -> None:
         """The finding and what to do share the room the table has, 11 to 10, wrapped (at 440 and 400 pixels they
         went past a dialog narrower than 1000, behind a scroll bar); then the rows' heights."""
         room = self.table.viewport().width() - self.table.columnWidth(0) - self.table.columnWidth(1)

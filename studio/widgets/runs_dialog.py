@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialogButtonBox, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from runtime.domain.text import changes_text
-from studio.widgets.common import LogView, Table, fit_to_screen, local_time
+from studio.widgets.common import LogView, Table, WrappedColumnsDialog, fit_to_screen, local_time
 
 
-class RunsDialog(QDialog):
+class RunsDialog(WrappedColumnsDialog):
     """workspace: where "Use its parameters" writes the selected run's parameters back into cdl.yaml (None: the
     button is not offered)."""
 
@@ -66,16 +66,7 @@ class RunsDialog(QDialog):
         lay.addWidget(buttons)
         fit_to_screen(self, 900, 420)
 
-    def showEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
-        super().showEvent(event)
-        self._fit_columns()
-
-    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
-        super().resizeEvent(event)
-        if self.isVisible():
-            self._fit_columns()
-
-    def _fit_columns(self) -> None:
+    def fit_columns(self) -> None:
         """The result column gives up room where the dialog is narrow (on a 1024-pixel screen the columns were 12
         pixels wider than the table, behind a scroll bar), leaving the reason 200 (its heading); then the wrapped rows' heights."""
         fixed = sum(self.table.columnWidth(c) for c in range(4))

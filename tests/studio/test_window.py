@@ -748,18 +748,24 @@ def test_an_experiment_double_clicked_in_the_models_panel_opens_in_the_tuning_da
     assert tuning.experiment.currentData() == older.id
 
 
+def _loaded_window(qtbot, root, width: int, height: int):  # noqa: ANN001, ANN202
+    """The studio's window on a workspace, at width x height, shown and loaded."""
+    from studio.app.window import MainWindow
+
+    w = MainWindow(root)
+    qtbot.addWidget(w)
+    w.resize(width, height)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    return w
+
+
 def test_the_window_fits_a_laptop_screen(qtbot, packaged):
     """Rows of five to seven buttons made the window at least 1552 pixels wide, and the review panel's matrices 813
     pixels tall: more than a 1366 x 768 laptop shows, so that its right edge and bottom were off the screen. The rows
     wrap onto a second line where the room runs out, and a panel taller than the window scrolls."""
-    from studio.app.window import MainWindow
-
-    w = MainWindow(packaged.root)
-    qtbot.addWidget(w)
-    w.resize(1366, 768)
-    w.show()
-    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
-        pass
+    w = _loaded_window(qtbot, packaged.root, 1366, 768)
     for size in ((1366, 768), (1024, 768)):  # a laptop's, and an old screen's (the monitoring row was 604 wide)
         w.resize(*size)
         for pid, panel in w.panels.items():
@@ -780,15 +786,9 @@ def test_plots_stack_where_side_by_side_would_cut_their_titles(qtbot, packaged):
     each: their titles were cut mid-word ("Scoring volume (records per minute") and the drift tests' legend at its
     edge. They stand one under another where a column would be narrower than a title needs, and two to a row where
     there is room. The data panel's text samples, three of at least 220 pixels, made it scroll sideways."""
-    from studio.app.window import MainWindow
     from studio.widgets.flow import PlotGrid
 
-    w = MainWindow(packaged.root)
-    qtbot.addWidget(w)
-    w.resize(1100, 720)
-    w.show()
-    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
-        pass
+    w = _loaded_window(qtbot, packaged.root, 1100, 720)
     panels = ("tuning", "monitoring", "models", "data")
     for pid in panels:
         panel = w.panels[pid]
@@ -822,14 +822,7 @@ def test_panels_do_not_scroll_on_a_laptop_where_their_parts_can_shrink(qtbot, pa
     """At 1366 x 768 the models panel scrolled: its table of one or two versions took 270 pixels and the training
     curves were below the fold. The tables are as tall as their rows, and the curves in view. The data and monitoring
     panels scrolled too, though their tables could shrink."""
-    from studio.app.window import MainWindow
-
-    w = MainWindow(packaged.root)
-    qtbot.addWidget(w)
-    w.resize(1366, 768)
-    w.show()
-    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
-        pass
+    w = _loaded_window(qtbot, packaged.root, 1366, 768)
     panel = w.panels["models"]
     w.show_panel("models")
     qtbot.waitUntil(lambda: panel.loaded and bool(panel.curve_plots), timeout=30000)
