@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QTableWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDialogButtonBox, QLabel, QTableWidgetItem, QVBoxLayout, QWidget
 
 from studio.services.cli import cdl_json
-from studio.widgets.common import Table, fit_to_screen
+from studio.widgets.common import Table, WrappedColumnsDialog, fit_to_screen
 
 DIFFERS = "#b45309"
 SECTION = "#e5e7eb"
@@ -78,7 +78,7 @@ def summary_text(doc: dict[str, Any]) -> str:
     return text
 
 
-class CompareDialog(QDialog):
+class CompareDialog(WrappedColumnsDialog):
     def __init__(self, doc: dict[str, Any], parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle(f"Compare {doc['a']} and {doc['b']}")
@@ -107,8 +107,11 @@ class CompareDialog(QDialog):
             self.table.setSpan(i, 0, 1, 4)  # a heading reads across the table
         self.table.resizeColumnsToContents()
         self.table.setColumnWidth(0, min(self.table.columnWidth(0), 220))
-        for c in (1, 2):
-            self.table.setColumnWidth(c, min(max(self.table.columnWidth(c), 160), 300))
+        # each version's column as wide as its values (160 to 300), less where the dialog is narrow (fit_columns)
+        self._widths = {c: min(max(self.table.columnWidth(c), 160), 300) for c in (1, 2)}
+        for c, width in self._widths.items():
+            self.table.setColumnWidth(c, width)
+        self.table.setWordWrap(True)
         self.table.clearSelection()
         self.table.setCurrentCell(-1, -1)
         lay.addWidget(self.table, 1)
@@ -116,3 +119,13 @@ class CompareDialog(QDialog):
         buttons.rejected.connect(self.reject)
         lay.addWidget(buttons)
         fit_to_screen(self, 940, 700)
+
+    def fit_columns(self) -> None:
+        """The two versions' columns give up room where the dialog is narrow, leaving the change 90 pixels (at 160
+        to 300 each they went behind a scroll bar in a dialog 760 wide); their values wrap."""
+        room = self.table.viewport().width() - self.table.columnWidth(0) - 90
+        for c, width in self._widths.items():
+            self.table.setColumnWidth(c, max(100, min(width, room // 2)))
+        used = sum(self.table.columnWidth(c) for c in range(3))
+        self.table.setColumnWidth(3, max(90, self.table.viewport().width() - used))  # the change: what is left
+        self.table.resizeRowsToContents()

@@ -637,6 +637,11 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     qtbot.waitUntil(lambda: m.compare_dialog is not None and m.compare_dialog.isVisible(), timeout=60000)
     dlg = m.compare_dialog
     assert dlg.windowTitle() == "Compare ws:1 and ws:2" and "the same data and test split" in dlg.summary.text()
+    # its columns share the width the dialog has (760 on the offscreen screen), wrapped: none behind a scroll bar
+    qtbot.wait(50)
+    assert dlg.width() <= dlg.screen().availableGeometry().width() - 40
+    assert dlg.table.horizontalHeader().length() <= dlg.table.viewport().width() + 1, (
+        dlg.table.horizontalHeader().length(), dlg.table.viewport().width())
     cells = {dlg.table.item(i, 0).text(): (dlg.table.item(i, 1).text(), dlg.table.item(i, 2).text())
              for i in range(dlg.table.rowCount())}
     assert cells["seed"][1] == "3" and cells["dataset version"] == ("v1", "v1")
