@@ -7,10 +7,12 @@ class probabilities as output `probabilities`. Sessions report the providers tha
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,19 @@ def _tmp(suffix: str = ".onnx") -> Path:
     fd, path = tempfile.mkstemp(suffix=suffix, prefix="cdl-")
     os.close(fd)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(*paths: Path) -> Iterator[None]:
+    """An export or a quantization that fails leaves no file behind in the system's temp folder (each failed one
+    left its model there, 200 KiB to megabytes, for good): the caller takes the file only where it succeeded."""
+    try:
+        yield
+    except BaseException:
+        for p in paths:
+            p.unlink(missing_ok=True)
+            Path(str(p) + ".data").unlink(missing_ok=True)
+        raise
 
 
 # -- export -------------------------------------------------------------------------------------------------
@@ -40,24 +55,25 @@ def export_torch(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN00
     out = _tmp()
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)  # "torchvision is not installed" is not our concern
-    try:
+    with _removed_on_failure(out):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import io
+
+                with contextlib.redirect_stdout(io.StringIO()):
+                    torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                                      external_data=False, opset_version=18)
+            _check_single_file(out)
+            return out, "torch.onnx (dynamo)"
+        except Exception as exc:  # noqa: BLE001 - fall back, and say so
+            first = f"{type(exc).__name__}: {exc}"[:300]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
-                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
-                                  external_data=False, opset_version=18)
-        _check_single_file(out)
-        return out, "torch.onnx (dynamo)"
-    except Exception as exc:  # noqa: BLE001 - fall back, and say so
-        first = f"{type(exc).__name__}: {exc}"[:300]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False, opset_version=17)
+            torch.onnx.export(wrapped, (x,), str(out), input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, dynamo=False,
+                              opset_version=17)
     return out, f"torch.onnx (TorchScript; dynamo failed: {first})"
 
 
@@ -85,8 +101,9 @@ def export_keras(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN00
     wrapped = tf_keras.Model(x, y)
     spec = (tf.TensorSpec((None, *example.shape[1:]), tf.float32, name=INPUT),)
     out = _tmp()
-    model_proto, _ = tf2onnx.convert.from_keras(wrapped, input_signature=spec, opset=17, output_path=str(out))
-    _rename_output(out)
+    with _removed_on_failure(out):
+        tf2onnx.convert.from_keras(wrapped, input_signature=spec, opset=17, output_path=str(out))
+        _rename_output(out)
     return out, f"tf2onnx {tf2onnx.__version__}"
 
 
@@ -187,10 +204,11 @@ def _preprocessed(src: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = _tmp()
-    try:
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
-    except Exception:  # noqa: BLE001 - symbolic shape inference is optional
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
+    with _removed_on_failure(out):
+        try:
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        except Exception:  # noqa: BLE001 - symbolic shape inference is optional
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
     return out
 
 
@@ -199,8 +217,11 @@ def quantize_dynamic_int8(src: Path) -> Path:
 
     pre = _preprocessed(src)
     out = _tmp()
-    quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False)
-    pre.unlink(missing_ok=True)
+    try:
+        with _removed_on_failure(out):
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False)
+    finally:
+        pre.unlink(missing_ok=True)
     return out
 
 
@@ -272,7 +293,8 @@ def pack_fake_quant_weights(src: Path, min_size: int = 1024) -> tuple[Path, int]
     model.graph.node.extend(nodes)
     onnx.checker.check_model(model)
     out = _tmp()
-    onnx.save(model, str(out))
+    with _removed_on_failure(out):
+        onnx.save(model, str(out))
     return out, len(dequantize)
 
 
@@ -313,12 +335,13 @@ def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool =
     level = root.level
     root.setLevel(logging.ERROR)  # per-channel quantization warns about 1-D weights (layer norm): harmless
     try:
-        quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                        nodes_to_exclude=_softmax_nodes(pre))
+        with _removed_on_failure(out):
+            quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                            nodes_to_exclude=_softmax_nodes(pre))
     finally:
         root.setLevel(level)
-    pre.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
     return out
 
 

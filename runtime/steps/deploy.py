@@ -171,15 +171,18 @@ class ExportStep(Step):
         model = native_model(ctx.workspace, mv)
         ctx.progress(0.3, "exporting to ONNX")
         path, exporter = export_native(mv, model, sample)
-        sess = onnx_tools.session(path)
-        ort_probs = onnx_tools.predict(sess, sample)
-        ref_probs = native_predict(mv, model, raw)
+        try:  # a parity check that fails to run leaves no exported file in the system's temp folder
+            sess = onnx_tools.session(path)
+            ort_probs = onnx_tools.predict(sess, sample)
+            ref_probs = native_predict(mv, model, raw)
+            size = path.stat().st_size
+            digest = ctx.workspace.artifacts.put_file(path, move=True)
+        finally:
+            path.unlink(missing_ok=True)
         diff = float(np.abs(ort_probs - ref_probs).max())
         agree = float((ort_probs.argmax(1) == ref_probs.argmax(1)).mean())
         ctx.log(f"exported with {exporter}; parity on {n} test samples: max |difference| {diff:.2e}, "
                 f"same class {agree:.1%}; onnxruntime ran on {sess.get_providers()}")
-        size = path.stat().st_size
-        digest = ctx.workspace.artifacts.put_file(path, move=True)
         if diff > ctx.params["tolerance"]:
             ctx.store.put_variant(mv.name, mv.version, "fp32", method="export", status="failed", artifact=digest,
                                   size_bytes=size, message=f"parity check failed: max difference {diff:.3g}")
@@ -334,8 +337,11 @@ class CompressStep(Step):
                 failed.append(name)
                 results.append({"variant": name, "status": "failed", "message": msg[:500]})
                 continue
-            size = out.path.stat().st_size
-            digest = ctx.workspace.artifacts.put_file(out.path, move=True)
+            try:
+                size = out.path.stat().st_size
+                digest = ctx.workspace.artifacts.put_file(out.path, move=True)
+            finally:
+                out.path.unlink(missing_ok=True)
             ctx.store.put_variant(mv.name, mv.version, name, method=method, status="ok", artifact=digest,
                                   size_bytes=size, params={**opts, **out.params}, metrics=out.metrics,
                                   message=out.message)
