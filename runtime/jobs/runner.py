@@ -136,6 +136,15 @@ class Runner:
             since = ""
             if run.status == "failed":
                 ok = self._done_despite(cfg, step, run, done)
+                cancelled = run_ending(run.status, run.error, run.summary) == StepStatus.CANCELLED.value
+                if ok is None and cancelled:
+                    # a run a person stopped, of a step whose finished run still matches its inputs (`cdl run
+                    # model.tune` again, then Ctrl-C): that run stands, and the next run skips the step ("up to
+                    # date"); it showed "cancelled: the next run runs it again", which the next run did not
+                    ok = self._done_before(cfg, step, done)
+                    if ok is not None:
+                        since = "a later run was cancelled; this one's result stands"
+                        run = ok
                 if ok is None:
                     # the error's first line: the rest is its traceback (`cdl runs STEP`, the Runs dialog show it)
                     # a run a person stopped, or one that waits for a review, is no failure (both showed red, "failed")
@@ -146,10 +155,12 @@ class Runner:
                         reason = "; ".join(x for x in (reason, get_step(step).waiting_note(self.ws, run)) if x)
                     out[step] = StepState(step, spec, ending, reason, run, run.summary)
                     continue
-                # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
-                # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
-                since = f"a later run with other inputs than cdl.yaml gives failed: {first_line(run.error or 'failed')}"
-                run = ok
+                if run is not ok:
+                    # it failed with inputs cdl.yaml does not give (a refused `cdl data import`, a `--set` run): the
+                    # run that did what cdl.yaml asks stands, as `cdl run` (which skips the step) sees it
+                    since = (f"a later run with other inputs than cdl.yaml gives failed: "
+                             f"{first_line(run.error or 'failed')}")
+                    run = ok
             reason = ""
             try:
                 fp = self.input_fp(cfg, step, cfg.params(step), done)
@@ -207,6 +218,17 @@ class Runner:
         if _same_inputs(failed, fp, cfg.params(step), step) or not _same_inputs(ok, fp, cfg.params(step), step):
             return None
         return ok
+
+    def _done_before(self, cfg: PipelineConfig, step: str, done: Mapping[str, Any]):  # noqa: ANN202
+        """The step's last done run where it still matches the inputs cdl.yaml gives; else None."""
+        ok = done.get(step)
+        if ok is None or ok.status != "done":
+            return None
+        try:
+            fp = self.input_fp(cfg, step, cfg.params(step), done)
+        except CdlError:
+            return None
+        return ok if _same_inputs(ok, fp, cfg.params(step), step) else None
 
     # -- planning -----------------------------------------------------------------------------------------
 

@@ -461,6 +461,18 @@ def test_a_cancelled_tuning_run_prints_no_optuna_traceback(small_bbc, capfd):
     from runtime.jobs.runner import step_history
 
     assert step_history(ws, "model.tune")["runs"][0]["status"] == "cancelled"  # `cdl runs`, the Runs dialog
+    # a finished run, then the step run again and cancelled: the finished run stands, as the next `cdl run` sees it
+    # (it skips the step); the status said "cancelled: the next run runs it again", which that run did not do
+    assert Runner(ws).run(steps=["model.tune"]).ok
+    cancel.clear()
+    assert Runner(ws, bus=bus, cancel=cancel).run(steps=["model.tune"]).status == "cancelled"
+    states = {s.id: s for s in Runner(ws).statuses()}
+    assert (states["model.tune"].status, states["model.tune"].reason) == (
+        "done", "a later run was cancelled; this one's result stands"), states["model.tune"]
+    assert states["model.tune"].last_run.status == "done"
+    assert states["model.evaluate"].reason != "upstream model.tune was cancelled"
+    outcomes = {o.step: o.status for o in Runner(ws).run(until="model.tune").steps}
+    assert outcomes["model.tune"] == "skipped", outcomes
 
 
 def test_a_trial_is_never_pruned_after_its_last_epoch(small_bbc):
