@@ -292,6 +292,7 @@ async def route(servicer: Inference, method: str, path: str, headers: dict[str, 
             return 200, message_json(await servicer.ModelStatistics(
                 ipb.ModelStatisticsRequest(name=name, version=version), ctx))
         if rest == ["infer"]:
+            await servicer.may_infer(name, version, ctx)
             header, binary = body, b""
             if "inference-header-content-length" in headers:  # Triton's binary data extension
                 try:

@@ -312,6 +312,16 @@ class Inference:
             await context.abort(grpc.StatusCode.NOT_FOUND, self._not_loaded(name, version))
         return m
 
+    async def may_infer(self, name: str, version: str, context) -> None:  # noqa: ANN001
+        """What ModelInfer checks before it reads a request's tensors: the token (where inference needs one), then
+        the model. The REST port asks first, so that a request to a model that is not here says so, where a body it
+        also got wrong was named instead ("inputs must be a list of tensors" for /v2/models/nope/infer)."""
+        if self.agent.config.inference_auth == "token":
+            await self.agent.require_token(context)
+        if self._model(name, version) is None:
+            self.agent.counters.add(requests=1)  # a request, as ModelInfer counts one for a model not here
+            await context.abort(grpc.StatusCode.NOT_FOUND, self._not_loaded(name, version))
+
     def _not_loaded(self, name: str, version: str) -> str:
         active = f"{self.agent.model.name}:{self.agent.model.version}" if self.agent.model else "none"
         # it said "model nope version any is not loaded" for a request that named no version

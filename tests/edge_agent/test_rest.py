@@ -136,6 +136,9 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
         status, doc = rest.call("POST", "/v2/models/other/infer", {
             "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]})
         assert status == 404 and "model other is not loaded (active: ws:1)" in doc["error"]
+        # a model that is not here is said first, whatever else the request got wrong (it named the empty inputs)
+        status, doc = rest.call("POST", "/v2/models/other/infer", {"inputs": []})
+        assert (status, doc["error"]) == (404, "model other is not loaded (active: ws:1)")
         assert rest.call("GET", "/v2/models/ws/infer")[0] == 405
         assert rest.call("GET", "/v2/nothing")[0] == 404
         # a body sent after "Expect: 100-continue" (curl asks so for a body over 1 KiB, then waits a second for the
@@ -155,15 +158,15 @@ def test_rest_infer_gives_what_the_grpc_port_gives(packaged, tmp_path):
                 got += tls.recv(65536)
             assert got.startswith(b"HTTP/1.1 200 OK") and out["label"]["data"][0].encode() in got
         # journaled and counted as ModelInfer: the 28 predictions (12 by gRPC, 16 by REST) collected; the requests
-        # that reached the agent's inference counted as gRPC's are: one by gRPC, four answered by REST, three refused
-        # there (the FP32 text and the input of another name, errors; the other model, not found, which ModelInfer
-        # does not count an error)
+        # that reached the agent's inference counted as gRPC's are: one by gRPC, four answered by REST, four refused
+        # there (the FP32 text and the input of another name, errors; the other model twice, not found, which
+        # ModelInfer does not count an error)
         assert collect(ws)["dev1"] == {"inserted": 28, "last_seq": 28}
         from runtime.devices import DeviceClient
 
         with DeviceClient(ws, "dev1") as c:
             h = c.health()
-        assert (h["requests"], h["errors"]) == (8, 2), h
+        assert (h["requests"], h["errors"]) == (9, 2), h
         # Health says where the REST binding is (worker 0 serves it; the other worker answered half these calls)
         from runtime.devices import status_line
 
@@ -310,6 +313,9 @@ def test_rest_wants_the_token_and_tls(packaged, tmp_path):
         rest = _Rest(agent.rest_url, ca)
         req = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["shares fell on the market"]}]}
         status, doc = rest.call("POST", "/v2/models/ws/infer", req)
+        assert status == 401 and "missing or wrong device token" in doc["error"]
+        # the token before anything else: which models the device has is not said to a caller without it
+        status, doc = rest.call("POST", "/v2/models/other/infer", {"inputs": []})
         assert status == 401 and "missing or wrong device token" in doc["error"]
         assert rest.call("GET", "/v2/models/ws", headers={"Authorization": "Bearer wrong"})[0] == 401
         # health answers a probe that has no token, as Triton's does (it was 401)
