@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,6 +18,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from studio.widgets.common import fit_to_screen
 
 
 def _show(value: Any) -> str:
@@ -92,9 +93,7 @@ class ParamsDialog(QDialog):
         outer.addWidget(self.error)
         outer.addWidget(buttons)
         # no taller than the screen leaves room for (760 pixels put Save below a 768-pixel laptop's taskbar)
-        screen = (parent.screen() if parent is not None else None) or QGuiApplication.primaryScreen()
-        room = screen.availableGeometry().height() - 60 if screen is not None else 760
-        self.resize(640, max(240, min(760, room, form_host.sizeHint().height() + 120)))
+        fit_to_screen(self, 640, max(240, min(760, form_host.sizeHint().height() + 120)))
 
     def _editor(self, p: dict[str, Any]) -> QWidget:
         value = p["value"]
