@@ -5,7 +5,7 @@ one under another where two side by side would cut their titles and legends."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt
+from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt
 from PySide6.QtWidgets import QGridLayout, QLayout, QLayoutItem, QSizePolicy, QWidget
 
 
@@ -119,48 +119,64 @@ class ReflowGrid(QWidget):
 
     def add(self, *widgets: QWidget) -> None:
         self._cells.append(widgets)
-        self._place(len(self._cells) - 1)
-        self.reflow()
+        for w in widgets:
+            w.installEventFilter(self)  # shown or hidden: the columns and places are looked at again
+        self.reflow(force=True)
 
     def clear(self) -> None:
         """Take every cell out (their widgets are deleted)."""
         for cell in self._cells:
             for w in cell:
+                w.removeEventFilter(self)
                 self._grid.removeWidget(w)
                 w.deleteLater()
         self._cells = []
 
-    def _place(self, index: int) -> None:
-        row, col = divmod(index, self.columns)
-        for w in self._cells[index]:
-            self._grid.addWidget(w, row, col)
+    def shown_cells(self) -> int:
+        return sum(1 for cell in self._cells if any(not w.isHidden() for w in cell))
+
+    def _place_all(self) -> None:
+        """Each cell at its place among the cells shown: a hidden cell's widgets share the next one's place, where
+        they take no room (a hidden plot between two left a hole in the grid)."""
+        for cell in self._cells:
+            for w in cell:
+                self._grid.removeWidget(w)
+        for col in range(self._max):
+            self._grid.setColumnStretch(col, 1 if col < self.columns else 0)
+        index = 0
+        for cell in self._cells:
+            row, col = divmod(index, self.columns)
+            for w in cell:
+                self._grid.addWidget(w, row, col)
+            index += any(not w.isHidden() for w in cell)
 
     def need(self, w: QWidget) -> int:
         """The width a widget asks for its column."""
         return w.sizeHint().width()
 
     def column_width(self) -> int:
-        """The narrowest a column may be: `min_column_width`, or what its widest widget asks."""
-        return max([self._min_width] + [self.need(w) for cell in self._cells for w in cell])
+        """The narrowest a column may be: `min_column_width`, or what its widest widget shown asks (a hidden plot's
+        title kept the tuning dashboard's training plots one under another)."""
+        return max([self._min_width] + [self.need(w) for cell in self._cells for w in cell if not w.isHidden()])
 
     def columns_for(self, width: int) -> int:
         spacing = self._grid.horizontalSpacing()
         return max(1, min(self._max, (width + spacing) // (self.column_width() + spacing)))
 
-    def reflow(self) -> None:
-        """Lay the cells out again for the present width and widgets."""
+    def reflow(self, force: bool = False) -> None:
+        """Lay the cells out again for the present width and widgets (`force`: place them again even where the
+        number of columns stays)."""
         columns = self.columns_for(self.width())
-        if columns != self.columns:
+        if columns != self.columns or force:
             self.columns = columns
-            for cell in self._cells:
-                for w in cell:
-                    self._grid.removeWidget(w)
-            for col in range(self._max):
-                self._grid.setColumnStretch(col, 1 if col < columns else 0)
-            for index in range(len(self._cells)):
-                self._place(index)
+            self._place_all()
             self.reflowed()
             self.updateGeometry()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: ANN001, N802 - Qt's name
+        if event.type() in (QEvent.Type.ShowToParent, QEvent.Type.HideToParent):
+            self.reflow(force=True)
+        return False
 
     def reflowed(self) -> None:
         """Called after the cells moved."""
@@ -171,7 +187,8 @@ class ReflowGrid(QWidget):
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - one column's width: the grid of many would never narrow
         hint = super().minimumSizeHint()
-        single = max((w.minimumSizeHint().width() for cell in self._cells for w in cell), default=0)
+        single = max((w.minimumSizeHint().width() for cell in self._cells for w in cell if not w.isHidden()),
+                     default=0)
         return QSize(min(hint.width(), max(single, 1)), hint.height())
 
 
@@ -217,10 +234,10 @@ class PlotGrid(ReflowGrid):
     def _fit_height(self, w: QWidget) -> None:
         """One under another, the panel scrolls and each plot is at its minimum height: a taller one there (the drift
         tests' three lines of legend left the lines a band 60 pixels high in a plot of 180)."""
-        stacked = self.columns == 1 and len(self._cells) > 1
+        stacked = self.columns == 1 and self.shown_cells() > 1
         w.setMinimumHeight(max(self._min_heights[w], self.ROW_HEIGHT - 10) if stacked else self._min_heights[w])
 
     def sizeHint(self) -> QSize:  # noqa: N802 - a plot asks 480 pixels: four stacked made a panel 2000 tall
-        rows = -(-sum(1 for cell in self._cells if any(not w.isHidden() for w in cell)) // self.columns)
+        rows = -(-self.shown_cells() // self.columns)
         hint = super().sizeHint()
         return QSize(hint.width(), max(self.minimumSizeHint().height(), rows * self.ROW_HEIGHT))

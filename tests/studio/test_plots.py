@@ -559,3 +559,38 @@ def test_the_tuning_plots_stand_two_to_a_row_in_a_laptops_panel(qtbot, tmp_path)
         if plot.isVisible():
             title = plot.getPlotItem().titleLabel
             assert title.item.boundingRect().width() <= plot.width(), (title.text, plot.width())
+
+
+def test_a_hidden_cell_of_a_grid_takes_neither_a_place_nor_a_columns_width(qtbot):
+    """The tuning dashboard hides the tuning plots while it shows a training experiment: the hidden plots' titles still
+    set the columns' width (two plots that fitted side by side stood one under another), and a hidden cell between
+    two kept its place (a hole in the grid)."""
+    from PySide6.QtCore import QSize
+    from PySide6.QtWidgets import QLabel, QVBoxLayout
+
+    from studio.widgets.flow import ReflowGrid
+
+    class Cell(QLabel):
+        def __init__(self, text: str, width: int):
+            super().__init__(text)
+            self.asks = width
+
+        def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+            return QSize(self.asks, 40)
+
+    host = QWidget()
+    qtbot.addWidget(host)
+    grid = ReflowGrid(2)
+    QVBoxLayout(host).addWidget(grid)
+    a, wide, c = Cell("a", 100), Cell("wide", 500), Cell("c", 100)
+    for w in (a, wide, c):
+        grid.add(w)
+    wide.hide()
+    host.resize(320, 200)
+    host.show()
+    qtbot.waitUntil(lambda: grid.columns == 2 and c.geometry().top() == a.geometry().top() and c.x() > a.x(),
+                    timeout=3000)
+    wide.show()  # shown again: it needs a column of its own, and the cells stand one under another, in order
+    qtbot.waitUntil(lambda: grid.columns == 1 and a.y() < wide.y() < c.y(), timeout=3000)
+    wide.hide()
+    qtbot.waitUntil(lambda: grid.columns == 2 and c.geometry().top() == a.geometry().top(), timeout=3000)
