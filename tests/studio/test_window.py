@@ -834,8 +834,10 @@ def test_panels_do_not_scroll_on_a_laptop_where_their_parts_can_shrink(qtbot, pa
         bottom = plot.mapTo(panel.scroll.viewport(), plot.rect().bottomLeft()).y()
         assert plot.height() >= 200 and bottom <= panel.scroll.viewport().height(), (plot.height(), bottom)
     # the data panel's Sources tab asked the Analysis tab's height (1014 pixels) and scrolled, its summary under the
-    # fold; and a panel whose buttons wrap asked the sum of its parts' preferred heights (monitoring: 704)
-    for pid in ("data", "monitoring"):
+    # fold; and a panel whose buttons wrap asked the sum of its parts' preferred heights (monitoring: 704); the review
+    # panel's tabs asked the height their confusion matrix prefers, 60 pixels blank under a matrix of five classes,
+    # and the panel scrolled with its history cut
+    for pid in ("data", "monitoring", "review"):
         panel = w.panels[pid]
         w.show_panel(pid)
         qtbot.waitUntil(lambda p=panel: p.loaded and not getattr(p, "_loading", False), timeout=30000)
@@ -846,6 +848,12 @@ def test_panels_do_not_scroll_on_a_laptop_where_their_parts_can_shrink(qtbot, pa
             assert panel.tabs.currentIndex() == 0 and panel.summary.isVisible()
             assert panel.summary.mapTo(panel.scroll.viewport(), panel.summary.rect().bottomLeft()).y() <= \
                 panel.scroll.viewport().height()
+        if pid == "review":
+            matrix = panel.cm_candidate
+            assert matrix.rowCount() == 5 and matrix.height() <= matrix.minimumHeight() + 40, (
+                matrix.height(), matrix.minimumHeight())
+            assert panel.history.height() >= panel.history.maximumHeight() - 2, (panel.history.height(),
+                                                                                 panel.history.maximumHeight())
 
 
 def test_the_first_window_size_fits_the_screen():

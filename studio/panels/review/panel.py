@@ -15,12 +15,11 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QTableWidgetItem,
-    QTabWidget,
     QWidget,
 )
 
 from studio.panels.base import Panel
-from studio.widgets.common import Table, confirm, local_time
+from studio.widgets.common import PageTabs, Table, confirm, local_time
 
 
 def per_class_rows(ev: dict[str, Any], champion: dict[str, Any] | None) -> list[tuple[Any, ...]]:
@@ -132,7 +131,7 @@ class ReviewPanel(Panel):
                                 "champion recall"])
         # the matrices and the per-class figures each in a tab of their own, whole: one above the other, the
         # per-class table showed two and a half of Fashion-MNIST's ten classes at 920 pixels
-        self.details = QTabWidget()
+        self.details = PageTabs()  # as tall as the tab shown needs (the matrices had 60 blank pixels below them)
         self.details.addTab(mw, "Confusion matrices")
         self.details.addTab(self.per_class, "Per class: precision, recall, f1")
         grid.addWidget(self.details, 1, 0)
