@@ -279,21 +279,35 @@ class ModelsPanel(Panel):
 
     def _share_height(self) -> None:
         """The two tables as tall as their rows (two to six shown), the lineage and curves the rest: with one model
-        version the table took 270 pixels at 1366 x 768, and the curves were below the fold."""
+        version the table took 270 pixels at 1366 x 768, and the curves were below the fold. Where that leaves the
+        curves less than 240 pixels, the tables give up rows, down to two each (six experiments made the panel
+        scroll at 1366 x 768, the curves' axes cut)."""
         if self._split_moved:
             return
 
-        def fitted(t: Table) -> int:
-            rows = max(2, min(t.rowCount(), 6))
-            return (t.horizontalHeader().height() + rows * t.verticalHeader().defaultSectionSize()
-                    + t.horizontalScrollBar().sizeHint().height() + 2 * t.frameWidth() + 4)
+        def fitted(t: Table, most: int = 6) -> int:
+            rows = max(2, min(t.rowCount(), most))
+            # the rows as tall as they are (a wrapped cell makes one taller than the default)
+            heights = [t.rowHeight(r) for r in range(min(rows, t.rowCount()))]
+            heights += [t.verticalHeader().defaultSectionSize()] * (rows - len(heights))
+            return (t.horizontalHeader().height() + sum(heights) + t.horizontalScrollBar().sizeHint().height()
+                    + 2 * t.frameWidth() + 4)
 
-        top = [fitted(self.models), fitted(self.experiments)]
-        # where the curves stand one under the other (a narrow panel, which scrolls), the tables keep their rows
-        self.split.setMinimumHeight(sum(top) + self.bottom.minimumSizeHint().height() + 2 * self.split.handleWidth())
+        tables = (self.models, self.experiments)
+        top = [fitted(t) for t in tables]
+        least = [fitted(t, 2) for t in tables]
+        bottom = self.bottom.minimumSizeHint().height()
+        # where the curves stand one under the other (a narrow panel, which scrolls), the tables keep two rows each
+        self.split.setMinimumHeight(sum(least) + bottom + 2 * self.split.handleWidth())
         total = sum(self.split.sizes())
-        if total > 0:
-            self.split.setSizes(top + [max(total - sum(top), 240)])
+        if total <= 0:
+            return
+        room = total - max(bottom, 240)
+        if sum(top) > room:  # each table its two rows, and what is left shared as each wants more
+            spare = max(0, room - sum(least))
+            more = [t - least_ for t, least_ in zip(top, least, strict=True)]
+            top = [least_ + spare * m // max(1, sum(more)) for least_, m in zip(least, more, strict=True)]
+        self.split.setSizes([*top, total - sum(top)])
 
 
 def _lineage_and_curves(store, ref: str) -> dict[str, Any]:  # noqa: ANN001
