@@ -594,3 +594,32 @@ def test_a_hidden_cell_of_a_grid_takes_neither_a_place_nor_a_columns_width(qtbot
     qtbot.waitUntil(lambda: grid.columns == 1 and a.y() < wide.y() < c.y(), timeout=3000)
     wide.hide()
     qtbot.waitUntil(lambda: grid.columns == 2 and c.geometry().top() == a.geometry().top(), timeout=3000)
+
+
+def test_the_parallel_coordinates_values_stay_inside_their_plot(qtbot, tmp_path):
+    """Each axis' lowest and highest value tried, written under 0 and over 1: a fixed tenth of the range above and
+    below left them cut in half under the title in a plot 130 pixels tall (1366 x 768). The room is in pixels."""
+    from pyqtgraph import TextItem
+
+    from studio.panels.base import StudioContext
+    from studio.panels.tuning.panel import TuningPanel
+
+    p = TuningPanel(StudioContext(tmp_path, None, None))
+    qtbot.addWidget(p)
+    p.resize(840, 560)
+    p.show()
+    p.show_data(_tuning_data(12))
+    parallel = lambda: p.plots.get("parallel")  # noqa: E731
+    qtbot.waitUntil(lambda: parallel() is not None and "&#9632;" in parallel().getPlotItem().titleLabel.text,
+                    timeout=5000)
+    for height in (560, 900):
+        p.resize(840, height)
+        qtbot.wait(100)
+        box = parallel().getViewBox()
+        inside = box.sceneBoundingRect()
+        labels = [i for i in box.addedItems if isinstance(i, TextItem)]
+        assert len(labels) == 2 * len(p.parallel_axes) > 0
+        for label in labels:
+            rect = label.sceneBoundingRect()
+            assert inside.top() - 1 <= rect.top() and rect.bottom() <= inside.bottom() + 1, (
+                height, box.height(), label.toPlainText(), rect, inside)

@@ -383,6 +383,7 @@ class TuningPanel(Panel):
         # patience...), whose axes crowded the plot until their names ran together and said nothing
         numeric = [k for k in numeric if len({t["params"].get(k) for t in done}) > 1]
         self.parallel_axes = numeric
+        self._parallel_drawn = False  # a note (too few trials) keeps its own view
         p.setTitle("Parallel coordinates")
         if len(done) < 2:
             plot_note(p, "one trial with a score: this compares two or more (its parameters are in the table)"
@@ -410,12 +411,30 @@ class TuningPanel(Panel):
                     p.addItem(label)
             p.getAxis("bottom").setTicks([[(i, n) for i, n in enumerate(numeric)]])
             p.setXRange(-0.3, len(numeric) - 0.7)
-            p.setYRange(-0.12, 1.12, padding=0)
+            self._parallel_drawn = True
+            self._parallel_headroom()
+            if not getattr(self, "_parallel_resizes", False):  # the room is in pixels: looked at again on each resize
+                p.getViewBox().sigResized.connect(self._parallel_headroom)
+                self._parallel_resizes = True
             low, high = cmap.map(0.0, mode="qcolor").name(), cmap.map(1.0, mode="qcolor").name()
             # the colour key on a line of its own: in one line the title asked 400 pixels, and the plots stood one
             # under another in a panel 840 wide
             p.setTitle(f"Parallel coordinates<br><span style='font-size:9pt'>val_accuracy <span style='color:{low}'>"
                        f"&#9632; {smin:.3g}</span> to <span style='color:{high}'>&#9632; {smax:.3g}</span></span>")
+
+    def _parallel_headroom(self, *_: Any) -> None:  # noqa: ANN401 - the view box, from its signal
+        """Room above 1 and below 0 for the axes' highest and lowest values, a line of text each: a fixed tenth of the
+        range cut them in half under the title where the plot was 130 pixels tall."""
+        if not getattr(self, "_parallel_drawn", False):
+            return
+        import pyqtgraph as pg
+
+        p = self.plots["parallel"]
+        # pixels: the labels' height, and the tenth of it that their anchors set them off 0 and 1 by
+        text = max((i.boundingRect().height() * 1.1 for i in p.getViewBox().addedItems if isinstance(i, pg.TextItem)),
+                   default=24.0) + 1
+        pad = min(0.6, text / max(40.0, p.getViewBox().height() - 2 * text))
+        p.setYRange(-pad, 1 + pad, padding=0)
 
     def _draw_importance(self) -> None:
         import pyqtgraph as pg
