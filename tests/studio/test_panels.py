@@ -888,7 +888,16 @@ def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
     right = t.columnViewportPosition(12) + t.columnWidth(12)
     assert right <= t.viewport().width(), (right, t.viewport().width())
     long = max(range(t.rowCount()), key=lambda r: len(t.item(r, 12).text()))
-    assert t.rowHeight(long) > t.rowHeight(0) or len(t.item(long, 12).text()) < 30
+    # wrapped where it is wider than its column
+    assert t.rowHeight(long) > t.rowHeight(0) or \
+        t.fontMetrics().horizontalAdvance(t.item(long, 12).text()) < t.columnWidth(12)
+    # beside the flowchart at 1366 x 768 (a panel 854 wide): every column in view and the notes at least 200 wide;
+    # the headers in one line left the notes 120 pixels, the table scrolling sideways, each row four lines tall
+    p.resize(854, 600)
+    qtbot.wait(50)
+    right = t.columnViewportPosition(12) + t.columnWidth(12)
+    assert right <= t.viewport().width() and t.columnWidth(12) >= 200, (right, t.viewport().width(),
+                                                                        t.columnWidth(12))
     # a slower variant says at which batch size and by how much ("slower" alone, beside a faster batch-1 median,
     # looked a wrong mark)
     store = studio_ctx.workspace.store
