@@ -40,7 +40,7 @@ from runtime.workspace.workspace import Workspace
 MANIFEST = "cdl-backup.json"
 FORMAT = 1
 SKIP_NAMES = {"run.lock", "registry.db.migrate.lock", "registry.db-wal", "registry.db-shm", "registry.db",
-              "scoring.duckdb", "scoring.duckdb.wal"}
+              "scoring.duckdb", "scoring.duckdb.wal", "file-hashes.db", "file-hashes.db-journal"}
 
 
 def _skipped(rel: str, with_data: bool) -> bool:

@@ -115,6 +115,11 @@ def _label_states(ctx: StepContext) -> dict[str, Any]:
     return states
 
 
+def file_hashes(ws: Any) -> Path:  # noqa: ANN401 - a Workspace
+    """Where the sources' files' hashes are kept by size, mtime and inode (content_hash): in .cdl/, not backed up."""
+    return ws.root / ".cdl" / "file-hashes.db"
+
+
 def _options_hash(src: dict[str, Any]) -> str:
     return hashlib.sha256(json_dumps(src).encode()).hexdigest()[:12]
 
@@ -188,7 +193,7 @@ class ImportStep(Step):
         parts = []
         for src, path in self._sources(ctx):
             if path.exists():
-                h = content_hash(path)
+                h = content_hash(path, file_hashes(ctx.workspace))
             else:  # not reachable here (a CI machine, a drive not mounted): as it was when it was imported
                 prev = known.get(src["path"])
                 h = prev.content_hash.split(":")[0] if prev is not None and prev.content_hash else "missing"
@@ -225,8 +230,8 @@ class ImportStep(Step):
             if path.exists():  # checked before "unchanged": an option recorded with the source is checked too
                 check_kind_options(path, src.get("kind") or detect_kind(path), src)
             # relabel is part of what a source's items were imported with: a change reads every source again
-            digest = f"{content_hash(path)}:{_options_hash({**src, 'relabel': relabel} if relabel else src)}" \
-                if path.exists() else None
+            options = _options_hash({**src, "relabel": relabel} if relabel else src)
+            digest = f"{content_hash(path, file_hashes(ctx.workspace))}:{options}" if path.exists() else None
             prev = known.get(src["path"])
             if digest is None and prev is not None:  # its items were imported: they stay, and the log says why
                 report.append({"source": src["path"], "status": "unreachable", "items": prev.items})

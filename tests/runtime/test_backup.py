@@ -27,6 +27,9 @@ def _git_head(root) -> str:  # noqa: ANN001
 def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_bbc, tmp_path):
     ws = small_bbc
     assert Runner(ws).run(until="model.evaluate", overrides={"model.tune": {"n_trials": 1}}).ok
+    from runtime.steps.data import file_hashes
+
+    assert file_hashes(ws).exists()  # data.import's cache of its sources' hashes: a cache, not backed up
     from runtime.devices import scoring_store
 
     scoring_store(ws)  # the scoring database exists (empty)
@@ -66,6 +69,7 @@ def test_backup_and_restore_a_workspace_then_its_data_from_the_dvc_remote(small_
     assert ".cdl/registry.db" in names and ".cdl/scoring.duckdb" in names and "cdl.yaml" in names
     assert f".cdl/artifacts/{mv.artifacts['checkpoint'][:2]}/{mv.artifacts['checkpoint']}" in names
     assert not any(n.startswith((".dvc/cache/", "data/dataset/", ".cdl/artifacts/transforms/")) for n in names)
+    assert not any(n.startswith(".cdl/file-hashes.db") for n in names)
 
     # the disk is gone: restore elsewhere
     dest = tmp_path / "restored"
