@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,10 @@ def pipeline_graph(ws: Workspace) -> dict[str, Any]:
 
 
 def add_source(ws: Workspace, source: Path, options: dict[str, Any] | None = None,
-               subscriber: Callable[[Event], None] | None = None) -> JobResult:
+               subscriber: Callable[[Event], None] | None = None, cancel: threading.Event | None = None) -> JobResult:
     """Add a source to cdl.yaml and run data.import. cdl.yaml is saved only if the import succeeded, so a
-    bad source leaves neither items nor configuration behind."""
+    bad source leaves neither items nor configuration behind; nor does one whose import was cancelled (`cancel`
+    set: the studio's Cancel while its files are read)."""
     from runtime.steps.data import normalize_source
     from runtime.steps.sources import detect_kind
 
@@ -65,10 +67,12 @@ def add_source(ws: Workspace, source: Path, options: dict[str, Any] | None = Non
     bus = EventBus()
     if subscriber:
         bus.subscribe(subscriber)
-    result = Runner(ws, bus).run(steps=["data.import"], config=cfg)
+    result = Runner(ws, bus, cancel=cancel).run(steps=["data.import"], config=cfg)
     if result.ok:
         cfg.save(ws.root / "cdl.yaml")
         ws.git.commit(f"data: add source {path_str}", "cdl.yaml")
+    elif result.status == "cancelled":
+        raise DataImportError(f"{source.name}: import cancelled; nothing was imported")
     else:
         err = result.steps[-1].error if result.steps else "import failed"
         raise DataImportError(err or "import failed")

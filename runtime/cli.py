@@ -541,7 +541,16 @@ def data_import(obj: dict[str, Any], source: Path, kind: str | None, class_names
     from runtime.progress import ProgressPrinter
 
     ws = _ws(obj)
-    result = add_source(ws, source, options, subscriber=ProgressPrinter())
+    cancel = threading.Event()
+    # Ctrl-C stops the reading of a source's files at once, nothing imported (it aborted with a traceback)
+    with _cancel_on_signals(cancel) as stopped_by:
+        try:
+            result = add_source(ws, source, options, subscriber=ProgressPrinter(), cancel=cancel)
+        except CdlError as exc:
+            if not stopped_by:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(128 + stopped_by[0])
     if as_json:
         from runtime.reporting import job_json
 

@@ -320,6 +320,8 @@ class Runner:
         try:
             params = cfg.params(step, override)
             fp = self.input_fp(cfg, step, params, done)
+        except Cancelled:  # while its inputs were hashed (a new folder of 100 000 photos is read whole for it)
+            return StepOutcome(step, "cancelled", error="cancelled before it started")
         except CdlError as exc:
             self._emit(Event(EventKind.FAILED, step=step, job=self.job, message=str(exc)))
             return StepOutcome(step, "failed", error=str(exc), message=str(exc))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -86,7 +87,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def content_hash(path: Path, cache: Path | None = None) -> str:
+def content_hash(path: Path, cache: Path | None = None, progress: Callable[[float, str], None] | None = None) -> str:
     """sha256 of a file, or of every file (path and bytes) under a folder. With `cache` (a SQLite file), a file whose
     size, modification time and inode are as they were is not read again (as DVC's state database does): every
     status of a workspace read a folder of 20 000 images whole, a second each time, and a 2 GB zip likewise."""
@@ -95,8 +96,10 @@ def content_hash(path: Path, cache: Path | None = None) -> str:
         if path.is_file():
             return known.sha256(str(path.absolute()))
         files = sorted(_files(str(path.absolute())))  # in the order sorted Paths had (a/b before a-c)
+        checked = _FilesRead(path.name, len(files), progress, verb="checking")
         h = hashlib.sha256()
         for parts, entry in files:
+            checked.tick()
             h.update("/".join(parts).encode())
             h.update(known.sha256(entry.path, entry.stat()).encode())
         return h.hexdigest()
@@ -250,7 +253,10 @@ def check_kind_options(path: Path, kind: str, opts: dict[str, Any]) -> None:
 
 
 def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | None = None,
-                labeling: dict[str, Any] | None = None) -> SourceBatch:
+                labeling: dict[str, Any] | None = None,
+                progress: Callable[[float, str], None] | None = None) -> SourceBatch:
+    """`progress(fraction, message)`, where given, is called as a folder's or a zip's files are read (it may raise
+    to stop the reading: data.import's cancel)."""
     path = Path(path)
     opts = dict(options or {})
     kind = kind or detect_kind(path)
@@ -269,7 +275,10 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
         raise DataImportError(f"{path}: does not exist")
     if path.is_file() and path.stat().st_size == 0:
         raise DataImportError(f"{path}: the file is empty")
-    batch = readers[kind](path, kind, opts, labeling or {})
+    if readers[kind] is _read_class_folders:  # a folder of files or a zip of them: the long reads
+        batch = _read_class_folders(path, kind, opts, labeling or {}, progress)
+    else:
+        batch = readers[kind](path, kind, opts, labeling or {})
     if not batch.items:
         raise DataImportError(f"{path}: no items found")
     return batch
@@ -278,14 +287,43 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
 # -- class folders (zip or directory) -----------------------------------------------------------------------
 
 
-def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+PROGRESS_FILES = 200  # a source's files read between two looks at the clock
+PROGRESS_SECONDS = 0.5  # and the least time between two progress events (each is the cancel's checkpoint too)
+
+
+class _FilesRead:
+    """Says how far the reading of a source's files is, every PROGRESS_FILES files and at most every
+    PROGRESS_SECONDS."""
+
+    def __init__(self, name: str, total: int, progress: Callable[[float, str], None] | None, verb: str = "reading"):
+        self.name, self.total, self.progress, self.verb = name, max(1, total), progress, verb
+        self.done, self.said = 0, time.monotonic()
+
+    def tick(self) -> None:
+        self.done += 1
+        if (self.progress is not None and self.done % PROGRESS_FILES == 0
+                and time.monotonic() - self.said >= PROGRESS_SECONDS):
+            self.said = time.monotonic()
+            self.progress(min(1.0, self.done / self.total),
+                          f"{self.verb} {self.name}: {self.done} of {self.total} files")
+
+
+def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any],
+                        progress: Callable[[float, str], None] | None = None) -> SourceBatch:
     item_kind = "image" if kind == "image-folder" else "text"
     entries: list[tuple[str, Callable[[], bytes]]] = []
     notes: list[str] = []
     if path.is_dir():
-        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        reading = _FilesRead(path.name, len(files), progress)
+
+        def counted(p: Path, tick: Callable[[], None] = reading.tick) -> bytes:
+            tick()
+            return p.read_bytes()
+
+        for p in files:
             rel = p.relative_to(path).as_posix()
-            entries.append((rel, lambda p=p: p.read_bytes()))
+            entries.append((rel, functools.partial(counted, p)))
         digest = ""  # from the items read, below: content_hash(path) read every file once more
     else:
         digest = _sha256_file(path)
@@ -294,9 +332,10 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
         except (zipfile.BadZipFile, OSError) as exc:
             raise DataImportError(f"{path}: not a valid zip archive ({exc})") from None
         with zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
+            members = [info for info in zf.infolist() if not info.is_dir()]
+            reading = _FilesRead(path.name, len(members), progress)
+            for info in members:
+                reading.tick()
                 try:
                     data = zf.read(info)
                 except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib_error()) as exc:

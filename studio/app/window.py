@@ -155,13 +155,13 @@ class MainWindow(QMainWindow):
         self.scene.sig_node_selected.connect(self.select_step)
         self.scene.sig_run_step.connect(lambda s: self.run([s]))
         self.scene.sig_run_until.connect(lambda s: self.run(None, s))
-        self.scene.sig_cancel.connect(self.runtime.cancel)
+        self.scene.sig_cancel.connect(self.cancel)
         self.header.sig_run_step.connect(lambda s: self.run([s]))
         self.header.sig_run_until.connect(lambda s: self.run(None, s))
-        self.header.sig_cancel.connect(self.runtime.cancel)
+        self.header.sig_cancel.connect(self.cancel)
         self.header.sig_params.connect(self.edit_params)
         self.header.sig_runs.connect(self.show_runs)
-        self.job_bar.sig_cancel.connect(self.runtime.cancel)
+        self.job_bar.sig_cancel.connect(self.cancel)
         self.runtime.sig_ready.connect(self._on_runtime_ready)
         self.runtime.sig_failed.connect(self._on_runtime_failed)
         self.runtime.sig_status.connect(self._on_status)
@@ -422,6 +422,17 @@ class MainWindow(QMainWindow):
             return
         self.runtime.submit(steps, until, False, over)
 
+    def cancel(self) -> None:
+        """Cancel (the job bar's, the header's, the flowchart's): the runtime's job, or else what a panel runs in
+        the studio's own process (the data panel's import)."""
+        if self.runtime is not None and self.runtime.current_job:
+            self.runtime.cancel()
+            return
+        for panel in self.panels.values():
+            if panel.can_cancel_own():
+                panel.cancel_own()
+        self.job_bar.cancel.setEnabled(False)
+
     def _no_data_yet(self) -> bool:
         if self.ctx is None:
             return False
@@ -541,14 +552,24 @@ class MainWindow(QMainWindow):
         kind = ev.kind.value
         if kind == "started" and ev.step:
             self._own_running.add(ev.step)
+        if kind == "job-started":
+            self._own_plan = list(ev.data.get("steps") or [])
+        elif kind == "job-finished" and ev.data.get("status") == "cancelled" and not (
+                self.runtime and self.runtime.current_job):
+            # cancelled before its step started (while a new folder's files were hashed): no step event said so
+            self.job_bar.idle(f"{', '.join(getattr(self, '_own_plan', []) or ['the import'])} cancelled")
         self._on_event(ev)
         if not (self.runtime and self.runtime.current_job):
-            self.job_bar.cancel.setEnabled(False)  # the runtime's Cancel cannot stop it (an import is one transaction)
+            # Cancel stops what a panel runs here where it can (an import, while its files are read)
+            ending = kind in ("finished", "failed", "skipped")
+            self.job_bar.cancel.setEnabled(not ending and any(p.can_cancel_own() for p in self.panels.values()))
         if kind in ("finished", "failed", "skipped") and ev.step:
             self._own_running.discard(ev.step)
             if not (self.runtime and self.runtime.current_job):
-                self.job_bar.idle(f"{ev.step} {'failed' if kind == 'failed' else 'done'}"
-                                  + (f": {ev.message}" if ev.message else ""))
+                said = "cancelled" if kind == "failed" and ev.message == "cancelled" else \
+                    "failed" if kind == "failed" else "done"
+                self.job_bar.idle(f"{ev.step} {said}" + (f": {ev.message}" if ev.message and said != "cancelled"
+                                                          else ""))
 
     def _on_event(self, ev: Any) -> None:
         model = self.document.model

@@ -147,6 +147,13 @@ class Panel(QWidget):
     def on_event(self, event: Any) -> None:
         """A runtime event (any job): panels that show live data override this."""
 
+    def can_cancel_own(self) -> bool:
+        """Whether work this panel runs in the studio's process (not in the runtime) can be cancelled now."""
+        return False
+
+    def cancel_own(self) -> None:
+        """Cancel that work (the job bar's Cancel, where no runtime job runs)."""
+
     def add(self, widget: QWidget, stretch: int = 0) -> QWidget:
         self.layout_.addWidget(widget, stretch)
         return widget

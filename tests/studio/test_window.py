@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from PySide6.QtCore import Qt
@@ -878,3 +879,43 @@ def test_the_first_window_size_fits_the_screen():
     assert initial_size(1500, 920, 1366, 728) == (1366, 688, True)
     assert initial_size(1500, 920, 1500, 950) == (1500, 910, True)  # as wide, not as tall with its title bar
     assert parse([]).size is None and parse(["--size", "800x600"]).size == "800x600"
+
+
+def test_the_job_bars_cancel_stops_an_import_from_the_data_panel(qtbot, tmp_path, monkeypatch):
+    """An import runs in the studio's own process, where the runtime's Cancel cannot reach: the job bar's Cancel
+    was off all through it (a folder of 100 000 photos chosen by mistake ran to its end). It is on while the files
+    are read, and stops the import there, nothing imported."""
+    from runtime.api import init_workspace
+    from runtime.steps import sources
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    folder = tmp_path / "texts"
+    for i in range(300):
+        (folder / ("news" if i % 2 else "sport")).mkdir(parents=True, exist_ok=True)
+        (folder / ("news" if i % 2 else "sport") / f"{i}.txt").write_text(f"item {i}")
+    monkeypatch.setattr(sources, "PROGRESS_FILES", 10)
+    monkeypatch.setattr(sources, "PROGRESS_SECONDS", 0.0)
+    tick = sources._FilesRead.tick
+    monkeypatch.setattr(sources._FilesRead, "tick", lambda self: (time.sleep(0.01), tick(self)))  # a slow disk
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    data = w.panels["data"]
+    w.select_step("data.import")
+    data.path_edit.setText(str(folder))
+    assert not w.job_bar.cancel.isEnabled()
+    data.import_btn.click()
+    qtbot.waitUntil(lambda: w.job_bar.cancel.isEnabled(), timeout=30000)  # on from the start (its files hashed)
+    # the files being read, and the job bar saying how far
+    qtbot.waitUntil(lambda: "reading texts: " in w.job_bar.label.text(), timeout=60000)
+    assert re.fullmatch(r"data.import: reading texts: \d+ of 300 files", w.job_bar.label.text())
+    assert w.job_bar.cancel.isEnabled()
+    w.job_bar.cancel.click()
+    qtbot.waitUntil(lambda: "import cancelled; nothing was imported" in data.status_label.text(), timeout=30000)
+    assert data.import_btn.isEnabled() and not data.in_progress and not w.job_bar.cancel.isEnabled()
+    assert w.job_bar.label.text() == "data.import cancelled", (w.job_bar.label.text(), w.job_bar.log.toPlainText())
+    qtbot.waitUntil(lambda: w.document.model.nodes["data.import"].status == "cancelled", timeout=30000)
+    assert ws.store.item_count() == 0 and "texts" not in (ws.root / "cdl.yaml").read_text()

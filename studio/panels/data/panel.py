@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class DataPanel(Panel):
     steps = ("data.import", "data.split", "data.ingest", "data.clean", "data.validate")
 
     def build(self) -> None:
+        self._import_cancel: threading.Event | None = None  # the import under way's cancel
         self.tabs = PageTabs()  # as tall as the tab shown asks (the Analysis tab made Sources scroll)
         self.add(self.tabs, 1)
         # sources
@@ -193,16 +195,26 @@ class DataPanel(Panel):
         self.import_btn.setEnabled(False)
         key = object()
         self.in_progress[key] = f"importing {Path(path).name}…"
+        # the job bar's Cancel stops it while its files are read, nothing imported (it could not be stopped: a
+        # folder of 100 000 photos chosen by mistake ran to its end)
+        cancel = self._import_cancel = threading.Event()
 
-        def done(result: Any) -> None:  # noqa: ANN401 - a JobResult
+        def ended() -> None:
             self.in_progress.pop(key, None)
             self.import_btn.setEnabled(True)
+            if self._import_cancel is cancel:
+                self._import_cancel = None
+
+        def done(result: Any) -> None:  # noqa: ANN401 - a JobResult
+            ended()
             self.say(*imported_text(result, Path(path)))
             self.sig_message.emit("imported")
 
         def failed(msg: str) -> None:
-            self.in_progress.pop(key, None)
-            self.import_btn.setEnabled(True)
+            ended()
+            if cancel.is_set():
+                self.say(msg, "warning")
+                return
             self.say(msg, "error")
             from runtime.steps.sources import NO_MEDIA_HINT, READS_AS_CP1252
 
@@ -227,8 +239,16 @@ class DataPanel(Panel):
         self.say(f"importing {Path(path).name}…")
         # its events go to the window as a run's do: the node runs with its progress, the job bar and log follow
         # (it sat at "never run" with the job bar idle, then "data.import done (run outside the studio)")
-        run_task(add_source, self.ctx.workspace, Path(path), options, self.sig_event.emit,
+        run_task(add_source, self.ctx.workspace, Path(path), options, self.sig_event.emit, cancel,
                  on_done=lambda r: (done(r), self.refresh()), on_error=failed)
+
+    def can_cancel_own(self) -> bool:
+        return self._import_cancel is not None and not self._import_cancel.is_set()
+
+    def cancel_own(self) -> None:
+        if self._import_cancel is not None:
+            self._import_cancel.set()
+            self.say("cancelling the import: it stops at its next file", "warning")
 
     def _remove_state(self) -> None:
         """Remove source… on only with a source selected, and none being removed; its tooltip says which it lacks

@@ -1,0 +1,112 @@
+"""A source's files are read with progress, and an import can be stopped while they are: the studio's Cancel and
+Ctrl-C leave nothing imported and cdl.yaml as it was (a folder of 100 000 photos chosen by mistake sat at "reading
+photos" with no way to stop it but killing the studio)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.api import add_source
+from runtime.domain.errors import DataImportError
+from runtime.domain.events import EventKind
+from runtime.steps import sources
+from runtime.workspace import Workspace
+
+
+def _texts(root: Path, n: int) -> Path:
+    """A folder of class folders of n tiny texts."""
+    for i in range(n):
+        d = root / ("news" if i % 2 else "sport")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i}.txt").write_text(f"item {i} of the folder")
+    return root
+
+
+def test_an_import_says_how_far_it_is_and_stops_when_cancelled(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "PROGRESS_FILES", 50)
+    monkeypatch.setattr(sources, "PROGRESS_SECONDS", 0.0)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    folder = _texts(tmp_path / "texts", 400)
+    yaml_before = (ws.root / "cdl.yaml").read_text()
+    said: list[tuple[float, str]] = []
+    cancel = threading.Event()
+
+    def watch(ev) -> None:  # noqa: ANN001
+        if ev.kind == EventKind.PROGRESS:
+            said.append((ev.fraction, ev.message))
+            if ev.message.startswith("reading texts: 100 of"):
+                cancel.set()  # as the studio's Cancel does, from its thread
+
+    with pytest.raises(DataImportError, match="texts: import cancelled; nothing was imported"):
+        add_source(ws, folder, subscriber=watch, cancel=cancel)
+    assert ("checking texts: 200 of 400 files" in [m for _, m in said]
+            and "reading texts: 100 of 400 files" in [m for _, m in said]), said
+    assert not any(m.startswith("reading texts: 150") for _, m in said)  # it stopped at the next checkpoint
+    fractions = [f for f, _ in said]
+    assert fractions == sorted(fractions) and 0 < fractions[-1] < 1, fractions
+    assert ws.store.item_count() == 0 and (ws.root / "cdl.yaml").read_text() == yaml_before
+    from runtime.jobs import Runner
+
+    (state,) = [s for s in Runner(ws).statuses() if s.id == "data.import"]
+    assert state.status == "cancelled"
+    # and imported whole when nobody cancels it
+    add_source(ws, folder)
+    assert ws.store.item_count() == 400
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_ctrl_c_stops_cdl_data_import_with_nothing_imported(tmp_path):
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    yaml_before = (ws.root / "cdl.yaml").read_text()
+    ws.close()
+    folder = _texts(tmp_path / "texts", 20000)
+    err = tmp_path / "err.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "-w", str(ws.root), "data", "import", str(folder)],
+                                stdout=subprocess.DEVNULL, stderr=fh,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+        deadline = time.monotonic() + 60
+        while "data.import: started" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    text = err.read_text()
+    assert proc.returncode == 130, text
+    assert "SIGINT: cancelling" in text and "error: texts: import cancelled; nothing was imported" in text, text
+    assert "Traceback" not in text
+    ws = Workspace(tmp_path / "ws")
+    assert ws.store.item_count() == 0 and (ws.root / "cdl.yaml").read_text() == yaml_before
+
+
+def test_a_cancel_while_a_new_folder_is_first_hashed_stops_it_too(tmp_path, monkeypatch):
+    """Before data.import starts, the runner takes its inputs' fingerprint: a new folder's files are read whole
+    there (the cache knows none of them), with no step event yet. A cancel then stops it, the step not started."""
+    monkeypatch.setattr(sources, "PROGRESS_FILES", 10)
+    monkeypatch.setattr(sources, "PROGRESS_SECONDS", 0.0)
+    cancel = threading.Event()
+    tick = sources._FilesRead.tick
+    ticks: list[str] = []
+
+    def counted(self) -> None:  # noqa: ANN001
+        ticks.append(self.verb)
+        if len(ticks) == 25:
+            cancel.set()
+        tick(self)
+
+    monkeypatch.setattr(sources._FilesRead, "tick", counted)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    events: list[str] = []
+    with pytest.raises(DataImportError, match="import cancelled; nothing was imported"):
+        add_source(ws, _texts(tmp_path / "texts", 200), subscriber=lambda ev: events.append(ev.kind.value),
+                   cancel=cancel)
+    assert len(ticks) == 30 and set(ticks) == {"checking"}, (len(ticks), set(ticks))  # stopped at the next look
+    assert events == ["job-started", "job-finished"] and ws.store.last_step_run("data.import") is None
+    assert ws.store.item_count() == 0
