@@ -539,20 +539,26 @@ def test_the_class_balance_follows_the_models_class_order(qtbot, tmp_path):
     assert [t.strip() for _, t in p.balance_plot.getAxis("bottom")._tickLevels[0]] == ["Bag"]
 
 
-def test_the_tuning_plots_stand_two_to_a_row_in_a_laptops_panel(qtbot, tmp_path):
-    """The parallel coordinates' title with its colour key in one line asked 400 pixels: at 1366 x 768 (a panel 840
-    wide) the four plots stood one under another and the panel scrolled 600 pixels. The key has a line of its own."""
+def _tuning_panel(qtbot, tmp_path, width: int, height: int):  # noqa: ANN001, ANN202
+    """A tuning dashboard of width x height showing a study of twelve trials, its parallel coordinates drawn."""
     from studio.panels.base import StudioContext
     from studio.panels.tuning.panel import TuningPanel
 
     p = TuningPanel(StudioContext(tmp_path, None, None))
     qtbot.addWidget(p)
-    p.resize(840, 600)
+    p.resize(width, height)
     p.show()
     p.show_data(_tuning_data(12))
     parallel = lambda: p.plots.get("parallel")  # noqa: E731
     qtbot.waitUntil(lambda: parallel() is not None and "&#9632;" in parallel().getPlotItem().titleLabel.text,
                     timeout=5000)
+    return p
+
+
+def test_the_tuning_plots_stand_two_to_a_row_in_a_laptops_panel(qtbot, tmp_path):
+    """The parallel coordinates' title with its colour key in one line asked 400 pixels: at 1366 x 768 (a panel 840
+    wide) the four plots stood one under another and the panel scrolled 600 pixels. The key has a line of its own."""
+    p = _tuning_panel(qtbot, tmp_path, 840, 600)
     qtbot.wait(50)
     assert p.grid.columns == 2, (p.grid.width(), p.grid.column_width())
     for plot in p.plots.values():
@@ -601,21 +607,11 @@ def test_the_parallel_coordinates_values_stay_inside_their_plot(qtbot, tmp_path)
     below left them cut in half under the title in a plot 130 pixels tall (1366 x 768). The room is in pixels."""
     from pyqtgraph import TextItem
 
-    from studio.panels.base import StudioContext
-    from studio.panels.tuning.panel import TuningPanel
-
-    p = TuningPanel(StudioContext(tmp_path, None, None))
-    qtbot.addWidget(p)
-    p.resize(840, 560)
-    p.show()
-    p.show_data(_tuning_data(12))
-    parallel = lambda: p.plots.get("parallel")  # noqa: E731
-    qtbot.waitUntil(lambda: parallel() is not None and "&#9632;" in parallel().getPlotItem().titleLabel.text,
-                    timeout=5000)
+    p = _tuning_panel(qtbot, tmp_path, 840, 560)
     for height in (560, 900):
         p.resize(840, height)
         qtbot.wait(100)
-        box = parallel().getViewBox()
+        box = p.plots["parallel"].getViewBox()
         inside = box.sceneBoundingRect()
         labels = [i for i in box.addedItems if isinstance(i, TextItem)]
         assert len(labels) == 2 * len(p.parallel_axes) > 0

@@ -887,7 +887,6 @@ def test_the_job_bars_cancel_stops_an_import_from_the_data_panel(qtbot, tmp_path
     are read, and stops the import there, nothing imported."""
     from runtime.api import init_workspace
     from runtime.steps import sources
-    from studio.app.window import MainWindow
 
     ws = init_workspace(tmp_path / "ws", "text-classification")
     folder = tmp_path / "texts"
@@ -898,11 +897,7 @@ def test_the_job_bars_cancel_stops_an_import_from_the_data_panel(qtbot, tmp_path
     monkeypatch.setattr(sources, "PROGRESS_SECONDS", 0.0)
     tick = sources._FilesRead.tick
     monkeypatch.setattr(sources._FilesRead, "tick", lambda self: (time.sleep(0.01), tick(self)))  # a slow disk
-    w = MainWindow(ws.root)
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
-        pass
+    w = _loaded_window(qtbot, ws.root, 1366, 768)
     data = w.panels["data"]
     w.select_step("data.import")
     data.path_edit.setText(str(folder))
