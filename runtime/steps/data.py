@@ -231,8 +231,9 @@ class ImportStep(Step):
                 check_kind_options(path, src.get("kind") or detect_kind(path), src)
             # relabel is part of what a source's items were imported with: a change reads every source again
             options = _options_hash({**src, "relabel": relabel} if relabel else src)
+
             def share(fraction: float, message: str, n: int = n, start: float = 0.0, part: float = 0.1) -> None:
-                """This source's share of the bar: checking its files a tenth, reading them eight."""
+                """This source's share of the bar: checking its files a tenth of it, reading them eight tenths."""
                 ctx.progress((n + start + part * fraction) / len(sources), message)
 
             digest = (f"{content_hash(path, file_hashes(ctx.workspace), progress=share)}:{options}" if path.exists()
