@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
         self.loaded = False
         self._outside: dict[str, str] = {}  # steps another process runs -> their reason
         self._own_running: set[str] = set()  # steps a panel runs in this process (data.import from the data panel)
+        self._own_plan: list[str] = []  # the steps of the job a panel runs here (named if it is cancelled early)
         self._outside_timer = QTimer(self)
         self._outside_timer.setSingleShot(True)
         self._outside_timer.setInterval(self.OUTSIDE_POLL_MS)
@@ -557,7 +558,7 @@ class MainWindow(QMainWindow):
         elif kind == "job-finished" and ev.data.get("status") == "cancelled" and not (
                 self.runtime and self.runtime.current_job):
             # cancelled before its step started (while a new folder's files were hashed): no step event said so
-            self.job_bar.idle(f"{', '.join(getattr(self, '_own_plan', []) or ['the import'])} cancelled")
+            self.job_bar.idle(f"{', '.join(self._own_plan or ['the import'])} cancelled")
         self._on_event(ev)
         if not (self.runtime and self.runtime.current_job):
             # Cancel stops what a panel runs here where it can (an import, while its files are read)
