@@ -95,6 +95,7 @@ def content_hash(path: Path, cache: Path | None = None, progress: Callable[[floa
     with _HashCache(cache) as known:
         if path.is_file():
             return known.sha256(str(path.absolute()))
+        known.preload(str(path.absolute()) + os.sep)
         files = sorted(_files(str(path.absolute())))  # in the order sorted Paths had (a/b before a-c)
         checked = _FilesRead(path.name, len(files), progress, verb="checking")
         h = hashlib.sha256()
@@ -132,6 +133,7 @@ class _HashCache:
         self.db, self.con = db, None
         self.known: dict[str, tuple[int, int, int, str]] = {}
         self.new: list[tuple[str, int, int, int, str]] = []
+        self.preloaded = False  # a folder's entries were read at once: a file not among them is new
 
     def __enter__(self) -> _HashCache:
         if self.db is None:
@@ -143,10 +145,24 @@ class _HashCache:
             self.con = sqlite3.connect(str(self.db), timeout=5)
             self.con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
                              "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)")
-            self.known = {r[0]: tuple(r[1:]) for r in self.con.execute("SELECT * FROM hashes")}
         except (sqlite3.Error, OSError):
             self._close()
         return self
+
+    def preload(self, prefix: str) -> None:
+        """The entries of the files under a folder (its path and a separator), in one query."""
+        self.preloaded = True
+        self._load("SELECT * FROM hashes WHERE path >= ? AND path < ?", (prefix, prefix + "\U0010ffff"))
+
+    def _load(self, query: str, args: tuple[str, ...]) -> None:
+        import sqlite3
+
+        if self.con is None:
+            return
+        try:
+            self.known.update((r[0], tuple(r[1:])) for r in self.con.execute(query, args))
+        except sqlite3.Error:
+            self._close()
 
     def sha256(self, key: str, st: os.stat_result | None = None) -> str:
         """The sha256 of the file at the absolute path `key` (`st`: its stat, where the caller has it)."""
@@ -154,6 +170,8 @@ class _HashCache:
             return _sha256_file(Path(key))
         st = st or os.stat(key)
         stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if key not in self.known and not self.preloaded:  # a file of its own (a zip, a CSV): its one entry
+            self._load("SELECT * FROM hashes WHERE path = ?", (key,))
         seen = self.known.get(key)
         if seen is not None and seen[:3] == stamp:
             return seen[3]

@@ -77,6 +77,13 @@ def test_files_are_read_again_only_where_they_changed(folder: Path, tmp_path: Pa
     content_hash(folder, db)
     content_hash(folder, db)
     assert reads.count("z.txt") == 2, reads
+    # a source that is one file (a zip, a CSV), in the same cache: read once
+    reads.clear()
+    archive = tmp_path / "news.zip"
+    archive.write_bytes(b"PK" + bytes(1000))
+    _old(archive)
+    assert content_hash(archive, db) == content_hash(archive, db) == _old_content_hash(archive)
+    assert reads == ["news.zip"] and content_hash(folder, db) == _old_content_hash(folder)
 
 
 def test_a_damaged_or_unwritable_cache_only_means_the_files_are_read(folder: Path, tmp_path: Path):
