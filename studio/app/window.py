@@ -562,7 +562,7 @@ class MainWindow(QMainWindow):
         self._on_event(ev)
         if not (self.runtime and self.runtime.current_job):
             # Cancel stops what a panel runs here where it can (an import, while its files are read)
-            ending = kind in ("finished", "failed", "skipped")
+            ending = kind in ("finished", "failed", "skipped", "job-finished")
             self.job_bar.cancel.setEnabled(not ending and any(p.can_cancel_own() for p in self.panels.values()))
         if kind in ("finished", "failed", "skipped") and ev.step:
             self._own_running.discard(ev.step)
