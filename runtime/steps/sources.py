@@ -97,6 +97,7 @@ def content_hash(path: Path, cache: Path | None = None, progress: Callable[[floa
             return known.sha256(str(path.absolute()))
         known.preload(str(path.absolute()) + os.sep)
         files = sorted(_files(str(path.absolute())))  # in the order sorted Paths had (a/b before a-c)
+        known.forget_all_but({e.path for _, e in files})  # the folder's files that are gone
         checked = _FilesRead(path.name, len(files), progress, verb="checking")
         h = hashlib.sha256()
         for parts, entry in files:
@@ -134,6 +135,7 @@ class _HashCache:
         self.known: dict[str, tuple[int, int, int, str]] = {}
         self.new: list[tuple[str, int, int, int, str]] = []
         self.preloaded = False  # a folder's entries were read at once: a file not among them is new
+        self.gone: list[str] = []
 
     def __enter__(self) -> _HashCache:
         if self.db is None:
@@ -153,6 +155,10 @@ class _HashCache:
         """The entries of the files under a folder (its path and a separator), in one query."""
         self.preloaded = True
         self._load("SELECT * FROM hashes WHERE path >= ? AND path < ?", (prefix, prefix + "\U0010ffff"))
+
+    def forget_all_but(self, kept: set[str]) -> None:
+        """Drop the preloaded entries whose files are not in `kept` (deleted or moved since they were hashed)."""
+        self.gone.extend(k for k in self.known if k not in kept)
 
     def _load(self, query: str, args: tuple[str, ...]) -> None:
         import sqlite3
@@ -184,9 +190,10 @@ class _HashCache:
     def __exit__(self, *exc: object) -> None:
         import sqlite3
 
-        if self.con is not None and self.new:
+        if self.con is not None and (self.new or self.gone):
             try:
                 with self.con:
+                    self.con.executemany("DELETE FROM hashes WHERE path = ?", [(k,) for k in self.gone])
                     self.con.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self.new)
             except sqlite3.Error:
                 pass

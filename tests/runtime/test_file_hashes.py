@@ -86,6 +86,18 @@ def test_files_are_read_again_only_where_they_changed(folder: Path, tmp_path: Pa
     assert reads == ["news.zip"] and content_hash(folder, db) == _old_content_hash(folder)
 
 
+def test_the_entries_of_files_gone_from_a_folder_are_dropped(folder: Path, tmp_path: Path):
+    import sqlite3
+
+    db = tmp_path / "hashes.db"
+    content_hash(folder, db)
+    paths = lambda: {r[0] for r in sqlite3.connect(db).execute("SELECT path FROM hashes")}  # noqa: E731
+    assert str(folder / "a" / "b.txt") in paths()
+    (folder / "a" / "b.txt").unlink()
+    assert content_hash(folder, db) == _old_content_hash(folder)
+    assert str(folder / "a" / "b.txt") not in paths() and str(folder / "z.txt") in paths()
+
+
 def test_a_damaged_or_unwritable_cache_only_means_the_files_are_read(folder: Path, tmp_path: Path):
     want = _old_content_hash(folder)
     bad = tmp_path / "hashes.db"
