@@ -208,19 +208,21 @@ class Runner:
     def _done_despite(self, cfg: PipelineConfig, step: str, failed, done: Mapping[str, Any]):  # noqa: ANN001, ANN202
         """The step's last done run, where the failed run after it ran with other inputs than cdl.yaml gives now
         while the done one still matches them; else None (the failure is the step's state)."""
-        ok = done.get(step)
-        if ok is None or ok.status != "done" or ok.input_fp == failed.input_fp:
+        found = self._done_matching(cfg, step, done)
+        if found is None:
             return None
-        try:
-            fp = self.input_fp(cfg, step, cfg.params(step), done)
-        except CdlError:
-            return None
-        if _same_inputs(failed, fp, cfg.params(step), step) or not _same_inputs(ok, fp, cfg.params(step), step):
+        ok, fp = found
+        if ok.input_fp == failed.input_fp or _same_inputs(failed, fp, cfg.params(step), step):
             return None
         return ok
 
     def _done_before(self, cfg: PipelineConfig, step: str, done: Mapping[str, Any]):  # noqa: ANN202
         """The step's last done run where it still matches the inputs cdl.yaml gives; else None."""
+        found = self._done_matching(cfg, step, done)
+        return found[0] if found is not None else None
+
+    def _done_matching(self, cfg: PipelineConfig, step: str, done: Mapping[str, Any]):  # noqa: ANN202
+        """(the step's last done run, the input fingerprint cdl.yaml gives now) where that run matches it; else None."""
         ok = done.get(step)
         if ok is None or ok.status != "done":
             return None
@@ -228,7 +230,7 @@ class Runner:
             fp = self.input_fp(cfg, step, cfg.params(step), done)
         except CdlError:
             return None
-        return ok if _same_inputs(ok, fp, cfg.params(step), step) else None
+        return (ok, fp) if _same_inputs(ok, fp, cfg.params(step), step) else None
 
     # -- planning -----------------------------------------------------------------------------------------
 
