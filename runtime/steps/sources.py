@@ -339,16 +339,15 @@ def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: 
     entries: list[tuple[str, Callable[[], bytes]]] = []
     notes: list[str] = []
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = sorted(_files(str(path)))  # the walk content_hash takes, in its order
         reading = _FilesRead(path.name, len(files), progress)
 
-        def counted(p: Path, tick: Callable[[], None] = reading.tick) -> bytes:
+        def counted(p: str, tick: Callable[[], None] = reading.tick) -> bytes:
             tick()
-            return p.read_bytes()
+            return Path(p).read_bytes()
 
-        for p in files:
-            rel = p.relative_to(path).as_posix()
-            entries.append((rel, functools.partial(counted, p)))
+        for parts, entry in files:
+            entries.append(("/".join(parts), functools.partial(counted, entry.path)))
         digest = ""  # from the items read, below: content_hash(path) read every file once more
     else:
         digest = _sha256_file(path)
