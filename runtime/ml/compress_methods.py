@@ -146,11 +146,8 @@ def run(ctx, mv, fp32, method: str, opts: dict[str, Any], seed: int) -> Output: 
         model = ck.qat(teacher, X, prep.y_train, tr, mv.extra["arch"], n, lr, seed, on_epoch=epochs_of(n))
         exported, _ = export_native(mv, model, example)
         # its weights, float multiples of their scales in the export, stored as INT8 (the file was FP32's size)
-        try:
+        with onnx_tools.removed_on_failure(exported):
             path, packed = onnx_tools.pack_fake_quant_weights(exported)
-        except BaseException:
-            exported.unlink(missing_ok=True)
-            raise
         if path != exported:
             exported.unlink(missing_ok=True)
         return Output(path, {"finetune_epochs": int(opts.get("finetune_epochs", 1))}, {"int8_weights": packed},

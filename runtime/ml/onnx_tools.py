@@ -29,7 +29,7 @@ def _tmp(suffix: str = ".onnx") -> Path:
 
 
 @contextlib.contextmanager
-def _removed_on_failure(*paths: Path) -> Iterator[None]:
+def removed_on_failure(*paths: Path) -> Iterator[None]:
     """An export or a quantization that fails leaves no file behind in the system's temp folder (each failed one
     left its model there, 200 KiB to megabytes, for good): the caller takes the file only where it succeeded."""
     try:
@@ -55,7 +55,7 @@ def export_torch(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN00
     out = _tmp()
     for name in ("torch.onnx", "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)  # "torchvision is not installed" is not our concern
-    with _removed_on_failure(out):
+    with removed_on_failure(out):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -101,7 +101,7 @@ def export_keras(model, example: np.ndarray) -> tuple[Path, str]:  # noqa: ANN00
     wrapped = tf_keras.Model(x, y)
     spec = (tf.TensorSpec((None, *example.shape[1:]), tf.float32, name=INPUT),)
     out = _tmp()
-    with _removed_on_failure(out):
+    with removed_on_failure(out):
         tf2onnx.convert.from_keras(wrapped, input_signature=spec, opset=17, output_path=str(out))
         _rename_output(out)
     return out, f"tf2onnx {tf2onnx.__version__}"
@@ -204,7 +204,7 @@ def _preprocessed(src: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = _tmp()
-    with _removed_on_failure(out):
+    with removed_on_failure(out):
         try:
             quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
         except Exception:  # noqa: BLE001 - symbolic shape inference is optional
@@ -218,7 +218,7 @@ def quantize_dynamic_int8(src: Path) -> Path:
     pre = _preprocessed(src)
     out = _tmp()
     try:
-        with _removed_on_failure(out):
+        with removed_on_failure(out):
             quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=False)
     finally:
         pre.unlink(missing_ok=True)
@@ -293,7 +293,7 @@ def pack_fake_quant_weights(src: Path, min_size: int = 1024) -> tuple[Path, int]
     model.graph.node.extend(nodes)
     onnx.checker.check_model(model)
     out = _tmp()
-    with _removed_on_failure(out):
+    with removed_on_failure(out):
         onnx.save(model, str(out))
     return out, len(dequantize)
 
@@ -335,7 +335,7 @@ def quantize_static_int8(src: Path, calibration: np.ndarray, per_channel: bool =
     level = root.level
     root.setLevel(logging.ERROR)  # per-channel quantization warns about 1-D weights (layer norm): harmless
     try:
-        with _removed_on_failure(out):
+        with removed_on_failure(out):
             quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                             nodes_to_exclude=_softmax_nodes(pre))
