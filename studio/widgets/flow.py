@@ -132,8 +132,12 @@ class ReflowGrid(QWidget):
                 w.deleteLater()
         self._cells = []
 
+    @staticmethod
+    def _shown(cell: tuple[QWidget, ...]) -> bool:
+        return any(not w.isHidden() for w in cell)
+
     def shown_cells(self) -> int:
-        return sum(1 for cell in self._cells if any(not w.isHidden() for w in cell))
+        return sum(1 for cell in self._cells if self._shown(cell))
 
     def _place_all(self) -> None:
         """Each cell at its place among the cells shown: a hidden cell's widgets share the next one's place, where
@@ -148,7 +152,7 @@ class ReflowGrid(QWidget):
             row, col = divmod(index, self.columns)
             for w in cell:
                 self._grid.addWidget(w, row, col)
-            index += any(not w.isHidden() for w in cell)
+            index += self._shown(cell)
 
     def need(self, w: QWidget) -> int:
         """The width a widget asks for its column."""

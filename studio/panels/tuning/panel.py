@@ -108,6 +108,8 @@ class TuningPanel(Panel):
         self.plots: dict[str, Any] = {}
         self.curves: dict[int, list[tuple[int, float]]] = {}  # trial -> [(epoch, val_accuracy)]
         self.parallel_axes: list[str] = []  # the parameters the parallel coordinates plot has an axis for
+        self._parallel_drawn = False  # its lines and value labels drawn (not a note): its y range is kept by pixels
+        self._parallel_resizes = False  # its view box's resizes followed
         self.curve_items: dict[int, Any] = {}
         self.trial_rows: list[dict[str, Any]] = []
         self._dirty = False
@@ -413,7 +415,7 @@ class TuningPanel(Panel):
             p.setXRange(-0.3, len(numeric) - 0.7)
             self._parallel_drawn = True
             self._parallel_headroom()
-            if not getattr(self, "_parallel_resizes", False):  # the room is in pixels: looked at again on each resize
+            if not self._parallel_resizes:  # the room is in pixels: looked at again on each resize
                 p.getViewBox().sigResized.connect(self._parallel_headroom)
                 self._parallel_resizes = True
             low, high = cmap.map(0.0, mode="qcolor").name(), cmap.map(1.0, mode="qcolor").name()
@@ -425,7 +427,7 @@ class TuningPanel(Panel):
     def _parallel_headroom(self, *_: Any) -> None:  # noqa: ANN401 - the view box, from its signal
         """Room above 1 and below 0 for the axes' highest and lowest values, a line of text each: a fixed tenth of the
         range cut them in half under the title where the plot was 130 pixels tall."""
-        if not getattr(self, "_parallel_drawn", False):
+        if not self._parallel_drawn:
             return
         import pyqtgraph as pg
 
