@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from runtime.domain.errors import NotFoundError, WorkspaceError
-from runtime.workspace.dataset import INDEX_NAME, UNLABELED, DatasetView, IndexRow, PackReader
+from runtime.workspace.dataset import INDEX_NAME, UNLABELED, DatasetView, IndexRow, PackReader, read_index
 from runtime.workspace.workspace import DATASET_DIR, Workspace
 
 # What brings a dataset version's data back where no DVC remote has it and DVC's cache lost it (a backup without
@@ -143,9 +143,7 @@ def class_order(named: list[str], present: set[str]) -> list[str]:
 def version_rows(ws: Workspace, version: str) -> list[IndexRow]:
     """The index of any version, read from DVC's cache (no checkout needed)."""
     v = ws.store.version(version)
-    path = ws.dvc.open_member(v.dvc_hash, INDEX_NAME)
-    with open(path, encoding="utf-8") as fh:
-        return [IndexRow.from_json(line) for line in fh if line.strip()]
+    return read_index(ws.dvc.open_member(v.dvc_hash, INDEX_NAME))
 
 
 def version_view(ws: Workspace, version: str) -> DatasetView:

@@ -52,7 +52,8 @@ def effective_labels(records: Iterable[LabelRecord], use_model_labels: bool = Fa
 def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: bool = False) -> dict[str, LabelState]:
     """The rules above over (id, item_id, label, source) of the label actions in force."""
     manual: dict[str, tuple[int, str]] = {}
-    imported: dict[str, set[str]] = {}
+    imported: dict[str, str] = {}  # an item's one imported label ("" for an empty one)
+    disagree: dict[str, set[str]] = {}  # items imported with more than one label: a set only for those
     model: dict[str, tuple[int, str]] = {}
     for rid, item, label, source in facts:
         if source == "manual":
@@ -60,9 +61,9 @@ def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: boo
             if m is None or rid > m[0]:
                 manual[item] = (rid, label)
         elif source == "import":
-            found = imported.setdefault(item, set())
-            if label:
-                found.add(label)
+            first = imported.setdefault(item, label)
+            if first != label:
+                disagree.setdefault(item, {first}).add(label)
         elif source == "model":
             m = model.get(item)
             if m is None or rid > m[0]:
@@ -70,12 +71,18 @@ def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: boo
     out: dict[str, LabelState] = {}
     for item, (_, label) in manual.items():
         out[item] = LabelState(label, False, (label,), "manual")
-    for item, found in imported.items():
+    for item, label in imported.items():
         if item in out:
             continue
-        if len(found) == 1:
-            (label,) = found
-            out[item] = LabelState(label, False, (label,), "import")
+        found = disagree.get(item)
+        if found is not None:
+            found.discard("")
+        if found is None or len(found) == 1:
+            label = label or (next(iter(found)) if found else "")
+            if label:
+                out[item] = LabelState(label, False, (label,), "import")
+            else:  # imported without a label only
+                out[item] = LabelState(None, True, (), "import")
         else:
             out[item] = LabelState(None, True, tuple(sorted(found)), "import")
     if use_model_labels:

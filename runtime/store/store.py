@@ -494,8 +494,9 @@ class Store(ModelRegistryMixin, DeployMixin):
         if after_id is not None:
             q = q.where(tbl.c.id > after_id)
         with self.session() as s:
-            rows = s.execute(q).all() if item_ids is None else _rows_in(s, q, tbl.c.item_id, item_ids)
-        return sorted(tuple(r) for r in rows)
+            if item_ids is None:  # ordered by the database: sorting 70 000 rows in Python took a tenth of a second
+                return [tuple(r) for r in s.execute(q.order_by(tbl.c.id)).all()]
+            return sorted(tuple(r) for r in _rows_in(s, q, tbl.c.item_id, item_ids))
 
     def label_names(self) -> set[str]:
         """Every label some labeler, import or model gave (not undone)."""

@@ -16,6 +16,7 @@ An import writes its packs to `.cdl/packs/`. The ingest step lays the current it
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -153,19 +154,51 @@ class IndexRow:
 def read_index(path: Path) -> list[IndexRow]:
     if not Path(path).exists():
         raise WorkspaceError(f"{path}: no dataset here yet (run data.ingest)")
-    rows = []
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                rows.append(IndexRow.from_json(raw.decode("utf-8")))
-            except (ValueError, TypeError) as exc:  # a traceback before: the file is written whole, so it was edited
-                raise WorkspaceError(f"{path}: line {n}: not an index row ({str(exc).splitlines()[0][:120]}); the "
-                                     "file is written by data.ingest and by checkouts, never by hand: `cdl data "
-                                     "checkout VERSION` restores a version, `cdl run --until data.ingest --force` "
-                                     "writes it anew") from None
-    return rows
+    data = Path(path).read_bytes()
+    rows = _parse_index(data)
+    if rows is not None:
+        return rows
+    for n, raw in enumerate(data.split(b"\n"), 1):  # something is wrong with it: find the line, to name it
+        if not raw.strip():
+            continue
+        try:
+            IndexRow.from_json(raw.decode("utf-8"))
+        except (ValueError, TypeError) as exc:  # a traceback before: the file is written whole, so it was edited
+            raise WorkspaceError(f"{path}: line {n}: not an index row ({str(exc).splitlines()[0][:120]}); the "
+                                 "file is written by data.ingest and by checkouts, never by hand: `cdl data "
+                                 "checkout VERSION` restores a version, `cdl run --until data.ingest --force` "
+                                 "writes it anew") from None
+    raise WorkspaceError(f"{path}: not a dataset index (one JSON object per line); `cdl data checkout VERSION` "
+                         "restores a version")
+
+
+_INDEX_FIELDS = frozenset(IndexRow.__dataclass_fields__)
+
+
+def _parse_index(data: bytes) -> list[IndexRow] | None:
+    """The rows of an index file read whole, or None where a line is not a row. One json.loads of every line at
+    once, each row's dict made its __dict__ (no dataclass __init__), the garbage collector held off meanwhile (it
+    went over the 70 000 new dicts again and again): reading Fashion-MNIST's 70 000 rows a line at a time took
+    1.2 s, which every `cdl labels next` and `cdl status` paid; this takes about 0.65 s."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        try:
+            lines = [line for line in data.decode("utf-8").split("\n") if line.strip()]
+            parsed = json.loads("[" + ",".join(lines) + "]")
+        except ValueError:
+            return None
+        # as many rows as lines (not two objects on one line), each with the row's fields and no other
+        if len(parsed) != len(lines) or not all(type(d) is dict and d.keys() == _INDEX_FIELDS for d in parsed):
+            return None
+        new, put = object.__new__, object.__setattr__  # frozen: its own __setattr__ refuses
+        rows = [new(IndexRow) for _ in parsed]
+        for row, d in zip(rows, parsed, strict=True):
+            put(row, "__dict__", d)
+        return rows
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def write_index(path: Path, rows: Iterable[IndexRow]) -> None:
