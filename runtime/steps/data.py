@@ -292,13 +292,14 @@ class ImportStep(Step):
             report.append({"source": name, "status": "removed"})
             ctx.log(f"{name}: no longer configured, its items were removed")
         ctx.progress(1.0, "imported")
-        items = ctx.store.items()
-        labels = Counter(i.source_label or "(unlabeled)" for i in items)
+        n, unique, by_label = ctx.store.item_tally()
+        labels = Counter()
+        for label, count in by_label.items():
+            labels[label or "(unlabeled)"] += count
         return StepResult(
-            summary={"sources": report, "items": len(items), "unique": len({i.id for i in items}),
-                     "classes": dict(sorted(labels.items()))},
+            summary={"sources": report, "items": n, "unique": unique, "classes": dict(sorted(labels.items()))},
             output_fp=ctx.store.items_fingerprint(),
-            message=f"{len(items)} items from {len(sources)} source(s)",
+            message=f"{n} items from {len(sources)} source(s)",
         )
 
     def _write(self, ctx: StepContext, src: dict[str, Any], batch: SourceBatch, digest: str,

@@ -270,10 +270,8 @@ class Store(ModelRegistryMixin, DeployMixin):
                 # the source's own labels (its ground-truth decisions too): labels people gave have no task_ref
                 delete(t.SqlLabel).where(t.SqlLabel.task_ref == origin).where(t.SqlLabel.source.in_(("import", "manual")))
             )
-            for chunk in _chunks(rows, 20000):
-                s.execute(insert(t.SqlItem), params=chunk)
-            for chunk in _chunks(label_rows, 20000):
-                s.execute(insert(t.SqlLabel), params=chunk)
+            _insert_many(s, t.SqlItem.__table__, rows)
+            _insert_many(s, t.SqlLabel.__table__, label_rows)
             _labels_replaced(s)
             _items_replaced(s)
             s.merge(
@@ -344,6 +342,15 @@ class Store(ModelRegistryMixin, DeployMixin):
     def item_count(self) -> int:
         with self.session() as s:
             return int(s.execute(select(func.count()).select_from(t.SqlItem)).scalar_one())
+
+    def item_tally(self) -> tuple[int, int, dict[str | None, int]]:
+        """(items, distinct contents, items per source label) counted by the database: data.import read every item
+        for these (2.4 s of its 10 on Fashion-MNIST's 70 000)."""
+        tbl = t.SqlItem.__table__
+        with self.session() as s:
+            n, unique = s.execute(select(func.count(), func.count(tbl.c.id.distinct()))).one()
+            labels = dict(s.execute(select(tbl.c.source_label, func.count()).group_by(tbl.c.source_label)).all())
+        return int(n), int(unique), {k: int(v) for k, v in labels.items()}
 
     def item_uids(self) -> set[str]:
         """Every item's uid (one column: cheaper than items())."""
@@ -467,8 +474,7 @@ class Store(ModelRegistryMixin, DeployMixin):
                 # stays, where every step from data.ingest on turned stale, "labels changed since it ran"
                 return len(full)
             s.execute(delete(t.SqlLabel).where(mine))
-            for chunk in _chunks(full, 20000):
-                s.execute(insert(t.SqlLabel), params=chunk)
+            _insert_many(s, t.SqlLabel.__table__, full)
             _labels_replaced(s)
             s.commit()
         return len(full)
@@ -670,8 +676,7 @@ class Store(ModelRegistryMixin, DeployMixin):
         ]
         with self._lock, self.session() as s:
             s.execute(delete(t.SqlQuarantine).where(t.SqlQuarantine.version == version))
-            for chunk in _chunks(rows, 20000):
-                s.execute(insert(t.SqlQuarantine), params=chunk)
+            _insert_many(s, t.SqlQuarantine.__table__, rows)
             s.commit()
 
     def quarantine(self, version: str) -> list[QuarantineEntry]:
@@ -688,8 +693,7 @@ class Store(ModelRegistryMixin, DeployMixin):
         ]
         with self._lock, self.session() as s:
             s.execute(delete(t.SqlCleaned).where(t.SqlCleaned.version == version))
-            for chunk in _chunks(rows, 20000):
-                s.execute(insert(t.SqlCleaned), params=chunk)
+            _insert_many(s, t.SqlCleaned.__table__, rows)
             s.commit()
 
     def cleaned(self, version: str) -> list[CleanedEntry]:
@@ -844,6 +848,38 @@ def _rows_in(s, query, column, values: Iterable[str]) -> list[Any]:  # noqa: ANN
     for chunk in _chunks(sorted(set(values)), 500):
         out.extend(s.execute(query.where(column.in_(chunk))).all())
     return out
+
+
+def _insert_many(s: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:  # noqa: ANN401 - a Table
+    """Insert `rows` (dicts with the same keys) into `table` in the session's transaction. On SQLite they go to the
+    driver's executemany at once, each value through its column's own conversion as SQLAlchemy would bind it:
+    SQLAlchemy's statement machinery cost 2.6 s of a Fashion-MNIST import (70 000 items and their 70 000 labels),
+    more than SQLite's own insert. Elsewhere (PostgreSQL) SQLAlchemy's insert, in chunks."""
+    if not rows:
+        return
+    conn = s.connection()
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        for chunk in _chunks(rows, 20000):
+            s.execute(insert(table), chunk)
+        return
+    names = list(rows[0])
+    convert = [(n, table.c[n].type._cached_bind_processor(dialect)) for n in names]
+    quote = dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+           f"VALUES ({', '.join('?' for _ in names)})")
+    columns = []
+    for n, f in convert:
+        column = [r[n] for r in rows]
+        if f is not None:  # a time, a flag: few distinct values (an import's rows share one time), each done once
+            try:
+                done = {v: None if v is None else f(v) for v in set(column)}
+                column = [done[v] for v in column]
+            except TypeError:  # values that cannot be keys (a JSON column's): each converted
+                column = [None if v is None else f(v) for v in column]
+        columns.append(column)
+    values = list(zip(*columns, strict=True))
+    conn.exec_driver_sql(sql, values)
 
 
 def _chunks(rows: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
