@@ -49,6 +49,12 @@ def effective_labels(records: Iterable[LabelRecord], use_model_labels: bool = Fa
                        if not r.undone and r.action == "label" and r.label is not None), use_model_labels)
 
 
+def effective_states(store, use_model_labels: bool = False) -> dict[str, LabelState]:  # noqa: ANN001
+    """effective_labels over every label row of the store, read as the facts alone (reading the rows whole, times
+    converted, took 2.2 s at Fashion-MNIST's 70 000 labels, in data.ingest and again in data.label)."""
+    return _effective(store.label_facts(), use_model_labels)
+
+
 def _effective(facts: Iterable[tuple[int, str, str, str]], use_model_labels: bool = False) -> dict[str, LabelState]:
     """The rules above over (id, item_id, label, source) of the label actions in force."""
     manual: dict[str, tuple[int, str]] = {}

@@ -17,7 +17,7 @@ from runtime.datasets import alike_text, relabel_hint, similar_labels
 from runtime.domain.entities import CleanedEntry, Item, QuarantineEntry, SourceRecord
 from runtime.domain.errors import ConfigError, DataImportError, NotFoundError, StepFailed
 from runtime.domain.steps import ParamSpec, Port, Role, StepSpec
-from runtime.labeling import effective_labels
+from runtime.labeling import effective_states
 from runtime.steps.base import Step, StepContext, StepResult, hash_text
 from runtime.steps.sources import SourceBatch, check_kind_options, content_hash, detect_kind, read_source
 from runtime.store.store import INGESTED_ITEMS
@@ -106,7 +106,7 @@ def _label_states(ctx: StepContext) -> dict[str, Any]:
     merged class again."""
     from dataclasses import replace
 
-    states = effective_labels(ctx.store.labels(), ctx.params.get("use_model_labels", False))
+    states = effective_states(ctx.store, ctx.params.get("use_model_labels", False))
     relabel = _relabel(ctx)
     if relabel:
         for item, st in states.items():

@@ -37,6 +37,7 @@ from runtime.domain.entities import (
     StepRun,
 )
 from runtime.domain.errors import ConfigError, NotFoundError
+from runtime.domain.frozen import fields_of, frozen_many
 from runtime.domain.processes import pid_alive
 from runtime.store import migrate
 from runtime.store import tables as t
@@ -53,20 +54,12 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _item(row: Any) -> Item:
-    return Item(
-        uid=row.uid,
-        id=row.id,
-        kind=row.kind,
-        source=row.source,
-        source_label=row.source_label,
-        source_split=row.source_split,
-        pack=row.pack,
-        offset=row.offset,
-        length=row.length,
-        encoding=row.encoding,
-        split=row.split,
-    )
+_ITEM_COLUMNS = [t.SqlItem.__table__.c[f] for f in fields_of(Item)]  # an Item's fields, in its order
+
+
+def _items(rows: Iterable[Sequence[Any]]) -> list[Item]:
+    """Items from rows of _ITEM_COLUMNS (made as runtime.domain.frozen does: 70 000 took 1.1-1.5 s one by one)."""
+    return frozen_many(Item, rows)
 
 
 def _label(row: t.SqlLabel) -> LabelRecord:
@@ -319,11 +312,11 @@ class Store(ModelRegistryMixin, DeployMixin):
             ]
 
     def items(self, split: str | None = None) -> list[Item]:
-        q = select(t.SqlItem.__table__).order_by(t.SqlItem.uid)
+        q = select(*_ITEM_COLUMNS).order_by(t.SqlItem.uid)
         if split is not None:
             q = q.where(t.SqlItem.split == split)
         with self.session() as s:
-            return [_item(r) for r in s.execute(q).all()]
+            return _items(s.execute(q).all())
 
     def items_by_uid(self, uids: Iterable[str]) -> list[Item]:
         """The items with these uids (those that exist), in uid order."""
@@ -336,8 +329,8 @@ class Store(ModelRegistryMixin, DeployMixin):
     def _items_where(self, column: str, values: Iterable[str]) -> list[Item]:
         tbl = t.SqlItem.__table__
         with self.session() as s:
-            rows = _rows_in(s, select(tbl), tbl.c[column], values)
-        return sorted((_item(r) for r in rows), key=lambda i: i.uid)
+            rows = _rows_in(s, select(*_ITEM_COLUMNS), tbl.c[column], values)
+        return sorted(_items(rows), key=lambda i: i.uid)
 
     def item_count(self) -> int:
         with self.session() as s:

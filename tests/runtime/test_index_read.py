@@ -103,3 +103,51 @@ def test_effective_labels_follow_the_rules_as_before():
         for item, (_, label) in model.items():
             with_model.setdefault(item, LabelState(label, False, (label,), "model"))
         assert _effective(facts, use_model_labels=True) == with_model, facts
+
+
+def test_frozen_many_makes_what_the_class_makes():
+    import gc
+
+    from runtime.domain.entities import Item
+    from runtime.domain.frozen import fields_of, frozen_many
+
+    rows = [(f"s:{i}", f"{i:064x}", "text", f"s/{i}", "a", None, "p.bin", i, 3, "bytes", "train") for i in range(5)]
+    made = frozen_many(Item, rows)
+    assert made == [Item(*r) for r in rows] and [hash(m) for m in made] == [hash(Item(*r)) for r in rows]
+    with pytest.raises(AttributeError):
+        made[0].split = "test"  # type: ignore[misc]
+    with pytest.raises(ValueError):  # a row short of a field
+        frozen_many(Item, [rows[0][:-1]])
+    assert frozen_many(Item, [r[:2] for r in rows], fields=fields_of(Item)[:2])[0].__dict__ == {"uid": "s:0",
+                                                                                                "id": f"{0:064x}"}
+    assert gc.isenabled()  # given back, after an error too
+    gc.disable()
+    try:
+        frozen_many(Item, rows)
+        assert not gc.isenabled()  # and left off where the caller had it off
+    finally:
+        gc.enable()
+
+
+def test_effective_states_read_from_the_facts_are_those_of_every_row(tmp_path):
+    from runtime.labeling import effective_labels, effective_states
+    from runtime.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        ids = [f"{i:064x}" for i in range(6)]
+        store.replace_labels("file:a", [{"item_id": i, "label": lab, "labeler": "ls", "task_ref": "file:a"}
+                                        for i, lab in zip(ids, "aabbcc", strict=True)])
+        store.replace_labels("file:b", [{"item_id": ids[0], "label": "z", "labeler": "ls2", "task_ref": "file:b"}])
+        store.add_label(ids[1], "m", "ana")
+        store.add_label(ids[2], None, "ana", action="skip")
+        store.add_label(ids[3], "q", "bot", source="model")
+        store.add_label(ids[4], "w", "ana")
+        store.undo_last("ana")
+        for model in (False, True):
+            want = effective_labels(store.labels(), model)
+            assert effective_states(store, model) == want
+        assert want[ids[0]].conflict and want[ids[1]].label == "m" and want[ids[3]].label == "b"
+        assert want[ids[4]].label == "c"  # the label undone no longer counts
+    finally:
+        store.close()
