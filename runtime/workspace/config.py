@@ -27,6 +27,7 @@ import copy
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,9 +167,27 @@ def yaml_problem(exc: BaseException) -> str:
     return text
 
 
+_PARSED: dict[str, Any] = {}  # cdl.yaml's text -> its YAML document, the last few texts read
+_PARSED_LOCK = threading.Lock()
+
+
+def _yaml_doc(text: str) -> Any:  # noqa: ANN401 - a YAML document
+    """`yaml.safe_load(text)`, remembered for the texts read last and handed out as a copy (the caller may change
+    it). cdl.yaml is read again on every call of Workspace.config(), since the user may edit it, and parsing it
+    took 25-60 ms: the labeling panel's classes alone read it four times for each item it showed."""
+    doc = _PARSED.get(text)
+    if doc is None:
+        doc = yaml.safe_load(text)
+        with _PARSED_LOCK:  # the studio's threads read it too
+            while len(_PARSED) >= 8:
+                _PARSED.pop(next(iter(_PARSED)))
+            _PARSED[text] = doc
+    return copy.deepcopy(doc)
+
+
 def parse_config(text: str, where: str = CONFIG_NAME, check_params: bool = True) -> PipelineConfig:
     try:
-        doc = yaml.safe_load(text)
+        doc = _yaml_doc(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML at {yaml_problem(exc)}") from None
     if not isinstance(doc, dict):

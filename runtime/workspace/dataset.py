@@ -223,11 +223,19 @@ class DatasetView:
         self.rows = rows
         self._packs = packs
         self._by_uid: dict[str, IndexRow] | None = None
+        self._labels: frozenset[str] | None = None
         self.index_stamp: tuple[int, int, int] | None = None  # data/dataset's index file as read (labeling sets it)
 
     @classmethod
     def open(cls, directory: Path) -> DatasetView:
         return cls(read_index(Path(directory) / INDEX_NAME), PackReader(Path(directory) / "packs"))
+
+    def labels(self) -> frozenset[str]:
+        """The labels the rows carry (found once: the labeling panel asked for them on every item, 0.05 s each at
+        70 000 rows)."""
+        if self._labels is None:
+            self._labels = frozenset(r.label for r in self.rows if r.label)
+        return self._labels
 
     def _uids(self) -> dict[str, IndexRow]:
         if self._by_uid is None:

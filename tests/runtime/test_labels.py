@@ -955,3 +955,46 @@ def test_stats_say_the_counts_are_of_contents(text_ws, tmp_path):
                                         "copies of another, which its label covers)"), r.stdout
     r = CliRunner().invoke(cli, ["-w", str(text_ws.root), "labels", "stats", "--json"])
     assert json.loads(r.stdout)["items"] == 9 and json.loads(r.stdout)["total"] == 7
+
+
+def test_progress_follows_every_change_as_a_count_from_scratch_does(unlabeled_ws):
+    """progress counts by the sets of labeled and conflicting items kept beside the cached states (updated for the
+    items each new label row touches): after each label, skip, undo, conflicting import and its removal it must
+    say what counting every row afresh says."""
+    ws = unlabeled_ws
+
+    def from_scratch() -> dict[str, int]:
+        q = LabelQueue(ws, "x")
+        ids = {r.id for r in q._counted_rows()}
+        states = effective_labels(ws.store.labels())
+        labeled = sum(1 for i in ids if i in states and states[i].label is not None)
+        conflicts = sum(1 for i in ids if i in states and states[i].label is None and states[i].conflict)
+        return {"total": len(ids), "labeled": labeled, "conflicts": conflicts,
+                "unlabeled": len(ids) - labeled - conflicts}
+
+    def check() -> dict[str, int]:
+        got = LabelQueue(ws, "alice").progress()  # a new queue each time, as the panel makes
+        assert got == from_scratch()
+        return got
+
+    q = LabelQueue(ws, "alice")
+    first = check()
+    items = [q.next() for _ in range(1)]
+    q.set_label(items[0].uid, "sport")
+    assert check()["labeled"] == first["labeled"] + 1
+    other = q.next()
+    q.skip(other.uid)
+    check()
+    third = q.next()
+    q.set_label(third.uid, "tech")
+    assert check()["labeled"] == first["labeled"] + 2
+    q.undo()
+    assert check()["labeled"] == first["labeled"] + 1
+    # an imported file that labels one item two ways: a conflict; then the file's labels replaced by none
+    ws.store.replace_labels("file:x", [{"item_id": other.item_id, "label": lab, "labeler": f"ls{n}",
+                                        "task_ref": "file:x"} for n, lab in enumerate(("sport", "tech"))])
+    assert check()["conflicts"] == first["conflicts"] + 1
+    q.set_label(other.uid, "business")  # a person's label decides it
+    assert check()["conflicts"] == first["conflicts"]
+    ws.store.replace_labels("file:x", [])
+    assert check()["labeled"] == first["labeled"] + 2

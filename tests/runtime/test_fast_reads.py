@@ -1,4 +1,5 @@
-"""Reading a dataset index and the labels table fast, with the results the plain code gave."""
+"""Reading a dataset index, the registry's items and labels, and the labeling progress fast, with the results the plain
+code gave."""
 
 from __future__ import annotations
 
@@ -151,3 +152,27 @@ def test_effective_states_read_from_the_facts_are_those_of_every_row(tmp_path):
         assert want[ids[4]].label == "c"  # the label undone no longer counts
     finally:
         store.close()
+
+
+def test_cdl_yaml_parsed_once_per_text_still_follows_every_edit_and_hands_out_copies(tmp_path):
+    """Workspace.config() reads cdl.yaml on every call (the user may edit it); its YAML is parsed once per text.
+    An edit is seen at once, and a config the caller changes does not change the next one."""
+    from runtime.workspace import Workspace
+    from runtime.workspace import config as config_mod
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    try:
+        cfg = ws.config()
+        cfg.steps["model.train"]["epochs"] = 999
+        cfg.labeling["classes"] = ["mutated"]
+        again = ws.config()
+        assert again.steps["model.train"]["epochs"] != 999 and again.labeling["classes"] == []
+        path = ws.root / "cdl.yaml"
+        assert "classes: []" in path.read_text()
+        path.write_text(path.read_text().replace("classes: []", "classes: [a, b]"))
+        assert ws.config().labeling["classes"] == ["a", "b"]
+        for n in range(20):  # the cache keeps a few texts, not every one
+            config_mod.parse_config(path.read_text() + f"# {n}\n")
+        assert len(config_mod._PARSED) <= 8
+    finally:
+        ws.close()
