@@ -233,7 +233,8 @@ class ImportStep(Step):
             options = _options_hash({**src, "relabel": relabel} if relabel else src)
 
             def share(fraction: float, message: str, n: int = n, start: float = 0.0, part: float = 0.1) -> None:
-                """This source's share of the bar: checking its files a tenth of it, reading them eight tenths."""
+                """This source's share of the bar: checking its files a tenth of it, reading them eight tenths, writing
+                its items the last tenth."""
                 ctx.progress((n + start + part * fraction) / len(sources), message)
 
             digest = (f"{content_hash(path, file_hashes(ctx.workspace), progress=share)}:{options}" if path.exists()
@@ -264,6 +265,8 @@ class ImportStep(Step):
             # name took its place): replaced in the same transaction, not left to collide with it
             replaces = [name for name in set(known) - wanted
                         if known[name].kind != "proposal" and Path(name).name == path.name]
+            # the registry's transaction and the packs: a few seconds for 70 000 items, said as it starts
+            ctx.progress((n + 0.9) / len(sources), f"writing {len(batch.items)} items of {path.name}")
             n_items = self._write(ctx, src, batch, digest or "", replaces)
             for name in replaces:
                 moved = prev is None and known[name].content_hash.split(":")[0] == (digest or "").split(":")[0]

@@ -280,8 +280,8 @@ def check_kind_options(path: Path, kind: str, opts: dict[str, Any]) -> None:
 def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | None = None,
                 labeling: dict[str, Any] | None = None,
                 progress: Callable[[float, str], None] | None = None) -> SourceBatch:
-    """`progress(fraction, message)`, where given, is called as a folder's or a zip's files are read (it may raise
-    to stop the reading: data.import's cancel)."""
+    """`progress(fraction, message)`, where given, is called as a folder's or a zip's files, or a CSV or JSON Lines
+    file's lines, are read (it may raise to stop the reading: data.import's cancel)."""
     path = Path(path)
     opts = dict(options or {})
     kind = kind or detect_kind(path)
@@ -300,8 +300,8 @@ def read_source(path: Path, kind: str | None = None, options: dict[str, Any] | N
         raise DataImportError(f"{path}: does not exist")
     if path.is_file() and path.stat().st_size == 0:
         raise DataImportError(f"{path}: the file is empty")
-    if readers[kind] is _read_class_folders:  # a folder of files or a zip of them: the long reads
-        batch = _read_class_folders(path, kind, opts, labeling or {}, progress)
+    if kind in ("text-folder", "image-folder", "csv", "jsonl"):  # the long reads: many files, or many lines
+        batch = readers[kind](path, kind, opts, labeling or {}, progress)
     else:
         batch = readers[kind](path, kind, opts, labeling or {})
     if not batch.items:
@@ -317,20 +317,23 @@ PROGRESS_SECONDS = 0.5  # and the least time between two progress events (each i
 
 
 class _FilesRead:
-    """Says how far the reading of a source's files is, every PROGRESS_FILES files and at most every
-    PROGRESS_SECONDS."""
+    """Says how far the reading of a source's files (or a file's lines) is, every PROGRESS_FILES of them and at most
+    every PROGRESS_SECONDS."""
 
-    def __init__(self, name: str, total: int, progress: Callable[[float, str], None] | None, verb: str = "reading"):
-        self.name, self.total, self.progress, self.verb = name, max(1, total), progress, verb
-        self.done, self.said = 0, time.monotonic()
+    def __init__(self, name: str, total: int, progress: Callable[[float, str], None] | None, verb: str = "reading",
+                 unit: str = "files"):
+        self.name, self.total, self.progress, self.verb, self.unit = name, max(1, total), progress, verb, unit
+        self.done, self.said, self.ticks = 0, time.monotonic(), 0
 
-    def tick(self) -> None:
-        self.done += 1
-        if (self.progress is not None and self.done % PROGRESS_FILES == 0
+    def tick(self, done: int | None = None) -> None:
+        """One more read, or (`done`) so many read so far (a CSV's line number: a record may span lines)."""
+        self.ticks += 1
+        self.done = self.done + 1 if done is None else done
+        if (self.progress is not None and self.ticks % PROGRESS_FILES == 0
                 and time.monotonic() - self.said >= PROGRESS_SECONDS):
             self.said = time.monotonic()
             self.progress(min(1.0, self.done / self.total),
-                          f"{self.verb} {self.name}: {self.done} of {self.total} files")
+                          f"{self.verb} {self.name}: {min(self.done, self.total)} of {self.total} {self.unit}")
 
 
 def _read_class_folders(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any],
@@ -643,8 +646,11 @@ def _open_csv(path: Path, opts: dict[str, Any]) -> tuple[bytes, str | None, Any,
     return raw, encoding, reader, [c.strip() for c in header]
 
 
-def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any],
+              progress: Callable[[float, str], None] | None = None) -> SourceBatch:
     raw, encoding, reader, cols = _open_csv(path, opts)
+    # lines, not records (a text may hold line breaks): a UTF-16 file's b"\n\x00" counts too
+    reading = _FilesRead(path.name, raw.count(b"\n") + (not raw.endswith(b"\n")), progress, unit="lines")
     lower = [c.lower() for c in cols]
     shown = ", ".join(cols)
     shown = shown if len(shown) <= 200 else shown[:197] + "…"  # a header read in the wrong encoding is one long run
@@ -678,6 +684,7 @@ def _read_csv(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, 
     try:
         for row in reader:
             line = reader.line_num
+            reading.tick(line)
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(cols):
@@ -738,7 +745,8 @@ def _pick_field(where: str, obj: dict[str, Any], opts: dict[str, Any], option: s
     return None
 
 
-def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any]) -> SourceBatch:
+def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str, Any],
+                progress: Callable[[float, str], None] | None = None) -> SourceBatch:
     raw = path.read_bytes()
     data = raw
     if path.name.lower().endswith(".gz"):
@@ -754,7 +762,10 @@ def _read_jsonl(path: Path, kind: str, opts: dict[str, Any], _labeling: dict[str
     names = _class_names(opts)
     text_key = label_key = None
     items: list[RawItem] = []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    lines = text.splitlines()
+    reading = _FilesRead(path.name, len(lines), progress, unit="lines")
+    for line_no, line in enumerate(lines, 1):
+        reading.tick()
         if not line.strip():
             continue
         try:

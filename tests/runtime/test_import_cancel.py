@@ -62,6 +62,52 @@ def test_an_import_says_how_far_it_is_and_stops_when_cancelled(tmp_path, monkeyp
     assert ws.store.item_count() == 400
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_csv_or_json_lines_file_is_read_with_progress_by_lines_and_can_be_stopped(tmp_path, monkeypatch, kind):
+    """A file of rows (a 1 GB CSV reads for a minute) said nothing until it was read and written, and could not be
+    stopped: its lines are counted as a folder's files are, and the write that follows is said as it starts."""
+    import json
+
+    monkeypatch.setattr(sources, "PROGRESS_FILES", 100)
+    monkeypatch.setattr(sources, "PROGRESS_SECONDS", 0.0)
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    path = tmp_path / f"news.{kind}"
+    rows = [(f"item {i}, with a line\nbreak" if i % 7 == 0 else f"item {i}", "sport" if i % 2 else "news")
+            for i in range(1000)]
+    if kind == "csv":
+        import csv
+
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "label"])
+            w.writerows(rows)
+    else:
+        path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    lines = path.read_bytes().count(b"\n")
+    said: list[tuple[float, str]] = []
+    cancel = threading.Event()
+
+    def watch(ev) -> None:  # noqa: ANN001
+        if ev.kind == EventKind.PROGRESS:
+            said.append((ev.fraction, ev.message))
+            if ev.message.startswith(f"reading {path.name}: ") and cancel_now:
+                cancel.set()
+
+    cancel_now = True
+    with pytest.raises(DataImportError, match=f"{path.name}: import cancelled; nothing was imported"):
+        add_source(ws, path, subscriber=watch, cancel=cancel)
+    assert ws.store.item_count() == 0
+    cancel_now = False
+    said.clear()
+    add_source(ws, path, subscriber=watch)
+    assert ws.store.item_count() == 1000
+    reads = [m for _, m in said if m.startswith(f"reading {path.name}: ")]
+    assert len(reads) >= 5 and all(m.endswith(f" of {lines} lines") for m in reads), reads
+    assert f"writing 1000 items of {path.name}" in [m for _, m in said], said
+    fractions = [f for f, _ in said]
+    assert fractions == sorted(fractions) and fractions[-1] <= 1, fractions
+
+
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_ctrl_c_stops_cdl_data_import_with_nothing_imported(tmp_path):
     ws = Workspace.init(tmp_path / "ws", "text-classification")
