@@ -10,7 +10,9 @@ again). What gc removes:
   to the same key and tensors, when an older model version is exported or packaged (from DVC's cache, without a
   checkout). Transform folders the registry does not know, and half-written ones, go too;
 - artifacts nothing refers to: no model version, variant, bundle, deployment, or the latest run of a step;
-- temporary files of writes that a killed process left, once they are an hour old.
+- temporary files of writes that a killed process left, once they are an hour old;
+- cached hashes (`.cdl/file-hashes.db`) of files that no configured source holds any more (a source removed, a
+  file deleted from a source folder between two imports), the database then compacted.
 
 What it keeps: every registered model version's checkpoint, every variant's ONNX file and bundle, every bundle
 ever pushed to a device, and what the latest run of each step produced. It takes the workspace's run lock, so
@@ -21,6 +23,7 @@ and removes nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -66,6 +69,12 @@ def plan(ws: Workspace, now: float | None = None) -> list[dict[str, Any]]:
     def add(kind: str, path: Path, reason: str) -> None:
         out.append({"kind": kind, "path": str(path.relative_to(ws.root)), "bytes": _size(path), "reason": reason})
 
+    stale = _stale_hashes(ws)
+    if stale:
+        rows, total, db = stale
+        out.append({"kind": "file hashes", "path": str(db.relative_to(ws.root)), "rows": rows,
+                    "bytes": int(_size(db) * rows / max(total, 1)),
+                    "reason": f"{rows} cached hash(es) of files no configured source holds"})
     if not root.exists():
         return out
     current = ws.current_version()
@@ -95,6 +104,63 @@ def plan(ws: Workspace, now: float | None = None) -> list[dict[str, Any]]:
     return out
 
 
+def _source_roots(ws: Workspace) -> list[str]:
+    """The absolute paths of the configured sources, as data.import hashes them."""
+    from runtime.steps.data import normalize_source
+
+    roots = []
+    for i, entry in enumerate(ws.config().steps.get("data.import", {}).get("sources") or []):
+        path = Path(normalize_source(entry, f"cdl.yaml: steps.data.import.params.sources[{i}]")["path"]).expanduser()
+        roots.append(str((path if path.is_absolute() else ws.root / path).absolute()))
+    return roots
+
+
+def _held(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _stale_hashes(ws: Workspace) -> tuple[int, int, Path] | None:
+    """(rows of files no source holds, rows in all, the database) of the file-hash cache, or None: none, no cache,
+    or one that cannot be read (it is only a cache)."""
+    import sqlite3
+
+    from runtime.steps.data import file_hashes
+
+    db = file_hashes(ws)
+    if not db.exists():
+        return None
+    roots = _source_roots(ws)
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            paths = [r[0] for r in con.execute("SELECT path FROM hashes")]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    stale = sum(1 for p in paths if not _held(p, roots))
+    return (stale, len(paths), db) if stale else None
+
+
+def _drop_stale_hashes(ws: Workspace) -> None:
+    import sqlite3
+
+    from runtime.steps.data import file_hashes
+
+    roots = _source_roots(ws)
+    try:
+        con = sqlite3.connect(str(file_hashes(ws)), timeout=5)
+        try:
+            with con:
+                gone = [(p,) for (p,) in con.execute("SELECT path FROM hashes") if not _held(p, roots)]
+                con.executemany("DELETE FROM hashes WHERE path = ?", gone)
+            con.execute("VACUUM")
+        finally:
+            con.close()
+    except sqlite3.Error:  # only a cache: the next import reads the files
+        pass
+
+
 def collect(ws: Workspace, dry_run: bool = False, log=None) -> dict[str, Any]:  # noqa: ANN001
     """Remove what `plan` lists (or only list it), under the workspace's run lock."""
     from runtime.jobs.runner import holding_workspace
@@ -105,12 +171,15 @@ def collect(ws: Workspace, dry_run: bool = False, log=None) -> dict[str, Any]:  
         for it in items:
             if not dry_run:
                 path = ws.root / it["path"]
-                if path.is_dir():
+                if it["kind"] == "file hashes":
+                    _drop_stale_hashes(ws)
+                elif path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
                 if log:
-                    log(f"removed {it['path']} ({human(it['bytes'])}): {it['reason']}")
+                    verb = "pruned" if it["kind"] == "file hashes" else "removed"  # the cache stays, smaller
+                    log(f"{verb} {it['path']} ({human(it['bytes'])}): {it['reason']}")
             freed += it["bytes"]
     return {"dry_run": dry_run, "removed": items, "bytes": freed}
 
@@ -126,7 +195,9 @@ def human(n: float) -> str:
 def summary_line(result: dict[str, Any]) -> str:
     kinds: dict[str, int] = {}
     for it in result["removed"]:
-        kinds[it["kind"]] = kinds.get(it["kind"], 0) + 1
-    what = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items())) or "nothing"
+        kind = "cached file hash" if it["kind"] == "file hashes" else it["kind"]  # counted by its rows
+        kinds[kind] = kinds.get(kind, 0) + it.get("rows", 1)
+    what = ", ".join(f"{n} {k}{('es' if k.endswith('h') else 's') if n != 1 else ''}"
+                     for k, n in sorted(kinds.items())) or "nothing"
     verb = "would remove" if result["dry_run"] else "removed"
     return f"{verb} {what}: {human(result['bytes'])}"

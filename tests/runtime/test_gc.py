@@ -107,3 +107,50 @@ def test_gc_does_not_run_beside_a_pipeline_run_and_the_cli_reports(small_bbc):
     doc = json.loads(run.stdout)
     assert doc["dry_run"] is False and [it["kind"] for it in doc["removed"]] == ["artifact"] and doc["bytes"] == 11
     assert not ws.artifacts.exists(orphan)
+
+
+def test_gc_prunes_the_hashes_of_files_no_source_holds(tmp_path):
+    """data.import caches each source file's hash in .cdl/file-hashes.db; a source removed left its files' rows
+    there for good (20 000 rows for a folder of photos), and gc did not know the file."""
+    import sqlite3
+
+    from runtime.api import add_source, remove_source
+    from runtime.gc import summary_line
+    from runtime.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", "text-classification")
+    old = time.time() - 60  # files written in the last two seconds are not cached: these are older
+    folder = tmp_path / "texts"
+    for i in range(30):
+        f = folder / ("news" if i % 2 else "sport") / f"{i}.txt"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"text number {i}")
+        os.utime(f, (old, old))
+    keep = tmp_path / "more.csv"
+    keep.write_text("text,label\n" + "".join(f"another text {i},news\n" for i in range(5)))
+    os.utime(keep, (old, old))
+    add_source(ws, folder)
+    add_source(ws, keep)
+    db = ws.root / ".cdl" / "file-hashes.db"
+
+    def rows() -> set[str]:
+        with sqlite3.connect(db) as con:
+            return {r[0] for r in con.execute("SELECT path FROM hashes")}
+
+    assert len(rows()) == 31
+    assert not [it for it in plan(ws) if it["kind"] == "file hashes"]  # every row is a configured source's
+    remove_source(ws, str(folder))
+    (item,) = [it for it in plan(ws) if it["kind"] == "file hashes"]
+    assert item["rows"] == 30 and item["path"] == ".cdl/file-hashes.db" and item["bytes"] > 0
+    assert "30 cached hash(es) of files no configured source holds" in item["reason"]
+    assert len(rows()) == 31  # a plan changes nothing
+    said: list[str] = []
+    result = collect(ws, log=said.append)
+    assert rows() == {str(keep.absolute())}
+    assert summary_line(result).startswith("removed 30 cached file hashes")
+    assert any(line.startswith("pruned .cdl/file-hashes.db") for line in said), said
+    assert not [it for it in plan(ws) if it["kind"] == "file hashes"]
+    # the cache still serves the source left: its import is unchanged
+    add_source(ws, keep)
+    assert rows() == {str(keep.absolute())}
+    ws.close()

@@ -337,15 +337,16 @@ class VersionsPanel(Panel):
             return
         by_kind: dict[str, list[int]] = {}
         for it in items:
-            by_kind.setdefault(it["kind"], []).append(it["bytes"])
+            by_kind.setdefault(it["kind"], []).extend([it["bytes"]] + [0] * (it.get("rows", 1) - 1))
         names = {"transform": "cached tensors of other dataset versions (fitted again when an older model needs "
                               "them)",
                  "artifact": "files no model version, variant, deployment or latest step run refers to",
-                 "temporary": "writes a killed process left"}
+                 "temporary": "writes a killed process left",
+                 "file hashes": "cached hashes of files no source holds (.cdl/file-hashes.db)"}
         lines = "\n".join(f"• {len(b)} × {names.get(k, k)}: {human(sum(b))}" for k, b in sorted(by_kind.items()))
         if not confirm(
                 self, "Free disk",
-                f"Remove {human(sum(it['bytes'] for it in items))} from .cdl/artifacts?\n\n{lines}\n\nRegistered "
+                f"Remove {human(sum(it['bytes'] for it in items))} from .cdl?\n\n{lines}\n\nRegistered "
                 "models, their variants and bundles, and every bundle pushed to a device stay."):
             return
         self.work(collect, self.ctx.workspace, message="removing…",
