@@ -332,7 +332,7 @@ def test_cached_label_states_follow_every_change(store: Store):
     undos and re-imports replacing rows, the cached states equal the rules applied to the whole table."""
     import random
 
-    from runtime.labeling import current_states, effective_labels
+    from runtime.labeling import _current, current_states, effective_labels
 
     rng = random.Random(7)
     items = [f"{i:064x}" for i in range(40)]
@@ -360,6 +360,10 @@ def test_cached_label_states_follow_every_change(store: Store):
         want = _reference_states(store.labels())
         assert current_states(store) == want, (step, op)
         assert effective_labels(store.labels()) == want
+        # the sets progress counts by, updated with the states
+        now = _current(store)
+        assert now.labeled == {i for i, st in want.items() if st.label is not None}, (step, op)
+        assert now.conflicts == {i for i, st in want.items() if st.label is None and st.conflict}, (step, op)
     assert any(s.conflict for s in want.values()) and any(s.source == "manual" for s in want.values())
 
 
