@@ -31,6 +31,7 @@ class Panel(QWidget):
     sig_run = Signal(object, object, object)  # steps (list or None), until (str or None), overrides (dict or None)
     sig_message = Signal(str)
     sig_event = Signal(object)  # a runtime Event of a step this panel runs in the studio's process (data.import)
+    sig_progress = Signal(str)  # how far an action under way is, emitted from its worker thread
 
     def __init__(self, ctx: StudioContext, parent: QWidget | None = None):
         super().__init__(parent)
@@ -55,6 +56,7 @@ class Panel(QWidget):
         self.status_label: QLabel = notice("")
         self.status_label.setVisible(False)
         self.layout_.addWidget(self.status_label)
+        self.sig_progress.connect(self._progress_said)  # a method of this widget: delivered in the GUI thread
         self.build()
 
     # -- for subclasses -----------------------------------------------------------------------------------
@@ -109,6 +111,10 @@ class Panel(QWidget):
 
     def say(self, text: str, kind: str = "info") -> None:
         set_notice(self.status_label, text, kind)
+
+    def _progress_said(self, text: str) -> None:
+        if self.in_progress:  # not once the action ended: what it said then stays
+            self.say(text, "info")
 
     def say_empty(self, text: str | None) -> None:
         """A load's "nothing here yet" notice (text), or None when there is something: then only that notice goes,
