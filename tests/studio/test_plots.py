@@ -476,10 +476,13 @@ def test_a_trial_another_process_runs_shows_its_best_so_far_and_empty_plots_say_
         return [it.textItem.toPlainText() for it in p.plots[name].getPlotItem().items if isinstance(it, pg.TextItem)]
 
     def load() -> None:
+        before = getattr(p, "_draw_gen", 0)
         with qtbot.waitSignal(p.sig_loaded, timeout=30000):
             p.refresh()
-        qtbot.waitUntil(lambda: p.trials.rowCount() == 1 and "curves" in p.plots, timeout=5000)
-        qtbot.wait(50)
+        # the plots are drawn one per turn of the event loop: wait for this load's last (a fixed 50 ms wait lost
+        # the race on a loaded machine, the parallel plot still saying the load before's note)
+        qtbot.waitUntil(lambda: p.trials.rowCount() == 1 and getattr(p, "_draw_gen", 0) > before
+                        and getattr(p, "_drawn_gen", None) == p._draw_gen, timeout=10000)
 
     load()
     assert p.trials.item(0, 2).text() == ""

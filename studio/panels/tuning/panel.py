@@ -299,8 +299,11 @@ class TuningPanel(Panel):
                  [self._draw_history, self._draw_curves, self._draw_parallel, self._draw_importance])
 
         def step(i: int) -> None:
-            if gen != self._draw_gen or i >= len(parts):
-                return  # a newer draw started, or done
+            if gen != self._draw_gen:
+                return  # a newer draw started
+            if i >= len(parts):
+                self._drawn_gen = gen  # every plot of this draw is drawn
+                return
             parts[i]()
             QTimer.singleShot(0, lambda: step(i + 1))
 
