@@ -116,7 +116,7 @@ def _label_states(ctx: StepContext) -> dict[str, Any]:
 
 
 def file_hashes(ws: Any) -> Path:  # noqa: ANN401 - a Workspace
-    """Where the sources' files' hashes are kept by size, mtime and inode (content_hash): in .cdl/, not backed up."""
+    """Where the sources' files' hashes are kept by size, mtime, inode and ctime (content_hash): in .cdl/, not backed up."""
     return ws.root / ".cdl" / "file-hashes.db"
 
 

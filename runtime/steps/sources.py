@@ -89,8 +89,10 @@ def _sha256_file(path: Path) -> str:
 
 def content_hash(path: Path, cache: Path | None = None, progress: Callable[[float, str], None] | None = None) -> str:
     """sha256 of a file, or of every file (path and bytes) under a folder. With `cache` (a SQLite file), a file whose
-    size, modification time and inode are as they were is not read again (as DVC's state database does): every
-    status of a workspace read a folder of 20 000 images whole, a second each time, and a 2 GB zip likewise."""
+    size, modification time, inode and status-change time are as they were is not read again (as DVC's state database
+    does, with the change time too): every status of a workspace read a folder of 20 000 images whole, a second each
+    time, and a 2 GB zip likewise. The change time is what catches a file rewritten in place with its size and
+    modification time put back (`touch -r`, `cp -p`, a tool that keeps mtimes): nothing can set it back."""
     path = Path(path)
     with _HashCache(cache) as known:
         if path.is_file():
@@ -126,14 +128,17 @@ def _files(root: str) -> Iterator[tuple[list[str], os.DirEntry]]:
 
 
 class _HashCache:
-    """Files' sha256 by (absolute path, size, mtime in ns, inode), kept in a SQLite file. Any trouble with the file
-    (a read-only workspace, a lock held too long, a damaged file) only means the files are read: it never fails the
-    hash."""
+    """Files' sha256 by (absolute path, size, mtime in ns, inode, ctime in ns), kept in a SQLite file. Any trouble
+    with the file (a read-only workspace, a lock held too long, a damaged file) only means the files are read: it never
+    fails the hash. A cache written before the change time was kept gets its column, empty: each file is read once
+    more."""
+
+    _COLUMNS = "path, size, mtime_ns, inode, ctime_ns, sha256"
 
     def __init__(self, db: Path | None):
         self.db, self.con = db, None
-        self.known: dict[str, tuple[int, int, int, str]] = {}
-        self.new: list[tuple[str, int, int, int, str]] = []
+        self.known: dict[str, tuple[int, int, int, int | None, str]] = {}
+        self.new: list[tuple[str, int, int, int, int, str]] = []
         self.preloaded = False  # a folder's entries were read at once: a file not among them is new
         self.gone: list[str] = []
 
@@ -146,7 +151,10 @@ class _HashCache:
             self.db.parent.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(str(self.db), timeout=5)
             self.con.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
-                             "mtime_ns INTEGER, inode INTEGER, sha256 TEXT)")
+                             "mtime_ns INTEGER, inode INTEGER, sha256 TEXT, ctime_ns INTEGER)")
+            if "ctime_ns" not in {r[1] for r in self.con.execute("PRAGMA table_info(hashes)")}:
+                with self.con:
+                    self.con.execute("ALTER TABLE hashes ADD COLUMN ctime_ns INTEGER")
         except (sqlite3.Error, OSError):
             self._close()
         return self
@@ -154,7 +162,8 @@ class _HashCache:
     def preload(self, prefix: str) -> None:
         """The entries of the files under a folder (its path and a separator), in one query."""
         self.preloaded = True
-        self._load("SELECT * FROM hashes WHERE path >= ? AND path < ?", (prefix, prefix + "\U0010ffff"))
+        self._load(f"SELECT {self._COLUMNS} FROM hashes WHERE path >= ? AND path < ?",
+                   (prefix, prefix + "\U0010ffff"))
 
     def forget_all_but(self, kept: set[str]) -> None:
         """Drop the preloaded entries whose files are not in `kept` (deleted or moved since they were hashed)."""
@@ -175,12 +184,12 @@ class _HashCache:
         if self.con is None:
             return _sha256_file(Path(key))
         st = st or os.stat(key)
-        stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
         if key not in self.known and not self.preloaded:  # a file of its own (a zip, a CSV): its one entry
-            self._load("SELECT * FROM hashes WHERE path = ?", (key,))
+            self._load(f"SELECT {self._COLUMNS} FROM hashes WHERE path = ?", (key,))
         seen = self.known.get(key)
-        if seen is not None and seen[:3] == stamp:
-            return seen[3]
+        if seen is not None and seen[:4] == stamp:
+            return seen[4]
         digest = _sha256_file(Path(key))
         # a file written in the last two seconds may change again within its mtime's tick: hashed, not kept
         if time.time_ns() - st.st_mtime_ns > 2_000_000_000:
@@ -194,7 +203,8 @@ class _HashCache:
             try:
                 with self.con:
                     self.con.executemany("DELETE FROM hashes WHERE path = ?", [(k,) for k in self.gone])
-                    self.con.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self.new)
+                    self.con.executemany(f"INSERT OR REPLACE INTO hashes ({self._COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                                         self.new)
             except sqlite3.Error:
                 pass
         self._close()

@@ -107,3 +107,42 @@ def test_a_damaged_or_unwritable_cache_only_means_the_files_are_read(folder: Pat
     folder_there.mkdir()
     assert content_hash(folder, folder_there) == want
     assert list(folder_there.iterdir()) == []
+
+
+def test_a_file_rewritten_in_place_with_its_times_put_back_is_read_again(folder: Path, tmp_path: Path):
+    """Same size, same modification time (`touch -r`, `cp -p`, an editor that keeps it), same inode: only the
+    status-change time, which nothing can set back, tells the new bytes from the old."""
+    db = tmp_path / "hashes.db"
+    target = folder / "a" / "b.txt"
+    st = target.stat()
+    first = content_hash(folder, db)
+    assert content_hash(target, db) == _old_content_hash(target)
+    time.sleep(0.05)  # past the clock tick the file system stamps change times with
+    with open(target, "r+b") as fh:  # the same inode, the same size
+        fh.write(b"ONE")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    now = target.stat()
+    assert (now.st_size, now.st_mtime_ns, now.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert content_hash(folder, db) == _old_content_hash(folder) != first
+    assert content_hash(target, db) == hashlib.sha256(b"ONE").hexdigest()
+
+
+def test_a_cache_written_before_the_change_time_was_kept_is_taken_up(folder: Path, tmp_path: Path):
+    """The cache file of an earlier version (no ctime_ns column) gets the column; its entries are read once more."""
+    import sqlite3
+
+    db = tmp_path / "hashes.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, "
+                "sha256 TEXT)")
+    z = folder / "z.txt"
+    st = z.stat()
+    con.execute("INSERT INTO hashes VALUES (?, ?, ?, ?, ?)", (str(z), st.st_size, st.st_mtime_ns, st.st_ino, "0" * 64))
+    con.commit()
+    con.close()
+    assert content_hash(z, db) == _old_content_hash(z)  # the old entry's digest (a wrong one here) is not trusted
+    assert content_hash(folder, db) == _old_content_hash(folder)
+    cols = [r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(hashes)")]
+    assert "ctime_ns" in cols
+    assert sqlite3.connect(db).execute("SELECT sha256 FROM hashes WHERE path = ?", (str(z),)).fetchone()[0] == \
+        _old_content_hash(z)
