@@ -839,7 +839,11 @@ def labels_import(obj: dict[str, Any], file: Path, skip_unmatched: bool, media_r
         if doc["before"] and doc["before"] != doc["classes"]:
             click.echo(f"cdl.yaml had: {', '.join(doc['before'])}")
         return
-    doc = import_label_studio(_ws(obj), file, skip_unmatched, media_root)
+    def progress(done: int, total: int) -> None:  # an export of 70 000 images reads for seconds
+        if not as_json:
+            click.echo(f"importing: {done} of {total} task(s)", err=True)
+
+    doc = import_label_studio(_ws(obj), file, skip_unmatched, media_root, progress)
     if as_json:
         _dump(doc)
     else:

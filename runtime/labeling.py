@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.domain.entities import LabelRecord
 from runtime.domain.errors import CdlError, DataImportError, NotFoundError
+from runtime.domain.frozen import no_collection
 from runtime.workspace.dataset import DatasetView, IndexRow, PackReader, decode_text
 
 if TYPE_CHECKING:
@@ -1038,7 +1039,8 @@ _FILE_REFS = ("/data/upload/", "/data/local-files/", "s3://", "gs://", "azure-bl
 
 
 def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
-                        media_root: Path | None = None) -> dict[str, Any]:
+                        media_root: Path | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Read labels from a Label Studio JSON/JSON_MIN export into the labels table, in one transaction.
 
     Tasks are matched to items of the checked-out dataset (and those imported since) by `data.cdl_item`, then by
@@ -1048,6 +1050,9 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
     imported from it or from the same file elsewhere have it for their id. Cancelled annotations are
     recorded as skips (the task stays unlabeled); disagreeing annotations stay as they are and show up as a
     conflict. Re-importing the same file replaces what it imported before.
+
+    `progress(done, total)`: tasks matched so far, once the file is read, every 2000 tasks and at the end (the
+    labels are written after it).
     """
     import hashlib
 
@@ -1085,67 +1090,76 @@ def import_label_studio(ws: Workspace, path: Path, skip_unmatched: bool = False,
     prefix = f"ls:{path.name}#"
     # what each labeler's decision on each item is now, from everything but this file: an annotation of our own
     # export coming back that says the same is already here, and a second copy would only churn the labels
-    standing = {key: (r.action, r.label) for key, r in latest_decisions(
-        r for r in ws.store.labels() if not (r.task_ref or "").startswith(prefix)).items()}
-    for i, task in enumerate(tasks):
-        tid = task.get("id", i + 1)
-        where = f"{path}: task {tid}"
-        data = task.get("data", task) if isinstance(task.get("data", task), dict) else {}
-        item_id = data.get("cdl_item") if data.get("cdl_item") in ids else None
-        if item_id is None and isinstance(data.get(to_name), str):
-            value = data[to_name]
-            if value.startswith("data:image"):
-                payload = base64.b64decode(value.split(",", 1)[1])
-                cand = hashlib.sha256(payload).hexdigest()
-            else:
-                cand = hashlib.sha256(value.encode("utf-8")).hexdigest()
-            item_id = cand if cand in ids else None
-        if item_id is None and isinstance(data.get("source_file"), str):
-            item_id = by_source.get(data["source_file"])
-        value = data.get(to_name)
-        if item_id is None and isinstance(value, str) and value.startswith(_FILE_REFS):
-            # a file Label Studio holds (an upload, local or cloud storage): the item imported from the file of
-            # that path or name, where one item alone has it. The photos a user imported and uploaded to Label
-            # Studio matched nothing ("/data/upload/2/3b1a989e-cat1.png" is no content here)
-            from runtime.steps.sources import ls_file_names, ls_file_ref, ls_media_file
-
-            media = ls_media_file(value, Path(media_root or path.parent))
-            if media is not None:  # the file itself, here: its content is the item's id
-                cand = hashlib.sha256(media.read_bytes()).hexdigest()
+    # (latest_decisions' rule over the rows in force: the later a labeler's decision, the more it counts)
+    standing = {(item, labeler): (action, label) for item, labeler, action, label, ref in ws.store.decision_rows()
+                if not (ref or "").startswith(prefix)}
+    version = ws.current_version()  # a query: once, not for each of 70 000 rows
+    if progress is not None:
+        progress(0, len(tasks))
+    with no_collection():  # 70 000 tasks' rows and dicts, none in a cycle: the collector walked them again and again
+        for i, task in enumerate(tasks):
+            if progress is not None and i and i % 2000 == 0:
+                progress(i, len(tasks))
+            tid = task.get("id", i + 1)
+            where = f"{path}: task {tid}"
+            data = task.get("data", task) if isinstance(task.get("data", task), dict) else {}
+            item_id = data.get("cdl_item") if data.get("cdl_item") in ids else None
+            if item_id is None and isinstance(data.get(to_name), str):
+                value = data[to_name]
+                if value.startswith("data:image"):
+                    payload = base64.b64decode(value.split(",", 1)[1])
+                    cand = hashlib.sha256(payload).hexdigest()
+                else:
+                    cand = hashlib.sha256(value.encode("utf-8")).hexdigest()
                 item_id = cand if cand in ids else None
-            ref = ls_file_ref(value).strip("/").split("/")  # local storage's path, from its root: a folder's
+            if item_id is None and isinstance(data.get("source_file"), str):
+                item_id = by_source.get(data["source_file"])
+            value = data.get(to_name)
+            if item_id is None and isinstance(value, str) and value.startswith(_FILE_REFS):
+                # a file Label Studio holds (an upload, local or cloud storage): the item imported from the file of
+                # that path or name, where one item alone has it. The photos a user imported and uploaded to Label
+                # Studio matched nothing ("/data/upload/2/3b1a989e-cat1.png" is no content here)
+                from runtime.steps.sources import ls_file_names, ls_file_ref, ls_media_file
+
+                media = ls_media_file(value, Path(media_root or path.parent))
+                if media is not None:  # the file itself, here: its content is the item's id
+                    cand = hashlib.sha256(media.read_bytes()).hexdigest()
+                    item_id = cand if cand in ids else None
+                ref = ls_file_ref(value).strip("/").split("/")  # local storage's path, from its root: a folder's
+                if item_id is None:
+                    item_id = next((by_source[k] for k in ("/".join(ref[j:]) for j in range(len(ref) - 1))  # whole
+                                    if k in by_source), None)  # or the end of it (cats/1.png), then the name alone
+                for name in ls_file_names(value, task.get("file_upload")) if item_id is None else ():
+                    found = by_name.get(name, set())
+                    if len(found) == 1:
+                        item_id = next(iter(found))
+                        break
+                    if len(found) > 1 and str(tid) not in same_name:
+                        same_name.append(str(tid))
             if item_id is None:
-                item_id = next((by_source[k] for k in ("/".join(ref[j:]) for j in range(len(ref) - 1))  # whole
-                                if k in by_source), None)  # or the end of it (cats/1.png), then the name alone
-            for name in ls_file_names(value, task.get("file_upload")) if item_id is None else ():
-                found = by_name.get(name, set())
-                if len(found) == 1:
-                    item_id = next(iter(found))
-                    break
-                if len(found) > 1 and str(tid) not in same_name:
-                    same_name.append(str(tid))
-        if item_id is None:
-            unmatched.append(str(tid))
-            continue
-        labels, skips = ls_task_annotations(task, from_name, where)
-        stats["relabeled"] += sum(lab in relabel for lab, _, _ in labels)
-        labels = [(relabel.get(lab, lab), labeler, source) for lab, labeler, source in labels]
-        ours = {str(a.get("completed_by")) for a in task.get("annotations") or []  # exported by CDL Studio
-                if isinstance(a, dict) and isinstance(a.get("meta"), dict) and "cdl_source" in a["meta"]}
-        for k, (label, labeler, source) in enumerate(labels):
-            if labeler in ours and standing.get((item_id, labeler)) == ("label", label):
-                stats["already"] += 1
+                unmatched.append(str(tid))
                 continue
-            rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": source,
-                         "task_ref": f"{prefix}{tid}/{k}", "dataset_version": ws.current_version()})
-        for k, labeler in enumerate(skips):
-            if labeler in ours and standing.get((item_id, labeler), ("", ""))[0] == "skip":
-                stats["already"] += 1
-                continue
-            rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
-                         "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
-        stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
-        touched.add(item_id)
+            labels, skips = ls_task_annotations(task, from_name, where)
+            stats["relabeled"] += sum(lab in relabel for lab, _, _ in labels)
+            labels = [(relabel.get(lab, lab), labeler, source) for lab, labeler, source in labels]
+            ours = {str(a.get("completed_by")) for a in task.get("annotations") or []  # exported by CDL Studio
+                    if isinstance(a, dict) and isinstance(a.get("meta"), dict) and "cdl_source" in a["meta"]}
+            for k, (label, labeler, source) in enumerate(labels):
+                if labeler in ours and standing.get((item_id, labeler)) == ("label", label):
+                    stats["already"] += 1
+                    continue
+                rows.append({"item_id": item_id, "label": label, "labeler": labeler, "source": source,
+                             "task_ref": f"{prefix}{tid}/{k}", "dataset_version": version})
+            for k, labeler in enumerate(skips):
+                if labeler in ours and standing.get((item_id, labeler), ("", ""))[0] == "skip":
+                    stats["already"] += 1
+                    continue
+                rows.append({"item_id": item_id, "label": None, "labeler": labeler, "source": "import",
+                             "action": "skip", "task_ref": f"{prefix}{tid}/skip{k}"})
+            stats["labeled" if labels else "skipped" if skips else "unannotated"] += 1
+            touched.add(item_id)
+    if progress is not None:
+        progress(len(tasks), len(tasks))
     if unmatched and not skip_unmatched:
         twice = [t for t in same_name if t in unmatched]
         raise DataImportError(

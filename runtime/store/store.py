@@ -481,7 +481,10 @@ class Store(ModelRegistryMixin, DeployMixin):
             q = q.where(tbl.c.undone == False)  # noqa: E712
         with self.session() as s:
             rows = s.execute(q).all() if item_ids is None else _rows_in(s, q, tbl.c.item_id, item_ids)
-        return [_label(r) for r in sorted(rows, key=lambda r: r.id)]
+        rows.sort(key=lambda r: r.id)
+        # made as runtime.domain.frozen does (70 000 one by one took 1.25 s), each as _label makes it
+        return frozen_many(LabelRecord, ((r.id or 0, r.item_id, r.label, r.labeler, r.source, r.action,
+                                          _aware(r.created), r.dataset_version, r.task_ref, r.undone) for r in rows))
 
     def label_facts(self, after_id: int | None = None,
                     item_ids: Iterable[str] | None = None) -> list[tuple[int, str, str, str]]:
@@ -496,6 +499,16 @@ class Store(ModelRegistryMixin, DeployMixin):
             if item_ids is None:  # ordered by the database: sorting 70 000 rows in Python took a tenth of a second
                 return [tuple(r) for r in s.execute(q.order_by(tbl.c.id)).all()]
             return sorted(tuple(r) for r in _rows_in(s, q, tbl.c.item_id, item_ids))
+
+    def decision_rows(self) -> list[tuple[str, str, str, str | None, str | None]]:
+        """(item_id, labeler, action, label, task_ref) of every label and skip in force that a labeler gave (model
+        predictions left out), oldest first: what each labeler decided, without the rest of the row (whole rows of
+        70 000 labels took 2 s to read)."""
+        tbl = t.SqlLabel.__table__
+        q = select(tbl.c.item_id, tbl.c.labeler, tbl.c.action, tbl.c.label, tbl.c.task_ref).where(
+            tbl.c.undone == False, tbl.c.source != "model").order_by(tbl.c.id)  # noqa: E712
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(q).all()]
 
     def label_names(self) -> set[str]:
         """Every label some labeler, import or model gave (not undone)."""

@@ -148,6 +148,16 @@ def test_effective_states_read_from_the_facts_are_those_of_every_row(tmp_path):
         for model in (False, True):
             want = effective_labels(store.labels(), model)
             assert effective_states(store, model) == want
+        # each labeler's latest decision, read from the narrow rows as from whole ones (the Label Studio import)
+        from runtime.labeling import latest_decisions
+
+        store.add_label(ids[1], "n", "ana")  # a later decision of the same labeler on the same item
+        whole = {k: (r.action, r.label, r.task_ref) for k, r in latest_decisions(store.labels()).items()}
+        narrow: dict = {}
+        for item, labeler, action, label, ref in store.decision_rows():
+            narrow[(item, labeler)] = (action, label, ref)
+        assert narrow == whole and narrow[(ids[1], "ana")] == ("label", "n", None)
+        assert (ids[3], "bot") not in narrow and narrow[(ids[2], "ana")][0] == "skip"
         assert want[ids[0]].conflict and want[ids[1]].label == "m" and want[ids[3]].label == "b"
         assert want[ids[4]].label == "c"  # the label undone no longer counts
     finally:

@@ -403,7 +403,17 @@ class LabelingPanel(Panel):
     def _import_export(self, path: Path, skip_unmatched: bool) -> None:
         from runtime.labeling import UNMATCHED_HINT, import_label_studio
 
+        # how far it is (an export of 70 000 images reads for seconds, and the panel said nothing until it ended),
+        # and closing the window names it
+        key = object()
+        self.in_progress[key] = f"importing labels from {path.name}"
+        self.say(f"importing labels from {path.name}…", "info")
+
+        def progress(done: int, total: int) -> None:
+            self.sig_progress.emit(f"importing labels from {path.name}: {done} of {total} task(s)…")
+
         def done(r: dict[str, Any]) -> None:
+            self.in_progress.pop(key, None)
             self.say(f"{r['labels']} label(s) from {r['tasks']} task(s); {r['conflicts']} conflict(s)"
                      + (f"; {r['already_here']} already here (the same labeler's same label)" if r["already_here"]
                         else "")
@@ -412,6 +422,7 @@ class LabelingPanel(Panel):
             self.refresh()
 
         def failed(msg: str) -> None:
+            self.in_progress.pop(key, None)
             if not msg.endswith(UNMATCHED_HINT) or skip_unmatched:
                 self.say(msg, "error")
                 return
@@ -424,7 +435,8 @@ class LabelingPanel(Panel):
             else:
                 self.say(what, "error")
 
-        run_task(import_label_studio, self.ctx.workspace, path, skip_unmatched, on_done=done, on_error=failed)
+        run_task(import_label_studio, self.ctx.workspace, path, skip_unmatched, None, progress, on_done=done,
+                 on_error=failed)
 
     def _export_ls(self) -> None:
         from runtime.labeling import export_label_studio
