@@ -2,7 +2,7 @@
 
 - The revisions live in runtime/store/migrations/versions; the current one is kept in the table
   `cdl_schema_version` (Optuna's own Alembic table, `alembic_version`, shares the database).
-- Opening a database at the head revision costs one query. An older database is upgraded by the first opener
+- Opening a database at the head revision costs one query (Alembic is not imported). An older database is upgraded by the first opener
   while every other opener waits on the lock (PostgreSQL: an advisory lock; SQLite: a lock file beside the
   database), then sees the head and does nothing.
 - A database made before migrations existed (its tables, no version row) is brought to 0001, which creates the
@@ -29,6 +29,9 @@ from runtime.domain.errors import ConfigError
 
 VERSION_TABLE = "cdl_schema_version"
 BASELINE = "0001"
+# the newest revision under migrations/versions, as Alembic finds it (a test checks): a database at it opens with
+# one query and without importing Alembic, 0.4 s of every `cdl` command
+HEAD = "0008"
 _PG_LOCK_KEY = 0x0CD1_5C4E  # pg_advisory_lock key for registry migrations
 log = logging.getLogger("cdl.store.migrate")
 
@@ -123,8 +126,19 @@ def _state(engine: Engine) -> str | None:
         return current_revision(conn)
 
 
+def _at_head(engine: Engine) -> bool:
+    """Whether the version table holds HEAD alone (one plain query; no table, or any trouble: no)."""
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))] == [(HEAD,)]
+    except DBAPIError:
+        return False
+
+
 def upgrade(engine: Engine, target: str = "head") -> list[str]:
     """Bring the database to `target` (default: head). Returns the revisions applied (empty: nothing to do)."""
+    if target == "head" and _at_head(engine):
+        return []
     from alembic import command
 
     head = head_revision()
