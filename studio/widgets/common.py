@@ -92,9 +92,16 @@ def set_notice(label: QLabel, text: str, kind: str = "info") -> None:
 class Table(QTableWidget):
     """A read-only table filled from rows of values, sortable, with optional per-cell colours."""
 
-    def __init__(self, columns: Sequence[str], parent: QWidget | None = None):
+    def __init__(self, columns: Sequence[str], parent: QWidget | None = None, fit: bool = False,
+                 whole: Sequence[int] = (0,)):
+        """fit: the columns share the width the table has (fit_width), where their contents would make it scroll
+        sideways; the columns `whole` names (the row's name, a device's address) are not narrowed."""
         super().__init__(0, len(columns), parent)
         self.columns = list(columns)
+        self.fit, self.whole = fit, tuple(whole)
+        if fit:
+            self.setWordWrap(False)  # a text cut short is one line ending in "…", not two lines cut off
+        self._natural: list[int] = []  # each column's width for its contents (at most 360), as fill set it
         self.setHorizontalHeaderLabels(self.columns)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -119,7 +126,7 @@ class Table(QTableWidget):
                 else:
                     text = "" if value is None else str(value)
                     item.setText(text)
-                    if len(text) > 40:
+                    if len(text) > (12 if self.fit else 40):  # (a fitted column may cut it short)
                         item.setToolTip(text)
                 if colors and (r, c) in colors:
                     item.setForeground(QColor(colors[(r, c)]))
@@ -130,7 +137,52 @@ class Table(QTableWidget):
         for c in range(self.columnCount()):
             if self.columnWidth(c) > 360:
                 self.setColumnWidth(c, 360)
+        # (the last column's width is stretched to the table's: its contents' is asked for)
+        head = self.horizontalHeader()
+        self._natural = [min(360, max(self.sizeHintForColumn(c), head.sectionSizeHint(c)))
+                         for c in range(self.columnCount())]
+        if self.fit:
+            self.fit_width()
         self.setSortingEnabled(True)
+
+    def fit_width(self) -> None:
+        """Where the columns' contents are wider than the table, the widest are narrowed to one common width,
+        none below its header's and those `whole` names (the row's name) not at all, so that every column is in view: a text cut short ends in "…" and its tooltip
+        holds it whole. The models panel's tables scrolled sideways beside the flowchart at 1366 × 768, the
+        test accuracy and everything after it out of view."""
+        natural = self._natural
+        width = self.viewport().width()
+        if not natural or len(natural) != self.columnCount() or width <= 0:
+            return
+        if sum(natural) <= width:
+            widths = natural
+        else:
+            fm = self.horizontalHeader().fontMetrics()
+
+            def header(c: int) -> int:
+                item = self.horizontalHeaderItem(c)
+                lines = (item.text() if item is not None else "").splitlines() or [""]
+                return max(fm.horizontalAdvance(line) for line in lines) + 16
+
+            floor = [min(w, max(48, header(c))) for c, w in enumerate(natural)]
+            for c in self.whole:  # the row's name (a model version's) stays whole
+                if c < len(floor):
+                    floor[c] = min(natural[c], 220)
+            lo, hi = 0, max(natural)  # the widest common width at which every column fits
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if sum(max(f, min(w, mid)) for w, f in zip(natural, floor, strict=True)) <= width:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            widths = [max(f, min(w, lo)) for w, f in zip(natural, floor, strict=True)]
+        for c, w in enumerate(widths):
+            self.setColumnWidth(c, w)
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().resizeEvent(event)
+        if self.fit:
+            self.fit_width()
 
     def selected_data(self) -> list[Any]:
         rows = sorted({i.row() for i in self.selectedIndexes()})

@@ -870,6 +870,53 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     col = m.models.columns.index("review")
     assert [m.models.item(i, col).text() for i in range(2)] == ["approved by tester",
                                                                   "rejected by vera"]
+    # beside the flowchart at 1366 x 768 (a panel 854 wide), and narrower, every column of both tables is in view:
+    # they scrolled sideways, the test accuracy and everything after it out of view
+    m.show()
+    for width in (854, 760):
+        m.resize(width, 700)
+        qtbot.wait(50)
+        for t in (m.models, m.experiments):
+            last = t.columnCount() - 1
+            assert t.columnViewportPosition(last) + t.columnWidth(last) <= t.viewport().width(), (width, t.columns)
+        assert m.models.fontMetrics().horizontalAdvance(m.models.item(0, 0).text()) < m.models.columnWidth(0)
+
+
+def test_a_fitted_table_keeps_every_column_in_view(qtbot):
+    """Table(fit=True): the widest columns narrowed to one width (none below its header's, the first whole), a cut
+    text whole in its tooltip; contents that fit keep their widths; a resize fits them again."""
+    from studio.widgets.common import Table
+
+    t = Table(["name", "note", "score", "comment"], fit=True)
+    qtbot.addWidget(t)
+    t.resize(800, 300)
+    t.show()
+    long_note = "a note long enough to need a column of its own width " * 2
+    t.fill([("resnet-fashion:12", long_note, 0.91, "short"), ("b", "x", 0.5, "also a long comment " * 4)])
+    natural = list(t._natural)
+    qtbot.wait(20)
+
+    def right() -> int:
+        return t.columnViewportPosition(3) + t.columnWidth(3)
+
+    assert sum(natural) > 800 and right() <= t.viewport().width()
+    assert t.columnWidth(0) == natural[0] and t.columnWidth(2) == natural[2]  # the name whole, the narrow as it was
+    assert t.columnWidth(1) < natural[1] and t.item(0, 1).toolTip() == long_note
+    t.resize(420, 300)
+    qtbot.wait(20)
+    assert right() <= t.viewport().width() and t.columnWidth(0) == natural[0]
+    t.resize(3000, 300)
+    qtbot.wait(20)
+    assert [t.columnWidth(c) for c in range(3)] == natural[:3]  # room enough: as their contents want
+    # another column named whole (a device's address) is not narrowed either
+    w = Table(["name", "address", "note"], fit=True, whole=(0, 1))
+    qtbot.addWidget(w)
+    w.resize(500, 200)
+    w.show()
+    w.fill([("edge-1", "192.168.100.200:50051", long_note)])
+    qtbot.wait(20)
+    assert w.columnWidth(1) == w._natural[1] and w.columnWidth(2) < w._natural[2]
+    assert w.columnViewportPosition(2) + w.columnWidth(2) <= w.viewport().width()
 
 
 def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):

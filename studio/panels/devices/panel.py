@@ -137,8 +137,9 @@ class DevicesPanel(Panel):
         w = QWidget()
         w.setLayout(row2)
         self.add(w)
+        # every column in view beside the flowchart (the certificate and last seen were off to the right)
         self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
-                              "free disk", "certificate", "last seen"])
+                              "free\ndisk", "certificate", "last seen"], fit=True, whole=(0, 2))
         self.add(self.devices, 2)
         # what acts on the selected devices is off until one is selected (each said "select a device first" when
         # pressed, beside an empty table too)
@@ -149,7 +150,7 @@ class DevicesPanel(Panel):
         self.model.currentTextChanged.connect(lambda _t: self._selection_changed())
         self._selection_changed()
         self.add(QLabel("Deployment history"))
-        self.history = Table(["when", "device", "action", "model", "status", "message"])
+        self.history = Table(["when", "device", "action", "model", "status", "message"], fit=True)
         self.add(self.history, 1)
 
     def load(self) -> dict[str, Any]:

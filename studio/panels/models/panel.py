@@ -41,11 +41,12 @@ class ModelsPanel(Panel):
         self.split = split
         self._split_moved = False  # once someone drags a handle, the sizes are theirs
         split.splitterMoved.connect(lambda *_: setattr(self, "_split_moved", True))
-        self.models = Table(["model", "aliases", "review", "dataset", "framework", "template", "test_accuracy",
-                             "macro_f1", "val_accuracy", "git commit", "created"])
+        # headers in two lines where that lets the columns be narrower, as the compression panel's
+        self.models = Table(["model", "aliases", "review", "dataset", "framework", "template", "test\naccuracy",
+                             "macro\nF1", "val\naccuracy", "git\ncommit", "created"], fit=True)
         self.models.itemSelectionChanged.connect(self._lineage)
         self.experiments = Table(["id", "experiment", "kind", "dataset", "framework", "template", "status",
-                                  "best", "trials", "models", "created"])
+                                  "best", "trials", "models", "created"], fit=True)
         self.experiments.setToolTip("double-click an experiment to open it in the tuning dashboard: its trials, "
                                     "learning curves and parameters")
         self.experiments.itemDoubleClicked.connect(self._open_experiment)
