@@ -1085,7 +1085,7 @@ def _ls_payload(task: dict[str, Any], to_name: str, media_root: Path, where: str
 
 def _read_label_studio(path: Path, kind: str, opts: dict[str, Any], labeling: dict[str, Any],
                        progress: Callable[[float, str], None] | None = None) -> SourceBatch:
-    if progress is not None:  # the parse is one call: an export of 70 000 images (118 MB) takes 3 s
+    if progress is not None:  # the parse is one call: an export of 70 000 images (118 MB) takes a second or two
         progress(0.0, f"reading {path.name} ({path.stat().st_size / 1e6:.0f} MB)")
     tasks = load_label_studio(path)
     media_root = Path(opts.get("media_root") or path.parent)
