@@ -866,6 +866,15 @@ def test_models_and_review_panels(studio_ctx, qtbot, monkeypatch):
     newest = r2.history.visualItemRect(r2.history.item(r2.history.rowCount() - 1, 0))
     assert 0 <= newest.top() and newest.bottom() <= r2.history.viewport().height(), (
         newest, r2.history.viewport().height())
+    # the two confusion matrices side by side where both fit whole, one above the other where they do not (at 1024
+    # pixels each showed part of its columns behind a sideways scroll bar)
+    assert r2.cm_champion.isVisible() and r2.cm_champion.columnCount() == r2.cm_candidate.columnCount() == 5
+    for width, side in ((1700, True), (440, False), (1700, True)):
+        r2.resize(width, 740)
+        qtbot.wait(50)
+        a, b = r2.cm_candidate, r2.cm_champion
+        assert r2.matrices.side_by_side is side and (a.y() == b.y()) is side and (b.x() == a.x()) is not side, width
+        assert a.horizontalScrollBar().maximum() == 0 and b.horizontalScrollBar().maximum() == 0, width
     load(qtbot, m)  # the models panel shows each version's latest review
     col = m.models.columns.index("review")
     assert [m.models.item(i, col).text() for i in range(2)] == ["approved by tester",

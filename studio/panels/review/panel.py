@@ -80,6 +80,47 @@ def _confusion(table: Table, ev: dict[str, Any] | None) -> None:
 ROW_H = 22  # compact rows: the review shows four tables at once
 
 
+def _whole_width(table: Table) -> int:
+    """The width a matrix needs to show every column: its row header, columns and frame."""
+    return (table.verticalHeader().sizeHint().width() + sum(table.columnWidth(c) for c in range(table.columnCount()))
+            + 2 * table.frameWidth() + 2)
+
+
+class _Matrices(QWidget):
+    """The candidate's and the champion's confusion matrices side by side where both fit whole, else one above the
+    other: at 1024 pixels Fashion-MNIST's ten classes showed four of the candidate's columns and eight of the
+    champion's, each behind a sideways scroll bar."""
+
+    def __init__(self, label_a: QLabel, table_a: Table, label_b: QLabel, table_b: Table):
+        super().__init__()
+        self.parts = (label_a, table_a, label_b, table_b)
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(4, 4, 4, 4)
+        self.side_by_side: bool | None = None
+        self.arrange()
+
+    def arrange(self) -> None:
+        """Side by side or stacked, for the width there is now (after a resize, and after the matrices are filled)."""
+        label_a, table_a, label_b, table_b = self.parts
+        need = _whole_width(table_a) + (_whole_width(table_b) if table_b.isVisibleTo(self) else 0)
+        side = not table_b.isVisibleTo(self) or self.width() >= need + self.grid.horizontalSpacing() + 8
+        if side == self.side_by_side:
+            return
+        self.side_by_side = side
+        for w in self.parts:
+            self.grid.removeWidget(w)
+        spots = ((0, 0), (1, 0), (0, 1), (1, 1)) if side else ((0, 0), (1, 0), (2, 0), (3, 0))
+        for w, (r, c) in zip(self.parts, spots, strict=True):
+            self.grid.addWidget(w, r, c)
+        for c in (0, 1):  # halves of one width (the longer label took more of it)
+            self.grid.setColumnStretch(c, 1 if side else int(c == 0))
+        self.updateGeometry()
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt's name
+        super().resizeEvent(event)
+        self.arrange()
+
+
 class ReviewPanel(Panel):
     panel_id = "review"
     title = "Review"
@@ -114,19 +155,14 @@ class ReviewPanel(Panel):
         grid = QGridLayout()
         self.metrics = Table(["metric", "candidate", "champion", "change"])
         grid.addWidget(self.metrics, 0, 0)
-        matrices = QGridLayout()
-        matrices.setContentsMargins(4, 4, 4, 4)
         self.cm_candidate_label = QLabel(CM_CANDIDATE)
         self.cm_candidate_label.setWordWrap(True)  # "…; no champion to compare with" in one line was 613 pixels
-        matrices.addWidget(self.cm_candidate_label, 0, 0)
         self.cm_champion_label = QLabel("Champion's confusion matrix")
-        matrices.addWidget(self.cm_champion_label, 0, 1)
+        self.cm_champion_label.setWordWrap(True)
         self.cm_candidate = Table([])
         self.cm_champion = Table([])
-        matrices.addWidget(self.cm_candidate, 1, 0)
-        matrices.addWidget(self.cm_champion, 1, 1)
-        mw = QWidget()
-        mw.setLayout(matrices)
+        mw = self.matrices = _Matrices(self.cm_candidate_label, self.cm_candidate, self.cm_champion_label,
+                                       self.cm_champion)
         self.per_class = Table(["class", "test items", "precision", "recall", "f1", "champion precision",
                                 "champion recall"])
         # the matrices and the per-class figures each in a tab of their own, whole: one above the other, the
@@ -261,6 +297,8 @@ class ReviewPanel(Panel):
         _confusion(self.cm_candidate, cand.evaluation)
         versus = (here or champ.evaluation) if champ else None
         _confusion(self.cm_champion, versus)
+        self.matrices.side_by_side = None  # their widths changed: side by side or stacked again
+        self.matrices.arrange()
         self.per_class.fill(per_class_rows(cand.evaluation, versus))
         # "became champion | 2 | | approved by ana": it read "champion from | 2 | approved by ana", the reason under "by"
         events = [(a["since"], f"became {a['alias']}", a["version"], "", a["reason"]) for a in d["history"]["aliases"]]
