@@ -356,31 +356,20 @@ class Store(ModelRegistryMixin, DeployMixin):
         Hashing every item took 0.3 s on Fashion-MNIST's 70 000, and every step-state query (the studio's
         refreshes, `cdl status`) paid it. Every write to the items writes a new ITEMS_REVISION token in the same
         transaction, so the hash is kept per token. The token is read before the items: a commit between the two
-        can only file a newer item set under an older token, which no later read asks for. The hash is kept in the
-        registry too (ITEMS_FINGERPRINT, beside its token): each `cdl` process hashed the items again, 0.5 s of
-        `cdl status` on Fashion-MNIST."""
+        can only file a newer item set under an older token, which no later read asks for. The hash is also kept in
+        the registry (ITEMS_FINGERPRINT, beside its token), written by the transaction that writes the items and
+        the token: each `cdl` process hashed the items again, 0.5 s of `cdl status` on Fashion-MNIST. (A registry
+        whose items were written before it was kept is hashed as before, until its next write of items.)"""
         token = self.items_token()
         if token in self._items_fp:
             return self._items_fp[token]
         kept = self.get_state(ITEMS_FINGERPRINT)
         if isinstance(kept, dict) and kept.get("token") == token and isinstance(kept.get("fingerprint"), str):
-            self._items_fp = {token: kept["fingerprint"]}
-            return kept["fingerprint"]
-        h = hashlib.sha256()
-        q = select(t.SqlItem.uid, t.SqlItem.id, t.SqlItem.source_label, t.SqlItem.source_split).order_by(
-            t.SqlItem.uid
-        )
-        with self.session() as s:
-            for row in s.execute(q).all():
-                h.update(f"{row[0]}\0{row[1]}\0{row[2]}\0{row[3]}\n".encode())
-        fp = h.hexdigest()
+            fp = kept["fingerprint"]
+        else:
+            with self.session() as s:
+                fp = _items_hash(s)
         self._items_fp = {token: fp}
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            self.set_state(ITEMS_FINGERPRINT, {"token": token, "fingerprint": fp})
-        except SQLAlchemyError:  # a registry this process may not write (read-only): hashed again next time
-            pass
         return fp
 
     def items_token(self) -> str:
@@ -400,7 +389,10 @@ class Store(ModelRegistryMixin, DeployMixin):
 
         try:
             with self._lock, self.session() as s:
-                s.add(t.SqlState(key=ITEMS_REVISION, value=uuid.uuid4().hex[:12]))
+                token = uuid.uuid4().hex[:12]
+                s.add(t.SqlState(key=ITEMS_REVISION, value=token))
+                s.flush()
+                s.merge(t.SqlState(key=ITEMS_FINGERPRINT, value={"token": token, "fingerprint": _items_hash(s)}))
                 s.commit()
         except IntegrityError:  # someone else's token is there: theirs stands
             pass
@@ -854,10 +846,23 @@ def _labels_replaced(s) -> None:  # noqa: ANN001
 
 
 def _items_replaced(s) -> None:  # noqa: ANN001
-    """Within the transaction that wrote items: a new token, so that items_fingerprint hashes them again."""
+    """Within the transaction that wrote items, after the writes: a new token, and the item set's hash filed under
+    it (items_fingerprint), both committed with the items or not at all."""
     import uuid
 
-    s.merge(t.SqlState(key=ITEMS_REVISION, value=uuid.uuid4().hex[:12]))
+    token = uuid.uuid4().hex[:12]
+    s.merge(t.SqlState(key=ITEMS_REVISION, value=token))
+    s.merge(t.SqlState(key=ITEMS_FINGERPRINT, value={"token": token, "fingerprint": _items_hash(s)}))
+
+
+def _items_hash(s) -> str:  # noqa: ANN001
+    """sha256 over every item's uid, content id, source label and source split, in uid order, as the session
+    sees them."""
+    h = hashlib.sha256()
+    q = select(t.SqlItem.uid, t.SqlItem.id, t.SqlItem.source_label, t.SqlItem.source_split).order_by(t.SqlItem.uid)
+    for row in s.execute(q).all():
+        h.update(f"{row[0]}\0{row[1]}\0{row[2]}\0{row[3]}\n".encode())
+    return h.hexdigest()
 
 
 def _rows_in(s, query, column, values: Iterable[str]) -> list[Any]:  # noqa: ANN001

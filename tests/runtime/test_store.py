@@ -392,30 +392,37 @@ def test_the_items_fingerprint_is_kept_per_revision_and_follows_every_write(stor
 
 
 def test_the_items_fingerprint_is_kept_in_the_registry_for_the_next_process(store: Store, monkeypatch):
-    """Each `cdl` process hashed every item again (0.5 s of `cdl status` on Fashion-MNIST): the hash is kept beside
-    its revision token, read back while the token is the same, and made again once a write renewed it."""
+    """Each `cdl` process hashed every item again (0.5 s of `cdl status` on Fashion-MNIST): the transaction that
+    writes items files their hash beside the new revision token, and a new process reads it while the token is the
+    same. A kept hash of another token is never taken; without one (items written before it was kept) the items
+    are hashed, as before."""
+    from runtime.store import store as store_module
     from runtime.store.store import ITEMS_FINGERPRINT, ITEMS_REVISION
 
-    store.import_source(SourceRecord("src", "csv", "h1", 3, None), _items(3), [])
-    first = store.items_fingerprint()
-    assert store.get_state(ITEMS_FINGERPRINT) == {"token": store.get_state(ITEMS_REVISION), "fingerprint": first}
-    store._items_fp.clear()  # as a new process finds it
-    hashed: list[int] = []
-    real_session = store.session
-    monkeypatch.setattr(store, "session", lambda: hashed.append(1) or real_session())
-    assert store.items_fingerprint() == first
-    reads = len(hashed)
-    store.import_source(SourceRecord("src", "csv", "h2", 3, None), _items(3, label="b"), [])
-    store._items_fp.clear()
-    hashed.clear()
-    second = store.items_fingerprint()
-    assert second != first and len(hashed) > reads  # the kept one was for the old token: hashed again
-    store._items_fp.clear()
-    assert store.items_fingerprint() == second
-    # a kept hash is never taken for another token, even one written by hand
+    def fresh() -> str:  # what hashing the items says, nothing kept
+        with store.session() as s:
+            return store_module._items_hash(s)
+
+    for write in (lambda: store.import_source(SourceRecord("src", "csv", "h1", 3, None), _items(3), []),
+                  lambda: store.import_source(SourceRecord("src", "csv", "h2", 3, None), _items(3, label="b"), []),
+                  lambda: store.import_source(SourceRecord("more", "csv", "h3", 2, None), _items(2, source="more"),
+                                              []),
+                  lambda: store.remove_items("more", [_items(2, source="more")[0].uid]),
+                  lambda: store.remove_source("more")):
+        write()
+        kept = store.get_state(ITEMS_FINGERPRINT)
+        assert kept == {"token": store.get_state(ITEMS_REVISION), "fingerprint": fresh()}
+        store._items_fp.clear()  # as a new process finds it: read, not hashed
+        hashed: list[int] = []
+        monkeypatch.setattr(store_module, "_items_hash", lambda s, hashed=hashed: hashed.append(1) or "not this")
+        assert store.items_fingerprint() == kept["fingerprint"] and hashed == []
+        monkeypatch.undo()
+    # kept for another token (or items written before it was kept): hashed, and not written on the way
+    last = store.items_fingerprint()
     store.set_state(ITEMS_FINGERPRINT, {"token": "another", "fingerprint": "0" * 64})
     store._items_fp.clear()
-    assert store.items_fingerprint() == second
+    assert store.items_fingerprint() == last == fresh()
+    assert store.get_state(ITEMS_FINGERPRINT)["token"] == "another"
 
 
 def test_a_workspace_without_the_revision_token_gets_one(store: Store):
@@ -434,6 +441,9 @@ def test_a_workspace_without_the_revision_token_gets_one(store: Store):
     assert store.items_fingerprint() == fp
     token = store.get_state(ITEMS_REVISION)
     assert token and store._items_fp == {token: fp}
+    from runtime.store.store import ITEMS_FINGERPRINT
+
+    assert store.get_state(ITEMS_FINGERPRINT) == {"token": token, "fingerprint": fp}  # filed with the new token
     assert store.items_fingerprint() == fp and store.get_state(ITEMS_REVISION) == token  # one token, kept
     store.import_source(SourceRecord("more", "csv", "h2", 2, None), _items(2, source="more"), [])
     assert store.items_fingerprint() != fp
