@@ -101,7 +101,7 @@ class Table(QTableWidget):
         self.fit, self.whole = fit, tuple(whole)
         if fit:
             self.setWordWrap(False)  # a text cut short is one line ending in "…", not two lines cut off
-        self._natural: list[int] = []  # each column's width for its contents (at most 360), as fill set it
+        self._natural: list[int] = []  # fit: each column's width for its contents (at most 360), as fill found it
         self.setHorizontalHeaderLabels(self.columns)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -137,19 +137,18 @@ class Table(QTableWidget):
         for c in range(self.columnCount()):
             if self.columnWidth(c) > 360:
                 self.setColumnWidth(c, 360)
-        # (the last column's width is stretched to the table's: its contents' is asked for)
-        head = self.horizontalHeader()
-        self._natural = [min(360, max(self.sizeHintForColumn(c), head.sectionSizeHint(c)))
-                         for c in range(self.columnCount())]
-        if self.fit:
+        if self.fit:  # (the last column's width is stretched to the table's: its contents' is asked for)
+            head = self.horizontalHeader()
+            self._natural = [min(360, max(self.sizeHintForColumn(c), head.sectionSizeHint(c)))
+                             for c in range(self.columnCount())]
             self.fit_width()
         self.setSortingEnabled(True)
 
     def fit_width(self) -> None:
-        """Where the columns' contents are wider than the table, the widest are narrowed to one common width,
-        none below its header's and those `whole` names (the row's name) not at all, so that every column is in view: a text cut short ends in "…" and its tooltip
-        holds it whole. The models panel's tables scrolled sideways beside the flowchart at 1366 × 768, the
-        test accuracy and everything after it out of view."""
+        """Where the columns' contents are wider than the table, the widest are narrowed to one common width, none
+        below its header's and those `whole` names (the row's name) not at all, so that every column is in view: a
+        text cut short ends in "…" and its tooltip holds it whole. The models panel's tables scrolled sideways
+        beside the flowchart at 1366 × 768, the test accuracy and everything after it out of view."""
         natural = self._natural
         width = self.viewport().width()
         if not natural or len(natural) != self.columnCount() or width <= 0:

@@ -99,12 +99,13 @@ class _Matrices(QWidget):
         self.side_by_side: bool | None = None
         self.arrange()
 
-    def arrange(self) -> None:
-        """Side by side or stacked, for the width there is now (after a resize, and after the matrices are filled)."""
+    def arrange(self, refilled: bool = False) -> None:
+        """Side by side or stacked, for the width there is now: after a resize, and (`refilled`) after the matrices
+        were filled, their widths changed."""
         label_a, table_a, label_b, table_b = self.parts
         need = _whole_width(table_a) + (_whole_width(table_b) if table_b.isVisibleTo(self) else 0)
         side = not table_b.isVisibleTo(self) or self.width() >= need + self.grid.horizontalSpacing() + 8
-        if side == self.side_by_side:
+        if side == self.side_by_side and not refilled:
             return
         self.side_by_side = side
         for w in self.parts:
@@ -297,8 +298,7 @@ class ReviewPanel(Panel):
         _confusion(self.cm_candidate, cand.evaluation)
         versus = (here or champ.evaluation) if champ else None
         _confusion(self.cm_champion, versus)
-        self.matrices.side_by_side = None  # their widths changed: side by side or stacked again
-        self.matrices.arrange()
+        self.matrices.arrange(refilled=True)
         self.per_class.fill(per_class_rows(cand.evaluation, versus))
         # "became champion | 2 | | approved by ana": it read "champion from | 2 | approved by ana", the reason under "by"
         events = [(a["since"], f"became {a['alias']}", a["version"], "", a["reason"]) for a in d["history"]["aliases"]]
