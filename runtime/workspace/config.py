@@ -167,6 +167,22 @@ def yaml_problem(exc: BaseException) -> str:
     return text
 
 
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)  # libyaml's parser, where PyYAML was built with it
+
+
+def load_yaml(text: str) -> Any:  # noqa: ANN401 - a YAML document
+    """`yaml.safe_load(text)` through libyaml where PyYAML has it: the same documents, about eight times faster
+    (Fashion-MNIST's cdl.yaml took 21 ms in pure Python, 2.7 ms in libyaml; every `cdl` command and the studio's
+    start read it). A text libyaml refuses is read again in pure Python, whose error says more ("found character
+    '\\t' that cannot start any token", where libyaml leaves the character out), at the same line and column."""
+    if _FAST_LOADER is None:
+        return yaml.safe_load(text)
+    try:
+        return yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506 - CSafeLoader is the safe loader
+    except yaml.YAMLError:
+        return yaml.safe_load(text)  # raises, with PyYAML's message (or reads it, should the two ever disagree)
+
+
 _PARSED: dict[str, Any] = {}  # cdl.yaml's text -> its YAML document, the last few texts read
 _PARSED_LOCK = threading.Lock()
 
@@ -177,7 +193,7 @@ def _yaml_doc(text: str) -> Any:  # noqa: ANN401 - a YAML document
     took 25-60 ms: the labeling panel's classes alone read it four times for each item it showed."""
     doc = _PARSED.get(text)
     if doc is None:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
         with _PARSED_LOCK:  # the studio's threads read it too
             while len(_PARSED) >= 8:
                 _PARSED.pop(next(iter(_PARSED)))

@@ -188,6 +188,35 @@ def test_cdl_yaml_parsed_once_per_text_still_follows_every_edit_and_hands_out_co
         ws.close()
 
 
+def test_cdl_yaml_read_through_libyaml_is_what_pyyaml_reads_and_its_errors_are_pyyaml_s():
+    """load_yaml parses with libyaml (eight times faster than pure Python) and must read every document as
+    yaml.safe_load does: YAML 1.1 booleans, numbers PyYAML leaves as text (1e-3), dates, nulls, anchors, the
+    templates. A text libyaml refuses is read again in pure Python, whose message names the character."""
+    import datetime
+
+    import yaml
+
+    from runtime.workspace.config import _FAST_LOADER, load_yaml
+    from runtime.workspace.workspace import RESOURCES
+
+    assert yaml.__with_libyaml__ and _FAST_LOADER is yaml.CSafeLoader  # the pins install PyYAML's wheel with it
+    texts = [p.read_text() for p in sorted((RESOURCES / "templates").glob("*.yaml"))]
+    assert len(texts) >= 2
+    texts.append("a: yes\nb: off\nc: 1e-3\nd: 1.0e-3\ne: 2021-06-01\nf: ~\ng: &x [1, 017, 0x1f]\nh: *x\n"
+                 "i: '07'\nj: .inf\nk: {x: [a, {y: 'z: w'}]}\nl: |\n  two\n  lines\n")
+    for text in texts:
+        assert load_yaml(text) == yaml.safe_load(text)
+    odd = load_yaml(texts[-1])
+    assert odd["a"] is True and odd["b"] is False and odd["c"] == "1e-3" and odd["d"] == 0.001
+    assert odd["e"] == datetime.date(2021, 6, 1) and odd["h"] == [1, 15, 31] and odd["i"] == "07"
+    with pytest.raises(yaml.YAMLError) as err:
+        load_yaml("steps:\n\t- tab\n")
+    assert "found character '\\t' that cannot start any token" in str(err.value)
+    with pytest.raises(yaml.YAMLError) as err:
+        load_yaml("a: [1, 2\nb: 3\n")
+    assert err.value.problem == "expected ',' or ']', but got ':'"
+
+
 @pytest.mark.parametrize("shape", [(28, 28), (28, 28, 1), (5, 7, 3), (3, 9, 4), (1, 1), (64, 1)])
 def test_the_export_s_own_png_decodes_to_the_same_pixels(shape):
     """The Label Studio export writes its images' PNGs itself (Pillow's save was 11 of 34 s for Fashion-MNIST):
