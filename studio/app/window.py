@@ -91,13 +91,17 @@ class MainWindow(QMainWindow):
     # -- building -----------------------------------------------------------------------------------------
 
     def open_workspace(self, root: Path) -> None:
+        root = Path(root).resolve()
+        runtime = RuntimeConnection(root, self.runtime_address)
+        if (root / "cdl.yaml").is_file():
+            runtime.launch()  # it loads the engine while this window does the same and builds the panels
         from runtime.api import open_workspace, pipeline_graph
 
-        root = Path(root).resolve()
         try:
             ws = open_workspace(root)
             graph = pipeline_graph(ws)
         except Exception as exc:  # noqa: BLE001 - a bad cdl.yaml is shown, not thrown
+            runtime.stop()
             self.start_page.message.show()
             from studio.widgets.common import set_notice
 
@@ -111,7 +115,7 @@ class MainWindow(QMainWindow):
             return
         remember(root)
         self.setWindowTitle(f"CDL Studio — {graph['name']} ({root})")
-        self.runtime = RuntimeConnection(root, self.runtime_address)
+        self.runtime = runtime
         self.ctx = StudioContext(root, ws, self.runtime)
         self.descriptions = {s["id"]: s["description"] for s in graph["steps"]}
         model = FlowModel.from_pipeline(graph["steps"], graph["edges"], graph["loops"])
@@ -173,12 +177,14 @@ class MainWindow(QMainWindow):
         self.runtime.sig_refused.connect(self._run_refused)
         self.statusBar().showMessage("starting the runtime…")
         self.runtime.start()
-        # The plotting library (about 0.3 s to import) loads on the GUI thread, on the first turn of the event
-        # loop, never off it: its import creates every QtCore/QtGui/QtWidgets class, and PySide creates its
-        # classes lazily and not thread-safely. Imported in a worker thread while the flowchart painted, it
-        # left QGradient without its Preset enum in about one start in twenty, and then every node failed to
-        # paint (tests/studio/test_window.py::test_qt_bindings_load_on_the_gui_thread_only).
-        QTimer.singleShot(0, _import_pyqtgraph)
+        # The plotting library (1-1.7 s to import while the runtime starts) loads on the GUI thread, never off
+        # it: its import creates every QtCore/QtGui/QtWidgets class, and PySide creates its classes lazily and
+        # not thread-safely. Imported in a worker thread while the flowchart painted, it left QGradient without
+        # its Preset enum in about one start in twenty, and then every node failed to paint
+        # (tests/studio/test_window.py::test_qt_bindings_load_on_the_gui_thread_only). It loads once the
+        # runtime has answered and the statuses are asked for (_runtime_settled), not on the first turn of the
+        # event loop: there it held the runtime's "ready" back, and so the statuses and every panel, by as long.
+        # A panel that plots before then imports it itself, on the GUI thread too.
         QTimer.singleShot(0, self.view.fit)
         self._watch_files(root)
         self._look_timer.start()
@@ -409,6 +415,12 @@ class MainWindow(QMainWindow):
         self.runtime_label.setText(f"  runtime: {address}")
         self.statusBar().showMessage(f"runtime on {address}", 5000)
         self._refresh_status()
+        self._runtime_settled()
+
+    def _runtime_settled(self) -> None:
+        """The runtime answered (or will not): the plotting library loads on the next turn of the event loop."""
+        if "pyqtgraph" not in sys.modules:
+            QTimer.singleShot(0, _import_pyqtgraph)
 
     def run(self, steps: list[str] | None, until: str | None = None, over: dict[str, Any] | None = None) -> None:
         """Run steps (None: the pipeline, up to `until`) in the runtime. With no data yet, a run that starts at
@@ -463,6 +475,7 @@ class MainWindow(QMainWindow):
         self.runtime_label.setText("  runtime: not running")
         self.statusBar().showMessage(message)
         self._status_in_process()
+        self._runtime_settled()
 
     def _status_in_process(self) -> None:
         """Without a runtime, statuses still show (read from the registry)."""

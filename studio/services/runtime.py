@@ -41,25 +41,38 @@ class RuntimeConnection(QObject):
         self._own = self.address is None  # this studio starts the runtime (and starts it again if it dies)
         self._stopping = False
         self._deaths: list[float] = []
+        self._launched: tuple[subprocess.Popen, threading.Thread] | None = None  # by launch(), not yet waited on
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
+    def launch(self) -> None:
+        """Start the runtime's process now and leave it starting: it loads the engine (1.5-2 s) while the window
+        builds its panels, and start() then waits for it to listen. The studio started it only once the window
+        was built, and the two starts took their time one after the other. Nothing where this studio connects to
+        a runtime at an address given."""
+        if self._own and self._launched is None and self.proc is None:
+            self._launched = self._popen()
+
     def start(self) -> None:
         threading.Thread(target=self._start, name="runtime-start", daemon=True).start()
+
+    def _popen(self) -> tuple[subprocess.Popen, threading.Thread]:
+        self._stderr_tail.clear()
+        proc = self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
+             "127.0.0.1:0", "--parent-pid", str(os.getpid())],  # it stops if this studio dies
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # its stderr is read for as long as it runs (a pipe nobody reads blocks the writer once full)
+        drain = threading.Thread(target=self._drain, args=(proc.stderr,), name="runtime-stderr", daemon=True)
+        drain.start()
+        return proc, drain
 
     def _start(self) -> None:
         proc, supervised = None, False
         try:
             if self._own:
-                self._stderr_tail.clear()
-                proc = self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "runtime.cli", "-w", str(self.workspace), "runtime", "serve", "--listen",
-                     "127.0.0.1:0", "--parent-pid", str(os.getpid())],  # it stops if this studio dies
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                # its stderr is read for as long as it runs (a pipe nobody reads blocks the writer once full)
-                drain = threading.Thread(target=self._drain, args=(proc.stderr,), name="runtime-stderr",
-                                         daemon=True)
-                drain.start()
+                launched, self._launched = self._launched, None  # the one launch() started, or a new one
+                proc, drain = launched or self._popen()
                 line = proc.stdout.readline().strip()
                 if not line.startswith("listening on "):
                     if proc.poll() is not None:

@@ -914,3 +914,49 @@ def test_the_job_bars_cancel_stops_an_import_from_the_data_panel(qtbot, tmp_path
     assert w.job_bar.label.text() == "data.import cancelled", (w.job_bar.label.text(), w.job_bar.log.toPlainText())
     qtbot.waitUntil(lambda: w.document.model.nodes["data.import"].status == "cancelled", timeout=30000)
     assert ws.store.item_count() == 0 and "texts" not in (ws.root / "cdl.yaml").read_text()
+
+
+def test_the_runtime_starts_while_the_window_builds_and_stops_where_the_workspace_does_not_open(tmp_path, qtbot,
+                                                                                                  monkeypatch):
+    """The window started `cdl runtime serve` only once it had built its panels, and the runtime then loaded the
+    engine for 1.5-2 s while the window waited: its process now starts first and loads alongside. A folder without
+    cdl.yaml starts none; a cdl.yaml that does not parse stops the one it started (no runtime left behind)."""
+    import runtime.api
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+    from studio.services.runtime import RuntimeConnection
+
+    order: list[str] = []
+    procs: list[subprocess.Popen] = []
+    popen = RuntimeConnection._popen
+
+    def recorded(self):  # noqa: ANN001, ANN202
+        order.append("runtime process")
+        out = popen(self)
+        procs.append(out[0])
+        return out
+
+    graph = runtime.api.pipeline_graph
+    monkeypatch.setattr(RuntimeConnection, "_popen", recorded)
+    monkeypatch.setattr(runtime.api, "pipeline_graph", lambda ws: (order.append("window builds"), graph(ws))[1])
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    w = MainWindow(ws.root)
+    qtbot.addWidget(w)
+    assert order == ["runtime process", "window builds"], order
+    with qtbot.waitSignal(w.runtime.sig_ready, timeout=60000):
+        pass
+    assert w.runtime.proc is procs[0] and len(procs) == 1  # the launched one is the one connected to, no second
+    w.close()
+    assert procs[0].poll() is not None
+    order.clear()
+    bare = MainWindow(tmp_path)  # no cdl.yaml: no runtime
+    qtbot.addWidget(bare)
+    assert order == [] and bare.runtime is None
+    bare.close()
+    (ws.root / "cdl.yaml").write_text((ws.root / "cdl.yaml").read_text() + "steps: [unclosed\n")
+    broken = MainWindow(ws.root)
+    qtbot.addWidget(broken)
+    assert order[:1] == ["runtime process"] and len(procs) == 2 and broken.runtime is None and broken.ctx is None
+    assert "not valid YAML" in broken.start_page.message.text(), broken.start_page.message.text()
+    assert procs[1].poll() is not None  # stopped, not left running beside the start page
+    broken.close()
