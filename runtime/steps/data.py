@@ -584,14 +584,17 @@ class IngestStep(Step):
             ))
         write_index(ws.dataset_dir / INDEX_NAME, rows)
         st = (ws.dataset_dir / INDEX_NAME).stat()
-        ctx.store.set_state(INGESTED_ITEMS, {"token": token, "index": [st.st_ino, st.st_mtime_ns, st.st_size]})
+        fp = hashlib.sha256((ws.dataset_dir / INDEX_NAME).read_bytes()).hexdigest()
+        # the index's stamp, and its hash for where the stamp changes with the same bytes (the workspace copied,
+        # restored, cloned: a new inode)
+        ctx.store.set_state(INGESTED_ITEMS, {"token": token, "index": [st.st_ino, st.st_mtime_ns, st.st_size],
+                                             "sha256": fp})
         for p in dest.iterdir():
             if p.name not in packs:
                 p.unlink()
         classes, splits, _ = class_counts(rows)
         labeled = sum(1 for r in rows if r.label is not None)
         conflicts = sum(1 for r in rows if r.conflict)
-        fp = hashlib.sha256((ws.dataset_dir / INDEX_NAME).read_bytes()).hexdigest()
         return StepResult(
             summary={"items": len(rows), "labeled": labeled, "conflicts": conflicts,
                      "unlabeled": len(rows) - labeled - conflicts, "classes": classes, "splits": splits,

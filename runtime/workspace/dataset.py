@@ -225,6 +225,7 @@ class DatasetView:
         self._by_uid: dict[str, IndexRow] | None = None
         self._labels: frozenset[str] | None = None
         self.index_stamp: tuple[int, int, int] | None = None  # data/dataset's index file as read (labeling sets it)
+        self.index_path: Path | None = None  # and where it was read from
 
     @classmethod
     def open(cls, directory: Path) -> DatasetView:
