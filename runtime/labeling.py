@@ -214,9 +214,10 @@ def _same_index(view, sha256: str | None) -> bool:  # noqa: ANN001
     return digest == sha256 and (st.st_ino, st.st_mtime_ns, st.st_size) == view.index_stamp
 
 
-def _checked_out(ws: Workspace):  # noqa: ANN202
+def checked_out_view(ws: Workspace):  # noqa: ANN201
     """The checked-out dataset view, read again only when data/dataset's index file changed (ingest and checkout
-    replace it): reading 70 000 index rows took over a second on each item the panel showed."""
+    replace it): reading 70 000 index rows took over a second on each item the panel showed. Shared, read-only:
+    the labeling queue's and the data panel's (which read the index again on each refresh)."""
     from runtime.workspace.dataset import INDEX_NAME
 
     index = ws.dataset_dir / INDEX_NAME
@@ -267,7 +268,7 @@ class LabelQueue:
 
     def _dataset(self):
         if self._view is None:
-            self._view = _checked_out(self.ws)
+            self._view = checked_out_view(self.ws)
         return self._view
 
     def refresh(self) -> None:

@@ -336,18 +336,20 @@ class DataPanel(Panel):
 
     def load(self) -> dict[str, Any]:
         from runtime.datasets import named_order, report_json, versions_json
+        from runtime.labeling import checked_out_view
         from runtime.workspace.dataset import decode_text
 
         ws = self.ctx.workspace
+        # read once for the report and the samples, and again only when data/dataset's index changed
+        view = checked_out_view(ws) if ws.has_dataset() else None
         out: dict[str, Any] = {"sources": ws.store.sources(), "items": ws.store.item_count(),
-                               "report": report_json(ws), "versions": versions_json(ws)["versions"],
+                               "report": report_json(ws, checked_out=view), "versions": versions_json(ws)["versions"],
                                "task": ws.config().task, "samples": [], "hist": None, "order": named_order(ws)}
         # whether each source file is reachable on this machine (its items stay either way)
         out["reachable"] = {s.name: s.kind == "proposal" or (Path(s.name).expanduser() if Path(s.name).expanduser()
                                                               .is_absolute() else ws.root / s.name).exists()
                             for s in out["sources"]}
-        if ws.has_dataset():
-            view = ws.dataset()
+        if view is not None:
             # quarantined items left out: an image data.validate found undecodable failed the whole panel
             # ("UnidentifiedImageError: cannot identify image file"), its sources table empty
             version = ws.current_version()
