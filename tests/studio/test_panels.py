@@ -984,6 +984,17 @@ def test_compression_panel(studio_ctx, qtbot, tmp_path, monkeypatch):
     right = t.columnViewportPosition(12) + t.columnWidth(12)
     assert right <= t.viewport().width() and t.columnWidth(12) >= 200, (right, t.viewport().width(),
                                                                         t.columnWidth(12))
+    # at 1024 x 768 (a panel 590 wide) the other columns alone scroll sideways: the notes stay on one line, out to
+    # the right, where in 120 pixels they made each row five lines tall
+    p.resize(590, 600)
+    qtbot.wait(50)
+    line = t.fontMetrics().height()
+    assert t.columnViewportPosition(12) > t.viewport().width() - 120 and not t.wordWrap()
+    assert all(t.rowHeight(r) < 2 * line for r in range(t.rowCount())), [t.rowHeight(r) for r in range(t.rowCount())]
+    assert t.columnWidth(12) >= min(t.fontMetrics().horizontalAdvance(t.item(long, 12).text()), 900)
+    p.resize(854, 600)  # and wrapped again where there is room
+    qtbot.wait(50)
+    assert t.wordWrap() and t.columnViewportPosition(12) + t.columnWidth(12) <= t.viewport().width()
     # a slower variant says at which batch size and by how much ("slower" alone, beside a faster batch-1 median,
     # looked a wrong mark)
     store = studio_ctx.workspace.store

@@ -155,7 +155,16 @@ class CompressionPanel(Panel):
         if t.rowCount() == 0:
             return
         used = sum(t.columnWidth(c) for c in range(last))
-        t.setColumnWidth(last, max(self.NOTES_MIN, t.viewport().width() - used))
+        room = t.viewport().width() - used
+        if room < self.NOTES_MIN:
+            # the other columns alone scroll sideways (a 1024 x 768 screen): the notes in one line, out to the
+            # right, and whole in their tooltips; wrapped in 120 pixels they made each row five lines tall, and
+            # three variants filled the table
+            t.setColumnWidth(last, max(self.NOTES_MIN, min(t.sizeHintForColumn(last), 900)))
+            t.setWordWrap(False)
+        else:
+            t.setColumnWidth(last, room)
+            t.setWordWrap(True)
         t.resizeRowsToContents()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: ANN001, N802 - Qt's name
