@@ -25,6 +25,9 @@ def _after(window, panel: str | None, ready: Callable[[], None], timeout_s: floa
             ready()
             return
         if not window.loaded:
+            if window.ctx is None and window.opening is None:  # the workspace did not open (the start page says why)
+                ready()
+                return
             QTimer.singleShot(100, poll)
             return
         if panel:
@@ -59,7 +62,8 @@ def grab_when_loaded(window, path: Path, panel: str | None, done: Callable[[int]
         grab(window, path)
         done(0 if window.loaded else 1)
 
-    if window.ctx is None:  # the start page (exit 0: it has nothing to load, and said 1 for not loaded)
+    if window.ctx is None and window.opening is None:  # the start page (exit 0: it has nothing to load, and said 1
+        # for not loaded)
         QTimer.singleShot(500, lambda: (grab(window, path), done(0)))
         return
     _after(window, panel, ready)

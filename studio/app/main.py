@@ -45,7 +45,7 @@ def run_studio(argv: list[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     w, h = (int(x) for x in (args.size or DEFAULT_SIZE).lower().split("x"))
-    window = MainWindow(args.workspace, args.runtime)
+    window = MainWindow(None, args.runtime)  # shown at once; the workspace opens on the loop's first turns
     screen = app.primaryScreen()
     maximize = False
     if args.size is None and not args.screenshot and screen is not None:  # a screenshot keeps its size, anywhere
@@ -56,6 +56,15 @@ def run_studio(argv: list[str] | None = None) -> int:
         window.showMaximized()
     else:
         window.show()
+
+    def first_panel() -> None:
+        step = next((s for s, p in window.step_panel.items() if p == args.panel), None)
+        if step and not args.screenshot:  # (the screenshot shows its panel itself, once the workspace loaded)
+            window.scene.select(step)
+            window.select_step(step)
+
+    if args.workspace is not None:
+        window.open_later(args.workspace, then=first_panel if args.panel else None)
     result = {"code": 0}
     if args.screenshot:
         from studio.screenshots import grab_when_loaded
@@ -69,11 +78,7 @@ def run_studio(argv: list[str] | None = None) -> int:
             app.quit()
 
         grab_when_loaded(window, args.screenshot, args.panel, grabbed)
-    elif args.panel and window.panels:
-        step = next((s for s, p in window.step_panel.items() if p == args.panel), None)
-        if step:
-            window.scene.select(step)
-            window.select_step(step)
+
     closing = asyncio.Event()
     app.aboutToQuit.connect(closing.set)
     with loop:

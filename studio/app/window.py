@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,37 @@ class MainWindow(QMainWindow):
         self.start_page.sig_restored.connect(self._restored)
         self.stack.addWidget(self.start_page)
         self.statusBar().showMessage("ready")
+        self.opening: Path | None = None  # a workspace open_later() opens on the event loop's next turn
         if workspace is not None:
             self.open_workspace(Path(workspace))
+
+    def open_later(self, root: Path, then: Callable[[], None] | None = None) -> None:
+        """`cdl studio WS`: the window shows at once, saying which workspace it opens, and opens it on the event
+        loop's next turn (then `then()`, where it opened). Building the window for a workspace (the engine's
+        registry code, the panels) takes 1.5-2 s, in which no window was on the screen at all."""
+        root = Path(root)
+        self.opening = root
+        page = QLabel(f"Opening {root.resolve()}…")
+        page.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        page.setStyleSheet("font-size: 16px; color: #374151;")
+        self.stack.addWidget(page)
+        self.stack.setCurrentWidget(page)
+        self.statusBar().showMessage("opening the workspace…")
+
+        def open_now() -> None:
+            try:
+                self.open_workspace(root)
+            finally:
+                self.opening = None
+                self.stack.removeWidget(page)
+                page.deleteLater()
+                if self.ctx is None:  # it did not open: the start page, which says why
+                    self.stack.setCurrentWidget(self.start_page)
+                    self.statusBar().showMessage("ready")
+            if self.ctx is not None and then is not None:
+                then()
+
+        QTimer.singleShot(50, open_now)  # (a turn or two of the loop first: the window is drawn before it waits)
 
     # -- building -----------------------------------------------------------------------------------------
 

@@ -960,3 +960,37 @@ def test_the_runtime_starts_while_the_window_builds_and_stops_where_the_workspac
     assert "not valid YAML" in broken.start_page.message.text(), broken.start_page.message.text()
     assert procs[1].poll() is not None  # stopped, not left running beside the start page
     broken.close()
+
+
+def test_cdl_studio_shows_its_window_before_the_workspace_opens(tmp_path, qtbot):
+    """`cdl studio WS` built the whole window for the workspace (the engine's registry code, the panels: 1.5-2 s)
+    before showing anything. The window shows at once, saying which workspace it opens, and opens it on the event
+    loop's next turn; a folder that is no workspace ends on the start page, saying why, as before."""
+    from PySide6.QtWidgets import QLabel
+
+    from runtime.api import init_workspace
+    from studio.app.window import MainWindow
+
+    ws = init_workspace(tmp_path / "ws", "text-classification")
+    w = MainWindow(None)
+    qtbot.addWidget(w)
+    opened: list[str] = []
+    w.open_later(ws.root, then=lambda: opened.append(w.header.step))
+    w.show()
+    page = w.stack.currentWidget()
+    assert w.opening == ws.root and w.ctx is None and isinstance(page, QLabel), page
+    assert page.text() == f"Opening {ws.root.resolve()}…"
+    with qtbot.waitSignal(w.sig_workspace_loaded, timeout=60000):
+        pass
+    assert w.ctx is not None and w.opening is None and opened == ["data.import"]
+    assert not any(isinstance(w.stack.widget(i), QLabel) for i in range(w.stack.count()))  # the page is gone
+    w.close()
+    other = MainWindow(None)
+    qtbot.addWidget(other)
+    called: list[int] = []
+    other.open_later(tmp_path / "nowhere", then=lambda: called.append(1))
+    qtbot.waitUntil(lambda: other.opening is None, timeout=30000)
+    assert other.ctx is None and not called and other.stack.currentWidget() is other.start_page
+    assert other.start_page.message.text().endswith("does not exist: Create makes one there (choose its template), "
+                                                    "or open another folder.")
+    other.close()
