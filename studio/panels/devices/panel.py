@@ -137,9 +137,10 @@ class DevicesPanel(Panel):
         w = QWidget()
         w.setLayout(row2)
         self.add(w)
-        # every column in view beside the flowchart (the certificate and last seen were off to the right)
+        # every column in view beside the flowchart (the certificate and last seen were off to the right); the
+        # name, the state and the address whole (at 1024 x 768 the state read "unre…")
         self.devices = Table(["device", "state", "address", "active model", "requests", "errors", "journal",
-                              "free\ndisk", "certificate", "last seen"], fit=True, whole=(0, 2))
+                              "free\ndisk", "certificate", "last seen"], fit=True, whole=(0, 1, 2))
         self.add(self.devices, 2)
         # what acts on the selected devices is off until one is selected (each said "select a device first" when
         # pressed, beside an empty table too)
