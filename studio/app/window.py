@@ -207,10 +207,10 @@ class MainWindow(QMainWindow):
         self.runtime.sig_refused.connect(self._run_refused)
         self.statusBar().showMessage("starting the runtime…")
         self.runtime.start()
-        # The plotting library (1-1.7 s to import while the runtime starts) loads on the GUI thread, never off
-        # it: its import creates every QtCore/QtGui/QtWidgets class, and PySide creates its classes lazily and
-        # not thread-safely. Imported in a worker thread while the flowchart painted, it left QGradient without
-        # its Preset enum in about one start in twenty, and then every node failed to paint
+        # The plotting library (0.5 s to import, 1-1.7 s while the runtime starts beside it) loads on the GUI
+        # thread, never off it: its import creates every QtCore/QtGui/QtWidgets class, and PySide creates its
+        # classes lazily and not thread-safely. Imported in a worker thread while the flowchart painted, it left
+        # QGradient without its Preset enum in about one start in twenty, and then every node failed to paint
         # (tests/studio/test_window.py::test_qt_bindings_load_on_the_gui_thread_only). It loads once the
         # runtime has answered and the statuses are asked for (_runtime_settled), not on the first turn of the
         # event loop: there it held the runtime's "ready" back, and so the statuses and every panel, by as long.
