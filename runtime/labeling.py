@@ -316,7 +316,8 @@ class LabelQueue:
             added = [u for u in have if not view.has(u)]
             self._new = list(self._staged(added).values()) if added else []
             self._gone_uids = {r.uid for r in view.rows if r.uid not in have}
-            _SINCE[self.ws] = (token, view, self._new, self._gone_uids)
+        # kept either way: an index known by its hash (a copied workspace) was hashed again, 50 ms, for each queue
+        _SINCE[self.ws] = (token, view, self._new, self._gone_uids)
         self._new_for = (token, id(view))
 
     def _import_view(self, rows: list[IndexRow]) -> DatasetView:

@@ -62,8 +62,8 @@ def grab_when_loaded(window, path: Path, panel: str | None, done: Callable[[int]
         grab(window, path)
         done(0 if window.loaded else 1)
 
-    if window.ctx is None and window.opening is None:  # the start page (exit 0: it has nothing to load, and said 1
-        # for not loaded)
+    # the start page, and no workspace opening (exit 0: it has nothing to load, and said 1 for not loaded)
+    if window.ctx is None and window.opening is None:
         QTimer.singleShot(500, lambda: (grab(window, path), done(0)))
         return
     _after(window, panel, ready)

@@ -470,7 +470,15 @@ def test_changed_input_new_version_diff_and_checkout(tmp_path, text_ws):
         every = copy.store.item_uids
         copy.store.item_uids = lambda: calls.append(1) or every()
         index = copy.dataset_dir / "index.jsonl"
-        assert not LabelQueue(copy, "ann")._new_rows() and not calls
+        import runtime.labeling as labeling_mod
+
+        hashed, same = [], labeling_mod._same_index
+        labeling_mod._same_index = lambda view, sha: hashed.append(1) or same(view, sha)
+        try:
+            assert not LabelQueue(copy, "ann")._new_rows() and not calls
+            assert not LabelQueue(copy, "ann")._new_rows() and hashed == [1]  # the next queue (one per label) too
+        finally:
+            labeling_mod._same_index = same
         index.write_bytes(index.read_bytes().replace(b'"split":"train"', b'"split":"test"', 1))  # not as ingested
         q = LabelQueue(copy, "ann")
         assert not q._new_rows() and len(calls) == 1  # compared: and the items are those of the index still
